@@ -1,0 +1,282 @@
+//! Kong-shaped Admin API (read endpoints): node info, status, entities, config.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use crate::config::Snapshot;
+use crate::proxy::Gateway;
+
+type Resp = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, v: Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    r.headers_mut().insert(
+        header::SERVER,
+        HeaderValue::from_static(crate::SERVER_TOKEN),
+    );
+    r
+}
+
+fn not_found() -> Resp {
+    reply(StatusCode::NOT_FOUND, json!({"message": "Not found"}))
+}
+
+/// Answers one Admin API request.
+pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
+    let snap = gw.snapshot.load_full();
+    let path = req.uri().path().trim_end_matches('/').to_string();
+    let query: Vec<(String, String)> = req
+        .uri()
+        .query()
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let known = matches!(
+            segs.first().copied(),
+            Some("services" | "routes" | "plugins" | "consumers" | "config")
+        );
+        if !known {
+            return reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"message": "Method not allowed"}),
+            );
+        }
+        let entity = segs.first().copied().unwrap_or("");
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            json!({"code": 12, "name": "operation unsupported",
+                   "message": format!("cannot change '{entity}' through the Admin API yet; edit the declarative config file and restart")}),
+        );
+    }
+    match segs.as_slice() {
+        [] => root(gw, &snap),
+        ["status"] => status(gw, &snap),
+        ["config"] => config(&snap),
+        ["plugins", "enabled"] => reply(
+            StatusCode::OK,
+            json!({"enabled_plugins": ["ai-proxy", "ai-proxy-advanced", "request-transformer", "file-log"]}),
+        ),
+        ["services"] => list(&snap, &query, "/services", snap.services.iter().map(|s| (s.to_json(), &s.tags)).collect()),
+        ["services", key] => match find_service(&snap, key) {
+            Some(i) => reply(StatusCode::OK, snap.services[i].to_json()),
+            None => not_found(),
+        },
+        ["services", key, "routes"] => match find_service(&snap, key) {
+            Some(i) => list(
+                &snap,
+                &query,
+                &format!("/services/{key}/routes"),
+                snap.routes.iter().filter(|r| r.service == Some(i)).map(|r| (r.to_json(&snap), &r.tags)).collect(),
+            ),
+            None => not_found(),
+        },
+        ["services", key, "plugins"] => match find_service(&snap, key) {
+            Some(i) => list(
+                &snap,
+                &query,
+                &format!("/services/{key}/plugins"),
+                snap.plugins.iter().filter(|p| p.service == Some(i)).map(|p| (p.to_json(&snap), &p.tags)).collect(),
+            ),
+            None => not_found(),
+        },
+        ["routes"] => list(&snap, &query, "/routes", snap.routes.iter().map(|r| (r.to_json(&snap), &r.tags)).collect()),
+        ["routes", key] => match find_route(&snap, key) {
+            Some(i) => reply(StatusCode::OK, snap.routes[i].to_json(&snap)),
+            None => not_found(),
+        },
+        ["routes", key, "service"] => match find_route(&snap, key).and_then(|i| snap.routes[i].service) {
+            Some(s) => reply(StatusCode::OK, snap.services[s].to_json()),
+            None => not_found(),
+        },
+        ["routes", key, "plugins"] => match find_route(&snap, key) {
+            Some(i) => list(
+                &snap,
+                &query,
+                &format!("/routes/{key}/plugins"),
+                snap.plugins.iter().filter(|p| p.route == Some(i)).map(|p| (p.to_json(&snap), &p.tags)).collect(),
+            ),
+            None => not_found(),
+        },
+        ["plugins"] => list(&snap, &query, "/plugins", snap.plugins.iter().map(|p| (p.to_json(&snap), &p.tags)).collect()),
+        ["plugins", key] => match snap.plugins.iter().find(|p| p.id == *key || p.instance_name.as_deref() == Some(key)) {
+            Some(p) => reply(StatusCode::OK, p.to_json(&snap)),
+            None => not_found(),
+        },
+        ["consumers"] => list(
+            &snap,
+            &query,
+            "/consumers",
+            snap.consumers
+                .iter()
+                .map(|c| (json!({"id": c.id, "username": c.username, "custom_id": c.custom_id, "tags": c.tags, "created_at": c.created_at}), &c.tags))
+                .collect(),
+        ),
+        ["consumers", key] => match snap.consumers.iter().find(|c| c.id == *key || c.username.as_deref() == Some(key)) {
+            Some(c) => reply(StatusCode::OK, json!({"id": c.id, "username": c.username, "custom_id": c.custom_id, "tags": c.tags, "created_at": c.created_at})),
+            None => not_found(),
+        },
+        _ => not_found(),
+    }
+}
+
+fn find_service(snap: &Snapshot, key: &str) -> Option<usize> {
+    snap.services
+        .iter()
+        .position(|s| s.id == key || s.name.as_deref() == Some(key))
+}
+
+fn find_route(snap: &Snapshot, key: &str) -> Option<usize> {
+    snap.routes
+        .iter()
+        .position(|r| r.id == key || r.name.as_deref() == Some(key))
+}
+
+/// Kong's list shape with `size`/`offset` paging and `tags` filters (`a,b` = AND, `a/b` = OR).
+fn list(
+    _snap: &Snapshot,
+    query: &[(String, String)],
+    base: &str,
+    items: Vec<(Value, &Option<Vec<String>>)>,
+) -> Resp {
+    let get = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.as_str());
+    let size = match get("size").map(str::parse::<usize>) {
+        None => 100,
+        Some(Ok(s)) if (1..=1000).contains(&s) => s,
+        Some(_) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"code": 9, "name": "invalid size", "message": "size must be an integer between 1 and 1000"}),
+            )
+        }
+    };
+    let offset = match get("offset").map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(o)) => o,
+        Some(Err(_)) => {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                json!({"code": 7, "name": "invalid offset", "message": "invalid offset"}),
+            )
+        }
+    };
+    let tags = get("tags");
+    let filtered: Vec<Value> = items
+        .into_iter()
+        .filter(|(_, t)| match tags {
+            None => true,
+            Some(spec) => {
+                let have = t.as_deref().unwrap_or(&[]);
+                if spec.contains('/') {
+                    spec.split('/').any(|x| have.iter().any(|h| h == x))
+                } else {
+                    spec.split(',').all(|x| have.iter().any(|h| h == x))
+                }
+            }
+        })
+        .map(|(v, _)| v)
+        .collect();
+    let page: Vec<Value> = filtered.iter().skip(offset).take(size).cloned().collect();
+    let more = offset + size < filtered.len();
+    let mut body = json!({"data": page, "next": null});
+    if more {
+        let next_off = (offset + size).to_string();
+        let mut next = format!("{base}?offset={next_off}&size={size}");
+        if let Some(t) = tags {
+            next.push_str("&tags=");
+            next.push_str(&form_urlencoded::byte_serialize(t.as_bytes()).collect::<String>());
+        }
+        body["next"] = Value::String(next);
+        body["offset"] = Value::String(next_off);
+    }
+    reply(StatusCode::OK, body)
+}
+
+fn root(gw: &Gateway, snap: &Snapshot) -> Resp {
+    let available: serde_json::Map<String, Value> = [
+        ("ai-proxy", 770),
+        ("ai-proxy-advanced", 770),
+        ("request-transformer", 801),
+        ("file-log", 9),
+    ]
+    .into_iter()
+    .map(|(n, p)| {
+        (
+            n.to_string(),
+            json!({"version": crate::VERSION, "priority": p}),
+        )
+    })
+    .collect();
+    let mut enabled: Vec<&str> = snap.plugins.iter().map(|p| p.name.as_str()).collect();
+    enabled.sort_unstable();
+    enabled.dedup();
+    reply(
+        StatusCode::OK,
+        json!({
+            "tagline": "Welcome to tollgate",
+            "version": crate::VERSION,
+            "edition": "community",
+            "hostname": hostname(),
+            "node_id": gw.node_id,
+            "lua_version": null,
+            "plugins": {"available_on_server": available, "enabled_in_cluster": enabled},
+            "configuration": {"database": "off", "role": "traditional"},
+            "pids": {"master": std::process::id(), "workers": [std::process::id()]},
+            "timers": {"running": 0, "pending": 0},
+        }),
+    )
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+fn status(gw: &Gateway, snap: &Snapshot) -> Resp {
+    let s = &gw.stats;
+    let active = s.active.load(Ordering::Relaxed);
+    reply(
+        StatusCode::OK,
+        json!({
+            "server": {
+                "connections_accepted": s.accepted.load(Ordering::Relaxed),
+                "connections_active": active,
+                "connections_handled": s.accepted.load(Ordering::Relaxed),
+                "connections_reading": 0,
+                "connections_writing": active,
+                "connections_waiting": 0,
+                "total_requests": s.total_requests.load(Ordering::Relaxed),
+            },
+            "memory": {"workers_lua_vms": [], "lua_shared_dicts": {}},
+            "configuration_hash": snap.hash,
+        }),
+    )
+}
+
+/// `GET /config`: the loaded entities as a declarative document (secrets redacted).
+fn config(snap: &Snapshot) -> Resp {
+    let doc = json!({
+        "_format_version": "3.0",
+        "services": snap.services.iter().map(|s| s.to_json()).collect::<Vec<_>>(),
+        "routes": snap.routes.iter().map(|r| r.to_json(snap)).collect::<Vec<_>>(),
+        "plugins": snap.plugins.iter().map(|p| p.to_json(snap)).collect::<Vec<_>>(),
+    });
+    match serde_norway::to_string(&doc) {
+        Ok(y) => reply(StatusCode::OK, json!({"config": y})),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"message": format!("An unexpected error occurred: {e}")}),
+        ),
+    }
+}

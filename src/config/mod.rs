@@ -1,0 +1,104 @@
+//! Loading Kong's declarative config: text → decK templates → raw document → typed,
+//! validated, compiled [`Snapshot`].
+
+pub mod env;
+pub mod ids;
+pub mod plugins;
+pub mod raw;
+pub mod snapshot;
+pub mod vault;
+
+use std::fmt;
+
+pub use snapshot::Snapshot;
+
+/// One problem in a config, with the path of the field it is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigIssue {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in a config (load fails when there is at least one).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigIssue>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigErrors {
+    /// A single error without a field path.
+    pub fn single(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigErrors(vec![ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        }])
+    }
+}
+
+/// serde's messages quote with backticks; Kong users expect double quotes.
+pub(crate) fn tidy_serde_message(m: &str) -> String {
+    m.replace('`', "\"")
+}
+
+/// Parses YAML or JSON text (after decK substitution) into the raw document.
+pub fn parse_document(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<raw::RawConfig, ConfigErrors> {
+    let text = env::substitute(text, env).map_err(|e| ConfigErrors::single("", e.to_string()))?;
+    let value: serde_json::Value = if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text)
+            .map_err(|e| ConfigErrors::single("", format!("invalid JSON: {e}")))?
+    } else {
+        serde_norway::from_str(&text)
+            .map_err(|e| ConfigErrors::single("", format!("invalid YAML: {e}")))?
+    };
+    if !value.is_object() {
+        return Err(ConfigErrors::single(
+            "",
+            "expected a declarative configuration (a mapping with _format_version)",
+        ));
+    }
+    serde_path_to_error::deserialize::<_, raw::RawConfig>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        ConfigErrors::single(path, tidy_serde_message(&e.into_inner().to_string()))
+    })
+}
+
+/// Loads and compiles config text using the process environment.
+pub fn load_str(text: &str) -> Result<Snapshot, ConfigErrors> {
+    let env = |name: &str| std::env::var(name).ok();
+    let raw = parse_document(text, &env)?;
+    Snapshot::compile(raw, &env)
+}
+
+/// Loads and compiles a config file.
+pub fn load_file(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors::single("", format!("cannot read {}: {e}", path.display())))?;
+    load_str(&text)
+}
+
+/// The config used when `tollgate serve` is given no `--config` (documented in README.md).
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.yaml");

@@ -1,0 +1,609 @@
+//! Typed plugin configs, Kong's field names and defaults; `config` of each plugin instance is
+//! deserialized into one of these with its field path kept for error messages.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::plugins::request_transformer::RequestTransformerConfig;
+
+/// Null in a decK dump means "use the default", as Kong's schema does.
+fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// Kong's `route_type` values (all accepted by the schema; unsupported ones are refused at load).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum RouteType {
+    #[serde(rename = "llm/v1/chat")]
+    Chat,
+    #[serde(rename = "llm/v1/completions")]
+    Completions,
+    #[serde(rename = "llm/v1/embeddings")]
+    Embeddings,
+    #[serde(rename = "llm/v1/responses")]
+    Responses,
+    #[serde(rename = "preserve")]
+    Preserve,
+    #[serde(rename = "llm/v1/files")]
+    Files,
+    #[serde(rename = "llm/v1/batches")]
+    Batches,
+    #[serde(rename = "llm/v1/assistants")]
+    Assistants,
+    #[serde(rename = "audio/v1/audio/speech")]
+    AudioSpeech,
+    #[serde(rename = "audio/v1/audio/transcriptions")]
+    AudioTranscriptions,
+    #[serde(rename = "audio/v1/audio/translations")]
+    AudioTranslations,
+    #[serde(rename = "image/v1/images/generations")]
+    ImageGenerations,
+    #[serde(rename = "image/v1/images/edits")]
+    ImageEdits,
+    #[serde(rename = "realtime/v1/realtime")]
+    Realtime,
+    #[serde(rename = "video/v1/videos/generations")]
+    VideoGenerations,
+}
+
+impl RouteType {
+    /// Kong's name for the route type.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteType::Chat => "llm/v1/chat",
+            RouteType::Completions => "llm/v1/completions",
+            RouteType::Embeddings => "llm/v1/embeddings",
+            RouteType::Responses => "llm/v1/responses",
+            RouteType::Preserve => "preserve",
+            RouteType::Files => "llm/v1/files",
+            RouteType::Batches => "llm/v1/batches",
+            RouteType::Assistants => "llm/v1/assistants",
+            RouteType::AudioSpeech => "audio/v1/audio/speech",
+            RouteType::AudioTranscriptions => "audio/v1/audio/transcriptions",
+            RouteType::AudioTranslations => "audio/v1/audio/translations",
+            RouteType::ImageGenerations => "image/v1/images/generations",
+            RouteType::ImageEdits => "image/v1/images/edits",
+            RouteType::Realtime => "realtime/v1/realtime",
+            RouteType::VideoGenerations => "video/v1/videos/generations",
+        }
+    }
+    /// Whether Tollgate implements this route type yet.
+    pub fn supported(self) -> bool {
+        matches!(
+            self,
+            RouteType::Chat
+                | RouteType::Completions
+                | RouteType::Embeddings
+                | RouteType::Responses
+                | RouteType::Preserve
+        )
+    }
+}
+
+/// Kong's `model.provider` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderName {
+    Openai,
+    Azure,
+    Anthropic,
+    Cohere,
+    Mistral,
+    Llama2,
+    Gemini,
+    Bedrock,
+    Huggingface,
+    Cerebras,
+    Dashscope,
+    Xai,
+    Databricks,
+    Deepseek,
+    Ollama,
+    Vllm,
+}
+
+impl ProviderName {
+    /// Kong's name for the provider.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderName::Openai => "openai",
+            ProviderName::Azure => "azure",
+            ProviderName::Anthropic => "anthropic",
+            ProviderName::Cohere => "cohere",
+            ProviderName::Mistral => "mistral",
+            ProviderName::Llama2 => "llama2",
+            ProviderName::Gemini => "gemini",
+            ProviderName::Bedrock => "bedrock",
+            ProviderName::Huggingface => "huggingface",
+            ProviderName::Cerebras => "cerebras",
+            ProviderName::Dashscope => "dashscope",
+            ProviderName::Xai => "xai",
+            ProviderName::Databricks => "databricks",
+            ProviderName::Deepseek => "deepseek",
+            ProviderName::Ollama => "ollama",
+            ProviderName::Vllm => "vllm",
+        }
+    }
+}
+
+/// `response_streaming`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StreamingMode {
+    #[default]
+    Allow,
+    Deny,
+    Always,
+}
+
+/// `llm_format`: the API the client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmFormat {
+    #[default]
+    Openai,
+    Bedrock,
+    Gemini,
+    Cohere,
+    Huggingface,
+    Anthropic,
+}
+
+/// `genai_category` (analytics only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum GenaiCategory {
+    #[serde(rename = "text/generation")]
+    TextGeneration,
+    #[serde(rename = "text/embeddings")]
+    TextEmbeddings,
+    #[serde(rename = "image/generation")]
+    ImageGeneration,
+    #[serde(rename = "audio/speech")]
+    AudioSpeech,
+    #[serde(rename = "audio/transcription")]
+    AudioTranscription,
+    #[serde(rename = "video/generation")]
+    VideoGeneration,
+    #[serde(rename = "realtime/generation")]
+    RealtimeGeneration,
+}
+
+/// `auth.param_location`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamLocation {
+    Query,
+    Body,
+}
+
+/// ai-proxy `auth` record (every string referenceable).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    pub header_name: Option<String>,
+    pub header_value: Option<String>,
+    pub param_name: Option<String>,
+    pub param_value: Option<String>,
+    pub param_location: Option<ParamLocation>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub allow_override: bool,
+    #[serde(default, deserialize_with = "nullable")]
+    pub gcp_use_service_account: bool,
+    pub gcp_service_account_json: Option<String>,
+    pub gcp_metadata_url: Option<String>,
+    pub gcp_oauth_token_url: Option<String>,
+    pub aws_access_key_id: Option<String>,
+    pub aws_secret_access_key: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub azure_use_managed_identity: bool,
+    pub azure_client_id: Option<String>,
+    pub azure_client_secret: Option<String>,
+    pub azure_tenant_id: Option<String>,
+}
+
+/// ai-proxy `model` record.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub provider: ProviderName,
+    pub name: Option<String>,
+    pub model_alias: Option<String>,
+    pub options: Option<ModelOptions>,
+}
+
+/// ai-proxy `model.options`; provider-specific sub-records are kept as given for later providers.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelOptions {
+    pub max_tokens: Option<u64>,
+    pub temperature: Option<f64>,
+    pub top_p: Option<f64>,
+    pub top_k: Option<u64>,
+    pub input_cost: Option<f64>,
+    pub output_cost: Option<f64>,
+    pub upstream_url: Option<String>,
+    pub upstream_path: Option<String>,
+    pub anthropic_version: Option<String>,
+    pub azure_instance: Option<String>,
+    pub azure_deployment_id: Option<String>,
+    pub azure_api_version: Option<String>,
+    pub mistral_format: Option<String>,
+    pub llama2_format: Option<String>,
+    pub gemini: Option<Value>,
+    pub bedrock: Option<Value>,
+    pub huggingface: Option<Value>,
+    pub cohere: Option<Value>,
+    pub dashscope: Option<Value>,
+    pub databricks: Option<Value>,
+    pub embeddings_dimensions: Option<u64>,
+    pub cache_read_cost: Option<f64>,
+    pub cache_write_cost: Option<f64>,
+    pub cache_write_cost_list: Option<Value>,
+    pub context_window_factor: Option<Value>,
+    pub service_tier_factor: Option<Value>,
+}
+
+/// ai-proxy `logging`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingConfig {
+    #[serde(default, deserialize_with = "nullable")]
+    pub log_statistics: bool,
+    #[serde(default, deserialize_with = "nullable")]
+    pub log_payloads: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Kong EE's default (OSS used 8192, which breaks Codex's ~40 KB requests).
+fn default_body_size() -> u64 {
+    1_048_576
+}
+
+/// The `ai-proxy` plugin config.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AiProxyConfig {
+    pub route_type: RouteType,
+    #[serde(default, deserialize_with = "nullable")]
+    pub auth: AuthConfig,
+    pub model: ModelConfig,
+    #[serde(default, deserialize_with = "nullable")]
+    pub logging: LoggingConfig,
+    #[serde(default, deserialize_with = "nullable")]
+    pub response_streaming: StreamingMode,
+    #[serde(default = "default_body_size")]
+    pub max_request_body_size: u64,
+    #[serde(default = "default_true")]
+    pub model_name_header: bool,
+    #[serde(default, deserialize_with = "nullable")]
+    pub llm_format: LlmFormat,
+    pub genai_category: Option<GenaiCategory>,
+}
+
+/// One ai-proxy-advanced target: the ai-proxy record plus balancing fields.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    pub route_type: RouteType,
+    #[serde(default, deserialize_with = "nullable")]
+    pub auth: AuthConfig,
+    pub model: ModelConfig,
+    #[serde(default, deserialize_with = "nullable")]
+    pub logging: LoggingConfig,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    pub description: Option<String>,
+    pub metadata: Option<Value>,
+}
+
+fn default_weight() -> u32 {
+    100
+}
+
+/// `balancer.algorithm`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    #[default]
+    RoundRobin,
+    ConsistentHashing,
+    LeastConnections,
+    LowestLatency,
+    LowestUsage,
+    Priority,
+    Semantic,
+}
+
+/// `balancer.latency_strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LatencyStrategy {
+    #[default]
+    Tpot,
+    E2e,
+}
+
+/// `balancer.tokens_count_strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokensCountStrategy {
+    #[default]
+    TotalTokens,
+    PromptTokens,
+    CompletionTokens,
+    Cost,
+    LlmAccuracy,
+}
+
+/// `balancer.failover_criteria` entries (nginx `proxy_next_upstream` names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailoverCriterion {
+    Error,
+    Timeout,
+    InvalidHeader,
+    Http403,
+    Http404,
+    Http429,
+    Http500,
+    Http502,
+    Http503,
+    Http504,
+    NonIdempotent,
+}
+
+/// ai-proxy-advanced `balancer`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BalancerConfig {
+    #[serde(default, deserialize_with = "nullable")]
+    pub algorithm: Algorithm,
+    #[serde(default = "default_hash_header")]
+    pub hash_on_header: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub latency_strategy: LatencyStrategy,
+    #[serde(default, deserialize_with = "nullable")]
+    pub tokens_count_strategy: TokensCountStrategy,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    #[serde(default = "default_slots")]
+    pub slots: u32,
+    #[serde(default = "default_timeout")]
+    pub connect_timeout: u64,
+    #[serde(default = "default_timeout")]
+    pub read_timeout: u64,
+    #[serde(default = "default_timeout")]
+    pub write_timeout: u64,
+    #[serde(default = "default_failover")]
+    pub failover_criteria: Vec<FailoverCriterion>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub max_fails: u32,
+    #[serde(default = "default_fail_timeout")]
+    pub fail_timeout: u64,
+}
+
+impl Default for BalancerConfig {
+    fn default() -> Self {
+        BalancerConfig {
+            algorithm: Algorithm::RoundRobin,
+            hash_on_header: default_hash_header(),
+            latency_strategy: LatencyStrategy::Tpot,
+            tokens_count_strategy: TokensCountStrategy::TotalTokens,
+            retries: default_retries(),
+            slots: default_slots(),
+            connect_timeout: default_timeout(),
+            read_timeout: default_timeout(),
+            write_timeout: default_timeout(),
+            failover_criteria: default_failover(),
+            max_fails: 0,
+            fail_timeout: default_fail_timeout(),
+        }
+    }
+}
+
+fn default_hash_header() -> String {
+    "X-Kong-LLM-Request-ID".into()
+}
+fn default_retries() -> u32 {
+    5
+}
+fn default_slots() -> u32 {
+    10000
+}
+fn default_timeout() -> u64 {
+    60000
+}
+fn default_fail_timeout() -> u64 {
+    10000
+}
+fn default_failover() -> Vec<FailoverCriterion> {
+    vec![FailoverCriterion::Error, FailoverCriterion::Timeout]
+}
+
+/// The `ai-proxy-advanced` plugin config.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AiProxyAdvancedConfig {
+    pub targets: Vec<TargetConfig>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub balancer: BalancerConfig,
+    pub embeddings: Option<Value>,
+    pub vectordb: Option<Value>,
+    pub acls: Option<Value>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub response_streaming: StreamingMode,
+    #[serde(default = "default_body_size")]
+    pub max_request_body_size: u64,
+    #[serde(default = "default_true")]
+    pub model_name_header: bool,
+    #[serde(default, deserialize_with = "nullable")]
+    pub llm_format: LlmFormat,
+    pub genai_category: Option<GenaiCategory>,
+}
+
+/// The `file-log` plugin config.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLogConfig {
+    pub path: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub reopen: bool,
+    pub custom_fields_by_lua: Option<serde_json::Map<String, Value>>,
+}
+
+/// A typed plugin config, one variant per implemented plugin.
+#[derive(Debug, Clone)]
+pub enum PluginConfig {
+    AiProxy(Box<AiProxyConfig>),
+    AiProxyAdvanced(Box<AiProxyAdvancedConfig>),
+    RequestTransformer(Box<RequestTransformerConfig>),
+    FileLog(FileLogConfig),
+}
+
+/// Kong plugins Tollgate knows by name but does not implement yet (a clearer error than "unknown").
+const KNOWN_UNIMPLEMENTED: &[&str] = &[
+    "key-auth",
+    "acl",
+    "cors",
+    "rate-limiting",
+    "ai-rate-limiting-advanced",
+    "request-size-limiting",
+    "ai-request-transformer",
+    "ai-response-transformer",
+    "ai-prompt-template",
+    "ai-prompt-decorator",
+    "ai-prompt-guard",
+    "ai-semantic-cache",
+    "ai-semantic-prompt-guard",
+    "ai-sanitizer",
+    "prometheus",
+    "http-log",
+    "response-transformer",
+];
+
+/// A plugin config error: the path inside `config` and the message.
+pub type FieldError = (String, String);
+
+/// Types `config` for plugin `name`; errors carry paths relative to the plugin (`config.…`).
+pub fn parse(name: &str, config: Option<&Value>) -> Result<PluginConfig, Vec<FieldError>> {
+    let empty = Value::Object(Default::default());
+    let config = match config {
+        Some(Value::Null) | None => &empty,
+        Some(c) => c,
+    };
+    match name {
+        "ai-proxy" => typed::<AiProxyConfig>(config).map(|c| PluginConfig::AiProxy(Box::new(c))),
+        "ai-proxy-advanced" => typed::<AiProxyAdvancedConfig>(config)
+            .map(|c| PluginConfig::AiProxyAdvanced(Box::new(c))),
+        "request-transformer" => {
+            let c = typed::<RequestTransformerConfig>(config)?;
+            let errs: Vec<FieldError> = c
+                .validate()
+                .into_iter()
+                .map(|(p, m)| (format!("config.{p}"), m))
+                .collect();
+            if errs.is_empty() {
+                Ok(PluginConfig::RequestTransformer(Box::new(c)))
+            } else {
+                Err(errs)
+            }
+        }
+        "file-log" => typed::<FileLogConfig>(config).map(PluginConfig::FileLog),
+        n if KNOWN_UNIMPLEMENTED.contains(&n) => Err(vec![(
+            "name".into(),
+            format!("plugin '{n}' is not supported by tollgate yet"),
+        )]),
+        n => Err(vec![(
+            "name".into(),
+            format!("plugin '{n}' not enabled; is it installed?"),
+        )]),
+    }
+}
+
+fn typed<T: for<'de> Deserialize<'de>>(config: &Value) -> Result<T, Vec<FieldError>> {
+    serde_path_to_error::deserialize::<_, T>(config).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." {
+            "config".to_string()
+        } else {
+            format!("config.{path}")
+        };
+        vec![(path, e.into_inner().to_string())]
+    })
+}
+
+impl PluginConfig {
+    /// Kong's static PRIORITY: plugins run in descending order.
+    pub fn priority(&self) -> i32 {
+        match self {
+            PluginConfig::RequestTransformer(_) => 801,
+            PluginConfig::AiProxy(_) | PluginConfig::AiProxyAdvanced(_) => 770,
+            PluginConfig::FileLog(_) => 9,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ai_proxy_defaults() {
+        let c = parse(
+            "ai-proxy",
+            Some(&json!({"route_type":"llm/v1/chat","model":{"provider":"openai"}})),
+        );
+        let Ok(PluginConfig::AiProxy(c)) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(c.max_request_body_size, 1_048_576);
+        assert!(c.model_name_header);
+        assert_eq!(c.response_streaming, StreamingMode::Allow);
+    }
+
+    #[test]
+    fn unknown_variant_has_path() {
+        let e = parse(
+            "ai-proxy",
+            Some(&json!({"route_type":"llm/v1/chat","model":{"provider":"opena1"}})),
+        )
+        .err()
+        .unwrap_or_default();
+        assert_eq!(e[0].0, "config.model.provider");
+        assert!(e[0].1.starts_with("unknown variant `opena1`"), "{}", e[0].1);
+    }
+
+    #[test]
+    fn unknown_field_and_plugin() {
+        let e = parse(
+            "ai-proxy",
+            Some(&json!({"route_type":"llm/v1/chat","model":{"provider":"openai"},"bogus":1})),
+        )
+        .err()
+        .unwrap_or_default();
+        assert_eq!(e[0].0, "config.bogus");
+        assert!(e[0].1.contains("unknown field `bogus`"));
+        let e = parse("nope", None).err().unwrap_or_default();
+        assert_eq!(e[0].0, "name");
+    }
+
+    #[test]
+    fn nulls_mean_defaults() {
+        let c = parse(
+            "ai-proxy-advanced",
+            Some(
+                &json!({"targets":[{"route_type":"llm/v1/chat","model":{"provider":"openai","options":null},"auth":null}],
+                "balancer": null, "embeddings": null, "vectordb": null}),
+            ),
+        );
+        let Ok(PluginConfig::AiProxyAdvanced(c)) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(c.balancer.retries, 5);
+        assert_eq!(c.targets[0].weight, 100);
+    }
+}

@@ -1,0 +1,921 @@
+//! The immutable, compiled view of one config: entities with ids, the router, and each
+//! route's plugin chain. A new snapshot replaces the old one atomically.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::plugins::{self as plugin_cfg, PluginConfig};
+use super::raw::{EntityRef, RawConfig, RawPlugin, RawRoute, RawService};
+use super::vault::VaultTable;
+use super::{ids, tidy_serde_message, ConfigErrors, ConfigIssue};
+use crate::plugins::ai_proxy::AiProxy;
+use crate::plugins::Plugin;
+use crate::proxy::router::{RouteSpec, Router};
+
+/// A compiled service.
+#[derive(Debug, Clone)]
+pub struct Service {
+    pub id: String,
+    pub name: Option<String>,
+    pub protocol: String,
+    pub host: String,
+    pub port: u16,
+    pub path: Option<String>,
+    pub retries: u32,
+    pub connect_timeout: u64,
+    pub write_timeout: u64,
+    pub read_timeout: u64,
+    pub enabled: bool,
+    pub tags: Option<Vec<String>>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A compiled route with its resolved plugin chain.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub id: String,
+    pub name: Option<String>,
+    pub service: Option<usize>,
+    pub protocols: Vec<String>,
+    pub methods: Option<Vec<String>>,
+    pub hosts: Option<Vec<String>>,
+    pub paths: Option<Vec<String>>,
+    pub headers: Option<Vec<(String, Vec<String>)>>,
+    pub strip_path: bool,
+    pub preserve_host: bool,
+    pub regex_priority: i64,
+    pub path_handling: String,
+    pub https_redirect_status_code: u16,
+    pub request_buffering: bool,
+    pub response_buffering: bool,
+    pub tags: Option<Vec<String>>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// Plugin indexes in execution order (Kong PRIORITY, descending).
+    pub chain: Vec<usize>,
+}
+
+/// A plugin instance: entity fields plus its compiled runtime.
+#[derive(Debug)]
+pub struct PluginInstance {
+    pub id: String,
+    pub name: String,
+    pub instance_name: Option<String>,
+    pub enabled: bool,
+    pub service: Option<usize>,
+    pub route: Option<usize>,
+    pub consumer: Option<String>,
+    pub protocols: Vec<String>,
+    pub tags: Option<Vec<String>>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    /// The config with defaults filled in, as the Admin API shows it (secrets redacted there).
+    pub config_json: Value,
+    pub plugin: Plugin,
+}
+
+/// One consumer (kept for the Admin API and for later auth plugins).
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    pub id: String,
+    pub username: Option<String>,
+    pub custom_id: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub created_at: i64,
+}
+
+/// The compiled config.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub services: Vec<Service>,
+    pub routes: Vec<Route>,
+    pub plugins: Vec<PluginInstance>,
+    pub consumers: Vec<Consumer>,
+    pub router: Router,
+    /// Global plugins, for requests that match no route.
+    pub global_chain: Vec<usize>,
+    /// `configuration_hash` (32 hex digits).
+    pub hash: String,
+    /// Problems that do not stop loading (e.g. an unset vault variable).
+    pub warnings: Vec<ConfigIssue>,
+    pub format_version: String,
+}
+
+/// Builds `path` strings like `services[0].routes[1].plugins[2]`.
+fn p(parent: &str, field: &str, i: usize) -> String {
+    if parent.is_empty() {
+        format!("{field}[{i}]")
+    } else {
+        format!("{parent}.{field}[{i}]")
+    }
+}
+
+/// A plugin found while walking the document: (path, entity, nested service, nested route, nested consumer).
+type FoundPlugin = (
+    String,
+    RawPlugin,
+    Option<usize>,
+    Option<usize>,
+    Option<String>,
+);
+/// A plugin's scope: (name, service, route, consumer).
+type Scope = (String, Option<usize>, Option<usize>, Option<String>);
+
+struct Builder<'a> {
+    errors: Vec<ConfigIssue>,
+    warnings: Vec<ConfigIssue>,
+    services: Vec<Service>,
+    routes: Vec<Route>,
+    /// (path, raw plugin, service idx, route idx, consumer key)
+    plugins: Vec<FoundPlugin>,
+    route_specs: Vec<RouteSpec>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+    legacy_paths: bool,
+}
+
+impl Builder<'_> {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigIssue {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn service(&mut self, path: &str, s: &RawService) -> Option<usize> {
+        let mut protocol = s.protocol.clone().unwrap_or_else(|| "http".into());
+        let mut host = s.host.clone();
+        let mut port = s.port;
+        let mut spath = s.path.clone();
+        if let Some(url) = &s.url {
+            match url.parse::<http::Uri>() {
+                Ok(u) if u.scheme().is_some() && u.host().is_some() => {
+                    protocol = u.scheme_str().unwrap_or("http").to_string();
+                    host = u.host().map(str::to_string);
+                    port =
+                        u.port_u16()
+                            .or(port)
+                            .or(Some(if protocol == "https" { 443 } else { 80 }));
+                    let up = u.path();
+                    spath = if up.is_empty() || (up == "/" && !url.ends_with('/')) {
+                        None
+                    } else {
+                        Some(up.to_string())
+                    };
+                }
+                _ => {
+                    self.err(format!("{path}.url"), "invalid url");
+                    return None;
+                }
+            }
+        }
+        if !matches!(protocol.as_str(), "http" | "https") {
+            let allowed = [
+                "grpc",
+                "grpcs",
+                "tcp",
+                "tls",
+                "tls_passthrough",
+                "udp",
+                "ws",
+                "wss",
+            ];
+            let msg = if allowed.contains(&protocol.as_str()) {
+                format!("protocol '{protocol}' is not supported by tollgate (http, https)")
+            } else {
+                "expected one of: grpc, grpcs, http, https, tcp, tls, tls_passthrough, udp, ws, wss"
+                    .to_string()
+            };
+            self.err(format!("{path}.protocol"), msg);
+        }
+        let Some(host) = host else {
+            self.err(format!("{path}.host"), "required field missing");
+            return None;
+        };
+        if let Some(sp) = &spath {
+            if !sp.starts_with('/') {
+                self.err(format!("{path}.path"), "should start with: /");
+            }
+        }
+        let id = s.id.clone().unwrap_or_else(|| match &s.name {
+            Some(n) => ids::entity_id("services", n),
+            None => ids::positional_id("services", path),
+        });
+        self.services.push(Service {
+            id,
+            name: s.name.clone(),
+            port: port.unwrap_or(if protocol == "https" { 443 } else { 80 }),
+            protocol,
+            host,
+            path: spath,
+            retries: s.retries.unwrap_or(5),
+            connect_timeout: s.connect_timeout.unwrap_or(60000),
+            write_timeout: s.write_timeout.unwrap_or(60000),
+            read_timeout: s.read_timeout.unwrap_or(60000),
+            enabled: s.enabled.unwrap_or(true),
+            tags: s.tags.clone(),
+            created_at: s.created_at.unwrap_or(0),
+            updated_at: s.updated_at.unwrap_or(0),
+        });
+        Some(self.services.len() - 1)
+    }
+
+    fn route(&mut self, path: &str, r: &RawRoute, service: Option<usize>) -> Option<usize> {
+        let mut paths = r.paths.clone();
+        if let Some(ps) = paths.as_mut() {
+            for (i, pth) in ps.iter_mut().enumerate() {
+                if self.legacy_paths && !pth.starts_with('~') && looks_like_regex(pth) {
+                    // _format_version < 3.0: Kong auto-prefixes regex-looking paths on load.
+                    pth.insert(0, '~');
+                }
+                let at = p(path, "paths", i);
+                if !(pth.starts_with('/') || pth.starts_with("~/")) {
+                    self.err(at, "should start with: / (fixed path) or ~/ (regex path)");
+                } else if !pth.starts_with('~') && pth.contains("//") {
+                    self.err(at, "must not have empty segments");
+                } else if let Some(re) = pth.strip_prefix('~') {
+                    if let Err(e) = crate::proxy::router::compile_path_regex(re) {
+                        self.err(at, e.to_string());
+                    }
+                }
+            }
+        }
+        let protocols = r
+            .protocols
+            .clone()
+            .unwrap_or_else(|| vec!["http".into(), "https".into()]);
+        for (i, proto) in protocols.iter().enumerate() {
+            if !matches!(proto.as_str(), "http" | "https") {
+                self.err(
+                    p(path, "protocols", i),
+                    format!("protocol '{proto}' is not supported by tollgate (http, https)"),
+                );
+            }
+        }
+        let empty = |v: &Option<Vec<String>>| v.as_ref().map(|v| v.is_empty()).unwrap_or(true);
+        let no_headers = r.headers.as_ref().map(|h| h.is_empty()).unwrap_or(true);
+        if empty(&r.methods) && empty(&r.hosts) && empty(&paths) && no_headers && empty(&r.snis) {
+            self.err(
+                path.to_string(),
+                "must set one of 'methods', 'hosts', 'headers', 'paths', 'snis' when 'protocols' is 'https'",
+            );
+        }
+        let headers: Option<Vec<(String, Vec<String>)>> = r
+            .headers
+            .as_ref()
+            .map(|h| h.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+        if let Some(hs) = &headers {
+            for (k, _) in hs {
+                if k.eq_ignore_ascii_case("host") {
+                    self.err(
+                        format!("{path}.headers"),
+                        "cannot contain 'host' header, which must be specified in the 'hosts' attribute",
+                    );
+                }
+            }
+        }
+        if r.expression.is_some() || r.priority.is_some() {
+            self.err(
+                path.to_string(),
+                "'expression' and 'priority' need router_flavor=expressions, which tollgate does not support",
+            );
+        }
+        if let Some(code) = r.https_redirect_status_code {
+            if ![426, 301, 302, 307, 308].contains(&code) {
+                self.err(
+                    format!("{path}.https_redirect_status_code"),
+                    "expected one of: 426, 301, 302, 307, 308",
+                );
+            }
+        }
+        let id = r.id.clone().unwrap_or_else(|| match &r.name {
+            Some(n) => ids::entity_id("routes", n),
+            None => ids::positional_id("routes", path),
+        });
+        self.route_specs.push(RouteSpec {
+            methods: r.methods.clone().unwrap_or_default(),
+            hosts: r.hosts.clone().unwrap_or_default(),
+            headers: headers.clone().unwrap_or_default(),
+            paths: paths.clone().unwrap_or_default(),
+            regex_priority: r.regex_priority.unwrap_or(0),
+            snis: r.snis.as_ref().map(Vec::len).unwrap_or(0),
+        });
+        self.routes.push(Route {
+            id,
+            name: r.name.clone(),
+            service,
+            protocols,
+            methods: r.methods.clone(),
+            hosts: r.hosts.clone(),
+            paths,
+            headers,
+            strip_path: r.strip_path.unwrap_or(true),
+            preserve_host: r.preserve_host.unwrap_or(false),
+            regex_priority: r.regex_priority.unwrap_or(0),
+            path_handling: r.path_handling.clone().unwrap_or_else(|| "v0".into()),
+            https_redirect_status_code: r.https_redirect_status_code.unwrap_or(426),
+            request_buffering: r.request_buffering.unwrap_or(true),
+            response_buffering: r.response_buffering.unwrap_or(true),
+            tags: r.tags.clone(),
+            created_at: r.created_at.unwrap_or(0),
+            updated_at: r.updated_at.unwrap_or(0),
+            chain: Vec::new(),
+        });
+        Some(self.routes.len() - 1)
+    }
+
+    fn find_service(&self, key: &str) -> Option<usize> {
+        self.services
+            .iter()
+            .position(|s| s.id == key || s.name.as_deref() == Some(key))
+    }
+
+    fn find_route(&self, key: &str) -> Option<usize> {
+        self.routes
+            .iter()
+            .position(|r| r.id == key || r.name.as_deref() == Some(key))
+    }
+}
+
+/// Kong's heuristic for pre-3.0 configs: a path with characters outside the URI-safe set is a regex.
+fn looks_like_regex(path: &str) -> bool {
+    !path
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/.-_~%".contains(c))
+}
+
+impl Snapshot {
+    /// Validates and compiles a raw document; every error is collected, each with its path.
+    pub fn compile(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Snapshot, ConfigErrors> {
+        let mut b = Builder {
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            services: Vec::new(),
+            routes: Vec::new(),
+            plugins: Vec::new(),
+            route_specs: Vec::new(),
+            env,
+            legacy_paths: false,
+        };
+        let format_version = match raw.format_version.as_deref() {
+            Some(v @ ("1.1" | "2.1" | "3.0")) => v.to_string(),
+            Some(v) => {
+                b.err("_format_version", format!("unsupported declarative config version '{v}' (expected one of: 1.1, 2.1, 3.0)"));
+                v.to_string()
+            }
+            None => {
+                b.err("_format_version", "required field missing");
+                String::new()
+            }
+        };
+        b.legacy_paths = format_version != "3.0";
+        for (field, value) in [
+            ("upstreams", &raw.upstreams),
+            ("targets", &raw.targets),
+            ("certificates", &raw.certificates),
+            ("ca_certificates", &raw.ca_certificates),
+            ("snis", &raw.snis),
+            ("keyauth_credentials", &raw.keyauth_credentials),
+        ] {
+            if value
+                .as_ref()
+                .map(|v| !v.is_null() && v != &json!([]))
+                .unwrap_or(false)
+            {
+                b.err(
+                    field,
+                    format!("'{field}' entities are not supported by tollgate yet"),
+                );
+            }
+        }
+
+        // Services and their nested routes/plugins.
+        for (i, s) in raw.services.iter().enumerate() {
+            let sp = p("", "services", i);
+            let Some(si) = b.service(&sp, s) else {
+                continue;
+            };
+            for (j, r) in s.routes.iter().enumerate() {
+                let rp = p(&sp, "routes", j);
+                if r.service.is_some() {
+                    b.err(
+                        format!("{rp}.service"),
+                        "must not be set on a route nested under a service",
+                    );
+                }
+                if let Some(ri) = b.route(&rp, r, Some(si)) {
+                    for (k, pl) in r.plugins.iter().enumerate() {
+                        b.plugins
+                            .push((p(&rp, "plugins", k), pl.clone(), None, Some(ri), None));
+                    }
+                }
+            }
+            for (k, pl) in s.plugins.iter().enumerate() {
+                b.plugins
+                    .push((p(&sp, "plugins", k), pl.clone(), Some(si), None, None));
+            }
+        }
+        // Top-level routes reference a service by name or id.
+        for (i, r) in raw.routes.iter().enumerate() {
+            let rp = p("", "routes", i);
+            let service = match r.service.as_ref().and_then(EntityRef::key) {
+                Some(key) => {
+                    match b.find_service(key) {
+                        Some(si) => Some(si),
+                        None => {
+                            b.err(format!("{rp}.service"), format!("invalid reference 'service: {key}' (no such entry in 'services')"));
+                            None
+                        }
+                    }
+                }
+                None => None,
+            };
+            if let Some(ri) = b.route(&rp, r, service) {
+                for (k, pl) in r.plugins.iter().enumerate() {
+                    b.plugins
+                        .push((p(&rp, "plugins", k), pl.clone(), None, Some(ri), None));
+                }
+            }
+        }
+        // Consumers (plugins scoped to them are kept but cannot match without an auth plugin).
+        let mut consumers = Vec::new();
+        for (i, c) in raw.consumers.iter().enumerate() {
+            let cp = p("", "consumers", i);
+            if c.username.is_none() && c.custom_id.is_none() {
+                b.err(
+                    cp.clone(),
+                    "at least one of these fields must be non-empty: 'custom_id', 'username'",
+                );
+            }
+            if c.keyauth_credentials
+                .as_ref()
+                .map(|v| !v.is_null())
+                .unwrap_or(false)
+            {
+                b.err(
+                    format!("{cp}.keyauth_credentials"),
+                    "key-auth credentials are not supported by tollgate yet",
+                );
+            }
+            let id = c.id.clone().unwrap_or_else(|| {
+                ids::entity_id(
+                    "consumers",
+                    c.username
+                        .as_deref()
+                        .or(c.custom_id.as_deref())
+                        .unwrap_or(&cp),
+                )
+            });
+            for (k, pl) in c.plugins.iter().enumerate() {
+                b.plugins.push((
+                    p(&cp, "plugins", k),
+                    pl.clone(),
+                    None,
+                    None,
+                    Some(id.clone()),
+                ));
+            }
+            consumers.push(Consumer {
+                id,
+                username: c.username.clone(),
+                custom_id: c.custom_id.clone(),
+                tags: c.tags.clone(),
+                created_at: c.created_at.unwrap_or(0),
+            });
+        }
+        for (i, g) in raw.consumer_groups.iter().enumerate() {
+            if !g.plugins.is_empty() {
+                b.err(
+                    p(&p("", "consumer_groups", i), "plugins", 0),
+                    "consumer group plugins are not supported by tollgate yet",
+                );
+            }
+        }
+        for (i, pl) in raw.plugins.iter().enumerate() {
+            b.plugins
+                .push((p("", "plugins", i), pl.clone(), None, None, None));
+        }
+        let vaults = vault_table(&mut b, &raw);
+        check_unique(&mut b);
+
+        // Type and compile every plugin.
+        let mut plugins: Vec<PluginInstance> = Vec::new();
+        let raw_plugins = std::mem::take(&mut b.plugins);
+        let mut scopes: HashSet<Scope> = HashSet::new();
+        for (path, pl, nested_service, nested_route, nested_consumer) in raw_plugins {
+            let service = match (nested_service, pl.service.as_ref().and_then(EntityRef::key)) {
+                (Some(s), None) => Some(s),
+                (Some(_), Some(_)) => {
+                    b.err(
+                        format!("{path}.service"),
+                        "must not be set on a plugin nested under a service",
+                    );
+                    continue;
+                }
+                (None, Some(key)) => {
+                    match b.find_service(key) {
+                        Some(s) => Some(s),
+                        None => {
+                            b.err(format!("{path}.service"), format!("invalid reference 'service: {key}' (no such entry in 'services')"));
+                            continue;
+                        }
+                    }
+                }
+                (None, None) => None,
+            };
+            let route = match (nested_route, pl.route.as_ref().and_then(EntityRef::key)) {
+                (Some(r), None) => Some(r),
+                (Some(_), Some(_)) => {
+                    b.err(
+                        format!("{path}.route"),
+                        "must not be set on a plugin nested under a route",
+                    );
+                    continue;
+                }
+                (None, Some(key)) => match b.find_route(key) {
+                    Some(r) => Some(r),
+                    None => {
+                        b.err(
+                            format!("{path}.route"),
+                            format!("invalid reference 'route: {key}' (no such entry in 'routes')"),
+                        );
+                        continue;
+                    }
+                },
+                (None, None) => None,
+            };
+            let consumer = nested_consumer.or_else(|| {
+                pl.consumer
+                    .as_ref()
+                    .and_then(EntityRef::key)
+                    .map(str::to_string)
+            });
+            if pl.consumer_group.is_some() {
+                b.err(
+                    format!("{path}.consumer_group"),
+                    "consumer group plugins are not supported by tollgate yet",
+                );
+                continue;
+            }
+            if pl.condition.is_some() {
+                b.err(
+                    format!("{path}.condition"),
+                    "plugin conditions are not supported by tollgate yet",
+                );
+            }
+            if pl.ordering.as_ref().map(|v| !v.is_null()).unwrap_or(false) {
+                b.err(
+                    format!("{path}.ordering"),
+                    "dynamic plugin ordering is not supported by tollgate yet",
+                );
+            }
+            if !scopes.insert((pl.name.clone(), service, route, consumer.clone())) {
+                b.err(path.clone(), format!("UNIQUE violation detected on '{{consumer=null,name=\"{}\",route={},service={}}}'",
+                    pl.name,
+                    route.map(|r| format!("{{id=\"{}\"}}", b.routes[r].id)).unwrap_or_else(|| "null".into()),
+                    service.map(|s| format!("{{id=\"{}\"}}", b.services[s].id)).unwrap_or_else(|| "null".into())));
+                continue;
+            }
+            let typed = match plugin_cfg::parse(&pl.name, pl.config.as_ref()) {
+                Ok(t) => t,
+                Err(errs) => {
+                    for (fp, m) in errs {
+                        b.err(format!("{path}.{fp}"), tidy_serde_message(&m));
+                    }
+                    continue;
+                }
+            };
+            let id = pl.id.clone().unwrap_or_else(|| {
+                let rid = route.map(|r| b.routes[r].id.clone()).unwrap_or_default();
+                let sid = service
+                    .map(|s| b.services[s].id.clone())
+                    .unwrap_or_default();
+                ids::plugin_id(&pl.name, &rid, &sid, consumer.as_deref().unwrap_or(""))
+            });
+            let config_json = config_to_json(&typed);
+            let plugin = match compile_plugin(&path, &id, typed, &vaults, b.env) {
+                Ok((plugin, warnings)) => {
+                    b.warnings.extend(warnings);
+                    plugin
+                }
+                Err(errs) => {
+                    b.errors.extend(errs);
+                    continue;
+                }
+            };
+            plugins.push(PluginInstance {
+                id,
+                name: pl.name.clone(),
+                instance_name: pl.instance_name.clone(),
+                enabled: pl.enabled.unwrap_or(true),
+                service,
+                route,
+                consumer,
+                protocols: pl.protocols.clone().unwrap_or_else(|| {
+                    ["grpc", "grpcs", "http", "https"]
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect()
+                }),
+                tags: pl.tags.clone(),
+                created_at: pl.created_at.unwrap_or(0),
+                updated_at: pl.updated_at.unwrap_or(0),
+                config_json,
+                plugin,
+            });
+        }
+
+        let router = match Router::new(&b.route_specs) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                // Paths were checked one by one above; this catches header regexes.
+                b.err("routes", e.to_string());
+                None
+            }
+        };
+        if !b.errors.is_empty() {
+            return Err(ConfigErrors(b.errors));
+        }
+        let router = router.unwrap_or_default();
+
+        // Resolve each route's chain: the most specific enabled instance per plugin name.
+        let mut routes = b.routes;
+        for (ri, route) in routes.iter_mut().enumerate() {
+            route.chain = resolve_chain(&plugins, Some(ri), route.service);
+        }
+        let global_chain = resolve_chain(&plugins, None, None);
+        let hash = config_hash(&raw);
+        Ok(Snapshot {
+            services: b.services,
+            routes,
+            plugins,
+            consumers,
+            router,
+            global_chain,
+            hash,
+            warnings: b.warnings,
+            format_version,
+        })
+    }
+
+    /// An empty config (no routes): every request gets Kong's 404.
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            services: Vec::new(),
+            routes: Vec::new(),
+            plugins: Vec::new(),
+            consumers: Vec::new(),
+            router: Router::default(),
+            global_chain: Vec::new(),
+            hash: "0".repeat(32),
+            warnings: Vec::new(),
+            format_version: "3.0".into(),
+        }
+    }
+}
+
+fn vault_table(b: &mut Builder<'_>, raw: &RawConfig) -> VaultTable {
+    let mut t = VaultTable::new();
+    for (i, v) in raw.vaults.iter().enumerate() {
+        let vp = p("", "vaults", i);
+        if v.name != "env" {
+            b.err(
+                format!("{vp}.name"),
+                format!(
+                    "vault backend '{}' is not supported by tollgate yet (supported: env)",
+                    v.name
+                ),
+            );
+            continue;
+        }
+        let prefix = v
+            .config
+            .as_ref()
+            .and_then(|c| c.get("prefix"))
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if let Some(cfg) = &v.config {
+            for k in cfg.keys() {
+                if k != "prefix" && k != "base64_decode" {
+                    b.err(format!("{vp}.config.{k}"), "unknown field");
+                }
+            }
+        }
+        t.insert(v.prefix.clone(), (v.name.clone(), prefix));
+    }
+    t
+}
+
+fn check_unique(b: &mut Builder<'_>) {
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let dups: Vec<String> = b
+        .services
+        .iter()
+        .filter_map(|s| s.name.clone())
+        .filter(|n| {
+            let c = seen.entry(n.clone()).or_insert(0);
+            *c += 1;
+            *c == 2
+        })
+        .collect();
+    for n in dups {
+        b.err(
+            "services",
+            format!("UNIQUE violation detected on '{{name=\"{n}\"}}'"),
+        );
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let dups: Vec<String> = b
+        .routes
+        .iter()
+        .filter_map(|s| s.name.clone())
+        .filter(|n| {
+            let c = seen.entry(n.clone()).or_insert(0);
+            *c += 1;
+            *c == 2
+        })
+        .collect();
+    for n in dups {
+        b.err(
+            "routes",
+            format!("UNIQUE violation detected on '{{name=\"{n}\"}}'"),
+        );
+    }
+}
+
+fn config_to_json(c: &PluginConfig) -> Value {
+    let v = match c {
+        PluginConfig::AiProxy(c) => serde_json::to_value(c),
+        PluginConfig::AiProxyAdvanced(c) => serde_json::to_value(c),
+        PluginConfig::RequestTransformer(c) => serde_json::to_value(c),
+        PluginConfig::FileLog(c) => serde_json::to_value(c),
+    };
+    v.unwrap_or(Value::Null)
+}
+
+type Compiled = (Plugin, Vec<ConfigIssue>);
+
+fn compile_plugin(
+    path: &str,
+    id: &str,
+    typed: PluginConfig,
+    vaults: &VaultTable,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Compiled, Vec<ConfigIssue>> {
+    let issues = |errs: Vec<(String, String)>| {
+        errs.into_iter()
+            .map(|(f, m)| ConfigIssue {
+                path: format!("{path}.{f}"),
+                message: m,
+            })
+            .collect::<Vec<_>>()
+    };
+    match typed {
+        PluginConfig::AiProxy(c) => {
+            let (ai, warnings) = AiProxy::from_single(id, &c, vaults, env).map_err(issues)?;
+            Ok((Plugin::AiProxy(Arc::new(ai)), issues(warnings)))
+        }
+        PluginConfig::AiProxyAdvanced(c) => {
+            let (ai, warnings) = AiProxy::from_advanced(id, &c, vaults, env).map_err(issues)?;
+            Ok((Plugin::AiProxy(Arc::new(ai)), issues(warnings)))
+        }
+        PluginConfig::RequestTransformer(c) => Ok((Plugin::RequestTransformer(c), Vec::new())),
+        PluginConfig::FileLog(c) => {
+            let sink = crate::observe::file_log::compile(&c).map_err(issues)?;
+            Ok((Plugin::FileLog(sink), Vec::new()))
+        }
+    }
+}
+
+/// Kong's precedence without consumers: route+service > route > service > global.
+fn resolve_chain(
+    plugins: &[PluginInstance],
+    route: Option<usize>,
+    service: Option<usize>,
+) -> Vec<usize> {
+    let mut best: HashMap<&str, (u8, usize)> = HashMap::new();
+    for (i, pl) in plugins.iter().enumerate() {
+        if !pl.enabled || pl.consumer.is_some() {
+            continue;
+        }
+        let rank = match (pl.route, pl.service) {
+            (Some(r), Some(s)) if Some(r) == route && Some(s) == service => 4,
+            (Some(r), None) if Some(r) == route => 3,
+            (None, Some(s)) if Some(s) == service => 2,
+            (None, None) => 1,
+            _ => continue,
+        };
+        let e = best.entry(pl.name.as_str()).or_insert((0, i));
+        if rank > e.0 {
+            *e = (rank, i);
+        }
+    }
+    let mut chain: Vec<usize> = best.values().map(|(_, i)| *i).collect();
+    chain.sort_by(|a, b| {
+        plugins[*b]
+            .plugin
+            .priority()
+            .cmp(&plugins[*a].plugin.priority())
+            .then(a.cmp(b))
+    });
+    chain
+}
+
+/// 32 hex digits identifying the config (Kong shows an md5 here; any stable digest serves).
+fn config_hash(raw: &RawConfig) -> String {
+    let text = serde_json::to_string(raw).unwrap_or_default();
+    let mut a = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut a);
+    let mut b = std::collections::hash_map::DefaultHasher::new();
+    (text.len(), &text).hash(&mut b);
+    format!("{:016x}{:016x}", a.finish(), b.finish())
+}
+
+impl Service {
+    /// The Admin API / log shape of a service.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id, "name": self.name, "protocol": self.protocol, "host": self.host,
+            "port": self.port, "path": self.path, "retries": self.retries,
+            "connect_timeout": self.connect_timeout, "write_timeout": self.write_timeout,
+            "read_timeout": self.read_timeout, "enabled": self.enabled, "tags": self.tags,
+            "client_certificate": null, "tls_verify": null, "tls_verify_depth": null,
+            "ca_certificates": null, "created_at": self.created_at, "updated_at": self.updated_at,
+        })
+    }
+}
+
+impl Route {
+    /// The Admin API / log shape of a route.
+    pub fn to_json(&self, snap: &Snapshot) -> Value {
+        let headers = self
+            .headers
+            .as_ref()
+            .map(|h| Value::Object(h.iter().map(|(k, v)| (k.clone(), json!(v))).collect()));
+        json!({
+            "id": self.id, "name": self.name,
+            "service": self.service.and_then(|s| snap.services.get(s)).map(|s| json!({"id": s.id})),
+            "protocols": self.protocols, "methods": self.methods, "hosts": self.hosts,
+            "paths": self.paths, "headers": headers, "strip_path": self.strip_path,
+            "preserve_host": self.preserve_host, "regex_priority": self.regex_priority,
+            "path_handling": self.path_handling,
+            "https_redirect_status_code": self.https_redirect_status_code,
+            "request_buffering": self.request_buffering, "response_buffering": self.response_buffering,
+            "snis": null, "sources": null, "destinations": null, "tags": self.tags,
+            "created_at": self.created_at, "updated_at": self.updated_at,
+        })
+    }
+}
+
+/// Config fields that hold secrets; shown only when they are vault references.
+const SECRET_FIELDS: &[&str] = &[
+    "header_value",
+    "param_value",
+    "gcp_service_account_json",
+    "aws_secret_access_key",
+    "aws_access_key_id",
+    "azure_client_secret",
+];
+
+/// Replaces secret values by `"[REDACTED]"` unless they are `{vault://…}` references.
+pub fn redact_secrets(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            for (k, val) in m.iter_mut() {
+                if SECRET_FIELDS.contains(&k.as_str()) {
+                    if let Value::String(s) = val {
+                        if !super::vault::is_reference(s) {
+                            *val = Value::String("[REDACTED]".into());
+                        }
+                    }
+                } else {
+                    redact_secrets(val);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(redact_secrets),
+        _ => {}
+    }
+}
+
+impl PluginInstance {
+    /// The Admin API shape of a plugin (secrets redacted).
+    pub fn to_json(&self, snap: &Snapshot) -> Value {
+        let mut config = self.config_json.clone();
+        redact_secrets(&mut config);
+        json!({
+            "id": self.id, "name": self.name, "instance_name": self.instance_name,
+            "enabled": self.enabled, "config": config, "protocols": self.protocols,
+            "service": self.service.and_then(|s| snap.services.get(s)).map(|s| json!({"id": s.id})),
+            "route": self.route.and_then(|r| snap.routes.get(r)).map(|r| json!({"id": r.id})),
+            "consumer": self.consumer.as_ref().map(|c| json!({"id": c})),
+            "tags": self.tags, "created_at": self.created_at, "updated_at": self.updated_at,
+        })
+    }
+}

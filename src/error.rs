@@ -1,0 +1,179 @@
+//! The one place that turns a failure into an HTTP response: status, JSON shape and log line.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use serde_json::json;
+
+/// Every error a request can end with, by what the client is told.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no Route matched with those values")]
+    NoRoute,
+    /// A client mistake: 400 with Kong's text.
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the client closed the connection while sending the request body")]
+    ClientAborted,
+    /// Upstream could not be reached (after retries): 502.
+    #[error("An invalid response was received from the upstream server")]
+    UpstreamInvalid(String),
+    /// Upstream refused connections: 503 (Kong's text).
+    #[error("The upstream server is currently unavailable")]
+    UpstreamUnavailable(String),
+    #[error("The upstream server is timing out")]
+    UpstreamTimeout(String),
+    /// Upstream answered 200 but the body could not be read as the route type's format.
+    #[error("transformation failed from type {provider}://{route_type}: {reason}")]
+    Transformation {
+        provider: String,
+        route_type: String,
+        reason: String,
+    },
+    /// A secret (vault reference) or other precondition failed before the request left.
+    #[error("LLM request failed before proxying")]
+    BeforeProxying(String),
+    #[error("An unexpected error occurred")]
+    Internal(String),
+}
+
+/// Which body shape the route's clients expect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorShape {
+    /// `{"error":{"message","type","code"}}` for AI routes.
+    OpenAi,
+    /// `{"message","request_id"}` for everything else (Kong core).
+    Kong,
+}
+
+impl GatewayError {
+    /// The HTTP status this error maps to.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            GatewayError::ClientAborted => StatusCode::BAD_REQUEST,
+            GatewayError::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Transformation { .. }
+            | GatewayError::BeforeProxying(_)
+            | GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// OpenAI's `error.type` for this error.
+    fn openai_type(&self) -> &'static str {
+        match self.status().as_u16() {
+            400..=499 => "invalid_request_error",
+            _ => "server_error",
+        }
+    }
+
+    /// A stable machine-readable code for clients and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::NoRoute => "route_not_found",
+            GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::BodyTooLarge { .. } => "request_too_large",
+            GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
+            GatewayError::ClientAborted => "client_aborted",
+            GatewayError::UpstreamInvalid(_) => "upstream_error",
+            GatewayError::UpstreamUnavailable(_) => "upstream_unavailable",
+            GatewayError::UpstreamTimeout(_) => "upstream_timeout",
+            GatewayError::Transformation { .. } => "transformation_failed",
+            GatewayError::BeforeProxying(_) => "before_proxying",
+            GatewayError::Internal(_) => "internal_error",
+        }
+    }
+
+    /// Details for the operator's log only (never sent to the client).
+    fn detail(&self) -> Option<&str> {
+        match self {
+            GatewayError::UpstreamInvalid(d)
+            | GatewayError::UpstreamUnavailable(d)
+            | GatewayError::UpstreamTimeout(d)
+            | GatewayError::BeforeProxying(d)
+            | GatewayError::Internal(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+/// The JSON body for an error in the given shape.
+pub fn body(err: &GatewayError, shape: ErrorShape, request_id: &str) -> Bytes {
+    let message = err.to_string();
+    let v = match shape {
+        ErrorShape::OpenAi => json!({"error": {
+            "message": message, "type": err.openai_type(), "code": err.code(),
+        }}),
+        ErrorShape::Kong => json!({"message": message, "request_id": request_id}),
+    };
+    Bytes::from(v.to_string())
+}
+
+/// Builds the response for `err` and logs it once.
+pub fn respond<B: From<Bytes>>(
+    err: &GatewayError,
+    shape: ErrorShape,
+    request_id: &str,
+) -> Response<B> {
+    let status = err.status();
+    if status.is_server_error() {
+        tracing::warn!(
+            request_id,
+            code = err.code(),
+            detail = err.detail().unwrap_or(""),
+            "{err}"
+        );
+    } else {
+        tracing::debug!(request_id, code = err.code(), "{err}");
+    }
+    let mut resp = Response::new(B::from(body(err, shape, request_id)));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-kong-request-id", v);
+    }
+    h.insert(
+        header::SERVER,
+        HeaderValue::from_static(crate::SERVER_TOKEN),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let e = GatewayError::BodyTooLarge { limit: 10 };
+        let v: serde_json::Value =
+            serde_json::from_slice(&body(&e, ErrorShape::OpenAi, "r1")).unwrap_or_default();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "request_too_large");
+        let v: serde_json::Value =
+            serde_json::from_slice(&body(&GatewayError::NoRoute, ErrorShape::Kong, "r1"))
+                .unwrap_or_default();
+        assert_eq!(v["message"], "no Route matched with those values");
+        assert_eq!(v["request_id"], "r1");
+    }
+
+    #[test]
+    fn details_stay_out_of_the_body() {
+        let e = GatewayError::UpstreamUnavailable("connect to 10.0.0.1:443 refused".into());
+        let b = body(&e, ErrorShape::OpenAi, "r");
+        assert!(!String::from_utf8_lossy(&b).contains("10.0.0.1"));
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+}

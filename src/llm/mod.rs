@@ -1,0 +1,6 @@
+//! LLM dialects: request encoding, response decoding, stream observation, usage.
+//! Pure functions only; the proxy does the I/O.
+
+pub mod openai;
+pub mod stream;
+pub mod usage;

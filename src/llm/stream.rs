@@ -1,0 +1,286 @@
+//! Watching an SSE stream as it passes: usage, model and terminal events, without holding
+//! anything back. Optionally drops the usage-only chunk the gateway asked for on its own.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use serde_json::Value;
+
+use crate::llm::usage::Usage;
+
+/// Which event vocabulary the stream uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `chat.completion.chunk` / `text_completion` events ending with `[DONE]`.
+    ChatLike,
+    /// Responses API events ending with `response.completed`.
+    Responses,
+}
+
+/// State gathered from a stream so far.
+#[derive(Debug)]
+pub struct SseObserver {
+    dialect: Dialect,
+    strip_usage_chunk: bool,
+    /// Bytes of an event not yet terminated by a blank line.
+    pending: BytesMut,
+    pub usage: Option<Usage>,
+    pub model: Option<String>,
+    pub first_event_at: Option<Instant>,
+    /// `[DONE]` or `response.completed` seen.
+    pub completed: bool,
+    /// `response.failed`, `error` event or an error object seen.
+    pub failed: bool,
+    pub events: u64,
+}
+
+impl SseObserver {
+    /// A new observer; `strip_usage_chunk` drops the chat usage chunk from what is forwarded.
+    pub fn new(dialect: Dialect, strip_usage_chunk: bool) -> Self {
+        SseObserver {
+            dialect,
+            strip_usage_chunk,
+            pending: BytesMut::new(),
+            usage: None,
+            model: None,
+            first_event_at: None,
+            completed: false,
+            failed: false,
+            events: 0,
+        }
+    }
+
+    /// Observes one upstream chunk and returns what to forward (the chunk itself unless
+    /// stripping, in which case only complete events are forwarded).
+    pub fn on_chunk(&mut self, chunk: Bytes) -> Bytes {
+        if self.first_event_at.is_none() && !chunk.is_empty() {
+            self.first_event_at = Some(Instant::now());
+        }
+        self.pending.extend_from_slice(&chunk);
+        let mut out = if self.strip_usage_chunk {
+            Some(BytesMut::with_capacity(chunk.len()))
+        } else {
+            None
+        };
+        while let Some((end, sep)) = find_event_end(&self.pending) {
+            let event = self.pending.split_to(end + sep).freeze();
+            let keep = self.inspect(&event[..end]);
+            if let (Some(o), true) = (out.as_mut(), keep) {
+                o.extend_from_slice(&event);
+            }
+        }
+        match out {
+            Some(o) => o.freeze(),
+            None => chunk,
+        }
+    }
+
+    /// Called at end of stream: forwards any unterminated tail (only when stripping;
+    /// otherwise it was already forwarded as it arrived).
+    pub fn finish(&mut self) -> Option<Bytes> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let tail = self.pending.split().freeze();
+        let keep = self.inspect(&tail);
+        (self.strip_usage_chunk && keep).then_some(tail)
+    }
+
+    /// Looks at one event; returns false when it must not be forwarded.
+    fn inspect(&mut self, event: &[u8]) -> bool {
+        let mut data = Vec::new();
+        let mut event_type: Option<&[u8]> = None;
+        for line in event.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if let Some(d) = line.strip_prefix(b"data:") {
+                if !data.is_empty() {
+                    data.push(b'\n');
+                }
+                data.extend_from_slice(d.strip_prefix(b" ").unwrap_or(d));
+            } else if let Some(t) = line.strip_prefix(b"event:") {
+                event_type = Some(t.strip_prefix(b" ").unwrap_or(t));
+            }
+        }
+        if data.is_empty() {
+            return true;
+        }
+        self.events += 1;
+        if data == b"[DONE]" {
+            self.completed = true;
+            return true;
+        }
+        match self.dialect {
+            Dialect::ChatLike => self.inspect_chat(&data),
+            Dialect::Responses => {
+                self.inspect_responses(&data, event_type);
+                true
+            }
+        }
+    }
+
+    fn inspect_chat(&mut self, data: &[u8]) -> bool {
+        // Parse only the events that can carry what we need: the first (model) and usage.
+        let wanted =
+            self.model.is_none() || contains(data, b"\"usage\"") || contains(data, b"\"error\"");
+        if !wanted {
+            return true;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+            return true;
+        };
+        if self.model.is_none() {
+            self.model = v.get("model").and_then(Value::as_str).map(str::to_string);
+        }
+        if v.get("error").is_some() {
+            self.failed = true;
+        }
+        if let Some(u) = v
+            .get("usage")
+            .filter(|u| !u.is_null())
+            .and_then(Usage::from_json)
+        {
+            self.usage = Some(u);
+            let usage_only = v
+                .get("choices")
+                .and_then(Value::as_array)
+                .map(Vec::is_empty)
+                .unwrap_or(false);
+            if usage_only && self.strip_usage_chunk {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn inspect_responses(&mut self, data: &[u8], event_type: Option<&[u8]>) {
+        let terminal = [
+            &b"response.completed"[..],
+            b"response.failed",
+            b"response.incomplete",
+            b"\"error\"",
+        ];
+        let is_terminal = terminal.iter().any(|t| contains(data, t))
+            || event_type.map(|t| t == b"error").unwrap_or(false);
+        if !is_terminal && self.model.is_some() {
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+            return;
+        };
+        let ty = v.get("type").and_then(Value::as_str).unwrap_or("");
+        if let Some(r) = v.get("response") {
+            if let Some(m) = r.get("model").and_then(Value::as_str) {
+                self.model = Some(m.to_string());
+            }
+            if let Some(u) = r
+                .get("usage")
+                .filter(|u| !u.is_null())
+                .and_then(Usage::from_json)
+            {
+                self.usage = Some(u);
+            }
+        }
+        match ty {
+            "response.completed" | "response.incomplete" => self.completed = true,
+            "response.failed" | "error" => self.failed = true,
+            _ => {}
+        }
+    }
+}
+
+/// Position and separator length of the first blank line (`\n\n` or `\r\n\r\n`).
+fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
+    let mut i = 0;
+    while i + 1 < buf.len() {
+        if buf[i] == b'\n' {
+            if buf[i + 1] == b'\n' {
+                return Some((i, 2));
+            }
+            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
+                return Some((i, 3));
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHAT: &str = "data: {\"id\":\"1\",\"model\":\"gpt-4o\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+data: {\"id\":\"1\",\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+data: {\"id\":\"1\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n\
+data: [DONE]\n\n";
+
+    fn feed(o: &mut SseObserver, text: &str, step: usize) -> String {
+        let mut out = Vec::new();
+        for c in text.as_bytes().chunks(step) {
+            out.extend_from_slice(&o.on_chunk(Bytes::copy_from_slice(c)));
+        }
+        if let Some(t) = o.finish() {
+            out.extend_from_slice(&t);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[test]
+    fn passes_through_and_reads_usage_across_splits() {
+        for step in [1, 7, 4096] {
+            let mut o = SseObserver::new(Dialect::ChatLike, false);
+            assert_eq!(feed(&mut o, CHAT, step), CHAT);
+            assert_eq!(o.usage.as_ref().map(|u| u.total_tokens), Some(4));
+            assert_eq!(o.model.as_deref(), Some("gpt-4o"));
+            assert!(o.completed);
+        }
+    }
+
+    #[test]
+    fn strips_the_usage_chunk_only() {
+        for step in [1, 13, 4096] {
+            let mut o = SseObserver::new(Dialect::ChatLike, true);
+            let out = feed(&mut o, CHAT, step);
+            assert!(!out.contains("usage"), "{out}");
+            assert!(out.contains("finish_reason") && out.ends_with("data: [DONE]\n\n"));
+            assert_eq!(o.usage.as_ref().map(|u| u.prompt_tokens), Some(3));
+        }
+    }
+
+    #[test]
+    fn responses_usage_and_failure() {
+        let s = "event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"r\",\"model\":\"gpt-4o\"}}\n\n\
+event: response.completed\r\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"usage\":{\"input_tokens\":5,\"output_tokens\":2,\"total_tokens\":7}}}\r\n\r\n";
+        let mut o = SseObserver::new(Dialect::Responses, false);
+        assert_eq!(feed(&mut o, s, 5), s);
+        assert!(o.completed && !o.failed);
+        assert_eq!(o.usage.map(|u| u.completion_tokens), Some(2));
+        let mut o = SseObserver::new(Dialect::Responses, false);
+        feed(
+            &mut o,
+            "data: {\"type\":\"response.failed\",\"response\":{}}\n\n",
+            3,
+        );
+        assert!(o.failed && !o.completed);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut o = SseObserver::new(Dialect::ChatLike, true);
+        feed(
+            &mut o,
+            "data: {not json\n\n\n\n:\n\ndata:\ndata: \"usage\"\n\r\n",
+            2,
+        );
+        let mut o = SseObserver::new(Dialect::Responses, false);
+        feed(
+            &mut o,
+            "data: {\"type\":\"response.completed\"\n\n\u{0}\u{ff}",
+            1,
+        );
+    }
+}

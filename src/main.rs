@@ -1,0 +1,201 @@
+//! The `tollgate` command: serve, validate.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use tollgate::config;
+use tollgate::server::{self, ServeOptions};
+
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "An AI gateway with Kong-compatible config"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (proxy and Admin API).
+    Serve {
+        /// Declarative config (kong.yaml, YAML or JSON); the embedded default when absent.
+        #[arg(long, short = 'c', env = "TOLLGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Proxy listen address.
+        #[arg(long, env = "TOLLGATE_PROXY_LISTEN", default_value = "0.0.0.0:8000")]
+        proxy_listen: SocketAddr,
+        /// Admin API listen address (loopback by default; `off` disables it).
+        #[arg(long, env = "TOLLGATE_ADMIN_LISTEN", default_value = "127.0.0.1:8001")]
+        admin_listen: String,
+        /// Log filter (tracing's EnvFilter syntax, e.g. `info` or `tollgate=debug`).
+        #[arg(long, env = "TOLLGATE_LOG", default_value = "info")]
+        log_level: String,
+        /// Log format for the process log.
+        #[arg(long, env = "TOLLGATE_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+        log_format: String,
+        /// Seconds to let in-flight requests and streams finish on SIGTERM/SIGINT.
+        #[arg(long, env = "TOLLGATE_DRAIN_SECONDS", default_value_t = 30)]
+        drain_seconds: u64,
+    },
+    /// Check a declarative config file; prints every error with its field path.
+    Validate {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// Print the embedded default config.
+    DefaultConfig,
+}
+
+fn init_logs(level: &str, format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { file } => match config::load_file(&file) {
+            Ok(snap) => {
+                for w in &snap.warnings {
+                    eprintln!("warning: {w}");
+                }
+                println!(
+                    "{}: OK ({} services, {} routes, {} plugins)",
+                    file.display(),
+                    snap.services.len(),
+                    snap.routes.len(),
+                    snap.plugins.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    eprintln!("{}: {e}", file.display());
+                }
+                eprintln!("{} error(s)", errors.0.len());
+                ExitCode::from(1)
+            }
+        },
+        Command::DefaultConfig => {
+            print!("{}", config::EMBEDDED_DEFAULT);
+            ExitCode::SUCCESS
+        }
+        Command::Serve {
+            config,
+            proxy_listen,
+            admin_listen,
+            log_level,
+            log_format,
+            drain_seconds,
+        } => {
+            init_logs(&log_level, &log_format);
+            let admin_listen = if admin_listen == "off" {
+                None
+            } else {
+                match admin_listen.parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(e) => {
+                        eprintln!("--admin-listen: {e} (expected ADDR:PORT or 'off')");
+                        return ExitCode::from(2);
+                    }
+                }
+            };
+            let snap = match &config {
+                Some(path) => config::load_file(path),
+                None => config::load_str(config::EMBEDDED_DEFAULT),
+            };
+            let snap = match snap {
+                Ok(s) => s,
+                Err(errors) => {
+                    let name = config
+                        .as_ref()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "embedded default".into());
+                    for e in &errors.0 {
+                        eprintln!("{name}: {e}");
+                    }
+                    return ExitCode::from(1);
+                }
+            };
+            for w in &snap.warnings {
+                tracing::warn!("config: {w}");
+            }
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            rt.block_on(serve(
+                snap,
+                ServeOptions {
+                    proxy_listen,
+                    admin_listen,
+                    drain_timeout: Duration::from_secs(drain_seconds),
+                },
+            ))
+        }
+    }
+}
+
+async fn serve(snap: config::Snapshot, opts: ServeOptions) -> ExitCode {
+    let gw = Arc::new(tollgate::proxy::Gateway::new(snap));
+    let running = match server::start(gw, opts).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot listen: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    println!("tollgate proxy on http://{}", running.proxy_addr);
+    if let Some(a) = running.admin_addr {
+        println!("tollgate admin on http://{a}");
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    running.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

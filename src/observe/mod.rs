@@ -1,0 +1,4 @@
+//! What the gateway tells operators: the per-request log record and its sinks.
+
+pub mod file_log;
+pub mod log;

@@ -1,0 +1,653 @@
+//! `ai-proxy` / `ai-proxy-advanced`: compiled targets and the request-side checks
+//! (format, model, streaming). Sending and retrying live in `proxy::retry`.
+
+use std::time::Duration;
+
+use http::HeaderName;
+use serde_json::Value;
+
+use crate::balancer::Balancer;
+use crate::config::plugins::{
+    AiProxyAdvancedConfig, AiProxyConfig, Algorithm, AuthConfig, FailoverCriterion, LlmFormat,
+    LoggingConfig, ModelOptions, ParamLocation, ProviderName, RouteType, StreamingMode,
+    TargetConfig,
+};
+use crate::config::vault::{self, VaultTable};
+use crate::error::GatewayError;
+use crate::llm::openai;
+use crate::proxy::template::{self, TemplateSources};
+use crate::secret::Secret;
+
+/// A secret resolved at load, or why it could not be (reported when a request needs it).
+pub type SecretSlot = Result<Secret<String>, String>;
+
+/// Credentials injected into upstream requests.
+#[derive(Debug)]
+pub struct Auth {
+    pub header: Option<(HeaderName, SecretSlot)>,
+    pub param: Option<(String, SecretSlot, ParamLocation)>,
+    pub allow_override: bool,
+}
+
+/// Where a target's requests go.
+#[derive(Debug, Clone)]
+pub struct UpstreamBase {
+    pub scheme: &'static str,
+    pub host: String,
+    pub port: u16,
+    /// A path given in `upstream_url` (used as-is); otherwise the route type's default.
+    pub path: Option<String>,
+}
+
+impl UpstreamBase {
+    /// `host[:port]` for the Host header (default ports omitted).
+    pub fn authority(&self) -> String {
+        let default = (self.scheme == "https" && self.port == 443)
+            || (self.scheme == "http" && self.port == 80);
+        if default {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One compiled target.
+#[derive(Debug)]
+pub struct Target {
+    pub route_type: RouteType,
+    pub provider: ProviderName,
+    pub model_name: Option<String>,
+    pub options: ModelOptions,
+    pub auth: Auth,
+    pub logging: LoggingConfig,
+    pub weight: u32,
+    pub upstream: UpstreamBase,
+}
+
+/// A compiled ai-proxy(-advanced) instance.
+#[derive(Debug)]
+pub struct AiProxy {
+    pub plugin_id: String,
+    pub targets: Vec<Target>,
+    pub weights: Vec<u32>,
+    pub balancer: Balancer,
+    pub streaming: StreamingMode,
+    /// 0 = unlimited.
+    pub max_body: u64,
+    pub model_name_header: bool,
+    pub llm_format: LlmFormat,
+    /// Extra attempts after the first failure.
+    pub retries: u32,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    pub failover: Vec<FailoverCriterion>,
+}
+
+type FieldErrors = Vec<(String, String)>;
+
+impl AiProxy {
+    /// Compiles `ai-proxy` (one target; retries on connect errors/timeouts like the service would).
+    pub fn from_single(
+        id: &str,
+        c: &AiProxyConfig,
+        vaults: &VaultTable,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(AiProxy, FieldErrors), FieldErrors> {
+        let t = TargetConfig {
+            route_type: c.route_type,
+            auth: c.auth.clone(),
+            model: c.model.clone(),
+            logging: c.logging.clone(),
+            weight: 100,
+            description: None,
+            metadata: None,
+        };
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        check_llm_format(c.llm_format, &mut errors);
+        let target = compile_target("config", &t, vaults, env, &mut errors, &mut warnings);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let targets: Vec<Target> = target.into_iter().collect();
+        Ok((
+            AiProxy {
+                plugin_id: id.to_string(),
+                weights: targets.iter().map(|t| t.weight).collect(),
+                balancer: Balancer::round_robin(targets.len()),
+                targets,
+                streaming: c.response_streaming,
+                max_body: c.max_request_body_size,
+                model_name_header: c.model_name_header,
+                llm_format: c.llm_format,
+                retries: 0,
+                connect_timeout: Duration::from_secs(60),
+                read_timeout: Duration::from_secs(60),
+                write_timeout: Duration::from_secs(60),
+                failover: vec![FailoverCriterion::Error, FailoverCriterion::Timeout],
+            },
+            warnings,
+        ))
+    }
+
+    /// Compiles `ai-proxy-advanced`.
+    pub fn from_advanced(
+        id: &str,
+        c: &AiProxyAdvancedConfig,
+        vaults: &VaultTable,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(AiProxy, FieldErrors), FieldErrors> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        check_llm_format(c.llm_format, &mut errors);
+        if c.targets.is_empty() {
+            errors.push(("config.targets".into(), "length must be at least 1".into()));
+        }
+        if c.balancer.algorithm != Algorithm::RoundRobin {
+            errors.push((
+                "config.balancer.algorithm".into(),
+                format!(
+                    "algorithm '{}' is not supported by tollgate yet (supported: round-robin)",
+                    serde_json::to_value(c.balancer.algorithm)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                ),
+            ));
+        }
+        if c.balancer.max_fails > 0 {
+            errors.push((
+                "config.balancer.max_fails".into(),
+                "the circuit breaker is not supported by tollgate yet (use 0)".into(),
+            ));
+        }
+        for (field, v) in [
+            ("embeddings", &c.embeddings),
+            ("vectordb", &c.vectordb),
+            ("acls", &c.acls),
+        ] {
+            if v.as_ref().map(|v| !v.is_null()).unwrap_or(false) {
+                errors.push((
+                    format!("config.{field}"),
+                    format!("'{field}' is not supported by tollgate yet"),
+                ));
+            }
+        }
+        let mut targets = Vec::new();
+        for (i, t) in c.targets.iter().enumerate() {
+            let path = format!("config.targets[{i}]");
+            if t.weight == 0 || t.weight > 65535 {
+                errors.push((
+                    format!("{path}.weight"),
+                    "value should be between 1 and 65535".into(),
+                ));
+            }
+            if let Some(t) = compile_target(&path, t, vaults, env, &mut errors, &mut warnings) {
+                targets.push(t);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let b = &c.balancer;
+        Ok((
+            AiProxy {
+                plugin_id: id.to_string(),
+                weights: targets.iter().map(|t| t.weight).collect(),
+                balancer: Balancer::round_robin(targets.len()),
+                targets,
+                streaming: c.response_streaming,
+                max_body: c.max_request_body_size,
+                model_name_header: c.model_name_header,
+                llm_format: c.llm_format,
+                retries: b.retries,
+                connect_timeout: Duration::from_millis(b.connect_timeout.max(1)),
+                read_timeout: Duration::from_millis(b.read_timeout.max(1)),
+                write_timeout: Duration::from_millis(b.write_timeout.max(1)),
+                failover: b.failover_criteria.clone(),
+            },
+            warnings,
+        ))
+    }
+}
+
+fn check_llm_format(f: LlmFormat, errors: &mut FieldErrors) {
+    if f != LlmFormat::Openai {
+        errors.push((
+            "config.llm_format".into(),
+            "only llm_format 'openai' is supported by tollgate yet".into(),
+        ));
+    }
+}
+
+fn compile_target(
+    path: &str,
+    t: &TargetConfig,
+    vaults: &VaultTable,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut FieldErrors,
+    warnings: &mut FieldErrors,
+) -> Option<Target> {
+    let before = errors.len();
+    if !t.route_type.supported() {
+        errors.push((
+            format!("{path}.route_type"),
+            format!(
+                "route_type '{}' is not supported by tollgate yet",
+                t.route_type.as_str()
+            ),
+        ));
+    }
+    if t.model.provider != ProviderName::Openai {
+        errors.push((
+            format!("{path}.model.provider"),
+            format!(
+                "provider '{}' is not supported by tollgate yet (use 'openai', with model.options.upstream_url for OpenAI-compatible servers)",
+                t.model.provider.as_str()
+            ),
+        ));
+    }
+    let options = t.model.options.clone().unwrap_or_default();
+    let opath = format!("{path}.model.options");
+    let range = |v: Option<f64>, lo: f64, hi: f64| v.map(|v| v < lo || v > hi).unwrap_or(false);
+    if range(options.temperature, 0.0, 5.0) {
+        errors.push((
+            format!("{opath}.temperature"),
+            "value should be between 0 and 5".into(),
+        ));
+    }
+    if range(options.top_p, 0.0, 1.0) {
+        errors.push((
+            format!("{opath}.top_p"),
+            "value should be between 0 and 1".into(),
+        ));
+    }
+    if options.top_k.map(|k| k > 500).unwrap_or(false) {
+        errors.push((
+            format!("{opath}.top_k"),
+            "value should be between 0 and 500".into(),
+        ));
+    }
+    for (name, v) in [
+        ("input_cost", options.input_cost),
+        ("output_cost", options.output_cost),
+    ] {
+        if v.map(|v| v < 0.0 || !v.is_finite()).unwrap_or(false) {
+            errors.push((
+                format!("{opath}.{name}"),
+                "value must be a positive number".into(),
+            ));
+        }
+    }
+    let upstream = match &options.upstream_url {
+        Some(u) => match parse_upstream_url(u) {
+            Ok(b) => b,
+            Err(m) => {
+                errors.push((format!("{opath}.upstream_url"), m));
+                UpstreamBase {
+                    scheme: "https",
+                    host: String::new(),
+                    port: 443,
+                    path: None,
+                }
+            }
+        },
+        None => {
+            let (scheme, host, port) = openai::DEFAULT_BASE;
+            UpstreamBase {
+                scheme,
+                host: host.to_string(),
+                port,
+                path: options.upstream_path.clone(),
+            }
+        }
+    };
+    let auth = compile_auth(
+        &format!("{path}.auth"),
+        &t.auth,
+        vaults,
+        env,
+        errors,
+        warnings,
+    );
+    if errors.len() > before {
+        return None;
+    }
+    Some(Target {
+        route_type: t.route_type,
+        provider: t.model.provider,
+        model_name: t.model.name.clone(),
+        options,
+        auth,
+        logging: t.logging.clone(),
+        weight: t.weight,
+        upstream,
+    })
+}
+
+/// `upstream_url`: scheme/host/port always; the path only when it is more than `/`.
+fn parse_upstream_url(u: &str) -> Result<UpstreamBase, String> {
+    let uri: http::Uri = u.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    let scheme = match uri.scheme_str() {
+        Some("http") => "http",
+        Some("https") => "https",
+        _ => return Err("must be an http:// or https:// URL".into()),
+    };
+    let host = uri.host().filter(|h| !h.is_empty()).ok_or("missing host")?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if scheme == "https" { 443 } else { 80 });
+    let path = match uri.path_and_query().map(|p| p.as_str()) {
+        None | Some("") | Some("/") => None,
+        Some(p) => Some(p.to_string()),
+    };
+    Ok(UpstreamBase {
+        scheme,
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+        path,
+    })
+}
+
+fn secret(
+    path: String,
+    value: &str,
+    vaults: &VaultTable,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut FieldErrors,
+    warnings: &mut FieldErrors,
+) -> SecretSlot {
+    if !vault::is_reference(value) {
+        if value.contains("{vault://") {
+            errors.push((path, "a vault reference must be the entire value (store the full value, e.g. 'Bearer sk-…', in the secret)".into()));
+        }
+        return Ok(Secret::new(value.to_string()));
+    }
+    match vault::resolve_with(value, vaults, env) {
+        Ok(s) => Ok(s),
+        Err(e @ vault::VaultError::Syntax(_)) => {
+            errors.push((path, e.to_string()));
+            Err(e.to_string())
+        }
+        Err(e) => {
+            // Not fatal: the gateway serves its other routes; requests here get a 500.
+            warnings.push((path.clone(), format!("could not resolve {value}: {e}")));
+            Err(format!("{path}: could not resolve {value}: {e}"))
+        }
+    }
+}
+
+fn compile_auth(
+    path: &str,
+    a: &AuthConfig,
+    vaults: &VaultTable,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut FieldErrors,
+    warnings: &mut FieldErrors,
+) -> Auth {
+    let header = match (&a.header_name, &a.header_value) {
+        (Some(n), Some(v)) => match HeaderName::from_bytes(n.as_bytes()) {
+            Ok(name) => Some((
+                name,
+                secret(
+                    format!("{path}.header_value"),
+                    v,
+                    vaults,
+                    env,
+                    errors,
+                    warnings,
+                ),
+            )),
+            Err(_) => {
+                errors.push((format!("{path}.header_name"), "invalid header name".into()));
+                None
+            }
+        },
+        (None, None) => None,
+        (Some(_), None) => {
+            errors.push((
+                format!("{path}.header_value"),
+                "required when header_name is set (all or none of header_name, header_value)"
+                    .into(),
+            ));
+            None
+        }
+        (None, Some(_)) => {
+            errors.push((
+                format!("{path}.header_name"),
+                "required when header_value is set (all or none of header_name, header_value)"
+                    .into(),
+            ));
+            None
+        }
+    };
+    let param = match (&a.param_name, &a.param_value, a.param_location) {
+        (Some(n), Some(v), Some(l)) => Some((
+            n.clone(),
+            secret(
+                format!("{path}.param_value"),
+                v,
+                vaults,
+                env,
+                errors,
+                warnings,
+            ),
+            l,
+        )),
+        (None, None, None) => None,
+        _ => {
+            errors.push((path.to_string(), "all or none of these fields must be set: 'param_name', 'param_value', 'param_location'".into()));
+            None
+        }
+    };
+    let unsupported = [
+        ("gcp_use_service_account", a.gcp_use_service_account),
+        (
+            "gcp_service_account_json",
+            a.gcp_service_account_json.is_some(),
+        ),
+        ("aws_access_key_id", a.aws_access_key_id.is_some()),
+        ("aws_secret_access_key", a.aws_secret_access_key.is_some()),
+        ("azure_use_managed_identity", a.azure_use_managed_identity),
+        ("azure_client_id", a.azure_client_id.is_some()),
+        ("azure_client_secret", a.azure_client_secret.is_some()),
+        ("azure_tenant_id", a.azure_tenant_id.is_some()),
+    ];
+    for (f, set) in unsupported {
+        if set {
+            errors.push((
+                format!("{path}.{f}"),
+                "cloud identity auth is not supported by tollgate yet".into(),
+            ));
+        }
+    }
+    Auth {
+        header,
+        param,
+        allow_override: a.allow_override,
+    }
+}
+
+/// Kong's request-format check (spec §3.5 / §8) for the OpenAI dialect.
+pub fn check_format(route_type: RouteType, body: &Value) -> Result<(), GatewayError> {
+    let bad = |m: &str| Err(GatewayError::BadRequest(m.to_string()));
+    let Some(obj) = body.as_object() else {
+        return bad("content-type header does not match request body, or bad JSON formatting");
+    };
+    match route_type {
+        RouteType::Chat | RouteType::Completions => {
+            let is_chat = obj
+                .get("messages")
+                .and_then(Value::as_array)
+                .map(|m| !m.is_empty())
+                .unwrap_or(false);
+            let is_prompt = obj
+                .get("prompt")
+                .map(|p| p.is_string() || p.is_array())
+                .unwrap_or(false);
+            match (is_chat, is_prompt, route_type) {
+                (true, true, _) => bad("request matches multiple LLM request formats"),
+                (false, false, _) => bad("request format not recognised"),
+                (false, true, RouteType::Chat) => {
+                    bad("[llm/v1/completions] message format is not compatible with [llm/v1/chat] route type")
+                }
+                (true, false, RouteType::Completions) => {
+                    bad("[llm/v1/chat] message format is not compatible with [llm/v1/completions] route type")
+                }
+                _ => Ok(()),
+            }
+        }
+        RouteType::Embeddings => match obj.get("input") {
+            Some(Value::String(_)) | Some(Value::Array(_)) => Ok(()),
+            _ => bad("request body doesn't contain valid prompts"),
+        },
+        RouteType::Responses => match obj.get("input") {
+            Some(Value::String(_)) | Some(Value::Array(_)) => Ok(()),
+            None if obj.contains_key("previous_response_id") || obj.contains_key("prompt") => {
+                Ok(())
+            }
+            _ => bad("request body doesn't contain valid prompts"),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// The model sent upstream: config name (templated) or the client's; Kong's errors otherwise.
+pub fn resolve_model(
+    target: &Target,
+    body: &Value,
+    src: &TemplateSources<'_>,
+) -> Result<Option<String>, GatewayError> {
+    let client = body.get("model").and_then(Value::as_str);
+    let configured = match &target.model_name {
+        Some(n) => Some(render(n, src)?),
+        None => None,
+    };
+    match (configured, client) {
+        (Some(c), Some(m)) if c != m => Err(GatewayError::BadRequest(format!(
+            "cannot use own model - must be: {c}"
+        ))),
+        (Some(c), _) => Ok(Some(c)),
+        (None, Some(m)) => Ok(Some(m.to_string())),
+        (None, None) if target.route_type == RouteType::Preserve => Ok(None),
+        (None, None) => Err(GatewayError::BadRequest(
+            "model parameter not found in request, nor in gateway configuration".into(),
+        )),
+    }
+}
+
+/// Renders a templated config value; a value taken from the request may not steer the URL.
+pub fn render(value: &str, src: &TemplateSources<'_>) -> Result<String, GatewayError> {
+    let out =
+        template::render_ai(value, src).map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+    if out != value && !safe_template_value(&out) {
+        return Err(GatewayError::BadRequest(format!(
+            "template value for '{value}' contains characters that are not allowed in a model name"
+        )));
+    }
+    Ok(out.into_owned())
+}
+
+/// A rendered value must not inject path segments, queries, fragments or a host.
+fn safe_template_value(v: &str) -> bool {
+    !v.is_empty()
+        && !v.contains("..")
+        && !v
+            .chars()
+            .any(|c| matches!(c, '/' | '\\' | '?' | '#' | '@' | '%' | ' ') || c.is_control())
+        && !v.contains("://")
+}
+
+/// Whether this request streams, and Kong's 400 when streaming is denied.
+pub fn streaming(mode: StreamingMode, body: &Value) -> Result<bool, GatewayError> {
+    let asked = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    match mode {
+        StreamingMode::Always => Ok(true),
+        StreamingMode::Deny if asked => Err(GatewayError::BadRequest(
+            "response streaming is not enabled for this LLM".into(),
+        )),
+        _ => Ok(asked),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn format_checks_use_kong_texts() {
+        let msg = |r: Result<(), GatewayError>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert_eq!(
+            msg(check_format(
+                RouteType::Chat,
+                &json!({"messages":[{"role":"user","content":"x"}],"prompt":"x"})
+            )),
+            "request matches multiple LLM request formats"
+        );
+        assert_eq!(
+            msg(check_format(RouteType::Chat, &json!({}))),
+            "request format not recognised"
+        );
+        assert!(msg(check_format(RouteType::Chat, &json!({"prompt":"x"})))
+            .contains("not compatible with [llm/v1/chat]"));
+        assert!(check_format(RouteType::Completions, &json!({"prompt":"x"})).is_ok());
+        assert!(check_format(RouteType::Responses, &json!({"input":[]})).is_ok());
+        assert!(check_format(RouteType::Embeddings, &json!({"input":3})).is_err());
+        assert!(check_format(RouteType::Chat, &json!([1])).is_err());
+    }
+
+    #[test]
+    fn template_values_cannot_steer_the_url() {
+        for bad in [
+            "a/b",
+            "..",
+            "x?y",
+            "x#y",
+            "evil.com/x",
+            "a b",
+            "http://h",
+            "%2F",
+            "",
+        ] {
+            assert!(!safe_template_value(bad), "{bad}");
+        }
+        assert!(safe_template_value("gpt-4o-mini"));
+        assert!(safe_template_value("meta-llama:3.1_8b"));
+    }
+
+    #[test]
+    fn streaming_modes() {
+        assert_eq!(
+            streaming(StreamingMode::Always, &json!({})).ok(),
+            Some(true)
+        );
+        assert!(streaming(StreamingMode::Deny, &json!({"stream":true})).is_err());
+        assert_eq!(streaming(StreamingMode::Deny, &json!({})).ok(), Some(false));
+        assert_eq!(
+            streaming(StreamingMode::Allow, &json!({"stream":true})).ok(),
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn upstream_url_forms() {
+        let b = parse_upstream_url("http://127.0.0.1:9000").ok();
+        assert_eq!(
+            b.map(|b| (b.host, b.port, b.path)),
+            Some(("127.0.0.1".into(), 9000, None))
+        );
+        let b = parse_upstream_url("https://x.example/v1/responses").ok();
+        assert_eq!(
+            b.map(|b| (b.port, b.path)),
+            Some((443, Some("/v1/responses".into())))
+        );
+        assert!(parse_upstream_url("ftp://x").is_err());
+        assert!(parse_upstream_url("not a url").is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! Plugins as a closed enum, run in Kong's PRIORITY order (highest first).
+
+pub mod ai_proxy;
+pub mod request_transformer;
+
+use std::sync::Arc;
+
+use crate::observe::file_log::FileLogSink;
+
+/// A compiled plugin instance.
+#[derive(Debug)]
+pub enum Plugin {
+    /// `ai-proxy` and `ai-proxy-advanced` (a single target is a one-target balancer).
+    AiProxy(Arc<ai_proxy::AiProxy>),
+    RequestTransformer(Box<request_transformer::RequestTransformerConfig>),
+    FileLog(Arc<FileLogSink>),
+}
+
+impl Plugin {
+    /// Kong's static PRIORITY.
+    pub fn priority(&self) -> i32 {
+        match self {
+            Plugin::RequestTransformer(_) => 801,
+            Plugin::AiProxy(_) => 770,
+            Plugin::FileLog(_) => 9,
+        }
+    }
+}

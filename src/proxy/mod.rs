@@ -1,0 +1,773 @@
+//! The request path, phase by phase: route → access (plugins by priority) → upstream
+//! (retry loop) → header filter → body → log.
+
+pub mod body;
+pub mod response;
+pub mod retry;
+pub mod router;
+pub mod template;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use crate::config::plugins::RouteType;
+use crate::config::snapshot::Route;
+use crate::config::Snapshot;
+use crate::error::{self, ErrorShape, GatewayError};
+use crate::llm::openai;
+use crate::llm::stream::{Dialect, SseObserver};
+use crate::observe::log::{AiLog, RequestLog, Try};
+use crate::plugins::ai_proxy::AiProxy;
+use crate::plugins::request_transformer::{self, UpstreamRequest};
+use crate::plugins::Plugin;
+use crate::proxy::response::{Finish, ProxyBody};
+use crate::proxy::router::RequestView;
+use crate::proxy::template::TemplateSources;
+use crate::proxy::upstream::{FailureKind, Upstreams};
+
+/// Body limit for routes without ai-proxy that still need the body (request-transformer,
+/// plain proxying; Kong buffers request bodies by default too).
+pub const DEFAULT_BODY_LIMIT: u64 = 16 << 20;
+
+/// Largest upstream response the gateway buffers to check and account for it.
+const MAX_BUFFERED_RESPONSE: usize = 64 << 20;
+
+/// Connection and request counters for `/status`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub accepted: AtomicU64,
+    pub active: AtomicU64,
+    pub total_requests: AtomicU64,
+}
+
+/// Shared state of a running gateway.
+pub struct Gateway {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub upstreams: Upstreams,
+    pub stats: Stats,
+    pub node_id: String,
+}
+
+impl Gateway {
+    /// A gateway serving `snapshot`.
+    pub fn new(snapshot: Snapshot) -> Self {
+        Gateway {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            upstreams: Upstreams::new(),
+            stats: Stats::default(),
+            node_id: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+/// What X-Forwarded-* headers say about the client connection.
+pub struct Forwarded<'a> {
+    pub client_ip: &'a str,
+    pub proto: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub path: &'a str,
+    pub request_id: &'a str,
+    pub prior_for: Option<&'a str>,
+    /// The client's Host header as sent (with port).
+    pub original_host: &'a str,
+}
+
+/// Hop-by-hop headers never forwarded (RFC 9110 §7.6.1), plus what the gateway recomputes.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+];
+
+/// The client's headers as the upstream should see them.
+pub fn forward_headers(client: &HeaderMap, authority: &str, f: &Forwarded<'_>) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(client.len() + 8);
+    let connection_listed: Vec<String> = client
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    for (name, value) in client {
+        let n = name.as_str();
+        if HOP_BY_HOP.contains(&n) || connection_listed.iter().any(|c| c == n) {
+            continue;
+        }
+        h.append(name.clone(), value.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(authority) {
+        h.insert(header::HOST, v);
+    }
+    let xff = match f.prior_for {
+        Some(p) => format!("{p}, {}", f.client_ip),
+        None => f.client_ip.to_string(),
+    };
+    let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set(&mut h, "x-forwarded-for", &xff);
+    set(&mut h, "x-real-ip", f.client_ip);
+    set(&mut h, "x-forwarded-proto", f.proto);
+    set(&mut h, "x-forwarded-host", f.host);
+    set(&mut h, "x-forwarded-port", &f.port.to_string());
+    set(&mut h, "x-forwarded-path", f.path);
+    set(&mut h, "x-kong-request-id", f.request_id);
+    h
+}
+
+/// The query string to send: the client's raw one unless a plugin changed the pairs.
+pub fn query_string(up: &UpstreamRequest, raw: Option<&str>) -> Option<String> {
+    let original: Vec<(String, String)> = raw
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    if original == up.query {
+        return raw.map(str::to_string).filter(|q| !q.is_empty());
+    }
+    if up.query.is_empty() {
+        return None;
+    }
+    Some(
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&up.query)
+            .finish(),
+    )
+}
+
+fn millis_since_epoch() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// Handles one proxied request end to end; never fails (errors become responses).
+pub async fn handle(
+    gw: Arc<Gateway>,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    scheme: &'static str,
+    local_port: u16,
+) -> Response<ProxyBody> {
+    gw.stats.total_requests.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
+    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let snap = gw.snapshot.load_full();
+    let (parts, body) = req.into_parts();
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+        .to_string();
+    let uri = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let client_ip = peer.ip().to_string();
+    let mut log = RequestLog {
+        request_id: request_id.clone(),
+        started_at_ms: millis_since_epoch(),
+        started,
+        client_ip: client_ip.clone(),
+        method: parts.method.to_string(),
+        url: format!("{scheme}://{host}{uri}"),
+        uri: uri.clone(),
+        request_headers: parts.headers.clone(),
+        request_size: 0,
+        route: None,
+        upstream_uri: None,
+        upstream_status: None,
+        status: 0,
+        response_headers: HeaderMap::new(),
+        response_size: 0,
+        proxy_latency_ms: None,
+        upstream_latency_ms: None,
+        tries: Vec::new(),
+        ai: None,
+        source: "kong",
+    };
+
+    let found = snap.router.find(&RequestView {
+        method: parts.method.as_str(),
+        host: &host,
+        path: parts.uri.path(),
+        headers: &parts.headers,
+    });
+    let Some(m) = found else {
+        return kong_error(GatewayError::NoRoute, ErrorShape::Kong, log, snap);
+    };
+    log.route = Some(m.route);
+    let Some(route) = snap.routes.get(m.route) else {
+        return kong_error(
+            GatewayError::Internal("route index".into()),
+            ErrorShape::Kong,
+            log,
+            snap,
+        );
+    };
+    let service = route.service.and_then(|s| snap.services.get(s));
+    let ai: Option<Arc<AiProxy>> =
+        route
+            .chain
+            .iter()
+            .find_map(|i| match snap.plugins.get(*i).map(|p| &p.plugin) {
+                Some(Plugin::AiProxy(a)) => Some(a.clone()),
+                _ => None,
+            });
+    let shape = if ai.is_some() {
+        ErrorShape::OpenAi
+    } else {
+        ErrorShape::Kong
+    };
+
+    // Access phase, part 1: the body (read once, bounded).
+    let limit = ai
+        .as_ref()
+        .map(|a| a.max_body)
+        .unwrap_or(DEFAULT_BODY_LIMIT);
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body_bytes = match body::read_limited(body, content_length, limit).await {
+        Ok(b) => b,
+        Err(e) => return kong_error(e, shape, log, snap),
+    };
+    log.request_size = body_bytes.len() as u64;
+
+    let raw_query = parts.uri.query();
+    let query: Vec<(String, String)> = raw_query
+        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default();
+    let mut up = UpstreamRequest {
+        method: parts.method.clone(),
+        path: upstream_path(
+            route,
+            service.and_then(|s| s.path.as_deref()),
+            &m.path,
+            m.matched_len,
+        ),
+        query: query.clone(),
+        headers: parts.headers.clone(),
+        body: body_bytes,
+    };
+    let sources = TemplateSources {
+        headers: &parts.headers,
+        query: &query,
+        uri_captures: &m.captures,
+    };
+
+    // Access phase, part 2: plugins in PRIORITY order (ai-proxy is handled after them).
+    for &i in &route.chain {
+        if let Some(Plugin::RequestTransformer(cfg)) = snap.plugins.get(i).map(|p| &p.plugin) {
+            if let Err(e) = request_transformer::apply(cfg, &mut up, &sources) {
+                let err = GatewayError::Internal(format!("request-transformer: {e}"));
+                return kong_error(err, shape, log, snap);
+            }
+        }
+    }
+
+    let port = host
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or(local_port);
+    let forwarded = Forwarded {
+        client_ip: &client_ip,
+        proto: scheme,
+        host: host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&host),
+        port,
+        path: parts.uri.path(),
+        request_id: &request_id,
+        prior_for: parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok()),
+        original_host: &host,
+    };
+
+    let is_debug = parts.headers.contains_key("kong-debug");
+    match ai {
+        Some(ai) => {
+            let ctx = AiCtx {
+                gw: &gw,
+                ai: &ai,
+                up: &up,
+                raw_query,
+                sources: &sources,
+                forwarded: &forwarded,
+                is_debug,
+            };
+            proxy_ai(ctx, log, snap.clone()).await
+        }
+        None => match service {
+            Some(s) if s.enabled => {
+                proxy_plain(&gw, s, route, &up, raw_query, &forwarded, log, snap.clone()).await
+            }
+            _ => {
+                let e = GatewayError::UpstreamUnavailable("route has no enabled service".into());
+                kong_error(e, shape, log, snap.clone())
+            }
+        },
+    }
+}
+
+/// Kong v0 path handling: `strip_path` removes the matched part, then the rest is joined
+/// to the service path with exactly one slash.
+fn upstream_path(
+    route: &Route,
+    service_path: Option<&str>,
+    path: &str,
+    matched_len: usize,
+) -> String {
+    let rest = if route.strip_path {
+        path.get(matched_len..).unwrap_or("")
+    } else {
+        path
+    };
+    let base = service_path.unwrap_or("/");
+    if rest.is_empty() {
+        return base.to_string();
+    }
+    match (base.ends_with('/'), rest.starts_with('/')) {
+        (true, true) => format!("{base}{}", &rest[1..]),
+        (false, false) => format!("{base}/{rest}"),
+        _ => format!("{base}{rest}"),
+    }
+}
+
+/// A gateway-generated error response that still goes through the log phase.
+fn kong_error(
+    err: GatewayError,
+    shape: ErrorShape,
+    mut log: RequestLog,
+    snap: Arc<Snapshot>,
+) -> Response<ProxyBody> {
+    let mut resp: Response<ProxyBody> = error::respond(&err, shape, &log.request_id);
+    let elapsed = ms(log.started.elapsed());
+    if let Ok(v) = HeaderValue::from_str(&elapsed.to_string()) {
+        resp.headers_mut().insert("x-kong-response-latency", v);
+    }
+    log.status = resp.status().as_u16();
+    log.response_headers = resp.headers().clone();
+    log.source = "kong";
+    if let Some(ai) = log.ai.as_mut() {
+        ai.stream_error = Some(err.to_string());
+    }
+    let body = error::body(&err, shape, &log.request_id);
+    let finish = Box::new(Finish {
+        log,
+        snapshot: snap,
+        capture: None,
+    });
+    *resp.body_mut() = ProxyBody::full(body, Some(finish));
+    resp
+}
+
+struct AiCtx<'a> {
+    gw: &'a Gateway,
+    ai: &'a AiProxy,
+    up: &'a UpstreamRequest,
+    raw_query: Option<&'a str>,
+    sources: &'a TemplateSources<'a>,
+    forwarded: &'a Forwarded<'a>,
+    is_debug: bool,
+}
+
+async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Response<ProxyBody> {
+    let ai = c.ai;
+    let first = ai.targets.first();
+    let preserve_only = ai
+        .targets
+        .iter()
+        .all(|t| t.route_type == RouteType::Preserve);
+    let log_statistics = first.map(|t| t.logging.log_statistics).unwrap_or(false);
+    let log_payloads = first.map(|t| t.logging.log_payloads).unwrap_or(false);
+    log.ai = Some(AiLog {
+        plugin_id: ai.plugin_id.clone(),
+        provider: first
+            .map(|t| t.provider.as_str().to_string())
+            .unwrap_or_default(),
+        log_statistics,
+        log_payloads,
+        payload_request: log_payloads.then(|| String::from_utf8_lossy(&c.up.body).into_owned()),
+        secret_headers: ai
+            .targets
+            .iter()
+            .filter_map(|t| t.auth.header.as_ref().map(|(n, _)| n.as_str().to_string()))
+            .collect(),
+        ..Default::default()
+    });
+
+    // Parse once; a non-preserve route needs a JSON object.
+    let parsed: Option<Value> = if preserve_only {
+        None
+    } else {
+        if !body::is_json(c.up.headers.get(header::CONTENT_TYPE)) {
+            let e = GatewayError::BadRequest(
+                "content-type header does not match request body, or bad JSON formatting".into(),
+            );
+            return kong_error(e, ErrorShape::OpenAi, log, snap);
+        }
+        match serde_json::from_slice::<Value>(&c.up.body) {
+            Ok(v) if v.is_object() => Some(v),
+            _ => {
+                let e = GatewayError::BadRequest(
+                    "content-type header does not match request body, or bad JSON formatting"
+                        .into(),
+                );
+                return kong_error(e, ErrorShape::OpenAi, log, snap);
+            }
+        }
+    };
+    let stream = match parsed.as_ref() {
+        Some(b) => match crate::plugins::ai_proxy::streaming(ai.streaming, b) {
+            Ok(s) => s,
+            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        },
+        None => false,
+    };
+    let client_wants_usage = parsed
+        .as_ref()
+        .map(openai::client_wants_usage)
+        .unwrap_or(false);
+    if let Some(a) = log.ai.as_mut() {
+        a.stream = stream;
+    }
+    let force_stream = stream
+        && parsed
+            .as_ref()
+            .and_then(|b| b.get("stream"))
+            .and_then(Value::as_bool)
+            != Some(true);
+    let add_include_usage = stream && !client_wants_usage && log_statistics;
+    let req = retry::AiRequest {
+        body: parsed.as_ref(),
+        up: c.up,
+        raw_query: c.raw_query,
+        sources: c.sources,
+        force_stream,
+        add_include_usage,
+        forwarded: c.forwarded,
+    };
+    log.proxy_latency_ms = Some(ms(log.started.elapsed()));
+    let mut tries: Vec<Try> = Vec::new();
+    let result = retry::run(&c.gw.upstreams, ai, &req, &mut tries, log.started).await;
+    log.tries = tries;
+    let answered = match result {
+        Ok(a) => a,
+        Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+    };
+    let Some(target) = ai.targets.get(answered.target) else {
+        return kong_error(
+            GatewayError::Internal("target".into()),
+            ErrorShape::OpenAi,
+            log,
+            snap,
+        );
+    };
+    log.upstream_latency_ms = Some(ms(answered.sent_at.elapsed()));
+    log.upstream_uri = log.tries.last().map(|t| t.upstream_uri.clone());
+    if let Some(a) = log.ai.as_mut() {
+        a.provider = target.provider.as_str().to_string();
+        a.request_model = answered.model.clone();
+        a.input_cost = target.options.input_cost;
+        a.output_cost = target.options.output_cost;
+    }
+    let (mut parts, body) = answered.resp.into_parts();
+    let status = parts.status;
+    log.upstream_status = Some(status.as_u16());
+    strip_hop_by_hop(&mut parts.headers);
+    let mut headers = parts.headers;
+    headers.remove(header::SET_COOKIE);
+    add_proxy_headers(&mut headers, &log);
+    if status == StatusCode::OK && (ai.model_name_header || c.is_debug) {
+        if let Some(m) = &answered.model {
+            if let Ok(v) = HeaderValue::from_str(&format!("{}/{}", target.provider.as_str(), m)) {
+                headers.insert("x-kong-llm-model", v);
+            }
+        }
+    }
+    log.source = "upstream";
+    let read_timeout = ai.read_timeout;
+    let capture = log_payloads.then(Vec::new);
+    let is_sse = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.starts_with("text/event-stream"))
+        .unwrap_or(false);
+
+    if status == StatusCode::OK && target.route_type != RouteType::Preserve && !is_sse && !stream {
+        // Buffered: check the shape and read usage, then send the bytes unchanged.
+        let bytes = match collect_limited(body, MAX_BUFFERED_RESPONSE).await {
+            Ok(b) => b,
+            Err(kind) => {
+                let e = match kind {
+                    FailureKind::Timeout => {
+                        GatewayError::UpstreamTimeout("reading response body".into())
+                    }
+                    _ => GatewayError::UpstreamInvalid(
+                        "upstream closed the connection while sending the body".into(),
+                    ),
+                };
+                return kong_error(e, ErrorShape::OpenAi, log, snap);
+            }
+        };
+        match openai::decode_response(target.route_type, &bytes) {
+            Ok(d) => {
+                if let Some(a) = log.ai.as_mut() {
+                    a.usage = d.usage;
+                    a.response_model = d.model;
+                    a.llm_latency_ms = Some(ms(log.started.elapsed()));
+                }
+            }
+            Err(reason) => {
+                let e = GatewayError::Transformation {
+                    provider: target.provider.as_str().into(),
+                    route_type: target.route_type.as_str().into(),
+                    reason,
+                };
+                return kong_error(e, ErrorShape::OpenAi, log, snap);
+            }
+        }
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        log.status = status.as_u16();
+        log.response_headers = headers.clone();
+        let mut finish = Finish {
+            log,
+            snapshot: snap,
+            capture,
+        };
+        if let Some(cap) = finish.capture.as_mut() {
+            cap.extend_from_slice(&bytes[..bytes.len().min(1 << 20)]);
+        }
+        let mut resp = Response::new(ProxyBody::full(bytes, Some(Box::new(finish))));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        return resp;
+    }
+
+    // Streamed (or passed through untouched): observe SSE on the way.
+    let dialect = if target.route_type == RouteType::Responses {
+        Dialect::Responses
+    } else {
+        Dialect::ChatLike
+    };
+    let observer = (status == StatusCode::OK && is_sse && target.route_type != RouteType::Preserve)
+        .then(|| SseObserver::new(dialect, add_include_usage && dialect == Dialect::ChatLike));
+    if observer.is_some() {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    log.status = status.as_u16();
+    log.response_headers = headers.clone();
+    let sse = observer.is_some().then_some(dialect);
+    let finish = Finish {
+        log,
+        snapshot: snap,
+        capture,
+    };
+    let mut resp = Response::new(ProxyBody::upstream(
+        body,
+        observer,
+        sse,
+        read_timeout,
+        Some(Box::new(finish)),
+    ));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn proxy_plain(
+    gw: &Gateway,
+    service: &crate::config::snapshot::Service,
+    route: &Route,
+    up: &UpstreamRequest,
+    raw_query: Option<&str>,
+    forwarded: &Forwarded<'_>,
+    mut log: RequestLog,
+    snap: Arc<Snapshot>,
+) -> Response<ProxyBody> {
+    let default_port = if service.protocol == "https" { 443 } else { 80 };
+    let authority = if service.port == default_port {
+        service.host.clone()
+    } else {
+        format!("{}:{}", service.host, service.port)
+    };
+    let mut upstream_uri = up.path.clone();
+    if let Some(q) = query_string(up, raw_query) {
+        upstream_uri.push('?');
+        upstream_uri.push_str(&q);
+    }
+    // request-transformer may replace `host`; otherwise Kong's preserve_host rule applies.
+    let replaced_host = up
+        .headers
+        .get(header::HOST)
+        .filter(|h| h.as_bytes() != forwarded.original_host.as_bytes());
+    let host_header = match replaced_host.and_then(|h| h.to_str().ok()) {
+        Some(h) => h.to_string(),
+        None if route.preserve_host => forwarded.original_host.to_string(),
+        None => authority.clone(),
+    };
+    let mut headers = forward_headers(&up.headers, &host_header, forwarded);
+    if !up.body.is_empty() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(up.body.len()));
+    }
+    let uri = format!("{}://{}{}", service.protocol, authority, upstream_uri);
+    log.upstream_uri = Some(upstream_uri.clone());
+    log.proxy_latency_ms = Some(ms(log.started.elapsed()));
+    let connect = Duration::from_millis(service.connect_timeout.max(1));
+    let read = Duration::from_millis(service.read_timeout.max(1));
+    let mut last = None;
+    for _ in 0..=service.retries {
+        let mut b = Request::builder().method(up.method.clone()).uri(&uri);
+        if let Some(h) = b.headers_mut() {
+            *h = headers.clone();
+        }
+        let req = match b.body(Full::new(up.body.clone())) {
+            Ok(r) => r,
+            Err(e) => {
+                return kong_error(
+                    GatewayError::Internal(e.to_string()),
+                    ErrorShape::Kong,
+                    log,
+                    snap,
+                )
+            }
+        };
+        let start = Instant::now();
+        let mut t = Try {
+            port: service.port,
+            host: service.host.clone(),
+            scheme: service.protocol.clone(),
+            upstream_uri: upstream_uri.clone(),
+            balancer_start: ms(start.duration_since(log.started)),
+            ..Default::default()
+        };
+        match gw.upstreams.send(req, connect, read).await {
+            Ok((resp, addr)) => {
+                t.ip = addr.map(|a| a.ip().to_string()).unwrap_or_default();
+                t.outcome = "success".into();
+                log.tries.push(t);
+                log.upstream_latency_ms = Some(ms(start.elapsed()));
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                add_proxy_headers(&mut parts.headers, &log);
+                log.upstream_status = Some(parts.status.as_u16());
+                log.status = parts.status.as_u16();
+                log.response_headers = parts.headers.clone();
+                log.source = "upstream";
+                let finish = Finish {
+                    log,
+                    snapshot: snap,
+                    capture: None,
+                };
+                let mut r = Response::new(ProxyBody::upstream(
+                    body,
+                    None,
+                    None,
+                    read,
+                    Some(Box::new(finish)),
+                ));
+                *r.status_mut() = parts.status;
+                *r.headers_mut() = parts.headers;
+                return r;
+            }
+            Err(f) => {
+                t.outcome = f.kind.as_str().into();
+                log.tries.push(t);
+                // Only connection failures are safe to retry: the request never left.
+                let again = f.kind == FailureKind::Connect;
+                last = Some(f);
+                if !again {
+                    break;
+                }
+            }
+        }
+    }
+    let e = match last {
+        Some(f) if f.kind == FailureKind::Timeout => GatewayError::UpstreamTimeout(f.detail),
+        Some(f) => GatewayError::UpstreamInvalid(f.detail),
+        None => GatewayError::UpstreamInvalid("no attempt".into()),
+    };
+    kong_error(e, ErrorShape::Kong, log, snap)
+}
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for n in [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    ] {
+        h.remove(n);
+    }
+}
+
+fn add_proxy_headers(h: &mut HeaderMap, log: &RequestLog) {
+    let put = |h: &mut HeaderMap, name: &'static str, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    put(
+        h,
+        "x-kong-upstream-latency",
+        log.upstream_latency_ms.unwrap_or(0).to_string(),
+    );
+    put(
+        h,
+        "x-kong-proxy-latency",
+        log.proxy_latency_ms.unwrap_or(0).to_string(),
+    );
+    put(h, "x-kong-request-id", log.request_id.clone());
+    h.append(header::VIA, HeaderValue::from_static(crate::VIA_TOKEN));
+}
+
+async fn collect_limited(mut body: Incoming, limit: usize) -> Result<Bytes, FailureKind> {
+    let mut buf = bytes::BytesMut::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(300), body.frame()).await {
+            Err(_) => return Err(FailureKind::Timeout),
+            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(Err(_))) => return Err(FailureKind::Reset),
+            Ok(Some(Ok(f))) => {
+                if let Ok(d) = f.into_data() {
+                    if buf.len() + d.len() > limit {
+                        return Err(FailureKind::InvalidHeader);
+                    }
+                    buf.extend_from_slice(&d);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! The response body the gateway sends: a buffered body or the upstream's body passed
+//! through frame by frame. Either way, the log phase runs exactly once — at the end of
+//! the body or when the client goes away.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::Sleep;
+
+use crate::config::Snapshot;
+use crate::llm::stream::{Dialect, SseObserver};
+use crate::observe::log::RequestLog;
+use crate::plugins::Plugin;
+
+/// Largest response payload kept for `log_payloads`.
+const PAYLOAD_CAP: usize = 1 << 20;
+
+/// What the log phase needs once the body is done.
+pub struct Finish {
+    pub log: RequestLog,
+    pub snapshot: Arc<Snapshot>,
+    /// Capture the response for `ai.proxy.payload.response`.
+    pub capture: Option<Vec<u8>>,
+}
+
+impl Finish {
+    /// Runs the log phase: every log plugin of the route (or the global ones) gets the record.
+    pub fn run(mut self, stream_error: Option<String>) {
+        if let (Some(ai), Some(cap)) = (self.log.ai.as_mut(), self.capture.take()) {
+            ai.payload_response = Some(String::from_utf8_lossy(&cap).into_owned());
+        }
+        if let (Some(ai), Some(e)) = (self.log.ai.as_mut(), stream_error) {
+            ai.stream_error = Some(e);
+        }
+        let chain = match self.log.route.and_then(|r| self.snapshot.routes.get(r)) {
+            Some(r) => &r.chain,
+            None => &self.snapshot.global_chain,
+        };
+        let mut line: Option<Vec<u8>> = None;
+        for &i in chain {
+            if let Some(Plugin::FileLog(sink)) = self.snapshot.plugins.get(i).map(|p| &p.plugin) {
+                let l = line.get_or_insert_with(|| {
+                    serde_json::to_vec(&self.log.to_json(&self.snapshot)).unwrap_or_default()
+                });
+                sink.write(l.clone());
+            }
+        }
+    }
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Upstream {
+        inner: Incoming,
+        observer: Option<SseObserver>,
+        idle: Pin<Box<Sleep>>,
+        read_timeout: Duration,
+        /// For SSE an upstream failure becomes a final error event, then the end.
+        sse: Option<Dialect>,
+        ended: bool,
+    },
+}
+
+/// The body of every gateway response.
+pub struct ProxyBody {
+    kind: Kind,
+    finish: Option<Box<Finish>>,
+    sent: u64,
+}
+
+impl From<Bytes> for ProxyBody {
+    fn from(b: Bytes) -> Self {
+        ProxyBody::full(b, None)
+    }
+}
+
+impl ProxyBody {
+    /// A complete body; `finish` runs after it was handed to the connection.
+    pub fn full(b: Bytes, finish: Option<Box<Finish>>) -> Self {
+        ProxyBody {
+            kind: Kind::Full(Some(b)),
+            finish,
+            sent: 0,
+        }
+    }
+
+    /// Streams the upstream body; `sse` makes upstream failures a clean error event.
+    pub fn upstream(
+        inner: Incoming,
+        observer: Option<SseObserver>,
+        sse: Option<Dialect>,
+        read_timeout: Duration,
+        finish: Option<Box<Finish>>,
+    ) -> Self {
+        ProxyBody {
+            kind: Kind::Upstream {
+                inner,
+                observer,
+                idle: Box::pin(tokio::time::sleep(read_timeout)),
+                read_timeout,
+                sse,
+                ended: false,
+            },
+            finish,
+            sent: 0,
+        }
+    }
+
+    fn complete(&mut self, error: Option<String>) {
+        if let Some(mut f) = self.finish.take() {
+            f.log.response_size = self.sent;
+            if let (
+                Kind::Upstream {
+                    observer: Some(o), ..
+                },
+                Some(ai),
+            ) = (&self.kind, f.log.ai.as_mut())
+            {
+                if o.usage.is_some() {
+                    ai.usage = o.usage.clone();
+                }
+                if o.model.is_some() {
+                    ai.response_model = o.model.clone();
+                }
+                ai.ttft_ms = o
+                    .first_event_at
+                    .map(|t| t.duration_since(f.log.started).as_millis() as u64);
+                ai.llm_latency_ms = Some(f.log.started.elapsed().as_millis() as u64);
+            }
+            let error = error.or_else(|| match &self.kind {
+                Kind::Upstream {
+                    observer: Some(o), ..
+                } if o.failed => Some("upstream reported a failure in the stream".into()),
+                Kind::Upstream {
+                    observer: Some(o), ..
+                } if !o.completed => Some("upstream stream ended without a terminal event".into()),
+                _ => None,
+            });
+            f.run(error);
+        }
+    }
+
+    fn capture(&mut self, data: &[u8]) {
+        self.sent += data.len() as u64;
+        if let Some(cap) = self.finish.as_mut().and_then(|f| f.capture.as_mut()) {
+            let room = PAYLOAD_CAP.saturating_sub(cap.len());
+            cap.extend_from_slice(&data[..data.len().min(room)]);
+        }
+    }
+}
+
+/// The final SSE event sent when the upstream fails after the stream started.
+fn error_event(dialect: Dialect, message: &str, code: &str) -> Bytes {
+    let err = serde_json::json!({"message": message, "type": "server_error", "code": code});
+    let text = match dialect {
+        Dialect::ChatLike => format!("data: {}\n\n", serde_json::json!({ "error": err })),
+        Dialect::Responses => format!(
+            "event: error\ndata: {}\n\n",
+            serde_json::json!({"type": "error", "code": code, "message": message, "error": err})
+        ),
+    };
+    Bytes::from(text)
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.kind {
+                Kind::Full(b) => match b.take() {
+                    Some(b) => {
+                        this.sent += b.len() as u64;
+                        return Poll::Ready(Some(Ok(Frame::data(b))));
+                    }
+                    None => {
+                        this.complete(None);
+                        return Poll::Ready(None);
+                    }
+                },
+                Kind::Upstream {
+                    inner,
+                    observer,
+                    idle,
+                    read_timeout,
+                    sse,
+                    ended,
+                } => {
+                    if *ended {
+                        this.complete(None);
+                        return Poll::Ready(None);
+                    }
+                    match Pin::new(&mut *inner).poll_frame(cx) {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            let deadline = tokio::time::Instant::now() + *read_timeout;
+                            idle.as_mut().reset(deadline);
+                            match frame.into_data() {
+                                Ok(data) => {
+                                    let out = match observer.as_mut() {
+                                        Some(o) => o.on_chunk(data),
+                                        None => data,
+                                    };
+                                    if out.is_empty() {
+                                        continue;
+                                    }
+                                    this.capture(&out);
+                                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                                }
+                                Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                            }
+                        }
+                        Poll::Ready(Some(Err(e))) => {
+                            let msg = format!("upstream connection failed mid-stream: {e}");
+                            return this.fail(msg, "upstream_stream_cut");
+                        }
+                        Poll::Ready(None) => {
+                            *ended = true;
+                            if let Some(tail) = observer.as_mut().and_then(SseObserver::finish) {
+                                this.capture(&tail);
+                                return Poll::Ready(Some(Ok(Frame::data(tail))));
+                            }
+                            continue;
+                        }
+                        Poll::Pending => {
+                            if idle.as_mut().poll(cx).is_ready() {
+                                let msg = format!(
+                                    "upstream sent nothing for {} ms (read_timeout)",
+                                    read_timeout.as_millis()
+                                );
+                                let _ = sse;
+                                return this.fail(msg, "upstream_timeout");
+                            }
+                            return Poll::Pending;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.kind, Kind::Full(None)) && self.finish.is_none()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Upstream { .. } => SizeHint::default(),
+        }
+    }
+}
+
+impl ProxyBody {
+    /// Ends the body after an upstream failure: an error event for SSE, an aborted
+    /// connection otherwise (so the client can tell the body is incomplete).
+    fn fail(
+        &mut self,
+        msg: String,
+        code: &str,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        tracing::warn!(code, "{msg}");
+        let dialect = match &mut self.kind {
+            Kind::Upstream { sse, ended, .. } => {
+                *ended = true;
+                *sse
+            }
+            Kind::Full(_) => None,
+        };
+        let to_client = match code {
+            "upstream_timeout" => "The upstream server is timing out",
+            _ => "The upstream connection closed before the response was complete",
+        };
+        match dialect {
+            Some(d) => {
+                let ev = error_event(d, to_client, code);
+                self.sent += ev.len() as u64;
+                // Complete now so the log records the cause; the next poll ends the body.
+                self.complete(Some(msg));
+                Poll::Ready(Some(Ok(Frame::data(ev))))
+            }
+            None => {
+                self.complete(Some(msg.clone()));
+                Poll::Ready(Some(Err(std::io::Error::other(msg))))
+            }
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        if self.finish.is_some() {
+            let ended = matches!(self.kind, Kind::Full(None));
+            let msg = (!ended).then(|| {
+                "client closed the connection before the response was complete".to_string()
+            });
+            self.complete(msg);
+        }
+    }
+}

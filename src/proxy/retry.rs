@@ -1,0 +1,301 @@
+//! The AI retry loop: pick a target → encode the request for it → send → classify →
+//! fail over per `failover_criteria`.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use crate::config::plugins::{FailoverCriterion, ParamLocation, RouteType};
+use crate::error::GatewayError;
+use crate::llm::openai;
+use crate::observe::log::Try;
+use crate::plugins::ai_proxy::{self, AiProxy, Target};
+use crate::plugins::request_transformer::UpstreamRequest;
+use crate::proxy::template::TemplateSources;
+use crate::proxy::upstream::{Failure, FailureKind, Upstreams};
+use crate::proxy::{forward_headers, query_string, Forwarded};
+
+/// The client request as the AI retry loop needs it.
+pub struct AiRequest<'a> {
+    /// Parsed JSON body (None for `preserve`).
+    pub body: Option<&'a Value>,
+    pub up: &'a UpstreamRequest,
+    pub raw_query: Option<&'a str>,
+    pub sources: &'a TemplateSources<'a>,
+    pub force_stream: bool,
+    pub add_include_usage: bool,
+    pub forwarded: &'a Forwarded<'a>,
+}
+
+/// The attempt that produced the response the client gets.
+pub struct Answered {
+    pub resp: Response<Incoming>,
+    pub target: usize,
+    pub model: Option<String>,
+    pub sent_at: Instant,
+}
+
+/// Runs attempts until one answers or the retries are spent.
+pub async fn run(
+    upstreams: &Upstreams,
+    ai: &AiProxy,
+    req: &AiRequest<'_>,
+    tries: &mut Vec<Try>,
+    started: Instant,
+) -> Result<Answered, GatewayError> {
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_failure: Option<Failure> = None;
+    let attempts = ai.retries.saturating_add(1);
+    for attempt in 0..attempts {
+        let balancer_start = Instant::now();
+        let idx = ai
+            .balancer
+            .pick(&ai.weights, &tried)
+            .or_else(|| ai.balancer.pick(&ai.weights, &[]))
+            .ok_or_else(|| GatewayError::UpstreamUnavailable("no target available".into()))?;
+        tried.push(idx);
+        let Some(target) = ai.targets.get(idx) else {
+            return Err(GatewayError::Internal(format!("target {idx} out of range")));
+        };
+        let (http_req, mut t, model) = encode(target, req)?;
+        t.balancer_start = balancer_start.duration_since(started).as_millis() as u64;
+        t.balancer_latency = balancer_start.elapsed().as_millis() as u64;
+        let sent_at = Instant::now();
+        let last = attempt + 1 == attempts;
+        match upstreams
+            .send(http_req, ai.connect_timeout, ai.read_timeout)
+            .await
+        {
+            Ok((resp, addr)) => {
+                if let Some(a) = addr {
+                    t.ip = a.ip().to_string();
+                }
+                let status = resp.status().as_u16();
+                if !last && status_fails_over(status, &ai.failover) {
+                    t.outcome = format!("http_{status}");
+                    tries.push(t);
+                    continue;
+                }
+                t.outcome = if resp.status().is_success() {
+                    "success".into()
+                } else {
+                    format!("http_{status}")
+                };
+                tries.push(t);
+                return Ok(Answered {
+                    resp,
+                    target: idx,
+                    model,
+                    sent_at,
+                });
+            }
+            Err(f) => {
+                t.outcome = f.kind.as_str().into();
+                tries.push(t);
+                tracing::debug!(attempt, kind = f.kind.as_str(), detail = %f.detail, "upstream attempt failed");
+                let retry = match f.kind {
+                    FailureKind::Connect | FailureKind::Reset => {
+                        ai.failover.contains(&FailoverCriterion::Error)
+                    }
+                    FailureKind::Timeout => ai.failover.contains(&FailoverCriterion::Timeout),
+                    FailureKind::InvalidHeader => {
+                        ai.failover.contains(&FailoverCriterion::InvalidHeader)
+                    }
+                };
+                last_failure = Some(f);
+                if !retry {
+                    break;
+                }
+            }
+        }
+    }
+    Err(match last_failure {
+        Some(f) => match f.kind {
+            FailureKind::Timeout => GatewayError::UpstreamTimeout(f.detail),
+            _ => GatewayError::UpstreamInvalid(f.detail),
+        },
+        None => GatewayError::UpstreamInvalid("no attempt was made".into()),
+    })
+}
+
+/// An upstream status fails over only when listed, and (POST being non-idempotent, like
+/// nginx) only when `non_idempotent` is listed too.
+fn status_fails_over(status: u16, criteria: &[FailoverCriterion]) -> bool {
+    let c = match status {
+        403 => FailoverCriterion::Http403,
+        404 => FailoverCriterion::Http404,
+        429 => FailoverCriterion::Http429,
+        500 => FailoverCriterion::Http500,
+        502 => FailoverCriterion::Http502,
+        503 => FailoverCriterion::Http503,
+        504 => FailoverCriterion::Http504,
+        _ => return false,
+    };
+    criteria.contains(&c) && criteria.contains(&FailoverCriterion::NonIdempotent)
+}
+
+/// An encoded attempt: the request, its log entry and the model it asks for.
+type Encoded = (Request<Full<Bytes>>, Try, Option<String>);
+
+/// Builds the upstream request for one target; client mistakes come back as errors.
+fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError> {
+    let rt = target.route_type;
+    let mut model = None;
+    let body_bytes: Bytes = match (rt, req.body) {
+        (RouteType::Preserve, _) | (_, None) => req.up.body.clone(),
+        (_, Some(body)) => {
+            ai_proxy::check_format(rt, body)?;
+            model = ai_proxy::resolve_model(target, body, req.sources)?;
+            let mut b = body.clone();
+            openai::patch_request(
+                rt,
+                &mut b,
+                &openai::Patch {
+                    model: model.as_deref(),
+                    options: Some(&target.options),
+                    force_stream: req.force_stream,
+                    add_include_usage: req.add_include_usage
+                        && matches!(rt, RouteType::Chat | RouteType::Completions),
+                },
+            );
+            if let Some((name, value, ParamLocation::Body)) = &target.auth.param {
+                let present = b.get(name).is_some();
+                if !(target.auth.allow_override && present) {
+                    let v = value
+                        .as_ref()
+                        .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
+                    if let Some(o) = b.as_object_mut() {
+                        o.insert(name.clone(), Value::String(v.expose().clone()));
+                    }
+                }
+            }
+            Bytes::from(serde_json::to_vec(&b).map_err(|e| GatewayError::Internal(e.to_string()))?)
+        }
+    };
+    let up = &target.upstream;
+    let path = match (&up.path, openai::default_path(rt)) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) => p.to_string(),
+        (None, None) => req.up.path.clone(),
+    };
+    let (path_only, path_query) = match path.split_once('?') {
+        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        None => (path, None),
+    };
+    let mut query = query_string(req.up, req.raw_query);
+    let mut log_query = query.clone();
+    if let Some((name, value, ParamLocation::Query)) = &target.auth.param {
+        let present = req.up.query.iter().any(|(k, _)| k == name);
+        if !(target.auth.allow_override && present) {
+            let v = value
+                .as_ref()
+                .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
+            let mut pairs: Vec<(String, String)> = req
+                .up
+                .query
+                .iter()
+                .filter(|(k, _)| k != name)
+                .cloned()
+                .collect();
+            let mut log_pairs = pairs.clone();
+            pairs.push((name.clone(), v.expose().clone()));
+            log_pairs.push((name.clone(), "REDACTED".into()));
+            let enc = |p: &[(String, String)]| {
+                form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(p)
+                    .finish()
+            };
+            query = Some(enc(&pairs));
+            log_query = Some(enc(&log_pairs));
+        }
+    }
+    let join = |q: &Option<String>| {
+        let mut s = path_only.clone();
+        let parts: Vec<&str> = [path_query.as_deref(), q.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter(|s| !s.is_empty())
+            .collect();
+        if !parts.is_empty() {
+            s.push('?');
+            s.push_str(&parts.join("&"));
+        }
+        s
+    };
+    let upstream_uri = join(&query);
+    let authority = up.authority();
+    let uri = format!("{}://{}{}", up.scheme, authority, upstream_uri);
+    let mut headers = forward_headers(&req.up.headers, &authority, req.forwarded);
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    if rt != RouteType::Preserve || !req.up.body.is_empty() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_bytes.len()));
+    }
+    if rt != RouteType::Preserve {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    if let Some((name, value)) = &target.auth.header {
+        if !(target.auth.allow_override && req.up.headers.contains_key(name)) {
+            let v = value
+                .as_ref()
+                .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
+            let hv = HeaderValue::from_str(v.expose()).map_err(|_| {
+                GatewayError::BeforeProxying(format!(
+                    "auth header {name} has a value that is not a valid header"
+                ))
+            })?;
+            headers.insert(name.clone(), hv);
+        }
+    }
+    let method = if rt == RouteType::Preserve {
+        req.up.method.clone()
+    } else {
+        Method::POST
+    };
+    let mut builder = Request::builder().method(method).uri(&uri);
+    if let Some(h) = builder.headers_mut() {
+        *h = headers;
+    }
+    let http_req = builder.body(Full::new(body_bytes)).map_err(|e| {
+        GatewayError::Internal(format!("cannot build upstream request to {}: {e}", up.host))
+    })?;
+    let t = Try {
+        ip: up
+            .host
+            .parse::<std::net::IpAddr>()
+            .map(|i| i.to_string())
+            .unwrap_or_default(),
+        port: up.port,
+        host: up.host.clone(),
+        scheme: up.scheme.to_string(),
+        upstream_uri: join(&log_query),
+        route_type: rt.as_str().to_string(),
+        provider: target.provider.as_str().to_string(),
+        model: model.clone(),
+        ..Default::default()
+    };
+    Ok((http_req, t, model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_criteria_need_non_idempotent_for_post() {
+        use FailoverCriterion::*;
+        assert!(!status_fails_over(503, &[Error, Timeout]));
+        assert!(!status_fails_over(503, &[Http503]));
+        assert!(status_fails_over(503, &[Http503, NonIdempotent]));
+        assert!(!status_fails_over(400, &[Http503, NonIdempotent]));
+    }
+}
