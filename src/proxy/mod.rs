@@ -524,7 +524,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
 
     if status == StatusCode::OK && target.route_type != RouteType::Preserve && !is_sse && !stream {
         // Buffered: check the shape and read usage, then send the bytes unchanged.
-        let bytes = match collect_limited(body, MAX_BUFFERED_RESPONSE).await {
+        let bytes = match collect_limited(body, MAX_BUFFERED_RESPONSE, read_timeout).await {
             Ok(b) => b,
             Err(kind) => {
                 let e = match kind {
@@ -753,10 +753,15 @@ fn add_proxy_headers(h: &mut HeaderMap, log: &RequestLog) {
     h.append(header::VIA, HeaderValue::from_static(crate::VIA_TOKEN));
 }
 
-async fn collect_limited(mut body: Incoming, limit: usize) -> Result<Bytes, FailureKind> {
+/// Reads a buffered upstream body; `read_timeout` applies between frames, as in Kong.
+async fn collect_limited(
+    mut body: Incoming,
+    limit: usize,
+    read_timeout: Duration,
+) -> Result<Bytes, FailureKind> {
     let mut buf = bytes::BytesMut::new();
     loop {
-        match tokio::time::timeout(Duration::from_secs(300), body.frame()).await {
+        match tokio::time::timeout(read_timeout, body.frame()).await {
             Err(_) => return Err(FailureKind::Timeout),
             Ok(None) => return Ok(buf.freeze()),
             Ok(Some(Err(_))) => return Err(FailureKind::Reset),
