@@ -1,0 +1,171 @@
+//! Response bodies: a whole buffer, or server-sent events written one frame
+//! at a time with optional gaps and an optional abrupt end.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::time::Sleep;
+
+/// Body of every response the mock sends.
+#[derive(Debug)]
+pub(crate) enum MockBody {
+    /// A complete body, sent with a content-length.
+    Full(Option<Bytes>),
+    /// An event stream, sent chunked.
+    Events(EventStream),
+}
+
+impl MockBody {
+    pub(crate) fn full(bytes: impl Into<Bytes>) -> MockBody {
+        MockBody::Full(Some(bytes.into()))
+    }
+}
+
+/// Events yielded as separate frames so a client can observe the gaps.
+#[derive(Debug)]
+pub(crate) struct EventStream {
+    events: VecDeque<Bytes>,
+    gap: Duration,
+    sleep: Option<Pin<Box<Sleep>>>,
+    sent: usize,
+    disconnect_after: Option<usize>,
+    /// Whether hyper was given its chance to flush before the cut.
+    flushed: bool,
+}
+
+impl EventStream {
+    /// `gap` is waited between consecutive events; with `disconnect_after`
+    /// the body fails after that many events, which makes hyper drop the
+    /// connection without the terminating chunk.
+    pub(crate) fn new(
+        events: Vec<Bytes>,
+        gap: Duration,
+        disconnect_after: Option<usize>,
+    ) -> EventStream {
+        EventStream {
+            events: events.into(),
+            gap,
+            sleep: None,
+            sent: 0,
+            disconnect_after,
+            flushed: false,
+        }
+    }
+}
+
+impl Body for MockBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        match self.get_mut() {
+            MockBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            MockBody::Events(stream) => stream.poll_event(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            MockBody::Full(bytes) => bytes.is_none(),
+            MockBody::Events(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            MockBody::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            MockBody::Events(_) => SizeHint::default(),
+        }
+    }
+}
+
+impl EventStream {
+    fn poll_event(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let cut = self
+            .disconnect_after
+            .is_some_and(|limit| self.sent >= limit);
+        if cut || (self.events.is_empty() && self.disconnect_after.is_some()) {
+            if !self.flushed {
+                // hyper drops its write buffer on a body error; yielding once
+                // makes it flush the events already sent, so the client sees
+                // them before the connection drops.
+                self.flushed = true;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            self.disconnect_after = None;
+            self.events.clear();
+            return Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::ConnectionAborted,
+                "mock-llm injected disconnect",
+            ))));
+        }
+        if self.events.is_empty() {
+            return Poll::Ready(None);
+        }
+        if self.sent > 0 && !self.gap.is_zero() {
+            let gap = self.gap;
+            let sleep = self
+                .sleep
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(gap)));
+            ready!(sleep.as_mut().poll(cx));
+            self.sleep = None;
+        }
+        match self.events.pop_front() {
+            Some(event) => {
+                self.sent += 1;
+                Poll::Ready(Some(Ok(Frame::data(event))))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn events_come_out_as_separate_frames() {
+        let events = vec![Bytes::from("a"), Bytes::from("b")];
+        let mut body = MockBody::Events(EventStream::new(events, Duration::ZERO, None));
+        let mut frames = Vec::new();
+        while let Some(frame) = body.frame().await {
+            frames.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(frames, ["a", "b"]);
+    }
+
+    #[tokio::test]
+    async fn disconnect_after_fails_the_body() {
+        let events = vec![Bytes::from("a"), Bytes::from("b"), Bytes::from("c")];
+        let mut body = MockBody::Events(EventStream::new(events, Duration::ZERO, Some(2)));
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.unwrap().is_ok());
+        assert!(body.frame().await.unwrap().is_err());
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn full_body_reports_exact_size() {
+        let body = MockBody::full("hello");
+        assert_eq!(body.size_hint().exact(), Some(5));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "hello");
+    }
+}

@@ -1,0 +1,179 @@
+//! Deterministic embeddings: the same text always gets the same unit vector.
+
+use http::Response;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::body::MockBody;
+use crate::server::{json_response, Ctx};
+
+/// Dimension when the request gives none.
+const DEFAULT_DIMENSIONS: usize = 8;
+/// Cap so a typo cannot make one request allocate gigabytes.
+const MAX_DIMENSIONS: usize = 65_536;
+
+#[derive(Serialize)]
+struct EmbeddingList<'a> {
+    object: &'static str,
+    data: Vec<Embedding>,
+    model: &'a str,
+    usage: Usage,
+}
+
+#[derive(Serialize)]
+struct Usage {
+    prompt_tokens: u64,
+    total_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct Embedding {
+    object: &'static str,
+    index: usize,
+    embedding: Vector,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Vector {
+    Float(Vec<f32>),
+    Base64(String),
+}
+
+/// `POST .../embeddings`.
+pub(crate) fn embeddings(ctx: &Ctx<'_>) -> Response<MockBody> {
+    let dimensions = ctx
+        .body
+        .get("dimensions")
+        .and_then(Value::as_u64)
+        .filter(|d| *d > 0)
+        .map_or(DEFAULT_DIMENSIONS, |d| {
+            usize::try_from(d).map_or(MAX_DIMENSIONS, |d| d.min(MAX_DIMENSIONS))
+        });
+    let base64 = ctx.body.get("encoding_format").and_then(Value::as_str) == Some("base64");
+
+    let inputs: Vec<Vec<u8>> = match ctx.body.get("input") {
+        Some(Value::String(text)) => vec![text.as_bytes().to_vec()],
+        // A flat array of numbers is a single token array.
+        Some(Value::Array(items)) if items.iter().all(Value::is_number) && !items.is_empty() => {
+            vec![Value::Array(items.clone()).to_string().into_bytes()]
+        }
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|item| match item {
+                Value::String(text) => text.as_bytes().to_vec(),
+                other => other.to_string().into_bytes(),
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+
+    let data = inputs
+        .iter()
+        .enumerate()
+        .map(|(index, input)| {
+            let vector = embed(input, dimensions);
+            Embedding {
+                object: "embedding",
+                index,
+                embedding: if base64 {
+                    Vector::Base64(base64_f32(&vector))
+                } else {
+                    Vector::Float(vector)
+                },
+            }
+        })
+        .collect();
+    let body = EmbeddingList {
+        object: "list",
+        data,
+        model: ctx.model,
+        usage: Usage {
+            prompt_tokens: ctx.prompt_tokens,
+            total_tokens: ctx.prompt_tokens,
+        },
+    };
+    json_response(ctx.status(), &body)
+}
+
+/// Unit vector seeded from the FNV-1a hash of `input`.
+pub(crate) fn embed(input: &[u8], dimensions: usize) -> Vec<f32> {
+    let mut state = input.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut vector: Vec<f64> = (0..dimensions)
+        .map(|_| {
+            // splitmix64: cheap, well-mixed, and stable across platforms.
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+        })
+        .collect();
+    let norm = vector.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|v| *v /= norm);
+    }
+    vector.into_iter().map(|v| v as f32).collect()
+}
+
+/// Standard base64 (with padding) of the little-endian `f32` bytes, which is
+/// what OpenAI returns for `encoding_format: "base64"`.
+pub(crate) fn base64_f32(vector: &[f32]) -> String {
+    let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+    base64_encode(&bytes)
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        let sextet = |shift: u32| char::from(ALPHABET[((n >> shift) & 63) as usize]);
+        out.push(sextet(18));
+        out.push(sextet(12));
+        out.push(if chunk.len() > 1 { sextet(6) } else { '=' });
+        out.push(if chunk.len() > 2 { sextet(0) } else { '=' });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(base64_encode(input.as_bytes()), want);
+        }
+        assert_eq!(base64_f32(&[1.0]), "AACAPw==");
+    }
+
+    #[test]
+    fn embeddings_are_deterministic_unit_vectors() {
+        let a = embed(b"hello", 16);
+        assert_eq!(a, embed(b"hello", 16));
+        assert_ne!(a, embed(b"hellp", 16));
+        assert_eq!(a.len(), 16);
+        assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)));
+        let norm: f32 = a.iter().map(|v| v * v).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    }
+}

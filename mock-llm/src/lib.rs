@@ -1,0 +1,281 @@
+//! A fast, deterministic mock of OpenAI-compatible LLM endpoints, with
+//! per-request fault injection.
+//!
+//! Endpoints are chosen by path suffix (`.../chat/completions`,
+//! `.../completions`, `.../embeddings`, `.../responses`) plus `GET /health`.
+//! Faults come from the `x-mock` request header (`key=value` pairs separated
+//! by `;` or `,`) or from `[mock:key=value]` markers in the prompt text; the
+//! header wins. Keys: `status`, `delay_ms`, `chunk_delay_ms`, `chunks`,
+//! `reply`, `disconnect_after`, `reset`, `hang`, `non_json`, `failed`.
+
+mod body;
+mod embeddings;
+mod faults;
+mod openai;
+mod prompt;
+mod responses;
+mod server;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+pub use server::serve;
+
+/// A running mock server; dropping it shuts the server and its connections
+/// down.
+#[derive(Debug)]
+pub struct MockLlm {
+    addr: SocketAddr,
+    state: Arc<MockState>,
+    task: JoinHandle<()>,
+}
+
+impl MockLlm {
+    /// Starts a server on an ephemeral port of 127.0.0.1.
+    pub async fn start() -> std::io::Result<MockLlm> {
+        MockLlm::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    /// Starts a server on `addr`.
+    pub async fn start_on(addr: SocketAddr) -> std::io::Result<MockLlm> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(MockState::new());
+        let task = tokio::spawn(serve(listener, Arc::clone(&state)));
+        Ok(MockLlm { addr, state, task })
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Base URL without a trailing slash, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The shared state, for callers that want to hold on to it.
+    pub fn state(&self) -> &Arc<MockState> {
+        &self.state
+    }
+
+    /// Every request received since the start or the last [`MockLlm::clear`],
+    /// in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.requests()
+    }
+
+    /// The most recent request received.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.state.last_request()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear(&self) {
+        self.state.clear();
+    }
+
+    /// Turns request recording on (the default) or off.
+    pub fn set_recording(&self, on: bool) {
+        self.state.set_recording(on);
+    }
+}
+
+impl Drop for MockLlm {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// State shared by all connections of one server: the request log and the id
+/// counter.
+#[derive(Debug)]
+pub struct MockState {
+    recording: AtomicBool,
+    requests: Mutex<Vec<RecordedRequest>>,
+    next_id: AtomicU64,
+}
+
+impl Default for MockState {
+    fn default() -> MockState {
+        MockState::new()
+    }
+}
+
+impl MockState {
+    /// Fresh state with recording on.
+    pub fn new() -> MockState {
+        MockState {
+            recording: AtomicBool::new(true),
+            requests: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Every request recorded so far, in arrival order.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.log().clone()
+    }
+
+    /// The most recent recorded request.
+    pub fn last_request(&self) -> Option<RecordedRequest> {
+        self.log().last().cloned()
+    }
+
+    /// Forgets the recorded requests.
+    pub fn clear(&self) {
+        self.log().clear();
+    }
+
+    /// Turns request recording on or off.
+    pub fn set_recording(&self, on: bool) {
+        self.recording.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether requests are being recorded.
+    pub fn is_recording(&self) -> bool {
+        self.recording.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn record(&self, parts: &http::request::Parts, body: &Bytes) {
+        if !self.is_recording() {
+            return;
+        }
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        let headers = parts
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let request = RecordedRequest {
+            method: parts.method.as_str().to_owned(),
+            path,
+            headers,
+            body: body.clone(),
+        };
+        self.log().push(request);
+    }
+
+    fn log(&self) -> MutexGuard<'_, Vec<RecordedRequest>> {
+        // A panic elsewhere while holding the lock cannot leave the Vec
+        // half-updated, so the data is still good.
+        self.requests.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One request as the mock received it.
+#[derive(Clone, Debug)]
+pub struct RecordedRequest {
+    /// HTTP method, e.g. `POST`.
+    pub method: String,
+    /// Path plus `?query` when there is one.
+    pub path: String,
+    /// Headers in arrival order, names lower-case.
+    pub headers: Vec<(String, String)>,
+    /// The complete request body.
+    pub body: Bytes,
+}
+
+impl RecordedRequest {
+    /// First value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body parsed as JSON, if it is JSON.
+    pub fn json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// First value of query parameter `name`, percent-decoded.
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        let (_, query) = self.path.split_once('?')?;
+        query.split('&').find_map(|pair| {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(key) == name).then(|| percent_decode(value))
+        })
+    }
+}
+
+/// Form-style decoding (`+` is a space); malformed escapes are kept as-is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(b) => {
+                        out.push(b);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded(path: &str) -> RecordedRequest {
+        RecordedRequest {
+            method: "POST".into(),
+            path: path.into(),
+            headers: vec![("x-api-key".into(), "k".into())],
+            body: Bytes::from_static(b"{\"a\":1}"),
+        }
+    }
+
+    #[test]
+    fn query_params_are_decoded() {
+        let r = recorded("/v1/chat/completions?api-version=2024-10-21&q=a+b%2Fc&flag&bad=%zz");
+        assert_eq!(r.query_param("api-version").as_deref(), Some("2024-10-21"));
+        assert_eq!(r.query_param("q").as_deref(), Some("a b/c"));
+        assert_eq!(r.query_param("flag").as_deref(), Some(""));
+        assert_eq!(r.query_param("bad").as_deref(), Some("%zz"));
+        assert_eq!(r.query_param("missing"), None);
+        assert_eq!(recorded("/x").query_param("a"), None);
+    }
+
+    #[test]
+    fn header_and_json_helpers() {
+        let r = recorded("/x");
+        assert_eq!(r.header("X-API-Key"), Some("k"));
+        assert_eq!(r.header("other"), None);
+        assert_eq!(r.json(), Some(serde_json::json!({"a": 1})));
+    }
+}

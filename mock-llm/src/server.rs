@@ -1,0 +1,410 @@
+//! Accept loop, request routing and fault injection.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::body::{EventStream, MockBody};
+use crate::faults::Directives;
+use crate::prompt::{PromptScan, Reply, DEFAULT_REPLY};
+use crate::{embeddings, openai, responses, MockState};
+
+/// How long `hang` waits: far beyond any client timeout, yet bounded so a
+/// long-running binary does not collect abandoned requests forever.
+const HANG: Duration = Duration::from_secs(3600);
+
+/// Model reported when the request names none.
+const DEFAULT_MODEL: &str = "mock-model";
+
+/// Serves the mock on `listener` until the returned future is dropped;
+/// dropping it also closes every open connection.
+pub async fn serve(listener: TcpListener, state: Arc<MockState>) {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.keep_alive(true);
+    let mut connections = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            // Reap finished connections so the set does not grow without bound.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Usually fd exhaustion or a connection aborted during the
+                // handshake; back off briefly instead of spinning.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        // Streams must reach the client event by event, not Nagle-batched.
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let conn = http.serve_connection(
+            TokioIo::new(stream),
+            service_fn(move |req| handle(Arc::clone(&state), req)),
+        );
+        connections.spawn(async move {
+            // Connection errors are expected (injected resets, clients
+            // hanging up); there is nobody to report them to.
+            let _ = conn.await;
+        });
+    }
+}
+
+/// Which endpoint a request is for, chosen by path suffix so any prefix
+/// (`/v1`, `/openai`, ...) works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    Health,
+    Chat,
+    Completions,
+    Embeddings,
+    Responses,
+    NotFound,
+}
+
+impl Route {
+    fn of(method: &Method, path: &str) -> Route {
+        let path = path.trim_end_matches('/');
+        if *method == Method::GET {
+            return if path == "/health" {
+                Route::Health
+            } else {
+                Route::NotFound
+            };
+        }
+        if *method != Method::POST {
+            Route::NotFound
+        } else if path.ends_with("/chat/completions") {
+            Route::Chat
+        } else if path.ends_with("/completions") {
+            Route::Completions
+        } else if path.ends_with("/embeddings") {
+            Route::Embeddings
+        } else if path.ends_with("/responses") {
+            Route::Responses
+        } else {
+            Route::NotFound
+        }
+    }
+}
+
+/// Everything an endpoint needs to build its answer.
+pub(crate) struct Ctx<'a> {
+    /// Per-server sequence number used in ids.
+    pub n: u64,
+    pub created: u64,
+    pub model: &'a str,
+    pub body: &'a Value,
+    pub prompt_tokens: u64,
+    pub directives: &'a Directives,
+}
+
+impl Ctx<'_> {
+    pub(crate) fn reply(&self) -> Reply {
+        Reply::new(
+            self.directives.reply.as_deref().unwrap_or(DEFAULT_REPLY),
+            self.directives.chunks,
+        )
+    }
+
+    pub(crate) fn stream(&self) -> bool {
+        self.body.get("stream").and_then(Value::as_bool) == Some(true)
+    }
+
+    pub(crate) fn include_usage(&self) -> bool {
+        self.body
+            .get("stream_options")
+            .and_then(|o| o.get("include_usage"))
+            .and_then(Value::as_bool)
+            == Some(true)
+    }
+
+    /// `status=2xx` changes the success status; anything else never gets here.
+    pub(crate) fn status(&self) -> StatusCode {
+        self.directives
+            .status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .filter(StatusCode::is_success)
+            .unwrap_or(StatusCode::OK)
+    }
+
+    pub(crate) fn event_stream(&self, events: Vec<Bytes>) -> Response<MockBody> {
+        let gap = Duration::from_millis(self.directives.chunk_delay_ms.unwrap_or(0));
+        let body = EventStream::new(events, gap, self.directives.disconnect_after);
+        let mut response = Response::new(MockBody::Events(body));
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        response
+    }
+}
+
+async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Response<MockBody>> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    state.record(&parts, &body);
+
+    let route = Route::of(&parts.method, parts.uri.path());
+    if route == Route::Health {
+        let mut response = Response::new(MockBody::full(Bytes::from_static(b"ok")));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        return Ok(response);
+    }
+
+    let mut directives = Directives::default();
+    let mut scan = PromptScan::default();
+    let parsed = match route {
+        Route::NotFound | Route::Health => Ok(Value::Null),
+        _ => serde_json::from_slice::<Value>(&body),
+    };
+    if let Ok(json) = &parsed {
+        match route {
+            Route::Chat => scan.chat(json, &mut directives),
+            Route::Completions => scan.prompt(json.get("prompt"), &mut directives),
+            Route::Embeddings => scan.prompt(json.get("input"), &mut directives),
+            Route::Responses => scan.responses(json, &mut directives),
+            Route::NotFound | Route::Health => {}
+        }
+    }
+    // Applied after the markers so the header wins.
+    for value in parts.headers.get_all("x-mock") {
+        // Not `to_str`: that rejects UTF-8, and a `reply=` may well contain it.
+        if let Ok(value) = std::str::from_utf8(value.as_bytes()) {
+            directives.apply_header(value);
+        }
+    }
+
+    if let Some(ms) = directives.delay_ms.filter(|ms| *ms > 0) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if directives.reset {
+        // A service error makes hyper close the socket without writing
+        // anything.
+        return Err(io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "mock-llm injected reset",
+        ));
+    }
+    if directives.hang {
+        tokio::time::sleep(HANG).await;
+    }
+    if let Some(status) = directives.status {
+        if let Ok(status) = StatusCode::from_u16(status) {
+            if status.as_u16() >= 300 {
+                let kind = match status.as_u16() {
+                    429 => "rate_limit_error",
+                    400..=499 => "invalid_request_error",
+                    _ => "server_error",
+                };
+                let message = format!("mock-llm injected status {}", status.as_u16());
+                return Ok(error_response(status, &message, kind, None));
+            }
+        }
+    }
+    if directives.non_json {
+        let mut response = Response::new(MockBody::full(Bytes::from_static(b"this is not json")));
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        return Ok(response);
+    }
+
+    if route == Route::NotFound {
+        let message = format!(
+            "mock-llm: unknown path {} {}",
+            parts.method,
+            parts.uri.path()
+        );
+        return Ok(error_response(
+            StatusCode::NOT_FOUND,
+            &message,
+            "invalid_request_error",
+            Some("not_found"),
+        ));
+    }
+    let json = match parsed {
+        Ok(json) if json.is_object() => json,
+        Ok(_) => {
+            return Ok(bad_request("mock-llm: request body must be a JSON object"));
+        }
+        Err(err) => {
+            return Ok(bad_request(&format!("mock-llm: invalid JSON body: {err}")));
+        }
+    };
+
+    let ctx = Ctx {
+        n: state.next_id(),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        model: json
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_MODEL),
+        body: &json,
+        prompt_tokens: scan.tokens(),
+        directives: &directives,
+    };
+    Ok(match route {
+        Route::Chat => openai::chat(&ctx),
+        Route::Completions => openai::completions(&ctx),
+        Route::Embeddings => embeddings::embeddings(&ctx),
+        Route::Responses => responses::responses(&ctx),
+        Route::NotFound | Route::Health => error_response(
+            StatusCode::NOT_FOUND,
+            "mock-llm: unknown path",
+            "invalid_request_error",
+            Some("not_found"),
+        ),
+    })
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    code: Option<&'a str>,
+}
+
+fn bad_request(message: &str) -> Response<MockBody> {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        message,
+        "invalid_request_error",
+        None,
+    )
+}
+
+/// An error in OpenAI's shape.
+fn error_response(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    code: Option<&str>,
+) -> Response<MockBody> {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            message,
+            kind,
+            code,
+        },
+    };
+    json_response(status, &body)
+}
+
+/// Serializes a value the mock built itself; those have string keys only, so
+/// serialization cannot fail and an empty object is a mere formality.
+pub(crate) fn to_json(value: &impl Serialize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(256);
+    write_json(&mut buf, value);
+    buf
+}
+
+fn write_json(buf: &mut Vec<u8>, value: &impl Serialize) {
+    let start = buf.len();
+    if serde_json::to_writer(&mut *buf, value).is_err() {
+        buf.truncate(start);
+        buf.extend_from_slice(b"{}");
+    }
+}
+
+pub(crate) fn json_response(status: StatusCode, value: &impl Serialize) -> Response<MockBody> {
+    raw_json_response(status, to_json(value))
+}
+
+/// A JSON response from already serialized bytes.
+pub(crate) fn raw_json_response(status: StatusCode, json: Vec<u8>) -> Response<MockBody> {
+    let mut response = Response::new(MockBody::full(json));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+/// `data: <json>\n\n`.
+pub(crate) fn sse_data(value: &impl Serialize) -> Bytes {
+    let mut buf = Vec::with_capacity(256);
+    buf.extend_from_slice(b"data: ");
+    write_json(&mut buf, value);
+    buf.extend_from_slice(b"\n\n");
+    buf.into()
+}
+
+/// `data: <json>\n\n` from already serialized JSON.
+pub(crate) fn sse_data_raw(json: &[u8]) -> Bytes {
+    let mut buf = Vec::with_capacity(json.len() + 8);
+    buf.extend_from_slice(b"data: ");
+    buf.extend_from_slice(json);
+    buf.extend_from_slice(b"\n\n");
+    buf.into()
+}
+
+/// `event: <name>\ndata: <json>\n\n`.
+pub(crate) fn sse_event(name: &str, value: &impl Serialize) -> Bytes {
+    let mut buf = Vec::with_capacity(512);
+    buf.extend_from_slice(b"event: ");
+    buf.extend_from_slice(name.as_bytes());
+    buf.extend_from_slice(b"\ndata: ");
+    write_json(&mut buf, value);
+    buf.extend_from_slice(b"\n\n");
+    buf.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_suffix() {
+        let post = Method::POST;
+        assert_eq!(Route::of(&post, "/v1/chat/completions"), Route::Chat);
+        assert_eq!(Route::of(&post, "/openai/chat/completions/"), Route::Chat);
+        assert_eq!(Route::of(&post, "/v1/completions"), Route::Completions);
+        assert_eq!(Route::of(&post, "/x/y/embeddings"), Route::Embeddings);
+        assert_eq!(Route::of(&post, "/v1/responses"), Route::Responses);
+        assert_eq!(Route::of(&post, "/v1/models"), Route::NotFound);
+        assert_eq!(Route::of(&post, "/v1/chatcompletions"), Route::NotFound);
+        assert_eq!(
+            Route::of(&Method::GET, "/v1/chat/completions"),
+            Route::NotFound
+        );
+        assert_eq!(Route::of(&Method::GET, "/health"), Route::Health);
+        assert_eq!(Route::of(&post, "/health"), Route::NotFound);
+    }
+
+    #[test]
+    fn sse_framing() {
+        assert_eq!(
+            sse_data(&serde_json::json!({"a": 1})),
+            "data: {\"a\":1}\n\n"
+        );
+        assert_eq!(
+            sse_event("x.y", &serde_json::json!({})),
+            "event: x.y\ndata: {}\n\n"
+        );
+    }
+}

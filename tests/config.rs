@@ -1,0 +1,402 @@
+//! Loading Kong's declarative config: entities, ids, errors with field paths, decK and
+//! vault substitution; and the `tollgate validate` command.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::process::Command;
+
+use tollgate::config::{self, plugins::PluginConfig, ConfigErrors, Snapshot};
+use tollgate::plugins::Plugin;
+
+fn load_with_env(text: &str, env: &[(&str, &str)]) -> Result<Snapshot, ConfigErrors> {
+    let lookup = |n: &str| {
+        env.iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| v.to_string())
+    };
+    let raw = config::parse_document(text, &lookup)?;
+    Snapshot::compile(raw, &lookup)
+}
+
+fn load(text: &str) -> Result<Snapshot, ConfigErrors> {
+    load_with_env(text, &[])
+}
+
+fn errors(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => panic!("config should not load"),
+        Err(e) => e.0.iter().map(|i| i.to_string()).collect(),
+    }
+}
+
+const BASE: &str = r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    url: https://api.example.com:8443/base
+    routes:
+      - name: r1
+        paths: ["/a"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai}
+    plugins:
+      - name: file-log
+        config: {path: /tmp/tollgate-config-test.log}
+routes:
+  - name: r2
+    service: svc
+    paths: ["~/v(?<version>\\d+)/x$"]
+    methods: [POST]
+plugins:
+  - name: request-transformer
+    route: r2
+    config:
+      add: {headers: ["x-a:b"]}
+  - name: file-log
+    config: {path: /tmp/tollgate-config-test-global.log}
+"#;
+
+#[test]
+fn entities_urls_and_scopes() {
+    let s = load(BASE).unwrap();
+    assert_eq!(s.services.len(), 1);
+    let svc = &s.services[0];
+    assert_eq!(
+        (
+            svc.protocol.as_str(),
+            svc.host.as_str(),
+            svc.port,
+            svc.path.as_deref()
+        ),
+        ("https", "api.example.com", 8443, Some("/base"))
+    );
+    assert_eq!(s.routes.len(), 2);
+    assert_eq!(s.routes[1].service, Some(0));
+    assert_eq!(s.plugins.len(), 4);
+    // r1: ai-proxy (route) + file-log (service wins over global).
+    let chain: Vec<&str> = s.routes[0]
+        .chain
+        .iter()
+        .map(|i| s.plugins[*i].name.as_str())
+        .collect();
+    assert_eq!(chain, vec!["ai-proxy", "file-log"]);
+    let fl = s.routes[0].chain[1];
+    assert_eq!(s.plugins[fl].service, Some(0));
+    // r2: request-transformer (route) before file-log (service).
+    let chain: Vec<&str> = s.routes[1]
+        .chain
+        .iter()
+        .map(|i| s.plugins[*i].name.as_str())
+        .collect();
+    assert_eq!(chain, vec!["request-transformer", "file-log"]);
+    // A request that matches no route only sees global plugins.
+    assert_eq!(s.global_chain.len(), 1);
+}
+
+#[test]
+fn ids_are_deterministic_kong_uuid_v5() {
+    let a = load(BASE).unwrap();
+    let b = load(BASE).unwrap();
+    assert_eq!(a.services[0].id, b.services[0].id);
+    assert_eq!(a.plugins[0].id, b.plugins[0].id);
+    assert_eq!(
+        a.services[0].id,
+        tollgate::config::ids::entity_id("services", "svc")
+    );
+    assert_eq!(
+        a.routes[0].id,
+        tollgate::config::ids::entity_id("routes", "r1")
+    );
+    let explicit = BASE.replacen(
+        "  - name: svc\n",
+        "  - name: svc\n    id: 6f0d9c1e-1111-4a2b-8c3d-0123456789ab\n",
+        1,
+    );
+    assert_eq!(
+        load(&explicit).unwrap().services[0].id,
+        "6f0d9c1e-1111-4a2b-8c3d-0123456789ab"
+    );
+}
+
+#[test]
+fn unknown_variant_is_reported_with_its_path() {
+    let text = r#"
+_format_version: "3.0"
+services: [{name: s, host: h, routes: [{name: r, paths: ["/x"]}]}]
+plugins:
+  - name: file-log
+    config: {path: /tmp/a.log}
+  - name: request-transformer
+    config: {}
+  - name: ai-proxy
+    route: r
+    config:
+      route_type: llm/v1/chat
+      model: {provider: opena1}
+"#;
+    let e = errors(text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("plugins[2].config.model.provider: unknown variant \"opena1\""),
+        "{}",
+        e[0]
+    );
+}
+
+#[test]
+fn every_error_is_collected() {
+    let text = r#"
+_format_version: "3.0"
+services:
+  - name: s
+    host: h
+    routes:
+      - name: r
+        paths: ["nope", "~/(unclosed"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai}
+              surprise: true
+          - name: not-a-plugin
+  - name: t
+routes:
+  - name: orphan
+    service: missing
+    paths: ["/o"]
+"#;
+    let e = errors(text);
+    let joined = e.join("\n");
+    for want in [
+        "services[0].routes[0].paths[0]: should start with: / (fixed path) or ~/ (regex path)",
+        "services[0].routes[0].paths[1]: invalid regex",
+        "services[0].routes[0].plugins[0].config.surprise: unknown field \"surprise\"",
+        "services[0].routes[0].plugins[1].name: plugin 'not-a-plugin' not enabled",
+        "services[1].host: required field missing",
+        "routes[0].service: invalid reference 'service: missing'",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in:\n{joined}");
+    }
+}
+
+#[test]
+fn unknown_top_level_and_entity_fields_fail() {
+    let e = errors("_format_version: \"3.0\"\nservices: [{name: s, host: h, colour: red}]\n");
+    assert!(e[0].starts_with("services[0]"), "{e:?}");
+    assert!(e[0].contains("unknown field \"colour\""), "{e:?}");
+    let e = errors("_format_version: \"3.0\"\nservicez: []\n");
+    assert!(e[0].contains("unknown field \"servicez\""), "{e:?}");
+    let e = errors("services: []\n");
+    assert_eq!(e, vec!["_format_version: required field missing"]);
+    let e = errors("_format_version: \"4.0\"\n");
+    assert!(e[0].contains("unsupported declarative config version"));
+    let e = errors("_format_version: \"3.0\"\nupstreams: [{name: u}]\n");
+    assert!(e[0].starts_with("upstreams:"), "{e:?}");
+    let e = errors("- just\n- a list\n");
+    assert!(e[0].contains("expected a declarative configuration"));
+    let e = errors("key: [unclosed\n");
+    assert!(e[0].starts_with("invalid YAML"), "{e:?}");
+}
+
+#[test]
+fn json_documents_load_too() {
+    let s = load(r#"{"_format_version":"3.0","services":[{"name":"s","host":"h","routes":[{"name":"r","paths":["/x"]}]}]}"#).unwrap();
+    assert_eq!(s.routes[0].name.as_deref(), Some("r"));
+}
+
+#[test]
+fn deck_env_substitution_with_decks_error_texts() {
+    let text = r#"
+_format_version: "3.0"
+services:
+  - name: s
+    host: h
+    routes: [{name: r, paths: ["/x"]}]
+    plugins:
+      - name: ai-proxy
+        config:
+          route_type: llm/v1/chat
+          auth: {header_name: Authorization, header_value: ${{ env "DECK_OPENAI_API_KEY" }}}
+          model: {provider: openai}
+"#;
+    let s = load_with_env(text, &[("DECK_OPENAI_API_KEY", "Bearer sk-deck")]).unwrap();
+    let Plugin::AiProxy(ai) = &s.plugins[0].plugin else {
+        panic!()
+    };
+    let (_, v) = ai.targets[0].auth.header.as_ref().unwrap();
+    assert_eq!(v.as_ref().unwrap().expose(), "Bearer sk-deck");
+    let e = load_with_env(text, &[]).err().unwrap().to_string();
+    assert_eq!(
+        e,
+        "environment variable 'DECK_OPENAI_API_KEY' present in state file but not set"
+    );
+    let e = load(&text.replace("DECK_OPENAI_API_KEY", "OPENAI_API_KEY"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(e, "environment variables in the state file must be prefixed with 'DECK_', found: 'OPENAI_API_KEY'");
+}
+
+#[test]
+fn vault_references_resolve_or_warn() {
+    let text = r#"
+_format_version: "3.0"
+vaults:
+  - name: env
+    prefix: my-env
+    config: {prefix: "TG_"}
+services:
+  - name: s
+    host: h
+    routes: [{name: r, paths: ["/x"]}, {name: r2, paths: ["/y"], plugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: openai}, auth: {header_name: api-key, header_value: "{vault://env/missing-key}"}}}]}]
+    plugins:
+      - name: ai-proxy
+        config:
+          route_type: llm/v1/chat
+          auth: {header_name: Authorization, header_value: "{vault://my-env/openai-key}"}
+          model: {provider: openai}
+"#;
+    let s = load_with_env(text, &[("TG_OPENAI_KEY", "Bearer sk-vault")]).unwrap();
+    let secret = |i: usize| match &s.plugins[i].plugin {
+        Plugin::AiProxy(ai) => ai.targets[0].auth.header.as_ref().unwrap().1.clone(),
+        _ => panic!(),
+    };
+    let ok = (0..2).find(|i| secret(*i).is_ok()).unwrap();
+    assert_eq!(secret(ok).unwrap().expose(), "Bearer sk-vault");
+    assert_eq!(s.warnings.len(), 1);
+    assert!(
+        s.warnings[0].to_string().contains("MISSING_KEY is not set"),
+        "{:?}",
+        s.warnings
+    );
+    // Part of a value is not a reference (Kong needs the whole value).
+    let e = errors(&text.replace(
+        "\"{vault://my-env/openai-key}\"",
+        "\"Bearer {vault://my-env/openai-key}\"",
+    ));
+    assert!(e[0].contains("must be the entire value"), "{e:?}");
+}
+
+#[test]
+fn legacy_format_auto_prefixes_regex_paths() {
+    let text = "_format_version: \"1.1\"\nservices: [{name: s, host: h, routes: [{name: r, paths: [\"/v\\\\d+/x\", \"/plain\"]}]}]\n";
+    let s = load(text).unwrap();
+    assert_eq!(
+        s.routes[0].paths.as_ref().unwrap(),
+        &vec!["~/v\\d+/x".to_string(), "/plain".to_string()]
+    );
+}
+
+#[test]
+fn unsupported_features_fail_clearly() {
+    let adv = |extra: &str| {
+        format!("_format_version: \"3.0\"\nservices: [{{name: s, host: h, routes: [{{name: r, paths: [\"/x\"]}}]}}]\nplugins:\n  - name: ai-proxy-advanced\n    config:\n      targets: [{{route_type: llm/v1/chat, model: {{provider: openai}}}}]\n{extra}")
+    };
+    let e = errors(&adv("      balancer: {algorithm: semantic}\n"));
+    assert!(
+        e[0].starts_with(
+            "plugins[0].config.balancer.algorithm: algorithm 'semantic' is not supported"
+        ),
+        "{e:?}"
+    );
+    let e = errors(&adv("      targets: []\n").replacen(
+        "      targets: [{route_type: llm/v1/chat, model: {provider: openai}}]\n",
+        "",
+        1,
+    ));
+    assert!(
+        e[0].contains("config.targets: length must be at least 1"),
+        "{e:?}"
+    );
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: key-auth}]\n");
+    assert_eq!(
+        e,
+        vec!["plugins[0].name: plugin 'key-auth' is not supported by tollgate yet"]
+    );
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: anthropic}}}]\n");
+    assert!(
+        e[0].starts_with("plugins[0].config.model.provider: provider 'anthropic' is not supported"),
+        "{e:?}"
+    );
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: file-log, config: {path: /tmp/x, custom_fields_by_lua: {a: \"return 1\"}}}]\n");
+    assert!(e[0].contains("custom_fields_by_lua"), "{e:?}");
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: file-log, config: {path: /tmp/x}}, {name: file-log, config: {path: /tmp/y}}]\n");
+    assert!(e[0].contains("UNIQUE violation"), "{e:?}");
+}
+
+#[test]
+fn the_embedded_default_loads() {
+    let s = config::load_str(config::EMBEDDED_DEFAULT).unwrap();
+    assert!(s
+        .routes
+        .iter()
+        .any(|r| r.paths.as_ref().unwrap()[0] == "/openai/v1/chat/completions"));
+    assert!(s
+        .plugins
+        .iter()
+        .all(|p| matches!(p.plugin, Plugin::AiProxy(_))));
+    // Config values are typed and defaulted.
+    let PluginConfig::AiProxy(_) = tollgate::config::plugins::parse(
+        "ai-proxy",
+        Some(&serde_json::json!({"route_type":"llm/v1/chat","model":{"provider":"openai"}})),
+    )
+    .unwrap() else {
+        panic!()
+    };
+}
+
+fn tollgate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+}
+
+#[test]
+fn validate_command_exit_codes_and_messages() {
+    let dir = std::env::temp_dir().join(format!("tollgate-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.yaml");
+    std::fs::write(&good, BASE).unwrap();
+    let out = tollgate().arg("validate").arg(&good).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 services, 2 routes, 4 plugins)"));
+
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        BASE.replace("provider: openai", "provider: opena1")
+            .replace("paths: [\"/a\"]", "paths: [\"a\"]"),
+    )
+    .unwrap();
+    let out = tollgate().arg("validate").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            "services[0].routes[0].plugins[0].config.model.provider: unknown variant \"opena1\""
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("services[0].routes[0].paths[0]: should start with"),
+        "{err}"
+    );
+    assert!(err.contains("2 error(s)"), "{err}");
+
+    let out = tollgate()
+        .arg("validate")
+        .arg(dir.join("absent.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+    let out = tollgate().arg("default-config").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("_format_version"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
