@@ -1,0 +1,160 @@
+//! The real binary: `tollgate serve` with the embedded default and a file, and SIGTERM
+//! draining in-flight streams.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::*;
+
+struct Gateway {
+    child: Child,
+    proxy: String,
+    admin: String,
+    stderr: std::sync::mpsc::Receiver<String>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Spawns `tollgate serve` with extra args and waits for its listen lines.
+fn spawn(args: &[&str], env: &[(&str, &str)]) -> Gateway {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.arg("serve")
+        .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(args)
+        .env_remove("OPENAI_AUTH_HEADER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().expect("spawn tollgate");
+    let stdout = child.stdout.take().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut lines = BufReader::new(stdout).lines();
+    let mut proxy = String::new();
+    let mut admin = String::new();
+    while proxy.is_empty() || admin.is_empty() {
+        let line = lines.next().expect("tollgate printed its addresses").unwrap();
+        if let Some(a) = line.strip_prefix("tollgate proxy on ") {
+            proxy = a.to_string();
+        } else if let Some(a) = line.strip_prefix("tollgate admin on ") {
+            admin = a.to_string();
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Gateway { child, proxy, admin, stderr: rx }
+}
+
+fn sigterm(child: &Child) {
+    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+#[tokio::test]
+async fn embedded_default_config_starts_and_names_the_missing_key() {
+    let gw = spawn(&[], &[]);
+    let r = get(&format!("{}/status", gw.admin)).await;
+    assert_eq!(r.status, 200);
+    let routes = get(&format!("{}/routes", gw.admin)).await.json();
+    assert_eq!(routes["data"].as_array().unwrap().len(), 3);
+    // No key configured: the request fails before anything leaves the machine.
+    let r = post_json(
+        &format!("{}/openai/v1/chat/completions", gw.proxy),
+        &json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 500);
+    assert_eq!(r.json()["error"]["message"], "LLM request failed before proxying");
+    let warned: Vec<String> = gw.stderr.try_iter().collect();
+    assert!(warned.iter().any(|l| l.contains("OPENAI_AUTH_HEADER is not set")), "{warned:?}");
+}
+
+#[tokio::test]
+async fn invalid_config_file_exits_with_every_error() {
+    let dir = tempdir::TempDir::new();
+    let file = dir.path().join("kong.yaml");
+    std::fs::write(&file, "_format_version: \"3.0\"\nservices: [{name: s}]\nplugins: [{name: nope}]\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("services[0].host: required field missing"), "{err}");
+    assert!(err.contains("plugins[0].name: plugin 'nope' not enabled"), "{err}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_streams() {
+    let mock = MockLlm::start().await.unwrap();
+    let dir = tempdir::TempDir::new();
+    let file = dir.path().join("kong.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"_format_version: "3.0"
+services:
+  - name: s
+    host: unused.invalid
+    routes:
+      - name: chat
+        paths: ["/chat"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {{provider: openai, name: m, options: {{upstream_url: "{}"}}}}
+              logging: {{log_statistics: true}}
+          - name: file-log
+            config: {{path: "{}/drain.log"}}
+"#,
+            mock.url(),
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let gw = spawn(&["--config", file.to_str().unwrap(), "--drain-seconds", "10"], &[]);
+    let url = format!("{}/chat", gw.proxy);
+    let body = json!({"stream": true, "messages":[{"role":"user","content":"[mock:chunks=8][mock:chunk_delay_ms=100] x"}]});
+    let started = Instant::now();
+    let stream = tokio::spawn(async move { post_json(&url, &body).await });
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    sigterm(&gw.child);
+    let r = stream.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body_error.is_none(), "{:?}", r.body_error);
+    assert!(r.text().trim_end().ends_with("data: [DONE]"), "stream was cut: {}", r.text());
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    // New connections are refused once draining started; the process then exits 0.
+    let mut gw = gw;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = gw.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "tollgate did not exit after draining");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success());
+    let log = std::fs::read_to_string(dir.path().join("drain.log")).unwrap();
+    assert_eq!(log.lines().count(), 1, "the drained request was logged before exit");
+}
