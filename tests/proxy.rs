@@ -787,3 +787,125 @@ async fn admin_api_reads_in_kong_shapes() {
     let r = send("POST", &h.admin("/services"), &[], "{}").await;
     assert_eq!(r.status, 405);
 }
+
+const AUTH: &str = r#"
+_format_version: "3.0"
+services:
+  - name: s
+    host: unused.invalid
+    routes:
+      - name: query-auth
+        paths: ["/q"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              auth: {param_name: key, param_value: gw-key, param_location: query}
+              model: {provider: openai, name: "$(headers.x-model)", options: {upstream_url: "{MOCK}"}}
+      - name: body-auth
+        paths: ["/b"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              auth: {param_name: api_key, param_value: gw-body-key, param_location: body}
+              model: {provider: openai, name: "$(query_params.m)", options: {upstream_url: "{MOCK}"}}
+      - name: override
+        paths: ["/o"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              response_streaming: always
+              auth: {header_name: Authorization, header_value: Bearer gw, allow_override: true}
+              model: {provider: openai, options: {upstream_url: "{MOCK}"}}
+      - name: preserve
+        paths: ["/preserve"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: preserve
+              auth: {header_name: x-api-key, header_value: pk}
+              model: {provider: openai, options: {upstream_url: "{MOCK}"}}
+"#;
+
+#[tokio::test]
+async fn auth_params_templates_and_override() {
+    let h = Harness::start(AUTH).await;
+    let r = send(
+        "POST",
+        &h.url("/q?key=client-key&x=1"),
+        &[("content-type", "application/json"), ("x-model", "gpt-4.1")],
+        msg("hi").to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(seen.query_param("key").as_deref(), Some("gw-key"));
+    assert_eq!(seen.query_param("x").as_deref(), Some("1"));
+    assert_eq!(seen.json().unwrap()["model"], "gpt-4.1");
+    let r = send(
+        "POST",
+        &h.url("/q"),
+        &[("content-type", "application/json")],
+        msg("hi").to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "headers key x-model was not provided"
+    );
+
+    let r = post_json(&h.url("/b?m=o4-mini"), &msg("hi")).await;
+    assert_eq!(r.status, 200);
+    let up = h.mock.last_request().unwrap().json().unwrap();
+    assert_eq!(up["api_key"], "gw-body-key");
+    assert_eq!(up["model"], "o4-mini");
+
+    // allow_override keeps the client's credential; `always` forces streaming.
+    let mut m = msg("hi");
+    m["model"] = json!("gpt-4o");
+    let r = send(
+        "POST",
+        &h.url("/o"),
+        &[
+            ("content-type", "application/json"),
+            ("authorization", "Bearer own"),
+        ],
+        m.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(seen.header("authorization"), Some("Bearer own"));
+    assert_eq!(seen.json().unwrap()["stream"], true);
+    let r = post_json(&h.url("/o"), &m).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        h.mock.last_request().unwrap().header("authorization"),
+        Some("Bearer gw")
+    );
+}
+
+#[tokio::test]
+async fn preserve_passes_the_body_and_path_through() {
+    let h = Harness::start(AUTH).await;
+    let raw = "{\"model\":\"m\",\"input\":\"x\",  \"custom\":[1,2]}";
+    let r = send(
+        "POST",
+        &h.url("/preserve/v1/embeddings"),
+        &[("content-type", "application/json")],
+        raw,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(seen.path, "/v1/embeddings");
+    assert_eq!(seen.body, raw.as_bytes());
+    assert_eq!(seen.header("x-api-key"), Some("pk"));
+}
