@@ -18,6 +18,10 @@ pub enum GatewayError {
     UnsupportedMediaType(String),
     #[error("the client closed the connection while sending the request body")]
     ClientAborted,
+    /// A WebSocket upgrade on a route that only speaks HTTP: 426 makes Codex fall back to
+    /// HTTP + SSE at once (any other refusal costs it several retries).
+    #[error("WebSocket is not supported on this route; use HTTP")]
+    UpgradeRefused,
     /// Upstream could not be reached (after retries): 502.
     #[error("An invalid response was received from the upstream server")]
     UpstreamInvalid(String),
@@ -58,6 +62,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::ClientAborted => StatusCode::BAD_REQUEST,
+            GatewayError::UpgradeRefused => StatusCode::UPGRADE_REQUIRED,
             GatewayError::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -83,6 +88,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
             GatewayError::ClientAborted => "client_aborted",
+            GatewayError::UpgradeRefused => "websocket_not_supported",
             GatewayError::UpstreamInvalid(_) => "upstream_error",
             GatewayError::UpstreamUnavailable(_) => "upstream_unavailable",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",

@@ -909,3 +909,23 @@ async fn preserve_passes_the_body_and_path_through() {
     assert_eq!(seen.body, raw.as_bytes());
     assert_eq!(seen.header("x-api-key"), Some("pk"));
 }
+
+#[tokio::test]
+async fn websocket_upgrades_are_refused_with_426_so_codex_falls_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = Harness::start(S1).await;
+    let mut s = tokio::net::TcpStream::connect(h.gw.proxy_addr)
+        .await
+        .unwrap();
+    let req =
+        "GET /codex/responses HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\
+sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+openai-beta: responses_websockets=2026-02-06\r\n\r\n";
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("HTTP/1.1 426"), "{text}");
+    assert!(text.contains("websocket_not_supported"), "{text}");
+    assert!(h.mock.requests().is_empty());
+}

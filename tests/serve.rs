@@ -30,7 +30,12 @@ impl Drop for Gateway {
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> Gateway {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     cmd.arg("serve")
-        .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .args(args)
         .env_remove("OPENAI_AUTH_HEADER")
         .stdout(Stdio::piped())
@@ -51,7 +56,10 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Gateway {
     let mut proxy = String::new();
     let mut admin = String::new();
     while proxy.is_empty() || admin.is_empty() {
-        let line = lines.next().expect("tollgate printed its addresses").unwrap();
+        let line = lines
+            .next()
+            .expect("tollgate printed its addresses")
+            .unwrap();
         if let Some(a) = line.strip_prefix("tollgate proxy on ") {
             proxy = a.to_string();
         } else if let Some(a) = line.strip_prefix("tollgate admin on ") {
@@ -59,11 +67,19 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Gateway {
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    Gateway { child, proxy, admin, stderr: rx }
+    Gateway {
+        child,
+        proxy,
+        admin,
+        stderr: rx,
+    }
 }
 
 fn sigterm(child: &Child) {
-    let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(ok.success());
 }
 
@@ -81,16 +97,28 @@ async fn embedded_default_config_starts_and_names_the_missing_key() {
     )
     .await;
     assert_eq!(r.status, 500);
-    assert_eq!(r.json()["error"]["message"], "LLM request failed before proxying");
+    assert_eq!(
+        r.json()["error"]["message"],
+        "LLM request failed before proxying"
+    );
     let warned: Vec<String> = gw.stderr.try_iter().collect();
-    assert!(warned.iter().any(|l| l.contains("OPENAI_AUTH_HEADER is not set")), "{warned:?}");
+    assert!(
+        warned
+            .iter()
+            .any(|l| l.contains("OPENAI_AUTH_HEADER is not set")),
+        "{warned:?}"
+    );
 }
 
 #[tokio::test]
 async fn invalid_config_file_exits_with_every_error() {
     let dir = tempdir::TempDir::new();
     let file = dir.path().join("kong.yaml");
-    std::fs::write(&file, "_format_version: \"3.0\"\nservices: [{name: s}]\nplugins: [{name: nope}]\n").unwrap();
+    std::fs::write(
+        &file,
+        "_format_version: \"3.0\"\nservices: [{name: s}]\nplugins: [{name: nope}]\n",
+    )
+    .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["serve", "--config"])
         .arg(&file)
@@ -99,8 +127,14 @@ async fn invalid_config_file_exits_with_every_error() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("services[0].host: required field missing"), "{err}");
-    assert!(err.contains("plugins[0].name: plugin 'nope' not enabled"), "{err}");
+    assert!(
+        err.contains("services[0].host: required field missing"),
+        "{err}"
+    );
+    assert!(
+        err.contains("plugins[0].name: plugin 'nope' not enabled"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -132,7 +166,10 @@ services:
         ),
     )
     .unwrap();
-    let gw = spawn(&["--config", file.to_str().unwrap(), "--drain-seconds", "10"], &[]);
+    let gw = spawn(
+        &["--config", file.to_str().unwrap(), "--drain-seconds", "10"],
+        &[],
+    );
     let url = format!("{}/chat", gw.proxy);
     let body = json!({"stream": true, "messages":[{"role":"user","content":"[mock:chunks=8][mock:chunk_delay_ms=100] x"}]});
     let started = Instant::now();
@@ -142,7 +179,11 @@ services:
     let r = stream.await.unwrap();
     assert_eq!(r.status, 200);
     assert!(r.body_error.is_none(), "{:?}", r.body_error);
-    assert!(r.text().trim_end().ends_with("data: [DONE]"), "stream was cut: {}", r.text());
+    assert!(
+        r.text().trim_end().ends_with("data: [DONE]"),
+        "stream was cut: {}",
+        r.text()
+    );
     assert!(started.elapsed() >= Duration::from_millis(700));
     // New connections are refused once draining started; the process then exits 0.
     let mut gw = gw;
@@ -151,10 +192,17 @@ services:
         if let Some(s) = gw.child.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "tollgate did not exit after draining");
+        assert!(
+            Instant::now() < deadline,
+            "tollgate did not exit after draining"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success());
     let log = std::fs::read_to_string(dir.path().join("drain.log")).unwrap();
-    assert_eq!(log.lines().count(), 1, "the drained request was logged before exit");
+    assert_eq!(
+        log.lines().count(),
+        1,
+        "the drained request was logged before exit"
+    );
 }

@@ -244,6 +244,15 @@ pub async fn handle(
     } else {
         ErrorShape::Kong
     };
+    let wants_websocket = parts
+        .headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.eq_ignore_ascii_case("websocket"))
+        .unwrap_or(false);
+    if wants_websocket {
+        return kong_error(GatewayError::UpgradeRefused, shape, log, snap);
+    }
 
     // Access phase, part 1: the body (read once, bounded).
     let limit = ai

@@ -1,0 +1,338 @@
+#!/usr/bin/env bash
+# End-to-end checks of Tollgate with the real clients (Codex CLI, OpenAI Python SDK)
+# against mock-llm. Run from anywhere: `bash tests/e2e/run.sh`. See tests/e2e/README.md.
+#
+# Output: one `PASS: name` / `FAIL: name: detail` line per check, then a final line
+# `N passed, M failed`. Exit status 0 only when nothing failed.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+cd "$ROOT"
+
+CACHE=${E2E_CACHE:-$HOME/.cache/tollgate-e2e}
+CODEX_VERSION=0.169.0
+OPENAI_PIP_SPEC=${E2E_OPENAI_PIP_SPEC:-openai}
+CODEX_TIMEOUT=${E2E_CODEX_TIMEOUT:-120}          # seconds for one `codex exec`
+SDK_TIMEOUT=${E2E_SDK_TIMEOUT:-180}              # seconds for the whole SDK script
+START_TIMEOUT=${E2E_START_TIMEOUT:-30}           # seconds for each server to be ready
+BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-3600}         # seconds for `cargo build --bins`
+INSTALL_TIMEOUT=${E2E_INSTALL_TIMEOUT:-900}      # seconds for each npm / pip step
+LOG_LEVEL=${E2E_LOG_LEVEL:-info}
+
+PROVIDER_KEY=sk-e2e-provider                     # what the gateway sends upstream
+CODEX_CLIENT_KEY=sk-e2e-codex-client-7f3a        # what Codex sends to the gateway
+CURL_CLIENT_KEY=sk-e2e-curl-client-91c2          # what curl sends to the gateway
+SDK_CLIENT_KEY=sk-client                         # what the SDK sends to the gateway
+
+PASSED=0
+FAILED=0
+MOCK_PID=""
+GW_PID=""
+FINISHED=0
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/tollgate-e2e.XXXXXX")
+
+log() { printf '[e2e] %s\n' "$*" >&2; }
+pass() { PASSED=$((PASSED + 1)); printf 'PASS: %s\n' "$1"; }
+fail() { FAILED=$((FAILED + 1)); printf 'FAIL: %s\n' "$*"; }
+
+# Runs a command without the proxy variables, so loopback traffic never goes to a proxy.
+no_proxy() {
+    env -u HTTP_PROXY -u HTTPS_PROXY -u http_proxy -u https_proxy -u ALL_PROXY -u all_proxy \
+        NO_PROXY=127.0.0.1,localhost no_proxy=127.0.0.1,localhost "$@"
+}
+
+stop_pid() {
+    local pid=$1
+    [ -n "$pid" ] || return 0
+    kill "$pid" 2>/dev/null || return 0
+    local i
+    for i in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
+        sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    stop_pid "$GW_PID"
+    stop_pid "$MOCK_PID"
+    GW_PID=""
+    MOCK_PID=""
+    if [ "${E2E_KEEP:-0}" = 1 ] || [ "$FAILED" -gt 0 ]; then
+        log "kept work dir $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+}
+
+show_file() { # title file [lines]
+    local title=$1 file=$2 n=${3:-60}
+    printf '\n----- %s (%s, last %s lines) -----\n' "$title" "$file" "$n"
+    if [ -s "$file" ]; then tail -n "$n" "$file" | cut -c1-3000; else echo "(empty or missing)"; fi
+}
+
+diagnostics() {
+    show_file "gateway stderr" "$TMP/gateway.err" 80
+    show_file "gateway stdout" "$TMP/gateway.out" 20
+    show_file "mock-llm stderr" "$TMP/mock.err" 40
+    show_file "mock-llm stdout" "$TMP/mock.out" 20
+    show_file "codex stderr" "$TMP/codex.err" 60
+    show_file "codex stdout" "$TMP/codex.out" 20
+    show_file "file-log codex.log" "$TMP/logs/codex.log" 10
+    show_file "file-log sdk.log" "$TMP/logs/sdk.log" 20
+    show_file "generated kong.yaml" "$TMP/kong.yaml" 200
+    echo
+}
+
+# Prints the summary as the very last line and exits with the right status.
+finish() {
+    FINISHED=1
+    trap - EXIT
+    stop_pid "$GW_PID"; GW_PID=""
+    stop_pid "$MOCK_PID"; MOCK_PID=""
+    if [ "$FAILED" -gt 0 ]; then diagnostics; fi
+    cleanup
+    printf '%s passed, %s failed\n' "$PASSED" "$FAILED"
+    if [ "$FAILED" -eq 0 ]; then exit 0; else exit 1; fi
+}
+
+on_exit() {
+    local rc=$?
+    [ "$FINISHED" = 1 ] && return
+    if [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ]; then
+        fail "harness: script stopped with status $rc (line ${ERR_LINE:-?})"
+    fi
+    finish
+}
+trap 'ERR_LINE=$LINENO' ERR
+trap on_exit EXIT
+trap 'fail "harness: interrupted"; finish' INT TERM
+
+# A setup step that failed: nothing after it can run.
+die() { fail "$*"; finish; }
+
+# Reads PASS:/FAIL: lines printed by a helper (python) and adds them to the counts.
+count_results() { # file rc name
+    local file=$1 rc=$2 name=$3 p f
+    p=$(grep -c '^PASS: ' "$file" || true)
+    f=$(grep -c '^FAIL: ' "$file" || true)
+    PASSED=$((PASSED + p))
+    FAILED=$((FAILED + f))
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        fail "$name: helper exited with status $rc without reporting a failure"
+    elif [ "$p" -eq 0 ] && [ "$f" -eq 0 ]; then
+        fail "$name: helper reported no checks"
+    fi
+}
+
+# ---------------------------------------------------------------------------
+# 1. Binaries
+# ---------------------------------------------------------------------------
+if [ -n "${TOLLGATE_BIN:-}" ] && [ -n "${MOCK_LLM_BIN:-}" ]; then
+    log "using TOLLGATE_BIN=$TOLLGATE_BIN MOCK_LLM_BIN=$MOCK_LLM_BIN"
+else
+    log "cargo build --bins"
+    timeout -k 10 "$BUILD_TIMEOUT" cargo build --bins >"$TMP/build.log" 2>&1 \
+        || { tail -n 40 "$TMP/build.log"; die "setup: cargo build --bins failed"; }
+    TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+    TOLLGATE_BIN=${TOLLGATE_BIN:-$TARGET_DIR/debug/tollgate}
+    MOCK_LLM_BIN=${MOCK_LLM_BIN:-$TARGET_DIR/debug/mock-llm}
+fi
+[ -x "$TOLLGATE_BIN" ] || die "setup: no executable tollgate at $TOLLGATE_BIN"
+[ -x "$MOCK_LLM_BIN" ] || die "setup: no executable mock-llm at $MOCK_LLM_BIN"
+
+# ---------------------------------------------------------------------------
+# 2. Real clients, cached in $CACHE
+# ---------------------------------------------------------------------------
+mkdir -p "$CACHE"
+CODEX_DIR=$CACHE/codex
+CODEX=$CODEX_DIR/node_modules/.bin/codex
+
+codex_ok() {
+    [ -x "$CODEX" ] || return 1
+    local v
+    v=$(timeout 30 "$CODEX" --version 2>/dev/null) || return 1
+    case "$v" in *"$CODEX_VERSION"*) return 0 ;; *) return 1 ;; esac
+}
+
+if codex_ok; then
+    log "codex $CODEX_VERSION already in $CODEX_DIR"
+else
+    log "npm install @openai/codex@$CODEX_VERSION into $CODEX_DIR"
+    mkdir -p "$CODEX_DIR"
+    [ -f "$CODEX_DIR/package.json" ] || echo '{"name":"tollgate-e2e-codex","private":true}' >"$CODEX_DIR/package.json"
+    (cd "$CODEX_DIR" && timeout -k 10 "$INSTALL_TIMEOUT" npm install --no-audit --no-fund \
+        --include=optional --loglevel=error "@openai/codex@$CODEX_VERSION") >"$TMP/npm.log" 2>&1 \
+        || { tail -n 40 "$TMP/npm.log"; die "setup: npm install @openai/codex@$CODEX_VERSION failed"; }
+    if ! codex_ok; then
+        # The native binary lives in an optional per-platform package (npm alias
+        # @openai/codex-<platform>-<arch> → @openai/codex@<version>-<platform>-<arch>);
+        # some npm configurations (omit=optional) skip it, so ask for it by name.
+        PLATFORM=$(node -p 'process.platform + "-" + process.arch')
+        log "native binary missing; installing @openai/codex-$PLATFORM"
+        (cd "$CODEX_DIR" && timeout -k 10 "$INSTALL_TIMEOUT" npm install --no-audit --no-fund \
+            --include=optional --loglevel=error \
+            "@openai/codex-$PLATFORM@npm:@openai/codex@$CODEX_VERSION-$PLATFORM") >>"$TMP/npm.log" 2>&1 \
+            || { tail -n 40 "$TMP/npm.log"; die "setup: npm install of the codex $PLATFORM binary failed"; }
+    fi
+    codex_ok || { tail -n 40 "$TMP/npm.log"; timeout 30 "$CODEX" --version || true;
+                  die "setup: $CODEX --version does not report $CODEX_VERSION"; }
+fi
+
+VENV=$CACHE/venv
+PY=$VENV/bin/python
+if [ -x "$PY" ] && "$PY" -c 'import openai' 2>/dev/null; then
+    log "openai $("$PY" -c 'import openai; print(openai.__version__)') already in $VENV"
+else
+    log "python3 -m venv $VENV && pip install $OPENAI_PIP_SPEC"
+    [ -x "$PY" ] || python3 -m venv "$VENV" >"$TMP/pip.log" 2>&1 \
+        || { tail -n 40 "$TMP/pip.log"; die "setup: python3 -m venv failed"; }
+    timeout -k 10 "$INSTALL_TIMEOUT" "$PY" -m pip install --disable-pip-version-check --quiet \
+        "$OPENAI_PIP_SPEC" >>"$TMP/pip.log" 2>&1 \
+        || { tail -n 40 "$TMP/pip.log"; die "setup: pip install $OPENAI_PIP_SPEC failed"; }
+    "$PY" -c 'import openai' || die "setup: openai is not importable after pip install"
+fi
+log "clients: $(timeout 30 "$CODEX" --version 2>/dev/null), openai-python $("$PY" -c 'import openai; print(openai.__version__)')"
+
+# ---------------------------------------------------------------------------
+# 3. mock-llm + gateway on free loopback ports
+# ---------------------------------------------------------------------------
+# Waits (bounded) for a line matching an ERE in a file and prints its first match.
+wait_for_line() { # file ere seconds pid
+    local file=$1 ere=$2 secs=$3 pid=$4 i
+    for i in $(seq 1 $((secs * 10))); do
+        if [ -f "$file" ] && grep -Eq "$ere" "$file"; then
+            grep -Eo "$ere" "$file" | head -n 1
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# Waits (bounded) until something answers HTTP on a URL.
+wait_http() { # url seconds
+    local url=$1 secs=$2 i code
+    for i in $(seq 1 $((secs * 10))); do
+        code=$(no_proxy curl -s -o /dev/null -m 2 -w '%{http_code}' "$url" 2>/dev/null || true)
+        if [ -n "$code" ] && [ "$code" != 000 ]; then return 0; fi
+        sleep 0.1
+    done
+    return 1
+}
+
+mkdir -p "$TMP/logs" "$TMP/work"
+log "work dir $TMP"
+
+"$MOCK_LLM_BIN" --listen 127.0.0.1:0 >"$TMP/mock.out" 2>"$TMP/mock.err" &
+MOCK_PID=$!
+MOCK_URL=$(wait_for_line "$TMP/mock.out" 'http://127\.0\.0\.1:[0-9]+' "$START_TIMEOUT" "$MOCK_PID") \
+    || die "setup: mock-llm did not print its address within ${START_TIMEOUT}s"
+MOCK_PORT=${MOCK_URL##*:}
+wait_http "$MOCK_URL/health" "$START_TIMEOUT" || die "setup: mock-llm at $MOCK_URL does not answer"
+log "mock-llm on $MOCK_URL"
+
+sed -e "s#{MOCK}#$MOCK_URL#g" -e "s#{DIR}#$TMP/logs#g" -e "s#{PROVIDER_KEY}#$PROVIDER_KEY#g" \
+    "$HERE/kong.yaml.in" >"$TMP/kong.yaml"
+"$TOLLGATE_BIN" validate "$TMP/kong.yaml" >"$TMP/validate.out" 2>&1 \
+    || { cat "$TMP/validate.out"; die "setup: tollgate validate rejected the generated config"; }
+
+"$TOLLGATE_BIN" serve --config "$TMP/kong.yaml" --proxy-listen 127.0.0.1:0 \
+    --admin-listen 127.0.0.1:0 --log-level "$LOG_LEVEL" >"$TMP/gateway.out" 2>"$TMP/gateway.err" &
+GW_PID=$!
+GW_URL=$(wait_for_line "$TMP/gateway.out" 'proxy on http://127\.0\.0\.1:[0-9]+' "$START_TIMEOUT" "$GW_PID") \
+    || die "setup: tollgate did not print its proxy address within ${START_TIMEOUT}s"
+GW_URL=${GW_URL#proxy on }
+wait_http "$GW_URL/" "$START_TIMEOUT" || die "setup: tollgate at $GW_URL does not answer"
+log "tollgate proxy on $GW_URL"
+
+CODEX_LOG=$TMP/logs/codex.log
+SDK_LOG=$TMP/logs/sdk.log
+log_lines() { if [ -f "$1" ]; then wc -l <"$1" | tr -d ' '; else echo 0; fi; }
+
+# ---------------------------------------------------------------------------
+# 4. S1 with curl: POST /codex
+# ---------------------------------------------------------------------------
+code=$(no_proxy curl -sS -m 30 -o "$TMP/s1_curl.json" -D "$TMP/s1_curl.headers" -w '%{http_code}' \
+    -X POST "$GW_URL/codex" -H 'content-type: application/json' \
+    -H "authorization: Bearer $CURL_CLIENT_KEY" \
+    --data '{"model":"gpt-4o","input":[{"role":"user","content":"Ping"}]}' 2>"$TMP/s1_curl.err" || true)
+if [ "$code" = 200 ]; then
+    pass "S1 curl: POST /codex -> 200"
+else
+    fail "S1 curl: POST /codex -> ${code:-no response} $(head -c 500 "$TMP/s1_curl.json" 2>/dev/null) $(cat "$TMP/s1_curl.err")"
+fi
+if "$PY" - "$TMP/s1_curl.json" <<'EOF' >"$TMP/s1_curl.check" 2>&1; then
+import json, sys
+b = json.load(open(sys.argv[1]))
+assert b.get("object") == "response", f"object={b.get('object')!r}"
+texts = [c.get("text") for o in b.get("output", []) if o.get("type") == "message"
+         for c in o.get("content", []) if c.get("type") == "output_text"]
+assert texts == ["Hello from mock-llm."], f"output_text parts={texts!r}"
+u = b.get("usage") or {}
+assert all(isinstance(u.get(k), int) for k in ("input_tokens", "output_tokens", "total_tokens")), f"usage={u!r}"
+EOF
+    pass "S1 curl: body is a Responses object with the mock's answer and usage"
+else
+    fail "S1 curl: response body: $(tail -n 1 "$TMP/s1_curl.check")"
+fi
+
+# ---------------------------------------------------------------------------
+# 5. S1 with the real Codex CLI over HTTP + SSE
+# ---------------------------------------------------------------------------
+CODEX_HOME_DIR=$TMP/codex-home
+mkdir -p "$CODEX_HOME_DIR"
+cat >"$CODEX_HOME_DIR/config.toml" <<EOF
+model = "gpt-4o"
+model_provider = "gw"
+
+[model_providers.gw]
+name = "gateway"
+base_url = "$GW_URL/codex"
+env_key = "OPENAI_API_KEY"
+wire_api = "responses"
+# Fail fast instead of "Reconnecting… n/5" when something is wrong.
+request_max_retries = 0
+stream_max_retries = 0
+EOF
+
+before=$(log_lines "$CODEX_LOG")
+rm -f "$TMP/last.txt"
+codex_rc=0
+(cd "$TMP/work" && no_proxy CODEX_HOME="$CODEX_HOME_DIR" OPENAI_API_KEY="$CODEX_CLIENT_KEY" \
+    RUST_LOG="${E2E_CODEX_RUST_LOG:-warn}" \
+    timeout -k 5 "$CODEX_TIMEOUT" "$CODEX" exec --skip-git-repo-check --ephemeral --sandbox read-only \
+    -o "$TMP/last.txt" "Answer with one word. [mock:reply=pong-from-mock]" \
+    </dev/null >"$TMP/codex.out" 2>"$TMP/codex.err") || codex_rc=$?
+if [ "$codex_rc" -eq 0 ]; then
+    pass "S1 codex: codex exec exited 0 within ${CODEX_TIMEOUT}s"
+else
+    fail "S1 codex: codex exec exited with status $codex_rc (124 = timeout after ${CODEX_TIMEOUT}s)"
+fi
+if [ -f "$TMP/last.txt" ] && grep -q 'pong-from-mock' "$TMP/last.txt"; then
+    pass "S1 codex: last message (-o last.txt) is the mock's answer pong-from-mock"
+else
+    fail "S1 codex: last.txt does not contain pong-from-mock: '$(head -c 300 "$TMP/last.txt" 2>/dev/null || echo '<no file>')'"
+fi
+
+no_proxy "$PY" "$HERE/check_log.py" --log "$CODEX_LOG" --skip "$before" \
+    --mock-host 127.0.0.1 --mock-port "$MOCK_PORT" \
+    --secret "$PROVIDER_KEY" --secret "$CODEX_CLIENT_KEY" --secret "$CURL_CLIENT_KEY" \
+    >"$TMP/check_log.out" 2>&1 && rc=0 || rc=$?
+cat "$TMP/check_log.out"
+count_results "$TMP/check_log.out" "$rc" "S1 file-log"
+
+# ---------------------------------------------------------------------------
+# 6. S2 + chat/embeddings/responses with the OpenAI Python SDK
+# ---------------------------------------------------------------------------
+no_proxy timeout -k 5 "$SDK_TIMEOUT" "$PY" "$HERE/sdk_checks.py" --gateway "$GW_URL" \
+    --log "$SDK_LOG" --api-key "$SDK_CLIENT_KEY" --secret "$PROVIDER_KEY" \
+    >"$TMP/sdk.out" 2>&1 && rc=0 || rc=$?
+cat "$TMP/sdk.out"
+[ "$rc" -ne 124 ] || fail "SDK: sdk_checks.py timed out after ${SDK_TIMEOUT}s"
+count_results "$TMP/sdk.out" "$rc" "SDK"
+
+finish
