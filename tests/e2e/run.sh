@@ -10,7 +10,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 cd "$ROOT"
 
-CACHE=${E2E_CACHE:-$HOME/.cache/tollgate-e2e}
+CACHE=${E2E_CACHE:-${HOME:-/tmp}/.cache/tollgate-e2e}
 CODEX_VERSION=0.169.0
 OPENAI_PIP_SPEC=${E2E_OPENAI_PIP_SPEC:-openai}
 CODEX_TIMEOUT=${E2E_CODEX_TIMEOUT:-120}          # seconds for one `codex exec`
@@ -73,6 +73,27 @@ show_file() { # title file [lines]
     if [ -s "$file" ]; then tail -n "$n" "$file" | cut -c1-3000; else echo "(empty or missing)"; fi
 }
 
+# One line per file-log record with the fields the checks look at (payloads left out).
+summarize_log() { # file
+    printf '\n----- file-log %s, summary -----\n' "$1"
+    [ -s "$1" ] || { echo "(empty or missing)"; return 0; }
+    python3 - "$1" <<'EOF' || true
+import json, sys
+for n, line in enumerate(open(sys.argv[1], encoding="utf-8", errors="replace"), 1):
+    try:
+        r = json.loads(line)
+    except ValueError as e:
+        print(f"{n}: not JSON ({e}): {line[:300]!r}")
+        continue
+    p = (r.get("ai") or {}).get("proxy") or {}
+    req, res = r.get("request") or {}, r.get("response") or {}
+    print(f"{n}: {req.get('method')} {req.get('uri')} -> {res.get('status')} route={(r.get('route') or {}).get('name')}"
+          f" upstream_uri={r.get('upstream_uri')} tried_targets={json.dumps(p.get('tried_targets'))}"
+          f" meta={json.dumps(p.get('meta'))} usage={json.dumps(p.get('usage'))}"
+          f" error={json.dumps(p.get('error'))}")
+EOF
+}
+
 diagnostics() {
     show_file "gateway stderr" "$TMP/gateway.err" 80
     show_file "gateway stdout" "$TMP/gateway.out" 20
@@ -80,8 +101,10 @@ diagnostics() {
     show_file "mock-llm stdout" "$TMP/mock.out" 20
     show_file "codex stderr" "$TMP/codex.err" 60
     show_file "codex stdout" "$TMP/codex.out" 20
-    show_file "file-log codex.log" "$TMP/logs/codex.log" 10
-    show_file "file-log sdk.log" "$TMP/logs/sdk.log" 20
+    summarize_log "$TMP/logs/codex.log"
+    summarize_log "$TMP/logs/sdk.log"
+    show_file "file-log codex.log, raw" "$TMP/logs/codex.log" 3
+    show_file "file-log sdk.log, raw" "$TMP/logs/sdk.log" 5
     show_file "generated kong.yaml" "$TMP/kong.yaml" 200
     echo
 }
@@ -163,7 +186,7 @@ else
     log "npm install @openai/codex@$CODEX_VERSION into $CODEX_DIR"
     mkdir -p "$CODEX_DIR"
     [ -f "$CODEX_DIR/package.json" ] || echo '{"name":"tollgate-e2e-codex","private":true}' >"$CODEX_DIR/package.json"
-    (cd "$CODEX_DIR" && timeout -k 10 "$INSTALL_TIMEOUT" npm install --no-audit --no-fund \
+    (cd "$CODEX_DIR" && timeout -k 10 "$INSTALL_TIMEOUT" npm install --no-audit --no-fund --save-exact \
         --include=optional --loglevel=error "@openai/codex@$CODEX_VERSION") >"$TMP/npm.log" 2>&1 \
         || { tail -n 40 "$TMP/npm.log"; die "setup: npm install @openai/codex@$CODEX_VERSION failed"; }
     if ! codex_ok; then
@@ -172,7 +195,7 @@ else
         # some npm configurations (omit=optional) skip it, so ask for it by name.
         PLATFORM=$(node -p 'process.platform + "-" + process.arch')
         log "native binary missing; installing @openai/codex-$PLATFORM"
-        (cd "$CODEX_DIR" && timeout -k 10 "$INSTALL_TIMEOUT" npm install --no-audit --no-fund \
+        (cd "$CODEX_DIR" && timeout -k 10 "$INSTALL_TIMEOUT" npm install --no-audit --no-fund --save-exact \
             --include=optional --loglevel=error \
             "@openai/codex-$PLATFORM@npm:@openai/codex@$CODEX_VERSION-$PLATFORM") >>"$TMP/npm.log" 2>&1 \
             || { tail -n 40 "$TMP/npm.log"; die "setup: npm install of the codex $PLATFORM binary failed"; }
@@ -224,13 +247,24 @@ wait_http() { # url seconds
     return 1
 }
 
+# Why a server is not up: it exited (with which status) or is still starting.
+exit_reason() { # pid
+    local rc=0
+    if kill -0 "$1" 2>/dev/null; then
+        echo "was still not ready after ${START_TIMEOUT}s"
+    else
+        wait "$1" 2>/dev/null || rc=$?
+        echo "exited with status $rc"
+    fi
+}
+
 mkdir -p "$TMP/logs" "$TMP/work"
 log "work dir $TMP"
 
 "$MOCK_LLM_BIN" --listen 127.0.0.1:0 >"$TMP/mock.out" 2>"$TMP/mock.err" &
 MOCK_PID=$!
 MOCK_URL=$(wait_for_line "$TMP/mock.out" 'http://127\.0\.0\.1:[0-9]+' "$START_TIMEOUT" "$MOCK_PID") \
-    || die "setup: mock-llm did not print its address within ${START_TIMEOUT}s"
+    || die "setup: mock-llm $(exit_reason "$MOCK_PID") before printing its address"
 MOCK_PORT=${MOCK_URL##*:}
 wait_http "$MOCK_URL/health" "$START_TIMEOUT" || die "setup: mock-llm at $MOCK_URL does not answer"
 log "mock-llm on $MOCK_URL"
@@ -244,7 +278,7 @@ sed -e "s#{MOCK}#$MOCK_URL#g" -e "s#{DIR}#$TMP/logs#g" -e "s#{PROVIDER_KEY}#$PRO
     --admin-listen 127.0.0.1:0 --log-level "$LOG_LEVEL" >"$TMP/gateway.out" 2>"$TMP/gateway.err" &
 GW_PID=$!
 GW_URL=$(wait_for_line "$TMP/gateway.out" 'proxy on http://127\.0\.0\.1:[0-9]+' "$START_TIMEOUT" "$GW_PID") \
-    || die "setup: tollgate did not print its proxy address within ${START_TIMEOUT}s"
+    || die "setup: tollgate $(exit_reason "$GW_PID") before printing its proxy address"
 GW_URL=${GW_URL#proxy on }
 wait_http "$GW_URL/" "$START_TIMEOUT" || die "setup: tollgate at $GW_URL does not answer"
 log "tollgate proxy on $GW_URL"
