@@ -1,6 +1,7 @@
 //! LLM dialects: request encoding, response decoding, stream observation, usage.
 //! Pure functions only; the proxy does the I/O.
 
+pub mod body;
 pub mod openai;
 pub mod stream;
 pub mod usage;

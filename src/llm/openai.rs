@@ -1,9 +1,14 @@
 //! The OpenAI dialect: upstream paths, request patching and response checks.
 //! Client and upstream speak the same dialect, so bodies are patched, never rebuilt.
 
-use serde_json::{json, Value};
+use std::borrow::Cow;
+
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::Value;
 
 use crate::config::plugins::{ModelOptions, RouteType};
+use crate::llm::body::BodyView;
 use crate::llm::usage::Usage;
 
 /// OpenAI's public endpoint.
@@ -28,16 +33,32 @@ pub struct Patch<'a> {
     pub force_stream: bool,
     /// Ask upstream for a usage chunk the client did not request (stripped on the way back).
     pub add_include_usage: bool,
+    /// An auth parameter to put in the body (`auth.param_location: body`).
+    pub body_param: Option<(&'a str, &'a str)>,
 }
 
-/// Applies `patch` to a parsed request body. Request values win; config fills gaps
-/// (Kong EE 3.15 behaviour, spec §3.5 step 4). `top_k` is not an OpenAI parameter.
-pub fn patch_request(route_type: RouteType, body: &mut Value, patch: &Patch<'_>) {
-    let Some(obj) = body.as_object_mut() else {
-        return;
-    };
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+fn json_number(v: f64) -> String {
+    serde_json::to_string(&v).unwrap_or_else(|_| "0".into())
+}
+
+/// The upstream body for a client's body, or `None` when the client's bytes can go as they
+/// are. Request values win; config fills gaps (Kong EE 3.15 behaviour, spec §3.5 step 4).
+/// `top_k` is not an OpenAI parameter and is dropped.
+pub fn patch_request(
+    route_type: RouteType,
+    body: &BodyView<'_>,
+    patch: &Patch<'_>,
+) -> Option<Vec<u8>> {
+    let mut set: Vec<(&str, String)> = Vec::new();
+    let mut remove: Vec<&str> = Vec::new();
     if let Some(m) = patch.model {
-        obj.insert("model".into(), Value::String(m.to_string()));
+        if body.str("model").as_deref() != Some(m) {
+            set.push(("model", json_string(m)));
+        }
     }
     if let Some(o) = patch.options {
         if route_type != RouteType::Embeddings {
@@ -46,36 +67,51 @@ pub fn patch_request(route_type: RouteType, body: &mut Value, patch: &Patch<'_>)
             } else {
                 "max_tokens"
             };
-            let has_max = obj.contains_key(max_key)
-                || (route_type == RouteType::Chat && obj.contains_key("max_completion_tokens"));
+            let has_max = body.has(max_key)
+                || (route_type == RouteType::Chat && body.has("max_completion_tokens"));
             if let (Some(v), false) = (o.max_tokens, has_max) {
-                obj.insert(max_key.into(), json!(v));
+                set.push((max_key, v.to_string()));
             }
-            if let (Some(v), false) = (o.temperature, obj.contains_key("temperature")) {
-                obj.insert("temperature".into(), json!(v));
+            if let (Some(v), false) = (o.temperature, body.has("temperature")) {
+                set.push(("temperature", json_number(v)));
             }
-            if let (Some(v), false) = (o.top_p, obj.contains_key("top_p")) {
-                obj.insert("top_p".into(), json!(v));
+            if let (Some(v), false) = (o.top_p, body.has("top_p")) {
+                set.push(("top_p", json_number(v)));
             }
         }
-        obj.remove("top_k");
     }
-    if patch.force_stream {
-        obj.insert("stream".into(), Value::Bool(true));
+    if body.has("top_k") {
+        remove.push("top_k");
+    }
+    if patch.force_stream && body.bool("stream") != Some(true) {
+        set.push(("stream", "true".into()));
     }
     if patch.add_include_usage {
-        let so = obj.entry("stream_options").or_insert_with(|| json!({}));
-        if let Some(so) = so.as_object_mut() {
-            so.insert("include_usage".into(), Value::Bool(true));
-        }
+        let mut so = body
+            .raw("stream_options")
+            .and_then(|r| serde_json::from_str::<serde_json::Map<String, Value>>(r).ok())
+            .unwrap_or_default();
+        so.insert("include_usage".into(), Value::Bool(true));
+        set.push(("stream_options", Value::Object(so).to_string()));
     }
+    if let Some((name, value)) = patch.body_param {
+        set.push((name, json_string(value)));
+    }
+    if set.is_empty() && remove.is_empty() {
+        return None;
+    }
+    Some(body.rewrite(&remove, &set))
 }
 
 /// True when the client asked for the usage chunk itself.
-pub fn client_wants_usage(body: &Value) -> bool {
-    body.get("stream_options")
-        .and_then(|s| s.get("include_usage"))
-        .and_then(Value::as_bool)
+pub fn client_wants_usage(body: &BodyView<'_>) -> bool {
+    #[derive(Deserialize)]
+    struct StreamOptions {
+        include_usage: Option<bool>,
+    }
+    body.raw("stream_options")
+        .and_then(|r| serde_json::from_str::<StreamOptions>(r).ok())
+        .and_then(|s| s.include_usage)
         .unwrap_or(false)
 }
 
@@ -86,15 +122,27 @@ pub struct Decoded {
     pub model: Option<String>,
 }
 
+/// The members of a response the gateway looks at; everything else is skipped unparsed.
+#[derive(Deserialize)]
+struct ResponseHead<'a> {
+    choices: Option<IgnoredAny>,
+    data: Option<IgnoredAny>,
+    output: Option<IgnoredAny>,
+    #[serde(borrow)]
+    object: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    usage: Option<Value>,
+}
+
 /// Checks a buffered 200 body has the route type's shape and reads usage and model.
 pub fn decode_response(route_type: RouteType, body: &[u8]) -> Result<Decoded, String> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let v: ResponseHead<'_> =
+        serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
     let ok = match route_type {
-        RouteType::Chat | RouteType::Completions => v.get("choices").is_some(),
-        RouteType::Embeddings => v.get("data").is_some(),
-        RouteType::Responses => {
-            v.get("output").is_some() || v.get("object") == Some(&json!("response"))
-        }
+        RouteType::Chat | RouteType::Completions => v.choices.is_some(),
+        RouteType::Embeddings => v.data.is_some(),
+        RouteType::Responses => v.output.is_some() || v.object.as_deref() == Some("response"),
         _ => true,
     };
     if !ok {
@@ -105,14 +153,29 @@ pub fn decode_response(route_type: RouteType, body: &[u8]) -> Result<Decoded, St
         });
     }
     Ok(Decoded {
-        usage: v.get("usage").and_then(Usage::from_json),
-        model: v.get("model").and_then(Value::as_str).map(str::to_string),
+        usage: v.usage.as_ref().and_then(Usage::from_json),
+        model: v.model.map(Cow::into_owned),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn patched(rt: RouteType, body: &str, patch: &Patch<'_>) -> Option<Value> {
+        let v = BodyView::parse(body.as_bytes()).unwrap();
+        patch_request(rt, &v, patch).map(|b| serde_json::from_slice(&b).unwrap())
+    }
+
+    fn none<'a>() -> Patch<'a> {
+        Patch {
+            model: None,
+            options: None,
+            force_stream: false,
+            add_include_usage: false,
+            body_param: None,
+        }
+    }
 
     #[test]
     fn request_wins_config_fills_gaps() {
@@ -122,51 +185,85 @@ mod tests {
             top_k: Some(5),
             ..Default::default()
         };
-        let mut b = json!({"model":"x","messages":[],"temperature":1.0,"top_k":3});
-        patch_request(
+        let out = patched(
             RouteType::Chat,
-            &mut b,
+            r#"{"model":"x","messages":[],"temperature":1.0,"top_k":3}"#,
             &Patch {
                 model: Some("gpt-4o"),
                 options: Some(&opts),
-                force_stream: false,
-                add_include_usage: false,
+                ..none()
             },
         );
         assert_eq!(
-            b,
-            json!({"model":"gpt-4o","messages":[],"temperature":1.0,"max_tokens":100})
+            out,
+            Some(
+                serde_json::json!({"messages":[],"temperature":1.0,"model":"gpt-4o","max_tokens":100})
+            )
         );
-        let mut r = json!({"input":"hi"});
-        patch_request(
+        let r = patched(
             RouteType::Responses,
-            &mut r,
+            r#"{"input":"hi"}"#,
             &Patch {
-                model: None,
                 options: Some(&opts),
                 force_stream: true,
-                add_include_usage: false,
+                ..none()
             },
-        );
+        )
+        .unwrap();
         assert_eq!(r["max_output_tokens"], 100);
         assert_eq!(r["stream"], true);
     }
 
     #[test]
-    fn include_usage_added_and_detected() {
-        let mut b = json!({"messages":[],"stream":true});
-        assert!(!client_wants_usage(&b));
-        patch_request(
+    fn unchanged_bodies_are_not_rewritten() {
+        let v = BodyView::parse(br#"{"model":"gpt-4o","stream":true}"#).unwrap();
+        assert!(patch_request(
             RouteType::Chat,
-            &mut b,
+            &v,
             &Patch {
-                model: None,
-                options: None,
-                force_stream: false,
+                model: Some("gpt-4o"),
+                force_stream: true,
+                ..none()
+            }
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn include_usage_added_and_detected() {
+        let b = r#"{"messages":[],"stream":true,"stream_options":{"x":1}}"#;
+        assert!(!client_wants_usage(&BodyView::parse(b.as_bytes()).unwrap()));
+        let out = patched(
+            RouteType::Chat,
+            b,
+            &Patch {
                 add_include_usage: true,
+                ..none()
             },
+        )
+        .unwrap();
+        assert_eq!(
+            out["stream_options"],
+            serde_json::json!({"x":1,"include_usage":true})
         );
-        assert!(client_wants_usage(&b));
+        let again = out.to_string();
+        assert!(client_wants_usage(
+            &BodyView::parse(again.as_bytes()).unwrap()
+        ));
+    }
+
+    #[test]
+    fn body_param_is_added() {
+        let out = patched(
+            RouteType::Chat,
+            r#"{"a":1}"#,
+            &Patch {
+                body_param: Some(("api_key", "k\"1")),
+                ..none()
+            },
+        )
+        .unwrap();
+        assert_eq!(out["api_key"], "k\"1");
     }
 
     #[test]
@@ -179,5 +276,6 @@ mod tests {
         assert!(decode_response(RouteType::Chat, b"{}").is_err());
         assert!(decode_response(RouteType::Chat, b"nope").is_err());
         assert!(decode_response(RouteType::Embeddings, br#"{"data":[]}"#).is_ok());
+        assert!(decode_response(RouteType::Responses, br#"{"object":"response"}"#).is_ok());
     }
 }

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use http::HeaderName;
-use serde_json::Value;
 
 use crate::balancer::Balancer;
 use crate::config::plugins::{
@@ -14,6 +13,7 @@ use crate::config::plugins::{
 };
 use crate::config::vault::{self, VaultTable};
 use crate::error::GatewayError;
+use crate::llm::body::{BodyView, Kind};
 use crate::llm::openai;
 use crate::proxy::template::{self, TemplateSources};
 use crate::secret::Secret;
@@ -474,22 +474,12 @@ fn compile_auth(
 }
 
 /// Kong's request-format check (spec §3.5 / §8) for the OpenAI dialect.
-pub fn check_format(route_type: RouteType, body: &Value) -> Result<(), GatewayError> {
+pub fn check_format(route_type: RouteType, body: &BodyView<'_>) -> Result<(), GatewayError> {
     let bad = |m: &str| Err(GatewayError::BadRequest(m.to_string()));
-    let Some(obj) = body.as_object() else {
-        return bad("content-type header does not match request body, or bad JSON formatting");
-    };
     match route_type {
         RouteType::Chat | RouteType::Completions => {
-            let is_chat = obj
-                .get("messages")
-                .and_then(Value::as_array)
-                .map(|m| !m.is_empty())
-                .unwrap_or(false);
-            let is_prompt = obj
-                .get("prompt")
-                .map(|p| p.is_string() || p.is_array())
-                .unwrap_or(false);
+            let is_chat = body.kind("messages") == Some(Kind::Array);
+            let is_prompt = matches!(body.kind("prompt"), Some(Kind::String | Kind::Array));
             match (is_chat, is_prompt, route_type) {
                 (true, true, _) => bad("request matches multiple LLM request formats"),
                 (false, false, _) => bad("request format not recognised"),
@@ -502,15 +492,13 @@ pub fn check_format(route_type: RouteType, body: &Value) -> Result<(), GatewayEr
                 _ => Ok(()),
             }
         }
-        RouteType::Embeddings => match obj.get("input") {
-            Some(Value::String(_)) | Some(Value::Array(_)) => Ok(()),
+        RouteType::Embeddings => match body.kind("input") {
+            Some(Kind::String | Kind::Array | Kind::EmptyArray) => Ok(()),
             _ => bad("request body doesn't contain valid prompts"),
         },
-        RouteType::Responses => match obj.get("input") {
-            Some(Value::String(_)) | Some(Value::Array(_)) => Ok(()),
-            None if obj.contains_key("previous_response_id") || obj.contains_key("prompt") => {
-                Ok(())
-            }
+        RouteType::Responses => match body.kind("input") {
+            Some(Kind::String | Kind::Array | Kind::EmptyArray) => Ok(()),
+            None if body.has("previous_response_id") || body.has("prompt") => Ok(()),
             _ => bad("request body doesn't contain valid prompts"),
         },
         _ => Ok(()),
@@ -520,10 +508,9 @@ pub fn check_format(route_type: RouteType, body: &Value) -> Result<(), GatewayEr
 /// The model sent upstream: config name (templated) or the client's; Kong's errors otherwise.
 pub fn resolve_model(
     target: &Target,
-    body: &Value,
+    client: Option<&str>,
     src: &TemplateSources<'_>,
 ) -> Result<Option<String>, GatewayError> {
-    let client = body.get("model").and_then(Value::as_str);
     let configured = match &target.model_name {
         Some(n) => Some(render(n, src)?),
         None => None,
@@ -563,9 +550,9 @@ fn safe_template_value(v: &str) -> bool {
         && !v.contains("://")
 }
 
-/// Whether this request streams, and Kong's 400 when streaming is denied.
-pub fn streaming(mode: StreamingMode, body: &Value) -> Result<bool, GatewayError> {
-    let asked = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+/// Whether this request streams (`asked` = the body's `stream`), and Kong's 400 when
+/// streaming is denied.
+pub fn streaming(mode: StreamingMode, asked: bool) -> Result<bool, GatewayError> {
     match mode {
         StreamingMode::Always => Ok(true),
         StreamingMode::Deny if asked => Err(GatewayError::BadRequest(
@@ -580,26 +567,32 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn check(rt: RouteType, v: serde_json::Value) -> Result<(), GatewayError> {
+        let text = v.to_string();
+        check_format(rt, &BodyView::parse(text.as_bytes()).unwrap())
+    }
+
     #[test]
     fn format_checks_use_kong_texts() {
         let msg = |r: Result<(), GatewayError>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        let both = json!({"messages":[{"role":"user","content":"x"}],"prompt":"x"});
         assert_eq!(
-            msg(check_format(
-                RouteType::Chat,
-                &json!({"messages":[{"role":"user","content":"x"}],"prompt":"x"})
-            )),
+            msg(check(RouteType::Chat, both)),
             "request matches multiple LLM request formats"
         );
         assert_eq!(
-            msg(check_format(RouteType::Chat, &json!({}))),
+            msg(check(RouteType::Chat, json!({}))),
             "request format not recognised"
         );
-        assert!(msg(check_format(RouteType::Chat, &json!({"prompt":"x"})))
+        assert_eq!(
+            msg(check(RouteType::Chat, json!({"messages":[]}))),
+            "request format not recognised"
+        );
+        assert!(msg(check(RouteType::Chat, json!({"prompt":"x"})))
             .contains("not compatible with [llm/v1/chat]"));
-        assert!(check_format(RouteType::Completions, &json!({"prompt":"x"})).is_ok());
-        assert!(check_format(RouteType::Responses, &json!({"input":[]})).is_ok());
-        assert!(check_format(RouteType::Embeddings, &json!({"input":3})).is_err());
-        assert!(check_format(RouteType::Chat, &json!([1])).is_err());
+        assert!(check(RouteType::Completions, json!({"prompt":"x"})).is_ok());
+        assert!(check(RouteType::Responses, json!({"input":[]})).is_ok());
+        assert!(check(RouteType::Embeddings, json!({"input":3})).is_err());
     }
 
     #[test]
@@ -623,16 +616,10 @@ mod tests {
 
     #[test]
     fn streaming_modes() {
-        assert_eq!(
-            streaming(StreamingMode::Always, &json!({})).ok(),
-            Some(true)
-        );
-        assert!(streaming(StreamingMode::Deny, &json!({"stream":true})).is_err());
-        assert_eq!(streaming(StreamingMode::Deny, &json!({})).ok(), Some(false));
-        assert_eq!(
-            streaming(StreamingMode::Allow, &json!({"stream":true})).ok(),
-            Some(true)
-        );
+        assert_eq!(streaming(StreamingMode::Always, false).ok(), Some(true));
+        assert!(streaming(StreamingMode::Deny, true).is_err());
+        assert_eq!(streaming(StreamingMode::Deny, false).ok(), Some(false));
+        assert_eq!(streaming(StreamingMode::Allow, true).ok(), Some(true));
     }
 
     #[test]

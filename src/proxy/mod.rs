@@ -18,12 +18,12 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use serde_json::Value;
 
 use crate::config::plugins::RouteType;
 use crate::config::snapshot::Route;
 use crate::config::Snapshot;
 use crate::error::{self, ErrorShape, GatewayError};
+use crate::llm::body::BodyView;
 use crate::llm::openai;
 use crate::llm::stream::{Dialect, SseObserver};
 use crate::observe::log::{AiLog, RequestLog, Try};
@@ -434,32 +434,30 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     });
 
     // Parse once; a non-preserve route needs a JSON object.
-    let parsed: Option<Value> = if preserve_only {
+    let bad_json = || {
+        GatewayError::BadRequest(
+            "content-type header does not match request body, or bad JSON formatting".into(),
+        )
+    };
+    let parsed: Option<BodyView<'_>> = if preserve_only {
         None
     } else {
         if !body::is_json(c.up.headers.get(header::CONTENT_TYPE)) {
-            let e = GatewayError::BadRequest(
-                "content-type header does not match request body, or bad JSON formatting".into(),
-            );
-            return kong_error(e, ErrorShape::OpenAi, log, snap);
+            return kong_error(bad_json(), ErrorShape::OpenAi, log, snap);
         }
-        match serde_json::from_slice::<Value>(&c.up.body) {
-            Ok(v) if v.is_object() => Some(v),
-            _ => {
-                let e = GatewayError::BadRequest(
-                    "content-type header does not match request body, or bad JSON formatting"
-                        .into(),
-                );
-                return kong_error(e, ErrorShape::OpenAi, log, snap);
-            }
+        match BodyView::parse(&c.up.body) {
+            Ok(v) => Some(v),
+            Err(_) => return kong_error(bad_json(), ErrorShape::OpenAi, log, snap),
         }
     };
-    let stream = match parsed.as_ref() {
-        Some(b) => match crate::plugins::ai_proxy::streaming(ai.streaming, b) {
+    let asked = parsed.as_ref().and_then(|b| b.bool("stream")) == Some(true);
+    let stream = if parsed.is_some() {
+        match crate::plugins::ai_proxy::streaming(ai.streaming, asked) {
             Ok(s) => s,
             Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
-        },
-        None => false,
+        }
+    } else {
+        false
     };
     let client_wants_usage = parsed
         .as_ref()
@@ -468,12 +466,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     if let Some(a) = log.ai.as_mut() {
         a.stream = stream;
     }
-    let force_stream = stream
-        && parsed
-            .as_ref()
-            .and_then(|b| b.get("stream"))
-            .and_then(Value::as_bool)
-            != Some(true);
+    let force_stream = stream && !asked;
     let add_include_usage = stream && !client_wants_usage && log_statistics;
     let req = retry::AiRequest {
         body: parsed.as_ref(),

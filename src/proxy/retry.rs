@@ -7,10 +7,10 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use serde_json::Value;
 
 use crate::config::plugins::{FailoverCriterion, ParamLocation, RouteType};
 use crate::error::GatewayError;
+use crate::llm::body::BodyView;
 use crate::llm::openai;
 use crate::observe::log::Try;
 use crate::plugins::ai_proxy::{self, AiProxy, Target};
@@ -21,8 +21,8 @@ use crate::proxy::{forward_headers, query_string, Forwarded};
 
 /// The client request as the AI retry loop needs it.
 pub struct AiRequest<'a> {
-    /// Parsed JSON body (None for `preserve`).
-    pub body: Option<&'a Value>,
+    /// The JSON body's members (None for `preserve`).
+    pub body: Option<&'a BodyView<'a>>,
     pub up: &'a UpstreamRequest,
     pub raw_query: Option<&'a str>,
     pub sources: &'a TemplateSources<'a>,
@@ -149,31 +149,31 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         (RouteType::Preserve, _) | (_, None) => req.up.body.clone(),
         (_, Some(body)) => {
             ai_proxy::check_format(rt, body)?;
-            model = ai_proxy::resolve_model(target, body, req.sources)?;
-            let mut b = body.clone();
-            openai::patch_request(
-                rt,
-                &mut b,
-                &openai::Patch {
-                    model: model.as_deref(),
-                    options: Some(&target.options),
-                    force_stream: req.force_stream,
-                    add_include_usage: req.add_include_usage
-                        && matches!(rt, RouteType::Chat | RouteType::Completions),
-                },
-            );
-            if let Some((name, value, ParamLocation::Body)) = &target.auth.param {
-                let present = b.get(name).is_some();
-                if !(target.auth.allow_override && present) {
+            let client_model = body.str("model");
+            model = ai_proxy::resolve_model(target, client_model.as_deref(), req.sources)?;
+            let body_param = match &target.auth.param {
+                Some((name, value, ParamLocation::Body))
+                    if !(target.auth.allow_override && body.has(name)) =>
+                {
                     let v = value
                         .as_ref()
                         .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
-                    if let Some(o) = b.as_object_mut() {
-                        o.insert(name.clone(), Value::String(v.expose().clone()));
-                    }
+                    Some((name.as_str(), v.expose().as_str()))
                 }
+                _ => None,
+            };
+            let patch = openai::Patch {
+                model: model.as_deref(),
+                options: Some(&target.options),
+                force_stream: req.force_stream,
+                add_include_usage: req.add_include_usage
+                    && matches!(rt, RouteType::Chat | RouteType::Completions),
+                body_param,
+            };
+            match openai::patch_request(rt, body, &patch) {
+                Some(b) => Bytes::from(b),
+                None => req.up.body.clone(),
             }
-            Bytes::from(serde_json::to_vec(&b).map_err(|e| GatewayError::Internal(e.to_string()))?)
         }
     };
     let up = &target.upstream;
