@@ -9,6 +9,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use tollgate::config;
+
+/// mimalloc: fewer cycles per allocation than glibc's malloc on the request path, and less
+/// fragmentation with many concurrent streams.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tollgate::server::{self, ServeOptions};
 
 #[derive(Parser)]

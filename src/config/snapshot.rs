@@ -57,6 +57,10 @@ pub struct Route {
     pub updated_at: i64,
     /// Plugin indexes in execution order (Kong PRIORITY, descending).
     pub chain: Vec<usize>,
+    /// The chain has a log plugin (the request details are captured only then).
+    pub logs: bool,
+    /// The chain has a plugin that rewrites the request before ai-proxy.
+    pub transforms: bool,
 }
 
 /// A plugin instance: entity fields plus its compiled runtime.
@@ -98,6 +102,8 @@ pub struct Snapshot {
     pub router: Router,
     /// Global plugins, for requests that match no route.
     pub global_chain: Vec<usize>,
+    /// The global chain has a log plugin.
+    pub global_logs: bool,
     /// `configuration_hash` (32 hex digits).
     pub hash: String,
     /// Problems that do not stop loading (e.g. an unset vault variable).
@@ -323,6 +329,8 @@ impl Builder<'_> {
             created_at: r.created_at.unwrap_or(0),
             updated_at: r.updated_at.unwrap_or(0),
             chain: Vec::new(),
+            logs: false,
+            transforms: false,
         });
         Some(self.routes.len() - 1)
     }
@@ -646,10 +654,15 @@ impl Snapshot {
 
         // Resolve each route's chain: the most specific enabled instance per plugin name.
         let mut routes = b.routes;
+        let has =
+            |chain: &[usize], f: fn(&Plugin) -> bool| chain.iter().any(|i| f(&plugins[*i].plugin));
         for (ri, route) in routes.iter_mut().enumerate() {
             route.chain = resolve_chain(&plugins, Some(ri), route.service);
+            route.logs = has(&route.chain, |p| matches!(p, Plugin::FileLog(_)));
+            route.transforms = has(&route.chain, |p| matches!(p, Plugin::RequestTransformer(_)));
         }
         let global_chain = resolve_chain(&plugins, None, None);
+        let global_logs = has(&global_chain, |p| matches!(p, Plugin::FileLog(_)));
         let hash = config_hash(&raw);
         Ok(Snapshot {
             services: b.services,
@@ -658,6 +671,7 @@ impl Snapshot {
             consumers,
             router,
             global_chain,
+            global_logs,
             hash,
             warnings: b.warnings,
             format_version,
@@ -673,6 +687,7 @@ impl Snapshot {
             consumers: Vec::new(),
             router: Router::default(),
             global_chain: Vec::new(),
+            global_logs: false,
             hash: "0".repeat(32),
             warnings: Vec::new(),
             format_version: "3.0".into(),

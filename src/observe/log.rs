@@ -1,11 +1,13 @@
 //! The per-request log record in Kong's `kong.log.serialize()` shape, plus `ai.proxy.*`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{json, Map, Value};
 
 use crate::config::Snapshot;
 use crate::llm::usage::Usage;
+use crate::plugins::ai_proxy::{AiProxy, Target};
 
 /// Header names whose values never reach a log line.
 const REDACTED_HEADERS: &[&str] = &[
@@ -36,26 +38,53 @@ pub struct Try {
 }
 
 /// What ai-proxy adds to the record.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct AiLog {
-    pub plugin_id: String,
-    pub provider: String,
+    pub proxy: Arc<AiProxy>,
+    /// The target that answered (the first target until one did).
+    pub target: Option<usize>,
     pub request_model: Option<String>,
     pub response_model: Option<String>,
     pub usage: Option<Usage>,
-    pub input_cost: Option<f64>,
-    pub output_cost: Option<f64>,
     pub llm_latency_ms: Option<u64>,
     pub ttft_ms: Option<u64>,
     pub stream: bool,
-    pub log_statistics: bool,
-    pub log_payloads: bool,
     pub payload_request: Option<String>,
     pub payload_response: Option<String>,
     /// Why a stream ended badly (client abort, upstream cut…).
     pub stream_error: Option<String>,
-    /// Extra header names (the provider auth header) to redact.
-    pub secret_headers: Vec<String>,
+}
+
+impl AiLog {
+    /// An empty AI section for `proxy`.
+    pub fn new(proxy: Arc<AiProxy>) -> AiLog {
+        AiLog {
+            proxy,
+            target: None,
+            request_model: None,
+            response_model: None,
+            usage: None,
+            llm_latency_ms: None,
+            ttft_ms: None,
+            stream: false,
+            payload_request: None,
+            payload_response: None,
+            stream_error: None,
+        }
+    }
+
+    fn target(&self) -> Option<&Target> {
+        self.proxy.targets.get(self.target.unwrap_or(0))
+    }
+
+    /// Provider auth header names, redacted like Authorization.
+    fn secret_headers(&self) -> Vec<String> {
+        self.proxy
+            .targets
+            .iter()
+            .filter_map(|t| t.auth.header.as_ref().map(|(n, _)| n.as_str().to_string()))
+            .collect()
+    }
 }
 
 /// Everything the log phase knows about one request.
@@ -84,6 +113,61 @@ pub struct RequestLog {
     pub ai: Option<AiLog>,
     /// `upstream` or `kong` (the gateway answered itself).
     pub source: &'static str,
+    /// A log plugin will read this record (set by `capture_request`).
+    pub enabled: bool,
+}
+
+impl RequestLog {
+    /// A record with only what every response needs; `capture_request` fills the rest when
+    /// a log plugin will read it.
+    pub fn new(request_id: String, started: Instant) -> RequestLog {
+        RequestLog {
+            request_id,
+            started_at_ms: 0,
+            started,
+            client_ip: String::new(),
+            method: String::new(),
+            uri: String::new(),
+            url: String::new(),
+            request_headers: http::HeaderMap::new(),
+            request_size: 0,
+            route: None,
+            upstream_uri: None,
+            upstream_status: None,
+            status: 0,
+            response_headers: http::HeaderMap::new(),
+            response_size: 0,
+            proxy_latency_ms: None,
+            upstream_latency_ms: None,
+            tries: Vec::new(),
+            ai: None,
+            source: "kong",
+            enabled: false,
+        }
+    }
+
+    /// Copies the request's details for the log record.
+    pub fn capture_request(
+        &mut self,
+        parts: &http::request::Parts,
+        client_ip: &str,
+        scheme: &str,
+        host: &str,
+    ) {
+        let uri = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        self.started_at_ms = crate::proxy::millis_since_epoch()
+            .saturating_sub(self.started.elapsed().as_millis() as u64);
+        self.client_ip = client_ip.to_string();
+        self.method = parts.method.to_string();
+        self.url = format!("{scheme}://{host}{uri}");
+        self.uri = uri.to_string();
+        self.request_headers = parts.headers.clone();
+        self.enabled = true;
+    }
 }
 
 fn headers_json(h: &http::HeaderMap, extra_secret: &[String]) -> Value {
@@ -136,7 +220,7 @@ impl RequestLog {
         let extra: Vec<String> = self
             .ai
             .as_ref()
-            .map(|a| a.secret_headers.clone())
+            .map(AiLog::secret_headers)
             .unwrap_or_default();
         let mut rec = json!({
             "request": {
@@ -200,7 +284,9 @@ impl AiLog {
             })
             .collect();
         proxy.insert("tried_targets".into(), Value::Array(tried));
-        if self.log_statistics {
+        let target = self.target();
+        let logging = target.map(|t| t.logging.clone()).unwrap_or_default();
+        if logging.log_statistics {
             let request_model = self
                 .request_model
                 .clone()
@@ -213,8 +299,8 @@ impl AiLog {
             proxy.insert(
                 "meta".into(),
                 json!({
-                    "plugin_id": self.plugin_id,
-                    "provider_name": self.provider,
+                    "plugin_id": self.proxy.plugin_id,
+                    "provider_name": target.map(|t| t.provider.as_str()).unwrap_or(""),
                     "request_model": request_model,
                     "response_model": response_model,
                     "llm_latency": llm_latency,
@@ -226,7 +312,10 @@ impl AiLog {
                 "prompt_tokens": u.prompt_tokens,
                 "completion_tokens": u.completion_tokens,
                 "total_tokens": u.total_tokens,
-                "cost": u.cost(self.input_cost, self.output_cost),
+                "cost": u.cost(
+                    target.and_then(|t| t.options.input_cost),
+                    target.and_then(|t| t.options.output_cost),
+                ),
                 "time_per_token": if u.completion_tokens > 0 { llm_latency as f64 / u.completion_tokens as f64 } else { 0.0 },
                 "time_to_first_token": self.ttft_ms.unwrap_or(llm_latency),
             });
@@ -238,7 +327,7 @@ impl AiLog {
             }
             proxy.insert("usage".into(), usage);
         }
-        if self.log_payloads {
+        if logging.log_payloads {
             proxy.insert(
                 "payload".into(),
                 json!({ "request": self.payload_request, "response": self.payload_response }),

@@ -152,7 +152,20 @@ pub fn query_string(up: &UpstreamRequest, raw: Option<&str>) -> Option<String> {
     )
 }
 
-fn millis_since_epoch() -> u64 {
+/// A 32-hex-digit request id: a random per-process prefix and a counter, so ids are unique
+/// without a system call per request.
+fn next_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    format!(
+        "{prefix:016x}{:016x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Milliseconds since the Unix epoch (log `started_at`).
+pub fn millis_since_epoch() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -173,45 +186,18 @@ pub async fn handle(
 ) -> Response<ProxyBody> {
     gw.stats.total_requests.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let request_id = uuid::Uuid::new_v4().simple().to_string();
+    let request_id = next_request_id();
     let snap = gw.snapshot.load_full();
-    let (parts, body) = req.into_parts();
-    let host = parts
+    let (mut parts, body) = req.into_parts();
+    let host_header = parts
         .headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("")
-        .to_string();
-    let uri = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
+        .unwrap_or("");
+    let host = host_header.to_string();
+    let mut log = RequestLog::new(request_id.clone(), started);
     let client_ip = peer.ip().to_string();
-    let mut log = RequestLog {
-        request_id: request_id.clone(),
-        started_at_ms: millis_since_epoch(),
-        started,
-        client_ip: client_ip.clone(),
-        method: parts.method.to_string(),
-        url: format!("{scheme}://{host}{uri}"),
-        uri: uri.clone(),
-        request_headers: parts.headers.clone(),
-        request_size: 0,
-        route: None,
-        upstream_uri: None,
-        upstream_status: None,
-        status: 0,
-        response_headers: HeaderMap::new(),
-        response_size: 0,
-        proxy_latency_ms: None,
-        upstream_latency_ms: None,
-        tries: Vec::new(),
-        ai: None,
-        source: "kong",
-    };
-
     let found = snap.router.find(&RequestView {
         method: parts.method.as_str(),
         host: &host,
@@ -219,6 +205,9 @@ pub async fn handle(
         headers: &parts.headers,
     });
     let Some(m) = found else {
+        if snap.global_logs {
+            log.capture_request(&parts, &client_ip, scheme, &host);
+        }
         return kong_error(GatewayError::NoRoute, ErrorShape::Kong, log, snap);
     };
     log.route = Some(m.route);
@@ -230,6 +219,9 @@ pub async fn handle(
             snap,
         );
     };
+    if route.logs {
+        log.capture_request(&parts, &client_ip, scheme, &host);
+    }
     let service = route.service.and_then(|s| snap.services.get(s));
     let ai: Option<Arc<AiProxy>> =
         route
@@ -274,6 +266,9 @@ pub async fn handle(
     let query: Vec<(String, String)> = raw_query
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
+    // Templates read the client's original headers; keep a copy only when a plugin may
+    // change them before ai-proxy renders its templates.
+    let original_headers = route.transforms.then(|| parts.headers.clone());
     let mut up = UpstreamRequest {
         method: parts.method.clone(),
         path: upstream_path(
@@ -283,24 +278,32 @@ pub async fn handle(
             m.matched_len,
         ),
         query: query.clone(),
-        headers: parts.headers.clone(),
+        headers: std::mem::take(&mut parts.headers),
         body: body_bytes,
-    };
-    let sources = TemplateSources {
-        headers: &parts.headers,
-        query: &query,
-        uri_captures: &m.captures,
     };
 
     // Access phase, part 2: plugins in PRIORITY order (ai-proxy is handled after them).
-    for &i in &route.chain {
-        if let Some(Plugin::RequestTransformer(cfg)) = snap.plugins.get(i).map(|p| &p.plugin) {
-            if let Err(e) = request_transformer::apply(cfg, &mut up, &sources) {
-                let err = GatewayError::Internal(format!("request-transformer: {e}"));
-                return kong_error(err, shape, log, snap);
+    if let Some(orig) = &original_headers {
+        let sources = TemplateSources {
+            headers: orig,
+            query: &query,
+            uri_captures: &m.captures,
+        };
+        for &i in &route.chain {
+            if let Some(Plugin::RequestTransformer(cfg)) = snap.plugins.get(i).map(|p| &p.plugin) {
+                if let Err(e) = request_transformer::apply(cfg, &mut up, &sources) {
+                    let err = GatewayError::Internal(format!("request-transformer: {e}"));
+                    return kong_error(err, shape, log, snap);
+                }
             }
         }
     }
+    let client_headers = original_headers.as_ref().unwrap_or(&up.headers);
+    let sources = TemplateSources {
+        headers: client_headers,
+        query: &query,
+        uri_captures: &m.captures,
+    };
 
     let port = host
         .rsplit_once(':')
@@ -313,14 +316,13 @@ pub async fn handle(
         port,
         path: parts.uri.path(),
         request_id: &request_id,
-        prior_for: parts
-            .headers
+        prior_for: client_headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok()),
         original_host: &host,
     };
 
-    let is_debug = parts.headers.contains_key("kong-debug");
+    let is_debug = client_headers.contains_key("kong-debug");
     match ai {
         Some(ai) => {
             let ctx = AiCtx {
@@ -378,29 +380,26 @@ fn kong_error(
     snap: Arc<Snapshot>,
 ) -> Response<ProxyBody> {
     let mut resp: Response<ProxyBody> = error::respond(&err, shape, &log.request_id);
-    let elapsed = ms(log.started.elapsed());
-    if let Ok(v) = HeaderValue::from_str(&elapsed.to_string()) {
-        resp.headers_mut().insert("x-kong-response-latency", v);
-    }
+    resp.headers_mut().insert(
+        "x-kong-response-latency",
+        HeaderValue::from(ms(log.started.elapsed())),
+    );
     log.status = resp.status().as_u16();
-    log.response_headers = resp.headers().clone();
+    if log.enabled {
+        log.response_headers = resp.headers().clone();
+    }
     log.source = "kong";
     if let Some(ai) = log.ai.as_mut() {
         ai.stream_error = Some(err.to_string());
     }
     let body = error::body(&err, shape, &log.request_id);
-    let finish = Box::new(Finish {
-        log,
-        snapshot: snap,
-        capture: None,
-    });
-    *resp.body_mut() = ProxyBody::full(body, Some(finish));
+    *resp.body_mut() = ProxyBody::full(body, Finish::boxed(log, snap, None));
     resp
 }
 
 struct AiCtx<'a> {
     gw: &'a Gateway,
-    ai: &'a AiProxy,
+    ai: &'a Arc<AiProxy>,
     up: &'a UpstreamRequest,
     raw_query: Option<&'a str>,
     sources: &'a TemplateSources<'a>,
@@ -409,29 +408,21 @@ struct AiCtx<'a> {
 }
 
 async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Response<ProxyBody> {
-    let ai = c.ai;
+    let ai: &AiProxy = c.ai;
     let first = ai.targets.first();
     let preserve_only = ai
         .targets
         .iter()
         .all(|t| t.route_type == RouteType::Preserve);
     let log_statistics = first.map(|t| t.logging.log_statistics).unwrap_or(false);
-    let log_payloads = first.map(|t| t.logging.log_payloads).unwrap_or(false);
-    log.ai = Some(AiLog {
-        plugin_id: ai.plugin_id.clone(),
-        provider: first
-            .map(|t| t.provider.as_str().to_string())
-            .unwrap_or_default(),
-        log_statistics,
-        log_payloads,
-        payload_request: log_payloads.then(|| String::from_utf8_lossy(&c.up.body).into_owned()),
-        secret_headers: ai
-            .targets
-            .iter()
-            .filter_map(|t| t.auth.header.as_ref().map(|(n, _)| n.as_str().to_string()))
-            .collect(),
-        ..Default::default()
-    });
+    let log_payloads = log.enabled && first.map(|t| t.logging.log_payloads).unwrap_or(false);
+    if log.enabled {
+        let mut a = AiLog::new(c.ai.clone());
+        if log_payloads {
+            a.payload_request = Some(String::from_utf8_lossy(&c.up.body).into_owned());
+        }
+        log.ai = Some(a);
+    }
 
     // Parse once; a non-preserve route needs a JSON object.
     let bad_json = || {
@@ -496,10 +487,8 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     log.upstream_latency_ms = Some(ms(answered.sent_at.elapsed()));
     log.upstream_uri = log.tries.last().map(|t| t.upstream_uri.clone());
     if let Some(a) = log.ai.as_mut() {
-        a.provider = target.provider.as_str().to_string();
+        a.target = Some(answered.target);
         a.request_model = answered.model.clone();
-        a.input_cost = target.options.input_cost;
-        a.output_cost = target.options.output_cost;
     }
     let (mut parts, body) = answered.resp.into_parts();
     let status = parts.status;
@@ -559,16 +548,15 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         }
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         log.status = status.as_u16();
-        log.response_headers = headers.clone();
-        let mut finish = Finish {
-            log,
-            snapshot: snap,
-            capture,
-        };
-        if let Some(cap) = finish.capture.as_mut() {
+        if log.enabled {
+            log.response_headers = headers.clone();
+        }
+        let mut capture = capture;
+        if let Some(cap) = capture.as_mut() {
             cap.extend_from_slice(&bytes[..bytes.len().min(1 << 20)]);
         }
-        let mut resp = Response::new(ProxyBody::full(bytes, Some(Box::new(finish))));
+        let finish = Finish::boxed(log, snap, capture);
+        let mut resp = Response::new(ProxyBody::full(bytes, finish));
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;
         return resp;
@@ -586,19 +574,17 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         headers.remove(header::CONTENT_LENGTH);
     }
     log.status = status.as_u16();
-    log.response_headers = headers.clone();
+    if log.enabled {
+        log.response_headers = headers.clone();
+    }
     let sse = observer.is_some().then_some(dialect);
-    let finish = Finish {
-        log,
-        snapshot: snap,
-        capture,
-    };
+    let finish = Finish::boxed(log, snap, capture);
     let mut resp = Response::new(ProxyBody::upstream(
         body,
         observer,
         sse,
         read_timeout,
-        Some(Box::new(finish)),
+        finish,
     ));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
@@ -683,20 +669,12 @@ async fn proxy_plain(
                 add_proxy_headers(&mut parts.headers, &log);
                 log.upstream_status = Some(parts.status.as_u16());
                 log.status = parts.status.as_u16();
-                log.response_headers = parts.headers.clone();
+                if log.enabled {
+                    log.response_headers = parts.headers.clone();
+                }
                 log.source = "upstream";
-                let finish = Finish {
-                    log,
-                    snapshot: snap,
-                    capture: None,
-                };
-                let mut r = Response::new(ProxyBody::upstream(
-                    body,
-                    None,
-                    None,
-                    read,
-                    Some(Box::new(finish)),
-                ));
+                let finish = Finish::boxed(log, snap, None);
+                let mut r = Response::new(ProxyBody::upstream(body, None, None, read, finish));
                 *r.status_mut() = parts.status;
                 *r.headers_mut() = parts.headers;
                 return r;
@@ -736,43 +714,52 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 }
 
 fn add_proxy_headers(h: &mut HeaderMap, log: &RequestLog) {
-    let put = |h: &mut HeaderMap, name: &'static str, v: String| {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            h.insert(HeaderName::from_static(name), v);
-        }
-    };
-    put(
-        h,
-        "x-kong-upstream-latency",
-        log.upstream_latency_ms.unwrap_or(0).to_string(),
+    h.insert(
+        HeaderName::from_static("x-kong-upstream-latency"),
+        HeaderValue::from(log.upstream_latency_ms.unwrap_or(0)),
     );
-    put(
-        h,
-        "x-kong-proxy-latency",
-        log.proxy_latency_ms.unwrap_or(0).to_string(),
+    h.insert(
+        HeaderName::from_static("x-kong-proxy-latency"),
+        HeaderValue::from(log.proxy_latency_ms.unwrap_or(0)),
     );
-    put(h, "x-kong-request-id", log.request_id.clone());
+    if let Ok(v) = HeaderValue::from_str(&log.request_id) {
+        h.insert(HeaderName::from_static("x-kong-request-id"), v);
+    }
     h.append(header::VIA, HeaderValue::from_static(crate::VIA_TOKEN));
 }
 
 /// Reads a buffered upstream body; `read_timeout` applies between frames, as in Kong.
+/// A body that arrives in one frame is kept as is (no copy).
 async fn collect_limited(
     mut body: Incoming,
     limit: usize,
     read_timeout: Duration,
 ) -> Result<Bytes, FailureKind> {
+    let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     loop {
         match tokio::time::timeout(read_timeout, body.frame()).await {
             Err(_) => return Err(FailureKind::Timeout),
-            Ok(None) => return Ok(buf.freeze()),
+            Ok(None) => {
+                return Ok(match first {
+                    Some(f) if buf.is_empty() => f,
+                    _ => buf.freeze(),
+                })
+            }
             Ok(Some(Err(_))) => return Err(FailureKind::Reset),
             Ok(Some(Ok(f))) => {
-                if let Ok(d) = f.into_data() {
-                    if buf.len() + d.len() > limit {
-                        return Err(FailureKind::InvalidHeader);
+                let Ok(d) = f.into_data() else { continue };
+                let total = buf.len() + first.as_ref().map(Bytes::len).unwrap_or(0) + d.len();
+                if total > limit {
+                    return Err(FailureKind::InvalidHeader);
+                }
+                match first.take() {
+                    None if buf.is_empty() => first = Some(d),
+                    Some(f) => {
+                        buf.extend_from_slice(&f);
+                        buf.extend_from_slice(&d);
                     }
-                    buf.extend_from_slice(&d);
+                    None => buf.extend_from_slice(&d),
                 }
             }
         }

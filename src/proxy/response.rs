@@ -29,6 +29,21 @@ pub struct Finish {
 }
 
 impl Finish {
+    /// The log phase for `log`, or nothing when no log plugin will read it.
+    pub fn boxed(
+        log: RequestLog,
+        snapshot: Arc<Snapshot>,
+        capture: Option<Vec<u8>>,
+    ) -> Option<Box<Finish>> {
+        log.enabled.then(|| {
+            Box::new(Finish {
+                log,
+                snapshot,
+                capture,
+            })
+        })
+    }
+
     /// Runs the log phase: every log plugin of the route (or the global ones) gets the record.
     pub fn run(mut self, stream_error: Option<String>) {
         if let (Some(ai), Some(cap)) = (self.log.ai.as_mut(), self.capture.take()) {
