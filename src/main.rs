@@ -141,10 +141,17 @@ fn main() -> ExitCode {
             for w in &snap.warnings {
                 tracing::warn!("config: {w}");
             }
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            // One worker per core the process may run on; with a single core the
+            // current-thread scheduler avoids the work-stealing machinery altogether.
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            let mut builder = if cores == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+            };
+            let rt = match builder.enable_all().build() {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");

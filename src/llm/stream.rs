@@ -56,6 +56,18 @@ impl SseObserver {
         if self.first_event_at.is_none() && !chunk.is_empty() {
             self.first_event_at = Some(Instant::now());
         }
+        if !self.strip_usage_chunk && self.pending.is_empty() {
+            // Fast path: look at the events in place and forward the chunk untouched.
+            let mut start = 0;
+            while let Some((end, sep)) = find_event_end(&chunk[start..]) {
+                self.inspect(&chunk[start..start + end]);
+                start += end + sep;
+            }
+            if start < chunk.len() {
+                self.pending.extend_from_slice(&chunk[start..]);
+            }
+            return chunk;
+        }
         self.pending.extend_from_slice(&chunk);
         let mut out = if self.strip_usage_chunk {
             Some(BytesMut::with_capacity(chunk.len()))
@@ -88,63 +100,77 @@ impl SseObserver {
 
     /// Looks at one event; returns false when it must not be forwarded.
     fn inspect(&mut self, event: &[u8]) -> bool {
-        let mut data = Vec::new();
+        // Almost every event is a single `data:` line: borrow it; join only real multi-line data.
+        let mut single: Option<&[u8]> = None;
+        let mut joined: Option<Vec<u8>> = None;
         let mut event_type: Option<&[u8]> = None;
         for line in event.split(|b| *b == b'\n') {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if let Some(d) = line.strip_prefix(b"data:") {
-                if !data.is_empty() {
-                    data.push(b'\n');
+                let d = d.strip_prefix(b" ").unwrap_or(d);
+                match (&mut joined, single) {
+                    (Some(j), _) => {
+                        j.push(b'\n');
+                        j.extend_from_slice(d);
+                    }
+                    (None, Some(first)) => {
+                        let mut j = first.to_vec();
+                        j.push(b'\n');
+                        j.extend_from_slice(d);
+                        joined = Some(j);
+                    }
+                    (None, None) => single = Some(d),
                 }
-                data.extend_from_slice(d.strip_prefix(b" ").unwrap_or(d));
             } else if let Some(t) = line.strip_prefix(b"event:") {
                 event_type = Some(t.strip_prefix(b" ").unwrap_or(t));
             }
         }
-        if data.is_empty() {
-            return true;
-        }
+        let data: &[u8] = match (&joined, single) {
+            (Some(j), _) => j,
+            (None, Some(d)) => d,
+            (None, None) => return true,
+        };
         self.events += 1;
         if data == b"[DONE]" {
             self.completed = true;
             return true;
         }
         match self.dialect {
-            Dialect::ChatLike => self.inspect_chat(&data),
+            Dialect::ChatLike => self.inspect_chat(data),
             Dialect::Responses => {
-                self.inspect_responses(&data, event_type);
+                self.inspect_responses(data, event_type);
                 true
             }
         }
     }
 
     fn inspect_chat(&mut self, data: &[u8]) -> bool {
-        // Parse only the events that can carry what we need: the first (model) and usage.
-        let wanted =
-            self.model.is_none() || contains(data, b"\"usage\"") || contains(data, b"\"error\"");
+        // Parse only the events that can carry what we need: the first (model), a non-null
+        // usage, or an error. OpenAI sends `"usage":null` on every chunk once usage is on.
+        let wanted = self.model.is_none() || has_usage(data) || contains(data, b"\"error\"");
         if !wanted {
             return true;
         }
-        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        #[derive(serde::Deserialize)]
+        struct Chunk<'a> {
+            #[serde(borrow)]
+            model: Option<std::borrow::Cow<'a, str>>,
+            choices: Option<Vec<serde::de::IgnoredAny>>,
+            usage: Option<Value>,
+            error: Option<serde::de::IgnoredAny>,
+        }
+        let Ok(v) = serde_json::from_slice::<Chunk<'_>>(data) else {
             return true;
         };
         if self.model.is_none() {
-            self.model = v.get("model").and_then(Value::as_str).map(str::to_string);
+            self.model = v.model.map(|m| m.into_owned());
         }
-        if v.get("error").is_some() {
+        if v.error.is_some() {
             self.failed = true;
         }
-        if let Some(u) = v
-            .get("usage")
-            .filter(|u| !u.is_null())
-            .and_then(Usage::from_json)
-        {
+        if let Some(u) = v.usage.as_ref().and_then(Usage::from_json) {
             self.usage = Some(u);
-            let usage_only = v
-                .get("choices")
-                .and_then(Value::as_array)
-                .map(Vec::is_empty)
-                .unwrap_or(false);
+            let usage_only = v.choices.map(|c| c.is_empty()).unwrap_or(false);
             if usage_only && self.strip_usage_chunk {
                 return false;
             }
@@ -190,23 +216,37 @@ impl SseObserver {
 
 /// Position and separator length of the first blank line (`\n\n` or `\r\n\r\n`).
 fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
-    let mut i = 0;
-    while i + 1 < buf.len() {
-        if buf[i] == b'\n' {
-            if buf[i + 1] == b'\n' {
-                return Some((i, 2));
-            }
-            if buf[i + 1] == b'\r' && buf.get(i + 2) == Some(&b'\n') {
-                return Some((i, 3));
-            }
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[from..]).map(|i| i + from) {
+        match buf.get(i + 1) {
+            Some(b'\n') => return Some((i, 2)),
+            Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some((i, 3)),
+            None => return None,
+            _ => from = i + 1,
         }
-        i += 1;
     }
     None
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
+}
+
+/// A `"usage"` member whose value is not `null`.
+fn has_usage(data: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(i) = memchr::memmem::find(&data[from..], b"\"usage\"") {
+        let rest = &data[from + i + 7..];
+        let value = rest
+            .iter()
+            .position(|b| !matches!(b, b' ' | b':' | b'\t' | b'\r' | b'\n'))
+            .map(|p| &rest[p..]);
+        if !matches!(value, Some(v) if v.starts_with(b"null")) {
+            return true;
+        }
+        from += i + 7;
+    }
+    false
 }
 
 #[cfg(test)]

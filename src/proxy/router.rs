@@ -1,7 +1,9 @@
 //! Kong's traditional(-compatible) route matching: methods, hosts, headers and paths, tried
 //! in Kong's priority order.
 
-use regex::Regex;
+use std::collections::HashMap;
+
+use regex::{Regex, RegexSet};
 
 use crate::proxy::template::UriCaptures;
 
@@ -62,7 +64,26 @@ pub struct RouterError {
 #[derive(Debug, Default)]
 pub struct Router {
     entries: Vec<Entry>,
+    /// Candidate lookup for large tables; small ones are scanned in order.
+    index: Option<Index>,
 }
+
+/// Narrows a request to the entries whose path can match, keeping priority order.
+#[derive(Debug)]
+struct Index {
+    /// Prefix path → entries with that prefix (ascending = priority order).
+    prefixes: HashMap<String, Vec<usize>>,
+    /// Distinct prefix lengths, so a lookup tries only lengths that exist.
+    prefix_lens: Vec<usize>,
+    /// All regex paths at once; `regex_entries[i]` is the entry of pattern `i`.
+    regexes: RegexSet,
+    regex_entries: Vec<usize>,
+    /// Entries without a path match every path.
+    pathless: Vec<usize>,
+}
+
+/// Below this many entries a linear scan beats the index.
+const INDEX_THRESHOLD: usize = 32;
 
 /// A successful match.
 #[derive(Debug, Clone, PartialEq)]
@@ -170,68 +191,121 @@ impl Router {
         }
         // Stable sort keeps declaration order among equal priorities.
         entries.sort_by_key(|e| std::cmp::Reverse(e.priority));
-        Ok(Router { entries })
+        let index = if entries.len() > INDEX_THRESHOLD {
+            Some(build_index(&entries)?)
+        } else {
+            None
+        };
+        Ok(Router { entries, index })
     }
 
     /// Finds the route for a request, or `None` (Kong's 404).
     pub fn find(&self, req: &RequestView<'_>) -> Option<RouteMatch> {
         let host = strip_port(req.host).to_ascii_lowercase();
         let path = normalize_path(req.path);
-        for e in &self.entries {
-            if !e.methods.is_empty() && !e.methods.iter().any(|m| m == req.method) {
-                continue;
-            }
-            if !e.hosts.is_empty() && !e.hosts.iter().any(|h| host_matches(h, &host, req.host)) {
-                continue;
-            }
-            if !e
-                .headers
+        match &self.index {
+            None => self
+                .entries
                 .iter()
-                .all(|(name, values)| header_matches(req.headers, name, values))
-            {
-                continue;
-            }
-            match &e.path {
-                None => {
-                    return Some(RouteMatch {
-                        route: e.route,
-                        path,
-                        matched_len: 0,
-                        captures: UriCaptures::default(),
-                    })
-                }
-                Some(PathMatch::Prefix(p)) => {
-                    if path.starts_with(p.as_str()) {
-                        return Some(RouteMatch {
-                            route: e.route,
-                            matched_len: p.len(),
-                            path,
-                            captures: UriCaptures::default(),
-                        });
+                .find_map(|e| try_entry(e, req, &host, &path)),
+            Some(ix) => {
+                let mut candidates: Vec<usize> = ix.pathless.clone();
+                for &len in &ix.prefix_lens {
+                    if let Some(list) = path.get(..len).and_then(|p| ix.prefixes.get(p)) {
+                        candidates.extend_from_slice(list);
                     }
                 }
-                Some(PathMatch::Regex(re)) => {
-                    if let Some(caps) = re.captures(&path) {
-                        let mut captures = UriCaptures::default();
-                        for (i, name) in re.capture_names().enumerate().skip(1) {
-                            let value = caps.get(i).map(|m| m.as_str().to_string());
-                            if let (Some(n), Some(v)) = (name, &value) {
-                                captures.named.push((n.to_string(), v.clone()));
-                            }
-                            captures.positional.push(value.unwrap_or_default());
-                        }
-                        let matched_len = caps.get(0).map(|m| m.end()).unwrap_or(0);
-                        return Some(RouteMatch {
-                            route: e.route,
-                            path,
-                            matched_len,
-                            captures,
-                        });
-                    }
-                }
+                candidates.extend(
+                    ix.regexes
+                        .matches(&path)
+                        .iter()
+                        .map(|i| ix.regex_entries[i]),
+                );
+                candidates.sort_unstable();
+                candidates
+                    .into_iter()
+                    .find_map(|i| try_entry(&self.entries[i], req, &host, &path))
             }
         }
-        None
+    }
+}
+
+fn build_index(entries: &[Entry]) -> Result<Index, RouterError> {
+    let mut prefixes: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut patterns = Vec::new();
+    let mut regex_entries = Vec::new();
+    let mut pathless = Vec::new();
+    for (i, e) in entries.iter().enumerate() {
+        match &e.path {
+            None => pathless.push(i),
+            Some(PathMatch::Prefix(p)) => prefixes.entry(p.clone()).or_default().push(i),
+            Some(PathMatch::Regex(re)) => {
+                patterns.push(re.as_str().to_string());
+                regex_entries.push(i);
+            }
+        }
+    }
+    let mut prefix_lens: Vec<usize> = prefixes.keys().map(String::len).collect();
+    prefix_lens.sort_unstable();
+    prefix_lens.dedup();
+    let regexes = RegexSet::new(&patterns).map_err(|e| RouterError {
+        pattern: "(route regex set)".into(),
+        message: e.to_string(),
+    })?;
+    Ok(Index {
+        prefixes,
+        prefix_lens,
+        regexes,
+        regex_entries,
+        pathless,
+    })
+}
+
+/// Checks one entry against the request; the match when every criterion holds.
+fn try_entry(e: &Entry, req: &RequestView<'_>, host: &str, path: &str) -> Option<RouteMatch> {
+    if !e.methods.is_empty() && !e.methods.iter().any(|m| m == req.method) {
+        return None;
+    }
+    if !e.hosts.is_empty() && !e.hosts.iter().any(|h| host_matches(h, host, req.host)) {
+        return None;
+    }
+    if !e
+        .headers
+        .iter()
+        .all(|(name, values)| header_matches(req.headers, name, values))
+    {
+        return None;
+    }
+    match &e.path {
+        None => Some(RouteMatch {
+            route: e.route,
+            path: path.to_string(),
+            matched_len: 0,
+            captures: UriCaptures::default(),
+        }),
+        Some(PathMatch::Prefix(p)) => path.starts_with(p.as_str()).then(|| RouteMatch {
+            route: e.route,
+            matched_len: p.len(),
+            path: path.to_string(),
+            captures: UriCaptures::default(),
+        }),
+        Some(PathMatch::Regex(re)) => {
+            let caps = re.captures(path)?;
+            let mut captures = UriCaptures::default();
+            for (i, name) in re.capture_names().enumerate().skip(1) {
+                let value = caps.get(i).map(|m| m.as_str().to_string());
+                if let (Some(n), Some(v)) = (name, &value) {
+                    captures.named.push((n.to_string(), v.clone()));
+                }
+                captures.positional.push(value.unwrap_or_default());
+            }
+            Some(RouteMatch {
+                route: e.route,
+                path: path.to_string(),
+                matched_len: caps.get(0).map(|m| m.end()).unwrap_or(0),
+                captures,
+            })
+        }
     }
 }
 
@@ -434,6 +508,50 @@ mod tests {
             headers: &h,
         });
         assert_eq!(m.map(|m| m.route), Some(3));
+    }
+
+    #[test]
+    fn the_index_keeps_kong_priority_order() {
+        // Same expectations as the small-table tests, with enough routes to use the index.
+        let mut specs: Vec<RouteSpec> = (0..100)
+            .map(|i| spec(&[&format!("/filler-{i}/x")]))
+            .collect();
+        specs.push(spec(&["/"]));
+        specs.push(spec(&["/codex"]));
+        specs.push(spec(&["/co"]));
+        specs.push(spec(&["~/(?<model>[^#?/]+)/chat/completions$"]));
+        let mut m = spec(&["/codex"]);
+        m.methods = vec!["GET".into()];
+        specs.push(m);
+        specs.push(RouteSpec {
+            hosts: vec!["only.host".into()],
+            ..Default::default()
+        });
+        let r = Router::new(&specs).unwrap();
+        assert!(r.index.is_some());
+        assert_eq!(
+            find(&r, "POST", "x", "/codex/responses").map(|m| m.route),
+            Some(101)
+        );
+        assert_eq!(
+            find(&r, "GET", "x", "/codex/responses").map(|m| m.route),
+            Some(104)
+        );
+        assert_eq!(find(&r, "POST", "x", "/cox").map(|m| m.route), Some(102));
+        assert_eq!(
+            find(&r, "POST", "x", "/filler-7/x").map(|m| m.route),
+            Some(7)
+        );
+        let cm = find(&r, "POST", "x", "/gpt-4/chat/completions").unwrap();
+        assert_eq!((cm.route, cm.captures.get("model")), (103, Some("gpt-4")));
+        assert_eq!(
+            find(&r, "POST", "only.host", "/anything").map(|m| m.route),
+            Some(105)
+        );
+        assert_eq!(
+            find(&r, "POST", "x", "/anything").map(|m| m.route),
+            Some(100)
+        );
     }
 
     #[test]

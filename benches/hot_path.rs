@@ -1,0 +1,130 @@
+//! Micro benchmarks of the per-request work: route matching, body parse/patch, SSE
+//! observation and target picking. Run with `cargo bench --bench hot_path`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use bytes::Bytes;
+use divan::{black_box, Bencher};
+use tollgate::balancer::Balancer;
+use tollgate::config::plugins::{ModelOptions, RouteType};
+use tollgate::llm::body::BodyView;
+use tollgate::llm::openai::{self, Patch};
+use tollgate::llm::stream::{Dialect, SseObserver};
+use tollgate::proxy::router::{RequestView, RouteSpec, Router};
+
+fn main() {
+    divan::main();
+}
+
+/// 1 route, or 1,000 routes with the measured one matched last in priority order.
+fn router(n: usize) -> Router {
+    let mut specs: Vec<RouteSpec> = (0..n.saturating_sub(1))
+        .map(|i| RouteSpec {
+            paths: vec![if i % 2 == 0 {
+                format!("/tenant-{i}/v1/chat/completions/long/enough/to/win")
+            } else {
+                format!("~/r{i}/(?<model>[^/]+)/chat$")
+            }],
+            ..Default::default()
+        })
+        .collect();
+    specs.push(RouteSpec {
+        paths: vec!["/v1/chat/completions".into()],
+        ..Default::default()
+    });
+    Router::new(&specs).unwrap()
+}
+
+#[divan::bench(args = [1, 1000])]
+fn route_match(bencher: Bencher, n: usize) {
+    let r = router(n);
+    let headers = http::HeaderMap::new();
+    bencher.bench(|| {
+        let m = r.find(&RequestView {
+            method: "POST",
+            host: "gateway.local",
+            path: black_box("/v1/chat/completions"),
+            headers: &headers,
+        });
+        assert!(m.is_some());
+        m
+    });
+}
+
+fn chat_body() -> Vec<u8> {
+    format!(
+        r#"{{"model":"gpt-4o-mini","messages":[{{"role":"system","content":"You are a helpful assistant. Answer briefly and precisely."}},{{"role":"user","content":"{}"}}],"temperature":0.2,"stream":true}}"#,
+        "lorem ipsum dolor sit amet ".repeat(30)
+    )
+    .into_bytes()
+}
+
+#[divan::bench]
+fn body_parse_unchanged(bencher: Bencher) {
+    let body = chat_body();
+    bencher.bench(|| {
+        let v = BodyView::parse(black_box(&body)).unwrap();
+        let patch = Patch {
+            model: Some("gpt-4o-mini"),
+            options: None,
+            force_stream: false,
+            add_include_usage: false,
+            body_param: None,
+        };
+        openai::patch_request(RouteType::Chat, &v, &patch)
+    });
+}
+
+#[divan::bench]
+fn body_parse_and_patch(bencher: Bencher) {
+    let body = chat_body();
+    let options = ModelOptions {
+        max_tokens: Some(512),
+        ..Default::default()
+    };
+    bencher.bench(|| {
+        let v = BodyView::parse(black_box(&body)).unwrap();
+        let patch = Patch {
+            model: Some("gpt-4o"),
+            options: Some(&options),
+            force_stream: false,
+            add_include_usage: true,
+            body_param: None,
+        };
+        openai::patch_request(RouteType::Chat, &v, &patch)
+    });
+}
+
+fn chat_stream(chunks: usize) -> Vec<Bytes> {
+    let mut events: Vec<Bytes> = (0..chunks)
+        .map(|i| {
+            Bytes::from(format!(
+                "data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"tok{i} \"}},\"finish_reason\":null}}],\"usage\":null}}\n\n"
+            ))
+        })
+        .collect();
+    events.push(Bytes::from_static(
+        b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"choices\":[],\"usage\":{\"prompt_tokens\":120,\"completion_tokens\":20,\"total_tokens\":140}}\n\ndata: [DONE]\n\n",
+    ));
+    events
+}
+
+#[divan::bench(args = [false, true])]
+fn sse_observe_21_events(bencher: Bencher, strip: bool) {
+    let events = chat_stream(20);
+    bencher.bench(|| {
+        let mut o = SseObserver::new(Dialect::ChatLike, strip);
+        for e in &events {
+            black_box(o.on_chunk(e.clone()));
+        }
+        assert!(o.usage.is_some());
+        o.finish()
+    });
+}
+
+#[divan::bench]
+fn round_robin_pick(bencher: Bencher) {
+    let b = Balancer::round_robin(3);
+    let weights = [100, 300, 100];
+    bencher.bench(|| b.pick(black_box(&weights), &[]));
+}
