@@ -9,14 +9,16 @@ pub mod template;
 pub mod upstream;
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
 use hyper::body::Incoming;
 
 use crate::config::plugins::RouteType;
@@ -490,6 +492,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         a.target = Some(answered.target);
         a.request_model = answered.model.clone();
     }
+    let mut conn = answered.conn;
     let (mut parts, body) = answered.resp.into_parts();
     let status = parts.status;
     log.upstream_status = Some(status.as_u16());
@@ -515,20 +518,24 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
 
     if status == StatusCode::OK && target.route_type != RouteType::Preserve && !is_sse && !stream {
         // Buffered: check the shape and read usage, then send the bytes unchanged.
-        let bytes = match collect_limited(body, MAX_BUFFERED_RESPONSE, read_timeout).await {
-            Ok(b) => b,
-            Err(kind) => {
-                let e = match kind {
-                    FailureKind::Timeout => {
-                        GatewayError::UpstreamTimeout("reading response body".into())
-                    }
-                    _ => GatewayError::UpstreamInvalid(
-                        "upstream closed the connection while sending the body".into(),
-                    ),
-                };
-                return kong_error(e, ErrorShape::OpenAi, log, snap);
-            }
-        };
+        let bytes =
+            match collect_limited(body, &mut conn, MAX_BUFFERED_RESPONSE, read_timeout).await {
+                Ok(b) => {
+                    conn.release();
+                    b
+                }
+                Err(kind) => {
+                    let e = match kind {
+                        FailureKind::Timeout => {
+                            GatewayError::UpstreamTimeout("reading response body".into())
+                        }
+                        _ => GatewayError::UpstreamInvalid(
+                            "upstream closed the connection while sending the body".into(),
+                        ),
+                    };
+                    return kong_error(e, ErrorShape::OpenAi, log, snap);
+                }
+            };
         match openai::decode_response(target.route_type, &bytes) {
             Ok(d) => {
                 if let Some(a) = log.ai.as_mut() {
@@ -581,6 +588,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     let finish = Finish::boxed(log, snap, capture);
     let mut resp = Response::new(ProxyBody::upstream(
         body,
+        conn,
         observer,
         sse,
         read_timeout,
@@ -627,28 +635,30 @@ async fn proxy_plain(
     if !up.body.is_empty() {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(up.body.len()));
     }
-    let uri = format!("{}://{}{}", service.protocol, authority, upstream_uri);
+    let target: http::Uri = match upstream_uri.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            let e = GatewayError::BadRequest("the upstream path is not a valid URI".into());
+            return kong_error(e, ErrorShape::Kong, log, snap);
+        }
+    };
+    let out = upstream::OutRequest {
+        method: up.method.clone(),
+        target,
+        headers,
+        body: up.body.clone(),
+    };
+    let ep = upstream::Endpoint {
+        https: service.protocol == "https",
+        host: &service.host,
+        port: service.port,
+    };
     log.upstream_uri = Some(upstream_uri.clone());
     log.proxy_latency_ms = Some(ms(log.started.elapsed()));
     let connect = Duration::from_millis(service.connect_timeout.max(1));
     let read = Duration::from_millis(service.read_timeout.max(1));
     let mut last = None;
     for _ in 0..=service.retries {
-        let mut b = Request::builder().method(up.method.clone()).uri(&uri);
-        if let Some(h) = b.headers_mut() {
-            *h = headers.clone();
-        }
-        let req = match b.body(Full::new(up.body.clone())) {
-            Ok(r) => r,
-            Err(e) => {
-                return kong_error(
-                    GatewayError::Internal(e.to_string()),
-                    ErrorShape::Kong,
-                    log,
-                    snap,
-                )
-            }
-        };
         let start = Instant::now();
         let mut t = Try {
             port: service.port,
@@ -658,9 +668,9 @@ async fn proxy_plain(
             balancer_start: ms(start.duration_since(log.started)),
             ..Default::default()
         };
-        match gw.upstreams.send(req, connect, read).await {
-            Ok((resp, addr)) => {
-                t.ip = addr.map(|a| a.ip().to_string()).unwrap_or_default();
+        match gw.upstreams.send(&ep, &out, connect, read).await {
+            Ok((resp, conn)) => {
+                t.ip = conn.peer().map(|a| a.ip().to_string()).unwrap_or_default();
                 t.outcome = "success".into();
                 log.tries.push(t);
                 log.upstream_latency_ms = Some(ms(start.elapsed()));
@@ -674,7 +684,8 @@ async fn proxy_plain(
                 }
                 log.source = "upstream";
                 let finish = Finish::boxed(log, snap, None);
-                let mut r = Response::new(ProxyBody::upstream(body, None, None, read, finish));
+                let mut r =
+                    Response::new(ProxyBody::upstream(body, conn, None, None, read, finish));
                 *r.status_mut() = parts.status;
                 *r.headers_mut() = parts.headers;
                 return r;
@@ -728,17 +739,30 @@ fn add_proxy_headers(h: &mut HeaderMap, log: &RequestLog) {
     h.append(header::VIA, HeaderValue::from_static(crate::VIA_TOKEN));
 }
 
-/// Reads a buffered upstream body; `read_timeout` applies between frames, as in Kong.
-/// A body that arrives in one frame is kept as is (no copy).
+/// Reads a buffered upstream body while driving its connection, which goes back to the
+/// pool at the end; `read_timeout` applies between frames, as in Kong. A body that
+/// arrives in one frame is kept as is (no copy).
 async fn collect_limited(
     mut body: Incoming,
+    conn: &mut upstream::Conn,
     limit: usize,
     read_timeout: Duration,
 ) -> Result<Bytes, FailureKind> {
     let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     loop {
-        match tokio::time::timeout(read_timeout, body.frame()).await {
+        let next = std::future::poll_fn(|cx| {
+            if let Poll::Ready(Err(_)) = conn.poll_drive(cx) {
+                return Poll::Ready(Some(Err(())));
+            }
+            match Pin::new(&mut body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+                Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(()))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            }
+        });
+        match tokio::time::timeout(read_timeout, next).await {
             Err(_) => return Err(FailureKind::Timeout),
             Ok(None) => {
                 return Ok(match first {
@@ -746,7 +770,7 @@ async fn collect_limited(
                     _ => buf.freeze(),
                 })
             }
-            Ok(Some(Err(_))) => return Err(FailureKind::Reset),
+            Ok(Some(Err(()))) => return Err(FailureKind::Reset),
             Ok(Some(Ok(f))) => {
                 let Ok(d) = f.into_data() else { continue };
                 let total = buf.len() + first.as_ref().map(Bytes::len).unwrap_or(0) + d.len();

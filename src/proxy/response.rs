@@ -16,6 +16,7 @@ use crate::config::Snapshot;
 use crate::llm::stream::{Dialect, SseObserver};
 use crate::observe::log::RequestLog;
 use crate::plugins::Plugin;
+use crate::proxy::upstream::Conn;
 
 /// Largest response payload kept for `log_payloads`.
 const PAYLOAD_CAP: usize = 1 << 20;
@@ -68,10 +69,15 @@ impl Finish {
     }
 }
 
+// Both variants live only as long as one response; boxing the large one would cost an
+// allocation per streamed response to save bytes on short-lived buffered ones.
+#[allow(clippy::large_enum_variant)]
 enum Kind {
     Full(Option<Bytes>),
     Upstream {
         inner: Incoming,
+        /// Driven before each read; back to the pool when the body ends cleanly.
+        conn: Option<Conn>,
         observer: Option<SseObserver>,
         idle: Pin<Box<Sleep>>,
         read_timeout: Duration,
@@ -107,6 +113,7 @@ impl ProxyBody {
     /// Streams the upstream body; `sse` makes upstream failures a clean error event.
     pub fn upstream(
         inner: Incoming,
+        conn: Conn,
         observer: Option<SseObserver>,
         sse: Option<Dialect>,
         read_timeout: Duration,
@@ -115,6 +122,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream {
                 inner,
+                conn: Some(conn),
                 observer,
                 idle: Box::pin(tokio::time::sleep(read_timeout)),
                 read_timeout,
@@ -205,6 +213,7 @@ impl Body for ProxyBody {
                 },
                 Kind::Upstream {
                     inner,
+                    conn,
                     observer,
                     idle,
                     read_timeout,
@@ -214,6 +223,13 @@ impl Body for ProxyBody {
                     if *ended {
                         this.complete(None);
                         return Poll::Ready(None);
+                    }
+                    if let Some(c) = conn.as_mut() {
+                        if let Poll::Ready(Err(e)) = c.poll_drive(cx) {
+                            *conn = None;
+                            let msg = format!("upstream connection failed mid-stream: {e}");
+                            return this.fail(msg, "upstream_stream_cut");
+                        }
                     }
                     match Pin::new(&mut *inner).poll_frame(cx) {
                         Poll::Ready(Some(Ok(frame))) => {
@@ -240,6 +256,9 @@ impl Body for ProxyBody {
                         }
                         Poll::Ready(None) => {
                             *ended = true;
+                            if let Some(c) = conn.take() {
+                                c.release();
+                            }
                             if let Some(tail) = observer.as_mut().and_then(SseObserver::finish) {
                                 this.capture(&tail);
                                 return Poll::Ready(Some(Ok(Frame::data(tail))));

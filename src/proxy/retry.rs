@@ -4,8 +4,7 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, Response};
-use http_body_util::Full;
+use http::{header, HeaderValue, Method, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::config::plugins::{FailoverCriterion, ParamLocation, RouteType};
@@ -16,7 +15,7 @@ use crate::observe::log::Try;
 use crate::plugins::ai_proxy::{self, AiProxy, Target};
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::proxy::template::TemplateSources;
-use crate::proxy::upstream::{Failure, FailureKind, Upstreams};
+use crate::proxy::upstream::{Conn, Endpoint, Failure, FailureKind, OutRequest, Upstreams};
 use crate::proxy::{forward_headers, query_string, Forwarded};
 
 /// The client request as the AI retry loop needs it.
@@ -34,6 +33,8 @@ pub struct AiRequest<'a> {
 /// The attempt that produced the response the client gets.
 pub struct Answered {
     pub resp: Response<Incoming>,
+    /// The connection the body is read from (returned to the pool at its end).
+    pub conn: Conn,
     pub target: usize,
     pub model: Option<String>,
     pub sent_at: Instant,
@@ -61,17 +62,22 @@ pub async fn run(
         let Some(target) = ai.targets.get(idx) else {
             return Err(GatewayError::Internal(format!("target {idx} out of range")));
         };
-        let (http_req, mut t, model) = encode(target, req)?;
+        let (out, mut t, model) = encode(target, req)?;
+        let ep = Endpoint {
+            https: target.upstream.scheme == "https",
+            host: &target.upstream.host,
+            port: target.upstream.port,
+        };
         t.balancer_start = balancer_start.duration_since(started).as_millis() as u64;
         t.balancer_latency = balancer_start.elapsed().as_millis() as u64;
         let sent_at = Instant::now();
         let last = attempt + 1 == attempts;
         match upstreams
-            .send(http_req, ai.connect_timeout, ai.read_timeout)
+            .send(&ep, &out, ai.connect_timeout, ai.read_timeout)
             .await
         {
-            Ok((resp, addr)) => {
-                if let Some(a) = addr {
+            Ok((resp, conn)) => {
+                if let Some(a) = conn.peer() {
                     t.ip = a.ip().to_string();
                 }
                 let status = resp.status().as_u16();
@@ -88,6 +94,7 @@ pub async fn run(
                 tries.push(t);
                 return Ok(Answered {
                     resp,
+                    conn,
                     target: idx,
                     model,
                     sent_at,
@@ -139,7 +146,7 @@ fn status_fails_over(status: u16, criteria: &[FailoverCriterion]) -> bool {
 }
 
 /// An encoded attempt: the request, its log entry and the model it asks for.
-type Encoded = (Request<Full<Bytes>>, Try, Option<String>);
+type Encoded = (OutRequest, Try, Option<String>);
 
 /// Builds the upstream request for one target; client mistakes come back as errors.
 fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError> {
@@ -228,7 +235,9 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     };
     let upstream_uri = join(&query);
     let authority = up.authority();
-    let uri = format!("{}://{}{}", up.scheme, authority, upstream_uri);
+    let target_uri: Uri = upstream_uri
+        .parse()
+        .map_err(|_| GatewayError::BadRequest("the upstream path is not a valid URI".into()))?;
     let mut headers = forward_headers(&req.up.headers, &authority, req.forwarded);
     headers.insert(
         header::ACCEPT_ENCODING,
@@ -261,13 +270,12 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     } else {
         Method::POST
     };
-    let mut builder = Request::builder().method(method).uri(&uri);
-    if let Some(h) = builder.headers_mut() {
-        *h = headers;
-    }
-    let http_req = builder.body(Full::new(body_bytes)).map_err(|e| {
-        GatewayError::Internal(format!("cannot build upstream request to {}: {e}", up.host))
-    })?;
+    let out = OutRequest {
+        method,
+        target: target_uri,
+        headers,
+        body: body_bytes,
+    };
     let t = Try {
         ip: up
             .host
@@ -283,7 +291,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         model: model.clone(),
         ..Default::default()
     };
-    Ok((http_req, t, model))
+    Ok((out, t, model))
 }
 
 #[cfg(test)]

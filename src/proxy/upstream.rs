@@ -1,21 +1,30 @@
-//! One upstream attempt over a pooled HTTP/1.1 + HTTP/2 client (rustls for https).
+//! Upstream connections: HTTP/1.1 over TCP or rustls, pooled per endpoint, and driven
+//! inline by the request that holds them.
+//!
+//! A pooled client in the usual shape (hyper-util's) runs a task per connection and hands
+//! each body chunk to the request over a channel: two task switches and a flush per SSE
+//! event. Here the request polls the connection itself, so the chunks already read from
+//! the socket are decoded and forwarded in one go and nothing else wakes up.
 
 use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::io;
 use std::net::SocketAddr;
-use std::sync::Mutex;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::{HttpConnector, HttpInfo};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-
-/// The client type used for every upstream.
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+use hyper::client::conn::http1::{self, Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
 
 /// Why an attempt failed, in the terms `failover_criteria` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +58,68 @@ pub struct Failure {
     pub detail: String,
 }
 
-/// Pooled clients keyed by connect timeout (hyper sets it per connector).
+impl Failure {
+    fn new(kind: FailureKind, detail: impl Into<String>) -> Failure {
+        Failure {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Where a request goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint<'a> {
+    pub https: bool,
+    pub host: &'a str,
+    pub port: u16,
+}
+
+/// A request to send: origin-form target (`/path?query`), headers including `host`.
+#[derive(Debug, Clone)]
+pub struct OutRequest {
+    pub method: Method,
+    pub target: Uri,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl OutRequest {
+    fn to_request(&self) -> Request<Full<Bytes>> {
+        let mut r = Request::new(Full::new(self.body.clone()));
+        *r.method_mut() = self.method.clone();
+        *r.uri_mut() = self.target.clone();
+        *r.headers_mut() = self.headers.clone();
+        r
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+/// How long an idle connection is kept.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per endpoint.
+const MAX_IDLE_PER_ENDPOINT: usize = 1024;
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+struct PoolInner {
+    idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
+    tls: Option<TlsConnector>,
+}
+
+/// Pooled upstream connections.
+#[derive(Clone)]
 pub struct Upstreams {
-    clients: Mutex<HashMap<u64, HttpClient>>,
+    inner: Arc<PoolInner>,
 }
 
 impl Default for Upstreams {
@@ -60,67 +128,201 @@ impl Default for Upstreams {
     }
 }
 
+/// One upstream connection, leased to a single request at a time.
+pub struct Conn {
+    key: PoolKey,
+    sender: SendRequest<Full<Bytes>>,
+    driver: Connection<TokioIo<Stream>, Full<Bytes>>,
+    peer: Option<SocketAddr>,
+    pool: Arc<PoolInner>,
+}
+
+impl Conn {
+    /// The upstream's address.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// Moves the connection's I/O forward: reads, decodes, writes. Ready(Ok) means the
+    /// connection has ended (closed by the upstream or `Connection: close`).
+    pub fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
+        self.driver.poll_without_shutdown(cx)
+    }
+
+    /// Hands the connection back for reuse once its response body has been read to the end.
+    pub fn release(mut self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        if self.poll_drive(&mut cx).is_ready() || self.sender.is_closed() {
+            return;
+        }
+        let pool = self.pool.clone();
+        let mut idle = match pool.idle.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let list = idle.entry(self.key.clone()).or_default();
+        if list.len() < MAX_IDLE_PER_ENDPOINT {
+            list.push(Idle {
+                conn: self,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
 impl Upstreams {
-    /// An empty pool set; clients are built on first use.
+    /// An empty pool; TLS trusts the Mozilla root set (webpki-roots).
     pub fn new() -> Self {
         Upstreams {
-            clients: Mutex::new(HashMap::new()),
+            inner: Arc::new(PoolInner {
+                idle: Mutex::new(HashMap::new()),
+                tls: tls_connector(),
+            }),
         }
     }
 
-    fn client(&self, connect_timeout: Duration) -> HttpClient {
-        let key = connect_timeout.as_millis() as u64;
-        let mut map = match self.clients.lock() {
-            Ok(m) => m,
+    fn take_idle(&self, key: &PoolKey) -> Option<Conn> {
+        let mut idle = match self.inner.idle.lock() {
+            Ok(g) => g,
             Err(p) => p.into_inner(),
         };
-        map.entry(key)
-            .or_insert_with(|| build_client(connect_timeout))
-            .clone()
+        let list = idle.get_mut(key)?;
+        while let Some(mut i) = list.pop() {
+            if i.since.elapsed() > IDLE_TIMEOUT || i.conn.sender.is_closed() {
+                continue;
+            }
+            // An upstream that closed the idle connection shows up as a finished driver.
+            let mut cx = Context::from_waker(Waker::noop());
+            if i.conn.poll_drive(&mut cx).is_ready() {
+                continue;
+            }
+            return Some(i.conn);
+        }
+        None
     }
 
-    /// Sends one request and waits for the response head. The connector enforces
-    /// `connect_timeout`; `read_timeout` bounds the whole wait for the head (hyper's pool
-    /// does not say when a connection was set up, so a new connection's setup counts too).
+    async fn connect(&self, ep: &Endpoint<'_>, connect_timeout: Duration) -> Result<Conn, Failure> {
+        let key = PoolKey {
+            https: ep.https,
+            host: ep.host.to_string(),
+            port: ep.port,
+        };
+        let work = async {
+            let tcp = TcpStream::connect((ep.host, ep.port)).await.map_err(|e| {
+                Failure::new(
+                    FailureKind::Connect,
+                    format!("connect to {}:{}: {e}", ep.host, ep.port),
+                )
+            })?;
+            let _ = tcp.set_nodelay(true);
+            let peer = tcp.peer_addr().ok();
+            let stream = if ep.https {
+                let tls =
+                    self.inner.tls.as_ref().ok_or_else(|| {
+                        Failure::new(FailureKind::Connect, "TLS is not available")
+                    })?;
+                let name =
+                    rustls::pki_types::ServerName::try_from(ep.host.to_string()).map_err(|e| {
+                        Failure::new(
+                            FailureKind::Connect,
+                            format!("bad TLS server name {}: {e}", ep.host),
+                        )
+                    })?;
+                let tls = tls.connect(name, tcp).await.map_err(|e| {
+                    Failure::new(
+                        FailureKind::Connect,
+                        format!("TLS handshake with {}: {e}", ep.host),
+                    )
+                })?;
+                Stream::Tls(Box::new(tls))
+            } else {
+                Stream::Tcp(tcp)
+            };
+            let (sender, driver) = http1::Builder::new()
+                .handshake(TokioIo::new(stream))
+                .await
+                .map_err(|e| {
+                    Failure::new(
+                        FailureKind::Connect,
+                        format!("HTTP handshake with {}: {e}", ep.host),
+                    )
+                })?;
+            Ok(Conn {
+                key,
+                sender,
+                driver,
+                peer,
+                pool: self.inner.clone(),
+            })
+        };
+        match tokio::time::timeout(connect_timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::new(
+                FailureKind::Timeout,
+                format!(
+                    "connect to {}:{} took over {} ms",
+                    ep.host,
+                    ep.port,
+                    connect_timeout.as_millis()
+                ),
+            )),
+        }
+    }
+
+    /// Sends one request and waits for the response head. `connect_timeout` bounds the
+    /// connection setup and `read_timeout` the wait for the head. A reused connection
+    /// that turns out to be closed is replaced once by a fresh one.
     pub async fn send(
         &self,
-        req: Request<Full<Bytes>>,
+        ep: &Endpoint<'_>,
+        out: &OutRequest,
         connect_timeout: Duration,
         read_timeout: Duration,
-    ) -> Result<(Response<Incoming>, Option<SocketAddr>), Failure> {
-        let client = self.client(connect_timeout);
-        match tokio::time::timeout(read_timeout, client.request(req)).await {
-            Err(_) => Err(Failure {
-                kind: FailureKind::Timeout,
-                detail: format!("no response head within {} ms", read_timeout.as_millis()),
-            }),
-            Ok(Err(e)) => Err(classify(&e)),
-            Ok(Ok(resp)) => {
-                let addr = resp.extensions().get::<HttpInfo>().map(|i| i.remote_addr());
-                Ok((resp, addr))
+    ) -> Result<(Response<Incoming>, Conn), Failure> {
+        let key = PoolKey {
+            https: ep.https,
+            host: ep.host.to_string(),
+            port: ep.port,
+        };
+        let mut allow_reuse = true;
+        loop {
+            let (mut conn, reused) = match allow_reuse.then(|| self.take_idle(&key)).flatten() {
+                Some(c) => (c, true),
+                None => (self.connect(ep, connect_timeout).await?, false),
+            };
+            let mut fut = std::pin::pin!(conn.sender.send_request(out.to_request()));
+            let waited = tokio::time::timeout(
+                read_timeout,
+                poll_fn(|cx| {
+                    if let Poll::Ready(Err(e)) = conn.poll_drive(cx) {
+                        return Poll::Ready(Err(e));
+                    }
+                    fut.as_mut().poll(cx)
+                }),
+            )
+            .await;
+            match waited {
+                Err(_) => {
+                    return Err(Failure::new(
+                        FailureKind::Timeout,
+                        format!("no response head within {} ms", read_timeout.as_millis()),
+                    ))
+                }
+                Ok(Ok(resp)) => return Ok((resp, conn)),
+                // The upstream closed an idle connection just as we used it: try a new one.
+                Ok(Err(e))
+                    if reused
+                        && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
+                {
+                    allow_reuse = false;
+                }
+                Ok(Err(e)) => return Err(classify(&e)),
             }
         }
     }
 }
 
-fn build_client(connect_timeout: Duration) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .enable_http2()
-        .wrap_connector(http);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(1024)
-        .build(https)
-}
-
-fn classify(e: &hyper_util::client::legacy::Error) -> Failure {
+fn classify(e: &hyper::Error) -> Failure {
     use std::error::Error as _;
     let mut detail = e.to_string();
     let mut src = e.source();
@@ -129,22 +331,95 @@ fn classify(e: &hyper_util::client::legacy::Error) -> Failure {
         detail.push_str(&s.to_string());
         src = s.source();
     }
-    let kind = if e.is_connect() {
-        if detail.contains("timed out") || detail.contains("timeout") {
-            FailureKind::Timeout
-        } else {
-            FailureKind::Connect
-        }
-    } else if let Some(h) = e.source().and_then(|s| s.downcast_ref::<hyper::Error>()) {
-        if h.is_parse() {
-            FailureKind::InvalidHeader
-        } else if h.is_timeout() {
-            FailureKind::Timeout
-        } else {
-            FailureKind::Reset
-        }
+    let kind = if e.is_parse() {
+        FailureKind::InvalidHeader
+    } else if e.is_timeout() {
+        FailureKind::Timeout
     } else {
         FailureKind::Reset
     };
     Failure { kind, detail }
+}
+
+fn tls_connector() -> Option<TlsConnector> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    match rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+    {
+        Ok(b) => {
+            let mut cfg = b.with_root_certificates(roots).with_no_client_auth();
+            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(TlsConnector::from(Arc::new(cfg)))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "TLS client setup failed; https upstreams will be unreachable");
+            None
+        }
+    }
+}
+
+/// A plain or TLS connection to an upstream.
+enum Stream {
+    Tcp(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Tcp(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
