@@ -929,3 +929,110 @@ openai-beta: responses_websockets=2026-02-06\r\n\r\n";
     assert!(text.contains("websocket_not_supported"), "{text}");
     assert!(h.mock.requests().is_empty());
 }
+
+/// A minimal keep-alive upstream that counts connections and can close idle ones.
+async fn counting_upstream(
+    close_after_each: bool,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    // Read one request: head, then content-length bytes.
+                    let head_end = loop {
+                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break p + 4;
+                        }
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while buf.len() < head_end + len {
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..head_end + len);
+                    let body = r#"{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+                        body.len(),
+                        body
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if close_after_each {
+                        // Close the idle keep-alive connection without saying so.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, accepted)
+}
+
+fn upstream_config(port: u16) -> String {
+    format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: s
+    host: unused.invalid
+    routes:
+      - name: r
+        paths: ["/chat"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {{provider: openai, name: m, options: {{upstream_url: "http://127.0.0.1:{port}"}}}}
+"#
+    )
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    let (port, accepted) = counting_upstream(false).await;
+    let h = Harness::start(&upstream_config(port)).await;
+    for _ in 0..5 {
+        let r = post_json(&h.url("/chat"), &msg("hi")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "keep-alive connection reused"
+    );
+}
+
+#[tokio::test]
+async fn a_pooled_connection_closed_by_the_upstream_is_replaced() {
+    let (port, accepted) = counting_upstream(true).await;
+    let h = Harness::start(&upstream_config(port)).await;
+    for _ in 0..3 {
+        let r = post_json(&h.url("/chat"), &msg("hi")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
