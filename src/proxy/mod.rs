@@ -187,6 +187,7 @@ pub async fn handle(
     local_port: u16,
 ) -> Response<ProxyBody> {
     gw.stats.total_requests.fetch_add(1, Ordering::Relaxed);
+    crate::server::busy_poll::touch();
     let started = Instant::now();
     let request_id = next_request_id();
     let snap = gw.snapshot.load_full();
@@ -336,11 +337,23 @@ pub async fn handle(
                 forwarded: &forwarded,
                 is_debug,
             };
-            proxy_ai(ctx, log, snap.clone()).await
+            // Boxed: hyper keeps room for the whole handler future for the life of each
+            // connection, so the large upstream part is allocated only while it runs.
+            Box::pin(proxy_ai(ctx, log, snap.clone())).await
         }
         None => match service {
             Some(s) if s.enabled => {
-                proxy_plain(&gw, s, route, &up, raw_query, &forwarded, log, snap.clone()).await
+                Box::pin(proxy_plain(
+                    &gw,
+                    s,
+                    route,
+                    &up,
+                    raw_query,
+                    &forwarded,
+                    log,
+                    snap.clone(),
+                ))
+                .await
             }
             _ => {
                 let e = GatewayError::UpstreamUnavailable("route has no enabled service".into());

@@ -233,6 +233,7 @@ impl Body for ProxyBody {
                     }
                     match Pin::new(&mut *inner).poll_frame(cx) {
                         Poll::Ready(Some(Ok(frame))) => {
+                            crate::server::busy_poll::touch();
                             let deadline = tokio::time::Instant::now() + *read_timeout;
                             idle.as_mut().reset(deadline);
                             match frame.into_data() {

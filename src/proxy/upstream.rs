@@ -308,7 +308,10 @@ impl Upstreams {
                         format!("no response head within {} ms", read_timeout.as_millis()),
                     ))
                 }
-                Ok(Ok(resp)) => return Ok((resp, conn)),
+                Ok(Ok(resp)) => {
+                    crate::server::busy_poll::touch();
+                    return Ok((resp, conn));
+                }
                 // The upstream closed an idle connection just as we used it: try a new one.
                 Ok(Err(e))
                     if reused

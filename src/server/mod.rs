@@ -1,5 +1,7 @@
 //! Listeners (proxy and admin), connection handling and graceful shutdown.
 
+pub mod busy_poll;
+
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +27,8 @@ pub struct ServeOptions {
     pub admin_listen: Option<SocketAddr>,
     /// How long shutdown waits for in-flight requests and streams.
     pub drain_timeout: Duration,
+    /// Keep polling this long after request activity before sleeping (0 = off).
+    pub busy_poll: Duration,
 }
 
 /// A running gateway; `shutdown` drains it.
@@ -50,6 +54,7 @@ impl Running {
 /// Binds the listeners and starts serving.
 pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
+    busy_poll::spawn(opts.busy_poll);
     let proxy = TcpListener::bind(opts.proxy_listen).await?;
     let proxy_addr = proxy.local_addr()?;
     let mut tasks = Vec::new();
