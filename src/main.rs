@@ -152,7 +152,7 @@ fn main() -> ExitCode {
             let cores = std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(1);
-            let mut builder = if cores == 1 {
+            let mut builder = if cores == 1 && std::env::var("TG_MT").is_err() {
                 tokio::runtime::Builder::new_current_thread()
             } else {
                 tokio::runtime::Builder::new_multi_thread()

@@ -1,6 +1,7 @@
 //! Watching an SSE stream as it passes: usage, model and terminal events, without holding
 //! anything back. Optionally drops the usage-only chunk the gateway asked for on its own.
 
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -56,17 +57,35 @@ impl SseObserver {
         if self.first_event_at.is_none() && !chunk.is_empty() {
             self.first_event_at = Some(Instant::now());
         }
-        if !self.strip_usage_chunk && self.pending.is_empty() {
-            // Fast path: look at the events in place and forward the chunk untouched.
+        if self.pending.is_empty() {
+            // Fast path: look at the events in place; forward the chunk itself, or slices of
+            // it around a dropped event, holding back only an unfinished last event.
             let mut start = 0;
+            let mut kept_from = 0;
+            let mut out: Option<BytesMut> = None;
             while let Some((end, sep)) = find_event_end(&chunk[start..]) {
-                self.inspect(&chunk[start..start + end]);
+                let keep = self.inspect(&chunk[start..start + end]);
+                if !keep && self.strip_usage_chunk {
+                    let o = out.get_or_insert_with(|| BytesMut::with_capacity(chunk.len()));
+                    o.extend_from_slice(&chunk[kept_from..start]);
+                    kept_from = start + end + sep;
+                }
                 start += end + sep;
             }
             if start < chunk.len() {
                 self.pending.extend_from_slice(&chunk[start..]);
             }
-            return chunk;
+            if !self.strip_usage_chunk {
+                return chunk;
+            }
+            return match out {
+                Some(mut o) => {
+                    o.extend_from_slice(&chunk[kept_from..start]);
+                    o.freeze()
+                }
+                None if start == chunk.len() => chunk,
+                None => chunk.slice(..start),
+            };
         }
         self.pending.extend_from_slice(&chunk);
         let mut out = if self.strip_usage_chunk {
@@ -147,7 +166,7 @@ impl SseObserver {
     fn inspect_chat(&mut self, data: &[u8]) -> bool {
         // Parse only the events that can carry what we need: the first (model), a non-null
         // usage, or an error. OpenAI sends `"usage":null` on every chunk once usage is on.
-        let wanted = self.model.is_none() || has_usage(data) || contains(data, b"\"error\"");
+        let wanted = self.model.is_none() || has_usage(data) || ERROR.find(data).is_some();
         if !wanted {
             return true;
         }
@@ -232,10 +251,16 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     memchr::memmem::find(hay, needle).is_some()
 }
 
+/// Searchers built once: building a memmem searcher costs more than running it on one event.
+static USAGE: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+static ERROR: LazyLock<memchr::memmem::Finder<'static>> =
+    LazyLock::new(|| memchr::memmem::Finder::new(b"\"error\""));
+
 /// A `"usage"` member whose value is not `null`.
 fn has_usage(data: &[u8]) -> bool {
     let mut from = 0;
-    while let Some(i) = memchr::memmem::find(&data[from..], b"\"usage\"") {
+    while let Some(i) = USAGE.find(&data[from..]) {
         let rest = &data[from + i + 7..];
         let value = rest
             .iter()

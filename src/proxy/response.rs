@@ -80,6 +80,8 @@ enum Kind {
         conn: Option<Conn>,
         observer: Option<SseObserver>,
         idle: Pin<Box<Sleep>>,
+        /// A frame arrived since the idle timer was armed.
+        active: bool,
         read_timeout: Duration,
         /// For SSE an upstream failure becomes a final error event, then the end.
         sse: Option<Dialect>,
@@ -125,6 +127,7 @@ impl ProxyBody {
                 conn: Some(conn),
                 observer,
                 idle: Box::pin(tokio::time::sleep(read_timeout)),
+                active: false,
                 read_timeout,
                 sse,
                 ended: false,
@@ -135,6 +138,7 @@ impl ProxyBody {
     }
 
     fn complete(&mut self, error: Option<String>) {
+        crate::server::busy_poll::touch();
         if let Some(mut f) = self.finish.take() {
             f.log.response_size = self.sent;
             if let (
@@ -216,6 +220,7 @@ impl Body for ProxyBody {
                     conn,
                     observer,
                     idle,
+                    active,
                     read_timeout,
                     sse,
                     ended,
@@ -233,9 +238,8 @@ impl Body for ProxyBody {
                     }
                     match Pin::new(&mut *inner).poll_frame(cx) {
                         Poll::Ready(Some(Ok(frame))) => {
-                            crate::server::busy_poll::touch();
-                            let deadline = tokio::time::Instant::now() + *read_timeout;
-                            idle.as_mut().reset(deadline);
+                            // No clock read per frame: the idle timer re-arms itself lazily.
+                            *active = true;
                             match frame.into_data() {
                                 Ok(data) => {
                                     let out = match observer.as_mut() {
@@ -267,12 +271,17 @@ impl Body for ProxyBody {
                             continue;
                         }
                         Poll::Pending => {
-                            if idle.as_mut().poll(cx).is_ready() {
+                            // The timer fires read_timeout after it was armed; if frames came
+                            // since, re-arm it instead (so the limit holds within 2× its value).
+                            while idle.as_mut().poll(cx).is_ready() && *active {
+                                *active = false;
+                                idle.as_mut().reset(tokio::time::Instant::now() + *read_timeout);
+                            }
+                            if idle.is_elapsed() {
                                 let msg = format!(
                                     "upstream sent nothing for {} ms (read_timeout)",
                                     read_timeout.as_millis()
                                 );
-                                let _ = sse;
                                 return this.fail(msg, "upstream_timeout");
                             }
                             return Poll::Pending;
