@@ -482,6 +482,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         force_stream,
         add_include_usage,
         forwarded: c.forwarded,
+        record: log.enabled,
     };
     log.proxy_latency_ms = Some(ms(log.started.elapsed()));
     let mut tries: Vec<Try> = Vec::new();

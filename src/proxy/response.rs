@@ -222,7 +222,7 @@ impl Body for ProxyBody {
                     idle,
                     active,
                     read_timeout,
-                    sse,
+                    sse: _,
                     ended,
                 } => {
                     if *ended {
@@ -275,7 +275,8 @@ impl Body for ProxyBody {
                             // since, re-arm it instead (so the limit holds within 2× its value).
                             while idle.as_mut().poll(cx).is_ready() && *active {
                                 *active = false;
-                                idle.as_mut().reset(tokio::time::Instant::now() + *read_timeout);
+                                idle.as_mut()
+                                    .reset(tokio::time::Instant::now() + *read_timeout);
                             }
                             if idle.is_elapsed() {
                                 let msg = format!(

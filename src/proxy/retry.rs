@@ -28,6 +28,8 @@ pub struct AiRequest<'a> {
     pub force_stream: bool,
     pub add_include_usage: bool,
     pub forwarded: &'a Forwarded<'a>,
+    /// Fill `tries` with log entries (only when a log plugin will read them).
+    pub record: bool,
 }
 
 /// The attempt that produced the response the client gets.
@@ -83,7 +85,9 @@ pub async fn run(
                 let status = resp.status().as_u16();
                 if !last && status_fails_over(status, &ai.failover) {
                     t.outcome = format!("http_{status}");
-                    tries.push(t);
+                    if req.record {
+                        tries.push(t);
+                    }
                     continue;
                 }
                 t.outcome = if resp.status().is_success() {
@@ -91,7 +95,9 @@ pub async fn run(
                 } else {
                     format!("http_{status}")
                 };
-                tries.push(t);
+                if req.record {
+                    tries.push(t);
+                }
                 return Ok(Answered {
                     resp,
                     conn,
@@ -102,7 +108,9 @@ pub async fn run(
             }
             Err(f) => {
                 t.outcome = f.kind.as_str().into();
-                tries.push(t);
+                if req.record {
+                    tries.push(t);
+                }
                 tracing::debug!(attempt, kind = f.kind.as_str(), detail = %f.detail, "upstream attempt failed");
                 let retry = match f.kind {
                     FailureKind::Connect | FailureKind::Reset => {
@@ -276,20 +284,24 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         headers,
         body: body_bytes,
     };
-    let t = Try {
-        ip: up
-            .host
-            .parse::<std::net::IpAddr>()
-            .map(|i| i.to_string())
-            .unwrap_or_default(),
-        port: up.port,
-        host: up.host.clone(),
-        scheme: up.scheme.to_string(),
-        upstream_uri: join(&log_query),
-        route_type: rt.as_str().to_string(),
-        provider: target.provider.as_str().to_string(),
-        model: model.clone(),
-        ..Default::default()
+    let t = if req.record {
+        Try {
+            ip: up
+                .host
+                .parse::<std::net::IpAddr>()
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
+            port: up.port,
+            host: up.host.clone(),
+            scheme: up.scheme.to_string(),
+            upstream_uri: join(&log_query),
+            route_type: rt.as_str().to_string(),
+            provider: target.provider.as_str().to_string(),
+            model: model.clone(),
+            ..Default::default()
+        }
+    } else {
+        Try::default()
     };
     Ok((out, t, model))
 }
