@@ -75,6 +75,7 @@ impl Harness {
                 proxy_listen: "127.0.0.1:0".parse().expect("addr"),
                 admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
                 drain_timeout: Duration::from_secs(5),
+                busy_poll: Duration::ZERO,
             },
         )
         .await
