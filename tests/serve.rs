@@ -101,13 +101,21 @@ async fn embedded_default_config_starts_and_names_the_missing_key() {
         r.json()["error"]["message"],
         "LLM request failed before proxying"
     );
-    let warned: Vec<String> = gw.stderr.try_iter().collect();
-    assert!(
-        warned
-            .iter()
-            .any(|l| l.contains("OPENAI_AUTH_HEADER is not set")),
-        "{warned:?}"
-    );
+    // The warning is read from the child's stderr by another thread: wait for it.
+    let mut warned: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !warned
+        .iter()
+        .any(|l| l.contains("OPENAI_AUTH_HEADER is not set"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no warning naming the variable: {warned:?}"
+        );
+        if let Ok(l) = gw.stderr.recv_timeout(Duration::from_millis(100)) {
+            warned.push(l);
+        }
+    }
 }
 
 #[tokio::test]

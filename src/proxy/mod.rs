@@ -682,7 +682,7 @@ async fn proxy_plain(
             balancer_start: ms(start.duration_since(log.started)),
             ..Default::default()
         };
-        match gw.upstreams.send(&ep, &out, connect, read).await {
+        match gw.upstreams.send(&ep, out.clone(), connect, read).await {
             Ok((resp, conn)) => {
                 t.ip = conn.peer().map(|a| a.ip().to_string()).unwrap_or_default();
                 t.outcome = "success".into();

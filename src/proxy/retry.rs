@@ -75,7 +75,7 @@ pub async fn run(
         let sent_at = Instant::now();
         let last = attempt + 1 == attempts;
         match upstreams
-            .send(&ep, &out, ai.connect_timeout, ai.read_timeout)
+            .send(&ep, out, ai.connect_timeout, ai.read_timeout)
             .await
         {
             Ok((resp, conn)) => {

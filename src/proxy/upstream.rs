@@ -85,11 +85,11 @@ pub struct OutRequest {
 }
 
 impl OutRequest {
-    fn to_request(&self) -> Request<Full<Bytes>> {
-        let mut r = Request::new(Full::new(self.body.clone()));
-        *r.method_mut() = self.method.clone();
-        *r.uri_mut() = self.target.clone();
-        *r.headers_mut() = self.headers.clone();
+    fn into_request(self) -> Request<Full<Bytes>> {
+        let mut r = Request::new(Full::new(self.body));
+        *r.method_mut() = self.method;
+        *r.uri_mut() = self.target;
+        *r.headers_mut() = self.headers;
         r
     }
 }
@@ -275,7 +275,7 @@ impl Upstreams {
     pub async fn send(
         &self,
         ep: &Endpoint<'_>,
-        out: &OutRequest,
+        out: OutRequest,
         connect_timeout: Duration,
         read_timeout: Duration,
     ) -> Result<(Response<Incoming>, Conn), Failure> {
@@ -284,20 +284,21 @@ impl Upstreams {
             host: ep.host.to_string(),
             port: ep.port,
         };
+        let mut req = out.into_request();
         let mut allow_reuse = true;
         loop {
             let (mut conn, reused) = match allow_reuse.then(|| self.take_idle(&key)).flatten() {
                 Some(c) => (c, true),
                 None => (self.connect(ep, connect_timeout).await?, false),
             };
-            let mut fut = std::pin::pin!(conn.sender.send_request(out.to_request()));
+            let mut fut = std::pin::pin!(conn.sender.try_send_request(req));
             let waited = tokio::time::timeout(
                 read_timeout,
                 poll_fn(|cx| {
                     if let Poll::Ready(Err(e)) = conn.poll_drive(cx) {
-                        return Poll::Ready(Err(e));
+                        return Poll::Ready(Err(Err(e)));
                     }
-                    fut.as_mut().poll(cx)
+                    fut.as_mut().poll(cx).map_err(Ok)
                 }),
             )
             .await;
@@ -312,14 +313,16 @@ impl Upstreams {
                     crate::server::busy_poll::touch();
                     return Ok((resp, conn));
                 }
-                // The upstream closed an idle connection just as we used it: try a new one.
-                Ok(Err(e))
-                    if reused
-                        && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
-                {
-                    allow_reuse = false;
-                }
-                Ok(Err(e)) => return Err(classify(&e)),
+                // The upstream closed an idle connection just as we used it: when the request
+                // was not written yet, hyper hands it back and a new connection gets it.
+                Ok(Err(Ok(mut e))) => match e.take_message() {
+                    Some(back) if reused => {
+                        req = back;
+                        allow_reuse = false;
+                    }
+                    _ => return Err(classify(e.error())),
+                },
+                Ok(Err(Err(e))) => return Err(classify(&e)),
             }
         }
     }
