@@ -100,19 +100,20 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// The client's headers as the upstream should see them.
 pub fn forward_headers(client: &HeaderMap, authority: &str, f: &Forwarded<'_>) -> HeaderMap {
-    let mut h = HeaderMap::with_capacity(client.len() + 8);
+    // Cloning the map copies its table as is; rebuilding it would rehash every name.
+    let mut h = client.clone();
     let connection_listed: Vec<String> = client
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
         .collect();
-    for (name, value) in client {
-        let n = name.as_str();
-        if HOP_BY_HOP.contains(&n) || connection_listed.iter().any(|c| c == n) {
-            continue;
-        }
-        h.append(name.clone(), value.clone());
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(connection_listed.iter().map(String::as_str))
+    {
+        h.remove(name);
     }
     if let Ok(v) = HeaderValue::from_str(authority) {
         h.insert(header::HOST, v);
@@ -801,5 +802,54 @@ async fn collect_limited(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_headers_drop_hop_by_hop_and_add_x_forwarded() {
+        let mut client = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("host", "gw.example:8000"),
+            ("content-length", "12"),
+            ("x-user", "ana"),
+            ("accept", "a"),
+        ] {
+            client.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        client.append("accept", HeaderValue::from_static("b"));
+        let f = Forwarded {
+            client_ip: "10.1.2.3",
+            proto: "http",
+            host: "gw.example",
+            port: 8000,
+            path: "/chat",
+            request_id: "rid",
+            prior_for: Some("1.1.1.1"),
+            original_host: "gw.example:8000",
+        };
+        let h = forward_headers(&client, "api.example.com", &f);
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret-hop",
+            "transfer-encoding",
+            "content-length",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} forwarded");
+        }
+        assert_eq!(h["host"], "api.example.com");
+        assert_eq!(h["x-user"], "ana");
+        assert_eq!(h.get_all("accept").iter().count(), 2);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+        assert_eq!(h["x-forwarded-port"], "8000");
+        assert_eq!(h["x-kong-request-id"], "rid");
     }
 }
