@@ -728,40 +728,29 @@ fn vault_table(b: &mut Builder<'_>, raw: &RawConfig) -> VaultTable {
 }
 
 fn check_unique(b: &mut Builder<'_>) {
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let dups: Vec<String> = b
-        .services
-        .iter()
-        .filter_map(|s| s.name.clone())
+    let services = duplicates(b.services.iter().filter_map(|s| s.name.as_deref()));
+    let routes = duplicates(b.routes.iter().filter_map(|r| r.name.as_deref()));
+    for (entity, names) in [("services", services), ("routes", routes)] {
+        for n in names {
+            b.err(
+                entity,
+                format!("UNIQUE violation detected on '{{name=\"{n}\"}}'"),
+            );
+        }
+    }
+}
+
+/// Names that occur more than once, each reported once.
+fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    names
         .filter(|n| {
-            let c = seen.entry(n.clone()).or_insert(0);
+            let c = seen.entry(*n).or_insert(0);
             *c += 1;
             *c == 2
         })
-        .collect();
-    for n in dups {
-        b.err(
-            "services",
-            format!("UNIQUE violation detected on '{{name=\"{n}\"}}'"),
-        );
-    }
-    let mut seen: HashMap<String, usize> = HashMap::new();
-    let dups: Vec<String> = b
-        .routes
-        .iter()
-        .filter_map(|s| s.name.clone())
-        .filter(|n| {
-            let c = seen.entry(n.clone()).or_insert(0);
-            *c += 1;
-            *c == 2
-        })
-        .collect();
-    for n in dups {
-        b.err(
-            "routes",
-            format!("UNIQUE violation detected on '{{name=\"{n}\"}}'"),
-        );
-    }
+        .map(str::to_string)
+        .collect()
 }
 
 fn config_to_json(c: &PluginConfig) -> Value {

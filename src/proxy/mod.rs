@@ -85,7 +85,7 @@ pub struct Forwarded<'a> {
     pub original_host: &'a str,
 }
 
-/// Hop-by-hop headers never forwarded (RFC 9110 §7.6.1), plus what the gateway recomputes.
+/// Hop-by-hop headers, never forwarded in either direction (RFC 9110 §7.6.1).
 const HOP_BY_HOP: &[&str] = &[
     "connection",
     "keep-alive",
@@ -94,9 +94,10 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
     "transfer-encoding",
     "upgrade",
-    "host",
-    "content-length",
 ];
+
+/// Request headers the gateway sets itself for the upstream.
+const RECOMPUTED: &[&str] = &["host", "content-length"];
 
 /// The client's headers as the upstream should see them.
 pub fn forward_headers(client: &HeaderMap, authority: &str, f: &Forwarded<'_>) -> HeaderMap {
@@ -110,6 +111,7 @@ pub fn forward_headers(client: &HeaderMap, authority: &str, f: &Forwarded<'_>) -
         .collect();
     for name in HOP_BY_HOP
         .iter()
+        .chain(RECOMPUTED)
         .copied()
         .chain(connection_listed.iter().map(String::as_str))
     {
@@ -718,24 +720,15 @@ async fn proxy_plain(
         }
     }
     let e = match last {
-        Some(f) if f.kind == FailureKind::Timeout => GatewayError::UpstreamTimeout(f.detail),
-        Some(f) => GatewayError::UpstreamInvalid(f.detail),
-        None => GatewayError::UpstreamInvalid("no attempt".into()),
+        Some(f) => f.into_gateway_error(),
+        None => GatewayError::UpstreamInvalid("no attempt was made".into()),
     };
     kong_error(e, ErrorShape::Kong, log, snap)
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    for n in [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-    ] {
-        h.remove(n);
+    for n in HOP_BY_HOP {
+        h.remove(*n);
     }
 }
 

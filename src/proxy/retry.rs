@@ -129,10 +129,7 @@ pub async fn run(
         }
     }
     Err(match last_failure {
-        Some(f) => match f.kind {
-            FailureKind::Timeout => GatewayError::UpstreamTimeout(f.detail),
-            _ => GatewayError::UpstreamInvalid(f.detail),
-        },
+        Some(f) => f.into_gateway_error(),
         None => GatewayError::UpstreamInvalid("no attempt was made".into()),
     })
 }

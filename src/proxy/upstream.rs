@@ -59,6 +59,14 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// The client-facing error once no attempt is left: 504 for timeouts, else 502.
+    pub fn into_gateway_error(self) -> crate::error::GatewayError {
+        match self.kind {
+            FailureKind::Timeout => crate::error::GatewayError::UpstreamTimeout(self.detail),
+            _ => crate::error::GatewayError::UpstreamInvalid(self.detail),
+        }
+    }
+
     fn new(kind: FailureKind, detail: impl Into<String>) -> Failure {
         Failure {
             kind,
