@@ -1025,6 +1025,36 @@ async fn upstream_connections_are_reused() {
     );
 }
 
+/// A plain (non-AI) route streams the upstream body through; with a Content-Length the
+/// server stops reading that body after its last byte, and the connection must still go
+/// back to the pool instead of being closed.
+#[tokio::test]
+async fn plain_route_reuses_upstream_connections() {
+    let (port, accepted) = counting_upstream(false).await;
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: "http://127.0.0.1:{port}"
+    routes:
+      - name: r
+        paths: ["/plain"]
+"#
+    );
+    let h = Harness::start(&yaml).await;
+    for _ in 0..5 {
+        let r = post_json(&h.url("/plain"), &msg("hi")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("chat.completion"), "{}", r.text());
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "keep-alive connection reused on a plain route"
+    );
+}
+
 #[tokio::test]
 async fn a_pooled_connection_closed_by_the_upstream_is_replaced() {
     let (port, accepted) = counting_upstream(true).await;

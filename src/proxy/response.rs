@@ -242,10 +242,24 @@ impl Body for ProxyBody {
                             *active = true;
                             match frame.into_data() {
                                 Ok(data) => {
-                                    let out = match observer.as_mut() {
+                                    let mut out = match observer.as_mut() {
                                         Some(o) => o.on_chunk(data),
                                         None => data,
                                     };
+                                    // With a Content-Length, hyper stops polling (and drops
+                                    // this body) once that many bytes went out, so the end
+                                    // is handled with the last frame, not after it.
+                                    if inner.is_end_stream() {
+                                        *ended = true;
+                                        if let Some(c) = conn.take() {
+                                            c.release();
+                                        }
+                                        if let Some(tail) =
+                                            observer.as_mut().and_then(SseObserver::finish)
+                                        {
+                                            out = [out, tail].concat().into();
+                                        }
+                                    }
                                     if out.is_empty() {
                                         continue;
                                     }
@@ -345,7 +359,10 @@ impl ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         if self.finish.is_some() {
-            let ended = matches!(self.kind, Kind::Full(None));
+            let ended = matches!(
+                self.kind,
+                Kind::Full(None) | Kind::Upstream { ended: true, .. }
+            );
             let msg = (!ended).then(|| {
                 "client closed the connection before the response was complete".to_string()
             });
