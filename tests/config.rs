@@ -228,7 +228,8 @@ services:
         panic!()
     };
     let (_, v) = ai.targets[0].auth.header.as_ref().unwrap();
-    assert_eq!(v.as_ref().unwrap().expose(), "Bearer sk-deck");
+    assert_eq!(v.as_ref().unwrap(), "Bearer sk-deck");
+    assert!(v.as_ref().unwrap().is_sensitive());
     let e = load_with_env(text, &[]).err().unwrap().to_string();
     assert_eq!(
         e,
@@ -266,7 +267,7 @@ services:
         _ => panic!(),
     };
     let ok = (0..2).find(|i| secret(*i).is_ok()).unwrap();
-    assert_eq!(secret(ok).unwrap().expose(), "Bearer sk-vault");
+    assert_eq!(secret(ok).unwrap(), "Bearer sk-vault");
     assert_eq!(s.warnings.len(), 1);
     assert!(
         s.warnings[0].to_string().contains("MISSING_KEY is not set"),

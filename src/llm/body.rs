@@ -21,6 +21,32 @@ pub struct NotAnObject(String);
 
 struct MembersVisitor;
 
+/// A JSON string borrowed from the input when it has no escapes. serde's own `Cow<str>`
+/// always allocates, and keys and `model` are read on every request.
+struct JsonStr<'a>(Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for JsonStr<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JsonStr<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(JsonStr(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
 impl<'de> Visitor<'de> for MembersVisitor {
     type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
 
@@ -30,7 +56,7 @@ impl<'de> Visitor<'de> for MembersVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+        while let Some(JsonStr(key)) = map.next_key::<JsonStr<'de>>()? {
             let value: &'de RawValue = map.next_value()?;
             out.push((key, value));
         }
@@ -67,7 +93,8 @@ impl<'a> BodyView<'a> {
     pub fn str(&self, key: &str) -> Option<Cow<'a, str>> {
         self.raw(key)
             .filter(|r| r.starts_with('"'))
-            .and_then(|r| serde_json::from_str::<Cow<'a, str>>(r).ok())
+            .and_then(|r| serde_json::from_str::<JsonStr<'a>>(r).ok())
+            .map(|s| s.0)
     }
 
     /// A boolean member.
@@ -165,6 +192,15 @@ mod tests {
         assert_eq!(v.bool("stream"), Some(true));
         assert!(v.has("n") && !v.has("x"));
         assert_eq!(v.raw("messages"), Some(r#"[ {"role":"user"} ]"#));
+    }
+
+    #[test]
+    fn plain_keys_and_strings_borrow_the_input() {
+        let v = BodyView::parse(br#"{"model":"gpt-4o","k\u0065y":"a\nb"}"#).unwrap();
+        assert!(matches!(v.members[0].0, Cow::Borrowed("model")));
+        assert!(matches!(v.members[1].0, Cow::Owned(ref k) if k == "key"));
+        assert!(matches!(v.str("model"), Some(Cow::Borrowed("gpt-4o"))));
+        assert_eq!(v.str("key").as_deref(), Some("a\nb"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::config::plugins::{ModelOptions, RouteType};
 use crate::llm::body::BodyView;
-use crate::llm::usage::Usage;
+use crate::llm::usage::{Usage, UsageWire};
 
 /// OpenAI's public endpoint.
 pub const DEFAULT_BASE: (&str, &str, u16) = ("https", "api.openai.com", 443);
@@ -132,7 +132,7 @@ struct ResponseHead<'a> {
     object: Option<Cow<'a, str>>,
     #[serde(borrow)]
     model: Option<Cow<'a, str>>,
-    usage: Option<Value>,
+    usage: Option<UsageWire>,
 }
 
 /// Checks a buffered 200 body has the route type's shape and reads usage and model.
@@ -153,7 +153,7 @@ pub fn decode_response(route_type: RouteType, body: &[u8]) -> Result<Decoded, St
         });
     }
     Ok(Decoded {
-        usage: v.usage.as_ref().and_then(Usage::from_json),
+        usage: v.usage.as_ref().and_then(UsageWire::usage),
         model: v.model.map(Cow::into_owned),
     })
 }

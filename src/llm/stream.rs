@@ -7,7 +7,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
-use crate::llm::usage::Usage;
+use crate::llm::usage::{Usage, UsageWire};
 
 /// Which event vocabulary the stream uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -175,7 +175,7 @@ impl SseObserver {
             #[serde(borrow)]
             model: Option<std::borrow::Cow<'a, str>>,
             choices: Option<Vec<serde::de::IgnoredAny>>,
-            usage: Option<Value>,
+            usage: Option<crate::llm::usage::UsageWire>,
             error: Option<serde::de::IgnoredAny>,
         }
         let Ok(v) = serde_json::from_slice::<Chunk<'_>>(data) else {
@@ -187,7 +187,7 @@ impl SseObserver {
         if v.error.is_some() {
             self.failed = true;
         }
-        if let Some(u) = v.usage.as_ref().and_then(Usage::from_json) {
+        if let Some(u) = v.usage.as_ref().and_then(UsageWire::usage) {
             self.usage = Some(u);
             let usage_only = v.choices.map(|c| c.is_empty()).unwrap_or(false);
             if usage_only && self.strip_usage_chunk {

@@ -1,6 +1,9 @@
 //! Token usage as the log record and cost accounting need it.
 
-use serde::Serialize;
+use std::fmt;
+
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// Token counts of one exchange (OpenAI names; Responses' input/output map onto them).
@@ -15,38 +18,255 @@ pub struct Usage {
     pub reasoning_tokens: Option<u64>,
 }
 
-impl Usage {
-    /// Reads a `usage` object in chat/completions/embeddings or Responses shape.
-    pub fn from_json(u: &Value) -> Option<Usage> {
-        let n = |k: &str| u.get(k).and_then(Value::as_u64);
-        let prompt = n("prompt_tokens").or_else(|| n("input_tokens"));
-        let completion = n("completion_tokens").or_else(|| n("output_tokens"));
-        if prompt.is_none() && completion.is_none() && n("total_tokens").is_none() {
+/// A token count as providers send it; anything but a non-negative integer reads as absent
+/// (as it did when usage was read from a JSON tree), never as a parse failure.
+#[derive(Default, Clone, Copy)]
+struct Count(Option<u64>);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a token count")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Count, E> {
+                Ok(Count(Some(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Count, E> {
+                Ok(Count(u64::try_from(v).ok()))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_unit<E>(self) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_none<E>(self) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Count, D::Error> {
+                d.deserialize_any(V)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Count, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Count(None))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Count, A::Error> {
+                while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Count(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `*_tokens_details`: only an object has counts in it.
+#[derive(Default)]
+struct Details {
+    cached_tokens: Count,
+    reasoning_tokens: Count,
+}
+
+impl<'de> Deserialize<'de> for Details {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Option<Details>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("token details")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                let mut out = Details::default();
+                while let Some(k) = a.next_key::<JsonKey>()? {
+                    match k.0.as_ref() {
+                        "cached_tokens" => out.cached_tokens = a.next_value()?,
+                        "reasoning_tokens" => out.reasoning_tokens = a.next_value()?,
+                        _ => {
+                            a.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(Some(out))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(None)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                d.deserialize_any(V)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(None)
+            }
+        }
+        Ok(d.deserialize_any(V)?.unwrap_or_default())
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct JsonKey<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for JsonKey<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JsonKey<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(JsonKey(v.into()))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(JsonKey(v.to_owned().into()))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A `usage` object as it arrives, read without building a JSON tree.
+#[derive(Default)]
+pub struct UsageWire {
+    prompt_tokens: Count,
+    input_tokens: Count,
+    completion_tokens: Count,
+    output_tokens: Count,
+    total_tokens: Count,
+    prompt_details: Option<Details>,
+    completion_details: Option<Details>,
+    /// The object had the input/output_tokens_details shape only.
+    input_details: Option<Details>,
+    output_details: Option<Details>,
+    /// Whether it was an object at all.
+    object: bool,
+}
+
+impl<'de> Deserialize<'de> for UsageWire {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = UsageWire;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a usage object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<UsageWire, A::Error> {
+                let mut u = UsageWire {
+                    object: true,
+                    ..UsageWire::default()
+                };
+                while let Some(k) = a.next_key::<JsonKey>()? {
+                    match k.0.as_ref() {
+                        "prompt_tokens" => u.prompt_tokens = a.next_value()?,
+                        "input_tokens" => u.input_tokens = a.next_value()?,
+                        "completion_tokens" => u.completion_tokens = a.next_value()?,
+                        "output_tokens" => u.output_tokens = a.next_value()?,
+                        "total_tokens" => u.total_tokens = a.next_value()?,
+                        "prompt_tokens_details" => u.prompt_details = Some(a.next_value()?),
+                        "input_tokens_details" => u.input_details = Some(a.next_value()?),
+                        "completion_tokens_details" => u.completion_details = Some(a.next_value()?),
+                        "output_tokens_details" => u.output_details = Some(a.next_value()?),
+                        _ => {
+                            a.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(u)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<UsageWire, A::Error> {
+                while a.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(UsageWire::default())
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<UsageWire, D::Error> {
+                d.deserialize_any(V)
+            }
+            fn visit_none<E>(self) -> Result<UsageWire, E> {
+                Ok(UsageWire::default())
+            }
+            fn visit_unit<E>(self) -> Result<UsageWire, E> {
+                Ok(UsageWire::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<UsageWire, E> {
+                Ok(UsageWire::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<UsageWire, E> {
+                Ok(UsageWire::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<UsageWire, E> {
+                Ok(UsageWire::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<UsageWire, E> {
+                Ok(UsageWire::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<UsageWire, E> {
+                Ok(UsageWire::default())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl UsageWire {
+    /// The usage it reports, if it has any count.
+    pub fn usage(&self) -> Option<Usage> {
+        if !self.object {
+            return None;
+        }
+        let prompt = self.prompt_tokens.0.or(self.input_tokens.0);
+        let completion = self.completion_tokens.0.or(self.output_tokens.0);
+        if prompt.is_none() && completion.is_none() && self.total_tokens.0.is_none() {
             return None;
         }
         let prompt = prompt.unwrap_or(0);
         let completion = completion.unwrap_or(0);
-        let details = |a: &str, b: &str, k: &str| {
-            u.get(a)
-                .or_else(|| u.get(b))
-                .and_then(|d| d.get(k))
-                .and_then(Value::as_u64)
+        // The chat-shaped details win when both shapes are present, as before.
+        let pick = |a: &Option<Details>, b: &Option<Details>, f: fn(&Details) -> Count| {
+            a.as_ref().or(b.as_ref()).and_then(|d| f(d).0)
         };
         Some(Usage {
             prompt_tokens: prompt,
             completion_tokens: completion,
-            total_tokens: n("total_tokens").unwrap_or(prompt + completion),
-            cached_tokens: details(
-                "prompt_tokens_details",
-                "input_tokens_details",
-                "cached_tokens",
-            ),
-            reasoning_tokens: details(
-                "completion_tokens_details",
-                "output_tokens_details",
-                "reasoning_tokens",
-            ),
+            total_tokens: self.total_tokens.0.unwrap_or(prompt + completion),
+            cached_tokens: pick(&self.prompt_details, &self.input_details, |d| {
+                d.cached_tokens
+            }),
+            reasoning_tokens: pick(&self.completion_details, &self.output_details, |d| {
+                d.reasoning_tokens
+            }),
         })
+    }
+}
+
+impl Usage {
+    /// Reads a `usage` object in chat/completions/embeddings or Responses shape.
+    pub fn from_json(u: &Value) -> Option<Usage> {
+        UsageWire::deserialize(u).ok().and_then(|w| w.usage())
     }
 
     /// Cost with prices per 1M tokens, as Kong computes `ai.proxy.usage.cost`.
@@ -81,6 +301,35 @@ mod tests {
         assert_eq!(Usage::from_json(&json!({})), None);
         let u = Usage::from_json(&json!({"prompt_tokens":8})).unwrap_or_default();
         assert_eq!(u.total_tokens, 8);
+    }
+
+    #[test]
+    fn odd_values_read_as_absent_not_as_errors() {
+        let u = Usage::from_json(&json!({"prompt_tokens":2.5,"completion_tokens":"4",
+            "total_tokens":-1,"prompt_tokens_details":null,
+            "completion_tokens_details":{"reasoning_tokens":3,"x":[1,{"y":2}]},"extra":{"a":[]}}));
+        assert_eq!(u, None, "no usable count at all");
+        let u = Usage::from_json(&json!({"prompt_tokens":2,"completion_tokens":[1],
+            "input_tokens_details":{"cached_tokens":1},"completion_tokens_details":{"reasoning_tokens":3}}))
+        .unwrap_or_default();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.total_tokens,
+                u.cached_tokens,
+                u.reasoning_tokens
+            ),
+            (2, 0, 2, Some(1), Some(3))
+        );
+        for v in [json!(null), json!(3), json!("x"), json!([1])] {
+            assert_eq!(Usage::from_json(&v), None);
+        }
+        let w: UsageWire = serde_json::from_str(r#"{"prompt_tokens":1,"total_tokens":3}"#).unwrap();
+        assert_eq!(
+            w.usage().map(|u| (u.prompt_tokens, u.total_tokens)),
+            Some((1, 3))
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 
 use crate::balancer::Balancer;
 use crate::config::plugins::{
@@ -24,7 +24,8 @@ pub type SecretSlot = Result<Secret<String>, String>;
 /// Credentials injected into upstream requests.
 #[derive(Debug)]
 pub struct Auth {
-    pub header: Option<(HeaderName, SecretSlot)>,
+    /// The header value is built (and marked sensitive) once at load.
+    pub header: Option<(HeaderName, Result<HeaderValue, String>)>,
     pub param: Option<(String, SecretSlot, ParamLocation)>,
     pub allow_override: bool,
 }
@@ -37,17 +38,39 @@ pub struct UpstreamBase {
     pub port: u16,
     /// A path given in `upstream_url` (used as-is); otherwise the route type's default.
     pub path: Option<String>,
+    /// The Host header, built once: cloning it per request costs no allocation.
+    pub host_header: HeaderValue,
 }
 
 impl UpstreamBase {
-    /// `host[:port]` for the Host header (default ports omitted).
+    /// An upstream at `scheme://host:port` (`host` without IPv6 brackets).
+    pub fn new(scheme: &'static str, host: String, port: u16, path: Option<String>) -> Self {
+        let mut b = UpstreamBase {
+            scheme,
+            host,
+            port,
+            path,
+            host_header: HeaderValue::from_static(""),
+        };
+        if let Ok(v) = HeaderValue::from_str(&b.authority()) {
+            b.host_header = v;
+        }
+        b
+    }
+
+    /// `host[:port]` for the Host header (default ports omitted, IPv6 in brackets).
     pub fn authority(&self) -> String {
         let default = (self.scheme == "https" && self.port == 443)
             || (self.scheme == "http" && self.port == 80);
-        if default {
-            self.host.clone()
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
         } else {
-            format!("{}:{}", self.host, self.port)
+            self.host.clone()
+        };
+        if default {
+            host
+        } else {
+            format!("{host}:{}", self.port)
         }
     }
 }
@@ -286,22 +309,17 @@ fn compile_target(
             Ok(b) => b,
             Err(m) => {
                 errors.push((format!("{opath}.upstream_url"), m));
-                UpstreamBase {
-                    scheme: "https",
-                    host: String::new(),
-                    port: 443,
-                    path: None,
-                }
+                UpstreamBase::new("https", String::new(), 443, None)
             }
         },
         None => {
             let (scheme, host, port) = openai::DEFAULT_BASE;
-            UpstreamBase {
+            UpstreamBase::new(
                 scheme,
-                host: host.to_string(),
+                host.to_string(),
                 port,
-                path: options.upstream_path.clone(),
-            }
+                options.upstream_path.clone(),
+            )
         }
     };
     let auth = compile_auth(
@@ -343,15 +361,8 @@ fn parse_upstream_url(u: &str) -> Result<UpstreamBase, String> {
         None | Some("") | Some("/") => None,
         Some(p) => Some(p.to_string()),
     };
-    Ok(UpstreamBase {
-        scheme,
-        host: host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string(),
-        port,
-        path,
-    })
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok(UpstreamBase::new(scheme, host.to_string(), port, path))
 }
 
 fn secret(
@@ -392,17 +403,24 @@ fn compile_auth(
 ) -> Auth {
     let header = match (&a.header_name, &a.header_value) {
         (Some(n), Some(v)) => match HeaderName::from_bytes(n.as_bytes()) {
-            Ok(name) => Some((
-                name,
-                secret(
+            Ok(name) => {
+                let value = secret(
                     format!("{path}.header_value"),
                     v,
                     vaults,
                     env,
                     errors,
                     warnings,
-                ),
-            )),
+                )
+                .and_then(|s| {
+                    let mut hv = HeaderValue::from_str(s.expose()).map_err(|_| {
+                        format!("auth header {name} has a value that is not a valid header")
+                    })?;
+                    hv.set_sensitive(true);
+                    Ok(hv)
+                });
+                Some((name, value))
+            }
             Err(_) => {
                 errors.push((format!("{path}.header_name"), "invalid header name".into()));
                 None

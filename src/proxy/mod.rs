@@ -100,7 +100,7 @@ const HOP_BY_HOP: &[&str] = &[
 const RECOMPUTED: &[&str] = &["host", "content-length"];
 
 /// The client's headers as the upstream should see them.
-pub fn forward_headers(client: &HeaderMap, authority: &str, f: &Forwarded<'_>) -> HeaderMap {
+pub fn forward_headers(client: &HeaderMap, host: HeaderValue, f: &Forwarded<'_>) -> HeaderMap {
     // Cloning the map copies its table as is; rebuilding it would rehash every name.
     let mut h = client.clone();
     let connection_listed: Vec<String> = client
@@ -117,23 +117,35 @@ pub fn forward_headers(client: &HeaderMap, authority: &str, f: &Forwarded<'_>) -
     {
         h.remove(name);
     }
-    if let Ok(v) = HeaderValue::from_str(authority) {
-        h.insert(header::HOST, v);
-    }
-    let xff = match f.prior_for {
-        Some(p) => format!("{p}, {}", f.client_ip),
-        None => f.client_ip.to_string(),
-    };
+    h.insert(header::HOST, host);
     let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
             h.insert(HeaderName::from_static(name), v);
         }
     };
-    set(&mut h, "x-forwarded-for", &xff);
-    set(&mut h, "x-real-ip", f.client_ip);
-    set(&mut h, "x-forwarded-proto", f.proto);
+    let ip = HeaderValue::from_str(f.client_ip).ok();
+    match (f.prior_for, &ip) {
+        (Some(p), _) => set(&mut h, "x-forwarded-for", &format!("{p}, {}", f.client_ip)),
+        // One value for both headers: a clone shares its bytes.
+        (None, Some(ip)) => {
+            h.insert(HeaderName::from_static("x-forwarded-for"), ip.clone());
+        }
+        (None, None) => {}
+    }
+    if let Some(ip) = ip {
+        h.insert(HeaderName::from_static("x-real-ip"), ip);
+    }
+    let proto = match f.proto {
+        "https" => HeaderValue::from_static("https"),
+        "http" => HeaderValue::from_static("http"),
+        other => HeaderValue::from_str(other).unwrap_or(HeaderValue::from_static("http")),
+    };
+    h.insert(HeaderName::from_static("x-forwarded-proto"), proto);
     set(&mut h, "x-forwarded-host", f.host);
-    set(&mut h, "x-forwarded-port", &f.port.to_string());
+    h.insert(
+        HeaderName::from_static("x-forwarded-port"),
+        HeaderValue::from(f.port),
+    );
     set(&mut h, "x-forwarded-path", f.path);
     set(&mut h, "x-kong-request-id", f.request_id);
     h
@@ -648,7 +660,11 @@ async fn proxy_plain(
         None if route.preserve_host => forwarded.original_host.to_string(),
         None => authority.clone(),
     };
-    let mut headers = forward_headers(&up.headers, &host_header, forwarded);
+    let Ok(host_value) = HeaderValue::from_str(&host_header) else {
+        let e = GatewayError::BadRequest("the Host for the upstream is not a valid header".into());
+        return kong_error(e, ErrorShape::Kong, log, snap);
+    };
+    let mut headers = forward_headers(&up.headers, host_value, forwarded);
     if !up.body.is_empty() {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(up.body.len()));
     }
@@ -828,7 +844,7 @@ mod tests {
             prior_for: Some("1.1.1.1"),
             original_host: "gw.example:8000",
         };
-        let h = forward_headers(&client, "api.example.com", &f);
+        let h = forward_headers(&client, HeaderValue::from_static("api.example.com"), &f);
         for gone in [
             "connection",
             "keep-alive",

@@ -189,17 +189,18 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         }
     };
     let up = &target.upstream;
-    let path = match (&up.path, openai::default_path(rt)) {
-        (Some(p), _) => p.clone(),
-        (None, Some(p)) => p.to_string(),
-        (None, None) => req.up.path.clone(),
+    let default_path = openai::default_path(rt);
+    let path: &str = match (&up.path, default_path) {
+        (Some(p), _) => p,
+        (None, Some(p)) => p,
+        (None, None) => &req.up.path,
     };
     let (path_only, path_query) = match path.split_once('?') {
-        Some((p, q)) => (p.to_string(), Some(q.to_string())),
+        Some((p, q)) => (p, Some(q)),
         None => (path, None),
     };
     let mut query = query_string(req.up, req.raw_query);
-    let mut log_query = query.clone();
+    let mut log_query = None;
     if let Some((name, value, ParamLocation::Query)) = &target.auth.param {
         let present = req.up.query.iter().any(|(k, _)| k == name);
         if !(target.auth.allow_override && present) {
@@ -225,9 +226,9 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
             log_query = Some(enc(&log_pairs));
         }
     }
-    let join = |q: &Option<String>| {
-        let mut s = path_only.clone();
-        let parts: Vec<&str> = [path_query.as_deref(), q.as_deref()]
+    let join = |q: Option<&str>| {
+        let mut s = path_only.to_string();
+        let parts: Vec<&str> = [path_query, q]
             .into_iter()
             .flatten()
             .filter(|s| !s.is_empty())
@@ -238,12 +239,14 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         }
         s
     };
-    let upstream_uri = join(&query);
-    let authority = up.authority();
-    let target_uri: Uri = upstream_uri
-        .parse()
-        .map_err(|_| GatewayError::BadRequest("the upstream path is not a valid URI".into()))?;
-    let mut headers = forward_headers(&req.up.headers, &authority, req.forwarded);
+    let invalid = || GatewayError::BadRequest("the upstream path is not a valid URI".into());
+    let target_uri: Uri = match (query.as_deref(), path_query, default_path) {
+        // The common case needs no string building: the route type's own path.
+        (None, None, Some(p)) if up.path.is_none() => Uri::from_static(p),
+        (None, None, _) => Uri::try_from(path_only).map_err(|_| invalid())?,
+        (q, _, _) => join(q).parse().map_err(|_| invalid())?,
+    };
+    let mut headers = forward_headers(&req.up.headers, up.host_header.clone(), req.forwarded);
     headers.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
@@ -262,12 +265,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
             let v = value
                 .as_ref()
                 .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
-            let hv = HeaderValue::from_str(v.expose()).map_err(|_| {
-                GatewayError::BeforeProxying(format!(
-                    "auth header {name} has a value that is not a valid header"
-                ))
-            })?;
-            headers.insert(name.clone(), hv);
+            headers.insert(name.clone(), v.clone());
         }
     }
     let method = if rt == RouteType::Preserve {
@@ -291,7 +289,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
             port: up.port,
             host: up.host.clone(),
             scheme: up.scheme.to_string(),
-            upstream_uri: join(&log_query),
+            upstream_uri: join(log_query.as_deref().or(query.as_deref())),
             route_type: rt.as_str().to_string(),
             provider: target.provider.as_str().to_string(),
             model: model.clone(),

@@ -1,6 +1,7 @@
 //! Kong's traditional(-compatible) route matching: methods, hosts, headers and paths, tried
 //! in Kong's priority order.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use regex::{Regex, RegexSet};
@@ -159,7 +160,7 @@ impl Router {
                 if let Some(re) = p.strip_prefix('~') {
                     paths.push(Some(PathMatch::Regex(compile_path_regex(re)?)));
                 } else {
-                    paths.push(Some(PathMatch::Prefix(normalize_path(p))));
+                    paths.push(Some(PathMatch::Prefix(normalize_path(p).into_owned())));
                 }
             }
             if paths.is_empty() {
@@ -201,7 +202,12 @@ impl Router {
 
     /// Finds the route for a request, or `None` (Kong's 404).
     pub fn find(&self, req: &RequestView<'_>) -> Option<RouteMatch> {
-        let host = strip_port(req.host).to_ascii_lowercase();
+        let host = strip_port(req.host);
+        let host: Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(host)
+        };
         let path = normalize_path(req.path);
         match &self.index {
             None => self
@@ -344,7 +350,33 @@ fn header_matches(headers: &http::HeaderMap, name: &str, values: &[HeaderValueMa
 
 /// Kong's path normalization: percent-triplets upper-cased, unreserved characters decoded,
 /// dot-segments removed, duplicate slashes merged.
-pub fn normalize_path(path: &str) -> String {
+pub fn normalize_path(path: &str) -> Cow<'_, str> {
+    if is_normal(path) {
+        return Cow::Borrowed(path);
+    }
+    Cow::Owned(normalize_slow(path))
+}
+
+/// Already normalized: absolute, nothing percent-encoded, no empty, `.` or `..` segment
+/// (a trailing `/` is kept as is). Most request paths are.
+fn is_normal(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    if path.contains('%') {
+        return false;
+    }
+    let mut segs = rest.split('/').peekable();
+    while let Some(seg) = segs.next() {
+        let last = segs.peek().is_none();
+        if seg == "." || seg == ".." || (seg.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
+}
+
+fn normalize_slow(path: &str) -> String {
     let bytes = path.as_bytes();
     let mut decoded = String::with_capacity(path.len());
     let mut i = 0;
@@ -438,6 +470,21 @@ mod tests {
         assert_eq!(normalize_path("/../.."), "/");
         assert_eq!(normalize_path("/%"), "/%");
         assert_eq!(normalize_path("/%zz/é"), "/%zz/é");
+        for p in ["/", "/a", "/a/", "/v1/chat/completions", "/é/x"] {
+            assert!(
+                matches!(normalize_path(p), Cow::Borrowed(b) if b == p),
+                "{p}"
+            );
+        }
+        for (p, n) in [
+            ("a/b", "/a/b"),
+            ("/a//", "/a/"),
+            ("/a/.", "/a/"),
+            ("/a/..", "/"),
+            ("//", "/"),
+        ] {
+            assert_eq!(normalize_path(p), n, "{p}");
+        }
     }
 
     #[test]
