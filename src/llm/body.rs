@@ -22,14 +22,15 @@ pub struct NotAnObject(String);
 struct MembersVisitor;
 
 /// A JSON string borrowed from the input when it has no escapes. serde's own `Cow<str>`
-/// always allocates, and keys and `model` are read on every request.
-struct JsonStr<'a>(Cow<'a, str>);
+/// always allocates (also with `#[serde(borrow)]` inside an `Option`), and keys and
+/// `model` are read on every request.
+pub struct JsonStr<'a>(pub Cow<'a, str>);
 
-impl<'de> serde::Deserialize<'de> for JsonStr<'de> {
+impl<'de: 'a, 'a> serde::Deserialize<'de> for JsonStr<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = JsonStr<'de>;
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = JsonStr<'a>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a string")
             }
@@ -43,7 +44,7 @@ impl<'de> serde::Deserialize<'de> for JsonStr<'de> {
                 Ok(JsonStr(Cow::Owned(v)))
             }
         }
-        d.deserialize_str(V)
+        d.deserialize_str(V(std::marker::PhantomData))
     }
 }
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::plugins::{ModelOptions, RouteType};
-use crate::llm::body::BodyView;
+use crate::llm::body::{BodyView, JsonStr};
 use crate::llm::usage::{Usage, UsageWire};
 
 /// OpenAI's public endpoint.
@@ -117,9 +117,9 @@ pub fn client_wants_usage(body: &BodyView<'_>) -> bool {
 
 /// What the gateway learns from a buffered 200 response.
 #[derive(Debug, Default, PartialEq)]
-pub struct Decoded {
+pub struct Decoded<'a> {
     pub usage: Option<Usage>,
-    pub model: Option<String>,
+    pub model: Option<Cow<'a, str>>,
 }
 
 /// The members of a response the gateway looks at; everything else is skipped unparsed.
@@ -129,20 +129,22 @@ struct ResponseHead<'a> {
     data: Option<IgnoredAny>,
     output: Option<IgnoredAny>,
     #[serde(borrow)]
-    object: Option<Cow<'a, str>>,
+    object: Option<JsonStr<'a>>,
     #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
+    model: Option<JsonStr<'a>>,
     usage: Option<UsageWire>,
 }
 
 /// Checks a buffered 200 body has the route type's shape and reads usage and model.
-pub fn decode_response(route_type: RouteType, body: &[u8]) -> Result<Decoded, String> {
+pub fn decode_response(route_type: RouteType, body: &[u8]) -> Result<Decoded<'_>, String> {
     let v: ResponseHead<'_> =
         serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
     let ok = match route_type {
         RouteType::Chat | RouteType::Completions => v.choices.is_some(),
         RouteType::Embeddings => v.data.is_some(),
-        RouteType::Responses => v.output.is_some() || v.object.as_deref() == Some("response"),
+        RouteType::Responses => {
+            v.output.is_some() || v.object.as_ref().map(|o| o.0.as_ref()) == Some("response")
+        }
         _ => true,
     };
     if !ok {
@@ -154,7 +156,7 @@ pub fn decode_response(route_type: RouteType, body: &[u8]) -> Result<Decoded, St
     }
     Ok(Decoded {
         usage: v.usage.as_ref().and_then(UsageWire::usage),
-        model: v.model.map(Cow::into_owned),
+        model: v.model.map(|m| m.0),
     })
 }
 

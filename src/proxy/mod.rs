@@ -8,6 +8,7 @@ pub mod router;
 pub mod template;
 pub mod upstream;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -207,24 +208,24 @@ pub async fn handle(
     let request_id = next_request_id();
     let snap = gw.snapshot.load_full();
     let (mut parts, body) = req.into_parts();
-    let host_header = parts
-        .headers
-        .get(header::HOST)
+    // A clone of the value shares its bytes; the header map itself moves on below.
+    let host_value = parts.headers.get(header::HOST).cloned();
+    let host: &str = host_value
+        .as_ref()
         .and_then(|h| h.to_str().ok())
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
-    let host = host_header.to_string();
     let mut log = RequestLog::new(request_id.clone(), started);
     let client_ip = peer.ip().to_string();
     let found = snap.router.find(&RequestView {
         method: parts.method.as_str(),
-        host: &host,
+        host,
         path: parts.uri.path(),
         headers: &parts.headers,
     });
     let Some(m) = found else {
         if snap.global_logs {
-            log.capture_request(&parts, &client_ip, scheme, &host);
+            log.capture_request(&parts, &client_ip, scheme, host);
         }
         return kong_error(GatewayError::NoRoute, ErrorShape::Kong, log, snap);
     };
@@ -238,7 +239,7 @@ pub async fn handle(
         );
     };
     if route.logs {
-        log.capture_request(&parts, &client_ip, scheme, &host);
+        log.capture_request(&parts, &client_ip, scheme, host);
     }
     let service = route.service.and_then(|s| snap.services.get(s));
     let ai: Option<Arc<AiProxy>> =
@@ -290,7 +291,7 @@ pub async fn handle(
     let mut up = UpstreamRequest {
         method: parts.method.clone(),
         path: upstream_path(
-            route,
+            route.strip_path,
             service.and_then(|s| s.path.as_deref()),
             &m.path,
             m.matched_len,
@@ -330,14 +331,14 @@ pub async fn handle(
     let forwarded = Forwarded {
         client_ip: &client_ip,
         proto: scheme,
-        host: host.rsplit_once(':').map(|(h, _)| h).unwrap_or(&host),
+        host: host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host),
         port,
         path: parts.uri.path(),
         request_id: &request_id,
         prior_for: client_headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok()),
-        original_host: &host,
+        original_host: host,
     };
 
     let is_debug = client_headers.contains_key("kong-debug");
@@ -381,12 +382,12 @@ pub async fn handle(
 /// Kong v0 path handling: `strip_path` removes the matched part, then the rest is joined
 /// to the service path with exactly one slash.
 fn upstream_path(
-    route: &Route,
+    strip_path: bool,
     service_path: Option<&str>,
     path: &str,
     matched_len: usize,
 ) -> String {
-    let rest = if route.strip_path {
+    let rest = if strip_path {
         path.get(matched_len..).unwrap_or("")
     } else {
         path
@@ -395,11 +396,17 @@ fn upstream_path(
     if rest.is_empty() {
         return base.to_string();
     }
+    let mut out = String::with_capacity(base.len() + rest.len() + 1);
+    out.push_str(base);
     match (base.ends_with('/'), rest.starts_with('/')) {
-        (true, true) => format!("{base}{}", &rest[1..]),
-        (false, false) => format!("{base}/{rest}"),
-        _ => format!("{base}{rest}"),
+        (true, true) => out.push_str(&rest[1..]),
+        (false, false) => {
+            out.push('/');
+            out.push_str(rest);
+        }
+        _ => out.push_str(rest),
     }
+    out
 }
 
 /// A gateway-generated error response that still goes through the log phase.
@@ -569,7 +576,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Ok(d) => {
                 if let Some(a) = log.ai.as_mut() {
                     a.usage = d.usage;
-                    a.response_model = d.model;
+                    a.response_model = d.model.map(Cow::into_owned);
                     a.llm_latency_ms = Some(ms(log.started.elapsed()));
                 }
             }
@@ -582,7 +589,15 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 return kong_error(e, ErrorShape::OpenAi, log, snap);
             }
         }
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        // Usually the upstream's own Content-Length, which is then kept as it is.
+        let same_length = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            == Some(bytes.len());
+        if !same_length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        }
         log.status = status.as_u16();
         if log.enabled {
             log.response_headers = headers.clone();
@@ -748,14 +763,26 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// A latency in milliseconds as a header value; the common small ones are made once and
+/// shared, since formatting a number into a header allocates.
+fn ms_header(n: u64) -> HeaderValue {
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> =
+        std::sync::LazyLock::new(|| (0..256u64).map(HeaderValue::from).collect());
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| SMALL.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
+}
+
 fn add_proxy_headers(h: &mut HeaderMap, log: &RequestLog) {
     h.insert(
         HeaderName::from_static("x-kong-upstream-latency"),
-        HeaderValue::from(log.upstream_latency_ms.unwrap_or(0)),
+        ms_header(log.upstream_latency_ms.unwrap_or(0)),
     );
     h.insert(
         HeaderName::from_static("x-kong-proxy-latency"),
-        HeaderValue::from(log.proxy_latency_ms.unwrap_or(0)),
+        ms_header(log.proxy_latency_ms.unwrap_or(0)),
     );
     if let Ok(v) = HeaderValue::from_str(&log.request_id) {
         h.insert(HeaderName::from_static("x-kong-request-id"), v);
@@ -860,5 +887,33 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
         assert_eq!(h["x-forwarded-port"], "8000");
         assert_eq!(h["x-kong-request-id"], "rid");
+        assert_eq!(h["x-real-ip"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        let first_hop = Forwarded {
+            prior_for: None,
+            proto: "https",
+            ..f
+        };
+        let h = forward_headers(&client, HeaderValue::from_static("a"), &first_hop);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn latency_headers_and_upstream_paths() {
+        for n in [0, 7, 255, 256, 123_456] {
+            assert_eq!(ms_header(n), n.to_string().as_str());
+        }
+        assert_eq!(upstream_path(false, None, "/v1/chat", 3), "/v1/chat");
+        assert_eq!(
+            upstream_path(true, Some("/base"), "/v1/chat", 3),
+            "/base/chat"
+        );
+        assert_eq!(
+            upstream_path(true, Some("/base/"), "/v1/chat", 3),
+            "/base/chat"
+        );
+        assert_eq!(upstream_path(true, Some("/b/"), "/v1", 3), "/b/");
+        assert_eq!(upstream_path(true, Some("/b"), "/v1x", 3), "/b/x");
     }
 }

@@ -60,7 +60,10 @@ pub async fn run(
             .pick(&ai.weights, &tried)
             .or_else(|| ai.balancer.pick(&ai.weights, &[]))
             .ok_or_else(|| GatewayError::UpstreamUnavailable("no target available".into()))?;
-        tried.push(idx);
+        // Without retries there is no next pick to steer away from (and no allocation).
+        if attempts > 1 {
+            tried.push(idx);
+        }
         let Some(target) = ai.targets.get(idx) else {
             return Err(GatewayError::Internal(format!("target {idx} out of range")));
         };
