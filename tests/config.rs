@@ -318,10 +318,15 @@ fn unsupported_features_fail_clearly() {
         e,
         vec!["plugins[0].name: plugin 'key-auth' is not supported by tollgate yet"]
     );
-    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: anthropic}}}]\n");
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: bedrock}}}]\n");
     assert!(
-        e[0].starts_with("plugins[0].config.model.provider: provider 'anthropic' is not supported"),
+        e[0].starts_with("plugins[0].config.model.provider: provider 'bedrock' is not supported"),
         "{e:?}"
+    );
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: anthropic}}}]\n");
+    assert_eq!(
+        e,
+        vec!["plugins[0].config.model.options.anthropic_version: required for provider 'anthropic' (e.g. \"2023-06-01\")"]
     );
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: file-log, config: {path: /tmp/x, custom_fields_by_lua: {a: \"return 1\"}}}]\n");
     assert!(e[0].contains("custom_fields_by_lua"), "{e:?}");

@@ -21,6 +21,8 @@ pub(crate) struct Directives {
     pub hang: bool,
     pub non_json: bool,
     pub failed: bool,
+    /// Answer with a call of the request's first tool (Anthropic dialect).
+    pub tool: bool,
 }
 
 impl Directives {
@@ -83,6 +85,7 @@ impl Directives {
             "hang" => self.hang = flag(value),
             "non_json" => self.non_json = flag(value),
             "failed" => self.failed = flag(value),
+            "tool" => self.tool = flag(value),
             _ => {}
         }
     }

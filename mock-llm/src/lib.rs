@@ -8,6 +8,7 @@
 //! header wins. Keys: `status`, `delay_ms`, `chunk_delay_ms`, `chunks`,
 //! `reply`, `disconnect_after`, `reset`, `hang`, `non_json`, `failed`.
 
+mod anthropic;
 mod body;
 mod embeddings;
 mod faults;

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+use crate::anthropic;
 use crate::body::{EventStream, MockBody};
 use crate::faults::Directives;
 use crate::prompt::{PromptScan, Reply, DEFAULT_REPLY};
@@ -73,6 +74,7 @@ enum Route {
     Completions,
     Embeddings,
     Responses,
+    Messages,
     NotFound,
 }
 
@@ -96,6 +98,8 @@ impl Route {
             Route::Embeddings
         } else if path.ends_with("/responses") {
             Route::Responses
+        } else if path.ends_with("/v1/messages") {
+            Route::Messages
         } else {
             Route::NotFound
         }
@@ -180,6 +184,10 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
             Route::Completions => scan.prompt(json.get("prompt"), &mut directives),
             Route::Embeddings => scan.prompt(json.get("input"), &mut directives),
             Route::Responses => scan.responses(json, &mut directives),
+            Route::Messages => {
+                scan.chat(json, &mut directives);
+                scan.prompt(json.get("system"), &mut directives);
+            }
             Route::NotFound | Route::Health => {}
         }
     }
@@ -214,6 +222,9 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
                     _ => "server_error",
                 };
                 let message = format!("mock-llm injected status {}", status.as_u16());
+                if route == Route::Messages {
+                    return Ok(anthropic::error(status, &message));
+                }
                 return Ok(error_response(status, &message, kind, None));
             }
         }
@@ -267,6 +278,9 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         Route::Completions => openai::completions(&ctx),
         Route::Embeddings => embeddings::embeddings(&ctx),
         Route::Responses => responses::responses(&ctx),
+        Route::Messages => {
+            anthropic::messages(&ctx, parts.headers.contains_key("anthropic-version"))
+        }
         Route::NotFound | Route::Health => error_response(
             StatusCode::NOT_FOUND,
             "mock-llm: unknown path",

@@ -18,6 +18,43 @@ pub enum Dialect {
     Responses,
 }
 
+/// Rewrites a provider's native stream into OpenAI chunks before the observer sees it.
+#[derive(Debug)]
+pub enum Mapper {
+    Anthropic(crate::llm::anthropic::StreamMapper),
+}
+
+impl Mapper {
+    /// The OpenAI events made from one upstream chunk (possibly none yet).
+    pub fn on_chunk(&mut self, chunk: &[u8]) -> Bytes {
+        let mut out = Vec::new();
+        match self {
+            Mapper::Anthropic(m) => m.on_chunk(chunk, &mut out),
+        }
+        Bytes::from(out)
+    }
+
+    /// At the end of the upstream body: what is left, plus an error event when the
+    /// provider's stream ended without its terminal event.
+    pub fn finish(&mut self) -> Bytes {
+        let mut out = Vec::new();
+        let done = match self {
+            Mapper::Anthropic(m) => m.finish(&mut out),
+        };
+        if !done {
+            crate::llm::sse::write_data(
+                &mut out,
+                &serde_json::json!({"error": {
+                    "message": "The upstream stream ended before it was complete",
+                    "type": "server_error",
+                    "code": "upstream_stream_cut",
+                }}),
+            );
+        }
+        Bytes::from(out)
+    }
+}
+
 /// State gathered from a stream so far.
 #[derive(Debug)]
 pub struct SseObserver {

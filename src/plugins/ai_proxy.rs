@@ -14,7 +14,7 @@ use crate::config::plugins::{
 use crate::config::vault::{self, VaultTable};
 use crate::error::GatewayError;
 use crate::llm::body::{BodyView, Kind};
-use crate::llm::openai;
+use crate::llm::{anthropic, openai};
 use crate::proxy::template::{self, TemplateSources};
 use crate::secret::Secret;
 
@@ -75,11 +75,23 @@ impl UpstreamBase {
     }
 }
 
+/// The API a target's upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI's (and every OpenAI-compatible server's): bodies are patched, not rebuilt.
+    OpenAi,
+    /// Anthropic Messages: bodies, answers and streams are translated.
+    Anthropic,
+}
+
 /// One compiled target.
 #[derive(Debug)]
 pub struct Target {
     pub route_type: RouteType,
     pub provider: ProviderName,
+    pub wire: Wire,
+    /// Headers the provider needs besides auth (e.g. `anthropic-version`).
+    pub extra_headers: Vec<(HeaderName, HeaderValue)>,
     pub model_name: Option<String>,
     pub options: ModelOptions,
     pub auth: Auth,
@@ -263,17 +275,16 @@ fn compile_target(
             ),
         ));
     }
-    if t.model.provider != ProviderName::Openai {
-        errors.push((
-            format!("{path}.model.provider"),
-            format!(
-                "provider '{}' is not supported by tollgate yet (use 'openai', with model.options.upstream_url for OpenAI-compatible servers)",
-                t.model.provider.as_str()
-            ),
-        ));
-    }
     let options = t.model.options.clone().unwrap_or_default();
     let opath = format!("{path}.model.options");
+    let provider = provider_profile(
+        t.model.provider,
+        t.route_type,
+        &options,
+        path,
+        &opath,
+        errors,
+    );
     let range = |v: Option<f64>, lo: f64, hi: f64| v.map(|v| v < lo || v > hi).unwrap_or(false);
     if range(options.temperature, 0.0, 5.0) {
         errors.push((
@@ -306,21 +317,26 @@ fn compile_target(
     }
     let upstream = match &options.upstream_url {
         Some(u) => match parse_upstream_url(u) {
-            Ok(b) => b,
+            // A bare base URL gets the provider's own path for the route type.
+            Ok(mut b) => {
+                if b.path.is_none() {
+                    b.path = provider.as_ref().and_then(|p| p.path).map(str::to_string);
+                }
+                b
+            }
             Err(m) => {
                 errors.push((format!("{opath}.upstream_url"), m));
                 UpstreamBase::new("https", String::new(), 443, None)
             }
         },
-        None => {
-            let (scheme, host, port) = openai::DEFAULT_BASE;
-            UpstreamBase::new(
-                scheme,
-                host.to_string(),
-                port,
-                options.upstream_path.clone(),
-            )
-        }
+        None => match &provider {
+            Some(p) => {
+                let (scheme, host, port) = p.base;
+                let path = options.upstream_path.clone().or(p.path.map(str::to_string));
+                UpstreamBase::new(scheme, host.to_string(), port, path)
+            }
+            None => UpstreamBase::new("https", String::new(), 443, None),
+        },
     };
     let auth = compile_auth(
         &format!("{path}.auth"),
@@ -333,9 +349,12 @@ fn compile_target(
     if errors.len() > before {
         return None;
     }
+    let provider = provider?;
     Some(Target {
         route_type: t.route_type,
         provider: t.model.provider,
+        wire: provider.wire,
+        extra_headers: provider.headers,
         model_name: t.model.name.clone(),
         options,
         auth,
@@ -343,6 +362,131 @@ fn compile_target(
         weight: t.weight,
         upstream,
     })
+}
+
+/// How a provider is reached: its dialect, default endpoint and extra headers.
+struct Profile {
+    wire: Wire,
+    base: (&'static str, &'static str, u16),
+    /// The path for the target's route type (None: the OpenAI default for it).
+    path: Option<&'static str>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Checks what a provider needs for this route type; None (with errors) when it cannot
+/// serve it.
+fn provider_profile(
+    provider: ProviderName,
+    rt: RouteType,
+    options: &ModelOptions,
+    path: &str,
+    opath: &str,
+    errors: &mut FieldErrors,
+) -> Option<Profile> {
+    let unsupported_rt = |errors: &mut FieldErrors, what: &str| {
+        errors.push((
+            format!("{path}.route_type"),
+            format!(
+                "route_type '{}' is not supported for provider '{}' by tollgate ({what})",
+                rt.as_str(),
+                provider.as_str()
+            ),
+        ));
+    };
+    let openai_compatible = |base: (&'static str, &'static str, u16), chat_only: bool| {
+        let ok = rt == RouteType::Preserve
+            || rt == RouteType::Chat
+            || (!chat_only && rt == RouteType::Embeddings);
+        ok.then_some(Profile {
+            wire: Wire::OpenAi,
+            base,
+            path: None,
+            headers: Vec::new(),
+        })
+    };
+    let profile = match provider {
+        ProviderName::Openai => Some(Profile {
+            wire: Wire::OpenAi,
+            base: openai::DEFAULT_BASE,
+            path: None,
+            headers: Vec::new(),
+        }),
+        ProviderName::Anthropic => {
+            let version = match options.anthropic_version.as_deref() {
+                Some(v) => match HeaderValue::from_str(v) {
+                    Ok(v) => Some(v),
+                    Err(_) => {
+                        errors.push((
+                            format!("{opath}.anthropic_version"),
+                            "not a valid header value".into(),
+                        ));
+                        None
+                    }
+                },
+                None => {
+                    errors.push((
+                        format!("{opath}.anthropic_version"),
+                        "required for provider 'anthropic' (e.g. \"2023-06-01\")".into(),
+                    ));
+                    None
+                }
+            };
+            match rt {
+                RouteType::Chat | RouteType::Preserve => Some(Profile {
+                    wire: Wire::Anthropic,
+                    base: anthropic::DEFAULT_BASE,
+                    path: (rt == RouteType::Chat).then_some(anthropic::MESSAGES_PATH),
+                    headers: version
+                        .map(|v| vec![(HeaderName::from_static("anthropic-version"), v)])
+                        .unwrap_or_default(),
+                }),
+                _ => {
+                    unsupported_rt(errors, "it serves llm/v1/chat and preserve");
+                    return None;
+                }
+            }
+        }
+        ProviderName::Mistral => {
+            match options.mistral_format.as_deref() {
+                Some("openai") => {}
+                Some(other) => errors.push((
+                    format!("{opath}.mistral_format"),
+                    format!("'{other}' is not supported by tollgate yet (use 'openai')"),
+                )),
+                None => errors.push((
+                    format!("{opath}.mistral_format"),
+                    "required for provider 'mistral'".into(),
+                )),
+            }
+            openai_compatible(("https", "api.mistral.ai", 443), false)
+        }
+        ProviderName::Deepseek => openai_compatible(("https", "api.deepseek.com", 443), true),
+        ProviderName::Xai => openai_compatible(("https", "api.x.ai", 443), true),
+        ProviderName::Cerebras => openai_compatible(("https", "api.cerebras.ai", 443), true),
+        ProviderName::Vllm => {
+            if options.upstream_url.is_none() {
+                errors.push((
+                    format!("{opath}.upstream_url"),
+                    "required for provider 'vllm'".into(),
+                ));
+            }
+            openai_compatible(("http", "localhost", 8000), true)
+        }
+        other => {
+            errors.push((
+                format!("{path}.model.provider"),
+                format!(
+                    "provider '{}' is not supported by tollgate yet (supported: openai, anthropic, mistral, deepseek, xai, cerebras, vllm; other OpenAI-compatible servers via 'openai' with model.options.upstream_url)",
+                    other.as_str()
+                ),
+            ));
+            return None;
+        }
+    };
+    if profile.is_none() {
+        unsupported_rt(errors, "its OpenAI-compatible API serves chat and preserve");
+    }
+    profile
 }
 
 /// `upstream_url`: scheme/host/port always; the path only when it is more than `/`.

@@ -27,10 +27,10 @@ use crate::config::snapshot::Route;
 use crate::config::Snapshot;
 use crate::error::{self, ErrorShape, GatewayError};
 use crate::llm::body::BodyView;
-use crate::llm::openai;
-use crate::llm::stream::{Dialect, SseObserver};
+use crate::llm::stream::{Dialect, Mapper, SseObserver};
+use crate::llm::{anthropic, openai};
 use crate::observe::log::{AiLog, RequestLog, Try};
-use crate::plugins::ai_proxy::AiProxy;
+use crate::plugins::ai_proxy::{AiProxy, Wire};
 use crate::plugins::request_transformer::{self, UpstreamRequest};
 use crate::plugins::Plugin;
 use crate::proxy::response::{Finish, ProxyBody};
@@ -188,6 +188,11 @@ pub fn millis_since_epoch() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+/// Seconds since the Unix epoch (`created` of translated answers).
+fn unix_seconds() -> u64 {
+    millis_since_epoch() / 1000
 }
 
 fn ms(d: Duration) -> u64 {
@@ -502,6 +507,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         raw_query: c.raw_query,
         sources: c.sources,
         force_stream,
+        stream,
         add_include_usage,
         forwarded: c.forwarded,
         record: log.enabled,
@@ -551,6 +557,73 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         .and_then(|v| v.to_str().ok())
         .map(|v| v.starts_with("text/event-stream"))
         .unwrap_or(false);
+
+    let translated = target.wire != Wire::OpenAi && target.route_type != RouteType::Preserve;
+    if translated && !(status == StatusCode::OK && is_sse) {
+        // A provider's own answer or error, rewritten whole into OpenAI's shape.
+        let bytes =
+            match collect_limited(body, &mut conn, MAX_BUFFERED_RESPONSE, read_timeout).await {
+                Ok(b) => {
+                    conn.release();
+                    b
+                }
+                Err(kind) => {
+                    let e = match kind {
+                        FailureKind::Timeout => {
+                            GatewayError::UpstreamTimeout("reading response body".into())
+                        }
+                        _ => GatewayError::UpstreamInvalid(
+                            "upstream closed the connection while sending the body".into(),
+                        ),
+                    };
+                    return kong_error(e, ErrorShape::OpenAi, log, snap);
+                }
+            };
+        let out = if status == StatusCode::OK {
+            match anthropic::decode_chat(&bytes, unix_seconds()) {
+                Ok(d) => {
+                    if let Some(a) = log.ai.as_mut() {
+                        a.usage = d.usage;
+                        a.response_model = d.model;
+                        a.llm_latency_ms = Some(ms(log.started.elapsed()));
+                    }
+                    Bytes::from(d.body)
+                }
+                Err(reason) => {
+                    let e = GatewayError::Transformation {
+                        provider: target.provider.as_str().into(),
+                        route_type: target.route_type.as_str().into(),
+                        reason,
+                    };
+                    return kong_error(e, ErrorShape::OpenAi, log, snap);
+                }
+            }
+        } else {
+            // The provider's status stays; its message moves into OpenAI's error shape.
+            anthropic::decode_error(&bytes)
+                .map(Bytes::from)
+                .unwrap_or(bytes)
+        };
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        headers.remove(header::CONTENT_ENCODING);
+        log.status = status.as_u16();
+        if log.enabled {
+            log.response_headers = headers.clone();
+        }
+        let mut capture = capture;
+        if let Some(cap) = capture.as_mut() {
+            cap.extend_from_slice(&out[..out.len().min(1 << 20)]);
+        }
+        let finish = Finish::boxed(log, snap, capture);
+        let mut resp = Response::new(ProxyBody::full(out, finish));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        return resp;
+    }
 
     if status == StatusCode::OK && target.route_type != RouteType::Preserve && !is_sse && !stream {
         // Buffered: check the shape and read usage, then send the bytes unchanged.
@@ -619,8 +692,15 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     } else {
         Dialect::ChatLike
     };
-    let observer = (status == StatusCode::OK && is_sse && target.route_type != RouteType::Preserve)
-        .then(|| SseObserver::new(dialect, add_include_usage && dialect == Dialect::ChatLike));
+    let observing = status == StatusCode::OK && is_sse && target.route_type != RouteType::Preserve;
+    // A translated stream always ends with a usage chunk; it reaches the client only if asked.
+    let mapper = (observing && translated)
+        .then(|| Mapper::Anthropic(anthropic::StreamMapper::new(unix_seconds())));
+    let strip_usage = match mapper {
+        Some(_) => !client_wants_usage,
+        None => add_include_usage && dialect == Dialect::ChatLike,
+    };
+    let observer = observing.then(|| SseObserver::new(dialect, strip_usage));
     if observer.is_some() {
         headers.remove(header::CONTENT_LENGTH);
     }
@@ -633,6 +713,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     let mut resp = Response::new(ProxyBody::upstream(
         body,
         conn,
+        mapper,
         observer,
         sse,
         read_timeout,
@@ -732,8 +813,9 @@ async fn proxy_plain(
                 }
                 log.source = "upstream";
                 let finish = Finish::boxed(log, snap, None);
-                let mut r =
-                    Response::new(ProxyBody::upstream(body, conn, None, None, read, finish));
+                let mut r = Response::new(ProxyBody::upstream(
+                    body, conn, None, None, None, read, finish,
+                ));
                 *r.status_mut() = parts.status;
                 *r.headers_mut() = parts.headers;
                 return r;

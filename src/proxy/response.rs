@@ -13,7 +13,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
 use crate::config::Snapshot;
-use crate::llm::stream::{Dialect, SseObserver};
+use crate::llm::stream::{Dialect, Mapper, SseObserver};
 use crate::observe::log::RequestLog;
 use crate::plugins::Plugin;
 use crate::proxy::upstream::Conn;
@@ -78,6 +78,8 @@ enum Kind {
         inner: Incoming,
         /// Driven before each read; back to the pool when the body ends cleanly.
         conn: Option<Conn>,
+        /// Translates a provider's native stream first.
+        mapper: Option<Mapper>,
         observer: Option<SseObserver>,
         idle: Pin<Box<Sleep>>,
         /// A frame arrived since the idle timer was armed.
@@ -116,6 +118,7 @@ impl ProxyBody {
     pub fn upstream(
         inner: Incoming,
         conn: Conn,
+        mapper: Option<Mapper>,
         observer: Option<SseObserver>,
         sse: Option<Dialect>,
         read_timeout: Duration,
@@ -125,6 +128,7 @@ impl ProxyBody {
             kind: Kind::Upstream {
                 inner,
                 conn: Some(conn),
+                mapper,
                 observer,
                 idle: Box::pin(tokio::time::sleep(read_timeout)),
                 active: false,
@@ -218,6 +222,7 @@ impl Body for ProxyBody {
                 Kind::Upstream {
                     inner,
                     conn,
+                    mapper,
                     observer,
                     idle,
                     active,
@@ -242,6 +247,16 @@ impl Body for ProxyBody {
                             *active = true;
                             match frame.into_data() {
                                 Ok(data) => {
+                                    let mut data = match mapper.as_mut() {
+                                        Some(m) => m.on_chunk(&data),
+                                        None => data,
+                                    };
+                                    let end = inner.is_end_stream();
+                                    if end {
+                                        if let Some(m) = mapper.as_mut() {
+                                            data = [data, m.finish()].concat().into();
+                                        }
+                                    }
                                     let mut out = match observer.as_mut() {
                                         Some(o) => o.on_chunk(data),
                                         None => data,
@@ -249,7 +264,7 @@ impl Body for ProxyBody {
                                     // With a Content-Length, hyper stops polling (and drops
                                     // this body) once that many bytes went out, so the end
                                     // is handled with the last frame, not after it.
-                                    if inner.is_end_stream() {
+                                    if end {
                                         *ended = true;
                                         if let Some(c) = conn.take() {
                                             c.release();
@@ -278,7 +293,18 @@ impl Body for ProxyBody {
                             if let Some(c) = conn.take() {
                                 c.release();
                             }
-                            if let Some(tail) = observer.as_mut().and_then(SseObserver::finish) {
+                            let mut tail = Bytes::new();
+                            if let Some(m) = mapper.as_mut() {
+                                let rest = m.finish();
+                                tail = match observer.as_mut() {
+                                    Some(o) => o.on_chunk(rest),
+                                    None => rest,
+                                };
+                            }
+                            if let Some(t) = observer.as_mut().and_then(SseObserver::finish) {
+                                tail = [tail, t].concat().into();
+                            }
+                            if !tail.is_empty() {
                                 this.capture(&tail);
                                 return Poll::Ready(Some(Ok(Frame::data(tail))));
                             }

@@ -10,9 +10,9 @@ use hyper::body::Incoming;
 use crate::config::plugins::{FailoverCriterion, ParamLocation, RouteType};
 use crate::error::GatewayError;
 use crate::llm::body::BodyView;
-use crate::llm::openai;
+use crate::llm::{anthropic, openai};
 use crate::observe::log::Try;
-use crate::plugins::ai_proxy::{self, AiProxy, Target};
+use crate::plugins::ai_proxy::{self, AiProxy, Target, Wire};
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::proxy::template::TemplateSources;
 use crate::proxy::upstream::{Conn, Endpoint, Failure, FailureKind, OutRequest, Upstreams};
@@ -26,6 +26,8 @@ pub struct AiRequest<'a> {
     pub raw_query: Option<&'a str>,
     pub sources: &'a TemplateSources<'a>,
     pub force_stream: bool,
+    /// The client gets a stream (asked for, or forced).
+    pub stream: bool,
     pub add_include_usage: bool,
     pub forwarded: &'a Forwarded<'a>,
     /// Fill `tries` with log entries (only when a log plugin will read them).
@@ -177,17 +179,32 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                 }
                 _ => None,
             };
-            let patch = openai::Patch {
-                model: model.as_deref(),
-                options: Some(&target.options),
-                force_stream: req.force_stream,
-                add_include_usage: req.add_include_usage
-                    && matches!(rt, RouteType::Chat | RouteType::Completions),
-                body_param,
-            };
-            match openai::patch_request(rt, body, &patch) {
-                Some(b) => Bytes::from(b),
-                None => req.up.body.clone(),
+            match target.wire {
+                Wire::OpenAi => {
+                    let patch = openai::Patch {
+                        model: model.as_deref(),
+                        options: Some(&target.options),
+                        force_stream: req.force_stream,
+                        add_include_usage: req.add_include_usage
+                            && matches!(rt, RouteType::Chat | RouteType::Completions),
+                        body_param,
+                    };
+                    match openai::patch_request(rt, body, &patch) {
+                        Some(b) => Bytes::from(b),
+                        None => req.up.body.clone(),
+                    }
+                }
+                Wire::Anthropic => {
+                    let e = anthropic::Encode {
+                        model: model.as_deref(),
+                        options: &target.options,
+                        stream: req.stream,
+                        body_param,
+                    };
+                    anthropic::encode_chat(body, &e)
+                        .map(Bytes::from)
+                        .map_err(|e| GatewayError::BadRequest(e.0))?
+                }
             }
         }
     };
@@ -270,6 +287,9 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                 .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
             headers.insert(name.clone(), v.clone());
         }
+    }
+    for (name, value) in &target.extra_headers {
+        headers.insert(name.clone(), value.clone());
     }
     let method = if rt == RouteType::Preserve {
         req.up.method.clone()

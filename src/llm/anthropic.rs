@@ -1,0 +1,676 @@
+//! The Anthropic Messages dialect: OpenAI chat requests encoded as `/v1/messages` bodies,
+//! Anthropic answers, errors and event streams decoded back into OpenAI shapes.
+//! Field mappings follow spec §5.2/§5.3; where Kong passes Anthropic values through
+//! (finish reasons), the OpenAI values are used, since OpenAI clients validate them.
+
+use serde_json::{json, Map, Value};
+
+use crate::config::plugins::ModelOptions;
+use crate::llm::body::BodyView;
+use crate::llm::sse;
+use crate::llm::usage::Usage;
+
+/// Anthropic's public endpoint.
+pub const DEFAULT_BASE: (&str, &str, u16) = ("https", "api.anthropic.com", 443);
+/// The Messages API path.
+pub const MESSAGES_PATH: &str = "/v1/messages";
+/// Anthropic requires `max_tokens`; used when neither the request nor the config sets it.
+pub const DEFAULT_MAX_TOKENS: u64 = 4096;
+
+/// A request the Messages API cannot express; the message names the field.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EncodeError(pub String);
+
+fn bad(msg: impl Into<String>) -> EncodeError {
+    EncodeError(msg.into())
+}
+
+/// What the gateway decides for the upstream body besides the client's fields.
+pub struct Encode<'a> {
+    pub model: Option<&'a str>,
+    pub options: &'a ModelOptions,
+    pub stream: bool,
+    /// An auth parameter to put in the body (`auth.param_location: body`).
+    pub body_param: Option<(&'a str, &'a str)>,
+}
+
+/// An OpenAI chat body as a Messages API body.
+pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, EncodeError> {
+    let field = |k: &str| -> Result<Option<Value>, EncodeError> {
+        match body.raw(k) {
+            None => Ok(None),
+            Some(r) => serde_json::from_str::<Value>(r)
+                .map(|v| (!v.is_null()).then_some(v))
+                .map_err(|_| bad(format!("'{k}' is not valid JSON"))),
+        }
+    };
+    let mut out = Map::new();
+    let model = match e.model {
+        Some(m) => m.to_string(),
+        None => body.str("model").map(|m| m.into_owned()).ok_or_else(|| {
+            bad("model parameter not found in request, nor in gateway configuration")
+        })?,
+    };
+    out.insert("model".into(), Value::String(model));
+
+    let messages = field("messages")?.ok_or_else(|| bad("'messages' is required"))?;
+    let Value::Array(messages) = messages else {
+        return Err(bad("'messages' must be an array"));
+    };
+    let (system, turns) = encode_messages(messages)?;
+    if let Some(s) = system {
+        out.insert("system".into(), s);
+    }
+    out.insert("messages".into(), Value::Array(turns));
+
+    let max_tokens = match field("max_completion_tokens")?.or(field("max_tokens")?) {
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| bad("'max_tokens' must be a positive integer"))?,
+        ),
+        None => e.options.max_tokens,
+    };
+    out.insert(
+        "max_tokens".into(),
+        json!(max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+    );
+    for (ours, theirs, conf) in [
+        ("temperature", "temperature", e.options.temperature),
+        ("top_p", "top_p", e.options.top_p),
+    ] {
+        match field(ours)? {
+            Some(v) => {
+                out.insert(theirs.into(), v);
+            }
+            None => {
+                if let Some(c) = conf {
+                    out.insert(theirs.into(), json!(c));
+                }
+            }
+        }
+    }
+    // `top_k` is Anthropic's own parameter: the client may send it, config fills the gap.
+    match field("top_k")? {
+        Some(v) => {
+            out.insert("top_k".into(), v);
+        }
+        None => {
+            if let Some(k) = e.options.top_k {
+                out.insert("top_k".into(), json!(k));
+            }
+        }
+    }
+    if let Some(stop) = field("stop")? {
+        let seqs = match stop {
+            Value::String(s) => vec![Value::String(s)],
+            Value::Array(a) if a.iter().all(Value::is_string) => a,
+            _ => return Err(bad("'stop' must be a string or an array of strings")),
+        };
+        out.insert("stop_sequences".into(), Value::Array(seqs));
+    }
+    if let Some(n) = field("n")? {
+        if n.as_u64() != Some(1) {
+            return Err(bad(
+                "'n': provider anthropic returns one choice per request; only n=1 is supported",
+            ));
+        }
+    }
+    if let Some(rf) = field("response_format")? {
+        let kind = rf.get("type").and_then(Value::as_str).unwrap_or("");
+        if kind != "text" {
+            return Err(bad(format!(
+                "'response_format' type '{kind}' is not supported by provider anthropic"
+            )));
+        }
+    }
+    if let Some(user) = field("user")? {
+        out.insert("metadata".into(), json!({ "user_id": user }));
+    }
+    if let Some(tools) = field("tools")? {
+        out.insert("tools".into(), encode_tools(tools)?);
+    }
+    let parallel = field("parallel_tool_calls")?.and_then(|v| v.as_bool());
+    if let Some(tc) = field("tool_choice")? {
+        let mut choice = encode_tool_choice(tc)?;
+        if parallel == Some(false) {
+            if let Some(o) = choice.as_object_mut() {
+                o.insert("disable_parallel_tool_use".into(), Value::Bool(true));
+            }
+        }
+        out.insert("tool_choice".into(), choice);
+    } else if parallel == Some(false) && out.contains_key("tools") {
+        out.insert(
+            "tool_choice".into(),
+            json!({"type": "auto", "disable_parallel_tool_use": true}),
+        );
+    }
+    if e.stream {
+        out.insert("stream".into(), Value::Bool(true));
+    }
+    if let Some((k, v)) = e.body_param {
+        out.insert(k.into(), Value::String(v.into()));
+    }
+    serde_json::to_vec(&Value::Object(out)).map_err(|e| bad(e.to_string()))
+}
+
+/// System messages joined into `system`; the rest as alternating turns, with tool results
+/// as user turns and consecutive same-role turns merged (Anthropic wants all results of one
+/// assistant turn in the next user turn).
+fn encode_messages(messages: Vec<Value>) -> Result<(Option<Value>, Vec<Value>), EncodeError> {
+    let mut system: Vec<String> = Vec::new();
+    let mut turns: Vec<(String, Vec<Value>)> = Vec::new();
+    for (i, m) in messages.into_iter().enumerate() {
+        let role = m
+            .get("role")
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("'messages[{i}].role' is required")))?
+            .to_string();
+        let (role, blocks) = match role.as_str() {
+            "system" | "developer" => {
+                system.push(text_of(m.get("content"), i)?);
+                continue;
+            }
+            "user" => ("user", content_blocks(m.get("content"), i)?),
+            "assistant" => {
+                let mut blocks = match m.get("content") {
+                    None | Some(Value::Null) => Vec::new(),
+                    c => content_blocks(c, i)?,
+                };
+                if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+                    for (j, c) in calls.iter().enumerate() {
+                        blocks.push(tool_use_block(c, i, j)?);
+                    }
+                }
+                ("assistant", blocks)
+            }
+            "tool" => {
+                let id = m
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))?;
+                let content = text_of(m.get("content"), i)?;
+                (
+                    "user",
+                    vec![json!({"type": "tool_result", "tool_use_id": id, "content": content})],
+                )
+            }
+            other => {
+                return Err(bad(format!(
+                    "'messages[{i}].role' '{other}' is not supported by provider anthropic"
+                )))
+            }
+        };
+        if blocks.is_empty() {
+            continue;
+        }
+        match turns.last_mut() {
+            Some((r, b)) if r == role => b.extend(blocks),
+            _ => turns.push((role.to_string(), blocks)),
+        }
+    }
+    let system = (!system.is_empty()).then(|| Value::String(system.join("\n")));
+    let turns = turns
+        .into_iter()
+        .map(|(role, content)| json!({"role": role, "content": content}))
+        .collect();
+    Ok((system, turns))
+}
+
+/// Text of a string or of an array of text parts.
+fn text_of(content: Option<&Value>, i: usize) -> Result<String, EncodeError> {
+    match content {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => {
+            let mut out = Vec::new();
+            for p in parts {
+                match p.get("text").and_then(Value::as_str) {
+                    Some(t) => out.push(t),
+                    None => {
+                        return Err(bad(format!(
+                            "'messages[{i}].content' may only have text parts here"
+                        )))
+                    }
+                }
+            }
+            Ok(out.join("\n"))
+        }
+        Some(_) => Err(bad(format!(
+            "'messages[{i}].content' must be a string or an array"
+        ))),
+    }
+}
+
+fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, EncodeError> {
+    match content {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if s.is_empty() => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![json!({"type": "text", "text": s})]),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .enumerate()
+            .map(|(j, p)| content_part(p, i, j))
+            .collect(),
+        Some(_) => Err(bad(format!(
+            "'messages[{i}].content' must be a string or an array"
+        ))),
+    }
+}
+
+fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
+    let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
+    match kind {
+        "text" => {
+            Ok(json!({"type": "text", "text": p.get("text").cloned().unwrap_or(Value::Null)}))
+        }
+        "image_url" => {
+            let url = p
+                .get("image_url")
+                .and_then(|u| u.get("url").or(Some(u)))
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "'messages[{i}].content[{j}].image_url.url' is required"
+                    ))
+                })?;
+            Ok(match data_url(url) {
+                Some((media, data)) => {
+                    json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
+                }
+                None => json!({"type": "image", "source": {"type": "url", "url": url}}),
+            })
+        }
+        other => Err(bad(format!(
+            "'messages[{i}].content[{j}].type' '{other}' is not supported by provider anthropic"
+        ))),
+    }
+}
+
+/// `data:<media>;base64,<data>` split into its parts.
+fn data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media = meta.strip_suffix(";base64")?;
+    Some((media, data))
+}
+
+fn tool_use_block(call: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
+    let f = call.get("function");
+    let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
+    let id = call.get("id").and_then(Value::as_str);
+    let (Some(name), Some(id)) = (name, id) else {
+        return Err(bad(format!(
+            "'messages[{i}].tool_calls[{j}]' needs an id and function.name"
+        )));
+    };
+    let args = f
+        .and_then(|f| f.get("arguments"))
+        .and_then(Value::as_str)
+        .unwrap_or("{}");
+    let input: Value = if args.trim().is_empty() {
+        json!({})
+    } else {
+        serde_json::from_str(args).map_err(|_| {
+            bad(format!(
+                "'messages[{i}].tool_calls[{j}].function.arguments' is not valid JSON"
+            ))
+        })?
+    };
+    Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
+}
+
+fn encode_tools(tools: Value) -> Result<Value, EncodeError> {
+    let Value::Array(tools) = tools else {
+        return Err(bad("'tools' must be an array"));
+    };
+    let mut out = Vec::with_capacity(tools.len());
+    for (i, t) in tools.iter().enumerate() {
+        if t.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(bad(format!(
+                "'tools[{i}].type': provider anthropic takes function tools only"
+            )));
+        }
+        let f = t.get("function");
+        let name = f
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("'tools[{i}].function.name' is required")))?;
+        let mut tool = Map::new();
+        tool.insert("name".into(), Value::String(name.into()));
+        if let Some(d) = f
+            .and_then(|f| f.get("description"))
+            .filter(|d| !d.is_null())
+        {
+            tool.insert("description".into(), d.clone());
+        }
+        let schema = f
+            .and_then(|f| f.get("parameters"))
+            .filter(|p| !p.is_null())
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        tool.insert("input_schema".into(), schema);
+        out.push(Value::Object(tool));
+    }
+    Ok(Value::Array(out))
+}
+
+fn encode_tool_choice(tc: Value) -> Result<Value, EncodeError> {
+    match &tc {
+        Value::String(s) => match s.as_str() {
+            "auto" => Ok(json!({"type": "auto"})),
+            "required" => Ok(json!({"type": "any"})),
+            "none" => Ok(json!({"type": "none"})),
+            other => Err(bad(format!("'tool_choice' '{other}' is not a valid value"))),
+        },
+        Value::Object(o) => {
+            let name = o
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("'tool_choice.function.name' is required"))?;
+            Ok(json!({"type": "tool", "name": name}))
+        }
+        _ => Err(bad("'tool_choice' must be a string or an object")),
+    }
+}
+
+/// Anthropic's `stop_reason` as an OpenAI `finish_reason`.
+pub fn finish_reason(stop: &str) -> &str {
+    match stop {
+        "end_turn" | "stop_sequence" | "pause_turn" => "stop",
+        "max_tokens" | "model_context_window_exceeded" => "length",
+        "tool_use" => "tool_calls",
+        "refusal" => "content_filter",
+        other => other,
+    }
+}
+
+/// Anthropic usage → OpenAI usage. Anthropic's `input_tokens` leaves out cached input;
+/// OpenAI's `prompt_tokens` includes it, with the cached part in `cached_tokens`.
+pub fn usage(u: &Value) -> Option<Usage> {
+    let n = |k: &str| u.get(k).and_then(Value::as_u64);
+    if n("input_tokens").is_none() && n("output_tokens").is_none() {
+        return None;
+    }
+    let read = n("cache_read_input_tokens").unwrap_or(0);
+    let prompt =
+        n("input_tokens").unwrap_or(0) + read + n("cache_creation_input_tokens").unwrap_or(0);
+    let completion = n("output_tokens").unwrap_or(0);
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        cached_tokens: (read > 0).then_some(read),
+        reasoning_tokens: None,
+    })
+}
+
+fn usage_json(u: &Usage) -> Value {
+    let mut v = json!({
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.total_tokens,
+    });
+    if let Some(c) = u.cached_tokens {
+        v["prompt_tokens_details"] = json!({ "cached_tokens": c });
+    }
+    v
+}
+
+/// A decoded buffered answer.
+pub struct Decoded {
+    pub body: Vec<u8>,
+    pub usage: Option<Usage>,
+    pub model: Option<String>,
+}
+
+/// A Messages API answer as an OpenAI `chat.completion`.
+pub fn decode_chat(body: &[u8], created: u64) -> Result<Decoded, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let content = v
+        .get("content")
+        .and_then(Value::as_array)
+        .ok_or("response has no 'content'")?;
+    let mut text: Vec<&str> = Vec::new();
+    let mut calls = Vec::new();
+    for block in content {
+        match block.get("type").and_then(Value::as_str) {
+            Some("text") => text.extend(block.get("text").and_then(Value::as_str)),
+            Some("tool_use") => calls.push(json!({
+                "id": block.get("id").cloned().unwrap_or(Value::Null),
+                "type": "function",
+                "function": {
+                    "name": block.get("name").cloned().unwrap_or(Value::Null),
+                    "arguments": serde_json::to_string(block.get("input").unwrap_or(&json!({})))
+                        .unwrap_or_else(|_| "{}".into()),
+                },
+            })),
+            _ => {}
+        }
+    }
+    let model = v.get("model").and_then(Value::as_str).map(str::to_string);
+    let usage = v.get("usage").and_then(usage);
+    let mut message = json!({
+        "role": "assistant",
+        "content": if text.is_empty() && !calls.is_empty() { Value::Null } else { Value::String(text.join("\n")) },
+    });
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    let finish = v
+        .get("stop_reason")
+        .and_then(Value::as_str)
+        .map(finish_reason)
+        .unwrap_or("stop");
+    let mut out = json!({
+        "id": v.get("id").cloned().unwrap_or(Value::Null),
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+    });
+    if let Some(u) = &usage {
+        out["usage"] = usage_json(u);
+    }
+    let body = serde_json::to_vec(&out).map_err(|e| e.to_string())?;
+    Ok(Decoded { body, usage, model })
+}
+
+/// An Anthropic error body (`{"type":"error","error":{"type","message"}}`) in OpenAI's shape;
+/// None when the body is not one.
+pub fn decode_error(body: &[u8]) -> Option<Vec<u8>> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let e = v.get("error")?;
+    let message = e.get("message").and_then(Value::as_str)?;
+    let kind = e.get("type").and_then(Value::as_str).unwrap_or("api_error");
+    serde_json::to_vec(
+        &json!({"error": {"message": message, "type": kind, "param": null, "code": kind}}),
+    )
+    .ok()
+}
+
+/// Anthropic's event stream → OpenAI `chat.completion.chunk` events, one upstream chunk at a
+/// time. Always ends with a usage chunk and `[DONE]`; the observer behind it strips the usage
+/// chunk when the client did not ask for it.
+#[derive(Debug, Default)]
+pub struct StreamMapper {
+    framer: sse::Framer,
+    id: String,
+    model: String,
+    created: u64,
+    /// Content block index → tool call index (OpenAI numbers tool calls from 0).
+    tool_index: Vec<(u64, u64)>,
+    usage: Option<Value>,
+    done: bool,
+}
+
+impl StreamMapper {
+    /// A mapper stamping chunks with `created`.
+    pub fn new(created: u64) -> Self {
+        StreamMapper {
+            created,
+            ..Default::default()
+        }
+    }
+
+    /// Maps the complete events in `chunk`; an unfinished event waits for the next chunk.
+    pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let mut events = Vec::new();
+        self.framer.push(chunk, |ev| events.push(ev));
+        for ev in events {
+            self.on_event(&ev, out);
+        }
+    }
+
+    /// At the end of the upstream body: the rest, and a clean end if the stream was cut.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
+        let mut events = Vec::new();
+        self.framer.finish(|ev| events.push(ev));
+        for ev in events {
+            self.on_event(&ev, out);
+        }
+        self.done
+    }
+
+    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+        let v = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        sse::write_data(out, &v);
+    }
+
+    fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
+        let Ok(v) = serde_json::from_slice::<Value>(&ev.data) else {
+            return;
+        };
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("");
+        match kind {
+            "message_start" => {
+                let m = v.get("message");
+                let s = |k: &str| {
+                    m.and_then(|m| m.get(k))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                };
+                self.id = s("id");
+                self.model = s("model");
+                self.usage = m.and_then(|m| m.get("usage")).cloned();
+                self.chunk(json!({"role": "assistant", "content": ""}), None, out);
+            }
+            "content_block_start" => {
+                let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let block = v.get("content_block");
+                match block.and_then(|b| b.get("type")).and_then(Value::as_str) {
+                    Some("tool_use") => {
+                        let ti = self.tool_index.len() as u64;
+                        self.tool_index.push((index, ti));
+                        let b = block.unwrap_or(&Value::Null);
+                        self.chunk(
+                            json!({"tool_calls": [{"index": ti, "id": b.get("id"), "type": "function",
+                                "function": {"name": b.get("name"), "arguments": ""}}]}),
+                            None,
+                            out,
+                        );
+                    }
+                    Some("text") => {
+                        if let Some(t) = block
+                            .and_then(|b| b.get("text"))
+                            .and_then(Value::as_str)
+                            .filter(|t| !t.is_empty())
+                        {
+                            self.chunk(json!({ "content": t }), None, out);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            "content_block_delta" => {
+                let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let d = v.get("delta");
+                match d.and_then(|d| d.get("type")).and_then(Value::as_str) {
+                    Some("text_delta") => {
+                        let t = d
+                            .and_then(|d| d.get("text"))
+                            .cloned()
+                            .unwrap_or(Value::Null);
+                        self.chunk(json!({ "content": t }), None, out);
+                    }
+                    Some("input_json_delta") => {
+                        let ti = self
+                            .tool_index
+                            .iter()
+                            .find(|(b, _)| *b == index)
+                            .map(|(_, t)| *t)
+                            .unwrap_or(0);
+                        let p = d
+                            .and_then(|d| d.get("partial_json"))
+                            .cloned()
+                            .unwrap_or(Value::Null);
+                        self.chunk(
+                            json!({"tool_calls": [{"index": ti, "function": {"arguments": p}}]}),
+                            None,
+                            out,
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            "message_delta" => {
+                if let Some(u) = v.get("usage").and_then(Value::as_object) {
+                    let merged = self.usage.get_or_insert_with(|| json!({}));
+                    if let Some(m) = merged.as_object_mut() {
+                        for (k, val) in u {
+                            if !val.is_null() {
+                                m.insert(k.clone(), val.clone());
+                            }
+                        }
+                    }
+                }
+                if let Some(stop) = v
+                    .get("delta")
+                    .and_then(|d| d.get("stop_reason"))
+                    .and_then(Value::as_str)
+                {
+                    self.chunk(json!({}), Some(finish_reason(stop)), out);
+                }
+            }
+            "message_stop" => {
+                if let Some(u) = self.usage.as_ref().and_then(usage) {
+                    let v = json!({
+                        "id": self.id,
+                        "object": "chat.completion.chunk",
+                        "created": self.created,
+                        "model": self.model,
+                        "choices": [],
+                        "usage": usage_json(&u),
+                    });
+                    sse::write_data(out, &v);
+                }
+                out.extend_from_slice(b"data: [DONE]\n\n");
+                self.done = true;
+            }
+            "error" => {
+                let e = v.get("error");
+                let message = e
+                    .and_then(|e| e.get("message"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("upstream error");
+                let code = e
+                    .and_then(|e| e.get("type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("api_error");
+                sse::write_data(
+                    out,
+                    &json!({"error": {"message": message, "type": code, "code": code}}),
+                );
+            }
+            _ => {}
+        }
+    }
+}

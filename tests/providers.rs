@@ -1,0 +1,333 @@
+//! Providers other than OpenAI, through real HTTP: the gateway translates OpenAI requests
+//! to each provider's API (mock-llm speaks them by path) and the answers back.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{post_json, send, sse_data, Harness};
+
+const ANTHROPIC: &str = r#"
+_format_version: "3.0"
+services:
+  - name: claude
+    host: unused.invalid
+    routes:
+      - name: claude
+        paths: ["/claude"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              auth: {header_name: x-api-key, header_value: sk-ant-test}
+              logging: {log_statistics: true}
+              model:
+                provider: anthropic
+                name: claude-sonnet-4-5
+                options:
+                  anthropic_version: "2023-06-01"
+                  upstream_url: "{MOCK}"
+                  max_tokens: 512
+          - name: file-log
+            config: {path: "{DIR}/claude.log"}
+"#;
+
+fn weather_tools() -> Value {
+    json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}])
+}
+
+#[tokio::test]
+async fn anthropic_chat_is_translated_both_ways() {
+    let h = Harness::start(ANTHROPIC).await;
+    let r = post_json(
+        &h.url("/claude"),
+        &json!({"messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Say hello"}],
+            "temperature": 0.2, "stop": "END"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["object"], "chat.completion");
+    assert_eq!(b["model"], "claude-sonnet-4-5");
+    assert_eq!(b["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(
+        b["choices"][0]["message"]["content"],
+        "Hello from mock-llm."
+    );
+    assert_eq!(b["choices"][0]["finish_reason"], "stop");
+    let u = &b["usage"];
+    assert_eq!(u["completion_tokens"], 3);
+    assert_eq!(
+        u["total_tokens"].as_u64(),
+        Some(u["prompt_tokens"].as_u64().unwrap() + 3)
+    );
+    assert_eq!(r.header("content-type"), Some("application/json"));
+
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.header("x-api-key"), Some("sk-ant-test"));
+    assert_eq!(seen.header("anthropic-version"), Some("2023-06-01"));
+    let up = seen.json().unwrap();
+    assert_eq!(up["model"], "claude-sonnet-4-5");
+    assert_eq!(up["system"], "Be brief.");
+    assert_eq!(up["max_tokens"], 512);
+    assert_eq!(up["temperature"], 0.2);
+    assert_eq!(up["stop_sequences"], json!(["END"]));
+    assert_eq!(
+        up["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}])
+    );
+
+    let log = h.wait_log("claude.log", 1).await;
+    let ai = &log[0]["ai"]["proxy"];
+    assert_eq!(ai["usage"]["completion_tokens"], 3, "{}", log[0]);
+    assert_eq!(ai["meta"]["provider_name"], "anthropic", "{}", log[0]);
+    assert!(!log[0].to_string().contains("sk-ant-test"), "key in log");
+}
+
+#[tokio::test]
+async fn anthropic_stream_becomes_openai_chunks() {
+    let h = Harness::start(ANTHROPIC).await;
+    let r = post_json(
+        &h.url("/claude"),
+        &json!({"messages": [{"role": "user", "content": "hi"}], "stream": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r
+        .header("content-type")
+        .unwrap_or("")
+        .starts_with("text/event-stream"));
+    let data = sse_data(&r.text());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(chunks
+        .iter()
+        .all(|c| c["object"] == "chat.completion.chunk" && c["model"] == "claude-sonnet-4-5"));
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello from mock-llm.");
+    let finish: Vec<&Value> = chunks
+        .iter()
+        .map(|c| &c["choices"][0]["finish_reason"])
+        .filter(|f| !f.is_null())
+        .collect();
+    assert_eq!(finish, [&json!("stop")]);
+    assert!(
+        chunks.iter().all(|c| c.get("usage").is_none()),
+        "usage chunk only when asked"
+    );
+    // The upstream saw a streaming Messages request, without OpenAI-only fields.
+    let up = h.mock.requests()[0].json().unwrap();
+    assert_eq!(up["stream"], true);
+    assert!(up.get("stream_options").is_none());
+    let log = h.wait_log("claude.log", 1).await;
+    assert_eq!(
+        log[0]["ai"]["proxy"]["usage"]["completion_tokens"], 3,
+        "{}",
+        log[0]
+    );
+
+    // Asked for: the usage chunk comes before [DONE].
+    let r = post_json(
+        &h.url("/claude"),
+        &json!({"messages": [{"role": "user", "content": "hi"}], "stream": true,
+                "stream_options": {"include_usage": true}}),
+    )
+    .await;
+    let data = sse_data(&r.text());
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["completion_tokens"], 3);
+}
+
+#[tokio::test]
+async fn anthropic_tool_calls_buffered_and_streamed() {
+    let h = Harness::start(ANTHROPIC).await;
+    let ask = json!({"messages": [{"role": "user", "content": "weather? [mock:tool]"}],
+        "tools": weather_tools(), "tool_choice": "required"});
+    let r = post_json(&h.url("/claude"), &ask).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    let call = &b["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"arg": "mock"}));
+    assert_eq!(b["choices"][0]["finish_reason"], "tool_calls");
+    let up = h.mock.requests()[0].json().unwrap();
+    assert_eq!(up["tool_choice"], json!({"type": "any"}));
+    assert_eq!(up["tools"][0]["name"], "get_weather");
+    assert_eq!(up["tools"][0]["input_schema"]["type"], "object");
+
+    // The tool result goes back as a user turn with a tool_result block.
+    let id = call["id"].as_str().unwrap().to_string();
+    let follow = json!({"messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [call.clone()]},
+        {"role": "tool", "tool_call_id": id, "content": "sunny"}],
+        "tools": weather_tools()});
+    let r = post_json(&h.url("/claude"), &follow).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let up = h.mock.requests()[1].json().unwrap();
+    assert_eq!(
+        up["messages"][1]["content"][0],
+        json!({"type": "tool_use", "id": id, "name": "get_weather", "input": {"arg": "mock"}})
+    );
+    assert_eq!(
+        up["messages"][2],
+        json!({"role": "user", "content": [{"type": "tool_result", "tool_use_id": id, "content": "sunny"}]})
+    );
+
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let r = post_json(&h.url("/claude"), &streamed).await;
+    let data = sse_data(&r.text());
+    let chunks: Vec<Value> = data
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let deltas: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert_eq!(deltas[0][0]["function"]["name"], "get_weather");
+    assert_eq!(deltas[0][0]["index"], 0);
+    let args: String = deltas
+        .iter()
+        .filter_map(|d| d[0]["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(
+        serde_json::from_str::<Value>(&args).unwrap(),
+        json!({"arg": "mock"})
+    );
+    assert!(chunks
+        .iter()
+        .any(|c| c["choices"][0]["finish_reason"] == "tool_calls"));
+}
+
+#[tokio::test]
+async fn anthropic_errors_keep_their_status_in_openai_shape() {
+    let h = Harness::start(ANTHROPIC).await;
+    let r = post_json(
+        &h.url("/claude"),
+        &json!({"messages": [{"role": "user", "content": "x [mock:status=429]"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    let b = r.json();
+    assert_eq!(b["error"]["message"], "mock-llm injected status 429");
+    assert_eq!(b["error"]["type"], "rate_limit_error");
+
+    // What the Messages API cannot express is refused before it leaves, naming the field.
+    for (body, field) in [
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "n": 2}),
+            "'n'",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "json_object"}}),
+            "'response_format'",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
+            "'messages[0].content[0].type'",
+        ),
+    ] {
+        let r = post_json(&h.url("/claude"), &body).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        let m = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(m.contains(field) && m.contains("anthropic"), "{m}");
+    }
+    assert_eq!(h.mock.requests().len(), 1, "refused requests never left");
+}
+
+#[tokio::test]
+async fn anthropic_stream_cut_ends_with_an_error_event() {
+    let h = Harness::start(ANTHROPIC).await;
+    let r = send(
+        "POST",
+        &h.url("/claude"),
+        &[
+            ("content-type", "application/json"),
+            ("x-mock", "disconnect_after=3"),
+        ],
+        json!({"messages": [{"role": "user", "content": "hi"}], "stream": true}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let data = sse_data(&r.text());
+    let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "upstream_stream_cut", "{data:?}");
+    let log = h.wait_log("claude.log", 1).await;
+    assert!(log[0]["ai"]["proxy"]["error"].is_string(), "{}", log[0]);
+}
+
+#[tokio::test]
+async fn provider_config_errors_name_the_field() {
+    let no_version = ANTHROPIC.replace("anthropic_version: \"2023-06-01\"", "max_tokens: 1");
+    let e = tollgate::config::load_str(&no_version.replace("{MOCK}", "http://127.0.0.1:9"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("model.options.anthropic_version") && e.contains("required"),
+        "{e}"
+    );
+    let embeddings = ANTHROPIC.replace("llm/v1/chat", "llm/v1/embeddings");
+    let e = tollgate::config::load_str(&embeddings.replace("{MOCK}", "http://127.0.0.1:9"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("route_type") && e.contains("anthropic"), "{e}");
+    let mistral = ANTHROPIC
+        .replace("provider: anthropic", "provider: mistral")
+        .replace("anthropic_version: \"2023-06-01\"", "top_k: 1");
+    let e = tollgate::config::load_str(&mistral.replace("{MOCK}", "http://127.0.0.1:9"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("model.options.mistral_format"), "{e}");
+}
+
+#[tokio::test]
+async fn openai_compatible_providers_use_the_chat_api() {
+    let yaml = r#"
+_format_version: "3.0"
+services:
+  - name: ds
+    host: unused.invalid
+    routes:
+      - name: ds
+        paths: ["/ds"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              auth: {header_name: Authorization, header_value: "Bearer sk-ds"}
+              model: {provider: deepseek, name: deepseek-chat, options: {upstream_url: "{MOCK}"}}
+"#;
+    let h = Harness::start(yaml).await;
+    let r = post_json(
+        &h.url("/ds"),
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "deepseek-chat");
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(seen.header("authorization"), Some("Bearer sk-ds"));
+}
