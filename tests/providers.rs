@@ -331,3 +331,76 @@ services:
     assert_eq!(seen.path, "/v1/chat/completions");
     assert_eq!(seen.header("authorization"), Some("Bearer sk-ds"));
 }
+
+/// Golden transcripts under `tests/fixtures/llm/<provider>/`: a client request and the
+/// upstream body it becomes, a provider answer and the OpenAI answer it becomes, a provider
+/// stream and the OpenAI stream it becomes (fed whole and in 7-byte pieces).
+/// `UPDATE_GOLDEN=1` rewrites the expected files; review the diff before committing.
+mod golden {
+    use std::path::PathBuf;
+
+    use serde_json::Value;
+    use tollgate::config::plugins::ModelOptions;
+    use tollgate::llm::anthropic;
+    use tollgate::llm::body::BodyView;
+
+    const CREATED: u64 = 1_700_000_000;
+
+    fn dir(provider: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/llm")
+            .join(provider)
+    }
+
+    fn check(path: PathBuf, actual: &str) {
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, actual).unwrap();
+            return;
+        }
+        let expected = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
+        assert_eq!(actual, expected, "{} differs", path.display());
+    }
+
+    fn pretty(bytes: &[u8]) -> String {
+        let v: Value = serde_json::from_slice(bytes).unwrap();
+        serde_json::to_string_pretty(&v).unwrap() + "\n"
+    }
+
+    #[test]
+    fn anthropic_transcripts() {
+        let d = dir("anthropic");
+        let req = std::fs::read(d.join("chat_tools.request.json")).unwrap();
+        let view = BodyView::parse(&req).unwrap();
+        let options = ModelOptions::default();
+        let e = anthropic::Encode {
+            model: Some("claude-sonnet-4-5"),
+            options: &options,
+            stream: true,
+            body_param: None,
+        };
+        let up = anthropic::encode_chat(&view, &e).unwrap();
+        check(d.join("chat_tools.upstream.json"), &pretty(&up));
+
+        let answer = std::fs::read(d.join("answer.response.json")).unwrap();
+        let decoded = anthropic::decode_chat(&answer, CREATED).unwrap();
+        check(d.join("answer.openai.json"), &pretty(&decoded.body));
+
+        let stream = std::fs::read(d.join("stream.response.sse")).unwrap();
+        let mut whole = Vec::new();
+        let mut m = anthropic::StreamMapper::new(CREATED);
+        m.on_chunk(&stream, &mut whole);
+        assert!(m.finish(&mut whole), "message_stop ends the stream");
+        let mut pieces = Vec::new();
+        let mut m = anthropic::StreamMapper::new(CREATED);
+        for c in stream.chunks(7) {
+            m.on_chunk(c, &mut pieces);
+        }
+        m.finish(&mut pieces);
+        assert_eq!(whole, pieces, "framing does not depend on chunk boundaries");
+        check(
+            d.join("stream.openai.sse"),
+            &String::from_utf8(whole).unwrap(),
+        );
+    }
+}

@@ -610,8 +610,11 @@ impl StreamMapper {
                             .unwrap_or(0);
                         let p = d
                             .and_then(|d| d.get("partial_json"))
-                            .cloned()
-                            .unwrap_or(Value::Null);
+                            .and_then(Value::as_str)
+                            .unwrap_or("");
+                        if p.is_empty() {
+                            return;
+                        }
                         self.chunk(
                             json!({"tool_calls": [{"index": ti, "function": {"arguments": p}}]}),
                             None,
