@@ -275,6 +275,65 @@ async fn anthropic_stream_cut_ends_with_an_error_event() {
     assert!(log[0]["ai"]["proxy"]["error"].is_string(), "{}", log[0]);
 }
 
+/// `llm_format: anthropic`: Anthropic clients (Claude Code, the Anthropic SDK) get
+/// Anthropic's own API through the gateway, with the key injected and usage still logged.
+#[tokio::test]
+async fn anthropic_native_clients_pass_through_with_usage_logged() {
+    let yaml = ANTHROPIC.replace(
+        "            config:\n              route_type: llm/v1/chat",
+        "            config:\n              llm_format: anthropic\n              route_type: llm/v1/chat",
+    );
+    assert!(yaml.contains("llm_format: anthropic"));
+    let h = Harness::start(&yaml).await;
+    let native = json!({"model": "claude-sonnet-4-5", "max_tokens": 64,
+        "system": "Be brief.", "messages": [{"role": "user", "content": "hi"}]});
+    let r = post_json(&h.url("/claude"), &native).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["type"], "message", "the answer stays Anthropic's: {b}");
+    assert_eq!(b["content"][0]["text"], "Hello from mock-llm.");
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/v1/messages");
+    assert_eq!(seen.header("x-api-key"), Some("sk-ant-test"));
+    assert_eq!(
+        seen.json().unwrap(),
+        native,
+        "the body goes as the client sent it"
+    );
+
+    let mut streamed = native.clone();
+    streamed["stream"] = json!(true);
+    let r = post_json(&h.url("/claude"), &streamed).await;
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(text.starts_with("event: message_start\n"), "{text}");
+    assert!(text.contains("event: message_stop"), "{text}");
+    assert!(
+        !text.contains("chat.completion.chunk") && !text.contains("[DONE]"),
+        "{text}"
+    );
+    let log = h.wait_log("claude.log", 2).await;
+    for line in &log {
+        assert_eq!(
+            line["ai"]["proxy"]["usage"]["completion_tokens"], 3,
+            "{line}"
+        );
+        assert!(line["ai"]["proxy"].get("error").is_none(), "{line}");
+    }
+
+    let bad = ANTHROPIC
+        .replace("provider: anthropic", "provider: openai")
+        .replace(
+            "            config:\n              route_type",
+            "            config:\n              llm_format: anthropic\n              route_type",
+        );
+    let e = tollgate::config::load_str(&bad.replace("{MOCK}", "http://127.0.0.1:9"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("config.llm_format"), "{e}");
+}
+
 #[tokio::test]
 async fn provider_config_errors_name_the_field() {
     let no_version = ANTHROPIC.replace("anthropic_version: \"2023-06-01\"", "max_tokens: 1");

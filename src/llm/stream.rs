@@ -22,14 +22,22 @@ pub enum Dialect {
 #[derive(Debug)]
 pub enum Mapper {
     Anthropic(crate::llm::anthropic::StreamMapper),
+    /// The client speaks Anthropic too: its bytes pass untouched, the mapped copy only
+    /// feeds the observer (usage, model, terminal event).
+    AnthropicObserved(crate::llm::anthropic::StreamMapper),
 }
 
 impl Mapper {
+    /// Whether the client gets the upstream bytes rather than the mapped ones.
+    pub fn observe_only(&self) -> bool {
+        matches!(self, Mapper::AnthropicObserved(_))
+    }
+
     /// The OpenAI events made from one upstream chunk (possibly none yet).
     pub fn on_chunk(&mut self, chunk: &[u8]) -> Bytes {
         let mut out = Vec::new();
         match self {
-            Mapper::Anthropic(m) => m.on_chunk(chunk, &mut out),
+            Mapper::Anthropic(m) | Mapper::AnthropicObserved(m) => m.on_chunk(chunk, &mut out),
         }
         Bytes::from(out)
     }
@@ -39,7 +47,7 @@ impl Mapper {
     pub fn finish(&mut self) -> Bytes {
         let mut out = Vec::new();
         let done = match self {
-            Mapper::Anthropic(m) => m.finish(&mut out),
+            Mapper::Anthropic(m) | Mapper::AnthropicObserved(m) => m.finish(&mut out),
         };
         if !done {
             crate::llm::sse::write_data(

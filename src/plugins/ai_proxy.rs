@@ -141,7 +141,7 @@ impl AiProxy {
         };
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        check_llm_format(c.llm_format, &mut errors);
+        check_llm_format(c.llm_format, &[&t], &mut errors);
         let target = compile_target("config", &t, vaults, env, &mut errors, &mut warnings);
         if !errors.is_empty() {
             return Err(errors);
@@ -176,7 +176,8 @@ impl AiProxy {
     ) -> Result<(AiProxy, FieldErrors), FieldErrors> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        check_llm_format(c.llm_format, &mut errors);
+        let all: Vec<&TargetConfig> = c.targets.iter().collect();
+        check_llm_format(c.llm_format, &all, &mut errors);
         if c.targets.is_empty() {
             errors.push(("config.targets".into(), "length must be at least 1".into()));
         }
@@ -248,12 +249,28 @@ impl AiProxy {
     }
 }
 
-fn check_llm_format(f: LlmFormat, errors: &mut FieldErrors) {
-    if f != LlmFormat::Openai {
-        errors.push((
+/// `llm_format` other than openai: the client speaks the provider's own API, so every
+/// target must be that provider.
+fn check_llm_format(f: LlmFormat, targets: &[&TargetConfig], errors: &mut FieldErrors) {
+    match f {
+        LlmFormat::Openai => {}
+        LlmFormat::Anthropic => {
+            for t in targets {
+                let ok = t.model.provider == ProviderName::Anthropic
+                    && matches!(t.route_type, RouteType::Chat | RouteType::Preserve);
+                if !ok {
+                    errors.push((
+                        "config.llm_format".into(),
+                        "llm_format 'anthropic' needs provider 'anthropic' with route_type llm/v1/chat or preserve on every target".into(),
+                    ));
+                    return;
+                }
+            }
+        }
+        _ => errors.push((
             "config.llm_format".into(),
-            "only llm_format 'openai' is supported by tollgate yet".into(),
-        ));
+            "only llm_format 'openai' and 'anthropic' are supported by tollgate yet".into(),
+        )),
     }
 }
 

@@ -22,7 +22,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Status
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 
-use crate::config::plugins::RouteType;
+use crate::config::plugins::{LlmFormat, RouteType};
 use crate::config::snapshot::Route;
 use crate::config::Snapshot;
 use crate::error::{self, ErrorShape, GatewayError};
@@ -508,7 +508,8 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         sources: c.sources,
         force_stream,
         stream,
-        add_include_usage,
+        native: ai.llm_format != LlmFormat::Openai,
+        add_include_usage: add_include_usage && ai.llm_format == LlmFormat::Openai,
         forwarded: c.forwarded,
         record: log.enabled,
     };
@@ -558,7 +559,43 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         .map(|v| v.starts_with("text/event-stream"))
         .unwrap_or(false);
 
-    let translated = target.wire != Wire::OpenAi && target.route_type != RouteType::Preserve;
+    let native = ai.llm_format != LlmFormat::Openai;
+    let translated =
+        target.wire != Wire::OpenAi && target.route_type != RouteType::Preserve && !native;
+    if native && status == StatusCode::OK && !is_sse && target.route_type != RouteType::Preserve {
+        // The provider's answer goes to the client as it is; only usage is read for the log.
+        let bytes =
+            match collect_limited(body, &mut conn, MAX_BUFFERED_RESPONSE, read_timeout).await {
+                Ok(b) => {
+                    conn.release();
+                    b
+                }
+                Err(_) => {
+                    let e = GatewayError::UpstreamInvalid(
+                        "upstream closed the connection while sending the body".into(),
+                    );
+                    return kong_error(e, ErrorShape::OpenAi, log, snap);
+                }
+            };
+        if let (Some(a), Ok(d)) = (log.ai.as_mut(), anthropic::decode_chat(&bytes, 0)) {
+            a.usage = d.usage;
+            a.response_model = d.model;
+            a.llm_latency_ms = Some(ms(log.started.elapsed()));
+        }
+        log.status = status.as_u16();
+        if log.enabled {
+            log.response_headers = headers.clone();
+        }
+        let mut capture = capture;
+        if let Some(cap) = capture.as_mut() {
+            cap.extend_from_slice(&bytes[..bytes.len().min(1 << 20)]);
+        }
+        let finish = Finish::boxed(log, snap, capture);
+        let mut resp = Response::new(ProxyBody::full(bytes, finish));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        return resp;
+    }
     if translated && !(status == StatusCode::OK && is_sse) {
         // A provider's own answer or error, rewritten whole into OpenAI's shape.
         let bytes =
@@ -694,9 +731,17 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     };
     let observing = status == StatusCode::OK && is_sse && target.route_type != RouteType::Preserve;
     // A translated stream always ends with a usage chunk; it reaches the client only if asked.
-    let mapper = (observing && translated)
-        .then(|| Mapper::Anthropic(anthropic::StreamMapper::new(unix_seconds())));
-    let strip_usage = match mapper {
+    let mapper = if observing && translated {
+        Some(Mapper::Anthropic(anthropic::StreamMapper::new(
+            unix_seconds(),
+        )))
+    } else if observing && native && target.wire == Wire::Anthropic {
+        Some(Mapper::AnthropicObserved(anthropic::StreamMapper::new(0)))
+    } else {
+        None
+    };
+    let strip_usage = match &mapper {
+        Some(m) if m.observe_only() => false,
         Some(_) => !client_wants_usage,
         None => add_include_usage && dialect == Dialect::ChatLike,
     };

@@ -247,20 +247,27 @@ impl Body for ProxyBody {
                             *active = true;
                             match frame.into_data() {
                                 Ok(data) => {
-                                    let mut data = match mapper.as_mut() {
-                                        Some(m) => m.on_chunk(&data),
-                                        None => data,
+                                    let (forward, mut seen) = match mapper.as_mut() {
+                                        Some(m) if m.observe_only() => {
+                                            let mapped = m.on_chunk(&data);
+                                            (Some(data), mapped)
+                                        }
+                                        Some(m) => (None, m.on_chunk(&data)),
+                                        None => (None, data),
                                     };
                                     let end = inner.is_end_stream();
                                     if end {
                                         if let Some(m) = mapper.as_mut() {
-                                            data = [data, m.finish()].concat().into();
+                                            seen = [seen, m.finish()].concat().into();
                                         }
                                     }
                                     let mut out = match observer.as_mut() {
-                                        Some(o) => o.on_chunk(data),
-                                        None => data,
+                                        Some(o) => o.on_chunk(seen),
+                                        None => seen,
                                     };
+                                    if let Some(f) = forward {
+                                        out = f;
+                                    }
                                     // With a Content-Length, hyper stops polling (and drops
                                     // this body) once that many bytes went out, so the end
                                     // is handled with the last frame, not after it.
@@ -294,6 +301,7 @@ impl Body for ProxyBody {
                                 c.release();
                             }
                             let mut tail = Bytes::new();
+                            let native = mapper.as_ref().is_some_and(Mapper::observe_only);
                             if let Some(m) = mapper.as_mut() {
                                 let rest = m.finish();
                                 tail = match observer.as_mut() {
@@ -303,6 +311,10 @@ impl Body for ProxyBody {
                             }
                             if let Some(t) = observer.as_mut().and_then(SseObserver::finish) {
                                 tail = [tail, t].concat().into();
+                            }
+                            if native {
+                                // The client already has every upstream byte.
+                                tail = Bytes::new();
                             }
                             if !tail.is_empty() {
                                 this.capture(&tail);

@@ -28,6 +28,8 @@ pub struct AiRequest<'a> {
     pub force_stream: bool,
     /// The client gets a stream (asked for, or forced).
     pub stream: bool,
+    /// The client speaks the provider's own API (`llm_format` other than openai).
+    pub native: bool,
     pub add_include_usage: bool,
     pub forwarded: &'a Forwarded<'a>,
     /// Fill `tries` with log entries (only when a log plugin will read them).
@@ -192,6 +194,27 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                     match openai::patch_request(rt, body, &patch) {
                         Some(b) => Bytes::from(b),
                         None => req.up.body.clone(),
+                    }
+                }
+                Wire::Anthropic if req.native => {
+                    // The client's own Messages body: only the model (and a forced stream,
+                    // or an auth parameter) may change.
+                    let mut set: Vec<(&str, String)> = Vec::new();
+                    if let Some(m) = model.as_deref() {
+                        if body.str("model").as_deref() != Some(m) {
+                            set.push(("model", serde_json::to_string(m).unwrap_or_default()));
+                        }
+                    }
+                    if req.force_stream {
+                        set.push(("stream", "true".into()));
+                    }
+                    if let Some((k, v)) = body_param {
+                        set.push((k, serde_json::to_string(v).unwrap_or_default()));
+                    }
+                    if set.is_empty() {
+                        req.up.body.clone()
+                    } else {
+                        Bytes::from(body.rewrite(&[], &set))
                     }
                 }
                 Wire::Anthropic => {
