@@ -334,6 +334,60 @@ async fn anthropic_native_clients_pass_through_with_usage_logged() {
     assert!(e.contains("config.llm_format"), "{e}");
 }
 
+const AZURE: &str = r#"
+_format_version: "3.0"
+services:
+  - name: az
+    host: unused.invalid
+    routes:
+      - name: az
+        paths: ["/az"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              auth: {header_name: api-key, header_value: az-key-1}
+              model:
+                provider: azure
+                name: gpt-4o
+                options: {azure_instance: my-inst, azure_deployment_id: gpt4o-prod, upstream_url: "{MOCK}"}
+"#;
+
+#[tokio::test]
+async fn azure_uses_the_deployment_path_and_api_version() {
+    let h = Harness::start(AZURE).await;
+    let hi = json!({"messages": [{"role": "user", "content": "hi"}]});
+    let r = post_json(&h.url("/az"), &hi).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &h.mock.requests()[0];
+    assert_eq!(
+        seen.path,
+        "/openai/deployments/gpt4o-prod/chat/completions?api-version=2023-05-15"
+    );
+    assert_eq!(seen.header("api-key"), Some("az-key-1"));
+    // The client's own api-version wins, and is not sent twice.
+    let r = post_json(&h.url("/az?api-version=2024-10-21"), &hi).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        h.mock.requests()[1].path,
+        "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21"
+    );
+
+    // Without upstream_url the instance names the host.
+    let snap =
+        tollgate::config::load_str(&AZURE.replace(", upstream_url: \"{MOCK}\"", "")).unwrap();
+    let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
+        panic!("ai-proxy")
+    };
+    assert_eq!(ai.targets[0].upstream.host, "my-inst.openai.azure.com");
+    assert_eq!(ai.targets[0].upstream.port, 443);
+    let e = tollgate::config::load_str(&AZURE.replace("azure_instance: my-inst, ", ""))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("model.options.azure_instance"), "{e}");
+}
+
 #[tokio::test]
 async fn provider_config_errors_name_the_field() {
     let no_version = ANTHROPIC.replace("anthropic_version: \"2023-06-01\"", "max_tokens: 1");

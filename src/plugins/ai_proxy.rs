@@ -337,7 +337,7 @@ fn compile_target(
             // A bare base URL gets the provider's own path for the route type.
             Ok(mut b) => {
                 if b.path.is_none() {
-                    b.path = provider.as_ref().and_then(|p| p.path).map(str::to_string);
+                    b.path = provider.as_ref().and_then(|p| p.path.clone());
                 }
                 b
             }
@@ -348,9 +348,9 @@ fn compile_target(
         },
         None => match &provider {
             Some(p) => {
-                let (scheme, host, port) = p.base;
-                let path = options.upstream_path.clone().or(p.path.map(str::to_string));
-                UpstreamBase::new(scheme, host.to_string(), port, path)
+                let (scheme, host, port) = &p.base;
+                let path = options.upstream_path.clone().or(p.path.clone());
+                UpstreamBase::new(scheme, host.clone(), *port, path)
             }
             None => UpstreamBase::new("https", String::new(), 443, None),
         },
@@ -384,9 +384,9 @@ fn compile_target(
 /// How a provider is reached: its dialect, default endpoint and extra headers.
 struct Profile {
     wire: Wire,
-    base: (&'static str, &'static str, u16),
+    base: (&'static str, String, u16),
     /// The path for the target's route type (None: the OpenAI default for it).
-    path: Option<&'static str>,
+    path: Option<String>,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -416,7 +416,7 @@ fn provider_profile(
             || (!chat_only && rt == RouteType::Embeddings);
         ok.then_some(Profile {
             wire: Wire::OpenAi,
-            base,
+            base: (base.0, base.1.to_string(), base.2),
             path: None,
             headers: Vec::new(),
         })
@@ -424,7 +424,11 @@ fn provider_profile(
     let profile = match provider {
         ProviderName::Openai => Some(Profile {
             wire: Wire::OpenAi,
-            base: openai::DEFAULT_BASE,
+            base: (
+                openai::DEFAULT_BASE.0,
+                openai::DEFAULT_BASE.1.to_string(),
+                openai::DEFAULT_BASE.2,
+            ),
             path: None,
             headers: Vec::new(),
         }),
@@ -451,8 +455,12 @@ fn provider_profile(
             match rt {
                 RouteType::Chat | RouteType::Preserve => Some(Profile {
                     wire: Wire::Anthropic,
-                    base: anthropic::DEFAULT_BASE,
-                    path: (rt == RouteType::Chat).then_some(anthropic::MESSAGES_PATH),
+                    base: (
+                        anthropic::DEFAULT_BASE.0,
+                        anthropic::DEFAULT_BASE.1.to_string(),
+                        anthropic::DEFAULT_BASE.2,
+                    ),
+                    path: (rt == RouteType::Chat).then(|| anthropic::MESSAGES_PATH.to_string()),
                     headers: version
                         .map(|v| vec![(HeaderName::from_static("anthropic-version"), v)])
                         .unwrap_or_default(),
@@ -477,6 +485,53 @@ fn provider_profile(
             }
             openai_compatible(("https", "api.mistral.ai", 443), false)
         }
+        ProviderName::Azure => {
+            let need = |errors: &mut FieldErrors, v: &Option<String>, name: &str| {
+                let ok = v.as_deref().is_some_and(|s| {
+                    !s.is_empty()
+                        && s.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
+                        })
+                });
+                if !ok {
+                    errors.push((
+                        format!("{opath}.{name}"),
+                        "required for provider 'azure' (letters, digits, '-', '_', '.')".into(),
+                    ));
+                }
+                v.clone().unwrap_or_default()
+            };
+            let instance = need(errors, &options.azure_instance, "azure_instance");
+            let deployment = need(errors, &options.azure_deployment_id, "azure_deployment_id");
+            let version = options
+                .azure_api_version
+                .clone()
+                .unwrap_or_else(|| "2023-05-15".to_string());
+            let version: String = form_urlencoded::byte_serialize(version.as_bytes()).collect();
+            let tail = match rt {
+                RouteType::Chat => Some("chat/completions"),
+                RouteType::Completions => Some("completions"),
+                RouteType::Embeddings => Some("embeddings"),
+                _ => None,
+            };
+            match (rt, tail) {
+                (RouteType::Preserve, _) => Some(Profile {
+                    wire: Wire::OpenAi,
+                    base: ("https", format!("{instance}.openai.azure.com"), 443),
+                    path: None,
+                    headers: Vec::new(),
+                }),
+                (_, Some(tail)) => Some(Profile {
+                    wire: Wire::OpenAi,
+                    base: ("https", format!("{instance}.openai.azure.com"), 443),
+                    path: Some(format!(
+                        "/openai/deployments/{deployment}/{tail}?api-version={version}"
+                    )),
+                    headers: Vec::new(),
+                }),
+                _ => None,
+            }
+        }
         ProviderName::Deepseek => openai_compatible(("https", "api.deepseek.com", 443), true),
         ProviderName::Xai => openai_compatible(("https", "api.x.ai", 443), true),
         ProviderName::Cerebras => openai_compatible(("https", "api.cerebras.ai", 443), true),
@@ -493,7 +548,7 @@ fn provider_profile(
             errors.push((
                 format!("{path}.model.provider"),
                 format!(
-                    "provider '{}' is not supported by tollgate yet (supported: openai, anthropic, mistral, deepseek, xai, cerebras, vllm; other OpenAI-compatible servers via 'openai' with model.options.upstream_url)",
+                    "provider '{}' is not supported by tollgate yet (supported: openai, azure, anthropic, mistral, deepseek, xai, cerebras, vllm; other OpenAI-compatible servers via 'openai' with model.options.upstream_url)",
                     other.as_str()
                 ),
             ));

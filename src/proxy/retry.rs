@@ -242,6 +242,20 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         Some((p, q)) => (p, Some(q)),
         None => (path, None),
     };
+    // A parameter the client sends itself (e.g. Azure's `api-version`) wins over the
+    // configured one.
+    let kept_query: Option<String> = path_query.map(|q| {
+        if req.up.query.is_empty() {
+            return q.to_string();
+        }
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(
+                form_urlencoded::parse(q.as_bytes())
+                    .filter(|(k, _)| !req.up.query.iter().any(|(c, _)| c == k.as_ref())),
+            )
+            .finish()
+    });
+    let path_query = kept_query.as_deref();
     let mut query = query_string(req.up, req.raw_query);
     let mut log_query = None;
     if let Some((name, value, ParamLocation::Query)) = &target.auth.param {
