@@ -477,6 +477,15 @@ pub fn decode_chat(body: &[u8], created: u64) -> Result<Decoded, String> {
     Ok(Decoded { body, usage, model })
 }
 
+/// Usage and model of a Messages API answer, for the log of a native (untranslated) route.
+pub fn read_usage(body: &[u8]) -> (Option<Usage>, Option<String>) {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return (None, None);
+    };
+    let model = v.get("model").and_then(Value::as_str).map(str::to_string);
+    (v.get("usage").and_then(usage), model)
+}
+
 /// An Anthropic error body (`{"type":"error","error":{"type","message"}}`) in OpenAI's shape;
 /// None when the body is not one.
 pub fn decode_error(body: &[u8]) -> Option<Vec<u8>> {

@@ -6,6 +6,8 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::llm::body::JsonStr;
+
 /// Token counts of one exchange (OpenAI names; Responses' input/output map onto them).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Usage {
@@ -85,7 +87,7 @@ impl<'de> Deserialize<'de> for Details {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
                 let mut out = Details::default();
-                while let Some(k) = a.next_key::<JsonKey>()? {
+                while let Some(k) = a.next_key::<JsonStr>()? {
                     match k.0.as_ref() {
                         "cached_tokens" => out.cached_tokens = a.next_value()?,
                         "reasoning_tokens" => out.reasoning_tokens = a.next_value()?,
@@ -129,28 +131,6 @@ impl<'de> Deserialize<'de> for Details {
     }
 }
 
-/// An object key, borrowed when it has no escapes.
-struct JsonKey<'a>(std::borrow::Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for JsonKey<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = JsonKey<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(JsonKey(v.into()))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(JsonKey(v.to_owned().into()))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
 /// A `usage` object as it arrives, read without building a JSON tree.
 #[derive(Default)]
 pub struct UsageWire {
@@ -181,7 +161,7 @@ impl<'de> Deserialize<'de> for UsageWire {
                     object: true,
                     ..UsageWire::default()
                 };
-                while let Some(k) = a.next_key::<JsonKey>()? {
+                while let Some(k) = a.next_key::<JsonStr>()? {
                     match k.0.as_ref() {
                         "prompt_tokens" => u.prompt_tokens = a.next_value()?,
                         "input_tokens" => u.input_tokens = a.next_value()?,

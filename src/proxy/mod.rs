@@ -30,7 +30,7 @@ use crate::llm::body::BodyView;
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
 use crate::llm::{anthropic, openai};
 use crate::observe::log::{AiLog, RequestLog, Try};
-use crate::plugins::ai_proxy::{AiProxy, Wire};
+use crate::plugins::ai_proxy::{AiProxy, Target, Wire};
 use crate::plugins::request_transformer::{self, UpstreamRequest};
 use crate::plugins::Plugin;
 use crate::proxy::response::{Finish, ProxyBody};
@@ -535,7 +535,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         a.target = Some(answered.target);
         a.request_model = answered.model.clone();
     }
-    let mut conn = answered.conn;
+    let conn = answered.conn;
     let (mut parts, body) = answered.resp.into_parts();
     let status = parts.status;
     log.upstream_status = Some(status.as_u16());
@@ -564,58 +564,22 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         target.wire != Wire::OpenAi && target.route_type != RouteType::Preserve && !native;
     if native && status == StatusCode::OK && !is_sse && target.route_type != RouteType::Preserve {
         // The provider's answer goes to the client as it is; only usage is read for the log.
-        let bytes =
-            match collect_limited(body, &mut conn, MAX_BUFFERED_RESPONSE, read_timeout).await {
-                Ok(b) => {
-                    conn.release();
-                    b
-                }
-                Err(_) => {
-                    let e = GatewayError::UpstreamInvalid(
-                        "upstream closed the connection while sending the body".into(),
-                    );
-                    return kong_error(e, ErrorShape::OpenAi, log, snap);
-                }
-            };
-        if let (Some(a), Ok(d)) = (log.ai.as_mut(), anthropic::decode_chat(&bytes, 0)) {
-            a.usage = d.usage;
-            a.response_model = d.model;
+        let bytes = match read_buffered(body, conn, read_timeout).await {
+            Ok(b) => b,
+            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        };
+        if let Some(a) = log.ai.as_mut() {
+            (a.usage, a.response_model) = anthropic::read_usage(&bytes);
             a.llm_latency_ms = Some(ms(log.started.elapsed()));
         }
-        log.status = status.as_u16();
-        if log.enabled {
-            log.response_headers = headers.clone();
-        }
-        let mut capture = capture;
-        if let Some(cap) = capture.as_mut() {
-            cap.extend_from_slice(&bytes[..bytes.len().min(1 << 20)]);
-        }
-        let finish = Finish::boxed(log, snap, capture);
-        let mut resp = Response::new(ProxyBody::full(bytes, finish));
-        *resp.status_mut() = status;
-        *resp.headers_mut() = headers;
-        return resp;
+        return buffered_response(status, headers, bytes, log, snap, capture);
     }
     if translated && !(status == StatusCode::OK && is_sse) {
         // A provider's own answer or error, rewritten whole into OpenAI's shape.
-        let bytes =
-            match collect_limited(body, &mut conn, MAX_BUFFERED_RESPONSE, read_timeout).await {
-                Ok(b) => {
-                    conn.release();
-                    b
-                }
-                Err(kind) => {
-                    let e = match kind {
-                        FailureKind::Timeout => {
-                            GatewayError::UpstreamTimeout("reading response body".into())
-                        }
-                        _ => GatewayError::UpstreamInvalid(
-                            "upstream closed the connection while sending the body".into(),
-                        ),
-                    };
-                    return kong_error(e, ErrorShape::OpenAi, log, snap);
-                }
-            };
+        let bytes = match read_buffered(body, conn, read_timeout).await {
+            Ok(b) => b,
+            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        };
         let out = if status == StatusCode::OK {
             match anthropic::decode_chat(&bytes, unix_seconds()) {
                 Ok(d) => {
@@ -627,11 +591,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                     Bytes::from(d.body)
                 }
                 Err(reason) => {
-                    let e = GatewayError::Transformation {
-                        provider: target.provider.as_str().into(),
-                        route_type: target.route_type.as_str().into(),
-                        reason,
-                    };
+                    let e = transformation_error(target, reason);
                     return kong_error(e, ErrorShape::OpenAi, log, snap);
                 }
             }
@@ -647,41 +607,15 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         );
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
         headers.remove(header::CONTENT_ENCODING);
-        log.status = status.as_u16();
-        if log.enabled {
-            log.response_headers = headers.clone();
-        }
-        let mut capture = capture;
-        if let Some(cap) = capture.as_mut() {
-            cap.extend_from_slice(&out[..out.len().min(1 << 20)]);
-        }
-        let finish = Finish::boxed(log, snap, capture);
-        let mut resp = Response::new(ProxyBody::full(out, finish));
-        *resp.status_mut() = status;
-        *resp.headers_mut() = headers;
-        return resp;
+        return buffered_response(status, headers, out, log, snap, capture);
     }
 
     if status == StatusCode::OK && target.route_type != RouteType::Preserve && !is_sse && !stream {
         // Buffered: check the shape and read usage, then send the bytes unchanged.
-        let bytes =
-            match collect_limited(body, &mut conn, MAX_BUFFERED_RESPONSE, read_timeout).await {
-                Ok(b) => {
-                    conn.release();
-                    b
-                }
-                Err(kind) => {
-                    let e = match kind {
-                        FailureKind::Timeout => {
-                            GatewayError::UpstreamTimeout("reading response body".into())
-                        }
-                        _ => GatewayError::UpstreamInvalid(
-                            "upstream closed the connection while sending the body".into(),
-                        ),
-                    };
-                    return kong_error(e, ErrorShape::OpenAi, log, snap);
-                }
-            };
+        let bytes = match read_buffered(body, conn, read_timeout).await {
+            Ok(b) => b,
+            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        };
         match openai::decode_response(target.route_type, &bytes) {
             Ok(d) => {
                 if let Some(a) = log.ai.as_mut() {
@@ -691,11 +625,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 }
             }
             Err(reason) => {
-                let e = GatewayError::Transformation {
-                    provider: target.provider.as_str().into(),
-                    route_type: target.route_type.as_str().into(),
-                    reason,
-                };
+                let e = transformation_error(target, reason);
                 return kong_error(e, ErrorShape::OpenAi, log, snap);
             }
         }
@@ -708,19 +638,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         if !same_length {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         }
-        log.status = status.as_u16();
-        if log.enabled {
-            log.response_headers = headers.clone();
-        }
-        let mut capture = capture;
-        if let Some(cap) = capture.as_mut() {
-            cap.extend_from_slice(&bytes[..bytes.len().min(1 << 20)]);
-        }
-        let finish = Finish::boxed(log, snap, capture);
-        let mut resp = Response::new(ProxyBody::full(bytes, finish));
-        *resp.status_mut() = status;
-        *resp.headers_mut() = headers;
-        return resp;
+        return buffered_response(status, headers, bytes, log, snap, capture);
     }
 
     // Streamed (or passed through untouched): observe SSE on the way.
@@ -915,6 +833,58 @@ fn add_proxy_headers(h: &mut HeaderMap, log: &RequestLog) {
         h.insert(HeaderName::from_static("x-kong-request-id"), v);
     }
     h.append(header::VIA, HeaderValue::from_static(crate::VIA_TOKEN));
+}
+
+/// A whole upstream body for a buffered answer; the connection goes back to the pool.
+async fn read_buffered(
+    body: Incoming,
+    mut conn: upstream::Conn,
+    read_timeout: Duration,
+) -> Result<Bytes, GatewayError> {
+    match collect_limited(body, &mut conn, MAX_BUFFERED_RESPONSE, read_timeout).await {
+        Ok(b) => {
+            conn.release();
+            Ok(b)
+        }
+        Err(FailureKind::Timeout) => Err(GatewayError::UpstreamTimeout(
+            "reading response body".into(),
+        )),
+        Err(_) => Err(GatewayError::UpstreamInvalid(
+            "upstream closed the connection while sending the body".into(),
+        )),
+    }
+}
+
+/// The client's response for a buffered answer, with the log phase after its body.
+fn buffered_response(
+    status: StatusCode,
+    headers: HeaderMap,
+    bytes: Bytes,
+    mut log: RequestLog,
+    snap: Arc<Snapshot>,
+    mut capture: Option<Vec<u8>>,
+) -> Response<ProxyBody> {
+    log.status = status.as_u16();
+    if log.enabled {
+        log.response_headers = headers.clone();
+    }
+    if let Some(cap) = capture.as_mut() {
+        cap.extend_from_slice(&bytes[..bytes.len().min(1 << 20)]);
+    }
+    let finish = Finish::boxed(log, snap, capture);
+    let mut resp = Response::new(ProxyBody::full(bytes, finish));
+    *resp.status_mut() = status;
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// A 200 answer that is not what the route type promises.
+fn transformation_error(target: &Target, reason: String) -> GatewayError {
+    GatewayError::Transformation {
+        provider: target.provider.as_str().into(),
+        route_type: target.route_type.as_str().into(),
+        reason,
+    }
 }
 
 /// Reads a buffered upstream body while driving its connection, which goes back to the
