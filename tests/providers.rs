@@ -453,9 +453,10 @@ mod golden {
     use std::path::PathBuf;
 
     use serde_json::Value;
-    use tollgate::config::plugins::ModelOptions;
-    use tollgate::llm::anthropic;
+    use tollgate::config::plugins::{ModelOptions, RouteType};
     use tollgate::llm::body::BodyView;
+    use tollgate::llm::stream::Mapper;
+    use tollgate::llm::{self, Wire};
 
     const CREATED: u64 = 1_700_000_000;
 
@@ -480,40 +481,54 @@ mod golden {
         serde_json::to_string_pretty(&v).unwrap() + "\n"
     }
 
-    #[test]
-    fn anthropic_transcripts() {
-        let d = dir("anthropic");
+    /// Runs one provider's transcripts in `tests/fixtures/llm/<dir>/`: the OpenAI request
+    /// `chat_tools.request.json` encodes to `chat_tools.upstream.json`, the native answer
+    /// `answer.response.json` decodes to `answer.openai.json`, and the native stream (bytes
+    /// given by the caller, since some dialects are binary) maps to `stream.openai.sse`,
+    /// the same whether fed whole or in 7-byte pieces.
+    fn transcripts(dir_name: &str, wire: Wire, model: &str, stream: &[u8]) {
+        let d = dir(dir_name);
         let req = std::fs::read(d.join("chat_tools.request.json")).unwrap();
         let view = BodyView::parse(&req).unwrap();
         let options = ModelOptions::default();
-        let e = anthropic::Encode {
-            model: Some("claude-sonnet-4-5"),
+        let e = llm::Encode {
+            model: Some(model),
             options: &options,
             stream: true,
             body_param: None,
         };
-        let up = anthropic::encode_chat(&view, &e).unwrap();
+        let up = llm::encode(wire, RouteType::Chat, &view, &e).unwrap();
         check(d.join("chat_tools.upstream.json"), &pretty(&up));
 
         let answer = std::fs::read(d.join("answer.response.json")).unwrap();
-        let decoded = anthropic::decode_chat(&answer, CREATED).unwrap();
+        let decoded = llm::decode(wire, RouteType::Chat, &answer, CREATED).unwrap();
         check(d.join("answer.openai.json"), &pretty(&decoded.body));
 
-        let stream = std::fs::read(d.join("stream.response.sse")).unwrap();
-        let mut whole = Vec::new();
-        let mut m = anthropic::StreamMapper::new(CREATED);
-        m.on_chunk(&stream, &mut whole);
-        assert!(m.finish(&mut whole), "message_stop ends the stream");
+        let mut m = Mapper::new(wire, CREATED, false).unwrap();
+        let mut whole = m.on_chunk(stream).to_vec();
+        let before = whole.len();
+        whole.extend_from_slice(&m.finish());
+        let tail = String::from_utf8_lossy(&whole[before..]).into_owned();
+        assert!(
+            !tail.contains("upstream_stream_cut"),
+            "the stream's terminal event ends it"
+        );
         let mut pieces = Vec::new();
-        let mut m = anthropic::StreamMapper::new(CREATED);
+        let mut m = Mapper::new(wire, CREATED, false).unwrap();
         for c in stream.chunks(7) {
-            m.on_chunk(c, &mut pieces);
+            pieces.extend_from_slice(&m.on_chunk(c));
         }
-        m.finish(&mut pieces);
+        pieces.extend_from_slice(&m.finish());
         assert_eq!(whole, pieces, "framing does not depend on chunk boundaries");
         check(
             d.join("stream.openai.sse"),
             &String::from_utf8(whole).unwrap(),
         );
+    }
+
+    #[test]
+    fn anthropic_transcripts() {
+        let stream = std::fs::read(dir("anthropic").join("stream.response.sse")).unwrap();
+        transcripts("anthropic", Wire::Anthropic, "claude-sonnet-4-5", &stream);
     }
 }

@@ -5,10 +5,10 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::plugins::ModelOptions;
 use crate::llm::body::BodyView;
 use crate::llm::sse;
 use crate::llm::usage::Usage;
+use crate::llm::{Decoded, Encode, EncodeError};
 
 /// Anthropic's public endpoint.
 pub const DEFAULT_BASE: (&str, &str, u16) = ("https", "api.anthropic.com", 443);
@@ -17,22 +17,8 @@ pub const MESSAGES_PATH: &str = "/v1/messages";
 /// Anthropic requires `max_tokens`; used when neither the request nor the config sets it.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
-/// A request the Messages API cannot express; the message names the field.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct EncodeError(pub String);
-
 fn bad(msg: impl Into<String>) -> EncodeError {
     EncodeError(msg.into())
-}
-
-/// What the gateway decides for the upstream body besides the client's fields.
-pub struct Encode<'a> {
-    pub model: Option<&'a str>,
-    pub options: &'a ModelOptions,
-    pub stream: bool,
-    /// An auth parameter to put in the body (`auth.param_location: body`).
-    pub body_param: Option<(&'a str, &'a str)>,
 }
 
 /// An OpenAI chat body as a Messages API body.
@@ -406,25 +392,6 @@ pub fn usage(u: &Value) -> Option<Usage> {
     })
 }
 
-fn usage_json(u: &Usage) -> Value {
-    let mut v = json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.total_tokens,
-    });
-    if let Some(c) = u.cached_tokens {
-        v["prompt_tokens_details"] = json!({ "cached_tokens": c });
-    }
-    v
-}
-
-/// A decoded buffered answer.
-pub struct Decoded {
-    pub body: Vec<u8>,
-    pub usage: Option<Usage>,
-    pub model: Option<String>,
-}
-
 /// A Messages API answer as an OpenAI `chat.completion`.
 pub fn decode_chat(body: &[u8], created: u64) -> Result<Decoded, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
@@ -471,7 +438,7 @@ pub fn decode_chat(body: &[u8], created: u64) -> Result<Decoded, String> {
         "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
     });
     if let Some(u) = &usage {
-        out["usage"] = usage_json(u);
+        out["usage"] = u.openai_json();
     }
     let body = serde_json::to_vec(&out).map_err(|e| e.to_string())?;
     Ok(Decoded { body, usage, model })
@@ -660,7 +627,7 @@ impl StreamMapper {
                         "created": self.created,
                         "model": self.model,
                         "choices": [],
-                        "usage": usage_json(&u),
+                        "usage": u.openai_json(),
                     });
                     sse::write_data(out, &v);
                 }

@@ -8,6 +8,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
 use crate::llm::usage::{Usage, UsageWire};
+use crate::llm::Wire;
 
 /// Which event vocabulary the stream uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,26 +19,45 @@ pub enum Dialect {
     Responses,
 }
 
+/// One dialect's stream turned into OpenAI chunks.
+#[derive(Debug)]
+enum Native {
+    Anthropic(crate::llm::anthropic::StreamMapper),
+}
+
 /// Rewrites a provider's native stream into OpenAI chunks before the observer sees it.
 #[derive(Debug)]
-pub enum Mapper {
-    Anthropic(crate::llm::anthropic::StreamMapper),
-    /// The client speaks Anthropic too: its bytes pass untouched, the mapped copy only
-    /// feeds the observer (usage, model, terminal event).
-    AnthropicObserved(crate::llm::anthropic::StreamMapper),
+pub struct Mapper {
+    native: Native,
+    /// The client speaks the provider's API too: its bytes pass untouched, the mapped copy
+    /// only feeds the observer (usage, model, terminal event).
+    observe_only: bool,
 }
 
 impl Mapper {
+    /// The mapper for `wire`'s stream (None for OpenAI, whose chunks need no mapping),
+    /// stamping chunks with `created`.
+    pub fn new(wire: Wire, created: u64, observe_only: bool) -> Option<Mapper> {
+        let native = match wire {
+            Wire::OpenAi => return None,
+            Wire::Anthropic => Native::Anthropic(crate::llm::anthropic::StreamMapper::new(created)),
+        };
+        Some(Mapper {
+            native,
+            observe_only,
+        })
+    }
+
     /// Whether the client gets the upstream bytes rather than the mapped ones.
     pub fn observe_only(&self) -> bool {
-        matches!(self, Mapper::AnthropicObserved(_))
+        self.observe_only
     }
 
     /// The OpenAI events made from one upstream chunk (possibly none yet).
     pub fn on_chunk(&mut self, chunk: &[u8]) -> Bytes {
         let mut out = Vec::new();
-        match self {
-            Mapper::Anthropic(m) | Mapper::AnthropicObserved(m) => m.on_chunk(chunk, &mut out),
+        match &mut self.native {
+            Native::Anthropic(m) => m.on_chunk(chunk, &mut out),
         }
         Bytes::from(out)
     }
@@ -46,8 +66,8 @@ impl Mapper {
     /// provider's stream ended without its terminal event.
     pub fn finish(&mut self) -> Bytes {
         let mut out = Vec::new();
-        let done = match self {
-            Mapper::Anthropic(m) | Mapper::AnthropicObserved(m) => m.finish(&mut out),
+        let done = match &mut self.native {
+            Native::Anthropic(m) => m.finish(&mut out),
         };
         if !done {
             crate::llm::sse::write_data(

@@ -244,6 +244,19 @@ impl UsageWire {
 }
 
 impl Usage {
+    /// OpenAI's `usage` object (`cached_tokens` under `prompt_tokens_details` when known).
+    pub fn openai_json(&self) -> Value {
+        let mut v = serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        });
+        if let Some(c) = self.cached_tokens {
+            v["prompt_tokens_details"] = serde_json::json!({ "cached_tokens": c });
+        }
+        v
+    }
+
     /// Reads a `usage` object in chat/completions/embeddings or Responses shape.
     pub fn from_json(u: &Value) -> Option<Usage> {
         UsageWire::deserialize(u).ok().and_then(|w| w.usage())

@@ -75,14 +75,7 @@ impl UpstreamBase {
     }
 }
 
-/// The API a target's upstream speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wire {
-    /// OpenAI's (and every OpenAI-compatible server's): bodies are patched, not rebuilt.
-    OpenAi,
-    /// Anthropic Messages: bodies, answers and streams are translated.
-    Anthropic,
-}
+pub use crate::llm::Wire;
 
 /// One compiled target.
 #[derive(Debug)]

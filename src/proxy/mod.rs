@@ -28,7 +28,7 @@ use crate::config::Snapshot;
 use crate::error::{self, ErrorShape, GatewayError};
 use crate::llm::body::BodyView;
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
-use crate::llm::{anthropic, openai};
+use crate::llm::{self, openai};
 use crate::observe::log::{AiLog, RequestLog, Try};
 use crate::plugins::ai_proxy::{AiProxy, Target, Wire};
 use crate::plugins::request_transformer::{self, UpstreamRequest};
@@ -569,7 +569,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
         };
         if let Some(a) = log.ai.as_mut() {
-            (a.usage, a.response_model) = anthropic::read_usage(&bytes);
+            (a.usage, a.response_model) = llm::read_usage(target.wire, &bytes);
             a.llm_latency_ms = Some(ms(log.started.elapsed()));
         }
         return buffered_response(status, headers, bytes, log, snap, capture);
@@ -581,7 +581,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
         };
         let out = if status == StatusCode::OK {
-            match anthropic::decode_chat(&bytes, unix_seconds()) {
+            match llm::decode(target.wire, target.route_type, &bytes, unix_seconds()) {
                 Ok(d) => {
                     if let Some(a) = log.ai.as_mut() {
                         a.usage = d.usage;
@@ -597,7 +597,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             }
         } else {
             // The provider's status stays; its message moves into OpenAI's error shape.
-            anthropic::decode_error(&bytes)
+            llm::decode_error(target.wire, &bytes)
                 .map(Bytes::from)
                 .unwrap_or(bytes)
         };
@@ -649,12 +649,8 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     };
     let observing = status == StatusCode::OK && is_sse && target.route_type != RouteType::Preserve;
     // A translated stream always ends with a usage chunk; it reaches the client only if asked.
-    let mapper = if observing && translated {
-        Some(Mapper::Anthropic(anthropic::StreamMapper::new(
-            unix_seconds(),
-        )))
-    } else if observing && native && target.wire == Wire::Anthropic {
-        Some(Mapper::AnthropicObserved(anthropic::StreamMapper::new(0)))
+    let mapper = if observing && (translated || native) {
+        Mapper::new(target.wire, unix_seconds(), native)
     } else {
         None
     };

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use crate::config::plugins::{FailoverCriterion, ParamLocation, RouteType};
 use crate::error::GatewayError;
 use crate::llm::body::BodyView;
-use crate::llm::{anthropic, openai};
+use crate::llm::{self, openai};
 use crate::observe::log::Try;
 use crate::plugins::ai_proxy::{self, AiProxy, Target, Wire};
 use crate::plugins::request_transformer::UpstreamRequest;
@@ -196,7 +196,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                         None => req.up.body.clone(),
                     }
                 }
-                Wire::Anthropic if req.native => {
+                _ if req.native => {
                     // The client's own Messages body: only the model (and a forced stream,
                     // or an auth parameter) may change.
                     let mut set: Vec<(&str, String)> = Vec::new();
@@ -217,14 +217,14 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                         Bytes::from(body.rewrite(&[], &set))
                     }
                 }
-                Wire::Anthropic => {
-                    let e = anthropic::Encode {
+                wire => {
+                    let e = llm::Encode {
                         model: model.as_deref(),
                         options: &target.options,
                         stream: req.stream,
                         body_param,
                     };
-                    anthropic::encode_chat(body, &e)
+                    llm::encode(wire, rt, body, &e)
                         .map(Bytes::from)
                         .map_err(|e| GatewayError::BadRequest(e.0))?
                 }
