@@ -51,6 +51,17 @@ fn not_translated(wire: Wire, rt: RouteType) -> String {
     )
 }
 
+/// The upstream path for a provider that names the model (and the method) in it: `prefix`
+/// is the provider's path up to the model.
+pub fn request_path(wire: Wire, rt: RouteType, prefix: &str, model: &str, stream: bool) -> String {
+    let _ = (rt, stream);
+    let model: String =
+        percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC).collect();
+    match wire {
+        Wire::OpenAi | Wire::Anthropic => format!("{prefix}{model}"),
+    }
+}
+
 /// An OpenAI request body (of route type `rt`) in the upstream's native shape.
 pub fn encode(
     wire: Wire,

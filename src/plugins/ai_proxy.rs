@@ -91,6 +91,9 @@ pub struct Target {
     pub logging: LoggingConfig,
     pub weight: u32,
     pub upstream: UpstreamBase,
+    /// `upstream.path` is a prefix that the model (and the dialect's method) completes per
+    /// request (Gemini, Bedrock, Hugging Face put the model in the path).
+    pub model_path: bool,
 }
 
 /// A compiled ai-proxy(-advanced) instance.
@@ -325,12 +328,17 @@ fn compile_target(
             ));
         }
     }
+    // Whether the provider's path prefix gets the model (and method) appended per request;
+    // a path the user gives is used as it is.
+    let mut model_path = provider.as_ref().is_some_and(|p| p.model_path);
     let upstream = match &options.upstream_url {
         Some(u) => match parse_upstream_url(u) {
             // A bare base URL gets the provider's own path for the route type.
             Ok(mut b) => {
                 if b.path.is_none() {
                     b.path = provider.as_ref().and_then(|p| p.path.clone());
+                } else {
+                    model_path = false;
                 }
                 b
             }
@@ -342,6 +350,9 @@ fn compile_target(
         None => match &provider {
             Some(p) => {
                 let (scheme, host, port) = &p.base;
+                if options.upstream_path.is_some() {
+                    model_path = false;
+                }
                 let path = options.upstream_path.clone().or(p.path.clone());
                 UpstreamBase::new(scheme, host.clone(), *port, path)
             }
@@ -371,6 +382,7 @@ fn compile_target(
         logging: t.logging.clone(),
         weight: t.weight,
         upstream,
+        model_path,
     })
 }
 
@@ -380,6 +392,8 @@ struct Profile {
     base: (&'static str, String, u16),
     /// The path for the target's route type (None: the OpenAI default for it).
     path: Option<String>,
+    /// `path` is a prefix completed per request by [`crate::llm::request_path`].
+    model_path: bool,
     headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -411,6 +425,7 @@ fn provider_profile(
             wire: Wire::OpenAi,
             base: (base.0, base.1.to_string(), base.2),
             path: None,
+            model_path: false,
             headers: Vec::new(),
         })
     };
@@ -423,6 +438,7 @@ fn provider_profile(
                 openai::DEFAULT_BASE.2,
             ),
             path: None,
+            model_path: false,
             headers: Vec::new(),
         }),
         ProviderName::Anthropic => {
@@ -454,6 +470,7 @@ fn provider_profile(
                         anthropic::DEFAULT_BASE.2,
                     ),
                     path: (rt == RouteType::Chat).then(|| anthropic::MESSAGES_PATH.to_string()),
+                    model_path: false,
                     headers: version
                         .map(|v| vec![(HeaderName::from_static("anthropic-version"), v)])
                         .unwrap_or_default(),
@@ -512,6 +529,7 @@ fn provider_profile(
                     wire: Wire::OpenAi,
                     base: ("https", format!("{instance}.openai.azure.com"), 443),
                     path: None,
+                    model_path: false,
                     headers: Vec::new(),
                 }),
                 (_, Some(tail)) => Some(Profile {
@@ -520,6 +538,7 @@ fn provider_profile(
                     path: Some(format!(
                         "/openai/deployments/{deployment}/{tail}?api-version={version}"
                     )),
+                    model_path: false,
                     headers: Vec::new(),
                 }),
                 _ => None,

@@ -233,7 +233,17 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     };
     let up = &target.upstream;
     let default_path = openai::default_path(rt);
+    let model_path;
     let path: &str = match (&up.path, default_path) {
+        (Some(prefix), _) if target.model_path => {
+            let m = model.as_deref().ok_or_else(|| {
+                GatewayError::BadRequest(
+                    "model parameter not found in request, nor in gateway configuration".into(),
+                )
+            })?;
+            model_path = llm::request_path(target.wire, rt, prefix, m, req.stream);
+            &model_path
+        }
         (Some(p), _) => p,
         (None, Some(p)) => p,
         (None, None) => &req.up.path,
