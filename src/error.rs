@@ -12,6 +12,9 @@ pub enum GatewayError {
     /// A client mistake: 400 with Kong's text.
     #[error("{0}")]
     BadRequest(String),
+    /// `previous_response_id` names no conversation the gateway holds (400, OpenAI's text).
+    #[error("Previous response with id '{0}' not found.")]
+    UnknownPreviousResponse(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("{0}")]
@@ -58,7 +61,9 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
-            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BadRequest(_) | GatewayError::UnknownPreviousResponse(_) => {
+                StatusCode::BAD_REQUEST
+            }
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::ClientAborted => StatusCode::BAD_REQUEST,
@@ -85,6 +90,7 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute => "route_not_found",
             GatewayError::BadRequest(_) => "bad_request",
+            GatewayError::UnknownPreviousResponse(_) => "previous_response_not_found",
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
             GatewayError::ClientAborted => "client_aborted",

@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod body;
 pub mod openai;
+pub mod responses;
 pub mod sse;
 pub mod stream;
 pub mod usage;

@@ -25,27 +25,70 @@ enum Native {
     Anthropic(crate::llm::anthropic::StreamMapper),
 }
 
-/// Rewrites a provider's native stream into OpenAI chunks before the observer sees it.
+/// Called with the assistant turn when a bridged Responses stream completes.
+pub type OnComplete = Box<dyn FnOnce(Value) + Send>;
+
+/// Chat chunks turned into Responses events (the Responses API bridged onto chat).
+struct ResponsesStage {
+    mapper: crate::llm::responses::StreamMapper,
+    on_complete: Option<OnComplete>,
+}
+
+impl std::fmt::Debug for ResponsesStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponsesStage")
+            .field("mapper", &self.mapper)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Rewrites a provider's native stream into OpenAI chunks (and those into Responses
+/// events when the Responses API is bridged) before the observer sees it.
 #[derive(Debug)]
 pub struct Mapper {
-    native: Native,
+    native: Option<Native>,
+    responses: Option<Box<ResponsesStage>>,
     /// The client speaks the provider's API too: its bytes pass untouched, the mapped copy
     /// only feeds the observer (usage, model, terminal event).
     observe_only: bool,
+}
+
+fn native(wire: Wire, created: u64) -> Option<Native> {
+    match wire {
+        Wire::OpenAi => None,
+        Wire::Anthropic => Some(Native::Anthropic(crate::llm::anthropic::StreamMapper::new(
+            created,
+        ))),
+    }
 }
 
 impl Mapper {
     /// The mapper for `wire`'s stream (None for OpenAI, whose chunks need no mapping),
     /// stamping chunks with `created`.
     pub fn new(wire: Wire, created: u64, observe_only: bool) -> Option<Mapper> {
-        let native = match wire {
-            Wire::OpenAi => return None,
-            Wire::Anthropic => Native::Anthropic(crate::llm::anthropic::StreamMapper::new(created)),
-        };
         Some(Mapper {
-            native,
+            native: Some(native(wire, created)?),
+            responses: None,
             observe_only,
         })
+    }
+
+    /// A bridged Responses stream: `wire`'s stream → chat chunks → Responses events;
+    /// `on_complete` gets the assistant turn once `response.completed` is written.
+    pub fn responses(
+        wire: Wire,
+        created: u64,
+        mapper: crate::llm::responses::StreamMapper,
+        on_complete: Option<OnComplete>,
+    ) -> Mapper {
+        Mapper {
+            native: native(wire, created),
+            responses: Some(Box::new(ResponsesStage {
+                mapper,
+                on_complete,
+            })),
+            observe_only: false,
+        }
     }
 
     /// Whether the client gets the upstream bytes rather than the mapped ones.
@@ -53,31 +96,62 @@ impl Mapper {
         self.observe_only
     }
 
-    /// The OpenAI events made from one upstream chunk (possibly none yet).
+    /// The events made from one upstream chunk (possibly none yet).
     pub fn on_chunk(&mut self, chunk: &[u8]) -> Bytes {
-        let mut out = Vec::new();
-        match &mut self.native {
-            Native::Anthropic(m) => m.on_chunk(chunk, &mut out),
+        let mut chat = Vec::new();
+        let chat: &[u8] = match &mut self.native {
+            Some(Native::Anthropic(m)) => {
+                m.on_chunk(chunk, &mut chat);
+                &chat
+            }
+            None => chunk,
+        };
+        match &mut self.responses {
+            Some(r) => {
+                let mut out = Vec::new();
+                r.mapper.on_chunk(chat, &mut out);
+                Bytes::from(out)
+            }
+            None => Bytes::copy_from_slice(chat),
         }
-        Bytes::from(out)
+    }
+
+    /// The stream's own failure event when the upstream fails mid-stream (a bridged
+    /// Responses stream ends with `response.failed`); None to use the dialect's generic one.
+    pub fn fail(&mut self, code: &str, message: &str) -> Option<Bytes> {
+        let r = self.responses.as_mut()?;
+        let mut out = Vec::new();
+        r.mapper.fail(&mut out, code, message);
+        Some(Bytes::from(out))
     }
 
     /// At the end of the upstream body: what is left, plus an error event when the
     /// provider's stream ended without its terminal event.
     pub fn finish(&mut self) -> Bytes {
-        let mut out = Vec::new();
+        let mut chat = Vec::new();
         let done = match &mut self.native {
-            Native::Anthropic(m) => m.finish(&mut out),
+            Some(Native::Anthropic(m)) => m.finish(&mut chat),
+            None => true,
         };
         if !done {
             crate::llm::sse::write_data(
-                &mut out,
+                &mut chat,
                 &serde_json::json!({"error": {
                     "message": "The upstream stream ended before it was complete",
                     "type": "server_error",
                     "code": "upstream_stream_cut",
                 }}),
             );
+        }
+        let Some(r) = self.responses.as_mut() else {
+            return Bytes::from(chat);
+        };
+        let mut out = Vec::new();
+        r.mapper.on_chunk(&chat, &mut out);
+        if r.mapper.finish(&mut out) {
+            if let (Some(f), Some(a)) = (r.on_complete.take(), r.mapper.assistant.take()) {
+                f(a);
+            }
         }
         Bytes::from(out)
     }

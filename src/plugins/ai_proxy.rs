@@ -94,6 +94,9 @@ pub struct Target {
     /// `upstream.path` is a prefix that the model (and the dialect's method) completes per
     /// request (Gemini, Bedrock, Hugging Face put the model in the path).
     pub model_path: bool,
+    /// A `llm/v1/responses` target whose provider only has chat: requests and answers are
+    /// translated (`llm::responses`).
+    pub bridge_responses: bool,
 }
 
 /// A compiled ai-proxy(-advanced) instance.
@@ -290,9 +293,19 @@ fn compile_target(
     }
     let options = t.model.options.clone().unwrap_or_default();
     let opath = format!("{path}.model.options");
+    // Providers without a Responses API get it bridged: the target is reached as a chat one.
+    let bridge_responses = t.route_type == RouteType::Responses
+        && !matches!(
+            t.model.provider,
+            ProviderName::Openai | ProviderName::Azure | ProviderName::Xai | ProviderName::Vllm
+        );
     let provider = provider_profile(
         t.model.provider,
-        t.route_type,
+        if bridge_responses {
+            RouteType::Chat
+        } else {
+            t.route_type
+        },
         &options,
         path,
         &opath,
@@ -383,6 +396,7 @@ fn compile_target(
         weight: t.weight,
         upstream,
         model_path,
+        bridge_responses,
     })
 }
 

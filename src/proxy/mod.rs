@@ -2,6 +2,7 @@
 //! (retry loop) → header filter → body → log.
 
 pub mod body;
+pub mod conversations;
 pub mod response;
 pub mod retry;
 pub mod router;
@@ -27,12 +28,14 @@ use crate::config::snapshot::Route;
 use crate::config::Snapshot;
 use crate::error::{self, ErrorShape, GatewayError};
 use crate::llm::body::BodyView;
+use crate::llm::responses;
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
 use crate::llm::{self, openai};
 use crate::observe::log::{AiLog, RequestLog, Try};
 use crate::plugins::ai_proxy::{AiProxy, Target, Wire};
 use crate::plugins::request_transformer::{self, UpstreamRequest};
 use crate::plugins::Plugin;
+use crate::proxy::conversations::Conversations;
 use crate::proxy::response::{Finish, ProxyBody};
 use crate::proxy::router::RequestView;
 use crate::proxy::template::TemplateSources;
@@ -59,6 +62,8 @@ pub struct Gateway {
     pub upstreams: Upstreams,
     pub stats: Stats,
     pub node_id: String,
+    /// Conversations behind `previous_response_id` on bridged Responses routes.
+    pub conversations: Arc<Conversations>,
 }
 
 impl Gateway {
@@ -69,6 +74,7 @@ impl Gateway {
             upstreams: Upstreams::new(),
             stats: Stats::default(),
             node_id: uuid::Uuid::new_v4().to_string(),
+            conversations: Arc::new(Conversations::default()),
         }
     }
 }
@@ -499,10 +505,27 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     if let Some(a) = log.ai.as_mut() {
         a.stream = stream;
     }
+    // Targets without a Responses API get the request as chat: translated once, here.
+    let bridge = match (&parsed, ai.targets.iter().any(|t| t.bridge_responses)) {
+        (Some(p), true) => match bridge_request(c.gw, p, stream) {
+            Ok(b) => Some(b),
+            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        },
+        _ => None,
+    };
+    let chat_view = match bridge.as_ref().map(|b| BodyView::parse(&b.bytes)) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(e)) => {
+            let e = GatewayError::Internal(format!("responses bridge: {e}"));
+            return kong_error(e, ErrorShape::OpenAi, log, snap);
+        }
+    };
     let force_stream = stream && !asked;
     let add_include_usage = stream && !client_wants_usage && log_statistics;
     let req = retry::AiRequest {
         body: parsed.as_ref(),
+        chat: chat_view.as_ref().zip(bridge.as_ref().map(|b| &b.bytes)),
         up: c.up,
         raw_query: c.raw_query,
         sources: c.sources,
@@ -573,6 +596,49 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             a.llm_latency_ms = Some(ms(log.started.elapsed()));
         }
         return buffered_response(status, headers, bytes, log, snap, capture);
+    }
+    let bridged = target.bridge_responses && bridge.is_some();
+    if bridged && !(status == StatusCode::OK && is_sse) {
+        // A chat answer (in the provider's dialect) rebuilt as a Response object.
+        let bytes = match read_buffered(body, conn, read_timeout).await {
+            Ok(b) => b,
+            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        };
+        let out = if status == StatusCode::OK {
+            let Some(b) = bridge else {
+                return kong_error(
+                    GatewayError::Internal("bridge".into()),
+                    ErrorShape::OpenAi,
+                    log,
+                    snap,
+                );
+            };
+            match bridged_answer(c.gw, target, &bytes, b) {
+                Ok((out, usage, model)) => {
+                    if let Some(a) = log.ai.as_mut() {
+                        a.usage = usage;
+                        a.response_model = model;
+                        a.llm_latency_ms = Some(ms(log.started.elapsed()));
+                    }
+                    Bytes::from(out)
+                }
+                Err(reason) => {
+                    let e = transformation_error(target, reason);
+                    return kong_error(e, ErrorShape::OpenAi, log, snap);
+                }
+            }
+        } else {
+            llm::decode_error(target.wire, &bytes)
+                .map(Bytes::from)
+                .unwrap_or(bytes)
+        };
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        headers.remove(header::CONTENT_ENCODING);
+        return buffered_response(status, headers, out, log, snap, capture);
     }
     if translated && !(status == StatusCode::OK && is_sse) {
         // A provider's own answer or error, rewritten whole into OpenAI's shape.
@@ -649,13 +715,32 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     };
     let observing = status == StatusCode::OK && is_sse && target.route_type != RouteType::Preserve;
     // A translated stream always ends with a usage chunk; it reaches the client only if asked.
-    let mapper = if observing && (translated || native) {
-        Mapper::new(target.wire, unix_seconds(), native)
-    } else {
-        None
+    let mapper = match bridge {
+        Some(b) if observing && bridged => {
+            let on_complete = b.meta.store.then(|| {
+                let store = c.gw.conversations.clone();
+                let id = b.meta.id.clone();
+                let mut conversation = b.conversation;
+                Box::new(move |assistant: serde_json::Value| {
+                    conversation.push(assistant);
+                    store.put(id, conversation);
+                }) as llm::stream::OnComplete
+            });
+            let stage = responses::StreamMapper::new(b.meta);
+            Some(Mapper::responses(
+                target.wire,
+                unix_seconds(),
+                stage,
+                on_complete,
+            ))
+        }
+        _ if observing && (translated || native) => {
+            Mapper::new(target.wire, unix_seconds(), native)
+        }
+        _ => None,
     };
     let strip_usage = match &mapper {
-        Some(m) if m.observe_only() => false,
+        Some(m) if m.observe_only() || bridged => false,
         Some(_) => !client_wants_usage,
         None => add_include_usage && dialect == Dialect::ChatLike,
     };
@@ -681,6 +766,68 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     resp
+}
+
+/// A Responses request translated for chat-only targets.
+struct Bridge {
+    bytes: Bytes,
+    /// History and this input, stored with the answer under the new response id.
+    conversation: Vec<serde_json::Value>,
+    meta: Arc<responses::Meta>,
+}
+
+/// Translates a Responses body to chat, with the conversation its `previous_response_id`
+/// names.
+fn bridge_request(gw: &Gateway, body: &BodyView<'_>, stream: bool) -> Result<Bridge, GatewayError> {
+    let history = match body.str("previous_response_id") {
+        Some(id) => Some(
+            gw.conversations
+                .get(&id)
+                .ok_or_else(|| GatewayError::UnknownPreviousResponse(id.into_owned()))?,
+        ),
+        None => None,
+    };
+    let r = responses::to_chat(
+        body,
+        history.as_deref().map(Vec::as_slice),
+        stream,
+        unix_seconds(),
+    )
+    .map_err(|e| GatewayError::BadRequest(e.0))?;
+    Ok(Bridge {
+        bytes: Bytes::from(r.body),
+        conversation: r.conversation,
+        meta: r.meta,
+    })
+}
+
+/// A Response object's bytes, with the usage and model the log records.
+type BridgedAnswer = (Vec<u8>, Option<llm::usage::Usage>, Option<String>);
+
+/// A bridged target's buffered 200 answer as a Response object (stored for
+/// `previous_response_id` unless the client said `store: false`); usage and model for the log.
+fn bridged_answer(
+    gw: &Gateway,
+    target: &Target,
+    bytes: &[u8],
+    b: Bridge,
+) -> Result<BridgedAnswer, String> {
+    let (chat, usage, model) = if target.wire == Wire::OpenAi {
+        let d = openai::decode_response(RouteType::Chat, bytes)?;
+        (None, d.usage, d.model.map(Cow::into_owned))
+    } else {
+        let d = llm::decode(target.wire, RouteType::Chat, bytes, unix_seconds())?;
+        (Some(d.body), d.usage, d.model)
+    };
+    let r = responses::from_chat(chat.as_deref().unwrap_or(bytes), &b.meta, usage.as_ref())?;
+    if b.meta.store {
+        if let Some(a) = r.assistant {
+            let mut conversation = b.conversation;
+            conversation.push(a);
+            gw.conversations.put(b.meta.id.clone(), conversation);
+        }
+    }
+    Ok((r.body, usage, model))
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -367,20 +367,23 @@ impl ProxyBody {
         code: &str,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         tracing::warn!(code, "{msg}");
-        let dialect = match &mut self.kind {
-            Kind::Upstream { sse, ended, .. } => {
-                *ended = true;
-                *sse
-            }
-            Kind::Full(_) => None,
-        };
         let to_client = match code {
             "upstream_timeout" => "The upstream server is timing out",
             _ => "The upstream connection closed before the response was complete",
         };
+        let (dialect, mapped) = match &mut self.kind {
+            Kind::Upstream {
+                sse, ended, mapper, ..
+            } => {
+                *ended = true;
+                let mapped = mapper.as_mut().and_then(|m| m.fail(code, to_client));
+                (*sse, mapped)
+            }
+            Kind::Full(_) => (None, None),
+        };
         match dialect {
             Some(d) => {
-                let ev = error_event(d, to_client, code);
+                let ev = mapped.unwrap_or_else(|| error_event(d, to_client, code));
                 self.sent += ev.len() as u64;
                 // Complete now so the log records the cause; the next poll ends the body.
                 self.complete(Some(msg));

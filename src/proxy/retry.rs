@@ -22,6 +22,8 @@ use crate::proxy::{forward_headers, query_string, Forwarded};
 pub struct AiRequest<'a> {
     /// The JSON body's members (None for `preserve`).
     pub body: Option<&'a BodyView<'a>>,
+    /// A Responses body translated to chat, for targets that bridge the Responses API.
+    pub chat: Option<(&'a BodyView<'a>, &'a Bytes)>,
     pub up: &'a UpstreamRequest,
     pub raw_query: Option<&'a str>,
     pub sources: &'a TemplateSources<'a>,
@@ -163,12 +165,27 @@ type Encoded = (OutRequest, Try, Option<String>);
 /// Builds the upstream request for one target; client mistakes come back as errors.
 fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError> {
     let rt = target.route_type;
+    // What the upstream is asked for: chat, when the Responses API is bridged.
+    let wire_rt = if target.bridge_responses {
+        RouteType::Chat
+    } else {
+        rt
+    };
     let mut model = None;
     let body_bytes: Bytes = match (rt, req.body) {
         (RouteType::Preserve, _) | (_, None) => req.up.body.clone(),
-        (_, Some(body)) => {
-            ai_proxy::check_format(rt, body)?;
-            let client_model = body.str("model");
+        (_, Some(client_body)) => {
+            ai_proxy::check_format(rt, client_body)?;
+            let client_model = client_body.str("model");
+            let (body, chat_bytes) = match (target.bridge_responses, req.chat) {
+                (true, Some((chat, bytes))) => (chat, Some(bytes)),
+                (true, None) => {
+                    return Err(GatewayError::Internal(
+                        "a bridged Responses target without its chat translation".into(),
+                    ))
+                }
+                (false, _) => (client_body, None),
+            };
             model = ai_proxy::resolve_model(target, client_model.as_deref(), req.sources)?;
             let body_param = match &target.auth.param {
                 Some((name, value, ParamLocation::Body))
@@ -188,12 +205,12 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                         options: Some(&target.options),
                         force_stream: req.force_stream,
                         add_include_usage: req.add_include_usage
-                            && matches!(rt, RouteType::Chat | RouteType::Completions),
+                            && matches!(wire_rt, RouteType::Chat | RouteType::Completions),
                         body_param,
                     };
-                    match openai::patch_request(rt, body, &patch) {
+                    match openai::patch_request(wire_rt, body, &patch) {
                         Some(b) => Bytes::from(b),
-                        None => req.up.body.clone(),
+                        None => chat_bytes.unwrap_or(&req.up.body).clone(),
                     }
                 }
                 _ if req.native => {
@@ -224,7 +241,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                         stream: req.stream,
                         body_param,
                     };
-                    llm::encode(wire, rt, body, &e)
+                    llm::encode(wire, wire_rt, body, &e)
                         .map(Bytes::from)
                         .map_err(|e| GatewayError::BadRequest(e.0))?
                 }
@@ -232,7 +249,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         }
     };
     let up = &target.upstream;
-    let default_path = openai::default_path(rt);
+    let default_path = openai::default_path(wire_rt);
     let model_path;
     let path: &str = match (&up.path, default_path) {
         (Some(prefix), _) if target.model_path => {
@@ -241,7 +258,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                     "model parameter not found in request, nor in gateway configuration".into(),
                 )
             })?;
-            model_path = llm::request_path(target.wire, rt, prefix, m, req.stream);
+            model_path = llm::request_path(target.wire, wire_rt, prefix, m, req.stream);
             &model_path
         }
         (Some(p), _) => p,

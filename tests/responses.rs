@@ -1,0 +1,325 @@
+//! The Responses API bridged onto providers that only have chat: requests become chat (or
+//! the provider's own dialect), answers and streams become Response objects and events,
+//! and `previous_response_id` continues a conversation the gateway kept.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{post_json, Harness};
+
+const CONFIG: &str = r#"
+_format_version: "3.0"
+services:
+  - name: llm
+    host: unused.invalid
+    routes:
+      - name: claude
+        paths: ["/claude"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/responses
+              auth: {header_name: x-api-key, header_value: sk-ant-test}
+              logging: {log_statistics: true}
+              model:
+                provider: anthropic
+                name: claude-sonnet-4-5
+                options:
+                  anthropic_version: "2023-06-01"
+                  upstream_url: "{MOCK}"
+          - name: file-log
+            config: {path: "{DIR}/claude.log"}
+      - name: chat-only
+        paths: ["/chat-only"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/responses
+              auth: {header_name: Authorization, header_value: Bearer sk-ds}
+              logging: {log_statistics: true}
+              model:
+                provider: deepseek
+                options:
+                  upstream_url: "{MOCK}"
+          - name: file-log
+            config: {path: "{DIR}/chat.log"}
+"#;
+
+/// The `data:` JSON of each event, in order.
+fn events(body: &str) -> Vec<Value> {
+    support::sse_data(body)
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("{e}: {d}")))
+        .collect()
+}
+
+fn types(ev: &[Value]) -> Vec<&str> {
+    ev.iter()
+        .map(|e| e["type"].as_str().unwrap_or(""))
+        .collect()
+}
+
+fn shell_tool() -> Value {
+    json!([{"type": "function", "name": "shell", "description": "Runs a command",
+        "parameters": {"type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}}}}}])
+}
+
+#[tokio::test]
+async fn buffered_response_from_anthropic() {
+    let h = Harness::start(CONFIG).await;
+    let r = post_json(
+        &h.url("/claude"),
+        &json!({"model": "claude-sonnet-4-5", "instructions": "Be brief.", "input": "Say hello",
+            "max_output_tokens": 100, "temperature": 0.3}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["object"], "response");
+    assert!(b["id"].as_str().unwrap().starts_with("resp_"));
+    assert_eq!(b["status"], "completed");
+    assert_eq!(b["model"], "claude-sonnet-4-5");
+    assert_eq!(b["instructions"], "Be brief.");
+    assert_eq!(b["output"][0]["type"], "message");
+    assert_eq!(b["output"][0]["role"], "assistant");
+    assert_eq!(b["output"][0]["content"][0]["type"], "output_text");
+    assert_eq!(b["output"][0]["content"][0]["text"], "Hello from mock-llm.");
+    let u = &b["usage"];
+    assert_eq!(u["output_tokens"], 3);
+    assert_eq!(
+        u["total_tokens"].as_u64(),
+        Some(u["input_tokens"].as_u64().unwrap() + 3)
+    );
+    assert!(u.get("prompt_tokens").is_none(), "Responses names only");
+
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/v1/messages");
+    let up = seen.json().unwrap();
+    assert_eq!(up["system"], "Be brief.");
+    assert_eq!(up["max_tokens"], 100);
+    assert_eq!(up["temperature"], 0.3);
+    assert_eq!(
+        up["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}])
+    );
+    let log = h.wait_log("claude.log", 1).await;
+    assert_eq!(log[0]["ai"]["proxy"]["usage"]["completion_tokens"], 3);
+}
+
+#[tokio::test]
+async fn streamed_tool_call_from_anthropic() {
+    let h = Harness::start(CONFIG).await;
+    let r = post_json(
+        &h.url("/claude"),
+        &json!({"model": "claude-sonnet-4-5", "stream": true, "tools": shell_tool(), "tool_choice": "auto",
+            "input": [
+                {"type": "message", "role": "developer", "content": [{"type": "input_text", "text": "You are Codex."}]},
+                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "list files [mock:tool]"}]}
+            ]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ev = events(&r.text());
+    let t = types(&ev);
+    assert_eq!(t[0], "response.created");
+    assert_eq!(t[1], "response.in_progress");
+    assert_eq!(t.last(), Some(&"response.completed"), "{t:?}");
+    for (i, e) in ev.iter().enumerate() {
+        assert_eq!(e["sequence_number"], i as u64);
+    }
+    let added: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["type"] == "response.output_item.added")
+        .map(|e| &e["item"])
+        .collect();
+    let call = added
+        .iter()
+        .find(|i| i["type"] == "function_call")
+        .unwrap_or_else(|| panic!("no function_call item: {t:?}"));
+    assert_eq!(call["name"], "shell");
+    let args: String = ev
+        .iter()
+        .filter(|e| e["type"] == "response.function_call_arguments.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    let done = ev
+        .iter()
+        .find(|e| e["type"] == "response.function_call_arguments.done")
+        .unwrap();
+    assert_eq!(done["arguments"].as_str().unwrap(), args);
+    serde_json::from_str::<Value>(&args).expect("arguments are JSON");
+    let completed = &ev.last().unwrap()["response"];
+    let out = completed["output"].as_array().unwrap();
+    let fc = out.iter().find(|i| i["type"] == "function_call").unwrap();
+    assert_eq!(fc["status"], "completed");
+    assert_eq!(fc["call_id"], call["call_id"]);
+    assert_eq!(fc["arguments"].as_str().unwrap(), args);
+    assert!(completed["usage"]["output_tokens"].as_u64().unwrap() > 0);
+
+    // Upstream saw the developer message as system, and the tool as an Anthropic tool.
+    let up = h.mock.requests()[0].json().unwrap();
+    assert_eq!(up["system"], "You are Codex.");
+    assert_eq!(up["tools"][0]["name"], "shell");
+    assert_eq!(up["stream"], true);
+
+    // The function result comes back as the next request's input.
+    let r2 = post_json(
+        &h.url("/claude"),
+        &json!({"model": "claude-sonnet-4-5", "stream": true, "tools": shell_tool(),
+            "previous_response_id": completed["id"],
+            "input": [{"type": "function_call_output", "call_id": fc["call_id"], "output": "a.txt\nb.txt"}]}),
+    )
+    .await;
+    assert_eq!(r2.status, 200, "{}", r2.text());
+    let ev2 = events(&r2.text());
+    assert_eq!(types(&ev2).last(), Some(&"response.completed"));
+    let up2 = h.mock.requests()[1].json().unwrap();
+    let msgs = up2["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    assert_eq!(msgs[1]["role"], "assistant");
+    assert_eq!(msgs[1]["content"][0]["type"], "tool_use");
+    assert_eq!(msgs[2]["content"][0]["type"], "tool_result");
+    assert_eq!(msgs[2]["content"][0]["tool_use_id"], fc["call_id"]);
+    let log = h.wait_log("claude.log", 2).await;
+    assert!(
+        log[1]["ai"]["proxy"]["usage"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
+
+#[tokio::test]
+async fn chat_only_provider_streams_and_continues_conversations() {
+    let h = Harness::start(CONFIG).await;
+    let r = post_json(
+        &h.url("/chat-only"),
+        &json!({"model": "deepseek-chat", "stream": true, "instructions": "Be brief.",
+            "input": "Say hello [mock:chunks=4]"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ev = events(&r.text());
+    let t = types(&ev);
+    assert_eq!(
+        t.iter()
+            .filter(|t| **t == "response.output_text.delta")
+            .count(),
+        4,
+        "{t:?}"
+    );
+    let text: String = ev
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .map(|e| e["delta"].as_str().unwrap())
+        .collect();
+    let item_done = ev
+        .iter()
+        .find(|e| e["type"] == "response.output_item.done")
+        .unwrap();
+    assert_eq!(item_done["item"]["content"][0]["text"], text);
+    let completed = &ev.last().unwrap()["response"];
+    assert_eq!(ev.last().unwrap()["type"], "response.completed");
+    assert_eq!(completed["model"], "deepseek-chat");
+    assert!(completed["usage"]["input_tokens"].as_u64().unwrap() > 0);
+
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/v1/chat/completions");
+    let up = seen.json().unwrap();
+    assert_eq!(up["stream_options"]["include_usage"], true);
+    assert_eq!(
+        up["messages"],
+        json!([{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Say hello [mock:chunks=4]"}])
+    );
+
+    // Continue: the upstream gets the whole conversation; instructions are not carried over.
+    let r2 = post_json(
+        &h.url("/chat-only"),
+        &json!({"model": "deepseek-chat", "previous_response_id": completed["id"],
+            "input": [{"role": "user", "content": "And again"}]}),
+    )
+    .await;
+    assert_eq!(r2.status, 200, "{}", r2.text());
+    assert_eq!(r2.json()["previous_response_id"], completed["id"]);
+    let up2 = h.mock.requests()[1].json().unwrap();
+    assert_eq!(
+        up2["messages"],
+        json!([{"role": "user", "content": "Say hello [mock:chunks=4]"},
+            {"role": "assistant", "content": text},
+            {"role": "user", "content": "And again"}])
+    );
+}
+
+#[tokio::test]
+async fn unknown_or_unstored_previous_response_is_a_400() {
+    let h = Harness::start(CONFIG).await;
+    let r = post_json(
+        &h.url("/chat-only"),
+        &json!({"model": "m", "previous_response_id": "resp_nope", "input": "hi"}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let e = &r.json()["error"];
+    assert_eq!(e["code"], "previous_response_not_found");
+    assert_eq!(
+        e["message"],
+        "Previous response with id 'resp_nope' not found."
+    );
+    assert!(h.mock.requests().is_empty(), "nothing sent upstream");
+
+    let r = post_json(
+        &h.url("/chat-only"),
+        &json!({"model": "m", "store": false, "input": "hi"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = post_json(
+        &h.url("/chat-only"),
+        &json!({"model": "m", "previous_response_id": id, "input": "more"}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "store:false keeps nothing: {}", r.text());
+}
+
+#[tokio::test]
+async fn provider_errors_and_untranslatable_input() {
+    let h = Harness::start(CONFIG).await;
+    let r = post_json(&h.url("/claude"), &json!({"input": "hi [mock:status=429]"})).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+
+    let r = post_json(
+        &h.url("/chat-only"),
+        &json!({"model": "m", "input": [{"type": "item_reference", "id": "x"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("'input[0].type' 'item_reference'"),
+        "{}",
+        r.text()
+    );
+
+    // A stream cut before its end fails the response instead of completing it.
+    let r = post_json(
+        &h.url("/chat-only"),
+        &json!({"model": "m", "stream": true, "input": "hi [mock:chunks=6] [mock:disconnect_after=3]"}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let ev = events(&r.text());
+    assert_eq!(
+        ev.last().unwrap()["type"],
+        "response.failed",
+        "{:?}",
+        types(&ev)
+    );
+    assert!(!types(&ev).contains(&"response.completed"));
+}
