@@ -35,7 +35,7 @@ services:
 
 fn weather_tools() -> Value {
     json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}])
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}])
 }
 
 #[tokio::test]
@@ -164,7 +164,7 @@ async fn anthropic_tool_calls_buffered_and_streamed() {
     assert_eq!(call["function"]["name"], "get_weather");
     let args: Value =
         serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
-    assert_eq!(args, json!({"arg": "mock"}));
+    assert_eq!(args, json!({"city": "mock"}));
     assert_eq!(b["choices"][0]["finish_reason"], "tool_calls");
     let up = h.mock.requests()[0].json().unwrap();
     assert_eq!(up["tool_choice"], json!({"type": "any"}));
@@ -183,7 +183,7 @@ async fn anthropic_tool_calls_buffered_and_streamed() {
     let up = h.mock.requests()[1].json().unwrap();
     assert_eq!(
         up["messages"][1]["content"][0],
-        json!({"type": "tool_use", "id": id, "name": "get_weather", "input": {"arg": "mock"}})
+        json!({"type": "tool_use", "id": id, "name": "get_weather", "input": {"city": "mock"}})
     );
     assert_eq!(
         up["messages"][2],
@@ -211,7 +211,7 @@ async fn anthropic_tool_calls_buffered_and_streamed() {
         .collect();
     assert_eq!(
         serde_json::from_str::<Value>(&args).unwrap(),
-        json!({"arg": "mock"})
+        json!({"city": "mock"})
     );
     assert!(chunks
         .iter()

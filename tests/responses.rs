@@ -323,3 +323,86 @@ async fn provider_errors_and_untranslatable_input() {
     );
     assert!(!types(&ev).contains(&"response.completed"));
 }
+
+#[tokio::test]
+async fn chat_only_tool_calls_function_and_custom() {
+    let h = Harness::start(CONFIG).await;
+    let tools = json!([
+        {"type": "custom", "name": "apply_patch", "description": "Edit files",
+            "format": {"type": "grammar", "syntax": "lark", "definition": "start: /.+/"}},
+        {"type": "function", "name": "shell", "parameters": {"type": "object", "required": ["command"],
+            "properties": {"command": {"type": "array", "items": {"type": "string"}}}}},
+        {"type": "web_search"}
+    ]);
+    // Buffered: a function call item with the model's arguments.
+    let r = post_json(
+        &h.url("/chat-only"),
+        &json!({"model": "m", "tools": tools, "input": "run it [mock:tool=shell]"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    let out = b["output"].as_array().unwrap();
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0]["type"], "function_call");
+    assert_eq!(out[0]["name"], "shell");
+    assert_eq!(
+        serde_json::from_str::<Value>(out[0]["arguments"].as_str().unwrap()).unwrap(),
+        json!({"command": ["echo", "mock-tool-ran"]})
+    );
+    let up = h.mock.requests()[0].json().unwrap();
+    let names: Vec<&str> = up["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["apply_patch", "shell"], "hosted tools are not sent");
+    assert!(up["tools"][0]["function"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("start: /.+/"));
+
+    // Streamed: a custom tool's call comes back as a custom_tool_call with the raw input.
+    let r = post_json(
+        &h.url("/chat-only"),
+        &json!({"model": "m", "stream": true, "tools": tools, "input": "patch it [mock:tool=apply_patch]"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let ev = events(&r.text());
+    let done: Vec<&Value> = ev
+        .iter()
+        .filter(|e| e["type"] == "response.output_item.done")
+        .map(|e| &e["item"])
+        .collect();
+    assert_eq!(done.len(), 1, "{:?}", types(&ev));
+    assert_eq!(done[0]["type"], "custom_tool_call");
+    assert_eq!(done[0]["name"], "apply_patch");
+    assert_eq!(done[0]["input"], "mock");
+    assert!(!types(&ev).contains(&"response.function_call_arguments.delta"));
+    let completed = &ev.last().unwrap()["response"];
+    assert_eq!(completed["output"][0]["type"], "custom_tool_call");
+
+    // Its output goes back as a tool message carrying the call id.
+    let r = post_json(
+        &h.url("/chat-only"),
+        &json!({"model": "m", "tools": tools, "input": [
+            {"type": "message", "role": "user", "content": "patch it"},
+            {"type": "custom_tool_call", "call_id": done[0]["call_id"], "name": "apply_patch", "input": "*** Begin Patch"},
+            {"type": "custom_tool_call_output", "call_id": done[0]["call_id"], "output": "Done!"}
+        ]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let up = h.mock.requests()[2].json().unwrap();
+    let m = up["messages"].as_array().unwrap();
+    assert_eq!(
+        m[1]["tool_calls"][0]["function"]["arguments"],
+        json!({"input": "*** Begin Patch"}).to_string()
+    );
+    assert_eq!(
+        m[2],
+        json!({"role": "tool", "tool_call_id": done[0]["call_id"], "content": "Done!"})
+    );
+}

@@ -7,6 +7,7 @@ use serde_json::{json, Value};
 
 use crate::body::MockBody;
 use crate::server::{json_response, sse_event, Ctx};
+use crate::tools::{self, ToolCall};
 
 /// Anthropic's error body.
 pub(crate) fn error(status: StatusCode, message: &str) -> Response<MockBody> {
@@ -25,19 +26,27 @@ pub(crate) fn error(status: StatusCode, message: &str) -> Response<MockBody> {
     )
 }
 
-/// The first tool of the request, when the prompt asked for a tool call.
-fn tool_call(ctx: &Ctx<'_>) -> Option<(String, String)> {
-    if !ctx.directives.tool {
-        return None;
-    }
-    let name = ctx
+/// The tool call `[mock:tool]` asks for, unless the last message already carries a
+/// tool result.
+fn tool_call(ctx: &Ctx<'_>) -> Option<(String, ToolCall)> {
+    let last_is_result = ctx
         .body
-        .get("tools")?
-        .as_array()?
-        .first()?
-        .get("name")?
-        .as_str()?;
-    Some((format!("toolu_mock_{}", ctx.n), name.to_owned()))
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_array)
+        .is_some_and(|c| {
+            c.iter()
+                .any(|b| b.get("type").and_then(Value::as_str) == Some("tool_result"))
+        });
+    let tools = ctx.body.get("tools").and_then(Value::as_array);
+    let named = tools
+        .into_iter()
+        .flatten()
+        .filter_map(|t| Some((t.get("name")?.as_str()?, t.get("input_schema"))));
+    let call = tools::pick(ctx.directives, named, last_is_result)?;
+    Some((format!("toolu_mock_{}", ctx.n), call))
 }
 
 /// `POST .../v1/messages`.
@@ -59,12 +68,13 @@ pub(crate) fn messages(ctx: &Ctx<'_>, has_version: bool) -> Response<MockBody> {
     } else {
         "end_turn"
     };
-    let input = json!({"arg": "mock"});
     let output_tokens = reply.tokens();
     if !ctx.stream() {
         let mut content = vec![json!({"type": "text", "text": reply.text()})];
-        if let Some((tid, name)) = &tool {
-            content.push(json!({"type": "tool_use", "id": tid, "name": name, "input": input}));
+        if let Some((tid, call)) = &tool {
+            content.push(
+                json!({"type": "tool_use", "id": tid, "name": call.name, "input": call.arguments}),
+            );
         }
         return json_response(
             ctx.status(),
@@ -99,13 +109,15 @@ pub(crate) fn messages(ctx: &Ctx<'_>, has_version: bool) -> Response<MockBody> {
         "content_block_stop",
         &json!({"type": "content_block_stop", "index": 0}),
     ));
-    if let Some((tid, name)) = &tool {
+    if let Some((tid, call)) = &tool {
         events.push(sse_event(
             "content_block_start",
             &json!({"type": "content_block_start", "index": 1, "content_block":
-                {"type": "tool_use", "id": tid, "name": name, "input": {}}}),
+                {"type": "tool_use", "id": tid, "name": call.name, "input": {}}}),
         ));
-        for part in ["{\"arg\": ", "\"mock\"}"] {
+        let args = call.arguments.to_string();
+        let (a, b) = tools::halves(&args);
+        for part in [a, b] {
             events.push(sse_event(
                 "content_block_delta",
                 &json!({"type": "content_block_delta", "index": 1,

@@ -21,8 +21,9 @@ pub(crate) struct Directives {
     pub hang: bool,
     pub non_json: bool,
     pub failed: bool,
-    /// Answer with a call of the request's first tool (Anthropic dialect).
+    /// Answer with a tool call: the request's first tool, or the one named by `tool=NAME`.
     pub tool: bool,
+    pub tool_name: Option<String>,
 }
 
 impl Directives {
@@ -85,7 +86,17 @@ impl Directives {
             "hang" => self.hang = flag(value),
             "non_json" => self.non_json = flag(value),
             "failed" => self.failed = flag(value),
-            "tool" => self.tool = flag(value),
+            "tool" => {
+                self.tool = flag(value);
+                self.tool_name = value
+                    .filter(|v| {
+                        !matches!(
+                            *v,
+                            "0" | "1" | "true" | "false" | "on" | "off" | "yes" | "no"
+                        )
+                    })
+                    .map(str::to_owned);
+            }
             _ => {}
         }
     }

@@ -16,6 +16,7 @@ mod openai;
 mod prompt;
 mod responses;
 mod server;
+mod tools;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -6,6 +6,26 @@ use serde::Serialize;
 
 use crate::body::MockBody;
 use crate::server::{json_response, raw_json_response, sse_data, sse_data_raw, to_json, Ctx};
+use crate::tools::{self, ToolCall};
+use serde_json::{json, Value};
+
+/// The tool call `[mock:tool]` asks for, unless the last message is already a tool result.
+fn tool_call(ctx: &Ctx<'_>) -> Option<ToolCall> {
+    let tools = ctx.body.get("tools").and_then(Value::as_array);
+    let last_is_tool = ctx
+        .body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        == Some("tool");
+    let fns = tools.into_iter().flatten().filter_map(|t| {
+        let f = t.get("function")?;
+        Some((f.get("name")?.as_str()?, f.get("parameters")))
+    });
+    tools::pick(ctx.directives, fns, last_is_tool)
+}
 
 /// Token usage, as OpenAI reports it on completions.
 #[derive(Serialize, Clone, Copy)]
@@ -46,7 +66,9 @@ struct ChatChoice<'a> {
 #[derive(Serialize)]
 struct Message<'a> {
     role: &'static str,
-    content: &'a str,
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Value>,
 }
 
 #[derive(Serialize)]
@@ -76,6 +98,8 @@ struct Delta<'a> {
     role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Value>,
 }
 
 /// `POST .../chat/completions`.
@@ -83,6 +107,9 @@ pub(crate) fn chat(ctx: &Ctx<'_>) -> Response<MockBody> {
     let reply = ctx.reply();
     let id = format!("chatcmpl-mock-{}", ctx.n);
     let usage = Usage::new(ctx, reply.tokens());
+    let call = tool_call(ctx);
+    let call_id = format!("call_mock_{}", ctx.n);
+    let finish = if call.is_some() { "tool_calls" } else { "stop" };
     if !ctx.stream() {
         let body = ChatCompletion {
             id: &id,
@@ -93,9 +120,13 @@ pub(crate) fn chat(ctx: &Ctx<'_>) -> Response<MockBody> {
                 index: 0,
                 message: Message {
                     role: "assistant",
-                    content: reply.text(),
+                    content: call.is_none().then(|| reply.text()),
+                    tool_calls: call.as_ref().map(|c| {
+                        json!([{"id": call_id, "type": "function", "function": {
+                            "name": c.name, "arguments": c.arguments.to_string()}}])
+                    }),
                 },
-                finish_reason: "stop",
+                finish_reason: finish,
                 logprobs: None,
             }],
             usage,
@@ -124,19 +155,45 @@ pub(crate) fn chat(ctx: &Ctx<'_>) -> Response<MockBody> {
         Delta {
             role: Some("assistant"),
             content: Some(""),
+            tool_calls: None,
         },
         None,
     ));
-    for piece in reply.pieces() {
-        events.push(chunk(
-            Delta {
-                role: None,
-                content: Some(piece),
-            },
-            None,
-        ));
+    match &call {
+        Some(c) => {
+            // The header first, then the arguments in two pieces, as OpenAI streams them.
+            let args = c.arguments.to_string();
+            let (a, b) = tools::halves(&args);
+            let head = json!([{"index": 0, "id": call_id, "type": "function",
+                "function": {"name": c.name, "arguments": ""}}]);
+            for tc in [
+                head,
+                json!([{"index": 0, "function": {"arguments": a}}]),
+                json!([{"index": 0, "function": {"arguments": b}}]),
+            ] {
+                events.push(chunk(
+                    Delta {
+                        tool_calls: Some(tc),
+                        ..Delta::default()
+                    },
+                    None,
+                ));
+            }
+        }
+        None => {
+            for piece in reply.pieces() {
+                events.push(chunk(
+                    Delta {
+                        role: None,
+                        content: Some(piece),
+                        tool_calls: None,
+                    },
+                    None,
+                ));
+            }
+        }
     }
-    events.push(chunk(Delta::default(), Some("stop")));
+    events.push(chunk(Delta::default(), Some(finish)));
     if include_usage {
         events.push(sse_data(&ChatChunk {
             id: &id,
