@@ -45,6 +45,17 @@ services:
                   upstream_url: "{MOCK}"
           - name: file-log
             config: {path: "{DIR}/chat.log"}
+      - name: xai
+        paths: ["/xai"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/responses
+              auth: {header_name: Authorization, header_value: Bearer sk-xai}
+              model:
+                provider: xai
+                options:
+                  upstream_url: "{MOCK}"
 "#;
 
 /// The `data:` JSON of each event, in order.
@@ -405,4 +416,16 @@ async fn chat_only_tool_calls_function_and_custom() {
         m[2],
         json!({"role": "tool", "tool_call_id": done[0]["call_id"], "content": "Done!"})
     );
+}
+
+#[tokio::test]
+async fn responses_native_providers_are_not_bridged() {
+    let h = Harness::start(CONFIG).await;
+    let body = json!({"model": "grok-4", "input": "hi", "store": false});
+    let r = post_json(&h.url("/xai"), &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "response");
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/v1/responses");
+    assert_eq!(seen.json().unwrap(), body, "the client's body as sent");
 }

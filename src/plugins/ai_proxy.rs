@@ -432,8 +432,11 @@ fn provider_profile(
         ));
     };
     let openai_compatible = |base: (&'static str, &'static str, u16), chat_only: bool| {
+        // Responses only gets here for providers that serve it themselves (others are
+        // profiled as chat and bridged).
         let ok = rt == RouteType::Preserve
             || rt == RouteType::Chat
+            || rt == RouteType::Responses
             || (!chat_only && rt == RouteType::Embeddings);
         ok.then_some(Profile {
             wire: Wire::OpenAi,

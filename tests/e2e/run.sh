@@ -360,6 +360,50 @@ cat "$TMP/check_log.out"
 count_results "$TMP/check_log.out" "$rc" "S1 file-log"
 
 # ---------------------------------------------------------------------------
+# 5b. Codex against chat-only dialects (Responses bridged by the gateway), with a tool
+#     round trip: the mock calls Codex's first tool, Codex runs it and sends the result
+#     back, the mock then answers with text.
+# ---------------------------------------------------------------------------
+BRIDGED_LOG=$TMP/logs/bridged.log
+for dialect in claude chat; do
+    home=$TMP/codex-home-$dialect
+    mkdir -p "$home"
+    cat >"$home/config.toml" <<EOF
+model = "claude-sonnet-4-5"
+model_provider = "gw"
+
+[model_providers.gw]
+name = "gateway"
+base_url = "$GW_URL/codex-$dialect"
+env_key = "OPENAI_API_KEY"
+wire_api = "responses"
+request_max_retries = 0
+stream_max_retries = 0
+EOF
+    before=$(log_lines "$BRIDGED_LOG")
+    rm -f "$TMP/last-$dialect.txt"
+    rc=0
+    (cd "$TMP/work" && no_proxy CODEX_HOME="$home" OPENAI_API_KEY="$CODEX_CLIENT_KEY" \
+        RUST_LOG="${E2E_CODEX_RUST_LOG:-warn}" \
+        timeout -k 5 "$CODEX_TIMEOUT" "$CODEX" exec --skip-git-repo-check --ephemeral --sandbox read-only \
+        -o "$TMP/last-$dialect.txt" "Use a tool, then answer. [mock:tool] [mock:reply=bridged-$dialect-pong]" \
+        </dev/null >"$TMP/codex-$dialect.out" 2>"$TMP/codex-$dialect.err") || rc=$?
+    if [ "$rc" -eq 0 ] && [ -f "$TMP/last-$dialect.txt" ] && grep -q "bridged-$dialect-pong" "$TMP/last-$dialect.txt"; then
+        pass "codex via $dialect dialect: codex exec answered bridged-$dialect-pong"
+    else
+        fail "codex via $dialect dialect: rc=$rc last='$(head -c 300 "$TMP/last-$dialect.txt" 2>/dev/null || echo '<no file>')' stderr: $(tail -c 600 "$TMP/codex-$dialect.err" 2>/dev/null)"
+    fi
+    # Two upstream calls through the gateway: the tool call, then the answer to its result.
+    sleep 0.5
+    added=$(( $(log_lines "$BRIDGED_LOG") - before ))
+    if [ "$added" -ge 2 ]; then
+        pass "codex via $dialect dialect: tool round trip ($added requests logged)"
+    else
+        fail "codex via $dialect dialect: expected a tool round trip (>= 2 requests), $added logged"
+    fi
+done
+
+# ---------------------------------------------------------------------------
 # 6. S2 + chat/embeddings/responses with the OpenAI Python SDK
 # ---------------------------------------------------------------------------
 no_proxy timeout -k 5 "$SDK_TIMEOUT" "$PY" "$HERE/sdk_checks.py" --gateway "$GW_URL" \
