@@ -501,10 +501,10 @@ mod golden {
         check(d.join("chat_tools.upstream.json"), &pretty(&up));
 
         let answer = std::fs::read(d.join("answer.response.json")).unwrap();
-        let decoded = llm::decode(wire, RouteType::Chat, &answer, CREATED).unwrap();
+        let decoded = llm::decode(wire, RouteType::Chat, &answer, CREATED, Some(model)).unwrap();
         check(d.join("answer.openai.json"), &pretty(&decoded.body));
 
-        let mut m = Mapper::new(wire, CREATED, false).unwrap();
+        let mut m = Mapper::new(wire, CREATED, Some(model), false).unwrap();
         let mut whole = m.on_chunk(stream).to_vec();
         let before = whole.len();
         whole.extend_from_slice(&m.finish());
@@ -514,7 +514,7 @@ mod golden {
             "the stream's terminal event ends it"
         );
         let mut pieces = Vec::new();
-        let mut m = Mapper::new(wire, CREATED, false).unwrap();
+        let mut m = Mapper::new(wire, CREATED, Some(model), false).unwrap();
         for c in stream.chunks(7) {
             pieces.extend_from_slice(&m.on_chunk(c));
         }

@@ -23,6 +23,9 @@ pub enum Dialect {
 #[derive(Debug)]
 enum Native {
     Anthropic(crate::llm::anthropic::StreamMapper),
+    Cohere(crate::llm::cohere::StreamMapper),
+    Ollama(crate::llm::ollama::StreamMapper),
+    Llama2Raw(crate::llm::llama2::StreamMapper),
 }
 
 /// Rewrites a provider's native stream into OpenAI chunks before the observer sees it.
@@ -36,11 +39,21 @@ pub struct Mapper {
 
 impl Mapper {
     /// The mapper for `wire`'s stream (None for OpenAI, whose chunks need no mapping),
-    /// stamping chunks with `created`.
-    pub fn new(wire: Wire, created: u64, observe_only: bool) -> Option<Mapper> {
+    /// stamping chunks with `created`, and with `model` (the requested one) when the
+    /// provider's stream does not name it.
+    pub fn new(
+        wire: Wire,
+        created: u64,
+        model: Option<&str>,
+        observe_only: bool,
+    ) -> Option<Mapper> {
+        use crate::llm::{cohere, llama2, ollama};
         let native = match wire {
             Wire::OpenAi => return None,
             Wire::Anthropic => Native::Anthropic(crate::llm::anthropic::StreamMapper::new(created)),
+            Wire::Cohere => Native::Cohere(cohere::StreamMapper::new(created, model)),
+            Wire::Ollama => Native::Ollama(ollama::StreamMapper::new(created, model)),
+            Wire::Llama2Raw => Native::Llama2Raw(llama2::StreamMapper::new(created, model)),
         };
         Some(Mapper {
             native,
@@ -58,6 +71,9 @@ impl Mapper {
         let mut out = Vec::new();
         match &mut self.native {
             Native::Anthropic(m) => m.on_chunk(chunk, &mut out),
+            Native::Cohere(m) => m.on_chunk(chunk, &mut out),
+            Native::Ollama(m) => m.on_chunk(chunk, &mut out),
+            Native::Llama2Raw(m) => m.on_chunk(chunk, &mut out),
         }
         Bytes::from(out)
     }
@@ -68,6 +84,9 @@ impl Mapper {
         let mut out = Vec::new();
         let done = match &mut self.native {
             Native::Anthropic(m) => m.finish(&mut out),
+            Native::Cohere(m) => m.finish(&mut out),
+            Native::Ollama(m) => m.finish(&mut out),
+            Native::Llama2Raw(m) => m.finish(&mut out),
         };
         if !done {
             crate::llm::sse::write_data(

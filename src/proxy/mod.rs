@@ -556,7 +556,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     let is_sse = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.starts_with("text/event-stream"))
+        .map(|v| llm::is_native_stream(target.wire, v))
         .unwrap_or(false);
 
     let native = ai.llm_format != LlmFormat::Openai;
@@ -581,7 +581,8 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
         };
         let out = if status == StatusCode::OK {
-            match llm::decode(target.wire, target.route_type, &bytes, unix_seconds()) {
+            let model = answered.model.as_deref();
+            match llm::decode(target.wire, target.route_type, &bytes, unix_seconds(), model) {
                 Ok(d) => {
                     if let Some(a) = log.ai.as_mut() {
                         a.usage = d.usage;
@@ -650,10 +651,22 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     let observing = status == StatusCode::OK && is_sse && target.route_type != RouteType::Preserve;
     // A translated stream always ends with a usage chunk; it reaches the client only if asked.
     let mapper = if observing && (translated || native) {
-        Mapper::new(target.wire, unix_seconds(), native)
+        Mapper::new(
+            target.wire,
+            unix_seconds(),
+            answered.model.as_deref(),
+            native,
+        )
     } else {
         None
     };
+    if mapper.as_ref().is_some_and(|m| !m.observe_only()) {
+        // Whatever the provider streams (SSE, NDJSON), the client gets OpenAI's SSE.
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+    }
     let strip_usage = match &mapper {
         Some(m) if m.observe_only() => false,
         Some(_) => !client_wants_usage,
