@@ -21,7 +21,7 @@ pub(crate) struct Directives {
     pub hang: bool,
     pub non_json: bool,
     pub failed: bool,
-    /// Answer with a call of the request's first tool (Anthropic dialect).
+    /// Answer with a call of the request's first tool (Anthropic, Cohere and Ollama dialects).
     pub tool: bool,
 }
 
