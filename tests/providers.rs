@@ -527,6 +527,24 @@ mod golden {
     }
 
     #[test]
+    fn cohere_transcripts() {
+        let stream = std::fs::read(dir("cohere").join("stream.response.sse")).unwrap();
+        transcripts("cohere", Wire::Cohere, "command-a-03-2025", &stream);
+    }
+
+    #[test]
+    fn ollama_transcripts() {
+        let stream = std::fs::read(dir("ollama").join("stream.response.ndjson")).unwrap();
+        transcripts("ollama", Wire::Ollama, "llama3.2", &stream);
+    }
+
+    #[test]
+    fn llama2_raw_transcripts() {
+        let stream = std::fs::read(dir("llama2-raw").join("stream.response.sse")).unwrap();
+        transcripts("llama2-raw", Wire::Llama2Raw, "llama-2-13b-chat", &stream);
+    }
+
+    #[test]
     fn anthropic_transcripts() {
         let stream = std::fs::read(dir("anthropic").join("stream.response.sse")).unwrap();
         transcripts("anthropic", Wire::Anthropic, "claude-sonnet-4-5", &stream);

@@ -223,6 +223,7 @@ pub struct StreamMapper {
     framer: sse::Framer,
     chunks: Chunks,
     started: bool,
+    wrote_text: bool,
     done: bool,
 }
 
@@ -281,12 +282,20 @@ impl StreamMapper {
             .and_then(|t| t.get("special"))
             .and_then(Value::as_bool)
             .unwrap_or(false);
-        if let Some(text) = token
+        if let Some(mut text) = token
             .and_then(|t| t.get("text"))
             .and_then(Value::as_str)
-            .filter(|s| !s.is_empty() && !special)
+            .filter(|_| !special)
         {
-            self.chunks.delta(json!({ "content": text }), None, out);
+            // The space before the first word belongs to the prompt's `[/INST]`, as in
+            // the buffered answer, which is trimmed.
+            if !self.wrote_text {
+                text = text.trim_start();
+            }
+            if !text.is_empty() {
+                self.wrote_text = true;
+                self.chunks.delta(json!({ "content": text }), None, out);
+            }
         }
         let last = v.get("generated_text").is_some_and(|g| !g.is_null())
             || v.get("details").is_some_and(|d| !d.is_null());

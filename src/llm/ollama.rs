@@ -425,9 +425,9 @@ impl StreamMapper {
         }
         let calls = tool_calls(m, self.chunks.created, self.tools);
         for (k, c) in calls.iter().enumerate() {
-            let mut c = c.clone();
-            c["index"] = json!(self.tools + k);
-            self.chunks.delta(json!({ "tool_calls": [c] }), None, out);
+            let delta = json!({"index": self.tools + k, "id": c["id"], "type": "function",
+                "function": c["function"]});
+            self.chunks.delta(json!({ "tool_calls": [delta] }), None, out);
         }
         self.tools += calls.len();
         if v.get("done").and_then(Value::as_bool) == Some(true) {
