@@ -42,13 +42,16 @@ fn check_chat(body: &Value) -> Option<Response<MockBody>> {
                     "invalid request: messages[{i}].tool_call_id is required"
                 )))
             }
-            _ => {
-                return Some(bad(&format!(
-                    "invalid request: messages[{i}].role must be one of system, user, assistant, tool"
-                )))
-            }
+            _ => return Some(bad(&format!(
+                "invalid request: messages[{i}].role must be one of system, user, assistant, tool"
+            ))),
         }
-        for c in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+        for c in m
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
             let args = c.get("function").and_then(|f| f.get("arguments"));
             if !args.is_some_and(Value::is_string) {
                 return Some(bad(&format!(
@@ -59,7 +62,9 @@ fn check_chat(body: &Value) -> Option<Response<MockBody>> {
     }
     for k in ["top_p", "top_k", "n", "stop", "max_completion_tokens"] {
         if body.get(k).is_some() {
-            return Some(bad(&format!("invalid request: unknown field: parameter {k} is not a valid field")));
+            return Some(bad(&format!(
+                "invalid request: unknown field: parameter {k} is not a valid field"
+            )));
         }
     }
     None
@@ -89,7 +94,11 @@ pub(crate) fn chat(ctx: &Ctx<'_>) -> Response<MockBody> {
     let reply = ctx.reply();
     let id = format!("c0e1a2b3-0000-4000-8000-{:012}", ctx.n);
     let tool = tool_call(ctx);
-    let finish = if tool.is_some() { "TOOL_CALL" } else { "COMPLETE" };
+    let finish = if tool.is_some() {
+        "TOOL_CALL"
+    } else {
+        "COMPLETE"
+    };
     let args = "{\"arg\":\"mock\"}";
     let output = reply.tokens();
     let usage = json!({

@@ -36,7 +36,12 @@ pub(crate) fn chat(ctx: &Ctx<'_>) -> Response<MockBody> {
     }
     if let Some(messages) = body.get("messages").and_then(Value::as_array) {
         for m in messages {
-            for c in m.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            for c in m
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if !c
                     .get("function")
                     .and_then(|f| f.get("arguments"))
@@ -80,7 +85,8 @@ pub(crate) fn chat(ctx: &Ctx<'_>) -> Response<MockBody> {
         "done_reason": done_reason, "done": true, "total_duration": 1_000_000,
         "load_duration": 100_000, "prompt_eval_count": ctx.prompt_tokens,
         "prompt_eval_duration": 200_000, "eval_count": output, "eval_duration": 500_000});
-    let calls = tool.map(|name| json!([{"function": {"name": name, "arguments": {"arg": "mock"}}}]));
+    let calls =
+        tool.map(|name| json!([{"function": {"name": name, "arguments": {"arg": "mock"}}}]));
     // Ollama streams when `stream` is absent.
     let stream = body.get("stream").and_then(Value::as_bool) != Some(false);
     if !stream {
@@ -104,9 +110,10 @@ pub(crate) fn chat(ctx: &Ctx<'_>) -> Response<MockBody> {
     }
     lines.push(line(&last));
     let mut response = ctx.event_stream(lines);
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/x-ndjson"),
+    );
     response
 }
 

@@ -17,9 +17,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::body::{EventStream, MockBody};
-use crate::{anthropic, cohere, ollama, tgi};
 use crate::faults::Directives;
 use crate::prompt::{PromptScan, Reply, DEFAULT_REPLY};
+use crate::{anthropic, cohere, ollama, tgi};
 use crate::{embeddings, openai, responses, MockState};
 
 /// How long `hang` waits: far beyond any client timeout, yet bounded so a
@@ -198,9 +198,7 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
     };
     if let Ok(json) = &parsed {
         match route {
-            Route::Chat | Route::CohereChat | Route::OllamaChat => {
-                scan.chat(json, &mut directives)
-            }
+            Route::Chat | Route::CohereChat | Route::OllamaChat => scan.chat(json, &mut directives),
             Route::CohereEmbed => scan.prompt(json.get("texts"), &mut directives),
             Route::OllamaEmbed => scan.prompt(json.get("input"), &mut directives),
             Route::Generate | Route::GenerateStream => {
@@ -447,7 +445,10 @@ mod tests {
         assert_eq!(Route::of(&post, "/api/chat"), Route::OllamaChat);
         assert_eq!(Route::of(&post, "/api/embed"), Route::OllamaEmbed);
         assert_eq!(Route::of(&post, "/generate"), Route::Generate);
-        assert_eq!(Route::of(&post, "/x/generate_stream"), Route::GenerateStream);
+        assert_eq!(
+            Route::of(&post, "/x/generate_stream"),
+            Route::GenerateStream
+        );
         assert_eq!(Route::of(&post, "/v1/chatcompletions"), Route::NotFound);
         assert_eq!(
             Route::of(&Method::GET, "/v1/chat/completions"),

@@ -660,17 +660,31 @@ async fn cohere_chat_stream_tools_and_errors() {
         "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]});
     let v = post(&mock, "/v2/chat", &[], &tools).await.json();
     assert_eq!(v["finish_reason"], "TOOL_CALL");
-    assert_eq!(v["message"]["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(
+        v["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
 
     let r = post(&mock, "/v2/chat", &[("x-mock", "status=429")], &body).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.json()["message"], "mock-llm injected status 429");
-    let r = post(&mock, "/v2/chat", &[], &json!({"model": "c", "messages": [], "top_p": 1})).await;
+    let r = post(
+        &mock,
+        "/v2/chat",
+        &[],
+        &json!({"model": "c", "messages": [], "top_p": 1}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert!(r.json()["message"].as_str().unwrap().contains("top_p"));
 
-    let r = post(&mock, "/v2/embed", &[], &json!({"model": "embed-v4.0", "texts": ["a", "b"],
-        "input_type": "classification", "embedding_types": ["float"]}))
+    let r = post(
+        &mock,
+        "/v2/embed",
+        &[],
+        &json!({"model": "embed-v4.0", "texts": ["a", "b"],
+        "input_type": "classification", "embedding_types": ["float"]}),
+    )
     .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["embeddings"]["float"].as_array().unwrap().len(), 2);
@@ -686,7 +700,13 @@ async fn ollama_chat_ndjson_and_embed() {
     assert_eq!(v["eval_count"], 3);
 
     // Without `stream`, Ollama streams NDJSON.
-    let r = post(&mock, "/api/chat", &[], &json!({"model": "m", "messages": []})).await;
+    let r = post(
+        &mock,
+        "/api/chat",
+        &[],
+        &json!({"model": "m", "messages": []}),
+    )
+    .await;
     assert_eq!(r.content_type(), "application/x-ndjson");
     let lines: Vec<Value> = r
         .text()
@@ -700,9 +720,14 @@ async fn ollama_chat_ndjson_and_embed() {
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.json()["error"], "mock-llm injected status 404");
 
-    let v = post(&mock, "/api/embed", &[], &json!({"model": "all-minilm", "input": ["a"]}))
-        .await
-        .json();
+    let v = post(
+        &mock,
+        "/api/embed",
+        &[],
+        &json!({"model": "all-minilm", "input": ["a"]}),
+    )
+    .await
+    .json();
     assert_eq!(v["embeddings"].as_array().unwrap().len(), 1);
 }
 

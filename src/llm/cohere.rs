@@ -36,7 +36,11 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
     }
     let o = e.options;
     for (ours, theirs, conf) in [
-        ("temperature", "temperature", o.temperature.map(|v| json!(v))),
+        (
+            "temperature",
+            "temperature",
+            o.temperature.map(|v| json!(v)),
+        ),
         ("top_p", "p", o.top_p.map(|v| json!(v))),
         ("top_k", "k", o.top_k.map(|v| json!(v))),
     ] {
@@ -139,7 +143,9 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
             "system" | "developer" => {
                 out.push(json!({"role": "system", "content": t::text_of(m.get("content"), i, P)?}))
             }
-            "user" => out.push(json!({"role": "user", "content": user_content(m.get("content"), i)?})),
+            "user" => {
+                out.push(json!({"role": "user", "content": user_content(m.get("content"), i)?}))
+            }
             "assistant" => {
                 let text = t::text_of(m.get("content"), i, P)?;
                 let mut msg = Map::new();
@@ -163,9 +169,15 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
                 for (j, c) in calls.iter().enumerate() {
                     let (id, name, args) = t::tool_call(c, i, j)?;
                     if id.is_empty() {
-                        return Err(bad(format!("'messages[{i}].tool_calls[{j}].id' is required")));
+                        return Err(bad(format!(
+                            "'messages[{i}].tool_calls[{j}].id' is required"
+                        )));
                     }
-                    let args = if args.trim().is_empty() { "{}".to_string() } else { args };
+                    let args = if args.trim().is_empty() {
+                        "{}".to_string()
+                    } else {
+                        args
+                    };
                     list.push(t::openai_tool_call(&id, &name, args));
                 }
                 msg.insert("tool_calls".into(), Value::Array(list));
@@ -197,22 +209,23 @@ fn user_content(content: Option<&Value>, i: usize) -> Result<Value, EncodeError>
     let mut out = Vec::with_capacity(parts.len());
     for (j, p) in parts.iter().enumerate() {
         match p.get("type").and_then(Value::as_str).unwrap_or("") {
-            "text" => out.push(json!({"type": "text", "text": p.get("text").cloned().unwrap_or(json!(""))})),
+            "text" => out
+                .push(json!({"type": "text", "text": p.get("text").cloned().unwrap_or(json!(""))})),
             "image_url" => {
                 let url = p
                     .get("image_url")
                     .and_then(|u| u.get("url").or(Some(u)))
                     .and_then(Value::as_str)
                     .ok_or_else(|| {
-                        bad(format!("'messages[{i}].content[{j}].image_url.url' is required"))
+                        bad(format!(
+                            "'messages[{i}].content[{j}].image_url.url' is required"
+                        ))
                     })?;
                 out.push(json!({"type": "image_url", "image_url": {"url": url}}));
             }
-            other => {
-                return Err(bad(format!(
-                    "'messages[{i}].content[{j}].type' '{other}' is not supported by provider cohere"
-                )))
-            }
+            other => return Err(bad(format!(
+                "'messages[{i}].content[{j}].type' '{other}' is not supported by provider cohere"
+            ))),
         }
     }
     Ok(Value::Array(out))
@@ -236,8 +249,12 @@ pub fn usage(u: &Value) -> Option<Usage> {
     let counts = |k: &str| {
         let o = u.get(k)?;
         let n = |f: &str| o.get(f).and_then(Value::as_f64).map(|v| v as u64);
-        (n("input_tokens").is_some() || n("output_tokens").is_some())
-            .then(|| (n("input_tokens").unwrap_or(0), n("output_tokens").unwrap_or(0)))
+        (n("input_tokens").is_some() || n("output_tokens").is_some()).then(|| {
+            (
+                n("input_tokens").unwrap_or(0),
+                n("output_tokens").unwrap_or(0),
+            )
+        })
     };
     let (prompt, completion) = counts("billed_units").or_else(|| counts("tokens"))?;
     let cached = u
@@ -259,14 +276,28 @@ pub fn usage(u: &Value) -> Option<Usage> {
 pub fn decode_chat(body: &[u8], created: u64, model: Option<&str>) -> Result<Decoded, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
     let m = v.get("message").ok_or("response has no 'message'")?;
-    let reason = v.get("finish_reason").and_then(Value::as_str).unwrap_or("COMPLETE");
+    let reason = v
+        .get("finish_reason")
+        .and_then(Value::as_str)
+        .unwrap_or("COMPLETE");
     let finish = finish_reason(reason).ok_or_else(|| {
-        let detail = v.get("message").and_then(|m| m.get("error")).and_then(Value::as_str);
-        format!("cohere finished with {reason}{}", detail.map(|d| format!(": {d}")).unwrap_or_default())
+        let detail = v
+            .get("message")
+            .and_then(|m| m.get("error"))
+            .and_then(Value::as_str);
+        format!(
+            "cohere finished with {reason}{}",
+            detail.map(|d| format!(": {d}")).unwrap_or_default()
+        )
     })?;
     let mut text = String::new();
     let mut thinking = String::new();
-    for c in m.get("content").and_then(Value::as_array).into_iter().flatten() {
+    for c in m
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         match c.get("type").and_then(Value::as_str) {
             Some("text") => text.push_str(c.get("text").and_then(Value::as_str).unwrap_or("")),
             Some("thinking") => {
@@ -369,10 +400,7 @@ pub fn read_usage(body: &[u8]) -> (Option<Usage>, Option<String>) {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return (None, None);
     };
-    let u = v
-        .get("usage")
-        .or_else(|| v.get("meta"))
-        .and_then(usage);
+    let u = v.get("usage").or_else(|| v.get("meta")).and_then(usage);
     (u, None)
 }
 
@@ -449,8 +477,13 @@ impl StreamMapper {
         let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
         match kind {
             "message-start" => {
-                self.chunks.id = v.get("id").and_then(Value::as_str).unwrap_or("").to_string();
-                self.chunks.delta(json!({"role": "assistant", "content": ""}), None, out);
+                self.chunks.id = v
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                self.chunks
+                    .delta(json!({"role": "assistant", "content": ""}), None, out);
             }
             "content-start" | "content-delta" => {
                 let c = msg.and_then(|m| m.get("content"));
@@ -460,7 +493,8 @@ impl StreamMapper {
                     self.chunks.delta(json!({ "content": t }), None, out);
                 }
                 if let Some(t) = thinking.filter(|t| !t.is_empty()) {
-                    self.chunks.delta(json!({ "reasoning_content": t }), None, out);
+                    self.chunks
+                        .delta(json!({ "reasoning_content": t }), None, out);
                 }
             }
             "tool-plan-delta" => {
@@ -553,8 +587,10 @@ mod tests {
 
     #[test]
     fn sampling_names_and_config_gaps() {
-        let b = enc(json!({"messages": [{"role": "user", "content": "hi"}], "top_p": 0.5,
-            "stop": "X", "max_tokens": 9}))
+        let b = enc(
+            json!({"messages": [{"role": "user", "content": "hi"}], "top_p": 0.5,
+            "stop": "X", "max_tokens": 9}),
+        )
         .unwrap();
         assert_eq!(b["p"], 0.5);
         assert_eq!(b["k"], 7, "config fills top_k");
@@ -569,14 +605,18 @@ mod tests {
         let tools = json!([
             {"type": "function", "function": {"name": "a"}},
             {"type": "function", "function": {"name": "b"}}]);
-        let b = enc(json!({"messages": [{"role": "user", "content": "x"}], "tools": tools,
-            "tool_choice": {"type": "function", "function": {"name": "b"}}}))
+        let b = enc(
+            json!({"messages": [{"role": "user", "content": "x"}], "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": "b"}}}),
+        )
         .unwrap();
         assert_eq!(b["tool_choice"], "REQUIRED");
         assert_eq!(b["tools"].as_array().unwrap().len(), 1);
         assert_eq!(b["tools"][0]["function"]["name"], "b");
-        let e = enc(json!({"messages": [{"role": "user", "content": "x"}], "tools": tools,
-            "tool_choice": {"type": "function", "function": {"name": "zz"}}}))
+        let e = enc(
+            json!({"messages": [{"role": "user", "content": "x"}], "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": "zz"}}}),
+        )
         .unwrap_err();
         assert!(e.contains("'tool_choice.function.name'"), "{e}");
     }
@@ -584,7 +624,10 @@ mod tests {
     #[test]
     fn refusals_name_the_field() {
         for (v, f) in [
-            (json!({"messages": [{"role": "user", "content": "x"}], "n": 3}), "'n'"),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "n": 3}),
+                "'n'",
+            ),
             (
                 json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "grammar"}}),
                 "'response_format'",
@@ -593,7 +636,10 @@ mod tests {
                 json!({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
                 "'messages[0].content[0].type'",
             ),
-            (json!({"messages": [{"role": "function", "content": "x"}]}), "'messages[0].role'"),
+            (
+                json!({"messages": [{"role": "function", "content": "x"}]}),
+                "'messages[0].role'",
+            ),
         ] {
             let e = enc(v).unwrap_err();
             assert!(e.contains(f) && e.contains("cohere"), "{e}");
@@ -602,7 +648,8 @@ mod tests {
 
     #[test]
     fn failed_generations_are_errors_not_answers() {
-        let body = br#"{"id":"x","finish_reason":"ERROR","message":{"role":"assistant","content":[]}}"#;
+        let body =
+            br#"{"id":"x","finish_reason":"ERROR","message":{"role":"assistant","content":[]}}"#;
         let e = decode_chat(body, 1, Some("m")).err().unwrap();
         assert!(e.contains("ERROR"), "{e}");
         let mut m = StreamMapper::new(1, Some("m"));
@@ -622,10 +669,15 @@ mod tests {
         let v: Value = serde_json::from_slice(&e).unwrap();
         assert_eq!(v["error"]["message"], "invalid api token");
         assert!(decode_error(b"<html>").is_none());
-        let u = usage(&json!({"billed_units": {"input_tokens": 5, "output_tokens": 2},
-            "tokens": {"input_tokens": 70, "output_tokens": 2}, "cached_tokens": 3}))
+        let u = usage(
+            &json!({"billed_units": {"input_tokens": 5, "output_tokens": 2},
+            "tokens": {"input_tokens": 70, "output_tokens": 2}, "cached_tokens": 3}),
+        )
         .unwrap();
-        assert_eq!((u.prompt_tokens, u.completion_tokens, u.total_tokens), (5, 2, 7));
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (5, 2, 7)
+        );
         assert_eq!(u.cached_tokens, Some(3));
         assert!(usage(&json!({})).is_none());
     }

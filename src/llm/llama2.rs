@@ -38,7 +38,10 @@ pub fn prompt(messages: &[Value]) -> Result<String, EncodeError> {
                 _ => turns.push((text, None)),
             },
             "assistant" => {
-                if m.get("tool_calls").and_then(Value::as_array).is_some_and(|c| !c.is_empty()) {
+                if m.get("tool_calls")
+                    .and_then(Value::as_array)
+                    .is_some_and(|c| !c.is_empty())
+                {
                     return Err(bad(format!(
                         "'messages[{i}].tool_calls': provider {P} has no tool calling"
                     )));
@@ -87,8 +90,8 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
     t::only_one_choice(body, P)?;
     for k in ["tools", "response_format"] {
         if let Some(v) = field(body, k)? {
-            let harmless = k == "response_format"
-                && v.get("type").and_then(Value::as_str) == Some("text");
+            let harmless =
+                k == "response_format" && v.get("type").and_then(Value::as_str) == Some("text");
             if !harmless {
                 return Err(bad(format!("'{k}' is not supported by provider {P}")));
             }

@@ -116,9 +116,9 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
     for (i, m) in messages.iter().enumerate() {
         let role = t::role(m, i)?;
         match role {
-            "system" | "developer" => out.push(
-                json!({"role": "system", "content": t::text_of(m.get("content"), i, P)?}),
-            ),
+            "system" | "developer" => {
+                out.push(json!({"role": "system", "content": t::text_of(m.get("content"), i, P)?}))
+            }
             "user" => {
                 let (text, images) = user_content(m.get("content"), i)?;
                 let mut msg = json!({"role": "user", "content": text});
@@ -150,7 +150,8 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
             }
             "tool" => {
                 let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
-                let mut msg = json!({"role": "tool", "content": t::text_of(m.get("content"), i, P)?});
+                let mut msg =
+                    json!({"role": "tool", "content": t::text_of(m.get("content"), i, P)?});
                 if let Some((_, name)) = call_names.iter().rev().find(|(c, _)| c == id) {
                     msg["tool_name"] = json!(name);
                 }
@@ -189,11 +190,9 @@ fn user_content(content: Option<&Value>, i: usize) -> Result<(String, Vec<String
                 })?;
                 images.push(data.to_string());
             }
-            other => {
-                return Err(bad(format!(
-                    "'messages[{i}].content[{j}].type' '{other}' is not supported by provider ollama"
-                )))
-            }
+            other => return Err(bad(format!(
+                "'messages[{i}].content[{j}].type' '{other}' is not supported by provider ollama"
+            ))),
         }
     }
     Ok((text.join("\n"), images))
@@ -205,7 +204,10 @@ fn usage(v: &Value) -> Option<Usage> {
     if n("prompt_eval_count").is_none() && n("eval_count").is_none() {
         return None;
     }
-    let (p, c) = (n("prompt_eval_count").unwrap_or(0), n("eval_count").unwrap_or(0));
+    let (p, c) = (
+        n("prompt_eval_count").unwrap_or(0),
+        n("eval_count").unwrap_or(0),
+    );
     Some(Usage {
         prompt_tokens: p,
         completion_tokens: c,
@@ -240,7 +242,12 @@ fn tool_calls(message: Option<&Value>, created: u64, first: usize) -> Vec<Value>
                 Some(id) if !id.is_empty() => id.to_string(),
                 _ => format!(
                     "call_{:016x}",
-                    t::fnv(&[&created.to_le_bytes(), &index.to_le_bytes(), name.as_bytes(), args.as_bytes()])
+                    t::fnv(&[
+                        &created.to_le_bytes(),
+                        &index.to_le_bytes(),
+                        name.as_bytes(),
+                        args.as_bytes()
+                    ])
                 ),
             };
             t::openai_tool_call(&id, name, args)
@@ -264,8 +271,15 @@ fn answer_id(created: u64, body: &[u8]) -> String {
 pub fn decode_chat(body: &[u8], created: u64, model: Option<&str>) -> Result<Decoded, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
     let m = v.get("message").ok_or("response has no 'message'")?;
-    let content = m.get("content").and_then(Value::as_str).unwrap_or("").to_string();
-    let thinking = m.get("thinking").and_then(Value::as_str).map(str::to_string);
+    let content = m
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let thinking = m
+        .get("thinking")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     let calls = tool_calls(Some(m), created, 0);
     let usage = usage(&v);
     let model = v.get("model").and_then(Value::as_str).or(model);
@@ -311,11 +325,14 @@ pub fn decode_embeddings(body: &[u8], model: Option<&str>) -> Result<Decoded, St
         .cloned()
         .ok_or("response has no 'embeddings'")?;
     let model = v.get("model").and_then(Value::as_str).or(model);
-    let usage = v.get("prompt_eval_count").and_then(Value::as_u64).map(|n| Usage {
-        prompt_tokens: n,
-        total_tokens: n,
-        ..Usage::default()
-    });
+    let usage = v
+        .get("prompt_eval_count")
+        .and_then(Value::as_u64)
+        .map(|n| Usage {
+            prompt_tokens: n,
+            total_tokens: n,
+            ..Usage::default()
+        });
     let body = t::embedding_list(vectors, model, usage.as_ref())?;
     Ok(Decoded {
         body,
@@ -395,7 +412,10 @@ impl StreamMapper {
             return;
         };
         if let Some(e) = v.get("error") {
-            let m = e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string());
+            let m = e
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| e.to_string());
             self.chunks.error(&m, "upstream_error", out);
             return;
         }
@@ -414,7 +434,8 @@ impl StreamMapper {
             .and_then(Value::as_str)
             .filter(|s| !s.is_empty())
         {
-            self.chunks.delta(json!({ "reasoning_content": th }), None, out);
+            self.chunks
+                .delta(json!({ "reasoning_content": th }), None, out);
         }
         if let Some(c) = m
             .and_then(|m| m.get("content"))
@@ -427,7 +448,8 @@ impl StreamMapper {
         for (k, c) in calls.iter().enumerate() {
             let delta = json!({"index": self.tools + k, "id": c["id"], "type": "function",
                 "function": c["function"]});
-            self.chunks.delta(json!({ "tool_calls": [delta] }), None, out);
+            self.chunks
+                .delta(json!({ "tool_calls": [delta] }), None, out);
         }
         self.tools += calls.len();
         if v.get("done").and_then(Value::as_bool) == Some(true) {
@@ -520,7 +542,9 @@ mod tests {
     #[test]
     fn errors() {
         let e = decode_error(br#"{"error":"model 'x' not found"}"#).unwrap();
-        assert!(String::from_utf8(e).unwrap().contains("model 'x' not found"));
+        assert!(String::from_utf8(e)
+            .unwrap()
+            .contains("model 'x' not found"));
         assert!(decode_error(br#"{"message":"x"}"#).is_none());
         let mut out = Vec::new();
         let mut m = StreamMapper::new(1, None);

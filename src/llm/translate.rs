@@ -28,10 +28,9 @@ pub fn field(body: &BodyView<'_>, k: &str) -> Result<Option<Value>, EncodeError>
 pub fn model(body: &BodyView<'_>, e: &Encode<'_>) -> Result<String, EncodeError> {
     match e.model {
         Some(m) => Ok(m.to_string()),
-        None => body
-            .str("model")
-            .map(|m| m.into_owned())
-            .ok_or_else(|| bad("model parameter not found in request, nor in gateway configuration")),
+        None => body.str("model").map(|m| m.into_owned()).ok_or_else(|| {
+            bad("model parameter not found in request, nor in gateway configuration")
+        }),
     }
 }
 
@@ -161,7 +160,11 @@ pub fn function_tools(
 }
 
 /// An assistant message's `tool_calls[j]` as `(id, name, arguments string)`.
-pub fn tool_call(call: &Value, i: usize, j: usize) -> Result<(String, String, String), EncodeError> {
+pub fn tool_call(
+    call: &Value,
+    i: usize,
+    j: usize,
+) -> Result<(String, String, String), EncodeError> {
     let f = call.get("function");
     let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
     let Some(name) = name else {
@@ -365,8 +368,14 @@ mod tests {
         assert_eq!(text_of(Some(&v), 0, "p").unwrap(), "a\nb");
         let v = json!([{"type": "input_audio"}]);
         let e = text_of(Some(&v), 3, "prov").err().unwrap().0;
-        assert!(e.contains("'messages[3].content[0].type'") && e.contains("prov"), "{e}");
-        assert_eq!(data_url("data:image/png;base64,AAA"), Some(("image/png", "AAA")));
+        assert!(
+            e.contains("'messages[3].content[0].type'") && e.contains("prov"),
+            "{e}"
+        );
+        assert_eq!(
+            data_url("data:image/png;base64,AAA"),
+            Some(("image/png", "AAA"))
+        );
         assert_eq!(data_url("https://x/y.png"), None);
     }
 }

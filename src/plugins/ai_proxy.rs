@@ -552,7 +552,10 @@ fn provider_profile(
                             headers: Vec::new(),
                         }),
                         _ => {
-                            unsupported_rt(errors, "the raw format serves llm/v1/chat and preserve");
+                            unsupported_rt(
+                                errors,
+                                "the raw format serves llm/v1/chat and preserve",
+                            );
                             None
                         }
                     };
@@ -579,7 +582,10 @@ fn provider_profile(
                 RouteType::Embeddings => Some(cohere::EMBED_PATH.to_string()),
                 RouteType::Preserve => None,
                 _ => {
-                    unsupported_rt(errors, "it serves llm/v1/chat, llm/v1/embeddings and preserve");
+                    unsupported_rt(
+                        errors,
+                        "it serves llm/v1/chat, llm/v1/embeddings and preserve",
+                    );
                     return None;
                 }
             };

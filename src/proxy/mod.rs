@@ -582,7 +582,13 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         };
         let out = if status == StatusCode::OK {
             let model = answered.model.as_deref();
-            match llm::decode(target.wire, target.route_type, &bytes, unix_seconds(), model) {
+            match llm::decode(
+                target.wire,
+                target.route_type,
+                &bytes,
+                unix_seconds(),
+                model,
+            ) {
                 Ok(d) => {
                     if let Some(a) = log.ai.as_mut() {
                         a.usage = d.usage;
