@@ -944,6 +944,10 @@ async fn huggingface_uses_the_router_chat_api() {
             "hf",
             "llm/v1/chat",
             "{provider: huggingface, name: meta-llama/Llama-3.1-8B-Instruct, options: {upstream_url: \"{MOCK}\", huggingface: {use_cache: false, wait_for_model: true}}}",
+        ), (
+            "hf-embed",
+            "llm/v1/embeddings",
+            "{provider: huggingface, name: BAAI/bge-small-en-v1.5, options: {upstream_url: \"{MOCK}\", huggingface: {wait_for_model: true}}}",
         )],
     );
     let h = Harness::start(&yaml).await;
@@ -959,6 +963,28 @@ async fn huggingface_uses_the_router_chat_api() {
     assert_eq!(seen.header("authorization"), Some("Bearer hf_test"));
     assert_eq!(seen.header("x-use-cache"), Some("false"));
     assert_eq!(seen.header("x-wait-for-model"), Some("true"));
+
+    // Embeddings go to the feature-extraction pipeline, the model (with its slash) in the path.
+    let r = post_json(&h.url("/hf-embed"), &json!({"input": ["a b", "c"]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["data"].as_array().unwrap().len(), 2);
+    assert_eq!(b["data"][0]["embedding"].as_array().unwrap().len(), 8);
+    assert_eq!(b["model"], "BAAI/bge-small-en-v1.5");
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(
+        seen.path,
+        "/hf-inference/models/BAAI/bge-small-en-v1.5/pipeline/feature-extraction"
+    );
+    assert_eq!(seen.json().unwrap(), json!({"inputs": ["a b", "c"]}));
+    assert_eq!(seen.header("x-wait-for-model"), Some("true"));
+    let r = post_json(
+        &h.url("/hf-embed"),
+        &json!({"input": "x [mock:status=503]"}),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["message"], "mock-llm injected status 503");
 
     let snap = tollgate::config::load_str(&yaml.replace("upstream_url: \"{MOCK}\", ", "")).unwrap();
     let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {

@@ -42,9 +42,11 @@ fn check_chat(body: &Value) -> Option<Response<MockBody>> {
                     "invalid request: messages[{i}].tool_call_id is required"
                 )))
             }
-            _ => return Some(bad(&format!(
+            _ => {
+                return Some(bad(&format!(
                 "invalid request: messages[{i}].role must be one of system, user, assistant, tool"
-            ))),
+            )))
+            }
         }
         for c in m
             .get("tool_calls")

@@ -4,7 +4,8 @@
 //! Endpoints are chosen by path suffix (`.../chat/completions`,
 //! `.../completions`, `.../embeddings`, `.../responses`, Anthropic's `.../v1/messages`,
 //! Cohere's `.../v2/chat` and `.../v2/embed`, Ollama's `.../api/chat` and `.../api/embed`,
-//! text-generation-inference's `.../generate` and `.../generate_stream`) plus
+//! text-generation-inference's `.../generate` and `.../generate_stream`, Hugging Face's
+//! `.../pipeline/feature-extraction`) plus
 //! `GET /health`.
 //! Faults come from the `x-mock` request header (`key=value` pairs separated
 //! by `;` or `,`) or from `[mock:key=value]` markers in the prompt text; the

@@ -81,6 +81,7 @@ enum Route {
     OllamaEmbed,
     Generate,
     GenerateStream,
+    FeatureExtraction,
     NotFound,
 }
 
@@ -118,6 +119,8 @@ impl Route {
             Route::Generate
         } else if path.ends_with("/generate_stream") {
             Route::GenerateStream
+        } else if path.ends_with("/pipeline/feature-extraction") {
+            Route::FeatureExtraction
         } else {
             Route::NotFound
         }
@@ -201,7 +204,7 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
             Route::Chat | Route::CohereChat | Route::OllamaChat => scan.chat(json, &mut directives),
             Route::CohereEmbed => scan.prompt(json.get("texts"), &mut directives),
             Route::OllamaEmbed => scan.prompt(json.get("input"), &mut directives),
-            Route::Generate | Route::GenerateStream => {
+            Route::Generate | Route::GenerateStream | Route::FeatureExtraction => {
                 scan.prompt(json.get("inputs"), &mut directives)
             }
             Route::Completions => scan.prompt(json.get("prompt"), &mut directives),
@@ -253,7 +256,7 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
                     Route::OllamaChat | Route::OllamaEmbed => {
                         return Ok(ollama::error(status, &message))
                     }
-                    Route::Generate | Route::GenerateStream => {
+                    Route::Generate | Route::GenerateStream | Route::FeatureExtraction => {
                         return Ok(tgi::error(status, &message))
                     }
                     _ => {}
@@ -320,6 +323,7 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         Route::OllamaEmbed => ollama::embed_input(&ctx),
         Route::Generate => tgi::generate(&ctx, false),
         Route::GenerateStream => tgi::generate(&ctx, true),
+        Route::FeatureExtraction => tgi::feature_extraction(&ctx),
         Route::NotFound | Route::Health => error_response(
             StatusCode::NOT_FOUND,
             "mock-llm: unknown path",

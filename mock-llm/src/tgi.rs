@@ -72,3 +72,26 @@ pub(crate) fn generate(ctx: &Ctx<'_>, stream: bool) -> Response<MockBody> {
         "details": if details { json!({"finish_reason": finish, "generated_tokens": output + 1, "seed": null}) } else { Value::Null }})));
     ctx.event_stream(events)
 }
+
+/// `POST .../pipeline/feature-extraction` (Hugging Face's inference API): one pooled
+/// vector per input text, a bare vector for a bare string.
+pub(crate) fn feature_extraction(ctx: &Ctx<'_>) -> Response<MockBody> {
+    const DIMENSIONS: usize = 8;
+    match ctx.body.get("inputs") {
+        Some(Value::String(s)) => json_response(
+            ctx.status(),
+            &crate::embeddings::embed(s.as_bytes(), DIMENSIONS),
+        ),
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) => {
+            let vectors: Vec<Vec<f32>> = items
+                .iter()
+                .map(|t| crate::embeddings::embed(t.as_str().unwrap_or("").as_bytes(), DIMENSIONS))
+                .collect();
+            json_response(ctx.status(), &vectors)
+        }
+        _ => error(
+            StatusCode::BAD_REQUEST,
+            "Input should be a valid string or a list of strings",
+        ),
+    }
+}

@@ -223,9 +223,11 @@ fn user_content(content: Option<&Value>, i: usize) -> Result<Value, EncodeError>
                     })?;
                 out.push(json!({"type": "image_url", "image_url": {"url": url}}));
             }
-            other => return Err(bad(format!(
+            other => {
+                return Err(bad(format!(
                 "'messages[{i}].content[{j}].type' '{other}' is not supported by provider cohere"
-            ))),
+            )))
+            }
         }
     }
     Ok(Value::Array(out))

@@ -5,6 +5,7 @@
 pub mod anthropic;
 pub mod body;
 pub mod cohere;
+pub mod huggingface;
 pub mod llama2;
 pub mod ollama;
 pub mod openai;
@@ -30,6 +31,8 @@ pub enum Wire {
     Ollama,
     /// A Llama-2 prompt for a text-generation-inference `generate` endpoint.
     Llama2Raw,
+    /// Hugging Face's feature-extraction pipeline (embeddings; its chat is OpenAI's).
+    HuggingFace,
 }
 
 /// A request the provider's API cannot express; the message names the field.
@@ -65,13 +68,18 @@ fn not_translated(wire: Wire, rt: RouteType) -> String {
 /// is the provider's path up to the model.
 pub fn request_path(wire: Wire, rt: RouteType, prefix: &str, model: &str, stream: bool) -> String {
     let _ = rt;
+    if wire == Wire::HuggingFace {
+        return huggingface::embed_path(prefix, model);
+    }
     let model: String =
         percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC).collect();
     match wire {
         // The endpoint (not the model) differs when streaming.
         Wire::Llama2Raw if stream => format!("{prefix}{}", llama2::GENERATE_STREAM_PATH),
         Wire::Llama2Raw => format!("{prefix}{}", llama2::GENERATE_PATH),
-        Wire::OpenAi | Wire::Anthropic | Wire::Cohere | Wire::Ollama => format!("{prefix}{model}"),
+        Wire::OpenAi | Wire::Anthropic | Wire::Cohere | Wire::Ollama | Wire::HuggingFace => {
+            format!("{prefix}{model}")
+        }
     }
 }
 
@@ -98,6 +106,7 @@ pub fn encode(
         (Wire::Ollama, RouteType::Chat) => ollama::encode_chat(body, e),
         (Wire::Ollama, RouteType::Embeddings) => ollama::encode_embeddings(body, e),
         (Wire::Llama2Raw, RouteType::Chat) => llama2::encode_chat(body, e),
+        (Wire::HuggingFace, RouteType::Embeddings) => huggingface::encode_embeddings(body, e),
         _ => Err(EncodeError(not_translated(wire, rt))),
     }
 }
@@ -118,6 +127,7 @@ pub fn decode(
         (Wire::Ollama, RouteType::Chat) => ollama::decode_chat(body, created, model),
         (Wire::Ollama, RouteType::Embeddings) => ollama::decode_embeddings(body, model),
         (Wire::Llama2Raw, RouteType::Chat) => llama2::decode_chat(body, created, model),
+        (Wire::HuggingFace, RouteType::Embeddings) => huggingface::decode_embeddings(body, model),
         _ => Err(not_translated(wire, rt)),
     }
 }
@@ -129,7 +139,8 @@ pub fn decode_error(wire: Wire, body: &[u8]) -> Option<Vec<u8>> {
         Wire::Anthropic => anthropic::decode_error(body),
         Wire::Cohere => cohere::decode_error(body),
         Wire::Ollama => ollama::decode_error(body),
-        Wire::Llama2Raw => llama2::decode_error(body),
+        // Both speak `{"error": "...", "error_type"?}`.
+        Wire::Llama2Raw | Wire::HuggingFace => llama2::decode_error(body),
         Wire::OpenAi => None,
     }
 }
@@ -142,7 +153,7 @@ pub fn read_usage(wire: Wire, body: &[u8]) -> (Option<Usage>, Option<String>) {
         Wire::Cohere => cohere::read_usage(body),
         Wire::Ollama => ollama::read_usage(body),
         Wire::Llama2Raw => llama2::read_usage(body),
-        Wire::OpenAi => (None, None),
+        Wire::OpenAi | Wire::HuggingFace => (None, None),
     }
 }
 

@@ -190,9 +190,11 @@ fn user_content(content: Option<&Value>, i: usize) -> Result<(String, Vec<String
                 })?;
                 images.push(data.to_string());
             }
-            other => return Err(bad(format!(
+            other => {
+                return Err(bad(format!(
                 "'messages[{i}].content[{j}].type' '{other}' is not supported by provider ollama"
-            ))),
+            )))
+            }
         }
     }
     Ok((text.join("\n"), images))

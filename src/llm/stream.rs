@@ -49,7 +49,8 @@ impl Mapper {
     ) -> Option<Mapper> {
         use crate::llm::{cohere, llama2, ollama};
         let native = match wire {
-            Wire::OpenAi => return None,
+            // OpenAI's chunks need no mapping; Hugging Face's embeddings do not stream.
+            Wire::OpenAi | Wire::HuggingFace => return None,
             Wire::Anthropic => Native::Anthropic(crate::llm::anthropic::StreamMapper::new(created)),
             Wire::Cohere => Native::Cohere(cohere::StreamMapper::new(created, model)),
             Wire::Ollama => Native::Ollama(ollama::StreamMapper::new(created, model)),

@@ -14,7 +14,7 @@ use crate::config::plugins::{
 use crate::config::vault::{self, VaultTable};
 use crate::error::GatewayError;
 use crate::llm::body::{BodyView, Kind};
-use crate::llm::{anthropic, cohere, ollama, openai};
+use crate::llm::{anthropic, cohere, huggingface, ollama, openai};
 use crate::proxy::template::{self, TemplateSources};
 use crate::secret::Secret;
 
@@ -623,8 +623,18 @@ fn provider_profile(
                     model_path: false,
                     headers,
                 }),
+                RouteType::Embeddings => Some(Profile {
+                    wire: Wire::HuggingFace,
+                    base: ("https", "router.huggingface.co".into(), 443),
+                    path: Some(huggingface::EMBED_PREFIX.to_string()),
+                    model_path: true,
+                    headers,
+                }),
                 _ => {
-                    unsupported_rt(errors, "it serves llm/v1/chat and preserve");
+                    unsupported_rt(
+                        errors,
+                        "it serves llm/v1/chat, llm/v1/embeddings and preserve",
+                    );
                     return None;
                 }
             }
