@@ -445,6 +445,605 @@ services:
     assert_eq!(seen.header("authorization"), Some("Bearer sk-ds"));
 }
 
+/// A service with one ai-proxy route per `(path, route_type, model yaml)`; `{MOCK}` is the
+/// mock, `{DIR}/<path>.log` each route's file-log.
+fn routes(auth: &str, list: &[(&str, &str, &str)]) -> String {
+    let mut y = String::from(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    host: unused.invalid\n    routes:\n",
+    );
+    for (path, rt, model) in list {
+        y.push_str(&format!(
+            "      - name: {path}\n        paths: [\"/{path}\"]\n        plugins:\n          - name: ai-proxy\n            config:\n              route_type: {rt}\n              auth: {auth}\n              logging: {{log_statistics: true}}\n              model: {model}\n          - name: file-log\n            config: {{path: \"{{DIR}}/{path}.log\"}}\n"
+        ));
+    }
+    y
+}
+
+/// The JSON chunks of an OpenAI stream, after checking it ends with `[DONE]`.
+fn chunks(r: &support::Reply) -> Vec<Value> {
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/event-stream"),
+        "{:?}",
+        r.header("content-type")
+    );
+    let data = sse_data(&r.text());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect()
+}
+
+fn streamed_text(chunks: &[Value]) -> String {
+    chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect()
+}
+
+fn finish_reasons(chunks: &[Value]) -> Vec<Value> {
+    chunks
+        .iter()
+        .map(|c| c["choices"][0]["finish_reason"].clone())
+        .filter(|f| !f.is_null())
+        .collect()
+}
+
+/// Streamed tool calls: (name of the first, its arguments joined).
+fn streamed_call(chunks: &[Value]) -> (String, Value) {
+    let deltas: Vec<&Value> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"].get("tool_calls"))
+        .collect();
+    assert!(!deltas.is_empty(), "{chunks:?}");
+    assert_eq!(deltas[0][0]["index"], 0);
+    assert!(deltas[0][0]["id"].as_str().is_some_and(|s| !s.is_empty()));
+    let args: String = deltas
+        .iter()
+        .filter_map(|d| d[0]["function"]["arguments"].as_str())
+        .collect();
+    (
+        deltas[0][0]["function"]["name"]
+            .as_str()
+            .unwrap()
+            .to_string(),
+        serde_json::from_str(&args).unwrap(),
+    )
+}
+
+fn load_error(yaml: &str) -> String {
+    tollgate::config::load_str(&yaml.replace("{MOCK}", "http://127.0.0.1:9"))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}
+
+fn cohere_yaml() -> String {
+    routes(
+        "{header_name: Authorization, header_value: \"Bearer co-key\"}",
+        &[
+            (
+                "co",
+                "llm/v1/chat",
+                "{provider: cohere, name: command-a-03-2025, options: {upstream_url: \"{MOCK}\", top_k: 40}}",
+            ),
+            (
+                "co-embed",
+                "llm/v1/embeddings",
+                "{provider: cohere, name: embed-v4.0, options: {upstream_url: \"{MOCK}\", cohere: {embedding_input_type: search_query}}}",
+            ),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn cohere_chat_buffered_and_streamed() {
+    let h = Harness::start(&cohere_yaml()).await;
+    let r = post_json(
+        &h.url("/co"),
+        &json!({"messages": [{"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Say hello"}], "top_p": 0.5, "stop": ["END"], "max_tokens": 50}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["object"], "chat.completion");
+    assert_eq!(b["model"], "command-a-03-2025");
+    assert_eq!(
+        b["choices"][0]["message"]["content"],
+        "Hello from mock-llm."
+    );
+    assert_eq!(b["choices"][0]["finish_reason"], "stop");
+    assert_eq!(b["usage"]["completion_tokens"], 3);
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/v2/chat");
+    assert_eq!(seen.header("authorization"), Some("Bearer co-key"));
+    let up = seen.json().unwrap();
+    assert_eq!(up["p"], 0.5);
+    assert_eq!(up["k"], 40);
+    assert_eq!(up["max_tokens"], 50);
+    assert_eq!(up["stop_sequences"], json!(["END"]));
+    assert_eq!(up["stream"], false);
+    assert_eq!(
+        up["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+
+    // Streamed, one event per upstream frame.
+    let r = send(
+        "POST",
+        &h.url("/co"),
+        &[
+            ("content-type", "application/json"),
+            ("x-mock", "chunks=5;chunk_delay_ms=2"),
+        ],
+        json!({"messages": [{"role": "user", "content": "hi"}], "stream": true,
+            "stream_options": {"include_usage": true}})
+        .to_string(),
+    )
+    .await;
+    let c = chunks(&r);
+    assert!(c.iter().all(|c| c["model"] == "command-a-03-2025"));
+    assert_eq!(c[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(streamed_text(&c), "tok0 tok1 tok2 tok3 tok4");
+    assert_eq!(finish_reasons(&c), [json!("stop")]);
+    assert_eq!(c.last().unwrap()["usage"]["completion_tokens"], 5);
+    let log = h.wait_log("co.log", 2).await;
+    assert_eq!(
+        log[1]["ai"]["proxy"]["usage"]["completion_tokens"], 5,
+        "{}",
+        log[1]
+    );
+    assert!(!log[1].to_string().contains("co-key"), "key in log");
+}
+
+#[tokio::test]
+async fn cohere_tool_calls_buffered_and_streamed() {
+    let h = Harness::start(&cohere_yaml()).await;
+    let ask = json!({"messages": [{"role": "user", "content": "weather? [mock:tool]"}],
+        "tools": weather_tools(), "tool_choice": "required"});
+    let r = post_json(&h.url("/co"), &ask).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    let call = &b["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"arg": "mock"}));
+    assert_eq!(b["choices"][0]["finish_reason"], "tool_calls");
+    let up = h.mock.requests()[0].json().unwrap();
+    assert_eq!(up["tool_choice"], "REQUIRED");
+    assert_eq!(up["tools"][0]["function"]["name"], "get_weather");
+
+    // The result goes back as a tool message; the assistant's call keeps its id.
+    let id = call["id"].as_str().unwrap().to_string();
+    let follow = json!({"messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [call.clone()]},
+        {"role": "tool", "tool_call_id": id, "content": "sunny"}],
+        "tools": weather_tools()});
+    let r = post_json(&h.url("/co"), &follow).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let up = h.mock.requests()[1].json().unwrap();
+    assert_eq!(up["messages"][1]["tool_calls"][0]["id"], json!(id));
+    assert_eq!(
+        up["messages"][2],
+        json!({"role": "tool", "tool_call_id": id, "content": "sunny"})
+    );
+
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let c = chunks(&post_json(&h.url("/co"), &streamed).await);
+    let (name, args) = streamed_call(&c);
+    assert_eq!(
+        (name.as_str(), args),
+        ("get_weather", json!({"arg": "mock"}))
+    );
+    assert_eq!(finish_reasons(&c), [json!("tool_calls")]);
+    assert_eq!(streamed_text(&c), "Hello from mock-llm.", "the tool plan");
+}
+
+#[tokio::test]
+async fn cohere_errors_and_refusals() {
+    let h = Harness::start(&cohere_yaml()).await;
+    let r = post_json(
+        &h.url("/co"),
+        &json!({"messages": [{"role": "user", "content": "x [mock:status=429]"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    assert_eq!(r.json()["error"]["message"], "mock-llm injected status 429");
+    for (body, field) in [
+        (
+            json!({"messages": [{"role": "user", "content": "x"}], "n": 2}),
+            "'n'",
+        ),
+        (
+            json!({"messages": [{"role": "user", "content": [{"type": "input_audio", "input_audio": {}}]}]}),
+            "'messages[0].content[0].type'",
+        ),
+    ] {
+        let r = post_json(&h.url("/co"), &body).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        let m = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(m.contains(field) && m.contains("cohere"), "{m}");
+    }
+    assert_eq!(h.mock.requests().len(), 1, "refused requests never left");
+}
+
+#[tokio::test]
+async fn cohere_embeddings() {
+    let h = Harness::start(&cohere_yaml()).await;
+    let r = post_json(
+        &h.url("/co-embed"),
+        &json!({"input": ["one two", "three"], "encoding_format": "float"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["object"], "list");
+    assert_eq!(b["data"].as_array().unwrap().len(), 2);
+    assert_eq!(b["data"][1]["index"], 1);
+    assert_eq!(b["data"][0]["embedding"].as_array().unwrap().len(), 8);
+    assert_eq!(b["model"], "embed-v4.0");
+    assert_eq!(b["usage"]["prompt_tokens"], 3);
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/v2/embed");
+    let up = seen.json().unwrap();
+    assert_eq!(up["texts"], json!(["one two", "three"]));
+    assert_eq!(up["input_type"], "search_query");
+    assert_eq!(up["embedding_types"], json!(["float"]));
+    let r = post_json(&h.url("/co-embed"), &json!({"input": [[1, 2, 3]]})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
+fn ollama_yaml() -> String {
+    routes(
+        "{}",
+        &[
+            (
+                "ol",
+                "llm/v1/chat",
+                "{provider: ollama, name: llama3.2, options: {upstream_url: \"{MOCK}\", temperature: 0.1}}",
+            ),
+            (
+                "ol-embed",
+                "llm/v1/embeddings",
+                "{provider: ollama, name: all-minilm, options: {upstream_url: \"{MOCK}\"}}",
+            ),
+            (
+                "mi",
+                "llm/v1/chat",
+                "{provider: mistral, name: mistral, options: {mistral_format: ollama, upstream_url: \"{MOCK}\"}}",
+            ),
+            (
+                "ll",
+                "llm/v1/chat",
+                "{provider: llama2, name: llama2, options: {llama2_format: ollama, upstream_url: \"{MOCK}\"}}",
+            ),
+        ],
+    )
+}
+
+#[tokio::test]
+async fn ollama_chat_buffered_and_ndjson_stream() {
+    let h = Harness::start(&ollama_yaml()).await;
+    let r = post_json(
+        &h.url("/ol"),
+        &json!({"messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 64}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    let b = r.json();
+    assert_eq!(b["model"], "llama3.2");
+    assert_eq!(
+        b["choices"][0]["message"]["content"],
+        "Hello from mock-llm."
+    );
+    assert_eq!(b["choices"][0]["finish_reason"], "stop");
+    assert_eq!(b["usage"]["completion_tokens"], 3);
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/api/chat");
+    let up = seen.json().unwrap();
+    assert_eq!(up["stream"], false, "Ollama would stream without it");
+    assert_eq!(
+        up["options"],
+        json!({"num_predict": 64, "temperature": 0.1})
+    );
+
+    // Ollama's NDJSON becomes OpenAI SSE, one line per upstream frame.
+    let r = send(
+        "POST",
+        &h.url("/ol"),
+        &[
+            ("content-type", "application/json"),
+            ("x-mock", "chunk_delay_ms=2"),
+        ],
+        json!({"messages": [{"role": "user", "content": "hi"}], "stream": true}).to_string(),
+    )
+    .await;
+    let c = chunks(&r);
+    assert_eq!(c[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(streamed_text(&c), "Hello from mock-llm.");
+    assert_eq!(finish_reasons(&c), [json!("stop")]);
+    assert!(
+        c.iter().all(|c| c.get("usage").is_none()),
+        "usage only when asked"
+    );
+    let log = h.wait_log("ol.log", 2).await;
+    assert_eq!(
+        log[1]["ai"]["proxy"]["usage"]["completion_tokens"], 3,
+        "{}",
+        log[1]
+    );
+    assert!(log[1]["ai"]["proxy"].get("error").is_none(), "{}", log[1]);
+
+    // A length stop is reported as such.
+    let r = post_json(
+        &h.url("/ol"),
+        &json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(r.json()["choices"][0]["finish_reason"], "length");
+}
+
+#[tokio::test]
+async fn ollama_tools_errors_and_embeddings() {
+    let h = Harness::start(&ollama_yaml()).await;
+    let ask = json!({"messages": [{"role": "user", "content": "weather? [mock:tool]"}],
+        "tools": weather_tools()});
+    let b = post_json(&h.url("/ol"), &ask).await.json();
+    let call = &b["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(call["function"]["name"], "get_weather");
+    assert_eq!(call["function"]["arguments"], "{\"arg\":\"mock\"}");
+    assert!(call["id"].as_str().unwrap().starts_with("call_"));
+    assert_eq!(b["choices"][0]["finish_reason"], "tool_calls");
+
+    // The call goes back with an object as arguments, the result with the tool's name.
+    let follow = json!({"messages": [
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": null, "tool_calls": [call.clone()]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "sunny"}]});
+    let r = post_json(&h.url("/ol"), &follow).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let up = h.mock.requests()[1].json().unwrap();
+    assert_eq!(
+        up["messages"][1]["tool_calls"][0]["function"]["arguments"],
+        json!({"arg": "mock"})
+    );
+    assert_eq!(up["messages"][2]["tool_name"], "get_weather");
+
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let c = chunks(&post_json(&h.url("/ol"), &streamed).await);
+    let (name, args) = streamed_call(&c);
+    assert_eq!(
+        (name.as_str(), args),
+        ("get_weather", json!({"arg": "mock"}))
+    );
+    assert_eq!(finish_reasons(&c), [json!("tool_calls")]);
+
+    let r = post_json(
+        &h.url("/ol"),
+        &json!({"messages": [{"role": "user", "content": "x [mock:status=404]"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"]["message"], "mock-llm injected status 404");
+    let r = post_json(
+        &h.url("/ol"),
+        &json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "required",
+            "tools": weather_tools()}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("'tool_choice'"), "{}", r.text());
+
+    let r = post_json(&h.url("/ol-embed"), &json!({"input": "hello there"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["data"][0]["embedding"].as_array().unwrap().len(), 8);
+    assert_eq!(b["model"], "all-minilm");
+    assert_eq!(b["usage"]["prompt_tokens"], 2);
+    assert_eq!(h.mock.last_request().unwrap().path, "/api/embed");
+}
+
+#[tokio::test]
+async fn mistral_and_llama2_in_ollama_format_use_the_native_api() {
+    let h = Harness::start(&ollama_yaml()).await;
+    for (path, model) in [("/mi", "mistral"), ("/ll", "llama2")] {
+        let r = post_json(
+            &h.url(path),
+            &json!({"messages": [{"role": "user", "content": "hi"}], "stream": true}),
+        )
+        .await;
+        let c = chunks(&r);
+        assert_eq!(streamed_text(&c), "Hello from mock-llm.");
+        let seen = h.mock.last_request().unwrap();
+        assert_eq!(seen.path, "/api/chat");
+        assert_eq!(seen.json().unwrap()["model"], model);
+    }
+}
+
+#[tokio::test]
+async fn llama2_raw_buffered_and_streamed() {
+    let yaml = routes(
+        "{header_name: Authorization, header_value: \"Bearer hf-key\"}",
+        &[
+            (
+                "raw",
+                "llm/v1/chat",
+                "{provider: llama2, name: llama-2-7b-chat, options: {llama2_format: raw, upstream_url: \"{MOCK}\", max_tokens: 100}}",
+            ),
+            (
+                "raw-path",
+                "llm/v1/chat",
+                "{provider: llama2, name: llama-2-7b-chat, options: {llama2_format: raw, upstream_url: \"{MOCK}/models/x/generate\"}}",
+            ),
+        ],
+    );
+    let h = Harness::start(&yaml).await;
+    let ask = json!({"messages": [{"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"}]});
+    let r = post_json(&h.url("/raw"), &ask).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["model"], "llama-2-7b-chat");
+    assert_eq!(
+        b["choices"][0]["message"]["content"],
+        "Hello from mock-llm."
+    );
+    assert_eq!(b["usage"]["completion_tokens"], 3);
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/generate");
+    assert_eq!(seen.header("authorization"), Some("Bearer hf-key"));
+    let up = seen.json().unwrap();
+    assert_eq!(
+        up["inputs"],
+        "<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nhi [/INST]"
+    );
+    assert_eq!(up["parameters"]["max_new_tokens"], 100);
+
+    let mut streamed = ask.clone();
+    streamed["stream"] = json!(true);
+    let c = chunks(&post_json(&h.url("/raw"), &streamed).await);
+    assert_eq!(streamed_text(&c), "Hello from mock-llm.");
+    assert_eq!(finish_reasons(&c), [json!("stop")]);
+    assert_eq!(h.mock.last_request().unwrap().path, "/generate_stream");
+
+    // A path in upstream_url is used as given.
+    let r = post_json(&h.url("/raw-path"), &ask).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(h.mock.last_request().unwrap().path, "/models/x/generate");
+
+    let r = post_json(
+        &h.url("/raw"),
+        &json!({"messages": [{"role": "user", "content": "x"}], "tools": weather_tools()}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.text().contains("'tools'"), "{}", r.text());
+    let r = post_json(
+        &h.url("/raw"),
+        &json!({"messages": [{"role": "user", "content": "x [mock:status=503]"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["message"], "mock-llm injected status 503");
+}
+
+#[tokio::test]
+async fn huggingface_uses_the_router_chat_api() {
+    let yaml = routes(
+        "{header_name: Authorization, header_value: \"Bearer hf_test\"}",
+        &[(
+            "hf",
+            "llm/v1/chat",
+            "{provider: huggingface, name: meta-llama/Llama-3.1-8B-Instruct, options: {upstream_url: \"{MOCK}\", huggingface: {use_cache: false, wait_for_model: true}}}",
+        ), (
+            "hf-embed",
+            "llm/v1/embeddings",
+            "{provider: huggingface, name: BAAI/bge-small-en-v1.5, options: {upstream_url: \"{MOCK}\", huggingface: {wait_for_model: true}}}",
+        )],
+    );
+    let h = Harness::start(&yaml).await;
+    let r = post_json(
+        &h.url("/hf"),
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "meta-llama/Llama-3.1-8B-Instruct");
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(seen.header("authorization"), Some("Bearer hf_test"));
+    assert_eq!(seen.header("x-use-cache"), Some("false"));
+    assert_eq!(seen.header("x-wait-for-model"), Some("true"));
+
+    // Embeddings go to the feature-extraction pipeline, the model (with its slash) in the path.
+    let r = post_json(&h.url("/hf-embed"), &json!({"input": ["a b", "c"]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["data"].as_array().unwrap().len(), 2);
+    assert_eq!(b["data"][0]["embedding"].as_array().unwrap().len(), 8);
+    assert_eq!(b["model"], "BAAI/bge-small-en-v1.5");
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(
+        seen.path,
+        "/hf-inference/models/BAAI/bge-small-en-v1.5/pipeline/feature-extraction"
+    );
+    assert_eq!(seen.json().unwrap(), json!({"inputs": ["a b", "c"]}));
+    assert_eq!(seen.header("x-wait-for-model"), Some("true"));
+    let r = post_json(
+        &h.url("/hf-embed"),
+        &json!({"input": "x [mock:status=503]"}),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["message"], "mock-llm injected status 503");
+
+    let snap = tollgate::config::load_str(&yaml.replace("upstream_url: \"{MOCK}\", ", "")).unwrap();
+    let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
+        panic!("ai-proxy")
+    };
+    assert_eq!(ai.targets[0].upstream.host, "router.huggingface.co");
+}
+
+#[tokio::test]
+async fn new_provider_config_errors_name_the_field() {
+    let one = |model: &str, rt: &str| routes("{}", &[("x", rt, model)]);
+    for (yaml, field) in [
+        (one("{provider: ollama, name: m}", "llm/v1/chat"), "model.options.upstream_url"),
+        (
+            one("{provider: llama2, name: m, options: {upstream_url: \"{MOCK}\"}}", "llm/v1/chat"),
+            "model.options.llama2_format",
+        ),
+        (
+            one("{provider: llama2, name: m, options: {llama2_format: raw}}", "llm/v1/chat"),
+            "model.options.upstream_url",
+        ),
+        (
+            one(
+                "{provider: llama2, name: m, options: {llama2_format: raw, upstream_url: \"{MOCK}\"}}",
+                "llm/v1/embeddings",
+            ),
+            "route_type",
+        ),
+        (
+            one("{provider: mistral, name: m, options: {mistral_format: ollama}}", "llm/v1/chat"),
+            "model.options.upstream_url",
+        ),
+        (
+            one("{provider: mistral, name: m, options: {mistral_format: vllm}}", "llm/v1/chat"),
+            "model.options.mistral_format",
+        ),
+        (
+            one("{provider: cohere, name: m, options: {cohere: {embedding_input_type: poems}}}", "llm/v1/embeddings"),
+            "embedding_input_type",
+        ),
+        (
+            one("{provider: huggingface, name: m, options: {huggingface: {use_gpu: true}}}", "llm/v1/chat"),
+            "use_gpu",
+        ),
+        (one("{provider: cohere, name: m}", "llm/v1/completions"), "route_type"),
+    ] {
+        let e = load_error(&yaml);
+        assert!(e.contains(field), "{field}: {e}");
+    }
+    // Cohere needs nothing but a key: its endpoint is the default.
+    let snap =
+        tollgate::config::load_str(&one("{provider: cohere, name: m}", "llm/v1/chat")).unwrap();
+    let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
+        panic!("ai-proxy")
+    };
+    assert_eq!(ai.targets[0].upstream.host, "api.cohere.com");
+    assert_eq!(ai.targets[0].upstream.path.as_deref(), Some("/v2/chat"));
+}
+
 /// Golden transcripts under `tests/fixtures/llm/<provider>/`: a client request and the
 /// upstream body it becomes, a provider answer and the OpenAI answer it becomes, a provider
 /// stream and the OpenAI stream it becomes (fed whole and in 7-byte pieces).
@@ -501,10 +1100,10 @@ mod golden {
         check(d.join("chat_tools.upstream.json"), &pretty(&up));
 
         let answer = std::fs::read(d.join("answer.response.json")).unwrap();
-        let decoded = llm::decode(wire, RouteType::Chat, &answer, CREATED).unwrap();
+        let decoded = llm::decode(wire, RouteType::Chat, &answer, CREATED, Some(model)).unwrap();
         check(d.join("answer.openai.json"), &pretty(&decoded.body));
 
-        let mut m = Mapper::new(wire, CREATED, false).unwrap();
+        let mut m = Mapper::new(wire, CREATED, Some(model), false).unwrap();
         let mut whole = m.on_chunk(stream).to_vec();
         let before = whole.len();
         whole.extend_from_slice(&m.finish());
@@ -514,7 +1113,7 @@ mod golden {
             "the stream's terminal event ends it"
         );
         let mut pieces = Vec::new();
-        let mut m = Mapper::new(wire, CREATED, false).unwrap();
+        let mut m = Mapper::new(wire, CREATED, Some(model), false).unwrap();
         for c in stream.chunks(7) {
             pieces.extend_from_slice(&m.on_chunk(c));
         }
@@ -524,6 +1123,24 @@ mod golden {
             d.join("stream.openai.sse"),
             &String::from_utf8(whole).unwrap(),
         );
+    }
+
+    #[test]
+    fn cohere_transcripts() {
+        let stream = std::fs::read(dir("cohere").join("stream.response.sse")).unwrap();
+        transcripts("cohere", Wire::Cohere, "command-a-03-2025", &stream);
+    }
+
+    #[test]
+    fn ollama_transcripts() {
+        let stream = std::fs::read(dir("ollama").join("stream.response.ndjson")).unwrap();
+        transcripts("ollama", Wire::Ollama, "llama3.2", &stream);
+    }
+
+    #[test]
+    fn llama2_raw_transcripts() {
+        let stream = std::fs::read(dir("llama2-raw").join("stream.response.sse")).unwrap();
+        transcripts("llama2-raw", Wire::Llama2Raw, "llama-2-13b-chat", &stream);
     }
 
     #[test]

@@ -2,7 +2,11 @@
 //! per-request fault injection.
 //!
 //! Endpoints are chosen by path suffix (`.../chat/completions`,
-//! `.../completions`, `.../embeddings`, `.../responses`) plus `GET /health`.
+//! `.../completions`, `.../embeddings`, `.../responses`, Anthropic's `.../v1/messages`,
+//! Cohere's `.../v2/chat` and `.../v2/embed`, Ollama's `.../api/chat` and `.../api/embed`,
+//! text-generation-inference's `.../generate` and `.../generate_stream`, Hugging Face's
+//! `.../pipeline/feature-extraction`) plus
+//! `GET /health`.
 //! Faults come from the `x-mock` request header (`key=value` pairs separated
 //! by `;` or `,`) or from `[mock:key=value]` markers in the prompt text; the
 //! header wins. Keys: `status`, `delay_ms`, `chunk_delay_ms`, `chunks`,
@@ -10,12 +14,15 @@
 
 mod anthropic;
 mod body;
+mod cohere;
 mod embeddings;
 mod faults;
+mod ollama;
 mod openai;
 mod prompt;
 mod responses;
 mod server;
+mod tgi;
 mod tools;
 
 use std::net::{Ipv4Addr, SocketAddr};

@@ -16,10 +16,10 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::anthropic;
 use crate::body::{EventStream, MockBody};
 use crate::faults::Directives;
 use crate::prompt::{PromptScan, Reply, DEFAULT_REPLY};
+use crate::{anthropic, cohere, ollama, tgi};
 use crate::{embeddings, openai, responses, MockState};
 
 /// How long `hang` waits: far beyond any client timeout, yet bounded so a
@@ -75,6 +75,13 @@ enum Route {
     Embeddings,
     Responses,
     Messages,
+    CohereChat,
+    CohereEmbed,
+    OllamaChat,
+    OllamaEmbed,
+    Generate,
+    GenerateStream,
+    FeatureExtraction,
     NotFound,
 }
 
@@ -100,6 +107,20 @@ impl Route {
             Route::Responses
         } else if path.ends_with("/v1/messages") {
             Route::Messages
+        } else if path.ends_with("/v2/chat") {
+            Route::CohereChat
+        } else if path.ends_with("/v2/embed") {
+            Route::CohereEmbed
+        } else if path.ends_with("/api/chat") {
+            Route::OllamaChat
+        } else if path.ends_with("/api/embed") {
+            Route::OllamaEmbed
+        } else if path.ends_with("/generate") {
+            Route::Generate
+        } else if path.ends_with("/generate_stream") {
+            Route::GenerateStream
+        } else if path.ends_with("/pipeline/feature-extraction") {
+            Route::FeatureExtraction
         } else {
             Route::NotFound
         }
@@ -180,7 +201,12 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
     };
     if let Ok(json) = &parsed {
         match route {
-            Route::Chat => scan.chat(json, &mut directives),
+            Route::Chat | Route::CohereChat | Route::OllamaChat => scan.chat(json, &mut directives),
+            Route::CohereEmbed => scan.prompt(json.get("texts"), &mut directives),
+            Route::OllamaEmbed => scan.prompt(json.get("input"), &mut directives),
+            Route::Generate | Route::GenerateStream | Route::FeatureExtraction => {
+                scan.prompt(json.get("inputs"), &mut directives)
+            }
             Route::Completions => scan.prompt(json.get("prompt"), &mut directives),
             Route::Embeddings => scan.prompt(json.get("input"), &mut directives),
             Route::Responses => scan.responses(json, &mut directives),
@@ -222,8 +248,18 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
                     _ => "server_error",
                 };
                 let message = format!("mock-llm injected status {}", status.as_u16());
-                if route == Route::Messages {
-                    return Ok(anthropic::error(status, &message));
+                match route {
+                    Route::Messages => return Ok(anthropic::error(status, &message)),
+                    Route::CohereChat | Route::CohereEmbed => {
+                        return Ok(cohere::error(status, &message))
+                    }
+                    Route::OllamaChat | Route::OllamaEmbed => {
+                        return Ok(ollama::error(status, &message))
+                    }
+                    Route::Generate | Route::GenerateStream | Route::FeatureExtraction => {
+                        return Ok(tgi::error(status, &message))
+                    }
+                    _ => {}
                 }
                 return Ok(error_response(status, &message, kind, None));
             }
@@ -281,6 +317,13 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         Route::Messages => {
             anthropic::messages(&ctx, parts.headers.contains_key("anthropic-version"))
         }
+        Route::CohereChat => cohere::chat(&ctx),
+        Route::CohereEmbed => cohere::embed_texts(&ctx),
+        Route::OllamaChat => ollama::chat(&ctx),
+        Route::OllamaEmbed => ollama::embed_input(&ctx),
+        Route::Generate => tgi::generate(&ctx, false),
+        Route::GenerateStream => tgi::generate(&ctx, true),
+        Route::FeatureExtraction => tgi::feature_extraction(&ctx),
         Route::NotFound | Route::Health => error_response(
             StatusCode::NOT_FOUND,
             "mock-llm: unknown path",
@@ -401,6 +444,15 @@ mod tests {
         assert_eq!(Route::of(&post, "/x/y/embeddings"), Route::Embeddings);
         assert_eq!(Route::of(&post, "/v1/responses"), Route::Responses);
         assert_eq!(Route::of(&post, "/v1/models"), Route::NotFound);
+        assert_eq!(Route::of(&post, "/v2/chat"), Route::CohereChat);
+        assert_eq!(Route::of(&post, "/v2/embed"), Route::CohereEmbed);
+        assert_eq!(Route::of(&post, "/api/chat"), Route::OllamaChat);
+        assert_eq!(Route::of(&post, "/api/embed"), Route::OllamaEmbed);
+        assert_eq!(Route::of(&post, "/generate"), Route::Generate);
+        assert_eq!(
+            Route::of(&post, "/x/generate_stream"),
+            Route::GenerateStream
+        );
         assert_eq!(Route::of(&post, "/v1/chatcompletions"), Route::NotFound);
         assert_eq!(
             Route::of(&Method::GET, "/v1/chat/completions"),

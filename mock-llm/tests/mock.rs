@@ -635,3 +635,114 @@ async fn keep_alive_and_shutdown_on_drop() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test]
+async fn cohere_chat_stream_tools_and_errors() {
+    let mock = MockLlm::start().await.unwrap();
+    let body = json!({"model": "command-a-03-2025",
+        "messages": [{"role": "user", "content": "hi"}]});
+    let r = post(&mock, "/v2/chat", &[], &body).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    assert_eq!(v["message"]["content"][0]["text"], "Hello from mock-llm.");
+    assert_eq!(v["finish_reason"], "COMPLETE");
+    assert_eq!(v["usage"]["billed_units"]["output_tokens"], 3);
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = post(&mock, "/v2/chat", &[], &streamed).await;
+    assert_eq!(r.content_type(), "text/event-stream");
+    let events = sse_data(r.text());
+    assert_eq!(events[0]["type"], "message-start");
+    assert_eq!(events.last().unwrap()["type"], "message-end");
+
+    let tools = json!({"model": "c", "messages": [{"role": "user", "content": "w [mock:tool]"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]});
+    let v = post(&mock, "/v2/chat", &[], &tools).await.json();
+    assert_eq!(v["finish_reason"], "TOOL_CALL");
+    assert_eq!(
+        v["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+
+    let r = post(&mock, "/v2/chat", &[("x-mock", "status=429")], &body).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.json()["message"], "mock-llm injected status 429");
+    let r = post(
+        &mock,
+        "/v2/chat",
+        &[],
+        &json!({"model": "c", "messages": [], "top_p": 1}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert!(r.json()["message"].as_str().unwrap().contains("top_p"));
+
+    let r = post(
+        &mock,
+        "/v2/embed",
+        &[],
+        &json!({"model": "embed-v4.0", "texts": ["a", "b"],
+        "input_type": "classification", "embedding_types": ["float"]}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json()["embeddings"]["float"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn ollama_chat_ndjson_and_embed() {
+    let mock = MockLlm::start().await.unwrap();
+    let body = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": false});
+    let v = post(&mock, "/api/chat", &[], &body).await.json();
+    assert_eq!(v["message"]["content"], "Hello from mock-llm.");
+    assert_eq!(v["done"], true);
+    assert_eq!(v["eval_count"], 3);
+
+    // Without `stream`, Ollama streams NDJSON.
+    let r = post(
+        &mock,
+        "/api/chat",
+        &[],
+        &json!({"model": "m", "messages": []}),
+    )
+    .await;
+    assert_eq!(r.content_type(), "application/x-ndjson");
+    let lines: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[3]["done_reason"], "stop");
+
+    let r = post(&mock, "/api/chat", &[("x-mock", "status=404")], &body).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.json()["error"], "mock-llm injected status 404");
+
+    let v = post(
+        &mock,
+        "/api/embed",
+        &[],
+        &json!({"model": "all-minilm", "input": ["a"]}),
+    )
+    .await
+    .json();
+    assert_eq!(v["embeddings"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn tgi_generate_and_stream() {
+    let mock = MockLlm::start().await.unwrap();
+    let body = json!({"inputs": "<s>[INST] hi [/INST]", "parameters": {"details": true}});
+    let v = post(&mock, "/generate", &[], &body).await.json();
+    assert_eq!(v["generated_text"], "Hello from mock-llm.");
+    assert_eq!(v["details"]["generated_tokens"], 3);
+    let r = post(&mock, "/generate_stream", &[], &body).await;
+    let events = sse_data(r.text());
+    assert_eq!(events.len(), 4);
+    assert_eq!(events[3]["generated_text"], "Hello from mock-llm.");
+    let r = post(&mock, "/generate", &[], &json!({"parameters": {}})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["error_type"], "validation");
+}

@@ -231,8 +231,8 @@ pub struct ModelOptions {
     pub llama2_format: Option<String>,
     pub gemini: Option<Value>,
     pub bedrock: Option<Value>,
-    pub huggingface: Option<Value>,
-    pub cohere: Option<Value>,
+    pub huggingface: Option<HuggingfaceOptions>,
+    pub cohere: Option<CohereOptions>,
     pub dashscope: Option<Value>,
     pub databricks: Option<Value>,
     pub embeddings_dimensions: Option<u64>,
@@ -241,6 +241,46 @@ pub struct ModelOptions {
     pub cache_write_cost_list: Option<Value>,
     pub context_window_factor: Option<Value>,
     pub service_tier_factor: Option<Value>,
+}
+
+/// `model.options.huggingface`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HuggingfaceOptions {
+    pub use_cache: Option<bool>,
+    pub wait_for_model: Option<bool>,
+}
+
+/// Cohere's `embedding_input_type` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CohereInputType {
+    Classification,
+    Clustering,
+    Image,
+    SearchDocument,
+    SearchQuery,
+}
+
+impl CohereInputType {
+    /// The value Cohere's Embed API takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CohereInputType::Classification => "classification",
+            CohereInputType::Clustering => "clustering",
+            CohereInputType::Image => "image",
+            CohereInputType::SearchDocument => "search_document",
+            CohereInputType::SearchQuery => "search_query",
+        }
+    }
+}
+
+/// `model.options.cohere`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CohereOptions {
+    pub embedding_input_type: Option<CohereInputType>,
+    pub wait_for_model: Option<bool>,
 }
 
 /// ai-proxy `logging`.

@@ -4,10 +4,15 @@
 
 pub mod anthropic;
 pub mod body;
+pub mod cohere;
+pub mod huggingface;
+pub mod llama2;
+pub mod ollama;
 pub mod openai;
 pub mod responses;
 pub mod sse;
 pub mod stream;
+pub mod translate;
 pub mod usage;
 
 use crate::config::plugins::{ModelOptions, RouteType};
@@ -21,6 +26,14 @@ pub enum Wire {
     OpenAi,
     /// Anthropic Messages: bodies, answers and streams are translated.
     Anthropic,
+    /// Cohere v2 Chat and Embed.
+    Cohere,
+    /// Ollama's native `/api/chat` and `/api/embed` (NDJSON streams).
+    Ollama,
+    /// A Llama-2 prompt for a text-generation-inference `generate` endpoint.
+    Llama2Raw,
+    /// Hugging Face's feature-extraction pipeline (embeddings; its chat is OpenAI's).
+    HuggingFace,
 }
 
 /// A request the provider's API cannot express; the message names the field.
@@ -55,11 +68,19 @@ fn not_translated(wire: Wire, rt: RouteType) -> String {
 /// The upstream path for a provider that names the model (and the method) in it: `prefix`
 /// is the provider's path up to the model.
 pub fn request_path(wire: Wire, rt: RouteType, prefix: &str, model: &str, stream: bool) -> String {
-    let _ = (rt, stream);
+    let _ = rt;
+    if wire == Wire::HuggingFace {
+        return huggingface::embed_path(prefix, model);
+    }
     let model: String =
         percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC).collect();
     match wire {
-        Wire::OpenAi | Wire::Anthropic => format!("{prefix}{model}"),
+        // The endpoint (not the model) differs when streaming.
+        Wire::Llama2Raw if stream => format!("{prefix}{}", llama2::GENERATE_STREAM_PATH),
+        Wire::Llama2Raw => format!("{prefix}{}", llama2::GENERATE_PATH),
+        Wire::OpenAi | Wire::Anthropic | Wire::Cohere | Wire::Ollama | Wire::HuggingFace => {
+            format!("{prefix}{model}")
+        }
     }
 }
 
@@ -72,14 +93,42 @@ pub fn encode(
 ) -> Result<Vec<u8>, EncodeError> {
     match (wire, rt) {
         (Wire::Anthropic, RouteType::Chat) => anthropic::encode_chat(body, e),
+        (Wire::Cohere, RouteType::Chat) => cohere::encode_chat(body, e),
+        (Wire::Cohere, RouteType::Embeddings) => {
+            let input_type = e
+                .options
+                .cohere
+                .as_ref()
+                .and_then(|c| c.embedding_input_type)
+                .map(|t| t.as_str())
+                .unwrap_or(cohere::DEFAULT_INPUT_TYPE);
+            cohere::encode_embeddings(body, e, input_type)
+        }
+        (Wire::Ollama, RouteType::Chat) => ollama::encode_chat(body, e),
+        (Wire::Ollama, RouteType::Embeddings) => ollama::encode_embeddings(body, e),
+        (Wire::Llama2Raw, RouteType::Chat) => llama2::encode_chat(body, e),
+        (Wire::HuggingFace, RouteType::Embeddings) => huggingface::encode_embeddings(body, e),
         _ => Err(EncodeError(not_translated(wire, rt))),
     }
 }
 
-/// A native 200 answer as the OpenAI object of route type `rt`.
-pub fn decode(wire: Wire, rt: RouteType, body: &[u8], created: u64) -> Result<Decoded, String> {
+/// A native 200 answer as the OpenAI object of route type `rt`; `model` (the model the
+/// request asked for) names the answer when the provider's does not.
+pub fn decode(
+    wire: Wire,
+    rt: RouteType,
+    body: &[u8],
+    created: u64,
+    model: Option<&str>,
+) -> Result<Decoded, String> {
     match (wire, rt) {
         (Wire::Anthropic, RouteType::Chat) => anthropic::decode_chat(body, created),
+        (Wire::Cohere, RouteType::Chat) => cohere::decode_chat(body, created, model),
+        (Wire::Cohere, RouteType::Embeddings) => cohere::decode_embeddings(body, model),
+        (Wire::Ollama, RouteType::Chat) => ollama::decode_chat(body, created, model),
+        (Wire::Ollama, RouteType::Embeddings) => ollama::decode_embeddings(body, model),
+        (Wire::Llama2Raw, RouteType::Chat) => llama2::decode_chat(body, created, model),
+        (Wire::HuggingFace, RouteType::Embeddings) => huggingface::decode_embeddings(body, model),
         _ => Err(not_translated(wire, rt)),
     }
 }
@@ -89,6 +138,10 @@ pub fn decode(wire: Wire, rt: RouteType, body: &[u8], created: u64) -> Result<De
 pub fn decode_error(wire: Wire, body: &[u8]) -> Option<Vec<u8>> {
     match wire {
         Wire::Anthropic => anthropic::decode_error(body),
+        Wire::Cohere => cohere::decode_error(body),
+        Wire::Ollama => ollama::decode_error(body),
+        // Both speak `{"error": "...", "error_type"?}`.
+        Wire::Llama2Raw | Wire::HuggingFace => llama2::decode_error(body),
         Wire::OpenAi => None,
     }
 }
@@ -98,6 +151,21 @@ pub fn decode_error(wire: Wire, body: &[u8]) -> Option<Vec<u8>> {
 pub fn read_usage(wire: Wire, body: &[u8]) -> (Option<Usage>, Option<String>) {
     match wire {
         Wire::Anthropic => anthropic::read_usage(body),
-        Wire::OpenAi => (None, None),
+        Wire::Cohere => cohere::read_usage(body),
+        Wire::Ollama => ollama::read_usage(body),
+        Wire::Llama2Raw => llama2::read_usage(body),
+        Wire::OpenAi | Wire::HuggingFace => (None, None),
     }
+}
+
+/// Whether an upstream answer with `content_type` is a stream the gateway reads event by
+/// event: SSE for every dialect, and NDJSON for Ollama's.
+pub fn is_native_stream(wire: Wire, content_type: &str) -> bool {
+    let ct = content_type.trim_start();
+    let is = |prefix: &str| {
+        ct.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    };
+    is("text/event-stream")
+        || (wire == Wire::Ollama && (is("application/x-ndjson") || is("application/stream+json")))
 }

@@ -23,6 +23,9 @@ pub enum Dialect {
 #[derive(Debug)]
 enum Native {
     Anthropic(crate::llm::anthropic::StreamMapper),
+    Cohere(crate::llm::cohere::StreamMapper),
+    Ollama(crate::llm::ollama::StreamMapper),
+    Llama2Raw(crate::llm::llama2::StreamMapper),
 }
 
 /// Called with the assistant turn when a bridged Responses stream completes.
@@ -53,21 +56,52 @@ pub struct Mapper {
     observe_only: bool,
 }
 
-fn native(wire: Wire, created: u64) -> Option<Native> {
-    match wire {
-        Wire::OpenAi => None,
-        Wire::Anthropic => Some(Native::Anthropic(crate::llm::anthropic::StreamMapper::new(
-            created,
-        ))),
+impl Native {
+    /// The mapper for `wire`'s stream; None for OpenAI (its chunks need no mapping) and
+    /// dialects that do not stream.
+    fn new(wire: Wire, created: u64, model: Option<&str>) -> Option<Native> {
+        use crate::llm::{anthropic, cohere, llama2, ollama};
+        Some(match wire {
+            Wire::OpenAi | Wire::HuggingFace => return None,
+            Wire::Anthropic => Native::Anthropic(anthropic::StreamMapper::new(created)),
+            Wire::Cohere => Native::Cohere(cohere::StreamMapper::new(created, model)),
+            Wire::Ollama => Native::Ollama(ollama::StreamMapper::new(created, model)),
+            Wire::Llama2Raw => Native::Llama2Raw(llama2::StreamMapper::new(created, model)),
+        })
+    }
+
+    fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        match self {
+            Native::Anthropic(m) => m.on_chunk(chunk, out),
+            Native::Cohere(m) => m.on_chunk(chunk, out),
+            Native::Ollama(m) => m.on_chunk(chunk, out),
+            Native::Llama2Raw(m) => m.on_chunk(chunk, out),
+        }
+    }
+
+    /// True when the dialect's terminal event was seen.
+    fn finish(&mut self, out: &mut Vec<u8>) -> bool {
+        match self {
+            Native::Anthropic(m) => m.finish(out),
+            Native::Cohere(m) => m.finish(out),
+            Native::Ollama(m) => m.finish(out),
+            Native::Llama2Raw(m) => m.finish(out),
+        }
     }
 }
 
 impl Mapper {
     /// The mapper for `wire`'s stream (None for OpenAI, whose chunks need no mapping),
-    /// stamping chunks with `created`.
-    pub fn new(wire: Wire, created: u64, observe_only: bool) -> Option<Mapper> {
+    /// stamping chunks with `created`, and with `model` (the requested one) when the
+    /// provider's stream does not name it.
+    pub fn new(
+        wire: Wire,
+        created: u64,
+        model: Option<&str>,
+        observe_only: bool,
+    ) -> Option<Mapper> {
         Some(Mapper {
-            native: Some(native(wire, created)?),
+            native: Some(Native::new(wire, created, model)?),
             responses: None,
             observe_only,
         })
@@ -78,11 +112,12 @@ impl Mapper {
     pub fn responses(
         wire: Wire,
         created: u64,
+        model: Option<&str>,
         mapper: crate::llm::responses::StreamMapper,
         on_complete: Option<OnComplete>,
     ) -> Mapper {
         Mapper {
-            native: native(wire, created),
+            native: Native::new(wire, created, model),
             responses: Some(Box::new(ResponsesStage {
                 mapper,
                 on_complete,
@@ -100,8 +135,8 @@ impl Mapper {
     pub fn on_chunk(&mut self, chunk: &[u8]) -> Bytes {
         let mut chat = Vec::new();
         let chat: &[u8] = match &mut self.native {
-            Some(Native::Anthropic(m)) => {
-                m.on_chunk(chunk, &mut chat);
+            Some(n) => {
+                n.on_chunk(chunk, &mut chat);
                 &chat
             }
             None => chunk,
@@ -130,7 +165,7 @@ impl Mapper {
     pub fn finish(&mut self) -> Bytes {
         let mut chat = Vec::new();
         let done = match &mut self.native {
-            Some(Native::Anthropic(m)) => m.finish(&mut chat),
+            Some(n) => n.finish(&mut chat),
             None => true,
         };
         if !done {

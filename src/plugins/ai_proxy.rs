@@ -14,7 +14,7 @@ use crate::config::plugins::{
 use crate::config::vault::{self, VaultTable};
 use crate::error::GatewayError;
 use crate::llm::body::{BodyView, Kind};
-use crate::llm::{anthropic, openai};
+use crate::llm::{anthropic, cohere, huggingface, ollama, openai};
 use crate::proxy::template::{self, TemplateSources};
 use crate::secret::Secret;
 
@@ -446,6 +446,36 @@ fn provider_profile(
             headers: Vec::new(),
         })
     };
+    let need_upstream_url = |errors: &mut FieldErrors, who: &str| {
+        if options.upstream_url.is_none() {
+            errors.push((
+                format!("{opath}.upstream_url"),
+                format!("required for provider {who}"),
+            ));
+        }
+    };
+    // Ollama's native API (provider ollama, and mistral / llama2 in their ollama format).
+    let ollama_profile = |errors: &mut FieldErrors| {
+        let path = match rt {
+            RouteType::Chat => Some(ollama::CHAT_PATH.to_string()),
+            RouteType::Embeddings => Some(ollama::EMBED_PATH.to_string()),
+            RouteType::Preserve => None,
+            _ => {
+                unsupported_rt(
+                    errors,
+                    "Ollama's API serves llm/v1/chat, llm/v1/embeddings and preserve",
+                );
+                return None;
+            }
+        };
+        Some(Profile {
+            wire: Wire::Ollama,
+            base: ("http", "localhost".into(), 11434),
+            path,
+            model_path: false,
+            headers: Vec::new(),
+        })
+    };
     let profile = match provider {
         ProviderName::Openai => Some(Profile {
             wire: Wire::OpenAi,
@@ -498,19 +528,133 @@ fn provider_profile(
                 }
             }
         }
-        ProviderName::Mistral => {
-            match options.mistral_format.as_deref() {
-                Some("openai") => {}
-                Some(other) => errors.push((
-                    format!("{opath}.mistral_format"),
-                    format!("'{other}' is not supported by tollgate yet (use 'openai')"),
-                )),
-                None => errors.push((
-                    format!("{opath}.mistral_format"),
-                    "required for provider 'mistral'".into(),
-                )),
+        ProviderName::Mistral => match options.mistral_format.as_deref() {
+            Some("openai") => openai_compatible(("https", "api.mistral.ai", 443), false),
+            Some("ollama") => {
+                need_upstream_url(errors, "mistral with mistral_format 'ollama'");
+                return ollama_profile(errors);
             }
-            openai_compatible(("https", "api.mistral.ai", 443), false)
+            Some(other) => {
+                errors.push((
+                    format!("{opath}.mistral_format"),
+                    format!("'{other}' is not a valid value (openai, ollama)"),
+                ));
+                return None;
+            }
+            None => {
+                errors.push((
+                    format!("{opath}.mistral_format"),
+                    "required for provider 'mistral' (openai, ollama)".into(),
+                ));
+                return None;
+            }
+        },
+        ProviderName::Ollama => {
+            need_upstream_url(errors, "ollama");
+            return ollama_profile(errors);
+        }
+        ProviderName::Llama2 => {
+            need_upstream_url(errors, "llama2");
+            match options.llama2_format.as_deref() {
+                Some("openai") => openai_compatible(("http", "localhost", 8000), false),
+                Some("ollama") => return ollama_profile(errors),
+                Some("raw") => {
+                    return match rt {
+                        // A bare upstream_url gets `/generate` or `/generate_stream`.
+                        RouteType::Chat | RouteType::Preserve => Some(Profile {
+                            wire: Wire::Llama2Raw,
+                            base: ("http", "localhost".into(), 8080),
+                            path: (rt == RouteType::Chat).then(String::new),
+                            model_path: rt == RouteType::Chat,
+                            headers: Vec::new(),
+                        }),
+                        _ => {
+                            unsupported_rt(
+                                errors,
+                                "the raw format serves llm/v1/chat and preserve",
+                            );
+                            None
+                        }
+                    };
+                }
+                Some(other) => {
+                    errors.push((
+                        format!("{opath}.llama2_format"),
+                        format!("'{other}' is not a valid value (raw, openai, ollama)"),
+                    ));
+                    return None;
+                }
+                None => {
+                    errors.push((
+                        format!("{opath}.llama2_format"),
+                        "required for provider 'llama2' (raw, openai, ollama)".into(),
+                    ));
+                    return None;
+                }
+            }
+        }
+        ProviderName::Cohere => {
+            let path = match rt {
+                RouteType::Chat => Some(cohere::CHAT_PATH.to_string()),
+                RouteType::Embeddings => Some(cohere::EMBED_PATH.to_string()),
+                RouteType::Preserve => None,
+                _ => {
+                    unsupported_rt(
+                        errors,
+                        "it serves llm/v1/chat, llm/v1/embeddings and preserve",
+                    );
+                    return None;
+                }
+            };
+            let (scheme, host, port) = cohere::DEFAULT_BASE;
+            return Some(Profile {
+                wire: Wire::Cohere,
+                base: (scheme, host.to_string(), port),
+                path,
+                model_path: false,
+                headers: Vec::new(),
+            });
+        }
+        ProviderName::Huggingface => {
+            // Hugging Face's current OpenAI-compatible router (the api-inference host
+            // Kong's docs name is retired); the options are the Inference API's headers.
+            let mut headers = Vec::new();
+            if let Some(h) = &options.huggingface {
+                for (name, v) in [
+                    ("x-use-cache", h.use_cache),
+                    ("x-wait-for-model", h.wait_for_model),
+                ] {
+                    if let Some(v) = v {
+                        headers.push((
+                            HeaderName::from_static(name),
+                            HeaderValue::from_static(if v { "true" } else { "false" }),
+                        ));
+                    }
+                }
+            }
+            match rt {
+                RouteType::Chat | RouteType::Preserve => Some(Profile {
+                    wire: Wire::OpenAi,
+                    base: ("https", "router.huggingface.co".into(), 443),
+                    path: None,
+                    model_path: false,
+                    headers,
+                }),
+                RouteType::Embeddings => Some(Profile {
+                    wire: Wire::HuggingFace,
+                    base: ("https", "router.huggingface.co".into(), 443),
+                    path: Some(huggingface::EMBED_PREFIX.to_string()),
+                    model_path: true,
+                    headers,
+                }),
+                _ => {
+                    unsupported_rt(
+                        errors,
+                        "it serves llm/v1/chat, llm/v1/embeddings and preserve",
+                    );
+                    return None;
+                }
+            }
         }
         ProviderName::Azure => {
             let need = |errors: &mut FieldErrors, v: &Option<String>, name: &str| {
@@ -577,7 +721,7 @@ fn provider_profile(
             errors.push((
                 format!("{path}.model.provider"),
                 format!(
-                    "provider '{}' is not supported by tollgate yet (supported: openai, azure, anthropic, mistral, deepseek, xai, cerebras, vllm; other OpenAI-compatible servers via 'openai' with model.options.upstream_url)",
+                    "provider '{}' is not supported by tollgate yet (supported: openai, azure, anthropic, cohere, mistral, llama2, huggingface, ollama, deepseek, xai, cerebras, vllm; other OpenAI-compatible servers via 'openai' with model.options.upstream_url)",
                     other.as_str()
                 ),
             ));

@@ -579,7 +579,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     let is_sse = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.starts_with("text/event-stream"))
+        .map(|v| llm::is_native_stream(target.wire, v))
         .unwrap_or(false);
 
     let native = ai.llm_format != LlmFormat::Openai;
@@ -613,7 +613,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                     snap,
                 );
             };
-            match bridged_answer(c.gw, target, &bytes, b) {
+            match bridged_answer(c.gw, target, &bytes, b, answered.model.as_deref()) {
                 Ok((out, usage, model)) => {
                     if let Some(a) = log.ai.as_mut() {
                         a.usage = usage;
@@ -647,7 +647,14 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
         };
         let out = if status == StatusCode::OK {
-            match llm::decode(target.wire, target.route_type, &bytes, unix_seconds()) {
+            let model = answered.model.as_deref();
+            match llm::decode(
+                target.wire,
+                target.route_type,
+                &bytes,
+                unix_seconds(),
+                model,
+            ) {
                 Ok(d) => {
                     if let Some(a) = log.ai.as_mut() {
                         a.usage = d.usage;
@@ -730,15 +737,26 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Some(Mapper::responses(
                 target.wire,
                 unix_seconds(),
+                answered.model.as_deref(),
                 stage,
                 on_complete,
             ))
         }
-        _ if observing && (translated || native) => {
-            Mapper::new(target.wire, unix_seconds(), native)
-        }
+        _ if observing && (translated || native) => Mapper::new(
+            target.wire,
+            unix_seconds(),
+            answered.model.as_deref(),
+            native,
+        ),
         _ => None,
     };
+    if mapper.as_ref().is_some_and(|m| !m.observe_only()) {
+        // Whatever the provider streams (SSE, NDJSON), the client gets OpenAI's SSE.
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+    }
     let strip_usage = match &mapper {
         Some(m) if m.observe_only() || bridged => false,
         Some(_) => !client_wants_usage,
@@ -811,12 +829,19 @@ fn bridged_answer(
     target: &Target,
     bytes: &[u8],
     b: Bridge,
+    asked_model: Option<&str>,
 ) -> Result<BridgedAnswer, String> {
     let (chat, usage, model) = if target.wire == Wire::OpenAi {
         let d = openai::decode_response(RouteType::Chat, bytes)?;
         (None, d.usage, d.model.map(Cow::into_owned))
     } else {
-        let d = llm::decode(target.wire, RouteType::Chat, bytes, unix_seconds())?;
+        let d = llm::decode(
+            target.wire,
+            RouteType::Chat,
+            bytes,
+            unix_seconds(),
+            asked_model,
+        )?;
         (Some(d.body), d.usage, d.model)
     };
     let r = responses::from_chat(chat.as_deref().unwrap_or(bytes), &b.meta, usage.as_ref())?;

@@ -1,0 +1,686 @@
+//! The Cohere v2 dialect: OpenAI chat requests encoded as `POST /v2/chat` bodies and
+//! embeddings requests as `POST /v2/embed`; Cohere answers, errors and event streams
+//! decoded back into OpenAI shapes. Kong's driver targets v1 (`message` + `chat_history`);
+//! v2 is Cohere's current API and the only one with OpenAI-like messages and tool calls.
+
+use serde_json::{json, Map, Value};
+
+use crate::llm::body::BodyView;
+use crate::llm::sse;
+use crate::llm::translate::{self as t, bad, field, Answer, Chunks};
+use crate::llm::usage::Usage;
+use crate::llm::{Decoded, Encode, EncodeError};
+
+/// Cohere's public endpoint.
+pub const DEFAULT_BASE: (&str, &str, u16) = ("https", "api.cohere.com", 443);
+/// The v2 Chat API path.
+pub const CHAT_PATH: &str = "/v2/chat";
+/// The v2 Embed API path.
+pub const EMBED_PATH: &str = "/v2/embed";
+/// Kong's default `options.cohere.embedding_input_type`.
+pub const DEFAULT_INPUT_TYPE: &str = "classification";
+
+const P: &str = "cohere";
+
+/// An OpenAI chat body as a v2 Chat body.
+pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Map::new();
+    out.insert("model".into(), Value::String(t::model(body, e)?));
+    out.insert(
+        "messages".into(),
+        Value::Array(encode_messages(t::messages(body)?)?),
+    );
+    t::only_one_choice(body, P)?;
+    if let Some(n) = t::max_tokens(body, e)? {
+        out.insert("max_tokens".into(), json!(n));
+    }
+    let o = e.options;
+    for (ours, theirs, conf) in [
+        (
+            "temperature",
+            "temperature",
+            o.temperature.map(|v| json!(v)),
+        ),
+        ("top_p", "p", o.top_p.map(|v| json!(v))),
+        ("top_k", "k", o.top_k.map(|v| json!(v))),
+    ] {
+        if let Some(v) = t::sampling(body, ours, conf)? {
+            out.insert(theirs.into(), v);
+        }
+    }
+    if let Some(s) = t::stop(body)? {
+        out.insert("stop_sequences".into(), Value::Array(s));
+    }
+    for k in ["seed", "frequency_penalty", "presence_penalty"] {
+        if let Some(v) = field(body, k)? {
+            out.insert(k.into(), v);
+        }
+    }
+    if let Some(rf) = field(body, "response_format")? {
+        if let Some(f) = response_format(&rf)? {
+            out.insert("response_format".into(), f);
+        }
+    }
+    let mut tools = match field(body, "tools")? {
+        Some(tools) => t::function_tools(&tools, P)?,
+        None => Vec::new(),
+    };
+    match field(body, "tool_choice")? {
+        None => {}
+        Some(Value::String(s)) => match s.as_str() {
+            "auto" => {}
+            "none" => {
+                out.insert("tool_choice".into(), json!("NONE"));
+            }
+            "required" => {
+                out.insert("tool_choice".into(), json!("REQUIRED"));
+            }
+            other => return Err(bad(format!("'tool_choice' '{other}' is not a valid value"))),
+        },
+        Some(Value::Object(c)) => {
+            // Cohere can only force "some tool": offering just the named one forces it.
+            let name = c
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("'tool_choice.function.name' is required"))?;
+            tools.retain(|(n, _, _)| n == name);
+            if tools.is_empty() {
+                return Err(bad(format!(
+                    "'tool_choice.function.name' '{name}' is not one of 'tools'"
+                )));
+            }
+            out.insert("tool_choice".into(), json!("REQUIRED"));
+        }
+        Some(_) => return Err(bad("'tool_choice' must be a string or an object")),
+    }
+    if !tools.is_empty() {
+        let tools: Vec<Value> = tools
+            .into_iter()
+            .map(|(name, description, parameters)| {
+                let mut f = Map::new();
+                f.insert("name".into(), Value::String(name));
+                if let Some(d) = description {
+                    f.insert("description".into(), d);
+                }
+                f.insert("parameters".into(), parameters);
+                json!({"type": "function", "function": f})
+            })
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
+    }
+    out.insert("stream".into(), Value::Bool(e.stream));
+    if let Some((k, v)) = e.body_param {
+        out.insert(k.into(), Value::String(v.into()));
+    }
+    serde_json::to_vec(&Value::Object(out)).map_err(|e| bad(e.to_string()))
+}
+
+/// OpenAI `response_format` as Cohere's (`json_object`, optionally with a schema).
+fn response_format(rf: &Value) -> Result<Option<Value>, EncodeError> {
+    match rf.get("type").and_then(Value::as_str) {
+        Some("text") => Ok(None),
+        Some("json_object") => Ok(Some(json!({"type": "json_object"}))),
+        Some("json_schema") => {
+            let schema = rf
+                .get("json_schema")
+                .and_then(|s| s.get("schema"))
+                .cloned()
+                .ok_or_else(|| bad("'response_format.json_schema.schema' is required"))?;
+            Ok(Some(json!({"type": "json_object", "json_schema": schema})))
+        }
+        other => Err(bad(format!(
+            "'response_format' type '{}' is not supported by provider cohere",
+            other.unwrap_or("")
+        ))),
+    }
+}
+
+fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
+    let mut out = Vec::with_capacity(messages.len());
+    for (i, m) in messages.iter().enumerate() {
+        match t::role(m, i)? {
+            "system" | "developer" => {
+                out.push(json!({"role": "system", "content": t::text_of(m.get("content"), i, P)?}))
+            }
+            "user" => {
+                out.push(json!({"role": "user", "content": user_content(m.get("content"), i)?}))
+            }
+            "assistant" => {
+                let text = t::text_of(m.get("content"), i, P)?;
+                let mut msg = Map::new();
+                msg.insert("role".into(), json!("assistant"));
+                let calls = match m.get("tool_calls").and_then(Value::as_array) {
+                    Some(calls) if !calls.is_empty() => calls,
+                    _ => {
+                        if text.is_empty() {
+                            continue;
+                        }
+                        msg.insert("content".into(), Value::String(text));
+                        out.push(Value::Object(msg));
+                        continue;
+                    }
+                };
+                // With tool calls, Cohere carries the assistant's words as its tool plan.
+                if !text.is_empty() {
+                    msg.insert("tool_plan".into(), Value::String(text));
+                }
+                let mut list = Vec::with_capacity(calls.len());
+                for (j, c) in calls.iter().enumerate() {
+                    let (id, name, args) = t::tool_call(c, i, j)?;
+                    if id.is_empty() {
+                        return Err(bad(format!(
+                            "'messages[{i}].tool_calls[{j}].id' is required"
+                        )));
+                    }
+                    let args = if args.trim().is_empty() {
+                        "{}".to_string()
+                    } else {
+                        args
+                    };
+                    list.push(t::openai_tool_call(&id, &name, args));
+                }
+                msg.insert("tool_calls".into(), Value::Array(list));
+                out.push(Value::Object(msg));
+            }
+            "tool" => {
+                let id = m
+                    .get("tool_call_id")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))?;
+                let content = t::text_of(m.get("content"), i, P)?;
+                out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
+            }
+            other => {
+                return Err(bad(format!(
+                    "'messages[{i}].role' '{other}' is not supported by provider cohere"
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A user turn: a string stays one; parts become Cohere's text / image_url parts.
+fn user_content(content: Option<&Value>, i: usize) -> Result<Value, EncodeError> {
+    let Some(Value::Array(parts)) = content else {
+        return Ok(Value::String(t::text_of(content, i, P)?));
+    };
+    let mut out = Vec::with_capacity(parts.len());
+    for (j, p) in parts.iter().enumerate() {
+        match p.get("type").and_then(Value::as_str).unwrap_or("") {
+            "text" => out
+                .push(json!({"type": "text", "text": p.get("text").cloned().unwrap_or(json!(""))})),
+            "image_url" => {
+                let url = p
+                    .get("image_url")
+                    .and_then(|u| u.get("url").or(Some(u)))
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "'messages[{i}].content[{j}].image_url.url' is required"
+                        ))
+                    })?;
+                out.push(json!({"type": "image_url", "image_url": {"url": url}}));
+            }
+            other => {
+                return Err(bad(format!(
+                "'messages[{i}].content[{j}].type' '{other}' is not supported by provider cohere"
+            )))
+            }
+        }
+    }
+    Ok(Value::Array(out))
+}
+
+/// Cohere's `finish_reason` as OpenAI's; None for the failures (`ERROR`, `TIMEOUT`), which
+/// are reported as errors instead.
+pub fn finish_reason(r: &str) -> Option<&'static str> {
+    match r {
+        "COMPLETE" | "STOP_SEQUENCE" => Some("stop"),
+        "MAX_TOKENS" => Some("length"),
+        "TOOL_CALL" => Some("tool_calls"),
+        "ERROR" | "TIMEOUT" | "ERROR_TOXIC" | "ERROR_LIMIT" => None,
+        _ => Some("stop"),
+    }
+}
+
+/// Cohere usage → OpenAI usage: billed units (what the key is charged for), else the
+/// model's token counts; `cached_tokens` is Cohere's own count of cached input.
+pub fn usage(u: &Value) -> Option<Usage> {
+    let counts = |k: &str| {
+        let o = u.get(k)?;
+        let n = |f: &str| o.get(f).and_then(Value::as_f64).map(|v| v as u64);
+        (n("input_tokens").is_some() || n("output_tokens").is_some()).then(|| {
+            (
+                n("input_tokens").unwrap_or(0),
+                n("output_tokens").unwrap_or(0),
+            )
+        })
+    };
+    let (prompt, completion) = counts("billed_units").or_else(|| counts("tokens"))?;
+    let cached = u
+        .get("cached_tokens")
+        .and_then(Value::as_f64)
+        .map(|v| v as u64)
+        .filter(|c| *c > 0);
+    Some(Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+        cached_tokens: cached,
+        reasoning_tokens: None,
+    })
+}
+
+/// A v2 Chat answer as an OpenAI `chat.completion`; `model` is the requested model
+/// (Cohere's answer does not name it).
+pub fn decode_chat(body: &[u8], created: u64, model: Option<&str>) -> Result<Decoded, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let m = v.get("message").ok_or("response has no 'message'")?;
+    let reason = v
+        .get("finish_reason")
+        .and_then(Value::as_str)
+        .unwrap_or("COMPLETE");
+    let finish = finish_reason(reason).ok_or_else(|| {
+        let detail = v
+            .get("message")
+            .and_then(|m| m.get("error"))
+            .and_then(Value::as_str);
+        format!(
+            "cohere finished with {reason}{}",
+            detail.map(|d| format!(": {d}")).unwrap_or_default()
+        )
+    })?;
+    let mut text = String::new();
+    let mut thinking = String::new();
+    for c in m
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        match c.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(c.get("text").and_then(Value::as_str).unwrap_or("")),
+            Some("thinking") => {
+                thinking.push_str(c.get("thinking").and_then(Value::as_str).unwrap_or(""))
+            }
+            _ => {}
+        }
+    }
+    if text.is_empty() {
+        if let Some(plan) = m.get("tool_plan").and_then(Value::as_str) {
+            text.push_str(plan);
+        }
+    }
+    let calls: Vec<Value> = m
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let f = c.get("function");
+            let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+            let args = s(f.and_then(|f| f.get("arguments")));
+            t::openai_tool_call(
+                &s(c.get("id")),
+                &s(f.and_then(|f| f.get("name"))),
+                if args.is_empty() { "{}".into() } else { args },
+            )
+        })
+        .collect();
+    let usage = v.get("usage").and_then(usage);
+    let id = v.get("id").and_then(Value::as_str).unwrap_or("");
+    let body = t::completion(Answer {
+        id,
+        created,
+        model,
+        content: text,
+        reasoning: Some(thinking),
+        tool_calls: calls,
+        finish_reason: finish,
+        usage: usage.as_ref(),
+    })?;
+    Ok(Decoded {
+        body,
+        usage,
+        model: model.map(str::to_string),
+    })
+}
+
+/// An OpenAI embeddings body as a v2 Embed body.
+pub fn encode_embeddings(
+    body: &BodyView<'_>,
+    e: &Encode<'_>,
+    input_type: &str,
+) -> Result<Vec<u8>, EncodeError> {
+    let mut out = Map::new();
+    out.insert("model".into(), Value::String(t::model(body, e)?));
+    out.insert("texts".into(), json!(t::embedding_inputs(body, P)?));
+    out.insert("input_type".into(), json!(input_type));
+    out.insert("embedding_types".into(), json!(["float"]));
+    if let Some(d) = field(body, "dimensions")? {
+        out.insert("output_dimension".into(), d);
+    }
+    if let Some((k, v)) = e.body_param {
+        out.insert(k.into(), Value::String(v.into()));
+    }
+    serde_json::to_vec(&Value::Object(out)).map_err(|e| bad(e.to_string()))
+}
+
+/// A v2 Embed answer as an OpenAI embeddings list.
+pub fn decode_embeddings(body: &[u8], model: Option<&str>) -> Result<Decoded, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let vectors = match v.get("embeddings") {
+        // embeddings_by_type (v2) or the bare float list (v1's embeddings_floats).
+        Some(Value::Object(by_type)) => by_type.get("float").and_then(Value::as_array).cloned(),
+        Some(Value::Array(list)) => Some(list.clone()),
+        _ => None,
+    }
+    .ok_or("response has no float 'embeddings'")?;
+    let billed = v
+        .get("meta")
+        .and_then(|m| m.get("billed_units"))
+        .and_then(|b| b.get("input_tokens"))
+        .and_then(Value::as_f64)
+        .map(|n| n as u64);
+    let usage = billed.map(|n| Usage {
+        prompt_tokens: n,
+        total_tokens: n,
+        ..Usage::default()
+    });
+    let body = t::embedding_list(vectors, model, usage.as_ref())?;
+    Ok(Decoded {
+        body,
+        usage,
+        model: model.map(str::to_string),
+    })
+}
+
+/// Usage of a native answer (chat or embed), for the log of an untranslated route.
+pub fn read_usage(body: &[u8]) -> (Option<Usage>, Option<String>) {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return (None, None);
+    };
+    let u = v.get("usage").or_else(|| v.get("meta")).and_then(usage);
+    (u, None)
+}
+
+/// A Cohere error body (`{"message": ...}`, v2 adds `id`) in OpenAI's shape.
+pub fn decode_error(body: &[u8]) -> Option<Vec<u8>> {
+    let v: Value = serde_json::from_slice(body).ok()?;
+    let message = v.get("message").and_then(Value::as_str)?;
+    t::openai_error(message, "api_error", None)
+}
+
+/// Cohere's v2 event stream → OpenAI chunks, one upstream chunk at a time.
+#[derive(Debug, Default)]
+pub struct StreamMapper {
+    framer: sse::Framer,
+    chunks: Chunks,
+    /// Cohere tool-call index → OpenAI tool-call index.
+    tool_index: Vec<(u64, u64)>,
+    done: bool,
+}
+
+impl StreamMapper {
+    /// A mapper stamping chunks with `created` and the requested `model`.
+    pub fn new(created: u64, model: Option<&str>) -> Self {
+        StreamMapper {
+            chunks: Chunks {
+                created,
+                model: model.unwrap_or_default().to_string(),
+                ..Chunks::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    /// Maps the complete events in `chunk`; an unfinished event waits for the next chunk.
+    pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        let mut events = Vec::new();
+        self.framer.push(chunk, |ev| events.push(ev));
+        for ev in events {
+            self.on_event(&ev, out);
+        }
+    }
+
+    /// At the end of the upstream body: the rest; true when `message-end` was seen.
+    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
+        let mut events = Vec::new();
+        self.framer.finish(|ev| events.push(ev));
+        for ev in events {
+            self.on_event(&ev, out);
+        }
+        self.done
+    }
+
+    fn tool_index(&mut self, cohere: u64, create: bool) -> u64 {
+        if let Some((_, t)) = self.tool_index.iter().find(|(c, _)| *c == cohere) {
+            return *t;
+        }
+        let t = self.tool_index.len() as u64;
+        if create {
+            self.tool_index.push((cohere, t));
+        }
+        t
+    }
+
+    fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
+        let Ok(v) = serde_json::from_slice::<Value>(&ev.data) else {
+            return;
+        };
+        let kind = v
+            .get("type")
+            .and_then(Value::as_str)
+            .or(ev.kind.as_deref())
+            .unwrap_or("");
+        let msg = v.get("delta").and_then(|d| d.get("message"));
+        let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+        match kind {
+            "message-start" => {
+                self.chunks.id = v
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                self.chunks
+                    .delta(json!({"role": "assistant", "content": ""}), None, out);
+            }
+            "content-start" | "content-delta" => {
+                let c = msg.and_then(|m| m.get("content"));
+                let text = c.and_then(|c| c.get("text")).and_then(Value::as_str);
+                let thinking = c.and_then(|c| c.get("thinking")).and_then(Value::as_str);
+                if let Some(t) = text.filter(|t| !t.is_empty()) {
+                    self.chunks.delta(json!({ "content": t }), None, out);
+                }
+                if let Some(t) = thinking.filter(|t| !t.is_empty()) {
+                    self.chunks
+                        .delta(json!({ "reasoning_content": t }), None, out);
+                }
+            }
+            "tool-plan-delta" => {
+                if let Some(p) = msg
+                    .and_then(|m| m.get("tool_plan"))
+                    .and_then(Value::as_str)
+                    .filter(|p| !p.is_empty())
+                {
+                    self.chunks.delta(json!({ "content": p }), None, out);
+                }
+            }
+            "tool-call-start" => {
+                let ti = self.tool_index(index, true);
+                let c = msg.and_then(|m| m.get("tool_calls"));
+                let f = c.and_then(|c| c.get("function"));
+                let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
+                self.chunks.delta(
+                    json!({"tool_calls": [{"index": ti, "id": s(c.and_then(|c| c.get("id"))),
+                        "type": "function", "function": {"name": s(f.and_then(|f| f.get("name"))),
+                        "arguments": s(f.and_then(|f| f.get("arguments")))}}]}),
+                    None,
+                    out,
+                );
+            }
+            "tool-call-delta" => {
+                let ti = self.tool_index(index, false);
+                let args = msg
+                    .and_then(|m| m.get("tool_calls"))
+                    .and_then(|c| c.get("function"))
+                    .and_then(|f| f.get("arguments"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                if !args.is_empty() {
+                    self.chunks.delta(
+                        json!({"tool_calls": [{"index": ti, "function": {"arguments": args}}]}),
+                        None,
+                        out,
+                    );
+                }
+            }
+            "message-end" => {
+                let d = v.get("delta");
+                let reason = d
+                    .and_then(|d| d.get("finish_reason"))
+                    .and_then(Value::as_str)
+                    .unwrap_or("COMPLETE");
+                match finish_reason(reason) {
+                    Some(f) => self.chunks.delta(json!({}), Some(f), out),
+                    None => {
+                        let detail = d.and_then(|d| d.get("error")).and_then(Value::as_str);
+                        let m = format!(
+                            "cohere finished with {reason}{}",
+                            detail.map(|d| format!(": {d}")).unwrap_or_default()
+                        );
+                        self.chunks.error(&m, "upstream_error", out);
+                    }
+                }
+                let u = d.and_then(|d| d.get("usage")).and_then(usage);
+                self.chunks.end(u.as_ref(), out);
+                self.done = true;
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::config::plugins::ModelOptions;
+
+    fn enc(v: Value) -> Result<Value, String> {
+        let s = v.to_string();
+        let view = BodyView::parse(s.as_bytes()).unwrap();
+        let o = ModelOptions {
+            top_k: Some(7),
+            ..ModelOptions::default()
+        };
+        let e = Encode {
+            model: Some("command-a-03-2025"),
+            options: &o,
+            stream: false,
+            body_param: None,
+        };
+        encode_chat(&view, &e)
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .map_err(|e| e.0)
+    }
+
+    #[test]
+    fn sampling_names_and_config_gaps() {
+        let b = enc(
+            json!({"messages": [{"role": "user", "content": "hi"}], "top_p": 0.5,
+            "stop": "X", "max_tokens": 9}),
+        )
+        .unwrap();
+        assert_eq!(b["p"], 0.5);
+        assert_eq!(b["k"], 7, "config fills top_k");
+        assert_eq!(b["stop_sequences"], json!(["X"]));
+        assert_eq!(b["max_tokens"], 9);
+        assert_eq!(b["stream"], false);
+        assert!(b.get("top_p").is_none());
+    }
+
+    #[test]
+    fn named_tool_choice_offers_only_that_tool() {
+        let tools = json!([
+            {"type": "function", "function": {"name": "a"}},
+            {"type": "function", "function": {"name": "b"}}]);
+        let b = enc(
+            json!({"messages": [{"role": "user", "content": "x"}], "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": "b"}}}),
+        )
+        .unwrap();
+        assert_eq!(b["tool_choice"], "REQUIRED");
+        assert_eq!(b["tools"].as_array().unwrap().len(), 1);
+        assert_eq!(b["tools"][0]["function"]["name"], "b");
+        let e = enc(
+            json!({"messages": [{"role": "user", "content": "x"}], "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": "zz"}}}),
+        )
+        .unwrap_err();
+        assert!(e.contains("'tool_choice.function.name'"), "{e}");
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        for (v, f) in [
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "n": 3}),
+                "'n'",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "response_format": {"type": "grammar"}}),
+                "'response_format'",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
+                "'messages[0].content[0].type'",
+            ),
+            (
+                json!({"messages": [{"role": "function", "content": "x"}]}),
+                "'messages[0].role'",
+            ),
+        ] {
+            let e = enc(v).unwrap_err();
+            assert!(e.contains(f) && e.contains("cohere"), "{e}");
+        }
+    }
+
+    #[test]
+    fn failed_generations_are_errors_not_answers() {
+        let body =
+            br#"{"id":"x","finish_reason":"ERROR","message":{"role":"assistant","content":[]}}"#;
+        let e = decode_chat(body, 1, Some("m")).err().unwrap();
+        assert!(e.contains("ERROR"), "{e}");
+        let mut m = StreamMapper::new(1, Some("m"));
+        let mut out = Vec::new();
+        m.on_chunk(
+            b"event: message-end\ndata: {\"type\":\"message-end\",\"delta\":{\"finish_reason\":\"ERROR\",\"error\":\"boom\"}}\n\n",
+            &mut out,
+        );
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("boom") && s.ends_with("data: [DONE]\n\n"), "{s}");
+        assert!(m.finish(&mut Vec::new()));
+    }
+
+    #[test]
+    fn errors_and_usage() {
+        let e = decode_error(br#"{"id":"1","message":"invalid api token"}"#).unwrap();
+        let v: Value = serde_json::from_slice(&e).unwrap();
+        assert_eq!(v["error"]["message"], "invalid api token");
+        assert!(decode_error(b"<html>").is_none());
+        let u = usage(
+            &json!({"billed_units": {"input_tokens": 5, "output_tokens": 2},
+            "tokens": {"input_tokens": 70, "output_tokens": 2}, "cached_tokens": 3}),
+        )
+        .unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.completion_tokens, u.total_tokens),
+            (5, 2, 7)
+        );
+        assert_eq!(u.cached_tokens, Some(3));
+        assert!(usage(&json!({})).is_none());
+    }
+}

@@ -1,0 +1,381 @@
+//! Pieces shared by the dialects that rebuild OpenAI chat requests and answers (Cohere,
+//! Ollama, Llama-2 raw): reading the client's members, writing OpenAI answers, chunks and
+//! embedding lists.
+
+use serde_json::{json, Map, Value};
+
+use crate::llm::body::BodyView;
+use crate::llm::sse;
+use crate::llm::usage::Usage;
+use crate::llm::{Encode, EncodeError};
+
+/// An encode error with `msg`.
+pub fn bad(msg: impl Into<String>) -> EncodeError {
+    EncodeError(msg.into())
+}
+
+/// A member of the client's body as JSON; `null` reads as absent.
+pub fn field(body: &BodyView<'_>, k: &str) -> Result<Option<Value>, EncodeError> {
+    match body.raw(k) {
+        None => Ok(None),
+        Some(r) => serde_json::from_str::<Value>(r)
+            .map(|v| (!v.is_null()).then_some(v))
+            .map_err(|_| bad(format!("'{k}' is not valid JSON"))),
+    }
+}
+
+/// The model sent upstream: the gateway's choice, else the client's.
+pub fn model(body: &BodyView<'_>, e: &Encode<'_>) -> Result<String, EncodeError> {
+    match e.model {
+        Some(m) => Ok(m.to_string()),
+        None => body.str("model").map(|m| m.into_owned()).ok_or_else(|| {
+            bad("model parameter not found in request, nor in gateway configuration")
+        }),
+    }
+}
+
+/// The client's `messages` array.
+pub fn messages(body: &BodyView<'_>) -> Result<Vec<Value>, EncodeError> {
+    match field(body, "messages")? {
+        Some(Value::Array(m)) => Ok(m),
+        Some(_) => Err(bad("'messages' must be an array")),
+        None => Err(bad("'messages' is required")),
+    }
+}
+
+/// `messages[i].role`.
+pub fn role(m: &Value, i: usize) -> Result<&str, EncodeError> {
+    m.get("role")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(format!("'messages[{i}].role' is required")))
+}
+
+/// Text of a string content or of an array of text parts (joined with `\n`); other parts
+/// are refused, naming the provider.
+pub fn text_of(content: Option<&Value>, i: usize, provider: &str) -> Result<String, EncodeError> {
+    match content {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Array(parts)) => {
+            let mut out = Vec::with_capacity(parts.len());
+            for (j, p) in parts.iter().enumerate() {
+                match p.get("text").and_then(Value::as_str) {
+                    Some(t) => out.push(t),
+                    None => {
+                        let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
+                        return Err(bad(format!(
+                            "'messages[{i}].content[{j}].type' '{kind}' is not supported by provider {provider} here"
+                        )));
+                    }
+                }
+            }
+            Ok(out.join("\n"))
+        }
+        Some(_) => Err(bad(format!(
+            "'messages[{i}].content' must be a string or an array"
+        ))),
+    }
+}
+
+/// `data:<media>;base64,<data>` split into its parts.
+pub fn data_url(url: &str) -> Option<(&str, &str)> {
+    let rest = url.strip_prefix("data:")?;
+    let (meta, data) = rest.split_once(',')?;
+    let media = meta.strip_suffix(";base64")?;
+    Some((media, data))
+}
+
+/// `max_completion_tokens` / `max_tokens` from the request, else from the config.
+pub fn max_tokens(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Option<u64>, EncodeError> {
+    match field(body, "max_completion_tokens")?.or(field(body, "max_tokens")?) {
+        Some(v) => v
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| bad("'max_tokens' must be a positive integer")),
+        None => Ok(e.options.max_tokens),
+    }
+}
+
+/// A sampling parameter: the request's value wins, the config fills the gap.
+pub fn sampling(
+    body: &BodyView<'_>,
+    k: &str,
+    conf: Option<Value>,
+) -> Result<Option<Value>, EncodeError> {
+    Ok(field(body, k)?.or(conf))
+}
+
+/// `stop` as a list of strings.
+pub fn stop(body: &BodyView<'_>) -> Result<Option<Vec<Value>>, EncodeError> {
+    match field(body, "stop")? {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(vec![Value::String(s)])),
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => Ok(Some(a)),
+        Some(_) => Err(bad("'stop' must be a string or an array of strings")),
+    }
+}
+
+/// Refuses `n` other than 1: these APIs return one choice per request.
+pub fn only_one_choice(body: &BodyView<'_>, provider: &str) -> Result<(), EncodeError> {
+    match field(body, "n")? {
+        Some(n) if n.as_u64() != Some(1) => Err(bad(format!(
+            "'n': provider {provider} returns one choice per request; only n=1 is supported"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `tools[]` as `(name, description, parameters)`; only function tools exist upstream.
+pub fn function_tools(
+    tools: &Value,
+    provider: &str,
+) -> Result<Vec<(String, Option<Value>, Value)>, EncodeError> {
+    let Value::Array(tools) = tools else {
+        return Err(bad("'tools' must be an array"));
+    };
+    let mut out = Vec::with_capacity(tools.len());
+    for (i, t) in tools.iter().enumerate() {
+        if t.get("type").and_then(Value::as_str) != Some("function") {
+            return Err(bad(format!(
+                "'tools[{i}].type': provider {provider} takes function tools only"
+            )));
+        }
+        let f = t.get("function");
+        let name = f
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .ok_or_else(|| bad(format!("'tools[{i}].function.name' is required")))?;
+        let description = f
+            .and_then(|f| f.get("description"))
+            .filter(|d| !d.is_null())
+            .cloned();
+        let parameters = f
+            .and_then(|f| f.get("parameters"))
+            .filter(|p| !p.is_null())
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
+        out.push((name.to_string(), description, parameters));
+    }
+    Ok(out)
+}
+
+/// An assistant message's `tool_calls[j]` as `(id, name, arguments string)`.
+pub fn tool_call(
+    call: &Value,
+    i: usize,
+    j: usize,
+) -> Result<(String, String, String), EncodeError> {
+    let f = call.get("function");
+    let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
+    let Some(name) = name else {
+        return Err(bad(format!(
+            "'messages[{i}].tool_calls[{j}].function.name' is required"
+        )));
+    };
+    let id = call.get("id").and_then(Value::as_str).unwrap_or("");
+    let args = f
+        .and_then(|f| f.get("arguments"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Ok((id.to_string(), name.to_string(), args.to_string()))
+}
+
+/// Tool-call arguments (a JSON string from OpenAI) as the object some providers want.
+pub fn arguments_object(args: &str, i: usize, j: usize) -> Result<Value, EncodeError> {
+    if args.trim().is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_str(args).map_err(|_| {
+        bad(format!(
+            "'messages[{i}].tool_calls[{j}].function.arguments' is not valid JSON"
+        ))
+    })
+}
+
+/// An OpenAI tool call of an answer.
+pub fn openai_tool_call(id: &str, name: &str, arguments: String) -> Value {
+    json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
+}
+
+/// 64-bit FNV-1a: stable ids from content, for providers that send none.
+pub fn fnv(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for p in parts {
+        for b in *p {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        // A separator, so ("ab","c") and ("a","bc") differ.
+        h ^= 0xff;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// What a decoded answer says, in OpenAI's terms.
+pub struct Answer<'a> {
+    pub id: &'a str,
+    pub created: u64,
+    pub model: Option<&'a str>,
+    pub content: String,
+    pub reasoning: Option<String>,
+    pub tool_calls: Vec<Value>,
+    pub finish_reason: &'a str,
+    pub usage: Option<&'a Usage>,
+}
+
+/// An OpenAI `chat.completion` body.
+pub fn completion(a: Answer<'_>) -> Result<Vec<u8>, String> {
+    let mut message = Map::new();
+    message.insert("role".into(), json!("assistant"));
+    let content = if a.content.is_empty() && !a.tool_calls.is_empty() {
+        Value::Null
+    } else {
+        Value::String(a.content)
+    };
+    message.insert("content".into(), content);
+    if let Some(r) = a.reasoning.filter(|r| !r.is_empty()) {
+        message.insert("reasoning_content".into(), Value::String(r));
+    }
+    if !a.tool_calls.is_empty() {
+        message.insert("tool_calls".into(), Value::Array(a.tool_calls));
+    }
+    let mut out = json!({
+        "id": a.id,
+        "object": "chat.completion",
+        "created": a.created,
+        "model": a.model,
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": a.finish_reason}],
+    });
+    if let Some(u) = a.usage {
+        out["usage"] = u.openai_json();
+    }
+    serde_json::to_vec(&out).map_err(|e| e.to_string())
+}
+
+/// Writes `chat.completion.chunk` events for one translated stream.
+#[derive(Debug, Default)]
+pub struct Chunks {
+    pub id: String,
+    pub model: String,
+    pub created: u64,
+}
+
+impl Chunks {
+    /// One chunk with `delta` (and a finish reason on the last one).
+    pub fn delta(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+        let v = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+        });
+        sse::write_data(out, &v);
+    }
+
+    /// The usage chunk (`choices: []`), when the provider reported usage, then `[DONE]`.
+    pub fn end(&self, usage: Option<&Usage>, out: &mut Vec<u8>) {
+        if let Some(u) = usage {
+            let v = json!({
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": u.openai_json(),
+            });
+            sse::write_data(out, &v);
+        }
+        out.extend_from_slice(b"data: [DONE]\n\n");
+    }
+
+    /// An error event in OpenAI's shape (the stream failed after it started).
+    pub fn error(&self, message: &str, code: &str, out: &mut Vec<u8>) {
+        sse::write_data(
+            out,
+            &json!({"error": {"message": message, "type": "server_error", "code": code}}),
+        );
+    }
+}
+
+/// An OpenAI error body.
+pub fn openai_error(message: &str, kind: &str, code: Option<&str>) -> Option<Vec<u8>> {
+    serde_json::to_vec(
+        &json!({"error": {"message": message, "type": kind, "param": null, "code": code}}),
+    )
+    .ok()
+}
+
+/// The texts of an embeddings request's `input` (strings only: token arrays have no
+/// meaning for another provider's tokenizer).
+pub fn embedding_inputs(body: &BodyView<'_>, provider: &str) -> Result<Vec<String>, EncodeError> {
+    match field(body, "input")? {
+        Some(Value::String(s)) => Ok(vec![s]),
+        Some(Value::Array(items)) => items
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                Value::String(s) => Ok(s),
+                _ => Err(bad(format!(
+                    "'input[{i}]': provider {provider} embeds text; token arrays are not supported"
+                ))),
+            })
+            .collect(),
+        _ => Err(bad("'input' must be a string or an array of strings")),
+    }
+}
+
+/// An OpenAI embeddings list from float vectors.
+pub fn embedding_list(
+    vectors: Vec<Value>,
+    model: Option<&str>,
+    usage: Option<&Usage>,
+) -> Result<Vec<u8>, String> {
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| json!({"object": "embedding", "index": i, "embedding": v}))
+        .collect();
+    let mut out = Map::new();
+    out.insert("object".into(), json!("list"));
+    out.insert("data".into(), Value::Array(data));
+    if let Some(m) = model {
+        out.insert("model".into(), json!(m));
+    }
+    let u = usage.cloned().unwrap_or_default();
+    out.insert(
+        "usage".into(),
+        json!({"prompt_tokens": u.prompt_tokens, "total_tokens": u.total_tokens}),
+    );
+    serde_json::to_vec(&Value::Object(out)).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fnv_separates_parts() {
+        assert_ne!(fnv(&[b"ab", b"c"]), fnv(&[b"a", b"bc"]));
+        assert_eq!(fnv(&[b"x"]), fnv(&[b"x"]));
+    }
+
+    #[test]
+    fn text_parts_and_refusals() {
+        let v = json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]);
+        assert_eq!(text_of(Some(&v), 0, "p").unwrap(), "a\nb");
+        let v = json!([{"type": "input_audio"}]);
+        let e = text_of(Some(&v), 3, "prov").err().unwrap().0;
+        assert!(
+            e.contains("'messages[3].content[0].type'") && e.contains("prov"),
+            "{e}"
+        );
+        assert_eq!(
+            data_url("data:image/png;base64,AAA"),
+            Some(("image/png", "AAA"))
+        );
+        assert_eq!(data_url("https://x/y.png"), None);
+    }
+}
