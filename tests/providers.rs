@@ -501,7 +501,11 @@ mod golden {
         check(d.join("chat_tools.upstream.json"), &pretty(&up));
 
         let answer = std::fs::read(d.join("answer.response.json")).unwrap();
-        let decoded = llm::decode(wire, RouteType::Chat, &answer, CREATED).unwrap();
+        let asked = llm::Asked {
+            model: Some(model),
+            request: &req,
+        };
+        let decoded = llm::decode(wire, RouteType::Chat, &answer, CREATED, &asked).unwrap();
         check(d.join("answer.openai.json"), &pretty(&decoded.body));
 
         let mut m = Mapper::new(wire, CREATED, false).unwrap();

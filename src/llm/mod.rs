@@ -4,6 +4,8 @@
 
 pub mod anthropic;
 pub mod body;
+pub mod gcp;
+pub mod gemini;
 pub mod openai;
 pub mod sse;
 pub mod stream;
@@ -20,6 +22,9 @@ pub enum Wire {
     OpenAi,
     /// Anthropic Messages: bodies, answers and streams are translated.
     Anthropic,
+    /// Gemini `generateContent` (AI Studio and Vertex AI): translated; the model and method
+    /// are in the path.
+    Gemini,
 }
 
 /// A request the provider's API cannot express; the message names the field.
@@ -35,6 +40,14 @@ pub struct Encode<'a> {
     pub stream: bool,
     /// An auth parameter to put in the body (`auth.param_location: body`).
     pub body_param: Option<(&'a str, &'a str)>,
+}
+
+/// What the gateway asked upstream, for answers that do not say it themselves.
+pub struct Asked<'a> {
+    /// The model sent upstream.
+    pub model: Option<&'a str>,
+    /// The client's (OpenAI-shaped) request body.
+    pub request: &'a [u8],
 }
 
 /// A decoded buffered answer in OpenAI's shape.
@@ -54,11 +67,12 @@ fn not_translated(wire: Wire, rt: RouteType) -> String {
 /// The upstream path for a provider that names the model (and the method) in it: `prefix`
 /// is the provider's path up to the model.
 pub fn request_path(wire: Wire, rt: RouteType, prefix: &str, model: &str, stream: bool) -> String {
-    let _ = (rt, stream);
-    let model: String =
-        percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC).collect();
+    let encoded = || -> String {
+        percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC).collect()
+    };
     match wire {
-        Wire::OpenAi | Wire::Anthropic => format!("{prefix}{model}"),
+        Wire::OpenAi | Wire::Anthropic => format!("{prefix}{}", encoded()),
+        Wire::Gemini => gemini::request_path(rt, prefix, model, stream),
     }
 }
 
@@ -71,14 +85,24 @@ pub fn encode(
 ) -> Result<Vec<u8>, EncodeError> {
     match (wire, rt) {
         (Wire::Anthropic, RouteType::Chat) => anthropic::encode_chat(body, e),
+        (Wire::Gemini, RouteType::Chat) => gemini::encode_chat(body, e),
+        (Wire::Gemini, RouteType::Embeddings) => gemini::encode_embeddings(body, e),
         _ => Err(EncodeError(not_translated(wire, rt))),
     }
 }
 
 /// A native 200 answer as the OpenAI object of route type `rt`.
-pub fn decode(wire: Wire, rt: RouteType, body: &[u8], created: u64) -> Result<Decoded, String> {
+pub fn decode(
+    wire: Wire,
+    rt: RouteType,
+    body: &[u8],
+    created: u64,
+    asked: &Asked<'_>,
+) -> Result<Decoded, String> {
     match (wire, rt) {
         (Wire::Anthropic, RouteType::Chat) => anthropic::decode_chat(body, created),
+        (Wire::Gemini, RouteType::Chat) => gemini::decode_chat(body, created),
+        (Wire::Gemini, RouteType::Embeddings) => gemini::decode_embeddings(body, asked),
         _ => Err(not_translated(wire, rt)),
     }
 }
@@ -88,6 +112,7 @@ pub fn decode(wire: Wire, rt: RouteType, body: &[u8], created: u64) -> Result<De
 pub fn decode_error(wire: Wire, body: &[u8]) -> Option<Vec<u8>> {
     match wire {
         Wire::Anthropic => anthropic::decode_error(body),
+        Wire::Gemini => gemini::decode_error(body),
         Wire::OpenAi => None,
     }
 }
@@ -97,6 +122,7 @@ pub fn decode_error(wire: Wire, body: &[u8]) -> Option<Vec<u8>> {
 pub fn read_usage(wire: Wire, body: &[u8]) -> (Option<Usage>, Option<String>) {
     match wire {
         Wire::Anthropic => anthropic::read_usage(body),
+        Wire::Gemini => gemini::read_usage(body),
         Wire::OpenAi => (None, None),
     }
 }

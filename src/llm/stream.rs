@@ -23,6 +23,7 @@ pub enum Dialect {
 #[derive(Debug)]
 enum Native {
     Anthropic(crate::llm::anthropic::StreamMapper),
+    Gemini(crate::llm::gemini::StreamMapper),
 }
 
 /// Rewrites a provider's native stream into OpenAI chunks before the observer sees it.
@@ -41,6 +42,7 @@ impl Mapper {
         let native = match wire {
             Wire::OpenAi => return None,
             Wire::Anthropic => Native::Anthropic(crate::llm::anthropic::StreamMapper::new(created)),
+            Wire::Gemini => Native::Gemini(crate::llm::gemini::StreamMapper::new(created)),
         };
         Some(Mapper {
             native,
@@ -58,6 +60,7 @@ impl Mapper {
         let mut out = Vec::new();
         match &mut self.native {
             Native::Anthropic(m) => m.on_chunk(chunk, &mut out),
+            Native::Gemini(m) => m.on_chunk(chunk, &mut out),
         }
         Bytes::from(out)
     }
@@ -68,6 +71,7 @@ impl Mapper {
         let mut out = Vec::new();
         let done = match &mut self.native {
             Native::Anthropic(m) => m.finish(&mut out),
+            Native::Gemini(m) => m.finish(&mut out),
         };
         if !done {
             crate::llm::sse::write_data(

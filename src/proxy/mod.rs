@@ -581,7 +581,17 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
         };
         let out = if status == StatusCode::OK {
-            match llm::decode(target.wire, target.route_type, &bytes, unix_seconds()) {
+            let asked = llm::Asked {
+                model: answered.model.as_deref(),
+                request: &c.up.body,
+            };
+            match llm::decode(
+                target.wire,
+                target.route_type,
+                &bytes,
+                unix_seconds(),
+                &asked,
+            ) {
                 Ok(d) => {
                     if let Some(a) = log.ai.as_mut() {
                         a.usage = d.usage;
