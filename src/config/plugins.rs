@@ -229,7 +229,7 @@ pub struct ModelOptions {
     pub azure_api_version: Option<String>,
     pub mistral_format: Option<String>,
     pub llama2_format: Option<String>,
-    pub gemini: Option<Value>,
+    pub gemini: Option<GeminiOptions>,
     pub bedrock: Option<Value>,
     pub huggingface: Option<Value>,
     pub cohere: Option<Value>,
@@ -241,6 +241,18 @@ pub struct ModelOptions {
     pub cache_write_cost_list: Option<Value>,
     pub context_window_factor: Option<Value>,
     pub service_tier_factor: Option<Value>,
+}
+
+/// `model.options.gemini`: all three of `api_endpoint`, `project_id`, `location_id` select
+/// Vertex AI instead of AI Studio.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeminiOptions {
+    pub api_endpoint: Option<String>,
+    pub project_id: Option<String>,
+    pub location_id: Option<String>,
+    /// Kong EE 3.12 Model Garden endpoints (refused: not supported yet).
+    pub endpoint_id: Option<String>,
 }
 
 /// ai-proxy `logging`.

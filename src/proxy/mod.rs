@@ -2,6 +2,7 @@
 //! (retry loop) → header filter → body → log.
 
 pub mod body;
+pub mod gcp_token;
 pub mod response;
 pub mod retry;
 pub mod router;

@@ -56,6 +56,7 @@ pub async fn run(
 ) -> Result<Answered, GatewayError> {
     let mut tried: Vec<usize> = Vec::new();
     let mut last_failure: Option<Failure> = None;
+    let mut auth_failure: Option<GatewayError> = None;
     let attempts = ai.retries.saturating_add(1);
     for attempt in 0..attempts {
         let balancer_start = Instant::now();
@@ -71,7 +72,7 @@ pub async fn run(
         let Some(target) = ai.targets.get(idx) else {
             return Err(GatewayError::Internal(format!("target {idx} out of range")));
         };
-        let (out, mut t, model) = encode(target, req)?;
+        let (mut out, mut t, model) = encode(target, req)?;
         let ep = Endpoint {
             https: target.upstream.scheme == "https",
             host: &target.upstream.host,
@@ -79,8 +80,34 @@ pub async fn run(
         };
         t.balancer_start = balancer_start.duration_since(started).as_millis() as u64;
         t.balancer_latency = balancer_start.elapsed().as_millis() as u64;
-        let sent_at = Instant::now();
         let last = attempt + 1 == attempts;
+        if let Some(gcp) = &target.auth.gcp {
+            let source = gcp
+                .as_ref()
+                .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
+            match source
+                .authorization(upstreams, ai.connect_timeout, ai.read_timeout)
+                .await
+            {
+                Ok(v) => {
+                    out.headers.insert(header::AUTHORIZATION, v);
+                }
+                Err(e) => {
+                    // Like a failed connect: the request never left, another target may serve it.
+                    t.outcome = "error".into();
+                    if req.record {
+                        tries.push(t);
+                    }
+                    tracing::debug!(attempt, error = %e, "no access token for the upstream");
+                    if last || !ai.failover.contains(&FailoverCriterion::Error) {
+                        return Err(e);
+                    }
+                    auth_failure = Some(e);
+                    continue;
+                }
+            }
+        }
+        let sent_at = Instant::now();
         match upstreams
             .send(&ep, out, ai.connect_timeout, ai.read_timeout)
             .await
@@ -135,9 +162,10 @@ pub async fn run(
             }
         }
     }
-    Err(match last_failure {
-        Some(f) => f.into_gateway_error(),
-        None => GatewayError::UpstreamInvalid("no attempt was made".into()),
+    Err(match (last_failure, auth_failure) {
+        (Some(f), _) => f.into_gateway_error(),
+        (None, Some(e)) => e,
+        (None, None) => GatewayError::UpstreamInvalid("no attempt was made".into()),
     })
 }
 
@@ -314,6 +342,13 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         (q, _, _) => join(q).parse().map_err(|_| invalid())?,
     };
     let mut headers = forward_headers(&req.up.headers, up.host_header.clone(), req.forwarded);
+    if target.wire == Wire::Gemini {
+        // Google reads a bearer token before an API key: an OpenAI SDK's placeholder
+        // `Authorization` (or a Gemini SDK's own key) would override the gateway's credential,
+        // which always wins for gemini (allow_override is false).
+        headers.remove(header::AUTHORIZATION);
+        headers.remove("x-goog-api-key");
+    }
     headers.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
