@@ -2,7 +2,10 @@
 //! per-request fault injection.
 //!
 //! Endpoints are chosen by path suffix (`.../chat/completions`,
-//! `.../completions`, `.../embeddings`, `.../responses`) plus `GET /health`.
+//! `.../completions`, `.../embeddings`, `.../responses`, `.../v1/messages`,
+//! Gemini's `.../models/{model}:generateContent`, `:streamGenerateContent`,
+//! `:batchEmbedContents`) plus `GET /health` and an OAuth2 token endpoint
+//! `POST /token` (jwt-bearer grant, as Google's for service accounts).
 //! Faults come from the `x-mock` request header (`key=value` pairs separated
 //! by `;` or `,`) or from `[mock:key=value]` markers in the prompt text; the
 //! header wins. Keys: `status`, `delay_ms`, `chunk_delay_ms`, `chunks`,
@@ -12,6 +15,7 @@ mod anthropic;
 mod body;
 mod embeddings;
 mod faults;
+mod gemini;
 mod openai;
 mod prompt;
 mod responses;
@@ -87,6 +91,11 @@ impl MockLlm {
     pub fn set_recording(&self, on: bool) {
         self.state.set_recording(on);
     }
+
+    /// Access tokens issued by `POST /token` so far.
+    pub fn token_fetches(&self) -> u64 {
+        self.state.token_fetches.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for MockLlm {
@@ -102,6 +111,9 @@ pub struct MockState {
     recording: AtomicBool,
     requests: Mutex<Vec<RecordedRequest>>,
     next_id: AtomicU64,
+    /// Tokens issued by `POST /token`.
+    pub(crate) token_fetches: AtomicU64,
+    issued: Mutex<Vec<String>>,
 }
 
 impl Default for MockState {
@@ -117,6 +129,8 @@ impl MockState {
             recording: AtomicBool::new(true),
             requests: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            token_fetches: AtomicU64::new(0),
+            issued: Mutex::new(Vec::new()),
         }
     }
 
@@ -143,6 +157,22 @@ impl MockState {
     /// Whether requests are being recorded.
     pub fn is_recording(&self) -> bool {
         self.recording.load(Ordering::Relaxed)
+    }
+
+    /// Whether `/token` issued `token`.
+    pub(crate) fn issued_token(&self, token: &str) -> bool {
+        self.issued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|t| t == token)
+    }
+
+    pub(crate) fn remember_token(&self, token: &str) {
+        self.issued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(token.to_owned());
     }
 
     pub(crate) fn next_id(&self) -> u64 {
