@@ -1064,4 +1064,10 @@ mod golden {
         let stream = std::fs::read(dir("anthropic").join("stream.response.sse")).unwrap();
         transcripts("anthropic", Wire::Anthropic, "claude-sonnet-4-5", &stream);
     }
+
+    #[test]
+    fn gemini_transcripts() {
+        let stream = std::fs::read(dir("gemini").join("stream.response.sse")).unwrap();
+        transcripts("gemini", Wire::Gemini, "gemini-2.5-flash", &stream);
+    }
 }
