@@ -816,6 +816,93 @@ async fn gemini_errors_keep_their_status_in_openai_shape() {
     assert!(h3.mock.requests().is_empty());
 }
 
+/// `llm_format: gemini`: clients of Google's own SDKs call `…/models/{m}:generateContent`
+/// through the route; the body and answer pass untouched, the key is the gateway's, and usage
+/// is still logged (buffered and `alt=sse` streamed).
+#[tokio::test]
+async fn gemini_native_clients_pass_through_with_usage_logged() {
+    let yaml = GEMINI.replace(
+        "            config:\n              route_type: llm/v1/chat",
+        "            config:\n              llm_format: gemini\n              route_type: llm/v1/chat",
+    );
+    assert!(yaml.contains("llm_format: gemini"));
+    let h = Harness::start(&yaml).await;
+    let native = json!({"contents": [{"role": "user", "parts": [{"text": "hi there"}]}],
+        "generationConfig": {"temperature": 0.1}});
+    let r = send(
+        "POST",
+        &h.url("/gem/v1beta/models/gemini-2.5-flash:generateContent"),
+        &[
+            ("content-type", "application/json"),
+            ("x-goog-api-key", "client-own-key"),
+        ],
+        native.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(
+        b["candidates"][0]["content"]["parts"][0]["text"], "Hello from mock-llm.",
+        "the answer stays Gemini's: {b}"
+    );
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/v1beta/models/gemini-2.5-flash:generateContent");
+    assert_eq!(seen.header("x-goog-api-key"), Some("AIza-test-key"));
+    assert_eq!(
+        seen.json().unwrap(),
+        native,
+        "the body goes as the client sent it"
+    );
+
+    let r = post_json(
+        &h.url("/gem/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"),
+        &native,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(text.starts_with("data: {\"candidates\""), "{text}");
+    assert!(
+        !text.contains("chat.completion.chunk") && !text.contains("[DONE]"),
+        "{text}"
+    );
+    assert_eq!(
+        h.mock.requests()[1].path,
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    );
+    let log = h.wait_log("gem.log", 2).await;
+    for line in &log {
+        let ai = &line["ai"]["proxy"];
+        assert_eq!(ai["usage"]["prompt_tokens"], 2, "{line}");
+        assert_eq!(ai["usage"]["completion_tokens"], 3, "{line}");
+        assert!(ai.get("error").is_none(), "{line}");
+    }
+    assert_eq!(
+        log[1]["ai"]["proxy"]["meta"]["request_mode"], "stream",
+        "{}",
+        log[1]
+    );
+
+    // Another model than the configured one is refused, as for OpenAI clients.
+    let r = post_json(
+        &h.url("/gem/v1beta/models/gemini-2.5-pro:generateContent"),
+        &native,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(h.mock.requests().len(), 2);
+
+    let e = tollgate::config::load_str(
+        &yaml
+            .replace("provider: gemini", "provider: openai")
+            .replace("{MOCK}", "http://127.0.0.1:9"),
+    )
+    .err()
+    .map(|e| e.to_string())
+    .unwrap_or_default();
+    assert!(e.contains("config.llm_format"), "{e}");
+}
+
 /// A service-account key file around the test-only RSA key, its tokens from `token_uri`.
 fn service_account_json(token_uri: &str) -> String {
     let pem = std::fs::read_to_string(

@@ -44,6 +44,19 @@ pub fn request_path(rt: RouteType, prefix: &str, model: &str, stream: bool) -> S
     format!("{prefix}{model}{method}")
 }
 
+/// The model of a Gemini-native client's path (`…/models/{model}:{method}`).
+pub fn model_in_path(path: &str) -> Option<&str> {
+    let (head, _method) = path.rsplit_once(':')?;
+    let model = head.rsplit_once("/models/")?.1;
+    (!model.is_empty() && !model.contains('/')).then_some(model)
+}
+
+/// Whether a Gemini-native client's path asks for a stream.
+pub fn path_streams(path: &str) -> bool {
+    path.rsplit_once(':')
+        .is_some_and(|(_, m)| m.starts_with("streamGenerateContent"))
+}
+
 fn bad(msg: impl Into<String>) -> EncodeError {
     EncodeError(msg.into())
 }
@@ -747,10 +760,22 @@ pub fn decode_chat(body: &[u8], created: u64) -> Result<Decoded, String> {
     Ok(Decoded { body, usage, model })
 }
 
-/// Usage and model of a native Gemini answer, for the log of a native (untranslated) route.
+/// Usage and model of a native Gemini answer, for the log of a native (untranslated) route;
+/// a streamed answer without `alt=sse` is a JSON array whose last usage is the total.
 pub fn read_usage(body: &[u8]) -> (Option<Usage>, Option<String>) {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return (None, None);
+    };
+    let v = match v {
+        Value::Array(items) => match items
+            .into_iter()
+            .rev()
+            .find(|i| i.get("usageMetadata").is_some())
+        {
+            Some(i) => i,
+            None => return (None, None),
+        },
+        v => v,
     };
     let model = v
         .get("modelVersion")

@@ -268,9 +268,23 @@ fn check_llm_format(f: LlmFormat, targets: &[&TargetConfig], errors: &mut FieldE
                 }
             }
         }
+        LlmFormat::Gemini => {
+            for t in targets {
+                let ok = t.model.provider == ProviderName::Gemini
+                    && matches!(t.route_type, RouteType::Chat | RouteType::Preserve);
+                if !ok {
+                    errors.push((
+                        "config.llm_format".into(),
+                        "llm_format 'gemini' needs provider 'gemini' with route_type llm/v1/chat or preserve on every target".into(),
+                    ));
+                    return;
+                }
+            }
+        }
         _ => errors.push((
             "config.llm_format".into(),
-            "only llm_format 'openai' and 'anthropic' are supported by tollgate yet".into(),
+            "only llm_format 'openai', 'anthropic' and 'gemini' are supported by tollgate yet"
+                .into(),
         )),
     }
 }

@@ -484,7 +484,12 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Err(_) => return kong_error(bad_json(), ErrorShape::OpenAi, log, snap),
         }
     };
-    let asked = parsed.as_ref().and_then(|b| b.bool("stream")) == Some(true);
+    let asked = if ai.llm_format == LlmFormat::Gemini {
+        // Gemini's clients pick the streaming method in the path.
+        llm::gemini::path_streams(&c.up.path)
+    } else {
+        parsed.as_ref().and_then(|b| b.bool("stream")) == Some(true)
+    };
     let stream = if parsed.is_some() {
         match crate::plugins::ai_proxy::streaming(ai.streaming, asked) {
             Ok(s) => s,

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use crate::config::plugins::{FailoverCriterion, ParamLocation, RouteType};
 use crate::error::GatewayError;
 use crate::llm::body::BodyView;
-use crate::llm::{self, openai};
+use crate::llm::{self, gemini, openai};
 use crate::observe::log::Try;
 use crate::plugins::ai_proxy::{self, AiProxy, Target, Wire};
 use crate::plugins::request_transformer::UpstreamRequest;
@@ -195,8 +195,14 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     let body_bytes: Bytes = match (rt, req.body) {
         (RouteType::Preserve, _) | (_, None) => req.up.body.clone(),
         (_, Some(body)) => {
-            ai_proxy::check_format(rt, body)?;
-            let client_model = body.str("model");
+            // A Gemini-native client names the model (and method) in the path, not the body.
+            let gemini_native = req.native && target.wire == Wire::Gemini;
+            let client_model = if gemini_native {
+                gemini::model_in_path(&req.up.path).map(std::borrow::Cow::Borrowed)
+            } else {
+                ai_proxy::check_format(rt, body)?;
+                body.str("model")
+            };
             model = ai_proxy::resolve_model(target, client_model.as_deref(), req.sources)?;
             let body_param = match &target.auth.param {
                 Some((name, value, ParamLocation::Body))
@@ -226,14 +232,14 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                 }
                 _ if req.native => {
                     // The client's own Messages body: only the model (and a forced stream,
-                    // or an auth parameter) may change.
+                    // or an auth parameter) may change. Gemini's body has neither.
                     let mut set: Vec<(&str, String)> = Vec::new();
-                    if let Some(m) = model.as_deref() {
+                    if let (false, Some(m)) = (gemini_native, model.as_deref()) {
                         if body.str("model").as_deref() != Some(m) {
                             set.push(("model", serde_json::to_string(m).unwrap_or_default()));
                         }
                     }
-                    if req.force_stream {
+                    if req.force_stream && !gemini_native {
                         set.push(("stream", "true".into()));
                     }
                     if let Some((k, v)) = body_param {
@@ -262,7 +268,14 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     let up = &target.upstream;
     let default_path = openai::default_path(rt);
     let model_path;
+    // A Gemini-native client's path already says model and method (AI Studio or Vertex);
+    // only a path the user configured replaces it.
+    let client_path = req.native
+        && target.wire == Wire::Gemini
+        && rt != RouteType::Preserve
+        && (target.model_path || up.path.is_none());
     let path: &str = match (&up.path, default_path) {
+        _ if client_path => &req.up.path,
         (Some(prefix), _) if target.model_path => {
             let m = model.as_deref().ok_or_else(|| {
                 GatewayError::BadRequest(
