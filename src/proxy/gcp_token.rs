@@ -45,6 +45,12 @@ struct Cached {
     refresh_at: Instant,
 }
 
+/// When a token fetched at `fetched_at` and living `expires_in` seconds is replaced (at once
+/// when it lives less than the margin).
+fn refresh_at(fetched_at: Instant, expires_in: u64) -> Instant {
+    fetched_at + Duration::from_secs(expires_in).saturating_sub(REFRESH_MARGIN)
+}
+
 /// Sources alive anywhere in the process, by service account and token URL: targets (and
 /// config reloads) naming the same account share its token.
 static SOURCES: LazyLock<Mutex<HashMap<String, Weak<TokenSource>>>> =
@@ -152,8 +158,7 @@ impl TokenSource {
                 )
             })?;
         header.set_sensitive(true);
-        let lifetime = Duration::from_secs(token.expires_in);
-        let refresh_at = fetched_at + lifetime.saturating_sub(REFRESH_MARGIN);
+        let refresh_at = refresh_at(fetched_at, token.expires_in);
         tracing::debug!(
             client_email = self.client_email(),
             expires_in = token.expires_in,
@@ -209,5 +214,39 @@ impl TokenSource {
             .await
             .map_err(|e| e.to_string())?;
         gcp::parse_token_response(status, &bytes)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    const PEM: &str = include_str!("../../tests/fixtures/gcp/test-only-rsa-key.pem");
+
+    #[test]
+    fn refreshed_five_minutes_before_expiry() {
+        let t0 = Instant::now();
+        assert_eq!(refresh_at(t0, 3600), t0 + Duration::from_secs(3300));
+        assert_eq!(refresh_at(t0, 60), t0);
+    }
+
+    #[test]
+    fn one_source_per_account_and_key() {
+        let key = |email: &str| {
+            serde_json::json!({"client_email": email, "private_key": PEM,
+                "token_uri": "http://127.0.0.1:1/token"})
+            .to_string()
+        };
+        let a = TokenSource::shared(&key("a@x"), None).unwrap();
+        let again = TokenSource::shared(&key("a@x"), None).unwrap();
+        assert!(Arc::ptr_eq(&a, &again));
+        let b = TokenSource::shared(&key("b@x"), None).unwrap();
+        assert!(!Arc::ptr_eq(&a, &b));
+        let other_url = TokenSource::shared(&key("a@x"), Some("http://127.0.0.1:2/t")).unwrap();
+        assert!(!Arc::ptr_eq(&a, &other_url));
+        assert_eq!(other_url.port, 2);
+        assert!(TokenSource::shared(&key("a@x"), Some("ftp://x")).is_err());
+        assert!(!format!("{a:?}").contains("MII"));
     }
 }
