@@ -40,6 +40,9 @@ pub enum GatewayError {
         route_type: String,
         reason: String,
     },
+    /// No OAuth2 access token for the upstream (GCP service account): 502.
+    #[error("failed to get a GCP access token: {0}")]
+    CloudAuth(String),
     /// A secret (vault reference) or other precondition failed before the request left.
     #[error("LLM request failed before proxying")]
     BeforeProxying(String),
@@ -68,7 +71,9 @@ impl GatewayError {
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::ClientAborted => StatusCode::BAD_REQUEST,
             GatewayError::UpgradeRefused => StatusCode::UPGRADE_REQUIRED,
-            GatewayError::UpstreamInvalid(_) => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamInvalid(_) | GatewayError::CloudAuth(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             GatewayError::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Transformation { .. }
@@ -96,6 +101,7 @@ impl GatewayError {
             GatewayError::ClientAborted => "client_aborted",
             GatewayError::UpgradeRefused => "websocket_not_supported",
             GatewayError::UpstreamInvalid(_) => "upstream_error",
+            GatewayError::CloudAuth(_) => "upstream_auth_failed",
             GatewayError::UpstreamUnavailable(_) => "upstream_unavailable",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::Transformation { .. } => "transformation_failed",

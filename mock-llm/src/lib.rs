@@ -5,8 +5,9 @@
 //! `.../completions`, `.../embeddings`, `.../responses`, Anthropic's `.../v1/messages`,
 //! Cohere's `.../v2/chat` and `.../v2/embed`, Ollama's `.../api/chat` and `.../api/embed`,
 //! text-generation-inference's `.../generate` and `.../generate_stream`, Hugging Face's
-//! `.../pipeline/feature-extraction`) plus
-//! `GET /health`.
+//! `.../pipeline/feature-extraction`, Gemini's `.../models/{model}:generateContent`,
+//! `:streamGenerateContent`, `:batchEmbedContents`) plus `GET /health` and an OAuth2 token
+//! endpoint `POST /token` (jwt-bearer grant, as Google's for service accounts).
 //! Faults come from the `x-mock` request header (`key=value` pairs separated
 //! by `;` or `,`) or from `[mock:key=value]` markers in the prompt text; the
 //! header wins. Keys: `status`, `delay_ms`, `chunk_delay_ms`, `chunks`,
@@ -17,6 +18,7 @@ mod body;
 mod cohere;
 mod embeddings;
 mod faults;
+mod gemini;
 mod ollama;
 mod openai;
 mod prompt;
@@ -95,6 +97,11 @@ impl MockLlm {
     pub fn set_recording(&self, on: bool) {
         self.state.set_recording(on);
     }
+
+    /// Access tokens issued by `POST /token` so far.
+    pub fn token_fetches(&self) -> u64 {
+        self.state.token_fetches.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for MockLlm {
@@ -110,6 +117,9 @@ pub struct MockState {
     recording: AtomicBool,
     requests: Mutex<Vec<RecordedRequest>>,
     next_id: AtomicU64,
+    /// Tokens issued by `POST /token`.
+    pub(crate) token_fetches: AtomicU64,
+    issued: Mutex<Vec<String>>,
 }
 
 impl Default for MockState {
@@ -125,6 +135,8 @@ impl MockState {
             recording: AtomicBool::new(true),
             requests: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
+            token_fetches: AtomicU64::new(0),
+            issued: Mutex::new(Vec::new()),
         }
     }
 
@@ -151,6 +163,22 @@ impl MockState {
     /// Whether requests are being recorded.
     pub fn is_recording(&self) -> bool {
         self.recording.load(Ordering::Relaxed)
+    }
+
+    /// Whether `/token` issued `token`.
+    pub(crate) fn issued_token(&self, token: &str) -> bool {
+        self.issued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .any(|t| t == token)
+    }
+
+    pub(crate) fn remember_token(&self, token: &str) {
+        self.issued
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(token.to_owned());
     }
 
     pub(crate) fn next_id(&self) -> u64 {

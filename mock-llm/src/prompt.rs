@@ -54,6 +54,38 @@ impl PromptScan {
         }
     }
 
+    /// Gemini: `contents[].parts[].text`, `systemInstruction.parts[].text`, and the texts
+    /// of `batchEmbedContents` requests.
+    pub(crate) fn gemini(&mut self, body: &Value, directives: &mut Directives) {
+        let mut parts_of = |content: Option<&Value>| {
+            let parts = content
+                .and_then(|c| c.get("parts"))
+                .and_then(Value::as_array);
+            for part in parts.into_iter().flatten() {
+                if let Some(text) = part.get("text").and_then(Value::as_str) {
+                    self.text(text, directives);
+                }
+            }
+        };
+        for c in body
+            .get("contents")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            parts_of(Some(c));
+        }
+        parts_of(body.get("systemInstruction"));
+        for r in body
+            .get("requests")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            parts_of(r.get("content"));
+        }
+    }
+
     /// Legacy completions `prompt` and embeddings `input`: a string, token
     /// array, or array of either.
     pub(crate) fn prompt(&mut self, value: Option<&Value>, directives: &mut Directives) {

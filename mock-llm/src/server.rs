@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 
 use crate::body::{EventStream, MockBody};
 use crate::faults::Directives;
+use crate::gemini;
 use crate::prompt::{PromptScan, Reply, DEFAULT_REPLY};
 use crate::{anthropic, cohere, ollama, tgi};
 use crate::{embeddings, openai, responses, MockState};
@@ -82,6 +83,8 @@ enum Route {
     Generate,
     GenerateStream,
     FeatureExtraction,
+    Gemini(gemini::Method),
+    Token,
     NotFound,
 }
 
@@ -107,6 +110,10 @@ impl Route {
             Route::Responses
         } else if path.ends_with("/v1/messages") {
             Route::Messages
+        } else if let Some((m, _)) = gemini::Method::of(path) {
+            Route::Gemini(m)
+        } else if path == "/token" {
+            Route::Token
         } else if path.ends_with("/v2/chat") {
             Route::CohereChat
         } else if path.ends_with("/v2/embed") {
@@ -192,11 +199,19 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
             .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         return Ok(response);
     }
+    if route == Route::Token {
+        let host = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        return Ok(gemini::token(&body, host, parts.uri.path(), &state));
+    }
 
     let mut directives = Directives::default();
     let mut scan = PromptScan::default();
     let parsed = match route {
-        Route::NotFound | Route::Health => Ok(Value::Null),
+        Route::NotFound | Route::Health | Route::Token => Ok(Value::Null),
         _ => serde_json::from_slice::<Value>(&body),
     };
     if let Ok(json) = &parsed {
@@ -214,7 +229,8 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
                 scan.chat(json, &mut directives);
                 scan.prompt(json.get("system"), &mut directives);
             }
-            Route::NotFound | Route::Health => {}
+            Route::Gemini(_) => scan.gemini(json, &mut directives),
+            Route::NotFound | Route::Health | Route::Token => {}
         }
     }
     // Applied after the markers so the header wins.
@@ -239,6 +255,11 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
     if directives.hang {
         tokio::time::sleep(HANG).await;
     }
+    if let Route::Gemini(_) = route {
+        if let Some(denied) = gemini::check_auth(&parts.headers, parts.uri.query(), &state) {
+            return Ok(denied);
+        }
+    }
     if let Some(status) = directives.status {
         if let Ok(status) = StatusCode::from_u16(status) {
             if status.as_u16() >= 300 {
@@ -260,6 +281,9 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
                         return Ok(tgi::error(status, &message))
                     }
                     _ => {}
+                }
+                if let Route::Gemini(_) = route {
+                    return Ok(gemini::error(status, &message));
                 }
                 return Ok(error_response(status, &message, kind, None));
             }
@@ -301,9 +325,10 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        model: json
-            .get("model")
-            .and_then(Value::as_str)
+        // Gemini names the model in the path.
+        model: gemini::Method::of(parts.uri.path())
+            .map(|(_, m)| m)
+            .or_else(|| json.get("model").and_then(Value::as_str))
             .unwrap_or(DEFAULT_MODEL),
         body: &json,
         prompt_tokens: scan.tokens(),
@@ -324,7 +349,16 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         Route::Generate => tgi::generate(&ctx, false),
         Route::GenerateStream => tgi::generate(&ctx, true),
         Route::FeatureExtraction => tgi::feature_extraction(&ctx),
-        Route::NotFound | Route::Health => error_response(
+        Route::Gemini(gemini::Method::Generate) => gemini::generate(&ctx, ctx.model, false, false),
+        Route::Gemini(gemini::Method::Stream) => {
+            let sse = parts
+                .uri
+                .query()
+                .is_some_and(|q| q.split('&').any(|p| p == "alt=sse"));
+            gemini::generate(&ctx, ctx.model, true, sse)
+        }
+        Route::Gemini(gemini::Method::Embed) => gemini::embed_batch(&ctx, ctx.model),
+        Route::NotFound | Route::Health | Route::Token => error_response(
             StatusCode::NOT_FOUND,
             "mock-llm: unknown path",
             "invalid_request_error",
@@ -460,6 +494,11 @@ mod tests {
         );
         assert_eq!(Route::of(&Method::GET, "/health"), Route::Health);
         assert_eq!(Route::of(&post, "/health"), Route::NotFound);
+        assert_eq!(
+            Route::of(&post, "/v1beta/models/gemini-2.5-flash:generateContent"),
+            Route::Gemini(gemini::Method::Generate)
+        );
+        assert_eq!(Route::of(&post, "/token"), Route::Token);
     }
 
     #[test]

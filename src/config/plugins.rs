@@ -229,7 +229,7 @@ pub struct ModelOptions {
     pub azure_api_version: Option<String>,
     pub mistral_format: Option<String>,
     pub llama2_format: Option<String>,
-    pub gemini: Option<Value>,
+    pub gemini: Option<GeminiOptions>,
     pub bedrock: Option<Value>,
     pub huggingface: Option<HuggingfaceOptions>,
     pub cohere: Option<CohereOptions>,
@@ -281,6 +281,18 @@ impl CohereInputType {
 pub struct CohereOptions {
     pub embedding_input_type: Option<CohereInputType>,
     pub wait_for_model: Option<bool>,
+}
+
+/// `model.options.gemini`: all three of `api_endpoint`, `project_id`, `location_id` select
+/// Vertex AI instead of AI Studio.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeminiOptions {
+    pub api_endpoint: Option<String>,
+    pub project_id: Option<String>,
+    pub location_id: Option<String>,
+    /// Kong EE 3.12 Model Garden endpoints (refused: not supported yet).
+    pub endpoint_id: Option<String>,
 }
 
 /// ai-proxy `logging`.

@@ -5,6 +5,8 @@
 pub mod anthropic;
 pub mod body;
 pub mod cohere;
+pub mod gcp;
+pub mod gemini;
 pub mod huggingface;
 pub mod llama2;
 pub mod ollama;
@@ -34,6 +36,9 @@ pub enum Wire {
     Llama2Raw,
     /// Hugging Face's feature-extraction pipeline (embeddings; its chat is OpenAI's).
     HuggingFace,
+    /// Gemini `generateContent` (AI Studio and Vertex AI): translated; the model and method
+    /// are in the path.
+    Gemini,
 }
 
 /// A request the provider's API cannot express; the message names the field.
@@ -49,6 +54,14 @@ pub struct Encode<'a> {
     pub stream: bool,
     /// An auth parameter to put in the body (`auth.param_location: body`).
     pub body_param: Option<(&'a str, &'a str)>,
+}
+
+/// What the gateway asked upstream, for answers that do not say it themselves.
+pub struct Asked<'a> {
+    /// The model sent upstream.
+    pub model: Option<&'a str>,
+    /// The client's (OpenAI-shaped) request body.
+    pub request: &'a [u8],
 }
 
 /// A decoded buffered answer in OpenAI's shape.
@@ -72,14 +85,16 @@ pub fn request_path(wire: Wire, rt: RouteType, prefix: &str, model: &str, stream
     if wire == Wire::HuggingFace {
         return huggingface::embed_path(prefix, model);
     }
-    let model: String =
-        percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC).collect();
+    let encoded = || -> String {
+        percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC).collect()
+    };
     match wire {
         // The endpoint (not the model) differs when streaming.
         Wire::Llama2Raw if stream => format!("{prefix}{}", llama2::GENERATE_STREAM_PATH),
         Wire::Llama2Raw => format!("{prefix}{}", llama2::GENERATE_PATH),
+        Wire::Gemini => gemini::request_path(rt, prefix, model, stream),
         Wire::OpenAi | Wire::Anthropic | Wire::Cohere | Wire::Ollama | Wire::HuggingFace => {
-            format!("{prefix}{model}")
+            format!("{prefix}{}", encoded())
         }
     }
 }
@@ -108,19 +123,22 @@ pub fn encode(
         (Wire::Ollama, RouteType::Embeddings) => ollama::encode_embeddings(body, e),
         (Wire::Llama2Raw, RouteType::Chat) => llama2::encode_chat(body, e),
         (Wire::HuggingFace, RouteType::Embeddings) => huggingface::encode_embeddings(body, e),
+        (Wire::Gemini, RouteType::Chat) => gemini::encode_chat(body, e),
+        (Wire::Gemini, RouteType::Embeddings) => gemini::encode_embeddings(body, e),
         _ => Err(EncodeError(not_translated(wire, rt))),
     }
 }
 
-/// A native 200 answer as the OpenAI object of route type `rt`; `model` (the model the
-/// request asked for) names the answer when the provider's does not.
+/// A native 200 answer as the OpenAI object of route type `rt`; `asked` names the model
+/// (and request) when the provider's answer does not.
 pub fn decode(
     wire: Wire,
     rt: RouteType,
     body: &[u8],
     created: u64,
-    model: Option<&str>,
+    asked: &Asked<'_>,
 ) -> Result<Decoded, String> {
+    let model = asked.model;
     match (wire, rt) {
         (Wire::Anthropic, RouteType::Chat) => anthropic::decode_chat(body, created),
         (Wire::Cohere, RouteType::Chat) => cohere::decode_chat(body, created, model),
@@ -129,6 +147,8 @@ pub fn decode(
         (Wire::Ollama, RouteType::Embeddings) => ollama::decode_embeddings(body, model),
         (Wire::Llama2Raw, RouteType::Chat) => llama2::decode_chat(body, created, model),
         (Wire::HuggingFace, RouteType::Embeddings) => huggingface::decode_embeddings(body, model),
+        (Wire::Gemini, RouteType::Chat) => gemini::decode_chat(body, created),
+        (Wire::Gemini, RouteType::Embeddings) => gemini::decode_embeddings(body, asked),
         _ => Err(not_translated(wire, rt)),
     }
 }
@@ -142,6 +162,7 @@ pub fn decode_error(wire: Wire, body: &[u8]) -> Option<Vec<u8>> {
         Wire::Ollama => ollama::decode_error(body),
         // Both speak `{"error": "...", "error_type"?}`.
         Wire::Llama2Raw | Wire::HuggingFace => llama2::decode_error(body),
+        Wire::Gemini => gemini::decode_error(body),
         Wire::OpenAi => None,
     }
 }
@@ -155,6 +176,7 @@ pub fn read_usage(wire: Wire, body: &[u8]) -> (Option<Usage>, Option<String>) {
         Wire::Ollama => ollama::read_usage(body),
         Wire::Llama2Raw => llama2::read_usage(body),
         Wire::OpenAi | Wire::HuggingFace => (None, None),
+        Wire::Gemini => gemini::read_usage(body),
     }
 }
 

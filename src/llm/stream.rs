@@ -26,6 +26,7 @@ enum Native {
     Cohere(crate::llm::cohere::StreamMapper),
     Ollama(crate::llm::ollama::StreamMapper),
     Llama2Raw(crate::llm::llama2::StreamMapper),
+    Gemini(crate::llm::gemini::StreamMapper),
 }
 
 /// Called with the assistant turn when a bridged Responses stream completes.
@@ -67,6 +68,7 @@ impl Native {
             Wire::Cohere => Native::Cohere(cohere::StreamMapper::new(created, model)),
             Wire::Ollama => Native::Ollama(ollama::StreamMapper::new(created, model)),
             Wire::Llama2Raw => Native::Llama2Raw(llama2::StreamMapper::new(created, model)),
+            Wire::Gemini => Native::Gemini(crate::llm::gemini::StreamMapper::new(created)),
         })
     }
 
@@ -76,6 +78,7 @@ impl Native {
             Native::Cohere(m) => m.on_chunk(chunk, out),
             Native::Ollama(m) => m.on_chunk(chunk, out),
             Native::Llama2Raw(m) => m.on_chunk(chunk, out),
+            Native::Gemini(m) => m.on_chunk(chunk, out),
         }
     }
 
@@ -86,6 +89,7 @@ impl Native {
             Native::Cohere(m) => m.finish(out),
             Native::Ollama(m) => m.finish(out),
             Native::Llama2Raw(m) => m.finish(out),
+            Native::Gemini(m) => m.finish(out),
         }
     }
 }

@@ -244,7 +244,8 @@ impl UsageWire {
 }
 
 impl Usage {
-    /// OpenAI's `usage` object (`cached_tokens` under `prompt_tokens_details` when known).
+    /// OpenAI's `usage` object (`cached_tokens` under `prompt_tokens_details` and
+    /// `reasoning_tokens` under `completion_tokens_details` when known).
     pub fn openai_json(&self) -> Value {
         let mut v = serde_json::json!({
             "prompt_tokens": self.prompt_tokens,
@@ -253,6 +254,9 @@ impl Usage {
         });
         if let Some(c) = self.cached_tokens {
             v["prompt_tokens_details"] = serde_json::json!({ "cached_tokens": c });
+        }
+        if let Some(r) = self.reasoning_tokens {
+            v["completion_tokens_details"] = serde_json::json!({ "reasoning_tokens": r });
         }
         v
     }

@@ -1,6 +1,7 @@
 //! `ai-proxy` / `ai-proxy-advanced`: compiled targets and the request-side checks
 //! (format, model, streaming). Sending and retrying live in `proxy::retry`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
@@ -14,7 +15,8 @@ use crate::config::plugins::{
 use crate::config::vault::{self, VaultTable};
 use crate::error::GatewayError;
 use crate::llm::body::{BodyView, Kind};
-use crate::llm::{anthropic, cohere, huggingface, ollama, openai};
+use crate::llm::{anthropic, cohere, gemini, huggingface, ollama, openai};
+use crate::proxy::gcp_token::TokenSource;
 use crate::proxy::template::{self, TemplateSources};
 use crate::secret::Secret;
 
@@ -28,6 +30,9 @@ pub struct Auth {
     pub header: Option<(HeaderName, Result<HeaderValue, String>)>,
     pub param: Option<(String, SecretSlot, ParamLocation)>,
     pub allow_override: bool,
+    /// A GCP service account whose OAuth2 token goes in `Authorization` (Vertex AI), or why
+    /// its key could not be read at load (a vault reference that did not resolve).
+    pub gcp: Option<Result<Arc<TokenSource>, String>>,
 }
 
 /// Where a target's requests go.
@@ -266,9 +271,23 @@ fn check_llm_format(f: LlmFormat, targets: &[&TargetConfig], errors: &mut FieldE
                 }
             }
         }
+        LlmFormat::Gemini => {
+            for t in targets {
+                let ok = t.model.provider == ProviderName::Gemini
+                    && matches!(t.route_type, RouteType::Chat | RouteType::Preserve);
+                if !ok {
+                    errors.push((
+                        "config.llm_format".into(),
+                        "llm_format 'gemini' needs provider 'gemini' with route_type llm/v1/chat or preserve on every target".into(),
+                    ));
+                    return;
+                }
+            }
+        }
         _ => errors.push((
             "config.llm_format".into(),
-            "only llm_format 'openai' and 'anthropic' are supported by tollgate yet".into(),
+            "only llm_format 'openai', 'anthropic' and 'gemini' are supported by tollgate yet"
+                .into(),
         )),
     }
 }
@@ -372,9 +391,28 @@ fn compile_target(
             None => UpstreamBase::new("https", String::new(), 443, None),
         },
     };
-    let auth = compile_auth(
+    let mut auth = compile_auth(
         &format!("{path}.auth"),
         &t.auth,
+        vaults,
+        env,
+        errors,
+        warnings,
+    );
+    if matches!(
+        t.model.provider,
+        ProviderName::Gemini | ProviderName::Bedrock
+    ) && t.auth.allow_override
+    {
+        errors.push((
+            format!("{path}.auth.allow_override"),
+            "bedrock and gemini only support auth.allow_override = false".into(),
+        ));
+    }
+    auth.gcp = compile_gcp(
+        &format!("{path}.auth"),
+        &t.auth,
+        t.model.provider,
         vaults,
         env,
         errors,
@@ -705,6 +743,7 @@ fn provider_profile(
                 _ => None,
             }
         }
+        ProviderName::Gemini => return gemini_profile(rt, options, opath, errors, unsupported_rt),
         ProviderName::Deepseek => openai_compatible(("https", "api.deepseek.com", 443), true),
         ProviderName::Xai => openai_compatible(("https", "api.x.ai", 443), true),
         ProviderName::Cerebras => openai_compatible(("https", "api.cerebras.ai", 443), true),
@@ -721,7 +760,7 @@ fn provider_profile(
             errors.push((
                 format!("{path}.model.provider"),
                 format!(
-                    "provider '{}' is not supported by tollgate yet (supported: openai, azure, anthropic, cohere, mistral, llama2, huggingface, ollama, deepseek, xai, cerebras, vllm; other OpenAI-compatible servers via 'openai' with model.options.upstream_url)",
+                    "provider '{}' is not supported by tollgate yet (supported: openai, azure, anthropic, gemini, cohere, mistral, llama2, huggingface, ollama, deepseek, xai, cerebras, vllm; other OpenAI-compatible servers via 'openai' with model.options.upstream_url)",
                     other.as_str()
                 ),
             ));
@@ -732,6 +771,119 @@ fn provider_profile(
         unsupported_rt(errors, "its OpenAI-compatible API serves chat and preserve");
     }
     profile
+}
+
+/// Gemini: AI Studio, or Vertex AI when all of `options.gemini.{api_endpoint, project_id,
+/// location_id}` are set. The model (and method) complete the path per request.
+fn gemini_profile(
+    rt: RouteType,
+    options: &ModelOptions,
+    opath: &str,
+    errors: &mut FieldErrors,
+    unsupported_rt: impl Fn(&mut FieldErrors, &str),
+) -> Option<Profile> {
+    let g = options.gemini.clone().unwrap_or_default();
+    let gpath = format!("{opath}.gemini");
+    if g.endpoint_id.is_some() {
+        errors.push((
+            format!("{gpath}.endpoint_id"),
+            "Vertex AI Model Garden endpoints are not supported by tollgate yet".into(),
+        ));
+    }
+    let fields = [
+        ("api_endpoint", &g.api_endpoint),
+        ("project_id", &g.project_id),
+        ("location_id", &g.location_id),
+    ];
+    let given = fields.iter().filter(|(_, v)| v.is_some()).count();
+    if given != 0 && given != fields.len() {
+        for (name, v) in fields {
+            if v.is_none() {
+                errors.push((
+                    format!("{gpath}.{name}"),
+                    "required: api_endpoint, project_id and location_id are set together (they select Vertex AI)".into(),
+                ));
+            }
+        }
+        return None;
+    }
+    let segment_ok = |v: &str| {
+        !v.is_empty()
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    };
+    let (base, prefix, vertex) = match (&g.api_endpoint, &g.project_id, &g.location_id) {
+        (Some(endpoint), Some(project), Some(location)) => {
+            for (name, v) in [("project_id", project), ("location_id", location)] {
+                if !segment_ok(v) {
+                    errors.push((
+                        format!("{gpath}.{name}"),
+                        "letters, digits, '-', '_', '.' only".into(),
+                    ));
+                }
+            }
+            let host = endpoint
+                .trim_start_matches("https://")
+                .trim_end_matches('/');
+            let (host, port) = match host.rsplit_once(':') {
+                Some((h, p)) => (h, p.parse::<u16>().ok()),
+                None => (host, Some(443)),
+            };
+            let (true, Some(port)) = (segment_ok(host), port) else {
+                errors.push((
+                    format!("{gpath}.api_endpoint"),
+                    "a host name such as 'us-central1-aiplatform.googleapis.com'".into(),
+                ));
+                return None;
+            };
+            (
+                ("https", host.to_string(), port),
+                gemini::vertex_prefix(project, location),
+                true,
+            )
+        }
+        _ => (
+            (
+                gemini::AI_STUDIO_BASE.0,
+                gemini::AI_STUDIO_BASE.1.to_string(),
+                gemini::AI_STUDIO_BASE.2,
+            ),
+            gemini::AI_STUDIO_PREFIX.to_string(),
+            false,
+        ),
+    };
+    let translated = |prefix: String| Profile {
+        wire: Wire::Gemini,
+        base: base.clone(),
+        path: Some(prefix),
+        model_path: true,
+        headers: Vec::new(),
+    };
+    match rt {
+        RouteType::Chat => Some(translated(prefix)),
+        RouteType::Embeddings if !vertex => Some(translated(prefix)),
+        RouteType::Embeddings => {
+            unsupported_rt(
+                errors,
+                "Vertex AI serves embeddings through :predict, which is not translated yet; AI Studio's batchEmbedContents is",
+            );
+            None
+        }
+        RouteType::Preserve => Some(Profile {
+            wire: Wire::Gemini,
+            base,
+            path: None,
+            model_path: false,
+            headers: Vec::new(),
+        }),
+        _ => {
+            unsupported_rt(
+                errors,
+                "it serves llm/v1/chat, llm/v1/embeddings and preserve",
+            );
+            None
+        }
+    }
 }
 
 /// `upstream_url`: scheme/host/port always; the path only when it is more than `/`.
@@ -853,11 +1005,6 @@ fn compile_auth(
         }
     };
     let unsupported = [
-        ("gcp_use_service_account", a.gcp_use_service_account),
-        (
-            "gcp_service_account_json",
-            a.gcp_service_account_json.is_some(),
-        ),
         ("aws_access_key_id", a.aws_access_key_id.is_some()),
         ("aws_secret_access_key", a.aws_secret_access_key.is_some()),
         ("azure_use_managed_identity", a.azure_use_managed_identity),
@@ -877,6 +1024,76 @@ fn compile_auth(
         header,
         param,
         allow_override: a.allow_override,
+        gcp: None,
+    }
+}
+
+/// `gcp_use_service_account`: the key file from `gcp_service_account_json` (referenceable)
+/// or the `GCP_SERVICE_ACCOUNT` environment variable, parsed now so a bad key fails the load.
+fn compile_gcp(
+    path: &str,
+    a: &AuthConfig,
+    provider: ProviderName,
+    vaults: &VaultTable,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut FieldErrors,
+    warnings: &mut FieldErrors,
+) -> Option<Result<Arc<TokenSource>, String>> {
+    if a.gcp_metadata_url.is_some() {
+        errors.push((
+            format!("{path}.gcp_metadata_url"),
+            "the GCP metadata server is not supported by tollgate yet (give a service-account key)"
+                .into(),
+        ));
+    }
+    if !a.gcp_use_service_account {
+        if a.gcp_service_account_json.is_some() {
+            warnings.push((
+                format!("{path}.gcp_service_account_json"),
+                "ignored: gcp_use_service_account is false".into(),
+            ));
+        }
+        return None;
+    }
+    let field = format!("{path}.gcp_service_account_json");
+    if provider != ProviderName::Gemini {
+        errors.push((
+            format!("{path}.gcp_use_service_account"),
+            format!(
+                "GCP service-account auth is for provider 'gemini', not '{}'",
+                provider.as_str()
+            ),
+        ));
+        return None;
+    }
+    let json = match &a.gcp_service_account_json {
+        Some(v) => match secret(field.clone(), v, vaults, env, errors, warnings) {
+            Ok(s) => s,
+            // Reported as a warning already; requests on this target get a 500.
+            Err(e) => return Some(Err(e)),
+        },
+        None => match env("GCP_SERVICE_ACCOUNT") {
+            Some(v) => Secret::new(v),
+            None => {
+                errors.push((
+                    field,
+                    "required when gcp_use_service_account is true (or set the GCP_SERVICE_ACCOUNT environment variable)".into(),
+                ));
+                return None;
+            }
+        },
+    };
+    match TokenSource::shared(json.expose(), a.gcp_oauth_token_url.as_deref()) {
+        Ok(s) => Some(Ok(s)),
+        Err(e) => {
+            let from = if a.gcp_service_account_json.is_some() {
+                "not a usable service-account key"
+            } else {
+                "GCP_SERVICE_ACCOUNT (environment) is not a usable service-account key"
+            };
+            errors.push((field, format!("{from}: {e}")));
+            None
+        }
     }
 }
 

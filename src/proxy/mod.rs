@@ -3,6 +3,7 @@
 
 pub mod body;
 pub mod conversations;
+pub mod gcp_token;
 pub mod response;
 pub mod retry;
 pub mod router;
@@ -489,7 +490,12 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Err(_) => return kong_error(bad_json(), ErrorShape::OpenAi, log, snap),
         }
     };
-    let asked = parsed.as_ref().and_then(|b| b.bool("stream")) == Some(true);
+    let asked = if ai.llm_format == LlmFormat::Gemini {
+        // Gemini's clients pick the streaming method in the path.
+        llm::gemini::path_streams(&c.up.path)
+    } else {
+        parsed.as_ref().and_then(|b| b.bool("stream")) == Some(true)
+    };
     let stream = if parsed.is_some() {
         match crate::plugins::ai_proxy::streaming(ai.streaming, asked) {
             Ok(s) => s,
@@ -647,13 +653,16 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
         };
         let out = if status == StatusCode::OK {
-            let model = answered.model.as_deref();
+            let asked = llm::Asked {
+                model: answered.model.as_deref(),
+                request: &c.up.body,
+            };
             match llm::decode(
                 target.wire,
                 target.route_type,
                 &bytes,
                 unix_seconds(),
-                model,
+                &asked,
             ) {
                 Ok(d) => {
                     if let Some(a) = log.ai.as_mut() {
@@ -840,7 +849,10 @@ fn bridged_answer(
             RouteType::Chat,
             bytes,
             unix_seconds(),
-            asked_model,
+            &llm::Asked {
+                model: asked_model,
+                request: &[],
+            },
         )?;
         (Some(d.body), d.usage, d.model)
     };

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use crate::config::plugins::{FailoverCriterion, ParamLocation, RouteType};
 use crate::error::GatewayError;
 use crate::llm::body::BodyView;
-use crate::llm::{self, openai};
+use crate::llm::{self, gemini, openai};
 use crate::observe::log::Try;
 use crate::plugins::ai_proxy::{self, AiProxy, Target, Wire};
 use crate::plugins::request_transformer::UpstreamRequest;
@@ -58,6 +58,7 @@ pub async fn run(
 ) -> Result<Answered, GatewayError> {
     let mut tried: Vec<usize> = Vec::new();
     let mut last_failure: Option<Failure> = None;
+    let mut auth_failure: Option<GatewayError> = None;
     let attempts = ai.retries.saturating_add(1);
     for attempt in 0..attempts {
         let balancer_start = Instant::now();
@@ -73,7 +74,7 @@ pub async fn run(
         let Some(target) = ai.targets.get(idx) else {
             return Err(GatewayError::Internal(format!("target {idx} out of range")));
         };
-        let (out, mut t, model) = encode(target, req)?;
+        let (mut out, mut t, model) = encode(target, req)?;
         let ep = Endpoint {
             https: target.upstream.scheme == "https",
             host: &target.upstream.host,
@@ -81,8 +82,34 @@ pub async fn run(
         };
         t.balancer_start = balancer_start.duration_since(started).as_millis() as u64;
         t.balancer_latency = balancer_start.elapsed().as_millis() as u64;
-        let sent_at = Instant::now();
         let last = attempt + 1 == attempts;
+        if let Some(gcp) = &target.auth.gcp {
+            let source = gcp
+                .as_ref()
+                .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
+            match source
+                .authorization(upstreams, ai.connect_timeout, ai.read_timeout)
+                .await
+            {
+                Ok(v) => {
+                    out.headers.insert(header::AUTHORIZATION, v);
+                }
+                Err(e) => {
+                    // Like a failed connect: the request never left, another target may serve it.
+                    t.outcome = "error".into();
+                    if req.record {
+                        tries.push(t);
+                    }
+                    tracing::debug!(attempt, error = %e, "no access token for the upstream");
+                    if last || !ai.failover.contains(&FailoverCriterion::Error) {
+                        return Err(e);
+                    }
+                    auth_failure = Some(e);
+                    continue;
+                }
+            }
+        }
+        let sent_at = Instant::now();
         match upstreams
             .send(&ep, out, ai.connect_timeout, ai.read_timeout)
             .await
@@ -137,9 +164,10 @@ pub async fn run(
             }
         }
     }
-    Err(match last_failure {
-        Some(f) => f.into_gateway_error(),
-        None => GatewayError::UpstreamInvalid("no attempt was made".into()),
+    Err(match (last_failure, auth_failure) {
+        (Some(f), _) => f.into_gateway_error(),
+        (None, Some(e)) => e,
+        (None, None) => GatewayError::UpstreamInvalid("no attempt was made".into()),
     })
 }
 
@@ -175,8 +203,14 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     let body_bytes: Bytes = match (rt, req.body) {
         (RouteType::Preserve, _) | (_, None) => req.up.body.clone(),
         (_, Some(client_body)) => {
-            ai_proxy::check_format(rt, client_body)?;
-            let client_model = client_body.str("model");
+            // A Gemini-native client names the model (and method) in the path, not the body.
+            let gemini_native = req.native && target.wire == Wire::Gemini;
+            let client_model = if gemini_native {
+                gemini::model_in_path(&req.up.path).map(std::borrow::Cow::Borrowed)
+            } else {
+                ai_proxy::check_format(rt, client_body)?;
+                client_body.str("model")
+            };
             let (body, chat_bytes) = match (target.bridge_responses, req.chat) {
                 (true, Some((chat, bytes))) => (chat, Some(bytes)),
                 (true, None) => {
@@ -215,14 +249,14 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                 }
                 _ if req.native => {
                     // The client's own Messages body: only the model (and a forced stream,
-                    // or an auth parameter) may change.
+                    // or an auth parameter) may change. Gemini's body has neither.
                     let mut set: Vec<(&str, String)> = Vec::new();
-                    if let Some(m) = model.as_deref() {
+                    if let (false, Some(m)) = (gemini_native, model.as_deref()) {
                         if body.str("model").as_deref() != Some(m) {
                             set.push(("model", serde_json::to_string(m).unwrap_or_default()));
                         }
                     }
-                    if req.force_stream {
+                    if req.force_stream && !gemini_native {
                         set.push(("stream", "true".into()));
                     }
                     if let Some((k, v)) = body_param {
@@ -251,7 +285,14 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     let up = &target.upstream;
     let default_path = openai::default_path(wire_rt);
     let model_path;
+    // A Gemini-native client's path already says model and method (AI Studio or Vertex);
+    // only a path the user configured replaces it.
+    let client_path = req.native
+        && target.wire == Wire::Gemini
+        && rt != RouteType::Preserve
+        && (target.model_path || up.path.is_none());
     let path: &str = match (&up.path, default_path) {
+        _ if client_path => &req.up.path,
         (Some(prefix), _) if target.model_path => {
             let m = model.as_deref().ok_or_else(|| {
                 GatewayError::BadRequest(
@@ -331,6 +372,13 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         (q, _, _) => join(q).parse().map_err(|_| invalid())?,
     };
     let mut headers = forward_headers(&req.up.headers, up.host_header.clone(), req.forwarded);
+    if target.wire == Wire::Gemini {
+        // Google reads a bearer token before an API key: an OpenAI SDK's placeholder
+        // `Authorization` (or a Gemini SDK's own key) would override the gateway's credential,
+        // which always wins for gemini (allow_override is false).
+        headers.remove(header::AUTHORIZATION);
+        headers.remove("x-goog-api-key");
+    }
     headers.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
