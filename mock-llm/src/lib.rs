@@ -2,20 +2,32 @@
 //! per-request fault injection.
 //!
 //! Endpoints are chosen by path suffix (`.../chat/completions`,
-//! `.../completions`, `.../embeddings`, `.../responses`) plus `GET /health`.
+//! `.../completions`, `.../embeddings`, `.../responses`, Anthropic's
+//! `.../v1/messages`, Bedrock's `.../model/{id}/converse[-stream]`) plus
+//! `GET /health`.
+//!
+//! Bedrock requests must carry a valid AWS SigV4 signature (service `bedrock`, any
+//! region and access key id) made with the secret access key
+//! [`BEDROCK_SECRET_ACCESS_KEY`]; otherwise the answer is Bedrock's 403
+//! (`x-amzn-errortype: InvalidSignatureException`, or
+//! `MissingAuthenticationTokenException` without a signature). Streams come as
+//! AWS event-stream frames; [`eventstream`] encodes them.
 //! Faults come from the `x-mock` request header (`key=value` pairs separated
 //! by `;` or `,`) or from `[mock:key=value]` markers in the prompt text; the
 //! header wins. Keys: `status`, `delay_ms`, `chunk_delay_ms`, `chunks`,
 //! `reply`, `disconnect_after`, `reset`, `hang`, `non_json`, `failed`.
 
 mod anthropic;
+mod bedrock;
 mod body;
 mod embeddings;
+pub mod eventstream;
 mod faults;
 mod openai;
 mod prompt;
 mod responses;
 mod server;
+mod sigv4;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,6 +39,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use server::serve;
+
+/// The AWS secret access key the mock checks Bedrock signatures with.
+pub const BEDROCK_SECRET_ACCESS_KEY: &str = "mock-llm-bedrock-secret-access-key/EXAMPLE";
 
 /// A running mock server; dropping it shuts the server and its connections
 /// down.
@@ -221,7 +236,7 @@ impl RecordedRequest {
 }
 
 /// Form-style decoding (`+` is a space); malformed escapes are kept as-is.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -54,6 +54,15 @@ impl PromptScan {
         }
     }
 
+    /// A list of `{text}` blocks (Bedrock's `system`).
+    pub(crate) fn text_blocks(&mut self, value: Option<&Value>, directives: &mut Directives) {
+        for block in value.and_then(Value::as_array).into_iter().flatten() {
+            if let Some(text) = block.get("text").and_then(Value::as_str) {
+                self.text(text, directives);
+            }
+        }
+    }
+
     /// Legacy completions `prompt` and embeddings `input`: a string, token
     /// array, or array of either.
     pub(crate) fn prompt(&mut self, value: Option<&Value>, directives: &mut Directives) {

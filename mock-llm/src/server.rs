@@ -16,10 +16,10 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
-use crate::anthropic;
 use crate::body::{EventStream, MockBody};
 use crate::faults::Directives;
 use crate::prompt::{PromptScan, Reply, DEFAULT_REPLY};
+use crate::{anthropic, bedrock, sigv4};
 use crate::{embeddings, openai, responses, MockState};
 
 /// How long `hang` waits: far beyond any client timeout, yet bounded so a
@@ -75,6 +75,8 @@ enum Route {
     Embeddings,
     Responses,
     Messages,
+    /// Bedrock `.../model/{id}/converse` (false) or `.../converse-stream` (true).
+    Converse(bool),
     NotFound,
 }
 
@@ -100,10 +102,22 @@ impl Route {
             Route::Responses
         } else if path.ends_with("/v1/messages") {
             Route::Messages
+        } else if bedrock_model(path).is_some() {
+            Route::Converse(path.ends_with("/converse-stream"))
         } else {
             Route::NotFound
         }
     }
+}
+
+/// The model id of a Bedrock `/model/{id}/converse[-stream]` path, percent-decoded.
+fn bedrock_model(path: &str) -> Option<String> {
+    let rest = path.trim_end_matches('/');
+    let rest = rest
+        .strip_suffix("/converse-stream")
+        .or_else(|| rest.strip_suffix("/converse"))?;
+    let (_, model) = rest.rsplit_once("/model/")?;
+    (!model.is_empty() && !model.contains('/')).then(|| crate::percent_decode(model))
 }
 
 /// Everything an endpoint needs to build its answer.
@@ -188,6 +202,10 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
                 scan.chat(json, &mut directives);
                 scan.prompt(json.get("system"), &mut directives);
             }
+            Route::Converse(_) => {
+                scan.chat(json, &mut directives);
+                scan.text_blocks(json.get("system"), &mut directives);
+            }
             Route::NotFound | Route::Health => {}
         }
     }
@@ -196,6 +214,19 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         // Not `to_str`: that rejects UTF-8, and a `reply=` may well contain it.
         if let Ok(value) = std::str::from_utf8(value.as_bytes()) {
             directives.apply_header(value);
+        }
+    }
+
+    if let Route::Converse(_) = route {
+        // AWS authenticates before anything else.
+        if let Err(r) = sigv4::verify(
+            &parts,
+            &body,
+            "bedrock",
+            crate::BEDROCK_SECRET_ACCESS_KEY,
+            SystemTime::now(),
+        ) {
+            return Ok(bedrock::error(StatusCode::FORBIDDEN, r.kind, &r.message));
         }
     }
 
@@ -225,6 +256,9 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
                 if route == Route::Messages {
                     return Ok(anthropic::error(status, &message));
                 }
+                if let Route::Converse(_) = route {
+                    return Ok(bedrock::injected(status, &message));
+                }
                 return Ok(error_response(status, &message, kind, None));
             }
         }
@@ -252,6 +286,12 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
     }
     let json = match parsed {
         Ok(json) if json.is_object() => json,
+        _ if matches!(route, Route::Converse(_)) => {
+            return Ok(bedrock::injected(
+                StatusCode::BAD_REQUEST,
+                "Malformed input request, please reformat your input and try again.",
+            ));
+        }
         Ok(_) => {
             return Ok(bad_request("mock-llm: request body must be a JSON object"));
         }
@@ -260,15 +300,17 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         }
     };
 
+    let path_model = bedrock_model(parts.uri.path());
     let ctx = Ctx {
         n: state.next_id(),
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        model: json
-            .get("model")
-            .and_then(Value::as_str)
-            .unwrap_or(DEFAULT_MODEL),
+        model: path_model.as_deref().unwrap_or_else(|| {
+            json.get("model")
+                .and_then(Value::as_str)
+                .unwrap_or(DEFAULT_MODEL)
+        }),
         body: &json,
         prompt_tokens: scan.tokens(),
         directives: &directives,
@@ -281,6 +323,7 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         Route::Messages => {
             anthropic::messages(&ctx, parts.headers.contains_key("anthropic-version"))
         }
+        Route::Converse(stream) => bedrock::converse(&ctx, stream),
         Route::NotFound | Route::Health => error_response(
             StatusCode::NOT_FOUND,
             "mock-llm: unknown path",
@@ -408,6 +451,22 @@ mod tests {
         );
         assert_eq!(Route::of(&Method::GET, "/health"), Route::Health);
         assert_eq!(Route::of(&post, "/health"), Route::NotFound);
+        assert_eq!(
+            Route::of(
+                &post,
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+            ),
+            Route::Converse(false)
+        );
+        assert_eq!(
+            Route::of(&post, "/x/model/m/converse-stream"),
+            Route::Converse(true)
+        );
+        assert_eq!(Route::of(&post, "/model//converse"), Route::NotFound);
+        assert_eq!(
+            bedrock_model("/model/a.b-v1%3A0/converse").as_deref(),
+            Some("a.b-v1:0")
+        );
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! here, calling plain functions in the dialect's own file.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod body;
+pub mod eventstream;
 pub mod openai;
+pub mod sigv4;
 pub mod sse;
 pub mod stream;
 pub mod usage;
@@ -20,6 +23,8 @@ pub enum Wire {
     OpenAi,
     /// Anthropic Messages: bodies, answers and streams are translated.
     Anthropic,
+    /// Amazon Bedrock Converse / ConverseStream (binary event stream), SigV4-signed.
+    Bedrock,
 }
 
 /// A request the provider's API cannot express; the message names the field.
@@ -35,6 +40,16 @@ pub struct Encode<'a> {
     pub stream: bool,
     /// An auth parameter to put in the body (`auth.param_location: body`).
     pub body_param: Option<(&'a str, &'a str)>,
+}
+
+/// What the gateway knows about an exchange that a provider's answer may leave out
+/// (Bedrock's Converse answers name neither the model nor an id).
+#[derive(Debug, Clone, Copy)]
+pub struct Exchange<'a> {
+    /// The model the request was sent for.
+    pub model: Option<&'a str>,
+    /// The gateway's id of the request, unique per request.
+    pub request_id: &'a str,
 }
 
 /// A decoded buffered answer in OpenAI's shape.
@@ -54,11 +69,13 @@ fn not_translated(wire: Wire, rt: RouteType) -> String {
 /// The upstream path for a provider that names the model (and the method) in it: `prefix`
 /// is the provider's path up to the model.
 pub fn request_path(wire: Wire, rt: RouteType, prefix: &str, model: &str, stream: bool) -> String {
-    let _ = (rt, stream);
-    let model: String =
-        percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC).collect();
+    let _ = rt;
+    let encoded = || -> String {
+        percent_encoding::utf8_percent_encode(model, percent_encoding::NON_ALPHANUMERIC).collect()
+    };
     match wire {
-        Wire::OpenAi | Wire::Anthropic => format!("{prefix}{model}"),
+        Wire::OpenAi | Wire::Anthropic => format!("{prefix}{}", encoded()),
+        Wire::Bedrock => bedrock::request_path(prefix, model, stream),
     }
 }
 
@@ -71,23 +88,38 @@ pub fn encode(
 ) -> Result<Vec<u8>, EncodeError> {
     match (wire, rt) {
         (Wire::Anthropic, RouteType::Chat) => anthropic::encode_chat(body, e),
+        (Wire::Bedrock, RouteType::Chat) => bedrock::encode_chat(body, e),
         _ => Err(EncodeError(not_translated(wire, rt))),
     }
 }
 
 /// A native 200 answer as the OpenAI object of route type `rt`.
-pub fn decode(wire: Wire, rt: RouteType, body: &[u8], created: u64) -> Result<Decoded, String> {
+pub fn decode(
+    wire: Wire,
+    rt: RouteType,
+    body: &[u8],
+    created: u64,
+    ex: &Exchange<'_>,
+) -> Result<Decoded, String> {
     match (wire, rt) {
         (Wire::Anthropic, RouteType::Chat) => anthropic::decode_chat(body, created),
+        (Wire::Bedrock, RouteType::Chat) => bedrock::decode_chat(body, created, ex),
         _ => Err(not_translated(wire, rt)),
     }
 }
 
-/// A native error body in OpenAI's error shape; None when the body is not the provider's
-/// error shape (it then goes to the client as it came).
-pub fn decode_error(wire: Wire, body: &[u8]) -> Option<Vec<u8>> {
+/// A native error body (with its status and headers, where some providers put the error
+/// name) in OpenAI's error shape; None when the body is not the provider's error shape
+/// (it then goes to the client as it came).
+pub fn decode_error(
+    wire: Wire,
+    status: u16,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Option<Vec<u8>> {
     match wire {
         Wire::Anthropic => anthropic::decode_error(body),
+        Wire::Bedrock => bedrock::decode_error(status, headers, body),
         Wire::OpenAi => None,
     }
 }
@@ -97,6 +129,7 @@ pub fn decode_error(wire: Wire, body: &[u8]) -> Option<Vec<u8>> {
 pub fn read_usage(wire: Wire, body: &[u8]) -> (Option<Usage>, Option<String>) {
     match wire {
         Wire::Anthropic => anthropic::read_usage(body),
+        Wire::Bedrock => bedrock::read_usage(body),
         Wire::OpenAi => (None, None),
     }
 }

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
 use crate::llm::usage::{Usage, UsageWire};
-use crate::llm::Wire;
+use crate::llm::{Exchange, Wire};
 
 /// Which event vocabulary the stream uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,6 +23,7 @@ pub enum Dialect {
 #[derive(Debug)]
 enum Native {
     Anthropic(crate::llm::anthropic::StreamMapper),
+    Bedrock(crate::llm::bedrock::StreamMapper),
 }
 
 /// Rewrites a provider's native stream into OpenAI chunks before the observer sees it.
@@ -36,11 +37,13 @@ pub struct Mapper {
 
 impl Mapper {
     /// The mapper for `wire`'s stream (None for OpenAI, whose chunks need no mapping),
-    /// stamping chunks with `created`.
-    pub fn new(wire: Wire, created: u64, observe_only: bool) -> Option<Mapper> {
+    /// stamping chunks with `created` (and, where the stream names none, the exchange's
+    /// model and id).
+    pub fn new(wire: Wire, created: u64, observe_only: bool, ex: &Exchange<'_>) -> Option<Mapper> {
         let native = match wire {
             Wire::OpenAi => return None,
             Wire::Anthropic => Native::Anthropic(crate::llm::anthropic::StreamMapper::new(created)),
+            Wire::Bedrock => Native::Bedrock(crate::llm::bedrock::StreamMapper::new(created, ex)),
         };
         Some(Mapper {
             native,
@@ -58,6 +61,7 @@ impl Mapper {
         let mut out = Vec::new();
         match &mut self.native {
             Native::Anthropic(m) => m.on_chunk(chunk, &mut out),
+            Native::Bedrock(m) => m.on_chunk(chunk, &mut out),
         }
         Bytes::from(out)
     }
@@ -68,6 +72,7 @@ impl Mapper {
         let mut out = Vec::new();
         let done = match &mut self.native {
             Native::Anthropic(m) => m.finish(&mut out),
+            Native::Bedrock(m) => m.finish(&mut out),
         };
         if !done {
             crate::llm::sse::write_data(

@@ -553,11 +553,21 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     log.source = "upstream";
     let read_timeout = ai.read_timeout;
     let capture = log_payloads.then(Vec::new);
+    // A stream the gateway can read: SSE, or the binary event stream Bedrock answers
+    // ConverseStream with.
     let is_sse = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.starts_with("text/event-stream"))
+        .map(|v| {
+            v.starts_with("text/event-stream")
+                || (target.wire == Wire::Bedrock
+                    && v.starts_with("application/vnd.amazon.eventstream"))
+        })
         .unwrap_or(false);
+    let exchange = llm::Exchange {
+        model: answered.model.as_deref(),
+        request_id: &log.request_id,
+    };
 
     let native = ai.llm_format != LlmFormat::Openai;
     let translated =
@@ -581,7 +591,13 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
         };
         let out = if status == StatusCode::OK {
-            match llm::decode(target.wire, target.route_type, &bytes, unix_seconds()) {
+            match llm::decode(
+                target.wire,
+                target.route_type,
+                &bytes,
+                unix_seconds(),
+                &exchange,
+            ) {
                 Ok(d) => {
                     if let Some(a) = log.ai.as_mut() {
                         a.usage = d.usage;
@@ -597,7 +613,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             }
         } else {
             // The provider's status stays; its message moves into OpenAI's error shape.
-            llm::decode_error(target.wire, &bytes)
+            llm::decode_error(target.wire, status.as_u16(), &headers, &bytes)
                 .map(Bytes::from)
                 .unwrap_or(bytes)
         };
@@ -650,10 +666,17 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     let observing = status == StatusCode::OK && is_sse && target.route_type != RouteType::Preserve;
     // A translated stream always ends with a usage chunk; it reaches the client only if asked.
     let mapper = if observing && (translated || native) {
-        Mapper::new(target.wire, unix_seconds(), native)
+        Mapper::new(target.wire, unix_seconds(), native, &exchange)
     } else {
         None
     };
+    if mapper.as_ref().is_some_and(|m| !m.observe_only()) {
+        // Whatever framing the provider streams in, the client gets SSE.
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/event-stream"),
+        );
+    }
     let strip_usage = match &mapper {
         Some(m) if m.observe_only() => false,
         Some(_) => !client_wants_usage,

@@ -1,7 +1,7 @@
 //! The AI retry loop: pick a target → encode the request for it → send → classify →
 //! fail over per `failover_criteria`.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, Uri};
@@ -343,6 +343,18 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     } else {
         Method::POST
     };
+    if let Some(signer) = &target.sigv4 {
+        // Last: the signature covers the final path, Host and body.
+        signer
+            .sign(
+                &method,
+                &target_uri,
+                &mut headers,
+                &body_bytes,
+                SystemTime::now(),
+            )
+            .map_err(GatewayError::BeforeProxying)?;
+    }
     let out = OutRequest {
         method,
         target: target_uri,
