@@ -21,8 +21,11 @@ pub(crate) struct Directives {
     pub hang: bool,
     pub non_json: bool,
     pub failed: bool,
-    /// Answer with a call of the request's first tool (Anthropic dialect).
+    /// Answer with a call of the request's first tool (Anthropic and Bedrock dialects).
     pub tool: bool,
+    /// Re-cut a stream's bytes into frames of this size, so frames no longer line up
+    /// with events (the way TCP may deliver them).
+    pub split: Option<usize>,
 }
 
 impl Directives {
@@ -86,6 +89,11 @@ impl Directives {
             "non_json" => self.non_json = flag(value),
             "failed" => self.failed = flag(value),
             "tool" => self.tool = flag(value),
+            "split" => {
+                if let Some(n) = number().filter(|n| *n > 0) {
+                    self.split = Some(usize::try_from(n).unwrap_or(usize::MAX));
+                }
+            }
             _ => {}
         }
     }
@@ -103,8 +111,9 @@ mod tests {
     #[test]
     fn header_pairs_with_both_separators() {
         let mut d = Directives::default();
-        d.apply_header("status=503; delay_ms=20,chunks=4 ,reset, unknown=1");
+        d.apply_header("status=503; delay_ms=20,chunks=4 ,reset, unknown=1, split=7");
         assert_eq!(d.status, Some(503));
+        assert_eq!(d.split, Some(7));
         assert_eq!(d.delay_ms, Some(20));
         assert_eq!(d.chunks, Some(4));
         assert!(d.reset);

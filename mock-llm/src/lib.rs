@@ -6,16 +6,19 @@
 //! `.../v1/messages`, Bedrock's `.../model/{id}/converse[-stream]`) plus
 //! `GET /health`.
 //!
+//! Faults come from the `x-mock` request header (`key=value` pairs separated
+//! by `;` or `,`) or from `[mock:key=value]` markers in the prompt text; the
+//! header wins. Keys: `status`, `delay_ms`, `chunk_delay_ms`, `chunks`,
+//! `reply`, `disconnect_after`, `reset`, `hang`, `non_json`, `failed`, `tool`
+//! (call the request's first tool), `split=N` (stream bytes re-cut into N-byte
+//! frames, across event boundaries).
+//!
 //! Bedrock requests must carry a valid AWS SigV4 signature (service `bedrock`, any
 //! region and access key id) made with the secret access key
 //! [`BEDROCK_SECRET_ACCESS_KEY`]; otherwise the answer is Bedrock's 403
 //! (`x-amzn-errortype: InvalidSignatureException`, or
 //! `MissingAuthenticationTokenException` without a signature). Streams come as
 //! AWS event-stream frames; [`eventstream`] encodes them.
-//! Faults come from the `x-mock` request header (`key=value` pairs separated
-//! by `;` or `,`) or from `[mock:key=value]` markers in the prompt text; the
-//! header wins. Keys: `status`, `delay_ms`, `chunk_delay_ms`, `chunks`,
-//! `reply`, `disconnect_after`, `reset`, `hang`, `non_json`, `failed`.
 
 mod anthropic;
 mod bedrock;

@@ -160,7 +160,11 @@ impl Ctx<'_> {
             .unwrap_or(StatusCode::OK)
     }
 
-    pub(crate) fn event_stream(&self, events: Vec<Bytes>) -> Response<MockBody> {
+    pub(crate) fn event_stream(&self, mut events: Vec<Bytes>) -> Response<MockBody> {
+        if let Some(n) = self.directives.split {
+            let all: Vec<u8> = events.concat();
+            events = all.chunks(n).map(Bytes::copy_from_slice).collect();
+        }
         let gap = Duration::from_millis(self.directives.chunk_delay_ms.unwrap_or(0));
         let body = EventStream::new(events, gap, self.directives.disconnect_after);
         let mut response = Response::new(MockBody::Events(body));
