@@ -840,3 +840,333 @@ impl StreamMapper {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::config::plugins::{BedrockOptions, ModelOptions};
+    use mock_llm::eventstream;
+
+    const EX: Exchange<'static> = Exchange {
+        model: Some("amazon.nova-pro-v1:0"),
+        request_id: "rid",
+    };
+
+    fn encode_with(v: Value, model: &str, options: &ModelOptions) -> Result<Value, String> {
+        let text = v.to_string();
+        let view = BodyView::parse(text.as_bytes()).unwrap();
+        let e = Encode {
+            model: Some(model),
+            options,
+            stream: false,
+            body_param: None,
+        };
+        encode_chat(&view, &e)
+            .map(|b| serde_json::from_slice(&b).unwrap())
+            .map_err(|e| e.0)
+    }
+
+    fn encode(v: Value) -> Result<Value, String> {
+        encode_with(v, "meta.llama3-70b-instruct-v1:0", &ModelOptions::default())
+    }
+
+    fn user(text: &str) -> Value {
+        json!({"role": "user", "content": text})
+    }
+
+    #[test]
+    fn paths_encode_the_model_like_aws_sdks() {
+        assert_eq!(
+            request_path(
+                MODEL_PREFIX,
+                "anthropic.claude-3-haiku-20240307-v1:0",
+                false
+            ),
+            "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+        );
+        assert_eq!(
+            request_path(
+                "/model/",
+                "arn:aws:bedrock:us-east-1:123:inference-profile/us.x_y~z",
+                true
+            ),
+            "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123%3Ainference-profile%2Fus.x_y~z/converse-stream"
+        );
+    }
+
+    #[test]
+    fn tool_results_take_status_only_where_bedrock_allows_it() {
+        let body = json!({"messages": [
+            user("q"),
+            {"role": "assistant", "tool_calls": [{"id": "t1", "type": "function",
+                "function": {"name": "f", "arguments": ""}}]},
+            {"role": "tool", "tool_call_id": "t1", "content": "[1, 2]"}],
+            "tools": [{"type": "function", "function": {"name": "f"}}]});
+        let out = encode(body.clone()).unwrap();
+        assert_eq!(
+            out["messages"][2]["content"][0],
+            json!({"toolResult": {"toolUseId": "t1", "content": [{"text": "[1, 2]"}]}}),
+            "no status for Llama; a JSON array is sent as text"
+        );
+        assert_eq!(
+            out["messages"][1]["content"][0]["toolUse"]["input"],
+            json!({})
+        );
+        assert_eq!(
+            out["toolConfig"]["tools"][0]["toolSpec"]["inputSchema"]["json"],
+            json!({"type": "object", "properties": {}})
+        );
+        let nova = encode_with(body, "amazon.nova-pro-v1:0", &ModelOptions::default()).unwrap();
+        assert_eq!(
+            nova["messages"][2]["content"][0]["toolResult"]["status"],
+            "success"
+        );
+    }
+
+    #[test]
+    fn tool_choice_none_drops_tools_unless_the_conversation_needs_them() {
+        let tools = json!([{"type": "function", "function": {"name": "f"}}]);
+        let out = encode(json!({"messages": [user("q")], "tools": tools, "tool_choice": "none"}))
+            .unwrap();
+        assert!(out.get("toolConfig").is_none());
+        let e = encode(json!({"messages": [user("q"),
+            {"role": "assistant", "tool_calls": [{"id": "t", "function": {"name": "f", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "t", "content": "x"}],
+            "tools": tools, "tool_choice": "none"}))
+        .unwrap_err();
+        assert!(e.contains("'tool_choice'") && e.contains("bedrock"), "{e}");
+        let out = encode(json!({"messages": [user("q")], "tools": tools,
+            "tool_choice": {"type": "function", "function": {"name": "f"}}}))
+        .unwrap();
+        assert_eq!(
+            out["toolConfig"]["toolChoice"],
+            json!({"tool": {"name": "f"}})
+        );
+        assert!(encode(json!({"messages": [user("q")], "tool_choice": "auto"})).is_err());
+    }
+
+    #[test]
+    fn options_fill_gaps_and_client_fields_pass() {
+        let options = ModelOptions {
+            max_tokens: Some(100),
+            temperature: Some(0.3),
+            top_k: Some(5),
+            bedrock: Some(BedrockOptions {
+                performance_config_latency: Some("optimized".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let out = encode_with(
+            json!({"messages": [user("q")], "temperature": 0.9,
+                "bedrock": {"additionalModelRequestFields": {"reasoning": true},
+                            "guardrailConfig": {"guardrailIdentifier": "g", "guardrailVersion": "1"},
+                            "performanceConfig": {"latency": "standard"}}}),
+            "m",
+            &options,
+        )
+        .unwrap();
+        assert_eq!(
+            out["inferenceConfig"],
+            json!({"maxTokens": 100, "temperature": 0.9})
+        );
+        assert_eq!(
+            out["additionalModelRequestFields"],
+            json!({"top_k": 5, "reasoning": true})
+        );
+        assert_eq!(out["guardrailConfig"]["guardrailIdentifier"], "g");
+        assert_eq!(out["performanceConfig"], json!({"latency": "optimized"}));
+        let e = encode(json!({"messages": [user("q")], "bedrock": {"modelId": "x"}})).unwrap_err();
+        assert!(e.contains("'bedrock.modelId'"), "{e}");
+    }
+
+    #[test]
+    fn refusals_name_the_field() {
+        for (body, field) in [
+            (
+                json!({"messages": [{"role": "function", "content": "x"}]}),
+                "'messages[0].role'",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "image_url",
+                "image_url": {"url": "data:image/bmp;base64,AA"}}]}]}),
+                "image type 'image/bmp'",
+            ),
+            (
+                json!({"messages": [{"role": "user", "content": [{"type": "input_audio"}]}]}),
+                "'messages[0].content[0].type'",
+            ),
+            (json!({"messages": [user("q")], "stop": 3}), "'stop'"),
+            (
+                json!({"messages": [user("q")], "response_format": {"type": "json_schema"}}),
+                "no JSON mode",
+            ),
+        ] {
+            let e = encode(body).unwrap_err();
+            assert!(e.contains(field), "{e}");
+        }
+        for model in [
+            "amazon.titan-text-premier-v1:0",
+            "cohere.command-light-text-v14",
+            "mistral.mixtral-8x7b-instruct-v0:1",
+        ] {
+            let body = json!({"messages": [user("q"), {"role": "system", "content": "s"}]});
+            let e = encode_with(body, model, &ModelOptions::default()).unwrap_err();
+            assert!(e.starts_with("'messages[1]'") && e.contains(model), "{e}");
+        }
+        let ok = encode_with(
+            json!({"messages": [{"role": "system", "content": "s"}, user("q")]}),
+            "mistral.mistral-large-2402-v1:0",
+            &ModelOptions::default(),
+        );
+        assert!(ok.is_ok());
+    }
+
+    #[test]
+    fn decodes_answers_and_errors() {
+        let d = decode_chat(
+            br#"{"output":{"message":{"role":"assistant","content":[{"text":"a"},{"text":"b"}]}},
+                "stopReason":"guardrail_intervened","usage":{"inputTokens":3,"outputTokens":2,"totalTokens":5}}"#,
+            7,
+            &EX,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&d.body).unwrap();
+        assert_eq!(v["id"], "chatcmpl-rid");
+        assert_eq!(v["model"], "amazon.nova-pro-v1:0");
+        assert_eq!(v["choices"][0]["message"]["content"], "ab");
+        assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
+        assert_eq!(d.usage.map(|u| u.total_tokens), Some(5));
+        assert!(d.model.is_none());
+        assert!(decode_chat(b"{}", 7, &EX).is_err());
+        assert!(decode_chat(b"nope", 7, &EX).is_err());
+
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-amzn-errortype",
+            "UnrecognizedClientException:http://internal.amazon.com/coral/com.amazon.coral.service/"
+                .parse()
+                .unwrap(),
+        );
+        let e: Value = serde_json::from_slice(
+            &decode_error(
+                403,
+                &h,
+                br#"{"message":"The security token included in the request is invalid."}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(e["error"]["type"], "authentication_error");
+        assert_eq!(e["error"]["code"], "UnrecognizedClientException");
+        let e: Value = serde_json::from_slice(
+            &decode_error(
+                400,
+                &HeaderMap::new(),
+                br#"{"__type":"com.amazon.bedrock#ValidationException","Message":"bad"}"#,
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            (e["error"]["type"].as_str(), e["error"]["code"].as_str()),
+            (Some("invalid_request_error"), Some("ValidationException"))
+        );
+        let e: Value = serde_json::from_slice(
+            &decode_error(503, &HeaderMap::new(), br#"{"message":"x"}"#).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(e["error"]["code"], "ServiceUnavailableException");
+        assert_eq!(e["error"]["type"], "server_error");
+        assert!(decode_error(500, &HeaderMap::new(), b"<html>").is_none());
+        assert_eq!(
+            read_usage(br#"{"usage":{"inputTokens":1,"outputTokens":1}}"#)
+                .0
+                .map(|u| u.total_tokens),
+            Some(2)
+        );
+    }
+
+    fn event(kind: &str, payload: Value) -> Vec<u8> {
+        eventstream::event(kind, payload.to_string().as_bytes())
+    }
+
+    fn map(stream: &[u8]) -> (String, bool) {
+        let mut m = StreamMapper::new(1, &EX);
+        let mut out = Vec::new();
+        m.on_chunk(stream, &mut out);
+        let done = m.finish(&mut out);
+        (String::from_utf8(out).unwrap(), done)
+    }
+
+    #[test]
+    fn stream_ends_and_failures() {
+        let start = event("messageStart", json!({"role": "assistant"}));
+        let text = event(
+            "contentBlockDelta",
+            json!({"contentBlockIndex": 0, "delta": {"text": "hi"}}),
+        );
+        let stop = event("messageStop", json!({"stopReason": "max_tokens"}));
+        let meta = event(
+            "metadata",
+            json!({"usage": {"inputTokens": 2, "outputTokens": 1, "totalTokens": 3}}),
+        );
+
+        let (out, done) = map(&[start.clone(), text.clone(), stop.clone(), meta].concat());
+        assert!(done && out.ends_with("data: [DONE]\n\n"), "{out}");
+        assert!(out.contains(r#""finish_reason":"length""#) && out.contains(r#""total_tokens":3"#));
+
+        // The whole answer but no metadata: complete, without usage.
+        let (out, done) = map(&[start.clone(), text.clone(), stop].concat());
+        assert!(
+            done && out.ends_with("data: [DONE]\n\n") && !out.contains("usage"),
+            "{out}"
+        );
+
+        // Cut inside a message (the body ended cleanly): not complete, no [DONE].
+        let cut = [start.clone(), text.clone()].concat();
+        let (out, done) = map(&cut[..cut.len() - 5]);
+        assert!(
+            !done && !out.contains("[DONE]") && out.contains("assistant"),
+            "{out}"
+        );
+
+        // An exception in the stream becomes an error event.
+        let exc = eventstream::exception("throttlingException", "Too many tokens, please wait.");
+        let (out, done) = map(&[start.clone(), exc, text.clone()].concat());
+        assert!(!done, "{out}");
+        assert!(out.contains(r#""error":{"message":"Too many tokens, please wait.","type":"rate_limit_error","code":"throttlingException"}"#), "{out}");
+        assert!(
+            !out.contains(r#""content":"hi""#),
+            "nothing is mapped after the exception"
+        );
+
+        // A corrupt frame: an error event, and nothing after it.
+        let mut bad = text.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 0xff;
+        let (out, done) = map(&[start, bad, text].concat());
+        assert!(!done && out.contains("upstream_stream_corrupt"), "{out}");
+        assert!(!out.contains(r#""content":"hi""#));
+    }
+
+    #[test]
+    fn usage_counts_cached_input_as_prompt() {
+        let u = usage(
+            &json!({"inputTokens": 10, "outputTokens": 5, "totalTokens": 45,
+            "cacheReadInputTokens": 20, "cacheWriteInputTokens": 10}),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.completion_tokens,
+                u.total_tokens,
+                u.cached_tokens
+            ),
+            (40, 5, 45, Some(20))
+        );
+        assert!(usage(&json!({})).is_none());
+    }
+}
