@@ -793,6 +793,121 @@ async fn bedrock_cut_stream_ends_with_an_error_event() {
     assert!(log[0]["ai"]["proxy"]["error"].is_string(), "{}", log[0]);
 }
 
+/// `llm_format: bedrock`: clients that speak Converse themselves (AWS SDKs pointed at the
+/// route) call `/model/{id}/converse[-stream]`; the body goes as sent, the gateway signs
+/// it with its own credentials, and usage is still logged.
+#[tokio::test]
+async fn bedrock_native_clients_pass_through_re_signed() {
+    let yaml = BEDROCK.replace("{SECRET}", mock_llm::BEDROCK_SECRET_ACCESS_KEY).replace(
+        "            config:\n              route_type: llm/v1/chat",
+        "            config:\n              llm_format: bedrock\n              route_type: llm/v1/chat",
+    );
+    assert!(yaml.contains("llm_format: bedrock"));
+    let h = Harness::start(&yaml).await;
+    let native = json!({"messages": [{"role": "user", "content": [{"text": "hi"}]}],
+        "inferenceConfig": {"maxTokens": 64}});
+    let headers = [
+        ("content-type", "application/json"),
+        // A client's own (here bogus) signature is replaced by the gateway's.
+        ("authorization", "AWS4-HMAC-SHA256 Credential=CLIENT/20200101/us-east-1/bedrock/aws4_request, SignedHeaders=host, Signature=00"),
+    ];
+    let path = "/br/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse";
+    let r = send("POST", &h.url(path), &headers, native.to_string()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(
+        b["output"]["message"]["content"][0]["text"], "Hello from mock-llm.",
+        "{b}"
+    );
+    assert_eq!(b["stopReason"], "end_turn");
+    let seen = &h.mock.requests()[0];
+    assert_eq!(
+        seen.path,
+        "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+    );
+    assert_eq!(
+        seen.json().unwrap(),
+        native,
+        "the body goes as the client sent it"
+    );
+    assert!(seen
+        .header("authorization")
+        .unwrap()
+        .contains("Credential=AKIDMOCKLLM/"));
+
+    let r = send(
+        "POST",
+        &h.url(&format!("{path}-stream")),
+        &headers,
+        native.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/vnd.amazon.eventstream")
+    );
+    let mut messages = Vec::new();
+    let mut d = tollgate::llm::eventstream::Decoder::default();
+    d.push(&r.body, &mut messages).unwrap();
+    let kinds: Vec<&str> = messages
+        .iter()
+        .filter_map(|m| m.header_str(":event-type"))
+        .collect();
+    assert_eq!(kinds.first(), Some(&"messageStart"));
+    assert_eq!(kinds.last(), Some(&"metadata"));
+    assert!(h.mock.requests()[1].path.ends_with("%3A0/converse-stream"));
+
+    let log = h.wait_log("br.log", 2).await;
+    for line in &log {
+        assert_eq!(
+            line["ai"]["proxy"]["usage"]["completion_tokens"], 3,
+            "{line}"
+        );
+        assert_eq!(
+            line["ai"]["proxy"]["meta"]["response_model"], BEDROCK_MODEL,
+            "{line}"
+        );
+        assert!(line["ai"]["proxy"].get("error").is_none(), "{line}");
+    }
+
+    // Another model than the configured one is refused, as for OpenAI clients; so is a
+    // path without a model.
+    let r = send(
+        "POST",
+        &h.url("/br/model/amazon.nova-lite-v1:0/converse"),
+        &headers,
+        native.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = send(
+        "POST",
+        &h.url("/br/v1/chat/completions"),
+        &headers,
+        native.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("/converse"), "{}", r.text());
+    let r = send(
+        "POST",
+        &h.url("/br-any/model/amazon.nova-lite-v1:0/converse"),
+        &headers,
+        native.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        h.mock.requests()[2].path,
+        "/model/amazon.nova-lite-v1%3A0/converse"
+    );
+
+    let wrong = yaml.replace("provider: bedrock", "provider: openai");
+    let e = load_with_env(&wrong, &[]).unwrap_err();
+    assert!(e.contains("config.llm_format"), "{e}");
+}
+
 fn load_with_env(yaml: &str, vars: &[(&str, &str)]) -> Result<(), String> {
     let env = |name: &str| {
         vars.iter()

@@ -36,6 +36,23 @@ pub fn request_path(prefix: &str, model: &str, stream: bool) -> String {
     format!("{prefix}{model}/{method}")
 }
 
+/// The model id and whether it streams, from the path of a client that speaks Converse
+/// itself (`…/model/{id}/converse` or `…/converse-stream`, `llm_format: bedrock`).
+pub fn native_call(path: &str) -> Option<(String, bool)> {
+    let path = path.split('?').next().unwrap_or(path).trim_end_matches('/');
+    let (rest, stream) = match path.strip_suffix("/converse-stream") {
+        Some(r) => (r, true),
+        None => (path.strip_suffix("/converse")?, false),
+    };
+    let (_, model) = rest.rsplit_once("/model/")?;
+    let model = percent_encoding::percent_decode_str(model)
+        .decode_utf8()
+        .ok()?
+        .into_owned();
+    let plain = !model.is_empty() && !model.contains('/');
+    (plain || model.starts_with("arn:")).then_some((model, stream))
+}
+
 fn bad(msg: impl Into<String>) -> EncodeError {
     EncodeError(msg.into())
 }
@@ -873,6 +890,35 @@ mod tests {
 
     fn user(text: &str) -> Value {
         json!({"role": "user", "content": text})
+    }
+
+    #[test]
+    fn native_paths_name_the_model_and_method() {
+        assert_eq!(
+            native_call("/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"),
+            Some(("anthropic.claude-3-haiku-20240307-v1:0".into(), false))
+        );
+        assert_eq!(
+            native_call("/bedrock/model/amazon.nova-lite-v1:0/converse-stream/"),
+            Some(("amazon.nova-lite-v1:0".into(), true))
+        );
+        assert_eq!(
+            native_call(
+                "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A1%3Ainference-profile%2Fus.m/converse"
+            ),
+            Some((
+                "arn:aws:bedrock:us-east-1:1:inference-profile/us.m".into(),
+                false
+            ))
+        );
+        for bad in [
+            "/model//converse",
+            "/model/m/invoke",
+            "/v1/chat/completions",
+            "/model/a%2Fb/converse",
+        ] {
+            assert_eq!(native_call(bad), None, "{bad}");
+        }
     }
 
     #[test]

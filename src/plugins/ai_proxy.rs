@@ -253,6 +253,19 @@ impl AiProxy {
 fn check_llm_format(f: LlmFormat, targets: &[&TargetConfig], errors: &mut FieldErrors) {
     match f {
         LlmFormat::Openai => {}
+        LlmFormat::Bedrock => {
+            for t in targets {
+                let ok = t.model.provider == ProviderName::Bedrock
+                    && matches!(t.route_type, RouteType::Chat | RouteType::Preserve);
+                if !ok {
+                    errors.push((
+                        "config.llm_format".into(),
+                        "llm_format 'bedrock' needs provider 'bedrock' with route_type llm/v1/chat or preserve on every target".into(),
+                    ));
+                    return;
+                }
+            }
+        }
         LlmFormat::Anthropic => {
             for t in targets {
                 let ok = t.model.provider == ProviderName::Anthropic
@@ -268,7 +281,8 @@ fn check_llm_format(f: LlmFormat, targets: &[&TargetConfig], errors: &mut FieldE
         }
         _ => errors.push((
             "config.llm_format".into(),
-            "only llm_format 'openai' and 'anthropic' are supported by tollgate yet".into(),
+            "only llm_format 'openai', 'anthropic' and 'bedrock' are supported by tollgate yet"
+                .into(),
         )),
     }
 }

@@ -483,7 +483,23 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Err(_) => return kong_error(bad_json(), ErrorShape::OpenAi, log, snap),
         }
     };
-    let asked = parsed.as_ref().and_then(|b| b.bool("stream")) == Some(true);
+    // A client speaking Converse names the model and streaming in its path.
+    let native_call = match (ai.llm_format, &parsed) {
+        (LlmFormat::Bedrock, Some(_)) => match llm::bedrock::native_call(&c.up.path) {
+            Some(call) => Some(call),
+            None => {
+                let e = GatewayError::BadRequest(
+                    "llm_format bedrock: the path must end with /model/{modelId}/converse or /model/{modelId}/converse-stream".into(),
+                );
+                return kong_error(e, ErrorShape::OpenAi, log, snap);
+            }
+        },
+        _ => None,
+    };
+    let asked = match &native_call {
+        Some((_, stream)) => *stream,
+        None => parsed.as_ref().and_then(|b| b.bool("stream")) == Some(true),
+    };
     let stream = if parsed.is_some() {
         match crate::plugins::ai_proxy::streaming(ai.streaming, asked) {
             Ok(s) => s,
@@ -509,6 +525,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         force_stream,
         stream,
         native: ai.llm_format != LlmFormat::Openai,
+        path_model: native_call.as_ref().map(|(m, _)| m.as_str()),
         add_include_usage: add_include_usage && ai.llm_format == LlmFormat::Openai,
         forwarded: c.forwarded,
         record: log.enabled,

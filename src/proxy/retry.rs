@@ -30,6 +30,8 @@ pub struct AiRequest<'a> {
     pub stream: bool,
     /// The client speaks the provider's own API (`llm_format` other than openai).
     pub native: bool,
+    /// The model a native client named in its path (Bedrock's `/model/{id}/converse`).
+    pub path_model: Option<&'a str>,
     pub add_include_usage: bool,
     pub forwarded: &'a Forwarded<'a>,
     /// Fill `tries` with log entries (only when a log plugin will read them).
@@ -168,7 +170,10 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         (RouteType::Preserve, _) | (_, None) => req.up.body.clone(),
         (_, Some(body)) => {
             ai_proxy::check_format(rt, body)?;
-            let client_model = body.str("model");
+            let client_model = match req.path_model {
+                Some(m) => Some(std::borrow::Cow::Borrowed(m)),
+                None => body.str("model"),
+            };
             model = ai_proxy::resolve_model(target, client_model.as_deref(), req.sources)?;
             let body_param = match &target.auth.param {
                 Some((name, value, ParamLocation::Body))
@@ -196,6 +201,9 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                         None => req.up.body.clone(),
                     }
                 }
+                // A Converse body names neither model nor streaming (the path does): it
+                // goes as the client sent it.
+                Wire::Bedrock if req.native => req.up.body.clone(),
                 _ if req.native => {
                     // The client's own Messages body: only the model (and a forced stream,
                     // or an auth parameter) may change.
