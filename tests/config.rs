@@ -318,9 +318,9 @@ fn unsupported_features_fail_clearly() {
         e,
         vec!["plugins[0].name: plugin 'key-auth' is not supported by tollgate yet"]
     );
-    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: bedrock}}}]\n");
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: dashscope}}}]\n");
     assert!(
-        e[0].starts_with("plugins[0].config.model.provider: provider 'bedrock' is not supported"),
+        e[0].starts_with("plugins[0].config.model.provider: provider 'dashscope' is not supported"),
         "{e:?}"
     );
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: anthropic}}}]\n");

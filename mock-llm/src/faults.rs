@@ -24,6 +24,9 @@ pub(crate) struct Directives {
     /// Answer with a tool call: the request's first tool, or the one named by `tool=NAME`.
     pub tool: bool,
     pub tool_name: Option<String>,
+    /// Re-cut a stream's bytes into frames of this size, so frames no longer line up
+    /// with events (the way TCP may deliver them).
+    pub split: Option<usize>,
 }
 
 impl Directives {
@@ -97,6 +100,11 @@ impl Directives {
                     })
                     .map(str::to_owned);
             }
+            "split" => {
+                if let Some(n) = number().filter(|n| *n > 0) {
+                    self.split = Some(usize::try_from(n).unwrap_or(usize::MAX));
+                }
+            }
             _ => {}
         }
     }
@@ -114,8 +122,9 @@ mod tests {
     #[test]
     fn header_pairs_with_both_separators() {
         let mut d = Directives::default();
-        d.apply_header("status=503; delay_ms=20,chunks=4 ,reset, unknown=1");
+        d.apply_header("status=503; delay_ms=20,chunks=4 ,reset, unknown=1, split=7");
         assert_eq!(d.status, Some(503));
+        assert_eq!(d.split, Some(7));
         assert_eq!(d.delay_ms, Some(20));
         assert_eq!(d.chunks, Some(4));
         assert!(d.reset);

@@ -5,18 +5,29 @@
 //! `.../completions`, `.../embeddings`, `.../responses`, Anthropic's `.../v1/messages`,
 //! Cohere's `.../v2/chat` and `.../v2/embed`, Ollama's `.../api/chat` and `.../api/embed`,
 //! text-generation-inference's `.../generate` and `.../generate_stream`, Hugging Face's
-//! `.../pipeline/feature-extraction`, Gemini's `.../models/{model}:generateContent`,
+//! `.../pipeline/feature-extraction`, Bedrock's `.../model/{id}/converse[-stream]`, Gemini's `.../models/{model}:generateContent`,
 //! `:streamGenerateContent`, `:batchEmbedContents`) plus `GET /health` and an OAuth2 token
 //! endpoint `POST /token` (jwt-bearer grant, as Google's for service accounts).
 //! Faults come from the `x-mock` request header (`key=value` pairs separated
 //! by `;` or `,`) or from `[mock:key=value]` markers in the prompt text; the
 //! header wins. Keys: `status`, `delay_ms`, `chunk_delay_ms`, `chunks`,
-//! `reply`, `disconnect_after`, `reset`, `hang`, `non_json`, `failed`.
+//! `reply`, `disconnect_after`, `reset`, `hang`, `non_json`, `failed`, `tool`
+//! (call the request's first tool), `split=N` (stream bytes re-cut into N-byte
+//! frames, across event boundaries).
+//!
+//! Bedrock requests must carry a valid AWS SigV4 signature (service `bedrock`, any
+//! region and access key id) made with the secret access key
+//! [`BEDROCK_SECRET_ACCESS_KEY`]; otherwise the answer is Bedrock's 403
+//! (`x-amzn-errortype: InvalidSignatureException`, or
+//! `MissingAuthenticationTokenException` without a signature). Streams come as
+//! AWS event-stream frames; [`eventstream`] encodes them.
 
 mod anthropic;
+mod bedrock;
 mod body;
 mod cohere;
 mod embeddings;
+pub mod eventstream;
 mod faults;
 mod gemini;
 mod ollama;
@@ -24,6 +35,7 @@ mod openai;
 mod prompt;
 mod responses;
 mod server;
+mod sigv4;
 mod tgi;
 mod tools;
 
@@ -37,6 +49,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use server::serve;
+
+/// The AWS secret access key the mock checks Bedrock signatures with.
+pub const BEDROCK_SECRET_ACCESS_KEY: &str = "mock-llm-bedrock-secret-access-key/EXAMPLE";
 
 /// A running mock server; dropping it shuts the server and its connections
 /// down.
@@ -257,7 +272,7 @@ impl RecordedRequest {
 }
 
 /// Form-style decoding (`+` is a space); malformed escapes are kept as-is.
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

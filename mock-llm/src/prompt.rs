@@ -54,6 +54,15 @@ impl PromptScan {
         }
     }
 
+    /// A list of `{text}` blocks (Bedrock's `system`).
+    pub(crate) fn text_blocks(&mut self, value: Option<&Value>, directives: &mut Directives) {
+        for block in value.and_then(Value::as_array).into_iter().flatten() {
+            if let Some(text) = block.get("text").and_then(Value::as_str) {
+                self.text(text, directives);
+            }
+        }
+    }
+
     /// Gemini: `contents[].parts[].text`, `systemInstruction.parts[].text`, and the texts
     /// of `batchEmbedContents` requests.
     pub(crate) fn gemini(&mut self, body: &Value, directives: &mut Directives) {

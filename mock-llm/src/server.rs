@@ -20,7 +20,7 @@ use crate::body::{EventStream, MockBody};
 use crate::faults::Directives;
 use crate::gemini;
 use crate::prompt::{PromptScan, Reply, DEFAULT_REPLY};
-use crate::{anthropic, cohere, ollama, tgi};
+use crate::{anthropic, bedrock, cohere, ollama, sigv4, tgi};
 use crate::{embeddings, openai, responses, MockState};
 
 /// How long `hang` waits: far beyond any client timeout, yet bounded so a
@@ -85,6 +85,8 @@ enum Route {
     FeatureExtraction,
     Gemini(gemini::Method),
     Token,
+    /// Bedrock `.../model/{id}/converse` (false) or `.../converse-stream` (true).
+    Converse(bool),
     NotFound,
 }
 
@@ -110,6 +112,8 @@ impl Route {
             Route::Responses
         } else if path.ends_with("/v1/messages") {
             Route::Messages
+        } else if bedrock_model(path).is_some() {
+            Route::Converse(path.ends_with("/converse-stream"))
         } else if let Some((m, _)) = gemini::Method::of(path) {
             Route::Gemini(m)
         } else if path == "/token" {
@@ -132,6 +136,16 @@ impl Route {
             Route::NotFound
         }
     }
+}
+
+/// The model id of a Bedrock `/model/{id}/converse[-stream]` path, percent-decoded.
+fn bedrock_model(path: &str) -> Option<String> {
+    let rest = path.trim_end_matches('/');
+    let rest = rest
+        .strip_suffix("/converse-stream")
+        .or_else(|| rest.strip_suffix("/converse"))?;
+    let (_, model) = rest.rsplit_once("/model/")?;
+    (!model.is_empty() && !model.contains('/')).then(|| crate::percent_decode(model))
 }
 
 /// Everything an endpoint needs to build its answer.
@@ -174,7 +188,11 @@ impl Ctx<'_> {
             .unwrap_or(StatusCode::OK)
     }
 
-    pub(crate) fn event_stream(&self, events: Vec<Bytes>) -> Response<MockBody> {
+    pub(crate) fn event_stream(&self, mut events: Vec<Bytes>) -> Response<MockBody> {
+        if let Some(n) = self.directives.split {
+            let all: Vec<u8> = events.concat();
+            events = all.chunks(n).map(Bytes::copy_from_slice).collect();
+        }
         let gap = Duration::from_millis(self.directives.chunk_delay_ms.unwrap_or(0));
         let body = EventStream::new(events, gap, self.directives.disconnect_after);
         let mut response = Response::new(MockBody::Events(body));
@@ -229,6 +247,10 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
                 scan.chat(json, &mut directives);
                 scan.prompt(json.get("system"), &mut directives);
             }
+            Route::Converse(_) => {
+                scan.chat(json, &mut directives);
+                scan.text_blocks(json.get("system"), &mut directives);
+            }
             Route::Gemini(_) => scan.gemini(json, &mut directives),
             Route::NotFound | Route::Health | Route::Token => {}
         }
@@ -238,6 +260,19 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         // Not `to_str`: that rejects UTF-8, and a `reply=` may well contain it.
         if let Ok(value) = std::str::from_utf8(value.as_bytes()) {
             directives.apply_header(value);
+        }
+    }
+
+    if let Route::Converse(_) = route {
+        // AWS authenticates before anything else.
+        if let Err(r) = sigv4::verify(
+            &parts,
+            &body,
+            "bedrock",
+            crate::BEDROCK_SECRET_ACCESS_KEY,
+            SystemTime::now(),
+        ) {
+            return Ok(bedrock::error(StatusCode::FORBIDDEN, r.kind, &r.message));
         }
     }
 
@@ -285,6 +320,9 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
                 if let Route::Gemini(_) = route {
                     return Ok(gemini::error(status, &message));
                 }
+                if let Route::Converse(_) = route {
+                    return Ok(bedrock::injected(status, &message));
+                }
                 return Ok(error_response(status, &message, kind, None));
             }
         }
@@ -312,6 +350,12 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
     }
     let json = match parsed {
         Ok(json) if json.is_object() => json,
+        _ if matches!(route, Route::Converse(_)) => {
+            return Ok(bedrock::injected(
+                StatusCode::BAD_REQUEST,
+                "Malformed input request, please reformat your input and try again.",
+            ));
+        }
         Ok(_) => {
             return Ok(bad_request("mock-llm: request body must be a JSON object"));
         }
@@ -320,14 +364,16 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         }
     };
 
+    let path_model = bedrock_model(parts.uri.path());
     let ctx = Ctx {
         n: state.next_id(),
         created: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        // Gemini names the model in the path.
+        // Gemini and Bedrock name the model in the path.
         model: gemini::Method::of(parts.uri.path())
             .map(|(_, m)| m)
+            .or(path_model.as_deref())
             .or_else(|| json.get("model").and_then(Value::as_str))
             .unwrap_or(DEFAULT_MODEL),
         body: &json,
@@ -342,6 +388,7 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         Route::Messages => {
             anthropic::messages(&ctx, parts.headers.contains_key("anthropic-version"))
         }
+        Route::Converse(stream) => bedrock::converse(&ctx, stream),
         Route::CohereChat => cohere::chat(&ctx),
         Route::CohereEmbed => cohere::embed_texts(&ctx),
         Route::OllamaChat => ollama::chat(&ctx),
@@ -499,6 +546,22 @@ mod tests {
             Route::Gemini(gemini::Method::Generate)
         );
         assert_eq!(Route::of(&post, "/token"), Route::Token);
+        assert_eq!(
+            Route::of(
+                &post,
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse"
+            ),
+            Route::Converse(false)
+        );
+        assert_eq!(
+            Route::of(&post, "/x/model/m/converse-stream"),
+            Route::Converse(true)
+        );
+        assert_eq!(Route::of(&post, "/model//converse"), Route::NotFound);
+        assert_eq!(
+            bedrock_model("/model/a.b-v1%3A0/converse").as_deref(),
+            Some("a.b-v1:0")
+        );
     }
 
     #[test]

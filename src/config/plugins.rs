@@ -230,7 +230,7 @@ pub struct ModelOptions {
     pub mistral_format: Option<String>,
     pub llama2_format: Option<String>,
     pub gemini: Option<GeminiOptions>,
-    pub bedrock: Option<Value>,
+    pub bedrock: Option<BedrockOptions>,
     pub huggingface: Option<HuggingfaceOptions>,
     pub cohere: Option<CohereOptions>,
     pub dashscope: Option<Value>,
@@ -241,6 +241,24 @@ pub struct ModelOptions {
     pub cache_write_cost_list: Option<Value>,
     pub context_window_factor: Option<Value>,
     pub service_tier_factor: Option<Value>,
+}
+
+/// ai-proxy `model.options.bedrock` (Kong's names; which ones tollgate honours is checked
+/// when the target is compiled).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BedrockOptions {
+    pub aws_region: Option<String>,
+    pub aws_assume_role_arn: Option<String>,
+    pub aws_role_session_name: Option<String>,
+    pub aws_sts_endpoint_url: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub embeddings_normalize: bool,
+    /// `standard` or `optimized`: forced into every Converse request's `performanceConfig`.
+    pub performance_config_latency: Option<String>,
+    pub batch_bucket_prefix: Option<String>,
+    pub batch_role_arn: Option<String>,
+    pub video_output_s3_uri: Option<String>,
 }
 
 /// `model.options.huggingface`.

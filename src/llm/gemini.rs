@@ -1173,6 +1173,7 @@ mod tests {
         let asked = Asked {
             model: Some("text-embedding-004"),
             request: text.as_bytes(),
+            request_id: "rid",
         };
         let d = decode_embeddings(
             br#"{"embeddings":[{"values":[0.1,0.2]},{"values":[0.3]}]}"#,

@@ -3,8 +3,10 @@
 //! here, calling plain functions in the dialect's own file.
 
 pub mod anthropic;
+pub mod bedrock;
 pub mod body;
 pub mod cohere;
+pub mod eventstream;
 pub mod gcp;
 pub mod gemini;
 pub mod huggingface;
@@ -12,6 +14,7 @@ pub mod llama2;
 pub mod ollama;
 pub mod openai;
 pub mod responses;
+pub mod sigv4;
 pub mod sse;
 pub mod stream;
 pub mod translate;
@@ -39,6 +42,8 @@ pub enum Wire {
     /// Gemini `generateContent` (AI Studio and Vertex AI): translated; the model and method
     /// are in the path.
     Gemini,
+    /// Amazon Bedrock Converse / ConverseStream (binary event stream), SigV4-signed.
+    Bedrock,
 }
 
 /// A request the provider's API cannot express; the message names the field.
@@ -57,11 +62,14 @@ pub struct Encode<'a> {
 }
 
 /// What the gateway asked upstream, for answers that do not say it themselves.
+#[derive(Debug, Clone, Copy)]
 pub struct Asked<'a> {
     /// The model sent upstream.
     pub model: Option<&'a str>,
     /// The client's (OpenAI-shaped) request body.
     pub request: &'a [u8],
+    /// The gateway's id of the request, unique per request (for answers without an id).
+    pub request_id: &'a str,
 }
 
 /// A decoded buffered answer in OpenAI's shape.
@@ -93,6 +101,7 @@ pub fn request_path(wire: Wire, rt: RouteType, prefix: &str, model: &str, stream
         Wire::Llama2Raw if stream => format!("{prefix}{}", llama2::GENERATE_STREAM_PATH),
         Wire::Llama2Raw => format!("{prefix}{}", llama2::GENERATE_PATH),
         Wire::Gemini => gemini::request_path(rt, prefix, model, stream),
+        Wire::Bedrock => bedrock::request_path(prefix, model, stream),
         Wire::OpenAi | Wire::Anthropic | Wire::Cohere | Wire::Ollama | Wire::HuggingFace => {
             format!("{prefix}{}", encoded())
         }
@@ -125,6 +134,7 @@ pub fn encode(
         (Wire::HuggingFace, RouteType::Embeddings) => huggingface::encode_embeddings(body, e),
         (Wire::Gemini, RouteType::Chat) => gemini::encode_chat(body, e),
         (Wire::Gemini, RouteType::Embeddings) => gemini::encode_embeddings(body, e),
+        (Wire::Bedrock, RouteType::Chat) => bedrock::encode_chat(body, e),
         _ => Err(EncodeError(not_translated(wire, rt))),
     }
 }
@@ -149,13 +159,20 @@ pub fn decode(
         (Wire::HuggingFace, RouteType::Embeddings) => huggingface::decode_embeddings(body, model),
         (Wire::Gemini, RouteType::Chat) => gemini::decode_chat(body, created),
         (Wire::Gemini, RouteType::Embeddings) => gemini::decode_embeddings(body, asked),
+        (Wire::Bedrock, RouteType::Chat) => bedrock::decode_chat(body, created, asked),
         _ => Err(not_translated(wire, rt)),
     }
 }
 
-/// A native error body in OpenAI's error shape; None when the body is not the provider's
-/// error shape (it then goes to the client as it came).
-pub fn decode_error(wire: Wire, body: &[u8]) -> Option<Vec<u8>> {
+/// A native error body (with its status and headers, where some providers put the error
+/// name) in OpenAI's error shape; None when the body is not the provider's error shape
+/// (it then goes to the client as it came).
+pub fn decode_error(
+    wire: Wire,
+    status: u16,
+    headers: &http::HeaderMap,
+    body: &[u8],
+) -> Option<Vec<u8>> {
     match wire {
         Wire::Anthropic => anthropic::decode_error(body),
         Wire::Cohere => cohere::decode_error(body),
@@ -163,6 +180,7 @@ pub fn decode_error(wire: Wire, body: &[u8]) -> Option<Vec<u8>> {
         // Both speak `{"error": "...", "error_type"?}`.
         Wire::Llama2Raw | Wire::HuggingFace => llama2::decode_error(body),
         Wire::Gemini => gemini::decode_error(body),
+        Wire::Bedrock => bedrock::decode_error(status, headers, body),
         Wire::OpenAi => None,
     }
 }
@@ -177,11 +195,12 @@ pub fn read_usage(wire: Wire, body: &[u8]) -> (Option<Usage>, Option<String>) {
         Wire::Llama2Raw => llama2::read_usage(body),
         Wire::OpenAi | Wire::HuggingFace => (None, None),
         Wire::Gemini => gemini::read_usage(body),
+        Wire::Bedrock => bedrock::read_usage(body),
     }
 }
 
 /// Whether an upstream answer with `content_type` is a stream the gateway reads event by
-/// event: SSE for every dialect, and NDJSON for Ollama's.
+/// event: SSE for every dialect, NDJSON for Ollama's, the AWS event stream for Bedrock's.
 pub fn is_native_stream(wire: Wire, content_type: &str) -> bool {
     let ct = content_type.trim_start();
     let is = |prefix: &str| {
@@ -190,4 +209,5 @@ pub fn is_native_stream(wire: Wire, content_type: &str) -> bool {
     };
     is("text/event-stream")
         || (wire == Wire::Ollama && (is("application/x-ndjson") || is("application/stream+json")))
+        || (wire == Wire::Bedrock && is("application/vnd.amazon.eventstream"))
 }

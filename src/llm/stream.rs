@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
 use crate::llm::usage::{Usage, UsageWire};
-use crate::llm::Wire;
+use crate::llm::{Asked, Wire};
 
 /// Which event vocabulary the stream uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,6 +27,7 @@ enum Native {
     Ollama(crate::llm::ollama::StreamMapper),
     Llama2Raw(crate::llm::llama2::StreamMapper),
     Gemini(crate::llm::gemini::StreamMapper),
+    Bedrock(crate::llm::bedrock::StreamMapper),
 }
 
 /// Called with the assistant turn when a bridged Responses stream completes.
@@ -60,8 +61,9 @@ pub struct Mapper {
 impl Native {
     /// The mapper for `wire`'s stream; None for OpenAI (its chunks need no mapping) and
     /// dialects that do not stream.
-    fn new(wire: Wire, created: u64, model: Option<&str>) -> Option<Native> {
-        use crate::llm::{anthropic, cohere, llama2, ollama};
+    fn new(wire: Wire, created: u64, asked: &Asked<'_>) -> Option<Native> {
+        use crate::llm::{anthropic, bedrock, cohere, llama2, ollama};
+        let model = asked.model;
         Some(match wire {
             Wire::OpenAi | Wire::HuggingFace => return None,
             Wire::Anthropic => Native::Anthropic(anthropic::StreamMapper::new(created)),
@@ -69,6 +71,7 @@ impl Native {
             Wire::Ollama => Native::Ollama(ollama::StreamMapper::new(created, model)),
             Wire::Llama2Raw => Native::Llama2Raw(llama2::StreamMapper::new(created, model)),
             Wire::Gemini => Native::Gemini(crate::llm::gemini::StreamMapper::new(created)),
+            Wire::Bedrock => Native::Bedrock(bedrock::StreamMapper::new(created, asked)),
         })
     }
 
@@ -79,6 +82,7 @@ impl Native {
             Native::Ollama(m) => m.on_chunk(chunk, out),
             Native::Llama2Raw(m) => m.on_chunk(chunk, out),
             Native::Gemini(m) => m.on_chunk(chunk, out),
+            Native::Bedrock(m) => m.on_chunk(chunk, out),
         }
     }
 
@@ -90,22 +94,18 @@ impl Native {
             Native::Ollama(m) => m.finish(out),
             Native::Llama2Raw(m) => m.finish(out),
             Native::Gemini(m) => m.finish(out),
+            Native::Bedrock(m) => m.finish(out),
         }
     }
 }
 
 impl Mapper {
     /// The mapper for `wire`'s stream (None for OpenAI, whose chunks need no mapping),
-    /// stamping chunks with `created`, and with `model` (the requested one) when the
+    /// stamping chunks with `created`, and with what was asked (model, request id) where the
     /// provider's stream does not name it.
-    pub fn new(
-        wire: Wire,
-        created: u64,
-        model: Option<&str>,
-        observe_only: bool,
-    ) -> Option<Mapper> {
+    pub fn new(wire: Wire, created: u64, asked: &Asked<'_>, observe_only: bool) -> Option<Mapper> {
         Some(Mapper {
-            native: Some(Native::new(wire, created, model)?),
+            native: Some(Native::new(wire, created, asked)?),
             responses: None,
             observe_only,
         })
@@ -116,12 +116,12 @@ impl Mapper {
     pub fn responses(
         wire: Wire,
         created: u64,
-        model: Option<&str>,
+        asked: &Asked<'_>,
         mapper: crate::llm::responses::StreamMapper,
         on_complete: Option<OnComplete>,
     ) -> Mapper {
         Mapper {
-            native: Native::new(wire, created, model),
+            native: Native::new(wire, created, asked),
             responses: Some(Box::new(ResponsesStage {
                 mapper,
                 on_complete,

@@ -15,7 +15,8 @@ use crate::config::plugins::{
 use crate::config::vault::{self, VaultTable};
 use crate::error::GatewayError;
 use crate::llm::body::{BodyView, Kind};
-use crate::llm::{anthropic, cohere, gemini, huggingface, ollama, openai};
+use crate::llm::sigv4::{Credentials, Signer};
+use crate::llm::{anthropic, bedrock, cohere, gemini, huggingface, ollama, openai};
 use crate::proxy::gcp_token::TokenSource;
 use crate::proxy::template::{self, TemplateSources};
 use crate::secret::Secret;
@@ -102,6 +103,8 @@ pub struct Target {
     /// A `llm/v1/responses` target whose provider only has chat: requests and answers are
     /// translated (`llm::responses`).
     pub bridge_responses: bool,
+    /// AWS SigV4 signing of every upstream request (Bedrock).
+    pub sigv4: Option<Signer>,
 }
 
 /// A compiled ai-proxy(-advanced) instance.
@@ -258,6 +261,19 @@ impl AiProxy {
 fn check_llm_format(f: LlmFormat, targets: &[&TargetConfig], errors: &mut FieldErrors) {
     match f {
         LlmFormat::Openai => {}
+        LlmFormat::Bedrock => {
+            for t in targets {
+                let ok = t.model.provider == ProviderName::Bedrock
+                    && matches!(t.route_type, RouteType::Chat | RouteType::Preserve);
+                if !ok {
+                    errors.push((
+                        "config.llm_format".into(),
+                        "llm_format 'bedrock' needs provider 'bedrock' with route_type llm/v1/chat or preserve on every target".into(),
+                    ));
+                    return;
+                }
+            }
+        }
         LlmFormat::Anthropic => {
             for t in targets {
                 let ok = t.model.provider == ProviderName::Anthropic
@@ -286,7 +302,7 @@ fn check_llm_format(f: LlmFormat, targets: &[&TargetConfig], errors: &mut FieldE
         }
         _ => errors.push((
             "config.llm_format".into(),
-            "only llm_format 'openai', 'anthropic' and 'gemini' are supported by tollgate yet"
+            "only llm_format 'openai', 'anthropic', 'gemini' and 'bedrock' are supported by tollgate yet"
                 .into(),
         )),
     }
@@ -328,8 +344,41 @@ fn compile_target(
         &options,
         path,
         &opath,
+        env,
         errors,
     );
+    let sigv4 = if t.model.provider == ProviderName::Bedrock {
+        if t.auth.allow_override {
+            errors.push((
+                format!("{path}.auth.allow_override"),
+                "bedrock and gemini only support auth.allow_override = false".into(),
+            ));
+        }
+        bedrock_region(&options, env).and_then(|region| {
+            let credentials = aws_credentials(path, &t.auth, vaults, env, errors, warnings)?;
+            Some(Signer {
+                region,
+                service: bedrock::SERVICE,
+                credentials,
+            })
+        })
+    } else {
+        for (f, set) in [
+            ("aws_access_key_id", t.auth.aws_access_key_id.is_some()),
+            (
+                "aws_secret_access_key",
+                t.auth.aws_secret_access_key.is_some(),
+            ),
+        ] {
+            if set {
+                errors.push((
+                    format!("{path}.auth.{f}"),
+                    "AWS credentials are used only by provider 'bedrock'".into(),
+                ));
+            }
+        }
+        None
+    };
     let range = |v: Option<f64>, lo: f64, hi: f64| v.map(|v| v < lo || v > hi).unwrap_or(false);
     if range(options.temperature, 0.0, 5.0) {
         errors.push((
@@ -435,7 +484,90 @@ fn compile_target(
         upstream,
         model_path,
         bridge_responses,
+        sigv4,
     })
+}
+
+/// The region Bedrock requests go to and are signed for: the option, else the
+/// environment, as in Kong.
+fn bedrock_region(options: &ModelOptions, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    options
+        .bedrock
+        .as_ref()
+        .and_then(|b| b.aws_region.clone())
+        .or_else(|| env("AWS_REGION"))
+        .or_else(|| env("AWS_DEFAULT_REGION"))
+        .filter(|r| !r.is_empty())
+}
+
+/// Static AWS credentials: the plugin's (referenceable) pair, else the environment's.
+/// Kong also falls back to the rest of the AWS default chain (profiles, instance roles);
+/// tollgate does not, and says so at load.
+fn aws_credentials(
+    path: &str,
+    a: &AuthConfig,
+    vaults: &VaultTable,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut FieldErrors,
+    warnings: &mut FieldErrors,
+) -> Option<Result<Credentials, String>> {
+    let field = |f: &str| format!("{path}.auth.{f}");
+    match (&a.aws_access_key_id, &a.aws_secret_access_key) {
+        (Some(id), Some(key)) => {
+            let id = secret(
+                field("aws_access_key_id"),
+                id,
+                vaults,
+                env,
+                errors,
+                warnings,
+            );
+            let key = secret(
+                field("aws_secret_access_key"),
+                key,
+                vaults,
+                env,
+                errors,
+                warnings,
+            );
+            Some(id.and_then(|id| {
+                Ok(Credentials {
+                    access_key_id: id.expose().clone(),
+                    secret_access_key: key?,
+                    session_token: None,
+                })
+            }))
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            let missing = if a.aws_access_key_id.is_none() {
+                "aws_access_key_id"
+            } else {
+                "aws_secret_access_key"
+            };
+            errors.push((
+                field(missing),
+                "all or none of aws_access_key_id, aws_secret_access_key must be set".into(),
+            ));
+            None
+        }
+        (None, None) => {
+            let var = |n: &str| env(n).filter(|v| !v.is_empty());
+            match (var("AWS_ACCESS_KEY_ID"), var("AWS_SECRET_ACCESS_KEY")) {
+                (Some(id), Some(key)) => Some(Ok(Credentials {
+                    access_key_id: id,
+                    secret_access_key: Secret::new(key),
+                    session_token: var("AWS_SESSION_TOKEN").map(Secret::new),
+                })),
+                _ => {
+                    errors.push((
+                        field("aws_access_key_id"),
+                        "AWS credentials not specified anywhere: set auth.aws_access_key_id and auth.aws_secret_access_key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment (tollgate does not read AWS profiles or instance roles)".into(),
+                    ));
+                    None
+                }
+            }
+        }
+    }
 }
 
 /// How a provider is reached: its dialect, default endpoint and extra headers.
@@ -457,6 +589,7 @@ fn provider_profile(
     options: &ModelOptions,
     path: &str,
     opath: &str,
+    env: &dyn Fn(&str) -> Option<String>,
     errors: &mut FieldErrors,
 ) -> Option<Profile> {
     let unsupported_rt = |errors: &mut FieldErrors, what: &str| {
@@ -744,6 +877,64 @@ fn provider_profile(
             }
         }
         ProviderName::Gemini => return gemini_profile(rt, options, opath, errors, unsupported_rt),
+        ProviderName::Bedrock => {
+            let b = options.bedrock.clone().unwrap_or_default();
+            for (name, set) in [
+                ("aws_assume_role_arn", b.aws_assume_role_arn.is_some()),
+                ("aws_role_session_name", b.aws_role_session_name.is_some()),
+                ("aws_sts_endpoint_url", b.aws_sts_endpoint_url.is_some()),
+            ] {
+                if set {
+                    errors.push((
+                        format!("{opath}.bedrock.{name}"),
+                        "assuming an IAM role (STS) is not supported by tollgate yet; give static credentials in auth.aws_access_key_id / auth.aws_secret_access_key or the environment".into(),
+                    ));
+                }
+            }
+            if let Some(l) = &b.performance_config_latency {
+                if !matches!(l.as_str(), "standard" | "optimized") {
+                    errors.push((
+                        format!("{opath}.bedrock.performance_config_latency"),
+                        "expected one of: standard, optimized".into(),
+                    ));
+                }
+            }
+            let region = match bedrock_region(options, env) {
+                Some(r)
+                    if r.bytes()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-') =>
+                {
+                    r
+                }
+                Some(_) => {
+                    errors.push((
+                        format!("{opath}.bedrock.aws_region"),
+                        "not a valid AWS region (e.g. us-east-1)".into(),
+                    ));
+                    String::new()
+                }
+                None => {
+                    errors.push((
+                        format!("{opath}.bedrock.aws_region"),
+                        "AWS region not specified anywhere (set it here, or AWS_REGION / AWS_DEFAULT_REGION in the environment)".into(),
+                    ));
+                    String::new()
+                }
+            };
+            match rt {
+                RouteType::Chat | RouteType::Preserve => Some(Profile {
+                    wire: Wire::Bedrock,
+                    base: ("https", bedrock::host(&region), 443),
+                    path: (rt == RouteType::Chat).then(|| bedrock::MODEL_PREFIX.to_string()),
+                    model_path: rt == RouteType::Chat,
+                    headers: Vec::new(),
+                }),
+                _ => {
+                    unsupported_rt(errors, "it serves llm/v1/chat and preserve");
+                    return None;
+                }
+            }
+        }
         ProviderName::Deepseek => openai_compatible(("https", "api.deepseek.com", 443), true),
         ProviderName::Xai => openai_compatible(("https", "api.x.ai", 443), true),
         ProviderName::Cerebras => openai_compatible(("https", "api.cerebras.ai", 443), true),
@@ -760,7 +951,7 @@ fn provider_profile(
             errors.push((
                 format!("{path}.model.provider"),
                 format!(
-                    "provider '{}' is not supported by tollgate yet (supported: openai, azure, anthropic, gemini, cohere, mistral, llama2, huggingface, ollama, deepseek, xai, cerebras, vllm; other OpenAI-compatible servers via 'openai' with model.options.upstream_url)",
+                    "provider '{}' is not supported by tollgate yet (supported: openai, azure, anthropic, gemini, bedrock, cohere, mistral, llama2, huggingface, ollama, deepseek, xai, cerebras, vllm; other OpenAI-compatible servers via 'openai' with model.options.upstream_url)",
                     other.as_str()
                 ),
             ));
@@ -1005,8 +1196,6 @@ fn compile_auth(
         }
     };
     let unsupported = [
-        ("aws_access_key_id", a.aws_access_key_id.is_some()),
-        ("aws_secret_access_key", a.aws_secret_access_key.is_some()),
         ("azure_use_managed_identity", a.azure_use_managed_identity),
         ("azure_client_id", a.azure_client_id.is_some()),
         ("azure_client_secret", a.azure_client_secret.is_some()),

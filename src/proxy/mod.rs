@@ -490,11 +490,24 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Err(_) => return kong_error(bad_json(), ErrorShape::OpenAi, log, snap),
         }
     };
-    let asked = if ai.llm_format == LlmFormat::Gemini {
+    // A client speaking Converse names the model and streaming in its path.
+    let native_call = match (ai.llm_format, &parsed) {
+        (LlmFormat::Bedrock, Some(_)) => match llm::bedrock::native_call(&c.up.path) {
+            Some(call) => Some(call),
+            None => {
+                let e = GatewayError::BadRequest(
+                    "llm_format bedrock: the path must end with /model/{modelId}/converse or /model/{modelId}/converse-stream".into(),
+                );
+                return kong_error(e, ErrorShape::OpenAi, log, snap);
+            }
+        },
+        _ => None,
+    };
+    let asked = match &native_call {
+        Some((_, stream)) => *stream,
         // Gemini's clients pick the streaming method in the path.
-        llm::gemini::path_streams(&c.up.path)
-    } else {
-        parsed.as_ref().and_then(|b| b.bool("stream")) == Some(true)
+        None if ai.llm_format == LlmFormat::Gemini => llm::gemini::path_streams(&c.up.path),
+        None => parsed.as_ref().and_then(|b| b.bool("stream")) == Some(true),
     };
     let stream = if parsed.is_some() {
         match crate::plugins::ai_proxy::streaming(ai.streaming, asked) {
@@ -538,6 +551,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         force_stream,
         stream,
         native: ai.llm_format != LlmFormat::Openai,
+        path_model: native_call.as_ref().map(|(m, _)| m.as_str()),
         add_include_usage: add_include_usage && ai.llm_format == LlmFormat::Openai,
         forwarded: c.forwarded,
         record: log.enabled,
@@ -582,11 +596,19 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     log.source = "upstream";
     let read_timeout = ai.read_timeout;
     let capture = log_payloads.then(Vec::new);
+    // A stream the gateway can read: SSE, or the binary event stream Bedrock answers
+    // ConverseStream with.
     let is_sse = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| llm::is_native_stream(target.wire, v))
         .unwrap_or(false);
+    // What the upstream was asked, for answers and streams that do not say it.
+    let asked = llm::Asked {
+        model: answered.model.as_deref(),
+        request: &c.up.body,
+        request_id: &log.request_id,
+    };
 
     let native = ai.llm_format != LlmFormat::Openai;
     let translated =
@@ -619,7 +641,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                     snap,
                 );
             };
-            match bridged_answer(c.gw, target, &bytes, b, answered.model.as_deref()) {
+            match bridged_answer(c.gw, target, &bytes, b, &asked) {
                 Ok((out, usage, model)) => {
                     if let Some(a) = log.ai.as_mut() {
                         a.usage = usage;
@@ -634,7 +656,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 }
             }
         } else {
-            llm::decode_error(target.wire, &bytes)
+            llm::decode_error(target.wire, status.as_u16(), &headers, &bytes)
                 .map(Bytes::from)
                 .unwrap_or(bytes)
         };
@@ -653,10 +675,6 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
         };
         let out = if status == StatusCode::OK {
-            let asked = llm::Asked {
-                model: answered.model.as_deref(),
-                request: &c.up.body,
-            };
             match llm::decode(
                 target.wire,
                 target.route_type,
@@ -679,7 +697,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             }
         } else {
             // The provider's status stays; its message moves into OpenAI's error shape.
-            llm::decode_error(target.wire, &bytes)
+            llm::decode_error(target.wire, status.as_u16(), &headers, &bytes)
                 .map(Bytes::from)
                 .unwrap_or(bytes)
         };
@@ -746,17 +764,14 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Some(Mapper::responses(
                 target.wire,
                 unix_seconds(),
-                answered.model.as_deref(),
+                &asked,
                 stage,
                 on_complete,
             ))
         }
-        _ if observing && (translated || native) => Mapper::new(
-            target.wire,
-            unix_seconds(),
-            answered.model.as_deref(),
-            native,
-        ),
+        _ if observing && (translated || native) => {
+            Mapper::new(target.wire, unix_seconds(), &asked, native)
+        }
         _ => None,
     };
     if mapper.as_ref().is_some_and(|m| !m.observe_only()) {
@@ -838,22 +853,13 @@ fn bridged_answer(
     target: &Target,
     bytes: &[u8],
     b: Bridge,
-    asked_model: Option<&str>,
+    asked: &llm::Asked<'_>,
 ) -> Result<BridgedAnswer, String> {
     let (chat, usage, model) = if target.wire == Wire::OpenAi {
         let d = openai::decode_response(RouteType::Chat, bytes)?;
         (None, d.usage, d.model.map(Cow::into_owned))
     } else {
-        let d = llm::decode(
-            target.wire,
-            RouteType::Chat,
-            bytes,
-            unix_seconds(),
-            &llm::Asked {
-                model: asked_model,
-                request: &[],
-            },
-        )?;
+        let d = llm::decode(target.wire, RouteType::Chat, bytes, unix_seconds(), asked)?;
         (Some(d.body), d.usage, d.model)
     };
     let r = responses::from_chat(chat.as_deref().unwrap_or(bytes), &b.meta, usage.as_ref())?;

@@ -1,7 +1,7 @@
 //! The AI retry loop: pick a target → encode the request for it → send → classify →
 //! fail over per `failover_criteria`.
 
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, Uri};
@@ -32,6 +32,8 @@ pub struct AiRequest<'a> {
     pub stream: bool,
     /// The client speaks the provider's own API (`llm_format` other than openai).
     pub native: bool,
+    /// The model a native client named in its path (Bedrock's `/model/{id}/converse`).
+    pub path_model: Option<&'a str>,
     pub add_include_usage: bool,
     pub forwarded: &'a Forwarded<'a>,
     /// Fill `tries` with log entries (only when a log plugin will read them).
@@ -203,13 +205,17 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     let body_bytes: Bytes = match (rt, req.body) {
         (RouteType::Preserve, _) | (_, None) => req.up.body.clone(),
         (_, Some(client_body)) => {
-            // A Gemini-native client names the model (and method) in the path, not the body.
+            // Native Gemini and Bedrock clients name the model in the path; Gemini's bodies
+            // are not OpenAI-shaped at all.
             let gemini_native = req.native && target.wire == Wire::Gemini;
             let client_model = if gemini_native {
                 gemini::model_in_path(&req.up.path).map(std::borrow::Cow::Borrowed)
             } else {
                 ai_proxy::check_format(rt, client_body)?;
-                client_body.str("model")
+                match req.path_model {
+                    Some(m) => Some(std::borrow::Cow::Borrowed(m)),
+                    None => client_body.str("model"),
+                }
             };
             let (body, chat_bytes) = match (target.bridge_responses, req.chat) {
                 (true, Some((chat, bytes))) => (chat, Some(bytes)),
@@ -247,6 +253,9 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                         None => chat_bytes.unwrap_or(&req.up.body).clone(),
                     }
                 }
+                // A Converse body names neither model nor streaming (the path does): it
+                // goes as the client sent it.
+                Wire::Bedrock if req.native => req.up.body.clone(),
                 _ if req.native => {
                     // The client's own Messages body: only the model (and a forced stream,
                     // or an auth parameter) may change. Gemini's body has neither.
@@ -408,6 +417,18 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     } else {
         Method::POST
     };
+    if let Some(signer) = &target.sigv4 {
+        // Last: the signature covers the final path, Host and body.
+        signer
+            .sign(
+                &method,
+                &target_uri,
+                &mut headers,
+                &body_bytes,
+                SystemTime::now(),
+            )
+            .map_err(GatewayError::BeforeProxying)?;
+    }
     let out = OutRequest {
         method,
         target: target_uri,
