@@ -429,3 +429,96 @@ async fn responses_native_providers_are_not_bridged() {
     assert_eq!(seen.path, "/v1/responses");
     assert_eq!(seen.json().unwrap(), body, "the client's body as sent");
 }
+
+/// One bridged Responses route per translated dialect.
+fn dialects_yaml() -> String {
+    let routes = [
+        (
+            "gem",
+            "{header_name: x-goog-api-key, header_value: AIza-test}",
+            "{provider: gemini, name: gemini-2.5-flash, options: {upstream_url: \"{MOCK}\"}}",
+        ),
+        (
+            "br",
+            &format!(
+                "{{aws_access_key_id: AKIDMOCKLLM, aws_secret_access_key: \"{}\"}}",
+                mock_llm::BEDROCK_SECRET_ACCESS_KEY
+            ),
+            "{provider: bedrock, name: \"anthropic.claude-3-haiku-20240307-v1:0\", options: {bedrock: {aws_region: eu-west-3}, upstream_url: \"{MOCK}\"}}",
+        ),
+        (
+            "co",
+            "{header_name: Authorization, header_value: \"Bearer co-key\"}",
+            "{provider: cohere, name: command-a-03-2025, options: {upstream_url: \"{MOCK}\"}}",
+        ),
+        (
+            "ol",
+            "{}",
+            "{provider: ollama, name: llama3.2, options: {upstream_url: \"{MOCK}\"}}",
+        ),
+    ];
+    let mut y = String::from(
+        "_format_version: \"3.0\"\nservices:\n  - name: svc\n    host: unused.invalid\n    routes:\n",
+    );
+    for (path, auth, model) in routes {
+        y.push_str(&format!(
+            "      - name: {path}\n        paths: [\"/{path}\"]\n        plugins:\n          - name: ai-proxy\n            config:\n              route_type: llm/v1/responses\n              auth: {auth}\n              logging: {{log_statistics: true}}\n              model: {model}\n          - name: file-log\n            config: {{path: \"{{DIR}}/{path}.log\"}}\n"
+        ));
+    }
+    y
+}
+
+#[tokio::test]
+async fn every_translated_dialect_serves_responses() {
+    let h = Harness::start(&dialects_yaml()).await;
+    for path in ["gem", "br", "co", "ol"] {
+        // Buffered text.
+        let r = post_json(&h.url(&format!("/{path}")), &json!({"input": "Say hello"})).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let b = r.json();
+        assert_eq!(b["object"], "response", "{path}");
+        assert_eq!(b["status"], "completed", "{path}: {b}");
+        assert_eq!(
+            b["output"][0]["content"][0]["text"], "Hello from mock-llm.",
+            "{path}: {b}"
+        );
+        assert!(
+            b["usage"]["output_tokens"].as_u64().unwrap() > 0,
+            "{path}: {b}"
+        );
+
+        // Streamed tool call: the function call item and response.completed.
+        let r = post_json(
+            &h.url(&format!("/{path}")),
+            &json!({"stream": true, "tools": shell_tool(), "input": "list files [mock:tool]"}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let ev = events(&r.text());
+        let t = types(&ev);
+        assert_eq!(t.last(), Some(&"response.completed"), "{path}: {t:?}");
+        let done = &ev.last().unwrap()["response"];
+        let call = done["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["type"] == "function_call")
+            .unwrap_or_else(|| panic!("{path}: no function call in {done}"));
+        assert_eq!(call["name"], "shell", "{path}");
+        serde_json::from_str::<Value>(call["arguments"].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{path}: arguments {e}"));
+        assert!(
+            done["usage"]["total_tokens"].as_u64().unwrap() > 0,
+            "{path}"
+        );
+        let log = h.wait_log(&format!("{path}.log"), 2).await;
+        assert!(
+            log[1]["ai"]["proxy"]["usage"]["total_tokens"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "{path}: {}",
+            log[1]
+        );
+    }
+}
