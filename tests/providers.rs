@@ -1029,7 +1029,7 @@ async fn new_provider_config_errors_name_the_field() {
             one("{provider: huggingface, name: m, options: {huggingface: {use_gpu: true}}}", "llm/v1/chat"),
             "use_gpu",
         ),
-        (one("{provider: cohere, name: m}", "llm/v1/completions"), "route_type"),
+        (one("{provider: cohere, name: m}", "llm/v1/files"), "route_type"),
     ] {
         let e = load_error(&yaml);
         assert!(e.contains(field), "{field}: {e}");
@@ -1642,9 +1642,7 @@ async fn gemini_config_errors_name_the_field() {
     );
     let vertex_embed = vertex_yaml(&sa).replace("llm/v1/chat", "llm/v1/embeddings");
     assert!(load(&vertex_embed).contains("config.route_type"));
-    assert!(
-        load(&GEMINI.replace("llm/v1/embeddings", "llm/v1/completions")).contains("route_type")
-    );
+    assert!(load(&GEMINI.replace("llm/v1/embeddings", "llm/v1/files")).contains("route_type"));
 
     // Without a key in the config, GCP_SERVICE_ACCOUNT from the environment is used.
     let from_env = vertex_yaml("x").replace("                gcp_service_account_json: 'x'\n", "");

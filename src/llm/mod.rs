@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod body;
 pub mod cohere;
+pub mod completions;
 pub mod eventstream;
 pub mod gcp;
 pub mod gemini;

@@ -53,6 +53,8 @@ impl std::fmt::Debug for ResponsesStage {
 pub struct Mapper {
     native: Option<Native>,
     responses: Option<Box<ResponsesStage>>,
+    /// Chat chunks turned into `text_completion` chunks (completions bridged onto chat).
+    completions: Option<crate::llm::completions::StreamMapper>,
     /// The client speaks the provider's API too: its bytes pass untouched, the mapped copy
     /// only feeds the observer (usage, model, terminal event).
     observe_only: bool,
@@ -107,6 +109,7 @@ impl Mapper {
         Some(Mapper {
             native: Some(Native::new(wire, created, asked)?),
             responses: None,
+            completions: None,
             observe_only,
         })
     }
@@ -126,6 +129,18 @@ impl Mapper {
                 mapper,
                 on_complete,
             })),
+            completions: None,
+            observe_only: false,
+        }
+    }
+
+    /// A bridged completions stream: `wire`'s stream → chat chunks → `text_completion`
+    /// chunks.
+    pub fn completions(wire: Wire, created: u64, asked: &Asked<'_>) -> Mapper {
+        Mapper {
+            native: Native::new(wire, created, asked),
+            responses: None,
+            completions: Some(crate::llm::completions::StreamMapper::default()),
             observe_only: false,
         }
     }
@@ -145,6 +160,11 @@ impl Mapper {
             }
             None => chunk,
         };
+        if let Some(c) = &mut self.completions {
+            let mut out = Vec::new();
+            c.on_chunk(chat, &mut out);
+            return Bytes::from(out);
+        }
         match &mut self.responses {
             Some(r) => {
                 let mut out = Vec::new();
@@ -181,6 +201,12 @@ impl Mapper {
                     "code": "upstream_stream_cut",
                 }}),
             );
+        }
+        if let Some(c) = &mut self.completions {
+            let mut out = Vec::new();
+            c.on_chunk(&chat, &mut out);
+            c.finish(&mut out);
+            return Bytes::from(out);
         }
         let Some(r) = self.responses.as_mut() else {
             return Bytes::from(chat);

@@ -103,6 +103,9 @@ pub struct Target {
     /// A `llm/v1/responses` target whose provider only has chat: requests and answers are
     /// translated (`llm::responses`).
     pub bridge_responses: bool,
+    /// A `llm/v1/completions` target whose dialect is translated for chat only: the prompt
+    /// goes as a chat message, the answer comes back as a `text_completion`.
+    pub bridge_completions: bool,
     /// AWS SigV4 signing of every upstream request (Bedrock).
     pub sigv4: Option<Signer>,
 }
@@ -334,9 +337,23 @@ fn compile_target(
             t.model.provider,
             ProviderName::Openai | ProviderName::Azure | ProviderName::Xai | ProviderName::Vllm
         );
+    // Legacy completions on a provider whose dialect the gateway translates only for chat:
+    // the prompt travels as one user message.
+    let format = |f: &Option<String>| f.as_deref() == Some("ollama");
+    let translated_chat = match t.model.provider {
+        ProviderName::Anthropic
+        | ProviderName::Gemini
+        | ProviderName::Bedrock
+        | ProviderName::Cohere
+        | ProviderName::Ollama => true,
+        ProviderName::Mistral => format(&options.mistral_format),
+        ProviderName::Llama2 => format(&options.llama2_format),
+        _ => false,
+    };
+    let bridge_completions = t.route_type == RouteType::Completions && translated_chat;
     let provider = provider_profile(
         t.model.provider,
-        if bridge_responses {
+        if bridge_responses || bridge_completions {
             RouteType::Chat
         } else {
             t.route_type
@@ -484,6 +501,7 @@ fn compile_target(
         upstream,
         model_path,
         bridge_responses,
+        bridge_completions,
         sigv4,
     })
 }

@@ -532,11 +532,26 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         },
         _ => None,
     };
-    let chat_view = match bridge.as_ref().map(|b| BodyView::parse(&b.bytes)) {
+    // Completions on chat-only dialects: the prompt as one chat message.
+    let completions_chat: Option<Bytes> =
+        match (&parsed, ai.targets.iter().any(|t| t.bridge_completions)) {
+            (Some(p), true) => match llm::completions::to_chat(p, stream) {
+                Ok(b) => Some(Bytes::from(b)),
+                Err(e) => {
+                    return kong_error(GatewayError::BadRequest(e.0), ErrorShape::OpenAi, log, snap)
+                }
+            },
+            _ => None,
+        };
+    let chat_bytes = bridge
+        .as_ref()
+        .map(|b| &b.bytes)
+        .or(completions_chat.as_ref());
+    let chat_view = match chat_bytes.map(|b| BodyView::parse(b)) {
         None => None,
         Some(Ok(v)) => Some(v),
         Some(Err(e)) => {
-            let e = GatewayError::Internal(format!("responses bridge: {e}"));
+            let e = GatewayError::Internal(format!("chat bridge: {e}"));
             return kong_error(e, ErrorShape::OpenAi, log, snap);
         }
     };
@@ -544,7 +559,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     let add_include_usage = stream && !client_wants_usage && log_statistics;
     let req = retry::AiRequest {
         body: parsed.as_ref(),
-        chat: chat_view.as_ref().zip(bridge.as_ref().map(|b| &b.bytes)),
+        chat: chat_view.as_ref().zip(chat_bytes),
         up: c.up,
         raw_query: c.raw_query,
         sources: c.sources,
@@ -624,6 +639,42 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             a.llm_latency_ms = Some(ms(log.started.elapsed()));
         }
         return buffered_response(status, headers, bytes, log, snap, capture);
+    }
+    if target.bridge_completions && !(status == StatusCode::OK && is_sse) {
+        // A chat answer (in the provider's dialect) rebuilt as a `text_completion`.
+        let bytes = match read_buffered(body, conn, read_timeout).await {
+            Ok(b) => b,
+            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        };
+        let out = if status == StatusCode::OK {
+            let decoded = llm::decode(target.wire, RouteType::Chat, &bytes, unix_seconds(), &asked)
+                .and_then(|d| Ok((llm::completions::from_chat(&d.body)?, d.usage, d.model)));
+            match decoded {
+                Ok((out, usage, model)) => {
+                    if let Some(a) = log.ai.as_mut() {
+                        a.usage = usage;
+                        a.response_model = model;
+                        a.llm_latency_ms = Some(ms(log.started.elapsed()));
+                    }
+                    Bytes::from(out)
+                }
+                Err(reason) => {
+                    let e = transformation_error(target, reason);
+                    return kong_error(e, ErrorShape::OpenAi, log, snap);
+                }
+            }
+        } else {
+            llm::decode_error(target.wire, status.as_u16(), &headers, &bytes)
+                .map(Bytes::from)
+                .unwrap_or(bytes)
+        };
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+        headers.remove(header::CONTENT_ENCODING);
+        return buffered_response(status, headers, out, log, snap, capture);
     }
     let bridged = target.bridge_responses && bridge.is_some();
     if bridged && !(status == StatusCode::OK && is_sse) {
@@ -768,6 +819,9 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 stage,
                 on_complete,
             ))
+        }
+        _ if observing && target.bridge_completions => {
+            Some(Mapper::completions(target.wire, unix_seconds(), &asked))
         }
         _ if observing && (translated || native) => {
             Mapper::new(target.wire, unix_seconds(), &asked, native)

@@ -22,7 +22,7 @@ use crate::proxy::{forward_headers, query_string, Forwarded};
 pub struct AiRequest<'a> {
     /// The JSON body's members (None for `preserve`).
     pub body: Option<&'a BodyView<'a>>,
-    /// A Responses body translated to chat, for targets that bridge the Responses API.
+    /// A Responses or completions body translated to chat, for targets that bridge it.
     pub chat: Option<(&'a BodyView<'a>, &'a Bytes)>,
     pub up: &'a UpstreamRequest,
     pub raw_query: Option<&'a str>,
@@ -196,7 +196,7 @@ type Encoded = (OutRequest, Try, Option<String>);
 fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError> {
     let rt = target.route_type;
     // What the upstream is asked for: chat, when the Responses API is bridged.
-    let wire_rt = if target.bridge_responses {
+    let wire_rt = if target.bridge_responses || target.bridge_completions {
         RouteType::Chat
     } else {
         rt
@@ -217,11 +217,12 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                     None => client_body.str("model"),
                 }
             };
-            let (body, chat_bytes) = match (target.bridge_responses, req.chat) {
+            let bridged = target.bridge_responses || target.bridge_completions;
+            let (body, chat_bytes) = match (bridged, req.chat) {
                 (true, Some((chat, bytes))) => (chat, Some(bytes)),
                 (true, None) => {
                     return Err(GatewayError::Internal(
-                        "a bridged Responses target without its chat translation".into(),
+                        "a bridged target without its chat translation".into(),
                     ))
                 }
                 (false, _) => (client_body, None),

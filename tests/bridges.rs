@@ -1,6 +1,7 @@
-//! The Responses API bridged onto providers that only have chat: requests become chat (or
-//! the provider's own dialect), answers and streams become Response objects and events,
-//! and `previous_response_id` continues a conversation the gateway kept.
+//! APIs bridged onto providers that only have chat. The Responses API: requests become chat
+//! (or the provider's own dialect), answers and streams become Response objects and events,
+//! and `previous_response_id` continues a conversation the gateway kept. Legacy completions:
+//! the prompt becomes one chat message, the answer a `text_completion`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -521,4 +522,110 @@ async fn every_translated_dialect_serves_responses() {
             log[1]
         );
     }
+}
+
+const COMPLETIONS: &str = r#"
+_format_version: "3.0"
+services:
+  - name: llm
+    host: unused.invalid
+    routes:
+      - name: claude-complete
+        paths: ["/claude-complete"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/completions
+              auth: {header_name: x-api-key, header_value: sk-ant-test}
+              logging: {log_statistics: true}
+              model:
+                provider: anthropic
+                name: claude-sonnet-4-5
+                options:
+                  anthropic_version: "2023-06-01"
+                  upstream_url: "{MOCK}"
+          - name: file-log
+            config: {path: "{DIR}/complete.log"}
+      - name: gem-complete
+        paths: ["/gem-complete"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/completions
+              auth: {header_name: x-goog-api-key, header_value: AIza-test}
+              model:
+                provider: gemini
+                name: gemini-2.5-flash
+                options: {upstream_url: "{MOCK}"}
+"#;
+
+#[tokio::test]
+async fn completions_on_chat_only_dialects() {
+    let h = Harness::start(COMPLETIONS).await;
+    let r = post_json(
+        &h.url("/claude-complete"),
+        &json!({"prompt": "Say hello", "max_tokens": 20, "stop": ["\n\n"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["object"], "text_completion");
+    assert_eq!(b["model"], "claude-sonnet-4-5");
+    assert_eq!(b["choices"][0]["text"], "Hello from mock-llm.");
+    assert_eq!(b["choices"][0]["finish_reason"], "stop");
+    assert_eq!(b["usage"]["completion_tokens"], 3);
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/v1/messages");
+    let up = seen.json().unwrap();
+    assert_eq!(
+        up["messages"],
+        json!([{"role": "user", "content": [{"type": "text", "text": "Say hello"}]}])
+    );
+    assert_eq!(up["max_tokens"], 20);
+    assert_eq!(up["stop_sequences"], json!(["\n\n"]));
+    let log = h.wait_log("complete.log", 1).await;
+    assert_eq!(log[0]["ai"]["proxy"]["usage"]["completion_tokens"], 3);
+
+    // Streamed, with and without the usage chunk.
+    for (path, include_usage) in [("/claude-complete", false), ("/gem-complete", true)] {
+        let r = post_json(
+            &h.url(path),
+            &json!({"prompt": "Say hello [mock:chunks=3]", "stream": true,
+                "stream_options": {"include_usage": include_usage}}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let data = support::sse_data(&r.text());
+        assert_eq!(
+            data.last().map(String::as_str),
+            Some("[DONE]"),
+            "{path}: {data:?}"
+        );
+        let chunks: Vec<Value> = data[..data.len() - 1]
+            .iter()
+            .map(|d| serde_json::from_str(d).unwrap())
+            .collect();
+        assert!(
+            chunks.iter().all(|c| c["object"] == "text_completion"),
+            "{path}: {chunks:?}"
+        );
+        let text: String = chunks
+            .iter()
+            .filter_map(|c| c["choices"][0]["text"].as_str())
+            .collect();
+        assert_eq!(text, "Hello from mock-llm.", "{path}");
+        let usage = chunks.iter().filter(|c| c.get("usage").is_some()).count();
+        assert_eq!(usage, usize::from(include_usage), "{path}: {chunks:?}");
+    }
+
+    // What the chat dialects cannot express is refused before anything is sent.
+    let before = h.mock.requests().len();
+    let r = post_json(
+        &h.url("/claude-complete"),
+        &json!({"prompt": "x", "suffix": "y"}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("'suffix'"), "{}", r.text());
+    assert_eq!(h.mock.requests().len(), before);
 }
