@@ -612,7 +612,7 @@ async fn cohere_tool_calls_buffered_and_streamed() {
     assert_eq!(call["function"]["name"], "get_weather");
     let args: Value =
         serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
-    assert_eq!(args, json!({"arg": "mock"}));
+    assert_eq!(args, json!({"city": "mock"}));
     assert_eq!(b["choices"][0]["finish_reason"], "tool_calls");
     let up = h.mock.requests()[0].json().unwrap();
     assert_eq!(up["tool_choice"], "REQUIRED");
@@ -640,7 +640,7 @@ async fn cohere_tool_calls_buffered_and_streamed() {
     let (name, args) = streamed_call(&c);
     assert_eq!(
         (name.as_str(), args),
-        ("get_weather", json!({"arg": "mock"}))
+        ("get_weather", json!({"city": "mock"}))
     );
     assert_eq!(finish_reasons(&c), [json!("tool_calls")]);
     assert_eq!(streamed_text(&c), "Hello from mock-llm.", "the tool plan");
@@ -799,7 +799,7 @@ async fn ollama_tools_errors_and_embeddings() {
     let b = post_json(&h.url("/ol"), &ask).await.json();
     let call = &b["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "get_weather");
-    assert_eq!(call["function"]["arguments"], "{\"arg\":\"mock\"}");
+    assert_eq!(call["function"]["arguments"], "{\"city\":\"mock\"}");
     assert!(call["id"].as_str().unwrap().starts_with("call_"));
     assert_eq!(b["choices"][0]["finish_reason"], "tool_calls");
 
@@ -813,7 +813,7 @@ async fn ollama_tools_errors_and_embeddings() {
     let up = h.mock.requests()[1].json().unwrap();
     assert_eq!(
         up["messages"][1]["tool_calls"][0]["function"]["arguments"],
-        json!({"arg": "mock"})
+        json!({"city": "mock"})
     );
     assert_eq!(up["messages"][2]["tool_name"], "get_weather");
 
@@ -823,7 +823,7 @@ async fn ollama_tools_errors_and_embeddings() {
     let (name, args) = streamed_call(&c);
     assert_eq!(
         (name.as_str(), args),
-        ("get_weather", json!({"arg": "mock"}))
+        ("get_weather", json!({"city": "mock"}))
     );
     assert_eq!(finish_reasons(&c), [json!("tool_calls")]);
 
@@ -1845,7 +1845,7 @@ async fn bedrock_tool_calls_round_trip() {
     assert_eq!(call["function"]["name"], "get_weather");
     let args: Value =
         serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
-    assert_eq!(args, json!({"arg": "mock"}));
+    assert_eq!(args, json!({"city": "mock"}));
     assert_eq!(b["choices"][0]["finish_reason"], "tool_calls");
     let up = h.mock.requests()[0].json().unwrap();
     assert_eq!(up["toolConfig"]["toolChoice"], json!({"any": {}}));
@@ -1874,7 +1874,7 @@ async fn bedrock_tool_calls_round_trip() {
     let up = h.mock.requests()[1].json().unwrap();
     assert_eq!(
         up["messages"][1]["content"][0],
-        json!({"toolUse": {"toolUseId": id, "name": "get_weather", "input": {"arg": "mock"}}})
+        json!({"toolUse": {"toolUseId": id, "name": "get_weather", "input": {"city": "mock"}}})
     );
     assert_eq!(
         up["messages"][2],
@@ -1906,7 +1906,7 @@ async fn bedrock_tool_calls_round_trip() {
         .collect();
     assert_eq!(
         serde_json::from_str::<Value>(&args).unwrap(),
-        json!({"arg": "mock"})
+        json!({"city": "mock"})
     );
     assert!(chunks
         .iter()

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::body::MockBody;
 use crate::eventstream;
 use crate::server::{json_response, Ctx};
+use crate::tools::{self, ToolCall};
 
 /// Bedrock's padding member: real stream events carry a `p` of varying length so their
 /// size does not reveal the text; clients must ignore it.
@@ -195,16 +196,32 @@ fn check(body: &Value) -> Result<(), String> {
     Ok(())
 }
 
-/// The first tool of the request, when the prompt asked for a tool call.
-fn tool_call(ctx: &Ctx<'_>) -> Option<(String, String)> {
-    if !ctx.directives.tool {
-        return None;
-    }
-    let name = ctx
+/// The tool call `[mock:tool]` asks for, unless the last message already carries a
+/// tool result.
+fn tool_call(ctx: &Ctx<'_>) -> Option<(String, ToolCall)> {
+    let answered = ctx
         .body
-        .pointer("/toolConfig/tools/0/toolSpec/name")?
-        .as_str()?;
-    Some((format!("tooluse_mock_{}", ctx.n), name.to_owned()))
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("content"))
+        .and_then(Value::as_array)
+        .is_some_and(|c| c.iter().any(|b| b.get("toolResult").is_some()));
+    let specs = ctx
+        .body
+        .pointer("/toolConfig/tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let spec = t.get("toolSpec")?;
+            Some((
+                spec.get("name")?.as_str()?,
+                spec.pointer("/inputSchema/json"),
+            ))
+        });
+    let call = tools::pick(ctx.directives, specs, answered)?;
+    Some((format!("tooluse_mock_{}", ctx.n), call))
 }
 
 /// `POST .../model/{id}/converse` (`stream` false) or `.../converse-stream`.
@@ -219,7 +236,6 @@ pub(crate) fn converse(ctx: &Ctx<'_>, stream: bool) -> Response<MockBody> {
     } else {
         "end_turn"
     };
-    let input = json!({"arg": "mock"});
     let output_tokens = reply.tokens();
     let usage = json!({
         "inputTokens": ctx.prompt_tokens,
@@ -228,8 +244,10 @@ pub(crate) fn converse(ctx: &Ctx<'_>, stream: bool) -> Response<MockBody> {
     });
     if !stream {
         let mut content = vec![json!({ "text": reply.text() })];
-        if let Some((id, name)) = &tool {
-            content.push(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}));
+        if let Some((id, call)) = &tool {
+            content.push(
+                json!({"toolUse": {"toolUseId": id, "name": call.name, "input": call.arguments}}),
+            );
         }
         return json_response(
             ctx.status(),
@@ -255,12 +273,14 @@ pub(crate) fn converse(ctx: &Ctx<'_>, stream: bool) -> Response<MockBody> {
         ));
     }
     events.push(ev("contentBlockStop", json!({"contentBlockIndex": 0})));
-    if let Some((id, name)) = &tool {
+    if let Some((id, call)) = &tool {
         events.push(ev(
             "contentBlockStart",
-            json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": id, "name": name}}}),
+            json!({"contentBlockIndex": 1, "start": {"toolUse": {"toolUseId": id, "name": call.name}}}),
         ));
-        for part in ["{\"arg\": ", "\"mock\"}"] {
+        let args = call.arguments.to_string();
+        let (a, b) = tools::halves(&args);
+        for part in [a, b] {
             events.push(ev(
                 "contentBlockDelta",
                 json!({"contentBlockIndex": 1, "delta": {"toolUse": {"input": part}}}),

@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 use crate::body::MockBody;
 use crate::embeddings::embed;
 use crate::server::{json_response, sse_event, Ctx};
+use crate::tools::{self, ToolCall};
 
 /// Dimension of mock Cohere embeddings when the request gives no `output_dimension`.
 const DIMENSIONS: usize = 8;
@@ -72,20 +73,28 @@ fn check_chat(body: &Value) -> Option<Response<MockBody>> {
     None
 }
 
-/// The first tool of the request, when the prompt asked for a tool call.
-fn tool_call(ctx: &Ctx<'_>) -> Option<(String, String)> {
-    if !ctx.directives.tool {
-        return None;
-    }
-    let name = ctx
+/// The tool call `[mock:tool]` asks for, unless the last message is already a tool result.
+fn tool_call(ctx: &Ctx<'_>) -> Option<(String, ToolCall)> {
+    let answered = ctx
         .body
-        .get("tools")?
-        .as_array()?
-        .first()?
-        .get("function")?
-        .get("name")?
-        .as_str()?;
-    Some((format!("get_mock_{}", ctx.n), name.to_owned()))
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        == Some("tool");
+    let fns = ctx
+        .body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let f = t.get("function")?;
+            Some((f.get("name")?.as_str()?, f.get("parameters")))
+        });
+    let call = tools::pick(ctx.directives, fns, answered)?;
+    Some((format!("get_mock_{}", ctx.n), call))
 }
 
 /// `POST .../v2/chat`.
@@ -101,7 +110,10 @@ pub(crate) fn chat(ctx: &Ctx<'_>) -> Response<MockBody> {
     } else {
         "COMPLETE"
     };
-    let args = "{\"arg\":\"mock\"}";
+    let args = tool
+        .as_ref()
+        .map(|(_, c)| c.arguments.to_string())
+        .unwrap_or_default();
     let output = reply.tokens();
     let usage = json!({
         "billed_units": {"input_tokens": ctx.prompt_tokens, "output_tokens": output},
@@ -110,10 +122,10 @@ pub(crate) fn chat(ctx: &Ctx<'_>) -> Response<MockBody> {
     if !ctx.stream() {
         let mut message = json!({"role": "assistant"});
         match &tool {
-            Some((tid, name)) => {
+            Some((tid, call)) => {
                 message["tool_plan"] = json!(reply.text());
                 message["tool_calls"] = json!([{"id": tid, "type": "function",
-                    "function": {"name": name, "arguments": args}}]);
+                    "function": {"name": call.name, "arguments": args}}]);
             }
             None => message["content"] = json!([{"type": "text", "text": reply.text()}]),
         }
@@ -129,7 +141,7 @@ pub(crate) fn chat(ctx: &Ctx<'_>) -> Response<MockBody> {
             "content": [], "tool_plan": "", "tool_calls": [], "citations": []}}}),
     ));
     match &tool {
-        Some((tid, name)) => {
+        Some((tid, call)) => {
             for piece in reply.pieces() {
                 events.push(sse_event(
                     "tool-plan-delta",
@@ -139,9 +151,10 @@ pub(crate) fn chat(ctx: &Ctx<'_>) -> Response<MockBody> {
             events.push(sse_event(
                 "tool-call-start",
                 &json!({"type": "tool-call-start", "index": 0, "delta": {"message": {"tool_calls":
-                    {"id": tid, "type": "function", "function": {"name": name, "arguments": ""}}}}}),
+                    {"id": tid, "type": "function", "function": {"name": call.name, "arguments": ""}}}}}),
             ));
-            for part in ["{\"arg\":", "\"mock\"}"] {
+            let (a, b) = tools::halves(&args);
+            for part in [a, b] {
                 events.push(sse_event(
                     "tool-call-delta",
                     &json!({"type": "tool-call-delta", "index": 0, "delta": {"message":

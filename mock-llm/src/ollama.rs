@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use crate::body::MockBody;
 use crate::embeddings::embed;
 use crate::server::{json_response, to_json, Ctx};
+use crate::tools;
 
 /// Dimension of mock Ollama embeddings.
 const DIMENSIONS: usize = 8;
@@ -60,15 +61,23 @@ pub(crate) fn chat(ctx: &Ctx<'_>) -> Response<MockBody> {
     if body.get("options").is_some_and(|o| !o.is_object()) {
         return error(StatusCode::BAD_REQUEST, "options must be an object");
     }
-    let tool = ctx.directives.tool.then(|| {
-        body.get("tools")
-            .and_then(Value::as_array)
-            .and_then(|t| t.first())
-            .and_then(|t| t.get("function"))
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-    });
-    let tool = tool.flatten();
+    let answered = body
+        .get("messages")
+        .and_then(Value::as_array)
+        .and_then(|m| m.last())
+        .and_then(|m| m.get("role"))
+        .and_then(Value::as_str)
+        == Some("tool");
+    let fns = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            let f = t.get("function")?;
+            Some((f.get("name")?.as_str()?, f.get("parameters")))
+        });
+    let tool = tools::pick(ctx.directives, fns, answered);
     let reply = ctx.reply();
     let model = ctx.model;
     let num_predict = body
@@ -85,8 +94,7 @@ pub(crate) fn chat(ctx: &Ctx<'_>) -> Response<MockBody> {
         "done_reason": done_reason, "done": true, "total_duration": 1_000_000,
         "load_duration": 100_000, "prompt_eval_count": ctx.prompt_tokens,
         "prompt_eval_duration": 200_000, "eval_count": output, "eval_duration": 500_000});
-    let calls =
-        tool.map(|name| json!([{"function": {"name": name, "arguments": {"arg": "mock"}}}]));
+    let calls = tool.map(|c| json!([{"function": {"name": c.name, "arguments": c.arguments}}]));
     // Ollama streams when `stream` is absent.
     let stream = body.get("stream").and_then(Value::as_bool) != Some(false);
     if !stream {
