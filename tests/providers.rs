@@ -2350,4 +2350,118 @@ mod golden {
             &stream,
         );
     }
+
+    /// Every dialect's decoders and stream mappers (alone and under both bridges) take cut,
+    /// corrupted and random input without panicking, and a cut stream never ends as if it
+    /// were whole.
+    #[test]
+    fn broken_input_never_panics() {
+        let asked = llm::Asked {
+            model: Some("m"),
+            request: b"{}",
+            request_id: "rid",
+        };
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut noise = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    (seed >> 24) as u8
+                })
+                .collect()
+        };
+        let bedrock_stream = {
+            let events: Vec<Value> = serde_json::from_slice(
+                &std::fs::read(dir("bedrock").join("stream.events.json")).unwrap(),
+            )
+            .unwrap();
+            let mut b = Vec::new();
+            for e in &events {
+                b.extend(mock_llm::eventstream::event(
+                    e["event"].as_str().unwrap(),
+                    e["payload"].to_string().as_bytes(),
+                ));
+            }
+            b
+        };
+        let cases: [(&str, Wire, Vec<u8>); 6] = [
+            (
+                "anthropic",
+                Wire::Anthropic,
+                std::fs::read(dir("anthropic").join("stream.response.sse")).unwrap(),
+            ),
+            (
+                "gemini",
+                Wire::Gemini,
+                std::fs::read(dir("gemini").join("stream.response.sse")).unwrap(),
+            ),
+            (
+                "cohere",
+                Wire::Cohere,
+                std::fs::read(dir("cohere").join("stream.response.sse")).unwrap(),
+            ),
+            (
+                "ollama",
+                Wire::Ollama,
+                std::fs::read(dir("ollama").join("stream.response.ndjson")).unwrap(),
+            ),
+            (
+                "llama2-raw",
+                Wire::Llama2Raw,
+                std::fs::read(dir("llama2-raw").join("stream.response.sse")).unwrap(),
+            ),
+            ("bedrock", Wire::Bedrock, bedrock_stream),
+        ];
+        for (name, wire, stream) in cases {
+            let answer = std::fs::read(dir(name).join("answer.response.json")).unwrap();
+            for cut in (0..answer.len()).step_by(3) {
+                let _ = llm::decode(wire, RouteType::Chat, &answer[..cut], CREATED, &asked);
+                let _ = llm::decode_error(wire, 500, &http::HeaderMap::new(), &answer[..cut]);
+                let _ = llm::read_usage(wire, &answer[..cut]);
+            }
+            let _ = llm::decode(wire, RouteType::Chat, &noise(512), CREATED, &asked);
+            // Cut streams: every prefix, through the plain, Responses and completions mappers.
+            for cut in (0..stream.len()).step_by(5) {
+                let mut m = Mapper::new(wire, CREATED, &asked, false).unwrap();
+                let mut out = m.on_chunk(&stream[..cut]).to_vec();
+                out.extend_from_slice(&m.finish());
+                let meta = llm::responses::to_chat(
+                    &BodyView::parse(br#"{"input":"hi"}"#).unwrap(),
+                    None,
+                    true,
+                    CREATED,
+                )
+                .unwrap()
+                .meta;
+                let mut r = Mapper::responses(
+                    wire,
+                    CREATED,
+                    &asked,
+                    llm::responses::StreamMapper::new(meta),
+                    None,
+                );
+                let mut rout = r.on_chunk(&stream[..cut]).to_vec();
+                rout.extend_from_slice(&r.finish());
+                let rtext = String::from_utf8_lossy(&rout);
+                // The fixtures' terminal events are all in their last third.
+                if cut < stream.len() * 2 / 3 {
+                    assert!(
+                        !rtext.contains("response.completed"),
+                        "{name}: a stream cut at {cut}/{} completed",
+                        stream.len()
+                    );
+                }
+                let mut c = Mapper::completions(wire, CREATED, &asked);
+                let _ = c.on_chunk(&stream[..cut]);
+                let _ = c.finish();
+            }
+            let mut m = Mapper::new(wire, CREATED, &asked, false).unwrap();
+            for _ in 0..20 {
+                let _ = m.on_chunk(&noise(97));
+            }
+            let _ = m.finish();
+        }
+    }
 }

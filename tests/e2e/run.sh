@@ -365,7 +365,7 @@ count_results "$TMP/check_log.out" "$rc" "S1 file-log"
 #     back, the mock then answers with text.
 # ---------------------------------------------------------------------------
 BRIDGED_LOG=$TMP/logs/bridged.log
-for dialect in claude chat; do
+for dialect in claude chat gemini bedrock; do
     home=$TMP/codex-home-$dialect
     mkdir -p "$home"
     cat >"$home/config.toml" <<EOF
