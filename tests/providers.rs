@@ -386,6 +386,27 @@ async fn azure_uses_the_deployment_path_and_api_version() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(e.contains("model.options.azure_instance"), "{e}");
+
+    // Responses: Azure's v1 API, answered natively (not bridged).
+    let responses = AZURE.replace("llm/v1/chat", "llm/v1/responses");
+    let h = Harness::start(&responses).await;
+    let r = post_json(&h.url("/az"), &json!({"input": "hi"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "response");
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/openai/v1/responses");
+    assert_eq!(seen.json().unwrap()["model"], "gpt-4o");
+    let preview = responses.replace(
+        "azure_deployment_id: gpt4o-prod,",
+        "azure_deployment_id: gpt4o-prod, azure_api_version: preview,",
+    );
+    let h = Harness::start(&preview).await;
+    let r = post_json(&h.url("/az"), &json!({"input": "hi"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        h.mock.requests()[0].path,
+        "/openai/v1/responses?api-version=preview"
+    );
 }
 
 #[tokio::test]

@@ -875,6 +875,18 @@ fn provider_profile(
                 _ => None,
             };
             match (rt, tail) {
+                // The Responses API lives in Azure's v1 API, outside the deployment path (the
+                // body's `model` names the deployment); `api-version` only when configured.
+                (RouteType::Responses, _) => Some(Profile {
+                    wire: Wire::OpenAi,
+                    base: ("https", format!("{instance}.openai.azure.com"), 443),
+                    path: Some(match &options.azure_api_version {
+                        Some(_) => format!("/openai/v1/responses?api-version={version}"),
+                        None => "/openai/v1/responses".to_string(),
+                    }),
+                    model_path: false,
+                    headers: Vec::new(),
+                }),
                 (RouteType::Preserve, _) => Some(Profile {
                     wire: Wire::OpenAi,
                     base: ("https", format!("{instance}.openai.azure.com"), 443),
