@@ -2217,9 +2217,9 @@ fn bedrock_config_errors_name_the_field() {
     );
     let unknown = base.replace("bedrock: {aws_region: eu-west-3}", "bedrock: {region: x}");
     assert!(load_with_env(&unknown, &[]).unwrap_err().contains("region"));
-    let embeddings = base.replacen("llm/v1/chat", "llm/v1/embeddings", 1);
-    let e = load_with_env(&embeddings, &[]).unwrap_err();
-    assert!(e.contains("route_type") && e.contains("bedrock"), "{e}");
+    let files = base.replacen("llm/v1/chat", "llm/v1/files", 1);
+    let e = load_with_env(&files, &[]).unwrap_err();
+    assert!(e.contains("route_type"), "{e}");
 
     // Without upstream_url the region names the host.
     let direct = base
@@ -2234,6 +2234,69 @@ fn bedrock_config_errors_name_the_field() {
         "bedrock-runtime.eu-west-3.amazonaws.com"
     );
     assert_eq!(ai.targets[0].upstream.port, 443);
+}
+
+#[tokio::test]
+async fn bedrock_embeddings_via_invoke_model() {
+    let yaml = BEDROCK.replace("{SECRET}", mock_llm::BEDROCK_SECRET_ACCESS_KEY);
+    let yaml = yaml
+        .replacen(
+            "route_type: llm/v1/chat",
+            "route_type: llm/v1/embeddings",
+            1,
+        )
+        .replace(
+            "name: \"anthropic.claude-3-haiku-20240307-v1:0\"",
+            "name: amazon.titan-embed-text-v2:0",
+        )
+        .replace(
+            "bedrock: {aws_region: eu-west-3}\n",
+            "bedrock: {aws_region: eu-west-3, embeddings_normalize: true}\n",
+        );
+    let h = Harness::start(&yaml).await;
+    let r = post_json(
+        &h.url("/br"),
+        &json!({"input": "hello world", "dimensions": 256}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["object"], "list");
+    assert_eq!(b["model"], "amazon.titan-embed-text-v2:0");
+    assert_eq!(b["data"][0]["embedding"].as_array().unwrap().len(), 256);
+    assert!(b["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/model/amazon.titan-embed-text-v2%3A0/invoke");
+    assert_eq!(
+        seen.json().unwrap(),
+        json!({"inputText": "hello world", "dimensions": 256, "normalize": true})
+    );
+    assert!(seen
+        .header("authorization")
+        .unwrap()
+        .starts_with("AWS4-HMAC-SHA256 "));
+
+    // Titan embeds one text per request: several are refused before anything is sent.
+    let r = post_json(&h.url("/br"), &json!({"input": ["a", "b"]})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("one text per request"), "{}", r.text());
+    assert_eq!(h.mock.requests().len(), 1);
+
+    // Cohere Embed on Bedrock takes several.
+    let cohere = yaml.replace("amazon.titan-embed-text-v2:0", "cohere.embed-english-v3");
+    let h = Harness::start(&cohere).await;
+    let r = post_json(&h.url("/br"), &json!({"input": ["first text", "second"]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["data"].as_array().unwrap().len(), 2);
+    assert_eq!(b["data"][1]["index"], 1);
+    assert_eq!(
+        b["usage"]["prompt_tokens"], 5,
+        "estimated: ceil(10/4) + ceil(6/4)"
+    );
+    let up = h.mock.requests()[0].json().unwrap();
+    assert_eq!(up["texts"], json!(["first text", "second"]));
+    assert_eq!(up["input_type"], "search_document");
 }
 
 mod golden {

@@ -224,6 +224,50 @@ fn tool_call(ctx: &Ctx<'_>) -> Option<(String, ToolCall)> {
     Some((format!("tooluse_mock_{}", ctx.n), call))
 }
 
+/// `POST .../model/{id}/invoke` for embedding models: Amazon Titan (`inputText`, one text;
+/// `dimensions`, `normalize`) and Cohere Embed (`texts`, `input_type`).
+pub(crate) fn invoke(ctx: &Ctx<'_>) -> Response<MockBody> {
+    let body = ctx.body;
+    if ctx.model.contains("titan-embed") {
+        let Some(text) = body.get("inputText").and_then(Value::as_str) else {
+            return invalid("Malformed input request: #: required key [inputText] not found");
+        };
+        let dims = body
+            .get("dimensions")
+            .and_then(Value::as_u64)
+            .unwrap_or(1024);
+        if !matches!(dims, 256 | 512 | 1024) {
+            return invalid("Malformed input request: #/dimensions: 8 is not a valid enum value");
+        }
+        let vector = crate::embeddings::embed(text.as_bytes(), dims as usize);
+        return json_response(
+            ctx.status(),
+            &json!({"embedding": vector, "inputTextTokenCount": ctx.prompt_tokens}),
+        );
+    }
+    if ctx.model.contains("cohere.embed") {
+        let Some(texts) = body.get("texts").and_then(Value::as_array) else {
+            return invalid("Malformed input request: #: required key [texts] not found");
+        };
+        if body.get("input_type").and_then(Value::as_str).is_none() {
+            return invalid("Malformed input request: #: required key [input_type] not found");
+        }
+        let vectors: Vec<Vec<f32>> = texts
+            .iter()
+            .map(|t| crate::embeddings::embed(t.as_str().unwrap_or("").as_bytes(), 1024))
+            .collect();
+        return json_response(
+            ctx.status(),
+            &json!({"id": format!("emb-mock-{}", ctx.n), "embeddings": vectors,
+                "texts": texts, "response_type": "embeddings_floats"}),
+        );
+    }
+    invalid(format!(
+        "The provided model identifier is invalid for InvokeModel in mock-llm: {}",
+        ctx.model
+    ))
+}
+
 /// `POST .../model/{id}/converse` (`stream` false) or `.../converse-stream`.
 pub(crate) fn converse(ctx: &Ctx<'_>, stream: bool) -> Response<MockBody> {
     if let Err(message) = check(ctx.body) {

@@ -87,6 +87,8 @@ enum Route {
     Token,
     /// Bedrock `.../model/{id}/converse` (false) or `.../converse-stream` (true).
     Converse(bool),
+    /// Bedrock `.../model/{id}/invoke` (embedding models).
+    Invoke,
     NotFound,
 }
 
@@ -113,7 +115,11 @@ impl Route {
         } else if path.ends_with("/v1/messages") {
             Route::Messages
         } else if bedrock_model(path).is_some() {
-            Route::Converse(path.ends_with("/converse-stream"))
+            if path.ends_with("/invoke") {
+                Route::Invoke
+            } else {
+                Route::Converse(path.ends_with("/converse-stream"))
+            }
         } else if let Some((m, _)) = gemini::Method::of(path) {
             Route::Gemini(m)
         } else if path == "/token" {
@@ -143,7 +149,8 @@ fn bedrock_model(path: &str) -> Option<String> {
     let rest = path.trim_end_matches('/');
     let rest = rest
         .strip_suffix("/converse-stream")
-        .or_else(|| rest.strip_suffix("/converse"))?;
+        .or_else(|| rest.strip_suffix("/converse"))
+        .or_else(|| rest.strip_suffix("/invoke"))?;
     let (_, model) = rest.rsplit_once("/model/")?;
     (!model.is_empty() && !model.contains('/')).then(|| crate::percent_decode(model))
 }
@@ -251,6 +258,10 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
                 scan.chat(json, &mut directives);
                 scan.text_blocks(json.get("system"), &mut directives);
             }
+            Route::Invoke => {
+                scan.prompt(json.get("inputText"), &mut directives);
+                scan.prompt(json.get("texts"), &mut directives);
+            }
             Route::Gemini(_) => scan.gemini(json, &mut directives),
             Route::NotFound | Route::Health | Route::Token => {}
         }
@@ -263,7 +274,7 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         }
     }
 
-    if let Route::Converse(_) = route {
+    if let Route::Converse(_) | Route::Invoke = route {
         // AWS authenticates before anything else.
         if let Err(r) = sigv4::verify(
             &parts,
@@ -320,7 +331,7 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
                 if let Route::Gemini(_) = route {
                     return Ok(gemini::error(status, &message));
                 }
-                if let Route::Converse(_) = route {
+                if let Route::Converse(_) | Route::Invoke = route {
                     return Ok(bedrock::injected(status, &message));
                 }
                 return Ok(error_response(status, &message, kind, None));
@@ -350,7 +361,7 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
     }
     let json = match parsed {
         Ok(json) if json.is_object() => json,
-        _ if matches!(route, Route::Converse(_)) => {
+        _ if matches!(route, Route::Converse(_) | Route::Invoke) => {
             return Ok(bedrock::injected(
                 StatusCode::BAD_REQUEST,
                 "Malformed input request, please reformat your input and try again.",
@@ -389,6 +400,7 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
             anthropic::messages(&ctx, parts.headers.contains_key("anthropic-version"))
         }
         Route::Converse(stream) => bedrock::converse(&ctx, stream),
+        Route::Invoke => bedrock::invoke(&ctx),
         Route::CohereChat => cohere::chat(&ctx),
         Route::CohereEmbed => cohere::embed_texts(&ctx),
         Route::OllamaChat => ollama::chat(&ctx),

@@ -36,6 +36,12 @@ pub fn request_path(prefix: &str, model: &str, stream: bool) -> String {
     format!("{prefix}{model}/{method}")
 }
 
+/// `{prefix}{model}/invoke`: InvokeModel, which serves the embedding models.
+pub fn invoke_path(prefix: &str, model: &str) -> String {
+    let model = percent_encoding::utf8_percent_encode(model, UNRESERVED);
+    format!("{prefix}{model}/invoke")
+}
+
 /// The model id and whether it streams, from the path of a client that speaks Converse
 /// itself (`…/model/{id}/converse` or `…/converse-stream`, `llm_format: bedrock`).
 pub fn native_call(path: &str) -> Option<(String, bool)> {
@@ -611,6 +617,136 @@ pub fn decode_chat(body: &[u8], created: u64, ex: &Asked<'_>) -> Result<Decoded,
 }
 
 /// Usage of a Converse answer, for the log of a native (untranslated) route; Converse
+/// The texts of an OpenAI embeddings `input` (a string or strings; token arrays cannot be
+/// sent to Bedrock's text models).
+fn embedding_texts(body: &BodyView<'_>) -> Result<Vec<String>, EncodeError> {
+    let input: Value = body
+        .raw("input")
+        .and_then(|r| serde_json::from_str(r).ok())
+        .ok_or_else(|| bad("'input' is required"))?;
+    match input {
+        Value::String(s) => Ok(vec![s]),
+        Value::Array(a) if !a.is_empty() && a.iter().all(Value::is_string) => Ok(a
+            .into_iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect()),
+        _ => Err(bad(
+            "'input': provider bedrock embeds a string or an array of strings",
+        )),
+    }
+}
+
+/// An OpenAI embeddings request as an InvokeModel body for Amazon Titan text embeddings
+/// (one text per request; `dimensions`, `model.options.bedrock.embeddings_normalize`) or
+/// Cohere Embed on Bedrock (`texts`, `input_type` from `model.options.cohere`).
+pub fn encode_embeddings(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, EncodeError> {
+    let model = e
+        .model
+        .ok_or_else(|| bad("model parameter not found in request, nor in gateway configuration"))?;
+    let texts = embedding_texts(body)?;
+    if let Some(enc) = body.str("encoding_format") {
+        if enc != "float" {
+            return Err(bad(format!(
+                "'encoding_format' '{enc}' is not supported by provider bedrock (float only)"
+            )));
+        }
+    }
+    let dimensions = body
+        .raw("dimensions")
+        .and_then(|r| serde_json::from_str::<Value>(r).ok())
+        .filter(|v| !v.is_null());
+    let out = if model.contains("titan-embed") {
+        let [text] = texts.as_slice() else {
+            return Err(bad(format!(
+                "'input': provider bedrock's Amazon Titan embeddings take one text per request, got {}",
+                texts.len()
+            )));
+        };
+        let mut o = json!({ "inputText": text });
+        if let Some(d) = dimensions {
+            o["dimensions"] = d;
+        }
+        if e.options
+            .bedrock
+            .as_ref()
+            .is_some_and(|b| b.embeddings_normalize)
+        {
+            o["normalize"] = json!(true);
+        }
+        o
+    } else if model.contains("cohere.embed") {
+        if dimensions.is_some() {
+            return Err(bad(
+                "'dimensions' is not supported by Cohere Embed on provider bedrock",
+            ));
+        }
+        let input_type = e
+            .options
+            .cohere
+            .as_ref()
+            .and_then(|c| c.embedding_input_type)
+            .map(|t| t.as_str())
+            .unwrap_or("search_document");
+        json!({"texts": texts, "input_type": input_type, "embedding_types": ["float"]})
+    } else {
+        return Err(bad(format!(
+            "'model': provider bedrock translates embeddings for Amazon Titan (amazon.titan-embed-*) and Cohere Embed (cohere.embed-*) models, not '{model}'"
+        )));
+    };
+    serde_json::to_vec(&out).map_err(|e| bad(e.to_string()))
+}
+
+/// An InvokeModel embeddings answer (Titan or Cohere) as an OpenAI embedding list. Cohere's
+/// answer carries no token count (Bedrock sends it in a header): the prompt tokens are then
+/// estimated as ceil(characters / 4) of the request's texts.
+pub fn decode_embeddings(body: &[u8], asked: &Asked<'_>) -> Result<Decoded, String> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+    let (vectors, tokens): (Vec<Value>, Option<u64>) = if let Some(e) = v.get("embedding") {
+        (
+            vec![e.clone()],
+            v.get("inputTextTokenCount").and_then(Value::as_u64),
+        )
+    } else {
+        let e = v
+            .get("embeddings")
+            .ok_or("response has no 'embedding' or 'embeddings'")?;
+        // `embedding_types` answers nest the vectors under their type.
+        let list = e.get("float").unwrap_or(e);
+        let list = list.as_array().ok_or("'embeddings' is not a list")?;
+        (list.clone(), None)
+    };
+    let prompt = tokens.unwrap_or_else(|| {
+        let request: Value = serde_json::from_slice(asked.request).unwrap_or(Value::Null);
+        let count = |t: &Value| (t.as_str().unwrap_or("").chars().count() as u64).div_ceil(4);
+        match request.get("input") {
+            Some(Value::Array(a)) => a.iter().map(count).sum(),
+            Some(t) => count(t),
+            None => 0,
+        }
+    });
+    let data: Vec<Value> = vectors
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e}))
+        .collect();
+    let usage = Usage {
+        prompt_tokens: prompt,
+        completion_tokens: 0,
+        total_tokens: prompt,
+        cached_tokens: None,
+        reasoning_tokens: None,
+    };
+    let model = asked.model.map(str::to_string);
+    let out = json!({"object": "list", "data": data, "model": model,
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt}});
+    let body = serde_json::to_vec(&out).map_err(|e| e.to_string())?;
+    Ok(Decoded {
+        body,
+        usage: Some(usage),
+        model,
+    })
+}
+
 /// answers name no model.
 pub fn read_usage(body: &[u8]) -> (Option<Usage>, Option<String>) {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {

@@ -102,6 +102,7 @@ pub fn request_path(wire: Wire, rt: RouteType, prefix: &str, model: &str, stream
         Wire::Llama2Raw if stream => format!("{prefix}{}", llama2::GENERATE_STREAM_PATH),
         Wire::Llama2Raw => format!("{prefix}{}", llama2::GENERATE_PATH),
         Wire::Gemini => gemini::request_path(rt, prefix, model, stream),
+        Wire::Bedrock if rt == RouteType::Embeddings => bedrock::invoke_path(prefix, model),
         Wire::Bedrock => bedrock::request_path(prefix, model, stream),
         Wire::OpenAi | Wire::Anthropic | Wire::Cohere | Wire::Ollama | Wire::HuggingFace => {
             format!("{prefix}{}", encoded())
@@ -136,6 +137,7 @@ pub fn encode(
         (Wire::Gemini, RouteType::Chat) => gemini::encode_chat(body, e),
         (Wire::Gemini, RouteType::Embeddings) => gemini::encode_embeddings(body, e),
         (Wire::Bedrock, RouteType::Chat) => bedrock::encode_chat(body, e),
+        (Wire::Bedrock, RouteType::Embeddings) => bedrock::encode_embeddings(body, e),
         _ => Err(EncodeError(not_translated(wire, rt))),
     }
 }
@@ -161,6 +163,7 @@ pub fn decode(
         (Wire::Gemini, RouteType::Chat) => gemini::decode_chat(body, created),
         (Wire::Gemini, RouteType::Embeddings) => gemini::decode_embeddings(body, asked),
         (Wire::Bedrock, RouteType::Chat) => bedrock::decode_chat(body, created, asked),
+        (Wire::Bedrock, RouteType::Embeddings) => bedrock::decode_embeddings(body, asked),
         _ => Err(not_translated(wire, rt)),
     }
 }

@@ -952,15 +952,18 @@ fn provider_profile(
                 }
             };
             match rt {
-                RouteType::Chat | RouteType::Preserve => Some(Profile {
+                RouteType::Chat | RouteType::Embeddings | RouteType::Preserve => Some(Profile {
                     wire: Wire::Bedrock,
                     base: ("https", bedrock::host(&region), 443),
-                    path: (rt == RouteType::Chat).then(|| bedrock::MODEL_PREFIX.to_string()),
-                    model_path: rt == RouteType::Chat,
+                    path: (rt != RouteType::Preserve).then(|| bedrock::MODEL_PREFIX.to_string()),
+                    model_path: rt != RouteType::Preserve,
                     headers: Vec::new(),
                 }),
                 _ => {
-                    unsupported_rt(errors, "it serves llm/v1/chat and preserve");
+                    unsupported_rt(
+                        errors,
+                        "it serves llm/v1/chat, llm/v1/embeddings and preserve",
+                    );
                     return None;
                 }
             }
