@@ -70,6 +70,7 @@ fn body_parse_unchanged(bencher: Bencher) {
             force_stream: false,
             add_include_usage: false,
             body_param: None,
+            drop_stream_options: false,
         };
         openai::patch_request(RouteType::Chat, &v, &patch)
     });
@@ -90,6 +91,7 @@ fn body_parse_and_patch(bencher: Bencher) {
             force_stream: false,
             add_include_usage: true,
             body_param: None,
+            drop_stream_options: false,
         };
         openai::patch_request(RouteType::Chat, &v, &patch)
     });

@@ -318,10 +318,16 @@ fn unsupported_features_fail_clearly() {
         e,
         vec!["plugins[0].name: plugin 'key-auth' is not supported by tollgate yet"]
     );
-    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: dashscope}}}]\n");
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: databricks}}}]\n");
     assert!(
-        e[0].starts_with("plugins[0].config.model.provider: provider 'dashscope' is not supported"),
+        e[0].starts_with(
+            "plugins[0].config.model.options.databricks.workspace_instance_id: required"
+        ),
         "{e:?}"
+    );
+    assert!(
+        load("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: dashscope}}}]\n").is_ok(),
+        "dashscope needs nothing but a key"
     );
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: anthropic}}}]\n");
     assert_eq!(

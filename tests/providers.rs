@@ -2299,6 +2299,68 @@ async fn bedrock_embeddings_via_invoke_model() {
     assert_eq!(up["input_type"], "search_document");
 }
 
+#[tokio::test]
+async fn dashscope_and_databricks_are_openai_compatible() {
+    let yaml = routes(
+        "{header_name: Authorization, header_value: \"Bearer k\"}",
+        &[
+            (
+                "ds",
+                "llm/v1/chat",
+                "{provider: dashscope, name: qwen-plus, options: {upstream_url: \"{MOCK}\"}}",
+            ),
+            (
+                "db",
+                "llm/v1/chat",
+                "{provider: databricks, name: my-endpoint, options: {upstream_url: \"{MOCK}\"}}",
+            ),
+        ],
+    );
+    let h = Harness::start(&yaml).await;
+    let ask = json!({"messages": [{"role": "user", "content": "hi"}], "stream": true,
+        "stream_options": {"include_usage": true}});
+    let r = post_json(&h.url("/ds"), &ask).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/compatible-mode/v1/chat/completions");
+    assert_eq!(
+        seen.json().unwrap()["stream_options"]["include_usage"],
+        true
+    );
+    let r = post_json(&h.url("/db"), &ask).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &h.mock.requests()[1];
+    assert_eq!(seen.path, "/serving-endpoints/chat/completions");
+    let up = seen.json().unwrap();
+    assert_eq!(up["model"], "my-endpoint");
+    assert!(
+        up.get("stream_options").is_none(),
+        "not forwarded to databricks"
+    );
+
+    // Without upstream_url: the region or workspace names the host.
+    let direct = |m: &str| {
+        let y = routes("{}", &[("x", "llm/v1/chat", m)]);
+        let snap = tollgate::config::load_str(&y.replace("{DIR}", "/tmp")).unwrap();
+        let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
+            panic!("ai-proxy")
+        };
+        ai.targets[0].upstream.host.clone()
+    };
+    assert_eq!(
+        direct("{provider: dashscope}"),
+        "dashscope-intl.aliyuncs.com"
+    );
+    assert_eq!(
+        direct("{provider: dashscope, options: {dashscope: {international: false}}}"),
+        "dashscope.aliyuncs.com"
+    );
+    assert_eq!(
+        direct("{provider: databricks, options: {databricks: {workspace_instance_id: dbc-1-2}}}"),
+        "dbc-1-2.cloud.databricks.com"
+    );
+}
+
 mod golden {
     use std::path::PathBuf;
 

@@ -233,8 +233,8 @@ pub struct ModelOptions {
     pub bedrock: Option<BedrockOptions>,
     pub huggingface: Option<HuggingfaceOptions>,
     pub cohere: Option<CohereOptions>,
-    pub dashscope: Option<Value>,
-    pub databricks: Option<Value>,
+    pub dashscope: Option<DashscopeOptions>,
+    pub databricks: Option<DatabricksOptions>,
     pub embeddings_dimensions: Option<u64>,
     pub cache_read_cost: Option<f64>,
     pub cache_write_cost: Option<f64>,
@@ -299,6 +299,22 @@ impl CohereInputType {
 pub struct CohereOptions {
     pub embedding_input_type: Option<CohereInputType>,
     pub wait_for_model: Option<bool>,
+}
+
+/// `model.options.dashscope`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DashscopeOptions {
+    /// The international endpoint (default) or mainland China's.
+    pub international: Option<bool>,
+}
+
+/// `model.options.databricks`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabricksOptions {
+    /// The workspace host's first label (`dbc-xxx-yyy` in `dbc-xxx-yyy.cloud.databricks.com`).
+    pub workspace_instance_id: Option<String>,
 }
 
 /// `model.options.gemini`: all three of `api_endpoint`, `project_id`, `location_id` select

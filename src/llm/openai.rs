@@ -35,6 +35,8 @@ pub struct Patch<'a> {
     pub add_include_usage: bool,
     /// An auth parameter to put in the body (`auth.param_location: body`).
     pub body_param: Option<(&'a str, &'a str)>,
+    /// The upstream refuses `stream_options` (Databricks): it is not forwarded.
+    pub drop_stream_options: bool,
 }
 
 fn json_string(s: &str) -> String {
@@ -86,7 +88,11 @@ pub fn patch_request(
     if patch.force_stream && body.bool("stream") != Some(true) {
         set.push(("stream", "true".into()));
     }
-    if patch.add_include_usage {
+    if patch.drop_stream_options {
+        if body.has("stream_options") {
+            remove.push("stream_options");
+        }
+    } else if patch.add_include_usage {
         let mut so = body
             .raw("stream_options")
             .and_then(|r| serde_json::from_str::<serde_json::Map<String, Value>>(r).ok())
@@ -176,6 +182,7 @@ mod tests {
             force_stream: false,
             add_include_usage: false,
             body_param: None,
+            drop_stream_options: false,
         }
     }
 

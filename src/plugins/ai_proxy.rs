@@ -968,6 +968,71 @@ fn provider_profile(
                 }
             }
         }
+        ProviderName::Dashscope => {
+            let intl = options
+                .dashscope
+                .as_ref()
+                .and_then(|d| d.international)
+                .unwrap_or(true);
+            let host = if intl {
+                "dashscope-intl.aliyuncs.com"
+            } else {
+                "dashscope.aliyuncs.com"
+            };
+            let tail = match rt {
+                RouteType::Chat => Some("chat/completions"),
+                RouteType::Embeddings => Some("embeddings"),
+                _ => None,
+            };
+            match (rt, tail) {
+                (RouteType::Preserve, _) | (_, Some(_)) => Some(Profile {
+                    wire: Wire::OpenAi,
+                    base: ("https", host.to_string(), 443),
+                    path: tail.map(|t| format!("/compatible-mode/v1/{t}")),
+                    model_path: false,
+                    headers: Vec::new(),
+                }),
+                _ => None,
+            }
+        }
+        ProviderName::Databricks => {
+            let ws = options
+                .databricks
+                .as_ref()
+                .and_then(|d| d.workspace_instance_id.clone())
+                .filter(|w| {
+                    !w.is_empty()
+                        && w.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                });
+            if ws.is_none() && options.upstream_url.is_none() {
+                errors.push((
+                    format!("{opath}.databricks.workspace_instance_id"),
+                    "required for provider 'databricks' (e.g. dbc-a1b2c3d4-e5f6), unless upstream_url is set".into(),
+                ));
+            }
+            // Databricks serves the OpenAI API under /serving-endpoints (the body's `model`
+            // names the serving endpoint), as its OpenAI SDK examples use it.
+            let tail = match rt {
+                RouteType::Chat => Some("chat/completions"),
+                RouteType::Embeddings => Some("embeddings"),
+                _ => None,
+            };
+            match (rt, tail) {
+                (RouteType::Preserve, _) | (_, Some(_)) => Some(Profile {
+                    wire: Wire::OpenAi,
+                    base: (
+                        "https",
+                        format!("{}.cloud.databricks.com", ws.unwrap_or_default()),
+                        443,
+                    ),
+                    path: tail.map(|t| format!("/serving-endpoints/{t}")),
+                    model_path: false,
+                    headers: Vec::new(),
+                }),
+                _ => None,
+            }
+        }
         ProviderName::Deepseek => openai_compatible(("https", "api.deepseek.com", 443), true),
         ProviderName::Xai => openai_compatible(("https", "api.x.ai", 443), true),
         ProviderName::Cerebras => openai_compatible(("https", "api.cerebras.ai", 443), true),
@@ -979,16 +1044,6 @@ fn provider_profile(
                 ));
             }
             openai_compatible(("http", "localhost", 8000), true)
-        }
-        other => {
-            errors.push((
-                format!("{path}.model.provider"),
-                format!(
-                    "provider '{}' is not supported by tollgate yet (supported: openai, azure, anthropic, gemini, bedrock, cohere, mistral, llama2, huggingface, ollama, deepseek, xai, cerebras, vllm; other OpenAI-compatible servers via 'openai' with model.options.upstream_url)",
-                    other.as_str()
-                ),
-            ));
-            return None;
         }
     };
     if profile.is_none() {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, Uri};
 use hyper::body::Incoming;
 
-use crate::config::plugins::{FailoverCriterion, ParamLocation, RouteType};
+use crate::config::plugins::{FailoverCriterion, ParamLocation, ProviderName, RouteType};
 use crate::error::GatewayError;
 use crate::llm::body::BodyView;
 use crate::llm::{self, gemini, openai};
@@ -248,6 +248,8 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                         add_include_usage: req.add_include_usage
                             && matches!(wire_rt, RouteType::Chat | RouteType::Completions),
                         body_param,
+                        // Databricks rejects it (spec §5.3).
+                        drop_stream_options: target.provider == ProviderName::Databricks,
                     };
                     match openai::patch_request(wire_rt, body, &patch) {
                         Some(b) => Bytes::from(b),
