@@ -1,5 +1,6 @@
-//! Cohere's v2 API (`POST .../v2/chat`, `POST .../v2/embed`), buffered and streamed, with
-//! Cohere's error shape (`{"id", "message"}`). `[mock:tool]` makes the model call the
+//! Cohere's v2 API (`POST .../v2/chat`, `POST .../v2/embed`), buffered and streamed, the
+//! v1 chat and v1/v2 rerank that native clients call, with Cohere's error shape
+//! (`{"id", "message"}`). `[mock:tool]` makes the model call the
 //! request's first tool, with its words as the tool plan, as Command models do.
 
 use bytes::Bytes;
@@ -222,6 +223,125 @@ pub(crate) fn embed_texts(ctx: &Ctx<'_>) -> Response<MockBody> {
             "texts": texts,
             "meta": {"api_version": {"version": "2"}, "billed_units": {"input_tokens": ctx.prompt_tokens}},
             "response_type": "embeddings_by_type",
+        }),
+    )
+}
+
+/// `POST .../v1/chat`: the v1 API (`message` + `chat_history`), buffered, or streamed as
+/// newline-delimited JSON (`application/stream+json`) ending with `stream-end`, which
+/// carries the whole response and its billed units.
+pub(crate) fn chat_v1(ctx: &Ctx<'_>) -> Response<MockBody> {
+    let body = ctx.body;
+    let Some(message) = body
+        .get("message")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+    else {
+        return bad(
+            "invalid request: message must be at least 1 token long or tool results must be specified.",
+        );
+    };
+    if body.get("messages").is_some() {
+        return bad("invalid request: unknown field: parameter messages is not a valid field");
+    }
+    let reply = ctx.reply();
+    let output = reply.tokens();
+    let generation_id = format!("g0e1a2b3-0000-4000-8000-{:012}", ctx.n);
+    let mut history: Vec<Value> = body
+        .get("chat_history")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    history.push(json!({"role": "USER", "message": message}));
+    history.push(json!({"role": "CHATBOT", "message": reply.text()}));
+    let response = json!({
+        "response_id": format!("r0e1a2b3-0000-4000-8000-{:012}", ctx.n),
+        "text": reply.text(),
+        "generation_id": generation_id,
+        "chat_history": history,
+        "finish_reason": "COMPLETE",
+        "meta": {"api_version": {"version": "1"},
+            "billed_units": {"input_tokens": ctx.prompt_tokens, "output_tokens": output},
+            "tokens": {"input_tokens": ctx.prompt_tokens + 60, "output_tokens": output}},
+    });
+    if !ctx.stream() {
+        return json_response(ctx.status(), &response);
+    }
+    let line = |v: &Value| {
+        let mut b = serde_json::to_vec(v).unwrap_or_default();
+        b.push(b'\n');
+        Bytes::from(b)
+    };
+    let mut lines = vec![line(
+        &json!({"is_finished": false, "event_type": "stream-start", "generation_id": generation_id}),
+    )];
+    for piece in reply.pieces() {
+        lines.push(line(
+            &json!({"is_finished": false, "event_type": "text-generation", "text": piece}),
+        ));
+    }
+    lines.push(line(&json!({"is_finished": true, "event_type": "stream-end",
+        "response": response, "finish_reason": "COMPLETE"})));
+    let mut r = ctx.event_stream(lines);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/stream+json"),
+    );
+    r
+}
+
+/// `POST .../v1/rerank` and `.../v2/rerank`: documents ordered by the share of the
+/// query's words they contain; billed one search unit per 100 documents.
+pub(crate) fn rerank(ctx: &Ctx<'_>, v2: bool) -> Response<MockBody> {
+    let body = ctx.body;
+    if v2 && body.get("model").and_then(Value::as_str).is_none() {
+        return bad("invalid request: model must be specified");
+    }
+    let Some(query) = body
+        .get("query")
+        .and_then(Value::as_str)
+        .filter(|q| !q.is_empty())
+    else {
+        return bad("invalid request: query must not be empty");
+    };
+    let Some(documents) = body.get("documents").and_then(Value::as_array) else {
+        return bad("invalid request: documents must be specified");
+    };
+    let words: Vec<String> = query
+        .split_whitespace()
+        .map(str::to_lowercase)
+        .collect();
+    let mut results: Vec<(usize, f64)> = documents
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let text = d
+                .as_str()
+                .or_else(|| d.get("text").and_then(Value::as_str))
+                .unwrap_or("")
+                .to_lowercase();
+            let hits = words.iter().filter(|w| text.contains(w.as_str())).count();
+            // Strictly between 0 and 1, like real relevance scores.
+            let score = (hits as f64 + 0.5) / (words.len() as f64 + 1.0);
+            (i, score)
+        })
+        .collect();
+    results.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if let Some(n) = body
+        .get("top_n")
+        .and_then(Value::as_u64)
+        .and_then(|n| usize::try_from(n).ok())
+    {
+        results.truncate(n);
+    }
+    let search_units = documents.len().div_ceil(100).max(1);
+    json_response(
+        ctx.status(),
+        &json!({
+            "id": format!("f0e1a2b3-0000-4000-8000-{:012}", ctx.n),
+            "results": results.iter().map(|(i, s)| json!({"index": i, "relevance_score": s})).collect::<Vec<_>>(),
+            "meta": {"api_version": {"version": if v2 { "2" } else { "1" }},
+                "billed_units": {"search_units": search_units}},
         }),
     )
 }

@@ -3,7 +3,8 @@
 //!
 //! Endpoints are chosen by path suffix (`.../chat/completions`,
 //! `.../completions`, `.../embeddings`, `.../responses`, Anthropic's `.../v1/messages`,
-//! Cohere's `.../v2/chat` and `.../v2/embed`, Ollama's `.../api/chat` and `.../api/embed`,
+//! Cohere's `.../v2/chat`, `.../v1/chat` (NDJSON streams), `.../v2/embed` and
+//! `.../v1|v2/rerank`, Ollama's `.../api/chat` and `.../api/embed`,
 //! text-generation-inference's `.../generate` and `.../generate_stream`, Hugging Face's
 //! `.../pipeline/feature-extraction`, Bedrock's `.../model/{id}/converse[-stream]`, Gemini's `.../models/{model}:generateContent`,
 //! `:streamGenerateContent`, `:batchEmbedContents`) plus `GET /health` and an OAuth2 token

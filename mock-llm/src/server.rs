@@ -77,7 +77,11 @@ enum Route {
     Responses,
     Messages,
     CohereChat,
+    /// Cohere's v1 chat (`message` + `chat_history`; NDJSON streams).
+    CohereChatV1,
     CohereEmbed,
+    /// Cohere's rerank, v1 (false) or v2 (true).
+    CohereRerank(bool),
     OllamaChat,
     OllamaEmbed,
     Generate,
@@ -126,8 +130,12 @@ impl Route {
             Route::Token
         } else if path.ends_with("/v2/chat") {
             Route::CohereChat
+        } else if path.ends_with("/v1/chat") {
+            Route::CohereChatV1
         } else if path.ends_with("/v2/embed") {
             Route::CohereEmbed
+        } else if path.ends_with("/v1/rerank") || path.ends_with("/v2/rerank") {
+            Route::CohereRerank(path.ends_with("/v2/rerank"))
         } else if path.ends_with("/api/chat") {
             Route::OllamaChat
         } else if path.ends_with("/api/embed") {
@@ -243,6 +251,18 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         match route {
             Route::Chat | Route::CohereChat | Route::OllamaChat => scan.chat(json, &mut directives),
             Route::CohereEmbed => scan.prompt(json.get("texts"), &mut directives),
+            Route::CohereChatV1 => {
+                scan.prompt(json.get("message"), &mut directives);
+                for m in json
+                    .get("chat_history")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    scan.prompt(m.get("message"), &mut directives);
+                }
+            }
+            Route::CohereRerank(_) => scan.prompt(json.get("query"), &mut directives),
             Route::OllamaEmbed => scan.prompt(json.get("input"), &mut directives),
             Route::Generate | Route::GenerateStream | Route::FeatureExtraction => {
                 scan.prompt(json.get("inputs"), &mut directives)
@@ -317,7 +337,10 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
                 let message = format!("mock-llm injected status {}", status.as_u16());
                 match route {
                     Route::Messages => return Ok(anthropic::error(status, &message)),
-                    Route::CohereChat | Route::CohereEmbed => {
+                    Route::CohereChat
+                    | Route::CohereChatV1
+                    | Route::CohereEmbed
+                    | Route::CohereRerank(_) => {
                         return Ok(cohere::error(status, &message))
                     }
                     Route::OllamaChat | Route::OllamaEmbed => {
@@ -402,7 +425,9 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
         Route::Converse(stream) => bedrock::converse(&ctx, stream),
         Route::Invoke => bedrock::invoke(&ctx),
         Route::CohereChat => cohere::chat(&ctx),
+        Route::CohereChatV1 => cohere::chat_v1(&ctx),
         Route::CohereEmbed => cohere::embed_texts(&ctx),
+        Route::CohereRerank(v2) => cohere::rerank(&ctx, v2),
         Route::OllamaChat => ollama::chat(&ctx),
         Route::OllamaEmbed => ollama::embed_input(&ctx),
         Route::Generate => tgi::generate(&ctx, false),

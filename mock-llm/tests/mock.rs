@@ -691,6 +691,45 @@ async fn cohere_chat_stream_tools_and_errors() {
 }
 
 #[tokio::test]
+async fn cohere_v1_chat_ndjson_and_rerank() {
+    let mock = MockLlm::start().await.unwrap();
+    let body = json!({"model": "command-r", "message": "hi there",
+        "chat_history": [{"role": "USER", "message": "before"}]});
+    let v = post(&mock, "/v1/chat", &[], &body).await.json();
+    assert_eq!(v["text"], "Hello from mock-llm.");
+    assert_eq!(v["meta"]["billed_units"]["input_tokens"], 3);
+    assert_eq!(v["meta"]["billed_units"]["output_tokens"], 3);
+    assert_eq!(v["chat_history"].as_array().unwrap().len(), 3);
+
+    let mut streamed = body.clone();
+    streamed["stream"] = json!(true);
+    let r = post(&mock, "/v1/chat", &[], &streamed).await;
+    assert_eq!(r.content_type(), "application/stream+json");
+    let lines: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["event_type"], "stream-start");
+    let end = lines.last().unwrap();
+    assert_eq!(end["event_type"], "stream-end");
+    assert_eq!(end["response"]["meta"]["billed_units"]["output_tokens"], 3);
+    let r = post(&mock, "/v1/chat", &[], &json!({"model": "c", "messages": []})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+    let rerank = json!({"model": "rerank-v3.5", "query": "capital of France",
+        "documents": ["Berlin is in Germany", "Paris is the capital of France"], "top_n": 1});
+    let v = post(&mock, "/v2/rerank", &[], &rerank).await.json();
+    assert_eq!(v["results"].as_array().unwrap().len(), 1);
+    assert_eq!(v["results"][0]["index"], 1);
+    assert_eq!(v["meta"]["billed_units"]["search_units"], 1);
+    let r = post(&mock, "/v2/rerank", &[], &json!({"query": "x", "documents": []})).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "v2 needs a model");
+    let r = post(&mock, "/v1/rerank", &[("x-mock", "status=429")], &rerank).await;
+    assert_eq!(r.json()["message"], "mock-llm injected status 429");
+}
+
+#[tokio::test]
 async fn ollama_chat_ndjson_and_embed() {
     let mock = MockLlm::start().await.unwrap();
     let body = json!({"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": false});

@@ -384,6 +384,7 @@ pub fn usage(u: &Value) -> Option<Usage> {
         n("input_tokens").unwrap_or(0) + read + n("cache_creation_input_tokens").unwrap_or(0);
     let completion = n("output_tokens").unwrap_or(0);
     Some(Usage {
+        search_units: None,
         prompt_tokens: prompt,
         completion_tokens: completion,
         total_tokens: prompt + completion,

@@ -548,6 +548,7 @@ pub fn usage(u: &Value) -> Option<Usage> {
     let prompt = n("inputTokens").unwrap_or(0) + read + n("cacheWriteInputTokens").unwrap_or(0);
     let completion = n("outputTokens").unwrap_or(0);
     Some(Usage {
+        search_units: None,
         prompt_tokens: prompt,
         completion_tokens: completion,
         total_tokens: prompt + completion,
@@ -735,6 +736,7 @@ pub fn decode_embeddings(body: &[u8], asked: &Asked<'_>) -> Result<Decoded, Stri
         total_tokens: prompt,
         cached_tokens: None,
         reasoning_tokens: None,
+        search_units: None,
     };
     let model = asked.model.map(str::to_string);
     let out = json!({"object": "list", "data": data, "model": model,

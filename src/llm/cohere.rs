@@ -265,6 +265,7 @@ pub fn usage(u: &Value) -> Option<Usage> {
         .map(|v| v as u64)
         .filter(|c| *c > 0);
     Some(Usage {
+        search_units: None,
         prompt_tokens: prompt,
         completion_tokens: completion,
         total_tokens: prompt + completion,
@@ -397,12 +398,24 @@ pub fn decode_embeddings(body: &[u8], model: Option<&str>) -> Result<Decoded, St
     })
 }
 
-/// Usage of a native answer (chat or embed), for the log of an untranslated route.
+/// Usage of a native answer, for the log of an untranslated route: v2 chat's `usage`,
+/// else `meta` (v1 chat and generate, embed, rerank); rerank bills search units, not
+/// tokens, kept apart in [`Usage::search_units`]. Cohere's answers name no model.
 pub fn read_usage(body: &[u8]) -> (Option<Usage>, Option<String>) {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return (None, None);
     };
-    let u = v.get("usage").or_else(|| v.get("meta")).and_then(usage);
+    let meta = v.get("usage").or_else(|| v.get("meta"));
+    let mut u = meta.and_then(usage);
+    let search_units = meta
+        .and_then(|m| m.get("billed_units"))
+        .and_then(|b| b.get("search_units"))
+        .and_then(Value::as_f64)
+        .filter(|n| *n > 0.0)
+        .map(|n| n as u64);
+    if let Some(n) = search_units {
+        u.get_or_insert_with(Usage::default).search_units = Some(n);
+    }
     (u, None)
 }
 
@@ -413,7 +426,8 @@ pub fn decode_error(body: &[u8]) -> Option<Vec<u8>> {
     t::openai_error(message, "api_error", None)
 }
 
-/// Cohere's v2 event stream → OpenAI chunks, one upstream chunk at a time.
+/// Cohere's v2 event stream → OpenAI chunks, one upstream chunk at a time. A native
+/// client's v1 stream (NDJSON, first byte `{`, never SSE's) goes to the v1 reader.
 #[derive(Debug, Default)]
 pub struct StreamMapper {
     framer: sse::Framer,
@@ -421,6 +435,9 @@ pub struct StreamMapper {
     /// Cohere tool-call index → OpenAI tool-call index.
     tool_index: Vec<(u64, u64)>,
     done: bool,
+    /// The first non-blank byte was seen (SSE or NDJSON is known).
+    framing_known: bool,
+    v1: Option<Box<crate::llm::cohere_v1::StreamMapper>>,
 }
 
 impl StreamMapper {
@@ -438,6 +455,20 @@ impl StreamMapper {
 
     /// Maps the complete events in `chunk`; an unfinished event waits for the next chunk.
     pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
+        if !self.framing_known {
+            if let Some(first) = chunk.iter().find(|b| !b.is_ascii_whitespace()) {
+                self.framing_known = true;
+                if *first == b'{' {
+                    self.v1 = Some(Box::new(crate::llm::cohere_v1::StreamMapper::new(
+                        self.chunks.created,
+                        &self.chunks.model,
+                    )));
+                }
+            }
+        }
+        if let Some(v1) = self.v1.as_mut() {
+            return v1.on_chunk(chunk, out);
+        }
         let mut events = Vec::new();
         self.framer.push(chunk, |ev| events.push(ev));
         for ev in events {
@@ -445,8 +476,12 @@ impl StreamMapper {
         }
     }
 
-    /// At the end of the upstream body: the rest; true when `message-end` was seen.
+    /// At the end of the upstream body: the rest; true when `message-end` (v1:
+    /// `stream-end`) was seen.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
+        if let Some(v1) = self.v1.as_mut() {
+            return v1.finish(out);
+        }
         let mut events = Vec::new();
         self.framer.finish(|ev| events.push(ev));
         for ev in events {
@@ -663,6 +698,39 @@ mod tests {
         let s = String::from_utf8(out).unwrap();
         assert!(s.contains("boom") && s.ends_with("data: [DONE]\n\n"), "{s}");
         assert!(m.finish(&mut Vec::new()));
+    }
+
+    #[test]
+    fn native_usage_of_v1_v2_embed_and_rerank() {
+        let (u, m) = read_usage(
+            br#"{"id":"x","message":{},"usage":{"billed_units":{"input_tokens":5,"output_tokens":2}}}"#,
+        );
+        let u = u.unwrap();
+        assert_eq!((u.prompt_tokens, u.completion_tokens, m), (5, 2, None));
+        let (u, _) = read_usage(
+            br#"{"text":"hi","meta":{"api_version":{"version":"1"},"billed_units":{"input_tokens":9,"output_tokens":4}}}"#,
+        );
+        assert_eq!(u.unwrap().total_tokens, 13);
+        let (u, _) = read_usage(
+            br#"{"id":"r","results":[{"index":0,"relevance_score":0.9}],"meta":{"billed_units":{"search_units":1}}}"#,
+        );
+        let u = u.unwrap();
+        assert_eq!(u.search_units, Some(1));
+        assert_eq!(u.total_tokens, 0, "search units are not tokens");
+        assert_eq!(read_usage(b"{}").0, None);
+        assert_eq!(read_usage(b"nope").0, None);
+    }
+
+    #[test]
+    fn v1_ndjson_streams_are_recognised() {
+        let mut m = StreamMapper::new(1, Some("command-r"));
+        let mut out = Vec::new();
+        m.on_chunk(b"\n{\"event_type\":\"stream-start\",\"generation_id\":\"g\"}\n{\"event_type\":\"text-gen", &mut out);
+        m.on_chunk(b"eration\",\"text\":\"Hi\"}\n{\"event_type\":\"stream-end\",\"finish_reason\":\"MAX_TOKENS\",\"response\":{\"meta\":{\"billed_units\":{\"input_tokens\":3,\"output_tokens\":1}}}}\n", &mut out);
+        assert!(m.finish(&mut out));
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("\"content\":\"Hi\"") && s.contains("\"length\""), "{s}");
+        assert!(s.contains("\"prompt_tokens\":3"), "{s}");
     }
 
     #[test]

@@ -569,6 +569,7 @@ pub fn decode_embeddings(body: &[u8], asked: &Asked<'_>) -> Result<Decoded, Stri
         .and_then(Value::as_u64)
         .unwrap_or_else(|| estimate_input_tokens(asked.request));
     let usage = Usage {
+        search_units: None,
         prompt_tokens: prompt,
         completion_tokens: 0,
         total_tokens: prompt,
@@ -637,6 +638,7 @@ pub fn usage(u: &Value) -> Option<Usage> {
     let thoughts = n("thoughtsTokenCount");
     let completion = n("candidatesTokenCount").unwrap_or(0) + thoughts.unwrap_or(0);
     Some(Usage {
+        search_units: None,
         prompt_tokens: prompt,
         completion_tokens: completion,
         total_tokens: n("totalTokenCount").unwrap_or(prompt + completion),

@@ -263,7 +263,8 @@ impl StreamMapper {
         self.done
     }
 
-    fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
+    /// Maps one TGI event (for readers that frame the stream themselves).
+    pub fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
         let Ok(v) = serde_json::from_slice::<Value>(&ev.data) else {
             return;
         };

@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod body;
 pub mod cohere;
+pub mod cohere_v1;
 pub mod completions;
 pub mod eventstream;
 pub mod gcp;
@@ -38,7 +39,9 @@ pub enum Wire {
     Ollama,
     /// A Llama-2 prompt for a text-generation-inference `generate` endpoint.
     Llama2Raw,
-    /// Hugging Face's feature-extraction pipeline (embeddings; its chat is OpenAI's).
+    /// Hugging Face's feature-extraction pipeline (embeddings; its chat is OpenAI's); for
+    /// native clients (`llm_format: huggingface`), TGI's `generate` or the router's
+    /// OpenAI-compatible answers, read for usage.
     HuggingFace,
     /// Gemini `generateContent` (AI Studio and Vertex AI): translated; the model and method
     /// are in the path.
@@ -197,14 +200,16 @@ pub fn read_usage(wire: Wire, body: &[u8]) -> (Option<Usage>, Option<String>) {
         Wire::Cohere => cohere::read_usage(body),
         Wire::Ollama => ollama::read_usage(body),
         Wire::Llama2Raw => llama2::read_usage(body),
-        Wire::OpenAi | Wire::HuggingFace => (None, None),
+        Wire::HuggingFace => huggingface::read_usage(body),
+        Wire::OpenAi => (None, None),
         Wire::Gemini => gemini::read_usage(body),
         Wire::Bedrock => bedrock::read_usage(body),
     }
 }
 
 /// Whether an upstream answer with `content_type` is a stream the gateway reads event by
-/// event: SSE for every dialect, NDJSON for Ollama's, the AWS event stream for Bedrock's.
+/// event: SSE for every dialect, NDJSON for Ollama's (and Cohere's v1 chat, which native
+/// clients may call), the AWS event stream for Bedrock's.
 pub fn is_native_stream(wire: Wire, content_type: &str) -> bool {
     let ct = content_type.trim_start();
     let is = |prefix: &str| {
@@ -212,6 +217,7 @@ pub fn is_native_stream(wire: Wire, content_type: &str) -> bool {
             .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
     };
     is("text/event-stream")
-        || (wire == Wire::Ollama && (is("application/x-ndjson") || is("application/stream+json")))
+        || (matches!(wire, Wire::Ollama | Wire::Cohere)
+            && (is("application/x-ndjson") || is("application/stream+json")))
         || (wire == Wire::Bedrock && is("application/vnd.amazon.eventstream"))
 }

@@ -26,6 +26,7 @@ enum Native {
     Cohere(crate::llm::cohere::StreamMapper),
     Ollama(crate::llm::ollama::StreamMapper),
     Llama2Raw(crate::llm::llama2::StreamMapper),
+    HuggingFace(crate::llm::huggingface::StreamMapper),
     Gemini(crate::llm::gemini::StreamMapper),
     Bedrock(crate::llm::bedrock::StreamMapper),
 }
@@ -64,10 +65,12 @@ impl Native {
     /// The mapper for `wire`'s stream; None for OpenAI (its chunks need no mapping) and
     /// dialects that do not stream.
     fn new(wire: Wire, created: u64, asked: &Asked<'_>) -> Option<Native> {
-        use crate::llm::{anthropic, bedrock, cohere, llama2, ollama};
+        use crate::llm::{anthropic, bedrock, cohere, huggingface, llama2, ollama};
         let model = asked.model;
         Some(match wire {
-            Wire::OpenAi | Wire::HuggingFace => return None,
+            Wire::OpenAi => return None,
+            // Only native clients' streams (embeddings, its translated route, do not stream).
+            Wire::HuggingFace => Native::HuggingFace(huggingface::StreamMapper::new(created, model)),
             Wire::Anthropic => Native::Anthropic(anthropic::StreamMapper::new(created)),
             Wire::Cohere => Native::Cohere(cohere::StreamMapper::new(created, model)),
             Wire::Ollama => Native::Ollama(ollama::StreamMapper::new(created, model)),
@@ -83,6 +86,7 @@ impl Native {
             Native::Cohere(m) => m.on_chunk(chunk, out),
             Native::Ollama(m) => m.on_chunk(chunk, out),
             Native::Llama2Raw(m) => m.on_chunk(chunk, out),
+            Native::HuggingFace(m) => m.on_chunk(chunk, out),
             Native::Gemini(m) => m.on_chunk(chunk, out),
             Native::Bedrock(m) => m.on_chunk(chunk, out),
         }
@@ -95,6 +99,7 @@ impl Native {
             Native::Cohere(m) => m.finish(out),
             Native::Ollama(m) => m.finish(out),
             Native::Llama2Raw(m) => m.finish(out),
+            Native::HuggingFace(m) => m.finish(out),
             Native::Gemini(m) => m.finish(out),
             Native::Bedrock(m) => m.finish(out),
         }

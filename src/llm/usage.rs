@@ -18,6 +18,9 @@ pub struct Usage {
     pub cached_tokens: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_tokens: Option<u64>,
+    /// Billed search units (Cohere's rerank), which are not tokens.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub search_units: Option<u64>,
 }
 
 /// A token count as providers send it; anything but a non-negative integer reads as absent
@@ -230,6 +233,7 @@ impl UsageWire {
             a.as_ref().or(b.as_ref()).and_then(|d| f(d).0)
         };
         Some(Usage {
+            search_units: None,
             prompt_tokens: prompt,
             completion_tokens: completion,
             total_tokens: self.total_tokens.0.unwrap_or(prompt + completion),

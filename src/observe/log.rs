@@ -325,6 +325,9 @@ impl AiLog {
             if let Some(r) = u.reasoning_tokens {
                 usage["completion_tokens_details"] = json!({ "reasoning_tokens": r });
             }
+            if let Some(n) = u.search_units {
+                usage["search_units"] = json!(n);
+            }
             proxy.insert("usage".into(), usage);
         }
         if logging.log_payloads {

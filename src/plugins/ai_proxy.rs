@@ -100,6 +100,9 @@ pub struct Target {
     /// `upstream.path` is a prefix that the model (and the dialect's method) completes per
     /// request (Gemini, Bedrock, Hugging Face put the model in the path).
     pub model_path: bool,
+    /// The user configured the upstream path (`upstream_url` with a path, or
+    /// `upstream_path`); otherwise a native client's own path may go upstream.
+    pub path_configured: bool,
     /// A `llm/v1/responses` target whose provider only has chat: requests and answers are
     /// translated (`llm::responses`).
     pub bridge_responses: bool,
@@ -156,7 +159,8 @@ impl AiProxy {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let targets: Vec<Target> = target.into_iter().collect();
+        let mut targets: Vec<Target> = target.into_iter().collect();
+        apply_llm_format(c.llm_format, &mut targets);
         Ok((
             AiProxy {
                 plugin_id: id.to_string(),
@@ -237,6 +241,7 @@ impl AiProxy {
         if !errors.is_empty() {
             return Err(errors);
         }
+        apply_llm_format(c.llm_format, &mut targets);
         let b = &c.balancer;
         Ok((
             AiProxy {
@@ -262,52 +267,36 @@ impl AiProxy {
 /// `llm_format` other than openai: the client speaks the provider's own API, so every
 /// target must be that provider.
 fn check_llm_format(f: LlmFormat, targets: &[&TargetConfig], errors: &mut FieldErrors) {
-    match f {
-        LlmFormat::Openai => {}
-        LlmFormat::Bedrock => {
-            for t in targets {
-                let ok = t.model.provider == ProviderName::Bedrock
-                    && matches!(t.route_type, RouteType::Chat | RouteType::Preserve);
-                if !ok {
-                    errors.push((
-                        "config.llm_format".into(),
-                        "llm_format 'bedrock' needs provider 'bedrock' with route_type llm/v1/chat or preserve on every target".into(),
-                    ));
-                    return;
-                }
-            }
-        }
-        LlmFormat::Anthropic => {
-            for t in targets {
-                let ok = t.model.provider == ProviderName::Anthropic
-                    && matches!(t.route_type, RouteType::Chat | RouteType::Preserve);
-                if !ok {
-                    errors.push((
-                        "config.llm_format".into(),
-                        "llm_format 'anthropic' needs provider 'anthropic' with route_type llm/v1/chat or preserve on every target".into(),
-                    ));
-                    return;
-                }
-            }
-        }
-        LlmFormat::Gemini => {
-            for t in targets {
-                let ok = t.model.provider == ProviderName::Gemini
-                    && matches!(t.route_type, RouteType::Chat | RouteType::Preserve);
-                if !ok {
-                    errors.push((
-                        "config.llm_format".into(),
-                        "llm_format 'gemini' needs provider 'gemini' with route_type llm/v1/chat or preserve on every target".into(),
-                    ));
-                    return;
-                }
-            }
-        }
-        _ => errors.push((
+    let provider = match f {
+        LlmFormat::Openai => return,
+        LlmFormat::Bedrock => ProviderName::Bedrock,
+        LlmFormat::Anthropic => ProviderName::Anthropic,
+        LlmFormat::Gemini => ProviderName::Gemini,
+        LlmFormat::Cohere => ProviderName::Cohere,
+        LlmFormat::Huggingface => ProviderName::Huggingface,
+    };
+    let ok = |t: &&TargetConfig| {
+        t.model.provider == provider
+            && matches!(t.route_type, RouteType::Chat | RouteType::Preserve)
+    };
+    if !targets.iter().all(ok) {
+        let name = provider.as_str();
+        errors.push((
             "config.llm_format".into(),
-            "only llm_format 'openai', 'anthropic', 'gemini' and 'bedrock' are supported by tollgate yet"
-                .into(),
-        )),
+            format!(
+                "llm_format '{name}' needs provider '{name}' with route_type llm/v1/chat or preserve on every target"
+            ),
+        ));
+    }
+}
+
+/// Hugging Face native clients call TGI's `generate` (or the router's OpenAI-compatible
+/// paths) themselves: their answers are read as [`Wire::HuggingFace`], which knows both.
+fn apply_llm_format(f: LlmFormat, targets: &mut [Target]) {
+    if f == LlmFormat::Huggingface {
+        for t in targets.iter_mut().filter(|t| t.route_type == RouteType::Chat) {
+            t.wire = Wire::HuggingFace;
+        }
     }
 }
 
@@ -429,6 +418,7 @@ fn compile_target(
     // Whether the provider's path prefix gets the model (and method) appended per request;
     // a path the user gives is used as it is.
     let mut model_path = provider.as_ref().is_some_and(|p| p.model_path);
+    let mut path_configured = false;
     let upstream = match &options.upstream_url {
         Some(u) => match parse_upstream_url(u) {
             // A bare base URL gets the provider's own path for the route type.
@@ -437,6 +427,7 @@ fn compile_target(
                     b.path = provider.as_ref().and_then(|p| p.path.clone());
                 } else {
                     model_path = false;
+                    path_configured = true;
                 }
                 b
             }
@@ -450,6 +441,7 @@ fn compile_target(
                 let (scheme, host, port) = &p.base;
                 if options.upstream_path.is_some() {
                     model_path = false;
+                    path_configured = true;
                 }
                 let path = options.upstream_path.clone().or(p.path.clone());
                 UpstreamBase::new(scheme, host.clone(), *port, path)
@@ -500,6 +492,7 @@ fn compile_target(
         weight: t.weight,
         upstream,
         model_path,
+        path_configured,
         bridge_responses,
         bridge_completions,
         sigv4,

@@ -507,6 +507,12 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         Some((_, stream)) => *stream,
         // Gemini's clients pick the streaming method in the path.
         None if ai.llm_format == LlmFormat::Gemini => llm::gemini::path_streams(&c.up.path),
+        // TGI streams at `generate_stream`; the router's paths (and Cohere's) by the body.
+        None if ai.llm_format == LlmFormat::Huggingface
+            && llm::huggingface::path_streams(&c.up.path) =>
+        {
+            true
+        }
         None => parsed.as_ref().and_then(|b| b.bool("stream")) == Some(true),
     };
     let stream = if parsed.is_some() {

@@ -189,6 +189,16 @@ fn status_fails_over(status: u16, criteria: &[FailoverCriterion]) -> bool {
     criteria.contains(&c) && criteria.contains(&FailoverCriterion::NonIdempotent)
 }
 
+/// A native client of Cohere or Hugging Face: it calls the provider's endpoints itself,
+/// with bodies the gateway does not interpret.
+fn native_own_api(target: &Target, req: &AiRequest<'_>) -> bool {
+    req.native
+        && matches!(
+            target.provider,
+            ProviderName::Cohere | ProviderName::Huggingface
+        )
+}
+
 /// An encoded attempt: the request, its log entry and the model it asks for.
 type Encoded = (OutRequest, Try, Option<String>);
 
@@ -208,8 +218,13 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
             // Native Gemini and Bedrock clients name the model in the path; Gemini's bodies
             // are not OpenAI-shaped at all.
             let gemini_native = req.native && target.wire == Wire::Gemini;
+            // Cohere's and Hugging Face's native bodies are whatever the called endpoint
+            // takes (v1 chat, embed, rerank, TGI's generate): no chat shape to check.
+            let own_api = native_own_api(target, req);
             let client_model = if gemini_native {
                 gemini::model_in_path(&req.up.path).map(std::borrow::Cow::Borrowed)
+            } else if own_api {
+                client_body.str("model")
             } else {
                 ai_proxy::check_format(rt, client_body)?;
                 match req.path_model {
@@ -227,7 +242,12 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                 }
                 (false, _) => (client_body, None),
             };
-            model = ai_proxy::resolve_model(target, client_model.as_deref(), req.sources)?;
+            model = if own_api && client_model.is_none() && target.model_name.is_none() {
+                // The endpoint's own default model (Cohere v1, a TGI server's one model).
+                None
+            } else {
+                ai_proxy::resolve_model(target, client_model.as_deref(), req.sources)?
+            };
             let body_param = match &target.auth.param {
                 Some((name, value, ParamLocation::Body))
                     if !(target.auth.allow_override && body.has(name)) =>
@@ -262,13 +282,17 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                 _ if req.native => {
                     // The client's own Messages body: only the model (and a forced stream,
                     // or an auth parameter) may change. Gemini's body has neither.
+                    // TGI's bodies name no model; Cohere's and Hugging Face's clients pick
+                    // streaming by endpoint or body themselves (a forced `stream` would break
+                    // embed and rerank).
+                    let hf_native = target.wire == Wire::HuggingFace;
                     let mut set: Vec<(&str, String)> = Vec::new();
-                    if let (false, Some(m)) = (gemini_native, model.as_deref()) {
+                    if let (false, false, Some(m)) = (gemini_native, hf_native, model.as_deref()) {
                         if body.str("model").as_deref() != Some(m) {
                             set.push(("model", serde_json::to_string(m).unwrap_or_default()));
                         }
                     }
-                    if req.force_stream && !gemini_native {
+                    if req.force_stream && !gemini_native && !own_api {
                         set.push(("stream", "true".into()));
                     }
                     if let Some((k, v)) = body_param {
@@ -300,9 +324,13 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     // A Gemini-native client's path already says model and method (AI Studio or Vertex);
     // only a path the user configured replaces it.
     let client_path = req.native
-        && target.wire == Wire::Gemini
         && rt != RouteType::Preserve
-        && (target.model_path || up.path.is_none());
+        && match target.wire {
+            Wire::Gemini => target.model_path || up.path.is_none(),
+            // Cohere's and Hugging Face's clients call the endpoint they mean (v1 or v2
+            // chat, embed, rerank, generate…), below the route's prefix.
+            _ => native_own_api(target, req) && !target.path_configured,
+        };
     let path: &str = match (&up.path, default_path) {
         _ if client_path => &req.up.path,
         (Some(prefix), _) if target.model_path => {
