@@ -721,6 +721,235 @@ async fn cohere_embeddings() {
     assert_eq!(r.status, 400, "{}", r.text());
 }
 
+/// `routes(...)` with `llm_format: {format}` on every route.
+fn native_routes(format: &str, auth: &str, list: &[(&str, &str, &str)]) -> String {
+    let y = routes(auth, list).replace(
+        "            config:\n              route_type:",
+        &format!("            config:\n              llm_format: {format}\n              route_type:"),
+    );
+    assert_eq!(y.matches("llm_format").count(), list.len());
+    y
+}
+
+/// A native stream reached the client as it came, frame by frame, not buffered.
+fn streamed_untouched(r: &support::Reply, sent: &str) {
+    assert_eq!(r.status, 200, "{}", r.text());
+    let text = r.text();
+    assert!(
+        !text.contains("chat.completion.chunk") && !text.contains("[DONE]") || sent == "openai",
+        "{text}"
+    );
+    assert!(r.frames.len() > 1, "streamed, not buffered: {:?}", r.frames);
+    let (first, last) = (r.frames[0].0, r.frames[r.frames.len() - 1].0);
+    assert!(
+        last - first >= std::time::Duration::from_millis(60),
+        "frames passed as they came: {:?}",
+        r.frames.iter().map(|f| f.0).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn cohere_native_clients_pass_through_with_usage_logged() {
+    let yaml = native_routes(
+        "cohere",
+        "{header_name: Authorization, header_value: \"Bearer co-key\"}",
+        &[
+            (
+                "co",
+                "llm/v1/chat",
+                "{provider: cohere, name: command-a-03-2025, options: {upstream_url: \"{MOCK}\"}}",
+            ),
+            // No model configured: each call names its own (chat, rerank) or uses Cohere's default.
+            ("co-any", "llm/v1/chat", "{provider: cohere, options: {upstream_url: \"{MOCK}\"}}"),
+        ],
+    );
+    let h = Harness::start(&yaml).await;
+    let client = [
+        ("content-type", "application/json"),
+        ("authorization", "Bearer client-own-key"),
+        ("x-mock", "chunk_delay_ms=40"),
+    ];
+    // v2 chat, buffered: Cohere's answer, the body upstream byte for byte.
+    let v2 = r#"{ "model":"command-a-03-2025", "messages": [{"role":"user","content":"hi there"}], "max_tokens" : 50 }"#;
+    let r = send("POST", &h.url("/co/v2/chat"), &client, v2).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(
+        b["message"]["content"][0]["text"], "Hello from mock-llm.",
+        "the answer stays Cohere's: {b}"
+    );
+    assert_eq!(b["usage"]["billed_units"]["output_tokens"], 3);
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(seen.path, "/v2/chat");
+    assert_eq!(seen.header("authorization"), Some("Bearer co-key"));
+    assert_eq!(seen.body, v2.as_bytes(), "the body goes as the client sent it");
+
+    // v2 chat, streamed: Cohere's SSE, observed as it passes.
+    let v2s = r#"{"stream":true,"model":"command-a-03-2025","messages":[{"role":"user","content":"hi there"}]}"#;
+    let r = send("POST", &h.url("/co/v2/chat"), &client, v2s).await;
+    streamed_untouched(&r, "cohere");
+    assert!(r.text().starts_with("event: message-start\n"), "{}", r.text());
+    assert!(r.text().contains("event: message-end\n"), "{}", r.text());
+    assert_eq!(h.mock.last_request().unwrap().body, v2s.as_bytes());
+
+    // Another model than the configured one is refused before anything is sent.
+    let r = post_json(
+        &h.url("/co/v2/chat"),
+        &json!({"model": "command-r", "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("cannot use own model"), "{}", r.text());
+    assert_eq!(h.mock.requests().len(), 2);
+
+    let log = h.wait_log("co.log", 3).await;
+    assert_eq!(log[2]["response"]["status"], 400);
+    for line in &log[..2] {
+        let ai = &line["ai"]["proxy"];
+        assert_eq!(ai["usage"]["prompt_tokens"], 2, "{line}");
+        assert_eq!(ai["usage"]["completion_tokens"], 3, "{line}");
+        assert_eq!(ai["usage"]["total_tokens"], 5, "{line}");
+        assert_eq!(ai["meta"]["request_model"], "command-a-03-2025", "{line}");
+        assert!(ai.get("error").is_none(), "{line}");
+        assert_eq!(line["upstream_uri"], "/v2/chat", "{line}");
+    }
+    assert_eq!(log[1]["ai"]["proxy"]["meta"]["request_mode"], "stream");
+
+    // v1 chat (no model anywhere: Cohere's default), buffered and as an NDJSON stream.
+    let v1 = r#"{"message":"hi there","chat_history":[{"role":"USER","message":"one two"}]}"#;
+    let r = send("POST", &h.url("/co-any/v1/chat"), &client, v1).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["text"], "Hello from mock-llm.");
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!((seen.path.as_str(), &seen.body[..]), ("/v1/chat", v1.as_bytes()));
+    assert_eq!(seen.header("authorization"), Some("Bearer co-key"));
+    let v1s = r#"{"message":"hi there","chat_history":[{"role":"USER","message":"one two"}],"stream":true}"#;
+    let r = send("POST", &h.url("/co-any/v1/chat"), &client, v1s).await;
+    streamed_untouched(&r, "cohere");
+    assert_eq!(r.header("content-type"), Some("application/stream+json"));
+    let lines: Vec<Value> = r.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.last().unwrap()["event_type"], "stream-end");
+    assert_eq!(h.mock.last_request().unwrap().body, v1s.as_bytes());
+
+    // Rerank bills search units, logged as such (no tokens).
+    let rerank = r#"{"model":"rerank-v3.5","query":"capital of France","documents":["Berlin","Paris is the capital of France"]}"#;
+    let r = send("POST", &h.url("/co-any/v2/rerank"), &client, rerank).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["results"][0]["index"], 1);
+    assert_eq!(h.mock.last_request().unwrap().path, "/v2/rerank");
+
+    let log = h.wait_log("co-any.log", 3).await;
+    for line in &log[..2] {
+        let ai = &line["ai"]["proxy"];
+        assert_eq!(ai["usage"]["prompt_tokens"], 4, "{line}");
+        assert_eq!(ai["usage"]["completion_tokens"], 3, "{line}");
+        assert_eq!(ai["meta"]["request_model"], "UNSPECIFIED", "{line}");
+        assert!(ai.get("error").is_none(), "{line}");
+    }
+    assert_eq!(log[1]["ai"]["proxy"]["meta"]["request_mode"], "stream");
+    let ai = &log[2]["ai"]["proxy"];
+    assert_eq!(ai["usage"]["search_units"], 1, "{}", log[2]);
+    assert_eq!(ai["usage"]["total_tokens"], 0, "{}", log[2]);
+    assert_eq!(ai["meta"]["request_model"], "rerank-v3.5", "{}", log[2]);
+
+    for seen in h.mock.requests() {
+        assert!(
+            seen.headers.iter().all(|(_, v)| !v.contains("client-own-key")),
+            "the client's own key is replaced: {:?}",
+            seen.headers
+        );
+    }
+
+    // Every target must be Cohere with chat (or preserve).
+    let e = load_error(&yaml.replace(
+        "provider: cohere, name: command",
+        "provider: openai, name: command",
+    ));
+    assert!(
+        e.contains("config.llm_format") && e.contains("provider 'cohere'"),
+        "{e}"
+    );
+    let e = load_error(&native_routes(
+        "cohere",
+        "{}",
+        &[("e", "llm/v1/embeddings", "{provider: cohere, name: embed-v4.0}")],
+    ));
+    assert!(e.contains("config.llm_format"), "{e}");
+}
+
+#[tokio::test]
+async fn huggingface_native_clients_pass_through_with_usage_logged() {
+    let yaml = native_routes(
+        "huggingface",
+        "{header_name: Authorization, header_value: \"Bearer hf_test\"}",
+        &[(
+            "tgi",
+            "llm/v1/chat",
+            "{provider: huggingface, name: meta-llama/Llama-3.1-8B-Instruct, options: {upstream_url: \"{MOCK}\"}}",
+        )],
+    );
+    let h = Harness::start(&yaml).await;
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", "Bearer hf_client_own"),
+        ("x-mock", "chunk_delay_ms=40"),
+    ];
+    // TGI's generate: no model in the body, and none is added.
+    let gen = r#"{"inputs":"hi there","parameters":{"max_new_tokens":20,"details":true}}"#;
+    let r = send("POST", &h.url("/tgi/generate"), &headers, gen).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["generated_text"], "Hello from mock-llm.", "TGI's answer: {}", r.text());
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!((seen.path.as_str(), &seen.body[..]), ("/generate", gen.as_bytes()));
+    assert_eq!(seen.header("authorization"), Some("Bearer hf_test"));
+
+    // generate_stream streams by its path; TGI's events pass untouched.
+    let r = send("POST", &h.url("/tgi/generate_stream"), &headers, gen).await;
+    streamed_untouched(&r, "huggingface");
+    assert!(r.text().starts_with("data: {\"index\":1,\"token\""), "{}", r.text());
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!((seen.path.as_str(), &seen.body[..]), ("/generate_stream", gen.as_bytes()));
+
+    // The router's OpenAI-compatible path, buffered and streamed.
+    let chat = r#"{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"user","content":"hi there"}]}"#;
+    let r = send("POST", &h.url("/tgi/v1/chat/completions"), &headers, chat).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "chat.completion");
+    assert_eq!(h.mock.last_request().unwrap().body, chat.as_bytes());
+    let chat_s = r#"{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"user","content":"hi there"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+    let r = send("POST", &h.url("/tgi/v1/chat/completions"), &headers, chat_s).await;
+    streamed_untouched(&r, "openai");
+    assert_eq!(h.mock.last_request().unwrap().body, chat_s.as_bytes());
+    assert_eq!(h.mock.last_request().unwrap().path, "/v1/chat/completions");
+
+    let log = h.wait_log("tgi.log", 4).await;
+    let usage = |i: usize| {
+        let u = &log[i]["ai"]["proxy"]["usage"];
+        assert!(log[i]["ai"]["proxy"].get("error").is_none(), "{}", log[i]);
+        (u["prompt_tokens"].clone(), u["completion_tokens"].clone())
+    };
+    // TGI counts generated tokens only (its stream's last event counts the end token too).
+    assert_eq!(usage(0), (json!(0), json!(3)));
+    assert_eq!(usage(1), (json!(0), json!(4)));
+    assert_eq!(usage(2), (json!(2), json!(3)));
+    assert_eq!(usage(3), (json!(2), json!(3)));
+    assert_eq!(log[1]["ai"]["proxy"]["meta"]["request_mode"], "stream");
+    assert_eq!(log[2]["upstream_uri"], "/v1/chat/completions");
+    for seen in h.mock.requests() {
+        assert!(
+            seen.headers.iter().all(|(_, v)| !v.contains("hf_client_own")),
+            "the client's own key is replaced: {:?}",
+            seen.headers
+        );
+    }
+
+    let e = load_error(&yaml.replace("provider: huggingface", "provider: cohere"));
+    assert!(
+        e.contains("config.llm_format") && e.contains("provider 'huggingface'"),
+        "{e}"
+    );
+}
+
 fn ollama_yaml() -> String {
     routes(
         "{}",

@@ -407,7 +407,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     let invalid = || GatewayError::BadRequest("the upstream path is not a valid URI".into());
     let target_uri: Uri = match (query.as_deref(), path_query, default_path) {
         // The common case needs no string building: the route type's own path.
-        (None, None, Some(p)) if up.path.is_none() => Uri::from_static(p),
+        (None, None, Some(p)) if up.path.is_none() && !client_path => Uri::from_static(p),
         (None, None, _) => Uri::try_from(path_only).map_err(|_| invalid())?,
         (q, _, _) => join(q).parse().map_err(|_| invalid())?,
     };
