@@ -725,7 +725,9 @@ async fn cohere_embeddings() {
 fn native_routes(format: &str, auth: &str, list: &[(&str, &str, &str)]) -> String {
     let y = routes(auth, list).replace(
         "            config:\n              route_type:",
-        &format!("            config:\n              llm_format: {format}\n              route_type:"),
+        &format!(
+            "            config:\n              llm_format: {format}\n              route_type:"
+        ),
     );
     assert_eq!(y.matches("llm_format").count(), list.len());
     y
@@ -760,7 +762,11 @@ async fn cohere_native_clients_pass_through_with_usage_logged() {
                 "{provider: cohere, name: command-a-03-2025, options: {upstream_url: \"{MOCK}\"}}",
             ),
             // No model configured: each call names its own (chat, rerank) or uses Cohere's default.
-            ("co-any", "llm/v1/chat", "{provider: cohere, options: {upstream_url: \"{MOCK}\"}}"),
+            (
+                "co-any",
+                "llm/v1/chat",
+                "{provider: cohere, options: {upstream_url: \"{MOCK}\"}}",
+            ),
         ],
     );
     let h = Harness::start(&yaml).await;
@@ -782,13 +788,21 @@ async fn cohere_native_clients_pass_through_with_usage_logged() {
     let seen = h.mock.last_request().unwrap();
     assert_eq!(seen.path, "/v2/chat");
     assert_eq!(seen.header("authorization"), Some("Bearer co-key"));
-    assert_eq!(seen.body, v2.as_bytes(), "the body goes as the client sent it");
+    assert_eq!(
+        seen.body,
+        v2.as_bytes(),
+        "the body goes as the client sent it"
+    );
 
     // v2 chat, streamed: Cohere's SSE, observed as it passes.
     let v2s = r#"{"stream":true,"model":"command-a-03-2025","messages":[{"role":"user","content":"hi there"}]}"#;
     let r = send("POST", &h.url("/co/v2/chat"), &client, v2s).await;
     streamed_untouched(&r, "cohere");
-    assert!(r.text().starts_with("event: message-start\n"), "{}", r.text());
+    assert!(
+        r.text().starts_with("event: message-start\n"),
+        "{}",
+        r.text()
+    );
     assert!(r.text().contains("event: message-end\n"), "{}", r.text());
     assert_eq!(h.mock.last_request().unwrap().body, v2s.as_bytes());
 
@@ -821,13 +835,20 @@ async fn cohere_native_clients_pass_through_with_usage_logged() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["text"], "Hello from mock-llm.");
     let seen = h.mock.last_request().unwrap();
-    assert_eq!((seen.path.as_str(), &seen.body[..]), ("/v1/chat", v1.as_bytes()));
+    assert_eq!(
+        (seen.path.as_str(), &seen.body[..]),
+        ("/v1/chat", v1.as_bytes())
+    );
     assert_eq!(seen.header("authorization"), Some("Bearer co-key"));
     let v1s = r#"{"message":"hi there","chat_history":[{"role":"USER","message":"one two"}],"stream":true}"#;
     let r = send("POST", &h.url("/co-any/v1/chat"), &client, v1s).await;
     streamed_untouched(&r, "cohere");
     assert_eq!(r.header("content-type"), Some("application/stream+json"));
-    let lines: Vec<Value> = r.text().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = r
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.last().unwrap()["event_type"], "stream-end");
     assert_eq!(h.mock.last_request().unwrap().body, v1s.as_bytes());
 
@@ -854,7 +875,9 @@ async fn cohere_native_clients_pass_through_with_usage_logged() {
 
     for seen in h.mock.requests() {
         assert!(
-            seen.headers.iter().all(|(_, v)| !v.contains("client-own-key")),
+            seen.headers
+                .iter()
+                .all(|(_, v)| !v.contains("client-own-key")),
             "the client's own key is replaced: {:?}",
             seen.headers
         );
@@ -872,7 +895,11 @@ async fn cohere_native_clients_pass_through_with_usage_logged() {
     let e = load_error(&native_routes(
         "cohere",
         "{}",
-        &[("e", "llm/v1/embeddings", "{provider: cohere, name: embed-v4.0}")],
+        &[(
+            "e",
+            "llm/v1/embeddings",
+            "{provider: cohere, name: embed-v4.0}",
+        )],
     ));
     assert!(e.contains("config.llm_format"), "{e}");
 }
@@ -898,17 +925,32 @@ async fn huggingface_native_clients_pass_through_with_usage_logged() {
     let gen = r#"{"inputs":"hi there","parameters":{"max_new_tokens":20,"details":true}}"#;
     let r = send("POST", &h.url("/tgi/generate"), &headers, gen).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.json()["generated_text"], "Hello from mock-llm.", "TGI's answer: {}", r.text());
+    assert_eq!(
+        r.json()["generated_text"],
+        "Hello from mock-llm.",
+        "TGI's answer: {}",
+        r.text()
+    );
     let seen = h.mock.last_request().unwrap();
-    assert_eq!((seen.path.as_str(), &seen.body[..]), ("/generate", gen.as_bytes()));
+    assert_eq!(
+        (seen.path.as_str(), &seen.body[..]),
+        ("/generate", gen.as_bytes())
+    );
     assert_eq!(seen.header("authorization"), Some("Bearer hf_test"));
 
     // generate_stream streams by its path; TGI's events pass untouched.
     let r = send("POST", &h.url("/tgi/generate_stream"), &headers, gen).await;
     streamed_untouched(&r, "huggingface");
-    assert!(r.text().starts_with("data: {\"index\":1,\"token\""), "{}", r.text());
+    assert!(
+        r.text().starts_with("data: {\"index\":1,\"token\""),
+        "{}",
+        r.text()
+    );
     let seen = h.mock.last_request().unwrap();
-    assert_eq!((seen.path.as_str(), &seen.body[..]), ("/generate_stream", gen.as_bytes()));
+    assert_eq!(
+        (seen.path.as_str(), &seen.body[..]),
+        ("/generate_stream", gen.as_bytes())
+    );
 
     // The router's OpenAI-compatible path, buffered and streamed.
     let chat = r#"{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"user","content":"hi there"}]}"#;
@@ -937,7 +979,9 @@ async fn huggingface_native_clients_pass_through_with_usage_logged() {
     assert_eq!(log[2]["upstream_uri"], "/v1/chat/completions");
     for seen in h.mock.requests() {
         assert!(
-            seen.headers.iter().all(|(_, v)| !v.contains("hf_client_own")),
+            seen.headers
+                .iter()
+                .all(|(_, v)| !v.contains("hf_client_own")),
             "the client's own key is replaced: {:?}",
             seen.headers
         );

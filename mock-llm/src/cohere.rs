@@ -280,8 +280,10 @@ pub(crate) fn chat_v1(ctx: &Ctx<'_>) -> Response<MockBody> {
             &json!({"is_finished": false, "event_type": "text-generation", "text": piece}),
         ));
     }
-    lines.push(line(&json!({"is_finished": true, "event_type": "stream-end",
-        "response": response, "finish_reason": "COMPLETE"})));
+    lines.push(line(
+        &json!({"is_finished": true, "event_type": "stream-end",
+        "response": response, "finish_reason": "COMPLETE"}),
+    ));
     let mut r = ctx.event_stream(lines);
     r.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -307,10 +309,7 @@ pub(crate) fn rerank(ctx: &Ctx<'_>, v2: bool) -> Response<MockBody> {
     let Some(documents) = body.get("documents").and_then(Value::as_array) else {
         return bad("invalid request: documents must be specified");
     };
-    let words: Vec<String> = query
-        .split_whitespace()
-        .map(str::to_lowercase)
-        .collect();
+    let words: Vec<String> = query.split_whitespace().map(str::to_lowercase).collect();
     let mut results: Vec<(usize, f64)> = documents
         .iter()
         .enumerate()

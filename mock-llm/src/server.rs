@@ -340,9 +340,7 @@ async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Res
                     Route::CohereChat
                     | Route::CohereChatV1
                     | Route::CohereEmbed
-                    | Route::CohereRerank(_) => {
-                        return Ok(cohere::error(status, &message))
-                    }
+                    | Route::CohereRerank(_) => return Ok(cohere::error(status, &message)),
                     Route::OllamaChat | Route::OllamaEmbed => {
                         return Ok(ollama::error(status, &message))
                     }

@@ -714,7 +714,13 @@ async fn cohere_v1_chat_ndjson_and_rerank() {
     let end = lines.last().unwrap();
     assert_eq!(end["event_type"], "stream-end");
     assert_eq!(end["response"]["meta"]["billed_units"]["output_tokens"], 3);
-    let r = post(&mock, "/v1/chat", &[], &json!({"model": "c", "messages": []})).await;
+    let r = post(
+        &mock,
+        "/v1/chat",
+        &[],
+        &json!({"model": "c", "messages": []}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
     let rerank = json!({"model": "rerank-v3.5", "query": "capital of France",
@@ -723,7 +729,13 @@ async fn cohere_v1_chat_ndjson_and_rerank() {
     assert_eq!(v["results"].as_array().unwrap().len(), 1);
     assert_eq!(v["results"][0]["index"], 1);
     assert_eq!(v["meta"]["billed_units"]["search_units"], 1);
-    let r = post(&mock, "/v2/rerank", &[], &json!({"query": "x", "documents": []})).await;
+    let r = post(
+        &mock,
+        "/v2/rerank",
+        &[],
+        &json!({"query": "x", "documents": []}),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "v2 needs a model");
     let r = post(&mock, "/v1/rerank", &[("x-mock", "status=429")], &rerank).await;
     assert_eq!(r.json()["message"], "mock-llm injected status 429");

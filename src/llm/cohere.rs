@@ -729,7 +729,10 @@ mod tests {
         m.on_chunk(b"eration\",\"text\":\"Hi\"}\n{\"event_type\":\"stream-end\",\"finish_reason\":\"MAX_TOKENS\",\"response\":{\"meta\":{\"billed_units\":{\"input_tokens\":3,\"output_tokens\":1}}}}\n", &mut out);
         assert!(m.finish(&mut out));
         let s = String::from_utf8(out).unwrap();
-        assert!(s.contains("\"content\":\"Hi\"") && s.contains("\"length\""), "{s}");
+        assert!(
+            s.contains("\"content\":\"Hi\"") && s.contains("\"length\""),
+            "{s}"
+        );
         assert!(s.contains("\"prompt_tokens\":3"), "{s}");
     }
 

@@ -188,7 +188,10 @@ mod tests {
             let last = events.last().unwrap();
             assert_eq!(last["usage"]["prompt_tokens"], 9);
             assert_eq!(last["usage"]["completion_tokens"], 2);
-            assert_eq!(events[events.len() - 2]["choices"][0]["finish_reason"], "stop");
+            assert_eq!(
+                events[events.len() - 2]["choices"][0]["finish_reason"],
+                "stop"
+            );
         }
     }
 
@@ -226,7 +229,10 @@ mod tests {
 
         let mut m = StreamMapper::new(5, "command-r");
         let mut out = Vec::new();
-        m.on_chunk(b"{\"event_type\":\"text-generation\",\"text\":\"cut\"}\n", &mut out);
+        m.on_chunk(
+            b"{\"event_type\":\"text-generation\",\"text\":\"cut\"}\n",
+            &mut out,
+        );
         assert!(!m.finish(&mut out), "no stream-end: not complete");
         m.on_chunk(b"not json\n\n{broken\n", &mut out);
     }

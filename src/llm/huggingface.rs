@@ -182,7 +182,10 @@ mod tests {
         );
         assert_eq!(u.unwrap().total_tokens, 11);
         assert_eq!(m.as_deref(), Some("meta-llama/Llama-3.1-8B-Instruct"));
-        assert_eq!(read_usage(br#"{"generated_text":"no details"}"#), (None, None));
+        assert_eq!(
+            read_usage(br#"{"generated_text":"no details"}"#),
+            (None, None)
+        );
         assert_eq!(read_usage(b"<html>"), (None, None));
     }
 
@@ -210,7 +213,11 @@ mod tests {
         let mut out = Vec::new();
         m.on_chunk(openai.as_bytes(), &mut out);
         assert!(m.finish(&mut out));
-        assert_eq!(String::from_utf8(out).unwrap(), openai, "OpenAI chunks pass as they are");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            openai,
+            "OpenAI chunks pass as they are"
+        );
         let mut m = StreamMapper::new(1, None);
         m.on_chunk(b"data: {\"token\":{\"text\":\"cut\"}}\n\n", &mut Vec::new());
         assert!(!m.finish(&mut Vec::new()), "no final event: not complete");

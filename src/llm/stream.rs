@@ -70,7 +70,9 @@ impl Native {
         Some(match wire {
             Wire::OpenAi => return None,
             // Only native clients' streams (embeddings, its translated route, do not stream).
-            Wire::HuggingFace => Native::HuggingFace(huggingface::StreamMapper::new(created, model)),
+            Wire::HuggingFace => {
+                Native::HuggingFace(huggingface::StreamMapper::new(created, model))
+            }
             Wire::Anthropic => Native::Anthropic(anthropic::StreamMapper::new(created)),
             Wire::Cohere => Native::Cohere(cohere::StreamMapper::new(created, model)),
             Wire::Ollama => Native::Ollama(ollama::StreamMapper::new(created, model)),

@@ -294,7 +294,10 @@ fn check_llm_format(f: LlmFormat, targets: &[&TargetConfig], errors: &mut FieldE
 /// paths) themselves: their answers are read as [`Wire::HuggingFace`], which knows both.
 fn apply_llm_format(f: LlmFormat, targets: &mut [Target]) {
     if f == LlmFormat::Huggingface {
-        for t in targets.iter_mut().filter(|t| t.route_type == RouteType::Chat) {
+        for t in targets
+            .iter_mut()
+            .filter(|t| t.route_type == RouteType::Chat)
+        {
             t.wire = Wire::HuggingFace;
         }
     }
