@@ -767,6 +767,12 @@ async fn cohere_native_clients_pass_through_with_usage_logged() {
                 "llm/v1/chat",
                 "{provider: cohere, options: {upstream_url: \"{MOCK}\"}}",
             ),
+            // A configured path replaces the client's.
+            (
+                "co-fixed",
+                "llm/v1/chat",
+                "{provider: cohere, options: {upstream_url: \"{MOCK}/v2/chat\"}}",
+            ),
         ],
     );
     let h = Harness::start(&yaml).await;
@@ -872,6 +878,10 @@ async fn cohere_native_clients_pass_through_with_usage_logged() {
     assert_eq!(ai["usage"]["search_units"], 1, "{}", log[2]);
     assert_eq!(ai["usage"]["total_tokens"], 0, "{}", log[2]);
     assert_eq!(ai["meta"]["request_model"], "rerank-v3.5", "{}", log[2]);
+
+    let r = send("POST", &h.url("/co-fixed/v1/other"), &client, v2).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(h.mock.last_request().unwrap().path, "/v2/chat");
 
     for seen in h.mock.requests() {
         assert!(

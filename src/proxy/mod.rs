@@ -24,7 +24,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Status
 use hyper::body::Body as _;
 use hyper::body::Incoming;
 
-use crate::config::plugins::{LlmFormat, RouteType};
+use crate::config::plugins::{LlmFormat, ProviderName, RouteType};
 use crate::config::snapshot::Route;
 use crate::config::Snapshot;
 use crate::error::{self, ErrorShape, GatewayError};
@@ -623,7 +623,14 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| llm::is_native_stream(target.wire, v))
-        .unwrap_or(false);
+        .unwrap_or(false)
+        // A Cohere or Hugging Face native client's own streamed call is read as a stream
+        // whatever content type it comes with (the mappers know the framing), never buffered.
+        || (status == StatusCode::OK
+            && stream
+            && !force_stream
+            && ai.llm_format != LlmFormat::Openai
+            && matches!(target.provider, ProviderName::Cohere | ProviderName::Huggingface));
     // What the upstream was asked, for answers and streams that do not say it.
     let asked = llm::Asked {
         model: answered.model.as_deref(),
