@@ -142,6 +142,18 @@ impl TokenSource {
         if let Some(h) = self.fresh() {
             return Ok(h);
         }
+        // Boxed: the fetch (a whole upstream exchange) would otherwise sit inline in every
+        // request's future, fetched or not, and make each one larger to build and move.
+        Box::pin(self.refresh(upstreams, connect_timeout, read_timeout)).await
+    }
+
+    /// Fetches a new token (one fetch at a time; a waiter takes the one just fetched).
+    async fn refresh(
+        &self,
+        upstreams: &Upstreams,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+    ) -> Result<HeaderValue, GatewayError> {
         let _one_fetch = self.fetching.lock().await;
         if let Some(h) = self.fresh() {
             return Ok(h);
