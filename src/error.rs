@@ -28,6 +28,9 @@ pub enum GatewayError {
     /// Upstream could not be reached (after retries): 502.
     #[error("An invalid response was received from the upstream server")]
     UpstreamInvalid(String),
+    /// The circuit breaker has every target out: 500, as Kong answers.
+    #[error("All upstream targets are unhealthy (circuit breaker open); try again later")]
+    AllTargetsUnhealthy,
     /// Upstream refused connections: 503 (Kong's text).
     #[error("The upstream server is currently unavailable")]
     UpstreamUnavailable(String),
@@ -77,6 +80,7 @@ impl GatewayError {
             GatewayError::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Transformation { .. }
+            | GatewayError::AllTargetsUnhealthy
             | GatewayError::BeforeProxying(_)
             | GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -104,6 +108,7 @@ impl GatewayError {
             GatewayError::CloudAuth(_) => "upstream_auth_failed",
             GatewayError::UpstreamUnavailable(_) => "upstream_unavailable",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
+            GatewayError::AllTargetsUnhealthy => "all_targets_unhealthy",
             GatewayError::Transformation { .. } => "transformation_failed",
             GatewayError::BeforeProxying(_) => "before_proxying",
             GatewayError::Internal(_) => "internal_error",

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
-use crate::balancer::Balancer;
+use crate::balancer::health::Breaker;
+use crate::balancer::{Balancer, Settings};
 use crate::config::plugins::{
     AiProxyAdvancedConfig, AiProxyConfig, Algorithm, AuthConfig, FailoverCriterion, LlmFormat,
     LoggingConfig, ModelOptions, ParamLocation, ProviderName, RouteType, StreamingMode,
-    TargetConfig,
+    TargetConfig, TokensCountStrategy,
 };
 use crate::config::vault::{self, VaultTable};
 use crate::error::GatewayError;
@@ -96,6 +97,8 @@ pub struct Target {
     pub auth: Auth,
     pub logging: LoggingConfig,
     pub weight: u32,
+    /// `model.model_alias`: the client-facing model name that selects this target.
+    pub model_alias: Option<String>,
     pub upstream: UpstreamBase,
     /// `upstream.path` is a prefix that the model (and the dialect's method) completes per
     /// request (Gemini, Bedrock, Hugging Face put the model in the path).
@@ -120,6 +123,10 @@ pub struct AiProxy {
     pub targets: Vec<Target>,
     pub weights: Vec<u32>,
     pub balancer: Balancer,
+    /// The header consistent-hashing hashes (None for other algorithms).
+    pub hash_on_header: Option<HeaderName>,
+    /// `model.model_alias` → the targets that answer to it.
+    pub aliases: Vec<(String, Vec<usize>)>,
     pub streaming: StreamingMode,
     /// 0 = unlimited.
     pub max_body: u64,
@@ -166,6 +173,8 @@ impl AiProxy {
                 plugin_id: id.to_string(),
                 weights: targets.iter().map(|t| t.weight).collect(),
                 balancer: Balancer::round_robin(targets.len()),
+                hash_on_header: None,
+                aliases: Vec::new(),
                 targets,
                 streaming: c.response_streaming,
                 max_body: c.max_request_body_size,
@@ -195,24 +204,42 @@ impl AiProxy {
         if c.targets.is_empty() {
             errors.push(("config.targets".into(), "length must be at least 1".into()));
         }
-        if c.balancer.algorithm != Algorithm::RoundRobin {
+        if c.balancer.algorithm == Algorithm::Semantic {
             errors.push((
                 "config.balancer.algorithm".into(),
-                format!(
-                    "algorithm '{}' is not supported by tollgate yet (supported: round-robin)",
-                    serde_json::to_value(c.balancer.algorithm)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default()
-                ),
+                "algorithm 'semantic' is not supported by tollgate yet".into(),
             ));
         }
-        if c.balancer.max_fails > 0 {
+        if c.balancer.tokens_count_strategy == TokensCountStrategy::LlmAccuracy
+            && c.balancer.algorithm == Algorithm::LowestUsage
+        {
             errors.push((
-                "config.balancer.max_fails".into(),
-                "the circuit breaker is not supported by tollgate yet (use 0)".into(),
+                "config.balancer.tokens_count_strategy".into(),
+                "'llm-accuracy' needs the ai-llm-as-judge plugin, which tollgate does not have"
+                    .into(),
             ));
         }
+        if !(10..=65536).contains(&c.balancer.slots) {
+            errors.push((
+                "config.balancer.slots".into(),
+                "value should be between 10 and 65536".into(),
+            ));
+        }
+        let hash_on_header = match c.balancer.algorithm {
+            Algorithm::ConsistentHashing => {
+                match HeaderName::from_bytes(c.balancer.hash_on_header.as_bytes()) {
+                    Ok(h) => Some(h),
+                    Err(_) => {
+                        errors.push((
+                            "config.balancer.hash_on_header".into(),
+                            "not a valid header name".into(),
+                        ));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         for (field, v) in [
             ("embeddings", &c.embeddings),
             ("vectordb", &c.vectordb),
@@ -243,11 +270,43 @@ impl AiProxy {
         }
         apply_llm_format(c.llm_format, &mut targets);
         let b = &c.balancer;
+        let weights: Vec<u32> = targets.iter().map(|t| t.weight).collect();
+        let balancer = Balancer::new(Settings {
+            algorithm: b.algorithm,
+            weights: weights.clone(),
+            slots: b.slots,
+            latency_strategy: b.latency_strategy,
+            tokens_count_strategy: b.tokens_count_strategy,
+            costs: targets
+                .iter()
+                .map(|t| {
+                    (
+                        t.options.input_cost.unwrap_or(0.0),
+                        t.options.output_cost.unwrap_or(0.0),
+                    )
+                })
+                .collect(),
+            breaker: Breaker {
+                max_fails: b.max_fails,
+                fail_timeout: Duration::from_millis(b.fail_timeout.max(1)),
+            },
+        });
+        let mut aliases: Vec<(String, Vec<usize>)> = Vec::new();
+        for (i, t) in targets.iter().enumerate() {
+            if let Some(a) = &t.model_alias {
+                match aliases.iter_mut().find(|(name, _)| name == a) {
+                    Some((_, v)) => v.push(i),
+                    None => aliases.push((a.clone(), vec![i])),
+                }
+            }
+        }
         Ok((
             AiProxy {
                 plugin_id: id.to_string(),
-                weights: targets.iter().map(|t| t.weight).collect(),
-                balancer: Balancer::round_robin(targets.len()),
+                weights,
+                balancer,
+                hash_on_header,
+                aliases,
                 targets,
                 streaming: c.response_streaming,
                 max_body: c.max_request_body_size,
@@ -493,6 +552,7 @@ fn compile_target(
         auth,
         logging: t.logging.clone(),
         weight: t.weight,
+        model_alias: t.model.model_alias.clone(),
         upstream,
         model_path,
         path_configured,

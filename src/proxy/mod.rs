@@ -37,7 +37,7 @@ use crate::plugins::ai_proxy::{AiProxy, Target, Wire};
 use crate::plugins::request_transformer::{self, UpstreamRequest};
 use crate::plugins::Plugin;
 use crate::proxy::conversations::Conversations;
-use crate::proxy::response::{Finish, ProxyBody};
+use crate::proxy::response::{Feedback, Finish, ProxyBody};
 use crate::proxy::router::RequestView;
 use crate::proxy::template::TemplateSources;
 use crate::proxy::upstream::{FailureKind, Upstreams};
@@ -465,7 +465,8 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         .all(|t| t.route_type == RouteType::Preserve);
     let log_statistics = first.map(|t| t.logging.log_statistics).unwrap_or(false);
     let log_payloads = log.enabled && first.map(|t| t.logging.log_payloads).unwrap_or(false);
-    if log.enabled {
+    // The balancer reads usage from the log record even when no log plugin does.
+    if log.enabled || ai.balancer.learns() {
         let mut a = AiLog::new(c.ai.clone());
         if log_payloads {
             a.payload_request = Some(String::from_utf8_lossy(&c.up.body).into_owned());
@@ -561,6 +562,16 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             return kong_error(e, ErrorShape::OpenAi, log, snap);
         }
     };
+    // model_alias: a client model naming an alias picks among that alias's targets.
+    let candidates: Option<&[usize]> = match (&parsed, ai.aliases.is_empty()) {
+        (Some(p), false) => p.str("model").and_then(|m| {
+            ai.aliases
+                .iter()
+                .find(|(alias, _)| *alias == m)
+                .map(|(_, t)| t.as_slice())
+        }),
+        _ => None,
+    };
     let force_stream = stream && !asked;
     let add_include_usage = stream && !client_wants_usage && log_statistics;
     let req = retry::AiRequest {
@@ -576,6 +587,12 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         add_include_usage: add_include_usage && ai.llm_format == LlmFormat::Openai,
         forwarded: c.forwarded,
         record: log.enabled,
+        hash_key: ai
+            .hash_on_header
+            .as_ref()
+            .and_then(|h| c.up.headers.get(h))
+            .map(HeaderValue::as_bytes),
+        candidates,
     };
     log.proxy_latency_ms = Some(ms(log.started.elapsed()));
     let mut tries: Vec<Try> = Vec::new();
@@ -585,6 +602,15 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         Ok(a) => a,
         Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
     };
+    // From here every return carries (or drops) this, ending the target's in-flight count.
+    let feedback = ai.balancer.learns().then(|| {
+        Feedback::new(
+            c.ai.clone(),
+            answered.target,
+            answered.sent_at,
+            answered.resp.status().is_success(),
+        )
+    });
     let Some(target) = ai.targets.get(answered.target) else {
         return kong_error(
             GatewayError::Internal("target".into()),
@@ -651,7 +677,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             (a.usage, a.response_model) = llm::read_usage(target.wire, &bytes);
             a.llm_latency_ms = Some(ms(log.started.elapsed()));
         }
-        return buffered_response(status, headers, bytes, log, snap, capture);
+        return buffered_response(status, headers, bytes, log, snap, capture, feedback);
     }
     if target.bridge_completions && !(status == StatusCode::OK && is_sse) {
         // A chat answer (in the provider's dialect) rebuilt as a `text_completion`.
@@ -687,7 +713,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         );
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
         headers.remove(header::CONTENT_ENCODING);
-        return buffered_response(status, headers, out, log, snap, capture);
+        return buffered_response(status, headers, out, log, snap, capture, feedback);
     }
     let bridged = target.bridge_responses && bridge.is_some();
     if bridged && !(status == StatusCode::OK && is_sse) {
@@ -730,7 +756,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         );
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
         headers.remove(header::CONTENT_ENCODING);
-        return buffered_response(status, headers, out, log, snap, capture);
+        return buffered_response(status, headers, out, log, snap, capture, feedback);
     }
     if translated && !(status == StatusCode::OK && is_sse) {
         // A provider's own answer or error, rewritten whole into OpenAI's shape.
@@ -771,7 +797,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         );
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
         headers.remove(header::CONTENT_ENCODING);
-        return buffered_response(status, headers, out, log, snap, capture);
+        return buffered_response(status, headers, out, log, snap, capture, feedback);
     }
 
     if status == StatusCode::OK && target.route_type != RouteType::Preserve && !is_sse && !stream {
@@ -802,7 +828,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         if !same_length {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         }
-        return buffered_response(status, headers, bytes, log, snap, capture);
+        return buffered_response(status, headers, bytes, log, snap, capture, feedback);
     }
 
     // Streamed (or passed through untouched): observe SSE on the way.
@@ -862,7 +888,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         log.response_headers = headers.clone();
     }
     let sse = observer.is_some().then_some(dialect);
-    let finish = Finish::boxed(log, snap, capture);
+    let finish = Finish::with_feedback(log, snap, capture, feedback);
     let mut resp = Response::new(ProxyBody::upstream(
         body,
         conn,
@@ -1116,6 +1142,7 @@ fn buffered_response(
     mut log: RequestLog,
     snap: Arc<Snapshot>,
     mut capture: Option<Vec<u8>>,
+    feedback: Option<Feedback>,
 ) -> Response<ProxyBody> {
     log.status = status.as_u16();
     if log.enabled {
@@ -1124,7 +1151,7 @@ fn buffered_response(
     if let Some(cap) = capture.as_mut() {
         cap.extend_from_slice(&bytes[..bytes.len().min(1 << 20)]);
     }
-    let finish = Finish::boxed(log, snap, capture);
+    let finish = Finish::with_feedback(log, snap, capture, feedback);
     let mut resp = Response::new(ProxyBody::full(bytes, finish));
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
@@ -14,12 +14,59 @@ use tokio::time::Sleep;
 
 use crate::config::Snapshot;
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
+use crate::llm::usage::Usage;
 use crate::observe::log::RequestLog;
+use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::Plugin;
 use crate::proxy::upstream::Conn;
 
 /// Largest response payload kept for `log_payloads`.
 const PAYLOAD_CAP: usize = 1 << 20;
+
+/// What the balancer learns from one answered request, reported when its body is over
+/// (requests in flight, latency, usage, circuit breaker). Dropped without `finish` (the
+/// response failed before its body was sent), it only ends the in-flight count.
+pub struct Feedback {
+    ai: Arc<AiProxy>,
+    target: usize,
+    sent_at: Instant,
+    /// The upstream answered 2xx (anything else was already judged by the retry loop).
+    ok: bool,
+    finished: bool,
+}
+
+impl Feedback {
+    /// Feedback for target `target` of `ai`, sent at `sent_at`.
+    pub fn new(ai: Arc<AiProxy>, target: usize, sent_at: Instant, ok: bool) -> Feedback {
+        Feedback {
+            ai,
+            target,
+            sent_at,
+            ok,
+            finished: false,
+        }
+    }
+
+    /// The body is over: a 2xx that ended cleanly counts as a success with its latency
+    /// (request sent → last byte) and usage.
+    pub fn finish(mut self, usage: Option<&Usage>, clean: bool) {
+        self.finished = true;
+        if self.ok && clean {
+            self.ai
+                .balancer
+                .success(self.target, self.sent_at.elapsed(), usage);
+        } else if self.ok {
+            // Cut mid-body: the target failed this request after all.
+            self.ai.balancer.failure(self.target);
+        }
+    }
+}
+
+impl Drop for Feedback {
+    fn drop(&mut self) {
+        self.ai.balancer.end(self.target);
+    }
+}
 
 /// What the log phase needs once the body is done.
 pub struct Finish {
@@ -27,6 +74,7 @@ pub struct Finish {
     pub snapshot: Arc<Snapshot>,
     /// Capture the response for `ai.proxy.payload.response`.
     pub capture: Option<Vec<u8>>,
+    pub feedback: Option<Feedback>,
 }
 
 impl Finish {
@@ -36,17 +84,35 @@ impl Finish {
         snapshot: Arc<Snapshot>,
         capture: Option<Vec<u8>>,
     ) -> Option<Box<Finish>> {
-        log.enabled.then(|| {
+        Finish::with_feedback(log, snapshot, capture, None)
+    }
+
+    /// The log phase and the balancer's feedback; nothing when neither is wanted.
+    pub fn with_feedback(
+        log: RequestLog,
+        snapshot: Arc<Snapshot>,
+        capture: Option<Vec<u8>>,
+        feedback: Option<Feedback>,
+    ) -> Option<Box<Finish>> {
+        (log.enabled || feedback.is_some()).then(|| {
             Box::new(Finish {
                 log,
                 snapshot,
                 capture,
+                feedback,
             })
         })
     }
 
     /// Runs the log phase: every log plugin of the route (or the global ones) gets the record.
     pub fn run(mut self, stream_error: Option<String>) {
+        if let Some(fb) = self.feedback.take() {
+            let usage = self.log.ai.as_ref().and_then(|a| a.usage.as_ref());
+            fb.finish(usage, stream_error.is_none());
+        }
+        if !self.log.enabled {
+            return;
+        }
         if let (Some(ai), Some(cap)) = (self.log.ai.as_mut(), self.capture.take()) {
             ai.payload_response = Some(String::from_utf8_lossy(&cap).into_owned());
         }

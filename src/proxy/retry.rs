@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, Uri};
 use hyper::body::Incoming;
 
+use crate::balancer::{NoTarget, PickCtx};
 use crate::config::plugins::{FailoverCriterion, ParamLocation, ProviderName, RouteType};
 use crate::error::GatewayError;
 use crate::llm::body::BodyView;
@@ -38,6 +39,10 @@ pub struct AiRequest<'a> {
     pub forwarded: &'a Forwarded<'a>,
     /// Fill `tries` with log entries (only when a log plugin will read them).
     pub record: bool,
+    /// The value of the balancer's `hash_on_header` (consistent-hashing).
+    pub hash_key: Option<&'a [u8]>,
+    /// Only these targets may serve (model_alias, semantic match); None = all.
+    pub candidates: Option<&'a [usize]>,
 }
 
 /// The attempt that produced the response the client gets.
@@ -64,11 +69,28 @@ pub async fn run(
     let attempts = ai.retries.saturating_add(1);
     for attempt in 0..attempts {
         let balancer_start = Instant::now();
-        let idx = ai
-            .balancer
-            .pick(&ai.weights, &tried)
-            .or_else(|| ai.balancer.pick(&ai.weights, &[]))
-            .ok_or_else(|| GatewayError::UpstreamUnavailable("no target available".into()))?;
+        let ctx = PickCtx {
+            hash_key: req.hash_key,
+            exclude: &tried,
+            candidates: req.candidates,
+        };
+        let picked = match ai.balancer.pick(&ctx) {
+            // Every candidate was tried: start over among the healthy ones.
+            Err(NoTarget::Exhausted) => ai.balancer.pick(&PickCtx {
+                exclude: &[],
+                ..ctx
+            }),
+            other => other,
+        };
+        let idx = match picked {
+            Ok(i) => i,
+            Err(NoTarget::Unhealthy) => return Err(GatewayError::AllTargetsUnhealthy),
+            Err(NoTarget::Exhausted) => {
+                return Err(GatewayError::UpstreamUnavailable(
+                    "no target available".into(),
+                ))
+            }
+        };
         // Without retries there is no next pick to steer away from (and no allocation).
         if attempts > 1 {
             tried.push(idx);
@@ -112,6 +134,10 @@ pub async fn run(
             }
         }
         let sent_at = Instant::now();
+        let learns = ai.balancer.learns();
+        if learns {
+            ai.balancer.begin(idx);
+        }
         match upstreams
             .send(&ep, out, ai.connect_timeout, ai.read_timeout)
             .await
@@ -121,7 +147,13 @@ pub async fn run(
                     t.ip = a.ip().to_string();
                 }
                 let status = resp.status().as_u16();
+                if learns && status_counts_as_failure(status, &ai.failover) {
+                    ai.balancer.failure(idx);
+                }
                 if !last && status_fails_over(status, &ai.failover) {
+                    if learns {
+                        ai.balancer.end(idx);
+                    }
                     t.outcome = format!("http_{status}");
                     if req.record {
                         tries.push(t);
@@ -145,6 +177,11 @@ pub async fn run(
                 });
             }
             Err(f) => {
+                if learns {
+                    // Connect, timeout and invalid-header failures always count (spec §4.2).
+                    ai.balancer.failure(idx);
+                    ai.balancer.end(idx);
+                }
                 t.outcome = f.kind.as_str().into();
                 if req.record {
                     tries.push(t);
@@ -187,6 +224,20 @@ fn status_fails_over(status: u16, criteria: &[FailoverCriterion]) -> bool {
         _ => return false,
     };
     criteria.contains(&c) && criteria.contains(&FailoverCriterion::NonIdempotent)
+}
+
+/// Whether an answer's status counts against the target in the circuit breaker: the
+/// `http_*` failover criteria listed, except 403 and 404, which never do (spec §4.2).
+fn status_counts_as_failure(status: u16, criteria: &[FailoverCriterion]) -> bool {
+    let c = match status {
+        429 => FailoverCriterion::Http429,
+        500 => FailoverCriterion::Http500,
+        502 => FailoverCriterion::Http502,
+        503 => FailoverCriterion::Http503,
+        504 => FailoverCriterion::Http504,
+        _ => return false,
+    };
+    criteria.contains(&c)
 }
 
 /// A native client of Cohere or Hugging Face: it calls the provider's endpoints itself,
@@ -246,6 +297,9 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                 // The endpoint's own default model (Cohere v1, a TGI server's one model).
                 None
             } else {
+                // A client model naming this target's alias stands for its configured model.
+                let client_model =
+                    client_model.filter(|m| target.model_alias.as_deref() != Some(m));
                 ai_proxy::resolve_model(target, client_model.as_deref(), req.sources)?
             };
             let body_param = match &target.auth.param {
