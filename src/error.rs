@@ -28,6 +28,9 @@ pub enum GatewayError {
     /// Upstream could not be reached (after retries): 502.
     #[error("An invalid response was received from the upstream server")]
     UpstreamInvalid(String),
+    /// `acls` leave no target for this request: 403 with Kong's ACL text.
+    #[error("You cannot consume this service")]
+    AclDenied,
     /// The circuit breaker has every target out: 500, as Kong answers.
     #[error("All upstream targets are unhealthy (circuit breaker open); try again later")]
     AllTargetsUnhealthy,
@@ -74,6 +77,7 @@ impl GatewayError {
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::ClientAborted => StatusCode::BAD_REQUEST,
             GatewayError::UpgradeRefused => StatusCode::UPGRADE_REQUIRED,
+            GatewayError::AclDenied => StatusCode::FORBIDDEN,
             GatewayError::UpstreamInvalid(_) | GatewayError::CloudAuth(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -104,6 +108,7 @@ impl GatewayError {
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
             GatewayError::ClientAborted => "client_aborted",
             GatewayError::UpgradeRefused => "websocket_not_supported",
+            GatewayError::AclDenied => "acl_denied",
             GatewayError::UpstreamInvalid(_) => "upstream_error",
             GatewayError::CloudAuth(_) => "upstream_auth_failed",
             GatewayError::UpstreamUnavailable(_) => "upstream_unavailable",

@@ -313,3 +313,49 @@ async fn model_alias_picks_its_targets() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[tokio::test]
+async fn acls_limit_which_targets_a_request_may_use() {
+    let premium = MockLlm::start().await.unwrap();
+    let yaml = config(
+        "{algorithm: round-robin}",
+        &[
+            target("{MOCK}", 100, "delay_ms=0", "name: basic"),
+            target(&premium.url(), 100, "delay_ms=0", "name: premium"),
+        ],
+    )
+    .replace(
+        "              model_name_header: true\n",
+        "              model_name_header: true\n              acls:\n                deny:\n                  - match: [{type: header, key: x-tier, values: [free]}, {type: model, values: [premium]}]\n                  - match: [{type: path, values: [\"/lb/blocked*\"]}]\n",
+    );
+    let h = Harness::start(&yaml).await;
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..6 {
+        let r = send(
+            "POST",
+            &h.url("/lb"),
+            &[("content-type", "application/json"), ("x-tier", "free")],
+            body.to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(
+        premium.requests().len(),
+        0,
+        "free tier never reaches 'premium'"
+    );
+    assert_eq!(h.mock.requests().len(), 6);
+    // Without the header both share the traffic.
+    for _ in 0..4 {
+        assert_eq!(post_json(&h.url("/lb"), &body).await.status, 200);
+    }
+    assert_eq!(premium.requests().len(), 2);
+    // A path every target is denied on: Kong's ACL answer.
+    let r = post_json(&h.url("/lb/blocked"), &body).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["message"],
+        "You cannot consume this service"
+    );
+}

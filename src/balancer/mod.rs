@@ -4,6 +4,7 @@
 //! synchronous and allocation-free; what it learns comes back through `begin`/`end`,
 //! `failure` and `success`.
 
+pub mod acl;
 pub mod health;
 mod ring;
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
 
+use crate::balancer::acl::{Acls, AclsConfig};
 use crate::balancer::health::Breaker;
 use crate::balancer::{Balancer, Settings};
 use crate::config::plugins::{
@@ -127,6 +128,8 @@ pub struct AiProxy {
     pub hash_on_header: Option<HeaderName>,
     /// `model.model_alias` → the targets that answer to it.
     pub aliases: Vec<(String, Vec<usize>)>,
+    /// `acls`: which targets a request may use.
+    pub acls: Acls,
     pub streaming: StreamingMode,
     /// 0 = unlimited.
     pub max_body: u64,
@@ -175,6 +178,7 @@ impl AiProxy {
                 balancer: Balancer::round_robin(targets.len()),
                 hash_on_header: None,
                 aliases: Vec::new(),
+                acls: Acls::default(),
                 targets,
                 streaming: c.response_streaming,
                 max_body: c.max_request_body_size,
@@ -240,11 +244,20 @@ impl AiProxy {
             }
             _ => None,
         };
-        for (field, v) in [
-            ("embeddings", &c.embeddings),
-            ("vectordb", &c.vectordb),
-            ("acls", &c.acls),
-        ] {
+        let acls = match c.acls.as_ref().filter(|v| !v.is_null()) {
+            None => Acls::default(),
+            Some(v) => match serde_json::from_value::<AclsConfig>(v.clone()) {
+                Ok(a) => Acls::compile(&a, "config.acls").unwrap_or_else(|e| {
+                    errors.extend(e);
+                    Acls::default()
+                }),
+                Err(e) => {
+                    errors.push(("config.acls".into(), e.to_string()));
+                    Acls::default()
+                }
+            },
+        };
+        for (field, v) in [("embeddings", &c.embeddings), ("vectordb", &c.vectordb)] {
             if v.as_ref().map(|v| !v.is_null()).unwrap_or(false) {
                 errors.push((
                     format!("config.{field}"),
@@ -307,6 +320,7 @@ impl AiProxy {
                 balancer,
                 hash_on_header,
                 aliases,
+                acls,
                 targets,
                 streaming: c.response_streaming,
                 max_body: c.max_request_body_size,

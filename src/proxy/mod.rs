@@ -572,6 +572,38 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         }),
         _ => None,
     };
+    // acls: the targets this request may use (within the alias's, if one matched).
+    let acl_allowed: Option<Vec<usize>> = (!ai.acls.is_empty()).then(|| {
+        let client_model = parsed.as_ref().and_then(|p| p.str("model"));
+        let r = crate::balancer::acl::Request {
+            headers: &c.up.headers,
+            ip: c.forwarded.client_ip.parse().ok(),
+            // The client's path, as the route saw it (before strip_path).
+            path: c.forwarded.path,
+            model: client_model.as_deref(),
+        };
+        let pool: Vec<usize> = match candidates {
+            Some(c) => c.to_vec(),
+            None => (0..ai.targets.len()).collect(),
+        };
+        pool.into_iter()
+            .filter(|i| {
+                ai.targets.get(*i).is_some_and(|t| {
+                    ai.acls.permits(
+                        &r,
+                        &crate::balancer::acl::TargetView {
+                            provider: t.provider.as_str(),
+                            model: t.model_name.as_deref(),
+                        },
+                    )
+                })
+            })
+            .collect()
+    });
+    if acl_allowed.as_ref().is_some_and(Vec::is_empty) {
+        return kong_error(GatewayError::AclDenied, ErrorShape::OpenAi, log, snap);
+    }
+    let candidates = acl_allowed.as_deref().or(candidates);
     let force_stream = stream && !asked;
     let add_include_usage = stream && !client_wants_usage && log_statistics;
     let req = retry::AiRequest {
