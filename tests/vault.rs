@@ -94,7 +94,10 @@ impl MockVault {
     }
 }
 
-fn answer(s: &VaultState, req: http::Request<hyper::body::Incoming>) -> http::Response<Full<Bytes>> {
+fn answer(
+    s: &VaultState,
+    req: http::Request<hyper::body::Incoming>,
+) -> http::Response<Full<Bytes>> {
     let reply = |status: u16, body: Value| {
         let mut r = http::Response::new(Full::new(Bytes::from(body.to_string())));
         *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
@@ -141,7 +144,10 @@ fn answer(s: &VaultState, req: http::Request<hyper::body::Incoming>) -> http::Re
         );
     }
     if let Some(p) = path.strip_prefix("/v1/kv/") {
-        return match secrets.get(&("kv".to_string(), p.to_string())).and_then(|v| v.last()) {
+        return match secrets
+            .get(&("kv".to_string(), p.to_string()))
+            .and_then(|v| v.last())
+        {
             Some(data) => reply(
                 200,
                 json!({"request_id": "r", "lease_id": "", "renewable": false,
@@ -279,8 +285,16 @@ fn hcv_entity(port: u16, extra: &str) -> String {
 #[tokio::test]
 async fn kv2_entity_and_kv1_environment_secrets_reach_the_upstream() {
     let vault = MockVault::start();
-    vault.put("secret", "openai", json!({"key": "Bearer sk-kv2-first-1a2b"}));
-    vault.put("secret", "openai", json!({"key": "Bearer sk-kv2-second-3c4d", "org": "o-1"}));
+    vault.put(
+        "secret",
+        "openai",
+        json!({"key": "Bearer sk-kv2-first-1a2b"}),
+    );
+    vault.put(
+        "secret",
+        "openai",
+        json!({"key": "Bearer sk-kv2-second-3c4d", "org": "o-1"}),
+    );
     vault.put("kv", "team/openai", json!({"key": "Bearer sk-kv1-5e6f"}));
     let port = vault.port().to_string();
     let yaml = config(
@@ -328,8 +342,13 @@ async fn kv2_entity_and_kv1_environment_secrets_reach_the_upstream() {
         Some(r#"{"key":"Bearer sk-kv2-second-3c4d","org":"o-1"}"#)
     );
     // The Admin API shows the references, never the values.
-    let cfg = get(&format!("http://{}/config", g.gw.admin_addr.unwrap())).await.text();
-    assert!(cfg.contains("{vault://hashicorp-vault/openai/key}"), "{cfg}");
+    let cfg = get(&format!("http://{}/config", g.gw.admin_addr.unwrap()))
+        .await
+        .text();
+    assert!(
+        cfg.contains("{vault://hashicorp-vault/openai/key}"),
+        "{cfg}"
+    );
     assert_no_leak(
         &[&cfg, &body],
         &["sk-kv2-first-1a2b", "sk-kv2-second-3c4d", "sk-kv1-5e6f"],
@@ -340,7 +359,11 @@ async fn kv2_entity_and_kv1_environment_secrets_reach_the_upstream() {
 async fn a_rotated_secret_reaches_later_requests_after_the_ttl() {
     let vault = MockVault::start();
     vault.put("secret", "openai", json!({"key": "Bearer sk-rot-old-7a7a"}));
-    vault.put("secret", "anthropic", json!({"key": "Bearer sk-static-8b8b"}));
+    vault.put(
+        "secret",
+        "anthropic",
+        json!({"key": "Bearer sk-static-8b8b"}),
+    );
     let yaml = config(
         &hcv_entity(vault.port(), ""),
         &[
@@ -352,10 +375,17 @@ async fn a_rotated_secret_reaches_later_requests_after_the_ttl() {
     let g = Gateway::start(&yaml, &[]).await;
     assert!(g.warnings.is_empty(), "{:?}", g.warnings);
     let (status, _, auth) = g.chat("rotating").await;
-    assert_eq!((status, auth.as_deref()), (200, Some("Bearer sk-rot-old-7a7a")));
+    assert_eq!(
+        (status, auth.as_deref()),
+        (200, Some("Bearer sk-rot-old-7a7a"))
+    );
 
     vault.put("secret", "openai", json!({"key": "Bearer sk-rot-new-9c9c"}));
-    vault.put("secret", "anthropic", json!({"key": "Bearer sk-static-new-0d0d"}));
+    vault.put(
+        "secret",
+        "anthropic",
+        json!({"key": "Bearer sk-static-new-0d0d"}),
+    );
     let took = g.wait_for_key("rotating", "Bearer sk-rot-new-9c9c").await;
     assert!(took < Duration::from_secs(3), "{took:?}");
     for _ in 0..3 {
@@ -372,7 +402,10 @@ async fn a_rotated_secret_reaches_later_requests_after_the_ttl() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let (status, _, auth) = g.chat("rotating").await;
-    assert_eq!((status, auth.as_deref()), (200, Some("Bearer sk-rot-new-9c9c")));
+    assert_eq!(
+        (status, auth.as_deref()),
+        (200, Some("Bearer sk-rot-new-9c9c"))
+    );
     let logged = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
     assert!(
         logged.contains("vault: refresh failed") && logged.contains("keeping_previous_value=true"),
@@ -380,7 +413,12 @@ async fn a_rotated_secret_reaches_later_requests_after_the_ttl() {
     );
     assert_no_leak(
         &[],
-        &["sk-rot-old-7a7a", "sk-rot-new-9c9c", "sk-static-8b8b", "sk-static-new-0d0d"],
+        &[
+            "sk-rot-old-7a7a",
+            "sk-rot-new-9c9c",
+            "sk-static-8b8b",
+            "sk-static-new-0d0d",
+        ],
     );
 }
 
@@ -406,7 +444,11 @@ async fn after_resurrect_ttl_a_failing_vault_fails_requests() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     // Not before resurrect_ttl has passed since the last good value expired.
-    assert!(start.elapsed() >= Duration::from_millis(350), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_millis(350),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap()["error"]["message"],
         "LLM request failed before proxying"
@@ -438,8 +480,16 @@ async fn wrong_token_or_missing_key_is_a_load_warning_and_a_500() {
     let w = g.warnings.join("\n");
     assert_eq!(g.warnings.len(), 3, "{w}");
     assert!(w.contains("routes[0].plugins[0].config.auth.header_value: could not resolve {vault://hashicorp-vault/openai/key}: Vault answered 403: permission denied"), "{w}");
-    assert!(w.contains("could not resolve {vault://right/openai/api_key}: the secret has no field 'api_key'"), "{w}");
-    assert!(w.contains("could not resolve {vault://right/nothing-here/key}: Vault answered 404"), "{w}");
+    assert!(
+        w.contains(
+            "could not resolve {vault://right/openai/api_key}: the secret has no field 'api_key'"
+        ),
+        "{w}"
+    );
+    assert!(
+        w.contains("could not resolve {vault://right/nothing-here/key}: Vault answered 404"),
+        "{w}"
+    );
     for route in ["denied", "nokey", "nopath"] {
         let (status, body, auth) = g.chat(route).await;
         assert_eq!(status, 500, "{route}");
@@ -467,7 +517,10 @@ async fn a_vault_down_at_load_is_filled_in_when_it_comes_back() {
     );
     let loading = Instant::now();
     let g = Gateway::start(&yaml, &[]).await;
-    assert!(loading.elapsed() < Duration::from_secs(3), "a refused connection fails fast");
+    assert!(
+        loading.elapsed() < Duration::from_secs(3),
+        "a refused connection fails fast"
+    );
     assert_eq!(g.warnings.len(), 2, "{:?}", g.warnings);
     for w in &g.warnings {
         assert!(w.contains("Vault unreachable"), "{w}");
@@ -480,7 +533,10 @@ async fn a_vault_down_at_load_is_filled_in_when_it_comes_back() {
     vault.put("secret", "mistral", json!({"key": "Bearer sk-late-4b4b"}));
     g.wait_for_key("a", "Bearer sk-late-3a3a").await;
     g.wait_for_key("b", "Bearer sk-late-4b4b").await;
-    assert_no_leak(&[&body, &g.warnings.join("\n")], &["sk-late-3a3a", "sk-late-4b4b"]);
+    assert_no_leak(
+        &[&body, &g.warnings.join("\n")],
+        &["sk-late-3a3a", "sk-late-4b4b"],
+    );
 }
 
 #[tokio::test]
@@ -495,7 +551,10 @@ async fn config_errors_name_the_field() {
         .unwrap()
         .to_string();
     assert!(e.contains("vaults[0].config.approle_role_id: only auth_method 'token' is supported by tollgate yet"), "{e}");
-    assert!(e.contains("vaults[0].config.auth_method: auth_method 'approle' is not supported"), "{e}");
+    assert!(
+        e.contains("vaults[0].config.auth_method: auth_method 'approle' is not supported"),
+        "{e}"
+    );
     // A token in the reference would show in every message about it: refused.
     let yaml = config("", &[("a", "{vault://hcv/openai/key?token=hvs.x}")]);
     let raw = tollgate::config::parse_document(&yaml, &|_| None).unwrap();
@@ -503,5 +562,8 @@ async fn config_errors_name_the_field() {
         .err()
         .unwrap()
         .to_string();
-    assert!(e.contains("config.auth.header_value: the Vault token cannot be given in a reference"), "{e}");
+    assert!(
+        e.contains("config.auth.header_value: the Vault token cannot be given in a reference"),
+        "{e}"
+    );
 }

@@ -33,7 +33,14 @@ pub const OPTIONS: &[&str] = &[
 
 /// Option prefixes of Kong's other Vault auth methods (refused with a clear message).
 const OTHER_AUTH: &[&str] = &[
-    "kube_", "approle_", "cert_auth_", "oauth2_", "gcp_", "azure_", "aws_", "jwt_",
+    "kube_",
+    "approle_",
+    "cert_auth_",
+    "oauth2_",
+    "gcp_",
+    "azure_",
+    "aws_",
+    "jwt_",
 ];
 
 /// Kong's default `resurrect_ttl`: a value stays in use ~3 years after a failed refresh.
@@ -115,8 +122,7 @@ impl Config {
             None => "secret".to_string(),
             Some(f) => {
                 let m = f.0.trim_matches('/').to_string();
-                if m.is_empty() || m.split('/').any(|s| s.is_empty() || s == "." || s == "..")
-                {
+                if m.is_empty() || m.split('/').any(|s| s.is_empty() || s == "." || s == "..") {
                     return Err(bad(&f, "is not a mount path"));
                 }
                 m
@@ -142,12 +148,12 @@ impl Config {
         let seconds = |name: &str, default: Duration| -> Result<Duration, Found> {
             match get(name) {
                 None => Ok(default),
-                Some(f) => f
-                    .0
-                    .parse::<f64>()
-                    .ok()
-                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
-                    .ok_or_else(|| bad(&f, "is not a number of seconds (0 or more)")),
+                Some(f) => {
+                    f.0.parse::<f64>()
+                        .ok()
+                        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+                        .ok_or_else(|| bad(&f, "is not a number of seconds (0 or more)"))
+                }
             }
         };
         Ok(Config {
@@ -157,7 +163,10 @@ impl Config {
             mount,
             kv2,
             namespace: get("namespace").map(|f| f.0).filter(|n| !n.is_empty()),
-            token: get("token").map(|f| f.0).filter(|t| !t.is_empty()).map(Secret::new),
+            token: get("token")
+                .map(|f| f.0)
+                .filter(|t| !t.is_empty())
+                .map(Secret::new),
             ttl: seconds("ttl", Duration::ZERO)?,
             neg_ttl: seconds("neg_ttl", Duration::ZERO)?,
             resurrect_ttl: seconds("resurrect_ttl", RESURRECT_DEFAULT)?,
@@ -173,7 +182,10 @@ impl Config {
         };
         let scheme = if self.https { "https" } else { "http" };
         let kv = if self.kv2 { "v2" } else { "v1" };
-        format!("{scheme}://{host}:{} mount {} (kv {kv})", self.port, self.mount)
+        format!(
+            "{scheme}://{host}:{} mount {} (kv {kv})",
+            self.port, self.mount
+        )
     }
 
     /// The read API's path: `/v1/<mount>/data/<path>[?version=N]` (v2) or `/v1/<mount>/<path>`.
@@ -229,7 +241,10 @@ pub fn parse_answer(kv2: bool, status: u16, body: &[u8]) -> Result<Map<String, V
             .unwrap_or_default();
         let mut said = said.join("; ");
         if said.len() > 200 {
-            let cut = (0..=200).rev().find(|i| said.is_char_boundary(*i)).unwrap_or(0);
+            let cut = (0..=200)
+                .rev()
+                .find(|i| said.is_char_boundary(*i))
+                .unwrap_or(0);
             said.truncate(cut);
             said.push('…');
         }
@@ -426,7 +441,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Source {
     fn label(&self) -> String {
-        format!("{}/{} at {}", self.cfg.mount, self.resource, self.cfg.describe())
+        format!(
+            "{}/{} at {}",
+            self.cfg.mount,
+            self.resource,
+            self.cfg.describe()
+        )
     }
 
     /// Whether a loaded config still uses this path (forgets the cells it dropped).
@@ -677,7 +697,10 @@ mod tests {
     fn read_paths() {
         let v2 = cfg(&[("kv", "v2"), ("mount", "/kv/team/")]).unwrap();
         assert_eq!(v2.read_path("openai", None), "/v1/kv/team/data/openai");
-        assert_eq!(v2.read_path("a/b c", Some(3)), "/v1/kv/team/data/a/b%20c?version=3");
+        assert_eq!(
+            v2.read_path("a/b c", Some(3)),
+            "/v1/kv/team/data/a/b%20c?version=3"
+        );
         let v1 = cfg(&[("kv", "v1")]).unwrap();
         assert_eq!(v1.read_path("openai", Some(3)), "/v1/secret/openai");
     }
@@ -689,13 +712,20 @@ mod tests {
             ("port", "0", "config.port: '0' is not a port"),
             ("kv", "v3", "config.kv: 'v3' is not one of: v1, v2"),
             ("ttl", "-1", "config.ttl: '-1' is not a number of seconds"),
-            ("auth_method", "kubernetes", "auth_method 'kubernetes' is not supported"),
+            (
+                "auth_method",
+                "kubernetes",
+                "auth_method 'kubernetes' is not supported",
+            ),
             ("mount", "a/../b", "is not a mount path"),
         ] {
             let e = cfg(&[(k, v)]).unwrap_err();
             assert!(e.contains(want), "{k}: {e}");
         }
-        assert_eq!(check_option("kube_role").unwrap(), "only auth_method 'token' is supported by tollgate yet");
+        assert_eq!(
+            check_option("kube_role").unwrap(),
+            "only auth_method 'token' is supported by tollgate yet"
+        );
         assert_eq!(check_option("nope").unwrap(), "unknown field");
         assert!(check_option("namespace").is_none());
     }
@@ -709,17 +739,28 @@ mod tests {
         assert!(pick(&d, Some("x")).unwrap_err().contains("no field 'x'"));
         assert_eq!(pick(&d, None).unwrap(), r#"{"key":"sk-1","n":2}"#);
         let v1 = br#"{"data":{"key":"sk-1"},"lease_duration":2764800}"#;
-        assert_eq!(pick(&parse_answer(false, 200, v1).unwrap(), Some("key")).unwrap(), "sk-1");
+        assert_eq!(
+            pick(&parse_answer(false, 200, v1).unwrap(), Some("key")).unwrap(),
+            "sk-1"
+        );
         // A v1 answer read as v2 (wrong kv setting) says so.
         assert!(parse_answer(true, 200, v1).unwrap_err().contains("kv v2"));
-        let deleted = br#"{"data":{"data":null,"metadata":{"deletion_time":"2024-01-01T00:00:00Z"}}}"#;
-        assert!(parse_answer(true, 200, deleted).unwrap_err().contains("deleted"));
+        let deleted =
+            br#"{"data":{"data":null,"metadata":{"deletion_time":"2024-01-01T00:00:00Z"}}}"#;
+        assert!(parse_answer(true, 200, deleted)
+            .unwrap_err()
+            .contains("deleted"));
         assert_eq!(
             parse_answer(true, 403, br#"{"errors":["permission denied"]}"#).unwrap_err(),
             "Vault answered 403: permission denied"
         );
-        assert!(parse_answer(true, 404, br#"{"errors":[]}"#).unwrap_err().contains("404"));
-        assert_eq!(parse_answer(false, 503, b"").unwrap_err(), "Vault answered 503");
+        assert!(parse_answer(true, 404, br#"{"errors":[]}"#)
+            .unwrap_err()
+            .contains("404"));
+        assert_eq!(
+            parse_answer(false, 503, b"").unwrap_err(),
+            "Vault answered 503"
+        );
         let long = format!(r#"{{"errors":["{}"]}}"#, "é".repeat(300));
         assert!(parse_answer(false, 500, long.as_bytes()).unwrap_err().len() < 260);
     }

@@ -387,17 +387,26 @@ mod tests {
     #[test]
     fn env_backend() {
         let v = VaultTable::new();
-        assert_eq!(value("{vault://env/openai-api-key}", &v), Ok("Bearer sk-1".into()));
+        assert_eq!(
+            value("{vault://env/openai-api-key}", &v),
+            Ok("Bearer sk-1".into())
+        );
         assert_eq!(value("{vault://env/pg-creds/username}", &v), Ok("u".into()));
         assert_eq!(value("{vault://env/cert?prefix=ssl_}", &v), Ok("c".into()));
-        assert_eq!(value("{vault://env/openai-api-key#2}", &v), Ok("old".into()));
+        assert_eq!(
+            value("{vault://env/openai-api-key#2}", &v),
+            Ok("old".into())
+        );
     }
 
     #[test]
     fn declared_vault_prefix() {
         let mut v = VaultTable::new();
         v.add_env("my-env", Some("OPENAI_".into()));
-        assert_eq!(value("{vault://my-env/api-key}", &v), Ok("Bearer sk-1".into()));
+        assert_eq!(
+            value("{vault://my-env/api-key}", &v),
+            Ok("Bearer sk-1".into())
+        );
     }
 
     #[test]
@@ -435,11 +444,20 @@ mod tests {
         ));
         let with_token = |n: &str| (n == "KONG_VAULT_HCV_TOKEN").then(|| "s.tok".to_string());
         for (bad, want) in [
-            ("{vault://hcv/openai/key?token=x}", "cannot be given in a reference"),
-            ("{vault://hcv/openai/key?kube_role=x}", "only auth_method 'token'"),
+            (
+                "{vault://hcv/openai/key?token=x}",
+                "cannot be given in a reference",
+            ),
+            (
+                "{vault://hcv/openai/key?kube_role=x}",
+                "only auth_method 'token'",
+            ),
             ("{vault://hcv/openai/key?colour=x}", "unknown field"),
             ("{vault://hcv/a//b/key}", "not a secret path"),
-            ("{vault://hcv/openai/key?kv=v9}", "reference option 'kv': 'v9'"),
+            (
+                "{vault://hcv/openai/key?kv=v9}",
+                "reference option 'kv': 'v9'",
+            ),
         ] {
             let e = resolve_with("f", bad, &v, &with_token).unwrap_err();
             assert!(
@@ -471,12 +489,18 @@ mod tests {
         };
         let none = |_: &str| None;
         let (_, e) = VaultTable::from_entities(
-            &[raw("hcv", serde_json::json!({"host": "vault", "port": 8200, "kv": "v2", "mount": "secret", "token": "s.x", "ttl": 60}))],
+            &[raw(
+                "hcv",
+                serde_json::json!({"host": "vault", "port": 8200, "kv": "v2", "mount": "secret", "token": "s.x", "ttl": 60}),
+            )],
             &none,
         );
         assert!(e.is_empty(), "{e:?}");
         let (_, e) = VaultTable::from_entities(
-            &[raw("hcv", serde_json::json!({"kv": "v3", "approle_role_id": "r", "port": [1]}))],
+            &[raw(
+                "hcv",
+                serde_json::json!({"kv": "v3", "approle_role_id": "r", "port": [1]}),
+            )],
             &none,
         );
         let e: Vec<String> = e.iter().map(|(p, m)| format!("{p}: {m}")).collect();
