@@ -228,8 +228,8 @@ services:
         panic!()
     };
     let (_, v) = ai.targets[0].auth.header.as_ref().unwrap();
-    assert_eq!(v.as_ref().unwrap(), "Bearer sk-deck");
-    assert!(v.as_ref().unwrap().is_sensitive());
+    assert_eq!(v.value().unwrap(), "Bearer sk-deck");
+    assert!(v.value().unwrap().is_sensitive());
     let e = load_with_env(text, &[]).err().unwrap().to_string();
     assert_eq!(
         e,
@@ -263,7 +263,7 @@ services:
 "#;
     let s = load_with_env(text, &[("TG_OPENAI_KEY", "Bearer sk-vault")]).unwrap();
     let secret = |i: usize| match &s.plugins[i].plugin {
-        Plugin::AiProxy(ai) => ai.targets[0].auth.header.as_ref().unwrap().1.clone(),
+        Plugin::AiProxy(ai) => ai.targets[0].auth.header.as_ref().unwrap().1.value(),
         _ => panic!(),
     };
     let ok = (0..2).find(|i| secret(*i).is_ok()).unwrap();

@@ -2,6 +2,7 @@
 //! validated, compiled [`Snapshot`].
 
 pub mod env;
+pub mod hcv;
 pub mod ids;
 pub mod plugins;
 pub mod raw;

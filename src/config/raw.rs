@@ -211,7 +211,7 @@ pub struct RawConsumerGroup {
     pub consumers: Option<Vec<EntityRef>>,
 }
 
-/// A vault entity (`env` backend with an optional variable prefix).
+/// A vault entity (`env` with an optional variable prefix, or `hcv`: HashiCorp Vault).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawVault {

@@ -664,6 +664,8 @@ impl Snapshot {
         let global_chain = resolve_chain(&plugins, None, None);
         let global_logs = has(&global_chain, |p| matches!(p, Plugin::FileLog(_)));
         let hash = config_hash(&raw);
+        // Only a config that loads keeps its Vault secrets refreshed.
+        vaults.start_refresh();
         Ok(Snapshot {
             services: b.services,
             routes,
@@ -696,33 +698,9 @@ impl Snapshot {
 }
 
 fn vault_table(b: &mut Builder<'_>, raw: &RawConfig) -> VaultTable {
-    let mut t = VaultTable::new();
-    for (i, v) in raw.vaults.iter().enumerate() {
-        let vp = p("", "vaults", i);
-        if v.name != "env" {
-            b.err(
-                format!("{vp}.name"),
-                format!(
-                    "vault backend '{}' is not supported by tollgate yet (supported: env)",
-                    v.name
-                ),
-            );
-            continue;
-        }
-        let prefix = v
-            .config
-            .as_ref()
-            .and_then(|c| c.get("prefix"))
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        if let Some(cfg) = &v.config {
-            for k in cfg.keys() {
-                if k != "prefix" && k != "base64_decode" {
-                    b.err(format!("{vp}.config.{k}"), "unknown field");
-                }
-            }
-        }
-        t.insert(v.prefix.clone(), (v.name.clone(), prefix));
+    let (t, errors) = VaultTable::from_entities(&raw.vaults, b.env);
+    for (path, message) in errors {
+        b.err(path, message);
     }
     t
 }

@@ -1,12 +1,21 @@
-//! Kong vault references (`{vault://env/openai-api-key}`) in referenceable fields.
+//! Kong vault references (`{vault://env/openai-api-key}`, `{vault://hcv/openai/key}`) in
+//! referenceable fields.
 //!
-//! Only the `env` backend exists so far; a reference is resolved when a snapshot is built,
-//! and a failure is kept (not fatal) so the gateway still serves its other routes.
+//! Backends: `env` (resolved once at load) and `hcv`, HashiCorp Vault (read at load, then
+//! kept current in the background; see `hcv`). A reference that cannot be resolved is a
+//! load warning, not an error, so the gateway still serves its other routes; requests that
+//! need it get a 500.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
+use http::HeaderValue;
+use serde_json::Value;
 use thiserror::Error;
 
+use super::hcv;
+use super::raw::RawVault;
 use crate::secret::Secret;
 
 /// Why a reference could not be resolved; never contains the secret.
@@ -16,12 +25,16 @@ pub enum VaultError {
     Syntax(String),
     #[error("vault '{0}' not found (declare it under `vaults` or use the `env` backend)")]
     UnknownVault(String),
-    #[error("vault backend '{0}' is not supported (supported: env)")]
-    UnsupportedBackend(String),
+    /// A vault option (in the reference, the entity or the environment) is wrong: fatal.
+    #[error("{0}")]
+    Config(String),
     #[error("environment variable {0} is not set")]
     EnvNotSet(String),
     #[error("environment variable {var} does not hold a JSON object with a string field '{key}'")]
     NoKey { var: String, key: String },
+    /// A HashiCorp Vault reference without a token.
+    #[error("{0}")]
+    NoToken(String),
 }
 
 /// A parsed `{vault://host/resource[/key][?query][#version]}`.
@@ -85,29 +98,243 @@ pub fn parse(value: &str) -> Result<VaultRef, VaultError> {
     })
 }
 
-/// Declared vault entities by prefix: (backend name, env variable prefix).
-pub type VaultTable = HashMap<String, (String, Option<String>)>;
-
-/// Resolves a reference with the process environment.
-pub fn resolve(value: &str, vaults: &VaultTable) -> Result<Secret<String>, VaultError> {
-    resolve_with(value, vaults, &|name| std::env::var(name).ok())
+/// How a declared vault entity (or a bare backend name) resolves references.
+#[derive(Debug, Clone)]
+enum Backend {
+    /// Environment variables, with an optional name prefix.
+    Env { prefix: Option<String> },
+    /// HashiCorp Vault; the entity's own options (the environment fills the rest).
+    Hcv {
+        options: BTreeMap<String, String>,
+        path: String,
+    },
 }
 
-/// Resolves a reference with the given environment lookup (tests pass their own).
+/// The vaults of one config load: declared entities by prefix, and the Vault reads made
+/// while compiling (read once per path, then refreshed in the background).
+#[derive(Default)]
+pub struct VaultTable {
+    entities: HashMap<String, Backend>,
+    hcv: hcv::Session,
+}
+
+impl VaultTable {
+    /// No declared vaults (`env` and `hcv` still work by backend name).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Declares an `env` vault under `prefix` reading variables named `var_prefix` + resource.
+    pub fn add_env(&mut self, prefix: &str, var_prefix: Option<String>) {
+        self.entities
+            .insert(prefix.to_string(), Backend::Env { prefix: var_prefix });
+    }
+
+    /// The declared `vaults` entities; problems come back as (field path, message).
+    pub fn from_entities(
+        vaults: &[RawVault],
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> (VaultTable, Vec<(String, String)>) {
+        let mut t = VaultTable::new();
+        let mut errors = Vec::new();
+        for (i, v) in vaults.iter().enumerate() {
+            let vp = format!("vaults[{i}]");
+            let config = v.config.clone().unwrap_or_default();
+            match v.name.as_str() {
+                "env" => {
+                    for k in config.keys() {
+                        if k != "prefix" && k != "base64_decode" {
+                            errors.push((format!("{vp}.config.{k}"), "unknown field".into()));
+                        }
+                    }
+                    let prefix = config
+                        .get("prefix")
+                        .and_then(Value::as_str)
+                        .map(str::to_string);
+                    t.add_env(&v.prefix, prefix);
+                }
+                "hcv" => {
+                    let mut options = BTreeMap::new();
+                    for (k, val) in &config {
+                        let field = format!("{vp}.config.{k}");
+                        if let Some(m) = hcv::check_option(k) {
+                            errors.push((field, m));
+                            continue;
+                        }
+                        match val {
+                            Value::Null => {}
+                            Value::String(s) => {
+                                options.insert(k.clone(), s.clone());
+                            }
+                            Value::Number(n) => {
+                                options.insert(k.clone(), n.to_string());
+                            }
+                            _ => errors.push((field, "expected a string or a number".into())),
+                        }
+                    }
+                    let backend = Backend::Hcv {
+                        options,
+                        path: format!("{vp}.config"),
+                    };
+                    // Checked now so a bad entity fails the load even when nothing uses it.
+                    if let Err(e) = hcv_config(&backend, &[], env) {
+                        errors.push(e);
+                    }
+                    t.entities.insert(v.prefix.clone(), backend);
+                }
+                other => errors.push((
+                    format!("{vp}.name"),
+                    format!(
+                        "vault backend '{other}' is not supported by tollgate yet (supported: env, hcv)"
+                    ),
+                )),
+            }
+        }
+        (t, errors)
+    }
+
+    /// Starts refreshing the HashiCorp Vault secrets read during this load (call once the
+    /// config compiled).
+    pub fn start_refresh(&self) {
+        self.hcv.start_refresh();
+    }
+}
+
+/// The effective HashiCorp Vault options: the reference's query, then the entity's
+/// config, then `KONG_VAULT_HCV_*`, then Kong's defaults.
+fn hcv_config(
+    backend: &Backend,
+    query: &[(String, String)],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<hcv::Config, hcv::Found> {
+    let (options, path) = match backend {
+        Backend::Hcv { options, path } => (Some(options), path.as_str()),
+        Backend::Env { .. } => (None, ""),
+    };
+    hcv::Config::build(&|name| {
+        if let Some((_, v)) = query.iter().find(|(k, _)| k == name) {
+            return Some((v.clone(), format!("reference option '{name}'")));
+        }
+        if let Some(v) = options.and_then(|o| o.get(name)) {
+            return Some((v.clone(), format!("{path}.{name}")));
+        }
+        let var = hcv::env_name(name);
+        env(&var).map(|v| (v, var))
+    })
+}
+
+/// A resolved reference: fixed at load (`env`), or kept current by the refresher (`hcv`).
+#[derive(Debug)]
+pub enum Resolved {
+    Fixed(Secret<String>),
+    Live(Arc<hcv::Cell>),
+}
+
+impl Resolved {
+    /// The value now (or the message a request is refused with).
+    pub fn current(&self) -> Result<Secret<String>, String> {
+        match self {
+            Resolved::Fixed(s) => Ok(s.clone()),
+            Resolved::Live(c) => c.get(),
+        }
+    }
+}
+
+/// A credential read per request: fixed at load, or the current value of a rotating
+/// vault reference.
+#[derive(Debug)]
+pub enum LiveSecret {
+    Fixed(Result<Secret<String>, String>),
+    Vault(Arc<hcv::Cell>),
+}
+
+impl LiveSecret {
+    /// This request's value, or why there is none (for the operator log; never the secret).
+    pub fn get(&self) -> Result<Cow<'_, Secret<String>>, String> {
+        match self {
+            LiveSecret::Fixed(r) => r.as_ref().map(Cow::Borrowed).map_err(Clone::clone),
+            LiveSecret::Vault(c) => c.get().map(Cow::Owned),
+        }
+    }
+}
+
+/// An auth header value read per request: built once at load, or the current value of a
+/// rotating vault reference (rebuilt only when the secret changes).
+#[derive(Debug)]
+pub enum LiveHeader {
+    Fixed(Result<HeaderValue, String>),
+    Vault(Arc<hcv::Cell>),
+}
+
+impl LiveHeader {
+    /// This request's header value (marked sensitive), or why there is none.
+    pub fn value(&self) -> Result<HeaderValue, String> {
+        match self {
+            LiveHeader::Fixed(r) => r.clone(),
+            LiveHeader::Vault(c) => c.header(),
+        }
+    }
+}
+
+/// Resolves a reference with the process environment.
+pub fn resolve(field: &str, value: &str, vaults: &VaultTable) -> Result<Resolved, VaultError> {
+    resolve_with(field, value, vaults, &|name| std::env::var(name).ok())
+}
+
+/// Resolves a reference in config field `field` with the given environment lookup (tests
+/// pass their own). HashiCorp Vault references are read now (once per path per load).
 pub fn resolve_with(
+    field: &str,
     value: &str,
     vaults: &VaultTable,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Secret<String>, VaultError> {
+) -> Result<Resolved, VaultError> {
     let r = parse(value)?;
-    let (backend, entity_prefix) = match vaults.get(&r.host) {
-        Some((backend, prefix)) => (backend.as_str(), prefix.clone()),
-        None if r.host == "env" => ("env", None),
+    let backend = match vaults.entities.get(&r.host) {
+        Some(b) => b.clone(),
+        None if r.host == "env" => Backend::Env { prefix: None },
+        None if r.host == "hcv" => Backend::Hcv {
+            options: BTreeMap::new(),
+            path: String::new(),
+        },
         None => return Err(VaultError::UnknownVault(r.host.clone())),
     };
-    if backend != "env" {
-        return Err(VaultError::UnsupportedBackend(backend.to_string()));
+    match backend {
+        Backend::Env { prefix } => resolve_env(&r, prefix, env).map(Resolved::Fixed),
+        Backend::Hcv { .. } => {
+            for (k, _) in &r.query {
+                if k == "token" {
+                    return Err(VaultError::Config(
+                        "the Vault token cannot be given in a reference (use config.token or KONG_VAULT_HCV_TOKEN)".into(),
+                    ));
+                }
+                if let Some(m) = hcv::check_option(k) {
+                    return Err(VaultError::Syntax(format!("option '{k}': {m}")));
+                }
+            }
+            hcv::check_resource(&r.resource).map_err(VaultError::Syntax)?;
+            let cfg = hcv_config(&backend, &r.query, env)
+                .map_err(|(o, m)| VaultError::Config(format!("{o}: {m}")))?;
+            if cfg.token.is_none() {
+                return Err(VaultError::NoToken(hcv::no_token()));
+            }
+            Ok(Resolved::Live(vaults.hcv.resolve(
+                cfg,
+                &r.resource,
+                r.version,
+                r.key.clone(),
+                field.to_string(),
+                value.to_string(),
+            )))
+        }
     }
+}
+
+fn resolve_env(
+    r: &VaultRef,
+    entity_prefix: Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Secret<String>, VaultError> {
     let prefix = r
         .query
         .iter()
@@ -122,17 +349,21 @@ pub fn resolve_with(
         var.push_str("_PREVIOUS");
     }
     let raw = env(&var).ok_or_else(|| VaultError::EnvNotSet(var.clone()))?;
-    match r.key {
+    match &r.key {
         None => Ok(Secret::new(raw)),
         Some(key) => serde_json::from_str::<serde_json::Value>(&raw)
             .ok()
-            .and_then(|v| v.get(&key).and_then(|f| f.as_str()).map(str::to_string))
+            .and_then(|v| v.get(key).and_then(|f| f.as_str()).map(str::to_string))
             .map(Secret::new)
-            .ok_or(VaultError::NoKey { var, key }),
+            .ok_or(VaultError::NoKey {
+                var,
+                key: key.clone(),
+            }),
     }
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
 
@@ -146,40 +377,51 @@ mod tests {
         }
     }
 
+    fn value(reference: &str, v: &VaultTable) -> Result<String, VaultError> {
+        resolve_with("f", reference, v, &env).map(|r| match r {
+            Resolved::Fixed(s) => s.expose().clone(),
+            Resolved::Live(_) => panic!("env references are fixed"),
+        })
+    }
+
     #[test]
     fn env_backend() {
         let v = VaultTable::new();
-        let got = resolve_with("{vault://env/openai-api-key}", &v, &env);
-        assert_eq!(got.map(|s| s.expose().clone()), Ok("Bearer sk-1".into()));
-        let got = resolve_with("{vault://env/pg-creds/username}", &v, &env);
-        assert_eq!(got.map(|s| s.expose().clone()), Ok("u".into()));
-        let got = resolve_with("{vault://env/cert?prefix=ssl_}", &v, &env);
-        assert_eq!(got.map(|s| s.expose().clone()), Ok("c".into()));
-        let got = resolve_with("{vault://env/openai-api-key#2}", &v, &env);
-        assert_eq!(got.map(|s| s.expose().clone()), Ok("old".into()));
+        assert_eq!(
+            value("{vault://env/openai-api-key}", &v),
+            Ok("Bearer sk-1".into())
+        );
+        assert_eq!(value("{vault://env/pg-creds/username}", &v), Ok("u".into()));
+        assert_eq!(value("{vault://env/cert?prefix=ssl_}", &v), Ok("c".into()));
+        assert_eq!(
+            value("{vault://env/openai-api-key#2}", &v),
+            Ok("old".into())
+        );
     }
 
     #[test]
     fn declared_vault_prefix() {
         let mut v = VaultTable::new();
-        v.insert("my-env".into(), ("env".into(), Some("OPENAI_".into())));
-        let got = resolve_with("{vault://my-env/api-key}", &v, &env);
-        assert_eq!(got.map(|s| s.expose().clone()), Ok("Bearer sk-1".into()));
+        v.add_env("my-env", Some("OPENAI_".into()));
+        assert_eq!(
+            value("{vault://my-env/api-key}", &v),
+            Ok("Bearer sk-1".into())
+        );
     }
 
     #[test]
     fn errors() {
         let v = VaultTable::new();
         assert_eq!(
-            resolve_with("{vault://env/nope}", &v, &env).map(|_| ()),
+            value("{vault://env/nope}", &v),
             Err(VaultError::EnvNotSet("NOPE".into()))
         );
         assert!(matches!(
-            resolve_with("{vault://hcv/x/y}", &v, &env),
+            value("{vault://elsewhere/x/y}", &v),
             Err(VaultError::UnknownVault(_))
         ));
         assert!(matches!(
-            resolve_with("{vault://env/pg-creds/n}", &v, &env),
+            value("{vault://env/pg-creds/n}", &v),
             Err(VaultError::NoKey { .. })
         ));
         for bad in [
@@ -188,7 +430,89 @@ mod tests {
             "{vault://env/}",
             "{vault://env/x#z}",
         ] {
-            assert!(resolve_with(bad, &v, &env).is_err(), "{bad}");
+            assert!(value(bad, &v).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn hcv_references_are_checked_before_any_read() {
+        let v = VaultTable::new();
+        // No token anywhere: a warning-level failure, and nothing is read.
+        assert!(matches!(
+            resolve_with("f", "{vault://hcv/openai/key}", &v, &env),
+            Err(VaultError::NoToken(_))
+        ));
+        let with_token = |n: &str| (n == "KONG_VAULT_HCV_TOKEN").then(|| "s.tok".to_string());
+        for (bad, want) in [
+            (
+                "{vault://hcv/openai/key?token=x}",
+                "cannot be given in a reference",
+            ),
+            (
+                "{vault://hcv/openai/key?kube_role=x}",
+                "only auth_method 'token'",
+            ),
+            ("{vault://hcv/openai/key?colour=x}", "unknown field"),
+            ("{vault://hcv/a//b/key}", "not a secret path"),
+            (
+                "{vault://hcv/openai/key?kv=v9}",
+                "reference option 'kv': 'v9'",
+            ),
+        ] {
+            let e = resolve_with("f", bad, &v, &with_token).unwrap_err();
+            assert!(
+                matches!(e, VaultError::Syntax(_) | VaultError::Config(_)),
+                "{bad}: {e:?}"
+            );
+            assert!(e.to_string().contains(want), "{bad}: {e}");
+            assert!(!e.to_string().contains("s.tok"));
+        }
+        let bad_env = |n: &str| match n {
+            "KONG_VAULT_HCV_TOKEN" => Some("s.tok".to_string()),
+            "KONG_VAULT_HCV_PORT" => Some("eighty".to_string()),
+            _ => None,
+        };
+        let e = resolve_with("f", "{vault://hcv/openai/key}", &v, &bad_env).unwrap_err();
+        assert_eq!(
+            e,
+            VaultError::Config("KONG_VAULT_HCV_PORT: 'eighty' is not a port (1-65535)".into())
+        );
+    }
+
+    #[test]
+    fn hcv_entities() {
+        let raw = |name: &str, config: serde_json::Value| RawVault {
+            name: name.into(),
+            prefix: "p".into(),
+            config: serde_json::from_value(config).unwrap(),
+            ..RawVault::default()
+        };
+        let none = |_: &str| None;
+        let (_, e) = VaultTable::from_entities(
+            &[raw(
+                "hcv",
+                serde_json::json!({"host": "vault", "port": 8200, "kv": "v2", "mount": "secret", "token": "s.x", "ttl": 60}),
+            )],
+            &none,
+        );
+        assert!(e.is_empty(), "{e:?}");
+        let (_, e) = VaultTable::from_entities(
+            &[raw(
+                "hcv",
+                serde_json::json!({"kv": "v3", "approle_role_id": "r", "port": [1]}),
+            )],
+            &none,
+        );
+        let e: Vec<String> = e.iter().map(|(p, m)| format!("{p}: {m}")).collect();
+        assert_eq!(
+            e,
+            [
+                "vaults[0].config.approle_role_id: only auth_method 'token' is supported by tollgate yet",
+                "vaults[0].config.port: expected a string or a number",
+                "vaults[0].config.kv: 'v3' is not one of: v1, v2",
+            ]
+        );
+        let (_, e) = VaultTable::from_entities(&[raw("aws", serde_json::json!({}))], &none);
+        assert!(e[0].1.contains("supported: env, hcv"), "{e:?}");
     }
 }

@@ -14,7 +14,7 @@ use crate::config::plugins::{
     LoggingConfig, ModelOptions, ParamLocation, ProviderName, RouteType, StreamingMode,
     TargetConfig, TokensCountStrategy,
 };
-use crate::config::vault::{self, VaultTable};
+use crate::config::vault::{self, LiveHeader, LiveSecret, Resolved, VaultTable};
 use crate::error::GatewayError;
 use crate::llm::body::{BodyView, Kind};
 use crate::llm::sigv4::{Credentials, Signer};
@@ -29,9 +29,10 @@ pub type SecretSlot = Result<Secret<String>, String>;
 /// Credentials injected into upstream requests.
 #[derive(Debug)]
 pub struct Auth {
-    /// The header value is built (and marked sensitive) once at load.
-    pub header: Option<(HeaderName, Result<HeaderValue, String>)>,
-    pub param: Option<(String, SecretSlot, ParamLocation)>,
+    /// The header value is built (and marked sensitive) at load, or when a rotating vault
+    /// secret changes.
+    pub header: Option<(HeaderName, LiveHeader)>,
+    pub param: Option<(String, LiveSecret, ParamLocation)>,
     pub allow_override: bool,
     /// A GCP service account whose OAuth2 token goes in `Authorization` (Vertex AI), or why
     /// its key could not be read at load (a vault reference that did not resolve).
@@ -1255,6 +1256,45 @@ fn parse_upstream_url(u: &str) -> Result<UpstreamBase, String> {
     Ok(UpstreamBase::new(scheme, host.to_string(), port, path))
 }
 
+/// A referenceable field read per request: a literal, or a vault reference (HashiCorp Vault
+/// ones stay current in the background).
+fn live_secret(
+    path: String,
+    value: &str,
+    vaults: &VaultTable,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut FieldErrors,
+    warnings: &mut FieldErrors,
+) -> LiveSecret {
+    if !vault::is_reference(value) {
+        if value.contains("{vault://") {
+            errors.push((path, "a vault reference must be the entire value (store the full value, e.g. 'Bearer sk-…', in the secret)".into()));
+        }
+        return LiveSecret::Fixed(Ok(Secret::new(value.to_string())));
+    }
+    match vault::resolve_with(&path, value, vaults, env) {
+        Ok(Resolved::Fixed(s)) => LiveSecret::Fixed(Ok(s)),
+        Ok(Resolved::Live(cell)) => {
+            // Not fatal: the refresher fills it when the vault answers; until then a 500.
+            if let Some(reason) = cell.failure() {
+                warnings.push((path, format!("could not resolve {value}: {reason}")));
+            }
+            LiveSecret::Vault(cell)
+        }
+        Err(e @ (vault::VaultError::Syntax(_) | vault::VaultError::Config(_))) => {
+            errors.push((path, e.to_string()));
+            LiveSecret::Fixed(Err(e.to_string()))
+        }
+        Err(e) => {
+            // Not fatal: the gateway serves its other routes; requests here get a 500.
+            warnings.push((path.clone(), format!("could not resolve {value}: {e}")));
+            LiveSecret::Fixed(Err(format!("{path}: could not resolve {value}: {e}")))
+        }
+    }
+}
+
+/// A referenceable field used once at load (AWS keys, a GCP service account): its value
+/// now; a HashiCorp Vault secret here is not rotated.
 fn secret(
     path: String,
     value: &str,
@@ -1263,23 +1303,9 @@ fn secret(
     errors: &mut FieldErrors,
     warnings: &mut FieldErrors,
 ) -> SecretSlot {
-    if !vault::is_reference(value) {
-        if value.contains("{vault://") {
-            errors.push((path, "a vault reference must be the entire value (store the full value, e.g. 'Bearer sk-…', in the secret)".into()));
-        }
-        return Ok(Secret::new(value.to_string()));
-    }
-    match vault::resolve_with(value, vaults, env) {
-        Ok(s) => Ok(s),
-        Err(e @ vault::VaultError::Syntax(_)) => {
-            errors.push((path, e.to_string()));
-            Err(e.to_string())
-        }
-        Err(e) => {
-            // Not fatal: the gateway serves its other routes; requests here get a 500.
-            warnings.push((path.clone(), format!("could not resolve {value}: {e}")));
-            Err(format!("{path}: could not resolve {value}: {e}"))
-        }
+    match live_secret(path, value, vaults, env, errors, warnings) {
+        LiveSecret::Fixed(r) => r,
+        LiveSecret::Vault(cell) => cell.get(),
     }
 }
 
@@ -1294,21 +1320,23 @@ fn compile_auth(
     let header = match (&a.header_name, &a.header_value) {
         (Some(n), Some(v)) => match HeaderName::from_bytes(n.as_bytes()) {
             Ok(name) => {
-                let value = secret(
+                let value = match live_secret(
                     format!("{path}.header_value"),
                     v,
                     vaults,
                     env,
                     errors,
                     warnings,
-                )
-                .and_then(|s| {
-                    let mut hv = HeaderValue::from_str(s.expose()).map_err(|_| {
-                        format!("auth header {name} has a value that is not a valid header")
-                    })?;
-                    hv.set_sensitive(true);
-                    Ok(hv)
-                });
+                ) {
+                    LiveSecret::Fixed(r) => LiveHeader::Fixed(r.and_then(|s| {
+                        let mut hv = HeaderValue::from_str(s.expose()).map_err(|_| {
+                            format!("auth header {name} has a value that is not a valid header")
+                        })?;
+                        hv.set_sensitive(true);
+                        Ok(hv)
+                    })),
+                    LiveSecret::Vault(cell) => LiveHeader::Vault(cell),
+                };
                 Some((name, value))
             }
             Err(_) => {
@@ -1337,7 +1365,7 @@ fn compile_auth(
     let param = match (&a.param_name, &a.param_value, a.param_location) {
         (Some(n), Some(v), Some(l)) => Some((
             n.clone(),
-            secret(
+            live_secret(
                 format!("{path}.param_value"),
                 v,
                 vaults,

@@ -1147,7 +1147,7 @@ fn add_proxy_headers(h: &mut HeaderMap, log: &RequestLog) {
 }
 
 /// A whole upstream body for a buffered answer; the connection goes back to the pool.
-async fn read_buffered(
+pub(crate) async fn read_buffered(
     body: Incoming,
     mut conn: upstream::Conn,
     read_timeout: Duration,

@@ -302,17 +302,20 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                     client_model.filter(|m| target.model_alias.as_deref() != Some(m));
                 ai_proxy::resolve_model(target, client_model.as_deref(), req.sources)?
             };
-            let body_param = match &target.auth.param {
+            let param_value = match &target.auth.param {
                 Some((name, value, ParamLocation::Body))
                     if !(target.auth.allow_override && body.has(name)) =>
                 {
-                    let v = value
-                        .as_ref()
-                        .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
-                    Some((name.as_str(), v.expose().as_str()))
+                    Some((
+                        name.as_str(),
+                        value.get().map_err(GatewayError::BeforeProxying)?,
+                    ))
                 }
                 _ => None,
             };
+            let body_param = param_value
+                .as_ref()
+                .map(|(name, v)| (*name, v.expose().as_str()));
             match target.wire {
                 Wire::OpenAi => {
                     let patch = openai::Patch {
@@ -423,9 +426,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     if let Some((name, value, ParamLocation::Query)) = &target.auth.param {
         let present = req.up.query.iter().any(|(k, _)| k == name);
         if !(target.auth.allow_override && present) {
-            let v = value
-                .as_ref()
-                .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
+            let v = value.get().map_err(GatewayError::BeforeProxying)?;
             let mut pairs: Vec<(String, String)> = req
                 .up
                 .query
@@ -488,10 +489,8 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     }
     if let Some((name, value)) = &target.auth.header {
         if !(target.auth.allow_override && req.up.headers.contains_key(name)) {
-            let v = value
-                .as_ref()
-                .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
-            headers.insert(name.clone(), v.clone());
+            let v = value.value().map_err(GatewayError::BeforeProxying)?;
+            headers.insert(name.clone(), v);
         }
     }
     for (name, value) in &target.extra_headers {
