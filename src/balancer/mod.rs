@@ -2,6 +2,12 @@
 
 use std::sync::Mutex;
 
+// Semantic routing (`algorithm: semantic`): see `semantic_router`.
+pub mod embed;
+pub mod semantic;
+pub mod semantic_router;
+pub mod vectordb;
+
 /// A balancer over a fixed list of targets.
 #[derive(Debug)]
 pub enum Balancer {

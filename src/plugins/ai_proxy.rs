@@ -131,6 +131,8 @@ pub struct AiProxy {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub failover: Vec<FailoverCriterion>,
+    /// `balancer.algorithm: semantic`: picks the candidate targets per request.
+    pub semantic: Option<Arc<crate::balancer::semantic_router::SemanticRouter>>,
 }
 
 type FieldErrors = Vec<(String, String)>;
@@ -176,6 +178,7 @@ impl AiProxy {
                 read_timeout: Duration::from_secs(60),
                 write_timeout: Duration::from_secs(60),
                 failover: vec![FailoverCriterion::Error, FailoverCriterion::Timeout],
+                semantic: None,
             },
             warnings,
         ))
@@ -195,11 +198,14 @@ impl AiProxy {
         if c.targets.is_empty() {
             errors.push(("config.targets".into(), "length must be at least 1".into()));
         }
-        if c.balancer.algorithm != Algorithm::RoundRobin {
+        if !matches!(
+            c.balancer.algorithm,
+            Algorithm::RoundRobin | Algorithm::Semantic
+        ) {
             errors.push((
                 "config.balancer.algorithm".into(),
                 format!(
-                    "algorithm '{}' is not supported by tollgate yet (supported: round-robin)",
+                    "algorithm '{}' is not supported by tollgate yet (supported: round-robin, semantic)",
                     serde_json::to_value(c.balancer.algorithm)
                         .ok()
                         .and_then(|v| v.as_str().map(str::to_string))
@@ -213,11 +219,7 @@ impl AiProxy {
                 "the circuit breaker is not supported by tollgate yet (use 0)".into(),
             ));
         }
-        for (field, v) in [
-            ("embeddings", &c.embeddings),
-            ("vectordb", &c.vectordb),
-            ("acls", &c.acls),
-        ] {
+        for (field, v) in [("acls", &c.acls)] {
             if v.as_ref().map(|v| !v.is_null()).unwrap_or(false) {
                 errors.push((
                     format!("config.{field}"),
@@ -238,11 +240,39 @@ impl AiProxy {
                 targets.push(t);
             }
         }
+        // Semantic routing: embeddings provider, vector store, descriptions.
+        let b = &c.balancer;
+        let semantic = if b.algorithm == Algorithm::Semantic {
+            crate::balancer::semantic_router::compile(
+                id,
+                c.embeddings.as_ref(),
+                c.vectordb.as_ref(),
+                &c.targets,
+                (
+                    Duration::from_millis(b.connect_timeout.max(1)),
+                    Duration::from_millis(b.read_timeout.max(1)),
+                ),
+                vaults,
+                env,
+                &mut errors,
+                &mut warnings,
+            )
+            .map(Arc::new)
+        } else {
+            for (field, v) in [("embeddings", &c.embeddings), ("vectordb", &c.vectordb)] {
+                if v.as_ref().is_some_and(|v| !v.is_null()) {
+                    warnings.push((
+                        format!("config.{field}"),
+                        "only used by balancer.algorithm 'semantic'; ignored".into(),
+                    ));
+                }
+            }
+            None
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
         apply_llm_format(c.llm_format, &mut targets);
-        let b = &c.balancer;
         Ok((
             AiProxy {
                 plugin_id: id.to_string(),
@@ -258,6 +288,7 @@ impl AiProxy {
                 read_timeout: Duration::from_millis(b.read_timeout.max(1)),
                 write_timeout: Duration::from_millis(b.write_timeout.max(1)),
                 failover: b.failover_criteria.clone(),
+                semantic,
             },
             warnings,
         ))
@@ -303,7 +334,8 @@ fn apply_llm_format(f: LlmFormat, targets: &mut [Target]) {
     }
 }
 
-fn compile_target(
+/// Compiles one target record (also the embeddings provider of semantic routing).
+pub(crate) fn compile_target(
     path: &str,
     t: &TargetConfig,
     vaults: &VaultTable,

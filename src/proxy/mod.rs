@@ -563,6 +563,20 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     };
     let force_stream = stream && !asked;
     let add_include_usage = stream && !client_wants_usage && log_statistics;
+    // Semantic routing picks the candidate targets before the retry loop (access phase).
+    let candidates = match (&ai.semantic, &parsed) {
+        (Some(s), Some(p)) => {
+            let routed = Box::pin(s.route(&c.gw.upstreams, p)).await;
+            if let Some(a) = log.ai.as_mut() {
+                a.semantic = Some(routed.log);
+            }
+            match routed.candidates {
+                Ok(c) => Some(c),
+                Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+            }
+        }
+        _ => None,
+    };
     let req = retry::AiRequest {
         body: parsed.as_ref(),
         chat: chat_view.as_ref().zip(chat_bytes),
@@ -576,6 +590,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         add_include_usage: add_include_usage && ai.llm_format == LlmFormat::Openai,
         forwarded: c.forwarded,
         record: log.enabled,
+        candidates: candidates.as_deref(),
     };
     log.proxy_latency_ms = Some(ms(log.started.elapsed()));
     let mut tries: Vec<Try> = Vec::new();
@@ -1089,7 +1104,7 @@ fn add_proxy_headers(h: &mut HeaderMap, log: &RequestLog) {
 }
 
 /// A whole upstream body for a buffered answer; the connection goes back to the pool.
-async fn read_buffered(
+pub(crate) async fn read_buffered(
     body: Incoming,
     mut conn: upstream::Conn,
     read_timeout: Duration,

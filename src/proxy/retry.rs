@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, Uri};
 use hyper::body::Incoming;
 
+use crate::balancer::semantic_router;
 use crate::config::plugins::{FailoverCriterion, ParamLocation, ProviderName, RouteType};
 use crate::error::GatewayError;
 use crate::llm::body::BodyView;
@@ -38,6 +39,8 @@ pub struct AiRequest<'a> {
     pub forwarded: &'a Forwarded<'a>,
     /// Fill `tries` with log entries (only when a log plugin will read them).
     pub record: bool,
+    /// Semantic routing's pick: these targets first, then (failing over) any other.
+    pub candidates: Option<&'a [usize]>,
 }
 
 /// The attempt that produced the response the client gets.
@@ -64,9 +67,13 @@ pub async fn run(
     let attempts = ai.retries.saturating_add(1);
     for attempt in 0..attempts {
         let balancer_start = Instant::now();
-        let idx = ai
-            .balancer
-            .pick(&ai.weights, &tried)
+        let idx = req
+            .candidates
+            .and_then(|c| {
+                let outside = semantic_router::exclude_outside(ai.targets.len(), c, &tried);
+                ai.balancer.pick(&ai.weights, &outside)
+            })
+            .or_else(|| ai.balancer.pick(&ai.weights, &tried))
             .or_else(|| ai.balancer.pick(&ai.weights, &[]))
             .ok_or_else(|| GatewayError::UpstreamUnavailable("no target available".into()))?;
         // Without retries there is no next pick to steer away from (and no allocation).
