@@ -54,8 +54,6 @@ pub struct SemanticRouter {
     /// computation that failed take its failure instead of starting another.
     failures: AtomicU64,
     last_failure: Mutex<String>,
-    /// Provider calls made for descriptions (tests and the Admin API can tell "once").
-    pub description_calls: AtomicU64,
 }
 
 /// What semantic routing decided for one request.
@@ -142,7 +140,6 @@ pub fn compile(
         building: tokio::sync::Mutex::new(()),
         failures: AtomicU64::new(0),
         last_failure: Mutex::new(String::new()),
-        description_calls: AtomicU64::new(0),
     })
 }
 
@@ -387,7 +384,6 @@ impl SemanticRouter {
         if texts.is_empty() {
             return Ok(Vec::new());
         }
-        self.description_calls.fetch_add(1, Ordering::Relaxed);
         let vs = self.embedder.embed_many(upstreams, texts).await?;
         if let Some(bad) = vs.iter().find(|v| v.len() as u64 != self.dimensions) {
             return Err(self.wrong_dimensions(bad.len()));

@@ -91,7 +91,7 @@ type FieldErrors = Vec<(String, String)>;
 #[derive(Debug)]
 pub enum Store {
     Memory,
-    Redis(RedisStore),
+    Redis(Box<RedisStore>),
 }
 
 /// A Redis holding description vectors under keys named by plugin, model and description.
@@ -138,7 +138,7 @@ impl Store {
                     }
                 };
                 RedisStore::compile(&format!("{path}.redis"), &r, vaults, env, errors)
-                    .map(Store::Redis)
+                    .map(|r| Store::Redis(Box::new(r)))
             }
         }
     }
