@@ -359,3 +359,494 @@ async fn acls_limit_which_targets_a_request_may_use() {
         "You cannot consume this service"
     );
 }
+
+/// Semantic routing (scenario S3): embeddings on mock-llm, whose vectors follow a small
+/// topic vocabulary (programming, mathematics, geography, …), so the scenario's prompts
+/// land where S3 says.
+mod semantic {
+    use std::sync::Once;
+    use std::time::Duration;
+
+    use serde_json::{json, Value};
+
+    use crate::support::{free_port, post_json, send, Harness, MockLlm, Reply};
+
+    const CODE: &str = "How do I reverse a linked list in Python? My function has a bug.";
+    const CALCULUS: &str = "What is the derivative of x^2 * sin(x)? Show the calculus steps.";
+    const ARGENTINA: &str = "What is the capital of Argentina?";
+
+    /// The embeddings key comes from a vault reference, as in S3.
+    fn vault_env() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| std::env::set_var("TOLLGATE_TEST_EMBEDDINGS_KEY", "Bearer sk-emb-test"));
+    }
+
+    /// S3's plugin: programming → gpt-code, mathematics → gpt-math, CATCHALL → a Mistral
+    /// target. `{EMB}` is the embeddings base URL, `{VECTORDB}` extra vectordb members.
+    const S3: &str = r#"
+_format_version: "3.0"
+services:
+  - name: s3
+    url: http://127.0.0.1:1
+    routes:
+      - name: chat
+        paths: ["/chat"]
+        plugins:
+          - name: ai-proxy-advanced
+            id: {PLUGIN_ID}
+            config:
+              balancer:
+                algorithm: semantic
+                retries: 1
+              embeddings:
+                auth:
+                  header_name: Authorization
+                  header_value: "{vault://env/tollgate-test-embeddings-key}"
+                model:
+                  provider: openai
+                  name: text-embedding-3-small
+                  options:
+                    upstream_url: "{EMB}/v1/embeddings"
+              vectordb:
+                dimensions: 64
+                distance_metric: cosine
+                threshold: 0.8
+                {VECTORDB}
+              targets:
+                - route_type: llm/v1/chat
+                  description: "Programming: writing and debugging code, software, algorithms"
+                  weight: 100
+                  logging: {log_statistics: true}
+                  model:
+                    provider: openai
+                    name: gpt-code
+                    options: {upstream_url: "{MOCK}/v1/chat/completions", max_tokens: 512, temperature: 0.2, input_cost: 2.5, output_cost: 10}
+                - route_type: llm/v1/chat
+                  description: "Mathematics: calculus, algebra, equations and proofs"
+                  weight: 100
+                  logging: {log_statistics: true}
+                  model:
+                    provider: openai
+                    name: gpt-math
+                    options: {upstream_url: "{MOCK}/v1/chat/completions", max_tokens: 512, temperature: 0.0, input_cost: 2.5, output_cost: 10}
+                - route_type: llm/v1/chat
+                  description: CATCHALL
+                  weight: 100
+                  logging: {log_statistics: true}
+                  model:
+                    provider: mistral
+                    name: mistral-small
+                    options: {mistral_format: openai, upstream_url: "{MOCK}/v1/chat/completions", max_tokens: 256, temperature: 0.7, input_cost: 0.2, output_cost: 0.6}
+plugins:
+  - name: file-log
+    config:
+      path: "{DIR}/s3.log"
+"#;
+
+    fn s3(plugin_id: &str, emb: &str, vectordb: &str) -> String {
+        S3.replace("{PLUGIN_ID}", plugin_id)
+            .replace("{EMB}", emb)
+            .replace("{VECTORDB}", vectordb)
+    }
+
+    fn new_id() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    async fn ask(h: &Harness, prompt: &str) -> Reply {
+        post_json(
+            &h.url("/chat"),
+            &json!({"messages": [{"role": "system", "content": "Be brief."},
+                {"role": "user", "content": prompt}]}),
+        )
+        .await
+    }
+
+    /// Embeddings calls the mock received: (inputs per call).
+    fn embedding_calls(m: &MockLlm) -> Vec<Vec<String>> {
+        m.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/embeddings"))
+            .map(|r| {
+                let b: Value = serde_json::from_slice(&r.body).unwrap();
+                b["input"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_string())
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Calls that embedded the descriptions (all of them at once).
+    fn description_calls(m: &MockLlm) -> usize {
+        embedding_calls(m).iter().filter(|c| c.len() == 2).count()
+    }
+
+    #[tokio::test]
+    async fn s3_prompts_land_on_their_targets() {
+        vault_env();
+        let mock = MockLlm::start().await.unwrap();
+        let h = Harness::start(&s3(&new_id(), &mock.url(), "")).await;
+        let cases = [
+            (CODE, "openai/gpt-code", "gpt-code"),
+            (CALCULUS, "openai/gpt-math", "gpt-math"),
+            (ARGENTINA, "mistral/mistral-small", "mistral-small"),
+        ];
+        for (prompt, header, model) in cases {
+            let r = ask(&h, prompt).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.header("x-kong-llm-model"), Some(header), "{prompt}");
+            assert_eq!(r.json()["model"], model, "{prompt}");
+        }
+        // Model options went with each target.
+        let chats: Vec<Value> = h
+            .mock
+            .requests()
+            .iter()
+            .map(|r| serde_json::from_slice(&r.body).unwrap())
+            .collect();
+        assert_eq!(chats[0]["temperature"], 0.2);
+        assert_eq!(chats[2]["max_tokens"], 256);
+
+        // The descriptions were embedded once (one call for both), each prompt once; the
+        // key came from the vault and the dimensions from vectordb.
+        let calls = embedding_calls(&mock);
+        assert_eq!(description_calls(&mock), 1, "{calls:?}");
+        assert_eq!(calls.len(), 4, "{calls:?}");
+        let first = &mock.requests()[0];
+        assert_eq!(first.header("authorization"), Some("Bearer sk-emb-test"));
+        let body: Value = serde_json::from_slice(&first.body).unwrap();
+        assert_eq!(body["model"], "text-embedding-3-small");
+        assert_eq!(body["dimensions"], 64);
+
+        // The same prompt again: routed the same, no embedding call (cached).
+        let r = ask(&h, CODE).await;
+        assert_eq!(r.header("x-kong-llm-model"), Some("openai/gpt-code"));
+        assert_eq!(embedding_calls(&mock).len(), 4);
+
+        let log = h.wait_log("s3.log", 4).await;
+        let sem = |i: usize| log[i]["ai"]["proxy"]["semantic"].clone();
+        assert_eq!(sem(0)["outcome"], "matched");
+        assert!(sem(0)["description"]
+            .as_str()
+            .unwrap()
+            .starts_with("Programming"));
+        assert_eq!(sem(0)["targets"], json!([0]));
+        assert!(sem(0)["distance"].as_f64().unwrap() <= 0.8);
+        assert_eq!(sem(0)["embeddings_model"], "text-embedding-3-small");
+        assert_eq!(sem(1)["targets"], json!([1]));
+        assert_eq!(sem(2)["outcome"], "catchall");
+        assert_eq!(sem(2)["description"], "CATCHALL");
+        assert!(sem(2)["distance"].as_f64().unwrap() > 0.8);
+        assert_eq!(log[2]["ai"]["proxy"]["meta"]["provider_name"], "mistral");
+        assert!(!log[0].to_string().contains("sk-emb-test"));
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_requests_share_one_description_embedding() {
+        vault_env();
+        let mock = MockLlm::start().await.unwrap();
+        let h = Harness::start(&s3(&new_id(), &mock.url(), "")).await;
+        let url = h.url("/chat");
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let url = url.clone();
+            let prompt = if i % 2 == 0 { CODE } else { CALCULUS };
+            tasks.push(tokio::spawn(async move {
+                post_json(
+                    &url,
+                    &json!({"messages": [{"role": "user", "content": prompt}]}),
+                )
+                .await
+            }));
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            let r = t.await.unwrap();
+            let want = if i % 2 == 0 {
+                "openai/gpt-code"
+            } else {
+                "openai/gpt-math"
+            };
+            assert_eq!(r.header("x-kong-llm-model"), Some(want));
+        }
+        assert_eq!(description_calls(&mock), 1);
+    }
+
+    #[tokio::test]
+    async fn embedding_failure_routes_to_catchall_and_is_retried_later() {
+        vault_env();
+        let port = free_port();
+        let emb = format!("http://127.0.0.1:{port}");
+        let h = Harness::start(&s3(&new_id(), &emb, "")).await;
+        let r = ask(&h, CODE).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-kong-llm-model"), Some("mistral/mistral-small"));
+        let log = h.wait_log("s3.log", 1).await;
+        let sem = &log[0]["ai"]["proxy"]["semantic"];
+        assert_eq!(sem["outcome"], "embedding_failed", "{sem}");
+        assert_eq!(sem["description"], "CATCHALL");
+        assert!(
+            sem["error"]
+                .as_str()
+                .unwrap()
+                .contains("openai/text-embedding-3-small"),
+            "{sem}"
+        );
+        assert!(!sem.to_string().contains("sk-emb-test"));
+
+        // The provider comes back: the failure was not kept, the next request routes.
+        let mock = MockLlm::start_on(format!("127.0.0.1:{port}").parse().unwrap())
+            .await
+            .unwrap();
+        let r = ask(&h, CODE).await;
+        assert_eq!(r.header("x-kong-llm-model"), Some("openai/gpt-code"));
+        assert_eq!(description_calls(&mock), 1);
+        let log = h.wait_log("s3.log", 2).await;
+        assert_eq!(log[1]["ai"]["proxy"]["semantic"]["outcome"], "matched");
+    }
+
+    #[tokio::test]
+    async fn provider_error_status_is_an_embedding_failure() {
+        vault_env();
+        let mock = MockLlm::start().await.unwrap();
+        let h = Harness::start(&s3(&new_id(), &mock.url(), "")).await;
+        // The mock answers the status a `[mock:status=…]` marker in a text asks for: the
+        // prompt's embedding call fails (the descriptions, without the marker, do not).
+        let r = send(
+            "POST",
+            &h.url("/chat"),
+            &[("content-type", "application/json")],
+            json!({"messages": [{"role": "user", "content": "[mock:status=503] fix my python code"}]})
+                .to_string(),
+        )
+        .await;
+        // The embeddings call answered 503 → CATCHALL, which (same marker) answers 503 too.
+        assert_eq!(r.status, 503);
+        let log = h.wait_log("s3.log", 1).await;
+        let sem = &log[0]["ai"]["proxy"]["semantic"];
+        assert_eq!(sem["outcome"], "embedding_failed", "{sem}");
+        assert!(sem["error"].as_str().unwrap().contains("HTTP 503"), "{sem}");
+        assert_eq!(
+            log[0]["ai"]["proxy"]["tried_targets"][0]["model"],
+            "mistral-small"
+        );
+    }
+
+    const SHARED: &str = r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:1
+    routes:
+      - name: chat
+        paths: ["/chat"]
+        plugins:
+          - name: ai-proxy-advanced
+            config:
+              balancer: {algorithm: semantic, retries: 0}
+              embeddings:
+                model: {provider: openai, name: emb, options: {upstream_url: "{MOCK}"}}
+              vectordb: {dimensions: 16, distance_metric: euclidean, threshold: 0.6}
+              targets:
+                - {route_type: llm/v1/chat, description: "programming and code", weight: 75,
+                   model: {provider: openai, name: code-big, options: {upstream_url: "{MOCK}"}}}
+                - {route_type: llm/v1/chat, description: "mathematics and calculus", weight: 100,
+                   model: {provider: openai, name: math, options: {upstream_url: "{MOCK}"}}}
+                - {route_type: llm/v1/chat, description: "programming and code", weight: 25,
+                   model: {provider: openai, name: code-small, options: {upstream_url: "{MOCK}"}}}
+"#;
+
+    #[tokio::test]
+    async fn shared_descriptions_split_by_weight() {
+        let h = Harness::start(SHARED).await;
+        let mut big = 0;
+        let mut small = 0;
+        for _ in 0..40 {
+            let r = ask(&h, CODE).await;
+            match r.json()["model"].as_str().unwrap() {
+                "code-big" => big += 1,
+                "code-small" => small += 1,
+                other => panic!("{other} answered a programming question"),
+            }
+        }
+        assert_eq!((big, small), (30, 10));
+        assert_eq!(ask(&h, CALCULUS).await.json()["model"], "math");
+    }
+
+    const NO_CATCHALL: &str = r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:1
+    routes:
+      - name: chat
+        paths: ["/chat"]
+        plugins:
+          - name: ai-proxy-advanced
+            config:
+              balancer: {algorithm: semantic}
+              embeddings:
+                model: {provider: openai, name: emb, options: {upstream_url: "{EMB}"}}
+              vectordb: {dimensions: 16, distance_metric: cosine, threshold: 0.5}
+              targets:
+                - {route_type: llm/v1/chat, description: "programming and code",
+                   model: {provider: openai, name: code, options: {upstream_url: "{MOCK}"}}}
+"#;
+
+    #[tokio::test]
+    async fn without_catchall_no_match_is_400_and_failure_502() {
+        let h = Harness::start(&NO_CATCHALL.replace("{EMB}", "{MOCK}")).await;
+        assert_eq!(ask(&h, CODE).await.json()["model"], "code");
+        let r = ask(&h, ARGENTINA).await;
+        assert_eq!(r.status, 400);
+        let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(
+            msg.contains("vectordb.threshold") && msg.contains("CATCHALL"),
+            "{msg}"
+        );
+        // No text to embed (an image only).
+        let r = post_json(
+            &h.url("/chat"),
+            &json!({"messages": [{"role": "user", "content": [{"type": "image_url",
+                "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}),
+        )
+        .await;
+        assert_eq!(r.status, 400);
+        assert!(r.text().contains("no text prompt"), "{}", r.text());
+
+        let dead = NO_CATCHALL.replace("{EMB}", &format!("http://127.0.0.1:{}", free_port()));
+        let h = Harness::start(&dead).await;
+        let r = ask(&h, CODE).await;
+        assert_eq!(r.status, 502);
+        assert!(h.mock.requests().is_empty(), "no target was tried");
+    }
+
+    /// A second gateway with the same plugin reads the description vectors the first one
+    /// stored in Redis instead of computing them.
+    #[tokio::test]
+    async fn redis_strategy_shares_description_vectors_across_gateways() {
+        vault_env();
+        let id = new_id();
+        let vectordb = "strategy: redis\n                redis: {host: 127.0.0.1, port: 6379}";
+        let mock_a = MockLlm::start().await.unwrap();
+        let a = Harness::start(&s3(&id, &mock_a.url(), vectordb)).await;
+        assert_eq!(
+            ask(&a, CALCULUS).await.header("x-kong-llm-model"),
+            Some("openai/gpt-math")
+        );
+        assert_eq!(description_calls(&mock_a), 1);
+
+        let client = redis::Client::open("redis://127.0.0.1:6379/0").unwrap();
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let pattern = format!("tollgate:semantic:{id}:*");
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 2, "{keys:?}");
+        let stored: String = redis::cmd("GET")
+            .arg(&keys[0])
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let v: Vec<f32> = serde_json::from_str(&stored).unwrap();
+        assert_eq!(v.len(), 64);
+
+        let mock_b = MockLlm::start().await.unwrap();
+        let b = Harness::start(&s3(&id, &mock_b.url(), vectordb)).await;
+        for (prompt, want) in [
+            (CODE, "openai/gpt-code"),
+            (ARGENTINA, "mistral/mistral-small"),
+        ] {
+            assert_eq!(ask(&b, prompt).await.header("x-kong-llm-model"), Some(want));
+        }
+        assert_eq!(
+            description_calls(&mock_b),
+            0,
+            "{:?}",
+            embedding_calls(&mock_b)
+        );
+        assert_eq!(embedding_calls(&mock_b).len(), 2, "only the prompts");
+
+        let _: () = redis::cmd("DEL")
+            .arg(&keys)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn redis_down_is_an_embedding_failure() {
+        vault_env();
+        let mock = MockLlm::start().await.unwrap();
+        let vectordb = format!(
+            "strategy: redis\n                redis: {{host: 127.0.0.1, port: {}, connect_timeout: 500}}",
+            free_port()
+        );
+        let h = Harness::start(&s3(&new_id(), &mock.url(), &vectordb)).await;
+        let r = ask(&h, CODE).await;
+        assert_eq!(r.header("x-kong-llm-model"), Some("mistral/mistral-small"));
+        let log = h.wait_log("s3.log", 1).await;
+        let sem = &log[0]["ai"]["proxy"]["semantic"];
+        assert_eq!(sem["outcome"], "embedding_failed");
+        assert!(
+            sem["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("redis 127.0.0.1:"),
+            "{sem}"
+        );
+    }
+
+    async fn load_error(yaml: &str) -> String {
+        match tollgate::run(
+            yaml,
+            tollgate::server::ServeOptions {
+                proxy_listen: "127.0.0.1:0".parse().unwrap(),
+                admin_listen: None,
+                drain_timeout: Duration::from_secs(1),
+                busy_poll: Duration::ZERO,
+            },
+        )
+        .await
+        {
+            Ok(_) => panic!("the config loaded"),
+            Err(e) => e,
+        }
+    }
+
+    /// PostgreSQL here (127.0.0.1:5432) has no `vector` extension, and tollgate has no
+    /// pgvector store: the strategy is refused at load, naming the field.
+    #[tokio::test]
+    async fn pgvector_is_refused_at_load() {
+        let yaml = s3(&new_id(), "http://127.0.0.1:1", "strategy: pgvector\n                pgvector: {host: 127.0.0.1, port: 5432, database: test, user: postgres}")
+            .replace("{MOCK}", "http://127.0.0.1:1")
+            .replace("{DIR}", "/tmp");
+        vault_env();
+        let e = load_error(&yaml).await;
+        assert!(e.contains("config.vectordb.strategy"), "{e}");
+        assert!(e.contains("'pgvector' is not supported"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn load_errors_name_the_fields() {
+        let base = NO_CATCHALL
+            .replace("{EMB}", "http://127.0.0.1:1")
+            .replace("{MOCK}", "http://127.0.0.1:1");
+        let e = load_error(&base.replace("description: \"programming and code\",", "")).await;
+        assert!(e.contains("config.targets[0].description"), "{e}");
+        let e = load_error(&base.replace("distance_metric: cosine", "distance_metric: dot")).await;
+        assert!(e.contains("config.vectordb.distance_metric"), "{e}");
+        let e = load_error(&base.replace("name: emb,", "")).await;
+        assert!(e.contains("config.embeddings.model"), "{e}");
+        let no_vectordb = base.replace(
+            "vectordb: {dimensions: 16, distance_metric: cosine, threshold: 0.5}",
+            "",
+        );
+        let e = load_error(&no_vectordb).await;
+        assert!(e.contains("config.vectordb"), "{e}");
+    }
+}

@@ -297,11 +297,15 @@ fn unsupported_features_fail_clearly() {
     let adv = |extra: &str| {
         format!("_format_version: \"3.0\"\nservices: [{{name: s, host: h, routes: [{{name: r, paths: [\"/x\"]}}]}}]\nplugins:\n  - name: ai-proxy-advanced\n    config:\n      targets: [{{route_type: llm/v1/chat, model: {{provider: openai}}}}]\n{extra}")
     };
+    // Semantic routing needs its embeddings provider, vector store and descriptions.
     let e = errors(&adv("      balancer: {algorithm: semantic}\n"));
-    assert!(
-        e[0].starts_with(
-            "plugins[0].config.balancer.algorithm: algorithm 'semantic' is not supported"
-        ),
+    assert_eq!(
+        e,
+        vec![
+            "plugins[0].config.embeddings: required for balancer.algorithm 'semantic'",
+            "plugins[0].config.vectordb: required for balancer.algorithm 'semantic'",
+            "plugins[0].config.targets[0].description: required for balancer.algorithm 'semantic' (a topic, or CATCHALL)",
+        ],
         "{e:?}"
     );
     let e = errors(&adv("      targets: []\n").replacen(

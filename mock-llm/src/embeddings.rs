@@ -96,12 +96,164 @@ pub(crate) fn embeddings(ctx: &Ctx<'_>) -> Response<MockBody> {
     json_response(ctx.status(), &body)
 }
 
-/// Unit vector seeded from the FNV-1a hash of `input`.
+/// Topics the mock's embeddings know, each with the word stems that signal it. A text's
+/// vector is mostly its topic counts (topic `i` on dimension `i mod dimensions`) plus a
+/// little hash noise (on the other dimensions when there are more dimensions than topics),
+/// so texts on one topic are close (cosine ≈ 0.95) and texts on different or no topics are
+/// far (cosine ≈ 0), deterministically. Enough to exercise semantic routing without a model.
+const TOPICS: &[&[&str]] = &[
+    // programming
+    &[
+        "program",
+        "code",
+        "coding",
+        "python",
+        "rust",
+        "javascript",
+        "typescript",
+        "java",
+        "function",
+        "bug",
+        "debug",
+        "compil",
+        "software",
+        "algorithm",
+        "variable",
+        "recursi",
+        "regex",
+        "sql",
+        "api",
+        "loop",
+        "developer",
+        "refactor",
+        "struct",
+        "class",
+    ],
+    // mathematics
+    &[
+        "math",
+        "calculus",
+        "derivative",
+        "integral",
+        "equation",
+        "algebra",
+        "geometry",
+        "theorem",
+        "proof",
+        "matrix",
+        "matrices",
+        "polynomial",
+        "probability",
+        "statistic",
+        "arithmetic",
+        "trigonometr",
+        "limit",
+        "logarithm",
+    ],
+    // geography
+    &[
+        "capital",
+        "country",
+        "countries",
+        "city",
+        "cities",
+        "continent",
+        "river",
+        "mountain",
+        "argentin",
+        "france",
+        "brazil",
+        "population",
+        "geograph",
+        "ocean",
+    ],
+    // cooking
+    &[
+        "recipe",
+        "cook",
+        "bake",
+        "baking",
+        "ingredient",
+        "kitchen",
+        "soup",
+        "dish",
+    ],
+    // health
+    &[
+        "health", "doctor", "medicine", "symptom", "disease", "vaccine", "diet",
+    ],
+    // finance
+    &[
+        "money", "financ", "invest", "stock", "bank", "loan", "budget", "tax",
+    ],
+];
+
+/// Weight of the hash noise relative to the (unit) topic part.
+const NOISE: f64 = 0.2;
+
+/// Whether `word` (lower case) signals `stem`: equal, or, for stems of four letters or
+/// more, a word starting with it ("programming" → "program").
+fn signals(word: &str, stem: &str) -> bool {
+    word == stem || (stem.len() >= 4 && word.starts_with(stem))
+}
+
+/// The topic counts of a text, one per [`TOPICS`] entry.
+fn topic_counts(input: &[u8]) -> Vec<f64> {
+    let text = String::from_utf8_lossy(input).to_lowercase();
+    let mut counts = vec![0.0; TOPICS.len()];
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        for (i, stems) in TOPICS.iter().enumerate() {
+            if stems.iter().any(|s| signals(word, s)) {
+                counts[i] += 1.0;
+            }
+        }
+    }
+    counts
+}
+
+/// A deterministic unit vector for `input`: its topics (see [`TOPICS`]) plus hash noise
+/// seeded from its FNV-1a hash; texts without topic words are pure noise.
 pub(crate) fn embed(input: &[u8], dimensions: usize) -> Vec<f32> {
+    let mut noise = noise(input, dimensions);
+    if dimensions > TOPICS.len() {
+        // Topic dimensions stay noise-free: texts on different topics are then orthogonal
+        // up to the noise's own (small) overlap.
+        noise[..TOPICS.len()].iter_mut().for_each(|n| *n = 0.0);
+    }
+    let mut vector = unit(noise);
+    let mut topics = vec![0.0; dimensions];
+    for (i, c) in topic_counts(input).into_iter().enumerate() {
+        if let Some(slot) = topics.get_mut(i % dimensions.max(1)) {
+            *slot += c;
+        }
+    }
+    if topics.iter().any(|t| *t != 0.0) {
+        let topics = unit(topics);
+        vector
+            .iter_mut()
+            .zip(topics)
+            .for_each(|(v, t)| *v = t + NOISE * *v);
+    }
+    unit(vector).into_iter().map(|v| v as f32).collect()
+}
+
+fn unit(mut v: Vec<f64>) -> Vec<f64> {
+    let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
+}
+
+/// Values in [-1, 1] from splitmix64 seeded with the FNV-1a hash of `input`.
+fn noise(input: &[u8], dimensions: usize) -> Vec<f64> {
     let mut state = input.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     });
-    let mut vector: Vec<f64> = (0..dimensions)
+    (0..dimensions)
         .map(|_| {
             // splitmix64: cheap, well-mixed, and stable across platforms.
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -111,12 +263,7 @@ pub(crate) fn embed(input: &[u8], dimensions: usize) -> Vec<f32> {
             z ^= z >> 31;
             (z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
         })
-        .collect();
-    let norm = vector.iter().map(|v| v * v).sum::<f64>().sqrt();
-    if norm > 0.0 {
-        vector.iter_mut().for_each(|v| *v /= norm);
-    }
-    vector.into_iter().map(|v| v as f32).collect()
+        .collect()
 }
 
 /// Standard base64 (with padding) of the little-endian `f32` bytes, which is
@@ -175,5 +322,53 @@ mod tests {
         assert!(a.iter().all(|v| (-1.0..=1.0).contains(v)));
         let norm: f32 = a.iter().map(|v| v * v).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+        assert_eq!(embed(b"", 4).len(), 4);
+        assert!(embed(b"code", 0).is_empty());
+    }
+
+    fn cosine(a: &str, b: &str, dims: usize) -> f32 {
+        let (a, b) = (embed(a.as_bytes(), dims), embed(b.as_bytes(), dims));
+        a.iter().zip(&b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn texts_on_one_topic_are_close_and_others_far() {
+        let code = "Expert in programming, software and code";
+        let math = "Expert in mathematics, calculus and algebra";
+        for dims in [8, 64, 1536] {
+            let q = "How do I reverse a linked list in Python? My function has a bug.";
+            assert!(
+                cosine(q, code, dims) > 0.8,
+                "{dims}: {}",
+                cosine(q, code, dims)
+            );
+            assert!(
+                cosine(q, math, dims) < 0.2,
+                "{dims}: {}",
+                cosine(q, math, dims)
+            );
+            let q = "What is the derivative of x^2 sin(x)? Show the calculus.";
+            assert!(
+                cosine(q, math, dims) > 0.8,
+                "{dims}: {}",
+                cosine(q, math, dims)
+            );
+            assert!(
+                cosine(q, code, dims) < 0.2,
+                "{dims}: {}",
+                cosine(q, code, dims)
+            );
+            let q = "What is the capital of Argentina?";
+            assert!(
+                cosine(q, code, dims) < 0.2,
+                "{dims}: {}",
+                cosine(q, code, dims)
+            );
+            assert!(
+                cosine(q, math, dims) < 0.2,
+                "{dims}: {}",
+                cosine(q, math, dims)
+            );
+        }
     }
 }

@@ -16,6 +16,11 @@
 //! (call the request's first tool), `split=N` (stream bytes re-cut into N-byte
 //! frames, across event boundaries).
 //!
+//! Embeddings (every dialect) are deterministic unit vectors: a text's topic words
+//! (a small fixed vocabulary: programming, mathematics, geography, cooking, health,
+//! finance) set its direction, hash noise adds a little, so texts on one topic are close and
+//! others far (for semantic routing tests).
+//!
 //! Bedrock requests must carry a valid AWS SigV4 signature (service `bedrock`, any
 //! region and access key id) made with the secret access key
 //! [`BEDROCK_SECRET_ACCESS_KEY`]; otherwise the answer is Bedrock's 403

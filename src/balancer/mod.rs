@@ -86,6 +86,12 @@ enum Algo {
     Semantic,
 }
 
+// Semantic routing (`algorithm: semantic`): see `semantic_router`.
+pub mod embed;
+pub mod semantic;
+pub mod semantic_router;
+pub mod vectordb;
+
 /// A balancer over a fixed list of targets.
 #[derive(Debug)]
 pub struct Balancer {

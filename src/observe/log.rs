@@ -53,6 +53,8 @@ pub struct AiLog {
     pub payload_response: Option<String>,
     /// Why a stream ended badly (client abort, upstream cut…).
     pub stream_error: Option<String>,
+    /// Semantic routing's decision (`ai.proxy.semantic`).
+    pub semantic: Option<Value>,
 }
 
 impl AiLog {
@@ -70,6 +72,7 @@ impl AiLog {
             payload_request: None,
             payload_response: None,
             stream_error: None,
+            semantic: None,
         }
     }
 
@@ -284,6 +287,9 @@ impl AiLog {
             })
             .collect();
         proxy.insert("tried_targets".into(), Value::Array(tried));
+        if let Some(s) = &self.semantic {
+            proxy.insert("semantic".into(), s.clone());
+        }
         let target = self.target();
         let logging = target.map(|t| t.logging.clone()).unwrap_or_default();
         if logging.log_statistics {

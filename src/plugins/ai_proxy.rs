@@ -142,6 +142,8 @@ pub struct AiProxy {
     pub read_timeout: Duration,
     pub write_timeout: Duration,
     pub failover: Vec<FailoverCriterion>,
+    /// `balancer.algorithm: semantic`: picks the candidate targets per request.
+    pub semantic: Option<Arc<crate::balancer::semantic_router::SemanticRouter>>,
 }
 
 type FieldErrors = Vec<(String, String)>;
@@ -190,6 +192,7 @@ impl AiProxy {
                 read_timeout: Duration::from_secs(60),
                 write_timeout: Duration::from_secs(60),
                 failover: vec![FailoverCriterion::Error, FailoverCriterion::Timeout],
+                semantic: None,
             },
             warnings,
         ))
@@ -208,12 +211,6 @@ impl AiProxy {
         check_llm_format(c.llm_format, &all, &mut errors);
         if c.targets.is_empty() {
             errors.push(("config.targets".into(), "length must be at least 1".into()));
-        }
-        if c.balancer.algorithm == Algorithm::Semantic {
-            errors.push((
-                "config.balancer.algorithm".into(),
-                "algorithm 'semantic' is not supported by tollgate yet".into(),
-            ));
         }
         if c.balancer.tokens_count_strategy == TokensCountStrategy::LlmAccuracy
             && c.balancer.algorithm == Algorithm::LowestUsage
@@ -258,14 +255,6 @@ impl AiProxy {
                 }
             },
         };
-        for (field, v) in [("embeddings", &c.embeddings), ("vectordb", &c.vectordb)] {
-            if v.as_ref().map(|v| !v.is_null()).unwrap_or(false) {
-                errors.push((
-                    format!("config.{field}"),
-                    format!("'{field}' is not supported by tollgate yet"),
-                ));
-            }
-        }
         let mut targets = Vec::new();
         for (i, t) in c.targets.iter().enumerate() {
             let path = format!("config.targets[{i}]");
@@ -279,6 +268,35 @@ impl AiProxy {
                 targets.push(t);
             }
         }
+        // Semantic routing: embeddings provider, vector store, descriptions.
+        let b = &c.balancer;
+        let semantic = if b.algorithm == Algorithm::Semantic {
+            crate::balancer::semantic_router::compile(
+                id,
+                c.embeddings.as_ref(),
+                c.vectordb.as_ref(),
+                &c.targets,
+                (
+                    Duration::from_millis(b.connect_timeout.max(1)),
+                    Duration::from_millis(b.read_timeout.max(1)),
+                ),
+                vaults,
+                env,
+                &mut errors,
+                &mut warnings,
+            )
+            .map(Arc::new)
+        } else {
+            for (field, v) in [("embeddings", &c.embeddings), ("vectordb", &c.vectordb)] {
+                if v.as_ref().is_some_and(|v| !v.is_null()) {
+                    warnings.push((
+                        format!("config.{field}"),
+                        "only used by balancer.algorithm 'semantic'; ignored".into(),
+                    ));
+                }
+            }
+            None
+        };
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -332,6 +350,7 @@ impl AiProxy {
                 read_timeout: Duration::from_millis(b.read_timeout.max(1)),
                 write_timeout: Duration::from_millis(b.write_timeout.max(1)),
                 failover: b.failover_criteria.clone(),
+                semantic,
             },
             warnings,
         ))
@@ -377,7 +396,8 @@ fn apply_llm_format(f: LlmFormat, targets: &mut [Target]) {
     }
 }
 
-fn compile_target(
+/// Compiles one target record (also the embeddings provider of semantic routing).
+pub(crate) fn compile_target(
     path: &str,
     t: &TargetConfig,
     vaults: &VaultTable,

@@ -606,6 +606,20 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     let candidates = acl_allowed.as_deref().or(candidates);
     let force_stream = stream && !asked;
     let add_include_usage = stream && !client_wants_usage && log_statistics;
+    // Semantic routing picks the preferred targets before the retry loop (access phase).
+    let preferred = match (&ai.semantic, &parsed) {
+        (Some(s), Some(p)) => {
+            let routed = Box::pin(s.route(&c.gw.upstreams, p)).await;
+            if let Some(a) = log.ai.as_mut() {
+                a.semantic = Some(routed.log);
+            }
+            match routed.candidates {
+                Ok(c) => Some(c),
+                Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+            }
+        }
+        _ => None,
+    };
     let req = retry::AiRequest {
         body: parsed.as_ref(),
         chat: chat_view.as_ref().zip(chat_bytes),
@@ -625,6 +639,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             .and_then(|h| c.up.headers.get(h))
             .map(HeaderValue::as_bytes),
         candidates,
+        preferred: preferred.as_deref(),
     };
     log.proxy_latency_ms = Some(ms(log.started.elapsed()));
     let mut tries: Vec<Try> = Vec::new();

@@ -41,8 +41,10 @@ pub struct AiRequest<'a> {
     pub record: bool,
     /// The value of the balancer's `hash_on_header` (consistent-hashing).
     pub hash_key: Option<&'a [u8]>,
-    /// Only these targets may serve (model_alias, semantic match); None = all.
+    /// Only these targets may serve (model_alias, acls); None = all.
     pub candidates: Option<&'a [usize]>,
+    /// Semantic routing's match: these targets first, then (failing over) any other allowed.
+    pub preferred: Option<&'a [usize]>,
 }
 
 /// The attempt that produced the response the client gets.
@@ -74,13 +76,30 @@ pub async fn run(
             exclude: &tried,
             candidates: req.candidates,
         };
-        let picked = match ai.balancer.pick(&ctx) {
-            // Every candidate was tried: start over among the healthy ones.
-            Err(NoTarget::Exhausted) => ai.balancer.pick(&PickCtx {
-                exclude: &[],
-                ..ctx
-            }),
-            other => other,
+        // Semantic routing's targets first (within the allowed ones); failing over, any other.
+        let preferred = req.preferred.and_then(|p| {
+            let within: Vec<usize> = p
+                .iter()
+                .copied()
+                .filter(|i| req.candidates.is_none_or(|c| c.contains(i)))
+                .collect();
+            ai.balancer
+                .pick(&PickCtx {
+                    candidates: Some(&within),
+                    ..ctx
+                })
+                .ok()
+        });
+        let picked = match preferred {
+            Some(i) => Ok(i),
+            None => match ai.balancer.pick(&ctx) {
+                // Every candidate was tried: start over among the healthy ones.
+                Err(NoTarget::Exhausted) => ai.balancer.pick(&PickCtx {
+                    exclude: &[],
+                    ..ctx
+                }),
+                other => other,
+            },
         };
         let idx = match picked {
             Ok(i) => i,

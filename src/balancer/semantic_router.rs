@@ -1,0 +1,494 @@
+//! Semantic routing at request time (`balancer.algorithm: semantic`): the compiled
+//! embeddings provider, vector store and description index of one plugin instance.
+//!
+//! The descriptions are embedded once per config snapshot, lazily on the first request
+//! that needs them: concurrent first requests wait for one computation and share its
+//! result (or its failure); a failure is not kept, the next request tries again. Each
+//! request's prompt is embedded during the access phase (cached per text), then the nearest
+//! description's targets become the candidates the retry loop balances among.
+//!
+//! Outcomes (logged as `ai.proxy.semantic.outcome`):
+//! - `matched`: a description within the threshold; its targets serve the request;
+//! - `catchall`: none within the threshold → the CATCHALL target(s);
+//! - `no_prompt`: the request has no text to embed → CATCHALL;
+//! - `embedding_failed`: the embeddings provider (or, with `redis`, the vector store)
+//!   failed → CATCHALL.
+//!
+//! Without a CATCHALL target, `catchall` and `no_prompt` answer 400 and
+//! `embedding_failed` answers 502 (the log keeps the reason).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use tokio::sync::OnceCell;
+
+use crate::balancer::embed::{Embedder, EmbeddingsConfig};
+use crate::balancer::semantic::{self, Entry, Index, Metric};
+use crate::balancer::vectordb::{self, Store, VectordbConfig};
+use crate::config::plugins::TargetConfig;
+use crate::config::vault::VaultTable;
+use crate::error::GatewayError;
+use crate::llm::body::BodyView;
+use crate::proxy::upstream::Upstreams;
+
+type FieldErrors = Vec<(String, String)>;
+
+/// One plugin instance's semantic routing.
+#[derive(Debug)]
+pub struct SemanticRouter {
+    plugin_id: String,
+    embedder: Embedder,
+    store: Store,
+    metric: Metric,
+    threshold: Option<f64>,
+    dimensions: u64,
+    /// Distinct descriptions and the targets sharing each.
+    groups: Vec<(String, Vec<usize>)>,
+    catchall: Vec<usize>,
+    index: OnceCell<Arc<Index>>,
+    /// Held while the index is computed.
+    building: tokio::sync::Mutex<()>,
+    /// Failed computations so far, and the last one's reason: requests that waited for a
+    /// computation that failed take its failure instead of starting another.
+    failures: AtomicU64,
+    last_failure: Mutex<String>,
+}
+
+/// What semantic routing decided for one request.
+#[derive(Debug)]
+pub struct Routed {
+    /// The targets to try first, or the error the client gets.
+    pub candidates: Result<Vec<usize>, GatewayError>,
+    /// `ai.proxy.semantic` of the log record.
+    pub log: Value,
+}
+
+/// Compiles `embeddings` and `vectordb` of an ai-proxy-advanced config whose algorithm is
+/// `semantic`; errors name the fields.
+#[allow(clippy::too_many_arguments)]
+pub fn compile(
+    plugin_id: &str,
+    embeddings: Option<&Value>,
+    vectordb: Option<&Value>,
+    targets: &[TargetConfig],
+    timeouts: (Duration, Duration),
+    vaults: &VaultTable,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut FieldErrors,
+    warnings: &mut FieldErrors,
+) -> Option<SemanticRouter> {
+    let before = errors.len();
+    let embeddings = typed::<EmbeddingsConfig>("config.embeddings", embeddings, errors);
+    let vectordb = typed::<VectordbConfig>("config.vectordb", vectordb, errors);
+    for (i, t) in targets.iter().enumerate() {
+        if t.description
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or("")
+            .is_empty()
+        {
+            errors.push((
+                format!("config.targets[{i}].description"),
+                "required for balancer.algorithm 'semantic' (a topic, or CATCHALL)".into(),
+            ));
+        }
+    }
+    let descriptions: Vec<Option<&str>> =
+        targets.iter().map(|t| t.description.as_deref()).collect();
+    let (groups, catchall) = semantic::group(&descriptions);
+    let (embeddings, vectordb) = (embeddings?, vectordb?);
+    if vectordb.dimensions == 0 {
+        errors.push((
+            "config.vectordb.dimensions".into(),
+            "must be at least 1".into(),
+        ));
+    }
+    if let Some(t) = vectordb.threshold {
+        if !t.is_finite() || t < 0.0 {
+            errors.push((
+                "config.vectordb.threshold".into(),
+                "must be a number ≥ 0".into(),
+            ));
+        }
+    }
+    let embedder = Embedder::compile(
+        "config.embeddings",
+        &embeddings,
+        vectordb.dimensions,
+        timeouts,
+        vaults,
+        env,
+        errors,
+        warnings,
+    );
+    let store = Store::compile("config.vectordb", &vectordb, vaults, env, errors);
+    if errors.len() > before {
+        return None;
+    }
+    Some(SemanticRouter {
+        plugin_id: plugin_id.to_string(),
+        embedder: embedder?,
+        store: store?,
+        metric: vectordb.distance_metric,
+        threshold: vectordb.threshold,
+        dimensions: vectordb.dimensions,
+        groups,
+        catchall,
+        index: OnceCell::new(),
+        building: tokio::sync::Mutex::new(()),
+        failures: AtomicU64::new(0),
+        last_failure: Mutex::new(String::new()),
+    })
+}
+
+/// `value` (present and not null) typed as `T`; a missing record is an error at `path`.
+fn typed<T: serde::de::DeserializeOwned>(
+    path: &str,
+    value: Option<&Value>,
+    errors: &mut FieldErrors,
+) -> Option<T> {
+    let Some(v) = value.filter(|v| !v.is_null()) else {
+        errors.push((
+            path.to_string(),
+            "required for balancer.algorithm 'semantic'".into(),
+        ));
+        return None;
+    };
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let field = if inner == "." || inner.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}.{inner}")
+            };
+            errors.push((field, e.into_inner().to_string()));
+            None
+        }
+    }
+}
+
+impl SemanticRouter {
+    /// Picks the candidate targets for a request body.
+    pub async fn route(&self, upstreams: &Upstreams, body: &BodyView<'_>) -> Routed {
+        let started = Instant::now();
+        let Some(text) = semantic::prompt_text(body) else {
+            return self.fallback("no_prompt", None, None, None, started);
+        };
+        let index = match self.index(upstreams).await {
+            Ok(i) => i,
+            Err(e) => return self.fallback("embedding_failed", None, None, Some(e), started),
+        };
+        let query = match self.embedder.embed_one(upstreams, &text).await {
+            Ok(v) if v.len() as u64 == self.dimensions => v,
+            Ok(v) => {
+                let e = self.wrong_dimensions(v.len());
+                return self.fallback("embedding_failed", None, None, Some(e), started);
+            }
+            Err(e) => return self.fallback("embedding_failed", None, None, Some(e), started),
+        };
+        let found = index.search(&query);
+        let nearest = found
+            .nearest
+            .and_then(|(i, d)| index.entries.get(i).map(|e| (e, d)));
+        match nearest {
+            Some((entry, distance)) if found.matched => {
+                let mut log = self.log_base("matched", started);
+                log.insert("description".into(), json!(entry.description));
+                log.insert("distance".into(), json!(distance));
+                log.insert("targets".into(), json!(entry.targets));
+                Routed {
+                    candidates: Ok(entry.targets.clone()),
+                    log: Value::Object(log),
+                }
+            }
+            Some((entry, distance)) => self.fallback(
+                "catchall",
+                Some(distance),
+                Some(&entry.description),
+                None,
+                started,
+            ),
+            None => self.fallback("catchall", None, None, None, started),
+        }
+    }
+
+    fn log_base(&self, outcome: &str, started: Instant) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("outcome".into(), json!(outcome));
+        m.insert(
+            "embeddings_provider".into(),
+            json!(self.embedder.target.provider.as_str()),
+        );
+        m.insert("embeddings_model".into(), json!(self.embedder.model));
+        m.insert("distance_metric".into(), json!(self.metric.as_str()));
+        m.insert(
+            "latency".into(),
+            json!(started.elapsed().as_millis() as u64),
+        );
+        m
+    }
+
+    /// The CATCHALL target(s), or the error a config without one gives.
+    fn fallback(
+        &self,
+        outcome: &str,
+        distance: Option<f64>,
+        nearest: Option<&str>,
+        error: Option<String>,
+        started: Instant,
+    ) -> Routed {
+        let mut log = self.log_base(outcome, started);
+        if let Some(d) = distance {
+            log.insert("distance".into(), json!(d));
+        }
+        if let Some(n) = nearest {
+            log.insert("nearest".into(), json!(n));
+        }
+        if let Some(e) = &error {
+            tracing::warn!(plugin_id = %self.plugin_id, error = %e, "semantic routing: embedding failed, using the CATCHALL target");
+            log.insert("error".into(), json!(e));
+        }
+        let candidates = if !self.catchall.is_empty() {
+            log.insert("description".into(), json!(semantic::CATCHALL));
+            log.insert("targets".into(), json!(self.catchall));
+            Ok(self.catchall.clone())
+        } else {
+            Err(match outcome {
+                "embedding_failed" => GatewayError::UpstreamInvalid(format!(
+                    "semantic routing: {}",
+                    error.as_deref().unwrap_or("embedding failed")
+                )),
+                "no_prompt" => GatewayError::BadRequest(
+                    "semantic routing: the request has no text prompt to route by, and no target has description CATCHALL".into(),
+                ),
+                _ => GatewayError::BadRequest(
+                    "semantic routing: no target description is within vectordb.threshold of the prompt, and no target has description CATCHALL".into(),
+                ),
+            })
+        };
+        Routed {
+            candidates,
+            log: Value::Object(log),
+        }
+    }
+
+    fn wrong_dimensions(&self, got: usize) -> String {
+        format!(
+            "{} returned {got}-dimensional vectors; vectordb.dimensions is {}",
+            self.embedder.name(),
+            self.dimensions
+        )
+    }
+
+    /// The description index: built once; concurrent callers wait for one build.
+    async fn index(&self, upstreams: &Upstreams) -> Result<Arc<Index>, String> {
+        if let Some(i) = self.index.get() {
+            return Ok(Arc::clone(i));
+        }
+        let failures_seen = self.failures.load(Ordering::Acquire);
+        let _one_build = self.building.lock().await;
+        if let Some(i) = self.index.get() {
+            return Ok(Arc::clone(i));
+        }
+        if self.failures.load(Ordering::Acquire) != failures_seen {
+            // The build this request waited for failed: share its failure.
+            return Err(self.last_failure());
+        }
+        match Box::pin(self.build(upstreams)).await {
+            Ok(index) => {
+                let index = Arc::new(index);
+                // Only this task sets the cell (under `building`), so this cannot fail.
+                let _ = self.index.set(Arc::clone(&index));
+                Ok(index)
+            }
+            Err(e) => {
+                if let Ok(mut l) = self.last_failure.lock() {
+                    l.clone_from(&e);
+                }
+                self.failures.fetch_add(1, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    fn last_failure(&self) -> String {
+        match self.last_failure.lock() {
+            Ok(l) => l.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    async fn build(&self, upstreams: &Upstreams) -> Result<Index, String> {
+        let texts: Vec<&str> = self.groups.iter().map(|(d, _)| d.as_str()).collect();
+        let vectors: Vec<Vec<f32>> = match &self.store {
+            Store::Memory => self.compute(upstreams, &texts).await?,
+            Store::Redis(redis) => {
+                let model = self.embedder.name();
+                let keys: Vec<String> = texts
+                    .iter()
+                    .map(|d| vectordb::key(&self.plugin_id, &model, self.dimensions, d))
+                    .collect();
+                let stored = redis.get(&keys).await?;
+                let mut out: Vec<Option<Vec<f32>>> = stored
+                    .iter()
+                    .map(|s| {
+                        s.as_deref()
+                            .and_then(|s| vectordb::decode(s, self.dimensions))
+                    })
+                    .collect();
+                let missing: Vec<usize> = (0..texts.len()).filter(|i| out[*i].is_none()).collect();
+                if !missing.is_empty() {
+                    let ask: Vec<&str> = missing.iter().map(|i| texts[*i]).collect();
+                    let computed = self.compute(upstreams, &ask).await?;
+                    let mut pairs = Vec::with_capacity(missing.len());
+                    for (i, v) in missing.iter().zip(computed) {
+                        pairs.push((keys[*i].clone(), vectordb::encode(&v)));
+                        out[*i] = Some(v);
+                    }
+                    redis.set(&pairs).await?;
+                }
+                tracing::debug!(plugin_id = %self.plugin_id, redis = redis.address(), read = texts.len() - missing.len(), computed = missing.len(), "semantic routing: description vectors");
+                out.into_iter().flatten().collect()
+            }
+        };
+        if vectors.len() != self.groups.len() {
+            return Err("the description vectors are incomplete".into());
+        }
+        let entries = self
+            .groups
+            .iter()
+            .zip(vectors)
+            .map(|((description, targets), vector)| Entry {
+                description: description.clone(),
+                vector,
+                targets: targets.clone(),
+            })
+            .collect();
+        Ok(Index {
+            metric: self.metric,
+            threshold: self.threshold,
+            entries,
+        })
+    }
+
+    /// Embeds descriptions through the provider (one call) and checks their dimensions.
+    async fn compute(
+        &self,
+        upstreams: &Upstreams,
+        texts: &[&str],
+    ) -> Result<Vec<Vec<f32>>, String> {
+        if texts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let vs = self.embedder.embed_many(upstreams, texts).await?;
+        if let Some(bad) = vs.iter().find(|v| v.len() as u64 != self.dimensions) {
+            return Err(self.wrong_dimensions(bad.len()));
+        }
+        Ok(vs.iter().map(|v| v.to_vec()).collect())
+    }
+}
+
+/// Targets to leave out of a balancer pick so that only untried candidates remain.
+pub fn exclude_outside(n: usize, candidates: &[usize], tried: &[usize]) -> Vec<usize> {
+    (0..n)
+        .filter(|i| !candidates.contains(i) || tried.contains(i))
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn targets(descriptions: &[Option<&str>]) -> Vec<TargetConfig> {
+        descriptions
+            .iter()
+            .map(|d| {
+                serde_json::from_value(json!({"route_type": "llm/v1/chat",
+                    "model": {"provider": "openai", "name": "m"}, "description": d}))
+                .unwrap()
+            })
+            .collect()
+    }
+
+    fn compile_with(e: Value, v: Value, t: &[TargetConfig]) -> Result<SemanticRouter, FieldErrors> {
+        let (mut errs, mut warns) = (Vec::new(), Vec::new());
+        let r = compile(
+            "p",
+            Some(&e),
+            Some(&v),
+            t,
+            (Duration::from_secs(1), Duration::from_secs(1)),
+            &VaultTable::new(),
+            &|_| None,
+            &mut errs,
+            &mut warns,
+        );
+        match r {
+            Some(r) if errs.is_empty() => Ok(r),
+            _ => Err(errs),
+        }
+    }
+
+    #[test]
+    fn load_checks_name_fields() {
+        let e = json!({"model": {"provider": "openai", "name": "emb"}});
+        let v = json!({"dimensions": 8, "distance_metric": "cosine", "threshold": 0.5});
+        let r = compile_with(
+            e.clone(),
+            v.clone(),
+            &targets(&[Some("a"), Some("a"), Some("CATCHALL")]),
+        )
+        .unwrap();
+        assert_eq!(r.groups, vec![("a".into(), vec![0, 1])]);
+        assert_eq!(r.catchall, vec![2]);
+        let errs = compile_with(e.clone(), v.clone(), &targets(&[Some("a"), None])).unwrap_err();
+        assert_eq!(errs[0].0, "config.targets[1].description");
+        let errs = compile_with(
+            e.clone(),
+            json!({"dimensions": 8, "distance_metric": "dot"}),
+            &targets(&[Some("a")]),
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].0, "config.vectordb.distance_metric", "{errs:?}");
+        let errs = compile_with(
+            json!({"model": {"provider": "openai"}}),
+            v.clone(),
+            &targets(&[Some("a")]),
+        )
+        .unwrap_err();
+        assert!(errs[0].0.starts_with("config.embeddings"), "{errs:?}");
+        let errs = compile_with(
+            e,
+            json!({"dimensions": 8, "distance_metric": "cosine", "threshold": -1}),
+            &targets(&[Some("a")]),
+        )
+        .unwrap_err();
+        assert_eq!(errs[0].0, "config.vectordb.threshold");
+        let (mut errs, mut warns) = (Vec::new(), Vec::new());
+        let none = compile(
+            "p",
+            None,
+            Some(&v),
+            &targets(&[Some("a")]),
+            (Duration::ZERO, Duration::ZERO),
+            &VaultTable::new(),
+            &|_| None,
+            &mut errs,
+            &mut warns,
+        );
+        assert!(none.is_none());
+        assert_eq!(errs[0].0, "config.embeddings");
+    }
+
+    #[test]
+    fn exclusions_keep_untried_candidates() {
+        assert_eq!(exclude_outside(4, &[1, 2], &[]), vec![0, 3]);
+        assert_eq!(exclude_outside(4, &[1, 2], &[2]), vec![0, 2, 3]);
+        assert_eq!(exclude_outside(2, &[], &[]), vec![0, 1]);
+    }
+}
