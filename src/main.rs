@@ -55,6 +55,10 @@ enum Command {
         /// Seconds to let in-flight requests and streams finish on SIGTERM/SIGINT.
         #[arg(long, env = "TOLLGATE_DRAIN_SECONDS", default_value_t = 30)]
         drain_seconds: u64,
+        /// Reload the config file when it changes (checked every second) or on SIGHUP; a
+        /// file with errors is logged and the running config kept.
+        #[arg(long, env = "TOLLGATE_WATCH")]
+        watch: bool,
     },
     /// Check a declarative config file; prints every error with its field path.
     Validate {
@@ -115,8 +119,17 @@ fn main() -> ExitCode {
             log_format,
             drain_seconds,
             busy_poll_us,
+            watch,
         } => {
             init_logs(&log_level, &log_format);
+            let watch = match (watch, &config) {
+                (false, _) => None,
+                (true, Some(path)) => Some(path.clone()),
+                (true, None) => {
+                    eprintln!("--watch needs --config FILE (the embedded default never changes)");
+                    return ExitCode::from(2);
+                }
+            };
             let admin_listen = if admin_listen == "off" {
                 None
             } else {
@@ -167,6 +180,7 @@ fn main() -> ExitCode {
             };
             rt.block_on(serve(
                 snap,
+                watch,
                 ServeOptions {
                     proxy_listen,
                     admin_listen,
@@ -178,8 +192,11 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(snap: config::Snapshot, opts: ServeOptions) -> ExitCode {
+async fn serve(snap: config::Snapshot, watch: Option<PathBuf>, opts: ServeOptions) -> ExitCode {
     let gw = Arc::new(tollgate::proxy::Gateway::new(snap));
+    if let Some(path) = watch {
+        server::reload::spawn(gw.clone(), path, Duration::from_secs(1));
+    }
     let running = match server::start(gw, opts).await {
         Ok(r) => r,
         Err(e) => {

@@ -214,3 +214,88 @@ services:
         "the drained request was logged before exit"
     );
 }
+
+/// A route `/name` proxying chat to the mock with a pinned model.
+fn watched_config(mock: &str, routes: &[(&str, &str)]) -> String {
+    let mut y = String::from(
+        "_format_version: \"3.0\"\nservices:\n  - name: s\n    host: unused.invalid\n    routes:\n",
+    );
+    for (path, model) in routes {
+        y.push_str(&format!(
+            "      - name: {path}\n        paths: [\"/{path}\"]\n        plugins:\n          - name: ai-proxy\n            config:\n              route_type: llm/v1/chat\n              model: {{provider: openai, name: {model}, options: {{upstream_url: \"{mock}\"}}}}\n"
+        ));
+    }
+    y
+}
+
+#[tokio::test]
+async fn watch_reloads_changed_config_and_keeps_the_old_one_on_errors() {
+    let mock = MockLlm::start().await.unwrap();
+    let dir = tempdir::TempDir::new();
+    let file = dir.path().join("kong.yaml");
+    std::fs::write(&file, watched_config(&mock.url(), &[("one", "m1")])).unwrap();
+    let gw = spawn(&["--watch", "--config", file.to_str().unwrap()], &[]);
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+    let proxy = gw.proxy.clone();
+    let ask = |path: &str| {
+        let url = format!("{proxy}/{path}");
+        let body = body.clone();
+        async move { post_json(&url, &body).await }
+    };
+    let r = ask("one").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "m1");
+    assert_eq!(ask("two").await.status, 404);
+
+    // A new route and a changed model appear without a restart.
+    std::fs::write(
+        &file,
+        watched_config(&mock.url(), &[("one", "m1-new"), ("two", "m2")]),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ask("two").await.status != 200 {
+        assert!(Instant::now() < deadline, "the new config was not loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ask("one").await.json()["model"], "m1-new");
+
+    // A broken file: errors logged with their field paths, the running config kept.
+    std::fs::write(
+        &file,
+        "_format_version: \"3.0\"\nservices: [{name: s}]\nplugins: [{name: nope}]\n",
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut seen = String::new();
+    while !seen.contains("keeping the running config") {
+        assert!(Instant::now() < deadline, "no reload error logged: {seen}");
+        while let Ok(l) = gw.stderr.try_recv() {
+            seen.push_str(&l);
+            seen.push('\n');
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        seen.contains("services[0].host: required field missing"),
+        "{seen}"
+    );
+    assert_eq!(ask("two").await.status, 200, "still the last good config");
+}
+
+#[tokio::test]
+async fn watch_needs_a_config_file() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "serve",
+            "--watch",
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "off",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--watch needs --config"));
+}

@@ -1,6 +1,7 @@
 //! Listeners (proxy and admin), connection handling and graceful shutdown.
 
 pub mod busy_poll;
+pub mod reload;
 
 use std::convert::Infallible;
 use std::future::Future;

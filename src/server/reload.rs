@@ -1,0 +1,98 @@
+//! `tollgate serve --watch`: the config file is reloaded when it changes (and on SIGHUP). A
+//! file that does not compile leaves the running config in place, and every error is logged
+//! with its field path. Requests in flight finish on the snapshot they started with.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::config;
+use crate::proxy::Gateway;
+
+/// What identifies a version of the file without reading it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+fn stamp(path: &PathBuf) -> Option<Stamp> {
+    let m = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        modified: m.modified().ok(),
+        len: m.len(),
+    })
+}
+
+/// Loads `path` and swaps it in; false (with the errors logged) when it does not compile.
+pub async fn reload(gw: &Gateway, path: &PathBuf) -> bool {
+    let p = path.clone();
+    // Loading may read vaults over the network and compiles every plugin: off the workers.
+    let loaded = tokio::task::spawn_blocking(move || config::load_file(&p)).await;
+    match loaded {
+        Ok(Ok(snap)) => {
+            for w in &snap.warnings {
+                tracing::warn!("config: {w}");
+            }
+            tracing::info!(
+                file = %path.display(),
+                services = snap.services.len(),
+                routes = snap.routes.len(),
+                plugins = snap.plugins.len(),
+                "config reloaded"
+            );
+            gw.snapshot.store(Arc::new(snap));
+            true
+        }
+        Ok(Err(errors)) => {
+            for e in &errors.0 {
+                tracing::error!(file = %path.display(), "config not reloaded: {e}");
+            }
+            tracing::error!(
+                file = %path.display(),
+                errors = errors.0.len(),
+                "keeping the running config"
+            );
+            false
+        }
+        Err(e) => {
+            tracing::error!(file = %path.display(), "config reload failed: {e}");
+            false
+        }
+    }
+}
+
+/// Watches `path` every `interval` (polling the file's size and modification time, which
+/// works on every filesystem, editors' atomic renames included) and reloads on SIGHUP too.
+pub fn spawn(gw: Arc<Gateway>, path: PathBuf, interval: Duration) {
+    tokio::spawn(async move {
+        let mut last = stamp(&path);
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let forced = match hup.as_mut() {
+                Some(h) => tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = h.recv() => true,
+                },
+                None => {
+                    tick.tick().await;
+                    false
+                }
+            };
+            #[cfg(not(unix))]
+            let forced = {
+                tick.tick().await;
+                false
+            };
+            let now = stamp(&path);
+            if forced || (now.is_some() && now != last) {
+                last = now;
+                reload(&gw, &path).await;
+            }
+        }
+    });
+}
