@@ -2,7 +2,7 @@
 //! file that does not compile leaves the running config in place, and every error is logged
 //! with its field path. Requests in flight finish on the snapshot they started with.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +16,7 @@ struct Stamp {
     len: u64,
 }
 
-fn stamp(path: &PathBuf) -> Option<Stamp> {
+fn stamp(path: &Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some(Stamp {
         modified: m.modified().ok(),
@@ -25,8 +25,8 @@ fn stamp(path: &PathBuf) -> Option<Stamp> {
 }
 
 /// Loads `path` and swaps it in; false (with the errors logged) when it does not compile.
-pub async fn reload(gw: &Gateway, path: &PathBuf) -> bool {
-    let p = path.clone();
+pub async fn reload(gw: &Gateway, path: &Path) -> bool {
+    let p = path.to_path_buf();
     // Loading may read vaults over the network and compiles every plugin: off the workers.
     let loaded = tokio::task::spawn_blocking(move || config::load_file(&p)).await;
     match loaded {
