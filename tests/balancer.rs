@@ -360,6 +360,33 @@ async fn acls_limit_which_targets_a_request_may_use() {
     );
 }
 
+#[tokio::test]
+async fn balancer_settings_out_of_range_fail_at_load() {
+    for (setting, field) in [
+        ("{max_fails: 40000}", "config.balancer.max_fails"),
+        ("{retries: 40000}", "config.balancer.retries"),
+        ("{slots: 5}", "config.balancer.slots"),
+        (
+            "{algorithm: consistent-hashing, hash_on_header: \"bad header\"}",
+            "config.balancer.hash_on_header",
+        ),
+        (
+            "{algorithm: lowest-usage, tokens_count_strategy: llm-accuracy}",
+            "config.balancer.tokens_count_strategy",
+        ),
+    ] {
+        let yaml = config(
+            setting,
+            &[target("http://127.0.0.1:9", 100, "delay_ms=0", "")],
+        );
+        let e = tollgate::config::load_str(&yaml.replace("{DIR}", "/tmp"))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(e.contains(field), "{setting}: {e}");
+    }
+}
+
 /// Semantic routing (scenario S3): embeddings on mock-llm, whose vectors follow a small
 /// topic vocabulary (programming, mathematics, geography, …), so the scenario's prompts
 /// land where S3 says.

@@ -51,10 +51,9 @@ impl TargetState {
         let n = self.fails.fetch_add(1, Ordering::Relaxed).saturating_add(1);
         self.last_fail.store(now_us + 1, Ordering::Relaxed);
         if n >= b.max_fails {
-            self.down_until.store(
-                now_us + b.fail_timeout.as_micros() as u64,
-                Ordering::Relaxed,
-            );
+            let timeout = u64::try_from(b.fail_timeout.as_micros()).unwrap_or(u64::MAX);
+            self.down_until
+                .store(now_us.saturating_add(timeout), Ordering::Relaxed);
         }
     }
 
@@ -69,7 +68,7 @@ impl TargetState {
             return;
         }
         let since = now_us.saturating_sub(last - 1);
-        if since >= b.fail_timeout.as_micros() as u64 {
+        if u128::from(since) >= b.fail_timeout.as_micros() {
             self.fails.store(0, Ordering::Relaxed);
             self.last_fail.store(0, Ordering::Relaxed);
         }

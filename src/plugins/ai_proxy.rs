@@ -221,6 +221,18 @@ impl AiProxy {
                     .into(),
             ));
         }
+        for (field, v, max) in [
+            ("max_fails", u64::from(c.balancer.max_fails), 32_767),
+            ("retries", u64::from(c.balancer.retries), 32_767),
+            ("fail_timeout", c.balancer.fail_timeout, 2_147_483_646),
+        ] {
+            if v > max {
+                errors.push((
+                    format!("config.balancer.{field}"),
+                    format!("value should be between 0 and {max}"),
+                ));
+            }
+        }
         if !(10..=65536).contains(&c.balancer.slots) {
             errors.push((
                 "config.balancer.slots".into(),
