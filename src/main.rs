@@ -28,6 +28,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once at start-up: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Run the gateway (proxy and Admin API).
@@ -59,6 +61,19 @@ enum Command {
         /// file with errors is logged and the running config kept.
         #[arg(long, env = "TOLLGATE_WATCH")]
         watch: bool,
+        /// Proxy TLS listen address (HTTP/2 and HTTP/1.1 by ALPN; `off` disables it).
+        #[arg(long, env = "TOLLGATE_PROXY_TLS_LISTEN", default_value = "off")]
+        proxy_tls_listen: String,
+        /// PEM certificate chain for the TLS listener (leaf first); with --tls-key.
+        #[arg(long, env = "TOLLGATE_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Where generated state lives (the self-signed certificate when no --tls-cert is
+        /// given). Default: $XDG_DATA_HOME/tollgate or ~/.local/share/tollgate.
+        #[arg(long, env = "TOLLGATE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Check a declarative config file; prints every error with its field path.
     Validate {
@@ -120,8 +135,44 @@ fn main() -> ExitCode {
             drain_seconds,
             busy_poll_us,
             watch,
+            proxy_tls_listen,
+            tls_cert,
+            tls_key,
+            data_dir,
         } => {
             init_logs(&log_level, &log_format);
+            let proxy_tls = if proxy_tls_listen == "off" {
+                None
+            } else {
+                let addr = match proxy_tls_listen.parse::<SocketAddr>() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        eprintln!("--proxy-tls-listen: {e} (expected ADDR:PORT or 'off')");
+                        return ExitCode::from(2);
+                    }
+                };
+                let src = match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => server::tls::CertSource::Files { cert, key },
+                    _ => server::tls::CertSource::SelfSigned {
+                        data_dir: data_dir.unwrap_or_else(server::tls::default_data_dir),
+                    },
+                };
+                match server::tls::load(&src) {
+                    Ok(t) => {
+                        let how = if t.generated {
+                            "generated a self-signed certificate"
+                        } else {
+                            "certificate"
+                        };
+                        println!("tollgate tls {how}: {}", t.cert_file.display());
+                        Some((addr, t.acceptor))
+                    }
+                    Err(e) => {
+                        eprintln!("TLS: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            };
             let watch = match (watch, &config) {
                 (false, _) => None,
                 (true, Some(path)) => Some(path.clone()),
@@ -186,6 +237,7 @@ fn main() -> ExitCode {
                     admin_listen,
                     drain_timeout: Duration::from_secs(drain_seconds),
                     busy_poll: Duration::from_micros(busy_poll_us),
+                    proxy_tls,
                 },
             ))
         }
@@ -205,6 +257,9 @@ async fn serve(snap: config::Snapshot, watch: Option<PathBuf>, opts: ServeOption
         }
     };
     println!("tollgate proxy on http://{}", running.proxy_addr);
+    if let Some(a) = running.proxy_tls_addr {
+        println!("tollgate proxy tls on https://{a}");
+    }
     if let Some(a) = running.admin_addr {
         println!("tollgate admin on http://{a}");
     }

@@ -836,6 +836,7 @@ services:
                 admin_listen: None,
                 drain_timeout: Duration::from_secs(1),
                 busy_poll: Duration::ZERO,
+                proxy_tls: None,
             },
         )
         .await

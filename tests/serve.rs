@@ -16,6 +16,8 @@ struct Gateway {
     child: Child,
     proxy: String,
     admin: String,
+    /// Every stdout line up to the listen lines.
+    out: Vec<String>,
     stderr: std::sync::mpsc::Receiver<String>,
 }
 
@@ -55,11 +57,13 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Gateway {
     let mut lines = BufReader::new(stdout).lines();
     let mut proxy = String::new();
     let mut admin = String::new();
+    let mut out = Vec::new();
     while proxy.is_empty() || admin.is_empty() {
         let line = lines
             .next()
             .expect("tollgate printed its addresses")
             .unwrap();
+        out.push(line.clone());
         if let Some(a) = line.strip_prefix("tollgate proxy on ") {
             proxy = a.to_string();
         } else if let Some(a) = line.strip_prefix("tollgate admin on ") {
@@ -71,6 +75,7 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Gateway {
         child,
         proxy,
         admin,
+        out,
         stderr: rx,
     }
 }
@@ -298,4 +303,142 @@ async fn watch_needs_a_config_file() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--watch needs --config"));
+}
+
+/// One request over TLS to `addr`, trusting only `cert` (PEM), offering `alpn`; the
+/// negotiated protocol and the response status and body.
+async fn https_post(
+    addr: &str,
+    cert: &std::path::Path,
+    alpn: &[u8],
+    path: &str,
+    body: &str,
+) -> (Vec<u8>, u16, String) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(cert).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    cfg.alpn_protocols = vec![alpn.to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("the generated certificate is trusted for localhost");
+    let negotiated = tls.get_ref().1.alpn_protocol().unwrap_or_default().to_vec();
+    let req = http::Request::post(format!("https://localhost{path}"))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body.to_string())))
+        .unwrap();
+    let resp = if negotiated == b"h2" {
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        send.send_request(req).await.unwrap()
+    } else {
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let mut req = req;
+        req.headers_mut()
+            .insert("host", http::HeaderValue::from_static("localhost"));
+        send.send_request(req).await.unwrap()
+    };
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        negotiated,
+        status,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn tls_listener_with_a_generated_certificate_speaks_h2_and_http1() {
+    let mock = MockLlm::start().await.unwrap();
+    let dir = tempdir::TempDir::new();
+    let file = dir.path().join("kong.yaml");
+    std::fs::write(&file, watched_config(&mock.url(), &[("one", "m1")])).unwrap();
+    let data = dir.path().join("data");
+    let gw = spawn(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--proxy-tls-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let cert_line = gw
+        .out
+        .iter()
+        .find(|l| l.starts_with("tollgate tls generated a self-signed certificate: "))
+        .unwrap_or_else(|| panic!("{:?}", gw.out));
+    let cert = std::path::PathBuf::from(cert_line.rsplit(": ").next().unwrap());
+    assert_eq!(cert, data.join("tls/cert.pem"));
+    let addr = gw
+        .out
+        .iter()
+        .find_map(|l| l.strip_prefix("tollgate proxy tls on https://"))
+        .unwrap_or_else(|| panic!("{:?}", gw.out))
+        .to_string();
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]}).to_string();
+    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+        let (negotiated, status, text) = https_post(&addr, &cert, alpn, "/one", &body).await;
+        assert_eq!(negotiated, alpn);
+        assert_eq!(status, 200, "{text}");
+        assert!(text.contains("\"model\":\"m1\""), "{text}");
+    }
+    drop(gw);
+
+    // A second start reuses the certificate; a bad certificate file fails with its name.
+    let gw = spawn(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--proxy-tls-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        gw.out
+            .iter()
+            .any(|l| l == &format!("tollgate tls certificate: {}", cert.display())),
+        "{:?}",
+        gw.out
+    );
+    drop(gw);
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "garbage").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .args(["--proxy-tls-listen", "127.0.0.1:0", "--tls-cert"])
+        .arg(&bad)
+        .arg("--tls-key")
+        .arg(data.join("tls/key.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.pem"), "{err}");
 }

@@ -227,6 +227,7 @@ impl Gateway {
                 admin_listen: Some("127.0.0.1:0".parse().unwrap()),
                 drain_timeout: Duration::from_secs(1),
                 busy_poll: Duration::ZERO,
+                proxy_tls: None,
             },
         )
         .await

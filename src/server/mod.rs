@@ -2,6 +2,7 @@
 
 pub mod busy_poll;
 pub mod reload;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -21,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::proxy::Gateway;
 
 /// Where to listen.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServeOptions {
     pub proxy_listen: SocketAddr,
     /// None disables the Admin API.
@@ -30,11 +31,15 @@ pub struct ServeOptions {
     pub drain_timeout: Duration,
     /// Keep polling this long after request activity before sleeping (0 = off).
     pub busy_poll: Duration,
+    /// The proxy's TLS listener and its certificate; None = no TLS listener.
+    pub proxy_tls: Option<(SocketAddr, tokio_rustls::TlsAcceptor)>,
 }
 
 /// A running gateway; `shutdown` drains it.
 pub struct Running {
     pub proxy_addr: SocketAddr,
+    /// The TLS listener's address, when there is one.
+    pub proxy_tls_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
@@ -70,7 +75,30 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
             let gw = gw.clone();
             async move { Ok::<_, Infallible>(crate::proxy::handle(gw, req, peer, "http", port).await) }
         },
+        None,
     )));
+    let mut proxy_tls_addr = None;
+    if let Some((addr, acceptor)) = opts.proxy_tls.clone() {
+        let l = TcpListener::bind(addr).await?;
+        proxy_tls_addr = Some(l.local_addr()?);
+        let tls_port = l.local_addr()?.port();
+        let gw = gateway.clone();
+        tasks.push(tokio::spawn(serve(
+            l,
+            stop_rx.clone(),
+            opts.drain_timeout,
+            gateway.clone(),
+            move |req, peer| {
+                let gw = gw.clone();
+                async move {
+                    Ok::<_, Infallible>(
+                        crate::proxy::handle(gw, req, peer, "https", tls_port).await,
+                    )
+                }
+            },
+            Some(acceptor),
+        )));
+    }
     let mut admin_addr = None;
     if let Some(a) = opts.admin_listen {
         let admin = TcpListener::bind(a).await?;
@@ -85,11 +113,13 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
                 let gw = gw.clone();
                 async move { Ok::<_, Infallible>(crate::admin::handle(&gw, req).await) }
             },
+            None,
         )));
     }
     tracing::info!(%proxy_addr, admin = ?admin_addr, "tollgate listening");
     Ok(Running {
         proxy_addr,
+        proxy_tls_addr,
         admin_addr,
         gateway,
         stop,
@@ -103,6 +133,7 @@ async fn serve<F, Fut, B>(
     drain: Duration,
     gw: Arc<Gateway>,
     handler: F,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) where
     F: Fn(http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<http::Response<B>, Infallible>> + Send + 'static,
@@ -128,15 +159,40 @@ async fn serve<F, Fut, B>(
                 gw.stats.active.fetch_add(1, Ordering::Relaxed);
                 let h = handler.clone();
                 let svc = service_fn(move |req| h(req, peer));
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                let fut = graceful.watch(conn);
                 let gw = gw.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = fut.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                match &tls {
+                    None => {
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
+                        let fut = graceful.watch(conn);
+                        tokio::spawn(async move {
+                            if let Err(e) = fut.await {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                            gw.stats.active.fetch_sub(1, Ordering::Relaxed);
+                        });
                     }
-                    gw.stats.active.fetch_sub(1, Ordering::Relaxed);
-                });
+                    Some(acceptor) => {
+                        // The handshake runs in the connection's own task, never in the
+                        // accept loop; a client that stalls in it is dropped after 10 s.
+                        let acceptor = acceptor.clone();
+                        let builder = builder.clone();
+                        let watcher = graceful.watcher();
+                        tokio::spawn(async move {
+                            let shake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
+                            match shake {
+                                Ok(Ok(tls)) => {
+                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
+                                    if let Err(e) = watcher.watch(conn).await {
+                                        tracing::debug!(error = %e, "connection ended with an error");
+                                    }
+                                }
+                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                            }
+                            gw.stats.active.fetch_sub(1, Ordering::Relaxed);
+                        });
+                    }
+                }
             }
             _ = stop.changed() => break,
         }

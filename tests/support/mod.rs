@@ -76,6 +76,7 @@ impl Harness {
                 admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
                 drain_timeout: Duration::from_secs(5),
                 busy_poll: Duration::ZERO,
+                proxy_tls: None,
             },
         )
         .await
