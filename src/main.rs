@@ -165,7 +165,8 @@ fn main() -> ExitCode {
                             "certificate"
                         };
                         println!("tollgate tls {how}: {}", t.cert_file.display());
-                        Some((addr, t.acceptor))
+                        let live = Arc::new(arc_swap::ArcSwap::from_pointee(t.acceptor));
+                        Some((addr, live, src, t.cert_file, t.key_file))
                     }
                     Err(e) => {
                         eprintln!("TLS: {e}");
@@ -237,15 +238,34 @@ fn main() -> ExitCode {
                     admin_listen,
                     drain_timeout: Duration::from_secs(drain_seconds),
                     busy_poll: Duration::from_micros(busy_poll_us),
-                    proxy_tls,
+                    proxy_tls: proxy_tls
+                        .as_ref()
+                        .map(|(addr, live, ..)| (*addr, live.clone())),
                 },
+                proxy_tls.map(|(_, live, src, cert, key)| (src, cert, key, live)),
             ))
         }
     }
 }
 
-async fn serve(snap: config::Snapshot, watch: Option<PathBuf>, opts: ServeOptions) -> ExitCode {
+/// The TLS certificate source, its files and the live acceptor to renew.
+type TlsWatch = (
+    server::tls::CertSource,
+    PathBuf,
+    PathBuf,
+    server::tls::LiveAcceptor,
+);
+
+async fn serve(
+    snap: config::Snapshot,
+    watch: Option<PathBuf>,
+    opts: ServeOptions,
+    tls: Option<TlsWatch>,
+) -> ExitCode {
     let gw = Arc::new(tollgate::proxy::Gateway::new(snap));
+    if let Some((src, cert, key, live)) = tls {
+        server::tls::watch(src, cert, key, live, Duration::from_secs(2));
+    }
     if let Some(path) = watch {
         server::reload::spawn(gw.clone(), path, Duration::from_secs(1));
     }

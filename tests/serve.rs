@@ -442,3 +442,73 @@ async fn tls_listener_with_a_generated_certificate_speaks_h2_and_http1() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("bad.pem"), "{err}");
 }
+
+#[tokio::test]
+async fn renewed_tls_certificate_files_are_picked_up_without_a_restart() {
+    let mock = MockLlm::start().await.unwrap();
+    let dir = tempdir::TempDir::new();
+    let file = dir.path().join("kong.yaml");
+    std::fs::write(&file, watched_config(&mock.url(), &[("one", "m1")])).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let issue = |cert: &std::path::Path, key: &std::path::Path| {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(key, ck.key_pair.serialize_pem()).unwrap();
+        std::fs::write(cert, ck.cert.pem()).unwrap();
+    };
+    issue(&cert, &key);
+    let gw = spawn(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--proxy-tls-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let addr = gw
+        .out
+        .iter()
+        .find_map(|l| l.strip_prefix("tollgate proxy tls on https://"))
+        .unwrap()
+        .to_string();
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let (_, status, _) = https_post(&addr, &cert, b"http/1.1", "/one", &body).await;
+    assert_eq!(status, 200);
+
+    // Renew: a new key and certificate in the same files. A client that trusts only the new
+    // one gets through once the gateway has reloaded them.
+    let old = dir.path().join("old.pem");
+    std::fs::copy(&cert, &old).unwrap();
+    issue(&cert, &key);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ok = tokio::spawn({
+            let (addr, cert, body) = (addr.clone(), cert.clone(), body.clone());
+            async move { https_post(&addr, &cert, b"http/1.1", "/one", &body).await }
+        })
+        .await
+        .is_ok_and(|(_, s, _)| s == 200);
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the renewed certificate was not served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The old certificate is no longer what the listener presents.
+    let old_client = tokio::spawn({
+        let (addr, old, body) = (addr.clone(), old.clone(), body.clone());
+        async move { https_post(&addr, &old, b"http/1.1", "/one", &body).await }
+    })
+    .await;
+    assert!(
+        old_client.is_err(),
+        "a client trusting only the old certificate fails"
+    );
+}

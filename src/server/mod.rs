@@ -32,7 +32,7 @@ pub struct ServeOptions {
     /// Keep polling this long after request activity before sleeping (0 = off).
     pub busy_poll: Duration,
     /// The proxy's TLS listener and its certificate; None = no TLS listener.
-    pub proxy_tls: Option<(SocketAddr, tokio_rustls::TlsAcceptor)>,
+    pub proxy_tls: Option<(SocketAddr, tls::LiveAcceptor)>,
 }
 
 /// A running gateway; `shutdown` drains it.
@@ -133,7 +133,7 @@ async fn serve<F, Fut, B>(
     drain: Duration,
     gw: Arc<Gateway>,
     handler: F,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<tls::LiveAcceptor>,
 ) where
     F: Fn(http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<http::Response<B>, Infallible>> + Send + 'static,
@@ -174,7 +174,8 @@ async fn serve<F, Fut, B>(
                     Some(acceptor) => {
                         // The handshake runs in the connection's own task, never in the
                         // accept loop; a client that stalls in it is dropped after 10 s.
-                        let acceptor = acceptor.clone();
+                        // The certificate current now (it may be renewed while we run).
+                        let acceptor = acceptor.load_full();
                         let builder = builder.clone();
                         let watcher = graceful.watcher();
                         tokio::spawn(async move {
