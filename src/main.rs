@@ -64,6 +64,9 @@ enum Command {
         /// Proxy TLS listen address (HTTP/2 and HTTP/1.1 by ALPN; `off` disables it).
         #[arg(long, env = "TOLLGATE_PROXY_TLS_LISTEN", default_value = "off")]
         proxy_tls_listen: String,
+        /// Admin API TLS listen address, with the proxy's certificate (`off` disables it).
+        #[arg(long, env = "TOLLGATE_ADMIN_TLS_LISTEN", default_value = "off")]
+        admin_tls_listen: String,
         /// PEM certificate chain for the TLS listener (leaf first); with --tls-key.
         #[arg(long, env = "TOLLGATE_TLS_CERT", requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -136,21 +139,33 @@ fn main() -> ExitCode {
             busy_poll_us,
             watch,
             proxy_tls_listen,
+            admin_tls_listen,
             tls_cert,
             tls_key,
             data_dir,
         } => {
             init_logs(&log_level, &log_format);
-            let proxy_tls = if proxy_tls_listen == "off" {
+            let tls_addr = |flag: &str, v: &str| -> Result<Option<SocketAddr>, ExitCode> {
+                if v == "off" {
+                    return Ok(None);
+                }
+                v.parse::<SocketAddr>().map(Some).map_err(|e| {
+                    eprintln!("{flag}: {e} (expected ADDR:PORT or 'off')");
+                    ExitCode::from(2)
+                })
+            };
+            let proxy_tls_addr = match tls_addr("--proxy-tls-listen", &proxy_tls_listen) {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            let admin_tls_addr = match tls_addr("--admin-tls-listen", &admin_tls_listen) {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            let proxy_tls = if proxy_tls_addr.is_none() && admin_tls_addr.is_none() {
                 None
             } else {
-                let addr = match proxy_tls_listen.parse::<SocketAddr>() {
-                    Ok(a) => a,
-                    Err(e) => {
-                        eprintln!("--proxy-tls-listen: {e} (expected ADDR:PORT or 'off')");
-                        return ExitCode::from(2);
-                    }
-                };
+                let addr = proxy_tls_addr;
                 let src = match (tls_cert, tls_key) {
                     (Some(cert), Some(key)) => server::tls::CertSource::Files { cert, key },
                     _ => server::tls::CertSource::SelfSigned {
@@ -240,7 +255,10 @@ fn main() -> ExitCode {
                     busy_poll: Duration::from_micros(busy_poll_us),
                     proxy_tls: proxy_tls
                         .as_ref()
-                        .map(|(addr, live, ..)| (*addr, live.clone())),
+                        .and_then(|(addr, live, ..)| addr.map(|a| (a, live.clone()))),
+                    admin_tls: proxy_tls
+                        .as_ref()
+                        .and_then(|(_, live, ..)| admin_tls_addr.map(|a| (a, live.clone()))),
                 },
                 proxy_tls.map(|(_, live, src, cert, key)| (src, cert, key, live)),
             ))
@@ -279,6 +297,9 @@ async fn serve(
     println!("tollgate proxy on http://{}", running.proxy_addr);
     if let Some(a) = running.proxy_tls_addr {
         println!("tollgate proxy tls on https://{a}");
+    }
+    if let Some(a) = running.admin_tls_addr {
+        println!("tollgate admin tls on https://{a}");
     }
     if let Some(a) = running.admin_addr {
         println!("tollgate admin on http://{a}");

@@ -837,6 +837,7 @@ services:
                 drain_timeout: Duration::from_secs(1),
                 busy_poll: Duration::ZERO,
                 proxy_tls: None,
+                admin_tls: None,
             },
         )
         .await

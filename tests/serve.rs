@@ -406,6 +406,31 @@ async fn tls_listener_with_a_generated_certificate_speaks_h2_and_http1() {
     }
     drop(gw);
 
+    // The Admin API over TLS, with the same certificate.
+    let gw = spawn(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--admin-tls-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let admin = gw
+        .out
+        .iter()
+        .find_map(|l| l.strip_prefix("tollgate admin tls on https://"))
+        .unwrap_or_else(|| panic!("{:?}", gw.out))
+        .to_string();
+    assert!(!gw.out.iter().any(|l| l.starts_with("tollgate proxy tls")));
+    // The Admin API's own answer (it has no write endpoint for /status) came over TLS.
+    let (_, status, text) = https_post(&admin, &cert, b"h2", "/status", "{}").await;
+    assert_eq!(status, 405, "{text}");
+    assert!(text.contains("Method not allowed"), "{text}");
+    drop(gw);
+
     // A second start reuses the certificate; a bad certificate file fails with its name.
     let gw = spawn(
         &[

@@ -228,6 +228,7 @@ impl Gateway {
                 drain_timeout: Duration::from_secs(1),
                 busy_poll: Duration::ZERO,
                 proxy_tls: None,
+                admin_tls: None,
             },
         )
         .await

@@ -33,6 +33,8 @@ pub struct ServeOptions {
     pub busy_poll: Duration,
     /// The proxy's TLS listener and its certificate; None = no TLS listener.
     pub proxy_tls: Option<(SocketAddr, tls::LiveAcceptor)>,
+    /// The Admin API's TLS listener (same certificate); None = none.
+    pub admin_tls: Option<(SocketAddr, tls::LiveAcceptor)>,
 }
 
 /// A running gateway; `shutdown` drains it.
@@ -40,6 +42,8 @@ pub struct Running {
     pub proxy_addr: SocketAddr,
     /// The TLS listener's address, when there is one.
     pub proxy_tls_addr: Option<SocketAddr>,
+    /// The Admin API's TLS listener address, when there is one.
+    pub admin_tls_addr: Option<SocketAddr>,
     pub admin_addr: Option<SocketAddr>,
     pub gateway: Arc<Gateway>,
     stop: watch::Sender<bool>,
@@ -116,10 +120,28 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
             None,
         )));
     }
+    let mut admin_tls_addr = None;
+    if let Some((a, acceptor)) = opts.admin_tls.clone() {
+        let admin = TcpListener::bind(a).await?;
+        admin_tls_addr = Some(admin.local_addr()?);
+        let gw = gateway.clone();
+        tasks.push(tokio::spawn(serve(
+            admin,
+            stop_rx.clone(),
+            opts.drain_timeout,
+            gateway.clone(),
+            move |req, _peer| {
+                let gw = gw.clone();
+                async move { Ok::<_, Infallible>(crate::admin::handle(&gw, req).await) }
+            },
+            Some(acceptor),
+        )));
+    }
     tracing::info!(%proxy_addr, admin = ?admin_addr, "tollgate listening");
     Ok(Running {
         proxy_addr,
         proxy_tls_addr,
+        admin_tls_addr,
         admin_addr,
         gateway,
         stop,

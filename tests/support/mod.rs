@@ -77,6 +77,7 @@ impl Harness {
                 drain_timeout: Duration::from_secs(5),
                 busy_poll: Duration::ZERO,
                 proxy_tls: None,
+                admin_tls: None,
             },
         )
         .await
