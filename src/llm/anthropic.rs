@@ -7,6 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
 use crate::llm::sse;
+use crate::llm::translate;
 use crate::llm::usage::Usage;
 use crate::llm::{Decoded, Encode, EncodeError};
 
@@ -260,7 +261,7 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
                         "'messages[{i}].content[{j}].image_url.url' is required"
                     ))
                 })?;
-            Ok(match data_url(url) {
+            Ok(match translate::data_url(url) {
                 Some((media, data)) => {
                     json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
                 }
@@ -271,14 +272,6 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
             "'messages[{i}].content[{j}].type' '{other}' is not supported by provider anthropic"
         ))),
     }
-}
-
-/// `data:<media>;base64,<data>` split into its parts.
-fn data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let media = meta.strip_suffix(";base64")?;
-    Some((media, data))
 }
 
 fn tool_use_block(call: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {

@@ -11,6 +11,7 @@ use crate::llm::body::BodyView;
 use crate::llm::eventstream::{Decoder, Message};
 use crate::llm::sigv4::UNRESERVED;
 use crate::llm::sse;
+use crate::llm::translate;
 use crate::llm::usage::Usage;
 use crate::llm::{Asked, Decoded, Encode, EncodeError};
 
@@ -413,7 +414,7 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Option<Value>, EncodeEr
                 .and_then(|u| u.get("url").or(Some(u)))
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad(format!("'{field}' is required")))?;
-            let Some((media, data)) = data_url(url) else {
+            let Some((media, data)) = translate::data_url(url) else {
                 return Err(bad(format!(
                     "'{field}': provider bedrock takes images only as base64 data URLs (the Converse API does not fetch remote images)"
                 )));
@@ -437,14 +438,6 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Option<Value>, EncodeEr
             "'messages[{i}].content[{j}].type' '{other}' is not supported by provider bedrock"
         ))),
     }
-}
-
-/// `data:<media>;base64,<data>` split into its parts.
-fn data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let media = meta.strip_suffix(";base64")?;
-    Some((media, data))
 }
 
 fn tool_use_block(call: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
@@ -617,7 +610,6 @@ pub fn decode_chat(body: &[u8], created: u64, ex: &Asked<'_>) -> Result<Decoded,
     })
 }
 
-/// Usage of a Converse answer, for the log of a native (untranslated) route; Converse
 /// The texts of an OpenAI embeddings `input` (a string or strings; token arrays cannot be
 /// sent to Bedrock's text models).
 fn embedding_texts(body: &BodyView<'_>) -> Result<Vec<String>, EncodeError> {
@@ -725,23 +717,13 @@ pub fn decode_embeddings(body: &[u8], asked: &Asked<'_>) -> Result<Decoded, Stri
             None => 0,
         }
     });
-    let data: Vec<Value> = vectors
-        .into_iter()
-        .enumerate()
-        .map(|(i, e)| json!({"object": "embedding", "index": i, "embedding": e}))
-        .collect();
     let usage = Usage {
         prompt_tokens: prompt,
-        completion_tokens: 0,
         total_tokens: prompt,
-        cached_tokens: None,
-        reasoning_tokens: None,
-        search_units: None,
+        ..Usage::default()
     };
     let model = asked.model.map(str::to_string);
-    let out = json!({"object": "list", "data": data, "model": model,
-        "usage": {"prompt_tokens": prompt, "total_tokens": prompt}});
-    let body = serde_json::to_vec(&out).map_err(|e| e.to_string())?;
+    let body = translate::embedding_list(vectors, model.as_deref(), Some(&usage))?;
     Ok(Decoded {
         body,
         usage: Some(usage),
@@ -749,6 +731,7 @@ pub fn decode_embeddings(body: &[u8], asked: &Asked<'_>) -> Result<Decoded, Stri
     })
 }
 
+/// Usage of a Converse answer, for the log of a native (untranslated) route; Converse
 /// answers name no model.
 pub fn read_usage(body: &[u8]) -> (Option<Usage>, Option<String>) {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {

@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::config::plugins::RouteType;
 use crate::llm::body::BodyView;
 use crate::llm::sse;
+use crate::llm::translate;
 use crate::llm::usage::Usage;
 use crate::llm::{Asked, Decoded, Encode, EncodeError};
 
@@ -328,7 +329,7 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
                 .and_then(|u| u.get("url").or(Some(u)))
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad(format!("{} is required", field("image_url.url"))))?;
-            Ok(match data_url(url) {
+            Ok(match translate::data_url(url) {
                 Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
                 None => match image_mime(url) {
                     Some(mime) => json!({"fileData": {"mimeType": mime, "fileUri": url}}),
@@ -360,7 +361,7 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
             match f
                 .and_then(|f| f.get("file_data"))
                 .and_then(Value::as_str)
-                .and_then(data_url)
+                .and_then(translate::data_url)
             {
                 Some((mime, data)) => Ok(json!({"inlineData": {"mimeType": mime, "data": data}})),
                 None => Err(bad(format!(
@@ -374,14 +375,6 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
             field("type")
         ))),
     }
-}
-
-/// `data:<media>;base64,<data>` split into its parts.
-fn data_url(url: &str) -> Option<(&str, &str)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let media = meta.strip_suffix(";base64")?;
-    Some((media, data))
 }
 
 /// An image's MIME type from its URL's extension; Gemini's `fileData.mimeType` is optional,

@@ -737,11 +737,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 .and_then(|d| Ok((llm::completions::from_chat(&d.body)?, d.usage, d.model)));
             match decoded {
                 Ok((out, usage, model)) => {
-                    if let Some(a) = log.ai.as_mut() {
-                        a.usage = usage;
-                        a.response_model = model;
-                        a.llm_latency_ms = Some(ms(log.started.elapsed()));
-                    }
+                    note_answer(&mut log, usage, model);
                     Bytes::from(out)
                 }
                 Err(reason) => {
@@ -754,13 +750,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 .map(Bytes::from)
                 .unwrap_or(bytes)
         };
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-        headers.remove(header::CONTENT_ENCODING);
-        return buffered_response(status, headers, out, log, snap, capture, feedback);
+        return json_answer(status, headers, out, log, snap, capture, feedback);
     }
     let bridged = target.bridge_responses && bridge.is_some();
     if bridged && !(status == StatusCode::OK && is_sse) {
@@ -780,11 +770,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             };
             match bridged_answer(c.gw, target, &bytes, b, &asked) {
                 Ok((out, usage, model)) => {
-                    if let Some(a) = log.ai.as_mut() {
-                        a.usage = usage;
-                        a.response_model = model;
-                        a.llm_latency_ms = Some(ms(log.started.elapsed()));
-                    }
+                    note_answer(&mut log, usage, model);
                     Bytes::from(out)
                 }
                 Err(reason) => {
@@ -797,13 +783,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 .map(Bytes::from)
                 .unwrap_or(bytes)
         };
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-        headers.remove(header::CONTENT_ENCODING);
-        return buffered_response(status, headers, out, log, snap, capture, feedback);
+        return json_answer(status, headers, out, log, snap, capture, feedback);
     }
     if translated && !(status == StatusCode::OK && is_sse) {
         // A provider's own answer or error, rewritten whole into OpenAI's shape.
@@ -820,11 +800,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 &asked,
             ) {
                 Ok(d) => {
-                    if let Some(a) = log.ai.as_mut() {
-                        a.usage = d.usage;
-                        a.response_model = d.model;
-                        a.llm_latency_ms = Some(ms(log.started.elapsed()));
-                    }
+                    note_answer(&mut log, d.usage, d.model);
                     Bytes::from(d.body)
                 }
                 Err(reason) => {
@@ -838,13 +814,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 .map(Bytes::from)
                 .unwrap_or(bytes)
         };
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-        headers.remove(header::CONTENT_ENCODING);
-        return buffered_response(status, headers, out, log, snap, capture, feedback);
+        return json_answer(status, headers, out, log, snap, capture, feedback);
     }
 
     if status == StatusCode::OK && target.route_type != RouteType::Preserve && !is_sse && !stream {
@@ -855,11 +825,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         };
         match openai::decode_response(target.route_type, &bytes) {
             Ok(d) => {
-                if let Some(a) = log.ai.as_mut() {
-                    a.usage = d.usage;
-                    a.response_model = d.model.map(Cow::into_owned);
-                    a.llm_latency_ms = Some(ms(log.started.elapsed()));
-                }
+                note_answer(&mut log, d.usage, d.model.map(Cow::into_owned));
             }
             Err(reason) => {
                 let e = transformation_error(target, reason);
@@ -1179,6 +1145,35 @@ pub(crate) async fn read_buffered(
             "upstream closed the connection while sending the body".into(),
         )),
     }
+}
+
+/// The usage and model of a buffered answer, for the log (and the balancer's feedback).
+fn note_answer(log: &mut RequestLog, usage: Option<llm::usage::Usage>, model: Option<String>) {
+    if let Some(a) = log.ai.as_mut() {
+        a.usage = usage;
+        a.response_model = model;
+        a.llm_latency_ms = Some(ms(log.started.elapsed()));
+    }
+}
+
+/// A body the gateway rewrote (a translated answer, or a provider error in OpenAI's shape),
+/// sent as JSON with its own length.
+fn json_answer(
+    status: StatusCode,
+    mut headers: HeaderMap,
+    out: Bytes,
+    log: RequestLog,
+    snap: Arc<Snapshot>,
+    capture: Option<Vec<u8>>,
+    feedback: Option<Feedback>,
+) -> Response<ProxyBody> {
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    headers.remove(header::CONTENT_ENCODING);
+    buffered_response(status, headers, out, log, snap, capture, feedback)
 }
 
 /// The client's response for a buffered answer, with the log phase after its body.
