@@ -22,6 +22,9 @@ if command -v cargo-deny >/dev/null 2>&1; then
   cargo deny check bans licenses sources
 fi
 
+echo "== local services (Redis, PostgreSQL with pgvector)"
+bash scripts/services.sh
+
 echo "== cargo test"
 cargo test --workspace
 

@@ -847,17 +847,145 @@ services:
         }
     }
 
-    /// PostgreSQL here (127.0.0.1:5432) has no `vector` extension, and tollgate has no
-    /// pgvector store: the strategy is refused at load, naming the field.
+    /// A client of the local PostgreSQL (trust auth) as its superuser.
+    async fn pg(database: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(
+            &format!("host=127.0.0.1 port=5432 user=postgres dbname={database}"),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 (scripts/services.sh starts it)");
+        tokio::spawn(connection);
+        client
+    }
+
+    /// Like the Redis strategy, through a table with pgvector's `vector` column: the second
+    /// gateway reads what the first stored.
     #[tokio::test]
-    async fn pgvector_is_refused_at_load() {
-        let yaml = s3(&new_id(), "http://127.0.0.1:1", "strategy: pgvector\n                pgvector: {host: 127.0.0.1, port: 5432, database: test, user: postgres}")
-            .replace("{MOCK}", "http://127.0.0.1:1")
-            .replace("{DIR}", "/tmp");
+    async fn pgvector_strategy_shares_description_vectors_across_gateways() {
         vault_env();
-        let e = load_error(&yaml).await;
-        assert!(e.contains("config.vectordb.strategy"), "{e}");
-        assert!(e.contains("'pgvector' is not supported"), "{e}");
+        let id = new_id();
+        let vectordb = "strategy: pgvector\n                pgvector: {host: 127.0.0.1, port: 5432, database: test, user: postgres}";
+        let mock_a = MockLlm::start().await.unwrap();
+        let a = Harness::start(&s3(&id, &mock_a.url(), vectordb)).await;
+        assert_eq!(
+            ask(&a, CALCULUS).await.header("x-kong-llm-model"),
+            Some("openai/gpt-math")
+        );
+        assert_eq!(description_calls(&mock_a), 1);
+
+        let db = pg("test").await;
+        let pattern = format!("tollgate:semantic:{id}:%");
+        let rows = db
+            .query(
+                "SELECT key, vector_dims(embedding), embedding <-> embedding \
+                 FROM tollgate_semantic_vectors WHERE key LIKE $1",
+                &[&pattern],
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2, "one row per distinct description");
+        for r in &rows {
+            assert_eq!(r.get::<_, i32>(1), 64);
+            assert_eq!(r.get::<_, f64>(2), 0.0);
+        }
+
+        let mock_b = MockLlm::start().await.unwrap();
+        let b = Harness::start(&s3(&id, &mock_b.url(), vectordb)).await;
+        for (prompt, want) in [
+            (CODE, "openai/gpt-code"),
+            (ARGENTINA, "mistral/mistral-small"),
+        ] {
+            assert_eq!(ask(&b, prompt).await.header("x-kong-llm-model"), Some(want));
+        }
+        assert_eq!(
+            description_calls(&mock_b),
+            0,
+            "{:?}",
+            embedding_calls(&mock_b)
+        );
+        assert_eq!(embedding_calls(&mock_b).len(), 2, "only the prompts");
+        db.execute(
+            "DELETE FROM tollgate_semantic_vectors WHERE key LIKE $1",
+            &[&pattern],
+        )
+        .await
+        .unwrap();
+    }
+
+    /// A database that answers no is refused at load, saying why; one that does not answer
+    /// is a warning at load and `embedding_failed` (CATCHALL) per request.
+    #[tokio::test]
+    async fn pgvector_problems_at_load_and_at_request_time() {
+        vault_env();
+        let yaml = |pgvector: &str| {
+            s3(
+                &new_id(),
+                "http://127.0.0.1:1",
+                &format!("strategy: pgvector\n                pgvector: {pgvector}"),
+            )
+            .replace("{MOCK}", "http://127.0.0.1:1")
+            .replace("{DIR}", "/tmp")
+        };
+        // Kong's default database name, which this server does not have.
+        let e = load_error(&yaml("{host: 127.0.0.1}")).await;
+        assert!(e.contains("config.vectordb.pgvector"), "{e}");
+        assert!(
+            e.contains(r#"database "kong-pgvector" does not exist"#),
+            "{e}"
+        );
+
+        // pgvector is installed on the server, but not created in this database and the
+        // user may not create it.
+        let admin = pg("postgres").await;
+        for sql in [
+            "CREATE ROLE tollgate_plain LOGIN",
+            "CREATE DATABASE tollgate_noext",
+        ] {
+            if let Err(e) = admin.batch_execute(sql).await {
+                let code = e.code().cloned();
+                assert!(
+                    code == Some(tokio_postgres::error::SqlState::DUPLICATE_OBJECT)
+                        || code == Some(tokio_postgres::error::SqlState::DUPLICATE_DATABASE),
+                    "{sql}: {e}"
+                );
+            }
+        }
+        pg("tollgate_noext")
+            .await
+            .batch_execute("DROP EXTENSION IF EXISTS vector")
+            .await
+            .unwrap();
+        let e = load_error(&yaml(
+            "{host: 127.0.0.1, database: tollgate_noext, user: tollgate_plain, password: not-shown}",
+        ))
+        .await;
+        assert!(e.contains("config.vectordb.pgvector"), "{e}");
+        assert!(e.contains("not created in this database"), "{e}");
+        assert!(e.contains("CREATE EXTENSION vector"), "{e}");
+        assert!(!e.contains("not-shown"), "{e}");
+
+        // Nothing listening: the config loads, requests go to CATCHALL.
+        let mock = MockLlm::start().await.unwrap();
+        let pgvector = format!("{{host: 127.0.0.1, port: {}, timeout: 500}}", free_port());
+        let h = Harness::start(&s3(
+            &new_id(),
+            &mock.url(),
+            &format!("strategy: pgvector\n                pgvector: {pgvector}"),
+        ))
+        .await;
+        let r = ask(&h, CODE).await;
+        assert_eq!(r.header("x-kong-llm-model"), Some("mistral/mistral-small"));
+        let log = h.wait_log("s3.log", 1).await;
+        let sem = &log[0]["ai"]["proxy"]["semantic"];
+        assert_eq!(sem["outcome"], "embedding_failed");
+        assert!(
+            sem["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("postgresql postgres@127.0.0.1:"),
+            "{sem}"
+        );
     }
 
     #[tokio::test]

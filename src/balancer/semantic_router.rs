@@ -11,8 +11,8 @@
 //! - `matched`: a description within the threshold; its targets serve the request;
 //! - `catchall`: none within the threshold → the CATCHALL target(s);
 //! - `no_prompt`: the request has no text to embed → CATCHALL;
-//! - `embedding_failed`: the embeddings provider (or, with `redis`, the vector store)
-//!   failed → CATCHALL.
+//! - `embedding_failed`: the embeddings provider (or, with `redis`/`pgvector`, the vector
+//!   store) failed → CATCHALL.
 //!
 //! Without a CATCHALL target, `catchall` and `no_prompt` answer 400 and
 //! `embedding_failed` answers 502 (the log keeps the reason).
@@ -123,7 +123,7 @@ pub fn compile(
         errors,
         warnings,
     );
-    let store = Store::compile("config.vectordb", &vectordb, vaults, env, errors);
+    let store = Store::compile("config.vectordb", &vectordb, vaults, env, errors, warnings);
     if errors.len() > before {
         return None;
     }
@@ -324,37 +324,33 @@ impl SemanticRouter {
 
     async fn build(&self, upstreams: &Upstreams) -> Result<Index, String> {
         let texts: Vec<&str> = self.groups.iter().map(|(d, _)| d.as_str()).collect();
-        let vectors: Vec<Vec<f32>> = match &self.store {
-            Store::Memory => self.compute(upstreams, &texts).await?,
-            Store::Redis(redis) => {
-                let model = self.embedder.name();
-                let keys: Vec<String> = texts
-                    .iter()
-                    .map(|d| vectordb::key(&self.plugin_id, &model, self.dimensions, d))
-                    .collect();
-                let stored = redis.get(&keys).await?;
-                let mut out: Vec<Option<Vec<f32>>> = stored
-                    .iter()
-                    .map(|s| {
-                        s.as_deref()
-                            .and_then(|s| vectordb::decode(s, self.dimensions))
-                    })
-                    .collect();
-                let missing: Vec<usize> = (0..texts.len()).filter(|i| out[*i].is_none()).collect();
-                if !missing.is_empty() {
-                    let ask: Vec<&str> = missing.iter().map(|i| texts[*i]).collect();
-                    let computed = self.compute(upstreams, &ask).await?;
-                    let mut pairs = Vec::with_capacity(missing.len());
-                    for (i, v) in missing.iter().zip(computed) {
-                        pairs.push((keys[*i].clone(), vectordb::encode(&v)));
-                        out[*i] = Some(v);
-                    }
-                    redis.set(&pairs).await?;
-                }
-                tracing::debug!(plugin_id = %self.plugin_id, redis = redis.address(), read = texts.len() - missing.len(), computed = missing.len(), "semantic routing: description vectors");
-                out.into_iter().flatten().collect()
+        let model = self.embedder.name();
+        let keys: Vec<String> = texts
+            .iter()
+            .map(|d| vectordb::key(&self.plugin_id, &model, self.dimensions, d))
+            .collect();
+        let stored = self.store.get(&keys).await?;
+        let mut out: Vec<Option<Vec<f32>>> = stored
+            .iter()
+            .map(|s| {
+                s.as_deref()
+                    .and_then(|s| vectordb::decode(s, self.dimensions))
+            })
+            .collect();
+        out.resize(texts.len(), None);
+        let missing: Vec<usize> = (0..texts.len()).filter(|i| out[*i].is_none()).collect();
+        if !missing.is_empty() {
+            let ask: Vec<&str> = missing.iter().map(|i| texts[*i]).collect();
+            let computed = self.compute(upstreams, &ask).await?;
+            let mut pairs = Vec::with_capacity(missing.len());
+            for (i, v) in missing.iter().zip(computed) {
+                pairs.push((keys[*i].clone(), vectordb::encode(&v)));
+                out[*i] = Some(v);
             }
-        };
+            self.store.set(&pairs).await?;
+        }
+        tracing::debug!(plugin_id = %self.plugin_id, store = %self.store.describe(), read = texts.len() - missing.len(), computed = missing.len(), "semantic routing: description vectors");
+        let vectors: Vec<Vec<f32>> = out.into_iter().flatten().collect();
         if vectors.len() != self.groups.len() {
             return Err("the description vectors are incomplete".into());
         }

@@ -1,0 +1,258 @@
+//! `config.vectordb`: where semantic routing keeps the target descriptions' vectors.
+//!
+//! The search itself is always exact and in memory (`balancer::semantic`); the strategy
+//! decides where the vectors come from when a config snapshot is first used:
+//! - none given: computed through the embeddings provider, kept in memory (a tollgate
+//!   extension; Kong requires a strategy);
+//! - `redis` / `pgvector`: read from the store first, computed and stored there when
+//!   missing, so every gateway of a cluster computes each description once.
+
+mod pgvector;
+mod redis;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::balancer::semantic::Metric;
+use crate::config::vault::{self, VaultTable};
+use crate::secret::Secret;
+
+pub use self::pgvector::{PgStore, PgvectorConfig};
+pub use self::redis::{RedisConfig, RedisStore};
+
+/// `config.vectordb`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VectordbConfig {
+    pub strategy: Option<Strategy>,
+    pub dimensions: u64,
+    pub distance_metric: Metric,
+    pub threshold: Option<f64>,
+    pub redis: Option<RedisConfig>,
+    pub pgvector: Option<PgvectorConfig>,
+}
+
+/// `vectordb.strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Redis,
+    Pgvector,
+}
+
+type FieldErrors = Vec<(String, String)>;
+
+/// Where the description vectors live.
+#[derive(Debug)]
+pub enum Store {
+    Memory,
+    Redis(Box<RedisStore>),
+    Pgvector(Box<PgStore>),
+}
+
+impl Store {
+    /// The store `c` asks for (at `path`); errors name the field. A `pgvector` store is
+    /// checked here (the extension and the table); a database that cannot be reached now is
+    /// only a warning, since it may be back by the first request.
+    pub fn compile(
+        path: &str,
+        c: &VectordbConfig,
+        vaults: &VaultTable,
+        env: &dyn Fn(&str) -> Option<String>,
+        errors: &mut FieldErrors,
+        warnings: &mut FieldErrors,
+    ) -> Option<Store> {
+        match c.strategy {
+            None => Some(Store::Memory),
+            Some(Strategy::Pgvector) => {
+                let p = match &c.pgvector {
+                    Some(p) => p.clone(),
+                    None => defaults::<PgvectorConfig>()?,
+                };
+                let path = format!("{path}.pgvector");
+                let store = PgStore::compile(&path, &p, vaults, env, errors)?;
+                match store.check_blocking() {
+                    Ok(()) => {}
+                    Err(pgvector::Problem::Unreachable(e)) => warnings.push((
+                        path,
+                        format!("{e}; semantic routing will try again on its first request (until then: embedding_failed)"),
+                    )),
+                    Err(pgvector::Problem::Refused(e)) => {
+                        errors.push((path, e));
+                        return None;
+                    }
+                }
+                Some(Store::Pgvector(Box::new(store)))
+            }
+            Some(Strategy::Redis) => {
+                let r = match &c.redis {
+                    Some(r) => r.clone(),
+                    None => defaults::<RedisConfig>()?,
+                };
+                RedisStore::compile(&format!("{path}.redis"), &r, vaults, env, errors)
+                    .map(|r| Store::Redis(Box::new(r)))
+            }
+        }
+    }
+
+    /// The vectors stored under `keys` (None where missing; all None in memory).
+    pub async fn get(&self, keys: &[String]) -> Result<Vec<Option<String>>, String> {
+        match self {
+            Store::Memory => Ok(vec![None; keys.len()]),
+            Store::Redis(r) => r.get(keys).await,
+            Store::Pgvector(p) => p.get(keys).await,
+        }
+    }
+
+    /// Stores each `(key, vector)` pair (nothing in memory: the index is the memory).
+    pub async fn set(&self, pairs: &[(String, String)]) -> Result<(), String> {
+        match self {
+            Store::Memory => Ok(()),
+            Store::Redis(r) => r.set(pairs).await,
+            Store::Pgvector(p) => p.set(pairs).await,
+        }
+    }
+
+    /// Where the vectors live, for logs.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::Memory => "memory".into(),
+            Store::Redis(r) => format!("redis {}", r.address()),
+            Store::Pgvector(p) => format!("pgvector {}", p.address()),
+        }
+    }
+}
+
+/// A record with every field at its default (Kong's defaults when the block is left out).
+fn defaults<T: serde::de::DeserializeOwned>() -> Option<T> {
+    serde_json::from_value(Value::Object(Default::default())).ok()
+}
+
+/// A password field: a vault reference resolved now, or the value itself; empty = none.
+fn password(
+    path: &str,
+    value: Option<&str>,
+    vaults: &VaultTable,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut FieldErrors,
+) -> Option<Secret<String>> {
+    match value.filter(|p| !p.is_empty()) {
+        Some(p) if vault::is_reference(p) => {
+            match vault::resolve_with(path, p, vaults, env)
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.current())
+            {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    errors.push((path.to_string(), format!("could not resolve {p}: {e}")));
+                    None
+                }
+            }
+        }
+        Some(p) => Some(Secret::new(p.to_string())),
+        None => None,
+    }
+}
+
+/// The store key of one description's vector: the plugin, the embeddings model, the
+/// dimensions and the description (hashed: descriptions may be long) name it, so a changed
+/// model or description never reads a stale vector.
+pub fn key(plugin_id: &str, model: &str, dimensions: u64, description: &str) -> String {
+    let mut material = Vec::new();
+    for part in [
+        model.as_bytes(),
+        dimensions.to_string().as_bytes(),
+        description.as_bytes(),
+    ] {
+        material.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        material.extend_from_slice(part);
+    }
+    let d = ring::digest::digest(&ring::digest::SHA256, &material);
+    let hex: String = d.as_ref()[..16]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("tollgate:semantic:{plugin_id}:{hex}")
+}
+
+/// A vector as stored (a JSON array of numbers).
+pub fn encode(v: &[f32]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
+}
+
+/// A stored vector, if it is one of `dimensions` numbers.
+pub fn decode(s: &str, dimensions: u64) -> Option<Vec<f32>> {
+    let v: Vec<f32> = serde_json::from_str(s).ok()?;
+    (v.len() as u64 == dimensions).then_some(v)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn compile(v: Value) -> Result<Store, FieldErrors> {
+        let c: VectordbConfig = serde_json::from_value(v).unwrap();
+        let mut e = Vec::new();
+        let mut w = Vec::new();
+        let vaults = VaultTable::new();
+        match Store::compile("config.vectordb", &c, &vaults, &|_| None, &mut e, &mut w) {
+            Some(s) if e.is_empty() => Ok(s),
+            _ => Err(e),
+        }
+    }
+
+    #[test]
+    fn strategies() {
+        let base = json!({"dimensions": 8, "distance_metric": "cosine", "threshold": 0.5});
+        assert!(matches!(compile(base.clone()), Ok(Store::Memory)));
+        let mut r = base.clone();
+        r["strategy"] = json!("redis");
+        r["redis"] = json!({"host": "127.0.0.1", "port": 6379, "password": "pw"});
+        match compile(r).unwrap() {
+            Store::Redis(s) => {
+                assert_eq!(s.address(), "127.0.0.1:6379/0");
+                assert!(!format!("{s:?}").contains("pw"));
+            }
+            other => panic!("redis expected, got {other:?}"),
+        }
+        // Refused before any connection is tried (the database checks are in
+        // tests/balancer.rs, against the local PostgreSQL).
+        let mut p = base.clone();
+        p["strategy"] = json!("pgvector");
+        p["pgvector"] = json!({"ssl": true, "user": "", "timeout": 0, "password": "pw"});
+        let e = compile(p).unwrap_err();
+        let fields: Vec<&str> = e.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "config.vectordb.pgvector.ssl",
+                "config.vectordb.pgvector.user",
+                "config.vectordb.pgvector.timeout"
+            ]
+        );
+        assert!(!format!("{e:?}").contains("pw"));
+        let mut s = base;
+        s["strategy"] = json!("redis");
+        s["redis"] = json!({"ssl": true, "cluster_nodes": [{"ip": "1.2.3.4", "port": 1}]});
+        let e = compile(s).unwrap_err();
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].0, "config.vectordb.redis.ssl");
+    }
+
+    #[test]
+    fn keys_and_values() {
+        let k = key("p1", "openai/m", 8, "code");
+        assert!(k.starts_with("tollgate:semantic:p1:"));
+        assert_eq!(k, key("p1", "openai/m", 8, "code"));
+        assert_ne!(k, key("p1", "openai/m", 8, "math"));
+        assert_ne!(k, key("p1", "openai/other", 8, "code"));
+        assert_ne!(k, key("p1", "openai/m", 16, "code"));
+        assert_ne!(k, key("p2", "openai/m", 8, "code"));
+        let s = encode(&[0.5, -1.0]);
+        assert_eq!(decode(&s, 2), Some(vec![0.5, -1.0]));
+        assert_eq!(decode(&s, 3), None);
+        assert_eq!(decode("nope", 2), None);
+    }
+}

@@ -1,0 +1,386 @@
+//! `vectordb.strategy: pgvector`: description vectors in a PostgreSQL table whose column has
+//! pgvector's `vector` type, so a cluster computes each description once and the vectors can
+//! be inspected (and searched) with pgvector's operators.
+//!
+//! The table `tollgate_semantic_vectors (key text primary key, embedding vector, created_at)`
+//! is created when missing, and the `vector` extension too when the user may create it. A
+//! server without pgvector, or a database where it cannot be created, is refused at load
+//! with a message that says which.
+
+use std::collections::HashSet;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+use crate::config::vault::VaultTable;
+
+use super::FieldErrors;
+
+/// `vectordb.pgvector` (Kong's record); TLS fields are accepted only when off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PgvectorConfig {
+    #[serde(default = "default_host")]
+    pub host: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default = "default_database")]
+    pub database: String,
+    #[serde(default = "default_user")]
+    pub user: String,
+    pub password: Option<String>,
+    #[serde(default)]
+    pub ssl: bool,
+    #[serde(default)]
+    pub ssl_required: bool,
+    pub ssl_verify: Option<bool>,
+    pub ssl_version: Option<String>,
+    pub ssl_cert: Option<String>,
+    pub ssl_cert_key: Option<String>,
+    /// Milliseconds, for connecting and for each statement.
+    pub timeout: Option<u64>,
+}
+
+fn default_host() -> String {
+    "127.0.0.1".into()
+}
+fn default_port() -> u16 {
+    5432
+}
+fn default_database() -> String {
+    "kong-pgvector".into()
+}
+fn default_user() -> String {
+    "postgres".into()
+}
+
+/// Kong's default `vectordb.pgvector.timeout` (ms).
+const TIMEOUT_MS: u64 = 5000;
+
+/// The table holding the vectors.
+const TABLE: &str = "tollgate_semantic_vectors";
+
+/// Why a check failed.
+#[derive(Debug)]
+pub enum Problem {
+    /// No answer (refused, timed out): may be temporary.
+    Unreachable(String),
+    /// The server answered no (authentication, missing database, no pgvector, privileges).
+    Refused(String),
+}
+
+impl Problem {
+    fn message(self) -> String {
+        match self {
+            Problem::Unreachable(m) | Problem::Refused(m) => m,
+        }
+    }
+}
+
+/// A PostgreSQL database holding description vectors.
+pub struct PgStore {
+    config: tokio_postgres::Config,
+    timeout: Duration,
+    /// `user@host:port/database`: shown in errors and logs instead of the config (which holds
+    /// the password).
+    address: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("address", &self.address)
+            .finish()
+    }
+}
+
+/// Databases this process has already checked (and prepared): config reloads and admin
+/// writes recompile every plugin, and need not ask again.
+fn checked() -> &'static Mutex<HashSet<String>> {
+    static CHECKED: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    CHECKED.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+fn was_checked(address: &str) -> bool {
+    checked()
+        .lock()
+        .map(|s| s.contains(address))
+        .unwrap_or(false)
+}
+
+impl PgStore {
+    /// The store `p` describes (at `path`), not yet connected; errors name the field.
+    pub(super) fn compile(
+        path: &str,
+        p: &PgvectorConfig,
+        vaults: &VaultTable,
+        env: &dyn Fn(&str) -> Option<String>,
+        errors: &mut FieldErrors,
+    ) -> Option<PgStore> {
+        let before = errors.len();
+        let tls = [
+            ("ssl", p.ssl),
+            ("ssl_required", p.ssl_required),
+            (
+                "ssl_cert",
+                p.ssl_cert.as_deref().is_some_and(|c| !c.is_empty()),
+            ),
+            (
+                "ssl_cert_key",
+                p.ssl_cert_key.as_deref().is_some_and(|c| !c.is_empty()),
+            ),
+        ];
+        for (field, on) in tls {
+            if on {
+                errors.push((
+                    format!("{path}.{field}"),
+                    "not supported by tollgate yet (PostgreSQL over plain TCP is)".into(),
+                ));
+            }
+        }
+        for (field, value) in [
+            ("host", &p.host),
+            ("database", &p.database),
+            ("user", &p.user),
+        ] {
+            if value.is_empty() {
+                errors.push((format!("{path}.{field}"), "required".into()));
+            }
+        }
+        if p.timeout == Some(0) {
+            errors.push((format!("{path}.timeout"), "must be at least 1 (ms)".into()));
+        }
+        let password = super::password(
+            &format!("{path}.password"),
+            p.password.as_deref(),
+            vaults,
+            env,
+            errors,
+        );
+        if errors.len() > before {
+            return None;
+        }
+        let timeout = Duration::from_millis(p.timeout.unwrap_or(TIMEOUT_MS));
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&p.host)
+            .port(p.port)
+            .dbname(&p.database)
+            .user(&p.user)
+            .application_name("tollgate")
+            .connect_timeout(timeout);
+        if let Some(pw) = &password {
+            config.password(pw.expose().as_bytes());
+        }
+        Some(PgStore {
+            config,
+            timeout,
+            address: format!("{}@{}:{}/{}", p.user, p.host, p.port, p.database),
+        })
+    }
+
+    /// `user@host:port/database`, for logs.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// [`PgStore::check`] from synchronous code (the config loader), on a thread of its
+    /// own: the loader may run inside a runtime, which cannot block on another one.
+    pub(super) fn check_blocking(&self) -> Result<(), Problem> {
+        if was_checked(&self.address) {
+            return Ok(());
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| {
+                        Problem::Unreachable(format!("cannot start a runtime to check: {e}"))
+                    })?;
+                rt.block_on(self.check())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(Problem::Unreachable("the check failed".into())))
+        })
+    }
+
+    /// Connects, makes sure the `vector` extension and the table exist, and remembers that
+    /// this database is ready.
+    async fn check(&self) -> Result<(), Problem> {
+        let client = self.client().await?;
+        self.prepare(&client).await?;
+        if let Ok(mut s) = checked().lock() {
+            s.insert(self.address.clone());
+        }
+        Ok(())
+    }
+
+    async fn client(&self) -> Result<Client, Problem> {
+        let connect = self.config.connect(NoTls);
+        let (client, connection) = tokio::time::timeout(self.timeout, connect)
+            .await
+            .map_err(|_| {
+                Problem::Unreachable(format!(
+                    "postgresql {}: no connection within {} ms",
+                    self.address,
+                    self.timeout.as_millis()
+                ))
+            })?
+            .map_err(|e| self.problem(&e))?;
+        // The connection task ends when `client` is dropped.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("pgvector connection closed: {e}");
+            }
+        });
+        Ok(client)
+    }
+
+    fn problem(&self, e: &tokio_postgres::Error) -> Problem {
+        match e.as_db_error() {
+            Some(db) => Problem::Refused(format!("postgresql {}: {}", self.address, db.message())),
+            None => Problem::Unreachable(format!("postgresql {}: {e}", self.address)),
+        }
+    }
+
+    async fn timed<T>(
+        &self,
+        what: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+    ) -> Result<T, Problem> {
+        match tokio::time::timeout(self.timeout, what).await {
+            Ok(r) => r.map_err(|e| self.problem(&e)),
+            Err(_) => Err(Problem::Unreachable(format!(
+                "postgresql {}: no answer within {} ms",
+                self.address,
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn prepare(&self, client: &Client) -> Result<(), Problem> {
+        let created = self
+            .timed(client.query_opt("SELECT 1 FROM pg_extension WHERE extname = 'vector'", &[]))
+            .await?
+            .is_some();
+        if !created {
+            let available = self
+                .timed(client.query_opt(
+                    "SELECT 1 FROM pg_available_extensions WHERE name = 'vector'",
+                    &[],
+                ))
+                .await?
+                .is_some();
+            if !available {
+                return Err(Problem::Refused(format!(
+                    "postgresql {} has no pgvector: the 'vector' extension is not installed on that server (install pgvector there, or use vectordb.strategy 'redis', or no strategy for an in-memory index)",
+                    self.address
+                )));
+            }
+            match tokio::time::timeout(
+                self.timeout,
+                client.batch_execute("CREATE EXTENSION IF NOT EXISTS vector"),
+            )
+            .await
+            {
+                Ok(Ok(())) => {}
+                // Another gateway created it at the same moment.
+                Ok(Err(e)) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
+                Ok(Err(e)) => {
+                    let why = e
+                        .as_db_error()
+                        .map(|d| d.message().to_string())
+                        .unwrap_or_else(|| e.to_string());
+                    return Err(Problem::Refused(format!(
+                        "postgresql {}: pgvector is installed but the 'vector' extension is not created in this database, and creating it failed ({why}); run CREATE EXTENSION vector; in it as a superuser",
+                        self.address
+                    )));
+                }
+                Err(_) => {
+                    return Err(Problem::Unreachable(format!(
+                        "postgresql {}: CREATE EXTENSION vector got no answer within {} ms",
+                        self.address,
+                        self.timeout.as_millis()
+                    )))
+                }
+            }
+        }
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {TABLE} (key text PRIMARY KEY, embedding vector NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+        );
+        match tokio::time::timeout(self.timeout, client.batch_execute(&create)).await {
+            Ok(Ok(())) => Ok(()),
+            // Two gateways creating it at once: one wins, the other sees the type's row.
+            Ok(Err(e))
+                if e.code() == Some(&SqlState::UNIQUE_VIOLATION)
+                    || e.code() == Some(&SqlState::DUPLICATE_TABLE) =>
+            {
+                Ok(())
+            }
+            Ok(Err(e)) => Err(self.problem(&e)),
+            Err(_) => Err(Problem::Unreachable(format!(
+                "postgresql {}: CREATE TABLE got no answer within {} ms",
+                self.address,
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// A connection to a prepared database (prepared now if the load could not).
+    async fn ready(&self) -> Result<Client, String> {
+        let client = self.client().await.map_err(Problem::message)?;
+        if !was_checked(&self.address) {
+            self.prepare(&client).await.map_err(Problem::message)?;
+            if let Ok(mut s) = checked().lock() {
+                s.insert(self.address.clone());
+            }
+        }
+        Ok(client)
+    }
+
+    /// The vectors stored under `keys`, as pgvector's text form (`[1,2,3]`), None where
+    /// missing.
+    pub async fn get(&self, keys: &[String]) -> Result<Vec<Option<String>>, String> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.ready().await?;
+        let sql = format!("SELECT key, embedding::text FROM {TABLE} WHERE key = ANY($1)");
+        let rows = self
+            .timed(client.query(&sql, &[&keys]))
+            .await
+            .map_err(Problem::message)?;
+        let mut out = vec![None; keys.len()];
+        for row in rows {
+            let (Ok(key), Ok(vector)) = (row.try_get::<_, String>(0), row.try_get::<_, String>(1))
+            else {
+                continue;
+            };
+            if let Some(i) = keys.iter().position(|k| *k == key) {
+                out[i] = Some(vector);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stores each `(key, vector)` pair (a vector as a JSON array, which is pgvector's text
+    /// form); a key another gateway stored first keeps its vector.
+    pub async fn set(&self, pairs: &[(String, String)]) -> Result<(), String> {
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        let client = self.ready().await?;
+        let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+        let vectors: Vec<&str> = pairs.iter().map(|(_, v)| v.as_str()).collect();
+        let sql = format!(
+            "INSERT INTO {TABLE} (key, embedding) SELECT k, v::vector FROM unnest($1::text[], $2::text[]) AS t(k, v) ON CONFLICT (key) DO NOTHING"
+        );
+        self.timed(client.execute(&sql, &[&keys, &vectors]))
+            .await
+            .map_err(Problem::message)?;
+        Ok(())
+    }
+}
