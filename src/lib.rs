@@ -22,12 +22,37 @@ pub const DEFAULT_WORKSPACE_ID: &str = "0dc6f45b-8f8d-40d2-a504-473544ee190b";
 
 use std::sync::Arc;
 
-/// Starts a gateway from config text (tests and benches use this with `127.0.0.1:0`).
+/// Starts a gateway from config text (tests and benches use this with `127.0.0.1:0`);
+/// Admin API writes are kept in memory.
 pub async fn run(config_text: &str, opts: server::ServeOptions) -> Result<server::Running, String> {
-    let snap = config::load_str(config_text).map_err(|e| e.to_string())?;
+    run_with(config_text, None, None, opts).await
+}
+
+/// Starts a gateway from config text whose Admin API writes are saved to `file` (when
+/// given) and need `admin_token` (when given).
+pub async fn run_with(
+    config_text: &str,
+    file: Option<std::path::PathBuf>,
+    admin_token: Option<String>,
+    opts: server::ServeOptions,
+) -> Result<server::Running, String> {
+    let (snap, state) = load(config_text).map_err(|e| e.to_string())?;
     for w in &snap.warnings {
         tracing::warn!("config: {w}");
     }
-    let gw = Arc::new(proxy::Gateway::new(snap));
+    let control = admin::control::Control::new(state, file, admin_token.map(secret::Secret::new));
+    let gw = Arc::new(proxy::Gateway::with_control(snap, control));
     server::start(gw, opts).await.map_err(|e| e.to_string())
+}
+
+/// Compiles config text (errors name the fields as written) and builds the declarative
+/// state Admin API writes edit.
+pub fn load(
+    config_text: &str,
+) -> Result<(config::Snapshot, admin::state::State), config::ConfigErrors> {
+    let mut snap = config::load_str(config_text)?;
+    let env = |name: &str| std::env::var(name).ok();
+    let state = admin::state::State::from_text(config_text, &env)?;
+    snap.hash = state.hash();
+    Ok((snap, state))
 }

@@ -77,6 +77,11 @@ enum Command {
         /// given). Default: $XDG_DATA_HOME/tollgate or ~/.local/share/tollgate.
         #[arg(long, env = "TOLLGATE_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Token the Admin API requires as `Authorization: Bearer …` (required when it
+        /// listens beyond loopback). Prefer the environment variable: arguments are visible
+        /// to other local users.
+        #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
     },
     /// Check a declarative config file; prints every error with its field path.
     Validate {
@@ -143,6 +148,7 @@ fn main() -> ExitCode {
             tls_cert,
             tls_key,
             data_dir,
+            admin_token,
         } => {
             init_logs(&log_level, &log_format);
             let tls_addr = |flag: &str, v: &str| -> Result<Option<SocketAddr>, ExitCode> {
@@ -169,7 +175,9 @@ fn main() -> ExitCode {
                 let src = match (tls_cert, tls_key) {
                     (Some(cert), Some(key)) => server::tls::CertSource::Files { cert, key },
                     _ => server::tls::CertSource::SelfSigned {
-                        data_dir: data_dir.unwrap_or_else(server::tls::default_data_dir),
+                        data_dir: data_dir
+                            .clone()
+                            .unwrap_or_else(server::tls::default_data_dir),
                     },
                 };
                 match server::tls::load(&src) {
@@ -208,23 +216,62 @@ fn main() -> ExitCode {
                     }
                 }
             };
-            let snap = match &config {
-                Some(path) => config::load_file(path),
-                None => config::load_str(config::EMBEDDED_DEFAULT),
+            let admin_token = admin_token.filter(|t| !t.is_empty());
+            let exposed = admin_listen
+                .iter()
+                .chain(admin_tls_addr.iter())
+                .find(|a| !a.ip().is_loopback());
+            if let (Some(a), None) = (exposed, &admin_token) {
+                eprintln!("the Admin API on {a} is reachable beyond this host: set an admin token (TOLLGATE_ADMIN_TOKEN or --admin-token), or listen on 127.0.0.1");
+                return ExitCode::from(2);
+            }
+            // Admin API writes are saved to the config file; without one, to the data
+            // directory, whose saved config is then loaded instead of the embedded default.
+            let saved = data_dir
+                .clone()
+                .unwrap_or_else(server::tls::default_data_dir)
+                .join("kong.yaml");
+            let (name, text) = match &config {
+                Some(path) => (
+                    path.display().to_string(),
+                    std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}")),
+                ),
+                None if saved.exists() => {
+                    println!(
+                        "tollgate config: {} (saved by the Admin API)",
+                        saved.display()
+                    );
+                    (
+                        saved.display().to_string(),
+                        std::fs::read_to_string(&saved).map_err(|e| format!("cannot read it: {e}")),
+                    )
+                }
+                None => (
+                    "embedded default".into(),
+                    Ok(config::EMBEDDED_DEFAULT.to_string()),
+                ),
             };
-            let snap = match snap {
+            let text = match text {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{name}: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let (snap, state) = match tollgate::load(&text) {
                 Ok(s) => s,
                 Err(errors) => {
-                    let name = config
-                        .as_ref()
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|| "embedded default".into());
                     for e in &errors.0 {
                         eprintln!("{name}: {e}");
                     }
                     return ExitCode::from(1);
                 }
             };
+            let control = tollgate::admin::control::Control::new(
+                state,
+                Some(config.clone().unwrap_or(saved)),
+                admin_token.map(tollgate::secret::Secret::new),
+            );
             for w in &snap.warnings {
                 tracing::warn!("config: {w}");
             }
@@ -247,6 +294,7 @@ fn main() -> ExitCode {
             };
             rt.block_on(serve(
                 snap,
+                control,
                 watch,
                 ServeOptions {
                     proxy_listen,
@@ -276,11 +324,12 @@ type TlsWatch = (
 
 async fn serve(
     snap: config::Snapshot,
+    control: tollgate::admin::control::Control,
     watch: Option<PathBuf>,
     opts: ServeOptions,
     tls: Option<TlsWatch>,
 ) -> ExitCode {
-    let gw = Arc::new(tollgate::proxy::Gateway::new(snap));
+    let gw = Arc::new(tollgate::proxy::Gateway::with_control(snap, control));
     if let Some((src, cert, key, live)) = tls {
         server::tls::watch(src, cert, key, live, Duration::from_secs(2));
     }

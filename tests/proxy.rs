@@ -784,8 +784,10 @@ async fn admin_api_reads_in_kong_shapes() {
     let cfg = get(&h.admin("/config")).await.json();
     let y = cfg["config"].as_str().unwrap();
     assert!(y.contains("codex-service") && !y.contains("sk-provider-secret"));
+    // Writes are covered in tests/admin.rs; this one lacks the required host.
     let r = send("POST", &h.admin("/services"), &[], "{}").await;
-    assert_eq!(r.status, 405);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["fields"]["host"], "required field missing");
 }
 
 const AUTH: &str = r#"

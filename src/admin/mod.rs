@@ -1,12 +1,22 @@
-//! Kong-shaped Admin API (read endpoints): node info, status, entities, config.
+//! Kong-shaped Admin API: node info, status, entities (reads here, writes in `write.rs`),
+//! config.
+
+pub mod control;
+pub mod errors;
+pub mod state;
+pub mod write;
 
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
+
+use self::errors::AdminError;
+use self::state::Kind;
 
 use crate::config::Snapshot;
 use crate::proxy::Gateway;
@@ -27,6 +37,25 @@ fn reply(status: StatusCode, v: Value) -> Resp {
     r
 }
 
+/// Compares digests so the time taken does not depend on where the strings differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    let d = |s: &str| ring::digest::digest(&ring::digest::SHA256, s.as_bytes());
+    let (x, y) = (d(a), d(b));
+    x.as_ref()
+        .iter()
+        .zip(y.as_ref())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
+}
+
+/// The largest Admin API body (a whole declarative config for `POST /config`).
+const MAX_BODY: usize = 32 * 1024 * 1024;
+
+fn error(e: &AdminError) -> Resp {
+    let (status, body) = e.response();
+    reply(status, body)
+}
+
 fn not_found() -> Resp {
     reply(StatusCode::NOT_FOUND, json!({"message": "Not found"}))
 }
@@ -41,33 +70,63 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let known = matches!(
-            segs.first().copied(),
-            Some("services" | "routes" | "plugins" | "consumers" | "config")
-        );
-        if !known {
-            return reply(
-                StatusCode::METHOD_NOT_ALLOWED,
-                json!({"message": "Method not allowed"}),
+    if let Some(token) = &gw.control.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let ok = given.is_some_and(|g| same_secret(g, token.expose()));
+        if !ok {
+            let mut r = error(&AdminError::Unauthorized);
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"tollgate admin\""),
             );
+            return r;
         }
-        let entity = segs.first().copied().unwrap_or("");
-        return reply(
-            StatusCode::METHOD_NOT_ALLOWED,
-            json!({"code": 12, "name": "operation unsupported",
-                   "message": format!("cannot change '{entity}' through the Admin API yet; edit the declarative config file and restart")}),
-        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let method = req.method().clone();
+        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => return error(&AdminError::TooLarge(MAX_BODY)),
+            Err(_) => return error(&AdminError::BadJson),
+        };
+        return match write::handle(gw, &method, &segs, &query, &body).await {
+            Ok((status, Some(v))) => reply(status, v),
+            Ok((status, None)) => {
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = status;
+                r
+            }
+            Err(e) => error(&e),
+        };
     }
     match segs.as_slice() {
         [] => root(gw, &snap),
         ["status"] => status(gw, &snap),
-        ["config"] => config(&snap),
+        ["config"] => {
+            let guard = gw.control.state.lock().await;
+            match guard.as_ref() {
+                Some(st) => config_of(st),
+                None => config(&snap),
+            }
+        }
         ["plugins", "enabled"] => reply(
             StatusCode::OK,
             json!({"enabled_plugins": ["ai-proxy", "ai-proxy-advanced", "request-transformer", "file-log"]}),
         ),
-        ["services"] => list(&snap, &query, "/services", snap.services.iter().map(|s| (s.to_json(), &s.tags)).collect()),
+        ["services"] => list(
+            &snap,
+            &query,
+            "/services",
+            snap.services
+                .iter()
+                .map(|s| (s.to_json(), &s.tags))
+                .collect(),
+        ),
         ["services", key] => match find_service(&snap, key) {
             Some(i) => reply(StatusCode::OK, snap.services[i].to_json()),
             None => not_found(),
@@ -77,7 +136,11 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
                 &snap,
                 &query,
                 &format!("/services/{key}/routes"),
-                snap.routes.iter().filter(|r| r.service == Some(i)).map(|r| (r.to_json(&snap), &r.tags)).collect(),
+                snap.routes
+                    .iter()
+                    .filter(|r| r.service == Some(i))
+                    .map(|r| (r.to_json(&snap), &r.tags))
+                    .collect(),
             ),
             None => not_found(),
         },
@@ -86,47 +149,203 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
                 &snap,
                 &query,
                 &format!("/services/{key}/plugins"),
-                snap.plugins.iter().filter(|p| p.service == Some(i)).map(|p| (p.to_json(&snap), &p.tags)).collect(),
+                snap.plugins
+                    .iter()
+                    .filter(|p| p.service == Some(i))
+                    .map(|p| (p.to_json(&snap), &p.tags))
+                    .collect(),
             ),
             None => not_found(),
         },
-        ["routes"] => list(&snap, &query, "/routes", snap.routes.iter().map(|r| (r.to_json(&snap), &r.tags)).collect()),
+        ["routes"] => list(
+            &snap,
+            &query,
+            "/routes",
+            snap.routes
+                .iter()
+                .map(|r| (r.to_json(&snap), &r.tags))
+                .collect(),
+        ),
         ["routes", key] => match find_route(&snap, key) {
             Some(i) => reply(StatusCode::OK, snap.routes[i].to_json(&snap)),
             None => not_found(),
         },
-        ["routes", key, "service"] => match find_route(&snap, key).and_then(|i| snap.routes[i].service) {
-            Some(s) => reply(StatusCode::OK, snap.services[s].to_json()),
-            None => not_found(),
-        },
+        ["routes", key, "service"] => {
+            match find_route(&snap, key).and_then(|i| snap.routes[i].service) {
+                Some(s) => reply(StatusCode::OK, snap.services[s].to_json()),
+                None => not_found(),
+            }
+        }
         ["routes", key, "plugins"] => match find_route(&snap, key) {
             Some(i) => list(
                 &snap,
                 &query,
                 &format!("/routes/{key}/plugins"),
-                snap.plugins.iter().filter(|p| p.route == Some(i)).map(|p| (p.to_json(&snap), &p.tags)).collect(),
+                snap.plugins
+                    .iter()
+                    .filter(|p| p.route == Some(i))
+                    .map(|p| (p.to_json(&snap), &p.tags))
+                    .collect(),
             ),
             None => not_found(),
         },
-        ["plugins"] => list(&snap, &query, "/plugins", snap.plugins.iter().map(|p| (p.to_json(&snap), &p.tags)).collect()),
-        ["plugins", key] => match snap.plugins.iter().find(|p| p.id == *key || p.instance_name.as_deref() == Some(key)) {
+        ["plugins"] => list(
+            &snap,
+            &query,
+            "/plugins",
+            snap.plugins
+                .iter()
+                .map(|p| (p.to_json(&snap), &p.tags))
+                .collect(),
+        ),
+        ["plugins", key] => match snap
+            .plugins
+            .iter()
+            .find(|p| p.id == *key || p.instance_name.as_deref() == Some(key))
+        {
             Some(p) => reply(StatusCode::OK, p.to_json(&snap)),
             None => not_found(),
         },
-        ["consumers"] => list(
-            &snap,
-            &query,
-            "/consumers",
-            snap.consumers
-                .iter()
-                .map(|c| (json!({"id": c.id, "username": c.username, "custom_id": c.custom_id, "tags": c.tags, "created_at": c.created_at}), &c.tags))
-                .collect(),
-        ),
-        ["consumers", key] => match snap.consumers.iter().find(|c| c.id == *key || c.username.as_deref() == Some(key)) {
-            Some(c) => reply(StatusCode::OK, json!({"id": c.id, "username": c.username, "custom_id": c.custom_id, "tags": c.tags, "created_at": c.created_at})),
+        ["consumers" | "consumer_groups" | "vaults", ..] | ["services" | "routes", _, _, _] => {
+            let guard = gw.control.state.lock().await;
+            let empty = state::State::empty();
+            let st = guard.as_ref().unwrap_or(&empty);
+            state_read(st, &snap, &segs, &query)
+        }
+        _ => not_found(),
+    }
+}
+
+/// Reads answered from the declarative state: consumers, consumer groups and their
+/// memberships, vaults, and entities addressed under a parent.
+fn state_read(
+    st: &state::State,
+    snap: &Snapshot,
+    segs: &[&str],
+    query: &[(String, String)],
+) -> Resp {
+    let views = |kind: Kind, ids: Vec<String>| -> Vec<(Value, Option<Vec<String>>)> {
+        ids.iter()
+            .map(|id| {
+                let v = write::view(kind, st, snap, id);
+                let tags = tags_of(&v);
+                (v, tags)
+            })
+            .collect()
+    };
+    let all = |kind: Kind| -> Vec<String> {
+        st.list(kind)
+            .iter()
+            .filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect()
+    };
+    let page = |base: &str, items: Vec<(Value, Option<Vec<String>>)>| {
+        list(
+            snap,
+            query,
+            base,
+            items.iter().map(|(v, t)| (v.clone(), t)).collect(),
+        )
+    };
+    let found = |kind: Kind, key: &str| st.find(kind, key).and_then(|i| st.id(kind, i));
+    let children = |kind: Kind, field: &str, parent: &str| -> Vec<String> {
+        st.list(kind)
+            .iter()
+            .filter(|e| state::ref_id(e.get(field)) == Some(parent))
+            .filter_map(|e| e.get("id").and_then(Value::as_str).map(str::to_string))
+            .collect()
+    };
+    let one = |kind: Kind, id: Option<String>| match id {
+        Some(id) => reply(StatusCode::OK, write::view(kind, st, snap, &id)),
+        None => not_found(),
+    };
+    match segs {
+        [coll] => match Kind::from_segment(coll) {
+            Some(kind) => page(&format!("/{coll}"), views(kind, all(kind))),
             None => not_found(),
         },
+        [coll, key] => match Kind::from_segment(coll) {
+            Some(kind) => one(kind, found(kind, key)),
+            None => not_found(),
+        },
+        ["consumer_groups", g, "consumers"] => match st.find(Kind::ConsumerGroups, g) {
+            Some(gi) => page(
+                &format!("/consumer_groups/{g}/consumers"),
+                views(Kind::Consumers, st.members(gi)),
+            ),
+            None => not_found(),
+        },
+        ["consumers", c, "consumer_groups"] => match found(Kind::Consumers, c) {
+            Some(cid) => {
+                let groups: Vec<String> = (0..st.list(Kind::ConsumerGroups).len())
+                    .filter(|gi| st.members(*gi).contains(&cid))
+                    .filter_map(|gi| st.id(Kind::ConsumerGroups, gi))
+                    .collect();
+                page(
+                    &format!("/consumers/{c}/consumer_groups"),
+                    views(Kind::ConsumerGroups, groups),
+                )
+            }
+            None => not_found(),
+        },
+        [parent @ ("consumers" | "consumer_groups"), key, "plugins"] => {
+            let (kind, field) = if *parent == "consumers" {
+                (Kind::Consumers, "consumer")
+            } else {
+                (Kind::ConsumerGroups, "consumer_group")
+            };
+            match found(kind, key) {
+                Some(id) => page(
+                    &format!("/{parent}/{key}/plugins"),
+                    views(Kind::Plugins, children(Kind::Plugins, field, &id)),
+                ),
+                None => not_found(),
+            }
+        }
+        [parent, pkey, child, ckey] => {
+            let nested = match (*parent, *child) {
+                ("services", "routes") => Some((Kind::Services, "service", Kind::Routes)),
+                ("services", "plugins") => Some((Kind::Services, "service", Kind::Plugins)),
+                ("routes", "plugins") => Some((Kind::Routes, "route", Kind::Plugins)),
+                ("consumers", "plugins") => Some((Kind::Consumers, "consumer", Kind::Plugins)),
+                ("consumer_groups", "plugins") => {
+                    Some((Kind::ConsumerGroups, "consumer_group", Kind::Plugins))
+                }
+                _ => None,
+            };
+            let Some((pkind, field, ckind)) = nested else {
+                return not_found();
+            };
+            let pid = found(pkind, pkey);
+            let cid = found(ckind, ckey).filter(|c| {
+                pid.as_ref()
+                    .is_some_and(|p| children(ckind, field, p).contains(c))
+            });
+            one(ckind, cid)
+        }
         _ => not_found(),
+    }
+}
+
+fn tags_of(v: &Value) -> Option<Vec<String>> {
+    v.get("tags").and_then(Value::as_array).map(|a| {
+        a.iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect()
+    })
+}
+
+/// `GET /config` from the declarative state (secrets redacted).
+fn config_of(st: &state::State) -> Resp {
+    let mut doc = st.document();
+    crate::config::snapshot::redact_secrets(&mut doc);
+    write::redact_vaults(&mut doc);
+    match serde_norway::to_string(&doc) {
+        Ok(y) => reply(StatusCode::OK, json!({"config": y})),
+        Err(e) => reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"message": format!("An unexpected error occurred: {e}")}),
+        ),
     }
 }
 

@@ -61,11 +61,11 @@ pub(crate) fn tidy_serde_message(m: &str) -> String {
     m.replace('`', "\"")
 }
 
-/// Parses YAML or JSON text (after decK substitution) into the raw document.
-pub fn parse_document(
+/// Parses YAML or JSON text (after decK substitution) into a JSON value: a mapping.
+pub fn parse_value(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<raw::RawConfig, ConfigErrors> {
+) -> Result<serde_json::Value, ConfigErrors> {
     let text = env::substitute(text, env).map_err(|e| ConfigErrors::single("", e.to_string()))?;
     let value: serde_json::Value = if text.trim_start().starts_with('{') {
         serde_json::from_str(&text)
@@ -80,11 +80,24 @@ pub fn parse_document(
             "expected a declarative configuration (a mapping with _format_version)",
         ));
     }
+    Ok(value)
+}
+
+/// Types a parsed document; the error names the field.
+pub fn typed_document(value: serde_json::Value) -> Result<raw::RawConfig, ConfigErrors> {
     serde_path_to_error::deserialize::<_, raw::RawConfig>(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         ConfigErrors::single(path, tidy_serde_message(&e.into_inner().to_string()))
     })
+}
+
+/// Parses YAML or JSON text (after decK substitution) into the raw document.
+pub fn parse_document(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<raw::RawConfig, ConfigErrors> {
+    typed_document(parse_value(text, env)?)
 }
 
 /// Loads and compiles config text using the process environment.

@@ -809,8 +809,8 @@ fn resolve_chain(
     chain
 }
 
-/// 32 hex digits identifying the config (Kong shows an md5 here; any stable digest serves).
-fn config_hash(raw: &RawConfig) -> String {
+/// `configuration_hash`: 32 hex digits of the document.
+pub fn config_hash(raw: &RawConfig) -> String {
     let text = serde_json::to_string(raw).unwrap_or_default();
     let mut a = std::collections::hash_map::DefaultHasher::new();
     text.hash(&mut a);

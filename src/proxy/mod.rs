@@ -65,17 +65,25 @@ pub struct Gateway {
     pub node_id: String,
     /// Conversations behind `previous_response_id` on bridged Responses routes.
     pub conversations: Arc<Conversations>,
+    /// Admin API writes: the declarative state, where it is saved, the admin token.
+    pub control: crate::admin::control::Control,
 }
 
 impl Gateway {
     /// A gateway serving `snapshot`.
     pub fn new(snapshot: Snapshot) -> Self {
+        Self::with_control(snapshot, crate::admin::control::Control::default())
+    }
+
+    /// A gateway serving `snapshot` whose Admin API writes go through `control`.
+    pub fn with_control(snapshot: Snapshot, control: crate::admin::control::Control) -> Self {
         Gateway {
             snapshot: ArcSwap::from_pointee(snapshot),
             upstreams: Upstreams::new(),
             stats: Stats::default(),
             node_id: uuid::Uuid::new_v4().to_string(),
             conversations: Arc::new(Conversations::default()),
+            control,
         }
     }
 }

@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::config;
 use crate::proxy::Gateway;
 
 /// What identifies a version of the file without reading it.
@@ -24,13 +23,26 @@ fn stamp(path: &Path) -> Option<Stamp> {
     })
 }
 
-/// Loads `path` and swaps it in; false (with the errors logged) when it does not compile.
+/// Loads `path` and swaps it in (with the declarative state Admin API writes edit); false
+/// (with the errors logged) when it does not compile. A file holding exactly what the
+/// Admin API last wrote is already running and is skipped.
 pub async fn reload(gw: &Gateway, path: &Path) -> bool {
-    let p = path.to_path_buf();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(file = %path.display(), "config not reloaded: cannot read it: {e}");
+            return false;
+        }
+    };
+    if gw.control.wrote(&text) {
+        return true;
+    }
+    // Writes wait while the file is compiled, so none is lost between read and swap.
+    let mut state = gw.control.state.lock().await;
     // Loading may read vaults over the network and compiles every plugin: off the workers.
-    let loaded = tokio::task::spawn_blocking(move || config::load_file(&p)).await;
+    let loaded = tokio::task::spawn_blocking(move || crate::load(&text)).await;
     match loaded {
-        Ok(Ok(snap)) => {
+        Ok(Ok((snap, new_state))) => {
             for w in &snap.warnings {
                 tracing::warn!("config: {w}");
             }
@@ -42,6 +54,9 @@ pub async fn reload(gw: &Gateway, path: &Path) -> bool {
                 "config reloaded"
             );
             gw.snapshot.store(Arc::new(snap));
+            if state.is_some() {
+                *state = Some(new_state);
+            }
             true
         }
         Ok(Err(errors)) => {
