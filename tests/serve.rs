@@ -30,14 +30,16 @@ impl Drop for Gateway {
 
 /// Spawns `tollgate serve` with extra args and waits for its listen lines.
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> Gateway {
+    let mut all = vec!["--admin-listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    spawn_raw(&all, env)
+}
+
+/// Like `spawn`, with no admin listen address of its own.
+fn spawn_raw(args: &[&str], env: &[(&str, &str)]) -> Gateway {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     cmd.arg("serve")
-        .args([
-            "--proxy-listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-        ])
+        .args(["--proxy-listen", "127.0.0.1:0"])
         .args(args)
         .env_remove("OPENAI_AUTH_HEADER")
         .stdout(Stdio::piped())
@@ -90,7 +92,9 @@ fn sigterm(child: &Child) {
 
 #[tokio::test]
 async fn embedded_default_config_starts_and_names_the_missing_key() {
-    let gw = spawn(&[], &[]);
+    // A fresh data directory: no config saved by an earlier Admin API write.
+    let data = tempdir::TempDir::new();
+    let gw = spawn(&["--data-dir", data.path().to_str().unwrap()], &[]);
     let r = get(&format!("{}/status", gw.admin)).await;
     assert_eq!(r.status, 200);
     let routes = get(&format!("{}/routes", gw.admin)).await.json();
@@ -535,5 +539,152 @@ async fn renewed_tls_certificate_files_are_picked_up_without_a_restart() {
     assert!(
         old_client.is_err(),
         "a client trusting only the old certificate fails"
+    );
+}
+
+/// Without --config, Admin API writes are saved under --data-dir and loaded at the next
+/// start instead of the embedded default.
+#[tokio::test]
+async fn admin_writes_survive_a_restart() {
+    let mock = MockLlm::start().await.unwrap();
+    let data = tempdir::TempDir::new();
+    let dir = data.path().to_str().unwrap();
+    let gw = spawn(&["--data-dir", dir], &[]);
+    let post = |path: &str, body: serde_json::Value| {
+        let url = format!("{}{path}", gw.admin);
+        async move { post_json(&url, &body).await }
+    };
+    assert_eq!(
+        post(
+            "/services",
+            json!({"name": "mine", "url": "http://unused.invalid"})
+        )
+        .await
+        .status,
+        201
+    );
+    assert_eq!(
+        post(
+            "/services/mine/routes",
+            json!({"name": "r", "paths": ["/mine"]})
+        )
+        .await
+        .status,
+        201
+    );
+    let r = post(
+        "/routes/r/plugins",
+        json!({"name": "ai-proxy", "config": {"route_type": "llm/v1/chat",
+            "model": {"provider": "openai", "name": "saved-model",
+                      "options": {"upstream_url": format!("{}/v1/chat/completions", mock.url())}}}}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    drop(gw);
+    assert!(data.path().join("kong.yaml").exists());
+
+    let gw = spawn(&["--data-dir", dir], &[]);
+    assert!(
+        gw.out.iter().any(|l| l.contains("saved by the Admin API")),
+        "{:?}",
+        gw.out
+    );
+    let r = post_json(
+        &format!("{}/mine", gw.proxy),
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "saved-model");
+    let routes = get(&format!("{}/routes", gw.admin)).await.json();
+    assert_eq!(
+        routes["data"].as_array().unwrap().len(),
+        4,
+        "the default's 3 and mine"
+    );
+}
+
+#[tokio::test]
+async fn admin_beyond_loopback_needs_a_token() {
+    let data = tempdir::TempDir::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "serve",
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "0.0.0.0:0",
+        ])
+        .args(["--data-dir", data.path().to_str().unwrap()])
+        .env_remove("TOLLGATE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TOLLGATE_ADMIN_TOKEN"), "{err}");
+
+    let mut cmd_args = vec!["--data-dir", data.path().to_str().unwrap()];
+    cmd_args.extend(["--admin-listen", "0.0.0.0:0"]);
+    let gw = spawn_raw(&cmd_args, &[("TOLLGATE_ADMIN_TOKEN", "s3cret-admin")]);
+    let admin = gw.admin.replace("0.0.0.0", "127.0.0.1");
+    let r = get(&format!("{admin}/services")).await;
+    assert_eq!(r.status, 401);
+    let r = send(
+        "GET",
+        &format!("{admin}/services"),
+        &[("authorization", "Bearer s3cret-admin")],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert!(!gw.out.iter().any(|l| l.contains("s3cret-admin")));
+}
+
+/// With --watch, the Admin API's own saves do not trigger reloads, and a hand edit of the
+/// file reaches the Admin API's state (a later write keeps it).
+#[tokio::test]
+async fn watch_and_admin_writes_share_the_file() {
+    let mock = MockLlm::start().await.unwrap();
+    let dir = tempdir::TempDir::new();
+    let file = dir.path().join("kong.yaml");
+    std::fs::write(&file, watched_config(&mock.url(), &[("one", "m1")])).unwrap();
+    let gw = spawn(&["--watch", "--config", file.to_str().unwrap()], &[]);
+    let r = post_json(
+        &format!("{}/consumers", gw.admin),
+        &json!({"username": "u1"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(std::fs::read_to_string(&file).unwrap().contains("u1"));
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let logged: Vec<String> = gw.stderr.try_iter().collect();
+    assert!(
+        !logged.iter().any(|l| l.contains("config reloaded")),
+        "{logged:?}"
+    );
+
+    // A hand edit (the saved file plus a route) is loaded, and the next write keeps it.
+    let saved = std::fs::read_to_string(&file).unwrap();
+    let edited = saved.replace(
+        "routes:\n",
+        "routes:\n- name: hand\n  paths: [/hand]\n  service: {name: s}\n",
+    );
+    assert_ne!(saved, edited);
+    std::fs::write(&file, &edited).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&format!("{}/routes/hand", gw.admin)).await.status != 200 {
+        assert!(Instant::now() < deadline, "the hand edit was not loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = post_json(
+        &format!("{}/consumers", gw.admin),
+        &json!({"username": "u2"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let after = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        after.contains("hand") && after.contains("u1") && after.contains("u2"),
+        "{after}"
     );
 }
