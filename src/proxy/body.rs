@@ -6,15 +6,29 @@ use hyper::body::Incoming;
 
 use crate::error::GatewayError;
 
+/// A request body: from the connection, or already in memory (requests the gateway makes
+/// for a WebSocket client).
+pub enum ClientBody {
+    Incoming(Incoming),
+    Ready(Bytes),
+}
+
 /// Reads the whole body; more than `limit` bytes (0 = unlimited) is a 413.
 pub async fn read_limited(
-    mut body: Incoming,
+    body: ClientBody,
     content_length: Option<u64>,
     limit: u64,
 ) -> Result<Bytes, GatewayError> {
     if limit > 0 && content_length.map(|l| l > limit).unwrap_or(false) {
         return Err(GatewayError::BodyTooLarge { limit });
     }
+    let mut body = match body {
+        ClientBody::Incoming(b) => b,
+        ClientBody::Ready(b) if limit > 0 && b.len() as u64 > limit => {
+            return Err(GatewayError::BodyTooLarge { limit })
+        }
+        ClientBody::Ready(b) => return Ok(b),
+    };
     let mut buf = BytesMut::with_capacity(content_length.unwrap_or(0).min(1 << 20) as usize);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|_| GatewayError::ClientAborted)?;

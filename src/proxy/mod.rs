@@ -9,6 +9,7 @@ pub mod retry;
 pub mod router;
 pub mod template;
 pub mod upstream;
+pub mod websocket;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -222,6 +223,24 @@ pub async fn handle(
     scheme: &'static str,
     local_port: u16,
 ) -> Response<ProxyBody> {
+    handle_request(
+        gw,
+        req.map(body::ClientBody::Incoming),
+        peer,
+        scheme,
+        local_port,
+    )
+    .await
+}
+
+/// [`handle`] for a body that may already be in memory.
+pub async fn handle_request(
+    gw: Arc<Gateway>,
+    req: Request<body::ClientBody>,
+    peer: SocketAddr,
+    scheme: &'static str,
+    local_port: u16,
+) -> Response<ProxyBody> {
     gw.stats.total_requests.fetch_add(1, Ordering::Relaxed);
     crate::server::busy_poll::touch();
     let started = Instant::now();
@@ -282,7 +301,20 @@ pub async fn handle(
         .map(|v| v.eq_ignore_ascii_case("websocket"))
         .unwrap_or(false);
     if wants_websocket {
-        return kong_error(GatewayError::UpgradeRefused, shape, log, snap);
+        return match ai.as_deref().filter(|a| websocket::serves(a)) {
+            Some(a) => websocket::accept(
+                &gw,
+                &mut parts,
+                a.max_body,
+                websocket::Origin {
+                    peer,
+                    scheme,
+                    local_port,
+                },
+            )
+            .unwrap_or_else(|e| kong_error(e, shape, log, snap)),
+            None => kong_error(GatewayError::UpgradeRefused, shape, log, snap),
+        };
     }
 
     // Access phase, part 1: the body (read once, bounded).

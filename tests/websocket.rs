@@ -1,0 +1,328 @@
+//! Responses over WebSocket (Codex's default transport): the bridge to a native Responses
+//! upstream and to a chat-only one, conversations rebuilt from `previous_response_id`,
+//! warm-ups answered locally, in-band errors, frame limits, and a client that goes away.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use support::{send, Harness};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+const CONFIG: &str = r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: http://unused.invalid
+    routes:
+      - name: codex
+        paths: ["/codex"]
+        plugins:
+          - name: ai-proxy-advanced
+            config:
+              max_request_body_size: 4096
+              targets:
+                - route_type: llm/v1/responses
+                  auth: {header_name: Authorization, header_value: Bearer sk-ws-secret}
+                  logging: {log_statistics: true, log_payloads: true}
+                  model: {provider: openai, options: {upstream_url: "{MOCK}/v1/responses"}}
+          - name: file-log
+            config: {path: "{DIR}/codex.log"}
+      - name: claude
+        paths: ["/claude"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/responses
+              auth: {header_name: x-api-key, header_value: sk-ant-ws}
+              logging: {log_statistics: true}
+              model: {provider: anthropic, name: claude-x, options: {anthropic_version: "2023-06-01", upstream_url: "{MOCK}"}}
+          - name: file-log
+            config: {path: "{DIR}/claude.log"}
+      - name: chat
+        paths: ["/chat"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+"#;
+
+type Ws = WebSocketStream<TcpStream>;
+
+async fn connect(h: &Harness, path: &str, headers: &[(&str, &str)]) -> Ws {
+    let url = format!("ws://{}{path}", h.gw.proxy_addr);
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "openai-beta",
+        "responses_websockets=2026-02-06".parse().unwrap(),
+    );
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse::<http::HeaderValue>().unwrap(),
+        );
+    }
+    let tcp = TcpStream::connect(h.gw.proxy_addr).await.unwrap();
+    let (ws, resp) = tokio_tungstenite::client_async(req, tcp).await.unwrap();
+    assert_eq!(resp.status(), 101);
+    ws
+}
+
+async fn next_json(ws: &mut Ws) -> Value {
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("a frame within 10 s")
+            .expect("the connection is open")
+            .unwrap();
+        match m {
+            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+}
+
+/// Sends a frame and reads events up to the terminal one; returns them all.
+async fn turn(ws: &mut Ws, frame: Value) -> Vec<Value> {
+    ws.send(Message::Text(frame.to_string().into()))
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    loop {
+        let e = next_json(ws).await;
+        let t = e["type"].as_str().unwrap_or("").to_string();
+        events.push(e);
+        if matches!(
+            t.as_str(),
+            "response.completed" | "response.failed" | "response.incomplete" | "error"
+        ) {
+            return events;
+        }
+    }
+}
+
+fn completed(events: &[Value]) -> &Value {
+    let last = events.last().unwrap();
+    assert_eq!(last["type"], "response.completed", "{events:?}");
+    &last["response"]
+}
+
+fn user(text: &str) -> Value {
+    json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
+}
+
+/// The inputs the upstream received, in order, as (role or type, text).
+fn upstream_inputs(h: &Harness, n: usize) -> Vec<Value> {
+    let reqs = h.mock.requests();
+    reqs[n].json().unwrap()["input"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn codex_style_session_over_websocket_to_a_responses_upstream() {
+    let h = Harness::start(CONFIG).await;
+    let mut ws = connect(
+        &h,
+        "/codex/responses",
+        &[("authorization", "Bearer client-key")],
+    )
+    .await;
+
+    // Warm-up: answered here, nothing sent upstream.
+    let warm = turn(
+        &mut ws,
+        json!({"type": "response.create", "model": "gpt-5-codex", "generate": false,
+               "instructions": "You are Codex.",
+               "input": [{"type": "message", "role": "developer",
+                          "content": [{"type": "input_text", "text": "sandbox: read-only"}]}]}),
+    )
+    .await;
+    assert_eq!(warm[0]["type"], "response.created");
+    let r0 = completed(&warm)["id"].as_str().unwrap().to_string();
+    assert!(h.mock.requests().is_empty());
+
+    // Turn 1: only the new item; the upstream gets the whole conversation, streamed.
+    let t1 = turn(
+        &mut ws,
+        json!({"type": "response.create", "model": "gpt-5-codex", "instructions": "You are Codex.",
+               "previous_response_id": r0, "input": [user("Ping")]}),
+    )
+    .await;
+    assert!(t1.iter().any(|e| e["type"] == "response.output_text.delta"));
+    let r1 = completed(&t1)["id"].as_str().unwrap().to_string();
+    let sent = h.mock.requests()[0].json().unwrap();
+    assert_eq!(sent["stream"], true);
+    assert!(sent.get("previous_response_id").is_none(), "{sent}");
+    assert!(sent.get("generate").is_none() && sent.get("type").is_none());
+    let input = upstream_inputs(&h, 0);
+    assert_eq!(input.len(), 2, "{input:?}");
+    assert_eq!(input[0]["role"], "developer");
+    assert_eq!(input[1]["content"][0]["text"], "Ping");
+    assert_eq!(
+        h.mock.requests()[0].header("authorization"),
+        Some("Bearer sk-ws-secret"),
+        "the route's key, not the client's"
+    );
+
+    // Turn 2: the conversation includes turn 1's answer.
+    let t2 = turn(
+        &mut ws,
+        json!({"type": "response.create", "model": "gpt-5-codex",
+               "previous_response_id": r1, "input": [user("And again")]}),
+    )
+    .await;
+    completed(&t2);
+    let input = upstream_inputs(&h, 1);
+    assert_eq!(input.len(), 4, "{input:?}");
+    assert_eq!(input[2]["type"], "message");
+    assert_eq!(input[2]["role"], "assistant");
+    assert_eq!(input[3]["content"][0]["text"], "And again");
+
+    // One log record per response, none for the warm-up or the connection.
+    ws.close(None).await.unwrap();
+    let log = h.wait_log("codex.log", 2).await;
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0]["response"]["status"], 200);
+    assert!(
+        log[0]["ai"]["proxy"]["usage"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(!std::fs::read_to_string(h.dir.path().join("codex.log"))
+        .unwrap()
+        .contains("sk-ws-secret"));
+}
+
+#[tokio::test]
+async fn websocket_bridges_to_a_chat_only_provider() {
+    let h = Harness::start(CONFIG).await;
+    let mut ws = connect(&h, "/claude/responses", &[]).await;
+    let t1 = turn(
+        &mut ws,
+        json!({"type": "response.create", "input": [user("Ping")]}),
+    )
+    .await;
+    let r1 = completed(&t1).clone();
+    assert_eq!(h.mock.requests()[0].path, "/v1/messages");
+    let t2 = turn(
+        &mut ws,
+        json!({"type": "response.create", "previous_response_id": r1["id"], "input": [user("More")]}),
+    )
+    .await;
+    completed(&t2);
+    let msgs = h.mock.requests()[1].json().unwrap()["messages"].clone();
+    assert_eq!(msgs.as_array().unwrap().len(), 3, "{msgs}");
+    assert_eq!(msgs[1]["role"], "assistant");
+    let log = h.wait_log("claude.log", 2).await;
+    assert_eq!(log.len(), 2);
+}
+
+#[tokio::test]
+async fn bad_frames_and_upstream_errors_come_back_in_band() {
+    let h = Harness::start(CONFIG).await;
+    let mut ws = connect(&h, "/codex/responses", &[]).await;
+    ws.send(Message::Text("not json".into())).await.unwrap();
+    let e = next_json(&mut ws).await;
+    assert_eq!(
+        (e["type"].clone(), e["status"].clone()),
+        (json!("error"), json!(400))
+    );
+    ws.send(Message::Text(
+        json!({"type": "session.update"}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let e = next_json(&mut ws).await;
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("session.update"),
+        "{e}"
+    );
+    ws.send(Message::Binary(vec![1, 2, 3].into()))
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["status"], 400);
+    // The connection still works after bad frames.
+    let ok = turn(
+        &mut ws,
+        json!({"type": "response.create", "model": "m", "input": [user("Ping")]}),
+    )
+    .await;
+    completed(&ok);
+
+    // An upstream 429 is an in-band error with that status.
+    let mut ws = connect(&h, "/codex/responses", &[("x-mock", "status=429")]).await;
+    let ev = turn(
+        &mut ws,
+        json!({"type": "response.create", "model": "m", "input": [user("Ping")]}),
+    )
+    .await;
+    let last = ev.last().unwrap();
+    assert_eq!(last["type"], "error", "{ev:?}");
+    assert_eq!(last["status"], 429, "{last}");
+
+    // A frame over the route's max_request_body_size closes with 1009.
+    let mut ws = connect(&h, "/codex/responses", &[]).await;
+    let big = json!({"type": "response.create", "model": "m", "input": [user(&"x".repeat(8000))]});
+    ws.send(Message::Text(big.to_string().into()))
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap();
+    match closed {
+        Some(Ok(Message::Close(Some(f)))) => assert_eq!(u16::from(f.code), 1009, "{f:?}"),
+        other => panic!("expected a close frame, got {other:?}"),
+    }
+
+    // Routes that cannot serve WebSocket refuse the upgrade with 426 (Codex falls back).
+    let r = send(
+        "GET",
+        &h.url("/chat/responses"),
+        &[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 426);
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_cancels_the_upstream_and_is_logged() {
+    let h = Harness::start(CONFIG).await;
+    let mut ws = connect(&h, "/codex/responses", &[]).await;
+    ws.send(Message::Text(
+        json!({"type": "response.create", "model": "m",
+               "input": [user("count [mock:chunk_delay_ms=100] [mock:chunks=30]")]})
+        .to_string()
+        .into(),
+    ))
+    .await
+    .unwrap();
+    let first = next_json(&mut ws).await;
+    assert_eq!(first["type"], "response.created");
+    drop(ws);
+    let log = h.wait_log("codex.log", 1).await;
+    assert_eq!(log.len(), 1);
+    let err = log[0]["ai"]["proxy"]["error"]
+        .as_str()
+        .or(log[0]["error"].as_str())
+        .map(str::to_string)
+        .unwrap_or_else(|| log[0].to_string());
+    assert!(err.contains("client closed"), "{}", log[0]);
+}
