@@ -180,6 +180,14 @@ impl Session {
     }
 
     async fn run(mut self, mut ws: Ws) {
+        let path = self.template.uri.path().to_string();
+        tracing::info!(path, peer = %self.origin.peer, "websocket session started");
+        let mut frames = 0u64;
+        self.serve(&mut ws, &mut frames).await;
+        tracing::info!(path, frames, "websocket session ended");
+    }
+
+    async fn serve(&mut self, ws: &mut Ws, frames: &mut u64) {
         while let Some(msg) = ws.next().await {
             let text = match msg {
                 Ok(Message::Text(t)) => t,
@@ -209,7 +217,8 @@ impl Session {
                 }
                 Err(_) => return,
             };
-            match self.frame(&mut ws, text.as_str()).await {
+            *frames += 1;
+            match self.frame(ws, text.as_str()).await {
                 Ended::Done => {}
                 Ended::ClientGone => return,
             }

@@ -404,6 +404,50 @@ EOF
 done
 
 # ---------------------------------------------------------------------------
+# 5c. Codex over WebSocket (its default transport): a provider with
+#     supports_websockets = true on S1's route and on the Claude-bridged route (with a tool
+#     round trip, so the second turn's previous_response_id is rebuilt by the gateway), and
+#     the built-in OpenAI provider pointed at the gateway with openai_base_url.
+# ---------------------------------------------------------------------------
+ws_sessions() { grep -c 'websocket session ended' "$TMP/gateway.err" 2>/dev/null || true; }
+for variant in s1 claude builtin; do
+    home=$TMP/codex-home-ws-$variant
+    mkdir -p "$home"
+    case $variant in
+        claude) route=codex-claude; prompt="Use a tool, then answer. [mock:tool] [mock:reply=ws-$variant-pong]" ;;
+        *) route=codex; prompt="Answer with one word. [mock:reply=ws-$variant-pong]" ;;
+    esac
+    if [ "$variant" = builtin ]; then
+        printf 'model = "gpt-4o"\nopenai_base_url = "%s"\n' "$GW_URL/$route" >"$home/config.toml"
+    else
+        printf '%s\n' 'model = "gpt-4o"' 'model_provider = "gw"' '' '[model_providers.gw]' \
+            'name = "gateway"' "base_url = \"$GW_URL/$route\"" 'env_key = "OPENAI_API_KEY"' \
+            'wire_api = "responses"' 'supports_websockets = true' 'request_max_retries = 0' \
+            'stream_max_retries = 0' >"$home/config.toml"
+    fi
+    sessions_before=$(ws_sessions)
+    rm -f "$TMP/last-ws-$variant.txt"
+    rc=0
+    (cd "$TMP/work" && no_proxy CODEX_HOME="$home" OPENAI_API_KEY="$CODEX_CLIENT_KEY" \
+        RUST_LOG="${E2E_CODEX_RUST_LOG:-warn}" \
+        timeout -k 5 "$CODEX_TIMEOUT" "$CODEX" exec --skip-git-repo-check --ephemeral --sandbox read-only \
+        -o "$TMP/last-ws-$variant.txt" "$prompt" \
+        </dev/null >"$TMP/codex-ws-$variant.out" 2>"$TMP/codex-ws-$variant.err") || rc=$?
+    sleep 0.3
+    sessions=$(( $(ws_sessions) - sessions_before ))
+    if [ "$rc" -eq 0 ] && grep -q "ws-$variant-pong" "$TMP/last-ws-$variant.txt" 2>/dev/null && [ "$sessions" -ge 1 ]; then
+        pass "codex over WebSocket ($variant): answered ws-$variant-pong through $sessions WebSocket session(s)"
+    else
+        fail "codex over WebSocket ($variant): rc=$rc sessions=$sessions last='$(head -c 300 "$TMP/last-ws-$variant.txt" 2>/dev/null || echo '<no file>')' stderr: $(tail -c 600 "$TMP/codex-ws-$variant.err" 2>/dev/null)"
+    fi
+done
+if sed 's/\x1b\[[0-9;]*m//g' "$TMP/gateway.err" | grep 'websocket session ended' | grep -Eq 'frames=([3-9]|[1-9][0-9])'; then
+    pass "codex over WebSocket (claude): the tool round trip went over one connection (3+ frames)"
+else
+    fail "codex over WebSocket (claude): no session with a tool round trip: $(grep 'websocket session ended' "$TMP/gateway.err" | tail -n 3)"
+fi
+
+# ---------------------------------------------------------------------------
 # 6. S2 + chat/embeddings/responses with the OpenAI Python SDK
 # ---------------------------------------------------------------------------
 no_proxy timeout -k 5 "$SDK_TIMEOUT" "$PY" "$HERE/sdk_checks.py" --gateway "$GW_URL" \
