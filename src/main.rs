@@ -82,6 +82,10 @@ enum Command {
         /// to other local users.
         #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
+        /// Extra CA certificates (PEM) upstream TLS trusts, besides the system's and the
+        /// Mozilla roots (e.g. a company proxy's CA).
+        #[arg(long, env = "TOLLGATE_UPSTREAM_CA_BUNDLE")]
+        upstream_ca_bundle: Option<PathBuf>,
     },
     /// Check a declarative config file; prints every error with its field path.
     Validate {
@@ -149,8 +153,20 @@ fn main() -> ExitCode {
             tls_key,
             data_dir,
             admin_token,
+            upstream_ca_bundle,
         } => {
             init_logs(&log_level, &log_format);
+            if let Some(bundle) = &upstream_ca_bundle {
+                match tollgate::proxy::upstream_tls::set_extra_bundle(bundle) {
+                    Ok(n) => {
+                        tracing::info!(file = %bundle.display(), certificates = n, "upstream CA bundle")
+                    }
+                    Err(e) => {
+                        eprintln!("--upstream-ca-bundle: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
             let tls_addr = |flag: &str, v: &str| -> Result<Option<SocketAddr>, ExitCode> {
                 if v == "off" {
                     return Ok(None);

@@ -913,7 +913,7 @@ async fn preserve_passes_the_body_and_path_through() {
 }
 
 #[tokio::test]
-async fn websocket_upgrades_are_refused_with_426_so_codex_falls_back() {
+async fn s1_route_accepts_the_responses_websocket_upgrade() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let h = Harness::start(S1).await;
     let mut s = tokio::net::TcpStream::connect(h.gw.proxy_addr)
@@ -927,8 +927,13 @@ openai-beta: responses_websockets=2026-02-06\r\n\r\n";
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).await.unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
-    assert!(text.starts_with("HTTP/1.1 426"), "{text}");
-    assert!(text.contains("websocket_not_supported"), "{text}");
+    // Served (tests/websocket.rs covers the session; routes that cannot serve it get 426).
+    assert!(text.starts_with("HTTP/1.1 101"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{text}"
+    );
     assert!(h.mock.requests().is_empty());
 }
 

@@ -326,6 +326,7 @@ impl Embedder {
             https: up.scheme == "https",
             host: &up.host,
             port: up.port,
+            trust: None,
         };
         let (resp, conn) = upstreams
             .send(&ep, out, self.connect_timeout, self.read_timeout)

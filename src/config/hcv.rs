@@ -327,6 +327,7 @@ pub async fn fetch(
         https: cfg.https,
         host: &cfg.host,
         port: cfg.port,
+        trust: None,
     };
     let (resp, conn) = upstreams
         .send(&ep, out, CONNECT_TIMEOUT, READ_TIMEOUT)

@@ -49,8 +49,8 @@ pub struct RawConfig {
     pub targets: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_certificates: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_certificates: Vec<RawCaCertificate>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snis: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,6 +220,18 @@ pub struct RawVault {
     pub prefix: String,
     pub description: Option<String>,
     pub config: Option<BTreeMap<String, Value>>,
+    pub tags: Option<Vec<String>>,
+    pub created_at: Option<i64>,
+    pub updated_at: Option<i64>,
+}
+
+/// A CA certificate services may trust (`services[].ca_certificates` names its id).
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCaCertificate {
+    pub id: Option<String>,
+    pub cert: String,
+    pub cert_digest: Option<String>,
     pub tags: Option<Vec<String>>,
     pub created_at: Option<i64>,
     pub updated_at: Option<i64>,

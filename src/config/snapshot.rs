@@ -32,6 +32,10 @@ pub struct Service {
     pub tags: Option<Vec<String>>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// `tls_verify` / `ca_certificates` (None: the default trust).
+    pub tls: Option<crate::proxy::upstream_tls::Trust>,
+    pub tls_verify: Option<bool>,
+    pub ca_certificates: Option<Vec<String>>,
 }
 
 /// A compiled route with its resolved plugin chain.
@@ -141,6 +145,8 @@ struct Builder<'a> {
     route_specs: Vec<RouteSpec>,
     env: &'a dyn Fn(&str) -> Option<String>,
     legacy_paths: bool,
+    /// `ca_certificates` by id.
+    cas: HashMap<String, Vec<rustls::pki_types::CertificateDer<'static>>>,
 }
 
 impl Builder<'_> {
@@ -210,6 +216,7 @@ impl Builder<'_> {
             Some(n) => ids::entity_id("services", n),
             None => ids::positional_id("services", path),
         });
+        let tls = self.service_trust(path, s);
         self.services.push(Service {
             id,
             name: s.name.clone(),
@@ -225,8 +232,57 @@ impl Builder<'_> {
             tags: s.tags.clone(),
             created_at: s.created_at.unwrap_or(0),
             updated_at: s.updated_at.unwrap_or(0),
+            tls,
+            tls_verify: s.tls_verify,
+            ca_certificates: s.ca_certificates.clone(),
         });
         Some(self.services.len() - 1)
+    }
+
+    /// The upstream TLS trust a service asks for: `tls_verify: false` turns verification
+    /// off; `ca_certificates` trusts only those CAs; otherwise the default trust.
+    fn service_trust(
+        &mut self,
+        path: &str,
+        s: &RawService,
+    ) -> Option<crate::proxy::upstream_tls::Trust> {
+        use crate::proxy::upstream_tls;
+        if s.tls_verify_depth.is_some() {
+            self.err(
+                format!("{path}.tls_verify_depth"),
+                "not supported by tollgate (rustls bounds certificate chains itself)",
+            );
+        }
+        if s.client_certificate.as_ref().is_some_and(|c| !c.is_null()) {
+            self.err(
+                format!("{path}.client_certificate"),
+                "client certificates to upstreams are not supported by tollgate yet",
+            );
+        }
+        if s.tls_verify == Some(false) {
+            return upstream_tls::insecure();
+        }
+        let ids = s.ca_certificates.as_ref().filter(|c| !c.is_empty())?;
+        let mut certs = Vec::new();
+        for (j, id) in ids.iter().enumerate() {
+            match self.cas.get(id) {
+                Some(c) => certs.extend(c.iter().cloned()),
+                None => self.err(
+                    p(path, "ca_certificates", j),
+                    format!("invalid reference 'ca_certificates: {id}' (no such entry in 'ca_certificates')"),
+                ),
+            }
+        }
+        if certs.is_empty() {
+            return None;
+        }
+        match upstream_tls::only(&certs) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.err(format!("{path}.ca_certificates"), e);
+                None
+            }
+        }
     }
 
     fn route(&mut self, path: &str, r: &RawRoute, service: Option<usize>) -> Option<usize> {
@@ -370,6 +426,7 @@ impl Snapshot {
             route_specs: Vec::new(),
             env,
             legacy_paths: false,
+            cas: HashMap::new(),
         };
         let format_version = match raw.format_version.as_deref() {
             Some(v @ ("1.1" | "2.1" | "3.0")) => v.to_string(),
@@ -387,7 +444,6 @@ impl Snapshot {
             ("upstreams", &raw.upstreams),
             ("targets", &raw.targets),
             ("certificates", &raw.certificates),
-            ("ca_certificates", &raw.ca_certificates),
             ("snis", &raw.snis),
             ("keyauth_credentials", &raw.keyauth_credentials),
         ] {
@@ -403,6 +459,19 @@ impl Snapshot {
             }
         }
 
+        for (i, ca) in raw.ca_certificates.iter().enumerate() {
+            let path = p("", "ca_certificates", i);
+            match crate::proxy::upstream_tls::parse_pem(ca.cert.as_bytes()) {
+                Ok(certs) => {
+                    let id = ca
+                        .id
+                        .clone()
+                        .unwrap_or_else(|| ids::entity_id("ca_certificates", ca.cert.trim()));
+                    b.cas.insert(id, certs);
+                }
+                Err(e) => b.err(format!("{path}.cert"), e),
+            }
+        }
         // Services and their nested routes/plugins.
         for (i, s) in raw.services.iter().enumerate() {
             let sp = p("", "services", i);
@@ -827,8 +896,8 @@ impl Service {
             "port": self.port, "path": self.path, "retries": self.retries,
             "connect_timeout": self.connect_timeout, "write_timeout": self.write_timeout,
             "read_timeout": self.read_timeout, "enabled": self.enabled, "tags": self.tags,
-            "client_certificate": null, "tls_verify": null, "tls_verify_depth": null,
-            "ca_certificates": null, "created_at": self.created_at, "updated_at": self.updated_at,
+            "client_certificate": null, "tls_verify": self.tls_verify, "tls_verify_depth": null,
+            "ca_certificates": self.ca_certificates, "created_at": self.created_at, "updated_at": self.updated_at,
         })
     }
 }

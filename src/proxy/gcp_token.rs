@@ -216,6 +216,7 @@ impl TokenSource {
             https: self.https,
             host: &self.host,
             port: self.port,
+            trust: None,
         };
         let (resp, conn) = upstreams
             .send(&ep, out, connect_timeout, read_timeout)

@@ -9,6 +9,7 @@ pub mod retry;
 pub mod router;
 pub mod template;
 pub mod upstream;
+pub mod upstream_tls;
 pub mod websocket;
 
 use std::borrow::Cow;
@@ -404,6 +405,7 @@ pub async fn handle_request(
                 sources: &sources,
                 forwarded: &forwarded,
                 is_debug,
+                trust: service.and_then(|s| s.tls.as_ref()),
             };
             // Boxed: hyper keeps room for the whole handler future for the life of each
             // connection, so the large upstream part is allocated only while it runs.
@@ -494,6 +496,8 @@ struct AiCtx<'a> {
     sources: &'a TemplateSources<'a>,
     forwarded: &'a Forwarded<'a>,
     is_debug: bool,
+    /// The route's service's upstream TLS trust (None: the default).
+    trust: Option<&'a upstream_tls::Trust>,
 }
 
 async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Response<ProxyBody> {
@@ -680,6 +684,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             .map(HeaderValue::as_bytes),
         candidates,
         preferred: preferred.as_deref(),
+        trust: c.trust,
     };
     log.proxy_latency_ms = Some(ms(log.started.elapsed()));
     let mut tries: Vec<Try> = Vec::new();
@@ -1076,6 +1081,7 @@ async fn proxy_plain(
         https: service.protocol == "https",
         host: &service.host,
         port: service.port,
+        trust: service.tls.as_ref(),
     };
     log.upstream_uri = Some(upstream_uri.clone());
     log.proxy_latency_ms = Some(ms(log.started.elapsed()));

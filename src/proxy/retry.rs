@@ -45,6 +45,8 @@ pub struct AiRequest<'a> {
     pub candidates: Option<&'a [usize]>,
     /// Semantic routing's match: these targets first, then (failing over) any other allowed.
     pub preferred: Option<&'a [usize]>,
+    /// The route's service's upstream TLS trust (None: the default).
+    pub trust: Option<&'a crate::proxy::upstream_tls::Trust>,
 }
 
 /// The attempt that produced the response the client gets.
@@ -122,6 +124,7 @@ pub async fn run(
             https: target.upstream.scheme == "https",
             host: &target.upstream.host,
             port: target.upstream.port,
+            trust: req.trust,
         };
         t.balancer_start = balancer_start.duration_since(started).as_millis() as u64;
         t.balancer_latency = balancer_start.elapsed().as_millis() as u64;

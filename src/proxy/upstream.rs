@@ -24,7 +24,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tokio_rustls::TlsConnector;
+
+use super::upstream_tls::{self, Trust};
 
 /// Why an attempt failed, in the terms `failover_criteria` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +82,8 @@ pub struct Endpoint<'a> {
     pub https: bool,
     pub host: &'a str,
     pub port: u16,
+    /// Certificates trusted for this upstream (None: the default trust).
+    pub trust: Option<&'a Trust>,
 }
 
 /// A request to send: origin-form target (`/path?query`), headers including `host`.
@@ -107,6 +110,8 @@ struct PoolKey {
     https: bool,
     host: String,
     port: u16,
+    /// The trust the connection was verified under.
+    trust: u64,
 }
 
 /// How long an idle connection is kept.
@@ -121,7 +126,6 @@ struct Idle {
 
 struct PoolInner {
     idle: Mutex<HashMap<PoolKey, Vec<Idle>>>,
-    tls: Option<TlsConnector>,
 }
 
 /// Pooled upstream connections.
@@ -179,12 +183,11 @@ impl Conn {
 }
 
 impl Upstreams {
-    /// An empty pool; TLS trusts the Mozilla root set (webpki-roots).
+    /// An empty pool (TLS trust: see `upstream_tls`).
     pub fn new() -> Self {
         Upstreams {
             inner: Arc::new(PoolInner {
                 idle: Mutex::new(HashMap::new()),
-                tls: tls_connector(),
             }),
         }
     }
@@ -210,10 +213,19 @@ impl Upstreams {
     }
 
     async fn connect(&self, ep: &Endpoint<'_>, connect_timeout: Duration) -> Result<Conn, Failure> {
+        let default_trust;
+        let trust = match ep.trust {
+            Some(t) => Some(t),
+            None => {
+                default_trust = upstream_tls::default_trust();
+                default_trust.as_ref()
+            }
+        };
         let key = PoolKey {
             https: ep.https,
             host: ep.host.to_string(),
             port: ep.port,
+            trust: ep.trust.map_or(0, |t| t.id),
         };
         let work = async {
             let tcp = TcpStream::connect((ep.host, ep.port)).await.map_err(|e| {
@@ -225,10 +237,9 @@ impl Upstreams {
             let _ = tcp.set_nodelay(true);
             let peer = tcp.peer_addr().ok();
             let stream = if ep.https {
-                let tls =
-                    self.inner.tls.as_ref().ok_or_else(|| {
-                        Failure::new(FailureKind::Connect, "TLS is not available")
-                    })?;
+                let tls = trust
+                    .map(|t| &t.connector)
+                    .ok_or_else(|| Failure::new(FailureKind::Connect, "TLS is not available"))?;
                 let name =
                     rustls::pki_types::ServerName::try_from(ep.host.to_string()).map_err(|e| {
                         Failure::new(
@@ -291,6 +302,7 @@ impl Upstreams {
             https: ep.https,
             host: ep.host.to_string(),
             port: ep.port,
+            trust: ep.trust.map_or(0, |t| t.id),
         };
         let mut req = out.into_request();
         let mut allow_reuse = true;
@@ -353,25 +365,6 @@ fn classify(e: &hyper::Error) -> Failure {
         FailureKind::Reset
     };
     Failure { kind, detail }
-}
-
-fn tls_connector() -> Option<TlsConnector> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    match rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-    {
-        Ok(b) => {
-            let mut cfg = b.with_root_certificates(roots).with_no_client_auth();
-            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-            Some(TlsConnector::from(Arc::new(cfg)))
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "TLS client setup failed; https upstreams will be unreachable");
-            None
-        }
-    }
 }
 
 /// A plain or TLS connection to an upstream.
