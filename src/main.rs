@@ -184,35 +184,6 @@ fn main() -> ExitCode {
                 Ok(a) => a,
                 Err(code) => return code,
             };
-            let proxy_tls = if proxy_tls_addr.is_none() && admin_tls_addr.is_none() {
-                None
-            } else {
-                let addr = proxy_tls_addr;
-                let src = match (tls_cert, tls_key) {
-                    (Some(cert), Some(key)) => server::tls::CertSource::Files { cert, key },
-                    _ => server::tls::CertSource::SelfSigned {
-                        data_dir: data_dir
-                            .clone()
-                            .unwrap_or_else(server::tls::default_data_dir),
-                    },
-                };
-                match server::tls::load(&src) {
-                    Ok(t) => {
-                        let how = if t.generated {
-                            "generated a self-signed certificate"
-                        } else {
-                            "certificate"
-                        };
-                        println!("tollgate tls {how}: {}", t.cert_file.display());
-                        let live = Arc::new(arc_swap::ArcSwap::from_pointee(t.acceptor));
-                        Some((addr, live, src, t.cert_file, t.key_file))
-                    }
-                    Err(e) => {
-                        eprintln!("TLS: {e}");
-                        return ExitCode::from(1);
-                    }
-                }
-            };
             let watch = match (watch, &config) {
                 (false, _) => None,
                 (true, Some(path)) => Some(path.clone()),
@@ -291,6 +262,36 @@ fn main() -> ExitCode {
             for w in &snap.warnings {
                 tracing::warn!("config: {w}");
             }
+            let gw = Arc::new(tollgate::proxy::Gateway::with_control(snap, control));
+            let proxy_tls = if proxy_tls_addr.is_none() && admin_tls_addr.is_none() {
+                None
+            } else {
+                let addr = proxy_tls_addr;
+                let src = match (tls_cert, tls_key) {
+                    (Some(cert), Some(key)) => server::tls::CertSource::Files { cert, key },
+                    _ => server::tls::CertSource::SelfSigned {
+                        data_dir: data_dir
+                            .clone()
+                            .unwrap_or_else(server::tls::default_data_dir),
+                    },
+                };
+                match server::tls::load(&src, Some(gw.snapshot.clone())) {
+                    Ok(t) => {
+                        let how = if t.generated {
+                            "generated a self-signed certificate"
+                        } else {
+                            "certificate"
+                        };
+                        println!("tollgate tls {how}: {}", t.cert_file.display());
+                        let live = Arc::new(arc_swap::ArcSwap::from_pointee(t.acceptor));
+                        Some((addr, live, src, t.cert_file, t.key_file))
+                    }
+                    Err(e) => {
+                        eprintln!("TLS: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            };
             // One worker per core the process may run on; with a single core the
             // current-thread scheduler avoids the work-stealing machinery altogether.
             let cores = std::thread::available_parallelism()
@@ -309,8 +310,7 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(serve(
-                snap,
-                control,
+                gw,
                 watch,
                 ServeOptions {
                     proxy_listen,
@@ -339,15 +339,14 @@ type TlsWatch = (
 );
 
 async fn serve(
-    snap: config::Snapshot,
-    control: tollgate::admin::control::Control,
+    gw: Arc<tollgate::proxy::Gateway>,
     watch: Option<PathBuf>,
     opts: ServeOptions,
     tls: Option<TlsWatch>,
 ) -> ExitCode {
-    let gw = Arc::new(tollgate::proxy::Gateway::with_control(snap, control));
     if let Some((src, cert, key, live)) = tls {
-        server::tls::watch(src, cert, key, live, Duration::from_secs(2));
+        let snaps = Some(gw.snapshot.clone());
+        server::tls::watch(src, cert, key, live, snaps, Duration::from_secs(2));
     }
     if let Some(path) = watch {
         server::reload::spawn(gw.clone(), path, Duration::from_secs(1));

@@ -722,3 +722,21 @@ async fn writes_do_not_disturb_requests_in_flight() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn certificate_keys_are_not_shown() {
+    let ck = rcgen::generate_simple_self_signed(vec!["a.example.test".to_string()]).unwrap();
+    let indent = |pem: &str| -> String { pem.lines().map(|l| format!("      {l}\n")).collect() };
+    let yaml = format!(
+        "_format_version: \"3.0\"\ncertificates:\n  - snis: [a.example.test]\n    cert: |\n{}    key: |\n{}",
+        indent(&ck.cert.pem()),
+        indent(&ck.key_pair.serialize_pem())
+    );
+    let gw = Gw::start(&yaml).await;
+    let cfg = get(&gw.admin("/config")).await.text();
+    assert!(
+        cfg.contains("a.example.test") && cfg.contains("[REDACTED]"),
+        "{cfg}"
+    );
+    assert!(!cfg.contains("PRIVATE KEY"), "{cfg}");
+}

@@ -211,3 +211,97 @@ async fn the_upstream_ca_bundle_flag_adds_trust() {
     let _ = child.wait();
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+/// Completes a TLS handshake with `addr` for `server_name`, trusting only `root_pem`.
+async fn handshake(addr: &str, server_name: &str, root_pem: &str) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+    connector
+        .connect(name, tcp)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Kong `certificates`/`snis` pick the listener's certificate by server name; other names
+/// get the listener's own (here the generated self-signed one).
+#[tokio::test]
+async fn the_tls_listener_presents_certificates_by_sni() {
+    let dir = TempDir::new();
+    let api = rcgen::generate_simple_self_signed(vec!["api.example.test".to_string()]).unwrap();
+    let wild = rcgen::generate_simple_self_signed(vec!["*.wild.test".to_string()]).unwrap();
+    let indent = |pem: &str| -> String { pem.lines().map(|l| format!("      {l}\n")).collect() };
+    let yaml = format!(
+        "_format_version: \"3.0\"\ncertificates:\n  - id: 3f1c6f5e-2b7a-4c1e-9a57-1d2b3c4d5e6f\n    snis: [api.example.test]\n    cert: |\n{}    key: |\n{}  - id: 7a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d\n    cert: |\n{}    key: |\n{}snis:\n  - name: \"*.wild.test\"\n    certificate: {{id: 7a0b1c2d-3e4f-4a5b-8c6d-7e8f9a0b1c2d}}\n",
+        indent(&api.cert.pem()),
+        indent(&api.key_pair.serialize_pem()),
+        indent(&wild.cert.pem()),
+        indent(&wild.key_pair.serialize_pem()),
+    );
+    let file = dir.path().join("kong.yaml");
+    std::fs::write(&file, &yaml).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--proxy-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--admin-listen", "off", "--proxy-tls-listen", "127.0.0.1:0"])
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let tls = loop {
+        let l = lines.next().unwrap().unwrap();
+        if let Some(a) = l.strip_prefix("tollgate proxy tls on https://") {
+            break a.to_string();
+        }
+    };
+    let own = std::fs::read_to_string(dir.path().join("tls/cert.pem")).unwrap();
+    let results = (
+        handshake(&tls, "api.example.test", &api.cert.pem()).await,
+        handshake(&tls, "x.wild.test", &wild.cert.pem()).await,
+        handshake(&tls, "localhost", &own).await,
+        handshake(&tls, "localhost", &api.cert.pem()).await,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(results.0.is_ok(), "{:?}", results.0);
+    assert!(results.1.is_ok(), "{:?}", results.1);
+    assert!(results.2.is_ok(), "{:?}", results.2);
+    assert!(
+        results.3.is_err(),
+        "localhost must not get the api certificate"
+    );
+
+    // Bad entries are named at load.
+    let e = tollgate::config::load_str(
+        &yaml.replace("certificate: {id: 7a0b", "certificate: {id: 0a0b"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("snis[0].certificate"), "{e}");
+    let e = tollgate::config::load_str(
+        &yaml.replace("snis: [api.example.test]", "snis: [\"a.*.test\"]"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("certificates[0].snis[0]"), "{e}");
+}

@@ -327,7 +327,7 @@ pub fn view(kind: Kind, state: &State, snap: &Snapshot, id: &str) -> Value {
     }
 }
 
-/// Redacts the vault entities of a whole document.
+/// Redacts the vault configs and the certificates' private keys of a whole document.
 pub fn redact_vaults(doc: &mut Value) {
     for v in doc
         .get_mut("vaults")
@@ -336,6 +336,21 @@ pub fn redact_vaults(doc: &mut Value) {
         .flatten()
     {
         redact_vault(&mut v["config"]);
+    }
+    for c in doc
+        .get_mut("certificates")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        for k in ["key", "key_alt"] {
+            if c.get(k).is_some_and(|v| {
+                v.as_str()
+                    .is_some_and(|s| !crate::config::vault::is_reference(s))
+            }) {
+                c[k] = Value::String(REDACTED.into());
+            }
+        }
     }
 }
 

@@ -47,12 +47,12 @@ pub struct RawConfig {
     pub upstreams: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub targets: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificates: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<RawCertificate>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ca_certificates: Vec<RawCaCertificate>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub snis: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snis: Vec<RawSni>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyauth_credentials: Option<Value>,
 }
@@ -232,6 +232,34 @@ pub struct RawCaCertificate {
     pub id: Option<String>,
     pub cert: String,
     pub cert_digest: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub created_at: Option<i64>,
+    pub updated_at: Option<i64>,
+}
+
+/// A certificate the TLS listener presents for its `snis`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub id: Option<String>,
+    pub cert: String,
+    pub key: String,
+    pub cert_alt: Option<String>,
+    pub key_alt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snis: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+    pub created_at: Option<i64>,
+    pub updated_at: Option<i64>,
+}
+
+/// A server name and the certificate to present for it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSni {
+    pub id: Option<String>,
+    pub name: String,
+    pub certificate: EntityRef,
     pub tags: Option<Vec<String>>,
     pub created_at: Option<i64>,
     pub updated_at: Option<i64>,

@@ -113,6 +113,8 @@ pub struct Snapshot {
     /// Problems that do not stop loading (e.g. an unset vault variable).
     pub warnings: Vec<ConfigIssue>,
     pub format_version: String,
+    /// The TLS listener's certificates by server name (`certificates`, `snis`).
+    pub sni: Arc<crate::server::sni::SniTable>,
 }
 
 /// Builds `path` strings like `services[0].routes[1].plugins[2]`.
@@ -443,8 +445,6 @@ impl Snapshot {
         for (field, value) in [
             ("upstreams", &raw.upstreams),
             ("targets", &raw.targets),
-            ("certificates", &raw.certificates),
-            ("snis", &raw.snis),
             ("keyauth_credentials", &raw.keyauth_credentials),
         ] {
             if value
@@ -580,6 +580,7 @@ impl Snapshot {
         }
         let vaults = vault_table(&mut b, &raw);
         check_unique(&mut b);
+        let sni = sni_table(&mut b, &raw);
 
         // Type and compile every plugin.
         let mut plugins: Vec<PluginInstance> = Vec::new();
@@ -746,6 +747,7 @@ impl Snapshot {
             hash,
             warnings: b.warnings,
             format_version,
+            sni: Arc::new(sni),
         })
     }
 
@@ -762,6 +764,7 @@ impl Snapshot {
             hash: "0".repeat(32),
             warnings: Vec::new(),
             format_version: "3.0".into(),
+            sni: Arc::default(),
         }
     }
 }
@@ -772,6 +775,63 @@ fn vault_table(b: &mut Builder<'_>, raw: &RawConfig) -> VaultTable {
         b.err(path, message);
     }
     t
+}
+
+/// The `certificates` (with their nested `snis`) and top-level `snis` as a lookup table.
+fn sni_table(b: &mut Builder<'_>, raw: &RawConfig) -> crate::server::sni::SniTable {
+    use crate::server::sni;
+    let mut table = sni::SniTable::default();
+    let mut by_id: HashMap<String, Arc<rustls::sign::CertifiedKey>> = HashMap::new();
+    let add = |b: &mut Builder<'_>, table: &mut sni::SniTable, at: String, name: &str, key| {
+        if let Err(e) = sni::valid_name(name) {
+            b.err(at, e);
+        } else if !table.insert(name, key) {
+            b.err(
+                at,
+                format!("UNIQUE violation detected on '{{name=\"{name}\"}}'"),
+            );
+        }
+    };
+    for (i, c) in raw.certificates.iter().enumerate() {
+        let path = p("", "certificates", i);
+        for alt in [("cert_alt", &c.cert_alt), ("key_alt", &c.key_alt)] {
+            if alt.1.as_deref().is_some_and(|v| !v.is_empty()) {
+                b.err(
+                    format!("{path}.{}", alt.0),
+                    "alternate certificates are not supported by tollgate yet",
+                );
+            }
+        }
+        let key = match sni::certified_key(&c.cert, &c.key) {
+            Ok(k) => k,
+            Err((field, e)) => {
+                b.err(format!("{path}.{field}"), e);
+                continue;
+            }
+        };
+        let id =
+            c.id.clone()
+                .unwrap_or_else(|| ids::entity_id("certificates", c.cert.trim()));
+        for (j, name) in c.snis.iter().flatten().enumerate() {
+            add(b, &mut table, p(&path, "snis", j), name, key.clone());
+        }
+        by_id.insert(id, key);
+    }
+    for (i, s) in raw.snis.iter().enumerate() {
+        let path = p("", "snis", i);
+        let Some(key) = s.certificate.key().and_then(|k| by_id.get(k)).cloned() else {
+            b.err(
+                format!("{path}.certificate"),
+                format!(
+                    "invalid reference 'certificate: {}' (no such entry in 'certificates')",
+                    s.certificate.key().unwrap_or("")
+                ),
+            );
+            continue;
+        };
+        add(b, &mut table, format!("{path}.name"), &s.name, key);
+    }
+    table
 }
 
 fn check_unique(b: &mut Builder<'_>) {

@@ -61,7 +61,8 @@ pub struct Stats {
 
 /// Shared state of a running gateway.
 pub struct Gateway {
-    pub snapshot: ArcSwap<Snapshot>,
+    /// The running config; shared with the TLS listener's certificate resolver.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub upstreams: Upstreams,
     pub stats: Stats,
     pub node_id: String,
@@ -80,7 +81,7 @@ impl Gateway {
     /// A gateway serving `snapshot` whose Admin API writes go through `control`.
     pub fn with_control(snapshot: Snapshot, control: crate::admin::control::Control) -> Self {
         Gateway {
-            snapshot: ArcSwap::from_pointee(snapshot),
+            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             upstreams: Upstreams::new(),
             stats: Stats::default(),
             node_id: uuid::Uuid::new_v4().to_string(),

@@ -2,6 +2,7 @@
 
 pub mod busy_poll;
 pub mod reload;
+pub mod sni;
 pub mod tls;
 
 use std::convert::Infallible;

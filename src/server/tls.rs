@@ -47,6 +47,7 @@ pub fn watch(
     cert: PathBuf,
     key: PathBuf,
     live: LiveAcceptor,
+    snapshots: Option<Snapshots>,
     interval: Duration,
 ) {
     tokio::spawn(async move {
@@ -61,7 +62,8 @@ pub fn watch(
             }
             last = now;
             let src = files.clone();
-            match tokio::task::spawn_blocking(move || load(&src)).await {
+            let snaps = snapshots.clone();
+            match tokio::task::spawn_blocking(move || load(&src, snaps)).await {
                 Ok(Ok(t)) => {
                     live.store(Arc::new(t.acceptor));
                     tracing::info!(cert = %cert.display(), "TLS certificate reloaded");
@@ -75,8 +77,12 @@ pub fn watch(
     });
 }
 
-/// Builds the acceptor; errors name the file that could not be used.
-pub fn load(src: &CertSource) -> Result<Tls, String> {
+/// The running config, whose `certificates`/`snis` pick the certificate per server name.
+pub type Snapshots = Arc<ArcSwap<crate::config::Snapshot>>;
+
+/// Builds the acceptor; errors name the file that could not be used. With `snapshots`,
+/// a server name the running config has a certificate for gets that one.
+pub fn load(src: &CertSource, snapshots: Option<Snapshots>) -> Result<Tls, String> {
     let (cert_file, key_file, generated) = match src {
         CertSource::Files { cert, key } => (cert.clone(), key.clone(), false),
         CertSource::SelfSigned { data_dir } => {
@@ -104,18 +110,22 @@ pub fn load(src: &CertSource) -> Result<Tls, String> {
     let key = PrivateKeyDer::from_pem_file(&key_file)
         .map_err(|e| format!("{}: not a PEM private key: {e}", key_file.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let default = rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| {
+        format!(
+            "{} / {}: the key does not fit the certificate or is not usable: {e}",
+            cert_file.display(),
+            key_file.display()
+        )
+    })?;
+    let resolver = super::sni::Resolver {
+        snapshot: snapshots,
+        default: Arc::new(default),
+    };
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| {
-            format!(
-                "{} / {}: the key does not fit the certificate or is not usable: {e}",
-                cert_file.display(),
-                key_file.display()
-            )
-        })?;
+        .with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Tls {
         acceptor: TlsAcceptor::from(Arc::new(cfg)),
@@ -184,10 +194,10 @@ mod tests {
         let src = CertSource::SelfSigned {
             data_dir: dir.clone(),
         };
-        let first = load(&src).unwrap();
+        let first = load(&src, None).unwrap();
         assert!(first.generated);
         let pem = std::fs::read_to_string(&first.cert_file).unwrap();
-        let again = load(&src).unwrap();
+        let again = load(&src, None).unwrap();
         assert!(!again.generated, "reused");
         assert_eq!(std::fs::read_to_string(&again.cert_file).unwrap(), pem);
         #[cfg(unix)]
@@ -201,17 +211,23 @@ mod tests {
         }
         let bad = dir.join("bad.pem");
         std::fs::write(&bad, "not a certificate").unwrap();
-        let e = load(&CertSource::Files {
-            cert: bad.clone(),
-            key: dir.join("tls/key.pem"),
-        })
+        let e = load(
+            &CertSource::Files {
+                cert: bad.clone(),
+                key: dir.join("tls/key.pem"),
+            },
+            None,
+        )
         .err()
         .unwrap();
         assert!(e.contains("bad.pem"), "{e}");
-        let e = load(&CertSource::Files {
-            cert: dir.join("tls/cert.pem"),
-            key: dir.join("missing.pem"),
-        })
+        let e = load(
+            &CertSource::Files {
+                cert: dir.join("tls/cert.pem"),
+                key: dir.join("missing.pem"),
+            },
+            None,
+        )
         .err()
         .unwrap();
         assert!(e.contains("missing.pem"), "{e}");
