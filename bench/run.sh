@@ -207,7 +207,7 @@ start_gateway() { # config name
   local port
   port=$(free_port)
   GW_LOG=$TMP/gateway-$2.log
-  taskset -c "$GW_CPU" "$TOLLGATE" serve --config "$1" --proxy-listen "127.0.0.1:$port" \
+  taskset -c "$GW_CPU" "$TOLLGATE" serve --config "$1" --proxy-listen "127.0.0.1:$port" --proxy-tls-listen off \
     --admin-listen off --log-level warn >"$TMP/gateway-$2.out" 2>"$GW_LOG" &
   GW_PID=$!
   PIDS+=("$GW_PID")

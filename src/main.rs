@@ -61,8 +61,13 @@ enum Command {
         /// file with errors is logged and the running config kept.
         #[arg(long, env = "TOLLGATE_WATCH")]
         watch: bool,
-        /// Proxy TLS listen address (HTTP/2 and HTTP/1.1 by ALPN; `off` disables it).
-        #[arg(long, env = "TOLLGATE_PROXY_TLS_LISTEN", default_value = "off")]
+        /// Proxy TLS listen address (HTTP/2 and HTTP/1.1 by ALPN; `off` disables it). As in
+        /// Kong it is on by default; without --tls-cert a self-signed certificate is made.
+        #[arg(
+            long,
+            env = "TOLLGATE_PROXY_TLS_LISTEN",
+            default_value = "0.0.0.0:8443"
+        )]
         proxy_tls_listen: String,
         /// Admin API TLS listen address, with the proxy's certificate (`off` disables it).
         #[arg(long, env = "TOLLGATE_ADMIN_TLS_LISTEN", default_value = "off")]

@@ -366,7 +366,9 @@ fn the_embedded_default_loads() {
 }
 
 fn tollgate() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    c.env("TOLLGATE_PROXY_TLS_LISTEN", "off");
+    c
 }
 
 #[test]

@@ -38,6 +38,7 @@ fn spawn(args: &[&str], env: &[(&str, &str)]) -> Gateway {
 /// Like `spawn`, with no admin listen address of its own.
 fn spawn_raw(args: &[&str], env: &[(&str, &str)]) -> Gateway {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.env("TOLLGATE_PROXY_TLS_LISTEN", "off");
     cmd.arg("serve")
         .args(["--proxy-listen", "127.0.0.1:0"])
         .args(args)
@@ -137,6 +138,7 @@ async fn invalid_config_file_exits_with_every_error() {
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
         .args(["serve", "--config"])
         .arg(&file)
         .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "off"])
@@ -295,6 +297,7 @@ async fn watch_reloads_changed_config_and_keeps_the_old_one_on_errors() {
 #[tokio::test]
 async fn watch_needs_a_config_file() {
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
         .args([
             "serve",
             "--watch",
@@ -458,6 +461,7 @@ async fn tls_listener_with_a_generated_certificate_speaks_h2_and_http1() {
     let bad = dir.path().join("bad.pem");
     std::fs::write(&bad, "garbage").unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
         .args(["serve", "--config"])
         .arg(&file)
         .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "off"])
@@ -608,6 +612,7 @@ async fn admin_writes_survive_a_restart() {
 async fn admin_beyond_loopback_needs_a_token() {
     let data = tempdir::TempDir::new();
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
         .args([
             "serve",
             "--proxy-listen",

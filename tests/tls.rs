@@ -158,6 +158,7 @@ async fn the_upstream_ca_bundle_flag_adds_trust() {
     let file = dir.path().join("kong.yaml");
     std::fs::write(&file, config(&up)).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
         .args([
             "serve",
             "--config",
@@ -178,6 +179,7 @@ async fn the_upstream_ca_bundle_flag_adds_trust() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ca.pem"));
 
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
         .args([
             "serve",
             "--config",
@@ -252,6 +254,7 @@ async fn the_tls_listener_presents_certificates_by_sni() {
     let file = dir.path().join("kong.yaml");
     std::fs::write(&file, &yaml).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
         .args([
             "serve",
             "--config",

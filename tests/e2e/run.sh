@@ -275,6 +275,7 @@ sed -e "s#{MOCK}#$MOCK_URL#g" -e "s#{DIR}#$TMP/logs#g" -e "s#{PROVIDER_KEY}#$PRO
     || { cat "$TMP/validate.out"; die "setup: tollgate validate rejected the generated config"; }
 
 "$TOLLGATE_BIN" serve --config "$TMP/kong.yaml" --proxy-listen 127.0.0.1:0 \
+    --proxy-tls-listen 127.0.0.1:0 --data-dir "$TMP/data" \
     --admin-listen 127.0.0.1:0 --log-level "$LOG_LEVEL" >"$TMP/gateway.out" 2>"$TMP/gateway.err" &
 GW_PID=$!
 GW_URL=$(wait_for_line "$TMP/gateway.out" 'proxy on http://127\.0\.0\.1:[0-9]+' "$START_TIMEOUT" "$GW_PID") \
@@ -282,6 +283,12 @@ GW_URL=$(wait_for_line "$TMP/gateway.out" 'proxy on http://127\.0\.0\.1:[0-9]+' 
 GW_URL=${GW_URL#proxy on }
 wait_http "$GW_URL/" "$START_TIMEOUT" || die "setup: tollgate at $GW_URL does not answer"
 log "tollgate proxy on $GW_URL"
+GW_TLS_URL=$(wait_for_line "$TMP/gateway.out" 'proxy tls on https://127\.0\.0\.1:[0-9]+' "$START_TIMEOUT" "$GW_PID") \
+    || die "setup: tollgate did not print its TLS address"
+GW_TLS_URL=https://${GW_TLS_URL#proxy tls on https://}
+GW_CERT=$(sed -n 's/^tollgate tls generated a self-signed certificate: //p' "$TMP/gateway.out" | head -n 1)
+[ -f "$GW_CERT" ] || die "setup: no generated certificate named in $(cat "$TMP/gateway.out")"
+log "tollgate proxy tls on $GW_TLS_URL (certificate $GW_CERT)"
 
 CODEX_LOG=$TMP/logs/codex.log
 SDK_LOG=$TMP/logs/sdk.log
@@ -446,6 +453,45 @@ if sed 's/\x1b\[[0-9;]*m//g' "$TMP/gateway.err" | grep 'websocket session ended'
 else
     fail "codex over WebSocket (claude): no session with a tool round trip: $(grep 'websocket session ended' "$TMP/gateway.err" | tail -n 3)"
 fi
+
+# ---------------------------------------------------------------------------
+# 5d. Codex over HTTPS to the TLS listener, trusting the generated self-signed certificate
+#     through SSL_CERT_FILE (as the WSO2 how-to does): SSE and WebSocket (wss).
+# ---------------------------------------------------------------------------
+if no_proxy curl -s -o /dev/null -w '%{http_code}' --cacert "$GW_CERT" "$GW_TLS_URL/" | grep -q 404 \
+   && ! no_proxy curl -s -o /dev/null "$GW_TLS_URL/" 2>/dev/null; then
+    pass "TLS listener: curl trusts it with --cacert (Kong's 404 for /), and refuses it without"
+else
+    fail "TLS listener: unexpected curl results against $GW_TLS_URL"
+fi
+for variant in sse wss; do
+    home=$TMP/codex-home-https-$variant
+    mkdir -p "$home"
+    ws=false
+    [ "$variant" = wss ] && ws=true
+    printf '%s\n' 'model = "gpt-4o"' 'model_provider = "gw"' '' '[model_providers.gw]' \
+        'name = "gateway"' "base_url = \"$GW_TLS_URL/codex\"" 'env_key = "OPENAI_API_KEY"' \
+        'wire_api = "responses"' "supports_websockets = $ws" 'request_max_retries = 0' \
+        'stream_max_retries = 0' >"$home/config.toml"
+    sessions_before=$(ws_sessions)
+    rm -f "$TMP/last-https-$variant.txt"
+    rc=0
+    (cd "$TMP/work" && no_proxy CODEX_HOME="$home" OPENAI_API_KEY="$CODEX_CLIENT_KEY" SSL_CERT_FILE="$GW_CERT" \
+        RUST_LOG="${E2E_CODEX_RUST_LOG:-warn}" \
+        timeout -k 5 "$CODEX_TIMEOUT" "$CODEX" exec --skip-git-repo-check --ephemeral --sandbox read-only \
+        -o "$TMP/last-https-$variant.txt" "Answer with one word. [mock:reply=https-$variant-pong]" \
+        </dev/null >"$TMP/codex-https-$variant.out" 2>"$TMP/codex-https-$variant.err") || rc=$?
+    sleep 0.3
+    sessions=$(( $(ws_sessions) - sessions_before ))
+    want_sessions=0
+    [ "$variant" = wss ] && want_sessions=1
+    if [ "$rc" -eq 0 ] && grep -q "https-$variant-pong" "$TMP/last-https-$variant.txt" 2>/dev/null \
+       && { [ "$want_sessions" -eq 0 ] || [ "$sessions" -ge 1 ]; }; then
+        pass "codex over HTTPS ($variant): answered https-$variant-pong via $GW_TLS_URL with SSL_CERT_FILE"
+    else
+        fail "codex over HTTPS ($variant): rc=$rc sessions=$sessions last='$(head -c 300 "$TMP/last-https-$variant.txt" 2>/dev/null || echo '<no file>')' stderr: $(tail -c 600 "$TMP/codex-https-$variant.err" 2>/dev/null)"
+    fi
+done
 
 # ---------------------------------------------------------------------------
 # 6. S2 + chat/embeddings/responses with the OpenAI Python SDK
