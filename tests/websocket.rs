@@ -120,19 +120,32 @@ fn user(text: &str) -> Value {
     json!({"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]})
 }
 
+/// The POSTs the mock received (not the WebSocket handshakes it refused).
+fn posts(h: &Harness) -> Vec<mock_llm::RecordedRequest> {
+    h.mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST")
+        .collect()
+}
+
 /// The inputs the upstream received, in order, as (role or type, text).
 fn upstream_inputs(h: &Harness, n: usize) -> Vec<Value> {
-    let reqs = h.mock.requests();
+    let reqs = posts(h);
     reqs[n].json().unwrap()["input"].as_array().unwrap().clone()
 }
 
 #[tokio::test]
-async fn codex_style_session_over_websocket_to_a_responses_upstream() {
+async fn codex_style_session_bridged_to_a_responses_upstream_without_websocket() {
     let h = Harness::start(CONFIG).await;
+    // The upstream refuses its WebSocket mode: the gateway bridges over HTTP.
     let mut ws = connect(
         &h,
         "/codex/responses",
-        &[("authorization", "Bearer client-key")],
+        &[
+            ("authorization", "Bearer client-key"),
+            ("x-mock", "no_websocket"),
+        ],
     )
     .await;
 
@@ -147,7 +160,7 @@ async fn codex_style_session_over_websocket_to_a_responses_upstream() {
     .await;
     assert_eq!(warm[0]["type"], "response.created");
     let r0 = completed(&warm)["id"].as_str().unwrap().to_string();
-    assert!(h.mock.requests().is_empty());
+    assert!(posts(&h).is_empty());
 
     // Turn 1: only the new item; the upstream gets the whole conversation, streamed.
     let t1 = turn(
@@ -158,7 +171,7 @@ async fn codex_style_session_over_websocket_to_a_responses_upstream() {
     .await;
     assert!(t1.iter().any(|e| e["type"] == "response.output_text.delta"));
     let r1 = completed(&t1)["id"].as_str().unwrap().to_string();
-    let sent = h.mock.requests()[0].json().unwrap();
+    let sent = posts(&h)[0].json().unwrap();
     assert_eq!(sent["stream"], true);
     assert!(sent.get("previous_response_id").is_none(), "{sent}");
     assert!(sent.get("generate").is_none() && sent.get("type").is_none());
@@ -167,7 +180,7 @@ async fn codex_style_session_over_websocket_to_a_responses_upstream() {
     assert_eq!(input[0]["role"], "developer");
     assert_eq!(input[1]["content"][0]["text"], "Ping");
     assert_eq!(
-        h.mock.requests()[0].header("authorization"),
+        posts(&h)[0].header("authorization"),
         Some("Bearer sk-ws-secret"),
         "the route's key, not the client's"
     );
@@ -304,8 +317,15 @@ async fn bad_frames_and_upstream_errors_come_back_in_band() {
 
 #[tokio::test]
 async fn a_client_that_goes_away_cancels_the_upstream_and_is_logged() {
+    // Relayed, then bridged.
+    for (n, headers) in [(1, &[][..]), (2, &[("x-mock", "no_websocket")][..])] {
+        client_goes_away(n, headers).await;
+    }
+}
+
+async fn client_goes_away(n: usize, headers: &[(&str, &str)]) {
     let h = Harness::start(CONFIG).await;
-    let mut ws = connect(&h, "/codex/responses", &[]).await;
+    let mut ws = connect(&h, "/codex/responses", headers).await;
     ws.send(Message::Text(
         json!({"type": "response.create", "model": "m",
                "input": [user("count [mock:chunk_delay_ms=100] [mock:chunks=30]")]})
@@ -318,11 +338,75 @@ async fn a_client_that_goes_away_cancels_the_upstream_and_is_logged() {
     assert_eq!(first["type"], "response.created");
     drop(ws);
     let log = h.wait_log("codex.log", 1).await;
-    assert_eq!(log.len(), 1);
+    assert_eq!(log.len(), 1, "variant {n}");
     let err = log[0]["ai"]["proxy"]["error"]
         .as_str()
         .or(log[0]["error"].as_str())
         .map(str::to_string)
         .unwrap_or_else(|| log[0].to_string());
     assert!(err.contains("client closed"), "{}", log[0]);
+}
+
+/// An upstream with the WebSocket mode (OpenAI) gets the frames as sent, over one upstream
+/// connection opened with the route's key; each response is logged with its usage.
+#[tokio::test]
+async fn websocket_is_relayed_to_an_upstream_that_speaks_it() {
+    let h = Harness::start(CONFIG).await;
+    let mut ws = connect(
+        &h,
+        "/codex/responses",
+        &[("authorization", "Bearer client-key")],
+    )
+    .await;
+    let t1 = turn(
+        &mut ws,
+        json!({"type": "response.create", "model": "gpt-5-codex", "input": [user("Ping")]}),
+    )
+    .await;
+    let r1 = completed(&t1)["id"].as_str().unwrap().to_string();
+    let t2 = turn(
+        &mut ws,
+        json!({"type": "response.create", "model": "gpt-5-codex",
+               "previous_response_id": r1, "input": [user("Again")]}),
+    )
+    .await;
+    completed(&t2);
+    let reqs = h.mock.requests();
+    assert_eq!(reqs.len(), 2);
+    let second = reqs[1].json().unwrap();
+    assert_eq!(
+        second["previous_response_id"],
+        r1.as_str(),
+        "relayed as sent: {second}"
+    );
+    assert_eq!(second["input"].as_array().unwrap().len(), 1);
+    assert_eq!(reqs[0].header("authorization"), Some("Bearer sk-ws-secret"));
+    assert!(reqs[0].header("openai-beta").is_some());
+    // Unknown events are refused here, not relayed.
+    ws.send(Message::Text(
+        json!({"type": "session.update"}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await["status"], 400);
+    ws.close(None).await.unwrap();
+    let log = h.wait_log("codex.log", 2).await;
+    assert_eq!(log.len(), 2, "one record per response");
+    assert_eq!(log[0]["response"]["status"], 200);
+    assert!(
+        log[0]["ai"]["proxy"]["usage"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0,
+        "{}",
+        log[0]
+    );
+    assert_eq!(
+        log[1]["ai"]["proxy"]["tried_targets"][0]["upstream_scheme"], "ws",
+        "{}",
+        log[1]
+    );
+    assert!(!std::fs::read_to_string(h.dir.path().join("codex.log"))
+        .unwrap()
+        .contains("sk-ws-secret"));
 }

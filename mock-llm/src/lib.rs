@@ -44,6 +44,7 @@ mod server;
 mod sigv4;
 mod tgi;
 mod tools;
+mod websocket;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

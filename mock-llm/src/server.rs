@@ -54,10 +54,12 @@ pub async fn serve(listener: TcpListener, state: Arc<MockState>) {
         // Streams must reach the client event by event, not Nagle-batched.
         let _ = stream.set_nodelay(true);
         let state = Arc::clone(&state);
-        let conn = http.serve_connection(
-            TokioIo::new(stream),
-            service_fn(move |req| handle(Arc::clone(&state), req)),
-        );
+        let conn = http
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(move |req| handle(Arc::clone(&state), req)),
+            )
+            .with_upgrades();
         connections.spawn(async move {
             // Connection errors are expected (injected resets, clients
             // hanging up); there is nobody to report them to.
@@ -220,8 +222,20 @@ impl Ctx<'_> {
 }
 
 async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Response<MockBody>> {
+    if crate::websocket::wanted(&req) {
+        return Ok(crate::websocket::accept(state, req));
+    }
     let (parts, body) = req.into_parts();
     let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
+    respond(state, parts, body).await
+}
+
+/// Answers one request whose body has been read (also each WebSocket frame).
+pub(crate) async fn respond(
+    state: Arc<MockState>,
+    parts: http::request::Parts,
+    body: Bytes,
+) -> io::Result<Response<MockBody>> {
     state.record(&parts, &body);
 
     let route = Route::of(&parts.method, parts.uri.path());

@@ -11,6 +11,7 @@ pub mod template;
 pub mod upstream;
 pub mod upstream_tls;
 pub mod websocket;
+pub mod ws_relay;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -190,7 +191,7 @@ pub fn query_string(up: &UpstreamRequest, raw: Option<&str>) -> Option<String> {
 
 /// A 32-hex-digit request id: a random per-process prefix and a counter, so ids are unique
 /// without a system call per request.
-fn next_request_id() -> String {
+pub(crate) fn next_request_id() -> String {
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
@@ -303,16 +304,38 @@ pub async fn handle_request(
         .map(|v| v.eq_ignore_ascii_case("websocket"))
         .unwrap_or(false);
     if wants_websocket {
-        return match ai.as_deref().filter(|a| websocket::serves(a)) {
+        let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        return match ai.as_ref().filter(|a| websocket::serves(a)) {
             Some(a) => websocket::accept(
                 &gw,
-                &mut parts,
+                &parts,
+                upgrade,
                 a.max_body,
                 websocket::Origin {
                     peer,
                     scheme,
                     local_port,
                 },
+                ws_relay::relayable(a).then(|| {
+                    let mut record = Request::new(());
+                    *record.method_mut() = parts.method.clone();
+                    *record.uri_mut() = parts.uri.clone();
+                    *record.headers_mut() = parts.headers.clone();
+                    (
+                        ws_relay::RelayRoute {
+                            ai: a.clone(),
+                            route: m.route,
+                            snapshot: snap.clone(),
+                            trust: service.and_then(|s| s.tls.clone()),
+                        },
+                        ws_relay::Client {
+                            ip: client_ip.clone(),
+                            scheme,
+                            host: host.to_string(),
+                            parts: record.into_parts().0,
+                        },
+                    )
+                }),
             )
             .unwrap_or_else(|e| kong_error(e, shape, log, snap)),
             None => kong_error(GatewayError::UpgradeRefused, shape, log, snap),

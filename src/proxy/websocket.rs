@@ -29,6 +29,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::body::ClientBody;
 use super::response::ProxyBody;
+use super::ws_relay::{self, Client, RelayRoute};
 use super::Gateway;
 use crate::config::plugins::{LlmFormat, RouteType, StreamingMode};
 use crate::error::GatewayError;
@@ -62,9 +63,11 @@ pub fn serves(ai: &AiProxy) -> bool {
 /// Answers the upgrade (101) and starts the session; errors are the handshake's.
 pub fn accept(
     gw: &Arc<Gateway>,
-    parts: &mut Parts,
+    parts: &Parts,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
     max_body: u64,
     origin: Origin,
+    relay: Option<(RelayRoute, Client)>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
     let refused = |why: &str| GatewayError::BadRequest(format!("WebSocket upgrade: {why}"));
     if parts.method != Method::GET {
@@ -82,10 +85,7 @@ pub fn accept(
         .get(header::SEC_WEBSOCKET_KEY)
         .ok_or_else(|| refused("Sec-WebSocket-Key is missing"))?;
     let accept_key = derive_accept_key(key.as_bytes());
-    let upgrade = parts
-        .extensions
-        .remove::<hyper::upgrade::OnUpgrade>()
-        .ok_or(GatewayError::UpgradeRefused)?;
+    let upgrade = upgrade.ok_or(GatewayError::UpgradeRefused)?;
     let limit = if max_body == 0 {
         DEFAULT_FRAME_LIMIT
     } else {
@@ -105,6 +105,20 @@ pub fn accept(
                 let ws =
                     WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(config))
                         .await;
+                if let Some((route, client)) = relay {
+                    match ws_relay::connect(&route, &template.headers).await {
+                        Ok(upstream) => {
+                            tracing::info!(path = template.uri.path(), "websocket session relayed");
+                            ws_relay::run(ws, upstream, route, client).await;
+                            tracing::info!(path = template.uri.path(), "websocket relay ended");
+                            return;
+                        }
+                        Err(e) => tracing::info!(
+                            path = template.uri.path(),
+                            "upstream WebSocket unavailable ({e}); bridging over HTTP"
+                        ),
+                    }
+                }
                 Session::new(gw, template, origin).run(ws).await;
             }
             Err(e) => tracing::debug!("websocket upgrade failed: {e}"),

@@ -416,7 +416,7 @@ done
 #     round trip, so the second turn's previous_response_id is rebuilt by the gateway), and
 #     the built-in OpenAI provider pointed at the gateway with openai_base_url.
 # ---------------------------------------------------------------------------
-ws_sessions() { grep -c 'websocket session ended' "$TMP/gateway.err" 2>/dev/null || true; }
+ws_sessions() { grep -Ec 'websocket (session|relay) ended' "$TMP/gateway.err" 2>/dev/null || true; }
 for variant in s1 claude builtin; do
     home=$TMP/codex-home-ws-$variant
     mkdir -p "$home"
@@ -448,6 +448,11 @@ for variant in s1 claude builtin; do
         fail "codex over WebSocket ($variant): rc=$rc sessions=$sessions last='$(head -c 300 "$TMP/last-ws-$variant.txt" 2>/dev/null || echo '<no file>')' stderr: $(tail -c 600 "$TMP/codex-ws-$variant.err" 2>/dev/null)"
     fi
 done
+if grep -q 'websocket session relayed' "$TMP/gateway.err"; then
+    pass "codex over WebSocket (s1): relayed to the upstream's own WebSocket mode (mock-llm speaks it)"
+else
+    fail "codex over WebSocket (s1): no relayed session in the gateway log"
+fi
 if sed 's/\x1b\[[0-9;]*m//g' "$TMP/gateway.err" | grep 'websocket session ended' | grep -Eq 'frames=([3-9]|[1-9][0-9])'; then
     pass "codex over WebSocket (claude): the tool round trip went over one connection (3+ frames)"
 else
