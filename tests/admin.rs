@@ -740,3 +740,42 @@ async fn certificate_keys_are_not_shown() {
     );
     assert!(!cfg.contains("PRIVATE KEY"), "{cfg}");
 }
+
+/// Kong's curl habit: form fields, dotted keys for config, strings converted by the schema.
+#[tokio::test]
+async fn form_encoded_bodies_work_like_kongs() {
+    let mock = MockLlm::start().await.unwrap();
+    let gw = Gw::start(EMPTY).await;
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let r = send(
+        "POST",
+        &gw.admin("/services"),
+        &form,
+        "name=f&host=unused.invalid&port=8080&retries=2",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["port"], 8080);
+    let r = send(
+        "POST",
+        &gw.admin("/services/f/routes"),
+        &form,
+        "name=fr&paths[]=/form&strip_path=false",
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["strip_path"], false);
+    let body = format!(
+        "name=ai-proxy&config.route_type=llm/v1/chat&config.model.provider=openai&config.model.name=form-model&config.model.options.max_tokens=64&config.model.options.upstream_url={}",
+        form_urlencoded::byte_serialize(format!("{}/v1/chat/completions", mock.url()).as_bytes())
+            .collect::<String>()
+    );
+    let r = send("POST", &gw.admin("/routes/fr/plugins"), &form, body).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["config"]["model"]["options"]["max_tokens"], 64);
+    let r = chat(&gw, "/form").await;
+    assert_eq!(r.json()["model"], "form-model", "{}", r.text());
+    let r = send("PATCH", &gw.admin("/services/f"), &form, "port=notanumber").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["fields"]["port"].is_string(), "{}", r.text());
+}

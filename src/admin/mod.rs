@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod errors;
+pub mod form;
 pub mod state;
 pub mod write;
 
@@ -89,12 +90,18 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let method = req.method().clone();
+        let form = form::is_form(
+            req.headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok()),
+        );
         let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(e) if e.is::<LengthLimitError>() => return error(&AdminError::TooLarge(MAX_BODY)),
             Err(_) => return error(&AdminError::BadJson),
         };
-        return match write::handle(gw, &method, &segs, &query, &body).await {
+        let body = write::Body { bytes: &body, form };
+        return match write::handle(gw, &method, &segs, &query, body).await {
             Ok((status, Some(v))) => reply(status, v),
             Ok((status, None)) => {
                 let mut r = Response::new(Full::new(Bytes::new()));

@@ -29,13 +29,20 @@ const FOREIGN: [(&str, Kind); 4] = [
     ("consumer_group", Kind::ConsumerGroups),
 ];
 
+/// A write's body: JSON, or a form (Kong accepts both).
+#[derive(Clone, Copy)]
+pub struct Body<'a> {
+    pub bytes: &'a [u8],
+    pub form: bool,
+}
+
 /// Answers a write (any method but GET/HEAD) to `segs`.
 pub async fn handle(
     gw: &Gateway,
     method: &Method,
     segs: &[&str],
     query: &[(String, String)],
-    body: &[u8],
+    body: Body<'_>,
 ) -> Answer {
     let control: &Control = &gw.control;
     let mut guard = control.state.lock().await;
@@ -47,7 +54,7 @@ pub async fn handle(
     };
     let m = method.clone();
     match segs {
-        ["config"] if m == Method::POST => post_config(gw, state, query, body).await,
+        ["config"] if m == Method::POST => post_config(gw, state, query, body.bytes).await,
         ["schemas", "plugins", "validate"] if m == Method::POST => {
             validate(state, Kind::Plugins, body).await
         }
@@ -121,7 +128,7 @@ async fn one(
     kind: Kind,
     key: &str,
     parent: Option<(&'static str, String)>,
-    body: &[u8],
+    body: Body<'_>,
 ) -> Answer {
     let found = state.find(kind, key).filter(|i| match &parent {
         Some((field, pid)) => {
@@ -153,6 +160,9 @@ async fn one(
                     entity.insert("id".into(), old.get("id").cloned().unwrap_or(Value::Null));
                     keep_redacted(&mut entity, &old);
                     let created = old.get("created_at").cloned();
+                    if body.form {
+                        coerce_form(kind, &mut entity);
+                    }
                     save(gw, state, kind, Some(i), entity, created, StatusCode::OK).await
                 }
                 None => {
@@ -160,6 +170,9 @@ async fn one(
                         entity.insert("id".into(), Value::String(key.to_string()));
                     } else if let Some(f) = kind.unique_fields().first() {
                         entity.insert((*f).into(), Value::String(key.to_string()));
+                    }
+                    if body.form {
+                        coerce_form(kind, &mut entity);
                     }
                     save(gw, state, kind, None, entity, None, StatusCode::OK).await
                 }
@@ -185,6 +198,9 @@ async fn one(
             }
             keep_redacted(&mut entity, &old);
             let created = old.get("created_at").cloned();
+            if body.form {
+                coerce_form(kind, &mut entity);
+            }
             save(gw, state, kind, Some(i), entity, created, StatusCode::OK).await
         }
         Method::POST => Err(AdminError::MethodNotAllowed),
@@ -198,7 +214,7 @@ async fn create(
     state: &mut State,
     kind: Kind,
     parent: Option<(&'static str, String)>,
-    body: &[u8],
+    body: Body<'_>,
 ) -> Answer {
     let mut entity = object(body)?;
     if let Some((field, pid)) = parent {
@@ -208,6 +224,9 @@ async fn create(
         if state.find(kind, id).is_some() {
             return Err(AdminError::PrimaryKey(id.to_string()));
         }
+    }
+    if body.form {
+        coerce_form(kind, &mut entity);
     }
     save(gw, state, kind, None, entity, None, StatusCode::CREATED).await
 }
@@ -377,14 +396,38 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// A JSON object body (Kong's 400 for anything else).
-fn object(body: &[u8]) -> Result<Map<String, Value>, AdminError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
+/// A JSON object body (Kong's 400 for anything else), or a form's fields.
+fn object(body: Body<'_>) -> Result<Map<String, Value>, AdminError> {
+    if body.form {
+        return Ok(super::form::parse(body.bytes));
+    }
+    if body.bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    match serde_json::from_slice::<Value>(body) {
+    match serde_json::from_slice::<Value>(body.bytes) {
         Ok(Value::Object(m)) => Ok(m),
         _ => Err(AdminError::BadJson),
+    }
+}
+
+/// Form values are strings: converts those the typing says should be numbers, booleans or
+/// lists (the entity's fields, then a plugin's config).
+fn coerce_form(kind: Kind, entity: &mut Map<String, Value>) {
+    for _ in 0..64 {
+        let err = match check_shape(kind, entity) {
+            Err(AdminError::Schema(e)) => e.into_iter().next(),
+            _ if kind == Kind::Plugins => {
+                let name = entity.get("name").and_then(Value::as_str).unwrap_or("");
+                crate::config::plugins::parse(name, entity.get("config"))
+                    .err()
+                    .and_then(|e| e.into_iter().next())
+            }
+            _ => None,
+        };
+        let Some((path, message)) = err else { return };
+        if !super::form::coerce(entity, &path, &tidy_serde_message(&message)) {
+            return;
+        }
     }
 }
 
@@ -555,7 +598,7 @@ async fn group_consumers(
     state: &mut State,
     m: &Method,
     g: &str,
-    body: &[u8],
+    body: Body<'_>,
 ) -> Answer {
     let gi = state
         .find(Kind::ConsumerGroups, g)
@@ -615,7 +658,7 @@ async fn group_consumers(
 }
 
 /// `POST /consumers/{c}/consumer_groups` with `{"group": …}`.
-async fn consumer_joins(gw: &Gateway, state: &mut State, c: &str, body: &[u8]) -> Answer {
+async fn consumer_joins(gw: &Gateway, state: &mut State, c: &str, body: Body<'_>) -> Answer {
     let ci = state.find(Kind::Consumers, c).ok_or(AdminError::NotFound)?;
     let cid = state.id(Kind::Consumers, ci).unwrap_or_default();
     let b = object(body)?;
@@ -724,8 +767,11 @@ async fn post_config(
 
 /// `POST /schemas/{entity}/validate` and `/schemas/plugins/validate`: checks the entity
 /// with the whole running document, applies nothing.
-async fn validate(state: &State, kind: Kind, body: &[u8]) -> Answer {
+async fn validate(state: &State, kind: Kind, body: Body<'_>) -> Answer {
     let mut entity = object(body)?;
+    if body.form {
+        coerce_form(kind, &mut entity);
+    }
     check_shape(kind, &entity)?;
     resolve_foreign(state, &mut entity)?;
     if kind == Kind::Services {
