@@ -317,11 +317,13 @@ fn unsupported_features_fail_clearly() {
         e[0].contains("config.targets: length must be at least 1"),
         "{e:?}"
     );
-    let e = errors("_format_version: \"3.0\"\nplugins: [{name: key-auth}]\n");
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: rate-limiting}]\n");
     assert_eq!(
         e,
-        vec!["plugins[0].name: plugin 'key-auth' is not supported by tollgate yet"]
+        vec!["plugins[0].name: plugin 'rate-limiting' is not supported by tollgate yet"]
     );
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: key-auth, config: {key_names: [\"a b\"], anonymous: nobody}}]\n");
+    assert!(e[0].starts_with("plugins[0].config.key_names[0]: bad header name"), "{e:?}");
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: databricks}}}]\n");
     assert!(
         e[0].starts_with(

@@ -213,7 +213,8 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
             Some(p) => reply(StatusCode::OK, p.to_json(&snap)),
             None => not_found(),
         },
-        ["consumers" | "consumer_groups" | "vaults", ..] | ["services" | "routes", _, _, _] => {
+        ["consumers" | "consumer_groups" | "vaults" | "key-auths", ..]
+        | ["services" | "routes", _, _, _] => {
             let guard = gw.control.state.lock().await;
             let empty = state::State::empty();
             let st = guard.as_ref().unwrap_or(&empty);
@@ -295,19 +296,31 @@ fn state_read(
             }
             None => not_found(),
         },
-        [parent @ ("consumers" | "consumer_groups"), key, "plugins"] => {
+        [parent @ ("consumers" | "consumer_groups"), key, child @ ("plugins" | "key-auth")] => {
             let (kind, field) = if *parent == "consumers" {
                 (Kind::Consumers, "consumer")
             } else {
                 (Kind::ConsumerGroups, "consumer_group")
             };
+            let ckind = if *child == "plugins" {
+                Kind::Plugins
+            } else {
+                Kind::KeyauthCredentials
+            };
             match found(kind, key) {
                 Some(id) => page(
-                    &format!("/{parent}/{key}/plugins"),
-                    views(Kind::Plugins, children(Kind::Plugins, field, &id)),
+                    &format!("/{parent}/{key}/{child}"),
+                    views(ckind, children(ckind, field, &id)),
                 ),
                 None => not_found(),
             }
+        }
+        ["key-auths", k, "consumer"] => {
+            let consumer = st
+                .find(Kind::KeyauthCredentials, k)
+                .and_then(|i| st.get(Kind::KeyauthCredentials, i))
+                .and_then(|e| state::ref_id(e.get("consumer")).map(str::to_string));
+            one(Kind::Consumers, consumer)
         }
         [parent, pkey, child, ckey] => {
             let nested = match (*parent, *child) {
@@ -315,6 +328,9 @@ fn state_read(
                 ("services", "plugins") => Some((Kind::Services, "service", Kind::Plugins)),
                 ("routes", "plugins") => Some((Kind::Routes, "route", Kind::Plugins)),
                 ("consumers", "plugins") => Some((Kind::Consumers, "consumer", Kind::Plugins)),
+                ("consumers", "key-auth") => {
+                    Some((Kind::Consumers, "consumer", Kind::KeyauthCredentials))
+                }
                 ("consumer_groups", "plugins") => {
                     Some((Kind::ConsumerGroups, "consumer_group", Kind::Plugins))
                 }

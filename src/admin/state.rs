@@ -20,6 +20,7 @@ pub enum Kind {
     Consumers,
     ConsumerGroups,
     Vaults,
+    KeyauthCredentials,
 }
 
 impl Kind {
@@ -32,6 +33,7 @@ impl Kind {
             "consumers" => Kind::Consumers,
             "consumer_groups" => Kind::ConsumerGroups,
             "vaults" => Kind::Vaults,
+            "key-auths" | "keyauth_credentials" => Kind::KeyauthCredentials,
             _ => return None,
         })
     }
@@ -45,6 +47,7 @@ impl Kind {
             Kind::Consumers => "consumers",
             Kind::ConsumerGroups => "consumer_groups",
             Kind::Vaults => "vaults",
+            Kind::KeyauthCredentials => "keyauth_credentials",
         }
     }
 
@@ -55,6 +58,7 @@ impl Kind {
             Kind::Plugins => &["instance_name"],
             Kind::Consumers => &["username", "custom_id"],
             Kind::Vaults => &["prefix"],
+            Kind::KeyauthCredentials => &[],
         }
     }
 
@@ -67,21 +71,25 @@ impl Kind {
                 (Kind::Plugins, "service", true),
             ],
             Kind::Routes => &[(Kind::Plugins, "route", true)],
-            Kind::Consumers => &[(Kind::Plugins, "consumer", true)],
+            Kind::Consumers => &[
+                (Kind::Plugins, "consumer", true),
+                (Kind::KeyauthCredentials, "consumer", true),
+            ],
             Kind::ConsumerGroups => &[(Kind::Plugins, "consumer_group", true)],
-            Kind::Plugins | Kind::Vaults => &[],
+            Kind::Plugins | Kind::Vaults | Kind::KeyauthCredentials => &[],
         }
     }
 }
 
 /// Every kind, in declaration order (`Kind as usize` indexes this).
-pub const KINDS: [Kind; 6] = [
+pub const KINDS: [Kind; 7] = [
     Kind::Services,
     Kind::Routes,
     Kind::Plugins,
     Kind::Consumers,
     Kind::ConsumerGroups,
     Kind::Vaults,
+    Kind::KeyauthCredentials,
 ];
 
 /// The flat declarative document.
@@ -90,7 +98,7 @@ pub struct State {
     /// `_format_version` and the other top-level fields that are not entity collections.
     meta: Map<String, Value>,
     /// The entities, by `Kind as usize`.
-    lists: [Vec<Value>; 6],
+    lists: [Vec<Value>; 7],
     /// The document holds decK templates and they are kept: compile substitutes them.
     templated: bool,
     /// Why the file cannot be written back (its templates could not be kept), if so.
@@ -209,6 +217,16 @@ impl State {
     /// The position of the entity of `kind` whose id or endpoint key is `key`.
     pub fn find(&self, kind: Kind, key: &str) -> Option<usize> {
         let list = self.list(kind);
+        if kind == Kind::KeyauthCredentials {
+            // By id, or by the key itself (stored as its digest).
+            let hash =
+                crate::config::snapshot::key_hash_text(&crate::config::snapshot::key_digest(key));
+            return list.iter().position(|e| {
+                e.get("id").and_then(Value::as_str) == Some(key)
+                    || e.get("key_hash").and_then(Value::as_str) == Some(hash.as_str())
+                    || e.get("key").and_then(Value::as_str) == Some(key)
+            });
+        }
         list.iter()
             .position(|e| e.get("id").and_then(Value::as_str) == Some(key))
             .or_else(|| {
@@ -452,8 +470,15 @@ pub fn flatten(doc: &Value) -> Result<Map<String, Value>, ConfigErrors> {
         };
         let plugins = take_array(&mut c, "plugins");
         let groups = take_array(&mut c, "groups");
+        let creds = take_array(&mut c, "keyauth_credentials");
         let cid = id_of(&c, "consumers", &["username", "custom_id"], &path);
         c.insert("id".into(), Value::String(cid.clone()));
+        for k in creds {
+            if let Value::Object(mut k) = k {
+                k.insert("consumer".into(), json!({"id": cid}));
+                f.creds.push(k);
+            }
+        }
         for g in groups {
             if let Some(k) = key_of(Some(&g)) {
                 memberships.push((k, cid.clone()));
@@ -561,6 +586,39 @@ pub fn flatten(doc: &Value) -> Result<Map<String, Value>, ConfigErrors> {
             p.insert("consumer_group".into(), json!({"id": id}));
         }
     }
+    for k in array(top, "keyauth_credentials") {
+        if let Some(mut k) = k.as_object().cloned() {
+            if let Some(c) = key_of(k.get("consumer")) {
+                let id = find(&f.consumers, &c, &["username", "custom_id"]).unwrap_or(c);
+                k.insert("consumer".into(), json!({"id": id}));
+            }
+            f.creds.push(k);
+        }
+    }
+    // Keys are kept as digests from here on (a decK template is left as written).
+    for k in &mut f.creds {
+        let plain = k.get("key").and_then(Value::as_str).map(str::to_string);
+        if let Some(key) = plain.filter(|p| !p.contains("${{")) {
+            let d = crate::config::snapshot::key_digest(&key);
+            k.remove("key");
+            k.insert(
+                "key_hash".into(),
+                Value::String(crate::config::snapshot::key_hash_text(&d)),
+            );
+        }
+        if !k.get("id").is_some_and(Value::is_string) {
+            if let Some(h) = k
+                .get("key_hash")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+            {
+                k.insert(
+                    "id".into(),
+                    Value::String(ids::entity_id("keyauth_credentials", &h)),
+                );
+            }
+        }
+    }
     let mut vaults = Vec::new();
     for (i, v) in array(top, "vaults").iter().enumerate() {
         if let Some(mut v) = v.as_object().cloned() {
@@ -586,6 +644,7 @@ pub fn flatten(doc: &Value) -> Result<Map<String, Value>, ConfigErrors> {
         ("consumer_groups", f.groups),
         ("plugins", f.plugins),
         ("vaults", vaults),
+        ("keyauth_credentials", f.creds),
     ] {
         if !list.is_empty() {
             out.insert(name.into(), objects(list));
@@ -607,6 +666,7 @@ struct Flat {
     consumers: Vec<Map<String, Value>>,
     groups: Vec<Map<String, Value>>,
     plugins: Vec<Map<String, Value>>,
+    creds: Vec<Map<String, Value>>,
 }
 
 impl Flat {

@@ -82,9 +82,6 @@ pub async fn handle(
         ["consumers", c, "consumer_groups", g] if m == Method::DELETE => {
             leave_group(gw, state, g, c).await
         }
-        ["consumers", _, "key-auth", ..] | ["key-auths", ..] => Err(AdminError::Unsupported(
-            "key-auth credentials are not supported by tollgate yet".into(),
-        )),
         [kind, key] => {
             let kind = Kind::from_segment(kind).ok_or(AdminError::NotFound)?;
             one(gw, state, &m, kind, key, None, body).await
@@ -116,6 +113,7 @@ fn nested(parent: &str, child: &str) -> Result<(Kind, &'static str, Kind), Admin
         ("routes", "plugins") => (Kind::Routes, "route", Kind::Plugins),
         ("consumers", "plugins") => (Kind::Consumers, "consumer", Kind::Plugins),
         ("consumer_groups", "plugins") => (Kind::ConsumerGroups, "consumer_group", Kind::Plugins),
+        ("consumers", "key-auth") => (Kind::Consumers, "consumer", Kind::KeyauthCredentials),
         _ => return Err(AdminError::NotFound),
     })
 }
@@ -245,6 +243,32 @@ async fn save(
     for k in ["created_at", "updated_at"] {
         entity.remove(k);
     }
+    // A key is shown once, in this answer; only its digest is kept.
+    let mut new_key: Option<String> = None;
+    if kind == Kind::KeyauthCredentials {
+        if entity.contains_key("key_hash") {
+            return Err(AdminError::Schema(vec![(
+                "key_hash".into(),
+                "set by the gateway; send 'key', or nothing to have one generated".into(),
+            )]));
+        }
+        let key = match entity.remove("key") {
+            Some(Value::String(k)) if !k.is_empty() => k,
+            Some(Value::Null) | None => generate_key(),
+            Some(_) => {
+                return Err(AdminError::Schema(vec![(
+                    "key".into(),
+                    "expected a string".into(),
+                )]))
+            }
+        };
+        let d = crate::config::snapshot::key_digest(&key);
+        entity.insert(
+            "key_hash".into(),
+            Value::String(crate::config::snapshot::key_hash_text(&d)),
+        );
+        new_key = Some(key);
+    }
     check_shape(kind, &entity)?;
     resolve_foreign(state, &mut entity)?;
     if kind == Kind::Services {
@@ -281,7 +305,31 @@ async fn save(
         .commit(gw, state, candidate, Some((kind, i)))
         .await?;
     let snap = gw.snapshot.load_full();
-    Ok((status, Some(view(kind, state, &snap, &id))))
+    let mut shown = view(kind, state, &snap, &id);
+    if let Some(k) = new_key {
+        shown["key"] = Value::String(k);
+    }
+    Ok((status, Some(shown)))
+}
+
+/// A new API key: 32 random bytes, URL-safe base64, with a prefix that makes leaked keys
+/// easy to find in code scanners.
+pub fn generate_key() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    let rng = ring::rand::SystemRandom::new();
+    if ring::rand::SecureRandom::fill(&rng, &mut bytes).is_err() {
+        // The system RNG failing is not survivable for key material: fall back to v4 UUIDs
+        // (also from the OS RNG, through getrandom).
+        let a = uuid::Uuid::new_v4();
+        let b = uuid::Uuid::new_v4();
+        bytes[..16].copy_from_slice(a.as_bytes());
+        bytes[16..].copy_from_slice(b.as_bytes());
+    }
+    format!(
+        "tg_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
 }
 
 /// The entity with id `id` as the Admin API shows it: with defaults for the compiled kinds,
@@ -328,6 +376,11 @@ pub fn view(kind: Kind, state: &State, snap: &Snapshot, id: &str) -> Value {
             "updated_at",
         ]),
         Kind::ConsumerGroups => pick(&["id", "name", "tags", "created_at", "updated_at"]),
+        Kind::KeyauthCredentials => {
+            let mut v = pick(&["id", "consumer", "ttl", "tags", "created_at", "updated_at"]);
+            v["key"] = Value::String(REDACTED.into());
+            v
+        }
         Kind::Vaults => {
             let mut v = pick(&[
                 "id",
@@ -480,6 +533,7 @@ fn check_shape(kind: Kind, entity: &Map<String, Value>) -> Result<(), AdminError
         Kind::Consumers => typed::<RawConsumer>(v),
         Kind::ConsumerGroups => typed::<RawConsumerGroup>(v),
         Kind::Vaults => typed::<RawVault>(v),
+        Kind::KeyauthCredentials => typed::<crate::config::raw::RawKeyauthCredential>(v),
     };
     r.map_err(|e| AdminError::Schema(vec![e]))
 }

@@ -554,11 +554,11 @@ pub enum PluginConfig {
     AiProxyAdvanced(Box<AiProxyAdvancedConfig>),
     RequestTransformer(Box<RequestTransformerConfig>),
     FileLog(FileLogConfig),
+    KeyAuth(crate::plugins::key_auth::KeyAuthConfig),
 }
 
 /// Kong plugins Tollgate knows by name but does not implement yet (a clearer error than "unknown").
 const KNOWN_UNIMPLEMENTED: &[&str] = &[
-    "key-auth",
     "acl",
     "cors",
     "rate-limiting",
@@ -605,6 +605,19 @@ pub fn parse(name: &str, config: Option<&Value>) -> Result<PluginConfig, Vec<Fie
             }
         }
         "file-log" => typed::<FileLogConfig>(config).map(PluginConfig::FileLog),
+        "key-auth" => {
+            let c = typed::<crate::plugins::key_auth::KeyAuthConfig>(config)?;
+            let errs: Vec<FieldError> = c
+                .validate()
+                .into_iter()
+                .map(|(p, m)| (format!("config.{p}"), m))
+                .collect();
+            if errs.is_empty() {
+                Ok(PluginConfig::KeyAuth(c))
+            } else {
+                Err(errs)
+            }
+        }
         n if KNOWN_UNIMPLEMENTED.contains(&n) => Err(vec![(
             "name".into(),
             format!("plugin '{n}' is not supported by tollgate yet"),
@@ -632,6 +645,7 @@ impl PluginConfig {
     /// Kong's static PRIORITY: plugins run in descending order.
     pub fn priority(&self) -> i32 {
         match self {
+            PluginConfig::KeyAuth(_) => 1250,
             PluginConfig::RequestTransformer(_) => 801,
             PluginConfig::AiProxy(_) | PluginConfig::AiProxyAdvanced(_) => 770,
             PluginConfig::FileLog(_) => 9,

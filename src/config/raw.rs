@@ -53,8 +53,8 @@ pub struct RawConfig {
     pub ca_certificates: Vec<RawCaCertificate>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snis: Vec<RawSni>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keyauth_credentials: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keyauth_credentials: Vec<RawKeyauthCredential>,
 }
 
 /// A reference to another entity: a plain name/id string or `{id|name}`.
@@ -190,8 +190,8 @@ pub struct RawConsumer {
     pub updated_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<RawPlugin>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keyauth_credentials: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keyauth_credentials: Vec<RawKeyauthCredential>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub groups: Option<Vec<EntityRef>>,
 }
@@ -260,6 +260,24 @@ pub struct RawSni {
     pub id: Option<String>,
     pub name: String,
     pub certificate: EntityRef,
+    pub tags: Option<Vec<String>>,
+    pub created_at: Option<i64>,
+    pub updated_at: Option<i64>,
+}
+
+/// A `key-auth` credential. `key` is the key as Kong writes it; tollgate writes `key_hash`
+/// (`sha256:<hex>`) instead, so saved files never hold a key in clear.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKeyauthCredential {
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer: Option<EntityRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_hash: Option<String>,
+    pub ttl: Option<u64>,
     pub tags: Option<Vec<String>>,
     pub created_at: Option<i64>,
     pub updated_at: Option<i64>,

@@ -115,6 +115,147 @@ pub struct Snapshot {
     pub format_version: String,
     /// The TLS listener's certificates by server name (`certificates`, `snis`).
     pub sni: Arc<crate::server::sni::SniTable>,
+    /// `key-auth` credentials by the digest of their key.
+    pub credentials: HashMap<[u8; 32], Credential>,
+}
+
+/// A `key-auth` credential: whose it is and until when.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    pub id: String,
+    /// Index into `consumers`.
+    pub consumer: usize,
+    /// Unix seconds (`created_at + ttl`); None: never expires.
+    pub expires_at: Option<i64>,
+}
+
+/// The digest a key is stored and looked up by (keys are never kept in clear).
+pub fn key_digest(key: &str) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(b"tollgate key-auth\0");
+    ctx.update(key.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// `sha256:<hex>`, as `key_hash` fields hold it.
+pub fn key_hash_text(d: &[u8; 32]) -> String {
+    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
+    let hex = s.strip_prefix("sha256:")?;
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The `keyauth_credentials`, nested under consumers or at the top level.
+fn credentials(
+    b: &mut Builder<'_>,
+    raw: &RawConfig,
+    consumers: &[Consumer],
+) -> HashMap<[u8; 32], Credential> {
+    let mut out: HashMap<[u8; 32], Credential> = HashMap::new();
+    let nested = raw.consumers.iter().enumerate().flat_map(|(i, c)| {
+        c.keyauth_credentials.iter().enumerate().map(move |(j, k)| {
+            (
+                p(&p("", "consumers", i), "keyauth_credentials", j),
+                Some(i),
+                k,
+            )
+        })
+    });
+    let top = raw
+        .keyauth_credentials
+        .iter()
+        .enumerate()
+        .map(|(j, k)| (p("", "keyauth_credentials", j), None, k));
+    let all: Vec<_> = nested.chain(top).collect();
+    for (path, owner, k) in all {
+        let consumer = match (owner, k.consumer.as_ref().and_then(EntityRef::key)) {
+            (Some(i), None) => Some(i),
+            (Some(_), Some(_)) => {
+                b.err(
+                    format!("{path}.consumer"),
+                    "must not be set on a credential nested under a consumer",
+                );
+                continue;
+            }
+            (None, Some(key)) => consumers.iter().position(|c| {
+                c.id == key
+                    || c.username.as_deref() == Some(key)
+                    || c.custom_id.as_deref() == Some(key)
+            }),
+            (None, None) => {
+                b.err(format!("{path}.consumer"), "required field missing");
+                continue;
+            }
+        };
+        let Some(consumer) = consumer else {
+            b.err(
+                format!("{path}.consumer"),
+                "invalid reference (no such entry in 'consumers')",
+            );
+            continue;
+        };
+        let digest = match (&k.key, &k.key_hash) {
+            (Some(key), None) if !key.is_empty() => key_digest(key),
+            (None, Some(h)) => match parse_key_hash(h) {
+                Some(d) => d,
+                None => {
+                    b.err(
+                        format!("{path}.key_hash"),
+                        "expected sha256:<64 hex digits>",
+                    );
+                    continue;
+                }
+            },
+            (Some(_), Some(_)) => {
+                b.err(path.clone(), "only one of 'key' and 'key_hash' may be set");
+                continue;
+            }
+            _ => {
+                b.err(format!("{path}.key"), "required field missing");
+                continue;
+            }
+        };
+        let id =
+            k.id.clone()
+                .unwrap_or_else(|| ids::entity_id("keyauth_credentials", &key_hash_text(&digest)));
+        let created = k
+            .created_at
+            .unwrap_or_else(|| (crate::proxy::millis_since_epoch() / 1000) as i64);
+        let expires_at = k
+            .ttl
+            .filter(|t| *t > 0)
+            .map(|t| created.saturating_add(t as i64));
+        if out
+            .insert(
+                digest,
+                Credential {
+                    id,
+                    consumer,
+                    expires_at,
+                },
+            )
+            .is_some()
+        {
+            // The key itself is never echoed.
+            b.err(
+                format!("{path}.key"),
+                "UNIQUE violation detected on '{key=[REDACTED]}'",
+            );
+        }
+    }
+    out
 }
 
 /// Builds `path` strings like `services[0].routes[1].plugins[2]`.
@@ -442,11 +583,7 @@ impl Snapshot {
             }
         };
         b.legacy_paths = format_version != "3.0";
-        for (field, value) in [
-            ("upstreams", &raw.upstreams),
-            ("targets", &raw.targets),
-            ("keyauth_credentials", &raw.keyauth_credentials),
-        ] {
+        for (field, value) in [("upstreams", &raw.upstreams), ("targets", &raw.targets)] {
             if value
                 .as_ref()
                 .map(|v| !v.is_null() && v != &json!([]))
@@ -530,16 +667,6 @@ impl Snapshot {
                     "at least one of these fields must be non-empty: 'custom_id', 'username'",
                 );
             }
-            if c.keyauth_credentials
-                .as_ref()
-                .map(|v| !v.is_null())
-                .unwrap_or(false)
-            {
-                b.err(
-                    format!("{cp}.keyauth_credentials"),
-                    "key-auth credentials are not supported by tollgate yet",
-                );
-            }
             let id = c.id.clone().unwrap_or_else(|| {
                 ids::entity_id(
                     "consumers",
@@ -566,6 +693,7 @@ impl Snapshot {
                 created_at: c.created_at.unwrap_or(0),
             });
         }
+        let credentials = credentials(&mut b, &raw, &consumers);
         for (i, g) in raw.consumer_groups.iter().enumerate() {
             if !g.plugins.is_empty() {
                 b.err(
@@ -669,6 +797,20 @@ impl Snapshot {
                     continue;
                 }
             };
+            if let PluginConfig::KeyAuth(ka) = &typed {
+                if let Some(anon) = ka.anonymous.as_deref().filter(|a| !a.is_empty()) {
+                    let known = consumers
+                        .iter()
+                        .any(|c| c.id == anon || c.username.as_deref() == Some(anon));
+                    if !known {
+                        b.err(
+                            format!("{path}.config.anonymous"),
+                            format!("no consumer with id or username '{anon}'"),
+                        );
+                        continue;
+                    }
+                }
+            }
             let id = pl.id.clone().unwrap_or_else(|| {
                 let rid = route.map(|r| b.routes[r].id.clone()).unwrap_or_default();
                 let sid = service
@@ -748,6 +890,7 @@ impl Snapshot {
             warnings: b.warnings,
             format_version,
             sni: Arc::new(sni),
+            credentials,
         })
     }
 
@@ -765,6 +908,7 @@ impl Snapshot {
             warnings: Vec::new(),
             format_version: "3.0".into(),
             sni: Arc::default(),
+            credentials: HashMap::new(),
         }
     }
 }
@@ -866,6 +1010,7 @@ fn config_to_json(c: &PluginConfig) -> Value {
         PluginConfig::AiProxyAdvanced(c) => serde_json::to_value(c),
         PluginConfig::RequestTransformer(c) => serde_json::to_value(c),
         PluginConfig::FileLog(c) => serde_json::to_value(c),
+        PluginConfig::KeyAuth(c) => serde_json::to_value(c),
     };
     v.unwrap_or(Value::Null)
 }
@@ -897,6 +1042,10 @@ fn compile_plugin(
             Ok((Plugin::AiProxy(Arc::new(ai)), issues(warnings)))
         }
         PluginConfig::RequestTransformer(c) => Ok((Plugin::RequestTransformer(c), Vec::new())),
+        PluginConfig::KeyAuth(c) => Ok((
+            Plugin::KeyAuth(Arc::new(crate::plugins::key_auth::KeyAuth::new(c))),
+            Vec::new(),
+        )),
         PluginConfig::FileLog(c) => {
             let sink = crate::observe::file_log::compile(&c).map_err(issues)?;
             Ok((Plugin::FileLog(sink), Vec::new()))

@@ -1,6 +1,7 @@
 //! Plugins as a closed enum, run in Kong's PRIORITY order (highest first).
 
 pub mod ai_proxy;
+pub mod key_auth;
 pub mod request_transformer;
 
 use std::sync::Arc;
@@ -14,12 +15,14 @@ pub enum Plugin {
     AiProxy(Arc<ai_proxy::AiProxy>),
     RequestTransformer(Box<request_transformer::RequestTransformerConfig>),
     FileLog(Arc<FileLogSink>),
+    KeyAuth(Arc<key_auth::KeyAuth>),
 }
 
 impl Plugin {
     /// Kong's static PRIORITY.
     pub fn priority(&self) -> i32 {
         match self {
+            Plugin::KeyAuth(_) => 1250,
             Plugin::RequestTransformer(_) => 801,
             Plugin::AiProxy(_) => 770,
             Plugin::FileLog(_) => 9,

@@ -38,7 +38,7 @@ use crate::llm::{self, openai};
 use crate::observe::log::{AiLog, RequestLog, Try};
 use crate::plugins::ai_proxy::{AiProxy, Target, Wire};
 use crate::plugins::request_transformer::{self, UpstreamRequest};
-use crate::plugins::Plugin;
+use crate::plugins::{key_auth, Plugin};
 use crate::proxy::conversations::Conversations;
 use crate::proxy::response::{Feedback, Finish, ProxyBody};
 use crate::proxy::router::RequestView;
@@ -379,6 +379,23 @@ pub async fn handle_request(
     };
 
     // Access phase, part 2: plugins in PRIORITY order (ai-proxy is handled after them).
+    // key-auth (1250) runs first; the transformer's templates still read the client's
+    // original headers (the copy above), as in Kong.
+    if let Some(Plugin::KeyAuth(ka)) = route
+        .chain
+        .first()
+        .and_then(|i| snap.plugins.get(*i))
+        .map(|p| &p.plugin)
+    {
+        let preflight = up.method == http::Method::OPTIONS;
+        if !preflight || ka.config.run_on_preflight {
+            let now = (millis_since_epoch() / 1000) as i64;
+            if let Err(refusal) = key_auth::authenticate(ka, &snap, &mut up, now) {
+                let e = GatewayError::Unauthorized(refusal, key_auth::challenge(ka));
+                return kong_error(e, shape, log, snap);
+            }
+        }
+    }
     if let Some(orig) = &original_headers {
         let sources = TemplateSources {
             headers: orig,
