@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod balancer;
+pub mod cli;
 pub mod config;
 pub mod error;
 pub mod llm;

@@ -99,6 +99,38 @@ enum Command {
     },
     /// Print the embedded default config.
     DefaultConfig,
+    /// API keys (key-auth credentials) through a running gateway's Admin API.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Create a key for a consumer and print it (only this once: the gateway keeps its
+    /// digest).
+    Create {
+        /// The consumer's username or id.
+        #[arg(long)]
+        consumer: String,
+        /// Seconds until the key expires (none: never).
+        #[arg(long)]
+        ttl: Option<u64>,
+        /// Create the consumer first if it does not exist.
+        #[arg(long)]
+        create_consumer: bool,
+        /// The Admin API.
+        #[arg(
+            long,
+            env = "TOLLGATE_ADMIN_URL",
+            default_value = "http://127.0.0.1:8001"
+        )]
+        admin: String,
+        /// The admin token, if the gateway requires one.
+        #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+    },
 }
 
 fn init_logs(level: &str, format: &str) {
@@ -139,6 +171,45 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::Keys {
+            action:
+                KeysAction::Create {
+                    consumer,
+                    ttl,
+                    create_consumer,
+                    admin,
+                    admin_token,
+                },
+        } => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let made = rt.block_on(tollgate::cli::keys::create(
+                &admin,
+                admin_token.as_deref(),
+                &consumer,
+                ttl,
+                create_consumer,
+            ));
+            match made {
+                Ok(key) => {
+                    println!("{key}");
+                    eprintln!("key created for consumer {consumer}; it is shown only now");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("tollgate keys create: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::DefaultConfig => {
             print!("{}", config::EMBEDDED_DEFAULT);
             ExitCode::SUCCESS

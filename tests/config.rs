@@ -323,7 +323,10 @@ fn unsupported_features_fail_clearly() {
         vec!["plugins[0].name: plugin 'rate-limiting' is not supported by tollgate yet"]
     );
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: key-auth, config: {key_names: [\"a b\"], anonymous: nobody}}]\n");
-    assert!(e[0].starts_with("plugins[0].config.key_names[0]: bad header name"), "{e:?}");
+    assert!(
+        e[0].starts_with("plugins[0].config.key_names[0]: bad header name"),
+        "{e:?}"
+    );
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: databricks}}}]\n");
     assert!(
         e[0].starts_with(

@@ -205,3 +205,50 @@ async fn keys_are_created_shown_once_and_stored_hashed() {
     let v: Value = get(&admin("/key-auths")).await.json();
     assert_eq!(v["data"].as_array().unwrap().len(), 0);
 }
+
+/// `tollgate keys create` through the Admin API of a running gateway.
+#[tokio::test]
+async fn the_keys_cli_creates_a_working_key() {
+    let h = Harness::start(CONFIG).await;
+    let admin = format!("http://{}", h.gw.admin_addr.unwrap());
+    let run = |args: Vec<String>| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(args)
+            .env_remove("TOLLGATE_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let base = |c: &str| {
+        vec![
+            "keys".to_string(),
+            "create".into(),
+            "--consumer".into(),
+            c.into(),
+            "--admin".into(),
+            admin.clone(),
+        ]
+    };
+    let args = base("nobody");
+    // Off the test's runtime: the gateway answering the CLI runs on it.
+    let out = tokio::task::spawn_blocking(move || run(args)).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no consumer 'nobody'"));
+    let mut args = base("bob");
+    args.push("--create-consumer".into());
+    let out = tokio::task::spawn_blocking(move || run(args))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(key.starts_with("tg_"), "{key}");
+    let r = chat(&h, "/chat", &[("ApiKey", &key)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        h.mock.last_request().unwrap().header("x-consumer-username"),
+        Some("bob")
+    );
+}
