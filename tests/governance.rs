@@ -230,7 +230,9 @@ async fn the_keys_cli_creates_a_working_key() {
     };
     let args = base("nobody");
     // Off the test's runtime: the gateway answering the CLI runs on it.
-    let out = tokio::task::spawn_blocking(move || run(args)).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || run(args))
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no consumer 'nobody'"));
     let mut args = base("bob");
