@@ -17,6 +17,11 @@ consumers:
     custom_id: app-1
     keyauth_credentials:
       - key: alice-key-123
+    plugins:
+      - name: ai-proxy
+        config:
+          route_type: llm/v1/chat
+          model: {provider: openai, name: alice-model, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
   - username: guest
 services:
   - name: s
@@ -27,6 +32,8 @@ services:
         plugins:
           - name: key-auth
             config: {key_names: [ApiKey, apikey], realm: tollgate}
+          - name: file-log
+            config: {path: "{DIR}/chat.log"}
           - name: ai-proxy
             config:
               route_type: llm/v1/chat
@@ -253,4 +260,34 @@ async fn the_keys_cli_creates_a_working_key() {
         h.mock.last_request().unwrap().header("x-consumer-username"),
         Some("bob")
     );
+}
+
+/// After authentication the consumer's own plugins apply (Kong's precedence), and the log
+/// record names the consumer but never holds the key.
+#[tokio::test]
+async fn consumer_plugins_apply_and_the_log_names_the_consumer() {
+    let h = Harness::start(CONFIG).await;
+    let r = chat(&h, "/chat?apikey=alice-key-123", &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["model"],
+        "alice-model",
+        "alice's own ai-proxy instance"
+    );
+    let r = chat(&h, "/open", &[]).await;
+    assert_eq!(
+        r.json()["model"],
+        "m",
+        "the anonymous guest gets the route's"
+    );
+    let r = chat(&h, "/chat", &[("ApiKey", "alice-key-123")]).await;
+    assert_eq!(r.json()["model"], "alice-model");
+    let log = h.wait_log("chat.log", 2).await;
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[0]["consumer"]["username"], "alice", "{}", log[0]);
+    assert!(log[0]["authenticated_entity"]["id"].is_string());
+    assert_eq!(log[0]["request"]["querystring"]["apikey"], "REDACTED");
+    assert_eq!(log[1]["request"]["headers"]["apikey"], "REDACTED");
+    let text = std::fs::read_to_string(h.dir.path().join("chat.log")).unwrap();
+    assert!(!text.contains("alice-key-123"), "{text}");
 }

@@ -117,6 +117,8 @@ pub struct Snapshot {
     pub sni: Arc<crate::server::sni::SniTable>,
     /// `key-auth` credentials by the digest of their key.
     pub credentials: HashMap<[u8; 32], Credential>,
+    /// Some plugin is scoped to a consumer (chains are then resolved per request).
+    pub consumer_plugins: bool,
 }
 
 /// A `key-auth` credential: whose it is and until when.
@@ -756,12 +758,34 @@ impl Snapshot {
                 },
                 (None, None) => None,
             };
-            let consumer = nested_consumer.or_else(|| {
+            let consumer_key = nested_consumer.or_else(|| {
                 pl.consumer
                     .as_ref()
                     .and_then(EntityRef::key)
                     .map(str::to_string)
             });
+            // The id, whichever key the plugin named the consumer by (the plugin's derived id
+            // below still uses the key as written, as Kong's cache key does).
+            let consumer_id = match &consumer_key {
+                Some(k) => {
+                    match consumers.iter().find(|c| {
+                        c.id == *k
+                            || c.username.as_deref() == Some(k)
+                            || c.custom_id.as_deref() == Some(k)
+                    }) {
+                        Some(c) => Some(c.id.clone()),
+                        None => {
+                            b.err(
+                            format!("{path}.consumer"),
+                            format!("invalid reference 'consumer: {k}' (no such entry in 'consumers')"),
+                        );
+                            continue;
+                        }
+                    }
+                }
+                None => None,
+            };
+            let consumer = consumer_key;
             if pl.consumer_group.is_some() {
                 b.err(
                     format!("{path}.consumer_group"),
@@ -836,7 +860,7 @@ impl Snapshot {
                 enabled: pl.enabled.unwrap_or(true),
                 service,
                 route,
-                consumer,
+                consumer: consumer_id,
                 protocols: pl.protocols.clone().unwrap_or_else(|| {
                     ["grpc", "grpcs", "http", "https"]
                         .iter()
@@ -869,11 +893,12 @@ impl Snapshot {
         let has =
             |chain: &[usize], f: fn(&Plugin) -> bool| chain.iter().any(|i| f(&plugins[*i].plugin));
         for (ri, route) in routes.iter_mut().enumerate() {
-            route.chain = resolve_chain(&plugins, Some(ri), route.service);
+            route.chain = resolve_chain(&plugins, Some(ri), route.service, None);
             route.logs = has(&route.chain, |p| matches!(p, Plugin::FileLog(_)));
             route.transforms = has(&route.chain, |p| matches!(p, Plugin::RequestTransformer(_)));
         }
-        let global_chain = resolve_chain(&plugins, None, None);
+        let global_chain = resolve_chain(&plugins, None, None, None);
+        let consumer_plugins = plugins.iter().any(|p| p.enabled && p.consumer.is_some());
         let global_logs = has(&global_chain, |p| matches!(p, Plugin::FileLog(_)));
         let hash = config_hash(&raw);
         // Only a config that loads keeps its Vault secrets refreshed.
@@ -891,6 +916,7 @@ impl Snapshot {
             format_version,
             sni: Arc::new(sni),
             credentials,
+            consumer_plugins,
         })
     }
 
@@ -909,6 +935,7 @@ impl Snapshot {
             format_version: "3.0".into(),
             sni: Arc::default(),
             credentials: HashMap::new(),
+            consumer_plugins: false,
         }
     }
 }
@@ -1054,22 +1081,42 @@ fn compile_plugin(
 }
 
 /// Kong's precedence without consumers: route+service > route > service > global.
-fn resolve_chain(
+/// The plugins that run for a route (and, once authenticated, a consumer): one instance
+/// per plugin name, the most specific by Kong's precedence (consumer+route+service,
+/// consumer+route, consumer+service, route+service, consumer, route, service, global),
+/// in PRIORITY order.
+pub fn resolve_chain(
     plugins: &[PluginInstance],
     route: Option<usize>,
     service: Option<usize>,
+    consumer: Option<&str>,
 ) -> Vec<usize> {
     let mut best: HashMap<&str, (u8, usize)> = HashMap::new();
     for (i, pl) in plugins.iter().enumerate() {
-        if !pl.enabled || pl.consumer.is_some() {
+        if !pl.enabled {
             continue;
         }
-        let rank = match (pl.route, pl.service) {
-            (Some(r), Some(s)) if Some(r) == route && Some(s) == service => 4,
-            (Some(r), None) if Some(r) == route => 3,
-            (None, Some(s)) if Some(s) == service => 2,
-            (None, None) => 1,
+        let with_consumer = match pl.consumer.as_deref() {
+            None => false,
+            Some(c) if Some(c) == consumer => true,
+            Some(_) => continue,
+        };
+        let scope = match (pl.route, pl.service) {
+            (Some(r), Some(s)) if Some(r) == route && Some(s) == service => 3,
+            (Some(r), None) if Some(r) == route => 2,
+            (None, Some(s)) if Some(s) == service => 1,
+            (None, None) => 0,
             _ => continue,
+        };
+        let rank = match (with_consumer, scope) {
+            (true, 3) => 12,
+            (true, 2) => 10,
+            (true, 1) => 9,
+            (false, 3) => 6,
+            (true, _) => 5,
+            (false, 2) => 3,
+            (false, 1) => 2,
+            (false, _) => 1,
         };
         let e = best.entry(pl.name.as_str()).or_insert((0, i));
         if rank > e.0 {

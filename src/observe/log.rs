@@ -118,6 +118,10 @@ pub struct RequestLog {
     pub source: &'static str,
     /// A log plugin will read this record (set by `capture_request`).
     pub enabled: bool,
+    /// The authenticated consumer (index into the snapshot's consumers) and credential id.
+    pub consumer: Option<(usize, Option<String>)>,
+    /// The plugin chain when it differs from the route's (consumer-scoped plugins).
+    pub chain: Option<Vec<usize>>,
 }
 
 impl RequestLog {
@@ -146,6 +150,8 @@ impl RequestLog {
             ai: None,
             source: "kong",
             enabled: false,
+            consumer: None,
+            chain: None,
         }
     }
 
@@ -263,6 +269,15 @@ impl RequestLog {
                 rec["route"] = r.to_json(snap);
                 if let Some(s) = r.service.and_then(|s| snap.services.get(s)) {
                     rec["service"] = s.to_json();
+                }
+            }
+        }
+        if let Some((ci, credential)) = &self.consumer {
+            if let Some(c) = snap.consumers.get(*ci) {
+                rec["consumer"] =
+                    json!({"id": c.id, "username": c.username, "custom_id": c.custom_id});
+                if let Some(id) = credential {
+                    rec["authenticated_entity"] = json!({"id": id});
                 }
             }
         }

@@ -237,3 +237,42 @@ pub fn challenge(ka: &KeyAuth) -> HeaderValue {
         None => HeaderValue::from_static("Key"),
     }
 }
+
+/// Keeps the key out of the log record, which was captured before authentication: the
+/// key headers' values and the key query parameters become `REDACTED`.
+pub fn redact_log(c: &KeyAuthConfig, log: &mut crate::observe::log::RequestLog) {
+    if !log.enabled {
+        return;
+    }
+    for name in &c.key_names {
+        if let Ok(h) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+            if log.request_headers.contains_key(&h) {
+                log.request_headers
+                    .insert(h, HeaderValue::from_static("REDACTED"));
+            }
+        }
+    }
+    let redact = |uri: &str| -> String {
+        let Some((path, q)) = uri.split_once('?') else {
+            return uri.to_string();
+        };
+        let pairs: Vec<(String, String)> = form_urlencoded::parse(q.as_bytes())
+            .map(|(k, v)| {
+                let v = if c.key_names.iter().any(|n| *n == k) {
+                    "REDACTED".to_string()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        let q = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&pairs)
+            .finish();
+        format!("{path}?{q}")
+    };
+    if log.uri.contains('?') {
+        log.uri = redact(&log.uri);
+        log.url = redact(&log.url);
+    }
+}

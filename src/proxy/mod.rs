@@ -381,6 +381,7 @@ pub async fn handle_request(
     // Access phase, part 2: plugins in PRIORITY order (ai-proxy is handled after them).
     // key-auth (1250) runs first; the transformer's templates still read the client's
     // original headers (the copy above), as in Kong.
+    let mut chain_override: Option<Vec<usize>> = None;
     if let Some(Plugin::KeyAuth(ka)) = route
         .chain
         .first()
@@ -390,19 +391,68 @@ pub async fn handle_request(
         let preflight = up.method == http::Method::OPTIONS;
         if !preflight || ka.config.run_on_preflight {
             let now = (millis_since_epoch() / 1000) as i64;
-            if let Err(refusal) = key_auth::authenticate(ka, &snap, &mut up, now) {
-                let e = GatewayError::Unauthorized(refusal, key_auth::challenge(ka));
-                return kong_error(e, shape, log, snap);
+            match key_auth::authenticate(ka, &snap, &mut up, now) {
+                Ok(who) => {
+                    // Consumer-scoped plugins apply from here on (Kong resolves them after
+                    // authentication).
+                    if snap.consumer_plugins {
+                        if let Some(c) = snap.consumers.get(who.consumer) {
+                            let chain = crate::config::snapshot::resolve_chain(
+                                &snap.plugins,
+                                Some(m.route),
+                                route.service,
+                                Some(&c.id),
+                            );
+                            if chain != route.chain {
+                                chain_override = Some(chain);
+                            }
+                        }
+                    }
+                    log.consumer = Some((who.consumer, who.credential));
+                    key_auth::redact_log(&ka.config, &mut log);
+                }
+                Err(refusal) => {
+                    key_auth::redact_log(&ka.config, &mut log);
+                    let e = GatewayError::Unauthorized(refusal, key_auth::challenge(ka));
+                    return kong_error(e, shape, log, snap);
+                }
             }
         }
     }
+    let mut original_headers = original_headers;
+    let mut ai = ai;
+    if let Some(chain) = &chain_override {
+        let has = |f: fn(&Plugin) -> bool| {
+            chain
+                .iter()
+                .any(|i| snap.plugins.get(*i).is_some_and(|p| f(&p.plugin)))
+        };
+        if has(|p| matches!(p, Plugin::RequestTransformer(_))) && original_headers.is_none() {
+            original_headers = Some(up.headers.clone());
+        }
+        if has(|p| matches!(p, Plugin::FileLog(_))) && !log.enabled {
+            let mut seen = Request::new(());
+            *seen.method_mut() = up.method.clone();
+            *seen.uri_mut() = parts.uri.clone();
+            *seen.headers_mut() = up.headers.clone();
+            log.capture_request(&seen.into_parts().0, &client_ip, scheme, host);
+        }
+        ai = chain
+            .iter()
+            .find_map(|i| match snap.plugins.get(*i).map(|p| &p.plugin) {
+                Some(Plugin::AiProxy(a)) => Some(a.clone()),
+                _ => None,
+            });
+        log.chain = Some(chain.clone());
+    }
+    let chain: &[usize] = chain_override.as_deref().unwrap_or(&route.chain);
     if let Some(orig) = &original_headers {
         let sources = TemplateSources {
             headers: orig,
             query: &query,
             uri_captures: &m.captures,
         };
-        for &i in &route.chain {
+        for &i in chain {
             if let Some(Plugin::RequestTransformer(cfg)) = snap.plugins.get(i).map(|p| &p.plugin) {
                 if let Err(e) = request_transformer::apply(cfg, &mut up, &sources) {
                     let err = GatewayError::Internal(format!("request-transformer: {e}"));

@@ -119,9 +119,13 @@ impl Finish {
         if let (Some(ai), Some(e)) = (self.log.ai.as_mut(), stream_error) {
             ai.stream_error = Some(e);
         }
-        let chain = match self.log.route.and_then(|r| self.snapshot.routes.get(r)) {
-            Some(r) => &r.chain,
-            None => &self.snapshot.global_chain,
+        let chain = match (
+            &self.log.chain,
+            self.log.route.and_then(|r| self.snapshot.routes.get(r)),
+        ) {
+            (Some(c), _) => c,
+            (None, Some(r)) => &r.chain,
+            (None, None) => &self.snapshot.global_chain,
         };
         let mut line: Option<Vec<u8>> = None;
         for &i in chain {
