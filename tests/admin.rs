@@ -371,6 +371,10 @@ async fn the_seed_curls_work_verbatim() {
         .await;
     assert_eq!(c.status, 201, "{}", c.text());
     let c = c.json();
+    let g = gw
+        .call("POST", "/consumer_groups", json!({"name": "gold"}))
+        .await
+        .json();
     for (path, scope) in [
         ("/plugins".to_string(), None),
         (
@@ -385,6 +389,10 @@ async fn the_seed_curls_work_verbatim() {
             format!("/consumers/{}/plugins", c["id"].as_str().unwrap()),
             Some(("consumer", &c)),
         ),
+        (
+            format!("/consumer_groups/{}/plugins", g["id"].as_str().unwrap()),
+            Some(("consumer_group", &g)),
+        ),
     ] {
         let p = gw.call("POST", &path, ai_proxy(&mock.url())).await;
         assert_eq!(p.status, 201, "{path}: {}", p.text());
@@ -393,7 +401,7 @@ async fn the_seed_curls_work_verbatim() {
         }
     }
     let plugins = get(&gw.admin("/plugins")).await.json();
-    assert_eq!(plugins["data"].as_array().unwrap().len(), 4);
+    assert_eq!(plugins["data"].as_array().unwrap().len(), 5);
     let mine = get(&gw.admin("/consumers/alice/plugins")).await.json();
     assert_eq!(mine["data"].as_array().unwrap().len(), 1);
     // The route's own instance is the most specific one and answers.

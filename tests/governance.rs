@@ -23,6 +23,17 @@ consumers:
           route_type: llm/v1/chat
           model: {provider: openai, name: alice-model, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
   - username: guest
+  - username: carol
+    keyauth_credentials:
+      - key: carol-key-456
+consumer_groups:
+  - name: gold
+    consumers: [{username: carol}, {username: alice}]
+    plugins:
+      - name: ai-proxy
+        config:
+          route_type: llm/v1/chat
+          model: {provider: openai, name: gold-model, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
 services:
   - name: s
     url: http://unused.invalid
@@ -210,7 +221,7 @@ async fn keys_are_created_shown_once_and_stored_hashed() {
     );
     assert_eq!(chat(&h, "/chat", &[("ApiKey", &key)]).await.status, 401);
     let v: Value = get(&admin("/key-auths")).await.json();
-    assert_eq!(v["data"].as_array().unwrap().len(), 0);
+    assert_eq!(v["data"].as_array().unwrap().len(), 1, "only carol's is left");
 }
 
 /// `tollgate keys create` through the Admin API of a running gateway.
@@ -281,9 +292,16 @@ async fn consumer_plugins_apply_and_the_log_names_the_consumer() {
         "the anonymous guest gets the route's"
     );
     let r = chat(&h, "/chat", &[("ApiKey", "alice-key-123")]).await;
-    assert_eq!(r.json()["model"], "alice-model");
+    assert_eq!(
+        r.json()["model"],
+        "alice-model",
+        "the consumer's own beats its group's"
+    );
     let log = h.wait_log("chat.log", 2).await;
     assert_eq!(log.len(), 2);
+    // carol has no plugin of her own: her group's applies.
+    let r = chat(&h, "/chat", &[("ApiKey", "carol-key-456")]).await;
+    assert_eq!(r.json()["model"], "gold-model", "{}", r.text());
     assert_eq!(log[0]["consumer"]["username"], "alice", "{}", log[0]);
     assert!(log[0]["authenticated_entity"]["id"].is_string());
     assert_eq!(log[0]["request"]["querystring"]["apikey"], "REDACTED");

@@ -77,6 +77,8 @@ pub struct PluginInstance {
     pub service: Option<usize>,
     pub route: Option<usize>,
     pub consumer: Option<String>,
+    /// The consumer group's id (consumer-group-scoped instances).
+    pub consumer_group: Option<String>,
     pub protocols: Vec<String>,
     pub tags: Option<Vec<String>>,
     pub created_at: i64,
@@ -117,8 +119,12 @@ pub struct Snapshot {
     pub sni: Arc<crate::server::sni::SniTable>,
     /// `key-auth` credentials by the digest of their key.
     pub credentials: HashMap<[u8; 32], Credential>,
-    /// Some plugin is scoped to a consumer (chains are then resolved per request).
+    /// Some plugin is scoped to a consumer or group (chains are then resolved per request).
     pub consumer_plugins: bool,
+    /// Consumer groups: (id, name).
+    pub groups: Vec<(String, String)>,
+    /// Each consumer's groups (indexes into `groups`), the name sorting first first.
+    pub member_of: Vec<Vec<usize>>,
 }
 
 /// A `key-auth` credential: whose it is and until when.
@@ -278,7 +284,13 @@ type FoundPlugin = (
     Option<String>,
 );
 /// A plugin's scope: (name, service, route, consumer).
-type Scope = (String, Option<usize>, Option<usize>, Option<String>);
+type Scope = (
+    String,
+    Option<usize>,
+    Option<usize>,
+    Option<String>,
+    Option<String>,
+);
 
 struct Builder<'a> {
     errors: Vec<ConfigIssue>,
@@ -696,13 +708,56 @@ impl Snapshot {
             });
         }
         let credentials = credentials(&mut b, &raw, &consumers);
-        for (i, g) in raw.consumer_groups.iter().enumerate() {
-            if !g.plugins.is_empty() {
-                b.err(
-                    p(&p("", "consumer_groups", i), "plugins", 0),
-                    "consumer group plugins are not supported by tollgate yet",
-                );
+        // Consumer groups: ids, their plugins (scoped by a group reference), memberships.
+        let groups: Vec<(String, String)> = raw
+            .consumer_groups
+            .iter()
+            .map(|g| {
+                let id =
+                    g.id.clone()
+                        .unwrap_or_else(|| ids::entity_id("consumer_groups", &g.name));
+                (id, g.name.clone())
+            })
+            .collect();
+        let find_consumer = |k: &str| {
+            consumers.iter().position(|c| {
+                c.id == k || c.username.as_deref() == Some(k) || c.custom_id.as_deref() == Some(k)
+            })
+        };
+        let find_group = |k: &str| groups.iter().position(|(id, name)| id == k || name == k);
+        let mut member_of: Vec<Vec<usize>> = vec![Vec::new(); consumers.len()];
+        for (gi, g) in raw.consumer_groups.iter().enumerate() {
+            let gp = p("", "consumer_groups", gi);
+            for (k, pl) in g.plugins.iter().enumerate() {
+                let mut pl = pl.clone();
+                pl.consumer_group = Some(EntityRef::Key(groups[gi].0.clone()));
+                b.plugins.push((p(&gp, "plugins", k), pl, None, None, None));
             }
+            for (j, m) in g.consumers.iter().flatten().enumerate() {
+                match m.key().and_then(&find_consumer) {
+                    Some(ci) => member_of[ci].push(gi),
+                    None => b.err(
+                        p(&gp, "consumers", j),
+                        "invalid reference (no such entry in 'consumers')",
+                    ),
+                }
+            }
+        }
+        for (ci, c) in raw.consumers.iter().enumerate() {
+            for (j, g) in c.groups.iter().flatten().enumerate() {
+                match g.key().and_then(&find_group) {
+                    Some(gi) => member_of[ci].push(gi),
+                    None => b.err(
+                        p(&p("", "consumers", ci), "groups", j),
+                        "invalid reference (no such entry in 'consumer_groups')",
+                    ),
+                }
+            }
+        }
+        // A consumer in several groups: the group whose name sorts first wins (Kong EE).
+        for m in &mut member_of {
+            m.sort_by(|a, b| groups[*a].1.cmp(&groups[*b].1));
+            m.dedup();
         }
         for (i, pl) in raw.plugins.iter().enumerate() {
             b.plugins
@@ -786,13 +841,19 @@ impl Snapshot {
                 None => None,
             };
             let consumer = consumer_key;
-            if pl.consumer_group.is_some() {
-                b.err(
-                    format!("{path}.consumer_group"),
-                    "consumer group plugins are not supported by tollgate yet",
-                );
-                continue;
-            }
+            let consumer_group = match pl.consumer_group.as_ref().and_then(EntityRef::key) {
+                Some(k) => match find_group(k) {
+                    Some(gi) => Some(groups[gi].0.clone()),
+                    None => {
+                        b.err(
+                            format!("{path}.consumer_group"),
+                            format!("invalid reference 'consumer_group: {k}' (no such entry in 'consumer_groups')"),
+                        );
+                        continue;
+                    }
+                },
+                None => None,
+            };
             if pl.condition.is_some() {
                 b.err(
                     format!("{path}.condition"),
@@ -805,7 +866,13 @@ impl Snapshot {
                     "dynamic plugin ordering is not supported by tollgate yet",
                 );
             }
-            if !scopes.insert((pl.name.clone(), service, route, consumer.clone())) {
+            if !scopes.insert((
+                pl.name.clone(),
+                service,
+                route,
+                consumer.clone(),
+                consumer_group.clone(),
+            )) {
                 b.err(path.clone(), format!("UNIQUE violation detected on '{{consumer=null,name=\"{}\",route={},service={}}}'",
                     pl.name,
                     route.map(|r| format!("{{id=\"{}\"}}", b.routes[r].id)).unwrap_or_else(|| "null".into()),
@@ -861,6 +928,7 @@ impl Snapshot {
                 service,
                 route,
                 consumer: consumer_id,
+                consumer_group,
                 protocols: pl.protocols.clone().unwrap_or_else(|| {
                     ["grpc", "grpcs", "http", "https"]
                         .iter()
@@ -893,12 +961,14 @@ impl Snapshot {
         let has =
             |chain: &[usize], f: fn(&Plugin) -> bool| chain.iter().any(|i| f(&plugins[*i].plugin));
         for (ri, route) in routes.iter_mut().enumerate() {
-            route.chain = resolve_chain(&plugins, Some(ri), route.service, None);
+            route.chain = resolve_chain(&plugins, Some(ri), route.service, None, &[]);
             route.logs = has(&route.chain, |p| matches!(p, Plugin::FileLog(_)));
             route.transforms = has(&route.chain, |p| matches!(p, Plugin::RequestTransformer(_)));
         }
-        let global_chain = resolve_chain(&plugins, None, None, None);
-        let consumer_plugins = plugins.iter().any(|p| p.enabled && p.consumer.is_some());
+        let global_chain = resolve_chain(&plugins, None, None, None, &[]);
+        let consumer_plugins = plugins
+            .iter()
+            .any(|p| p.enabled && (p.consumer.is_some() || p.consumer_group.is_some()));
         let global_logs = has(&global_chain, |p| matches!(p, Plugin::FileLog(_)));
         let hash = config_hash(&raw);
         // Only a config that loads keeps its Vault secrets refreshed.
@@ -917,6 +987,8 @@ impl Snapshot {
             sni: Arc::new(sni),
             credentials,
             consumer_plugins,
+            groups,
+            member_of,
         })
     }
 
@@ -936,6 +1008,8 @@ impl Snapshot {
             sni: Arc::default(),
             credentials: HashMap::new(),
             consumer_plugins: false,
+            groups: Vec::new(),
+            member_of: Vec::new(),
         }
     }
 }
@@ -1090,8 +1164,10 @@ pub fn resolve_chain(
     route: Option<usize>,
     service: Option<usize>,
     consumer: Option<&str>,
+    groups: &[&str],
 ) -> Vec<usize> {
-    let mut best: HashMap<&str, (u8, usize)> = HashMap::new();
+    // (rank, preference among the consumer's groups: lower is better) per plugin name.
+    let mut best: HashMap<&str, (u8, usize, usize)> = HashMap::new();
     for (i, pl) in plugins.iter().enumerate() {
         if !pl.enabled {
             continue;
@@ -1101,6 +1177,13 @@ pub fn resolve_chain(
             Some(c) if Some(c) == consumer => true,
             Some(_) => continue,
         };
+        let group_pos = match pl.consumer_group.as_deref() {
+            None => None,
+            Some(g) => match groups.iter().position(|x| *x == g) {
+                Some(pos) => Some(pos),
+                None => continue,
+            },
+        };
         let scope = match (pl.route, pl.service) {
             (Some(r), Some(s)) if Some(r) == route && Some(s) == service => 3,
             (Some(r), None) if Some(r) == route => 2,
@@ -1108,22 +1191,27 @@ pub fn resolve_chain(
             (None, None) => 0,
             _ => continue,
         };
-        let rank = match (with_consumer, scope) {
-            (true, 3) => 12,
-            (true, 2) => 10,
-            (true, 1) => 9,
-            (false, 3) => 6,
-            (true, _) => 5,
-            (false, 2) => 3,
-            (false, 1) => 2,
-            (false, _) => 1,
+        let rank = match (with_consumer, group_pos.is_some(), scope) {
+            (true, _, 3) => 12,
+            (false, true, 3) => 11,
+            (true, _, 2) => 10,
+            (true, _, 1) => 9,
+            (false, true, 2) => 8,
+            (false, true, 1) => 7,
+            (false, false, 3) => 6,
+            (true, _, _) => 5,
+            (false, true, _) => 4,
+            (false, false, 2) => 3,
+            (false, false, 1) => 2,
+            (false, false, _) => 1,
         };
-        let e = best.entry(pl.name.as_str()).or_insert((0, i));
-        if rank > e.0 {
-            *e = (rank, i);
+        let pos = group_pos.unwrap_or(0);
+        let e = best.entry(pl.name.as_str()).or_insert((0, usize::MAX, i));
+        if rank > e.0 || (rank == e.0 && pos < e.1) {
+            *e = (rank, pos, i);
         }
     }
-    let mut chain: Vec<usize> = best.values().map(|(_, i)| *i).collect();
+    let mut chain: Vec<usize> = best.values().map(|(_, _, i)| *i).collect();
     chain.sort_by(|a, b| {
         plugins[*b]
             .plugin
@@ -1222,6 +1310,7 @@ impl PluginInstance {
             "service": self.service.and_then(|s| snap.services.get(s)).map(|s| json!({"id": s.id})),
             "route": self.route.and_then(|r| snap.routes.get(r)).map(|r| json!({"id": r.id})),
             "consumer": self.consumer.as_ref().map(|c| json!({"id": c})),
+            "consumer_group": self.consumer_group.as_ref().map(|g| json!({"id": g})),
             "tags": self.tags, "created_at": self.created_at, "updated_at": self.updated_at,
         })
     }

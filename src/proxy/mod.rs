@@ -397,11 +397,19 @@ pub async fn handle_request(
                     // authentication).
                     if snap.consumer_plugins {
                         if let Some(c) = snap.consumers.get(who.consumer) {
+                            let groups: Vec<&str> = snap
+                                .member_of
+                                .get(who.consumer)
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|g| snap.groups.get(*g).map(|(id, _)| id.as_str()))
+                                .collect();
                             let chain = crate::config::snapshot::resolve_chain(
                                 &snap.plugins,
                                 Some(m.route),
                                 route.service,
                                 Some(&c.id),
+                                &groups,
                             );
                             if chain != route.chain {
                                 chain_override = Some(chain);
