@@ -221,7 +221,11 @@ async fn keys_are_created_shown_once_and_stored_hashed() {
     );
     assert_eq!(chat(&h, "/chat", &[("ApiKey", &key)]).await.status, 401);
     let v: Value = get(&admin("/key-auths")).await.json();
-    assert_eq!(v["data"].as_array().unwrap().len(), 1, "only carol's is left");
+    assert_eq!(
+        v["data"].as_array().unwrap().len(),
+        1,
+        "only carol's is left"
+    );
 }
 
 /// `tollgate keys create` through the Admin API of a running gateway.
