@@ -787,3 +787,39 @@ async fn form_encoded_bodies_work_like_kongs() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert!(r.json()["fields"]["port"].is_string(), "{}", r.text());
 }
+
+#[tokio::test]
+async fn plugin_schemas_in_kongs_format() {
+    let gw = Gw::start(EMPTY).await;
+    let r = get(&gw.admin("/schemas/plugins/ai-proxy-advanced")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let config = v["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|f| f.get("config"))
+        .unwrap()
+        .clone();
+    assert_eq!(config["type"], "record");
+    let names: Vec<String> = config["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|f| f.as_object().unwrap().keys().cloned())
+        .collect();
+    for want in [
+        "targets",
+        "balancer",
+        "embeddings",
+        "vectordb",
+        "response_streaming",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    let r = get(&gw.admin("/schemas/plugins/nope")).await;
+    assert_eq!(r.status, 404);
+}

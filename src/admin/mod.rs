@@ -4,6 +4,7 @@
 pub mod control;
 pub mod errors;
 pub mod form;
+pub mod schemas;
 pub mod state;
 pub mod write;
 
@@ -121,9 +122,16 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
                 None => config(&snap),
             }
         }
+        ["schemas", "plugins", name] => match schemas::plugin(name) {
+            Some(v) => reply(StatusCode::OK, v),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                json!({"message": format!("No plugin named '{name}'")}),
+            ),
+        },
         ["plugins", "enabled"] => reply(
             StatusCode::OK,
-            json!({"enabled_plugins": ["ai-proxy", "ai-proxy-advanced", "request-transformer", "file-log"]}),
+            json!({"enabled_plugins": ["ai-proxy", "ai-proxy-advanced", "file-log", "key-auth", "request-transformer"]}),
         ),
         ["services"] => list(
             &snap,
@@ -450,6 +458,7 @@ fn root(gw: &Gateway, snap: &Snapshot) -> Resp {
         ("ai-proxy-advanced", 770),
         ("request-transformer", 801),
         ("file-log", 9),
+        ("key-auth", 1250),
     ]
     .into_iter()
     .map(|(n, p)| {

@@ -10,7 +10,7 @@ use http::{HeaderMap, HeaderName};
 use serde::{Deserialize, Serialize};
 
 /// `config.acls` as written.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AclsConfig {
     #[serde(default)]
@@ -20,7 +20,7 @@ pub struct AclsConfig {
 }
 
 /// One rule: every condition must match.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuleConfig {
     #[serde(rename = "match")]
@@ -28,7 +28,7 @@ pub struct RuleConfig {
 }
 
 /// One condition: the request's (or target's) value of `type`/`key` is one of `values`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConditionConfig {
     #[serde(rename = "type")]
@@ -38,7 +38,7 @@ pub struct ConditionConfig {
 }
 
 /// What a condition looks at.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConditionType {
     Consumer,

@@ -27,7 +27,7 @@ use crate::proxy::upstream::{Endpoint, OutRequest, Upstreams};
 const CACHE_CAPACITY: usize = 1024;
 
 /// `config.embeddings` (Kong's shape: `auth` is the ai-proxy auth record).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingsConfig {
     pub auth: Option<AuthConfig>,
@@ -35,7 +35,7 @@ pub struct EmbeddingsConfig {
 }
 
 /// `config.embeddings.model`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingsModel {
     pub provider: ProviderName,
@@ -44,7 +44,7 @@ pub struct EmbeddingsModel {
 }
 
 /// `config.embeddings.model.options` (Kong's embeddings options: Azure's are nested).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingsOptions {
     pub upstream_url: Option<String>,
@@ -55,7 +55,7 @@ pub struct EmbeddingsOptions {
 }
 
 /// `config.embeddings.model.options.azure`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AzureEmbeddingsOptions {
     pub instance: Option<String>,

@@ -18,7 +18,7 @@ use crate::llm::body::BodyView;
 pub const CATCHALL: &str = "CATCHALL";
 
 /// `vectordb.distance_metric`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Metric {
     Cosine,

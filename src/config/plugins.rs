@@ -12,7 +12,7 @@ fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> R
 }
 
 /// Kong's `route_type` values (all accepted by the schema; unsupported ones are refused at load).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 pub enum RouteType {
     #[serde(rename = "llm/v1/chat")]
     Chat,
@@ -81,7 +81,7 @@ impl RouteType {
 }
 
 /// Kong's `model.provider` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProviderName {
     Openai,
@@ -127,7 +127,9 @@ impl ProviderName {
 }
 
 /// `response_streaming`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamingMode {
     #[default]
@@ -137,7 +139,9 @@ pub enum StreamingMode {
 }
 
 /// `llm_format`: the API the client speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LlmFormat {
     #[default]
@@ -150,7 +154,7 @@ pub enum LlmFormat {
 }
 
 /// `genai_category` (analytics only).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 pub enum GenaiCategory {
     #[serde(rename = "text/generation")]
     TextGeneration,
@@ -169,7 +173,7 @@ pub enum GenaiCategory {
 }
 
 /// `auth.param_location`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ParamLocation {
     Query,
@@ -177,7 +181,7 @@ pub enum ParamLocation {
 }
 
 /// ai-proxy `auth` record (every string referenceable).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     pub header_name: Option<String>,
@@ -202,7 +206,7 @@ pub struct AuthConfig {
 }
 
 /// ai-proxy `model` record.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
     pub provider: ProviderName,
@@ -212,7 +216,7 @@ pub struct ModelConfig {
 }
 
 /// ai-proxy `model.options`; provider-specific sub-records are kept as given for later providers.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelOptions {
     pub max_tokens: Option<u64>,
@@ -245,7 +249,7 @@ pub struct ModelOptions {
 
 /// ai-proxy `model.options.bedrock` (Kong's names; which ones tollgate honours is checked
 /// when the target is compiled).
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BedrockOptions {
     pub aws_region: Option<String>,
@@ -262,7 +266,7 @@ pub struct BedrockOptions {
 }
 
 /// `model.options.huggingface`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HuggingfaceOptions {
     pub use_cache: Option<bool>,
@@ -270,7 +274,7 @@ pub struct HuggingfaceOptions {
 }
 
 /// Cohere's `embedding_input_type` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CohereInputType {
     Classification,
@@ -294,7 +298,7 @@ impl CohereInputType {
 }
 
 /// `model.options.cohere`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CohereOptions {
     pub embedding_input_type: Option<CohereInputType>,
@@ -302,7 +306,7 @@ pub struct CohereOptions {
 }
 
 /// `model.options.dashscope`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DashscopeOptions {
     /// The international endpoint (default) or mainland China's.
@@ -310,7 +314,7 @@ pub struct DashscopeOptions {
 }
 
 /// `model.options.databricks`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatabricksOptions {
     /// The workspace host's first label (`dbc-xxx-yyy` in `dbc-xxx-yyy.cloud.databricks.com`).
@@ -319,7 +323,7 @@ pub struct DatabricksOptions {
 
 /// `model.options.gemini`: all three of `api_endpoint`, `project_id`, `location_id` select
 /// Vertex AI instead of AI Studio.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GeminiOptions {
     pub api_endpoint: Option<String>,
@@ -330,7 +334,7 @@ pub struct GeminiOptions {
 }
 
 /// ai-proxy `logging`.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoggingConfig {
     #[serde(default, deserialize_with = "nullable")]
@@ -349,7 +353,7 @@ fn default_body_size() -> u64 {
 }
 
 /// The `ai-proxy` plugin config.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AiProxyConfig {
     pub route_type: RouteType,
@@ -370,7 +374,7 @@ pub struct AiProxyConfig {
 }
 
 /// One ai-proxy-advanced target: the ai-proxy record plus balancing fields.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TargetConfig {
     pub route_type: RouteType,
@@ -390,7 +394,9 @@ fn default_weight() -> u32 {
 }
 
 /// `balancer.algorithm`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Algorithm {
     #[default]
@@ -404,7 +410,9 @@ pub enum Algorithm {
 }
 
 /// `balancer.latency_strategy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LatencyStrategy {
     #[default]
@@ -413,7 +421,9 @@ pub enum LatencyStrategy {
 }
 
 /// `balancer.tokens_count_strategy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum TokensCountStrategy {
     #[default]
@@ -425,7 +435,7 @@ pub enum TokensCountStrategy {
 }
 
 /// `balancer.failover_criteria` entries (nginx `proxy_next_upstream` names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FailoverCriterion {
     Error,
@@ -449,7 +459,7 @@ pub enum FailoverCriterion {
 }
 
 /// ai-proxy-advanced `balancer`.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BalancerConfig {
     #[serde(default, deserialize_with = "nullable")]
@@ -517,7 +527,7 @@ fn default_failover() -> Vec<FailoverCriterion> {
 }
 
 /// The `ai-proxy-advanced` plugin config.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AiProxyAdvancedConfig {
     pub targets: Vec<TargetConfig>,
@@ -538,7 +548,7 @@ pub struct AiProxyAdvancedConfig {
 }
 
 /// The `file-log` plugin config.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileLogConfig {
     pub path: String,

@@ -11,7 +11,7 @@ use crate::config::snapshot::{key_digest, Snapshot};
 use crate::plugins::request_transformer::UpstreamRequest;
 
 /// `key-auth` config (Kong's fields).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyAuthConfig {
     #[serde(default = "default_key_names")]

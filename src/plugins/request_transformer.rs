@@ -49,7 +49,7 @@ fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> R
 }
 
 /// `remove`: bare names to delete.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RemoveSpec {
     /// Body field names.
@@ -64,7 +64,7 @@ pub struct RemoveSpec {
 }
 
 /// `rename`: `old:new` pairs; values are kept.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameSpec {
     /// Body field renames.
@@ -79,7 +79,7 @@ pub struct RenameSpec {
 }
 
 /// `replace`: `name:value` pairs applied only where the name is present, plus the upstream path.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplaceSpec {
     /// Body fields to overwrite.
@@ -97,7 +97,7 @@ pub struct ReplaceSpec {
 }
 
 /// `add` / `append`: `name:value` pairs.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddSpec {
     /// Body fields.
@@ -112,7 +112,7 @@ pub struct AddSpec {
 }
 
 /// Plugin config, Kong's field names; unknown fields rejected.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestTransformerConfig {
     /// Method to send upstream (uppercase letters).

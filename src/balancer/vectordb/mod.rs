@@ -21,7 +21,7 @@ pub use self::pgvector::{PgStore, PgvectorConfig};
 pub use self::redis::{RedisConfig, RedisStore};
 
 /// `config.vectordb`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VectordbConfig {
     pub strategy: Option<Strategy>,
@@ -33,7 +33,7 @@ pub struct VectordbConfig {
 }
 
 /// `vectordb.strategy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     Redis,

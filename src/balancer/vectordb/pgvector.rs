@@ -20,7 +20,7 @@ use crate::config::vault::VaultTable;
 use super::FieldErrors;
 
 /// `vectordb.pgvector` (Kong's record); TLS fields are accepted only when off.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PgvectorConfig {
     #[serde(default = "default_host")]

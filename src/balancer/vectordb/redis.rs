@@ -13,7 +13,7 @@ use super::FieldErrors;
 
 /// Kong's shared Redis record (`vectordb.redis`); the fields tollgate does not support are
 /// accepted only when unset.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     #[serde(default = "default_host")]
