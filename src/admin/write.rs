@@ -662,19 +662,7 @@ async fn group_consumers(
         Method::DELETE => members.clear(),
         Method::POST => {
             let b = object(body)?;
-            let given: Vec<String> = match b.get("consumer") {
-                Some(Value::String(s)) => vec![s.clone()],
-                Some(Value::Array(a)) => a
-                    .iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect(),
-                _ => {
-                    return Err(AdminError::Schema(vec![(
-                        "consumer".into(),
-                        "required field missing".into(),
-                    )]))
-                }
-            };
+            let given = names(&b, "consumer")?;
             for key in given {
                 let id = state
                     .find(Kind::Consumers, &key)
@@ -711,24 +699,27 @@ async fn group_consumers(
     ))
 }
 
+/// A membership body's `field`: one name or id, or a list of them.
+fn names(b: &Map<String, Value>, field: &str) -> Result<Vec<String>, AdminError> {
+    match b.get(field) {
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(a)) => Ok(a
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect()),
+        _ => Err(AdminError::Schema(vec![(
+            field.into(),
+            "required field missing".into(),
+        )])),
+    }
+}
+
 /// `POST /consumers/{c}/consumer_groups` with `{"group": …}`.
 async fn consumer_joins(gw: &Gateway, state: &mut State, c: &str, body: Body<'_>) -> Answer {
     let ci = state.find(Kind::Consumers, c).ok_or(AdminError::NotFound)?;
     let cid = state.id(Kind::Consumers, ci).unwrap_or_default();
     let b = object(body)?;
-    let groups: Vec<String> = match b.get("group") {
-        Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect(),
-        _ => {
-            return Err(AdminError::Schema(vec![(
-                "group".into(),
-                "required field missing".into(),
-            )]))
-        }
-    };
+    let groups = names(&b, "group")?;
     let mut candidate = state.clone();
     let mut joined = Vec::new();
     for g in groups {

@@ -213,14 +213,6 @@ impl Upstreams {
     }
 
     async fn connect(&self, ep: &Endpoint<'_>, connect_timeout: Duration) -> Result<Conn, Failure> {
-        let default_trust;
-        let trust = match ep.trust {
-            Some(t) => Some(t),
-            None => {
-                default_trust = upstream_tls::default_trust();
-                default_trust.as_ref()
-            }
-        };
         let key = PoolKey {
             https: ep.https,
             host: ep.host.to_string(),
@@ -237,22 +229,9 @@ impl Upstreams {
             let _ = tcp.set_nodelay(true);
             let peer = tcp.peer_addr().ok();
             let stream = if ep.https {
-                let tls = trust
-                    .map(|t| &t.connector)
-                    .ok_or_else(|| Failure::new(FailureKind::Connect, "TLS is not available"))?;
-                let name =
-                    rustls::pki_types::ServerName::try_from(ep.host.to_string()).map_err(|e| {
-                        Failure::new(
-                            FailureKind::Connect,
-                            format!("bad TLS server name {}: {e}", ep.host),
-                        )
-                    })?;
-                let tls = tls.connect(name, tcp).await.map_err(|e| {
-                    Failure::new(
-                        FailureKind::Connect,
-                        format!("TLS handshake with {}: {e}", ep.host),
-                    )
-                })?;
+                let tls = upstream_tls::connect(ep.trust, ep.host, tcp)
+                    .await
+                    .map_err(|e| Failure::new(FailureKind::Connect, e))?;
                 Stream::Tls(Box::new(tls))
             } else {
                 Stream::Tcp(tcp)

@@ -109,6 +109,30 @@ pub fn default_trust() -> Option<Trust> {
         .clone()
 }
 
+/// TLS over `tcp` to `host` under `trust` (None: the default trust); errors say which step
+/// failed.
+pub async fn connect(
+    trust: Option<&Trust>,
+    host: &str,
+    tcp: tokio::net::TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    let default;
+    let trust = match trust {
+        Some(t) => t,
+        None => {
+            default = default_trust().ok_or("TLS is not available")?;
+            &default
+        }
+    };
+    let name = ServerName::try_from(host.to_string())
+        .map_err(|e| format!("bad TLS server name {host}: {e}"))?;
+    trust
+        .connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake with {host}: {e}"))
+}
+
 /// Trust only `cas` (a service's `ca_certificates`).
 pub fn only(cas: &[CertificateDer<'static>]) -> Result<Trust, String> {
     let mut roots = rustls::RootCertStore::empty();

@@ -218,15 +218,7 @@ impl Session {
                 Ok(Message::Close(_)) => return,
                 Ok(_) => continue,
                 Err(WsError::Capacity(e)) => {
-                    let reason = format!(
-                        "frame too large ({e}); the route's limit is config.max_request_body_size"
-                    );
-                    let _ = ws
-                        .send(Message::Close(Some(CloseFrame {
-                            code: CloseCode::Size,
-                            reason: reason.into(),
-                        })))
-                        .await;
+                    let _ = ws.send(too_large(&e)).await;
                     return;
                 }
                 Err(_) => return,
@@ -241,24 +233,10 @@ impl Session {
 
     /// One client frame.
     async fn frame(&mut self, ws: &mut Ws, text: &str) -> Ended {
-        let mut event = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(m)) => m,
-            Ok(_) | Err(_) => {
-                return send(
-                    ws,
-                    error_frame(400, "frames must be JSON objects with a \"type\""),
-                )
-                .await;
-            }
+        let mut event = match check_frame(text) {
+            Ok(m) => m,
+            Err(e) => return send(ws, e).await,
         };
-        match event.get("type").and_then(Value::as_str) {
-            Some("response.create") => {}
-            Some(other) => {
-                let msg = format!("unsupported event type '{other}' (expected response.create)");
-                return send(ws, error_frame(400, &msg)).await;
-            }
-            None => return send(ws, error_frame(400, "the frame has no \"type\"")).await,
-        }
         event.remove("type");
         // Some clients nest the parameters under "response".
         let mut body = match event.remove("response") {
@@ -477,8 +455,40 @@ fn text(v: &Value) -> Message {
     Message::Text(v.to_string().into())
 }
 
+/// A client frame as both modes accept it: a JSON object of type `response.create`; else
+/// the in-band 400 to answer with.
+pub(super) fn check_frame(text: &str) -> Result<Map<String, Value>, Message> {
+    let event = match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(m)) => m,
+        _ => {
+            return Err(error_frame(
+                400,
+                "frames must be JSON objects with a \"type\"",
+            ))
+        }
+    };
+    match event.get("type").and_then(Value::as_str) {
+        Some("response.create") => Ok(event),
+        Some(other) => Err(error_frame(
+            400,
+            &format!("unsupported event type '{other}' (expected response.create)"),
+        )),
+        None => Err(error_frame(400, "the frame has no \"type\"")),
+    }
+}
+
+/// The close frame for a client frame over the route's limit (1009).
+pub(super) fn too_large(e: &impl std::fmt::Display) -> Message {
+    let reason =
+        format!("frame too large ({e}); the route's limit is config.max_request_body_size");
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Size,
+        reason: reason.into(),
+    }))
+}
+
 /// An in-band error, shaped like an HTTP error of that status.
-fn error_frame(status: u16, message: &str) -> Message {
+pub(super) fn error_frame(status: u16, message: &str) -> Message {
     let kind = if status >= 500 {
         "server_error"
     } else {

@@ -13,16 +13,15 @@ use std::time::Instant;
 
 use futures_util::{SinkExt, StreamExt};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::upstream_tls::{self, Trust};
+use super::websocket::{check_frame, error_frame, too_large};
 use crate::config::plugins::{ParamLocation, ProviderName, RouteType};
 use crate::config::Snapshot;
 use crate::llm::usage::Usage;
@@ -130,22 +129,7 @@ pub async fn connect(r: &RelayRoute, client_headers: &HeaderMap) -> Result<Upstr
             .map_err(|e| format!("connect to {}:{}: {e}", up.host, up.port))?;
         let _ = tcp.set_nodelay(true);
         let io: Box<dyn Io> = if up.scheme == "https" {
-            let default;
-            let trust = match &r.trust {
-                Some(t) => t,
-                None => {
-                    default = upstream_tls::default_trust().ok_or("TLS is not available")?;
-                    &default
-                }
-            };
-            let name = rustls::pki_types::ServerName::try_from(up.host.clone())
-                .map_err(|e| format!("bad TLS server name {}: {e}", up.host))?;
-            let tls = trust
-                .connector
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS handshake with {}: {e}", up.host))?;
-            Box::new(tls)
+            Box::new(upstream_tls::connect(r.trust.as_ref(), &up.host, tcp).await?)
         } else {
             Box::new(tcp)
         };
@@ -189,34 +173,21 @@ pub async fn run<S>(
         tokio::select! {
             msg = client.next() => match msg {
                 Some(Ok(Message::Text(t))) => {
-                    let parsed = serde_json::from_str::<Value>(t.as_str()).ok().filter(Value::is_object);
-                    let Some(v) = parsed else {
-                        if send_error(&mut client, 400, "frames must be JSON objects with a \"type\"").await.is_err() {
-                            break "client closed the connection".to_string();
-                        }
-                        continue;
-                    };
-                    match v.get("type").and_then(Value::as_str) {
-                        Some("response.create") => {}
-                        other => {
-                            let msg = match other {
-                                Some(o) => format!("unsupported event type '{o}' (expected response.create)"),
-                                None => "the frame has no \"type\"".to_string(),
-                            };
-                            if send_error(&mut client, 400, &msg).await.is_err() {
+                    let v = match check_frame(t.as_str()) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            if client.send(e).await.is_err() {
                                 break "client closed the connection".to_string();
                             }
                             continue;
                         }
-                    }
-                    {
-                        pending.push_back(Pending {
-                            started: Instant::now(),
-                            first_event: None,
-                            model: v.get("model").and_then(Value::as_str).map(str::to_string),
-                            size: t.len() as u64,
-                        });
-                    }
+                    };
+                    pending.push_back(Pending {
+                        started: Instant::now(),
+                        first_event: None,
+                        model: v.get("model").and_then(Value::as_str).map(str::to_string),
+                        size: t.len() as u64,
+                    });
                     if upstream.send(Message::Text(t)).await.is_err() {
                         let _ = send_error(&mut client, 502, "the upstream closed the WebSocket").await;
                         break "upstream closed the WebSocket".to_string();
@@ -233,10 +204,7 @@ pub async fn run<S>(
                     break "client closed the connection before the response was complete".to_string();
                 }
                 Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(e))) => {
-                    let reason = format!("frame too large ({e}); the route's limit is config.max_request_body_size");
-                    let _ = client
-                        .send(Message::Close(Some(CloseFrame { code: CloseCode::Size, reason: reason.into() })))
-                        .await;
+                    let _ = client.send(too_large(&e)).await;
                     let _ = upstream.close(None).await;
                     break "client frame over the size limit".to_string();
                 }
@@ -402,14 +370,5 @@ async fn send_error<S>(ws: &mut WebSocketStream<S>, status: u16, message: &str) 
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let kind = if status >= 500 {
-        "server_error"
-    } else {
-        "invalid_request_error"
-    };
-    let e = json!({"type": "error", "status": status,
-        "error": {"type": kind, "message": message, "code": null, "param": null}});
-    ws.send(Message::Text(e.to_string().into()))
-        .await
-        .map_err(|_| ())
+    ws.send(error_frame(status, message)).await.map_err(|_| ())
 }
