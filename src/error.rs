@@ -55,6 +55,13 @@ pub enum GatewayError {
     /// A secret (vault reference) or other precondition failed before the request left.
     #[error("LLM request failed before proxying")]
     BeforeProxying(String),
+    /// A quota is spent (`rate-limiting`, `ai-rate-limiting-advanced`): the plugin's
+    /// `error_code` (429 by default) and `error_message`.
+    #[error("{message}")]
+    RateLimited { status: StatusCode, message: String },
+    /// A guardrail refused the prompt (400); the message never quotes what was found.
+    #[error("{0}")]
+    PromptBlocked(String),
     #[error("An unexpected error occurred")]
     Internal(String),
 }
@@ -74,9 +81,10 @@ impl GatewayError {
         match self {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
-            GatewayError::BadRequest(_) | GatewayError::UnknownPreviousResponse(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            GatewayError::BadRequest(_)
+            | GatewayError::UnknownPreviousResponse(_)
+            | GatewayError::PromptBlocked(_) => StatusCode::BAD_REQUEST,
+            GatewayError::RateLimited { status, .. } => *status,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::ClientAborted => StatusCode::BAD_REQUEST,
@@ -96,6 +104,9 @@ impl GatewayError {
 
     /// OpenAI's `error.type` for this error.
     fn openai_type(&self) -> &'static str {
+        if let GatewayError::RateLimited { .. } = self {
+            return "rate_limit_exceeded";
+        }
         match self.status().as_u16() {
             400..=499 => "invalid_request_error",
             _ => "server_error",
@@ -121,6 +132,8 @@ impl GatewayError {
             GatewayError::AllTargetsUnhealthy => "all_targets_unhealthy",
             GatewayError::Transformation { .. } => "transformation_failed",
             GatewayError::BeforeProxying(_) => "before_proxying",
+            GatewayError::RateLimited { .. } => "rate_limit_exceeded",
+            GatewayError::PromptBlocked(_) => "prompt_blocked",
             GatewayError::Internal(_) => "internal_error",
         }
     }

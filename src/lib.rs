@@ -9,6 +9,7 @@ pub mod llm;
 pub mod observe;
 pub mod plugins;
 pub mod proxy;
+pub mod quota;
 pub mod secret;
 pub mod server;
 

@@ -85,7 +85,7 @@ pub struct TargetView<'a> {
     pub model: Option<&'a str>,
 }
 
-fn parse_cidr(v: &str) -> Result<(IpAddr, u8), String> {
+pub(crate) fn parse_cidr(v: &str) -> Result<(IpAddr, u8), String> {
     let (addr, len) = match v.split_once('/') {
         Some((a, l)) => (a, Some(l)),
         None => (v, None),
@@ -105,7 +105,7 @@ fn parse_cidr(v: &str) -> Result<(IpAddr, u8), String> {
     Ok((ip, len))
 }
 
-fn in_cidr(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
+pub(crate) fn in_cidr(ip: IpAddr, (net, len): (IpAddr, u8)) -> bool {
     let bits = |ip: IpAddr| -> (u128, u8) {
         match ip {
             IpAddr::V4(a) => (u128::from(u32::from(a)), 32),

@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::plugins::request_transformer::RequestTransformerConfig;
 
 /// Null in a decK dump means "use the default", as Kong's schema does.
-fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+pub(crate) fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 

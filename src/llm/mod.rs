@@ -19,6 +19,7 @@ pub mod responses;
 pub mod sigv4;
 pub mod sse;
 pub mod stream;
+pub mod tokens;
 pub mod translate;
 pub mod usage;
 

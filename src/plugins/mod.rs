@@ -1,7 +1,13 @@
 //! Plugins as a closed enum, run in Kong's PRIORITY order (highest first).
 
+pub mod ai_prompt_decorator;
+pub mod ai_prompt_guard;
+pub mod ai_prompt_template;
 pub mod ai_proxy;
+pub mod ai_rate_limiting;
+pub mod ai_sanitizer;
 pub mod key_auth;
+pub mod rate_limiting;
 pub mod request_transformer;
 
 use std::sync::Arc;

@@ -13,7 +13,7 @@ use super::FieldErrors;
 
 /// Kong's shared Redis record (`vectordb.redis`); the fields tollgate does not support are
 /// accepted only when unset.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisConfig {
     #[serde(default = "default_host")]
@@ -75,7 +75,8 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    pub(super) fn compile(
+    /// The store `r` describes (at config `path`); errors name the field.
+    pub(crate) fn compile(
         path: &str,
         r: &RedisConfig,
         vaults: &VaultTable,
@@ -150,7 +151,8 @@ impl RedisStore {
         &self.address
     }
 
-    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, String> {
+    /// A new multiplexed connection with the configured timeouts.
+    pub(crate) async fn connect(&self) -> Result<redis::aio::MultiplexedConnection, String> {
         let client = redis::Client::open(self.info.clone()).map_err(|e| self.error(e))?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
@@ -167,7 +169,7 @@ impl RedisStore {
 
     /// The values stored under `keys` (None where a key is missing).
     pub async fn get(&self, keys: &[String]) -> Result<Vec<Option<String>>, String> {
-        let mut con = self.connection().await?;
+        let mut con = self.connect().await?;
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -183,7 +185,7 @@ impl RedisStore {
         if pairs.is_empty() {
             return Ok(());
         }
-        let mut con = self.connection().await?;
+        let mut con = self.connect().await?;
         con.mset::<_, _, ()>(pairs).await.map_err(|e| self.error(e))
     }
 }

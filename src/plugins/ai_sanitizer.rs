@@ -1,0 +1,1 @@
+//! `ai-sanitizer` (work in progress).

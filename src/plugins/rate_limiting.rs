@@ -1,0 +1,527 @@
+//! `rate-limiting`: request counts per second/minute/hour/day/month/year, per consumer,
+//! credential, consumer group, IP, header, path or service; Kong's config, headers and
+//! 429. Counters live in memory (`policy: local`) or Redis (`policy: redis`, shared by
+//! every node). Months are 30 days and years 365, windows aligned to the Unix epoch.
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use serde::{Deserialize, Serialize};
+
+use crate::balancer::vectordb::{RedisConfig, RedisStore};
+use crate::config::vault::VaultTable;
+use crate::quota::redis::RedisCounters;
+use crate::quota::{Counters, Mode, Reading, Slot};
+
+/// `limit_by` / `identifier`: what a counter is kept per.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitBy {
+    #[default]
+    Consumer,
+    ConsumerGroup,
+    Credential,
+    Header,
+    Ip,
+    Path,
+    Service,
+}
+
+/// `policy` / `strategy`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    #[default]
+    Local,
+    /// Kong's database-backed counters; refused at load (tollgate shares counters in Redis).
+    Cluster,
+    Redis,
+}
+
+/// `rate-limiting` config (Kong's fields; the flat `redis_*` ones are Kong's deprecated
+/// spellings of `redis.*`).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitingConfig {
+    pub second: Option<f64>,
+    pub minute: Option<f64>,
+    pub hour: Option<f64>,
+    pub day: Option<f64>,
+    pub month: Option<f64>,
+    pub year: Option<f64>,
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
+    pub limit_by: LimitBy,
+    pub header_name: Option<String>,
+    pub path: Option<String>,
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
+    pub policy: Policy,
+    /// Proxy anyway when the counter store is down (default true); false answers 500.
+    pub fault_tolerant: Option<bool>,
+    pub redis: Option<RedisConfig>,
+    pub redis_host: Option<String>,
+    pub redis_port: Option<u16>,
+    pub redis_username: Option<String>,
+    pub redis_password: Option<String>,
+    pub redis_database: Option<i64>,
+    pub redis_timeout: Option<u64>,
+    pub redis_ssl: Option<bool>,
+    pub redis_ssl_verify: Option<bool>,
+    pub redis_server_name: Option<String>,
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
+    pub hide_client_headers: bool,
+    pub error_code: Option<f64>,
+    pub error_message: Option<String>,
+    /// Counters are always updated synchronously; any value is accepted.
+    pub sync_rate: Option<f64>,
+}
+
+/// The periods in the order Kong reports them, with their length in seconds.
+pub const PERIODS: [(&str, u64); 6] = [
+    ("Second", 1),
+    ("Minute", 60),
+    ("Hour", 3600),
+    ("Day", 86_400),
+    ("Month", 30 * 86_400),
+    ("Year", 365 * 86_400),
+];
+
+/// Where a plugin's counters live.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// The gateway's in-memory counters.
+    Local,
+    Redis(Arc<RedisCounters>),
+}
+
+impl Store {
+    /// The counters to use for one request (`local` is the gateway's own).
+    pub fn counters(&self, local: &Arc<crate::quota::local::Local>) -> Counters {
+        match self {
+            Store::Local => Counters::Local(local.clone()),
+            Store::Redis(r) => Counters::Redis(r.clone()),
+        }
+    }
+
+    /// The counters for `policy` with the Redis settings `redis` (at config `path`).
+    pub fn compile(
+        policy: Policy,
+        field: &str,
+        redis: Option<&RedisConfig>,
+        vaults: &VaultTable,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Store, Vec<(String, String)>> {
+        match policy {
+            Policy::Local => Ok(Store::Local),
+            Policy::Cluster => Err(vec![(
+                field.into(),
+                "'cluster' keeps counters in Kong's database; tollgate shares counters across nodes with 'redis'".into(),
+            )]),
+            Policy::Redis => {
+                let r = match redis {
+                    Some(r) => r.clone(),
+                    None => serde_json::from_value(serde_json::json!({}))
+                        .map_err(|e| vec![("redis".to_string(), e.to_string())])?,
+                };
+                let mut errors = Vec::new();
+                match RedisStore::compile("redis", &r, vaults, env, &mut errors) {
+                    Some(s) if errors.is_empty() => {
+                        Ok(Store::Redis(Arc::new(RedisCounters::new(s))))
+                    }
+                    _ => Err(errors),
+                }
+            }
+        }
+    }
+}
+
+/// A compiled `rate-limiting` instance.
+#[derive(Debug)]
+pub struct RateLimiting {
+    pub config: RateLimitingConfig,
+    /// The plugin's id: counters of different instances never mix.
+    pub id: String,
+    /// (period name, seconds, limit), shortest first.
+    pub periods: Vec<(&'static str, u64, f64)>,
+    pub store: Store,
+}
+
+impl RateLimitingConfig {
+    /// Field errors (path under `config`, message).
+    pub fn validate(&self) -> Vec<(String, String)> {
+        let mut errs = Vec::new();
+        let limits = self.limits();
+        if limits.is_empty() {
+            errs.push((
+                "config".into(),
+                "at least one of these fields must be non-empty: 'config.second', 'config.minute', 'config.hour', 'config.day', 'config.month', 'config.year'".into(),
+            ));
+        }
+        for (name, _, v) in &limits {
+            if v.is_nan() || *v < 0.0 {
+                errs.push((
+                    name.to_lowercase(),
+                    "value must be a non-negative number".into(),
+                ));
+            }
+        }
+        // Kong: a longer period cannot allow fewer requests than a shorter one.
+        for w in limits.windows(2) {
+            let ((short, _, a), (long, _, b)) = (w[0], w[1]);
+            if b < a {
+                errs.push((
+                    "config".into(),
+                    format!(
+                        "the limit for {}({b}) cannot be lower than the limit for {}({a})",
+                        long.to_lowercase(),
+                        short.to_lowercase()
+                    ),
+                ));
+            }
+        }
+        if self.limit_by == LimitBy::Header && self.header_name.as_deref().unwrap_or("").is_empty()
+        {
+            errs.push((
+                "header_name".into(),
+                "required when limit_by is header".into(),
+            ));
+        }
+        if self.limit_by == LimitBy::Path && self.path.as_deref().unwrap_or("").is_empty() {
+            errs.push(("path".into(), "required when limit_by is path".into()));
+        }
+        if let Some(c) = self.error_code {
+            if !(100.0..=599.0).contains(&c) {
+                errs.push((
+                    "error_code".into(),
+                    "must be an HTTP status (100-599)".into(),
+                ));
+            }
+        }
+        errs
+    }
+
+    /// The configured (period, seconds, limit), shortest first.
+    pub fn limits(&self) -> Vec<(&'static str, u64, f64)> {
+        let vals = [
+            self.second,
+            self.minute,
+            self.hour,
+            self.day,
+            self.month,
+            self.year,
+        ];
+        PERIODS
+            .iter()
+            .zip(vals)
+            .filter_map(|((n, s), v)| v.map(|v| (*n, *s, v)))
+            .collect()
+    }
+
+    /// `redis`, with Kong's deprecated flat `redis_*` fields folded in.
+    pub fn redis_record(&self) -> Option<RedisConfig> {
+        let flat = self.redis_host.is_some()
+            || self.redis_port.is_some()
+            || self.redis_password.is_some()
+            || self.redis_username.is_some()
+            || self.redis_database.is_some()
+            || self.redis_timeout.is_some()
+            || self.redis_ssl.is_some();
+        if !flat {
+            return self.redis.clone();
+        }
+        let mut r = match &self.redis {
+            Some(r) => r.clone(),
+            None => serde_json::from_value(serde_json::json!({})).ok()?,
+        };
+        if let Some(h) = &self.redis_host {
+            r.host = h.clone();
+        }
+        if let Some(p) = self.redis_port {
+            r.port = p;
+        }
+        if self.redis_password.is_some() {
+            r.password = self.redis_password.clone();
+        }
+        if self.redis_username.is_some() {
+            r.username = self.redis_username.clone();
+        }
+        if let Some(d) = self.redis_database {
+            r.database = d;
+        }
+        if self.redis_timeout.is_some() {
+            r.timeout = self.redis_timeout;
+        }
+        if let Some(s) = self.redis_ssl {
+            r.ssl = s;
+        }
+        Some(r)
+    }
+}
+
+impl RateLimiting {
+    /// Compiles `config` for plugin `id`.
+    pub fn new(
+        id: &str,
+        config: RateLimitingConfig,
+        vaults: &VaultTable,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<RateLimiting, Vec<(String, String)>> {
+        let store = Store::compile(
+            config.policy,
+            "policy",
+            config.redis_record().as_ref(),
+            vaults,
+            env,
+        )?;
+        Ok(RateLimiting {
+            periods: config.limits(),
+            config,
+            id: id.to_string(),
+            store,
+        })
+    }
+
+    /// The counters for the request identified by `identity`.
+    pub fn slots(&self, identity: &str) -> Vec<Slot> {
+        self.periods
+            .iter()
+            .map(|(name, secs, limit)| Slot {
+                key: format!("rl:{}:{identity}:{name}", self.id),
+                limit: *limit,
+                window: *secs,
+                sliding: false,
+            })
+            .collect()
+    }
+
+    /// The status and message of a refusal.
+    pub fn refusal(&self) -> (StatusCode, String) {
+        (
+            status(self.config.error_code),
+            self.config
+                .error_message
+                .clone()
+                .unwrap_or_else(|| "API rate limit exceeded".into()),
+        )
+    }
+
+    /// Kong's headers for these readings (`X-RateLimit-{Limit,Remaining}-<Period>`, then
+    /// `RateLimit-*` and the unsuffixed `X-RateLimit-*` for the limit closest to running
+    /// out) and `Retry-After` when refused.
+    pub fn headers(
+        &self,
+        readings: &[Reading],
+        refused: bool,
+        out: &mut Vec<(HeaderName, HeaderValue)>,
+    ) {
+        if self.config.hide_client_headers {
+            if refused {
+                if let Some(r) = readings.iter().map(|r| r.retry_after).max() {
+                    push(out, "retry-after", r.max(1));
+                }
+            }
+            return;
+        }
+        for ((name, _, _), r) in self.periods.iter().zip(readings) {
+            push(
+                out,
+                &format!("x-ratelimit-limit-{}", name.to_lowercase()),
+                r.limit,
+            );
+            push(
+                out,
+                &format!("x-ratelimit-remaining-{}", name.to_lowercase()),
+                r.remaining().floor(),
+            );
+        }
+        summary_headers(readings, refused, out);
+    }
+}
+
+/// `RateLimit-Limit/Remaining/Reset`, `X-RateLimit-Limit/Remaining/Reset` for the reading
+/// closest to running out, and `Retry-After` on a refusal.
+pub fn summary_headers(
+    readings: &[Reading],
+    refused: bool,
+    out: &mut Vec<(HeaderName, HeaderValue)>,
+) {
+    let tightest = readings.iter().min_by(|a, b| {
+        let ra = a.remaining() / a.limit.max(f64::MIN_POSITIVE);
+        let rb = b.remaining() / b.limit.max(f64::MIN_POSITIVE);
+        ra.total_cmp(&rb).then(b.reset.cmp(&a.reset))
+    });
+    if let Some(t) = tightest {
+        for prefix in ["ratelimit", "x-ratelimit"] {
+            push(out, &format!("{prefix}-limit"), t.limit);
+            push(out, &format!("{prefix}-remaining"), t.remaining().floor());
+            push(out, &format!("{prefix}-reset"), t.reset);
+        }
+    }
+    if refused {
+        let wait = readings.iter().map(|r| r.retry_after).max().unwrap_or(1);
+        push(out, "retry-after", wait.max(1));
+    }
+}
+
+/// Adds a header whose value is a number (integers printed without a fraction).
+pub fn push(out: &mut Vec<(HeaderName, HeaderValue)>, name: &str, v: impl Into<Num>) {
+    let text = match v.into() {
+        Num::U(u) => u.to_string(),
+        Num::F(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        Num::F(f) => format!("{f:.6}").trim_end_matches('0').to_string(),
+    };
+    if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(text)) {
+        out.push((n, v));
+    }
+}
+
+/// A header's numeric value.
+pub enum Num {
+    U(u64),
+    F(f64),
+}
+impl From<u64> for Num {
+    fn from(v: u64) -> Num {
+        Num::U(v)
+    }
+}
+impl From<f64> for Num {
+    fn from(v: f64) -> Num {
+        Num::F(v)
+    }
+}
+
+/// `error_code` as a status (429 when unset or odd).
+pub fn status(code: Option<f64>) -> StatusCode {
+    code.and_then(|c| StatusCode::from_u16(c as u16).ok())
+        .unwrap_or(StatusCode::TOO_MANY_REQUESTS)
+}
+
+/// Who a request is, for picking its counters.
+pub struct Subject<'a> {
+    pub consumer: Option<&'a str>,
+    pub credential: Option<&'a str>,
+    /// The consumer group the plugin is scoped to, else the consumer's first group.
+    pub group: Option<&'a str>,
+    pub ip: &'a str,
+    pub headers: &'a HeaderMap,
+    pub path: &'a str,
+    pub service: Option<&'a str>,
+}
+
+/// The counter identity for `by`; like Kong, a request without a consumer, credential,
+/// group or header is counted by its IP.
+pub fn identity(
+    by: LimitBy,
+    header_name: Option<&str>,
+    path: Option<&str>,
+    s: &Subject<'_>,
+) -> String {
+    let found = match by {
+        LimitBy::Consumer => s.consumer.map(|c| format!("consumer:{c}")),
+        LimitBy::Credential => s.credential.map(|c| format!("credential:{c}")),
+        LimitBy::ConsumerGroup => s.group.map(|g| format!("group:{g}")),
+        LimitBy::Header => header_name
+            .and_then(|h| s.headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .map(|v| format!("header:{v}")),
+        LimitBy::Path => Some(format!("path:{}", path.unwrap_or(s.path))),
+        LimitBy::Service => s.service.map(|x| format!("service:{x}")),
+        LimitBy::Ip => None,
+    };
+    found.unwrap_or_else(|| format!("ip:{}", s.ip))
+}
+
+/// Whether a `limit_by: path` plugin applies to this request path.
+pub fn path_applies(by: LimitBy, path: Option<&str>, request_path: &str) -> bool {
+    by != LimitBy::Path || path.is_none_or(|p| p == request_path)
+}
+
+/// Runs a check-and-count for one request.
+pub async fn count_request(
+    rl: &RateLimiting,
+    counters: &Counters,
+    identity: &str,
+    now_ms: u64,
+) -> Result<crate::quota::Outcome, crate::quota::StoreError> {
+    counters
+        .apply(&rl.slots(identity), 1.0, Mode::CheckAndAdd, now_ms)
+        .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation() {
+        let c: RateLimitingConfig =
+            serde_json::from_value(serde_json::json!({"minute": 10, "hour": 5})).unwrap();
+        let e = c.validate();
+        assert_eq!(
+            e[0].1,
+            "the limit for hour(5) cannot be lower than the limit for minute(10)"
+        );
+        let c: RateLimitingConfig = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert!(c.validate()[0]
+            .1
+            .starts_with("at least one of these fields"));
+        let c: RateLimitingConfig = serde_json::from_value(
+            serde_json::json!({"minute": 1, "limit_by": "header", "redis_host": "10.0.0.1", "redis_port": 6380}),
+        )
+        .unwrap();
+        assert_eq!(c.validate()[0].0, "header_name");
+        let r = c.redis_record().unwrap();
+        assert_eq!((r.host.as_str(), r.port), ("10.0.0.1", 6380));
+    }
+
+    #[test]
+    fn headers_and_identity() {
+        let c: RateLimitingConfig =
+            serde_json::from_value(serde_json::json!({"second": 2, "minute": 10})).unwrap();
+        let rl = RateLimiting::new("p", c, &VaultTable::default(), &|_| None).unwrap();
+        let readings = [
+            Reading {
+                used: 2.0,
+                limit: 2.0,
+                window: 1,
+                reset: 1,
+                retry_after: 1,
+            },
+            Reading {
+                used: 2.0,
+                limit: 10.0,
+                window: 60,
+                reset: 40,
+                retry_after: 0,
+            },
+        ];
+        let mut h = Vec::new();
+        rl.headers(&readings, true, &mut h);
+        let get = |n: &str| {
+            h.iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(get("x-ratelimit-limit-second").as_deref(), Some("2"));
+        assert_eq!(get("x-ratelimit-remaining-minute").as_deref(), Some("8"));
+        assert_eq!(get("ratelimit-remaining").as_deref(), Some("0"));
+        assert_eq!(get("x-ratelimit-reset").as_deref(), Some("1"));
+        assert_eq!(get("retry-after").as_deref(), Some("1"));
+        let headers = HeaderMap::new();
+        let s = Subject {
+            consumer: None,
+            credential: None,
+            group: None,
+            ip: "10.1.1.1",
+            headers: &headers,
+            path: "/x",
+            service: None,
+        };
+        assert_eq!(identity(LimitBy::Consumer, None, None, &s), "ip:10.1.1.1");
+    }
+}
