@@ -313,3 +313,444 @@ async fn consumer_plugins_apply_and_the_log_names_the_consumer() {
     let text = std::fs::read_to_string(h.dir.path().join("chat.log")).unwrap();
     assert!(!text.contains("alice-key-123"), "{text}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Quotas: rate-limiting (requests) and ai-rate-limiting-advanced (tokens).
+
+/// A fresh id, so counters in the shared Redis never carry over between runs.
+fn fresh_id() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let n = t ^ u128::from(std::process::id()) << 64;
+    let h = format!("{n:032x}");
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// Waits out the last seconds of an hour so a test's hour window cannot roll over mid-test.
+async fn not_at_hour_end() {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let left = 3600 - s % 3600;
+    if left < 10 {
+        tokio::time::sleep(Duration::from_secs(left + 1)).await;
+    }
+}
+
+/// A `tollgate serve` process on the config file `path`.
+struct Node {
+    child: std::process::Child,
+    proxy: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node(path: &std::path::Path) -> Node {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config"])
+        .arg(path)
+        .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let proxy = loop {
+        let line = lines.next().expect("tollgate printed its address").unwrap();
+        if let Some(a) = line.strip_prefix("tollgate proxy on ") {
+            break a.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    Node { child, proxy }
+}
+
+const QUOTAS: &str = r#"
+_format_version: "3.0"
+consumers:
+  - username: app1
+    keyauth_credentials: [{key: app1-key}]
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: requests
+        paths: ["/requests"]
+        plugins:
+          - name: key-auth
+            config: {key_names: [ApiKey]}
+          - name: rate-limiting
+            id: {RL_ID}
+            config: {hour: 5, policy: redis, redis: {host: 127.0.0.1, port: 6379}}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: tokens
+        paths: ["/tokens"]
+        plugins:
+          - name: key-auth
+            config: {key_names: [ApiKey]}
+          - name: ai-rate-limiting-advanced
+            id: {ARL_ID}
+            config:
+              strategy: redis
+              window_type: fixed
+              redis: {host: 127.0.0.1, port: 6379}
+              llm_providers: [{name: openai, limit: [60], window_size: [3600]}]
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+"#;
+
+/// Two gateway processes share one Redis: a request quota of 5 admits exactly 5 requests
+/// across both, and a token quota admits requests until its tokens are spent.
+#[tokio::test]
+async fn two_gateway_processes_share_quotas_through_redis() {
+    not_at_hour_end().await;
+    let mock = mock_llm::MockLlm::start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("tollgate-quota-{}", fresh_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kong.yaml");
+    let text = QUOTAS
+        .replace("{MOCK}", &mock.url())
+        .replace("{RL_ID}", &fresh_id())
+        .replace("{ARL_ID}", &fresh_id());
+    std::fs::write(&path, text).unwrap();
+    let (a, b) = (node(&path), node(&path));
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let call = |n: &Node, route: &str| {
+        let url = format!("{}{route}", n.proxy);
+        let body = body.clone();
+        async move {
+            send(
+                "POST",
+                &url,
+                &[("content-type", "application/json"), ("ApiKey", "app1-key")],
+                body,
+            )
+            .await
+        }
+    };
+
+    // Requests: 5 per hour, whichever node answers.
+    for i in 0..5 {
+        let n = if i % 2 == 0 { &a } else { &b };
+        let r = call(n, "/requests").await;
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+        assert_eq!(r.header("x-ratelimit-limit-hour"), Some("5"));
+        assert_eq!(
+            r.header("x-ratelimit-remaining-hour"),
+            Some((4 - i).to_string().as_str())
+        );
+    }
+    for n in [&a, &b] {
+        let r = call(n, "/requests").await;
+        assert_eq!(r.status, 429, "{}", r.text());
+        assert_eq!(r.json()["error"]["message"], "API rate limit exceeded");
+        assert_eq!(r.json()["error"]["type"], "rate_limit_exceeded");
+        assert_eq!(r.header("x-ratelimit-remaining-hour"), Some("0"));
+        assert_eq!(r.header("x-ratelimit-limit"), Some("5"));
+        assert_eq!(r.header("x-ratelimit-remaining"), Some("0"));
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=3600).contains(&retry), "{retry}");
+        assert_eq!(r.header("x-ratelimit-reset"), r.header("retry-after"));
+    }
+    assert_eq!(
+        mock.requests().len(),
+        5,
+        "refused requests never reach the upstream"
+    );
+
+    // Tokens: 60 per hour. "hi" is estimated at 8 prompt tokens (3 per message + role +
+    // text + 3 priming); the real usage is charged after each answer.
+    const ESTIMATE: u64 = 8;
+    let mut spent = 0;
+    let mut admitted = 0;
+    loop {
+        let n = if admitted % 2 == 0 { &a } else { &b };
+        let r = call(n, "/tokens").await;
+        if r.status == 429 {
+            assert!(
+                spent + ESTIMATE > 60,
+                "refused with {spent} of 60 spent: {}",
+                r.text()
+            );
+            assert_eq!(
+                r.json()["error"]["message"],
+                "AI token rate limit exceeded for provider(s): openai"
+            );
+            assert_eq!(r.header("x-ai-ratelimit-limit-3600-openai"), Some("60"));
+            let left = 60u64.saturating_sub(spent).to_string();
+            assert_eq!(
+                r.header("x-ai-ratelimit-remaining-3600-openai"),
+                Some(left.as_str())
+            );
+            assert!(r.header("x-ai-ratelimit-retry-after-3600-openai").is_some());
+            assert!(r.header("retry-after").is_some());
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(spent + ESTIMATE <= 60, "admitted with {spent} spent");
+        let left = (60 - spent).to_string();
+        assert_eq!(
+            r.header("x-ai-ratelimit-remaining-3600-openai"),
+            Some(left.as_str()),
+            "the previous answers' usage was charged"
+        );
+        spent += r.json()["usage"]["total_tokens"].as_u64().unwrap();
+        admitted += 1;
+        assert!(admitted < 60, "never refused");
+        // The charge lands in Redis right after the answer; give it a moment.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(admitted >= 2, "both nodes charged the same quota");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const LOCAL_QUOTAS: &str = r#"
+_format_version: "3.0"
+consumers:
+  - username: app1
+    keyauth_credentials: [{key: app1-key}]
+  - username: app2
+    keyauth_credentials: [{key: app2-key}]
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: tokens
+        paths: ["/tokens"]
+        plugins:
+          - name: key-auth
+            config: {key_names: [ApiKey]}
+          - name: ai-rate-limiting-advanced
+            config:
+              policies:
+                - match: [{type: model, values: [big-model]}]
+                  limits: [{limit: 100000, window_size: 60}]
+                - limits: [{limit: 200, window_size: 60}]
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: down-open
+        paths: ["/down-open"]
+        plugins:
+          - name: rate-limiting
+            config: {minute: 100, policy: redis, redis: {host: 127.0.0.1, port: 1}}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: down-closed
+        paths: ["/down-closed"]
+        plugins:
+          - name: rate-limiting
+            config: {minute: 100, policy: redis, fault_tolerant: false, redis_host: 127.0.0.1, redis_port: 1}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+"#;
+
+/// In-memory token quotas: the prompt estimate must fit before the request, streamed
+/// usage is charged after it, each consumer has its own counters, and policies pick
+/// limits by model. A Redis outage lets requests through or refuses them as configured.
+#[tokio::test]
+async fn token_quotas_estimate_prompts_charge_streams_and_pick_policies() {
+    let h = Harness::start(LOCAL_QUOTAS).await;
+    let ask = |key: &'static str, model: &'static str, text: String, stream: bool| {
+        let url = h.url("/tokens");
+        async move {
+            send(
+                "POST",
+                &url,
+                &[("content-type", "application/json"), ("ApiKey", key)],
+                json!({"model": model, "stream": stream,
+                       "messages": [{"role": "user", "content": text}]})
+                .to_string(),
+            )
+            .await
+        }
+    };
+    // A prompt that alone needs more than the 200-token fallback quota is refused before
+    // reaching the upstream.
+    let long = "lorem ipsum ".repeat(150);
+    let r = ask("app1-key", "m", long.clone(), false).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("x-ai-ratelimit-limit-60-policy2"), Some("200"));
+    assert_eq!(r.header("x-ai-ratelimit-remaining-60-policy2"), Some("200"));
+    assert!(h.mock.requests().is_empty());
+    // The model-matched policy has room for it.
+    let r = ask("app1-key", "big-model", long, false).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ai-ratelimit-limit-60-policy1"), Some("100000"));
+
+    // A stream without include_usage is still charged its real usage.
+    let r = ask("app1-key", "m", "hi there".into(), true).await;
+    assert_eq!(r.status, 200);
+    let events = support::sse_data(&r.text());
+    assert!(
+        events.iter().all(|e| !e.contains("\"usage\":{")),
+        "the usage chunk the gateway asked for is not shown to the client"
+    );
+    let r = ask("app1-key", "m", "hi".into(), false).await;
+    let left: u64 = r
+        .header("x-ai-ratelimit-remaining-60-policy2")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(left < 200, "the stream's usage was charged: {left} left");
+    // app2 has its own counters.
+    let r = ask("app2-key", "m", "hi".into(), false).await;
+    assert_eq!(r.header("x-ai-ratelimit-remaining-60-policy2"), Some("200"));
+
+    // Redis unreachable: fault_tolerant (default) proxies, fault_tolerant: false refuses.
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let r = send(
+        "POST",
+        &h.url("/down-open"),
+        &[("content-type", "application/json")],
+        body.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(
+        "POST",
+        &h.url("/down-closed"),
+        &[("content-type", "application/json")],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    let errors =
+        h.gw.gateway
+            .stats
+            .quota_store_errors
+            .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(errors >= 2, "{errors}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Prompt shaping: ai-prompt-template, ai-prompt-decorator, ai-prompt-guard.
+
+const PROMPTS: &str = r#"
+_format_version: "3.0"
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: chat
+        paths: ["/chat"]
+        plugins:
+          - name: ai-prompt-template
+            config:
+              templates:
+                - name: translate
+                  template: '{"messages": [{"role": "user", "content": "Translate to {{lang}}: {{text}}"}]}'
+          - name: ai-prompt-decorator
+            config:
+              prompts:
+                prepend: [{role: system, content: "You are the ACME assistant."}]
+                append: [{role: user, content: "Answer briefly."}]
+          - name: ai-prompt-guard
+            config:
+              deny_patterns: ['(?i)password']
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: responses
+        paths: ["/v1/responses"]
+        plugins:
+          - name: ai-prompt-decorator
+            config:
+              prompts:
+                prepend: [{role: system, content: "Follow ACME policy."}]
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/responses
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/responses"}}
+"#;
+
+#[tokio::test]
+async fn prompt_template_decorator_and_guard_shape_what_the_upstream_sees() {
+    let h = Harness::start(PROMPTS).await;
+    let post = |path: &str, v: Value| {
+        let url = h.url(path);
+        async move {
+            send(
+                "POST",
+                &url,
+                &[("content-type", "application/json")],
+                v.to_string(),
+            )
+            .await
+        }
+    };
+    let r = post(
+        "/chat",
+        json!({"messages": "{template://translate}", "properties": {"lang": "French", "text": "say \"hi\""}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent: Value = serde_json::from_slice(&h.mock.last_request().unwrap().body).unwrap();
+    let m = sent["messages"].as_array().unwrap();
+    assert_eq!(
+        m[0],
+        json!({"role": "system", "content": "You are the ACME assistant."})
+    );
+    assert_eq!(m[1]["content"], "Translate to French: say \"hi\"");
+    assert_eq!(m[2], json!({"role": "user", "content": "Answer briefly."}));
+
+    let r = post("/chat", json!({"messages": "{template://nope}"})).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "could not find template name [nope]"
+    );
+
+    let before = h.mock.requests().len();
+    let r = post(
+        "/chat",
+        json!({"messages": [{"role": "user", "content": "what is the admin Password?"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["message"], "bad request");
+    assert_eq!(
+        h.mock.requests().len(),
+        before,
+        "a guarded prompt never leaves"
+    );
+
+    // Responses (Codex): the decorator's text leads the instructions.
+    let r = post(
+        "/v1/responses",
+        json!({"model": "m", "instructions": "Be terse.", "input": "hello"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent: Value = serde_json::from_slice(&h.mock.last_request().unwrap().body).unwrap();
+    assert_eq!(sent["instructions"], "Follow ACME policy.\n\nBe terse.");
+}

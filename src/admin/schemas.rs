@@ -18,6 +18,17 @@ fn config_schema(name: &str) -> Option<Schema> {
         "request-transformer" => schema_for!(RequestTransformerConfig),
         "file-log" => schema_for!(FileLogConfig),
         "key-auth" => schema_for!(KeyAuthConfig),
+        "rate-limiting" => schema_for!(crate::plugins::rate_limiting::RateLimitingConfig),
+        "ai-rate-limiting-advanced" => {
+            schema_for!(crate::plugins::ai_rate_limiting::AiRateLimitingConfig)
+        }
+        "ai-prompt-template" => {
+            schema_for!(crate::plugins::ai_prompt_template::AiPromptTemplateConfig)
+        }
+        "ai-prompt-decorator" => {
+            schema_for!(crate::plugins::ai_prompt_decorator::AiPromptDecoratorConfig)
+        }
+        "ai-prompt-guard" => schema_for!(crate::plugins::ai_prompt_guard::AiPromptGuardConfig),
         _ => return None,
     })
 }

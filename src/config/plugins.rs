@@ -7,7 +7,9 @@ use serde_json::Value;
 use crate::plugins::request_transformer::RequestTransformerConfig;
 
 /// Null in a decK dump means "use the default", as Kong's schema does.
-pub(crate) fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
+pub(crate) fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
+    d: D,
+) -> Result<T, D::Error> {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
@@ -565,20 +567,20 @@ pub enum PluginConfig {
     RequestTransformer(Box<RequestTransformerConfig>),
     FileLog(FileLogConfig),
     KeyAuth(crate::plugins::key_auth::KeyAuthConfig),
+    RateLimiting(Box<crate::plugins::rate_limiting::RateLimitingConfig>),
+    AiRateLimiting(Box<crate::plugins::ai_rate_limiting::AiRateLimitingConfig>),
+    PromptTemplate(Box<crate::plugins::ai_prompt_template::AiPromptTemplateConfig>),
+    PromptDecorator(Box<crate::plugins::ai_prompt_decorator::AiPromptDecoratorConfig>),
+    PromptGuard(Box<crate::plugins::ai_prompt_guard::AiPromptGuardConfig>),
 }
 
 /// Kong plugins Tollgate knows by name but does not implement yet (a clearer error than "unknown").
 const KNOWN_UNIMPLEMENTED: &[&str] = &[
     "acl",
     "cors",
-    "rate-limiting",
-    "ai-rate-limiting-advanced",
     "request-size-limiting",
     "ai-request-transformer",
     "ai-response-transformer",
-    "ai-prompt-template",
-    "ai-prompt-decorator",
-    "ai-prompt-guard",
     "ai-semantic-cache",
     "ai-semantic-prompt-guard",
     "ai-sanitizer",
@@ -628,6 +630,36 @@ pub fn parse(name: &str, config: Option<&Value>) -> Result<PluginConfig, Vec<Fie
                 Err(errs)
             }
         }
+        "rate-limiting" => {
+            let c = typed::<crate::plugins::rate_limiting::RateLimitingConfig>(config)?;
+            checked(c.validate(), || {
+                PluginConfig::RateLimiting(Box::new(c.clone()))
+            })
+        }
+        "ai-rate-limiting-advanced" => {
+            let c = typed::<crate::plugins::ai_rate_limiting::AiRateLimitingConfig>(config)?;
+            checked(c.validate(), || {
+                PluginConfig::AiRateLimiting(Box::new(c.clone()))
+            })
+        }
+        "ai-prompt-template" => {
+            let c = typed::<crate::plugins::ai_prompt_template::AiPromptTemplateConfig>(config)?;
+            checked(c.validate(), || {
+                PluginConfig::PromptTemplate(Box::new(c.clone()))
+            })
+        }
+        "ai-prompt-decorator" => {
+            let c = typed::<crate::plugins::ai_prompt_decorator::AiPromptDecoratorConfig>(config)?;
+            checked(c.validate(), || {
+                PluginConfig::PromptDecorator(Box::new(c.clone()))
+            })
+        }
+        "ai-prompt-guard" => {
+            let c = typed::<crate::plugins::ai_prompt_guard::AiPromptGuardConfig>(config)?;
+            checked(c.validate(), || {
+                PluginConfig::PromptGuard(Box::new(c.clone()))
+            })
+        }
         n if KNOWN_UNIMPLEMENTED.contains(&n) => Err(vec![(
             "name".into(),
             format!("plugin '{n}' is not supported by tollgate yet"),
@@ -637,6 +669,23 @@ pub fn parse(name: &str, config: Option<&Value>) -> Result<PluginConfig, Vec<Fie
             format!("plugin '{n}' not enabled; is it installed?"),
         )]),
     }
+}
+
+/// The config when `errs` (paths relative to `config`) is empty.
+fn checked(
+    errs: Vec<FieldError>,
+    ok: impl FnOnce() -> PluginConfig,
+) -> Result<PluginConfig, Vec<FieldError>> {
+    if errs.is_empty() {
+        return Ok(ok());
+    }
+    Err(errs
+        .into_iter()
+        .map(|(p, m)| match p.as_str() {
+            "" | "config" => ("config".to_string(), m),
+            _ => (format!("config.{p}"), m),
+        })
+        .collect())
 }
 
 fn typed<T: for<'de> Deserialize<'de>>(config: &Value) -> Result<T, Vec<FieldError>> {
@@ -656,7 +705,12 @@ impl PluginConfig {
     pub fn priority(&self) -> i32 {
         match self {
             PluginConfig::KeyAuth(_) => 1250,
+            PluginConfig::RateLimiting(_) => 910,
+            PluginConfig::AiRateLimiting(_) => 905,
             PluginConfig::RequestTransformer(_) => 801,
+            PluginConfig::PromptTemplate(_) => 773,
+            PluginConfig::PromptDecorator(_) => 772,
+            PluginConfig::PromptGuard(_) => 771,
             PluginConfig::AiProxy(_) | PluginConfig::AiProxyAdvanced(_) => 770,
             PluginConfig::FileLog(_) => 9,
         }

@@ -65,6 +65,11 @@ pub struct Route {
     pub logs: bool,
     /// The chain has a plugin that rewrites the request before ai-proxy.
     pub transforms: bool,
+    /// The chain has a quota plugin (`rate-limiting`, `ai-rate-limiting-advanced`).
+    pub quotas: bool,
+    /// The chain has a plugin that reads or rewrites the prompt (template, decorator,
+    /// guard, sanitizer).
+    pub shapes_prompt: bool,
 }
 
 /// A plugin instance: entity fields plus its compiled runtime.
@@ -544,6 +549,8 @@ impl Builder<'_> {
             chain: Vec::new(),
             logs: false,
             transforms: false,
+            quotas: false,
+            shapes_prompt: false,
         });
         Some(self.routes.len() - 1)
     }
@@ -964,6 +971,10 @@ impl Snapshot {
             route.chain = resolve_chain(&plugins, Some(ri), route.service, None, &[]);
             route.logs = has(&route.chain, |p| matches!(p, Plugin::FileLog(_)));
             route.transforms = has(&route.chain, |p| matches!(p, Plugin::RequestTransformer(_)));
+            route.quotas = has(&route.chain, |p| {
+                matches!(p, Plugin::RateLimiting(_) | Plugin::AiRateLimiting(_))
+            });
+            route.shapes_prompt = has(&route.chain, Plugin::shapes_prompt);
         }
         let global_chain = resolve_chain(&plugins, None, None, None, &[]);
         let consumer_plugins = plugins
@@ -1112,6 +1123,11 @@ fn config_to_json(c: &PluginConfig) -> Value {
         PluginConfig::RequestTransformer(c) => serde_json::to_value(c),
         PluginConfig::FileLog(c) => serde_json::to_value(c),
         PluginConfig::KeyAuth(c) => serde_json::to_value(c),
+        PluginConfig::RateLimiting(c) => serde_json::to_value(c),
+        PluginConfig::AiRateLimiting(c) => serde_json::to_value(c),
+        PluginConfig::PromptTemplate(c) => serde_json::to_value(c),
+        PluginConfig::PromptDecorator(c) => serde_json::to_value(c),
+        PluginConfig::PromptGuard(c) => serde_json::to_value(c),
     };
     v.unwrap_or(Value::Null)
 }
@@ -1147,11 +1163,42 @@ fn compile_plugin(
             Plugin::KeyAuth(Arc::new(crate::plugins::key_auth::KeyAuth::new(c))),
             Vec::new(),
         )),
+        PluginConfig::RateLimiting(c) => {
+            let rl = crate::plugins::rate_limiting::RateLimiting::new(id, *c, vaults, env)
+                .map_err(|e| issues(config_paths(e)))?;
+            Ok((Plugin::RateLimiting(Arc::new(rl)), Vec::new()))
+        }
+        PluginConfig::AiRateLimiting(c) => {
+            let rl = crate::plugins::ai_rate_limiting::AiRateLimiting::new(id, *c, vaults, env)
+                .map_err(|e| issues(config_paths(e)))?;
+            Ok((Plugin::AiRateLimiting(Arc::new(rl)), Vec::new()))
+        }
+        PluginConfig::PromptTemplate(c) => {
+            let t = crate::plugins::ai_prompt_template::PromptTemplates::new(&c)
+                .map_err(|e| issues(config_paths(e)))?;
+            Ok((Plugin::PromptTemplate(Arc::new(t)), Vec::new()))
+        }
+        PluginConfig::PromptDecorator(c) => Ok((Plugin::PromptDecorator(Arc::new(*c)), Vec::new())),
+        PluginConfig::PromptGuard(c) => {
+            let g = crate::plugins::ai_prompt_guard::PromptGuard::new(&c)
+                .map_err(|e| issues(config_paths(e)))?;
+            Ok((Plugin::PromptGuard(Arc::new(g)), Vec::new()))
+        }
         PluginConfig::FileLog(c) => {
             let sink = crate::observe::file_log::compile(&c).map_err(issues)?;
             Ok((Plugin::FileLog(sink), Vec::new()))
         }
     }
+}
+
+/// Field errors relative to `config` as paths under the plugin.
+fn config_paths(errs: Vec<(String, String)>) -> Vec<(String, String)> {
+    errs.into_iter()
+        .map(|(p, m)| match p.as_str() {
+            "" | "config" => ("config".to_string(), m),
+            _ => (format!("config.{p}"), m),
+        })
+        .collect()
 }
 
 /// Kong's precedence without consumers: route+service > route > service > global.

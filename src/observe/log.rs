@@ -120,6 +120,8 @@ pub struct RequestLog {
     pub enabled: bool,
     /// The authenticated consumer (index into the snapshot's consumers) and credential id.
     pub consumer: Option<(usize, Option<String>)>,
+    /// Token quotas owed this request's usage once the answer is complete.
+    pub charges: Vec<crate::plugins::ai_rate_limiting::Charge>,
     /// The plugin chain when it differs from the route's (consumer-scoped plugins).
     pub chain: Option<Vec<usize>>,
 }
@@ -151,6 +153,7 @@ impl RequestLog {
             source: "kong",
             enabled: false,
             consumer: None,
+            charges: Vec::new(),
             chain: None,
         }
     }

@@ -335,9 +335,6 @@ pub struct Plan {
 pub struct Charge {
     pub counters: Counters,
     pub plan: Arc<Plan>,
-    pub input_cost: Option<f64>,
-    pub output_cost: Option<f64>,
-    pub fault_tolerant: bool,
 }
 
 impl AiRateLimiting {

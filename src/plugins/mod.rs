@@ -22,14 +22,32 @@ pub enum Plugin {
     RequestTransformer(Box<request_transformer::RequestTransformerConfig>),
     FileLog(Arc<FileLogSink>),
     KeyAuth(Arc<key_auth::KeyAuth>),
+    RateLimiting(Arc<rate_limiting::RateLimiting>),
+    AiRateLimiting(Arc<ai_rate_limiting::AiRateLimiting>),
+    PromptTemplate(Arc<ai_prompt_template::PromptTemplates>),
+    PromptDecorator(Arc<ai_prompt_decorator::AiPromptDecoratorConfig>),
+    PromptGuard(Arc<ai_prompt_guard::PromptGuard>),
 }
 
 impl Plugin {
+    /// Whether this plugin reads or rewrites the JSON request body before ai-proxy.
+    pub fn shapes_prompt(&self) -> bool {
+        matches!(
+            self,
+            Plugin::PromptTemplate(_) | Plugin::PromptDecorator(_) | Plugin::PromptGuard(_)
+        )
+    }
+
     /// Kong's static PRIORITY.
     pub fn priority(&self) -> i32 {
         match self {
             Plugin::KeyAuth(_) => 1250,
+            Plugin::RateLimiting(_) => 910,
+            Plugin::AiRateLimiting(_) => 905,
             Plugin::RequestTransformer(_) => 801,
+            Plugin::PromptTemplate(_) => 773,
+            Plugin::PromptDecorator(_) => 772,
+            Plugin::PromptGuard(_) => 771,
             Plugin::AiProxy(_) => 770,
             Plugin::FileLog(_) => 9,
         }

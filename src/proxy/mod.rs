@@ -1,6 +1,7 @@
 //! The request path, phase by phase: route → access (plugins by priority) → upstream
 //! (retry loop) → header filter → body → log.
 
+pub mod access;
 pub mod body;
 pub mod conversations;
 pub mod gcp_token;
@@ -58,6 +59,10 @@ pub struct Stats {
     pub accepted: AtomicU64,
     pub active: AtomicU64,
     pub total_requests: AtomicU64,
+    /// Requests a quota refused.
+    pub quota_rejections: AtomicU64,
+    /// Times the quota counter store (Redis) could not be used.
+    pub quota_store_errors: AtomicU64,
 }
 
 /// Shared state of a running gateway.
@@ -71,6 +76,8 @@ pub struct Gateway {
     pub conversations: Arc<Conversations>,
     /// Admin API writes: the declarative state, where it is saved, the admin token.
     pub control: crate::admin::control::Control,
+    /// This node's quota counters (`policy: local`); they outlive config reloads.
+    pub quota: Arc<crate::quota::local::Local>,
 }
 
 impl Gateway {
@@ -87,6 +94,7 @@ impl Gateway {
             stats: Stats::default(),
             node_id: uuid::Uuid::new_v4().to_string(),
             conversations: Arc::new(Conversations::default()),
+            quota: Arc::default(),
             control,
         }
     }
@@ -454,6 +462,34 @@ pub async fn handle_request(
         log.chain = Some(chain.clone());
     }
     let chain: &[usize] = chain_override.as_deref().unwrap_or(&route.chain);
+    let mut quota_headers: access::Headers = Vec::new();
+    if route.quotas || chain_override.is_some() {
+        let caller = access::Caller {
+            consumer: log.consumer.as_ref().map(|c| c.0),
+            credential: log.consumer.as_ref().and_then(|c| c.1.as_deref()),
+            ip: &client_ip,
+            path: parts.uri.path(),
+            service: route.service,
+        };
+        let mut charges = Vec::new();
+        let r = access::quotas(
+            &gw,
+            &snap,
+            chain,
+            &caller,
+            &up,
+            ai.as_deref(),
+            &mut quota_headers,
+            &mut charges,
+        )
+        .await;
+        log.charges = charges;
+        if let Err(e) = r {
+            let mut resp = kong_error(e, shape, log, snap);
+            add_headers(&mut resp, quota_headers);
+            return resp;
+        }
+    }
     if let Some(orig) = &original_headers {
         let sources = TemplateSources {
             headers: orig,
@@ -467,6 +503,13 @@ pub async fn handle_request(
                     return kong_error(err, shape, log, snap);
                 }
             }
+        }
+    }
+    if route.shapes_prompt || chain_override.is_some() {
+        if let Err(e) = access::shape_prompt(&snap, chain, &mut up) {
+            let mut resp = kong_error(e, shape, log, snap);
+            add_headers(&mut resp, quota_headers);
+            return resp;
         }
     }
     let client_headers = original_headers.as_ref().unwrap_or(&up.headers);
@@ -494,7 +537,7 @@ pub async fn handle_request(
     };
 
     let is_debug = client_headers.contains_key("kong-debug");
-    match ai {
+    let mut resp = match ai {
         Some(ai) => {
             let ctx = AiCtx {
                 gw: &gw,
@@ -529,6 +572,15 @@ pub async fn handle_request(
                 kong_error(e, shape, log, snap.clone())
             }
         },
+    };
+    add_headers(&mut resp, quota_headers);
+    resp
+}
+
+/// Adds the quota plugins' headers to a response.
+fn add_headers(resp: &mut Response<ProxyBody>, headers: access::Headers) {
+    for (k, v) in headers {
+        resp.headers_mut().insert(k, v);
     }
 }
 
@@ -609,7 +661,8 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     let log_statistics = first.map(|t| t.logging.log_statistics).unwrap_or(false);
     let log_payloads = log.enabled && first.map(|t| t.logging.log_payloads).unwrap_or(false);
     // The balancer reads usage from the log record even when no log plugin does.
-    if log.enabled || ai.balancer.learns() {
+    let charging = !log.charges.is_empty();
+    if log.enabled || ai.balancer.learns() || charging {
         let mut a = AiLog::new(c.ai.clone());
         if log_payloads {
             a.payload_request = Some(String::from_utf8_lossy(&c.up.body).into_owned());
@@ -748,7 +801,8 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     }
     let candidates = acl_allowed.as_deref().or(candidates);
     let force_stream = stream && !asked;
-    let add_include_usage = stream && !client_wants_usage && log_statistics;
+    // Token quotas need the usage of streams too.
+    let add_include_usage = stream && !client_wants_usage && (log_statistics || charging);
     // Semantic routing picks the preferred targets before the retry loop (access phase).
     let preferred = match (&ai.semantic, &parsed) {
         (Some(s), Some(p)) => {

@@ -94,7 +94,7 @@ impl Finish {
         capture: Option<Vec<u8>>,
         feedback: Option<Feedback>,
     ) -> Option<Box<Finish>> {
-        (log.enabled || feedback.is_some()).then(|| {
+        (log.enabled || feedback.is_some() || !log.charges.is_empty()).then(|| {
             Box::new(Finish {
                 log,
                 snapshot,
@@ -109,6 +109,20 @@ impl Finish {
         if let Some(fb) = self.feedback.take() {
             let usage = self.log.ai.as_ref().and_then(|a| a.usage.as_ref());
             fb.finish(usage, stream_error.is_none());
+        }
+        if !self.log.charges.is_empty() {
+            let charges = std::mem::take(&mut self.log.charges);
+            let ai = self.log.ai.as_ref();
+            let target = ai.and_then(|a| a.target.and_then(|t| a.proxy.targets.get(t)));
+            crate::proxy::access::settle(
+                charges,
+                ai.and_then(|a| a.usage.as_ref()),
+                target.map(|t| t.provider.as_str()),
+                (
+                    target.and_then(|t| t.options.input_cost),
+                    target.and_then(|t| t.options.output_cost),
+                ),
+            );
         }
         if !self.log.enabled {
             return;

@@ -1,0 +1,355 @@
+//! The access phase's quota and prompt steps: `rate-limiting` (910) and
+//! `ai-rate-limiting-advanced` (905) decide before anything else touches the request; the
+//! prompt plugins (template 773, decorator 772, guard 771, sanitizer) then work on the JSON
+//! body once, parsed a single time and written back a single time.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use crate::config::Snapshot;
+use crate::error::GatewayError;
+use crate::plugins::ai_proxy::AiProxy;
+use crate::plugins::ai_rate_limiting::{self, Charge, Facts};
+use crate::plugins::rate_limiting::{self, Subject};
+use crate::plugins::request_transformer::UpstreamRequest;
+use crate::plugins::Plugin;
+use crate::quota::{Mode, Outcome, StoreError};
+
+use super::Gateway;
+
+/// Response headers the quota plugins add (on success and on refusal).
+pub type Headers = Vec<(HeaderName, HeaderValue)>;
+
+/// Who is asking, as far as quotas care.
+pub struct Caller<'a> {
+    pub consumer: Option<usize>,
+    pub credential: Option<&'a str>,
+    pub ip: &'a str,
+    /// The client's path (before `strip_path`).
+    pub path: &'a str,
+    pub service: Option<usize>,
+}
+
+/// Second of the last "counter store down" warning, so an outage logs once a second, not
+/// once a request.
+static LAST_STORE_WARNING: AtomicU64 = AtomicU64::new(0);
+
+fn store_down(gw: &Gateway, plugin: &str, e: &StoreError, outcome: &str) {
+    gw.stats.quota_store_errors.fetch_add(1, Ordering::Relaxed);
+    let now = super::millis_since_epoch() / 1000;
+    if LAST_STORE_WARNING.swap(now, Ordering::Relaxed) != now {
+        tracing::warn!(plugin, error = %e, "quota counters unavailable: {outcome}");
+    }
+}
+
+/// Runs the quota plugins of `chain`. Ok: the headers to add and the usage charges owed
+/// once the answer is complete; Err: the refusal (with its headers).
+#[allow(clippy::too_many_arguments)]
+pub async fn quotas(
+    gw: &Gateway,
+    snap: &Snapshot,
+    chain: &[usize],
+    caller: &Caller<'_>,
+    up: &UpstreamRequest,
+    ai: Option<&AiProxy>,
+    headers: &mut Headers,
+    charges: &mut Vec<Charge>,
+) -> Result<(), GatewayError> {
+    let now = super::millis_since_epoch();
+    let consumer = caller.consumer.and_then(|c| snap.consumers.get(c));
+    let groups: Vec<(&str, &str)> = caller
+        .consumer
+        .and_then(|c| snap.member_of.get(c))
+        .into_iter()
+        .flatten()
+        .filter_map(|g| {
+            snap.groups
+                .get(*g)
+                .map(|(id, name)| (id.as_str(), name.as_str()))
+        })
+        .collect();
+    let service_id = caller
+        .service
+        .and_then(|s| snap.services.get(s))
+        .map(|s| s.id.as_str());
+    let mut body: Option<Option<Value>> = None;
+    for &i in chain {
+        let Some(pl) = snap.plugins.get(i) else {
+            continue;
+        };
+        // A group-scoped instance counts per that group; otherwise the consumer's first.
+        let group = pl
+            .consumer_group
+            .as_deref()
+            .or_else(|| groups.first().map(|g| g.0));
+        let subject = Subject {
+            consumer: consumer.map(|c| c.id.as_str()),
+            credential: caller.credential,
+            group,
+            ip: caller.ip,
+            headers: &up.headers,
+            path: caller.path,
+            service: service_id,
+        };
+        match &pl.plugin {
+            Plugin::RateLimiting(rl) => {
+                let c = &rl.config;
+                if !rate_limiting::path_applies(c.limit_by, c.path.as_deref(), caller.path) {
+                    continue;
+                }
+                let id = rate_limiting::identity(
+                    c.limit_by,
+                    c.header_name.as_deref(),
+                    c.path.as_deref(),
+                    &subject,
+                );
+                let counters = rl.store.counters(&gw.quota);
+                match rate_limiting::count_request(rl, &counters, &id, now).await {
+                    Ok(o) => {
+                        rl.headers(&o.readings, !o.allowed, headers);
+                        if !o.allowed {
+                            gw.stats.quota_rejections.fetch_add(1, Ordering::Relaxed);
+                            let (status, message) = rl.refusal();
+                            return Err(GatewayError::RateLimited { status, message });
+                        }
+                    }
+                    Err(e) if c.fault_tolerant.unwrap_or(true) => {
+                        store_down(gw, "rate-limiting", &e, "requests pass (fault_tolerant)");
+                    }
+                    Err(e) => {
+                        store_down(
+                            gw,
+                            "rate-limiting",
+                            &e,
+                            "requests refused (fault_tolerant: false)",
+                        );
+                        return Err(GatewayError::Internal(format!("rate-limiting: {e}")));
+                    }
+                }
+            }
+            Plugin::AiRateLimiting(arl) => {
+                let c = &arl.config;
+                let doc =
+                    body.get_or_insert_with(|| serde_json::from_slice::<Value>(&up.body).ok());
+                let first = ai.and_then(|a| a.targets.first());
+                let model = doc
+                    .as_ref()
+                    .and_then(|d| d.get("model"))
+                    .and_then(Value::as_str)
+                    .or_else(|| first.and_then(|t| t.model_name.as_deref()));
+                let mut providers: Vec<&str> = Vec::new();
+                for t in ai.map(|a| a.targets.as_slice()).unwrap_or(&[]) {
+                    if !providers.contains(&t.provider.as_str()) {
+                        providers.push(t.provider.as_str());
+                    }
+                }
+                let facts = Facts {
+                    subject: &subject,
+                    consumer_username: consumer.and_then(|c| c.username.as_deref()),
+                    consumer_custom_id: consumer.and_then(|c| c.custom_id.as_deref()),
+                    groups: &groups,
+                    model,
+                    providers: &providers,
+                };
+                let id = rate_limiting::identity(
+                    c.identifier,
+                    c.header_name.as_deref(),
+                    c.path.as_deref(),
+                    &subject,
+                );
+                let Some(plan) = arl.plan(&id, &facts) else {
+                    continue;
+                };
+                let estimate = doc
+                    .as_ref()
+                    .map(|d| crate::llm::tokens::estimate_prompt(d, model))
+                    .unwrap_or(0);
+                let mut counters = arl.store.counters(&gw.quota);
+                let outcome = match check(&counters, &plan, estimate, now).await {
+                    Ok(o) => o,
+                    Err(e) => {
+                        // Kong's behaviour: a Redis outage falls back to this node's counters.
+                        store_down(
+                            gw,
+                            "ai-rate-limiting-advanced",
+                            &e,
+                            "counting on this node only until it is back",
+                        );
+                        counters = crate::quota::Counters::Local(gw.quota.clone());
+                        check(&counters, &plan, estimate, now)
+                            .await
+                            .map_err(|e| GatewayError::Internal(e.to_string()))?
+                    }
+                };
+                let mut h = Vec::new();
+                plan.headers(&outcome.readings, !outcome.allowed, &mut h);
+                headers.extend(ai_rate_limiting::visible(arl, h));
+                if !outcome.allowed {
+                    gw.stats.quota_rejections.fetch_add(1, Ordering::Relaxed);
+                    let admission = plan.admission(estimate);
+                    let refused: Vec<bool> = outcome
+                        .readings
+                        .iter()
+                        .zip(&admission)
+                        .map(|(r, a)| crate::quota::refuses(r.used, *a, r.limit))
+                        .collect();
+                    let (status, message) = arl.refusal(&plan.refused_labels(&refused));
+                    return Err(GatewayError::RateLimited { status, message });
+                }
+                let plan = Arc::new(plan);
+                let prompt_slots = plan.request_prompt();
+                if !prompt_slots.is_empty() && estimate > 0 {
+                    let slots: Vec<_> = prompt_slots
+                        .iter()
+                        .filter_map(|i| plan.slots().get(*i).cloned())
+                        .collect();
+                    if let Err(e) = counters
+                        .apply(&slots, estimate as f64, Mode::Add, now)
+                        .await
+                    {
+                        store_down(
+                            gw,
+                            "ai-rate-limiting-advanced",
+                            &e,
+                            "this request's prompt was not counted",
+                        );
+                    }
+                }
+                charges.push(Charge { counters, plan });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether every limit of `plan` has room for this request's estimate.
+async fn check(
+    counters: &crate::quota::Counters,
+    plan: &ai_rate_limiting::Plan,
+    estimate: u64,
+    now: u64,
+) -> Result<Outcome, StoreError> {
+    let admission = plan.admission(estimate);
+    // One call per distinct amount keeps each check atomic across its slots.
+    let mut readings = vec![None; plan.slots().len()];
+    let mut allowed = true;
+    let mut amounts: Vec<f64> = admission.clone();
+    amounts.dedup();
+    amounts.sort_by(f64::total_cmp);
+    amounts.dedup();
+    for amount in amounts {
+        let idx: Vec<usize> = (0..admission.len())
+            .filter(|i| admission[*i] == amount)
+            .collect();
+        let slots: Vec<_> = idx
+            .iter()
+            .filter_map(|i| plan.slots().get(*i).cloned())
+            .collect();
+        let o = counters.apply(&slots, amount, Mode::Check, now).await?;
+        allowed &= o.allowed;
+        for (i, r) in idx.into_iter().zip(o.readings) {
+            readings[i] = Some(r);
+        }
+    }
+    Ok(Outcome {
+        allowed,
+        readings: readings.into_iter().flatten().collect(),
+    })
+}
+
+/// Charges the answer's usage to every pending quota (off the response path for Redis).
+pub fn settle(
+    charges: Vec<Charge>,
+    usage: Option<&crate::llm::usage::Usage>,
+    provider: Option<&str>,
+    costs: (Option<f64>, Option<f64>),
+) {
+    let Some(usage) = usage else {
+        return;
+    };
+    let now = super::millis_since_epoch();
+    for ch in charges {
+        let owed = ch
+            .plan
+            .owed(usage, provider.unwrap_or(""), costs.0, costs.1);
+        for (i, amount) in owed {
+            let Some(slot) = ch.plan.slots().get(i).cloned() else {
+                continue;
+            };
+            let counters = ch.counters.clone();
+            match counters {
+                crate::quota::Counters::Local(l) => {
+                    l.apply(&[slot], amount, Mode::Add, now);
+                }
+                crate::quota::Counters::Redis(r) => {
+                    tokio::spawn(async move {
+                        if let Err(e) = r.apply(&[slot], amount, Mode::Add, now).await {
+                            tracing::warn!(error = %e, "quota usage could not be charged");
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Runs the prompt plugins of `chain` over the JSON body, rewriting it once if any ran.
+pub fn shape_prompt(
+    snap: &Snapshot,
+    chain: &[usize],
+    up: &mut UpstreamRequest,
+) -> Result<(), GatewayError> {
+    let plugins: Vec<&Plugin> = chain
+        .iter()
+        .filter_map(|i| snap.plugins.get(*i).map(|p| &p.plugin))
+        .filter(|p| p.shapes_prompt())
+        .collect();
+    if plugins.is_empty() {
+        return Ok(());
+    }
+    let not_json = || {
+        GatewayError::BadRequest("this LLM route only supports application/json requests".into())
+    };
+    if !super::body::is_json(up.headers.get(header::CONTENT_TYPE)) {
+        return Err(not_json());
+    }
+    let mut doc: Value = serde_json::from_slice(&up.body).map_err(|_| not_json())?;
+    if !doc.is_object() {
+        return Err(not_json());
+    }
+    let mut changed = false;
+    for p in plugins {
+        match p {
+            Plugin::PromptTemplate(t) => {
+                if let Some(v) = t.render(&doc).map_err(GatewayError::BadRequest)? {
+                    doc = v;
+                    changed = true;
+                }
+            }
+            Plugin::PromptDecorator(c) => {
+                crate::plugins::ai_prompt_decorator::decorate(c, &mut doc)
+                    .map_err(GatewayError::BadRequest)?;
+                changed = true;
+            }
+            Plugin::PromptGuard(g) => {
+                g.check(&doc).map_err(GatewayError::PromptBlocked)?;
+            }
+            _ => {}
+        }
+    }
+    if changed {
+        let bytes = serde_json::to_vec(&doc)
+            .map_err(|e| GatewayError::Internal(format!("prompt plugins: {e}")))?;
+        up.body = Bytes::from(bytes);
+        if up.headers.contains_key(header::CONTENT_LENGTH) {
+            up.headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(up.body.len()));
+        }
+    }
+    Ok(())
+}
