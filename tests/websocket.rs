@@ -18,6 +18,9 @@ use tokio_tungstenite::WebSocketStream;
 
 const CONFIG: &str = r#"
 _format_version: "3.0"
+consumers:
+  - username: codex-app
+    keyauth_credentials: [{key: ws-app-key}]
 services:
   - name: s
     url: http://unused.invalid
@@ -46,6 +49,15 @@ services:
               model: {provider: anthropic, name: claude-x, options: {anthropic_version: "2023-06-01", upstream_url: "{MOCK}"}}
           - name: file-log
             config: {path: "{DIR}/claude.log"}
+      - name: keyed
+        paths: ["/keyed"]
+        plugins:
+          - name: key-auth
+            config: {key_names: [ApiKey]}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/responses
+              model: {provider: openai, options: {upstream_url: "{MOCK}/v1/responses"}}
       - name: chat
         paths: ["/chat"]
         plugins:
@@ -409,4 +421,35 @@ async fn websocket_is_relayed_to_an_upstream_that_speaks_it() {
     assert!(!std::fs::read_to_string(h.dir.path().join("codex.log"))
         .unwrap()
         .contains("sk-ws-secret"));
+}
+
+/// key-auth on a WebSocket route: no key, no upgrade (401); with a key every request goes
+/// through the plugin chain (the bridge, never the direct relay), so the upstream gets the
+/// consumer's identity and never the key.
+#[tokio::test]
+async fn websocket_routes_with_key_auth_authenticate_the_upgrade() {
+    let h = Harness::start(CONFIG).await;
+    let url = format!("ws://{}/keyed/responses", h.gw.proxy_addr);
+    let req = url.clone().into_client_request().unwrap();
+    let tcp = TcpStream::connect(h.gw.proxy_addr).await.unwrap();
+    match tokio_tungstenite::client_async(req, tcp).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 401);
+        }
+        other => panic!("expected a 401, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    let mut ws = connect(&h, "/keyed/responses", &[("apikey", "ws-app-key")]).await;
+    let t = turn(
+        &mut ws,
+        json!({"type": "response.create", "model": "gpt-5-codex", "input": [user("Ping")]}),
+    )
+    .await;
+    completed(&t);
+    let reqs = posts(&h);
+    assert_eq!(reqs.len(), 1, "sent over HTTP by the bridge");
+    assert_eq!(reqs[0].header("x-consumer-username"), Some("codex-app"));
+    assert!(
+        reqs[0].header("apikey").is_none(),
+        "the key stays at the gateway"
+    );
 }

@@ -313,6 +313,40 @@ pub async fn handle_request(
         .unwrap_or(false);
     if wants_websocket {
         let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        // An unauthenticated client is refused before the upgrade (each frame is checked
+        // again when it is proxied).
+        if let Some(Plugin::KeyAuth(ka)) = route
+            .chain
+            .first()
+            .and_then(|i| snap.plugins.get(*i))
+            .map(|p| &p.plugin)
+        {
+            let mut probe = UpstreamRequest {
+                method: parts.method.clone(),
+                path: parts.uri.path().to_string(),
+                query: parts
+                    .uri
+                    .query()
+                    .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                    .unwrap_or_default(),
+                headers: parts.headers.clone(),
+                body: Bytes::new(),
+            };
+            let now = (millis_since_epoch() / 1000) as i64;
+            if let Err(refusal) = key_auth::authenticate(ka, &snap, &mut probe, now) {
+                let e = GatewayError::Unauthorized(refusal, key_auth::challenge(ka));
+                return kong_error(e, shape, log, snap);
+            }
+        }
+        // The relay talks to the upstream directly, so only a route whose plugins need
+        // nothing per request may use it; any other goes through the bridge, which runs
+        // the whole plugin chain for every request.
+        let plain_chain = !snap.consumer_plugins
+            && route.chain.iter().all(|i| {
+                snap.plugins
+                    .get(*i)
+                    .is_some_and(|p| matches!(p.plugin, Plugin::AiProxy(_) | Plugin::FileLog(_)))
+            });
         return match ai.as_ref().filter(|a| websocket::serves(a)) {
             Some(a) => websocket::accept(
                 &gw,
@@ -324,7 +358,7 @@ pub async fn handle_request(
                     scheme,
                     local_port,
                 },
-                ws_relay::relayable(a).then(|| {
+                (plain_chain && ws_relay::relayable(a)).then(|| {
                     let mut record = Request::new(());
                     *record.method_mut() = parts.method.clone();
                     *record.uri_mut() = parts.uri.clone();
