@@ -680,6 +680,15 @@ services:
             config:
               route_type: llm/v1/chat
               model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: short
+        paths: ["/short"]
+        plugins:
+          - name: ai-prompt-length-guard
+            config: {max_prompt_chars: 20, max_prompt_tokens: 12}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
       - name: responses
         paths: ["/v1/responses"]
         plugins:
@@ -742,6 +751,26 @@ async fn prompt_template_decorator_and_guard_shape_what_the_upstream_sees() {
         h.mock.requests().len(),
         before,
         "a guarded prompt never leaves"
+    );
+
+    // The length guard names the limit and the size, never the text.
+    let msg = |t: &str| json!({"messages": [{"role": "user", "content": t}]});
+    assert_eq!(post("/short", msg("short enough")).await.status, 200);
+    let r = post("/short", msg("this prompt is longer than twenty")).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "prompt is too long: 33 characters, the limit is 20"
+    );
+    let r = post("/short", msg("a b c d e f g h i j")).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("tokens, the limit is 12"),
+        "{}",
+        r.text()
     );
 
     // Responses (Codex): the decorator's text leads the instructions.

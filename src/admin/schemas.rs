@@ -28,6 +28,9 @@ fn config_schema(name: &str) -> Option<Schema> {
         "ai-prompt-decorator" => {
             schema_for!(crate::plugins::ai_prompt_decorator::AiPromptDecoratorConfig)
         }
+        "ai-prompt-length-guard" => {
+            schema_for!(crate::plugins::ai_prompt_length::AiPromptLengthConfig)
+        }
         "ai-prompt-guard" => schema_for!(crate::plugins::ai_prompt_guard::AiPromptGuardConfig),
         _ => return None,
     })

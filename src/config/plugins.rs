@@ -572,6 +572,7 @@ pub enum PluginConfig {
     PromptTemplate(Box<crate::plugins::ai_prompt_template::AiPromptTemplateConfig>),
     PromptDecorator(Box<crate::plugins::ai_prompt_decorator::AiPromptDecoratorConfig>),
     PromptGuard(Box<crate::plugins::ai_prompt_guard::AiPromptGuardConfig>),
+    PromptLength(crate::plugins::ai_prompt_length::AiPromptLengthConfig),
 }
 
 /// Kong plugins Tollgate knows by name but does not implement yet (a clearer error than "unknown").
@@ -660,6 +661,10 @@ pub fn parse(name: &str, config: Option<&Value>) -> Result<PluginConfig, Vec<Fie
                 PluginConfig::PromptGuard(Box::new(c.clone()))
             })
         }
+        "ai-prompt-length-guard" => {
+            let c = typed::<crate::plugins::ai_prompt_length::AiPromptLengthConfig>(config)?;
+            checked(c.validate(), || PluginConfig::PromptLength(c.clone()))
+        }
         n if KNOWN_UNIMPLEMENTED.contains(&n) => Err(vec![(
             "name".into(),
             format!("plugin '{n}' is not supported by tollgate yet"),
@@ -710,7 +715,7 @@ impl PluginConfig {
             PluginConfig::RequestTransformer(_) => 801,
             PluginConfig::PromptTemplate(_) => 773,
             PluginConfig::PromptDecorator(_) => 772,
-            PluginConfig::PromptGuard(_) => 771,
+            PluginConfig::PromptGuard(_) | PluginConfig::PromptLength(_) => 771,
             PluginConfig::AiProxy(_) | PluginConfig::AiProxyAdvanced(_) => 770,
             PluginConfig::FileLog(_) => 9,
         }

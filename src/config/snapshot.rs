@@ -1128,6 +1128,7 @@ fn config_to_json(c: &PluginConfig) -> Value {
         PluginConfig::PromptTemplate(c) => serde_json::to_value(c),
         PluginConfig::PromptDecorator(c) => serde_json::to_value(c),
         PluginConfig::PromptGuard(c) => serde_json::to_value(c),
+        PluginConfig::PromptLength(c) => serde_json::to_value(c),
     };
     v.unwrap_or(Value::Null)
 }
@@ -1183,6 +1184,10 @@ fn compile_plugin(
             let g = crate::plugins::ai_prompt_guard::PromptGuard::new(&c)
                 .map_err(|e| issues(config_paths(e)))?;
             Ok((Plugin::PromptGuard(Arc::new(g)), Vec::new()))
+        }
+        PluginConfig::PromptLength(c) => {
+            crate::llm::tokens::warm_up();
+            Ok((Plugin::PromptLength(Arc::new(c)), Vec::new()))
         }
         PluginConfig::FileLog(c) => {
             let sink = crate::observe::file_log::compile(&c).map_err(issues)?;

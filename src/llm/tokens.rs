@@ -137,6 +137,59 @@ pub fn estimate_prompt(body: &Value, model: Option<&str>) -> u64 {
     n
 }
 
+/// The prompt's text pieces (message contents, `instructions`, `input`, `prompt`), for
+/// size limits that count characters.
+pub fn prompt_texts(body: &Value) -> Vec<&str> {
+    fn content<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
+        match v {
+            Value::String(s) => out.push(s),
+            Value::Array(parts) => {
+                for p in parts {
+                    match p {
+                        Value::String(s) => out.push(s),
+                        Value::Object(o) => {
+                            if let Some(t) = o.get("text").and_then(Value::as_str) {
+                                out.push(t);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    fn message<'a>(m: &'a Value, out: &mut Vec<&'a str>) {
+        match m {
+            Value::String(s) => out.push(s),
+            Value::Object(o) => {
+                for key in ["content", "output", "arguments"] {
+                    if let Some(v) = o.get(key) {
+                        content(v, out);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    if let Some(ms) = body.get("messages").and_then(Value::as_array) {
+        ms.iter().for_each(|m| message(m, &mut out));
+    }
+    if let Some(i) = body.get("instructions").and_then(Value::as_str) {
+        out.push(i);
+    }
+    match body.get("input") {
+        Some(Value::Array(items)) => items.iter().for_each(|m| message(m, &mut out)),
+        Some(v) => content(v, &mut out),
+        None => {}
+    }
+    if let Some(p) = body.get("prompt") {
+        content(p, &mut out);
+    }
+    out
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -2,6 +2,7 @@
 
 pub mod ai_prompt_decorator;
 pub mod ai_prompt_guard;
+pub mod ai_prompt_length;
 pub mod ai_prompt_template;
 pub mod ai_proxy;
 pub mod ai_rate_limiting;
@@ -27,6 +28,7 @@ pub enum Plugin {
     PromptTemplate(Arc<ai_prompt_template::PromptTemplates>),
     PromptDecorator(Arc<ai_prompt_decorator::AiPromptDecoratorConfig>),
     PromptGuard(Arc<ai_prompt_guard::PromptGuard>),
+    PromptLength(Arc<ai_prompt_length::AiPromptLengthConfig>),
 }
 
 impl Plugin {
@@ -34,7 +36,10 @@ impl Plugin {
     pub fn shapes_prompt(&self) -> bool {
         matches!(
             self,
-            Plugin::PromptTemplate(_) | Plugin::PromptDecorator(_) | Plugin::PromptGuard(_)
+            Plugin::PromptTemplate(_)
+                | Plugin::PromptDecorator(_)
+                | Plugin::PromptGuard(_)
+                | Plugin::PromptLength(_)
         )
     }
 
@@ -48,6 +53,7 @@ impl Plugin {
             Plugin::PromptTemplate(_) => 773,
             Plugin::PromptDecorator(_) => 772,
             Plugin::PromptGuard(_) => 771,
+            Plugin::PromptLength(_) => 771,
             Plugin::AiProxy(_) => 770,
             Plugin::FileLog(_) => 9,
         }

@@ -339,6 +339,10 @@ pub fn shape_prompt(
             Plugin::PromptGuard(g) => {
                 g.check(&doc).map_err(GatewayError::PromptBlocked)?;
             }
+            Plugin::PromptLength(c) => {
+                crate::plugins::ai_prompt_length::check(c, &doc)
+                    .map_err(GatewayError::BadRequest)?;
+            }
             _ => {}
         }
     }
