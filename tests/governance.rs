@@ -783,3 +783,128 @@ async fn prompt_template_decorator_and_guard_shape_what_the_upstream_sees() {
     let sent: Value = serde_json::from_slice(&h.mock.last_request().unwrap().body).unwrap();
     assert_eq!(sent["instructions"], "Follow ACME policy.\n\nBe terse.");
 }
+
+// ---------------------------------------------------------------------------------------
+// ai-sanitizer: personal data masked before the upstream, restored in the answer.
+
+const PII: &str = r#"
+_format_version: "3.0"
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: pii
+        paths: ["/pii"]
+        plugins:
+          - name: ai-sanitizer
+            config:
+              anonymize: [all_and_credentials, custom]
+              custom_patterns: [{name: employee, regex: 'EMP-\d{6}'}]
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: block
+        paths: ["/block"]
+        plugins:
+          - name: ai-sanitizer
+            config: {block_if_detected: true}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: responses
+        paths: ["/v1/responses"]
+        plugins:
+          - name: ai-sanitizer
+            config: {recover_redacted: false}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/responses
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/responses"}}
+"#;
+
+#[tokio::test]
+async fn pii_is_masked_before_the_upstream_and_restored_in_the_answer() {
+    let h = Harness::start(PII).await;
+    let prompt = "Mail bob@example.com, card 4111 1111 1111 1111, id EMP-123456, key sk-proj-Ab3dEf9hIj2kLm5nOp7q";
+    let secrets = [
+        "bob@example.com",
+        "4111 1111 1111 1111",
+        "EMP-123456",
+        "sk-proj-Ab3dEf9hIj2kLm5nOp7q",
+    ];
+    let reply = "reply=Saved [EMAIL_1] and [CREDITCARD_1] for [EMPLOYEE_1]";
+    for stream in [false, true] {
+        let r = send(
+            "POST",
+            &h.url("/pii"),
+            &[
+                ("content-type", "application/json"),
+                ("x-mock", &format!("{reply};split=7")),
+            ],
+            json!({"stream": stream, "messages": [{"role": "user", "content": prompt}]})
+                .to_string(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let sent = String::from_utf8_lossy(&h.mock.last_request().unwrap().body).into_owned();
+        for s in secrets {
+            assert!(!sent.contains(s), "{s} reached the upstream: {sent}");
+        }
+        assert!(
+            sent.contains("[EMAIL_1]") && sent.contains("[EMPLOYEE_1]"),
+            "{sent}"
+        );
+        let text = if stream {
+            support::sse_data(&r.text())
+                .iter()
+                .filter(|d| d.as_str() != "[DONE]")
+                .map(|d| {
+                    let v: Value = serde_json::from_str(d).unwrap();
+                    v["choices"][0]["delta"]["content"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string()
+                })
+                .collect::<String>()
+        } else {
+            r.json()["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            text, "Saved bob@example.com and 4111 1111 1111 1111 for EMP-123456",
+            "stream={stream}"
+        );
+    }
+
+    // block_if_detected: a 400 that names what was found, never the value.
+    let r = send(
+        "POST",
+        &h.url("/block"),
+        &[("content-type", "application/json")],
+        json!({"messages": [{"role": "user", "content": "I am bob@example.com"}]}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("email") && !msg.contains("bob@"), "{msg}");
+
+    // Responses (Codex): instructions and input items are masked too.
+    let r = send(
+        "POST",
+        &h.url("/v1/responses"),
+        &[("content-type", "application/json")],
+        json!({"model": "m", "instructions": "Owner: alice@example.org",
+               "input": [{"type": "message", "role": "user",
+                          "content": [{"type": "input_text", "text": "ping 10.1.2.3"}]}]})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let sent: Value = serde_json::from_slice(&h.mock.last_request().unwrap().body).unwrap();
+    assert_eq!(sent["instructions"], "Owner: [EMAIL_1]");
+    assert_eq!(sent["input"][0]["content"][0]["text"], "ping [IP_1]");
+}

@@ -131,7 +131,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
         },
         ["plugins", "enabled"] => reply(
             StatusCode::OK,
-            json!({"enabled_plugins": ["ai-proxy", "ai-proxy-advanced", "file-log", "ai-prompt-decorator", "ai-prompt-guard", "ai-prompt-length-guard", "ai-prompt-template", "ai-rate-limiting-advanced", "key-auth", "rate-limiting", "request-transformer"]}),
+            json!({"enabled_plugins": ["ai-proxy", "ai-proxy-advanced", "file-log", "ai-prompt-decorator", "ai-prompt-guard", "ai-prompt-length-guard", "ai-prompt-template", "ai-rate-limiting-advanced", "ai-sanitizer", "key-auth", "rate-limiting", "request-transformer"]}),
         ),
         ["services"] => list(
             &snap,
@@ -465,6 +465,7 @@ fn root(gw: &Gateway, snap: &Snapshot) -> Resp {
         ("ai-prompt-decorator", 772),
         ("ai-prompt-guard", 771),
         ("ai-prompt-length-guard", 771),
+        ("ai-sanitizer", 771),
     ]
     .into_iter()
     .map(|(n, p)| {

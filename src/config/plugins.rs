@@ -573,6 +573,7 @@ pub enum PluginConfig {
     PromptDecorator(Box<crate::plugins::ai_prompt_decorator::AiPromptDecoratorConfig>),
     PromptGuard(Box<crate::plugins::ai_prompt_guard::AiPromptGuardConfig>),
     PromptLength(crate::plugins::ai_prompt_length::AiPromptLengthConfig),
+    Sanitizer(Box<crate::plugins::ai_sanitizer::AiSanitizerConfig>),
 }
 
 /// Kong plugins Tollgate knows by name but does not implement yet (a clearer error than "unknown").
@@ -584,7 +585,6 @@ const KNOWN_UNIMPLEMENTED: &[&str] = &[
     "ai-response-transformer",
     "ai-semantic-cache",
     "ai-semantic-prompt-guard",
-    "ai-sanitizer",
     "prometheus",
     "http-log",
     "response-transformer",
@@ -665,6 +665,12 @@ pub fn parse(name: &str, config: Option<&Value>) -> Result<PluginConfig, Vec<Fie
             let c = typed::<crate::plugins::ai_prompt_length::AiPromptLengthConfig>(config)?;
             checked(c.validate(), || PluginConfig::PromptLength(c.clone()))
         }
+        "ai-sanitizer" => {
+            let c = typed::<crate::plugins::ai_sanitizer::AiSanitizerConfig>(config)?;
+            checked(c.validate(), || {
+                PluginConfig::Sanitizer(Box::new(c.clone()))
+            })
+        }
         n if KNOWN_UNIMPLEMENTED.contains(&n) => Err(vec![(
             "name".into(),
             format!("plugin '{n}' is not supported by tollgate yet"),
@@ -715,7 +721,9 @@ impl PluginConfig {
             PluginConfig::RequestTransformer(_) => 801,
             PluginConfig::PromptTemplate(_) => 773,
             PluginConfig::PromptDecorator(_) => 772,
-            PluginConfig::PromptGuard(_) | PluginConfig::PromptLength(_) => 771,
+            PluginConfig::PromptGuard(_)
+            | PluginConfig::PromptLength(_)
+            | PluginConfig::Sanitizer(_) => 771,
             PluginConfig::AiProxy(_) | PluginConfig::AiProxyAdvanced(_) => 770,
             PluginConfig::FileLog(_) => 9,
         }

@@ -1129,6 +1129,7 @@ fn config_to_json(c: &PluginConfig) -> Value {
         PluginConfig::PromptDecorator(c) => serde_json::to_value(c),
         PluginConfig::PromptGuard(c) => serde_json::to_value(c),
         PluginConfig::PromptLength(c) => serde_json::to_value(c),
+        PluginConfig::Sanitizer(c) => serde_json::to_value(c),
     };
     v.unwrap_or(Value::Null)
 }
@@ -1188,6 +1189,11 @@ fn compile_plugin(
         PluginConfig::PromptLength(c) => {
             crate::llm::tokens::warm_up();
             Ok((Plugin::PromptLength(Arc::new(c)), Vec::new()))
+        }
+        PluginConfig::Sanitizer(c) => {
+            let s = crate::plugins::ai_sanitizer::Sanitizer::new(&c)
+                .map_err(|e| issues(config_paths(e)))?;
+            Ok((Plugin::Sanitizer(Arc::new(s)), Vec::new()))
         }
         PluginConfig::FileLog(c) => {
             let sink = crate::observe::file_log::compile(&c).map_err(issues)?;

@@ -29,6 +29,7 @@ pub enum Plugin {
     PromptDecorator(Arc<ai_prompt_decorator::AiPromptDecoratorConfig>),
     PromptGuard(Arc<ai_prompt_guard::PromptGuard>),
     PromptLength(Arc<ai_prompt_length::AiPromptLengthConfig>),
+    Sanitizer(Arc<ai_sanitizer::Sanitizer>),
 }
 
 impl Plugin {
@@ -40,6 +41,7 @@ impl Plugin {
                 | Plugin::PromptDecorator(_)
                 | Plugin::PromptGuard(_)
                 | Plugin::PromptLength(_)
+                | Plugin::Sanitizer(_)
         )
     }
 
@@ -54,6 +56,8 @@ impl Plugin {
             Plugin::PromptDecorator(_) => 772,
             Plugin::PromptGuard(_) => 771,
             Plugin::PromptLength(_) => 771,
+            // After the template and decorator (their text is sanitized too), before ai-proxy.
+            Plugin::Sanitizer(_) => 771,
             Plugin::AiProxy(_) => 770,
             Plugin::FileLog(_) => 9,
         }

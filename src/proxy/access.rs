@@ -303,14 +303,14 @@ pub fn shape_prompt(
     snap: &Snapshot,
     chain: &[usize],
     up: &mut UpstreamRequest,
-) -> Result<(), GatewayError> {
+) -> Result<Option<super::restore::Filter>, GatewayError> {
     let plugins: Vec<&Plugin> = chain
         .iter()
         .filter_map(|i| snap.plugins.get(*i).map(|p| &p.plugin))
         .filter(|p| p.shapes_prompt())
         .collect();
     if plugins.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let not_json = || {
         GatewayError::BadRequest("this LLM route only supports application/json requests".into())
@@ -323,6 +323,7 @@ pub fn shape_prompt(
         return Err(not_json());
     }
     let mut changed = false;
+    let mut filter: Option<super::restore::Filter> = None;
     for p in plugins {
         match p {
             Plugin::PromptTemplate(t) => {
@@ -338,6 +339,38 @@ pub fn shape_prompt(
             }
             Plugin::PromptGuard(g) => {
                 g.check(&doc).map_err(GatewayError::PromptBlocked)?;
+            }
+            Plugin::Sanitizer(s) => {
+                if s.on_input() {
+                    let r = s
+                        .sanitize_request(&mut doc)
+                        .map_err(|b| GatewayError::PromptBlocked(b.0))?;
+                    if !r.is_empty() {
+                        changed = true;
+                        let found: Vec<String> = r
+                            .categories()
+                            .iter()
+                            .map(|(c, n)| format!("{c}={n}"))
+                            .collect();
+                        tracing::debug!(found = %found.join(","), "ai-sanitizer masked the prompt");
+                        if s.config().recover_redacted {
+                            filter
+                                .get_or_insert(super::restore::Filter {
+                                    restore: None,
+                                    output: None,
+                                })
+                                .restore = Some(Arc::new(r));
+                        }
+                    }
+                }
+                if s.on_output() {
+                    filter
+                        .get_or_insert(super::restore::Filter {
+                            restore: None,
+                            output: None,
+                        })
+                        .output = Some(s.clone());
+                }
             }
             Plugin::PromptLength(c) => {
                 crate::plugins::ai_prompt_length::check(c, &doc)
@@ -355,5 +388,5 @@ pub fn shape_prompt(
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(up.body.len()));
         }
     }
-    Ok(())
+    Ok(filter)
 }

@@ -6,6 +6,7 @@ pub mod body;
 pub mod conversations;
 pub mod gcp_token;
 pub mod response;
+pub mod restore;
 pub mod retry;
 pub mod router;
 pub mod template;
@@ -539,11 +540,15 @@ pub async fn handle_request(
             }
         }
     }
+    let mut filter: Option<restore::Filter> = None;
     if route.shapes_prompt || chain_override.is_some() {
-        if let Err(e) = access::shape_prompt(&snap, chain, &mut up) {
-            let mut resp = kong_error(e, shape, log, snap);
-            add_headers(&mut resp, quota_headers);
-            return resp;
+        match access::shape_prompt(&snap, chain, &mut up) {
+            Ok(f) => filter = f,
+            Err(e) => {
+                let mut resp = kong_error(e, shape, log, snap);
+                add_headers(&mut resp, quota_headers);
+                return resp;
+            }
         }
     }
     let client_headers = original_headers.as_ref().unwrap_or(&up.headers);
@@ -582,6 +587,7 @@ pub async fn handle_request(
                 forwarded: &forwarded,
                 is_debug,
                 trust: service.and_then(|s| s.tls.as_ref()),
+                filter,
             };
             // Boxed: hyper keeps room for the whole handler future for the life of each
             // connection, so the large upstream part is allocated only while it runs.
@@ -683,6 +689,8 @@ struct AiCtx<'a> {
     is_debug: bool,
     /// The route's service's upstream TLS trust (None: the default).
     trust: Option<&'a upstream_tls::Trust>,
+    /// `ai-sanitizer`'s work on the answer (restoring, masking).
+    filter: Option<restore::Filter>,
 }
 
 async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Response<ProxyBody> {
@@ -982,6 +990,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 .map(Bytes::from)
                 .unwrap_or(bytes)
         };
+        let out = answer_filtered(c.filter.as_ref(), status, out);
         return json_answer(status, headers, out, log, snap, capture, feedback);
     }
     let bridged = target.bridge_responses && bridge.is_some();
@@ -1015,6 +1024,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 .map(Bytes::from)
                 .unwrap_or(bytes)
         };
+        let out = answer_filtered(c.filter.as_ref(), status, out);
         return json_answer(status, headers, out, log, snap, capture, feedback);
     }
     if translated && !(status == StatusCode::OK && is_sse) {
@@ -1046,6 +1056,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 .map(Bytes::from)
                 .unwrap_or(bytes)
         };
+        let out = answer_filtered(c.filter.as_ref(), status, out);
         return json_answer(status, headers, out, log, snap, capture, feedback);
     }
 
@@ -1064,6 +1075,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 return kong_error(e, ErrorShape::OpenAi, log, snap);
             }
         }
+        let bytes = answer_filtered(c.filter.as_ref(), status, bytes);
         // Usually the upstream's own Content-Length, which is then kept as it is.
         let same_length = headers
             .get(header::CONTENT_LENGTH)
@@ -1134,6 +1146,10 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     }
     let sse = observer.is_some().then_some(dialect);
     let finish = Finish::with_feedback(log, snap, capture, feedback);
+    let sse_filter = c
+        .filter
+        .filter(|f| f.active() && observing && !native)
+        .map(restore::SseFilter::new);
     let mut resp = Response::new(ProxyBody::upstream(
         body,
         conn,
@@ -1143,9 +1159,20 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         read_timeout,
         finish,
     ));
+    if let Some(f) = sse_filter {
+        resp.body_mut().set_filter(f);
+    }
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     resp
+}
+
+/// A successful answer after `ai-sanitizer` restored and masked it.
+fn answer_filtered(f: Option<&restore::Filter>, status: StatusCode, out: Bytes) -> Bytes {
+    match f {
+        Some(f) if status == StatusCode::OK && f.active() => f.body(&out),
+        _ => out,
+    }
 }
 
 /// A Responses request translated for chat-only targets.

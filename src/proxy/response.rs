@@ -172,6 +172,8 @@ enum Kind {
         /// For SSE an upstream failure becomes a final error event, then the end.
         sse: Option<Dialect>,
         ended: bool,
+        /// `ai-sanitizer` rewriting the stream (restoring, masking).
+        filter: Option<Box<crate::proxy::restore::SseFilter>>,
     },
 }
 
@@ -219,9 +221,17 @@ impl ProxyBody {
                 read_timeout,
                 sse,
                 ended: false,
+                filter: None,
             },
             finish,
             sent: 0,
+        }
+    }
+
+    /// Rewrites the streamed body through `f` (`ai-sanitizer`).
+    pub fn set_filter(&mut self, f: crate::proxy::restore::SseFilter) {
+        if let Kind::Upstream { filter, .. } = &mut self.kind {
+            *filter = Some(Box::new(f));
         }
     }
 
@@ -313,6 +323,7 @@ impl Body for ProxyBody {
                     read_timeout,
                     sse: _,
                     ended,
+                    filter,
                 } => {
                     if *ended {
                         this.complete(None);
@@ -366,6 +377,12 @@ impl Body for ProxyBody {
                                             out = [out, tail].concat().into();
                                         }
                                     }
+                                    if let Some(f) = filter.as_mut() {
+                                        out = f.on_chunk(&out);
+                                        if end {
+                                            out = [out, f.finish()].concat().into();
+                                        }
+                                    }
                                     if out.is_empty() {
                                         continue;
                                     }
@@ -399,6 +416,9 @@ impl Body for ProxyBody {
                             if native {
                                 // The client already has every upstream byte.
                                 tail = Bytes::new();
+                            }
+                            if let Some(f) = filter.as_mut() {
+                                tail = [f.on_chunk(&tail), f.finish()].concat().into();
                             }
                             if !tail.is_empty() {
                                 this.capture(&tail);
