@@ -800,9 +800,12 @@ services:
             config:
               anonymize: [all_and_credentials, custom]
               custom_patterns: [{name: employee, regex: 'EMP-\d{6}'}]
+          - name: file-log
+            config: {path: "{DIR}/pii.log"}
           - name: ai-proxy
             config:
               route_type: llm/v1/chat
+              logging: {log_payloads: true, log_statistics: true}
               model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
       - name: block
         paths: ["/block"]
@@ -878,6 +881,14 @@ async fn pii_is_masked_before_the_upstream_and_restored_in_the_answer() {
             text, "Saved bob@example.com and 4111 1111 1111 1111 for EMP-123456",
             "stream={stream}"
         );
+    }
+
+    // The log keeps what the upstream saw and said: placeholders, not the values.
+    let log = h.wait_log("pii.log", 2).await;
+    let text = serde_json::to_string(&log).unwrap();
+    assert!(text.contains("[EMAIL_1]"), "{text}");
+    for s in secrets {
+        assert!(!text.contains(s), "{s} is in the log");
     }
 
     // block_if_detected: a 400 that names what was found, never the value.

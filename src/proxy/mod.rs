@@ -929,7 +929,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     }
     log.source = "upstream";
     let read_timeout = ai.read_timeout;
-    let capture = log_payloads.then(Vec::new);
+    let mut capture = log_payloads.then(Vec::new);
     // A stream the gateway can read: SSE, or the binary event stream Bedrock answers
     // ConverseStream with.
     let is_sse = headers
@@ -990,7 +990,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 .map(Bytes::from)
                 .unwrap_or(bytes)
         };
-        let out = answer_filtered(c.filter.as_ref(), status, out);
+        let out = answer_filtered(c.filter.as_ref(), status, out, &mut capture);
         return json_answer(status, headers, out, log, snap, capture, feedback);
     }
     let bridged = target.bridge_responses && bridge.is_some();
@@ -1024,7 +1024,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 .map(Bytes::from)
                 .unwrap_or(bytes)
         };
-        let out = answer_filtered(c.filter.as_ref(), status, out);
+        let out = answer_filtered(c.filter.as_ref(), status, out, &mut capture);
         return json_answer(status, headers, out, log, snap, capture, feedback);
     }
     if translated && !(status == StatusCode::OK && is_sse) {
@@ -1056,7 +1056,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 .map(Bytes::from)
                 .unwrap_or(bytes)
         };
-        let out = answer_filtered(c.filter.as_ref(), status, out);
+        let out = answer_filtered(c.filter.as_ref(), status, out, &mut capture);
         return json_answer(status, headers, out, log, snap, capture, feedback);
     }
 
@@ -1075,7 +1075,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
                 return kong_error(e, ErrorShape::OpenAi, log, snap);
             }
         }
-        let bytes = answer_filtered(c.filter.as_ref(), status, bytes);
+        let bytes = answer_filtered(c.filter.as_ref(), status, bytes, &mut capture);
         // Usually the upstream's own Content-Length, which is then kept as it is.
         let same_length = headers
             .get(header::CONTENT_LENGTH)
@@ -1167,10 +1167,21 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     resp
 }
 
-/// A successful answer after `ai-sanitizer` restored and masked it.
-fn answer_filtered(f: Option<&restore::Filter>, status: StatusCode, out: Bytes) -> Bytes {
+/// A successful answer after `ai-sanitizer` restored and masked it; the log's payload
+/// keeps what the upstream said.
+fn answer_filtered(
+    f: Option<&restore::Filter>,
+    status: StatusCode,
+    out: Bytes,
+    capture: &mut Option<Vec<u8>>,
+) -> Bytes {
     match f {
-        Some(f) if status == StatusCode::OK && f.active() => f.body(&out),
+        Some(f) if status == StatusCode::OK && f.active() => {
+            if let Some(cap) = capture.as_mut() {
+                cap.extend_from_slice(&out[..out.len().min(1 << 20)]);
+            }
+            f.body(&out)
+        }
         _ => out,
     }
 }
@@ -1450,7 +1461,8 @@ fn buffered_response(
     if log.enabled {
         log.response_headers = headers.clone();
     }
-    if let Some(cap) = capture.as_mut() {
+    // Already holding the upstream's answer when the gateway rewrote it for the client.
+    if let Some(cap) = capture.as_mut().filter(|c| c.is_empty()) {
         cap.extend_from_slice(&bytes[..bytes.len().min(1 << 20)]);
     }
     let finish = Finish::with_feedback(log, snap, capture, feedback);

@@ -272,6 +272,11 @@ impl ProxyBody {
 
     fn capture(&mut self, data: &[u8]) {
         self.sent += data.len() as u64;
+        self.payload(data);
+    }
+
+    /// Keeps `data` for `log_payloads` (up to the cap).
+    fn payload(&mut self, data: &[u8]) {
         if let Some(cap) = self.finish.as_mut().and_then(|f| f.capture.as_mut()) {
             let room = PAYLOAD_CAP.saturating_sub(cap.len());
             cap.extend_from_slice(&data[..data.len().min(room)]);
@@ -378,10 +383,19 @@ impl Body for ProxyBody {
                                         }
                                     }
                                     if let Some(f) = filter.as_mut() {
-                                        out = f.on_chunk(&out);
+                                        // The log keeps what the upstream said (masked), the
+                                        // client gets the restored text.
+                                        let upstream = out;
+                                        out = f.on_chunk(&upstream);
                                         if end {
                                             out = [out, f.finish()].concat().into();
                                         }
+                                        this.payload(&upstream);
+                                        this.sent += out.len() as u64;
+                                        if out.is_empty() {
+                                            continue;
+                                        }
+                                        return Poll::Ready(Some(Ok(Frame::data(out))));
                                     }
                                     if out.is_empty() {
                                         continue;
@@ -418,7 +432,14 @@ impl Body for ProxyBody {
                                 tail = Bytes::new();
                             }
                             if let Some(f) = filter.as_mut() {
-                                tail = [f.on_chunk(&tail), f.finish()].concat().into();
+                                let upstream = tail;
+                                tail = [f.on_chunk(&upstream), f.finish()].concat().into();
+                                this.payload(&upstream);
+                                this.sent += tail.len() as u64;
+                                if !tail.is_empty() {
+                                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                                }
+                                continue;
                             }
                             if !tail.is_empty() {
                                 this.capture(&tail);

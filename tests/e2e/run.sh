@@ -22,6 +22,7 @@ LOG_LEVEL=${E2E_LOG_LEVEL:-info}
 
 PROVIDER_KEY=sk-e2e-provider                     # what the gateway sends upstream
 CODEX_CLIENT_KEY=sk-e2e-codex-client-7f3a        # what Codex sends to the gateway
+GOV_KEY=tg_e2e-gov-app-key-51c9                  # S4: the application's key (ApiKey header)
 CURL_CLIENT_KEY=sk-e2e-curl-client-91c2          # what curl sends to the gateway
 SDK_CLIENT_KEY=sk-client                         # what the SDK sends to the gateway
 
@@ -270,6 +271,7 @@ wait_http "$MOCK_URL/health" "$START_TIMEOUT" || die "setup: mock-llm at $MOCK_U
 log "mock-llm on $MOCK_URL"
 
 sed -e "s#{MOCK}#$MOCK_URL#g" -e "s#{DIR}#$TMP/logs#g" -e "s#{PROVIDER_KEY}#$PROVIDER_KEY#g" \
+    -e "s#{GOV_KEY}#$GOV_KEY#g" \
     "$HERE/kong.yaml.in" >"$TMP/kong.yaml"
 "$TOLLGATE_BIN" validate "$TMP/kong.yaml" >"$TMP/validate.out" 2>&1 \
     || { cat "$TMP/validate.out"; die "setup: tollgate validate rejected the generated config"; }
@@ -497,6 +499,69 @@ for variant in sse wss; do
         fail "codex over HTTPS ($variant): rc=$rc sessions=$sessions last='$(head -c 300 "$TMP/last-https-$variant.txt" 2>/dev/null || echo '<no file>')' stderr: $(tail -c 600 "$TMP/codex-https-$variant.err" 2>/dev/null)"
     fi
 done
+
+# ---------------------------------------------------------------------------
+# 5e. S4 governance with the real Codex CLI: the application's key in an `ApiKey` header
+#     (env_http_headers), a decorator, PII masking with the answer restored, a token quota.
+#     Without the key Codex must fail with the gateway's 401.
+# ---------------------------------------------------------------------------
+GOV_LOG=$TMP/logs/gov.log
+home=$TMP/codex-home-gov
+mkdir -p "$home"
+printf '%s\n' 'model = "gpt-4o"' 'model_provider = "gw"' '' '[model_providers.gw]' \
+    'name = "gateway"' "base_url = \"$GW_URL/codex-gov\"" 'wire_api = "responses"' \
+    'env_http_headers = { "ApiKey" = "E2E_GOV_API_KEY" }' \
+    'http_headers = { "x-mock" = "reply=gov-pong for [EMAIL_1] about [TICKET_1]" }' \
+    'request_max_retries = 0' 'stream_max_retries = 0' >"$home/config.toml"
+gov_prompt="Answer with one word. My e-mail is bob.s4@example.com and my ticket is ACME-4242."
+before=$(log_lines "$GOV_LOG")
+rm -f "$TMP/last-gov.txt"
+rc=0
+(cd "$TMP/work" && no_proxy CODEX_HOME="$home" E2E_GOV_API_KEY="$GOV_KEY" OPENAI_API_KEY="" \
+    RUST_LOG="${E2E_CODEX_RUST_LOG:-warn}" \
+    timeout -k 5 "$CODEX_TIMEOUT" "$CODEX" exec --skip-git-repo-check --ephemeral --sandbox read-only \
+    -o "$TMP/last-gov.txt" "$gov_prompt" \
+    </dev/null >"$TMP/codex-gov.out" 2>"$TMP/codex-gov.err") || rc=$?
+if [ "$rc" -eq 0 ] && grep -q 'gov-pong for bob.s4@example.com about ACME-4242' "$TMP/last-gov.txt" 2>/dev/null; then
+    pass "S4 codex with ApiKey: answered, and the masked e-mail and ticket came back restored"
+else
+    fail "S4 codex with ApiKey: rc=$rc last='$(head -c 300 "$TMP/last-gov.txt" 2>/dev/null || echo '<no file>')' stderr: $(tail -c 600 "$TMP/codex-gov.err" 2>/dev/null)"
+fi
+sleep 0.3
+if [ "$(log_lines "$GOV_LOG")" -gt "$before" ]; then
+    tail -n +"$((before + 1))" "$GOV_LOG" >"$TMP/gov-new.log"
+    if grep -q '"username":"codex-app"' "$TMP/gov-new.log"; then
+        pass "S4 file-log: the request is attributed to consumer codex-app"
+    else
+        fail "S4 file-log: no consumer codex-app in $(head -c 400 "$TMP/gov-new.log")"
+    fi
+    if grep -q 'bob.s4@example.com' "$TMP/gov-new.log" || grep -q 'ACME-4242' "$TMP/gov-new.log" \
+       || grep -q "$GOV_KEY" "$TMP/gov-new.log"; then
+        fail "S4 file-log: the e-mail, ticket or key reached the log (so the upstream saw them)"
+    else
+        pass "S4 file-log: the upstream request held [EMAIL_1]/[TICKET_1], never the values or the key"
+    fi
+    if grep -q 'Follow the ACME engineering policy.' "$TMP/gov-new.log"; then
+        pass "S4 file-log: the decorator's system text was sent upstream"
+    else
+        fail "S4 file-log: the decorator's text is not in the logged request"
+    fi
+else
+    fail "S4 file-log: no record written to $GOV_LOG"
+fi
+rc=0
+(cd "$TMP/work" && no_proxy CODEX_HOME="$home" OPENAI_API_KEY="" \
+    RUST_LOG="${E2E_CODEX_RUST_LOG:-warn}" \
+    timeout -k 5 "$CODEX_TIMEOUT" "$CODEX" exec --skip-git-repo-check --ephemeral --sandbox read-only \
+    -o "$TMP/last-gov-nokey.txt" "$gov_prompt" \
+    </dev/null >"$TMP/codex-gov-nokey.out" 2>"$TMP/codex-gov-nokey.err") || rc=$?
+seen=$(grep -Eio '401[^"]{0,80}|unauthorized[^"]{0,80}|No API key found in request' \
+    "$TMP/codex-gov-nokey.err" "$TMP/codex-gov-nokey.out" 2>/dev/null | head -n 1)
+if [ "$rc" -ne 0 ] && [ -n "$seen" ]; then
+    pass "S4 codex without ApiKey: refused, codex shows: $seen"
+else
+    fail "S4 codex without ApiKey: rc=$rc, no 401 visible: $(tail -c 600 "$TMP/codex-gov-nokey.err" 2>/dev/null)"
+fi
 
 # ---------------------------------------------------------------------------
 # 6. S2 + chat/embeddings/responses with the OpenAI Python SDK
