@@ -339,14 +339,19 @@ pub async fn handle_request(
                 return kong_error(e, shape, log, snap);
             }
         }
-        // The relay talks to the upstream directly, so only a route whose plugins need
-        // nothing per request may use it; any other goes through the bridge, which runs
-        // the whole plugin chain for every request.
+        // The relay talks to the upstream directly, so only a route without per-request
+        // access plugins (keys, quotas, prompt plugins) may use it; any other goes through
+        // the bridge, which runs the whole plugin chain for every request. (The relay's
+        // handshake carries the client's headers as they are: request-transformer rules
+        // do not apply to its frames, as before.)
         let plain_chain = !snap.consumer_plugins
             && route.chain.iter().all(|i| {
-                snap.plugins
-                    .get(*i)
-                    .is_some_and(|p| matches!(p.plugin, Plugin::AiProxy(_) | Plugin::FileLog(_)))
+                snap.plugins.get(*i).is_some_and(|p| {
+                    matches!(
+                        p.plugin,
+                        Plugin::AiProxy(_) | Plugin::FileLog(_) | Plugin::RequestTransformer(_)
+                    )
+                })
             });
         return match ai.as_ref().filter(|a| websocket::serves(a)) {
             Some(a) => websocket::accept(
