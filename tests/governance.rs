@@ -643,12 +643,13 @@ async fn token_quotas_estimate_prompts_charge_streams_and_pick_policies() {
     )
     .await;
     assert_eq!(r.status, 500, "{}", r.text());
-    let errors =
-        h.gw.gateway
-            .stats
-            .quota_store_errors
-            .load(std::sync::atomic::Ordering::Relaxed);
-    assert!(errors >= 2, "{errors}");
+    let status = get(&h.admin("/status")).await.json();
+    let errors = status["quotas"]["store_errors"].as_u64().unwrap();
+    assert!(errors >= 2, "{status}");
+    assert!(
+        status["quotas"]["rejections"].as_u64().unwrap() >= 1,
+        "{status}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -518,6 +518,11 @@ fn status(gw: &Gateway, snap: &Snapshot) -> Resp {
             },
             "memory": {"workers_lua_vms": [], "lua_shared_dicts": {}},
             "configuration_hash": snap.hash,
+            // Tollgate's own counters (Kong's /status has no quota section).
+            "quotas": {
+                "rejections": s.quota_rejections.load(Ordering::Relaxed),
+                "store_errors": s.quota_store_errors.load(Ordering::Relaxed),
+            },
         }),
     )
 }
