@@ -553,6 +553,15 @@ services:
             config:
               route_type: llm/v1/chat
               model: {provider: openai, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: per-second
+        paths: ["/per-second"]
+        plugins:
+          - name: rate-limiting
+            config: {second: 2, limit_by: ip}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
       - name: down-open
         paths: ["/down-open"]
         plugins:
@@ -624,6 +633,34 @@ async fn token_quotas_estimate_prompts_charge_streams_and_pick_policies() {
     // app2 has its own counters.
     let r = ask("app2-key", "m", "hi".into(), false).await;
     assert_eq!(r.header("x-ai-ratelimit-remaining-60-policy2"), Some("200"));
+
+    // A spent window refuses until it resets, then admits again.
+    let chat = |path: &str| {
+        let url = h.url(path);
+        async move {
+            send(
+                "POST",
+                &url,
+                &[("content-type", "application/json")],
+                json!({"messages": [{"role": "user", "content": "hi"}]}).to_string(),
+            )
+            .await
+        }
+    };
+    let mut refused = None;
+    for _ in 0..4 {
+        let r = chat("/per-second").await;
+        if r.status == 429 {
+            refused = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let refused = refused.expect("a third request within one second is refused");
+    assert_eq!(refused.header("x-ratelimit-limit-second"), Some("2"));
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(chat("/per-second").await.status, 200, "the window reset");
 
     // Redis unreachable: fault_tolerant (default) proxies, fault_tolerant: false refuses.
     let body = json!({"messages": [{"role": "user", "content": "hi"}]}).to_string();
