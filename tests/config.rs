@@ -317,10 +317,30 @@ fn unsupported_features_fail_clearly() {
         e[0].contains("config.targets: length must be at least 1"),
         "{e:?}"
     );
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-semantic-cache}]\n");
+    assert_eq!(
+        e,
+        vec!["plugins[0].name: plugin 'ai-semantic-cache' is not supported by tollgate yet"]
+    );
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: rate-limiting}]\n");
     assert_eq!(
         e,
-        vec!["plugins[0].name: plugin 'rate-limiting' is not supported by tollgate yet"]
+        vec!["plugins[0].config: at least one of these fields must be non-empty: 'config.second', 'config.minute', 'config.hour', 'config.day', 'config.month', 'config.year'"]
+    );
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: rate-limiting, config: {minute: 5, policy: cluster}}]\n");
+    assert!(
+        e[0].starts_with("plugins[0].config.policy: 'cluster'"),
+        "{e:?}"
+    );
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-rate-limiting-advanced, config: {llm_providers: [{name: openai, limit: [1], window_size: [60, 120]}]}}]\n");
+    assert_eq!(
+        e,
+        vec!["plugins[0].config.llm_providers[0]: 'limit' and 'window_size' must be non-empty and have the same length"]
+    );
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-sanitizer, config: {custom_patterns: [{name: x, regex: \"(\"}]}}]\n");
+    assert!(
+        e[0].starts_with("plugins[0].config.custom_patterns[0].regex: invalid regex"),
+        "{e:?}"
     );
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: key-auth, config: {key_names: [\"a b\"], anonymous: nobody}}]\n");
     assert!(
