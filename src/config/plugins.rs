@@ -349,9 +349,17 @@ fn default_true() -> bool {
     true
 }
 
-/// Kong EE's default (OSS used 8192, which breaks Codex's ~40 KB requests).
-fn default_body_size() -> u64 {
-    1_048_576
+/// Kong EE's `max_request_body_size` default for the AI plugins (OSS used 8192, which
+/// breaks Codex's ~40 KB requests).
+pub(crate) const AI_BODY_SIZE: u64 = 1_048_576;
+
+pub(crate) fn default_body_size() -> u64 {
+    AI_BODY_SIZE
+}
+
+/// `max_request_body_size` with null meaning the (non-zero) default.
+pub(crate) fn nullable_body_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    Ok(Option::<u64>::deserialize(d)?.unwrap_or(AI_BODY_SIZE))
 }
 
 /// The `ai-proxy` plugin config.

@@ -3,7 +3,7 @@
 //! `{role, content}` messages around `messages`; Responses API bodies (tollgate's extension)
 //! get system/developer prompts in front of `instructions` and the others as `input` items.
 
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// Kong's 400 text for bodies that are not JSON objects.
@@ -11,46 +11,12 @@ pub const NOT_JSON: &str = "this LLM route only supports application/json reques
 /// Kong's 400 text for bodies without a chat conversation.
 pub const NOT_CHAT: &str = "this LLM route only supports llm/chat type requests";
 
-/// Kong EE's default (OSS has 8192): bodies this large are still introspected.
-const DEFAULT_MAX_REQUEST_BODY_SIZE: u64 = 1_048_576;
 /// Kong's OSS limit on each list.
 const MAX_PROMPTS: usize = 15;
 /// Kong EE's limit on a prompt's content (OSS allows 500).
 const MAX_CONTENT_CHARS: usize = 100_000;
 
-/// Null in a decK dump means "use the default", as Kong's schema does.
-fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-fn default_max_request_body_size() -> u64 {
-    DEFAULT_MAX_REQUEST_BODY_SIZE
-}
-
-/// `max_request_body_size` with null meaning the (non-zero) default.
-fn nullable_body_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    Ok(Option::<u64>::deserialize(d)?.unwrap_or(DEFAULT_MAX_REQUEST_BODY_SIZE))
-}
-
-/// Kong EE's `llm_format`: the wire format of client requests (accepted, only `openai` is
-/// interpreted by these plugins).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum LlmFormat {
-    /// OpenAI-shaped bodies (the default).
-    #[default]
-    Openai,
-    /// AWS Bedrock Converse bodies.
-    Bedrock,
-    /// Google Gemini bodies.
-    Gemini,
-    /// Cohere bodies.
-    Cohere,
-    /// Hugging Face bodies.
-    Huggingface,
-}
+pub use crate::config::plugins::LlmFormat;
 
 /// Role of an injected prompt.
 #[derive(
@@ -91,7 +57,7 @@ impl PromptRole {
 #[serde(deny_unknown_fields)]
 pub struct PromptMessage {
     /// Who says it (default `system`).
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub role: PromptRole,
     /// The text.
     pub content: String,
@@ -102,10 +68,10 @@ pub struct PromptMessage {
 #[serde(deny_unknown_fields)]
 pub struct Prompts {
     /// Messages put before the client's, in this order.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub prepend: Vec<PromptMessage>,
     /// Messages put after the client's, in this order.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub append: Vec<PromptMessage>,
 }
 
@@ -114,16 +80,16 @@ pub struct Prompts {
 #[serde(deny_unknown_fields)]
 pub struct AiPromptDecoratorConfig {
     /// The prompts to inject.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub prompts: Prompts,
     /// Largest body the plugin reads (bytes; enforced by the caller).
     #[serde(
-        default = "default_max_request_body_size",
-        deserialize_with = "nullable_body_size"
+        default = "crate::config::plugins::default_body_size",
+        deserialize_with = "crate::config::plugins::nullable_body_size"
     )]
     pub max_request_body_size: u64,
     /// Client wire format.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub llm_format: LlmFormat,
 }
 
@@ -344,7 +310,7 @@ mod tests {
             json!({"prompts": {"prepend": [{"content": "x", "nope": 1}]}}),
             json!({"prompts": {"prepend": [{"role": "tool", "content": "x"}]}}),
             json!({"prompts": {"prepend": [{"role": "user"}]}}),
-            json!({"prompts": {"prepend": [{"content": "x"}]}, "llm_format": "anthropic"}),
+            json!({"prompts": {"prepend": [{"content": "x"}]}, "llm_format": "nope"}),
         ] {
             assert!(
                 serde_json::from_value::<AiPromptDecoratorConfig>(bad.clone()).is_err(),

@@ -11,8 +11,6 @@ use crate::plugins::ai_prompt_decorator::LlmFormat;
 /// The only refusal text (Kong's: it does not reveal the guard).
 pub const BAD_REQUEST: &str = "bad request";
 
-/// Kong EE's default (OSS has 8192).
-const DEFAULT_MAX_REQUEST_BODY_SIZE: u64 = 1_048_576;
 /// Kong's limit on each pattern list.
 const MAX_PATTERNS: usize = 10;
 /// Kong's limit on one pattern's length.
@@ -21,20 +19,6 @@ const MAX_PATTERN_CHARS: usize = 500;
 const DEFAULT_GENAI_CATEGORY: &str = "text/generation";
 /// Separator between collected messages (Kong's, so words of two messages do not merge).
 const SEPARATOR: &str = " ";
-
-/// Null in a decK dump means "use the default", as Kong's schema does.
-fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
-fn default_max_request_body_size() -> u64 {
-    DEFAULT_MAX_REQUEST_BODY_SIZE
-}
-
-/// `max_request_body_size` with null meaning the (non-zero) default.
-fn nullable_body_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    Ok(Option::<u64>::deserialize(d)?.unwrap_or(DEFAULT_MAX_REQUEST_BODY_SIZE))
-}
 
 fn default_genai_category() -> String {
     DEFAULT_GENAI_CATEGORY.into()
@@ -50,25 +34,25 @@ fn nullable_genai_category<'de, D: Deserializer<'de>>(d: D) -> Result<String, D:
 #[serde(deny_unknown_fields)]
 pub struct AiPromptGuardConfig {
     /// Regexes of which at least one must match (when any are given).
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub allow_patterns: Vec<String>,
     /// Regexes of which none may match.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub deny_patterns: Vec<String>,
     /// True: only the latest matching message is checked, the history is let through.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub allow_all_conversation_history: bool,
     /// Check messages of every role, not only `user` (and Responses `instructions`).
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub match_all_roles: bool,
     /// Largest body the plugin reads (bytes; enforced by the caller).
     #[serde(
-        default = "default_max_request_body_size",
-        deserialize_with = "nullable_body_size"
+        default = "crate::config::plugins::default_body_size",
+        deserialize_with = "crate::config::plugins::nullable_body_size"
     )]
     pub max_request_body_size: u64,
     /// Client wire format.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub llm_format: LlmFormat,
     /// Kong EE's category (accepted, unused).
     #[serde(

@@ -12,8 +12,6 @@ use serde_json::Value;
 /// Kong's 400 text for bodies that are not JSON objects.
 pub const NOT_JSON: &str = "this LLM route only supports application/json requests";
 
-/// Kong EE's default.
-const DEFAULT_MAX_REQUEST_BODY_SIZE: u64 = 1_048_576;
 /// A reference is `{template://NAME}`, the whole string.
 const REFERENCE_PREFIX: &str = "{template://";
 const REFERENCE_SUFFIX: &str = "}";
@@ -22,11 +20,6 @@ const PLACEHOLDER: &str = r"\{\{[ \t]*([A-Za-z0-9_]+)[ \t]*\}\}";
 /// Client fields the rendered body replaces rather than keeps.
 const TEMPLATE_FIELDS: [&str; 3] = ["messages", "prompt", "properties"];
 
-/// Null in a decK dump means "use the default", as Kong's schema does.
-fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
-    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
-}
-
 fn yes() -> bool {
     true
 }
@@ -34,15 +27,6 @@ fn yes() -> bool {
 /// A boolean whose default (and meaning of null) is true.
 fn nullable_true<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
     Ok(Option::<bool>::deserialize(d)?.unwrap_or(true))
-}
-
-fn default_max_request_body_size() -> u64 {
-    DEFAULT_MAX_REQUEST_BODY_SIZE
-}
-
-/// `max_request_body_size` with null meaning the (non-zero) default.
-fn nullable_body_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    Ok(Option::<u64>::deserialize(d)?.unwrap_or(DEFAULT_MAX_REQUEST_BODY_SIZE))
 }
 
 /// One named template.
@@ -60,18 +44,18 @@ pub struct Template {
 #[serde(deny_unknown_fields)]
 pub struct AiPromptTemplateConfig {
     /// The templates (required, at least one; null reads as empty and fails validation).
-    #[serde(deserialize_with = "nullable")]
+    #[serde(deserialize_with = "crate::config::plugins::nullable")]
     pub templates: Vec<Template>,
     /// Let requests that do not reference a template through unchanged.
     #[serde(default = "yes", deserialize_with = "nullable_true")]
     pub allow_untemplated_requests: bool,
     /// Log the client's original body (done by the caller).
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub log_original_request: bool,
     /// Largest body the plugin reads (bytes; enforced by the caller).
     #[serde(
-        default = "default_max_request_body_size",
-        deserialize_with = "nullable_body_size"
+        default = "crate::config::plugins::default_body_size",
+        deserialize_with = "crate::config::plugins::nullable_body_size"
     )]
     pub max_request_body_size: u64,
 }

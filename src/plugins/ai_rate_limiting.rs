@@ -54,18 +54,8 @@ pub struct ProviderLimits {
     pub window_size: Vec<f64>,
 }
 
-/// `policies[].match[].type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum MatchType {
-    Consumer,
-    ConsumerGroup,
-    Header,
-    Ip,
-    Model,
-    Path,
-    Provider,
-}
+/// `policies[].match[].type`: the same attributes `acls` conditions look at.
+pub use crate::balancer::acl::ConditionType as MatchType;
 
 /// `policies[].match[]`: all of a policy's conditions must hold.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
