@@ -60,16 +60,16 @@ services:
               model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
 "#;
 
-async fn chat(h: &Harness, path: &str, headers: &[(&str, &str)]) -> Reply {
+/// POSTs `body` as JSON with the extra `headers`.
+async fn post(url: &str, headers: &[(&str, &str)], body: &Value) -> Reply {
     let mut all = vec![("content-type", "application/json")];
     all.extend_from_slice(headers);
-    send(
-        "POST",
-        &h.url(path),
-        &all,
-        json!({"messages": [{"role": "user", "content": "hi"}]}).to_string(),
-    )
-    .await
+    send("POST", url, &all, body.to_string()).await
+}
+
+async fn chat(h: &Harness, path: &str, headers: &[(&str, &str)]) -> Reply {
+    let hi = json!({"messages": [{"role": "user", "content": "hi"}]});
+    post(&h.url(path), headers, &hi).await
 }
 
 #[tokio::test]
@@ -437,19 +437,11 @@ async fn two_gateway_processes_share_quotas_through_redis() {
         .replace("{ARL_ID}", &fresh_id());
     std::fs::write(&path, text).unwrap();
     let (a, b) = (node(&path), node(&path));
-    let body = json!({"messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let hi = json!({"messages": [{"role": "user", "content": "hi"}]});
     let call = |n: &Node, route: &str| {
         let url = format!("{}{route}", n.proxy);
-        let body = body.clone();
-        async move {
-            send(
-                "POST",
-                &url,
-                &[("content-type", "application/json"), ("ApiKey", "app1-key")],
-                body,
-            )
-            .await
-        }
+        let hi = hi.clone();
+        async move { post(&url, &[("ApiKey", "app1-key")], &hi).await }
     };
 
     // Requests: 5 per hour, whichever node answers.
@@ -590,17 +582,9 @@ async fn token_quotas_estimate_prompts_charge_streams_and_pick_policies() {
     let h = Harness::start(LOCAL_QUOTAS).await;
     let ask = |key: &'static str, model: &'static str, text: String, stream: bool| {
         let url = h.url("/tokens");
-        async move {
-            send(
-                "POST",
-                &url,
-                &[("content-type", "application/json"), ("ApiKey", key)],
-                json!({"model": model, "stream": stream,
-                       "messages": [{"role": "user", "content": text}]})
-                .to_string(),
-            )
-            .await
-        }
+        let body = json!({"model": model, "stream": stream,
+                          "messages": [{"role": "user", "content": text}]});
+        async move { post(&url, &[("ApiKey", key)], &body).await }
     };
     // A prompt that alone needs more than the 200-token fallback quota is refused before
     // reaching the upstream.
@@ -635,21 +619,9 @@ async fn token_quotas_estimate_prompts_charge_streams_and_pick_policies() {
     assert_eq!(r.header("x-ai-ratelimit-remaining-60-policy2"), Some("200"));
 
     // A spent window refuses until it resets, then admits again.
-    let chat = |path: &str| {
-        let url = h.url(path);
-        async move {
-            send(
-                "POST",
-                &url,
-                &[("content-type", "application/json")],
-                json!({"messages": [{"role": "user", "content": "hi"}]}).to_string(),
-            )
-            .await
-        }
-    };
     let mut refused = None;
     for _ in 0..4 {
-        let r = chat("/per-second").await;
+        let r = chat(&h, "/per-second", &[]).await;
         if r.status == 429 {
             refused = Some(r);
             break;
@@ -660,25 +632,16 @@ async fn token_quotas_estimate_prompts_charge_streams_and_pick_policies() {
     assert_eq!(refused.header("x-ratelimit-limit-second"), Some("2"));
     assert_eq!(refused.header("retry-after"), Some("1"));
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(chat("/per-second").await.status, 200, "the window reset");
+    assert_eq!(
+        chat(&h, "/per-second", &[]).await.status,
+        200,
+        "the window reset"
+    );
 
     // Redis unreachable: fault_tolerant (default) proxies, fault_tolerant: false refuses.
-    let body = json!({"messages": [{"role": "user", "content": "hi"}]}).to_string();
-    let r = send(
-        "POST",
-        &h.url("/down-open"),
-        &[("content-type", "application/json")],
-        body.clone(),
-    )
-    .await;
+    let r = chat(&h, "/down-open", &[]).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = send(
-        "POST",
-        &h.url("/down-closed"),
-        &[("content-type", "application/json")],
-        body,
-    )
-    .await;
+    let r = chat(&h, "/down-closed", &[]).await;
     assert_eq!(r.status, 500, "{}", r.text());
     let status = get(&h.admin("/status")).await.json();
     let errors = status["quotas"]["store_errors"].as_u64().unwrap();
@@ -745,15 +708,7 @@ async fn prompt_template_decorator_and_guard_shape_what_the_upstream_sees() {
     let h = Harness::start(PROMPTS).await;
     let post = |path: &str, v: Value| {
         let url = h.url(path);
-        async move {
-            send(
-                "POST",
-                &url,
-                &[("content-type", "application/json")],
-                v.to_string(),
-            )
-            .await
-        }
+        async move { post(&url, &[], &v).await }
     };
     let r = post(
         "/chat",
@@ -877,17 +832,9 @@ async fn pii_is_masked_before_the_upstream_and_restored_in_the_answer() {
     ];
     let reply = "reply=Saved [EMAIL_1] and [CREDITCARD_1] for [EMPLOYEE_1]";
     for stream in [false, true] {
-        let r = send(
-            "POST",
-            &h.url("/pii"),
-            &[
-                ("content-type", "application/json"),
-                ("x-mock", &format!("{reply};split=7")),
-            ],
-            json!({"stream": stream, "messages": [{"role": "user", "content": prompt}]})
-                .to_string(),
-        )
-        .await;
+        let body = json!({"stream": stream, "messages": [{"role": "user", "content": prompt}]});
+        let mock = format!("{reply};split=7");
+        let r = post(&h.url("/pii"), &[("x-mock", &mock)], &body).await;
         assert_eq!(r.status, 200, "{}", r.text());
         let sent = String::from_utf8_lossy(&h.mock.last_request().unwrap().body).into_owned();
         for s in secrets {
@@ -930,28 +877,17 @@ async fn pii_is_masked_before_the_upstream_and_restored_in_the_answer() {
     }
 
     // block_if_detected: a 400 that names what was found, never the value.
-    let r = send(
-        "POST",
-        &h.url("/block"),
-        &[("content-type", "application/json")],
-        json!({"messages": [{"role": "user", "content": "I am bob@example.com"}]}).to_string(),
-    )
-    .await;
+    let body = json!({"messages": [{"role": "user", "content": "I am bob@example.com"}]});
+    let r = post(&h.url("/block"), &[], &body).await;
     assert_eq!(r.status, 400);
     let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
     assert!(msg.contains("email") && !msg.contains("bob@"), "{msg}");
 
     // Responses (Codex): instructions and input items are masked too.
-    let r = send(
-        "POST",
-        &h.url("/v1/responses"),
-        &[("content-type", "application/json")],
-        json!({"model": "m", "instructions": "Owner: alice@example.org",
-               "input": [{"type": "message", "role": "user",
-                          "content": [{"type": "input_text", "text": "ping 10.1.2.3"}]}]})
-        .to_string(),
-    )
-    .await;
+    let body = json!({"model": "m", "instructions": "Owner: alice@example.org",
+                      "input": [{"type": "message", "role": "user",
+                                 "content": [{"type": "input_text", "text": "ping 10.1.2.3"}]}]});
+    let r = post(&h.url("/v1/responses"), &[], &body).await;
     assert_eq!(r.status, 200, "{}", r.text());
     let sent: Value = serde_json::from_slice(&h.mock.last_request().unwrap().body).unwrap();
     assert_eq!(sent["instructions"], "Owner: [EMAIL_1]");
