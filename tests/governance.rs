@@ -684,6 +684,8 @@ services:
       - name: short
         paths: ["/short"]
         plugins:
+          - name: ai-prompt-guard
+            config: {deny_patterns: [secret], max_request_body_size: 200}
           - name: ai-prompt-length-guard
             config: {max_prompt_chars: 20, max_prompt_tokens: 12}
           - name: ai-proxy
@@ -765,6 +767,10 @@ async fn prompt_template_decorator_and_guard_shape_what_the_upstream_sees() {
         "{}",
         r.text()
     );
+
+    // A body above a prompt plugin's max_request_body_size is a 413.
+    let r = post("/short", msg(&"x".repeat(300))).await;
+    assert_eq!(r.status, 413, "{}", r.text());
 
     // Responses (Codex): the decorator's text leads the instructions.
     let r = post(

@@ -82,7 +82,7 @@ pub struct AiPromptDecoratorConfig {
     /// The prompts to inject.
     #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub prompts: Prompts,
-    /// Largest body the plugin reads (bytes; enforced by the caller).
+    /// Largest body the plugin reads (bytes); a larger one is a 413.
     #[serde(
         default = "crate::config::plugins::default_body_size",
         deserialize_with = "crate::config::plugins::nullable_body_size"

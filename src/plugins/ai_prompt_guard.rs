@@ -45,7 +45,7 @@ pub struct AiPromptGuardConfig {
     /// Check messages of every role, not only `user` (and Responses `instructions`).
     #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub match_all_roles: bool,
-    /// Largest body the plugin reads (bytes; enforced by the caller).
+    /// Largest body the plugin reads (bytes); a larger one is a 413.
     #[serde(
         default = "crate::config::plugins::default_body_size",
         deserialize_with = "crate::config::plugins::nullable_body_size"

@@ -52,7 +52,7 @@ pub struct AiPromptTemplateConfig {
     /// Log the client's original body (done by the caller).
     #[serde(default, deserialize_with = "crate::config::plugins::nullable")]
     pub log_original_request: bool,
-    /// Largest body the plugin reads (bytes; enforced by the caller).
+    /// Largest body the plugin reads (bytes); a larger one is a 413.
     #[serde(
         default = "crate::config::plugins::default_body_size",
         deserialize_with = "crate::config::plugins::nullable_body_size"

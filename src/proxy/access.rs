@@ -318,6 +318,18 @@ pub fn shape_prompt(
     if !super::body::is_json(up.headers.get(header::CONTENT_TYPE)) {
         return Err(not_json());
     }
+    // Each plugin reads bodies up to its own `max_request_body_size` (Kong's field).
+    for p in &plugins {
+        let limit = match p {
+            Plugin::PromptTemplate(t) => t.config().max_request_body_size,
+            Plugin::PromptDecorator(c) => c.max_request_body_size,
+            Plugin::PromptGuard(g) => g.config().max_request_body_size,
+            _ => 0,
+        };
+        if limit > 0 && up.body.len() as u64 > limit {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+    }
     let mut doc: Value = serde_json::from_slice(&up.body).map_err(|_| not_json())?;
     if !doc.is_object() {
         return Err(not_json());
