@@ -79,14 +79,45 @@ pub struct RateLimitingConfig {
     pub sync_rate: Option<f64>,
 }
 
-/// The periods in the order Kong reports them, with their length in seconds.
-pub const PERIODS: [(&str, u64); 6] = [
-    ("Second", 1),
-    ("Minute", 60),
-    ("Hour", 3600),
-    ("Day", 86_400),
-    ("Month", 30 * 86_400),
-    ("Year", 365 * 86_400),
+/// The periods in the order Kong reports them: name, length in seconds, and the names of
+/// their `X-RateLimit-Limit-*` / `X-RateLimit-Remaining-*` headers.
+pub const PERIODS: [(&str, u64, &str, &str); 6] = [
+    (
+        "Second",
+        1,
+        "x-ratelimit-limit-second",
+        "x-ratelimit-remaining-second",
+    ),
+    (
+        "Minute",
+        60,
+        "x-ratelimit-limit-minute",
+        "x-ratelimit-remaining-minute",
+    ),
+    (
+        "Hour",
+        3600,
+        "x-ratelimit-limit-hour",
+        "x-ratelimit-remaining-hour",
+    ),
+    (
+        "Day",
+        86_400,
+        "x-ratelimit-limit-day",
+        "x-ratelimit-remaining-day",
+    ),
+    (
+        "Month",
+        30 * 86_400,
+        "x-ratelimit-limit-month",
+        "x-ratelimit-remaining-month",
+    ),
+    (
+        "Year",
+        365 * 86_400,
+        "x-ratelimit-limit-year",
+        "x-ratelimit-remaining-year",
+    ),
 ];
 
 /// Where a plugin's counters live.
@@ -216,7 +247,7 @@ impl RateLimitingConfig {
         PERIODS
             .iter()
             .zip(vals)
-            .filter_map(|((n, s), v)| v.map(|v| (*n, *s, v)))
+            .filter_map(|((n, s, _, _), v)| v.map(|v| (*n, *s, v)))
             .collect()
     }
 
@@ -326,16 +357,10 @@ impl RateLimiting {
             return;
         }
         for ((name, _, _), r) in self.periods.iter().zip(readings) {
-            push(
-                out,
-                &format!("x-ratelimit-limit-{}", name.to_lowercase()),
-                r.limit,
-            );
-            push(
-                out,
-                &format!("x-ratelimit-remaining-{}", name.to_lowercase()),
-                r.remaining().floor(),
-            );
+            if let Some((_, _, limit, remaining)) = PERIODS.iter().find(|p| p.0 == *name) {
+                push(out, limit, r.limit);
+                push(out, remaining, r.remaining().floor());
+            }
         }
         summary_headers(readings, refused, out);
     }
@@ -373,7 +398,11 @@ pub fn push(out: &mut Vec<(HeaderName, HeaderValue)>, name: &str, v: impl Into<N
         Num::F(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
         Num::F(f) => format!("{f:.6}").trim_end_matches('0').to_string(),
     };
-    if let (Ok(n), Ok(v)) = (HeaderName::try_from(name), HeaderValue::try_from(text)) {
+    // Names are lower-case ASCII here; from_bytes only checks them (no lower-casing copy).
+    if let (Ok(n), Ok(v)) = (
+        HeaderName::from_bytes(name.as_bytes()),
+        HeaderValue::try_from(text),
+    ) {
         out.push((n, v));
     }
 }

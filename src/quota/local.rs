@@ -8,8 +8,8 @@ use super::{reading, refuses, window_start, Mode, Outcome, Slot};
 /// How often expired windows are swept out (ms).
 const SWEEP_EVERY_MS: u64 = 10_000;
 
-/// Counts per (key, window start); a window is dropped once it can no longer be read as
-/// the previous window.
+/// Counts per key: the current window and the one before it (all a sliding estimate
+/// needs); a key is dropped once neither can be read any more.
 #[derive(Debug, Default)]
 pub struct Local {
     inner: Mutex<Inner>,
@@ -17,9 +17,32 @@ pub struct Local {
 
 #[derive(Debug, Default)]
 struct Inner {
-    /// (key, window start ms) → (count, expires at ms).
-    counts: HashMap<(String, u64), (f64, u64)>,
+    counts: HashMap<String, Entry>,
     last_sweep: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// Start (ms) of the window `cur` counts.
+    start: u64,
+    cur: f64,
+    /// The count of the window before `start`.
+    prev: f64,
+    /// After this (ms) neither count can be read.
+    expires: u64,
+}
+
+impl Entry {
+    /// (current, previous) counts as seen from the window starting at `start`.
+    fn at(&self, start: u64, w_ms: u64) -> (f64, f64) {
+        if self.start == start {
+            (self.cur, self.prev)
+        } else if self.start + w_ms == start {
+            (0.0, self.cur)
+        } else {
+            (0.0, 0.0)
+        }
+    }
 }
 
 impl Local {
@@ -31,7 +54,7 @@ impl Local {
             Err(poisoned) => poisoned.into_inner(),
         };
         if now_ms.saturating_sub(inner.last_sweep) > SWEEP_EVERY_MS {
-            inner.counts.retain(|_, (_, exp)| *exp > now_ms);
+            inner.counts.retain(|_, e| e.expires > now_ms);
             inner.last_sweep = now_ms;
         }
         let mut state: Vec<(f64, f64)> = Vec::with_capacity(slots.len());
@@ -39,19 +62,12 @@ impl Local {
         for s in slots {
             let start = window_start(now_ms, s.window);
             let w_ms = s.window.max(1) * 1000;
-            let get = |k: u64| {
-                inner
-                    .counts
-                    .get(&(s.key.clone(), k))
-                    .map(|(c, _)| *c)
-                    .unwrap_or(0.0)
-            };
-            let cur = get(start);
-            let prev = if s.sliding && start >= w_ms {
-                get(start - w_ms)
-            } else {
-                0.0
-            };
+            let (cur, prev) = inner
+                .counts
+                .get(s.key.as_str())
+                .map(|e| e.at(start, w_ms))
+                .unwrap_or((0.0, 0.0));
+            let prev = if s.sliding { prev } else { 0.0 };
             let used = if s.sliding {
                 cur + prev * super::previous_weight(now_ms, s.window)
             } else {
@@ -71,13 +87,23 @@ impl Local {
         for (s, (cur, prev)) in slots.iter().zip(state) {
             let cur = if add && amount > 0.0 {
                 let start = window_start(now_ms, s.window);
-                let expires = start + 2 * s.window.max(1) * 1000;
-                let e = inner
-                    .counts
-                    .entry((s.key.clone(), start))
-                    .or_insert((0.0, expires));
-                e.0 += amount;
-                e.0
+                let w_ms = s.window.max(1) * 1000;
+                let fresh = Entry {
+                    start,
+                    cur: cur + amount,
+                    prev,
+                    expires: start + 2 * w_ms,
+                };
+                match inner.counts.get_mut(s.key.as_str()) {
+                    Some(e) => {
+                        let (_, p) = e.at(start, w_ms);
+                        *e = Entry { prev: p, ..fresh };
+                    }
+                    None => {
+                        inner.counts.insert(s.key.clone(), fresh);
+                    }
+                }
+                cur + amount
             } else {
                 cur
             };
