@@ -351,20 +351,34 @@ impl RateLimiting {
         if self.config.hide_client_headers {
             if refused {
                 if let Some(r) = readings.iter().map(|r| r.retry_after).max() {
-                    push(out, "retry-after", r.max(1));
+                    push_named(out, http::header::RETRY_AFTER, r.max(1));
                 }
             }
             return;
         }
         for ((name, _, _), r) in self.periods.iter().zip(readings) {
             if let Some((_, _, limit, remaining)) = PERIODS.iter().find(|p| p.0 == *name) {
-                push(out, limit, r.limit);
-                push(out, remaining, r.remaining().floor());
+                push_named(out, HeaderName::from_static(limit), r.limit);
+                push_named(
+                    out,
+                    HeaderName::from_static(remaining),
+                    r.remaining().floor(),
+                );
             }
         }
         summary_headers(readings, refused, out);
     }
 }
+
+/// The summary headers' names (lower-case, as `HeaderName::from_static` wants them).
+const SUMMARY: [[&str; 3]; 2] = [
+    ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"],
+    [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ],
+];
 
 /// `RateLimit-Limit/Remaining/Reset`, `X-RateLimit-Limit/Remaining/Reset` for the reading
 /// closest to running out, and `Retry-After` on a refusal.
@@ -379,32 +393,42 @@ pub fn summary_headers(
         ra.total_cmp(&rb).then(b.reset.cmp(&a.reset))
     });
     if let Some(t) = tightest {
-        for prefix in ["ratelimit", "x-ratelimit"] {
-            push(out, &format!("{prefix}-limit"), t.limit);
-            push(out, &format!("{prefix}-remaining"), t.remaining().floor());
-            push(out, &format!("{prefix}-reset"), t.reset);
+        for [limit, remaining, reset] in SUMMARY {
+            push_named(out, HeaderName::from_static(limit), t.limit);
+            push_named(
+                out,
+                HeaderName::from_static(remaining),
+                t.remaining().floor(),
+            );
+            push_named(out, HeaderName::from_static(reset), t.reset);
         }
     }
     if refused {
         let wait = readings.iter().map(|r| r.retry_after).max().unwrap_or(1);
-        push(out, "retry-after", wait.max(1));
+        push_named(out, http::header::RETRY_AFTER, wait.max(1));
     }
 }
 
 /// Adds a header whose value is a number (integers printed without a fraction).
 pub fn push(out: &mut Vec<(HeaderName, HeaderValue)>, name: &str, v: impl Into<Num>) {
-    let text = match v.into() {
-        Num::U(u) => u.to_string(),
-        Num::F(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
-        Num::F(f) => format!("{f:.6}").trim_end_matches('0').to_string(),
-    };
     // Names are lower-case ASCII here; from_bytes only checks them (no lower-casing copy).
-    if let (Ok(n), Ok(v)) = (
-        HeaderName::from_bytes(name.as_bytes()),
-        HeaderValue::try_from(text),
-    ) {
-        out.push((n, v));
+    if let Ok(n) = HeaderName::from_bytes(name.as_bytes()) {
+        push_named(out, n, v);
     }
+}
+
+/// [`push`] for a name already made.
+pub fn push_named(out: &mut Vec<(HeaderName, HeaderValue)>, name: HeaderName, v: impl Into<Num>) {
+    let value = match v.into() {
+        // HeaderValue's own integer formatting skips the fmt machinery.
+        Num::U(u) => HeaderValue::from(u),
+        Num::F(f) if f.fract() == 0.0 && (0.0..1e15).contains(&f) => HeaderValue::from(f as u64),
+        Num::F(f) => match HeaderValue::try_from(format!("{f:.6}").trim_end_matches('0')) {
+            Ok(v) => v,
+            Err(_) => return,
+        },
+    };
+    out.push((name, value));
 }
 
 /// A header's numeric value.
