@@ -115,6 +115,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
     match segs.as_slice() {
         [] => root(gw, &snap),
         ["status"] => status(gw, &snap),
+        ["metrics"] => metrics(gw),
         ["config"] => {
             let guard = gw.control.state.lock().await;
             match guard.as_ref() {
@@ -131,7 +132,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
         },
         ["plugins", "enabled"] => reply(
             StatusCode::OK,
-            json!({"enabled_plugins": ["ai-proxy", "ai-proxy-advanced", "file-log", "ai-prompt-decorator", "ai-prompt-guard", "ai-prompt-length-guard", "ai-prompt-template", "ai-rate-limiting-advanced", "ai-sanitizer", "key-auth", "rate-limiting", "request-transformer"]}),
+            json!({"enabled_plugins": ["ai-proxy", "ai-proxy-advanced", "file-log", "ai-prompt-decorator", "ai-prompt-guard", "ai-prompt-length-guard", "ai-prompt-template", "ai-rate-limiting-advanced", "ai-sanitizer", "key-auth", "prometheus", "rate-limiting", "request-transformer"]}),
         ),
         ["services"] => list(
             &snap,
@@ -466,6 +467,7 @@ fn root(gw: &Gateway, snap: &Snapshot) -> Resp {
         ("ai-prompt-guard", 771),
         ("ai-prompt-length-guard", 771),
         ("ai-sanitizer", 771),
+        ("prometheus", 13),
     ]
     .into_iter()
     .map(|(n, p)| {
@@ -525,6 +527,70 @@ fn status(gw: &Gateway, snap: &Snapshot) -> Resp {
             },
         }),
     )
+}
+
+/// `GET /metrics`: Prometheus text format — the `prometheus` plugin's families plus the
+/// gateway's own gauges and counters.
+fn metrics(gw: &Gateway) -> Resp {
+    use crate::observe::metrics::sample;
+    let s = &gw.stats;
+    let mut out = String::with_capacity(4096);
+    let active = s.active.load(Ordering::Relaxed) as f64;
+    let accepted = s.accepted.load(Ordering::Relaxed) as f64;
+    out.push_str("# HELP kong_nginx_connections_total Number of connections by subsystem\n");
+    out.push_str("# TYPE kong_nginx_connections_total gauge\n");
+    for (state, v) in [
+        ("accepted", accepted),
+        ("active", active),
+        ("handled", accepted),
+        ("reading", 0.0),
+        ("waiting", 0.0),
+        ("writing", active),
+    ] {
+        out.push_str(&format!(
+            "kong_nginx_connections_total{{node_id=\"{}\",subsystem=\"http\",state=\"{state}\"}} {v}\n",
+            gw.node_id
+        ));
+    }
+    sample(
+        &mut out,
+        "kong_nginx_requests_total",
+        "gauge",
+        "Number of requests total",
+        &format!("{{node_id=\"{}\",subsystem=\"http\"}}", gw.node_id),
+        s.total_requests.load(Ordering::Relaxed) as f64,
+    );
+    sample(
+        &mut out,
+        "tollgate_open_streams",
+        "gauge",
+        "Responses being streamed from an upstream right now",
+        "",
+        crate::proxy::response::open_streams() as f64,
+    );
+    sample(
+        &mut out,
+        "tollgate_quota_rejections_total",
+        "counter",
+        "Requests refused by rate-limiting or ai-rate-limiting-advanced",
+        "",
+        s.quota_rejections.load(Ordering::Relaxed) as f64,
+    );
+    sample(
+        &mut out,
+        "tollgate_quota_store_errors_total",
+        "counter",
+        "Times the quota counters (Redis) could not be used",
+        "",
+        s.quota_store_errors.load(Ordering::Relaxed) as f64,
+    );
+    crate::observe::metrics::global().render(&mut out);
+    let mut r = Response::new(Full::new(Bytes::from(out)));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
 }
 
 /// `GET /config`: the loaded entities as a declarative document (secrets redacted).

@@ -31,6 +31,7 @@ fn config_schema(name: &str) -> Option<Schema> {
         "ai-prompt-length-guard" => {
             schema_for!(crate::plugins::ai_prompt_length::AiPromptLengthConfig)
         }
+        "prometheus" => schema_for!(crate::plugins::prometheus::PrometheusConfig),
         "ai-sanitizer" => schema_for!(crate::plugins::ai_sanitizer::AiSanitizerConfig),
         "ai-prompt-guard" => schema_for!(crate::plugins::ai_prompt_guard::AiPromptGuardConfig),
         _ => return None,

@@ -582,6 +582,7 @@ pub enum PluginConfig {
     PromptGuard(Box<crate::plugins::ai_prompt_guard::AiPromptGuardConfig>),
     PromptLength(crate::plugins::ai_prompt_length::AiPromptLengthConfig),
     Sanitizer(Box<crate::plugins::ai_sanitizer::AiSanitizerConfig>),
+    Prometheus(crate::plugins::prometheus::PrometheusConfig),
 }
 
 /// Kong plugins Tollgate knows by name but does not implement yet (a clearer error than "unknown").
@@ -593,7 +594,6 @@ const KNOWN_UNIMPLEMENTED: &[&str] = &[
     "ai-response-transformer",
     "ai-semantic-cache",
     "ai-semantic-prompt-guard",
-    "prometheus",
     "http-log",
     "response-transformer",
 ];
@@ -679,6 +679,8 @@ pub fn parse(name: &str, config: Option<&Value>) -> Result<PluginConfig, Vec<Fie
                 PluginConfig::Sanitizer(Box::new(c.clone()))
             })
         }
+        "prometheus" => typed::<crate::plugins::prometheus::PrometheusConfig>(config)
+            .map(PluginConfig::Prometheus),
         n if KNOWN_UNIMPLEMENTED.contains(&n) => Err(vec![(
             "name".into(),
             format!("plugin '{n}' is not supported by tollgate yet"),
@@ -733,6 +735,7 @@ impl PluginConfig {
             | PluginConfig::PromptLength(_)
             | PluginConfig::Sanitizer(_) => 771,
             PluginConfig::AiProxy(_) | PluginConfig::AiProxyAdvanced(_) => 770,
+            PluginConfig::Prometheus(_) => 13,
             PluginConfig::FileLog(_) => 9,
         }
     }

@@ -70,6 +70,8 @@ pub struct Route {
     /// The chain has a plugin that reads or rewrites the prompt (template, decorator,
     /// guard, sanitizer).
     pub shapes_prompt: bool,
+    /// The chain has `prometheus`.
+    pub metrics: bool,
 }
 
 /// A plugin instance: entity fields plus its compiled runtime.
@@ -115,6 +117,8 @@ pub struct Snapshot {
     pub global_chain: Vec<usize>,
     /// The global chain has a log plugin.
     pub global_logs: bool,
+    /// A global `prometheus` instance (requests no route matched are counted too).
+    pub global_metrics: bool,
     /// `configuration_hash` (32 hex digits).
     pub hash: String,
     /// Problems that do not stop loading (e.g. an unset vault variable).
@@ -551,6 +555,7 @@ impl Builder<'_> {
             transforms: false,
             quotas: false,
             shapes_prompt: false,
+            metrics: false,
         });
         Some(self.routes.len() - 1)
     }
@@ -975,12 +980,14 @@ impl Snapshot {
                 matches!(p, Plugin::RateLimiting(_) | Plugin::AiRateLimiting(_))
             });
             route.shapes_prompt = has(&route.chain, Plugin::shapes_prompt);
+            route.metrics = has(&route.chain, |p| matches!(p, Plugin::Prometheus(_)));
         }
         let global_chain = resolve_chain(&plugins, None, None, None, &[]);
         let consumer_plugins = plugins
             .iter()
             .any(|p| p.enabled && (p.consumer.is_some() || p.consumer_group.is_some()));
         let global_logs = has(&global_chain, |p| matches!(p, Plugin::FileLog(_)));
+        let global_metrics = has(&global_chain, |p| matches!(p, Plugin::Prometheus(_)));
         let hash = config_hash(&raw);
         // Only a config that loads keeps its Vault secrets refreshed.
         vaults.start_refresh();
@@ -992,6 +999,7 @@ impl Snapshot {
             router,
             global_chain,
             global_logs,
+            global_metrics,
             hash,
             warnings: b.warnings,
             format_version,
@@ -1013,6 +1021,7 @@ impl Snapshot {
             router: Router::default(),
             global_chain: Vec::new(),
             global_logs: false,
+            global_metrics: false,
             hash: "0".repeat(32),
             warnings: Vec::new(),
             format_version: "3.0".into(),
@@ -1130,6 +1139,7 @@ fn config_to_json(c: &PluginConfig) -> Value {
         PluginConfig::PromptGuard(c) => serde_json::to_value(c),
         PluginConfig::PromptLength(c) => serde_json::to_value(c),
         PluginConfig::Sanitizer(c) => serde_json::to_value(c),
+        PluginConfig::Prometheus(c) => serde_json::to_value(c),
     };
     v.unwrap_or(Value::Null)
 }
@@ -1195,6 +1205,7 @@ fn compile_plugin(
                 .map_err(|e| issues(config_paths(e)))?;
             Ok((Plugin::Sanitizer(Arc::new(s)), Vec::new()))
         }
+        PluginConfig::Prometheus(c) => Ok((Plugin::Prometheus(Arc::new(c)), Vec::new())),
         PluginConfig::FileLog(c) => {
             let sink = crate::observe::file_log::compile(&c).map_err(issues)?;
             Ok((Plugin::FileLog(sink), Vec::new()))

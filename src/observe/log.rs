@@ -122,6 +122,8 @@ pub struct RequestLog {
     pub consumer: Option<(usize, Option<String>)>,
     /// Token quotas owed this request's usage once the answer is complete.
     pub charges: Vec<crate::plugins::ai_rate_limiting::Charge>,
+    /// A `prometheus` instance applies: the log phase records metrics.
+    pub metrics: bool,
     /// The plugin chain when it differs from the route's (consumer-scoped plugins).
     pub chain: Option<Vec<usize>>,
 }
@@ -154,6 +156,7 @@ impl RequestLog {
             enabled: false,
             consumer: None,
             charges: Vec::new(),
+            metrics: false,
             chain: None,
         }
     }

@@ -2,3 +2,4 @@
 
 pub mod file_log;
 pub mod log;
+pub mod metrics;

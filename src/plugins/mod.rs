@@ -8,6 +8,7 @@ pub mod ai_proxy;
 pub mod ai_rate_limiting;
 pub mod ai_sanitizer;
 pub mod key_auth;
+pub mod prometheus;
 pub mod rate_limiting;
 pub mod request_transformer;
 
@@ -30,6 +31,7 @@ pub enum Plugin {
     PromptGuard(Arc<ai_prompt_guard::PromptGuard>),
     PromptLength(Arc<ai_prompt_length::AiPromptLengthConfig>),
     Sanitizer(Arc<ai_sanitizer::Sanitizer>),
+    Prometheus(Arc<prometheus::PrometheusConfig>),
 }
 
 impl Plugin {
@@ -59,6 +61,7 @@ impl Plugin {
             // After the template and decorator (their text is sanitized too), before ai-proxy.
             Plugin::Sanitizer(_) => 771,
             Plugin::AiProxy(_) => 770,
+            Plugin::Prometheus(_) => 13,
             Plugin::FileLog(_) => 9,
         }
     }

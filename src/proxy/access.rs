@@ -350,15 +350,24 @@ pub fn shape_prompt(
                 changed = true;
             }
             Plugin::PromptGuard(g) => {
-                g.check(&doc).map_err(GatewayError::PromptBlocked)?;
+                g.check(&doc).map_err(|e| {
+                    guardrail("ai-prompt-guard", "blocked", "");
+                    GatewayError::PromptBlocked(e)
+                })?;
             }
             Plugin::Sanitizer(s) => {
                 if s.on_input() {
-                    let r = s
-                        .sanitize_request(&mut doc)
-                        .map_err(|b| GatewayError::PromptBlocked(b.0))?;
+                    let r = s.sanitize_request(&mut doc).map_err(|b| {
+                        guardrail("ai-sanitizer", "blocked", "");
+                        GatewayError::PromptBlocked(b.0)
+                    })?;
                     if !r.is_empty() {
                         changed = true;
+                        for (category, n) in r.categories() {
+                            crate::observe::metrics::global()
+                                .guardrail_hits
+                                .add(&["ai-sanitizer", "masked", &category], n as f64);
+                        }
                         let found: Vec<String> = r
                             .categories()
                             .iter()
@@ -385,8 +394,10 @@ pub fn shape_prompt(
                 }
             }
             Plugin::PromptLength(c) => {
-                crate::plugins::ai_prompt_length::check(c, &doc)
-                    .map_err(GatewayError::BadRequest)?;
+                crate::plugins::ai_prompt_length::check(c, &doc).map_err(|e| {
+                    guardrail("ai-prompt-length-guard", "blocked", "");
+                    GatewayError::BadRequest(e)
+                })?;
             }
             _ => {}
         }
@@ -401,4 +412,11 @@ pub fn shape_prompt(
         }
     }
     Ok(filter)
+}
+
+/// Counts a guardrail's decision (`tollgate_guardrail_hits_total`).
+fn guardrail(plugin: &str, action: &str, category: &str) {
+    crate::observe::metrics::global()
+        .guardrail_hits
+        .add(&[plugin, action, category], 1.0);
 }

@@ -275,6 +275,7 @@ pub async fn handle_request(
         headers: &parts.headers,
     });
     let Some(m) = found else {
+        log.metrics = snap.global_metrics;
         if snap.global_logs {
             log.capture_request(&parts, &client_ip, scheme, host);
         }
@@ -292,6 +293,7 @@ pub async fn handle_request(
     if route.logs {
         log.capture_request(&parts, &client_ip, scheme, host);
     }
+    log.metrics = route.metrics;
     let service = route.service.and_then(|s| snap.services.get(s));
     let ai: Option<Arc<AiProxy>> =
         route
@@ -493,6 +495,7 @@ pub async fn handle_request(
             *seen.headers_mut() = up.headers.clone();
             log.capture_request(&seen.into_parts().0, &client_ip, scheme, host);
         }
+        log.metrics = has(|p| matches!(p, Plugin::Prometheus(_)));
         ai = chain
             .iter()
             .find_map(|i| match snap.plugins.get(*i).map(|p| &p.plugin) {
@@ -709,7 +712,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     let log_payloads = log.enabled && first.map(|t| t.logging.log_payloads).unwrap_or(false);
     // The balancer reads usage from the log record even when no log plugin does.
     let charging = !log.charges.is_empty();
-    if log.enabled || ai.balancer.learns() || charging {
+    if log.enabled || ai.balancer.learns() || charging || log.metrics {
         let mut a = AiLog::new(c.ai.clone());
         if log_payloads {
             a.payload_request = Some(String::from_utf8_lossy(&c.up.body).into_owned());
@@ -848,8 +851,9 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     }
     let candidates = acl_allowed.as_deref().or(candidates);
     let force_stream = stream && !asked;
-    // Token quotas need the usage of streams too.
-    let add_include_usage = stream && !client_wants_usage && (log_statistics || charging);
+    // Token quotas and metrics need the usage of streams too.
+    let add_include_usage =
+        stream && !client_wants_usage && (log_statistics || charging || log.metrics);
     // Semantic routing picks the preferred targets before the retry loop (access phase).
     let preferred = match (&ai.semantic, &parsed) {
         (Some(s), Some(p)) => {
@@ -876,7 +880,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         path_model: native_call.as_ref().map(|(m, _)| m.as_str()),
         add_include_usage: add_include_usage && ai.llm_format == LlmFormat::Openai,
         forwarded: c.forwarded,
-        record: log.enabled,
+        record: log.enabled || log.metrics,
         hash_key: ai
             .hash_on_header
             .as_ref()

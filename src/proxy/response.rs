@@ -20,6 +20,30 @@ use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::Plugin;
 use crate::proxy::upstream::Conn;
 
+/// Upstream bodies being passed through right now (`tollgate_open_streams`).
+static OPEN_STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many upstream bodies are being passed through right now.
+pub fn open_streams() -> u64 {
+    OPEN_STREAMS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts one open stream for as long as it lives.
+struct StreamGauge;
+
+impl StreamGauge {
+    fn new() -> StreamGauge {
+        OPEN_STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        StreamGauge
+    }
+}
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        OPEN_STREAMS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Largest response payload kept for `log_payloads`.
 const PAYLOAD_CAP: usize = 1 << 20;
 
@@ -94,7 +118,7 @@ impl Finish {
         capture: Option<Vec<u8>>,
         feedback: Option<Feedback>,
     ) -> Option<Box<Finish>> {
-        (log.enabled || feedback.is_some() || !log.charges.is_empty()).then(|| {
+        (log.enabled || feedback.is_some() || !log.charges.is_empty() || log.metrics).then(|| {
             Box::new(Finish {
                 log,
                 snapshot,
@@ -102,6 +126,18 @@ impl Finish {
                 feedback,
             })
         })
+    }
+
+    /// The plugins that applied to the request.
+    fn chain(&self) -> &[usize] {
+        match (
+            &self.log.chain,
+            self.log.route.and_then(|r| self.snapshot.routes.get(r)),
+        ) {
+            (Some(c), _) => c,
+            (None, Some(r)) => &r.chain,
+            (None, None) => &self.snapshot.global_chain,
+        }
     }
 
     /// Runs the log phase: every log plugin of the route (or the global ones) gets the record.
@@ -124,6 +160,15 @@ impl Finish {
                 ),
             );
         }
+        if self.log.metrics {
+            for &i in self.chain() {
+                if let Some(Plugin::Prometheus(cfg)) =
+                    self.snapshot.plugins.get(i).map(|p| &p.plugin)
+                {
+                    crate::plugins::prometheus::record(cfg, &self.log, &self.snapshot);
+                }
+            }
+        }
         if !self.log.enabled {
             return;
         }
@@ -133,14 +178,7 @@ impl Finish {
         if let (Some(ai), Some(e)) = (self.log.ai.as_mut(), stream_error) {
             ai.stream_error = Some(e);
         }
-        let chain = match (
-            &self.log.chain,
-            self.log.route.and_then(|r| self.snapshot.routes.get(r)),
-        ) {
-            (Some(c), _) => c,
-            (None, Some(r)) => &r.chain,
-            (None, None) => &self.snapshot.global_chain,
-        };
+        let chain = self.chain();
         let mut line: Option<Vec<u8>> = None;
         for &i in chain {
             if let Some(Plugin::FileLog(sink)) = self.snapshot.plugins.get(i).map(|p| &p.plugin) {
@@ -174,6 +212,7 @@ enum Kind {
         ended: bool,
         /// `ai-sanitizer` rewriting the stream (restoring, masking).
         filter: Option<Box<crate::proxy::restore::SseFilter>>,
+        _gauge: StreamGauge,
     },
 }
 
@@ -222,6 +261,7 @@ impl ProxyBody {
                 sse,
                 ended: false,
                 filter: None,
+                _gauge: StreamGauge::new(),
             },
             finish,
             sent: 0,
@@ -329,6 +369,7 @@ impl Body for ProxyBody {
                     sse: _,
                     ended,
                     filter,
+                    ..
                 } => {
                     if *ended {
                         this.complete(None);
