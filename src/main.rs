@@ -91,6 +91,14 @@ enum Command {
         /// Mozilla roots (e.g. a company proxy's CA).
         #[arg(long, env = "TOLLGATE_UPSTREAM_CA_BUNDLE")]
         upstream_ca_bundle: Option<PathBuf>,
+        /// Where per-request usage records go: `sqlite` (analytics.db in the data
+        /// directory), `postgres` (with --analytics-postgres) or `off`.
+        #[arg(long, env = "TOLLGATE_ANALYTICS", default_value = "sqlite")]
+        analytics: String,
+        /// PostgreSQL connection string for `--analytics postgres`, e.g.
+        /// `host=127.0.0.1 user=postgres dbname=postgres` or a postgres:// URL.
+        #[arg(long, env = "TOLLGATE_ANALYTICS_POSTGRES", hide_env_values = true)]
+        analytics_postgres: Option<String>,
     },
     /// Check a declarative config file; prints every error with its field path.
     Validate {
@@ -230,6 +238,8 @@ fn main() -> ExitCode {
             data_dir,
             admin_token,
             upstream_ca_bundle,
+            analytics,
+            analytics_postgres,
         } => {
             init_logs(&log_level, &log_format);
             if let Some(bundle) = &upstream_ca_bundle {
@@ -339,6 +349,38 @@ fn main() -> ExitCode {
                 tracing::warn!("config: {w}");
             }
             let gw = Arc::new(tollgate::proxy::Gateway::with_control(snap, control));
+            let dir = data_dir
+                .clone()
+                .unwrap_or_else(server::tls::default_data_dir);
+            let backend = match (analytics.as_str(), analytics_postgres) {
+                ("off", _) => None,
+                ("sqlite", _) => Some(tollgate::observe::analytics::Backend::Sqlite(
+                    dir.join("analytics.db"),
+                )),
+                ("postgres", Some(url)) => {
+                    Some(tollgate::observe::analytics::Backend::Postgres(url))
+                }
+                ("postgres", None) => {
+                    eprintln!("--analytics postgres needs --analytics-postgres (or TOLLGATE_ANALYTICS_POSTGRES)");
+                    return ExitCode::from(2);
+                }
+                (other, _) => {
+                    eprintln!("--analytics {other}: expected sqlite, postgres or off");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(b) = backend {
+                match tollgate::observe::analytics::Analytics::start(b, dir.clone()) {
+                    Ok(a) => {
+                        tracing::info!(store = %a.backend.describe(), "usage analytics");
+                        let _ = gw.analytics.set(Arc::new(a));
+                    }
+                    Err(e) => {
+                        eprintln!("analytics: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            }
             let proxy_tls = if proxy_tls_addr.is_none() && admin_tls_addr.is_none() {
                 None
             } else {

@@ -190,3 +190,191 @@ async fn prometheus_metrics_follow_kong_names_and_never_carry_secrets() {
 fn with_provider() -> Vec<&'static str> {
     vec!["route=\"obs-chat\"", "provider=\"openai\""]
 }
+
+// ---------------------------------------------------------------------------------------
+// Usage analytics: records written off the request path, queried through the Admin API.
+
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate::observe::analytics::{Analytics, Backend};
+
+const USAGE: &str = r#"
+_format_version: "3.0"
+consumers:
+  - username: ana-alice
+    keyauth_credentials: [{key: ana-alice-key}]
+    groups: [{name: ana-gold}]
+  - username: ana-bob
+    keyauth_credentials: [{key: ana-bob-key}]
+consumer_groups:
+  - name: ana-gold
+services:
+  - name: ana-svc
+    url: http://unused.invalid
+    routes:
+      - name: ana-chat
+        paths: ["/chat"]
+        plugins:
+          - name: key-auth
+            config: {key_names: [ApiKey]}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model:
+                provider: openai
+                options: {upstream_url: "{MOCK}/v1/chat/completions", input_cost: 1, output_cost: 2}
+"#;
+
+async fn ask(h: &Harness, key: &str, model: &str) -> serde_json::Value {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "how are you"}]});
+    let r = send(
+        "POST",
+        &h.url("/chat"),
+        &[("content-type", "application/json"), ("ApiKey", key)],
+        body.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["usage"].clone()
+}
+
+/// Waits until the writer has handled `n` records (written or spilled).
+async fn settled(h: &Harness, n: u64) -> serde_json::Value {
+    for _ in 0..100 {
+        let s = get(&h.admin("/analytics/status")).await.json();
+        let done = s["written"].as_u64().unwrap_or(0) + s["spilled"].as_u64().unwrap_or(0);
+        if done >= n {
+            return s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("analytics did not settle");
+}
+
+async fn usage_is_queryable(backend: Backend) {
+    let start = tollgate::proxy::millis_since_epoch() / 1000;
+    let h = Harness::start(USAGE).await;
+    let dir =
+        std::env::temp_dir().join(format!("tollgate-analytics-{}-{start}", std::process::id()));
+    let a = Analytics::start(backend, dir.clone()).unwrap();
+    h.gw.gateway.analytics.set(Arc::new(a)).unwrap();
+    let mut alice_tokens = 0;
+    for model in ["gpt-4o", "gpt-4o", "gpt-4o-mini"] {
+        alice_tokens += ask(&h, "ana-alice-key", model).await["total_tokens"]
+            .as_i64()
+            .unwrap();
+    }
+    let bob_tokens = ask(&h, "ana-bob-key", "gpt-4o").await["total_tokens"]
+        .as_i64()
+        .unwrap();
+    let r = send(
+        "POST",
+        &h.url("/chat"),
+        &[("content-type", "application/json")],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let status = settled(&h, 5).await;
+    assert_eq!(status["written"], 5, "{status}");
+    assert_eq!(status["dropped"], 0);
+
+    let from = format!("from={start}");
+    let by_consumer = get(&h.admin(&format!(
+        "/analytics/usage?{from}&bucket=minute&group_by=consumer"
+    )))
+    .await;
+    assert_eq!(by_consumer.status, 200, "{}", by_consumer.text());
+    let v = by_consumer.json();
+    let series = v["series"].as_array().unwrap();
+    let total = |key: &str| -> i64 {
+        series
+            .iter()
+            .filter(|s| s["key"] == key)
+            .flat_map(|s| s["points"].as_array().unwrap().iter())
+            .map(|p| p["total_tokens"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(total("ana-alice"), alice_tokens, "{v}");
+    assert_eq!(total("ana-bob"), bob_tokens, "{v}");
+    assert_eq!(v["totals"]["requests"], 5);
+    assert_eq!(v["totals"]["errors"], 1, "the 401 counts as an error");
+    assert!(v["totals"]["cost"].as_f64().unwrap() > 0.0);
+
+    let top = get(&h.admin(&format!("/analytics/top?{from}&by=model&measure=requests")))
+        .await
+        .json();
+    assert_eq!(top["data"][0]["key"], "gpt-4o", "{top}");
+    assert_eq!(top["data"][0]["requests"], 3, "{top}");
+    let groups = get(&h.admin(&format!("/analytics/top?{from}&by=consumer_group")))
+        .await
+        .json();
+    assert!(
+        groups["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["key"] == "ana-gold"),
+        "{groups}"
+    );
+    let only_bob = get(&h.admin(&format!("/analytics/usage?{from}&consumer=ana-bob")))
+        .await
+        .json();
+    assert_eq!(only_bob["totals"]["total_tokens"], bob_tokens);
+    let bad = get(&h.admin("/analytics/usage?group_by=password")).await;
+    assert_eq!(bad.status, 400);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn usage_records_go_to_sqlite_and_are_queryable() {
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-sqlite-{}-{}",
+        std::process::id(),
+        tollgate::proxy::millis_since_epoch()
+    ));
+    usage_is_queryable(Backend::Sqlite(dir.join("analytics.db"))).await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn usage_records_go_to_postgresql_and_are_queryable() {
+    usage_is_queryable(Backend::Postgres(
+        "host=127.0.0.1 port=5432 user=postgres dbname=postgres".into(),
+    ))
+    .await;
+}
+
+/// A store that is down never slows requests: records spill to a file under the data
+/// directory, and the status says so.
+#[tokio::test]
+async fn records_spill_to_disk_when_the_store_is_down() {
+    let h = Harness::start(USAGE).await;
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-spill-{}-{}",
+        std::process::id(),
+        tollgate::proxy::millis_since_epoch()
+    ));
+    let a = Analytics::start(
+        Backend::Postgres(
+            "host=127.0.0.1 port=1 user=postgres dbname=postgres connect_timeout=1".into(),
+        ),
+        dir.clone(),
+    )
+    .unwrap();
+    let spill = a.spill_path().to_path_buf();
+    h.gw.gateway.analytics.set(Arc::new(a)).unwrap();
+    for _ in 0..3 {
+        ask(&h, "ana-bob-key", "gpt-4o").await;
+    }
+    let status = settled(&h, 3).await;
+    assert_eq!(status["spilled"], 3, "{status}");
+    assert!(status["store_errors"].as_u64().unwrap() >= 1);
+    let lines = std::fs::read_to_string(&spill).unwrap();
+    assert_eq!(lines.lines().count(), 3);
+    assert!(lines.contains("\"consumer\":\"ana-bob\""));
+    assert!(!lines.contains("ana-bob-key"));
+    let q = get(&h.admin("/analytics/usage")).await;
+    assert_eq!(q.status, 503, "{}", q.text());
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -116,6 +116,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
         [] => root(gw, &snap),
         ["status"] => status(gw, &snap),
         ["metrics"] => metrics(gw),
+        ["analytics", what] => analytics(gw, what, &query).await,
         ["config"] => {
             let guard = gw.control.state.lock().await;
             match guard.as_ref() {
@@ -527,6 +528,40 @@ fn status(gw: &Gateway, snap: &Snapshot) -> Resp {
             },
         }),
     )
+}
+
+/// `GET /analytics/{usage,top,status}`: aggregate usage queries (see docs/observability.md).
+async fn analytics(gw: &Gateway, what: &str, query: &[(String, String)]) -> Resp {
+    let Some(a) = gw.analytics.get() else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({"message": "usage analytics are off (start with --analytics sqlite or postgres)"}),
+        );
+    };
+    let now = crate::proxy::millis_since_epoch() as i64;
+    let bad = |e: String| reply(StatusCode::BAD_REQUEST, json!({"message": e}));
+    let out = match what {
+        "status" => return reply(StatusCode::OK, a.status()),
+        "usage" => match crate::observe::analytics::Query::parse(query, now) {
+            Ok(q) => a.usage(q).await,
+            Err(e) => return bad(e),
+        },
+        "top" => match crate::observe::analytics::TopQuery::parse(query, now) {
+            Ok(q) => a.top(q).await,
+            Err(e) => return bad(e),
+        },
+        _ => return reply(StatusCode::NOT_FOUND, json!({"message": "Not found"})),
+    };
+    match out {
+        Ok(v) => reply(StatusCode::OK, v),
+        Err(e) => {
+            tracing::warn!(error = %e, "analytics query failed");
+            reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"message": format!("the analytics store did not answer: {e}")}),
+            )
+        }
+    }
 }
 
 /// `GET /metrics`: Prometheus text format — the `prometheus` plugin's families plus the

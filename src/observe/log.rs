@@ -124,6 +124,10 @@ pub struct RequestLog {
     pub charges: Vec<crate::plugins::ai_rate_limiting::Charge>,
     /// A `prometheus` instance applies: the log phase records metrics.
     pub metrics: bool,
+    /// Where the usage record goes.
+    pub analytics: Option<Arc<crate::observe::analytics::Analytics>>,
+    /// What a guardrail did to the prompt (`masked`, `blocked`).
+    pub guardrail: Option<&'static str>,
     /// The plugin chain when it differs from the route's (consumer-scoped plugins).
     pub chain: Option<Vec<usize>>,
 }
@@ -157,6 +161,8 @@ impl RequestLog {
             consumer: None,
             charges: Vec::new(),
             metrics: false,
+            analytics: None,
+            guardrail: None,
             chain: None,
         }
     }
@@ -367,6 +373,71 @@ impl AiLog {
             proxy.insert("error".into(), Value::String(e.clone()));
         }
         Value::Object(proxy)
+    }
+}
+
+impl RequestLog {
+    /// The request's usage record for analytics.
+    pub fn usage_record(&self, snap: &Snapshot) -> crate::observe::analytics::Record {
+        let elapsed = self.started.elapsed().as_millis() as i64;
+        let route = self.route.and_then(|r| snap.routes.get(r));
+        let service = route
+            .and_then(|r| r.service)
+            .and_then(|s| snap.services.get(s));
+        let (consumer, application, group) = match &self.consumer {
+            Some((c, credential)) => (
+                snap.consumers
+                    .get(*c)
+                    .map(|c| c.username.clone().unwrap_or_else(|| c.id.clone()))
+                    .unwrap_or_default(),
+                credential.clone().unwrap_or_default(),
+                snap.member_of
+                    .get(*c)
+                    .and_then(|g| g.first())
+                    .and_then(|g| snap.groups.get(*g))
+                    .map(|(_, name)| name.clone())
+                    .unwrap_or_default(),
+            ),
+            None => Default::default(),
+        };
+        let mut r = crate::observe::analytics::Record {
+            ts_ms: crate::proxy::millis_since_epoch() as i64 - elapsed,
+            request_id: self.request_id.clone(),
+            consumer,
+            application,
+            consumer_group: group,
+            route: route
+                .map(|r| r.name.clone().unwrap_or_else(|| r.id.clone()))
+                .unwrap_or_default(),
+            service: service
+                .map(|s| s.name.clone().unwrap_or_else(|| s.id.clone()))
+                .unwrap_or_default(),
+            latency_ms: elapsed,
+            status: i64::from(self.status),
+            guardrail: self.guardrail.unwrap_or("").to_string(),
+            ..Default::default()
+        };
+        if let Some(ai) = &self.ai {
+            let target = ai.target.and_then(|t| ai.proxy.targets.get(t));
+            r.provider = target
+                .map(|t| t.provider.as_str().to_string())
+                .unwrap_or_default();
+            r.model = ai
+                .response_model
+                .clone()
+                .or_else(|| ai.request_model.clone())
+                .unwrap_or_default();
+            if let Some(u) = &ai.usage {
+                r.prompt_tokens = u.prompt_tokens as i64;
+                r.completion_tokens = u.completion_tokens as i64;
+                r.total_tokens = u.total_tokens as i64;
+                r.cost = u.cost(
+                    target.and_then(|t| t.options.input_cost),
+                    target.and_then(|t| t.options.output_cost),
+                );
+            }
+        }
+        r
     }
 }
 

@@ -1,5 +1,6 @@
 //! What the gateway tells operators: the per-request log record and its sinks.
 
+pub mod analytics;
 pub mod file_log;
 pub mod log;
 pub mod metrics;

@@ -298,19 +298,28 @@ pub fn settle(
     }
 }
 
+/// What the prompt plugins left for the rest of the request.
+#[derive(Default)]
+pub struct Shaped {
+    /// `ai-sanitizer`'s work on the answer.
+    pub filter: Option<super::restore::Filter>,
+    /// `ai-sanitizer` replaced something.
+    pub masked: bool,
+}
+
 /// Runs the prompt plugins of `chain` over the JSON body, rewriting it once if any ran.
 pub fn shape_prompt(
     snap: &Snapshot,
     chain: &[usize],
     up: &mut UpstreamRequest,
-) -> Result<Option<super::restore::Filter>, GatewayError> {
+) -> Result<Shaped, GatewayError> {
     let plugins: Vec<&Plugin> = chain
         .iter()
         .filter_map(|i| snap.plugins.get(*i).map(|p| &p.plugin))
         .filter(|p| p.shapes_prompt())
         .collect();
     if plugins.is_empty() {
-        return Ok(None);
+        return Ok(Shaped::default());
     }
     let not_json = || {
         GatewayError::BadRequest("this LLM route only supports application/json requests".into())
@@ -336,6 +345,7 @@ pub fn shape_prompt(
     }
     let mut changed = false;
     let mut filter: Option<super::restore::Filter> = None;
+    let mut masked = false;
     for p in plugins {
         match p {
             Plugin::PromptTemplate(t) => {
@@ -363,6 +373,7 @@ pub fn shape_prompt(
                     })?;
                     if !r.is_empty() {
                         changed = true;
+                        masked = true;
                         for (category, n) in r.categories() {
                             crate::observe::metrics::global()
                                 .guardrail_hits
@@ -411,7 +422,7 @@ pub fn shape_prompt(
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(up.body.len()));
         }
     }
-    Ok(filter)
+    Ok(Shaped { filter, masked })
 }
 
 /// Counts a guardrail's decision (`tollgate_guardrail_hits_total`).

@@ -79,6 +79,8 @@ pub struct Gateway {
     pub control: crate::admin::control::Control,
     /// This node's quota counters (`policy: local`); they outlive config reloads.
     pub quota: Arc<crate::quota::local::Local>,
+    /// Usage analytics (set once at start; none = off).
+    pub analytics: std::sync::OnceLock<Arc<crate::observe::analytics::Analytics>>,
 }
 
 impl Gateway {
@@ -96,6 +98,7 @@ impl Gateway {
             node_id: uuid::Uuid::new_v4().to_string(),
             conversations: Arc::new(Conversations::default()),
             quota: Arc::default(),
+            analytics: std::sync::OnceLock::new(),
             control,
         }
     }
@@ -267,6 +270,7 @@ pub async fn handle_request(
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
     let mut log = RequestLog::new(request_id.clone(), started);
+    log.analytics = gw.analytics.get().cloned();
     let client_ip = peer.ip().to_string();
     let found = snap.router.find(&RequestView {
         method: parts.method.as_str(),
@@ -551,8 +555,16 @@ pub async fn handle_request(
     let mut filter: Option<restore::Filter> = None;
     if route.shapes_prompt || chain_override.is_some() {
         match access::shape_prompt(&snap, chain, &mut up) {
-            Ok(f) => filter = f,
+            Ok(shaped) => {
+                filter = shaped.filter;
+                if shaped.masked {
+                    log.guardrail = Some("masked");
+                }
+            }
             Err(e) => {
+                if matches!(e, GatewayError::PromptBlocked(_)) {
+                    log.guardrail = Some("blocked");
+                }
                 let mut resp = kong_error(e, shape, log, snap);
                 add_headers(&mut resp, quota_headers);
                 return resp;
@@ -712,7 +724,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     let log_payloads = log.enabled && first.map(|t| t.logging.log_payloads).unwrap_or(false);
     // The balancer reads usage from the log record even when no log plugin does.
     let charging = !log.charges.is_empty();
-    if log.enabled || ai.balancer.learns() || charging || log.metrics {
+    if log.enabled || ai.balancer.learns() || charging || log.metrics || log.analytics.is_some() {
         let mut a = AiLog::new(c.ai.clone());
         if log_payloads {
             a.payload_request = Some(String::from_utf8_lossy(&c.up.body).into_owned());
@@ -852,8 +864,9 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     let candidates = acl_allowed.as_deref().or(candidates);
     let force_stream = stream && !asked;
     // Token quotas and metrics need the usage of streams too.
-    let add_include_usage =
-        stream && !client_wants_usage && (log_statistics || charging || log.metrics);
+    let add_include_usage = stream
+        && !client_wants_usage
+        && (log_statistics || charging || log.metrics || log.analytics.is_some());
     // Semantic routing picks the preferred targets before the retry loop (access phase).
     let preferred = match (&ai.semantic, &parsed) {
         (Some(s), Some(p)) => {

@@ -118,7 +118,12 @@ impl Finish {
         capture: Option<Vec<u8>>,
         feedback: Option<Feedback>,
     ) -> Option<Box<Finish>> {
-        (log.enabled || feedback.is_some() || !log.charges.is_empty() || log.metrics).then(|| {
+        let wanted = log.enabled
+            || feedback.is_some()
+            || !log.charges.is_empty()
+            || log.metrics
+            || log.analytics.is_some();
+        wanted.then(|| {
             Box::new(Finish {
                 log,
                 snapshot,
@@ -159,6 +164,9 @@ impl Finish {
                     target.and_then(|t| t.options.output_cost),
                 ),
             );
+        }
+        if let Some(a) = &self.log.analytics {
+            a.submit(self.log.usage_record(&self.snapshot));
         }
         if self.log.metrics {
             for &i in self.chain() {

@@ -1,0 +1,377 @@
+//! Usage analytics: one record per request (who, which route, provider and model, tokens,
+//! cost, latency, status) written in batches off the request path to an embedded SQLite file
+//! (default) or PostgreSQL, and aggregate queries over them for the Admin API and the
+//! dashboard.
+//!
+//! The request path only `try_send`s into a bounded queue. The writer thread inserts
+//! batches; when the store fails, the batch is appended to a spill file (JSON lines) under
+//! the data directory and replayed once the store answers again. A full queue drops the
+//! record and counts it — nothing blocks a request.
+
+mod postgres;
+pub mod query;
+mod sqlite;
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+pub use query::{Query, TopQuery};
+
+/// Records waiting for the writer at most.
+pub const QUEUE: usize = 65_536;
+/// Records inserted per batch at most.
+const BATCH: usize = 1000;
+/// How long the writer waits to fill a batch.
+const FLUSH_EVERY: Duration = Duration::from_millis(500);
+/// How often a failed store is tried again (and the spill file replayed).
+const RETRY_EVERY: Duration = Duration::from_secs(5);
+
+/// One request's usage.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// Start of the request (ms since the epoch).
+    pub ts_ms: i64,
+    pub request_id: String,
+    /// Consumer username (or id); empty when anonymous.
+    pub consumer: String,
+    /// The credential (API key id) that authenticated: the application.
+    pub application: String,
+    pub consumer_group: String,
+    pub route: String,
+    pub service: String,
+    pub provider: String,
+    pub model: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub cost: f64,
+    pub latency_ms: i64,
+    pub status: i64,
+    /// What a guardrail did (`masked`, `blocked`, or empty).
+    pub guardrail: String,
+}
+
+/// Where records go.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL connection string (`host=… user=… dbname=…` or a `postgres://` URL).
+    Postgres(String),
+}
+
+impl Backend {
+    /// For logs and the status endpoint (a Postgres password is not shown).
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Sqlite(p) => format!("sqlite {}", p.display()),
+            Backend::Postgres(url) => {
+                let shown = match url.split_once('@') {
+                    Some((_, rest)) if url.contains("://") => format!("postgres://…@{rest}"),
+                    _ => url
+                        .split_whitespace()
+                        .filter(|kv| !kv.starts_with("password="))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                };
+                format!("postgres {shown}")
+            }
+        }
+    }
+}
+
+/// The store's operations, one enum per backend (no trait objects).
+pub(crate) enum Store {
+    Sqlite(sqlite::Sqlite),
+    Postgres(postgres::Postgres),
+}
+
+impl Store {
+    fn open(b: &Backend) -> Result<Store, String> {
+        match b {
+            Backend::Sqlite(p) => sqlite::Sqlite::open(p).map(Store::Sqlite),
+            Backend::Postgres(url) => postgres::Postgres::open(url).map(Store::Postgres),
+        }
+    }
+
+    fn insert(&mut self, batch: &[Record]) -> Result<(), String> {
+        match self {
+            Store::Sqlite(s) => s.insert(batch),
+            Store::Postgres(p) => p.insert(batch),
+        }
+    }
+}
+
+/// Counters of the pipeline, for `GET /analytics/status` and metrics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub written: AtomicU64,
+    pub spilled: AtomicU64,
+    pub replayed: AtomicU64,
+    pub dropped: AtomicU64,
+    pub store_errors: AtomicU64,
+}
+
+/// A running analytics pipeline.
+#[derive(Debug)]
+pub struct Analytics {
+    tx: SyncSender<Record>,
+    pub backend: Backend,
+    pub stats: Arc<Stats>,
+    spill: PathBuf,
+}
+
+impl Analytics {
+    /// Opens the store (creating its table) and starts the writer thread. A store that
+    /// cannot be opened now is an error only for SQLite; PostgreSQL is retried in the
+    /// background, spilling meanwhile.
+    pub fn start(backend: Backend, spill_dir: PathBuf) -> Result<Analytics, String> {
+        // SQLite opens here so a bad path fails the start; PostgreSQL connects from the
+        // writer thread (its own runtime), and spills until it answers.
+        let store = match &backend {
+            Backend::Sqlite(_) => Some(Store::open(&backend)?),
+            Backend::Postgres(_) => None,
+        };
+        std::fs::create_dir_all(&spill_dir)
+            .map_err(|e| format!("analytics: {}: {e}", spill_dir.display()))?;
+        let spill = spill_dir.join("analytics-spill.jsonl");
+        let (tx, rx) = sync_channel(QUEUE);
+        let stats = Arc::new(Stats::default());
+        let writer = Writer {
+            rx,
+            store,
+            backend: backend.clone(),
+            stats: stats.clone(),
+            spill: spill.clone(),
+            failed_at: None,
+        };
+        std::thread::Builder::new()
+            .name("tollgate-analytics".into())
+            .spawn(move || writer.run())
+            .map_err(|e| format!("analytics writer thread: {e}"))?;
+        Ok(Analytics {
+            tx,
+            backend,
+            stats,
+            spill,
+        })
+    }
+
+    /// Queues a record; never blocks (a full queue drops it and counts the drop).
+    pub fn submit(&self, r: Record) {
+        match self.tx.try_send(r) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Where undelivered records wait.
+    pub fn spill_path(&self) -> &std::path::Path {
+        &self.spill
+    }
+
+    /// Runs an aggregate query (on a blocking thread; SQLite reads use their own
+    /// connection).
+    pub async fn usage(&self, q: Query) -> Result<serde_json::Value, String> {
+        let backend = self.backend.clone();
+        match backend {
+            Backend::Sqlite(p) => tokio::task::spawn_blocking(move || sqlite::usage(&p, &q))
+                .await
+                .map_err(|e| e.to_string())?,
+            Backend::Postgres(url) => postgres::usage(&url, &q).await,
+        }
+    }
+
+    /// The top keys by a measure over a time range.
+    pub async fn top(&self, q: TopQuery) -> Result<serde_json::Value, String> {
+        let backend = self.backend.clone();
+        match backend {
+            Backend::Sqlite(p) => tokio::task::spawn_blocking(move || sqlite::top(&p, &q))
+                .await
+                .map_err(|e| e.to_string())?,
+            Backend::Postgres(url) => postgres::top(&url, &q).await,
+        }
+    }
+
+    /// The pipeline's counters as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        let s = &self.stats;
+        serde_json::json!({
+            "store": self.backend.describe(),
+            "written": s.written.load(Ordering::Relaxed),
+            "spilled": s.spilled.load(Ordering::Relaxed),
+            "replayed": s.replayed.load(Ordering::Relaxed),
+            "dropped": s.dropped.load(Ordering::Relaxed),
+            "store_errors": s.store_errors.load(Ordering::Relaxed),
+            "spill_file": self.spill.display().to_string(),
+        })
+    }
+}
+
+struct Writer {
+    rx: Receiver<Record>,
+    store: Option<Store>,
+    backend: Backend,
+    stats: Arc<Stats>,
+    spill: PathBuf,
+    failed_at: Option<Instant>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
+        loop {
+            let deadline = Instant::now() + FLUSH_EVERY;
+            let mut closed = false;
+            while batch.len() < BATCH {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match self.rx.recv_timeout(left) {
+                    Ok(r) => batch.push(r),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
+                }
+            }
+            self.retry_store();
+            if !batch.is_empty() {
+                self.write(&batch);
+                batch.clear();
+            }
+            if closed {
+                return;
+            }
+        }
+    }
+
+    /// After a failure: reopen the store now and then, and replay what was spilled.
+    fn retry_store(&mut self) {
+        let due = self.failed_at.is_none_or(|t| t.elapsed() >= RETRY_EVERY);
+        if self.store.is_none() && due {
+            match Store::open(&self.backend) {
+                Ok(s) => self.store = Some(s),
+                Err(e) => {
+                    if self.failed_at.is_none() {
+                        tracing::warn!(store = %self.backend.describe(), error = %e, "analytics store unavailable; records spill to {} until it answers", self.spill.display());
+                    }
+                    self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                    self.failed_at = Some(Instant::now());
+                    return;
+                }
+            }
+        }
+        if self.store.is_some() && self.failed_at.is_some() && due {
+            self.replay();
+        }
+    }
+
+    fn write(&mut self, batch: &[Record]) {
+        let result = match self.store.as_mut() {
+            Some(s) => s.insert(batch),
+            None => Err("store unavailable".into()),
+        };
+        match result {
+            Ok(()) => {
+                self.stats
+                    .written
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+                if self.failed_at.is_none() {
+                    tracing::warn!(store = %self.backend.describe(), error = %e, "analytics store failed; spilling records to {}", self.spill.display());
+                }
+                self.failed_at = Some(Instant::now());
+                // A broken connection is reopened on the next retry.
+                if matches!(self.backend, Backend::Postgres(_)) {
+                    self.store = None;
+                }
+                self.spill_out(batch);
+            }
+        }
+    }
+
+    fn spill_out(&self, batch: &[Record]) {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.spill);
+        let mut file = match file {
+            Ok(f) => std::io::BufWriter::new(f),
+            Err(e) => {
+                tracing::error!(error = %e, "analytics spill file {} unusable; {} records lost", self.spill.display(), batch.len());
+                self.stats
+                    .dropped
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                return;
+            }
+        };
+        for r in batch {
+            if let Ok(line) = serde_json::to_string(r) {
+                let _ = writeln!(file, "{line}");
+            }
+        }
+        let _ = file.flush();
+        self.stats
+            .spilled
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Moves the spill file's records into the store (the file is renamed first, so records
+    /// spilled meanwhile go to a new one).
+    fn replay(&mut self) {
+        if !self.spill.exists() {
+            self.failed_at = None;
+            return;
+        }
+        let taking = self.spill.with_extension("jsonl.replaying");
+        if std::fs::rename(&self.spill, &taking).is_err() {
+            return;
+        }
+        let Ok(f) = std::fs::File::open(&taking) else {
+            return;
+        };
+        let mut chunk: Vec<Record> = Vec::with_capacity(BATCH);
+        let mut ok = true;
+        for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
+            if let Ok(r) = serde_json::from_str::<Record>(&line) {
+                chunk.push(r);
+            }
+            if chunk.len() == BATCH {
+                ok &= self.replay_chunk(&chunk);
+                chunk.clear();
+            }
+        }
+        if !chunk.is_empty() {
+            ok &= self.replay_chunk(&chunk);
+        }
+        let _ = std::fs::remove_file(&taking);
+        if ok {
+            self.failed_at = None;
+        }
+    }
+
+    fn replay_chunk(&mut self, chunk: &[Record]) -> bool {
+        match self.store.as_mut().map(|s| s.insert(chunk)) {
+            Some(Ok(())) => {
+                self.stats
+                    .replayed
+                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                true
+            }
+            _ => {
+                self.spill_out(chunk);
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The shared store: PostgreSQL (every gateway node writes its records to one table). The
+//! writer thread drives its own single-threaded runtime; queries run on the gateway's.
+
+use tokio_postgres::{Client, NoTls};
+
+use super::query::{top_answer, usage_answer, Query, Row, TopQuery};
+use super::Record;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
+    ts_ms BIGINT NOT NULL, request_id TEXT NOT NULL, consumer TEXT NOT NULL,
+    application TEXT NOT NULL, consumer_group TEXT NOT NULL, route TEXT NOT NULL,
+    service TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+    prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL,
+    total_tokens BIGINT NOT NULL, cost DOUBLE PRECISION NOT NULL, latency_ms BIGINT NOT NULL,
+    status BIGINT NOT NULL, guardrail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS tollgate_usage_ts ON tollgate_usage (ts_ms);";
+
+/// How long connecting may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn connect(url: &str) -> Result<Client, String> {
+    let connecting = tokio_postgres::connect(url, NoTls);
+    let (client, conn) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| "analytics postgres: connect timed out".to_string())?
+        .map_err(|e| format!("analytics postgres: {e}"))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+/// The writer's connection, with the runtime that drives it.
+pub struct Postgres {
+    rt: tokio::runtime::Runtime,
+    client: Client,
+}
+
+impl Postgres {
+    /// Connects and creates the table.
+    pub fn open(url: &str) -> Result<Postgres, String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let client = rt.block_on(async {
+            let c = connect(url).await?;
+            c.batch_execute(SCHEMA)
+                .await
+                .map_err(|e| format!("analytics postgres: {e}"))?;
+            Ok::<_, String>(c)
+        })?;
+        Ok(Postgres { rt, client })
+    }
+
+    /// Inserts a batch with one multi-row statement per 500 records.
+    pub fn insert(&mut self, batch: &[Record]) -> Result<(), String> {
+        let client = &self.client;
+        self.rt.block_on(async {
+            for chunk in batch.chunks(500) {
+                let mut sql = String::from("INSERT INTO tollgate_usage VALUES ");
+                let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+                for (i, r) in chunk.iter().enumerate() {
+                    if i > 0 {
+                        sql.push(',');
+                    }
+                    let b = i * 16;
+                    sql.push('(');
+                    sql.push_str(
+                        &(1..=16)
+                            .map(|n| format!("${}", b + n))
+                            .collect::<Vec<_>>()
+                            .join(","),
+                    );
+                    sql.push(')');
+                    args.extend_from_slice(&[
+                        &r.ts_ms,
+                        &r.request_id,
+                        &r.consumer,
+                        &r.application,
+                        &r.consumer_group,
+                        &r.route,
+                        &r.service,
+                        &r.provider,
+                        &r.model,
+                        &r.prompt_tokens,
+                        &r.completion_tokens,
+                        &r.total_tokens,
+                        &r.cost,
+                        &r.latency_ms,
+                        &r.status,
+                        &r.guardrail,
+                    ]);
+                }
+                client
+                    .execute(sql.as_str(), &args)
+                    .await
+                    .map_err(|e| format!("analytics postgres: {e}"))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn row(r: &tokio_postgres::Row, series: bool) -> Result<Row, tokio_postgres::Error> {
+    Ok(if series {
+        Row {
+            t: r.try_get(0)?,
+            key: r.try_get(1)?,
+            requests: r.try_get(2)?,
+            prompt_tokens: r.try_get(3)?,
+            completion_tokens: r.try_get(4)?,
+            total_tokens: r.try_get(5)?,
+            cost: r.try_get(6)?,
+            errors: r.try_get(7)?,
+            latency_avg: r.try_get(8)?,
+            latency_max: r.try_get(9)?,
+        }
+    } else {
+        Row {
+            key: r.try_get(0)?,
+            requests: r.try_get(1)?,
+            prompt_tokens: r.try_get(2)?,
+            completion_tokens: r.try_get(3)?,
+            total_tokens: r.try_get(4)?,
+            cost: r.try_get(5)?,
+            errors: r.try_get(6)?,
+            ..Row::default()
+        }
+    })
+}
+
+/// Runs a usage query.
+pub async fn usage(url: &str, q: &Query) -> Result<serde_json::Value, String> {
+    let c = connect(url).await?;
+    let sql = q.sql(true);
+    let rows = match &q.filter {
+        Some((_, v)) => {
+            c.query(&sql, &[&q.bucket_ms, &q.from_ms, &q.to_ms, v])
+                .await
+        }
+        None => c.query(&sql, &[&q.bucket_ms, &q.from_ms, &q.to_ms]).await,
+    }
+    .map_err(|e| format!("analytics postgres: {e}"))?;
+    let rows: Result<Vec<Row>, _> = rows.iter().map(|r| row(r, true)).collect();
+    Ok(usage_answer(
+        q,
+        rows.map_err(|e| format!("analytics postgres: {e}"))?,
+    ))
+}
+
+/// Runs a top query.
+pub async fn top(url: &str, q: &TopQuery) -> Result<serde_json::Value, String> {
+    let c = connect(url).await?;
+    let rows = c
+        .query(&q.sql(true), &[&q.from_ms, &q.to_ms, &q.limit])
+        .await
+        .map_err(|e| format!("analytics postgres: {e}"))?;
+    let rows: Result<Vec<Row>, _> = rows.iter().map(|r| row(r, false)).collect();
+    Ok(top_answer(
+        q,
+        rows.map_err(|e| format!("analytics postgres: {e}"))?,
+    ))
+}

@@ -1,0 +1,134 @@
+//! The embedded store: a SQLite file (WAL mode, so the Admin API reads while the writer
+//! inserts).
+
+use std::path::Path;
+
+use rusqlite::{params, Connection};
+
+use super::query::{top_answer, usage_answer, Query, Row, TopQuery};
+use super::Record;
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
+    ts_ms INTEGER NOT NULL, request_id TEXT NOT NULL, consumer TEXT NOT NULL,
+    application TEXT NOT NULL, consumer_group TEXT NOT NULL, route TEXT NOT NULL,
+    service TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+    total_tokens INTEGER NOT NULL, cost REAL NOT NULL, latency_ms INTEGER NOT NULL,
+    status INTEGER NOT NULL, guardrail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS tollgate_usage_ts ON tollgate_usage (ts_ms);";
+
+/// The writer's connection.
+pub struct Sqlite {
+    conn: Connection,
+}
+
+fn open_conn(path: &Path) -> Result<Connection, String> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("analytics: {}: {e}", dir.display()))?;
+    }
+    let conn = Connection::open(path).map_err(|e| format!("analytics {}: {e}", path.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(|e| e.to_string())?;
+    Ok(conn)
+}
+
+impl Sqlite {
+    /// Opens (or creates) the file and its table.
+    pub fn open(path: &Path) -> Result<Sqlite, String> {
+        let conn = open_conn(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(|e| e.to_string())?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| e.to_string())?;
+        conn.execute_batch(SCHEMA)
+            .map_err(|e| format!("analytics {}: {e}", path.display()))?;
+        Ok(Sqlite { conn })
+    }
+
+    /// Inserts a batch in one transaction.
+    pub fn insert(&mut self, batch: &[Record]) -> Result<(), String> {
+        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
+        {
+            let mut st = tx
+                .prepare_cached(
+                    "INSERT INTO tollgate_usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                )
+                .map_err(|e| e.to_string())?;
+            for r in batch {
+                st.execute(params![
+                    r.ts_ms,
+                    r.request_id,
+                    r.consumer,
+                    r.application,
+                    r.consumer_group,
+                    r.route,
+                    r.service,
+                    r.provider,
+                    r.model,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.total_tokens,
+                    r.cost,
+                    r.latency_ms,
+                    r.status,
+                    r.guardrail
+                ])
+                .map_err(|e| e.to_string())?;
+            }
+        }
+        tx.commit().map_err(|e| e.to_string())
+    }
+}
+
+/// Runs a usage query on its own connection.
+pub fn usage(path: &Path, q: &Query) -> Result<serde_json::Value, String> {
+    let conn = open_conn(path)?;
+    let mut st = conn.prepare(&q.sql(false)).map_err(|e| e.to_string())?;
+    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
+        Ok(Row {
+            t: r.get(0)?,
+            key: r.get(1)?,
+            requests: r.get(2)?,
+            prompt_tokens: r.get(3)?,
+            completion_tokens: r.get(4)?,
+            total_tokens: r.get(5)?,
+            cost: r.get(6)?,
+            errors: r.get(7)?,
+            latency_avg: r.get(8)?,
+            latency_max: r.get(9)?,
+        })
+    };
+    let rows: Result<Vec<Row>, _> = match &q.filter {
+        Some((_, v)) => st
+            .query_map(params![q.bucket_ms, q.from_ms, q.to_ms, v], map)
+            .map_err(|e| e.to_string())?
+            .collect(),
+        None => st
+            .query_map(params![q.bucket_ms, q.from_ms, q.to_ms], map)
+            .map_err(|e| e.to_string())?
+            .collect(),
+    };
+    Ok(usage_answer(q, rows.map_err(|e| e.to_string())?))
+}
+
+/// Runs a top query on its own connection.
+pub fn top(path: &Path, q: &TopQuery) -> Result<serde_json::Value, String> {
+    let conn = open_conn(path)?;
+    let mut st = conn.prepare(&q.sql(false)).map_err(|e| e.to_string())?;
+    let rows: Result<Vec<Row>, _> = st
+        .query_map(params![q.from_ms, q.to_ms, q.limit], |r| {
+            Ok(Row {
+                key: r.get(0)?,
+                requests: r.get(1)?,
+                prompt_tokens: r.get(2)?,
+                completion_tokens: r.get(3)?,
+                total_tokens: r.get(4)?,
+                cost: r.get(5)?,
+                errors: r.get(6)?,
+                ..Row::default()
+            })
+        })
+        .map_err(|e| e.to_string())?
+        .collect();
+    Ok(top_answer(q, rows.map_err(|e| e.to_string())?))
+}
