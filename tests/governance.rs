@@ -614,6 +614,23 @@ async fn token_quotas_estimate_prompts_charge_streams_and_pick_policies() {
         .parse()
         .unwrap();
     assert!(left < 200, "the stream's usage was charged: {left} left");
+    // The Admin API lists this node's counters, by consumer name.
+    let q = get(&h.admin("/quotas")).await.json();
+    let mine = q["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| {
+            d["key"]
+                .as_str()
+                .unwrap()
+                .starts_with("consumer:app1:policy2")
+        })
+        .unwrap_or_else(|| panic!("{q}"))
+        .clone();
+    assert_eq!(mine["plugin"], "ai-rate-limiting-advanced");
+    assert_eq!(mine["limit"], 200.0);
+    assert!(mine["used"].as_f64().unwrap() > 0.0, "{mine}");
     // app2 has its own counters.
     let r = ask("app2-key", "m", "hi".into(), false).await;
     assert_eq!(r.header("x-ai-ratelimit-remaining-60-policy2"), Some("200"));

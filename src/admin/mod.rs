@@ -116,6 +116,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
         [] => root(gw, &snap),
         ["status"] => status(gw, &snap),
         ["metrics"] => metrics(gw),
+        ["quotas"] => quotas(gw),
         ["analytics", what] => analytics(gw, what, &query).await,
         ["config"] => {
             let guard = gw.control.state.lock().await;
@@ -528,6 +529,50 @@ fn status(gw: &Gateway, snap: &Snapshot) -> Resp {
             },
         }),
     )
+}
+
+/// `GET /quotas`: this node's in-memory quota counters (Redis-backed ones live in Redis).
+fn quotas(gw: &Gateway) -> Resp {
+    let now = crate::proxy::millis_since_epoch();
+    let snap = gw.snapshot.load();
+    // Counters are kept per consumer id; people read usernames.
+    let readable = |who: &str| -> String {
+        match who.strip_prefix("consumer:") {
+            Some(rest) => {
+                let (id, tail) = rest.split_once(':').unwrap_or((rest, ""));
+                let name = snap
+                    .consumers
+                    .iter()
+                    .find(|c| c.id == id)
+                    .and_then(|c| c.username.clone())
+                    .unwrap_or_else(|| id.to_string());
+                if tail.is_empty() {
+                    format!("consumer:{name}")
+                } else {
+                    format!("consumer:{name}:{tail}")
+                }
+            }
+            None => who.to_string(),
+        }
+    };
+    let data: Vec<Value> = gw
+        .quota
+        .list(now)
+        .into_iter()
+        .map(|l| {
+            // Keys are `rl:<plugin>:<who>:<period>` and `ai:<plugin>:<who>:<name>:<what>`.
+            let plugin = if l.key.starts_with("ai:") {
+                "ai-rate-limiting-advanced"
+            } else {
+                "rate-limiting"
+            };
+            let mut parts = l.key.splitn(3, ':');
+            let (_, id, rest) = (parts.next(), parts.next(), parts.next());
+            json!({"plugin": plugin, "plugin_id": id, "key": readable(rest.unwrap_or("")),
+                   "window": l.window, "used": l.used, "limit": l.limit})
+        })
+        .collect();
+    reply(StatusCode::OK, json!({"data": data}))
 }
 
 /// `GET /analytics/{usage,top,status}`: aggregate usage queries (see docs/observability.md).

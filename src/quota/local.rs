@@ -30,6 +30,9 @@ struct Entry {
     prev: f64,
     /// After this (ms) neither count can be read.
     expires: u64,
+    /// The slot's limit and window (s), for listing.
+    limit: f64,
+    window: u64,
 }
 
 impl Entry {
@@ -93,6 +96,8 @@ impl Local {
                     cur: cur + amount,
                     prev,
                     expires: start + 2 * w_ms,
+                    limit: s.limit,
+                    window: s.window,
                 };
                 match inner.counts.get_mut(s.key.as_str()) {
                     Some(e) => {
@@ -111,6 +116,48 @@ impl Local {
             readings.push(reading(s, cur, prev, pending, now_ms));
         }
         Outcome { allowed, readings }
+    }
+}
+
+/// One counter as the Admin API lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listed {
+    pub key: String,
+    pub window: u64,
+    pub used: f64,
+    pub limit: f64,
+}
+
+impl Local {
+    /// Every live counter: its key, window, what is used now (sliding windows included
+    /// as estimated) and its limit.
+    pub fn list(&self, now_ms: u64) -> Vec<Listed> {
+        let inner = match self.inner.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let mut out: Vec<Listed> = inner
+            .counts
+            .iter()
+            .filter(|(_, e)| e.expires > now_ms)
+            .map(|(k, e)| {
+                let start = window_start(now_ms, e.window);
+                let (cur, prev) = e.at(start, e.window.max(1) * 1000);
+                let used = if k.starts_with("ai:") {
+                    cur + prev * super::previous_weight(now_ms, e.window)
+                } else {
+                    cur
+                };
+                Listed {
+                    key: k.clone(),
+                    window: e.window,
+                    used,
+                    limit: e.limit,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
     }
 }
 
