@@ -298,6 +298,12 @@ fn main() -> ExitCode {
                 eprintln!("the Admin API on {a} is reachable beyond this host: set an admin token (TOLLGATE_ADMIN_TOKEN or --admin-token), or listen on 127.0.0.1");
                 return ExitCode::from(2);
             }
+            // Records http-log cannot deliver are kept in the data directory.
+            tollgate::observe::http_log::set_spill_dir(
+                data_dir
+                    .clone()
+                    .unwrap_or_else(server::tls::default_data_dir),
+            );
             // Admin API writes are saved to the config file; without one, to the data
             // directory, whose saved config is then loaded instead of the embedded default.
             let saved = data_dir

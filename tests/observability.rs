@@ -378,3 +378,162 @@ async fn records_spill_to_disk_when_the_store_is_down() {
     assert_eq!(q.status, 503, "{}", q.text());
     let _ = std::fs::remove_dir_all(dir);
 }
+
+// ---------------------------------------------------------------------------------------
+// http-log: batches to a collector, retries, and a spill file for what cannot be delivered.
+
+/// A collector on 127.0.0.1 that answers `status` and keeps every body it received.
+async fn collector(status: u16) -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let keep = keep.clone();
+                        async move {
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
+                                keep.lock().unwrap().push(v);
+                            }
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from_static(b"{}"),
+                            ));
+                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}/logs"), seen)
+}
+
+const HTTP_LOG: &str = r#"
+_format_version: "3.0"
+consumers:
+  - username: hl-app
+    keyauth_credentials: [{key: hl-app-secret}]
+services:
+  - name: hl-svc
+    url: http://unused.invalid
+    routes:
+      - name: hl-chat
+        paths: ["/chat"]
+        plugins:
+          - name: key-auth
+            config: {key_names: [ApiKey]}
+          - name: http-log
+            config:
+              http_endpoint: "{COLLECTOR}"
+              headers: {x-collector-key: c0llect}
+              queue: {max_batch_size: 2, max_coalescing_delay: 0.2, max_retry_time: {RETRY}, initial_retry_delay: 0.05}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              logging: {log_statistics: true}
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+"#;
+
+fn http_log_sink(h: &Harness) -> Arc<tollgate::observe::http_log::HttpLogSink> {
+    let snap = h.gw.gateway.snapshot.load();
+    snap.plugins
+        .iter()
+        .find_map(|p| match &p.plugin {
+            tollgate::plugins::Plugin::HttpLog(s) => Some(s.clone()),
+            _ => None,
+        })
+        .unwrap()
+}
+
+#[tokio::test]
+async fn http_log_posts_batches_and_spills_what_it_cannot_deliver() {
+    let (url, seen) = collector(200).await;
+    let h = Harness::start(
+        &HTTP_LOG
+            .replace("{COLLECTOR}", &url)
+            .replace("{RETRY}", "5"),
+    )
+    .await;
+    for _ in 0..3 {
+        ask(&h, "hl-app-secret", "m").await;
+    }
+    let sink = http_log_sink(&h);
+    for _ in 0..50 {
+        if sink.stats.sent.load(std::sync::atomic::Ordering::Relaxed) >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bodies = seen.lock().unwrap().clone();
+    let records: Vec<&serde_json::Value> =
+        bodies.iter().flat_map(|b| b.as_array().unwrap()).collect();
+    assert_eq!(records.len(), 3, "{bodies:?}");
+    assert!(
+        bodies.iter().any(|b| b.as_array().unwrap().len() == 2),
+        "batched: {bodies:?}"
+    );
+    assert_eq!(records[0]["route"]["name"], "hl-chat");
+    assert_eq!(records[0]["consumer"]["username"], "hl-app");
+    assert!(
+        records[0]["ai"]["proxy"]["usage"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    assert!(!serde_json::to_string(&bodies)
+        .unwrap()
+        .contains("hl-app-secret"));
+
+    // A collector that keeps failing: retried, then spilled to a file (and counted).
+    let (bad_url, _) = collector(503).await;
+    let h = Harness::start(
+        &HTTP_LOG
+            .replace("{COLLECTOR}", &bad_url)
+            .replace("{RETRY}", "0.3"),
+    )
+    .await;
+    ask(&h, "hl-app-secret", "m").await;
+    let sink = http_log_sink(&h);
+    for _ in 0..60 {
+        if sink
+            .stats
+            .spilled
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sink.stats
+            .spilled
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    assert!(
+        sink.stats
+            .retries
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    let spilled = std::fs::read_to_string(sink.spill_path()).unwrap();
+    assert!(
+        spilled.lines().any(|l| l.contains("\"hl-chat\"")),
+        "{spilled}"
+    );
+    let _ = std::fs::remove_file(sink.spill_path());
+}

@@ -583,6 +583,7 @@ pub enum PluginConfig {
     PromptLength(crate::plugins::ai_prompt_length::AiPromptLengthConfig),
     Sanitizer(Box<crate::plugins::ai_sanitizer::AiSanitizerConfig>),
     Prometheus(crate::plugins::prometheus::PrometheusConfig),
+    HttpLog(Box<crate::observe::http_log::HttpLogConfig>),
 }
 
 /// Kong plugins Tollgate knows by name but does not implement yet (a clearer error than "unknown").
@@ -594,7 +595,6 @@ const KNOWN_UNIMPLEMENTED: &[&str] = &[
     "ai-response-transformer",
     "ai-semantic-cache",
     "ai-semantic-prompt-guard",
-    "http-log",
     "response-transformer",
 ];
 
@@ -679,6 +679,10 @@ pub fn parse(name: &str, config: Option<&Value>) -> Result<PluginConfig, Vec<Fie
                 PluginConfig::Sanitizer(Box::new(c.clone()))
             })
         }
+        "http-log" => {
+            let c = typed::<crate::observe::http_log::HttpLogConfig>(config)?;
+            checked(c.validate(), || PluginConfig::HttpLog(Box::new(c.clone())))
+        }
         "prometheus" => typed::<crate::plugins::prometheus::PrometheusConfig>(config)
             .map(PluginConfig::Prometheus),
         n if KNOWN_UNIMPLEMENTED.contains(&n) => Err(vec![(
@@ -736,6 +740,7 @@ impl PluginConfig {
             | PluginConfig::Sanitizer(_) => 771,
             PluginConfig::AiProxy(_) | PluginConfig::AiProxyAdvanced(_) => 770,
             PluginConfig::Prometheus(_) => 13,
+            PluginConfig::HttpLog(_) => 12,
             PluginConfig::FileLog(_) => 9,
         }
     }

@@ -974,7 +974,7 @@ impl Snapshot {
             |chain: &[usize], f: fn(&Plugin) -> bool| chain.iter().any(|i| f(&plugins[*i].plugin));
         for (ri, route) in routes.iter_mut().enumerate() {
             route.chain = resolve_chain(&plugins, Some(ri), route.service, None, &[]);
-            route.logs = has(&route.chain, |p| matches!(p, Plugin::FileLog(_)));
+            route.logs = has(&route.chain, Plugin::logs);
             route.transforms = has(&route.chain, |p| matches!(p, Plugin::RequestTransformer(_)));
             route.quotas = has(&route.chain, |p| {
                 matches!(p, Plugin::RateLimiting(_) | Plugin::AiRateLimiting(_))
@@ -986,7 +986,7 @@ impl Snapshot {
         let consumer_plugins = plugins
             .iter()
             .any(|p| p.enabled && (p.consumer.is_some() || p.consumer_group.is_some()));
-        let global_logs = has(&global_chain, |p| matches!(p, Plugin::FileLog(_)));
+        let global_logs = has(&global_chain, Plugin::logs);
         let global_metrics = has(&global_chain, |p| matches!(p, Plugin::Prometheus(_)));
         let hash = config_hash(&raw);
         // Only a config that loads keeps its Vault secrets refreshed.
@@ -1140,6 +1140,7 @@ fn config_to_json(c: &PluginConfig) -> Value {
         PluginConfig::PromptLength(c) => serde_json::to_value(c),
         PluginConfig::Sanitizer(c) => serde_json::to_value(c),
         PluginConfig::Prometheus(c) => serde_json::to_value(c),
+        PluginConfig::HttpLog(c) => serde_json::to_value(c),
     };
     v.unwrap_or(Value::Null)
 }
@@ -1206,6 +1207,15 @@ fn compile_plugin(
             Ok((Plugin::Sanitizer(Arc::new(s)), Vec::new()))
         }
         PluginConfig::Prometheus(c) => Ok((Plugin::Prometheus(Arc::new(c)), Vec::new())),
+        PluginConfig::HttpLog(c) => {
+            let sink = crate::observe::http_log::HttpLogSink::start(
+                id,
+                &c,
+                crate::observe::http_log::spill_dir(),
+            )
+            .map_err(|e| issues(vec![("config".into(), e)]))?;
+            Ok((Plugin::HttpLog(sink), Vec::new()))
+        }
         PluginConfig::FileLog(c) => {
             let sink = crate::observe::file_log::compile(&c).map_err(issues)?;
             Ok((Plugin::FileLog(sink), Vec::new()))

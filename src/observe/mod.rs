@@ -2,5 +2,6 @@
 
 pub mod analytics;
 pub mod file_log;
+pub mod http_log;
 pub mod log;
 pub mod metrics;

@@ -32,9 +32,15 @@ pub enum Plugin {
     PromptLength(Arc<ai_prompt_length::AiPromptLengthConfig>),
     Sanitizer(Arc<ai_sanitizer::Sanitizer>),
     Prometheus(Arc<prometheus::PrometheusConfig>),
+    HttpLog(Arc<crate::observe::http_log::HttpLogSink>),
 }
 
 impl Plugin {
+    /// Whether this plugin writes the request's log record (so its details are captured).
+    pub fn logs(&self) -> bool {
+        matches!(self, Plugin::FileLog(_) | Plugin::HttpLog(_))
+    }
+
     /// Whether this plugin reads or rewrites the JSON request body before ai-proxy.
     pub fn shapes_prompt(&self) -> bool {
         matches!(
@@ -62,6 +68,7 @@ impl Plugin {
             Plugin::Sanitizer(_) => 771,
             Plugin::AiProxy(_) => 770,
             Plugin::Prometheus(_) => 13,
+            Plugin::HttpLog(_) => 12,
             Plugin::FileLog(_) => 9,
         }
     }

@@ -355,7 +355,10 @@ pub async fn handle_request(
                 snap.plugins.get(*i).is_some_and(|p| {
                     matches!(
                         p.plugin,
-                        Plugin::AiProxy(_) | Plugin::FileLog(_) | Plugin::RequestTransformer(_)
+                        Plugin::AiProxy(_)
+                            | Plugin::FileLog(_)
+                            | Plugin::HttpLog(_)
+                            | Plugin::RequestTransformer(_)
                     )
                 })
             });
@@ -492,7 +495,7 @@ pub async fn handle_request(
         if has(|p| matches!(p, Plugin::RequestTransformer(_))) && original_headers.is_none() {
             original_headers = Some(up.headers.clone());
         }
-        if has(|p| matches!(p, Plugin::FileLog(_))) && !log.enabled {
+        if has(Plugin::logs) && !log.enabled {
             let mut seen = Request::new(());
             *seen.method_mut() = up.method.clone();
             *seen.uri_mut() = parts.uri.clone();

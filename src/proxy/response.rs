@@ -189,11 +189,20 @@ impl Finish {
         let chain = self.chain();
         let mut line: Option<Vec<u8>> = None;
         for &i in chain {
-            if let Some(Plugin::FileLog(sink)) = self.snapshot.plugins.get(i).map(|p| &p.plugin) {
-                let l = line.get_or_insert_with(|| {
-                    serde_json::to_vec(&self.log.to_json(&self.snapshot)).unwrap_or_default()
-                });
-                sink.write(l.clone());
+            match self.snapshot.plugins.get(i).map(|p| &p.plugin) {
+                Some(Plugin::FileLog(sink)) => {
+                    let l = line.get_or_insert_with(|| {
+                        serde_json::to_vec(&self.log.to_json(&self.snapshot)).unwrap_or_default()
+                    });
+                    sink.write(l.clone());
+                }
+                Some(Plugin::HttpLog(sink)) => {
+                    let l = line.get_or_insert_with(|| {
+                        serde_json::to_vec(&self.log.to_json(&self.snapshot)).unwrap_or_default()
+                    });
+                    sink.send(l.clone());
+                }
+                _ => {}
             }
         }
     }
