@@ -5,6 +5,7 @@
 # difference, which cancels start-up and shutdown.
 #
 #   bash bench/callgrind.sh [BIN]            # prints instructions/request (1200 vs 200 requests)
+#   ARGS="--analytics off" bash bench/callgrind.sh   # extra `serve` arguments
 #   EXTRA='    - name: rate-limiting
 #         config: {hour: 1000000}' bash bench/callgrind.sh   # with a plugin on the route
 #
@@ -39,7 +40,7 @@ Y
     echo '{"model":"gpt-4o","messages":[{"role":"user","content":"hello there, how are you today?"}]}' >"$d/body.json"
     TOLLGATE_PROXY_TLS_LISTEN=off valgrind --tool=callgrind --callgrind-out-file="$d/cg.out" \
         "$BIN" serve --config "$d/kong.yaml" --proxy-listen 127.0.0.1:$gp --admin-listen off \
-        --data-dir "$d/data" >/dev/null 2>"$d/vg.err" &
+        --data-dir "$d/data" ${ARGS:-} >/dev/null 2>"$d/vg.err" &
     gpid=$!
     for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$gp/" && break; sleep 0.1; done
     "$LOADGEN" --url "http://127.0.0.1:$gp/v1/chat/completions" --body-file "$d/body.json" \

@@ -58,6 +58,34 @@ fn error(e: &AdminError) -> Resp {
     reply(status, body)
 }
 
+/// The usage dashboard's static files, embedded in the binary (no CDN).
+fn dashboard(segs: &[&str]) -> Option<Resp> {
+    let (body, kind): (&'static str, &'static str) = match segs {
+        ["dashboard"] => (
+            include_str!("dashboard/index.html"),
+            "text/html; charset=utf-8",
+        ),
+        ["dashboard", "app.js"] => (
+            include_str!("dashboard/app.js"),
+            "text/javascript; charset=utf-8",
+        ),
+        ["dashboard", "style.css"] => (
+            include_str!("dashboard/style.css"),
+            "text/css; charset=utf-8",
+        ),
+        _ => return None,
+    };
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(kind));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'self'; img-src 'self' data:; style-src 'self'"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Some(r)
+}
+
 fn not_found() -> Resp {
     reply(StatusCode::NOT_FOUND, json!({"message": "Not found"}))
 }
@@ -72,6 +100,12 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
         .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
         .unwrap_or_default();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // The dashboard's page and scripts hold no data; its fetches carry the token.
+    if req.method() == Method::GET {
+        if let Some(r) = dashboard(&segs) {
+            return r;
+        }
+    }
     if let Some(token) = &gw.control.token {
         let given = req
             .headers()

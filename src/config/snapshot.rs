@@ -134,6 +134,9 @@ pub struct Snapshot {
     pub groups: Vec<(String, String)>,
     /// Each consumer's groups (indexes into `groups`), the name sorting first first.
     pub member_of: Vec<Vec<usize>>,
+    /// Each route's and service's JSON as log records show it (index-aligned).
+    pub route_log: Vec<Option<Box<serde_json::value::RawValue>>>,
+    pub service_log: Vec<Option<Box<serde_json::value::RawValue>>>,
 }
 
 /// A `key-auth` credential: whose it is and until when.
@@ -991,7 +994,7 @@ impl Snapshot {
         let hash = config_hash(&raw);
         // Only a config that loads keeps its Vault secrets refreshed.
         vaults.start_refresh();
-        Ok(Snapshot {
+        let mut snap = Snapshot {
             services: b.services,
             routes,
             plugins,
@@ -1008,7 +1011,14 @@ impl Snapshot {
             consumer_plugins,
             groups,
             member_of,
-        })
+            route_log: Vec::new(),
+            service_log: Vec::new(),
+        };
+        // Log records embed these as they are; built once per config, not per request.
+        let raw = |v: Value| serde_json::value::RawValue::from_string(v.to_string()).ok();
+        snap.route_log = snap.routes.iter().map(|r| raw(r.to_json(&snap))).collect();
+        snap.service_log = snap.services.iter().map(|s| raw(s.to_json())).collect();
+        Ok(snap)
     }
 
     /// An empty config (no routes): every request gets Kong's 404.
@@ -1030,6 +1040,8 @@ impl Snapshot {
             consumer_plugins: false,
             groups: Vec::new(),
             member_of: Vec::new(),
+            route_log: Vec::new(),
+            service_log: Vec::new(),
         }
     }
 }

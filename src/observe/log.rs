@@ -191,51 +191,147 @@ impl RequestLog {
     }
 }
 
-fn headers_json(h: &http::HeaderMap, extra_secret: &[String]) -> Value {
-    let mut m = Map::new();
-    for name in h.keys() {
-        let key = name.as_str();
-        let secret = REDACTED_HEADERS.contains(&key)
-            || extra_secret.iter().any(|s| s.eq_ignore_ascii_case(key));
-        let values: Vec<Value> = h
-            .get_all(name)
-            .iter()
-            .map(|v| {
-                if secret {
-                    Value::String("REDACTED".into())
-                } else {
-                    Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned())
-                }
-            })
-            .collect();
-        let v = if values.len() == 1 {
-            values.into_iter().next().unwrap_or(Value::Null)
-        } else {
-            Value::Array(values)
-        };
-        m.insert(key.to_string(), v);
-    }
-    Value::Object(m)
+/// A header map as the log shows it: one string per header (an array when repeated),
+/// secrets as `REDACTED`; serialized straight to the output, no JSON tree.
+struct Headers<'a> {
+    map: &'a http::HeaderMap,
+    secret: &'a [String],
 }
 
-fn querystring(uri: &str) -> Value {
-    let mut m = Map::new();
-    if let Some((_, q)) = uri.split_once('?') {
-        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-            let v = if v.is_empty() {
-                Value::Bool(true)
-            } else {
-                Value::String(v.into_owned())
+impl<'a> serde::Serialize for Headers<'a> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = ser.serialize_map(Some(self.map.keys_len()))?;
+        for name in self.map.keys() {
+            let key = name.as_str();
+            let secret = REDACTED_HEADERS.contains(&key)
+                || self.secret.iter().any(|s| s.eq_ignore_ascii_case(key));
+            let text = |v: &'a http::HeaderValue| -> std::borrow::Cow<'a, str> {
+                if secret {
+                    "REDACTED".into()
+                } else {
+                    String::from_utf8_lossy(v.as_bytes())
+                }
             };
-            m.insert(k.into_owned(), v);
+            let mut values = self.map.get_all(name).iter();
+            match (values.next(), values.next()) {
+                (Some(one), None) => m.serialize_entry(key, &text(one))?,
+                _ => {
+                    let all: Vec<_> = self.map.get_all(name).iter().map(text).collect();
+                    m.serialize_entry(key, &all)?
+                }
+            }
         }
+        m.end()
     }
-    Value::Object(m)
+}
+
+/// The query string as Kong logs it: `name: value`, `name: true` for a bare name.
+struct Query<'a>(&'a str);
+
+impl serde::Serialize for Query<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let pairs: Vec<(String, String)> = match self.0.split_once('?') {
+            Some((_, q)) => form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
+            None => Vec::new(),
+        };
+        // A repeated name keeps its last value, as a JSON object holds one.
+        let mut seen: Vec<(&str, &str)> = Vec::with_capacity(pairs.len());
+        for (k, v) in &pairs {
+            match seen.iter_mut().find(|(n, _)| n == k) {
+                Some(e) => e.1 = v,
+                None => seen.push((k, v)),
+            }
+        }
+        let mut m = ser.serialize_map(Some(seen.len()))?;
+        for (k, v) in seen {
+            if v.is_empty() {
+                m.serialize_entry(k, &true)?;
+            } else {
+                m.serialize_entry(k, v)?;
+            }
+        }
+        m.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct RequestPart<'a> {
+    id: &'a str,
+    uri: &'a str,
+    url: &'a str,
+    querystring: Query<'a>,
+    method: &'a str,
+    headers: Headers<'a>,
+    size: u64,
+}
+
+#[derive(serde::Serialize)]
+struct ResponsePart<'a> {
+    status: u16,
+    headers: Headers<'a>,
+    size: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Latencies {
+    kong: u64,
+    proxy: i64,
+    request: u64,
+    receive: u64,
+}
+
+#[derive(serde::Serialize)]
+struct TryPart<'a> {
+    ip: &'a str,
+    port: u16,
+    balancer_start: u64,
+    balancer_latency: u64,
+}
+
+#[derive(serde::Serialize)]
+struct ConsumerPart<'a> {
+    id: &'a str,
+    username: &'a Option<String>,
+    custom_id: &'a Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Entity<'a> {
+    id: &'a str,
+}
+
+/// Kong's log record (`kong.log.serialize()`), field by field.
+#[derive(serde::Serialize)]
+struct Record<'a> {
+    request: RequestPart<'a>,
+    upstream_uri: &'a str,
+    upstream_status: String,
+    response: ResponsePart<'a>,
+    latencies: Latencies,
+    tries: Vec<TryPart<'a>>,
+    client_ip: &'a str,
+    started_at: u64,
+    source: &'a str,
+    workspace: &'static str,
+    workspace_name: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'a serde_json::value::RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<&'a serde_json::value::RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    consumer: Option<ConsumerPart<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    authenticated_entity: Option<Entity<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ai: Option<Value>,
 }
 
 impl RequestLog {
-    /// Serializes the record as one JSON line's worth of bytes.
-    pub fn to_json(&self, snap: &Snapshot) -> Value {
+    /// The record as one JSON line's bytes (without the newline), written straight from
+    /// the log's fields (route and service JSON come ready-made from the snapshot).
+    pub fn to_bytes(&self, snap: &Snapshot) -> Vec<u8> {
         let total = self.started.elapsed().as_millis() as u64;
         let proxy = self.upstream_latency_ms.map(|v| v as i64).unwrap_or(-1);
         let extra: Vec<String> = self
@@ -243,60 +339,81 @@ impl RequestLog {
             .as_ref()
             .map(AiLog::secret_headers)
             .unwrap_or_default();
-        let mut rec = json!({
-            "request": {
-                "id": self.request_id,
-                "uri": self.uri,
-                "url": self.url,
-                "querystring": querystring(&self.uri),
-                "method": self.method,
-                "headers": headers_json(&self.request_headers, &extra),
-                "size": self.request_size,
+        let route = self.route.and_then(|r| snap.routes.get(r).map(|x| (r, x)));
+        let service = route.and_then(|(_, r)| r.service);
+        let consumer = self
+            .consumer
+            .as_ref()
+            .and_then(|(ci, cred)| snap.consumers.get(*ci).map(|c| (c, cred)));
+        let rec = Record {
+            request: RequestPart {
+                id: &self.request_id,
+                uri: &self.uri,
+                url: &self.url,
+                querystring: Query(&self.uri),
+                method: &self.method,
+                headers: Headers {
+                    map: &self.request_headers,
+                    secret: &extra,
+                },
+                size: self.request_size,
             },
-            "upstream_uri": self.upstream_uri.clone().unwrap_or_default(),
-            "upstream_status": self.upstream_status.map(|s| s.to_string()).unwrap_or_default(),
-            "response": {
-                "status": self.status,
-                "headers": headers_json(&self.response_headers, &extra),
-                "size": self.response_size,
+            upstream_uri: self.upstream_uri.as_deref().unwrap_or(""),
+            upstream_status: self
+                .upstream_status
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            response: ResponsePart {
+                status: self.status,
+                headers: Headers {
+                    map: &self.response_headers,
+                    secret: &extra,
+                },
+                size: self.response_size,
             },
-            "latencies": {
-                "kong": self.proxy_latency_ms.unwrap_or(total),
-                "proxy": proxy,
-                "request": total,
-                "receive": total.saturating_sub(self.proxy_latency_ms.unwrap_or(0)).saturating_sub(proxy.max(0) as u64),
+            latencies: Latencies {
+                kong: self.proxy_latency_ms.unwrap_or(total),
+                proxy,
+                request: total,
+                receive: total
+                    .saturating_sub(self.proxy_latency_ms.unwrap_or(0))
+                    .saturating_sub(proxy.max(0) as u64),
             },
-            "tries": self.tries.iter().map(|t| json!({
-                "ip": t.ip, "port": t.port, "balancer_start": t.balancer_start,
-                "balancer_latency": t.balancer_latency,
-            })).collect::<Vec<_>>(),
-            "client_ip": self.client_ip,
-            "started_at": self.started_at_ms,
-            "source": self.source,
-            "workspace": crate::DEFAULT_WORKSPACE_ID,
-            "workspace_name": "default",
-        });
-        if let Some(ri) = self.route {
-            if let Some(r) = snap.routes.get(ri) {
-                rec["route"] = r.to_json(snap);
-                if let Some(s) = r.service.and_then(|s| snap.services.get(s)) {
-                    rec["service"] = s.to_json();
-                }
-            }
-        }
-        if let Some((ci, credential)) = &self.consumer {
-            if let Some(c) = snap.consumers.get(*ci) {
-                rec["consumer"] =
-                    json!({"id": c.id, "username": c.username, "custom_id": c.custom_id});
-                if let Some(id) = credential {
-                    rec["authenticated_entity"] = json!({"id": id});
-                }
-            }
-        }
-        if let Some(ai) = &self.ai {
-            rec["ai"] = json!({ "proxy": ai.to_json(&self.tries) });
-        }
-        rec
+            tries: self
+                .tries
+                .iter()
+                .map(|t| TryPart {
+                    ip: &t.ip,
+                    port: t.port,
+                    balancer_start: t.balancer_start,
+                    balancer_latency: t.balancer_latency,
+                })
+                .collect(),
+            client_ip: &self.client_ip,
+            started_at: self.started_at_ms,
+            source: self.source,
+            workspace: crate::DEFAULT_WORKSPACE_ID,
+            workspace_name: "default",
+            route: route
+                .and_then(|(r, _)| snap.route_log.get(r))
+                .and_then(|v| v.as_deref()),
+            service: service
+                .and_then(|s| snap.service_log.get(s))
+                .and_then(|v| v.as_deref()),
+            consumer: consumer.map(|(c, _)| ConsumerPart {
+                id: &c.id,
+                username: &c.username,
+                custom_id: &c.custom_id,
+            }),
+            authenticated_entity: consumer
+                .and_then(|(_, cred)| cred.as_deref())
+                .map(|id| Entity { id }),
+            ai: self
+                .ai
+                .as_ref()
+                .map(|ai| serde_json::json!({ "proxy": ai.to_json(&self.tries) })),
+        };
+        serde_json::to_vec(&rec).unwrap_or_default()
     }
 }
 
@@ -454,14 +571,21 @@ mod tests {
         );
         h.insert("my-key", http::HeaderValue::from_static("k-secret"));
         h.insert("accept", http::HeaderValue::from_static("*/*"));
-        let v = headers_json(&h, &["My-Key".to_string()]).to_string();
+        h.append("accept", http::HeaderValue::from_static("text/html"));
+        let secret = ["My-Key".to_string()];
+        let v = serde_json::to_string(&Headers {
+            map: &h,
+            secret: &secret,
+        })
+        .unwrap_or_default();
         assert!(!v.contains("secret"), "{v}");
-        assert!(v.contains("*/*"));
+        assert!(v.contains(r#""accept":["*/*","text/html"]"#), "{v}");
     }
 
     #[test]
     fn query_parsing() {
-        assert_eq!(querystring("/a?x=1&flag"), json!({"x":"1","flag":true}));
-        assert_eq!(querystring("/a"), json!({}));
+        let q = |u: &str| serde_json::to_value(Query(u)).unwrap_or_default();
+        assert_eq!(q("/a?x=1&flag"), json!({"x":"1","flag":true}));
+        assert_eq!(q("/a"), json!({}));
     }
 }

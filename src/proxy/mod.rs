@@ -358,6 +358,7 @@ pub async fn handle_request(
                         Plugin::AiProxy(_)
                             | Plugin::FileLog(_)
                             | Plugin::HttpLog(_)
+                            | Plugin::Prometheus(_)
                             | Plugin::RequestTransformer(_)
                     )
                 })
@@ -384,6 +385,7 @@ pub async fn handle_request(
                             route: m.route,
                             snapshot: snap.clone(),
                             trust: service.and_then(|s| s.tls.clone()),
+                            analytics: gw.analytics.get().cloned(),
                         },
                         ws_relay::Client {
                             ip: client_ip.clone(),

@@ -191,15 +191,11 @@ impl Finish {
         for &i in chain {
             match self.snapshot.plugins.get(i).map(|p| &p.plugin) {
                 Some(Plugin::FileLog(sink)) => {
-                    let l = line.get_or_insert_with(|| {
-                        serde_json::to_vec(&self.log.to_json(&self.snapshot)).unwrap_or_default()
-                    });
+                    let l = line.get_or_insert_with(|| self.log.to_bytes(&self.snapshot));
                     sink.write(l.clone());
                 }
                 Some(Plugin::HttpLog(sink)) => {
-                    let l = line.get_or_insert_with(|| {
-                        serde_json::to_vec(&self.log.to_json(&self.snapshot)).unwrap_or_default()
-                    });
+                    let l = line.get_or_insert_with(|| self.log.to_bytes(&self.snapshot));
                     sink.send(l.clone());
                 }
                 _ => {}

@@ -44,6 +44,8 @@ pub struct RelayRoute {
     pub route: usize,
     pub snapshot: Arc<Snapshot>,
     pub trust: Option<Trust>,
+    /// Where each relayed response's usage record goes.
+    pub analytics: Option<Arc<crate::observe::analytics::Analytics>>,
 }
 
 /// Whether this plugin's connections are relayed: one OpenAI Responses target, no bridge.
@@ -314,6 +316,8 @@ fn finish(
         log.capture_request(&who.parts, &who.ip, who.scheme, &who.host);
     }
     log.route = Some(r.route);
+    log.metrics = route.metrics;
+    log.analytics = r.analytics.clone();
     log.status = status;
     log.upstream_status = Some(status);
     log.request_size = p.size;

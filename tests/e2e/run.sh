@@ -285,6 +285,9 @@ GW_URL=$(wait_for_line "$TMP/gateway.out" 'proxy on http://127\.0\.0\.1:[0-9]+' 
 GW_URL=${GW_URL#proxy on }
 wait_http "$GW_URL/" "$START_TIMEOUT" || die "setup: tollgate at $GW_URL does not answer"
 log "tollgate proxy on $GW_URL"
+GW_ADMIN_URL=$(wait_for_line "$TMP/gateway.out" 'admin on http://127\.0\.0\.1:[0-9]+' "$START_TIMEOUT" "$GW_PID") \
+    || die "setup: tollgate did not print its admin address"
+GW_ADMIN_URL=${GW_ADMIN_URL#admin on }
 GW_TLS_URL=$(wait_for_line "$TMP/gateway.out" 'proxy tls on https://127\.0\.0\.1:[0-9]+' "$START_TIMEOUT" "$GW_PID") \
     || die "setup: tollgate did not print its TLS address"
 GW_TLS_URL=https://${GW_TLS_URL#proxy tls on https://}
@@ -572,5 +575,62 @@ no_proxy timeout -k 5 "$SDK_TIMEOUT" "$PY" "$HERE/sdk_checks.py" --gateway "$GW_
 cat "$TMP/sdk.out"
 [ "$rc" -ne 124 ] || fail "SDK: sdk_checks.py timed out after ${SDK_TIMEOUT}s"
 count_results "$TMP/sdk.out" "$rc" "SDK"
+
+# ---------------------------------------------------------------------------
+# 7. Observability: Prometheus text at /metrics, usage analytics from this run, and the
+#    dashboard rendered by headless Chromium (Debian's package, installed when missing).
+# ---------------------------------------------------------------------------
+sleep 1   # the analytics writer flushes every 500 ms
+if no_proxy curl -sf "$GW_ADMIN_URL/metrics" -o "$TMP/metrics.txt" \
+   && grep -q '^kong_ai_llm_tokens_total{' "$TMP/metrics.txt" \
+   && grep -q '^kong_http_requests_total{' "$TMP/metrics.txt"; then
+    pass "metrics: /metrics has kong_http_requests_total and kong_ai_llm_tokens_total from this run"
+else
+    fail "metrics: /metrics lacks the expected families: $(head -c 400 "$TMP/metrics.txt" 2>/dev/null)"
+fi
+if no_proxy curl -sf "$GW_ADMIN_URL/analytics/usage?group_by=consumer&bucket=minute" -o "$TMP/usage.json" \
+   && "$PY" -c 'import json,sys; v=json.load(open(sys.argv[1])); t=v["totals"]; assert t["requests"]>0 and t["total_tokens"]>0, t; assert any(s["key"]=="codex-app" for s in v["series"]), [s["key"] for s in v["series"]]' "$TMP/usage.json"; then
+    pass "analytics: /analytics/usage totals this run's requests and tokens, with consumer codex-app"
+else
+    fail "analytics: unexpected /analytics/usage: $(head -c 400 "$TMP/usage.json" 2>/dev/null)"
+fi
+CHROMIUM=$(command -v chromium || true)
+if [ -z "$CHROMIUM" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "apt-get install chromium (for the dashboard check)"
+    (DEBIAN_FRONTEND=noninteractive timeout -k 10 "$INSTALL_TIMEOUT" apt-get install -y -q chromium) >"$TMP/apt.log" 2>&1 \
+        || (DEBIAN_FRONTEND=noninteractive timeout -k 10 "$INSTALL_TIMEOUT" apt-get update -q \
+            && DEBIAN_FRONTEND=noninteractive timeout -k 10 "$INSTALL_TIMEOUT" apt-get install -y -q chromium) >>"$TMP/apt.log" 2>&1 || true
+    CHROMIUM=$(command -v chromium || true)
+fi
+if [ -z "$CHROMIUM" ]; then
+    fail "dashboard: no chromium (apt-get install chromium failed: $(tail -n 3 "$TMP/apt.log" 2>/dev/null))"
+else
+    chrome() { timeout -k 5 90 "$CHROMIUM" --headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage \
+        --hide-scrollbars --user-data-dir="$TMP/chromium-profile" --virtual-time-budget=15000 "$@"; }
+    chrome --dump-dom "$GW_ADMIN_URL/dashboard#range=24h" >"$TMP/dashboard.html" 2>"$TMP/chromium.err" || true
+    if "$PY" - "$TMP/dashboard.html" >"$TMP/dashboard.check" 2>&1 <<'PYEOF'
+import re, sys
+html = open(sys.argv[1], encoding="utf-8").read()
+assert re.search(r'<body[^>]*data-ready="true"', html), "body not data-ready"
+charts = dict(re.findall(r'data-chart="([a-z-]+)"[^>]*?data-rendered="(true|false)"', html))
+points = dict(re.findall(r'data-chart="([a-z-]+)"[^>]*?data-points="(\d+)"', html))
+need = ["tokens-by-consumer", "tokens-by-model", "requests", "latency", "top-consumers", "top-models"]
+missing = [c for c in need if charts.get(c) != "true" or int(points.get(c, "0")) == 0]
+assert not missing, f"not rendered with data: {missing}; seen {charts} {points}"
+print("charts rendered:", ", ".join(f"{c}={points[c]} points" for c in need))
+PYEOF
+    then
+        pass "dashboard: headless Chromium rendered it with this run's data ($(cat "$TMP/dashboard.check"))"
+    else
+        fail "dashboard: $(cat "$TMP/dashboard.check") chromium: $(tail -c 300 "$TMP/chromium.err" 2>/dev/null)"
+    fi
+    SHOT=${E2E_SCREENSHOT:-$TMP/dashboard.png}
+    chrome --window-size=1600,2200 --screenshot="$SHOT" "$GW_ADMIN_URL/dashboard#range=24h" >/dev/null 2>>"$TMP/chromium.err" || true
+    if [ -s "$SHOT" ]; then
+        pass "dashboard: screenshot saved to $SHOT ($(wc -c <"$SHOT") bytes)"
+    else
+        fail "dashboard: no screenshot: $(tail -c 300 "$TMP/chromium.err" 2>/dev/null)"
+    fi
+fi
 
 finish

@@ -265,7 +265,7 @@
     const yR = (v) => padT + ph - (Math.min(v, yr.top) / yr.top) * ph;
 
     const root = svg('svg', {
-      viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: 'tchart', role: 'img',
+      viewBox: `0 0 ${W} ${H}`, width: W, height: H, class: 'tchart' + (o.stacked ? ' stacked' : ''), role: 'img',
       tabindex: '0', 'aria-label': o.label,
     });
     svg('title', {}, root).textContent = o.label;
@@ -278,7 +278,7 @@
       svgText(axes, padL - 6, yy + 4, lLabels[i], { 'text-anchor': 'end' });
     });
     if (yr) yr.ticks.forEach((v, i) => svgText(axes, W - padR + 6, yR(v) + 4, rLabels[i], { 'text-anchor': 'start', class: 'r' }));
-    const ticks = timeTicks(t0, t1, ctx.step, Math.max(2, Math.floor(pw / 90)));
+    const ticks = timeTicks(t0, t1, ctx.step, Math.max(2, Math.floor(pw / 110)));
     for (const tk of ticks) {
       const xx = xT(tk.t);
       svg('line', { x1: xx, x2: xx, y1: padT + ph, y2: padT + ph + 4, class: 'base' }, axes);
@@ -585,15 +585,15 @@
       const fill = el('span', { class: 'q-fill' });
       fill.style.width = pct.toFixed(1) + '%'; // CSSOM, not a style attribute: CSP-friendly
       ul.append(el('li', { class: 'q ' + level },
-        el('div', { class: 'q-head' },
-          el('span', { class: 'q-key', title: String(q.key ?? ''), text: keyLabel(q.key) }),
-          el('span', { class: 'q-val', text: `${desc} · ${fmtPct(isFinite(r) ? r * 100 : 100)}` })),
+        el('span', { class: 'q-key', title: String(q.key ?? ''), text: keyLabel(q.key) }),
         el('div', {
           class: 'q-bar', role: 'progressbar', 'aria-label': `${keyLabel(q.key)} (${q.plugin || 'quota'})`,
           'aria-valuemin': '0', 'aria-valuemax': String(limit), 'aria-valuenow': String(Math.min(used, limit || used)),
           'aria-valuetext': desc,
         }, fill),
-        el('div', { class: 'q-meta', text: [q.plugin, q.plugin_id].filter(Boolean).join(' · ') })));
+        el('div', { class: 'q-foot' },
+          el('span', { class: 'q-meta', text: [q.plugin, q.plugin_id].filter(Boolean).join(' · ') }),
+          el('span', { class: 'q-val', text: `${desc} · ${fmtPct(isFinite(r) ? r * 100 : 100)}` }))));
     }
     box.replaceChildren(ul);
     markRendered(box, rows.length);
@@ -675,6 +675,7 @@
     }
     let body = null;
     try { body = await r.json(); } catch (_) { /* not JSON: handled below */ }
+    if (r.status === 401) throw new ApiError('Admin token required', 401, path);
     if (!r.ok) throw new ApiError((body && body.message) || `HTTP ${r.status}`, r.status, path);
     if (body == null) throw new ApiError('answer is not JSON', r.status, path);
     return body;
@@ -761,15 +762,15 @@
     const unauthorized = errs.some(([, r]) => r.error.status === 401);
     setAuth(unauthorized);
     // One line per distinct message: "analytics are off" would otherwise repeat 7 times.
-    const seen = new Map();
+    const seen = new Map(); // insertion-ordered set of messages
     for (const [, r] of errs) {
       const e = r.error;
       const msg = e.status === 401
-        ? (state.token ? 'The admin token was refused (401). Paste a valid token below.' : 'The Admin API requires a token (401). Paste it below.')
-        : `${e.message}${e.status ? ` (HTTP ${e.status})` : ''}`;
-      if (!seen.has(msg)) seen.set(msg, String(e.path || '').split('?')[0]);
+        ? (state.token ? 'The admin token was refused (401 Unauthorized): paste a valid token below.' : 'The Admin API requires a token (401 Unauthorized): paste it below.')
+        : `${String(e.path || '').split('?')[0]}: ${e.message}${e.status ? ` (HTTP ${e.status})` : ''}`;
+      seen.set(msg, true);
     }
-    setBanner([...seen].map(([msg, path]) => `${path}: ${msg}`));
+    setBanner([...seen.keys()]);
   }
 
   // ---------- auth ----------
@@ -824,6 +825,13 @@
       refresh(true);
     });
     $('#refresh').addEventListener('click', () => refresh(true));
+    // A token (or range) pasted into the fragment of an open page takes effect at once.
+    window.addEventListener('hashchange', () => {
+      const before = [state.token, state.range];
+      readFragment();
+      sel.value = state.range;
+      if (before[0] !== state.token || before[1] !== state.range) refresh(true);
+    });
 
     $('#auth-form').addEventListener('submit', (e) => {
       e.preventDefault();
