@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use crate::config::Snapshot;
 use crate::llm::usage::Usage;
@@ -325,7 +325,7 @@ struct Record<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     authenticated_entity: Option<Entity<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    ai: Option<Value>,
+    ai: Option<AiPart<'a>>,
 }
 
 impl RequestLog {
@@ -408,88 +408,152 @@ impl RequestLog {
             authenticated_entity: consumer
                 .and_then(|(_, cred)| cred.as_deref())
                 .map(|id| Entity { id }),
-            ai: self
-                .ai
-                .as_ref()
-                .map(|ai| serde_json::json!({ "proxy": ai.to_json(&self.tries) })),
+            ai: self.ai.as_ref().map(|ai| ai.part(&self.tries)),
         };
         serde_json::to_vec(&rec).unwrap_or_default()
     }
 }
 
+#[derive(serde::Serialize)]
+struct AiPart<'a> {
+    proxy: ProxyPart<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct TriedPart<'a> {
+    ip: &'a str,
+    port: u16,
+    host: &'a str,
+    upstream_scheme: &'a str,
+    upstream_uri: &'a str,
+    route_type: &'a str,
+    provider: &'a str,
+    model: &'a Option<String>,
+    outcome: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct MetaPart<'a> {
+    plugin_id: &'a str,
+    provider_name: &'a str,
+    request_model: &'a str,
+    response_model: &'a str,
+    llm_latency: u64,
+    request_mode: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct Cached {
+    cached_tokens: u64,
+}
+
+#[derive(serde::Serialize)]
+struct Reasoning {
+    reasoning_tokens: u64,
+}
+
+#[derive(serde::Serialize)]
+struct UsagePart {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    cost: f64,
+    time_per_token: f64,
+    time_to_first_token: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_tokens_details: Option<Cached>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completion_tokens_details: Option<Reasoning>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    search_units: Option<u64>,
+}
+
+#[derive(serde::Serialize)]
+struct PayloadPart<'a> {
+    request: &'a Option<String>,
+    response: &'a Option<String>,
+}
+
+/// `ai.proxy` (spec §6.1): what was tried, and with `log_statistics` the meta and usage.
+#[derive(serde::Serialize)]
+struct ProxyPart<'a> {
+    tried_targets: Vec<TriedPart<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    semantic: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    meta: Option<MetaPart<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<UsagePart>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<PayloadPart<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
 impl AiLog {
-    fn to_json(&self, tries: &[Try]) -> Value {
-        let mut proxy = Map::new();
-        let tried: Vec<Value> = tries
-            .iter()
-            .map(|t| {
-                json!({
-                    "ip": t.ip, "port": t.port, "host": t.host, "upstream_scheme": t.scheme,
-                    "upstream_uri": t.upstream_uri, "route_type": t.route_type,
-                    "provider": t.provider, "model": t.model, "outcome": t.outcome,
-                })
-            })
-            .collect();
-        proxy.insert("tried_targets".into(), Value::Array(tried));
-        if let Some(s) = &self.semantic {
-            proxy.insert("semantic".into(), s.clone());
-        }
+    fn part<'a>(&'a self, tries: &'a [Try]) -> AiPart<'a> {
         let target = self.target();
-        let logging = target.map(|t| t.logging.clone()).unwrap_or_default();
-        if logging.log_statistics {
-            let request_model = self
-                .request_model
-                .clone()
-                .unwrap_or_else(|| "UNSPECIFIED".into());
-            let response_model = self
-                .response_model
-                .clone()
-                .unwrap_or_else(|| request_model.clone());
-            let llm_latency = self.llm_latency_ms.unwrap_or(0);
-            proxy.insert(
-                "meta".into(),
-                json!({
-                    "plugin_id": self.proxy.plugin_id,
-                    "provider_name": target.map(|t| t.provider.as_str()).unwrap_or(""),
-                    "request_model": request_model,
-                    "response_model": response_model,
-                    "llm_latency": llm_latency,
-                    "request_mode": if self.stream { "stream" } else { "oneshot" },
-                }),
-            );
+        let (stats, payloads) = target
+            .map(|t| (t.logging.log_statistics, t.logging.log_payloads))
+            .unwrap_or((false, false));
+        let request_model = self.request_model.as_deref().unwrap_or("UNSPECIFIED");
+        let llm_latency = self.llm_latency_ms.unwrap_or(0);
+        let usage = stats.then(|| {
             let u = self.usage.clone().unwrap_or_default();
-            let mut usage = json!({
-                "prompt_tokens": u.prompt_tokens,
-                "completion_tokens": u.completion_tokens,
-                "total_tokens": u.total_tokens,
-                "cost": u.cost(
+            UsagePart {
+                prompt_tokens: u.prompt_tokens,
+                completion_tokens: u.completion_tokens,
+                total_tokens: u.total_tokens,
+                cost: u.cost(
                     target.and_then(|t| t.options.input_cost),
                     target.and_then(|t| t.options.output_cost),
                 ),
-                "time_per_token": if u.completion_tokens > 0 { llm_latency as f64 / u.completion_tokens as f64 } else { 0.0 },
-                "time_to_first_token": self.ttft_ms.unwrap_or(llm_latency),
-            });
-            if let Some(c) = u.cached_tokens {
-                usage["prompt_tokens_details"] = json!({ "cached_tokens": c });
+                time_per_token: if u.completion_tokens > 0 {
+                    llm_latency as f64 / u.completion_tokens as f64
+                } else {
+                    0.0
+                },
+                time_to_first_token: self.ttft_ms.unwrap_or(llm_latency),
+                prompt_tokens_details: u.cached_tokens.map(|c| Cached { cached_tokens: c }),
+                completion_tokens_details: u.reasoning_tokens.map(|r| Reasoning {
+                    reasoning_tokens: r,
+                }),
+                search_units: u.search_units,
             }
-            if let Some(r) = u.reasoning_tokens {
-                usage["completion_tokens_details"] = json!({ "reasoning_tokens": r });
-            }
-            if let Some(n) = u.search_units {
-                usage["search_units"] = json!(n);
-            }
-            proxy.insert("usage".into(), usage);
+        });
+        AiPart {
+            proxy: ProxyPart {
+                tried_targets: tries
+                    .iter()
+                    .map(|t| TriedPart {
+                        ip: &t.ip,
+                        port: t.port,
+                        host: &t.host,
+                        upstream_scheme: &t.scheme,
+                        upstream_uri: &t.upstream_uri,
+                        route_type: &t.route_type,
+                        provider: &t.provider,
+                        model: &t.model,
+                        outcome: &t.outcome,
+                    })
+                    .collect(),
+                semantic: self.semantic.as_ref(),
+                meta: stats.then(|| MetaPart {
+                    plugin_id: &self.proxy.plugin_id,
+                    provider_name: target.map(|t| t.provider.as_str()).unwrap_or(""),
+                    request_model,
+                    response_model: self.response_model.as_deref().unwrap_or(request_model),
+                    llm_latency,
+                    request_mode: if self.stream { "stream" } else { "oneshot" },
+                }),
+                usage,
+                payload: payloads.then_some(PayloadPart {
+                    request: &self.payload_request,
+                    response: &self.payload_response,
+                }),
+                error: self.stream_error.as_deref(),
+            },
         }
-        if logging.log_payloads {
-            proxy.insert(
-                "payload".into(),
-                json!({ "request": self.payload_request, "response": self.payload_response }),
-            );
-        }
-        if let Some(e) = &self.stream_error {
-            proxy.insert("error".into(), Value::String(e.clone()));
-        }
-        Value::Object(proxy)
     }
 }
 
@@ -561,6 +625,7 @@ impl RequestLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn secrets_are_redacted() {
