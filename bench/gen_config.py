@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the gateway config for the benchmarks (Kong declarative YAML, JSON-compatible).
 
-    gen_config.py --mock-port PORT [--routes N] > tollgate.yaml
+    gen_config.py --mock-port PORT [--routes N] [--observe LOG_PATH] > tollgate.yaml
 
 The measured route is `/v1/chat/completions` (strip_path false) with ai-proxy pointed at
 mock-llm. With --routes N > 1, N-1 other routes come first in Kong's priority order, so the
@@ -16,7 +16,7 @@ import json
 import sys
 
 
-def config(mock_port: int, routes: int) -> dict:
+def config(mock_port: int, routes: int, observe: str | None = None) -> dict:
     upstream = f"http://127.0.0.1:{mock_port}"
     measured = {
         "name": "chat",
@@ -50,8 +50,26 @@ def config(mock_port: int, routes: int) -> dict:
             # Regex for another tenant's tree.
             path = f"~/tenants/t{i:04d}/(?<rest>.*)$"
         others.append({"name": f"other-{i:04d}", "paths": [path], "strip_path": False})
+    # --observe: the observability plugins on, globally (metrics with every switch, file-log).
+    plugins = (
+        [
+            {
+                "name": "prometheus",
+                "config": {
+                    "status_code_metrics": True,
+                    "latency_metrics": True,
+                    "bandwidth_metrics": True,
+                    "ai_metrics": True,
+                },
+            },
+            {"name": "file-log", "config": {"path": observe}},
+        ]
+        if observe
+        else []
+    )
     return {
         "_format_version": "3.0",
+        "plugins": plugins,
         "services": [
             {"name": "llm", "url": upstream, "routes": [measured]},
             *(
@@ -67,11 +85,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mock-port", type=int, required=True)
     parser.add_argument("--routes", type=int, default=1)
+    parser.add_argument("--observe", metavar="LOG_PATH", help="add prometheus and file-log")
     args = parser.parse_args()
     if args.routes < 1:
         parser.error("--routes must be at least 1")
     # JSON is valid YAML; the gateway reads either.
-    json.dump(config(args.mock_port, args.routes), sys.stdout, indent=1)
+    json.dump(config(args.mock_port, args.routes, args.observe), sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 0
 

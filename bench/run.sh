@@ -37,6 +37,7 @@ STARTED_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 START_S=$(date +%s)
 STAMP=$(date -u +%Y-%m-%dT%H%MZ)
 [[ $QUICK == 1 ]] && STAMP="$STAMP-quick"
+[[ ${BENCH_OBSERVE:-0} == 1 ]] && STAMP="$STAMP-observe"
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -195,8 +196,17 @@ PIDS+=("$MOCK_PID")
 wait_port "$MOCK_PORT" || die "mock-llm did not start: $(cat "$TMP/mock.log")"
 DIRECT_URL="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
 
-python3 bench/gen_config.py --mock-port "$MOCK_PORT" >"$TMP/tollgate-1.yaml"
-python3 bench/gen_config.py --mock-port "$MOCK_PORT" --routes "$ROUTES" >"$TMP/tollgate-$ROUTES.yaml"
+# BENCH_OBSERVE=1: metrics (every switch), file-log and usage analytics (SQLite) all on.
+OBSERVE=${BENCH_OBSERVE:-0}
+OBSERVE_ARGS=(--analytics off)
+if [[ $OBSERVE == 1 ]]; then
+  OBSERVE_ARGS=(--analytics sqlite --data-dir "$TMP/data")
+  python3 bench/gen_config.py --mock-port "$MOCK_PORT" --observe "$TMP/file-log.jsonl" >"$TMP/tollgate-1.yaml"
+  python3 bench/gen_config.py --mock-port "$MOCK_PORT" --routes "$ROUTES" --observe "$TMP/file-log.jsonl" >"$TMP/tollgate-$ROUTES.yaml"
+else
+  python3 bench/gen_config.py --mock-port "$MOCK_PORT" >"$TMP/tollgate-1.yaml"
+  python3 bench/gen_config.py --mock-port "$MOCK_PORT" --routes "$ROUTES" >"$TMP/tollgate-$ROUTES.yaml"
+fi
 for cfg in "$TMP/tollgate-1.yaml" "$TMP/tollgate-$ROUTES.yaml"; do
   "$TOLLGATE" validate "$cfg" >&2 || die "generated config $cfg does not validate"
 done
@@ -208,7 +218,7 @@ start_gateway() { # config name
   port=$(free_port)
   GW_LOG=$TMP/gateway-$2.log
   taskset -c "$GW_CPU" "$TOLLGATE" serve --config "$1" --proxy-listen "127.0.0.1:$port" --proxy-tls-listen off \
-    --admin-listen off --log-level warn >"$TMP/gateway-$2.out" 2>"$GW_LOG" &
+    --admin-listen off --log-level warn "${OBSERVE_ARGS[@]}" >"$TMP/gateway-$2.out" 2>"$GW_LOG" &
   GW_PID=$!
   PIDS+=("$GW_PID")
   wait_port "$port" || die "tollgate did not start: $(cat "$GW_LOG")"

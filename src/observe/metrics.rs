@@ -48,8 +48,8 @@ pub struct Family {
     help: &'static str,
     kind: Kind,
     label_names: &'static [&'static str],
+    /// By the labels' hash; label values are compared on a hit, so collisions are harmless.
     series: RwLock<HashMap<u64, Vec<Arc<Series>>>>,
-    hasher: std::collections::hash_map::RandomState,
 }
 
 impl Family {
@@ -65,13 +65,12 @@ impl Family {
             kind,
             label_names,
             series: RwLock::new(HashMap::new()),
-            hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
     /// The series for `labels` (in `label_names` order), created on first use.
     pub fn series(&self, labels: &[&str]) -> Arc<Series> {
-        let key = self.hasher.hash_one(labels);
+        let key = rustc_hash::FxBuildHasher.hash_one(labels);
         let same = |s: &Arc<Series>| {
             s.labels.len() == labels.len() && s.labels.iter().zip(labels).all(|(a, b)| a == b)
         };
