@@ -24,7 +24,7 @@ pub struct FileLogSink {
 }
 
 enum Msg {
-    Line(Vec<u8>),
+    Line(Arc<crate::observe::log::LogJob>),
     Flush(SyncSender<()>),
 }
 
@@ -77,9 +77,8 @@ pub fn compile(c: &FileLogConfig) -> Result<Arc<FileLogSink>, Vec<(String, Strin
 }
 
 impl FileLogSink {
-    /// Queues one record (a newline is appended); never blocks.
-    pub fn write(&self, mut line: Vec<u8>) {
-        line.push(b'\n');
+    /// Queues one record (written as a line); never blocks.
+    pub fn write(&self, line: Arc<crate::observe::log::LogJob>) {
         let tx = self.sender();
         let Some(tx) = tx else { return };
         match tx.try_send(Msg::Line(line)) {
@@ -160,25 +159,38 @@ fn open(path: &PathBuf) -> Option<File> {
 }
 
 fn writer(path: PathBuf, reopen: bool, rx: Receiver<Msg>) {
-    let mut file: Option<File> = None;
-    while let Ok(msg) = rx.recv() {
-        match msg {
-            Msg::Line(line) => {
-                if file.is_none() || reopen {
-                    file = open(&path);
-                }
-                if let Some(f) = file.as_mut() {
-                    if let Err(e) = f.write_all(&line) {
-                        tracing::error!(path = %path.display(), error = %e, "file-log write failed");
-                        file = None;
+    let mut file: Option<std::io::BufWriter<File>> = None;
+    // Lines that arrive together are written with one system call; the buffer is flushed
+    // whenever the queue runs dry, so nothing waits in it.
+    while let Ok(first) = rx.recv() {
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Line(job) => {
+                    if file.is_none() || reopen {
+                        file = open(&path).map(std::io::BufWriter::new);
+                    }
+                    if let Some(f) = file.as_mut() {
+                        let ok = f.write_all(job.line()).and_then(|_| f.write_all(b"\n"));
+                        if let Err(e) = ok.and_then(|_| if reopen { f.flush() } else { Ok(()) }) {
+                            tracing::error!(path = %path.display(), error = %e, "file-log write failed");
+                            file = None;
+                        }
                     }
                 }
-            }
-            Msg::Flush(done) => {
-                if let Some(f) = file.as_mut() {
-                    let _ = f.flush();
+                Msg::Flush(done) => {
+                    if let Some(f) = file.as_mut() {
+                        let _ = f.flush();
+                    }
+                    let _ = done.send(());
                 }
-                let _ = done.send(());
+            }
+            next = rx.try_recv().ok();
+        }
+        if let Some(f) = file.as_mut() {
+            if let Err(e) = f.flush() {
+                tracing::error!(path = %path.display(), error = %e, "file-log write failed");
+                file = None;
             }
         }
     }

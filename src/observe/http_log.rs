@@ -186,7 +186,7 @@ pub struct HttpLogStats {
 /// A compiled `http-log` instance: the queue into its sender thread.
 #[derive(Debug)]
 pub struct HttpLogSink {
-    tx: SyncSender<Vec<u8>>,
+    tx: SyncSender<Arc<crate::observe::log::LogJob>>,
     pub stats: Arc<HttpLogStats>,
     spill: PathBuf,
 }
@@ -217,8 +217,8 @@ impl HttpLogSink {
         Ok(Arc::new(HttpLogSink { tx, stats, spill }))
     }
 
-    /// Queues one record (a JSON object's bytes); a full queue spills it.
-    pub fn send(&self, record: Vec<u8>) {
+    /// Queues one record; a full queue spills it.
+    pub fn send(&self, record: Arc<crate::observe::log::LogJob>) {
         match self.tx.try_send(record) {
             Ok(()) => {}
             Err(TrySendError::Full(r)) | Err(TrySendError::Disconnected(r)) => {
@@ -233,7 +233,11 @@ impl HttpLogSink {
     }
 }
 
-fn spill(path: &std::path::Path, records: &[Vec<u8>], stats: &HttpLogStats) {
+fn spill(
+    path: &std::path::Path,
+    records: &[Arc<crate::observe::log::LogJob>],
+    stats: &HttpLogStats,
+) {
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -245,7 +249,7 @@ fn spill(path: &std::path::Path, records: &[Vec<u8>], stats: &HttpLogStats) {
         Ok(f) => {
             let mut w = std::io::BufWriter::new(f);
             for r in records {
-                let _ = w.write_all(r);
+                let _ = w.write_all(r.line());
                 let _ = w.write_all(b"\n");
             }
             let _ = w.flush();
@@ -261,7 +265,7 @@ fn spill(path: &std::path::Path, records: &[Vec<u8>], stats: &HttpLogStats) {
 }
 
 struct Sender {
-    rx: Receiver<Vec<u8>>,
+    rx: Receiver<Arc<crate::observe::log::LogJob>>,
     config: HttpLogConfig,
     stats: Arc<HttpLogStats>,
     spill: PathBuf,
@@ -299,21 +303,22 @@ impl Sender {
     }
 
     /// Sends one batch, retrying with exponential backoff until `max_retry_time`.
-    async fn deliver(&self, batch: &[Vec<u8>], as_array: bool) {
+    async fn deliver(&self, batch: &[Arc<crate::observe::log::LogJob>], as_array: bool) {
         let body = if as_array {
-            let mut b =
-                Vec::with_capacity(batch.iter().map(Vec::len).sum::<usize>() + batch.len() + 2);
+            let mut b = Vec::with_capacity(
+                batch.iter().map(|r| r.line().len()).sum::<usize>() + batch.len() + 2,
+            );
             b.push(b'[');
             for (i, r) in batch.iter().enumerate() {
                 if i > 0 {
                     b.push(b',');
                 }
-                b.extend_from_slice(r);
+                b.extend_from_slice(r.line());
             }
             b.push(b']');
             Bytes::from(b)
         } else {
-            Bytes::from(batch.first().cloned().unwrap_or_default())
+            Bytes::from(batch.first().map(|r| r.line().to_vec()).unwrap_or_default())
         };
         let q = &self.config.queue;
         let started = Instant::now();

@@ -622,6 +622,30 @@ impl RequestLog {
     }
 }
 
+/// A finished request's record on its way to the log writers: serialized once, by the
+/// first writer thread that needs it, so the request path does not pay for the JSON.
+pub struct LogJob {
+    log: RequestLog,
+    snap: Arc<Snapshot>,
+    line: std::sync::OnceLock<Vec<u8>>,
+}
+
+impl LogJob {
+    /// A job for `log`, read against the config it ran under.
+    pub fn new(log: RequestLog, snap: Arc<Snapshot>) -> Arc<LogJob> {
+        Arc::new(LogJob {
+            log,
+            snap,
+            line: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The record's JSON (without the newline).
+    pub fn line(&self) -> &[u8] {
+        self.line.get_or_init(|| self.log.to_bytes(&self.snap))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,18 +186,28 @@ impl Finish {
         if let (Some(ai), Some(e)) = (self.log.ai.as_mut(), stream_error) {
             ai.stream_error = Some(e);
         }
-        let chain = self.chain();
-        let mut line: Option<Vec<u8>> = None;
-        for &i in chain {
-            match self.snapshot.plugins.get(i).map(|p| &p.plugin) {
-                Some(Plugin::FileLog(sink)) => {
-                    let l = line.get_or_insert_with(|| self.log.to_bytes(&self.snapshot));
-                    sink.write(l.clone());
-                }
-                Some(Plugin::HttpLog(sink)) => {
-                    let l = line.get_or_insert_with(|| self.log.to_bytes(&self.snapshot));
-                    sink.send(l.clone());
-                }
+        // The record is serialized by the first writer thread that needs it, off the
+        // request path.
+        let snapshot = self.snapshot.clone();
+        let sinks: Vec<Plugin> = self
+            .chain()
+            .iter()
+            .filter_map(|i| match snapshot.plugins.get(*i).map(|p| &p.plugin) {
+                Some(Plugin::FileLog(s)) => Some(Plugin::FileLog(s.clone())),
+                Some(Plugin::HttpLog(s)) => Some(Plugin::HttpLog(s.clone())),
+                _ => None,
+            })
+            .collect();
+        if sinks.is_empty() {
+            return;
+        }
+        let started = self.log.started;
+        let log = std::mem::replace(&mut self.log, RequestLog::new(String::new(), started));
+        let job = crate::observe::log::LogJob::new(log, snapshot);
+        for s in sinks {
+            match s {
+                Plugin::FileLog(sink) => sink.write(job.clone()),
+                Plugin::HttpLog(sink) => sink.send(job.clone()),
                 _ => {}
             }
         }
