@@ -13,6 +13,8 @@ use crate::config::plugins::FileLogConfig;
 
 /// Lines queued per file before new ones are dropped (and counted) instead of blocking.
 const QUEUE: usize = 65_536;
+/// How often the writer takes the queued lines.
+const POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A log file's writer handle, shared by every plugin instance with the same path.
 #[derive(Debug)]
@@ -160,10 +162,15 @@ fn open(path: &PathBuf) -> Option<File> {
 
 fn writer(path: PathBuf, reopen: bool, rx: Receiver<Msg>) {
     let mut file: Option<std::io::BufWriter<File>> = None;
-    // Lines that arrive together are written with one system call; the buffer is flushed
-    // whenever the queue runs dry, so nothing waits in it.
-    while let Ok(first) = rx.recv() {
-        let mut next = Some(first);
+    // The writer wakes every POLL, not per line (a wake-up per request would cost the proxy
+    // a context switch each), writes what queued up with one system call, and flushes.
+    loop {
+        std::thread::sleep(POLL);
+        let mut next = match rx.try_recv() {
+            Ok(m) => Some(m),
+            Err(std::sync::mpsc::TryRecvError::Empty) => continue,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
+        };
         while let Some(msg) = next.take() {
             match msg {
                 Msg::Line(job) => {

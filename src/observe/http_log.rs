@@ -7,7 +7,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -283,22 +283,30 @@ impl Sender {
         let q = &self.config.queue;
         let batch_max = usize::try_from(q.max_batch_size).unwrap_or(1).max(1);
         let coalesce = Duration::from_secs_f64(q.max_coalescing_delay.clamp(0.0, 3600.0));
+        // Wakes every `max_coalescing_delay` (at most 1 s, at least 10 ms) rather than per
+        // record, so the proxy does not pay a context switch per request.
+        let poll = coalesce.clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut pending: Vec<Arc<crate::observe::log::LogJob>> = Vec::new();
         loop {
-            let first = match self.rx.recv() {
-                Ok(r) => r,
-                Err(_) => return,
-            };
-            let mut batch = vec![first];
-            let deadline = Instant::now() + coalesce;
-            while batch.len() < batch_max {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.rx.recv_timeout(left) {
-                    Ok(r) => batch.push(r),
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => break,
+            std::thread::sleep(poll);
+            let mut closed = false;
+            loop {
+                match self.rx.try_recv() {
+                    Ok(r) => pending.push(r),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
+                    }
                 }
             }
-            rt.block_on(self.deliver(&batch, batch_max > 1));
+            for batch in pending.chunks(batch_max) {
+                rt.block_on(self.deliver(batch, batch_max > 1));
+            }
+            pending.clear();
+            if closed {
+                return;
+            }
         }
     }
 

@@ -15,7 +15,7 @@ mod sqlite;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -27,7 +27,7 @@ pub use query::{Query, TopQuery};
 pub const QUEUE: usize = 65_536;
 /// Records inserted per batch at most.
 const BATCH: usize = 1000;
-/// How long the writer waits to fill a batch.
+/// How often the writer takes the queued records.
 const FLUSH_EVERY: Duration = Duration::from_millis(500);
 /// How often a failed store is tried again (and the spill file replayed).
 const RETRY_EVERY: Duration = Duration::from_secs(5);
@@ -229,14 +229,22 @@ impl Writer {
     fn run(mut self) {
         let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
         loop {
-            let deadline = Instant::now() + FLUSH_EVERY;
+            // Sleep, then take what queued up: waking per record would cost the proxy a
+            // context switch per request.
+            std::thread::sleep(FLUSH_EVERY);
             let mut closed = false;
-            while batch.len() < BATCH {
-                let left = deadline.saturating_duration_since(Instant::now());
-                match self.rx.recv_timeout(left) {
-                    Ok(r) => batch.push(r),
-                    Err(RecvTimeoutError::Timeout) => break,
-                    Err(RecvTimeoutError::Disconnected) => {
+            loop {
+                match self.rx.try_recv() {
+                    Ok(r) => {
+                        batch.push(r);
+                        if batch.len() == BATCH {
+                            self.retry_store();
+                            self.write(&batch);
+                            batch.clear();
+                        }
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
                         closed = true;
                         break;
                     }
