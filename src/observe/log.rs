@@ -128,6 +128,8 @@ pub struct RequestLog {
     pub analytics: Option<Arc<crate::observe::analytics::Analytics>>,
     /// What a guardrail did to the prompt (`masked`, `blocked`).
     pub guardrail: Option<&'static str>,
+    /// Total time (ms), set when the log phase runs.
+    pub finished_ms: Option<u64>,
     /// The plugin chain when it differs from the route's (consumer-scoped plugins).
     pub chain: Option<Vec<usize>>,
 }
@@ -138,7 +140,8 @@ impl RequestLog {
     pub fn new(request_id: String, started: Instant) -> RequestLog {
         RequestLog {
             request_id,
-            started_at_ms: 0,
+            started_at_ms: crate::proxy::millis_since_epoch()
+                .saturating_sub(started.elapsed().as_millis() as u64),
             started,
             client_ip: String::new(),
             method: String::new(),
@@ -163,8 +166,16 @@ impl RequestLog {
             metrics: false,
             analytics: None,
             guardrail: None,
+            finished_ms: None,
             chain: None,
         }
+    }
+
+    /// The request's total time (ms): fixed when the log phase ran, so writers that
+    /// serialize the record later report the request's time, not their queue's.
+    pub fn total_ms(&self) -> u64 {
+        self.finished_ms
+            .unwrap_or_else(|| self.started.elapsed().as_millis() as u64)
     }
 
     /// Copies the request's details for the log record.
@@ -180,8 +191,6 @@ impl RequestLog {
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or("/");
-        self.started_at_ms = crate::proxy::millis_since_epoch()
-            .saturating_sub(self.started.elapsed().as_millis() as u64);
         self.client_ip = client_ip.to_string();
         self.method = parts.method.to_string();
         self.url = format!("{scheme}://{host}{uri}");
@@ -332,7 +341,7 @@ impl RequestLog {
     /// The record as one JSON line's bytes (without the newline), written straight from
     /// the log's fields (route and service JSON come ready-made from the snapshot).
     pub fn to_bytes(&self, snap: &Snapshot) -> Vec<u8> {
-        let total = self.started.elapsed().as_millis() as u64;
+        let total = self.total_ms();
         let proxy = self.upstream_latency_ms.map(|v| v as i64).unwrap_or(-1);
         let extra: Vec<String> = self
             .ai
@@ -560,7 +569,7 @@ impl AiLog {
 impl RequestLog {
     /// The request's usage record for analytics.
     pub fn usage_record(&self, snap: &Snapshot) -> crate::observe::analytics::Record {
-        let elapsed = self.started.elapsed().as_millis() as i64;
+        let elapsed = self.total_ms() as i64;
         let route = self.route.and_then(|r| snap.routes.get(r));
         let service = route
             .and_then(|r| r.service)
@@ -582,7 +591,7 @@ impl RequestLog {
             None => Default::default(),
         };
         let mut r = crate::observe::analytics::Record {
-            ts_ms: crate::proxy::millis_since_epoch() as i64 - elapsed,
+            ts_ms: self.started_at_ms as i64,
             request_id: self.request_id.clone(),
             consumer,
             application,
@@ -638,6 +647,11 @@ impl LogJob {
             snap,
             line: std::sync::OnceLock::new(),
         })
+    }
+
+    /// The request's usage record for analytics.
+    pub fn usage_record(&self) -> crate::observe::analytics::Record {
+        self.log.usage_record(&self.snap)
     }
 
     /// The record's JSON (without the newline).

@@ -75,7 +75,7 @@ pub fn record(cfg: &PrometheusConfig, log: &RequestLog, snap: &Snapshot) {
     }
     if cfg.latency_metrics {
         let labels = [service_name, route_name, ws];
-        let total = log.started.elapsed().as_millis() as f64;
+        let total = log.total_ms() as f64;
         m.request_latency.observe(&labels, total);
         if let Some(u) = log.upstream_latency_ms {
             m.upstream_latency.observe(&labels, u as f64);

@@ -147,6 +147,7 @@ impl Finish {
 
     /// Runs the log phase: every log plugin of the route (or the global ones) gets the record.
     pub fn run(mut self, stream_error: Option<String>) {
+        self.log.finished_ms = Some(self.log.started.elapsed().as_millis() as u64);
         if let Some(fb) = self.feedback.take() {
             let usage = self.log.ai.as_ref().and_then(|a| a.usage.as_ref());
             fb.finish(usage, stream_error.is_none());
@@ -165,9 +166,7 @@ impl Finish {
                 ),
             );
         }
-        if let Some(a) = &self.log.analytics {
-            a.submit(self.log.usage_record(&self.snapshot));
-        }
+        let analytics = self.log.analytics.take();
         if self.log.metrics {
             for &i in self.chain() {
                 if let Some(Plugin::Prometheus(cfg)) =
@@ -177,7 +176,7 @@ impl Finish {
                 }
             }
         }
-        if !self.log.enabled {
+        if !self.log.enabled && analytics.is_none() {
             return;
         }
         if let (Some(ai), Some(cap)) = (self.log.ai.as_mut(), self.capture.take()) {
@@ -189,8 +188,8 @@ impl Finish {
         // The record is serialized by the first writer thread that needs it, off the
         // request path.
         let snapshot = self.snapshot.clone();
-        let sinks: Vec<Plugin> = self
-            .chain()
+        let chain: &[usize] = if self.log.enabled { self.chain() } else { &[] };
+        let sinks: Vec<Plugin> = chain
             .iter()
             .filter_map(|i| match snapshot.plugins.get(*i).map(|p| &p.plugin) {
                 Some(Plugin::FileLog(s)) => Some(Plugin::FileLog(s.clone())),
@@ -198,12 +197,15 @@ impl Finish {
                 _ => None,
             })
             .collect();
-        if sinks.is_empty() {
+        if sinks.is_empty() && analytics.is_none() {
             return;
         }
         let started = self.log.started;
         let log = std::mem::replace(&mut self.log, RequestLog::new(String::new(), started));
         let job = crate::observe::log::LogJob::new(log, snapshot);
+        if let Some(a) = analytics {
+            a.submit(job.clone());
+        }
         for s in sinks {
             match s {
                 Plugin::FileLog(sink) => sink.write(job.clone()),

@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 
 pub use query::{Query, TopQuery};
 
-/// Records waiting for the writer at most.
-pub const QUEUE: usize = 65_536;
+/// Finished requests waiting for the writer at most (each holds its log record until
+/// the writer takes it).
+pub const QUEUE: usize = 16_384;
 /// Records inserted per batch at most.
 const BATCH: usize = 1000;
 /// How often the writer takes the queued records.
@@ -121,7 +122,7 @@ pub struct Stats {
 /// A running analytics pipeline.
 #[derive(Debug)]
 pub struct Analytics {
-    tx: SyncSender<Record>,
+    tx: SyncSender<Arc<crate::observe::log::LogJob>>,
     pub backend: Backend,
     pub stats: Arc<Stats>,
     spill: PathBuf,
@@ -163,8 +164,9 @@ impl Analytics {
         })
     }
 
-    /// Queues a record; never blocks (a full queue drops it and counts the drop).
-    pub fn submit(&self, r: Record) {
+    /// Queues a finished request (its record is built on the writer thread); never blocks
+    /// (a full queue drops it and counts the drop).
+    pub fn submit(&self, r: Arc<crate::observe::log::LogJob>) {
         match self.tx.try_send(r) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
@@ -217,7 +219,7 @@ impl Analytics {
 }
 
 struct Writer {
-    rx: Receiver<Record>,
+    rx: Receiver<Arc<crate::observe::log::LogJob>>,
     store: Option<Store>,
     backend: Backend,
     stats: Arc<Stats>,
@@ -235,8 +237,8 @@ impl Writer {
             let mut closed = false;
             loop {
                 match self.rx.try_recv() {
-                    Ok(r) => {
-                        batch.push(r);
+                    Ok(job) => {
+                        batch.push(job.usage_record());
                         if batch.len() == BATCH {
                             self.retry_store();
                             self.write(&batch);
