@@ -37,15 +37,10 @@ impl GroupBy {
     /// The SQL expression of the group key.
     pub fn column(self) -> &'static str {
         match self {
-            GroupBy::Consumer => "consumer",
-            GroupBy::Application => "application",
-            GroupBy::ConsumerGroup => "consumer_group",
-            GroupBy::Model => "model",
-            GroupBy::Provider => "provider",
-            GroupBy::Route => "route",
-            GroupBy::Service => "service",
             GroupBy::Status => "CAST(status AS TEXT)",
             GroupBy::None => "''",
+            // The other keys are columns of the same name.
+            other => other.name(),
         }
     }
 
