@@ -45,6 +45,18 @@ pub enum TokensCount {
     Cost,
 }
 
+impl TokensCount {
+    /// Kong's name for the strategy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokensCount::TotalTokens => "total_tokens",
+            TokensCount::PromptTokens => "prompt_tokens",
+            TokensCount::CompletionTokens => "completion_tokens",
+            TokensCount::Cost => "cost",
+        }
+    }
+}
+
 /// One entry of `llm_providers` (Kong's pre-3.14 shape).
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -450,7 +462,11 @@ impl AiRateLimiting {
         let slots = limits
             .iter()
             .map(|l| Slot {
-                key: format!("ai:{scope}:{identity}{partition}:{}:{:?}", l.label, l.count),
+                key: format!(
+                    "ai:{scope}:{identity}{partition}:{}:{}",
+                    l.label,
+                    l.count.as_str()
+                ),
                 limit: l.limit,
                 window: l.window,
                 sliding: l.sliding,
