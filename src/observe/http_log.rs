@@ -355,55 +355,76 @@ impl Sender {
 
     async fn post(&self, body: Bytes) -> Result<(), String> {
         let c = &self.config;
-        let uri: Uri = c.http_endpoint.parse().map_err(|e| format!("{e}"))?;
-        let https = uri.scheme_str() == Some("https");
-        let host = uri.host().unwrap_or("").to_string();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let timeout = Duration::from_millis(c.timeout.max(1));
-        let work = async {
-            let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            let _ = tcp.set_nodelay(true);
-            let mut req = Request::builder()
-                .method(Method::from_bytes(c.method.as_bytes()).unwrap_or(Method::POST))
-                .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
-                .header(
-                    http::header::HOST,
-                    uri.authority().map(|a| a.as_str()).unwrap_or(&host),
-                )
-                .header(http::header::CONTENT_TYPE, c.content_type.as_str())
-                .header(http::header::USER_AGENT, crate::SERVER_TOKEN);
-            // Credentials in the URL become Basic auth, as Kong does.
-            if let Some((userinfo, _)) = uri.authority().and_then(|a| a.as_str().rsplit_once('@')) {
-                use base64::Engine;
-                let token = base64::engine::general_purpose::STANDARD.encode(
-                    percent_encoding::percent_decode_str(userinfo)
-                        .decode_utf8_lossy()
-                        .as_bytes(),
-                );
-                req = req.header(http::header::AUTHORIZATION, format!("Basic {token}"));
-            }
-            for (k, v) in &c.headers {
-                req = req.header(k.as_str(), v.as_str());
-            }
-            let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
-            let status = if https {
-                let tls = crate::proxy::upstream_tls::connect(None, &host, tcp).await?;
-                send(hyper_util::rt::TokioIo::new(tls), req).await?
-            } else {
-                send(hyper_util::rt::TokioIo::new(tcp), req).await?
-            };
-            if status.is_success() {
-                Ok(())
-            } else {
-                Err(format!("collector answered {status}"))
-            }
+        let target = Collector {
+            endpoint: &c.http_endpoint,
+            method: &c.method,
+            content_type: &c.content_type,
+            headers: &c.headers,
+            timeout_ms: c.timeout,
         };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| "timed out".to_string())?
+        deliver_once(&target, body).await
     }
+}
+
+/// Where and how a batch is POSTed (http-log's collector, the OTLP endpoint).
+pub(crate) struct Collector<'a> {
+    pub endpoint: &'a str,
+    pub method: &'a str,
+    pub content_type: &'a str,
+    pub headers: &'a std::collections::BTreeMap<String, String>,
+    pub timeout_ms: u64,
+}
+
+/// Sends `body` once; a non-2xx answer is an error.
+pub(crate) async fn deliver_once(c: &Collector<'_>, body: Bytes) -> Result<(), String> {
+    let uri: Uri = c.endpoint.parse().map_err(|e| format!("{e}"))?;
+    let https = uri.scheme_str() == Some("https");
+    let host = uri.host().unwrap_or("").to_string();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let timeout = Duration::from_millis(c.timeout_ms.max(1));
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let mut req = Request::builder()
+            .method(Method::from_bytes(c.method.as_bytes()).unwrap_or(Method::POST))
+            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+            .header(
+                http::header::HOST,
+                uri.authority().map(|a| a.as_str()).unwrap_or(&host),
+            )
+            .header(http::header::CONTENT_TYPE, c.content_type)
+            .header(http::header::USER_AGENT, crate::SERVER_TOKEN);
+        // Credentials in the URL become Basic auth, as Kong does.
+        if let Some((userinfo, _)) = uri.authority().and_then(|a| a.as_str().rsplit_once('@')) {
+            use base64::Engine;
+            let token = base64::engine::general_purpose::STANDARD.encode(
+                percent_encoding::percent_decode_str(userinfo)
+                    .decode_utf8_lossy()
+                    .as_bytes(),
+            );
+            req = req.header(http::header::AUTHORIZATION, format!("Basic {token}"));
+        }
+        for (k, v) in c.headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
+        let status = if https {
+            let tls = crate::proxy::upstream_tls::connect(None, &host, tcp).await?;
+            send(hyper_util::rt::TokioIo::new(tls), req).await?
+        } else {
+            send(hyper_util::rt::TokioIo::new(tcp), req).await?
+        };
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(format!("collector answered {status}"))
+        }
+    };
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| "timed out".to_string())?
 }
 
 async fn send<I>(io: I, req: Request<Full<Bytes>>) -> Result<http::StatusCode, String>
