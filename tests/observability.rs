@@ -537,3 +537,126 @@ async fn http_log_posts_batches_and_spills_what_it_cannot_deliver() {
     );
     let _ = std::fs::remove_file(sink.spill_path());
 }
+
+// ---------------------------------------------------------------------------------------
+// OpenTelemetry: spans over OTLP/HTTP (JSON) to an in-process receiver, traceparent to the
+// upstream.
+
+const OTEL: &str = r#"
+_format_version: "3.0"
+plugins:
+  - name: opentelemetry
+    config:
+      traces_endpoint: "{RECEIVER}"
+      headers: {x-otlp-key: k1}
+      batch_flush_delay: 0.1
+      http_response_header_for_traceid: x-trace-id
+      resource_attributes: {deployment.environment: test}
+services:
+  - name: ot-svc
+    url: http://unused.invalid
+    routes:
+      - name: ot-chat
+        paths: ["/chat"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              logging: {log_statistics: true}
+              model: {provider: openai, name: ot-model, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+"#;
+
+#[tokio::test]
+async fn spans_go_to_an_otlp_receiver_and_traceparent_to_the_upstream() {
+    let (url, seen) = collector(200).await;
+    let h = Harness::start(&OTEL.replace("{RECEIVER}", &url.replace("/logs", "/v1/traces"))).await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let r = send(
+        "POST",
+        &h.url("/chat"),
+        &[
+            ("content-type", "application/json"),
+            ("traceparent", parent),
+        ],
+        json!({"messages": [{"role": "user", "content": "hello"}]}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-trace-id"),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
+    let upstream_tp = h
+        .mock
+        .last_request()
+        .unwrap()
+        .header("traceparent")
+        .unwrap()
+        .to_string();
+    assert!(
+        upstream_tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "{upstream_tp}"
+    );
+    assert!(
+        !upstream_tp.contains("00f067aa0ba902b7"),
+        "the upstream gets the gateway's span as parent"
+    );
+    let mut spans: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..50 {
+        spans = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                b["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        if spans.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    let attr = |s: &serde_json::Value, k: &str| -> serde_json::Value {
+        s["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["key"] == k)
+            .map(|a| a["value"].clone())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let root = spans.iter().find(|s| s["kind"] == 2).unwrap();
+    assert_eq!(root["traceId"], "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(root["parentSpanId"], "00f067aa0ba902b7");
+    assert_eq!(attr(root, "gen_ai.system")["stringValue"], "openai");
+    assert_eq!(
+        attr(root, "gen_ai.request.model")["stringValue"],
+        "ot-model"
+    );
+    assert_eq!(attr(root, "gen_ai.operation.name")["stringValue"], "chat");
+    assert!(attr(root, "gen_ai.usage.input_tokens")["intValue"]
+        .as_str()
+        .is_some());
+    assert_eq!(attr(root, "http.response.status_code")["intValue"], "200");
+    let child = spans.iter().find(|s| s["kind"] == 3).unwrap();
+    assert_eq!(child["parentSpanId"], root["spanId"]);
+    assert_eq!(
+        upstream_tp.split('-').nth(2).unwrap(),
+        child["spanId"].as_str().unwrap(),
+        "the upstream's parent is the attempt's span"
+    );
+    assert_eq!(
+        attr(child, "kong.upstream.outcome")["stringValue"],
+        "success"
+    );
+    let body = seen.lock().unwrap()[0].clone();
+    let res = body["resourceSpans"][0]["resource"]["attributes"].to_string();
+    assert!(
+        res.contains("deployment.environment") && res.contains("tollgate"),
+        "{res}"
+    );
+}

@@ -168,7 +168,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
         },
         ["plugins", "enabled"] => reply(
             StatusCode::OK,
-            json!({"enabled_plugins": ["ai-proxy", "ai-proxy-advanced", "file-log", "ai-prompt-decorator", "ai-prompt-guard", "ai-prompt-length-guard", "ai-prompt-template", "ai-rate-limiting-advanced", "ai-sanitizer", "http-log", "key-auth", "prometheus", "rate-limiting", "request-transformer"]}),
+            json!({"enabled_plugins": ["ai-proxy", "ai-proxy-advanced", "file-log", "ai-prompt-decorator", "ai-prompt-guard", "ai-prompt-length-guard", "ai-prompt-template", "ai-rate-limiting-advanced", "ai-sanitizer", "http-log", "key-auth", "opentelemetry", "prometheus", "rate-limiting", "request-transformer"]}),
         ),
         ["services"] => list(
             &snap,
@@ -505,6 +505,7 @@ fn root(gw: &Gateway, snap: &Snapshot) -> Resp {
         ("ai-sanitizer", 771),
         ("prometheus", 13),
         ("http-log", 12),
+        ("opentelemetry", 14),
     ]
     .into_iter()
     .map(|(n, p)| {

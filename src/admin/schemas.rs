@@ -32,6 +32,7 @@ fn config_schema(name: &str) -> Option<Schema> {
             schema_for!(crate::plugins::ai_prompt_length::AiPromptLengthConfig)
         }
         "http-log" => schema_for!(crate::observe::http_log::HttpLogConfig),
+        "opentelemetry" => schema_for!(crate::observe::otel::OtelConfig),
         "prometheus" => schema_for!(crate::plugins::prometheus::PrometheusConfig),
         "ai-sanitizer" => schema_for!(crate::plugins::ai_sanitizer::AiSanitizerConfig),
         "ai-prompt-guard" => schema_for!(crate::plugins::ai_prompt_guard::AiPromptGuardConfig),

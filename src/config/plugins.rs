@@ -584,6 +584,7 @@ pub enum PluginConfig {
     Sanitizer(Box<crate::plugins::ai_sanitizer::AiSanitizerConfig>),
     Prometheus(crate::plugins::prometheus::PrometheusConfig),
     HttpLog(Box<crate::observe::http_log::HttpLogConfig>),
+    OpenTelemetry(Box<crate::observe::otel::OtelConfig>),
 }
 
 /// Kong plugins Tollgate knows by name but does not implement yet (a clearer error than "unknown").
@@ -683,6 +684,12 @@ pub fn parse(name: &str, config: Option<&Value>) -> Result<PluginConfig, Vec<Fie
             let c = typed::<crate::observe::http_log::HttpLogConfig>(config)?;
             checked(c.validate(), || PluginConfig::HttpLog(Box::new(c.clone())))
         }
+        "opentelemetry" => {
+            let c = typed::<crate::observe::otel::OtelConfig>(config)?;
+            checked(c.validate(), || {
+                PluginConfig::OpenTelemetry(Box::new(c.clone()))
+            })
+        }
         "prometheus" => typed::<crate::plugins::prometheus::PrometheusConfig>(config)
             .map(PluginConfig::Prometheus),
         n if KNOWN_UNIMPLEMENTED.contains(&n) => Err(vec![(
@@ -741,6 +748,7 @@ impl PluginConfig {
             PluginConfig::AiProxy(_) | PluginConfig::AiProxyAdvanced(_) => 770,
             PluginConfig::Prometheus(_) => 13,
             PluginConfig::HttpLog(_) => 12,
+            PluginConfig::OpenTelemetry(_) => 14,
             PluginConfig::FileLog(_) => 9,
         }
     }

@@ -72,6 +72,8 @@ pub struct Route {
     pub shapes_prompt: bool,
     /// The chain has `prometheus`.
     pub metrics: bool,
+    /// The chain has `opentelemetry`.
+    pub tracing: bool,
 }
 
 /// A plugin instance: entity fields plus its compiled runtime.
@@ -559,6 +561,7 @@ impl Builder<'_> {
             quotas: false,
             shapes_prompt: false,
             metrics: false,
+            tracing: false,
         });
         Some(self.routes.len() - 1)
     }
@@ -984,6 +987,7 @@ impl Snapshot {
             });
             route.shapes_prompt = has(&route.chain, Plugin::shapes_prompt);
             route.metrics = has(&route.chain, |p| matches!(p, Plugin::Prometheus(_)));
+            route.tracing = has(&route.chain, |p| matches!(p, Plugin::OpenTelemetry(_)));
         }
         let global_chain = resolve_chain(&plugins, None, None, None, &[]);
         let consumer_plugins = plugins
@@ -1153,6 +1157,7 @@ fn config_to_json(c: &PluginConfig) -> Value {
         PluginConfig::Sanitizer(c) => serde_json::to_value(c),
         PluginConfig::Prometheus(c) => serde_json::to_value(c),
         PluginConfig::HttpLog(c) => serde_json::to_value(c),
+        PluginConfig::OpenTelemetry(c) => serde_json::to_value(c),
     };
     v.unwrap_or(Value::Null)
 }
@@ -1219,6 +1224,11 @@ fn compile_plugin(
             Ok((Plugin::Sanitizer(Arc::new(s)), Vec::new()))
         }
         PluginConfig::Prometheus(c) => Ok((Plugin::Prometheus(Arc::new(c)), Vec::new())),
+        PluginConfig::OpenTelemetry(c) => {
+            let o = crate::observe::otel::Otel::start(*c)
+                .map_err(|e| issues(vec![("config".into(), e)]))?;
+            Ok((Plugin::OpenTelemetry(Arc::new(o)), Vec::new()))
+        }
         PluginConfig::HttpLog(c) => {
             let sink = crate::observe::http_log::HttpLogSink::start(
                 id,

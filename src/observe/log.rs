@@ -35,6 +35,12 @@ pub struct Try {
     pub balancer_latency: u64,
     /// `success`, `http_<status>`, `error`, `timeout`, `reset`…
     pub outcome: String,
+    /// When the attempt started (µs after the request did) and how long it took until
+    /// the upstream's response head (or the failure).
+    pub start_us: u64,
+    pub duration_us: u64,
+    /// The attempt's span (its `traceparent` to the upstream), when tracing.
+    pub span_id: Option<[u8; 8]>,
 }
 
 /// What ai-proxy adds to the record.
@@ -130,6 +136,8 @@ pub struct RequestLog {
     pub guardrail: Option<&'static str>,
     /// Total time (ms), set when the log phase runs.
     pub finished_ms: Option<u64>,
+    /// The request's trace (an `opentelemetry` instance applies).
+    pub trace: Option<crate::observe::otel::TraceCtx>,
     /// The plugin chain when it differs from the route's (consumer-scoped plugins).
     pub chain: Option<Vec<usize>>,
 }
@@ -167,6 +175,7 @@ impl RequestLog {
             analytics: None,
             guardrail: None,
             finished_ms: None,
+            trace: None,
             chain: None,
         }
     }

@@ -5,3 +5,4 @@ pub mod file_log;
 pub mod http_log;
 pub mod log;
 pub mod metrics;
+pub mod otel;

@@ -33,6 +33,7 @@ pub enum Plugin {
     Sanitizer(Arc<ai_sanitizer::Sanitizer>),
     Prometheus(Arc<prometheus::PrometheusConfig>),
     HttpLog(Arc<crate::observe::http_log::HttpLogSink>),
+    OpenTelemetry(Arc<crate::observe::otel::Otel>),
 }
 
 impl Plugin {
@@ -69,6 +70,7 @@ impl Plugin {
             Plugin::AiProxy(_) => 770,
             Plugin::Prometheus(_) => 13,
             Plugin::HttpLog(_) => 12,
+            Plugin::OpenTelemetry(_) => 14,
             Plugin::FileLog(_) => 9,
         }
     }

@@ -515,6 +515,31 @@ pub async fn handle_request(
     }
     let chain: &[usize] = chain_override.as_deref().unwrap_or(&route.chain);
     let mut quota_headers: access::Headers = Vec::new();
+    if route.tracing || chain_override.is_some() {
+        let otel = chain
+            .iter()
+            .find_map(|i| match snap.plugins.get(*i).map(|p| &p.plugin) {
+                Some(Plugin::OpenTelemetry(o)) => Some(o.clone()),
+                _ => None,
+            });
+        if let Some(o) = otel {
+            let trace = crate::observe::otel::TraceCtx::start(&up.headers, o.rate);
+            // Plain services see this request's span as the parent; AI routes give each
+            // upstream attempt its own span (retry.rs).
+            if let Some(v) = trace.traceparent(trace.span) {
+                up.headers.insert("traceparent", v);
+            }
+            if let Some(name) = o.config.http_response_header_for_traceid.as_deref() {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::try_from(name),
+                    HeaderValue::from_str(&trace.trace_hex()),
+                ) {
+                    quota_headers.push((n, v));
+                }
+            }
+            log.trace = Some(trace);
+        }
+    }
     if route.quotas || chain_override.is_some() {
         let caller = access::Caller {
             consumer: log.consumer.as_ref().map(|c| c.0),
@@ -729,7 +754,13 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     let log_payloads = log.enabled && first.map(|t| t.logging.log_payloads).unwrap_or(false);
     // The balancer reads usage from the log record even when no log plugin does.
     let charging = !log.charges.is_empty();
-    if log.enabled || ai.balancer.learns() || charging || log.metrics || log.analytics.is_some() {
+    if log.enabled
+        || ai.balancer.learns()
+        || charging
+        || log.metrics
+        || log.analytics.is_some()
+        || log.trace.is_some_and(|t| t.sampled)
+    {
         let mut a = AiLog::new(c.ai.clone());
         if log_payloads {
             a.payload_request = Some(String::from_utf8_lossy(&c.up.body).into_owned());
@@ -898,7 +929,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         path_model: native_call.as_ref().map(|(m, _)| m.as_str()),
         add_include_usage: add_include_usage && ai.llm_format == LlmFormat::Openai,
         forwarded: c.forwarded,
-        record: log.enabled || log.metrics,
+        record: log.enabled || log.metrics || log.trace.is_some(),
         hash_key: ai
             .hash_on_header
             .as_ref()
@@ -907,6 +938,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         candidates,
         preferred: preferred.as_deref(),
         trust: c.trust,
+        trace: log.trace,
     };
     log.proxy_latency_ms = Some(ms(log.started.elapsed()));
     let mut tries: Vec<Try> = Vec::new();

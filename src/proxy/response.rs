@@ -119,6 +119,7 @@ impl Finish {
         feedback: Option<Feedback>,
     ) -> Option<Box<Finish>> {
         let wanted = log.enabled
+            || log.trace.is_some_and(|t| t.sampled)
             || feedback.is_some()
             || !log.charges.is_empty()
             || log.metrics
@@ -165,6 +166,19 @@ impl Finish {
                     target.and_then(|t| t.options.output_cost),
                 ),
             );
+        }
+        if let Some(trace) = self.log.trace.filter(|t| t.sampled) {
+            for &i in self.chain() {
+                if let Some(Plugin::OpenTelemetry(o)) =
+                    self.snapshot.plugins.get(i).map(|p| &p.plugin)
+                {
+                    o.export(crate::observe::otel::spans(
+                        &self.log,
+                        &trace,
+                        &self.snapshot,
+                    ));
+                }
+            }
         }
         let analytics = self.log.analytics.take();
         if self.log.metrics {

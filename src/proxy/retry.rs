@@ -47,6 +47,8 @@ pub struct AiRequest<'a> {
     pub preferred: Option<&'a [usize]>,
     /// The route's service's upstream TLS trust (None: the default).
     pub trust: Option<&'a crate::proxy::upstream_tls::Trust>,
+    /// The request's trace: each attempt gets its own span and `traceparent`.
+    pub trace: Option<crate::observe::otel::TraceCtx>,
 }
 
 /// The attempt that produced the response the client gets.
@@ -128,6 +130,14 @@ pub async fn run(
         };
         t.balancer_start = balancer_start.duration_since(started).as_millis() as u64;
         t.balancer_latency = balancer_start.elapsed().as_millis() as u64;
+        t.start_us = balancer_start.duration_since(started).as_micros() as u64;
+        if let Some(tc) = &req.trace {
+            let span = crate::observe::otel::span_id();
+            if let Some(v) = tc.traceparent(span) {
+                out.headers.insert("traceparent", v);
+                t.span_id = Some(span);
+            }
+        }
         let last = attempt + 1 == attempts;
         if let Some(gcp) = &target.auth.gcp {
             let source = gcp
@@ -144,6 +154,7 @@ pub async fn run(
                     // Like a failed connect: the request never left, another target may serve it.
                     t.outcome = "error".into();
                     if req.record {
+                        t.duration_us = balancer_start.elapsed().as_micros() as u64;
                         tries.push(t);
                     }
                     tracing::debug!(attempt, error = %e, "no access token for the upstream");
@@ -178,6 +189,7 @@ pub async fn run(
                     }
                     t.outcome = format!("http_{status}");
                     if req.record {
+                        t.duration_us = balancer_start.elapsed().as_micros() as u64;
                         tries.push(t);
                     }
                     continue;
@@ -188,6 +200,7 @@ pub async fn run(
                     format!("http_{status}")
                 };
                 if req.record {
+                    t.duration_us = balancer_start.elapsed().as_micros() as u64;
                     tries.push(t);
                 }
                 return Ok(Answered {
@@ -206,6 +219,7 @@ pub async fn run(
                 }
                 t.outcome = f.kind.as_str().into();
                 if req.record {
+                    t.duration_us = balancer_start.elapsed().as_micros() as u64;
                     tries.push(t);
                 }
                 tracing::debug!(attempt, kind = f.kind.as_str(), detail = %f.detail, "upstream attempt failed");
