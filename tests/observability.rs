@@ -548,6 +548,7 @@ plugins:
   - name: opentelemetry
     config:
       traces_endpoint: "{RECEIVER}"
+      protocol: "{PROTOCOL}"
       headers: {x-otlp-key: k1}
       batch_flush_delay: 0.1
       http_response_header_for_traceid: x-trace-id
@@ -569,7 +570,12 @@ services:
 #[tokio::test]
 async fn spans_go_to_an_otlp_receiver_and_traceparent_to_the_upstream() {
     let (url, seen) = collector(200).await;
-    let h = Harness::start(&OTEL.replace("{RECEIVER}", &url.replace("/logs", "/v1/traces"))).await;
+    let h = Harness::start(
+        &OTEL
+            .replace("{RECEIVER}", &url.replace("/logs", "/v1/traces"))
+            .replace("{PROTOCOL}", "http/json"),
+    )
+    .await;
     let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let r = send(
         "POST",
@@ -659,4 +665,100 @@ async fn spans_go_to_an_otlp_receiver_and_traceparent_to_the_upstream() {
         res.contains("deployment.environment") && res.contains("tollgate"),
         "{res}"
     );
+}
+
+/// A gRPC (HTTP/2 cleartext) receiver that keeps the raw request bodies and the paths.
+async fn grpc_receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, bytes::Bytes)>>>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let keep = keep.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let keep = keep.clone();
+                        async move {
+                            let path = req.uri().path().to_string();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            keep.lock().unwrap().push((path, body));
+                            // A trailers-only answer: the status in the headers.
+                            let mut r = hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::new(),
+                            ));
+                            r.headers_mut()
+                                .insert("content-type", "application/grpc".parse().unwrap());
+                            r.headers_mut().insert("grpc-status", "0".parse().unwrap());
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    },
+                );
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+            });
+        }
+    });
+    (format!("http://{addr}"), seen)
+}
+
+#[tokio::test]
+async fn spans_go_over_otlp_grpc() {
+    let (url, seen) = grpc_receiver().await;
+    let h = Harness::start(
+        &OTEL
+            .replace("{RECEIVER}", &url)
+            .replace("{PROTOCOL}", "grpc"),
+    )
+    .await;
+    let r = send(
+        "POST",
+        &h.url("/chat"),
+        &[("content-type", "application/json")],
+        json!({"messages": [{"role": "user", "content": "hello"}]}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let trace_hex = r.header("x-trace-id").unwrap().to_string();
+    let trace: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&trace_hex[i * 2..i * 2 + 2], 16).unwrap())
+        .collect();
+    for _ in 0..50 {
+        if !seen.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (path, body) = seen.lock().unwrap().first().cloned().expect("an export");
+    assert_eq!(
+        path,
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+    );
+    // gRPC framing: uncompressed, then the message length.
+    assert_eq!(body[0], 0);
+    let len = u32::from_be_bytes([body[1], body[2], body[3], body[4]]) as usize;
+    assert_eq!(len, body.len() - 5);
+    let msg = &body[5..];
+    assert!(
+        msg.windows(16).any(|w| w == trace.as_slice()),
+        "the trace id"
+    );
+    for text in [
+        "gen_ai.system",
+        "openai",
+        "ot-model",
+        "deployment.environment",
+    ] {
+        assert!(
+            msg.windows(text.len()).any(|w| w == text.as_bytes()),
+            "{text}"
+        );
+    }
 }

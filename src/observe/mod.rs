@@ -6,3 +6,4 @@ pub mod http_log;
 pub mod log;
 pub mod metrics;
 pub mod otel;
+pub mod otlp_proto;

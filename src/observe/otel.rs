@@ -44,6 +44,25 @@ pub struct OtelConfig {
     pub propagation: Option<Value>,
     pub header_type: Option<String>,
     pub queue: Option<Value>,
+    /// Tollgate: the OTLP transport — `http/protobuf` (default, as Kong sends),
+    /// `http/json`, or `grpc` (the endpoint is then the collector's gRPC address, e.g.
+    /// `http://collector:4317`).
+    #[serde(default, deserialize_with = "nullable")]
+    pub protocol: OtlpProtocol,
+}
+
+/// How spans travel to the collector.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, schemars::JsonSchema,
+)]
+pub enum OtlpProtocol {
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    #[serde(rename = "http/json")]
+    HttpJson,
+    #[serde(rename = "grpc")]
+    Grpc,
 }
 
 impl OtelConfig {
@@ -377,15 +396,35 @@ impl Exporter {
                     "resource": {"attributes": resource},
                     "scopeSpans": [{"scope": {"name": "tollgate", "version": crate::VERSION}, "spans": chunk}],
                 }]});
-                let target = crate::observe::http_log::Collector {
-                    endpoint: &self.config.traces_endpoint,
-                    method: "POST",
-                    content_type: "application/json",
-                    headers: &self.config.headers,
-                    timeout_ms: self.config.send_timeout.unwrap_or(5000),
+                let timeout_ms = self.config.send_timeout.unwrap_or(5000);
+                let sent = match self.config.protocol {
+                    OtlpProtocol::Grpc => rt.block_on(grpc_export(
+                        &self.config.traces_endpoint,
+                        &self.config.headers,
+                        timeout_ms,
+                        &crate::observe::otlp_proto::encode(&body),
+                    )),
+                    p => {
+                        let (content_type, bytes) = match p {
+                            OtlpProtocol::HttpJson => {
+                                ("application/json", Bytes::from(body.to_string()))
+                            }
+                            _ => (
+                                "application/x-protobuf",
+                                Bytes::from(crate::observe::otlp_proto::encode(&body)),
+                            ),
+                        };
+                        let target = crate::observe::http_log::Collector {
+                            endpoint: &self.config.traces_endpoint,
+                            method: "POST",
+                            content_type,
+                            headers: &self.config.headers,
+                            timeout_ms,
+                        };
+                        rt.block_on(crate::observe::http_log::deliver_once(&target, bytes))
+                    }
                 };
-                let bytes = Bytes::from(body.to_string());
-                match rt.block_on(crate::observe::http_log::deliver_once(&target, bytes)) {
+                match sent {
                     Ok(()) => {
                         self.stats
                             .exported
@@ -404,6 +443,96 @@ impl Exporter {
             }
         }
     }
+}
+
+/// Sends one `ExportTraceServiceRequest` over gRPC (HTTP/2; cleartext for `http://`).
+async fn grpc_export(
+    endpoint: &str,
+    headers: &BTreeMap<String, String>,
+    timeout_ms: u64,
+    message: &[u8],
+) -> Result<(), String> {
+    use http_body_util::{BodyExt, Full};
+    let uri: http::Uri = endpoint.parse().map_err(|e| format!("{e}"))?;
+    let https = uri.scheme_str() == Some("https");
+    let host = uri.host().unwrap_or("").to_string();
+    let port = uri.port_u16().unwrap_or(if https { 443 } else { 4317 });
+    let authority = uri
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or(host.clone());
+    // gRPC's length-prefixed message: not compressed, 4-byte big-endian length.
+    let mut framed = Vec::with_capacity(message.len() + 5);
+    framed.push(0);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    let work = async {
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        let scheme = if https { "https" } else { "http" };
+        let mut req = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(format!(
+                "{scheme}://{authority}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            ))
+            .header(http::header::CONTENT_TYPE, "application/grpc")
+            .header("te", "trailers")
+            .header(http::header::USER_AGENT, crate::SERVER_TOKEN);
+        for (k, v) in headers {
+            req = req.header(k.as_str(), v.as_str());
+        }
+        let req = req
+            .body(Full::new(Bytes::from(framed)))
+            .map_err(|e| e.to_string())?;
+        let exec = hyper_util::rt::TokioExecutor::new();
+        let resp = if https {
+            let tls = crate::proxy::upstream_tls::connect(None, &host, tcp).await?;
+            let (mut s, conn) =
+                hyper::client::conn::http2::handshake(exec, hyper_util::rt::TokioIo::new(tls))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            s.send_request(req).await.map_err(|e| e.to_string())?
+        } else {
+            let (mut s, conn) =
+                hyper::client::conn::http2::handshake(exec, hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            s.send_request(req).await.map_err(|e| e.to_string())?
+        };
+        let status = resp.status();
+        let in_headers = resp
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let collected = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        let in_trailers = collected
+            .trailers()
+            .and_then(|t| t.get("grpc-status"))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        match (status.is_success(), in_trailers.or(in_headers).as_deref()) {
+            (true, Some("0")) => Ok(()),
+            (true, Some(code)) => Err(format!("collector answered grpc-status {code}")),
+            (true, None) => Err("collector answered without grpc-status".into()),
+            (false, _) => Err(format!("collector answered {status}")),
+        }
+    };
+    tokio::time::timeout(Duration::from_millis(timeout_ms.max(1)), work)
+        .await
+        .map_err(|_| "timed out".to_string())?
 }
 
 #[cfg(test)]
