@@ -557,6 +557,20 @@ services:
   - name: ot-svc
     url: http://unused.invalid
     routes:
+      - name: ot-semantic
+        paths: ["/semantic"]
+        plugins:
+          - name: ai-proxy-advanced
+            config:
+              balancer: {algorithm: semantic, retries: 0}
+              embeddings:
+                model: {provider: openai, name: ot-emb, options: {upstream_url: "{MOCK}"}}
+              vectordb: {dimensions: 16, distance_metric: cosine, threshold: 0.9}
+              targets:
+                - {route_type: llm/v1/chat, description: "programming and code",
+                   model: {provider: openai, name: code, options: {upstream_url: "{MOCK}"}}}
+                - {route_type: llm/v1/chat, description: CATCHALL,
+                   model: {provider: openai, name: other, options: {upstream_url: "{MOCK}"}}}
       - name: ot-chat
         paths: ["/chat"]
         plugins:
@@ -761,4 +775,55 @@ async fn spans_go_over_otlp_grpc() {
             "{text}"
         );
     }
+}
+
+#[tokio::test]
+async fn semantic_routing_embeddings_calls_get_their_own_span() {
+    let (url, seen) = collector(200).await;
+    let h = Harness::start(
+        &OTEL
+            .replace("{RECEIVER}", &url.replace("/logs", "/v1/traces"))
+            .replace("{PROTOCOL}", "http/json"),
+    )
+    .await;
+    let r = send(
+        "POST",
+        &h.url("/semantic"),
+        &[("content-type", "application/json")],
+        json!({"messages": [{"role": "user", "content": "fix this code bug"}]}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let trace = r.header("x-trace-id").unwrap().to_string();
+    let mut spans: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..50 {
+        spans = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|b| {
+                b["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|s| s["traceId"] == trace.as_str())
+            .collect();
+        if spans.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let emb = spans
+        .iter()
+        .find(|s| s["name"] == "embeddings ot-emb")
+        .unwrap_or_else(|| panic!("{spans:?}"));
+    let root = spans.iter().find(|s| s["kind"] == 2).unwrap();
+    assert_eq!(emb["parentSpanId"], root["spanId"]);
+    let attrs = emb["attributes"].to_string();
+    assert!(
+        attrs.contains("\"gen_ai.operation.name\"") && attrs.contains("\"embeddings\""),
+        "{attrs}"
+    );
+    assert!(attrs.contains("\"openai\""), "{attrs}");
 }

@@ -61,6 +61,8 @@ pub struct AiLog {
     pub stream_error: Option<String>,
     /// Semantic routing's decision (`ai.proxy.semantic`).
     pub semantic: Option<Value>,
+    /// When semantic routing ran (µs after the request started) and for how long.
+    pub semantic_at: Option<(u64, u64)>,
 }
 
 impl AiLog {
@@ -79,6 +81,7 @@ impl AiLog {
             payload_response: None,
             stream_error: None,
             semantic: None,
+            semantic_at: None,
         }
     }
 

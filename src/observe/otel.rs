@@ -277,6 +277,25 @@ pub fn spans(log: &RequestLog, trace: &TraceCtx, snap: &Snapshot) -> Vec<Value> 
         root["parentSpanId"] = json!(hex(&p));
     }
     let mut out = vec![root];
+    // Semantic routing's embeddings call (its result may come from the cache).
+    if let Some((ai, (at, dur))) = log.ai.as_ref().and_then(|a| a.semantic_at.map(|t| (a, t))) {
+        let s = start_ns + at as u128 * 1000;
+        let sem = ai.semantic.as_ref();
+        let field = |k: &str| sem.and_then(|v| v.get(k)).cloned().unwrap_or(Value::Null);
+        let model = field("embeddings_model");
+        out.push(json!({
+            "traceId": hex(&trace.trace_id), "spanId": hex(&span_id()), "parentSpanId": hex(&trace.span),
+            "name": format!("embeddings {}", model.as_str().unwrap_or("")), "kind": 3,
+            "startTimeUnixNano": s.to_string(), "endTimeUnixNano": (s + dur as u128 * 1000).to_string(),
+            "attributes": [
+                attr("gen_ai.operation.name", json!("embeddings")),
+                attr("gen_ai.system", field("embeddings_provider")),
+                attr("gen_ai.request.model", model),
+                attr("tollgate.semantic.outcome", field("outcome")),
+            ],
+            "status": { "code": 1 },
+        }));
+    }
     for t in &log.tries {
         let Some(span) = t.span_id else { continue };
         let s = start_ns + t.start_us as u128 * 1000;

@@ -906,9 +906,14 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
     // Semantic routing picks the preferred targets before the retry loop (access phase).
     let preferred = match (&ai.semantic, &parsed) {
         (Some(s), Some(p)) => {
+            let began = log.started.elapsed();
             let routed = Box::pin(s.route(&c.gw.upstreams, p)).await;
             if let Some(a) = log.ai.as_mut() {
                 a.semantic = Some(routed.log);
+                a.semantic_at = Some((
+                    began.as_micros() as u64,
+                    (log.started.elapsed() - began).as_micros() as u64,
+                ));
             }
             match routed.candidates {
                 Ok(c) => Some(c),
