@@ -823,3 +823,66 @@ async fn plugin_schemas_in_kongs_format() {
     let r = get(&gw.admin("/schemas/plugins/nope")).await;
     assert_eq!(r.status, 404);
 }
+
+/// Credentials in the governance and observability plugins' configs (Redis passwords, a
+/// collector's API key header, a URL with user:password) never come back from the Admin
+/// API, and a config written back with the redacted values keeps the real ones.
+#[tokio::test]
+async fn plugin_credentials_are_redacted() {
+    let h = support::Harness::start(
+        r#"
+_format_version: "3.0"
+plugins:
+  - name: rate-limiting
+    config: {minute: 5, policy: redis, redis: {host: 127.0.0.1, password: redis-s3cret}, redis_password: flat-s3cret}
+  - name: http-log
+    config: {http_endpoint: "http://user:url-s3cret@127.0.0.1:9/logs", headers: {x-api-key: hdr-s3cret}}
+  - name: opentelemetry
+    config: {traces_endpoint: "http://127.0.0.1:9/v1/traces", headers: {authorization: Bearer otel-s3cret}}
+"#,
+    )
+    .await;
+    for path in ["/plugins", "/config"] {
+        let text = get(&h.admin(path)).await.text();
+        for secret in [
+            "redis-s3cret",
+            "flat-s3cret",
+            "url-s3cret",
+            "hdr-s3cret",
+            "otel-s3cret",
+        ] {
+            assert!(!text.contains(secret), "{path} shows {secret}: {text}");
+        }
+        assert!(text.contains("[REDACTED]"), "{text}");
+    }
+    let plugins = get(&h.admin("/plugins")).await.json();
+    let otel = plugins["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "opentelemetry")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        otel["config"]["traces_endpoint"],
+        "http://127.0.0.1:9/v1/traces"
+    );
+    // Writing back what was read keeps the real header value.
+    let id = otel["id"].as_str().unwrap();
+    let r = send(
+        "PATCH",
+        &h.admin(&format!("/plugins/{id}")),
+        &[("content-type", "application/json")],
+        serde_json::json!({"config": otel["config"]}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let snap = h.gw.gateway.snapshot.load();
+    let cfg = &snap
+        .plugins
+        .iter()
+        .find(|p| p.name == "opentelemetry")
+        .unwrap()
+        .config_json;
+    assert_eq!(cfg["headers"]["authorization"], "Bearer otel-s3cret");
+}

@@ -1377,19 +1377,47 @@ const SECRET_FIELDS: &[&str] = &[
     "aws_secret_access_key",
     "aws_access_key_id",
     "azure_client_secret",
+    // Redis (quota counters, vector stores) and Postgres credentials.
+    "password",
+    "redis_password",
+    "sentinel_password",
 ];
+
+/// Config maps whose every value may be a credential (http-log's and opentelemetry's
+/// `headers` carry the collector's API key).
+const SECRET_MAPS: &[&str] = &["headers"];
+
+/// URL fields that may carry `user:password@`.
+const SECRET_URLS: &[&str] = &["http_endpoint", "traces_endpoint"];
 
 /// Replaces secret values by `"[REDACTED]"` unless they are `{vault://…}` references.
 pub fn redact_secrets(v: &mut Value) {
     match v {
         Value::Object(m) => {
-            for (k, val) in m.iter_mut() {
-                if SECRET_FIELDS.contains(&k.as_str()) {
-                    if let Value::String(s) = val {
-                        if !super::vault::is_reference(s) {
-                            *val = Value::String("[REDACTED]".into());
-                        }
+            let redact = |val: &mut Value| {
+                if let Value::String(s) = val {
+                    if !super::vault::is_reference(s) {
+                        *val = Value::String("[REDACTED]".into());
                     }
+                }
+            };
+            for (k, val) in m.iter_mut() {
+                let k = k.as_str();
+                if SECRET_FIELDS.contains(&k) {
+                    redact(val);
+                } else if SECRET_MAPS.contains(&k) && val.is_object() {
+                    val.as_object_mut()
+                        .into_iter()
+                        .flat_map(|m| m.values_mut())
+                        .for_each(redact);
+                } else if SECRET_URLS.contains(&k)
+                    && val.as_str().is_some_and(|u| {
+                        u.split_once("://").is_some_and(|(_, rest)| {
+                            rest.split('/').next().is_some_and(|a| a.contains('@'))
+                        })
+                    })
+                {
+                    redact(val);
                 } else {
                     redact_secrets(val);
                 }
