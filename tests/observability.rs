@@ -382,12 +382,16 @@ async fn records_spill_to_disk_when_the_store_is_down() {
 // ---------------------------------------------------------------------------------------
 // http-log: batches to a collector, retries, and a spill file for what cannot be delivered.
 
-/// A collector on 127.0.0.1 that answers `status` and keeps every body it received.
-async fn collector(status: u16) -> (String, Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+/// What a receiver got: each request's path and body.
+type Received = Arc<std::sync::Mutex<Vec<(String, bytes::Bytes)>>>;
+
+/// A server on 127.0.0.1 that keeps every request's path and body. HTTP/1.1 answering
+/// `status`, or (`grpc`) HTTP/2 with a trailers-only gRPC OK.
+async fn receiver(status: u16, grpc: bool) -> (std::net::SocketAddr, Received) {
     use http_body_util::BodyExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen: Received = Arc::default();
     let keep = seen.clone();
     tokio::spawn(async move {
         loop {
@@ -400,25 +404,80 @@ async fn collector(status: u16) -> (String, Arc<std::sync::Mutex<Vec<serde_json:
                     move |req: hyper::Request<hyper::body::Incoming>| {
                         let keep = keep.clone();
                         async move {
+                            let path = req.uri().path().to_string();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
-                            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body) {
-                                keep.lock().unwrap().push(v);
-                            }
+                            keep.lock().unwrap().push((path, body));
+                            let reply = if grpc { "" } else { "{}" };
                             let mut r = hyper::Response::new(http_body_util::Full::new(
-                                bytes::Bytes::from_static(b"{}"),
+                                bytes::Bytes::from_static(reply.as_bytes()),
                             ));
                             *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            if grpc {
+                                r.headers_mut()
+                                    .insert("content-type", "application/grpc".parse().unwrap());
+                                r.headers_mut().insert("grpc-status", "0".parse().unwrap());
+                            }
                             Ok::<_, std::convert::Infallible>(r)
                         }
                     },
                 );
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                let io = hyper_util::rt::TokioIo::new(tcp);
+                if grpc {
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(io, svc)
                     .await;
+                } else {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                }
             });
         }
     });
+    (addr, seen)
+}
+
+/// A JSON collector (http-log, OTLP/HTTP JSON) answering `status`.
+async fn collector(status: u16) -> (String, Received) {
+    let (addr, seen) = receiver(status, false).await;
     (format!("http://{addr}/logs"), seen)
+}
+
+/// The JSON bodies received so far.
+fn json_bodies(seen: &Received) -> Vec<serde_json::Value> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter_map(|(_, b)| serde_json::from_slice(b).ok())
+        .collect()
+}
+
+/// Waits (bounded) until at least `n` spans of the OTLP JSON exports satisfy `keep`.
+async fn spans_received(
+    seen: &Received,
+    n: usize,
+    keep: impl Fn(&serde_json::Value) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut spans = Vec::new();
+    for _ in 0..50 {
+        spans = json_bodies(seen)
+            .iter()
+            .flat_map(|b| {
+                b["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|s| keep(s))
+            .collect();
+        if spans.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    spans
 }
 
 const HTTP_LOG: &str = r#"
@@ -477,7 +536,7 @@ async fn http_log_posts_batches_and_spills_what_it_cannot_deliver() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let bodies = seen.lock().unwrap().clone();
+    let bodies = json_bodies(&seen);
     let records: Vec<&serde_json::Value> =
         bodies.iter().flat_map(|b| b.as_array().unwrap()).collect();
     assert_eq!(records.len(), 3, "{bodies:?}");
@@ -621,24 +680,7 @@ async fn spans_go_to_an_otlp_receiver_and_traceparent_to_the_upstream() {
         !upstream_tp.contains("00f067aa0ba902b7"),
         "the upstream gets the gateway's span as parent"
     );
-    let mut spans: Vec<serde_json::Value> = Vec::new();
-    for _ in 0..50 {
-        spans = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|b| {
-                b["resourceSpans"][0]["scopeSpans"][0]["spans"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .collect();
-        if spans.len() >= 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let spans = spans_received(&seen, 2, |_| true).await;
     assert_eq!(spans.len(), 2, "{spans:?}");
     let attr = |s: &serde_json::Value, k: &str| -> serde_json::Value {
         s["attributes"]
@@ -673,7 +715,7 @@ async fn spans_go_to_an_otlp_receiver_and_traceparent_to_the_upstream() {
         attr(child, "kong.upstream.outcome")["stringValue"],
         "success"
     );
-    let body = seen.lock().unwrap()[0].clone();
+    let body = json_bodies(&seen)[0].clone();
     let res = body["resourceSpans"][0]["resource"]["attributes"].to_string();
     assert!(
         res.contains("deployment.environment") && res.contains("tollgate"),
@@ -681,45 +723,9 @@ async fn spans_go_to_an_otlp_receiver_and_traceparent_to_the_upstream() {
     );
 }
 
-/// A gRPC (HTTP/2 cleartext) receiver that keeps the raw request bodies and the paths.
-async fn grpc_receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, bytes::Bytes)>>>) {
-    use http_body_util::BodyExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = seen.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let keep = keep.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(
-                    move |req: hyper::Request<hyper::body::Incoming>| {
-                        let keep = keep.clone();
-                        async move {
-                            let path = req.uri().path().to_string();
-                            let body = req.into_body().collect().await.unwrap().to_bytes();
-                            keep.lock().unwrap().push((path, body));
-                            // A trailers-only answer: the status in the headers.
-                            let mut r = hyper::Response::new(http_body_util::Full::new(
-                                bytes::Bytes::new(),
-                            ));
-                            r.headers_mut()
-                                .insert("content-type", "application/grpc".parse().unwrap());
-                            r.headers_mut().insert("grpc-status", "0".parse().unwrap());
-                            Ok::<_, std::convert::Infallible>(r)
-                        }
-                    },
-                );
-                let _ =
-                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
-                        .await;
-            });
-        }
-    });
+/// A gRPC (HTTP/2 cleartext) receiver.
+async fn grpc_receiver() -> (String, Received) {
+    let (addr, seen) = receiver(200, true).await;
     (format!("http://{addr}"), seen)
 }
 
@@ -795,25 +801,7 @@ async fn semantic_routing_embeddings_calls_get_their_own_span() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     let trace = r.header("x-trace-id").unwrap().to_string();
-    let mut spans: Vec<serde_json::Value> = Vec::new();
-    for _ in 0..50 {
-        spans = seen
-            .lock()
-            .unwrap()
-            .iter()
-            .flat_map(|b| {
-                b["resourceSpans"][0]["scopeSpans"][0]["spans"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .filter(|s| s["traceId"] == trace.as_str())
-            .collect();
-        if spans.len() >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let spans = spans_received(&seen, 3, |s| s["traceId"] == trace.as_str()).await;
     let emb = spans
         .iter()
         .find(|s| s["name"] == "embeddings ot-emb")

@@ -578,20 +578,46 @@ impl AiLog {
     }
 }
 
+/// What metrics, traces and usage records call a request's route, service and consumer:
+/// their names, else their ids ("" when there is none).
+pub struct Names<'a> {
+    pub route: &'a str,
+    pub service: &'a str,
+    pub consumer: &'a str,
+}
+
 impl RequestLog {
-    /// The request's usage record for analytics.
-    pub fn usage_record(&self, snap: &Snapshot) -> crate::observe::analytics::Record {
-        let elapsed = self.total_ms() as i64;
+    /// The request's route, service and consumer by name.
+    pub fn names<'a>(&self, snap: &'a Snapshot) -> Names<'a> {
         let route = self.route.and_then(|r| snap.routes.get(r));
         let service = route
             .and_then(|r| r.service)
             .and_then(|s| snap.services.get(s));
-        let (consumer, application, group) = match &self.consumer {
+        let consumer = self
+            .consumer
+            .as_ref()
+            .and_then(|(c, _)| snap.consumers.get(*c));
+        Names {
+            route: route
+                .map(|r| r.name.as_deref().unwrap_or(&r.id))
+                .unwrap_or(""),
+            service: service
+                .map(|s| s.name.as_deref().unwrap_or(&s.id))
+                .unwrap_or(""),
+            consumer: consumer
+                .map(|c| c.username.as_deref().unwrap_or(&c.id))
+                .unwrap_or(""),
+        }
+    }
+}
+
+impl RequestLog {
+    /// The request's usage record for analytics.
+    pub fn usage_record(&self, snap: &Snapshot) -> crate::observe::analytics::Record {
+        let elapsed = self.total_ms() as i64;
+        let names = self.names(snap);
+        let (application, group) = match &self.consumer {
             Some((c, credential)) => (
-                snap.consumers
-                    .get(*c)
-                    .map(|c| c.username.clone().unwrap_or_else(|| c.id.clone()))
-                    .unwrap_or_default(),
                 credential.clone().unwrap_or_default(),
                 snap.member_of
                     .get(*c)
@@ -605,15 +631,11 @@ impl RequestLog {
         let mut r = crate::observe::analytics::Record {
             ts_ms: self.started_at_ms as i64,
             request_id: self.request_id.clone(),
-            consumer,
+            consumer: names.consumer.to_string(),
             application,
             consumer_group: group,
-            route: route
-                .map(|r| r.name.clone().unwrap_or_else(|| r.id.clone()))
-                .unwrap_or_default(),
-            service: service
-                .map(|s| s.name.clone().unwrap_or_else(|| s.id.clone()))
-                .unwrap_or_default(),
+            route: names.route.to_string(),
+            service: names.service.to_string(),
             latency_ms: elapsed,
             status: i64::from(self.status),
             guardrail: self.guardrail.unwrap_or("").to_string(),

@@ -220,19 +220,12 @@ pub fn spans(log: &RequestLog, trace: &TraceCtx, snap: &Snapshot) -> Vec<Value> 
         attr("url.path", json!(log.uri.split('?').next().unwrap_or(""))),
         attr("kong.request.id", json!(log.request_id)),
     ];
-    if let Some(r) = route {
-        attrs.push(attr(
-            "http.route",
-            json!(r.name.as_deref().unwrap_or(&r.id)),
-        ));
+    let names = log.names(snap);
+    if !names.route.is_empty() {
+        attrs.push(attr("http.route", json!(names.route)));
     }
-    if let Some((c, _)) = &log.consumer {
-        if let Some(c) = snap.consumers.get(*c) {
-            attrs.push(attr(
-                "kong.consumer",
-                json!(c.username.as_deref().unwrap_or(&c.id)),
-            ));
-        }
+    if !names.consumer.is_empty() {
+        attrs.push(attr("kong.consumer", json!(names.consumer)));
     }
     let mut name = format!(
         "{} {}",

@@ -42,24 +42,9 @@ pub struct PrometheusConfig {
 /// Records `log` (a finished request) as `cfg` asks.
 pub fn record(cfg: &PrometheusConfig, log: &RequestLog, snap: &Snapshot) {
     let m = global();
-    let route = log.route.and_then(|r| snap.routes.get(r));
-    let service = route
-        .and_then(|r| r.service)
-        .and_then(|s| snap.services.get(s));
-    let route_name = route
-        .map(|r| r.name.as_deref().unwrap_or(&r.id))
-        .unwrap_or("");
-    let service_name = service
-        .map(|s| s.name.as_deref().unwrap_or(&s.id))
-        .unwrap_or("");
-    let consumer = match (&log.consumer, cfg.per_consumer) {
-        (Some((c, _)), true) => snap
-            .consumers
-            .get(*c)
-            .map(|c| c.username.as_deref().unwrap_or(&c.id))
-            .unwrap_or(""),
-        _ => "",
-    };
+    let names = log.names(snap);
+    let (route_name, service_name) = (names.route, names.service);
+    let consumer = if cfg.per_consumer { names.consumer } else { "" };
     let ws = "default";
     if cfg.status_code_metrics {
         let code = log.status.to_string();

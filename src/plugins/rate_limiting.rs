@@ -154,8 +154,9 @@ impl Store {
             Policy::Redis => {
                 let r = match redis {
                     Some(r) => r.clone(),
-                    None => serde_json::from_value(serde_json::json!({}))
-                        .map_err(|e| vec![("redis".to_string(), e.to_string())])?,
+                    None => crate::balancer::vectordb::defaults().ok_or_else(|| {
+                        vec![("redis".to_string(), "no default Redis record".to_string())]
+                    })?,
                 };
                 let mut errors = Vec::new();
                 match RedisStore::compile("redis", &r, vaults, env, &mut errors) {
@@ -265,7 +266,7 @@ impl RateLimitingConfig {
         }
         let mut r = match &self.redis {
             Some(r) => r.clone(),
-            None => serde_json::from_value(serde_json::json!({})).ok()?,
+            None => crate::balancer::vectordb::defaults()?,
         };
         if let Some(h) = &self.redis_host {
             r.host = h.clone();

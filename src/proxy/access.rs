@@ -21,7 +21,7 @@ use crate::quota::{Mode, Outcome, StoreError};
 
 use super::Gateway;
 
-/// Response headers the quota plugins add (on success and on refusal).
+/// Response headers plugins add for the client (on success and on refusal).
 pub type Headers = Vec<(HeaderName, HeaderValue)>;
 
 /// Who is asking, as far as quotas care.
@@ -239,7 +239,6 @@ async fn check(
     let mut readings = vec![None; plan.slots().len()];
     let mut allowed = true;
     let mut amounts: Vec<f64> = admission.clone();
-    amounts.dedup();
     amounts.sort_by(f64::total_cmp);
     amounts.dedup();
     for amount in amounts {

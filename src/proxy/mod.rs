@@ -183,11 +183,15 @@ pub fn forward_headers(client: &HeaderMap, host: HeaderValue, f: &Forwarded<'_>)
     h
 }
 
+/// A raw query string's decoded pairs, in order.
+fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
 /// The query string to send: the client's raw one unless a plugin changed the pairs.
 pub fn query_string(up: &UpstreamRequest, raw: Option<&str>) -> Option<String> {
-    let original: Vec<(String, String)> = raw
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let original = query_pairs(raw);
     if original == up.query {
         return raw.map(str::to_string).filter(|q| !q.is_empty());
     }
@@ -331,11 +335,7 @@ pub async fn handle_request(
             let mut probe = UpstreamRequest {
                 method: parts.method.clone(),
                 path: parts.uri.path().to_string(),
-                query: parts
-                    .uri
-                    .query()
-                    .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-                    .unwrap_or_default(),
+                query: query_pairs(parts.uri.query()),
                 headers: parts.headers.clone(),
                 body: Bytes::new(),
             };
@@ -418,9 +418,7 @@ pub async fn handle_request(
     log.request_size = body_bytes.len() as u64;
 
     let raw_query = parts.uri.query();
-    let query: Vec<(String, String)> = raw_query
-        .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let query = query_pairs(raw_query);
     // Templates read the client's original headers; keep a copy only when a plugin may
     // change them before ai-proxy renders its templates.
     let original_headers = route.transforms.then(|| parts.headers.clone());
@@ -514,7 +512,7 @@ pub async fn handle_request(
         log.chain = Some(chain.clone());
     }
     let chain: &[usize] = chain_override.as_deref().unwrap_or(&route.chain);
-    let mut quota_headers: access::Headers = Vec::new();
+    let mut extra_headers: access::Headers = Vec::new();
     if route.tracing || chain_override.is_some() {
         let otel = chain
             .iter()
@@ -534,7 +532,7 @@ pub async fn handle_request(
                     HeaderName::try_from(name),
                     HeaderValue::from_str(&trace.trace_hex()),
                 ) {
-                    quota_headers.push((n, v));
+                    extra_headers.push((n, v));
                 }
             }
             log.trace = Some(trace);
@@ -556,14 +554,14 @@ pub async fn handle_request(
             &caller,
             &up,
             ai.as_deref(),
-            &mut quota_headers,
+            &mut extra_headers,
             &mut charges,
         )
         .await;
         log.charges = charges;
         if let Err(e) = r {
             let mut resp = kong_error(e, shape, log, snap);
-            add_headers(&mut resp, quota_headers);
+            add_headers(&mut resp, extra_headers);
             return resp;
         }
     }
@@ -596,7 +594,7 @@ pub async fn handle_request(
                     log.guardrail = Some("blocked");
                 }
                 let mut resp = kong_error(e, shape, log, snap);
-                add_headers(&mut resp, quota_headers);
+                add_headers(&mut resp, extra_headers);
                 return resp;
             }
         }
@@ -663,11 +661,11 @@ pub async fn handle_request(
             }
         },
     };
-    add_headers(&mut resp, quota_headers);
+    add_headers(&mut resp, extra_headers);
     resp
 }
 
-/// Adds the quota plugins' headers to a response.
+/// Adds the headers plugins set for the client (quota state, trace id) to a response.
 fn add_headers(resp: &mut Response<ProxyBody>, headers: access::Headers) {
     for (k, v) in headers {
         resp.headers_mut().insert(k, v);

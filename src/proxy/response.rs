@@ -203,20 +203,17 @@ impl Finish {
         // request path.
         let snapshot = self.snapshot.clone();
         let chain: &[usize] = if self.log.enabled { self.chain() } else { &[] };
-        let sinks: Vec<Plugin> = chain
+        let sinks: Vec<&Plugin> = chain
             .iter()
-            .filter_map(|i| match snapshot.plugins.get(*i).map(|p| &p.plugin) {
-                Some(Plugin::FileLog(s)) => Some(Plugin::FileLog(s.clone())),
-                Some(Plugin::HttpLog(s)) => Some(Plugin::HttpLog(s.clone())),
-                _ => None,
-            })
+            .filter_map(|i| snapshot.plugins.get(*i).map(|p| &p.plugin))
+            .filter(|p| p.logs())
             .collect();
         if sinks.is_empty() && analytics.is_none() {
             return;
         }
         let started = self.log.started;
         let log = std::mem::replace(&mut self.log, RequestLog::new(String::new(), started));
-        let job = crate::observe::log::LogJob::new(log, snapshot);
+        let job = crate::observe::log::LogJob::new(log, snapshot.clone());
         if let Some(a) = analytics {
             a.submit(job.clone());
         }

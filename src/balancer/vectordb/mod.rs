@@ -124,7 +124,7 @@ impl Store {
 }
 
 /// A record with every field at its default (Kong's defaults when the block is left out).
-fn defaults<T: serde::de::DeserializeOwned>() -> Option<T> {
+pub(crate) fn defaults<T: serde::de::DeserializeOwned>() -> Option<T> {
     serde_json::from_value(Value::Object(Default::default())).ok()
 }
 
