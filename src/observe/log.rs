@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+use super::json_out::Out;
+
 use crate::config::Snapshot;
 use crate::llm::usage::Usage;
 use crate::plugins::ai_proxy::{AiProxy, Target};
@@ -88,14 +90,63 @@ impl AiLog {
     fn target(&self) -> Option<&Target> {
         self.proxy.targets.get(self.target.unwrap_or(0))
     }
+}
 
-    /// Provider auth header names, redacted like Authorization.
-    fn secret_headers(&self) -> Vec<String> {
-        self.proxy
-            .targets
+/// Headers copied for the log record into one buffer. A clone of the header map would
+/// share the connection's read buffer (header values point into it), and a record
+/// waiting in a writer's queue would keep that whole buffer alive.
+#[derive(Debug, Default, Clone)]
+pub struct HeaderCopy {
+    bytes: Vec<u8>,
+    /// Per header in the map's order (a repeated name's values together): where its name
+    /// and its value end in `bytes`, and whether the value is hidden.
+    entries: Vec<(u32, u32, bool)>,
+}
+
+impl HeaderCopy {
+    /// A copy of `map`.
+    pub fn of(map: &http::HeaderMap) -> HeaderCopy {
+        let mut bytes = Vec::with_capacity(map.len() * 40);
+        let mut entries = Vec::with_capacity(map.len());
+        for (name, value) in map {
+            bytes.extend_from_slice(name.as_str().as_bytes());
+            let name_end = bytes.len() as u32;
+            bytes.extend_from_slice(value.as_bytes());
+            entries.push((name_end, bytes.len() as u32, false));
+        }
+        HeaderCopy { bytes, entries }
+    }
+
+    /// (name, value, hidden) per header.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8], bool)> + '_ {
+        let mut start = 0usize;
+        self.entries
             .iter()
-            .filter_map(|t| t.auth.header.as_ref().map(|(n, _)| n.as_str().to_string()))
-            .collect()
+            .map(move |&(name_end, value_end, hidden)| {
+                let (n, v) = (name_end as usize, value_end as usize);
+                let name = self.bytes.get(start..n).unwrap_or_default();
+                let value = self.bytes.get(n..v).unwrap_or_default();
+                start = v;
+                (std::str::from_utf8(name).unwrap_or(""), value, hidden)
+            })
+    }
+
+    /// Hides the values of header `name` (`REDACTED` in the record); false when absent.
+    pub fn redact(&mut self, name: &str) -> bool {
+        let mut start = 0usize;
+        let mut found = false;
+        for e in self.entries.iter_mut() {
+            let hit = self
+                .bytes
+                .get(start..e.0 as usize)
+                .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()));
+            if hit {
+                e.2 = true;
+                found = true;
+            }
+            start = e.1 as usize;
+        }
+        found
     }
 }
 
@@ -109,13 +160,13 @@ pub struct RequestLog {
     pub method: String,
     pub uri: String,
     pub url: String,
-    pub request_headers: http::HeaderMap,
+    pub request_headers: HeaderCopy,
     pub request_size: u64,
     pub route: Option<usize>,
     pub upstream_uri: Option<String>,
     pub upstream_status: Option<u16>,
     pub status: u16,
-    pub response_headers: http::HeaderMap,
+    pub response_headers: HeaderCopy,
     pub response_size: u64,
     /// Time spent in the gateway before the request left (ms).
     pub proxy_latency_ms: Option<u64>,
@@ -158,13 +209,13 @@ impl RequestLog {
             method: String::new(),
             uri: String::new(),
             url: String::new(),
-            request_headers: http::HeaderMap::new(),
+            request_headers: HeaderCopy::default(),
             request_size: 0,
             route: None,
             upstream_uri: None,
             upstream_status: None,
             status: 0,
-            response_headers: http::HeaderMap::new(),
+            response_headers: HeaderCopy::default(),
             response_size: 0,
             proxy_latency_ms: None,
             upstream_latency_ms: None,
@@ -205,376 +256,330 @@ impl RequestLog {
             .unwrap_or("/");
         self.client_ip = client_ip.to_string();
         self.method = parts.method.to_string();
-        self.url = format!("{scheme}://{host}{uri}");
+        let mut url = String::with_capacity(scheme.len() + 3 + host.len() + uri.len());
+        for part in [scheme, "://", host, uri] {
+            url.push_str(part);
+        }
+        self.url = url;
         self.uri = uri.to_string();
-        self.request_headers = parts.headers.clone();
+        self.request_headers = HeaderCopy::of(&parts.headers);
         self.enabled = true;
     }
 }
 
-/// A header map as the log shows it: one string per header (an array when repeated),
-/// secrets as `REDACTED`; serialized straight to the output, no JSON tree.
-struct Headers<'a> {
-    map: &'a http::HeaderMap,
-    secret: &'a [String],
+/// Whether a header's value is a secret (shown as `REDACTED`): the usual credential
+/// headers and every provider auth header name of the AI plugin.
+fn secret_header(key: &str, ai: Option<&AiLog>) -> bool {
+    REDACTED_HEADERS.contains(&key)
+        || ai.is_some_and(|ai| {
+            ai.proxy.targets.iter().any(|t| {
+                t.auth
+                    .header
+                    .as_ref()
+                    .is_some_and(|(n, _)| n.as_str().eq_ignore_ascii_case(key))
+            })
+        })
 }
 
-impl<'a> serde::Serialize for Headers<'a> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = ser.serialize_map(Some(self.map.keys_len()))?;
-        for name in self.map.keys() {
-            let key = name.as_str();
-            let secret = REDACTED_HEADERS.contains(&key)
-                || self.secret.iter().any(|s| s.eq_ignore_ascii_case(key));
-            let text = |v: &'a http::HeaderValue| -> std::borrow::Cow<'a, str> {
-                if secret {
-                    "REDACTED".into()
-                } else {
-                    String::from_utf8_lossy(v.as_bytes())
-                }
-            };
-            let mut values = self.map.get_all(name).iter();
-            match (values.next(), values.next()) {
-                (Some(one), None) => m.serialize_entry(key, &text(one))?,
-                _ => {
-                    let all: Vec<_> = self.map.get_all(name).iter().map(text).collect();
-                    m.serialize_entry(key, &all)?
-                }
-            }
+/// A header map as the log shows it: one string per header (an array when repeated),
+/// secrets as `REDACTED`.
+fn write_headers(o: &mut Out, headers: &HeaderCopy, ai: Option<&AiLog>) {
+    fn text(v: &[u8], hidden: bool) -> std::borrow::Cow<'_, str> {
+        if hidden {
+            "REDACTED".into()
+        } else {
+            String::from_utf8_lossy(v)
         }
-        m.end()
     }
+    o.open();
+    let mut it = headers.iter().peekable();
+    while let Some((key, first, hidden)) = it.next() {
+        let secret = secret_header(key, ai);
+        // A repeated header's values follow its first one.
+        o.key(key);
+        if it.peek().is_some_and(|(n, ..)| *n == key) {
+            o.open_array();
+            o.elem();
+            o.string(&text(first, hidden || secret));
+            while let Some((_, v, hidden)) = it.next_if(|(n, ..)| *n == key) {
+                o.elem();
+                o.string(&text(v, hidden || secret));
+            }
+            o.close_array();
+        } else {
+            o.string(&text(first, hidden || secret));
+        }
+    }
+    o.close();
 }
 
 /// The query string as Kong logs it: `name: value`, `name: true` for a bare name.
-struct Query<'a>(&'a str);
-
-impl serde::Serialize for Query<'_> {
-    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let pairs: Vec<(String, String)> = match self.0.split_once('?') {
-            Some((_, q)) => form_urlencoded::parse(q.as_bytes()).into_owned().collect(),
-            None => Vec::new(),
-        };
+fn write_query(o: &mut Out, uri: &str) {
+    o.open();
+    if let Some((_, q)) = uri.split_once('?') {
+        let pairs: Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> =
+            form_urlencoded::parse(q.as_bytes()).collect();
         // A repeated name keeps its last value, as a JSON object holds one.
-        let mut seen: Vec<(&str, &str)> = Vec::with_capacity(pairs.len());
-        for (k, v) in &pairs {
-            match seen.iter_mut().find(|(n, _)| n == k) {
-                Some(e) => e.1 = v,
-                None => seen.push((k, v)),
+        for (i, (k, _)) in pairs.iter().enumerate() {
+            if pairs[..i].iter().any(|(n, _)| n == k) {
+                continue;
+            }
+            let v = pairs.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v);
+            o.key_escaped(k);
+            match v {
+                Some(v) if !v.is_empty() => o.string(v),
+                _ => o.bool(true),
             }
         }
-        let mut m = ser.serialize_map(Some(seen.len()))?;
-        for (k, v) in seen {
-            if v.is_empty() {
-                m.serialize_entry(k, &true)?;
-            } else {
-                m.serialize_entry(k, v)?;
-            }
-        }
-        m.end()
     }
-}
-
-#[derive(serde::Serialize)]
-struct RequestPart<'a> {
-    id: &'a str,
-    uri: &'a str,
-    url: &'a str,
-    querystring: Query<'a>,
-    method: &'a str,
-    headers: Headers<'a>,
-    size: u64,
-}
-
-#[derive(serde::Serialize)]
-struct ResponsePart<'a> {
-    status: u16,
-    headers: Headers<'a>,
-    size: u64,
-}
-
-#[derive(serde::Serialize)]
-struct Latencies {
-    kong: u64,
-    proxy: i64,
-    request: u64,
-    receive: u64,
-}
-
-#[derive(serde::Serialize)]
-struct TryPart<'a> {
-    ip: &'a str,
-    port: u16,
-    balancer_start: u64,
-    balancer_latency: u64,
-}
-
-#[derive(serde::Serialize)]
-struct ConsumerPart<'a> {
-    id: &'a str,
-    username: &'a Option<String>,
-    custom_id: &'a Option<String>,
-}
-
-#[derive(serde::Serialize)]
-struct Entity<'a> {
-    id: &'a str,
-}
-
-/// Kong's log record (`kong.log.serialize()`), field by field.
-#[derive(serde::Serialize)]
-struct Record<'a> {
-    request: RequestPart<'a>,
-    upstream_uri: &'a str,
-    upstream_status: String,
-    response: ResponsePart<'a>,
-    latencies: Latencies,
-    tries: Vec<TryPart<'a>>,
-    client_ip: &'a str,
-    started_at: u64,
-    source: &'a str,
-    workspace: &'static str,
-    workspace_name: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    route: Option<&'a serde_json::value::RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    service: Option<&'a serde_json::value::RawValue>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    consumer: Option<ConsumerPart<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    authenticated_entity: Option<Entity<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    ai: Option<AiPart<'a>>,
+    o.close();
 }
 
 impl RequestLog {
-    /// The record as one JSON line's bytes (without the newline), written straight from
-    /// the log's fields (route and service JSON come ready-made from the snapshot).
+    /// The record (Kong's `kong.log.serialize()`, field by field) as one JSON line's bytes
+    /// (without the newline); route and service JSON come ready-made from the snapshot.
     pub fn to_bytes(&self, snap: &Snapshot) -> Vec<u8> {
         let total = self.total_ms();
         let proxy = self.upstream_latency_ms.map(|v| v as i64).unwrap_or(-1);
-        let extra: Vec<String> = self
-            .ai
-            .as_ref()
-            .map(AiLog::secret_headers)
-            .unwrap_or_default();
+        let ai = self.ai.as_ref();
         let route = self.route.and_then(|r| snap.routes.get(r).map(|x| (r, x)));
         let service = route.and_then(|(_, r)| r.service);
         let consumer = self
             .consumer
             .as_ref()
             .and_then(|(ci, cred)| snap.consumers.get(*ci).map(|c| (c, cred)));
-        let rec = Record {
-            request: RequestPart {
-                id: &self.request_id,
-                uri: &self.uri,
-                url: &self.url,
-                querystring: Query(&self.uri),
-                method: &self.method,
-                headers: Headers {
-                    map: &self.request_headers,
-                    secret: &extra,
-                },
-                size: self.request_size,
-            },
-            upstream_uri: self.upstream_uri.as_deref().unwrap_or(""),
-            upstream_status: self
-                .upstream_status
-                .map(|s| s.to_string())
-                .unwrap_or_default(),
-            response: ResponsePart {
-                status: self.status,
-                headers: Headers {
-                    map: &self.response_headers,
-                    secret: &extra,
-                },
-                size: self.response_size,
-            },
-            latencies: Latencies {
-                kong: self.proxy_latency_ms.unwrap_or(total),
-                proxy,
-                request: total,
-                receive: total
-                    .saturating_sub(self.proxy_latency_ms.unwrap_or(0))
-                    .saturating_sub(proxy.max(0) as u64),
-            },
-            tries: self
-                .tries
-                .iter()
-                .map(|t| TryPart {
-                    ip: &t.ip,
-                    port: t.port,
-                    balancer_start: t.balancer_start,
-                    balancer_latency: t.balancer_latency,
-                })
-                .collect(),
-            client_ip: &self.client_ip,
-            started_at: self.started_at_ms,
-            source: self.source,
-            workspace: crate::DEFAULT_WORKSPACE_ID,
-            workspace_name: "default",
-            route: route
-                .and_then(|(r, _)| snap.route_log.get(r))
-                .and_then(|v| v.as_deref()),
-            service: service
-                .and_then(|s| snap.service_log.get(s))
-                .and_then(|v| v.as_deref()),
-            consumer: consumer.map(|(c, _)| ConsumerPart {
-                id: &c.id,
-                username: &c.username,
-                custom_id: &c.custom_id,
-            }),
-            authenticated_entity: consumer
-                .and_then(|(_, cred)| cred.as_deref())
-                .map(|id| Entity { id }),
-            ai: self.ai.as_ref().map(|ai| ai.part(&self.tries)),
-        };
-        serde_json::to_vec(&rec).unwrap_or_default()
+        let mut o = Out::with_capacity(2048);
+        o.open();
+        o.key("request");
+        o.open();
+        o.key("id");
+        o.string(&self.request_id);
+        o.key("uri");
+        o.string(&self.uri);
+        o.key("url");
+        o.string(&self.url);
+        o.key("querystring");
+        write_query(&mut o, &self.uri);
+        o.key("method");
+        o.string(&self.method);
+        o.key("headers");
+        write_headers(&mut o, &self.request_headers, ai);
+        o.key("size");
+        o.u64(self.request_size);
+        o.close();
+        o.key("upstream_uri");
+        o.string(self.upstream_uri.as_deref().unwrap_or(""));
+        o.key("upstream_status");
+        match self.upstream_status {
+            Some(s) => o.string(itoa::Buffer::new().format(s)),
+            None => o.string(""),
+        }
+        o.key("response");
+        o.open();
+        o.key("status");
+        o.u64(u64::from(self.status));
+        o.key("headers");
+        write_headers(&mut o, &self.response_headers, ai);
+        o.key("size");
+        o.u64(self.response_size);
+        o.close();
+        o.key("latencies");
+        o.open();
+        o.key("kong");
+        o.u64(self.proxy_latency_ms.unwrap_or(total));
+        o.key("proxy");
+        o.i64(proxy);
+        o.key("request");
+        o.u64(total);
+        o.key("receive");
+        o.u64(
+            total
+                .saturating_sub(self.proxy_latency_ms.unwrap_or(0))
+                .saturating_sub(proxy.max(0) as u64),
+        );
+        o.close();
+        o.key("tries");
+        o.open_array();
+        for t in &self.tries {
+            o.elem();
+            o.open();
+            o.key("ip");
+            o.string(&t.ip);
+            o.key("port");
+            o.u64(u64::from(t.port));
+            o.key("balancer_start");
+            o.u64(t.balancer_start);
+            o.key("balancer_latency");
+            o.u64(t.balancer_latency);
+            o.close();
+        }
+        o.close_array();
+        o.key("client_ip");
+        o.string(&self.client_ip);
+        o.key("started_at");
+        o.u64(self.started_at_ms);
+        o.key("source");
+        o.string(self.source);
+        o.key("workspace");
+        o.string(crate::DEFAULT_WORKSPACE_ID);
+        o.key("workspace_name");
+        o.string("default");
+        if let Some(r) = route
+            .and_then(|(r, _)| snap.route_log.get(r))
+            .and_then(|v| v.as_deref())
+        {
+            o.key("route");
+            o.raw(r.get());
+        }
+        if let Some(s) = service
+            .and_then(|s| snap.service_log.get(s))
+            .and_then(|v| v.as_deref())
+        {
+            o.key("service");
+            o.raw(s.get());
+        }
+        if let Some((c, cred)) = consumer {
+            o.key("consumer");
+            o.open();
+            o.key("id");
+            o.string(&c.id);
+            o.key("username");
+            o.opt_string(c.username.as_deref());
+            o.key("custom_id");
+            o.opt_string(c.custom_id.as_deref());
+            o.close();
+            if let Some(id) = cred.as_deref() {
+                o.key("authenticated_entity");
+                o.open();
+                o.key("id");
+                o.string(id);
+                o.close();
+            }
+        }
+        if let Some(ai) = ai {
+            o.key("ai");
+            ai.write(&mut o, &self.tries);
+        }
+        o.close();
+        o.buf
     }
 }
 
-#[derive(serde::Serialize)]
-struct AiPart<'a> {
-    proxy: ProxyPart<'a>,
-}
-
-#[derive(serde::Serialize)]
-struct TriedPart<'a> {
-    ip: &'a str,
-    port: u16,
-    host: &'a str,
-    upstream_scheme: &'a str,
-    upstream_uri: &'a str,
-    route_type: &'a str,
-    provider: &'a str,
-    model: &'a Option<String>,
-    outcome: &'a str,
-}
-
-#[derive(serde::Serialize)]
-struct MetaPart<'a> {
-    plugin_id: &'a str,
-    provider_name: &'a str,
-    request_model: &'a str,
-    response_model: &'a str,
-    llm_latency: u64,
-    request_mode: &'static str,
-}
-
-#[derive(serde::Serialize)]
-struct Cached {
-    cached_tokens: u64,
-}
-
-#[derive(serde::Serialize)]
-struct Reasoning {
-    reasoning_tokens: u64,
-}
-
-#[derive(serde::Serialize)]
-struct UsagePart {
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    total_tokens: u64,
-    cost: f64,
-    time_per_token: f64,
-    time_to_first_token: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    prompt_tokens_details: Option<Cached>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    completion_tokens_details: Option<Reasoning>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    search_units: Option<u64>,
-}
-
-#[derive(serde::Serialize)]
-struct PayloadPart<'a> {
-    request: &'a Option<String>,
-    response: &'a Option<String>,
-}
-
-/// `ai.proxy` (spec §6.1): what was tried, and with `log_statistics` the meta and usage.
-#[derive(serde::Serialize)]
-struct ProxyPart<'a> {
-    tried_targets: Vec<TriedPart<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    semantic: Option<&'a Value>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    meta: Option<MetaPart<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<UsagePart>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<PayloadPart<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
-}
-
 impl AiLog {
-    fn part<'a>(&'a self, tries: &'a [Try]) -> AiPart<'a> {
+    /// `ai.proxy` (spec §6.1): what was tried, and with `log_statistics` the meta and usage.
+    fn write(&self, o: &mut Out, tries: &[Try]) {
         let target = self.target();
         let (stats, payloads) = target
             .map(|t| (t.logging.log_statistics, t.logging.log_payloads))
             .unwrap_or((false, false));
         let request_model = self.request_model.as_deref().unwrap_or("UNSPECIFIED");
         let llm_latency = self.llm_latency_ms.unwrap_or(0);
-        let usage = stats.then(|| {
-            let u = self.usage.clone().unwrap_or_default();
-            UsagePart {
-                prompt_tokens: u.prompt_tokens,
-                completion_tokens: u.completion_tokens,
-                total_tokens: u.total_tokens,
-                cost: u.cost(
-                    target.and_then(|t| t.options.input_cost),
-                    target.and_then(|t| t.options.output_cost),
-                ),
-                time_per_token: if u.completion_tokens > 0 {
-                    llm_latency as f64 / u.completion_tokens as f64
-                } else {
-                    0.0
-                },
-                time_to_first_token: self.ttft_ms.unwrap_or(llm_latency),
-                prompt_tokens_details: u.cached_tokens.map(|c| Cached { cached_tokens: c }),
-                completion_tokens_details: u.reasoning_tokens.map(|r| Reasoning {
-                    reasoning_tokens: r,
-                }),
-                search_units: u.search_units,
-            }
-        });
-        AiPart {
-            proxy: ProxyPart {
-                tried_targets: tries
-                    .iter()
-                    .map(|t| TriedPart {
-                        ip: &t.ip,
-                        port: t.port,
-                        host: &t.host,
-                        upstream_scheme: &t.scheme,
-                        upstream_uri: &t.upstream_uri,
-                        route_type: &t.route_type,
-                        provider: &t.provider,
-                        model: &t.model,
-                        outcome: &t.outcome,
-                    })
-                    .collect(),
-                semantic: self.semantic.as_ref(),
-                meta: stats.then(|| MetaPart {
-                    plugin_id: &self.proxy.plugin_id,
-                    provider_name: target.map(|t| t.provider.as_str()).unwrap_or(""),
-                    request_model,
-                    response_model: self.response_model.as_deref().unwrap_or(request_model),
-                    llm_latency,
-                    request_mode: if self.stream { "stream" } else { "oneshot" },
-                }),
-                usage,
-                payload: payloads.then_some(PayloadPart {
-                    request: &self.payload_request,
-                    response: &self.payload_response,
-                }),
-                error: self.stream_error.as_deref(),
-            },
+        o.open();
+        o.key("proxy");
+        o.open();
+        o.key("tried_targets");
+        o.open_array();
+        for t in tries {
+            o.elem();
+            o.open();
+            o.key("ip");
+            o.string(&t.ip);
+            o.key("port");
+            o.u64(u64::from(t.port));
+            o.key("host");
+            o.string(&t.host);
+            o.key("upstream_scheme");
+            o.string(&t.scheme);
+            o.key("upstream_uri");
+            o.string(&t.upstream_uri);
+            o.key("route_type");
+            o.string(&t.route_type);
+            o.key("provider");
+            o.string(&t.provider);
+            o.key("model");
+            o.opt_string(t.model.as_deref());
+            o.key("outcome");
+            o.string(&t.outcome);
+            o.close();
         }
+        o.close_array();
+        if let Some(v) = &self.semantic {
+            o.key("semantic");
+            o.value(v);
+        }
+        if stats {
+            o.key("meta");
+            o.open();
+            o.key("plugin_id");
+            o.string(&self.proxy.plugin_id);
+            o.key("provider_name");
+            o.string(target.map(|t| t.provider.as_str()).unwrap_or(""));
+            o.key("request_model");
+            o.string(request_model);
+            o.key("response_model");
+            o.string(self.response_model.as_deref().unwrap_or(request_model));
+            o.key("llm_latency");
+            o.u64(llm_latency);
+            o.key("request_mode");
+            o.string(if self.stream { "stream" } else { "oneshot" });
+            o.close();
+            let u = self.usage.clone().unwrap_or_default();
+            o.key("usage");
+            o.open();
+            o.key("prompt_tokens");
+            o.u64(u.prompt_tokens);
+            o.key("completion_tokens");
+            o.u64(u.completion_tokens);
+            o.key("total_tokens");
+            o.u64(u.total_tokens);
+            o.key("cost");
+            o.f64(u.cost(
+                target.and_then(|t| t.options.input_cost),
+                target.and_then(|t| t.options.output_cost),
+            ));
+            o.key("time_per_token");
+            o.f64(if u.completion_tokens > 0 {
+                llm_latency as f64 / u.completion_tokens as f64
+            } else {
+                0.0
+            });
+            o.key("time_to_first_token");
+            o.u64(self.ttft_ms.unwrap_or(llm_latency));
+            if let Some(c) = u.cached_tokens {
+                o.key("prompt_tokens_details");
+                o.open();
+                o.key("cached_tokens");
+                o.u64(c);
+                o.close();
+            }
+            if let Some(r) = u.reasoning_tokens {
+                o.key("completion_tokens_details");
+                o.open();
+                o.key("reasoning_tokens");
+                o.u64(r);
+                o.close();
+            }
+            if let Some(s) = u.search_units {
+                o.key("search_units");
+                o.u64(s);
+            }
+            o.close();
+        }
+        if payloads {
+            o.key("payload");
+            o.open();
+            o.key("request");
+            o.opt_string(self.payload_request.as_deref());
+            o.key("response");
+            o.opt_string(self.payload_response.as_deref());
+            o.close();
+        }
+        if let Some(e) = self.stream_error.as_deref() {
+            o.key("error");
+            o.string(e);
+        }
+        o.close();
+        o.close();
     }
 }
 
@@ -699,6 +704,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn headers_json(h: &http::HeaderMap) -> String {
+        let mut o = Out::with_capacity(64);
+        let mut copy = HeaderCopy::of(h);
+        assert!(copy.redact("X-One"));
+        assert!(!copy.redact("x-none"));
+        write_headers(&mut o, &copy, None);
+        String::from_utf8(o.buf).unwrap_or_default()
+    }
+
     #[test]
     fn secrets_are_redacted() {
         let mut h = http::HeaderMap::new();
@@ -706,23 +720,27 @@ mod tests {
             "authorization",
             http::HeaderValue::from_static("Bearer sk-secret"),
         );
-        h.insert("my-key", http::HeaderValue::from_static("k-secret"));
+        h.insert("apikey", http::HeaderValue::from_static("k-secret"));
         h.insert("accept", http::HeaderValue::from_static("*/*"));
         h.append("accept", http::HeaderValue::from_static("text/html"));
-        let secret = ["My-Key".to_string()];
-        let v = serde_json::to_string(&Headers {
-            map: &h,
-            secret: &secret,
-        })
-        .unwrap_or_default();
+        h.insert("x-one", http::HeaderValue::from_static("1"));
+        let v = headers_json(&h);
         assert!(!v.contains("secret"), "{v}");
         assert!(v.contains(r#""accept":["*/*","text/html"]"#), "{v}");
+        let parsed: Value = serde_json::from_str(&v).unwrap_or_default();
+        assert_eq!(parsed["x-one"], json!("REDACTED"), "{v}");
+        assert_eq!(parsed["authorization"], json!("REDACTED"), "{v}");
     }
 
     #[test]
     fn query_parsing() {
-        let q = |u: &str| serde_json::to_value(Query(u)).unwrap_or_default();
+        let q = |u: &str| {
+            let mut o = Out::with_capacity(16);
+            write_query(&mut o, u);
+            serde_json::from_slice::<Value>(&o.buf).unwrap_or_default()
+        };
         assert_eq!(q("/a?x=1&flag"), json!({"x":"1","flag":true}));
         assert_eq!(q("/a"), json!({}));
+        assert_eq!(q("/a?x=1&x=2&y=%22"), json!({"x":"2","y":"\""}));
     }
 }

@@ -106,6 +106,11 @@ impl Family {
         add_f64(&self.series(labels).value, v);
     }
 
+    /// Adds `v` to a counter series already looked up.
+    pub fn add_to(s: &Series, v: f64) {
+        add_f64(&s.value, v);
+    }
+
     /// Sets a gauge.
     pub fn set(&self, labels: &[&str], v: f64) {
         self.series(labels)
@@ -115,7 +120,11 @@ impl Family {
 
     /// Records one observation in a histogram.
     pub fn observe(&self, labels: &[&str], v: f64) {
-        let s = self.series(labels);
+        self.observe_in(&self.series(labels), v);
+    }
+
+    /// Records one observation in a histogram series of this family already looked up.
+    pub fn observe_in(&self, s: &Series, v: f64) {
         if let Kind::Histogram(bounds) = self.kind {
             // Buckets are stored non-cumulatively and summed when rendered.
             if let Some(i) = bounds.iter().position(|b| v <= *b) {

@@ -3,6 +3,7 @@
 pub mod analytics;
 pub mod file_log;
 pub mod http_log;
+mod json_out;
 pub mod log;
 pub mod metrics;
 pub mod otel;

@@ -245,12 +245,7 @@ pub fn redact_log(c: &KeyAuthConfig, log: &mut crate::observe::log::RequestLog) 
         return;
     }
     for name in &c.key_names {
-        if let Ok(h) = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
-            if log.request_headers.contains_key(&h) {
-                log.request_headers
-                    .insert(h, HeaderValue::from_static("REDACTED"));
-            }
-        }
+        log.request_headers.redact(name);
     }
     let redact = |uri: &str| -> String {
         let Some((path, q)) = uri.split_once('?') else {

@@ -8,7 +8,11 @@ use serde::{Deserialize, Serialize};
 use crate::config::plugins::nullable;
 use crate::config::Snapshot;
 use crate::observe::log::RequestLog;
-use crate::observe::metrics::global;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use crate::observe::metrics::{global, Family, Series};
 
 /// `prometheus` config (Kong's fields; all off by default, as in Kong 3).
 #[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
@@ -39,64 +43,199 @@ pub struct PrometheusConfig {
     pub wasm_metrics: bool,
 }
 
+/// What decides a request's label values (besides its upstream attempts): requests with
+/// the same key update the same series, so they share one [`Bundle`].
+#[derive(Debug, Hash, PartialEq, Eq)]
+struct Key<S> {
+    service: S,
+    route: S,
+    consumer: S,
+    status: u16,
+    from_upstream: bool,
+    provider: S,
+    model: S,
+    stream: bool,
+}
+
+impl Key<&str> {
+    fn owned(&self) -> Key<Box<str>> {
+        Key {
+            service: self.service.into(),
+            route: self.route.into(),
+            consumer: self.consumer.into(),
+            status: self.status,
+            from_upstream: self.from_upstream,
+            provider: self.provider.into(),
+            model: self.model.into(),
+            stream: self.stream,
+        }
+    }
+}
+
+impl Key<Box<str>> {
+    fn matches(&self, k: &Key<&str>) -> bool {
+        *self.service == *k.service
+            && *self.route == *k.route
+            && *self.consumer == *k.consumer
+            && self.status == k.status
+            && self.from_upstream == k.from_upstream
+            && *self.provider == *k.provider
+            && *self.model == *k.model
+            && self.stream == k.stream
+    }
+}
+
+type Slot = OnceLock<Arc<Series>>;
+
+/// The series one kind of request updates, each looked up in its family the first time
+/// it is needed (so a series appears in `/metrics` only once it has a value). The log
+/// phase then finds all of them with one hash lookup instead of one per family.
+#[derive(Debug)]
+struct Bundle {
+    key: Key<Box<str>>,
+    http_requests: Slot,
+    request_latency: Slot,
+    upstream_latency: Slot,
+    kong_latency: Slot,
+    ingress: Slot,
+    egress: Slot,
+    ai_requests: Slot,
+    ai_latency: Slot,
+    ai_cost: Slot,
+    tokens: [Slot; 3],
+    time_per_token: Slot,
+}
+
+/// Bundles kept at most; past that the cache starts over (the series themselves live on
+/// in their families, so nothing is lost but the shortcut).
+const MAX_BUNDLES: usize = 4096;
+
+type Bundles = RwLock<HashMap<u64, Vec<Arc<Bundle>>>>;
+
+fn bundles() -> &'static Bundles {
+    static B: OnceLock<Bundles> = OnceLock::new();
+    B.get_or_init(|| RwLock::new(HashMap::new()))
+}
+
+fn bundle(key: &Key<&str>) -> Arc<Bundle> {
+    let hash = rustc_hash::FxBuildHasher.hash_one(key);
+    if let Ok(map) = bundles().read() {
+        if let Some(b) = map
+            .get(&hash)
+            .and_then(|v| v.iter().find(|b| b.key.matches(key)))
+        {
+            return b.clone();
+        }
+    }
+    let mut map = match bundles().write() {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    };
+    if map.len() >= MAX_BUNDLES {
+        map.clear();
+    }
+    let slot = map.entry(hash).or_default();
+    if let Some(b) = slot.iter().find(|b| b.key.matches(key)) {
+        return b.clone();
+    }
+    let b = Arc::new(Bundle {
+        key: key.owned(),
+        http_requests: Slot::new(),
+        request_latency: Slot::new(),
+        upstream_latency: Slot::new(),
+        kong_latency: Slot::new(),
+        ingress: Slot::new(),
+        egress: Slot::new(),
+        ai_requests: Slot::new(),
+        ai_latency: Slot::new(),
+        ai_cost: Slot::new(),
+        tokens: [Slot::new(), Slot::new(), Slot::new()],
+        time_per_token: Slot::new(),
+    });
+    slot.push(b.clone());
+    b
+}
+
+/// The slot's series, looked up in `family` with `labels` the first time.
+fn get<'a>(slot: &'a Slot, family: &Family, labels: &[&str]) -> &'a Series {
+    slot.get_or_init(|| family.series(labels))
+}
+
 /// Records `log` (a finished request) as `cfg` asks.
 pub fn record(cfg: &PrometheusConfig, log: &RequestLog, snap: &Snapshot) {
     let m = global();
     let names = log.names(snap);
-    let (route_name, service_name) = (names.route, names.service);
-    let consumer = if cfg.per_consumer { names.consumer } else { "" };
+    let ai = log.ai.as_ref();
+    let target = ai.and_then(|ai| ai.target.and_then(|t| ai.proxy.targets.get(t)));
+    let key = Key {
+        service: names.service,
+        route: names.route,
+        consumer: if cfg.per_consumer { names.consumer } else { "" },
+        status: log.status,
+        from_upstream: log.source == "upstream",
+        provider: target.map(|t| t.provider.as_str()).unwrap_or(""),
+        model: ai
+            .and_then(|ai| ai.request_model.as_deref())
+            .unwrap_or("UNSPECIFIED"),
+        stream: ai.is_some_and(|ai| ai.stream),
+    };
+    let b = bundle(&key);
+    let k = &b.key;
+    let (service, route, consumer) = (&*k.service, &*k.route, &*k.consumer);
     let ws = "default";
     if cfg.status_code_metrics {
-        let code = log.status.to_string();
-        let source = if log.source == "upstream" {
-            "service"
-        } else {
-            "kong"
-        };
-        m.http_requests.add(
-            &[service_name, route_name, &code, source, ws, consumer],
-            1.0,
+        let mut buf = itoa::Buffer::new();
+        let code = buf.format(k.status);
+        let source = if k.from_upstream { "service" } else { "kong" };
+        let s = get(
+            &b.http_requests,
+            &m.http_requests,
+            &[service, route, code, source, ws, consumer],
         );
+        Family::add_to(s, 1.0);
     }
     if cfg.latency_metrics {
-        let labels = [service_name, route_name, ws];
+        let labels = [service, route, ws];
         let total = log.total_ms() as f64;
-        m.request_latency.observe(&labels, total);
+        let s = get(&b.request_latency, &m.request_latency, &labels);
+        m.request_latency.observe_in(s, total);
         if let Some(u) = log.upstream_latency_ms {
-            m.upstream_latency.observe(&labels, u as f64);
+            let s = get(&b.upstream_latency, &m.upstream_latency, &labels);
+            m.upstream_latency.observe_in(s, u as f64);
         }
-        m.kong_latency.observe(
-            &labels,
-            log.proxy_latency_ms.map(|v| v as f64).unwrap_or(total),
-        );
+        let s = get(&b.kong_latency, &m.kong_latency, &labels);
+        m.kong_latency
+            .observe_in(s, log.proxy_latency_ms.map(|v| v as f64).unwrap_or(total));
     }
     if cfg.bandwidth_metrics {
-        for (dir, n) in [("ingress", log.request_size), ("egress", log.response_size)] {
-            m.bandwidth
-                .add(&[service_name, route_name, dir, ws, consumer], n as f64);
+        for (slot, dir, n) in [
+            (&b.ingress, "ingress", log.request_size),
+            (&b.egress, "egress", log.response_size),
+        ] {
+            let s = get(slot, &m.bandwidth, &[service, route, dir, ws, consumer]);
+            Family::add_to(s, n as f64);
         }
     }
     for t in &log.tries {
         m.upstream_attempts
-            .add(&[service_name, route_name, &t.provider, &t.outcome], 1.0);
+            .add(&[service, route, &t.provider, &t.outcome], 1.0);
     }
     if log.tries.len() > 1 {
-        m.failovers.add(&[service_name, route_name], 1.0);
+        m.failovers.add(&[service, route], 1.0);
     }
     if !cfg.ai_metrics {
         return;
     }
-    let Some(ai) = &log.ai else {
+    let Some(ai) = ai else {
         return;
     };
-    let target = ai.target.and_then(|t| ai.proxy.targets.get(t));
-    let provider = target.map(|t| t.provider.as_str()).unwrap_or("");
-    let model = ai.request_model.as_deref().unwrap_or("UNSPECIFIED");
-    let mode = if ai.stream { "stream" } else { "oneshot" };
+    let (provider, model) = (&*k.provider, &*k.model);
+    let mode = if k.stream { "stream" } else { "oneshot" };
     let labels = [provider, model, "", "", "", "", ws, consumer, mode];
-    m.ai_requests.add(&labels, 1.0);
+    Family::add_to(get(&b.ai_requests, &m.ai_requests, &labels), 1.0);
     if let Some(l) = ai.llm_latency_ms {
-        m.ai_latency.observe(&labels, l as f64);
+        let s = get(&b.ai_latency, &m.ai_latency, &labels);
+        m.ai_latency.observe_in(s, l as f64);
     }
     let Some(u) = &ai.usage else {
         return;
@@ -106,20 +245,23 @@ pub fn record(cfg: &PrometheusConfig, log: &RequestLog, snap: &Snapshot) {
         target.and_then(|t| t.options.output_cost),
     );
     if cost > 0.0 {
-        m.ai_cost.add(&labels, cost);
+        Family::add_to(get(&b.ai_cost, &m.ai_cost, &labels), cost);
     }
-    for (kind, n) in [
-        ("prompt_tokens", u.prompt_tokens),
-        ("completion_tokens", u.completion_tokens),
-        ("total_tokens", u.total_tokens),
+    for (slot, kind, n) in [
+        (&b.tokens[0], "prompt_tokens", u.prompt_tokens),
+        (&b.tokens[1], "completion_tokens", u.completion_tokens),
+        (&b.tokens[2], "total_tokens", u.total_tokens),
     ] {
-        m.ai_tokens.add(
+        let s = get(
+            slot,
+            &m.ai_tokens,
             &[provider, model, "", "", "", "", ws, consumer, kind],
-            n as f64,
         );
+        Family::add_to(s, n as f64);
     }
     if let (Some(l), true) = (ai.llm_latency_ms, u.completion_tokens > 0) {
+        let s = get(&b.time_per_token, &m.ai_time_per_token, &[provider, model]);
         m.ai_time_per_token
-            .observe(&[provider, model], l as f64 / u.completion_tokens as f64);
+            .observe_in(s, l as f64 / u.completion_tokens as f64);
     }
 }

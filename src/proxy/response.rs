@@ -342,7 +342,7 @@ impl ProxyBody {
                 } if !o.completed => Some("upstream stream ended without a terminal event".into()),
                 _ => None,
             });
-            f.run(error);
+            defer(f, error);
         }
     }
 
@@ -357,6 +357,35 @@ impl ProxyBody {
             let room = PAYLOAD_CAP.saturating_sub(cap.len());
             cap.extend_from_slice(&data[..data.len().min(room)]);
         }
+    }
+}
+
+/// Log phases queued to run after their responses went out.
+static DEFERRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Runs the log phase as a task of its own, so the connection flushes the response's last
+/// bytes first: metrics, log records and quota charges are not part of the client's
+/// latency. Without a runtime (a body dropped during shutdown) it runs right away.
+fn defer(f: Box<Finish>, error: Option<String>) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            DEFERRED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            rt.spawn(async move {
+                f.run(error);
+                DEFERRED.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        Err(_) => f.run(error),
+    }
+}
+
+/// Waits (up to `limit`) until every deferred log phase has run (shutdown).
+pub async fn settle_deferred(limit: Duration) {
+    let until = std::time::Instant::now() + limit;
+    while DEFERRED.load(std::sync::atomic::Ordering::Relaxed) > 0
+        && std::time::Instant::now() < until
+    {
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 

@@ -177,7 +177,7 @@ pub async fn run(
         {
             Ok((resp, conn)) => {
                 if let Some(a) = conn.peer() {
-                    t.ip = a.ip().to_string();
+                    t.ip = crate::proxy::ip_text(a.ip());
                 }
                 let status = resp.status().as_u16();
                 if learns && status_counts_as_failure(status, &ai.failover) {

@@ -58,6 +58,7 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        crate::proxy::response::settle_deferred(Duration::from_secs(2)).await;
         crate::observe::file_log::FileLogSink::flush_all();
     }
 }

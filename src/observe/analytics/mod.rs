@@ -29,7 +29,7 @@ pub const QUEUE: usize = 16_384;
 /// Records inserted per batch at most.
 const BATCH: usize = 1000;
 /// How often the writer takes the queued records.
-const FLUSH_EVERY: Duration = Duration::from_millis(500);
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How often a failed store is tried again (and the spill file replayed).
 const RETRY_EVERY: Duration = Duration::from_secs(5);
 

@@ -1,0 +1,261 @@
+//! A JSON writer for the log records, which are written once per request: fields are
+//! appended straight to a byte buffer, and strings that need no escaping (nearly all of
+//! them) are copied whole after a word-at-a-time scan. Written by hand because serde_json's
+//! serializer escapes byte by byte through a table, which made the log line the costliest
+//! part of a logged request (see bench/results/2026-12-02-callgrind.md).
+
+/// Appends JSON to a buffer; the caller keeps the structure (commas via `sep`).
+pub struct Out {
+    pub buf: Vec<u8>,
+    /// Whether the next member of the current object or array needs a comma first.
+    first: bool,
+}
+
+/// True when one of the 8 bytes in `w` is a quote, a backslash or a control character.
+#[inline]
+fn needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    // Bytes below 0x20: subtracting 0x20 borrows into the high bit (for bytes < 0x80).
+    let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    control | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\'))) != 0
+}
+
+impl Out {
+    /// An empty writer with room for a typical record.
+    pub fn with_capacity(n: usize) -> Out {
+        Out {
+            buf: Vec::with_capacity(n),
+            first: true,
+        }
+    }
+
+    /// Opens an object (`{`).
+    #[inline]
+    pub fn open(&mut self) {
+        self.buf.push(b'{');
+        self.first = true;
+    }
+
+    /// Closes an object (`}`).
+    #[inline]
+    pub fn close(&mut self) {
+        self.buf.push(b'}');
+        self.first = false;
+    }
+
+    /// Opens an array (`[`).
+    pub fn open_array(&mut self) {
+        self.buf.push(b'[');
+        self.first = true;
+    }
+
+    /// Closes an array (`]`).
+    pub fn close_array(&mut self) {
+        self.buf.push(b']');
+        self.first = false;
+    }
+
+    /// A comma unless this is the first member.
+    #[inline]
+    fn sep(&mut self) {
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+    }
+
+    /// Starts an array element.
+    pub fn elem(&mut self) {
+        self.sep();
+    }
+
+    /// Writes `"name":` (names are the code's own, never needing escapes).
+    #[inline]
+    pub fn key(&mut self, name: &str) {
+        self.sep();
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+        // The value follows directly; an object or array value resets `first` itself.
+        self.first = true;
+    }
+
+    /// Writes a key whose name comes from input (escaped).
+    pub fn key_escaped(&mut self, name: &str) {
+        self.sep();
+        self.string(name);
+        self.buf.push(b':');
+        self.first = true;
+    }
+
+    /// A string value, escaped as JSON requires.
+    pub fn string(&mut self, s: &str) {
+        self.buf.reserve(s.len() + 2);
+        self.buf.push(b'"');
+        let bytes = s.as_bytes();
+        let mut start = 0;
+        let mut i = 0;
+        while i + 8 <= bytes.len() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[i..i + 8]);
+            if needs_escape(u64::from_le_bytes(w)) {
+                break;
+            }
+            i += 8;
+        }
+        while i < bytes.len() {
+            let b = bytes[i];
+            let esc: &[u8] = match b {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0..=0x1f => b"",
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            self.buf.extend_from_slice(&bytes[start..i]);
+            if esc.is_empty() {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                self.buf.extend_from_slice(b"\\u00");
+                self.buf.push(HEX[usize::from(b >> 4)]);
+                self.buf.push(HEX[usize::from(b & 0xf)]);
+            } else {
+                self.buf.extend_from_slice(esc);
+            }
+            i += 1;
+            start = i;
+        }
+        self.buf.extend_from_slice(&bytes[start..]);
+        self.buf.push(b'"');
+        self.first = false;
+    }
+
+    /// An optional string (`null` when absent).
+    pub fn opt_string(&mut self, s: Option<&str>) {
+        match s {
+            Some(s) => self.string(s),
+            None => self.null(),
+        }
+    }
+
+    /// `null`.
+    pub fn null(&mut self) {
+        self.buf.extend_from_slice(b"null");
+        self.first = false;
+    }
+
+    /// `true` or `false`.
+    pub fn bool(&mut self, v: bool) {
+        self.buf
+            .extend_from_slice(if v { b"true" } else { b"false" });
+        self.first = false;
+    }
+
+    /// An unsigned integer.
+    #[inline]
+    pub fn u64(&mut self, v: u64) {
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        self.first = false;
+    }
+
+    /// A signed integer.
+    pub fn i64(&mut self, v: i64) {
+        self.buf
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+        self.first = false;
+    }
+
+    /// A float as serde_json writes it (`null` when not finite).
+    pub fn f64(&mut self, v: f64) {
+        if v.is_finite() {
+            if serde_json::to_writer(&mut self.buf, &v).is_err() {
+                self.buf.extend_from_slice(b"null");
+            }
+        } else {
+            self.buf.extend_from_slice(b"null");
+        }
+        self.first = false;
+    }
+
+    /// Any serializable value, through serde_json (for the rare nested documents).
+    pub fn value<T: serde::Serialize + ?Sized>(&mut self, v: &T) {
+        if serde_json::to_writer(&mut self.buf, v).is_err() {
+            self.buf.extend_from_slice(b"null");
+        }
+        self.first = false;
+    }
+
+    /// JSON that is already valid, copied as is.
+    pub fn raw(&mut self, json: &str) {
+        self.buf.extend_from_slice(json.as_bytes());
+        self.first = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn enc(s: &str) -> String {
+        let mut o = Out::with_capacity(16);
+        o.string(s);
+        String::from_utf8(o.buf).unwrap_or_default()
+    }
+
+    #[test]
+    fn strings_escape_as_serde_json_does() {
+        for s in [
+            "",
+            "plain ascii that is longer than one word",
+            "quote \" and backslash \\ inside a long string",
+            "\u{1}\u{1f}\n\r\t\u{8}\u{c} controls",
+            "tab\tat 3, then long text after it",
+            "ünïcödé → ✓ and \"quotes\" 🙂",
+            "12345678\"",
+            "1234567\\",
+            "\u{7f} is not escaped",
+        ] {
+            let want = serde_json::to_string(s).unwrap_or_default();
+            assert_eq!(enc(s), want, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn objects_arrays_and_numbers() {
+        let mut o = Out::with_capacity(64);
+        o.open();
+        o.key("a");
+        o.u64(1);
+        o.key("b");
+        o.open_array();
+        o.elem();
+        o.i64(-2);
+        o.elem();
+        o.f64(0.5);
+        o.elem();
+        o.f64(f64::NAN);
+        o.close_array();
+        o.key("c");
+        o.open();
+        o.close();
+        o.key_escaped("d\"e");
+        o.opt_string(None);
+        o.key("f");
+        o.bool(true);
+        o.close();
+        let text = String::from_utf8(o.buf).unwrap_or_default();
+        assert_eq!(
+            text,
+            r#"{"a":1,"b":[-2,0.5,null],"c":{},"d\"e":null,"f":true}"#
+        );
+    }
+}
