@@ -8,6 +8,12 @@
 #   ARGS="--analytics off" bash bench/callgrind.sh   # extra `serve` arguments
 #   EXTRA='    - name: rate-limiting
 #         config: {hour: 1000000}' bash bench/callgrind.sh   # with a plugin on the route
+#   OBSERVE=1 bash bench/callgrind.sh       # prometheus (every switch) + file-log on the route,
+#                                           # log_statistics on; add ARGS="--analytics off" to
+#                                           # leave out the (default) SQLite analytics
+#
+# Prints the total, then how it splits: the request path (the runtime's threads) and the
+# log writers' threads (file-log, analytics, http-log), which work off the request path.
 #
 # Needs valgrind and the release binaries (cargo build --release --bins; cargo build
 # --release -p mock-llm --bins).
@@ -24,6 +30,14 @@ run() { # requests -> total instructions
     mp=$(port); gp=$(port)
     "$MOCK" --listen 127.0.0.1:$mp --no-record >/dev/null 2>&1 &
     mpid=$!
+    local observe="" stats=""
+    if [[ ${OBSERVE:-0} == 1 ]]; then
+        stats="logging: {log_statistics: true}, "
+        observe="    - name: prometheus
+      config: {status_code_metrics: true, latency_metrics: true, bandwidth_metrics: true, ai_metrics: true}
+    - name: file-log
+      config: {path: $d/file-log.jsonl}"
+    fi
     cat >"$d/kong.yaml" <<Y
 _format_version: "3.0"
 services:
@@ -34,11 +48,12 @@ services:
     paths: ["/v1/chat/completions"]
     plugins:
 $EXTRA
+$observe
     - name: ai-proxy
-      config: {route_type: llm/v1/chat, model: {provider: openai, name: gpt-4o, options: {upstream_url: "http://127.0.0.1:$mp/v1/chat/completions"}}}
+      config: {route_type: llm/v1/chat, ${stats}model: {provider: openai, name: gpt-4o, options: {upstream_url: "http://127.0.0.1:$mp/v1/chat/completions"}}}
 Y
     echo '{"model":"gpt-4o","messages":[{"role":"user","content":"hello there, how are you today?"}]}' >"$d/body.json"
-    TOLLGATE_PROXY_TLS_LISTEN=off valgrind --tool=callgrind --callgrind-out-file="$d/cg.out" \
+    TOLLGATE_PROXY_TLS_LISTEN=off valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$d/cg.out" \
         "$BIN" serve --config "$d/kong.yaml" --proxy-listen 127.0.0.1:$gp --admin-listen off \
         --data-dir "$d/data" ${ARGS:-} >/dev/null 2>"$d/vg.err" &
     gpid=$!
@@ -47,9 +62,21 @@ Y
         --connections 1 --requests "$n" >/dev/null 2>&1
     kill -INT $gpid; wait $gpid 2>/dev/null || true
     kill $mpid 2>/dev/null || true
-    grep -o 'summary: [0-9]*' "$d/cg.out" | awk '{print $2}'
+    # One file per thread: a writer's thread is the one running its loop.
+    local total=0 writers=0 f n
+    for f in "$d"/cg.out-*; do
+        n=$(grep -o 'summary: [0-9]*' "$f" | awk '{print $2}')
+        total=$((total + n))
+        if grep -qE 'file_log::writer|analytics::Writer::run|http_log::.*run' "$f"; then
+            writers=$((writers + n))
+        fi
+    done
+    echo "$total $writers"
     rm -rf "$d"
 }
-a=$(run 200)
-b=$(run 1200)
-echo $(( (b - a) / 1000 ))
+read -r a aw < <(run 200)
+read -r b bw < <(run 1200)
+total=$(( (b - a) / 1000 ))
+writers=$(( (bw - aw) / 1000 ))
+echo "$total"
+echo "request path: $((total - writers)), log writers: $writers" >&2
