@@ -49,7 +49,7 @@ pub struct Family {
     kind: Kind,
     label_names: &'static [&'static str],
     /// By the labels' hash; label values are compared on a hit, so collisions are harmless.
-    series: RwLock<HashMap<u64, Vec<Arc<Series>>>>,
+    series: RwLock<HashMap<u64, Vec<Arc<Series>>, rustc_hash::FxBuildHasher>>,
 }
 
 impl Family {
@@ -64,7 +64,7 @@ impl Family {
             help,
             kind,
             label_names,
-            series: RwLock::new(HashMap::new()),
+            series: RwLock::new(HashMap::default()),
         }
     }
 

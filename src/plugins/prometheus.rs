@@ -110,11 +110,12 @@ struct Bundle {
 /// in their families, so nothing is lost but the shortcut).
 const MAX_BUNDLES: usize = 4096;
 
-type Bundles = RwLock<HashMap<u64, Vec<Arc<Bundle>>>>;
+// The keys are hashes already: Fx mixes them in one multiplication.
+type Bundles = RwLock<HashMap<u64, Vec<Arc<Bundle>>, rustc_hash::FxBuildHasher>>;
 
 fn bundles() -> &'static Bundles {
     static B: OnceLock<Bundles> = OnceLock::new();
-    B.get_or_init(|| RwLock::new(HashMap::new()))
+    B.get_or_init(|| RwLock::new(HashMap::default()))
 }
 
 fn bundle(key: &Key<&str>) -> Arc<Bundle> {

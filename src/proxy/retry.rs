@@ -560,7 +560,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
             ip: up
                 .host
                 .parse::<std::net::IpAddr>()
-                .map(|i| i.to_string())
+                .map(crate::proxy::ip_text)
                 .unwrap_or_default(),
             port: up.port,
             host: up.host.clone(),
