@@ -640,15 +640,20 @@ services:
               model: {provider: openai, name: ot-model, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
 "#;
 
+/// A gateway exporting its spans to `receiver` over `protocol`.
+async fn otel_gateway(receiver: &str, protocol: &str) -> Harness {
+    Harness::start(
+        &OTEL
+            .replace("{RECEIVER}", receiver)
+            .replace("{PROTOCOL}", protocol),
+    )
+    .await
+}
+
 #[tokio::test]
 async fn spans_go_to_an_otlp_receiver_and_traceparent_to_the_upstream() {
     let (url, seen) = collector(200).await;
-    let h = Harness::start(
-        &OTEL
-            .replace("{RECEIVER}", &url.replace("/logs", "/v1/traces"))
-            .replace("{PROTOCOL}", "http/json"),
-    )
-    .await;
+    let h = otel_gateway(&url.replace("/logs", "/v1/traces"), "http/json").await;
     let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let r = send(
         "POST",
@@ -732,12 +737,7 @@ async fn grpc_receiver() -> (String, Received) {
 #[tokio::test]
 async fn spans_go_over_otlp_grpc() {
     let (url, seen) = grpc_receiver().await;
-    let h = Harness::start(
-        &OTEL
-            .replace("{RECEIVER}", &url)
-            .replace("{PROTOCOL}", "grpc"),
-    )
-    .await;
+    let h = otel_gateway(&url, "grpc").await;
     let r = send(
         "POST",
         &h.url("/chat"),
@@ -786,12 +786,7 @@ async fn spans_go_over_otlp_grpc() {
 #[tokio::test]
 async fn semantic_routing_embeddings_calls_get_their_own_span() {
     let (url, seen) = collector(200).await;
-    let h = Harness::start(
-        &OTEL
-            .replace("{RECEIVER}", &url.replace("/logs", "/v1/traces"))
-            .replace("{PROTOCOL}", "http/json"),
-    )
-    .await;
+    let h = otel_gateway(&url.replace("/logs", "/v1/traces"), "http/json").await;
     let r = send(
         "POST",
         &h.url("/semantic"),

@@ -164,14 +164,11 @@ fn writer(path: PathBuf, reopen: bool, rx: Receiver<Msg>) {
     let mut file: Option<std::io::BufWriter<File>> = None;
     // The writer wakes every POLL, not per line (a wake-up per request would cost the proxy
     // a context switch each), writes what queued up with one system call, and flushes.
+    let mut queued = Vec::new();
     loop {
         std::thread::sleep(POLL);
-        let mut next = match rx.try_recv() {
-            Ok(m) => Some(m),
-            Err(std::sync::mpsc::TryRecvError::Empty) => continue,
-            Err(std::sync::mpsc::TryRecvError::Disconnected) => return,
-        };
-        while let Some(msg) = next.take() {
+        let closed = super::take_queued(&rx, &mut queued);
+        for msg in queued.drain(..) {
             match msg {
                 Msg::Line(job) => {
                     if file.is_none() || reopen {
@@ -192,13 +189,15 @@ fn writer(path: PathBuf, reopen: bool, rx: Receiver<Msg>) {
                     let _ = done.send(());
                 }
             }
-            next = rx.try_recv().ok();
         }
         if let Some(f) = file.as_mut() {
             if let Err(e) = f.flush() {
                 tracing::error!(path = %path.display(), error = %e, "file-log write failed");
                 file = None;
             }
+        }
+        if closed {
+            return;
         }
     }
 }

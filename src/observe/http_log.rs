@@ -289,17 +289,7 @@ impl Sender {
         let mut pending: Vec<Arc<crate::observe::log::LogJob>> = Vec::new();
         loop {
             std::thread::sleep(poll);
-            let mut closed = false;
-            loop {
-                match self.rx.try_recv() {
-                    Ok(r) => pending.push(r),
-                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
+            let closed = super::take_queued(&self.rx, &mut pending);
             for batch in pending.chunks(batch_max) {
                 rt.block_on(self.deliver(batch, batch_max > 1));
             }

@@ -389,20 +389,11 @@ impl Exporter {
             resource.retain(|a| a["key"] != json!(k));
             resource.push(attr(k, json!(v)));
         }
+        let mut queued = Vec::new();
         loop {
             std::thread::sleep(every);
-            let mut spans: Vec<Value> = Vec::new();
-            let mut closed = false;
-            loop {
-                match self.rx.try_recv() {
-                    Ok(s) => spans.extend(s),
-                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
+            let closed = super::take_queued(&self.rx, &mut queued);
+            let spans: Vec<Value> = queued.drain(..).flatten().collect();
             for chunk in spans.chunks(max) {
                 let body = json!({"resourceSpans": [{
                     "resource": {"attributes": resource},
@@ -498,26 +489,11 @@ async fn grpc_export(
         let req = req
             .body(Full::new(Bytes::from(framed)))
             .map_err(|e| e.to_string())?;
-        let exec = hyper_util::rt::TokioExecutor::new();
         let resp = if https {
             let tls = crate::proxy::upstream_tls::connect(None, &host, tcp).await?;
-            let (mut s, conn) =
-                hyper::client::conn::http2::handshake(exec, hyper_util::rt::TokioIo::new(tls))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            s.send_request(req).await.map_err(|e| e.to_string())?
+            h2_send(tls, req).await?
         } else {
-            let (mut s, conn) =
-                hyper::client::conn::http2::handshake(exec, hyper_util::rt::TokioIo::new(tcp))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            s.send_request(req).await.map_err(|e| e.to_string())?
+            h2_send(tcp, req).await?
         };
         let status = resp.status();
         let in_headers = resp
@@ -545,6 +521,25 @@ async fn grpc_export(
     tokio::time::timeout(Duration::from_millis(timeout_ms.max(1)), work)
         .await
         .map_err(|_| "timed out".to_string())?
+}
+
+/// Sends one request over a fresh HTTP/2 connection on `io` (gRPC export).
+async fn h2_send<IO>(
+    io: IO,
+    req: http::Request<http_body_util::Full<Bytes>>,
+) -> Result<http::Response<hyper::body::Incoming>, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let exec = hyper_util::rt::TokioExecutor::new();
+    let (mut s, conn) =
+        hyper::client::conn::http2::handshake(exec, hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    s.send_request(req).await.map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -229,34 +229,20 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
+        let mut jobs = Vec::new();
         let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
         loop {
             // Sleep, then take what queued up: waking per record would cost the proxy a
             // context switch per request.
             std::thread::sleep(FLUSH_EVERY);
-            let mut closed = false;
-            loop {
-                match self.rx.try_recv() {
-                    Ok(job) => {
-                        batch.push(job.usage_record());
-                        if batch.len() == BATCH {
-                            self.retry_store();
-                            self.write(&batch);
-                            batch.clear();
-                        }
-                    }
-                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                        closed = true;
-                        break;
-                    }
-                }
-            }
+            let closed = super::take_queued(&self.rx, &mut jobs);
             self.retry_store();
-            if !batch.is_empty() {
+            for chunk in jobs.chunks(BATCH) {
+                batch.extend(chunk.iter().map(|job| job.usage_record()));
                 self.write(&batch);
                 batch.clear();
             }
+            jobs.clear();
             if closed {
                 return;
             }

@@ -80,12 +80,11 @@ impl Sqlite {
     }
 }
 
-/// Runs a usage query on its own connection.
-pub fn usage(path: &Path, q: &Query) -> Result<serde_json::Value, String> {
-    let conn = open_conn(path)?;
-    let mut st = conn.prepare(&q.sql(false)).map_err(|e| e.to_string())?;
-    let map = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
-        Ok(Row {
+/// A result row of a usage query (`series`: bucketed, with latency) or a top query; the
+/// columns are in the order `Query::sql` and `TopQuery::sql` select them.
+fn row(r: &rusqlite::Row<'_>, series: bool) -> rusqlite::Result<Row> {
+    Ok(if series {
+        Row {
             t: r.get(0)?,
             key: r.get(1)?,
             requests: r.get(2)?,
@@ -96,8 +95,26 @@ pub fn usage(path: &Path, q: &Query) -> Result<serde_json::Value, String> {
             errors: r.get(7)?,
             latency_avg: r.get(8)?,
             latency_max: r.get(9)?,
-        })
-    };
+        }
+    } else {
+        Row {
+            key: r.get(0)?,
+            requests: r.get(1)?,
+            prompt_tokens: r.get(2)?,
+            completion_tokens: r.get(3)?,
+            total_tokens: r.get(4)?,
+            cost: r.get(5)?,
+            errors: r.get(6)?,
+            ..Row::default()
+        }
+    })
+}
+
+/// Runs a usage query on its own connection.
+pub fn usage(path: &Path, q: &Query) -> Result<serde_json::Value, String> {
+    let conn = open_conn(path)?;
+    let mut st = conn.prepare(&q.sql(false)).map_err(|e| e.to_string())?;
+    let map = |r: &rusqlite::Row<'_>| row(r, true);
     let rows: Result<Vec<Row>, _> = match &q.filter {
         Some((_, v)) => st
             .query_map(params![q.bucket_ms, q.from_ms, q.to_ms, v], map)
@@ -116,18 +133,7 @@ pub fn top(path: &Path, q: &TopQuery) -> Result<serde_json::Value, String> {
     let conn = open_conn(path)?;
     let mut st = conn.prepare(&q.sql(false)).map_err(|e| e.to_string())?;
     let rows: Result<Vec<Row>, _> = st
-        .query_map(params![q.from_ms, q.to_ms, q.limit], |r| {
-            Ok(Row {
-                key: r.get(0)?,
-                requests: r.get(1)?,
-                prompt_tokens: r.get(2)?,
-                completion_tokens: r.get(3)?,
-                total_tokens: r.get(4)?,
-                cost: r.get(5)?,
-                errors: r.get(6)?,
-                ..Row::default()
-            })
-        })
+        .query_map(params![q.from_ms, q.to_ms, q.limit], |r| row(r, false))
         .map_err(|e| e.to_string())?
         .collect();
     Ok(top_answer(q, rows.map_err(|e| e.to_string())?))
