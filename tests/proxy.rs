@@ -665,7 +665,8 @@ services:
 
 #[tokio::test]
 async fn round_robin_by_weight_with_failover_on_connect_errors() {
-    let h = Harness::start(&BALANCED.replace("{DEAD}", &free_port().to_string())).await;
+    let (_dead, dead_port) = support::dead_port();
+    let h = Harness::start(&BALANCED.replace("{DEAD}", &dead_port.to_string())).await;
     for _ in 0..10 {
         let r = post_json(&h.url("/v1/chat/completions"), &msg("hi")).await;
         assert_eq!(r.status, 200, "{}", r.text());

@@ -210,6 +210,16 @@ pub fn sse_data(body: &str) -> Vec<String> {
 }
 
 /// Reserves a free local port (for configs that must name a dead upstream).
+/// A port that refuses connections for as long as the returned socket lives: bound but not
+/// listening, so no other test's server can take it (a port from `free_port` can be
+/// reused by a parallel test, which then answers where a dead upstream was meant).
+pub fn dead_port() -> (tokio::net::TcpSocket, u16) {
+    let s = tokio::net::TcpSocket::new_v4().expect("socket");
+    s.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let port = s.local_addr().expect("port").port();
+    (s, port)
+}
+
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().map(|a: SocketAddr| a.port()).expect("port")
