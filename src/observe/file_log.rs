@@ -160,44 +160,58 @@ fn open(path: &PathBuf) -> Option<File> {
     }
 }
 
+/// Bytes gathered before one `write` system call.
+const WRITE_AT: usize = 32 * 1024;
+
 fn writer(path: PathBuf, reopen: bool, rx: Receiver<Msg>) {
-    let mut file: Option<std::io::BufWriter<File>> = None;
+    let mut file: Option<File> = None;
     // The writer wakes every POLL, not per line (a wake-up per request would cost the proxy
-    // a context switch each), writes what queued up with one system call, and flushes.
+    // a context switch each), and formats lines straight into one reused buffer that it
+    // writes out every WRITE_AT bytes and at the end of each turn.
     let mut queued = Vec::new();
+    let mut buf: Vec<u8> = Vec::with_capacity(2 * WRITE_AT);
     loop {
         std::thread::sleep(POLL);
         let closed = super::take_queued(&rx, &mut queued);
+        let mut aside = crate::server::busy_poll::StepAside::new();
         for msg in queued.drain(..) {
             match msg {
                 Msg::Line(job) => {
-                    if file.is_none() || reopen {
-                        file = open(&path).map(std::io::BufWriter::new);
+                    buf = job.append_line(buf);
+                    buf.push(b'\n');
+                    drop(job);
+                    if reopen || buf.len() >= WRITE_AT {
+                        write_out(&path, reopen, &mut file, &mut buf);
                     }
-                    if let Some(f) = file.as_mut() {
-                        let ok = f.write_all(job.line()).and_then(|_| f.write_all(b"\n"));
-                        if let Err(e) = ok.and_then(|_| if reopen { f.flush() } else { Ok(()) }) {
-                            tracing::error!(path = %path.display(), error = %e, "file-log write failed");
-                            file = None;
-                        }
-                    }
+                    aside.tick();
                 }
                 Msg::Flush(done) => {
-                    if let Some(f) = file.as_mut() {
-                        let _ = f.flush();
-                    }
+                    write_out(&path, reopen, &mut file, &mut buf);
                     let _ = done.send(());
                 }
             }
         }
-        if let Some(f) = file.as_mut() {
-            if let Err(e) = f.flush() {
-                tracing::error!(path = %path.display(), error = %e, "file-log write failed");
-                file = None;
-            }
-        }
+        write_out(&path, reopen, &mut file, &mut buf);
         if closed {
             return;
         }
     }
+}
+
+/// Appends `buf` to the file (opened now if it is not, or reopened every time when
+/// `reopen`), then empties `buf`; a failed write is logged and the file reopened next time.
+fn write_out(path: &PathBuf, reopen: bool, file: &mut Option<File>, buf: &mut Vec<u8>) {
+    if buf.is_empty() {
+        return;
+    }
+    if file.is_none() || reopen {
+        *file = open(path);
+    }
+    if let Some(f) = file.as_mut() {
+        if let Err(e) = f.write_all(buf) {
+            tracing::error!(path = %path.display(), error = %e, "file-log write failed");
+            *file = None;
+        }
+    }
+    buf.clear();
 }

@@ -291,7 +291,10 @@ impl Sender {
             std::thread::sleep(poll);
             let closed = super::take_queued(&self.rx, &mut pending);
             for batch in pending.chunks(batch_max) {
-                rt.block_on(self.deliver(batch, batch_max > 1));
+                // Formatting shares the proxy's core; sending waits on the network and
+                // (while retrying) on backoff, which must not keep the poller aside.
+                let body = batch_body(batch, batch_max > 1);
+                rt.block_on(self.deliver(batch, body));
             }
             pending.clear();
             if closed {
@@ -301,23 +304,7 @@ impl Sender {
     }
 
     /// Sends one batch, retrying with exponential backoff until `max_retry_time`.
-    async fn deliver(&self, batch: &[Arc<crate::observe::log::LogJob>], as_array: bool) {
-        let body = if as_array {
-            let mut b = Vec::with_capacity(
-                batch.iter().map(|r| r.line().len()).sum::<usize>() + batch.len() + 2,
-            );
-            b.push(b'[');
-            for (i, r) in batch.iter().enumerate() {
-                if i > 0 {
-                    b.push(b',');
-                }
-                b.extend_from_slice(r.line());
-            }
-            b.push(b']');
-            Bytes::from(b)
-        } else {
-            Bytes::from(batch.first().map(|r| r.line().to_vec()).unwrap_or_default())
-        };
+    async fn deliver(&self, batch: &[Arc<crate::observe::log::LogJob>], body: Bytes) {
         let q = &self.config.queue;
         let started = Instant::now();
         let mut delay = q.initial_retry_delay.max(0.001);
@@ -354,6 +341,25 @@ impl Sender {
         };
         deliver_once(&target, body).await
     }
+}
+
+/// A batch's request body: a JSON array of the records, or the one record alone.
+fn batch_body(batch: &[Arc<crate::observe::log::LogJob>], as_array: bool) -> Bytes {
+    let mut aside = crate::server::busy_poll::StepAside::new();
+    if !as_array {
+        return Bytes::from(batch.first().map(|r| r.line().to_vec()).unwrap_or_default());
+    }
+    let mut b = Vec::new();
+    b.push(b'[');
+    for (i, r) in batch.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        b.extend_from_slice(r.line());
+        aside.tick();
+    }
+    b.push(b']');
+    Bytes::from(b)
 }
 
 /// Where and how a batch is POSTed (http-log's collector, the OTLP endpoint).

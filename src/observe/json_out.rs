@@ -23,12 +23,9 @@ fn needs_escape(w: u64) -> bool {
 }
 
 impl Out {
-    /// An empty writer with room for a typical record.
-    pub fn with_capacity(n: usize) -> Out {
-        Out {
-            buf: Vec::with_capacity(n),
-            first: true,
-        }
+    /// A writer that appends to `buf` (a sink's reusable buffer).
+    pub fn appending(buf: Vec<u8>) -> Out {
+        Out { buf, first: true }
     }
 
     /// Opens an object (`{`).
@@ -206,7 +203,7 @@ mod tests {
     use super::*;
 
     fn enc(s: &str) -> String {
-        let mut o = Out::with_capacity(16);
+        let mut o = Out::appending(Vec::with_capacity(16));
         o.string(s);
         String::from_utf8(o.buf).unwrap_or_default()
     }
@@ -231,7 +228,7 @@ mod tests {
 
     #[test]
     fn objects_arrays_and_numbers() {
-        let mut o = Out::with_capacity(64);
+        let mut o = Out::appending(Vec::with_capacity(64));
         o.open();
         o.key("a");
         o.u64(1);

@@ -339,6 +339,11 @@ impl RequestLog {
     /// The record (Kong's `kong.log.serialize()`, field by field) as one JSON line's bytes
     /// (without the newline); route and service JSON come ready-made from the snapshot.
     pub fn to_bytes(&self, snap: &Snapshot) -> Vec<u8> {
+        self.append_to(snap, Vec::with_capacity(2048))
+    }
+
+    /// Appends the record's JSON line (without the newline) to `buf` and returns it.
+    pub fn append_to(&self, snap: &Snapshot, buf: Vec<u8>) -> Vec<u8> {
         let total = self.total_ms();
         let proxy = self.upstream_latency_ms.map(|v| v as i64).unwrap_or(-1);
         let ai = self.ai.as_ref();
@@ -348,7 +353,7 @@ impl RequestLog {
             .consumer
             .as_ref()
             .and_then(|(ci, cred)| snap.consumers.get(*ci).map(|c| (c, cred)));
-        let mut o = Out::with_capacity(2048);
+        let mut o = Out::appending(buf);
         o.open();
         o.key("request");
         o.open();
@@ -697,6 +702,19 @@ impl LogJob {
     pub fn line(&self) -> &[u8] {
         self.line.get_or_init(|| self.log.to_bytes(&self.snap))
     }
+
+    /// Appends the record's JSON (without the newline) to `buf`: the line made for another
+    /// sink when there is one, else formatted straight into `buf` (no allocation per line).
+    pub fn append_line(&self, buf: Vec<u8>) -> Vec<u8> {
+        match self.line.get() {
+            Some(line) => {
+                let mut buf = buf;
+                buf.extend_from_slice(line);
+                buf
+            }
+            None => self.log.append_to(&self.snap, buf),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -705,7 +723,7 @@ mod tests {
     use serde_json::json;
 
     fn headers_json(h: &http::HeaderMap) -> String {
-        let mut o = Out::with_capacity(64);
+        let mut o = Out::appending(Vec::with_capacity(64));
         let mut copy = HeaderCopy::of(h);
         assert!(copy.redact("X-One"));
         assert!(!copy.redact("x-none"));
@@ -735,7 +753,7 @@ mod tests {
     #[test]
     fn query_parsing() {
         let q = |u: &str| {
-            let mut o = Out::with_capacity(16);
+            let mut o = Out::appending(Vec::with_capacity(16));
             write_query(&mut o, u);
             serde_json::from_slice::<Value>(&o.buf).unwrap_or_default()
         };

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::server::busy_poll::StepAside;
+
 pub use query::{Query, TopQuery};
 
 /// Finished requests waiting for the writer at most (each holds its log record until
@@ -101,10 +103,10 @@ impl Store {
         }
     }
 
-    fn insert(&mut self, batch: &[Record]) -> Result<(), String> {
+    fn insert(&mut self, batch: &[Record], aside: &mut StepAside) -> Result<(), String> {
         match self {
-            Store::Sqlite(s) => s.insert(batch),
-            Store::Postgres(p) => p.insert(batch),
+            Store::Sqlite(s) => s.insert(batch, aside),
+            Store::Postgres(p) => p.insert(batch, aside),
         }
     }
 }
@@ -236,13 +238,23 @@ impl Writer {
             // context switch per request.
             std::thread::sleep(FLUSH_EVERY);
             let closed = super::take_queued(&self.rx, &mut jobs);
-            self.retry_store();
-            for chunk in jobs.chunks(BATCH) {
-                batch.extend(chunk.iter().map(|job| job.usage_record()));
-                self.write(&batch);
-                batch.clear();
+            let mut aside = StepAside::new();
+            self.retry_store(&mut aside);
+            // Records are built, written and freed a few at a time between ticks: freeing a
+            // whole batch at once held the core for a millisecond.
+            while !jobs.is_empty() {
+                for job in jobs.drain(..jobs.len().min(BATCH)) {
+                    batch.push(job.usage_record());
+                    drop(job);
+                    aside.tick();
+                }
+                self.write(&batch, &mut aside);
+                for record in batch.drain(..) {
+                    drop(record);
+                    aside.tick();
+                }
             }
-            jobs.clear();
+            drop(aside);
             if closed {
                 return;
             }
@@ -250,7 +262,7 @@ impl Writer {
     }
 
     /// After a failure: reopen the store now and then, and replay what was spilled.
-    fn retry_store(&mut self) {
+    fn retry_store(&mut self, aside: &mut StepAside) {
         let due = self.failed_at.is_none_or(|t| t.elapsed() >= RETRY_EVERY);
         if self.store.is_none() && due {
             match Store::open(&self.backend) {
@@ -266,13 +278,13 @@ impl Writer {
             }
         }
         if self.store.is_some() && self.failed_at.is_some() && due {
-            self.replay();
+            self.replay(aside);
         }
     }
 
-    fn write(&mut self, batch: &[Record]) {
+    fn write(&mut self, batch: &[Record], aside: &mut StepAside) {
         let result = match self.store.as_mut() {
-            Some(s) => s.insert(batch),
+            Some(s) => s.insert(batch, aside),
             None => Err("store unavailable".into()),
         };
         match result {
@@ -324,7 +336,7 @@ impl Writer {
 
     /// Moves the spill file's records into the store (the file is renamed first, so records
     /// spilled meanwhile go to a new one).
-    fn replay(&mut self) {
+    fn replay(&mut self, aside: &mut StepAside) {
         if !self.spill.exists() {
             self.failed_at = None;
             return;
@@ -343,12 +355,12 @@ impl Writer {
                 chunk.push(r);
             }
             if chunk.len() == BATCH {
-                ok &= self.replay_chunk(&chunk);
+                ok &= self.replay_chunk(&chunk, aside);
                 chunk.clear();
             }
         }
         if !chunk.is_empty() {
-            ok &= self.replay_chunk(&chunk);
+            ok &= self.replay_chunk(&chunk, aside);
         }
         let _ = std::fs::remove_file(&taking);
         if ok {
@@ -356,8 +368,8 @@ impl Writer {
         }
     }
 
-    fn replay_chunk(&mut self, chunk: &[Record]) -> bool {
-        match self.store.as_mut().map(|s| s.insert(chunk)) {
+    fn replay_chunk(&mut self, chunk: &[Record], aside: &mut StepAside) -> bool {
+        match self.store.as_mut().map(|s| s.insert(chunk, aside)) {
             Some(Ok(())) => {
                 self.stats
                     .replayed

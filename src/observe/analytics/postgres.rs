@@ -5,6 +5,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::query::{top_answer, usage_answer, Query, Row, TopQuery};
 use super::Record;
+use crate::server::busy_poll::StepAside;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
     ts_ms BIGINT NOT NULL, request_id TEXT NOT NULL, consumer TEXT NOT NULL,
@@ -53,14 +54,16 @@ impl Postgres {
         Ok(Postgres { rt, client })
     }
 
-    /// Inserts a batch with one multi-row statement per 500 records.
-    pub fn insert(&mut self, batch: &[Record]) -> Result<(), String> {
+    /// Inserts a batch with one multi-row statement per 100 records (the statement is
+    /// encoded in one go, so smaller ones let the proxy's thread in more often).
+    pub fn insert(&mut self, batch: &[Record], aside: &mut StepAside) -> Result<(), String> {
         let client = &self.client;
         self.rt.block_on(async {
-            for chunk in batch.chunks(500) {
+            for chunk in batch.chunks(100) {
                 let mut sql = String::from("INSERT INTO tollgate_usage VALUES ");
                 let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
                 for (i, r) in chunk.iter().enumerate() {
+                    aside.tick();
                     if i > 0 {
                         sql.push(',');
                     }

@@ -7,6 +7,7 @@ use rusqlite::{params, Connection};
 
 use super::query::{top_answer, usage_answer, Query, Row, TopQuery};
 use super::Record;
+use crate::server::busy_poll::StepAside;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
     ts_ms INTEGER NOT NULL, request_id TEXT NOT NULL, consumer TEXT NOT NULL,
@@ -46,7 +47,7 @@ impl Sqlite {
     }
 
     /// Inserts a batch in one transaction.
-    pub fn insert(&mut self, batch: &[Record]) -> Result<(), String> {
+    pub fn insert(&mut self, batch: &[Record], aside: &mut StepAside) -> Result<(), String> {
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;
         {
             let mut st = tx
@@ -74,6 +75,7 @@ impl Sqlite {
                     r.guardrail
                 ])
                 .map_err(|e| e.to_string())?;
+                aside.tick();
             }
         }
         tx.commit().map_err(|e| e.to_string())
