@@ -287,6 +287,7 @@ impl Sender {
         // record, so the proxy does not pay a context switch per request.
         let poll = coalesce.clamp(Duration::from_millis(10), Duration::from_secs(1));
         let mut pending: Vec<Arc<crate::observe::log::LogJob>> = Vec::new();
+        let mut seen = 0;
         loop {
             std::thread::sleep(poll);
             let closed = super::take_queued(&self.rx, &mut pending);
@@ -296,7 +297,7 @@ impl Sender {
                 let body = batch_body(batch, batch_max > 1);
                 rt.block_on(self.deliver(batch, body));
             }
-            pending.clear();
+            crate::observe::log::give_back(&mut pending, &mut seen);
             if closed {
                 return;
             }

@@ -717,6 +717,59 @@ impl LogJob {
     }
 }
 
+/// Jobs the writers are done with, waiting to be freed on a request thread. A job's memory
+/// comes from the thread that served the request; freed by a writer thread, glibc's malloc
+/// puts it in that thread's caches, and the request thread's next allocations all take the
+/// slow, locked path (bench c=64: a quarter more CPU per request). Freed where it came from,
+/// it goes back to the request thread's own caches.
+static RETURNED: std::sync::Mutex<Vec<Arc<LogJob>>> = std::sync::Mutex::new(Vec::new());
+/// How many times a request thread took jobs from `RETURNED`.
+static REAPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Jobs a request frees: more than a request adds (one per writer), so the pile shrinks.
+const REAP_PER_REQUEST: usize = 4;
+/// Past this many, a writer frees the surplus itself.
+const RETURNED_MAX: usize = 16 * 1024;
+
+/// A writer hands back the jobs it is done with (draining `done`). `seen` is the writer's
+/// last look at the reap count: when no request took any since, the gateway is idle and
+/// the writer frees what waits itself, so nothing is held until the next request.
+pub fn give_back(done: &mut Vec<Arc<LogJob>>, seen: &mut u64) {
+    let mut free_here = Vec::new();
+    if let Ok(mut pile) = RETURNED.lock() {
+        let reaped = REAPED.load(std::sync::atomic::Ordering::Relaxed);
+        if reaped == *seen {
+            free_here = std::mem::take(&mut *pile);
+        }
+        *seen = reaped;
+        pile.append(done);
+        if pile.len() > RETURNED_MAX {
+            let surplus = pile.len() - RETURNED_MAX;
+            free_here.extend(pile.drain(..surplus));
+        }
+    }
+    drop(free_here);
+    done.clear();
+}
+
+/// Frees a few of the jobs the writers handed back (called on a request thread, after the
+/// response went out).
+pub fn reap() {
+    let mut taken: [Option<Arc<LogJob>>; REAP_PER_REQUEST] = Default::default();
+    {
+        let Ok(mut pile) = RETURNED.try_lock() else {
+            return;
+        };
+        if pile.is_empty() {
+            return;
+        }
+        for slot in taken.iter_mut() {
+            *slot = pile.pop();
+        }
+    }
+    REAPED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    drop(taken);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

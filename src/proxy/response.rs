@@ -224,6 +224,8 @@ impl Finish {
                 _ => {}
             }
         }
+        drop(job);
+        crate::observe::log::reap();
     }
 }
 

@@ -233,6 +233,7 @@ impl Writer {
     fn run(mut self) {
         let mut jobs = Vec::new();
         let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
+        let (mut done, mut seen) = (Vec::new(), 0);
         loop {
             // Sleep, then take what queued up: waking per record would cost the proxy a
             // context switch per request.
@@ -241,11 +242,12 @@ impl Writer {
             let mut aside = StepAside::new();
             self.retry_store(&mut aside);
             // Records are built, written and freed a few at a time between ticks: freeing a
-            // whole batch at once held the core for a millisecond.
+            // whole batch at once held the core for a millisecond. The jobs go back to be
+            // freed on the request threads (see `log::give_back`).
             while !jobs.is_empty() {
                 for job in jobs.drain(..jobs.len().min(BATCH)) {
                     batch.push(job.usage_record());
-                    drop(job);
+                    done.push(job);
                     aside.tick();
                 }
                 self.write(&batch, &mut aside);
@@ -254,6 +256,7 @@ impl Writer {
                     aside.tick();
                 }
             }
+            crate::observe::log::give_back(&mut done, &mut seen);
             drop(aside);
             if closed {
                 return;

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# What metrics, file-log and usage analytics cost a request, measured A/B: two gateways run
+# side by side on CPU 0 (A: observability off; B: prometheus on every switch, file-log and
+# SQLite analytics), mock-llm and wrk on CPU 1, and c=1 rounds alternate between them, so
+# a busy host disturbs both alike. Prints each round, the medians, the ratios, and the CPU
+# time of B's threads per request.
+#
+#   bash bench/observe-ab.sh [ROUNDS=5] [SECONDS=3] [CONNECTIONS=1]
+#
+# Environment: AB_BIN_A / AB_BIN_B (default target/release/tollgate; build it first with
+# `cargo build --release --bin tollgate && cargo build --release -p mock-llm --bins`),
+# AB_B_ARGS (B's observability flags; default `--analytics sqlite --data-dir <tmp>`),
+# AB_FILE_LOG (B's file-log path; default a file in the temp dir; /dev/null takes the
+# file system out of the picture).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ROUNDS=${1:-5}
+SECS=${2:-3}
+CONNS=${3:-1}
+BIN_A=${AB_BIN_A:-target/release/tollgate}
+BIN_B=${AB_BIN_B:-target/release/tollgate}
+for f in "$BIN_A" "$BIN_B" target/release/mock-llm; do
+  [[ -x $f ]] || { echo "observe-ab: $f is missing (cargo build --release ...)" >&2; exit 1; }
+done
+for tool in wrk taskset python3; do
+  command -v "$tool" >/dev/null || { echo "observe-ab: needs $tool (apt-get install -y wrk)" >&2; exit 1; }
+done
+
+T=$(mktemp -d /tmp/tollgate-ab.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$T"
+}
+trap cleanup EXIT
+mkdir -p "$T/data"
+cp "$BIN_A" "$T/a"
+cp "$BIN_B" "$T/b"
+cp target/release/mock-llm "$T/mock"
+python3 bench/gen_bodies.py "$T/bodies" >/dev/null
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+MOCK_PORT=$(port)
+taskset -c 1 "$T/mock" --listen "127.0.0.1:$MOCK_PORT" --no-record >"$T/mock.log" 2>&1 &
+PIDS+=($!)
+wait_port "$MOCK_PORT"
+python3 bench/gen_config.py --mock-port "$MOCK_PORT" >"$T/off.yaml"
+python3 bench/gen_config.py --mock-port "$MOCK_PORT" --observe "${AB_FILE_LOG:-$T/file-log.jsonl}" >"$T/on.yaml"
+
+PORT_A=$(port)
+PORT_B=$(port)
+# shellcheck disable=SC2206
+B_ARGS=(${AB_B_ARGS:---analytics sqlite --data-dir $T/data})
+taskset -c 0 "$T/a" serve --config "$T/off.yaml" --proxy-listen "127.0.0.1:$PORT_A" \
+  --proxy-tls-listen off --admin-listen off --log-level warn --analytics off >"$T/a.log" 2>&1 &
+PIDS+=($!)
+taskset -c 0 "$T/b" serve --config "$T/on.yaml" --proxy-listen "127.0.0.1:$PORT_B" \
+  --proxy-tls-listen off --admin-listen off --log-level warn "${B_ARGS[@]}" >"$T/b.log" 2>&1 &
+B_PID=$!
+PIDS+=("$B_PID")
+wait_port "$PORT_A"
+wait_port "$PORT_B"
+
+load() { # port seconds [--latency]
+  BENCH_BODY=$T/bodies/chat.json taskset -c 1 wrk -t1 -c"$CONNS" -d"$2s" --timeout 10s $3 \
+    -s bench/wrk.lua "http://127.0.0.1:$1/v1/chat/completions" 2>&1
+}
+load "$PORT_A" 1 "" >/dev/null
+load "$PORT_B" 1 "" >/dev/null
+steal() { awk '/^cpu /{print $9}' /proc/stat; }
+for r in $(seq "$ROUNDS"); do
+  for side in A B; do
+    p=$PORT_A
+    [[ $side == B ]] && p=$PORT_B
+    s0=$(steal)
+    out=$(load "$p" "$SECS" --latency | sed -n 's/^BENCH_JSON //p')
+    s1=$(steal)
+    echo "$r $side $((s1 - s0)) $out"
+  done
+done >"$T/rounds"
+ticks=$(getconf CLK_TCK)
+for t in /proc/"$B_PID"/task/*; do
+  echo "$(cat "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
+done >"$T/threads"
+
+python3 - "$T/rounds" "$T/threads" "$SECS" "$ticks" <<'EOF'
+import json, statistics, sys
+rounds, threads, secs, ticks = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
+d = {"A": [], "B": []}
+for line in open(rounds):
+    r, side, steal, raw = line.split(" ", 3)
+    j = json.loads(raw)
+    lat = j["latency_us"]
+    d[side].append(j)
+    print(f"round {r} {side}: {j['rps']:.0f} req/s, p50 {lat['p50']} µs, p90 {lat['p90']} µs, "
+          f"p99 {lat['p99']} µs (steal {float(steal) / secs:.1f} % of a CPU)")
+med = {s: {k: statistics.median(x["latency_us"][k] for x in d[s]) for k in ("p50", "p90", "p99")}
+       for s in d}
+rps = {s: statistics.median(x["rps"] for x in d[s]) for s in d}
+for s, name in (("A", "off"), ("B", "on ")):
+    m = med[s]
+    print(f"{s} ({name}) median: p50 {m['p50']:.0f} µs, p90 {m['p90']:.0f} µs, p99 {m['p99']:.0f} µs, {rps[s]:.0f} req/s")
+print(f"B/A: p50 {med['B']['p50'] / med['A']['p50']:.3f}, p99 {med['B']['p99'] / med['A']['p99']:.3f}, "
+      f"mean latency (1/req/s) {rps['A'] / rps['B']:.3f}")
+served = sum(x["requests"] for x in d["B"])
+print(f"B's threads, CPU per request over its {served} measured requests (warm-up included in CPU):")
+for line in open(threads):
+    name, t = line.rsplit(" ", 1)
+    print(f"  {name}: {float(t) / ticks / served * 1e6:.1f} µs")
+EOF
