@@ -39,6 +39,9 @@ fn global() -> &'static Arc<Activity> {
     })
 }
 
+/// Turns the poller has spun (each one non-blocking readiness check); for tests.
+static TURNS: AtomicU64 = AtomicU64::new(0);
+
 /// Background threads at work right now (see [`StepAside`]).
 static STEPPED_ASIDE: AtomicUsize = AtomicUsize::new(0);
 
@@ -112,10 +115,48 @@ pub fn spawn(budget: Duration) {
                 {
                     break;
                 }
+                TURNS.fetch_add(1, Ordering::Relaxed);
                 // Deferred until the scheduler has polled the I/O driver without blocking,
                 // so each turn of this loop is one non-blocking readiness check.
                 tokio::task::yield_now().await;
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// Turns spun while `touch` is called every millisecond for 30 ms.
+    async fn turns_while_active() -> u64 {
+        let before = TURNS.load(Ordering::Relaxed);
+        for _ in 0..30 {
+            touch();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        TURNS.load(Ordering::Relaxed) - before
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_poller_spins_after_activity_and_not_while_a_writer_steps_aside() {
+        spawn(Duration::from_secs(5));
+        assert!(
+            turns_while_active().await > 30,
+            "the poller spins after activity"
+        );
+        let aside = StepAside::new();
+        let turns = turns_while_active().await;
+        // One turn per wake-up at most: it sees the writer and goes back to sleep.
+        assert!(
+            turns <= 31,
+            "the poller spun {turns} turns while stepped aside"
+        );
+        drop(aside);
+        assert!(
+            turns_while_active().await > 30,
+            "it spins again once the writer is done"
+        );
+    }
 }
