@@ -1,5 +1,6 @@
 //! The per-request log record in Kong's `kong.log.serialize()` shape, plus `ai.proxy.*`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,15 +29,16 @@ pub struct Try {
     pub ip: String,
     pub port: u16,
     pub host: String,
-    pub scheme: String,
+    /// Static for AI targets; a service's configured protocol otherwise.
+    pub scheme: Cow<'static, str>,
     pub upstream_uri: String,
-    pub route_type: String,
-    pub provider: String,
+    pub route_type: Cow<'static, str>,
+    pub provider: Cow<'static, str>,
     pub model: Option<String>,
     pub balancer_start: u64,
     pub balancer_latency: u64,
     /// `success`, `http_<status>`, `error`, `timeout`, `reset`…
-    pub outcome: String,
+    pub outcome: Cow<'static, str>,
     /// When the attempt started (µs after the request did) and how long it took until
     /// the upstream's response head (or the failure).
     pub start_us: u64,

@@ -1399,7 +1399,7 @@ async fn proxy_plain(
         let mut t = Try {
             port: service.port,
             host: service.host.clone(),
-            scheme: service.protocol.clone(),
+            scheme: service.protocol.clone().into(),
             upstream_uri: upstream_uri.clone(),
             balancer_start: ms(start.duration_since(log.started)),
             ..Default::default()

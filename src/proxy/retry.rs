@@ -187,7 +187,7 @@ pub async fn run(
                     if learns {
                         ai.balancer.end(idx);
                     }
-                    t.outcome = format!("http_{status}");
+                    t.outcome = format!("http_{status}").into();
                     if req.record {
                         t.duration_us = balancer_start.elapsed().as_micros() as u64;
                         tries.push(t);
@@ -197,7 +197,7 @@ pub async fn run(
                 t.outcome = if resp.status().is_success() {
                     "success".into()
                 } else {
-                    format!("http_{status}")
+                    format!("http_{status}").into()
                 };
                 if req.record {
                     t.duration_us = balancer_start.elapsed().as_micros() as u64;
@@ -564,10 +564,10 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                 .unwrap_or_default(),
             port: up.port,
             host: up.host.clone(),
-            scheme: up.scheme.to_string(),
+            scheme: up.scheme.into(),
             upstream_uri: join(log_query.as_deref().or(query.as_deref())),
-            route_type: rt.as_str().to_string(),
-            provider: target.provider.as_str().to_string(),
+            route_type: rt.as_str().into(),
+            provider: target.provider.as_str().into(),
             model: model.clone(),
             ..Default::default()
         }

@@ -352,15 +352,15 @@ fn finish(
             } else {
                 "ws"
             }
-            .to_string(),
+            .into(),
             upstream_uri: path,
-            route_type: t.route_type.as_str().to_string(),
-            provider: t.provider.as_str().to_string(),
+            route_type: t.route_type.as_str().into(),
+            provider: t.provider.as_str().into(),
             model: response_model.or(p.model),
             outcome: if error.is_none() {
                 "success".into()
             } else {
-                format!("http_{status}")
+                format!("http_{status}").into()
             },
             ..Default::default()
         }];
