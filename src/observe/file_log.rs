@@ -170,7 +170,7 @@ fn writer(path: PathBuf, reopen: bool, rx: Receiver<Msg>) {
     // writes out every WRITE_AT bytes and at the end of each turn.
     let mut queued = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(2 * WRITE_AT);
-    let (mut done, mut seen) = (Vec::new(), 0);
+    let (mut written, mut seen) = (Vec::new(), 0);
     loop {
         std::thread::sleep(POLL);
         let closed = super::take_queued(&rx, &mut queued);
@@ -180,7 +180,7 @@ fn writer(path: PathBuf, reopen: bool, rx: Receiver<Msg>) {
                 Msg::Line(job) => {
                     buf = job.append_line(buf);
                     buf.push(b'\n');
-                    done.push(job);
+                    written.push(job);
                     if reopen || buf.len() >= WRITE_AT {
                         write_out(&path, reopen, &mut file, &mut buf);
                     }
@@ -193,7 +193,7 @@ fn writer(path: PathBuf, reopen: bool, rx: Receiver<Msg>) {
             }
         }
         write_out(&path, reopen, &mut file, &mut buf);
-        crate::observe::log::give_back(&mut done, &mut seen);
+        crate::observe::log::give_back(&mut written, &mut seen);
         if closed {
             return;
         }

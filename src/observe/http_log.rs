@@ -346,10 +346,10 @@ impl Sender {
 
 /// A batch's request body: a JSON array of the records, or the one record alone.
 fn batch_body(batch: &[Arc<crate::observe::log::LogJob>], as_array: bool) -> Bytes {
-    let mut aside = crate::server::busy_poll::StepAside::new();
     if !as_array {
         return Bytes::from(batch.first().map(|r| r.line().to_vec()).unwrap_or_default());
     }
+    let mut aside = crate::server::busy_poll::StepAside::new();
     let mut b = Vec::new();
     b.push(b'[');
     for (i, r) in batch.iter().enumerate() {

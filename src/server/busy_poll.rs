@@ -11,9 +11,9 @@
 //! Background threads that share the core (the log and analytics writers) hold a
 //! [`StepAside`] while they work: the poller then stops spinning, so the proxy's thread
 //! sleeps in `epoll_wait` between events and the writers get the idle time in between,
-//! and they yield every few records (`TURN`). Without both, a writer that the scheduler picks keeps
-//! the core for a whole time slice while requests wait: the bench's c=1 p99 went from
-//! about 0.25 ms to 2–3 ms with file-log or analytics on.
+//! and they yield after each `TURN` of work. Without both, a writer that the scheduler
+//! picks keeps the core for a whole time slice while requests wait: the bench's c=1 p99
+//! went from about 0.25 ms to 2–3 ms with file-log or analytics on.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
