@@ -379,7 +379,7 @@ async fn azure_uses_the_deployment_path_and_api_version() {
     let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
         panic!("ai-proxy")
     };
-    assert_eq!(ai.targets[0].upstream.host, "my-inst.openai.azure.com");
+    assert_eq!(&*ai.targets[0].upstream.host, "my-inst.openai.azure.com");
     assert_eq!(ai.targets[0].upstream.port, 443);
     let e = tollgate::config::load_str(&AZURE.replace("azure_instance: my-inst, ", ""))
         .err()
@@ -1294,7 +1294,7 @@ async fn huggingface_uses_the_router_chat_api() {
     let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
         panic!("ai-proxy")
     };
-    assert_eq!(ai.targets[0].upstream.host, "router.huggingface.co");
+    assert_eq!(&*ai.targets[0].upstream.host, "router.huggingface.co");
 }
 
 #[tokio::test]
@@ -1344,7 +1344,7 @@ async fn new_provider_config_errors_name_the_field() {
     let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
         panic!("ai-proxy")
     };
-    assert_eq!(ai.targets[0].upstream.host, "api.cohere.com");
+    assert_eq!(&*ai.targets[0].upstream.host, "api.cohere.com");
     assert_eq!(ai.targets[0].upstream.path.as_deref(), Some("/v2/chat"));
 }
 
@@ -2513,7 +2513,7 @@ fn bedrock_config_errors_name_the_field() {
         panic!("ai-proxy")
     };
     assert_eq!(
-        ai.targets[0].upstream.host,
+        &*ai.targets[0].upstream.host,
         "bedrock-runtime.eu-west-3.amazonaws.com"
     );
     assert_eq!(ai.targets[0].upstream.port, 443);
@@ -2628,7 +2628,7 @@ async fn dashscope_and_databricks_are_openai_compatible() {
         let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
             panic!("ai-proxy")
         };
-        ai.targets[0].upstream.host.clone()
+        ai.targets[0].upstream.host.to_string()
     };
     assert_eq!(
         direct("{provider: dashscope}"),

@@ -265,7 +265,7 @@ impl Embedder {
             Some(prefix) if t.model_path => {
                 llm::request_path(t.wire, RouteType::Embeddings, prefix, &self.model, false)
             }
-            Some(p) => p.clone(),
+            Some(p) => p.to_string(),
             None => openai::default_path(RouteType::Embeddings)
                 .unwrap_or("/v1/embeddings")
                 .to_string(),
@@ -502,16 +502,16 @@ mod tests {
             "auth": {"header_name": "Authorization", "header_value": "Bearer sk-x"}}),
         )
         .unwrap();
-        assert_eq!(e.target.upstream.host, "api.openai.com");
+        assert_eq!(&*e.target.upstream.host, "api.openai.com");
         assert_eq!(e.dimensions, Some(8));
         let e =
             compile(json!({"model": {"provider": "mistral", "name": "mistral-embed"}})).unwrap();
-        assert_eq!(e.target.upstream.host, "api.mistral.ai");
+        assert_eq!(&*e.target.upstream.host, "api.mistral.ai");
         assert_eq!(e.dimensions, None);
         let e = compile(json!({"model": {"provider": "azure", "name": "emb",
             "options": {"azure": {"instance": "inst", "deployment_id": "dep"}}}}))
         .unwrap();
-        assert_eq!(e.target.upstream.host, "inst.openai.azure.com");
+        assert_eq!(&*e.target.upstream.host, "inst.openai.azure.com");
         assert!(e
             .target
             .upstream

@@ -191,6 +191,16 @@ impl Out {
         self.first = false;
     }
 
+    /// A string of `v`'s text, which must never need escaping (an address, a number).
+    pub fn display(&mut self, v: impl std::fmt::Display) {
+        use std::io::Write;
+        self.buf.push(b'"');
+        // Writing to a Vec cannot fail.
+        let _ = write!(self.buf, "{v}");
+        self.buf.push(b'"');
+        self.first = false;
+    }
+
     /// JSON that is already valid, copied as is.
     pub fn raw(&mut self, json: &str) {
         self.buf.extend_from_slice(json.as_bytes());

@@ -6,6 +6,8 @@ use std::time::Instant;
 
 use serde_json::Value;
 
+pub use super::captured::HeaderCopy;
+use super::captured::{Headers, RequestCopy};
 use super::json_out::Out;
 
 use crate::config::Snapshot;
@@ -26,12 +28,14 @@ const REDACTED_HEADERS: &[&str] = &[
 /// One upstream attempt, for `tries` and `ai.proxy.tried_targets`.
 #[derive(Debug, Clone, Default)]
 pub struct Try {
-    pub ip: String,
+    /// The upstream's address: the connection's peer, else the host's when it is one.
+    pub ip: Option<std::net::IpAddr>,
     pub port: u16,
-    pub host: String,
+    /// Shared with the target's config: no copy per request.
+    pub host: Arc<str>,
     /// Static for AI targets; a service's configured protocol otherwise.
     pub scheme: Cow<'static, str>,
-    pub upstream_uri: String,
+    pub upstream_uri: UriText,
     pub route_type: Cow<'static, str>,
     pub provider: Cow<'static, str>,
     pub model: Option<String>,
@@ -45,6 +49,38 @@ pub struct Try {
     pub duration_us: u64,
     /// The attempt's span (its `traceparent` to the upstream), when tracing.
     pub span_id: Option<[u8; 8]>,
+}
+
+/// An upstream path and query for the log: the route type's fixed path and a target's
+/// configured one are shared, not copied per request.
+#[derive(Debug, Clone)]
+pub enum UriText {
+    Fixed(&'static str),
+    Configured(Arc<str>),
+    Built(String),
+}
+
+impl Default for UriText {
+    fn default() -> Self {
+        UriText::Fixed("")
+    }
+}
+
+impl std::ops::Deref for UriText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            UriText::Fixed(s) => s,
+            UriText::Configured(s) => s,
+            UriText::Built(s) => s,
+        }
+    }
+}
+
+impl From<String> for UriText {
+    fn from(s: String) -> Self {
+        UriText::Built(s)
+    }
 }
 
 /// What ai-proxy adds to the record.
@@ -94,78 +130,17 @@ impl AiLog {
     }
 }
 
-/// Headers copied for the log record into one buffer. A clone of the header map would
-/// share the connection's read buffer (header values point into it), and a record
-/// waiting in a writer's queue would keep that whole buffer alive.
-#[derive(Debug, Default, Clone)]
-pub struct HeaderCopy {
-    bytes: Vec<u8>,
-    /// Per header in the map's order (a repeated name's values together): where its name
-    /// and its value end in `bytes`, and whether the value is hidden.
-    entries: Vec<(u32, u32, bool)>,
-}
-
-impl HeaderCopy {
-    /// A copy of `map`.
-    pub fn of(map: &http::HeaderMap) -> HeaderCopy {
-        let mut bytes = Vec::with_capacity(map.len() * 40);
-        let mut entries = Vec::with_capacity(map.len());
-        for (name, value) in map {
-            bytes.extend_from_slice(name.as_str().as_bytes());
-            let name_end = bytes.len() as u32;
-            bytes.extend_from_slice(value.as_bytes());
-            entries.push((name_end, bytes.len() as u32, false));
-        }
-        HeaderCopy { bytes, entries }
-    }
-
-    /// (name, value, hidden) per header.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8], bool)> + '_ {
-        let mut start = 0usize;
-        self.entries
-            .iter()
-            .map(move |&(name_end, value_end, hidden)| {
-                let (n, v) = (name_end as usize, value_end as usize);
-                let name = self.bytes.get(start..n).unwrap_or_default();
-                let value = self.bytes.get(n..v).unwrap_or_default();
-                start = v;
-                (std::str::from_utf8(name).unwrap_or(""), value, hidden)
-            })
-    }
-
-    /// Hides the values of header `name` (`REDACTED` in the record); false when absent.
-    pub fn redact(&mut self, name: &str) -> bool {
-        let mut start = 0usize;
-        let mut found = false;
-        for e in self.entries.iter_mut() {
-            let hit = self
-                .bytes
-                .get(start..e.0 as usize)
-                .is_some_and(|n| n.eq_ignore_ascii_case(name.as_bytes()));
-            if hit {
-                e.2 = true;
-                found = true;
-            }
-            start = e.1 as usize;
-        }
-        found
-    }
-}
-
 /// Everything the log phase knows about one request.
 #[derive(Debug)]
 pub struct RequestLog {
     pub request_id: String,
     pub started_at_ms: u64,
     pub started: Instant,
-    pub client_ip: String,
-    pub method: String,
-    pub uri: String,
-    pub url: String,
-    pub request_headers: HeaderCopy,
+    /// Client address, method, URL and headers (set by `capture_request`).
+    pub request: RequestCopy,
     pub request_size: u64,
     pub route: Option<usize>,
-    pub upstream_uri: Option<String>,
+    pub upstream_uri: Option<UriText>,
     pub upstream_status: Option<u16>,
     pub status: u16,
     pub response_headers: HeaderCopy,
@@ -207,11 +182,7 @@ impl RequestLog {
             started_at_ms: crate::proxy::millis_since_epoch()
                 .saturating_sub(started.elapsed().as_millis() as u64),
             started,
-            client_ip: String::new(),
-            method: String::new(),
-            uri: String::new(),
-            url: String::new(),
-            request_headers: HeaderCopy::default(),
+            request: RequestCopy::default(),
             request_size: 0,
             route: None,
             upstream_uri: None,
@@ -251,20 +222,7 @@ impl RequestLog {
         scheme: &str,
         host: &str,
     ) {
-        let uri = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
-        self.client_ip = client_ip.to_string();
-        self.method = parts.method.to_string();
-        let mut url = String::with_capacity(scheme.len() + 3 + host.len() + uri.len());
-        for part in [scheme, "://", host, uri] {
-            url.push_str(part);
-        }
-        self.url = url;
-        self.uri = uri.to_string();
-        self.request_headers = HeaderCopy::of(&parts.headers);
+        self.request = RequestCopy::of(parts, client_ip, scheme, host);
         self.enabled = true;
     }
 }
@@ -285,7 +243,7 @@ fn secret_header(key: &str, ai: Option<&AiLog>) -> bool {
 
 /// A header map as the log shows it: one string per header (an array when repeated),
 /// secrets as `REDACTED`.
-fn write_headers(o: &mut Out, headers: &HeaderCopy, ai: Option<&AiLog>) {
+fn write_headers(o: &mut Out, headers: Headers<'_>, ai: Option<&AiLog>) {
     fn text(v: &[u8], hidden: bool) -> std::borrow::Cow<'_, str> {
         if hidden {
             "REDACTED".into()
@@ -313,6 +271,14 @@ fn write_headers(o: &mut Out, headers: &HeaderCopy, ai: Option<&AiLog>) {
         }
     }
     o.close();
+}
+
+/// A try's upstream address (`""` when there was none).
+fn write_ip(o: &mut Out, t: &Try) {
+    match t.ip.or_else(|| t.host.parse().ok()) {
+        Some(ip) => o.display(ip),
+        None => o.string(""),
+    }
 }
 
 /// The query string as Kong logs it: `name: value`, `name: true` for a bare name.
@@ -362,15 +328,15 @@ impl RequestLog {
         o.key("id");
         o.string(&self.request_id);
         o.key("uri");
-        o.string(&self.uri);
+        o.string(self.request.uri());
         o.key("url");
-        o.string(&self.url);
+        o.string(self.request.url());
         o.key("querystring");
-        write_query(&mut o, &self.uri);
+        write_query(&mut o, self.request.uri());
         o.key("method");
-        o.string(&self.method);
+        o.string(self.request.method());
         o.key("headers");
-        write_headers(&mut o, &self.request_headers, ai);
+        write_headers(&mut o, self.request.headers(), ai);
         o.key("size");
         o.u64(self.request_size);
         o.close();
@@ -386,7 +352,7 @@ impl RequestLog {
         o.key("status");
         o.u64(u64::from(self.status));
         o.key("headers");
-        write_headers(&mut o, &self.response_headers, ai);
+        write_headers(&mut o, self.response_headers.headers(), ai);
         o.key("size");
         o.u64(self.response_size);
         o.close();
@@ -411,7 +377,7 @@ impl RequestLog {
             o.elem();
             o.open();
             o.key("ip");
-            o.string(&t.ip);
+            write_ip(&mut o, t);
             o.key("port");
             o.u64(u64::from(t.port));
             o.key("balancer_start");
@@ -422,7 +388,7 @@ impl RequestLog {
         }
         o.close_array();
         o.key("client_ip");
-        o.string(&self.client_ip);
+        o.string(self.request.client_ip());
         o.key("started_at");
         o.u64(self.started_at_ms);
         o.key("source");
@@ -490,7 +456,7 @@ impl AiLog {
             o.elem();
             o.open();
             o.key("ip");
-            o.string(&t.ip);
+            write_ip(o, t);
             o.key("port");
             o.u64(u64::from(t.port));
             o.key("host");
@@ -695,6 +661,11 @@ impl LogJob {
         })
     }
 
+    /// The record.
+    pub fn log(&self) -> &RequestLog {
+        &self.log
+    }
+
     /// The request's usage record for analytics.
     pub fn usage_record(&self) -> crate::observe::analytics::Record {
         self.log.usage_record(&self.snap)
@@ -782,7 +753,7 @@ mod tests {
         let mut copy = HeaderCopy::of(h);
         assert!(copy.redact("X-One"));
         assert!(!copy.redact("x-none"));
-        write_headers(&mut o, &copy, None);
+        write_headers(&mut o, copy.headers(), None);
         String::from_utf8(o.buf).unwrap_or_default()
     }
 

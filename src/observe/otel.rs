@@ -215,9 +215,12 @@ pub fn spans(log: &RequestLog, trace: &TraceCtx, snap: &Snapshot) -> Vec<Value> 
     let end_ns = start_ns + log.total_ms() as u128 * 1_000_000;
     let route = log.route.and_then(|r| snap.routes.get(r));
     let mut attrs = vec![
-        attr("http.request.method", json!(log.method)),
+        attr("http.request.method", json!(log.request.method())),
         attr("http.response.status_code", json!(log.status)),
-        attr("url.path", json!(log.uri.split('?').next().unwrap_or(""))),
+        attr(
+            "url.path",
+            json!(log.request.uri().split('?').next().unwrap_or("")),
+        ),
         attr("kong.request.id", json!(log.request_id)),
     ];
     let names = log.names(snap);
@@ -229,7 +232,7 @@ pub fn spans(log: &RequestLog, trace: &TraceCtx, snap: &Snapshot) -> Vec<Value> 
     }
     let mut name = format!(
         "{} {}",
-        log.method,
+        log.request.method(),
         route.and_then(|r| r.name.as_deref()).unwrap_or("kong")
     );
     if let Some(ai) = &log.ai {
@@ -294,9 +297,9 @@ pub fn spans(log: &RequestLog, trace: &TraceCtx, snap: &Snapshot) -> Vec<Value> 
         let s = start_ns + t.start_us as u128 * 1000;
         let e = s + t.duration_us as u128 * 1000;
         let mut a = vec![
-            attr("server.address", json!(t.host)),
+            attr("server.address", json!(&*t.host)),
             attr("server.port", json!(t.port)),
-            attr("url.path", json!(t.upstream_uri)),
+            attr("url.path", json!(&*t.upstream_uri)),
             attr("gen_ai.system", json!(t.provider)),
             attr("kong.upstream.outcome", json!(t.outcome)),
         ];

@@ -43,10 +43,11 @@ pub struct Auth {
 #[derive(Debug, Clone)]
 pub struct UpstreamBase {
     pub scheme: &'static str,
-    pub host: String,
+    /// Shared with each attempt's log entry.
+    pub host: std::sync::Arc<str>,
     pub port: u16,
     /// A path given in `upstream_url` (used as-is); otherwise the route type's default.
-    pub path: Option<String>,
+    pub path: Option<std::sync::Arc<str>>,
     /// The Host header, built once: cloning it per request costs no allocation.
     pub host_header: HeaderValue,
 }
@@ -56,9 +57,9 @@ impl UpstreamBase {
     pub fn new(scheme: &'static str, host: String, port: u16, path: Option<String>) -> Self {
         let mut b = UpstreamBase {
             scheme,
-            host,
+            host: host.into(),
             port,
-            path,
+            path: path.map(Into::into),
             host_header: HeaderValue::from_static(""),
         };
         if let Ok(v) = HeaderValue::from_str(&b.authority()) {
@@ -74,7 +75,7 @@ impl UpstreamBase {
         let host = if self.host.contains(':') {
             format!("[{}]", self.host)
         } else {
-            self.host.clone()
+            self.host.to_string()
         };
         if default {
             host
@@ -533,7 +534,10 @@ pub(crate) fn compile_target(
             // A bare base URL gets the provider's own path for the route type.
             Ok(mut b) => {
                 if b.path.is_none() {
-                    b.path = provider.as_ref().and_then(|p| p.path.clone());
+                    b.path = provider
+                        .as_ref()
+                        .and_then(|p| p.path.as_deref())
+                        .map(Into::into);
                 } else {
                     model_path = false;
                     path_configured = true;

@@ -245,7 +245,7 @@ pub fn redact_log(c: &KeyAuthConfig, log: &mut crate::observe::log::RequestLog) 
         return;
     }
     for name in &c.key_names {
-        log.request_headers.redact(name);
+        log.request.redact_header(name);
     }
     let redact = |uri: &str| -> String {
         let Some((path, q)) = uri.split_once('?') else {
@@ -266,8 +266,8 @@ pub fn redact_log(c: &KeyAuthConfig, log: &mut crate::observe::log::RequestLog) 
             .finish();
         format!("{path}?{q}")
     };
-    if log.uri.contains('?') {
-        log.uri = redact(&log.uri);
-        log.url = redact(&log.url);
+    if log.request.uri().contains('?') {
+        let uri = redact(log.request.uri());
+        log.request.set_uri(&uri);
     }
 }

@@ -1389,7 +1389,7 @@ async fn proxy_plain(
         port: service.port,
         trust: service.tls.as_ref(),
     };
-    log.upstream_uri = Some(upstream_uri.clone());
+    log.upstream_uri = Some(upstream_uri.clone().into());
     log.proxy_latency_ms = Some(ms(log.started.elapsed()));
     let connect = Duration::from_millis(service.connect_timeout.max(1));
     let read = Duration::from_millis(service.read_timeout.max(1));
@@ -1398,15 +1398,15 @@ async fn proxy_plain(
         let start = Instant::now();
         let mut t = Try {
             port: service.port,
-            host: service.host.clone(),
+            host: service.host.as_str().into(),
             scheme: service.protocol.clone().into(),
-            upstream_uri: upstream_uri.clone(),
+            upstream_uri: upstream_uri.clone().into(),
             balancer_start: ms(start.duration_since(log.started)),
             ..Default::default()
         };
         match gw.upstreams.send(&ep, out.clone(), connect, read).await {
             Ok((resp, conn)) => {
-                t.ip = conn.peer().map(|a| ip_text(a.ip())).unwrap_or_default();
+                t.ip = conn.peer().map(|a| a.ip());
                 t.outcome = "success".into();
                 log.tries.push(t);
                 log.upstream_latency_ms = Some(ms(start.elapsed()));

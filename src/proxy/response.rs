@@ -202,13 +202,19 @@ impl Finish {
         // The record is serialized by the first writer thread that needs it, off the
         // request path.
         let snapshot = self.snapshot.clone();
-        let chain: &[usize] = if self.log.enabled { self.chain() } else { &[] };
-        let sinks: Vec<&Plugin> = chain
-            .iter()
-            .filter_map(|i| snapshot.plugins.get(*i).map(|p| &p.plugin))
-            .filter(|p| p.logs())
-            .collect();
-        if sinks.is_empty() && analytics.is_none() {
+        let enabled = self.log.enabled;
+        fn sinks<'a>(
+            snapshot: &'a Snapshot,
+            chain: &'a [usize],
+            enabled: bool,
+        ) -> impl Iterator<Item = &'a Plugin> {
+            chain
+                .iter()
+                .filter(move |_| enabled)
+                .filter_map(|i| snapshot.plugins.get(*i).map(|p| &p.plugin))
+                .filter(|p| p.logs())
+        }
+        if sinks(&snapshot, self.chain(), enabled).next().is_none() && analytics.is_none() {
             return;
         }
         let started = self.log.started;
@@ -217,7 +223,16 @@ impl Finish {
         if let Some(a) = analytics {
             a.submit(job.clone());
         }
-        for s in sinks {
+        // The chain as `chain()` finds it, now that the record moved into the job.
+        let chain: &[usize] = match (
+            &job.log().chain,
+            job.log().route.and_then(|r| snapshot.routes.get(r)),
+        ) {
+            (Some(c), _) => c,
+            (None, Some(r)) => &r.chain,
+            (None, None) => &snapshot.global_chain,
+        };
+        for s in sinks(&snapshot, chain, enabled) {
             match s {
                 Plugin::FileLog(sink) => sink.write(job.clone()),
                 Plugin::HttpLog(sink) => sink.send(job.clone()),

@@ -12,7 +12,7 @@ use crate::config::plugins::{FailoverCriterion, ParamLocation, ProviderName, Rou
 use crate::error::GatewayError;
 use crate::llm::body::BodyView;
 use crate::llm::{self, gemini, openai};
-use crate::observe::log::Try;
+use crate::observe::log::{Try, UriText};
 use crate::plugins::ai_proxy::{self, AiProxy, Target, Wire};
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::proxy::template::TemplateSources;
@@ -177,7 +177,7 @@ pub async fn run(
         {
             Ok((resp, conn)) => {
                 if let Some(a) = conn.peer() {
-                    t.ip = crate::proxy::ip_text(a.ip());
+                    t.ip = Some(a.ip());
                 }
                 let status = resp.status().as_u16();
                 if learns && status_counts_as_failure(status, &ai.failover) {
@@ -496,11 +496,15 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         s
     };
     let invalid = || GatewayError::BadRequest("the upstream path is not a valid URI".into());
-    let target_uri: Uri = match (query.as_deref(), path_query, default_path) {
-        // The common case needs no string building: the route type's own path.
-        (None, None, Some(p)) if up.path.is_none() && !client_path => Uri::from_static(p),
-        (None, None, _) => Uri::try_from(path_only).map_err(|_| invalid())?,
-        (q, _, _) => join(q).parse().map_err(|_| invalid())?,
+    // The common case needs no string building: the route type's own path.
+    let fixed_path = match (query.as_deref(), path_query, default_path) {
+        (None, None, Some(p)) if up.path.is_none() && !client_path => Some(p),
+        _ => None,
+    };
+    let target_uri: Uri = match (fixed_path, query.as_deref(), path_query) {
+        (Some(p), ..) => Uri::from_static(p),
+        (None, None, None) => Uri::try_from(path_only).map_err(|_| invalid())?,
+        (None, q, _) => join(q).parse().map_err(|_| invalid())?,
     };
     let mut headers = forward_headers(&req.up.headers, up.host_header.clone(), req.forwarded);
     if target.wire == Wire::Gemini {
@@ -557,15 +561,16 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     };
     let t = if req.record {
         Try {
-            ip: up
-                .host
-                .parse::<std::net::IpAddr>()
-                .map(crate::proxy::ip_text)
-                .unwrap_or_default(),
             port: up.port,
             host: up.host.clone(),
             scheme: up.scheme.into(),
-            upstream_uri: join(log_query.as_deref().or(query.as_deref())),
+            upstream_uri: match (fixed_path, &up.path) {
+                (Some(p), _) => UriText::Fixed(p),
+                (None, Some(c)) if query.is_none() && path_query.is_none() && **c == *path_only => {
+                    UriText::Configured(c.clone())
+                }
+                _ => join(log_query.as_deref().or(query.as_deref())).into(),
+            },
             route_type: rt.as_str().into(),
             provider: target.provider.as_str().into(),
             model: model.clone(),

@@ -88,7 +88,7 @@ pub async fn connect(r: &RelayRoute, client_headers: &HeaderMap) -> Result<Upstr
     let host = if up.host.contains(':') {
         format!("[{}]", up.host)
     } else {
-        up.host.clone()
+        up.host.to_string()
     };
     let mut url = format!("{ws_scheme}://{host}:{}{path}", up.port);
     if let Some((name, secret, ParamLocation::Query)) = &t.auth.param {
@@ -126,7 +126,7 @@ pub async fn connect(r: &RelayRoute, client_headers: &HeaderMap) -> Result<Upstr
         );
     }
     let work = async {
-        let tcp = TcpStream::connect((up.host.as_str(), up.port))
+        let tcp = TcpStream::connect((&*up.host, up.port))
             .await
             .map_err(|e| format!("connect to {}:{}: {e}", up.host, up.port))?;
         let _ = tcp.set_nodelay(true);
@@ -323,9 +323,9 @@ fn finish(
     log.request_size = p.size;
     let t = r.ai.targets.first();
     let path = t
-        .and_then(|t| t.upstream.path.clone())
+        .and_then(|t| t.upstream.path.as_deref().map(str::to_string))
         .unwrap_or_else(|| "/v1/responses".into());
-    log.upstream_uri = Some(path.clone());
+    log.upstream_uri = Some(path.clone().into());
     let mut ai = AiLog::new(r.ai.clone());
     ai.target = Some(0);
     ai.request_model = p.model.clone();
@@ -339,12 +339,7 @@ fn finish(
     log.ai = Some(ai);
     if let Some(t) = t {
         log.tries = vec![Try {
-            ip: t
-                .upstream
-                .host
-                .parse::<std::net::IpAddr>()
-                .map(|i| i.to_string())
-                .unwrap_or_default(),
+            ip: None,
             port: t.upstream.port,
             host: t.upstream.host.clone(),
             scheme: if t.upstream.scheme == "https" {
@@ -353,7 +348,7 @@ fn finish(
                 "ws"
             }
             .into(),
-            upstream_uri: path,
+            upstream_uri: path.into(),
             route_type: t.route_type.as_str().into(),
             provider: t.provider.as_str().into(),
             model: response_model.or(p.model),
