@@ -13,8 +13,6 @@ use crate::config::plugins::FileLogConfig;
 
 /// Lines queued per file before new ones are dropped (and counted) instead of blocking.
 const QUEUE: usize = 65_536;
-/// How often the writer takes the queued lines.
-const POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// A log file's writer handle, shared by every plugin instance with the same path.
 #[derive(Debug)]
@@ -165,15 +163,16 @@ const WRITE_AT: usize = 32 * 1024;
 
 fn writer(path: PathBuf, reopen: bool, rx: Receiver<Msg>) {
     let mut file: Option<File> = None;
-    // The writer wakes every POLL, not per line (a wake-up per request would cost the proxy
-    // a context switch each), and formats lines straight into one reused buffer that it
-    // writes out every WRITE_AT bytes and at the end of each turn.
+    // The writer wakes at its pace, not per line, and formats lines straight into one
+    // reused buffer that it writes out every WRITE_AT bytes and at the end of each turn.
     let mut queued = Vec::new();
     let mut buf: Vec<u8> = Vec::with_capacity(2 * WRITE_AT);
     let (mut written, mut seen) = (Vec::new(), 0);
+    let (mut pace, mut took) = (super::Pace::new(), 0);
     loop {
-        std::thread::sleep(POLL);
+        pace.sleep(took);
         let closed = super::take_queued(&rx, &mut queued);
+        took = queued.len();
         let mut aside = crate::server::busy_poll::StepAside::new();
         for msg in queued.drain(..) {
             match msg {

@@ -1,6 +1,7 @@
 //! What the gateway tells operators: the per-request log record and its sinks.
 
 pub mod analytics;
+pub mod captured;
 pub mod file_log;
 pub mod http_log;
 mod json_out;
@@ -8,6 +9,49 @@ pub mod log;
 pub mod metrics;
 pub mod otel;
 pub mod otlp_proto;
+
+/// How long a log writer sleeps between looks at its queue. Waking per record would cost
+/// the proxy a context switch per request, so writers poll; but while records arrive they
+/// poll often: a record taken soon is still in the cache, and so is its memory when the
+/// request thread frees it. Taken every 50-100 ms, megabytes of records piled up under
+/// load, and every one was a cache miss to format and again to free (bench/observe-ab.sh
+/// at c=64). An idle writer backs off to `IDLE`.
+pub(crate) struct Pace {
+    idle_turns: u32,
+}
+
+impl Pace {
+    /// The pause while records arrive.
+    pub const BUSY: std::time::Duration = std::time::Duration::from_millis(2);
+    /// The pause once none came for a while.
+    pub const IDLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+    /// A pace that starts idle.
+    pub fn new() -> Pace {
+        Pace {
+            idle_turns: u32::MAX,
+        }
+    }
+
+    /// Sleeps before the next look; `took` is how many records the last look found.
+    pub fn sleep(&mut self, took: usize) {
+        self.idle_turns = if took > 0 {
+            0
+        } else {
+            self.idle_turns.saturating_add(1)
+        };
+        std::thread::sleep(self.pause());
+    }
+
+    /// The pause after the looks so far: short until ten in a row found nothing.
+    fn pause(&self) -> std::time::Duration {
+        if self.idle_turns < 10 {
+            Self::BUSY
+        } else {
+            Self::IDLE
+        }
+    }
+}
 
 /// Moves what waits in a writer's queue into `into`; true once every sender is gone.
 /// The writers sleep between calls rather than block on their queue, so the request path

@@ -30,7 +30,8 @@ pub use query::{Query, TopQuery};
 pub const QUEUE: usize = 16_384;
 /// Records inserted per batch at most.
 const BATCH: usize = 1000;
-/// How often the writer takes the queued records.
+/// How often the records taken are written to the store at most (they are taken at the
+/// writers' pace, `observe::Pace`).
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How often a failed store is tried again (and the spill file replayed).
 const RETRY_EVERY: Duration = Duration::from_secs(5);
@@ -234,29 +235,36 @@ impl Writer {
         let mut jobs = Vec::new();
         let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
         let (mut done, mut seen) = (Vec::new(), 0);
+        let (mut pace, mut took) = (super::Pace::new(), 0);
+        let mut written_at = Instant::now();
         loop {
-            // Sleep, then take what queued up: waking per record would cost the proxy a
-            // context switch per request.
-            std::thread::sleep(FLUSH_EVERY);
+            pace.sleep(took);
             let closed = super::take_queued(&self.rx, &mut jobs);
+            took = jobs.len();
             let mut aside = StepAside::new();
-            self.retry_store(&mut aside);
-            // Records are built, written and freed a few at a time between ticks: freeing a
-            // whole batch at once held the core for a millisecond. The jobs go back to be
-            // freed on the request threads (see `log::give_back`).
-            while !jobs.is_empty() {
-                for job in jobs.drain(..jobs.len().min(BATCH)) {
-                    batch.push(job.usage_record());
-                    done.push(job);
-                    aside.tick();
+            // Usage records are built as soon as the jobs are taken, and the jobs go back
+            // to be freed on the request threads (see `log::give_back`); the store gets
+            // the records in batches.
+            for job in jobs.drain(..) {
+                batch.push(job.usage_record());
+                done.push(job);
+                aside.tick();
+            }
+            crate::observe::log::give_back(&mut done, &mut seen);
+            let due = batch.len() >= BATCH || written_at.elapsed() >= FLUSH_EVERY || closed;
+            if due {
+                self.retry_store(&mut aside);
+                // Written and freed a few at a time between ticks: freeing a whole batch
+                // at once held the core for a millisecond.
+                for chunk in batch.chunks(BATCH) {
+                    self.write(chunk, &mut aside);
                 }
-                self.write(&batch, &mut aside);
                 for record in batch.drain(..) {
                     drop(record);
                     aside.tick();
                 }
+                written_at = Instant::now();
             }
-            crate::observe::log::give_back(&mut done, &mut seen);
             drop(aside);
             if closed {
                 return;
