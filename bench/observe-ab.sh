@@ -2,8 +2,11 @@
 # What metrics, file-log and usage analytics cost a request, measured A/B: two gateways run
 # side by side on CPU 0 (A: observability off; B: prometheus on every switch, file-log and
 # SQLite analytics), mock-llm and wrk on CPU 1, and c=1 rounds alternate between them, so
-# a busy host disturbs both alike. Prints each round, the medians, the ratios, and the CPU
-# time of B's threads per request.
+# a busy host disturbs both alike. Each round also measures mock-llm directly (D), so the
+# latency each gateway adds (A-D, B-D) is known per round; the order of A and B flips every
+# round (D A B, D B A, ...), so neither always runs right after the other. Prints each
+# round, the medians, the ratios (of medians, and the median of the per-round ratios), and
+# the CPU time of B's threads per request.
 #
 #   bash bench/observe-ab.sh [ROUNDS=5] [SECONDS=3] [CONNECTIONS=1]
 #
@@ -11,7 +14,9 @@
 # `cargo build --release --bin tollgate && cargo build --release -p mock-llm --bins`),
 # AB_B_ARGS (B's observability flags; default `--analytics sqlite --data-dir <tmp>`),
 # AB_FILE_LOG (B's file-log path; default a file in the temp dir; /dev/null takes the
-# file system out of the picture).
+# file system out of the picture), AB_SAME=1 (B runs A's config and flags too: an A/A run,
+# which shows how far apart two identical gateways measure on this host), AB_DROP (plugins
+# left out of B's config, e.g. `file-log` or `prometheus,file-log`: one part's cost alone).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -55,16 +60,27 @@ taskset -c 1 "$T/mock" --listen "127.0.0.1:$MOCK_PORT" --no-record >"$T/mock.log
 PIDS+=($!)
 wait_port "$MOCK_PORT"
 python3 bench/gen_config.py --mock-port "$MOCK_PORT" >"$T/off.yaml"
-python3 bench/gen_config.py --mock-port "$MOCK_PORT" --observe "${AB_FILE_LOG:-$T/file-log.jsonl}" >"$T/on.yaml"
+python3 bench/gen_config.py --mock-port "$MOCK_PORT" --observe "${AB_FILE_LOG:-$T/file-log.jsonl}" |
+  AB_DROP=${AB_DROP:-} python3 -c '
+import json, os, sys
+drop = set(filter(None, os.environ["AB_DROP"].split(",")))
+c = json.load(sys.stdin)
+c["plugins"] = [p for p in c.get("plugins", []) if p["name"] not in drop]
+json.dump(c, sys.stdout)' >"$T/on.yaml"
 
 PORT_A=$(port)
 PORT_B=$(port)
 # shellcheck disable=SC2206
 B_ARGS=(${AB_B_ARGS:---analytics sqlite --data-dir $T/data})
+B_CONFIG=$T/on.yaml
+if [[ ${AB_SAME:-0} == 1 ]]; then
+  B_CONFIG=$T/off.yaml
+  B_ARGS=(--analytics off)
+fi
 taskset -c 0 "$T/a" serve --config "$T/off.yaml" --proxy-listen "127.0.0.1:$PORT_A" \
   --proxy-tls-listen off --admin-listen off --log-level warn --analytics off >"$T/a.log" 2>&1 &
 PIDS+=($!)
-taskset -c 0 "$T/b" serve --config "$T/on.yaml" --proxy-listen "127.0.0.1:$PORT_B" \
+taskset -c 0 "$T/b" serve --config "$B_CONFIG" --proxy-listen "127.0.0.1:$PORT_B" \
   --proxy-tls-listen off --admin-listen off --log-level warn "${B_ARGS[@]}" >"$T/b.log" 2>&1 &
 B_PID=$!
 PIDS+=("$B_PID")
@@ -79,9 +95,14 @@ load "$PORT_A" 1 "" >/dev/null
 load "$PORT_B" 1 "" >/dev/null
 steal() { awk '/^cpu /{print $9}' /proc/stat; }
 for r in $(seq "$ROUNDS"); do
-  for side in A B; do
-    p=$PORT_A
-    [[ $side == B ]] && p=$PORT_B
+  order="D A B"
+  (( r % 2 == 0 )) && order="D B A"
+  for side in $order; do
+    case $side in
+      A) p=$PORT_A ;;
+      B) p=$PORT_B ;;
+      D) p=$MOCK_PORT ;;
+    esac
     s0=$(steal)
     out=$(load "$p" "$SECS" --latency | sed -n 's/^BENCH_JSON //p')
     s1=$(steal)
@@ -96,23 +117,31 @@ done >"$T/threads"
 python3 - "$T/rounds" "$T/threads" "$SECS" "$ticks" <<'EOF'
 import json, statistics, sys
 rounds, threads, secs, ticks = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-d = {"A": [], "B": []}
+d = {"A": {}, "B": {}, "D": {}}
 for line in open(rounds):
     r, side, steal, raw = line.split(" ", 3)
     j = json.loads(raw)
     lat = j["latency_us"]
-    d[side].append(j)
+    d[side][r] = j
     print(f"round {r} {side}: {j['rps']:.0f} req/s, p50 {lat['p50']} µs, p90 {lat['p90']} µs, "
           f"p99 {lat['p99']} µs (steal {float(steal) / secs:.1f} % of a CPU)")
-med = {s: {k: statistics.median(x["latency_us"][k] for x in d[s]) for k in ("p50", "p90", "p99")}
+med = {s: {k: statistics.median(x["latency_us"][k] for x in d[s].values()) for k in ("p50", "p90", "p99")}
        for s in d}
-rps = {s: statistics.median(x["rps"] for x in d[s]) for s in d}
-for s, name in (("A", "off"), ("B", "on ")):
+rps = {s: statistics.median(x["rps"] for x in d[s].values()) for s in d}
+for s, name in (("D", "direct"), ("A", "off"), ("B", "on ")):
     m = med[s]
     print(f"{s} ({name}) median: p50 {m['p50']:.0f} µs, p90 {m['p90']:.0f} µs, p99 {m['p99']:.0f} µs, {rps[s]:.0f} req/s")
 print(f"B/A: p50 {med['B']['p50'] / med['A']['p50']:.3f}, p99 {med['B']['p99'] / med['A']['p99']:.3f}, "
       f"mean latency (1/req/s) {rps['A'] / rps['B']:.3f}")
-served = sum(x["requests"] for x in d["B"])
+# The latency each gateway adds over mock-llm alone, paired within each round.
+added = {s: [d[s][r]["latency_us"]["p50"] - d["D"][r]["latency_us"]["p50"] for r in d["D"]] for s in "AB"}
+ratios = [b / a for a, b in zip(added["A"], added["B"]) if a > 0]
+ma, mb = statistics.median(added["A"]), statistics.median(added["B"])
+print(f"added p50 over direct: A {ma:.0f} µs, B {mb:.0f} µs, B/A {mb / ma if ma > 0 else float('nan'):.3f} "
+      f"(median of the per-round ratios {statistics.median(ratios) if ratios else float('nan'):.3f}"
+      + (f", quartiles {' – '.join(f'{q:.3f}' for q in statistics.quantiles(ratios, n=4)[::2])})"
+         if len(ratios) >= 2 else ")"))
+served = sum(x["requests"] for x in d["B"].values())
 print(f"B's threads, CPU per request over its {served} measured requests (warm-up included in CPU):")
 for line in open(threads):
     name, t = line.rsplit(" ", 1)
