@@ -136,14 +136,7 @@ impl Finish {
 
     /// The plugins that applied to the request.
     fn chain(&self) -> &[usize] {
-        match (
-            &self.log.chain,
-            self.log.route.and_then(|r| self.snapshot.routes.get(r)),
-        ) {
-            (Some(c), _) => c,
-            (None, Some(r)) => &r.chain,
-            (None, None) => &self.snapshot.global_chain,
-        }
+        chain_of(&self.log, &self.snapshot)
     }
 
     /// Runs the log phase: every log plugin of the route (or the global ones) gets the record.
@@ -201,7 +194,6 @@ impl Finish {
         }
         // The record is serialized by the first writer thread that needs it, off the
         // request path.
-        let snapshot = self.snapshot.clone();
         let enabled = self.log.enabled;
         fn sinks<'a>(
             snapshot: &'a Snapshot,
@@ -214,25 +206,20 @@ impl Finish {
                 .filter_map(|i| snapshot.plugins.get(*i).map(|p| &p.plugin))
                 .filter(|p| p.logs())
         }
-        if sinks(&snapshot, self.chain(), enabled).next().is_none() && analytics.is_none() {
+        if sinks(&self.snapshot, self.chain(), enabled)
+            .next()
+            .is_none()
+            && analytics.is_none()
+        {
             return;
         }
         let started = self.log.started;
         let log = std::mem::replace(&mut self.log, RequestLog::new(String::new(), started));
-        let job = crate::observe::log::LogJob::new(log, snapshot.clone());
+        let job = crate::observe::log::LogJob::new(log, self.snapshot.clone());
         if let Some(a) = analytics {
             a.submit(job.clone());
         }
-        // The chain as `chain()` finds it, now that the record moved into the job.
-        let chain: &[usize] = match (
-            &job.log().chain,
-            job.log().route.and_then(|r| snapshot.routes.get(r)),
-        ) {
-            (Some(c), _) => c,
-            (None, Some(r)) => &r.chain,
-            (None, None) => &snapshot.global_chain,
-        };
-        for s in sinks(&snapshot, chain, enabled) {
+        for s in sinks(&self.snapshot, chain_of(job.log(), &self.snapshot), enabled) {
             match s {
                 Plugin::FileLog(sink) => sink.write(job.clone()),
                 Plugin::HttpLog(sink) => sink.send(job.clone()),
@@ -374,6 +361,16 @@ impl ProxyBody {
             let room = PAYLOAD_CAP.saturating_sub(cap.len());
             cap.extend_from_slice(&data[..data.len().min(room)]);
         }
+    }
+}
+
+/// The plugins that applied to the request `log` records: its own chain when
+/// consumer-scoped plugins changed it, else its route's, else the global one.
+fn chain_of<'a>(log: &'a RequestLog, snap: &'a Snapshot) -> &'a [usize] {
+    match (&log.chain, log.route.and_then(|r| snap.routes.get(r))) {
+        (Some(c), _) => c,
+        (None, Some(r)) => &r.chain,
+        (None, None) => &snap.global_chain,
     }
 }
 
