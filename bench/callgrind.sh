@@ -11,6 +11,8 @@
 #   OBSERVE=1 bash bench/callgrind.sh       # prometheus (every switch) + file-log on the route,
 #                                           # log_statistics on; add ARGS="--analytics off" to
 #                                           # leave out the (default) SQLite analytics
+#   KEEP=dir bash bench/callgrind.sh         # keeps callgrind's files in dir/200 and dir/1200
+#                                           # (one per thread) for callgrind_annotate
 #
 # Prints the total, then how it splits: the request path (the runtime's threads) and the
 # log writers' threads (file-log, analytics, http-log), which work off the request path.
@@ -72,6 +74,7 @@ Y
         fi
     done
     echo "$total $writers"
+    if [[ -n ${KEEP:-} ]]; then mkdir -p "$KEEP/$1" && cp "$d"/cg.out-* "$KEEP/$1/"; fi
     rm -rf "$d"
 }
 read -r a aw < <(run 200)
