@@ -69,7 +69,7 @@ Y
     for f in "$d"/cg.out-*; do
         n=$(grep -o 'summary: [0-9]*' "$f" | awk '{print $2}')
         total=$((total + n))
-        if grep -qE 'file_log::writer|analytics::Writer::run|http_log::.*run' "$f"; then
+        if grep -qE 'file_log::(writer|Shared::write_pending)|analytics::(Writer::run|Store::insert)|http_log::.*run' "$f"; then
             writers=$((writers + n))
         fi
     done

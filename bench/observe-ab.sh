@@ -16,7 +16,9 @@
 # AB_FILE_LOG (B's file-log path; default a file in the temp dir; /dev/null takes the
 # file system out of the picture), AB_SAME=1 (B runs A's config and flags too: an A/A run,
 # which shows how far apart two identical gateways measure on this host), AB_DROP (plugins
-# left out of B's config, e.g. `file-log` or `prometheus,file-log`: one part's cost alone).
+# left out of B's config, e.g. `file-log` or `prometheus,file-log`: one part's cost alone),
+# AB_BIN_C (a third gateway C: another build run with B's config and flags, its own file-log
+# and data dir, measured in the same rounds; compares two builds of the "on" side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +45,12 @@ trap cleanup EXIT
 mkdir -p "$T/data"
 cp "$BIN_A" "$T/a"
 cp "$BIN_B" "$T/b"
+BIN_C=${AB_BIN_C:-}
+if [[ -n $BIN_C ]]; then
+  [[ -x $BIN_C ]] || { echo "observe-ab: $BIN_C is missing" >&2; exit 1; }
+  cp "$BIN_C" "$T/c"
+  mkdir -p "$T/data-c"
+fi
 cp target/release/mock-llm "$T/mock"
 python3 bench/gen_bodies.py "$T/bodies" >/dev/null
 
@@ -67,6 +75,7 @@ drop = set(filter(None, os.environ["AB_DROP"].split(",")))
 c = json.load(sys.stdin)
 c["plugins"] = [p for p in c.get("plugins", []) if p["name"] not in drop]
 json.dump(c, sys.stdout)' >"$T/on.yaml"
+sed "s#${AB_FILE_LOG:-$T/file-log.jsonl}#${AB_FILE_LOG:-$T/file-log.jsonl}.c#" "$T/on.yaml" >"$T/on-c.yaml"
 
 PORT_A=$(port)
 PORT_B=$(port)
@@ -86,6 +95,20 @@ B_PID=$!
 PIDS+=("$B_PID")
 wait_port "$PORT_A"
 wait_port "$PORT_B"
+SIDES="A B"
+if [[ -n $BIN_C ]]; then
+  PORT_C=$(port)
+  C_CONFIG=$T/on-c.yaml
+  [[ ${AB_SAME:-0} == 1 ]] && C_CONFIG=$T/off.yaml
+  # shellcheck disable=SC2206
+  C_ARGS=(${B_ARGS[@]/$T\/data/$T/data-c})
+  taskset -c 0 "$T/c" serve --config "$C_CONFIG" --proxy-listen "127.0.0.1:$PORT_C" \
+    --proxy-tls-listen off --admin-listen off --log-level warn "${C_ARGS[@]}" >"$T/c.log" 2>&1 &
+  C_PID=$!
+  PIDS+=("$C_PID")
+  wait_port "$PORT_C"
+  SIDES="A B C"
+fi
 
 load() { # port seconds [--latency]
   BENCH_BODY=$T/bodies/chat.json taskset -c 1 wrk -t1 -c"$CONNS" -d"$2s" --timeout 10s $3 \
@@ -93,14 +116,18 @@ load() { # port seconds [--latency]
 }
 load "$PORT_A" 1 "" >/dev/null
 load "$PORT_B" 1 "" >/dev/null
+[[ -n $BIN_C ]] && load "$PORT_C" 1 "" >/dev/null
 steal() { awk '/^cpu /{print $9}' /proc/stat; }
 for r in $(seq "$ROUNDS"); do
-  order="D A B"
-  (( r % 2 == 0 )) && order="D B A"
+  # D first, then the gateways in an order that rotates every round.
+  read -ra sides <<<"$SIDES"
+  k=$(( r % ${#sides[@]} ))
+  order="D ${sides[*]:k} ${sides[*]:0:k}"
   for side in $order; do
     case $side in
       A) p=$PORT_A ;;
       B) p=$PORT_B ;;
+      C) p=$PORT_C ;;
       D) p=$MOCK_PORT ;;
     esac
     s0=$(steal)
@@ -110,14 +137,18 @@ for r in $(seq "$ROUNDS"); do
   done
 done >"$T/rounds"
 ticks=$(getconf CLK_TCK)
-for t in /proc/"$B_PID"/task/*; do
-  echo "$(cat "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
+for side in B ${BIN_C:+C}; do
+  pid=$B_PID
+  [[ $side == C ]] && pid=$C_PID
+  for t in /proc/"$pid"/task/*; do
+    echo "$side $(cat "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
+  done
 done >"$T/threads"
 
 python3 - "$T/rounds" "$T/threads" "$SECS" "$ticks" <<'EOF'
 import json, statistics, sys
 rounds, threads, secs, ticks = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
-d = {"A": {}, "B": {}, "D": {}}
+d = {"A": {}, "B": {}, "C": {}, "D": {}}
 for line in open(rounds):
     r, side, steal, raw = line.split(" ", 3)
     j = json.loads(raw)
@@ -126,24 +157,35 @@ for line in open(rounds):
     print(f"round {r} {side}: {j['rps']:.0f} req/s, p50 {lat['p50']} µs, p90 {lat['p90']} µs, "
           f"p99 {lat['p99']} µs (steal {float(steal) / secs:.1f} % of a CPU)")
 med = {s: {k: statistics.median(x["latency_us"][k] for x in d[s].values()) for k in ("p50", "p90", "p99")}
-       for s in d}
-rps = {s: statistics.median(x["rps"] for x in d[s].values()) for s in d}
-for s, name in (("D", "direct"), ("A", "off"), ("B", "on ")):
+       for s in d if d[s]}
+sides = [s for s in "DABC" if d[s]]
+rps = {s: statistics.median(x["rps"] for x in d[s].values()) for s in sides}
+for s, name in (("D", "direct"), ("A", "off"), ("B", "on "), ("C", "on, C")):
+    if s not in sides:
+        continue
     m = med[s]
     print(f"{s} ({name}) median: p50 {m['p50']:.0f} µs, p90 {m['p90']:.0f} µs, p99 {m['p99']:.0f} µs, {rps[s]:.0f} req/s")
-print(f"B/A: p50 {med['B']['p50'] / med['A']['p50']:.3f}, p99 {med['B']['p99'] / med['A']['p99']:.3f}, "
-      f"mean latency (1/req/s) {rps['A'] / rps['B']:.3f}")
+for s in sides[2:]:
+    print(f"{s}/A: p50 {med[s]['p50'] / med['A']['p50']:.3f}, p99 {med[s]['p99'] / med['A']['p99']:.3f}, "
+          f"mean latency (1/req/s) {rps['A'] / rps[s]:.3f}")
 # The latency each gateway adds over mock-llm alone, paired within each round.
-added = {s: [d[s][r]["latency_us"]["p50"] - d["D"][r]["latency_us"]["p50"] for r in d["D"]] for s in "AB"}
-ratios = [b / a for a, b in zip(added["A"], added["B"]) if a > 0]
-ma, mb = statistics.median(added["A"]), statistics.median(added["B"])
-print(f"added p50 over direct: A {ma:.0f} µs, B {mb:.0f} µs, B/A {mb / ma if ma > 0 else float('nan'):.3f} "
-      f"(median of the per-round ratios {statistics.median(ratios) if ratios else float('nan'):.3f}"
-      + (f", quartiles {' – '.join(f'{q:.3f}' for q in statistics.quantiles(ratios, n=4)[::2])})"
-         if len(ratios) >= 2 else ")"))
-served = sum(x["requests"] for x in d["B"].values())
-print(f"B's threads, CPU per request over its {served} measured requests (warm-up included in CPU):")
-for line in open(threads):
-    name, t = line.rsplit(" ", 1)
-    print(f"  {name}: {float(t) / ticks / served * 1e6:.1f} µs")
+added = {s: [d[s][r]["latency_us"]["p50"] - d["D"][r]["latency_us"]["p50"] for r in d["D"]] for s in sides[1:]}
+def compare(x, y):
+    ratios = [b / a for a, b in zip(added[y], added[x]) if a > 0]
+    mx, my = statistics.median(added[x]), statistics.median(added[y])
+    print(f"added p50 over direct: {y} {my:.0f} µs, {x} {mx:.0f} µs, {x}/{y} {mx / my if my > 0 else float('nan'):.3f} "
+          f"(median of the per-round ratios {statistics.median(ratios) if ratios else float('nan'):.3f}"
+          + (f", quartiles {' – '.join(f'{q:.3f}' for q in statistics.quantiles(ratios, n=4)[::2])})"
+             if len(ratios) >= 2 else ")"))
+for x, y in (("B", "A"), ("C", "A"), ("C", "B")):
+    if x in sides and y in sides:
+        compare(x, y)
+for s in sides[2:]:
+    served = sum(x["requests"] for x in d[s].values())
+    print(f"{s}'s threads, CPU per request over its {served} measured requests (warm-up included in CPU):")
+    for line in open(threads):
+        side, rest = line.split(" ", 1)
+        if side == s:
+            name, t = rest.rsplit(" ", 1)
+            print(f"  {name}: {float(t) / ticks / served * 1e6:.1f} µs")
 EOF

@@ -652,12 +652,13 @@ pub struct LogJob {
 }
 
 impl LogJob {
-    /// A job for `log`, read against the config it ran under.
-    pub fn new(log: RequestLog, snap: Arc<Snapshot>) -> Arc<LogJob> {
+    /// A job for `log`, read against the config it ran under; `line` is its JSON when
+    /// already formatted.
+    pub fn new(log: RequestLog, snap: Arc<Snapshot>, line: Option<Vec<u8>>) -> Arc<LogJob> {
         Arc::new(LogJob {
             log,
             snap,
-            line: std::sync::OnceLock::new(),
+            line: line.map(std::sync::OnceLock::from).unwrap_or_default(),
         })
     }
 
@@ -674,19 +675,6 @@ impl LogJob {
     /// The record's JSON (without the newline).
     pub fn line(&self) -> &[u8] {
         self.line.get_or_init(|| self.log.to_bytes(&self.snap))
-    }
-
-    /// Appends the record's JSON (without the newline) to `buf`: the line made for another
-    /// sink when there is one, else formatted straight into `buf` (no allocation per line).
-    pub fn append_line(&self, buf: Vec<u8>) -> Vec<u8> {
-        match self.line.get() {
-            Some(line) => {
-                let mut buf = buf;
-                buf.extend_from_slice(line);
-                buf
-            }
-            None => self.log.append_to(&self.snap, buf),
-        }
     }
 }
 

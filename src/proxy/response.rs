@@ -134,6 +134,14 @@ impl Finish {
         })
     }
 
+    /// The record as file-log's JSON line, formatted into this thread's reused buffer
+    /// (handed back through `LINE` when done).
+    fn log_line(&self) -> Vec<u8> {
+        let mut buf = LINE.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        buf.clear();
+        self.log.append_to(&self.snapshot, buf)
+    }
+
     /// The plugins that applied to the request.
     fn chain(&self) -> &[usize] {
         chain_of(&self.log, &self.snapshot)
@@ -213,20 +221,41 @@ impl Finish {
         {
             return;
         }
-        let started = self.log.started;
-        let log = std::mem::replace(&mut self.log, RequestLog::new(String::new(), started));
-        let job = crate::observe::log::LogJob::new(log, self.snapshot.clone());
-        if let Some(a) = analytics {
-            a.submit(job.clone());
-        }
-        for s in sinks(&self.snapshot, chain_of(job.log(), &self.snapshot), enabled) {
+        // file-log's line is formatted here, while the record is still in the core's
+        // cache; the other sinks take the record itself to their threads.
+        let mut line = None;
+        let mut http = false;
+        for s in sinks(&self.snapshot, self.chain(), enabled) {
             match s {
-                Plugin::FileLog(sink) => sink.write(job.clone()),
-                Plugin::HttpLog(sink) => sink.send(job.clone()),
+                Plugin::FileLog(sink) => {
+                    let l = line.get_or_insert_with(|| self.log_line());
+                    sink.write(l);
+                }
+                Plugin::HttpLog(_) => http = true,
                 _ => {}
             }
         }
-        drop(job);
+        if http || analytics.is_some() {
+            let started = self.log.started;
+            let log = std::mem::replace(&mut self.log, RequestLog::new(String::new(), started));
+            let job = crate::observe::log::LogJob::new(
+                log,
+                self.snapshot.clone(),
+                line.as_ref().filter(|_| http).cloned(),
+            );
+            if let Some(a) = analytics {
+                a.submit(job.clone());
+            }
+            for s in sinks(&self.snapshot, chain_of(job.log(), &self.snapshot), enabled) {
+                if let Plugin::HttpLog(sink) = s {
+                    sink.send(job.clone());
+                }
+            }
+            drop(job);
+        }
+        if let Some(l) = line.filter(|l| l.capacity() <= LINE_KEEP) {
+            LINE.with(|b| *b.borrow_mut() = l);
+        }
         crate::observe::log::reap();
     }
 }
@@ -373,6 +402,14 @@ fn chain_of<'a>(log: &'a RequestLog, snap: &'a Snapshot) -> &'a [usize] {
         (None, None) => &snap.global_chain,
     }
 }
+
+thread_local! {
+    /// The buffer a request thread formats file-log lines in, kept between requests.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A line buffer larger than this (a record with logged payloads) is not kept.
+const LINE_KEEP: usize = 256 * 1024;
 
 /// Log phases queued to run after their responses went out.
 static DEFERRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
