@@ -597,6 +597,47 @@ async fn http_log_posts_batches_and_spills_what_it_cannot_deliver() {
     let _ = std::fs::remove_file(sink.spill_path());
 }
 
+#[tokio::test]
+async fn records_queued_at_shutdown_are_delivered_not_lost() {
+    // A coalescing delay far longer than the test: the records are still queued when the
+    // gateway shuts down, and the shutdown delivers them.
+    let (url, seen) = collector(200).await;
+    let h = Harness::start(
+        &HTTP_LOG
+            .replace("{COLLECTOR}", &url)
+            .replace("{RETRY}", "5")
+            .replace("max_coalescing_delay: 0.2", "max_coalescing_delay: 30"),
+    )
+    .await;
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-shutdown-{}-{}",
+        std::process::id(),
+        tollgate::proxy::millis_since_epoch()
+    ));
+    let a =
+        Arc::new(Analytics::start(Backend::Sqlite(dir.join("analytics.db")), dir.clone()).unwrap());
+    h.gw.gateway.analytics.set(a.clone()).unwrap();
+    for _ in 0..5 {
+        ask(&h, "hl-app-secret", "m").await;
+    }
+    let sink = http_log_sink(&h);
+    h.gw.shutdown().await;
+    assert_eq!(
+        a.stats.written.load(std::sync::atomic::Ordering::Relaxed),
+        5,
+        "analytics rows written by the end of shutdown"
+    );
+    assert_eq!(
+        sink.stats.sent.load(std::sync::atomic::Ordering::Relaxed),
+        5,
+        "http-log records delivered by the end of shutdown"
+    );
+    let bodies = json_bodies(&seen);
+    let records = bodies.iter().flat_map(|b| b.as_array().unwrap()).count();
+    assert_eq!(records, 5, "{bodies:?}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 // ---------------------------------------------------------------------------------------
 // OpenTelemetry: spans over OTLP/HTTP (JSON) to an in-process receiver, traceparent to the
 // upstream.

@@ -183,10 +183,18 @@ pub struct HttpLogStats {
     pub retries: AtomicU64,
 }
 
+/// What a sender's queue carries.
+enum Msg {
+    Record(Arc<crate::observe::log::LogJob>),
+    /// Deliver what is queued now, one attempt per batch, spilling what fails; then
+    /// answer (shutdown).
+    Flush(SyncSender<()>),
+}
+
 /// A compiled `http-log` instance: the queue into its sender thread.
 #[derive(Debug)]
 pub struct HttpLogSink {
-    tx: SyncSender<Arc<crate::observe::log::LogJob>>,
+    tx: SyncSender<Msg>,
     pub stats: Arc<HttpLogStats>,
     spill: PathBuf,
 }
@@ -219,12 +227,35 @@ impl HttpLogSink {
 
     /// Queues one record; a full queue spills it.
     pub fn send(&self, record: Arc<crate::observe::log::LogJob>) {
-        match self.tx.try_send(record) {
+        match self.tx.try_send(Msg::Record(record)) {
             Ok(()) => {}
-            Err(TrySendError::Full(r)) | Err(TrySendError::Disconnected(r)) => {
+            Err(TrySendError::Full(Msg::Record(r)))
+            | Err(TrySendError::Disconnected(Msg::Record(r))) => {
                 spill(&self.spill, &[r], &self.stats);
             }
+            Err(_) => {}
         }
+    }
+
+    /// Delivers (or spills) every record queued so far, waiting up to `limit`; false when
+    /// the sender did not finish in time. Called on shutdown.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let (done_tx, done_rx) = sync_channel(1);
+        let deadline = Instant::now() + limit;
+        let mut msg = Msg::Flush(done_tx);
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+        done_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 
     /// Where undeliverable records go.
@@ -265,7 +296,7 @@ fn spill(
 }
 
 struct Sender {
-    rx: Receiver<Arc<crate::observe::log::LogJob>>,
+    rx: Receiver<Msg>,
     config: HttpLogConfig,
     stats: Arc<HttpLogStats>,
     spill: PathBuf,
@@ -286,26 +317,40 @@ impl Sender {
         // Wakes every `max_coalescing_delay` (at most 1 s, at least 10 ms) rather than per
         // record, so the proxy does not pay a context switch per request.
         let poll = coalesce.clamp(Duration::from_millis(10), Duration::from_secs(1));
+        let mut queued = Vec::new();
         let mut pending: Vec<Arc<crate::observe::log::LogJob>> = Vec::new();
+        let mut flushes = Vec::new();
         let mut seen = 0;
         loop {
             std::thread::sleep(poll);
-            let closed = super::take_queued(&self.rx, &mut pending);
+            let closed = super::take_queued(&self.rx, &mut queued);
+            for msg in queued.drain(..) {
+                match msg {
+                    Msg::Record(r) => pending.push(r),
+                    Msg::Flush(reply) => flushes.push(reply),
+                }
+            }
+            // On shutdown there is no time for backoff: one attempt, then the spill file.
+            let once = !flushes.is_empty();
             for batch in pending.chunks(batch_max) {
                 // Formatting shares the proxy's core; sending waits on the network and
                 // (while retrying) on backoff, which must not keep the poller aside.
                 let body = batch_body(batch, batch_max > 1);
-                rt.block_on(self.deliver(batch, body));
+                rt.block_on(self.deliver(batch, body, once));
             }
             crate::observe::log::give_back(&mut pending, &mut seen);
+            for reply in flushes.drain(..) {
+                let _ = reply.send(());
+            }
             if closed {
                 return;
             }
         }
     }
 
-    /// Sends one batch, retrying with exponential backoff until `max_retry_time`.
-    async fn deliver(&self, batch: &[Arc<crate::observe::log::LogJob>], body: Bytes) {
+    /// Sends one batch, retrying with exponential backoff until `max_retry_time` (with
+    /// `once`, not at all), then spilling it.
+    async fn deliver(&self, batch: &[Arc<crate::observe::log::LogJob>], body: Bytes, once: bool) {
         let q = &self.config.queue;
         let started = Instant::now();
         let mut delay = q.initial_retry_delay.max(0.001);
@@ -318,7 +363,7 @@ impl Sender {
                     return;
                 }
                 Err(e) => {
-                    if started.elapsed().as_secs_f64() + delay > q.max_retry_time {
+                    if once || started.elapsed().as_secs_f64() + delay > q.max_retry_time {
                         tracing::warn!(endpoint = %redact(&self.config.http_endpoint), error = %e, "http-log: giving up after retries");
                         spill(&self.spill, batch, &self.stats);
                         return;

@@ -46,9 +46,10 @@ static TURNS: AtomicU64 = AtomicU64::new(0);
 static STEPPED_ASIDE: AtomicUsize = AtomicUsize::new(0);
 
 /// The longest a background thread works before offering the core to the proxy's thread.
-/// 50 µs against 200 µs: the same writer CPU, c=1 p99 with everything on 405 -> 333 µs
-/// (`bench/observe-ab.sh`, 21 rounds, both builds in the same rounds).
-const TURN: Duration = Duration::from_micros(50);
+/// Not shorter: at 50 µs the c=1 p99 with everything on improved (405 -> 333 µs), but
+/// under saturation each yield costs the writer a whole scheduler slice, and analytics fell
+/// behind and dropped 40 % of its rows (25 s at c=64).
+const TURN: Duration = Duration::from_micros(200);
 
 /// While alive, the poller does not spin: held by a background thread while it works.
 ///

@@ -122,10 +122,17 @@ pub struct Stats {
     pub store_errors: AtomicU64,
 }
 
+/// What the writer's queue carries.
+enum Msg {
+    Job(Arc<crate::observe::log::LogJob>),
+    /// Write everything queued before this now, then answer (shutdown).
+    Flush(SyncSender<()>),
+}
+
 /// A running analytics pipeline.
 #[derive(Debug)]
 pub struct Analytics {
-    tx: SyncSender<Arc<crate::observe::log::LogJob>>,
+    tx: SyncSender<Msg>,
     pub backend: Backend,
     pub stats: Arc<Stats>,
     spill: PathBuf,
@@ -170,12 +177,35 @@ impl Analytics {
     /// Queues a finished request (its record is built on the writer thread); never blocks
     /// (a full queue drops it and counts the drop).
     pub fn submit(&self, r: Arc<crate::observe::log::LogJob>) {
-        match self.tx.try_send(r) {
+        match self.tx.try_send(Msg::Job(r)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.stats.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Writes (or spills) every record queued so far, waiting up to `limit`; false when
+    /// the writer did not finish in time. Called on shutdown, so that the last moments'
+    /// records are not lost with the process.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let (done_tx, done_rx) = sync_channel(1);
+        let deadline = Instant::now() + limit;
+        let mut msg = Msg::Flush(done_tx);
+        // The queue may be full; the writer is draining it, so retry until the deadline.
+        loop {
+            match self.tx.try_send(msg) {
+                Ok(()) => break,
+                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
+                    msg = m;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => return false,
+            }
+        }
+        done_rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
     }
 
     /// Where undelivered records wait.
@@ -222,7 +252,7 @@ impl Analytics {
 }
 
 struct Writer {
-    rx: Receiver<Arc<crate::observe::log::LogJob>>,
+    rx: Receiver<Msg>,
     store: Option<Store>,
     backend: Backend,
     stats: Arc<Stats>,
@@ -232,26 +262,35 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
-        let mut jobs = Vec::new();
+        let mut queued = Vec::new();
+        let mut flushes = Vec::new();
         let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
         let (mut done, mut seen) = (Vec::new(), 0);
         let (mut pace, mut took) = (super::Pace::new(), 0);
         let mut written_at = Instant::now();
         loop {
             pace.sleep(took);
-            let closed = super::take_queued(&self.rx, &mut jobs);
-            took = jobs.len();
+            let closed = super::take_queued(&self.rx, &mut queued);
+            took = queued.len();
             let mut aside = StepAside::new();
             // Usage records are built as soon as the jobs are taken, and the jobs go back
             // to be freed on the request threads (see `log::give_back`); the store gets
             // the records in batches.
-            for job in jobs.drain(..) {
-                batch.push(job.usage_record());
-                done.push(job);
+            for msg in queued.drain(..) {
+                match msg {
+                    Msg::Job(job) => {
+                        batch.push(job.usage_record());
+                        done.push(job);
+                    }
+                    Msg::Flush(reply) => flushes.push(reply),
+                }
                 aside.tick();
             }
             crate::observe::log::give_back(&mut done, &mut seen);
-            let due = batch.len() >= BATCH || written_at.elapsed() >= FLUSH_EVERY || closed;
+            let due = batch.len() >= BATCH
+                || written_at.elapsed() >= FLUSH_EVERY
+                || closed
+                || !flushes.is_empty();
             if due {
                 self.retry_store(&mut aside);
                 // Written and freed a few at a time between ticks: freeing a whole batch
@@ -266,6 +305,9 @@ impl Writer {
                 written_at = Instant::now();
             }
             drop(aside);
+            for reply in flushes.drain(..) {
+                let _ = reply.send(());
+            }
             if closed {
                 return;
             }
