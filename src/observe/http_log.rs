@@ -240,22 +240,7 @@ impl HttpLogSink {
     /// Delivers (or spills) every record queued so far, waiting up to `limit`; false when
     /// the sender did not finish in time. Called on shutdown.
     pub fn flush(&self, limit: Duration) -> bool {
-        let (done_tx, done_rx) = sync_channel(1);
-        let deadline = Instant::now() + limit;
-        let mut msg = Msg::Flush(done_tx);
-        loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
-                    msg = m;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => return false,
-            }
-        }
-        done_rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
+        super::flush_queue(&self.tx, Msg::Flush, limit)
     }
 
     /// Where undeliverable records go.

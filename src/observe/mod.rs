@@ -66,3 +66,30 @@ pub(crate) fn take_queued<T>(rx: &std::sync::mpsc::Receiver<T>, into: &mut Vec<T
         }
     }
 }
+
+/// Puts a flush request (`flush`, built around its reply channel) in a writer's queue and
+/// waits for the answer, up to `limit` in all; false when the writer did not answer in
+/// time. A full queue is retried: the writer is draining it.
+pub(crate) fn flush_queue<M>(
+    tx: &std::sync::mpsc::SyncSender<M>,
+    flush: impl FnOnce(std::sync::mpsc::SyncSender<()>) -> M,
+    limit: std::time::Duration,
+) -> bool {
+    use std::sync::mpsc::TrySendError;
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+    let deadline = std::time::Instant::now() + limit;
+    let mut msg = flush(done_tx);
+    loop {
+        match tx.try_send(msg) {
+            Ok(()) => break,
+            Err(TrySendError::Full(m)) if std::time::Instant::now() < deadline => {
+                msg = m;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(_) => return false,
+        }
+    }
+    done_rx
+        .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+        .is_ok()
+}

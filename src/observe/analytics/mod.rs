@@ -189,23 +189,7 @@ impl Analytics {
     /// the writer did not finish in time. Called on shutdown, so that the last moments'
     /// records are not lost with the process.
     pub fn flush(&self, limit: Duration) -> bool {
-        let (done_tx, done_rx) = sync_channel(1);
-        let deadline = Instant::now() + limit;
-        let mut msg = Msg::Flush(done_tx);
-        // The queue may be full; the writer is draining it, so retry until the deadline.
-        loop {
-            match self.tx.try_send(msg) {
-                Ok(()) => break,
-                Err(TrySendError::Full(m)) if Instant::now() < deadline => {
-                    msg = m;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-                Err(_) => return false,
-            }
-        }
-        done_rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .is_ok()
+        super::flush_queue(&self.tx, Msg::Flush, limit)
     }
 
     /// Where undelivered records wait.
