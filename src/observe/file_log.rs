@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use crate::config::plugins::FileLogConfig;
@@ -21,7 +21,9 @@ const PENDING_MAX: usize = 64 * 1024 * 1024;
 #[derive(Debug)]
 pub struct FileLogSink {
     shared: Arc<Shared>,
-    writer: Mutex<bool>,
+    /// Set once the writer thread runs: the per-line check is then one load, no lock.
+    writer: AtomicBool,
+    starting: Mutex<()>,
 }
 
 /// What the request threads and the writer share.
@@ -93,7 +95,8 @@ pub fn compile(c: &FileLogConfig) -> Result<Arc<FileLogSink>, Vec<(String, Strin
                     out: Mutex::new(Output::default()),
                     dropped: AtomicU64::new(0),
                 }),
-                writer: Mutex::new(false),
+                writer: AtomicBool::new(false),
+                starting: Mutex::new(()),
             })
         })
         .clone())
@@ -129,8 +132,11 @@ impl FileLogSink {
 
     /// Starts the writer thread the first time a line comes.
     fn start_writer(&self) {
-        let mut started = lock(&self.writer);
-        if *started {
+        if self.writer.load(Ordering::Acquire) {
+            return;
+        }
+        let _starting = lock(&self.starting);
+        if self.writer.load(Ordering::Acquire) {
             return;
         }
         let shared = Arc::downgrade(&self.shared);
@@ -138,7 +144,7 @@ impl FileLogSink {
             .name("file-log".into())
             .spawn(move || writer(shared));
         match spawned {
-            Ok(_) => *started = true,
+            Ok(_) => self.writer.store(true, Ordering::Release),
             // Lines still queue up to the bound, and `flush` writes them.
             Err(e) => tracing::error!(error = %e, "cannot start the file-log writer"),
         }

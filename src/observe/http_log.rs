@@ -227,13 +227,12 @@ impl HttpLogSink {
 
     /// Queues one record; a full queue spills it.
     pub fn send(&self, record: Arc<crate::observe::log::LogJob>) {
-        match self.tx.try_send(Msg::Record(record)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(Msg::Record(r)))
-            | Err(TrySendError::Disconnected(Msg::Record(r))) => {
+        if let Err(TrySendError::Full(m) | TrySendError::Disconnected(m)) =
+            self.tx.try_send(Msg::Record(record))
+        {
+            if let Msg::Record(r) = m {
                 spill(&self.spill, &[r], &self.stats);
             }
-            Err(_) => {}
         }
     }
 

@@ -59,27 +59,9 @@ impl Running {
             let _ = t.await;
         }
         crate::proxy::response::settle_deferred(Duration::from_secs(2)).await;
-        crate::observe::file_log::FileLogSink::flush_all();
-        // The analytics and http-log queues hold the last moments' records: written,
-        // delivered or spilled before the process exits, not lost with it.
         let gateway = self.gateway.clone();
-        let flushed = tokio::task::spawn_blocking(move || {
-            let limit = Duration::from_secs(5);
-            if let Some(a) = gateway.analytics.get() {
-                if !a.flush(limit) {
-                    tracing::warn!("analytics: shutdown came before every queued record was written");
-                }
-            }
-            let snapshot = gateway.snapshot.load();
-            for p in &snapshot.plugins {
-                if let crate::plugins::Plugin::HttpLog(sink) = &p.plugin {
-                    if !sink.flush(limit) {
-                        tracing::warn!("http-log: shutdown came before every queued record was delivered or spilled");
-                    }
-                }
-            }
-        })
-        .await;
+        let flushed =
+            tokio::task::spawn_blocking(move || crate::observe::flush_sinks(&gateway)).await;
         if let Err(e) = flushed {
             tracing::warn!(error = %e, "flushing the log queues on shutdown failed");
         }
