@@ -396,7 +396,7 @@ mod semantic {
 
     use serde_json::{json, Value};
 
-    use crate::support::{free_port, post_json, send, Harness, MockLlm, Reply};
+    use crate::support::{dead_port, post_json, send, Harness, MockLlm, Reply};
 
     const CODE: &str = "How do I reverse a linked list in Python? My function has a bug.";
     const CALCULUS: &str = "What is the derivative of x^2 * sin(x)? Show the calculus steps.";
@@ -604,7 +604,7 @@ plugins:
     #[tokio::test]
     async fn embedding_failure_routes_to_catchall_and_is_retried_later() {
         vault_env();
-        let port = free_port();
+        let (dead, port) = dead_port();
         let emb = format!("http://127.0.0.1:{port}");
         let h = Harness::start(&s3(&new_id(), &emb, "")).await;
         let r = ask(&h, CODE).await;
@@ -624,9 +624,7 @@ plugins:
         assert!(!sem.to_string().contains("sk-emb-test"));
 
         // The provider comes back: the failure was not kept, the next request routes.
-        let mock = MockLlm::start_on(format!("127.0.0.1:{port}").parse().unwrap())
-            .await
-            .unwrap();
+        let mock = MockLlm::start_with(dead.listen(64).unwrap()).unwrap();
         let r = ask(&h, CODE).await;
         assert_eq!(r.header("x-kong-llm-model"), Some("openai/gpt-code"));
         assert_eq!(description_calls(&mock), 1);
@@ -743,7 +741,8 @@ services:
         assert_eq!(r.status, 400);
         assert!(r.text().contains("no text prompt"), "{}", r.text());
 
-        let dead = NO_CATCHALL.replace("{EMB}", &format!("http://127.0.0.1:{}", free_port()));
+        let (_dead, port) = dead_port();
+        let dead = NO_CATCHALL.replace("{EMB}", &format!("http://127.0.0.1:{port}"));
         let h = Harness::start(&dead).await;
         let r = ask(&h, CODE).await;
         assert_eq!(r.status, 502);
@@ -809,9 +808,9 @@ services:
     async fn redis_down_is_an_embedding_failure() {
         vault_env();
         let mock = MockLlm::start().await.unwrap();
+        let (_dead, port) = dead_port();
         let vectordb = format!(
-            "strategy: redis\n                redis: {{host: 127.0.0.1, port: {}, connect_timeout: 500}}",
-            free_port()
+            "strategy: redis\n                redis: {{host: 127.0.0.1, port: {port}, connect_timeout: 500}}"
         );
         let h = Harness::start(&s3(&new_id(), &mock.url(), &vectordb)).await;
         let r = ask(&h, CODE).await;
@@ -967,7 +966,8 @@ services:
 
         // Nothing listening: the config loads, requests go to CATCHALL.
         let mock = MockLlm::start().await.unwrap();
-        let pgvector = format!("{{host: 127.0.0.1, port: {}, timeout: 500}}", free_port());
+        let (_dead, port) = dead_port();
+        let pgvector = format!("{{host: 127.0.0.1, port: {port}, timeout: 500}}");
         let h = Harness::start(&s3(
             &new_id(),
             &mock.url(),

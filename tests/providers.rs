@@ -1899,7 +1899,8 @@ async fn vertex_fetches_one_service_account_token_for_many_requests() {
     );
 
     // A token endpoint that cannot be reached: 502 naming the cause, never the key.
-    let dead = format!("http://127.0.0.1:{}/token", support::free_port());
+    let (_dead, port) = support::dead_port();
+    let dead = format!("http://127.0.0.1:{port}/token");
     let h = Harness::start(&vertex_yaml(&service_account_json(&dead))).await;
     let r = post_json(&h.url("/vx"), &hi).await;
     assert_eq!(r.status, 502, "{}", r.text());

@@ -370,7 +370,10 @@ plugins:
 "#;
 
 async fn chat_harness() -> Harness {
-    Harness::start(&CHAT.replace("{DEAD}", &free_port().to_string())).await
+    let (dead, port) = support::dead_port();
+    let mut h = Harness::start(&CHAT.replace("{DEAD}", &port.to_string())).await;
+    h.held.push(dead);
+    h
 }
 
 fn msg(text: &str) -> Value {

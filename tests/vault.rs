@@ -509,7 +509,7 @@ async fn wrong_token_or_missing_key_is_a_load_warning_and_a_500() {
 
 #[tokio::test]
 async fn a_vault_down_at_load_is_filled_in_when_it_comes_back() {
-    let port = free_port();
+    let (dead, port) = dead_port();
     let yaml = config(
         &hcv_entity(port, ", neg_ttl: 0.2"),
         &[
@@ -530,17 +530,8 @@ async fn a_vault_down_at_load_is_filled_in_when_it_comes_back() {
     let (status, body, auth) = g.chat("a").await;
     assert_eq!((status, auth), (500, None));
 
-    // The port was free at the start; an outgoing connection of a test running alongside may
-    // hold it as its local port for a moment, so binding is retried briefly.
-    let mut listener = std::net::TcpListener::bind(("127.0.0.1", port));
-    for _ in 0..50 {
-        if listener.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        listener = std::net::TcpListener::bind(("127.0.0.1", port));
-    }
-    let vault = MockVault::start_on(listener.unwrap());
+    // The port was held closed until now: the vault comes back on the same socket.
+    let vault = MockVault::start_on(dead.listen(64).unwrap().into_std().unwrap());
     vault.put("secret", "openai", json!({"key": "Bearer sk-late-3a3a"}));
     vault.put("secret", "mistral", json!({"key": "Bearer sk-late-4b4b"}));
     g.wait_for_key("a", "Bearer sk-late-3a3a").await;

@@ -77,7 +77,11 @@ impl MockLlm {
 
     /// Starts a server on `addr`.
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<MockLlm> {
-        let listener = TcpListener::bind(addr).await?;
+        MockLlm::start_with(TcpListener::bind(addr).await?)
+    }
+
+    /// Starts a server on a listener the caller bound (e.g. a port it held closed until now).
+    pub fn start_with(listener: TcpListener) -> std::io::Result<MockLlm> {
         let addr = listener.local_addr()?;
         let state = Arc::new(MockState::new());
         let task = tokio::spawn(serve(listener, Arc::clone(&state)));

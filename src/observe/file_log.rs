@@ -180,7 +180,7 @@ impl Shared {
         }
         let mut aside = crate::server::busy_poll::StepAside::new();
         let mut done = 0;
-        for chunk in out.writing.chunks(WRITE_AT) {
+        for chunk in whole_lines(&out.writing, WRITE_AT) {
             let Some(f) = out.file.as_mut() else { break };
             if let Err(e) = f.write_all(chunk) {
                 tracing::error!(path = %self.path.display(), error = %e, "file-log write failed");
@@ -202,6 +202,29 @@ impl Shared {
         }
         n
     }
+}
+
+/// `buf` in pieces of about `at` bytes that end at line ends: a line is never split across
+/// two `write` calls, so other writers appending to the same file (another node, logrotate's
+/// copy) and readers tailing it never see half of one. A line longer than `at` is one piece.
+fn whole_lines(buf: &[u8], at: usize) -> impl Iterator<Item = &[u8]> {
+    let mut rest = buf;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = if rest.len() <= at {
+            rest.len()
+        } else {
+            match memchr::memrchr(b'\n', &rest[..at]) {
+                Some(i) => i + 1,
+                None => memchr::memchr(b'\n', &rest[at..]).map_or(rest.len(), |i| at + i + 1),
+            }
+        };
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
 }
 
 fn open(path: &PathBuf) -> Option<File> {
@@ -237,6 +260,22 @@ fn writer(shared: Weak<Shared>) {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
     use super::*;
+
+    #[test]
+    fn pieces_end_at_line_ends() {
+        let buf = b"aaaa\nbb\ncccccccccc\nd\n";
+        let pieces: Vec<&[u8]> = whole_lines(buf, 8).collect();
+        assert_eq!(
+            pieces,
+            [&b"aaaa\nbb\n"[..], b"cccccccccc\n", b"d\n"],
+            "a line longer than the piece size stays whole"
+        );
+        assert_eq!(
+            whole_lines(b"x\ny", 1).collect::<Vec<_>>(),
+            [&b"x\n"[..], b"y"]
+        );
+        assert_eq!(whole_lines(b"", 8).count(), 0);
+    }
 
     fn dir(name: &str) -> PathBuf {
         let d =

@@ -3,7 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -19,6 +18,8 @@ pub struct Harness {
     pub gw: Running,
     pub mock: MockLlm,
     pub dir: tempdir::TempDir,
+    /// Sockets held for the harness's lifetime (dead ports its config names).
+    pub held: Vec<tokio::net::TcpSocket>,
 }
 
 pub mod tempdir {
@@ -82,7 +83,12 @@ impl Harness {
         )
         .await
         .expect("gateway starts");
-        Harness { gw, mock, dir }
+        Harness {
+            gw,
+            mock,
+            dir,
+            held: Vec::new(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -209,7 +215,6 @@ pub fn sse_data(body: &str) -> Vec<String> {
         .collect()
 }
 
-/// Reserves a free local port (for configs that must name a dead upstream).
 /// A port that refuses connections for as long as the returned socket lives: bound but not
 /// listening, so no other test's server can take it (a port from `free_port` can be
 /// reused by a parallel test, which then answers where a dead upstream was meant).
@@ -218,9 +223,4 @@ pub fn dead_port() -> (tokio::net::TcpSocket, u16) {
     s.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
     let port = s.local_addr().expect("port").port();
     (s, port)
-}
-
-pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().map(|a: SocketAddr| a.port()).expect("port")
 }
