@@ -62,15 +62,14 @@ fn slot(bytes: &[u8], at: usize) -> Option<Slot> {
 }
 
 impl<'a> Headers<'a> {
-    /// (name, value, hidden) per header.
-    pub fn iter(self) -> impl Iterator<Item = (&'a str, &'a [u8], bool)> {
+    /// (name, value, hidden) per header; names are lowercase ASCII, as `http` keeps them.
+    pub fn iter(self) -> impl Iterator<Item = (&'a [u8], &'a [u8], bool)> {
         let bytes = self.0;
         let mut at = 0;
         std::iter::from_fn(move || {
             let s = slot(bytes, at)?;
             at = s.value.end;
-            let name = std::str::from_utf8(&bytes[s.name]).unwrap_or("");
-            Some((name, &bytes[s.value], bytes[s.flag] != 0))
+            Some((&bytes[s.name], &bytes[s.value], bytes[s.flag] != 0))
         })
     }
 
@@ -254,10 +253,10 @@ mod tests {
         assert_eq!(r.uri(), "/v1/chat?apikey=k1&x=2");
         let h: Vec<_> = r.headers().iter().collect();
         assert_eq!(h.len(), 4);
-        assert_eq!(h[0], ("apikey", &b"k1"[..], false));
-        assert_eq!(h[1], ("accept", &b"*/*"[..], false));
-        assert_eq!(h[2], ("accept", &b"text/html"[..], false));
-        assert_eq!(h[3].0, "x-long");
+        assert_eq!(h[0], (&b"apikey"[..], &b"k1"[..], false));
+        assert_eq!(h[1], (&b"accept"[..], &b"*/*"[..], false));
+        assert_eq!(h[2], (&b"accept"[..], &b"text/html"[..], false));
+        assert_eq!(h[3].0, b"x-long");
         assert_eq!(h[3].1.len(), 300);
     }
 
@@ -271,7 +270,7 @@ mod tests {
         assert_eq!(r.uri(), "/v1/chat?apikey=REDACTED&x=2");
         assert_eq!(r.client_ip(), "::1");
         let h: Vec<_> = r.headers().iter().collect();
-        assert_eq!(h[0], ("apikey", &b"k1"[..], true));
+        assert_eq!(h[0], (&b"apikey"[..], &b"k1"[..], true));
         assert!(h[1..].iter().all(|(_, _, hidden)| !hidden));
         assert_eq!(r.headers().iter().count(), 4);
     }

@@ -22,6 +22,48 @@ fn needs_escape(w: u64) -> bool {
     control | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\'))) != 0
 }
 
+/// How many bytes at the start of `bytes` need no escaping: 32 at a time first (a loop
+/// without early exits, which the compiler turns into vector compares; safe code cannot
+/// name the intrinsics here), then a word at a time, then the last partial word.
+#[inline]
+fn clean_prefix(bytes: &[u8]) -> usize {
+    let n = bytes.len();
+    let mut i = 0;
+    for block in bytes.as_chunks::<32>().0 {
+        let mut bad = false;
+        for &b in block {
+            bad |= (b < 0x20) | (b == b'"') | (b == b'\\');
+        }
+        if bad {
+            break;
+        }
+        i += 32;
+    }
+    while i + 8 <= n {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&bytes[i..i + 8]);
+        if needs_escape(u64::from_le_bytes(w)) {
+            return i;
+        }
+        i += 8;
+    }
+    if i < n {
+        let clean = if n >= 8 {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&bytes[n - 8..]);
+            !needs_escape(u64::from_le_bytes(w))
+        } else {
+            bytes[i..]
+                .iter()
+                .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+        };
+        if clean {
+            i = n;
+        }
+    }
+    i
+}
+
 impl Out {
     /// A writer that appends to `buf` (a sink's reusable buffer).
     pub fn appending(buf: Vec<u8>) -> Out {
@@ -87,21 +129,36 @@ impl Out {
         self.first = true;
     }
 
+    /// Writes a key whose name is input bytes (a header name), as [`Out::string_bytes`] does.
+    pub fn key_bytes(&mut self, name: &[u8]) {
+        self.sep();
+        self.string_bytes(name);
+        self.buf.push(b':');
+        self.first = true;
+    }
+
     /// A string value, escaped as JSON requires.
     pub fn string(&mut self, s: &str) {
-        self.buf.reserve(s.len() + 2);
-        self.buf.push(b'"');
-        let bytes = s.as_bytes();
-        let mut start = 0;
-        let mut i = 0;
-        while i + 8 <= bytes.len() {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(&bytes[i..i + 8]);
-            if needs_escape(u64::from_le_bytes(w)) {
-                break;
-            }
-            i += 8;
+        self.quoted(s.as_bytes());
+    }
+
+    /// A string value from bytes that are nearly always ASCII (header values): checked as
+    /// UTF-8 only when some byte is not ASCII, and invalid sequences written as
+    /// `String::from_utf8_lossy` would (the check and its copy were a fifth of a log line).
+    pub fn string_bytes(&mut self, b: &[u8]) {
+        if b.is_ascii() {
+            self.quoted(b);
+        } else {
+            self.quoted(String::from_utf8_lossy(b).as_bytes());
         }
+    }
+
+    /// `bytes` (UTF-8) in quotes, escaped.
+    fn quoted(&mut self, bytes: &[u8]) {
+        self.buf.reserve(bytes.len() + 2);
+        self.buf.push(b'"');
+        let mut start = 0;
+        let mut i = clean_prefix(bytes);
         while i < bytes.len() {
             let b = bytes[i];
             let esc: &[u8] = match b {
@@ -230,10 +287,52 @@ mod tests {
             "12345678\"",
             "1234567\\",
             "\u{7f} is not escaped",
+            "ab\"",
+            "a\u{1}",
+            "123456789\n",
+            "0123456789abcdef\t",
         ] {
             let want = serde_json::to_string(s).unwrap_or_default();
             assert_eq!(enc(s), want, "{s:?}");
         }
+    }
+
+    #[test]
+    fn an_escape_anywhere_is_found() {
+        for len in [1, 7, 8, 9, 31, 32, 33, 63, 64, 70] {
+            for at in 0..len {
+                for c in ['"', '\\', '\n', '\u{1f}'] {
+                    let s: String = (0..len).map(|i| if i == at { c } else { 'x' }).collect();
+                    let want = serde_json::to_string(&s).unwrap_or_default();
+                    assert_eq!(enc(&s), want, "{s:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn byte_strings_match_lossy_text() {
+        for b in [
+            &b"application/json"[..],
+            b"a \"quoted\" value\twith a tab",
+            "caf\u{e9} \u{2713}".as_bytes(),
+            b"bad \xff\xfe utf-8 \xe2\x82",
+            b"",
+        ] {
+            let mut o = Out::appending(Vec::new());
+            o.string_bytes(b);
+            assert_eq!(
+                o.buf,
+                enc(&String::from_utf8_lossy(b)).into_bytes(),
+                "{b:?}"
+            );
+        }
+        let mut o = Out::appending(Vec::new());
+        o.open();
+        o.key_bytes(b"x-\"odd\"");
+        o.u64(1);
+        o.close();
+        assert_eq!(o.buf, br#"{"x-\"odd\"":1}"#);
     }
 
     #[test]

@@ -229,14 +229,14 @@ impl RequestLog {
 
 /// Whether a header's value is a secret (shown as `REDACTED`): the usual credential
 /// headers and every provider auth header name of the AI plugin.
-fn secret_header(key: &str, ai: Option<&AiLog>) -> bool {
-    REDACTED_HEADERS.contains(&key)
+fn secret_header(key: &[u8], ai: Option<&AiLog>) -> bool {
+    REDACTED_HEADERS.iter().any(|h| h.as_bytes() == key)
         || ai.is_some_and(|ai| {
             ai.proxy.targets.iter().any(|t| {
                 t.auth
                     .header
                     .as_ref()
-                    .is_some_and(|(n, _)| n.as_str().eq_ignore_ascii_case(key))
+                    .is_some_and(|(n, _)| n.as_str().as_bytes().eq_ignore_ascii_case(key))
             })
         })
 }
@@ -244,11 +244,11 @@ fn secret_header(key: &str, ai: Option<&AiLog>) -> bool {
 /// A header map as the log shows it: one string per header (an array when repeated),
 /// secrets as `REDACTED`.
 fn write_headers(o: &mut Out, headers: Headers<'_>, ai: Option<&AiLog>) {
-    fn text(v: &[u8], hidden: bool) -> std::borrow::Cow<'_, str> {
+    fn value(o: &mut Out, v: &[u8], hidden: bool) {
         if hidden {
-            "REDACTED".into()
+            o.string("REDACTED");
         } else {
-            String::from_utf8_lossy(v)
+            o.string_bytes(v);
         }
     }
     o.open();
@@ -256,18 +256,18 @@ fn write_headers(o: &mut Out, headers: Headers<'_>, ai: Option<&AiLog>) {
     while let Some((key, first, hidden)) = it.next() {
         let secret = secret_header(key, ai);
         // A repeated header's values follow its first one.
-        o.key(key);
+        o.key_bytes(key);
         if it.peek().is_some_and(|(n, ..)| *n == key) {
             o.open_array();
             o.elem();
-            o.string(&text(first, hidden || secret));
+            value(o, first, hidden || secret);
             while let Some((_, v, hidden)) = it.next_if(|(n, ..)| *n == key) {
                 o.elem();
-                o.string(&text(v, hidden || secret));
+                value(o, v, hidden || secret);
             }
             o.close_array();
         } else {
-            o.string(&text(first, hidden || secret));
+            value(o, first, hidden || secret);
         }
     }
     o.close();
