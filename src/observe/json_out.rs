@@ -29,7 +29,10 @@ fn needs_escape(w: u64) -> bool {
 fn clean_prefix(bytes: &[u8]) -> usize {
     let n = bytes.len();
     let mut i = 0;
-    for block in bytes.as_chunks::<32>().0 {
+    for chunk in bytes.chunks_exact(32) {
+        let Ok(block) = <&[u8; 32]>::try_from(chunk) else {
+            break;
+        };
         let mut bad = false;
         for &b in block {
             bad |= (b < 0x20) | (b == b'"') | (b == b'\\');
