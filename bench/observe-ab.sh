@@ -18,7 +18,10 @@
 # which shows how far apart two identical gateways measure on this host), AB_DROP (plugins
 # left out of B's config, e.g. `file-log` or `prometheus,file-log`: one part's cost alone),
 # AB_BIN_C (a third gateway C: another build run with B's config and flags, its own file-log
-# and data dir, measured in the same rounds; compares two builds of the "on" side).
+# and data dir, measured in the same rounds; compares two builds of the "on" side),
+# AB_RESTART=N (start every gateway afresh, on new ports, every N rounds: two identical
+# gateways kept running measured up to 8 % apart here, an A/A bias of the process
+# instance, so long comparisons restart them and let the rounds average it out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,8 +80,6 @@ c["plugins"] = [p for p in c.get("plugins", []) if p["name"] not in drop]
 json.dump(c, sys.stdout)' >"$T/on.yaml"
 sed "s#${AB_FILE_LOG:-$T/file-log.jsonl}#${AB_FILE_LOG:-$T/file-log.jsonl}.c#" "$T/on.yaml" >"$T/on-c.yaml"
 
-PORT_A=$(port)
-PORT_B=$(port)
 # shellcheck disable=SC2206
 B_ARGS=(${AB_B_ARGS:---analytics sqlite --data-dir $T/data})
 B_CONFIG=$T/on.yaml
@@ -86,39 +87,66 @@ if [[ ${AB_SAME:-0} == 1 ]]; then
   B_CONFIG=$T/off.yaml
   B_ARGS=(--analytics off)
 fi
-taskset -c 0 "$T/a" serve --config "$T/off.yaml" --proxy-listen "127.0.0.1:$PORT_A" \
-  --proxy-tls-listen off --admin-listen off --log-level warn --analytics off >"$T/a.log" 2>&1 &
-PIDS+=($!)
-taskset -c 0 "$T/b" serve --config "$B_CONFIG" --proxy-listen "127.0.0.1:$PORT_B" \
-  --proxy-tls-listen off --admin-listen off --log-level warn "${B_ARGS[@]}" >"$T/b.log" 2>&1 &
-B_PID=$!
-PIDS+=("$B_PID")
-wait_port "$PORT_A"
-wait_port "$PORT_B"
 SIDES="A B"
 if [[ -n $BIN_C ]]; then
-  PORT_C=$(port)
   C_CONFIG=$T/on-c.yaml
   [[ ${AB_SAME:-0} == 1 ]] && C_CONFIG=$T/off.yaml
   # shellcheck disable=SC2206
   C_ARGS=(${B_ARGS[@]/$T\/data/$T/data-c})
-  taskset -c 0 "$T/c" serve --config "$C_CONFIG" --proxy-listen "127.0.0.1:$PORT_C" \
-    --proxy-tls-listen off --admin-listen off --log-level warn "${C_ARGS[@]}" >"$T/c.log" 2>&1 &
-  C_PID=$!
-  PIDS+=("$C_PID")
-  wait_port "$PORT_C"
   SIDES="A B C"
 fi
+
+# Starts (or restarts) the gateways on fresh ports, each warmed up for a second. Before a
+# restart, B's and C's threads' CPU times so far are added to $T/threads.
+GW_PIDS=()
+start_gateways() {
+  [[ ${#GW_PIDS[@]} -gt 0 ]] && { record_threads; kill "${GW_PIDS[@]}" 2>/dev/null || true; wait "${GW_PIDS[@]}" 2>/dev/null || true; }
+  PORT_A=$(port)
+  PORT_B=$(port)
+  taskset -c 0 "$T/a" serve --config "$T/off.yaml" --proxy-listen "127.0.0.1:$PORT_A" \
+    --proxy-tls-listen off --admin-listen off --log-level warn --analytics off >>"$T/a.log" 2>&1 &
+  A_PID=$!
+  taskset -c 0 "$T/b" serve --config "$B_CONFIG" --proxy-listen "127.0.0.1:$PORT_B" \
+    --proxy-tls-listen off --admin-listen off --log-level warn "${B_ARGS[@]}" >>"$T/b.log" 2>&1 &
+  B_PID=$!
+  GW_PIDS=("$A_PID" "$B_PID")
+  if [[ -n $BIN_C ]]; then
+    PORT_C=$(port)
+    taskset -c 0 "$T/c" serve --config "$C_CONFIG" --proxy-listen "127.0.0.1:$PORT_C" \
+      --proxy-tls-listen off --admin-listen off --log-level warn "${C_ARGS[@]}" >>"$T/c.log" 2>&1 &
+    C_PID=$!
+    GW_PIDS+=("$C_PID")
+  fi
+  PIDS+=("${GW_PIDS[@]}")
+  wait_port "$PORT_A"
+  wait_port "$PORT_B"
+  [[ -n $BIN_C ]] && wait_port "$PORT_C"
+  load "$PORT_A" 1 "" >/dev/null
+  load "$PORT_B" 1 "" >/dev/null
+  [[ -n $BIN_C ]] && load "$PORT_C" 1 "" >/dev/null
+  return 0
+}
+record_threads() {
+  local side pid t
+  for side in B ${BIN_C:+C}; do
+    pid=$B_PID
+    [[ $side == C ]] && pid=$C_PID
+    for t in /proc/"$pid"/task/*; do
+      echo "$side $(cat "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
+    done
+  done >>"$T/threads"
+}
 
 load() { # port seconds [--latency]
   BENCH_BODY=$T/bodies/chat.json taskset -c 1 wrk -t1 -c"$CONNS" -d"$2s" --timeout 10s $3 \
     -s bench/wrk.lua "http://127.0.0.1:$1/v1/chat/completions" 2>&1
 }
-load "$PORT_A" 1 "" >/dev/null
-load "$PORT_B" 1 "" >/dev/null
-[[ -n $BIN_C ]] && load "$PORT_C" 1 "" >/dev/null
+start_gateways
 steal() { awk '/^cpu /{print $9}' /proc/stat; }
 for r in $(seq "$ROUNDS"); do
+  if [[ $r -gt 1 && ${AB_RESTART:-0} -gt 0 && $(( (r - 1) % AB_RESTART )) -eq 0 ]]; then
+    start_gateways >&2
+  fi
   # D first, then the gateways in an order that rotates every round.
   read -ra sides <<<"$SIDES"
   k=$(( r % ${#sides[@]} ))
@@ -137,13 +165,7 @@ for r in $(seq "$ROUNDS"); do
   done
 done >"$T/rounds"
 ticks=$(getconf CLK_TCK)
-for side in B ${BIN_C:+C}; do
-  pid=$B_PID
-  [[ $side == C ]] && pid=$C_PID
-  for t in /proc/"$pid"/task/*; do
-    echo "$side $(cat "$t/comm") $(awk '{print $14 + $15}' "$t/stat")"
-  done
-done >"$T/threads"
+record_threads
 
 python3 - "$T/rounds" "$T/threads" "$SECS" "$ticks" <<'EOF'
 import json, statistics, sys
@@ -183,9 +205,12 @@ for x, y in (("B", "A"), ("C", "A"), ("C", "B")):
 for s in sides[2:]:
     served = sum(x["requests"] for x in d[s].values())
     print(f"{s}'s threads, CPU per request over its {served} measured requests (warm-up included in CPU):")
+    cpu = {}
     for line in open(threads):
         side, rest = line.split(" ", 1)
         if side == s:
             name, t = rest.rsplit(" ", 1)
-            print(f"  {name}: {float(t) / ticks / served * 1e6:.1f} µs")
+            cpu[name] = cpu.get(name, 0.0) + float(t)
+    for name, t in cpu.items():
+        print(f"  {name}: {t / ticks / served * 1e6:.1f} µs")
 EOF
