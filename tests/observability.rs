@@ -498,13 +498,25 @@ services:
             config:
               http_endpoint: "{COLLECTOR}"
               headers: {x-collector-key: c0llect}
-              queue: {max_batch_size: 2, max_coalescing_delay: 0.2, max_retry_time: {RETRY}, initial_retry_delay: 0.05}
+              queue: {max_batch_size: 2, max_coalescing_delay: {DELAY}, max_retry_time: {RETRY}, initial_retry_delay: 0.05}
           - name: ai-proxy
             config:
               route_type: llm/v1/chat
               logging: {log_statistics: true}
               model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
 "#;
+
+/// A gateway whose http-log posts to `collector`, retrying for `retry` seconds and
+/// coalescing records for `delay` seconds.
+async fn http_log_gateway(collector: &str, retry: &str, delay: &str) -> Harness {
+    Harness::start(
+        &HTTP_LOG
+            .replace("{COLLECTOR}", collector)
+            .replace("{RETRY}", retry)
+            .replace("{DELAY}", delay),
+    )
+    .await
+}
 
 fn http_log_sink(h: &Harness) -> Arc<tollgate::observe::http_log::HttpLogSink> {
     let snap = h.gw.gateway.snapshot.load();
@@ -520,12 +532,7 @@ fn http_log_sink(h: &Harness) -> Arc<tollgate::observe::http_log::HttpLogSink> {
 #[tokio::test]
 async fn http_log_posts_batches_and_spills_what_it_cannot_deliver() {
     let (url, seen) = collector(200).await;
-    let h = Harness::start(
-        &HTTP_LOG
-            .replace("{COLLECTOR}", &url)
-            .replace("{RETRY}", "5"),
-    )
-    .await;
+    let h = http_log_gateway(&url, "5", "0.2").await;
     for _ in 0..3 {
         ask(&h, "hl-app-secret", "m").await;
     }
@@ -558,12 +565,7 @@ async fn http_log_posts_batches_and_spills_what_it_cannot_deliver() {
 
     // A collector that keeps failing: retried, then spilled to a file (and counted).
     let (bad_url, _) = collector(503).await;
-    let h = Harness::start(
-        &HTTP_LOG
-            .replace("{COLLECTOR}", &bad_url)
-            .replace("{RETRY}", "0.3"),
-    )
-    .await;
+    let h = http_log_gateway(&bad_url, "0.3", "0.2").await;
     ask(&h, "hl-app-secret", "m").await;
     let sink = http_log_sink(&h);
     for _ in 0..60 {
@@ -602,13 +604,7 @@ async fn records_queued_at_shutdown_are_delivered_not_lost() {
     // A coalescing delay far longer than the test: the records are still queued when the
     // gateway shuts down, and the shutdown delivers them.
     let (url, seen) = collector(200).await;
-    let h = Harness::start(
-        &HTTP_LOG
-            .replace("{COLLECTOR}", &url)
-            .replace("{RETRY}", "5")
-            .replace("max_coalescing_delay: 0.2", "max_coalescing_delay: 30"),
-    )
-    .await;
+    let h = http_log_gateway(&url, "5", "30").await;
     let dir = std::env::temp_dir().join(format!(
         "tollgate-shutdown-{}-{}",
         std::process::id(),

@@ -113,10 +113,7 @@ impl Out {
 
     /// Writes a key whose name comes from input (escaped).
     pub fn key_escaped(&mut self, name: &str) {
-        self.sep();
-        self.string(name);
-        self.buf.push(b':');
-        self.first = true;
+        self.key_bytes(name.as_bytes());
     }
 
     /// Writes a key whose name is input bytes (a header name), as [`Out::string_bytes`] does.

@@ -297,7 +297,7 @@ fn write_ipv4(o: &mut Out, ip: std::net::Ipv4Addr) {
         text[n..n + digits.len()].copy_from_slice(digits);
         n += digits.len();
     }
-    o.string(std::str::from_utf8(&text[..n]).unwrap_or_default());
+    o.string_bytes(&text[..n]);
 }
 
 /// The query string as Kong logs it: `name: value`, `name: true` for a bare name.
