@@ -24,6 +24,9 @@ pub enum GatewayError {
     UnsupportedMediaType(String),
     #[error("the client closed the connection while sending the request body")]
     ClientAborted,
+    /// A method the route does not take (405 with `Allow`); the method is cut short.
+    #[error("method {method} is not allowed on this route; use {allow}")]
+    MethodNotAllowed { method: String, allow: &'static str },
     /// A WebSocket upgrade on a route that only speaks HTTP: 426 makes Codex fall back to
     /// HTTP + SSE at once (any other refusal costs it several retries).
     #[error("WebSocket is not supported on this route; use HTTP")]
@@ -76,6 +79,20 @@ pub enum ErrorShape {
 }
 
 impl GatewayError {
+    /// 405 for `method`, quoted at most 32 bytes long (a client may send a 10 KB one).
+    pub fn method_not_allowed(method: &http::Method, allow: &'static str) -> GatewayError {
+        let m = method.as_str();
+        let cut = (0..=m.len().min(32))
+            .rev()
+            .find(|&i| m.is_char_boundary(i))
+            .unwrap_or(0);
+        let more = if cut < m.len() { "…" } else { "" };
+        GatewayError::MethodNotAllowed {
+            method: format!("{}{more}", &m[..cut]),
+            allow,
+        }
+    }
+
     /// The HTTP status this error maps to.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -88,6 +105,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::ClientAborted => StatusCode::BAD_REQUEST,
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::UpgradeRefused => StatusCode::UPGRADE_REQUIRED,
             GatewayError::AclDenied => StatusCode::FORBIDDEN,
             GatewayError::UpstreamInvalid(_) | GatewayError::CloudAuth(_) => {
@@ -123,6 +141,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
             GatewayError::ClientAborted => "client_aborted",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::UpgradeRefused => "websocket_not_supported",
             GatewayError::AclDenied => "acl_denied",
             GatewayError::UpstreamInvalid(_) => "upstream_error",
@@ -192,6 +211,9 @@ pub fn respond<B: From<Bytes>>(
     }
     if let GatewayError::Unauthorized(_, challenge) = err {
         h.insert(header::WWW_AUTHENTICATE, challenge.clone());
+    }
+    if let GatewayError::MethodNotAllowed { allow, .. } = err {
+        h.insert(header::ALLOW, HeaderValue::from_static(allow));
     }
     h.insert(
         header::SERVER,

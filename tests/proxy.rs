@@ -487,7 +487,11 @@ async fn bad_requests_get_precise_errors() {
     let h = chat_harness().await;
     let ct = [("content-type", "application/json")];
     let r = send("POST", &h.url("/chat"), &ct, "{\"messages\": [").await;
-    assert_openai_error(&r, 400, "bad JSON formatting");
+    assert_openai_error(
+        &r,
+        400,
+        "invalid JSON in request body: EOF while parsing a list at line 1 column 14",
+    );
     let r = send(
         "POST",
         &h.url("/chat"),
@@ -497,9 +501,9 @@ async fn bad_requests_get_precise_errors() {
     .await;
     assert_openai_error(&r, 400, "content-type header does not match");
     let r = send("POST", &h.url("/chat"), &ct, vec![b'{', 0xff, 0xfe, b'}']).await;
-    assert_openai_error(&r, 400, "bad JSON formatting");
+    assert_openai_error(&r, 400, "invalid JSON in request body");
     let r = send("POST", &h.url("/chat"), &ct, "[1,2]").await;
-    assert_openai_error(&r, 400, "bad JSON formatting");
+    assert_openai_error(&r, 400, "request body must be a JSON object");
     let big = json!({"messages":[{"role":"user","content":"x".repeat(4096)}]});
     let r = post_json(&h.url("/chat"), &big).await;
     assert_openai_error(&r, 413, "larger than the limit of 2048 bytes");

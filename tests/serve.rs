@@ -693,3 +693,272 @@ async fn watch_and_admin_writes_share_the_file() {
         "{after}"
     );
 }
+
+// ---- Issue 20 (hardening): the AI request path, through the real binary ----
+
+/// The binary in front of a fresh mock-llm, with `yaml` (`{MOCK}`: the mock's URL,
+/// `{DIR}`: a scratch directory, also the data dir).
+async fn binary_with(yaml: &str) -> (Gateway, MockLlm, tempdir::TempDir) {
+    let mock = MockLlm::start().await.unwrap();
+    let dir = tempdir::TempDir::new();
+    let file = dir.path().join("kong.yaml");
+    let text = yaml
+        .replace("{MOCK}", &mock.url())
+        .replace("{DIR}", &dir.path().display().to_string());
+    std::fs::write(&file, text).unwrap();
+    let data = dir.path().join("data");
+    let gw = spawn(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--analytics",
+            "off",
+        ],
+        &[],
+    );
+    (gw, mock, dir)
+}
+
+/// File-log lines, waiting up to 5 s for `n` of them (a writer thread writes them).
+async fn file_log(path: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const HARDENING: &str = r#"_format_version: "3.0"
+consumers:
+  - username: app
+    keyauth_credentials: [{key: app-key}]
+services:
+  - name: s
+    url: http://unused.invalid
+    read_timeout: 1000
+    routes:
+      - name: chat
+        paths: ["/chat"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+              logging: {log_statistics: true, log_payloads: true}
+          - name: file-log
+            config: {path: "{DIR}/chat.log"}
+      - name: decorated
+        paths: ["/decorated"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/responses
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/responses"}}
+          - name: ai-prompt-decorator
+            config: {prompts: {prepend: [{role: system, content: Be brief.}]}}
+      - name: keyed
+        paths: ["/keyed"]
+        plugins:
+          - name: key-auth
+            config: {key_names: [ApiKey]}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: advanced
+        paths: ["/advanced"]
+        plugins:
+          - name: ai-proxy-advanced
+            config:
+              balancer: {retries: 0}
+              targets:
+                - route_type: llm/v1/chat
+                  model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+"#;
+
+fn chat_body(content: &str) -> serde_json::Value {
+    json!({"messages": [{"role": "user", "content": content}]})
+}
+
+/// Item 7: malformed JSON is called that, with its position; a bad Responses `input`
+/// is named, not answered "only supports llm/chat type requests".
+#[tokio::test]
+async fn invalid_json_is_named_with_its_position() {
+    let (gw, mock, _dir) = binary_with(HARDENING).await;
+    let ct = [("content-type", "application/json")];
+    for path in ["/chat", "/decorated"] {
+        let r = send("POST", &format!("{}{path}", gw.proxy), &ct, "{\"input\": [").await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert_eq!(
+            r.json()["error"]["message"],
+            "invalid JSON in request body: EOF while parsing a list at line 1 column 11",
+            "{path}"
+        );
+    }
+    let r = post_json(&format!("{}/decorated", gw.proxy), &json!({"input": 42})).await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "'input' must be a string or an array of input items, not a number"
+    );
+    let r = send("POST", &format!("{}/chat", gw.proxy), &ct, "[1]").await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("request body must be a JSON object"));
+    assert!(mock.requests().is_empty());
+}
+
+/// Item 16: what is not I-JSON never goes upstream.
+#[tokio::test]
+async fn lone_surrogates_and_deep_nesting_are_refused() {
+    let (gw, mock, _dir) = binary_with(HARDENING).await;
+    let ct = [("content-type", "application/json")];
+    let url = format!("{}/chat", gw.proxy);
+    let lone = r#"{"messages":[{"role":"user","content":"a\ud800b"}]}"#;
+    let r = send("POST", &url, &ct, lone).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["message"],
+        "invalid JSON in request body: unpaired UTF-16 surrogate \\ud800 at line 1 column 41 (RFC 7493 I-JSON)"
+    );
+    let depth = 100_000;
+    let deep = format!(
+        r#"{{"messages":[{{"role":"user","content":{}{}}}]}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    );
+    let r = send("POST", &url, &ct, deep).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("nested deeper than 128 levels at line 1 column"),
+        "{}",
+        r.text()
+    );
+    assert!(mock.requests().is_empty());
+    // A surrogate pair (an emoji) is fine.
+    let pair = r#"{"messages":[{"role":"user","content":"\ud83d\ude00"}]}"#;
+    assert_eq!(send("POST", &url, &ct, pair).await.status, 200);
+}
+
+/// Item 13: identity headers a client sends itself never reach the upstream.
+#[tokio::test]
+async fn spoofed_identity_headers_are_stripped() {
+    let (gw, mock, _dir) = binary_with(HARDENING).await;
+    let spoofed = [
+        "x-consumer-groups",
+        "x-authenticated-groups",
+        "x-authenticated-scope",
+        "x-authenticated-userid",
+        "x-consumer-username",
+    ];
+    let mut headers = vec![("content-type", "application/json"), ("apikey", "app-key")];
+    headers.extend(spoofed.iter().map(|h| (*h, "admins")));
+    let r = send(
+        "POST",
+        &format!("{}/keyed", gw.proxy),
+        &headers,
+        chat_body("hi").to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = mock.last_request().unwrap();
+    for h in spoofed {
+        assert_ne!(seen.header(h), Some("admins"), "{h} reached the upstream");
+    }
+    assert_eq!(seen.header("x-consumer-username"), Some("app"));
+}
+
+/// Item 14: LLM routes take POST; other methods get 405 with `Allow`, in OpenAI's shape.
+#[tokio::test]
+async fn llm_routes_take_post_only() {
+    let (gw, mock, _dir) = binary_with(HARDENING).await;
+    let long = "X".repeat(10_000);
+    for method in ["GET", "PUT", "FOO", "post", "TRACE", long.as_str()] {
+        let r = send(
+            method,
+            &format!("{}/chat", gw.proxy),
+            &[("content-type", "application/json")],
+            chat_body("hi").to_string(),
+        )
+        .await;
+        let short = &method[..method.len().min(10)];
+        assert_eq!(r.status, 405, "{short}: {}", r.text());
+        assert_eq!(r.header("allow"), Some("POST"), "{short}");
+        let m = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(m.starts_with("method "), "{m}");
+        assert!(m.len() < 120, "the method is quoted cut short: {m}");
+        assert_eq!(r.json()["error"]["code"], "method_not_allowed");
+    }
+    assert!(mock.requests().is_empty());
+}
+
+/// Item 15: a streaming request answered 200 with a non-stream body ends in an SSE error
+/// event, and the log says what came instead.
+#[tokio::test]
+async fn a_stream_answered_without_a_stream_gets_an_error_event() {
+    let (gw, _mock, dir) = binary_with(HARDENING).await;
+    let mut body = chat_body("[mock:non_json] hi");
+    body["stream"] = json!(true);
+    let r = post_json(&format!("{}/chat", gw.proxy), &body).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    let events = sse_data(&r.text());
+    assert_eq!(events.len(), 1, "{}", r.text());
+    let ev: serde_json::Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(ev["error"]["code"], "upstream_invalid_stream");
+    let lines = file_log(&dir.path().join("chat.log"), 1).await;
+    let err = lines[0]["ai"]["proxy"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        err.contains("non-stream body (application/json"),
+        "{}",
+        lines[0]
+    );
+}
+
+/// Item 12: the service's `read_timeout` (1 s here) cuts a hung upstream and a stream
+/// whose events stop, on ai-proxy and on ai-proxy-advanced left at its defaults.
+#[tokio::test]
+async fn service_timeouts_apply_to_ai_routes() {
+    let (gw, _mock, _dir) = binary_with(HARDENING).await;
+    for path in ["/chat", "/advanced"] {
+        let started = Instant::now();
+        let r = post_json(
+            &format!("{}{path}", gw.proxy),
+            &chat_body("[mock:delay_ms=8000] hi"),
+        )
+        .await;
+        assert_eq!(r.status, 504, "{path}: {}", r.text());
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "{path}: cut after {:?}, not by the 1 s read_timeout",
+            started.elapsed()
+        );
+    }
+    let mut body = chat_body("[mock:chunks=4][mock:chunk_delay_ms=3000] hi");
+    body["stream"] = json!(true);
+    let started = Instant::now();
+    let r = post_json(&format!("{}/chat", gw.proxy), &body).await;
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().contains("upstream_timeout"),
+        "no timeout event: {}",
+        r.text()
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
+}

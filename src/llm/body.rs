@@ -14,10 +14,30 @@ pub struct BodyView<'a> {
     members: Vec<(Cow<'a, str>, &'a RawValue)>,
 }
 
-/// The body is not a JSON object (or not valid JSON at all).
+/// Why a body is not a JSON object an LLM route can take; the text says what and where.
 #[derive(Debug, thiserror::Error)]
-#[error("request body is not a JSON object: {0}")]
-pub struct NotAnObject(String);
+pub enum NotAnObject {
+    /// Not JSON, or JSON that I-JSON (RFC 7493) forbids: unpaired surrogates, deep nesting.
+    #[error("invalid JSON in request body: {0}")]
+    Invalid(String),
+    /// Valid JSON of another kind than an object.
+    #[error("request body must be a JSON object: {0}")]
+    NotObject(String),
+}
+
+impl From<serde_json::Error> for NotAnObject {
+    fn from(e: serde_json::Error) -> Self {
+        match e.classify() {
+            // A type mismatch: valid JSON, but not the object expected.
+            serde_json::error::Category::Data => NotAnObject::NotObject(e.to_string()),
+            _ => NotAnObject::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// The deepest nesting a body may have: serde_json's own recursion limit, so anything that
+/// later parses the body into a tree (translation, plugins, the upstream's own parser) can.
+pub const MAX_DEPTH: usize = 128;
 
 struct MembersVisitor;
 
@@ -66,13 +86,16 @@ impl<'de> Visitor<'de> for MembersVisitor {
 }
 
 impl<'a> BodyView<'a> {
-    /// Parses (and fully validates) a JSON object.
+    /// Parses (and fully validates, as I-JSON) a JSON object.
     pub fn parse(bytes: &'a [u8]) -> Result<BodyView<'a>, NotAnObject> {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let members = (&mut de)
             .deserialize_map(MembersVisitor)
-            .map_err(|e| NotAnObject(e.to_string()))?;
-        de.end().map_err(|e| NotAnObject(e.to_string()))?;
+            .map_err(NotAnObject::from)?;
+        de.end().map_err(NotAnObject::from)?;
+        // RawValue skips nested values without checking surrogates or depth (serde_json
+        // only checks those when it builds a tree), so they would reach the upstream as sent.
+        check_ijson(bytes).map_err(NotAnObject::Invalid)?;
         Ok(BodyView { members })
     }
 
@@ -167,6 +190,105 @@ impl<'a> BodyView<'a> {
     }
 }
 
+/// What I-JSON adds to a syntax check of already valid JSON: no unpaired UTF-16 surrogate
+/// escapes, and nesting no deeper than [`MAX_DEPTH`].
+fn check_ijson(bytes: &[u8]) -> Result<(), String> {
+    // Nesting can only be too deep with more brackets than the limit: one vectorized count
+    // spares the byte-by-byte walk for nearly every body.
+    if memchr::memchr2_iter(b'[', b'{', bytes)
+        .nth(MAX_DEPTH)
+        .is_some()
+    {
+        if let Some(at) = too_deep(bytes) {
+            return Err(format!(
+                "nested deeper than {MAX_DEPTH} levels at {}",
+                position(bytes, at)
+            ));
+        }
+    }
+    let mut paired_low = usize::MAX;
+    for i in memchr::memmem::find_iter(bytes, b"\\u") {
+        // Only outside strings can a backslash be anything but an escape, and valid JSON has
+        // none there; an even run of backslashes before this one means it is itself escaped.
+        let run = bytes[..i].iter().rev().take_while(|&&b| b == b'\\').count();
+        if run % 2 == 1 || i == paired_low {
+            continue;
+        }
+        let unpaired = match hex4(bytes, i + 2) {
+            Some(0xD800..=0xDBFF) => {
+                let low = bytes.get(i + 6..i + 8) == Some(&b"\\u"[..])
+                    && matches!(hex4(bytes, i + 8), Some(0xDC00..=0xDFFF));
+                paired_low = i + 6;
+                !low
+            }
+            Some(0xDC00..=0xDFFF) => true,
+            _ => false,
+        };
+        if unpaired {
+            let text = String::from_utf8_lossy(bytes.get(i..i + 6).unwrap_or_default());
+            return Err(format!(
+                "unpaired UTF-16 surrogate {text} at {} (RFC 7493 I-JSON)",
+                position(bytes, i)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The offset of the first bracket that opens level `MAX_DEPTH + 1`, if any.
+fn too_deep(bytes: &[u8]) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(i);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The four hex digits at `at` as a code unit.
+fn hex4(bytes: &[u8], at: usize) -> Option<u16> {
+    let digits = std::str::from_utf8(bytes.get(at..at + 4)?).ok()?;
+    u16::from_str_radix(digits, 16).ok()
+}
+
+/// "line L column C" of a byte offset, counted as serde_json counts them.
+fn position(bytes: &[u8], at: usize) -> String {
+    let before = &bytes[..at.min(bytes.len())];
+    let line = memchr::memchr_iter(b'\n', before).count() + 1;
+    let column = at - memchr::memrchr(b'\n', before).map_or(0, |n| n + 1) + 1;
+    format!("line {line} column {column}")
+}
+
+/// A JSON value's kind as an error message names it ("an array").
+pub fn kind_name(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
 /// Kinds of JSON value the format checks care about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -227,6 +349,42 @@ mod tests {
             v.rewrite(&[], &[("model", "\"c\"".into())]),
             br#"{"model":"c"}"#
         );
+    }
+
+    #[test]
+    fn refuses_what_i_json_forbids() {
+        let lone = br#"{"messages":[{"content":"a\ud800b"}]}"#;
+        let e = BodyView::parse(lone).unwrap_err().to_string();
+        assert!(
+            e.contains("unpaired UTF-16 surrogate \\ud800 at line 1 column 27"),
+            "{e}"
+        );
+        let low = br#"{"a":"\udc00"}"#;
+        assert!(BodyView::parse(low).is_err());
+        let reversed = br#"{"a":"\udc00\ud800"}"#;
+        assert!(BodyView::parse(reversed).is_err());
+        let high_at_end = br#"{"a":"x\ud83d"}"#;
+        assert!(BodyView::parse(high_at_end).is_err());
+        // A pair, an escaped backslash before a `u`, and ordinary escapes are fine.
+        let ok = br#"{"a":"\ud83d\ude00 \\ud800 \u00e9","b":"\\\ud83d\ude00"}"#;
+        BodyView::parse(ok).unwrap();
+
+        let deep = |n: usize| {
+            let mut b = b"{\"a\":".to_vec();
+            b.extend(std::iter::repeat_n(b'[', n));
+            b.extend(std::iter::repeat_n(b']', n));
+            b.push(b'}');
+            b
+        };
+        BodyView::parse(&deep(MAX_DEPTH - 1)).unwrap();
+        let e = BodyView::parse(&deep(100_000)).unwrap_err().to_string();
+        assert!(
+            e.contains("nested deeper than 128 levels at line 1 column 133"),
+            "{e}"
+        );
+        // Brackets inside strings do not count.
+        let text = format!("{{\"a\":\"{}\"}}", "[".repeat(500));
+        BodyView::parse(text.as_bytes()).unwrap();
     }
 
     #[test]

@@ -168,10 +168,17 @@ pub fn decorate(cfg: &AiPromptDecoratorConfig, body: &mut Value) -> Result<(), S
         decorate_chat(&cfg.prompts, messages);
         return Ok(());
     }
-    if matches!(obj.get("input"), Some(Value::String(_) | Value::Array(_))) {
-        return decorate_responses(&cfg.prompts, obj);
+    match obj.get("input") {
+        Some(Value::String(_) | Value::Array(_)) => decorate_responses(&cfg.prompts, obj),
+        // A Responses body with a bad `input`: say so, not that the route wants chat.
+        Some(other) if !obj.contains_key("messages") && !obj.contains_key("prompt") => {
+            Err(format!(
+                "'input' must be a string or an array of input items, not {}",
+                crate::llm::body::kind_name(other)
+            ))
+        }
+        _ => Err(NOT_CHAT.into()),
     }
-    Err(NOT_CHAT.into())
 }
 
 /// Kong's behaviour: prepend, the client's messages, append.
@@ -394,7 +401,14 @@ mod tests {
             (json!({"prompt": "hello"}), NOT_CHAT),
             (json!({"model": "m"}), NOT_CHAT),
             (json!({"messages": "{template://x}"}), NOT_CHAT),
-            (json!({"input": {"a": 1}}), NOT_CHAT),
+            (
+                json!({"input": {"a": 1}}),
+                "'input' must be a string or an array of input items, not an object",
+            ),
+            (
+                json!({"input": 42}),
+                "'input' must be a string or an array of input items, not a number",
+            ),
             (json!(["messages"]), NOT_JSON),
             (json!("text"), NOT_JSON),
         ] {

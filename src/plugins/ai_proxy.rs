@@ -139,9 +139,10 @@ pub struct AiProxy {
     pub llm_format: LlmFormat,
     /// Extra attempts after the first failure.
     pub retries: u32,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-    pub write_timeout: Duration,
+    /// The balancer's own timeouts; `None` takes the service's (see [`AiProxy::timeouts`]).
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    pub write_timeout: Option<Duration>,
     pub failover: Vec<FailoverCriterion>,
     /// `balancer.algorithm: semantic`: picks the candidate targets per request.
     pub semantic: Option<Arc<crate::balancer::semantic_router::SemanticRouter>>,
@@ -149,7 +150,40 @@ pub struct AiProxy {
 
 type FieldErrors = Vec<(String, String)>;
 
+/// Kong's default for every upstream timeout (services and the balancer alike), in ms.
+const DEFAULT_TIMEOUT_MS: u64 = 60_000;
+
+/// A balancer timeout left at Kong's default defers to the service's, so a service's
+/// `read_timeout: 2000` is not silently widened to 60 s by a field nobody set.
+fn own_timeout(ms: u64) -> Option<Duration> {
+    (ms != DEFAULT_TIMEOUT_MS).then(|| Duration::from_millis(ms.max(1)))
+}
+
+/// The upstream timeouts of one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Establishing the connection (TCP and TLS).
+    pub connect: Duration,
+    /// Between two reads of the answer: headers, body frames, stream events.
+    pub read: Duration,
+    /// Between two writes of the request.
+    pub write: Duration,
+}
+
 impl AiProxy {
+    /// The timeouts of a request on this plugin: the balancer's where set, else those of the
+    /// route's service (`[connect, write, read]` in ms, as Kong applies them to nginx's
+    /// upstream), else Kong's 60 s.
+    pub fn timeouts(&self, service_ms: Option<[u64; 3]>) -> Timeouts {
+        let [connect, write, read] = service_ms.unwrap_or([DEFAULT_TIMEOUT_MS; 3]);
+        let ms = |v: u64| Duration::from_millis(v.max(1));
+        Timeouts {
+            connect: self.connect_timeout.unwrap_or(ms(connect)),
+            read: self.read_timeout.unwrap_or(ms(read)),
+            write: self.write_timeout.unwrap_or(ms(write)),
+        }
+    }
+
     /// Compiles `ai-proxy` (one target; retries on connect errors/timeouts like the service would).
     pub fn from_single(
         id: &str,
@@ -189,9 +223,9 @@ impl AiProxy {
                 model_name_header: c.model_name_header,
                 llm_format: c.llm_format,
                 retries: 0,
-                connect_timeout: Duration::from_secs(60),
-                read_timeout: Duration::from_secs(60),
-                write_timeout: Duration::from_secs(60),
+                connect_timeout: None,
+                read_timeout: None,
+                write_timeout: None,
                 failover: vec![FailoverCriterion::Error, FailoverCriterion::Timeout],
                 semantic: None,
             },
@@ -359,9 +393,9 @@ impl AiProxy {
                 model_name_header: c.model_name_header,
                 llm_format: c.llm_format,
                 retries: b.retries,
-                connect_timeout: Duration::from_millis(b.connect_timeout.max(1)),
-                read_timeout: Duration::from_millis(b.read_timeout.max(1)),
-                write_timeout: Duration::from_millis(b.write_timeout.max(1)),
+                connect_timeout: own_timeout(b.connect_timeout),
+                read_timeout: own_timeout(b.read_timeout),
+                write_timeout: own_timeout(b.write_timeout),
                 failover: b.failover_criteria.clone(),
                 semantic,
             },

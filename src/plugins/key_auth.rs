@@ -106,13 +106,19 @@ pub struct Identity {
     pub credential: Option<String>,
 }
 
-/// Headers a client must not set itself: they say who the gateway authenticated.
-const IDENTITY_HEADERS: [&str; 5] = [
+/// Headers a client must not set itself: they say who the gateway authenticated. Kong's
+/// other auth plugins set the group and OAuth ones (`acl`, `oauth2`, `ldap-auth`); an
+/// upstream that trusts them must never see a client's own.
+const IDENTITY_HEADERS: [&str; 9] = [
     "x-consumer-id",
     "x-consumer-custom-id",
     "x-consumer-username",
+    "x-consumer-groups",
     "x-credential-identifier",
     "x-anonymous-consumer",
+    "x-authenticated-groups",
+    "x-authenticated-scope",
+    "x-authenticated-userid",
 ];
 
 /// Finds the key, checks it, and rewrites the upstream request: identity headers set,

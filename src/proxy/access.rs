@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use crate::config::Snapshot;
 use crate::error::GatewayError;
+use crate::llm::body::NotAnObject;
 use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::ai_rate_limiting::{self, Charge, Facts};
 use crate::plugins::rate_limiting::{self, Subject};
@@ -338,9 +339,11 @@ pub fn shape_prompt(
             return Err(GatewayError::BodyTooLarge { limit });
         }
     }
-    let mut doc: Value = serde_json::from_slice(&up.body).map_err(|_| not_json())?;
+    let bad = |e: NotAnObject| GatewayError::BadRequest(e.to_string());
+    let mut doc: Value = serde_json::from_slice(&up.body).map_err(|e| bad(e.into()))?;
     if !doc.is_object() {
-        return Err(not_json());
+        let kind = crate::llm::body::kind_name(&doc);
+        return Err(bad(NotAnObject::NotObject(format!("found {kind}"))));
     }
     let mut changed = false;
     let mut filter: Option<super::restore::Filter> = None;

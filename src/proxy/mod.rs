@@ -654,6 +654,9 @@ pub async fn handle_request(
                 forwarded: &forwarded,
                 is_debug,
                 trust: service.and_then(|s| s.tls.as_ref()),
+                timeouts: ai.timeouts(
+                    service.map(|s| [s.connect_timeout, s.write_timeout, s.read_timeout]),
+                ),
                 filter,
             };
             // Boxed: hyper keeps room for the whole handler future for the life of each
@@ -758,6 +761,7 @@ struct AiCtx<'a> {
     trust: Option<&'a upstream_tls::Trust>,
     /// `ai-sanitizer`'s work on the answer (restoring, masking).
     filter: Option<restore::Filter>,
+    timeouts: crate::plugins::ai_proxy::Timeouts,
 }
 
 async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Response<ProxyBody> {
@@ -785,6 +789,11 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         log.ai = Some(a);
     }
 
+    // Kong's LLM route types are POST APIs (the WebSocket GET was answered before this).
+    if !preserve_only && c.up.method != http::Method::POST {
+        let e = GatewayError::method_not_allowed(&c.up.method, "POST");
+        return kong_error(e, ErrorShape::OpenAi, log, snap);
+    }
     // Parse once; a non-preserve route needs a JSON object.
     let bad_json = || {
         GatewayError::BadRequest(
@@ -799,7 +808,10 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         }
         match BodyView::parse(&c.up.body) {
             Ok(v) => Some(v),
-            Err(_) => return kong_error(bad_json(), ErrorShape::OpenAi, log, snap),
+            Err(e) => {
+                let e = GatewayError::BadRequest(e.to_string());
+                return kong_error(e, ErrorShape::OpenAi, log, snap);
+            }
         }
     };
     // A client speaking Converse names the model and streaming in its path.
@@ -961,6 +973,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         preferred: preferred.as_deref(),
         trust: c.trust,
         trace: log.trace,
+        timeouts: c.timeouts,
     };
     log.proxy_latency_ms = Some(ms(log.started.elapsed()));
     let mut tries: Vec<Try> = Vec::new();
@@ -1009,7 +1022,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         }
     }
     log.source = "upstream";
-    let read_timeout = ai.read_timeout;
+    let read_timeout = c.timeouts.read;
     let mut capture = log_payloads.then(Vec::new);
     // A stream the gateway can read: SSE, or the binary event stream Bedrock answers
     // ConverseStream with.
@@ -1169,6 +1182,12 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         return buffered_response(status, headers, bytes, log, snap, capture, feedback);
     }
 
+    if stream && status == StatusCode::OK && !is_sse && target.route_type != RouteType::Preserve {
+        let sent = read_buffered(body, conn, read_timeout)
+            .await
+            .unwrap_or_default();
+        return not_a_stream(target, headers, sent, log, snap, capture, feedback);
+    }
     // Streamed (or passed through untouched): observe SSE on the way.
     let dialect = if target.route_type == RouteType::Responses {
         Dialect::Responses
@@ -1551,6 +1570,53 @@ fn buffered_response(
     *resp.status_mut() = status;
     *resp.headers_mut() = headers;
     resp
+}
+
+/// A streaming request answered 200 with something other than a stream (an upstream that
+/// ignored `stream: true`, a captive portal's page): the client parses SSE, so it gets one
+/// SSE error event, as for a stream cut short, and the log says what came instead.
+fn not_a_stream(
+    target: &Target,
+    mut headers: HeaderMap,
+    sent: Bytes,
+    mut log: RequestLog,
+    snap: Arc<Snapshot>,
+    mut capture: Option<Vec<u8>>,
+    feedback: Option<Feedback>,
+) -> Response<ProxyBody> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no content type")
+        .to_string();
+    let why = format!(
+        "upstream answered a streaming request with a non-stream body ({ct}, {} bytes)",
+        sent.len()
+    );
+    tracing::warn!(provider = target.provider.as_str(), "{why}");
+    if let Some(cap) = capture.as_mut() {
+        cap.extend_from_slice(&sent[..sent.len().min(1 << 20)]);
+    }
+    if let Some(a) = log.ai.as_mut() {
+        a.stream_error = Some(why);
+    }
+    let dialect = if target.route_type == RouteType::Responses {
+        Dialect::Responses
+    } else {
+        Dialect::ChatLike
+    };
+    let event = response::error_event(
+        dialect,
+        "The upstream server answered the streaming request without a stream",
+        "upstream_invalid_stream",
+    );
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::CONTENT_ENCODING);
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    buffered_response(StatusCode::OK, headers, event, log, snap, capture, feedback)
 }
 
 /// A 200 answer that is not what the route type promises.

@@ -441,7 +441,7 @@ pub async fn settle_deferred(limit: Duration) {
 }
 
 /// The final SSE event sent when the upstream fails after the stream started.
-fn error_event(dialect: Dialect, message: &str, code: &str) -> Bytes {
+pub(crate) fn error_event(dialect: Dialect, message: &str, code: &str) -> Bytes {
     let err = serde_json::json!({"message": message, "type": "server_error", "code": code});
     let text = match dialect {
         Dialect::ChatLike => format!("data: {}\n\n", serde_json::json!({ "error": err })),

@@ -49,6 +49,8 @@ pub struct AiRequest<'a> {
     pub trust: Option<&'a crate::proxy::upstream_tls::Trust>,
     /// The request's trace: each attempt gets its own span and `traceparent`.
     pub trace: Option<crate::observe::otel::TraceCtx>,
+    /// Per attempt: the balancer's timeouts, else the service's.
+    pub timeouts: crate::plugins::ai_proxy::Timeouts,
 }
 
 /// The attempt that produced the response the client gets.
@@ -144,7 +146,7 @@ pub async fn run(
                 .as_ref()
                 .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
             match source
-                .authorization(upstreams, ai.connect_timeout, ai.read_timeout)
+                .authorization(upstreams, req.timeouts.connect, req.timeouts.read)
                 .await
             {
                 Ok(v) => {
@@ -172,7 +174,7 @@ pub async fn run(
             ai.balancer.begin(idx);
         }
         match upstreams
-            .send(&ep, out, ai.connect_timeout, ai.read_timeout)
+            .send(&ep, out, req.timeouts.connect, req.timeouts.read)
             .await
         {
             Ok((resp, conn)) => {

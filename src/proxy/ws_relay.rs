@@ -140,7 +140,7 @@ pub async fn connect(r: &RelayRoute, client_headers: &HeaderMap) -> Result<Upstr
             .map_err(|e| format!("WebSocket handshake with {}: {e}", up.host))?;
         Ok::<_, String>(ws)
     };
-    tokio::time::timeout(r.ai.connect_timeout, work)
+    tokio::time::timeout(r.ai.timeouts(None).connect, work)
         .await
         .map_err(|_| format!("no WebSocket to {} within the connect timeout", up.host))?
 }
