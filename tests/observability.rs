@@ -298,7 +298,11 @@ async fn usage_is_queryable(backend: Backend) {
     assert_eq!(total("ana-alice"), alice_tokens, "{v}");
     assert_eq!(total("ana-bob"), bob_tokens, "{v}");
     assert_eq!(v["totals"]["requests"], 5);
-    assert_eq!(v["totals"]["errors"], 1, "the 401 counts as an error");
+    assert_eq!(
+        v["totals"]["errors"], 0,
+        "the 401 is not an application's error"
+    );
+    assert_eq!(v["totals"]["unauthenticated"], 1, "{v}");
     assert!(v["totals"]["cost"].as_f64().unwrap() > 0.0);
 
     let top = get(&h.admin(&format!("/analytics/top?{from}&by=model&measure=requests")))

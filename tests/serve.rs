@@ -693,3 +693,170 @@ async fn watch_and_admin_writes_share_the_file() {
         "{after}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Usage analytics through the binary.
+
+/// Two applications behind key-auth: one consumer with a username (its key tagged), one
+/// with only a custom_id.
+fn applications_config(mock: &str) -> String {
+    format!(
+        r#"_format_version: "3.0"
+consumers:
+  - username: mobile-app
+    keyauth_credentials:
+      - {{id: 6f1c2a10-0000-4000-8000-000000000001, key: mobile-key, tags: [team-red, ios]}}
+  - custom_id: billing-batch
+    keyauth_credentials:
+      - {{id: 6f1c2a10-0000-4000-8000-000000000002, key: billing-key}}
+services:
+  - name: apps
+    url: http://unused.invalid
+    routes:
+      - name: apps-chat
+        paths: ["/chat"]
+        plugins:
+          - name: key-auth
+            config: {{key_names: [apikey]}}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model:
+                provider: openai
+                name: gpt-4o
+                options: {{upstream_url: "{mock}/v1/chat/completions"}}
+"#
+    )
+}
+
+/// The usage table of the first release (16 columns), with one record: a file an older
+/// gateway left in the data directory.
+fn old_analytics_db(path: &std::path::Path) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE tollgate_usage (
+            ts_ms INTEGER NOT NULL, request_id TEXT NOT NULL, consumer TEXT NOT NULL,
+            application TEXT NOT NULL, consumer_group TEXT NOT NULL, route TEXT NOT NULL,
+            service TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+            total_tokens INTEGER NOT NULL, cost REAL NOT NULL, latency_ms INTEGER NOT NULL,
+            status INTEGER NOT NULL, guardrail TEXT NOT NULL);
+         INSERT INTO tollgate_usage VALUES (1000, 'old-1', 'someone', 'some-credential-id', '',
+            'r', 's', 'openai', 'm', 1, 2, 3, 0.0, 5, 200, '');",
+    )
+    .unwrap();
+}
+
+/// Usage by application names the applications (not their keys' ids), and key-auth's
+/// refusals are counted as unauthenticated, apart from the applications' errors; an
+/// analytics file of an older release gains the new columns.
+#[tokio::test]
+async fn analytics_name_applications_and_count_refusals_apart() {
+    let mock = MockLlm::start().await.unwrap();
+    let data = tempdir::TempDir::new();
+    old_analytics_db(&data.path().join("analytics.db"));
+    let file = data.path().join("kong.yaml");
+    std::fs::write(&file, applications_config(&mock.url())).unwrap();
+    let start = tollgate::proxy::millis_since_epoch() / 1000;
+    let gw = spawn(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let chat = |key: Option<&'static str>| {
+        let url = format!("{}/chat", gw.proxy);
+        async move {
+            let mut headers = vec![("content-type", "application/json")];
+            if let Some(k) = key {
+                headers.push(("apikey", k));
+            }
+            let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+            send("POST", &url, &headers, body.to_string()).await.status
+        }
+    };
+    for key in [Some("mobile-key"), Some("mobile-key"), Some("billing-key")] {
+        assert_eq!(chat(key).await, 200);
+    }
+    for key in [None, Some("wrong-key"), None] {
+        assert_eq!(chat(key).await, 401);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = get(&format!("{}/analytics/status", gw.admin)).await.json();
+        if s["written"].as_u64().unwrap_or(0) >= 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "records not written: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let r = get(&format!(
+        "{}/analytics/usage?from={start}&group_by=application",
+        gw.admin
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let requests = |key: &str| -> i64 {
+        v["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["key"] == key)
+            .flat_map(|s| s["points"].as_array().unwrap().iter())
+            .map(|p| p["requests"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(requests("mobile-app"), 2, "{v}");
+    assert_eq!(requests("billing-batch"), 1, "the custom_id names it: {v}");
+    assert_eq!(requests("(unauthenticated)"), 3, "{v}");
+    assert_eq!(v["series"].as_array().unwrap().len(), 3, "{v}");
+    assert!(!v.to_string().contains("6f1c2a10"), "no credential id: {v}");
+    assert_eq!(v["totals"]["requests"], 6, "{v}");
+    assert_eq!(v["totals"]["errors"], 0, "refusals are not errors: {v}");
+    assert_eq!(v["totals"]["unauthenticated"], 3, "{v}");
+
+    let top = get(&format!(
+        "{}/analytics/top?from={start}&by=credential&measure=requests",
+        gw.admin
+    ))
+    .await
+    .json();
+    let mobile_key = top["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["key"] == "6f1c2a10-0000-4000-8000-000000000001")
+        .unwrap_or_else(|| panic!("{top}"));
+    assert_eq!(mobile_key["requests"], 2, "{top}");
+
+    // The credential's tags and the ids have their own columns; the old record is kept.
+    let db = rusqlite::Connection::open(data.path().join("analytics.db")).unwrap();
+    let rows: Vec<(String, String, String, String, i64)> = db
+        .prepare(
+            "SELECT application, consumer_id, credential, credential_tags, unauthenticated \
+             FROM tollgate_usage ORDER BY ts_ms, request_id",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 7, "{rows:?}");
+    assert_eq!(rows[0].0, "some-credential-id");
+    let mobile = rows.iter().find(|r| r.0 == "mobile-app").unwrap();
+    assert_eq!(mobile.2, "6f1c2a10-0000-4000-8000-000000000001");
+    assert_eq!(mobile.3, "team-red,ios");
+    assert!(!mobile.1.is_empty());
+    let refused: Vec<_> = rows.iter().filter(|r| r.4 == 1).collect();
+    assert_eq!(refused.len(), 3, "{rows:?}");
+    assert!(refused
+        .iter()
+        .all(|r| r.0 == "(unauthenticated)" && r.2.is_empty()));
+}

@@ -36,16 +36,31 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How often a failed store is tried again (and the spill file replayed).
 const RETRY_EVERY: Duration = Duration::from_secs(5);
 
-/// One request's usage.
+/// What `application` says of a request that key-auth refused (it has no application).
+pub const UNAUTHENTICATED: &str = "(unauthenticated)";
+
+/// One request's usage. Fields added since the first release are `serde(default)`, so a
+/// spill file written by an older gateway still replays.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Record {
     /// Start of the request (ms since the epoch).
     pub ts_ms: i64,
     pub request_id: String,
     /// Consumer username (or id); empty when anonymous.
     pub consumer: String,
-    /// The credential (API key id) that authenticated: the application.
+    /// The application, as a WSO2-style user names it: the authenticated consumer's
+    /// username, else its `custom_id`, else its id; `(unauthenticated)` when key-auth
+    /// refused the request; empty on routes without authentication.
     pub application: String,
+    /// The consumer's id (empty when none authenticated).
+    pub consumer_id: String,
+    /// The key-auth credential's id (empty for an anonymous consumer or none).
+    pub credential: String,
+    /// The credential's `tags`, comma-separated.
+    pub credential_tags: String,
+    /// key-auth refused the request (401): counted apart from the errors of applications.
+    pub unauthenticated: bool,
     pub consumer_group: String,
     pub route: String,
     pub service: String,
