@@ -851,3 +851,43 @@ async fn semantic_routing_embeddings_calls_get_their_own_span() {
     );
     assert!(attrs.contains("\"openai\""), "{attrs}");
 }
+
+/// A spill file an earlier run left (here with one record twice, as a crash mid-replay
+/// could leave it) is replayed into SQLite when the pipeline starts, each record once.
+#[tokio::test]
+async fn a_spill_file_left_behind_is_replayed_into_sqlite_at_start() {
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-replay-{}-{}",
+        std::process::id(),
+        tollgate::proxy::millis_since_epoch()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let record = |id: &str| {
+        // An older release's record: no consumer_id, credential… (they default).
+        json!({"ts_ms": 1, "request_id": id, "consumer": "c", "application": "a",
+            "consumer_group": "", "route": "r", "service": "s", "provider": "openai",
+            "model": "m", "prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3,
+            "cost": 0.0, "latency_ms": 4, "status": 200, "guardrail": ""})
+        .to_string()
+    };
+    std::fs::write(
+        dir.join("analytics-spill.jsonl"),
+        [record("left-1"), record("left-2"), record("left-1")].join("\n") + "\n",
+    )
+    .unwrap();
+    let a = Analytics::start(Backend::Sqlite(dir.join("analytics.db")), dir.clone()).unwrap();
+    for _ in 0..100 {
+        if a.stats.replayed.load(std::sync::atomic::Ordering::Relaxed) == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(a.status()["replayed"], 3, "{}", a.status());
+    assert!(!a.spill_path().exists());
+    let db = rusqlite::Connection::open(dir.join("analytics.db")).unwrap();
+    let n: i64 = db
+        .query_row("SELECT COUNT(*) FROM tollgate_usage", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 2, "each request id once");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -860,3 +860,190 @@ async fn analytics_name_applications_and_count_refusals_apart() {
         .iter()
         .all(|r| r.0 == "(unauthenticated)" && r.2.is_empty()));
 }
+
+/// A client of the local PostgreSQL (trust auth) as its superuser.
+async fn pg(database: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port=5432 user=postgres dbname={database}"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("PostgreSQL on 127.0.0.1:5432 (scripts/services.sh starts it)");
+    tokio::spawn(connection);
+    client
+}
+
+/// `/analytics/status` once `ready` holds of it (30 s at most).
+async fn analytics_status(
+    gw: &Gateway,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = get(&format!("{}/analytics/status", gw.admin)).await.json();
+        if ready(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "analytics status: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Records spilled while PostgreSQL was unreachable survive SIGTERM and a restart: the new
+/// process replays the spill file at start-up, and a file a crash left mid-replay too, each
+/// record exactly once (some were in the table already). The table, made by an older
+/// release (16 columns, a record stored twice), is brought up to date on the way.
+#[tokio::test]
+async fn spilled_analytics_are_replayed_once_after_a_restart() {
+    let db = format!(
+        "tollgate_spill_{}_{}",
+        std::process::id(),
+        tollgate::proxy::millis_since_epoch()
+    );
+    let admin = pg("postgres").await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let old_columns = "ts_ms, request_id, consumer, application, consumer_group, route, \
+        service, provider, model, prompt_tokens, completion_tokens, total_tokens, cost, \
+        latency_ms, status, guardrail";
+    let fresh = pg(&db).await;
+    fresh
+        .batch_execute(&format!(
+            "CREATE TABLE tollgate_usage (
+                ts_ms BIGINT NOT NULL, request_id TEXT NOT NULL, consumer TEXT NOT NULL,
+                application TEXT NOT NULL, consumer_group TEXT NOT NULL, route TEXT NOT NULL,
+                service TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+                prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL,
+                total_tokens BIGINT NOT NULL, cost DOUBLE PRECISION NOT NULL,
+                latency_ms BIGINT NOT NULL, status BIGINT NOT NULL, guardrail TEXT NOT NULL);
+             INSERT INTO tollgate_usage ({old_columns}) VALUES
+                (1, 'old-twice', '', '', '', 'r', 's', '', '', 0, 0, 0, 0, 0, 200, ''),
+                (1, 'old-twice', '', '', '', 'r', 's', '', '', 0, 0, 0, 0, 0, 200, '');"
+        ))
+        .await
+        .unwrap();
+
+    let mock = MockLlm::start().await.unwrap();
+    let data = tempdir::TempDir::new();
+    let dir = data.path().to_str().unwrap();
+    let file = data.path().join("kong.yaml");
+    std::fs::write(
+        &file,
+        watched_config(
+            &format!("{}/v1/chat/completions", mock.url()),
+            &[("one", "m1")],
+        ),
+    )
+    .unwrap();
+    let (_dead, port) = dead_port();
+    let down = format!("host=127.0.0.1 port={port} user=postgres dbname={db} connect_timeout=1");
+    let up = format!("host=127.0.0.1 port=5432 user=postgres dbname={db}");
+    let spawn_with = |conn: &str| {
+        let config = file.to_str().unwrap();
+        spawn(
+            &[
+                "--config",
+                config,
+                "--data-dir",
+                dir,
+                "--analytics",
+                "postgres",
+                "--analytics-postgres",
+                conn,
+            ],
+            &[],
+        )
+    };
+
+    const N: usize = 30;
+    let mut gw = spawn_with(&down);
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..N {
+        let r = post_json(&format!("{}/one", gw.proxy), &body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let s = analytics_status(&gw, |s| s["spilled"].as_u64() == Some(N as u64)).await;
+    assert_eq!(s["written"], 0, "{s}");
+    sigterm(&gw.child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "tollgate did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(gw);
+
+    let spill = data.path().join("analytics-spill.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(&spill)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), N);
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    // As a crash halfway through a replay leaves it: the first 10 records renamed aside, 5
+    // of them in the table already.
+    std::fs::write(
+        data.path().join("analytics-spill.jsonl.replaying"),
+        lines[..10].join("\n") + "\n",
+    )
+    .unwrap();
+    std::fs::write(&spill, lines[10..].join("\n") + "\n").unwrap();
+    for id in &ids[..5] {
+        fresh
+            .execute(
+                &format!("INSERT INTO tollgate_usage ({old_columns}) VALUES (1, $1, '', '', '', 'one', 's', '', '', 0, 0, 0, 0, 0, 200, '')"),
+                &[id],
+            )
+            .await
+            .unwrap();
+    }
+
+    let gw = spawn_with(&up);
+    let s = analytics_status(&gw, |s| s["replayed"].as_u64() == Some(N as u64)).await;
+    assert_eq!(s["spilled"], 0, "{s}");
+    assert!(!spill.exists());
+    assert!(!data.path().join("analytics-spill.jsonl.replaying").exists());
+    let rows = fresh
+        .query(
+            "SELECT request_id, COUNT(*) FROM tollgate_usage GROUP BY request_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let counts: std::collections::HashMap<String, i64> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(counts.len(), N + 1, "{counts:?}");
+    assert_eq!(counts["old-twice"], 1, "the old duplicate is gone");
+    for id in &ids {
+        assert_eq!(counts.get(id), Some(&1), "{id}: {counts:?}");
+    }
+    // New records still go in, and the table took the new columns.
+    let r = post_json(&format!("{}/one", gw.proxy), &body).await;
+    assert_eq!(r.status, 200);
+    analytics_status(&gw, |s| s["written"].as_u64() == Some(1)).await;
+    let n: i64 = fresh
+        .query_one(
+            "SELECT COUNT(*) FROM tollgate_usage WHERE unauthenticated = 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, N as i64 + 2);
+    drop(gw);
+    drop(fresh);
+    admin
+        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+}

@@ -122,6 +122,8 @@ impl Postgres {
                         flags.get(i).unwrap_or(&0),
                     ]);
                 }
+                // A replayed record whose request id is stored already is kept once.
+                sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
                 client
                     .execute(sql.as_str(), &args)
                     .await
@@ -133,7 +135,9 @@ impl Postgres {
 }
 
 /// Creates the table, or brings an older one to the current columns (records already in it
-/// keep the credential's id as their application, as written then). Under a lock, so that
+/// keep the credential's id as their application, as written then) and to one row per
+/// request id (an older gateway could store a record twice: a batch that failed halfway was
+/// spilled whole and replayed; the copies are the same record). Under a lock, so that
 /// gateways starting together do not trip over each other's DDL.
 async fn prepare_table(c: &mut Client) -> Result<(), tokio_postgres::Error> {
     let tx = c.transaction().await?;
@@ -157,6 +161,21 @@ async fn prepare_table(c: &mut Client) -> Result<(), tokio_postgres::Error> {
             ))
             .await?;
         }
+    }
+    let unique = tx
+        .query_one(
+            "SELECT to_regclass('tollgate_usage_request_id') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .try_get::<_, bool>(0)?;
+    if !unique {
+        tx.batch_execute(
+            "DELETE FROM tollgate_usage a USING tollgate_usage b
+                 WHERE a.request_id = b.request_id AND a.ctid > b.ctid;
+             CREATE UNIQUE INDEX tollgate_usage_request_id ON tollgate_usage (request_id);",
+        )
+        .await?;
     }
     tx.commit().await
 }

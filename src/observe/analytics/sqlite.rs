@@ -28,8 +28,9 @@ const ADDED: [(&str, &str); 4] = [
     ("unauthenticated", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
-/// The insert, with its columns named (an older file's added columns come last).
-const INSERT: &str = "INSERT INTO tollgate_usage (ts_ms, request_id, consumer, application, \
+/// The insert, with its columns named (an older file's added columns come last); a request
+/// id already stored (a replayed record) is skipped.
+const INSERT: &str = "INSERT OR IGNORE INTO tollgate_usage (ts_ms, request_id, consumer, application, \
     consumer_group, route, service, provider, model, prompt_tokens, completion_tokens, \
     total_tokens, cost, latency_ms, status, guardrail, consumer_id, credential, \
     credential_tags, unauthenticated) \
@@ -101,7 +102,9 @@ impl Sqlite {
 }
 
 /// Brings a file written by an older gateway to the current columns (records already in
-/// it keep the credential's id as their application, as written then).
+/// it keep the credential's id as their application, as written then) and to one row per
+/// request id: an older gateway could store a record twice (a batch that failed halfway
+/// was spilled whole and replayed), and the copies are the same record.
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     let have: Vec<String> = conn
         .prepare("SELECT name FROM pragma_table_info('tollgate_usage')")?
@@ -113,6 +116,20 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
                 "ALTER TABLE tollgate_usage ADD COLUMN {column} {kind}"
             ))?;
         }
+    }
+    let unique: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'tollgate_usage_request_id'",
+        [],
+        |r| r.get(0),
+    )?;
+    if unique == 0 {
+        conn.execute_batch(
+            "BEGIN;
+             DELETE FROM tollgate_usage WHERE rowid NOT IN
+                 (SELECT MIN(rowid) FROM tollgate_usage GROUP BY request_id);
+             CREATE UNIQUE INDEX tollgate_usage_request_id ON tollgate_usage (request_id);
+             COMMIT;",
+        )?;
     }
     Ok(())
 }
