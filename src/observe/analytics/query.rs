@@ -225,8 +225,8 @@ impl Query {
 
 impl TopQuery {
     /// From `by` (default consumer), `measure` (total_tokens, prompt_tokens,
-    /// completion_tokens, cost, requests, errors, unauthenticated; default total_tokens), `limit` (1–100,
-    /// default 10), `from`, `to`.
+    /// completion_tokens, cost, requests, errors, unauthenticated; default total_tokens),
+    /// `limit` (1–100, default 10), `from`, `to`.
     pub fn parse(q: &[(String, String)], now_ms: i64) -> Result<TopQuery, String> {
         let (from_ms, to_ms) = range(q, now_ms)?;
         let b = param(q, "by").unwrap_or("consumer");
@@ -405,6 +405,15 @@ mod tests {
         )
         .unwrap();
         assert!(t.sql(false).contains("ORDER BY cost DESC"));
+        let t = TopQuery::parse(
+            &q(&[("by", "credential"), ("measure", "unauthenticated")]),
+            10_000_000,
+        )
+        .unwrap();
+        assert_eq!(t.by, GroupBy::Credential);
+        assert!(t.sql(true).contains("ORDER BY unauthenticated DESC"));
+        let p = Query::parse(&q(&[("application", "mobile-app")]), 10_000_000).unwrap();
+        assert_eq!(p.filter, Some((GroupBy::Application, "mobile-app".into())));
         assert!(TopQuery::parse(&q(&[("limit", "0")]), 10_000_000).is_err());
     }
 }
