@@ -891,3 +891,31 @@ async fn a_spill_file_left_behind_is_replayed_into_sqlite_at_start() {
     assert_eq!(n, 2, "each request id once");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A spill file that appears while the store works (here written by hand; in practice left
+/// by failures the store has recovered from) is replayed within the 30 s check.
+#[tokio::test]
+async fn a_spill_file_is_looked_for_periodically() {
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-replay-late-{}-{}",
+        std::process::id(),
+        tollgate::proxy::millis_since_epoch()
+    ));
+    let a = Analytics::start(Backend::Sqlite(dir.join("analytics.db")), dir.clone()).unwrap();
+    // The start-up look found nothing.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(a.status()["replayed"], 0);
+    let line = json!({"ts_ms": 1, "request_id": "late-1", "route": "r", "status": 200});
+    std::fs::write(a.spill_path(), format!("{line}\n")).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while a.stats.replayed.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not replayed: {}",
+            a.status()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!a.spill_path().exists());
+    let _ = std::fs::remove_dir_all(dir);
+}
