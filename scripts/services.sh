@@ -1,15 +1,34 @@
 #!/usr/bin/env bash
 # The local services the tests use, on their standard ports: Redis (127.0.0.1:6379) and
-# PostgreSQL (127.0.0.1:5432, trust auth) with the pgvector extension available. Starts what
-# is not running and installs pgvector when the server lacks it (as root, from Debian's
-# packages: postgresql-NN-pgvector where the release has it, else built from Debian's source
-# package against postgresql-server-dev-NN).
+# PostgreSQL (127.0.0.1:5432, trust auth) with the pgvector extension available. On a machine
+# without them, installs both from Debian's packages (as root: redis-server, postgresql),
+# creates a PostgreSQL cluster when none exists and lets 127.0.0.1 in without a password;
+# then starts what is not running and installs pgvector when the server lacks it (from
+# Debian's packages: postgresql-NN-pgvector where the release has it, else built from
+# Debian's source package against postgresql-server-dev-NN). Where everything is installed
+# and running, it changes nothing.
 set -euo pipefail
 
 say() { echo "services: $*"; }
 
 pg_ready() { pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; }
 redis_ready() { [ "$(redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null)" = "PONG" ]; }
+# The newest PostgreSQL server installed (its major version), empty when none is.
+pg_installed() { ls /usr/lib/postgresql 2>/dev/null | sort -n | tail -1; }
+
+missing=()
+command -v redis-server >/dev/null || missing+=(redis-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+if [ -z "$(pg_installed)" ] || ! command -v pg_ctlcluster >/dev/null || ! command -v psql >/dev/null; then
+  missing+=(postgresql)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { say "${missing[*]} missing; run as root to install them" >&2; exit 1; }
+  say "installing ${missing[*]} from Debian's packages"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
 
 if ! redis_ready; then
   say "starting Redis"
@@ -20,20 +39,56 @@ if ! redis_ready; then
   redis_ready || { say "Redis did not start (see /var/log/redis/ci.log)" >&2; exit 1; }
 fi
 
+# The cluster listening on 5432 ("version name"), empty when there is none.
+pg_cluster() { pg_lsclusters -h 2>/dev/null | awk '$3 == 5432 { print $1, $2; exit }'; }
+# The tests connect over TCP as postgres without a password.
+pg_trusted() { psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -w -Atc 'select 1' >/dev/null 2>&1; }
+
+# The cluster on 5432 as "version name", or an error.
+pg_cluster_or_die() {
+  local c
+  c="$(pg_cluster)"
+  [ -n "$c" ] || { say "no PostgreSQL cluster uses port 5432 (see pg_lsclusters)" >&2; exit 1; }
+  echo "$c"
+}
+
 if ! pg_ready; then
-  say "starting PostgreSQL"
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start
+  if [ -z "$(pg_cluster)" ] && [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+    # The package creates one unless postgresql-common was told not to.
+    say "creating the PostgreSQL cluster $(pg_installed)/main on port 5432"
+    pg_createcluster --port 5432 "$(pg_installed)" main >/dev/null
+  fi
+  cluster="$(pg_cluster_or_die)"
+  read -r pg_version pg_name <<<"$cluster"
+  say "starting PostgreSQL $pg_version/$pg_name"
+  pg_ctlcluster --skip-systemctl-redirect "$pg_version" "$pg_name" start
   for _ in $(seq 100); do pg_ready && break; sleep 0.1; done
   pg_ready || { say "PostgreSQL did not start" >&2; exit 1; }
 fi
 
+if ! pg_trusted; then
+  # Debian's default asks TCP clients for a password: trust the loopback addresses only,
+  # ahead of the other rules.
+  cluster="$(pg_cluster_or_die)"
+  read -r pg_version pg_name <<<"$cluster"
+  hba="/etc/postgresql/$pg_version/$pg_name/pg_hba.conf"
+  say "trusting 127.0.0.1 and ::1 in $hba"
+  { printf 'host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust\n'; cat "$hba"; } >"$hba.new"
+  chown --reference="$hba" "$hba.new"
+  chmod --reference="$hba" "$hba.new"
+  mv "$hba.new" "$hba"
+  pg_ctlcluster --skip-systemctl-redirect "$pg_version" "$pg_name" reload
+  for _ in $(seq 50); do pg_trusted && break; sleep 0.1; done
+  pg_trusted || { say "PostgreSQL still asks 127.0.0.1 for a password (see $hba)" >&2; exit 1; }
+fi
+
 pgvector_available() {
-  [ "$(psql -h 127.0.0.1 -U postgres -d postgres -Atc \
+  [ "$(psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atc \
     "select count(*) from pg_available_extensions where name = 'vector'" 2>/dev/null)" = "1" ]
 }
 
 if ! pgvector_available; then
-  major="$(psql -h 127.0.0.1 -U postgres -d postgres -Atc 'show server_version_num' | cut -c1-2)"
+  major="$(psql -h 127.0.0.1 -p 5432 -U postgres -d postgres -Atc 'show server_version_num' | cut -c1-2)"
   say "installing pgvector for PostgreSQL $major"
   export DEBIAN_FRONTEND=noninteractive
   if ! apt-get install -y -q "postgresql-$major-pgvector" >/dev/null 2>&1; then

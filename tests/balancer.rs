@@ -804,27 +804,117 @@ services:
             .unwrap();
     }
 
+    /// `tollgate_vectordb_errors_total` for one plugin and operation, from `/metrics`.
+    async fn vectordb_errors(h: &Harness, plugin_id: &str, operation: &str) -> f64 {
+        let text = crate::support::get(&h.admin("/metrics")).await.text();
+        let series = format!(
+            "tollgate_vectordb_errors_total{{plugin_id=\"{plugin_id}\",strategy=\"redis\",operation=\"{operation}\"}} "
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .map(|v| v.parse().unwrap())
+            .unwrap_or(0.0)
+    }
+
+    /// A Redis that is down from the start changes no routing: the descriptions are
+    /// embedded through the provider and searched in memory; the outage is counted.
     #[tokio::test]
-    async fn redis_down_is_an_embedding_failure() {
+    async fn redis_down_changes_no_routing() {
         vault_env();
         let mock = MockLlm::start().await.unwrap();
         let (_dead, port) = dead_port();
         let vectordb = format!(
             "strategy: redis\n                redis: {{host: 127.0.0.1, port: {port}, connect_timeout: 500}}"
         );
-        let h = Harness::start(&s3(&new_id(), &mock.url(), &vectordb)).await;
-        let r = ask(&h, CODE).await;
-        assert_eq!(r.header("x-kong-llm-model"), Some("mistral/mistral-small"));
-        let log = h.wait_log("s3.log", 1).await;
+        let id = new_id();
+        let h = Harness::start(&s3(&id, &mock.url(), &vectordb)).await;
+        for (prompt, want) in [
+            (CODE, "openai/gpt-code"),
+            (CALCULUS, "openai/gpt-math"),
+            (ARGENTINA, "mistral/mistral-small"),
+        ] {
+            let r = ask(&h, prompt).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.header("x-kong-llm-model"), Some(want), "{prompt}");
+        }
+        let log = h.wait_log("s3.log", 3).await;
         let sem = &log[0]["ai"]["proxy"]["semantic"];
-        assert_eq!(sem["outcome"], "embedding_failed");
-        assert!(
-            sem["error"]
-                .as_str()
-                .unwrap()
-                .starts_with("redis 127.0.0.1:"),
-            "{sem}"
+        assert_eq!(sem["outcome"], "matched", "{sem}");
+        assert_eq!(description_calls(&mock), 1, "the index was built once");
+        assert_eq!(vectordb_errors(&h, &id, "get").await, 1.0);
+    }
+
+    /// A Redis of the test's own that goes away after the vectors were stored in it: a
+    /// reload (a new snapshot, a new index) still routes each prompt to its target, with
+    /// the vectors this process kept (the provider is not asked for them again).
+    #[tokio::test]
+    async fn redis_going_away_changes_no_routing() {
+        vault_env();
+        let (spare, port) = dead_port();
+        drop(spare);
+        let mut redis = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/services.sh installs it)");
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap();
+        let mut up = false;
+        for _ in 0..100 {
+            if let Ok(mut con) = client.get_multiplexed_async_connection().await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut con)
+                    .await
+                    .is_ok()
+                {
+                    up = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(up, "redis-server on port {port} did not answer");
+
+        let mock = MockLlm::start().await.unwrap();
+        let id = new_id();
+        let vectordb = format!(
+            "strategy: redis\n                redis: {{host: 127.0.0.1, port: {port}, connect_timeout: 500}}"
         );
+        let yaml = s3(&id, &mock.url(), &vectordb);
+        let h = Harness::start(&yaml).await;
+        assert_eq!(
+            ask(&h, CODE).await.header("x-kong-llm-model"),
+            Some("openai/gpt-code")
+        );
+        assert_eq!(description_calls(&mock), 1);
+        let mut con = client.get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("tollgate:semantic:{id}:*"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        assert_eq!(keys.len(), 2, "stored in the test's Redis: {keys:?}");
+
+        redis.kill().unwrap();
+        redis.wait().unwrap();
+        let text = yaml
+            .replace("{MOCK}", &h.mock.url())
+            .replace("{DIR}", &h.dir.path().display().to_string());
+        let (snap, _) = tollgate::load(&text).unwrap();
+        h.gw.gateway.snapshot.store(std::sync::Arc::new(snap));
+        for (prompt, want) in [
+            (CODE, "openai/gpt-code"),
+            (CALCULUS, "openai/gpt-math"),
+            (ARGENTINA, "mistral/mistral-small"),
+        ] {
+            let r = ask(&h, prompt).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_eq!(r.header("x-kong-llm-model"), Some(want), "{prompt}");
+        }
+        assert_eq!(description_calls(&mock), 1, "{:?}", embedding_calls(&mock));
+        let log = h.wait_log("s3.log", 4).await;
+        assert_eq!(log[1]["ai"]["proxy"]["semantic"]["outcome"], "matched");
+        assert_eq!(vectordb_errors(&h, &id, "get").await, 1.0, "counted once");
     }
 
     async fn load_error(yaml: &str) -> String {
@@ -913,7 +1003,7 @@ services:
     }
 
     /// A database that answers no is refused at load, saying why; one that does not answer
-    /// is a warning at load and `embedding_failed` (CATCHALL) per request.
+    /// is a warning at load, and routing goes on without it.
     #[tokio::test]
     async fn pgvector_problems_at_load_and_at_request_time() {
         vault_env();
@@ -964,27 +1054,27 @@ services:
         assert!(e.contains("CREATE EXTENSION vector"), "{e}");
         assert!(!e.contains("not-shown"), "{e}");
 
-        // Nothing listening: the config loads, requests go to CATCHALL.
+        // Nothing listening: the config loads, and routing does not depend on the store.
         let mock = MockLlm::start().await.unwrap();
         let (_dead, port) = dead_port();
         let pgvector = format!("{{host: 127.0.0.1, port: {port}, timeout: 500}}");
+        let id = new_id();
         let h = Harness::start(&s3(
-            &new_id(),
+            &id,
             &mock.url(),
             &format!("strategy: pgvector\n                pgvector: {pgvector}"),
         ))
         .await;
         let r = ask(&h, CODE).await;
-        assert_eq!(r.header("x-kong-llm-model"), Some("mistral/mistral-small"));
+        assert_eq!(r.header("x-kong-llm-model"), Some("openai/gpt-code"));
         let log = h.wait_log("s3.log", 1).await;
-        let sem = &log[0]["ai"]["proxy"]["semantic"];
-        assert_eq!(sem["outcome"], "embedding_failed");
+        assert_eq!(log[0]["ai"]["proxy"]["semantic"]["outcome"], "matched");
+        let metrics = crate::support::get(&h.admin("/metrics")).await.text();
         assert!(
-            sem["error"]
-                .as_str()
-                .unwrap()
-                .starts_with("postgresql postgres@127.0.0.1:"),
-            "{sem}"
+            metrics.contains(&format!(
+                "tollgate_vectordb_errors_total{{plugin_id=\"{id}\",strategy=\"pgvector\",operation=\"get\"}} 1"
+            )),
+            "{metrics}"
         );
     }
 

@@ -694,6 +694,360 @@ async fn watch_and_admin_writes_share_the_file() {
     );
 }
 
+// ---------------------------------------------------------------------------------------
+// Usage analytics through the binary.
+
+/// Two applications behind key-auth: one consumer with a username (its key tagged), one
+/// with only a custom_id.
+fn applications_config(mock: &str) -> String {
+    format!(
+        r#"_format_version: "3.0"
+consumers:
+  - username: mobile-app
+    keyauth_credentials:
+      - {{id: 6f1c2a10-0000-4000-8000-000000000001, key: mobile-key, tags: [team-red, ios]}}
+  - custom_id: billing-batch
+    keyauth_credentials:
+      - {{id: 6f1c2a10-0000-4000-8000-000000000002, key: billing-key}}
+services:
+  - name: apps
+    url: http://unused.invalid
+    routes:
+      - name: apps-chat
+        paths: ["/chat"]
+        plugins:
+          - name: key-auth
+            config: {{key_names: [apikey]}}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model:
+                provider: openai
+                name: gpt-4o
+                options: {{upstream_url: "{mock}/v1/chat/completions"}}
+"#
+    )
+}
+
+/// The usage table of the first release (16 columns), with one record: a file an older
+/// gateway left in the data directory.
+fn old_analytics_db(path: &std::path::Path) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE tollgate_usage (
+            ts_ms INTEGER NOT NULL, request_id TEXT NOT NULL, consumer TEXT NOT NULL,
+            application TEXT NOT NULL, consumer_group TEXT NOT NULL, route TEXT NOT NULL,
+            service TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+            total_tokens INTEGER NOT NULL, cost REAL NOT NULL, latency_ms INTEGER NOT NULL,
+            status INTEGER NOT NULL, guardrail TEXT NOT NULL);
+         INSERT INTO tollgate_usage VALUES (1000, 'old-1', 'someone', 'some-credential-id', '',
+            'r', 's', 'openai', 'm', 1, 2, 3, 0.0, 5, 200, '');",
+    )
+    .unwrap();
+}
+
+/// Usage by application names the applications (not their keys' ids), and key-auth's
+/// refusals are counted as unauthenticated, apart from the applications' errors; an
+/// analytics file of an older release gains the new columns.
+#[tokio::test]
+async fn analytics_name_applications_and_count_refusals_apart() {
+    let mock = MockLlm::start().await.unwrap();
+    let data = tempdir::TempDir::new();
+    old_analytics_db(&data.path().join("analytics.db"));
+    let file = data.path().join("kong.yaml");
+    std::fs::write(&file, applications_config(&mock.url())).unwrap();
+    let start = tollgate::proxy::millis_since_epoch() / 1000;
+    let gw = spawn(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let chat = |key: Option<&'static str>| {
+        let url = format!("{}/chat", gw.proxy);
+        async move {
+            let mut headers = vec![("content-type", "application/json")];
+            if let Some(k) = key {
+                headers.push(("apikey", k));
+            }
+            let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+            send("POST", &url, &headers, body.to_string()).await.status
+        }
+    };
+    for key in [Some("mobile-key"), Some("mobile-key"), Some("billing-key")] {
+        assert_eq!(chat(key).await, 200);
+    }
+    for key in [None, Some("wrong-key"), None] {
+        assert_eq!(chat(key).await, 401);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = get(&format!("{}/analytics/status", gw.admin)).await.json();
+        if s["written"].as_u64().unwrap_or(0) >= 6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "records not written: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let r = get(&format!(
+        "{}/analytics/usage?from={start}&group_by=application",
+        gw.admin
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    let requests = |key: &str| -> i64 {
+        v["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["key"] == key)
+            .flat_map(|s| s["points"].as_array().unwrap().iter())
+            .map(|p| p["requests"].as_i64().unwrap())
+            .sum()
+    };
+    assert_eq!(requests("mobile-app"), 2, "{v}");
+    assert_eq!(requests("billing-batch"), 1, "the custom_id names it: {v}");
+    assert_eq!(requests("(unauthenticated)"), 3, "{v}");
+    assert_eq!(v["series"].as_array().unwrap().len(), 3, "{v}");
+    assert!(!v.to_string().contains("6f1c2a10"), "no credential id: {v}");
+    assert_eq!(v["totals"]["requests"], 6, "{v}");
+    assert_eq!(v["totals"]["errors"], 0, "refusals are not errors: {v}");
+    assert_eq!(v["totals"]["unauthenticated"], 3, "{v}");
+
+    let top = get(&format!(
+        "{}/analytics/top?from={start}&by=credential&measure=requests",
+        gw.admin
+    ))
+    .await
+    .json();
+    let mobile_key = top["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["key"] == "6f1c2a10-0000-4000-8000-000000000001")
+        .unwrap_or_else(|| panic!("{top}"));
+    assert_eq!(mobile_key["requests"], 2, "{top}");
+
+    // The credential's tags and the ids have their own columns; the old record is kept.
+    let db = rusqlite::Connection::open(data.path().join("analytics.db")).unwrap();
+    let rows: Vec<(String, String, String, String, i64)> = db
+        .prepare(
+            "SELECT application, consumer_id, credential, credential_tags, unauthenticated \
+             FROM tollgate_usage ORDER BY ts_ms, request_id",
+        )
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 7, "{rows:?}");
+    assert_eq!(rows[0].0, "some-credential-id");
+    let mobile = rows.iter().find(|r| r.0 == "mobile-app").unwrap();
+    assert_eq!(mobile.2, "6f1c2a10-0000-4000-8000-000000000001");
+    assert_eq!(mobile.3, "team-red,ios");
+    assert!(!mobile.1.is_empty());
+    let refused: Vec<_> = rows.iter().filter(|r| r.4 == 1).collect();
+    assert_eq!(refused.len(), 3, "{rows:?}");
+    assert!(refused
+        .iter()
+        .all(|r| r.0 == "(unauthenticated)" && r.2.is_empty()));
+}
+
+/// A client of the local PostgreSQL (trust auth) as its superuser.
+async fn pg(database: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 port=5432 user=postgres dbname={database}"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("PostgreSQL on 127.0.0.1:5432 (scripts/services.sh starts it)");
+    tokio::spawn(connection);
+    client
+}
+
+/// `/analytics/status` once `ready` holds of it (30 s at most).
+async fn analytics_status(
+    gw: &Gateway,
+    ready: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = get(&format!("{}/analytics/status", gw.admin)).await.json();
+        if ready(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "analytics status: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Records spilled while PostgreSQL was unreachable survive SIGTERM and a restart: the new
+/// process replays the spill file at start-up, and a file a crash left mid-replay too, each
+/// record exactly once (some were in the table already). The table, made by an older
+/// release (16 columns, a record stored twice), is brought up to date on the way.
+#[tokio::test]
+async fn spilled_analytics_are_replayed_once_after_a_restart() {
+    let db = format!(
+        "tollgate_spill_{}_{}",
+        std::process::id(),
+        tollgate::proxy::millis_since_epoch()
+    );
+    let admin = pg("postgres").await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    let old_columns = "ts_ms, request_id, consumer, application, consumer_group, route, \
+        service, provider, model, prompt_tokens, completion_tokens, total_tokens, cost, \
+        latency_ms, status, guardrail";
+    let fresh = pg(&db).await;
+    fresh
+        .batch_execute(&format!(
+            "CREATE TABLE tollgate_usage (
+                ts_ms BIGINT NOT NULL, request_id TEXT NOT NULL, consumer TEXT NOT NULL,
+                application TEXT NOT NULL, consumer_group TEXT NOT NULL, route TEXT NOT NULL,
+                service TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
+                prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL,
+                total_tokens BIGINT NOT NULL, cost DOUBLE PRECISION NOT NULL,
+                latency_ms BIGINT NOT NULL, status BIGINT NOT NULL, guardrail TEXT NOT NULL);
+             INSERT INTO tollgate_usage ({old_columns}) VALUES
+                (1, 'old-twice', '', '', '', 'r', 's', '', '', 0, 0, 0, 0, 0, 200, ''),
+                (1, 'old-twice', '', '', '', 'r', 's', '', '', 0, 0, 0, 0, 0, 200, '');"
+        ))
+        .await
+        .unwrap();
+
+    let mock = MockLlm::start().await.unwrap();
+    let data = tempdir::TempDir::new();
+    let dir = data.path().to_str().unwrap();
+    let file = data.path().join("kong.yaml");
+    std::fs::write(
+        &file,
+        watched_config(
+            &format!("{}/v1/chat/completions", mock.url()),
+            &[("one", "m1")],
+        ),
+    )
+    .unwrap();
+    let (_dead, port) = dead_port();
+    let down = format!("host=127.0.0.1 port={port} user=postgres dbname={db} connect_timeout=1");
+    let up = format!("host=127.0.0.1 port=5432 user=postgres dbname={db}");
+    let spawn_with = |conn: &str| {
+        let config = file.to_str().unwrap();
+        spawn(
+            &[
+                "--config",
+                config,
+                "--data-dir",
+                dir,
+                "--analytics",
+                "postgres",
+                "--analytics-postgres",
+                conn,
+            ],
+            &[],
+        )
+    };
+
+    const N: usize = 30;
+    let mut gw = spawn_with(&down);
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..N {
+        let r = post_json(&format!("{}/one", gw.proxy), &body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let s = analytics_status(&gw, |s| s["spilled"].as_u64() == Some(N as u64)).await;
+    assert_eq!(s["written"], 0, "{s}");
+    sigterm(&gw.child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while gw.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "tollgate did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(gw);
+
+    let spill = data.path().join("analytics-spill.jsonl");
+    let lines: Vec<String> = std::fs::read_to_string(&spill)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), N);
+    let ids: Vec<String> = lines
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    // As a crash halfway through a replay leaves it: the first 10 records renamed aside, 5
+    // of them in the table already.
+    std::fs::write(
+        data.path().join("analytics-spill.jsonl.replaying"),
+        lines[..10].join("\n") + "\n",
+    )
+    .unwrap();
+    std::fs::write(&spill, lines[10..].join("\n") + "\n").unwrap();
+    for id in &ids[..5] {
+        fresh
+            .execute(
+                &format!("INSERT INTO tollgate_usage ({old_columns}) VALUES (1, $1, '', '', '', 'one', 's', '', '', 0, 0, 0, 0, 0, 200, '')"),
+                &[id],
+            )
+            .await
+            .unwrap();
+    }
+
+    let gw = spawn_with(&up);
+    let s = analytics_status(&gw, |s| s["replayed"].as_u64() == Some(N as u64)).await;
+    assert_eq!(s["spilled"], 0, "{s}");
+    assert!(!spill.exists());
+    assert!(!data.path().join("analytics-spill.jsonl.replaying").exists());
+    let rows = fresh
+        .query(
+            "SELECT request_id, COUNT(*) FROM tollgate_usage GROUP BY request_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let counts: std::collections::HashMap<String, i64> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(counts.len(), N + 1, "{counts:?}");
+    assert_eq!(counts["old-twice"], 1, "the old duplicate is gone");
+    for id in &ids {
+        assert_eq!(counts.get(id), Some(&1), "{id}: {counts:?}");
+    }
+    // New records still go in, and the table took the new columns.
+    let r = post_json(&format!("{}/one", gw.proxy), &body).await;
+    assert_eq!(r.status, 200);
+    analytics_status(&gw, |s| s["written"].as_u64() == Some(1)).await;
+    let n: i64 = fresh
+        .query_one(
+            "SELECT COUNT(*) FROM tollgate_usage WHERE unauthenticated = 0",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, N as i64 + 2);
+    drop(gw);
+    drop(fresh);
+    admin
+        .batch_execute(&format!("DROP DATABASE {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
 // ---- Issue 20 (hardening): the AI request path, through the real binary ----
 
 /// The binary in front of a fresh mock-llm, with `yaml` (`{MOCK}`: the mock's URL,

@@ -11,13 +11,19 @@
 //! - `matched`: a description within the threshold; its targets serve the request;
 //! - `catchall`: none within the threshold → the CATCHALL target(s);
 //! - `no_prompt`: the request has no text to embed → CATCHALL;
-//! - `embedding_failed`: the embeddings provider (or, with `redis`/`pgvector`, the vector
-//!   store) failed → CATCHALL.
+//! - `embedding_failed`: the embeddings provider failed → CATCHALL.
+//!
+//! The description vectors are kept in the process once known (across config reloads),
+//! and the index is searched in memory: with `redis`/`pgvector` the store is the shared
+//! copy only. When it fails, routing does not change: the vectors come from the process
+//! (or from the embeddings provider); the outage is logged once and counted in
+//! `tollgate_vectordb_errors_total`.
 //!
 //! Without a CATCHALL target, `catchall` and `no_prompt` answer 400 and
 //! `embedding_failed` answers 502 (the log keeps the reason).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -54,6 +60,8 @@ pub struct SemanticRouter {
     /// computation that failed take its failure instead of starting another.
     failures: AtomicU64,
     last_failure: Mutex<String>,
+    /// The vector store failed last time it was used (its outage is logged once).
+    store_down: AtomicBool,
 }
 
 /// What semantic routing decided for one request.
@@ -140,7 +148,32 @@ pub fn compile(
         building: tokio::sync::Mutex::new(()),
         failures: AtomicU64::new(0),
         last_failure: Mutex::new(String::new()),
+        store_down: AtomicBool::new(false),
     })
+}
+
+/// Description vectors this process has had, by store key (which names the plugin, the
+/// embeddings model, the dimensions and the description): a reload, or a vector store that
+/// is down, then needs neither the store nor the provider for them.
+static KNOWN: Mutex<Option<HashMap<String, Vec<f32>>>> = Mutex::new(None);
+/// Past this many vectors the memory starts afresh (descriptions of removed plugins are
+/// never looked up again; the current ones are found again at the next build).
+const KNOWN_MAX: usize = 4096;
+
+fn known(key: &str) -> Option<Vec<f32>> {
+    let guard = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    guard.as_ref().and_then(|m| m.get(key).cloned())
+}
+
+fn remember(pairs: impl Iterator<Item = (String, Vec<f32>)>) {
+    let mut guard = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
+    let map = guard.get_or_insert_with(HashMap::new);
+    for (k, v) in pairs {
+        if map.len() >= KNOWN_MAX && !map.contains_key(&k) {
+            map.clear();
+        }
+        map.insert(k, v);
+    }
 }
 
 /// `value` (present and not null) typed as `T`; a missing record is an error at `path`.
@@ -329,27 +362,55 @@ impl SemanticRouter {
             .iter()
             .map(|d| vectordb::key(&self.plugin_id, &model, self.dimensions, d))
             .collect();
-        let stored = self.store.get(&keys).await?;
+        let stored = match self.store.get(&keys).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.store_failed("get", &e);
+                None
+            }
+        };
         let mut out: Vec<Option<Vec<f32>>> = stored
             .iter()
+            .flatten()
             .map(|s| {
                 s.as_deref()
                     .and_then(|s| vectordb::decode(s, self.dimensions))
             })
             .collect();
         out.resize(texts.len(), None);
+        let in_store: Vec<bool> = out.iter().map(Option::is_some).collect();
+        for (v, k) in out.iter_mut().zip(&keys) {
+            if v.is_none() {
+                *v = known(k);
+            }
+        }
         let missing: Vec<usize> = (0..texts.len()).filter(|i| out[*i].is_none()).collect();
         if !missing.is_empty() {
             let ask: Vec<&str> = missing.iter().map(|i| texts[*i]).collect();
             let computed = self.compute(upstreams, &ask).await?;
-            let mut pairs = Vec::with_capacity(missing.len());
             for (i, v) in missing.iter().zip(computed) {
-                pairs.push((keys[*i].clone(), vectordb::encode(&v)));
                 out[*i] = Some(v);
             }
-            self.store.set(&pairs).await?;
         }
-        tracing::debug!(plugin_id = %self.plugin_id, store = %self.store.describe(), read = texts.len() - missing.len(), computed = missing.len(), "semantic routing: description vectors");
+        // The shared copy gets what it lacked, unless it is down (no second wait for it).
+        let pairs: Vec<(String, String)> = (0..texts.len())
+            .filter(|i| !in_store[*i])
+            .filter_map(|i| Some((keys[i].clone(), vectordb::encode(out[i].as_ref()?))))
+            .collect();
+        if stored.is_some() && !pairs.is_empty() {
+            match self.store.set(&pairs).await {
+                Ok(()) => self.store_answered(),
+                Err(e) => self.store_failed("set", &e),
+            }
+        } else if stored.is_some() {
+            self.store_answered();
+        }
+        remember(
+            keys.iter()
+                .zip(&out)
+                .filter_map(|(k, v)| Some((k.clone(), v.clone()?))),
+        );
+        tracing::debug!(plugin_id = %self.plugin_id, store = %self.store.describe(), read = in_store.iter().filter(|s| **s).count(), computed = missing.len(), "semantic routing: description vectors");
         let vectors: Vec<Vec<f32>> = out.into_iter().flatten().collect();
         if vectors.len() != self.groups.len() {
             return Err("the description vectors are incomplete".into());
@@ -369,6 +430,22 @@ impl SemanticRouter {
             threshold: self.threshold,
             entries,
         })
+    }
+
+    /// Counts a vector store failure, and logs it when the store was working until now.
+    fn store_failed(&self, operation: &str, e: &str) {
+        crate::observe::metrics::global()
+            .vectordb_errors
+            .add(&[&self.plugin_id, self.store.strategy(), operation], 1.0);
+        if !self.store_down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(plugin_id = %self.plugin_id, store = %self.store.describe(), error = %e, "semantic routing: the vector store failed; routing goes on with the description vectors kept in this process (or computed again)");
+        }
+    }
+
+    fn store_answered(&self) {
+        if self.store_down.swap(false, Ordering::Relaxed) {
+            tracing::info!(plugin_id = %self.plugin_id, store = %self.store.describe(), "semantic routing: the vector store answers again");
+        }
     }
 
     /// Embeds descriptions through the provider (one call) and checks their dimensions.

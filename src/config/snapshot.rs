@@ -130,6 +130,9 @@ pub struct Snapshot {
     pub sni: Arc<crate::server::sni::SniTable>,
     /// `key-auth` credentials by the digest of their key.
     pub credentials: HashMap<[u8; 32], Credential>,
+    /// The `tags` of the credentials that have some, comma-separated, by credential id
+    /// (usage records carry them).
+    pub credential_tags: HashMap<String, String>,
     /// Some plugin is scoped to a consumer or group (chains are then resolved per request).
     pub consumer_plugins: bool,
     /// Consumer groups: (id, name).
@@ -149,6 +152,8 @@ pub struct Credential {
     pub consumer: usize,
     /// Unix seconds (`created_at + ttl`); None: never expires.
     pub expires_at: Option<i64>,
+    /// `tags`, comma-separated ("" when none).
+    pub tags: String,
 }
 
 /// The digest a key is stored and looked up by (keys are never kept in clear).
@@ -266,6 +271,7 @@ fn credentials(
                     id,
                     consumer,
                     expires_at,
+                    tags: k.tags.as_deref().unwrap_or_default().join(","),
                 },
             )
             .is_some()
@@ -726,6 +732,11 @@ impl Snapshot {
             });
         }
         let credentials = credentials(&mut b, &raw, &consumers);
+        let credential_tags = credentials
+            .values()
+            .filter(|c| !c.tags.is_empty())
+            .map(|c| (c.id.clone(), c.tags.clone()))
+            .collect();
         // Consumer groups: ids, their plugins (scoped by a group reference), memberships.
         let groups: Vec<(String, String)> = raw
             .consumer_groups
@@ -1012,6 +1023,7 @@ impl Snapshot {
             format_version,
             sni: Arc::new(sni),
             credentials,
+            credential_tags,
             consumer_plugins,
             groups,
             member_of,
@@ -1041,6 +1053,7 @@ impl Snapshot {
             format_version: "3.0".into(),
             sni: Arc::default(),
             credentials: HashMap::new(),
+            credential_tags: HashMap::new(),
             consumer_plugins: false,
             groups: Vec::new(),
             member_of: Vec::new(),

@@ -613,24 +613,10 @@ impl RequestLog {
     pub fn usage_record(&self, snap: &Snapshot) -> crate::observe::analytics::Record {
         let elapsed = self.total_ms() as i64;
         let names = self.names(snap);
-        let (application, group) = match &self.consumer {
-            Some((c, credential)) => (
-                credential.clone().unwrap_or_default(),
-                snap.member_of
-                    .get(*c)
-                    .and_then(|g| g.first())
-                    .and_then(|g| snap.groups.get(*g))
-                    .map(|(_, name)| name.clone())
-                    .unwrap_or_default(),
-            ),
-            None => Default::default(),
-        };
         let mut r = crate::observe::analytics::Record {
             ts_ms: self.started_at_ms as i64,
             request_id: self.request_id.clone(),
             consumer: names.consumer.to_string(),
-            application,
-            consumer_group: group,
             route: names.route.to_string(),
             service: names.service.to_string(),
             latency_ms: elapsed,
@@ -638,6 +624,7 @@ impl RequestLog {
             guardrail: self.guardrail.unwrap_or("").to_string(),
             ..Default::default()
         };
+        self.who(snap, &mut r);
         if let Some(ai) = &self.ai {
             let target = ai.target.and_then(|t| ai.proxy.targets.get(t));
             r.provider = target
@@ -659,6 +646,45 @@ impl RequestLog {
             }
         }
         r
+    }
+}
+
+impl RequestLog {
+    /// The record's application, consumer and credential: the consumer's name (a
+    /// credential's id means nothing to whoever reads the usage), its id, the credential's
+    /// id and tags; or the mark of a request key-auth refused.
+    fn who(&self, snap: &Snapshot, r: &mut crate::observe::analytics::Record) {
+        let Some((c, credential)) = &self.consumer else {
+            // The gateway's only 401 of its own is key-auth's refusal (an upstream's 401
+            // has source `upstream`; an authenticated one has a consumer).
+            if self.status == 401 && self.source == "kong" {
+                r.application = crate::observe::analytics::UNAUTHENTICATED.to_string();
+                r.unauthenticated = true;
+            }
+            return;
+        };
+        if let Some(consumer) = snap.consumers.get(*c) {
+            r.application = consumer
+                .username
+                .as_deref()
+                .or(consumer.custom_id.as_deref())
+                .unwrap_or(&consumer.id)
+                .to_string();
+            r.consumer_id.clone_from(&consumer.id);
+        }
+        if let Some(id) = credential {
+            r.credential.clone_from(id);
+            if let Some(tags) = snap.credential_tags.get(id) {
+                r.credential_tags.clone_from(tags);
+            }
+        }
+        r.consumer_group = snap
+            .member_of
+            .get(*c)
+            .and_then(|g| g.first())
+            .and_then(|g| snap.groups.get(*g))
+            .map(|(_, name)| name.clone())
+            .unwrap_or_default();
     }
 }
 

@@ -265,6 +265,7 @@ pub struct Registry {
     pub upstream_attempts: Family,
     pub failovers: Family,
     pub guardrail_hits: Family,
+    pub vectordb_errors: Family,
 }
 
 impl Registry {
@@ -356,10 +357,16 @@ impl Registry {
                 Counter,
                 &["plugin", "action", "category"],
             ),
+            vectordb_errors: Family::new(
+                "tollgate_vectordb_errors_total",
+                "Semantic routing's vector store failures (routing then uses the description vectors kept in the process, or computes them again)",
+                Counter,
+                &["plugin_id", "strategy", "operation"],
+            ),
         }
     }
 
-    fn families(&self) -> [&Family; 13] {
+    fn families(&self) -> [&Family; 14] {
         [
             &self.http_requests,
             &self.request_latency,
@@ -374,6 +381,7 @@ impl Registry {
             &self.upstream_attempts,
             &self.failovers,
             &self.guardrail_hits,
+            &self.vectordb_errors,
         ]
     }
 

@@ -414,11 +414,11 @@
       const t = Math.floor(p.t / step) * step;
       let a = m.get(t);
       if (!a) {
-        a = { requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, errors: 0, latSum: 0, latency_ms_max: null };
+        a = { requests: 0, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, errors: 0, unauthenticated: 0, latSum: 0, latency_ms_max: null };
         m.set(t, a);
       }
       const req = +p.requests || 0;
-      for (const k of ['requests', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cost', 'errors']) a[k] += +p[k] || 0;
+      for (const k of ['requests', 'prompt_tokens', 'completion_tokens', 'total_tokens', 'cost', 'errors', 'unauthenticated']) a[k] += +p[k] || 0;
       a.latSum += (+p.latency_ms_avg || 0) * req;
       if (p.latency_ms_max != null) a.latency_ms_max = Math.max(a.latency_ms_max || 0, +p.latency_ms_max);
     }
@@ -478,23 +478,27 @@
     if (!hasTraffic(res.value)) return emptyState(box);
     const m = byTime((res.value.series[0] || {}).points, ctx.step);
     const get = (k) => ctx.times.map((t) => (m.has(t) ? m.get(t)[k] : 0));
-    const req = get('requests'), err = get('errors');
-    // No requests in a bucket means no rate, not a 0% rate: leave a gap.
-    const rate = req.map((r, i) => (r ? (err[i] / r) * 100 : null));
-    const totalReq = sum(req), totalErr = sum(err);
+    const req = get('requests'), err = get('errors'), unauth = get('unauthenticated');
+    // The rate is over the applications' requests (key-auth's refusals are not theirs); no
+    // such requests in a bucket means no rate, not a 0% rate: leave a gap.
+    const rate = req.map((r, i) => (r - unauth[i] > 0 ? (err[i] / (r - unauth[i])) * 100 : null));
+    const totalReq = sum(req), totalErr = sum(err), totalUnauth = sum(unauth);
+    const appReq = totalReq - totalUnauth;
     const drawn = timeChart(box, ctx, {
       series: [
         { name: 'Requests', cls: 'sreq', kind: 'area', values: req },
         { name: 'Errors (4xx/5xx)', cls: 'serr', kind: 'area', values: err },
+        { name: 'Unauthenticated (401)', cls: 'sunauth', kind: 'area', values: unauth },
         { name: 'Error rate', cls: 'srate', kind: 'line', dash: true, right: true, values: rate },
       ],
       fmt: fmtNum, fmtRight: fmtPct, rightCap: 100, integer: true,
       legend: [
         { name: 'Requests', cls: 'sreq', value: fmtNum(totalReq) },
         { name: 'Errors (4xx/5xx)', cls: 'serr', value: fmtNum(totalErr) },
-        { name: 'Error rate (right axis)', cls: 'srate', dash: true, value: fmtPct(totalReq ? (totalErr / totalReq) * 100 : null) },
+        { name: 'Unauthenticated (401)', cls: 'sunauth', value: fmtNum(totalUnauth) },
+        { name: 'Error rate (right axis)', cls: 'srate', dash: true, value: fmtPct(appReq > 0 ? (totalErr / appReq) * 100 : null) },
       ],
-      label: `Requests and errors, ${ctx.label}: ${fmtNum(totalReq)} requests, ${fmtNum(totalErr)} errors.`,
+      label: `Requests and errors, ${ctx.label}: ${fmtNum(totalReq)} requests, ${fmtNum(totalErr)} errors, ${fmtNum(totalUnauth)} unauthenticated.`,
     });
     markRendered(box, drawn);
   }
@@ -612,13 +616,15 @@
   function renderTiles(none, status, ctx) {
     if (none.value) {
       const tot = none.value.totals || {};
-      const req = +tot.requests || 0, errs = +tot.errors || 0;
-      const rate = req ? (errs / req) * 100 : null;
+      const req = +tot.requests || 0, errs = +tot.errors || 0, unauth = +tot.unauthenticated || 0;
+      // Refused keys are not an application failing: the rate is over the applications' requests.
+      const appReq = req - unauth;
+      const rate = appReq > 0 ? (errs / appReq) * 100 : null;
       const lat = latencyTotals(none.value, ctx);
       setTile('requests', fmtNum(req), ctx.label, null, req);
       setTile('tokens', fmtNum(tot.total_tokens || 0), `${fmtNum(tot.prompt_tokens || 0)} prompt · ${fmtNum(tot.completion_tokens || 0)} completion`, null, tot.total_tokens || 0);
       setTile('cost', fmtCost(+tot.cost || 0), req ? `${fmtCost((+tot.cost || 0) / req)} per request` : '', null, +tot.cost || 0);
-      setTile('error-rate', fmtPct(rate), `${fmtNum(errs)} errors (4xx/5xx)`,
+      setTile('error-rate', fmtPct(rate), `${fmtNum(errs)} errors (4xx/5xx) · ${fmtNum(unauth)} unauthenticated (401 from key-auth)`,
         rate == null ? null : rate >= 20 ? 'bad' : rate >= 5 ? 'warn' : 'ok', rate);
       setTile('latency', fmtMs(lat.avg), lat.max != null ? `max ${fmtMs(lat.max)}` : '', null, lat.avg);
     } else {

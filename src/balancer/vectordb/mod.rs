@@ -6,6 +6,10 @@
 //!   extension; Kong requires a strategy);
 //! - `redis` / `pgvector`: read from the store first, computed and stored there when
 //!   missing, so every gateway of a cluster computes each description once.
+//!
+//! Either way the process keeps every description vector it has had (`semantic_router`),
+//! so a store that is down changes no routing: its vectors come from the process, or are
+//! computed again.
 
 mod pgvector;
 mod redis;
@@ -75,7 +79,7 @@ impl Store {
                     Ok(()) => {}
                     Err(pgvector::Problem::Unreachable(e)) => warnings.push((
                         path,
-                        format!("{e}; semantic routing will try again on its first request (until then: embedding_failed)"),
+                        format!("{e}; semantic routing will try it again on its first request, and meanwhile routes with description vectors kept in the process or computed through the embeddings provider"),
                     )),
                     Err(pgvector::Problem::Refused(e)) => {
                         errors.push((path, e));
@@ -110,6 +114,15 @@ impl Store {
             Store::Memory => Ok(()),
             Store::Redis(r) => r.set(pairs).await,
             Store::Pgvector(p) => p.set(pairs).await,
+        }
+    }
+
+    /// The strategy's name (metric label).
+    pub fn strategy(&self) -> &'static str {
+        match self {
+            Store::Memory => "memory",
+            Store::Redis(_) => "redis",
+            Store::Pgvector(_) => "pgvector",
         }
     }
 

@@ -5,8 +5,10 @@
 //!
 //! The request path only `try_send`s into a bounded queue. The writer thread inserts
 //! batches; when the store fails, the batch is appended to a spill file (JSON lines) under
-//! the data directory and replayed once the store answers again. A full queue drops the
-//! record and counts it — nothing blocks a request.
+//! the data directory and replayed once the store answers again — also at start-up and
+//! every 30 s, so records an earlier run spilled are not stranded. The store keeps one row
+//! per request id, so a record replayed twice (a crash mid-replay) is kept once. A full
+//! queue drops the record and counts it — nothing blocks a request.
 
 mod postgres;
 pub mod query;
@@ -35,17 +37,35 @@ const BATCH: usize = 1000;
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// How often a failed store is tried again (and the spill file replayed).
 const RETRY_EVERY: Duration = Duration::from_secs(5);
+/// How often a working store's writer looks for a spill file (one an earlier run left, or
+/// one this run's failures left behind); the first look is at start-up.
+const SPILL_CHECK_EVERY: Duration = Duration::from_secs(30);
 
-/// One request's usage.
+/// What `application` says of a request that key-auth refused (it has no application).
+pub const UNAUTHENTICATED: &str = "(unauthenticated)";
+
+/// One request's usage. Fields added since the first release are `serde(default)`, so a
+/// spill file written by an older gateway still replays.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
 pub struct Record {
     /// Start of the request (ms since the epoch).
     pub ts_ms: i64,
     pub request_id: String,
     /// Consumer username (or id); empty when anonymous.
     pub consumer: String,
-    /// The credential (API key id) that authenticated: the application.
+    /// The application, as a WSO2-style user names it: the authenticated consumer's
+    /// username, else its `custom_id`, else its id; `(unauthenticated)` when key-auth
+    /// refused the request; empty on routes without authentication.
     pub application: String,
+    /// The consumer's id (empty when none authenticated).
+    pub consumer_id: String,
+    /// The key-auth credential's id (empty for an anonymous consumer or none).
+    pub credential: String,
+    /// The credential's `tags`, comma-separated.
+    pub credential_tags: String,
+    /// key-auth refused the request (401): counted apart from the errors of applications.
+    pub unauthenticated: bool,
     pub consumer_group: String,
     pub route: String,
     pub service: String,
@@ -161,6 +181,7 @@ impl Analytics {
             stats: stats.clone(),
             spill: spill.clone(),
             failed_at: None,
+            spill_checked_at: None,
         };
         std::thread::Builder::new()
             .name("tollgate-analytics".into())
@@ -242,6 +263,8 @@ struct Writer {
     stats: Arc<Stats>,
     spill: PathBuf,
     failed_at: Option<Instant>,
+    /// When the writer last looked for a spill file while the store worked.
+    spill_checked_at: Option<Instant>,
 }
 
 impl Writer {
@@ -314,7 +337,15 @@ impl Writer {
                 }
             }
         }
-        if self.store.is_some() && self.failed_at.is_some() && due {
+        let look = self
+            .spill_checked_at
+            .is_none_or(|t| t.elapsed() >= SPILL_CHECK_EVERY);
+        let replay = match self.failed_at {
+            Some(_) => due,
+            None => look,
+        };
+        if self.store.is_some() && replay {
+            self.spill_checked_at = Some(Instant::now());
             self.replay(aside);
         }
     }
@@ -331,17 +362,22 @@ impl Writer {
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
             }
             Err(e) => {
-                self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
-                if self.failed_at.is_none() {
-                    tracing::warn!(store = %self.backend.describe(), error = %e, "analytics store failed; spilling records to {}", self.spill.display());
-                }
-                self.failed_at = Some(Instant::now());
-                // A broken connection is reopened on the next retry.
-                if matches!(self.backend, Backend::Postgres(_)) {
-                    self.store = None;
-                }
+                self.failed(&e);
                 self.spill_out(batch);
             }
+        }
+    }
+
+    /// Notes a failed insert: counted, logged once per outage, retried later.
+    fn failed(&mut self, e: &str) {
+        self.stats.store_errors.fetch_add(1, Ordering::Relaxed);
+        if self.failed_at.is_none() {
+            tracing::warn!(store = %self.backend.describe(), error = %e, "analytics store failed; spilling records to {}", self.spill.display());
+        }
+        self.failed_at = Some(Instant::now());
+        // A broken connection is reopened on the next retry.
+        if matches!(self.backend, Backend::Postgres(_)) {
+            self.store = None;
         }
     }
 
@@ -371,19 +407,26 @@ impl Writer {
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
     }
 
-    /// Moves the spill file's records into the store (the file is renamed first, so records
-    /// spilled meanwhile go to a new one).
+    /// Moves the spilled records into the store. The spill file is renamed first, so records
+    /// spilled meanwhile go to a new one; a renamed file a crash left behind goes first (and
+    /// is never overwritten). Its records may be in the store already: the store keeps one
+    /// row per request id.
     fn replay(&mut self, aside: &mut StepAside) {
-        if !self.spill.exists() {
-            self.failed_at = None;
-            return;
-        }
         let taking = self.spill.with_extension("jsonl.replaying");
-        if std::fs::rename(&self.spill, &taking).is_err() {
-            return;
+        let mut ok = !taking.exists() || self.replay_file(&taking, aside);
+        if ok && self.spill.exists() {
+            ok = std::fs::rename(&self.spill, &taking).is_ok() && self.replay_file(&taking, aside);
         }
-        let Ok(f) = std::fs::File::open(&taking) else {
-            return;
+        if ok {
+            self.failed_at = None;
+        }
+    }
+
+    /// Inserts a file's records and removes it (records that fail go back to the spill
+    /// file); false when some failed or the file could not be read.
+    fn replay_file(&mut self, path: &std::path::Path, aside: &mut StepAside) -> bool {
+        let Ok(f) = std::fs::File::open(path) else {
+            return false;
         };
         let mut chunk: Vec<Record> = Vec::with_capacity(BATCH);
         let mut ok = true;
@@ -399,21 +442,27 @@ impl Writer {
         if !chunk.is_empty() {
             ok &= self.replay_chunk(&chunk, aside);
         }
-        let _ = std::fs::remove_file(&taking);
+        let _ = std::fs::remove_file(path);
         if ok {
-            self.failed_at = None;
+            tracing::info!(store = %self.backend.describe(), replayed = self.stats.replayed.load(Ordering::Relaxed), "analytics: spilled records replayed");
         }
+        ok
     }
 
     fn replay_chunk(&mut self, chunk: &[Record], aside: &mut StepAside) -> bool {
-        match self.store.as_mut().map(|s| s.insert(chunk, aside)) {
-            Some(Ok(())) => {
+        let result = match self.store.as_mut() {
+            Some(s) => s.insert(chunk, aside),
+            None => Err("store unavailable".into()),
+        };
+        match result {
+            Ok(()) => {
                 self.stats
                     .replayed
                     .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 true
             }
-            _ => {
+            Err(e) => {
+                self.failed(&e);
                 self.spill_out(chunk);
                 false
             }

@@ -13,8 +13,30 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
     service TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
     prompt_tokens BIGINT NOT NULL, completion_tokens BIGINT NOT NULL,
     total_tokens BIGINT NOT NULL, cost DOUBLE PRECISION NOT NULL, latency_ms BIGINT NOT NULL,
-    status BIGINT NOT NULL, guardrail TEXT NOT NULL);
+    status BIGINT NOT NULL, guardrail TEXT NOT NULL,
+    consumer_id TEXT NOT NULL DEFAULT '', credential TEXT NOT NULL DEFAULT '',
+    credential_tags TEXT NOT NULL DEFAULT '', unauthenticated BIGINT NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS tollgate_usage_ts ON tollgate_usage (ts_ms);";
+
+/// Columns added since the table's first version, added to an older table when a gateway
+/// connects.
+const ADDED: [(&str, &str); 4] = [
+    ("consumer_id", "TEXT NOT NULL DEFAULT ''"),
+    ("credential", "TEXT NOT NULL DEFAULT ''"),
+    ("credential_tags", "TEXT NOT NULL DEFAULT ''"),
+    ("unauthenticated", "BIGINT NOT NULL DEFAULT 0"),
+];
+
+/// The insert's columns (an older table's added columns come last).
+const COLUMNS: &str = "ts_ms, request_id, consumer, application, consumer_group, route, \
+    service, provider, model, prompt_tokens, completion_tokens, total_tokens, cost, latency_ms, \
+    status, guardrail, consumer_id, credential, credential_tags, unauthenticated";
+/// Values per record.
+const PER_ROW: usize = 20;
+
+/// Any number: it only has to be the same for every gateway (one node at a time creates or
+/// changes the table).
+const SCHEMA_LOCK: i64 = 0x746f_6c6c_6761_7465;
 
 /// How long connecting may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -45,8 +67,8 @@ impl Postgres {
             .build()
             .map_err(|e| e.to_string())?;
         let client = rt.block_on(async {
-            let c = connect(url).await?;
-            c.batch_execute(SCHEMA)
+            let mut c = connect(url).await?;
+            prepare_table(&mut c)
                 .await
                 .map_err(|e| format!("analytics postgres: {e}"))?;
             Ok::<_, String>(c)
@@ -60,17 +82,18 @@ impl Postgres {
         let client = &self.client;
         self.rt.block_on(async {
             for chunk in batch.chunks(100) {
-                let mut sql = String::from("INSERT INTO tollgate_usage VALUES ");
+                let mut sql = format!("INSERT INTO tollgate_usage ({COLUMNS}) VALUES ");
+                let flags: Vec<i64> = chunk.iter().map(|r| i64::from(r.unauthenticated)).collect();
                 let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
                 for (i, r) in chunk.iter().enumerate() {
                     aside.tick();
                     if i > 0 {
                         sql.push(',');
                     }
-                    let b = i * 16;
+                    let b = i * PER_ROW;
                     sql.push('(');
                     sql.push_str(
-                        &(1..=16)
+                        &(1..=PER_ROW)
                             .map(|n| format!("${}", b + n))
                             .collect::<Vec<_>>()
                             .join(","),
@@ -93,8 +116,14 @@ impl Postgres {
                         &r.latency_ms,
                         &r.status,
                         &r.guardrail,
+                        &r.consumer_id,
+                        &r.credential,
+                        &r.credential_tags,
+                        flags.get(i).unwrap_or(&0),
                     ]);
                 }
+                // A replayed record whose request id is stored already is kept once.
+                sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
                 client
                     .execute(sql.as_str(), &args)
                     .await
@@ -103,6 +132,52 @@ impl Postgres {
             Ok(())
         })
     }
+}
+
+/// Creates the table, or brings an older one to the current columns (records already in it
+/// keep the credential's id as their application, as written then) and to one row per
+/// request id (an older gateway could store a record twice: a batch that failed halfway was
+/// spilled whole and replayed; the copies are the same record). Under a lock, so that
+/// gateways starting together do not trip over each other's DDL.
+async fn prepare_table(c: &mut Client) -> Result<(), tokio_postgres::Error> {
+    let tx = c.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await?;
+    tx.batch_execute(SCHEMA).await?;
+    let have: Vec<String> = tx
+        .query(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = 'tollgate_usage'",
+            &[],
+        )
+        .await?
+        .iter()
+        .filter_map(|r| r.try_get(0).ok())
+        .collect();
+    for (column, kind) in ADDED {
+        if !have.iter().any(|h| h == column) {
+            tx.batch_execute(&format!(
+                "ALTER TABLE tollgate_usage ADD COLUMN IF NOT EXISTS {column} {kind}"
+            ))
+            .await?;
+        }
+    }
+    let unique = tx
+        .query_one(
+            "SELECT to_regclass('tollgate_usage_request_id') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .try_get::<_, bool>(0)?;
+    if !unique {
+        tx.batch_execute(
+            "DELETE FROM tollgate_usage a USING tollgate_usage b
+                 WHERE a.request_id = b.request_id AND a.ctid > b.ctid;
+             CREATE UNIQUE INDEX tollgate_usage_request_id ON tollgate_usage (request_id);",
+        )
+        .await?;
+    }
+    tx.commit().await
 }
 
 fn row(r: &tokio_postgres::Row, series: bool) -> Result<Row, tokio_postgres::Error> {
@@ -118,6 +193,7 @@ fn row(r: &tokio_postgres::Row, series: bool) -> Result<Row, tokio_postgres::Err
             errors: r.try_get(7)?,
             latency_avg: r.try_get(8)?,
             latency_max: r.try_get(9)?,
+            unauthenticated: r.try_get(10)?,
         }
     } else {
         Row {
@@ -128,6 +204,7 @@ fn row(r: &tokio_postgres::Row, series: bool) -> Result<Row, tokio_postgres::Err
             total_tokens: r.try_get(4)?,
             cost: r.try_get(5)?,
             errors: r.try_get(6)?,
+            unauthenticated: r.try_get(7)?,
             ..Row::default()
         }
     })

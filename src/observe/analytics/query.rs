@@ -8,6 +8,8 @@ use serde_json::{json, Value};
 pub enum GroupBy {
     Consumer,
     Application,
+    /// The key-auth credential's id.
+    Credential,
     ConsumerGroup,
     Model,
     Provider,
@@ -22,7 +24,8 @@ impl GroupBy {
     fn parse(s: &str) -> Option<GroupBy> {
         Some(match s {
             "consumer" => GroupBy::Consumer,
-            "application" | "credential" => GroupBy::Application,
+            "application" => GroupBy::Application,
+            "credential" => GroupBy::Credential,
             "consumer_group" => GroupBy::ConsumerGroup,
             "model" => GroupBy::Model,
             "provider" => GroupBy::Provider,
@@ -49,6 +52,7 @@ impl GroupBy {
         match self {
             GroupBy::Consumer => "consumer",
             GroupBy::Application => "application",
+            GroupBy::Credential => "credential",
             GroupBy::ConsumerGroup => "consumer_group",
             GroupBy::Model => "model",
             GroupBy::Provider => "provider",
@@ -167,11 +171,12 @@ impl Query {
         }
         let g = param(q, "group_by").unwrap_or("none");
         let group_by = GroupBy::parse(g).ok_or_else(|| {
-            format!("group_by '{g}': expected consumer, application, consumer_group, model, provider, route, service, status or none")
+            format!("group_by '{g}': expected consumer, application, credential, consumer_group, model, provider, route, service, status or none")
         })?;
         let filter = [
             "consumer",
             "application",
+            "credential",
             "consumer_group",
             "model",
             "provider",
@@ -202,7 +207,7 @@ impl Query {
             "SELECT (ts_ms / {b}) * {b} AS t, {k} AS k, COUNT(*), \
              {prompt}, {completion}, {total}, CAST(COALESCE(SUM(cost), 0) AS DOUBLE PRECISION), \
              {errors}, CAST(COALESCE(AVG(latency_ms), 0) AS DOUBLE PRECISION), \
-             CAST(COALESCE(MAX(latency_ms), 0) AS BIGINT) \
+             CAST(COALESCE(MAX(latency_ms), 0) AS BIGINT), {unauthenticated} \
              FROM tollgate_usage WHERE ts_ms >= {from} AND ts_ms < {to}{filter} \
              GROUP BY 1, 2 ORDER BY 1, 2",
             b = p(1),
@@ -211,6 +216,7 @@ impl Query {
             completion = sum("completion_tokens"),
             total = sum("total_tokens"),
             errors = ERRORS,
+            unauthenticated = sum("unauthenticated"),
             from = p(2),
             to = p(3),
         )
@@ -219,14 +225,14 @@ impl Query {
 
 impl TopQuery {
     /// From `by` (default consumer), `measure` (total_tokens, prompt_tokens,
-    /// completion_tokens, cost, requests, errors; default total_tokens), `limit` (1–100,
-    /// default 10), `from`, `to`.
+    /// completion_tokens, cost, requests, errors, unauthenticated; default total_tokens),
+    /// `limit` (1–100, default 10), `from`, `to`.
     pub fn parse(q: &[(String, String)], now_ms: i64) -> Result<TopQuery, String> {
         let (from_ms, to_ms) = range(q, now_ms)?;
         let b = param(q, "by").unwrap_or("consumer");
         let by = GroupBy::parse(b)
             .filter(|g| *g != GroupBy::None)
-            .ok_or_else(|| format!("by '{b}': expected consumer, application, consumer_group, model, provider, route, service or status"))?;
+            .ok_or_else(|| format!("by '{b}': expected consumer, application, credential, consumer_group, model, provider, route, service or status"))?;
         let measure = match param(q, "measure").unwrap_or("total_tokens") {
             "total_tokens" => "total_tokens",
             "prompt_tokens" => "prompt_tokens",
@@ -234,7 +240,8 @@ impl TopQuery {
             "cost" => "cost",
             "requests" => "requests",
             "errors" => "errors",
-            other => return Err(format!("measure '{other}': expected total_tokens, prompt_tokens, completion_tokens, cost, requests or errors")),
+            "unauthenticated" => "unauthenticated",
+            other => return Err(format!("measure '{other}': expected total_tokens, prompt_tokens, completion_tokens, cost, requests, errors or unauthenticated")),
         };
         let limit = match param(q, "limit") {
             Some(v) => v
@@ -259,7 +266,8 @@ impl TopQuery {
         format!(
             "SELECT {k} AS k, COUNT(*) AS requests, {prompt} AS prompt_tokens, \
              {completion} AS completion_tokens, {total} AS total_tokens, \
-             CAST(COALESCE(SUM(cost), 0) AS DOUBLE PRECISION) AS cost, {errors} AS errors \
+             CAST(COALESCE(SUM(cost), 0) AS DOUBLE PRECISION) AS cost, {errors} AS errors, \
+             {unauthenticated} AS unauthenticated \
              FROM tollgate_usage WHERE ts_ms >= {from} AND ts_ms < {to} \
              GROUP BY 1 ORDER BY {m} DESC, 1 LIMIT {limit}",
             k = self.by.column(),
@@ -267,6 +275,7 @@ impl TopQuery {
             completion = sum("completion_tokens"),
             total = sum("total_tokens"),
             errors = ERRORS,
+            unauthenticated = sum("unauthenticated"),
             from = p(1),
             to = p(2),
             m = self.measure,
@@ -281,8 +290,9 @@ fn sum(col: &str) -> String {
     format!("CAST(COALESCE(SUM({col}), 0) AS BIGINT)")
 }
 
-/// Requests that failed (4xx and 5xx).
-const ERRORS: &str = "CAST(COALESCE(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END), 0) AS BIGINT)";
+/// Requests of applications that failed (4xx and 5xx); key-auth's refusals are counted
+/// apart (`unauthenticated`), so a flood of bad keys does not read as applications failing.
+const ERRORS: &str = "CAST(COALESCE(SUM(CASE WHEN status >= 400 AND unauthenticated = 0 THEN 1 ELSE 0 END), 0) AS BIGINT)";
 
 /// One aggregated row, as both backends read it.
 #[derive(Debug, Clone, Default)]
@@ -297,6 +307,8 @@ pub struct Row {
     pub errors: i64,
     pub latency_avg: f64,
     pub latency_max: i64,
+    /// Requests key-auth refused.
+    pub unauthenticated: i64,
 }
 
 /// The answer of a usage query: one series per key, points in time order, and totals.
@@ -310,10 +322,11 @@ pub fn usage_answer(q: &Query, rows: Vec<Row>) -> Value {
         totals.total_tokens += r.total_tokens;
         totals.cost += r.cost;
         totals.errors += r.errors;
+        totals.unauthenticated += r.unauthenticated;
         let point = json!({
             "t": r.t / 1000, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
             "completion_tokens": r.completion_tokens, "total_tokens": r.total_tokens,
-            "cost": r.cost, "errors": r.errors,
+            "cost": r.cost, "errors": r.errors, "unauthenticated": r.unauthenticated,
             "latency_ms_avg": (r.latency_avg * 10.0).round() / 10.0, "latency_ms_max": r.latency_max,
         });
         match series.iter_mut().find(|(k, _)| *k == r.key) {
@@ -329,6 +342,7 @@ pub fn usage_answer(q: &Query, rows: Vec<Row>) -> Value {
             "requests": totals.requests, "prompt_tokens": totals.prompt_tokens,
             "completion_tokens": totals.completion_tokens, "total_tokens": totals.total_tokens,
             "cost": totals.cost, "errors": totals.errors,
+            "unauthenticated": totals.unauthenticated,
         },
     })
 }
@@ -340,7 +354,7 @@ pub fn top_answer(q: &TopQuery, rows: Vec<Row>) -> Value {
         "data": rows.into_iter().map(|r| json!({
             "key": r.key, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
             "completion_tokens": r.completion_tokens, "total_tokens": r.total_tokens,
-            "cost": r.cost, "errors": r.errors,
+            "cost": r.cost, "errors": r.errors, "unauthenticated": r.unauthenticated,
         })).collect::<Vec<_>>(),
     })
 }
@@ -391,6 +405,15 @@ mod tests {
         )
         .unwrap();
         assert!(t.sql(false).contains("ORDER BY cost DESC"));
+        let t = TopQuery::parse(
+            &q(&[("by", "credential"), ("measure", "unauthenticated")]),
+            10_000_000,
+        )
+        .unwrap();
+        assert_eq!(t.by, GroupBy::Credential);
+        assert!(t.sql(true).contains("ORDER BY unauthenticated DESC"));
+        let p = Query::parse(&q(&[("application", "mobile-app")]), 10_000_000).unwrap();
+        assert_eq!(p.filter, Some((GroupBy::Application, "mobile-app".into())));
         assert!(TopQuery::parse(&q(&[("limit", "0")]), 10_000_000).is_err());
     }
 }

@@ -15,8 +15,26 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
     service TEXT NOT NULL, provider TEXT NOT NULL, model TEXT NOT NULL,
     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
     total_tokens INTEGER NOT NULL, cost REAL NOT NULL, latency_ms INTEGER NOT NULL,
-    status INTEGER NOT NULL, guardrail TEXT NOT NULL);
+    status INTEGER NOT NULL, guardrail TEXT NOT NULL,
+    consumer_id TEXT NOT NULL DEFAULT '', credential TEXT NOT NULL DEFAULT '',
+    credential_tags TEXT NOT NULL DEFAULT '', unauthenticated INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS tollgate_usage_ts ON tollgate_usage (ts_ms);";
+
+/// Columns added since the table's first version, added to an older file when it opens.
+const ADDED: [(&str, &str); 4] = [
+    ("consumer_id", "TEXT NOT NULL DEFAULT ''"),
+    ("credential", "TEXT NOT NULL DEFAULT ''"),
+    ("credential_tags", "TEXT NOT NULL DEFAULT ''"),
+    ("unauthenticated", "INTEGER NOT NULL DEFAULT 0"),
+];
+
+/// The insert, with its columns named (an older file's added columns come last); a request
+/// id already stored (a replayed record) is skipped.
+const INSERT: &str = "INSERT OR IGNORE INTO tollgate_usage (ts_ms, request_id, consumer, application, \
+    consumer_group, route, service, provider, model, prompt_tokens, completion_tokens, \
+    total_tokens, cost, latency_ms, status, guardrail, consumer_id, credential, \
+    credential_tags, unauthenticated) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
 
 /// The writer's connection.
 pub struct Sqlite {
@@ -42,6 +60,7 @@ impl Sqlite {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| e.to_string())?;
         conn.execute_batch(SCHEMA)
+            .and_then(|()| migrate(&conn))
             .map_err(|e| format!("analytics {}: {e}", path.display()))?;
         Ok(Sqlite { conn })
     }
@@ -50,11 +69,7 @@ impl Sqlite {
     pub fn insert(&mut self, batch: &[Record], aside: &mut StepAside) -> Result<(), String> {
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;
         {
-            let mut st = tx
-                .prepare_cached(
-                    "INSERT INTO tollgate_usage VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                )
-                .map_err(|e| e.to_string())?;
+            let mut st = tx.prepare_cached(INSERT).map_err(|e| e.to_string())?;
             for r in batch {
                 st.execute(params![
                     r.ts_ms,
@@ -72,7 +87,11 @@ impl Sqlite {
                     r.cost,
                     r.latency_ms,
                     r.status,
-                    r.guardrail
+                    r.guardrail,
+                    r.consumer_id,
+                    r.credential,
+                    r.credential_tags,
+                    i64::from(r.unauthenticated),
                 ])
                 .map_err(|e| e.to_string())?;
                 aside.tick();
@@ -80,6 +99,39 @@ impl Sqlite {
         }
         tx.commit().map_err(|e| e.to_string())
     }
+}
+
+/// Brings a file written by an older gateway to the current columns (records already in
+/// it keep the credential's id as their application, as written then) and to one row per
+/// request id: an older gateway could store a record twice (a batch that failed halfway
+/// was spilled whole and replayed), and the copies are the same record.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let have: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('tollgate_usage')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (column, kind) in ADDED {
+        if !have.iter().any(|h| h == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE tollgate_usage ADD COLUMN {column} {kind}"
+            ))?;
+        }
+    }
+    let unique: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'tollgate_usage_request_id'",
+        [],
+        |r| r.get(0),
+    )?;
+    if unique == 0 {
+        conn.execute_batch(
+            "BEGIN;
+             DELETE FROM tollgate_usage WHERE rowid NOT IN
+                 (SELECT MIN(rowid) FROM tollgate_usage GROUP BY request_id);
+             CREATE UNIQUE INDEX tollgate_usage_request_id ON tollgate_usage (request_id);
+             COMMIT;",
+        )?;
+    }
+    Ok(())
 }
 
 /// A result row of a usage query (`series`: bucketed, with latency) or a top query; the
@@ -97,6 +149,7 @@ fn row(r: &rusqlite::Row<'_>, series: bool) -> rusqlite::Result<Row> {
             errors: r.get(7)?,
             latency_avg: r.get(8)?,
             latency_max: r.get(9)?,
+            unauthenticated: r.get(10)?,
         }
     } else {
         Row {
@@ -107,6 +160,7 @@ fn row(r: &rusqlite::Row<'_>, series: bool) -> rusqlite::Result<Row> {
             total_tokens: r.get(4)?,
             cost: r.get(5)?,
             errors: r.get(6)?,
+            unauthenticated: r.get(7)?,
             ..Row::default()
         }
     })
