@@ -99,6 +99,10 @@ enum Command {
         /// `host=127.0.0.1 user=postgres dbname=postgres` or a postgres:// URL.
         #[arg(long, env = "TOLLGATE_ANALYTICS_POSTGRES", hide_env_values = true)]
         analytics_postgres: Option<String>,
+        /// Try the gateway offline: the embedded default routes in front of a built-in mock
+        /// upstream on 127.0.0.1 (no provider key; Admin API writes are not saved).
+        #[arg(long, env = "TOLLGATE_DEMO", conflicts_with = "config")]
+        demo: bool,
     },
     /// Check a declarative config file; prints every error with its field path.
     Validate {
@@ -240,6 +244,7 @@ fn main() -> ExitCode {
             upstream_ca_bundle,
             analytics,
             analytics_postgres,
+            demo,
         } => {
             init_logs(&log_level, &log_format);
             if let Some(bundle) = &upstream_ca_bundle {
@@ -310,12 +315,32 @@ fn main() -> ExitCode {
                 .clone()
                 .unwrap_or_else(server::tls::default_data_dir)
                 .join("kong.yaml");
-            let (name, text) = match &config {
-                Some(path) => (
+            // The demo's mock listens before the config is built, so the routes can name
+            // its port; it serves once the runtime runs.
+            let demo = if demo {
+                match std::net::TcpListener::bind(("127.0.0.1", 0))
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .and_then(|l| l.local_addr().map(|a| (l, a)))
+                {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        eprintln!("--demo: cannot listen on 127.0.0.1 for the mock upstream: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                None
+            };
+            let (name, text) = match (&config, &demo) {
+                (_, Some((_, mock))) => (
+                    "demo config".into(),
+                    config::demo_config(&format!("http://{mock}")),
+                ),
+                (Some(path), None) => (
                     path.display().to_string(),
                     std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}")),
                 ),
-                None if saved.exists() => {
+                (None, None) if saved.exists() => {
                     println!(
                         "tollgate config: {} (saved by the Admin API)",
                         saved.display()
@@ -325,11 +350,17 @@ fn main() -> ExitCode {
                         std::fs::read_to_string(&saved).map_err(|e| format!("cannot read it: {e}")),
                     )
                 }
-                None => (
+                (None, None) => (
                     "embedded default".into(),
                     Ok(config::EMBEDDED_DEFAULT.to_string()),
                 ),
             };
+            if config.is_none() && demo.is_none() {
+                let var = config::DEFAULT_KEY_VARIABLE;
+                if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                    tracing::warn!("{var} is not set: the default OpenAI routes answer 500 until it is; set it, or try the gateway offline with `tollgate serve --demo`");
+                }
+            }
             let text = match text {
                 Ok(t) => t,
                 Err(e) => {
@@ -346,9 +377,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            let persist = match (&config, &demo) {
+                (_, Some(_)) => None,
+                (Some(path), None) => Some(path.clone()),
+                (None, None) => Some(saved),
+            };
             let control = tollgate::admin::control::Control::new(
                 state,
-                Some(config.clone().unwrap_or(saved)),
+                persist,
                 admin_token.map(tollgate::secret::Secret::new),
             );
             for w in &snap.warnings {
@@ -449,6 +485,7 @@ fn main() -> ExitCode {
                         .and_then(|(_, live, ..)| admin_tls_addr.map(|a| (a, live.clone()))),
                 },
                 proxy_tls.map(|(_, live, src, cert, key)| (src, cert, key, live)),
+                demo.map(|(l, _)| l),
             ))
         }
     }
@@ -467,7 +504,19 @@ async fn serve(
     watch: Option<PathBuf>,
     opts: ServeOptions,
     tls: Option<TlsWatch>,
+    demo: Option<std::net::TcpListener>,
 ) -> ExitCode {
+    // Kept for the life of the process: dropping it stops the mock.
+    let _mock = match demo
+        .map(|l| tokio::net::TcpListener::from_std(l).and_then(mock_llm::MockLlm::start_with))
+    {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            eprintln!("--demo: cannot start the mock upstream: {e}");
+            return ExitCode::from(1);
+        }
+    };
     if let Some((src, cert, key, live)) = tls {
         let snaps = Some(gw.snapshot.clone());
         server::tls::watch(src, cert, key, live, snaps, Duration::from_secs(2));
@@ -488,6 +537,13 @@ async fn serve(
     }
     if let Some(a) = running.admin_tls_addr {
         println!("tollgate admin tls on https://{a}");
+    }
+    if let Some(m) = &_mock {
+        println!(
+            "tollgate demo: the default routes answer from a built-in mock upstream on {} (no provider key; nothing leaves this machine), e.g. curl http://{}/openai/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'",
+            m.url(),
+            running.proxy_addr
+        );
     }
     if let Some(a) = running.admin_addr {
         println!("tollgate admin on http://{a}");

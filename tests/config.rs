@@ -274,12 +274,33 @@ services:
         "{:?}",
         s.warnings
     );
-    // Part of a value is not a reference (Kong needs the whole value).
-    let e = errors(&text.replace(
-        "\"{vault://my-env/openai-key}\"",
-        "\"Bearer {vault://my-env/openai-key}\"",
-    ));
-    assert!(e[0].contains("must be the entire value"), "{e:?}");
+    // Literal text before a reference is kept in front of the secret (a Tollgate
+    // extension, so a bare API key can make a `Bearer` header)...
+    let s = load_with_env(
+        &text.replace(
+            "\"{vault://my-env/openai-key}\"",
+            "\"Bearer {vault://my-env/openai-key}\"",
+        ),
+        &[("TG_OPENAI_KEY", "sk-bare")],
+    )
+    .unwrap();
+    let ok = (0..2).find(|i| secret_of(&s, *i).is_ok()).unwrap();
+    assert_eq!(secret_of(&s, ok).unwrap(), "Bearer sk-bare");
+    // ...but text after it, or two references, is refused.
+    for bad in [
+        "\"{vault://my-env/openai-key} x\"",
+        "\"a{vault://my-env/openai-key}{vault://my-env/b}\"",
+    ] {
+        let e = errors(&text.replace("\"{vault://my-env/openai-key}\"", bad));
+        assert!(e[0].contains("must be the entire value"), "{bad}: {e:?}");
+    }
+}
+
+fn secret_of(s: &config::Snapshot, i: usize) -> Result<http::HeaderValue, String> {
+    match &s.plugins[i].plugin {
+        Plugin::AiProxy(ai) => ai.targets[0].auth.header.as_ref().unwrap().1.value(),
+        _ => panic!(),
+    }
 }
 
 #[test]

@@ -43,6 +43,8 @@ fn spawn_raw(args: &[&str], env: &[(&str, &str)]) -> Gateway {
         .args(["--proxy-listen", "127.0.0.1:0"])
         .args(args)
         .env_remove("OPENAI_AUTH_HEADER")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("TOLLGATE_DEMO")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in env {
@@ -116,7 +118,7 @@ async fn embedded_default_config_starts_and_names_the_missing_key() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !warned
         .iter()
-        .any(|l| l.contains("OPENAI_AUTH_HEADER is not set"))
+        .any(|l| l.contains("OPENAI_API_KEY is not set") && l.contains("--demo"))
     {
         assert!(
             Instant::now() < deadline,
@@ -126,6 +128,19 @@ async fn embedded_default_config_starts_and_names_the_missing_key() {
             warned.push(l);
         }
     }
+    // The default's names are its own: Kong's examples' names are free.
+    let r = post_json(
+        &format!("{}/routes", gw.admin),
+        &json!({"name": "openai-chat", "paths": ["/chat"]}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = post_json(
+        &format!("{}/services", gw.admin),
+        &json!({"name": "openai", "url": "https://api.openai.com"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
 }
 
 #[tokio::test]
@@ -692,4 +707,94 @@ async fn watch_and_admin_writes_share_the_file() {
         after.contains("hand") && after.contains("u1") && after.contains("u2"),
         "{after}"
     );
+}
+
+/// The embedded default as `tollgate default-config` prints it, with only its upstream moved
+/// to the mock: the key in OPENAI_API_KEY reaches the upstream as a Bearer header.
+#[tokio::test]
+async fn default_config_sends_openai_api_key_as_bearer() {
+    let mock = MockLlm::start().await.unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("default-config")
+        .output()
+        .unwrap();
+    let default = String::from_utf8(out.stdout).unwrap();
+    let moved = default.replace(
+        "                provider: openai\n",
+        &format!(
+            "                provider: openai\n                options: {{upstream_url: \"{}\"}}\n",
+            mock.url()
+        ),
+    );
+    assert_eq!(moved.matches("upstream_url").count(), 3, "{moved}");
+    let dir = tempdir::TempDir::new();
+    let file = dir.path().join("default.yaml");
+    std::fs::write(&file, moved).unwrap();
+    let gw = spawn(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[("OPENAI_API_KEY", "sk-test-bare-key")],
+    );
+    let r = post_json(
+        &format!("{}/openai/v1/chat/completions", gw.proxy),
+        &json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = mock.last_request().unwrap();
+    assert_eq!(
+        seen.header("authorization"),
+        Some("Bearer sk-test-bare-key")
+    );
+    assert!(seen.path.ends_with("/v1/chat/completions"), "{}", seen.path);
+}
+
+/// `--demo`: the default routes answer from the built-in mock, with no key and no network.
+#[tokio::test]
+async fn demo_serves_the_default_routes_offline() {
+    let data = tempdir::TempDir::new();
+    let gw = spawn(
+        &["--demo", "--data-dir", data.path().to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        gw.out.iter().any(|l| l.starts_with("tollgate demo:")),
+        "{:?}",
+        gw.out
+    );
+    let r = post_json(
+        &format!("{}/openai/v1/chat/completions", gw.proxy),
+        &json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "chat.completion");
+    let r = post_json(
+        &format!("{}/openai/v1/responses", gw.proxy),
+        &json!({"model":"gpt-4o-mini","input":"hi"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "response");
+    // No key is asked for, and the demo saves nothing a later real start would load.
+    let logged: Vec<String> = gw.stderr.try_iter().collect();
+    assert!(
+        !logged.iter().any(|l| l.contains("OPENAI_API_KEY")),
+        "{logged:?}"
+    );
+    let r = post_json(
+        &format!("{}/consumers", gw.admin),
+        &json!({"username": "demo-user"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(std::fs::read_dir(data.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("yaml")));
 }

@@ -116,3 +116,39 @@ pub fn load_file(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
 
 /// The config used when `tollgate serve` is given no `--config` (documented in README.md).
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.yaml");
+
+/// The environment variable the embedded default reads the OpenAI key from.
+pub const DEFAULT_KEY_VARIABLE: &str = "OPENAI_API_KEY";
+
+/// The embedded default with every route sent to `upstream` (a local mock) and no provider
+/// key: what `tollgate serve --demo` runs.
+pub fn demo_config(upstream: &str) -> Result<String, String> {
+    let mut doc: serde_json::Value = serde_norway::from_str(EMBEDDED_DEFAULT)
+        .map_err(|e| format!("the embedded default: {e}"))?;
+    let services = doc
+        .get_mut("services")
+        .and_then(serde_json::Value::as_array_mut)
+        .ok_or("the embedded default has no services")?;
+    for service in services {
+        service["url"] = serde_json::Value::String(upstream.to_string());
+        let routes = service
+            .get_mut("routes")
+            .and_then(serde_json::Value::as_array_mut)
+            .into_iter()
+            .flatten();
+        let plugins = routes.flat_map(|r| {
+            r.get_mut("plugins")
+                .and_then(serde_json::Value::as_array_mut)
+                .into_iter()
+                .flatten()
+        });
+        for config in plugins.filter_map(|p| p.get_mut("config")) {
+            if let Some(c) = config.as_object_mut() {
+                c.remove("auth");
+            }
+            config["model"]["options"]["upstream_url"] =
+                serde_json::Value::String(upstream.to_string());
+        }
+    }
+    serde_norway::to_string(&doc).map_err(|e| format!("the demo config: {e}"))
+}
