@@ -5,6 +5,7 @@ pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod llm;
 pub mod observe;
 pub mod plugins;

@@ -561,14 +561,19 @@ async fn renewed_tls_certificate_files_are_picked_up_without_a_restart() {
     );
 }
 
-/// Without --config, Admin API writes are saved under --data-dir and loaded at the next
-/// start instead of the embedded default.
+/// Without --config, Admin API writes are saved under --data-dir (created 0700) in a state
+/// file (0600) and loaded at the next start on top of the embedded default; key-auth keys
+/// are kept only as digests, and a provider key in clear is warned about.
 #[tokio::test]
 async fn admin_writes_survive_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let mock = MockLlm::start().await.unwrap();
-    let data = tempdir::TempDir::new();
-    let dir = data.path().to_str().unwrap();
-    let gw = spawn(&["--data-dir", dir], &[]);
+    let tmp = tempdir::TempDir::new();
+    let data = tmp.path().join("data");
+    let dir = data.to_str().unwrap();
+    let tls = ["--proxy-tls-listen", "127.0.0.1:0", "--data-dir", dir];
+    let gw = spawn(&tls, &[]);
     let post = |path: &str, body: serde_json::Value| {
         let url = format!("{}{path}", gw.admin);
         async move { post_json(&url, &body).await }
@@ -594,17 +599,54 @@ async fn admin_writes_survive_a_restart() {
     let r = post(
         "/routes/r/plugins",
         json!({"name": "ai-proxy", "config": {"route_type": "llm/v1/chat",
+            "auth": {"header_name": "Authorization", "header_value": "Bearer sk-plain-provider-key"},
             "model": {"provider": "openai", "name": "saved-model",
                       "options": {"upstream_url": format!("{}/v1/chat/completions", mock.url())}}}}),
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        post("/consumers", json!({"username": "u"})).await.status,
+        201
+    );
+    let r = post("/consumers/u/key-auth", json!({"key": "clear-api-key-123"})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let state = data.join("admin-state.yaml");
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(!saved.contains("clear-api-key-123"), "{saved}");
+    assert!(!data.join("kong.yaml").exists());
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&state), 0o600);
+    assert_eq!(mode(&data.join("analytics.db")), 0o600);
+    let key = std::fs::read_dir(data.join("tls"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("key"))
+        .unwrap();
+    assert_eq!(mode(&key), 0o600);
+    // The clear provider key is warned about, by field, never by value.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut logged: Vec<String> = Vec::new();
+    while !logged
+        .iter()
+        .any(|l| l.contains("config.auth.header_value") && l.contains("vault://"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no clear-secret warning: {logged:?}"
+        );
+        if let Ok(l) = gw.stderr.recv_timeout(Duration::from_millis(100)) {
+            logged.push(l);
+        }
+    }
+    assert!(!logged.iter().any(|l| l.contains("sk-plain-provider-key")));
     drop(gw);
-    assert!(data.path().join("kong.yaml").exists());
 
-    let gw = spawn(&["--data-dir", dir], &[]);
+    let gw = spawn(&tls, &[]);
     assert!(
-        gw.out.iter().any(|l| l.contains("saved by the Admin API")),
+        gw.out
+            .iter()
+            .any(|l| l.contains("admin-state.yaml (Admin API writes on top of embedded default)")),
         "{:?}",
         gw.out
     );
@@ -620,6 +662,108 @@ async fn admin_writes_survive_a_restart() {
         routes["data"].as_array().unwrap().len(),
         4,
         "the default's 3 and mine"
+    );
+    // The key still works though only its digest was saved.
+    let r = send(
+        "GET",
+        &format!("{}/consumers/u/key-auth", gw.admin),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        r.json()["data"].as_array().unwrap().len(),
+        1,
+        "{}",
+        r.text()
+    );
+}
+
+/// With --config, Admin API writes leave the file byte for byte and persist in the data
+/// directory while the file is unchanged; an edited file wins (the writes set aside); with
+/// --admin-writes-to-config the file itself is rewritten.
+#[tokio::test]
+async fn admin_writes_leave_the_config_file_alone() {
+    let mock = MockLlm::start().await.unwrap();
+    let tmp = tempdir::TempDir::new();
+    let file = tmp.path().join("kong.yaml");
+    let data = tmp.path().join("data");
+    let text = format!(
+        "# my hand-written config\n{}",
+        watched_config(&mock.url(), &[("one", "m1")])
+    );
+    std::fs::write(&file, &text).unwrap();
+    let args = [
+        "--config",
+        file.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let gw = spawn(&args, &[]);
+    let r = send(
+        "PATCH",
+        &format!("{}/routes/one", gw.admin),
+        &[("content-type", "application/json")],
+        json!({"paths": ["/patched"]}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    drop(gw);
+
+    let gw = spawn(&args, &[]);
+    let r = post_json(
+        &format!("{}/patched", gw.proxy),
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        200,
+        "the PATCH survived the restart: {}",
+        r.text()
+    );
+    drop(gw);
+
+    // The user edits the file: it wins, and the earlier writes are kept aside.
+    std::fs::write(&file, text.replace("my hand-written", "my edited")).unwrap();
+    let gw = spawn(&args, &[]);
+    let r = post_json(
+        &format!("{}/one", gw.proxy),
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(data.join("admin-state.yaml.old").exists());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut logged: Vec<String> = Vec::new();
+    while !logged
+        .iter()
+        .any(|l| l.contains("changed since the Admin API last saved"))
+    {
+        assert!(Instant::now() < deadline, "{logged:?}");
+        if let Ok(l) = gw.stderr.recv_timeout(Duration::from_millis(100)) {
+            logged.push(l);
+        }
+    }
+    drop(gw);
+
+    // Asked to, the Admin API rewrites the file (flat form, .bak kept).
+    let mut with_flag = args.to_vec();
+    with_flag.push("--admin-writes-to-config");
+    let gw = spawn(&with_flag, &[]);
+    let before = std::fs::read_to_string(&file).unwrap();
+    let r = post_json(
+        &format!("{}/consumers", gw.admin),
+        &json!({"username": "carol"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let after = std::fs::read_to_string(&file).unwrap();
+    assert!(after.contains("carol"), "{after}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("kong.yaml.bak")).unwrap(),
+        before
     );
 }
 
@@ -660,15 +804,24 @@ async fn admin_beyond_loopback_needs_a_token() {
     assert!(!gw.out.iter().any(|l| l.contains("s3cret-admin")));
 }
 
-/// With --watch, the Admin API's own saves do not trigger reloads, and a hand edit of the
-/// file reaches the Admin API's state (a later write keeps it).
+/// With --watch and --admin-writes-to-config, the Admin API's own saves do not trigger
+/// reloads, and a hand edit of the file reaches the Admin API's state (a later write keeps
+/// it).
 #[tokio::test]
 async fn watch_and_admin_writes_share_the_file() {
     let mock = MockLlm::start().await.unwrap();
     let dir = tempdir::TempDir::new();
     let file = dir.path().join("kong.yaml");
     std::fs::write(&file, watched_config(&mock.url(), &[("one", "m1")])).unwrap();
-    let gw = spawn(&["--watch", "--config", file.to_str().unwrap()], &[]);
+    let gw = spawn(
+        &[
+            "--watch",
+            "--admin-writes-to-config",
+            "--config",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
     let r = post_json(
         &format!("{}/consumers", gw.admin),
         &json!({"username": "u1"}),
