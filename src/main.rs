@@ -167,7 +167,12 @@ fn init_logs(level: &str, format: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { file } => match config::load_file(&file) {
+        Command::Validate { file } => match std::fs::read_to_string(&file)
+            .map_err(|e| {
+                config::ConfigErrors::single("", format!("cannot read {}: {e}", file.display()))
+            })
+            .and_then(|text| config::validate_str(&text))
+        {
             Ok(snap) => {
                 for w in &snap.warnings {
                     eprintln!("warning: {w}");

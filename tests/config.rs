@@ -464,3 +464,61 @@ fn validate_command_exit_codes_and_messages() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("_format_version"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `tollgate validate` reports every error of every plugin in one run, with a hint for a
+/// misplaced or misspelt field, and an unknown vault prefix is an error.
+#[test]
+fn validate_reports_every_error_with_hints() {
+    let dir = std::env::temp_dir().join(format!("tollgate-validate-all-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("seed.yaml");
+    std::fs::write(
+        &file,
+        r#"_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:9
+    routes:
+      - name: r1
+        paths: ["/one"]
+        plugins:
+          - name: ai-proxy-advanced
+            config:
+              targets:
+                - route_type: llm/v1/chat
+                  model: {provider: openai, name: m}
+              balancer:
+                algorithm: round-robin
+                retries: many
+                targets:
+                  - route_type: llm/v1/chat
+                    model: {provider: openai, name: m}
+      - name: r2
+        paths: ["/two"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              auth: {header_name: Authorization, header_value: "{vault://nope/key}"}
+              model: {provider: openai, nme: m}
+"#,
+    )
+    .unwrap();
+    let out = tollgate().arg("validate").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let p1 = "services[0].routes[0].plugins[0].config";
+    let p2 = "services[0].routes[1].plugins[0].config";
+    for want in [
+        format!("{p1}.balancer.targets: unknown field"),
+        "did you mean \"config.targets\"?".to_string(),
+        format!("{p1}.balancer.retries: invalid type: string \"many\""),
+        format!("{p2}.model.nme: unknown field"),
+        "did you mean \"config.model.name\"?".to_string(),
+        format!("{p2}.auth.header_value: unknown vault 'nope'"),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.contains("4 error(s)"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,6 +1,7 @@
 //! Loading Kong's declarative config: text → decK templates → raw document → typed,
 //! validated, compiled [`Snapshot`].
 
+pub mod collect;
 pub mod env;
 pub mod hcv;
 pub mod ids;
@@ -83,13 +84,44 @@ pub fn parse_value(
     Ok(value)
 }
 
-/// Types a parsed document; the error names the field.
+/// Types a parsed document; every error names its field (a misspelt one with a hint).
 pub fn typed_document(value: serde_json::Value) -> Result<raw::RawConfig, ConfigErrors> {
-    serde_path_to_error::deserialize::<_, raw::RawConfig>(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        ConfigErrors::single(path, tidy_serde_message(&e.into_inner().to_string()))
+    collect::deserialize_all::<raw::RawConfig>(&value).map_err(|errors| {
+        ConfigErrors(
+            errors
+                .into_iter()
+                .map(|(path, m)| {
+                    let mut message = tidy_serde_message(&m);
+                    if let Some(hint) = collect::did_you_mean(&path, &m, "", &[]) {
+                        message = format!("{message}; {hint}");
+                    }
+                    ConfigIssue { path, message }
+                })
+                .collect(),
+        )
     })
+}
+
+/// Like [`load_str`], stricter, for `tollgate validate`: a vault reference naming a vault
+/// that is neither built in nor declared is an error (at load it is a warning and a 500 on
+/// the requests that need it).
+pub fn validate_str(text: &str) -> Result<Snapshot, ConfigErrors> {
+    let env = |name: &str| std::env::var(name).ok();
+    let value = parse_value(text, &env)?;
+    let vaults = collect::unknown_vault_prefixes(&value);
+    let loaded = typed_document(value).and_then(|raw| Snapshot::compile(raw, &env));
+    match (loaded, vaults.is_empty()) {
+        (Ok(snap), true) => Ok(snap),
+        (Ok(_), false) => Err(ConfigErrors(vaults)),
+        (Err(mut e), _) => {
+            for v in vaults {
+                if !e.0.iter().any(|x| x.path == v.path) {
+                    e.0.push(v);
+                }
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Parses YAML or JSON text (after decK substitution) into the raw document.
