@@ -951,3 +951,68 @@ async fn demo_serves_the_default_routes_offline() {
         .to_string_lossy()
         .contains("yaml")));
 }
+
+/// With --watch and no --admin-writes-to-config, a hand edit of the file that loads replaces
+/// the Admin API's writes, whose state file is set aside; a `kong.yaml` saved in the data
+/// directory by an earlier version becomes the state file (0600).
+#[tokio::test]
+async fn watched_edits_set_admin_writes_aside_and_legacy_saves_move() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = MockLlm::start().await.unwrap();
+    let tmp = tempdir::TempDir::new();
+    let file = tmp.path().join("kong.yaml");
+    let data = tmp.path().join("data");
+    let text = watched_config(&mock.url(), &[("one", "m1")]);
+    std::fs::write(&file, &text).unwrap();
+    let gw = spawn(
+        &[
+            "--watch",
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let r = post_json(
+        &format!("{}/consumers", gw.admin),
+        &json!({"username": "u1"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let state = data.join("admin-state.yaml");
+    assert!(std::fs::read_to_string(&state).unwrap().contains("u1"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    std::fs::write(&file, watched_config(&mock.url(), &[("two", "m2")])).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&format!("{}/routes/two", gw.admin)).await.status != 200 {
+        assert!(Instant::now() < deadline, "the edit was not loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&format!("{}/consumers/u1", gw.admin)).await.status, 404);
+    assert!(!state.exists());
+    assert!(data.join("admin-state.yaml.old").exists());
+    drop(gw);
+
+    // An earlier version's save over the embedded default.
+    let legacy_dir = tmp.path().join("legacy");
+    std::fs::create_dir_all(&legacy_dir).unwrap();
+    std::fs::write(
+        legacy_dir.join("kong.yaml"),
+        "_format_version: \"3.0\"\nconsumers: [{username: old-user}]\n",
+    )
+    .unwrap();
+    let gw = spawn(&["--data-dir", legacy_dir.to_str().unwrap()], &[]);
+    assert_eq!(
+        get(&format!("{}/consumers/old-user", gw.admin))
+            .await
+            .status,
+        200
+    );
+    assert!(!legacy_dir.join("kong.yaml").exists());
+    let moved = legacy_dir.join("admin-state.yaml");
+    assert_eq!(
+        std::fs::metadata(&moved).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
