@@ -615,7 +615,7 @@ async fn serve(
     demo: Option<std::net::TcpListener>,
 ) -> ExitCode {
     // Kept for the life of the process: dropping it stops the mock.
-    let _mock = match demo
+    let mock = match demo
         .map(|l| tokio::net::TcpListener::from_std(l).and_then(mock_llm::MockLlm::start_with))
     {
         None => None,
@@ -646,7 +646,7 @@ async fn serve(
     if let Some(a) = running.admin_tls_addr {
         println!("tollgate admin tls on https://{a}");
     }
-    if let Some(m) = &_mock {
+    if let Some(m) = &mock {
         println!(
             "tollgate demo: the default routes answer from a built-in mock upstream on {} (no provider key; nothing leaves this machine), e.g. curl http://{}/openai/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'",
             m.url(),

@@ -465,8 +465,8 @@ fn validate_command_exit_codes_and_messages() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `tollgate validate` reports every error of every plugin in one run, with a hint for a
-/// misplaced or misspelt field, and an unknown vault prefix is an error.
+/// `tollgate validate` reports every error of the document and of every plugin in one run,
+/// with a hint for a misplaced or misspelt field, and an unknown vault prefix is an error.
 #[test]
 fn validate_reports_every_error_with_hints() {
     let dir = std::env::temp_dir().join(format!("tollgate-validate-all-{}", std::process::id()));
@@ -495,6 +495,7 @@ services:
                     model: {provider: openai, name: m}
       - name: r2
         paths: ["/two"]
+        protocol: [http]
         plugins:
           - name: ai-proxy
             config:
@@ -516,9 +517,12 @@ services:
         format!("{p2}.model.nme: unknown field"),
         "did you mean \"config.model.name\"?".to_string(),
         format!("{p2}.auth.header_value: unknown vault 'nope'"),
+        // A document-level error does not hide the plugins' errors.
+        "services[0].routes[1].protocol: unknown field".to_string(),
+        "did you mean \"services[0].routes[1].protocols\"?".to_string(),
     ] {
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
-    assert!(err.contains("4 error(s)"), "{err}");
+    assert!(err.contains("5 error(s)"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

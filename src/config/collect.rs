@@ -26,8 +26,19 @@ enum Step {
 /// `T` from `value`, or every error found (paths relative to `value`, empty for the value
 /// itself, messages as serde words them).
 pub fn deserialize_all<T: DeserializeOwned>(value: &Value) -> Result<T, Vec<(String, String)>> {
+    match deserialize_partial(value) {
+        (Some(t), errors) if errors.is_empty() => Ok(t),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// Every error of `value` as [`deserialize_all`] finds them, and `T` from what is left once
+/// the offending values are removed (None when nothing types).
+pub fn deserialize_partial<T: DeserializeOwned>(
+    value: &Value,
+) -> (Option<T>, Vec<(String, String)>) {
     let first = match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(t) => return Ok(t),
+        Ok(t) => return (Some(t), Vec::new()),
         Err(e) => e,
     };
     let mut work = value.clone();
@@ -68,9 +79,12 @@ pub fn deserialize_all<T: DeserializeOwned>(value: &Value) -> Result<T, Vec<(Str
             Some((Step::Index(i), array)) => removed.push((array.to_vec(), *i)),
             _ => removed_fields.push(steps),
         }
-        next = serde_path_to_error::deserialize::<_, T>(&work).err();
+        match serde_path_to_error::deserialize::<_, T>(&work) {
+            Ok(t) => return (Some(t), errors),
+            Err(e) => next = Some(e),
+        }
     }
-    Err(errors)
+    (None, errors)
 }
 
 /// The field serde says is missing.

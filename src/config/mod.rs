@@ -86,20 +86,26 @@ pub fn parse_value(
 
 /// Types a parsed document; every error names its field (a misspelt one with a hint).
 pub fn typed_document(value: serde_json::Value) -> Result<raw::RawConfig, ConfigErrors> {
-    collect::deserialize_all::<raw::RawConfig>(&value).map_err(|errors| {
-        ConfigErrors(
-            errors
-                .into_iter()
-                .map(|(path, m)| {
-                    let mut message = tidy_serde_message(&m);
-                    if let Some(hint) = collect::did_you_mean(&path, &m, "", &[]) {
-                        message = format!("{message}; {hint}");
-                    }
-                    ConfigIssue { path, message }
-                })
-                .collect(),
-        )
-    })
+    match typed_partial(&value) {
+        (Some(raw), e) if e.0.is_empty() => Ok(raw),
+        (_, e) => Err(e),
+    }
+}
+
+/// The document's typing errors, and the document typed without the values in error.
+fn typed_partial(value: &serde_json::Value) -> (Option<raw::RawConfig>, ConfigErrors) {
+    let (raw, errors) = collect::deserialize_partial::<raw::RawConfig>(value);
+    let errors = errors
+        .into_iter()
+        .map(|(path, m)| {
+            let message = match collect::did_you_mean(&path, &m, "", &[]) {
+                Some(hint) => tidy_serde_message(&format!("{m}; {hint}")),
+                None => tidy_serde_message(&m),
+            };
+            ConfigIssue { path, message }
+        })
+        .collect();
+    (raw, ConfigErrors(errors))
 }
 
 /// Like [`load_str`], stricter, for `tollgate validate`: a vault reference naming a vault
@@ -108,19 +114,39 @@ pub fn typed_document(value: serde_json::Value) -> Result<raw::RawConfig, Config
 pub fn validate_str(text: &str) -> Result<Snapshot, ConfigErrors> {
     let env = |name: &str| std::env::var(name).ok();
     let value = parse_value(text, &env)?;
-    let vaults = collect::unknown_vault_prefixes(&value);
-    let loaded = typed_document(value).and_then(|raw| Snapshot::compile(raw, &env));
-    match (loaded, vaults.is_empty()) {
-        (Ok(snap), true) => Ok(snap),
-        (Ok(_), false) => Err(ConfigErrors(vaults)),
-        (Err(mut e), _) => {
-            for v in vaults {
-                if !e.0.iter().any(|x| x.path == v.path) {
-                    e.0.push(v);
-                }
-            }
-            Err(e)
+    let mut errors = collect::unknown_vault_prefixes(&value);
+    let (raw, typing) = typed_partial(&value);
+    // The rest of the document is still compiled, so its errors show in the same run;
+    // those about an object that lost a value to a typing error are left out (they may
+    // only follow from the removal).
+    let compiled = raw.map(|raw| Snapshot::compile(raw, &env));
+    let lost = |path: &str| {
+        typing.0.iter().any(|t| {
+            t.path == path
+                || t.path.starts_with(&format!("{path}."))
+                || t.path.starts_with(&format!("{path}["))
+        })
+    };
+    let snap = match compiled {
+        Some(Ok(snap)) => Some(snap),
+        Some(Err(e)) => {
+            errors.extend(e.0.into_iter().filter(|c| !lost(&c.path)));
+            None
         }
+        None => None,
+    };
+    let mut all = typing.0;
+    for e in errors {
+        if !all
+            .iter()
+            .any(|x| x.path == e.path && x.message == e.message)
+        {
+            all.push(e);
+        }
+    }
+    match snap {
+        Some(snap) if all.is_empty() => Ok(snap),
+        _ => Err(ConfigErrors(all)),
     }
 }
 
