@@ -332,12 +332,17 @@ pub fn unknown_vault_prefixes(doc: &Value) -> Vec<ConfigIssue> {
                 .take_while(|c| *c != '/' && *c != '}' && *c != '?' && *c != '#')
                 .collect();
             if !known.contains(&host) {
-                out.push(ConfigIssue {
-                    path: path.to_string(),
-                    message: format!(
+                let message = if ["aws", "gcp", "azure", "conjur"].contains(&host.as_str()) {
+                    format!("vault backend '{host}' is not supported by tollgate yet (supported: env, hcv)")
+                } else {
+                    format!(
                         "unknown vault '{host}' in a vault reference (known: {}; declare it under `vaults`)",
                         known.join(", ")
-                    ),
+                    )
+                };
+                out.push(ConfigIssue {
+                    path: path.to_string(),
+                    message,
                 });
             }
             rest = after;
