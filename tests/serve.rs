@@ -128,6 +128,12 @@ async fn embedded_default_config_starts_and_names_the_missing_key() {
             warned.push(l);
         }
     }
+    // The reference form is shown as written (nothing secret in it).
+    let plugins = get(&format!("{}/plugins", gw.admin)).await.json();
+    assert_eq!(
+        plugins["data"][0]["config"]["auth"]["header_value"],
+        "Bearer {vault://env/openai-api-key}"
+    );
     // The default's names are its own: Kong's examples' names are free.
     let r = post_json(
         &format!("{}/routes", gw.admin),

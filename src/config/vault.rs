@@ -52,6 +52,17 @@ pub fn is_reference(value: &str) -> bool {
     value.starts_with("{vault://") && value.ends_with('}')
 }
 
+/// True when the value is a vault reference, alone or after an auth scheme word such as
+/// `Bearer ` (nothing secret in it: it may be shown as written). Other literal text before a
+/// reference could be part of a secret, so such values stay redacted.
+pub fn is_reference_form(value: &str) -> bool {
+    is_reference(value)
+        || split_prefixed(value).is_some_and(|(prefix, _)| {
+            let word = prefix.strip_suffix(' ').unwrap_or(prefix);
+            (1..=16).contains(&word.len()) && word.chars().all(|c| c.is_ascii_alphabetic())
+        })
+}
+
 /// Splits `Bearer {vault://env/openai-api-key}` into the literal text before the reference
 /// and the reference (Kong takes only whole-value references; Tollgate also takes a literal
 /// prefix, so a header value can be built from a bare API key). None for any other shape.
@@ -428,6 +439,19 @@ mod tests {
             value("{vault://env/openai-api-key#2}", &v),
             Ok("old".into())
         );
+    }
+
+    #[test]
+    fn reference_forms() {
+        assert!(is_reference_form("{vault://env/k}"));
+        assert!(is_reference_form("Bearer {vault://env/k}"));
+        assert!(!is_reference_form("sk-partly-secret {vault://env/k}"));
+        assert!(!is_reference_form("Bearer sk-1"));
+        assert_eq!(
+            split_prefixed("Bearer {vault://env/k}"),
+            Some(("Bearer ", "{vault://env/k}"))
+        );
+        assert_eq!(split_prefixed("{vault://env/k} x"), None);
     }
 
     #[test]
