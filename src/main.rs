@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use tollgate::admin::control::{load_state_file, Base, Control, Saved, STATE_FILE};
+use tollgate::admin::control::{load_state_file, state_file_name, Base, Control, Saved};
 use tollgate::config;
 
 /// mimalloc (cargo feature `mimalloc`): fewer cycles per allocation than glibc's malloc, at
@@ -543,12 +543,16 @@ fn choose_config(
         return Ok((source, text, Persist::Config(path.to_path_buf())));
     }
     let base = Base::of(&text, &source);
-    let state_file = dir.join(STATE_FILE);
+    let state_file = dir.join(state_file_name(file));
     if file.is_none() {
         adopt_legacy(dir, &state_file, &base)?;
     }
     let saved = load_state_file(&state_file, &base)
         .map_err(|e| format!("{}: {e}", state_file.display()))?;
+    tracing::info!(
+        "Admin API writes are saved to {} (the config itself is not rewritten)",
+        state_file.display()
+    );
     let persist = Persist::State(state_file.clone(), base);
     match saved {
         Saved::None => Ok((source, text, persist)),

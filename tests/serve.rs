@@ -715,6 +715,12 @@ async fn admin_writes_leave_the_config_file_alone() {
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let saved = state_file(&data, ".yaml");
+        let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     drop(gw);
 
     let gw = spawn(&args, &[]);
@@ -740,7 +746,7 @@ async fn admin_writes_leave_the_config_file_alone() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(data.join("admin-state.yaml.old").exists());
+    assert!(state_file(&data, ".yaml.old").exists());
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut logged: Vec<String> = Vec::new();
     while !logged
@@ -986,7 +992,7 @@ async fn watched_edits_set_admin_writes_aside_and_legacy_saves_move() {
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text());
-    let state = data.join("admin-state.yaml");
+    let state = state_file(&data, ".yaml");
     assert!(std::fs::read_to_string(&state).unwrap().contains("u1"));
     assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
     std::fs::write(&file, watched_config(&mock.url(), &[("two", "m2")])).unwrap();
@@ -997,7 +1003,7 @@ async fn watched_edits_set_admin_writes_aside_and_legacy_saves_move() {
     }
     assert_eq!(get(&format!("{}/consumers/u1", gw.admin)).await.status, 404);
     assert!(!state.exists());
-    assert!(data.join("admin-state.yaml.old").exists());
+    assert!(state_file(&data, ".yaml.old").exists());
     drop(gw);
 
     // An earlier version's save over the embedded default.
@@ -1021,4 +1027,20 @@ async fn watched_edits_set_admin_writes_aside_and_legacy_saves_move() {
         std::fs::metadata(&moved).unwrap().permissions().mode() & 0o777,
         0o600
     );
+}
+
+/// The state file (or its set-aside copy) of the one `--config` file used with `data`.
+fn state_file(data: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let found: Vec<_> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("admin-state-")
+                && n.ends_with(suffix)
+                && !n[..n.len() - suffix.len()].contains('.')
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
 }

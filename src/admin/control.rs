@@ -54,8 +54,22 @@ impl Base {
     }
 }
 
-/// The state file's name in the data directory.
+/// The state file's name in the data directory over the embedded default.
 pub const STATE_FILE: &str = "admin-state.yaml";
+
+/// The state file's name in the data directory for config `file` (the embedded default
+/// when None): one per config path, so gateways sharing a data directory with different
+/// configs do not set each other's writes aside.
+pub fn state_file_name(file: Option<&Path>) -> String {
+    match file {
+        None => STATE_FILE.to_string(),
+        Some(f) => {
+            let path = std::fs::canonicalize(f).unwrap_or_else(|_| f.to_path_buf());
+            let d = digest(&path.to_string_lossy());
+            format!("admin-state-{}.yaml", hex(&d[..6]))
+        }
+    }
+}
 
 /// Makes `text` (a config saved without a base tag) the state file of `base`.
 pub fn adopt(file: &Path, text: &str, base: &Base) -> std::io::Result<()> {
@@ -103,8 +117,11 @@ fn set_aside(file: &Path) -> std::io::Result<PathBuf> {
     let mut old = file.as_os_str().to_owned();
     old.push(".old");
     let old = PathBuf::from(old);
-    std::fs::rename(file, &old)?;
-    Ok(old)
+    match std::fs::rename(file, &old) {
+        // Another gateway starting from the same directory moved it first.
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(old),
+    }
 }
 
 impl Control {
