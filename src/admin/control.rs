@@ -3,7 +3,7 @@
 //! an edited copy of the state, saves the copy, then swaps both in (requests in flight
 //! finish on the snapshot they started with).
 //!
-//! Where writes are saved (docs/admin.md, "Where writes are saved"): by default to a state
+//! Where writes are saved (docs/admin.md, "Where changes are saved"): by default to a state
 //! file in the data directory, tagged with the SHA-256 of the config it was made from (the
 //! `--config` file or the embedded default); the next start loads it instead of that config
 //! while the config is unchanged, and sets it aside when the config changed. The user's
