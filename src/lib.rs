@@ -5,6 +5,7 @@ pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod llm;
 pub mod observe;
 pub mod plugins;
@@ -30,8 +31,8 @@ pub async fn run(config_text: &str, opts: server::ServeOptions) -> Result<server
     run_with(config_text, None, None, opts).await
 }
 
-/// Starts a gateway from config text whose Admin API writes are saved to `file` (when
-/// given) and need `admin_token` (when given).
+/// Starts a gateway from config text whose Admin API writes rewrite `file` (when given, as
+/// `serve --admin-writes-to-config` does) and need `admin_token` (when given).
 pub async fn run_with(
     config_text: &str,
     file: Option<std::path::PathBuf>,

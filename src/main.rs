@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+use tollgate::admin::control::{load_state_file, state_file_name, Base, Control, Saved};
 use tollgate::config;
 
 /// mimalloc (cargo feature `mimalloc`): fewer cycles per allocation than glibc's malloc, at
@@ -78,8 +79,9 @@ enum Command {
         /// PEM private key of --tls-cert.
         #[arg(long, env = "TOLLGATE_TLS_KEY", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
-        /// Where generated state lives (the self-signed certificate when no --tls-cert is
-        /// given). Default: $XDG_DATA_HOME/tollgate or ~/.local/share/tollgate.
+        /// Where generated state lives (Admin API writes, the self-signed certificate, usage
+        /// analytics), created 0700. Default: $XDG_DATA_HOME/tollgate or
+        /// ~/.local/share/tollgate.
         #[arg(long, env = "TOLLGATE_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// Token the Admin API requires as `Authorization: Bearer …` (required when it
@@ -99,6 +101,14 @@ enum Command {
         /// `host=127.0.0.1 user=postgres dbname=postgres` or a postgres:// URL.
         #[arg(long, env = "TOLLGATE_ANALYTICS_POSTGRES", hide_env_values = true)]
         analytics_postgres: Option<String>,
+        /// Try the gateway offline: the embedded default routes in front of a built-in mock
+        /// upstream on 127.0.0.1 (no provider key; Admin API writes are not saved).
+        #[arg(long, env = "TOLLGATE_DEMO", conflicts_with = "config")]
+        demo: bool,
+        /// Save Admin API writes by rewriting the --config file (Kong's flat form; the
+        /// previous version kept as FILE.bak) instead of the data directory's state file.
+        #[arg(long, env = "TOLLGATE_ADMIN_WRITES_TO_CONFIG", requires = "config")]
+        admin_writes_to_config: bool,
     },
     /// Check a declarative config file; prints every error with its field path.
     Validate {
@@ -157,7 +167,12 @@ fn init_logs(level: &str, format: &str) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { file } => match config::load_file(&file) {
+        Command::Validate { file } => match std::fs::read_to_string(&file)
+            .map_err(|e| {
+                config::ConfigErrors::single("", format!("cannot read {}: {e}", file.display()))
+            })
+            .and_then(|text| config::validate_str(&text))
+        {
             Ok(snap) => {
                 for w in &snap.warnings {
                     eprintln!("warning: {w}");
@@ -240,6 +255,8 @@ fn main() -> ExitCode {
             upstream_ca_bundle,
             analytics,
             analytics_postgres,
+            demo,
+            admin_writes_to_config,
         } => {
             init_logs(&log_level, &log_format);
             if let Some(bundle) = &upstream_ca_bundle {
@@ -304,39 +321,45 @@ fn main() -> ExitCode {
                     .clone()
                     .unwrap_or_else(server::tls::default_data_dir),
             );
-            // Admin API writes are saved to the config file; without one, to the data
-            // directory, whose saved config is then loaded instead of the embedded default.
-            let saved = data_dir
+            let dir = data_dir
                 .clone()
-                .unwrap_or_else(server::tls::default_data_dir)
-                .join("kong.yaml");
-            let (name, text) = match &config {
-                Some(path) => (
-                    path.display().to_string(),
-                    std::fs::read_to_string(path).map_err(|e| format!("cannot read it: {e}")),
-                ),
-                None if saved.exists() => {
-                    println!(
-                        "tollgate config: {} (saved by the Admin API)",
-                        saved.display()
-                    );
-                    (
-                        saved.display().to_string(),
-                        std::fs::read_to_string(&saved).map_err(|e| format!("cannot read it: {e}")),
-                    )
+                .unwrap_or_else(server::tls::default_data_dir);
+            private_data_dir(&dir, data_dir.is_none());
+            // The demo's mock listens before the config is built, so the routes can name
+            // its port; it serves once the runtime runs.
+            let demo = if demo {
+                match std::net::TcpListener::bind(("127.0.0.1", 0))
+                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
+                    .and_then(|l| l.local_addr().map(|a| (l, a)))
+                {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        eprintln!("--demo: cannot listen on 127.0.0.1 for the mock upstream: {e}");
+                        return ExitCode::from(1);
+                    }
                 }
-                None => (
-                    "embedded default".into(),
-                    Ok(config::EMBEDDED_DEFAULT.to_string()),
-                ),
+            } else {
+                None
             };
-            let text = match text {
-                Ok(t) => t,
+            let chosen = choose_config(
+                config.as_deref(),
+                demo.as_ref().map(|(_, a)| *a),
+                admin_writes_to_config,
+                &dir,
+            );
+            let (name, text, persist) = match chosen {
+                Ok(c) => c,
                 Err(e) => {
-                    eprintln!("{name}: {e}");
+                    eprintln!("{e}");
                     return ExitCode::from(1);
                 }
             };
+            if config.is_none() && demo.is_none() {
+                let var = config::DEFAULT_KEY_VARIABLE;
+                if std::env::var_os(var).is_none_or(|v| v.is_empty()) {
+                    tracing::warn!("{var} is not set: the default OpenAI routes answer 500 until it is; set it, or try the gateway offline with `tollgate serve --demo`");
+                }
+            }
             let (snap, state) = match tollgate::load(&text) {
                 Ok(s) => s,
                 Err(errors) => {
@@ -346,11 +369,12 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
-            let control = tollgate::admin::control::Control::new(
-                state,
-                Some(config.clone().unwrap_or(saved)),
-                admin_token.map(tollgate::secret::Secret::new),
-            );
+            let token = admin_token.map(tollgate::secret::Secret::new);
+            let control = match persist {
+                Persist::Memory => Control::new(state, None, token),
+                Persist::Config(path) => Control::new(state, Some(path), token),
+                Persist::State(file, base) => Control::with_state_file(state, file, base, token),
+            };
             for w in &snap.warnings {
                 tracing::warn!("config: {w}");
             }
@@ -449,9 +473,134 @@ fn main() -> ExitCode {
                         .and_then(|(_, live, ..)| admin_tls_addr.map(|a| (a, live.clone()))),
                 },
                 proxy_tls.map(|(_, live, src, cert, key)| (src, cert, key, live)),
+                demo.map(|(l, _)| l),
             ))
         }
     }
+}
+
+/// Where Admin API writes are saved.
+enum Persist {
+    /// Nowhere (`--demo`).
+    Memory,
+    /// Rewritten into the `--config` file (`--admin-writes-to-config`).
+    Config(PathBuf),
+    /// The data directory's state file, made from this base config.
+    State(PathBuf, Base),
+}
+
+/// The data directory is created owner-only; an existing one open to others is tightened
+/// when it is the default one, and reported when the user chose it.
+fn private_data_dir(dir: &std::path::Path, default: bool) {
+    match tollgate::files::private_dir(dir) {
+        Ok(true) => {}
+        Ok(false) => {
+            let bits = tollgate::files::shared_bits(dir);
+            if bits == 0 {
+                return;
+            }
+            if default {
+                if let Err(e) = tollgate::files::set_mode(dir, 0o700) {
+                    tracing::warn!(
+                        "data directory {}: cannot make it owner-only: {e}",
+                        dir.display()
+                    );
+                }
+            } else {
+                tracing::warn!(
+                    "data directory {} is open to other users (mode bits {bits:03o} for group/others): its files are created 0600, but consider chmod 700",
+                    dir.display()
+                );
+            }
+        }
+        Err(e) => tracing::warn!("data directory {}: cannot create it: {e}", dir.display()),
+    }
+}
+
+/// The config to run (its name for messages and its text) and where Admin API writes go.
+fn choose_config(
+    file: Option<&std::path::Path>,
+    demo: Option<SocketAddr>,
+    writes_to_config: bool,
+    dir: &std::path::Path,
+) -> Result<(String, String, Persist), String> {
+    if let Some(mock) = demo {
+        let text = config::demo_config(&format!("http://{mock}"))?;
+        return Ok(("demo config".into(), text, Persist::Memory));
+    }
+    let (source, text) = match file {
+        Some(path) => (
+            path.display().to_string(),
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: cannot read it: {e}", path.display()))?,
+        ),
+        None => (
+            "embedded default".to_string(),
+            config::EMBEDDED_DEFAULT.to_string(),
+        ),
+    };
+    if let (true, Some(path)) = (writes_to_config, file) {
+        return Ok((source, text, Persist::Config(path.to_path_buf())));
+    }
+    let base = Base::of(&text, &source);
+    let state_file = dir.join(state_file_name(file));
+    if file.is_none() {
+        adopt_legacy(dir, &state_file, &base)?;
+    }
+    let saved = load_state_file(&state_file, &base)
+        .map_err(|e| format!("{}: {e}", state_file.display()))?;
+    tracing::info!(
+        "Admin API writes are saved to {} (the config itself is not rewritten)",
+        state_file.display()
+    );
+    let persist = Persist::State(state_file.clone(), base);
+    match saved {
+        Saved::None => Ok((source, text, persist)),
+        Saved::Current(saved) => {
+            println!(
+                "tollgate config: {} (Admin API writes on top of {source})",
+                state_file.display()
+            );
+            Ok((state_file.display().to_string(), saved, persist))
+        }
+        Saved::SetAside(old) => {
+            tracing::warn!(
+                "{source} changed since the Admin API last saved: running it as it is now; the earlier Admin API writes are kept in {} (not loaded)",
+                old.display()
+            );
+            Ok((source, text, persist))
+        }
+    }
+}
+
+/// Earlier versions saved Admin API writes over the embedded default as `kong.yaml` in the
+/// data directory (mode 0644): it becomes the state file.
+fn adopt_legacy(
+    dir: &std::path::Path,
+    state_file: &std::path::Path,
+    base: &Base,
+) -> Result<(), String> {
+    let legacy = dir.join("kong.yaml");
+    if !legacy.exists() || state_file.exists() {
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&legacy)
+        .map_err(|e| format!("{}: cannot read it: {e}", legacy.display()))?;
+    tollgate::admin::control::adopt(state_file, &text, base)
+        .and_then(|()| std::fs::remove_file(&legacy))
+        .map_err(|e| {
+            format!(
+                "{}: cannot move it to {}: {e}",
+                legacy.display(),
+                state_file.display()
+            )
+        })?;
+    tracing::info!(
+        "moved {} (Admin API writes saved by an earlier version) to {}",
+        legacy.display(),
+        state_file.display()
+    );
+    Ok(())
 }
 
 /// The TLS certificate source, its files and the live acceptor to renew.
@@ -467,7 +616,19 @@ async fn serve(
     watch: Option<PathBuf>,
     opts: ServeOptions,
     tls: Option<TlsWatch>,
+    demo: Option<std::net::TcpListener>,
 ) -> ExitCode {
+    // Kept for the life of the process: dropping it stops the mock.
+    let mock = match demo
+        .map(|l| tokio::net::TcpListener::from_std(l).and_then(mock_llm::MockLlm::start_with))
+    {
+        None => None,
+        Some(Ok(m)) => Some(m),
+        Some(Err(e)) => {
+            eprintln!("--demo: cannot start the mock upstream: {e}");
+            return ExitCode::from(1);
+        }
+    };
     if let Some((src, cert, key, live)) = tls {
         let snaps = Some(gw.snapshot.clone());
         server::tls::watch(src, cert, key, live, snaps, Duration::from_secs(2));
@@ -488,6 +649,13 @@ async fn serve(
     }
     if let Some(a) = running.admin_tls_addr {
         println!("tollgate admin tls on https://{a}");
+    }
+    if let Some(m) = &mock {
+        println!(
+            "tollgate demo: the default routes answer from a built-in mock upstream on {} (no provider key; nothing leaves this machine), e.g. curl http://{}/openai/v1/chat/completions -H 'content-type: application/json' -d '{{\"model\":\"gpt-4o-mini\",\"messages\":[{{\"role\":\"user\",\"content\":\"hi\"}}]}}'",
+            m.url(),
+            running.proxy_addr
+        );
     }
     if let Some(a) = running.admin_addr {
         println!("tollgate admin on http://{a}");

@@ -559,6 +559,8 @@ services:
     );
 }
 
+/// The rewrite mode (`serve --admin-writes-to-config`; by default writes go to the data
+/// directory's state file, see tests/serve.rs admin_writes_leave_the_config_file_alone).
 #[tokio::test]
 async fn writes_are_saved_to_the_file_with_templates_kept() {
     std::env::set_var("DECK_ADMIN_TEST_KEY", "sk-from-deck-env");

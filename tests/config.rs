@@ -274,12 +274,33 @@ services:
         "{:?}",
         s.warnings
     );
-    // Part of a value is not a reference (Kong needs the whole value).
-    let e = errors(&text.replace(
-        "\"{vault://my-env/openai-key}\"",
-        "\"Bearer {vault://my-env/openai-key}\"",
-    ));
-    assert!(e[0].contains("must be the entire value"), "{e:?}");
+    // Literal text before a reference is kept in front of the secret (a Tollgate
+    // extension, so a bare API key can make a `Bearer` header)...
+    let s = load_with_env(
+        &text.replace(
+            "\"{vault://my-env/openai-key}\"",
+            "\"Bearer {vault://my-env/openai-key}\"",
+        ),
+        &[("TG_OPENAI_KEY", "sk-bare")],
+    )
+    .unwrap();
+    let ok = (0..2).find(|i| secret_of(&s, *i).is_ok()).unwrap();
+    assert_eq!(secret_of(&s, ok).unwrap(), "Bearer sk-bare");
+    // ...but text after it, or two references, is refused.
+    for bad in [
+        "\"{vault://my-env/openai-key} x\"",
+        "\"a{vault://my-env/openai-key}{vault://my-env/b}\"",
+    ] {
+        let e = errors(&text.replace("\"{vault://my-env/openai-key}\"", bad));
+        assert!(e[0].contains("must be the entire value"), "{bad}: {e:?}");
+    }
+}
+
+fn secret_of(s: &config::Snapshot, i: usize) -> Result<http::HeaderValue, String> {
+    match &s.plugins[i].plugin {
+        Plugin::AiProxy(ai) => ai.targets[0].auth.header.as_ref().unwrap().1.value(),
+        _ => panic!(),
+    }
 }
 
 #[test]
@@ -441,5 +462,67 @@ fn validate_command_exit_codes_and_messages() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
     let out = tollgate().arg("default-config").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("_format_version"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tollgate validate` reports every error of the document and of every plugin in one run,
+/// with a hint for a misplaced or misspelt field, and an unknown vault prefix is an error.
+#[test]
+fn validate_reports_every_error_with_hints() {
+    let dir = std::env::temp_dir().join(format!("tollgate-validate-all-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("seed.yaml");
+    std::fs::write(
+        &file,
+        r#"_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:9
+    routes:
+      - name: r1
+        paths: ["/one"]
+        plugins:
+          - name: ai-proxy-advanced
+            config:
+              targets:
+                - route_type: llm/v1/chat
+                  model: {provider: openai, name: m}
+              balancer:
+                algorithm: round-robin
+                retries: many
+                targets:
+                  - route_type: llm/v1/chat
+                    model: {provider: openai, name: m}
+      - name: r2
+        paths: ["/two"]
+        protocol: [http]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              auth: {header_name: Authorization, header_value: "{vault://nope/key}"}
+              model: {provider: openai, nme: m}
+"#,
+    )
+    .unwrap();
+    let out = tollgate().arg("validate").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let p1 = "services[0].routes[0].plugins[0].config";
+    let p2 = "services[0].routes[1].plugins[0].config";
+    for want in [
+        format!("{p1}.balancer.targets: unknown field"),
+        "did you mean \"config.targets\"?".to_string(),
+        format!("{p1}.balancer.retries: invalid type: string \"many\""),
+        format!("{p2}.model.nme: unknown field"),
+        "did you mean \"config.model.name\"?".to_string(),
+        format!("{p2}.auth.header_value: unknown vault 'nope'"),
+        // A document-level error does not hide the plugins' errors.
+        "services[0].routes[1].protocol: unknown field".to_string(),
+        "did you mean \"services[0].routes[1].protocols\"?".to_string(),
+    ] {
+        assert!(err.contains(&want), "missing {want:?} in:\n{err}");
+    }
+    assert!(err.contains("5 error(s)"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }

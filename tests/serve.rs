@@ -43,6 +43,8 @@ fn spawn_raw(args: &[&str], env: &[(&str, &str)]) -> Gateway {
         .args(["--proxy-listen", "127.0.0.1:0"])
         .args(args)
         .env_remove("OPENAI_AUTH_HEADER")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("TOLLGATE_DEMO")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     for (k, v) in env {
@@ -116,7 +118,7 @@ async fn embedded_default_config_starts_and_names_the_missing_key() {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !warned
         .iter()
-        .any(|l| l.contains("OPENAI_AUTH_HEADER is not set"))
+        .any(|l| l.contains("OPENAI_API_KEY is not set") && l.contains("--demo"))
     {
         assert!(
             Instant::now() < deadline,
@@ -126,6 +128,25 @@ async fn embedded_default_config_starts_and_names_the_missing_key() {
             warned.push(l);
         }
     }
+    // The reference form is shown as written (nothing secret in it).
+    let plugins = get(&format!("{}/plugins", gw.admin)).await.json();
+    assert_eq!(
+        plugins["data"][0]["config"]["auth"]["header_value"],
+        "Bearer {vault://env/openai-api-key}"
+    );
+    // The default's names are its own: Kong's examples' names are free.
+    let r = post_json(
+        &format!("{}/routes", gw.admin),
+        &json!({"name": "openai-chat", "paths": ["/chat"]}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = post_json(
+        &format!("{}/services", gw.admin),
+        &json!({"name": "openai", "url": "https://api.openai.com"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
 }
 
 #[tokio::test]
@@ -546,14 +567,19 @@ async fn renewed_tls_certificate_files_are_picked_up_without_a_restart() {
     );
 }
 
-/// Without --config, Admin API writes are saved under --data-dir and loaded at the next
-/// start instead of the embedded default.
+/// Without --config, Admin API writes are saved under --data-dir (created 0700) in a state
+/// file (0600) and loaded at the next start on top of the embedded default; key-auth keys
+/// are kept only as digests, and a provider key in clear is warned about.
 #[tokio::test]
 async fn admin_writes_survive_a_restart() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     let mock = MockLlm::start().await.unwrap();
-    let data = tempdir::TempDir::new();
-    let dir = data.path().to_str().unwrap();
-    let gw = spawn(&["--data-dir", dir], &[]);
+    let tmp = tempdir::TempDir::new();
+    let data = tmp.path().join("data");
+    let dir = data.to_str().unwrap();
+    let tls = ["--proxy-tls-listen", "127.0.0.1:0", "--data-dir", dir];
+    let gw = spawn(&tls, &[]);
     let post = |path: &str, body: serde_json::Value| {
         let url = format!("{}{path}", gw.admin);
         async move { post_json(&url, &body).await }
@@ -579,17 +605,54 @@ async fn admin_writes_survive_a_restart() {
     let r = post(
         "/routes/r/plugins",
         json!({"name": "ai-proxy", "config": {"route_type": "llm/v1/chat",
+            "auth": {"header_name": "Authorization", "header_value": "Bearer sk-plain-provider-key"},
             "model": {"provider": "openai", "name": "saved-model",
                       "options": {"upstream_url": format!("{}/v1/chat/completions", mock.url())}}}}),
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        post("/consumers", json!({"username": "u"})).await.status,
+        201
+    );
+    let r = post("/consumers/u/key-auth", json!({"key": "clear-api-key-123"})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let state = data.join("admin-state.yaml");
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(!saved.contains("clear-api-key-123"), "{saved}");
+    assert!(!data.join("kong.yaml").exists());
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&state), 0o600);
+    assert_eq!(mode(&data.join("analytics.db")), 0o600);
+    let key = std::fs::read_dir(data.join("tls"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().contains("key"))
+        .unwrap();
+    assert_eq!(mode(&key), 0o600);
+    // The clear provider key is warned about, by field, never by value.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut logged: Vec<String> = Vec::new();
+    while !logged
+        .iter()
+        .any(|l| l.contains("config.auth.header_value") && l.contains("vault://"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no clear-secret warning: {logged:?}"
+        );
+        if let Ok(l) = gw.stderr.recv_timeout(Duration::from_millis(100)) {
+            logged.push(l);
+        }
+    }
+    assert!(!logged.iter().any(|l| l.contains("sk-plain-provider-key")));
     drop(gw);
-    assert!(data.path().join("kong.yaml").exists());
 
-    let gw = spawn(&["--data-dir", dir], &[]);
+    let gw = spawn(&tls, &[]);
     assert!(
-        gw.out.iter().any(|l| l.contains("saved by the Admin API")),
+        gw.out
+            .iter()
+            .any(|l| l.contains("admin-state.yaml (Admin API writes on top of embedded default)")),
         "{:?}",
         gw.out
     );
@@ -605,6 +668,114 @@ async fn admin_writes_survive_a_restart() {
         routes["data"].as_array().unwrap().len(),
         4,
         "the default's 3 and mine"
+    );
+    // The key still works though only its digest was saved.
+    let r = send(
+        "GET",
+        &format!("{}/consumers/u/key-auth", gw.admin),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        r.json()["data"].as_array().unwrap().len(),
+        1,
+        "{}",
+        r.text()
+    );
+}
+
+/// With --config, Admin API writes leave the file byte for byte and persist in the data
+/// directory while the file is unchanged; an edited file wins (the writes set aside); with
+/// --admin-writes-to-config the file itself is rewritten.
+#[tokio::test]
+async fn admin_writes_leave_the_config_file_alone() {
+    let mock = MockLlm::start().await.unwrap();
+    let tmp = tempdir::TempDir::new();
+    let file = tmp.path().join("kong.yaml");
+    let data = tmp.path().join("data");
+    let text = format!(
+        "# my hand-written config\n{}",
+        watched_config(&mock.url(), &[("one", "m1")])
+    );
+    std::fs::write(&file, &text).unwrap();
+    let args = [
+        "--config",
+        file.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ];
+    let gw = spawn(&args, &[]);
+    let r = send(
+        "PATCH",
+        &format!("{}/routes/one", gw.admin),
+        &[("content-type", "application/json")],
+        json!({"paths": ["/patched"]}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let saved = state_file(&data, ".yaml");
+        let mode = std::fs::metadata(&saved).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    drop(gw);
+
+    let gw = spawn(&args, &[]);
+    let r = post_json(
+        &format!("{}/patched", gw.proxy),
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(
+        r.status,
+        200,
+        "the PATCH survived the restart: {}",
+        r.text()
+    );
+    drop(gw);
+
+    // The user edits the file: it wins, and the earlier writes are kept aside.
+    std::fs::write(&file, text.replace("my hand-written", "my edited")).unwrap();
+    let gw = spawn(&args, &[]);
+    let r = post_json(
+        &format!("{}/one", gw.proxy),
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(state_file(&data, ".yaml.old").exists());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut logged: Vec<String> = Vec::new();
+    while !logged
+        .iter()
+        .any(|l| l.contains("changed since the Admin API last saved"))
+    {
+        assert!(Instant::now() < deadline, "{logged:?}");
+        if let Ok(l) = gw.stderr.recv_timeout(Duration::from_millis(100)) {
+            logged.push(l);
+        }
+    }
+    drop(gw);
+
+    // Asked to, the Admin API rewrites the file (flat form, .bak kept).
+    let mut with_flag = args.to_vec();
+    with_flag.push("--admin-writes-to-config");
+    let gw = spawn(&with_flag, &[]);
+    let before = std::fs::read_to_string(&file).unwrap();
+    let r = post_json(
+        &format!("{}/consumers", gw.admin),
+        &json!({"username": "carol"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let after = std::fs::read_to_string(&file).unwrap();
+    assert!(after.contains("carol"), "{after}");
+    assert_eq!(
+        std::fs::read_to_string(tmp.path().join("kong.yaml.bak")).unwrap(),
+        before
     );
 }
 
@@ -645,15 +816,24 @@ async fn admin_beyond_loopback_needs_a_token() {
     assert!(!gw.out.iter().any(|l| l.contains("s3cret-admin")));
 }
 
-/// With --watch, the Admin API's own saves do not trigger reloads, and a hand edit of the
-/// file reaches the Admin API's state (a later write keeps it).
+/// With --watch and --admin-writes-to-config, the Admin API's own saves do not trigger
+/// reloads, and a hand edit of the file reaches the Admin API's state (a later write keeps
+/// it).
 #[tokio::test]
 async fn watch_and_admin_writes_share_the_file() {
     let mock = MockLlm::start().await.unwrap();
     let dir = tempdir::TempDir::new();
     let file = dir.path().join("kong.yaml");
     std::fs::write(&file, watched_config(&mock.url(), &[("one", "m1")])).unwrap();
-    let gw = spawn(&["--watch", "--config", file.to_str().unwrap()], &[]);
+    let gw = spawn(
+        &[
+            "--watch",
+            "--admin-writes-to-config",
+            "--config",
+            file.to_str().unwrap(),
+        ],
+        &[],
+    );
     let r = post_json(
         &format!("{}/consumers", gw.admin),
         &json!({"username": "u1"}),
@@ -692,6 +872,177 @@ async fn watch_and_admin_writes_share_the_file() {
         after.contains("hand") && after.contains("u1") && after.contains("u2"),
         "{after}"
     );
+}
+
+/// The embedded default as `tollgate default-config` prints it, with only its upstream moved
+/// to the mock: the key in OPENAI_API_KEY reaches the upstream as a Bearer header.
+#[tokio::test]
+async fn default_config_sends_openai_api_key_as_bearer() {
+    let mock = MockLlm::start().await.unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("default-config")
+        .output()
+        .unwrap();
+    let default = String::from_utf8(out.stdout).unwrap();
+    let moved = default.replace(
+        "                provider: openai\n",
+        &format!(
+            "                provider: openai\n                options: {{upstream_url: \"{}\"}}\n",
+            mock.url()
+        ),
+    );
+    assert_eq!(moved.matches("upstream_url").count(), 3, "{moved}");
+    let dir = tempdir::TempDir::new();
+    let file = dir.path().join("default.yaml");
+    std::fs::write(&file, moved).unwrap();
+    let gw = spawn(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[("OPENAI_API_KEY", "sk-test-bare-key")],
+    );
+    let r = post_json(
+        &format!("{}/openai/v1/chat/completions", gw.proxy),
+        &json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = mock.last_request().unwrap();
+    assert_eq!(
+        seen.header("authorization"),
+        Some("Bearer sk-test-bare-key")
+    );
+    assert!(seen.path.ends_with("/v1/chat/completions"), "{}", seen.path);
+}
+
+/// `--demo`: the default routes answer from the built-in mock, with no key and no network.
+#[tokio::test]
+async fn demo_serves_the_default_routes_offline() {
+    let data = tempdir::TempDir::new();
+    let gw = spawn(
+        &["--demo", "--data-dir", data.path().to_str().unwrap()],
+        &[],
+    );
+    assert!(
+        gw.out.iter().any(|l| l.starts_with("tollgate demo:")),
+        "{:?}",
+        gw.out
+    );
+    let r = post_json(
+        &format!("{}/openai/v1/chat/completions", gw.proxy),
+        &json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "chat.completion");
+    let r = post_json(
+        &format!("{}/openai/v1/responses", gw.proxy),
+        &json!({"model":"gpt-4o-mini","input":"hi"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "response");
+    // No key is asked for, and the demo saves nothing a later real start would load.
+    let logged: Vec<String> = gw.stderr.try_iter().collect();
+    assert!(
+        !logged.iter().any(|l| l.contains("OPENAI_API_KEY")),
+        "{logged:?}"
+    );
+    let r = post_json(
+        &format!("{}/consumers", gw.admin),
+        &json!({"username": "demo-user"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert!(std::fs::read_dir(data.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .contains("yaml")));
+}
+
+/// With --watch and no --admin-writes-to-config, a hand edit of the file that loads replaces
+/// the Admin API's writes, whose state file is set aside; a `kong.yaml` saved in the data
+/// directory by an earlier version becomes the state file (0600).
+#[tokio::test]
+async fn watched_edits_set_admin_writes_aside_and_legacy_saves_move() {
+    use std::os::unix::fs::PermissionsExt;
+    let mock = MockLlm::start().await.unwrap();
+    let tmp = tempdir::TempDir::new();
+    let file = tmp.path().join("kong.yaml");
+    let data = tmp.path().join("data");
+    let text = watched_config(&mock.url(), &[("one", "m1")]);
+    std::fs::write(&file, &text).unwrap();
+    let gw = spawn(
+        &[
+            "--watch",
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let r = post_json(
+        &format!("{}/consumers", gw.admin),
+        &json!({"username": "u1"}),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let state = state_file(&data, ".yaml");
+    assert!(std::fs::read_to_string(&state).unwrap().contains("u1"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), text);
+    std::fs::write(&file, watched_config(&mock.url(), &[("two", "m2")])).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while get(&format!("{}/routes/two", gw.admin)).await.status != 200 {
+        assert!(Instant::now() < deadline, "the edit was not loaded");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(&format!("{}/consumers/u1", gw.admin)).await.status, 404);
+    assert!(!state.exists());
+    assert!(state_file(&data, ".yaml.old").exists());
+    drop(gw);
+
+    // An earlier version's save over the embedded default.
+    let legacy_dir = tmp.path().join("legacy");
+    std::fs::create_dir_all(&legacy_dir).unwrap();
+    std::fs::write(
+        legacy_dir.join("kong.yaml"),
+        "_format_version: \"3.0\"\nconsumers: [{username: old-user}]\n",
+    )
+    .unwrap();
+    let gw = spawn(&["--data-dir", legacy_dir.to_str().unwrap()], &[]);
+    assert_eq!(
+        get(&format!("{}/consumers/old-user", gw.admin))
+            .await
+            .status,
+        200
+    );
+    assert!(!legacy_dir.join("kong.yaml").exists());
+    let moved = legacy_dir.join("admin-state.yaml");
+    assert_eq!(
+        std::fs::metadata(&moved).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+/// The state file (or its set-aside copy) of the one `--config` file used with `data`.
+fn state_file(data: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let found: Vec<_> = std::fs::read_dir(data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().into_owned();
+            n.starts_with("admin-state-")
+                && n.ends_with(suffix)
+                && !n[..n.len() - suffix.len()].contains('.')
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0].clone()
 }
 
 // ---------------------------------------------------------------------------------------

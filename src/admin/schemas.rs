@@ -3,41 +3,11 @@
 //! built from the JSON Schema of the same Rust types the config is parsed with, so it cannot
 //! drift from what the gateway accepts.
 
-use schemars::{schema_for, Schema};
+use schemars::Schema;
 use serde_json::{json, Map, Value};
 
-use crate::config::plugins::{AiProxyAdvancedConfig, AiProxyConfig, FileLogConfig};
-use crate::plugins::key_auth::KeyAuthConfig;
-use crate::plugins::request_transformer::RequestTransformerConfig;
-
-/// The plugins this gateway serves, with their config's JSON Schema.
 fn config_schema(name: &str) -> Option<Schema> {
-    Some(match name {
-        "ai-proxy" => schema_for!(AiProxyConfig),
-        "ai-proxy-advanced" => schema_for!(AiProxyAdvancedConfig),
-        "request-transformer" => schema_for!(RequestTransformerConfig),
-        "file-log" => schema_for!(FileLogConfig),
-        "key-auth" => schema_for!(KeyAuthConfig),
-        "rate-limiting" => schema_for!(crate::plugins::rate_limiting::RateLimitingConfig),
-        "ai-rate-limiting-advanced" => {
-            schema_for!(crate::plugins::ai_rate_limiting::AiRateLimitingConfig)
-        }
-        "ai-prompt-template" => {
-            schema_for!(crate::plugins::ai_prompt_template::AiPromptTemplateConfig)
-        }
-        "ai-prompt-decorator" => {
-            schema_for!(crate::plugins::ai_prompt_decorator::AiPromptDecoratorConfig)
-        }
-        "ai-prompt-length-guard" => {
-            schema_for!(crate::plugins::ai_prompt_length::AiPromptLengthConfig)
-        }
-        "http-log" => schema_for!(crate::observe::http_log::HttpLogConfig),
-        "opentelemetry" => schema_for!(crate::observe::otel::OtelConfig),
-        "prometheus" => schema_for!(crate::plugins::prometheus::PrometheusConfig),
-        "ai-sanitizer" => schema_for!(crate::plugins::ai_sanitizer::AiSanitizerConfig),
-        "ai-prompt-guard" => schema_for!(crate::plugins::ai_prompt_guard::AiPromptGuardConfig),
-        _ => return None,
-    })
+    crate::config::plugins::config_schema(name)
 }
 
 /// Kong's schema for plugin `name`, or None for a plugin this gateway does not serve.

@@ -293,6 +293,7 @@ async fn save(
     let now = now();
     entity.insert("created_at".into(), created_at.unwrap_or(json!(now)));
     entity.insert("updated_at".into(), json!(now));
+    let plain = plain_secrets(&Value::Object(entity.clone()));
     let mut candidate = state.clone();
     let i = match at {
         Some(i) => {
@@ -304,12 +305,55 @@ async fn save(
     gw.control
         .commit(gw, state, candidate, Some((kind, i)))
         .await?;
+    if let (Some(file), false) = (&gw.control.file, plain.is_empty()) {
+        tracing::warn!(
+            "{} {id}: {} saved in clear in {} (readable by its owner only); prefer a vault reference such as {{vault://env/NAME}}",
+            kind.name(),
+            plain.join(", "),
+            file.display()
+        );
+    }
     let snap = gw.snapshot.load_full();
     let mut shown = view(kind, state, &snap, &id);
     if let Some(k) = new_key {
         shown["key"] = Value::String(k);
     }
     Ok((status, Some(shown)))
+}
+
+/// The paths of the secret fields of `v` that hold a literal secret (not a vault reference
+/// or a decK template).
+fn plain_secrets(v: &Value) -> Vec<String> {
+    fn walk(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                for (k, va) in x {
+                    if let Some(vb) = y.get(k) {
+                        let p = if path.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{path}.{k}")
+                        };
+                        walk(va, vb, &p, out);
+                    }
+                }
+            }
+            (Value::Array(x), Value::Array(y)) => {
+                for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                    walk(va, vb, &format!("{path}[{i}]"), out);
+                }
+            }
+            (Value::String(x), _) if a != b && !x.contains("${{") && x != REDACTED => {
+                out.push(path.to_string());
+            }
+            _ => {}
+        }
+    }
+    let mut redacted = v.clone();
+    crate::config::snapshot::redact_secrets(&mut redacted);
+    let mut out = Vec::new();
+    walk(v, &redacted, "", &mut out);
+    out
 }
 
 /// A new API key: 32 random bytes, URL-safe base64, with a prefix that makes leaked keys

@@ -352,12 +352,22 @@ struct Current {
     header: Option<HeaderValue>,
 }
 
+/// How a reference is written in the config: its field, the reference, and literal text
+/// before it (`Bearer ` in `Bearer {vault://…}`).
+pub struct Written {
+    pub field: String,
+    pub reference: String,
+    pub prefix: String,
+}
+
 /// One reference's cached value, shared by the compiled config and its refresh task.
 pub struct Cell {
     /// The config field that holds the reference, for messages.
     field: String,
     reference: String,
     key: Option<String>,
+    /// Literal text put before the secret (`Bearer ` in `Bearer {vault://…}`).
+    prefix: String,
     current: ArcSwap<Current>,
 }
 
@@ -368,11 +378,12 @@ impl std::fmt::Debug for Cell {
 }
 
 impl Cell {
-    fn new(field: String, reference: String, key: Option<String>) -> Cell {
+    fn new(field: String, reference: String, key: Option<String>, prefix: String) -> Cell {
         Cell {
             field,
             reference,
             key,
+            prefix,
             current: ArcSwap::from_pointee(Current {
                 secret: Err("not read yet".into()),
                 header: None,
@@ -382,7 +393,9 @@ impl Cell {
 
     fn set(&self, data: &Result<Arc<Map<String, Value>>, String>) {
         let secret = match data {
-            Ok(d) => pick(d, self.key.as_deref()).map(Secret::new),
+            Ok(d) => {
+                pick(d, self.key.as_deref()).map(|s| Secret::new(format!("{}{s}", self.prefix)))
+            }
             Err(e) => Err(e.clone()),
         };
         let header = secret.as_ref().ok().and_then(|s| {
@@ -487,10 +500,14 @@ impl Session {
         resource: &str,
         version: Option<u32>,
         key: Option<String>,
-        field: String,
-        reference: String,
+        written: Written,
     ) -> Arc<Cell> {
-        let cell = Arc::new(Cell::new(field, reference, key));
+        let cell = Arc::new(Cell::new(
+            written.field,
+            written.reference,
+            key,
+            written.prefix,
+        ));
         let mut loaded = lock(&self.loaded);
         if let Some(l) = loaded.iter().find(|l| {
             l.source.cfg == cfg && l.source.resource == resource && l.source.version == version
@@ -776,7 +793,12 @@ mod tests {
 
     #[test]
     fn cells_never_print_their_value() {
-        let c = Cell::new("f".into(), "{vault://hcv/p/k}".into(), Some("k".into()));
+        let c = Cell::new(
+            "f".into(),
+            "{vault://hcv/p/k}".into(),
+            Some("k".into()),
+            String::new(),
+        );
         let mut m = Map::new();
         m.insert("k".into(), Value::String("sk-hidden".into()));
         c.set(&Ok(Arc::new(m)));

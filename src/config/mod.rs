@@ -1,6 +1,7 @@
 //! Loading Kong's declarative config: text → decK templates → raw document → typed,
 //! validated, compiled [`Snapshot`].
 
+pub mod collect;
 pub mod env;
 pub mod hcv;
 pub mod ids;
@@ -83,13 +84,70 @@ pub fn parse_value(
     Ok(value)
 }
 
-/// Types a parsed document; the error names the field.
+/// Types a parsed document; every error names its field (a misspelt one with a hint).
 pub fn typed_document(value: serde_json::Value) -> Result<raw::RawConfig, ConfigErrors> {
-    serde_path_to_error::deserialize::<_, raw::RawConfig>(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        ConfigErrors::single(path, tidy_serde_message(&e.into_inner().to_string()))
-    })
+    match typed_partial(&value) {
+        (Some(raw), e) if e.0.is_empty() => Ok(raw),
+        (_, e) => Err(e),
+    }
+}
+
+/// The document's typing errors, and the document typed without the values in error.
+fn typed_partial(value: &serde_json::Value) -> (Option<raw::RawConfig>, ConfigErrors) {
+    let (raw, errors) = collect::deserialize_partial::<raw::RawConfig>(value);
+    let errors = errors
+        .into_iter()
+        .map(|(path, m)| {
+            let message = match collect::did_you_mean(&path, &m, "", &[]) {
+                Some(hint) => tidy_serde_message(&format!("{m}; {hint}")),
+                None => tidy_serde_message(&m),
+            };
+            ConfigIssue { path, message }
+        })
+        .collect();
+    (raw, ConfigErrors(errors))
+}
+
+/// Like [`load_str`], stricter, for `tollgate validate`: a vault reference naming a vault
+/// that is neither built in nor declared is an error (at load it is a warning and a 500 on
+/// the requests that need it).
+pub fn validate_str(text: &str) -> Result<Snapshot, ConfigErrors> {
+    let env = |name: &str| std::env::var(name).ok();
+    let value = parse_value(text, &env)?;
+    let mut errors = collect::unknown_vault_prefixes(&value);
+    let (raw, typing) = typed_partial(&value);
+    // The rest of the document is still compiled, so its errors show in the same run;
+    // those about an object that lost a value to a typing error are left out (they may
+    // only follow from the removal).
+    let compiled = raw.map(|raw| Snapshot::compile(raw, &env));
+    let lost = |path: &str| {
+        typing.0.iter().any(|t| {
+            t.path == path
+                || t.path.starts_with(&format!("{path}."))
+                || t.path.starts_with(&format!("{path}["))
+        })
+    };
+    let snap = match compiled {
+        Some(Ok(snap)) => Some(snap),
+        Some(Err(e)) => {
+            errors.extend(e.0.into_iter().filter(|c| !lost(&c.path)));
+            None
+        }
+        None => None,
+    };
+    let mut all = typing.0;
+    for e in errors {
+        if !all
+            .iter()
+            .any(|x| x.path == e.path && x.message == e.message)
+        {
+            all.push(e);
+        }
+    }
+    match snap {
+        Some(snap) if all.is_empty() => Ok(snap),
+        _ => Err(ConfigErrors(all)),
+    }
 }
 
 /// Parses YAML or JSON text (after decK substitution) into the raw document.
@@ -116,3 +174,39 @@ pub fn load_file(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
 
 /// The config used when `tollgate serve` is given no `--config` (documented in README.md).
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.yaml");
+
+/// The environment variable the embedded default reads the OpenAI key from.
+pub const DEFAULT_KEY_VARIABLE: &str = "OPENAI_API_KEY";
+
+/// The embedded default with every route sent to `upstream` (a local mock) and no provider
+/// key: what `tollgate serve --demo` runs.
+pub fn demo_config(upstream: &str) -> Result<String, String> {
+    let mut doc: serde_json::Value = serde_norway::from_str(EMBEDDED_DEFAULT)
+        .map_err(|e| format!("the embedded default: {e}"))?;
+    let services = doc
+        .get_mut("services")
+        .and_then(serde_json::Value::as_array_mut)
+        .ok_or("the embedded default has no services")?;
+    for service in services {
+        service["url"] = serde_json::Value::String(upstream.to_string());
+        let routes = service
+            .get_mut("routes")
+            .and_then(serde_json::Value::as_array_mut)
+            .into_iter()
+            .flatten();
+        let plugins = routes.flat_map(|r| {
+            r.get_mut("plugins")
+                .and_then(serde_json::Value::as_array_mut)
+                .into_iter()
+                .flatten()
+        });
+        for config in plugins.filter_map(|p| p.get_mut("config")) {
+            if let Some(c) = config.as_object_mut() {
+                c.remove("auth");
+            }
+            config["model"]["options"]["upstream_url"] =
+                serde_json::Value::String(upstream.to_string());
+        }
+    }
+    serde_norway::to_string(&doc).map_err(|e| format!("the demo config: {e}"))
+}

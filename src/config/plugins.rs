@@ -604,6 +604,10 @@ pub type FieldError = (String, String);
 
 /// Types `config` for plugin `name`; errors carry paths relative to the plugin (`config.…`).
 pub fn parse(name: &str, config: Option<&Value>) -> Result<PluginConfig, Vec<FieldError>> {
+    parse_unhinted(name, config).map_err(|e| with_hints(name, e))
+}
+
+fn parse_unhinted(name: &str, config: Option<&Value>) -> Result<PluginConfig, Vec<FieldError>> {
     let empty = Value::Object(Default::default());
     let config = match config {
         Some(Value::Null) | None => &empty,
@@ -720,15 +724,69 @@ fn checked(
         .collect())
 }
 
-fn typed<T: for<'de> Deserialize<'de>>(config: &Value) -> Result<T, Vec<FieldError>> {
-    serde_path_to_error::deserialize::<_, T>(config).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." {
-            "config".to_string()
-        } else {
-            format!("config.{path}")
-        };
-        vec![(path, e.into_inner().to_string())]
+/// The typed config, or every error in it (paths from `config`).
+fn typed<T: serde::de::DeserializeOwned>(config: &Value) -> Result<T, Vec<FieldError>> {
+    super::collect::deserialize_all::<T>(config).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|(p, m)| {
+                let path = if p.is_empty() {
+                    "config".to_string()
+                } else {
+                    format!("config.{p}")
+                };
+                (path, m)
+            })
+            .collect()
+    })
+}
+
+/// Adds a "did you mean" hint to each unknown-field error of plugin `name`'s config: the
+/// same field where the config's schema has it, else the closest name at that level.
+fn with_hints(name: &str, errors: Vec<FieldError>) -> Vec<FieldError> {
+    let known = config_schema(name)
+        .map(|s| super::collect::schema_field_paths(s.as_value()))
+        .unwrap_or_default();
+    errors
+        .into_iter()
+        .map(|(path, message)| {
+            match super::collect::did_you_mean(&path, &message, "config", &known) {
+                Some(hint) => (path, format!("{message}; {hint}")),
+                None => (path, message),
+            }
+        })
+        .collect()
+}
+
+/// The JSON Schema of plugin `name`'s config (the types it is parsed with), for the plugins
+/// this gateway serves.
+pub fn config_schema(name: &str) -> Option<schemars::Schema> {
+    use schemars::schema_for;
+    Some(match name {
+        "ai-proxy" => schema_for!(AiProxyConfig),
+        "ai-proxy-advanced" => schema_for!(AiProxyAdvancedConfig),
+        "request-transformer" => schema_for!(RequestTransformerConfig),
+        "file-log" => schema_for!(FileLogConfig),
+        "key-auth" => schema_for!(crate::plugins::key_auth::KeyAuthConfig),
+        "rate-limiting" => schema_for!(crate::plugins::rate_limiting::RateLimitingConfig),
+        "ai-rate-limiting-advanced" => {
+            schema_for!(crate::plugins::ai_rate_limiting::AiRateLimitingConfig)
+        }
+        "ai-prompt-template" => {
+            schema_for!(crate::plugins::ai_prompt_template::AiPromptTemplateConfig)
+        }
+        "ai-prompt-decorator" => {
+            schema_for!(crate::plugins::ai_prompt_decorator::AiPromptDecoratorConfig)
+        }
+        "ai-prompt-length-guard" => {
+            schema_for!(crate::plugins::ai_prompt_length::AiPromptLengthConfig)
+        }
+        "http-log" => schema_for!(crate::observe::http_log::HttpLogConfig),
+        "opentelemetry" => schema_for!(crate::observe::otel::OtelConfig),
+        "prometheus" => schema_for!(crate::plugins::prometheus::PrometheusConfig),
+        "ai-sanitizer" => schema_for!(crate::plugins::ai_sanitizer::AiSanitizerConfig),
+        "ai-prompt-guard" => schema_for!(crate::plugins::ai_prompt_guard::AiPromptGuardConfig),
+        _ => return None,
     })
 }
 

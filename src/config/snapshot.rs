@@ -1409,7 +1409,7 @@ pub fn redact_secrets(v: &mut Value) {
         Value::Object(m) => {
             let redact = |val: &mut Value| {
                 if let Value::String(s) = val {
-                    if !super::vault::is_reference(s) {
+                    if !super::vault::is_reference_form(s) {
                         *val = Value::String("[REDACTED]".into());
                     }
                 }

@@ -52,6 +52,27 @@ pub fn is_reference(value: &str) -> bool {
     value.starts_with("{vault://") && value.ends_with('}')
 }
 
+/// True when the value is a vault reference, alone or after an auth scheme word such as
+/// `Bearer ` (nothing secret in it: it may be shown as written). Other literal text before a
+/// reference could be part of a secret, so such values stay redacted.
+pub fn is_reference_form(value: &str) -> bool {
+    is_reference(value)
+        || split_prefixed(value).is_some_and(|(prefix, _)| {
+            let word = prefix.strip_suffix(' ').unwrap_or(prefix);
+            (1..=16).contains(&word.len()) && word.chars().all(|c| c.is_ascii_alphabetic())
+        })
+}
+
+/// Splits `Bearer {vault://env/openai-api-key}` into the literal text before the reference
+/// and the reference (Kong takes only whole-value references; Tollgate also takes a literal
+/// prefix, so a header value can be built from a bare API key). None for any other shape.
+pub fn split_prefixed(value: &str) -> Option<(&str, &str)> {
+    let i = value.find("{vault://")?;
+    let (prefix, reference) = value.split_at(i);
+    (i > 0 && !prefix.contains('{') && is_reference(reference) && !reference[1..].contains('{'))
+        .then_some((prefix, reference))
+}
+
 /// Parses a reference; the reference must be the entire value, as in Kong.
 pub fn parse(value: &str) -> Result<VaultRef, VaultError> {
     let inner = value
@@ -289,6 +310,18 @@ pub fn resolve_with(
     vaults: &VaultTable,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Resolved, VaultError> {
+    resolve_prefixed(field, "", value, vaults, env)
+}
+
+/// Like [`resolve_with`], the resolved secret preceded by the literal `prefix` (see
+/// [`split_prefixed`]).
+pub fn resolve_prefixed(
+    field: &str,
+    prefix: &str,
+    value: &str,
+    vaults: &VaultTable,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Resolved, VaultError> {
     let r = parse(value)?;
     let backend = match vaults.entities.get(&r.host) {
         Some(b) => b.clone(),
@@ -300,7 +333,13 @@ pub fn resolve_with(
         None => return Err(VaultError::UnknownVault(r.host.clone())),
     };
     match backend {
-        Backend::Env { prefix } => resolve_env(&r, prefix, env).map(Resolved::Fixed),
+        Backend::Env { prefix: var_prefix } => resolve_env(&r, var_prefix, env).map(|s| {
+            Resolved::Fixed(if prefix.is_empty() {
+                s
+            } else {
+                Secret::new(format!("{prefix}{}", s.expose()))
+            })
+        }),
         Backend::Hcv { .. } => {
             for (k, _) in &r.query {
                 if k == "token" {
@@ -323,8 +362,11 @@ pub fn resolve_with(
                 &r.resource,
                 r.version,
                 r.key.clone(),
-                field.to_string(),
-                value.to_string(),
+                hcv::Written {
+                    field: field.to_string(),
+                    reference: value.to_string(),
+                    prefix: prefix.to_string(),
+                },
             )))
         }
     }
@@ -397,6 +439,19 @@ mod tests {
             value("{vault://env/openai-api-key#2}", &v),
             Ok("old".into())
         );
+    }
+
+    #[test]
+    fn reference_forms() {
+        assert!(is_reference_form("{vault://env/k}"));
+        assert!(is_reference_form("Bearer {vault://env/k}"));
+        assert!(!is_reference_form("sk-partly-secret {vault://env/k}"));
+        assert!(!is_reference_form("Bearer sk-1"));
+        assert_eq!(
+            split_prefixed("Bearer {vault://env/k}"),
+            Some(("Bearer ", "{vault://env/k}"))
+        );
+        assert_eq!(split_prefixed("{vault://env/k} x"), None);
     }
 
     #[test]

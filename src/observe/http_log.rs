@@ -256,7 +256,7 @@ fn spill(
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let file = std::fs::OpenOptions::new()
+    let file = crate::files::private_options()
         .create(true)
         .append(true)
         .open(path);

@@ -1336,13 +1336,17 @@ fn live_secret(
     errors: &mut FieldErrors,
     warnings: &mut FieldErrors,
 ) -> LiveSecret {
-    if !vault::is_reference(value) {
-        if value.contains("{vault://") {
-            errors.push((path, "a vault reference must be the entire value (store the full value, e.g. 'Bearer sk-…', in the secret)".into()));
+    let (prefix, reference) = match vault::split_prefixed(value) {
+        Some(split) => split,
+        None if vault::is_reference(value) => ("", value),
+        None => {
+            if value.contains("{vault://") {
+                errors.push((path, "a vault reference must be the entire value, or follow literal text as in 'Bearer {vault://env/openai-api-key}'".into()));
+            }
+            return LiveSecret::Fixed(Ok(Secret::new(value.to_string())));
         }
-        return LiveSecret::Fixed(Ok(Secret::new(value.to_string())));
-    }
-    match vault::resolve_with(&path, value, vaults, env) {
+    };
+    match vault::resolve_prefixed(&path, prefix, reference, vaults, env) {
         Ok(Resolved::Fixed(s)) => LiveSecret::Fixed(Ok(s)),
         Ok(Resolved::Live(cell)) => {
             // Not fatal: the refresher fills it when the vault answers; until then a 500.

@@ -40,9 +40,9 @@ pub async fn reload(gw: &Gateway, path: &Path) -> bool {
     // Writes wait while the file is compiled, so none is lost between read and swap.
     let mut state = gw.control.state.lock().await;
     // Loading may read vaults over the network and compiles every plugin: off the workers.
-    let loaded = tokio::task::spawn_blocking(move || crate::load(&text)).await;
+    let loaded = tokio::task::spawn_blocking(move || crate::load(&text).map(|l| (l, text))).await;
     match loaded {
-        Ok(Ok((snap, new_state))) => {
+        Ok(Ok(((snap, new_state), text))) => {
             for w in &snap.warnings {
                 tracing::warn!("config: {w}");
             }
@@ -57,6 +57,7 @@ pub async fn reload(gw: &Gateway, path: &Path) -> bool {
             if state.is_some() {
                 *state = Some(new_state);
             }
+            gw.control.rebased(&text);
             true
         }
         Ok(Err(errors)) => {

@@ -382,7 +382,7 @@ impl Writer {
     }
 
     fn spill_out(&self, batch: &[Record]) {
-        let file = std::fs::OpenOptions::new()
+        let file = crate::files::private_options()
             .create(true)
             .append(true)
             .open(&self.spill);

@@ -45,6 +45,12 @@ fn open_conn(path: &Path) -> Result<Connection, String> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("analytics: {}: {e}", dir.display()))?;
     }
+    // Created owner-only before SQLite opens it (its -wal and -shm files take this mode).
+    crate::files::private_options()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("analytics {}: {e}", path.display()))?;
     let conn = Connection::open(path).map_err(|e| format!("analytics {}: {e}", path.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))
         .map_err(|e| e.to_string())?;
