@@ -21,6 +21,7 @@ use self::errors::AdminError;
 use self::state::Kind;
 
 use crate::config::Snapshot;
+use crate::plugins::Plugin;
 use crate::proxy::Gateway;
 
 type Resp = Response<Full<Bytes>>;
@@ -567,7 +568,65 @@ fn status(gw: &Gateway, snap: &Snapshot) -> Resp {
     )
 }
 
-/// `GET /quotas`: this node's in-memory quota counters (Redis-backed ones live in Redis).
+/// A limit the current config has: what its counters' keys start and end with.
+struct ConfiguredLimit {
+    plugin: &'static str,
+    /// `rl:<id>:` or `ai:<scope>:`.
+    prefix: String,
+    /// `:<period>` or `:<label>:<what>`.
+    suffix: String,
+    window: u64,
+    limit: f64,
+    /// What counters are kept per (`consumer`, `ip`, …).
+    kind: &'static str,
+    store: &'static str,
+}
+
+/// Every quota limit of `snap`'s plugins.
+fn configured_limits(snap: &Snapshot) -> Vec<ConfiguredLimit> {
+    use crate::plugins::rate_limiting::{identity_kind, Store};
+    let store_name = |s: &Store| match s {
+        Store::Local => "local",
+        Store::Redis(_) => "redis",
+    };
+    let mut out = Vec::new();
+    for p in &snap.plugins {
+        match &p.plugin {
+            Plugin::RateLimiting(rl) => {
+                for (name, secs, limit) in &rl.periods {
+                    out.push(ConfiguredLimit {
+                        plugin: "rate-limiting",
+                        prefix: format!("rl:{}:", rl.id),
+                        suffix: format!(":{name}"),
+                        window: *secs,
+                        limit: *limit,
+                        kind: identity_kind(rl.config.limit_by),
+                        store: store_name(&rl.store),
+                    });
+                }
+            }
+            Plugin::AiRateLimiting(arl) => {
+                for (suffix, window, limit) in arl.configured() {
+                    out.push(ConfiguredLimit {
+                        plugin: "ai-rate-limiting-advanced",
+                        prefix: format!("ai:{}:", arl.scope()),
+                        suffix,
+                        window,
+                        limit,
+                        kind: identity_kind(arl.config.identifier),
+                        store: store_name(&arl.store),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// `GET /quotas`: this node's in-memory quota counters, with the limits the current config
+/// gives them, and a row (`used` 0) for every configured limit no request has counted yet.
+/// Redis-backed counters live in Redis; their limits are listed with `store: redis`.
 fn quotas(gw: &Gateway) -> Resp {
     let now = crate::proxy::millis_since_epoch();
     let snap = gw.snapshot.load();
@@ -591,7 +650,9 @@ fn quotas(gw: &Gateway) -> Resp {
             None => who.to_string(),
         }
     };
-    let data: Vec<Value> = gw
+    let limits = configured_limits(&snap);
+    let mut seen = vec![false; limits.len()];
+    let mut data: Vec<Value> = gw
         .quota
         .list(now)
         .into_iter()
@@ -602,12 +663,32 @@ fn quotas(gw: &Gateway) -> Resp {
             } else {
                 "rate-limiting"
             };
+            // A PATCHed limit shows at once, not after the next request.
+            let found = limits.iter().position(|c| {
+                c.window == l.window && l.key.starts_with(&c.prefix) && l.key.ends_with(&c.suffix)
+            });
+            let limit = match found {
+                Some(i) => {
+                    if let Some(s) = seen.get_mut(i) {
+                        *s = true;
+                    }
+                    limits.get(i).map_or(l.limit, |c| c.limit)
+                }
+                None => l.limit,
+            };
             let mut parts = l.key.splitn(3, ':');
             let (_, id, rest) = (parts.next(), parts.next(), parts.next());
             json!({"plugin": plugin, "plugin_id": id, "key": readable(rest.unwrap_or("")),
-                   "window": l.window, "used": l.used, "limit": l.limit})
+                   "window": l.window, "used": l.used, "limit": limit, "store": "local"})
         })
         .collect();
+    for (c, _) in limits.iter().zip(&seen).filter(|(_, s)| !**s) {
+        let id = c.prefix.split(':').nth(1).unwrap_or("");
+        data.push(json!({"plugin": c.plugin, "plugin_id": id,
+                         "key": format!("{}:*{}", c.kind, c.suffix), "window": c.window,
+                         "used": if c.store == "local" { json!(0.0) } else { Value::Null },
+                         "limit": c.limit, "store": c.store}));
+    }
     reply(StatusCode::OK, json!({"data": data}))
 }
 

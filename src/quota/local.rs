@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{reading, refuses, window_start, Mode, Outcome, Slot};
+use super::{at, reading, refuses, window_start, Mode, Outcome, Settlement, Slot};
 
 /// How often expired windows are swept out (ms).
 const SWEEP_EVERY_MS: u64 = 10_000;
@@ -51,18 +51,35 @@ impl Entry {
 impl Local {
     /// Applies `amount` to `slots` under `mode`; one lock makes it atomic across slots.
     pub fn apply(&self, slots: &[Slot], amount: f64, mode: Mode, now_ms: u64) -> Outcome {
-        let mut inner = match self.inner.lock() {
+        self.apply_each(slots, &[amount], &[amount], mode, now_ms)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
             Ok(g) => g,
             // A panic elsewhere cannot leave the counts half-updated in a harmful way.
             Err(poisoned) => poisoned.into_inner(),
-        };
+        }
+    }
+
+    /// Slot `i` must have room for `need[i]` and gets `add[i]` (see [`at`]); one lock
+    /// makes it atomic across slots.
+    pub fn apply_each(
+        &self,
+        slots: &[Slot],
+        need: &[f64],
+        add: &[f64],
+        mode: Mode,
+        now_ms: u64,
+    ) -> Outcome {
+        let mut inner = self.lock();
         if now_ms.saturating_sub(inner.last_sweep) > SWEEP_EVERY_MS {
             inner.counts.retain(|_, e| e.expires > now_ms);
             inner.last_sweep = now_ms;
         }
         let mut state: Vec<(f64, f64)> = Vec::with_capacity(slots.len());
         let mut allowed = true;
-        for s in slots {
+        for (i, s) in slots.iter().enumerate() {
             let start = window_start(now_ms, s.window);
             let w_ms = s.window.max(1) * 1000;
             let (cur, prev) = inner
@@ -76,22 +93,62 @@ impl Local {
             } else {
                 cur
             };
-            if mode != Mode::Add && refuses(used, amount, s.limit) {
+            if mode != Mode::Add && refuses(used, at(need, i), s.limit) {
                 allowed = false;
             }
             state.push((cur, prev));
         }
-        let add = match mode {
+        let added = match mode {
             Mode::Add => true,
             Mode::CheckAndAdd => allowed,
             Mode::Check => false,
         };
         let mut readings = Vec::with_capacity(slots.len());
-        for (s, (cur, prev)) in slots.iter().zip(state) {
-            let cur = if add && amount > 0.0 {
-                let start = window_start(now_ms, s.window);
-                let w_ms = s.window.max(1) * 1000;
-                let fresh = Entry {
+        for (i, (s, (cur, prev))) in slots.iter().zip(state).enumerate() {
+            let amount = at(add, i);
+            let cur = if added && amount > 0.0 {
+                inner.add(s, amount, now_ms);
+                cur + amount
+            } else {
+                cur
+            };
+            let pending = if added { 0.0 } else { at(need, i) };
+            readings.push(reading(s, cur, prev, pending, now_ms));
+        }
+        Outcome { allowed, readings }
+    }
+
+    /// Charges each slot's real usage to its current window and takes its reservation back
+    /// from the window it was added to, if that window still counts.
+    pub fn settle(&self, slots: &[Slot], items: &[Settlement], now_ms: u64) {
+        let mut inner = self.lock();
+        for (s, it) in slots.iter().zip(items) {
+            let w_ms = s.window.max(1) * 1000;
+            if it.reserved > 0.0 {
+                if let Some(e) = inner.counts.get_mut(s.key.as_str()) {
+                    if e.start == it.reserved_at {
+                        e.cur = (e.cur - it.reserved).max(0.0);
+                    } else if e.start == it.reserved_at + w_ms {
+                        e.prev = (e.prev - it.reserved).max(0.0);
+                    }
+                }
+            }
+            if it.real > 0.0 {
+                inner.add(s, it.real, now_ms);
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Adds `amount` to the window of `s` holding `now_ms`, rolling the entry forward.
+    fn add(&mut self, s: &Slot, amount: f64, now_ms: u64) {
+        let start = window_start(now_ms, s.window);
+        let w_ms = s.window.max(1) * 1000;
+        match self.counts.get_mut(s.key.as_str()) {
+            Some(e) => {
+                let (cur, prev) = e.at(start, w_ms);
+                *e = Entry {
                     start,
                     cur: cur + amount,
                     prev,
@@ -99,23 +156,21 @@ impl Local {
                     limit: s.limit,
                     window: s.window,
                 };
-                match inner.counts.get_mut(s.key.as_str()) {
-                    Some(e) => {
-                        let (_, p) = e.at(start, w_ms);
-                        *e = Entry { prev: p, ..fresh };
-                    }
-                    None => {
-                        inner.counts.insert(s.key.clone(), fresh);
-                    }
-                }
-                cur + amount
-            } else {
-                cur
-            };
-            let pending = if add { 0.0 } else { amount };
-            readings.push(reading(s, cur, prev, pending, now_ms));
+            }
+            None => {
+                self.counts.insert(
+                    s.key.clone(),
+                    Entry {
+                        start,
+                        cur: amount,
+                        prev: 0.0,
+                        expires: start + 2 * w_ms,
+                        limit: s.limit,
+                        window: s.window,
+                    },
+                );
+            }
         }
-        Outcome { allowed, readings }
     }
 }
 
@@ -132,10 +187,7 @@ impl Local {
     /// Every live counter: its key, window, what is used now (sliding windows included
     /// as estimated) and its limit.
     pub fn list(&self, now_ms: u64) -> Vec<Listed> {
-        let inner = match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let inner = self.lock();
         let mut out: Vec<Listed> = inner
             .counts
             .iter()
@@ -200,6 +252,50 @@ mod tests {
         assert!(!l.apply(&s, 1.0, Mode::CheckAndAdd, t + 2000).allowed);
         // A new minute resets it.
         assert!(l.apply(&s, 1.0, Mode::CheckAndAdd, t + 60_000).allowed);
+    }
+
+    #[test]
+    fn reservations_settle_to_real_usage_in_their_own_window() {
+        let l = Local::default();
+        let s = vec![Slot {
+            key: "r".into(),
+            limit: 100.0,
+            window: 60,
+            sliding: false,
+        }];
+        let t = 6_000_000;
+        // Needs 10 of room, holds 60.
+        let o = l.apply_each(&s, &[10.0], &[60.0], Mode::CheckAndAdd, t);
+        assert!(o.allowed);
+        assert_eq!(o.readings[0].remaining(), 40.0);
+        assert!(
+            l.apply_each(&s, &[10.0], &[60.0], Mode::CheckAndAdd, t)
+                .allowed
+        );
+        // 120 held: nothing more fits until one settles.
+        assert!(
+            !l.apply_each(&s, &[10.0], &[60.0], Mode::CheckAndAdd, t)
+                .allowed
+        );
+        let settle = |real, at| Settlement {
+            real,
+            reserved: 60.0,
+            reserved_at: at,
+        };
+        l.settle(&s, &[settle(25.0, t)], t + 1);
+        assert_eq!(l.list(t + 1)[0].used, 85.0);
+        // The other one settles in the next window: its hold leaves the old window, its
+        // usage counts in the new one.
+        l.settle(&s, &[settle(5.0, t)], t + 60_000);
+        let o = l.apply(&s, 0.0, Mode::Check, t + 60_000);
+        assert_eq!(o.readings[0].used, 5.0);
+        let sliding = vec![Slot {
+            sliding: true,
+            ..s[0].clone()
+        }];
+        // The old window (weighted half in a sliding view) kept only the real 25.
+        let o = l.apply(&sliding, 0.0, Mode::Check, t + 90_000);
+        assert!((o.readings[0].used - (5.0 + 25.0 * 0.5)).abs() < 1e-9);
     }
 
     #[test]

@@ -58,6 +58,21 @@ pub struct Outcome {
     pub readings: Vec<Reading>,
 }
 
+/// `v[i]`, or `v`'s only value for every slot.
+pub fn at(v: &[f64], i: usize) -> f64 {
+    v.get(i).or_else(|| v.last()).copied().unwrap_or(0.0)
+}
+
+/// Settling one slot of a reservation: the real usage to charge to the current window, and
+/// the reserved amount to give back to the window it was taken from (if still counted).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settlement {
+    pub real: f64,
+    pub reserved: f64,
+    /// Start (ms) of the window the reservation was added to.
+    pub reserved_at: u64,
+}
+
 /// Where counters live.
 #[derive(Debug, Clone)]
 pub enum Counters {
@@ -79,9 +94,39 @@ impl Counters {
         mode: Mode,
         now_ms: u64,
     ) -> Result<Outcome, StoreError> {
+        self.apply_each(slots, &[amount], &[amount], mode, now_ms)
+            .await
+    }
+
+    /// [`Counters::apply`] with amounts per slot: slot `i` must have room for `need[i]` and
+    /// gets `add[i]` (a one-element slice applies to every slot).
+    pub async fn apply_each(
+        &self,
+        slots: &[Slot],
+        need: &[f64],
+        add: &[f64],
+        mode: Mode,
+        now_ms: u64,
+    ) -> Result<Outcome, StoreError> {
         match self {
-            Counters::Local(l) => Ok(l.apply(slots, amount, mode, now_ms)),
-            Counters::Redis(r) => r.apply(slots, amount, mode, now_ms).await,
+            Counters::Local(l) => Ok(l.apply_each(slots, need, add, mode, now_ms)),
+            Counters::Redis(r) => r.apply_each(slots, need, add, mode, now_ms).await,
+        }
+    }
+
+    /// Charges real usage and gives reservations back, slot by slot.
+    pub async fn settle(
+        &self,
+        slots: &[Slot],
+        items: &[Settlement],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Counters::Local(l) => {
+                l.settle(slots, items, now_ms);
+                Ok(())
+            }
+            Counters::Redis(r) => r.settle(slots, items, now_ms).await,
         }
     }
 }
