@@ -2,10 +2,12 @@
 //! policy (`policies`, Kong 3.14), in fixed or sliding windows, kept per consumer, group,
 //! credential, IP, header, path or service.
 //!
-//! Before the request, its estimated prompt tokens must fit in what is left; after the
-//! answer, the upstream's real usage (also read from streams) is charged, so a spent quota
-//! refuses the next request until the window moves on. `requestPrompt` limits count the
-//! estimated prompt tokens when the request is admitted.
+//! Before the request, its estimated prompt tokens must fit in what is left (a prompt no
+//! window could hold is refused for good, 413); an admitted request holds its estimate
+//! (prompt + bounded completion) while in flight (tollgate's `reserve_in_flight`), and after
+//! the answer the upstream's real usage (also read from streams) replaces it, so a spent
+//! quota refuses the next request until the window moves on. `requestPrompt` limits count
+//! the estimated prompt tokens when the request is admitted.
 
 use std::net::IpAddr;
 use std::sync::Arc;
