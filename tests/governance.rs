@@ -1297,3 +1297,31 @@ async fn reservations_are_released_on_upstream_errors_and_client_disconnects() {
         "released when the client left"
     );
 }
+
+/// `/quotas` reads Redis-backed counters from Redis: a configured limit shows before any
+/// request, then the shared counter with its real usage.
+#[tokio::test]
+async fn quotas_lists_redis_backed_counters() {
+    not_at_hour_end().await;
+    let id = fresh_id();
+    let h = Harness::start(&BUSY.replace("{ARL_ID}", &id).replace(
+        "{STORE}",
+        "strategy: redis\n              redis: {host: 127.0.0.1, port: 6379}",
+    ))
+    .await;
+    let rows = quota_rows(&h, &id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["key"], "ip:*:openai:total_tokens");
+    assert_eq!(rows[0]["store"], "redis");
+    assert_eq!(rows[0]["used"], 0.0);
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+    let r = post(&h.url("/busy"), &[], &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let real = r.json()["usage"]["total_tokens"].as_f64().unwrap();
+    assert_eq!(wait_used(&h, &id, real).await, real);
+    let rows = quota_rows(&h, &id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["key"], "ip:127.0.0.1:openai:total_tokens");
+    assert_eq!(rows[0]["store"], "redis");
+    assert_eq!(rows[0]["limit"], 1000.0);
+}

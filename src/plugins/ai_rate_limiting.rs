@@ -593,8 +593,8 @@ impl AiRateLimiting {
     }
 
     /// Every limit it may apply: the end of its counters' keys (`:<label>:<what>`), window
-    /// (s) and limit.
-    pub fn configured(&self) -> Vec<(String, u64, f64)> {
+    /// (s), limit and whether the window slides.
+    pub fn configured(&self) -> Vec<(String, u64, f64, bool)> {
         self.providers
             .iter()
             .chain(self.policies.iter().flat_map(|p| p.limits.iter()))
@@ -603,6 +603,7 @@ impl AiRateLimiting {
                     format!(":{}:{}", l.label, l.count.as_str()),
                     l.window,
                     l.limit,
+                    l.sliding,
                 )
             })
             .collect()

@@ -181,6 +181,9 @@ pub struct Listed {
     pub window: u64,
     pub used: f64,
     pub limit: f64,
+    /// The current and the previous window's counts (a sliding window weighs the latter).
+    pub cur: f64,
+    pub prev: f64,
 }
 
 impl Local {
@@ -205,6 +208,8 @@ impl Local {
                     window: e.window,
                     used,
                     limit: e.limit,
+                    cur,
+                    prev,
                 }
             })
             .collect();

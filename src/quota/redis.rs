@@ -225,6 +225,84 @@ impl RedisCounters {
         Ok(Outcome { allowed, readings })
     }
 
+    /// The current counters whose keys start with `prefix` (at most `max` of them): each
+    /// with its current and previous window's counts (`used` and `limit` left 0).
+    pub async fn list(
+        &self,
+        prefix: &str,
+        now_ms: u64,
+        max: usize,
+    ) -> Result<Vec<super::local::Listed>, StoreError> {
+        let mut con = self.connection().await?;
+        let pattern = format!("tollgate:quota:{}*", escape_glob(prefix));
+        let mut cursor: u64 = 0;
+        let mut keys: Vec<String> = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await
+                .map_err(|e| self.failed(&e))?;
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 || keys.len() >= 4 * max {
+                break;
+            }
+        }
+        // `tollgate:quota:<slot key>:<window>:<start>`: keep the current windows.
+        let mut current: Vec<(String, u64, u64)> = keys
+            .iter()
+            .filter_map(|k| {
+                let rest = k.strip_prefix("tollgate:quota:")?;
+                let (rest, start) = rest.rsplit_once(':')?;
+                let (slot, window) = rest.rsplit_once(':')?;
+                let (window, start) = (window.parse::<u64>().ok()?, start.parse::<u64>().ok()?);
+                (start == super::window_start(now_ms, window))
+                    .then(|| (slot.to_string(), window, start))
+            })
+            .collect();
+        current.sort();
+        current.truncate(max);
+        if current.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut get = redis::cmd("MGET");
+        for (slot, window, start) in &current {
+            get.arg(format!("tollgate:quota:{slot}:{window}:{start}"));
+            get.arg(format!(
+                "tollgate:quota:{slot}:{window}:{}",
+                start.saturating_sub((*window).max(1) * 1000)
+            ));
+        }
+        let values: Vec<Option<String>> = get
+            .query_async(&mut con)
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let count = |i: usize| -> f64 {
+            values
+                .get(i)
+                .and_then(|v| v.as_deref())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0)
+        };
+        Ok(current
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, window, _))| super::local::Listed {
+                key,
+                window,
+                used: 0.0,
+                limit: 0.0,
+                cur: count(2 * i),
+                prev: count(2 * i + 1),
+            })
+            .collect())
+    }
+
     /// Charges real usage to the current windows and gives reservations back to the
     /// windows they were added to, in one script.
     pub async fn settle(
@@ -247,4 +325,16 @@ impl RedisCounters {
             Err(e) => Err(self.failed(&e)),
         }
     }
+}
+
+/// `s` with Redis glob metacharacters escaped, for a `MATCH` pattern.
+fn escape_glob(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
