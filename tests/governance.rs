@@ -1142,7 +1142,8 @@ services:
 
 /// 64 clients at once, each asking `urls[i % urls.len()]` for a completion the mock
 /// answers after 500 ms. Returns (admitted, refused, real tokens of the admitted, the
-/// largest single request's tokens).
+/// largest single request's tokens); checks that each refusal says that requests in
+/// flight hold the quota and that a second's wait may do.
 async fn burst(urls: &[String]) -> (usize, usize, f64, f64) {
     let body = json!({"max_tokens": 8, "messages": [{"role": "user",
         "content": "[mock:delay_ms=500] please count these twenty words for me now one two three four five six seven eight nine ten eleven"}]});
@@ -1163,7 +1164,12 @@ async fn burst(urls: &[String]) -> (usize, usize, f64, f64) {
                 total += used;
                 largest = largest.max(used);
             }
-            429 => refused += 1,
+            429 => {
+                refused += 1;
+                let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+                assert!(message.contains("held by requests in flight"), "{message}");
+                assert_eq!(r.header("retry-after"), Some("1"), "{message}");
+            }
             s => panic!("{s}: {}", r.text()),
         }
     }
@@ -1221,28 +1227,37 @@ async fn two_nodes_reserve_tokens_in_redis_and_cannot_overshoot_the_quota() {
         total < 1000.0 + largest,
         "{ok} requests used {total} tokens of a 1000-token quota on two nodes"
     );
-    // The shared counter ends at the real usage: every reservation was settled.
+    // The shared counter ends at the real usage and nothing is held any more: every
+    // reservation was settled.
     let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
     let mut con = client.get_multiplexed_async_connection().await.unwrap();
-    let mut used = 0.0;
+    let (mut used, mut held) = (0.0, f64::NAN);
     for _ in 0..200 {
-        let keys: Vec<String> = redis::cmd("KEYS")
+        let mut keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("tollgate:quota:ai:{id}:*"))
             .query_async(&mut con)
             .await
             .unwrap();
-        assert_eq!(keys.len(), 1, "{keys:?}");
-        let v: String = redis::cmd("GET")
-            .arg(&keys[0])
+        keys.sort();
+        assert_eq!(
+            keys.len(),
+            2,
+            "the window's counter and the held one: {keys:?}"
+        );
+        assert!(keys[1].ends_with(":held"), "{keys:?}");
+        let v: Vec<String> = redis::cmd("MGET")
+            .arg(&keys)
             .query_async(&mut con)
             .await
             .unwrap();
-        used = v.parse().unwrap();
-        if (used - total).abs() < 1e-6 {
+        used = v[0].parse().unwrap();
+        held = v[1].parse().unwrap();
+        if (used - total).abs() < 1e-6 && held.abs() < 1e-6 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    assert_eq!(held, 0.0, "nothing held after the burst");
     assert_eq!(used, total, "reservations settled in Redis");
     let _ = std::fs::remove_dir_all(&dir);
 }

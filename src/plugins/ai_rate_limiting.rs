@@ -363,9 +363,9 @@ pub struct Amounts {
     pub need: Vec<f64>,
     /// Added to each counter at admission.
     pub hold: Vec<f64>,
-    /// Whether a counter's hold is a reservation, settled once the answer is known (a
+    /// The part of each hold that is a reservation, settled once the answer is known (a
     /// `requestPrompt` charge is not).
-    pub reserved: Vec<bool>,
+    pub reserved: Vec<f64>,
 }
 
 /// Usage owed to a quota once the answer is complete, and the reservations made for it.
@@ -756,7 +756,7 @@ impl Plan {
             };
             out.need.push(need);
             out.hold.push(hold);
-            out.reserved.push(reserved);
+            out.reserved.push(if reserved { hold } else { 0.0 });
         }
         out
     }
@@ -790,8 +790,13 @@ impl Plan {
             } else {
                 format!("{}: ", l.label)
             };
+            let in_flight = if r.held > 0.0 {
+                format!(" ({} held by requests in flight)", r.held.ceil())
+            } else {
+                String::new()
+            };
             parts.push(format!(
-                "{who}{} of {} {} used or reserved in the {} s window, this request needs {}",
+                "{who}{} of {} {} used or reserved in the {} s window{in_flight}, this request needs {}",
                 r.used.ceil(),
                 r.limit,
                 unit(l.count),
@@ -962,6 +967,7 @@ mod tests {
                 window: 60,
                 reset: 20,
                 retry_after: 20,
+                held: 0.0,
             },
             Reading {
                 used: 100.0,
@@ -969,6 +975,7 @@ mod tests {
                 window: 3600,
                 reset: 200,
                 retry_after: 0,
+                held: 0.0,
             },
         ];
         let mut out = Vec::new();
@@ -1032,7 +1039,7 @@ mod tests {
         // A prompt-token limit needs and holds the prompt only.
         assert_eq!(
             (a.need, a.hold, a.reserved),
-            (vec![7.0], vec![7.0], vec![true])
+            (vec![7.0], vec![7.0], vec![7.0])
         );
         assert_eq!(plan.amounts(&e, false).hold, vec![0.0]);
         assert_eq!(plan.never_fits(11).map(|n| n.1), Some(10.0));

@@ -558,6 +558,7 @@ mod tests {
                 window: 1,
                 reset: 1,
                 retry_after: 1,
+                held: 0.0,
             },
             Reading {
                 used: 2.0,
@@ -565,6 +566,7 @@ mod tests {
                 window: 60,
                 reset: 40,
                 retry_after: 0,
+                held: 0.0,
             },
         ];
         let mut h = Vec::new();

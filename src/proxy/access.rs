@@ -231,11 +231,8 @@ async fn admit_ai(
     let held = plan
         .slots()
         .iter()
-        .zip(amounts.hold.iter().zip(&amounts.reserved))
-        .map(|(s, (h, r))| {
-            let h = if *r { *h } else { 0.0 };
-            (h, crate::quota::window_start(now, s.window))
-        })
+        .zip(&amounts.reserved)
+        .map(|(s, h)| (*h, crate::quota::window_start(now, s.window)))
         .collect();
     Ok(Charge {
         counters,
@@ -289,7 +286,10 @@ async fn admit(
         .apply_each(
             plan.slots(),
             &amounts.need,
-            &amounts.hold,
+            crate::quota::Adds {
+                total: &amounts.hold,
+                held: &amounts.reserved,
+            },
             Mode::CheckAndAdd,
             now,
         )

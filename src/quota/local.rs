@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{at, reading, refuses, window_start, Mode, Outcome, Settlement, Slot};
+use super::{at, reading, refuses, window_start, Adds, Mode, Outcome, Settlement, Slot};
 
 /// How often expired windows are swept out (ms).
 const SWEEP_EVERY_MS: u64 = 10_000;
@@ -33,6 +33,8 @@ struct Entry {
     /// The slot's limit and window (s), for listing.
     limit: f64,
     window: u64,
+    /// Reservations of requests in flight, part of the counts.
+    held: f64,
 }
 
 impl Entry {
@@ -51,7 +53,11 @@ impl Entry {
 impl Local {
     /// Applies `amount` to `slots` under `mode`; one lock makes it atomic across slots.
     pub fn apply(&self, slots: &[Slot], amount: f64, mode: Mode, now_ms: u64) -> Outcome {
-        self.apply_each(slots, &[amount], &[amount], mode, now_ms)
+        let add = Adds {
+            total: &[amount],
+            held: &[0.0],
+        };
+        self.apply_each(slots, &[amount], add, mode, now_ms)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -62,13 +68,13 @@ impl Local {
         }
     }
 
-    /// Slot `i` must have room for `need[i]` and gets `add[i]` (see [`at`]); one lock
-    /// makes it atomic across slots.
+    /// Slot `i` must have room for `need[i]` and gets `add.total[i]` (see [`at`]); one
+    /// lock makes it atomic across slots.
     pub fn apply_each(
         &self,
         slots: &[Slot],
         need: &[f64],
-        add: &[f64],
+        add: Adds<'_>,
         mode: Mode,
         now_ms: u64,
     ) -> Outcome {
@@ -77,16 +83,19 @@ impl Local {
             inner.counts.retain(|_, e| e.expires > now_ms);
             inner.last_sweep = now_ms;
         }
-        let mut state: Vec<(f64, f64)> = Vec::with_capacity(slots.len());
+        let mut state: Vec<(f64, f64, f64)> = Vec::with_capacity(slots.len());
         let mut allowed = true;
         for (i, s) in slots.iter().enumerate() {
             let start = window_start(now_ms, s.window);
             let w_ms = s.window.max(1) * 1000;
-            let (cur, prev) = inner
+            let (cur, prev, held) = inner
                 .counts
                 .get(s.key.as_str())
-                .map(|e| e.at(start, w_ms))
-                .unwrap_or((0.0, 0.0));
+                .map(|e| {
+                    let (c, p) = e.at(start, w_ms);
+                    (c, p, e.held)
+                })
+                .unwrap_or((0.0, 0.0, 0.0));
             let prev = if s.sliding { prev } else { 0.0 };
             let used = if s.sliding {
                 cur + prev * super::previous_weight(now_ms, s.window)
@@ -96,7 +105,7 @@ impl Local {
             if mode != Mode::Add && refuses(used, at(need, i), s.limit) {
                 allowed = false;
             }
-            state.push((cur, prev));
+            state.push((cur, prev, held));
         }
         let added = match mode {
             Mode::Add => true,
@@ -104,16 +113,17 @@ impl Local {
             Mode::Check => false,
         };
         let mut readings = Vec::with_capacity(slots.len());
-        for (i, (s, (cur, prev))) in slots.iter().zip(state).enumerate() {
-            let amount = at(add, i);
-            let cur = if added && amount > 0.0 {
-                inner.add(s, amount, now_ms);
-                cur + amount
+        for (i, (s, (cur, prev, held))) in slots.iter().zip(state).enumerate() {
+            let amount = at(add.total, i);
+            let (cur, held) = if added && amount > 0.0 {
+                let h = at(add.held, i);
+                inner.add(s, amount, h, now_ms);
+                (cur + amount, held + h)
             } else {
-                cur
+                (cur, held)
             };
             let pending = if added { 0.0 } else { at(need, i) };
-            readings.push(reading(s, cur, prev, pending, now_ms));
+            readings.push(reading(s, cur, prev, pending, now_ms).with_held(held, pending));
         }
         Outcome { allowed, readings }
     }
@@ -126,6 +136,7 @@ impl Local {
             let w_ms = s.window.max(1) * 1000;
             if it.reserved > 0.0 {
                 if let Some(e) = inner.counts.get_mut(s.key.as_str()) {
+                    e.held = (e.held - it.reserved).max(0.0);
                     if e.start == it.reserved_at {
                         e.cur = (e.cur - it.reserved).max(0.0);
                     } else if e.start == it.reserved_at + w_ms {
@@ -134,15 +145,16 @@ impl Local {
                 }
             }
             if it.real > 0.0 {
-                inner.add(s, it.real, now_ms);
+                inner.add(s, it.real, 0.0, now_ms);
             }
         }
     }
 }
 
 impl Inner {
-    /// Adds `amount` to the window of `s` holding `now_ms`, rolling the entry forward.
-    fn add(&mut self, s: &Slot, amount: f64, now_ms: u64) {
+    /// Adds `amount` (`held` of it reserved) to the window of `s` holding `now_ms`, rolling
+    /// the entry forward.
+    fn add(&mut self, s: &Slot, amount: f64, held: f64, now_ms: u64) {
         let start = window_start(now_ms, s.window);
         let w_ms = s.window.max(1) * 1000;
         match self.counts.get_mut(s.key.as_str()) {
@@ -155,6 +167,7 @@ impl Inner {
                     expires: start + 2 * w_ms,
                     limit: s.limit,
                     window: s.window,
+                    held: e.held + held,
                 };
             }
             None => {
@@ -167,6 +180,7 @@ impl Inner {
                         expires: start + 2 * w_ms,
                         limit: s.limit,
                         window: s.window,
+                        held,
                     },
                 );
             }
@@ -270,18 +284,21 @@ mod tests {
         }];
         let t = 6_000_000;
         // Needs 10 of room, holds 60.
-        let o = l.apply_each(&s, &[10.0], &[60.0], Mode::CheckAndAdd, t);
+        let hold = Adds {
+            total: &[60.0],
+            held: &[60.0],
+        };
+        let o = l.apply_each(&s, &[10.0], hold, Mode::CheckAndAdd, t);
         assert!(o.allowed);
         assert_eq!(o.readings[0].remaining(), 40.0);
         assert!(
-            l.apply_each(&s, &[10.0], &[60.0], Mode::CheckAndAdd, t)
+            l.apply_each(&s, &[10.0], hold, Mode::CheckAndAdd, t)
                 .allowed
         );
-        // 120 held: nothing more fits until one settles.
-        assert!(
-            !l.apply_each(&s, &[10.0], &[60.0], Mode::CheckAndAdd, t)
-                .allowed
-        );
+        // 120 held: nothing more fits until one settles, which may be any moment.
+        let o = l.apply_each(&s, &[10.0], hold, Mode::CheckAndAdd, t);
+        assert!(!o.allowed);
+        assert_eq!((o.readings[0].held, o.readings[0].retry_after), (120.0, 1));
         let settle = |real, at| Settlement {
             real,
             reserved: 60.0,
@@ -289,6 +306,12 @@ mod tests {
         };
         l.settle(&s, &[settle(25.0, t)], t + 1);
         assert_eq!(l.list(t + 1)[0].used, 85.0);
+        // 25 used and 60 held: the window's usage alone refuses 80, so wait for its end.
+        let o = l.apply(&s, 80.0, Mode::Check, t + 1);
+        assert_eq!((o.readings[0].held, o.readings[0].retry_after), (60.0, 60));
+        // 25 used and 60 held: the window's usage alone refuses 80, so wait for its end.
+        let o = l.apply(&s, 80.0, Mode::Check, t + 1);
+        assert_eq!((o.readings[0].held, o.readings[0].retry_after), (60.0, 60));
         // The other one settles in the next window: its hold leaves the old window, its
         // usage counts in the new one.
         l.settle(&s, &[settle(5.0, t)], t + 60_000);

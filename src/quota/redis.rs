@@ -9,33 +9,35 @@ use redis::aio::MultiplexedConnection;
 
 use crate::balancer::vectordb::RedisStore;
 
-use super::{at, reading, Mode, Outcome, Settlement, Slot, StoreError};
+use super::{at, reading, Adds, Mode, Outcome, Settlement, Slot, StoreError};
 
 /// After a failed connection, requests do not wait on Redis again for this long.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
-/// KEYS: per slot, the current then the previous window's key.
+/// KEYS: per slot, the current window's key, the previous one's, and the key holding the
+/// reservations of requests in flight.
 /// ARGV: mode (ca|c|a), now_ms, then per slot: limit, window_ms, sliding (0|1), the amount
-/// that must fit, the amount to add.
-/// Returns: allowed (1|0), then per slot the current and previous counts (strings, since
-/// Lua numbers would be truncated to integers on the way back).
+/// that must fit, the amount to add, the part of it that is a reservation.
+/// Returns: allowed (1|0), then per slot the current and previous counts and the
+/// reservations (strings, since Lua numbers would be truncated to integers on the way back).
 const SCRIPT: &str = r#"
 local mode = ARGV[1]
 local now = tonumber(ARGV[2])
-local n = #KEYS / 2
-local cur, prev = {}, {}
+local n = #KEYS / 3
+local cur, prev, held = {}, {}, {}
 local ok = 1
 for i = 1, n do
-  local base = 2 + (i - 1) * 5
+  local base = 2 + (i - 1) * 6
   local limit = tonumber(ARGV[base + 1])
   local w = tonumber(ARGV[base + 2])
   local sliding = ARGV[base + 3] == "1"
   local need = tonumber(ARGV[base + 4])
-  cur[i] = tonumber(redis.call("GET", KEYS[2 * i - 1]) or "0")
+  cur[i] = tonumber(redis.call("GET", KEYS[3 * i - 2]) or "0")
+  held[i] = tonumber(redis.call("GET", KEYS[3 * i]) or "0")
   prev[i] = 0
   local used = cur[i]
   if sliding then
-    prev[i] = tonumber(redis.call("GET", KEYS[2 * i]) or "0")
+    prev[i] = tonumber(redis.call("GET", KEYS[3 * i - 1]) or "0")
     local start = now - (now % w)
     used = used + prev[i] * (w - (now - start)) / w
   end
@@ -43,12 +45,17 @@ for i = 1, n do
 end
 if mode == "a" or (mode == "ca" and ok == 1) then
   for i = 1, n do
-    local base = 2 + (i - 1) * 5
+    local base = 2 + (i - 1) * 6
     local w = tonumber(ARGV[base + 2])
     local add = tonumber(ARGV[base + 5])
+    local hold = tonumber(ARGV[base + 6])
     if add > 0 then
-      cur[i] = tonumber(redis.call("INCRBYFLOAT", KEYS[2 * i - 1], add))
-      redis.call("PEXPIRE", KEYS[2 * i - 1], 2 * w)
+      cur[i] = tonumber(redis.call("INCRBYFLOAT", KEYS[3 * i - 2], add))
+      redis.call("PEXPIRE", KEYS[3 * i - 2], 2 * w)
+    end
+    if hold > 0 then
+      held[i] = tonumber(redis.call("INCRBYFLOAT", KEYS[3 * i], hold))
+      redis.call("PEXPIRE", KEYS[3 * i], 2 * w)
     end
   end
 end
@@ -56,27 +63,31 @@ local out = { ok }
 for i = 1, n do
   out[#out + 1] = tostring(cur[i])
   out[#out + 1] = tostring(prev[i])
+  out[#out + 1] = tostring(held[i])
 end
 return out
 "#;
 
-/// KEYS: per slot, the current window's key, then the key of the window a reservation was
-/// added to. ARGV: per slot: the real usage, the reserved amount, window_ms.
-/// A reservation is only taken back from a window key that still exists (an expired one is
-/// not recreated), and never below zero.
+/// KEYS: per slot, the current window's key, the key of the window a reservation was
+/// added to, and the reservations key. ARGV: per slot: the real usage, the reserved
+/// amount, window_ms. A reservation is only taken back from keys that still exist (an
+/// expired one is not recreated), and never below zero.
 const SETTLE: &str = r#"
-for i = 1, #KEYS / 2 do
+local function give_back(key, amount)
+  if amount > 0 and redis.call("EXISTS", key) == 1 then
+    local left = tonumber(redis.call("INCRBYFLOAT", key, -amount))
+    if left < 0 then redis.call("INCRBYFLOAT", key, -left) end
+  end
+end
+for i = 1, #KEYS / 3 do
   local real = tonumber(ARGV[3 * i - 2])
   local reserved = tonumber(ARGV[3 * i - 1])
   local w = tonumber(ARGV[3 * i])
-  local res = KEYS[2 * i]
-  if reserved > 0 and redis.call("EXISTS", res) == 1 then
-    local left = tonumber(redis.call("INCRBYFLOAT", res, -reserved))
-    if left < 0 then redis.call("INCRBYFLOAT", res, -left) end
-  end
+  give_back(KEYS[3 * i - 1], reserved)
+  give_back(KEYS[3 * i], reserved)
   if real > 0 then
-    redis.call("INCRBYFLOAT", KEYS[2 * i - 1], real)
-    redis.call("PEXPIRE", KEYS[2 * i - 1], 2 * w)
+    redis.call("INCRBYFLOAT", KEYS[3 * i - 2], real)
+    redis.call("PEXPIRE", KEYS[3 * i - 2], 2 * w)
   end
 end
 return 1
@@ -159,6 +170,11 @@ impl RedisCounters {
         format!("tollgate:quota:{}:{}:{start}", slot.key, slot.window)
     }
 
+    /// The key of the reservations `slot`'s requests in flight hold.
+    fn held_key(slot: &Slot) -> String {
+        format!("tollgate:quota:{}:{}:held", slot.key, slot.window)
+    }
+
     /// Forgets a connection a command failed on (the next request opens a new one).
     fn failed(&self, e: &redis::RedisError) -> StoreError {
         let mut c = self.lock();
@@ -170,12 +186,12 @@ impl RedisCounters {
     }
 
     /// Runs the counting script for `slots`: slot `i` must have room for `need[i]` and
-    /// gets `add[i]`.
+    /// gets `add.total[i]`, `add.held[i]` of it reserved.
     pub async fn apply_each(
         &self,
         slots: &[Slot],
         need: &[f64],
-        add: &[f64],
+        add: Adds<'_>,
         mode: Mode,
         now_ms: u64,
     ) -> Result<Outcome, StoreError> {
@@ -186,6 +202,7 @@ impl RedisCounters {
             let w_ms = s.window.max(1) * 1000;
             inv.key(Self::key(s, start));
             inv.key(Self::key(s, start.saturating_sub(w_ms)));
+            inv.key(Self::held_key(s));
         }
         let m = match mode {
             Mode::CheckAndAdd => "ca",
@@ -198,7 +215,8 @@ impl RedisCounters {
                 .arg(s.window.max(1) * 1000)
                 .arg(if s.sliding { 1 } else { 0 })
                 .arg(at(need, i))
-                .arg(at(add, i));
+                .arg(at(add.total, i))
+                .arg(at(add.held, i));
         }
         let out: Vec<redis::Value> = match inv.invoke_async(&mut con).await {
             Ok(v) => v,
@@ -217,10 +235,11 @@ impl RedisCounters {
         let added = mode == Mode::Add || (mode == Mode::CheckAndAdd && allowed);
         let mut readings = Vec::with_capacity(slots.len());
         for (i, s) in slots.iter().enumerate() {
-            let cur = num(out.get(1 + 2 * i)).ok_or_else(bad)?;
-            let prev = num(out.get(2 + 2 * i)).ok_or_else(bad)?;
+            let cur = num(out.get(1 + 3 * i)).ok_or_else(bad)?;
+            let prev = num(out.get(2 + 3 * i)).ok_or_else(bad)?;
+            let held = num(out.get(3 + 3 * i)).ok_or_else(bad)?;
             let pending = if added { 0.0 } else { at(need, i) };
-            readings.push(reading(s, cur, prev, pending, now_ms));
+            readings.push(reading(s, cur, prev, pending, now_ms).with_held(held, pending));
         }
         Ok(Outcome { allowed, readings })
     }
@@ -316,6 +335,7 @@ impl RedisCounters {
         for (s, it) in slots.iter().zip(items) {
             inv.key(Self::key(s, super::window_start(now_ms, s.window)));
             inv.key(Self::key(s, it.reserved_at));
+            inv.key(Self::held_key(s));
             inv.arg(it.real)
                 .arg(it.reserved)
                 .arg(s.window.max(1) * 1000);
