@@ -384,29 +384,35 @@ impl Charge {
     /// for local counters, off the request path for Redis.
     pub fn settle(&mut self, owed: &[(usize, f64)], now_ms: u64) {
         let held = std::mem::take(&mut self.held);
-        let mut slots = Vec::new();
-        let mut items = Vec::new();
-        for (i, slot) in self.plan.slots.iter().enumerate() {
-            let real: f64 = owed.iter().filter(|(j, _)| *j == i).map(|(_, a)| a).sum();
-            let (reserved, reserved_at) = held.get(i).copied().unwrap_or((0.0, 0));
-            if real > 0.0 || reserved > 0.0 {
-                slots.push(slot.clone());
-                items.push(Settlement {
-                    real,
+        // One settlement per slot (nothing to do for most), so local counters need no copy
+        // of the slots.
+        let items: Vec<Settlement> = (0..self.plan.slots.len())
+            .map(|i| {
+                let (reserved, reserved_at) = held.get(i).copied().unwrap_or((0.0, 0));
+                Settlement {
+                    real: owed.iter().filter(|(j, _)| *j == i).map(|(_, a)| a).sum(),
                     reserved,
                     reserved_at,
-                });
-            }
-        }
-        if slots.is_empty() {
+                }
+            })
+            .collect();
+        if items.iter().all(|it| it.real <= 0.0 && it.reserved <= 0.0) {
             return;
         }
         match &self.counters {
-            Counters::Local(l) => l.settle(&slots, &items, now_ms),
+            Counters::Local(l) => l.settle(&self.plan.slots, &items, now_ms),
             Counters::Redis(r) => {
                 let Ok(rt) = tokio::runtime::Handle::try_current() else {
                     return;
                 };
+                let (slots, items): (Vec<Slot>, Vec<Settlement>) = self
+                    .plan
+                    .slots
+                    .iter()
+                    .zip(items)
+                    .filter(|(_, it)| it.real > 0.0 || it.reserved > 0.0)
+                    .map(|(s, it)| (s.clone(), it))
+                    .unzip();
                 let r = r.clone();
                 rt.spawn(async move {
                     if let Err(e) = r.settle(&slots, &items, now_ms).await {
