@@ -62,6 +62,10 @@ pub enum GatewayError {
     /// `error_code` (429 by default) and `error_message`.
     #[error("{message}")]
     RateLimited { status: StatusCode, message: String },
+    /// The request's prompt alone is more than a token quota allows in any window, so no
+    /// wait can help: 413, without `Retry-After`, so clients stop retrying.
+    #[error("{0}")]
+    PromptOverQuota(String),
     /// A guardrail refused the prompt (400); the message never quotes what was found.
     #[error("{0}")]
     PromptBlocked(String),
@@ -102,7 +106,9 @@ impl GatewayError {
             | GatewayError::UnknownPreviousResponse(_)
             | GatewayError::PromptBlocked(_) => StatusCode::BAD_REQUEST,
             GatewayError::RateLimited { status, .. } => *status,
-            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTooLarge { .. } | GatewayError::PromptOverQuota(_) => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::ClientAborted => StatusCode::BAD_REQUEST,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -152,6 +158,7 @@ impl GatewayError {
             GatewayError::Transformation { .. } => "transformation_failed",
             GatewayError::BeforeProxying(_) => "before_proxying",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
+            GatewayError::PromptOverQuota(_) => "prompt_exceeds_quota",
             GatewayError::PromptBlocked(_) => "prompt_blocked",
             GatewayError::Internal(_) => "internal_error",
         }

@@ -414,6 +414,7 @@ services:
             config:
               strategy: redis
               window_type: fixed
+              reserve_in_flight: false
               redis: {host: 127.0.0.1, port: 6379}
               llm_providers: [{name: openai, limit: [60], window_size: [3600]}]
           - name: ai-proxy
@@ -487,10 +488,13 @@ async fn two_gateway_processes_share_quotas_through_redis() {
                 "refused with {spent} of 60 spent: {}",
                 r.text()
             );
-            assert_eq!(
-                r.json()["error"]["message"],
-                "AI token rate limit exceeded for provider(s): openai"
+            // Kong's text, then what ran out and when it frees up.
+            let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+            assert!(
+                message.starts_with("AI token rate limit exceeded for provider(s): openai ("),
+                "{message}"
             );
+            assert!(message.contains(" of 60 tokens used"), "{message}");
             assert_eq!(r.header("x-ai-ratelimit-limit-3600-openai"), Some("60"));
             let left = 60u64.saturating_sub(spent).to_string();
             assert_eq!(
@@ -587,12 +591,12 @@ async fn token_quotas_estimate_prompts_charge_streams_and_pick_policies() {
         async move { post(&url, &[("ApiKey", key)], &body).await }
     };
     // A prompt that alone needs more than the 200-token fallback quota is refused before
-    // reaching the upstream.
+    // reaching the upstream, as too large for the quota (no wait would help).
     let long = "lorem ipsum ".repeat(150);
     let r = ask("app1-key", "m", long.clone(), false).await;
-    assert_eq!(r.status, 429, "{}", r.text());
-    assert_eq!(r.header("x-ai-ratelimit-limit-60-policy2"), Some("200"));
-    assert_eq!(r.header("x-ai-ratelimit-remaining-60-policy2"), Some("200"));
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "prompt_exceeds_quota");
+    assert!(r.header("retry-after").is_none());
     assert!(h.mock.requests().is_empty());
     // The model-matched policy has room for it.
     let r = ask("app1-key", "big-model", long, false).await;
@@ -631,9 +635,12 @@ async fn token_quotas_estimate_prompts_charge_streams_and_pick_policies() {
     assert_eq!(mine["plugin"], "ai-rate-limiting-advanced");
     assert_eq!(mine["limit"], 200.0);
     assert!(mine["used"].as_f64().unwrap() > 0.0, "{mine}");
-    // app2 has its own counters.
-    let r = ask("app2-key", "m", "hi".into(), false).await;
-    assert_eq!(r.header("x-ai-ratelimit-remaining-60-policy2"), Some("200"));
+    // app2 has its own counters: only its own reservation (8 prompt + 10 completion
+    // tokens) is taken from them.
+    let body = json!({"model": "m", "max_tokens": 10,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    let r = post(&h.url("/tokens"), &[("ApiKey", "app2-key")], &body).await;
+    assert_eq!(r.header("x-ai-ratelimit-remaining-60-policy2"), Some("182"));
 
     // A spent window refuses until it resets, then admits again.
     let mut refused = None;
@@ -915,4 +922,421 @@ async fn pii_is_masked_before_the_upstream_and_restored_in_the_answer() {
     let sent: Value = serde_json::from_slice(&h.mock.last_request().unwrap().body).unwrap();
     assert_eq!(sent["instructions"], "Owner: [EMAIL_1]");
     assert_eq!(sent["input"][0]["content"][0]["text"], "ping [IP_1]");
+}
+
+// ---------------------------------------------------------------------------------------
+// Token quotas a client can act on (issue 20, item 1) and reservations (item 17).
+
+const SMALL_QUOTA: &str = r#"
+_format_version: "3.0"
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: small
+        paths: ["/small"]
+        plugins:
+          - name: file-log
+            config: {path: "{DIR}/quota.log"}
+          - name: ai-rate-limiting-advanced
+            id: 5f0c3a52-8f7e-4d7e-9d35-1f3b2a9c0a11
+            config:
+              identifier: ip
+              window_type: fixed
+              llm_providers: [{name: openai, limit: [100], window_size: [3600]}]
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+"#;
+
+/// This node's counter rows for `plugin_id` (from `GET /quotas`).
+async fn quota_rows(h: &Harness, plugin_id: &str) -> Vec<Value> {
+    let q = get(&h.admin("/quotas")).await.json();
+    q["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["plugin_id"] == plugin_id)
+        .cloned()
+        .collect()
+}
+
+/// What the live counter of `plugin_id` shows now (0 before any).
+async fn used_now(h: &Harness, plugin_id: &str) -> f64 {
+    quota_rows(h, plugin_id)
+        .await
+        .iter()
+        .find(|r| !r["key"].as_str().unwrap().contains('*'))
+        .and_then(|r| r["used"].as_f64())
+        .unwrap_or(0.0)
+}
+
+/// Waits until the live counter of `plugin_id` shows `used` (settlements run right after
+/// each response); returns what it last showed.
+async fn wait_used(h: &Harness, plugin_id: &str, used: f64) -> f64 {
+    let mut last = f64::NAN;
+    for _ in 0..200 {
+        last = used_now(h, plugin_id).await;
+        if (last - used).abs() < 1e-6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    last
+}
+
+/// A prompt larger than the whole quota gets a 413 that says so (no `Retry-After`, so
+/// clients stop); an ordinary refusal tells what is left, what the request needs and when
+/// it fits; the log record carries the headers and the reason; `/quotas` lists a limit
+/// before any request and shows a PATCHed limit at once.
+#[tokio::test]
+async fn quota_refusals_say_why_and_when_and_quotas_show_configured_limits() {
+    not_at_hour_end().await;
+    let h = Harness::start(SMALL_QUOTA).await;
+    const ID: &str = "5f0c3a52-8f7e-4d7e-9d35-1f3b2a9c0a11";
+    let rows = quota_rows(&h, ID).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["key"], "ip:*:openai:total_tokens");
+    assert_eq!(rows[0]["limit"], 100.0);
+    assert_eq!(rows[0]["used"], 0.0);
+    assert_eq!(rows[0]["window"], 3600);
+
+    let ask = |text: String| {
+        let url = h.url("/small");
+        let body = json!({"max_tokens": 5, "messages": [{"role": "user", "content": text}]});
+        async move { post(&url, &[], &body).await }
+    };
+    let r = ask("lorem ipsum ".repeat(150)).await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    let e = &r.json()["error"];
+    assert_eq!(e["type"], "invalid_request_error");
+    assert_eq!(e["code"], "prompt_exceeds_quota");
+    let message = e["message"].as_str().unwrap();
+    let tokens: u64 = message
+        .split("about ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{message}"));
+    assert!(tokens > 100, "the prompt's estimate is named: {message}");
+    assert!(
+        message.contains("100 tokens per 3600 s (openai)"),
+        "{message}"
+    );
+    assert!(r.header("retry-after").is_none());
+    assert!(r.header("x-ai-ratelimit-retry-after").is_none());
+    assert_eq!(r.header("x-ai-ratelimit-limit-3600-openai"), None);
+    assert!(h.mock.requests().is_empty());
+
+    // 20 words: the mock counts 20 prompt tokens and answers 3.
+    let words = "alpha beta gamma delta epsilon ".repeat(4);
+    let mut spent = 0.0;
+    let refused = loop {
+        let r = ask(words.clone()).await;
+        if r.status != 200 {
+            break r;
+        }
+        spent += r.json()["usage"]["total_tokens"].as_f64().unwrap();
+        assert_eq!(
+            wait_used(&h, ID, spent).await,
+            spent,
+            "settled to the real usage"
+        );
+        assert!(spent < 100.0, "never refused");
+    };
+    assert_eq!(refused.status, 429, "{}", refused.text());
+    let left = (100.0 - spent).to_string();
+    assert_eq!(
+        refused.header("x-ai-ratelimit-remaining-3600-openai"),
+        Some(left.as_str()),
+        "what is really left"
+    );
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    let reset: u64 = refused
+        .header("x-ai-ratelimit-reset-3600-openai")
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(retry, reset, "a fixed window frees up when it ends");
+    let message = refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.starts_with("AI token rate limit exceeded for provider(s): openai ("),
+        "{message}"
+    );
+    assert!(
+        message.contains(&format!(
+            "openai: {spent} of 100 tokens used or reserved in the 3600 s window, this request needs"
+        )),
+        "{message}"
+    );
+    assert!(
+        message.ends_with(&format!("retry in {retry} s)")),
+        "{message}"
+    );
+
+    // The log records of both refusals carry the quota headers and the reason.
+    let lines = h.wait_log("quota.log", 3).await;
+    let over = lines
+        .iter()
+        .find(|l| l["response"]["status"] == 413)
+        .unwrap();
+    assert_eq!(over["quota_refusal"]["code"], "prompt_exceeds_quota");
+    let limited = lines
+        .iter()
+        .find(|l| l["response"]["status"] == 429)
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert_eq!(limited["quota_refusal"]["code"], "rate_limit_exceeded");
+    assert_eq!(limited["quota_refusal"]["message"], message.as_str());
+    let headers = &limited["response"]["headers"];
+    assert_eq!(headers["x-ai-ratelimit-limit-3600-openai"], "100");
+    assert_eq!(
+        headers["x-ai-ratelimit-remaining-3600-openai"],
+        left.as_str()
+    );
+    assert_eq!(headers["retry-after"], retry.to_string());
+
+    // The counter is listed by who it counts, and a PATCHed limit shows at once.
+    let rows = quota_rows(&h, ID).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["key"], "ip:127.0.0.1:openai:total_tokens");
+    assert_eq!(rows[0]["used"], spent);
+    let r = send(
+        "PATCH",
+        &h.admin(&format!("/plugins/{ID}")),
+        &[("content-type", "application/json")],
+        json!({"config": {"llm_providers": [{"name": "openai", "limit": [1000], "window_size": [3600]}]}})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rows = quota_rows(&h, ID).await;
+    assert_eq!(rows[0]["limit"], 1000.0, "{rows:?}");
+    assert_eq!(rows[0]["used"], spent);
+}
+
+const BUSY: &str = r#"
+_format_version: "3.0"
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: busy
+        paths: ["/busy"]
+        plugins:
+          - name: ai-rate-limiting-advanced
+            id: {ARL_ID}
+            config:
+              identifier: ip
+              window_type: fixed
+              {STORE}
+              llm_providers: [{name: openai, limit: [1000], window_size: [3600]}]
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+"#;
+
+/// 64 clients at once, each asking `urls[i % urls.len()]` for a completion the mock
+/// answers after 500 ms. Returns (admitted, refused, real tokens of the admitted, the
+/// largest single request's tokens); checks that each refusal says that requests in
+/// flight hold the quota and that a second's wait may do.
+async fn burst(urls: &[String]) -> (usize, usize, f64, f64) {
+    let body = json!({"max_tokens": 8, "messages": [{"role": "user",
+        "content": "[mock:delay_ms=500] please count these twenty words for me now one two three four five six seven eight nine ten eleven"}]});
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let url = urls[i % urls.len()].clone();
+            let body = body.clone();
+            tokio::spawn(async move { post(&url, &[], &body).await })
+        })
+        .collect();
+    let (mut ok, mut refused, mut total, mut largest) = (0, 0, 0.0, 0.0f64);
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            200 => {
+                let used = r.json()["usage"]["total_tokens"].as_f64().unwrap();
+                ok += 1;
+                total += used;
+                largest = largest.max(used);
+            }
+            429 => {
+                refused += 1;
+                let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+                assert!(message.contains("held by requests in flight"), "{message}");
+                assert_eq!(r.header("retry-after"), Some("1"), "{message}");
+            }
+            s => panic!("{s}: {}", r.text()),
+        }
+    }
+    (ok, refused, total, largest)
+}
+
+/// Concurrent requests each reserve their estimate at admission, so 64 clients against a
+/// 1,000-token quota overshoot it by less than one request's tokens; afterwards the
+/// counter holds exactly the real usage.
+#[tokio::test]
+async fn concurrent_requests_reserve_tokens_and_cannot_overshoot_the_quota() {
+    not_at_hour_end().await;
+    let id = fresh_id();
+    let h = Harness::start(
+        &BUSY
+            .replace("{ARL_ID}", &id)
+            .replace("{STORE}", "strategy: local"),
+    )
+    .await;
+    let (ok, refused, total, largest) = burst(&[h.url("/busy")]).await;
+    assert!(ok >= 2 && refused >= 1, "{ok} admitted, {refused} refused");
+    assert!(
+        total < 1000.0 + largest,
+        "{ok} requests used {total} tokens of a 1000-token quota"
+    );
+    assert_eq!(
+        wait_used(&h, &id, total).await,
+        total,
+        "reservations settled"
+    );
+}
+
+/// The same burst through two gateway processes sharing Redis.
+#[tokio::test]
+async fn two_nodes_reserve_tokens_in_redis_and_cannot_overshoot_the_quota() {
+    not_at_hour_end().await;
+    let mock = mock_llm::MockLlm::start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("tollgate-reserve-{}", fresh_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kong.yaml");
+    let id = fresh_id();
+    let text = BUSY
+        .replace("{MOCK}", &mock.url())
+        .replace("{ARL_ID}", &id)
+        .replace(
+            "{STORE}",
+            "strategy: redis\n              redis: {host: 127.0.0.1, port: 6379}",
+        );
+    std::fs::write(&path, text).unwrap();
+    let (a, b) = (node(&path), node(&path));
+    let urls = [format!("{}/busy", a.proxy), format!("{}/busy", b.proxy)];
+    let (ok, refused, total, largest) = burst(&urls).await;
+    assert!(ok >= 2 && refused >= 1, "{ok} admitted, {refused} refused");
+    assert!(
+        total < 1000.0 + largest,
+        "{ok} requests used {total} tokens of a 1000-token quota on two nodes"
+    );
+    // The shared counter ends at the real usage and nothing is held any more: every
+    // reservation was settled.
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let (mut used, mut held) = (0.0, f64::NAN);
+    for _ in 0..200 {
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("tollgate:quota:ai:{id}:*"))
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        keys.sort();
+        assert_eq!(
+            keys.len(),
+            2,
+            "the window's counter and the held one: {keys:?}"
+        );
+        assert!(keys[1].ends_with(":held"), "{keys:?}");
+        let v: Vec<String> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        used = v[0].parse().unwrap();
+        held = v[1].parse().unwrap();
+        if (used - total).abs() < 1e-6 && held.abs() < 1e-6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(held, 0.0, "nothing held after the burst");
+    assert_eq!(used, total, "reservations settled in Redis");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A reservation lives as long as its request: an upstream error or a client that goes
+/// away gives it back, so the counter returns to the real usage.
+#[tokio::test]
+async fn reservations_are_released_on_upstream_errors_and_client_disconnects() {
+    not_at_hour_end().await;
+    let id = fresh_id();
+    let h = Harness::start(
+        &BUSY
+            .replace("{ARL_ID}", &id)
+            .replace("{STORE}", "strategy: local"),
+    )
+    .await;
+    let url = h.url("/busy");
+    let ask = |text: &str| {
+        let url = url.clone();
+        let body = json!({"max_tokens": 8, "messages": [{"role": "user", "content": text}]});
+        async move { post(&url, &[], &body).await }
+    };
+    let r = ask("hi").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let real = r.json()["usage"]["total_tokens"].as_f64().unwrap();
+    assert_eq!(wait_used(&h, &id, real).await, real);
+
+    // The upstream fails: nothing is charged, the reservation goes back.
+    let r = ask("hi [mock:status=500]").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(wait_used(&h, &id, real).await, real, "released after a 500");
+
+    // The client goes away while the upstream is still thinking.
+    let pending = tokio::spawn(ask("hi [mock:delay_ms=3000]"));
+    let mut held = real;
+    for _ in 0..100 {
+        held = used_now(&h, &id).await;
+        if held > real {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        held > real,
+        "the request in flight holds its estimate: {held}"
+    );
+    pending.abort();
+    let _ = pending.await;
+    assert_eq!(
+        wait_used(&h, &id, real).await,
+        real,
+        "released when the client left"
+    );
+}
+
+/// `/quotas` reads Redis-backed counters from Redis: a configured limit shows before any
+/// request, then the shared counter with its real usage.
+#[tokio::test]
+async fn quotas_lists_redis_backed_counters() {
+    not_at_hour_end().await;
+    let id = fresh_id();
+    let h = Harness::start(&BUSY.replace("{ARL_ID}", &id).replace(
+        "{STORE}",
+        "strategy: redis\n              redis: {host: 127.0.0.1, port: 6379}",
+    ))
+    .await;
+    let rows = quota_rows(&h, &id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["key"], "ip:*:openai:total_tokens");
+    assert_eq!(rows[0]["store"], "redis");
+    assert_eq!(rows[0]["used"], 0.0);
+    let body = json!({"messages": [{"role": "user", "content": "hi"}]});
+    let r = post(&h.url("/busy"), &[], &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let real = r.json()["usage"]["total_tokens"].as_f64().unwrap();
+    assert_eq!(wait_used(&h, &id, real).await, real);
+    let rows = quota_rows(&h, &id).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["key"], "ip:127.0.0.1:openai:total_tokens");
+    assert_eq!(rows[0]["store"], "redis");
+    assert_eq!(rows[0]["limit"], 1000.0);
 }

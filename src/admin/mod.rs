@@ -9,6 +9,7 @@ pub mod state;
 pub mod write;
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -21,6 +22,7 @@ use self::errors::AdminError;
 use self::state::Kind;
 
 use crate::config::Snapshot;
+use crate::plugins::Plugin;
 use crate::proxy::Gateway;
 
 type Resp = Response<Full<Bytes>>;
@@ -150,7 +152,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
         [] => root(gw, &snap),
         ["status"] => status(gw, &snap),
         ["metrics"] => metrics(gw),
-        ["quotas"] => quotas(gw),
+        ["quotas"] => quotas(gw).await,
         ["analytics", what] => analytics(gw, what, &query).await,
         ["config"] => {
             let guard = gw.control.state.lock().await;
@@ -567,8 +569,112 @@ fn status(gw: &Gateway, snap: &Snapshot) -> Resp {
     )
 }
 
-/// `GET /quotas`: this node's in-memory quota counters (Redis-backed ones live in Redis).
-fn quotas(gw: &Gateway) -> Resp {
+/// A limit the current config has: what its counters' keys start and end with.
+struct ConfiguredLimit {
+    plugin: &'static str,
+    /// `rl:<id>:` or `ai:<scope>:`.
+    prefix: String,
+    /// `:<period>` or `:<label>:<what>`.
+    suffix: String,
+    window: u64,
+    limit: f64,
+    sliding: bool,
+    /// What counters are kept per (`consumer`, `ip`, …).
+    kind: &'static str,
+    /// Where its counters live (None: this node's memory).
+    redis: Option<Arc<crate::quota::redis::RedisCounters>>,
+}
+
+impl ConfiguredLimit {
+    fn matches(&self, key: &str, window: u64) -> bool {
+        self.window == window && key.starts_with(&self.prefix) && key.ends_with(&self.suffix)
+    }
+}
+
+/// Every quota limit of `snap`'s plugins.
+fn configured_limits(snap: &Snapshot) -> Vec<ConfiguredLimit> {
+    use crate::plugins::rate_limiting::{identity_kind, Store};
+    let redis = |s: &Store| match s {
+        Store::Local => None,
+        Store::Redis(r) => Some(r.clone()),
+    };
+    let mut out = Vec::new();
+    for p in &snap.plugins {
+        match &p.plugin {
+            Plugin::RateLimiting(rl) => {
+                for (name, secs, limit) in &rl.periods {
+                    out.push(ConfiguredLimit {
+                        plugin: "rate-limiting",
+                        prefix: format!("rl:{}:", rl.id),
+                        suffix: format!(":{name}"),
+                        window: *secs,
+                        limit: *limit,
+                        sliding: false,
+                        kind: identity_kind(rl.config.limit_by),
+                        redis: redis(&rl.store),
+                    });
+                }
+            }
+            Plugin::AiRateLimiting(arl) => {
+                for (suffix, window, limit, sliding) in arl.configured() {
+                    out.push(ConfiguredLimit {
+                        plugin: "ai-rate-limiting-advanced",
+                        prefix: format!("ai:{}:", arl.scope()),
+                        suffix,
+                        window,
+                        limit,
+                        sliding,
+                        kind: identity_kind(arl.config.identifier),
+                        redis: redis(&arl.store),
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Most counters `/quotas` reads from one Redis prefix.
+const REDIS_LIST_MAX: usize = 1000;
+
+/// The current counters of the Redis-backed limits (by limit index), or why they could
+/// not be read.
+async fn redis_counters(
+    limits: &[ConfiguredLimit],
+    now: u64,
+) -> Vec<(Option<usize>, Result<crate::quota::local::Listed, String>)> {
+    let mut out = Vec::new();
+    let mut asked: Vec<(String, String)> = Vec::new();
+    for c in limits {
+        let Some(r) = &c.redis else { continue };
+        if asked.contains(&(r.address().to_string(), c.prefix.clone())) {
+            continue;
+        }
+        asked.push((r.address().to_string(), c.prefix.clone()));
+        let listed = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            r.list(&c.prefix, now, REDIS_LIST_MAX),
+        )
+        .await
+        .unwrap_or_else(|_| Err(crate::quota::StoreError("redis: timed out".into())));
+        match listed {
+            Ok(rows) => out.extend(rows.into_iter().map(|l| {
+                let found = limits
+                    .iter()
+                    .position(|c| c.redis.is_some() && c.matches(&l.key, l.window));
+                (found, Ok(l))
+            })),
+            Err(e) => out.push((None, Err(e.to_string()))),
+        }
+    }
+    out
+}
+
+/// `GET /quotas`: the quota counters (this node's memory and the Redis-backed ones), with
+/// the limits the current config gives them, and a row (`used` 0) for every configured
+/// limit no request has counted yet.
+async fn quotas(gw: &Gateway) -> Resp {
     let now = crate::proxy::millis_since_epoch();
     let snap = gw.snapshot.load();
     // Counters are kept per consumer id; people read usernames.
@@ -591,24 +697,69 @@ fn quotas(gw: &Gateway) -> Resp {
             None => who.to_string(),
         }
     };
-    let data: Vec<Value> = gw
-        .quota
-        .list(now)
+    let limits = configured_limits(&snap);
+    let mut seen = vec![false; limits.len()];
+    let local = gw.quota.list(now).into_iter().map(|l| {
+        let found = limits.iter().position(|c| c.matches(&l.key, l.window));
+        (found, l, "local")
+    });
+    let mut errors = Vec::new();
+    let shared: Vec<_> = redis_counters(&limits, now)
+        .await
         .into_iter()
-        .map(|l| {
-            // Keys are `rl:<plugin>:<who>:<period>` and `ai:<plugin>:<who>:<name>:<what>`.
-            let plugin = if l.key.starts_with("ai:") {
-                "ai-rate-limiting-advanced"
-            } else {
-                "rate-limiting"
-            };
-            let mut parts = l.key.splitn(3, ':');
-            let (_, id, rest) = (parts.next(), parts.next(), parts.next());
-            json!({"plugin": plugin, "plugin_id": id, "key": readable(rest.unwrap_or("")),
-                   "window": l.window, "used": l.used, "limit": l.limit})
+        .filter_map(|(found, r)| match r {
+            Ok(l) => Some((found, l, "redis")),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
         })
         .collect();
-    reply(StatusCode::OK, json!({"data": data}))
+    let mut data: Vec<Value> = Vec::new();
+    for (found, l, store) in local.chain(shared) {
+        // Keys are `rl:<plugin>:<who>:<period>` and `ai:<plugin>:<who>:<name>:<what>`.
+        let plugin = if l.key.starts_with("ai:") {
+            "ai-rate-limiting-advanced"
+        } else {
+            "rate-limiting"
+        };
+        // The current config's limit: a PATCHed limit shows at once.
+        let (limit, used) = match found.and_then(|i| limits.get(i).map(|c| (i, c))) {
+            Some((i, c)) => {
+                if let Some(s) = seen.get_mut(i) {
+                    *s = true;
+                }
+                let weight = crate::quota::previous_weight(now, c.window);
+                let used = l.cur + if c.sliding { l.prev * weight } else { 0.0 };
+                (c.limit, used)
+            }
+            None => (l.limit, l.used),
+        };
+        let mut parts = l.key.splitn(3, ':');
+        let (_, id, rest) = (parts.next(), parts.next(), parts.next());
+        data.push(
+            json!({"plugin": plugin, "plugin_id": id, "key": readable(rest.unwrap_or("")),
+                         "window": l.window, "used": used, "limit": limit, "store": store}),
+        );
+    }
+    for (c, _) in limits.iter().zip(&seen).filter(|(_, s)| !**s) {
+        let id = c.prefix.split(':').nth(1).unwrap_or("");
+        // Unread Redis counters are unknown, not zero.
+        let used = if c.redis.is_some() && !errors.is_empty() {
+            Value::Null
+        } else {
+            json!(0.0)
+        };
+        data.push(json!({"plugin": c.plugin, "plugin_id": id,
+                         "key": format!("{}:*{}", c.kind, c.suffix), "window": c.window,
+                         "used": used, "limit": c.limit,
+                         "store": if c.redis.is_some() { "redis" } else { "local" }}));
+    }
+    if errors.is_empty() {
+        reply(StatusCode::OK, json!({"data": data}))
+    } else {
+        reply(StatusCode::OK, json!({"data": data, "errors": errors}))
+    }
 }
 
 /// `GET /analytics/{usage,top,status}`: aggregate usage queries (see docs/observability.md).

@@ -163,8 +163,11 @@ pub struct RequestLog {
     pub metrics: bool,
     /// Where the usage record goes.
     pub analytics: Option<Arc<crate::observe::analytics::Analytics>>,
-    /// What a guardrail did to the prompt (`masked`, `blocked`).
+    /// What a guardrail did to the prompt (`masked`, `blocked`), or the code of a quota's
+    /// refusal (`rate_limit_exceeded`, `prompt_exceeds_quota`).
     pub guardrail: Option<&'static str>,
+    /// Why a quota refused the request (the message the client got).
+    pub refusal: Option<String>,
     /// Total time (ms), set when the log phase runs.
     pub finished_ms: Option<u64>,
     /// The request's trace (an `opentelemetry` instance applies).
@@ -201,6 +204,7 @@ impl RequestLog {
             metrics: false,
             analytics: None,
             guardrail: None,
+            refusal: None,
             finished_ms: None,
             trace: None,
             chain: None,
@@ -451,6 +455,16 @@ impl RequestLog {
         if let Some(ai) = ai {
             o.key("ai");
             ai.write(&mut o, &self.tries);
+        }
+        if let (Some(code), Some(message)) = (self.guardrail, self.refusal.as_deref()) {
+            // Tollgate's own field: which quota refused the request, and why.
+            o.key("quota_refusal");
+            o.open();
+            o.key("code");
+            o.string(code);
+            o.key("message");
+            o.string(message);
+            o.close();
         }
         o.close();
         o.buf

@@ -2,10 +2,12 @@
 //! policy (`policies`, Kong 3.14), in fixed or sliding windows, kept per consumer, group,
 //! credential, IP, header, path or service.
 //!
-//! Before the request, its estimated prompt tokens must fit in what is left; after the
-//! answer, the upstream's real usage (also read from streams) is charged, so a spent quota
-//! refuses the next request until the window moves on. `requestPrompt` limits count the
-//! estimated prompt tokens when the request is admitted.
+//! Before the request, its estimated prompt tokens must fit in what is left (a prompt no
+//! window could hold is refused for good, 413); an admitted request holds its estimate
+//! (prompt + bounded completion) while in flight (tollgate's `reserve_in_flight`), and after
+//! the answer the upstream's real usage (also read from streams) replaces it, so a spent
+//! quota refuses the next request until the window moves on. `requestPrompt` limits count
+//! the estimated prompt tokens when the request is admitted.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use crate::config::plugins::nullable;
 use crate::config::vault::VaultTable;
 use crate::llm::usage::Usage;
 use crate::plugins::rate_limiting::{push, summary_headers, LimitBy, Policy, Store};
-use crate::quota::{Counters, Reading, Slot};
+use crate::quota::{Counters, Reading, Settlement, Slot};
 
 /// `window_type`.
 #[derive(
@@ -145,7 +147,19 @@ pub struct AiRateLimitingConfig {
     pub custom_cost_count_function: Option<String>,
     pub llm_format: Option<String>,
     pub redis: Option<RedisConfig>,
+    /// Tollgate: hold each admitted request's estimated tokens (prompt plus a bounded
+    /// completion) in the counters while it is in flight, settled to the real usage once
+    /// the answer is complete (released if it fails). `false` keeps Kong's behaviour: only
+    /// finished answers count, so concurrent requests can overshoot. Default true.
+    pub reserve_in_flight: Option<bool>,
+    /// Tollgate: the completion tokens reserved for a request that names no `max_tokens`,
+    /// `max_completion_tokens` or `max_output_tokens` (nor does its target's
+    /// `model.options.max_tokens`). Default 512.
+    pub reserve_completion_tokens: Option<u64>,
 }
+
+/// Completion tokens reserved when neither the request nor the target bounds them.
+pub const RESERVE_COMPLETION_TOKENS: u64 = 512;
 
 /// Provider names `llm_providers[].name` accepts.
 const PROVIDER_NAMES: [&str; 11] = [
@@ -332,11 +346,90 @@ pub struct Plan {
     slots: Vec<Slot>,
 }
 
-/// Usage owed to a quota once the answer is complete.
+/// A request's token estimate at admission.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Estimate {
+    pub prompt: u64,
+    /// The completion tokens to reserve (the request's bound, else a default).
+    pub completion: u64,
+    /// The dearest input and output cost (per 1M tokens) among the route's targets.
+    pub costs: (f64, f64),
+}
+
+/// What an admission does to each counter of a plan.
+#[derive(Debug, Default)]
+pub struct Amounts {
+    /// Room each counter must have now.
+    pub need: Vec<f64>,
+    /// Added to each counter at admission.
+    pub hold: Vec<f64>,
+    /// The part of each hold that is a reservation, settled once the answer is known (a
+    /// `requestPrompt` charge is not).
+    pub reserved: Vec<f64>,
+}
+
+/// Usage owed to a quota once the answer is complete, and the reservations made for it.
+/// Dropped unsettled (the client went away first), it gives the reservations back.
 #[derive(Debug)]
 pub struct Charge {
     pub counters: Counters,
     pub plan: Arc<Plan>,
+    /// Per slot: the tokens reserved at admission (0: none) and the start (ms) of the
+    /// window they were added to.
+    pub held: Vec<(f64, u64)>,
+}
+
+impl Charge {
+    /// Charges `owed` (slot index, real usage) and gives every reservation back: at once
+    /// for local counters, off the request path for Redis.
+    pub fn settle(&mut self, owed: &[(usize, f64)], now_ms: u64) {
+        let held = std::mem::take(&mut self.held);
+        // One settlement per slot (nothing to do for most), so local counters need no copy
+        // of the slots.
+        let items: Vec<Settlement> = (0..self.plan.slots.len())
+            .map(|i| {
+                let (reserved, reserved_at) = held.get(i).copied().unwrap_or((0.0, 0));
+                Settlement {
+                    real: owed.iter().filter(|(j, _)| *j == i).map(|(_, a)| a).sum(),
+                    reserved,
+                    reserved_at,
+                }
+            })
+            .collect();
+        if items.iter().all(|it| it.real <= 0.0 && it.reserved <= 0.0) {
+            return;
+        }
+        match &self.counters {
+            Counters::Local(l) => l.settle(&self.plan.slots, &items, now_ms),
+            Counters::Redis(r) => {
+                let Ok(rt) = tokio::runtime::Handle::try_current() else {
+                    return;
+                };
+                let (slots, items): (Vec<Slot>, Vec<Settlement>) = self
+                    .plan
+                    .slots
+                    .iter()
+                    .zip(items)
+                    .filter(|(_, it)| it.real > 0.0 || it.reserved > 0.0)
+                    .map(|(s, it)| (s.clone(), it))
+                    .unzip();
+                let r = r.clone();
+                rt.spawn(async move {
+                    if let Err(e) = r.settle(&slots, &items, now_ms).await {
+                        tracing::warn!(error = %e, "quota usage could not be settled");
+                    }
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        if self.held.iter().any(|(h, _)| *h > 0.0) {
+            self.settle(&[], crate::proxy::millis_since_epoch());
+        }
+    }
 }
 
 impl AiRateLimiting {
@@ -423,7 +516,7 @@ impl AiRateLimiting {
 
     /// The limits that apply to a request, or None when none does.
     pub fn plan(&self, identity: &str, f: &Facts<'_>) -> Option<Plan> {
-        let scope = self.config.namespace.as_deref().unwrap_or(&self.id);
+        let scope = self.scope();
         let (limits, partition): (Vec<Limit>, String) = if self.policies.is_empty() {
             let limits = self
                 .providers
@@ -475,24 +568,88 @@ impl AiRateLimiting {
         Some(Plan { limits, slots })
     }
 
-    /// The status and message of a refusal naming the `labels` that ran out.
-    pub fn refusal(&self, labels: &[&str]) -> (StatusCode, String) {
+    /// The status and message of a refusal naming the `labels` that ran out. Kong's
+    /// default text is kept as the start; `detail` (see [`Plan::refusal_detail`]) follows
+    /// it unless the message is the operator's own.
+    pub fn refusal(&self, labels: &[&str], detail: &str) -> (StatusCode, String) {
         let base = self
             .config
             .error_message
             .clone()
             .unwrap_or_else(|| "AI token rate limit exceeded for provider(s): ".into());
-        let message = if self.config.error_hide_providers
+        let mut message = if self.config.error_hide_providers
             || self.config.error_message.is_some() && !base.ends_with(": ")
         {
             base.trim_end().trim_end_matches(':').to_string()
         } else {
             format!("{base}{}", labels.join(", "))
         };
+        if self.config.error_message.is_none() {
+            message.push_str(detail);
+        }
         (
             crate::plugins::rate_limiting::status(self.config.error_code),
             message,
         )
+    }
+
+    /// The scope its counters are kept under (`namespace`, else the plugin id).
+    pub fn scope(&self) -> &str {
+        self.config.namespace.as_deref().unwrap_or(&self.id)
+    }
+
+    /// Every limit it may apply: the end of its counters' keys (`:<label>:<what>`), window
+    /// (s), limit and whether the window slides.
+    pub fn configured(&self) -> Vec<(String, u64, f64, bool)> {
+        self.providers
+            .iter()
+            .chain(self.policies.iter().flat_map(|p| p.limits.iter()))
+            .map(|l| {
+                (
+                    format!(":{}:{}", l.label, l.count.as_str()),
+                    l.window,
+                    l.limit,
+                    l.sliding,
+                )
+            })
+            .collect()
+    }
+
+    /// Whether admitted requests hold their estimate while in flight.
+    pub fn reserves(&self) -> bool {
+        self.config.reserve_in_flight.unwrap_or(true)
+    }
+
+    /// The completion tokens reserved for a request that does not bound them.
+    pub fn default_completion(&self) -> u64 {
+        self.config
+            .reserve_completion_tokens
+            .unwrap_or(RESERVE_COMPLETION_TOKENS)
+    }
+
+    /// The message for a prompt of `prompt` tokens that exceeds `limit` tokens per `window`
+    /// seconds (limit `label`) on its own.
+    pub fn never_fits_message(&self, prompt: u64, label: &str, limit: f64, window: u64) -> String {
+        let of = if self.config.error_hide_providers {
+            String::new()
+        } else {
+            format!(" ({label})")
+        };
+        format!(
+            "This request's prompt is about {prompt} tokens, more than the token quota allows \
+             in any window: {limit} tokens per {window} s{of}. Retrying cannot help; shorten \
+             the prompt or ask for a larger quota."
+        )
+    }
+}
+
+/// What a limit counts, for messages.
+fn unit(count: TokensCount) -> &'static str {
+    match count {
+        TokensCount::TotalTokens => "tokens",
+        TokensCount::PromptTokens => "prompt tokens",
+        TokensCount::CompletionTokens => "completion tokens",
+        TokensCount::Cost => "cost units",
     }
 }
 
@@ -576,23 +733,87 @@ impl Plan {
         &self.slots
     }
 
-    /// How much of the estimated prompt each limit must have room for now: prompt and
-    /// total token limits need the estimate, the others only need to be unspent.
-    pub fn admission(&self, estimate: u64) -> Vec<f64> {
-        self.limits
-            .iter()
-            .map(|l| match l.count {
-                TokensCount::TotalTokens | TokensCount::PromptTokens => estimate as f64,
+    /// What admitting a request with estimate `e` does to each counter. Prompt and total
+    /// token limits need room for the prompt, the others only need to be unspent (Kong's
+    /// admission). With `reserve`, each counter also holds the request's estimate for it
+    /// (never more than the limit) until the answer settles it; `requestPrompt` limits
+    /// are charged the prompt for good either way.
+    pub fn amounts(&self, e: &Estimate, reserve: bool) -> Amounts {
+        let p = e.prompt as f64;
+        let c = e.completion as f64;
+        let mut out = Amounts::default();
+        for l in &self.limits {
+            let need = match l.count {
+                TokensCount::TotalTokens | TokensCount::PromptTokens => p,
                 TokensCount::CompletionTokens | TokensCount::Cost => 0.0,
-            })
-            .collect()
+            };
+            let (hold, reserved) = if l.request_prompt {
+                (p, false)
+            } else if reserve {
+                let full = match l.count {
+                    TokensCount::TotalTokens => p + c,
+                    TokensCount::PromptTokens => p,
+                    TokensCount::CompletionTokens => c,
+                    TokensCount::Cost => (p * e.costs.0 + c * e.costs.1) / 1_000_000.0,
+                };
+                (full.min(l.limit.max(0.0)), true)
+            } else {
+                (0.0, false)
+            };
+            out.need.push(need);
+            out.hold.push(hold);
+            out.reserved.push(if reserved { hold } else { 0.0 });
+        }
+        out
     }
 
-    /// The `requestPrompt` limits, charged at admission.
-    pub fn request_prompt(&self) -> Vec<usize> {
-        (0..self.limits.len())
-            .filter(|i| self.limits.get(*i).is_some_and(|l| l.request_prompt))
-            .collect()
+    /// The first limit a prompt of `prompt` tokens alone exceeds, so that no wait could
+    /// ever admit it: its label, limit and window (s).
+    pub fn never_fits(&self, prompt: u64) -> Option<(&str, f64, u64)> {
+        self.limits
+            .iter()
+            .find(|l| {
+                matches!(
+                    l.count,
+                    TokensCount::TotalTokens | TokensCount::PromptTokens
+                ) && prompt as f64 > l.limit
+            })
+            .map(|l| (l.label.as_str(), l.limit, l.window))
+    }
+
+    /// What the refusing limits look like, for the message: used of limit in the window,
+    /// what this request needs, and when it would fit.
+    pub fn refusal_detail(&self, readings: &[Reading], need: &[f64], hide: bool) -> String {
+        let mut parts = Vec::new();
+        let mut wait = 0;
+        for ((l, r), n) in self.limits.iter().zip(readings).zip(need) {
+            if !crate::quota::refuses(r.used, *n, r.limit) {
+                continue;
+            }
+            wait = wait.max(r.retry_after);
+            let who = if hide {
+                String::new()
+            } else {
+                format!("{}: ", l.label)
+            };
+            let in_flight = if r.held > 0.0 {
+                format!(" ({} held by requests in flight)", r.held.ceil())
+            } else {
+                String::new()
+            };
+            parts.push(format!(
+                "{who}{} of {} {} used or reserved in the {} s window{in_flight}, this request needs {}",
+                r.used.ceil(),
+                r.limit,
+                unit(l.count),
+                l.window,
+                n.ceil()
+            ));
+        }
+        if parts.is_empty() {
+            return String::new();
+        }
+        format!(" ({}; retry in {} s)", parts.join("; "), wait.max(1))
     }
 
     /// The labels of the limits whose readings refuse.
@@ -752,6 +973,7 @@ mod tests {
                 window: 60,
                 reset: 20,
                 retry_after: 20,
+                held: 0.0,
             },
             Reading {
                 used: 100.0,
@@ -759,6 +981,7 @@ mod tests {
                 window: 3600,
                 reset: 200,
                 retry_after: 0,
+                held: 0.0,
             },
         ];
         let mut out = Vec::new();
@@ -770,7 +993,7 @@ mod tests {
         assert_eq!(m["retry-after"], "20");
         assert_eq!(m["x-ratelimit-remaining"], "0");
         assert_eq!(
-            ai.refusal(&["openai"]).1,
+            ai.refusal(&["openai"], "").1,
             "AI token rate limit exceeded for provider(s): openai"
         );
     }
@@ -813,7 +1036,20 @@ mod tests {
         let plan = ai.plan("consumer:c1", &f).unwrap();
         assert_eq!(plan.slots()[0].limit, 10.0);
         assert!(!plan.slots()[0].sliding);
-        assert_eq!(plan.admission(7), vec![7.0]);
+        let e = Estimate {
+            prompt: 7,
+            completion: 50,
+            costs: (0.0, 0.0),
+        };
+        let a = plan.amounts(&e, true);
+        // A prompt-token limit needs and holds the prompt only.
+        assert_eq!(
+            (a.need, a.hold, a.reserved),
+            (vec![7.0], vec![7.0], vec![7.0])
+        );
+        assert_eq!(plan.amounts(&e, false).hold, vec![0.0]);
+        assert_eq!(plan.never_fits(11).map(|n| n.1), Some(10.0));
+        assert!(plan.never_fits(10).is_none());
     }
 
     #[test]

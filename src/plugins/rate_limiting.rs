@@ -489,6 +489,19 @@ pub fn identity(
     found.unwrap_or_else(|| format!("ip:{}", s.ip))
 }
 
+/// The prefix [`identity`] gives counters kept `by` (an IP when nothing else is known).
+pub fn identity_kind(by: LimitBy) -> &'static str {
+    match by {
+        LimitBy::Consumer => "consumer",
+        LimitBy::Credential => "credential",
+        LimitBy::ConsumerGroup => "group",
+        LimitBy::Header => "header",
+        LimitBy::Path => "path",
+        LimitBy::Service => "service",
+        LimitBy::Ip => "ip",
+    }
+}
+
 /// Whether a `limit_by: path` plugin applies to this request path.
 pub fn path_applies(by: LimitBy, path: Option<&str>, request_path: &str) -> bool {
     by != LimitBy::Path || path.is_none_or(|p| p == request_path)
@@ -545,6 +558,7 @@ mod tests {
                 window: 1,
                 reset: 1,
                 retry_after: 1,
+                held: 0.0,
             },
             Reading {
                 used: 2.0,
@@ -552,6 +566,7 @@ mod tests {
                 window: 60,
                 reset: 40,
                 retry_after: 0,
+                held: 0.0,
             },
         ];
         let mut h = Vec::new();

@@ -14,7 +14,7 @@ use crate::config::Snapshot;
 use crate::error::GatewayError;
 use crate::llm::body::NotAnObject;
 use crate::plugins::ai_proxy::AiProxy;
-use crate::plugins::ai_rate_limiting::{self, Charge, Facts};
+use crate::plugins::ai_rate_limiting::{self, Amounts, Charge, Estimate, Facts};
 use crate::plugins::rate_limiting::{self, Subject};
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::plugins::Plugin;
@@ -165,62 +165,8 @@ pub async fn quotas(
                 let Some(plan) = arl.plan(&id, &facts) else {
                     continue;
                 };
-                let estimate = doc
-                    .as_ref()
-                    .map(|d| crate::llm::tokens::estimate_prompt(d, model))
-                    .unwrap_or(0);
-                let mut counters = arl.store.counters(&gw.quota);
-                let outcome = match check(&counters, &plan, estimate, now).await {
-                    Ok(o) => o,
-                    Err(e) => {
-                        // Kong's behaviour: a Redis outage falls back to this node's counters.
-                        store_down(
-                            gw,
-                            "ai-rate-limiting-advanced",
-                            &e,
-                            "counting on this node only until it is back",
-                        );
-                        counters = crate::quota::Counters::Local(gw.quota.clone());
-                        check(&counters, &plan, estimate, now)
-                            .await
-                            .map_err(|e| GatewayError::Internal(e.to_string()))?
-                    }
-                };
-                let mut h = Vec::new();
-                plan.headers(&outcome.readings, !outcome.allowed, &mut h);
-                headers.extend(ai_rate_limiting::visible(arl, h));
-                if !outcome.allowed {
-                    gw.stats.quota_rejections.fetch_add(1, Ordering::Relaxed);
-                    let admission = plan.admission(estimate);
-                    let refused: Vec<bool> = outcome
-                        .readings
-                        .iter()
-                        .zip(&admission)
-                        .map(|(r, a)| crate::quota::refuses(r.used, *a, r.limit))
-                        .collect();
-                    let (status, message) = arl.refusal(&plan.refused_labels(&refused));
-                    return Err(GatewayError::RateLimited { status, message });
-                }
-                let plan = Arc::new(plan);
-                let prompt_slots = plan.request_prompt();
-                if !prompt_slots.is_empty() && estimate > 0 {
-                    let slots: Vec<_> = prompt_slots
-                        .iter()
-                        .filter_map(|i| plan.slots().get(*i).cloned())
-                        .collect();
-                    if let Err(e) = counters
-                        .apply(&slots, estimate as f64, Mode::Add, now)
-                        .await
-                    {
-                        store_down(
-                            gw,
-                            "ai-rate-limiting-advanced",
-                            &e,
-                            "this request's prompt was not counted",
-                        );
-                    }
-                }
-                charges.push(Charge { counters, plan });
+                let estimate = estimate(arl, doc.as_ref(), model, ai);
+                charges.push(admit_ai(gw, arl, plan, &estimate, now, headers).await?);
             }
             _ => {}
         }
@@ -228,73 +174,143 @@ pub async fn quotas(
     Ok(())
 }
 
-/// Whether every limit of `plan` has room for this request's estimate.
-async fn check(
-    counters: &crate::quota::Counters,
-    plan: &ai_rate_limiting::Plan,
-    estimate: u64,
+/// Admits a request under one `ai-rate-limiting-advanced` plan: a prompt no window could
+/// hold is refused for good (413), a request that does not fit now with the quota's state
+/// (429); an admitted one holds its estimate until [`settle`].
+async fn admit_ai(
+    gw: &Gateway,
+    arl: &ai_rate_limiting::AiRateLimiting,
+    plan: ai_rate_limiting::Plan,
+    estimate: &Estimate,
     now: u64,
-) -> Result<Outcome, StoreError> {
-    let admission = plan.admission(estimate);
-    // One call per distinct amount keeps each check atomic across its slots.
-    let mut readings = vec![None; plan.slots().len()];
-    let mut allowed = true;
-    let mut amounts: Vec<f64> = admission.clone();
-    amounts.sort_by(f64::total_cmp);
-    amounts.dedup();
-    for amount in amounts {
-        let idx: Vec<usize> = (0..admission.len())
-            .filter(|i| admission[*i] == amount)
-            .collect();
-        let slots: Vec<_> = idx
-            .iter()
-            .filter_map(|i| plan.slots().get(*i).cloned())
-            .collect();
-        let o = counters.apply(&slots, amount, Mode::Check, now).await?;
-        allowed &= o.allowed;
-        for (i, r) in idx.into_iter().zip(o.readings) {
-            readings[i] = Some(r);
-        }
+    headers: &mut Headers,
+) -> Result<Charge, GatewayError> {
+    let c = &arl.config;
+    if let Some((label, limit, window)) = plan.never_fits(estimate.prompt) {
+        gw.stats.quota_rejections.fetch_add(1, Ordering::Relaxed);
+        let message = arl.never_fits_message(estimate.prompt, label, limit, window);
+        return Err(GatewayError::PromptOverQuota(message));
     }
-    Ok(Outcome {
-        allowed,
-        readings: readings.into_iter().flatten().collect(),
+    let amounts = plan.amounts(estimate, arl.reserves());
+    let mut counters = arl.store.counters(&gw.quota);
+    let outcome = match admit(&counters, &plan, &amounts, now).await {
+        Ok(o) => o,
+        Err(e) => {
+            // Kong's behaviour: a Redis outage falls back to this node's counters.
+            store_down(
+                gw,
+                "ai-rate-limiting-advanced",
+                &e,
+                "counting on this node only until it is back",
+            );
+            counters = crate::quota::Counters::Local(gw.quota.clone());
+            admit(&counters, &plan, &amounts, now)
+                .await
+                .map_err(|e| GatewayError::Internal(e.to_string()))?
+        }
+    };
+    let mut h = Vec::new();
+    plan.headers(&outcome.readings, !outcome.allowed, &mut h);
+    headers.extend(ai_rate_limiting::visible(arl, h));
+    if !outcome.allowed {
+        gw.stats.quota_rejections.fetch_add(1, Ordering::Relaxed);
+        let refused: Vec<bool> = outcome
+            .readings
+            .iter()
+            .zip(&amounts.need)
+            .map(|(r, n)| crate::quota::refuses(r.used, *n, r.limit))
+            .collect();
+        // Hidden headers keep the numbers out of the message too.
+        let detail = if c.hide_client_headers {
+            String::new()
+        } else {
+            plan.refusal_detail(&outcome.readings, &amounts.need, c.error_hide_providers)
+        };
+        let (status, message) = arl.refusal(&plan.refused_labels(&refused), &detail);
+        return Err(GatewayError::RateLimited { status, message });
+    }
+    let held = plan
+        .slots()
+        .iter()
+        .zip(&amounts.reserved)
+        .map(|(s, h)| (*h, crate::quota::window_start(now, s.window)))
+        .collect();
+    Ok(Charge {
+        counters,
+        plan: Arc::new(plan),
+        held,
     })
 }
 
-/// Charges the answer's usage to every pending quota (off the response path for Redis).
+/// The request's token estimate: its prompt, the completion it bounds (`max_tokens`,
+/// `max_completion_tokens`, `max_output_tokens`, else the target's `max_tokens`, else the
+/// instance's default) and the dearest costs among the route's targets.
+fn estimate(
+    arl: &ai_rate_limiting::AiRateLimiting,
+    doc: Option<&Value>,
+    model: Option<&str>,
+    ai: Option<&AiProxy>,
+) -> Estimate {
+    let targets = ai.map(|a| a.targets.as_slice()).unwrap_or(&[]);
+    let asked = doc.and_then(|d| {
+        ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+            .iter()
+            .find_map(|k| d.get(*k).and_then(Value::as_u64))
+    });
+    let completion = asked
+        .or_else(|| targets.first().and_then(|t| t.options.max_tokens))
+        .unwrap_or_else(|| arl.default_completion());
+    let dearest = |f: fn(&crate::config::plugins::ModelOptions) -> Option<f64>| {
+        targets
+            .iter()
+            .filter_map(|t| f(&t.options))
+            .fold(0.0, f64::max)
+    };
+    Estimate {
+        prompt: doc
+            .map(|d| crate::llm::tokens::estimate_prompt(d, model))
+            .unwrap_or(0),
+        completion,
+        costs: (dearest(|o| o.input_cost), dearest(|o| o.output_cost)),
+    }
+}
+
+/// Admits a request under `plan` in one atomic step: every limit must have room for what
+/// it needs, and then each holds its amount (reservations, `requestPrompt` charges).
+async fn admit(
+    counters: &crate::quota::Counters,
+    plan: &ai_rate_limiting::Plan,
+    amounts: &Amounts,
+    now: u64,
+) -> Result<Outcome, StoreError> {
+    counters
+        .apply_each(
+            plan.slots(),
+            &amounts.need,
+            crate::quota::Adds {
+                total: &amounts.hold,
+                held: &amounts.reserved,
+            },
+            Mode::CheckAndAdd,
+            now,
+        )
+        .await
+}
+
+/// Charges the answer's usage to every pending quota and gives back what was reserved
+/// (everything when there is no usage: the request failed or the client went away).
 pub fn settle(
     charges: Vec<Charge>,
     usage: Option<&crate::llm::usage::Usage>,
     provider: Option<&str>,
     costs: (Option<f64>, Option<f64>),
 ) {
-    let Some(usage) = usage else {
-        return;
-    };
     let now = super::millis_since_epoch();
-    for ch in charges {
-        let owed = ch
-            .plan
-            .owed(usage, provider.unwrap_or(""), costs.0, costs.1);
-        for (i, amount) in owed {
-            let Some(slot) = ch.plan.slots().get(i).cloned() else {
-                continue;
-            };
-            let counters = ch.counters.clone();
-            match counters {
-                crate::quota::Counters::Local(l) => {
-                    l.apply(&[slot], amount, Mode::Add, now);
-                }
-                crate::quota::Counters::Redis(r) => {
-                    tokio::spawn(async move {
-                        if let Err(e) = r.apply(&[slot], amount, Mode::Add, now).await {
-                            tracing::warn!(error = %e, "quota usage could not be charged");
-                        }
-                    });
-                }
-            }
-        }
+    for mut ch in charges {
+        let owed = usage
+            .map(|u| ch.plan.owed(u, provider.unwrap_or(""), costs.0, costs.1))
+            .unwrap_or_default();
+        ch.settle(&owed, now);
     }
 }
 

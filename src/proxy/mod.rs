@@ -579,9 +579,14 @@ pub async fn handle_request(
         .await;
         log.charges = charges;
         if let Err(e) = r {
-            let mut resp = kong_error(e, shape, log, snap);
-            add_headers(&mut resp, extra_headers);
-            return resp;
+            if matches!(
+                e,
+                GatewayError::RateLimited { .. } | GatewayError::PromptOverQuota(_)
+            ) {
+                log.guardrail = Some(e.code());
+                log.refusal = Some(e.to_string());
+            }
+            return kong_error_with(e, shape, log, snap, extra_headers);
         }
     }
     if let Some(orig) = &original_headers {
@@ -728,10 +733,22 @@ fn upstream_path(
 fn kong_error(
     err: GatewayError,
     shape: ErrorShape,
-    mut log: RequestLog,
+    log: RequestLog,
     snap: Arc<Snapshot>,
 ) -> Response<ProxyBody> {
+    kong_error_with(err, shape, log, snap, Vec::new())
+}
+
+/// [`kong_error`] with plugin headers (a quota's), which the log record shows too.
+fn kong_error_with(
+    err: GatewayError,
+    shape: ErrorShape,
+    mut log: RequestLog,
+    snap: Arc<Snapshot>,
+    headers: access::Headers,
+) -> Response<ProxyBody> {
     let mut resp: Response<ProxyBody> = error::respond(&err, shape, &log.request_id);
+    add_headers(&mut resp, headers);
     resp.headers_mut().insert(
         "x-kong-response-latency",
         HeaderValue::from(ms(log.started.elapsed())),

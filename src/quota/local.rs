@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{reading, refuses, window_start, Mode, Outcome, Slot};
+use super::{at, reading, refuses, window_start, Adds, Mode, Outcome, Settlement, Slot};
 
 /// How often expired windows are swept out (ms).
 const SWEEP_EVERY_MS: u64 = 10_000;
@@ -33,6 +33,8 @@ struct Entry {
     /// The slot's limit and window (s), for listing.
     limit: f64,
     window: u64,
+    /// Reservations of requests in flight, part of the counts.
+    held: f64,
 }
 
 impl Entry {
@@ -51,71 +53,138 @@ impl Entry {
 impl Local {
     /// Applies `amount` to `slots` under `mode`; one lock makes it atomic across slots.
     pub fn apply(&self, slots: &[Slot], amount: f64, mode: Mode, now_ms: u64) -> Outcome {
-        let mut inner = match self.inner.lock() {
+        let add = Adds {
+            total: &[amount],
+            held: &[0.0],
+        };
+        self.apply_each(slots, &[amount], add, mode, now_ms)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        match self.inner.lock() {
             Ok(g) => g,
             // A panic elsewhere cannot leave the counts half-updated in a harmful way.
             Err(poisoned) => poisoned.into_inner(),
-        };
+        }
+    }
+
+    /// Slot `i` must have room for `need[i]` and gets `add.total[i]` (see [`at`]); one
+    /// lock makes it atomic across slots.
+    pub fn apply_each(
+        &self,
+        slots: &[Slot],
+        need: &[f64],
+        add: Adds<'_>,
+        mode: Mode,
+        now_ms: u64,
+    ) -> Outcome {
+        let mut inner = self.lock();
         if now_ms.saturating_sub(inner.last_sweep) > SWEEP_EVERY_MS {
             inner.counts.retain(|_, e| e.expires > now_ms);
             inner.last_sweep = now_ms;
         }
-        let mut state: Vec<(f64, f64)> = Vec::with_capacity(slots.len());
+        let mut state: Vec<(f64, f64, f64)> = Vec::with_capacity(slots.len());
         let mut allowed = true;
-        for s in slots {
+        for (i, s) in slots.iter().enumerate() {
             let start = window_start(now_ms, s.window);
             let w_ms = s.window.max(1) * 1000;
-            let (cur, prev) = inner
+            let (cur, prev, held) = inner
                 .counts
                 .get(s.key.as_str())
-                .map(|e| e.at(start, w_ms))
-                .unwrap_or((0.0, 0.0));
+                .map(|e| {
+                    let (c, p) = e.at(start, w_ms);
+                    (c, p, e.held)
+                })
+                .unwrap_or((0.0, 0.0, 0.0));
             let prev = if s.sliding { prev } else { 0.0 };
             let used = if s.sliding {
                 cur + prev * super::previous_weight(now_ms, s.window)
             } else {
                 cur
             };
-            if mode != Mode::Add && refuses(used, amount, s.limit) {
+            if mode != Mode::Add && refuses(used, at(need, i), s.limit) {
                 allowed = false;
             }
-            state.push((cur, prev));
+            state.push((cur, prev, held));
         }
-        let add = match mode {
+        let added = match mode {
             Mode::Add => true,
             Mode::CheckAndAdd => allowed,
             Mode::Check => false,
         };
         let mut readings = Vec::with_capacity(slots.len());
-        for (s, (cur, prev)) in slots.iter().zip(state) {
-            let cur = if add && amount > 0.0 {
-                let start = window_start(now_ms, s.window);
-                let w_ms = s.window.max(1) * 1000;
-                let fresh = Entry {
+        for (i, (s, (cur, prev, held))) in slots.iter().zip(state).enumerate() {
+            let amount = at(add.total, i);
+            let (cur, held) = if added && amount > 0.0 {
+                let h = at(add.held, i);
+                inner.add(s, amount, h, now_ms);
+                (cur + amount, held + h)
+            } else {
+                (cur, held)
+            };
+            let pending = if added { 0.0 } else { at(need, i) };
+            readings.push(reading(s, cur, prev, pending, now_ms).with_held(held, pending));
+        }
+        Outcome { allowed, readings }
+    }
+
+    /// Charges each slot's real usage to its current window and takes its reservation back
+    /// from the window it was added to, if that window still counts.
+    pub fn settle(&self, slots: &[Slot], items: &[Settlement], now_ms: u64) {
+        let mut inner = self.lock();
+        for (s, it) in slots.iter().zip(items) {
+            let w_ms = s.window.max(1) * 1000;
+            if it.reserved > 0.0 {
+                if let Some(e) = inner.counts.get_mut(s.key.as_str()) {
+                    e.held = (e.held - it.reserved).max(0.0);
+                    if e.start == it.reserved_at {
+                        e.cur = (e.cur - it.reserved).max(0.0);
+                    } else if e.start == it.reserved_at + w_ms {
+                        e.prev = (e.prev - it.reserved).max(0.0);
+                    }
+                }
+            }
+            if it.real > 0.0 {
+                inner.add(s, it.real, 0.0, now_ms);
+            }
+        }
+    }
+}
+
+impl Inner {
+    /// Adds `amount` (`held` of it reserved) to the window of `s` holding `now_ms`, rolling
+    /// the entry forward.
+    fn add(&mut self, s: &Slot, amount: f64, held: f64, now_ms: u64) {
+        let start = window_start(now_ms, s.window);
+        let w_ms = s.window.max(1) * 1000;
+        match self.counts.get_mut(s.key.as_str()) {
+            Some(e) => {
+                let (cur, prev) = e.at(start, w_ms);
+                *e = Entry {
                     start,
                     cur: cur + amount,
                     prev,
                     expires: start + 2 * w_ms,
                     limit: s.limit,
                     window: s.window,
+                    held: e.held + held,
                 };
-                match inner.counts.get_mut(s.key.as_str()) {
-                    Some(e) => {
-                        let (_, p) = e.at(start, w_ms);
-                        *e = Entry { prev: p, ..fresh };
-                    }
-                    None => {
-                        inner.counts.insert(s.key.clone(), fresh);
-                    }
-                }
-                cur + amount
-            } else {
-                cur
-            };
-            let pending = if add { 0.0 } else { amount };
-            readings.push(reading(s, cur, prev, pending, now_ms));
+            }
+            None => {
+                self.counts.insert(
+                    s.key.clone(),
+                    Entry {
+                        start,
+                        cur: amount,
+                        prev: 0.0,
+                        expires: start + 2 * w_ms,
+                        limit: s.limit,
+                        window: s.window,
+                        held,
+                    },
+                );
+            }
         }
-        Outcome { allowed, readings }
     }
 }
 
@@ -126,16 +195,16 @@ pub struct Listed {
     pub window: u64,
     pub used: f64,
     pub limit: f64,
+    /// The current and the previous window's counts (a sliding window weighs the latter).
+    pub cur: f64,
+    pub prev: f64,
 }
 
 impl Local {
     /// Every live counter: its key, window, what is used now (sliding windows included
     /// as estimated) and its limit.
     pub fn list(&self, now_ms: u64) -> Vec<Listed> {
-        let inner = match self.inner.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
+        let inner = self.lock();
         let mut out: Vec<Listed> = inner
             .counts
             .iter()
@@ -153,6 +222,8 @@ impl Local {
                     window: e.window,
                     used,
                     limit: e.limit,
+                    cur,
+                    prev,
                 }
             })
             .collect();
@@ -200,6 +271,59 @@ mod tests {
         assert!(!l.apply(&s, 1.0, Mode::CheckAndAdd, t + 2000).allowed);
         // A new minute resets it.
         assert!(l.apply(&s, 1.0, Mode::CheckAndAdd, t + 60_000).allowed);
+    }
+
+    #[test]
+    fn reservations_settle_to_real_usage_in_their_own_window() {
+        let l = Local::default();
+        let s = vec![Slot {
+            key: "r".into(),
+            limit: 100.0,
+            window: 60,
+            sliding: false,
+        }];
+        let t = 6_000_000;
+        // Needs 10 of room, holds 60.
+        let hold = Adds {
+            total: &[60.0],
+            held: &[60.0],
+        };
+        let o = l.apply_each(&s, &[10.0], hold, Mode::CheckAndAdd, t);
+        assert!(o.allowed);
+        assert_eq!(o.readings[0].remaining(), 40.0);
+        assert!(
+            l.apply_each(&s, &[10.0], hold, Mode::CheckAndAdd, t)
+                .allowed
+        );
+        // 120 held: nothing more fits until one settles, which may be any moment.
+        let o = l.apply_each(&s, &[10.0], hold, Mode::CheckAndAdd, t);
+        assert!(!o.allowed);
+        assert_eq!((o.readings[0].held, o.readings[0].retry_after), (120.0, 1));
+        let settle = |real, at| Settlement {
+            real,
+            reserved: 60.0,
+            reserved_at: at,
+        };
+        l.settle(&s, &[settle(25.0, t)], t + 1);
+        assert_eq!(l.list(t + 1)[0].used, 85.0);
+        // 25 used and 60 held: the window's usage alone refuses 80, so wait for its end.
+        let o = l.apply(&s, 80.0, Mode::Check, t + 1);
+        assert_eq!((o.readings[0].held, o.readings[0].retry_after), (60.0, 60));
+        // 25 used and 60 held: the window's usage alone refuses 80, so wait for its end.
+        let o = l.apply(&s, 80.0, Mode::Check, t + 1);
+        assert_eq!((o.readings[0].held, o.readings[0].retry_after), (60.0, 60));
+        // The other one settles in the next window: its hold leaves the old window, its
+        // usage counts in the new one.
+        l.settle(&s, &[settle(5.0, t)], t + 60_000);
+        let o = l.apply(&s, 0.0, Mode::Check, t + 60_000);
+        assert_eq!(o.readings[0].used, 5.0);
+        let sliding = vec![Slot {
+            sliding: true,
+            ..s[0].clone()
+        }];
+        // The old window (weighted half in a sliding view) kept only the real 25.
+        let o = l.apply(&sliding, 0.0, Mode::Check, t + 90_000);
+        assert!((o.readings[0].used - (5.0 + 25.0 * 0.5)).abs() < 1e-9);
     }
 
     #[test]

@@ -42,9 +42,22 @@ pub struct Reading {
     pub reset: u64,
     /// Seconds until `amount` would fit (0 when it fits now).
     pub retry_after: u64,
+    /// The part of `used` reserved by requests still in flight.
+    pub held: f64,
 }
 
 impl Reading {
+    /// This reading with `held` of its usage reserved by requests in flight: when only
+    /// they stand in the way of `amount`, room comes back as soon as they finish (their
+    /// real usage is rarely all they reserved), so the wait is a second, not the window.
+    pub fn with_held(mut self, held: f64, amount: f64) -> Reading {
+        self.held = held.max(0.0);
+        if self.retry_after > 0 && !refuses(self.used - self.held, amount, self.limit) {
+            self.retry_after = 1;
+        }
+        self
+    }
+
     /// What is left of the limit (never negative).
     pub fn remaining(&self) -> f64 {
         (self.limit - self.used).max(0.0)
@@ -56,6 +69,30 @@ impl Reading {
 pub struct Outcome {
     pub allowed: bool,
     pub readings: Vec<Reading>,
+}
+
+/// `v[i]`, or `v`'s only value for every slot.
+pub fn at(v: &[f64], i: usize) -> f64 {
+    v.get(i).or_else(|| v.last()).copied().unwrap_or(0.0)
+}
+
+/// What an operation adds to each slot (see [`at`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Adds<'a> {
+    /// Added to the window's count.
+    pub total: &'a [f64],
+    /// The part of `total` that is a reservation of a request in flight.
+    pub held: &'a [f64],
+}
+
+/// Settling one slot of a reservation: the real usage to charge to the current window, and
+/// the reserved amount to give back to the window it was taken from (if still counted).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Settlement {
+    pub real: f64,
+    pub reserved: f64,
+    /// Start (ms) of the window the reservation was added to.
+    pub reserved_at: u64,
 }
 
 /// Where counters live.
@@ -79,9 +116,43 @@ impl Counters {
         mode: Mode,
         now_ms: u64,
     ) -> Result<Outcome, StoreError> {
+        let add = Adds {
+            total: &[amount],
+            held: &[0.0],
+        };
+        self.apply_each(slots, &[amount], add, mode, now_ms).await
+    }
+
+    /// [`Counters::apply`] with amounts per slot: slot `i` must have room for `need[i]` and
+    /// gets `add.total[i]`, of which `add.held[i]` is a reservation given back by
+    /// [`Counters::settle`] (a one-element slice applies to every slot).
+    pub async fn apply_each(
+        &self,
+        slots: &[Slot],
+        need: &[f64],
+        add: Adds<'_>,
+        mode: Mode,
+        now_ms: u64,
+    ) -> Result<Outcome, StoreError> {
         match self {
-            Counters::Local(l) => Ok(l.apply(slots, amount, mode, now_ms)),
-            Counters::Redis(r) => r.apply(slots, amount, mode, now_ms).await,
+            Counters::Local(l) => Ok(l.apply_each(slots, need, add, mode, now_ms)),
+            Counters::Redis(r) => r.apply_each(slots, need, add, mode, now_ms).await,
+        }
+    }
+
+    /// Charges real usage and gives reservations back, slot by slot.
+    pub async fn settle(
+        &self,
+        slots: &[Slot],
+        items: &[Settlement],
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        match self {
+            Counters::Local(l) => {
+                l.settle(slots, items, now_ms);
+                Ok(())
+            }
+            Counters::Redis(r) => r.settle(slots, items, now_ms).await,
         }
     }
 }
@@ -132,6 +203,7 @@ pub fn reading(slot: &Slot, cur: f64, prev: f64, amount: f64, now_ms: u64) -> Re
         window: slot.window,
         reset,
         retry_after,
+        held: 0.0,
     }
 }
 
