@@ -24,6 +24,12 @@ pub enum GatewayError {
     UnsupportedMediaType(String),
     #[error("the client closed the connection while sending the request body")]
     ClientAborted,
+    /// The client stalled mid-body longer than `--client-body-timeout` (408, Kong's text).
+    #[error("Request timeout")]
+    BodyTimeout,
+    /// TRACE and CONNECT are never proxied (405, as nginx refuses TRACE).
+    #[error("Method not allowed")]
+    MethodNotAllowed,
     /// A WebSocket upgrade on a route that only speaks HTTP: 426 makes Codex fall back to
     /// HTTP + SSE at once (any other refusal costs it several retries).
     #[error("WebSocket is not supported on this route; use HTTP")]
@@ -88,6 +94,8 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::ClientAborted => StatusCode::BAD_REQUEST,
+            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::UpgradeRefused => StatusCode::UPGRADE_REQUIRED,
             GatewayError::AclDenied => StatusCode::FORBIDDEN,
             GatewayError::UpstreamInvalid(_) | GatewayError::CloudAuth(_) => {
@@ -123,6 +131,8 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
             GatewayError::ClientAborted => "client_aborted",
+            GatewayError::BodyTimeout => "request_timeout",
+            GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::UpgradeRefused => "websocket_not_supported",
             GatewayError::AclDenied => "acl_denied",
             GatewayError::UpstreamInvalid(_) => "upstream_error",
@@ -192,6 +202,12 @@ pub fn respond<B: From<Bytes>>(
     }
     if let GatewayError::Unauthorized(_, challenge) = err {
         h.insert(header::WWW_AUTHENTICATE, challenge.clone());
+    }
+    if let GatewayError::MethodNotAllowed = err {
+        h.insert(
+            header::ALLOW,
+            HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+        );
     }
     h.insert(
         header::SERVER,

@@ -693,3 +693,73 @@ async fn watch_and_admin_writes_share_the_file() {
         "{after}"
     );
 }
+
+/// Runs the real `curl` and returns what `-w` printed (and its exit code on failure).
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    let code = String::from_utf8_lossy(&out.stdout).to_string();
+    if out.status.success() {
+        code
+    } else {
+        format!("{code} (curl exit {:?})", out.status.code())
+    }
+}
+
+#[tokio::test]
+async fn h2_bodies_over_the_limit_get_a_readable_413() {
+    // curl over HTTP/2 lost the 413 when the stream was reset while it was still
+    // uploading (`curl: (92)`); the rest of the body is drained first now.
+    let dir = tempdir::TempDir::new();
+    let file = dir.path().join("kong.yaml");
+    let route = watched_config("http://127.0.0.1:9/v1/chat/completions", &[("chat", "m")]).replace(
+        "route_type: llm/v1/chat\n",
+        "route_type: llm/v1/chat\n              max_request_body_size: 1048576\n",
+    );
+    std::fs::write(&file, route).unwrap();
+    let body = dir.path().join("big.json");
+    std::fs::write(&body, vec![b'a'; 2 << 20]).unwrap();
+    let data = dir.path().join("data");
+    let gw = spawn(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--proxy-tls-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let tls = gw
+        .out
+        .iter()
+        .find_map(|l| l.strip_prefix("tollgate proxy tls on "))
+        .unwrap_or_else(|| panic!("{:?}", gw.out))
+        .to_string();
+    let upload = format!("@{}", body.display());
+    let h2c = format!("{}/chat", gw.proxy);
+    let h2 = format!("{tls}/chat");
+    let common = ["-H", "content-type: application/json", "--data-binary"];
+    let runs = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            let mut a = vec!["--http2-prior-knowledge"];
+            a.extend_from_slice(&common);
+            a.extend_from_slice(&[upload.as_str(), h2c.as_str()]);
+            seen.push(("h2c", curl(&a)));
+            let mut a = vec!["--http2", "-k"];
+            a.extend_from_slice(&common);
+            a.extend_from_slice(&[upload.as_str(), h2.as_str()]);
+            seen.push(("h2", curl(&a)));
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    let bad: Vec<_> = runs.iter().filter(|(_, c)| c != "413").collect();
+    assert!(bad.is_empty(), "{bad:?}");
+}

@@ -51,6 +51,9 @@ use crate::proxy::upstream::{FailureKind, Upstreams};
 /// plain proxying; Kong buffers request bodies by default too).
 pub const DEFAULT_BODY_LIMIT: u64 = 16 << 20;
 
+/// Kong's `client_body_timeout` default: the longest wait between two body reads.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Largest upstream response the gateway buffers to check and account for it.
 const MAX_BUFFERED_RESPONSE: usize = 64 << 20;
 
@@ -81,6 +84,8 @@ pub struct Gateway {
     pub quota: Arc<crate::quota::local::Local>,
     /// Usage analytics (set once at start; none = off).
     pub analytics: std::sync::OnceLock<Arc<crate::observe::analytics::Analytics>>,
+    /// Longest wait between two reads of a request body, in ms (`--client-body-timeout`).
+    pub body_timeout_ms: AtomicU64,
 }
 
 impl Gateway {
@@ -99,6 +104,7 @@ impl Gateway {
             conversations: Arc::new(Conversations::default()),
             quota: Arc::default(),
             analytics: std::sync::OnceLock::new(),
+            body_timeout_ms: AtomicU64::new(DEFAULT_BODY_TIMEOUT.as_millis() as u64),
             control,
         }
     }
@@ -430,7 +436,11 @@ pub async fn handle_request(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body_bytes = match body::read_limited(body, content_length, limit).await {
+    let read = body::ReadOptions {
+        timeout: Duration::from_millis(gw.body_timeout_ms.load(Ordering::Relaxed)),
+        linger: parts.version == http::Version::HTTP_2,
+    };
+    let body_bytes = match body::read_limited(body, content_length, limit, read).await {
         Ok(b) => b,
         Err(e) => return kong_error(e, shape, log, snap),
     };
