@@ -763,3 +763,189 @@ async fn h2_bodies_over_the_limit_get_a_readable_413() {
     let bad: Vec<_> = runs.iter().filter(|(_, c)| c != "413").collect();
     assert!(bad.is_empty(), "{bad:?}");
 }
+
+/// Reads until the gateway closes the connection; what it sent, or None if it was still
+/// open after `within`.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(seen),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A proxy address without the scheme.
+fn host_port(url: &str) -> String {
+    url.trim_start_matches("http://").to_string()
+}
+
+/// One HTTP/2 (h2c, prior knowledge) GET for `/x` with only static-table HPACK fields.
+fn h2_get_frames() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+    let block = [0x82, 0x86, 0x84, 0x41, 0x01, b'x']; // GET, http, /, :authority x
+    out.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x05, 0, 0, 0, 1]);
+    out.extend_from_slice(&block);
+    out
+}
+
+#[tokio::test]
+async fn slow_silent_and_idle_connections_are_closed_by_the_timeouts() {
+    use tokio::io::AsyncWriteExt;
+    let gw = spawn(
+        &[
+            "--client-header-timeout",
+            "1",
+            "--client-body-timeout",
+            "1",
+            "--keepalive-timeout",
+            "1",
+        ],
+        &[("OPENAI_AUTH_HEADER", "Bearer x")],
+    );
+    let addr = host_port(&gw.proxy);
+    let open = || tokio::net::TcpStream::connect(addr.clone());
+    let limit = Duration::from_secs(15);
+
+    // Slowloris: a header line every 300 ms never completes the head.
+    let mut s = open().await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut cut = false;
+    while started.elapsed() < limit {
+        if s.write_all(b"X-Slow: 1\r\n").await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), s.peek(&mut probe)).await
+        {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a slowloris connection stayed open for {limit:?}");
+
+    // Silent after connecting.
+    let mut s = open().await.unwrap();
+    assert!(
+        read_until_closed(&mut s, limit).await.is_some(),
+        "silent connection kept"
+    );
+
+    // Idle keep-alive after one request.
+    let mut s = open().await.unwrap();
+    s.write_all(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let seen = read_until_closed(&mut s, limit)
+        .await
+        .expect("idle keep-alive closed");
+    assert!(
+        seen.starts_with(b"HTTP/1.1 404"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+
+    // A body that stops half way: 408 in the route's error shape, then the close.
+    let mut s = open().await.unwrap();
+    s.write_all(
+        b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\":",
+    )
+    .await
+    .unwrap();
+    let seen = read_until_closed(&mut s, limit)
+        .await
+        .expect("half body cut");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":\"request_timeout\""), "{text}");
+
+    // HTTP/2: an idle connection after its request gets GOAWAY and the close.
+    let mut s = open().await.unwrap();
+    s.write_all(&h2_get_frames()).await.unwrap();
+    let seen = read_until_closed(&mut s, limit)
+        .await
+        .expect("idle h2 closed");
+    let mut frames = Vec::new();
+    let mut rest = &seen[..];
+    while rest.len() >= 9 {
+        let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        frames.push(rest[3]);
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    assert!(frames.contains(&1), "a response HEADERS frame: {frames:?}");
+    assert!(frames.contains(&7), "GOAWAY: {frames:?}");
+
+    // Counted, by reason.
+    let m = get(&format!("{}/metrics", gw.admin)).await.text();
+    let count = |reason: &str| -> f64 {
+        let key = format!("tollgate_connections_closed_total{{reason=\"{reason}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {m}"))
+    };
+    assert!(count("header_timeout") >= 2.0, "{m}");
+    assert!(count("idle_timeout") >= 2.0, "{m}");
+    assert!(count("body_timeout") >= 1.0, "{m}");
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_the_longest_idle_connection_goes_first() {
+    let gw = spawn(&["--max-connections", "3"], &[]);
+    let addr = host_port(&gw.proxy);
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        assert!(ask(&mut s).await.unwrap().starts_with("HTTP/1.1 404"));
+        conns.push(s);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A fourth client still gets in; the first (idle the longest) is closed for it.
+    let mut fourth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(ask(&mut fourth).await.unwrap().starts_with("HTTP/1.1 404"));
+    assert!(
+        read_until_closed(&mut conns[0], Duration::from_secs(10))
+            .await
+            .is_some(),
+        "the oldest idle connection was closed"
+    );
+    // The others still work.
+    assert!(ask(&mut conns[2])
+        .await
+        .unwrap()
+        .starts_with("HTTP/1.1 404"));
+    drop(conns);
+    drop(fourth);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let m = get(&format!("{}/metrics", gw.admin)).await.text();
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("tollgate_connections_closed_total{reason=\"evicted\"} ")
+                && !l.ends_with(" 0")
+        ),
+        "{m}"
+    );
+}
+
+/// One HTTP/1.1 request on an open connection; the start of the answer.
+async fn ask(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).to_string())
+}

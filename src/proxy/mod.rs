@@ -67,6 +67,16 @@ pub struct Stats {
     pub quota_rejections: AtomicU64,
     /// Times the quota counter store (Redis) could not be used.
     pub quota_store_errors: AtomicU64,
+    /// Connections closed before a complete request head (or TLS handshake) in time.
+    pub header_timeouts: AtomicU64,
+    /// Request bodies cut for stalling between two reads (408).
+    pub body_timeouts: AtomicU64,
+    /// Connections closed after idling past the keep-alive timeout.
+    pub idle_timeouts: AtomicU64,
+    /// Idle connections closed to make room at the connection cap.
+    pub evicted: AtomicU64,
+    /// New connections refused at the cap (every open one had a request in flight).
+    pub refused: AtomicU64,
 }
 
 /// Shared state of a running gateway.
@@ -442,7 +452,13 @@ pub async fn handle_request(
     };
     let body_bytes = match body::read_limited(body, content_length, limit, read).await {
         Ok(b) => b,
-        Err(e) => return kong_error(e, shape, log, snap),
+        Err(e) => {
+            if let GatewayError::BodyTimeout = e {
+                gw.stats.body_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(peer = %peer, "request body cut: no data within the body timeout");
+            }
+            return kong_error(e, shape, log, snap);
+        }
     };
     log.request_size = body_bytes.len() as u64;
 
