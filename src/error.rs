@@ -216,6 +216,28 @@ pub fn respond<B: From<Bytes>>(
     resp
 }
 
+/// hyper's own answer to a request it could not parse (`400`, `414`, `431`), written on the
+/// raw connection: the same status with Kong's body for it, then the connection closes.
+pub fn raw_parse_error(status: u16, date: &str, request_id: &str) -> Vec<u8> {
+    let (reason, message) = match status {
+        414 => ("URI Too Long", "URI too long"),
+        431 => (
+            "Request Header Fields Too Large",
+            "Request header or cookie too large",
+        ),
+        _ => ("Bad Request", "Bad request"),
+    };
+    let body = json!({"message": message, "request_id": request_id}).to_string();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\nx-kong-request-id: {request_id}\r\n\
+         server: {}\r\ndate: {date}\r\n\r\n{body}",
+        body.len(),
+        crate::SERVER_TOKEN,
+    )
+    .into_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -949,3 +949,57 @@ async fn ask(s: &mut tokio::net::TcpStream) -> Option<String> {
         .ok()?;
     Some(String::from_utf8_lossy(&buf[..n]).to_string())
 }
+
+#[tokio::test]
+async fn lenient_http_is_refused_with_json_bodies() {
+    use tokio::io::AsyncWriteExt;
+    let gw = spawn(&[], &[("OPENAI_AUTH_HEADER", "Bearer x")]);
+    let addr = host_port(&gw.proxy);
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    // More header fields than hyper takes (100).
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big_head = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (b"GET /a b c\r\n\r\n".to_vec(), "400", "Bad request"),
+        (b"GET /\x01 HTTP/1.1\r\n\r\n".to_vec(), "400", "Bad request"),
+        (long_uri.into_bytes(), "414", "URI too long"),
+        (big_head.into_bytes(), "431", "Request header or cookie too large"),
+        (
+            b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: a\r\nHost: b\r\ncontent-length: 2\r\n\r\n{}".to_vec(),
+            "400",
+            "Bad request",
+        ),
+        (
+            b"TRACE /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+            "405",
+            "Method not allowed",
+        ),
+        (
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n".to_vec(),
+            "405",
+            "Method not allowed",
+        ),
+    ];
+    for (request, status, message) in cases {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let _ = s.write_all(&request).await;
+        let _ = s.shutdown().await;
+        let seen = read_until_closed(&mut s, Duration::from_secs(10))
+            .await
+            .expect("answered and closed");
+        let text = String::from_utf8_lossy(&seen);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{status} {message}: {text}"
+        );
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v["message"], message, "{text}");
+        assert_eq!(v["request_id"].as_str().unwrap().len(), 32, "{text}");
+        if status == "405" {
+            assert!(head.contains("allow: GET"), "{head}");
+        }
+    }
+}

@@ -302,7 +302,16 @@ pub async fn handle_request(
     let snap = gw.snapshot.load_full();
     let (mut parts, body) = req.into_parts();
     // A clone of the value shares its bytes; the header map itself moves on below.
-    let host_value = parts.headers.get(header::HOST).cloned();
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host_value = hosts.next().cloned();
+    let refused = if hosts.next().is_some() {
+        // Which one would the upstream believe? Refused, as nginx does (RFC 9112 §3.2).
+        Some(GatewayError::BadRequest("Bad request".into()))
+    } else if parts.method == http::Method::TRACE || parts.method == http::Method::CONNECT {
+        Some(GatewayError::MethodNotAllowed)
+    } else {
+        None
+    };
     let host: &str = host_value
         .as_ref()
         .and_then(|h| h.to_str().ok())
@@ -311,6 +320,10 @@ pub async fn handle_request(
     let mut log = RequestLog::new(request_id.clone(), started);
     log.analytics = gw.analytics.get().cloned();
     let client_ip = ip_text(peer.ip());
+    if let Some(e) = refused {
+        log.metrics = snap.global_metrics;
+        return kong_error(e, ErrorShape::Kong, log, snap);
+    }
     let found = snap.router.find(&RequestView {
         method: parts.method.as_str(),
         host,

@@ -2,6 +2,7 @@
 
 pub mod busy_poll;
 pub mod conns;
+pub mod parse_errors;
 pub mod reload;
 pub mod sni;
 pub mod tls;
@@ -310,7 +311,10 @@ async fn connection<S, B>(
     let Some(acceptor) = tls else {
         let conn = shared
             .builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .serve_connection_with_upgrades(
+                parse_errors::JsonParseErrors::new(TokioIo::new(stream)),
+                svc,
+            )
             .into_owned();
         return drive(conn, peer, tracker, shared).await;
     };
@@ -324,7 +328,10 @@ async fn connection<S, B>(
         Ok(Ok(tls)) => {
             let conn = shared
                 .builder
-                .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                .serve_connection_with_upgrades(
+                    parse_errors::JsonParseErrors::new(TokioIo::new(tls)),
+                    svc,
+                )
                 .into_owned();
             drive(conn, peer, tracker, shared).await
         }
