@@ -292,6 +292,35 @@ async fn watch_reloads_changed_config_and_keeps_the_old_one_on_errors() {
         "{seen}"
     );
     assert_eq!(ask("two").await.status, 200, "still the last good config");
+    // /status and the metrics say the last reload failed, when and why.
+    let st = get(&format!("{}/status", gw.admin)).await.json();
+    let reload = &st["config_reload"];
+    assert_eq!(reload["last"]["ok"], false, "{st}");
+    assert!(reload["failures"].as_u64().unwrap() >= 1, "{st}");
+    assert!(
+        reload["last"]["at"].as_u64().unwrap() > 1_700_000_000,
+        "{st}"
+    );
+    assert!(
+        reload["last"]["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e
+                .as_str()
+                .unwrap()
+                .contains("services[0].host: required field missing")),
+        "{st}"
+    );
+    let m = get(&format!("{}/metrics", gw.admin)).await.text();
+    assert!(
+        m.contains("\ntollgate_config_last_reload_success 0\n"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("tollgate_config_reload_failures_total 0\n"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -1002,4 +1031,114 @@ async fn lenient_http_is_refused_with_json_bodies() {
             assert!(head.contains("allow: GET"), "{head}");
         }
     }
+}
+
+#[tokio::test]
+async fn ops_messages_name_addresses_and_logs_have_no_colours() {
+    // A taken port: the error says which listener and which address.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = tempdir::TempDir::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
+        .args([
+            "serve",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            &addr,
+        ])
+        .args(["--data-dir", data.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("proxy (--proxy-listen) on {addr}")) && err.contains("in use"),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\x1b'),
+        "no ANSI colours in piped stderr: {err:?}"
+    );
+
+    // The listening line: addresses or `off`, never `Some(…)`, and no colours.
+    let gw = spawn(&["--data-dir", data.path().to_str().unwrap()], &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        if let Ok(l) = gw.stderr.recv_timeout(Duration::from_millis(200)) {
+            if l.contains("tollgate listening") {
+                break l;
+            }
+        }
+        assert!(Instant::now() < deadline, "no listening line");
+    };
+    assert!(!line.contains('\x1b'), "{line:?}");
+    assert!(!line.contains("Some("), "{line}");
+    let admin = gw.admin.trim_start_matches("http://");
+    assert!(line.contains(&format!("admin={admin}")), "{line}");
+    assert!(line.contains("proxy_tls=off"), "{line}");
+}
+
+#[tokio::test]
+async fn the_generated_certificate_names_this_host_and_lasts_a_year() {
+    let data = tempdir::TempDir::new();
+    let _gw = spawn(
+        &[
+            "--proxy-tls-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let cert = data.path().join("tls/cert.pem");
+    let out = Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-enddate",
+            "-ext",
+            "subjectAltName",
+            "-in",
+        ])
+        .arg(&cert)
+        .output()
+        .expect("the openssl command is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_ascii_lowercase();
+    assert!(text.contains(&format!("CN = {host}")), "{text}");
+    assert!(text.contains("O = Tollgate"), "{text}");
+    for san in [
+        "DNS:localhost",
+        "IP Address:127.0.0.1",
+        "IP Address:0:0:0:0:0:0:0:1",
+    ] {
+        assert!(text.contains(san), "{san} in {text}");
+    }
+    assert!(text.contains(&format!("DNS:{host}")), "{text}");
+    assert!(!text.contains("rcgen"), "{text}");
+    // notAfter=Dec  6 09:40:00 2027 GMT: a year from now.
+    let end_year: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("notAfter="))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|y| y.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let this_year = 1970 + now / 31_556_952;
+    assert_eq!(end_year, this_year + 1, "{text}");
+    assert_ne!(end_year, 4096);
 }

@@ -574,6 +574,8 @@ fn status(gw: &Gateway, snap: &Snapshot) -> Resp {
                 "rejections": s.quota_rejections.load(Ordering::Relaxed),
                 "store_errors": s.quota_store_errors.load(Ordering::Relaxed),
             },
+            // The last config reload (`--watch`, SIGHUP): null before the first.
+            "config_reload": reload_status(gw),
             // Connections closed by the client limits (--client-header-timeout, …).
             "connection_limits": {
                 "header_timeouts": s.header_timeouts.load(Ordering::Relaxed),
@@ -584,6 +586,23 @@ fn status(gw: &Gateway, snap: &Snapshot) -> Resp {
             },
         }),
     )
+}
+
+/// The last reload as `/status` shows it.
+fn reload_status(gw: &Gateway) -> Value {
+    let failures = gw.reload.failures.load(Ordering::Relaxed);
+    match gw.reload.last() {
+        None => json!({"last": null, "failures": failures}),
+        Some(l) => json!({
+            "last": {
+                "ok": l.errors.is_empty(),
+                "at": l.at_ms / 1000,
+                "file": l.file,
+                "errors": l.errors,
+            },
+            "failures": failures,
+        }),
+    }
 }
 
 /// `GET /quotas`: this node's in-memory quota counters (Redis-backed ones live in Redis).
@@ -719,6 +738,32 @@ fn metrics(gw: &Gateway) -> Resp {
         "",
         s.quota_store_errors.load(Ordering::Relaxed) as f64,
     );
+    sample(
+        &mut out,
+        "tollgate_config_reload_failures_total",
+        "counter",
+        "Config reloads (--watch, SIGHUP) that failed; the running config was kept",
+        "",
+        gw.reload.failures.load(Ordering::Relaxed) as f64,
+    );
+    if let Some(last) = gw.reload.last() {
+        sample(
+            &mut out,
+            "tollgate_config_last_reload_success",
+            "gauge",
+            "1 if the last config reload succeeded, 0 if it failed",
+            "",
+            if last.errors.is_empty() { 1.0 } else { 0.0 },
+        );
+        sample(
+            &mut out,
+            "tollgate_config_last_reload_timestamp_seconds",
+            "gauge",
+            "When the last config reload was attempted (Unix time)",
+            "",
+            (last.at_ms / 1000) as f64,
+        );
+    }
     out.push_str(
         "# HELP tollgate_connections_closed_total Client connections the gateway closed or refused, by limit\n",
     );

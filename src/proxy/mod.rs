@@ -79,6 +79,53 @@ pub struct Stats {
     pub refused: AtomicU64,
 }
 
+/// The outcome of the last config reload (`--watch`, SIGHUP), for `/status` and metrics.
+#[derive(Debug, Default)]
+pub struct ReloadStatus {
+    /// Reloads that failed since start.
+    pub failures: AtomicU64,
+    /// The last attempt, if any.
+    pub last: std::sync::Mutex<Option<LastReload>>,
+}
+
+/// One reload attempt.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The file read.
+    pub file: String,
+    /// Why it failed (the config errors as logged: field paths and messages, never
+    /// values of secrets); empty when it succeeded.
+    pub errors: Vec<String>,
+}
+
+impl ReloadStatus {
+    /// Records an attempt; `errors` empty = it succeeded.
+    pub fn record(&self, file: &str, errors: Vec<String>) {
+        if !errors.is_empty() {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let last = LastReload {
+            at_ms: millis_since_epoch(),
+            file: file.to_string(),
+            errors,
+        };
+        match self.last.lock() {
+            Ok(mut g) => *g = Some(last),
+            Err(p) => *p.into_inner() = Some(last),
+        }
+    }
+
+    /// The last attempt.
+    pub fn last(&self) -> Option<LastReload> {
+        match self.last.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
 /// Shared state of a running gateway.
 pub struct Gateway {
     /// The running config; shared with the TLS listener's certificate resolver.
@@ -96,6 +143,8 @@ pub struct Gateway {
     pub analytics: std::sync::OnceLock<Arc<crate::observe::analytics::Analytics>>,
     /// Longest wait between two reads of a request body, in ms (`--client-body-timeout`).
     pub body_timeout_ms: AtomicU64,
+    /// How the last config reload went.
+    pub reload: ReloadStatus,
 }
 
 impl Gateway {
@@ -115,6 +164,7 @@ impl Gateway {
             quota: Arc::default(),
             analytics: std::sync::OnceLock::new(),
             body_timeout_ms: AtomicU64::new(DEFAULT_BODY_TIMEOUT.as_millis() as u64),
+            reload: ReloadStatus::default(),
             control,
         }
     }

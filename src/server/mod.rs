@@ -84,7 +84,7 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
         limits.max_connections,
     )));
     let shared = (gateway.clone(), limits, registry);
-    let proxy = TcpListener::bind(opts.proxy_listen).await?;
+    let proxy = bind("proxy (--proxy-listen)", opts.proxy_listen).await?;
     let proxy_addr = proxy.local_addr()?;
     let mut tasks = Vec::new();
     let gw = gateway.clone();
@@ -102,7 +102,7 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
     )));
     let mut proxy_tls_addr = None;
     if let Some((addr, acceptor)) = opts.proxy_tls.clone() {
-        let l = TcpListener::bind(addr).await?;
+        let l = bind("proxy TLS (--proxy-tls-listen)", addr).await?;
         proxy_tls_addr = Some(l.local_addr()?);
         let tls_port = l.local_addr()?.port();
         let gw = gateway.clone();
@@ -124,7 +124,7 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
     }
     let mut admin_addr = None;
     if let Some(a) = opts.admin_listen {
-        let admin = TcpListener::bind(a).await?;
+        let admin = bind("Admin API (--admin-listen)", a).await?;
         admin_addr = Some(admin.local_addr()?);
         let gw = gateway.clone();
         tasks.push(tokio::spawn(serve(
@@ -141,7 +141,7 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
     }
     let mut admin_tls_addr = None;
     if let Some((a, acceptor)) = opts.admin_tls.clone() {
-        let admin = TcpListener::bind(a).await?;
+        let admin = bind("Admin API TLS (--admin-tls-listen)", a).await?;
         admin_tls_addr = Some(admin.local_addr()?);
         let gw = gateway.clone();
         tasks.push(tokio::spawn(serve(
@@ -156,7 +156,14 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
             Some(acceptor),
         )));
     }
-    tracing::info!(%proxy_addr, admin = ?admin_addr, "tollgate listening");
+    let shown = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(
+        %proxy_addr,
+        proxy_tls = %shown(proxy_tls_addr),
+        admin = %shown(admin_addr),
+        admin_tls = %shown(admin_tls_addr),
+        "tollgate listening"
+    );
     Ok(Running {
         proxy_addr,
         proxy_tls_addr,
@@ -166,6 +173,14 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
         stop,
         tasks,
     })
+}
+
+/// Binds a listener; the error names it and its address (`Address already in use` alone
+/// does not say which of four).
+async fn bind(which: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{which} on {addr}: {e}")))
 }
 
 /// What every connection task of a listener shares.
