@@ -22,8 +22,8 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
 /// The limits every listener applies; `None` turns a timeout off.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// From accepting a connection (or the end of the previous request) to a complete
-    /// request head; the TLS handshake counts.
+    /// From accepting a connection to its first complete request head; the TLS handshake
+    /// counts. (Later requests are bounded by the keep-alive timeout.)
     pub header_timeout: Option<Duration>,
     /// Longest wait between two reads of a request body.
     pub body_timeout: Option<Duration>,
@@ -197,13 +197,6 @@ impl Registry {
     /// Forgets a closed connection.
     pub fn remove(&self, id: u64) {
         self.lock().remove(&id);
-    }
-
-    /// Open connections, and how many of them have no request in flight.
-    pub fn counts(&self) -> (usize, usize) {
-        let open = self.lock();
-        let idle = open.values().filter(|t| t.idle_for().is_some()).count();
-        (open.len(), idle)
     }
 
     /// The cap.

@@ -198,11 +198,10 @@ struct Shared {
 /// The HTTP/1.1 and HTTP/2 settings every listener uses.
 fn builder(limits: &conns::Limits) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
-    // hyper closes an HTTP/1 connection whose next request head is not complete in time
-    // (this also bounds the wait for the next request on a keep-alive connection).
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+    // No timer for HTTP/1: hyper's header_read_timeout would arm a new boxed timer for
+    // every request on a keep-alive connection; `drive` bounds the same waits with one
+    // timer per connection (a request head is only ever awaited while nothing is in
+    // flight).
     if let Some(k) = limits.keepalive_timeout {
         // Pings find HTTP/2 peers that vanished without closing (e.g. mid-stream).
         b.http2()
@@ -407,19 +406,7 @@ async fn drive<I, S, B>(
                     return;
                 }
                 if let Err(e) = ended {
-                    let timed_out = e
-                        .downcast_ref::<hyper::Error>()
-                        .is_some_and(hyper::Error::is_timeout);
-                    if timed_out {
-                        if tracker.served_any() {
-                            stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
-                        }
-                        tracing::info!(%peer, "closed a connection: no complete request head within the header timeout");
-                    } else {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
+                    tracing::debug!(error = %e, "connection ended with an error");
                 }
                 return;
             }
@@ -441,9 +428,9 @@ async fn drive<I, S, B>(
                     continue;
                 };
                 let (allowed, what) = if tracker.served_any() {
-                    (limits.keepalive_timeout, "idle past the keep-alive timeout")
+                    (limits.keepalive_timeout, "no further request within the keep-alive timeout")
                 } else {
-                    (limits.header_timeout, "no request within the header timeout")
+                    (limits.header_timeout, "no complete request head within the header timeout")
                 };
                 let allowed = allowed.unwrap_or(FAR);
                 if idle < allowed {
