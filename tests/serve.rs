@@ -772,6 +772,7 @@ async fn h2_bodies_over_the_limit_get_a_readable_413() {
     let upload = format!("@{}", body.display());
     let h2c = format!("{}/chat", gw.proxy);
     let h2 = format!("{tls}/chat");
+    let nowhere = format!("{}/nowhere", gw.proxy);
     let common = ["-H", "content-type: application/json", "--data-binary"];
     let runs = tokio::task::spawn_blocking(move || {
         let mut seen = Vec::new();
@@ -784,12 +785,20 @@ async fn h2_bodies_over_the_limit_get_a_readable_413() {
             a.extend_from_slice(&common);
             a.extend_from_slice(&[upload.as_str(), h2.as_str()]);
             seen.push(("h2", curl(&a)));
+            // Answered without reading the body at all (no route): drained the same way.
+            let mut a = vec!["--http2-prior-knowledge"];
+            a.extend_from_slice(&common);
+            a.extend_from_slice(&[upload.as_str(), nowhere.as_str()]);
+            seen.push(("h2c 404", curl(&a)));
         }
         seen
     })
     .await
     .unwrap();
-    let bad: Vec<_> = runs.iter().filter(|(_, c)| c != "413").collect();
+    let bad: Vec<_> = runs
+        .iter()
+        .filter(|(what, c)| c != if *what == "h2c 404" { "404" } else { "413" })
+        .collect();
     assert!(bad.is_empty(), "{bad:?}");
 }
 

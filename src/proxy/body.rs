@@ -76,6 +76,22 @@ pub async fn read_limited(
     Ok(buf.freeze())
 }
 
+/// An HTTP/2 request answered without reading its body (no route, refused): the body is
+/// drained as after a 413, so a client still uploading reads the answer.
+pub fn drain_unread(body: ClientBody, version: http::Version) {
+    if version != http::Version::HTTP_2 {
+        return;
+    }
+    if let ClientBody::Incoming(b) = body {
+        if !hyper::body::Body::is_end_stream(&b) {
+            linger(b, DEFAULT_DRAIN_LIMIT);
+        }
+    }
+}
+
+/// The limit [`drain_unread`] drains against (8x = 8 MiB).
+const DEFAULT_DRAIN_LIMIT: u64 = 1 << 20;
+
 /// Reads and discards what is left of an oversized body (bounded in bytes and time), as
 /// nginx's lingering close does, so the stream ends when the upload does instead of with
 /// a reset the client may read as a failure.

@@ -372,6 +372,7 @@ pub async fn handle_request(
     let client_ip = ip_text(peer.ip());
     if let Some(e) = refused {
         log.metrics = snap.global_metrics;
+        body::drain_unread(body, parts.version);
         return kong_error(e, ErrorShape::Kong, log, snap);
     }
     let found = snap.router.find(&RequestView {
@@ -385,6 +386,7 @@ pub async fn handle_request(
         if snap.global_logs {
             log.capture_request(&parts, &client_ip, scheme, host);
         }
+        body::drain_unread(body, parts.version);
         return kong_error(GatewayError::NoRoute, ErrorShape::Kong, log, snap);
     };
     log.route = Some(m.route);
