@@ -25,8 +25,11 @@ pub enum GatewayError {
     #[error("the client closed the connection while sending the request body")]
     ClientAborted,
     /// A method the route does not take (405 with `Allow`); the method is cut short.
-    #[error("method {method} is not allowed on this route; use {allow}")]
+    #[error("method {method} is not allowed; use {allow}")]
     MethodNotAllowed { method: String, allow: &'static str },
+    /// The client stalled mid-body longer than `--client-body-timeout` (408, Kong's text).
+    #[error("Request timeout")]
+    BodyTimeout,
     /// A WebSocket upgrade on a route that only speaks HTTP: 426 makes Codex fall back to
     /// HTTP + SSE at once (any other refusal costs it several retries).
     #[error("WebSocket is not supported on this route; use HTTP")]
@@ -112,6 +115,7 @@ impl GatewayError {
             GatewayError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             GatewayError::ClientAborted => StatusCode::BAD_REQUEST,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UpgradeRefused => StatusCode::UPGRADE_REQUIRED,
             GatewayError::AclDenied => StatusCode::FORBIDDEN,
             GatewayError::UpstreamInvalid(_) | GatewayError::CloudAuth(_) => {
@@ -148,6 +152,7 @@ impl GatewayError {
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
             GatewayError::ClientAborted => "client_aborted",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::BodyTimeout => "request_timeout",
             GatewayError::UpgradeRefused => "websocket_not_supported",
             GatewayError::AclDenied => "acl_denied",
             GatewayError::UpstreamInvalid(_) => "upstream_error",
@@ -227,6 +232,28 @@ pub fn respond<B: From<Bytes>>(
         HeaderValue::from_static(crate::SERVER_TOKEN),
     );
     resp
+}
+
+/// hyper's own answer to a request it could not parse (`400`, `414`, `431`), written on the
+/// raw connection: the same status with Kong's body for it, then the connection closes.
+pub fn raw_parse_error(status: u16, date: &str, request_id: &str) -> Vec<u8> {
+    let (reason, message) = match status {
+        414 => ("URI Too Long", "URI too long"),
+        431 => (
+            "Request Header Fields Too Large",
+            "Request header or cookie too large",
+        ),
+        _ => ("Bad Request", "Bad request"),
+    };
+    let body = json!({"message": message, "request_id": request_id}).to_string();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json; charset=utf-8\r\n\
+         content-length: {}\r\nconnection: close\r\nx-kong-request-id: {request_id}\r\n\
+         server: {}\r\ndate: {date}\r\n\r\n{body}",
+        body.len(),
+        crate::SERVER_TOKEN,
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]

@@ -58,6 +58,24 @@ enum Command {
         /// Seconds to let in-flight requests and streams finish on SIGTERM/SIGINT.
         #[arg(long, env = "TOLLGATE_DRAIN_SECONDS", default_value_t = 30)]
         drain_seconds: u64,
+        /// Seconds a client may take to send a request's headers (Kong's
+        /// `client_header_timeout`); it also bounds the TLS handshake and the wait for a new
+        /// connection's first request. 0 disables it.
+        #[arg(long, env = "TOLLGATE_CLIENT_HEADER_TIMEOUT", default_value_t = 60)]
+        client_header_timeout: u64,
+        /// Seconds a client may pause between two reads of a request body before it gets
+        /// a 408 (Kong's `client_body_timeout`). 0 disables it.
+        #[arg(long, env = "TOLLGATE_CLIENT_BODY_TIMEOUT", default_value_t = 60)]
+        client_body_timeout: u64,
+        /// Seconds a client connection may stay open with no request in flight (nginx's
+        /// `keepalive_timeout`). 0 disables it.
+        #[arg(long, env = "TOLLGATE_KEEPALIVE_TIMEOUT", default_value_t = 60)]
+        keepalive_timeout: u64,
+        /// Most client connections open at once (all listeners together); at the cap the
+        /// connection idle the longest is closed to admit a new one. 0: half the process's
+        /// open-file limit.
+        #[arg(long, env = "TOLLGATE_MAX_CONNECTIONS", default_value_t = 0)]
+        max_connections: usize,
         /// Reload the config file when it changes (checked every second) or on SIGHUP; a
         /// file with errors is logged and the running config kept.
         #[arg(long, env = "TOLLGATE_WATCH")]
@@ -154,8 +172,11 @@ enum KeysAction {
 fn init_logs(level: &str, format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a terminal: piped into a file or journald they are noise.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     if format == "json" {
         b.json().init();
@@ -245,6 +266,10 @@ fn main() -> ExitCode {
             log_format,
             drain_seconds,
             busy_poll_us,
+            client_header_timeout,
+            client_body_timeout,
+            keepalive_timeout,
+            max_connections,
             watch,
             proxy_tls_listen,
             admin_tls_listen,
@@ -471,6 +496,12 @@ fn main() -> ExitCode {
                     admin_tls: proxy_tls
                         .as_ref()
                         .and_then(|(_, live, ..)| admin_tls_addr.map(|a| (a, live.clone()))),
+                    limits: server::conns::Limits {
+                        header_timeout: seconds(client_header_timeout),
+                        body_timeout: seconds(client_body_timeout),
+                        keepalive_timeout: seconds(keepalive_timeout),
+                        max_connections,
+                    },
                 },
                 proxy_tls.map(|(_, live, src, cert, key)| (src, cert, key, live)),
                 demo.map(|(l, _)| l),
@@ -601,6 +632,11 @@ fn adopt_legacy(
         state_file.display()
     );
     Ok(())
+}
+
+/// A timeout flag's value (0 = off).
+fn seconds(n: u64) -> Option<Duration> {
+    (n > 0).then(|| Duration::from_secs(n))
 }
 
 /// The TLS certificate source, its files and the live acceptor to renew.

@@ -20,6 +20,7 @@ fn opts() -> ServeOptions {
         busy_poll: Duration::ZERO,
         proxy_tls: None,
         admin_tls: None,
+        limits: Default::default(),
     }
 }
 

@@ -927,6 +927,7 @@ services:
                 busy_poll: Duration::ZERO,
                 proxy_tls: None,
                 admin_tls: None,
+                limits: Default::default(),
             },
         )
         .await

@@ -313,6 +313,35 @@ async fn watch_reloads_changed_config_and_keeps_the_old_one_on_errors() {
         "{seen}"
     );
     assert_eq!(ask("two").await.status, 200, "still the last good config");
+    // /status and the metrics say the last reload failed, when and why.
+    let st = get(&format!("{}/status", gw.admin)).await.json();
+    let reload = &st["config_reload"];
+    assert_eq!(reload["last"]["ok"], false, "{st}");
+    assert!(reload["failures"].as_u64().unwrap() >= 1, "{st}");
+    assert!(
+        reload["last"]["at"].as_u64().unwrap() > 1_700_000_000,
+        "{st}"
+    );
+    assert!(
+        reload["last"]["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e
+                .as_str()
+                .unwrap()
+                .contains("services[0].host: required field missing")),
+        "{st}"
+    );
+    let m = get(&format!("{}/metrics", gw.admin)).await.text();
+    assert!(
+        m.contains("\ntollgate_config_last_reload_success 0\n"),
+        "{m}"
+    );
+    assert!(
+        !m.contains("tollgate_config_reload_failures_total 0\n"),
+        "{m}"
+    );
 }
 
 #[tokio::test]
@@ -1592,7 +1621,8 @@ async fn spoofed_identity_headers_are_stripped() {
 async fn llm_routes_take_post_only() {
     let (gw, mock, _dir) = binary_with(HARDENING).await;
     let long = "X".repeat(10_000);
-    for method in ["GET", "PUT", "FOO", "post", "TRACE", long.as_str()] {
+    // (TRACE and CONNECT are refused for every route, before routing.)
+    for method in ["GET", "PUT", "FOO", "post", long.as_str()] {
         let r = send(
             method,
             &format!("{}/chat", gw.proxy),
@@ -1666,4 +1696,440 @@ async fn service_timeouts_apply_to_ai_routes() {
         r.text()
     );
     assert!(started.elapsed() < Duration::from_secs(8));
+}
+
+/// Runs the real `curl` and returns what `-w` printed (and its exit code on failure).
+fn curl(args: &[&str]) -> String {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is installed");
+    let code = String::from_utf8_lossy(&out.stdout).to_string();
+    if out.status.success() {
+        code
+    } else {
+        format!("{code} (curl exit {:?})", out.status.code())
+    }
+}
+
+#[tokio::test]
+async fn h2_bodies_over_the_limit_get_a_readable_413() {
+    // curl over HTTP/2 lost the 413 when the stream was reset while it was still
+    // uploading (`curl: (92)`); the rest of the body is drained first now.
+    let dir = tempdir::TempDir::new();
+    let file = dir.path().join("kong.yaml");
+    let route = watched_config("http://127.0.0.1:9/v1/chat/completions", &[("chat", "m")]).replace(
+        "route_type: llm/v1/chat\n",
+        "route_type: llm/v1/chat\n              max_request_body_size: 1048576\n",
+    );
+    std::fs::write(&file, route).unwrap();
+    let body = dir.path().join("big.json");
+    std::fs::write(&body, vec![b'a'; 2 << 20]).unwrap();
+    let data = dir.path().join("data");
+    let gw = spawn(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--proxy-tls-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let tls = gw
+        .out
+        .iter()
+        .find_map(|l| l.strip_prefix("tollgate proxy tls on "))
+        .unwrap_or_else(|| panic!("{:?}", gw.out))
+        .to_string();
+    let upload = format!("@{}", body.display());
+    let h2c = format!("{}/chat", gw.proxy);
+    let h2 = format!("{tls}/chat");
+    let nowhere = format!("{}/nowhere", gw.proxy);
+    let common = ["-H", "content-type: application/json", "--data-binary"];
+    let runs = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            let mut a = vec!["--http2-prior-knowledge"];
+            a.extend_from_slice(&common);
+            a.extend_from_slice(&[upload.as_str(), h2c.as_str()]);
+            seen.push(("h2c", curl(&a)));
+            let mut a = vec!["--http2", "-k"];
+            a.extend_from_slice(&common);
+            a.extend_from_slice(&[upload.as_str(), h2.as_str()]);
+            seen.push(("h2", curl(&a)));
+            // Answered without reading the body at all (no route): drained the same way.
+            let mut a = vec!["--http2-prior-knowledge"];
+            a.extend_from_slice(&common);
+            a.extend_from_slice(&[upload.as_str(), nowhere.as_str()]);
+            seen.push(("h2c 404", curl(&a)));
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    let bad: Vec<_> = runs
+        .iter()
+        .filter(|(what, c)| c != if *what == "h2c 404" { "404" } else { "413" })
+        .collect();
+    assert!(bad.is_empty(), "{bad:?}");
+}
+
+/// Reads until the gateway closes the connection; what it sent, or None if it was still
+/// open after `within`.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, within: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let mut buf = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(seen),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A proxy address without the scheme.
+fn host_port(url: &str) -> String {
+    url.trim_start_matches("http://").to_string()
+}
+
+/// One HTTP/2 (h2c, prior knowledge) GET for `/x` with only static-table HPACK fields.
+fn h2_get_frames() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS, empty
+    let block = [0x82, 0x86, 0x84, 0x41, 0x01, b'x']; // GET, http, /, :authority x
+    out.extend_from_slice(&[0, 0, block.len() as u8, 1, 0x05, 0, 0, 0, 1]);
+    out.extend_from_slice(&block);
+    out
+}
+
+#[tokio::test]
+async fn slow_silent_and_idle_connections_are_closed_by_the_timeouts() {
+    use tokio::io::AsyncWriteExt;
+    let gw = spawn(
+        &[
+            "--client-header-timeout",
+            "1",
+            "--client-body-timeout",
+            "1",
+            "--keepalive-timeout",
+            "1",
+        ],
+        &[("OPENAI_AUTH_HEADER", "Bearer x")],
+    );
+    let addr = host_port(&gw.proxy);
+    let open = || tokio::net::TcpStream::connect(addr.clone());
+    let limit = Duration::from_secs(15);
+
+    // Slowloris: a header line every 300 ms never completes the head.
+    let mut s = open().await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = Instant::now();
+    let mut cut = false;
+    while started.elapsed() < limit {
+        if s.write_all(b"X-Slow: 1\r\n").await.is_err() {
+            cut = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut probe = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(1), s.peek(&mut probe)).await
+        {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a slowloris connection stayed open for {limit:?}");
+
+    // Silent after connecting.
+    let mut s = open().await.unwrap();
+    assert!(
+        read_until_closed(&mut s, limit).await.is_some(),
+        "silent connection kept"
+    );
+
+    // A long request line that never gets its version or end.
+    let mut s = open().await.unwrap();
+    let line = format!("GET /{}", "a".repeat(8000));
+    s.write_all(line.as_bytes()).await.unwrap();
+    let cut = read_until_closed(&mut s, limit).await;
+    assert!(cut.is_some(), "unfinished request line kept");
+
+    // Idle keep-alive after one request.
+    let mut s = open().await.unwrap();
+    s.write_all(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let seen = read_until_closed(&mut s, limit)
+        .await
+        .expect("idle keep-alive closed");
+    assert!(
+        seen.starts_with(b"HTTP/1.1 404"),
+        "{}",
+        String::from_utf8_lossy(&seen)
+    );
+
+    // A body that stops half way: 408 in the route's error shape, then the close.
+    let mut s = open().await.unwrap();
+    s.write_all(
+        b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"model\":",
+    )
+    .await
+    .unwrap();
+    let seen = read_until_closed(&mut s, limit)
+        .await
+        .expect("half body cut");
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":\"request_timeout\""), "{text}");
+
+    // HTTP/2: an idle connection after its request gets GOAWAY and the close.
+    let mut s = open().await.unwrap();
+    s.write_all(&h2_get_frames()).await.unwrap();
+    let seen = read_until_closed(&mut s, limit)
+        .await
+        .expect("idle h2 closed");
+    let mut frames = Vec::new();
+    let mut rest = &seen[..];
+    while rest.len() >= 9 {
+        let len = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        frames.push(rest[3]);
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    assert!(frames.contains(&1), "a response HEADERS frame: {frames:?}");
+    assert!(frames.contains(&7), "GOAWAY: {frames:?}");
+
+    // Counted, by reason.
+    let m = get(&format!("{}/metrics", gw.admin)).await.text();
+    let count = |reason: &str| -> f64 {
+        let key = format!("tollgate_connections_closed_total{{reason=\"{reason}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{key} in {m}"))
+    };
+    assert!(count("header_timeout") >= 3.0, "{m}");
+    assert!(count("idle_timeout") >= 2.0, "{m}");
+    assert!(count("body_timeout") >= 1.0, "{m}");
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_the_longest_idle_connection_goes_first() {
+    let gw = spawn(&["--max-connections", "3"], &[]);
+    let addr = host_port(&gw.proxy);
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        assert!(ask(&mut s).await.unwrap().starts_with("HTTP/1.1 404"));
+        conns.push(s);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A fourth client still gets in; the first (idle the longest) is closed for it.
+    let mut fourth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    assert!(ask(&mut fourth).await.unwrap().starts_with("HTTP/1.1 404"));
+    assert!(
+        read_until_closed(&mut conns[0], Duration::from_secs(10))
+            .await
+            .is_some(),
+        "the oldest idle connection was closed"
+    );
+    // The others still work.
+    assert!(ask(&mut conns[2])
+        .await
+        .unwrap()
+        .starts_with("HTTP/1.1 404"));
+    drop(conns);
+    drop(fourth);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let m = get(&format!("{}/metrics", gw.admin)).await.text();
+    assert!(
+        m.lines().any(
+            |l| l.starts_with("tollgate_connections_closed_total{reason=\"evicted\"} ")
+                && !l.ends_with(" 0")
+        ),
+        "{m}"
+    );
+}
+
+/// One HTTP/1.1 request on an open connection; the start of the answer.
+async fn ask(s: &mut tokio::net::TcpStream) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .ok()?;
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).to_string())
+}
+
+#[tokio::test]
+async fn lenient_http_is_refused_with_json_bodies() {
+    use tokio::io::AsyncWriteExt;
+    let gw = spawn(&[], &[("OPENAI_AUTH_HEADER", "Bearer x")]);
+    let addr = host_port(&gw.proxy);
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(70_000));
+    // More header fields than hyper takes (100).
+    let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big_head = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (b"GET /a b c\r\n\r\n".to_vec(), "400", "Bad request"),
+        (b"GET /\x01 HTTP/1.1\r\n\r\n".to_vec(), "400", "Bad request"),
+        (long_uri.into_bytes(), "414", "URI too long"),
+        (big_head.into_bytes(), "431", "Request header or cookie too large"),
+        (
+            b"POST /openai/v1/chat/completions HTTP/1.1\r\nHost: a\r\nHost: b\r\nconnection: close\r\ncontent-length: 2\r\n\r\n{}".to_vec(),
+            "400",
+            "Bad request",
+        ),
+        (
+            b"TRACE /openai/v1/chat/completions HTTP/1.1\r\nHost: x\r\nconnection: close\r\n\r\n".to_vec(),
+            "405",
+            "method TRACE is not allowed; use GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        ),
+        (
+            b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nconnection: close\r\n\r\n".to_vec(),
+            "405",
+            "method CONNECT is not allowed; use GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        ),
+    ];
+    for (request, status, message) in cases {
+        let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        // No half-close: hyper drops a connection whose client shut its side mid-request.
+        let _ = s.write_all(&request).await;
+        let seen = read_until_closed(&mut s, Duration::from_secs(10))
+            .await
+            .expect("answered and closed");
+        let text = String::from_utf8_lossy(&seen);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{status} {message}: {text}"
+        );
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let v: serde_json::Value =
+            serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+        assert_eq!(v["message"], message, "{text}");
+        assert_eq!(v["request_id"].as_str().unwrap().len(), 32, "{text}");
+        if status == "405" {
+            assert!(head.contains("allow: GET"), "{head}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn ops_messages_name_addresses_and_logs_have_no_colours() {
+    // A taken port: the error says which listener and which address.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = tempdir::TempDir::new();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
+        .args([
+            "serve",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            &addr,
+        ])
+        .args(["--data-dir", data.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("proxy (--proxy-listen) on {addr}")) && err.contains("in use"),
+        "{err}"
+    );
+    assert!(
+        !err.contains('\x1b'),
+        "no ANSI colours in piped stderr: {err:?}"
+    );
+
+    // The listening line: addresses or `off`, never `Some(…)`, and no colours.
+    let gw = spawn(&["--data-dir", data.path().to_str().unwrap()], &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        if let Ok(l) = gw.stderr.recv_timeout(Duration::from_millis(200)) {
+            if l.contains("tollgate listening") {
+                break l;
+            }
+        }
+        assert!(Instant::now() < deadline, "no listening line");
+    };
+    assert!(!line.contains('\x1b'), "{line:?}");
+    assert!(!line.contains("Some("), "{line}");
+    let admin = gw.admin.trim_start_matches("http://");
+    assert!(line.contains(&format!("admin={admin}")), "{line}");
+    assert!(line.contains("proxy_tls=off"), "{line}");
+}
+
+#[tokio::test]
+async fn the_generated_certificate_names_this_host_and_lasts_a_year() {
+    let data = tempdir::TempDir::new();
+    let _gw = spawn(
+        &[
+            "--proxy-tls-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            data.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    let cert = data.path().join("tls/cert.pem");
+    let out = Command::new("openssl")
+        .args([
+            "x509",
+            "-noout",
+            "-subject",
+            "-enddate",
+            "-ext",
+            "subjectAltName",
+            "-in",
+        ])
+        .arg(&cert)
+        .output()
+        .expect("the openssl command is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_ascii_lowercase();
+    assert!(text.contains(&format!("CN = {host}")), "{text}");
+    assert!(text.contains("O = Tollgate"), "{text}");
+    for san in [
+        "DNS:localhost",
+        "IP Address:127.0.0.1",
+        "IP Address:0:0:0:0:0:0:0:1",
+    ] {
+        assert!(text.contains(san), "{san} in {text}");
+    }
+    assert!(text.contains(&format!("DNS:{host}")), "{text}");
+    assert!(!text.contains("rcgen"), "{text}");
+    // notAfter=Dec  6 09:40:00 2027 GMT: a year from now.
+    let end_year: i64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("notAfter="))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|y| y.parse().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let this_year = 1970 + now / 31_556_952;
+    assert_eq!(end_year, this_year + 1, "{text}");
+    assert_ne!(end_year, 4096);
 }

@@ -229,6 +229,7 @@ impl Gateway {
                 busy_poll: Duration::ZERO,
                 proxy_tls: None,
                 admin_tls: None,
+                limits: Default::default(),
             },
         )
         .await

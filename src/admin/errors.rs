@@ -18,6 +18,9 @@ pub enum AdminError {
     Unauthorized,
     #[error("request body too large (the limit is {0} bytes)")]
     TooLarge(usize),
+    /// The client stalled mid-body past `--client-body-timeout`.
+    #[error("Request timeout")]
+    BodyTimeout,
     /// Field path (dotted, with `[i]`) → message.
     #[error("schema violation")]
     Schema(Vec<(String, String)>),
@@ -57,6 +60,7 @@ impl AdminError {
             }
             AdminError::Unauthorized => (StatusCode::UNAUTHORIZED, json!({"message": msg})),
             AdminError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, json!({"message": msg})),
+            AdminError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, json!({"message": msg})),
             AdminError::Schema(errors) => {
                 let parts: Vec<String> = errors.iter().map(|(f, m)| format!("{f}: {m}")).collect();
                 let message = if parts.len() == 1 {

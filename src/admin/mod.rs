@@ -10,6 +10,7 @@ pub mod write;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -132,10 +133,20 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok()),
         );
-        let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<LengthLimitError>() => return error(&AdminError::TooLarge(MAX_BODY)),
-            Err(_) => return error(&AdminError::BadJson),
+        // A stalled upload may not hold the connection for ever (the proxy's body timeout,
+        // here for the whole body).
+        let wait = Duration::from_millis(gw.body_timeout_ms.load(Ordering::Relaxed));
+        let read = tokio::time::timeout(wait, Limited::new(req.into_body(), MAX_BODY).collect());
+        let body = match read.await {
+            Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) if e.is::<LengthLimitError>() => {
+                return error(&AdminError::TooLarge(MAX_BODY))
+            }
+            Ok(Err(_)) => return error(&AdminError::BadJson),
+            Err(_) => {
+                gw.stats.body_timeouts.fetch_add(1, Ordering::Relaxed);
+                return error(&AdminError::BodyTimeout);
+            }
         };
         let body = write::Body { bytes: &body, form };
         return match write::handle(gw, &method, &segs, &query, body).await {
@@ -565,8 +576,35 @@ fn status(gw: &Gateway, snap: &Snapshot) -> Resp {
                 "rejections": s.quota_rejections.load(Ordering::Relaxed),
                 "store_errors": s.quota_store_errors.load(Ordering::Relaxed),
             },
+            // The last config reload (`--watch`, SIGHUP): null before the first.
+            "config_reload": reload_status(gw),
+            // Connections closed by the client limits (--client-header-timeout, …).
+            "connection_limits": {
+                "header_timeouts": s.header_timeouts.load(Ordering::Relaxed),
+                "body_timeouts": s.body_timeouts.load(Ordering::Relaxed),
+                "idle_timeouts": s.idle_timeouts.load(Ordering::Relaxed),
+                "evicted": s.evicted.load(Ordering::Relaxed),
+                "refused": s.refused.load(Ordering::Relaxed),
+            },
         }),
     )
+}
+
+/// The last reload as `/status` shows it.
+fn reload_status(gw: &Gateway) -> Value {
+    let failures = gw.reload.failures.load(Ordering::Relaxed);
+    match gw.reload.last() {
+        None => json!({"last": null, "failures": failures}),
+        Some(l) => json!({
+            "last": {
+                "ok": l.errors.is_empty(),
+                "at": l.at_ms / 1000,
+                "file": l.file,
+                "errors": l.errors,
+            },
+            "failures": failures,
+        }),
+    }
 }
 
 /// A limit the current config has: what its counters' keys start and end with.
@@ -851,6 +889,48 @@ fn metrics(gw: &Gateway) -> Resp {
         "",
         s.quota_store_errors.load(Ordering::Relaxed) as f64,
     );
+    sample(
+        &mut out,
+        "tollgate_config_reload_failures_total",
+        "counter",
+        "Config reloads (--watch, SIGHUP) that failed; the running config was kept",
+        "",
+        gw.reload.failures.load(Ordering::Relaxed) as f64,
+    );
+    if let Some(last) = gw.reload.last() {
+        sample(
+            &mut out,
+            "tollgate_config_last_reload_success",
+            "gauge",
+            "1 if the last config reload succeeded, 0 if it failed",
+            "",
+            if last.errors.is_empty() { 1.0 } else { 0.0 },
+        );
+        sample(
+            &mut out,
+            "tollgate_config_last_reload_timestamp_seconds",
+            "gauge",
+            "When the last config reload was attempted (Unix time)",
+            "",
+            (last.at_ms / 1000) as f64,
+        );
+    }
+    out.push_str(
+        "# HELP tollgate_connections_closed_total Client connections the gateway closed or refused, by limit\n",
+    );
+    out.push_str("# TYPE tollgate_connections_closed_total counter\n");
+    for (reason, v) in [
+        ("header_timeout", &s.header_timeouts),
+        ("body_timeout", &s.body_timeouts),
+        ("idle_timeout", &s.idle_timeouts),
+        ("evicted", &s.evicted),
+        ("refused", &s.refused),
+    ] {
+        out.push_str(&format!(
+            "tollgate_connections_closed_total{{reason=\"{reason}\"}} {}\n",
+            v.load(Ordering::Relaxed)
+        ));
+    }
     crate::observe::metrics::global().render(&mut out);
     let mut r = Response::new(Full::new(Bytes::from(out)));
     r.headers_mut().insert(

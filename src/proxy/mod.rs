@@ -51,6 +51,9 @@ use crate::proxy::upstream::{FailureKind, Upstreams};
 /// plain proxying; Kong buffers request bodies by default too).
 pub const DEFAULT_BODY_LIMIT: u64 = 16 << 20;
 
+/// Kong's `client_body_timeout` default: the longest wait between two body reads.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Largest upstream response the gateway buffers to check and account for it.
 const MAX_BUFFERED_RESPONSE: usize = 64 << 20;
 
@@ -64,6 +67,63 @@ pub struct Stats {
     pub quota_rejections: AtomicU64,
     /// Times the quota counter store (Redis) could not be used.
     pub quota_store_errors: AtomicU64,
+    /// Connections closed before a complete request head (or TLS handshake) in time.
+    pub header_timeouts: AtomicU64,
+    /// Request bodies cut for stalling between two reads (408).
+    pub body_timeouts: AtomicU64,
+    /// Connections closed after idling past the keep-alive timeout.
+    pub idle_timeouts: AtomicU64,
+    /// Idle connections closed to make room at the connection cap.
+    pub evicted: AtomicU64,
+    /// New connections refused at the cap (every open one had a request in flight).
+    pub refused: AtomicU64,
+}
+
+/// The outcome of the last config reload (`--watch`, SIGHUP), for `/status` and metrics.
+#[derive(Debug, Default)]
+pub struct ReloadStatus {
+    /// Reloads that failed since start.
+    pub failures: AtomicU64,
+    /// The last attempt, if any.
+    pub last: std::sync::Mutex<Option<LastReload>>,
+}
+
+/// One reload attempt.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    /// When, in ms since the Unix epoch.
+    pub at_ms: u64,
+    /// The file read.
+    pub file: String,
+    /// Why it failed (the config errors as logged: field paths and messages, never
+    /// values of secrets); empty when it succeeded.
+    pub errors: Vec<String>,
+}
+
+impl ReloadStatus {
+    /// Records an attempt; `errors` empty = it succeeded.
+    pub fn record(&self, file: &str, errors: Vec<String>) {
+        if !errors.is_empty() {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        let last = LastReload {
+            at_ms: millis_since_epoch(),
+            file: file.to_string(),
+            errors,
+        };
+        match self.last.lock() {
+            Ok(mut g) => *g = Some(last),
+            Err(p) => *p.into_inner() = Some(last),
+        }
+    }
+
+    /// The last attempt.
+    pub fn last(&self) -> Option<LastReload> {
+        match self.last.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
 }
 
 /// Shared state of a running gateway.
@@ -81,6 +141,10 @@ pub struct Gateway {
     pub quota: Arc<crate::quota::local::Local>,
     /// Usage analytics (set once at start; none = off).
     pub analytics: std::sync::OnceLock<Arc<crate::observe::analytics::Analytics>>,
+    /// Longest wait between two reads of a request body, in ms (`--client-body-timeout`).
+    pub body_timeout_ms: AtomicU64,
+    /// How the last config reload went.
+    pub reload: ReloadStatus,
 }
 
 impl Gateway {
@@ -99,6 +163,8 @@ impl Gateway {
             conversations: Arc::new(Conversations::default()),
             quota: Arc::default(),
             analytics: std::sync::OnceLock::new(),
+            body_timeout_ms: AtomicU64::new(DEFAULT_BODY_TIMEOUT.as_millis() as u64),
+            reload: ReloadStatus::default(),
             control,
         }
     }
@@ -286,7 +352,19 @@ pub async fn handle_request(
     let snap = gw.snapshot.load_full();
     let (mut parts, body) = req.into_parts();
     // A clone of the value shares its bytes; the header map itself moves on below.
-    let host_value = parts.headers.get(header::HOST).cloned();
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host_value = hosts.next().cloned();
+    let refused = if hosts.next().is_some() {
+        // Which one would the upstream believe? Refused, as nginx does (RFC 9112 §3.2).
+        Some(GatewayError::BadRequest("Bad request".into()))
+    } else if parts.method == http::Method::TRACE || parts.method == http::Method::CONNECT {
+        Some(GatewayError::method_not_allowed(
+            &parts.method,
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        ))
+    } else {
+        None
+    };
     let host: &str = host_value
         .as_ref()
         .and_then(|h| h.to_str().ok())
@@ -295,6 +373,11 @@ pub async fn handle_request(
     let mut log = RequestLog::new(request_id.clone(), started);
     log.analytics = gw.analytics.get().cloned();
     let client_ip = ip_text(peer.ip());
+    if let Some(e) = refused {
+        log.metrics = snap.global_metrics;
+        body::drain_unread(body, parts.version);
+        return kong_error(e, ErrorShape::Kong, log, snap);
+    }
     let found = snap.router.find(&RequestView {
         method: parts.method.as_str(),
         host,
@@ -306,6 +389,7 @@ pub async fn handle_request(
         if snap.global_logs {
             log.capture_request(&parts, &client_ip, scheme, host);
         }
+        body::drain_unread(body, parts.version);
         return kong_error(GatewayError::NoRoute, ErrorShape::Kong, log, snap);
     };
     log.route = Some(m.route);
@@ -430,9 +514,19 @@ pub async fn handle_request(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body_bytes = match body::read_limited(body, content_length, limit).await {
+    let read = body::ReadOptions {
+        timeout: Duration::from_millis(gw.body_timeout_ms.load(Ordering::Relaxed)),
+        linger: parts.version == http::Version::HTTP_2,
+    };
+    let body_bytes = match body::read_limited(body, content_length, limit, read).await {
         Ok(b) => b,
-        Err(e) => return kong_error(e, shape, log, snap),
+        Err(e) => {
+            if let GatewayError::BodyTimeout = e {
+                gw.stats.body_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(peer = %peer, "request body cut: no data within the body timeout");
+            }
+            return kong_error(e, shape, log, snap);
+        }
     };
     log.request_size = body_bytes.len() as u64;
 

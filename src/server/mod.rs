@@ -1,6 +1,8 @@
 //! Listeners (proxy and admin), connection handling and graceful shutdown.
 
 pub mod busy_poll;
+pub mod conns;
+pub mod parse_errors;
 pub mod reload;
 pub mod sni;
 pub mod tls;
@@ -13,11 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::proxy::Gateway;
@@ -36,6 +37,8 @@ pub struct ServeOptions {
     pub proxy_tls: Option<(SocketAddr, tls::LiveAcceptor)>,
     /// The Admin API's TLS listener (same certificate); None = none.
     pub admin_tls: Option<(SocketAddr, tls::LiveAcceptor)>,
+    /// Client connection timeouts and the connection cap.
+    pub limits: conns::Limits,
 }
 
 /// A running gateway; `shutdown` drains it.
@@ -72,7 +75,16 @@ impl Running {
 pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
     busy_poll::spawn(opts.busy_poll);
-    let proxy = TcpListener::bind(opts.proxy_listen).await?;
+    let limits = opts.limits;
+    let body_ms = limits.body_timeout.map(|d| d.as_millis() as u64);
+    gateway
+        .body_timeout_ms
+        .store(body_ms.unwrap_or(u64::MAX), Ordering::Relaxed);
+    let registry = Arc::new(conns::Registry::new(conns::effective_max(
+        limits.max_connections,
+    )));
+    let shared = (gateway.clone(), limits, registry);
+    let proxy = bind("proxy (--proxy-listen)", opts.proxy_listen).await?;
     let proxy_addr = proxy.local_addr()?;
     let mut tasks = Vec::new();
     let gw = gateway.clone();
@@ -81,7 +93,7 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
         proxy,
         stop_rx.clone(),
         opts.drain_timeout,
-        gateway.clone(),
+        shared.clone(),
         move |req, peer| {
             let gw = gw.clone();
             async move { Ok::<_, Infallible>(crate::proxy::handle(gw, req, peer, "http", port).await) }
@@ -90,7 +102,7 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
     )));
     let mut proxy_tls_addr = None;
     if let Some((addr, acceptor)) = opts.proxy_tls.clone() {
-        let l = TcpListener::bind(addr).await?;
+        let l = bind("proxy TLS (--proxy-tls-listen)", addr).await?;
         proxy_tls_addr = Some(l.local_addr()?);
         let tls_port = l.local_addr()?.port();
         let gw = gateway.clone();
@@ -98,7 +110,7 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
             l,
             stop_rx.clone(),
             opts.drain_timeout,
-            gateway.clone(),
+            shared.clone(),
             move |req, peer| {
                 let gw = gw.clone();
                 async move {
@@ -112,14 +124,14 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
     }
     let mut admin_addr = None;
     if let Some(a) = opts.admin_listen {
-        let admin = TcpListener::bind(a).await?;
+        let admin = bind("Admin API (--admin-listen)", a).await?;
         admin_addr = Some(admin.local_addr()?);
         let gw = gateway.clone();
         tasks.push(tokio::spawn(serve(
             admin,
             stop_rx.clone(),
             opts.drain_timeout,
-            gateway.clone(),
+            shared.clone(),
             move |req, _peer| {
                 let gw = gw.clone();
                 async move { Ok::<_, Infallible>(crate::admin::handle(&gw, req).await) }
@@ -129,14 +141,14 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
     }
     let mut admin_tls_addr = None;
     if let Some((a, acceptor)) = opts.admin_tls.clone() {
-        let admin = TcpListener::bind(a).await?;
+        let admin = bind("Admin API TLS (--admin-tls-listen)", a).await?;
         admin_tls_addr = Some(admin.local_addr()?);
         let gw = gateway.clone();
         tasks.push(tokio::spawn(serve(
             admin,
             stop_rx.clone(),
             opts.drain_timeout,
-            gateway.clone(),
+            shared.clone(),
             move |req, _peer| {
                 let gw = gw.clone();
                 async move { Ok::<_, Infallible>(crate::admin::handle(&gw, req).await) }
@@ -144,7 +156,14 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
             Some(acceptor),
         )));
     }
-    tracing::info!(%proxy_addr, admin = ?admin_addr, "tollgate listening");
+    let shown = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(
+        %proxy_addr,
+        proxy_tls = %shown(proxy_tls_addr),
+        admin = %shown(admin_addr),
+        admin_tls = %shown(admin_tls_addr),
+        "tollgate listening"
+    );
     Ok(Running {
         proxy_addr,
         proxy_tls_addr,
@@ -156,85 +175,279 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
     })
 }
 
+/// Binds a listener; the error names it and its address (`Address already in use` alone
+/// does not say which of four).
+async fn bind(which: &str, addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{which} on {addr}: {e}")))
+}
+
+/// What every connection task of a listener shares.
+#[derive(Clone)]
+struct Shared {
+    gw: Arc<Gateway>,
+    limits: conns::Limits,
+    registry: Arc<conns::Registry>,
+    stop: watch::Receiver<bool>,
+    builder: auto::Builder<TokioExecutor>,
+    /// Held by every connection task; the listener's drain waits until all are gone.
+    _alive: mpsc::Sender<()>,
+}
+
+/// The HTTP/1.1 and HTTP/2 settings every listener uses.
+fn builder(limits: &conns::Limits) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // No timer for HTTP/1: hyper's header_read_timeout would arm a new boxed timer for
+    // every request on a keep-alive connection; `drive` bounds the same waits with one
+    // timer per connection (a request head is only ever awaited while nothing is in
+    // flight).
+    if let Some(k) = limits.keepalive_timeout {
+        // Pings find HTTP/2 peers that vanished without closing (e.g. mid-stream).
+        b.http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(k)
+            .keep_alive_timeout(Duration::from_secs(20));
+    }
+    b
+}
+
 async fn serve<F, Fut, B>(
     listener: TcpListener,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     drain: Duration,
-    gw: Arc<Gateway>,
+    shared: (Arc<Gateway>, conns::Limits, Arc<conns::Registry>),
     handler: F,
     tls: Option<tls::LiveAcceptor>,
 ) where
     F: Fn(http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<http::Response<B>, Infallible>> + Send + 'static,
-    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let (gw, limits, registry) = shared;
+    let (alive, mut all_gone) = mpsc::channel::<()>(1);
+    let shared = Shared {
+        gw,
+        limits,
+        registry,
+        stop: stop.clone(),
+        builder: builder(&limits),
+        _alive: alive,
+    };
+    let mut stop = stop;
     loop {
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
+                        // Out of file descriptors and the like: free one by closing the
+                        // connection idle the longest, and back off instead of spinning.
+                        if shared.registry.evict_one() {
+                            shared.gw.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                        }
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
                 };
-                let _ = stream.set_nodelay(true);
-                gw.stats.accepted.fetch_add(1, Ordering::Relaxed);
-                gw.stats.active.fetch_add(1, Ordering::Relaxed);
-                let h = handler.clone();
-                let svc = service_fn(move |req| h(req, peer));
-                let gw = gw.clone();
-                match &tls {
-                    None => {
-                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).into_owned();
-                        let fut = graceful.watch(conn);
-                        tokio::spawn(async move {
-                            if let Err(e) = fut.await {
-                                tracing::debug!(error = %e, "connection ended with an error");
-                            }
-                            gw.stats.active.fetch_sub(1, Ordering::Relaxed);
-                        });
+                let Some((id, tracker, evicted)) = shared.registry.admit() else {
+                    shared.gw.stats.refused.fetch_add(1, Ordering::Relaxed);
+                    if shared.registry.should_warn() {
+                        tracing::warn!(%peer, max = shared.registry.max(), "connection refused: every open connection is busy (--max-connections)");
                     }
-                    Some(acceptor) => {
-                        // The handshake runs in the connection's own task, never in the
-                        // accept loop; a client that stalls in it is dropped after 10 s.
-                        // The certificate current now (it may be renewed while we run).
-                        let acceptor = acceptor.load_full();
-                        let builder = builder.clone();
-                        let watcher = graceful.watcher();
-                        tokio::spawn(async move {
-                            let shake = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await;
-                            match shake {
-                                Ok(Ok(tls)) => {
-                                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc).into_owned();
-                                    if let Err(e) = watcher.watch(conn).await {
-                                        tracing::debug!(error = %e, "connection ended with an error");
-                                    }
-                                }
-                                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                            }
-                            gw.stats.active.fetch_sub(1, Ordering::Relaxed);
-                        });
+                    continue;
+                };
+                if evicted {
+                    shared.gw.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                    if shared.registry.should_warn() {
+                        tracing::warn!(max = shared.registry.max(), "at the connection cap: closed the connection idle the longest (--max-connections)");
                     }
                 }
+                let _ = stream.set_nodelay(true);
+                shared.gw.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                shared.gw.stats.active.fetch_add(1, Ordering::Relaxed);
+                let h = handler.clone();
+                let t = tracker.clone();
+                let svc = service_fn(move |req| {
+                    let guard = t.begin();
+                    let fut = h(req, peer);
+                    async move {
+                        let resp = match fut.await {
+                            Ok(r) => r,
+                            Err(never) => match never {},
+                        };
+                        Ok::<_, Infallible>(resp.map(|b| conns::Tracked::new(b, guard)))
+                    }
+                });
+                let shared = shared.clone();
+                let tls = tls.as_ref().map(|a| a.load_full());
+                tokio::spawn(async move {
+                    connection(stream, peer, tls, svc, &tracker, &shared).await;
+                    shared.registry.remove(id);
+                    shared.gw.stats.active.fetch_sub(1, Ordering::Relaxed);
+                });
             }
             _ = stop.changed() => break,
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    drop(shared);
+    if tokio::time::timeout(drain, all_gone.recv()).await.is_err() {
         tracing::warn!(
             timeout_ms = drain.as_millis() as u64,
             "drain timeout reached; closing remaining connections"
         );
+    }
+}
+
+/// Serves one connection (after its TLS handshake, in the connection's own task, never in
+/// the accept loop) until it ends, the gateway stops, or a limit closes it.
+async fn connection<S, B>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<Arc<tokio_rustls::TlsAcceptor>>,
+    svc: S,
+    tracker: &conns::Tracker,
+    shared: &Shared,
+) where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Some(acceptor) = tls else {
+        let conn = shared
+            .builder
+            .serve_connection_with_upgrades(
+                parse_errors::JsonParseErrors::new(TokioIo::new(stream)),
+                svc,
+            )
+            .into_owned();
+        return drive(conn, peer, tracker, shared).await;
+    };
+    // The handshake counts toward the header timeout, as in nginx.
+    let limit = shared.limits.header_timeout.unwrap_or(FAR);
+    let shake = tokio::select! {
+        r = tokio::time::timeout(limit, acceptor.accept(stream)) => r,
+        _ = tracker.evict.notified() => return,
+    };
+    match shake {
+        Ok(Ok(tls)) => {
+            let conn = shared
+                .builder
+                .serve_connection_with_upgrades(
+                    parse_errors::JsonParseErrors::new(TokioIo::new(tls)),
+                    svc,
+                )
+                .into_owned();
+            drive(conn, peer, tracker, shared).await
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => {
+            shared
+                .gw
+                .stats
+                .header_timeouts
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(%peer, "closed a connection: TLS handshake not done within the header timeout");
+        }
+    }
+}
+
+/// A timeout that never fires (a limit turned off).
+const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// How long a connection asked to close gracefully may take before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs a connection, closing it when it idles past its limit (the header timeout before
+/// its first request, the keep-alive timeout after), when the cap evicts it, or gracefully
+/// when the gateway stops.
+async fn drive<I, S, B>(
+    conn: auto::UpgradeableConnection<'static, I, S, TokioExecutor>,
+    peer: SocketAddr,
+    tracker: &conns::Tracker,
+    shared: &Shared,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limits = shared.limits;
+    let stats = &shared.gw.stats;
+    let mut stop = shared.stop.clone();
+    let mut conn = std::pin::pin!(conn);
+    let sleep = tokio::time::sleep(limits.header_timeout.unwrap_or(FAR));
+    let mut sleep = std::pin::pin!(sleep);
+    let mut closing = *stop.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    let mut grace_started = false;
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+                // A connection this loop already timed out is counted and logged.
+                if grace_started {
+                    return;
+                }
+                if let Err(e) = ended {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = tracker.evict.notified() => {
+                tracing::debug!(%peer, "closed a connection to make room at the connection cap");
+                return;
+            }
+            _ = &mut sleep => {
+                if grace_started {
+                    return;
+                }
+                let now = tokio::time::Instant::now();
+                let Some(idle) = tracker.idle_for() else {
+                    sleep.as_mut().reset(now + limits.keepalive_timeout.unwrap_or(FAR));
+                    continue;
+                };
+                let (allowed, what) = if tracker.served_any() {
+                    (limits.keepalive_timeout, "no further request within the keep-alive timeout")
+                } else {
+                    (limits.header_timeout, "no complete request head within the header timeout")
+                };
+                let allowed = allowed.unwrap_or(FAR);
+                if idle < allowed {
+                    sleep.as_mut().reset(now + (allowed - idle));
+                    continue;
+                }
+                if tracker.served_any() {
+                    stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stats.header_timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::info!(%peer, "closed a connection: {what}");
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                grace_started = true;
+                sleep.as_mut().reset(now + CLOSE_GRACE);
+            }
+        }
     }
 }

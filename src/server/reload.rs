@@ -31,6 +31,8 @@ pub async fn reload(gw: &Gateway, path: &Path) -> bool {
         Ok(t) => t,
         Err(e) => {
             tracing::error!(file = %path.display(), "config not reloaded: cannot read it: {e}");
+            let why = format!("cannot read it: {}", e.kind());
+            gw.reload.record(&path.display().to_string(), vec![why]);
             return false;
         }
     };
@@ -58,6 +60,8 @@ pub async fn reload(gw: &Gateway, path: &Path) -> bool {
                 *state = Some(new_state);
             }
             gw.control.rebased(&text);
+
+            gw.reload.record(&path.display().to_string(), Vec::new());
             true
         }
         Ok(Err(errors)) => {
@@ -69,10 +73,14 @@ pub async fn reload(gw: &Gateway, path: &Path) -> bool {
                 errors = errors.0.len(),
                 "keeping the running config"
             );
+            let why = errors.0.iter().map(|e| e.to_string()).collect();
+            gw.reload.record(&path.display().to_string(), why);
             false
         }
         Err(e) => {
             tracing::error!(file = %path.display(), "config reload failed: {e}");
+            let why = vec!["the reload task failed".to_string()];
+            gw.reload.record(&path.display().to_string(), why);
             false
         }
     }

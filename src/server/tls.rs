@@ -39,6 +39,9 @@ fn stamp(p: &Path) -> Option<(Option<SystemTime>, u64)> {
     Some((m.modified().ok(), m.len()))
 }
 
+/// How often a generated certificate's expiry is checked while running.
+const RENEW_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
 /// Watches the certificate and key files every `interval` and swaps in a new acceptor when
 /// they change (renewed certificates reach new connections without a restart); files that
 /// do not load are logged and the running certificate kept.
@@ -54,8 +57,22 @@ pub fn watch(
         let mut last = (stamp(&cert), stamp(&key));
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut checked = tokio::time::Instant::now();
         loop {
             tick.tick().await;
+            // A generated certificate is renewed before it expires (checked hourly); the
+            // new files are then picked up below like any renewed ones.
+            if let CertSource::SelfSigned { data_dir } = &files {
+                if checked.elapsed() >= RENEW_CHECK_EVERY {
+                    checked = tokio::time::Instant::now();
+                    let dir = data_dir.clone();
+                    match tokio::task::spawn_blocking(move || renew_if_due(&dir)).await {
+                        Ok(Err(e)) => tracing::error!("TLS certificate not renewed: {e}"),
+                        Err(e) => tracing::error!("TLS certificate renewal failed: {e}"),
+                        Ok(Ok(_)) => {}
+                    }
+                }
+            }
             let now = (stamp(&cert), stamp(&key));
             if now == last || now.0.is_none() || now.1.is_none() {
                 continue;
@@ -89,7 +106,7 @@ pub fn load(src: &CertSource, snapshots: Option<Snapshots>) -> Result<Tls, Strin
             let dir = data_dir.join("tls");
             let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
             let generated = if cert.exists() && key.exists() {
-                false
+                renew_if_due(data_dir)?
             } else {
                 self_signed(&dir, &cert, &key)?;
                 true
@@ -135,20 +152,168 @@ pub fn load(src: &CertSource, snapshots: Option<Snapshots>) -> Result<Tls, Strin
     })
 }
 
-/// A certificate for localhost (DNS `localhost`, IPs 127.0.0.1 and ::1) with its key, the
-/// key readable by the owner only.
+/// How long a generated certificate is valid, and how long before its end it is replaced.
+const SELF_SIGNED_DAYS: i64 = 365;
+const RENEW_BEFORE_DAYS: i64 = 30;
+
+/// The machine's host name, if it has a usable one.
+pub fn host_name() -> Option<String> {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()?;
+    let name = raw.trim().to_ascii_lowercase();
+    let usable = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    usable.then_some(name)
+}
+
+/// A certificate for this machine (subject CN = its host name, O = Tollgate; SANs
+/// `localhost`, 127.0.0.1, ::1 and the host name), valid for a year from yesterday, with
+/// its key, the key readable by the owner only.
 fn self_signed(dir: &Path, cert: &Path, key: &Path) -> Result<(), String> {
+    self_signed_for(dir, cert, key, SELF_SIGNED_DAYS)
+}
+
+fn self_signed_for(dir: &Path, cert: &Path, key: &Path, days: i64) -> Result<(), String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let names = vec![
+    let host = host_name();
+    let mut names = vec![
         "localhost".to_string(),
         "127.0.0.1".to_string(),
         "::1".to_string(),
     ];
-    let ck = rcgen::generate_simple_self_signed(names)
-        .map_err(|e| format!("generating a self-signed certificate: {e}"))?;
-    write_private(key, ck.key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(cert, ck.cert.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
+    if let Some(h) = host.as_ref().filter(|h| *h != "localhost") {
+        names.push(h.clone());
+    }
+    let failed = |e: rcgen::Error| format!("generating a self-signed certificate: {e}");
+    let mut params = rcgen::CertificateParams::new(names).map_err(failed)?;
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(
+        rcgen::DnType::CommonName,
+        host.unwrap_or_else(|| "localhost".into()),
+    );
+    dn.push(rcgen::DnType::OrganizationName, "Tollgate");
+    params.distinguished_name = dn;
+    let today = unix_now() / 86_400;
+    let (y, m, d) = civil_from_days(today - 1);
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    let (y, m, d) = civil_from_days(today + days);
+    params.not_after = rcgen::date_time_ymd(y, m, d);
+    let pair = rcgen::KeyPair::generate().map_err(failed)?;
+    let made = params.self_signed(&pair).map_err(failed)?;
+    write_private(key, pair.serialize_pem().as_bytes())?;
+    std::fs::write(cert, made.pem()).map_err(|e| format!("{}: {e}", cert.display()))?;
     Ok(())
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i32, u8, u8) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y as i32, m, d)
+}
+
+/// Days since 1970-01-01 of a date (the inverse of [`civil_from_days`]).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// One DER element: its tag, contents and what follows it.
+fn der(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = b.split_first()?;
+    let (&len, rest) = rest.split_first()?;
+    let (len, rest) = if len < 0x80 {
+        (len as usize, rest)
+    } else {
+        let n = (len & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let v = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (v, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// A certificate's notAfter (Unix seconds), read from its DER.
+fn not_after(cert: &[u8]) -> Option<i64> {
+    let (_, cert, _) = der(cert)?;
+    let (_, tbs, _) = der(cert)?;
+    let mut rest = tbs;
+    if der(rest)?.0 == 0xa0 {
+        rest = der(rest)?.2; // [0] version
+    }
+    for _ in 0..3 {
+        rest = der(rest)?.2; // serial, signature algorithm, issuer
+    }
+    let (_, validity, _) = der(rest)?;
+    let (_, _, after) = der(validity)?; // skips notBefore
+    let (tag, t, _) = der(after)?;
+    let t = std::str::from_utf8(t).ok()?.strip_suffix('Z')?;
+    let (year, t) = match tag {
+        0x17 => {
+            let yy: i64 = t.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, t.get(2..)?)
+        }
+        0x18 => (t.get(..4)?.parse().ok()?, t.get(4..)?),
+        _ => return None,
+    };
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { t.get(r)?.parse().ok() };
+    let days = days_from_civil(year, num(0..2)?, num(2..4)?);
+    Some(days * 86_400 + num(4..6)? * 3600 + num(6..8)? * 60 + num(8..10)?)
+}
+
+/// Whether the generated certificate in `cert` should be made again: unreadable, within
+/// 30 days of its end, or valid far longer than a year (made by an older version).
+fn renewal_due(cert: &Path) -> bool {
+    let Ok(mut certs) = CertificateDer::pem_file_iter(cert) else {
+        return true;
+    };
+    let Some(Ok(first)) = certs.next() else {
+        return true;
+    };
+    let Some(end) = not_after(first.as_ref()) else {
+        return true;
+    };
+    let left = end - unix_now();
+    !(RENEW_BEFORE_DAYS * 86_400..=(SELF_SIGNED_DAYS + 35) * 86_400).contains(&left)
+}
+
+/// Renews the generated certificate under `data_dir` when it is due; true if it did.
+pub fn renew_if_due(data_dir: &Path) -> Result<bool, String> {
+    let dir = data_dir.join("tls");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if !cert.exists() || !renewal_due(&cert) {
+        return Ok(false);
+    }
+    self_signed(&dir, &cert, &key)?;
+    tracing::info!(cert = %cert.display(), "renewed the self-signed TLS certificate (clients that trust the old file need the new one)");
+    Ok(true)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
@@ -186,6 +351,54 @@ pub fn default_data_dir() -> PathBuf {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    fn first_cert(path: &Path) -> Vec<u8> {
+        CertificateDer::pem_file_iter(path)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .as_ref()
+            .to_vec()
+    }
+
+    #[test]
+    fn dates_round_trip() {
+        for days in [-1, 0, 59, 60, 365, 10_957, 20_000, 900_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y as i64, m as i64, d as i64), days);
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn generated_certificates_last_a_year_and_are_renewed_when_due() {
+        let dir = std::env::temp_dir().join(format!("tollgate-tls-renew-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tls = dir.join("tls");
+        let (cert, key) = (tls.join("cert.pem"), tls.join("key.pem"));
+        let src = CertSource::SelfSigned {
+            data_dir: dir.clone(),
+        };
+        assert!(load(&src, None).unwrap().generated);
+        let end = not_after(&first_cert(&cert)).unwrap();
+        let year = end - unix_now();
+        assert!((364 * 86_400..=366 * 86_400).contains(&year), "{year}");
+        assert!(!load(&src, None).unwrap().generated, "not due: kept");
+        // Ten days left: made again at start.
+        self_signed_for(&tls, &cert, &key, 10).unwrap();
+        assert!(renewal_due(&cert));
+        assert!(load(&src, None).unwrap().generated);
+        assert!(not_after(&first_cert(&cert)).unwrap() - unix_now() > 360 * 86_400);
+        // An older version's certificate (rcgen's default, valid until 4096) too.
+        let old = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(&cert, old.cert.pem()).unwrap();
+        write_private(&key, old.key_pair.serialize_pem().as_bytes()).unwrap();
+        assert!(renew_if_due(&dir).unwrap());
+        assert!(!renew_if_due(&dir).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn self_signed_is_generated_once_and_bad_files_name_themselves() {

@@ -79,6 +79,7 @@ impl Harness {
                 busy_poll: Duration::ZERO,
                 proxy_tls: None,
                 admin_tls: None,
+                limits: Default::default(),
             },
         )
         .await
