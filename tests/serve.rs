@@ -1666,6 +1666,40 @@ async fn a_stream_answered_without_a_stream_gets_an_error_event() {
     );
 }
 
+/// Item 14: over HTTP/2, a `host` header naming another authority than `:authority` is
+/// refused like two Host headers; the same request with a matching one is served.
+#[tokio::test]
+async fn h2_host_conflicting_with_authority_is_refused() {
+    use http_body_util::{BodyExt, Full};
+    let (gw, mock, _dir) = binary_with(HARDENING).await;
+    let addr = gw.proxy.trim_start_matches("http://").to_string();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    for (host, status) in [("evil.example", 400), (addr.as_str(), 200)] {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("http://{addr}/chat"))
+            .header("host", host)
+            .header("content-type", "application/json")
+            .body(Full::new(bytes::Bytes::from(chat_body("hi").to_string())))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "host {host}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        if status == 400 {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v["message"], "Bad request");
+        }
+    }
+    assert_eq!(mock.requests().len(), 1);
+}
+
 /// Item 12: the service's `read_timeout` (1 s here) cuts a hung upstream and a stream
 /// whose events stop, on ai-proxy and on ai-proxy-advanced left at its defaults.
 #[tokio::test]

@@ -354,7 +354,13 @@ pub async fn handle_request(
     // A clone of the value shares its bytes; the header map itself moves on below.
     let mut hosts = parts.headers.get_all(header::HOST).iter();
     let host_value = hosts.next().cloned();
-    let refused = if hosts.next().is_some() {
+    // Over HTTP/2 the authority comes as `:authority`; a `host` naming another is malformed
+    // (RFC 9113 §8.3.1), and routing on one while the upstream believes the other is the
+    // same confusion as two Host headers.
+    let h2_conflict = parts.version == http::Version::HTTP_2
+        && matches!((&host_value, parts.uri.authority()),
+            (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()));
+    let refused = if hosts.next().is_some() || h2_conflict {
         // Which one would the upstream believe? Refused, as nginx does (RFC 9112 §3.2).
         Some(GatewayError::BadRequest("Bad request".into()))
     } else if parts.method == http::Method::TRACE || parts.method == http::Method::CONNECT {
@@ -1300,11 +1306,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         return not_a_stream(target, headers, sent, log, snap, capture, feedback);
     }
     // Streamed (or passed through untouched): observe SSE on the way.
-    let dialect = if target.route_type == RouteType::Responses {
-        Dialect::Responses
-    } else {
-        Dialect::ChatLike
-    };
+    let dialect = sse_dialect(target);
     let observing = status == StatusCode::OK && is_sse && target.route_type != RouteType::Preserve;
     // A translated stream always ends with a usage chunk; it reaches the client only if asked.
     let mapper = match bridge {
@@ -1711,13 +1713,8 @@ fn not_a_stream(
     if let Some(a) = log.ai.as_mut() {
         a.stream_error = Some(why);
     }
-    let dialect = if target.route_type == RouteType::Responses {
-        Dialect::Responses
-    } else {
-        Dialect::ChatLike
-    };
     let event = response::error_event(
-        dialect,
+        sse_dialect(target),
         "The upstream server answered the streaming request without a stream",
         "upstream_invalid_stream",
     );
@@ -1728,6 +1725,15 @@ fn not_a_stream(
         HeaderValue::from_static("text/event-stream"),
     );
     buffered_response(StatusCode::OK, headers, event, log, snap, capture, feedback)
+}
+
+/// The SSE event shape the client of `target`'s route type reads.
+fn sse_dialect(target: &Target) -> Dialect {
+    if target.route_type == RouteType::Responses {
+        Dialect::Responses
+    } else {
+        Dialect::ChatLike
+    }
 }
 
 /// A 200 answer that is not what the route type promises.
