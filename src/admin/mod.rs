@@ -181,7 +181,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
         },
         ["plugins", "enabled"] => reply(
             StatusCode::OK,
-            json!({"enabled_plugins": ["ai-proxy", "ai-proxy-advanced", "file-log", "ai-prompt-decorator", "ai-prompt-guard", "ai-prompt-length-guard", "ai-prompt-template", "ai-rate-limiting-advanced", "ai-sanitizer", "http-log", "key-auth", "opentelemetry", "prometheus", "rate-limiting", "request-transformer"]}),
+            json!({"enabled_plugins": crate::plugins::KONG_PLUGINS.map(|(n, _)| n)}),
         ),
         ["services"] => list(
             &snap,
@@ -503,31 +503,15 @@ fn list(
 }
 
 fn root(gw: &Gateway, snap: &Snapshot) -> Resp {
-    let available: serde_json::Map<String, Value> = [
-        ("ai-proxy", 770),
-        ("ai-proxy-advanced", 770),
-        ("request-transformer", 801),
-        ("file-log", 9),
-        ("key-auth", 1250),
-        ("rate-limiting", 910),
-        ("ai-rate-limiting-advanced", 905),
-        ("ai-prompt-template", 773),
-        ("ai-prompt-decorator", 772),
-        ("ai-prompt-guard", 771),
-        ("ai-prompt-length-guard", 771),
-        ("ai-sanitizer", 771),
-        ("prometheus", 13),
-        ("http-log", 12),
-        ("opentelemetry", 14),
-    ]
-    .into_iter()
-    .map(|(n, p)| {
-        (
-            n.to_string(),
-            json!({"version": crate::VERSION, "priority": p}),
-        )
-    })
-    .collect();
+    let available: serde_json::Map<String, Value> = crate::plugins::KONG_PLUGINS
+        .into_iter()
+        .map(|(n, p)| {
+            (
+                n.to_string(),
+                json!({"version": crate::VERSION, "priority": p}),
+            )
+        })
+        .collect();
     let mut enabled: Vec<&str> = snap.plugins.iter().map(|p| p.name.as_str()).collect();
     enabled.sort_unstable();
     enabled.dedup();

@@ -790,28 +790,6 @@ pub fn config_schema(name: &str) -> Option<schemars::Schema> {
     })
 }
 
-impl PluginConfig {
-    /// Kong's static PRIORITY: plugins run in descending order.
-    pub fn priority(&self) -> i32 {
-        match self {
-            PluginConfig::KeyAuth(_) => 1250,
-            PluginConfig::RateLimiting(_) => 910,
-            PluginConfig::AiRateLimiting(_) => 905,
-            PluginConfig::RequestTransformer(_) => 801,
-            PluginConfig::PromptTemplate(_) => 773,
-            PluginConfig::PromptDecorator(_) => 772,
-            PluginConfig::PromptGuard(_)
-            | PluginConfig::PromptLength(_)
-            | PluginConfig::Sanitizer(_) => 771,
-            PluginConfig::AiProxy(_) | PluginConfig::AiProxyAdvanced(_) => 770,
-            PluginConfig::Prometheus(_) => 13,
-            PluginConfig::HttpLog(_) => 12,
-            PluginConfig::OpenTelemetry(_) => 14,
-            PluginConfig::FileLog(_) => 9,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1326,13 +1326,8 @@ pub fn resolve_chain(
         }
     }
     let mut chain: Vec<usize> = best.values().map(|(_, _, i)| *i).collect();
-    chain.sort_by(|a, b| {
-        plugins[*b]
-            .plugin
-            .priority()
-            .cmp(&plugins[*a].plugin.priority())
-            .then(a.cmp(b))
-    });
+    let priority = |i: usize| crate::plugins::priority(&plugins[i].name);
+    chain.sort_by(|a, b| priority(*b).cmp(&priority(*a)).then(a.cmp(b)));
     chain
 }
 

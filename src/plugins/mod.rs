@@ -16,6 +16,35 @@ use std::sync::Arc;
 
 use crate::observe::file_log::FileLogSink;
 
+/// Every plugin this gateway serves, by Kong name, with Kong's static PRIORITY (a route's
+/// plugins run highest first; ties in config order): the one place either is written.
+pub const KONG_PLUGINS: [(&str, i32); 15] = [
+    ("ai-proxy", 770),
+    ("ai-proxy-advanced", 770),
+    ("file-log", 9),
+    ("ai-prompt-decorator", 772),
+    ("ai-prompt-guard", 771),
+    ("ai-prompt-length-guard", 771),
+    ("ai-prompt-template", 773),
+    ("ai-rate-limiting-advanced", 905),
+    // After the template and decorator (their text is sanitized too), before ai-proxy.
+    ("ai-sanitizer", 771),
+    ("http-log", 12),
+    ("key-auth", 1250),
+    ("opentelemetry", 14),
+    ("prometheus", 13),
+    ("rate-limiting", 910),
+    ("request-transformer", 801),
+];
+
+/// Kong's PRIORITY of the plugin named `name` (0 for one this gateway does not serve).
+pub fn priority(name: &str) -> i32 {
+    KONG_PLUGINS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map_or(0, |(_, p)| *p)
+}
+
 /// A compiled plugin instance.
 #[derive(Debug)]
 pub enum Plugin {
@@ -52,26 +81,5 @@ impl Plugin {
                 | Plugin::PromptLength(_)
                 | Plugin::Sanitizer(_)
         )
-    }
-
-    /// Kong's static PRIORITY.
-    pub fn priority(&self) -> i32 {
-        match self {
-            Plugin::KeyAuth(_) => 1250,
-            Plugin::RateLimiting(_) => 910,
-            Plugin::AiRateLimiting(_) => 905,
-            Plugin::RequestTransformer(_) => 801,
-            Plugin::PromptTemplate(_) => 773,
-            Plugin::PromptDecorator(_) => 772,
-            Plugin::PromptGuard(_) => 771,
-            Plugin::PromptLength(_) => 771,
-            // After the template and decorator (their text is sanitized too), before ai-proxy.
-            Plugin::Sanitizer(_) => 771,
-            Plugin::AiProxy(_) => 770,
-            Plugin::Prometheus(_) => 13,
-            Plugin::HttpLog(_) => 12,
-            Plugin::OpenTelemetry(_) => 14,
-            Plugin::FileLog(_) => 9,
-        }
     }
 }
