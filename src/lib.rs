@@ -11,6 +11,7 @@ pub mod observe;
 pub mod plugins;
 pub mod proxy;
 pub mod quota;
+pub mod rt;
 pub mod secret;
 pub mod server;
 

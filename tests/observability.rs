@@ -252,7 +252,7 @@ async fn settled(h: &Harness, n: u64) -> serde_json::Value {
 }
 
 async fn usage_is_queryable(backend: Backend) {
-    let start = tollgate::proxy::millis_since_epoch() / 1000;
+    let start = tollgate::rt::clock::millis_since_epoch() / 1000;
     let h = Harness::start(USAGE).await;
     let dir =
         std::env::temp_dir().join(format!("tollgate-analytics-{}-{start}", std::process::id()));
@@ -335,7 +335,7 @@ async fn usage_records_go_to_sqlite_and_are_queryable() {
     let dir = std::env::temp_dir().join(format!(
         "tollgate-sqlite-{}-{}",
         std::process::id(),
-        tollgate::proxy::millis_since_epoch()
+        tollgate::rt::clock::millis_since_epoch()
     ));
     usage_is_queryable(Backend::Sqlite(dir.join("analytics.db"))).await;
     let _ = std::fs::remove_dir_all(dir);
@@ -357,7 +357,7 @@ async fn records_spill_to_disk_when_the_store_is_down() {
     let dir = std::env::temp_dir().join(format!(
         "tollgate-spill-{}-{}",
         std::process::id(),
-        tollgate::proxy::millis_since_epoch()
+        tollgate::rt::clock::millis_since_epoch()
     ));
     let a = Analytics::start(
         Backend::Postgres(
@@ -612,7 +612,7 @@ async fn records_queued_at_shutdown_are_delivered_not_lost() {
     let dir = std::env::temp_dir().join(format!(
         "tollgate-shutdown-{}-{}",
         std::process::id(),
-        tollgate::proxy::millis_since_epoch()
+        tollgate::rt::clock::millis_since_epoch()
     ));
     let a =
         Arc::new(Analytics::start(Backend::Sqlite(dir.join("analytics.db")), dir.clone()).unwrap());
@@ -859,7 +859,7 @@ async fn a_spill_file_left_behind_is_replayed_into_sqlite_at_start() {
     let dir = std::env::temp_dir().join(format!(
         "tollgate-replay-{}-{}",
         std::process::id(),
-        tollgate::proxy::millis_since_epoch()
+        tollgate::rt::clock::millis_since_epoch()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let record = |id: &str| {
@@ -899,7 +899,7 @@ async fn a_spill_file_is_looked_for_periodically() {
     let dir = std::env::temp_dir().join(format!(
         "tollgate-replay-late-{}-{}",
         std::process::id(),
-        tollgate::proxy::millis_since_epoch()
+        tollgate::rt::clock::millis_since_epoch()
     ));
     let a = Analytics::start(Backend::Sqlite(dir.join("analytics.db")), dir.clone()).unwrap();
     // The start-up look found nothing.

@@ -1137,7 +1137,7 @@ async fn analytics_name_applications_and_count_refusals_apart() {
     old_analytics_db(&data.path().join("analytics.db"));
     let file = data.path().join("kong.yaml");
     std::fs::write(&file, applications_config(&mock.url())).unwrap();
-    let start = tollgate::proxy::millis_since_epoch() / 1000;
+    let start = tollgate::rt::clock::millis_since_epoch() / 1000;
     let gw = spawn(
         &[
             "--config",
@@ -1278,7 +1278,7 @@ async fn spilled_analytics_are_replayed_once_after_a_restart() {
     let db = format!(
         "tollgate_spill_{}_{}",
         std::process::id(),
-        tollgate::proxy::millis_since_epoch()
+        tollgate::rt::clock::millis_since_epoch()
     );
     let admin = pg("postgres").await;
     admin

@@ -697,7 +697,7 @@ async fn redis_counters(
 /// the limits the current config gives them, and a row (`used` 0) for every configured
 /// limit no request has counted yet.
 async fn quotas(gw: &Gateway) -> Resp {
-    let now = crate::proxy::millis_since_epoch();
+    let now = crate::rt::clock::millis_since_epoch();
     let snap = gw.snapshot.load();
     // Counters are kept per consumer id; people read usernames.
     let readable = |who: &str| -> String {
@@ -792,7 +792,7 @@ async fn analytics(gw: &Gateway, what: &str, query: &[(String, String)]) -> Resp
             json!({"message": "usage analytics are off (start with --analytics sqlite or postgres)"}),
         );
     };
-    let now = crate::proxy::millis_since_epoch() as i64;
+    let now = crate::rt::clock::millis_since_epoch() as i64;
     let bad = |e: String| reply(StatusCode::BAD_REQUEST, json!({"message": e}));
     let out = match what {
         "status" => return reply(StatusCode::OK, a.status()),

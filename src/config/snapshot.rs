@@ -259,7 +259,7 @@ fn credentials(
                 .unwrap_or_else(|| ids::entity_id("keyauth_credentials", &key_hash_text(&digest)));
         let created = k
             .created_at
-            .unwrap_or_else(|| (crate::proxy::millis_since_epoch() / 1000) as i64);
+            .unwrap_or_else(|| (crate::rt::clock::millis_since_epoch() / 1000) as i64);
         let expires_at = k
             .ttl
             .filter(|t| *t > 0)

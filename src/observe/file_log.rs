@@ -178,7 +178,7 @@ impl Shared {
         if out.file.is_none() || self.reopen {
             out.file = open(&self.path);
         }
-        let mut aside = crate::server::busy_poll::StepAside::new();
+        let mut aside = crate::rt::busy_poll::StepAside::new();
         let mut done = 0;
         for chunk in whole_lines(&out.writing, WRITE_AT) {
             let Some(f) = out.file.as_mut() else { break };

@@ -378,7 +378,7 @@ fn batch_body(batch: &[Arc<crate::observe::log::LogJob>], as_array: bool) -> Byt
     if !as_array {
         return Bytes::from(batch.first().map(|r| r.line().to_vec()).unwrap_or_default());
     }
-    let mut aside = crate::server::busy_poll::StepAside::new();
+    let mut aside = crate::rt::busy_poll::StepAside::new();
     let mut b = Vec::new();
     b.push(b'[');
     for (i, r) in batch.iter().enumerate() {

@@ -182,7 +182,7 @@ impl RequestLog {
     pub fn new(request_id: String, started: Instant) -> RequestLog {
         RequestLog {
             request_id,
-            started_at_ms: crate::proxy::millis_since_epoch()
+            started_at_ms: crate::rt::clock::millis_since_epoch()
                 .saturating_sub(started.elapsed().as_millis() as u64),
             started,
             request: RequestCopy::default(),

@@ -427,7 +427,7 @@ impl Charge {
 impl Drop for Charge {
     fn drop(&mut self) {
         if self.held.iter().any(|(h, _)| *h > 0.0) {
-            self.settle(&[], crate::proxy::millis_since_epoch());
+            self.settle(&[], crate::rt::clock::millis_since_epoch());
         }
     }
 }

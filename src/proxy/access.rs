@@ -19,6 +19,7 @@ use crate::plugins::rate_limiting::{self, Subject};
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::plugins::Plugin;
 use crate::quota::{Mode, Outcome, StoreError};
+use crate::rt::clock::millis_since_epoch;
 
 use super::Gateway;
 
@@ -41,7 +42,7 @@ static LAST_STORE_WARNING: AtomicU64 = AtomicU64::new(0);
 
 fn store_down(gw: &Gateway, plugin: &str, e: &StoreError, outcome: &str) {
     gw.stats.quota_store_errors.fetch_add(1, Ordering::Relaxed);
-    let now = super::millis_since_epoch() / 1000;
+    let now = millis_since_epoch() / 1000;
     if LAST_STORE_WARNING.swap(now, Ordering::Relaxed) != now {
         tracing::warn!(plugin, error = %e, "quota counters unavailable: {outcome}");
     }
@@ -60,7 +61,7 @@ pub async fn quotas(
     headers: &mut Headers,
     charges: &mut Vec<Charge>,
 ) -> Result<(), GatewayError> {
-    let now = super::millis_since_epoch();
+    let now = millis_since_epoch();
     let consumer = caller.consumer.and_then(|c| snap.consumers.get(c));
     let groups: Vec<(&str, &str)> = caller
         .consumer
@@ -305,7 +306,7 @@ pub fn settle(
     provider: Option<&str>,
     costs: (Option<f64>, Option<f64>),
 ) {
-    let now = super::millis_since_epoch();
+    let now = millis_since_epoch();
     for mut ch in charges {
         let owed = usage
             .map(|u| ch.plan.owed(u, provider.unwrap_or(""), costs.0, costs.1))

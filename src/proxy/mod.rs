@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -46,6 +46,7 @@ use crate::proxy::response::{Feedback, Finish, ProxyBody};
 use crate::proxy::router::RequestView;
 use crate::proxy::template::TemplateSources;
 use crate::proxy::upstream::{FailureKind, Upstreams};
+use crate::rt::clock::millis_since_epoch;
 
 /// Body limit for routes without ai-proxy that still need the body (request-transformer,
 /// plain proxying; Kong buffers request bodies by default too).
@@ -302,14 +303,6 @@ pub fn ip_text(ip: std::net::IpAddr) -> String {
     }
 }
 
-/// Milliseconds since the Unix epoch (log `started_at`).
-pub fn millis_since_epoch() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
 /// Seconds since the Unix epoch (`created` of translated answers).
 fn unix_seconds() -> u64 {
     millis_since_epoch() / 1000
@@ -346,7 +339,7 @@ pub async fn handle_request(
     local_port: u16,
 ) -> Response<ProxyBody> {
     gw.stats.total_requests.fetch_add(1, Ordering::Relaxed);
-    crate::server::busy_poll::touch();
+    crate::rt::busy_poll::touch();
     let started = Instant::now();
     let request_id = next_request_id();
     let snap = gw.snapshot.load_full();

@@ -345,7 +345,7 @@ impl ProxyBody {
     }
 
     fn complete(&mut self, error: Option<String>) {
-        crate::server::busy_poll::touch();
+        crate::rt::busy_poll::touch();
         if let Some(mut f) = self.finish.take() {
             f.log.response_size = self.sent;
             if let (

@@ -309,7 +309,7 @@ impl Upstreams {
                     ))
                 }
                 Ok(Ok(resp)) => {
-                    crate::server::busy_poll::touch();
+                    crate::rt::busy_poll::touch();
                     return Ok((resp, conn));
                 }
                 // The upstream closed an idle connection just as we used it: when the request

@@ -1,6 +1,5 @@
 //! Listeners (proxy and admin), connection handling and graceful shutdown.
 
-pub mod busy_poll;
 pub mod conns;
 pub mod parse_errors;
 pub mod reload;
@@ -74,7 +73,7 @@ impl Running {
 /// Binds the listeners and starts serving.
 pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result<Running> {
     let (stop, stop_rx) = watch::channel(false);
-    busy_poll::spawn(opts.busy_poll);
+    crate::rt::busy_poll::spawn(opts.busy_poll);
     let limits = opts.limits;
     let body_ms = limits.body_timeout.map(|d| d.as_millis() as u64);
     gateway

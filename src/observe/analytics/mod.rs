@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::server::busy_poll::StepAside;
+use crate::rt::busy_poll::StepAside;
 
 pub use query::{Query, TopQuery};
 

@@ -5,7 +5,7 @@ use tokio_postgres::{Client, NoTls};
 
 use super::query::{top_answer, usage_answer, Query, Row, TopQuery};
 use super::Record;
-use crate::server::busy_poll::StepAside;
+use crate::rt::busy_poll::StepAside;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
     ts_ms BIGINT NOT NULL, request_id TEXT NOT NULL, consumer TEXT NOT NULL,

@@ -7,7 +7,7 @@ use rusqlite::{params, Connection};
 
 use super::query::{top_answer, usage_answer, Query, Row, TopQuery};
 use super::Record;
-use crate::server::busy_poll::StepAside;
+use crate::rt::busy_poll::StepAside;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
     ts_ms INTEGER NOT NULL, request_id TEXT NOT NULL, consumer TEXT NOT NULL,
