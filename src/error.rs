@@ -10,8 +10,11 @@ pub enum GatewayError {
     #[error("no Route matched with those values")]
     NoRoute,
     /// `key-auth` refused the request (401, Kong's text and `WWW-Authenticate`).
-    #[error("{}", .0.message())]
-    Unauthorized(crate::plugins::key_auth::Refusal, HeaderValue),
+    #[error("{message}")]
+    Unauthorized {
+        message: &'static str,
+        challenge: HeaderValue,
+    },
     /// A client mistake: 400 with Kong's text.
     #[error("{0}")]
     BadRequest(String),
@@ -104,7 +107,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
-            GatewayError::Unauthorized(..) => StatusCode::UNAUTHORIZED,
+            GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::BadRequest(_)
             | GatewayError::UnknownPreviousResponse(_)
             | GatewayError::PromptBlocked(_) => StatusCode::BAD_REQUEST,
@@ -145,7 +148,7 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::NoRoute => "route_not_found",
-            GatewayError::Unauthorized(..) => "unauthorized",
+            GatewayError::Unauthorized { .. } => "unauthorized",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::UnknownPreviousResponse(_) => "previous_response_not_found",
             GatewayError::BodyTooLarge { .. } => "request_too_large",
@@ -221,7 +224,7 @@ pub fn respond<B: From<Bytes>>(
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-kong-request-id", v);
     }
-    if let GatewayError::Unauthorized(_, challenge) = err {
+    if let GatewayError::Unauthorized { challenge, .. } = err {
         h.insert(header::WWW_AUTHENTICATE, challenge.clone());
     }
     if let GatewayError::MethodNotAllowed { allow, .. } = err {

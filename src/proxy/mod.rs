@@ -443,7 +443,10 @@ pub async fn handle_request(
             };
             let now = (millis_since_epoch() / 1000) as i64;
             if let Err(refusal) = key_auth::authenticate(ka, &snap, &mut probe, now) {
-                let e = GatewayError::Unauthorized(refusal, key_auth::challenge(ka));
+                let e = GatewayError::Unauthorized {
+                    message: refusal.message(),
+                    challenge: key_auth::challenge(ka),
+                };
                 return kong_error(e, shape, log, snap);
             }
         }
@@ -590,7 +593,10 @@ pub async fn handle_request(
                 }
                 Err(refusal) => {
                     key_auth::redact_log(&ka.config, &mut log);
-                    let e = GatewayError::Unauthorized(refusal, key_auth::challenge(ka));
+                    let e = GatewayError::Unauthorized {
+                        message: refusal.message(),
+                        challenge: key_auth::challenge(ka),
+                    };
                     return kong_error(e, shape, log, snap);
                 }
             }
