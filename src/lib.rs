@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod llm;
+pub mod net;
 pub mod observe;
 pub mod plugins;
 pub mod proxy;

@@ -285,7 +285,7 @@ fn main() -> ExitCode {
         } => {
             init_logs(&log_level, &log_format);
             if let Some(bundle) = &upstream_ca_bundle {
-                match tollgate::proxy::upstream_tls::set_extra_bundle(bundle) {
+                match tollgate::net::upstream_tls::set_extra_bundle(bundle) {
                     Ok(n) => {
                         tracing::info!(file = %bundle.display(), certificates = n, "upstream CA bundle")
                     }

@@ -20,8 +20,8 @@ use crate::config::plugins::{
 use crate::config::vault::VaultTable;
 use crate::llm::body::BodyView;
 use crate::llm::{self, openai, Wire};
+use crate::net::upstream::{Endpoint, OutRequest, Upstreams};
 use crate::plugins::ai_proxy::{compile_target, Target};
-use crate::proxy::upstream::{Endpoint, OutRequest, Upstreams};
 
 /// Texts whose vectors are kept (prompts repeat: retries, agents resending a question).
 const CACHE_CAPACITY: usize = 1024;
@@ -333,7 +333,7 @@ impl Embedder {
             .await
             .map_err(|f| format!("{} ({}): {}", self.name(), f.kind.as_str(), f.detail))?;
         let status = resp.status();
-        let bytes = crate::proxy::read_buffered(resp.into_body(), conn, self.read_timeout)
+        let bytes = crate::net::body::read_buffered(resp.into_body(), conn, self.read_timeout)
             .await
             .map_err(|e| format!("{}: {e}", self.name()))?;
         if status != StatusCode::OK {

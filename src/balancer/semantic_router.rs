@@ -37,7 +37,7 @@ use crate::config::plugins::TargetConfig;
 use crate::config::vault::VaultTable;
 use crate::error::GatewayError;
 use crate::llm::body::BodyView;
-use crate::proxy::upstream::Upstreams;
+use crate::net::upstream::Upstreams;
 
 type FieldErrors = Vec<(String, String)>;
 

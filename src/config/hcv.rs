@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri};
 use serde_json::{Map, Value};
 
-use crate::proxy::upstream::{Endpoint, OutRequest, Upstreams};
+use crate::net::upstream::{Endpoint, OutRequest, Upstreams};
 use crate::secret::Secret;
 
 /// Options a `hcv` vault takes (Kong's names); `token` is the only auth method tollgate has.
@@ -334,7 +334,7 @@ pub async fn fetch(
         .await
         .map_err(|f| format!("Vault unreachable: {}", f.detail))?;
     let status = resp.status().as_u16();
-    let body = crate::proxy::read_buffered(resp.into_body(), conn, READ_TIMEOUT)
+    let body = crate::net::body::read_buffered(resp.into_body(), conn, READ_TIMEOUT)
         .await
         .map_err(|e| format!("reading Vault's answer: {e}"))?;
     parse_answer(cfg.kv2, status, &body)

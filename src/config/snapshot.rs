@@ -33,7 +33,7 @@ pub struct Service {
     pub created_at: i64,
     pub updated_at: i64,
     /// `tls_verify` / `ca_certificates` (None: the default trust).
-    pub tls: Option<crate::proxy::upstream_tls::Trust>,
+    pub tls: Option<crate::net::upstream_tls::Trust>,
     pub tls_verify: Option<bool>,
     pub ca_certificates: Option<Vec<String>>,
 }
@@ -422,8 +422,8 @@ impl Builder<'_> {
         &mut self,
         path: &str,
         s: &RawService,
-    ) -> Option<crate::proxy::upstream_tls::Trust> {
-        use crate::proxy::upstream_tls;
+    ) -> Option<crate::net::upstream_tls::Trust> {
+        use crate::net::upstream_tls;
         if s.tls_verify_depth.is_some() {
             self.err(
                 format!("{path}.tls_verify_depth"),
@@ -636,7 +636,7 @@ impl Snapshot {
 
         for (i, ca) in raw.ca_certificates.iter().enumerate() {
             let path = p("", "ca_certificates", i);
-            match crate::proxy::upstream_tls::parse_pem(ca.cert.as_bytes()) {
+            match crate::net::upstream_tls::parse_pem(ca.cert.as_bytes()) {
                 Ok(certs) => {
                     let id = ca
                         .id

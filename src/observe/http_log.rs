@@ -437,7 +437,7 @@ pub(crate) async fn deliver_once(c: &Collector<'_>, body: Bytes) -> Result<(), S
         }
         let req = req.body(Full::new(body)).map_err(|e| e.to_string())?;
         let status = if https {
-            let tls = crate::proxy::upstream_tls::connect(None, &host, tcp).await?;
+            let tls = crate::net::upstream_tls::connect(None, &host, tcp).await?;
             send(hyper_util::rt::TokioIo::new(tls), req).await?
         } else {
             send(hyper_util::rt::TokioIo::new(tcp), req).await?

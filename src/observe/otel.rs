@@ -493,7 +493,7 @@ async fn grpc_export(
             .body(Full::new(Bytes::from(framed)))
             .map_err(|e| e.to_string())?;
         let resp = if https {
-            let tls = crate::proxy::upstream_tls::connect(None, &host, tcp).await?;
+            let tls = crate::net::upstream_tls::connect(None, &host, tcp).await?;
             h2_send(tls, req).await?
         } else {
             h2_send(tcp, req).await?

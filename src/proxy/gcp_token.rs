@@ -12,7 +12,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Uri};
 
 use crate::error::GatewayError;
 use crate::llm::gcp::{self, ServiceAccount};
-use crate::proxy::upstream::{Endpoint, OutRequest, Upstreams};
+use crate::net::upstream::{Endpoint, OutRequest, Upstreams};
 
 /// A token is replaced this long before it expires.
 const REFRESH_MARGIN: Duration = Duration::from_secs(300);
@@ -223,7 +223,7 @@ impl TokenSource {
             .await
             .map_err(|f| f.detail)?;
         let status = resp.status().as_u16();
-        let bytes = super::read_buffered(resp.into_body(), conn, read_timeout)
+        let bytes = crate::net::body::read_buffered(resp.into_body(), conn, read_timeout)
             .await
             .map_err(|e| e.to_string())?;
         gcp::parse_token_response(status, &bytes)

@@ -10,23 +10,18 @@ pub mod restore;
 pub mod retry;
 pub mod router;
 pub mod template;
-pub mod upstream;
-pub mod upstream_tls;
 pub mod websocket;
 pub mod ws_relay;
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
-use hyper::body::Body as _;
 use hyper::body::Incoming;
 
 use crate::config::plugins::{LlmFormat, ProviderName, RouteType};
@@ -37,6 +32,9 @@ use crate::llm::body::BodyView;
 use crate::llm::responses;
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
 use crate::llm::{self, openai};
+use crate::net::body::read_buffered;
+use crate::net::upstream::{self, FailureKind, Upstreams};
+use crate::net::upstream_tls;
 use crate::observe::log::{AiLog, HeaderCopy, RequestLog, Try};
 use crate::plugins::ai_proxy::{AiProxy, Target, Wire};
 use crate::plugins::request_transformer::{self, UpstreamRequest};
@@ -45,7 +43,6 @@ use crate::proxy::conversations::Conversations;
 use crate::proxy::response::{Feedback, Finish, ProxyBody};
 use crate::proxy::router::RequestView;
 use crate::proxy::template::TemplateSources;
-use crate::proxy::upstream::{FailureKind, Upstreams};
 use crate::rt::clock::millis_since_epoch;
 
 /// Body limit for routes without ai-proxy that still need the body (request-transformer,
@@ -54,9 +51,6 @@ pub const DEFAULT_BODY_LIMIT: u64 = 16 << 20;
 
 /// Kong's `client_body_timeout` default: the longest wait between two body reads.
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Largest upstream response the gateway buffers to check and account for it.
-const MAX_BUFFERED_RESPONSE: usize = 64 << 20;
 
 /// Connection and request counters for `/status`.
 #[derive(Debug, Default)]
@@ -1610,26 +1604,6 @@ fn add_proxy_headers(h: &mut HeaderMap, log: &RequestLog) {
     h.append(header::VIA, HeaderValue::from_static(crate::VIA_TOKEN));
 }
 
-/// A whole upstream body for a buffered answer; the connection goes back to the pool.
-pub(crate) async fn read_buffered(
-    body: Incoming,
-    mut conn: upstream::Conn,
-    read_timeout: Duration,
-) -> Result<Bytes, GatewayError> {
-    match collect_limited(body, &mut conn, MAX_BUFFERED_RESPONSE, read_timeout).await {
-        Ok(b) => {
-            conn.release();
-            Ok(b)
-        }
-        Err(FailureKind::Timeout) => Err(GatewayError::UpstreamTimeout(
-            "reading response body".into(),
-        )),
-        Err(_) => Err(GatewayError::UpstreamInvalid(
-            "upstream closed the connection while sending the body".into(),
-        )),
-    }
-}
-
 /// The usage and model of a buffered answer, for the log (and the balancer's feedback).
 fn note_answer(log: &mut RequestLog, usage: Option<llm::usage::Usage>, model: Option<String>) {
     if let Some(a) = log.ai.as_mut() {
@@ -1741,57 +1715,6 @@ fn transformation_error(target: &Target, reason: String) -> GatewayError {
         provider: target.provider.as_str().into(),
         route_type: target.route_type.as_str().into(),
         reason,
-    }
-}
-
-/// Reads a buffered upstream body while driving its connection, which goes back to the
-/// pool at the end; `read_timeout` applies between frames, as in Kong. A body that
-/// arrives in one frame is kept as is (no copy).
-async fn collect_limited(
-    mut body: Incoming,
-    conn: &mut upstream::Conn,
-    limit: usize,
-    read_timeout: Duration,
-) -> Result<Bytes, FailureKind> {
-    let mut first: Option<Bytes> = None;
-    let mut buf = bytes::BytesMut::new();
-    loop {
-        let next = std::future::poll_fn(|cx| {
-            if let Poll::Ready(Err(_)) = conn.poll_drive(cx) {
-                return Poll::Ready(Some(Err(())));
-            }
-            match Pin::new(&mut body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(()))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
-        });
-        match tokio::time::timeout(read_timeout, next).await {
-            Err(_) => return Err(FailureKind::Timeout),
-            Ok(None) => {
-                return Ok(match first {
-                    Some(f) if buf.is_empty() => f,
-                    _ => buf.freeze(),
-                })
-            }
-            Ok(Some(Err(()))) => return Err(FailureKind::Reset),
-            Ok(Some(Ok(f))) => {
-                let Ok(d) = f.into_data() else { continue };
-                let total = buf.len() + first.as_ref().map(Bytes::len).unwrap_or(0) + d.len();
-                if total > limit {
-                    return Err(FailureKind::InvalidHeader);
-                }
-                match first.take() {
-                    None if buf.is_empty() => first = Some(d),
-                    Some(f) => {
-                        buf.extend_from_slice(&f);
-                        buf.extend_from_slice(&d);
-                    }
-                    None => buf.extend_from_slice(&d),
-                }
-            }
-        }
     }
 }
 

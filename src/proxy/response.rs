@@ -15,10 +15,10 @@ use tokio::time::Sleep;
 use crate::config::Snapshot;
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
 use crate::llm::usage::Usage;
+use crate::net::upstream::Conn;
 use crate::observe::log::RequestLog;
 use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::Plugin;
-use crate::proxy::upstream::Conn;
 
 /// Upstream bodies being passed through right now (`tollgate_open_streams`).
 static OPEN_STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -12,11 +12,11 @@ use crate::config::plugins::{FailoverCriterion, ParamLocation, ProviderName, Rou
 use crate::error::GatewayError;
 use crate::llm::body::BodyView;
 use crate::llm::{self, gemini, openai};
+use crate::net::upstream::{Conn, Endpoint, Failure, FailureKind, OutRequest, Upstreams};
 use crate::observe::log::{Try, UriText};
 use crate::plugins::ai_proxy::{self, AiProxy, Target, Wire};
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::proxy::template::TemplateSources;
-use crate::proxy::upstream::{Conn, Endpoint, Failure, FailureKind, OutRequest, Upstreams};
 use crate::proxy::{forward_headers, query_string, Forwarded};
 
 /// The client request as the AI retry loop needs it.
@@ -46,7 +46,7 @@ pub struct AiRequest<'a> {
     /// Semantic routing's match: these targets first, then (failing over) any other allowed.
     pub preferred: Option<&'a [usize]>,
     /// The route's service's upstream TLS trust (None: the default).
-    pub trust: Option<&'a crate::proxy::upstream_tls::Trust>,
+    pub trust: Option<&'a crate::net::upstream_tls::Trust>,
     /// The request's trace: each attempt gets its own span and `traceparent`.
     pub trace: Option<crate::observe::otel::TraceCtx>,
     /// Per attempt: the balancer's timeouts, else the service's.

@@ -20,12 +20,12 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::upstream_tls::{self, Trust};
 use super::websocket::{check_frame, error_frame, too_large};
 use crate::config::plugins::{ParamLocation, ProviderName, RouteType};
 use crate::config::Snapshot;
 use crate::llm::usage::Usage;
 use crate::llm::Wire;
+use crate::net::upstream_tls::{self, Trust};
 use crate::observe::log::{AiLog, RequestLog, Try};
 use crate::plugins::ai_proxy::{AiProxy, Target};
 use crate::proxy::response::Finish;
