@@ -1176,6 +1176,16 @@ async fn burst(urls: &[String]) -> (usize, usize, f64, f64) {
     (ok, refused, total, largest)
 }
 
+/// A gateway with the `BUSY` quota route, counters in this process's memory.
+async fn busy_local(id: &str) -> Harness {
+    Harness::start(
+        &BUSY
+            .replace("{ARL_ID}", id)
+            .replace("{STORE}", "strategy: local"),
+    )
+    .await
+}
+
 /// Concurrent requests each reserve their estimate at admission, so 64 clients against a
 /// 1,000-token quota overshoot it by less than one request's tokens; afterwards the
 /// counter holds exactly the real usage.
@@ -1183,12 +1193,7 @@ async fn burst(urls: &[String]) -> (usize, usize, f64, f64) {
 async fn concurrent_requests_reserve_tokens_and_cannot_overshoot_the_quota() {
     not_at_hour_end().await;
     let id = fresh_id();
-    let h = Harness::start(
-        &BUSY
-            .replace("{ARL_ID}", &id)
-            .replace("{STORE}", "strategy: local"),
-    )
-    .await;
+    let h = busy_local(&id).await;
     let (ok, refused, total, largest) = burst(&[h.url("/busy")]).await;
     assert!(ok >= 2 && refused >= 1, "{ok} admitted, {refused} refused");
     assert!(
@@ -1268,12 +1273,7 @@ async fn two_nodes_reserve_tokens_in_redis_and_cannot_overshoot_the_quota() {
 async fn reservations_are_released_on_upstream_errors_and_client_disconnects() {
     not_at_hour_end().await;
     let id = fresh_id();
-    let h = Harness::start(
-        &BUSY
-            .replace("{ARL_ID}", &id)
-            .replace("{STORE}", "strategy: local"),
-    )
-    .await;
+    let h = busy_local(&id).await;
     let url = h.url("/busy");
     let ask = |text: &str| {
         let url = url.clone();

@@ -85,6 +85,22 @@ fn spawn_raw(args: &[&str], env: &[(&str, &str)]) -> Gateway {
     }
 }
 
+/// `serve --config file` with the TLS listener on a free port and `data` as the data dir.
+fn spawn_tls(file: &std::path::Path, data: &std::path::Path) -> Gateway {
+    let (file, data) = (file.to_str().unwrap(), data.to_str().unwrap());
+    let args = ["--config", file, "--proxy-tls-listen", "127.0.0.1:0"];
+    spawn(&[&args[..], &["--data-dir", data]].concat(), &[])
+}
+
+/// The TLS listener's URL, from the gateway's startup lines.
+fn tls_url(gw: &Gateway) -> String {
+    gw.out
+        .iter()
+        .find_map(|l| l.strip_prefix("tollgate proxy tls on "))
+        .unwrap_or_else(|| panic!("{:?}", gw.out))
+        .to_string()
+}
+
 fn sigterm(child: &Child) {
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -430,17 +446,7 @@ async fn tls_listener_with_a_generated_certificate_speaks_h2_and_http1() {
     let file = dir.path().join("kong.yaml");
     std::fs::write(&file, watched_config(&mock.url(), &[("one", "m1")])).unwrap();
     let data = dir.path().join("data");
-    let gw = spawn(
-        &[
-            "--config",
-            file.to_str().unwrap(),
-            "--proxy-tls-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let gw = spawn_tls(&file, &data);
     let cert_line = gw
         .out
         .iter()
@@ -489,17 +495,7 @@ async fn tls_listener_with_a_generated_certificate_speaks_h2_and_http1() {
     drop(gw);
 
     // A second start reuses the certificate; a bad certificate file fails with its name.
-    let gw = spawn(
-        &[
-            "--config",
-            file.to_str().unwrap(),
-            "--proxy-tls-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let gw = spawn_tls(&file, &data);
     assert!(
         gw.out
             .iter()
@@ -1761,23 +1757,8 @@ async fn h2_bodies_over_the_limit_get_a_readable_413() {
     let body = dir.path().join("big.json");
     std::fs::write(&body, vec![b'a'; 2 << 20]).unwrap();
     let data = dir.path().join("data");
-    let gw = spawn(
-        &[
-            "--config",
-            file.to_str().unwrap(),
-            "--proxy-tls-listen",
-            "127.0.0.1:0",
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let tls = gw
-        .out
-        .iter()
-        .find_map(|l| l.strip_prefix("tollgate proxy tls on "))
-        .unwrap_or_else(|| panic!("{:?}", gw.out))
-        .to_string();
+    let gw = spawn_tls(&file, &data);
+    let tls = tls_url(&gw);
     let upload = format!("@{}", body.display());
     let h2c = format!("{}/chat", gw.proxy);
     let h2 = format!("{tls}/chat");

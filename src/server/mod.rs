@@ -301,6 +301,46 @@ async fn serve<F, Fut, B>(
     }
 }
 
+/// A response body hyper can send on a connection (the proxy's and the Admin API's).
+trait SendBody:
+    hyper::body::Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
+    + Send
+    + 'static
+{
+}
+
+impl<B> SendBody for B where
+    B: hyper::body::Body<
+            Data = bytes::Bytes,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        > + Send
+        + 'static
+{
+}
+
+/// What a connection task serves: hyper's service bounds, written once.
+trait ConnService<B: SendBody>:
+    hyper::service::Service<
+        http::Request<hyper::body::Incoming>,
+        Response = http::Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Send
+    + 'static
+{
+}
+
+impl<S, B: SendBody> ConnService<B> for S where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<B>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Send
+        + 'static
+{
+}
+
 /// Serves one connection (after its TLS handshake, in the connection's own task, never in
 /// the accept loop) until it ends, the gateway stops, or a limit closes it.
 async fn connection<S, B>(
@@ -311,15 +351,8 @@ async fn connection<S, B>(
     tracker: &conns::Tracker,
     shared: &Shared,
 ) where
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<B>,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService<B>,
+    B: SendBody,
 {
     let Some(acceptor) = tls else {
         let conn = shared
@@ -376,15 +409,8 @@ async fn drive<I, S, B>(
     shared: &Shared,
 ) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<B>,
-            Error = Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnService<B>,
+    B: SendBody,
 {
     let limits = shared.limits;
     let stats = &shared.gw.stats;
