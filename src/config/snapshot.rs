@@ -127,7 +127,7 @@ pub struct Snapshot {
     pub warnings: Vec<ConfigIssue>,
     pub format_version: String,
     /// The TLS listener's certificates by server name (`certificates`, `snis`).
-    pub sni: Arc<crate::server::sni::SniTable>,
+    pub sni: Arc<crate::net::sni::SniTable>,
     /// `key-auth` credentials by the digest of their key.
     pub credentials: HashMap<[u8; 32], Credential>,
     /// The `tags` of the credentials that have some, comma-separated, by credential id
@@ -1072,8 +1072,8 @@ fn vault_table(b: &mut Builder<'_>, raw: &RawConfig) -> VaultTable {
 }
 
 /// The `certificates` (with their nested `snis`) and top-level `snis` as a lookup table.
-fn sni_table(b: &mut Builder<'_>, raw: &RawConfig) -> crate::server::sni::SniTable {
-    use crate::server::sni;
+fn sni_table(b: &mut Builder<'_>, raw: &RawConfig) -> crate::net::sni::SniTable {
+    use crate::net::sni;
     let mut table = sni::SniTable::default();
     let mut by_id: HashMap<String, Arc<rustls::sign::CertifiedKey>> = HashMap::new();
     let add = |b: &mut Builder<'_>, table: &mut sni::SniTable, at: String, name: &str, key| {

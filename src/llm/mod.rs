@@ -9,7 +9,6 @@ pub mod cohere;
 pub mod cohere_v1;
 pub mod completions;
 pub mod eventstream;
-pub mod gcp;
 pub mod gemini;
 pub mod huggingface;
 pub mod llama2;

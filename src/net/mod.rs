@@ -1,7 +1,12 @@
 //! The network below the request path: the pooled upstream HTTP client, what its TLS
-//! trusts, and reading whole bodies. Every layer that talks to an upstream (the proxy,
-//! vaults, embeddings, exporters) uses these, so they import only `error` and `rt`.
+//! trusts, reading whole bodies, Google service-account tokens, and the listener's
+//! certificates by server name. Every layer that talks to an upstream (the proxy,
+//! vaults, embeddings, exporters) uses these, so they import only
+//! layer 1 (`rt`, `error`, `secret`).
 
 pub mod body;
+pub mod gcp;
+pub mod gcp_token;
+pub mod sni;
 pub mod upstream;
 pub mod upstream_tls;

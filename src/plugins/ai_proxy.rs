@@ -19,7 +19,7 @@ use crate::error::GatewayError;
 use crate::llm::body::{BodyView, Kind};
 use crate::llm::sigv4::{Credentials, Signer};
 use crate::llm::{anthropic, bedrock, cohere, gemini, huggingface, ollama, openai};
-use crate::proxy::gcp_token::TokenSource;
+use crate::net::gcp_token::TokenSource;
 use crate::proxy::template::{self, TemplateSources};
 use crate::secret::Secret;
 

@@ -4,7 +4,6 @@
 pub mod access;
 pub mod body;
 pub mod conversations;
-pub mod gcp_token;
 pub mod response;
 pub mod restore;
 pub mod retry;

@@ -3,7 +3,6 @@
 pub mod conns;
 pub mod parse_errors;
 pub mod reload;
-pub mod sni;
 pub mod tls;
 
 use std::convert::Infallible;

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use tokio_rustls::TlsAcceptor;
 
 /// Where the certificate comes from.
@@ -134,7 +135,7 @@ pub fn load(src: &CertSource, snapshots: Option<Snapshots>) -> Result<Tls, Strin
             key_file.display()
         )
     })?;
-    let resolver = super::sni::Resolver {
+    let resolver = Resolver {
         snapshot: snapshots,
         default: Arc::new(default),
     };
@@ -344,6 +345,30 @@ pub fn default_data_dir() -> PathBuf {
     match std::env::var_os("HOME") {
         Some(h) => PathBuf::from(h).join(".local/share/tollgate"),
         None => PathBuf::from("tollgate-data"),
+    }
+}
+
+/// Picks the certificate per connection: the running config's SNI entries, else the
+/// listener's certificate.
+pub struct Resolver {
+    pub snapshot: Option<Snapshots>,
+    pub default: Arc<CertifiedKey>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("tls::Resolver")
+    }
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let (Some(name), Some(snap)) = (hello.server_name(), &self.snapshot) {
+            if let Some(k) = snap.load().sni.find(name) {
+                return Some(k);
+            }
+        }
+        Some(self.default.clone())
     }
 }
 

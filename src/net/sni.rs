@@ -5,13 +5,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-
-use crate::config::Snapshot;
 
 /// Certificates by server name.
 #[derive(Default)]
@@ -127,30 +123,6 @@ pub fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>,
         )
     })?;
     Ok(Arc::new(ck))
-}
-
-/// Picks the certificate per connection: the running config's SNI entries, else the
-/// listener's certificate.
-pub struct Resolver {
-    pub snapshot: Option<Arc<ArcSwap<Snapshot>>>,
-    pub default: Arc<CertifiedKey>,
-}
-
-impl std::fmt::Debug for Resolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("sni::Resolver")
-    }
-}
-
-impl ResolvesServerCert for Resolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        if let (Some(name), Some(snap)) = (hello.server_name(), &self.snapshot) {
-            if let Some(k) = snap.load().sni.find(name) {
-                return Some(k);
-            }
-        }
-        Some(self.default.clone())
-    }
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Uri};
 
+use super::gcp::{self, ServiceAccount};
 use crate::error::GatewayError;
-use crate::llm::gcp::{self, ServiceAccount};
 use crate::net::upstream::{Endpoint, OutRequest, Upstreams};
 
 /// A token is replaced this long before it expires.
