@@ -15,6 +15,7 @@ pub mod quota;
 pub mod rt;
 pub mod secret;
 pub mod server;
+pub mod store;
 
 /// Crate version, shown by the Admin API.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

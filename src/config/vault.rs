@@ -302,6 +302,25 @@ pub fn resolve(field: &str, value: &str, vaults: &VaultTable) -> Result<Resolved
     resolve_with(field, value, vaults, &|name| std::env::var(name).ok())
 }
 
+/// A secret field of a store record (a Redis or PostgreSQL password): a vault reference
+/// resolved now, or the value itself; empty means none. The error is `(path, message)`.
+pub fn field_secret(
+    path: &str,
+    value: Option<&str>,
+    vaults: &VaultTable,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Secret<String>>, (String, String)> {
+    match value.filter(|p| !p.is_empty()) {
+        Some(p) if is_reference(p) => resolve_with(path, p, vaults, env)
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.current())
+            .map(Some)
+            .map_err(|e| (path.to_string(), format!("could not resolve {p}: {e}"))),
+        Some(p) => Ok(Some(Secret::new(p.to_string()))),
+        None => Ok(None),
+    }
+}
+
 /// Resolves a reference in config field `field` with the given environment lookup (tests
 /// pass their own). HashiCorp Vault references are read now (once per path per load).
 pub fn resolve_with(

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::balancer::vectordb::RedisConfig;
 use crate::config::plugins::nullable;
 use crate::config::vault::VaultTable;
 use crate::llm::usage::Usage;
 use crate::plugins::rate_limiting::{push, summary_headers, LimitBy, Policy, Store};
 use crate::quota::{Counters, Reading, Settlement, Slot};
+use crate::store::redis::RedisConfig;
 
 /// `window_type`.
 #[derive(

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 
-use crate::balancer::vectordb::{RedisConfig, RedisStore};
-use crate::config::vault::VaultTable;
+use crate::config::vault::{self, VaultTable};
 use crate::quota::redis::RedisCounters;
 use crate::quota::{Counters, Mode, Reading, Slot};
+use crate::store::redis::{RedisConfig, RedisStore};
 
 /// `limit_by` / `identifier`: what a counter is kept per.
 #[derive(
@@ -152,14 +152,11 @@ impl Store {
                 "'cluster' keeps counters in Kong's database; tollgate shares counters across nodes with 'redis'".into(),
             )]),
             Policy::Redis => {
-                let r = match redis {
-                    Some(r) => r.clone(),
-                    None => crate::balancer::vectordb::defaults().ok_or_else(|| {
-                        vec![("redis".to_string(), "no default Redis record".to_string())]
-                    })?,
-                };
+                let r = redis.cloned().unwrap_or_default();
+                let password =
+                    vault::field_secret("redis.password", r.password.as_deref(), vaults, env);
                 let mut errors = Vec::new();
-                match RedisStore::compile("redis", &r, vaults, env, &mut errors) {
+                match RedisStore::compile("redis", &r, password, &mut errors) {
                     Some(s) if errors.is_empty() => {
                         Ok(Store::Redis(Arc::new(RedisCounters::new(s))))
                     }
@@ -264,10 +261,7 @@ impl RateLimitingConfig {
         if !flat {
             return self.redis.clone();
         }
-        let mut r = match &self.redis {
-            Some(r) => r.clone(),
-            None => crate::balancer::vectordb::defaults()?,
-        };
+        let mut r = self.redis.clone().unwrap_or_default();
         if let Some(h) = &self.redis_host {
             r.host = h.clone();
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
-use crate::balancer::vectordb::RedisStore;
+use crate::store::redis::RedisStore;
 
 use super::{at, reading, Adds, Mode, Outcome, Settlement, Slot, StoreError};
 

@@ -12,17 +12,15 @@
 //! computed again.
 
 mod pgvector;
-mod redis;
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::balancer::semantic::Metric;
 use crate::config::vault::{self, VaultTable};
-use crate::secret::Secret;
 
 pub use self::pgvector::{PgStore, PgvectorConfig};
-pub use self::redis::{RedisConfig, RedisStore};
+pub use crate::store::redis::{RedisConfig, RedisStore};
 
 /// `config.vectordb`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -89,12 +87,15 @@ impl Store {
                 Some(Store::Pgvector(Box::new(store)))
             }
             Some(Strategy::Redis) => {
-                let r = match &c.redis {
-                    Some(r) => r.clone(),
-                    None => defaults::<RedisConfig>()?,
-                };
-                RedisStore::compile(&format!("{path}.redis"), &r, vaults, env, errors)
-                    .map(|r| Store::Redis(Box::new(r)))
+                let r = c.redis.clone().unwrap_or_default();
+                let at = format!("{path}.redis");
+                let password = vault::field_secret(
+                    &format!("{at}.password"),
+                    r.password.as_deref(),
+                    vaults,
+                    env,
+                );
+                RedisStore::compile(&at, &r, password, errors).map(|r| Store::Redis(Box::new(r)))
             }
         }
     }
@@ -139,32 +140,6 @@ impl Store {
 /// A record with every field at its default (Kong's defaults when the block is left out).
 pub(crate) fn defaults<T: serde::de::DeserializeOwned>() -> Option<T> {
     serde_json::from_value(Value::Object(Default::default())).ok()
-}
-
-/// A password field: a vault reference resolved now, or the value itself; empty = none.
-fn password(
-    path: &str,
-    value: Option<&str>,
-    vaults: &VaultTable,
-    env: &dyn Fn(&str) -> Option<String>,
-    errors: &mut FieldErrors,
-) -> Option<Secret<String>> {
-    match value.filter(|p| !p.is_empty()) {
-        Some(p) if vault::is_reference(p) => {
-            match vault::resolve_with(path, p, vaults, env)
-                .map_err(|e| e.to_string())
-                .and_then(|r| r.current())
-            {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    errors.push((path.to_string(), format!("could not resolve {p}: {e}")));
-                    None
-                }
-            }
-        }
-        Some(p) => Some(Secret::new(p.to_string())),
-        None => None,
-    }
 }
 
 /// The store key of one description's vector: the plugin, the embeddings model, the

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
-use crate::config::vault::VaultTable;
+use crate::config::vault::{self, VaultTable};
 
 use super::FieldErrors;
 
@@ -153,13 +153,16 @@ impl PgStore {
         if p.timeout == Some(0) {
             errors.push((format!("{path}.timeout"), "must be at least 1 (ms)".into()));
         }
-        let password = super::password(
+        let password = vault::field_secret(
             &format!("{path}.password"),
             p.password.as_deref(),
             vaults,
             env,
-            errors,
-        );
+        )
+        .unwrap_or_else(|e| {
+            errors.push(e);
+            None
+        });
         if errors.len() > before {
             return None;
         }

@@ -1,5 +1,6 @@
-//! `vectordb.strategy: redis`: description vectors under plain keys (`MGET`/`MSET`), so no
-//! RediSearch module is needed.
+//! Kong's shared Redis record and the client built from it: token quotas and
+//! rate-limiting counters (`quota::redis`) and semantic vectors (`vectordb.strategy:
+//! redis`, plain keys with `MGET`/`MSET`, so no RediSearch module is needed) use it.
 
 use std::time::Duration;
 
@@ -7,9 +8,10 @@ use redis::{AsyncCommands, ConnectionAddr, IntoConnectionInfo, RedisConnectionIn
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::vault::VaultTable;
+use crate::secret::Secret;
 
-use super::FieldErrors;
+/// `(field path, message)` pairs, as the config loader reports them.
+type FieldErrors = Vec<(String, String)>;
 
 /// Kong's shared Redis record (`vectordb.redis`); the fields tollgate does not support are
 /// accepted only when unset.
@@ -47,6 +49,39 @@ pub struct RedisConfig {
     pub cloud_authentication: Option<Value>,
 }
 
+impl Default for RedisConfig {
+    /// The record Kong uses when the block is left out: 127.0.0.1:6379, database 0.
+    fn default() -> Self {
+        RedisConfig {
+            host: default_host(),
+            port: default_port(),
+            database: 0,
+            username: None,
+            password: None,
+            ssl: false,
+            ssl_verify: None,
+            server_name: None,
+            connect_timeout: None,
+            send_timeout: None,
+            read_timeout: None,
+            timeout: None,
+            keepalive_pool_size: None,
+            keepalive_backlog: None,
+            sentinel_master: None,
+            sentinel_role: None,
+            sentinel_addresses: None,
+            sentinel_nodes: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            cluster_addresses: None,
+            cluster_nodes: None,
+            cluster_max_redirections: None,
+            connection_is_proxied: None,
+            cloud_authentication: None,
+        }
+    }
+}
+
 fn default_host() -> String {
     "127.0.0.1".into()
 }
@@ -57,7 +92,7 @@ fn default_port() -> u16 {
 /// Kong's Redis default for connect/send/read timeouts (ms).
 const REDIS_TIMEOUT_MS: u64 = 2000;
 
-/// A Redis holding description vectors under keys named by plugin, model and description.
+/// One Redis server: where it is, how long to wait for it, and its credentials.
 pub struct RedisStore {
     info: redis::ConnectionInfo,
     connect_timeout: Duration,
@@ -75,12 +110,13 @@ impl std::fmt::Debug for RedisStore {
 }
 
 impl RedisStore {
-    /// The store `r` describes (at config `path`); errors name the field.
-    pub(crate) fn compile(
+    /// The store `r` describes (at config `path`); `password` is `r.password` already
+    /// resolved by the caller (it may be a vault reference), or why it could not be.
+    /// Errors name the field.
+    pub fn compile(
         path: &str,
         r: &RedisConfig,
-        vaults: &VaultTable,
-        env: &dyn Fn(&str) -> Option<String>,
+        password: Result<Option<Secret<String>>, (String, String)>,
         errors: &mut FieldErrors,
     ) -> Option<RedisStore> {
         let before = errors.len();
@@ -111,13 +147,10 @@ impl RedisStore {
         if r.host.is_empty() {
             errors.push((format!("{path}.host"), "required".into()));
         }
-        let password = super::password(
-            &format!("{path}.password"),
-            r.password.as_deref(),
-            vaults,
-            env,
-            errors,
-        );
+        let password = password.unwrap_or_else(|e| {
+            errors.push(e);
+            None
+        });
         if errors.len() > before {
             return None;
         }
@@ -152,7 +185,7 @@ impl RedisStore {
     }
 
     /// A new multiplexed connection with the configured timeouts.
-    pub(crate) async fn connect(&self) -> Result<redis::aio::MultiplexedConnection, String> {
+    pub async fn connect(&self) -> Result<redis::aio::MultiplexedConnection, String> {
         let client = redis::Client::open(self.info.clone()).map_err(|e| self.error(e))?;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
