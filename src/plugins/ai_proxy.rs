@@ -20,7 +20,7 @@ use crate::llm::body::{BodyView, Kind};
 use crate::llm::sigv4::{Credentials, Signer};
 use crate::llm::{anthropic, bedrock, cohere, gemini, huggingface, ollama, openai};
 use crate::net::gcp_token::TokenSource;
-use crate::proxy::template::{self, TemplateSources};
+use crate::plugins::template::{self, TemplateSources};
 use crate::secret::Secret;
 
 /// A secret resolved at load, or why it could not be (reported when a request needs it).

@@ -11,6 +11,7 @@ pub mod key_auth;
 pub mod prometheus;
 pub mod rate_limiting;
 pub mod request_transformer;
+pub mod template;
 
 use std::sync::Arc;
 

@@ -41,7 +41,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
 
-use crate::proxy::template::{render_transformer, TemplateError, TemplateSources};
+use crate::plugins::template::{render_transformer, TemplateError, TemplateSources};
 
 /// Null in a decK dump means "use the default", as Kong's schema does.
 fn nullable<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(d: D) -> Result<T, D::Error> {
@@ -733,7 +733,7 @@ fn pairs_append(pairs: &mut Vec<(String, String)>, name: String, value: String) 
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::proxy::template::UriCaptures;
+    use crate::plugins::template::UriCaptures;
     use serde_json::json;
 
     /// The client's original request: template sources and the starting upstream request.

@@ -8,7 +8,6 @@ pub mod response;
 pub mod restore;
 pub mod retry;
 pub mod router;
-pub mod template;
 pub mod websocket;
 pub mod ws_relay;
 
@@ -41,7 +40,7 @@ use crate::plugins::{key_auth, Plugin};
 use crate::proxy::conversations::Conversations;
 use crate::proxy::response::{Feedback, Finish, ProxyBody};
 use crate::proxy::router::RequestView;
-use crate::proxy::template::TemplateSources;
+use crate::plugins::template::TemplateSources;
 use crate::rt::clock::millis_since_epoch;
 
 /// Body limit for routes without ai-proxy that still need the body (request-transformer,

@@ -16,7 +16,7 @@ use crate::net::upstream::{Conn, Endpoint, Failure, FailureKind, OutRequest, Ups
 use crate::observe::log::{Try, UriText};
 use crate::plugins::ai_proxy::{self, AiProxy, Target, Wire};
 use crate::plugins::request_transformer::UpstreamRequest;
-use crate::proxy::template::TemplateSources;
+use crate::plugins::template::TemplateSources;
 use crate::proxy::{forward_headers, query_string, Forwarded};
 
 /// The client request as the AI retry loop needs it.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use regex::{Regex, RegexSet};
 
-use crate::proxy::template::UriCaptures;
+use crate::plugins::template::UriCaptures;
 
 /// One matchable (route, path) pair; a route with several paths yields several entries,
 /// as Kong splits them.
