@@ -21,7 +21,9 @@
 # and data dir, measured in the same rounds; compares two builds of the "on" side),
 # AB_RESTART=N (start every gateway afresh, on new ports, every N rounds: two identical
 # gateways kept running measured up to 8 % apart here, an A/A bias of the process
-# instance, so long comparisons restart them and let the rounds average it out).
+# instance, so long comparisons restart them and let the rounds average it out),
+# AB_RAW (where the printed report is also written, as <UTC>-observe-ab[-restart].txt;
+# default bench/results/raw/, ignored by git: a run's output, not a record).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +39,11 @@ for tool in wrk taskset python3; do
   command -v "$tool" >/dev/null || { echo "observe-ab: needs $tool (apt-get install -y wrk)" >&2; exit 1; }
 done
 
+RAW=${AB_RAW:-bench/results/raw}
+REPORT=$RAW/$(date -u +%Y-%m-%dT%H%MZ)-observe-ab
+if [[ ${AB_RESTART:-0} -gt 0 ]]; then REPORT+=-restart; fi
+REPORT+=.txt
+mkdir -p "$RAW"
 T=$(mktemp -d /tmp/tollgate-ab.XXXXXX)
 PIDS=()
 cleanup() {
@@ -167,7 +174,7 @@ done >"$T/rounds"
 ticks=$(getconf CLK_TCK)
 record_threads
 
-python3 - "$T/rounds" "$T/threads" "$SECS" "$ticks" <<'EOF'
+python3 - "$T/rounds" "$T/threads" "$SECS" "$ticks" <<'EOF' | tee "$REPORT"
 import json, statistics, sys
 rounds, threads, secs, ticks = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4])
 d = {"A": {}, "B": {}, "C": {}, "D": {}}
@@ -214,3 +221,4 @@ for s in sides[2:]:
     for name, t in cpu.items():
         print(f"  {name}: {t / ticks / served * 1e6:.1f} µs")
 EOF
+echo "observe-ab: wrote $REPORT" >&2

@@ -14,6 +14,7 @@ Targets are ratios to nginx measured in the same run (see bench/README.md).
 
 import argparse
 import json
+import os
 import sys
 
 TARGETS = ("direct", "nginx", "tollgate")
@@ -101,9 +102,11 @@ def verdict(ok):
 
 
 class Report:
-    def __init__(self, meta, records):
+    def __init__(self, meta, records, json_name):
         self.meta = meta
         self.records = records
+        # The table outlives the raw JSON (which is not committed), so it names that file.
+        self.json_name = json_name
         self.measures = {}
         self.rss = {}
         self.hold_rss = {}
@@ -533,7 +536,8 @@ class Report:
             "Added = the proxy's figure minus direct's. Time to first byte = request sent → first "
             "body byte (the first SSE event). Throughput rows from wrk, TTFB and the open-streams "
             "rows from loadgen. wrk's latency percentiles include its coordinated-omission "
-            "correction. Raw figures, machine and tool versions: the JSON file of the same name."
+            "correction. Raw figures, machine and tool versions: "
+            f"`{self.json_name}` among the run's raw output (`bench/results/raw/`, not committed)."
         )
         lines += ["", *[f"- {n}" for n in notes], ""]
         return "\n".join(lines)
@@ -560,7 +564,7 @@ def main():
     args = parser.parse_args()
     with open(args.meta) as f:
         meta = json.load(f)
-    report = Report(meta, load(args.records))
+    report = Report(meta, load(args.records), os.path.basename(args.json))
     report.build()
     with open(args.json, "w") as f:
         json.dump(report.json(), f, indent=1, ensure_ascii=False)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the gateway adds to every request: mock-llm called directly, through nginx (a plain
-# reverse proxy) and through tollgate, in the same run. Writes bench/results/<UTC>.json and
-# .md and copies the table to bench/results/latest.md. See bench/README.md.
+# reverse proxy) and through tollgate, in the same run. Writes the raw figures and the table
+# to bench/results/raw/<UTC>.json and .md (ignored by git: a run's output, not a record) and
+# copies the table to bench/results/latest.md. See bench/README.md.
 #
 #   bash bench/run.sh                  # ~10 s per measurement, ~5 minutes on a quiet machine
 #   BENCH_QUICK=1 bash bench/run.sh    # ~2 s per measurement, a smoke run
@@ -26,6 +27,7 @@ QUIET_MAX=${BENCH_QUIET_MAX:-300}     # longest wait for a quiet machine (no rus
 FOREIGN_MAX=${BENCH_FOREIGN_MAX:-5}   # % of one CPU other processes may use during a measurement
 NO_BUILD=${BENCH_NO_BUILD:-0}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/results}
+RAW=${BENCH_RAW:-$RESULTS/raw}
 for n in "$DURATION" "$WARMUP" "$HOLD_STREAMS" "$ROUTES" "$HOLD_DELAY_MS" "$QUIET_MAX" "$FOREIGN_MAX"; do
   # wrk takes whole seconds only.
   [[ $n =~ ^[0-9]+$ ]] || { echo "bench: settings must be whole numbers, got '$n'" >&2; exit 2; }
@@ -499,7 +501,8 @@ for line in open("/proc/cpuinfo"):
     if line.startswith("model name"):
         cpu = line.split(":", 1)[1].strip()
         break
-status = out("git", "status", "--porcelain")
+# Results of earlier runs are not the code under test: a tree dirty only there is clean.
+status = out("git", "status", "--porcelain", "--", ".", ":(exclude)bench/results")
 meta = {
     "started_at": "$STARTED_AT",
     "elapsed_s": $END_S - $START_S,
@@ -526,9 +529,9 @@ meta = {
 }
 print(json.dumps(meta))
 EOF
-mkdir -p "$RESULTS"
+mkdir -p "$RAW"
 python3 bench/report.py --meta "$TMP/meta.json" --records "$RECORDS" \
-  --json "$RESULTS/$STAMP.json" --md "$RESULTS/$STAMP.md"
-cp "$RESULTS/$STAMP.md" "$RESULTS/latest.md"
-log "wrote $RESULTS/$STAMP.json, $RESULTS/$STAMP.md and latest.md ($((END_S - START_S)) s)"
-cat "$RESULTS/$STAMP.md"
+  --json "$RAW/$STAMP.json" --md "$RAW/$STAMP.md"
+cp "$RAW/$STAMP.md" "$RESULTS/latest.md"
+log "wrote $RAW/$STAMP.json, $RAW/$STAMP.md and $RESULTS/latest.md ($((END_S - START_S)) s)"
+cat "$RAW/$STAMP.md"

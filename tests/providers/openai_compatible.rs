@@ -1,0 +1,321 @@
+//! Providers that speak (a variant of) OpenAI's chat API: Azure's deployment paths, DeepSeek,
+//! DashScope, Databricks, and Hugging Face's router and TGI.
+
+use serde_json::json;
+
+use crate::common::{load_error, native_routes, routes, streamed_untouched};
+use crate::support::{post_json, send, Harness};
+
+const AZURE: &str = r#"
+_format_version: "3.0"
+services:
+  - name: az
+    host: unused.invalid
+    routes:
+      - name: az
+        paths: ["/az"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              auth: {header_name: api-key, header_value: az-key-1}
+              model:
+                provider: azure
+                name: gpt-4o
+                options: {azure_instance: my-inst, azure_deployment_id: gpt4o-prod, upstream_url: "{MOCK}"}
+"#;
+
+#[tokio::test]
+async fn azure_uses_the_deployment_path_and_api_version() {
+    let h = Harness::start(AZURE).await;
+    let hi = json!({"messages": [{"role": "user", "content": "hi"}]});
+    let r = post_json(&h.url("/az"), &hi).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &h.mock.requests()[0];
+    assert_eq!(
+        seen.path,
+        "/openai/deployments/gpt4o-prod/chat/completions?api-version=2023-05-15"
+    );
+    assert_eq!(seen.header("api-key"), Some("az-key-1"));
+    // The client's own api-version wins, and is not sent twice.
+    let r = post_json(&h.url("/az?api-version=2024-10-21"), &hi).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        h.mock.requests()[1].path,
+        "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21"
+    );
+
+    // Without upstream_url the instance names the host.
+    let snap =
+        tollgate::config::load_str(&AZURE.replace(", upstream_url: \"{MOCK}\"", "")).unwrap();
+    let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
+        panic!("ai-proxy")
+    };
+    assert_eq!(&*ai.targets[0].upstream.host, "my-inst.openai.azure.com");
+    assert_eq!(ai.targets[0].upstream.port, 443);
+    let e = tollgate::config::load_str(&AZURE.replace("azure_instance: my-inst, ", ""))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(e.contains("model.options.azure_instance"), "{e}");
+
+    // Responses: Azure's v1 API, answered natively (not bridged).
+    let responses = AZURE.replace("llm/v1/chat", "llm/v1/responses");
+    let h = Harness::start(&responses).await;
+    let r = post_json(&h.url("/az"), &json!({"input": "hi"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "response");
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/openai/v1/responses");
+    assert_eq!(seen.json().unwrap()["model"], "gpt-4o");
+    let preview = responses.replace(
+        "azure_deployment_id: gpt4o-prod,",
+        "azure_deployment_id: gpt4o-prod, azure_api_version: preview,",
+    );
+    let h = Harness::start(&preview).await;
+    let r = post_json(&h.url("/az"), &json!({"input": "hi"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        h.mock.requests()[0].path,
+        "/openai/v1/responses?api-version=preview"
+    );
+}
+
+#[tokio::test]
+async fn openai_compatible_providers_use_the_chat_api() {
+    let yaml = r#"
+_format_version: "3.0"
+services:
+  - name: ds
+    host: unused.invalid
+    routes:
+      - name: ds
+        paths: ["/ds"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              auth: {header_name: Authorization, header_value: "Bearer sk-ds"}
+              model: {provider: deepseek, name: deepseek-chat, options: {upstream_url: "{MOCK}"}}
+"#;
+    let h = Harness::start(yaml).await;
+    let r = post_json(
+        &h.url("/ds"),
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "deepseek-chat");
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(seen.header("authorization"), Some("Bearer sk-ds"));
+}
+
+#[tokio::test]
+async fn huggingface_native_clients_pass_through_with_usage_logged() {
+    let yaml = native_routes(
+        "huggingface",
+        "{header_name: Authorization, header_value: \"Bearer hf_test\"}",
+        &[(
+            "tgi",
+            "llm/v1/chat",
+            "{provider: huggingface, name: meta-llama/Llama-3.1-8B-Instruct, options: {upstream_url: \"{MOCK}\"}}",
+        )],
+    );
+    let h = Harness::start(&yaml).await;
+    let headers = [
+        ("content-type", "application/json"),
+        ("authorization", "Bearer hf_client_own"),
+        ("x-mock", "chunk_delay_ms=40"),
+    ];
+    // TGI's generate: no model in the body, and none is added.
+    let gen = r#"{"inputs":"hi there","parameters":{"max_new_tokens":20,"details":true}}"#;
+    let r = send("POST", &h.url("/tgi/generate"), &headers, gen).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["generated_text"],
+        "Hello from mock-llm.",
+        "TGI's answer: {}",
+        r.text()
+    );
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(
+        (seen.path.as_str(), &seen.body[..]),
+        ("/generate", gen.as_bytes())
+    );
+    assert_eq!(seen.header("authorization"), Some("Bearer hf_test"));
+
+    // generate_stream streams by its path; TGI's events pass untouched.
+    let r = send("POST", &h.url("/tgi/generate_stream"), &headers, gen).await;
+    streamed_untouched(&r, "huggingface");
+    assert!(
+        r.text().starts_with("data: {\"index\":1,\"token\""),
+        "{}",
+        r.text()
+    );
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(
+        (seen.path.as_str(), &seen.body[..]),
+        ("/generate_stream", gen.as_bytes())
+    );
+
+    // The router's OpenAI-compatible path, buffered and streamed.
+    let chat = r#"{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"user","content":"hi there"}]}"#;
+    let r = send("POST", &h.url("/tgi/v1/chat/completions"), &headers, chat).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "chat.completion");
+    assert_eq!(h.mock.last_request().unwrap().body, chat.as_bytes());
+    let chat_s = r#"{"model":"meta-llama/Llama-3.1-8B-Instruct","messages":[{"role":"user","content":"hi there"}],"stream":true,"stream_options":{"include_usage":true}}"#;
+    let r = send("POST", &h.url("/tgi/v1/chat/completions"), &headers, chat_s).await;
+    streamed_untouched(&r, "openai");
+    assert_eq!(h.mock.last_request().unwrap().body, chat_s.as_bytes());
+    assert_eq!(h.mock.last_request().unwrap().path, "/v1/chat/completions");
+
+    let log = h.wait_log("tgi.log", 4).await;
+    let usage = |i: usize| {
+        let u = &log[i]["ai"]["proxy"]["usage"];
+        assert!(log[i]["ai"]["proxy"].get("error").is_none(), "{}", log[i]);
+        (u["prompt_tokens"].clone(), u["completion_tokens"].clone())
+    };
+    // TGI counts generated tokens only (its stream's last event counts the end token too).
+    assert_eq!(usage(0), (json!(0), json!(3)));
+    assert_eq!(usage(1), (json!(0), json!(4)));
+    assert_eq!(usage(2), (json!(2), json!(3)));
+    assert_eq!(usage(3), (json!(2), json!(3)));
+    assert_eq!(log[1]["ai"]["proxy"]["meta"]["request_mode"], "stream");
+    assert_eq!(log[2]["upstream_uri"], "/v1/chat/completions");
+    for seen in h.mock.requests() {
+        assert!(
+            seen.headers
+                .iter()
+                .all(|(_, v)| !v.contains("hf_client_own")),
+            "the client's own key is replaced: {:?}",
+            seen.headers
+        );
+    }
+
+    let e = load_error(&yaml.replace("provider: huggingface", "provider: cohere"));
+    assert!(
+        e.contains("config.llm_format") && e.contains("provider 'huggingface'"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn huggingface_uses_the_router_chat_api() {
+    let yaml = routes(
+        "{header_name: Authorization, header_value: \"Bearer hf_test\"}",
+        &[(
+            "hf",
+            "llm/v1/chat",
+            "{provider: huggingface, name: meta-llama/Llama-3.1-8B-Instruct, options: {upstream_url: \"{MOCK}\", huggingface: {use_cache: false, wait_for_model: true}}}",
+        ), (
+            "hf-embed",
+            "llm/v1/embeddings",
+            "{provider: huggingface, name: BAAI/bge-small-en-v1.5, options: {upstream_url: \"{MOCK}\", huggingface: {wait_for_model: true}}}",
+        )],
+    );
+    let h = Harness::start(&yaml).await;
+    let r = post_json(
+        &h.url("/hf"),
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["model"], "meta-llama/Llama-3.1-8B-Instruct");
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(seen.header("authorization"), Some("Bearer hf_test"));
+    assert_eq!(seen.header("x-use-cache"), Some("false"));
+    assert_eq!(seen.header("x-wait-for-model"), Some("true"));
+
+    // Embeddings go to the feature-extraction pipeline, the model (with its slash) in the path.
+    let r = post_json(&h.url("/hf-embed"), &json!({"input": ["a b", "c"]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    assert_eq!(b["data"].as_array().unwrap().len(), 2);
+    assert_eq!(b["data"][0]["embedding"].as_array().unwrap().len(), 8);
+    assert_eq!(b["model"], "BAAI/bge-small-en-v1.5");
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(
+        seen.path,
+        "/hf-inference/models/BAAI/bge-small-en-v1.5/pipeline/feature-extraction"
+    );
+    assert_eq!(seen.json().unwrap(), json!({"inputs": ["a b", "c"]}));
+    assert_eq!(seen.header("x-wait-for-model"), Some("true"));
+    let r = post_json(
+        &h.url("/hf-embed"),
+        &json!({"input": "x [mock:status=503]"}),
+    )
+    .await;
+    assert_eq!(r.status, 503);
+    assert_eq!(r.json()["error"]["message"], "mock-llm injected status 503");
+
+    let snap = tollgate::config::load_str(&yaml.replace("upstream_url: \"{MOCK}\", ", "")).unwrap();
+    let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
+        panic!("ai-proxy")
+    };
+    assert_eq!(&*ai.targets[0].upstream.host, "router.huggingface.co");
+}
+
+#[tokio::test]
+async fn dashscope_and_databricks_are_openai_compatible() {
+    let yaml = routes(
+        "{header_name: Authorization, header_value: \"Bearer k\"}",
+        &[
+            (
+                "ds",
+                "llm/v1/chat",
+                "{provider: dashscope, name: qwen-plus, options: {upstream_url: \"{MOCK}\"}}",
+            ),
+            (
+                "db",
+                "llm/v1/chat",
+                "{provider: databricks, name: my-endpoint, options: {upstream_url: \"{MOCK}\"}}",
+            ),
+        ],
+    );
+    let h = Harness::start(&yaml).await;
+    let ask = json!({"messages": [{"role": "user", "content": "hi"}], "stream": true,
+        "stream_options": {"include_usage": true}});
+    let r = post_json(&h.url("/ds"), &ask).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &h.mock.requests()[0];
+    assert_eq!(seen.path, "/compatible-mode/v1/chat/completions");
+    assert_eq!(
+        seen.json().unwrap()["stream_options"]["include_usage"],
+        true
+    );
+    let r = post_json(&h.url("/db"), &ask).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = &h.mock.requests()[1];
+    assert_eq!(seen.path, "/serving-endpoints/chat/completions");
+    let up = seen.json().unwrap();
+    assert_eq!(up["model"], "my-endpoint");
+    assert!(
+        up.get("stream_options").is_none(),
+        "not forwarded to databricks"
+    );
+
+    // Without upstream_url: the region or workspace names the host.
+    let direct = |m: &str| {
+        let y = routes("{}", &[("x", "llm/v1/chat", m)]);
+        let snap = tollgate::config::load_str(&y.replace("{DIR}", "/tmp")).unwrap();
+        let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
+            panic!("ai-proxy")
+        };
+        ai.targets[0].upstream.host.to_string()
+    };
+    assert_eq!(
+        direct("{provider: dashscope}"),
+        "dashscope-intl.aliyuncs.com"
+    );
+    assert_eq!(
+        direct("{provider: dashscope, options: {dashscope: {international: false}}}"),
+        "dashscope.aliyuncs.com"
+    );
+    assert_eq!(
+        direct("{provider: databricks, options: {databricks: {workspace_instance_id: dbc-1-2}}}"),
+        "dbc-1-2.cloud.databricks.com"
+    );
+}
