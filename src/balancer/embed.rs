@@ -19,9 +19,9 @@ use crate::config::plugins::{
 };
 use crate::config::vault::VaultTable;
 use crate::llm::body::BodyView;
+use crate::llm::target::{compile_target, Target};
 use crate::llm::{self, openai, Wire};
 use crate::net::upstream::{Endpoint, OutRequest, Upstreams};
-use crate::plugins::ai_proxy::{compile_target, Target};
 
 /// Texts whose vectors are kept (prompts repeat: retries, agents resending a question).
 const CACHE_CAPACITY: usize = 1024;

@@ -18,6 +18,7 @@ pub mod responses;
 pub mod sigv4;
 pub mod sse;
 pub mod stream;
+pub mod target;
 pub mod tokens;
 pub mod translate;
 pub mod usage;

@@ -11,8 +11,9 @@ use super::captured::{Headers, RequestCopy};
 use super::json_out::Out;
 
 use crate::config::Snapshot;
+use crate::llm::target::Target;
 use crate::llm::usage::Usage;
-use crate::plugins::ai_proxy::{AiProxy, Target};
+use crate::plugins::ai_proxy::AiProxy;
 
 /// Header names whose values never reach a log line.
 const REDACTED_HEADERS: &[&str] = &[

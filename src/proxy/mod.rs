@@ -22,25 +22,27 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::config::plugins::{LlmFormat, ProviderName, RouteType};
+use crate::config::plugins::{LlmFormat, RouteType};
 use crate::config::snapshot::Route;
 use crate::config::Snapshot;
 use crate::error::{self, ErrorShape, GatewayError};
 use crate::llm::body::BodyView;
 use crate::llm::responses;
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
+use crate::llm::target::Target;
+use crate::llm::Wire;
 use crate::llm::{self, openai};
 use crate::net::body::read_buffered;
 use crate::net::upstream::{self, FailureKind, Upstreams};
 use crate::net::upstream_tls;
 use crate::observe::log::{AiLog, HeaderCopy, RequestLog, Try};
-use crate::plugins::ai_proxy::{AiProxy, Target, Wire};
+use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::request_transformer::{self, UpstreamRequest};
+use crate::plugins::template::TemplateSources;
 use crate::plugins::{key_auth, Plugin};
 use crate::proxy::conversations::Conversations;
 use crate::proxy::response::{Feedback, Finish, ProxyBody};
 use crate::proxy::router::RequestView;
-use crate::plugins::template::TemplateSources;
 use crate::rt::clock::millis_since_epoch;
 
 /// Body limit for routes without ai-proxy that still need the body (request-transformer,
@@ -1139,13 +1141,12 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         .and_then(|v| v.to_str().ok())
         .map(|v| llm::is_native_stream(target.wire, v))
         .unwrap_or(false)
-        // A Cohere or Hugging Face native client's own streamed call is read as a stream
-        // whatever content type it comes with (the mappers know the framing), never buffered.
+        // A native client's own streamed call is read as a stream, never buffered.
         || (status == StatusCode::OK
             && stream
             && !force_stream
             && ai.llm_format != LlmFormat::Openai
-            && matches!(target.provider, ProviderName::Cohere | ProviderName::Huggingface));
+            && target.native_clients_own_api());
     // What the upstream was asked, for answers and streams that do not say it.
     let asked = llm::Asked {
         model: answered.model.as_deref(),

@@ -8,13 +8,15 @@ use http::{header, HeaderValue, Method, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::balancer::{NoTarget, PickCtx};
-use crate::config::plugins::{FailoverCriterion, ParamLocation, ProviderName, RouteType};
+use crate::config::plugins::{FailoverCriterion, ParamLocation, RouteType};
 use crate::error::GatewayError;
 use crate::llm::body::BodyView;
+use crate::llm::target::Target;
+use crate::llm::Wire;
 use crate::llm::{self, gemini, openai};
 use crate::net::upstream::{Conn, Endpoint, Failure, FailureKind, OutRequest, Upstreams};
 use crate::observe::log::{Try, UriText};
-use crate::plugins::ai_proxy::{self, AiProxy, Target, Wire};
+use crate::plugins::ai_proxy::{self, AiProxy};
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::plugins::template::TemplateSources;
 use crate::proxy::{forward_headers, query_string, Forwarded};
@@ -281,11 +283,7 @@ fn status_counts_as_failure(status: u16, criteria: &[FailoverCriterion]) -> bool
 /// A native client of Cohere or Hugging Face: it calls the provider's endpoints itself,
 /// with bodies the gateway does not interpret.
 fn native_own_api(target: &Target, req: &AiRequest<'_>) -> bool {
-    req.native
-        && matches!(
-            target.provider,
-            ProviderName::Cohere | ProviderName::Huggingface
-        )
+    req.native && target.native_clients_own_api()
 }
 
 /// An encoded attempt: the request, its log entry and the model it asks for.
@@ -363,8 +361,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                         add_include_usage: req.add_include_usage
                             && matches!(wire_rt, RouteType::Chat | RouteType::Completions),
                         body_param,
-                        // Databricks rejects it (spec §5.3).
-                        drop_stream_options: target.provider == ProviderName::Databricks,
+                        drop_stream_options: target.rejects_stream_options(),
                     };
                     match openai::patch_request(wire_rt, body, &patch) {
                         Some(b) => Bytes::from(b),

@@ -21,13 +21,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::websocket::{check_frame, error_frame, too_large};
-use crate::config::plugins::{ParamLocation, ProviderName, RouteType};
+use crate::config::plugins::ParamLocation;
 use crate::config::Snapshot;
+use crate::llm::target::Target;
 use crate::llm::usage::Usage;
-use crate::llm::Wire;
 use crate::net::upstream_tls::{self, Trust};
 use crate::observe::log::{AiLog, RequestLog, Try};
-use crate::plugins::ai_proxy::{AiProxy, Target};
+use crate::plugins::ai_proxy::AiProxy;
 use crate::proxy::response::Finish;
 
 /// A byte stream of either kind (plain TCP or TLS) under the upstream WebSocket.
@@ -51,14 +51,7 @@ pub struct RelayRoute {
 /// Whether this plugin's connections are relayed: one OpenAI Responses target, no bridge.
 pub fn relayable(ai: &AiProxy) -> bool {
     match ai.targets.as_slice() {
-        [t] => {
-            t.route_type == RouteType::Responses
-                && t.provider == ProviderName::Openai
-                && t.wire == Wire::OpenAi
-                && !t.bridge_responses
-                && t.sigv4.is_none()
-                && t.auth.gcp.is_none()
-        }
+        [t] => t.has_openai_responses_websocket(),
         _ => false,
     }
 }
