@@ -5,7 +5,6 @@ pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod error;
-pub mod files;
 pub mod llm;
 pub mod net;
 pub mod observe;

@@ -344,11 +344,11 @@ fn main() -> ExitCode {
             tollgate::observe::http_log::set_spill_dir(
                 data_dir
                     .clone()
-                    .unwrap_or_else(server::tls::default_data_dir),
+                    .unwrap_or_else(tollgate::rt::data_dir::default_data_dir),
             );
             let dir = data_dir
                 .clone()
-                .unwrap_or_else(server::tls::default_data_dir);
+                .unwrap_or_else(tollgate::rt::data_dir::default_data_dir);
             private_data_dir(&dir, data_dir.is_none());
             // The demo's mock listens before the config is built, so the routes can name
             // its port; it serves once the runtime runs.
@@ -406,7 +406,7 @@ fn main() -> ExitCode {
             let gw = Arc::new(tollgate::proxy::Gateway::with_control(snap, control));
             let dir = data_dir
                 .clone()
-                .unwrap_or_else(server::tls::default_data_dir);
+                .unwrap_or_else(tollgate::rt::data_dir::default_data_dir);
             let backend = match (analytics.as_str(), analytics_postgres) {
                 ("off", _) => None,
                 ("sqlite", _) => Some(tollgate::observe::analytics::Backend::Sqlite(
@@ -445,7 +445,7 @@ fn main() -> ExitCode {
                     _ => server::tls::CertSource::SelfSigned {
                         data_dir: data_dir
                             .clone()
-                            .unwrap_or_else(server::tls::default_data_dir),
+                            .unwrap_or_else(tollgate::rt::data_dir::default_data_dir),
                     },
                 };
                 match server::tls::load(&src, Some(gw.snapshot.clone())) {
@@ -523,15 +523,15 @@ enum Persist {
 /// The data directory is created owner-only; an existing one open to others is tightened
 /// when it is the default one, and reported when the user chose it.
 fn private_data_dir(dir: &std::path::Path, default: bool) {
-    match tollgate::files::private_dir(dir) {
+    match tollgate::rt::data_dir::private_dir(dir) {
         Ok(true) => {}
         Ok(false) => {
-            let bits = tollgate::files::shared_bits(dir);
+            let bits = tollgate::rt::data_dir::shared_bits(dir);
             if bits == 0 {
                 return;
             }
             if default {
-                if let Err(e) = tollgate::files::set_mode(dir, 0o700) {
+                if let Err(e) = tollgate::rt::data_dir::set_mode(dir, 0o700) {
                     tracing::warn!(
                         "data directory {}: cannot make it owner-only: {e}",
                         dir.display()

@@ -306,21 +306,21 @@ pub fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    crate::files::private_dir(dir)?;
+    crate::rt::data_dir::private_dir(dir)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "state".into());
     let tmp = dir.join(format!(".{name}.tollgate-{}", std::process::id()));
     let result = (|| {
-        let mut f = crate::files::private_options()
+        let mut f = crate::rt::data_dir::private_options()
             .write(true)
             .create(true)
             .truncate(true)
             .open(&tmp)?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
-        crate::files::set_mode(&tmp, 0o600)?;
+        crate::rt::data_dir::set_mode(&tmp, 0o600)?;
         std::fs::rename(&tmp, path)
     })();
     if result.is_err() {

@@ -115,6 +115,23 @@ pub struct Target {
     pub sigv4: Option<Signer>,
 }
 
+/// The targets of one `ai-proxy(-advanced)` instance: shared by the compiled plugin and
+/// each request's log record, which reads the answering target's provider, model and
+/// logging settings.
+#[derive(Debug)]
+pub struct TargetSet {
+    /// The plugin instance's id (`ai.proxy.meta.plugin_id`).
+    pub plugin_id: String,
+    pub targets: Vec<Target>,
+}
+
+impl std::ops::Deref for TargetSet {
+    type Target = [Target];
+    fn deref(&self) -> &[Target] {
+        &self.targets
+    }
+}
+
 impl Target {
     /// Native clients of this provider call its own endpoints (Cohere's, Hugging Face's)
     /// with bodies the gateway does not interpret; their streamed calls are read as streams

@@ -172,7 +172,7 @@ pub fn spill_dir() -> PathBuf {
     SPILL_DIR
         .get()
         .cloned()
-        .unwrap_or_else(crate::server::tls::default_data_dir)
+        .unwrap_or_else(crate::rt::data_dir::default_data_dir)
 }
 
 /// Delivery counters, for metrics and tests.
@@ -256,7 +256,7 @@ fn spill(
     if let Some(dir) = path.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let file = crate::files::private_options()
+    let file = crate::rt::data_dir::private_options()
         .create(true)
         .append(true)
         .open(path);

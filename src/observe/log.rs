@@ -11,9 +11,8 @@ use super::captured::{Headers, RequestCopy};
 use super::json_out::Out;
 
 use crate::config::Snapshot;
-use crate::llm::target::Target;
+use crate::llm::target::{Target, TargetSet};
 use crate::llm::usage::Usage;
-use crate::plugins::ai_proxy::AiProxy;
 
 /// Header names whose values never reach a log line.
 const REDACTED_HEADERS: &[&str] = &[
@@ -87,7 +86,8 @@ impl From<String> for UriText {
 /// What ai-proxy adds to the record.
 #[derive(Debug, Clone)]
 pub struct AiLog {
-    pub proxy: Arc<AiProxy>,
+    /// The ai-proxy instance's targets (and its id).
+    pub targets: Arc<TargetSet>,
     /// The target that answered (the first target until one did).
     pub target: Option<usize>,
     pub request_model: Option<String>,
@@ -107,10 +107,10 @@ pub struct AiLog {
 }
 
 impl AiLog {
-    /// An empty AI section for `proxy`.
-    pub fn new(proxy: Arc<AiProxy>) -> AiLog {
+    /// An empty AI section for an ai-proxy instance with `targets`.
+    pub fn new(targets: Arc<TargetSet>) -> AiLog {
         AiLog {
-            proxy,
+            targets,
             target: None,
             request_model: None,
             response_model: None,
@@ -127,7 +127,7 @@ impl AiLog {
     }
 
     fn target(&self) -> Option<&Target> {
-        self.proxy.targets.get(self.target.unwrap_or(0))
+        self.targets.get(self.target.unwrap_or(0))
     }
 }
 
@@ -237,7 +237,7 @@ impl RequestLog {
 fn secret_header(key: &[u8], ai: Option<&AiLog>) -> bool {
     REDACTED_HEADERS.iter().any(|h| h.as_bytes() == key)
         || ai.is_some_and(|ai| {
-            ai.proxy.targets.iter().any(|t| {
+            ai.targets.iter().any(|t| {
                 t.auth
                     .header
                     .as_ref()
@@ -518,7 +518,7 @@ impl AiLog {
             o.key("meta");
             o.open();
             o.key("plugin_id");
-            o.string(&self.proxy.plugin_id);
+            o.string(&self.targets.plugin_id);
             o.key("provider_name");
             o.string(target.map(|t| t.provider.as_str()).unwrap_or(""));
             o.key("request_model");
@@ -641,7 +641,7 @@ impl RequestLog {
         };
         self.who(snap, &mut r);
         if let Some(ai) = &self.ai {
-            let target = ai.target.and_then(|t| ai.proxy.targets.get(t));
+            let target = ai.target.and_then(|t| ai.targets.get(t));
             r.provider = target
                 .map(|t| t.provider.as_str().to_string())
                 .unwrap_or_default();

@@ -93,26 +93,3 @@ pub(crate) fn flush_queue<M>(
         .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
         .is_ok()
 }
-
-/// Writes out what every log sink still holds (shutdown): file-log's pending lines, then
-/// the analytics and http-log queues, which hold the last moments' records: written,
-/// delivered or spilled before the process exits, not lost with it (up to 5 s each).
-pub fn flush_sinks(gateway: &crate::proxy::Gateway) {
-    let limit = std::time::Duration::from_secs(5);
-    file_log::FileLogSink::flush_all();
-    if let Some(a) = gateway.analytics.get() {
-        if !a.flush(limit) {
-            tracing::warn!("analytics: shutdown came before every queued record was written");
-        }
-    }
-    let snapshot = gateway.snapshot.load();
-    for p in &snapshot.plugins {
-        if let crate::plugins::Plugin::HttpLog(sink) = &p.plugin {
-            if !sink.flush(limit) {
-                tracing::warn!(
-                    "http-log: shutdown came before every queued record was delivered or spilled"
-                );
-            }
-        }
-    }
-}

@@ -236,7 +236,7 @@ pub fn spans(log: &RequestLog, trace: &TraceCtx, snap: &Snapshot) -> Vec<Value> 
         route.and_then(|r| r.name.as_deref()).unwrap_or("kong")
     );
     if let Some(ai) = &log.ai {
-        let target = ai.target.and_then(|t| ai.proxy.targets.get(t));
+        let target = ai.target.and_then(|t| ai.targets.get(t));
         let op = target
             .map(|t| match t.route_type.as_str() {
                 "llm/v1/embeddings" => "embeddings",

@@ -17,7 +17,7 @@ use crate::config::plugins::{
 use crate::config::vault::VaultTable;
 use crate::error::GatewayError;
 use crate::llm::body::{BodyView, Kind};
-use crate::llm::target::{compile_target, Target};
+use crate::llm::target::{compile_target, Target, TargetSet};
 use crate::llm::Wire;
 use crate::plugins::template::{self, TemplateSources};
 
@@ -25,7 +25,7 @@ use crate::plugins::template::{self, TemplateSources};
 #[derive(Debug)]
 pub struct AiProxy {
     pub plugin_id: String,
-    pub targets: Vec<Target>,
+    pub targets: Arc<TargetSet>,
     pub weights: Vec<u32>,
     pub balancer: Balancer,
     /// The header consistent-hashing hashes (None for other algorithms).
@@ -119,7 +119,10 @@ impl AiProxy {
                 hash_on_header: None,
                 aliases: Vec::new(),
                 acls: Acls::default(),
-                targets,
+                targets: Arc::new(TargetSet {
+                    plugin_id: id.to_string(),
+                    targets,
+                }),
                 streaming: c.response_streaming,
                 max_body: c.max_request_body_size,
                 model_name_header: c.model_name_header,
@@ -289,7 +292,10 @@ impl AiProxy {
                 hash_on_header,
                 aliases,
                 acls,
-                targets,
+                targets: Arc::new(TargetSet {
+                    plugin_id: id.to_string(),
+                    targets,
+                }),
                 streaming: c.response_streaming,
                 max_body: c.max_request_body_size,
                 model_name_header: c.model_name_header,

@@ -167,7 +167,7 @@ pub fn record(cfg: &PrometheusConfig, log: &RequestLog, snap: &Snapshot) {
     let m = global();
     let names = log.names(snap);
     let ai = log.ai.as_ref();
-    let target = ai.and_then(|ai| ai.target.and_then(|t| ai.proxy.targets.get(t)));
+    let target = ai.and_then(|ai| ai.target.and_then(|t| ai.targets.get(t)));
     let key = Key {
         service: names.service,
         route: names.route,

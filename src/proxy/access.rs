@@ -144,7 +144,7 @@ pub async fn quotas(
                     .and_then(Value::as_str)
                     .or_else(|| first.and_then(|t| t.model_name.as_deref()));
                 let mut providers: Vec<&str> = Vec::new();
-                for t in ai.map(|a| a.targets.as_slice()).unwrap_or(&[]) {
+                for t in ai.map(|a| &a.targets[..]).unwrap_or(&[]) {
                     if !providers.contains(&t.provider.as_str()) {
                         providers.push(t.provider.as_str());
                     }
@@ -252,7 +252,7 @@ fn estimate(
     model: Option<&str>,
     ai: Option<&AiProxy>,
 ) -> Estimate {
-    let targets = ai.map(|a| a.targets.as_slice()).unwrap_or(&[]);
+    let targets = ai.map(|a| &a.targets[..]).unwrap_or(&[]);
     let asked = doc.and_then(|d| {
         ["max_completion_tokens", "max_tokens", "max_output_tokens"]
             .iter()

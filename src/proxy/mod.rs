@@ -892,7 +892,7 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         || log.analytics.is_some()
         || log.trace.is_some_and(|t| t.sampled)
     {
-        let mut a = AiLog::new(c.ai.clone());
+        let mut a = AiLog::new(c.ai.targets.clone());
         if log_payloads {
             a.payload_request = Some(String::from_utf8_lossy(&c.up.body).into_owned());
         }

@@ -157,7 +157,7 @@ impl Finish {
         if !self.log.charges.is_empty() {
             let charges = std::mem::take(&mut self.log.charges);
             let ai = self.log.ai.as_ref();
-            let target = ai.and_then(|a| a.target.and_then(|t| a.proxy.targets.get(t)));
+            let target = ai.and_then(|a| a.target.and_then(|t| a.targets.get(t)));
             crate::proxy::access::settle(
                 charges,
                 ai.and_then(|a| a.usage.as_ref()),

@@ -50,7 +50,7 @@ pub struct RelayRoute {
 
 /// Whether this plugin's connections are relayed: one OpenAI Responses target, no bridge.
 pub fn relayable(ai: &AiProxy) -> bool {
-    match ai.targets.as_slice() {
+    match &ai.targets[..] {
         [t] => t.has_openai_responses_websocket(),
         _ => false,
     }
@@ -319,7 +319,7 @@ fn finish(
         .and_then(|t| t.upstream.path.as_deref().map(str::to_string))
         .unwrap_or_else(|| "/v1/responses".into());
     log.upstream_uri = Some(path.clone().into());
-    let mut ai = AiLog::new(r.ai.clone());
+    let mut ai = AiLog::new(r.ai.targets.clone());
     ai.target = Some(0);
     ai.request_model = p.model.clone();
     ai.response_model = response_model.clone();

@@ -61,8 +61,7 @@ impl Running {
         }
         crate::proxy::response::settle_deferred(Duration::from_secs(2)).await;
         let gateway = self.gateway.clone();
-        let flushed =
-            tokio::task::spawn_blocking(move || crate::observe::flush_sinks(&gateway)).await;
+        let flushed = tokio::task::spawn_blocking(move || flush_sinks(&gateway)).await;
         if let Err(e) = flushed {
             tracing::warn!(error = %e, "flushing the log queues on shutdown failed");
         }
@@ -471,6 +470,29 @@ async fn drive<I, S, B>(
                 closing = true;
                 grace_started = true;
                 sleep.as_mut().reset(now + CLOSE_GRACE);
+            }
+        }
+    }
+}
+
+/// Writes out what every log sink still holds (shutdown): file-log's pending lines, then
+/// the analytics and http-log queues, which hold the last moments' records: written,
+/// delivered or spilled before the process exits, not lost with it (up to 5 s each).
+fn flush_sinks(gateway: &crate::proxy::Gateway) {
+    let limit = std::time::Duration::from_secs(5);
+    crate::observe::file_log::FileLogSink::flush_all();
+    if let Some(a) = gateway.analytics.get() {
+        if !a.flush(limit) {
+            tracing::warn!("analytics: shutdown came before every queued record was written");
+        }
+    }
+    let snapshot = gateway.snapshot.load();
+    for p in &snapshot.plugins {
+        if let crate::plugins::Plugin::HttpLog(sink) = &p.plugin {
+            if !sink.flush(limit) {
+                tracing::warn!(
+                    "http-log: shutdown came before every queued record was delivered or spilled"
+                );
             }
         }
     }

@@ -333,21 +333,6 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The default data directory: `$TOLLGATE_DATA_DIR`, else `$XDG_DATA_HOME/tollgate`, else
-/// `~/.local/share/tollgate`, else `./tollgate-data`.
-pub fn default_data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("TOLLGATE_DATA_DIR") {
-        return PathBuf::from(d);
-    }
-    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
-        return PathBuf::from(x).join("tollgate");
-    }
-    match std::env::var_os("HOME") {
-        Some(h) => PathBuf::from(h).join(".local/share/tollgate"),
-        None => PathBuf::from("tollgate-data"),
-    }
-}
-
 /// Picks the certificate per connection: the running config's SNI entries, else the
 /// listener's certificate.
 pub struct Resolver {

@@ -382,7 +382,7 @@ impl Writer {
     }
 
     fn spill_out(&self, batch: &[Record]) {
-        let file = crate::files::private_options()
+        let file = crate::rt::data_dir::private_options()
             .create(true)
             .append(true)
             .open(&self.spill);

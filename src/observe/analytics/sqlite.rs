@@ -46,7 +46,7 @@ fn open_conn(path: &Path) -> Result<Connection, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("analytics: {}: {e}", dir.display()))?;
     }
     // Created owner-only before SQLite opens it (its -wal and -shm files take this mode).
-    crate::files::private_options()
+    crate::rt::data_dir::private_options()
         .create(true)
         .append(true)
         .open(path)

@@ -1,10 +1,25 @@
-//! Files under the data directory: the directory is private to its owner (0700) and every
+//! The data directory: where it is by default, and the files under it. The directory is private to its owner (0700) and every
 //! file that may hold a secret (saved Admin API state, keys, usage records, spilled log
 //! lines) is created readable by the owner only (0600).
 
 use std::fs::OpenOptions;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// The default data directory: `$TOLLGATE_DATA_DIR`, else `$XDG_DATA_HOME/tollgate`, else
+/// `~/.local/share/tollgate`, else `./tollgate-data`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("TOLLGATE_DATA_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return PathBuf::from(x).join("tollgate");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/share/tollgate"),
+        None => PathBuf::from("tollgate-data"),
+    }
+}
 
 /// Creates `dir` (and missing parents) with mode 0700; true when it did not exist. An
 /// existing directory keeps its mode: the caller decides whether to tighten it.
