@@ -46,8 +46,9 @@ pub async fn run_with(
         tracing::warn!("config: {w}");
     }
     let control = admin::control::Control::new(state, file, admin_token.map(secret::Secret::new));
-    let gw = Arc::new(proxy::Gateway::with_control(snap, control));
-    server::start(gw, opts).await.map_err(|e| e.to_string())
+    let gw = Arc::new(proxy::Gateway::new(snap));
+    let node = Arc::new(admin::Admin { gw, control });
+    server::start(node, opts).await.map_err(|e| e.to_string())
 }
 
 /// Compiles config text (errors name the fields as written) and builds the declarative

@@ -403,7 +403,11 @@ fn main() -> ExitCode {
             for w in &snap.warnings {
                 tracing::warn!("config: {w}");
             }
-            let gw = Arc::new(tollgate::proxy::Gateway::with_control(snap, control));
+            let gw = Arc::new(tollgate::proxy::Gateway::new(snap));
+            let node = Arc::new(tollgate::admin::Admin {
+                gw: gw.clone(),
+                control,
+            });
             let dir = data_dir
                 .clone()
                 .unwrap_or_else(tollgate::rt::data_dir::default_data_dir);
@@ -483,7 +487,7 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(serve(
-                gw,
+                node,
                 watch,
                 ServeOptions {
                     proxy_listen,
@@ -648,7 +652,7 @@ type TlsWatch = (
 );
 
 async fn serve(
-    gw: Arc<tollgate::proxy::Gateway>,
+    node: Arc<tollgate::admin::Admin>,
     watch: Option<PathBuf>,
     opts: ServeOptions,
     tls: Option<TlsWatch>,
@@ -666,13 +670,13 @@ async fn serve(
         }
     };
     if let Some((src, cert, key, live)) = tls {
-        let snaps = Some(gw.snapshot.clone());
+        let snaps = Some(node.gw.snapshot.clone());
         server::tls::watch(src, cert, key, live, snaps, Duration::from_secs(2));
     }
     if let Some(path) = watch {
-        server::reload::spawn(gw.clone(), path, Duration::from_secs(1));
+        server::reload::spawn(node.clone(), path, Duration::from_secs(1));
     }
-    let running = match server::start(gw, opts).await {
+    let running = match server::start(node, opts).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot listen: {e}");

@@ -221,7 +221,10 @@ impl Gateway {
             tracing::warn!("config: {w}");
         }
         let gw = tollgate::server::start(
-            Arc::new(tollgate::proxy::Gateway::new(snap)),
+            Arc::new(tollgate::admin::Admin {
+                gw: Arc::new(tollgate::proxy::Gateway::new(snap)),
+                control: Default::default(),
+            }),
             ServeOptions {
                 proxy_listen: "127.0.0.1:0".parse().unwrap(),
                 admin_listen: Some("127.0.0.1:0".parse().unwrap()),

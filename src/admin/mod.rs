@@ -93,8 +93,16 @@ fn not_found() -> Resp {
     reply(StatusCode::NOT_FOUND, json!({"message": "Not found"}))
 }
 
+/// What the Admin API serves: the running gateway and the write side that edits it (the
+/// request path never sees the latter).
+pub struct Admin {
+    pub gw: Arc<Gateway>,
+    pub control: control::Control,
+}
+
 /// Answers one Admin API request.
-pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
+pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Resp {
+    let gw: &Gateway = &admin.gw;
     let snap = gw.snapshot.load_full();
     let path = req.uri().path().trim_end_matches('/').to_string();
     let query: Vec<(String, String)> = req
@@ -109,7 +117,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
             return r;
         }
     }
-    if let Some(token) = &gw.control.token {
+    if let Some(token) = &admin.control.token {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -149,7 +157,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
             }
         };
         let body = write::Body { bytes: &body, form };
-        return match write::handle(gw, &method, &segs, &query, body).await {
+        return match write::handle(admin, &method, &segs, &query, body).await {
             Ok((status, Some(v))) => reply(status, v),
             Ok((status, None)) => {
                 let mut r = Response::new(Full::new(Bytes::new()));
@@ -166,7 +174,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
         ["quotas"] => quotas(gw).await,
         ["analytics", what] => analytics(gw, what, &query).await,
         ["config"] => {
-            let guard = gw.control.state.lock().await;
+            let guard = admin.control.state.lock().await;
             match guard.as_ref() {
                 Some(st) => config_of(st),
                 None => config(&snap),
@@ -273,7 +281,7 @@ pub async fn handle(gw: &Gateway, req: Request<Incoming>) -> Resp {
         },
         ["consumers" | "consumer_groups" | "vaults" | "key-auths", ..]
         | ["services" | "routes", _, _, _] => {
-            let guard = gw.control.state.lock().await;
+            let guard = admin.control.state.lock().await;
             let empty = state::State::empty();
             let st = guard.as_ref().unwrap_or(&empty);
             state_read(st, &snap, &segs, &query)

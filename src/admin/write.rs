@@ -8,12 +8,12 @@ use serde_json::{json, Map, Value};
 use crate::admin::control::Control;
 use crate::admin::errors::AdminError;
 use crate::admin::state::{ref_id, Kind, State};
+use crate::admin::Admin;
 use crate::config::raw::{
     RawConsumer, RawConsumerGroup, RawPlugin, RawRoute, RawService, RawVault,
 };
 use crate::config::snapshot::redact_secrets;
 use crate::config::{tidy_serde_message, Snapshot};
-use crate::proxy::Gateway;
 
 /// A write's answer: status and body (None: no body, e.g. 204).
 pub type Answer = Result<(StatusCode, Option<Value>), AdminError>;
@@ -38,13 +38,13 @@ pub struct Body<'a> {
 
 /// Answers a write (any method but GET/HEAD) to `segs`.
 pub async fn handle(
-    gw: &Gateway,
+    a: &Admin,
     method: &Method,
     segs: &[&str],
     query: &[(String, String)],
     body: Body<'_>,
 ) -> Answer {
-    let control: &Control = &gw.control;
+    let control: &Control = &a.control;
     let mut guard = control.state.lock().await;
     let Some(state) = guard.as_mut() else {
         return Err(AdminError::Unsupported(
@@ -54,7 +54,7 @@ pub async fn handle(
     };
     let m = method.clone();
     match segs {
-        ["config"] if m == Method::POST => post_config(gw, state, query, body.bytes).await,
+        ["config"] if m == Method::POST => post_config(a, state, query, body.bytes).await,
         ["schemas", "plugins", "validate"] if m == Method::POST => {
             validate(state, Kind::Plugins, body).await
         }
@@ -68,30 +68,30 @@ pub async fn handle(
         [kind] => {
             let kind = Kind::from_segment(kind).ok_or(AdminError::NotFound)?;
             match m {
-                Method::POST => create(gw, state, kind, None, body).await,
+                Method::POST => create(a, state, kind, None, body).await,
                 _ => Err(AdminError::MethodNotAllowed),
             }
         }
-        ["consumer_groups", g, "consumers"] => group_consumers(gw, state, &m, g, body).await,
+        ["consumer_groups", g, "consumers"] => group_consumers(a, state, &m, g, body).await,
         ["consumer_groups", g, "consumers", c] if m == Method::DELETE => {
-            leave_group(gw, state, g, c).await
+            leave_group(a, state, g, c).await
         }
         ["consumers", c, "consumer_groups"] if m == Method::POST => {
-            consumer_joins(gw, state, c, body).await
+            consumer_joins(a, state, c, body).await
         }
         ["consumers", c, "consumer_groups", g] if m == Method::DELETE => {
-            leave_group(gw, state, g, c).await
+            leave_group(a, state, g, c).await
         }
         [kind, key] => {
             let kind = Kind::from_segment(kind).ok_or(AdminError::NotFound)?;
-            one(gw, state, &m, kind, key, None, body).await
+            one(a, state, &m, kind, key, None, body).await
         }
         [parent, pkey, child] => {
             let (pkind, field, ckind) = nested(parent, child)?;
             let pi = state.find(pkind, pkey).ok_or(AdminError::NotFound)?;
             let pid = state.id(pkind, pi).unwrap_or_default();
             match m {
-                Method::POST => create(gw, state, ckind, Some((field, pid)), body).await,
+                Method::POST => create(a, state, ckind, Some((field, pid)), body).await,
                 _ => Err(AdminError::MethodNotAllowed),
             }
         }
@@ -99,7 +99,7 @@ pub async fn handle(
             let (pkind, field, ckind) = nested(parent, child)?;
             let pi = state.find(pkind, pkey).ok_or(AdminError::NotFound)?;
             let pid = state.id(pkind, pi).unwrap_or_default();
-            one(gw, state, &m, ckind, ckey, Some((field, pid)), body).await
+            one(a, state, &m, ckind, ckey, Some((field, pid)), body).await
         }
         _ => Err(AdminError::NotFound),
     }
@@ -120,7 +120,7 @@ fn nested(parent: &str, child: &str) -> Result<(Kind, &'static str, Kind), Admin
 
 /// PUT/PATCH/DELETE of one entity (under `parent` when nested: it must belong to it).
 async fn one(
-    gw: &Gateway,
+    a: &Admin,
     state: &mut State,
     m: &Method,
     kind: Kind,
@@ -144,7 +144,7 @@ async fn one(
             }
             let mut candidate = state.clone();
             candidate.remove(kind, i);
-            gw.control.commit(gw, state, candidate, None).await?;
+            a.control.commit(&a.gw, state, candidate, None).await?;
             Ok((StatusCode::NO_CONTENT, None))
         }
         Method::PUT => {
@@ -161,7 +161,7 @@ async fn one(
                     if body.form {
                         coerce_form(kind, &mut entity);
                     }
-                    save(gw, state, kind, Some(i), entity, created, StatusCode::OK).await
+                    save(a, state, kind, Some(i), entity, created, StatusCode::OK).await
                 }
                 None => {
                     if uuid::Uuid::parse_str(key).is_ok() {
@@ -172,7 +172,7 @@ async fn one(
                     if body.form {
                         coerce_form(kind, &mut entity);
                     }
-                    save(gw, state, kind, None, entity, None, StatusCode::OK).await
+                    save(a, state, kind, None, entity, None, StatusCode::OK).await
                 }
             }
         }
@@ -199,7 +199,7 @@ async fn one(
             if body.form {
                 coerce_form(kind, &mut entity);
             }
-            save(gw, state, kind, Some(i), entity, created, StatusCode::OK).await
+            save(a, state, kind, Some(i), entity, created, StatusCode::OK).await
         }
         Method::POST => Err(AdminError::MethodNotAllowed),
         _ => Err(AdminError::MethodNotAllowed),
@@ -208,7 +208,7 @@ async fn one(
 
 /// POST to a collection (nested: the parent's foreign key set from the URL).
 async fn create(
-    gw: &Gateway,
+    a: &Admin,
     state: &mut State,
     kind: Kind,
     parent: Option<(&'static str, String)>,
@@ -226,13 +226,13 @@ async fn create(
     if body.form {
         coerce_form(kind, &mut entity);
     }
-    save(gw, state, kind, None, entity, None, StatusCode::CREATED).await
+    save(a, state, kind, None, entity, None, StatusCode::CREATED).await
 }
 
 /// Checks `entity`, puts it at `at` (or adds it), and commits. Answers with the entity as
 /// the Admin API shows it.
 async fn save(
-    gw: &Gateway,
+    a: &Admin,
     state: &mut State,
     kind: Kind,
     at: Option<usize>,
@@ -302,10 +302,10 @@ async fn save(
         }
         None => candidate.insert(kind, entity),
     };
-    gw.control
-        .commit(gw, state, candidate, Some((kind, i)))
+    a.control
+        .commit(&a.gw, state, candidate, Some((kind, i)))
         .await?;
-    if let (Some(file), false) = (&gw.control.file, plain.is_empty()) {
+    if let (Some(file), false) = (&a.control.file, plain.is_empty()) {
         tracing::warn!(
             "{} {id}: {} saved in clear in {} (readable by its owner only); prefer a vault reference such as {{vault://env/NAME}}",
             kind.name(),
@@ -313,7 +313,7 @@ async fn save(
             file.display()
         );
     }
-    let snap = gw.snapshot.load_full();
+    let snap = a.gw.snapshot.load_full();
     let mut shown = view(kind, state, &snap, &id);
     if let Some(k) = new_key {
         shown["key"] = Value::String(k);
@@ -692,7 +692,7 @@ fn keep_redacted(new: &mut Map<String, Value>, old: &Value) {
 
 /// `POST/DELETE /consumer_groups/{g}/consumers` (GET is a read).
 async fn group_consumers(
-    gw: &Gateway,
+    a: &Admin,
     state: &mut State,
     m: &Method,
     g: &str,
@@ -724,11 +724,11 @@ async fn group_consumers(
     }
     let mut candidate = state.clone();
     candidate.set_members(gi, members);
-    gw.control.commit(gw, state, candidate, None).await?;
+    a.control.commit(&a.gw, state, candidate, None).await?;
     if *m == Method::DELETE {
         return Ok((StatusCode::NO_CONTENT, None));
     }
-    let snap = gw.snapshot.load_full();
+    let snap = a.gw.snapshot.load_full();
     let gid = state.id(Kind::ConsumerGroups, gi).unwrap_or_default();
     let consumers: Vec<Value> = state
         .members(gi)
@@ -759,7 +759,7 @@ fn names(b: &Map<String, Value>, field: &str) -> Result<Vec<String>, AdminError>
 }
 
 /// `POST /consumers/{c}/consumer_groups` with `{"group": …}`.
-async fn consumer_joins(gw: &Gateway, state: &mut State, c: &str, body: Body<'_>) -> Answer {
+async fn consumer_joins(a: &Admin, state: &mut State, c: &str, body: Body<'_>) -> Answer {
     let ci = state.find(Kind::Consumers, c).ok_or(AdminError::NotFound)?;
     let cid = state.id(Kind::Consumers, ci).unwrap_or_default();
     let b = object(body)?;
@@ -778,8 +778,8 @@ async fn consumer_joins(gw: &Gateway, state: &mut State, c: &str, body: Body<'_>
         candidate.set_members(gi, members);
         joined.push(candidate.id(Kind::ConsumerGroups, gi).unwrap_or_default());
     }
-    gw.control.commit(gw, state, candidate, None).await?;
-    let snap = gw.snapshot.load_full();
+    a.control.commit(&a.gw, state, candidate, None).await?;
+    let snap = a.gw.snapshot.load_full();
     let groups: Vec<Value> = joined
         .iter()
         .map(|g| view(Kind::ConsumerGroups, state, &snap, g))
@@ -793,7 +793,7 @@ async fn consumer_joins(gw: &Gateway, state: &mut State, c: &str, body: Body<'_>
 }
 
 /// Removes consumer `c` from group `g` (204 also when it was not a member).
-async fn leave_group(gw: &Gateway, state: &mut State, g: &str, c: &str) -> Answer {
+async fn leave_group(a: &Admin, state: &mut State, g: &str, c: &str) -> Answer {
     let gi = state
         .find(Kind::ConsumerGroups, g)
         .ok_or(AdminError::NotFound)?;
@@ -806,7 +806,7 @@ async fn leave_group(gw: &Gateway, state: &mut State, g: &str, c: &str) -> Answe
     members.retain(|m| *m != cid);
     let mut candidate = state.clone();
     candidate.set_members(gi, members);
-    gw.control.commit(gw, state, candidate, None).await?;
+    a.control.commit(&a.gw, state, candidate, None).await?;
     Ok((StatusCode::NO_CONTENT, None))
 }
 
@@ -814,7 +814,7 @@ async fn leave_group(gw: &Gateway, state: &mut State, g: &str, c: &str) -> Answe
 /// or YAML), or `{"config": "<yaml or json text>"}`; `check_hash=1` answers 304 when the
 /// document is the one running.
 async fn post_config(
-    gw: &Gateway,
+    a: &Admin,
     state: &mut State,
     query: &[(String, String)],
     body: &[u8],
@@ -844,10 +844,10 @@ async fn post_config(
     let check_hash = query
         .iter()
         .any(|(k, v)| k == "check_hash" && (v == "1" || v == "true"));
-    if check_hash && candidate.hash() == gw.snapshot.load().hash {
+    if check_hash && candidate.hash() == a.gw.snapshot.load().hash {
         return Ok((StatusCode::NOT_MODIFIED, None));
     }
-    gw.control.commit(gw, state, candidate, None).await?;
+    a.control.commit(&a.gw, state, candidate, None).await?;
     let mut doc = state.document();
     redact_secrets(&mut doc);
     redact_vaults(&mut doc);

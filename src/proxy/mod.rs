@@ -130,8 +130,6 @@ pub struct Gateway {
     pub node_id: String,
     /// Conversations behind `previous_response_id` on bridged Responses routes.
     pub conversations: Arc<Conversations>,
-    /// Admin API writes: the declarative state, where it is saved, the admin token.
-    pub control: crate::admin::control::Control,
     /// This node's quota counters (`policy: local`); they outlive config reloads.
     pub quota: Arc<crate::quota::local::Local>,
     /// Usage analytics (set once at start; none = off).
@@ -145,11 +143,6 @@ pub struct Gateway {
 impl Gateway {
     /// A gateway serving `snapshot`.
     pub fn new(snapshot: Snapshot) -> Self {
-        Self::with_control(snapshot, crate::admin::control::Control::default())
-    }
-
-    /// A gateway serving `snapshot` whose Admin API writes go through `control`.
-    pub fn with_control(snapshot: Snapshot, control: crate::admin::control::Control) -> Self {
         Gateway {
             snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
             upstreams: Upstreams::new(),
@@ -160,7 +153,6 @@ impl Gateway {
             analytics: std::sync::OnceLock::new(),
             body_timeout_ms: AtomicU64::new(DEFAULT_BODY_TIMEOUT.as_millis() as u64),
             reload: ReloadStatus::default(),
-            control,
         }
     }
 }

@@ -19,6 +19,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::admin::Admin;
 use crate::proxy::Gateway;
 
 /// Where to listen.
@@ -68,8 +69,10 @@ impl Running {
     }
 }
 
-/// Binds the listeners and starts serving.
-pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result<Running> {
+/// Binds the listeners and starts serving: the proxy answers with `admin.gw`, the Admin
+/// API with `admin`.
+pub async fn start(admin: Arc<Admin>, opts: ServeOptions) -> std::io::Result<Running> {
+    let gateway = admin.gw.clone();
     let (stop, stop_rx) = watch::channel(false);
     crate::rt::busy_poll::spawn(opts.busy_poll);
     let limits = opts.limits;
@@ -119,36 +122,37 @@ pub async fn start(gateway: Arc<Gateway>, opts: ServeOptions) -> std::io::Result
             Some(acceptor),
         )));
     }
+    let admin_node = admin;
     let mut admin_addr = None;
     if let Some(a) = opts.admin_listen {
-        let admin = bind("Admin API (--admin-listen)", a).await?;
-        admin_addr = Some(admin.local_addr()?);
-        let gw = gateway.clone();
+        let listener = bind("Admin API (--admin-listen)", a).await?;
+        admin_addr = Some(listener.local_addr()?);
+        let node = admin_node.clone();
         tasks.push(tokio::spawn(serve(
-            admin,
+            listener,
             stop_rx.clone(),
             opts.drain_timeout,
             shared.clone(),
             move |req, _peer| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(crate::admin::handle(&gw, req).await) }
+                let node = node.clone();
+                async move { Ok::<_, Infallible>(crate::admin::handle(&node, req).await) }
             },
             None,
         )));
     }
     let mut admin_tls_addr = None;
     if let Some((a, acceptor)) = opts.admin_tls.clone() {
-        let admin = bind("Admin API TLS (--admin-tls-listen)", a).await?;
-        admin_tls_addr = Some(admin.local_addr()?);
-        let gw = gateway.clone();
+        let listener = bind("Admin API TLS (--admin-tls-listen)", a).await?;
+        admin_tls_addr = Some(listener.local_addr()?);
+        let node = admin_node.clone();
         tasks.push(tokio::spawn(serve(
-            admin,
+            listener,
             stop_rx.clone(),
             opts.drain_timeout,
             shared.clone(),
             move |req, _peer| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(crate::admin::handle(&gw, req).await) }
+                let node = node.clone();
+                async move { Ok::<_, Infallible>(crate::admin::handle(&node, req).await) }
             },
             Some(acceptor),
         )));

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::admin::Admin;
 use crate::proxy::Gateway;
 
 /// What identifies a version of the file without reading it.
@@ -26,7 +27,8 @@ fn stamp(path: &Path) -> Option<Stamp> {
 /// Loads `path` and swaps it in (with the declarative state Admin API writes edit); false
 /// (with the errors logged) when it does not compile. A file holding exactly what the
 /// Admin API last wrote is already running and is skipped.
-pub async fn reload(gw: &Gateway, path: &Path) -> bool {
+pub async fn reload(admin: &Admin, path: &Path) -> bool {
+    let gw: &Gateway = &admin.gw;
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => {
@@ -36,11 +38,11 @@ pub async fn reload(gw: &Gateway, path: &Path) -> bool {
             return false;
         }
     };
-    if gw.control.wrote(&text) {
+    if admin.control.wrote(&text) {
         return true;
     }
     // Writes wait while the file is compiled, so none is lost between read and swap.
-    let mut state = gw.control.state.lock().await;
+    let mut state = admin.control.state.lock().await;
     // Loading may read vaults over the network and compiles every plugin: off the workers.
     let loaded = tokio::task::spawn_blocking(move || crate::load(&text).map(|l| (l, text))).await;
     match loaded {
@@ -59,7 +61,7 @@ pub async fn reload(gw: &Gateway, path: &Path) -> bool {
             if state.is_some() {
                 *state = Some(new_state);
             }
-            gw.control.rebased(&text);
+            admin.control.rebased(&text);
 
             gw.reload.record(&path.display().to_string(), Vec::new());
             true
@@ -88,7 +90,7 @@ pub async fn reload(gw: &Gateway, path: &Path) -> bool {
 
 /// Watches `path` every `interval` (polling the file's size and modification time, which
 /// works on every filesystem, editors' atomic renames included) and reloads on SIGHUP too.
-pub fn spawn(gw: Arc<Gateway>, path: PathBuf, interval: Duration) {
+pub fn spawn(admin: Arc<Admin>, path: PathBuf, interval: Duration) {
     tokio::spawn(async move {
         let mut last = stamp(&path);
         let mut tick = tokio::time::interval(interval);
@@ -115,7 +117,7 @@ pub fn spawn(gw: Arc<Gateway>, path: PathBuf, interval: Duration) {
             let now = stamp(&path);
             if forced || (now.is_some() && now != last) {
                 last = now;
-                reload(&gw, &path).await;
+                reload(&admin, &path).await;
             }
         }
     });
