@@ -5,7 +5,8 @@
 
 use std::process::Command;
 
-use tollgate::config::{self, plugins::PluginConfig, ConfigErrors, Snapshot};
+use tollgate::config::{self, ConfigErrors, Snapshot};
+use tollgate::plugins::registry::PluginConfig;
 use tollgate::plugins::Plugin;
 
 fn load_with_env(text: &str, env: &[(&str, &str)]) -> Result<Snapshot, ConfigErrors> {
@@ -402,7 +403,7 @@ fn the_embedded_default_loads() {
         .iter()
         .all(|p| matches!(p.plugin, Plugin::AiProxy(_))));
     // Config values are typed and defaulted.
-    let PluginConfig::AiProxy(_) = tollgate::config::plugins::parse(
+    let PluginConfig::AiProxy(_) = tollgate::plugins::registry::parse(
         "ai-proxy",
         Some(&serde_json::json!({"route_type":"llm/v1/chat","model":{"provider":"openai"}})),
     )

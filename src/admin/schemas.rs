@@ -7,7 +7,7 @@ use schemars::Schema;
 use serde_json::{json, Map, Value};
 
 fn config_schema(name: &str) -> Option<Schema> {
-    crate::config::plugins::config_schema(name)
+    crate::plugins::registry::config_schema(name)
 }
 
 /// Kong's schema for plugin `name`, or None for a plugin this gateway does not serve.

@@ -515,7 +515,7 @@ fn coerce_form(kind: Kind, entity: &mut Map<String, Value>) {
             Err(AdminError::Schema(e)) => e.into_iter().next(),
             _ if kind == Kind::Plugins => {
                 let name = entity.get("name").and_then(Value::as_str).unwrap_or("");
-                crate::config::plugins::parse(name, entity.get("config"))
+                crate::plugins::registry::parse(name, entity.get("config"))
                     .err()
                     .and_then(|e| e.into_iter().next())
             }

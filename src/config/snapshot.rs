@@ -7,11 +7,10 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::plugins::{self as plugin_cfg, PluginConfig};
 use super::raw::{EntityRef, RawConfig, RawPlugin, RawRoute, RawService};
 use super::vault::VaultTable;
 use super::{ids, tidy_serde_message, ConfigErrors, ConfigIssue};
-use crate::plugins::ai_proxy::AiProxy;
+use crate::plugins::registry::{self, PluginConfig};
 use crate::plugins::Plugin;
 use crate::proxy::router::{RouteSpec, Router};
 
@@ -908,7 +907,7 @@ impl Snapshot {
                     service.map(|s| format!("{{id=\"{}\"}}", b.services[s].id)).unwrap_or_else(|| "null".into())));
                 continue;
             }
-            let typed = match plugin_cfg::parse(&pl.name, pl.config.as_ref()) {
+            let typed = match registry::parse(&pl.name, pl.config.as_ref()) {
                 Ok(t) => t,
                 Err(errs) => {
                     for (fp, m) in errs {
@@ -938,8 +937,8 @@ impl Snapshot {
                     .unwrap_or_default();
                 ids::plugin_id(&pl.name, &rid, &sid, consumer.as_deref().unwrap_or(""))
             });
-            let config_json = config_to_json(&typed);
-            let plugin = match compile_plugin(&path, &id, typed, &vaults, b.env) {
+            let config_json = registry::to_json(&typed);
+            let plugin = match registry::compile(&path, &id, typed, &vaults, b.env) {
                 Ok((plugin, warnings)) => {
                     b.warnings.extend(warnings);
                     plugin
@@ -1151,120 +1150,6 @@ fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
             *c == 2
         })
         .map(str::to_string)
-        .collect()
-}
-
-fn config_to_json(c: &PluginConfig) -> Value {
-    let v = match c {
-        PluginConfig::AiProxy(c) => serde_json::to_value(c),
-        PluginConfig::AiProxyAdvanced(c) => serde_json::to_value(c),
-        PluginConfig::RequestTransformer(c) => serde_json::to_value(c),
-        PluginConfig::FileLog(c) => serde_json::to_value(c),
-        PluginConfig::KeyAuth(c) => serde_json::to_value(c),
-        PluginConfig::RateLimiting(c) => serde_json::to_value(c),
-        PluginConfig::AiRateLimiting(c) => serde_json::to_value(c),
-        PluginConfig::PromptTemplate(c) => serde_json::to_value(c),
-        PluginConfig::PromptDecorator(c) => serde_json::to_value(c),
-        PluginConfig::PromptGuard(c) => serde_json::to_value(c),
-        PluginConfig::PromptLength(c) => serde_json::to_value(c),
-        PluginConfig::Sanitizer(c) => serde_json::to_value(c),
-        PluginConfig::Prometheus(c) => serde_json::to_value(c),
-        PluginConfig::HttpLog(c) => serde_json::to_value(c),
-        PluginConfig::OpenTelemetry(c) => serde_json::to_value(c),
-    };
-    v.unwrap_or(Value::Null)
-}
-
-type Compiled = (Plugin, Vec<ConfigIssue>);
-
-fn compile_plugin(
-    path: &str,
-    id: &str,
-    typed: PluginConfig,
-    vaults: &VaultTable,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Compiled, Vec<ConfigIssue>> {
-    let issues = |errs: Vec<(String, String)>| {
-        errs.into_iter()
-            .map(|(f, m)| ConfigIssue {
-                path: format!("{path}.{f}"),
-                message: m,
-            })
-            .collect::<Vec<_>>()
-    };
-    match typed {
-        PluginConfig::AiProxy(c) => {
-            let (ai, warnings) = AiProxy::from_single(id, &c, vaults, env).map_err(issues)?;
-            Ok((Plugin::AiProxy(Arc::new(ai)), issues(warnings)))
-        }
-        PluginConfig::AiProxyAdvanced(c) => {
-            let (ai, warnings) = AiProxy::from_advanced(id, &c, vaults, env).map_err(issues)?;
-            Ok((Plugin::AiProxy(Arc::new(ai)), issues(warnings)))
-        }
-        PluginConfig::RequestTransformer(c) => Ok((Plugin::RequestTransformer(c), Vec::new())),
-        PluginConfig::KeyAuth(c) => Ok((
-            Plugin::KeyAuth(Arc::new(crate::plugins::key_auth::KeyAuth::new(c))),
-            Vec::new(),
-        )),
-        PluginConfig::RateLimiting(c) => {
-            let rl = crate::plugins::rate_limiting::RateLimiting::new(id, *c, vaults, env)
-                .map_err(|e| issues(config_paths(e)))?;
-            Ok((Plugin::RateLimiting(Arc::new(rl)), Vec::new()))
-        }
-        PluginConfig::AiRateLimiting(c) => {
-            let rl = crate::plugins::ai_rate_limiting::AiRateLimiting::new(id, *c, vaults, env)
-                .map_err(|e| issues(config_paths(e)))?;
-            Ok((Plugin::AiRateLimiting(Arc::new(rl)), Vec::new()))
-        }
-        PluginConfig::PromptTemplate(c) => {
-            let t = crate::plugins::ai_prompt_template::PromptTemplates::new(&c)
-                .map_err(|e| issues(config_paths(e)))?;
-            Ok((Plugin::PromptTemplate(Arc::new(t)), Vec::new()))
-        }
-        PluginConfig::PromptDecorator(c) => Ok((Plugin::PromptDecorator(Arc::new(*c)), Vec::new())),
-        PluginConfig::PromptGuard(c) => {
-            let g = crate::plugins::ai_prompt_guard::PromptGuard::new(&c)
-                .map_err(|e| issues(config_paths(e)))?;
-            Ok((Plugin::PromptGuard(Arc::new(g)), Vec::new()))
-        }
-        PluginConfig::PromptLength(c) => {
-            crate::llm::tokens::warm_up();
-            Ok((Plugin::PromptLength(Arc::new(c)), Vec::new()))
-        }
-        PluginConfig::Sanitizer(c) => {
-            let s = crate::plugins::ai_sanitizer::Sanitizer::new(&c)
-                .map_err(|e| issues(config_paths(e)))?;
-            Ok((Plugin::Sanitizer(Arc::new(s)), Vec::new()))
-        }
-        PluginConfig::Prometheus(c) => Ok((Plugin::Prometheus(Arc::new(c)), Vec::new())),
-        PluginConfig::OpenTelemetry(c) => {
-            let o = crate::observe::otel::Otel::start(*c)
-                .map_err(|e| issues(vec![("config".into(), e)]))?;
-            Ok((Plugin::OpenTelemetry(Arc::new(o)), Vec::new()))
-        }
-        PluginConfig::HttpLog(c) => {
-            let sink = crate::observe::http_log::HttpLogSink::start(
-                id,
-                &c,
-                crate::observe::http_log::spill_dir(),
-            )
-            .map_err(|e| issues(vec![("config".into(), e)]))?;
-            Ok((Plugin::HttpLog(sink), Vec::new()))
-        }
-        PluginConfig::FileLog(c) => {
-            let sink = crate::observe::file_log::compile(&c).map_err(issues)?;
-            Ok((Plugin::FileLog(sink), Vec::new()))
-        }
-    }
-}
-
-/// Field errors relative to `config` as paths under the plugin.
-fn config_paths(errs: Vec<(String, String)>) -> Vec<(String, String)> {
-    errs.into_iter()
-        .map(|(p, m)| match p.as_str() {
-            "" | "config" => ("config".to_string(), m),
-            _ => (format!("config.{p}"), m),
-        })
         .collect()
 }
 

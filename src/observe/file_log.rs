@@ -11,7 +11,20 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
-use crate::config::plugins::FileLogConfig;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::plugins::nullable;
+
+/// The `file-log` plugin config.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileLogConfig {
+    pub path: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub reopen: bool,
+    pub custom_fields_by_lua: Option<serde_json::Map<String, Value>>,
+}
 
 /// Bytes of lines waiting for the writer before new lines are dropped (and counted)
 /// instead of growing without bound: ~25,000 lines of a typical AI request.

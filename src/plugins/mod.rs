@@ -10,6 +10,7 @@ pub mod ai_sanitizer;
 pub mod key_auth;
 pub mod prometheus;
 pub mod rate_limiting;
+pub mod registry;
 pub mod request_transformer;
 pub mod template;
 
@@ -17,34 +18,7 @@ use std::sync::Arc;
 
 use crate::observe::file_log::FileLogSink;
 
-/// Every plugin this gateway serves, by Kong name, with Kong's static PRIORITY (a route's
-/// plugins run highest first; ties in config order): the one place either is written.
-pub const KONG_PLUGINS: [(&str, i32); 15] = [
-    ("ai-proxy", 770),
-    ("ai-proxy-advanced", 770),
-    ("file-log", 9),
-    ("ai-prompt-decorator", 772),
-    ("ai-prompt-guard", 771),
-    ("ai-prompt-length-guard", 771),
-    ("ai-prompt-template", 773),
-    ("ai-rate-limiting-advanced", 905),
-    // After the template and decorator (their text is sanitized too), before ai-proxy.
-    ("ai-sanitizer", 771),
-    ("http-log", 12),
-    ("key-auth", 1250),
-    ("opentelemetry", 14),
-    ("prometheus", 13),
-    ("rate-limiting", 910),
-    ("request-transformer", 801),
-];
-
-/// Kong's PRIORITY of the plugin named `name` (0 for one this gateway does not serve).
-pub fn priority(name: &str) -> i32 {
-    KONG_PLUGINS
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map_or(0, |(_, p)| *p)
-}
+pub use registry::{priority, KONG_PLUGINS};
 
 /// A compiled plugin instance.
 #[derive(Debug)]
