@@ -11,11 +11,11 @@ use tollgate::balancer::health::Breaker;
 use tollgate::balancer::{Balancer, PickCtx, Settings};
 use tollgate::config::plugins::Algorithm;
 use tollgate::config::plugins::{ModelOptions, RouteType};
+use tollgate::gateway::router::{RequestView, RouteSpec, Router};
 use tollgate::llm::body::BodyView;
 use tollgate::llm::openai::{self, Patch};
 use tollgate::llm::stream::{Dialect, SseObserver};
 use tollgate::llm::usage::Usage;
-use tollgate::proxy::router::{RequestView, RouteSpec, Router};
 
 fn main() {
     divan::main();

@@ -5,6 +5,7 @@ pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod llm;
 pub mod net;
 pub mod observe;
@@ -46,7 +47,7 @@ pub async fn run_with(
         tracing::warn!("config: {w}");
     }
     let control = admin::control::Control::new(state, file, admin_token.map(secret::Secret::new));
-    let gw = Arc::new(proxy::Gateway::new(snap));
+    let gw = Arc::new(gateway::Gateway::new(snap));
     let node = Arc::new(admin::Admin { gw, control });
     server::start(node, opts).await.map_err(|e| e.to_string())
 }
@@ -55,8 +56,8 @@ pub async fn run_with(
 /// state Admin API writes edit.
 pub fn load(
     config_text: &str,
-) -> Result<(config::Snapshot, admin::state::State), config::ConfigErrors> {
-    let mut snap = config::load_str(config_text)?;
+) -> Result<(gateway::Snapshot, admin::state::State), config::ConfigErrors> {
+    let mut snap = gateway::load_str(config_text)?;
     let env = |name: &str| std::env::var(name).ok();
     let state = admin::state::State::from_text(config_text, &env)?;
     snap.hash = state.hash();

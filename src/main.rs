@@ -192,7 +192,7 @@ fn main() -> ExitCode {
             .map_err(|e| {
                 config::ConfigErrors::single("", format!("cannot read {}: {e}", file.display()))
             })
-            .and_then(|text| config::validate_str(&text))
+            .and_then(|text| tollgate::gateway::validate_str(&text))
         {
             Ok(snap) => {
                 for w in &snap.warnings {
@@ -403,7 +403,7 @@ fn main() -> ExitCode {
             for w in &snap.warnings {
                 tracing::warn!("config: {w}");
             }
-            let gw = Arc::new(tollgate::proxy::Gateway::new(snap));
+            let gw = Arc::new(tollgate::gateway::Gateway::new(snap));
             let node = Arc::new(tollgate::admin::Admin {
                 gw: gw.clone(),
                 control,

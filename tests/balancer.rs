@@ -379,7 +379,7 @@ async fn balancer_settings_out_of_range_fail_at_load() {
             setting,
             &[target("http://127.0.0.1:9", 100, "delay_ms=0", "")],
         );
-        let e = tollgate::config::load_str(&yaml.replace("{DIR}", "/tmp"))
+        let e = tollgate::gateway::load_str(&yaml.replace("{DIR}", "/tmp"))
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();

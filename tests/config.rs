@@ -5,7 +5,8 @@
 
 use std::process::Command;
 
-use tollgate::config::{self, ConfigErrors, Snapshot};
+use tollgate::config::{self, ConfigErrors};
+use tollgate::gateway::Snapshot;
 use tollgate::plugins::registry::PluginConfig;
 use tollgate::plugins::Plugin;
 
@@ -297,7 +298,7 @@ services:
     }
 }
 
-fn secret_of(s: &config::Snapshot, i: usize) -> Result<http::HeaderValue, String> {
+fn secret_of(s: &Snapshot, i: usize) -> Result<http::HeaderValue, String> {
     match &s.plugins[i].plugin {
         Plugin::AiProxy(ai) => ai.targets[0].auth.header.as_ref().unwrap().1.value(),
         _ => panic!(),
@@ -393,7 +394,7 @@ fn unsupported_features_fail_clearly() {
 
 #[test]
 fn the_embedded_default_loads() {
-    let s = config::load_str(config::EMBEDDED_DEFAULT).unwrap();
+    let s = tollgate::gateway::load_str(config::EMBEDDED_DEFAULT).unwrap();
     assert!(s
         .routes
         .iter()

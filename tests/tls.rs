@@ -127,20 +127,20 @@ async fn upstream_certificates_are_verified_unless_a_service_says_otherwise() {
 async fn bad_tls_settings_fail_at_load_naming_the_field() {
     let up = tls_upstream().await;
     let base = config(&up);
-    let e = tollgate::config::load_str(
+    let e = tollgate::gateway::load_str(
         &base.replace("-----BEGIN CERTIFICATE-----", "-----BEGIN NONSENSE-----"),
     )
     .unwrap_err()
     .to_string();
     assert!(e.contains("ca_certificates[0].cert"), "{e}");
-    let e = tollgate::config::load_str(&base.replace(
+    let e = tollgate::gateway::load_str(&base.replace(
         "ca_certificates: [8d0f1b6e-6f2f-4a53-9d3c-6a1f7d3c2b10]",
         "ca_certificates: [00000000-0000-4000-8000-000000000000]",
     ))
     .unwrap_err()
     .to_string();
     assert!(e.contains("services[1].ca_certificates[0]"), "{e}");
-    let e = tollgate::config::load_str(
+    let e = tollgate::gateway::load_str(
         &base.replace("    tls_verify: false\n", "    tls_verify_depth: 2\n"),
     )
     .unwrap_err()
@@ -295,13 +295,13 @@ async fn the_tls_listener_presents_certificates_by_sni() {
     );
 
     // Bad entries are named at load.
-    let e = tollgate::config::load_str(
+    let e = tollgate::gateway::load_str(
         &yaml.replace("certificate: {id: 7a0b", "certificate: {id: 0a0b"),
     )
     .unwrap_err()
     .to_string();
     assert!(e.contains("snis[0].certificate"), "{e}");
-    let e = tollgate::config::load_str(
+    let e = tollgate::gateway::load_str(
         &yaml.replace("snis: [api.example.test]", "snis: [\"a.*.test\"]"),
     )
     .unwrap_err()

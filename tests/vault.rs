@@ -215,14 +215,14 @@ impl Gateway {
             .collect();
         let lookup = move |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         let raw = tollgate::config::parse_document(&text, &lookup).unwrap();
-        let snap = tollgate::config::Snapshot::compile(raw, &lookup).unwrap();
+        let snap = tollgate::gateway::Snapshot::compile(raw, &lookup).unwrap();
         let warnings: Vec<String> = snap.warnings.iter().map(|w| w.to_string()).collect();
         for w in &warnings {
             tracing::warn!("config: {w}");
         }
         let gw = tollgate::server::start(
             Arc::new(tollgate::admin::Admin {
-                gw: Arc::new(tollgate::proxy::Gateway::new(snap)),
+                gw: Arc::new(tollgate::gateway::Gateway::new(snap)),
                 control: Default::default(),
             }),
             ServeOptions {
@@ -553,7 +553,7 @@ async fn config_errors_name_the_field() {
         &[("a", "{vault://hv/openai/key}")],
     );
     let raw = tollgate::config::parse_document(&yaml, &|_| None).unwrap();
-    let e = tollgate::config::Snapshot::compile(raw, &|_| None)
+    let e = tollgate::gateway::Snapshot::compile(raw, &|_| None)
         .err()
         .unwrap()
         .to_string();
@@ -565,7 +565,7 @@ async fn config_errors_name_the_field() {
     // A token in the reference would show in every message about it: refused.
     let yaml = config("", &[("a", "{vault://hcv/openai/key?token=hvs.x}")]);
     let raw = tollgate::config::parse_document(&yaml, &|_| None).unwrap();
-    let e = tollgate::config::Snapshot::compile(raw, &|_| None)
+    let e = tollgate::gateway::Snapshot::compile(raw, &|_| None)
         .err()
         .unwrap()
         .to_string();

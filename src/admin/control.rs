@@ -16,8 +16,9 @@ use tokio::sync::Mutex as AsyncMutex;
 
 use crate::admin::errors::AdminError;
 use crate::admin::state::{Kind, State};
-use crate::config::{ConfigErrors, ConfigIssue, Snapshot};
-use crate::proxy::Gateway;
+use crate::config::{ConfigErrors, ConfigIssue};
+use crate::gateway::Gateway;
+use crate::gateway::Snapshot;
 use crate::secret::Secret;
 
 /// The Admin API's write side.

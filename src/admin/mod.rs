@@ -22,9 +22,9 @@ use serde_json::{json, Value};
 use self::errors::AdminError;
 use self::state::Kind;
 
-use crate::config::Snapshot;
+use crate::gateway::Gateway;
+use crate::gateway::Snapshot;
 use crate::plugins::Plugin;
-use crate::proxy::Gateway;
 
 type Resp = Response<Full<Bytes>>;
 
@@ -427,7 +427,7 @@ fn tags_of(v: &Value) -> Option<Vec<String>> {
 /// `GET /config` from the declarative state (secrets redacted).
 fn config_of(st: &state::State) -> Resp {
     let mut doc = st.document();
-    crate::config::snapshot::redact_secrets(&mut doc);
+    crate::gateway::snapshot::redact_secrets(&mut doc);
     write::redact_vaults(&mut doc);
     match serde_norway::to_string(&doc) {
         Ok(y) => reply(StatusCode::OK, json!({"config": y})),

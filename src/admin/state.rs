@@ -8,8 +8,8 @@
 
 use serde_json::{json, Map, Value};
 
-use crate::config::snapshot::Snapshot;
 use crate::config::{self, env, ids, ConfigErrors};
+use crate::gateway::snapshot::Snapshot;
 
 /// The entity collections the Admin API writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,7 +220,7 @@ impl State {
         if kind == Kind::KeyauthCredentials {
             // By id, or by the key itself (stored as its digest).
             let hash =
-                crate::config::snapshot::key_hash_text(&crate::config::snapshot::key_digest(key));
+                crate::gateway::snapshot::key_hash_text(&crate::gateway::snapshot::key_digest(key));
             return list.iter().position(|e| {
                 e.get("id").and_then(Value::as_str) == Some(key)
                     || e.get("key_hash").and_then(Value::as_str) == Some(hash.as_str())
@@ -599,11 +599,11 @@ pub fn flatten(doc: &Value) -> Result<Map<String, Value>, ConfigErrors> {
     for k in &mut f.creds {
         let plain = k.get("key").and_then(Value::as_str).map(str::to_string);
         if let Some(key) = plain.filter(|p| !p.contains("${{")) {
-            let d = crate::config::snapshot::key_digest(&key);
+            let d = crate::gateway::snapshot::key_digest(&key);
             k.remove("key");
             k.insert(
                 "key_hash".into(),
-                Value::String(crate::config::snapshot::key_hash_text(&d)),
+                Value::String(crate::gateway::snapshot::key_hash_text(&d)),
             );
         }
         if !k.get("id").is_some_and(Value::is_string) {
@@ -782,7 +782,7 @@ plugins:
     #[test]
     fn the_flat_form_compiles_to_the_same_entities_and_ids() {
         let env = |_: &str| None;
-        let original = config::load_str(NESTED).unwrap();
+        let original = crate::gateway::load_str(NESTED).unwrap();
         let state = State::from_text(NESTED, &env).unwrap();
         let flat = state.compile(&env).unwrap();
         assert_eq!(ids(&original), ids(&flat));
@@ -799,7 +799,10 @@ plugins:
         let text = serde_norway::to_string(&state.document()).unwrap();
         let again = State::from_text(&text, &env).unwrap();
         assert_eq!(again.hash(), state.hash());
-        assert_eq!(ids(&config::load_str(&text).unwrap()), ids(&original));
+        assert_eq!(
+            ids(&crate::gateway::load_str(&text).unwrap()),
+            ids(&original)
+        );
     }
 
     #[test]

@@ -12,8 +12,9 @@ use crate::admin::Admin;
 use crate::config::raw::{
     RawConsumer, RawConsumerGroup, RawPlugin, RawRoute, RawService, RawVault,
 };
-use crate::config::snapshot::redact_secrets;
-use crate::config::{tidy_serde_message, Snapshot};
+use crate::config::tidy_serde_message;
+use crate::gateway::snapshot::redact_secrets;
+use crate::gateway::Snapshot;
 
 /// A write's answer: status and body (None: no body, e.g. 204).
 pub type Answer = Result<(StatusCode, Option<Value>), AdminError>;
@@ -262,10 +263,10 @@ async fn save(
                 )]))
             }
         };
-        let d = crate::config::snapshot::key_digest(&key);
+        let d = crate::gateway::snapshot::key_digest(&key);
         entity.insert(
             "key_hash".into(),
-            Value::String(crate::config::snapshot::key_hash_text(&d)),
+            Value::String(crate::gateway::snapshot::key_hash_text(&d)),
         );
         new_key = Some(key);
     }
@@ -350,7 +351,7 @@ fn plain_secrets(v: &Value) -> Vec<String> {
         }
     }
     let mut redacted = v.clone();
-    crate::config::snapshot::redact_secrets(&mut redacted);
+    crate::gateway::snapshot::redact_secrets(&mut redacted);
     let mut out = Vec::new();
     walk(v, &redacted, "", &mut out);
     out

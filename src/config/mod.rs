@@ -1,5 +1,6 @@
-//! Loading Kong's declarative config: text → decK templates → raw document → typed,
-//! validated, compiled [`Snapshot`].
+//! Kong's declarative config as data: text → decK templates → raw document (typed, every
+//! error with its field path), vault references and ids. Compiling it into a running
+//! snapshot is `gateway::`'s job.
 
 pub mod collect;
 pub mod env;
@@ -7,12 +8,9 @@ pub mod hcv;
 pub mod ids;
 pub mod plugins;
 pub mod raw;
-pub mod snapshot;
 pub mod vault;
 
 use std::fmt;
-
-pub use snapshot::Snapshot;
 
 /// One problem in a config, with the path of the field it is about.
 #[derive(Debug, Clone, PartialEq)]
@@ -93,7 +91,7 @@ pub fn typed_document(value: serde_json::Value) -> Result<raw::RawConfig, Config
 }
 
 /// The document's typing errors, and the document typed without the values in error.
-fn typed_partial(value: &serde_json::Value) -> (Option<raw::RawConfig>, ConfigErrors) {
+pub fn typed_partial(value: &serde_json::Value) -> (Option<raw::RawConfig>, ConfigErrors) {
     let (raw, errors) = collect::deserialize_partial::<raw::RawConfig>(value);
     let errors = errors
         .into_iter()
@@ -108,68 +106,12 @@ fn typed_partial(value: &serde_json::Value) -> (Option<raw::RawConfig>, ConfigEr
     (raw, ConfigErrors(errors))
 }
 
-/// Like [`load_str`], stricter, for `tollgate validate`: a vault reference naming a vault
-/// that is neither built in nor declared is an error (at load it is a warning and a 500 on
-/// the requests that need it).
-pub fn validate_str(text: &str) -> Result<Snapshot, ConfigErrors> {
-    let env = |name: &str| std::env::var(name).ok();
-    let value = parse_value(text, &env)?;
-    let mut errors = collect::unknown_vault_prefixes(&value);
-    let (raw, typing) = typed_partial(&value);
-    // The rest of the document is still compiled, so its errors show in the same run;
-    // those about an object that lost a value to a typing error are left out (they may
-    // only follow from the removal).
-    let compiled = raw.map(|raw| Snapshot::compile(raw, &env));
-    let lost = |path: &str| {
-        typing.0.iter().any(|t| {
-            t.path == path
-                || t.path.starts_with(&format!("{path}."))
-                || t.path.starts_with(&format!("{path}["))
-        })
-    };
-    let snap = match compiled {
-        Some(Ok(snap)) => Some(snap),
-        Some(Err(e)) => {
-            errors.extend(e.0.into_iter().filter(|c| !lost(&c.path)));
-            None
-        }
-        None => None,
-    };
-    let mut all = typing.0;
-    for e in errors {
-        if !all
-            .iter()
-            .any(|x| x.path == e.path && x.message == e.message)
-        {
-            all.push(e);
-        }
-    }
-    match snap {
-        Some(snap) if all.is_empty() => Ok(snap),
-        _ => Err(ConfigErrors(all)),
-    }
-}
-
 /// Parses YAML or JSON text (after decK substitution) into the raw document.
 pub fn parse_document(
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<raw::RawConfig, ConfigErrors> {
     typed_document(parse_value(text, env)?)
-}
-
-/// Loads and compiles config text using the process environment.
-pub fn load_str(text: &str) -> Result<Snapshot, ConfigErrors> {
-    let env = |name: &str| std::env::var(name).ok();
-    let raw = parse_document(text, &env)?;
-    Snapshot::compile(raw, &env)
-}
-
-/// Loads and compiles a config file.
-pub fn load_file(path: &std::path::Path) -> Result<Snapshot, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors::single("", format!("cannot read {}: {e}", path.display())))?;
-    load_str(&text)
 }
 
 /// The config used when `tollgate serve` is given no `--config` (documented in README.md).

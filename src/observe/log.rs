@@ -10,7 +10,7 @@ pub use super::captured::HeaderCopy;
 use super::captured::{Headers, RequestCopy};
 use super::json_out::Out;
 
-use crate::config::Snapshot;
+use crate::gateway::Snapshot;
 use crate::llm::target::{Target, TargetSet};
 use crate::llm::usage::Usage;
 

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::config::plugins::nullable;
-use crate::config::Snapshot;
+use crate::gateway::Snapshot;
 use crate::observe::log::RequestLog;
 
 /// `opentelemetry` config (Kong's fields; traces only).

@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::config::snapshot::{key_digest, Snapshot};
+use crate::gateway::snapshot::{key_digest, Snapshot};
 use crate::plugins::request_transformer::UpstreamRequest;
 
 /// `key-auth` config (Kong's fields).

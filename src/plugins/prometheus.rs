@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::config::plugins::nullable;
-use crate::config::Snapshot;
+use crate::gateway::Snapshot;
 use crate::observe::log::RequestLog;
 use std::collections::HashMap;
 use std::hash::BuildHasher;

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use http::{header, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use crate::config::Snapshot;
 use crate::error::GatewayError;
+use crate::gateway::Snapshot;
 use crate::llm::body::NotAnObject;
 use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::ai_rate_limiting::{self, Amounts, Charge, Estimate, Facts};
@@ -21,7 +21,7 @@ use crate::plugins::Plugin;
 use crate::quota::{Mode, Outcome, StoreError};
 use crate::rt::clock::millis_since_epoch;
 
-use super::Gateway;
+use crate::gateway::Gateway;
 
 /// Response headers plugins add for the client (on success and on refusal).
 pub type Headers = Vec<(HeaderName, HeaderValue)>;

@@ -3,11 +3,9 @@
 
 pub mod access;
 pub mod body;
-pub mod conversations;
 pub mod response;
 pub mod restore;
 pub mod retry;
-pub mod router;
 pub mod websocket;
 pub mod ws_relay;
 
@@ -17,15 +15,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::config::plugins::{LlmFormat, RouteType};
-use crate::config::snapshot::Route;
-use crate::config::Snapshot;
 use crate::error::{self, ErrorShape, GatewayError};
+use crate::gateway::router::RequestView;
+use crate::gateway::snapshot::Route;
+use crate::gateway::Snapshot;
+use crate::gateway::{Gateway, DEFAULT_BODY_LIMIT};
 use crate::llm::body::BodyView;
 use crate::llm::responses;
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
@@ -33,129 +32,15 @@ use crate::llm::target::Target;
 use crate::llm::Wire;
 use crate::llm::{self, openai};
 use crate::net::body::read_buffered;
-use crate::net::upstream::{self, FailureKind, Upstreams};
+use crate::net::upstream::{self, FailureKind};
 use crate::net::upstream_tls;
 use crate::observe::log::{AiLog, HeaderCopy, RequestLog, Try};
 use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::request_transformer::{self, UpstreamRequest};
 use crate::plugins::template::TemplateSources;
 use crate::plugins::{key_auth, Plugin};
-use crate::proxy::conversations::Conversations;
 use crate::proxy::response::{Feedback, Finish, ProxyBody};
-use crate::proxy::router::RequestView;
 use crate::rt::clock::millis_since_epoch;
-
-/// Body limit for routes without ai-proxy that still need the body (request-transformer,
-/// plain proxying; Kong buffers request bodies by default too).
-pub const DEFAULT_BODY_LIMIT: u64 = 16 << 20;
-
-/// Kong's `client_body_timeout` default: the longest wait between two body reads.
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Connection and request counters for `/status`.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub accepted: AtomicU64,
-    pub active: AtomicU64,
-    pub total_requests: AtomicU64,
-    /// Requests a quota refused.
-    pub quota_rejections: AtomicU64,
-    /// Times the quota counter store (Redis) could not be used.
-    pub quota_store_errors: AtomicU64,
-    /// Connections closed before a complete request head (or TLS handshake) in time.
-    pub header_timeouts: AtomicU64,
-    /// Request bodies cut for stalling between two reads (408).
-    pub body_timeouts: AtomicU64,
-    /// Connections closed after idling past the keep-alive timeout.
-    pub idle_timeouts: AtomicU64,
-    /// Idle connections closed to make room at the connection cap.
-    pub evicted: AtomicU64,
-    /// New connections refused at the cap (every open one had a request in flight).
-    pub refused: AtomicU64,
-}
-
-/// The outcome of the last config reload (`--watch`, SIGHUP), for `/status` and metrics.
-#[derive(Debug, Default)]
-pub struct ReloadStatus {
-    /// Reloads that failed since start.
-    pub failures: AtomicU64,
-    /// The last attempt, if any.
-    pub last: std::sync::Mutex<Option<LastReload>>,
-}
-
-/// One reload attempt.
-#[derive(Debug, Clone)]
-pub struct LastReload {
-    /// When, in ms since the Unix epoch.
-    pub at_ms: u64,
-    /// The file read.
-    pub file: String,
-    /// Why it failed (the config errors as logged: field paths and messages, never
-    /// values of secrets); empty when it succeeded.
-    pub errors: Vec<String>,
-}
-
-impl ReloadStatus {
-    /// Records an attempt; `errors` empty = it succeeded.
-    pub fn record(&self, file: &str, errors: Vec<String>) {
-        if !errors.is_empty() {
-            self.failures.fetch_add(1, Ordering::Relaxed);
-        }
-        let last = LastReload {
-            at_ms: millis_since_epoch(),
-            file: file.to_string(),
-            errors,
-        };
-        match self.last.lock() {
-            Ok(mut g) => *g = Some(last),
-            Err(p) => *p.into_inner() = Some(last),
-        }
-    }
-
-    /// The last attempt.
-    pub fn last(&self) -> Option<LastReload> {
-        match self.last.lock() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-}
-
-/// Shared state of a running gateway.
-pub struct Gateway {
-    /// The running config; shared with the TLS listener's certificate resolver.
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
-    pub upstreams: Upstreams,
-    pub stats: Stats,
-    pub node_id: String,
-    /// Conversations behind `previous_response_id` on bridged Responses routes.
-    pub conversations: Arc<Conversations>,
-    /// This node's quota counters (`policy: local`); they outlive config reloads.
-    pub quota: Arc<crate::quota::local::Local>,
-    /// Usage analytics (set once at start; none = off).
-    pub analytics: std::sync::OnceLock<Arc<crate::observe::analytics::Analytics>>,
-    /// Longest wait between two reads of a request body, in ms (`--client-body-timeout`).
-    pub body_timeout_ms: AtomicU64,
-    /// How the last config reload went.
-    pub reload: ReloadStatus,
-}
-
-impl Gateway {
-    /// A gateway serving `snapshot`.
-    pub fn new(snapshot: Snapshot) -> Self {
-        Gateway {
-            snapshot: Arc::new(ArcSwap::from_pointee(snapshot)),
-            upstreams: Upstreams::new(),
-            stats: Stats::default(),
-            node_id: uuid::Uuid::new_v4().to_string(),
-            conversations: Arc::new(Conversations::default()),
-            quota: Arc::default(),
-            analytics: std::sync::OnceLock::new(),
-            body_timeout_ms: AtomicU64::new(DEFAULT_BODY_TIMEOUT.as_millis() as u64),
-            reload: ReloadStatus::default(),
-        }
-    }
-}
 
 /// What X-Forwarded-* headers say about the client connection.
 pub struct Forwarded<'a> {
@@ -562,7 +447,7 @@ pub async fn handle_request(
                                 .flatten()
                                 .filter_map(|g| snap.groups.get(*g).map(|(id, _)| id.as_str()))
                                 .collect();
-                            let chain = crate::config::snapshot::resolve_chain(
+                            let chain = crate::gateway::snapshot::resolve_chain(
                                 &snap.plugins,
                                 Some(m.route),
                                 route.service,
@@ -1449,7 +1334,7 @@ fn bridged_answer(
 #[allow(clippy::too_many_arguments)]
 async fn proxy_plain(
     gw: &Gateway,
-    service: &crate::config::snapshot::Service,
+    service: &crate::gateway::snapshot::Service,
     route: &Route,
     up: &UpstreamRequest,
     raw_query: Option<&str>,

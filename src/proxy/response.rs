@@ -12,7 +12,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::Sleep;
 
-use crate::config::Snapshot;
+use crate::gateway::Snapshot;
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
 use crate::llm::usage::Usage;
 use crate::net::upstream::Conn;

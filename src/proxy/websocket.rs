@@ -30,9 +30,9 @@ use tokio_tungstenite::WebSocketStream;
 use super::body::ClientBody;
 use super::response::ProxyBody;
 use super::ws_relay::{self, Client, RelayRoute};
-use super::Gateway;
 use crate::config::plugins::{LlmFormat, RouteType, StreamingMode};
 use crate::error::GatewayError;
+use crate::gateway::Gateway;
 use crate::llm::sse::Framer;
 use crate::plugins::ai_proxy::AiProxy;
 

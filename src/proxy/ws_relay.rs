@@ -22,7 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::websocket::{check_frame, error_frame, too_large};
 use crate::config::plugins::ParamLocation;
-use crate::config::Snapshot;
+use crate::gateway::Snapshot;
 use crate::llm::target::Target;
 use crate::llm::usage::Usage;
 use crate::net::upstream_tls::{self, Trust};

@@ -20,7 +20,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
-use crate::proxy::Gateway;
+use crate::gateway::Gateway;
 
 /// Where to listen.
 #[derive(Clone)]
@@ -482,7 +482,7 @@ async fn drive<I, S, B>(
 /// Writes out what every log sink still holds (shutdown): file-log's pending lines, then
 /// the analytics and http-log queues, which hold the last moments' records: written,
 /// delivered or spilled before the process exits, not lost with it (up to 5 s each).
-fn flush_sinks(gateway: &crate::proxy::Gateway) {
+fn flush_sinks(gateway: &crate::gateway::Gateway) {
     let limit = std::time::Duration::from_secs(5);
     crate::observe::file_log::FileLogSink::flush_all();
     if let Some(a) = gateway.analytics.get() {

@@ -96,7 +96,7 @@ pub fn watch(
 }
 
 /// The running config, whose `certificates`/`snis` pick the certificate per server name.
-pub type Snapshots = Arc<ArcSwap<crate::config::Snapshot>>;
+pub type Snapshots = Arc<ArcSwap<crate::gateway::Snapshot>>;
 
 /// Builds the acceptor; errors name the file that could not be used. With `snapshots`,
 /// a server name the running config has a certificate for gets that one.

@@ -323,7 +323,7 @@ async fn anthropic_native_clients_pass_through_with_usage_logged() {
             "            config:\n              route_type",
             "            config:\n              llm_format: anthropic\n              route_type",
         );
-    let e = tollgate::config::load_str(&bad.replace("{MOCK}", "http://127.0.0.1:9"))
+    let e = tollgate::gateway::load_str(&bad.replace("{MOCK}", "http://127.0.0.1:9"))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();

@@ -479,7 +479,7 @@ fn load_with_env(yaml: &str, vars: &[(&str, &str)]) -> Result<(), String> {
     };
     let yaml = yaml.replace("{MOCK}", "http://127.0.0.1:9");
     let raw = tollgate::config::parse_document(&yaml, &env).map_err(|e| e.to_string())?;
-    tollgate::config::snapshot::Snapshot::compile(raw, &env)
+    tollgate::gateway::snapshot::Snapshot::compile(raw, &env)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
@@ -550,7 +550,7 @@ fn bedrock_config_errors_name_the_field() {
     let direct = base
         .replace("                  upstream_url: \"{MOCK}\"\n", "")
         .replace("{MOCK}", "http://127.0.0.1:9");
-    let snap = tollgate::config::load_str(&direct).unwrap();
+    let snap = tollgate::gateway::load_str(&direct).unwrap();
     let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
         panic!("ai-proxy")
     };

@@ -83,7 +83,7 @@ pub fn streamed_call(chunks: &[Value]) -> (String, Value) {
 
 /// The error loading `yaml` gives (empty if it loads), with `{MOCK}` as a dead address.
 pub fn load_error(yaml: &str) -> String {
-    tollgate::config::load_str(&yaml.replace("{MOCK}", "http://127.0.0.1:9"))
+    tollgate::gateway::load_str(&yaml.replace("{MOCK}", "http://127.0.0.1:9"))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default()

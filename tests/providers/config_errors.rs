@@ -6,7 +6,7 @@ use crate::common::{load_error, routes};
 #[tokio::test]
 async fn provider_config_errors_name_the_field() {
     let no_version = ANTHROPIC.replace("anthropic_version: \"2023-06-01\"", "max_tokens: 1");
-    let e = tollgate::config::load_str(&no_version.replace("{MOCK}", "http://127.0.0.1:9"))
+    let e = tollgate::gateway::load_str(&no_version.replace("{MOCK}", "http://127.0.0.1:9"))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -15,7 +15,7 @@ async fn provider_config_errors_name_the_field() {
         "{e}"
     );
     let embeddings = ANTHROPIC.replace("llm/v1/chat", "llm/v1/embeddings");
-    let e = tollgate::config::load_str(&embeddings.replace("{MOCK}", "http://127.0.0.1:9"))
+    let e = tollgate::gateway::load_str(&embeddings.replace("{MOCK}", "http://127.0.0.1:9"))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -23,7 +23,7 @@ async fn provider_config_errors_name_the_field() {
     let mistral = ANTHROPIC
         .replace("provider: anthropic", "provider: mistral")
         .replace("anthropic_version: \"2023-06-01\"", "top_k: 1");
-    let e = tollgate::config::load_str(&mistral.replace("{MOCK}", "http://127.0.0.1:9"))
+    let e = tollgate::gateway::load_str(&mistral.replace("{MOCK}", "http://127.0.0.1:9"))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -73,7 +73,7 @@ async fn new_provider_config_errors_name_the_field() {
     }
     // Cohere needs nothing but a key: its endpoint is the default.
     let snap =
-        tollgate::config::load_str(&one("{provider: cohere, name: m}", "llm/v1/chat")).unwrap();
+        tollgate::gateway::load_str(&one("{provider: cohere, name: m}", "llm/v1/chat")).unwrap();
     let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
         panic!("ai-proxy")
     };

@@ -455,7 +455,7 @@ async fn gemini_native_clients_pass_through_with_usage_logged() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert_eq!(h.mock.requests().len(), 2);
 
-    let e = tollgate::config::load_str(
+    let e = tollgate::gateway::load_str(
         &yaml
             .replace("provider: gemini", "provider: openai")
             .replace("{MOCK}", "http://127.0.0.1:9"),
@@ -569,7 +569,7 @@ async fn vertex_fetches_one_service_account_token_for_many_requests() {
 #[tokio::test]
 async fn gemini_config_errors_name_the_field() {
     let load = |yaml: &str| {
-        tollgate::config::load_str(&yaml.replace("{MOCK}", "http://127.0.0.1:9"))
+        tollgate::gateway::load_str(&yaml.replace("{MOCK}", "http://127.0.0.1:9"))
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default()
@@ -610,10 +610,10 @@ async fn gemini_config_errors_name_the_field() {
     let text = from_env.replace("{MOCK}", "http://127.0.0.1:9");
     let env = |k: &str| (k == "GCP_SERVICE_ACCOUNT").then(|| sa.clone());
     let raw = tollgate::config::parse_document(&text, &env).unwrap();
-    assert!(tollgate::config::Snapshot::compile(raw, &env).is_ok());
+    assert!(tollgate::gateway::Snapshot::compile(raw, &env).is_ok());
     let none = |_: &str| None;
     let raw = tollgate::config::parse_document(&text, &none).unwrap();
-    let e = tollgate::config::Snapshot::compile(raw, &none)
+    let e = tollgate::gateway::Snapshot::compile(raw, &none)
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();

@@ -47,13 +47,13 @@ async fn azure_uses_the_deployment_path_and_api_version() {
 
     // Without upstream_url the instance names the host.
     let snap =
-        tollgate::config::load_str(&AZURE.replace(", upstream_url: \"{MOCK}\"", "")).unwrap();
+        tollgate::gateway::load_str(&AZURE.replace(", upstream_url: \"{MOCK}\"", "")).unwrap();
     let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
         panic!("ai-proxy")
     };
     assert_eq!(&*ai.targets[0].upstream.host, "my-inst.openai.azure.com");
     assert_eq!(ai.targets[0].upstream.port, 443);
-    let e = tollgate::config::load_str(&AZURE.replace("azure_instance: my-inst, ", ""))
+    let e = tollgate::gateway::load_str(&AZURE.replace("azure_instance: my-inst, ", ""))
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -251,7 +251,8 @@ async fn huggingface_uses_the_router_chat_api() {
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"]["message"], "mock-llm injected status 503");
 
-    let snap = tollgate::config::load_str(&yaml.replace("upstream_url: \"{MOCK}\", ", "")).unwrap();
+    let snap =
+        tollgate::gateway::load_str(&yaml.replace("upstream_url: \"{MOCK}\", ", "")).unwrap();
     let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
         panic!("ai-proxy")
     };
@@ -300,7 +301,7 @@ async fn dashscope_and_databricks_are_openai_compatible() {
     // Without upstream_url: the region or workspace names the host.
     let direct = |m: &str| {
         let y = routes("{}", &[("x", "llm/v1/chat", m)]);
-        let snap = tollgate::config::load_str(&y.replace("{DIR}", "/tmp")).unwrap();
+        let snap = tollgate::gateway::load_str(&y.replace("{DIR}", "/tmp")).unwrap();
         let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
             panic!("ai-proxy")
         };

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::raw::{EntityRef, RawConfig, RawPlugin, RawRoute, RawService};
-use super::vault::VaultTable;
-use super::{ids, tidy_serde_message, ConfigErrors, ConfigIssue};
+use crate::config::raw::{EntityRef, RawConfig, RawPlugin, RawRoute, RawService};
+use crate::config::vault::{self, VaultTable};
+use crate::config::{ids, tidy_serde_message, ConfigErrors, ConfigIssue};
+use crate::gateway::router::{RouteSpec, Router};
 use crate::plugins::registry::{self, PluginConfig};
 use crate::plugins::Plugin;
-use crate::proxy::router::{RouteSpec, Router};
 
 /// A compiled service.
 #[derive(Debug, Clone)]
@@ -475,7 +475,7 @@ impl Builder<'_> {
                 } else if !pth.starts_with('~') && pth.contains("//") {
                     self.err(at, "must not have empty segments");
                 } else if let Some(re) = pth.strip_prefix('~') {
-                    if let Err(e) = crate::proxy::router::compile_path_regex(re) {
+                    if let Err(e) = crate::gateway::router::compile_path_regex(re) {
                         self.err(at, e.to_string());
                     }
                 }
@@ -1289,7 +1289,7 @@ pub fn redact_secrets(v: &mut Value) {
         Value::Object(m) => {
             let redact = |val: &mut Value| {
                 if let Value::String(s) = val {
-                    if !super::vault::is_reference_form(s) {
+                    if !vault::is_reference_form(s) {
                         *val = Value::String("[REDACTED]".into());
                     }
                 }
