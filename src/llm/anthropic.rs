@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
 use crate::llm::sse;
-use crate::llm::translate;
+use crate::llm::translate::{self as t, bad, field};
 use crate::llm::usage::Usage;
 use crate::llm::{Decoded, Encode, EncodeError};
 
@@ -18,92 +18,38 @@ pub const MESSAGES_PATH: &str = "/v1/messages";
 /// Anthropic requires `max_tokens`; used when neither the request nor the config sets it.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
-fn bad(msg: impl Into<String>) -> EncodeError {
-    EncodeError(msg.into())
-}
-
 /// An OpenAI chat body as a Messages API body.
 pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, EncodeError> {
-    let field = |k: &str| -> Result<Option<Value>, EncodeError> {
-        match body.raw(k) {
-            None => Ok(None),
-            Some(r) => serde_json::from_str::<Value>(r)
-                .map(|v| (!v.is_null()).then_some(v))
-                .map_err(|_| bad(format!("'{k}' is not valid JSON"))),
-        }
-    };
     let mut out = Map::new();
-    let model = match e.model {
-        Some(m) => m.to_string(),
-        None => body.str("model").map(|m| m.into_owned()).ok_or_else(|| {
-            bad("model parameter not found in request, nor in gateway configuration")
-        })?,
-    };
-    out.insert("model".into(), Value::String(model));
+    out.insert("model".into(), Value::String(t::model(body, e)?));
 
-    let messages = field("messages")?.ok_or_else(|| bad("'messages' is required"))?;
-    let Value::Array(messages) = messages else {
-        return Err(bad("'messages' must be an array"));
-    };
-    let (system, turns) = encode_messages(messages)?;
+    let (system, turns) = encode_messages(t::messages(body)?)?;
     if let Some(s) = system {
         out.insert("system".into(), s);
     }
     out.insert("messages".into(), Value::Array(turns));
 
-    let max_tokens = match field("max_completion_tokens")?.or(field("max_tokens")?) {
-        Some(v) => Some(
-            v.as_u64()
-                .ok_or_else(|| bad("'max_tokens' must be a positive integer"))?,
-        ),
-        None => e.options.max_tokens,
-    };
+    let max_tokens = t::max_tokens(body, e)?;
     out.insert(
         "max_tokens".into(),
         json!(max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
     );
-    for (ours, theirs, conf) in [
-        ("temperature", "temperature", e.options.temperature),
-        ("top_p", "top_p", e.options.top_p),
-    ] {
-        match field(ours)? {
-            Some(v) => {
-                out.insert(theirs.into(), v);
-            }
-            None => {
-                if let Some(c) = conf {
-                    out.insert(theirs.into(), json!(c));
-                }
-            }
-        }
-    }
     // `top_k` is Anthropic's own parameter: the client may send it, config fills the gap.
-    match field("top_k")? {
-        Some(v) => {
-            out.insert("top_k".into(), v);
-        }
-        None => {
-            if let Some(k) = e.options.top_k {
-                out.insert("top_k".into(), json!(k));
-            }
-        }
-    }
-    if let Some(stop) = field("stop")? {
-        let seqs = match stop {
-            Value::String(s) => vec![Value::String(s)],
-            Value::Array(a) if a.iter().all(Value::is_string) => a,
-            _ => return Err(bad("'stop' must be a string or an array of strings")),
-        };
-        out.insert("stop_sequences".into(), Value::Array(seqs));
-    }
-    if let Some(n) = field("n")? {
-        if n.as_u64() != Some(1) {
-            return Err(bad(
-                "'n': provider anthropic returns one choice per request; only n=1 is supported",
-            ));
+    let o = e.options;
+    for (k, conf) in [
+        ("temperature", o.temperature.map(|v| json!(v))),
+        ("top_p", o.top_p.map(|v| json!(v))),
+        ("top_k", o.top_k.map(|v| json!(v))),
+    ] {
+        if let Some(v) = t::sampling(body, k, conf)? {
+            out.insert(k.into(), v);
         }
     }
-    if let Some(rf) = field("response_format")? {
+    if let Some(s) = t::stop(body)? {
+        out.insert("stop_sequences".into(), Value::Array(s));
+    }
+    t::only_one_choice(body, "anthropic")?;
+    if let Some(rf) = field(body, "response_format")? {
         let kind = rf.get("type").and_then(Value::as_str).unwrap_or("");
         if kind != "text" {
             return Err(bad(format!(
@@ -111,14 +57,14 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
             )));
         }
     }
-    if let Some(user) = field("user")? {
+    if let Some(user) = field(body, "user")? {
         out.insert("metadata".into(), json!({ "user_id": user }));
     }
-    if let Some(tools) = field("tools")? {
+    if let Some(tools) = field(body, "tools")? {
         out.insert("tools".into(), encode_tools(tools)?);
     }
-    let parallel = field("parallel_tool_calls")?.and_then(|v| v.as_bool());
-    if let Some(tc) = field("tool_choice")? {
+    let parallel = field(body, "parallel_tool_calls")?.and_then(|v| v.as_bool());
+    if let Some(tc) = field(body, "tool_choice")? {
         let mut choice = encode_tool_choice(tc)?;
         if parallel == Some(false) {
             if let Some(o) = choice.as_object_mut() {
@@ -155,7 +101,7 @@ fn encode_messages(messages: Vec<Value>) -> Result<(Option<Value>, Vec<Value>), 
             .to_string();
         let (role, blocks) = match role.as_str() {
             "system" | "developer" => {
-                system.push(text_of(m.get("content"), i)?);
+                system.push(t::text_of(m.get("content"), i, None)?);
                 continue;
             }
             "user" => ("user", content_blocks(m.get("content"), i)?),
@@ -176,7 +122,7 @@ fn encode_messages(messages: Vec<Value>) -> Result<(Option<Value>, Vec<Value>), 
                     .get("tool_call_id")
                     .and_then(Value::as_str)
                     .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))?;
-                let content = text_of(m.get("content"), i)?;
+                let content = t::text_of(m.get("content"), i, None)?;
                 (
                     "user",
                     vec![json!({"type": "tool_result", "tool_use_id": id, "content": content})],
@@ -202,31 +148,6 @@ fn encode_messages(messages: Vec<Value>) -> Result<(Option<Value>, Vec<Value>), 
         .map(|(role, content)| json!({"role": role, "content": content}))
         .collect();
     Ok((system, turns))
-}
-
-/// Text of a string or of an array of text parts.
-fn text_of(content: Option<&Value>, i: usize) -> Result<String, EncodeError> {
-    match content {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => {
-            let mut out = Vec::new();
-            for p in parts {
-                match p.get("text").and_then(Value::as_str) {
-                    Some(t) => out.push(t),
-                    None => {
-                        return Err(bad(format!(
-                            "'messages[{i}].content' may only have text parts here"
-                        )))
-                    }
-                }
-            }
-            Ok(out.join("\n"))
-        }
-        Some(_) => Err(bad(format!(
-            "'messages[{i}].content' must be a string or an array"
-        ))),
-    }
 }
 
 fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, EncodeError> {
@@ -261,7 +182,7 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
                         "'messages[{i}].content[{j}].image_url.url' is required"
                     ))
                 })?;
-            Ok(match translate::data_url(url) {
+            Ok(match t::data_url(url) {
                 Some((media, data)) => {
                     json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
                 }

@@ -11,7 +11,7 @@ use crate::llm::body::BodyView;
 use crate::llm::eventstream::{Decoder, Message};
 use crate::llm::sigv4::UNRESERVED;
 use crate::llm::sse;
-use crate::llm::translate;
+use crate::llm::translate::{self as t, bad, field};
 use crate::llm::usage::Usage;
 use crate::llm::{Asked, Decoded, Encode, EncodeError};
 
@@ -60,10 +60,6 @@ pub fn native_call(path: &str) -> Option<(String, bool)> {
     (plain || model.starts_with("arn:")).then_some((model, stream))
 }
 
-fn bad(msg: impl Into<String>) -> EncodeError {
-    EncodeError(msg.into())
-}
-
 /// Models whose Converse support has no system prompt (AWS's "supported models and model
 /// features" table); Kong refuses these too.
 fn refuses_system(model: &str) -> bool {
@@ -97,27 +93,10 @@ const PASSED_THROUGH: &[&str] = &[
 
 /// An OpenAI chat body as a Converse body (the model and streaming are in the path).
 pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, EncodeError> {
-    let field = |k: &str| -> Result<Option<Value>, EncodeError> {
-        match body.raw(k) {
-            None => Ok(None),
-            Some(r) => serde_json::from_str::<Value>(r)
-                .map(|v| (!v.is_null()).then_some(v))
-                .map_err(|_| bad(format!("'{k}' is not valid JSON"))),
-        }
-    };
-    let model = match e.model {
-        Some(m) => m.to_string(),
-        None => body.str("model").map(|m| m.into_owned()).ok_or_else(|| {
-            bad("model parameter not found in request, nor in gateway configuration")
-        })?,
-    };
+    let model = t::model(body, e)?;
     let mut out = Map::new();
 
-    let messages = field("messages")?.ok_or_else(|| bad("'messages' is required"))?;
-    let Value::Array(messages) = messages else {
-        return Err(bad("'messages' must be an array"));
-    };
-    let conv = encode_messages(messages, &model)?;
+    let conv = encode_messages(t::messages(body)?, &model)?;
     if let Some(i) = conv.first_system {
         if refuses_system(&model) {
             return Err(bad(format!(
@@ -129,21 +108,14 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
     out.insert("messages".into(), Value::Array(conv.turns));
 
     let mut inference = Map::new();
-    let max_tokens = match field("max_completion_tokens")?.or(field("max_tokens")?) {
-        Some(v) => Some(
-            v.as_u64()
-                .ok_or_else(|| bad("'max_tokens' must be a positive integer"))?,
-        ),
-        None => e.options.max_tokens,
-    };
-    if let Some(m) = max_tokens {
+    if let Some(m) = t::max_tokens(body, e)? {
         inference.insert("maxTokens".into(), json!(m));
     }
     for (ours, theirs, conf) in [
         ("temperature", "temperature", e.options.temperature),
         ("top_p", "topP", e.options.top_p),
     ] {
-        match field(ours)? {
+        match field(body, ours)? {
             Some(v) if v.is_number() => {
                 inference.insert(theirs.into(), v);
             }
@@ -155,38 +127,20 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
             }
         }
     }
-    if let Some(stop) = field("stop")? {
-        let seqs = match stop {
-            Value::String(s) => vec![Value::String(s)],
-            Value::Array(a) if a.iter().all(Value::is_string) => a,
-            _ => return Err(bad("'stop' must be a string or an array of strings")),
-        };
-        inference.insert("stopSequences".into(), Value::Array(seqs));
+    if let Some(s) = t::stop(body)? {
+        inference.insert("stopSequences".into(), Value::Array(s));
     }
     if !inference.is_empty() {
         out.insert("inferenceConfig".into(), Value::Object(inference));
     }
 
     let mut extra = Map::new();
-    match field("top_k")? {
-        Some(v) => {
-            extra.insert("top_k".into(), v);
-        }
-        None => {
-            if let Some(k) = e.options.top_k {
-                extra.insert("top_k".into(), json!(k));
-            }
-        }
+    if let Some(k) = t::sampling(body, "top_k", e.options.top_k.map(|k| json!(k)))? {
+        extra.insert("top_k".into(), k);
     }
 
-    if let Some(n) = field("n")? {
-        if n.as_u64() != Some(1) {
-            return Err(bad(
-                "'n': provider bedrock returns one choice per request; only n=1 is supported",
-            ));
-        }
-    }
-    if let Some(rf) = field("response_format")? {
+    t::only_one_choice(body, "bedrock")?;
+    if let Some(rf) = field(body, "response_format")? {
         let kind = rf.get("type").and_then(Value::as_str).unwrap_or("");
         if kind != "text" {
             return Err(bad(format!(
@@ -195,11 +149,11 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
         }
     }
 
-    let tools = match field("tools")? {
+    let tools = match field(body, "tools")? {
         Some(t) => encode_tools(t)?,
         None => Vec::new(),
     };
-    let choice = match field("tool_choice")? {
+    let choice = match field(body, "tool_choice")? {
         None => None,
         Some(Value::String(s)) if s == "none" => {
             if conv.has_tool_blocks {
@@ -228,7 +182,7 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
         }
     }
 
-    if let Some(b) = field("bedrock")? {
+    if let Some(b) = field(body, "bedrock")? {
         let Value::Object(b) = b else {
             return Err(bad("'bedrock' must be an object"));
         };
@@ -290,7 +244,7 @@ fn encode_messages(messages: Vec<Value>, model: &str) -> Result<Conversation, En
         let (role, blocks) = match role {
             "system" | "developer" => {
                 first_system.get_or_insert(i);
-                let text = text_of(m.get("content"), i)?;
+                let text = t::text_of(m.get("content"), i, None)?;
                 if !text.is_empty() {
                     system.push(json!({ "text": text }));
                 }
@@ -312,7 +266,7 @@ fn encode_messages(messages: Vec<Value>, model: &str) -> Result<Conversation, En
                     .get("tool_call_id")
                     .and_then(Value::as_str)
                     .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))?;
-                let text = text_of(m.get("content"), i)?;
+                let text = t::text_of(m.get("content"), i, None)?;
                 // A JSON object result goes as `json` (models see its structure), anything
                 // else as text.
                 let content = match serde_json::from_str::<Value>(&text) {
@@ -349,31 +303,6 @@ fn encode_messages(messages: Vec<Value>, model: &str) -> Result<Conversation, En
             .collect(),
         has_tool_blocks,
     })
-}
-
-/// Text of a string or of an array of text parts.
-fn text_of(content: Option<&Value>, i: usize) -> Result<String, EncodeError> {
-    match content {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => {
-            let mut out = Vec::new();
-            for p in parts {
-                match p.get("text").and_then(Value::as_str) {
-                    Some(t) => out.push(t),
-                    None => {
-                        return Err(bad(format!(
-                            "'messages[{i}].content' may only have text parts here"
-                        )))
-                    }
-                }
-            }
-            Ok(out.join("\n"))
-        }
-        Some(_) => Err(bad(format!(
-            "'messages[{i}].content' must be a string or an array"
-        ))),
-    }
 }
 
 /// Converse refuses blank text blocks, so empty text is left out.
@@ -414,7 +343,7 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Option<Value>, EncodeEr
                 .and_then(|u| u.get("url").or(Some(u)))
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad(format!("'{field}' is required")))?;
-            let Some((media, data)) = translate::data_url(url) else {
+            let Some((media, data)) = t::data_url(url) else {
                 return Err(bad(format!(
                     "'{field}': provider bedrock takes images only as base64 data URLs (the Converse API does not fetch remote images)"
                 )));
@@ -723,7 +652,7 @@ pub fn decode_embeddings(body: &[u8], asked: &Asked<'_>) -> Result<Decoded, Stri
         ..Usage::default()
     };
     let model = asked.model.map(str::to_string);
-    let body = translate::embedding_list(vectors, model.as_deref(), Some(&usage))?;
+    let body = t::embedding_list(vectors, model.as_deref(), Some(&usage))?;
     Ok(Decoded {
         body,
         usage: Some(usage),

@@ -140,14 +140,14 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
     let mut out = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         match t::role(m, i)? {
-            "system" | "developer" => {
-                out.push(json!({"role": "system", "content": t::text_of(m.get("content"), i, P)?}))
-            }
+            "system" | "developer" => out.push(
+                json!({"role": "system", "content": t::text_of(m.get("content"), i, Some(P))?}),
+            ),
             "user" => {
                 out.push(json!({"role": "user", "content": user_content(m.get("content"), i)?}))
             }
             "assistant" => {
-                let text = t::text_of(m.get("content"), i, P)?;
+                let text = t::text_of(m.get("content"), i, Some(P))?;
                 let mut msg = Map::new();
                 msg.insert("role".into(), json!("assistant"));
                 let calls = match m.get("tool_calls").and_then(Value::as_array) {
@@ -188,7 +188,7 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
                     .get("tool_call_id")
                     .and_then(Value::as_str)
                     .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))?;
-                let content = t::text_of(m.get("content"), i, P)?;
+                let content = t::text_of(m.get("content"), i, Some(P))?;
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             }
             other => {
@@ -204,7 +204,7 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
 /// A user turn: a string stays one; parts become Cohere's text / image_url parts.
 fn user_content(content: Option<&Value>, i: usize) -> Result<Value, EncodeError> {
     let Some(Value::Array(parts)) = content else {
-        return Ok(Value::String(t::text_of(content, i, P)?));
+        return Ok(Value::String(t::text_of(content, i, Some(P))?));
     };
     let mut out = Vec::with_capacity(parts.len());
     for (j, p) in parts.iter().enumerate() {

@@ -6,11 +6,8 @@ use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
 use crate::llm::sse;
+use crate::llm::translate::bad;
 use crate::llm::EncodeError;
-
-fn bad(msg: impl Into<String>) -> EncodeError {
-    EncodeError(msg.into())
-}
 
 /// Request fields that mean the same in both APIs.
 const SHARED: &[&str] = &[

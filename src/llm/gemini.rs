@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::config::plugins::RouteType;
 use crate::llm::body::BodyView;
 use crate::llm::sse;
-use crate::llm::translate;
+use crate::llm::translate::{self as t, bad, field};
 use crate::llm::usage::Usage;
 use crate::llm::{Asked, Decoded, Encode, EncodeError};
 
@@ -58,63 +58,24 @@ pub fn path_streams(path: &str) -> bool {
         .is_some_and(|(_, m)| m.starts_with("streamGenerateContent"))
 }
 
-fn bad(msg: impl Into<String>) -> EncodeError {
-    EncodeError(msg.into())
-}
-
-/// A top-level member as a JSON value (absent and `null` alike read as None).
-fn member(body: &BodyView<'_>, k: &str) -> Result<Option<Value>, EncodeError> {
-    match body.raw(k) {
-        None => Ok(None),
-        Some(r) => serde_json::from_str::<Value>(r)
-            .map(|v| (!v.is_null()).then_some(v))
-            .map_err(|_| bad(format!("'{k}' is not valid JSON"))),
-    }
-}
-
-fn model_of(body: &BodyView<'_>, e: &Encode<'_>) -> Result<String, EncodeError> {
-    match e.model {
-        Some(m) => Ok(m.to_string()),
-        None => body.str("model").map(|m| m.into_owned()).ok_or_else(|| {
-            bad("model parameter not found in request, nor in gateway configuration")
-        }),
-    }
-}
-
 /// An OpenAI chat body as a `generateContent` body.
 pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, EncodeError> {
-    let model = model_of(body, e)?;
+    let model = t::model(body, e)?;
     let model = model.strip_prefix("models/").unwrap_or(&model);
     let mut out = Map::new();
 
-    let messages = member(body, "messages")?.ok_or_else(|| bad("'messages' is required"))?;
-    let Value::Array(messages) = messages else {
-        return Err(bad("'messages' must be an array"));
-    };
-    let (system, contents) = encode_messages(&messages, model)?;
+    let (system, contents) = encode_messages(&t::messages(body)?, model)?;
     out.insert("contents".into(), Value::Array(contents));
     if let Some(s) = system {
         out.insert("systemInstruction".into(), json!({"parts": [{"text": s}]}));
     }
 
     let mut gc = Map::new();
-    let max_tokens = match member(body, "max_completion_tokens")?.or(member(body, "max_tokens")?) {
-        Some(v) => Some(
-            v.as_u64()
-                .ok_or_else(|| bad("'max_tokens' must be a positive integer"))?,
-        ),
-        None => e.options.max_tokens,
-    };
-    if let Some(m) = max_tokens {
+    if let Some(m) = t::max_tokens(body, e)? {
         gc.insert("maxOutputTokens".into(), json!(m));
     }
-    if let Some(stop) = member(body, "stop")? {
-        let seqs = match stop {
-            Value::String(s) => vec![Value::String(s)],
-            Value::Array(a) if a.iter().all(Value::is_string) => a,
-            _ => return Err(bad("'stop' must be a string or an array of strings")),
-        };
-        gc.insert("stopSequences".into(), Value::Array(seqs));
+    if let Some(s) = t::stop(body)? {
+        gc.insert("stopSequences".into(), Value::Array(s));
     }
     // Request values win; the config fills the gaps (spec §3.5 step 4).
     for (ours, theirs, conf) in [
@@ -126,7 +87,7 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
         ("top_p", "topP", e.options.top_p.map(|v| json!(v))),
         ("top_k", "topK", e.options.top_k.map(|v| json!(v))),
     ] {
-        if let Some(v) = member(body, ours)?.or(conf) {
+        if let Some(v) = t::sampling(body, ours, conf)? {
             gc.insert(theirs.into(), v);
         }
     }
@@ -135,11 +96,11 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
         ("frequency_penalty", "frequencyPenalty"),
         ("seed", "seed"),
     ] {
-        if let Some(v) = member(body, ours)? {
+        if let Some(v) = field(body, ours)? {
             gc.insert(theirs.into(), v);
         }
     }
-    if let Some(n) = member(body, "n")? {
+    if let Some(n) = field(body, "n")? {
         let n = n
             .as_u64()
             .filter(|n| *n >= 1)
@@ -148,7 +109,7 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
             gc.insert("candidateCount".into(), json!(n));
         }
     }
-    if let Some(rf) = member(body, "response_format")? {
+    if let Some(rf) = field(body, "response_format")? {
         match rf.get("type").and_then(Value::as_str).unwrap_or("") {
             "text" => {}
             "json_object" => {
@@ -175,10 +136,10 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
     if !gc.is_empty() {
         out.insert("generationConfig".into(), Value::Object(gc));
     }
-    if let Some(tools) = member(body, "tools")? {
+    if let Some(tools) = field(body, "tools")? {
         out.insert("tools".into(), encode_tools(tools)?);
     }
-    if let Some(tc) = member(body, "tool_choice")? {
+    if let Some(tc) = field(body, "tool_choice")? {
         out.insert(
             "toolConfig".into(),
             json!({ "functionCallingConfig": encode_tool_choice(&tc)? }),
@@ -214,7 +175,7 @@ fn encode_messages(
                         "'messages[{i}]': provider gemini has no systemInstruction for {model} (gemini-1.0 models); put the instructions in a user message"
                     )));
                 }
-                system.push(text_of(m.get("content"), i)?);
+                system.push(t::text_of(m.get("content"), i, None)?);
                 continue;
             }
             "user" => ("user", content_parts(m.get("content"), i)?),
@@ -244,7 +205,7 @@ fn encode_messages(
                         "'messages[{i}].tool_call_id' '{id}' matches no tool call of an earlier assistant message; provider gemini needs the function's name"
                     ))
                 })?;
-                let text = text_of(m.get("content"), i)?;
+                let text = t::text_of(m.get("content"), i, None)?;
                 // Gemini wants an object; a JSON object result goes as it is.
                 let response = match serde_json::from_str::<Value>(&text) {
                     Ok(v @ Value::Object(_)) => v,
@@ -277,31 +238,6 @@ fn encode_messages(
     Ok((system, turns))
 }
 
-/// Text of a string or of an array of text parts.
-fn text_of(content: Option<&Value>, i: usize) -> Result<String, EncodeError> {
-    match content {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => {
-            let mut out = Vec::new();
-            for p in parts {
-                match p.get("text").and_then(Value::as_str) {
-                    Some(t) => out.push(t),
-                    None => {
-                        return Err(bad(format!(
-                            "'messages[{i}].content' may only have text parts here"
-                        )))
-                    }
-                }
-            }
-            Ok(out.join("\n"))
-        }
-        Some(_) => Err(bad(format!(
-            "'messages[{i}].content' must be a string or an array"
-        ))),
-    }
-}
-
 fn content_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, EncodeError> {
     match content {
         None | Some(Value::Null) => Ok(Vec::new()),
@@ -329,7 +265,7 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
                 .and_then(|u| u.get("url").or(Some(u)))
                 .and_then(Value::as_str)
                 .ok_or_else(|| bad(format!("{} is required", field("image_url.url"))))?;
-            Ok(match translate::data_url(url) {
+            Ok(match t::data_url(url) {
                 Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
                 None => match image_mime(url) {
                     Some(mime) => json!({"fileData": {"mimeType": mime, "fileUri": url}}),
@@ -361,7 +297,7 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
             match f
                 .and_then(|f| f.get("file_data"))
                 .and_then(Value::as_str)
-                .and_then(translate::data_url)
+                .and_then(t::data_url)
             {
                 Some((mime, data)) => Ok(json!({"inlineData": {"mimeType": mime, "data": data}})),
                 None => Err(bad(format!(
@@ -489,9 +425,9 @@ fn encode_tool_choice(tc: &Value) -> Result<Value, EncodeError> {
 
 /// An OpenAI embeddings body as a `batchEmbedContents` body: one request per input text.
 pub fn encode_embeddings(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, EncodeError> {
-    let model = model_of(body, e)?;
+    let model = t::model(body, e)?;
     let model = format!("models/{}", model.strip_prefix("models/").unwrap_or(&model));
-    let texts: Vec<String> = match member(body, "input")? {
+    let texts: Vec<String> = match field(body, "input")? {
         Some(Value::String(s)) => vec![s],
         Some(Value::Array(items)) => items
             .into_iter()
@@ -515,7 +451,7 @@ pub fn encode_embeddings(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>,
             )));
         }
     }
-    let dims = match member(body, "dimensions")? {
+    let dims = match field(body, "dimensions")? {
         Some(d) => Some(
             d.as_u64()
                 .ok_or_else(|| bad("'dimensions' must be a positive integer"))?,

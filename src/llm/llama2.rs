@@ -27,7 +27,7 @@ pub fn prompt(messages: &[Value]) -> Result<String, EncodeError> {
     // (user text, answer) pairs; the last user turn has no answer yet.
     let mut turns: Vec<(String, Option<String>)> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
-        let text = t::text_of(m.get("content"), i, P)?;
+        let text = t::text_of(m.get("content"), i, Some(P))?;
         match t::role(m, i)? {
             "system" | "developer" => system.push(text),
             "user" => match turns.last_mut() {

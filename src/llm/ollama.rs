@@ -116,9 +116,9 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
     for (i, m) in messages.iter().enumerate() {
         let role = t::role(m, i)?;
         match role {
-            "system" | "developer" => {
-                out.push(json!({"role": "system", "content": t::text_of(m.get("content"), i, P)?}))
-            }
+            "system" | "developer" => out.push(
+                json!({"role": "system", "content": t::text_of(m.get("content"), i, Some(P))?}),
+            ),
             "user" => {
                 let (text, images) = user_content(m.get("content"), i)?;
                 let mut msg = json!({"role": "user", "content": text});
@@ -132,7 +132,7 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
                 msg.insert("role".into(), json!("assistant"));
                 msg.insert(
                     "content".into(),
-                    Value::String(t::text_of(m.get("content"), i, P)?),
+                    Value::String(t::text_of(m.get("content"), i, Some(P))?),
                 );
                 if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
                     let mut list = Vec::with_capacity(calls.len());
@@ -151,7 +151,7 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
             "tool" => {
                 let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
                 let mut msg =
-                    json!({"role": "tool", "content": t::text_of(m.get("content"), i, P)?});
+                    json!({"role": "tool", "content": t::text_of(m.get("content"), i, Some(P))?});
                 if let Some((_, name)) = call_names.iter().rev().find(|(c, _)| c == id) {
                     msg["tool_name"] = json!(name);
                 }
@@ -170,7 +170,7 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
 /// A user turn's text and its images (base64, from data URLs: Ollama fetches nothing).
 fn user_content(content: Option<&Value>, i: usize) -> Result<(String, Vec<String>), EncodeError> {
     let Some(Value::Array(parts)) = content else {
-        return Ok((t::text_of(content, i, P)?, Vec::new()));
+        return Ok((t::text_of(content, i, Some(P))?, Vec::new()));
     };
     let mut text = Vec::new();
     let mut images = Vec::new();

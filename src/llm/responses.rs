@@ -9,16 +9,13 @@ use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
 use crate::llm::sse;
+use crate::llm::translate::{bad, field};
 use crate::llm::usage::Usage;
 use crate::llm::EncodeError;
 
 /// The schema given to a free-form (`custom`) tool turned into a function: chat providers
 /// only call functions, so the raw input travels as one string argument.
 const CUSTOM_INPUT: &str = "input";
-
-fn bad(msg: impl Into<String>) -> EncodeError {
-    EncodeError(msg.into())
-}
 
 /// A Responses request as a chat request, with what the answer needs to echo.
 pub struct ChatRequest {
@@ -95,14 +92,6 @@ pub fn to_chat(
     stream: bool,
     created_at: u64,
 ) -> Result<ChatRequest, EncodeError> {
-    let field = |k: &str| -> Result<Option<Value>, EncodeError> {
-        match body.raw(k) {
-            None => Ok(None),
-            Some(r) => serde_json::from_str::<Value>(r)
-                .map(|v| (!v.is_null()).then_some(v))
-                .map_err(|_| bad(format!("'{k}' is not valid JSON"))),
-        }
-    };
     let mut out = Map::new();
     let mut echo = Map::new();
     let model = body.str("model").map(|m| m.into_owned());
@@ -111,7 +100,7 @@ pub fn to_chat(
     }
 
     let mut conversation: Vec<Value> = history.map(<[Value]>::to_vec).unwrap_or_default();
-    match field("input")? {
+    match field(body, "input")? {
         None => {}
         Some(Value::String(s)) => conversation.push(json!({"role": "user", "content": s})),
         Some(Value::Array(items)) => {
@@ -122,7 +111,7 @@ pub fn to_chat(
         Some(_) => return Err(bad("'input' must be a string or an array of items")),
     }
     let mut messages = Vec::with_capacity(conversation.len() + 1);
-    match field("instructions")? {
+    match field(body, "instructions")? {
         None => {}
         Some(Value::String(s)) => {
             messages.push(json!({"role": "system", "content": s}));
@@ -137,7 +126,7 @@ pub fn to_chat(
     out.insert("messages".into(), Value::Array(messages));
 
     let mut custom_tools = Vec::new();
-    if let Some(tools) = field("tools")? {
+    if let Some(tools) = field(body, "tools")? {
         let Value::Array(tools) = &tools else {
             return Err(bad("'tools' must be an array"));
         };
@@ -152,7 +141,7 @@ pub fn to_chat(
         }
         echo.insert("tools".into(), Value::Array(tools.clone()));
     }
-    if let Some(tc) = field("tool_choice")? {
+    if let Some(tc) = field(body, "tool_choice")? {
         let choice = match &tc {
             Value::String(s) if matches!(s.as_str(), "auto" | "none" | "required") => tc.clone(),
             Value::Object(o) => match o.get("type").and_then(Value::as_str) {
@@ -188,12 +177,12 @@ pub fn to_chat(
         ("parallel_tool_calls", "parallel_tool_calls"),
         ("user", "user"),
     ] {
-        if let Some(v) = field(ours)? {
+        if let Some(v) = field(body, ours)? {
             out.insert(theirs.into(), v.clone());
             echo.insert(ours.into(), v);
         }
     }
-    if let Some(text) = field("text")? {
+    if let Some(text) = field(body, "text")? {
         if let Some(format) = text.get("format") {
             if let Some(rf) = response_format(format)? {
                 out.insert("response_format".into(), rf);
@@ -204,7 +193,7 @@ pub fn to_chat(
     if let Some(prev) = body.str("previous_response_id") {
         echo.insert("previous_response_id".into(), json!(prev));
     }
-    if let Some(md) = field("metadata")? {
+    if let Some(md) = field(body, "metadata")? {
         echo.insert("metadata".into(), md);
     }
     let store = body.bool("store") != Some(false);

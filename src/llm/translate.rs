@@ -1,6 +1,6 @@
-//! Pieces shared by the dialects that rebuild OpenAI chat requests and answers (Cohere,
-//! Ollama, Llama-2 raw): reading the client's members, writing OpenAI answers, chunks and
-//! embedding lists.
+//! Pieces shared by the dialects that rebuild OpenAI chat requests and answers: reading the
+//! client's members and tools, writing OpenAI answers, chunks and embedding lists. Their
+//! refusals are written here once, so dialects that share a check share its words.
 
 use serde_json::{json, Map, Value};
 
@@ -50,9 +50,14 @@ pub fn role(m: &Value, i: usize) -> Result<&str, EncodeError> {
         .ok_or_else(|| bad(format!("'messages[{i}].role' is required")))
 }
 
-/// Text of a string content or of an array of text parts (joined with `\n`); other parts
-/// are refused, naming the provider.
-pub fn text_of(content: Option<&Value>, i: usize, provider: &str) -> Result<String, EncodeError> {
+/// Text of a string content or of an array of text parts (joined with `\n`). A refused
+/// part names the provider when one is given; Anthropic, Bedrock and Gemini (which read only
+/// system and tool messages with this) have always answered without the part's type.
+pub fn text_of(
+    content: Option<&Value>,
+    i: usize,
+    provider: Option<&str>,
+) -> Result<String, EncodeError> {
     match content {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
@@ -61,12 +66,7 @@ pub fn text_of(content: Option<&Value>, i: usize, provider: &str) -> Result<Stri
             for (j, p) in parts.iter().enumerate() {
                 match p.get("text").and_then(Value::as_str) {
                     Some(t) => out.push(t),
-                    None => {
-                        let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
-                        return Err(bad(format!(
-                            "'messages[{i}].content[{j}].type' '{kind}' is not supported by provider {provider} here"
-                        )));
-                    }
+                    None => return Err(not_text(p, i, j, provider)),
                 }
             }
             Ok(out.join("\n"))
@@ -74,6 +74,20 @@ pub fn text_of(content: Option<&Value>, i: usize, provider: &str) -> Result<Stri
         Some(_) => Err(bad(format!(
             "'messages[{i}].content' must be a string or an array"
         ))),
+    }
+}
+
+fn not_text(part: &Value, i: usize, j: usize, provider: Option<&str>) -> EncodeError {
+    match provider {
+        Some(provider) => {
+            let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+            bad(format!(
+                "'messages[{i}].content[{j}].type' '{kind}' is not supported by provider {provider} here"
+            ))
+        }
+        None => bad(format!(
+            "'messages[{i}].content' may only have text parts here"
+        )),
     }
 }
 
@@ -365,13 +379,15 @@ mod tests {
     #[test]
     fn text_parts_and_refusals() {
         let v = json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]);
-        assert_eq!(text_of(Some(&v), 0, "p").unwrap(), "a\nb");
+        assert_eq!(text_of(Some(&v), 0, Some("p")).unwrap(), "a\nb");
         let v = json!([{"type": "input_audio"}]);
-        let e = text_of(Some(&v), 3, "prov").err().unwrap().0;
+        let e = text_of(Some(&v), 3, Some("prov")).err().unwrap().0;
         assert!(
             e.contains("'messages[3].content[0].type'") && e.contains("prov"),
             "{e}"
         );
+        let e = text_of(Some(&v), 3, None).err().unwrap().0;
+        assert_eq!(e, "'messages[3].content' may only have text parts here");
         assert_eq!(
             data_url("data:image/png;base64,AAA"),
             Some(("image/png", "AAA"))
