@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
 use crate::llm::sse;
-use crate::llm::translate::{self as t, bad, field};
+use crate::llm::translate::{self as t, bad, field, ToolChoice};
 use crate::llm::usage::Usage;
 use crate::llm::{Decoded, Encode, EncodeError};
 
@@ -61,11 +61,20 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
         out.insert("metadata".into(), json!({ "user_id": user }));
     }
     if let Some(tools) = field(body, "tools")? {
-        out.insert("tools".into(), encode_tools(tools)?);
+        let tools = t::function_tools(&tools, "anthropic")?
+            .into_iter()
+            .map(|f| f.declaration("input_schema", |p| Some(t::schema_or_empty(p))))
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
     }
     let parallel = field(body, "parallel_tool_calls")?.and_then(|v| v.as_bool());
     if let Some(tc) = field(body, "tool_choice")? {
-        let mut choice = encode_tool_choice(tc)?;
+        let mut choice = match t::tool_choice(&tc)? {
+            ToolChoice::Auto => json!({"type": "auto"}),
+            ToolChoice::Required => json!({"type": "any"}),
+            ToolChoice::None => json!({"type": "none"}),
+            ToolChoice::Function(name) => json!({"type": "tool", "name": name}),
+        };
         if parallel == Some(false) {
             if let Some(o) = choice.as_object_mut() {
                 o.insert("disable_parallel_tool_use".into(), Value::Bool(true));
@@ -112,7 +121,10 @@ fn encode_messages(messages: Vec<Value>) -> Result<(Option<Value>, Vec<Value>), 
                 };
                 if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
                     for (j, c) in calls.iter().enumerate() {
-                        blocks.push(tool_use_block(c, i, j)?);
+                        let (id, name, input) = t::tool_use(c, i, j)?;
+                        blocks.push(
+                            json!({"type": "tool_use", "id": id, "name": name, "input": input}),
+                        );
                     }
                 }
                 ("assistant", blocks)
@@ -195,86 +207,6 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
     }
 }
 
-fn tool_use_block(call: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
-    let f = call.get("function");
-    let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
-    let id = call.get("id").and_then(Value::as_str);
-    let (Some(name), Some(id)) = (name, id) else {
-        return Err(bad(format!(
-            "'messages[{i}].tool_calls[{j}]' needs an id and function.name"
-        )));
-    };
-    let args = f
-        .and_then(|f| f.get("arguments"))
-        .and_then(Value::as_str)
-        .unwrap_or("{}");
-    let input: Value = if args.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(args).map_err(|_| {
-            bad(format!(
-                "'messages[{i}].tool_calls[{j}].function.arguments' is not valid JSON"
-            ))
-        })?
-    };
-    Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
-}
-
-fn encode_tools(tools: Value) -> Result<Value, EncodeError> {
-    let Value::Array(tools) = tools else {
-        return Err(bad("'tools' must be an array"));
-    };
-    let mut out = Vec::with_capacity(tools.len());
-    for (i, t) in tools.iter().enumerate() {
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(bad(format!(
-                "'tools[{i}].type': provider anthropic takes function tools only"
-            )));
-        }
-        let f = t.get("function");
-        let name = f
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(format!("'tools[{i}].function.name' is required")))?;
-        let mut tool = Map::new();
-        tool.insert("name".into(), Value::String(name.into()));
-        if let Some(d) = f
-            .and_then(|f| f.get("description"))
-            .filter(|d| !d.is_null())
-        {
-            tool.insert("description".into(), d.clone());
-        }
-        let schema = f
-            .and_then(|f| f.get("parameters"))
-            .filter(|p| !p.is_null())
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        tool.insert("input_schema".into(), schema);
-        out.push(Value::Object(tool));
-    }
-    Ok(Value::Array(out))
-}
-
-fn encode_tool_choice(tc: Value) -> Result<Value, EncodeError> {
-    match &tc {
-        Value::String(s) => match s.as_str() {
-            "auto" => Ok(json!({"type": "auto"})),
-            "required" => Ok(json!({"type": "any"})),
-            "none" => Ok(json!({"type": "none"})),
-            other => Err(bad(format!("'tool_choice' '{other}' is not a valid value"))),
-        },
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("'tool_choice.function.name' is required"))?;
-            Ok(json!({"type": "tool", "name": name}))
-        }
-        _ => Err(bad("'tool_choice' must be a string or an object")),
-    }
-}
-
 /// Anthropic's `stop_reason` as an OpenAI `finish_reason`.
 pub fn finish_reason(stop: &str) -> &str {
     match stop {
@@ -319,15 +251,11 @@ pub fn decode_chat(body: &[u8], created: u64) -> Result<Decoded, String> {
     for block in content {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.extend(block.get("text").and_then(Value::as_str)),
-            Some("tool_use") => calls.push(json!({
-                "id": block.get("id").cloned().unwrap_or(Value::Null),
-                "type": "function",
-                "function": {
-                    "name": block.get("name").cloned().unwrap_or(Value::Null),
-                    "arguments": serde_json::to_string(block.get("input").unwrap_or(&json!({})))
-                        .unwrap_or_else(|_| "{}".into()),
-                },
-            })),
+            Some("tool_use") => calls.push(t::openai_tool_call(
+                block.get("id"),
+                block.get("name"),
+                t::arguments_string(block.get("input")),
+            )),
             _ => {}
         }
     }
@@ -463,8 +391,7 @@ impl StreamMapper {
                         self.tool_index.push((index, ti));
                         let b = block.unwrap_or(&Value::Null);
                         self.chunk(
-                            json!({"tool_calls": [{"index": ti, "id": b.get("id"), "type": "function",
-                                "function": {"name": b.get("name"), "arguments": ""}}]}),
+                            t::tool_call_start(ti, b.get("id"), b.get("name"), ""),
                             None,
                             out,
                         );
@@ -506,11 +433,7 @@ impl StreamMapper {
                         if p.is_empty() {
                             return;
                         }
-                        self.chunk(
-                            json!({"tool_calls": [{"index": ti, "function": {"arguments": p}}]}),
-                            None,
-                            out,
-                        );
+                        self.chunk(t::tool_call_arguments(ti, p), None, out);
                     }
                     _ => {}
                 }

@@ -11,7 +11,7 @@ use crate::llm::body::BodyView;
 use crate::llm::eventstream::{Decoder, Message};
 use crate::llm::sigv4::UNRESERVED;
 use crate::llm::sse;
-use crate::llm::translate::{self as t, bad, field};
+use crate::llm::translate::{self as t, bad, field, ToolChoice};
 use crate::llm::usage::Usage;
 use crate::llm::{Asked, Decoded, Encode, EncodeError};
 
@@ -149,21 +149,31 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
         }
     }
 
-    let tools = match field(body, "tools")? {
-        Some(t) => encode_tools(t)?,
+    let tools: Vec<Value> = match field(body, "tools")? {
+        Some(tools) => t::function_tools(&tools, "bedrock")?
+            .into_iter()
+            .map(|f| {
+                let spec = f.declaration("inputSchema", |p| {
+                    Some(json!({ "json": t::schema_or_empty(p) }))
+                });
+                json!({ "toolSpec": spec })
+            })
+            .collect(),
         None => Vec::new(),
     };
     let choice = match field(body, "tool_choice")? {
         None => None,
-        Some(Value::String(s)) if s == "none" => {
-            if conv.has_tool_blocks {
+        Some(tc) => Some(match t::tool_choice(&tc)? {
+            ToolChoice::None if conv.has_tool_blocks => {
                 return Err(bad(
                     "'tool_choice' 'none' cannot be expressed by provider bedrock once the conversation has tool calls (Converse then requires the tools, and has no 'none' choice)",
                 ));
             }
-            Some(None)
-        }
-        Some(tc) => Some(Some(encode_tool_choice(tc)?)),
+            ToolChoice::None => None,
+            ToolChoice::Auto => Some(json!({"auto": {}})),
+            ToolChoice::Required => Some(json!({"any": {}})),
+            ToolChoice::Function(name) => Some(json!({"tool": {"name": name}})),
+        }),
     };
     match choice {
         Some(None) => {}
@@ -255,7 +265,10 @@ fn encode_messages(messages: Vec<Value>, model: &str) -> Result<Conversation, En
                 let mut blocks = content_blocks(m.get("content"), i)?;
                 if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
                     for (j, c) in calls.iter().enumerate() {
-                        blocks.push(tool_use_block(c, i, j)?);
+                        let (id, name, input) = t::tool_use(c, i, j)?;
+                        blocks.push(
+                            json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}),
+                        );
                         has_tool_blocks = true;
                     }
                 }
@@ -369,85 +382,6 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Option<Value>, EncodeEr
     }
 }
 
-fn tool_use_block(call: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
-    let f = call.get("function");
-    let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
-    let id = call.get("id").and_then(Value::as_str);
-    let (Some(name), Some(id)) = (name, id) else {
-        return Err(bad(format!(
-            "'messages[{i}].tool_calls[{j}]' needs an id and function.name"
-        )));
-    };
-    let args = f
-        .and_then(|f| f.get("arguments"))
-        .and_then(Value::as_str)
-        .unwrap_or("{}");
-    let input: Value = if args.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(args).map_err(|_| {
-            bad(format!(
-                "'messages[{i}].tool_calls[{j}].function.arguments' is not valid JSON"
-            ))
-        })?
-    };
-    Ok(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}))
-}
-
-fn encode_tools(tools: Value) -> Result<Vec<Value>, EncodeError> {
-    let Value::Array(tools) = tools else {
-        return Err(bad("'tools' must be an array"));
-    };
-    let mut out = Vec::with_capacity(tools.len());
-    for (i, t) in tools.iter().enumerate() {
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(bad(format!(
-                "'tools[{i}].type': provider bedrock takes function tools only"
-            )));
-        }
-        let f = t.get("function");
-        let name = f
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(format!("'tools[{i}].function.name' is required")))?;
-        let mut spec = Map::new();
-        spec.insert("name".into(), Value::String(name.into()));
-        if let Some(d) = f
-            .and_then(|f| f.get("description"))
-            .filter(|d| !d.is_null())
-        {
-            spec.insert("description".into(), d.clone());
-        }
-        let schema = f
-            .and_then(|f| f.get("parameters"))
-            .filter(|p| !p.is_null())
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        spec.insert("inputSchema".into(), json!({ "json": schema }));
-        out.push(json!({ "toolSpec": spec }));
-    }
-    Ok(out)
-}
-
-fn encode_tool_choice(tc: Value) -> Result<Value, EncodeError> {
-    match &tc {
-        Value::String(s) => match s.as_str() {
-            "auto" => Ok(json!({"auto": {}})),
-            "required" => Ok(json!({"any": {}})),
-            other => Err(bad(format!("'tool_choice' '{other}' is not a valid value"))),
-        },
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("'tool_choice.function.name' is required"))?;
-            Ok(json!({"tool": {"name": name}}))
-        }
-        _ => Err(bad("'tool_choice' must be a string or an object")),
-    }
-}
-
 /// Converse's `stopReason` as an OpenAI `finish_reason`.
 pub fn finish_reason(stop: &str) -> &'static str {
     match stop {
@@ -496,15 +430,11 @@ pub fn decode_chat(body: &[u8], created: u64, ex: &Asked<'_>) -> Result<Decoded,
         if let Some(t) = block.get("text").and_then(Value::as_str) {
             text.push_str(t);
         } else if let Some(u) = block.get("toolUse") {
-            calls.push(json!({
-                "id": u.get("toolUseId").cloned().unwrap_or(Value::Null),
-                "type": "function",
-                "function": {
-                    "name": u.get("name").cloned().unwrap_or(Value::Null),
-                    "arguments": serde_json::to_string(u.get("input").unwrap_or(&json!({})))
-                        .unwrap_or_else(|_| "{}".into()),
-                },
-            }));
+            calls.push(t::openai_tool_call(
+                u.get("toolUseId"),
+                u.get("name"),
+                t::arguments_string(u.get("input")),
+            ));
         }
     }
     let usage = v.get("usage").and_then(usage);
@@ -850,12 +780,11 @@ impl StreamMapper {
         match m.header_str(":event-type").unwrap_or("") {
             "messageStart" => self.chunk(json!({"role": "assistant", "content": ""}), None, out),
             "contentBlockStart" => {
-                if let Some(t) = v.pointer("/start/toolUse") {
+                if let Some(tu) = v.pointer("/start/toolUse") {
                     let ti = self.tool_index.len() as u64;
                     self.tool_index.push((index, ti));
                     self.chunk(
-                        json!({"tool_calls": [{"index": ti, "id": t.get("toolUseId"), "type": "function",
-                            "function": {"name": t.get("name"), "arguments": ""}}]}),
+                        t::tool_call_start(ti, tu.get("toolUseId"), tu.get("name"), ""),
                         None,
                         out,
                     );
@@ -876,11 +805,7 @@ impl StreamMapper {
                         .find(|(b, _)| *b == index)
                         .map(|(_, t)| *t)
                         .unwrap_or(0);
-                    self.chunk(
-                        json!({"tool_calls": [{"index": ti, "function": {"arguments": p}}]}),
-                        None,
-                        out,
-                    );
+                    self.chunk(t::tool_call_arguments(ti, p), None, out);
                 }
             }
             "messageStop" => {

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
 use crate::llm::sse;
-use crate::llm::translate::{self as t, bad, field, Answer, Chunks};
+use crate::llm::translate::{self as t, bad, field, Answer, Chunks, ToolChoice};
 use crate::llm::usage::Usage;
 use crate::llm::{Decoded, Encode, EncodeError};
 
@@ -65,48 +65,29 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
         Some(tools) => t::function_tools(&tools, P)?,
         None => Vec::new(),
     };
-    match field(body, "tool_choice")? {
-        None => {}
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => {}
-            "none" => {
+    if let Some(tc) = field(body, "tool_choice")? {
+        match t::tool_choice(&tc)? {
+            ToolChoice::Auto => {}
+            ToolChoice::None => {
                 out.insert("tool_choice".into(), json!("NONE"));
             }
-            "required" => {
+            ToolChoice::Required => {
                 out.insert("tool_choice".into(), json!("REQUIRED"));
             }
-            other => return Err(bad(format!("'tool_choice' '{other}' is not a valid value"))),
-        },
-        Some(Value::Object(c)) => {
-            // Cohere can only force "some tool": offering just the named one forces it.
-            let name = c
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("'tool_choice.function.name' is required"))?;
-            tools.retain(|(n, _, _)| n == name);
-            if tools.is_empty() {
-                return Err(bad(format!(
-                    "'tool_choice.function.name' '{name}' is not one of 'tools'"
-                )));
+            ToolChoice::Function(name) => {
+                // Cohere can only force "some tool": offering just the named one forces it.
+                tools.retain(|f| f.name == name);
+                if tools.is_empty() {
+                    return Err(bad(format!(
+                        "'tool_choice.function.name' '{name}' is not one of 'tools'"
+                    )));
+                }
+                out.insert("tool_choice".into(), json!("REQUIRED"));
             }
-            out.insert("tool_choice".into(), json!("REQUIRED"));
         }
-        Some(_) => return Err(bad("'tool_choice' must be a string or an object")),
     }
     if !tools.is_empty() {
-        let tools: Vec<Value> = tools
-            .into_iter()
-            .map(|(name, description, parameters)| {
-                let mut f = Map::new();
-                f.insert("name".into(), Value::String(name));
-                if let Some(d) = description {
-                    f.insert("description".into(), d);
-                }
-                f.insert("parameters".into(), parameters);
-                json!({"type": "function", "function": f})
-            })
-            .collect();
+        let tools = tools.into_iter().map(t::FunctionTool::openai).collect();
         out.insert("tools".into(), Value::Array(tools));
     }
     out.insert("stream".into(), Value::Bool(e.stream));
@@ -167,18 +148,17 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
                 }
                 let mut list = Vec::with_capacity(calls.len());
                 for (j, c) in calls.iter().enumerate() {
-                    let (id, name, args) = t::tool_call(c, i, j)?;
-                    if id.is_empty() {
+                    let call = t::tool_call(c, i, j)?;
+                    let Some(id) = call.id.filter(|id| !id.is_empty()) else {
                         return Err(bad(format!(
                             "'messages[{i}].tool_calls[{j}].id' is required"
                         )));
-                    }
-                    let args = if args.trim().is_empty() {
-                        "{}".to_string()
-                    } else {
-                        args
                     };
-                    list.push(t::openai_tool_call(&id, &name, args));
+                    let args = match call.arguments {
+                        a if a.trim().is_empty() => "{}",
+                        a => a,
+                    };
+                    list.push(t::openai_tool_call(id, call.name, args.to_string()));
                 }
                 msg.insert("tool_calls".into(), Value::Array(list));
                 out.push(Value::Object(msg));
@@ -324,8 +304,8 @@ pub fn decode_chat(body: &[u8], created: u64, model: Option<&str>) -> Result<Dec
             let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
             let args = s(f.and_then(|f| f.get("arguments")));
             t::openai_tool_call(
-                &s(c.get("id")),
-                &s(f.and_then(|f| f.get("name"))),
+                s(c.get("id")),
+                s(f.and_then(|f| f.get("name"))),
                 if args.is_empty() { "{}".into() } else { args },
             )
         })
@@ -547,14 +527,16 @@ impl StreamMapper {
                 let ti = self.tool_index(index, true);
                 let c = msg.and_then(|m| m.get("tool_calls"));
                 let f = c.and_then(|c| c.get("function"));
-                let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
-                self.chunks.delta(
-                    json!({"tool_calls": [{"index": ti, "id": s(c.and_then(|c| c.get("id"))),
-                        "type": "function", "function": {"name": s(f.and_then(|f| f.get("name"))),
-                        "arguments": s(f.and_then(|f| f.get("arguments")))}}]}),
-                    None,
-                    out,
+                fn s(v: Option<&Value>) -> &str {
+                    v.and_then(Value::as_str).unwrap_or("")
+                }
+                let start = t::tool_call_start(
+                    ti,
+                    s(c.and_then(|c| c.get("id"))),
+                    s(f.and_then(|f| f.get("name"))),
+                    s(f.and_then(|f| f.get("arguments"))),
                 );
+                self.chunks.delta(start, None, out);
             }
             "tool-call-delta" => {
                 let ti = self.tool_index(index, false);
@@ -565,11 +547,8 @@ impl StreamMapper {
                     .and_then(Value::as_str)
                     .unwrap_or("");
                 if !args.is_empty() {
-                    self.chunks.delta(
-                        json!({"tool_calls": [{"index": ti, "function": {"arguments": args}}]}),
-                        None,
-                        out,
-                    );
+                    self.chunks
+                        .delta(t::tool_call_arguments(ti, args), None, out);
                 }
             }
             "message-end" => {

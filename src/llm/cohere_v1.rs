@@ -103,12 +103,8 @@ impl StreamMapper {
                         "call_{:016x}",
                         t::fnv(&[self.chunks.id.as_bytes(), &self.tools.to_le_bytes()])
                     );
-                    self.chunks.delta(
-                        json!({"tool_calls": [{"index": self.tools, "id": id, "type": "function",
-                            "function": {"name": name, "arguments": args}}]}),
-                        None,
-                        out,
-                    );
+                    let call = t::tool_call_start(self.tools, id, name, &args);
+                    self.chunks.delta(call, None, out);
                     self.tools += 1;
                 }
             }

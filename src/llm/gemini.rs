@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use crate::config::plugins::RouteType;
 use crate::llm::body::BodyView;
 use crate::llm::sse;
-use crate::llm::translate::{self as t, bad, field};
+use crate::llm::translate::{self as t, bad, field, ToolChoice};
 use crate::llm::usage::Usage;
 use crate::llm::{Asked, Decoded, Encode, EncodeError};
 
@@ -137,12 +137,23 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
         out.insert("generationConfig".into(), Value::Object(gc));
     }
     if let Some(tools) = field(body, "tools")? {
-        out.insert("tools".into(), encode_tools(tools)?);
+        // parametersJsonSchema takes the JSON Schema OpenAI tools carry as it is.
+        let decls: Vec<Value> = t::function_tools(&tools, "gemini")?
+            .into_iter()
+            .map(|f| f.declaration("parametersJsonSchema", |p| p))
+            .collect();
+        out.insert("tools".into(), json!([{ "functionDeclarations": decls }]));
     }
     if let Some(tc) = field(body, "tool_choice")? {
+        let config = match t::tool_choice(&tc)? {
+            ToolChoice::Auto => json!({"mode": "AUTO"}),
+            ToolChoice::Required => json!({"mode": "ANY"}),
+            ToolChoice::None => json!({"mode": "NONE"}),
+            ToolChoice::Function(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+        };
         out.insert(
             "toolConfig".into(),
-            json!({ "functionCallingConfig": encode_tool_choice(&tc)? }),
+            json!({ "functionCallingConfig": config }),
         );
     }
     if let Some((k, v)) = e.body_param {
@@ -336,29 +347,9 @@ fn function_call_part(
     i: usize,
     j: usize,
 ) -> Result<(Value, Option<&str>, &str), EncodeError> {
-    let f = call.get("function");
-    let name = f
-        .and_then(|f| f.get("name"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            bad(format!(
-                "'messages[{i}].tool_calls[{j}].function.name' is required"
-            ))
-        })?;
-    let args = f
-        .and_then(|f| f.get("arguments"))
-        .and_then(Value::as_str)
-        .unwrap_or("{}");
-    let args: Value = if args.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(args).map_err(|_| {
-            bad(format!(
-                "'messages[{i}].tool_calls[{j}].function.arguments' is not valid JSON"
-            ))
-        })?
-    };
-    let mut part = json!({"functionCall": {"name": name, "args": args}});
+    let c = t::tool_call(call, i, j)?;
+    let args = t::arguments_object(c.arguments, i, j)?;
+    let mut part = json!({"functionCall": {"name": c.name, "args": args}});
     // Thinking models want their signature back with the call (Google's OpenAI-compatible
     // API carries it in the same place).
     if let Some(sig) = call
@@ -367,60 +358,7 @@ fn function_call_part(
     {
         part["thoughtSignature"] = json!(sig);
     }
-    Ok((part, call.get("id").and_then(Value::as_str), name))
-}
-
-fn encode_tools(tools: Value) -> Result<Value, EncodeError> {
-    let Value::Array(tools) = tools else {
-        return Err(bad("'tools' must be an array"));
-    };
-    let mut decls = Vec::with_capacity(tools.len());
-    for (i, t) in tools.iter().enumerate() {
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(bad(format!(
-                "'tools[{i}].type': provider gemini takes function tools only"
-            )));
-        }
-        let f = t.get("function");
-        let name = f
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(format!("'tools[{i}].function.name' is required")))?;
-        let mut d = Map::new();
-        d.insert("name".into(), json!(name));
-        if let Some(desc) = f
-            .and_then(|f| f.get("description"))
-            .filter(|d| !d.is_null())
-        {
-            d.insert("description".into(), desc.clone());
-        }
-        // parametersJsonSchema takes the JSON Schema OpenAI tools carry as it is.
-        if let Some(p) = f.and_then(|f| f.get("parameters")).filter(|p| !p.is_null()) {
-            d.insert("parametersJsonSchema".into(), p.clone());
-        }
-        decls.push(Value::Object(d));
-    }
-    Ok(json!([{ "functionDeclarations": decls }]))
-}
-
-fn encode_tool_choice(tc: &Value) -> Result<Value, EncodeError> {
-    match tc {
-        Value::String(s) => match s.as_str() {
-            "auto" => Ok(json!({"mode": "AUTO"})),
-            "required" => Ok(json!({"mode": "ANY"})),
-            "none" => Ok(json!({"mode": "NONE"})),
-            other => Err(bad(format!("'tool_choice' '{other}' is not a valid value"))),
-        },
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("'tool_choice.function.name' is required"))?;
-            Ok(json!({"mode": "ANY", "allowedFunctionNames": [name]}))
-        }
-        _ => Err(bad("'tool_choice' must be a string or an object")),
-    }
+    Ok((part, c.id, c.name))
 }
 
 /// An OpenAI embeddings body as a `batchEmbedContents` body: one request per input text.
@@ -593,17 +531,14 @@ fn call_id(response_id: &str, candidate: u64, k: usize) -> String {
     format!("call_{response_id}_{candidate}_{k}")
 }
 
-fn tool_call(part: &Value, id: String) -> Option<Value> {
+fn tool_call(part: &Value, id_if_none: String) -> Option<Value> {
     let fc = part.get("functionCall")?;
-    let args = fc.get("args").cloned().unwrap_or_else(|| json!({}));
-    let mut call = json!({
-        "id": fc.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or(id),
-        "type": "function",
-        "function": {
-            "name": fc.get("name").cloned().unwrap_or(Value::Null),
-            "arguments": serde_json::to_string(&args).unwrap_or_else(|_| "{}".into()),
-        },
-    });
+    let id = fc.get("id").and_then(Value::as_str);
+    let mut call = t::openai_tool_call(
+        id.unwrap_or(&id_if_none),
+        fc.get("name"),
+        t::arguments_string(fc.get("args")),
+    );
     if let Some(sig) = part.get("thoughtSignature").and_then(Value::as_str) {
         call["extra_content"] = json!({"google": {"thought_signature": sig}});
     }

@@ -39,18 +39,7 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
     if let Some(tools) = field(body, "tools")? {
         let tools = t::function_tools(&tools, P)?;
         if !tools_off && !tools.is_empty() {
-            let list: Vec<Value> = tools
-                .into_iter()
-                .map(|(name, description, parameters)| {
-                    let mut f = Map::new();
-                    f.insert("name".into(), Value::String(name));
-                    if let Some(d) = description {
-                        f.insert("description".into(), d);
-                    }
-                    f.insert("parameters".into(), parameters);
-                    json!({"type": "function", "function": f})
-                })
-                .collect();
+            let list = tools.into_iter().map(t::FunctionTool::openai).collect();
             out.insert("tools".into(), Value::Array(list));
         }
     }
@@ -111,7 +100,7 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
 
 fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
     // Tool results name their tool in Ollama; OpenAI only gives the call id.
-    let mut call_names: Vec<(String, String)> = Vec::new();
+    let mut call_names: Vec<(&str, &str)> = Vec::new();
     let mut out = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         let role = t::role(m, i)?;
@@ -137,10 +126,10 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
                 if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
                     let mut list = Vec::with_capacity(calls.len());
                     for (j, c) in calls.iter().enumerate() {
-                        let (id, name, args) = t::tool_call(c, i, j)?;
-                        let arguments = t::arguments_object(&args, i, j)?;
-                        list.push(json!({"function": {"name": name, "arguments": arguments}}));
-                        call_names.push((id, name));
+                        let call = t::tool_call(c, i, j)?;
+                        let arguments = t::arguments_object(call.arguments, i, j)?;
+                        list.push(json!({"function": {"name": call.name, "arguments": arguments}}));
+                        call_names.push((call.id.unwrap_or(""), call.name));
                     }
                     if !list.is_empty() {
                         msg.insert("tool_calls".into(), Value::Array(list));
@@ -152,7 +141,7 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
                 let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
                 let mut msg =
                     json!({"role": "tool", "content": t::text_of(m.get("content"), i, Some(P))?});
-                if let Some((_, name)) = call_names.iter().rev().find(|(c, _)| c == id) {
+                if let Some((_, name)) = call_names.iter().rev().find(|(c, _)| *c == id) {
                     msg["tool_name"] = json!(name);
                 }
                 out.push(msg);

@@ -2,6 +2,7 @@
 //! client's members and tools, writing OpenAI answers, chunks and embedding lists. Their
 //! refusals are written here once, so dialects that share a check share its words.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
@@ -139,11 +140,49 @@ pub fn only_one_choice(body: &BodyView<'_>, provider: &str) -> Result<(), Encode
     }
 }
 
-/// `tools[]` as `(name, description, parameters)`; only function tools exist upstream.
-pub fn function_tools(
-    tools: &Value,
-    provider: &str,
-) -> Result<Vec<(String, Option<Value>, Value)>, EncodeError> {
+/// One function tool of the client's `tools`.
+pub struct FunctionTool {
+    pub name: String,
+    pub description: Option<Value>,
+    /// The arguments' JSON Schema as the client wrote it; None when it gave none.
+    pub parameters: Option<Value>,
+}
+
+impl FunctionTool {
+    /// `{"name", "description"?, key: …}`, the shape of every provider's declaration:
+    /// `schema` gets the client's schema and returns what goes under `key` (None leaves
+    /// the key out).
+    pub fn declaration(
+        self,
+        key: &str,
+        schema: impl FnOnce(Option<Value>) -> Option<Value>,
+    ) -> Value {
+        let mut d = Map::new();
+        d.insert("name".into(), Value::String(self.name));
+        if let Some(desc) = self.description {
+            d.insert("description".into(), desc);
+        }
+        if let Some(s) = schema(self.parameters) {
+            d.insert(key.into(), s);
+        }
+        Value::Object(d)
+    }
+
+    /// The tool in OpenAI's own shape, for providers that take it (Cohere, Ollama), with
+    /// the schema they require.
+    pub fn openai(self) -> Value {
+        let f = self.declaration("parameters", |p| Some(schema_or_empty(p)));
+        json!({"type": "function", "function": f})
+    }
+}
+
+/// A tool's schema, or the empty object schema for providers that require one.
+pub fn schema_or_empty(parameters: Option<Value>) -> Value {
+    parameters.unwrap_or_else(|| json!({"type": "object", "properties": {}}))
+}
+
+/// The client's `tools`; only function tools exist upstream.
+pub fn function_tools(tools: &Value, provider: &str) -> Result<Vec<FunctionTool>, EncodeError> {
     let Value::Array(tools) = tools else {
         return Err(bad("'tools' must be an array"));
     };
@@ -159,26 +198,55 @@ pub fn function_tools(
             .and_then(|f| f.get("name"))
             .and_then(Value::as_str)
             .ok_or_else(|| bad(format!("'tools[{i}].function.name' is required")))?;
-        let description = f
-            .and_then(|f| f.get("description"))
-            .filter(|d| !d.is_null())
-            .cloned();
-        let parameters = f
-            .and_then(|f| f.get("parameters"))
-            .filter(|p| !p.is_null())
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        out.push((name.to_string(), description, parameters));
+        let member = |k: &str| f.and_then(|f| f.get(k)).filter(|v| !v.is_null()).cloned();
+        out.push(FunctionTool {
+            name: name.to_string(),
+            description: member("description"),
+            parameters: member("parameters"),
+        });
     }
     Ok(out)
 }
 
-/// An assistant message's `tool_calls[j]` as `(id, name, arguments string)`.
-pub fn tool_call(
-    call: &Value,
-    i: usize,
-    j: usize,
-) -> Result<(String, String, String), EncodeError> {
+/// The client's `tool_choice`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolChoice<'a> {
+    Auto,
+    None,
+    Required,
+    /// `{"type": "function", "function": {"name": …}}`: this function must be called.
+    Function(&'a str),
+}
+
+/// Reads `tool_choice` (a mode string or a named function).
+pub fn tool_choice(tc: &Value) -> Result<ToolChoice<'_>, EncodeError> {
+    match tc {
+        Value::String(s) => match s.as_str() {
+            "auto" => Ok(ToolChoice::Auto),
+            "none" => Ok(ToolChoice::None),
+            "required" => Ok(ToolChoice::Required),
+            other => Err(bad(format!("'tool_choice' '{other}' is not a valid value"))),
+        },
+        Value::Object(o) => o
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .map(ToolChoice::Function)
+            .ok_or_else(|| bad("'tool_choice.function.name' is required")),
+        _ => Err(bad("'tool_choice' must be a string or an object")),
+    }
+}
+
+/// An assistant message's `tool_calls[j]`.
+pub struct ToolCall<'a> {
+    pub id: Option<&'a str>,
+    pub name: &'a str,
+    /// The arguments' JSON text; "" when absent.
+    pub arguments: &'a str,
+}
+
+/// Reads `messages[i].tool_calls[j]`; the function's name is required.
+pub fn tool_call(call: &Value, i: usize, j: usize) -> Result<ToolCall<'_>, EncodeError> {
     let f = call.get("function");
     let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
     let Some(name) = name else {
@@ -186,12 +254,32 @@ pub fn tool_call(
             "'messages[{i}].tool_calls[{j}].function.name' is required"
         )));
     };
-    let id = call.get("id").and_then(Value::as_str).unwrap_or("");
+    Ok(ToolCall {
+        id: call.get("id").and_then(Value::as_str),
+        name,
+        arguments: f
+            .and_then(|f| f.get("arguments"))
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    })
+}
+
+/// `messages[i].tool_calls[j]` for providers that pair results with calls by id (Anthropic,
+/// Bedrock): its id, name and arguments as an object.
+pub fn tool_use(call: &Value, i: usize, j: usize) -> Result<(&str, &str, Value), EncodeError> {
+    let f = call.get("function");
+    let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
+    let id = call.get("id").and_then(Value::as_str);
+    let (Some(name), Some(id)) = (name, id) else {
+        return Err(bad(format!(
+            "'messages[{i}].tool_calls[{j}]' needs an id and function.name"
+        )));
+    };
     let args = f
         .and_then(|f| f.get("arguments"))
         .and_then(Value::as_str)
         .unwrap_or("");
-    Ok((id.to_string(), name.to_string(), args.to_string()))
+    Ok((id, name, arguments_object(args, i, j)?))
 }
 
 /// Tool-call arguments (a JSON string from OpenAI) as the object some providers want.
@@ -206,9 +294,34 @@ pub fn arguments_object(args: &str, i: usize, j: usize) -> Result<Value, EncodeE
     })
 }
 
-/// An OpenAI tool call of an answer.
-pub fn openai_tool_call(id: &str, name: &str, arguments: String) -> Value {
+/// A provider's tool-call input object as OpenAI's arguments string (`{}` when absent).
+pub fn arguments_string(input: Option<&Value>) -> String {
+    match input {
+        Some(v) => serde_json::to_string(v).unwrap_or_else(|_| "{}".into()),
+        None => "{}".into(),
+    }
+}
+
+/// An OpenAI tool call of an answer; `id` and `name` as the provider gave them (a missing
+/// one is `null`).
+pub fn openai_tool_call(id: impl Serialize, name: impl Serialize, arguments: String) -> Value {
     json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
+}
+
+/// The stream delta opening tool call `index` (its arguments may follow in pieces).
+pub fn tool_call_start(
+    index: u64,
+    id: impl Serialize,
+    name: impl Serialize,
+    arguments: &str,
+) -> Value {
+    json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+        "function": {"name": name, "arguments": arguments}}]})
+}
+
+/// The stream delta with a piece of tool call `index`'s arguments.
+pub fn tool_call_arguments(index: u64, piece: &str) -> Value {
+    json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
 }
 
 /// 64-bit FNV-1a: stable ids from content, for providers that send none.
