@@ -6,8 +6,9 @@
 use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
+use crate::llm::framing::{Framed, MapEvents};
 use crate::llm::sse;
-use crate::llm::translate::{self as t, bad, field, ToolChoice};
+use crate::llm::translate::{self as t, bad, field, Chunks, ToolChoice};
 use crate::llm::usage::Usage;
 use crate::llm::{Decoded, Encode, EncodeError};
 
@@ -312,56 +313,33 @@ pub fn decode_error(body: &[u8]) -> Option<Vec<u8>> {
 /// Anthropic's event stream → OpenAI `chat.completion.chunk` events, one upstream chunk at a
 /// time. Always ends with a usage chunk and `[DONE]`; the observer behind it strips the usage
 /// chunk when the client did not ask for it.
+pub type StreamMapper = Framed<EventMapper>;
+
+impl StreamMapper {
+    /// A mapper stamping chunks with `created`.
+    pub fn new(created: u64) -> Self {
+        Framed::wrap(EventMapper {
+            chunks: Chunks {
+                created,
+                ..Chunks::default()
+            },
+            ..EventMapper::default()
+        })
+    }
+}
+
+/// One Anthropic event at a time (see [`StreamMapper`]).
 #[derive(Debug, Default)]
-pub struct StreamMapper {
-    framer: sse::Framer,
-    id: String,
-    model: String,
-    created: u64,
+pub struct EventMapper {
+    chunks: Chunks,
     /// Content block index → tool call index (OpenAI numbers tool calls from 0).
     tool_index: Vec<(u64, u64)>,
     usage: Option<Value>,
     done: bool,
 }
 
-impl StreamMapper {
-    /// A mapper stamping chunks with `created`.
-    pub fn new(created: u64) -> Self {
-        StreamMapper {
-            created,
-            ..Default::default()
-        }
-    }
-
-    /// Maps the complete events in `chunk`; an unfinished event waits for the next chunk.
-    pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.framer.push(chunk, |ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-    }
-
-    /// At the end of the upstream body: the rest, and a clean end if the stream was cut.
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
-        let mut events = Vec::new();
-        self.framer.finish(|ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-        self.done
-    }
-
-    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
-        let v = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        sse::write_data(out, &v);
-    }
+impl MapEvents for EventMapper {
+    type Framing = sse::Framer;
 
     fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
         let Ok(v) = serde_json::from_slice::<Value>(&ev.data) else {
@@ -377,10 +355,11 @@ impl StreamMapper {
                         .unwrap_or("")
                         .to_string()
                 };
-                self.id = s("id");
-                self.model = s("model");
+                self.chunks.id = s("id");
+                self.chunks.model = s("model");
                 self.usage = m.and_then(|m| m.get("usage")).cloned();
-                self.chunk(json!({"role": "assistant", "content": ""}), None, out);
+                self.chunks
+                    .delta(json!({"role": "assistant", "content": ""}), None, out);
             }
             "content_block_start" => {
                 let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -390,7 +369,7 @@ impl StreamMapper {
                         let ti = self.tool_index.len() as u64;
                         self.tool_index.push((index, ti));
                         let b = block.unwrap_or(&Value::Null);
-                        self.chunk(
+                        self.chunks.delta(
                             t::tool_call_start(ti, b.get("id"), b.get("name"), ""),
                             None,
                             out,
@@ -402,7 +381,7 @@ impl StreamMapper {
                             .and_then(Value::as_str)
                             .filter(|t| !t.is_empty())
                         {
-                            self.chunk(json!({ "content": t }), None, out);
+                            self.chunks.delta(json!({ "content": t }), None, out);
                         }
                     }
                     _ => {}
@@ -417,7 +396,7 @@ impl StreamMapper {
                             .and_then(|d| d.get("text"))
                             .cloned()
                             .unwrap_or(Value::Null);
-                        self.chunk(json!({ "content": t }), None, out);
+                        self.chunks.delta(json!({ "content": t }), None, out);
                     }
                     Some("input_json_delta") => {
                         let ti = self
@@ -433,7 +412,7 @@ impl StreamMapper {
                         if p.is_empty() {
                             return;
                         }
-                        self.chunk(t::tool_call_arguments(ti, p), None, out);
+                        self.chunks.delta(t::tool_call_arguments(ti, p), None, out);
                     }
                     _ => {}
                 }
@@ -454,22 +433,12 @@ impl StreamMapper {
                     .and_then(|d| d.get("stop_reason"))
                     .and_then(Value::as_str)
                 {
-                    self.chunk(json!({}), Some(finish_reason(stop)), out);
+                    self.chunks.delta(json!({}), Some(finish_reason(stop)), out);
                 }
             }
             "message_stop" => {
-                if let Some(u) = self.usage.as_ref().and_then(usage) {
-                    let v = json!({
-                        "id": self.id,
-                        "object": "chat.completion.chunk",
-                        "created": self.created,
-                        "model": self.model,
-                        "choices": [],
-                        "usage": u.openai_json(),
-                    });
-                    sse::write_data(out, &v);
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                let u = self.usage.as_ref().and_then(usage);
+                self.chunks.end(u.as_ref(), out);
                 self.done = true;
             }
             "error" => {
@@ -482,12 +451,14 @@ impl StreamMapper {
                     .and_then(|e| e.get("type"))
                     .and_then(Value::as_str)
                     .unwrap_or("api_error");
-                sse::write_data(
-                    out,
-                    &json!({"error": {"message": message, "type": code, "code": code}}),
-                );
+                t::error_event(message, code, code, out);
             }
             _ => {}
         }
+    }
+
+    /// True once `message_stop` was seen.
+    fn end(&mut self, _out: &mut Vec<u8>) -> bool {
+        self.done
     }
 }

@@ -10,8 +10,7 @@ use serde_json::{json, Map, Value};
 use crate::llm::body::BodyView;
 use crate::llm::eventstream::{Decoder, Message};
 use crate::llm::sigv4::UNRESERVED;
-use crate::llm::sse;
-use crate::llm::translate::{self as t, bad, field, ToolChoice};
+use crate::llm::translate::{self as t, bad, field, Chunks, ToolChoice};
 use crate::llm::usage::Usage;
 use crate::llm::{Asked, Decoded, Encode, EncodeError};
 
@@ -668,12 +667,15 @@ fn stream_error_type(exception: &str) -> &'static str {
 /// `[DONE]`); one that ends right after `messageStop` still has the whole answer, so it
 /// gets `[DONE]` without usage and counts as complete. A cut or corrupt stream, or an
 /// exception event, is not complete: the caller adds its error event.
+///
+/// The binary event stream keeps its own framer rather than [`crate::llm::framing`]'s: its
+/// frames can be corrupt (CRC), which ends the mapping with an error event, and a body cut
+/// inside a frame is what makes the stream incomplete, neither of which a text framing has.
 #[derive(Debug, Default)]
 pub struct StreamMapper {
     decoder: Decoder,
-    id: String,
-    model: Option<String>,
-    created: u64,
+    /// Converse names no model: `null` in the chunks when the request named none either.
+    chunks: Chunks<String, Option<String>>,
     /// Content block index → tool call index (OpenAI numbers tool calls from 0).
     tool_index: Vec<(u64, u64)>,
     stopped: bool,
@@ -686,9 +688,11 @@ impl StreamMapper {
     /// A mapper stamping chunks with `created` and the exchange's model and id.
     pub fn new(created: u64, ex: &Asked<'_>) -> Self {
         StreamMapper {
-            created,
-            id: chat_id(ex),
-            model: ex.model.map(str::to_string),
+            chunks: Chunks {
+                id: chat_id(ex),
+                model: ex.model.map(str::to_string),
+                created,
+            },
             ..Default::default()
         }
     }
@@ -708,9 +712,8 @@ impl StreamMapper {
         if let Err(e) = result {
             if !self.failed && !self.done {
                 self.failed = true;
-                self.error(
+                self.chunks.error(
                     &format!("The upstream event stream is corrupt: {e}"),
-                    "server_error",
                     "upstream_stream_corrupt",
                     out,
                 );
@@ -724,28 +727,10 @@ impl StreamMapper {
             return false;
         }
         if !self.done && self.stopped {
-            out.extend_from_slice(b"data: [DONE]\n\n");
+            self.chunks.end(None, out);
             self.done = true;
         }
         self.done
-    }
-
-    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
-        let v = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        sse::write_data(out, &v);
-    }
-
-    fn error(&self, message: &str, kind: &str, code: &str, out: &mut Vec<u8>) {
-        sse::write_data(
-            out,
-            &json!({"error": {"message": message, "type": kind, "code": code}}),
-        );
     }
 
     fn on_message(&mut self, m: &Message, out: &mut Vec<u8>) {
@@ -757,14 +742,14 @@ impl StreamMapper {
                     .ok()
                     .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
                     .unwrap_or_else(|| "upstream error".into());
-                self.error(&message, stream_error_type(kind), kind, out);
+                t::error_event(&message, stream_error_type(kind), kind, out);
                 self.failed = true;
                 return;
             }
             "error" => {
                 let code = m.header_str(":error-code").unwrap_or("error");
                 let message = m.header_str(":error-message").unwrap_or("upstream error");
-                self.error(message, "server_error", code, out);
+                self.chunks.error(message, code, out);
                 self.failed = true;
                 return;
             }
@@ -778,12 +763,15 @@ impl StreamMapper {
             .and_then(Value::as_u64)
             .unwrap_or(0);
         match m.header_str(":event-type").unwrap_or("") {
-            "messageStart" => self.chunk(json!({"role": "assistant", "content": ""}), None, out),
+            "messageStart" => {
+                self.chunks
+                    .delta(json!({"role": "assistant", "content": ""}), None, out)
+            }
             "contentBlockStart" => {
                 if let Some(tu) = v.pointer("/start/toolUse") {
                     let ti = self.tool_index.len() as u64;
                     self.tool_index.push((index, ti));
-                    self.chunk(
+                    self.chunks.delta(
                         t::tool_call_start(ti, tu.get("toolUseId"), tu.get("name"), ""),
                         None,
                         out,
@@ -793,7 +781,7 @@ impl StreamMapper {
             "contentBlockDelta" => {
                 let d = v.get("delta");
                 if let Some(t) = d.and_then(|d| d.get("text")).and_then(Value::as_str) {
-                    self.chunk(json!({ "content": t }), None, out);
+                    self.chunks.delta(json!({ "content": t }), None, out);
                 } else if let Some(p) = d
                     .and_then(|d| d.pointer("/toolUse/input"))
                     .and_then(Value::as_str)
@@ -805,27 +793,17 @@ impl StreamMapper {
                         .find(|(b, _)| *b == index)
                         .map(|(_, t)| *t)
                         .unwrap_or(0);
-                    self.chunk(t::tool_call_arguments(ti, p), None, out);
+                    self.chunks.delta(t::tool_call_arguments(ti, p), None, out);
                 }
             }
             "messageStop" => {
                 let stop = v.get("stopReason").and_then(Value::as_str).unwrap_or("");
-                self.chunk(json!({}), Some(finish_reason(stop)), out);
+                self.chunks.delta(json!({}), Some(finish_reason(stop)), out);
                 self.stopped = true;
             }
             "metadata" => {
-                if let Some(u) = v.get("usage").and_then(usage) {
-                    let v = json!({
-                        "id": self.id,
-                        "object": "chat.completion.chunk",
-                        "created": self.created,
-                        "model": self.model,
-                        "choices": [],
-                        "usage": u.openai_json(),
-                    });
-                    sse::write_data(out, &v);
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                let u = v.get("usage").and_then(usage);
+                self.chunks.end(u.as_ref(), out);
                 self.done = true;
             }
             _ => {}

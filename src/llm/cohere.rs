@@ -6,6 +6,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
+use crate::llm::framing::{Framed, MapEvents};
 use crate::llm::sse;
 use crate::llm::translate::{self as t, bad, field, Answer, Chunks, ToolChoice};
 use crate::llm::usage::Usage;
@@ -410,11 +411,7 @@ pub fn decode_error(body: &[u8]) -> Option<Vec<u8>> {
 /// client's v1 stream (NDJSON, first byte `{`, never SSE's) goes to the v1 reader.
 #[derive(Debug, Default)]
 pub struct StreamMapper {
-    framer: sse::Framer,
-    chunks: Chunks,
-    /// Cohere tool-call index → OpenAI tool-call index.
-    tool_index: Vec<(u64, u64)>,
-    done: bool,
+    v2: Framed<EventMapper>,
     /// The first non-blank byte was seen (SSE or NDJSON is known).
     framing_known: bool,
     v1: Option<Box<crate::llm::cohere_v1::StreamMapper>>,
@@ -424,11 +421,14 @@ impl StreamMapper {
     /// A mapper stamping chunks with `created` and the requested `model`.
     pub fn new(created: u64, model: Option<&str>) -> Self {
         StreamMapper {
-            chunks: Chunks {
-                created,
-                model: model.unwrap_or_default().to_string(),
-                ..Chunks::default()
-            },
+            v2: Framed::wrap(EventMapper {
+                chunks: Chunks {
+                    created,
+                    model: model.unwrap_or_default().to_string(),
+                    ..Chunks::default()
+                },
+                ..EventMapper::default()
+            }),
             ..Default::default()
         }
     }
@@ -439,37 +439,39 @@ impl StreamMapper {
             if let Some(first) = chunk.iter().find(|b| !b.is_ascii_whitespace()) {
                 self.framing_known = true;
                 if *first == b'{' {
+                    let c = &self.v2.mapper().chunks;
                     self.v1 = Some(Box::new(crate::llm::cohere_v1::StreamMapper::new(
-                        self.chunks.created,
-                        &self.chunks.model,
+                        c.created, &c.model,
                     )));
                 }
             }
         }
-        if let Some(v1) = self.v1.as_mut() {
-            return v1.on_chunk(chunk, out);
-        }
-        let mut events = Vec::new();
-        self.framer.push(chunk, |ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
+        match self.v1.as_mut() {
+            Some(v1) => v1.on_chunk(chunk, out),
+            None => self.v2.on_chunk(chunk, out),
         }
     }
 
     /// At the end of the upstream body: the rest; true when `message-end` (v1:
     /// `stream-end`) was seen.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
-        if let Some(v1) = self.v1.as_mut() {
-            return v1.finish(out);
+        match self.v1.as_mut() {
+            Some(v1) => v1.finish(out),
+            None => self.v2.finish(out),
         }
-        let mut events = Vec::new();
-        self.framer.finish(|ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-        self.done
     }
+}
 
+/// One v2 event at a time (see [`StreamMapper`]).
+#[derive(Debug, Default)]
+pub struct EventMapper {
+    chunks: Chunks,
+    /// Cohere tool-call index → OpenAI tool-call index.
+    tool_index: Vec<(u64, u64)>,
+    done: bool,
+}
+
+impl EventMapper {
     fn tool_index(&mut self, cohere: u64, create: bool) -> u64 {
         if let Some((_, t)) = self.tool_index.iter().find(|(c, _)| *c == cohere) {
             return *t;
@@ -480,6 +482,10 @@ impl StreamMapper {
         }
         t
     }
+}
+
+impl MapEvents for EventMapper {
+    type Framing = sse::Framer;
 
     fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
         let Ok(v) = serde_json::from_slice::<Value>(&ev.data) else {
@@ -574,6 +580,11 @@ impl StreamMapper {
             }
             _ => {}
         }
+    }
+
+    /// True once `message-end` was seen.
+    fn end(&mut self, _out: &mut Vec<u8>) -> bool {
+        self.done
     }
 }
 

@@ -10,8 +10,9 @@ use serde_json::{json, Map, Value};
 
 use crate::config::plugins::RouteType;
 use crate::llm::body::BodyView;
+use crate::llm::framing::{Framed, MapEvents};
 use crate::llm::sse;
-use crate::llm::translate::{self as t, bad, field, ToolChoice};
+use crate::llm::translate::{self as t, bad, field, Chunks, ToolChoice};
 use crate::llm::usage::Usage;
 use crate::llm::{Asked, Decoded, Encode, EncodeError};
 
@@ -681,74 +682,36 @@ pub fn decode_error(body: &[u8]) -> Option<Vec<u8>> {
 
 /// Gemini's `?alt=sse` stream (each event a whole `GenerateContentResponse`) → OpenAI
 /// `chat.completion.chunk` events. Gemini sends no terminal event: the finish reason marks the
-/// last answer chunk and the body's end the stream's, so `finish` writes the usage chunk and
+/// last answer chunk and the body's end the stream's, so the end writes the usage chunk and
 /// `[DONE]`.
+pub type StreamMapper = Framed<EventMapper>;
+
+impl StreamMapper {
+    /// A mapper stamping chunks with `created`.
+    pub fn new(created: u64) -> Self {
+        Framed::wrap(EventMapper {
+            chunks: Chunks {
+                created,
+                ..Chunks::default()
+            },
+            ..EventMapper::default()
+        })
+    }
+}
+
+/// One Gemini event at a time (see [`StreamMapper`]).
 #[derive(Debug, Default)]
-pub struct StreamMapper {
-    framer: sse::Framer,
-    id: Option<String>,
-    model: String,
-    created: u64,
+pub struct EventMapper {
+    /// The id is the first event's (None before it).
+    chunks: Chunks<Option<String>>,
     /// Per candidate index: tool calls so far (OpenAI numbers them from 0 per choice).
     started: Vec<(u64, usize)>,
     usage: Option<Value>,
     finished: bool,
 }
 
-impl StreamMapper {
-    /// A mapper stamping chunks with `created`.
-    pub fn new(created: u64) -> Self {
-        StreamMapper {
-            created,
-            ..Default::default()
-        }
-    }
-
-    /// Maps the complete events in `chunk`; an unfinished event waits for the next chunk.
-    pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.framer.push(chunk, |ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-    }
-
-    /// At the end of the upstream body: the rest, then usage and `[DONE]` when the answer
-    /// was finished (true), or nothing more when the stream was cut (false).
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
-        let mut events = Vec::new();
-        self.framer.finish(|ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-        if !self.finished {
-            return false;
-        }
-        if let Some(u) = self.usage.as_ref().and_then(usage) {
-            let v = json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": u.openai_json(),
-            });
-            sse::write_data(out, &v);
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
-        true
-    }
-
-    fn chunk(&self, index: u64, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
-        let v = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        sse::write_data(out, &v);
-    }
+impl MapEvents for EventMapper {
+    type Framing = sse::Framer;
 
     fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
         let Ok(v) = serde_json::from_slice::<Value>(&ev.data) else {
@@ -760,23 +723,20 @@ impl StreamMapper {
                 .and_then(Value::as_str)
                 .unwrap_or("upstream error");
             let status = e.get("status").and_then(Value::as_str).unwrap_or("UNKNOWN");
-            sse::write_data(
-                out,
-                &json!({"error": {"message": message, "type": error_type(status), "code": status}}),
-            );
+            t::error_event(message, error_type(status), status, out);
             return;
         }
-        let id = match &self.id {
+        let id = match &self.chunks.id {
             Some(id) => id.clone(),
             None => {
-                let id = response_id(&v, self.created);
-                self.id = Some(id.clone());
+                let id = response_id(&v, self.chunks.created);
+                self.chunks.id = Some(id.clone());
                 id
             }
         };
-        if self.model.is_empty() {
+        if self.chunks.model.is_empty() {
             if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
-                self.model = m.to_string();
+                self.chunks.model = m.to_string();
             }
         }
         if let Some(u) = v.get("usageMetadata").filter(|u| u.is_object()) {
@@ -790,7 +750,7 @@ impl StreamMapper {
                 Some(s) => s,
                 None => {
                     self.started.push((index, 0));
-                    self.chunk(
+                    self.chunks.delta_at(
                         index,
                         json!({"role": "assistant", "content": ""}),
                         None,
@@ -803,7 +763,8 @@ impl StreamMapper {
             let parts = c.pointer("/content/parts").and_then(Value::as_array);
             let (text, calls) = read_parts(parts, &id, index, first_call);
             if !text.is_empty() {
-                self.chunk(index, json!({ "content": text }), None, out);
+                self.chunks
+                    .delta_at(index, json!({ "content": text }), None, out);
             }
             if !calls.is_empty() {
                 let deltas: Vec<Value> = calls
@@ -817,11 +778,13 @@ impl StreamMapper {
                     })
                     .collect();
                 self.started[slot].1 += deltas.len();
-                self.chunk(index, json!({ "tool_calls": deltas }), None, out);
+                self.chunks
+                    .delta_at(index, json!({ "tool_calls": deltas }), None, out);
             }
             if let Some(r) = c.get("finishReason").and_then(Value::as_str) {
                 let has_calls = self.started[slot].1 > 0;
-                self.chunk(index, json!({}), Some(finish_reason(r, has_calls)), out);
+                self.chunks
+                    .delta_at(index, json!({}), Some(finish_reason(r, has_calls)), out);
                 self.finished = true;
             }
         }
@@ -830,12 +793,20 @@ impl StreamMapper {
                 .pointer("/promptFeedback/blockReason")
                 .and_then(Value::as_str)
             {
-                sse::write_data(
-                    out,
-                    &json!({"error": {"message": no_candidates(&v), "type": "invalid_request_error", "code": r}}),
-                );
+                t::error_event(&no_candidates(&v), "invalid_request_error", r, out);
             }
         }
+    }
+
+    /// The usage chunk and `[DONE]` when a finish reason came (true); nothing when the
+    /// stream was cut (false).
+    fn end(&mut self, out: &mut Vec<u8>) -> bool {
+        if !self.finished {
+            return false;
+        }
+        let u = self.usage.as_ref().and_then(usage);
+        self.chunks.end(u.as_ref(), out);
+        true
     }
 }
 

@@ -5,6 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
+use crate::llm::framing::{Framed, MapEvents, Ndjson};
 use crate::llm::translate::{self as t, bad, field, Answer, Chunks};
 use crate::llm::usage::Usage;
 use crate::llm::{Decoded, Encode, EncodeError};
@@ -349,52 +350,35 @@ pub fn decode_error(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Ollama's NDJSON stream (one JSON object per line) → OpenAI chunks.
+pub type StreamMapper = Framed<EventMapper>;
+
+impl StreamMapper {
+    /// A mapper stamping chunks with `created` (the model comes with every line).
+    pub fn new(created: u64, model: Option<&str>) -> Self {
+        Framed::wrap(EventMapper {
+            chunks: Chunks {
+                created,
+                model: model.unwrap_or_default().to_string(),
+                ..Chunks::default()
+            },
+            ..EventMapper::default()
+        })
+    }
+}
+
+/// One Ollama line at a time (see [`StreamMapper`]).
 #[derive(Debug, Default)]
-pub struct StreamMapper {
-    line: Vec<u8>,
+pub struct EventMapper {
     chunks: Chunks,
     started: bool,
     tools: usize,
     done: bool,
 }
 
-impl StreamMapper {
-    /// A mapper stamping chunks with `created` (the model comes with every line).
-    pub fn new(created: u64, model: Option<&str>) -> Self {
-        StreamMapper {
-            chunks: Chunks {
-                created,
-                model: model.unwrap_or_default().to_string(),
-                ..Chunks::default()
-            },
-            ..Default::default()
-        }
-    }
+impl MapEvents for EventMapper {
+    type Framing = Ndjson;
 
-    /// Maps the complete lines in `chunk`; a line split across chunks waits for its end.
-    pub fn on_chunk(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) {
-        while let Some(i) = memchr::memchr(b'\n', chunk) {
-            if self.line.is_empty() {
-                self.on_line(&chunk[..i], out);
-            } else {
-                self.line.extend_from_slice(&chunk[..i]);
-                let line = std::mem::take(&mut self.line);
-                self.on_line(&line, out);
-            }
-            chunk = &chunk[i + 1..];
-        }
-        self.line.extend_from_slice(chunk);
-    }
-
-    /// At the end of the upstream body: a last line without its newline; true when the
-    /// `done: true` line was seen.
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
-        let line = std::mem::take(&mut self.line);
-        self.on_line(&line, out);
-        self.done
-    }
-
-    fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+    fn on_event(&mut self, line: &[u8], out: &mut Vec<u8>) {
         let line = line.trim_ascii();
         if !line.starts_with(b"{") {
             return;
@@ -450,6 +434,11 @@ impl StreamMapper {
             self.chunks.end(usage(&v).as_ref(), out);
             self.done = true;
         }
+    }
+
+    /// True once the `done: true` line was seen.
+    fn end(&mut self, _out: &mut Vec<u8>) -> bool {
+        self.done
     }
 }
 

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
+use crate::llm::framing::{Framed, MapEvents};
 use crate::llm::sse;
 use crate::llm::translate::{bad, field};
 use crate::llm::usage::Usage;
@@ -547,9 +548,31 @@ struct Call {
 }
 
 /// OpenAI chat chunks (SSE) → Responses events (SSE), one chunk at a time.
+pub type StreamMapper = Framed<EventMapper>;
+
+impl StreamMapper {
+    /// A mapper for the response described by `meta`.
+    pub fn new(meta: Arc<Meta>) -> Self {
+        Framed::wrap(EventMapper {
+            meta,
+            seq: 0,
+            started: false,
+            text: None,
+            calls: Vec::new(),
+            done_items: Vec::new(),
+            next_index: 0,
+            finish: None,
+            usage: None,
+            model: None,
+            ended: false,
+            assistant: None,
+        })
+    }
+}
+
+/// One chat event at a time (see [`StreamMapper`]).
 #[derive(Debug)]
-pub struct StreamMapper {
-    framer: sse::Framer,
+pub struct EventMapper {
     meta: Arc<Meta>,
     seq: u64,
     started: bool,
@@ -568,26 +591,7 @@ pub struct StreamMapper {
     pub assistant: Option<Value>,
 }
 
-impl StreamMapper {
-    /// A mapper for the response described by `meta`.
-    pub fn new(meta: Arc<Meta>) -> Self {
-        StreamMapper {
-            framer: sse::Framer::default(),
-            meta,
-            seq: 0,
-            started: false,
-            text: None,
-            calls: Vec::new(),
-            done_items: Vec::new(),
-            next_index: 0,
-            finish: None,
-            usage: None,
-            model: None,
-            ended: false,
-            assistant: None,
-        }
-    }
-
+impl EventMapper {
     /// The response's id.
     pub fn response_id(&self) -> &str {
         &self.meta.id
@@ -628,39 +632,7 @@ impl StreamMapper {
         self.emit(out, "response.in_progress", json!({"response": r}));
     }
 
-    /// Maps the complete chat events in `chunk`.
-    pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.framer.push(chunk, |ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev.data, out);
-        }
-    }
-
-    /// At the end of the chat stream: completes the response, or fails it when the chat
-    /// stream was cut. True when `response.completed` was written.
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
-        let mut events = Vec::new();
-        self.framer.finish(|ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev.data, out);
-        }
-        if !self.ended {
-            if self.finish.is_some() {
-                // A finish reason came but no [DONE]: the answer itself is whole.
-                self.complete(out);
-            } else {
-                self.fail(
-                    out,
-                    "upstream_stream_cut",
-                    "The upstream stream ended before it was complete",
-                );
-            }
-        }
-        self.completed()
-    }
-
-    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+    fn chat_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
         if self.ended {
             return;
         }
@@ -897,5 +869,31 @@ impl StreamMapper {
         self.emit(out, "response.failed", json!({"response": r}));
         self.ended = true;
         self.assistant = None;
+    }
+}
+
+impl MapEvents for EventMapper {
+    type Framing = sse::Framer;
+
+    fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
+        self.chat_event(&ev.data, out);
+    }
+
+    /// Completes the response, or fails it when the chat stream was cut. True when
+    /// `response.completed` was written.
+    fn end(&mut self, out: &mut Vec<u8>) -> bool {
+        if !self.ended {
+            if self.finish.is_some() {
+                // A finish reason came but no [DONE]: the answer itself is whole.
+                self.complete(out);
+            } else {
+                self.fail(
+                    out,
+                    "upstream_stream_cut",
+                    "The upstream stream ended before it was complete",
+                );
+            }
+        }
+        self.completed()
     }
 }

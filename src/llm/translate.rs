@@ -380,23 +380,30 @@ pub fn completion(a: Answer<'_>) -> Result<Vec<u8>, String> {
     serde_json::to_vec(&out).map_err(|e| e.to_string())
 }
 
-/// Writes `chat.completion.chunk` events for one translated stream.
+/// Writes `chat.completion.chunk` events for one translated stream. The id and model are
+/// written as the dialect holds them: a `String` (empty until known), or an `Option` for
+/// streams whose chunks say `null` when the upstream named none (Gemini's id, Bedrock's model).
 #[derive(Debug, Default)]
-pub struct Chunks {
-    pub id: String,
-    pub model: String,
+pub struct Chunks<I = String, M = String> {
+    pub id: I,
+    pub model: M,
     pub created: u64,
 }
 
-impl Chunks {
+impl<I: Serialize, M: Serialize> Chunks<I, M> {
     /// One chunk with `delta` (and a finish reason on the last one).
     pub fn delta(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+        self.delta_at(0, delta, finish, out);
+    }
+
+    /// One chunk of choice `index` (streams with several candidates).
+    pub fn delta_at(&self, index: u64, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
         let v = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}],
         });
         sse::write_data(out, &v);
     }
@@ -417,13 +424,18 @@ impl Chunks {
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
 
-    /// An error event in OpenAI's shape (the stream failed after it started).
+    /// A `server_error` event (the stream failed after it started).
     pub fn error(&self, message: &str, code: &str, out: &mut Vec<u8>) {
-        sse::write_data(
-            out,
-            &json!({"error": {"message": message, "type": "server_error", "code": code}}),
-        );
+        error_event(message, "server_error", code, out);
     }
+}
+
+/// An error event in OpenAI's shape, for a stream that failed after it started.
+pub fn error_event(message: &str, kind: &str, code: &str, out: &mut Vec<u8>) {
+    sse::write_data(
+        out,
+        &json!({"error": {"message": message, "type": kind, "code": code}}),
+    );
 }
 
 /// An OpenAI error body.
