@@ -131,10 +131,7 @@ fn encode_messages(messages: Vec<Value>) -> Result<(Option<Value>, Vec<Value>), 
                 ("assistant", blocks)
             }
             "tool" => {
-                let id = m
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))?;
+                let id = t::tool_call_id(&m, i)?;
                 let content = t::text_of(m.get("content"), i, None)?;
                 (
                     "user",
@@ -186,15 +183,7 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
             Ok(json!({"type": "text", "text": p.get("text").cloned().unwrap_or(Value::Null)}))
         }
         "image_url" => {
-            let url = p
-                .get("image_url")
-                .and_then(|u| u.get("url").or(Some(u)))
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    bad(format!(
-                        "'messages[{i}].content[{j}].image_url.url' is required"
-                    ))
-                })?;
+            let url = t::image_url(p, i, j)?;
             Ok(match t::data_url(url) {
                 Some((media, data)) => {
                     json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})

@@ -274,10 +274,7 @@ fn encode_messages(messages: Vec<Value>, model: &str) -> Result<Conversation, En
                 ("assistant", blocks)
             }
             "tool" => {
-                let id = m
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))?;
+                let id = t::tool_call_id(&m, i)?;
                 let text = t::text_of(m.get("content"), i, None)?;
                 // A JSON object result goes as `json` (models see its structure), anything
                 // else as text.
@@ -350,11 +347,7 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Option<Value>, EncodeEr
         },
         "image_url" => {
             let field = format!("messages[{i}].content[{j}].image_url.url");
-            let url = p
-                .get("image_url")
-                .and_then(|u| u.get("url").or(Some(u)))
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(format!("'{field}' is required")))?;
+            let url = t::image_url(p, i, j)?;
             let Some((media, data)) = t::data_url(url) else {
                 return Err(bad(format!(
                     "'{field}': provider bedrock takes images only as base64 data URLs (the Converse API does not fetch remote images)"

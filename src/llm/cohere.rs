@@ -165,10 +165,7 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
                 out.push(Value::Object(msg));
             }
             "tool" => {
-                let id = m
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))?;
+                let id = t::tool_call_id(m, i)?;
                 let content = t::text_of(m.get("content"), i, Some(P))?;
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             }
@@ -193,15 +190,7 @@ fn user_content(content: Option<&Value>, i: usize) -> Result<Value, EncodeError>
             "text" => out
                 .push(json!({"type": "text", "text": p.get("text").cloned().unwrap_or(json!(""))})),
             "image_url" => {
-                let url = p
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "'messages[{i}].content[{j}].image_url.url' is required"
-                        ))
-                    })?;
+                let url = t::image_url(p, i, j)?;
                 out.push(json!({"type": "image_url", "image_url": {"url": url}}));
             }
             other => {

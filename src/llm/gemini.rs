@@ -208,10 +208,7 @@ fn encode_messages(
                 ("model", parts)
             }
             "tool" => {
-                let id = m
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))?;
+                let id = t::tool_call_id(m, i)?;
                 let name = call_names.get(id).ok_or_else(|| {
                     bad(format!(
                         "'messages[{i}].tool_call_id' '{id}' matches no tool call of an earlier assistant message; provider gemini needs the function's name"
@@ -272,11 +269,7 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
     match kind {
         "text" => Ok(json!({"text": p.get("text").and_then(Value::as_str).unwrap_or("")})),
         "image_url" => {
-            let url = p
-                .get("image_url")
-                .and_then(|u| u.get("url").or(Some(u)))
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(format!("{} is required", field("image_url.url"))))?;
+            let url = t::image_url(p, i, j)?;
             Ok(match t::data_url(url) {
                 Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
                 None => match image_mime(url) {

@@ -168,11 +168,8 @@ fn user_content(content: Option<&Value>, i: usize) -> Result<(String, Vec<String
         match p.get("type").and_then(Value::as_str).unwrap_or("") {
             "text" => text.push(p.get("text").and_then(Value::as_str).unwrap_or("")),
             "image_url" => {
-                let url = p
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                // Without a URL, the refusal below says what Ollama takes.
+                let url = t::image_url(p, i, j).unwrap_or("");
                 let (_, data) = t::data_url(url).ok_or_else(|| {
                     bad(format!(
                         "'messages[{i}].content[{j}].image_url.url': provider ollama takes images as base64 data URLs only"

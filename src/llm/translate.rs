@@ -92,6 +92,26 @@ fn not_text(part: &Value, i: usize, j: usize, provider: Option<&str>) -> EncodeE
     }
 }
 
+/// `messages[i].tool_call_id` of a tool message.
+pub fn tool_call_id(m: &Value, i: usize) -> Result<&str, EncodeError> {
+    m.get("tool_call_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))
+}
+
+/// The URL of content part `messages[i].content[j]` of type `image_url` (`image_url.url`,
+/// or `image_url` as a bare string).
+pub fn image_url(part: &Value, i: usize, j: usize) -> Result<&str, EncodeError> {
+    part.get("image_url")
+        .and_then(|u| u.get("url").or(Some(u)))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            bad(format!(
+                "'messages[{i}].content[{j}].image_url.url' is required"
+            ))
+        })
+}
+
 /// `data:<media>;base64,<data>` split into its parts.
 pub fn data_url(url: &str) -> Option<(&str, &str)> {
     let rest = url.strip_prefix("data:")?;
