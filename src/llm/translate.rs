@@ -51,9 +51,9 @@ pub fn role(m: &Value, i: usize) -> Result<&str, EncodeError> {
         .ok_or_else(|| bad(format!("'messages[{i}].role' is required")))
 }
 
-/// Text of a string content or of an array of text parts (joined with `\n`). A refused
-/// part names the provider when one is given; Anthropic, Bedrock and Gemini (which read only
-/// system and tool messages with this) have always answered without the part's type.
+/// Text of a string content or of an array of text parts (joined with `\n`). A non-text
+/// part is refused naming its type and `provider`; Anthropic, Bedrock and Gemini pass None
+/// and keep their own older wording (they read only system and tool messages with this).
 pub fn text_of(
     content: Option<&Value>,
     i: usize,
@@ -162,7 +162,9 @@ pub fn only_one_choice(body: &BodyView<'_>, provider: &str) -> Result<(), Encode
 
 /// One function tool of the client's `tools`.
 pub struct FunctionTool {
+    /// The function's name.
     pub name: String,
+    /// The description for the model, when the client gave one.
     pub description: Option<Value>,
     /// The arguments' JSON Schema as the client wrote it; None when it gave none.
     pub parameters: Option<Value>,
@@ -231,8 +233,11 @@ pub fn function_tools(tools: &Value, provider: &str) -> Result<Vec<FunctionTool>
 /// The client's `tool_choice`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ToolChoice<'a> {
+    /// The model decides.
     Auto,
+    /// No tool may be called.
     None,
+    /// Some tool must be called.
     Required,
     /// `{"type": "function", "function": {"name": …}}`: this function must be called.
     Function(&'a str),
@@ -259,7 +264,9 @@ pub fn tool_choice(tc: &Value) -> Result<ToolChoice<'_>, EncodeError> {
 
 /// An assistant message's `tool_calls[j]`.
 pub struct ToolCall<'a> {
+    /// The call's id, which the tool message answering it names.
     pub id: Option<&'a str>,
+    /// The function called.
     pub name: &'a str,
     /// The arguments' JSON text; "" when absent.
     pub arguments: &'a str,
@@ -405,8 +412,11 @@ pub fn completion(a: Answer<'_>) -> Result<Vec<u8>, String> {
 /// streams whose chunks say `null` when the upstream named none (Gemini's id, Bedrock's model).
 #[derive(Debug, Default)]
 pub struct Chunks<I = String, M = String> {
+    /// The stream's id.
     pub id: I,
+    /// The model the chunks name.
     pub model: M,
+    /// The `created` stamp of every chunk.
     pub created: u64,
 }
 
