@@ -6,8 +6,9 @@
 use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
+use crate::llm::framing::{Framed, MapEvents};
 use crate::llm::sse;
-use crate::llm::translate;
+use crate::llm::translate::{self as t, bad, field, Chunks, ToolChoice};
 use crate::llm::usage::Usage;
 use crate::llm::{Decoded, Encode, EncodeError};
 
@@ -18,92 +19,38 @@ pub const MESSAGES_PATH: &str = "/v1/messages";
 /// Anthropic requires `max_tokens`; used when neither the request nor the config sets it.
 pub const DEFAULT_MAX_TOKENS: u64 = 4096;
 
-fn bad(msg: impl Into<String>) -> EncodeError {
-    EncodeError(msg.into())
-}
-
 /// An OpenAI chat body as a Messages API body.
 pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, EncodeError> {
-    let field = |k: &str| -> Result<Option<Value>, EncodeError> {
-        match body.raw(k) {
-            None => Ok(None),
-            Some(r) => serde_json::from_str::<Value>(r)
-                .map(|v| (!v.is_null()).then_some(v))
-                .map_err(|_| bad(format!("'{k}' is not valid JSON"))),
-        }
-    };
     let mut out = Map::new();
-    let model = match e.model {
-        Some(m) => m.to_string(),
-        None => body.str("model").map(|m| m.into_owned()).ok_or_else(|| {
-            bad("model parameter not found in request, nor in gateway configuration")
-        })?,
-    };
-    out.insert("model".into(), Value::String(model));
+    out.insert("model".into(), Value::String(t::model(body, e)?));
 
-    let messages = field("messages")?.ok_or_else(|| bad("'messages' is required"))?;
-    let Value::Array(messages) = messages else {
-        return Err(bad("'messages' must be an array"));
-    };
-    let (system, turns) = encode_messages(messages)?;
+    let (system, turns) = encode_messages(t::messages(body)?)?;
     if let Some(s) = system {
         out.insert("system".into(), s);
     }
     out.insert("messages".into(), Value::Array(turns));
 
-    let max_tokens = match field("max_completion_tokens")?.or(field("max_tokens")?) {
-        Some(v) => Some(
-            v.as_u64()
-                .ok_or_else(|| bad("'max_tokens' must be a positive integer"))?,
-        ),
-        None => e.options.max_tokens,
-    };
+    let max_tokens = t::max_tokens(body, e)?;
     out.insert(
         "max_tokens".into(),
         json!(max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
     );
-    for (ours, theirs, conf) in [
-        ("temperature", "temperature", e.options.temperature),
-        ("top_p", "top_p", e.options.top_p),
-    ] {
-        match field(ours)? {
-            Some(v) => {
-                out.insert(theirs.into(), v);
-            }
-            None => {
-                if let Some(c) = conf {
-                    out.insert(theirs.into(), json!(c));
-                }
-            }
-        }
-    }
     // `top_k` is Anthropic's own parameter: the client may send it, config fills the gap.
-    match field("top_k")? {
-        Some(v) => {
-            out.insert("top_k".into(), v);
-        }
-        None => {
-            if let Some(k) = e.options.top_k {
-                out.insert("top_k".into(), json!(k));
-            }
-        }
-    }
-    if let Some(stop) = field("stop")? {
-        let seqs = match stop {
-            Value::String(s) => vec![Value::String(s)],
-            Value::Array(a) if a.iter().all(Value::is_string) => a,
-            _ => return Err(bad("'stop' must be a string or an array of strings")),
-        };
-        out.insert("stop_sequences".into(), Value::Array(seqs));
-    }
-    if let Some(n) = field("n")? {
-        if n.as_u64() != Some(1) {
-            return Err(bad(
-                "'n': provider anthropic returns one choice per request; only n=1 is supported",
-            ));
+    let o = e.options;
+    for (k, conf) in [
+        ("temperature", o.temperature.map(|v| json!(v))),
+        ("top_p", o.top_p.map(|v| json!(v))),
+        ("top_k", o.top_k.map(|v| json!(v))),
+    ] {
+        if let Some(v) = t::sampling(body, k, conf)? {
+            out.insert(k.into(), v);
         }
     }
-    if let Some(rf) = field("response_format")? {
+    if let Some(s) = t::stop(body)? {
+        out.insert("stop_sequences".into(), Value::Array(s));
+    }
+    t::only_one_choice(body, "anthropic")?;
+    if let Some(rf) = field(body, "response_format")? {
         let kind = rf.get("type").and_then(Value::as_str).unwrap_or("");
         if kind != "text" {
             return Err(bad(format!(
@@ -111,15 +58,24 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
             )));
         }
     }
-    if let Some(user) = field("user")? {
+    if let Some(user) = field(body, "user")? {
         out.insert("metadata".into(), json!({ "user_id": user }));
     }
-    if let Some(tools) = field("tools")? {
-        out.insert("tools".into(), encode_tools(tools)?);
+    if let Some(tools) = field(body, "tools")? {
+        let tools = t::function_tools(&tools, "anthropic")?
+            .into_iter()
+            .map(|f| f.declaration("input_schema", |p| Some(t::schema_or_empty(p))))
+            .collect();
+        out.insert("tools".into(), Value::Array(tools));
     }
-    let parallel = field("parallel_tool_calls")?.and_then(|v| v.as_bool());
-    if let Some(tc) = field("tool_choice")? {
-        let mut choice = encode_tool_choice(tc)?;
+    let parallel = field(body, "parallel_tool_calls")?.and_then(|v| v.as_bool());
+    if let Some(tc) = field(body, "tool_choice")? {
+        let mut choice = match t::tool_choice(&tc)? {
+            ToolChoice::Auto => json!({"type": "auto"}),
+            ToolChoice::Required => json!({"type": "any"}),
+            ToolChoice::None => json!({"type": "none"}),
+            ToolChoice::Function(name) => json!({"type": "tool", "name": name}),
+        };
         if parallel == Some(false) {
             if let Some(o) = choice.as_object_mut() {
                 o.insert("disable_parallel_tool_use".into(), Value::Bool(true));
@@ -155,7 +111,7 @@ fn encode_messages(messages: Vec<Value>) -> Result<(Option<Value>, Vec<Value>), 
             .to_string();
         let (role, blocks) = match role.as_str() {
             "system" | "developer" => {
-                system.push(text_of(m.get("content"), i)?);
+                system.push(t::text_of(m.get("content"), i, None)?);
                 continue;
             }
             "user" => ("user", content_blocks(m.get("content"), i)?),
@@ -166,17 +122,17 @@ fn encode_messages(messages: Vec<Value>) -> Result<(Option<Value>, Vec<Value>), 
                 };
                 if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
                     for (j, c) in calls.iter().enumerate() {
-                        blocks.push(tool_use_block(c, i, j)?);
+                        let (id, name, input) = t::tool_use(c, i, j)?;
+                        blocks.push(
+                            json!({"type": "tool_use", "id": id, "name": name, "input": input}),
+                        );
                     }
                 }
                 ("assistant", blocks)
             }
             "tool" => {
-                let id = m
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))?;
-                let content = text_of(m.get("content"), i)?;
+                let id = t::tool_call_id(&m, i)?;
+                let content = t::text_of(m.get("content"), i, None)?;
                 (
                     "user",
                     vec![json!({"type": "tool_result", "tool_use_id": id, "content": content})],
@@ -204,31 +160,6 @@ fn encode_messages(messages: Vec<Value>) -> Result<(Option<Value>, Vec<Value>), 
     Ok((system, turns))
 }
 
-/// Text of a string or of an array of text parts.
-fn text_of(content: Option<&Value>, i: usize) -> Result<String, EncodeError> {
-    match content {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => {
-            let mut out = Vec::new();
-            for p in parts {
-                match p.get("text").and_then(Value::as_str) {
-                    Some(t) => out.push(t),
-                    None => {
-                        return Err(bad(format!(
-                            "'messages[{i}].content' may only have text parts here"
-                        )))
-                    }
-                }
-            }
-            Ok(out.join("\n"))
-        }
-        Some(_) => Err(bad(format!(
-            "'messages[{i}].content' must be a string or an array"
-        ))),
-    }
-}
-
 fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, EncodeError> {
     match content {
         None | Some(Value::Null) => Ok(Vec::new()),
@@ -252,16 +183,8 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
             Ok(json!({"type": "text", "text": p.get("text").cloned().unwrap_or(Value::Null)}))
         }
         "image_url" => {
-            let url = p
-                .get("image_url")
-                .and_then(|u| u.get("url").or(Some(u)))
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    bad(format!(
-                        "'messages[{i}].content[{j}].image_url.url' is required"
-                    ))
-                })?;
-            Ok(match translate::data_url(url) {
+            let url = t::image_url(p, i, j)?;
+            Ok(match t::data_url(url) {
                 Some((media, data)) => {
                     json!({"type": "image", "source": {"type": "base64", "media_type": media, "data": data}})
                 }
@@ -271,86 +194,6 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
         other => Err(bad(format!(
             "'messages[{i}].content[{j}].type' '{other}' is not supported by provider anthropic"
         ))),
-    }
-}
-
-fn tool_use_block(call: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
-    let f = call.get("function");
-    let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
-    let id = call.get("id").and_then(Value::as_str);
-    let (Some(name), Some(id)) = (name, id) else {
-        return Err(bad(format!(
-            "'messages[{i}].tool_calls[{j}]' needs an id and function.name"
-        )));
-    };
-    let args = f
-        .and_then(|f| f.get("arguments"))
-        .and_then(Value::as_str)
-        .unwrap_or("{}");
-    let input: Value = if args.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(args).map_err(|_| {
-            bad(format!(
-                "'messages[{i}].tool_calls[{j}].function.arguments' is not valid JSON"
-            ))
-        })?
-    };
-    Ok(json!({"type": "tool_use", "id": id, "name": name, "input": input}))
-}
-
-fn encode_tools(tools: Value) -> Result<Value, EncodeError> {
-    let Value::Array(tools) = tools else {
-        return Err(bad("'tools' must be an array"));
-    };
-    let mut out = Vec::with_capacity(tools.len());
-    for (i, t) in tools.iter().enumerate() {
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(bad(format!(
-                "'tools[{i}].type': provider anthropic takes function tools only"
-            )));
-        }
-        let f = t.get("function");
-        let name = f
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(format!("'tools[{i}].function.name' is required")))?;
-        let mut tool = Map::new();
-        tool.insert("name".into(), Value::String(name.into()));
-        if let Some(d) = f
-            .and_then(|f| f.get("description"))
-            .filter(|d| !d.is_null())
-        {
-            tool.insert("description".into(), d.clone());
-        }
-        let schema = f
-            .and_then(|f| f.get("parameters"))
-            .filter(|p| !p.is_null())
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        tool.insert("input_schema".into(), schema);
-        out.push(Value::Object(tool));
-    }
-    Ok(Value::Array(out))
-}
-
-fn encode_tool_choice(tc: Value) -> Result<Value, EncodeError> {
-    match &tc {
-        Value::String(s) => match s.as_str() {
-            "auto" => Ok(json!({"type": "auto"})),
-            "required" => Ok(json!({"type": "any"})),
-            "none" => Ok(json!({"type": "none"})),
-            other => Err(bad(format!("'tool_choice' '{other}' is not a valid value"))),
-        },
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("'tool_choice.function.name' is required"))?;
-            Ok(json!({"type": "tool", "name": name}))
-        }
-        _ => Err(bad("'tool_choice' must be a string or an object")),
     }
 }
 
@@ -398,15 +241,11 @@ pub fn decode_chat(body: &[u8], created: u64) -> Result<Decoded, String> {
     for block in content {
         match block.get("type").and_then(Value::as_str) {
             Some("text") => text.extend(block.get("text").and_then(Value::as_str)),
-            Some("tool_use") => calls.push(json!({
-                "id": block.get("id").cloned().unwrap_or(Value::Null),
-                "type": "function",
-                "function": {
-                    "name": block.get("name").cloned().unwrap_or(Value::Null),
-                    "arguments": serde_json::to_string(block.get("input").unwrap_or(&json!({})))
-                        .unwrap_or_else(|_| "{}".into()),
-                },
-            })),
+            Some("tool_use") => calls.push(t::openai_tool_call(
+                block.get("id"),
+                block.get("name"),
+                t::arguments_string(block.get("input")),
+            )),
             _ => {}
         }
     }
@@ -463,56 +302,33 @@ pub fn decode_error(body: &[u8]) -> Option<Vec<u8>> {
 /// Anthropic's event stream → OpenAI `chat.completion.chunk` events, one upstream chunk at a
 /// time. Always ends with a usage chunk and `[DONE]`; the observer behind it strips the usage
 /// chunk when the client did not ask for it.
+pub type StreamMapper = Framed<EventMapper>;
+
+impl StreamMapper {
+    /// A mapper stamping chunks with `created`.
+    pub fn new(created: u64) -> Self {
+        Framed::wrap(EventMapper {
+            chunks: Chunks {
+                created,
+                ..Chunks::default()
+            },
+            ..EventMapper::default()
+        })
+    }
+}
+
+/// One Anthropic event at a time (see [`StreamMapper`]).
 #[derive(Debug, Default)]
-pub struct StreamMapper {
-    framer: sse::Framer,
-    id: String,
-    model: String,
-    created: u64,
+pub struct EventMapper {
+    chunks: Chunks,
     /// Content block index → tool call index (OpenAI numbers tool calls from 0).
     tool_index: Vec<(u64, u64)>,
     usage: Option<Value>,
     done: bool,
 }
 
-impl StreamMapper {
-    /// A mapper stamping chunks with `created`.
-    pub fn new(created: u64) -> Self {
-        StreamMapper {
-            created,
-            ..Default::default()
-        }
-    }
-
-    /// Maps the complete events in `chunk`; an unfinished event waits for the next chunk.
-    pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.framer.push(chunk, |ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-    }
-
-    /// At the end of the upstream body: the rest, and a clean end if the stream was cut.
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
-        let mut events = Vec::new();
-        self.framer.finish(|ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-        self.done
-    }
-
-    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
-        let v = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        sse::write_data(out, &v);
-    }
+impl MapEvents for EventMapper {
+    type Framing = sse::Framer;
 
     fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
         let Ok(v) = serde_json::from_slice::<Value>(&ev.data) else {
@@ -528,10 +344,11 @@ impl StreamMapper {
                         .unwrap_or("")
                         .to_string()
                 };
-                self.id = s("id");
-                self.model = s("model");
+                self.chunks.id = s("id");
+                self.chunks.model = s("model");
                 self.usage = m.and_then(|m| m.get("usage")).cloned();
-                self.chunk(json!({"role": "assistant", "content": ""}), None, out);
+                self.chunks
+                    .delta(json!({"role": "assistant", "content": ""}), None, out);
             }
             "content_block_start" => {
                 let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -541,9 +358,8 @@ impl StreamMapper {
                         let ti = self.tool_index.len() as u64;
                         self.tool_index.push((index, ti));
                         let b = block.unwrap_or(&Value::Null);
-                        self.chunk(
-                            json!({"tool_calls": [{"index": ti, "id": b.get("id"), "type": "function",
-                                "function": {"name": b.get("name"), "arguments": ""}}]}),
+                        self.chunks.delta(
+                            t::tool_call_start(ti, b.get("id"), b.get("name"), ""),
                             None,
                             out,
                         );
@@ -554,7 +370,7 @@ impl StreamMapper {
                             .and_then(Value::as_str)
                             .filter(|t| !t.is_empty())
                         {
-                            self.chunk(json!({ "content": t }), None, out);
+                            self.chunks.delta(json!({ "content": t }), None, out);
                         }
                     }
                     _ => {}
@@ -569,7 +385,7 @@ impl StreamMapper {
                             .and_then(|d| d.get("text"))
                             .cloned()
                             .unwrap_or(Value::Null);
-                        self.chunk(json!({ "content": t }), None, out);
+                        self.chunks.delta(json!({ "content": t }), None, out);
                     }
                     Some("input_json_delta") => {
                         let ti = self
@@ -585,11 +401,7 @@ impl StreamMapper {
                         if p.is_empty() {
                             return;
                         }
-                        self.chunk(
-                            json!({"tool_calls": [{"index": ti, "function": {"arguments": p}}]}),
-                            None,
-                            out,
-                        );
+                        self.chunks.delta(t::tool_call_arguments(ti, p), None, out);
                     }
                     _ => {}
                 }
@@ -610,22 +422,12 @@ impl StreamMapper {
                     .and_then(|d| d.get("stop_reason"))
                     .and_then(Value::as_str)
                 {
-                    self.chunk(json!({}), Some(finish_reason(stop)), out);
+                    self.chunks.delta(json!({}), Some(finish_reason(stop)), out);
                 }
             }
             "message_stop" => {
-                if let Some(u) = self.usage.as_ref().and_then(usage) {
-                    let v = json!({
-                        "id": self.id,
-                        "object": "chat.completion.chunk",
-                        "created": self.created,
-                        "model": self.model,
-                        "choices": [],
-                        "usage": u.openai_json(),
-                    });
-                    sse::write_data(out, &v);
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                let u = self.usage.as_ref().and_then(usage);
+                self.chunks.end(u.as_ref(), out);
                 self.done = true;
             }
             "error" => {
@@ -638,12 +440,14 @@ impl StreamMapper {
                     .and_then(|e| e.get("type"))
                     .and_then(Value::as_str)
                     .unwrap_or("api_error");
-                sse::write_data(
-                    out,
-                    &json!({"error": {"message": message, "type": code, "code": code}}),
-                );
+                t::error_event(message, code, code, out);
             }
             _ => {}
         }
+    }
+
+    /// True once `message_stop` was seen.
+    fn end(&mut self, _out: &mut Vec<u8>) -> bool {
+        self.done
     }
 }

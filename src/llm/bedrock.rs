@@ -10,8 +10,7 @@ use serde_json::{json, Map, Value};
 use crate::llm::body::BodyView;
 use crate::llm::eventstream::{Decoder, Message};
 use crate::llm::sigv4::UNRESERVED;
-use crate::llm::sse;
-use crate::llm::translate;
+use crate::llm::translate::{self as t, bad, field, Chunks, ToolChoice};
 use crate::llm::usage::Usage;
 use crate::llm::{Asked, Decoded, Encode, EncodeError};
 
@@ -60,10 +59,6 @@ pub fn native_call(path: &str) -> Option<(String, bool)> {
     (plain || model.starts_with("arn:")).then_some((model, stream))
 }
 
-fn bad(msg: impl Into<String>) -> EncodeError {
-    EncodeError(msg.into())
-}
-
 /// Models whose Converse support has no system prompt (AWS's "supported models and model
 /// features" table); Kong refuses these too.
 fn refuses_system(model: &str) -> bool {
@@ -97,27 +92,10 @@ const PASSED_THROUGH: &[&str] = &[
 
 /// An OpenAI chat body as a Converse body (the model and streaming are in the path).
 pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, EncodeError> {
-    let field = |k: &str| -> Result<Option<Value>, EncodeError> {
-        match body.raw(k) {
-            None => Ok(None),
-            Some(r) => serde_json::from_str::<Value>(r)
-                .map(|v| (!v.is_null()).then_some(v))
-                .map_err(|_| bad(format!("'{k}' is not valid JSON"))),
-        }
-    };
-    let model = match e.model {
-        Some(m) => m.to_string(),
-        None => body.str("model").map(|m| m.into_owned()).ok_or_else(|| {
-            bad("model parameter not found in request, nor in gateway configuration")
-        })?,
-    };
+    let model = t::model(body, e)?;
     let mut out = Map::new();
 
-    let messages = field("messages")?.ok_or_else(|| bad("'messages' is required"))?;
-    let Value::Array(messages) = messages else {
-        return Err(bad("'messages' must be an array"));
-    };
-    let conv = encode_messages(messages, &model)?;
+    let conv = encode_messages(t::messages(body)?, &model)?;
     if let Some(i) = conv.first_system {
         if refuses_system(&model) {
             return Err(bad(format!(
@@ -129,21 +107,14 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
     out.insert("messages".into(), Value::Array(conv.turns));
 
     let mut inference = Map::new();
-    let max_tokens = match field("max_completion_tokens")?.or(field("max_tokens")?) {
-        Some(v) => Some(
-            v.as_u64()
-                .ok_or_else(|| bad("'max_tokens' must be a positive integer"))?,
-        ),
-        None => e.options.max_tokens,
-    };
-    if let Some(m) = max_tokens {
+    if let Some(m) = t::max_tokens(body, e)? {
         inference.insert("maxTokens".into(), json!(m));
     }
     for (ours, theirs, conf) in [
         ("temperature", "temperature", e.options.temperature),
         ("top_p", "topP", e.options.top_p),
     ] {
-        match field(ours)? {
+        match field(body, ours)? {
             Some(v) if v.is_number() => {
                 inference.insert(theirs.into(), v);
             }
@@ -155,38 +126,20 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
             }
         }
     }
-    if let Some(stop) = field("stop")? {
-        let seqs = match stop {
-            Value::String(s) => vec![Value::String(s)],
-            Value::Array(a) if a.iter().all(Value::is_string) => a,
-            _ => return Err(bad("'stop' must be a string or an array of strings")),
-        };
-        inference.insert("stopSequences".into(), Value::Array(seqs));
+    if let Some(s) = t::stop(body)? {
+        inference.insert("stopSequences".into(), Value::Array(s));
     }
     if !inference.is_empty() {
         out.insert("inferenceConfig".into(), Value::Object(inference));
     }
 
     let mut extra = Map::new();
-    match field("top_k")? {
-        Some(v) => {
-            extra.insert("top_k".into(), v);
-        }
-        None => {
-            if let Some(k) = e.options.top_k {
-                extra.insert("top_k".into(), json!(k));
-            }
-        }
+    if let Some(k) = t::sampling(body, "top_k", e.options.top_k.map(|k| json!(k)))? {
+        extra.insert("top_k".into(), k);
     }
 
-    if let Some(n) = field("n")? {
-        if n.as_u64() != Some(1) {
-            return Err(bad(
-                "'n': provider bedrock returns one choice per request; only n=1 is supported",
-            ));
-        }
-    }
-    if let Some(rf) = field("response_format")? {
+    t::only_one_choice(body, "bedrock")?;
+    if let Some(rf) = field(body, "response_format")? {
         let kind = rf.get("type").and_then(Value::as_str).unwrap_or("");
         if kind != "text" {
             return Err(bad(format!(
@@ -195,21 +148,31 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
         }
     }
 
-    let tools = match field("tools")? {
-        Some(t) => encode_tools(t)?,
+    let tools: Vec<Value> = match field(body, "tools")? {
+        Some(tools) => t::function_tools(&tools, "bedrock")?
+            .into_iter()
+            .map(|f| {
+                let spec = f.declaration("inputSchema", |p| {
+                    Some(json!({ "json": t::schema_or_empty(p) }))
+                });
+                json!({ "toolSpec": spec })
+            })
+            .collect(),
         None => Vec::new(),
     };
-    let choice = match field("tool_choice")? {
+    let choice = match field(body, "tool_choice")? {
         None => None,
-        Some(Value::String(s)) if s == "none" => {
-            if conv.has_tool_blocks {
+        Some(tc) => Some(match t::tool_choice(&tc)? {
+            ToolChoice::None if conv.has_tool_blocks => {
                 return Err(bad(
                     "'tool_choice' 'none' cannot be expressed by provider bedrock once the conversation has tool calls (Converse then requires the tools, and has no 'none' choice)",
                 ));
             }
-            Some(None)
-        }
-        Some(tc) => Some(Some(encode_tool_choice(tc)?)),
+            ToolChoice::None => None,
+            ToolChoice::Auto => Some(json!({"auto": {}})),
+            ToolChoice::Required => Some(json!({"any": {}})),
+            ToolChoice::Function(name) => Some(json!({"tool": {"name": name}})),
+        }),
     };
     match choice {
         Some(None) => {}
@@ -228,7 +191,7 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
         }
     }
 
-    if let Some(b) = field("bedrock")? {
+    if let Some(b) = field(body, "bedrock")? {
         let Value::Object(b) = b else {
             return Err(bad("'bedrock' must be an object"));
         };
@@ -290,7 +253,7 @@ fn encode_messages(messages: Vec<Value>, model: &str) -> Result<Conversation, En
         let (role, blocks) = match role {
             "system" | "developer" => {
                 first_system.get_or_insert(i);
-                let text = text_of(m.get("content"), i)?;
+                let text = t::text_of(m.get("content"), i, None)?;
                 if !text.is_empty() {
                     system.push(json!({ "text": text }));
                 }
@@ -301,18 +264,18 @@ fn encode_messages(messages: Vec<Value>, model: &str) -> Result<Conversation, En
                 let mut blocks = content_blocks(m.get("content"), i)?;
                 if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
                     for (j, c) in calls.iter().enumerate() {
-                        blocks.push(tool_use_block(c, i, j)?);
+                        let (id, name, input) = t::tool_use(c, i, j)?;
+                        blocks.push(
+                            json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}),
+                        );
                         has_tool_blocks = true;
                     }
                 }
                 ("assistant", blocks)
             }
             "tool" => {
-                let id = m
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))?;
-                let text = text_of(m.get("content"), i)?;
+                let id = t::tool_call_id(&m, i)?;
+                let text = t::text_of(m.get("content"), i, None)?;
                 // A JSON object result goes as `json` (models see its structure), anything
                 // else as text.
                 let content = match serde_json::from_str::<Value>(&text) {
@@ -351,31 +314,6 @@ fn encode_messages(messages: Vec<Value>, model: &str) -> Result<Conversation, En
     })
 }
 
-/// Text of a string or of an array of text parts.
-fn text_of(content: Option<&Value>, i: usize) -> Result<String, EncodeError> {
-    match content {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => {
-            let mut out = Vec::new();
-            for p in parts {
-                match p.get("text").and_then(Value::as_str) {
-                    Some(t) => out.push(t),
-                    None => {
-                        return Err(bad(format!(
-                            "'messages[{i}].content' may only have text parts here"
-                        )))
-                    }
-                }
-            }
-            Ok(out.join("\n"))
-        }
-        Some(_) => Err(bad(format!(
-            "'messages[{i}].content' must be a string or an array"
-        ))),
-    }
-}
-
 /// Converse refuses blank text blocks, so empty text is left out.
 fn content_blocks(content: Option<&Value>, i: usize) -> Result<Vec<Value>, EncodeError> {
     match content {
@@ -409,12 +347,8 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Option<Value>, EncodeEr
         },
         "image_url" => {
             let field = format!("messages[{i}].content[{j}].image_url.url");
-            let url = p
-                .get("image_url")
-                .and_then(|u| u.get("url").or(Some(u)))
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(format!("'{field}' is required")))?;
-            let Some((media, data)) = translate::data_url(url) else {
+            let url = t::image_url(p, i, j)?;
+            let Some((media, data)) = t::data_url(url) else {
                 return Err(bad(format!(
                     "'{field}': provider bedrock takes images only as base64 data URLs (the Converse API does not fetch remote images)"
                 )));
@@ -437,85 +371,6 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Option<Value>, EncodeEr
         other => Err(bad(format!(
             "'messages[{i}].content[{j}].type' '{other}' is not supported by provider bedrock"
         ))),
-    }
-}
-
-fn tool_use_block(call: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
-    let f = call.get("function");
-    let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
-    let id = call.get("id").and_then(Value::as_str);
-    let (Some(name), Some(id)) = (name, id) else {
-        return Err(bad(format!(
-            "'messages[{i}].tool_calls[{j}]' needs an id and function.name"
-        )));
-    };
-    let args = f
-        .and_then(|f| f.get("arguments"))
-        .and_then(Value::as_str)
-        .unwrap_or("{}");
-    let input: Value = if args.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(args).map_err(|_| {
-            bad(format!(
-                "'messages[{i}].tool_calls[{j}].function.arguments' is not valid JSON"
-            ))
-        })?
-    };
-    Ok(json!({"toolUse": {"toolUseId": id, "name": name, "input": input}}))
-}
-
-fn encode_tools(tools: Value) -> Result<Vec<Value>, EncodeError> {
-    let Value::Array(tools) = tools else {
-        return Err(bad("'tools' must be an array"));
-    };
-    let mut out = Vec::with_capacity(tools.len());
-    for (i, t) in tools.iter().enumerate() {
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(bad(format!(
-                "'tools[{i}].type': provider bedrock takes function tools only"
-            )));
-        }
-        let f = t.get("function");
-        let name = f
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(format!("'tools[{i}].function.name' is required")))?;
-        let mut spec = Map::new();
-        spec.insert("name".into(), Value::String(name.into()));
-        if let Some(d) = f
-            .and_then(|f| f.get("description"))
-            .filter(|d| !d.is_null())
-        {
-            spec.insert("description".into(), d.clone());
-        }
-        let schema = f
-            .and_then(|f| f.get("parameters"))
-            .filter(|p| !p.is_null())
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        spec.insert("inputSchema".into(), json!({ "json": schema }));
-        out.push(json!({ "toolSpec": spec }));
-    }
-    Ok(out)
-}
-
-fn encode_tool_choice(tc: Value) -> Result<Value, EncodeError> {
-    match &tc {
-        Value::String(s) => match s.as_str() {
-            "auto" => Ok(json!({"auto": {}})),
-            "required" => Ok(json!({"any": {}})),
-            other => Err(bad(format!("'tool_choice' '{other}' is not a valid value"))),
-        },
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("'tool_choice.function.name' is required"))?;
-            Ok(json!({"tool": {"name": name}}))
-        }
-        _ => Err(bad("'tool_choice' must be a string or an object")),
     }
 }
 
@@ -567,15 +422,11 @@ pub fn decode_chat(body: &[u8], created: u64, ex: &Asked<'_>) -> Result<Decoded,
         if let Some(t) = block.get("text").and_then(Value::as_str) {
             text.push_str(t);
         } else if let Some(u) = block.get("toolUse") {
-            calls.push(json!({
-                "id": u.get("toolUseId").cloned().unwrap_or(Value::Null),
-                "type": "function",
-                "function": {
-                    "name": u.get("name").cloned().unwrap_or(Value::Null),
-                    "arguments": serde_json::to_string(u.get("input").unwrap_or(&json!({})))
-                        .unwrap_or_else(|_| "{}".into()),
-                },
-            }));
+            calls.push(t::openai_tool_call(
+                u.get("toolUseId"),
+                u.get("name"),
+                t::arguments_string(u.get("input")),
+            ));
         }
     }
     let usage = v.get("usage").and_then(usage);
@@ -723,7 +574,7 @@ pub fn decode_embeddings(body: &[u8], asked: &Asked<'_>) -> Result<Decoded, Stri
         ..Usage::default()
     };
     let model = asked.model.map(str::to_string);
-    let body = translate::embedding_list(vectors, model.as_deref(), Some(&usage))?;
+    let body = t::embedding_list(vectors, model.as_deref(), Some(&usage))?;
     Ok(Decoded {
         body,
         usage: Some(usage),
@@ -809,12 +660,15 @@ fn stream_error_type(exception: &str) -> &'static str {
 /// `[DONE]`); one that ends right after `messageStop` still has the whole answer, so it
 /// gets `[DONE]` without usage and counts as complete. A cut or corrupt stream, or an
 /// exception event, is not complete: the caller adds its error event.
+///
+/// The binary event stream keeps its own framer rather than [`crate::llm::framing`]'s: its
+/// frames can be corrupt (CRC), which ends the mapping with an error event, and a body cut
+/// inside a frame is what makes the stream incomplete, neither of which a text framing has.
 #[derive(Debug, Default)]
 pub struct StreamMapper {
     decoder: Decoder,
-    id: String,
-    model: Option<String>,
-    created: u64,
+    /// Converse names no model: `null` in the chunks when the request named none either.
+    chunks: Chunks<String, Option<String>>,
     /// Content block index → tool call index (OpenAI numbers tool calls from 0).
     tool_index: Vec<(u64, u64)>,
     stopped: bool,
@@ -827,9 +681,11 @@ impl StreamMapper {
     /// A mapper stamping chunks with `created` and the exchange's model and id.
     pub fn new(created: u64, ex: &Asked<'_>) -> Self {
         StreamMapper {
-            created,
-            id: chat_id(ex),
-            model: ex.model.map(str::to_string),
+            chunks: Chunks {
+                id: chat_id(ex),
+                model: ex.model.map(str::to_string),
+                created,
+            },
             ..Default::default()
         }
     }
@@ -849,9 +705,8 @@ impl StreamMapper {
         if let Err(e) = result {
             if !self.failed && !self.done {
                 self.failed = true;
-                self.error(
+                self.chunks.error(
                     &format!("The upstream event stream is corrupt: {e}"),
-                    "server_error",
                     "upstream_stream_corrupt",
                     out,
                 );
@@ -865,28 +720,10 @@ impl StreamMapper {
             return false;
         }
         if !self.done && self.stopped {
-            out.extend_from_slice(b"data: [DONE]\n\n");
+            self.chunks.end(None, out);
             self.done = true;
         }
         self.done
-    }
-
-    fn chunk(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
-        let v = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        sse::write_data(out, &v);
-    }
-
-    fn error(&self, message: &str, kind: &str, code: &str, out: &mut Vec<u8>) {
-        sse::write_data(
-            out,
-            &json!({"error": {"message": message, "type": kind, "code": code}}),
-        );
     }
 
     fn on_message(&mut self, m: &Message, out: &mut Vec<u8>) {
@@ -898,14 +735,14 @@ impl StreamMapper {
                     .ok()
                     .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_string))
                     .unwrap_or_else(|| "upstream error".into());
-                self.error(&message, stream_error_type(kind), kind, out);
+                t::error_event(&message, stream_error_type(kind), kind, out);
                 self.failed = true;
                 return;
             }
             "error" => {
                 let code = m.header_str(":error-code").unwrap_or("error");
                 let message = m.header_str(":error-message").unwrap_or("upstream error");
-                self.error(message, "server_error", code, out);
+                self.chunks.error(message, code, out);
                 self.failed = true;
                 return;
             }
@@ -919,14 +756,16 @@ impl StreamMapper {
             .and_then(Value::as_u64)
             .unwrap_or(0);
         match m.header_str(":event-type").unwrap_or("") {
-            "messageStart" => self.chunk(json!({"role": "assistant", "content": ""}), None, out),
+            "messageStart" => {
+                self.chunks
+                    .delta(json!({"role": "assistant", "content": ""}), None, out)
+            }
             "contentBlockStart" => {
-                if let Some(t) = v.pointer("/start/toolUse") {
+                if let Some(tu) = v.pointer("/start/toolUse") {
                     let ti = self.tool_index.len() as u64;
                     self.tool_index.push((index, ti));
-                    self.chunk(
-                        json!({"tool_calls": [{"index": ti, "id": t.get("toolUseId"), "type": "function",
-                            "function": {"name": t.get("name"), "arguments": ""}}]}),
+                    self.chunks.delta(
+                        t::tool_call_start(ti, tu.get("toolUseId"), tu.get("name"), ""),
                         None,
                         out,
                     );
@@ -935,7 +774,7 @@ impl StreamMapper {
             "contentBlockDelta" => {
                 let d = v.get("delta");
                 if let Some(t) = d.and_then(|d| d.get("text")).and_then(Value::as_str) {
-                    self.chunk(json!({ "content": t }), None, out);
+                    self.chunks.delta(json!({ "content": t }), None, out);
                 } else if let Some(p) = d
                     .and_then(|d| d.pointer("/toolUse/input"))
                     .and_then(Value::as_str)
@@ -947,31 +786,17 @@ impl StreamMapper {
                         .find(|(b, _)| *b == index)
                         .map(|(_, t)| *t)
                         .unwrap_or(0);
-                    self.chunk(
-                        json!({"tool_calls": [{"index": ti, "function": {"arguments": p}}]}),
-                        None,
-                        out,
-                    );
+                    self.chunks.delta(t::tool_call_arguments(ti, p), None, out);
                 }
             }
             "messageStop" => {
                 let stop = v.get("stopReason").and_then(Value::as_str).unwrap_or("");
-                self.chunk(json!({}), Some(finish_reason(stop)), out);
+                self.chunks.delta(json!({}), Some(finish_reason(stop)), out);
                 self.stopped = true;
             }
             "metadata" => {
-                if let Some(u) = v.get("usage").and_then(usage) {
-                    let v = json!({
-                        "id": self.id,
-                        "object": "chat.completion.chunk",
-                        "created": self.created,
-                        "model": self.model,
-                        "choices": [],
-                        "usage": u.openai_json(),
-                    });
-                    sse::write_data(out, &v);
-                }
-                out.extend_from_slice(b"data: [DONE]\n\n");
+                let u = v.get("usage").and_then(usage);
+                self.chunks.end(u.as_ref(), out);
                 self.done = true;
             }
             _ => {}

@@ -6,8 +6,9 @@
 use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
+use crate::llm::framing::{Framed, MapEvents};
 use crate::llm::sse;
-use crate::llm::translate::{self as t, bad, field, Answer, Chunks};
+use crate::llm::translate::{self as t, bad, field, Answer, Chunks, ToolChoice};
 use crate::llm::usage::Usage;
 use crate::llm::{Decoded, Encode, EncodeError};
 
@@ -65,48 +66,29 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
         Some(tools) => t::function_tools(&tools, P)?,
         None => Vec::new(),
     };
-    match field(body, "tool_choice")? {
-        None => {}
-        Some(Value::String(s)) => match s.as_str() {
-            "auto" => {}
-            "none" => {
+    if let Some(tc) = field(body, "tool_choice")? {
+        match t::tool_choice(&tc)? {
+            ToolChoice::Auto => {}
+            ToolChoice::None => {
                 out.insert("tool_choice".into(), json!("NONE"));
             }
-            "required" => {
+            ToolChoice::Required => {
                 out.insert("tool_choice".into(), json!("REQUIRED"));
             }
-            other => return Err(bad(format!("'tool_choice' '{other}' is not a valid value"))),
-        },
-        Some(Value::Object(c)) => {
-            // Cohere can only force "some tool": offering just the named one forces it.
-            let name = c
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("'tool_choice.function.name' is required"))?;
-            tools.retain(|(n, _, _)| n == name);
-            if tools.is_empty() {
-                return Err(bad(format!(
-                    "'tool_choice.function.name' '{name}' is not one of 'tools'"
-                )));
+            ToolChoice::Function(name) => {
+                // Cohere can only force "some tool": offering just the named one forces it.
+                tools.retain(|f| f.name == name);
+                if tools.is_empty() {
+                    return Err(bad(format!(
+                        "'tool_choice.function.name' '{name}' is not one of 'tools'"
+                    )));
+                }
+                out.insert("tool_choice".into(), json!("REQUIRED"));
             }
-            out.insert("tool_choice".into(), json!("REQUIRED"));
         }
-        Some(_) => return Err(bad("'tool_choice' must be a string or an object")),
     }
     if !tools.is_empty() {
-        let tools: Vec<Value> = tools
-            .into_iter()
-            .map(|(name, description, parameters)| {
-                let mut f = Map::new();
-                f.insert("name".into(), Value::String(name));
-                if let Some(d) = description {
-                    f.insert("description".into(), d);
-                }
-                f.insert("parameters".into(), parameters);
-                json!({"type": "function", "function": f})
-            })
-            .collect();
+        let tools = tools.into_iter().map(t::FunctionTool::openai).collect();
         out.insert("tools".into(), Value::Array(tools));
     }
     out.insert("stream".into(), Value::Bool(e.stream));
@@ -140,14 +122,14 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
     let mut out = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         match t::role(m, i)? {
-            "system" | "developer" => {
-                out.push(json!({"role": "system", "content": t::text_of(m.get("content"), i, P)?}))
-            }
+            "system" | "developer" => out.push(
+                json!({"role": "system", "content": t::text_of(m.get("content"), i, Some(P))?}),
+            ),
             "user" => {
                 out.push(json!({"role": "user", "content": user_content(m.get("content"), i)?}))
             }
             "assistant" => {
-                let text = t::text_of(m.get("content"), i, P)?;
+                let text = t::text_of(m.get("content"), i, Some(P))?;
                 let mut msg = Map::new();
                 msg.insert("role".into(), json!("assistant"));
                 let calls = match m.get("tool_calls").and_then(Value::as_array) {
@@ -167,28 +149,24 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
                 }
                 let mut list = Vec::with_capacity(calls.len());
                 for (j, c) in calls.iter().enumerate() {
-                    let (id, name, args) = t::tool_call(c, i, j)?;
-                    if id.is_empty() {
+                    let call = t::tool_call(c, i, j)?;
+                    let Some(id) = call.id.filter(|id| !id.is_empty()) else {
                         return Err(bad(format!(
                             "'messages[{i}].tool_calls[{j}].id' is required"
                         )));
-                    }
-                    let args = if args.trim().is_empty() {
-                        "{}".to_string()
-                    } else {
-                        args
                     };
-                    list.push(t::openai_tool_call(&id, &name, args));
+                    let args = match call.arguments {
+                        a if a.trim().is_empty() => "{}",
+                        a => a,
+                    };
+                    list.push(t::openai_tool_call(id, call.name, args.to_string()));
                 }
                 msg.insert("tool_calls".into(), Value::Array(list));
                 out.push(Value::Object(msg));
             }
             "tool" => {
-                let id = m
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))?;
-                let content = t::text_of(m.get("content"), i, P)?;
+                let id = t::tool_call_id(m, i)?;
+                let content = t::text_of(m.get("content"), i, Some(P))?;
                 out.push(json!({"role": "tool", "tool_call_id": id, "content": content}));
             }
             other => {
@@ -204,7 +182,7 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
 /// A user turn: a string stays one; parts become Cohere's text / image_url parts.
 fn user_content(content: Option<&Value>, i: usize) -> Result<Value, EncodeError> {
     let Some(Value::Array(parts)) = content else {
-        return Ok(Value::String(t::text_of(content, i, P)?));
+        return Ok(Value::String(t::text_of(content, i, Some(P))?));
     };
     let mut out = Vec::with_capacity(parts.len());
     for (j, p) in parts.iter().enumerate() {
@@ -212,15 +190,7 @@ fn user_content(content: Option<&Value>, i: usize) -> Result<Value, EncodeError>
             "text" => out
                 .push(json!({"type": "text", "text": p.get("text").cloned().unwrap_or(json!(""))})),
             "image_url" => {
-                let url = p
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| {
-                        bad(format!(
-                            "'messages[{i}].content[{j}].image_url.url' is required"
-                        ))
-                    })?;
+                let url = t::image_url(p, i, j)?;
                 out.push(json!({"type": "image_url", "image_url": {"url": url}}));
             }
             other => {
@@ -324,8 +294,8 @@ pub fn decode_chat(body: &[u8], created: u64, model: Option<&str>) -> Result<Dec
             let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
             let args = s(f.and_then(|f| f.get("arguments")));
             t::openai_tool_call(
-                &s(c.get("id")),
-                &s(f.and_then(|f| f.get("name"))),
+                s(c.get("id")),
+                s(f.and_then(|f| f.get("name"))),
                 if args.is_empty() { "{}".into() } else { args },
             )
         })
@@ -430,11 +400,7 @@ pub fn decode_error(body: &[u8]) -> Option<Vec<u8>> {
 /// client's v1 stream (NDJSON, first byte `{`, never SSE's) goes to the v1 reader.
 #[derive(Debug, Default)]
 pub struct StreamMapper {
-    framer: sse::Framer,
-    chunks: Chunks,
-    /// Cohere tool-call index → OpenAI tool-call index.
-    tool_index: Vec<(u64, u64)>,
-    done: bool,
+    v2: Framed<EventMapper>,
     /// The first non-blank byte was seen (SSE or NDJSON is known).
     framing_known: bool,
     v1: Option<Box<crate::llm::cohere_v1::StreamMapper>>,
@@ -444,11 +410,14 @@ impl StreamMapper {
     /// A mapper stamping chunks with `created` and the requested `model`.
     pub fn new(created: u64, model: Option<&str>) -> Self {
         StreamMapper {
-            chunks: Chunks {
-                created,
-                model: model.unwrap_or_default().to_string(),
-                ..Chunks::default()
-            },
+            v2: Framed::wrap(EventMapper {
+                chunks: Chunks {
+                    created,
+                    model: model.unwrap_or_default().to_string(),
+                    ..Chunks::default()
+                },
+                ..EventMapper::default()
+            }),
             ..Default::default()
         }
     }
@@ -459,37 +428,39 @@ impl StreamMapper {
             if let Some(first) = chunk.iter().find(|b| !b.is_ascii_whitespace()) {
                 self.framing_known = true;
                 if *first == b'{' {
+                    let c = &self.v2.mapper().chunks;
                     self.v1 = Some(Box::new(crate::llm::cohere_v1::StreamMapper::new(
-                        self.chunks.created,
-                        &self.chunks.model,
+                        c.created, &c.model,
                     )));
                 }
             }
         }
-        if let Some(v1) = self.v1.as_mut() {
-            return v1.on_chunk(chunk, out);
-        }
-        let mut events = Vec::new();
-        self.framer.push(chunk, |ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
+        match self.v1.as_mut() {
+            Some(v1) => v1.on_chunk(chunk, out),
+            None => self.v2.on_chunk(chunk, out),
         }
     }
 
     /// At the end of the upstream body: the rest; true when `message-end` (v1:
     /// `stream-end`) was seen.
     pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
-        if let Some(v1) = self.v1.as_mut() {
-            return v1.finish(out);
+        match self.v1.as_mut() {
+            Some(v1) => v1.finish(out),
+            None => self.v2.finish(out),
         }
-        let mut events = Vec::new();
-        self.framer.finish(|ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-        self.done
     }
+}
 
+/// One v2 event at a time (see [`StreamMapper`]).
+#[derive(Debug, Default)]
+pub struct EventMapper {
+    chunks: Chunks,
+    /// Cohere tool-call index → OpenAI tool-call index.
+    tool_index: Vec<(u64, u64)>,
+    done: bool,
+}
+
+impl EventMapper {
     fn tool_index(&mut self, cohere: u64, create: bool) -> u64 {
         if let Some((_, t)) = self.tool_index.iter().find(|(c, _)| *c == cohere) {
             return *t;
@@ -500,6 +471,10 @@ impl StreamMapper {
         }
         t
     }
+}
+
+impl MapEvents for EventMapper {
+    type Framing = sse::Framer;
 
     fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
         let Ok(v) = serde_json::from_slice::<Value>(&ev.data) else {
@@ -547,14 +522,16 @@ impl StreamMapper {
                 let ti = self.tool_index(index, true);
                 let c = msg.and_then(|m| m.get("tool_calls"));
                 let f = c.and_then(|c| c.get("function"));
-                let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
-                self.chunks.delta(
-                    json!({"tool_calls": [{"index": ti, "id": s(c.and_then(|c| c.get("id"))),
-                        "type": "function", "function": {"name": s(f.and_then(|f| f.get("name"))),
-                        "arguments": s(f.and_then(|f| f.get("arguments")))}}]}),
-                    None,
-                    out,
+                fn s(v: Option<&Value>) -> &str {
+                    v.and_then(Value::as_str).unwrap_or("")
+                }
+                let start = t::tool_call_start(
+                    ti,
+                    s(c.and_then(|c| c.get("id"))),
+                    s(f.and_then(|f| f.get("name"))),
+                    s(f.and_then(|f| f.get("arguments"))),
                 );
+                self.chunks.delta(start, None, out);
             }
             "tool-call-delta" => {
                 let ti = self.tool_index(index, false);
@@ -565,11 +542,8 @@ impl StreamMapper {
                     .and_then(Value::as_str)
                     .unwrap_or("");
                 if !args.is_empty() {
-                    self.chunks.delta(
-                        json!({"tool_calls": [{"index": ti, "function": {"arguments": args}}]}),
-                        None,
-                        out,
-                    );
+                    self.chunks
+                        .delta(t::tool_call_arguments(ti, args), None, out);
                 }
             }
             "message-end" => {
@@ -595,6 +569,11 @@ impl StreamMapper {
             }
             _ => {}
         }
+    }
+
+    /// True once `message-end` was seen.
+    fn end(&mut self, _out: &mut Vec<u8>) -> bool {
+        self.done
     }
 }
 

@@ -6,57 +6,40 @@
 use serde_json::{json, Value};
 
 use crate::llm::cohere::{finish_reason, usage};
+use crate::llm::framing::{Framed, MapEvents, Ndjson};
 use crate::llm::translate::{self as t, Chunks};
 
 /// v1 stream lines → OpenAI chunks, one upstream chunk at a time.
+pub type StreamMapper = Framed<EventMapper>;
+
+impl StreamMapper {
+    /// A mapper stamping chunks with `created` and the requested `model` (v1 events name
+    /// no model).
+    pub fn new(created: u64, model: &str) -> Self {
+        Framed::wrap(EventMapper {
+            chunks: Chunks {
+                created,
+                model: model.to_string(),
+                ..Chunks::default()
+            },
+            ..EventMapper::default()
+        })
+    }
+}
+
+/// One v1 line at a time (see [`StreamMapper`]).
 #[derive(Debug, Default)]
-pub struct StreamMapper {
-    /// A line not yet ended by `\n`.
-    line: Vec<u8>,
+pub struct EventMapper {
     chunks: Chunks,
     started: bool,
     tools: u64,
     done: bool,
 }
 
-impl StreamMapper {
-    /// A mapper stamping chunks with `created` and the requested `model` (v1 events name
-    /// no model).
-    pub fn new(created: u64, model: &str) -> Self {
-        StreamMapper {
-            chunks: Chunks {
-                created,
-                model: model.to_string(),
-                ..Chunks::default()
-            },
-            ..Default::default()
-        }
-    }
+impl MapEvents for EventMapper {
+    type Framing = Ndjson;
 
-    /// Maps the complete lines in `chunk`; a line split across chunks waits for its end.
-    pub fn on_chunk(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) {
-        while let Some(i) = memchr::memchr(b'\n', chunk) {
-            if self.line.is_empty() {
-                self.on_line(&chunk[..i], out);
-            } else {
-                self.line.extend_from_slice(&chunk[..i]);
-                let line = std::mem::take(&mut self.line);
-                self.on_line(&line, out);
-            }
-            chunk = &chunk[i + 1..];
-        }
-        self.line.extend_from_slice(chunk);
-    }
-
-    /// At the end of the upstream body: a last line without its newline; true when
-    /// `stream-end` was seen.
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
-        let line = std::mem::take(&mut self.line);
-        self.on_line(&line, out);
-        self.done
-    }
-
-    fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+    fn on_event(&mut self, line: &[u8], out: &mut Vec<u8>) {
         let line = line.trim_ascii();
         if !line.starts_with(b"{") {
             return;
@@ -103,12 +86,8 @@ impl StreamMapper {
                         "call_{:016x}",
                         t::fnv(&[self.chunks.id.as_bytes(), &self.tools.to_le_bytes()])
                     );
-                    self.chunks.delta(
-                        json!({"tool_calls": [{"index": self.tools, "id": id, "type": "function",
-                            "function": {"name": name, "arguments": args}}]}),
-                        None,
-                        out,
-                    );
+                    let call = t::tool_call_start(self.tools, id, name, &args);
+                    self.chunks.delta(call, None, out);
                     self.tools += 1;
                 }
             }
@@ -138,6 +117,11 @@ impl StreamMapper {
             }
             _ => {}
         }
+    }
+
+    /// True once `stream-end` was seen.
+    fn end(&mut self, _out: &mut Vec<u8>) -> bool {
+        self.done
     }
 }
 

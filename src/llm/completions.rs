@@ -5,12 +5,10 @@
 use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
+use crate::llm::framing::{Framed, MapEvents};
 use crate::llm::sse;
+use crate::llm::translate::bad;
 use crate::llm::EncodeError;
-
-fn bad(msg: impl Into<String>) -> EncodeError {
-    EncodeError(msg.into())
-}
 
 /// Request fields that mean the same in both APIs.
 const SHARED: &[&str] = &[
@@ -108,31 +106,18 @@ pub fn from_chat(chat: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// Chat chunks (SSE) → `text_completion` chunks, one event at a time.
+pub type StreamMapper = Framed<EventMapper>;
+
+/// One chat event at a time (see [`StreamMapper`]).
 #[derive(Debug, Default)]
-pub struct StreamMapper {
-    framer: sse::Framer,
-}
+pub struct EventMapper;
 
-impl StreamMapper {
-    /// Maps the complete events in `chunk`; errors and `[DONE]` pass as they are.
-    pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.framer.push(chunk, |ev| events.push(ev));
-        for ev in events {
-            Self::on_event(&ev.data, out);
-        }
-    }
+impl MapEvents for EventMapper {
+    type Framing = sse::Framer;
 
-    /// The rest at the end of the stream.
-    pub fn finish(&mut self, out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.framer.finish(|ev| events.push(ev));
-        for ev in events {
-            Self::on_event(&ev.data, out);
-        }
-    }
-
-    fn on_event(data: &[u8], out: &mut Vec<u8>) {
+    /// Errors and `[DONE]` pass as they are.
+    fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
+        let data = &ev.data[..];
         if data.is_empty() {
             return;
         }
@@ -148,6 +133,11 @@ impl StreamMapper {
             return;
         }
         sse::write_data(out, &convert(&v, "delta"));
+    }
+
+    /// Whether the chat stream was complete is for the mapper before this one to say.
+    fn end(&mut self, _out: &mut Vec<u8>) -> bool {
+        true
     }
 }
 

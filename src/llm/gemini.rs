@@ -10,8 +10,9 @@ use serde_json::{json, Map, Value};
 
 use crate::config::plugins::RouteType;
 use crate::llm::body::BodyView;
+use crate::llm::framing::{Framed, MapEvents};
 use crate::llm::sse;
-use crate::llm::translate;
+use crate::llm::translate::{self as t, bad, field, Chunks, ToolChoice};
 use crate::llm::usage::Usage;
 use crate::llm::{Asked, Decoded, Encode, EncodeError};
 
@@ -58,63 +59,24 @@ pub fn path_streams(path: &str) -> bool {
         .is_some_and(|(_, m)| m.starts_with("streamGenerateContent"))
 }
 
-fn bad(msg: impl Into<String>) -> EncodeError {
-    EncodeError(msg.into())
-}
-
-/// A top-level member as a JSON value (absent and `null` alike read as None).
-fn member(body: &BodyView<'_>, k: &str) -> Result<Option<Value>, EncodeError> {
-    match body.raw(k) {
-        None => Ok(None),
-        Some(r) => serde_json::from_str::<Value>(r)
-            .map(|v| (!v.is_null()).then_some(v))
-            .map_err(|_| bad(format!("'{k}' is not valid JSON"))),
-    }
-}
-
-fn model_of(body: &BodyView<'_>, e: &Encode<'_>) -> Result<String, EncodeError> {
-    match e.model {
-        Some(m) => Ok(m.to_string()),
-        None => body.str("model").map(|m| m.into_owned()).ok_or_else(|| {
-            bad("model parameter not found in request, nor in gateway configuration")
-        }),
-    }
-}
-
 /// An OpenAI chat body as a `generateContent` body.
 pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, EncodeError> {
-    let model = model_of(body, e)?;
+    let model = t::model(body, e)?;
     let model = model.strip_prefix("models/").unwrap_or(&model);
     let mut out = Map::new();
 
-    let messages = member(body, "messages")?.ok_or_else(|| bad("'messages' is required"))?;
-    let Value::Array(messages) = messages else {
-        return Err(bad("'messages' must be an array"));
-    };
-    let (system, contents) = encode_messages(&messages, model)?;
+    let (system, contents) = encode_messages(&t::messages(body)?, model)?;
     out.insert("contents".into(), Value::Array(contents));
     if let Some(s) = system {
         out.insert("systemInstruction".into(), json!({"parts": [{"text": s}]}));
     }
 
     let mut gc = Map::new();
-    let max_tokens = match member(body, "max_completion_tokens")?.or(member(body, "max_tokens")?) {
-        Some(v) => Some(
-            v.as_u64()
-                .ok_or_else(|| bad("'max_tokens' must be a positive integer"))?,
-        ),
-        None => e.options.max_tokens,
-    };
-    if let Some(m) = max_tokens {
+    if let Some(m) = t::max_tokens(body, e)? {
         gc.insert("maxOutputTokens".into(), json!(m));
     }
-    if let Some(stop) = member(body, "stop")? {
-        let seqs = match stop {
-            Value::String(s) => vec![Value::String(s)],
-            Value::Array(a) if a.iter().all(Value::is_string) => a,
-            _ => return Err(bad("'stop' must be a string or an array of strings")),
-        };
-        gc.insert("stopSequences".into(), Value::Array(seqs));
+    if let Some(s) = t::stop(body)? {
+        gc.insert("stopSequences".into(), Value::Array(s));
     }
     // Request values win; the config fills the gaps (spec §3.5 step 4).
     for (ours, theirs, conf) in [
@@ -126,7 +88,7 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
         ("top_p", "topP", e.options.top_p.map(|v| json!(v))),
         ("top_k", "topK", e.options.top_k.map(|v| json!(v))),
     ] {
-        if let Some(v) = member(body, ours)?.or(conf) {
+        if let Some(v) = t::sampling(body, ours, conf)? {
             gc.insert(theirs.into(), v);
         }
     }
@@ -135,11 +97,11 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
         ("frequency_penalty", "frequencyPenalty"),
         ("seed", "seed"),
     ] {
-        if let Some(v) = member(body, ours)? {
+        if let Some(v) = field(body, ours)? {
             gc.insert(theirs.into(), v);
         }
     }
-    if let Some(n) = member(body, "n")? {
+    if let Some(n) = field(body, "n")? {
         let n = n
             .as_u64()
             .filter(|n| *n >= 1)
@@ -148,7 +110,7 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
             gc.insert("candidateCount".into(), json!(n));
         }
     }
-    if let Some(rf) = member(body, "response_format")? {
+    if let Some(rf) = field(body, "response_format")? {
         match rf.get("type").and_then(Value::as_str).unwrap_or("") {
             "text" => {}
             "json_object" => {
@@ -175,13 +137,24 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
     if !gc.is_empty() {
         out.insert("generationConfig".into(), Value::Object(gc));
     }
-    if let Some(tools) = member(body, "tools")? {
-        out.insert("tools".into(), encode_tools(tools)?);
+    if let Some(tools) = field(body, "tools")? {
+        // parametersJsonSchema takes the JSON Schema OpenAI tools carry as it is.
+        let decls: Vec<Value> = t::function_tools(&tools, "gemini")?
+            .into_iter()
+            .map(|f| f.declaration("parametersJsonSchema", |p| p))
+            .collect();
+        out.insert("tools".into(), json!([{ "functionDeclarations": decls }]));
     }
-    if let Some(tc) = member(body, "tool_choice")? {
+    if let Some(tc) = field(body, "tool_choice")? {
+        let config = match t::tool_choice(&tc)? {
+            ToolChoice::Auto => json!({"mode": "AUTO"}),
+            ToolChoice::Required => json!({"mode": "ANY"}),
+            ToolChoice::None => json!({"mode": "NONE"}),
+            ToolChoice::Function(name) => json!({"mode": "ANY", "allowedFunctionNames": [name]}),
+        };
         out.insert(
             "toolConfig".into(),
-            json!({ "functionCallingConfig": encode_tool_choice(&tc)? }),
+            json!({ "functionCallingConfig": config }),
         );
     }
     if let Some((k, v)) = e.body_param {
@@ -214,7 +187,7 @@ fn encode_messages(
                         "'messages[{i}]': provider gemini has no systemInstruction for {model} (gemini-1.0 models); put the instructions in a user message"
                     )));
                 }
-                system.push(text_of(m.get("content"), i)?);
+                system.push(t::text_of(m.get("content"), i, None)?);
                 continue;
             }
             "user" => ("user", content_parts(m.get("content"), i)?),
@@ -235,16 +208,13 @@ fn encode_messages(
                 ("model", parts)
             }
             "tool" => {
-                let id = m
-                    .get("tool_call_id")
-                    .and_then(Value::as_str)
-                    .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))?;
+                let id = t::tool_call_id(m, i)?;
                 let name = call_names.get(id).ok_or_else(|| {
                     bad(format!(
                         "'messages[{i}].tool_call_id' '{id}' matches no tool call of an earlier assistant message; provider gemini needs the function's name"
                     ))
                 })?;
-                let text = text_of(m.get("content"), i)?;
+                let text = t::text_of(m.get("content"), i, None)?;
                 // Gemini wants an object; a JSON object result goes as it is.
                 let response = match serde_json::from_str::<Value>(&text) {
                     Ok(v @ Value::Object(_)) => v,
@@ -277,31 +247,6 @@ fn encode_messages(
     Ok((system, turns))
 }
 
-/// Text of a string or of an array of text parts.
-fn text_of(content: Option<&Value>, i: usize) -> Result<String, EncodeError> {
-    match content {
-        None | Some(Value::Null) => Ok(String::new()),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(Value::Array(parts)) => {
-            let mut out = Vec::new();
-            for p in parts {
-                match p.get("text").and_then(Value::as_str) {
-                    Some(t) => out.push(t),
-                    None => {
-                        return Err(bad(format!(
-                            "'messages[{i}].content' may only have text parts here"
-                        )))
-                    }
-                }
-            }
-            Ok(out.join("\n"))
-        }
-        Some(_) => Err(bad(format!(
-            "'messages[{i}].content' must be a string or an array"
-        ))),
-    }
-}
-
 fn content_parts(content: Option<&Value>, i: usize) -> Result<Vec<Value>, EncodeError> {
     match content {
         None | Some(Value::Null) => Ok(Vec::new()),
@@ -324,12 +269,8 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
     match kind {
         "text" => Ok(json!({"text": p.get("text").and_then(Value::as_str).unwrap_or("")})),
         "image_url" => {
-            let url = p
-                .get("image_url")
-                .and_then(|u| u.get("url").or(Some(u)))
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad(format!("{} is required", field("image_url.url"))))?;
-            Ok(match translate::data_url(url) {
+            let url = t::image_url(p, i, j)?;
+            Ok(match t::data_url(url) {
                 Some((mime, data)) => json!({"inlineData": {"mimeType": mime, "data": data}}),
                 None => match image_mime(url) {
                     Some(mime) => json!({"fileData": {"mimeType": mime, "fileUri": url}}),
@@ -361,7 +302,7 @@ fn content_part(p: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
             match f
                 .and_then(|f| f.get("file_data"))
                 .and_then(Value::as_str)
-                .and_then(translate::data_url)
+                .and_then(t::data_url)
             {
                 Some((mime, data)) => Ok(json!({"inlineData": {"mimeType": mime, "data": data}})),
                 None => Err(bad(format!(
@@ -400,29 +341,9 @@ fn function_call_part(
     i: usize,
     j: usize,
 ) -> Result<(Value, Option<&str>, &str), EncodeError> {
-    let f = call.get("function");
-    let name = f
-        .and_then(|f| f.get("name"))
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            bad(format!(
-                "'messages[{i}].tool_calls[{j}].function.name' is required"
-            ))
-        })?;
-    let args = f
-        .and_then(|f| f.get("arguments"))
-        .and_then(Value::as_str)
-        .unwrap_or("{}");
-    let args: Value = if args.trim().is_empty() {
-        json!({})
-    } else {
-        serde_json::from_str(args).map_err(|_| {
-            bad(format!(
-                "'messages[{i}].tool_calls[{j}].function.arguments' is not valid JSON"
-            ))
-        })?
-    };
-    let mut part = json!({"functionCall": {"name": name, "args": args}});
+    let c = t::tool_call(call, i, j)?;
+    let args = t::arguments_object(c.arguments, i, j)?;
+    let mut part = json!({"functionCall": {"name": c.name, "args": args}});
     // Thinking models want their signature back with the call (Google's OpenAI-compatible
     // API carries it in the same place).
     if let Some(sig) = call
@@ -431,67 +352,14 @@ fn function_call_part(
     {
         part["thoughtSignature"] = json!(sig);
     }
-    Ok((part, call.get("id").and_then(Value::as_str), name))
-}
-
-fn encode_tools(tools: Value) -> Result<Value, EncodeError> {
-    let Value::Array(tools) = tools else {
-        return Err(bad("'tools' must be an array"));
-    };
-    let mut decls = Vec::with_capacity(tools.len());
-    for (i, t) in tools.iter().enumerate() {
-        if t.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(bad(format!(
-                "'tools[{i}].type': provider gemini takes function tools only"
-            )));
-        }
-        let f = t.get("function");
-        let name = f
-            .and_then(|f| f.get("name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| bad(format!("'tools[{i}].function.name' is required")))?;
-        let mut d = Map::new();
-        d.insert("name".into(), json!(name));
-        if let Some(desc) = f
-            .and_then(|f| f.get("description"))
-            .filter(|d| !d.is_null())
-        {
-            d.insert("description".into(), desc.clone());
-        }
-        // parametersJsonSchema takes the JSON Schema OpenAI tools carry as it is.
-        if let Some(p) = f.and_then(|f| f.get("parameters")).filter(|p| !p.is_null()) {
-            d.insert("parametersJsonSchema".into(), p.clone());
-        }
-        decls.push(Value::Object(d));
-    }
-    Ok(json!([{ "functionDeclarations": decls }]))
-}
-
-fn encode_tool_choice(tc: &Value) -> Result<Value, EncodeError> {
-    match tc {
-        Value::String(s) => match s.as_str() {
-            "auto" => Ok(json!({"mode": "AUTO"})),
-            "required" => Ok(json!({"mode": "ANY"})),
-            "none" => Ok(json!({"mode": "NONE"})),
-            other => Err(bad(format!("'tool_choice' '{other}' is not a valid value"))),
-        },
-        Value::Object(o) => {
-            let name = o
-                .get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .ok_or_else(|| bad("'tool_choice.function.name' is required"))?;
-            Ok(json!({"mode": "ANY", "allowedFunctionNames": [name]}))
-        }
-        _ => Err(bad("'tool_choice' must be a string or an object")),
-    }
+    Ok((part, c.id, c.name))
 }
 
 /// An OpenAI embeddings body as a `batchEmbedContents` body: one request per input text.
 pub fn encode_embeddings(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, EncodeError> {
-    let model = model_of(body, e)?;
+    let model = t::model(body, e)?;
     let model = format!("models/{}", model.strip_prefix("models/").unwrap_or(&model));
-    let texts: Vec<String> = match member(body, "input")? {
+    let texts: Vec<String> = match field(body, "input")? {
         Some(Value::String(s)) => vec![s],
         Some(Value::Array(items)) => items
             .into_iter()
@@ -515,7 +383,7 @@ pub fn encode_embeddings(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>,
             )));
         }
     }
-    let dims = match member(body, "dimensions")? {
+    let dims = match field(body, "dimensions")? {
         Some(d) => Some(
             d.as_u64()
                 .ok_or_else(|| bad("'dimensions' must be a positive integer"))?,
@@ -657,17 +525,14 @@ fn call_id(response_id: &str, candidate: u64, k: usize) -> String {
     format!("call_{response_id}_{candidate}_{k}")
 }
 
-fn tool_call(part: &Value, id: String) -> Option<Value> {
+fn tool_call(part: &Value, id_if_none: String) -> Option<Value> {
     let fc = part.get("functionCall")?;
-    let args = fc.get("args").cloned().unwrap_or_else(|| json!({}));
-    let mut call = json!({
-        "id": fc.get("id").and_then(Value::as_str).map(str::to_string).unwrap_or(id),
-        "type": "function",
-        "function": {
-            "name": fc.get("name").cloned().unwrap_or(Value::Null),
-            "arguments": serde_json::to_string(&args).unwrap_or_else(|_| "{}".into()),
-        },
-    });
+    let id = fc.get("id").and_then(Value::as_str);
+    let mut call = t::openai_tool_call(
+        id.unwrap_or(&id_if_none),
+        fc.get("name"),
+        t::arguments_string(fc.get("args")),
+    );
     if let Some(sig) = part.get("thoughtSignature").and_then(Value::as_str) {
         call["extra_content"] = json!({"google": {"thought_signature": sig}});
     }
@@ -810,74 +675,36 @@ pub fn decode_error(body: &[u8]) -> Option<Vec<u8>> {
 
 /// Gemini's `?alt=sse` stream (each event a whole `GenerateContentResponse`) → OpenAI
 /// `chat.completion.chunk` events. Gemini sends no terminal event: the finish reason marks the
-/// last answer chunk and the body's end the stream's, so `finish` writes the usage chunk and
+/// last answer chunk and the body's end the stream's, so the end writes the usage chunk and
 /// `[DONE]`.
+pub type StreamMapper = Framed<EventMapper>;
+
+impl StreamMapper {
+    /// A mapper stamping chunks with `created`.
+    pub fn new(created: u64) -> Self {
+        Framed::wrap(EventMapper {
+            chunks: Chunks {
+                created,
+                ..Chunks::default()
+            },
+            ..EventMapper::default()
+        })
+    }
+}
+
+/// One Gemini event at a time (see [`StreamMapper`]).
 #[derive(Debug, Default)]
-pub struct StreamMapper {
-    framer: sse::Framer,
-    id: Option<String>,
-    model: String,
-    created: u64,
+pub struct EventMapper {
+    /// The id is the first event's (None before it).
+    chunks: Chunks<Option<String>>,
     /// Per candidate index: tool calls so far (OpenAI numbers them from 0 per choice).
     started: Vec<(u64, usize)>,
     usage: Option<Value>,
     finished: bool,
 }
 
-impl StreamMapper {
-    /// A mapper stamping chunks with `created`.
-    pub fn new(created: u64) -> Self {
-        StreamMapper {
-            created,
-            ..Default::default()
-        }
-    }
-
-    /// Maps the complete events in `chunk`; an unfinished event waits for the next chunk.
-    pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.framer.push(chunk, |ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-    }
-
-    /// At the end of the upstream body: the rest, then usage and `[DONE]` when the answer
-    /// was finished (true), or nothing more when the stream was cut (false).
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
-        let mut events = Vec::new();
-        self.framer.finish(|ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-        if !self.finished {
-            return false;
-        }
-        if let Some(u) = self.usage.as_ref().and_then(usage) {
-            let v = json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": u.openai_json(),
-            });
-            sse::write_data(out, &v);
-        }
-        out.extend_from_slice(b"data: [DONE]\n\n");
-        true
-    }
-
-    fn chunk(&self, index: u64, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
-        let v = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}],
-        });
-        sse::write_data(out, &v);
-    }
+impl MapEvents for EventMapper {
+    type Framing = sse::Framer;
 
     fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
         let Ok(v) = serde_json::from_slice::<Value>(&ev.data) else {
@@ -889,23 +716,20 @@ impl StreamMapper {
                 .and_then(Value::as_str)
                 .unwrap_or("upstream error");
             let status = e.get("status").and_then(Value::as_str).unwrap_or("UNKNOWN");
-            sse::write_data(
-                out,
-                &json!({"error": {"message": message, "type": error_type(status), "code": status}}),
-            );
+            t::error_event(message, error_type(status), status, out);
             return;
         }
-        let id = match &self.id {
+        let id = match &self.chunks.id {
             Some(id) => id.clone(),
             None => {
-                let id = response_id(&v, self.created);
-                self.id = Some(id.clone());
+                let id = response_id(&v, self.chunks.created);
+                self.chunks.id = Some(id.clone());
                 id
             }
         };
-        if self.model.is_empty() {
+        if self.chunks.model.is_empty() {
             if let Some(m) = v.get("modelVersion").and_then(Value::as_str) {
-                self.model = m.to_string();
+                self.chunks.model = m.to_string();
             }
         }
         if let Some(u) = v.get("usageMetadata").filter(|u| u.is_object()) {
@@ -919,7 +743,7 @@ impl StreamMapper {
                 Some(s) => s,
                 None => {
                     self.started.push((index, 0));
-                    self.chunk(
+                    self.chunks.delta_at(
                         index,
                         json!({"role": "assistant", "content": ""}),
                         None,
@@ -932,7 +756,8 @@ impl StreamMapper {
             let parts = c.pointer("/content/parts").and_then(Value::as_array);
             let (text, calls) = read_parts(parts, &id, index, first_call);
             if !text.is_empty() {
-                self.chunk(index, json!({ "content": text }), None, out);
+                self.chunks
+                    .delta_at(index, json!({ "content": text }), None, out);
             }
             if !calls.is_empty() {
                 let deltas: Vec<Value> = calls
@@ -946,11 +771,13 @@ impl StreamMapper {
                     })
                     .collect();
                 self.started[slot].1 += deltas.len();
-                self.chunk(index, json!({ "tool_calls": deltas }), None, out);
+                self.chunks
+                    .delta_at(index, json!({ "tool_calls": deltas }), None, out);
             }
             if let Some(r) = c.get("finishReason").and_then(Value::as_str) {
                 let has_calls = self.started[slot].1 > 0;
-                self.chunk(index, json!({}), Some(finish_reason(r, has_calls)), out);
+                self.chunks
+                    .delta_at(index, json!({}), Some(finish_reason(r, has_calls)), out);
                 self.finished = true;
             }
         }
@@ -959,12 +786,20 @@ impl StreamMapper {
                 .pointer("/promptFeedback/blockReason")
                 .and_then(Value::as_str)
             {
-                sse::write_data(
-                    out,
-                    &json!({"error": {"message": no_candidates(&v), "type": "invalid_request_error", "code": r}}),
-                );
+                t::error_event(&no_candidates(&v), "invalid_request_error", r, out);
             }
         }
+    }
+
+    /// The usage chunk and `[DONE]` when a finish reason came (true); nothing when the
+    /// stream was cut (false).
+    fn end(&mut self, out: &mut Vec<u8>) -> bool {
+        if !self.finished {
+            return false;
+        }
+        let u = self.usage.as_ref().and_then(usage);
+        self.chunks.end(u.as_ref(), out);
+        true
     }
 }
 

@@ -8,6 +8,7 @@ use serde_json::{json, Map, Value};
 
 use crate::config::plugins::RouteType;
 use crate::llm::body::BodyView;
+use crate::llm::framing::{Framed, MapEvents};
 use crate::llm::translate::{self as t, bad};
 use crate::llm::usage::Usage;
 use crate::llm::{llama2, openai, sse};
@@ -89,41 +90,28 @@ pub fn read_usage(body: &[u8]) -> (Option<Usage>, Option<String>) {
 
 /// A native client's stream for the observer: TGI's token events become OpenAI chunks
 /// (as the raw Llama-2 dialect maps them); the router's OpenAI chunks pass as they are.
-#[derive(Debug, Default)]
-pub struct StreamMapper {
-    framer: sse::Framer,
-    tgi: llama2::StreamMapper,
-    /// `[DONE]` of an OpenAI-shaped stream was seen.
-    done: bool,
-}
+pub type StreamMapper = Framed<EventMapper>;
 
 impl StreamMapper {
     /// A mapper stamping TGI's chunks with `created` and the requested `model`.
     pub fn new(created: u64, model: Option<&str>) -> Self {
-        StreamMapper {
-            tgi: llama2::StreamMapper::new(created, model),
-            ..Default::default()
-        }
+        Framed::wrap(EventMapper {
+            tgi: llama2::EventMapper::new(created, model),
+            done: false,
+        })
     }
+}
 
-    /// Maps the complete events in `chunk`; an unfinished event waits for the next chunk.
-    pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.framer.push(chunk, |ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-    }
+/// One event at a time (see [`StreamMapper`]).
+#[derive(Debug, Default)]
+pub struct EventMapper {
+    tgi: llama2::EventMapper,
+    /// `[DONE]` of an OpenAI-shaped stream was seen.
+    done: bool,
+}
 
-    /// At the end of the upstream body; true when TGI's final event or `[DONE]` was seen.
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
-        let mut events = Vec::new();
-        self.framer.finish(|ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-        self.tgi.finish(out) || self.done
-    }
+impl MapEvents for EventMapper {
+    type Framing = sse::Framer;
 
     fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
         if ev.data == b"[DONE]" {
@@ -147,6 +135,11 @@ impl StreamMapper {
         } else {
             sse::write_data(out, &v);
         }
+    }
+
+    /// True when TGI's final event or `[DONE]` was seen.
+    fn end(&mut self, out: &mut Vec<u8>) -> bool {
+        self.tgi.end(out) || self.done
     }
 }
 

@@ -7,6 +7,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
+use crate::llm::framing::{Framed, MapEvents};
 use crate::llm::sse;
 use crate::llm::translate::{self as t, bad, field, Answer, Chunks};
 use crate::llm::usage::Usage;
@@ -27,7 +28,7 @@ pub fn prompt(messages: &[Value]) -> Result<String, EncodeError> {
     // (user text, answer) pairs; the last user turn has no answer yet.
     let mut turns: Vec<(String, Option<String>)> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
-        let text = t::text_of(m.get("content"), i, P)?;
+        let text = t::text_of(m.get("content"), i, Some(P))?;
         match t::role(m, i)? {
             "system" | "developer" => system.push(text),
             "user" => match turns.last_mut() {
@@ -221,19 +222,28 @@ pub fn decode_error(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// TGI's token stream (`data: {token, generated_text, details}`) → OpenAI chunks.
+pub type StreamMapper = Framed<EventMapper>;
+
+impl StreamMapper {
+    /// A mapper stamping chunks with `created` and the requested `model`.
+    pub fn new(created: u64, model: Option<&str>) -> Self {
+        Framed::wrap(EventMapper::new(created, model))
+    }
+}
+
+/// One TGI event at a time (see [`StreamMapper`]; Hugging Face's reader feeds it too).
 #[derive(Debug, Default)]
-pub struct StreamMapper {
-    framer: sse::Framer,
+pub struct EventMapper {
     chunks: Chunks,
     started: bool,
     wrote_text: bool,
     done: bool,
 }
 
-impl StreamMapper {
+impl EventMapper {
     /// A mapper stamping chunks with `created` and the requested `model`.
     pub fn new(created: u64, model: Option<&str>) -> Self {
-        StreamMapper {
+        EventMapper {
             chunks: Chunks {
                 created,
                 model: model.unwrap_or_default().to_string(),
@@ -242,29 +252,12 @@ impl StreamMapper {
             ..Default::default()
         }
     }
+}
 
-    /// Maps the complete events in `chunk`.
-    pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.framer.push(chunk, |ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-    }
+impl MapEvents for EventMapper {
+    type Framing = sse::Framer;
 
-    /// At the end of the upstream body; true when the final event (with the whole text)
-    /// was seen.
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
-        let mut events = Vec::new();
-        self.framer.finish(|ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev, out);
-        }
-        self.done
-    }
-
-    /// Maps one TGI event (for readers that frame the stream themselves).
-    pub fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
+    fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
         let Ok(v) = serde_json::from_slice::<Value>(&ev.data) else {
             return;
         };
@@ -310,6 +303,11 @@ impl StreamMapper {
             self.chunks.end(usage(details).as_ref(), out);
             self.done = true;
         }
+    }
+
+    /// True once the final event (with the whole text) was seen.
+    fn end(&mut self, _out: &mut Vec<u8>) -> bool {
+        self.done
     }
 }
 

@@ -9,6 +9,7 @@ pub mod cohere;
 pub mod cohere_v1;
 pub mod completions;
 pub mod eventstream;
+pub mod framing;
 pub mod gemini;
 pub mod huggingface;
 pub mod llama2;

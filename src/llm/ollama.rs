@@ -5,6 +5,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
+use crate::llm::framing::{Framed, MapEvents, Ndjson};
 use crate::llm::translate::{self as t, bad, field, Answer, Chunks};
 use crate::llm::usage::Usage;
 use crate::llm::{Decoded, Encode, EncodeError};
@@ -39,18 +40,7 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
     if let Some(tools) = field(body, "tools")? {
         let tools = t::function_tools(&tools, P)?;
         if !tools_off && !tools.is_empty() {
-            let list: Vec<Value> = tools
-                .into_iter()
-                .map(|(name, description, parameters)| {
-                    let mut f = Map::new();
-                    f.insert("name".into(), Value::String(name));
-                    if let Some(d) = description {
-                        f.insert("description".into(), d);
-                    }
-                    f.insert("parameters".into(), parameters);
-                    json!({"type": "function", "function": f})
-                })
-                .collect();
+            let list = tools.into_iter().map(t::FunctionTool::openai).collect();
             out.insert("tools".into(), Value::Array(list));
         }
     }
@@ -111,14 +101,14 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
 
 fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
     // Tool results name their tool in Ollama; OpenAI only gives the call id.
-    let mut call_names: Vec<(String, String)> = Vec::new();
+    let mut call_names: Vec<(&str, &str)> = Vec::new();
     let mut out = Vec::with_capacity(messages.len());
     for (i, m) in messages.iter().enumerate() {
         let role = t::role(m, i)?;
         match role {
-            "system" | "developer" => {
-                out.push(json!({"role": "system", "content": t::text_of(m.get("content"), i, P)?}))
-            }
+            "system" | "developer" => out.push(
+                json!({"role": "system", "content": t::text_of(m.get("content"), i, Some(P))?}),
+            ),
             "user" => {
                 let (text, images) = user_content(m.get("content"), i)?;
                 let mut msg = json!({"role": "user", "content": text});
@@ -132,15 +122,15 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
                 msg.insert("role".into(), json!("assistant"));
                 msg.insert(
                     "content".into(),
-                    Value::String(t::text_of(m.get("content"), i, P)?),
+                    Value::String(t::text_of(m.get("content"), i, Some(P))?),
                 );
                 if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
                     let mut list = Vec::with_capacity(calls.len());
                     for (j, c) in calls.iter().enumerate() {
-                        let (id, name, args) = t::tool_call(c, i, j)?;
-                        let arguments = t::arguments_object(&args, i, j)?;
-                        list.push(json!({"function": {"name": name, "arguments": arguments}}));
-                        call_names.push((id, name));
+                        let call = t::tool_call(c, i, j)?;
+                        let arguments = t::arguments_object(call.arguments, i, j)?;
+                        list.push(json!({"function": {"name": call.name, "arguments": arguments}}));
+                        call_names.push((call.id.unwrap_or(""), call.name));
                     }
                     if !list.is_empty() {
                         msg.insert("tool_calls".into(), Value::Array(list));
@@ -151,8 +141,8 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
             "tool" => {
                 let id = m.get("tool_call_id").and_then(Value::as_str).unwrap_or("");
                 let mut msg =
-                    json!({"role": "tool", "content": t::text_of(m.get("content"), i, P)?});
-                if let Some((_, name)) = call_names.iter().rev().find(|(c, _)| c == id) {
+                    json!({"role": "tool", "content": t::text_of(m.get("content"), i, Some(P))?});
+                if let Some((_, name)) = call_names.iter().rev().find(|(c, _)| *c == id) {
                     msg["tool_name"] = json!(name);
                 }
                 out.push(msg);
@@ -170,7 +160,7 @@ fn encode_messages(messages: Vec<Value>) -> Result<Vec<Value>, EncodeError> {
 /// A user turn's text and its images (base64, from data URLs: Ollama fetches nothing).
 fn user_content(content: Option<&Value>, i: usize) -> Result<(String, Vec<String>), EncodeError> {
     let Some(Value::Array(parts)) = content else {
-        return Ok((t::text_of(content, i, P)?, Vec::new()));
+        return Ok((t::text_of(content, i, Some(P))?, Vec::new()));
     };
     let mut text = Vec::new();
     let mut images = Vec::new();
@@ -178,11 +168,8 @@ fn user_content(content: Option<&Value>, i: usize) -> Result<(String, Vec<String
         match p.get("type").and_then(Value::as_str).unwrap_or("") {
             "text" => text.push(p.get("text").and_then(Value::as_str).unwrap_or("")),
             "image_url" => {
-                let url = p
-                    .get("image_url")
-                    .and_then(|u| u.get("url").or(Some(u)))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
+                // Without a URL, the refusal below says what Ollama takes.
+                let url = t::image_url(p, i, j).unwrap_or("");
                 let (_, data) = t::data_url(url).ok_or_else(|| {
                     bad(format!(
                         "'messages[{i}].content[{j}].image_url.url': provider ollama takes images as base64 data URLs only"
@@ -360,52 +347,35 @@ pub fn decode_error(body: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Ollama's NDJSON stream (one JSON object per line) → OpenAI chunks.
+pub type StreamMapper = Framed<EventMapper>;
+
+impl StreamMapper {
+    /// A mapper stamping chunks with `created` (the model comes with every line).
+    pub fn new(created: u64, model: Option<&str>) -> Self {
+        Framed::wrap(EventMapper {
+            chunks: Chunks {
+                created,
+                model: model.unwrap_or_default().to_string(),
+                ..Chunks::default()
+            },
+            ..EventMapper::default()
+        })
+    }
+}
+
+/// One Ollama line at a time (see [`StreamMapper`]).
 #[derive(Debug, Default)]
-pub struct StreamMapper {
-    line: Vec<u8>,
+pub struct EventMapper {
     chunks: Chunks,
     started: bool,
     tools: usize,
     done: bool,
 }
 
-impl StreamMapper {
-    /// A mapper stamping chunks with `created` (the model comes with every line).
-    pub fn new(created: u64, model: Option<&str>) -> Self {
-        StreamMapper {
-            chunks: Chunks {
-                created,
-                model: model.unwrap_or_default().to_string(),
-                ..Chunks::default()
-            },
-            ..Default::default()
-        }
-    }
+impl MapEvents for EventMapper {
+    type Framing = Ndjson;
 
-    /// Maps the complete lines in `chunk`; a line split across chunks waits for its end.
-    pub fn on_chunk(&mut self, mut chunk: &[u8], out: &mut Vec<u8>) {
-        while let Some(i) = memchr::memchr(b'\n', chunk) {
-            if self.line.is_empty() {
-                self.on_line(&chunk[..i], out);
-            } else {
-                self.line.extend_from_slice(&chunk[..i]);
-                let line = std::mem::take(&mut self.line);
-                self.on_line(&line, out);
-            }
-            chunk = &chunk[i + 1..];
-        }
-        self.line.extend_from_slice(chunk);
-    }
-
-    /// At the end of the upstream body: a last line without its newline; true when the
-    /// `done: true` line was seen.
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
-        let line = std::mem::take(&mut self.line);
-        self.on_line(&line, out);
-        self.done
-    }
-
-    fn on_line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+    fn on_event(&mut self, line: &[u8], out: &mut Vec<u8>) {
         let line = line.trim_ascii();
         if !line.starts_with(b"{") {
             return;
@@ -461,6 +431,11 @@ impl StreamMapper {
             self.chunks.end(usage(&v).as_ref(), out);
             self.done = true;
         }
+    }
+
+    /// True once the `done: true` line was seen.
+    fn end(&mut self, _out: &mut Vec<u8>) -> bool {
+        self.done
     }
 }
 

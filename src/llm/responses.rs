@@ -8,17 +8,15 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
+use crate::llm::framing::{Framed, MapEvents};
 use crate::llm::sse;
+use crate::llm::translate::{bad, field};
 use crate::llm::usage::Usage;
 use crate::llm::EncodeError;
 
 /// The schema given to a free-form (`custom`) tool turned into a function: chat providers
 /// only call functions, so the raw input travels as one string argument.
 const CUSTOM_INPUT: &str = "input";
-
-fn bad(msg: impl Into<String>) -> EncodeError {
-    EncodeError(msg.into())
-}
 
 /// A Responses request as a chat request, with what the answer needs to echo.
 pub struct ChatRequest {
@@ -95,14 +93,6 @@ pub fn to_chat(
     stream: bool,
     created_at: u64,
 ) -> Result<ChatRequest, EncodeError> {
-    let field = |k: &str| -> Result<Option<Value>, EncodeError> {
-        match body.raw(k) {
-            None => Ok(None),
-            Some(r) => serde_json::from_str::<Value>(r)
-                .map(|v| (!v.is_null()).then_some(v))
-                .map_err(|_| bad(format!("'{k}' is not valid JSON"))),
-        }
-    };
     let mut out = Map::new();
     let mut echo = Map::new();
     let model = body.str("model").map(|m| m.into_owned());
@@ -111,7 +101,7 @@ pub fn to_chat(
     }
 
     let mut conversation: Vec<Value> = history.map(<[Value]>::to_vec).unwrap_or_default();
-    match field("input")? {
+    match field(body, "input")? {
         None => {}
         Some(Value::String(s)) => conversation.push(json!({"role": "user", "content": s})),
         Some(Value::Array(items)) => {
@@ -122,7 +112,7 @@ pub fn to_chat(
         Some(_) => return Err(bad("'input' must be a string or an array of items")),
     }
     let mut messages = Vec::with_capacity(conversation.len() + 1);
-    match field("instructions")? {
+    match field(body, "instructions")? {
         None => {}
         Some(Value::String(s)) => {
             messages.push(json!({"role": "system", "content": s}));
@@ -137,7 +127,7 @@ pub fn to_chat(
     out.insert("messages".into(), Value::Array(messages));
 
     let mut custom_tools = Vec::new();
-    if let Some(tools) = field("tools")? {
+    if let Some(tools) = field(body, "tools")? {
         let Value::Array(tools) = &tools else {
             return Err(bad("'tools' must be an array"));
         };
@@ -152,7 +142,7 @@ pub fn to_chat(
         }
         echo.insert("tools".into(), Value::Array(tools.clone()));
     }
-    if let Some(tc) = field("tool_choice")? {
+    if let Some(tc) = field(body, "tool_choice")? {
         let choice = match &tc {
             Value::String(s) if matches!(s.as_str(), "auto" | "none" | "required") => tc.clone(),
             Value::Object(o) => match o.get("type").and_then(Value::as_str) {
@@ -188,12 +178,12 @@ pub fn to_chat(
         ("parallel_tool_calls", "parallel_tool_calls"),
         ("user", "user"),
     ] {
-        if let Some(v) = field(ours)? {
+        if let Some(v) = field(body, ours)? {
             out.insert(theirs.into(), v.clone());
             echo.insert(ours.into(), v);
         }
     }
-    if let Some(text) = field("text")? {
+    if let Some(text) = field(body, "text")? {
         if let Some(format) = text.get("format") {
             if let Some(rf) = response_format(format)? {
                 out.insert("response_format".into(), rf);
@@ -204,7 +194,7 @@ pub fn to_chat(
     if let Some(prev) = body.str("previous_response_id") {
         echo.insert("previous_response_id".into(), json!(prev));
     }
-    if let Some(md) = field("metadata")? {
+    if let Some(md) = field(body, "metadata")? {
         echo.insert("metadata".into(), md);
     }
     let store = body.bool("store") != Some(false);
@@ -558,9 +548,31 @@ struct Call {
 }
 
 /// OpenAI chat chunks (SSE) → Responses events (SSE), one chunk at a time.
+pub type StreamMapper = Framed<EventMapper>;
+
+impl StreamMapper {
+    /// A mapper for the response described by `meta`.
+    pub fn new(meta: Arc<Meta>) -> Self {
+        Framed::wrap(EventMapper {
+            meta,
+            seq: 0,
+            started: false,
+            text: None,
+            calls: Vec::new(),
+            done_items: Vec::new(),
+            next_index: 0,
+            finish: None,
+            usage: None,
+            model: None,
+            ended: false,
+            assistant: None,
+        })
+    }
+}
+
+/// One chat event at a time (see [`StreamMapper`]).
 #[derive(Debug)]
-pub struct StreamMapper {
-    framer: sse::Framer,
+pub struct EventMapper {
     meta: Arc<Meta>,
     seq: u64,
     started: bool,
@@ -579,26 +591,7 @@ pub struct StreamMapper {
     pub assistant: Option<Value>,
 }
 
-impl StreamMapper {
-    /// A mapper for the response described by `meta`.
-    pub fn new(meta: Arc<Meta>) -> Self {
-        StreamMapper {
-            framer: sse::Framer::default(),
-            meta,
-            seq: 0,
-            started: false,
-            text: None,
-            calls: Vec::new(),
-            done_items: Vec::new(),
-            next_index: 0,
-            finish: None,
-            usage: None,
-            model: None,
-            ended: false,
-            assistant: None,
-        }
-    }
-
+impl EventMapper {
     /// The response's id.
     pub fn response_id(&self) -> &str {
         &self.meta.id
@@ -639,39 +632,7 @@ impl StreamMapper {
         self.emit(out, "response.in_progress", json!({"response": r}));
     }
 
-    /// Maps the complete chat events in `chunk`.
-    pub fn on_chunk(&mut self, chunk: &[u8], out: &mut Vec<u8>) {
-        let mut events = Vec::new();
-        self.framer.push(chunk, |ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev.data, out);
-        }
-    }
-
-    /// At the end of the chat stream: completes the response, or fails it when the chat
-    /// stream was cut. True when `response.completed` was written.
-    pub fn finish(&mut self, out: &mut Vec<u8>) -> bool {
-        let mut events = Vec::new();
-        self.framer.finish(|ev| events.push(ev));
-        for ev in events {
-            self.on_event(&ev.data, out);
-        }
-        if !self.ended {
-            if self.finish.is_some() {
-                // A finish reason came but no [DONE]: the answer itself is whole.
-                self.complete(out);
-            } else {
-                self.fail(
-                    out,
-                    "upstream_stream_cut",
-                    "The upstream stream ended before it was complete",
-                );
-            }
-        }
-        self.completed()
-    }
-
-    fn on_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
+    fn chat_event(&mut self, data: &[u8], out: &mut Vec<u8>) {
         if self.ended {
             return;
         }
@@ -908,5 +869,31 @@ impl StreamMapper {
         self.emit(out, "response.failed", json!({"response": r}));
         self.ended = true;
         self.assistant = None;
+    }
+}
+
+impl MapEvents for EventMapper {
+    type Framing = sse::Framer;
+
+    fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
+        self.chat_event(&ev.data, out);
+    }
+
+    /// Completes the response, or fails it when the chat stream was cut. True when
+    /// `response.completed` was written.
+    fn end(&mut self, out: &mut Vec<u8>) -> bool {
+        if !self.ended {
+            if self.finish.is_some() {
+                // A finish reason came but no [DONE]: the answer itself is whole.
+                self.complete(out);
+            } else {
+                self.fail(
+                    out,
+                    "upstream_stream_cut",
+                    "The upstream stream ended before it was complete",
+                );
+            }
+        }
+        self.completed()
     }
 }

@@ -187,7 +187,7 @@ impl Mapper {
     pub fn fail(&mut self, code: &str, message: &str) -> Option<Bytes> {
         let r = self.responses.as_mut()?;
         let mut out = Vec::new();
-        r.mapper.fail(&mut out, code, message);
+        r.mapper.mapper_mut().fail(&mut out, code, message);
         Some(Bytes::from(out))
     }
 
@@ -200,13 +200,11 @@ impl Mapper {
             None => true,
         };
         if !done {
-            crate::llm::sse::write_data(
+            crate::llm::translate::error_event(
+                "The upstream stream ended before it was complete",
+                "server_error",
+                "upstream_stream_cut",
                 &mut chat,
-                &serde_json::json!({"error": {
-                    "message": "The upstream stream ended before it was complete",
-                    "type": "server_error",
-                    "code": "upstream_stream_cut",
-                }}),
             );
         }
         if let Some(c) = &mut self.completions {
@@ -221,7 +219,8 @@ impl Mapper {
         let mut out = Vec::new();
         r.mapper.on_chunk(&chat, &mut out);
         if r.mapper.finish(&mut out) {
-            if let (Some(f), Some(a)) = (r.on_complete.take(), r.mapper.assistant.take()) {
+            let assistant = r.mapper.mapper_mut().assistant.take();
+            if let (Some(f), Some(a)) = (r.on_complete.take(), assistant) {
                 f(a);
             }
         }

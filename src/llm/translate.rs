@@ -1,7 +1,8 @@
-//! Pieces shared by the dialects that rebuild OpenAI chat requests and answers (Cohere,
-//! Ollama, Llama-2 raw): reading the client's members, writing OpenAI answers, chunks and
-//! embedding lists.
+//! Pieces shared by the dialects that rebuild OpenAI chat requests and answers: reading the
+//! client's members and tools, writing OpenAI answers, chunks and embedding lists. Their
+//! refusals are written here once, so dialects that share a check share its words.
 
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
@@ -50,9 +51,14 @@ pub fn role(m: &Value, i: usize) -> Result<&str, EncodeError> {
         .ok_or_else(|| bad(format!("'messages[{i}].role' is required")))
 }
 
-/// Text of a string content or of an array of text parts (joined with `\n`); other parts
-/// are refused, naming the provider.
-pub fn text_of(content: Option<&Value>, i: usize, provider: &str) -> Result<String, EncodeError> {
+/// Text of a string content or of an array of text parts (joined with `\n`). A non-text
+/// part is refused naming its type and `provider`; Anthropic, Bedrock and Gemini pass None
+/// and keep their own older wording (they read only system and tool messages with this).
+pub fn text_of(
+    content: Option<&Value>,
+    i: usize,
+    provider: Option<&str>,
+) -> Result<String, EncodeError> {
     match content {
         None | Some(Value::Null) => Ok(String::new()),
         Some(Value::String(s)) => Ok(s.clone()),
@@ -61,12 +67,7 @@ pub fn text_of(content: Option<&Value>, i: usize, provider: &str) -> Result<Stri
             for (j, p) in parts.iter().enumerate() {
                 match p.get("text").and_then(Value::as_str) {
                     Some(t) => out.push(t),
-                    None => {
-                        let kind = p.get("type").and_then(Value::as_str).unwrap_or("");
-                        return Err(bad(format!(
-                            "'messages[{i}].content[{j}].type' '{kind}' is not supported by provider {provider} here"
-                        )));
-                    }
+                    None => return Err(not_text(p, i, j, provider)),
                 }
             }
             Ok(out.join("\n"))
@@ -75,6 +76,40 @@ pub fn text_of(content: Option<&Value>, i: usize, provider: &str) -> Result<Stri
             "'messages[{i}].content' must be a string or an array"
         ))),
     }
+}
+
+fn not_text(part: &Value, i: usize, j: usize, provider: Option<&str>) -> EncodeError {
+    match provider {
+        Some(provider) => {
+            let kind = part.get("type").and_then(Value::as_str).unwrap_or("");
+            bad(format!(
+                "'messages[{i}].content[{j}].type' '{kind}' is not supported by provider {provider} here"
+            ))
+        }
+        None => bad(format!(
+            "'messages[{i}].content' may only have text parts here"
+        )),
+    }
+}
+
+/// `messages[i].tool_call_id` of a tool message.
+pub fn tool_call_id(m: &Value, i: usize) -> Result<&str, EncodeError> {
+    m.get("tool_call_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad(format!("'messages[{i}].tool_call_id' is required")))
+}
+
+/// The URL of content part `messages[i].content[j]` of type `image_url` (`image_url.url`,
+/// or `image_url` as a bare string).
+pub fn image_url(part: &Value, i: usize, j: usize) -> Result<&str, EncodeError> {
+    part.get("image_url")
+        .and_then(|u| u.get("url").or(Some(u)))
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            bad(format!(
+                "'messages[{i}].content[{j}].image_url.url' is required"
+            ))
+        })
 }
 
 /// `data:<media>;base64,<data>` split into its parts.
@@ -125,11 +160,51 @@ pub fn only_one_choice(body: &BodyView<'_>, provider: &str) -> Result<(), Encode
     }
 }
 
-/// `tools[]` as `(name, description, parameters)`; only function tools exist upstream.
-pub fn function_tools(
-    tools: &Value,
-    provider: &str,
-) -> Result<Vec<(String, Option<Value>, Value)>, EncodeError> {
+/// One function tool of the client's `tools`.
+pub struct FunctionTool {
+    /// The function's name.
+    pub name: String,
+    /// The description for the model, when the client gave one.
+    pub description: Option<Value>,
+    /// The arguments' JSON Schema as the client wrote it; None when it gave none.
+    pub parameters: Option<Value>,
+}
+
+impl FunctionTool {
+    /// `{"name", "description"?, key: …}`, the shape of every provider's declaration:
+    /// `schema` gets the client's schema and returns what goes under `key` (None leaves
+    /// the key out).
+    pub fn declaration(
+        self,
+        key: &str,
+        schema: impl FnOnce(Option<Value>) -> Option<Value>,
+    ) -> Value {
+        let mut d = Map::new();
+        d.insert("name".into(), Value::String(self.name));
+        if let Some(desc) = self.description {
+            d.insert("description".into(), desc);
+        }
+        if let Some(s) = schema(self.parameters) {
+            d.insert(key.into(), s);
+        }
+        Value::Object(d)
+    }
+
+    /// The tool in OpenAI's own shape, for providers that take it (Cohere, Ollama), with
+    /// the schema they require.
+    pub fn openai(self) -> Value {
+        let f = self.declaration("parameters", |p| Some(schema_or_empty(p)));
+        json!({"type": "function", "function": f})
+    }
+}
+
+/// A tool's schema, or the empty object schema for providers that require one.
+pub fn schema_or_empty(parameters: Option<Value>) -> Value {
+    parameters.unwrap_or_else(|| json!({"type": "object", "properties": {}}))
+}
+
+/// The client's `tools`; only function tools exist upstream.
+pub fn function_tools(tools: &Value, provider: &str) -> Result<Vec<FunctionTool>, EncodeError> {
     let Value::Array(tools) = tools else {
         return Err(bad("'tools' must be an array"));
     };
@@ -145,26 +220,60 @@ pub fn function_tools(
             .and_then(|f| f.get("name"))
             .and_then(Value::as_str)
             .ok_or_else(|| bad(format!("'tools[{i}].function.name' is required")))?;
-        let description = f
-            .and_then(|f| f.get("description"))
-            .filter(|d| !d.is_null())
-            .cloned();
-        let parameters = f
-            .and_then(|f| f.get("parameters"))
-            .filter(|p| !p.is_null())
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-        out.push((name.to_string(), description, parameters));
+        let member = |k: &str| f.and_then(|f| f.get(k)).filter(|v| !v.is_null()).cloned();
+        out.push(FunctionTool {
+            name: name.to_string(),
+            description: member("description"),
+            parameters: member("parameters"),
+        });
     }
     Ok(out)
 }
 
-/// An assistant message's `tool_calls[j]` as `(id, name, arguments string)`.
-pub fn tool_call(
-    call: &Value,
-    i: usize,
-    j: usize,
-) -> Result<(String, String, String), EncodeError> {
+/// The client's `tool_choice`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToolChoice<'a> {
+    /// The model decides.
+    Auto,
+    /// No tool may be called.
+    None,
+    /// Some tool must be called.
+    Required,
+    /// `{"type": "function", "function": {"name": …}}`: this function must be called.
+    Function(&'a str),
+}
+
+/// Reads `tool_choice` (a mode string or a named function).
+pub fn tool_choice(tc: &Value) -> Result<ToolChoice<'_>, EncodeError> {
+    match tc {
+        Value::String(s) => match s.as_str() {
+            "auto" => Ok(ToolChoice::Auto),
+            "none" => Ok(ToolChoice::None),
+            "required" => Ok(ToolChoice::Required),
+            other => Err(bad(format!("'tool_choice' '{other}' is not a valid value"))),
+        },
+        Value::Object(o) => o
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .map(ToolChoice::Function)
+            .ok_or_else(|| bad("'tool_choice.function.name' is required")),
+        _ => Err(bad("'tool_choice' must be a string or an object")),
+    }
+}
+
+/// An assistant message's `tool_calls[j]`.
+pub struct ToolCall<'a> {
+    /// The call's id, which the tool message answering it names.
+    pub id: Option<&'a str>,
+    /// The function called.
+    pub name: &'a str,
+    /// The arguments' JSON text; "" when absent.
+    pub arguments: &'a str,
+}
+
+/// Reads `messages[i].tool_calls[j]`; the function's name is required.
+pub fn tool_call(call: &Value, i: usize, j: usize) -> Result<ToolCall<'_>, EncodeError> {
     let f = call.get("function");
     let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
     let Some(name) = name else {
@@ -172,12 +281,32 @@ pub fn tool_call(
             "'messages[{i}].tool_calls[{j}].function.name' is required"
         )));
     };
-    let id = call.get("id").and_then(Value::as_str).unwrap_or("");
+    Ok(ToolCall {
+        id: call.get("id").and_then(Value::as_str),
+        name,
+        arguments: f
+            .and_then(|f| f.get("arguments"))
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    })
+}
+
+/// `messages[i].tool_calls[j]` for providers that pair results with calls by id (Anthropic,
+/// Bedrock): its id, name and arguments as an object.
+pub fn tool_use(call: &Value, i: usize, j: usize) -> Result<(&str, &str, Value), EncodeError> {
+    let f = call.get("function");
+    let name = f.and_then(|f| f.get("name")).and_then(Value::as_str);
+    let id = call.get("id").and_then(Value::as_str);
+    let (Some(name), Some(id)) = (name, id) else {
+        return Err(bad(format!(
+            "'messages[{i}].tool_calls[{j}]' needs an id and function.name"
+        )));
+    };
     let args = f
         .and_then(|f| f.get("arguments"))
         .and_then(Value::as_str)
         .unwrap_or("");
-    Ok((id.to_string(), name.to_string(), args.to_string()))
+    Ok((id, name, arguments_object(args, i, j)?))
 }
 
 /// Tool-call arguments (a JSON string from OpenAI) as the object some providers want.
@@ -192,9 +321,34 @@ pub fn arguments_object(args: &str, i: usize, j: usize) -> Result<Value, EncodeE
     })
 }
 
-/// An OpenAI tool call of an answer.
-pub fn openai_tool_call(id: &str, name: &str, arguments: String) -> Value {
+/// A provider's tool-call input object as OpenAI's arguments string (`{}` when absent).
+pub fn arguments_string(input: Option<&Value>) -> String {
+    match input {
+        Some(v) => serde_json::to_string(v).unwrap_or_else(|_| "{}".into()),
+        None => "{}".into(),
+    }
+}
+
+/// An OpenAI tool call of an answer; `id` and `name` as the provider gave them (a missing
+/// one is `null`).
+pub fn openai_tool_call(id: impl Serialize, name: impl Serialize, arguments: String) -> Value {
     json!({"id": id, "type": "function", "function": {"name": name, "arguments": arguments}})
+}
+
+/// The stream delta opening tool call `index` (its arguments may follow in pieces).
+pub fn tool_call_start(
+    index: u64,
+    id: impl Serialize,
+    name: impl Serialize,
+    arguments: &str,
+) -> Value {
+    json!({"tool_calls": [{"index": index, "id": id, "type": "function",
+        "function": {"name": name, "arguments": arguments}}]})
+}
+
+/// The stream delta with a piece of tool call `index`'s arguments.
+pub fn tool_call_arguments(index: u64, piece: &str) -> Value {
+    json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
 }
 
 /// 64-bit FNV-1a: stable ids from content, for providers that send none.
@@ -253,23 +407,33 @@ pub fn completion(a: Answer<'_>) -> Result<Vec<u8>, String> {
     serde_json::to_vec(&out).map_err(|e| e.to_string())
 }
 
-/// Writes `chat.completion.chunk` events for one translated stream.
+/// Writes `chat.completion.chunk` events for one translated stream. The id and model are
+/// written as the dialect holds them: a `String` (empty until known), or an `Option` for
+/// streams whose chunks say `null` when the upstream named none (Gemini's id, Bedrock's model).
 #[derive(Debug, Default)]
-pub struct Chunks {
-    pub id: String,
-    pub model: String,
+pub struct Chunks<I = String, M = String> {
+    /// The stream's id.
+    pub id: I,
+    /// The model the chunks name.
+    pub model: M,
+    /// The `created` stamp of every chunk.
     pub created: u64,
 }
 
-impl Chunks {
+impl<I: Serialize, M: Serialize> Chunks<I, M> {
     /// One chunk with `delta` (and a finish reason on the last one).
     pub fn delta(&self, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
+        self.delta_at(0, delta, finish, out);
+    }
+
+    /// One chunk of choice `index` (streams with several candidates).
+    pub fn delta_at(&self, index: u64, delta: Value, finish: Option<&str>, out: &mut Vec<u8>) {
         let v = json!({
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}],
+            "choices": [{"index": index, "delta": delta, "logprobs": null, "finish_reason": finish}],
         });
         sse::write_data(out, &v);
     }
@@ -290,13 +454,18 @@ impl Chunks {
         out.extend_from_slice(b"data: [DONE]\n\n");
     }
 
-    /// An error event in OpenAI's shape (the stream failed after it started).
+    /// A `server_error` event (the stream failed after it started).
     pub fn error(&self, message: &str, code: &str, out: &mut Vec<u8>) {
-        sse::write_data(
-            out,
-            &json!({"error": {"message": message, "type": "server_error", "code": code}}),
-        );
+        error_event(message, "server_error", code, out);
     }
+}
+
+/// An error event in OpenAI's shape, for a stream that failed after it started.
+pub fn error_event(message: &str, kind: &str, code: &str, out: &mut Vec<u8>) {
+    sse::write_data(
+        out,
+        &json!({"error": {"message": message, "type": kind, "code": code}}),
+    );
 }
 
 /// An OpenAI error body.
@@ -365,13 +534,15 @@ mod tests {
     #[test]
     fn text_parts_and_refusals() {
         let v = json!([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]);
-        assert_eq!(text_of(Some(&v), 0, "p").unwrap(), "a\nb");
+        assert_eq!(text_of(Some(&v), 0, Some("p")).unwrap(), "a\nb");
         let v = json!([{"type": "input_audio"}]);
-        let e = text_of(Some(&v), 3, "prov").err().unwrap().0;
+        let e = text_of(Some(&v), 3, Some("prov")).err().unwrap().0;
         assert!(
             e.contains("'messages[3].content[0].type'") && e.contains("prov"),
             "{e}"
         );
+        let e = text_of(Some(&v), 3, None).err().unwrap().0;
+        assert_eq!(e, "'messages[3].content' may only have text parts here");
         assert_eq!(
             data_url("data:image/png;base64,AAA"),
             Some(("image/png", "AAA"))
