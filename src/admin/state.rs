@@ -220,7 +220,7 @@ impl State {
         if kind == Kind::KeyauthCredentials {
             // By id, or by the key itself (stored as its digest).
             let hash =
-                crate::gateway::snapshot::key_hash_text(&crate::gateway::snapshot::key_digest(key));
+                crate::config::entities::key_hash_text(&crate::config::entities::key_digest(key));
             return list.iter().position(|e| {
                 e.get("id").and_then(Value::as_str) == Some(key)
                     || e.get("key_hash").and_then(Value::as_str) == Some(hash.as_str())
@@ -599,11 +599,11 @@ pub fn flatten(doc: &Value) -> Result<Map<String, Value>, ConfigErrors> {
     for k in &mut f.creds {
         let plain = k.get("key").and_then(Value::as_str).map(str::to_string);
         if let Some(key) = plain.filter(|p| !p.contains("${{")) {
-            let d = crate::gateway::snapshot::key_digest(&key);
+            let d = crate::config::entities::key_digest(&key);
             k.remove("key");
             k.insert(
                 "key_hash".into(),
-                Value::String(crate::gateway::snapshot::key_hash_text(&d)),
+                Value::String(crate::config::entities::key_hash_text(&d)),
             );
         }
         if !k.get("id").is_some_and(Value::is_string) {

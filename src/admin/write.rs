@@ -263,10 +263,10 @@ async fn save(
                 )]))
             }
         };
-        let d = crate::gateway::snapshot::key_digest(&key);
+        let d = crate::config::entities::key_digest(&key);
         entity.insert(
             "key_hash".into(),
-            Value::String(crate::gateway::snapshot::key_hash_text(&d)),
+            Value::String(crate::config::entities::key_hash_text(&d)),
         );
         new_key = Some(key);
     }

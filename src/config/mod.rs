@@ -3,6 +3,7 @@
 //! snapshot is `gateway::`'s job.
 
 pub mod collect;
+pub mod entities;
 pub mod env;
 pub mod hcv;
 pub mod ids;

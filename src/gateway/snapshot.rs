@@ -7,73 +7,15 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use crate::config::entities::{
+    key_digest, key_hash_text, Consumer, Credential, Entities, Route, Service,
+};
 use crate::config::raw::{EntityRef, RawConfig, RawPlugin, RawRoute, RawService};
 use crate::config::vault::{self, VaultTable};
 use crate::config::{ids, tidy_serde_message, ConfigErrors, ConfigIssue};
 use crate::gateway::router::{RouteSpec, Router};
 use crate::plugins::registry::{self, PluginConfig};
 use crate::plugins::Plugin;
-
-/// A compiled service.
-#[derive(Debug, Clone)]
-pub struct Service {
-    pub id: String,
-    pub name: Option<String>,
-    pub protocol: String,
-    pub host: String,
-    pub port: u16,
-    pub path: Option<String>,
-    pub retries: u32,
-    pub connect_timeout: u64,
-    pub write_timeout: u64,
-    pub read_timeout: u64,
-    pub enabled: bool,
-    pub tags: Option<Vec<String>>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// `tls_verify` / `ca_certificates` (None: the default trust).
-    pub tls: Option<crate::net::upstream_tls::Trust>,
-    pub tls_verify: Option<bool>,
-    pub ca_certificates: Option<Vec<String>>,
-}
-
-/// A compiled route with its resolved plugin chain.
-#[derive(Debug, Clone)]
-pub struct Route {
-    pub id: String,
-    pub name: Option<String>,
-    pub service: Option<usize>,
-    pub protocols: Vec<String>,
-    pub methods: Option<Vec<String>>,
-    pub hosts: Option<Vec<String>>,
-    pub paths: Option<Vec<String>>,
-    pub headers: Option<Vec<(String, Vec<String>)>>,
-    pub strip_path: bool,
-    pub preserve_host: bool,
-    pub regex_priority: i64,
-    pub path_handling: String,
-    pub https_redirect_status_code: u16,
-    pub request_buffering: bool,
-    pub response_buffering: bool,
-    pub tags: Option<Vec<String>>,
-    pub created_at: i64,
-    pub updated_at: i64,
-    /// Plugin indexes in execution order (Kong PRIORITY, descending).
-    pub chain: Vec<usize>,
-    /// The chain has a log plugin (the request details are captured only then).
-    pub logs: bool,
-    /// The chain has a plugin that rewrites the request before ai-proxy.
-    pub transforms: bool,
-    /// The chain has a quota plugin (`rate-limiting`, `ai-rate-limiting-advanced`).
-    pub quotas: bool,
-    /// The chain has a plugin that reads or rewrites the prompt (template, decorator,
-    /// guard, sanitizer).
-    pub shapes_prompt: bool,
-    /// The chain has `prometheus`.
-    pub metrics: bool,
-    /// The chain has `opentelemetry`.
-    pub tracing: bool,
-}
 
 /// A plugin instance: entity fields plus its compiled runtime.
 #[derive(Debug)]
@@ -96,23 +38,12 @@ pub struct PluginInstance {
     pub plugin: Plugin,
 }
 
-/// One consumer (kept for the Admin API and for later auth plugins).
-#[derive(Debug, Clone)]
-pub struct Consumer {
-    pub id: String,
-    pub username: Option<String>,
-    pub custom_id: Option<String>,
-    pub tags: Option<Vec<String>>,
-    pub created_at: i64,
-}
-
-/// The compiled config.
+/// The compiled config: its entities (shared with log records, which outlive a swap)
+/// and what runs them.
 #[derive(Debug)]
 pub struct Snapshot {
-    pub services: Vec<Service>,
-    pub routes: Vec<Route>,
+    pub entities: Arc<Entities>,
     pub plugins: Vec<PluginInstance>,
-    pub consumers: Vec<Consumer>,
     pub router: Router,
     /// Global plugins, for requests that match no route.
     pub global_chain: Vec<usize>,
@@ -127,48 +58,15 @@ pub struct Snapshot {
     pub format_version: String,
     /// The TLS listener's certificates by server name (`certificates`, `snis`).
     pub sni: Arc<crate::net::sni::SniTable>,
-    /// `key-auth` credentials by the digest of their key.
-    pub credentials: HashMap<[u8; 32], Credential>,
-    /// The `tags` of the credentials that have some, comma-separated, by credential id
-    /// (usage records carry them).
-    pub credential_tags: HashMap<String, String>,
     /// Some plugin is scoped to a consumer or group (chains are then resolved per request).
     pub consumer_plugins: bool,
-    /// Consumer groups: (id, name).
-    pub groups: Vec<(String, String)>,
-    /// Each consumer's groups (indexes into `groups`), the name sorting first first.
-    pub member_of: Vec<Vec<usize>>,
-    /// Each route's and service's JSON as log records show it (index-aligned).
-    pub route_log: Vec<Option<Box<serde_json::value::RawValue>>>,
-    pub service_log: Vec<Option<Box<serde_json::value::RawValue>>>,
 }
 
-/// A `key-auth` credential: whose it is and until when.
-#[derive(Debug, Clone)]
-pub struct Credential {
-    pub id: String,
-    /// Index into `consumers`.
-    pub consumer: usize,
-    /// Unix seconds (`created_at + ttl`); None: never expires.
-    pub expires_at: Option<i64>,
-    /// `tags`, comma-separated ("" when none).
-    pub tags: String,
-}
-
-/// The digest a key is stored and looked up by (keys are never kept in clear).
-pub fn key_digest(key: &str) -> [u8; 32] {
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    ctx.update(b"tollgate key-auth\0");
-    ctx.update(key.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
-}
-
-/// `sha256:<hex>`, as `key_hash` fields hold it.
-pub fn key_hash_text(d: &[u8; 32]) -> String {
-    let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
+impl std::ops::Deref for Snapshot {
+    type Target = Entities;
+    fn deref(&self) -> &Entities {
+        &self.entities
+    }
 }
 
 fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
@@ -1008,11 +906,28 @@ impl Snapshot {
         let hash = config_hash(&raw);
         // Only a config that loads keeps its Vault secrets refreshed.
         vaults.start_refresh();
-        let mut snap = Snapshot {
+        let mut entities = Entities {
             services: b.services,
             routes,
-            plugins,
             consumers,
+            credentials,
+            credential_tags,
+            groups,
+            member_of,
+            route_log: Vec::new(),
+            service_log: Vec::new(),
+        };
+        // Log records embed these as they are; built once per config, not per request.
+        let raw = |v: Value| serde_json::value::RawValue::from_string(v.to_string()).ok();
+        entities.route_log = entities
+            .routes
+            .iter()
+            .map(|r| raw(r.to_json(&entities)))
+            .collect();
+        entities.service_log = entities.services.iter().map(|s| raw(s.to_json())).collect();
+        Ok(Snapshot {
+            entities: Arc::new(entities),
+            plugins,
             router,
             global_chain,
             global_logs,
@@ -1021,28 +936,15 @@ impl Snapshot {
             warnings: b.warnings,
             format_version,
             sni: Arc::new(sni),
-            credentials,
-            credential_tags,
             consumer_plugins,
-            groups,
-            member_of,
-            route_log: Vec::new(),
-            service_log: Vec::new(),
-        };
-        // Log records embed these as they are; built once per config, not per request.
-        let raw = |v: Value| serde_json::value::RawValue::from_string(v.to_string()).ok();
-        snap.route_log = snap.routes.iter().map(|r| raw(r.to_json(&snap))).collect();
-        snap.service_log = snap.services.iter().map(|s| raw(s.to_json())).collect();
-        Ok(snap)
+        })
     }
 
     /// An empty config (no routes): every request gets Kong's 404.
     pub fn empty() -> Snapshot {
         Snapshot {
-            services: Vec::new(),
-            routes: Vec::new(),
+            entities: Arc::default(),
             plugins: Vec::new(),
-            consumers: Vec::new(),
             router: Router::default(),
             global_chain: Vec::new(),
             global_logs: false,
@@ -1051,13 +953,7 @@ impl Snapshot {
             warnings: Vec::new(),
             format_version: "3.0".into(),
             sni: Arc::default(),
-            credentials: HashMap::new(),
-            credential_tags: HashMap::new(),
             consumer_plugins: false,
-            groups: Vec::new(),
-            member_of: Vec::new(),
-            route_log: Vec::new(),
-            service_log: Vec::new(),
         }
     }
 }
@@ -1242,7 +1138,7 @@ impl Service {
 
 impl Route {
     /// The Admin API / log shape of a route.
-    pub fn to_json(&self, snap: &Snapshot) -> Value {
+    pub fn to_json(&self, snap: &Entities) -> Value {
         let headers = self
             .headers
             .as_ref()

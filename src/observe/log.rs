@@ -10,7 +10,7 @@ pub use super::captured::HeaderCopy;
 use super::captured::{Headers, RequestCopy};
 use super::json_out::Out;
 
-use crate::gateway::Snapshot;
+use crate::config::entities::Entities;
 use crate::llm::target::{Target, TargetSet};
 use crate::llm::usage::Usage;
 
@@ -330,12 +330,12 @@ fn write_query(o: &mut Out, uri: &str) {
 impl RequestLog {
     /// The record (Kong's `kong.log.serialize()`, field by field) as one JSON line's bytes
     /// (without the newline); route and service JSON come ready-made from the snapshot.
-    pub fn to_bytes(&self, snap: &Snapshot) -> Vec<u8> {
+    pub fn to_bytes(&self, snap: &Entities) -> Vec<u8> {
         self.append_to(snap, Vec::with_capacity(2048))
     }
 
     /// Appends the record's JSON line (without the newline) to `buf` and returns it.
-    pub fn append_to(&self, snap: &Snapshot, buf: Vec<u8>) -> Vec<u8> {
+    pub fn append_to(&self, snap: &Entities, buf: Vec<u8>) -> Vec<u8> {
         let total = self.total_ms();
         let proxy = self.upstream_latency_ms.map(|v| v as i64).unwrap_or(-1);
         let ai = self.ai.as_ref();
@@ -600,7 +600,7 @@ pub struct Names<'a> {
 
 impl RequestLog {
     /// The request's route, service and consumer by name.
-    pub fn names<'a>(&self, snap: &'a Snapshot) -> Names<'a> {
+    pub fn names<'a>(&self, snap: &'a Entities) -> Names<'a> {
         let route = self.route.and_then(|r| snap.routes.get(r));
         let service = route
             .and_then(|r| r.service)
@@ -625,7 +625,7 @@ impl RequestLog {
 
 impl RequestLog {
     /// The request's usage record for analytics.
-    pub fn usage_record(&self, snap: &Snapshot) -> crate::observe::analytics::Record {
+    pub fn usage_record(&self, snap: &Entities) -> crate::observe::analytics::Record {
         let elapsed = self.total_ms() as i64;
         let names = self.names(snap);
         let mut r = crate::observe::analytics::Record {
@@ -668,7 +668,7 @@ impl RequestLog {
     /// The record's application, consumer and credential: the consumer's name (a
     /// credential's id means nothing to whoever reads the usage), its id, the credential's
     /// id and tags; or the mark of a request key-auth refused.
-    fn who(&self, snap: &Snapshot, r: &mut crate::observe::analytics::Record) {
+    fn who(&self, snap: &Entities, r: &mut crate::observe::analytics::Record) {
         let Some((c, credential)) = &self.consumer else {
             // The gateway's only 401 of its own is key-auth's refusal (an upstream's 401
             // has source `upstream`; an authenticated one has a consumer).
@@ -707,14 +707,14 @@ impl RequestLog {
 /// first writer thread that needs it, so the request path does not pay for the JSON.
 pub struct LogJob {
     log: RequestLog,
-    snap: Arc<Snapshot>,
+    snap: Arc<Entities>,
     line: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl LogJob {
     /// A job for `log`, read against the config it ran under; `line` is its JSON when
     /// already formatted.
-    pub fn new(log: RequestLog, snap: Arc<Snapshot>, line: Option<Vec<u8>>) -> Arc<LogJob> {
+    pub fn new(log: RequestLog, snap: Arc<Entities>, line: Option<Vec<u8>>) -> Arc<LogJob> {
         Arc::new(LogJob {
             log,
             snap,

@@ -14,8 +14,8 @@ use http::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use crate::config::entities::Entities;
 use crate::config::plugins::nullable;
-use crate::gateway::Snapshot;
 use crate::observe::log::RequestLog;
 
 /// `opentelemetry` config (Kong's fields; traces only).
@@ -210,7 +210,7 @@ fn attr(key: &str, v: Value) -> Value {
 }
 
 /// The request's spans in OTLP JSON (`Span` objects).
-pub fn spans(log: &RequestLog, trace: &TraceCtx, snap: &Snapshot) -> Vec<Value> {
+pub fn spans(log: &RequestLog, trace: &TraceCtx, snap: &Entities) -> Vec<Value> {
     let start_ns = log.started_at_ms as u128 * 1_000_000;
     let end_ns = start_ns + log.total_ms() as u128 * 1_000_000;
     let route = log.route.and_then(|r| snap.routes.get(r));

@@ -7,7 +7,7 @@ use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::gateway::snapshot::{key_digest, Snapshot};
+use crate::config::entities::{key_digest, Entities};
 use crate::plugins::request_transformer::UpstreamRequest;
 
 /// `key-auth` config (Kong's fields).
@@ -125,7 +125,7 @@ const IDENTITY_HEADERS: [&str; 9] = [
 /// the key removed when `hide_credentials`.
 pub fn authenticate(
     ka: &KeyAuth,
-    snap: &Snapshot,
+    snap: &Entities,
     up: &mut UpstreamRequest,
     now_s: i64,
 ) -> Result<Identity, Refusal> {

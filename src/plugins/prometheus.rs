@@ -5,8 +5,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::entities::Entities;
 use crate::config::plugins::nullable;
-use crate::gateway::Snapshot;
 use crate::observe::log::RequestLog;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -163,7 +163,7 @@ fn get<'a>(slot: &'a Slot, family: &Family, labels: &[&str]) -> &'a Series {
 }
 
 /// Records `log` (a finished request) as `cfg` asks.
-pub fn record(cfg: &PrometheusConfig, log: &RequestLog, snap: &Snapshot) {
+pub fn record(cfg: &PrometheusConfig, log: &RequestLog, snap: &Entities) {
     let m = global();
     let names = log.names(snap);
     let ai = log.ai.as_ref();

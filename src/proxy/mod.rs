@@ -19,10 +19,10 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::config::entities::Route;
 use crate::config::plugins::{LlmFormat, RouteType};
 use crate::error::{self, ErrorShape, GatewayError};
 use crate::gateway::router::RequestView;
-use crate::gateway::snapshot::Route;
 use crate::gateway::Snapshot;
 use crate::gateway::{Gateway, DEFAULT_BODY_LIMIT};
 use crate::llm::body::BodyView;
@@ -1334,7 +1334,7 @@ fn bridged_answer(
 #[allow(clippy::too_many_arguments)]
 async fn proxy_plain(
     gw: &Gateway,
-    service: &crate::gateway::snapshot::Service,
+    service: &crate::config::entities::Service,
     route: &Route,
     up: &UpstreamRequest,
     raw_query: Option<&str>,

@@ -240,7 +240,7 @@ impl Finish {
             let log = std::mem::replace(&mut self.log, RequestLog::new(String::new(), started));
             let job = crate::observe::log::LogJob::new(
                 log,
-                self.snapshot.clone(),
+                self.snapshot.entities.clone(),
                 line.as_ref().filter(|_| http).cloned(),
             );
             if let Some(a) = analytics {
