@@ -158,8 +158,6 @@ pub struct RequestLog {
     pub enabled: bool,
     /// The authenticated consumer (index into the snapshot's consumers) and credential id.
     pub consumer: Option<(usize, Option<String>)>,
-    /// Token quotas owed this request's usage once the answer is complete.
-    pub charges: Vec<crate::plugins::ai_rate_limiting::Charge>,
     /// A `prometheus` instance applies: the log phase records metrics.
     pub metrics: bool,
     /// Where the usage record goes.
@@ -201,7 +199,6 @@ impl RequestLog {
             source: "kong",
             enabled: false,
             consumer: None,
-            charges: Vec::new(),
             metrics: false,
             analytics: None,
             guardrail: None,

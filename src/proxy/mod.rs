@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod body;
+pub mod exchange;
 pub mod response;
 pub mod restore;
 pub mod retry;
@@ -39,6 +40,7 @@ use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::request_transformer::{self, UpstreamRequest};
 use crate::plugins::template::TemplateSources;
 use crate::plugins::{key_auth, Plugin};
+use crate::proxy::exchange::Exchange;
 use crate::proxy::response::{Feedback, Finish, ProxyBody};
 use crate::rt::clock::millis_since_epoch;
 
@@ -240,7 +242,7 @@ pub async fn handle_request(
         .and_then(|h| h.to_str().ok())
         .or_else(|| parts.uri.authority().map(|a| a.as_str()))
         .unwrap_or("");
-    let mut log = RequestLog::new(request_id.clone(), started);
+    let mut log = Exchange::new(request_id.clone(), started);
     log.analytics = gw.analytics.get().cloned();
     let client_ip = ip_text(peer.ip());
     if let Some(e) = refused {
@@ -703,7 +705,7 @@ fn upstream_path(
 fn kong_error(
     err: GatewayError,
     shape: ErrorShape,
-    log: RequestLog,
+    log: Exchange,
     snap: Arc<Snapshot>,
 ) -> Response<ProxyBody> {
     kong_error_with(err, shape, log, snap, Vec::new())
@@ -713,7 +715,7 @@ fn kong_error(
 fn kong_error_with(
     err: GatewayError,
     shape: ErrorShape,
-    mut log: RequestLog,
+    mut log: Exchange,
     snap: Arc<Snapshot>,
     headers: access::Headers,
 ) -> Response<ProxyBody> {
@@ -751,7 +753,7 @@ struct AiCtx<'a> {
     timeouts: crate::plugins::ai_proxy::Timeouts,
 }
 
-async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Response<ProxyBody> {
+async fn proxy_ai(c: AiCtx<'_>, mut log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
     let ai: &AiProxy = c.ai;
     let first = ai.targets.first();
     let preserve_only = ai
@@ -924,12 +926,10 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
         (Some(s), Some(p)) => {
             let began = log.started.elapsed();
             let routed = Box::pin(s.route(&c.gw.upstreams, p)).await;
+            let took = log.started.elapsed() - began;
             if let Some(a) = log.ai.as_mut() {
                 a.semantic = Some(routed.log);
-                a.semantic_at = Some((
-                    began.as_micros() as u64,
-                    (log.started.elapsed() - began).as_micros() as u64,
-                ));
+                a.semantic_at = Some((began.as_micros() as u64, took.as_micros() as u64));
             }
             match routed.candidates {
                 Ok(c) => Some(c),
@@ -1040,9 +1040,10 @@ async fn proxy_ai(c: AiCtx<'_>, mut log: RequestLog, snap: Arc<Snapshot>) -> Res
             Ok(b) => b,
             Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
         };
+        let latency = ms(log.started.elapsed());
         if let Some(a) = log.ai.as_mut() {
             (a.usage, a.response_model) = llm::read_usage(target.wire, &bytes);
-            a.llm_latency_ms = Some(ms(log.started.elapsed()));
+            a.llm_latency_ms = Some(latency);
         }
         return buffered_response(status, headers, bytes, log, snap, capture, feedback);
     }
@@ -1339,7 +1340,7 @@ async fn proxy_plain(
     up: &UpstreamRequest,
     raw_query: Option<&str>,
     forwarded: &Forwarded<'_>,
-    mut log: RequestLog,
+    mut log: Exchange,
     snap: Arc<Snapshot>,
 ) -> Response<ProxyBody> {
     let default_port = if service.protocol == "https" { 443 } else { 80 };
@@ -1495,7 +1496,7 @@ fn json_answer(
     status: StatusCode,
     mut headers: HeaderMap,
     out: Bytes,
-    log: RequestLog,
+    log: Exchange,
     snap: Arc<Snapshot>,
     capture: Option<Vec<u8>>,
     feedback: Option<Feedback>,
@@ -1514,7 +1515,7 @@ fn buffered_response(
     status: StatusCode,
     headers: HeaderMap,
     bytes: Bytes,
-    mut log: RequestLog,
+    mut log: Exchange,
     snap: Arc<Snapshot>,
     mut capture: Option<Vec<u8>>,
     feedback: Option<Feedback>,
@@ -1541,7 +1542,7 @@ fn not_a_stream(
     target: &Target,
     mut headers: HeaderMap,
     sent: Bytes,
-    mut log: RequestLog,
+    mut log: Exchange,
     snap: Arc<Snapshot>,
     mut capture: Option<Vec<u8>>,
     feedback: Option<Feedback>,

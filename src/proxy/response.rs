@@ -19,6 +19,7 @@ use crate::net::upstream::Conn;
 use crate::observe::log::RequestLog;
 use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::Plugin;
+use crate::proxy::exchange::Exchange;
 
 /// Upstream bodies being passed through right now (`tollgate_open_streams`).
 static OPEN_STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -94,7 +95,7 @@ impl Drop for Feedback {
 
 /// What the log phase needs once the body is done.
 pub struct Finish {
-    pub log: RequestLog,
+    pub log: Exchange,
     pub snapshot: Arc<Snapshot>,
     /// Capture the response for `ai.proxy.payload.response`.
     pub capture: Option<Vec<u8>>,
@@ -104,7 +105,7 @@ pub struct Finish {
 impl Finish {
     /// The log phase for `log`, or nothing when no log plugin will read it.
     pub fn boxed(
-        log: RequestLog,
+        log: Exchange,
         snapshot: Arc<Snapshot>,
         capture: Option<Vec<u8>>,
     ) -> Option<Box<Finish>> {
@@ -113,7 +114,7 @@ impl Finish {
 
     /// The log phase and the balancer's feedback; nothing when neither is wanted.
     pub fn with_feedback(
-        log: RequestLog,
+        log: Exchange,
         snapshot: Arc<Snapshot>,
         capture: Option<Vec<u8>>,
         feedback: Option<Feedback>,
@@ -237,7 +238,10 @@ impl Finish {
         }
         if http || analytics.is_some() {
             let started = self.log.started;
-            let log = std::mem::replace(&mut self.log, RequestLog::new(String::new(), started));
+            let log = std::mem::replace(
+                &mut self.log.record,
+                RequestLog::new(String::new(), started),
+            );
             let job = crate::observe::log::LogJob::new(
                 log,
                 self.snapshot.entities.clone(),
@@ -353,7 +357,7 @@ impl ProxyBody {
                     observer: Some(o), ..
                 },
                 Some(ai),
-            ) = (&self.kind, f.log.ai.as_mut())
+            ) = (&self.kind, f.log.record.ai.as_mut())
             {
                 if o.usage.is_some() {
                     ai.usage = o.usage.clone();
@@ -363,8 +367,8 @@ impl ProxyBody {
                 }
                 ai.ttft_ms = o
                     .first_event_at
-                    .map(|t| t.duration_since(f.log.started).as_millis() as u64);
-                ai.llm_latency_ms = Some(f.log.started.elapsed().as_millis() as u64);
+                    .map(|t| t.duration_since(f.log.record.started).as_millis() as u64);
+                ai.llm_latency_ms = Some(f.log.record.started.elapsed().as_millis() as u64);
             }
             let error = error.or_else(|| match &self.kind {
                 Kind::Upstream {

@@ -26,8 +26,9 @@ use crate::gateway::Snapshot;
 use crate::llm::target::Target;
 use crate::llm::usage::Usage;
 use crate::net::upstream_tls::{self, Trust};
-use crate::observe::log::{AiLog, RequestLog, Try};
+use crate::observe::log::{AiLog, Try};
 use crate::plugins::ai_proxy::AiProxy;
+use crate::proxy::exchange::Exchange;
 use crate::proxy::response::Finish;
 
 /// A byte stream of either kind (plain TCP or TLS) under the upstream WebSocket.
@@ -304,7 +305,7 @@ fn finish(
     let Some(route) = r.snapshot.routes.get(r.route) else {
         return;
     };
-    let mut log = RequestLog::new(super::next_request_id(), p.started);
+    let mut log = Exchange::new(super::next_request_id(), p.started);
     if route.logs {
         log.capture_request(&who.parts, &who.ip, who.scheme, &who.host);
     }
