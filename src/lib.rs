@@ -17,6 +17,8 @@ pub mod secret;
 pub mod server;
 pub mod store;
 
+pub use admin::load;
+
 /// Crate version, shown by the Admin API.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// `Server` header on gateway-generated responses.
@@ -50,16 +52,4 @@ pub async fn run_with(
     let gw = Arc::new(gateway::Gateway::new(snap));
     let node = Arc::new(admin::Admin { gw, control });
     server::start(node, opts).await.map_err(|e| e.to_string())
-}
-
-/// Compiles config text (errors name the fields as written) and builds the declarative
-/// state Admin API writes edit.
-pub fn load(
-    config_text: &str,
-) -> Result<(gateway::Snapshot, admin::state::State), config::ConfigErrors> {
-    let mut snap = gateway::load_str(config_text)?;
-    let env = |name: &str| std::env::var(name).ok();
-    let state = admin::state::State::from_text(config_text, &env)?;
-    snap.hash = state.hash();
-    Ok((snap, state))
 }

@@ -1,6 +1,6 @@
 //! Google Cloud service-account credentials, without I/O: the key parsed at load, the
 //! RS256-signed JWT assertion that buys an OAuth2 access token (RFC 7523 jwt-bearer grant),
-//! and the token endpoint's answer. The fetching and caching live in `proxy::gcp_token`.
+//! and the token endpoint's answer. The fetching and caching live in `net::gcp_token`.
 
 use std::fmt;
 

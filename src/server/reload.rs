@@ -44,7 +44,8 @@ pub async fn reload(admin: &Admin, path: &Path) -> bool {
     // Writes wait while the file is compiled, so none is lost between read and swap.
     let mut state = admin.control.state.lock().await;
     // Loading may read vaults over the network and compiles every plugin: off the workers.
-    let loaded = tokio::task::spawn_blocking(move || crate::load(&text).map(|l| (l, text))).await;
+    let loaded =
+        tokio::task::spawn_blocking(move || crate::admin::load(&text).map(|l| (l, text))).await;
     match loaded {
         Ok(Ok(((snap, new_state), text))) => {
             for w in &snap.warnings {
