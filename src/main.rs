@@ -205,6 +205,7 @@ fn main() -> ExitCode {
                     snap.routes.len(),
                     snap.plugins.len()
                 );
+                println!("compiled only: vault references were resolved; nothing was started or connected (exporters, log senders and vector stores start with `tollgate serve`)");
                 ExitCode::SUCCESS
             }
             Err(errors) => {

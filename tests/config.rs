@@ -431,7 +431,12 @@ fn validate_command_exit_codes_and_messages() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("OK (1 services, 2 routes, 4 plugins)"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("OK (1 services, 2 routes, 4 plugins)"),
+        "{said}"
+    );
+    assert!(said.contains("nothing was started or connected"), "{said}");
 
     let bad = dir.join("bad.yaml");
     std::fs::write(
@@ -526,5 +531,74 @@ services:
         assert!(err.contains(&want), "missing {want:?} in:\n{err}");
     }
     assert!(err.contains("5 error(s)"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tollgate validate` compiles and stops there: an OTLP exporter, an http-log sender and a
+/// pgvector store are configured against a listener that records every connection, and
+/// none is made (a served config connects to the store at once).
+#[test]
+fn validate_starts_nothing_and_connects_nowhere() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("tollgate-validate-quiet-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("kong.yaml");
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+plugins:
+  - name: opentelemetry
+    config: {{traces_endpoint: "http://127.0.0.1:{port}/v1/traces"}}
+  - name: http-log
+    config: {{http_endpoint: "http://127.0.0.1:{port}/logs"}}
+services:
+  - name: s
+    url: http://127.0.0.1:{port}
+    routes:
+      - name: chat
+        paths: ["/chat"]
+        plugins:
+          - name: ai-proxy-advanced
+            config:
+              balancer: {{algorithm: semantic}}
+              embeddings:
+                model:
+                  provider: openai
+                  name: text-embedding-3-small
+                  options: {{upstream_url: "http://127.0.0.1:{port}/v1/embeddings"}}
+              vectordb:
+                strategy: pgvector
+                dimensions: 64
+                distance_metric: cosine
+                threshold: 0.8
+                pgvector: {{host: 127.0.0.1, port: {port}, database: test, user: postgres}}
+              targets:
+                - route_type: llm/v1/chat
+                  description: "Programming"
+                  model: {{provider: openai, name: gpt-code, options: {{upstream_url: "http://127.0.0.1:{port}/v1/chat/completions"}}}}
+                - route_type: llm/v1/chat
+                  description: "Mathematics"
+                  model: {{provider: openai, name: gpt-math, options: {{upstream_url: "http://127.0.0.1:{port}/v1/chat/completions"}}}}
+"#
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let out = tollgate().arg("validate").arg(&file).output().unwrap();
+    let (said, err) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{said}{err}");
+    assert!(
+        said.contains("OK (1 services, 1 routes, 3 plugins)"),
+        "{said}"
+    );
+    assert!(!err.contains("pgvector"), "no store was checked: {err}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("validate connected: {other:?}"),
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

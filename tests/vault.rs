@@ -215,7 +215,8 @@ impl Gateway {
             .collect();
         let lookup = move |n: &str| vars.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
         let raw = tollgate::config::parse_document(&text, &lookup).unwrap();
-        let snap = tollgate::gateway::Snapshot::compile(raw, &lookup).unwrap();
+        let mut snap = tollgate::gateway::Snapshot::compile(raw, &lookup).unwrap();
+        snap.activate().unwrap();
         let warnings: Vec<String> = snap.warnings.iter().map(|w| w.to_string()).collect();
         for w in &warnings {
             tracing::warn!("config: {w}");

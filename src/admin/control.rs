@@ -251,10 +251,13 @@ impl Control {
 }
 
 async fn compile(state: State) -> Result<Snapshot, ConfigErrors> {
-    // Compiling may read vaults and databases over the network: off the workers.
+    // Compiling may read vaults, and activating checks databases, over the network: off
+    // the workers.
     tokio::task::spawn_blocking(move || {
         let env = |name: &str| std::env::var(name).ok();
-        state.compile(&env)
+        let mut snap = state.compile(&env)?;
+        snap.activate()?;
+        Ok(snap)
     })
     .await
     .unwrap_or_else(|e| Err(ConfigErrors::single("", format!("compile failed: {e}"))))

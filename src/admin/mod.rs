@@ -100,10 +100,11 @@ pub struct Admin {
     pub control: control::Control,
 }
 
-/// Compiles config text (errors name the fields as written) and builds the declarative
-/// state Admin API writes edit.
+/// Compiles config text (errors name the fields as written), puts it in service
+/// ([`Snapshot::activate`]) and builds the declarative state Admin API writes edit.
 pub fn load(config_text: &str) -> Result<(Snapshot, state::State), crate::config::ConfigErrors> {
     let mut snap = crate::gateway::load_str(config_text)?;
+    snap.activate()?;
     let env = |name: &str| std::env::var(name).ok();
     let state = state::State::from_text(config_text, &env)?;
     snap.hash = state.hash();

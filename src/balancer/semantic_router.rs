@@ -131,7 +131,7 @@ pub fn compile(
         errors,
         warnings,
     );
-    let store = Store::compile("config.vectordb", &vectordb, vaults, env, errors, warnings);
+    let store = Store::compile("config.vectordb", &vectordb, vaults, env, errors);
     if errors.len() > before {
         return None;
     }
@@ -205,6 +205,12 @@ fn typed<T: serde::de::DeserializeOwned>(
 }
 
 impl SemanticRouter {
+    /// Connects to the vector store as the config goes into service (see
+    /// [`Store::activate`]); paths are relative to the plugin.
+    pub fn activate(&self) -> Result<Option<(String, String)>, (String, String)> {
+        self.store.activate("config.vectordb")
+    }
+
     /// Picks the candidate targets for a request body.
     pub async fn route(&self, upstreams: &Upstreams, body: &BodyView<'_>) -> Routed {
         let started = Instant::now();

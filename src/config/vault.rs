@@ -139,6 +139,17 @@ pub struct VaultTable {
     hcv: hcv::Session,
 }
 
+impl std::fmt::Debug for VaultTable {
+    /// The declared prefixes only: backends hold tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut prefixes: Vec<&String> = self.entities.keys().collect();
+        prefixes.sort();
+        f.debug_struct("VaultTable")
+            .field("prefixes", &prefixes)
+            .finish_non_exhaustive()
+    }
+}
+
 impl VaultTable {
     /// No declared vaults (`env` and `hcv` still work by backend name).
     pub fn new() -> Self {

@@ -36,6 +36,9 @@ pub struct PluginInstance {
     /// The config with defaults filled in, as the Admin API shows it (secrets redacted there).
     pub config_json: Value,
     pub plugin: Plugin,
+    /// Where the instance is in the document (`services[0].routes[1].plugins[0]`), for
+    /// what activating it reports.
+    pub path: String,
 }
 
 /// The compiled config: its entities (shared with log records, which outlive a swap)
@@ -60,6 +63,8 @@ pub struct Snapshot {
     pub sni: Arc<crate::net::sni::SniTable>,
     /// Some plugin is scoped to a consumer or group (chains are then resolved per request).
     pub consumer_plugins: bool,
+    /// The vaults its secrets were read from (refreshed once it is in service).
+    vaults: VaultTable,
 }
 
 impl std::ops::Deref for Snapshot {
@@ -866,6 +871,7 @@ impl Snapshot {
                 updated_at: pl.updated_at.unwrap_or(0),
                 config_json,
                 plugin,
+                path: path.clone(),
             });
         }
 
@@ -904,8 +910,6 @@ impl Snapshot {
         let global_logs = has(&global_chain, Plugin::logs);
         let global_metrics = has(&global_chain, |p| matches!(p, Plugin::Prometheus(_)));
         let hash = config_hash(&raw);
-        // Only a config that loads keeps its Vault secrets refreshed.
-        vaults.start_refresh();
         let mut entities = Entities {
             services: b.services,
             routes,
@@ -937,7 +941,32 @@ impl Snapshot {
             format_version,
             sni: Arc::new(sni),
             consumer_plugins,
+            vaults,
         })
+    }
+
+    /// Puts a compiled config in service, before it answers its first request: starts the
+    /// plugins' exporter and sender threads, checks the stores they connect to, and keeps
+    /// the config's Vault secrets refreshed. Warnings join [`Snapshot::warnings`]; an error
+    /// means the config must not be served. Compiling alone (`tollgate validate`) does none
+    /// of this. Calling it again does nothing more.
+    pub fn activate(&mut self) -> Result<(), ConfigErrors> {
+        let mut errors = Vec::new();
+        for p in &self.plugins {
+            let at = |(field, message): (String, String)| ConfigIssue {
+                path: format!("{}.{field}", p.path),
+                message,
+            };
+            match p.plugin.activate() {
+                Ok(w) => self.warnings.extend(w.into_iter().map(at)),
+                Err(e) => errors.extend(e.into_iter().map(at)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        self.vaults.start_refresh();
+        Ok(())
     }
 
     /// An empty config (no routes): every request gets Kong's 404.
@@ -954,6 +983,7 @@ impl Snapshot {
             format_version: "3.0".into(),
             sni: Arc::default(),
             consumer_plugins: false,
+            vaults: VaultTable::new(),
         }
     }
 }

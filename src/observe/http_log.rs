@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Full};
 use serde::{Deserialize, Serialize};
 
 use crate::config::plugins::nullable;
+use crate::rt::deferred::Deferred;
 
 /// Kong's `queue` record.
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -197,15 +198,14 @@ pub struct HttpLogSink {
     tx: SyncSender<Msg>,
     pub stats: Arc<HttpLogStats>,
     spill: PathBuf,
+    /// The sender thread, started when the config goes into service.
+    sender: Deferred,
 }
 
 impl HttpLogSink {
-    /// Starts the sender for `c`; undeliverable records go to `spill_dir/http-log-<id>.jsonl`.
-    pub fn start(
-        id: &str,
-        c: &HttpLogConfig,
-        spill_dir: PathBuf,
-    ) -> Result<Arc<HttpLogSink>, String> {
+    /// The sink for `c` (records queue until [`HttpLogSink::activate`] starts its sender);
+    /// undeliverable records go to `spill_dir/http-log-<id>.jsonl`.
+    pub fn new(id: &str, c: &HttpLogConfig, spill_dir: PathBuf) -> Arc<HttpLogSink> {
         let capacity = usize::try_from(c.queue.max_entries)
             .unwrap_or(10_000)
             .max(1);
@@ -218,11 +218,17 @@ impl HttpLogSink {
             stats: stats.clone(),
             spill: spill.clone(),
         };
-        std::thread::Builder::new()
-            .name("tollgate-http-log".into())
-            .spawn(move || sender.run())
-            .map_err(|e| format!("http-log sender thread: {e}"))?;
-        Ok(Arc::new(HttpLogSink { tx, stats, spill }))
+        Arc::new(HttpLogSink {
+            tx,
+            stats,
+            spill,
+            sender: Deferred::new("tollgate-http-log", move || sender.run()),
+        })
+    }
+
+    /// Starts the sender thread (once): it replays what earlier runs spilled, then delivers.
+    pub fn activate(&self) -> Result<(), String> {
+        self.sender.start()
     }
 
     /// Queues one record; a full queue spills it.
@@ -239,6 +245,10 @@ impl HttpLogSink {
     /// Delivers (or spills) every record queued so far, waiting up to `limit`; false when
     /// the sender did not finish in time. Called on shutdown.
     pub fn flush(&self, limit: Duration) -> bool {
+        if !self.sender.started() {
+            // Never in service: nothing was queued.
+            return true;
+        }
         super::flush_queue(&self.tx, Msg::Flush, limit)
     }
 

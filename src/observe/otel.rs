@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::config::entities::Entities;
 use crate::config::plugins::nullable;
 use crate::observe::log::RequestLog;
+use crate::rt::deferred::Deferred;
 
 /// `opentelemetry` config (Kong's fields; traces only).
 #[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
@@ -332,11 +333,13 @@ pub struct Otel {
     pub rate: f64,
     tx: SyncSender<Vec<Value>>,
     pub stats: Arc<OtelStats>,
+    /// The exporter thread, started when the config goes into service.
+    exporter: Deferred,
 }
 
 impl Otel {
-    /// Starts the exporter for `config`.
-    pub fn start(config: OtelConfig) -> Result<Otel, String> {
+    /// The exporter for `config`; spans queue until [`Otel::activate`] starts it.
+    pub fn new(config: OtelConfig) -> Otel {
         let (tx, rx) = sync_channel(16_384);
         let stats = Arc::new(OtelStats::default());
         let exporter = Exporter {
@@ -344,16 +347,18 @@ impl Otel {
             config: config.clone(),
             stats: stats.clone(),
         };
-        std::thread::Builder::new()
-            .name("tollgate-otlp".into())
-            .spawn(move || exporter.run())
-            .map_err(|e| format!("OTLP exporter thread: {e}"))?;
-        Ok(Otel {
+        Otel {
             rate: config.sampling_rate.unwrap_or(1.0),
             config,
             tx,
             stats,
-        })
+            exporter: Deferred::new("tollgate-otlp", move || exporter.run()),
+        }
+    }
+
+    /// Starts the exporter thread (once).
+    pub fn activate(&self) -> Result<(), String> {
+        self.exporter.start()
     }
 
     /// Queues a request's spans; a full queue drops them (counted).

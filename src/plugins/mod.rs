@@ -40,7 +40,32 @@ pub enum Plugin {
     OpenTelemetry(Arc<crate::observe::otel::Otel>),
 }
 
+/// What putting an instance in service said: warnings, or the errors that refuse it
+/// (`(field path relative to the plugin, message)`).
+pub type Activation = Result<Vec<(String, String)>, Vec<(String, String)>>;
+
 impl Plugin {
+    /// Puts a compiled instance in service: starts its exporter or sender thread and checks
+    /// the stores it connects to. Compiling a config does neither, so `tollgate validate`
+    /// and configs that are never served start and touch nothing.
+    pub fn activate(&self) -> Activation {
+        let started = match self {
+            Plugin::OpenTelemetry(o) => o.activate(),
+            Plugin::HttpLog(s) => s.activate(),
+            Plugin::AiProxy(a) => {
+                return match a.semantic.as_ref().map(|s| s.activate()) {
+                    None | Some(Ok(None)) => Ok(Vec::new()),
+                    Some(Ok(Some(w))) => Ok(vec![w]),
+                    Some(Err(e)) => Err(vec![e]),
+                };
+            }
+            _ => Ok(()),
+        };
+        started
+            .map(|()| Vec::new())
+            .map_err(|e| vec![("config".to_string(), e)])
+    }
+
     /// Whether this plugin writes the request's log record (so its details are captured).
     pub fn logs(&self) -> bool {
         matches!(self, Plugin::FileLog(_) | Plugin::HttpLog(_))

@@ -354,18 +354,13 @@ pub fn compile(
             Ok((Plugin::Sanitizer(Arc::new(s)), Vec::new()))
         }
         PluginConfig::Prometheus(c) => Ok((Plugin::Prometheus(Arc::new(c)), Vec::new())),
-        PluginConfig::OpenTelemetry(c) => {
-            let o = crate::observe::otel::Otel::start(*c)
-                .map_err(|e| issues(vec![("config".into(), e)]))?;
-            Ok((Plugin::OpenTelemetry(Arc::new(o)), Vec::new()))
-        }
+        PluginConfig::OpenTelemetry(c) => Ok((
+            Plugin::OpenTelemetry(Arc::new(crate::observe::otel::Otel::new(*c))),
+            Vec::new(),
+        )),
         PluginConfig::HttpLog(c) => {
-            let sink = crate::observe::http_log::HttpLogSink::start(
-                id,
-                &c,
-                crate::observe::http_log::spill_dir(),
-            )
-            .map_err(|e| issues(vec![("config".into(), e)]))?;
+            let spill = crate::observe::http_log::spill_dir();
+            let sink = crate::observe::http_log::HttpLogSink::new(id, &c, spill);
             Ok((Plugin::HttpLog(sink), Vec::new()))
         }
         PluginConfig::FileLog(c) => {

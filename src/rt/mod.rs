@@ -5,3 +5,4 @@
 pub mod busy_poll;
 pub mod clock;
 pub mod data_dir;
+pub mod deferred;

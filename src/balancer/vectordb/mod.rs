@@ -53,16 +53,15 @@ pub enum Store {
 }
 
 impl Store {
-    /// The store `c` asks for (at `path`); errors name the field. A `pgvector` store is
-    /// checked here (the extension and the table); a database that cannot be reached now is
-    /// only a warning, since it may be back by the first request.
+    /// The store `c` asks for (at `path`); errors name the field. Nothing is connected
+    /// here: [`Store::activate`] checks a `pgvector` database when the config goes into
+    /// service.
     pub fn compile(
         path: &str,
         c: &VectordbConfig,
         vaults: &VaultTable,
         env: &dyn Fn(&str) -> Option<String>,
         errors: &mut FieldErrors,
-        warnings: &mut FieldErrors,
     ) -> Option<Store> {
         match c.strategy {
             None => Some(Store::Memory),
@@ -73,17 +72,6 @@ impl Store {
                 };
                 let path = format!("{path}.pgvector");
                 let store = PgStore::compile(&path, &p, vaults, env, errors)?;
-                match store.check_blocking() {
-                    Ok(()) => {}
-                    Err(pgvector::Problem::Unreachable(e)) => warnings.push((
-                        path,
-                        format!("{e}; semantic routing will try it again on its first request, and meanwhile routes with description vectors kept in the process or computed through the embeddings provider"),
-                    )),
-                    Err(pgvector::Problem::Refused(e)) => {
-                        errors.push((path, e));
-                        return None;
-                    }
-                }
                 Some(Store::Pgvector(Box::new(store)))
             }
             Some(Strategy::Redis) => {
@@ -97,6 +85,24 @@ impl Store {
                 );
                 RedisStore::compile(&at, &r, password, errors).map(|r| Store::Redis(Box::new(r)))
             }
+        }
+    }
+
+    /// Checks a `pgvector` store (the extension and the table) as its config goes into
+    /// service, `path` naming its field: Ok with a warning when the database cannot be
+    /// reached now (it is tried again on the first request), Err when it refuses.
+    pub fn activate(&self, path: &str) -> Result<Option<(String, String)>, (String, String)> {
+        let Store::Pgvector(store) = self else {
+            return Ok(None);
+        };
+        let path = format!("{path}.pgvector");
+        match store.check_blocking() {
+            Ok(()) => Ok(None),
+            Err(pgvector::Problem::Unreachable(e)) => Ok(Some((
+                path,
+                format!("{e}; semantic routing will try it again on its first request, and meanwhile routes with description vectors kept in the process or computed through the embeddings provider"),
+            ))),
+            Err(pgvector::Problem::Refused(e)) => Err((path, e)),
         }
     }
 
@@ -183,9 +189,8 @@ mod tests {
     fn compile(v: Value) -> Result<Store, FieldErrors> {
         let c: VectordbConfig = serde_json::from_value(v).unwrap();
         let mut e = Vec::new();
-        let mut w = Vec::new();
         let vaults = VaultTable::new();
-        match Store::compile("config.vectordb", &c, &vaults, &|_| None, &mut e, &mut w) {
+        match Store::compile("config.vectordb", &c, &vaults, &|_| None, &mut e) {
             Some(s) if e.is_empty() => Ok(s),
             _ => Err(e),
         }
