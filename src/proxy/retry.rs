@@ -19,7 +19,7 @@ use crate::observe::log::{Try, UriText};
 use crate::plugins::ai_proxy::{self, AiProxy};
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::plugins::template::TemplateSources;
-use crate::proxy::{forward_headers, query_string, Forwarded};
+use crate::proxy::headers::{forward_headers, query_string, Forwarded};
 
 /// The client request as the AI retry loop needs it.
 pub struct AiRequest<'a> {

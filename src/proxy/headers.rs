@@ -1,0 +1,151 @@
+//! What the gateway forwards and adds: hop-by-hop headers dropped, X-Forwarded-* and
+//! X-Kong-* added, the upstream query string.
+
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response};
+
+use crate::observe::log::RequestLog;
+use crate::plugins::request_transformer::UpstreamRequest;
+use crate::proxy::response::ProxyBody;
+
+use super::access;
+
+/// What X-Forwarded-* headers say about the client connection.
+pub struct Forwarded<'a> {
+    pub client_ip: &'a str,
+    pub proto: &'a str,
+    pub host: &'a str,
+    pub port: u16,
+    pub path: &'a str,
+    pub request_id: &'a str,
+    pub prior_for: Option<&'a str>,
+    /// The client's Host header as sent (with port).
+    pub original_host: &'a str,
+}
+
+/// Hop-by-hop headers, never forwarded in either direction (RFC 9110 §7.6.1).
+pub(super) const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Request headers the gateway sets itself for the upstream.
+pub(super) const RECOMPUTED: &[&str] = &["host", "content-length"];
+
+/// The client's headers as the upstream should see them.
+pub fn forward_headers(client: &HeaderMap, host: HeaderValue, f: &Forwarded<'_>) -> HeaderMap {
+    // Cloning the map copies its table as is; rebuilding it would rehash every name.
+    let mut h = client.clone();
+    let connection_listed: Vec<String> = client
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .chain(RECOMPUTED)
+        .copied()
+        .chain(connection_listed.iter().map(String::as_str))
+    {
+        h.remove(name);
+    }
+    h.insert(header::HOST, host);
+    let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    let ip = HeaderValue::from_str(f.client_ip).ok();
+    match (f.prior_for, &ip) {
+        (Some(p), _) => set(&mut h, "x-forwarded-for", &format!("{p}, {}", f.client_ip)),
+        // One value for both headers: a clone shares its bytes.
+        (None, Some(ip)) => {
+            h.insert(HeaderName::from_static("x-forwarded-for"), ip.clone());
+        }
+        (None, None) => {}
+    }
+    if let Some(ip) = ip {
+        h.insert(HeaderName::from_static("x-real-ip"), ip);
+    }
+    let proto = match f.proto {
+        "https" => HeaderValue::from_static("https"),
+        "http" => HeaderValue::from_static("http"),
+        other => HeaderValue::from_str(other).unwrap_or(HeaderValue::from_static("http")),
+    };
+    h.insert(HeaderName::from_static("x-forwarded-proto"), proto);
+    set(&mut h, "x-forwarded-host", f.host);
+    h.insert(
+        HeaderName::from_static("x-forwarded-port"),
+        HeaderValue::from(f.port),
+    );
+    set(&mut h, "x-forwarded-path", f.path);
+    set(&mut h, "x-kong-request-id", f.request_id);
+    h
+}
+
+/// A raw query string's decoded pairs, in order.
+pub(super) fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+        .unwrap_or_default()
+}
+
+/// The query string to send: the client's raw one unless a plugin changed the pairs.
+pub fn query_string(up: &UpstreamRequest, raw: Option<&str>) -> Option<String> {
+    let original = query_pairs(raw);
+    if original == up.query {
+        return raw.map(str::to_string).filter(|q| !q.is_empty());
+    }
+    if up.query.is_empty() {
+        return None;
+    }
+    Some(
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(&up.query)
+            .finish(),
+    )
+}
+
+pub(super) fn strip_hop_by_hop(h: &mut HeaderMap) {
+    for n in HOP_BY_HOP {
+        h.remove(*n);
+    }
+}
+
+/// A latency in milliseconds as a header value; the common small ones are made once and
+/// shared, since formatting a number into a header allocates.
+pub(super) fn ms_header(n: u64) -> HeaderValue {
+    static SMALL: std::sync::LazyLock<Vec<HeaderValue>> =
+        std::sync::LazyLock::new(|| (0..256u64).map(HeaderValue::from).collect());
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| SMALL.get(i))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(n))
+}
+
+pub(super) fn add_proxy_headers(h: &mut HeaderMap, log: &RequestLog) {
+    h.insert(
+        HeaderName::from_static("x-kong-upstream-latency"),
+        ms_header(log.upstream_latency_ms.unwrap_or(0)),
+    );
+    h.insert(
+        HeaderName::from_static("x-kong-proxy-latency"),
+        ms_header(log.proxy_latency_ms.unwrap_or(0)),
+    );
+    if let Ok(v) = HeaderValue::from_str(&log.request_id) {
+        h.insert(HeaderName::from_static("x-kong-request-id"), v);
+    }
+    h.append(header::VIA, HeaderValue::from_static(crate::VIA_TOKEN));
+}
+
+/// Adds the headers plugins set for the client (quota state, trace id) to a response.
+pub(super) fn add_headers(resp: &mut Response<ProxyBody>, headers: access::Headers) {
+    for (k, v) in headers {
+        resp.headers_mut().insert(k, v);
+    }
+}

@@ -1,0 +1,169 @@
+//! Routes without ai-proxy: the request goes to the route's service (`strip_path`, the
+//! service path, `preserve_host`), retried on connection failures only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{header, HeaderValue, Response};
+
+use crate::config::entities::Route;
+use crate::error::{ErrorShape, GatewayError};
+use crate::gateway::Gateway;
+use crate::gateway::Snapshot;
+use crate::net::upstream::{self, FailureKind};
+use crate::observe::log::{HeaderCopy, Try};
+use crate::plugins::request_transformer::UpstreamRequest;
+use crate::proxy::exchange::Exchange;
+use crate::proxy::response::{Finish, ProxyBody};
+
+use super::answer::kong_error;
+use super::headers::{
+    add_proxy_headers, forward_headers, query_string, strip_hop_by_hop, Forwarded,
+};
+use super::ms;
+
+/// Kong v0 path handling: `strip_path` removes the matched part, then the rest is joined
+/// to the service path with exactly one slash.
+pub(super) fn upstream_path(
+    strip_path: bool,
+    service_path: Option<&str>,
+    path: &str,
+    matched_len: usize,
+) -> String {
+    let rest = if strip_path {
+        path.get(matched_len..).unwrap_or("")
+    } else {
+        path
+    };
+    let base = service_path.unwrap_or("/");
+    if rest.is_empty() {
+        return base.to_string();
+    }
+    let mut out = String::with_capacity(base.len() + rest.len() + 1);
+    out.push_str(base);
+    match (base.ends_with('/'), rest.starts_with('/')) {
+        (true, true) => out.push_str(&rest[1..]),
+        (false, false) => {
+            out.push('/');
+            out.push_str(rest);
+        }
+        _ => out.push_str(rest),
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn proxy_plain(
+    gw: &Gateway,
+    service: &crate::config::entities::Service,
+    route: &Route,
+    up: &UpstreamRequest,
+    raw_query: Option<&str>,
+    forwarded: &Forwarded<'_>,
+    mut log: Exchange,
+    snap: Arc<Snapshot>,
+) -> Response<ProxyBody> {
+    let default_port = if service.protocol == "https" { 443 } else { 80 };
+    let authority = if service.port == default_port {
+        service.host.clone()
+    } else {
+        format!("{}:{}", service.host, service.port)
+    };
+    let mut upstream_uri = up.path.clone();
+    if let Some(q) = query_string(up, raw_query) {
+        upstream_uri.push('?');
+        upstream_uri.push_str(&q);
+    }
+    // request-transformer may replace `host`; otherwise Kong's preserve_host rule applies.
+    let replaced_host = up
+        .headers
+        .get(header::HOST)
+        .filter(|h| h.as_bytes() != forwarded.original_host.as_bytes());
+    let host_header = match replaced_host.and_then(|h| h.to_str().ok()) {
+        Some(h) => h.to_string(),
+        None if route.preserve_host => forwarded.original_host.to_string(),
+        None => authority.clone(),
+    };
+    let Ok(host_value) = HeaderValue::from_str(&host_header) else {
+        let e = GatewayError::BadRequest("the Host for the upstream is not a valid header".into());
+        return kong_error(e, ErrorShape::Kong, log, snap);
+    };
+    let mut headers = forward_headers(&up.headers, host_value, forwarded);
+    if !up.body.is_empty() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(up.body.len()));
+    }
+    let target: http::Uri = match upstream_uri.parse() {
+        Ok(u) => u,
+        Err(_) => {
+            let e = GatewayError::BadRequest("the upstream path is not a valid URI".into());
+            return kong_error(e, ErrorShape::Kong, log, snap);
+        }
+    };
+    let out = upstream::OutRequest {
+        method: up.method.clone(),
+        target,
+        headers,
+        body: up.body.clone(),
+    };
+    let ep = upstream::Endpoint {
+        https: service.protocol == "https",
+        host: &service.host,
+        port: service.port,
+        trust: service.tls.as_ref(),
+    };
+    log.upstream_uri = Some(upstream_uri.clone().into());
+    log.proxy_latency_ms = Some(ms(log.started.elapsed()));
+    let connect = Duration::from_millis(service.connect_timeout.max(1));
+    let read = Duration::from_millis(service.read_timeout.max(1));
+    let mut last = None;
+    for _ in 0..=service.retries {
+        let start = Instant::now();
+        let mut t = Try {
+            port: service.port,
+            host: service.host.as_str().into(),
+            scheme: service.protocol.clone().into(),
+            upstream_uri: upstream_uri.clone().into(),
+            balancer_start: ms(start.duration_since(log.started)),
+            ..Default::default()
+        };
+        match gw.upstreams.send(&ep, out.clone(), connect, read).await {
+            Ok((resp, conn)) => {
+                t.ip = conn.peer().map(|a| a.ip());
+                t.outcome = "success".into();
+                log.tries.push(t);
+                log.upstream_latency_ms = Some(ms(start.elapsed()));
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                add_proxy_headers(&mut parts.headers, &log);
+                log.upstream_status = Some(parts.status.as_u16());
+                log.status = parts.status.as_u16();
+                if log.enabled {
+                    log.response_headers = HeaderCopy::of(&parts.headers);
+                }
+                log.source = "upstream";
+                let finish = Finish::boxed(log, snap, None);
+                let mut r = Response::new(ProxyBody::upstream(
+                    body, conn, None, None, None, read, finish,
+                ));
+                *r.status_mut() = parts.status;
+                *r.headers_mut() = parts.headers;
+                return r;
+            }
+            Err(f) => {
+                t.outcome = f.kind.as_str().into();
+                log.tries.push(t);
+                // Only connection failures are safe to retry: the request never left.
+                let again = f.kind == FailureKind::Connect;
+                last = Some(f);
+                if !again {
+                    break;
+                }
+            }
+        }
+    }
+    let e = match last {
+        Some(f) => f.into_gateway_error(),
+        None => GatewayError::UpstreamInvalid("no attempt was made".into()),
+    };
+    kong_error(e, ErrorShape::Kong, log, snap)
+}
