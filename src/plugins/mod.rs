@@ -7,6 +7,7 @@ pub mod ai_prompt_template;
 pub mod ai_proxy;
 pub mod ai_rate_limiting;
 pub mod ai_sanitizer;
+pub mod ai_sanitizer_filter;
 pub mod key_auth;
 pub mod prometheus;
 pub mod rate_limiting;

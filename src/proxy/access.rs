@@ -319,7 +319,7 @@ pub fn settle(
 #[derive(Default)]
 pub struct Shaped {
     /// `ai-sanitizer`'s work on the answer.
-    pub filter: Option<super::restore::Filter>,
+    pub filter: Option<crate::plugins::ai_sanitizer_filter::Filter>,
     /// `ai-sanitizer` replaced something.
     pub masked: bool,
 }
@@ -363,7 +363,7 @@ pub fn shape_prompt(
         return Err(bad(NotAnObject::NotObject(format!("found {kind}"))));
     }
     let mut changed = false;
-    let mut filter: Option<super::restore::Filter> = None;
+    let mut filter: Option<crate::plugins::ai_sanitizer_filter::Filter> = None;
     let mut masked = false;
     for p in plugins {
         match p {
@@ -406,7 +406,7 @@ pub fn shape_prompt(
                         tracing::debug!(found = %found.join(","), "ai-sanitizer masked the prompt");
                         if s.config().recover_redacted {
                             filter
-                                .get_or_insert(super::restore::Filter {
+                                .get_or_insert(crate::plugins::ai_sanitizer_filter::Filter {
                                     restore: None,
                                     output: None,
                                 })
@@ -416,7 +416,7 @@ pub fn shape_prompt(
                 }
                 if s.on_output() {
                     filter
-                        .get_or_insert(super::restore::Filter {
+                        .get_or_insert(crate::plugins::ai_sanitizer_filter::Filter {
                             restore: None,
                             output: None,
                         })

@@ -31,7 +31,8 @@ use super::answer::{
     sse_dialect, transformation_error,
 };
 use super::headers::{add_proxy_headers, strip_hop_by_hop, Forwarded};
-use super::{body, ms, restore, retry, unix_seconds};
+use super::{body, ms, retry, unix_seconds};
+use crate::plugins::ai_sanitizer_filter;
 
 pub(super) struct AiCtx<'a> {
     pub(super) gw: &'a Gateway,
@@ -44,7 +45,7 @@ pub(super) struct AiCtx<'a> {
     /// The route's service's upstream TLS trust (None: the default).
     pub(super) trust: Option<&'a upstream_tls::Trust>,
     /// `ai-sanitizer`'s work on the answer (restoring, masking).
-    pub(super) filter: Option<restore::Filter>,
+    pub(super) filter: Option<ai_sanitizer_filter::Filter>,
     pub(super) timeouts: crate::plugins::ai_proxy::Timeouts,
 }
 
@@ -531,7 +532,7 @@ pub(super) async fn proxy_ai(
     let sse_filter = c
         .filter
         .filter(|f| f.active() && observing && !native)
-        .map(restore::SseFilter::new);
+        .map(ai_sanitizer_filter::SseFilter::new);
     let mut resp = Response::new(ProxyBody::upstream(
         body,
         conn,

@@ -17,7 +17,8 @@ use crate::proxy::exchange::Exchange;
 use crate::proxy::response::{Feedback, Finish, ProxyBody};
 
 use super::headers::add_headers;
-use super::{access, ms, response, restore};
+use super::{access, ms, response};
+use crate::plugins::ai_sanitizer_filter;
 
 /// A gateway-generated error response that still goes through the log phase.
 pub(super) fn kong_error(
@@ -59,7 +60,7 @@ pub(super) fn kong_error_with(
 /// A successful answer after `ai-sanitizer` restored and masked it; the log's payload
 /// keeps what the upstream said.
 pub(super) fn answer_filtered(
-    f: Option<&restore::Filter>,
+    f: Option<&ai_sanitizer_filter::Filter>,
     status: StatusCode,
     out: Bytes,
     capture: &mut Option<Vec<u8>>,

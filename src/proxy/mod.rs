@@ -9,7 +9,6 @@ pub mod exchange;
 pub mod headers;
 mod plain;
 pub mod response;
-pub mod restore;
 pub mod retry;
 pub mod websocket;
 pub mod ws_relay;
@@ -27,6 +26,7 @@ use crate::error::{ErrorShape, GatewayError};
 use crate::gateway::router::RequestView;
 use crate::gateway::{Gateway, DEFAULT_BODY_LIMIT};
 use crate::plugins::ai_proxy::AiProxy;
+use crate::plugins::ai_sanitizer_filter;
 use crate::plugins::request_transformer::{self, UpstreamRequest};
 use crate::plugins::template::TemplateSources;
 use crate::plugins::{key_auth, Plugin};
@@ -470,7 +470,7 @@ pub async fn handle_request(
             }
         }
     }
-    let mut filter: Option<restore::Filter> = None;
+    let mut filter: Option<ai_sanitizer_filter::Filter> = None;
     if route.shapes_prompt || chain_override.is_some() {
         match access::shape_prompt(&snap, chain, &mut up) {
             Ok(shaped) => {

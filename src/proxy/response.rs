@@ -284,7 +284,7 @@ enum Kind {
         sse: Option<Dialect>,
         ended: bool,
         /// `ai-sanitizer` rewriting the stream (restoring, masking).
-        filter: Option<Box<crate::proxy::restore::SseFilter>>,
+        filter: Option<Box<crate::plugins::ai_sanitizer_filter::SseFilter>>,
         _gauge: StreamGauge,
     },
 }
@@ -342,7 +342,7 @@ impl ProxyBody {
     }
 
     /// Rewrites the streamed body through `f` (`ai-sanitizer`).
-    pub fn set_filter(&mut self, f: crate::proxy::restore::SseFilter) {
+    pub fn set_filter(&mut self, f: crate::plugins::ai_sanitizer_filter::SseFilter) {
         if let Kind::Upstream { filter, .. } = &mut self.kind {
             *filter = Some(Box::new(f));
         }
