@@ -301,9 +301,33 @@ pub enum Kind {
     Number,
 }
 
+/// Whether a Content-Type is JSON (`application/json`, `…+json`), or absent (Kong's default).
+pub fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
+    let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || mime.ends_with("+json")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_content_types() {
+        let h = |s: &'static str| http::HeaderValue::from_static(s);
+        assert!(is_json(None));
+        assert!(is_json(Some(&h("application/json; charset=utf-8"))));
+        assert!(is_json(Some(&h("application/vnd.api+json"))));
+        assert!(!is_json(Some(&h("text/plain"))));
+        assert!(!is_json(Some(&h("multipart/form-data; boundary=x"))));
+    }
 
     #[test]
     fn reads_members_without_a_tree() {

@@ -269,6 +269,32 @@ fn writer(shared: Weak<Shared>) {
     }
 }
 
+thread_local! {
+    /// The buffer a request thread formats file-log lines in, kept between requests.
+    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A line buffer larger than this (a record with logged payloads) is not kept.
+const LINE_KEEP: usize = 256 * 1024;
+
+/// The record as file-log's JSON line, formatted into this thread's reused buffer; give
+/// it back with [`recycle_line`] once written.
+pub fn format_line(
+    record: &crate::observe::log::RequestLog,
+    entities: &crate::config::entities::Entities,
+) -> Vec<u8> {
+    let mut buf = LINE.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    buf.clear();
+    record.append_to(entities, buf)
+}
+
+/// Keeps a line's buffer for this thread's next record (unless a large payload grew it).
+pub fn recycle_line(line: Vec<u8>) {
+    if line.capacity() <= LINE_KEEP {
+        LINE.with(|b| *b.borrow_mut() = line);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

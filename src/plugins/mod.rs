@@ -9,6 +9,7 @@ pub mod ai_rate_limiting;
 pub mod ai_sanitizer;
 pub mod ai_sanitizer_filter;
 pub mod key_auth;
+pub mod phases;
 pub mod prometheus;
 pub mod rate_limiting;
 pub mod registry;
@@ -17,7 +18,10 @@ pub mod template;
 
 use std::sync::Arc;
 
+use crate::error::GatewayError;
 use crate::observe::file_log::FileLogSink;
+
+use self::phases::{Access, Log};
 
 pub use registry::{priority, KONG_PLUGINS};
 
@@ -65,6 +69,84 @@ impl Plugin {
         started
             .map(|()| Vec::new())
             .map_err(|e| vec![("config".to_string(), e)])
+    }
+
+    /// Whether this plugin identifies the consumer: it runs before every other access
+    /// handler, so the consumer's own plugins apply to the rest of the request.
+    pub fn authenticates(&self) -> bool {
+        matches!(self, Plugin::KeyAuth(_))
+    }
+
+    /// Kong's rewrite phase, after authentication and before the other access handlers:
+    /// the request's trace starts here, so its spans cover every later step (a quota's
+    /// refusal too).
+    pub fn rewrite(&self, cx: &mut Access<'_>) {
+        if let Plugin::OpenTelemetry(o) = self {
+            phases::start_trace(o, cx);
+        }
+    }
+
+    /// Kong's access phase: checks and rewrites the request before it goes upstream; an
+    /// error is the answer the client gets.
+    pub async fn access(&self, cx: &mut Access<'_>) -> Result<(), GatewayError> {
+        match self {
+            Plugin::KeyAuth(k) => phases::authenticate(k, cx),
+            Plugin::RateLimiting(r) => phases::count_request(r, cx).await,
+            Plugin::AiRateLimiting(r) => phases::admit_tokens(r, cx).await,
+            Plugin::RequestTransformer(t) => phases::transform(t, cx),
+            Plugin::PromptTemplate(t) => phases::render_template(t, cx),
+            Plugin::PromptDecorator(c) => phases::decorate(c, cx),
+            Plugin::PromptGuard(g) => phases::guard(g, cx),
+            Plugin::PromptLength(c) => phases::check_length(c, cx),
+            Plugin::Sanitizer(s) => phases::sanitize(s, cx),
+            // ai-proxy answers once the access phase is over (`proxy::ai`); the rest act in
+            // the rewrite and log phases.
+            Plugin::AiProxy(_)
+            | Plugin::FileLog(_)
+            | Plugin::HttpLog(_)
+            | Plugin::Prometheus(_)
+            | Plugin::OpenTelemetry(_) => Ok(()),
+        }
+    }
+
+    /// Kong's log phase, once the answer is complete (or the client went away).
+    pub fn log<'c>(&'c self, cx: &mut Log<'_, 'c>) {
+        match self {
+            Plugin::OpenTelemetry(o) => {
+                if let Some(trace) = cx.record.trace.filter(|t| t.sampled) {
+                    o.export(crate::observe::otel::spans(cx.record, &trace, cx.entities));
+                }
+            }
+            Plugin::Prometheus(cfg) => {
+                if cx.record.metrics {
+                    prometheus::record(cfg, cx.record, cx.entities);
+                }
+            }
+            Plugin::FileLog(sink) => {
+                if cx.sinks {
+                    let (record, entities) = (cx.record, cx.entities);
+                    let line = cx.line.get_or_insert_with(|| {
+                        crate::observe::file_log::format_line(record, entities)
+                    });
+                    sink.write(line);
+                }
+            }
+            Plugin::HttpLog(sink) => {
+                if cx.sinks {
+                    cx.http.push(sink);
+                }
+            }
+            Plugin::AiProxy(_)
+            | Plugin::RequestTransformer(_)
+            | Plugin::KeyAuth(_)
+            | Plugin::RateLimiting(_)
+            | Plugin::AiRateLimiting(_)
+            | Plugin::PromptTemplate(_)
+            | Plugin::PromptDecorator(_)
+            | Plugin::PromptGuard(_)
+            | Plugin::PromptLength(_)
+            | Plugin::Sanitizer(_) => {}
+        }
     }
 
     /// Whether this plugin writes the request's log record (so its details are captured).

@@ -31,7 +31,7 @@ use super::answer::{
     sse_dialect, transformation_error,
 };
 use super::headers::{add_proxy_headers, strip_hop_by_hop, Forwarded};
-use super::{body, ms, retry, unix_seconds};
+use super::{ms, retry, unix_seconds};
 use crate::plugins::ai_sanitizer_filter;
 
 pub(super) struct AiCtx<'a> {
@@ -92,7 +92,7 @@ pub(super) async fn proxy_ai(
     let parsed: Option<BodyView<'_>> = if preserve_only {
         None
     } else {
-        if !body::is_json(c.up.headers.get(header::CONTENT_TYPE)) {
+        if !crate::llm::body::is_json(c.up.headers.get(header::CONTENT_TYPE)) {
             return kong_error(bad_json(), ErrorShape::OpenAi, log, snap);
         }
         match BodyView::parse(&c.up.body) {

@@ -149,3 +149,64 @@ pub(super) fn add_headers(resp: &mut Response<ProxyBody>, headers: access::Heade
         resp.headers_mut().insert(k, v);
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use http::HeaderName;
+
+    #[test]
+    fn forwarded_headers_drop_hop_by_hop_and_add_x_forwarded() {
+        let mut client = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("transfer-encoding", "chunked"),
+            ("host", "gw.example:8000"),
+            ("content-length", "12"),
+            ("x-user", "ana"),
+            ("accept", "a"),
+        ] {
+            client.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        client.append("accept", HeaderValue::from_static("b"));
+        let f = Forwarded {
+            client_ip: "10.1.2.3",
+            proto: "http",
+            host: "gw.example",
+            port: 8000,
+            path: "/chat",
+            request_id: "rid",
+            prior_for: Some("1.1.1.1"),
+            original_host: "gw.example:8000",
+        };
+        let h = forward_headers(&client, HeaderValue::from_static("api.example.com"), &f);
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret-hop",
+            "transfer-encoding",
+            "content-length",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} forwarded");
+        }
+        assert_eq!(h["host"], "api.example.com");
+        assert_eq!(h["x-user"], "ana");
+        assert_eq!(h.get_all("accept").iter().count(), 2);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
+        assert_eq!(h["x-forwarded-port"], "8000");
+        assert_eq!(h["x-kong-request-id"], "rid");
+        assert_eq!(h["x-real-ip"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        let first_hop = Forwarded {
+            prior_for: None,
+            proto: "https",
+            ..f
+        };
+        let h = forward_headers(&client, HeaderValue::from_static("a"), &first_hop);
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "https");
+    }
+}

@@ -19,15 +19,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{header, HeaderName, HeaderValue, Request, Response};
+use http::{header, Request, Response};
 use hyper::body::Incoming;
 
 use crate::error::{ErrorShape, GatewayError};
 use crate::gateway::router::RequestView;
 use crate::gateway::{Gateway, DEFAULT_BODY_LIMIT};
 use crate::plugins::ai_proxy::AiProxy;
-use crate::plugins::ai_sanitizer_filter;
-use crate::plugins::request_transformer::{self, UpstreamRequest};
+use crate::plugins::request_transformer::UpstreamRequest;
 use crate::plugins::template::TemplateSources;
 use crate::plugins::{key_auth, Plugin};
 use crate::proxy::exchange::Exchange;
@@ -317,178 +316,33 @@ pub async fn handle_request(
         body: body_bytes,
     };
 
-    // Access phase, part 2: plugins in PRIORITY order (ai-proxy is handled after them).
-    // key-auth (1250) runs first; the transformer's templates still read the client's
-    // original headers (the copy above), as in Kong.
-    let mut chain_override: Option<Vec<usize>> = None;
-    if let Some(Plugin::KeyAuth(ka)) = route
-        .chain
-        .first()
-        .and_then(|i| snap.plugins.get(*i))
-        .map(|p| &p.plugin)
-    {
-        let preflight = up.method == http::Method::OPTIONS;
-        if !preflight || ka.config.run_on_preflight {
-            let now = (millis_since_epoch() / 1000) as i64;
-            match key_auth::authenticate(ka, &snap, &mut up, now) {
-                Ok(who) => {
-                    // Consumer-scoped plugins apply from here on (Kong resolves them after
-                    // authentication).
-                    if snap.consumer_plugins {
-                        if let Some(c) = snap.consumers.get(who.consumer) {
-                            let groups: Vec<&str> = snap
-                                .member_of
-                                .get(who.consumer)
-                                .into_iter()
-                                .flatten()
-                                .filter_map(|g| snap.groups.get(*g).map(|(id, _)| id.as_str()))
-                                .collect();
-                            let chain = crate::gateway::snapshot::resolve_chain(
-                                &snap.plugins,
-                                Some(m.route),
-                                route.service,
-                                Some(&c.id),
-                                &groups,
-                            );
-                            if chain != route.chain {
-                                chain_override = Some(chain);
-                            }
-                        }
-                    }
-                    log.consumer = Some((who.consumer, who.credential));
-                    key_auth::redact_log(&ka.config, &mut log);
-                }
-                Err(refusal) => {
-                    key_auth::redact_log(&ka.config, &mut log);
-                    let e = GatewayError::Unauthorized {
-                        message: refusal.message(),
-                        challenge: key_auth::challenge(ka),
-                    };
-                    return kong_error(e, shape, log, snap);
-                }
-            }
-        }
-    }
-    let mut original_headers = original_headers;
-    let mut ai = ai;
-    if let Some(chain) = &chain_override {
-        let has = |f: fn(&Plugin) -> bool| {
-            chain
-                .iter()
-                .any(|i| snap.plugins.get(*i).is_some_and(|p| f(&p.plugin)))
-        };
-        if has(|p| matches!(p, Plugin::RequestTransformer(_))) && original_headers.is_none() {
-            original_headers = Some(up.headers.clone());
-        }
-        if has(Plugin::logs) && !log.enabled {
-            let mut seen = Request::new(());
-            *seen.method_mut() = up.method.clone();
-            *seen.uri_mut() = parts.uri.clone();
-            *seen.headers_mut() = up.headers.clone();
-            log.capture_request(&seen.into_parts().0, &client_ip, scheme, host);
-        }
-        log.metrics = has(|p| matches!(p, Plugin::Prometheus(_)));
-        ai = chain
-            .iter()
-            .find_map(|i| match snap.plugins.get(*i).map(|p| &p.plugin) {
-                Some(Plugin::AiProxy(a)) => Some(a.clone()),
-                _ => None,
-            });
-        log.chain = Some(chain.clone());
-    }
-    let chain: &[usize] = chain_override.as_deref().unwrap_or(&route.chain);
-    let mut extra_headers: access::Headers = Vec::new();
-    if route.tracing || chain_override.is_some() {
-        let otel = chain
-            .iter()
-            .find_map(|i| match snap.plugins.get(*i).map(|p| &p.plugin) {
-                Some(Plugin::OpenTelemetry(o)) => Some(o.clone()),
-                _ => None,
-            });
-        if let Some(o) = otel {
-            let trace = crate::observe::otel::TraceCtx::start(&up.headers, o.rate);
-            // Plain services see this request's span as the parent; AI routes give each
-            // upstream attempt its own span (retry.rs).
-            if let Some(v) = trace.traceparent(trace.span) {
-                up.headers.insert("traceparent", v);
-            }
-            if let Some(name) = o.config.http_response_header_for_traceid.as_deref() {
-                if let (Ok(n), Ok(v)) = (
-                    HeaderName::try_from(name),
-                    HeaderValue::from_str(&trace.trace_hex()),
-                ) {
-                    extra_headers.push((n, v));
-                }
-            }
-            log.trace = Some(trace);
-        }
-    }
-    if route.quotas || chain_override.is_some() {
-        let caller = access::Caller {
-            consumer: log.consumer.as_ref().map(|c| c.0),
-            credential: log.consumer.as_ref().and_then(|c| c.1.as_deref()),
-            ip: &client_ip,
-            path: parts.uri.path(),
-            service: route.service,
-        };
-        let mut charges = Vec::new();
-        let r = access::quotas(
-            &gw,
-            &snap,
-            chain,
-            &caller,
-            &up,
-            ai.as_deref(),
-            &mut extra_headers,
-            &mut charges,
-        )
-        .await;
-        log.charges = charges;
-        if let Err(e) = r {
-            if matches!(
-                e,
-                GatewayError::RateLimited { .. } | GatewayError::PromptOverQuota(_)
-            ) {
-                log.guardrail = Some(e.code());
-                log.refusal = Some(e.to_string());
-            }
-            return kong_error_with(e, shape, log, snap, extra_headers);
-        }
-    }
-    if let Some(orig) = &original_headers {
-        let sources = TemplateSources {
-            headers: orig,
-            query: &query,
-            uri_captures: &m.captures,
-        };
-        for &i in chain {
-            if let Some(Plugin::RequestTransformer(cfg)) = snap.plugins.get(i).map(|p| &p.plugin) {
-                if let Err(e) = request_transformer::apply(cfg, &mut up, &sources) {
-                    let err = GatewayError::Internal(format!("request-transformer: {e}"));
-                    return kong_error(err, shape, log, snap);
-                }
-            }
-        }
-    }
-    let mut filter: Option<ai_sanitizer_filter::Filter> = None;
-    if route.shapes_prompt || chain_override.is_some() {
-        match access::shape_prompt(&snap, chain, &mut up) {
-            Ok(shaped) => {
-                filter = shaped.filter;
-                if shaped.masked {
-                    log.guardrail = Some("masked");
-                }
-            }
-            Err(e) => {
-                if matches!(e, GatewayError::PromptBlocked(_)) {
-                    log.guardrail = Some("blocked");
-                }
-                let mut resp = kong_error(e, shape, log, snap);
-                add_headers(&mut resp, extra_headers);
-                return resp;
-            }
-        }
-    }
+    // Access phase, part 2: the plugins' handlers in PRIORITY order.
+    let client = access::Client {
+        ip: &client_ip,
+        scheme,
+        host,
+        uri: &parts.uri,
+    };
+    let admitted = access::run(
+        &gw,
+        &snap,
+        (route, m.route),
+        &mut log,
+        &mut up,
+        &client,
+        (&query, &m.captures),
+        (ai, original_headers),
+    )
+    .await;
+    let access::Admitted {
+        ai,
+        original_headers,
+        headers: extra_headers,
+        filter,
+    } = match admitted {
+        Ok(a) => a,
+        Err((e, headers)) => return kong_error_with(e, shape, log, snap, headers),
+    };
     let client_headers = original_headers.as_ref().unwrap_or(&up.headers);
     let sources = TemplateSources {
         headers: client_headers,
@@ -560,9 +414,7 @@ pub async fn handle_request(
 
 #[cfg(test)]
 mod tests {
-    use super::headers::{forward_headers, ms_header};
     use super::*;
-    use http::HeaderMap;
 
     #[test]
     fn addresses_as_text() {
@@ -576,77 +428,5 @@ mod tests {
             let parsed: std::net::IpAddr = ip.parse().expect("test address");
             assert_eq!(ip_text(parsed), parsed.to_string());
         }
-    }
-
-    #[test]
-    fn forwarded_headers_drop_hop_by_hop_and_add_x_forwarded() {
-        let mut client = HeaderMap::new();
-        for (k, v) in [
-            ("connection", "keep-alive, x-secret-hop"),
-            ("keep-alive", "timeout=5"),
-            ("x-secret-hop", "1"),
-            ("transfer-encoding", "chunked"),
-            ("host", "gw.example:8000"),
-            ("content-length", "12"),
-            ("x-user", "ana"),
-            ("accept", "a"),
-        ] {
-            client.append(HeaderName::from_static(k), HeaderValue::from_static(v));
-        }
-        client.append("accept", HeaderValue::from_static("b"));
-        let f = Forwarded {
-            client_ip: "10.1.2.3",
-            proto: "http",
-            host: "gw.example",
-            port: 8000,
-            path: "/chat",
-            request_id: "rid",
-            prior_for: Some("1.1.1.1"),
-            original_host: "gw.example:8000",
-        };
-        let h = forward_headers(&client, HeaderValue::from_static("api.example.com"), &f);
-        for gone in [
-            "connection",
-            "keep-alive",
-            "x-secret-hop",
-            "transfer-encoding",
-            "content-length",
-        ] {
-            assert!(!h.contains_key(gone), "{gone} forwarded");
-        }
-        assert_eq!(h["host"], "api.example.com");
-        assert_eq!(h["x-user"], "ana");
-        assert_eq!(h.get_all("accept").iter().count(), 2);
-        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.1.2.3");
-        assert_eq!(h["x-forwarded-port"], "8000");
-        assert_eq!(h["x-kong-request-id"], "rid");
-        assert_eq!(h["x-real-ip"], "10.1.2.3");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        let first_hop = Forwarded {
-            prior_for: None,
-            proto: "https",
-            ..f
-        };
-        let h = forward_headers(&client, HeaderValue::from_static("a"), &first_hop);
-        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
-        assert_eq!(h["x-forwarded-proto"], "https");
-    }
-
-    #[test]
-    fn latency_headers_and_upstream_paths() {
-        for n in [0, 7, 255, 256, 123_456] {
-            assert_eq!(ms_header(n), n.to_string().as_str());
-        }
-        assert_eq!(upstream_path(false, None, "/v1/chat", 3), "/v1/chat");
-        assert_eq!(
-            upstream_path(true, Some("/base"), "/v1/chat", 3),
-            "/base/chat"
-        );
-        assert_eq!(
-            upstream_path(true, Some("/base/"), "/v1/chat", 3),
-            "/base/chat"
-        );
-        assert_eq!(upstream_path(true, Some("/b/"), "/v1", 3), "/b/");
-        assert_eq!(upstream_path(true, Some("/b"), "/v1x", 3), "/b/x");
     }
 }

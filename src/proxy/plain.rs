@@ -167,3 +167,28 @@ pub(super) async fn proxy_plain(
     };
     kong_error(e, ErrorShape::Kong, log, snap)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::proxy::headers::ms_header;
+
+    #[test]
+    fn latency_headers_and_upstream_paths() {
+        for n in [0, 7, 255, 256, 123_456] {
+            assert_eq!(ms_header(n), n.to_string().as_str());
+        }
+        assert_eq!(upstream_path(false, None, "/v1/chat", 3), "/v1/chat");
+        assert_eq!(
+            upstream_path(true, Some("/base"), "/v1/chat", 3),
+            "/base/chat"
+        );
+        assert_eq!(
+            upstream_path(true, Some("/base/"), "/v1/chat", 3),
+            "/base/chat"
+        );
+        assert_eq!(upstream_path(true, Some("/b/"), "/v1", 3), "/b/");
+        assert_eq!(upstream_path(true, Some("/b"), "/v1x", 3), "/b/x");
+    }
+}

@@ -18,7 +18,7 @@ use crate::llm::usage::Usage;
 use crate::net::upstream::Conn;
 use crate::observe::log::RequestLog;
 use crate::plugins::ai_proxy::AiProxy;
-use crate::plugins::Plugin;
+use crate::plugins::phases::Log;
 use crate::proxy::exchange::Exchange;
 
 /// Upstream bodies being passed through right now (`tollgate_open_streams`).
@@ -135,19 +135,6 @@ impl Finish {
         })
     }
 
-    /// The record as file-log's JSON line, formatted into this thread's reused buffer
-    /// (handed back through `LINE` when done).
-    fn log_line(&self) -> Vec<u8> {
-        let mut buf = LINE.with(|b| std::mem::take(&mut *b.borrow_mut()));
-        buf.clear();
-        self.log.append_to(&self.snapshot, buf)
-    }
-
-    /// The plugins that applied to the request.
-    fn chain(&self) -> &[usize] {
-        chain_of(&self.log, &self.snapshot)
-    }
-
     /// Runs the log phase: every log plugin of the route (or the global ones) gets the record.
     pub fn run(mut self, stream_error: Option<String>) {
         self.log.finished_ms = Some(self.log.started.elapsed().as_millis() as u64);
@@ -157,86 +144,36 @@ impl Finish {
         }
         if !self.log.charges.is_empty() {
             let charges = std::mem::take(&mut self.log.charges);
-            let ai = self.log.ai.as_ref();
-            let target = ai.and_then(|a| a.target.and_then(|t| a.targets.get(t)));
-            crate::proxy::access::settle(
-                charges,
-                ai.and_then(|a| a.usage.as_ref()),
-                target.map(|t| t.provider.as_str()),
-                (
-                    target.and_then(|t| t.options.input_cost),
-                    target.and_then(|t| t.options.output_cost),
-                ),
-            );
-        }
-        if let Some(trace) = self.log.trace.filter(|t| t.sampled) {
-            for &i in self.chain() {
-                if let Some(Plugin::OpenTelemetry(o)) =
-                    self.snapshot.plugins.get(i).map(|p| &p.plugin)
-                {
-                    o.export(crate::observe::otel::spans(
-                        &self.log,
-                        &trace,
-                        &self.snapshot,
-                    ));
-                }
-            }
+            crate::plugins::phases::settle(charges, &self.log);
         }
         let analytics = self.log.analytics.take();
-        if self.log.metrics {
-            for &i in self.chain() {
-                if let Some(Plugin::Prometheus(cfg)) =
-                    self.snapshot.plugins.get(i).map(|p| &p.plugin)
-                {
-                    crate::plugins::prometheus::record(cfg, &self.log, &self.snapshot);
-                }
+        let sinks = self.log.enabled;
+        if sinks || analytics.is_some() {
+            if let (Some(ai), Some(cap)) = (self.log.ai.as_mut(), self.capture.take()) {
+                ai.payload_response = Some(String::from_utf8_lossy(&cap).into_owned());
+            }
+            if let (Some(ai), Some(e)) = (self.log.ai.as_mut(), stream_error) {
+                ai.stream_error = Some(e);
             }
         }
-        if !self.log.enabled && analytics.is_none() {
-            return;
-        }
-        if let (Some(ai), Some(cap)) = (self.log.ai.as_mut(), self.capture.take()) {
-            ai.payload_response = Some(String::from_utf8_lossy(&cap).into_owned());
-        }
-        if let (Some(ai), Some(e)) = (self.log.ai.as_mut(), stream_error) {
-            ai.stream_error = Some(e);
-        }
-        // The record is serialized by the first writer thread that needs it, off the
-        // request path.
-        let enabled = self.log.enabled;
-        fn sinks<'a>(
-            snapshot: &'a Snapshot,
-            chain: &'a [usize],
-            enabled: bool,
-        ) -> impl Iterator<Item = &'a Plugin> {
-            chain
-                .iter()
-                .filter(move |_| enabled)
-                .filter_map(|i| snapshot.plugins.get(*i).map(|p| &p.plugin))
-                .filter(|p| p.logs())
-        }
-        if sinks(&self.snapshot, self.chain(), enabled)
-            .next()
-            .is_none()
-            && analytics.is_none()
-        {
-            return;
-        }
-        // file-log's line is formatted here, while the record is still in the core's
-        // cache; the other sinks take the record itself to their threads.
-        let mut line = None;
-        let mut http = false;
-        for s in sinks(&self.snapshot, self.chain(), enabled) {
-            match s {
-                Plugin::FileLog(sink) => {
-                    let l = line.get_or_insert_with(|| self.log_line());
-                    sink.write(l);
-                }
-                Plugin::HttpLog(_) => http = true,
-                _ => {}
+        // Every plugin's log handler, in PRIORITY order; file-log formats its line here,
+        // while the record is still in the core's cache, and the other sinks take the
+        // record itself to their threads, which serialize it off the request path.
+        let snapshot: &Snapshot = &self.snapshot;
+        let mut cx = Log {
+            record: &self.log.record,
+            entities: &snapshot.entities,
+            sinks,
+            line: None,
+            http: Vec::new(),
+        };
+        for &i in chain_of(cx.record, snapshot) {
+            if let Some(p) = snapshot.plugins.get(i) {
+                p.plugin.log(&mut cx);
             }
         }
-        if http || analytics.is_some() {
+        let Log { line, http, .. } = cx;
+        if !http.is_empty() || analytics.is_some() {
             let started = self.log.started;
             let log = std::mem::replace(
                 &mut self.log.record,
@@ -244,21 +181,19 @@ impl Finish {
             );
             let job = crate::observe::log::LogJob::new(
                 log,
-                self.snapshot.entities.clone(),
-                line.as_ref().filter(|_| http).cloned(),
+                snapshot.entities.clone(),
+                line.as_ref().filter(|_| !http.is_empty()).cloned(),
             );
             if let Some(a) = analytics {
                 a.submit(job.clone());
             }
-            for s in sinks(&self.snapshot, chain_of(job.log(), &self.snapshot), enabled) {
-                if let Plugin::HttpLog(sink) = s {
-                    sink.send(job.clone());
-                }
+            for sink in http {
+                sink.send(job.clone());
             }
             drop(job);
         }
-        if let Some(l) = line.filter(|l| l.capacity() <= LINE_KEEP) {
-            LINE.with(|b| *b.borrow_mut() = l);
+        if let Some(l) = line {
+            crate::observe::file_log::recycle_line(l);
         }
         crate::observe::log::reap();
     }
@@ -406,14 +341,6 @@ fn chain_of<'a>(log: &'a RequestLog, snap: &'a Snapshot) -> &'a [usize] {
         (None, None) => &snap.global_chain,
     }
 }
-
-thread_local! {
-    /// The buffer a request thread formats file-log lines in, kept between requests.
-    static LINE: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// A line buffer larger than this (a record with logged payloads) is not kept.
-const LINE_KEEP: usize = 256 * 1024;
 
 /// Log phases queued to run after their responses went out.
 static DEFERRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
