@@ -28,7 +28,6 @@ use crate::gateway::{Gateway, DEFAULT_BODY_LIMIT};
 use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::plugins::template::TemplateSources;
-use crate::plugins::{key_auth, Plugin};
 use crate::proxy::exchange::Exchange;
 use crate::proxy::response::ProxyBody;
 use crate::rt::clock::millis_since_epoch;
@@ -96,7 +95,8 @@ pub async fn handle(
     .await
 }
 
-/// [`handle`] for a body that may already be in memory.
+/// [`handle`] for a body that may already be in memory: the request path, one line per
+/// phase (Kong's: route, access, upstream with the header and body filters, log).
 pub async fn handle_request(
     gw: Arc<Gateway>,
     req: Request<body::ClientBody>,
@@ -106,203 +106,51 @@ pub async fn handle_request(
 ) -> Response<ProxyBody> {
     gw.stats.total_requests.fetch_add(1, Ordering::Relaxed);
     crate::rt::busy_poll::touch();
-    let started = Instant::now();
     let request_id = next_request_id();
+    let mut log = Exchange::new(request_id.clone(), Instant::now());
+    log.analytics = gw.analytics.get().cloned();
     let snap = gw.snapshot.load_full();
     let (mut parts, body) = req.into_parts();
-    // A clone of the value shares its bytes; the header map itself moves on below.
-    let mut hosts = parts.headers.get_all(header::HOST).iter();
-    let host_value = hosts.next().cloned();
-    // Over HTTP/2 the authority comes as `:authority`; a `host` naming another is malformed
-    // (RFC 9113 §8.3.1), and routing on one while the upstream believes the other is the
-    // same confusion as two Host headers.
-    let h2_conflict = parts.version == http::Version::HTTP_2
-        && matches!((&host_value, parts.uri.authority()),
-            (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()));
-    let refused = if hosts.next().is_some() || h2_conflict {
-        // Which one would the upstream believe? Refused, as nginx does (RFC 9112 §3.2).
-        Some(GatewayError::BadRequest("Bad request".into()))
-    } else if parts.method == http::Method::TRACE || parts.method == http::Method::CONNECT {
-        Some(GatewayError::method_not_allowed(
-            &parts.method,
-            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
-        ))
-    } else {
-        None
+    let host_value = match screen(&parts) {
+        Ok(h) => h,
+        Err(e) => return refuse_early(e, log, body, &parts, snap),
     };
-    let host: &str = host_value
-        .as_ref()
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| parts.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("");
-    let mut log = Exchange::new(request_id.clone(), started);
-    log.analytics = gw.analytics.get().cloned();
-    let client_ip = ip_text(peer.ip());
-    if let Some(e) = refused {
-        log.metrics = snap.global_metrics;
+    let upgrade = wants_websocket(&parts.headers)
+        .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+    let c = Conn {
+        peer,
+        ip: ip_text(peer.ip()),
+        scheme,
+        local_port,
+        host: host_of(host_value.as_ref(), &parts.uri),
+    };
+    let Some(m) = route(&snap, &mut log, &parts, &c) else {
         body::drain_unread(body, parts.version);
+        let e = GatewayError::NoRoute;
         return kong_error(e, ErrorShape::Kong, log, snap);
-    }
-    let found = snap.router.find(&RequestView {
-        method: parts.method.as_str(),
-        host,
-        path: parts.uri.path(),
-        headers: &parts.headers,
-    });
-    let Some(m) = found else {
-        log.metrics = snap.global_metrics;
-        if snap.global_logs {
-            log.capture_request(&parts, &client_ip, scheme, host);
-        }
-        body::drain_unread(body, parts.version);
-        return kong_error(GatewayError::NoRoute, ErrorShape::Kong, log, snap);
     };
-    log.route = Some(m.route);
     let Some(route) = snap.routes.get(m.route) else {
-        return kong_error(
-            GatewayError::Internal("route index".into()),
-            ErrorShape::Kong,
-            log,
-            snap,
-        );
+        let e = GatewayError::Internal("route index".into());
+        return kong_error(e, ErrorShape::Kong, log, snap);
     };
-    if route.logs {
-        log.capture_request(&parts, &client_ip, scheme, host);
+    let ai = access::find_ai(&snap, &route.chain);
+    let shape = match ai {
+        Some(_) => ErrorShape::OpenAi,
+        None => ErrorShape::Kong,
+    };
+    if let Some(upgrade) = upgrade {
+        return websocket::upgrade(&gw, &snap, (route, m.route), &parts, upgrade, ai, log, &c);
     }
-    log.metrics = route.metrics;
-    let service = route.service.and_then(|s| snap.services.get(s));
-    let ai: Option<Arc<AiProxy>> =
-        route
-            .chain
-            .iter()
-            .find_map(|i| match snap.plugins.get(*i).map(|p| &p.plugin) {
-                Some(Plugin::AiProxy(a)) => Some(a.clone()),
-                _ => None,
-            });
-    let shape = if ai.is_some() {
-        ErrorShape::OpenAi
-    } else {
-        ErrorShape::Kong
-    };
-    let wants_websocket = parts
-        .headers
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.eq_ignore_ascii_case("websocket"))
-        .unwrap_or(false);
-    if wants_websocket {
-        let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-        // An unauthenticated client is refused before the upgrade (each frame is checked
-        // again when it is proxied).
-        if let Some(Plugin::KeyAuth(ka)) = route
-            .chain
-            .first()
-            .and_then(|i| snap.plugins.get(*i))
-            .map(|p| &p.plugin)
-        {
-            let mut probe = UpstreamRequest {
-                method: parts.method.clone(),
-                path: parts.uri.path().to_string(),
-                query: query_pairs(parts.uri.query()),
-                headers: parts.headers.clone(),
-                body: Bytes::new(),
-            };
-            let now = (millis_since_epoch() / 1000) as i64;
-            if let Err(refusal) = key_auth::authenticate(ka, &snap, &mut probe, now) {
-                let e = GatewayError::Unauthorized {
-                    message: refusal.message(),
-                    challenge: key_auth::challenge(ka),
-                };
-                return kong_error(e, shape, log, snap);
-            }
-        }
-        // The relay talks to the upstream directly, so only a route without per-request
-        // access plugins (keys, quotas, prompt plugins) may use it; any other goes through
-        // the bridge, which runs the whole plugin chain for every request. (The relay's
-        // handshake carries the client's headers as they are: request-transformer rules
-        // do not apply to its frames, as before.)
-        let plain_chain = !snap.consumer_plugins
-            && route.chain.iter().all(|i| {
-                snap.plugins.get(*i).is_some_and(|p| {
-                    matches!(
-                        p.plugin,
-                        Plugin::AiProxy(_)
-                            | Plugin::FileLog(_)
-                            | Plugin::HttpLog(_)
-                            | Plugin::Prometheus(_)
-                            | Plugin::RequestTransformer(_)
-                    )
-                })
-            });
-        return match ai.as_ref().filter(|a| websocket::serves(a)) {
-            Some(a) => websocket::accept(
-                &gw,
-                &parts,
-                upgrade,
-                a.max_body,
-                websocket::Origin {
-                    peer,
-                    scheme,
-                    local_port,
-                },
-                (plain_chain && ws_relay::relayable(a)).then(|| {
-                    let mut record = Request::new(());
-                    *record.method_mut() = parts.method.clone();
-                    *record.uri_mut() = parts.uri.clone();
-                    *record.headers_mut() = parts.headers.clone();
-                    (
-                        ws_relay::RelayRoute {
-                            ai: a.clone(),
-                            route: m.route,
-                            snapshot: snap.clone(),
-                            trust: service.and_then(|s| s.tls.clone()),
-                            analytics: gw.analytics.get().cloned(),
-                        },
-                        ws_relay::Client {
-                            ip: client_ip.clone(),
-                            scheme,
-                            host: host.to_string(),
-                            parts: record.into_parts().0,
-                        },
-                    )
-                }),
-            )
-            .unwrap_or_else(|e| kong_error(e, shape, log, snap)),
-            None => kong_error(GatewayError::UpgradeRefused, shape, log, snap),
-        };
-    }
-
-    // Access phase, part 1: the body (read once, bounded).
-    let limit = ai
-        .as_ref()
-        .map(|a| a.max_body)
-        .unwrap_or(DEFAULT_BODY_LIMIT);
-    let content_length = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    let read = body::ReadOptions {
-        timeout: Duration::from_millis(gw.body_timeout_ms.load(Ordering::Relaxed)),
-        linger: parts.version == http::Version::HTTP_2,
-    };
-    let body_bytes = match body::read_limited(body, content_length, limit, read).await {
+    let body = match read_body(&gw, &parts, body, ai.as_deref(), peer).await {
         Ok(b) => b,
-        Err(e) => {
-            if let GatewayError::BodyTimeout = e {
-                gw.stats.body_timeouts.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(peer = %peer, "request body cut: no data within the body timeout");
-            }
-            return kong_error(e, shape, log, snap);
-        }
+        Err(e) => return kong_error(e, shape, log, snap),
     };
-    log.request_size = body_bytes.len() as u64;
-
-    let raw_query = parts.uri.query();
-    let query = query_pairs(raw_query);
+    log.request_size = body.len() as u64;
+    let query = query_pairs(parts.uri.query());
     // Templates read the client's original headers; keep a copy only when a plugin may
     // change them before ai-proxy renders its templates.
     let original_headers = route.transforms.then(|| parts.headers.clone());
+    let service = route.service.and_then(|s| snap.services.get(s));
     let mut up = UpstreamRequest {
         method: parts.method.clone(),
         path: upstream_path(
@@ -313,16 +161,15 @@ pub async fn handle_request(
         ),
         query: query.clone(),
         headers: std::mem::take(&mut parts.headers),
-        body: body_bytes,
+        body,
     };
-
-    // Access phase, part 2: the plugins' handlers in PRIORITY order.
     let client = access::Client {
-        ip: &client_ip,
+        ip: &c.ip,
         scheme,
-        host,
+        host: c.host,
         uri: &parts.uri,
     };
+    let access = (&query[..], &m.captures);
     let admitted = access::run(
         &gw,
         &snap,
@@ -330,86 +177,250 @@ pub async fn handle_request(
         &mut log,
         &mut up,
         &client,
-        (&query, &m.captures),
+        access,
         (ai, original_headers),
     )
     .await;
-    let access::Admitted {
-        ai,
-        original_headers,
-        headers: extra_headers,
-        filter,
-    } = match admitted {
+    let admitted = match admitted {
         Ok(a) => a,
         Err((e, headers)) => return kong_error_with(e, shape, log, snap, headers),
     };
-    let client_headers = original_headers.as_ref().unwrap_or(&up.headers);
+    let extra_headers = admitted.headers;
     let sources = TemplateSources {
-        headers: client_headers,
+        headers: admitted.original_headers.as_ref().unwrap_or(&up.headers),
         query: &query,
         uri_captures: &m.captures,
     };
+    let forwarded = forwarded(&c, &parts.uri, &request_id, sources.headers);
+    let upstream = Upstream {
+        gw: &gw,
+        route,
+        up: &up,
+        raw_query: parts.uri.query(),
+        sources: &sources,
+        forwarded: &forwarded,
+        shape,
+    };
+    let mut resp = upstream
+        .answer(admitted.ai, admitted.filter, log, snap.clone())
+        .await;
+    add_headers(&mut resp, extra_headers);
+    resp
+}
 
-    let port = host
-        .rsplit_once(':')
-        .and_then(|(_, p)| p.parse().ok())
-        .unwrap_or(local_port);
-    let forwarded = Forwarded {
-        client_ip: &client_ip,
-        proto: scheme,
-        host: host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host),
-        port,
+/// The client's connection, as the later phases need it.
+pub(crate) struct Conn<'a> {
+    pub peer: SocketAddr,
+    pub ip: String,
+    pub scheme: &'static str,
+    pub local_port: u16,
+    /// The request's Host (or HTTP/2 authority), as the client gave it.
+    pub host: &'a str,
+}
+
+/// A request head the gateway refuses before routing: two Host headers, a Host naming
+/// another authority than HTTP/2's `:authority`, TRACE and CONNECT. Ok: the Host header.
+fn screen(parts: &http::request::Parts) -> Result<Option<http::HeaderValue>, GatewayError> {
+    // A clone of the value shares its bytes; the header map itself moves on later.
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host_value = hosts.next().cloned();
+    // Over HTTP/2 the authority comes as `:authority`; a `host` naming another is malformed
+    // (RFC 9113 §8.3.1), and routing on one while the upstream believes the other is the
+    // same confusion as two Host headers.
+    let h2_conflict = parts.version == http::Version::HTTP_2
+        && matches!((&host_value, parts.uri.authority()),
+            (Some(h), Some(a)) if !h.as_bytes().eq_ignore_ascii_case(a.as_str().as_bytes()));
+    if hosts.next().is_some() || h2_conflict {
+        // Which one would the upstream believe? Refused, as nginx does (RFC 9112 §3.2).
+        return Err(GatewayError::BadRequest("Bad request".into()));
+    }
+    if parts.method == http::Method::TRACE || parts.method == http::Method::CONNECT {
+        return Err(GatewayError::method_not_allowed(
+            &parts.method,
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        ));
+    }
+    Ok(host_value)
+}
+
+/// The Host the request names (or its HTTP/2 authority).
+fn host_of<'a>(host_value: Option<&'a http::HeaderValue>, uri: &'a http::Uri) -> &'a str {
+    host_value
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()))
+        .unwrap_or("")
+}
+
+/// A request refused by [`screen`]: Kong's shape, counted by global metrics.
+fn refuse_early(
+    e: GatewayError,
+    mut log: Exchange,
+    body: body::ClientBody,
+    parts: &http::request::Parts,
+    snap: Arc<crate::gateway::Snapshot>,
+) -> Response<ProxyBody> {
+    log.metrics = snap.global_metrics;
+    body::drain_unread(body, parts.version);
+    kong_error(e, ErrorShape::Kong, log, snap)
+}
+
+/// The route for the request, with the log record set up for it (what it captures, its
+/// metrics); None: no route matches (the global plugins' record).
+fn route(
+    snap: &crate::gateway::Snapshot,
+    log: &mut Exchange,
+    parts: &http::request::Parts,
+    c: &Conn<'_>,
+) -> Option<crate::gateway::router::RouteMatch> {
+    let found = snap.router.find(&RequestView {
+        method: parts.method.as_str(),
+        host: c.host,
         path: parts.uri.path(),
-        request_id: &request_id,
+        headers: &parts.headers,
+    });
+    let Some(m) = found else {
+        log.metrics = snap.global_metrics;
+        if snap.global_logs {
+            log.capture_request(parts, &c.ip, c.scheme, c.host);
+        }
+        return None;
+    };
+    log.route = Some(m.route);
+    if let Some(route) = snap.routes.get(m.route) {
+        if route.logs {
+            log.capture_request(parts, &c.ip, c.scheme, c.host);
+        }
+        log.metrics = route.metrics;
+    }
+    Some(m)
+}
+
+fn wants_websocket(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// Access phase, part 1: the body, read once and bounded (ai-proxy's
+/// `max_request_body_size`, else [`DEFAULT_BODY_LIMIT`]).
+async fn read_body(
+    gw: &Gateway,
+    parts: &http::request::Parts,
+    body: body::ClientBody,
+    ai: Option<&AiProxy>,
+    peer: SocketAddr,
+) -> Result<Bytes, GatewayError> {
+    let limit = ai.map(|a| a.max_body).unwrap_or(DEFAULT_BODY_LIMIT);
+    let content_length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let read = body::ReadOptions {
+        timeout: Duration::from_millis(gw.body_timeout_ms.load(Ordering::Relaxed)),
+        linger: parts.version == http::Version::HTTP_2,
+    };
+    body::read_limited(body, content_length, limit, read)
+        .await
+        .inspect_err(|e| {
+            if let GatewayError::BodyTimeout = e {
+                gw.stats.body_timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::info!(peer = %peer, "request body cut: no data within the body timeout");
+            }
+        })
+}
+
+/// The X-Forwarded-* facts of the request.
+fn forwarded<'a>(
+    c: &'a Conn<'a>,
+    uri: &'a http::Uri,
+    request_id: &'a str,
+    client_headers: &'a http::HeaderMap,
+) -> Forwarded<'a> {
+    let host = c.host;
+    Forwarded {
+        client_ip: &c.ip,
+        proto: c.scheme,
+        host: host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host),
+        port: host
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+            .unwrap_or(c.local_port),
+        path: uri.path(),
+        request_id,
         prior_for: client_headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok()),
         original_host: host,
-    };
+    }
+}
 
-    let is_debug = client_headers.contains_key("kong-debug");
-    let mut resp = match ai {
-        Some(ai) => {
-            let ctx = AiCtx {
-                gw: &gw,
-                ai: &ai,
-                up: &up,
-                raw_query,
-                sources: &sources,
-                forwarded: &forwarded,
-                is_debug,
-                trust: service.and_then(|s| s.tls.as_ref()),
-                timeouts: ai.timeouts(
-                    service.map(|s| [s.connect_timeout, s.write_timeout, s.read_timeout]),
-                ),
-                filter,
-            };
-            // Boxed: hyper keeps room for the whole handler future for the life of each
-            // connection, so the large upstream part is allocated only while it runs.
-            Box::pin(proxy_ai(ctx, log, snap.clone())).await
+/// What the upstream phase needs of the request once the access phase is over.
+struct Upstream<'a> {
+    gw: &'a Arc<Gateway>,
+    route: &'a crate::config::entities::Route,
+    up: &'a UpstreamRequest,
+    raw_query: Option<&'a str>,
+    sources: &'a TemplateSources<'a>,
+    forwarded: &'a Forwarded<'a>,
+    shape: ErrorShape,
+}
+
+impl Upstream<'_> {
+    /// The upstream phase and its header and body filters: ai-proxy's balancer and retry
+    /// loop, or the route's service.
+    async fn answer(
+        self,
+        ai: Option<Arc<AiProxy>>,
+        filter: Option<crate::plugins::ai_sanitizer_filter::Filter>,
+        log: Exchange,
+        snap: Arc<crate::gateway::Snapshot>,
+    ) -> Response<ProxyBody> {
+        let service = self.route.service.and_then(|s| snap.services.get(s));
+        match ai {
+            Some(ai) => {
+                let ctx = AiCtx {
+                    gw: self.gw,
+                    ai: &ai,
+                    up: self.up,
+                    raw_query: self.raw_query,
+                    sources: self.sources,
+                    forwarded: self.forwarded,
+                    is_debug: self.sources.headers.contains_key("kong-debug"),
+                    trust: service.and_then(|s| s.tls.as_ref()),
+                    timeouts: ai.timeouts(
+                        service.map(|s| [s.connect_timeout, s.write_timeout, s.read_timeout]),
+                    ),
+                    filter,
+                };
+                // Boxed: hyper keeps room for the whole handler future for the life of each
+                // connection, so the large upstream part is allocated only while it runs.
+                Box::pin(proxy_ai(ctx, log, snap.clone())).await
+            }
+            None => match service {
+                Some(s) if s.enabled => {
+                    let (up, q, f) = (self.up, self.raw_query, self.forwarded);
+                    Box::pin(proxy_plain(
+                        self.gw,
+                        s,
+                        self.route,
+                        up,
+                        q,
+                        f,
+                        log,
+                        snap.clone(),
+                    ))
+                    .await
+                }
+                _ => {
+                    let e =
+                        GatewayError::UpstreamUnavailable("route has no enabled service".into());
+                    kong_error(e, self.shape, log, snap.clone())
+                }
+            },
         }
-        None => match service {
-            Some(s) if s.enabled => {
-                Box::pin(proxy_plain(
-                    &gw,
-                    s,
-                    route,
-                    &up,
-                    raw_query,
-                    &forwarded,
-                    log,
-                    snap.clone(),
-                ))
-                .await
-            }
-            _ => {
-                let e = GatewayError::UpstreamUnavailable("route has no enabled service".into());
-                kong_error(e, shape, log, snap.clone())
-            }
-        },
-    };
-    add_headers(&mut resp, extra_headers);
-    resp
+    }
 }
 
 #[cfg(test)]

@@ -30,8 +30,18 @@ use tokio_tungstenite::WebSocketStream;
 use super::body::ClientBody;
 use super::response::ProxyBody;
 use super::ws_relay::{self, Client, RelayRoute};
+use crate::config::entities::Route;
 use crate::config::plugins::{LlmFormat, RouteType, StreamingMode};
-use crate::error::GatewayError;
+use crate::error::{ErrorShape, GatewayError};
+use crate::gateway::Snapshot;
+use crate::plugins::request_transformer::UpstreamRequest;
+use crate::plugins::{key_auth, Plugin};
+use crate::rt::clock::millis_since_epoch;
+
+use super::answer::kong_error;
+use super::exchange::Exchange;
+use super::headers::query_pairs;
+use super::Conn;
 use crate::gateway::Gateway;
 use crate::llm::sse::Framer;
 use crate::plugins::ai_proxy::AiProxy;
@@ -49,6 +59,104 @@ const HISTORY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Frames when the route sets no body limit.
 const DEFAULT_FRAME_LIMIT: usize = 16 * 1024 * 1024;
+
+/// A WebSocket upgrade on a route: refused before the upgrade when key-auth would refuse
+/// the client (each frame is checked again when it is proxied), accepted on a route whose
+/// ai-proxy serves the Responses API, relayed to the upstream's own WebSocket mode when
+/// nothing per request stands in between.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn upgrade(
+    gw: &Arc<Gateway>,
+    snap: &Arc<Snapshot>,
+    (route, index): (&Route, usize),
+    parts: &Parts,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ai: Option<Arc<AiProxy>>,
+    log: Exchange,
+    c: &Conn<'_>,
+) -> Response<ProxyBody> {
+    let shape = match ai {
+        Some(_) => ErrorShape::OpenAi,
+        None => ErrorShape::Kong,
+    };
+    if let Some(Plugin::KeyAuth(ka)) = route
+        .chain
+        .first()
+        .and_then(|i| snap.plugins.get(*i))
+        .map(|p| &p.plugin)
+    {
+        let mut probe = UpstreamRequest {
+            method: parts.method.clone(),
+            path: parts.uri.path().to_string(),
+            query: query_pairs(parts.uri.query()),
+            headers: parts.headers.clone(),
+            body: Bytes::new(),
+        };
+        let now = (millis_since_epoch() / 1000) as i64;
+        if let Err(refusal) = key_auth::authenticate(ka, snap, &mut probe, now) {
+            let e = GatewayError::Unauthorized {
+                message: refusal.message(),
+                challenge: key_auth::challenge(ka),
+            };
+            return kong_error(e, shape, log, snap.clone());
+        }
+    }
+    // The relay talks to the upstream directly, so only a route without per-request
+    // access plugins (keys, quotas, prompt plugins) may use it; any other goes through
+    // the bridge, which runs the whole plugin chain for every request. (The relay's
+    // handshake carries the client's headers as they are: request-transformer rules
+    // do not apply to its frames, as before.)
+    let plain_chain = !snap.consumer_plugins
+        && route.chain.iter().all(|i| {
+            snap.plugins.get(*i).is_some_and(|p| {
+                matches!(
+                    p.plugin,
+                    Plugin::AiProxy(_)
+                        | Plugin::FileLog(_)
+                        | Plugin::HttpLog(_)
+                        | Plugin::Prometheus(_)
+                        | Plugin::RequestTransformer(_)
+                )
+            })
+        });
+    let service = route.service.and_then(|s| snap.services.get(s));
+    match ai.as_ref().filter(|a| serves(a)) {
+        Some(a) => accept(
+            gw,
+            parts,
+            upgrade,
+            a.max_body,
+            Origin {
+                peer: c.peer,
+                scheme: c.scheme,
+                local_port: c.local_port,
+            },
+            (plain_chain && ws_relay::relayable(a)).then(|| {
+                let mut record = Request::new(());
+                *record.method_mut() = parts.method.clone();
+                *record.uri_mut() = parts.uri.clone();
+                *record.headers_mut() = parts.headers.clone();
+                (
+                    RelayRoute {
+                        ai: a.clone(),
+                        route: index,
+                        snapshot: snap.clone(),
+                        trust: service.and_then(|s| s.tls.clone()),
+                        analytics: gw.analytics.get().cloned(),
+                    },
+                    Client {
+                        ip: c.ip.clone(),
+                        scheme: c.scheme,
+                        host: c.host.to_string(),
+                        parts: record.into_parts().0,
+                    },
+                )
+            }),
+        )
+        .unwrap_or_else(|e| kong_error(e, shape, log, snap.clone())),
+        None => kong_error(GatewayError::UpgradeRefused, shape, log, snap.clone()),
+    }
+}
 
 /// Whether WebSocket clients can be served on this plugin's route: a Responses target, the
 /// OpenAI format on the client side, and streaming allowed.
