@@ -13,23 +13,19 @@ use crate::gateway::Gateway;
 use crate::gateway::Snapshot;
 use crate::llm::body::BodyView;
 use crate::llm::responses;
-use crate::llm::stream::{Dialect, Mapper, SseObserver};
 use crate::llm::target::Target;
 use crate::llm::Wire;
 use crate::llm::{self, openai};
-use crate::net::body::read_buffered;
 use crate::net::upstream_tls;
-use crate::observe::log::{AiLog, HeaderCopy, Try};
+use crate::observe::log::{AiLog, Try};
 use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::plugins::template::TemplateSources;
 use crate::proxy::exchange::Exchange;
-use crate::proxy::response::{Feedback, Finish, ProxyBody};
+use crate::proxy::response::{Feedback, ProxyBody};
 
-use super::answer::{
-    answer_filtered, buffered_response, json_answer, kong_error, not_a_stream, note_answer,
-    sse_dialect, transformation_error,
-};
+use super::ai_answer::UpstreamAnswer;
+use super::answer::kong_error;
 use super::headers::{add_proxy_headers, strip_hop_by_hop, Forwarded};
 use super::{ms, retry, unix_seconds};
 use crate::plugins::ai_sanitizer_filter;
@@ -310,7 +306,6 @@ pub(super) async fn proxy_ai(
     }
     log.source = "upstream";
     let read_timeout = c.timeouts.read;
-    let mut capture = log_payloads.then(Vec::new);
     // A stream the gateway can read: SSE, or the binary event stream Bedrock answers
     // ConverseStream with.
     let is_sse = headers
@@ -324,238 +319,36 @@ pub(super) async fn proxy_ai(
             && !force_stream
             && ai.llm_format != LlmFormat::Openai
             && target.native_clients_own_api());
-    // What the upstream was asked, for answers and streams that do not say it.
-    let asked = llm::Asked {
-        model: answered.model.as_deref(),
-        request: &c.up.body,
-        request_id: &log.request_id,
-    };
 
-    let native = ai.llm_format != LlmFormat::Openai;
-    let translated =
-        target.wire != Wire::OpenAi && target.route_type != RouteType::Preserve && !native;
-    if native && status == StatusCode::OK && !is_sse && target.route_type != RouteType::Preserve {
-        // The provider's answer goes to the client as it is; only usage is read for the log.
-        let bytes = match read_buffered(body, conn, read_timeout).await {
-            Ok(b) => b,
-            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
-        };
-        let latency = ms(log.started.elapsed());
-        if let Some(a) = log.ai.as_mut() {
-            (a.usage, a.response_model) = llm::read_usage(target.wire, &bytes);
-            a.llm_latency_ms = Some(latency);
-        }
-        return buffered_response(status, headers, bytes, log, snap, capture, feedback);
-    }
-    if target.bridge_completions && !(status == StatusCode::OK && is_sse) {
-        // A chat answer (in the provider's dialect) rebuilt as a `text_completion`.
-        let bytes = match read_buffered(body, conn, read_timeout).await {
-            Ok(b) => b,
-            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
-        };
-        let out = if status == StatusCode::OK {
-            let decoded = llm::decode(target.wire, RouteType::Chat, &bytes, unix_seconds(), &asked)
-                .and_then(|d| Ok((llm::completions::from_chat(&d.body)?, d.usage, d.model)));
-            match decoded {
-                Ok((out, usage, model)) => {
-                    note_answer(&mut log, usage, model);
-                    Bytes::from(out)
-                }
-                Err(reason) => {
-                    let e = transformation_error(target, reason);
-                    return kong_error(e, ErrorShape::OpenAi, log, snap);
-                }
-            }
-        } else {
-            llm::decode_error(target.wire, status.as_u16(), &headers, &bytes)
-                .map(Bytes::from)
-                .unwrap_or(bytes)
-        };
-        let out = answer_filtered(c.filter.as_ref(), status, out, &mut capture);
-        return json_answer(status, headers, out, log, snap, capture, feedback);
-    }
-    let bridged = target.bridge_responses && bridge.is_some();
-    if bridged && !(status == StatusCode::OK && is_sse) {
-        // A chat answer (in the provider's dialect) rebuilt as a Response object.
-        let bytes = match read_buffered(body, conn, read_timeout).await {
-            Ok(b) => b,
-            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
-        };
-        let out = if status == StatusCode::OK {
-            let Some(b) = bridge else {
-                return kong_error(
-                    GatewayError::Internal("bridge".into()),
-                    ErrorShape::OpenAi,
-                    log,
-                    snap,
-                );
-            };
-            match bridged_answer(c.gw, target, &bytes, b, &asked) {
-                Ok((out, usage, model)) => {
-                    note_answer(&mut log, usage, model);
-                    Bytes::from(out)
-                }
-                Err(reason) => {
-                    let e = transformation_error(target, reason);
-                    return kong_error(e, ErrorShape::OpenAi, log, snap);
-                }
-            }
-        } else {
-            llm::decode_error(target.wire, status.as_u16(), &headers, &bytes)
-                .map(Bytes::from)
-                .unwrap_or(bytes)
-        };
-        let out = answer_filtered(c.filter.as_ref(), status, out, &mut capture);
-        return json_answer(status, headers, out, log, snap, capture, feedback);
-    }
-    if translated && !(status == StatusCode::OK && is_sse) {
-        // A provider's own answer or error, rewritten whole into OpenAI's shape.
-        let bytes = match read_buffered(body, conn, read_timeout).await {
-            Ok(b) => b,
-            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
-        };
-        let out = if status == StatusCode::OK {
-            match llm::decode(
-                target.wire,
-                target.route_type,
-                &bytes,
-                unix_seconds(),
-                &asked,
-            ) {
-                Ok(d) => {
-                    note_answer(&mut log, d.usage, d.model);
-                    Bytes::from(d.body)
-                }
-                Err(reason) => {
-                    let e = transformation_error(target, reason);
-                    return kong_error(e, ErrorShape::OpenAi, log, snap);
-                }
-            }
-        } else {
-            // The provider's status stays; its message moves into OpenAI's error shape.
-            llm::decode_error(target.wire, status.as_u16(), &headers, &bytes)
-                .map(Bytes::from)
-                .unwrap_or(bytes)
-        };
-        let out = answer_filtered(c.filter.as_ref(), status, out, &mut capture);
-        return json_answer(status, headers, out, log, snap, capture, feedback);
-    }
-
-    if status == StatusCode::OK && target.route_type != RouteType::Preserve && !is_sse && !stream {
-        // Buffered: check the shape and read usage, then send the bytes unchanged.
-        let bytes = match read_buffered(body, conn, read_timeout).await {
-            Ok(b) => b,
-            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
-        };
-        match openai::decode_response(target.route_type, &bytes) {
-            Ok(d) => {
-                note_answer(&mut log, d.usage, d.model.map(Cow::into_owned));
-            }
-            Err(reason) => {
-                let e = transformation_error(target, reason);
-                return kong_error(e, ErrorShape::OpenAi, log, snap);
-            }
-        }
-        let bytes = answer_filtered(c.filter.as_ref(), status, bytes, &mut capture);
-        // Usually the upstream's own Content-Length, which is then kept as it is.
-        let same_length = headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok())
-            == Some(bytes.len());
-        if !same_length {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        }
-        return buffered_response(status, headers, bytes, log, snap, capture, feedback);
-    }
-
-    if stream && status == StatusCode::OK && !is_sse && target.route_type != RouteType::Preserve {
-        let sent = read_buffered(body, conn, read_timeout)
-            .await
-            .unwrap_or_default();
-        return not_a_stream(target, headers, sent, log, snap, capture, feedback);
-    }
-    // Streamed (or passed through untouched): observe SSE on the way.
-    let dialect = sse_dialect(target);
-    let observing = status == StatusCode::OK && is_sse && target.route_type != RouteType::Preserve;
-    // A translated stream always ends with a usage chunk; it reaches the client only if asked.
-    let mapper = match bridge {
-        Some(b) if observing && bridged => {
-            let on_complete = b.meta.store.then(|| {
-                let store = c.gw.conversations.clone();
-                let id = b.meta.id.clone();
-                let mut conversation = b.conversation;
-                Box::new(move |assistant: serde_json::Value| {
-                    conversation.push(assistant);
-                    store.put(id, conversation);
-                }) as llm::stream::OnComplete
-            });
-            let stage = responses::StreamMapper::new(b.meta);
-            Some(Mapper::responses(
-                target.wire,
-                unix_seconds(),
-                &asked,
-                stage,
-                on_complete,
-            ))
-        }
-        _ if observing && target.bridge_completions => {
-            Some(Mapper::completions(target.wire, unix_seconds(), &asked))
-        }
-        _ if observing && (translated || native) => {
-            Mapper::new(target.wire, unix_seconds(), &asked, native)
-        }
-        _ => None,
-    };
-    if mapper.as_ref().is_some_and(|m| !m.observe_only()) {
-        // Whatever the provider streams (SSE, NDJSON), the client gets OpenAI's SSE.
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/event-stream"),
-        );
-    }
-    let strip_usage = match &mapper {
-        Some(m) if m.observe_only() || bridged => false,
-        Some(_) => !client_wants_usage,
-        None => add_include_usage && dialect == Dialect::ChatLike,
-    };
-    let observer = observing.then(|| SseObserver::new(dialect, strip_usage));
-    if observer.is_some() {
-        headers.remove(header::CONTENT_LENGTH);
-    }
-    log.status = status.as_u16();
-    if log.enabled {
-        log.response_headers = HeaderCopy::of(&headers);
-    }
-    let sse = observer.is_some().then_some(dialect);
-    let finish = Finish::with_feedback(log, snap, capture, feedback);
-    let sse_filter = c
-        .filter
-        .filter(|f| f.active() && observing && !native)
-        .map(ai_sanitizer_filter::SseFilter::new);
-    let mut resp = Response::new(ProxyBody::upstream(
+    let answer = UpstreamAnswer {
+        gw: c.gw,
+        target,
+        status,
+        headers,
         body,
         conn,
-        mapper,
-        observer,
-        sse,
         read_timeout,
-        finish,
-    ));
-    if let Some(f) = sse_filter {
-        resp.body_mut().set_filter(f);
-    }
-    *resp.status_mut() = status;
-    *resp.headers_mut() = headers;
-    resp
+        model: answered.model,
+        request: &c.up.body,
+        bridge,
+        capture: log_payloads.then(Vec::new),
+        feedback,
+        filter: c.filter,
+        is_sse,
+        stream,
+        client_wants_usage,
+        add_include_usage,
+        native: ai.llm_format != LlmFormat::Openai,
+    };
+    answer.respond(log, snap).await
 }
 
 /// A Responses request translated for chat-only targets.
 pub(super) struct Bridge {
-    bytes: Bytes,
+    pub(super) bytes: Bytes,
     /// History and this input, stored with the answer under the new response id.
-    conversation: Vec<serde_json::Value>,
-    meta: Arc<responses::Meta>,
+    pub(super) conversation: Vec<serde_json::Value>,
+    pub(super) meta: Arc<responses::Meta>,
 }
 
 /// Translates a Responses body to chat, with the conversation its `previous_response_id`

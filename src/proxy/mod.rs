@@ -3,6 +3,7 @@
 
 pub mod access;
 mod ai;
+mod ai_answer;
 mod answer;
 pub mod body;
 pub mod exchange;

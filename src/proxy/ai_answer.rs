@@ -1,0 +1,325 @@
+//! An AI route's upstream answer on its way to the client, in one of the forms of
+//! [`AnswerMode`]: passed through for native clients, rebuilt (chat as a text completion
+//! or a Response object, a provider's dialect as OpenAI's), checked and passed as it is,
+//! refused as not the stream that was asked for, or streamed through the mappers.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::config::plugins::RouteType;
+use crate::error::{ErrorShape, GatewayError};
+use crate::gateway::{Gateway, Snapshot};
+use crate::llm::stream::{Dialect, Mapper, SseObserver};
+use crate::llm::target::Target;
+use crate::llm::{self, openai, responses};
+use crate::net::body::read_buffered;
+use crate::net::upstream::Conn;
+use crate::observe::log::HeaderCopy;
+use crate::plugins::ai_sanitizer_filter::{self, Filter};
+use crate::proxy::exchange::Exchange;
+use crate::proxy::response::{Feedback, Finish, ProxyBody};
+
+use super::ai::{bridged_answer, Bridge};
+use super::answer::{
+    answer_filtered, buffered_response, json_answer, kong_error, not_a_stream, note_answer,
+    sse_dialect, transformation_error,
+};
+use super::unix_seconds;
+
+/// The forms an AI route's answer takes.
+enum AnswerMode {
+    /// A native client's own API: the provider's answer as it is, usage read for the log.
+    Native,
+    /// A chat answer rebuilt as a `text_completion` (completions on chat-only dialects).
+    Completions,
+    /// A chat answer rebuilt as a Response object (the Responses bridge).
+    Responses,
+    /// A provider's own answer or error, rewritten whole into OpenAI's shape.
+    Translated,
+    /// An OpenAI-shaped answer: its shape checked and its usage read, bytes unchanged.
+    Checked,
+    /// A stream was asked for and a whole body came: an error event.
+    NotAStream,
+    /// Streamed (or passed through untouched), observed on the way.
+    Streamed,
+}
+
+/// What the upstream answered, and what the request decided about answering it.
+pub(super) struct UpstreamAnswer<'a> {
+    pub gw: &'a Gateway,
+    pub target: &'a Target,
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Incoming,
+    pub conn: Conn,
+    pub read_timeout: Duration,
+    /// The model the upstream was asked for.
+    pub model: Option<String>,
+    /// What the upstream was sent (for answers and streams that do not name the model).
+    pub request: &'a Bytes,
+    pub bridge: Option<Bridge>,
+    pub capture: Option<Vec<u8>>,
+    pub feedback: Option<Feedback>,
+    pub filter: Option<Filter>,
+    /// The answer is a stream the gateway can read (SSE, Bedrock's event stream, a native
+    /// client's own streamed call).
+    pub is_sse: bool,
+    pub stream: bool,
+    pub client_wants_usage: bool,
+    pub add_include_usage: bool,
+    /// The client speaks the provider's own format (`llm_format` other than openai).
+    pub native: bool,
+}
+
+impl UpstreamAnswer<'_> {
+    fn mode(&self) -> AnswerMode {
+        let ok = self.status == StatusCode::OK;
+        let preserve = self.target.route_type == RouteType::Preserve;
+        let ok_stream = ok && self.is_sse;
+        if self.native && ok && !self.is_sse && !preserve {
+            AnswerMode::Native
+        } else if self.target.bridge_completions && !ok_stream {
+            AnswerMode::Completions
+        } else if self.bridged() && !ok_stream {
+            AnswerMode::Responses
+        } else if self.translated() && !ok_stream {
+            AnswerMode::Translated
+        } else if ok && !preserve && !self.is_sse && !self.stream {
+            AnswerMode::Checked
+        } else if self.stream && ok && !self.is_sse && !preserve {
+            AnswerMode::NotAStream
+        } else {
+            AnswerMode::Streamed
+        }
+    }
+
+    fn bridged(&self) -> bool {
+        self.target.bridge_responses && self.bridge.is_some()
+    }
+
+    fn translated(&self) -> bool {
+        self.target.wire != llm::Wire::OpenAi
+            && self.target.route_type != RouteType::Preserve
+            && !self.native
+    }
+
+    /// The response for the client; the log phase runs when its body ends.
+    pub(super) async fn respond(self, log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
+        match self.mode() {
+            AnswerMode::Native => self.native(log, snap).await,
+            mode @ (AnswerMode::Completions | AnswerMode::Responses | AnswerMode::Translated) => {
+                self.rebuilt(mode, log, snap).await
+            }
+            AnswerMode::Checked => self.checked(log, snap).await,
+            AnswerMode::NotAStream => {
+                let sent = read_buffered(self.body, self.conn, self.read_timeout)
+                    .await
+                    .unwrap_or_default();
+                let (t, h) = (self.target, self.headers);
+                not_a_stream(t, h, sent, log, snap, self.capture, self.feedback)
+            }
+            AnswerMode::Streamed => self.streamed(log, snap),
+        }
+    }
+
+    async fn native(self, mut log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
+        let bytes = match read_buffered(self.body, self.conn, self.read_timeout).await {
+            Ok(b) => b,
+            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        };
+        let latency = super::ms(log.started.elapsed());
+        if let Some(a) = log.ai.as_mut() {
+            (a.usage, a.response_model) = llm::read_usage(self.target.wire, &bytes);
+            a.llm_latency_ms = Some(latency);
+        }
+        let (status, headers) = (self.status, self.headers);
+        buffered_response(
+            status,
+            headers,
+            bytes,
+            log,
+            snap,
+            self.capture,
+            self.feedback,
+        )
+    }
+
+    async fn rebuilt(
+        self,
+        mode: AnswerMode,
+        mut log: Exchange,
+        snap: Arc<Snapshot>,
+    ) -> Response<ProxyBody> {
+        let (target, status) = (self.target, self.status);
+        let bytes = match read_buffered(self.body, self.conn, self.read_timeout).await {
+            Ok(b) => b,
+            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        };
+        let out = if status == StatusCode::OK {
+            let asked = llm::Asked {
+                model: self.model.as_deref(),
+                request: self.request,
+                request_id: &log.request_id,
+            };
+            let decoded = match mode {
+                AnswerMode::Completions => {
+                    llm::decode(target.wire, RouteType::Chat, &bytes, unix_seconds(), &asked)
+                        .and_then(|d| Ok((llm::completions::from_chat(&d.body)?, d.usage, d.model)))
+                }
+                AnswerMode::Responses => match self.bridge {
+                    Some(b) => bridged_answer(self.gw, target, &bytes, b, &asked),
+                    None => {
+                        let e = GatewayError::Internal("bridge".into());
+                        return kong_error(e, ErrorShape::OpenAi, log, snap);
+                    }
+                },
+                _ => llm::decode(
+                    target.wire,
+                    target.route_type,
+                    &bytes,
+                    unix_seconds(),
+                    &asked,
+                )
+                .map(|d| (d.body, d.usage, d.model)),
+            };
+            match decoded {
+                Ok((out, usage, model)) => {
+                    note_answer(&mut log, usage, model);
+                    Bytes::from(out)
+                }
+                Err(reason) => {
+                    let e = transformation_error(target, reason);
+                    return kong_error(e, ErrorShape::OpenAi, log, snap);
+                }
+            }
+        } else {
+            // The provider's status stays; its message moves into OpenAI's error shape.
+            llm::decode_error(target.wire, status.as_u16(), &self.headers, &bytes)
+                .map(Bytes::from)
+                .unwrap_or(bytes)
+        };
+        let mut capture = self.capture;
+        let out = answer_filtered(self.filter.as_ref(), status, out, &mut capture);
+        json_answer(status, self.headers, out, log, snap, capture, self.feedback)
+    }
+
+    async fn checked(self, mut log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
+        let (target, status, mut headers) = (self.target, self.status, self.headers);
+        let bytes = match read_buffered(self.body, self.conn, self.read_timeout).await {
+            Ok(b) => b,
+            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        };
+        match openai::decode_response(target.route_type, &bytes) {
+            Ok(d) => {
+                note_answer(&mut log, d.usage, d.model.map(Cow::into_owned));
+            }
+            Err(reason) => {
+                let e = transformation_error(target, reason);
+                return kong_error(e, ErrorShape::OpenAi, log, snap);
+            }
+        }
+        let mut capture = self.capture;
+        let bytes = answer_filtered(self.filter.as_ref(), status, bytes, &mut capture);
+        // Usually the upstream's own Content-Length, which is then kept as it is.
+        let same_length = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok())
+            == Some(bytes.len());
+        if !same_length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        }
+        buffered_response(status, headers, bytes, log, snap, capture, self.feedback)
+    }
+
+    fn streamed(self, mut log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
+        let (target, status) = (self.target, self.status);
+        let bridged = self.bridged();
+        let translated = self.translated();
+        let mut headers = self.headers;
+        let dialect = sse_dialect(target);
+        let observing =
+            status == StatusCode::OK && self.is_sse && target.route_type != RouteType::Preserve;
+        let asked = llm::Asked {
+            model: self.model.as_deref(),
+            request: self.request,
+            request_id: &log.request_id,
+        };
+        // A translated stream always ends with a usage chunk; it reaches the client only if
+        // asked.
+        let mapper = match self.bridge {
+            Some(b) if observing && bridged => {
+                let on_complete = b.meta.store.then(|| {
+                    let store = self.gw.conversations.clone();
+                    let id = b.meta.id.clone();
+                    let mut conversation = b.conversation;
+                    Box::new(move |assistant: serde_json::Value| {
+                        conversation.push(assistant);
+                        store.put(id, conversation);
+                    }) as llm::stream::OnComplete
+                });
+                let stage = responses::StreamMapper::new(b.meta);
+                Some(Mapper::responses(
+                    target.wire,
+                    unix_seconds(),
+                    &asked,
+                    stage,
+                    on_complete,
+                ))
+            }
+            _ if observing && target.bridge_completions => {
+                Some(Mapper::completions(target.wire, unix_seconds(), &asked))
+            }
+            _ if observing && (translated || self.native) => {
+                Mapper::new(target.wire, unix_seconds(), &asked, self.native)
+            }
+            _ => None,
+        };
+        if mapper.as_ref().is_some_and(|m| !m.observe_only()) {
+            // Whatever the provider streams (SSE, NDJSON), the client gets OpenAI's SSE.
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+        }
+        let strip_usage = match &mapper {
+            Some(m) if m.observe_only() || bridged => false,
+            Some(_) => !self.client_wants_usage,
+            None => self.add_include_usage && dialect == Dialect::ChatLike,
+        };
+        let observer = observing.then(|| SseObserver::new(dialect, strip_usage));
+        if observer.is_some() {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        log.status = status.as_u16();
+        if log.enabled {
+            log.response_headers = HeaderCopy::of(&headers);
+        }
+        let sse = observer.is_some().then_some(dialect);
+        let finish = Finish::with_feedback(log, snap, self.capture, self.feedback);
+        let sse_filter = self
+            .filter
+            .filter(|f| f.active() && observing && !self.native)
+            .map(ai_sanitizer_filter::SseFilter::new);
+        let mut resp = Response::new(ProxyBody::upstream(
+            self.body,
+            self.conn,
+            mapper,
+            observer,
+            sse,
+            self.read_timeout,
+            finish,
+        ));
+        if let Some(f) = sse_filter {
+            resp.body_mut().set_filter(f);
+        }
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        resp
+    }
+}
