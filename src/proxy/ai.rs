@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::config::plugins::{LlmFormat, RouteType};
 use crate::error::{ErrorShape, GatewayError};
@@ -17,7 +17,7 @@ use crate::llm::target::Target;
 use crate::llm::Wire;
 use crate::llm::{self, openai};
 use crate::net::upstream_tls;
-use crate::observe::log::{AiLog, Try};
+use crate::observe::log::{AiLog, RequestLog, Try};
 use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::plugins::template::TemplateSources;
@@ -74,64 +74,16 @@ pub(super) async fn proxy_ai(
         log.ai = Some(a);
     }
 
-    // Kong's LLM route types are POST APIs (the WebSocket GET was answered before this).
-    if !preserve_only && c.up.method != http::Method::POST {
-        let e = GatewayError::method_not_allowed(&c.up.method, "POST");
-        return kong_error(e, ErrorShape::OpenAi, log, snap);
-    }
-    // Parse once; a non-preserve route needs a JSON object.
-    let bad_json = || {
-        GatewayError::BadRequest(
-            "content-type header does not match request body, or bad JSON formatting".into(),
-        )
+    let read = match read_request(&c, ai, preserve_only) {
+        Ok(r) => r,
+        Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
     };
-    let parsed: Option<BodyView<'_>> = if preserve_only {
-        None
-    } else {
-        if !crate::llm::body::is_json(c.up.headers.get(header::CONTENT_TYPE)) {
-            return kong_error(bad_json(), ErrorShape::OpenAi, log, snap);
-        }
-        match BodyView::parse(&c.up.body) {
-            Ok(v) => Some(v),
-            Err(e) => {
-                let e = GatewayError::BadRequest(e.to_string());
-                return kong_error(e, ErrorShape::OpenAi, log, snap);
-            }
-        }
-    };
-    // A client speaking Converse names the model and streaming in its path.
-    let native_call = match (ai.llm_format, &parsed) {
-        (LlmFormat::Bedrock, Some(_)) => match llm::bedrock::native_call(&c.up.path) {
-            Some(call) => Some(call),
-            None => {
-                let e = GatewayError::BadRequest(
-                    "llm_format bedrock: the path must end with /model/{modelId}/converse or /model/{modelId}/converse-stream".into(),
-                );
-                return kong_error(e, ErrorShape::OpenAi, log, snap);
-            }
-        },
-        _ => None,
-    };
-    let asked = match &native_call {
-        Some((_, stream)) => *stream,
-        // Gemini's clients pick the streaming method in the path.
-        None if ai.llm_format == LlmFormat::Gemini => llm::gemini::path_streams(&c.up.path),
-        // TGI streams at `generate_stream`; the router's paths (and Cohere's) by the body.
-        None if ai.llm_format == LlmFormat::Huggingface
-            && llm::huggingface::path_streams(&c.up.path) =>
-        {
-            true
-        }
-        None => parsed.as_ref().and_then(|b| b.bool("stream")) == Some(true),
-    };
-    let stream = if parsed.is_some() {
-        match crate::plugins::ai_proxy::streaming(ai.streaming, asked) {
-            Ok(s) => s,
-            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
-        }
-    } else {
-        false
-    };
+    let Read {
+        parsed,
+        native_call,
+        asked,
+        stream,
+    } = read;
     let client_wants_usage = parsed
         .as_ref()
         .map(openai::client_wants_usage)
@@ -170,48 +122,10 @@ pub(super) async fn proxy_ai(
             return kong_error(e, ErrorShape::OpenAi, log, snap);
         }
     };
-    // model_alias: a client model naming an alias picks among that alias's targets.
-    let candidates: Option<&[usize]> = match (&parsed, ai.aliases.is_empty()) {
-        (Some(p), false) => p.str("model").and_then(|m| {
-            ai.aliases
-                .iter()
-                .find(|(alias, _)| *alias == m)
-                .map(|(_, t)| t.as_slice())
-        }),
-        _ => None,
+    let candidates = match allowed_targets(&c, ai, parsed.as_ref()) {
+        Ok(t) => t,
+        Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
     };
-    // acls: the targets this request may use (within the alias's, if one matched).
-    let acl_allowed: Option<Vec<usize>> = (!ai.acls.is_empty()).then(|| {
-        let client_model = parsed.as_ref().and_then(|p| p.str("model"));
-        let r = crate::balancer::acl::Request {
-            headers: &c.up.headers,
-            ip: c.forwarded.client_ip.parse().ok(),
-            // The client's path, as the route saw it (before strip_path).
-            path: c.forwarded.path,
-            model: client_model.as_deref(),
-        };
-        let pool: Vec<usize> = match candidates {
-            Some(c) => c.to_vec(),
-            None => (0..ai.targets.len()).collect(),
-        };
-        pool.into_iter()
-            .filter(|i| {
-                ai.targets.get(*i).is_some_and(|t| {
-                    ai.acls.permits(
-                        &r,
-                        &crate::balancer::acl::TargetView {
-                            provider: t.provider.as_str(),
-                            model: t.model_name.as_deref(),
-                        },
-                    )
-                })
-            })
-            .collect()
-    });
-    if acl_allowed.as_ref().is_some_and(Vec::is_empty) {
-        return kong_error(GatewayError::AclDenied, ErrorShape::OpenAi, log, snap);
-    }
-    let candidates = acl_allowed.as_deref().or(candidates);
     let force_stream = stream && !asked;
     // Token quotas and metrics need the usage of streams too.
     let add_include_usage = stream
@@ -252,7 +166,7 @@ pub(super) async fn proxy_ai(
             .as_ref()
             .and_then(|h| c.up.headers.get(h))
             .map(HeaderValue::as_bytes),
-        candidates,
+        candidates: candidates.as_deref(),
         preferred: preferred.as_deref(),
         trust: c.trust,
         trace: log.trace,
@@ -290,20 +204,14 @@ pub(super) async fn proxy_ai(
         a.request_model = answered.model.clone();
     }
     let conn = answered.conn;
-    let (mut parts, body) = answered.resp.into_parts();
+    let (parts, body) = answered.resp.into_parts();
     let status = parts.status;
     log.upstream_status = Some(status.as_u16());
-    strip_hop_by_hop(&mut parts.headers);
-    let mut headers = parts.headers;
-    headers.remove(header::SET_COOKIE);
-    add_proxy_headers(&mut headers, &log);
-    if status == StatusCode::OK && (ai.model_name_header || c.is_debug) {
-        if let Some(m) = &answered.model {
-            if let Ok(v) = HeaderValue::from_str(&format!("{}/{}", target.provider.as_str(), m)) {
-                headers.insert("x-kong-llm-model", v);
-            }
-        }
-    }
+    let model = answered
+        .model
+        .as_deref()
+        .filter(|_| ai.model_name_header || c.is_debug);
+    let headers = header_filter(parts.headers, status, &log, target, model);
     log.source = "upstream";
     let read_timeout = c.timeouts.read;
     // A stream the gateway can read: SSE, or the binary event stream Bedrock answers
@@ -341,6 +249,145 @@ pub(super) async fn proxy_ai(
         native: ai.llm_format != LlmFormat::Openai,
     };
     answer.respond(log, snap).await
+}
+
+/// What ai-proxy reads of a request before choosing a target.
+struct Read<'a> {
+    /// The JSON body, parsed once (None on `preserve` routes).
+    parsed: Option<BodyView<'a>>,
+    /// The model and streaming a Converse client names in its path.
+    native_call: Option<(String, bool)>,
+    /// The client asked for a stream.
+    asked: bool,
+    /// The answer streams (`response_streaming` applied).
+    stream: bool,
+}
+
+/// Kong's checks of an AI request: POST, a JSON object body, a native client's path; and
+/// whether it streams.
+fn read_request<'a>(
+    c: &AiCtx<'a>,
+    ai: &AiProxy,
+    preserve_only: bool,
+) -> Result<Read<'a>, GatewayError> {
+    // Kong's LLM route types are POST APIs (the WebSocket GET was answered before this).
+    if !preserve_only && c.up.method != http::Method::POST {
+        return Err(GatewayError::method_not_allowed(&c.up.method, "POST"));
+    }
+    // Parse once; a non-preserve route needs a JSON object.
+    let parsed: Option<BodyView<'a>> = if preserve_only {
+        None
+    } else {
+        if !crate::llm::body::is_json(c.up.headers.get(header::CONTENT_TYPE)) {
+            return Err(GatewayError::BadRequest(
+                "content-type header does not match request body, or bad JSON formatting".into(),
+            ));
+        }
+        Some(BodyView::parse(&c.up.body).map_err(|e| GatewayError::BadRequest(e.to_string()))?)
+    };
+    // A client speaking Converse names the model and streaming in its path.
+    let native_call = match (ai.llm_format, &parsed) {
+        (LlmFormat::Bedrock, Some(_)) => Some(llm::bedrock::native_call(&c.up.path).ok_or_else(|| {
+            GatewayError::BadRequest(
+                "llm_format bedrock: the path must end with /model/{modelId}/converse or /model/{modelId}/converse-stream".into(),
+            )
+        })?),
+        _ => None,
+    };
+    let asked = match &native_call {
+        Some((_, stream)) => *stream,
+        // Gemini's clients pick the streaming method in the path.
+        None if ai.llm_format == LlmFormat::Gemini => llm::gemini::path_streams(&c.up.path),
+        // TGI streams at `generate_stream`; the router's paths (and Cohere's) by the body.
+        None if ai.llm_format == LlmFormat::Huggingface
+            && llm::huggingface::path_streams(&c.up.path) =>
+        {
+            true
+        }
+        None => parsed.as_ref().and_then(|b| b.bool("stream")) == Some(true),
+    };
+    let stream = match parsed {
+        Some(_) => crate::plugins::ai_proxy::streaming(ai.streaming, asked)?,
+        None => false,
+    };
+    Ok(Read {
+        parsed,
+        native_call,
+        asked,
+        stream,
+    })
+}
+
+/// The targets a request may go to: an alias's (`model.model_alias`) when the client's
+/// model names one, narrowed by the `acls`; None: any target.
+fn allowed_targets<'a>(
+    c: &AiCtx<'_>,
+    ai: &'a AiProxy,
+    parsed: Option<&BodyView<'_>>,
+) -> Result<Option<Cow<'a, [usize]>>, GatewayError> {
+    let alias: Option<&'a [usize]> = match (parsed, ai.aliases.is_empty()) {
+        (Some(p), false) => p.str("model").and_then(|m| {
+            ai.aliases
+                .iter()
+                .find(|(alias, _)| *alias == m)
+                .map(|(_, t)| t.as_slice())
+        }),
+        _ => None,
+    };
+    if ai.acls.is_empty() {
+        return Ok(alias.map(Cow::Borrowed));
+    }
+    let client_model = parsed.and_then(|p| p.str("model"));
+    let r = crate::balancer::acl::Request {
+        headers: &c.up.headers,
+        ip: c.forwarded.client_ip.parse().ok(),
+        // The client's path, as the route saw it (before strip_path).
+        path: c.forwarded.path,
+        model: client_model.as_deref(),
+    };
+    let pool: Vec<usize> = match alias {
+        Some(c) => c.to_vec(),
+        None => (0..ai.targets.len()).collect(),
+    };
+    let allowed: Vec<usize> = pool
+        .into_iter()
+        .filter(|i| {
+            ai.targets.get(*i).is_some_and(|t| {
+                ai.acls.permits(
+                    &r,
+                    &crate::balancer::acl::TargetView {
+                        provider: t.provider.as_str(),
+                        model: t.model_name.as_deref(),
+                    },
+                )
+            })
+        })
+        .collect();
+    if allowed.is_empty() {
+        return Err(GatewayError::AclDenied);
+    }
+    Ok(Some(Cow::Owned(allowed)))
+}
+
+/// The header filter of an AI answer: hop-by-hop headers and cookies dropped, Kong's
+/// latency and request-id headers added, and `X-Kong-LLM-Model` (provider/model) on a 200
+/// when `model_name_header` (or `kong-debug`) asks for it.
+fn header_filter(
+    mut headers: HeaderMap,
+    status: StatusCode,
+    log: &RequestLog,
+    target: &Target,
+    model: Option<&str>,
+) -> HeaderMap {
+    strip_hop_by_hop(&mut headers);
+    headers.remove(header::SET_COOKIE);
+    add_proxy_headers(&mut headers, log);
+    if let (StatusCode::OK, Some(m)) = (status, model) {
+        if let Ok(v) = HeaderValue::from_str(&format!("{}/{}", target.provider.as_str(), m)) {
+            headers.insert("x-kong-llm-model", v);
+        }
+    }
+    headers
 }
 
 /// A Responses request translated for chat-only targets.
