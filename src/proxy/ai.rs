@@ -91,25 +91,10 @@ pub(super) async fn proxy_ai(
     if let Some(a) = log.ai.as_mut() {
         a.stream = stream;
     }
-    // Targets without a Responses API get the request as chat: translated once, here.
-    let bridge = match (&parsed, ai.targets.iter().any(|t| t.bridge_responses)) {
-        (Some(p), true) => match bridge_request(c.gw, p, stream) {
-            Ok(b) => Some(b),
-            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
-        },
-        _ => None,
+    let (bridge, completions_chat) = match as_chat(c.gw, ai, parsed.as_ref(), stream) {
+        Ok(t) => t,
+        Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
     };
-    // Completions on chat-only dialects: the prompt as one chat message.
-    let completions_chat: Option<Bytes> =
-        match (&parsed, ai.targets.iter().any(|t| t.bridge_completions)) {
-            (Some(p), true) => match llm::completions::to_chat(p, stream) {
-                Ok(b) => Some(Bytes::from(b)),
-                Err(e) => {
-                    return kong_error(GatewayError::BadRequest(e.0), ErrorShape::OpenAi, log, snap)
-                }
-            },
-            _ => None,
-        };
     let chat_bytes = bridge
         .as_ref()
         .map(|b| &b.bytes)
@@ -133,19 +118,10 @@ pub(super) async fn proxy_ai(
         && (log_statistics || charging || log.metrics || log.analytics.is_some());
     // Semantic routing picks the preferred targets before the retry loop (access phase).
     let preferred = match (&ai.semantic, &parsed) {
-        (Some(s), Some(p)) => {
-            let began = log.started.elapsed();
-            let routed = Box::pin(s.route(&c.gw.upstreams, p)).await;
-            let took = log.started.elapsed() - began;
-            if let Some(a) = log.ai.as_mut() {
-                a.semantic = Some(routed.log);
-                a.semantic_at = Some((began.as_micros() as u64, took.as_micros() as u64));
-            }
-            match routed.candidates {
-                Ok(c) => Some(c),
-                Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
-            }
-        }
+        (Some(s), Some(p)) => match semantic(s, &c.gw.upstreams, p, &mut log).await {
+            Ok(c) => Some(c),
+            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        },
         _ => None,
     };
     let req = retry::AiRequest {
@@ -249,6 +225,48 @@ pub(super) async fn proxy_ai(
         native: ai.llm_format != LlmFormat::Openai,
     };
     answer.respond(log, snap).await
+}
+
+/// The request as chat, for targets that only have chat: a Responses request through the
+/// bridge (with its conversation), a completions prompt as one chat message.
+fn as_chat(
+    gw: &Gateway,
+    ai: &AiProxy,
+    parsed: Option<&BodyView<'_>>,
+    stream: bool,
+) -> Result<(Option<Bridge>, Option<Bytes>), GatewayError> {
+    let Some(p) = parsed else {
+        return Ok((None, None));
+    };
+    let bridge = match ai.targets.iter().any(|t| t.bridge_responses) {
+        true => Some(bridge_request(gw, p, stream)?),
+        false => None,
+    };
+    let completions = match ai.targets.iter().any(|t| t.bridge_completions) {
+        true => Some(Bytes::from(
+            llm::completions::to_chat(p, stream).map_err(|e| GatewayError::BadRequest(e.0))?,
+        )),
+        false => None,
+    };
+    Ok((bridge, completions))
+}
+
+/// Semantic routing's preferred targets for the prompt, with its decision and timing in
+/// the log record (`ai.proxy.semantic`).
+async fn semantic(
+    router: &crate::balancer::semantic_router::SemanticRouter,
+    upstreams: &crate::net::upstream::Upstreams,
+    body: &BodyView<'_>,
+    log: &mut Exchange,
+) -> Result<Vec<usize>, GatewayError> {
+    let began = log.started.elapsed();
+    let routed = Box::pin(router.route(upstreams, body)).await;
+    let took = log.started.elapsed() - began;
+    if let Some(a) = log.ai.as_mut() {
+        a.semantic = Some(routed.log);
+        a.semantic_at = Some((began.as_micros() as u64, took.as_micros() as u64));
+    }
+    routed.candidates
 }
 
 /// What ai-proxy reads of a request before choosing a target.
