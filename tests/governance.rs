@@ -179,12 +179,14 @@ async fn keys_are_created_shown_once_and_stored_hashed() {
     assert!(cfg.contains("sha256:"), "{cfg}");
     assert_eq!(chat(&h, "/chat", &[("ApiKey", &key)]).await.status, 200);
 
-    // ttl: the key stops working when it expires.
+    // ttl: the key stops working when it expires. Expiry is counted in whole seconds from
+    // the second the key was created, so a ttl of 1 could leave it under a second of life
+    // on a busy machine; 3 leaves it at least 2.
     let r = send(
         "POST",
         &admin("/consumers/alice/key-auth"),
         &[("content-type", "application/json")],
-        json!({"key": "short-lived-key", "ttl": 1}).to_string(),
+        json!({"key": "short-lived-key", "ttl": 3}).to_string(),
     )
     .await;
     assert_eq!(r.status, 201, "{}", r.text());
@@ -195,7 +197,7 @@ async fn keys_are_created_shown_once_and_stored_hashed() {
             .status,
         200
     );
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    tokio::time::sleep(Duration::from_millis(3100)).await;
     assert_eq!(
         chat(&h, "/chat", &[("ApiKey", "short-lived-key")])
             .await

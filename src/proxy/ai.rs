@@ -58,21 +58,8 @@ pub(super) async fn proxy_ai(
         .all(|t| t.route_type == RouteType::Preserve);
     let log_statistics = first.map(|t| t.logging.log_statistics).unwrap_or(false);
     let log_payloads = log.enabled && first.map(|t| t.logging.log_payloads).unwrap_or(false);
-    // The balancer reads usage from the log record even when no log plugin does.
     let charging = !log.charges.is_empty();
-    if log.enabled
-        || ai.balancer.learns()
-        || charging
-        || log.metrics
-        || log.analytics.is_some()
-        || log.trace.is_some_and(|t| t.sampled)
-    {
-        let mut a = AiLog::new(c.ai.targets.clone());
-        if log_payloads {
-            a.payload_request = Some(String::from_utf8_lossy(&c.up.body).into_owned());
-        }
-        log.ai = Some(a);
-    }
+    open_ai_log(&c, &mut log, log_payloads);
 
     let read = match read_request(&c, ai, preserve_only) {
         Ok(r) => r,
@@ -173,12 +160,7 @@ pub(super) async fn proxy_ai(
             snap,
         );
     };
-    log.upstream_latency_ms = Some(ms(answered.sent_at.elapsed()));
-    log.upstream_uri = log.tries.last().map(|t| t.upstream_uri.clone());
-    if let Some(a) = log.ai.as_mut() {
-        a.target = Some(answered.target);
-        a.request_model = answered.model.clone();
-    }
+    note_attempt(&mut log, &answered);
     let conn = answered.conn;
     let (parts, body) = answered.resp.into_parts();
     let status = parts.status;
@@ -190,19 +172,13 @@ pub(super) async fn proxy_ai(
     let headers = header_filter(parts.headers, status, &log, target, model);
     log.source = "upstream";
     let read_timeout = c.timeouts.read;
-    // A stream the gateway can read: SSE, or the binary event stream Bedrock answers
-    // ConverseStream with.
-    let is_sse = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| llm::is_native_stream(target.wire, v))
-        .unwrap_or(false)
-        // A native client's own streamed call is read as a stream, never buffered.
-        || (status == StatusCode::OK
-            && stream
-            && !force_stream
-            && ai.llm_format != LlmFormat::Openai
-            && target.native_clients_own_api());
+    // A native client's own streamed call is read as a stream, never buffered.
+    let own_stream = status == StatusCode::OK
+        && stream
+        && !force_stream
+        && ai.llm_format != LlmFormat::Openai
+        && target.native_clients_own_api();
+    let is_sse = own_stream || readable_stream(&headers, target);
 
     let answer = UpstreamAnswer {
         gw: c.gw,
@@ -225,6 +201,43 @@ pub(super) async fn proxy_ai(
         native: ai.llm_format != LlmFormat::Openai,
     };
     answer.respond(log, snap).await
+}
+
+/// The record's `ai` section, when anything reads it: a log plugin, the balancer (it
+/// learns from usage even when no log plugin runs), quotas, metrics, analytics, a trace.
+fn open_ai_log(c: &AiCtx<'_>, log: &mut Exchange, log_payloads: bool) {
+    let wanted = log.enabled
+        || c.ai.balancer.learns()
+        || !log.charges.is_empty()
+        || log.metrics
+        || log.analytics.is_some()
+        || log.trace.is_some_and(|t| t.sampled);
+    if wanted {
+        let mut a = AiLog::new(c.ai.targets.clone());
+        if log_payloads {
+            a.payload_request = Some(String::from_utf8_lossy(&c.up.body).into_owned());
+        }
+        log.ai = Some(a);
+    }
+}
+
+/// The attempt that answered, in the record.
+fn note_attempt(log: &mut Exchange, answered: &retry::Answered) {
+    log.upstream_latency_ms = Some(ms(answered.sent_at.elapsed()));
+    log.upstream_uri = log.tries.last().map(|t| t.upstream_uri.clone());
+    if let Some(a) = log.ai.as_mut() {
+        a.target = Some(answered.target);
+        a.request_model = answered.model.clone();
+    }
+}
+
+/// A stream the gateway can read: SSE, or the binary event stream Bedrock answers
+/// ConverseStream with.
+fn readable_stream(headers: &HeaderMap, target: &Target) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| llm::is_native_stream(target.wire, v))
 }
 
 /// The request as chat, for targets that only have chat: a Responses request through the
