@@ -204,24 +204,48 @@ impl Finish {
 #[allow(clippy::large_enum_variant)]
 enum Kind {
     Full(Option<Bytes>),
-    Upstream {
-        inner: Incoming,
-        /// Driven before each read; back to the pool when the body ends cleanly.
-        conn: Option<Conn>,
-        /// Translates a provider's native stream first.
-        mapper: Option<Mapper>,
-        observer: Option<SseObserver>,
-        idle: Pin<Box<Sleep>>,
-        /// A frame arrived since the idle timer was armed.
-        active: bool,
-        read_timeout: Duration,
-        /// For SSE an upstream failure becomes a final error event, then the end.
-        sse: Option<Dialect>,
-        ended: bool,
-        /// `ai-sanitizer` rewriting the stream (restoring, masking).
-        filter: Option<Box<crate::plugins::ai_sanitizer_filter::SseFilter>>,
-        _gauge: StreamGauge,
-    },
+    Upstream(Stream),
+}
+
+/// The upstream's body, passed through frame by frame.
+struct Stream {
+    inner: Incoming,
+    /// Driven before each read; back to the pool when the body ends cleanly.
+    conn: Option<Conn>,
+    /// Translates a provider's native stream first.
+    mapper: Option<Mapper>,
+    observer: Option<SseObserver>,
+    idle: Pin<Box<Sleep>>,
+    /// A frame arrived since the idle timer was armed.
+    active: bool,
+    read_timeout: Duration,
+    /// For SSE an upstream failure becomes a final error event, then the end.
+    sse: Option<Dialect>,
+    ended: bool,
+    /// `ai-sanitizer` rewriting the stream (restoring, masking).
+    filter: Option<Box<crate::plugins::ai_sanitizer_filter::SseFilter>>,
+    _gauge: StreamGauge,
+}
+
+/// What one poll of the upstream body came to.
+enum Step {
+    /// Bytes for the client (none, when the mapper or filter holds them back).
+    Chunk(Chunk),
+    /// A frame that is not data (trailers), passed on as it is.
+    Trailers(Frame<Bytes>),
+    /// The upstream failed: the message for the log, and the error code.
+    Failed(String, &'static str),
+    /// The body ended at an earlier poll.
+    Ended,
+    /// Nothing yet; the upstream or the idle timer wakes the task.
+    Pending,
+}
+
+/// What the client gets of the upstream's bytes.
+struct Chunk {
+    out: Bytes,
+    /// What the upstream said, when a filter rewrote it for the client (the log keeps it).
+    upstream: Option<Bytes>,
 }
 
 /// The body of every gateway response.
@@ -258,7 +282,7 @@ impl ProxyBody {
         finish: Option<Box<Finish>>,
     ) -> Self {
         ProxyBody {
-            kind: Kind::Upstream {
+            kind: Kind::Upstream(Stream {
                 inner,
                 conn: Some(conn),
                 mapper,
@@ -270,7 +294,7 @@ impl ProxyBody {
                 ended: false,
                 filter: None,
                 _gauge: StreamGauge::new(),
-            },
+            }),
             finish,
             sent: 0,
         }
@@ -278,8 +302,8 @@ impl ProxyBody {
 
     /// Rewrites the streamed body through `f` (`ai-sanitizer`).
     pub fn set_filter(&mut self, f: crate::plugins::ai_sanitizer_filter::SseFilter) {
-        if let Kind::Upstream { filter, .. } = &mut self.kind {
-            *filter = Some(Box::new(f));
+        if let Kind::Upstream(s) = &mut self.kind {
+            s.filter = Some(Box::new(f));
         }
     }
 
@@ -288,9 +312,9 @@ impl ProxyBody {
         if let Some(mut f) = self.finish.take() {
             f.log.response_size = self.sent;
             if let (
-                Kind::Upstream {
+                Kind::Upstream(Stream {
                     observer: Some(o), ..
-                },
+                }),
                 Some(ai),
             ) = (&self.kind, f.log.record.ai.as_mut())
             {
@@ -306,15 +330,34 @@ impl ProxyBody {
                 ai.llm_latency_ms = Some(f.log.record.started.elapsed().as_millis() as u64);
             }
             let error = error.or_else(|| match &self.kind {
-                Kind::Upstream {
+                Kind::Upstream(Stream {
                     observer: Some(o), ..
-                } if o.failed => Some("upstream reported a failure in the stream".into()),
-                Kind::Upstream {
+                }) if o.failed => Some("upstream reported a failure in the stream".into()),
+                Kind::Upstream(Stream {
                     observer: Some(o), ..
-                } if !o.completed => Some("upstream stream ended without a terminal event".into()),
+                }) if !o.completed => Some("upstream stream ended without a terminal event".into()),
                 _ => None,
             });
             defer(f, error);
+        }
+    }
+
+    /// Hands `chunk` to the client and counts it for the log; None when there is nothing
+    /// to send and the next frame is wanted.
+    fn emit(&mut self, chunk: Chunk) -> Option<Frame<Bytes>> {
+        let Chunk { out, upstream } = chunk;
+        match upstream {
+            Some(upstream) => {
+                self.payload(&upstream);
+                self.sent += out.len() as u64;
+            }
+            None if out.is_empty() => {}
+            None => self.capture(&out),
+        }
+        if out.is_empty() {
+            None
+        } else {
+            Some(Frame::data(out))
         }
     }
 
@@ -394,7 +437,7 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         loop {
-            match &mut this.kind {
+            let step = match &mut this.kind {
                 Kind::Full(b) => match b.take() {
                     Some(b) => {
                         this.sent += b.len() as u64;
@@ -405,155 +448,21 @@ impl Body for ProxyBody {
                         return Poll::Ready(None);
                     }
                 },
-                Kind::Upstream {
-                    inner,
-                    conn,
-                    mapper,
-                    observer,
-                    idle,
-                    active,
-                    read_timeout,
-                    sse: _,
-                    ended,
-                    filter,
-                    ..
-                } => {
-                    if *ended {
-                        this.complete(None);
-                        return Poll::Ready(None);
-                    }
-                    if let Some(c) = conn.as_mut() {
-                        if let Poll::Ready(Err(e)) = c.poll_drive(cx) {
-                            *conn = None;
-                            let msg = format!("upstream connection failed mid-stream: {e}");
-                            return this.fail(msg, "upstream_stream_cut");
-                        }
-                    }
-                    match Pin::new(&mut *inner).poll_frame(cx) {
-                        Poll::Ready(Some(Ok(frame))) => {
-                            // No clock read per frame: the idle timer re-arms itself lazily.
-                            *active = true;
-                            match frame.into_data() {
-                                Ok(data) => {
-                                    let (forward, mut seen) = match mapper.as_mut() {
-                                        Some(m) if m.observe_only() => {
-                                            let mapped = m.on_chunk(&data);
-                                            (Some(data), mapped)
-                                        }
-                                        Some(m) => (None, m.on_chunk(&data)),
-                                        None => (None, data),
-                                    };
-                                    let end = inner.is_end_stream();
-                                    if end {
-                                        if let Some(m) = mapper.as_mut() {
-                                            seen = [seen, m.finish()].concat().into();
-                                        }
-                                    }
-                                    let mut out = match observer.as_mut() {
-                                        Some(o) => o.on_chunk(seen),
-                                        None => seen,
-                                    };
-                                    if let Some(f) = forward {
-                                        out = f;
-                                    }
-                                    // With a Content-Length, hyper stops polling (and drops
-                                    // this body) once that many bytes went out, so the end
-                                    // is handled with the last frame, not after it.
-                                    if end {
-                                        *ended = true;
-                                        if let Some(c) = conn.take() {
-                                            c.release();
-                                        }
-                                        if let Some(tail) =
-                                            observer.as_mut().and_then(SseObserver::finish)
-                                        {
-                                            out = [out, tail].concat().into();
-                                        }
-                                    }
-                                    if let Some(f) = filter.as_mut() {
-                                        // The log keeps what the upstream said (masked), the
-                                        // client gets the restored text.
-                                        let upstream = out;
-                                        out = f.on_chunk(&upstream);
-                                        if end {
-                                            out = [out, f.finish()].concat().into();
-                                        }
-                                        this.payload(&upstream);
-                                        this.sent += out.len() as u64;
-                                        if out.is_empty() {
-                                            continue;
-                                        }
-                                        return Poll::Ready(Some(Ok(Frame::data(out))));
-                                    }
-                                    if out.is_empty() {
-                                        continue;
-                                    }
-                                    this.capture(&out);
-                                    return Poll::Ready(Some(Ok(Frame::data(out))));
-                                }
-                                Err(frame) => return Poll::Ready(Some(Ok(frame))),
-                            }
-                        }
-                        Poll::Ready(Some(Err(e))) => {
-                            let msg = format!("upstream connection failed mid-stream: {e}");
-                            return this.fail(msg, "upstream_stream_cut");
-                        }
-                        Poll::Ready(None) => {
-                            *ended = true;
-                            if let Some(c) = conn.take() {
-                                c.release();
-                            }
-                            let mut tail = Bytes::new();
-                            let native = mapper.as_ref().is_some_and(Mapper::observe_only);
-                            if let Some(m) = mapper.as_mut() {
-                                let rest = m.finish();
-                                tail = match observer.as_mut() {
-                                    Some(o) => o.on_chunk(rest),
-                                    None => rest,
-                                };
-                            }
-                            if let Some(t) = observer.as_mut().and_then(SseObserver::finish) {
-                                tail = [tail, t].concat().into();
-                            }
-                            if native {
-                                // The client already has every upstream byte.
-                                tail = Bytes::new();
-                            }
-                            if let Some(f) = filter.as_mut() {
-                                let upstream = tail;
-                                tail = [f.on_chunk(&upstream), f.finish()].concat().into();
-                                this.payload(&upstream);
-                                this.sent += tail.len() as u64;
-                                if !tail.is_empty() {
-                                    return Poll::Ready(Some(Ok(Frame::data(tail))));
-                                }
-                                continue;
-                            }
-                            if !tail.is_empty() {
-                                this.capture(&tail);
-                                return Poll::Ready(Some(Ok(Frame::data(tail))));
-                            }
-                            continue;
-                        }
-                        Poll::Pending => {
-                            // The timer fires read_timeout after it was armed; if frames came
-                            // since, re-arm it instead (so the limit holds within 2× its value).
-                            while idle.as_mut().poll(cx).is_ready() && *active {
-                                *active = false;
-                                idle.as_mut()
-                                    .reset(tokio::time::Instant::now() + *read_timeout);
-                            }
-                            if idle.is_elapsed() {
-                                let msg = format!(
-                                    "upstream sent nothing for {} ms (read_timeout)",
-                                    read_timeout.as_millis()
-                                );
-                                return this.fail(msg, "upstream_timeout");
-                            }
-                            return Poll::Pending;
-                        }
+                Kind::Upstream(s) => s.poll_step(cx),
+            };
+            match step {
+                Step::Chunk(chunk) => {
+                    if let Some(frame) = this.emit(chunk) {
+                        return Poll::Ready(Some(Ok(frame)));
                     }
                 }
+                Step::Trailers(frame) => return Poll::Ready(Some(Ok(frame))),
+                Step::Failed(msg, code) => return this.fail(msg, code),
+                Step::Ended => {
+                    this.complete(None);
+                    return Poll::Ready(None);
+                }
+                Step::Pending => return Poll::Pending,
             }
         }
     }
@@ -566,8 +475,153 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
-            Kind::Upstream { .. } => SizeHint::default(),
+            Kind::Upstream(_) => SizeHint::default(),
         }
+    }
+}
+
+impl Stream {
+    /// Polls the upstream once (driving its connection first).
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Step {
+        if self.ended {
+            return Step::Ended;
+        }
+        if let Some(c) = self.conn.as_mut() {
+            if let Poll::Ready(Err(e)) = c.poll_drive(cx) {
+                self.conn = None;
+                let msg = format!("upstream connection failed mid-stream: {e}");
+                return Step::Failed(msg, "upstream_stream_cut");
+            }
+        }
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                // No clock read per frame: the idle timer re-arms itself lazily.
+                self.active = true;
+                match frame.into_data() {
+                    Ok(data) => Step::Chunk(self.on_data(data)),
+                    Err(frame) => Step::Trailers(frame),
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let msg = format!("upstream connection failed mid-stream: {e}");
+                Step::Failed(msg, "upstream_stream_cut")
+            }
+            Poll::Ready(None) => Step::Chunk(self.on_end()),
+            Poll::Pending => self.poll_idle(cx),
+        }
+    }
+
+    /// One upstream data frame through the mapper, the observer and the filter.
+    fn on_data(&mut self, data: Bytes) -> Chunk {
+        let (forward, mut seen) = match self.mapper.as_mut() {
+            Some(m) if m.observe_only() => {
+                let mapped = m.on_chunk(&data);
+                (Some(data), mapped)
+            }
+            Some(m) => (None, m.on_chunk(&data)),
+            None => (None, data),
+        };
+        let end = self.inner.is_end_stream();
+        if end {
+            if let Some(m) = self.mapper.as_mut() {
+                seen = [seen, m.finish()].concat().into();
+            }
+        }
+        let mut out = match self.observer.as_mut() {
+            Some(o) => o.on_chunk(seen),
+            None => seen,
+        };
+        if let Some(f) = forward {
+            out = f;
+        }
+        // With a Content-Length, hyper stops polling (and drops this body) once that many
+        // bytes went out, so the end is handled with the last frame, not after it.
+        if end {
+            self.ended = true;
+            if let Some(c) = self.conn.take() {
+                c.release();
+            }
+            if let Some(tail) = self.observer.as_mut().and_then(SseObserver::finish) {
+                out = [out, tail].concat().into();
+            }
+        }
+        match self.filter.as_mut() {
+            Some(f) => {
+                // The log keeps what the upstream said (masked), the client gets the
+                // restored text.
+                let upstream = out;
+                let mut out = f.on_chunk(&upstream);
+                if end {
+                    out = [out, f.finish()].concat().into();
+                }
+                Chunk {
+                    out,
+                    upstream: Some(upstream),
+                }
+            }
+            None => Chunk {
+                out,
+                upstream: None,
+            },
+        }
+    }
+
+    /// The upstream body is over: what the mapper and the observer still hold.
+    fn on_end(&mut self) -> Chunk {
+        self.ended = true;
+        if let Some(c) = self.conn.take() {
+            c.release();
+        }
+        let mut tail = Bytes::new();
+        let native = self.mapper.as_ref().is_some_and(Mapper::observe_only);
+        if let Some(m) = self.mapper.as_mut() {
+            let rest = m.finish();
+            tail = match self.observer.as_mut() {
+                Some(o) => o.on_chunk(rest),
+                None => rest,
+            };
+        }
+        if let Some(t) = self.observer.as_mut().and_then(SseObserver::finish) {
+            tail = [tail, t].concat().into();
+        }
+        if native {
+            // The client already has every upstream byte.
+            tail = Bytes::new();
+        }
+        match self.filter.as_mut() {
+            Some(f) => {
+                let upstream = tail;
+                let out = [f.on_chunk(&upstream), f.finish()].concat().into();
+                Chunk {
+                    out,
+                    upstream: Some(upstream),
+                }
+            }
+            None => Chunk {
+                out: tail,
+                upstream: None,
+            },
+        }
+    }
+
+    /// Nothing from the upstream yet: a failure once it was silent for `read_timeout`.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Step {
+        // The timer fires read_timeout after it was armed; if frames came since, re-arm it
+        // instead (so the limit holds within 2× its value).
+        while self.idle.as_mut().poll(cx).is_ready() && self.active {
+            self.active = false;
+            self.idle
+                .as_mut()
+                .reset(tokio::time::Instant::now() + self.read_timeout);
+        }
+        if self.idle.is_elapsed() {
+            let msg = format!(
+                "upstream sent nothing for {} ms (read_timeout)",
+                self.read_timeout.as_millis()
+            );
+            return Step::Failed(msg, "upstream_timeout");
+        }
+        Step::Pending
     }
 }
 
@@ -585,12 +639,10 @@ impl ProxyBody {
             _ => "The upstream connection closed before the response was complete",
         };
         let (dialect, mapped) = match &mut self.kind {
-            Kind::Upstream {
-                sse, ended, mapper, ..
-            } => {
-                *ended = true;
-                let mapped = mapper.as_mut().and_then(|m| m.fail(code, to_client));
-                (*sse, mapped)
+            Kind::Upstream(s) => {
+                s.ended = true;
+                let mapped = s.mapper.as_mut().and_then(|m| m.fail(code, to_client));
+                (s.sse, mapped)
             }
             Kind::Full(_) => (None, None),
         };
@@ -615,7 +667,7 @@ impl Drop for ProxyBody {
         if self.finish.is_some() {
             let ended = matches!(
                 self.kind,
-                Kind::Full(None) | Kind::Upstream { ended: true, .. }
+                Kind::Full(None) | Kind::Upstream(Stream { ended: true, .. })
             );
             let msg = (!ended).then(|| {
                 "client closed the connection before the response was complete".to_string()

@@ -1,10 +1,12 @@
 //! The AI retry loop: pick a target → encode the request for it → send → classify →
 //! fail over per `failover_criteria`.
 
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Response, Uri};
+use http::{header, HeaderMap, HeaderValue, Method, Response, Uri};
 use hyper::body::Incoming;
 
 use crate::balancer::{NoTarget, PickCtx};
@@ -79,163 +81,22 @@ pub async fn run(
     let attempts = ai.retries.saturating_add(1);
     for attempt in 0..attempts {
         let balancer_start = Instant::now();
-        let ctx = PickCtx {
-            hash_key: req.hash_key,
-            exclude: &tried,
-            candidates: req.candidates,
-        };
-        // Semantic routing's targets first (within the allowed ones); failing over, any other.
-        let preferred = req.preferred.and_then(|p| {
-            let within: Vec<usize> = p
-                .iter()
-                .copied()
-                .filter(|i| req.candidates.is_none_or(|c| c.contains(i)))
-                .collect();
-            ai.balancer
-                .pick(&PickCtx {
-                    candidates: Some(&within),
-                    ..ctx
-                })
-                .ok()
-        });
-        let picked = match preferred {
-            Some(i) => Ok(i),
-            None => match ai.balancer.pick(&ctx) {
-                // Every candidate was tried: start over among the healthy ones.
-                Err(NoTarget::Exhausted) => ai.balancer.pick(&PickCtx {
-                    exclude: &[],
-                    ..ctx
-                }),
-                other => other,
-            },
-        };
-        let idx = match picked {
-            Ok(i) => i,
-            Err(NoTarget::Unhealthy) => return Err(GatewayError::AllTargetsUnhealthy),
-            Err(NoTarget::Exhausted) => {
-                return Err(GatewayError::UpstreamUnavailable(
-                    "no target available".into(),
-                ))
-            }
-        };
+        let idx = pick(ai, req, &tried)?;
         // Without retries there is no next pick to steer away from (and no allocation).
         if attempts > 1 {
             tried.push(idx);
         }
-        let Some(target) = ai.targets.get(idx) else {
-            return Err(GatewayError::Internal(format!("target {idx} out of range")));
+        let turn = Turn {
+            attempt,
+            last: attempt + 1 == attempts,
+            idx,
+            balancer_start,
         };
-        let (mut out, mut t, model) = encode(target, req)?;
-        let ep = Endpoint {
-            https: target.upstream.scheme == "https",
-            host: &target.upstream.host,
-            port: target.upstream.port,
-            trust: req.trust,
-        };
-        t.balancer_start = balancer_start.duration_since(started).as_millis() as u64;
-        t.balancer_latency = balancer_start.elapsed().as_millis() as u64;
-        t.start_us = balancer_start.duration_since(started).as_micros() as u64;
-        if let Some(tc) = &req.trace {
-            let span = crate::observe::otel::span_id();
-            if let Some(v) = tc.traceparent(span) {
-                out.headers.insert("traceparent", v);
-                t.span_id = Some(span);
-            }
-        }
-        let last = attempt + 1 == attempts;
-        if let Some(gcp) = &target.auth.gcp {
-            let source = gcp
-                .as_ref()
-                .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
-            match source
-                .authorization(upstreams, req.timeouts.connect, req.timeouts.read)
-                .await
-            {
-                Ok(v) => {
-                    out.headers.insert(header::AUTHORIZATION, v);
-                }
-                Err(e) => {
-                    // Like a failed connect: the request never left, another target may serve it.
-                    t.outcome = "error".into();
-                    if req.record {
-                        t.duration_us = balancer_start.elapsed().as_micros() as u64;
-                        tries.push(t);
-                    }
-                    tracing::debug!(attempt, error = %e, "no access token for the upstream");
-                    if last || !ai.failover.contains(&FailoverCriterion::Error) {
-                        return Err(e);
-                    }
-                    auth_failure = Some(e);
-                    continue;
-                }
-            }
-        }
-        let sent_at = Instant::now();
-        let learns = ai.balancer.learns();
-        if learns {
-            ai.balancer.begin(idx);
-        }
-        match upstreams
-            .send(&ep, out, req.timeouts.connect, req.timeouts.read)
-            .await
-        {
-            Ok((resp, conn)) => {
-                if let Some(a) = conn.peer() {
-                    t.ip = Some(a.ip());
-                }
-                let status = resp.status().as_u16();
-                if learns && status_counts_as_failure(status, &ai.failover) {
-                    ai.balancer.failure(idx);
-                }
-                if !last && status_fails_over(status, &ai.failover) {
-                    if learns {
-                        ai.balancer.end(idx);
-                    }
-                    t.outcome = format!("http_{status}").into();
-                    if req.record {
-                        t.duration_us = balancer_start.elapsed().as_micros() as u64;
-                        tries.push(t);
-                    }
-                    continue;
-                }
-                t.outcome = if resp.status().is_success() {
-                    "success".into()
-                } else {
-                    format!("http_{status}").into()
-                };
-                if req.record {
-                    t.duration_us = balancer_start.elapsed().as_micros() as u64;
-                    tries.push(t);
-                }
-                return Ok(Answered {
-                    resp,
-                    conn,
-                    target: idx,
-                    model,
-                    sent_at,
-                });
-            }
-            Err(f) => {
-                if learns {
-                    // Connect, timeout and invalid-header failures always count (spec §4.2).
-                    ai.balancer.failure(idx);
-                    ai.balancer.end(idx);
-                }
-                t.outcome = f.kind.as_str().into();
-                if req.record {
-                    t.duration_us = balancer_start.elapsed().as_micros() as u64;
-                    tries.push(t);
-                }
-                tracing::debug!(attempt, kind = f.kind.as_str(), detail = %f.detail, "upstream attempt failed");
-                let retry = match f.kind {
-                    FailureKind::Connect | FailureKind::Reset => {
-                        ai.failover.contains(&FailoverCriterion::Error)
-                    }
-                    FailureKind::Timeout => ai.failover.contains(&FailoverCriterion::Timeout),
-                    FailureKind::InvalidHeader => {
-                        ai.failover.contains(&FailoverCriterion::InvalidHeader)
-                    }
-                };
+        match attempt_once(upstreams, ai, req, tries, started, &turn).await? {
+            Outcome::Answered(a) => return Ok(a),
+            Outcome::FailOver => {}
+            Outcome::NoToken(e) => auth_failure = Some(e),
+            Outcome::Failed(f, retry) => {
                 last_failure = Some(f);
                 if !retry {
                     break;
@@ -248,6 +109,214 @@ pub async fn run(
         (None, Some(e)) => e,
         (None, None) => GatewayError::UpstreamInvalid("no attempt was made".into()),
     })
+}
+
+/// One attempt's place in the retry loop.
+struct Turn {
+    /// Counted from 0.
+    attempt: u32,
+    /// No attempt follows this one.
+    last: bool,
+    /// The target picked for it.
+    idx: usize,
+    /// When the balancer was asked: the attempt's log times count from here.
+    balancer_start: Instant,
+}
+
+/// What one attempt came to, when it did not end the request with an error.
+// Lives only from one attempt's end to the loop's match; boxing the answer would cost an
+// allocation per request.
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    /// The client gets this answer.
+    Answered(Answered),
+    /// The upstream's status fails over to the next attempt.
+    FailOver,
+    /// No access token for the upstream; the next attempt may get one.
+    NoToken(GatewayError),
+    /// The upstream could not be reached or read; `true` when the criteria fail it over.
+    Failed(Failure, bool),
+}
+
+/// The balancer's pick among the targets not tried yet (all of them again once every one was).
+fn pick(ai: &AiProxy, req: &AiRequest<'_>, tried: &[usize]) -> Result<usize, GatewayError> {
+    let ctx = PickCtx {
+        hash_key: req.hash_key,
+        exclude: tried,
+        candidates: req.candidates,
+    };
+    // Semantic routing's targets first (within the allowed ones); failing over, any other.
+    let preferred = req.preferred.and_then(|p| {
+        let within: Vec<usize> = p
+            .iter()
+            .copied()
+            .filter(|i| req.candidates.is_none_or(|c| c.contains(i)))
+            .collect();
+        ai.balancer
+            .pick(&PickCtx {
+                candidates: Some(&within),
+                ..ctx
+            })
+            .ok()
+    });
+    let picked = match preferred {
+        Some(i) => Ok(i),
+        None => match ai.balancer.pick(&ctx) {
+            // Every candidate was tried: start over among the healthy ones.
+            Err(NoTarget::Exhausted) => ai.balancer.pick(&PickCtx {
+                exclude: &[],
+                ..ctx
+            }),
+            other => other,
+        },
+    };
+    match picked {
+        Ok(i) => Ok(i),
+        Err(NoTarget::Unhealthy) => Err(GatewayError::AllTargetsUnhealthy),
+        Err(NoTarget::Exhausted) => Err(GatewayError::UpstreamUnavailable(
+            "no target available".into(),
+        )),
+    }
+}
+
+/// One attempt at the picked target: encode the request, add its trace and access
+/// token, send it.
+async fn attempt_once(
+    upstreams: &Upstreams,
+    ai: &AiProxy,
+    req: &AiRequest<'_>,
+    tries: &mut Vec<Try>,
+    started: Instant,
+    turn: &Turn,
+) -> Result<Outcome, GatewayError> {
+    let (idx, balancer_start) = (turn.idx, turn.balancer_start);
+    let Some(target) = ai.targets.get(idx) else {
+        return Err(GatewayError::Internal(format!("target {idx} out of range")));
+    };
+    let (mut out, mut t, model) = encode(target, req)?;
+    let ep = Endpoint {
+        https: target.upstream.scheme == "https",
+        host: &target.upstream.host,
+        port: target.upstream.port,
+        trust: req.trust,
+    };
+    t.balancer_start = balancer_start.duration_since(started).as_millis() as u64;
+    t.balancer_latency = balancer_start.elapsed().as_millis() as u64;
+    t.start_us = balancer_start.duration_since(started).as_micros() as u64;
+    if let Some(tc) = &req.trace {
+        let span = crate::observe::otel::span_id();
+        if let Some(v) = tc.traceparent(span) {
+            out.headers.insert("traceparent", v);
+            t.span_id = Some(span);
+        }
+    }
+    if let Some(gcp) = &target.auth.gcp {
+        let source = gcp
+            .as_ref()
+            .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
+        match source
+            .authorization(upstreams, req.timeouts.connect, req.timeouts.read)
+            .await
+        {
+            Ok(v) => {
+                out.headers.insert(header::AUTHORIZATION, v);
+            }
+            Err(e) => {
+                // Like a failed connect: the request never left, another target may serve it.
+                t.outcome = "error".into();
+                keep(req, tries, t, balancer_start);
+                tracing::debug!(attempt = turn.attempt, error = %e, "no access token for the upstream");
+                if turn.last || !ai.failover.contains(&FailoverCriterion::Error) {
+                    return Err(e);
+                }
+                return Ok(Outcome::NoToken(e));
+            }
+        }
+    }
+    Ok(send(upstreams, ai, req, tries, &ep, (out, t, model), turn).await)
+}
+
+/// Sends one encoded attempt and judges its outcome: the balancer learns from it, and
+/// the failover criteria say whether the next attempt takes over.
+async fn send(
+    upstreams: &Upstreams,
+    ai: &AiProxy,
+    req: &AiRequest<'_>,
+    tries: &mut Vec<Try>,
+    ep: &Endpoint<'_>,
+    (out, mut t, model): Encoded,
+    turn: &Turn,
+) -> Outcome {
+    let (idx, balancer_start) = (turn.idx, turn.balancer_start);
+    let sent_at = Instant::now();
+    let learns = ai.balancer.learns();
+    if learns {
+        ai.balancer.begin(idx);
+    }
+    match upstreams
+        .send(ep, out, req.timeouts.connect, req.timeouts.read)
+        .await
+    {
+        Ok((resp, conn)) => {
+            if let Some(a) = conn.peer() {
+                t.ip = Some(a.ip());
+            }
+            let status = resp.status().as_u16();
+            if learns && status_counts_as_failure(status, &ai.failover) {
+                ai.balancer.failure(idx);
+            }
+            if !turn.last && status_fails_over(status, &ai.failover) {
+                if learns {
+                    ai.balancer.end(idx);
+                }
+                t.outcome = format!("http_{status}").into();
+                keep(req, tries, t, balancer_start);
+                return Outcome::FailOver;
+            }
+            t.outcome = if resp.status().is_success() {
+                "success".into()
+            } else {
+                format!("http_{status}").into()
+            };
+            keep(req, tries, t, balancer_start);
+            Outcome::Answered(Answered {
+                resp,
+                conn,
+                target: idx,
+                model,
+                sent_at,
+            })
+        }
+        Err(f) => {
+            if learns {
+                // Connect, timeout and invalid-header failures always count (spec §4.2).
+                ai.balancer.failure(idx);
+                ai.balancer.end(idx);
+            }
+            t.outcome = f.kind.as_str().into();
+            keep(req, tries, t, balancer_start);
+            tracing::debug!(attempt = turn.attempt, kind = f.kind.as_str(), detail = %f.detail, "upstream attempt failed");
+            let retry = failure_fails_over(f.kind, &ai.failover);
+            Outcome::Failed(f, retry)
+        }
+    }
+}
+
+/// Files an attempt's log entry with its duration, when a log plugin will read it.
+fn keep(req: &AiRequest<'_>, tries: &mut Vec<Try>, mut t: Try, balancer_start: Instant) {
+    if req.record {
+        t.duration_us = balancer_start.elapsed().as_micros() as u64;
+        tries.push(t);
+    }
+}
+
+/// A failure to reach or read the upstream fails over when its kind is listed.
+fn failure_fails_over(kind: FailureKind, criteria: &[FailoverCriterion]) -> bool {
+    match kind {
+        FailureKind::Connect | FailureKind::Reset => criteria.contains(&FailoverCriterion::Error),
+        FailureKind::Timeout => criteria.contains(&FailoverCriterion::Timeout),
+        FailureKind::InvalidHeader => criteria.contains(&FailoverCriterion::InvalidHeader),
+    }
 }
 
 /// An upstream status fails over only when listed, and (POST being non-idempotent, like
@@ -298,243 +367,23 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     } else {
         rt
     };
-    let mut model = None;
-    let body_bytes: Bytes = match (rt, req.body) {
-        (RouteType::Preserve, _) | (_, None) => req.up.body.clone(),
-        (_, Some(client_body)) => {
-            // Native Gemini and Bedrock clients name the model in the path; Gemini's bodies
-            // are not OpenAI-shaped at all.
-            let gemini_native = req.native && target.wire == Wire::Gemini;
-            // Cohere's and Hugging Face's native bodies are whatever the called endpoint
-            // takes (v1 chat, embed, rerank, TGI's generate): no chat shape to check.
-            let own_api = native_own_api(target, req);
-            let client_model = if gemini_native {
-                gemini::model_in_path(&req.up.path).map(std::borrow::Cow::Borrowed)
-            } else if own_api {
-                client_body.str("model")
-            } else {
-                ai_proxy::check_format(rt, client_body)?;
-                match req.path_model {
-                    Some(m) => Some(std::borrow::Cow::Borrowed(m)),
-                    None => client_body.str("model"),
-                }
-            };
-            let bridged = target.bridge_responses || target.bridge_completions;
-            let (body, chat_bytes) = match (bridged, req.chat) {
-                (true, Some((chat, bytes))) => (chat, Some(bytes)),
-                (true, None) => {
-                    return Err(GatewayError::Internal(
-                        "a bridged target without its chat translation".into(),
-                    ))
-                }
-                (false, _) => (client_body, None),
-            };
-            model = if own_api && client_model.is_none() && target.model_name.is_none() {
-                // The endpoint's own default model (Cohere v1, a TGI server's one model).
-                None
-            } else {
-                // A client model naming this target's alias stands for its configured model.
-                let client_model =
-                    client_model.filter(|m| target.model_alias.as_deref() != Some(m));
-                ai_proxy::resolve_model(target, client_model.as_deref(), req.sources)?
-            };
-            let param_value = match &target.auth.param {
-                Some((name, value, ParamLocation::Body))
-                    if !(target.auth.allow_override && body.has(name)) =>
-                {
-                    Some((
-                        name.as_str(),
-                        value.get().map_err(GatewayError::BeforeProxying)?,
-                    ))
-                }
-                _ => None,
-            };
-            let body_param = param_value
-                .as_ref()
-                .map(|(name, v)| (*name, v.expose().as_str()));
-            match target.wire {
-                Wire::OpenAi => {
-                    let patch = openai::Patch {
-                        model: model.as_deref(),
-                        options: Some(&target.options),
-                        force_stream: req.force_stream,
-                        add_include_usage: req.add_include_usage
-                            && matches!(wire_rt, RouteType::Chat | RouteType::Completions),
-                        body_param,
-                        drop_stream_options: target.rejects_stream_options(),
-                    };
-                    match openai::patch_request(wire_rt, body, &patch) {
-                        Some(b) => Bytes::from(b),
-                        None => chat_bytes.unwrap_or(&req.up.body).clone(),
-                    }
-                }
-                // A Converse body names neither model nor streaming (the path does): it
-                // goes as the client sent it.
-                Wire::Bedrock if req.native => req.up.body.clone(),
-                _ if req.native => {
-                    // The client's own Messages body: only the model (and a forced stream,
-                    // or an auth parameter) may change. Gemini's body has neither.
-                    // TGI's bodies name no model; Cohere's and Hugging Face's clients pick
-                    // streaming by endpoint or body themselves (a forced `stream` would break
-                    // embed and rerank).
-                    let hf_native = target.wire == Wire::HuggingFace;
-                    let mut set: Vec<(&str, String)> = Vec::new();
-                    if let (false, false, Some(m)) = (gemini_native, hf_native, model.as_deref()) {
-                        if body.str("model").as_deref() != Some(m) {
-                            set.push(("model", serde_json::to_string(m).unwrap_or_default()));
-                        }
-                    }
-                    if req.force_stream && !gemini_native && !own_api {
-                        set.push(("stream", "true".into()));
-                    }
-                    if let Some((k, v)) = body_param {
-                        set.push((k, serde_json::to_string(v).unwrap_or_default()));
-                    }
-                    if set.is_empty() {
-                        req.up.body.clone()
-                    } else {
-                        Bytes::from(body.rewrite(&[], &set))
-                    }
-                }
-                wire => {
-                    let e = llm::Encode {
-                        model: model.as_deref(),
-                        options: &target.options,
-                        stream: req.stream,
-                        body_param,
-                    };
-                    llm::encode(wire, wire_rt, body, &e)
-                        .map(Bytes::from)
-                        .map_err(|e| GatewayError::BadRequest(e.0))?
-                }
-            }
-        }
+    let (body_bytes, model) = match (rt, req.body) {
+        (RouteType::Preserve, _) | (_, None) => (req.up.body.clone(), None),
+        (_, Some(client_body)) => encode_body(target, req, client_body, wire_rt)?,
     };
     let up = &target.upstream;
     let default_path = openai::default_path(wire_rt);
-    let model_path;
-    // A Gemini-native client's path already says model and method (AI Studio or Vertex);
-    // only a path the user configured replaces it.
-    let client_path = req.native
-        && rt != RouteType::Preserve
-        && match target.wire {
-            Wire::Gemini => target.model_path || up.path.is_none(),
-            // Cohere's and Hugging Face's clients call the endpoint they mean (v1 or v2
-            // chat, embed, rerank, generate…), below the route's prefix.
-            _ => native_own_api(target, req) && !target.path_configured,
-        };
-    let path: &str = match (&up.path, default_path) {
-        _ if client_path => &req.up.path,
-        (Some(prefix), _) if target.model_path => {
-            let m = model.as_deref().ok_or_else(|| {
-                GatewayError::BadRequest(
-                    "model parameter not found in request, nor in gateway configuration".into(),
-                )
-            })?;
-            model_path = llm::request_path(target.wire, wire_rt, prefix, m, req.stream);
-            &model_path
-        }
-        (Some(p), _) => p,
-        (None, Some(p)) => p,
-        (None, None) => &req.up.path,
-    };
-    let (path_only, path_query) = match path.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (path, None),
-    };
-    // A parameter the client sends itself (e.g. Azure's `api-version`) wins over the
-    // configured one.
-    let kept_query: Option<String> = path_query.map(|q| {
-        if req.up.query.is_empty() {
-            return q.to_string();
-        }
-        form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(
-                form_urlencoded::parse(q.as_bytes())
-                    .filter(|(k, _)| !req.up.query.iter().any(|(c, _)| c == k.as_ref())),
-            )
-            .finish()
-    });
-    let path_query = kept_query.as_deref();
-    let mut query = query_string(req.up, req.raw_query);
-    let mut log_query = None;
-    if let Some((name, value, ParamLocation::Query)) = &target.auth.param {
-        let present = req.up.query.iter().any(|(k, _)| k == name);
-        if !(target.auth.allow_override && present) {
-            let v = value.get().map_err(GatewayError::BeforeProxying)?;
-            let mut pairs: Vec<(String, String)> = req
-                .up
-                .query
-                .iter()
-                .filter(|(k, _)| k != name)
-                .cloned()
-                .collect();
-            let mut log_pairs = pairs.clone();
-            pairs.push((name.clone(), v.expose().clone()));
-            log_pairs.push((name.clone(), "REDACTED".into()));
-            let enc = |p: &[(String, String)]| {
-                form_urlencoded::Serializer::new(String::new())
-                    .extend_pairs(p)
-                    .finish()
-            };
-            query = Some(enc(&pairs));
-            log_query = Some(enc(&log_pairs));
-        }
-    }
-    let join = |q: Option<&str>| {
-        let mut s = path_only.to_string();
-        let parts: Vec<&str> = [path_query, q]
-            .into_iter()
-            .flatten()
-            .filter(|s| !s.is_empty())
-            .collect();
-        if !parts.is_empty() {
-            s.push('?');
-            s.push_str(&parts.join("&"));
-        }
-        s
-    };
-    let invalid = || GatewayError::BadRequest("the upstream path is not a valid URI".into());
-    // The common case needs no string building: the route type's own path.
-    let fixed_path = match (query.as_deref(), path_query, default_path) {
-        (None, None, Some(p)) if up.path.is_none() && !client_path => Some(p),
-        _ => None,
-    };
-    let target_uri: Uri = match (fixed_path, query.as_deref(), path_query) {
-        (Some(p), ..) => Uri::from_static(p),
-        (None, None, None) => Uri::try_from(path_only).map_err(|_| invalid())?,
-        (None, q, _) => join(q).parse().map_err(|_| invalid())?,
-    };
-    let mut headers = forward_headers(&req.up.headers, up.host_header.clone(), req.forwarded);
-    if target.wire == Wire::Gemini {
-        // Google reads a bearer token before an API key: an OpenAI SDK's placeholder
-        // `Authorization` (or a Gemini SDK's own key) would override the gateway's credential,
-        // which always wins for gemini (allow_override is false).
-        headers.remove(header::AUTHORIZATION);
-        headers.remove("x-goog-api-key");
-    }
-    headers.insert(
-        header::ACCEPT_ENCODING,
-        HeaderValue::from_static("identity"),
-    );
-    if rt != RouteType::Preserve || !req.up.body.is_empty() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_bytes.len()));
-    }
-    if rt != RouteType::Preserve {
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-    }
-    if let Some((name, value)) = &target.auth.header {
-        if !(target.auth.allow_override && req.up.headers.contains_key(name)) {
-            let v = value.value().map_err(GatewayError::BeforeProxying)?;
-            headers.insert(name.clone(), v);
-        }
-    }
-    for (name, value) in &target.extra_headers {
-        headers.insert(name.clone(), value.clone());
-    }
+    let client_path = uses_client_path(target, req);
+    let path = upstream_path(
+        target,
+        req,
+        wire_rt,
+        default_path,
+        client_path,
+        model.as_deref(),
+    )?;
+    let (target_uri, parts) = upstream_uri(target, req, &path, default_path, client_path)?;
+    let mut headers = upstream_headers(target, req, body_bytes.len())?;
     let method = if rt == RouteType::Preserve {
         req.up.method.clone()
     } else {
@@ -563,13 +412,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
             port: up.port,
             host: up.host.clone(),
             scheme: up.scheme.into(),
-            upstream_uri: match (fixed_path, &up.path) {
-                (Some(p), _) => UriText::Fixed(p),
-                (None, Some(c)) if query.is_none() && path_query.is_none() && **c == *path_only => {
-                    UriText::Configured(c.clone())
-                }
-                _ => join(log_query.as_deref().or(query.as_deref())).into(),
-            },
+            upstream_uri: parts.log_text(&up.path),
             route_type: rt.as_str().into(),
             provider: target.provider.as_str().into(),
             model: model.clone(),
@@ -579,6 +422,367 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         Try::default()
     };
     Ok((out, t, model))
+}
+
+/// The upstream body for a client's JSON body, and the model it asks for.
+fn encode_body(
+    target: &Target,
+    req: &AiRequest<'_>,
+    client_body: &BodyView<'_>,
+    wire_rt: RouteType,
+) -> Result<(Bytes, Option<String>), GatewayError> {
+    let rt = target.route_type;
+    // Native Gemini and Bedrock clients name the model in the path; Gemini's bodies
+    // are not OpenAI-shaped at all.
+    let gemini_native = req.native && target.wire == Wire::Gemini;
+    // Cohere's and Hugging Face's native bodies are whatever the called endpoint
+    // takes (v1 chat, embed, rerank, TGI's generate): no chat shape to check.
+    let own_api = native_own_api(target, req);
+    let client_model = if gemini_native {
+        gemini::model_in_path(&req.up.path).map(std::borrow::Cow::Borrowed)
+    } else if own_api {
+        client_body.str("model")
+    } else {
+        ai_proxy::check_format(rt, client_body)?;
+        match req.path_model {
+            Some(m) => Some(std::borrow::Cow::Borrowed(m)),
+            None => client_body.str("model"),
+        }
+    };
+    let bridged = target.bridge_responses || target.bridge_completions;
+    let (body, chat_bytes) = match (bridged, req.chat) {
+        (true, Some((chat, bytes))) => (chat, Some(bytes)),
+        (true, None) => {
+            return Err(GatewayError::Internal(
+                "a bridged target without its chat translation".into(),
+            ))
+        }
+        (false, _) => (client_body, None),
+    };
+    let model = if own_api && client_model.is_none() && target.model_name.is_none() {
+        // The endpoint's own default model (Cohere v1, a TGI server's one model).
+        None
+    } else {
+        // A client model naming this target's alias stands for its configured model.
+        let client_model = client_model.filter(|m| target.model_alias.as_deref() != Some(m));
+        ai_proxy::resolve_model(target, client_model.as_deref(), req.sources)?
+    };
+    let param_value = match &target.auth.param {
+        Some((name, value, ParamLocation::Body))
+            if !(target.auth.allow_override && body.has(name)) =>
+        {
+            Some((
+                name.as_str(),
+                value.get().map_err(GatewayError::BeforeProxying)?,
+            ))
+        }
+        _ => None,
+    };
+    let body_param = param_value
+        .as_ref()
+        .map(|(name, v)| (*name, v.expose().as_str()));
+    let bytes = match target.wire {
+        Wire::OpenAi => {
+            let m = model.as_deref();
+            openai_body(target, req, wire_rt, body, chat_bytes, m, body_param)
+        }
+        // A Converse body names neither model nor streaming (the path does): it
+        // goes as the client sent it.
+        Wire::Bedrock if req.native => req.up.body.clone(),
+        _ if req.native => native_body(target, req, body, model.as_deref(), body_param),
+        wire => {
+            let e = llm::Encode {
+                model: model.as_deref(),
+                options: &target.options,
+                stream: req.stream,
+                body_param,
+            };
+            llm::encode(wire, wire_rt, body, &e)
+                .map(Bytes::from)
+                .map_err(|e| GatewayError::BadRequest(e.0))?
+        }
+    };
+    Ok((bytes, model))
+}
+
+/// An OpenAI-shaped body patched in place (model, options, streaming, auth parameter);
+/// the client's bytes (or the bridge's) when nothing changes.
+fn openai_body(
+    target: &Target,
+    req: &AiRequest<'_>,
+    wire_rt: RouteType,
+    body: &BodyView<'_>,
+    chat_bytes: Option<&Bytes>,
+    model: Option<&str>,
+    body_param: Option<(&str, &str)>,
+) -> Bytes {
+    let patch = openai::Patch {
+        model,
+        options: Some(&target.options),
+        force_stream: req.force_stream,
+        add_include_usage: req.add_include_usage
+            && matches!(wire_rt, RouteType::Chat | RouteType::Completions),
+        body_param,
+        drop_stream_options: target.rejects_stream_options(),
+    };
+    match openai::patch_request(wire_rt, body, &patch) {
+        Some(b) => Bytes::from(b),
+        None => chat_bytes.unwrap_or(&req.up.body).clone(),
+    }
+}
+
+/// A native client's body in the provider's own dialect, with the gateway's few changes.
+fn native_body(
+    target: &Target,
+    req: &AiRequest<'_>,
+    body: &BodyView<'_>,
+    model: Option<&str>,
+    body_param: Option<(&str, &str)>,
+) -> Bytes {
+    // The client's own Messages body: only the model (and a forced stream,
+    // or an auth parameter) may change. Gemini's body has neither.
+    // TGI's bodies name no model; Cohere's and Hugging Face's clients pick
+    // streaming by endpoint or body themselves (a forced `stream` would break
+    // embed and rerank).
+    let gemini_native = req.native && target.wire == Wire::Gemini;
+    let own_api = native_own_api(target, req);
+    let hf_native = target.wire == Wire::HuggingFace;
+    let mut set: Vec<(&str, String)> = Vec::new();
+    if let (false, false, Some(m)) = (gemini_native, hf_native, model) {
+        if body.str("model").as_deref() != Some(m) {
+            set.push(("model", serde_json::to_string(m).unwrap_or_default()));
+        }
+    }
+    if req.force_stream && !gemini_native && !own_api {
+        set.push(("stream", "true".into()));
+    }
+    if let Some((k, v)) = body_param {
+        set.push((k, serde_json::to_string(v).unwrap_or_default()));
+    }
+    if set.is_empty() {
+        req.up.body.clone()
+    } else {
+        Bytes::from(body.rewrite(&[], &set))
+    }
+}
+
+/// A native client's own path goes upstream (rather than the target's).
+fn uses_client_path(target: &Target, req: &AiRequest<'_>) -> bool {
+    // A Gemini-native client's path already says model and method (AI Studio or Vertex);
+    // only a path the user configured replaces it.
+    req.native
+        && target.route_type != RouteType::Preserve
+        && match target.wire {
+            Wire::Gemini => target.model_path || target.upstream.path.is_none(),
+            // Cohere's and Hugging Face's clients call the endpoint they mean (v1 or v2
+            // chat, embed, rerank, generate…), below the route's prefix.
+            _ => native_own_api(target, req) && !target.path_configured,
+        }
+}
+
+/// The upstream path (with a configured query, if any): the client's, the configured
+/// one (completed with the model when it is a prefix), or the route type's default.
+fn upstream_path<'a>(
+    target: &'a Target,
+    req: &'a AiRequest<'_>,
+    wire_rt: RouteType,
+    default_path: Option<&'static str>,
+    client_path: bool,
+    model: Option<&str>,
+) -> Result<Cow<'a, str>, GatewayError> {
+    Ok(match (&target.upstream.path, default_path) {
+        _ if client_path => Cow::Borrowed(&req.up.path),
+        (Some(prefix), _) if target.model_path => {
+            let m = model.ok_or_else(|| {
+                GatewayError::BadRequest(
+                    "model parameter not found in request, nor in gateway configuration".into(),
+                )
+            })?;
+            Cow::Owned(llm::request_path(
+                target.wire,
+                wire_rt,
+                prefix,
+                m,
+                req.stream,
+            ))
+        }
+        (Some(p), _) => Cow::Borrowed(p),
+        (None, Some(p)) => Cow::Borrowed(p),
+        (None, None) => Cow::Borrowed(&req.up.path),
+    })
+}
+
+/// What the upstream URI is made of, kept for the log's `upstream_uri`.
+struct UriParts<'p> {
+    /// The route type's own path, when nothing was added to it.
+    fixed: Option<&'static str>,
+    path_only: &'p str,
+    /// The configured path's query, less what the client sends itself.
+    path_query: Option<String>,
+    /// The client's query, with the auth parameter when it goes there.
+    query: Option<String>,
+    /// `query` with the auth parameter's value redacted.
+    log_query: Option<String>,
+}
+
+impl UriParts<'_> {
+    /// The URI as the log shows it (`configured`: the target's upstream path).
+    fn log_text(&self, configured: &Option<Arc<str>>) -> UriText {
+        let path_query = self.path_query.as_deref();
+        match (self.fixed, configured) {
+            (Some(p), _) => UriText::Fixed(p),
+            (None, Some(c))
+                if self.query.is_none() && path_query.is_none() && **c == *self.path_only =>
+            {
+                UriText::Configured(c.clone())
+            }
+            _ => {
+                let q = self.log_query.as_deref().or(self.query.as_deref());
+                join(self.path_only, path_query, q).into()
+            }
+        }
+    }
+}
+
+/// The upstream request's URI: `path` and the queries (configured, client's, auth).
+fn upstream_uri<'p>(
+    target: &Target,
+    req: &AiRequest<'_>,
+    path: &'p str,
+    default_path: Option<&'static str>,
+    client_path: bool,
+) -> Result<(Uri, UriParts<'p>), GatewayError> {
+    let (path_only, path_query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    // A parameter the client sends itself (e.g. Azure's `api-version`) wins over the
+    // configured one.
+    let kept_query: Option<String> = path_query.map(|q| {
+        if req.up.query.is_empty() {
+            return q.to_string();
+        }
+        form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(
+                form_urlencoded::parse(q.as_bytes())
+                    .filter(|(k, _)| !req.up.query.iter().any(|(c, _)| c == k.as_ref())),
+            )
+            .finish()
+    });
+    let path_query = kept_query.as_deref();
+    let (query, log_query) = query_with_auth(target, req)?;
+    let invalid = || GatewayError::BadRequest("the upstream path is not a valid URI".into());
+    // The common case needs no string building: the route type's own path.
+    let fixed = match (query.as_deref(), path_query, default_path) {
+        (None, None, Some(p)) if target.upstream.path.is_none() && !client_path => Some(p),
+        _ => None,
+    };
+    let uri: Uri = match (fixed, query.as_deref(), path_query) {
+        (Some(p), ..) => Uri::from_static(p),
+        (None, None, None) => Uri::try_from(path_only).map_err(|_| invalid())?,
+        (None, q, _) => join(path_only, path_query, q)
+            .parse()
+            .map_err(|_| invalid())?,
+    };
+    let parts = UriParts {
+        fixed,
+        path_only,
+        path_query: kept_query,
+        query,
+        log_query,
+    };
+    Ok((uri, parts))
+}
+
+/// The client's query for the upstream and, when the auth parameter goes in the query
+/// (and the client may not override it), that query's log form with the value redacted.
+fn query_with_auth(
+    target: &Target,
+    req: &AiRequest<'_>,
+) -> Result<(Option<String>, Option<String>), GatewayError> {
+    let mut query = query_string(req.up, req.raw_query);
+    let mut log_query = None;
+    if let Some((name, value, ParamLocation::Query)) = &target.auth.param {
+        let present = req.up.query.iter().any(|(k, _)| k == name);
+        if !(target.auth.allow_override && present) {
+            let v = value.get().map_err(GatewayError::BeforeProxying)?;
+            let mut pairs: Vec<(String, String)> = req
+                .up
+                .query
+                .iter()
+                .filter(|(k, _)| k != name)
+                .cloned()
+                .collect();
+            let mut log_pairs = pairs.clone();
+            pairs.push((name.clone(), v.expose().clone()));
+            log_pairs.push((name.clone(), "REDACTED".into()));
+            let enc = |p: &[(String, String)]| {
+                form_urlencoded::Serializer::new(String::new())
+                    .extend_pairs(p)
+                    .finish()
+            };
+            query = Some(enc(&pairs));
+            log_query = Some(enc(&log_pairs));
+        }
+    }
+    Ok((query, log_query))
+}
+
+/// `path_only`, then the non-empty queries joined by `&`.
+fn join(path_only: &str, path_query: Option<&str>, q: Option<&str>) -> String {
+    let mut s = path_only.to_string();
+    let parts: Vec<&str> = [path_query, q]
+        .into_iter()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .collect();
+    if !parts.is_empty() {
+        s.push('?');
+        s.push_str(&parts.join("&"));
+    }
+    s
+}
+
+/// The upstream request's headers: the client's forwarded ones, the body's framing, the
+/// target's credential and extra headers.
+fn upstream_headers(
+    target: &Target,
+    req: &AiRequest<'_>,
+    body_len: usize,
+) -> Result<HeaderMap, GatewayError> {
+    let rt = target.route_type;
+    let up = &target.upstream;
+    let mut headers = forward_headers(&req.up.headers, up.host_header.clone(), req.forwarded);
+    if target.wire == Wire::Gemini {
+        // Google reads a bearer token before an API key: an OpenAI SDK's placeholder
+        // `Authorization` (or a Gemini SDK's own key) would override the gateway's credential,
+        // which always wins for gemini (allow_override is false).
+        headers.remove(header::AUTHORIZATION);
+        headers.remove("x-goog-api-key");
+    }
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
+    );
+    if rt != RouteType::Preserve || !req.up.body.is_empty() {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+    }
+    if rt != RouteType::Preserve {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    if let Some((name, value)) = &target.auth.header {
+        if !(target.auth.allow_override && req.up.headers.contains_key(name)) {
+            let v = value.value().map_err(GatewayError::BeforeProxying)?;
+            headers.insert(name.clone(), v);
+        }
+    }
+    for (name, value) in &target.extra_headers {
+        headers.insert(name.clone(), value.clone());
+    }
+    Ok(headers)
 }
 
 #[cfg(test)]
