@@ -32,7 +32,7 @@ use crate::plugins::ai_sanitizer_filter;
 
 pub(super) struct AiCtx<'a> {
     pub(super) gw: &'a Gateway,
-    pub(super) ai: &'a Arc<AiProxy>,
+    pub(super) ai: Arc<AiProxy>,
     pub(super) up: &'a UpstreamRequest,
     pub(super) raw_query: Option<&'a str>,
     pub(super) sources: &'a TemplateSources<'a>,
@@ -50,7 +50,7 @@ pub(super) async fn proxy_ai(
     mut log: Exchange,
     snap: Arc<Snapshot>,
 ) -> Response<ProxyBody> {
-    let ai: &AiProxy = c.ai;
+    let ai: &AiProxy = &c.ai;
     let first = ai.targets.first();
     let preserve_only = ai
         .targets
@@ -185,8 +185,8 @@ pub(super) async fn proxy_ai(
         target,
         status,
         headers,
-        body,
-        conn,
+        body: Some(body),
+        conn: Some(conn),
         read_timeout,
         model: answered.model,
         request: &c.up.body,

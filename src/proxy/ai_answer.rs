@@ -55,8 +55,9 @@ pub(super) struct UpstreamAnswer<'a> {
     pub target: &'a Target,
     pub status: StatusCode,
     pub headers: HeaderMap,
-    pub body: Incoming,
-    pub conn: Conn,
+    /// The answer's body and the connection it is read from (taken once).
+    pub body: Option<Incoming>,
+    pub conn: Option<Conn>,
     pub read_timeout: Duration,
     /// The model the upstream was asked for.
     pub model: Option<String>,
@@ -108,30 +109,44 @@ impl UpstreamAnswer<'_> {
             && !self.native
     }
 
-    /// The response for the client; the log phase runs when its body ends.
-    pub(super) async fn respond(self, log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
-        match self.mode() {
-            AnswerMode::Native => self.native(log, snap).await,
-            mode @ (AnswerMode::Completions | AnswerMode::Responses | AnswerMode::Translated) => {
-                self.rebuilt(mode, log, snap).await
-            }
-            AnswerMode::Checked => self.checked(log, snap).await,
+    /// The response for the client; the log phase runs when its body ends. The one await
+    /// (reading a whole body) is here: the forms are plain functions, so the future that
+    /// holds this answer (boxed per request) holds it once.
+    pub(super) async fn respond(
+        mut self,
+        log: Exchange,
+        snap: Arc<Snapshot>,
+    ) -> Response<ProxyBody> {
+        let mode = self.mode();
+        if let AnswerMode::Streamed = mode {
+            return self.streamed(log, snap);
+        }
+        let (Some(body), Some(conn)) = (self.body.take(), self.conn.take()) else {
+            let e = GatewayError::Internal("answer body".into());
+            return kong_error(e, ErrorShape::OpenAi, log, snap);
+        };
+        let read = read_buffered(body, conn, self.read_timeout).await;
+        let bytes = match (read, &mode) {
+            (Ok(b), _) => b,
+            (Err(_), AnswerMode::NotAStream) => Bytes::new(),
+            (Err(e), _) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        };
+        match mode {
+            AnswerMode::Native => self.native(bytes, log, snap),
+            AnswerMode::Checked => self.checked(bytes, log, snap),
             AnswerMode::NotAStream => {
-                let sent = read_buffered(self.body, self.conn, self.read_timeout)
-                    .await
-                    .unwrap_or_default();
                 let (t, h) = (self.target, self.headers);
-                not_a_stream(t, h, sent, log, snap, self.capture, self.feedback)
+                not_a_stream(t, h, bytes, log, snap, self.capture, self.feedback)
             }
-            AnswerMode::Streamed => self.streamed(log, snap),
+            AnswerMode::Streamed => {
+                let e = GatewayError::Internal("answer mode".into());
+                kong_error(e, ErrorShape::OpenAi, log, snap)
+            }
+            rebuilt => self.rebuilt(rebuilt, bytes, log, snap),
         }
     }
 
-    async fn native(self, mut log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
-        let bytes = match read_buffered(self.body, self.conn, self.read_timeout).await {
-            Ok(b) => b,
-            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
-        };
+    fn native(self, bytes: Bytes, mut log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
         let latency = super::ms(log.started.elapsed());
         if let Some(a) = log.ai.as_mut() {
             (a.usage, a.response_model) = llm::read_usage(self.target.wire, &bytes);
@@ -149,17 +164,14 @@ impl UpstreamAnswer<'_> {
         )
     }
 
-    async fn rebuilt(
+    fn rebuilt(
         self,
         mode: AnswerMode,
+        bytes: Bytes,
         mut log: Exchange,
         snap: Arc<Snapshot>,
     ) -> Response<ProxyBody> {
         let (target, status) = (self.target, self.status);
-        let bytes = match read_buffered(self.body, self.conn, self.read_timeout).await {
-            Ok(b) => b,
-            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
-        };
         let out = if status == StatusCode::OK {
             let asked = llm::Asked {
                 model: self.model.as_deref(),
@@ -208,12 +220,8 @@ impl UpstreamAnswer<'_> {
         json_answer(status, self.headers, out, log, snap, capture, self.feedback)
     }
 
-    async fn checked(self, mut log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
+    fn checked(self, bytes: Bytes, mut log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
         let (target, status, mut headers) = (self.target, self.status, self.headers);
-        let bytes = match read_buffered(self.body, self.conn, self.read_timeout).await {
-            Ok(b) => b,
-            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
-        };
         match openai::decode_response(target.route_type, &bytes) {
             Ok(d) => {
                 note_answer(&mut log, d.usage, d.model.map(Cow::into_owned));
@@ -237,7 +245,11 @@ impl UpstreamAnswer<'_> {
         buffered_response(status, headers, bytes, log, snap, capture, self.feedback)
     }
 
-    fn streamed(self, mut log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
+    fn streamed(mut self, mut log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
+        let (Some(body), Some(conn)) = (self.body.take(), self.conn.take()) else {
+            let e = GatewayError::Internal("answer body".into());
+            return kong_error(e, ErrorShape::OpenAi, log, snap);
+        };
         let (target, status) = (self.target, self.status);
         let bridged = self.bridged();
         let translated = self.translated();
@@ -307,8 +319,8 @@ impl UpstreamAnswer<'_> {
             .filter(|f| f.active() && observing && !self.native)
             .map(ai_sanitizer_filter::SseFilter::new);
         let mut resp = Response::new(ProxyBody::upstream(
-            self.body,
-            self.conn,
+            body,
+            conn,
             mapper,
             observer,
             sse,

@@ -14,7 +14,9 @@ pub mod retry;
 pub mod websocket;
 pub mod ws_relay;
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -196,6 +198,7 @@ pub async fn handle_request(
     let upstream = Upstream {
         gw: &gw,
         route,
+        service,
         up: &up,
         raw_query: parts.uri.query(),
         sources: &sources,
@@ -361,6 +364,7 @@ fn forwarded<'a>(
 struct Upstream<'a> {
     gw: &'a Arc<Gateway>,
     route: &'a crate::config::entities::Route,
+    service: Option<&'a crate::config::entities::Service>,
     up: &'a UpstreamRequest,
     raw_query: Option<&'a str>,
     sources: &'a TemplateSources<'a>,
@@ -368,56 +372,48 @@ struct Upstream<'a> {
     shape: ErrorShape,
 }
 
-impl Upstream<'_> {
+impl<'a> Upstream<'a> {
     /// The upstream phase and its header and body filters: ai-proxy's balancer and retry
-    /// loop, or the route's service.
-    async fn answer(
+    /// loop, or the route's service. Boxed: hyper keeps room for the whole handler future
+    /// for the life of each connection, so the large upstream part is allocated only while
+    /// it runs (and built here, not in a future of its own, so it is moved once).
+    fn answer(
         self,
         ai: Option<Arc<AiProxy>>,
         filter: Option<crate::plugins::ai_sanitizer_filter::Filter>,
         log: Exchange,
         snap: Arc<crate::gateway::Snapshot>,
-    ) -> Response<ProxyBody> {
-        let service = self.route.service.and_then(|s| snap.services.get(s));
+    ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'a>> {
+        let service = self.service;
         match ai {
             Some(ai) => {
+                let trust = service.and_then(|s| s.tls.as_ref());
+                let timeouts = ai.timeouts(
+                    service.map(|s| [s.connect_timeout, s.write_timeout, s.read_timeout]),
+                );
                 let ctx = AiCtx {
                     gw: self.gw,
-                    ai: &ai,
+                    ai,
                     up: self.up,
                     raw_query: self.raw_query,
                     sources: self.sources,
                     forwarded: self.forwarded,
                     is_debug: self.sources.headers.contains_key("kong-debug"),
-                    trust: service.and_then(|s| s.tls.as_ref()),
-                    timeouts: ai.timeouts(
-                        service.map(|s| [s.connect_timeout, s.write_timeout, s.read_timeout]),
-                    ),
+                    trust,
+                    timeouts,
                     filter,
                 };
-                // Boxed: hyper keeps room for the whole handler future for the life of each
-                // connection, so the large upstream part is allocated only while it runs.
-                Box::pin(proxy_ai(ctx, log, snap.clone())).await
+                Box::pin(proxy_ai(ctx, log, snap))
             }
             None => match service {
                 Some(s) if s.enabled => {
                     let (up, q, f) = (self.up, self.raw_query, self.forwarded);
-                    Box::pin(proxy_plain(
-                        self.gw,
-                        s,
-                        self.route,
-                        up,
-                        q,
-                        f,
-                        log,
-                        snap.clone(),
-                    ))
-                    .await
+                    Box::pin(proxy_plain(self.gw, s, self.route, up, q, f, log, snap))
                 }
                 _ => {
                     let e =
                         GatewayError::UpstreamUnavailable("route has no enabled service".into());
-                    kong_error(e, self.shape, log, snap.clone())
+                    Box::pin(std::future::ready(kong_error(e, self.shape, log, snap)))
                 }
             },
         }
