@@ -16,6 +16,7 @@ use crate::llm::responses;
 use crate::llm::target::Target;
 use crate::llm::Wire;
 use crate::llm::{self, openai};
+use crate::net::body::read_buffered;
 use crate::net::upstream_tls;
 use crate::observe::log::{AiLog, RequestLog, Try};
 use crate::plugins::ai_proxy::AiProxy;
@@ -180,7 +181,7 @@ pub(super) async fn proxy_ai(
         && target.native_clients_own_api();
     let is_sse = own_stream || readable_stream(&headers, target);
 
-    let answer = UpstreamAnswer {
+    let mut answer = UpstreamAnswer {
         gw: c.gw,
         target,
         status,
@@ -200,7 +201,15 @@ pub(super) async fn proxy_ai(
         add_include_usage,
         native: ai.llm_format != LlmFormat::Openai,
     };
-    answer.respond(log, snap).await
+    let read = match answer
+        .needs_whole_body()
+        .then(|| answer.take_body())
+        .flatten()
+    {
+        Some((body, conn)) => Some(read_buffered(body, conn, read_timeout).await),
+        None => None,
+    };
+    answer.respond(read, log, snap)
 }
 
 /// The record's `ai` section, when anything reads it: a log plugin, the balancer (it

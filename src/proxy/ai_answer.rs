@@ -17,7 +17,6 @@ use crate::gateway::{Gateway, Snapshot};
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
 use crate::llm::target::Target;
 use crate::llm::{self, openai, responses};
-use crate::net::body::read_buffered;
 use crate::net::upstream::Conn;
 use crate::observe::log::HeaderCopy;
 use crate::plugins::ai_sanitizer_filter::{self, Filter};
@@ -109,27 +108,37 @@ impl UpstreamAnswer<'_> {
             && !self.native
     }
 
-    /// The response for the client; the log phase runs when its body ends. The one await
-    /// (reading a whole body) is here: the forms are plain functions, so the future that
-    /// holds this answer (boxed per request) holds it once.
-    pub(super) async fn respond(
-        mut self,
+    /// Whether this answer's form needs its whole body read first (all but a stream).
+    pub(super) fn needs_whole_body(&self) -> bool {
+        !matches!(self.mode(), AnswerMode::Streamed)
+    }
+
+    /// Takes the body and its connection, to read it whole.
+    pub(super) fn take_body(&mut self) -> Option<(Incoming, Conn)> {
+        Some((self.body.take()?, self.conn.take()?))
+    }
+
+    /// The response for the client (`read`: the whole body, when [`needs_whole_body`] said
+    /// so); the log phase runs when its body ends. No await here: the caller reads the body,
+    /// so the future that holds this answer (boxed per request) holds it once.
+    ///
+    /// [`needs_whole_body`]: UpstreamAnswer::needs_whole_body
+    pub(super) fn respond(
+        self,
+        read: Option<Result<Bytes, GatewayError>>,
         log: Exchange,
         snap: Arc<Snapshot>,
     ) -> Response<ProxyBody> {
         let mode = self.mode();
-        if let AnswerMode::Streamed = mode {
-            return self.streamed(log, snap);
-        }
-        let (Some(body), Some(conn)) = (self.body.take(), self.conn.take()) else {
-            let e = GatewayError::Internal("answer body".into());
-            return kong_error(e, ErrorShape::OpenAi, log, snap);
-        };
-        let read = read_buffered(body, conn, self.read_timeout).await;
         let bytes = match (read, &mode) {
-            (Ok(b), _) => b,
-            (Err(_), AnswerMode::NotAStream) => Bytes::new(),
-            (Err(e), _) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+            (_, AnswerMode::Streamed) => return self.streamed(log, snap),
+            (Some(Ok(b)), _) => b,
+            (Some(Err(_)), AnswerMode::NotAStream) => Bytes::new(),
+            (Some(Err(e)), _) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+            (None, _) => {
+                let e = GatewayError::Internal("answer body not read".into());
+                return kong_error(e, ErrorShape::OpenAi, log, snap);
+            }
         };
         match mode {
             AnswerMode::Native => self.native(bytes, log, snap),
@@ -138,10 +147,7 @@ impl UpstreamAnswer<'_> {
                 let (t, h) = (self.target, self.headers);
                 not_a_stream(t, h, bytes, log, snap, self.capture, self.feedback)
             }
-            AnswerMode::Streamed => {
-                let e = GatewayError::Internal("answer mode".into());
-                kong_error(e, ErrorShape::OpenAi, log, snap)
-            }
+            AnswerMode::Streamed => self.streamed(log, snap),
             rebuilt => self.rebuilt(rebuilt, bytes, log, snap),
         }
     }

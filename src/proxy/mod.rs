@@ -14,9 +14,7 @@ pub mod retry;
 pub mod websocket;
 pub mod ws_relay;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -195,19 +193,50 @@ pub async fn handle_request(
         uri_captures: &m.captures,
     };
     let forwarded = forwarded(&c, &parts.uri, &request_id, sources.headers);
-    let upstream = Upstream {
-        gw: &gw,
-        route,
-        service,
-        up: &up,
-        raw_query: parts.uri.query(),
-        sources: &sources,
-        forwarded: &forwarded,
-        shape,
+    // The upstream phase and its header and body filters: ai-proxy's balancer and retry
+    // loop, or the route's service. Boxed: hyper keeps room for the whole handler future
+    // for the life of each connection, so the large upstream part is allocated only while
+    // it runs; built right here so it is moved as little as possible.
+    let raw_query = parts.uri.query();
+    let mut resp = match admitted.ai {
+        Some(ai) => {
+            let ctx = AiCtx {
+                gw: &gw,
+                trust: service.and_then(|s| s.tls.as_ref()),
+                timeouts: ai.timeouts(
+                    service.map(|s| [s.connect_timeout, s.write_timeout, s.read_timeout]),
+                ),
+                ai,
+                up: &up,
+                raw_query,
+                sources: &sources,
+                forwarded: &forwarded,
+                is_debug: sources.headers.contains_key("kong-debug"),
+                filter: admitted.filter,
+            };
+            Box::pin(proxy_ai(ctx, log, snap.clone())).await
+        }
+        None => match service {
+            Some(s) if s.enabled => {
+                let f = &forwarded;
+                Box::pin(proxy_plain(
+                    &gw,
+                    s,
+                    route,
+                    &up,
+                    raw_query,
+                    f,
+                    log,
+                    snap.clone(),
+                ))
+                .await
+            }
+            _ => {
+                let e = GatewayError::UpstreamUnavailable("route has no enabled service".into());
+                kong_error(e, shape, log, snap.clone())
+            }
+        },
     };
-    let mut resp = upstream
-        .answer(admitted.ai, admitted.filter, log, snap.clone())
-        .await;
     add_headers(&mut resp, extra_headers);
     resp
 }
@@ -357,66 +386,6 @@ fn forwarded<'a>(
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok()),
         original_host: host,
-    }
-}
-
-/// What the upstream phase needs of the request once the access phase is over.
-struct Upstream<'a> {
-    gw: &'a Arc<Gateway>,
-    route: &'a crate::config::entities::Route,
-    service: Option<&'a crate::config::entities::Service>,
-    up: &'a UpstreamRequest,
-    raw_query: Option<&'a str>,
-    sources: &'a TemplateSources<'a>,
-    forwarded: &'a Forwarded<'a>,
-    shape: ErrorShape,
-}
-
-impl<'a> Upstream<'a> {
-    /// The upstream phase and its header and body filters: ai-proxy's balancer and retry
-    /// loop, or the route's service. Boxed: hyper keeps room for the whole handler future
-    /// for the life of each connection, so the large upstream part is allocated only while
-    /// it runs (and built here, not in a future of its own, so it is moved once).
-    fn answer(
-        self,
-        ai: Option<Arc<AiProxy>>,
-        filter: Option<crate::plugins::ai_sanitizer_filter::Filter>,
-        log: Exchange,
-        snap: Arc<crate::gateway::Snapshot>,
-    ) -> Pin<Box<dyn Future<Output = Response<ProxyBody>> + Send + 'a>> {
-        let service = self.service;
-        match ai {
-            Some(ai) => {
-                let trust = service.and_then(|s| s.tls.as_ref());
-                let timeouts = ai.timeouts(
-                    service.map(|s| [s.connect_timeout, s.write_timeout, s.read_timeout]),
-                );
-                let ctx = AiCtx {
-                    gw: self.gw,
-                    ai,
-                    up: self.up,
-                    raw_query: self.raw_query,
-                    sources: self.sources,
-                    forwarded: self.forwarded,
-                    is_debug: self.sources.headers.contains_key("kong-debug"),
-                    trust,
-                    timeouts,
-                    filter,
-                };
-                Box::pin(proxy_ai(ctx, log, snap))
-            }
-            None => match service {
-                Some(s) if s.enabled => {
-                    let (up, q, f) = (self.up, self.raw_query, self.forwarded);
-                    Box::pin(proxy_plain(self.gw, s, self.route, up, q, f, log, snap))
-                }
-                _ => {
-                    let e =
-                        GatewayError::UpstreamUnavailable("route has no enabled service".into());
-                    Box::pin(std::future::ready(kong_error(e, self.shape, log, snap)))
-                }
-            },
-        }
     }
 }
 

@@ -67,7 +67,9 @@ pub struct Answered {
     pub sent_at: Instant,
 }
 
-/// Runs attempts until one answers or the retries are spent.
+/// Runs attempts until one answers or the retries are spent. Every await (a service
+/// account's token, the send) is in this one function: a nested future would move the
+/// send's large state once more per request.
 pub async fn run(
     upstreams: &Upstreams,
     ai: &AiProxy,
@@ -92,11 +94,55 @@ pub async fn run(
             idx,
             balancer_start,
         };
-        match attempt_once(upstreams, ai, req, tries, started, &turn).await? {
-            Outcome::Answered(a) => return Ok(a),
-            Outcome::FailOver => {}
-            Outcome::NoToken(e) => auth_failure = Some(e),
-            Outcome::Failed(f, retry) => {
+        let Some(target) = ai.targets.get(idx) else {
+            return Err(GatewayError::Internal(format!("target {idx} out of range")));
+        };
+        let (mut out, mut t, model) = encode(target, req)?;
+        start_attempt(req, started, &turn, &mut out, &mut t);
+        if let Some(gcp) = &target.auth.gcp {
+            let source = gcp
+                .as_ref()
+                .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
+            let token = source
+                .authorization(upstreams, req.timeouts.connect, req.timeouts.read)
+                .await;
+            match token {
+                Ok(v) => {
+                    out.headers.insert(header::AUTHORIZATION, v);
+                }
+                Err(e) => {
+                    auth_failure = Some(no_token(ai, req, tries, e, t, &turn)?);
+                    continue;
+                }
+            }
+        }
+        let ep = Endpoint {
+            https: target.upstream.scheme == "https",
+            host: &target.upstream.host,
+            port: target.upstream.port,
+            trust: req.trust,
+        };
+        let sent_at = Instant::now();
+        if ai.balancer.learns() {
+            ai.balancer.begin(idx);
+        }
+        let sent = upstreams
+            .send(&ep, out, req.timeouts.connect, req.timeouts.read)
+            .await;
+        match sent {
+            Ok((resp, conn)) => {
+                if answered(ai, req, tries, &resp, &conn, t, &turn) {
+                    return Ok(Answered {
+                        resp,
+                        conn,
+                        target: idx,
+                        model,
+                        sent_at,
+                    });
+                }
+            }
+            Err(f) => {
+                let retry = failed(ai, req, tries, &f, t, &turn);
                 last_failure = Some(f);
                 if !retry {
                     break;
@@ -111,6 +157,105 @@ pub async fn run(
     })
 }
 
+/// An attempt's log entry timed from the balancer's pick, and its span's `traceparent`.
+fn start_attempt(
+    req: &AiRequest<'_>,
+    started: Instant,
+    turn: &Turn,
+    out: &mut OutRequest,
+    t: &mut Try,
+) {
+    let balancer_start = turn.balancer_start;
+    t.balancer_start = balancer_start.duration_since(started).as_millis() as u64;
+    t.balancer_latency = balancer_start.elapsed().as_millis() as u64;
+    t.start_us = balancer_start.duration_since(started).as_micros() as u64;
+    if let Some(tc) = &req.trace {
+        let span = crate::observe::otel::span_id();
+        if let Some(v) = tc.traceparent(span) {
+            out.headers.insert("traceparent", v);
+            t.span_id = Some(span);
+        }
+    }
+}
+
+/// No access token for the upstream: the attempt is recorded; Ok (the error) when another
+/// target may serve the request, Err when none is left to try.
+fn no_token(
+    ai: &AiProxy,
+    req: &AiRequest<'_>,
+    tries: &mut Vec<Try>,
+    e: GatewayError,
+    mut t: Try,
+    turn: &Turn,
+) -> Result<GatewayError, GatewayError> {
+    // Like a failed connect: the request never left, another target may serve it.
+    t.outcome = "error".into();
+    keep(req, tries, t, turn.balancer_start);
+    tracing::debug!(attempt = turn.attempt, error = %e, "no access token for the upstream");
+    if turn.last || !ai.failover.contains(&FailoverCriterion::Error) {
+        return Err(e);
+    }
+    Ok(e)
+}
+
+/// An answer came: recorded, and true when it is the client's (false: its status fails
+/// over to the next attempt).
+fn answered(
+    ai: &AiProxy,
+    req: &AiRequest<'_>,
+    tries: &mut Vec<Try>,
+    resp: &Response<Incoming>,
+    conn: &Conn,
+    mut t: Try,
+    turn: &Turn,
+) -> bool {
+    let (idx, balancer_start) = (turn.idx, turn.balancer_start);
+    let learns = ai.balancer.learns();
+    if let Some(a) = conn.peer() {
+        t.ip = Some(a.ip());
+    }
+    let status = resp.status().as_u16();
+    if learns && status_counts_as_failure(status, &ai.failover) {
+        ai.balancer.failure(idx);
+    }
+    if !turn.last && status_fails_over(status, &ai.failover) {
+        if learns {
+            ai.balancer.end(idx);
+        }
+        t.outcome = format!("http_{status}").into();
+        keep(req, tries, t, balancer_start);
+        return false;
+    }
+    t.outcome = if resp.status().is_success() {
+        "success".into()
+    } else {
+        format!("http_{status}").into()
+    };
+    keep(req, tries, t, balancer_start);
+    true
+}
+
+/// The upstream could not be reached or read: recorded; true when the criteria fail it
+/// over to the next attempt.
+fn failed(
+    ai: &AiProxy,
+    req: &AiRequest<'_>,
+    tries: &mut Vec<Try>,
+    f: &Failure,
+    mut t: Try,
+    turn: &Turn,
+) -> bool {
+    if ai.balancer.learns() {
+        // Connect, timeout and invalid-header failures always count (spec §4.2).
+        ai.balancer.failure(turn.idx);
+        ai.balancer.end(turn.idx);
+    }
+    t.outcome = f.kind.as_str().into();
+    keep(req, tries, t, turn.balancer_start);
+    tracing::debug!(attempt = turn.attempt, kind = f.kind.as_str(), detail = %f.detail, "upstream attempt failed");
+    failure_fails_over(f.kind, &ai.failover)
+}
+
 /// One attempt's place in the retry loop.
 struct Turn {
     /// Counted from 0.
@@ -121,21 +266,6 @@ struct Turn {
     idx: usize,
     /// When the balancer was asked: the attempt's log times count from here.
     balancer_start: Instant,
-}
-
-/// What one attempt came to, when it did not end the request with an error.
-// Lives only from one attempt's end to the loop's match; boxing the answer would cost an
-// allocation per request.
-#[allow(clippy::large_enum_variant)]
-enum Outcome {
-    /// The client gets this answer.
-    Answered(Answered),
-    /// The upstream's status fails over to the next attempt.
-    FailOver,
-    /// No access token for the upstream; the next attempt may get one.
-    NoToken(GatewayError),
-    /// The upstream could not be reached or read; `true` when the criteria fail it over.
-    Failed(Failure, bool),
 }
 
 /// The balancer's pick among the targets not tried yet (all of them again once every one was).
@@ -176,129 +306,6 @@ fn pick(ai: &AiProxy, req: &AiRequest<'_>, tried: &[usize]) -> Result<usize, Gat
         Err(NoTarget::Exhausted) => Err(GatewayError::UpstreamUnavailable(
             "no target available".into(),
         )),
-    }
-}
-
-/// One attempt at the picked target: encode the request, add its trace and access
-/// token, send it.
-async fn attempt_once(
-    upstreams: &Upstreams,
-    ai: &AiProxy,
-    req: &AiRequest<'_>,
-    tries: &mut Vec<Try>,
-    started: Instant,
-    turn: &Turn,
-) -> Result<Outcome, GatewayError> {
-    let (idx, balancer_start) = (turn.idx, turn.balancer_start);
-    let Some(target) = ai.targets.get(idx) else {
-        return Err(GatewayError::Internal(format!("target {idx} out of range")));
-    };
-    let (mut out, mut t, model) = encode(target, req)?;
-    let ep = Endpoint {
-        https: target.upstream.scheme == "https",
-        host: &target.upstream.host,
-        port: target.upstream.port,
-        trust: req.trust,
-    };
-    t.balancer_start = balancer_start.duration_since(started).as_millis() as u64;
-    t.balancer_latency = balancer_start.elapsed().as_millis() as u64;
-    t.start_us = balancer_start.duration_since(started).as_micros() as u64;
-    if let Some(tc) = &req.trace {
-        let span = crate::observe::otel::span_id();
-        if let Some(v) = tc.traceparent(span) {
-            out.headers.insert("traceparent", v);
-            t.span_id = Some(span);
-        }
-    }
-    if let Some(gcp) = &target.auth.gcp {
-        let source = gcp
-            .as_ref()
-            .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
-        match source
-            .authorization(upstreams, req.timeouts.connect, req.timeouts.read)
-            .await
-        {
-            Ok(v) => {
-                out.headers.insert(header::AUTHORIZATION, v);
-            }
-            Err(e) => {
-                // Like a failed connect: the request never left, another target may serve it.
-                t.outcome = "error".into();
-                keep(req, tries, t, balancer_start);
-                tracing::debug!(attempt = turn.attempt, error = %e, "no access token for the upstream");
-                if turn.last || !ai.failover.contains(&FailoverCriterion::Error) {
-                    return Err(e);
-                }
-                return Ok(Outcome::NoToken(e));
-            }
-        }
-    }
-    Ok(send(upstreams, ai, req, tries, &ep, (out, t, model), turn).await)
-}
-
-/// Sends one encoded attempt and judges its outcome: the balancer learns from it, and
-/// the failover criteria say whether the next attempt takes over.
-async fn send(
-    upstreams: &Upstreams,
-    ai: &AiProxy,
-    req: &AiRequest<'_>,
-    tries: &mut Vec<Try>,
-    ep: &Endpoint<'_>,
-    (out, mut t, model): Encoded,
-    turn: &Turn,
-) -> Outcome {
-    let (idx, balancer_start) = (turn.idx, turn.balancer_start);
-    let sent_at = Instant::now();
-    let learns = ai.balancer.learns();
-    if learns {
-        ai.balancer.begin(idx);
-    }
-    match upstreams
-        .send(ep, out, req.timeouts.connect, req.timeouts.read)
-        .await
-    {
-        Ok((resp, conn)) => {
-            if let Some(a) = conn.peer() {
-                t.ip = Some(a.ip());
-            }
-            let status = resp.status().as_u16();
-            if learns && status_counts_as_failure(status, &ai.failover) {
-                ai.balancer.failure(idx);
-            }
-            if !turn.last && status_fails_over(status, &ai.failover) {
-                if learns {
-                    ai.balancer.end(idx);
-                }
-                t.outcome = format!("http_{status}").into();
-                keep(req, tries, t, balancer_start);
-                return Outcome::FailOver;
-            }
-            t.outcome = if resp.status().is_success() {
-                "success".into()
-            } else {
-                format!("http_{status}").into()
-            };
-            keep(req, tries, t, balancer_start);
-            Outcome::Answered(Answered {
-                resp,
-                conn,
-                target: idx,
-                model,
-                sent_at,
-            })
-        }
-        Err(f) => {
-            if learns {
-                // Connect, timeout and invalid-header failures always count (spec §4.2).
-                ai.balancer.failure(idx);
-                ai.balancer.end(idx);
-            }
-            t.outcome = f.kind.as_str().into();
-            keep(req, tries, t, balancer_start);
-            tracing::debug!(attempt = turn.attempt, kind = f.kind.as_str(), detail = %f.detail, "upstream attempt failed");
-            let retry = failure_fails_over(f.kind, &ai.failover);
-            Outcome::Failed(f, retry)
-        }
     }
 }
 
