@@ -125,11 +125,7 @@ pub(super) async fn proxy_ai(
         add_include_usage: add_include_usage && ai.llm_format == LlmFormat::Openai,
         forwarded: c.forwarded,
         record: log.enabled || log.metrics || log.trace.is_some(),
-        hash_key: ai
-            .hash_on_header
-            .as_ref()
-            .and_then(|h| c.up.headers.get(h))
-            .map(HeaderValue::as_bytes),
+        hash_key: hash_key(ai, &c.up.headers),
         candidates: candidates.as_deref(),
         preferred: preferred.as_deref(),
         trust: c.trust,
@@ -145,21 +141,10 @@ pub(super) async fn proxy_ai(
         Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
     };
     // From here every return carries (or drops) this, ending the target's in-flight count.
-    let feedback = ai.balancer.learns().then(|| {
-        Feedback::new(
-            c.ai.clone(),
-            answered.target,
-            answered.sent_at,
-            answered.resp.status().is_success(),
-        )
-    });
+    let feedback = feedback(&c.ai, &answered);
     let Some(target) = ai.targets.get(answered.target) else {
-        return kong_error(
-            GatewayError::Internal("target".into()),
-            ErrorShape::OpenAi,
-            log,
-            snap,
-        );
+        let e = GatewayError::Internal("target".into());
+        return kong_error(e, ErrorShape::OpenAi, log, snap);
     };
     note_attempt(&mut log, &answered);
     let conn = answered.conn;
@@ -210,6 +195,26 @@ pub(super) async fn proxy_ai(
         None => None,
     };
     answer.respond(read, log, snap)
+}
+
+/// The value consistent hashing hashes (`hash_on_header`), if the request has it.
+fn hash_key<'a>(ai: &AiProxy, headers: &'a HeaderMap) -> Option<&'a [u8]> {
+    ai.hash_on_header
+        .as_ref()
+        .and_then(|h| headers.get(h))
+        .map(HeaderValue::as_bytes)
+}
+
+/// What the balancer learns from the answer (latency, usage), for balancers that learn.
+fn feedback(ai: &Arc<AiProxy>, answered: &retry::Answered) -> Option<Feedback> {
+    ai.balancer.learns().then(|| {
+        Feedback::new(
+            ai.clone(),
+            answered.target,
+            answered.sent_at,
+            answered.resp.status().is_success(),
+        )
+    })
 }
 
 /// The record's `ai` section, when anything reads it: a log plugin, the balancer (it
