@@ -280,7 +280,7 @@ pub fn compile_target(
     // a path the user gives is used as it is.
     let mut model_path = provider.as_ref().is_some_and(|p| p.model_path);
     let mut path_configured = false;
-    let upstream = match &options.upstream_url {
+    let mut upstream = match &options.upstream_url {
         Some(u) => match parse_upstream_url(u) {
             // A bare base URL gets the provider's own path for the route type.
             Ok(mut b) => {
@@ -313,6 +313,9 @@ pub fn compile_target(
             None => UpstreamBase::new("https", String::new(), 443, None),
         },
     };
+    if t.model.provider == ProviderName::Azure && path_configured {
+        azure_api_version(&mut upstream, t.route_type, &options);
+    }
     let mut auth = compile_auth(
         &format!("{path}.auth"),
         &t.auth,
@@ -1021,6 +1024,30 @@ fn gemini_profile(
             None
         }
     }
+}
+
+/// Azure's `api-version` on a path the user gave in `upstream_url`: Kong sends it on every
+/// request (`azure_api_version`, default 2023-05-15) unless the path already has one; the
+/// Responses API (Azure's v1 API) only when it is configured, as on Azure's own host.
+fn azure_api_version(upstream: &mut UpstreamBase, rt: RouteType, options: &ModelOptions) {
+    let Some(path) = upstream.path.as_deref() else {
+        return;
+    };
+    let has = path.split_once('?').is_some_and(|(_, q)| {
+        form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == "api-version")
+    });
+    let wanted = match rt {
+        RouteType::Responses => options.azure_api_version.is_some(),
+        RouteType::Chat | RouteType::Completions | RouteType::Embeddings => true,
+        _ => false,
+    };
+    if has || !wanted {
+        return;
+    }
+    let version = options.azure_api_version.as_deref().unwrap_or("2023-05-15");
+    let version: String = form_urlencoded::byte_serialize(version.as_bytes()).collect();
+    let sep = if path.contains('?') { '&' } else { '?' };
+    upstream.path = Some(format!("{path}{sep}api-version={version}").into());
 }
 
 /// `upstream_url`: scheme/host/port always; the path only when it is more than `/`.

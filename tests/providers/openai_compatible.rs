@@ -45,6 +45,30 @@ async fn azure_uses_the_deployment_path_and_api_version() {
         "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21"
     );
 
+    // A path in upstream_url is used as given, and gets the api-version Kong always sends
+    // (unless it names one itself).
+    let own_path = AZURE.replace(
+        "upstream_url: \"{MOCK}\"",
+        "upstream_url: \"{MOCK}/openai/deployments/gpt4o-prod/chat/completions\"",
+    );
+    assert_ne!(own_path, AZURE);
+    let h = Harness::start(&own_path).await;
+    assert_eq!(post_json(&h.url("/az"), &hi).await.status, 200);
+    assert_eq!(
+        h.mock.requests()[0].path,
+        "/openai/deployments/gpt4o-prod/chat/completions?api-version=2023-05-15"
+    );
+    let named = own_path.replace(
+        "/chat/completions\"",
+        "/chat/completions?api-version=2024-06-01\"",
+    );
+    let h = Harness::start(&named).await;
+    assert_eq!(post_json(&h.url("/az"), &hi).await.status, 200);
+    assert_eq!(
+        h.mock.requests()[0].path,
+        "/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-06-01"
+    );
+
     // Without upstream_url the instance names the host.
     let snap =
         tollgate::gateway::load_str(&AZURE.replace(", upstream_url: \"{MOCK}\"", "")).unwrap();
