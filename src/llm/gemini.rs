@@ -46,6 +46,22 @@ pub fn request_path(rt: RouteType, prefix: &str, model: &str, stream: bool) -> S
     format!("{prefix}{model}{method}")
 }
 
+/// A streamed request's configured path (`upstream_url`) with `alt=sse`, which Google's
+/// `streamGenerateContent` needs to answer in events (without it the answer is one JSON
+/// array at the end); a path that already names `alt` is kept, as Kong keeps it.
+pub fn sse_path(path: &str) -> std::borrow::Cow<'_, str> {
+    let (head, query) = path.split_once('?').unwrap_or((path, ""));
+    let streams = head
+        .rsplit_once(':')
+        .is_some_and(|(_, m)| m == "streamGenerateContent");
+    let has_alt = form_urlencoded::parse(query.as_bytes()).any(|(k, _)| k == "alt");
+    if !streams || has_alt {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let sep = if path.contains('?') { '&' } else { '?' };
+    std::borrow::Cow::Owned(format!("{path}{sep}alt=sse"))
+}
+
 /// The model of a Gemini-native client's path (`…/models/{model}:{method}`).
 pub fn model_in_path(path: &str) -> Option<&str> {
     let (head, _method) = path.rsplit_once(':')?;
@@ -807,6 +823,19 @@ impl MapEvents for EventMapper {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configured_stream_paths_get_alt_sse() {
+        let p = "/v1beta/models/gemini-2.5-flash:streamGenerateContent";
+        assert_eq!(sse_path(p), format!("{p}?alt=sse"));
+        assert_eq!(
+            sse_path(&format!("{p}?key=k")),
+            format!("{p}?key=k&alt=sse")
+        );
+        assert_eq!(sse_path(&format!("{p}?alt=json")), format!("{p}?alt=json"));
+        let buffered = "/v1beta/models/gemini-2.5-flash:generateContent";
+        assert_eq!(sse_path(buffered), buffered);
+    }
     use crate::config::plugins::ModelOptions;
 
     fn enc(body: Value, model: &str, options: &ModelOptions) -> Result<Value, String> {

@@ -613,6 +613,7 @@ fn upstream_path<'a>(
                 req.stream,
             ))
         }
+        (Some(p), _) if target.wire == Wire::Gemini && req.stream => llm::gemini::sse_path(p),
         (Some(p), _) => Cow::Borrowed(p),
         (None, Some(p)) => Cow::Borrowed(p),
         (None, None) => Cow::Borrowed(&req.up.path),

@@ -195,6 +195,29 @@ async fn gemini_stream_becomes_openai_chunks() {
     let data = sse_data(&r.text());
     let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "upstream_stream_cut", "{data:?}");
+
+    // A method path given in upstream_url still streams in events: alt=sse is added, as
+    // Kong adds it (without it Google answers one JSON array at the end).
+    let own = GEMINI.replace(
+        "upstream_url: \"{MOCK}\"\n                  max_tokens",
+        "upstream_url: \"{MOCK}/v1beta/models/gemini-2.5-flash:streamGenerateContent\"\n                  max_tokens",
+    );
+    assert_ne!(own, GEMINI);
+    let h = Harness::start(&own).await;
+    let r = send(
+        "POST",
+        &h.url("/gem"),
+        &[("content-type", "application/json")],
+        json!({"messages": [{"role": "user", "content": "hi"}], "stream": true}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        h.mock.requests()[0].path,
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent?alt=sse"
+    );
+    let data = sse_data(&r.text());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
 }
 
 #[tokio::test]
