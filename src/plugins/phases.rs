@@ -316,16 +316,26 @@ pub(super) async fn admit_tokens(
     arl: &ai_rate_limiting::AiRateLimiting,
     cx: &mut Access<'_>,
 ) -> Result<(), GatewayError> {
+    // Lent out of the context while the plan is read, so it is parsed once and never copied.
+    let doc = match cx.quota_doc.take() {
+        Some(d) => d,
+        None => serde_json::from_slice::<Value>(&cx.up.body).ok(),
+    };
+    let admitted = admit_tokens_for(arl, cx, doc.as_ref()).await;
+    cx.quota_doc = Some(doc);
+    admitted
+}
+
+/// [`admit_tokens`] for the body `doc` (None: not JSON).
+async fn admit_tokens_for(
+    arl: &ai_rate_limiting::AiRateLimiting,
+    cx: &mut Access<'_>,
+    doc: Option<&Value>,
+) -> Result<(), GatewayError> {
     let c = &arl.config;
-    let up_body = &cx.up.body;
-    let doc = cx
-        .quota_doc
-        .get_or_insert_with(|| serde_json::from_slice::<Value>(up_body).ok())
-        .clone();
     let ai = cx.ai.as_deref();
     let first = ai.and_then(|a| a.targets.first());
     let model = doc
-        .as_ref()
         .and_then(|d| d.get("model"))
         .and_then(Value::as_str)
         .or_else(|| first.and_then(|t| t.model_name.as_deref()));
@@ -355,7 +365,7 @@ pub(super) async fn admit_tokens(
     let Some(plan) = arl.plan(&id, &facts) else {
         return Ok(());
     };
-    let estimate = estimate(arl, doc.as_ref(), model, ai);
+    let estimate = estimate(arl, doc, model, ai);
     let mut headers = Vec::new();
     let admitted = admit_ai(cx, arl, plan, &estimate, &mut headers).await;
     cx.headers.extend(headers);

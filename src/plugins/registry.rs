@@ -121,56 +121,48 @@ fn parse_unhinted(name: &str, config: Option<&Value>) -> Result<PluginConfig, Ve
                 Err(errs)
             }
         }
-        "rate-limiting" => {
-            let c = typed::<super::rate_limiting::RateLimitingConfig>(config)?;
-            checked(c.validate(), || {
-                PluginConfig::RateLimiting(Box::new(c.clone()))
-            })
-        }
-        "ai-rate-limiting-advanced" => {
-            let c = typed::<super::ai_rate_limiting::AiRateLimitingConfig>(config)?;
-            checked(c.validate(), || {
-                PluginConfig::AiRateLimiting(Box::new(c.clone()))
-            })
-        }
-        "ai-prompt-template" => {
-            let c = typed::<super::ai_prompt_template::AiPromptTemplateConfig>(config)?;
-            checked(c.validate(), || {
-                PluginConfig::PromptTemplate(Box::new(c.clone()))
-            })
-        }
-        "ai-prompt-decorator" => {
-            let c = typed::<super::ai_prompt_decorator::AiPromptDecoratorConfig>(config)?;
-            checked(c.validate(), || {
-                PluginConfig::PromptDecorator(Box::new(c.clone()))
-            })
-        }
-        "ai-prompt-guard" => {
-            let c = typed::<super::ai_prompt_guard::AiPromptGuardConfig>(config)?;
-            checked(c.validate(), || {
-                PluginConfig::PromptGuard(Box::new(c.clone()))
-            })
-        }
-        "ai-prompt-length-guard" => {
-            let c = typed::<super::ai_prompt_length::AiPromptLengthConfig>(config)?;
-            checked(c.validate(), || PluginConfig::PromptLength(c.clone()))
-        }
-        "ai-sanitizer" => {
-            let c = typed::<super::ai_sanitizer::AiSanitizerConfig>(config)?;
-            checked(c.validate(), || {
-                PluginConfig::Sanitizer(Box::new(c.clone()))
-            })
-        }
+        "rate-limiting" => validated(
+            config,
+            super::rate_limiting::RateLimitingConfig::validate,
+            |c| PluginConfig::RateLimiting(Box::new(c)),
+        ),
+        "ai-rate-limiting-advanced" => validated(
+            config,
+            super::ai_rate_limiting::AiRateLimitingConfig::validate,
+            |c| PluginConfig::AiRateLimiting(Box::new(c)),
+        ),
+        "ai-prompt-template" => validated(
+            config,
+            super::ai_prompt_template::AiPromptTemplateConfig::validate,
+            |c| PluginConfig::PromptTemplate(Box::new(c)),
+        ),
+        "ai-prompt-decorator" => validated(
+            config,
+            super::ai_prompt_decorator::AiPromptDecoratorConfig::validate,
+            |c| PluginConfig::PromptDecorator(Box::new(c)),
+        ),
+        "ai-prompt-guard" => validated(
+            config,
+            super::ai_prompt_guard::AiPromptGuardConfig::validate,
+            |c| PluginConfig::PromptGuard(Box::new(c)),
+        ),
+        "ai-prompt-length-guard" => validated(
+            config,
+            super::ai_prompt_length::AiPromptLengthConfig::validate,
+            PluginConfig::PromptLength,
+        ),
+        "ai-sanitizer" => validated(
+            config,
+            super::ai_sanitizer::AiSanitizerConfig::validate,
+            |c| PluginConfig::Sanitizer(Box::new(c)),
+        ),
         "http-log" => {
             let c = typed::<crate::observe::http_log::HttpLogConfig>(config)?;
             checked(c.validate(), || PluginConfig::HttpLog(Box::new(c.clone())))
         }
-        "opentelemetry" => {
-            let c = typed::<crate::observe::otel::OtelConfig>(config)?;
-            checked(c.validate(), || {
-                PluginConfig::OpenTelemetry(Box::new(c.clone()))
-            })
-        }
+        "opentelemetry" => validated(config, crate::observe::otel::OtelConfig::validate, |c| {
+            PluginConfig::OpenTelemetry(Box::new(c))
+        }),
         "prometheus" => {
             typed::<super::prometheus::PrometheusConfig>(config).map(PluginConfig::Prometheus)
         }
@@ -183,6 +175,17 @@ fn parse_unhinted(name: &str, config: Option<&Value>) -> Result<PluginConfig, Ve
             format!("plugin '{n}' not enabled; is it installed?"),
         )]),
     }
+}
+
+/// The typed config of a plugin whose `validate` checks what serde cannot, wrapped as its
+/// variant; every error with its path under the plugin.
+fn validated<T: serde::de::DeserializeOwned>(
+    config: &Value,
+    validate: fn(&T) -> Vec<FieldError>,
+    wrap: fn(T) -> PluginConfig,
+) -> Result<PluginConfig, Vec<FieldError>> {
+    let c = typed::<T>(config)?;
+    checked(validate(&c), || wrap(c))
 }
 
 /// The config when `errs` (paths relative to `config`) is empty.
