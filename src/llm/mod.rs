@@ -13,6 +13,7 @@ pub mod framing;
 pub mod gemini;
 pub mod huggingface;
 pub mod llama2;
+pub mod messages;
 pub mod ollama;
 pub mod openai;
 pub mod responses;
