@@ -86,6 +86,25 @@ pub enum ErrorShape {
     OpenAi,
     /// `{"message","request_id"}` for everything else (Kong core).
     Kong,
+    /// `{"type":"error","error":{"type","message"}}` for routes whose clients speak
+    /// Anthropic's Messages API (`llm_format: anthropic`), since that is what they parse.
+    Anthropic,
+}
+
+/// Anthropic's `error.type` for an HTTP status.
+pub fn anthropic_type(status: u16) -> &'static str {
+    match status {
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        503 | 529 => "overloaded_error",
+        504 => "timeout_error",
+        400..=499 => "invalid_request_error",
+        _ => "api_error",
+    }
 }
 
 impl GatewayError {
@@ -193,6 +212,9 @@ pub fn body(err: &GatewayError, shape: ErrorShape, request_id: &str) -> Bytes {
             "message": message, "type": err.openai_type(), "code": err.code(),
         }}),
         ErrorShape::Kong => json!({"message": message, "request_id": request_id}),
+        ErrorShape::Anthropic => json!({"type": "error", "error": {
+            "type": anthropic_type(err.status().as_u16()), "message": message,
+        }, "request_id": request_id}),
     };
     Bytes::from(v.to_string())
 }

@@ -629,3 +629,292 @@ async fn completions_on_chat_only_dialects() {
     assert!(r.text().contains("'suffix'"), "{}", r.text());
     assert_eq!(h.mock.requests().len(), before);
 }
+
+/// Anthropic Messages clients (Claude Code) on `llm_format: anthropic` routes whose targets
+/// are other providers: OpenAI, Gemini, Bedrock; one behind key-auth.
+fn messages_yaml() -> String {
+    let routes = [
+        (
+            "cc-openai",
+            "{header_name: Authorization, header_value: \"Bearer sk-oa\"}",
+            "{provider: openai, name: gpt-4o, options: {upstream_url: \"{MOCK}\"}}",
+        ),
+        (
+            "cc-gem",
+            "{header_name: x-goog-api-key, header_value: AIza-test}",
+            "{provider: gemini, name: gemini-2.5-flash, options: {upstream_url: \"{MOCK}\"}}",
+        ),
+        (
+            "cc-br",
+            &format!(
+                "{{aws_access_key_id: AKIDMOCKLLM, aws_secret_access_key: \"{}\"}}",
+                mock_llm::BEDROCK_SECRET_ACCESS_KEY
+            ),
+            "{provider: bedrock, name: \"anthropic.claude-3-haiku-20240307-v1:0\", options: {bedrock: {aws_region: eu-west-3}, upstream_url: \"{MOCK}\"}}",
+        ),
+    ];
+    let mut y = String::from(
+        "_format_version: \"3.0\"\nconsumers:\n  - username: dev\n    keyauth_credentials: [{key: dev-key}]\nservices:\n  - name: svc\n    host: unused.invalid\n    routes:\n",
+    );
+    for (path, auth, model) in routes {
+        y.push_str(&format!(
+            "      - name: {path}\n        paths: [\"/{path}\"]\n        plugins:\n          - name: ai-proxy\n            config:\n              llm_format: anthropic\n              route_type: llm/v1/chat\n              auth: {auth}\n              logging: {{log_statistics: true}}\n              model: {model}\n          - name: file-log\n            config: {{path: \"{{DIR}}/{path}.log\"}}\n"
+        ));
+    }
+    y.push_str(
+        "      - name: cc-keyed\n        paths: [\"/cc-keyed\"]\n        plugins:\n          - name: key-auth\n            config: {key_names: [x-api-key]}\n          - name: ai-proxy\n            config:\n              llm_format: anthropic\n              route_type: llm/v1/chat\n              auth: {header_name: Authorization, header_value: \"Bearer sk-oa\"}\n              model: {provider: openai, name: gpt-4o, options: {upstream_url: \"{MOCK}\"}}\n",
+    );
+    y
+}
+
+/// `(event name, data)` of each event of an SSE body.
+fn named_events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let name = e
+                .lines()
+                .find_map(|l| l.strip_prefix("event: "))
+                .unwrap_or("")
+                .to_string();
+            let data: String = e.lines().filter_map(|l| l.strip_prefix("data: ")).collect();
+            let v = serde_json::from_str(&data).unwrap_or_else(|err| panic!("{err}: {e}"));
+            (name, v)
+        })
+        .collect()
+}
+
+fn bash_tool() -> Value {
+    json!([{"name": "Bash", "description": "Runs a shell command",
+        "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]}}])
+}
+
+#[tokio::test]
+async fn messages_clients_reach_chat_providers() {
+    let h = Harness::start(&messages_yaml()).await;
+    let models = [
+        ("cc-openai", "gpt-4o"),
+        ("cc-gem", "gemini-2.5-flash"),
+        ("cc-br", "anthropic.claude-3-haiku-20240307-v1:0"),
+    ];
+    for (path, model) in models {
+        let url = h.url(&format!("/{path}/v1/messages?beta=true"));
+        // Buffered text, with a system prompt as blocks.
+        let r = post_json(
+            &url,
+            &json!({"model": model, "max_tokens": 256,
+                "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+                "messages": [{"role": "user", "content": "Say hello"}]}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let m = r.json();
+        assert_eq!(m["type"], "message", "{path}: {m}");
+        assert!(m["id"].as_str().unwrap().starts_with("msg_"), "{m}");
+        assert_eq!(m["role"], "assistant");
+        assert_eq!(m["stop_reason"], "end_turn", "{path}: {m}");
+        assert_eq!(
+            m["content"],
+            json!([{"type": "text", "text": "Hello from mock-llm."}]),
+            "{path}"
+        );
+        assert!(m["usage"]["input_tokens"].as_u64().unwrap() > 0, "{m}");
+        assert_eq!(m["usage"]["output_tokens"], 3, "{path}: {m}");
+
+        // Streamed tool call: Messages events, a tool_use block with JSON input.
+        let r = post_json(
+            &url,
+            &json!({"model": model, "max_tokens": 256, "stream": true, "tools": bash_tool(),
+                "messages": [{"role": "user", "content": [{"type": "text", "text": "list files [mock:tool]"}]}]}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        assert_eq!(
+            r.header("content-type"),
+            Some("text/event-stream"),
+            "{path}"
+        );
+        let ev = named_events(&r.text());
+        let names: Vec<&str> = ev.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names.first(), Some(&"message_start"), "{path}: {names:?}");
+        assert_eq!(names.last(), Some(&"message_stop"), "{path}: {names:?}");
+        for (n, d) in &ev {
+            assert_eq!(
+                d["type"],
+                n.as_str(),
+                "{path}: data type matches the event name"
+            );
+        }
+        let start = ev
+            .iter()
+            .find(|(n, d)| n == "content_block_start" && d["content_block"]["type"] == "tool_use")
+            .unwrap_or_else(|| panic!("{path}: no tool_use block: {names:?}"));
+        assert_eq!(start.1["content_block"]["name"], "Bash");
+        let index = &start.1["index"];
+        let input: String = ev
+            .iter()
+            .filter(|(n, d)| n == "content_block_delta" && &d["index"] == index)
+            .map(|(_, d)| d["delta"]["partial_json"].as_str().unwrap_or(""))
+            .collect();
+        let input: Value = serde_json::from_str(&input).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(input["command"].is_string(), "{path}: {input}");
+        let delta = &ev.iter().find(|(n, _)| n == "message_delta").unwrap().1;
+        assert_eq!(delta["delta"]["stop_reason"], "tool_use", "{path}");
+        assert!(
+            delta["usage"]["output_tokens"].as_u64().unwrap() > 0,
+            "{path}"
+        );
+
+        // The tool's result goes back as a tool_result block; the answer is text.
+        let call_id = start.1["content_block"]["id"].clone();
+        let r = post_json(
+            &url,
+            &json!({"model": model, "max_tokens": 256, "stream": true, "tools": bash_tool(),
+                "messages": [
+                    {"role": "user", "content": "list files [mock:tool]"},
+                    {"role": "assistant", "content": [
+                        {"type": "thinking", "thinking": "ok", "signature": "sig"},
+                        {"type": "tool_use", "id": call_id, "name": "Bash", "input": input}]},
+                    {"role": "user", "content": [
+                        {"type": "tool_result", "tool_use_id": call_id, "content": [{"type": "text", "text": "a.txt"}]}]}
+                ]}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let ev = named_events(&r.text());
+        let delta = &ev.iter().find(|(n, _)| n == "message_delta").unwrap().1;
+        assert_eq!(delta["delta"]["stop_reason"], "end_turn", "{path}");
+        assert!(ev
+            .iter()
+            .any(|(n, d)| n == "content_block_delta" && d["delta"]["type"] == "text_delta"));
+
+        let log = h.wait_log(&format!("{path}.log"), 3).await;
+        for rec in &log {
+            assert!(
+                rec["ai"]["proxy"]["usage"]["total_tokens"]
+                    .as_u64()
+                    .unwrap()
+                    > 0,
+                "{path}: {rec}"
+            );
+        }
+    }
+    // What the OpenAI target was sent: chat, with the system prompt and the tool result.
+    let seen: Vec<_> = h
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.json().is_some_and(|b| b["model"] == "gpt-4o"))
+        .collect();
+    assert_eq!(seen.len(), 3);
+    assert!(
+        seen[0].path.ends_with("/chat/completions"),
+        "{}",
+        seen[0].path
+    );
+    let first = seen[0].json().unwrap();
+    assert_eq!(
+        first["messages"][0],
+        json!({"role": "system", "content": "Be brief."})
+    );
+    assert_eq!(first["model"], "gpt-4o");
+    let third = seen[2].json().unwrap();
+    let msgs = third["messages"].as_array().unwrap();
+    assert_eq!(msgs[1]["tool_calls"][0]["function"]["name"], "Bash");
+    assert_eq!(msgs[2]["role"], "tool");
+    assert_eq!(msgs[2]["content"], "a.txt");
+}
+
+#[tokio::test]
+async fn messages_count_tokens_and_errors_in_anthropics_shape() {
+    let h = Harness::start(&messages_yaml()).await;
+    let r = post_json(
+        &h.url("/cc-openai/v1/messages/count_tokens?beta=true"),
+        &json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "Count the tokens of this sentence, please."}],
+            "tools": bash_tool()}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let n = r.json()["input_tokens"].as_u64().unwrap();
+    assert!(n > 10 && n < 200, "{n}");
+    assert!(h.mock.requests().is_empty(), "counted locally");
+
+    let anthropic_error = |r: &support::Reply, status: u16, kind: &str, says: &str| {
+        assert_eq!(r.status, status, "{}", r.text());
+        let b = r.json();
+        assert_eq!(b["type"], "error", "{b}");
+        assert_eq!(b["error"]["type"], kind, "{b}");
+        let m = b["error"]["message"].as_str().unwrap();
+        assert!(m.contains(says), "{m}");
+    };
+    // A content block chat cannot take.
+    let r = post_json(
+        &h.url("/cc-openai/v1/messages"),
+        &json!({"model": "gpt-4o", "max_tokens": 10,
+            "messages": [{"role": "user", "content": [{"type": "container_upload", "file_id": "f"}]}]}),
+    )
+    .await;
+    anthropic_error(
+        &r,
+        400,
+        "invalid_request_error",
+        "messages.0.content.0.type",
+    );
+    // Not JSON.
+    let r = support::send(
+        "POST",
+        &h.url("/cc-openai/v1/messages"),
+        &[("content-type", "application/json")],
+        "{\"model\":",
+    )
+    .await;
+    anthropic_error(&r, 400, "invalid_request_error", "JSON");
+    // Kong's model check.
+    let r = post_json(
+        &h.url("/cc-openai/v1/messages"),
+        &json!({"model": "claude-haiku-4-5", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    anthropic_error(
+        &r,
+        400,
+        "invalid_request_error",
+        "cannot use own model - must be: gpt-4o",
+    );
+    // The provider's own errors, buffered and streamed.
+    for stream in [false, true] {
+        let r = post_json(
+            &h.url("/cc-gem/v1/messages"),
+            &json!({"model": "gemini-2.5-flash", "max_tokens": 10, "stream": stream,
+                "messages": [{"role": "user", "content": "x [mock:status=429]"}]}),
+        )
+        .await;
+        anthropic_error(&r, 429, "rate_limit_error", "");
+    }
+    // key-auth's 401.
+    let r = post_json(
+        &h.url("/cc-keyed/v1/messages"),
+        &json!({"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}),
+    )
+    .await;
+    anthropic_error(&r, 401, "authentication_error", "No API key found");
+    let r = support::send(
+        "POST",
+        &h.url("/cc-keyed/v1/messages"),
+        &[("content-type", "application/json"), ("x-api-key", "dev-key")],
+        json!({"model": "gpt-4o", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // A stream cut before its end ends with an error event, not message_stop.
+    let r = post_json(
+        &h.url("/cc-openai/v1/messages"),
+        &json!({"model": "gpt-4o", "max_tokens": 10, "stream": true,
+            "messages": [{"role": "user", "content": "hi [mock:chunks=6] [mock:disconnect_after=3]"}]}),
+    )
+    .await;
+    let ev = named_events(&r.text());
+    assert_eq!(ev.last().unwrap().0, "error", "{}", r.text());
+    assert!(!ev.iter().any(|(n, _)| n == "message_stop"));
+}

@@ -90,7 +90,9 @@ pub fn to_chat(body: &BodyView<'_>, stream: bool) -> Result<ChatRequest, EncodeE
         };
         for (i, v) in list.iter().enumerate() {
             let s = v.as_str().ok_or_else(|| {
-                bad(format!("stop_sequences.{i}: Input should be a valid string"))
+                bad(format!(
+                    "stop_sequences.{i}: Input should be a valid string"
+                ))
             })?;
             stop_sequences.push(s.to_string());
         }
@@ -178,7 +180,7 @@ fn turn(m: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), EncodeError> {
     }
 }
 
-fn blocks<'a>(content: &'a Value, i: usize) -> Result<&'a [Value], EncodeError> {
+fn blocks(content: &Value, i: usize) -> Result<&[Value], EncodeError> {
     match content {
         Value::Array(b) => Ok(b),
         other => Err(bad(format!(
@@ -223,7 +225,7 @@ fn user_turn(content: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), Enco
     Ok(())
 }
 
-fn text<'a>(b: &'a Value, i: usize, j: usize) -> Result<&'a str, EncodeError> {
+fn text(b: &Value, i: usize, j: usize) -> Result<&str, EncodeError> {
     b.get("text")
         .and_then(Value::as_str)
         .ok_or_else(|| bad(format!("messages.{i}.content.{j}.text: Field required")))
@@ -243,7 +245,11 @@ fn image(b: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
             }
         },
         Some("url") => s("url")
-            .ok_or_else(|| bad(format!("messages.{i}.content.{j}.source.url: Field required")))?
+            .ok_or_else(|| {
+                bad(format!(
+                    "messages.{i}.content.{j}.source.url: Field required"
+                ))
+            })?
             .to_string(),
         other => {
             return Err(bad(format!(
@@ -276,7 +282,11 @@ fn tool_result(b: &Value, i: usize, j: usize) -> Result<Value, EncodeError> {
     let id = b
         .get("tool_use_id")
         .and_then(Value::as_str)
-        .ok_or_else(|| bad(format!("messages.{i}.content.{j}.tool_use_id: Field required")))?;
+        .ok_or_else(|| {
+            bad(format!(
+                "messages.{i}.content.{j}.tool_use_id: Field required"
+            ))
+        })?;
     let mut content = match b.get("content") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -473,8 +483,10 @@ pub fn from_chat(chat: &[u8], meta: &Meta, usage: Option<&Usage>) -> Result<Vec<
             .and_then(|f| f.get("arguments"))
             .and_then(Value::as_str)
             .unwrap_or("{}");
-        content.push(json!({"type": "tool_use", "id": c.get("id"), "name": f.and_then(|f| f.get("name")),
-            "input": tool_input(args)}));
+        content.push(
+            json!({"type": "tool_use", "id": c.get("id"), "name": f.and_then(|f| f.get("name")),
+            "input": tool_input(args)}),
+        );
     }
     let stop = stop_reason(choice.get("finish_reason").and_then(Value::as_str));
     let model = v
@@ -510,21 +522,6 @@ pub fn error_body(kind: &str, message: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
-/// Anthropic's error type for an HTTP status.
-pub fn error_type(status: u16) -> &'static str {
-    match status {
-        400 | 405 | 413 | 422 => "invalid_request_error",
-        401 => "authentication_error",
-        402 => "billing_error",
-        403 => "permission_error",
-        404 => "not_found_error",
-        408 | 504 => "timeout_error",
-        429 => "rate_limit_error",
-        529 | 503 => "overloaded_error",
-        _ => "api_error",
-    }
-}
-
 /// An error body in OpenAI's shape (`{"error":{"message",…}}`, or Kong's `{"message"}`) in
 /// Anthropic's; None when the body carries no message.
 pub fn error_from_openai(status: u16, body: &[u8]) -> Option<Vec<u8>> {
@@ -537,7 +534,26 @@ pub fn error_from_openai(status: u16, body: &[u8]) -> Option<Vec<u8>> {
         .and_then(|e| e.get("message").or(Some(e)))
         .and_then(Value::as_str)
         .or_else(|| v.get("message").and_then(Value::as_str))?;
-    Some(error_body(error_type(status), message))
+    Some(error_body(crate::error::anthropic_type(status), message))
+}
+
+/// An upstream error body (already in OpenAI's shape where the provider's was known) as
+/// Anthropic's; a body without a message (an HTML page from a proxy) is quoted, cut short.
+pub fn error_for_client(status: u16, body: &[u8]) -> Vec<u8> {
+    if let Some(b) = error_from_openai(status, body) {
+        return b;
+    }
+    let is_anthropic = serde_json::from_slice::<Value>(body)
+        .is_ok_and(|v| v.get("type").and_then(Value::as_str) == Some("error"));
+    if is_anthropic {
+        return body.to_vec();
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
+    let message = match text.trim() {
+        "" => format!("upstream answered HTTP {status}"),
+        t => format!("upstream answered HTTP {status}: {t}"),
+    };
+    error_body(crate::error::anthropic_type(status), &message)
 }
 
 /// OpenAI chat chunks (SSE) → Messages events (SSE), one chunk at a time.
@@ -842,7 +858,10 @@ mod tests {
             ])
         );
         assert_eq!(c["tools"][0]["function"]["name"], "Bash");
-        assert_eq!(c["tools"][0]["function"]["parameters"]["required"], json!(["command"]));
+        assert_eq!(
+            c["tools"][0]["function"]["parameters"]["required"],
+            json!(["command"])
+        );
         assert_eq!(c["tool_choice"], "auto");
         assert_eq!(c["parallel_tool_calls"], false);
         assert_eq!(c["max_tokens"], 32000);
@@ -881,7 +900,10 @@ mod tests {
     fn bad_bodies_are_refused_naming_the_field() {
         for (body, want) in [
             (json!({"model": "m"}), "messages: Field required"),
-            (json!({"messages": "hi"}), "messages: Input should be a valid list"),
+            (
+                json!({"messages": "hi"}),
+                "messages: Input should be a valid list",
+            ),
             (json!({"messages": []}), "at least one message"),
             (
                 json!({"messages": [{"role": "robot", "content": "x"}]}),
@@ -908,7 +930,10 @@ mod tests {
                 json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": {"type": "maybe"}}),
                 "tool_choice.type",
             ),
-            (json!({"messages": [{"role": "user", "content": "x"}], "system": 3}), "system"),
+            (
+                json!({"messages": [{"role": "user", "content": "x"}], "system": 3}),
+                "system",
+            ),
         ] {
             let got = refused(body.clone());
             assert!(got.contains(want), "{body}: {got}");
@@ -942,7 +967,10 @@ mod tests {
         assert_eq!(m["type"], "message");
         assert_eq!(m["model"], "gpt-x");
         assert_eq!(m["stop_reason"], "tool_use");
-        assert_eq!(m["content"][0], json!({"type": "text", "text": "Let me look."}));
+        assert_eq!(
+            m["content"][0],
+            json!({"type": "text", "text": "Let me look."})
+        );
         assert_eq!(
             m["content"][1],
             json!({"type": "tool_use", "id": "call_1", "name": "Bash", "input": {"command": "ls"}})
@@ -1051,5 +1079,14 @@ mod tests {
         assert!(String::from_utf8_lossy(&kong).contains("rate_limit_error"));
         assert!(error_from_openai(500, br#"{"type":"error","error":{}}"#).is_none());
         assert!(error_from_openai(500, b"<html>").is_none());
+        let html: Value =
+            serde_json::from_slice(&error_for_client(502, b"<html>bad</html>")).unwrap();
+        assert_eq!(html["error"]["type"], "api_error");
+        assert_eq!(
+            html["error"]["message"],
+            "upstream answered HTTP 502: <html>bad</html>"
+        );
+        let own = br#"{"type":"error","error":{"type":"overloaded_error","message":"busy"}}"#;
+        assert_eq!(error_for_client(529, own), own.to_vec());
     }
 }

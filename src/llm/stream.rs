@@ -17,6 +17,8 @@ pub enum Dialect {
     ChatLike,
     /// Responses API events ending with `response.completed`.
     Responses,
+    /// Anthropic Messages events ending with `message_stop`.
+    Messages,
 }
 
 /// One dialect's stream turned into OpenAI chunks.
@@ -56,6 +58,8 @@ pub struct Mapper {
     responses: Option<Box<ResponsesStage>>,
     /// Chat chunks turned into `text_completion` chunks (completions bridged onto chat).
     completions: Option<crate::llm::completions::StreamMapper>,
+    /// Chat chunks turned into Messages events (Anthropic clients on other providers).
+    messages: Option<Box<crate::llm::messages::StreamMapper>>,
     /// The client speaks the provider's API too: its bytes pass untouched, the mapped copy
     /// only feeds the observer (usage, model, terminal event).
     observe_only: bool,
@@ -117,6 +121,7 @@ impl Mapper {
             native: Some(Native::new(wire, created, asked)?),
             responses: None,
             completions: None,
+            messages: None,
             observe_only,
         })
     }
@@ -137,6 +142,7 @@ impl Mapper {
                 on_complete,
             })),
             completions: None,
+            messages: None,
             observe_only: false,
         }
     }
@@ -148,6 +154,24 @@ impl Mapper {
             native: Native::new(wire, created, asked),
             responses: None,
             completions: Some(crate::llm::completions::StreamMapper::default()),
+            messages: None,
+            observe_only: false,
+        }
+    }
+
+    /// A Messages client's stream from a chat provider: `wire`'s stream → chat chunks →
+    /// Messages events.
+    pub fn messages(
+        wire: Wire,
+        created: u64,
+        asked: &Asked<'_>,
+        stage: crate::llm::messages::StreamMapper,
+    ) -> Mapper {
+        Mapper {
+            native: Native::new(wire, created, asked),
+            responses: None,
+            completions: None,
+            messages: Some(Box::new(stage)),
             observe_only: false,
         }
     }
@@ -172,6 +196,11 @@ impl Mapper {
             c.on_chunk(chat, &mut out);
             return Bytes::from(out);
         }
+        if let Some(m) = &mut self.messages {
+            let mut out = Vec::new();
+            m.on_chunk(chat, &mut out);
+            return Bytes::from(out);
+        }
         match &mut self.responses {
             Some(r) => {
                 let mut out = Vec::new();
@@ -185,6 +214,15 @@ impl Mapper {
     /// The stream's own failure event when the upstream fails mid-stream (a bridged
     /// Responses stream ends with `response.failed`); None to use the dialect's generic one.
     pub fn fail(&mut self, code: &str, message: &str) -> Option<Bytes> {
+        if let Some(m) = self.messages.as_mut() {
+            let mut out = Vec::new();
+            let kind = match code {
+                "upstream_timeout" => "timeout_error",
+                _ => "api_error",
+            };
+            m.mapper_mut().fail(&mut out, kind, message);
+            return Some(Bytes::from(out));
+        }
         let r = self.responses.as_mut()?;
         let mut out = Vec::new();
         r.mapper.mapper_mut().fail(&mut out, code, message);
@@ -211,6 +249,12 @@ impl Mapper {
             let mut out = Vec::new();
             c.on_chunk(&chat, &mut out);
             c.finish(&mut out);
+            return Bytes::from(out);
+        }
+        if let Some(m) = &mut self.messages {
+            let mut out = Vec::new();
+            m.on_chunk(&chat, &mut out);
+            m.finish(&mut out);
             return Bytes::from(out);
         }
         let Some(r) = self.responses.as_mut() else {
@@ -370,6 +414,10 @@ impl SseObserver {
                 self.inspect_responses(data, event_type);
                 true
             }
+            Dialect::Messages => {
+                self.inspect_messages(data);
+                true
+            }
         }
     }
 
@@ -405,6 +453,40 @@ impl SseObserver {
             }
         }
         true
+    }
+
+    /// Anthropic events: the model in `message_start`, the usage in `message_delta` (which
+    /// the gateway's own Messages events carry whole), `message_stop` or `error` at the end.
+    fn inspect_messages(&mut self, data: &[u8]) {
+        let interesting = [
+            &b"message_start"[..],
+            b"message_delta",
+            b"message_stop",
+            b"\"error\"",
+        ];
+        if !interesting.iter().any(|t| contains(data, t)) {
+            return;
+        }
+        let Ok(v) = serde_json::from_slice::<Value>(data) else {
+            return;
+        };
+        match v.get("type").and_then(Value::as_str).unwrap_or("") {
+            "message_start" => {
+                let m = v.get("message");
+                self.model = m
+                    .and_then(|m| m.get("model"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+            }
+            "message_delta" => {
+                if let Some(u) = v.get("usage").and_then(crate::llm::anthropic::usage) {
+                    self.usage = Some(u);
+                }
+            }
+            "message_stop" => self.completed = true,
+            "error" => self.failed = true,
+            _ => {}
+        }
     }
 
     fn inspect_responses(&mut self, data: &[u8], event_type: Option<&[u8]>) {

@@ -111,6 +111,10 @@ pub struct Target {
     /// A `llm/v1/completions` target whose dialect is translated for chat only: the prompt
     /// goes as a chat message, the answer comes back as a `text_completion`.
     pub bridge_completions: bool,
+    /// A chat target of a route whose clients speak Anthropic's Messages API
+    /// (`llm_format: anthropic`) but whose provider is not Anthropic: requests and answers
+    /// are translated (`llm::messages`).
+    pub bridge_messages: bool,
     /// AWS SigV4 signing of every upstream request (Bedrock).
     pub sigv4: Option<Signer>,
 }
@@ -141,6 +145,12 @@ impl Target {
             self.provider,
             ProviderName::Cohere | ProviderName::Huggingface
         )
+    }
+
+    /// Requests go upstream as chat translated from another API (Responses, completions,
+    /// Messages).
+    pub fn bridges_chat(&self) -> bool {
+        self.bridge_responses || self.bridge_completions || self.bridge_messages
     }
 
     /// The provider rejects OpenAI's `stream_options` (Databricks, spec §5.3).
@@ -363,6 +373,7 @@ pub fn compile_target(
         path_configured,
         bridge_responses,
         bridge_completions,
+        bridge_messages: false,
         sigv4,
     })
 }

@@ -73,6 +73,14 @@ pub struct Timeouts {
 }
 
 impl AiProxy {
+    /// The error shape this route's clients parse: Anthropic's for Messages clients.
+    pub fn error_shape(&self) -> crate::error::ErrorShape {
+        match self.llm_format {
+            LlmFormat::Anthropic => crate::error::ErrorShape::Anthropic,
+            _ => crate::error::ErrorShape::OpenAi,
+        }
+    }
+
     /// The timeouts of a request on this plugin: the balancer's where set, else those of the
     /// route's service (`[connect, write, read]` in ms, as Kong applies them to nginx's
     /// upstream), else Kong's 60 s.
@@ -324,10 +332,17 @@ fn check_llm_format(f: LlmFormat, targets: &[&TargetConfig], errors: &mut FieldE
         LlmFormat::Huggingface => ProviderName::Huggingface,
     };
     let ok = |t: &&TargetConfig| {
-        t.model.provider == provider
-            && matches!(t.route_type, RouteType::Chat | RouteType::Preserve)
+        (t.model.provider == provider
+            && matches!(t.route_type, RouteType::Chat | RouteType::Preserve))
+            // Messages clients reach any provider's chat through the translation.
+            || (f == LlmFormat::Anthropic && t.route_type == RouteType::Chat)
     };
-    if !targets.iter().all(ok) {
+    if f == LlmFormat::Anthropic && !targets.iter().all(ok) {
+        errors.push((
+            "config.llm_format".into(),
+            "llm_format 'anthropic' needs route_type llm/v1/chat on every target (or preserve with provider 'anthropic')".into(),
+        ));
+    } else if !targets.iter().all(ok) {
         let name = provider.as_str();
         errors.push((
             "config.llm_format".into(),
@@ -340,7 +355,16 @@ fn check_llm_format(f: LlmFormat, targets: &[&TargetConfig], errors: &mut FieldE
 
 /// Hugging Face native clients call TGI's `generate` (or the router's OpenAI-compatible
 /// paths) themselves: their answers are read as [`Wire::HuggingFace`], which knows both.
+/// Anthropic clients reach other providers' chat through the Messages translation.
 fn apply_llm_format(f: LlmFormat, targets: &mut [Target]) {
+    if f == LlmFormat::Anthropic {
+        for t in targets
+            .iter_mut()
+            .filter(|t| t.provider != ProviderName::Anthropic)
+        {
+            t.bridge_messages = true;
+        }
+    }
     if f == LlmFormat::Huggingface {
         for t in targets
             .iter_mut()

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
 use crate::config::plugins::{LlmFormat, RouteType};
-use crate::error::{ErrorShape, GatewayError};
+use crate::error::GatewayError;
 use crate::gateway::Gateway;
 use crate::gateway::Snapshot;
 use crate::llm::body::BodyView;
@@ -52,6 +52,7 @@ pub(super) async fn proxy_ai(
     snap: Arc<Snapshot>,
 ) -> Response<ProxyBody> {
     let ai: &AiProxy = &c.ai;
+    let shape = ai.error_shape();
     let first = ai.targets.first();
     let preserve_only = ai
         .targets
@@ -64,7 +65,7 @@ pub(super) async fn proxy_ai(
 
     let read = match read_request(&c, ai, preserve_only) {
         Ok(r) => r,
-        Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        Err(e) => return kong_error(e, shape, log, snap),
     };
     let Read {
         parsed,
@@ -79,25 +80,29 @@ pub(super) async fn proxy_ai(
     if let Some(a) = log.ai.as_mut() {
         a.stream = stream;
     }
-    let (bridge, completions_chat) = match as_chat(c.gw, ai, parsed.as_ref(), stream) {
+    if let (Some(p), true) = (&parsed, counts_tokens(ai, &c.up.path)) {
+        return count_tokens(p, log, snap);
+    }
+    let AsChat {
+        responses: bridge,
+        chat,
+        messages,
+    } = match as_chat(c.gw, ai, parsed.as_ref(), stream) {
         Ok(t) => t,
-        Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        Err(e) => return kong_error(e, shape, log, snap),
     };
-    let chat_bytes = bridge
-        .as_ref()
-        .map(|b| &b.bytes)
-        .or(completions_chat.as_ref());
+    let chat_bytes = bridge.as_ref().map(|b| &b.bytes).or(chat.as_ref());
     let chat_view = match chat_bytes.map(|b| BodyView::parse(b)) {
         None => None,
         Some(Ok(v)) => Some(v),
         Some(Err(e)) => {
             let e = GatewayError::Internal(format!("chat bridge: {e}"));
-            return kong_error(e, ErrorShape::OpenAi, log, snap);
+            return kong_error(e, shape, log, snap);
         }
     };
     let candidates = match allowed_targets(&c, ai, parsed.as_ref()) {
         Ok(t) => t,
-        Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        Err(e) => return kong_error(e, shape, log, snap),
     };
     let force_stream = stream && !asked;
     // Token quotas and metrics need the usage of streams too.
@@ -108,7 +113,7 @@ pub(super) async fn proxy_ai(
     let preferred = match (&ai.semantic, &parsed) {
         (Some(s), Some(p)) => match semantic(s, &c.gw.upstreams, p, &mut log).await {
             Ok(c) => Some(c),
-            Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+            Err(e) => return kong_error(e, shape, log, snap),
         },
         _ => None,
     };
@@ -138,13 +143,13 @@ pub(super) async fn proxy_ai(
     log.tries = tries;
     let answered = match result {
         Ok(a) => a,
-        Err(e) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+        Err(e) => return kong_error(e, shape, log, snap),
     };
     // From here every return carries (or drops) this, ending the target's in-flight count.
     let feedback = feedback(&c.ai, &answered);
     let Some(target) = ai.targets.get(answered.target) else {
         let e = GatewayError::Internal("target".into());
-        return kong_error(e, ErrorShape::OpenAi, log, snap);
+        return kong_error(e, shape, log, snap);
     };
     note_attempt(&mut log, &answered);
     let conn = answered.conn;
@@ -177,6 +182,8 @@ pub(super) async fn proxy_ai(
         model: answered.model,
         request: &c.up.body,
         bridge,
+        messages,
+        shape,
         capture: log_payloads.then(Vec::new),
         feedback,
         filter: c.filter,
@@ -184,7 +191,7 @@ pub(super) async fn proxy_ai(
         stream,
         client_wants_usage,
         add_include_usage,
-        native: ai.llm_format != LlmFormat::Openai,
+        native: ai.llm_format != LlmFormat::Openai && !target.bridge_messages,
     };
     let read = match answer
         .needs_whole_body()
@@ -254,28 +261,69 @@ fn readable_stream(headers: &HeaderMap, target: &Target) -> bool {
         .is_some_and(|v| llm::is_native_stream(target.wire, v))
 }
 
-/// The request as chat, for targets that only have chat: a Responses request through the
-/// bridge (with its conversation), a completions prompt as one chat message.
+/// The request as chat, for targets that only have chat.
+#[derive(Default)]
+struct AsChat {
+    /// A Responses request through the bridge (with its conversation).
+    responses: Option<Bridge>,
+    /// A completions prompt as one chat message, or a Messages request as chat.
+    chat: Option<Bytes>,
+    /// What the Message object answering a Messages request echoes.
+    messages: Option<Arc<llm::messages::Meta>>,
+}
+
+/// The request as chat, for the targets that need it: a route's targets may mix them (an
+/// Anthropic target takes a Messages request as it is, an OpenAI one its chat translation).
 fn as_chat(
     gw: &Gateway,
     ai: &AiProxy,
     parsed: Option<&BodyView<'_>>,
     stream: bool,
-) -> Result<(Option<Bridge>, Option<Bytes>), GatewayError> {
+) -> Result<AsChat, GatewayError> {
     let Some(p) = parsed else {
-        return Ok((None, None));
+        return Ok(AsChat::default());
     };
-    let bridge = match ai.targets.iter().any(|t| t.bridge_responses) {
-        true => Some(bridge_request(gw, p, stream)?),
-        false => None,
+    let bad = |e: llm::EncodeError| GatewayError::BadRequest(e.0);
+    let mut out = AsChat::default();
+    if ai.targets.iter().any(|t| t.bridge_responses) {
+        out.responses = Some(bridge_request(gw, p, stream)?);
+    }
+    if ai.targets.iter().any(|t| t.bridge_completions) {
+        out.chat = Some(Bytes::from(
+            llm::completions::to_chat(p, stream).map_err(bad)?,
+        ));
+    }
+    if ai.targets.iter().any(|t| t.bridge_messages) {
+        let r = llm::messages::to_chat(p, stream).map_err(bad)?;
+        out.chat = Some(Bytes::from(r.body));
+        out.messages = Some(r.meta);
+    }
+    Ok(out)
+}
+
+/// A Messages client's `…/v1/messages/count_tokens` on a route that translates Messages:
+/// chat providers have no such endpoint, so the gateway counts.
+fn counts_tokens(ai: &AiProxy, path: &str) -> bool {
+    path.ends_with("/count_tokens") && ai.targets.iter().any(|t| t.bridge_messages)
+}
+
+/// Answers `count_tokens` with the gateway's own estimate of the prompt (the tokenizer the
+/// token quotas use), in Anthropic's shape.
+fn count_tokens(body: &BodyView<'_>, log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
+    let counted = llm::messages::to_chat(body, false).and_then(|r| {
+        serde_json::from_slice::<serde_json::Value>(&r.body)
+            .map_err(|e| llm::EncodeError(e.to_string()))
+    });
+    let chat = match counted {
+        Ok(c) => c,
+        Err(e) => {
+            let e = GatewayError::BadRequest(e.0);
+            return kong_error(e, crate::error::ErrorShape::Anthropic, log, snap);
+        }
     };
-    let completions = match ai.targets.iter().any(|t| t.bridge_completions) {
-        true => Some(Bytes::from(
-            llm::completions::to_chat(p, stream).map_err(|e| GatewayError::BadRequest(e.0))?,
-        )),
-        false => None,
-    };
-    Ok((bridge, completions))
+    let n = llm::tokens::estimate_prompt(&chat, None);
+    let out = Bytes::from(serde_json::json!({ "input_tokens": n }).to_string());
+    super::answer::json_answer(StatusCode::OK, HeaderMap::new(), out, log, snap, None, None)
 }
 
 /// Semantic routing's preferred targets for the prompt, with its decision and timing in
@@ -484,13 +532,7 @@ pub(super) fn bridged_answer(
     b: Bridge,
     asked: &llm::Asked<'_>,
 ) -> Result<BridgedAnswer, String> {
-    let (chat, usage, model) = if target.wire == Wire::OpenAi {
-        let d = openai::decode_response(RouteType::Chat, bytes)?;
-        (None, d.usage, d.model.map(Cow::into_owned))
-    } else {
-        let d = llm::decode(target.wire, RouteType::Chat, bytes, unix_seconds(), asked)?;
-        (Some(d.body), d.usage, d.model)
-    };
+    let (chat, usage, model) = chat_answer(target, bytes, asked)?;
     let r = responses::from_chat(chat.as_deref().unwrap_or(bytes), &b.meta, usage.as_ref())?;
     if b.meta.store {
         if let Some(a) = r.assistant {
@@ -500,4 +542,36 @@ pub(super) fn bridged_answer(
         }
     }
     Ok((r.body, usage, model))
+}
+
+/// A chat answer's bytes (None: the upstream's own are), usage and model.
+type ChatAnswer = (Option<Vec<u8>>, Option<llm::usage::Usage>, Option<String>);
+
+/// A chat target's buffered 200 answer in OpenAI's chat shape (None: `bytes` already are),
+/// with its usage and model.
+fn chat_answer(
+    target: &Target,
+    bytes: &[u8],
+    asked: &llm::Asked<'_>,
+) -> Result<ChatAnswer, String> {
+    Ok(if target.wire == Wire::OpenAi {
+        let d = openai::decode_response(RouteType::Chat, bytes)?;
+        (None, d.usage, d.model.map(Cow::into_owned))
+    } else {
+        let d = llm::decode(target.wire, RouteType::Chat, bytes, unix_seconds(), asked)?;
+        (Some(d.body), d.usage, d.model)
+    })
+}
+
+/// A Messages-translated target's buffered 200 answer as a Message object; usage and model
+/// for the log.
+pub(super) fn messages_answer(
+    target: &Target,
+    bytes: &[u8],
+    meta: &llm::messages::Meta,
+    asked: &llm::Asked<'_>,
+) -> Result<BridgedAnswer, String> {
+    let (chat, usage, model) = chat_answer(target, bytes, asked)?;
+    let out = llm::messages::from_chat(chat.as_deref().unwrap_or(bytes), meta, usage.as_ref())?;
+    Ok((out, usage, model))
 }

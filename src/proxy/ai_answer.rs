@@ -23,7 +23,7 @@ use crate::plugins::ai_sanitizer_filter::{self, Filter};
 use crate::proxy::exchange::Exchange;
 use crate::proxy::response::{Feedback, Finish, ProxyBody};
 
-use super::ai::{bridged_answer, Bridge};
+use super::ai::{bridged_answer, messages_answer, Bridge};
 use super::answer::{
     answer_filtered, buffered_response, json_answer, kong_error, not_a_stream, note_answer,
     sse_dialect, transformation_error,
@@ -38,6 +38,9 @@ enum AnswerMode {
     Completions,
     /// A chat answer rebuilt as a Response object (the Responses bridge).
     Responses,
+    /// A chat answer rebuilt as a Message object, an error in Anthropic's shape (Messages
+    /// clients on other providers).
+    Messages,
     /// A provider's own answer or error, rewritten whole into OpenAI's shape.
     Translated,
     /// An OpenAI-shaped answer: its shape checked and its usage read, bytes unchanged.
@@ -63,6 +66,10 @@ pub(super) struct UpstreamAnswer<'a> {
     /// What the upstream was sent (for answers and streams that do not name the model).
     pub request: &'a Bytes,
     pub bridge: Option<Bridge>,
+    /// What a Message object echoes, when the request was translated from Messages.
+    pub messages: Option<Arc<llm::messages::Meta>>,
+    /// The error shape the client parses.
+    pub shape: ErrorShape,
     pub capture: Option<Vec<u8>>,
     pub feedback: Option<Feedback>,
     pub filter: Option<Filter>,
@@ -87,6 +94,8 @@ impl UpstreamAnswer<'_> {
             AnswerMode::Completions
         } else if self.bridged() && !ok_stream {
             AnswerMode::Responses
+        } else if self.target.bridge_messages && !ok_stream {
+            AnswerMode::Messages
         } else if self.translated() && !ok_stream {
             AnswerMode::Translated
         } else if ok && !preserve && !self.is_sse && !self.stream {
@@ -134,10 +143,10 @@ impl UpstreamAnswer<'_> {
             (_, AnswerMode::Streamed) => return self.streamed(log, snap),
             (Some(Ok(b)), _) => b,
             (Some(Err(_)), AnswerMode::NotAStream) => Bytes::new(),
-            (Some(Err(e)), _) => return kong_error(e, ErrorShape::OpenAi, log, snap),
+            (Some(Err(e)), _) => return kong_error(e, self.shape, log, snap),
             (None, _) => {
                 let e = GatewayError::Internal("answer body not read".into());
-                return kong_error(e, ErrorShape::OpenAi, log, snap);
+                return kong_error(e, self.shape, log, snap);
             }
         };
         match mode {
@@ -193,7 +202,14 @@ impl UpstreamAnswer<'_> {
                     Some(b) => bridged_answer(self.gw, target, &bytes, b, &asked),
                     None => {
                         let e = GatewayError::Internal("bridge".into());
-                        return kong_error(e, ErrorShape::OpenAi, log, snap);
+                        return kong_error(e, self.shape, log, snap);
+                    }
+                },
+                AnswerMode::Messages => match &self.messages {
+                    Some(m) => messages_answer(target, &bytes, m, &asked),
+                    None => {
+                        let e = GatewayError::Internal("messages bridge".into());
+                        return kong_error(e, self.shape, log, snap);
                     }
                 },
                 _ => llm::decode(
@@ -212,14 +228,21 @@ impl UpstreamAnswer<'_> {
                 }
                 Err(reason) => {
                     let e = transformation_error(target, reason);
-                    return kong_error(e, ErrorShape::OpenAi, log, snap);
+                    return kong_error(e, self.shape, log, snap);
                 }
             }
         } else {
-            // The provider's status stays; its message moves into OpenAI's error shape.
-            llm::decode_error(target.wire, status.as_u16(), &self.headers, &bytes)
+            // The provider's status stays; its message moves into OpenAI's error shape (or
+            // Anthropic's, for Messages clients).
+            let openai = llm::decode_error(target.wire, status.as_u16(), &self.headers, &bytes)
                 .map(Bytes::from)
-                .unwrap_or(bytes)
+                .unwrap_or(bytes);
+            match mode {
+                AnswerMode::Messages => {
+                    Bytes::from(llm::messages::error_for_client(status.as_u16(), &openai))
+                }
+                _ => openai,
+            }
         };
         let mut capture = self.capture;
         let out = answer_filtered(self.filter.as_ref(), status, out, &mut capture);
@@ -234,7 +257,7 @@ impl UpstreamAnswer<'_> {
             }
             Err(reason) => {
                 let e = transformation_error(target, reason);
-                return kong_error(e, ErrorShape::OpenAi, log, snap);
+                return kong_error(e, self.shape, log, snap);
             }
         }
         let mut capture = self.capture;
@@ -254,7 +277,7 @@ impl UpstreamAnswer<'_> {
     fn streamed(mut self, mut log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
         let (Some(body), Some(conn)) = (self.body.take(), self.conn.take()) else {
             let e = GatewayError::Internal("answer body".into());
-            return kong_error(e, ErrorShape::OpenAi, log, snap);
+            return kong_error(e, self.shape, log, snap);
         };
         let (target, status) = (self.target, self.status);
         let bridged = self.bridged();
@@ -271,6 +294,10 @@ impl UpstreamAnswer<'_> {
         // A translated stream always ends with a usage chunk; it reaches the client only if
         // asked.
         let mapper = match self.bridge {
+            _ if observing && target.bridge_messages => self.messages.as_ref().map(|m| {
+                let stage = llm::messages::StreamMapper::new(m.clone());
+                Mapper::messages(target.wire, unix_seconds(), &asked, stage)
+            }),
             Some(b) if observing && bridged => {
                 let on_complete = b.meta.store.then(|| {
                     let store = self.gw.conversations.clone();
@@ -306,7 +333,7 @@ impl UpstreamAnswer<'_> {
             );
         }
         let strip_usage = match &mapper {
-            Some(m) if m.observe_only() || bridged => false,
+            Some(m) if m.observe_only() || bridged || target.bridge_messages => false,
             Some(_) => !self.client_wants_usage,
             None => self.add_include_usage && dialect == Dialect::ChatLike,
         };
@@ -322,7 +349,7 @@ impl UpstreamAnswer<'_> {
         let finish = Finish::with_feedback(log, snap, self.capture, self.feedback);
         let sse_filter = self
             .filter
-            .filter(|f| f.active() && observing && !self.native)
+            .filter(|f| f.active() && observing && !self.native && !target.bridge_messages)
             .map(ai_sanitizer_filter::SseFilter::new);
         let mut resp = Response::new(ProxyBody::upstream(
             body,

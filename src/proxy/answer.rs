@@ -178,7 +178,9 @@ pub(super) fn not_a_stream(
 
 /// The SSE event shape the client of `target`'s route type reads.
 pub(super) fn sse_dialect(target: &Target) -> Dialect {
-    if target.route_type == RouteType::Responses {
+    if target.bridge_messages {
+        Dialect::Messages
+    } else if target.route_type == RouteType::Responses {
         Dialect::Responses
     } else {
         Dialect::ChatLike

@@ -135,8 +135,8 @@ pub async fn handle_request(
         return kong_error(e, ErrorShape::Kong, log, snap);
     };
     let ai = access::find_ai(&snap, &route.chain);
-    let shape = match ai {
-        Some(_) => ErrorShape::OpenAi,
+    let shape = match &ai {
+        Some(a) => a.error_shape(),
         None => ErrorShape::Kong,
     };
     if let Some(upgrade) = upgrade {

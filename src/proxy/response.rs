@@ -423,6 +423,10 @@ pub(crate) fn error_event(dialect: Dialect, message: &str, code: &str) -> Bytes 
             "event: error\ndata: {}\n\n",
             serde_json::json!({"type": "error", "code": code, "message": message, "error": err})
         ),
+        Dialect::Messages => format!(
+            "event: error\ndata: {}\n\n",
+            serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})
+        ),
     };
     Bytes::from(text)
 }

@@ -356,10 +356,15 @@ fn status_counts_as_failure(status: u16, criteria: &[FailoverCriterion]) -> bool
     criteria.contains(&c)
 }
 
+/// The client speaks `target`'s own API (not a bridged one).
+fn native(target: &Target, req: &AiRequest<'_>) -> bool {
+    req.native && !target.bridge_messages
+}
+
 /// A native client of Cohere or Hugging Face: it calls the provider's endpoints itself,
 /// with bodies the gateway does not interpret.
 fn native_own_api(target: &Target, req: &AiRequest<'_>) -> bool {
-    req.native && target.native_clients_own_api()
+    native(target, req) && target.native_clients_own_api()
 }
 
 /// An encoded attempt: the request, its log entry and the model it asks for.
@@ -369,7 +374,7 @@ type Encoded = (OutRequest, Try, Option<String>);
 fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError> {
     let rt = target.route_type;
     // What the upstream is asked for: chat, when the Responses API is bridged.
-    let wire_rt = if target.bridge_responses || target.bridge_completions {
+    let wire_rt = if target.bridges_chat() {
         RouteType::Chat
     } else {
         rt
@@ -441,7 +446,7 @@ fn encode_body(
     let rt = target.route_type;
     // Native Gemini and Bedrock clients name the model in the path; Gemini's bodies
     // are not OpenAI-shaped at all.
-    let gemini_native = req.native && target.wire == Wire::Gemini;
+    let gemini_native = native(target, req) && target.wire == Wire::Gemini;
     // Cohere's and Hugging Face's native bodies are whatever the called endpoint
     // takes (v1 chat, embed, rerank, TGI's generate): no chat shape to check.
     let own_api = native_own_api(target, req);
@@ -456,7 +461,7 @@ fn encode_body(
             None => client_body.str("model"),
         }
     };
-    let bridged = target.bridge_responses || target.bridge_completions;
+    let bridged = target.bridges_chat();
     let (body, chat_bytes) = match (bridged, req.chat) {
         (true, Some((chat, bytes))) => (chat, Some(bytes)),
         (true, None) => {
@@ -495,8 +500,8 @@ fn encode_body(
         }
         // A Converse body names neither model nor streaming (the path does): it
         // goes as the client sent it.
-        Wire::Bedrock if req.native => req.up.body.clone(),
-        _ if req.native => native_body(target, req, body, model.as_deref(), body_param),
+        Wire::Bedrock if native(target, req) => req.up.body.clone(),
+        _ if native(target, req) => native_body(target, req, body, model.as_deref(), body_param),
         wire => {
             let e = llm::Encode {
                 model: model.as_deref(),
@@ -551,7 +556,7 @@ fn native_body(
     // TGI's bodies name no model; Cohere's and Hugging Face's clients pick
     // streaming by endpoint or body themselves (a forced `stream` would break
     // embed and rerank).
-    let gemini_native = req.native && target.wire == Wire::Gemini;
+    let gemini_native = native(target, req) && target.wire == Wire::Gemini;
     let own_api = native_own_api(target, req);
     let hf_native = target.wire == Wire::HuggingFace;
     let mut set: Vec<(&str, String)> = Vec::new();
@@ -577,7 +582,7 @@ fn native_body(
 fn uses_client_path(target: &Target, req: &AiRequest<'_>) -> bool {
     // A Gemini-native client's path already says model and method (AI Studio or Vertex);
     // only a path the user configured replaces it.
-    req.native
+    native(target, req)
         && target.route_type != RouteType::Preserve
         && match target.wire {
             Wire::Gemini => target.model_path || target.upstream.path.is_none(),
@@ -708,7 +713,11 @@ fn query_with_auth(
     target: &Target,
     req: &AiRequest<'_>,
 ) -> Result<(Option<String>, Option<String>), GatewayError> {
-    let mut query = query_string(req.up, req.raw_query);
+    let mut query = match target.bridge_messages {
+        // `?beta=true` and the like are Anthropic's; the chat provider gets none of them.
+        true => encode_pairs(req.up.query.iter().filter(|(k, _)| !is_anthropic_param(k))),
+        false => query_string(req.up, req.raw_query),
+    };
     let mut log_query = None;
     if let Some((name, value, ParamLocation::Query)) = &target.auth.param {
         let present = req.up.query.iter().any(|(k, _)| k == name);
@@ -719,6 +728,7 @@ fn query_with_auth(
                 .query
                 .iter()
                 .filter(|(k, _)| k != name)
+                .filter(|(k, _)| !(target.bridge_messages && is_anthropic_param(k)))
                 .cloned()
                 .collect();
             let mut log_pairs = pairs.clone();
@@ -734,6 +744,22 @@ fn query_with_auth(
         }
     }
     Ok((query, log_query))
+}
+
+/// A query parameter of Anthropic's Messages API (Claude Code sends `beta=true`).
+fn is_anthropic_param(k: &str) -> bool {
+    k == "beta"
+}
+
+/// Query pairs encoded; None when there are none.
+fn encode_pairs<'a>(pairs: impl Iterator<Item = &'a (String, String)>) -> Option<String> {
+    let mut ser = form_urlencoded::Serializer::new(String::new());
+    let mut any = false;
+    for (k, v) in pairs {
+        ser.append_pair(k, v);
+        any = true;
+    }
+    any.then(|| ser.finish())
 }
 
 /// `path_only`, then the non-empty queries joined by `&`.

@@ -317,17 +317,22 @@ async fn anthropic_native_clients_pass_through_with_usage_logged() {
         assert!(line["ai"]["proxy"].get("error").is_none(), "{line}");
     }
 
-    let bad = ANTHROPIC
+    // Messages clients reach other providers' chat (tests/bridges.rs), not their other
+    // route types.
+    let on_openai = ANTHROPIC
         .replace("provider: anthropic", "provider: openai")
         .replace(
             "            config:\n              route_type",
             "            config:\n              llm_format: anthropic\n              route_type",
         );
-    let e = tollgate::gateway::load_str(&bad.replace("{MOCK}", "http://127.0.0.1:9"))
-        .err()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
-    assert!(e.contains("config.llm_format"), "{e}");
+    let load = |y: &str| tollgate::gateway::load_str(&y.replace("{MOCK}", "http://127.0.0.1:9"));
+    assert!(load(&on_openai).is_ok());
+    let bad = on_openai.replace("llm/v1/chat", "llm/v1/embeddings");
+    let e = load(&bad).err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(
+        e.contains("config.llm_format") && e.contains("route_type llm/v1/chat"),
+        "{e}"
+    );
 }
 
 #[test]
