@@ -365,6 +365,13 @@ fn unsupported_features_fail_clearly() {
         e[0].starts_with("plugins[0].config.custom_patterns[0].regex: invalid regex"),
         "{e:?}"
     );
+    // Kong 3.10's identity_realms: this configuration's consumers (cp), not Konnect's.
+    assert!(load("_format_version: \"3.0\"\nplugins: [{name: key-auth, config: {identity_realms: [{scope: cp, id: null, region: null}]}}]\n").is_ok());
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: key-auth, config: {identity_realms: [{scope: cp}, {scope: realm, id: r1, region: us}]}}]\n");
+    assert!(
+        e[0].starts_with("plugins[0].config.identity_realms[1].scope: Konnect identity realms"),
+        "{e:?}"
+    );
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: key-auth, config: {key_names: [\"a b\"], anonymous: nobody}}]\n");
     assert!(
         e[0].starts_with("plugins[0].config.key_names[0]: bad header name"),
@@ -381,10 +388,35 @@ fn unsupported_features_fail_clearly() {
         load("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: dashscope}}}]\n").is_ok(),
         "dashscope needs nothing but a key"
     );
-    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, model: {provider: anthropic}}}]\n");
+    // Kong 3.15 no longer requires these: its defaults apply.
+    let ai = |model: &str| {
+        format!("_format_version: \"3.0\"\nplugins: [{{name: ai-proxy, config: {{route_type: llm/v1/chat, model: {model}}}}}]\n")
+    };
+    let ai_proxy = |s: &Snapshot| match &s.plugins[0].plugin {
+        Plugin::AiProxy(ai) => ai.clone(),
+        _ => panic!("not ai-proxy"),
+    };
+    let s = load(&ai("{provider: anthropic}")).unwrap();
+    let a = ai_proxy(&s);
+    let version = a.targets[0]
+        .extra_headers
+        .iter()
+        .find(|(n, _)| n == "anthropic-version");
+    assert_eq!(version.map(|(_, v)| v.as_bytes()), Some(&b"2023-06-01"[..]));
+    let s = load(&ai("{provider: mistral, name: mistral-large-latest}")).unwrap();
+    assert_eq!(&*ai_proxy(&s).targets[0].upstream.host, "api.mistral.ai");
+    let s = load(&ai(
+        "{provider: azure, name: gpt-4o, options: {azure_instance: inst}}",
+    ))
+    .unwrap();
     assert_eq!(
-        e,
-        vec!["plugins[0].config.model.options.anthropic_version: required for provider 'anthropic' (e.g. \"2023-06-01\")"]
+        ai_proxy(&s).targets[0].upstream.path.as_deref(),
+        Some("/openai/deployments/gpt-4o/chat/completions?api-version=2023-05-15")
+    );
+    let e = errors(&ai("{provider: azure, options: {azure_instance: inst}}"));
+    assert!(
+        e[0].starts_with("plugins[0].config.model.options.azure_deployment_id: required"),
+        "{e:?}"
     );
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: file-log, config: {path: /tmp/x, custom_fields_by_lua: {a: \"return 1\"}}}]\n");
     assert!(e[0].contains("custom_fields_by_lua"), "{e:?}");

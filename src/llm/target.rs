@@ -170,6 +170,31 @@ impl Target {
     }
 }
 
+/// Anthropic's API version Kong sends when `anthropic_version` is not set.
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// The options Kong 3.15 no longer requires, filled with what Kong then uses: Anthropic's
+/// current API version, Mistral's OpenAI-compatible API, and an Azure deployment named
+/// like the model (Azure's own default when deploying a model).
+fn with_kong_defaults(t: &TargetConfig, mut o: ModelOptions) -> ModelOptions {
+    match t.model.provider {
+        ProviderName::Anthropic => {
+            o.anthropic_version
+                .get_or_insert_with(|| DEFAULT_ANTHROPIC_VERSION.to_string());
+        }
+        ProviderName::Mistral => {
+            o.mistral_format.get_or_insert_with(|| "openai".to_string());
+        }
+        ProviderName::Azure => {
+            if let (None, Some(name)) = (&o.azure_deployment_id, &t.model.name) {
+                o.azure_deployment_id = Some(name.clone());
+            }
+        }
+        _ => {}
+    }
+    o
+}
+
 /// Compiles one target record (also the embeddings provider of semantic routing).
 pub fn compile_target(
     path: &str,
@@ -189,7 +214,7 @@ pub fn compile_target(
             ),
         ));
     }
-    let options = t.model.options.clone().unwrap_or_default();
+    let options = with_kong_defaults(t, t.model.options.clone().unwrap_or_default());
     let opath = format!("{path}.model.options");
     // Providers without a Responses API get it bridged: the target is reached as a chat one.
     let bridge_responses = t.route_type == RouteType::Responses
@@ -550,21 +575,16 @@ fn provider_profile(
             headers: Vec::new(),
         }),
         ProviderName::Anthropic => {
-            let version = match options.anthropic_version.as_deref() {
-                Some(v) => match HeaderValue::from_str(v) {
-                    Ok(v) => Some(v),
-                    Err(_) => {
-                        errors.push((
-                            format!("{opath}.anthropic_version"),
-                            "not a valid header value".into(),
-                        ));
-                        None
-                    }
-                },
-                None => {
+            let v = options
+                .anthropic_version
+                .as_deref()
+                .unwrap_or(DEFAULT_ANTHROPIC_VERSION);
+            let version = match HeaderValue::from_str(v) {
+                Ok(v) => Some(v),
+                Err(_) => {
                     errors.push((
                         format!("{opath}.anthropic_version"),
-                        "required for provider 'anthropic' (e.g. \"2023-06-01\")".into(),
+                        "not a valid header value".into(),
                     ));
                     None
                 }
@@ -589,23 +609,16 @@ fn provider_profile(
                 }
             }
         }
-        ProviderName::Mistral => match options.mistral_format.as_deref() {
-            Some("openai") => openai_compatible(("https", "api.mistral.ai", 443), false),
-            Some("ollama") => {
+        ProviderName::Mistral => match options.mistral_format.as_deref().unwrap_or("openai") {
+            "openai" => openai_compatible(("https", "api.mistral.ai", 443), false),
+            "ollama" => {
                 need_upstream_url(errors, "mistral with mistral_format 'ollama'");
                 return ollama_profile(errors);
             }
-            Some(other) => {
+            other => {
                 errors.push((
                     format!("{opath}.mistral_format"),
                     format!("'{other}' is not a valid value (openai, ollama)"),
-                ));
-                return None;
-            }
-            None => {
-                errors.push((
-                    format!("{opath}.mistral_format"),
-                    "required for provider 'mistral' (openai, ollama)".into(),
                 ));
                 return None;
             }

@@ -28,6 +28,37 @@ pub struct KeyAuthConfig {
     #[serde(default = "yes")]
     pub run_on_preflight: bool,
     pub realm: Option<String>,
+    /// Where consumers are looked up (Kong 3.10+): `cp` is this gateway's own consumers,
+    /// the default; Konnect's identity realms (`realm`) are refused at validation.
+    #[serde(default = "default_realms")]
+    pub identity_realms: Vec<IdentityRealm>,
+}
+
+/// One `identity_realms` entry.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityRealm {
+    pub scope: RealmScope,
+    pub id: Option<String>,
+    pub region: Option<String>,
+}
+
+/// `identity_realms[].scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RealmScope {
+    /// The control plane's consumers: for tollgate, the configuration's own.
+    Cp,
+    /// A Konnect identity realm, reached through Konnect's API.
+    Realm,
+}
+
+fn default_realms() -> Vec<IdentityRealm> {
+    vec![IdentityRealm {
+        scope: RealmScope::Cp,
+        id: None,
+        region: None,
+    }]
 }
 
 fn default_key_names() -> Vec<String> {
@@ -43,6 +74,14 @@ impl KeyAuthConfig {
         let mut errs = Vec::new();
         if self.key_names.is_empty() {
             errs.push(("key_names".into(), "length must be at least 1".into()));
+        }
+        for (i, r) in self.identity_realms.iter().enumerate() {
+            if r.scope == RealmScope::Realm {
+                errs.push((
+                    format!("identity_realms[{i}].scope"),
+                    "Konnect identity realms cannot be reached by tollgate (it has no Konnect connection); use scope 'cp', this configuration's consumers".into(),
+                ));
+            }
         }
         for (i, n) in self.key_names.iter().enumerate() {
             let ok = !n.is_empty()
