@@ -217,6 +217,13 @@ pub fn encode_chat(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, Encod
     if !extra.is_empty() {
         out.insert("additionalModelRequestFields".into(), Value::Object(extra));
     }
+    // Kong reads a guardrail from the body's top level too (`bedrock.guardrailConfig` wins).
+    if let Some(g) = field(body, "guardrailConfig")? {
+        if !g.is_object() {
+            return Err(bad("'guardrailConfig' must be an object"));
+        }
+        out.entry("guardrailConfig").or_insert(g);
+    }
     if let Some(latency) = e
         .options
         .bedrock
@@ -970,6 +977,11 @@ mod tests {
         );
         assert_eq!(out["guardrailConfig"]["guardrailIdentifier"], "g");
         assert_eq!(out["performanceConfig"], json!({"latency": "optimized"}));
+        // Kong's top-level guardrailConfig.
+        let g = json!({"guardrailIdentifier": "top", "guardrailVersion": "DRAFT", "trace": "enabled"});
+        let out = encode(json!({"messages": [user("q")], "guardrailConfig": g})).unwrap();
+        assert_eq!(out["guardrailConfig"], g);
+        assert!(encode(json!({"messages": [user("q")], "guardrailConfig": "g"})).is_err());
         let e = encode(json!({"messages": [user("q")], "bedrock": {"modelId": "x"}})).unwrap_err();
         assert!(e.contains("'bedrock.modelId'"), "{e}");
     }
