@@ -514,7 +514,7 @@ async fn bad_requests_get_precise_errors() {
     .await;
     assert_openai_error(&r, 400, "request matches multiple LLM request formats");
     let r = post_json(&h.url("/chat"), &json!({"model":"x"})).await;
-    assert_openai_error(&r, 400, "request format not recognised");
+    assert_openai_error(&r, 400, "request body doesn't contain valid prompts");
     let r = post_json(&h.url("/chat"), &json!({"prompt":"x"})).await;
     assert_openai_error(&r, 400, "not compatible with [llm/v1/chat] route type");
     let mut s = msg("x");

@@ -978,7 +978,8 @@ mod tests {
         assert_eq!(out["guardrailConfig"]["guardrailIdentifier"], "g");
         assert_eq!(out["performanceConfig"], json!({"latency": "optimized"}));
         // Kong's top-level guardrailConfig.
-        let g = json!({"guardrailIdentifier": "top", "guardrailVersion": "DRAFT", "trace": "enabled"});
+        let g =
+            json!({"guardrailIdentifier": "top", "guardrailVersion": "DRAFT", "trace": "enabled"});
         let out = encode(json!({"messages": [user("q")], "guardrailConfig": g})).unwrap();
         assert_eq!(out["guardrailConfig"], g);
         assert!(encode(json!({"messages": [user("q")], "guardrailConfig": "g"})).is_err());

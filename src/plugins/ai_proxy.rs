@@ -384,7 +384,8 @@ pub fn check_format(route_type: RouteType, body: &BodyView<'_>) -> Result<(), Ga
             let is_prompt = matches!(body.kind("prompt"), Some(Kind::String | Kind::Array));
             match (is_chat, is_prompt, route_type) {
                 (true, true, _) => bad("request matches multiple LLM request formats"),
-                (false, false, _) => bad("request format not recognised"),
+                // Kong checks for prompts first (normalize-request), then the format.
+                (false, false, _) => bad("request body doesn't contain valid prompts"),
                 (false, true, RouteType::Chat) => {
                     bad("[llm/v1/completions] message format is not compatible with [llm/v1/chat] route type")
                 }
@@ -484,11 +485,11 @@ mod tests {
         );
         assert_eq!(
             msg(check(RouteType::Chat, json!({}))),
-            "request format not recognised"
+            "request body doesn't contain valid prompts"
         );
         assert_eq!(
             msg(check(RouteType::Chat, json!({"messages":[]}))),
-            "request format not recognised"
+            "request body doesn't contain valid prompts"
         );
         assert!(msg(check(RouteType::Chat, json!({"prompt":"x"})))
             .contains("not compatible with [llm/v1/chat]"));
