@@ -27,6 +27,40 @@ impl MockBody {
     }
 }
 
+/// `response` gzip-encoded: a full body whole, an event stream event by event (each
+/// flushed, so the client can decode every frame as it comes).
+pub(crate) fn gzipped(response: http::Response<MockBody>) -> http::Response<MockBody> {
+    use std::io::Write;
+    let (mut parts, body) = response.into_parts();
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut take = |bytes: &[u8], finish: bool| -> Bytes {
+        let _ = enc.write_all(bytes);
+        let _ = enc.flush();
+        if finish {
+            let _ = enc.try_finish();
+        }
+        Bytes::from(std::mem::take(enc.get_mut()))
+    };
+    let body = match body {
+        MockBody::Full(b) => MockBody::full(take(b.as_deref().unwrap_or_default(), true)),
+        MockBody::Events(mut s) => {
+            let n = s.events.len();
+            let mut events = std::mem::take(&mut s.events);
+            for (i, e) in events.iter_mut().enumerate() {
+                *e = take(e, i + 1 == n);
+            }
+            s.events = events;
+            MockBody::Events(s)
+        }
+    };
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        http::header::CONTENT_ENCODING,
+        http::HeaderValue::from_static("gzip"),
+    );
+    http::Response::from_parts(parts, body)
+}
+
 /// Events yielded as separate frames so a client can observe the gaps.
 #[derive(Debug)]
 pub(crate) struct EventStream {

@@ -27,6 +27,9 @@ pub(crate) struct Directives {
     /// Re-cut a stream's bytes into frames of this size, so frames no longer line up
     /// with events (the way TCP may deliver them).
     pub split: Option<usize>,
+    /// Answer gzip-encoded (`Content-Encoding: gzip`) whatever the request's
+    /// `Accept-Encoding` said, as some servers and proxies do.
+    pub gzip: bool,
 }
 
 impl Directives {
@@ -74,6 +77,7 @@ impl Directives {
             }
             "delay_ms" => self.delay_ms = number().or(self.delay_ms),
             "chunk_delay_ms" => self.chunk_delay_ms = number().or(self.chunk_delay_ms),
+            "gzip" => self.gzip = true,
             "chunks" => {
                 if let Some(n) = number().filter(|n| *n > 0) {
                     self.chunks = Some(usize::try_from(n).unwrap_or(MAX_CHUNKS).min(MAX_CHUNKS));

@@ -426,7 +426,7 @@ pub(crate) async fn respond(
         prompt_tokens: scan.tokens(),
         directives: &directives,
     };
-    Ok(match route {
+    let response = match route {
         Route::Chat => openai::chat(&ctx),
         Route::Completions => openai::completions(&ctx),
         Route::Embeddings => embeddings::embeddings(&ctx),
@@ -460,6 +460,10 @@ pub(crate) async fn respond(
             "invalid_request_error",
             Some("not_found"),
         ),
+    };
+    Ok(match directives.gzip {
+        true => crate::body::gzipped(response),
+        false => response,
     })
 }
 

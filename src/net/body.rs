@@ -12,7 +12,7 @@ use super::upstream::{Conn, FailureKind};
 use crate::error::GatewayError;
 
 /// Largest upstream response the gateway buffers to check and account for it.
-const MAX_BUFFERED_RESPONSE: usize = 64 << 20;
+pub const MAX_BUFFERED_RESPONSE: usize = 64 << 20;
 
 /// A whole upstream body for a buffered answer; the connection goes back to the pool.
 pub async fn read_buffered(

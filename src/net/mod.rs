@@ -1,10 +1,11 @@
 //! The network below the request path: the pooled upstream HTTP client, what its TLS
-//! trusts, reading whole bodies, Google service-account tokens, and the listener's
+//! trusts, reading whole bodies (and decoding their content codings), Google service-account tokens, and the listener's
 //! certificates by server name. Every layer that talks to an upstream (the proxy,
 //! vaults, embeddings, exporters) uses these, so they import only
 //! layer 1 (`rt`, `error`, `secret`).
 
 pub mod body;
+pub mod encoding;
 pub mod gcp;
 pub mod gcp_token;
 pub mod sni;

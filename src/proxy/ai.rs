@@ -198,7 +198,10 @@ pub(super) async fn proxy_ai(
         .then(|| answer.take_body())
         .flatten()
     {
-        Some((body, conn)) => Some(read_buffered(body, conn, read_timeout).await),
+        Some((body, conn)) => {
+            let read = read_buffered(body, conn, read_timeout).await;
+            Some(read.and_then(|b| answer.decoded(b)))
+        }
         None => None,
     };
     answer.respond(read, log, snap)

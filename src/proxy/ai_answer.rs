@@ -122,6 +122,23 @@ impl UpstreamAnswer<'_> {
         !matches!(self.mode(), AnswerMode::Streamed)
     }
 
+    /// A whole body as the gateway reads it: gzip or deflate decoded (the client then gets
+    /// it decoded, without `Content-Encoding`).
+    pub(super) fn decoded(&mut self, b: Bytes) -> Result<Bytes, GatewayError> {
+        use crate::net::encoding;
+        let ce = self.headers.get(header::CONTENT_ENCODING);
+        let coding = encoding::coding(ce.and_then(|v| v.to_str().ok()))
+            .map_err(|e| GatewayError::UpstreamInvalid(e.to_string()))?;
+        let Some(coding) = coding else {
+            return Ok(b);
+        };
+        let out = encoding::decode(coding, &b, crate::net::body::MAX_BUFFERED_RESPONSE)
+            .map_err(|e| GatewayError::UpstreamInvalid(e.to_string()))?;
+        self.headers.remove(header::CONTENT_ENCODING);
+        self.headers.remove(header::CONTENT_LENGTH);
+        Ok(Bytes::from(out))
+    }
+
     /// Takes the body and its connection, to read it whole.
     pub(super) fn take_body(&mut self) -> Option<(Incoming, Conn)> {
         Some((self.body.take()?, self.conn.take()?))
@@ -284,8 +301,18 @@ impl UpstreamAnswer<'_> {
         let translated = self.translated();
         let mut headers = self.headers;
         let dialect = sse_dialect(target);
-        let observing =
-            status == StatusCode::OK && self.is_sse && target.route_type != RouteType::Preserve;
+        // A stream the gateway reads is decoded first; one in a coding it cannot decode
+        // passes untouched.
+        let coding = crate::net::encoding::coding(
+            headers
+                .get(header::CONTENT_ENCODING)
+                .and_then(|v| v.to_str().ok()),
+        );
+        let observing = status == StatusCode::OK
+            && self.is_sse
+            && target.route_type != RouteType::Preserve
+            && coding.is_ok();
+        let decode = coding.ok().flatten().filter(|_| observing);
         let asked = llm::Asked {
             model: self.model.as_deref(),
             request: self.request,
@@ -341,6 +368,9 @@ impl UpstreamAnswer<'_> {
         if observer.is_some() {
             headers.remove(header::CONTENT_LENGTH);
         }
+        if decode.is_some() {
+            headers.remove(header::CONTENT_ENCODING);
+        }
         log.status = status.as_u16();
         if log.enabled {
             log.response_headers = HeaderCopy::of(&headers);
@@ -362,6 +392,9 @@ impl UpstreamAnswer<'_> {
         ));
         if let Some(f) = sse_filter {
             resp.body_mut().set_filter(f);
+        }
+        if let Some(c) = decode {
+            resp.body_mut().set_decoder(c);
         }
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;

@@ -224,6 +224,8 @@ struct Stream {
     ended: bool,
     /// `ai-sanitizer` rewriting the stream (restoring, masking).
     filter: Option<Box<crate::plugins::ai_sanitizer_filter::SseFilter>>,
+    /// A gzip- or deflate-encoded stream the gateway reads, decoded first.
+    decoder: Option<Box<crate::net::encoding::StreamDecoder>>,
     _gauge: StreamGauge,
 }
 
@@ -293,6 +295,7 @@ impl ProxyBody {
                 sse,
                 ended: false,
                 filter: None,
+                decoder: None,
                 _gauge: StreamGauge::new(),
             }),
             finish,
@@ -304,6 +307,14 @@ impl ProxyBody {
     pub fn set_filter(&mut self, f: crate::plugins::ai_sanitizer_filter::SseFilter) {
         if let Kind::Upstream(s) = &mut self.kind {
             s.filter = Some(Box::new(f));
+        }
+    }
+
+    /// Decodes the upstream's content coding before anything reads the stream (the client
+    /// then gets it decoded).
+    pub fn set_decoder(&mut self, coding: crate::net::encoding::Coding) {
+        if let Kind::Upstream(s) = &mut self.kind {
+            s.decoder = Some(Box::new(crate::net::encoding::StreamDecoder::new(coding)));
         }
     }
 
@@ -502,7 +513,11 @@ impl Stream {
                 // No clock read per frame: the idle timer re-arms itself lazily.
                 self.active = true;
                 match frame.into_data() {
-                    Ok(data) => Step::Chunk(self.on_data(data)),
+                    Ok(data) => match self.decoder.as_mut().map(|d| d.push(&data)) {
+                        None => Step::Chunk(self.on_data(data)),
+                        Some(Ok(decoded)) => Step::Chunk(self.on_data(Bytes::from(decoded))),
+                        Some(Err(e)) => Step::Failed(e.to_string(), "upstream_invalid_stream"),
+                    },
                     Err(frame) => Step::Trailers(frame),
                 }
             }

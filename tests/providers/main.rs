@@ -17,6 +17,7 @@ mod anthropic;
 mod bedrock;
 mod cohere;
 mod config_errors;
+mod encodings;
 mod gemini;
 mod ollama;
 mod openai_compatible;
