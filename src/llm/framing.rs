@@ -61,6 +61,114 @@ impl Framing for Ndjson {
     }
 }
 
+/// SSE, or one JSON array whose elements arrive over time (what Gemini's
+/// `streamGenerateContent` answers without `alt=sse`): the first byte decides, and each
+/// array element is handed over as an event's data.
+#[derive(Debug, Default)]
+pub struct SseOrJsonArray {
+    mode: Option<ArrayOrSse>,
+}
+
+#[derive(Debug)]
+enum ArrayOrSse {
+    Sse(sse::Framer),
+    Array(JsonArray),
+}
+
+impl Framing for SseOrJsonArray {
+    type Event = sse::Event;
+
+    fn push(&mut self, bytes: &[u8], mut emit: impl FnMut(&sse::Event)) {
+        let mode = match &mut self.mode {
+            Some(m) => m,
+            None => {
+                let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
+                    return;
+                };
+                self.mode.insert(match first {
+                    b'[' => ArrayOrSse::Array(JsonArray::default()),
+                    _ => ArrayOrSse::Sse(sse::Framer::default()),
+                })
+            }
+        };
+        match mode {
+            ArrayOrSse::Sse(f) => f.push(bytes, |ev| emit(&ev)),
+            ArrayOrSse::Array(a) => a.push(bytes, |el| {
+                emit(&sse::Event {
+                    kind: None,
+                    data: el.to_vec(),
+                })
+            }),
+        }
+    }
+
+    fn finish(&mut self, mut emit: impl FnMut(&sse::Event)) {
+        if let Some(ArrayOrSse::Sse(f)) = &mut self.mode {
+            f.finish(|ev| emit(&ev));
+        }
+        // An array cut before its last element closed has nothing whole left to hand over.
+    }
+}
+
+/// The top-level elements of one JSON array, as their bytes complete. Written by hand: a
+/// streaming JSON parser would be a dependency for what is a bracket counter that knows
+/// strings.
+#[derive(Debug, Default)]
+struct JsonArray {
+    /// `[` seen.
+    opened: bool,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// The element so far.
+    element: Vec<u8>,
+}
+
+impl JsonArray {
+    fn push(&mut self, bytes: &[u8], mut emit: impl FnMut(&[u8])) {
+        for &b in bytes {
+            if !self.opened {
+                self.opened = b == b'[';
+                continue;
+            }
+            if self.depth == 0 && !self.in_string {
+                // Between elements: separators, whitespace and the closing bracket.
+                match b {
+                    b'{' | b'[' => self.depth = 1,
+                    b'"' => self.in_string = true,
+                    _ => continue,
+                }
+                self.element.push(b);
+                continue;
+            }
+            self.element.push(b);
+            if self.in_string {
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+                if self.in_string || self.depth > 0 {
+                    continue;
+                }
+            } else {
+                match b {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' => self.depth += 1,
+                    b'}' | b']' => self.depth = self.depth.saturating_sub(1),
+                    _ => {}
+                }
+                if self.depth > 0 || self.in_string {
+                    continue;
+                }
+            }
+            emit(&self.element);
+            self.element.clear();
+        }
+    }
+}
+
 /// A dialect's stream mapping, one complete event at a time.
 pub trait MapEvents {
     /// The framing of the dialect's stream.
@@ -128,6 +236,39 @@ mod tests {
         }
         f.finish(|l| out.push(l.to_vec()));
         out
+    }
+
+    fn array_events(chunks: &[&[u8]]) -> Vec<String> {
+        let mut f = SseOrJsonArray::default();
+        let mut out = Vec::new();
+        for c in chunks {
+            f.push(c, |e| {
+                out.push(String::from_utf8_lossy(&e.data).into_owned())
+            });
+        }
+        f.finish(|e| out.push(String::from_utf8_lossy(&e.data).into_owned()));
+        out
+    }
+
+    #[test]
+    fn json_array_elements_across_chunks() {
+        let whole: &[u8] = b"[{\"a\":\"x]}\\\"\",\"b\":[1,{\"c\":2}]}\r\n,\r\n{\"d\":{}}\n]";
+        let expect = vec![
+            "{\"a\":\"x]}\\\"\",\"b\":[1,{\"c\":2}]}".to_string(),
+            "{\"d\":{}}".to_string(),
+        ];
+        assert_eq!(array_events(&[whole]), expect);
+        for i in 0..whole.len() {
+            assert_eq!(
+                array_events(&[&whole[..i], &whole[i..]]),
+                expect,
+                "split at {i}"
+            );
+        }
+        // SSE still frames as SSE.
+        assert_eq!(array_events(&[b"data: {\"e\":1}\n\n"]), vec!["{\"e\":1}"]);
+        // A cut array hands over only whole elements.
+        assert_eq!(array_events(&[b"[{\"a\":1},{\"b\""]), vec!["{\"a\":1}"]);
     }
 
     #[test]

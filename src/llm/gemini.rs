@@ -720,7 +720,8 @@ pub struct EventMapper {
 }
 
 impl MapEvents for EventMapper {
-    type Framing = sse::Framer;
+    // Without `alt=sse` Gemini streams one JSON array of the same objects.
+    type Framing = crate::llm::framing::SseOrJsonArray;
 
     fn on_event(&mut self, ev: &sse::Event, out: &mut Vec<u8>) {
         let Ok(v) = serde_json::from_slice::<Value>(&ev.data) else {

@@ -169,7 +169,9 @@ pub(super) async fn proxy_ai(
         && !force_stream
         && ai.llm_format != LlmFormat::Openai
         && target.native_clients_own_api();
-    let is_sse = own_stream || readable_stream(&headers, target);
+    let is_sse = own_stream
+        || readable_stream(&headers, target)
+        || (stream && status == StatusCode::OK && gemini_array(&headers, target));
 
     let mut answer = UpstreamAnswer {
         gw: c.gw,
@@ -262,6 +264,12 @@ fn readable_stream(headers: &HeaderMap, target: &Target) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| llm::is_native_stream(target.wire, v))
+}
+
+/// A Gemini stream answered as one JSON array (`streamGenerateContent` without
+/// `alt=sse`, e.g. through a proxy that drops the query): read element by element.
+fn gemini_array(headers: &HeaderMap, target: &Target) -> bool {
+    target.wire == Wire::Gemini && crate::llm::body::is_json(headers.get(header::CONTENT_TYPE))
 }
 
 /// The request as chat, for targets that only have chat.

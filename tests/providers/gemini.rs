@@ -218,6 +218,39 @@ async fn gemini_stream_becomes_openai_chunks() {
     );
     let data = sse_data(&r.text());
     assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+
+    // A path that asks for JSON (`alt=json`) gets one JSON array; it is still read element
+    // by element into chunks, not refused.
+    let array = own.replace(
+        ":streamGenerateContent\"",
+        ":streamGenerateContent?alt=json\"",
+    );
+    assert_ne!(array, own);
+    let h = Harness::start(&array).await;
+    let r = send(
+        "POST",
+        &h.url("/gem"),
+        &[("content-type", "application/json")],
+        json!({"messages": [{"role": "user", "content": "hi"}], "stream": true,
+            "stream_options": {"include_usage": true}})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("text/event-stream"));
+    assert!(h.mock.requests()[0].path.ends_with("?alt=json"));
+    let data = sse_data(&r.text());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{data:?}");
+    let chunks: Vec<Value> = data[..data.len() - 1]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let text: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, "Hello from mock-llm.");
+    assert_eq!(chunks.last().unwrap()["usage"]["completion_tokens"], 3);
 }
 
 #[tokio::test]
