@@ -34,8 +34,8 @@ pub(crate) fn pick<'a>(
     })
 }
 
-/// A value satisfying `schema` (required properties only; a command-like string array gets
-/// a harmless `echo`, so an agent that runs it sees output).
+/// A value satisfying `schema` (required properties only; a `command` (a string array or a
+/// command line) gets a harmless `echo`, so an agent that runs it sees output).
 fn example(schema: &Value) -> Value {
     match schema.get("type").and_then(Value::as_str) {
         Some("object") => {
@@ -47,6 +47,10 @@ fn example(schema: &Value) -> Value {
                     let v = match props.get(r) {
                         Some(p) if r == "command" && is_string_array(p) => {
                             json!(["echo", "mock-tool-ran"])
+                        }
+                        // A shell command line (Claude Code's Bash tool).
+                        Some(p) if r == "command" && p.get("type") == Some(&json!("string")) => {
+                            json!("echo mock-tool-ran")
                         }
                         Some(p) => example(p),
                         None => Value::Null,
@@ -88,6 +92,17 @@ fn is_string_array(p: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_line_gets_an_echo() {
+        let schema = json!({"type": "object", "required": ["command"],
+            "properties": {"command": {"type": "string"}, "timeout": {"type": "number"}}});
+        let mut d = Directives::default();
+        d.apply_markers("[mock:tool=Bash]");
+        let c = pick(&d, [("Bash", Some(&schema))], false).unwrap();
+        assert_eq!(c.name, "Bash");
+        assert_eq!(c.arguments, json!({"command": "echo mock-tool-ran"}));
+    }
 
     #[test]
     fn picks_first_or_named_and_fills_required_arguments() {

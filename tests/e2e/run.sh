@@ -12,8 +12,10 @@ cd "$ROOT"
 
 CACHE=${E2E_CACHE:-${HOME:-/tmp}/.cache/tollgate-e2e}
 CODEX_VERSION=0.169.0
+CLAUDE_CODE_VERSION=2.1.197
 OPENAI_PIP_SPEC=${E2E_OPENAI_PIP_SPEC:-openai}
 CODEX_TIMEOUT=${E2E_CODEX_TIMEOUT:-120}          # seconds for one `codex exec`
+CLAUDE_TIMEOUT=${E2E_CLAUDE_TIMEOUT:-120}        # seconds for one `claude -p`
 SDK_TIMEOUT=${E2E_SDK_TIMEOUT:-180}              # seconds for the whole SDK script
 START_TIMEOUT=${E2E_START_TIMEOUT:-30}           # seconds for each server to be ready
 BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-3600}         # seconds for `cargo build --bins`
@@ -205,6 +207,26 @@ else
                   die "setup: $CODEX --version does not report $CODEX_VERSION"; }
 fi
 
+CLAUDE_DIR=$CACHE/claude-code
+CLAUDE=$CLAUDE_DIR/node_modules/.bin/claude
+claude_ok() {
+    [ -x "$CLAUDE" ] || return 1
+    case "$(timeout 30 "$CLAUDE" --version 2>/dev/null)" in *"$CLAUDE_CODE_VERSION"*) return 0 ;; *) return 1 ;; esac
+}
+if claude_ok; then
+    log "claude code $CLAUDE_CODE_VERSION already in $CLAUDE_DIR"
+else
+    log "npm install @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION into $CLAUDE_DIR"
+    mkdir -p "$CLAUDE_DIR"
+    [ -f "$CLAUDE_DIR/package.json" ] || echo '{"name":"tollgate-e2e-claude-code","private":true}' >"$CLAUDE_DIR/package.json"
+    # The native binary comes as an optional per-platform dependency.
+    (cd "$CLAUDE_DIR" && timeout -k 10 "$INSTALL_TIMEOUT" npm install --no-audit --no-fund --save-exact \
+        --include=optional --loglevel=error "@anthropic-ai/claude-code@$CLAUDE_CODE_VERSION") >"$TMP/npm-claude.log" 2>&1 \
+        || { tail -n 40 "$TMP/npm-claude.log"; die "setup: npm install @anthropic-ai/claude-code@$CLAUDE_CODE_VERSION failed"; }
+    claude_ok || { tail -n 40 "$TMP/npm-claude.log"; timeout 30 "$CLAUDE" --version || true;
+                   die "setup: $CLAUDE --version does not report $CLAUDE_CODE_VERSION"; }
+fi
+
 VENV=$CACHE/venv
 PY=$VENV/bin/python
 if [ -x "$PY" ] && "$PY" -c 'import openai' 2>/dev/null; then
@@ -218,7 +240,7 @@ else
         || { tail -n 40 "$TMP/pip.log"; die "setup: pip install $OPENAI_PIP_SPEC failed"; }
     "$PY" -c 'import openai' || die "setup: openai is not importable after pip install"
 fi
-log "clients: $(timeout 30 "$CODEX" --version 2>/dev/null), openai-python $("$PY" -c 'import openai; print(openai.__version__)')"
+log "clients: $(timeout 30 "$CODEX" --version 2>/dev/null), claude $(timeout 30 "$CLAUDE" --version 2>/dev/null), openai-python $("$PY" -c 'import openai; print(openai.__version__)')"
 
 # ---------------------------------------------------------------------------
 # 3. mock-llm + gateway on free loopback ports
@@ -565,6 +587,54 @@ if [ "$rc" -ne 0 ] && [ -n "$seen" ]; then
 else
     fail "S4 codex without ApiKey: rc=$rc, no 401 visible: $(tail -c 600 "$TMP/codex-gov-nokey.err" 2>/dev/null)"
 fi
+
+# ---------------------------------------------------------------------------
+# 5f. Claude Code (print mode) on providers without Anthropic's Messages API: Kong's
+#     llm_format anthropic routes, the gateway translating Messages to OpenAI chat and to
+#     Bedrock Converse. A text answer, then a tool round trip: the mock calls Bash, Claude
+#     Code runs it and sends the output back as a tool_result.
+# ---------------------------------------------------------------------------
+CC_LOG=$TMP/logs/claude-code.log
+run_claude() { # name route model prompt
+    local name=$1 route=$2 model=$3 prompt=$4 home=$TMP/claude-home-$1
+    mkdir -p "$home"
+    (cd "$TMP/work" && no_proxy env -i PATH="$PATH" HOME="$home" \
+        ANTHROPIC_BASE_URL="$GW_URL/$route" ANTHROPIC_API_KEY="$CURL_CLIENT_KEY" \
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 DISABLE_AUTOUPDATER=1 \
+        CLAUDE_CODE_MAX_RETRIES=0 CLAUDE_CODE_DISABLE_NONSTREAMING_FALLBACK=1 \
+        timeout -k 5 "$CLAUDE_TIMEOUT" "$CLAUDE" -p "$prompt" --output-format json \
+        --model "$model" --tools Bash --allowedTools Bash \
+        </dev/null >"$TMP/claude-$name.out" 2>"$TMP/claude-$name.err")
+}
+claude_result() { # file -> "is_error num_turns result"
+    "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r.get("is_error"), r.get("num_turns"), r.get("result"))' "$1" 2>/dev/null || true
+}
+for target in openai:cc-openai:gpt-4o bedrock:cc-bedrock:anthropic.claude-sonnet-4-5-v1:0; do
+    name=${target%%:*}; rest=${target#*:}; route=${rest%%:*}; model=${rest#*:}
+    before=$(log_lines "$CC_LOG")
+    rc=0
+    run_claude "$name-text" "$route" "$model" "Say hello. [mock:reply=cc-$name-hello]" || rc=$?
+    got=$(claude_result "$TMP/claude-$name-text.out")
+    if [ "$rc" -eq 0 ] && [ "$got" = "False 1 cc-$name-hello" ]; then
+        pass "claude code via $name: text answer cc-$name-hello"
+    else
+        fail "claude code via $name: rc=$rc result='$got' out: $(head -c 400 "$TMP/claude-$name-text.out" 2>/dev/null) err: $(tail -c 400 "$TMP/claude-$name-text.err" 2>/dev/null)"
+    fi
+    rc=0
+    run_claude "$name-tool" "$route" "$model" "Run a command, then answer. [mock:tool=Bash] [mock:reply=cc-$name-done]" || rc=$?
+    got=$(claude_result "$TMP/claude-$name-tool.out")
+    if [ "$rc" -eq 0 ] && [ "$got" = "False 2 cc-$name-done" ]; then
+        pass "claude code via $name: tool round trip answered cc-$name-done in 2 turns"
+    else
+        fail "claude code via $name: tool round trip rc=$rc result='$got' out: $(head -c 400 "$TMP/claude-$name-tool.out" 2>/dev/null) err: $(tail -c 400 "$TMP/claude-$name-tool.err" 2>/dev/null)"
+    fi
+    sleep 0.5
+    if "$PY" "$HERE/check_claude_log.py" "$CC_LOG" "$before" "$name" >"$TMP/claude-$name.check" 2>&1; then
+        pass "claude code via $name: logged with usage, and Bash's output (mock-tool-ran) went back as a tool_result"
+    else
+        fail "claude code via $name: file-log: $(tail -n 2 "$TMP/claude-$name.check")"
+    fi
+done
 
 # ---------------------------------------------------------------------------
 # 6. S2 + chat/embeddings/responses with the OpenAI Python SDK
