@@ -1,7 +1,8 @@
 //! `ai-sanitizer` on the way back: values the request's sanitizing replaced are put back
 //! into the answer (`recover_redacted`), then, in OUTPUT/BOTH mode, personal data in the
-//! answer is masked. Buffered answers are rewritten whole; OpenAI-shaped SSE streams are
-//! rewritten event by event, text deltas per choice (or per Responses content part), with a
+//! answer is masked. Buffered answers are rewritten whole; OpenAI-shaped SSE streams (and
+//! the Messages events of translated Anthropic routes) are rewritten event by event, text
+//! deltas per choice (or per Responses content part, or Messages content block), with a
 //! replacement split across deltas held back until it is complete.
 
 use std::collections::HashMap;
@@ -288,6 +289,24 @@ impl SseFilter {
             if let Some(s) = v.get("text").and_then(Value::as_str).map(str::to_string) {
                 v["text"] = Value::String(self.filter.text(&s));
             }
+        } else if kind == "content_block_delta" {
+            // Anthropic Messages events (Messages clients on translated routes).
+            let key = format!("m{}", v.get("index").and_then(Value::as_u64).unwrap_or(0));
+            let d = v.get("delta");
+            if d.and_then(|d| d.get("type")).and_then(Value::as_str) == Some("text_delta") {
+                if let Some(s) = d.and_then(|d| d.get("text")).and_then(Value::as_str) {
+                    let t = self.delta(&key, &s.to_string());
+                    v["delta"]["text"] = Value::String(t);
+                }
+            }
+        } else if kind == "content_block_stop" {
+            let index = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let held = self.flush(&format!("m{index}"));
+            if !held.is_empty() {
+                let extra = serde_json::json!({"type": "content_block_delta", "index": index,
+                    "delta": {"type": "text_delta", "text": held}});
+                pre = Some(format!("event: content_block_delta\ndata: {extra}"));
+            }
         } else if kind.starts_with("response.") {
             let raw = serde_json::to_string(&v).unwrap_or_default();
             let rewritten = self.filter.body(&Bytes::from(raw));
@@ -365,6 +384,40 @@ mod tests {
             .collect();
         assert_eq!(text, "Write to bob@example.com today");
         assert!(out.ends_with("data: [DONE]\n\n"));
+    }
+
+    #[test]
+    fn messages_events_restore_a_placeholder_split_across_deltas() {
+        let (_, r, _) = redacted("mail bob@example.com now");
+        let mut f = SseFilter::new(Filter {
+            restore: Some(r),
+            output: None,
+        });
+        let ev = |v: Value| format!("event: {}\ndata: {v}\n\n", v["type"].as_str().unwrap());
+        let delta = |t: &str| {
+            ev(json!({"type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": t}}))
+        };
+        let mut out = String::new();
+        for e in [
+            delta("Write to [EM"),
+            delta("AIL_1] tod"),
+            delta("ay [EMA"),
+            ev(json!({"type": "content_block_stop", "index": 0})),
+        ] {
+            out += std::str::from_utf8(&f.on_chunk(e.as_bytes())).unwrap();
+        }
+        let mut text = String::new();
+        let mut kinds = Vec::new();
+        for e in out.split("\n\n").filter(|e| !e.is_empty()) {
+            let name = e.lines().next().unwrap().trim_start_matches("event: ");
+            let data: Value = serde_json::from_str(e.split("data: ").nth(1).unwrap()).unwrap();
+            assert_eq!(data["type"], name, "{e}");
+            kinds.push(name.to_string());
+            text += data["delta"]["text"].as_str().unwrap_or("");
+        }
+        assert_eq!(text, "Write to bob@example.com today [EMA");
+        assert_eq!(kinds.last().map(String::as_str), Some("content_block_stop"));
     }
 
     #[test]

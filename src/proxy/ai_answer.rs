@@ -379,7 +379,7 @@ impl UpstreamAnswer<'_> {
         let finish = Finish::with_feedback(log, snap, self.capture, self.feedback);
         let sse_filter = self
             .filter
-            .filter(|f| f.active() && observing && !self.native && !target.bridge_messages)
+            .filter(|f| f.active() && observing && !self.native)
             .map(ai_sanitizer_filter::SseFilter::new);
         let mut resp = Response::new(ProxyBody::upstream(
             body,
