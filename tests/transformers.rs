@@ -55,6 +55,22 @@ services:
                   provider: openai
                   name: gpt-4o
                   options: {upstream_url: "{MOCK}/v1/chat/completions"}
+      - name: rewrite-anthropic
+        paths: ["/rewrite-anthropic"]
+        plugins:
+          - name: ai-request-transformer
+            config:
+              prompt: 'Add the country. [mock:reply={"model":"e","input":"Lyon, France"}]'
+              llm:
+                route_type: llm/v1/chat
+                auth: {header_name: x-api-key, header_value: anthropic-key}
+                model:
+                  provider: anthropic
+                  name: claude-3-5-haiku-latest
+                  options:
+                    upstream_url: "{MOCK}/v1/messages"
+                    anthropic_version: "2023-06-01"
+                    max_tokens: 256
       - name: llm-down
         paths: ["/llm-down"]
         plugins:
@@ -244,5 +260,26 @@ async fn json_instructions_set_status_headers_and_body() {
     assert!(
         message.starts_with("failed to parse JSON response instructions from AI backend: "),
         "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_translated_provider_serves_as_the_llm() {
+    let h = Harness::start(CONFIG).await;
+    let r = post_json(&h.url("/rewrite-anthropic"), &json!({"city": "Lyon"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let reqs = h.mock.requests();
+    assert_eq!(reqs[0].path, "/v1/messages");
+    assert_eq!(reqs[0].header("x-api-key"), Some("anthropic-key"));
+    assert_eq!(reqs[0].header("anthropic-version"), Some("2023-06-01"));
+    let asked = reqs[0].json().unwrap();
+    assert!(
+        asked["system"].to_string().contains("Add the country."),
+        "{asked}"
+    );
+    assert_eq!(asked["max_tokens"], 256);
+    assert_eq!(
+        &reqs[1].body[..],
+        br#"{"model":"e","input":"Lyon, France"}"#
     );
 }

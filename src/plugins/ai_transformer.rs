@@ -15,8 +15,8 @@ use serde_json::{json, Value};
 
 use crate::balancer::provider_call::{self, Call, CallError};
 use crate::config::plugins::{
-    nullable, nullable_body_size, AuthConfig, LoggingConfig, ModelConfig, RouteType, TargetConfig,
-    AI_BODY_SIZE,
+    nullable, nullable_body_size, AuthConfig, LoggingConfig, ModelConfig, ProviderName, RouteType,
+    TargetConfig, AI_BODY_SIZE,
 };
 use crate::config::vault::VaultTable;
 use crate::error::GatewayError;
@@ -383,10 +383,7 @@ impl Transformer {
     ) -> Result<String, GatewayError> {
         let request = json!({
             "model": self.model,
-            "messages": [
-                {"role": "system", "content": self.prompt},
-                {"role": "user", "content": String::from_utf8_lossy(body)},
-            ],
+            "messages": self.messages(body),
             "stream": false,
         })
         .to_string();
@@ -405,6 +402,26 @@ impl Transformer {
             .map_err(call_failed)?;
         let content = answer_content(&answer).map_err(refused)?;
         self.extract(content).map_err(refused)
+    }
+
+    /// The prompt as the system message and `body` as the user's; a Bedrock model without
+    /// a system role gets the prompt as a first user turn instead, as Kong sends it.
+    fn messages(&self, body: &[u8]) -> Value {
+        let body = String::from_utf8_lossy(body);
+        let no_system = self.target.provider == ProviderName::Bedrock
+            && crate::llm::bedrock::refuses_system(&self.model);
+        if no_system {
+            json!([
+                {"role": "user", "content": self.prompt},
+                {"role": "assistant", "content": "What is the message?"},
+                {"role": "user", "content": body},
+            ])
+        } else {
+            json!([
+                {"role": "system", "content": self.prompt},
+                {"role": "user", "content": body},
+            ])
+        }
     }
 
     /// The first match of the extract pattern (the whole text without one).
@@ -632,6 +649,37 @@ mod tests {
             t.extract("x\nCITY: Paris\ny".into()).unwrap(),
             "CITY: Paris"
         );
+    }
+
+    #[test]
+    fn bedrock_models_without_a_system_role_get_the_prompt_as_a_user_turn() {
+        let t = compile(&request_config(json!({}))).unwrap();
+        assert_eq!(t.messages(b"x")[0]["role"], "system");
+        let mut c = request_config(json!({}));
+        c.llm.model.provider = ProviderName::Bedrock;
+        c.llm.model.name = Some("amazon.titan-text-express-v1".into());
+        c.llm.auth = AuthConfig {
+            aws_access_key_id: Some("AKID".into()),
+            aws_secret_access_key: Some("secret".into()),
+            ..AuthConfig::default()
+        };
+        c.llm.model.options = Some(crate::config::plugins::ModelOptions {
+            bedrock: Some(crate::config::plugins::BedrockOptions {
+                aws_region: Some("us-east-1".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        let t = compile(&c).unwrap();
+        let m = t.messages(b"x");
+        let roles: Vec<&str> = m
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["user", "assistant", "user"]);
+        assert_eq!(m[2]["content"], "x");
     }
 
     #[test]
