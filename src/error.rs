@@ -75,6 +75,10 @@ pub enum GatewayError {
     /// A guardrail refused the prompt (400); the message never quotes what was found.
     #[error("{0}")]
     PromptBlocked(String),
+    /// An AI transformer plugin's refusal: Kong's status and text, in the body shape
+    /// Kong's transformers answer with on every route (`{"error":{"message"}}`).
+    #[error("{message}")]
+    AiTransformer { status: StatusCode, message: String },
     #[error("An unexpected error occurred")]
     Internal(String),
 }
@@ -130,7 +134,8 @@ impl GatewayError {
             GatewayError::BadRequest(_)
             | GatewayError::UnknownPreviousResponse(_)
             | GatewayError::PromptBlocked(_) => StatusCode::BAD_REQUEST,
-            GatewayError::RateLimited { status, .. } => *status,
+            GatewayError::RateLimited { status, .. }
+            | GatewayError::AiTransformer { status, .. } => *status,
             GatewayError::BodyTooLarge { .. } | GatewayError::PromptOverQuota(_) => {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
@@ -187,6 +192,7 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::PromptOverQuota(_) => "prompt_exceeds_quota",
             GatewayError::PromptBlocked(_) => "prompt_blocked",
+            GatewayError::AiTransformer { .. } => "ai_transformer_failed",
             GatewayError::Internal(_) => "internal_error",
         }
     }
@@ -207,6 +213,9 @@ impl GatewayError {
 /// The JSON body for an error in the given shape.
 pub fn body(err: &GatewayError, shape: ErrorShape, request_id: &str) -> Bytes {
     let message = err.to_string();
+    if let GatewayError::AiTransformer { .. } = err {
+        return Bytes::from(json!({"error": {"message": message}}).to_string());
+    }
     let v = match shape {
         ErrorShape::OpenAi => json!({"error": {
             "message": message, "type": err.openai_type(), "code": err.code(),

@@ -634,3 +634,70 @@ services:
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The AI transformers: Kong's schema, and what tollgate cannot honour refused by name.
+#[test]
+fn ai_transformer_configs_are_checked_at_load() {
+    let plugin = |name: &str, extra: &str| {
+        format!(
+            r#"
+_format_version: "3.0"
+services: [{{name: s, url: "http://svc:8080", routes: [{{name: r, paths: ["/x"]}}]}}]
+plugins:
+  - name: {name}
+    config:
+      prompt: p
+      llm:
+        route_type: llm/v1/chat
+        model: {{provider: openai, name: gpt-4o}}
+{extra}"#
+        )
+    };
+    for name in ["ai-request-transformer", "ai-response-transformer"] {
+        load(&plugin(name, "")).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let e = errors(&plugin(name, "      promt: q\n"));
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(
+            e[0].starts_with("plugins[0].config.promt: unknown field \"promt\""),
+            "{e:?}"
+        );
+        assert!(e[0].ends_with("did you mean \"config.prompt\"?"), "{e:?}");
+        let e = errors(&plugin(
+            name,
+            "      https_proxy_host: proxy\n      https_proxy_port: 3128\n",
+        ));
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(
+            e[0].starts_with("plugins[0].config.https_proxy_host: forward proxies"),
+            "{e:?}"
+        );
+    }
+    let e = errors(&plugin(
+        "ai-request-transformer",
+        "      parse_llm_response_json_instructions: true\n",
+    ));
+    assert!(
+        e[0].starts_with("plugins[0].config.parse_llm_response_json_instructions: unknown field"),
+        "{e:?}"
+    );
+    let e = errors(
+        &plugin("ai-response-transformer", "")
+            .replace("route_type: llm/v1/chat", "route_type: llm/v1/completions"),
+    );
+    assert_eq!(
+        e,
+        ["plugins[0].config.llm.route_type: 'config.llm.route_type' must be 'llm/v1/chat' for AI transformer plugins"]
+    );
+    // The answer of an ai-proxy route takes ai-proxy's own path, which the response
+    // transformer does not hook: refused rather than silently skipped.
+    let with_ai = plugin("ai-response-transformer", "").replace(
+        "plugins:\n",
+        "plugins:\n  - name: ai-proxy\n    config: {route_type: llm/v1/chat, model: {provider: openai}}\n",
+    );
+    let e = errors(&with_ai);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("plugins[1]: ai-response-transformer is not supported by tollgate yet on a route with ai-proxy (route 'r')"),
+        "{e:?}"
+    );
+}

@@ -1,27 +1,25 @@
 //! The embeddings client of semantic routing. `config.embeddings` is compiled into a
 //! provider target of route type `llm/v1/embeddings` (the same profiles, auth and checks as
-//! an ai-proxy target), requests are encoded and answers decoded by the provider layer
-//! (`llm::encode` / `llm::decode`), and sent with the gateway's own upstream client.
+//! an ai-proxy target), and each request goes through `provider_call` (encoded and decoded
+//! by the provider layer, sent with the gateway's own upstream client).
 //! Vectors are cached per text (bounded, least recently used out first).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::config::plugins::{
     AuthConfig, BedrockOptions, GeminiOptions, HuggingfaceOptions, ModelConfig, ModelOptions,
-    ParamLocation, ProviderName, RouteType, TargetConfig,
+    ProviderName, RouteType, TargetConfig,
 };
 use crate::config::vault::VaultTable;
-use crate::llm::body::BodyView;
 use crate::llm::target::{compile_target, Target};
-use crate::llm::{self, openai, Wire};
-use crate::net::upstream::{Endpoint, OutRequest, Upstreams};
+use crate::net::upstream::Upstreams;
+
+use super::provider_call::{self, Call, CallError};
 
 /// Texts whose vectors are kept (prompts repeat: retries, agents resending a question).
 const CACHE_CAPACITY: usize = 1024;
@@ -222,162 +220,42 @@ impl Embedder {
 
     /// One embeddings request for `texts`; errors say what failed, never a credential.
     async fn call(&self, upstreams: &Upstreams, texts: &[&str]) -> Result<Vec<Vec<f32>>, String> {
-        let t = &self.target;
         let mut req = json!({"model": self.model, "input": texts});
         if let Some(d) = self.dimensions {
             req["dimensions"] = json!(d);
         }
         let req = req.to_string();
-        let view = BodyView::parse(req.as_bytes()).map_err(|e| e.to_string())?;
-        let param_value = match &t.auth.param {
-            Some((name, value, ParamLocation::Body)) => Some((name.as_str(), value.get()?)),
-            _ => None,
-        };
-        let body_param = param_value
-            .as_ref()
-            .map(|(name, v)| (*name, v.expose().as_str()));
-        let body: Bytes = match t.wire {
-            Wire::OpenAi => {
-                let patch = openai::Patch {
-                    model: None,
-                    options: None,
-                    force_stream: false,
-                    add_include_usage: false,
-                    body_param,
-                    drop_stream_options: false,
-                };
-                openai::patch_request(RouteType::Embeddings, &view, &patch)
-                    .map(Bytes::from)
-                    .unwrap_or_else(|| Bytes::from(req.clone()))
-            }
-            wire => {
-                let e = llm::Encode {
-                    model: Some(&self.model),
-                    options: &t.options,
-                    stream: false,
-                    body_param,
-                };
-                Bytes::from(llm::encode(wire, RouteType::Embeddings, &view, &e).map_err(|e| e.0)?)
-            }
-        };
-        let up = &t.upstream;
-        let mut path = match &up.path {
-            Some(prefix) if t.model_path => {
-                llm::request_path(t.wire, RouteType::Embeddings, prefix, &self.model, false)
-            }
-            Some(p) => p.to_string(),
-            None => openai::default_path(RouteType::Embeddings)
-                .unwrap_or("/v1/embeddings")
-                .to_string(),
-        };
-        if let Some((name, value, ParamLocation::Query)) = &t.auth.param {
-            let v = value.get()?;
-            let pair = form_urlencoded::Serializer::new(String::new())
-                .append_pair(name, v.expose())
-                .finish();
-            path.push(if path.contains('?') { '&' } else { '?' });
-            path.push_str(&pair);
-        }
-        let target: Uri = path
-            .parse()
-            .map_err(|_| "the embeddings path is not a valid URI".to_string())?;
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, up.host_header.clone());
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        headers.insert(
-            header::ACCEPT_ENCODING,
-            HeaderValue::from_static("identity"),
-        );
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        if let Some((name, value)) = &t.auth.header {
-            headers.insert(name.clone(), value.value()?);
-        }
-        for (name, value) in &t.extra_headers {
-            headers.insert(name.clone(), value.clone());
-        }
-        if let Some(gcp) = &t.auth.gcp {
-            let source = gcp.as_ref().map_err(Clone::clone)?;
-            let v = source
-                .authorization(upstreams, self.connect_timeout, self.read_timeout)
-                .await
-                .map_err(|e| e.to_string())?;
-            headers.insert(header::AUTHORIZATION, v);
-        }
-        if let Some(signer) = &t.sigv4 {
-            signer.sign(
-                &Method::POST,
-                &target,
-                &mut headers,
-                &body,
-                SystemTime::now(),
-            )?;
-        }
-        let out = OutRequest {
-            method: Method::POST,
-            target,
-            headers,
-            body,
-        };
-        let ep = Endpoint {
-            https: up.scheme == "https",
-            host: &up.host,
-            port: up.port,
+        let call = Call {
+            target: &self.target,
+            route_type: RouteType::Embeddings,
+            model: &self.model,
+            request: req.as_bytes(),
+            patch_options: None,
+            connect_timeout: self.connect_timeout,
+            read_timeout: self.read_timeout,
             trust: None,
         };
-        let (resp, conn) = upstreams
-            .send(&ep, out, self.connect_timeout, self.read_timeout)
+        let name = self.name();
+        let openai_shaped = provider_call::send(upstreams, &call)
             .await
-            .map_err(|f| format!("{} ({}): {}", self.name(), f.kind.as_str(), f.detail))?;
-        let status = resp.status();
-        let bytes = crate::net::body::read_buffered(resp.into_body(), conn, self.read_timeout)
-            .await
-            .map_err(|e| format!("{}: {e}", self.name()))?;
-        if status != StatusCode::OK {
-            return Err(format!(
-                "{} answered HTTP {}: {}",
-                self.name(),
-                status.as_u16(),
-                snippet(&bytes)
-            ));
-        }
-        let openai_shaped = match t.wire {
-            Wire::OpenAi => bytes.to_vec(),
-            wire => {
-                let created = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs())
-                    .unwrap_or(0);
-                let asked = llm::Asked {
-                    model: Some(&self.model),
-                    request: req.as_bytes(),
-                    request_id: "",
-                };
-                llm::decode(wire, RouteType::Embeddings, &bytes, created, &asked)
-                    .map_err(|e| format!("{}: {e}", self.name()))?
-                    .body
-            }
-        };
-        let vectors = vectors(&openai_shaped).map_err(|e| format!("{}: {e}", self.name()))?;
+            .map_err(|e| match e {
+                CallError::Encode(m) | CallError::Credential(m) => m,
+                CallError::Send { kind, detail } => format!("{name} ({kind}): {detail}"),
+                CallError::Status { status, snippet } => {
+                    format!("{name} answered HTTP {status}: {snippet}")
+                }
+                CallError::Read(m) | CallError::Decode(m) => format!("{name}: {m}"),
+            })?;
+        let vectors = vectors(&openai_shaped).map_err(|e| format!("{name}: {e}"))?;
         if vectors.len() != texts.len() {
             return Err(format!(
-                "{}: asked for {} vectors, got {}",
-                self.name(),
+                "{name}: asked for {} vectors, got {}",
                 texts.len(),
                 vectors.len()
             ));
         }
         Ok(vectors)
     }
-}
-
-/// The start of an error body, for the operator's log (providers do not echo keys).
-fn snippet(b: &[u8]) -> String {
-    let s = String::from_utf8_lossy(b);
-    s.chars().take(200).collect()
 }
 
 /// The vectors of an OpenAI embeddings list, in input order (by `index` when given).

@@ -88,6 +88,7 @@ enum Algo {
 
 // Semantic routing (`algorithm: semantic`): see `semantic_router`.
 pub mod embed;
+pub mod provider_call;
 pub mod semantic;
 pub mod semantic_router;
 pub mod vectordb;

@@ -892,8 +892,11 @@ impl Snapshot {
         let mut routes = b.routes;
         let has =
             |chain: &[usize], f: fn(&Plugin) -> bool| chain.iter().any(|i| f(&plugins[*i].plugin));
+        let mut unsupported = Vec::new();
         for (ri, route) in routes.iter_mut().enumerate() {
             route.chain = resolve_chain(&plugins, Some(ri), route.service, None, &[]);
+            let name = route.name.as_deref().unwrap_or(&route.id);
+            unsupported.extend(response_transformer_on_ai(&plugins, &route.chain, name));
             route.logs = has(&route.chain, Plugin::logs);
             route.transforms = has(&route.chain, |p| matches!(p, Plugin::RequestTransformer(_)));
             route.quotas = has(&route.chain, |p| {
@@ -902,6 +905,9 @@ impl Snapshot {
             route.shapes_prompt = has(&route.chain, Plugin::shapes_prompt);
             route.metrics = has(&route.chain, |p| matches!(p, Plugin::Prometheus(_)));
             route.tracing = has(&route.chain, |p| matches!(p, Plugin::OpenTelemetry(_)));
+        }
+        if !unsupported.is_empty() {
+            return Err(ConfigErrors(unsupported));
         }
         let global_chain = resolve_chain(&plugins, None, None, None, &[]);
         let consumer_plugins = plugins
@@ -1077,6 +1083,34 @@ fn duplicates<'a>(names: impl Iterator<Item = &'a str>) -> Vec<String> {
         })
         .map(str::to_string)
         .collect()
+}
+
+/// ai-response-transformer rewrites the answer of a plain route's service; on a route
+/// whose chain has ai-proxy the answer takes ai-proxy's own path, which it does not hook.
+fn response_transformer_on_ai(
+    plugins: &[PluginInstance],
+    chain: &[usize],
+    route: &str,
+) -> Option<ConfigIssue> {
+    let plugin = |i: &usize| plugins.get(*i);
+    chain
+        .iter()
+        .filter_map(plugin)
+        .any(|p| matches!(p.plugin, Plugin::AiProxy(_)))
+        .then(|| {
+            chain
+                .iter()
+                .filter_map(plugin)
+                .find(|p| matches!(p.plugin, Plugin::AiResponseTransformer(_)))
+        })
+        .flatten()
+        .map(|p| ConfigIssue {
+            path: p.path.clone(),
+            message: format!(
+                "ai-response-transformer is not supported by tollgate yet on a route with \
+                 ai-proxy (route '{route}'); use it on routes to a service"
+            ),
+        })
 }
 
 /// Kong's precedence without consumers: route+service > route > service > global.

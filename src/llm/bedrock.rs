@@ -61,7 +61,7 @@ pub fn native_call(path: &str) -> Option<(String, bool)> {
 
 /// Models whose Converse support has no system prompt (AWS's "supported models and model
 /// features" table); Kong refuses these too.
-fn refuses_system(model: &str) -> bool {
+pub fn refuses_system(model: &str) -> bool {
     let id = model.rsplit('/').next().unwrap_or(model);
     [
         "amazon.titan",

@@ -8,6 +8,7 @@ pub mod ai_proxy;
 pub mod ai_rate_limiting;
 pub mod ai_sanitizer;
 pub mod ai_sanitizer_filter;
+pub mod ai_transformer;
 pub mod key_auth;
 pub mod phases;
 pub mod prometheus;
@@ -43,6 +44,10 @@ pub enum Plugin {
     Prometheus(Arc<prometheus::PrometheusConfig>),
     HttpLog(Arc<crate::observe::http_log::HttpLogSink>),
     OpenTelemetry(Arc<crate::observe::otel::Otel>),
+    /// `ai-request-transformer`: the request body rewritten by an LLM.
+    AiRequestTransformer(Arc<ai_transformer::Transformer>),
+    /// `ai-response-transformer`: the service's answer rewritten by an LLM.
+    AiResponseTransformer(Arc<ai_transformer::Transformer>),
 }
 
 /// What putting an instance in service said: warnings, or the errors that refuse it
@@ -99,6 +104,8 @@ impl Plugin {
             Plugin::PromptGuard(g) => phases::guard(g, cx),
             Plugin::PromptLength(c) => phases::check_length(c, cx),
             Plugin::Sanitizer(s) => phases::sanitize(s, cx),
+            Plugin::AiRequestTransformer(t) => phases::transform_with_llm(t, cx).await,
+            Plugin::AiResponseTransformer(t) => phases::arm_response_transformer(t, cx),
             // ai-proxy answers once the access phase is over (`proxy::ai`); the rest act in
             // the rewrite and log phases.
             Plugin::AiProxy(_)
@@ -145,7 +152,9 @@ impl Plugin {
             | Plugin::PromptDecorator(_)
             | Plugin::PromptGuard(_)
             | Plugin::PromptLength(_)
-            | Plugin::Sanitizer(_) => {}
+            | Plugin::Sanitizer(_)
+            | Plugin::AiRequestTransformer(_)
+            | Plugin::AiResponseTransformer(_) => {}
         }
     }
 

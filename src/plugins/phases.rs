@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::ai_proxy::AiProxy;
 use super::ai_rate_limiting::{self, Amounts, Charge, Estimate, Facts};
 use super::ai_sanitizer_filter::Filter;
+use super::ai_transformer::Transformer;
 use super::rate_limiting::{self, Subject};
 use super::request_transformer::UpstreamRequest;
 use super::template::{TemplateSources, UriCaptures};
@@ -20,6 +21,7 @@ use super::{key_auth, Plugin};
 use crate::config::entities::Entities;
 use crate::error::GatewayError;
 use crate::llm::body::NotAnObject;
+use crate::net::upstream::Upstreams;
 use crate::observe::http_log::HttpLogSink;
 use crate::observe::log::RequestLog;
 use crate::quota::local::Local;
@@ -69,6 +71,10 @@ pub struct Access<'a> {
     pub filter: Option<Filter>,
     /// Out: `ai-sanitizer` replaced something in the prompt.
     pub masked: bool,
+    /// The gateway's upstream client, for plugins that call an LLM themselves.
+    pub upstreams: &'a Upstreams,
+    /// Out: `ai-response-transformer`, to run on the service's answer.
+    pub respond: Option<Arc<Transformer>>,
     /// The JSON body the prompt plugins share, parsed once (see [`Access::open_prompt`]).
     prompt: Option<Prompt>,
     /// The body as quotas read it (parsed once, before the prompt plugins change it).
@@ -95,6 +101,7 @@ impl<'a> Access<'a> {
         captures: &'a UriCaptures,
         counters: &'a Arc<Local>,
         stats: (&'a AtomicU64, &'a AtomicU64),
+        upstreams: &'a Upstreams,
     ) -> Access<'a> {
         Access {
             entities,
@@ -115,6 +122,8 @@ impl<'a> Access<'a> {
             charges: Vec::new(),
             filter: None,
             masked: false,
+            upstreams,
+            respond: None,
             prompt: None,
             quota_doc: None,
         }
@@ -671,4 +680,39 @@ pub struct Log<'r, 'c> {
     pub line: Option<Vec<u8>>,
     /// The http-log instances that take the record to their threads.
     pub http: Vec<&'c Arc<HttpLogSink>>,
+}
+
+/// ai-request-transformer (777): the LLM's answer to the prompt and the client's body
+/// becomes the body that goes on (to the prompt plugins, ai-proxy or the service).
+pub(super) async fn transform_with_llm(
+    t: &Transformer,
+    cx: &mut Access<'_>,
+) -> Result<(), GatewayError> {
+    if cx.up.body.len() as u64 > t.max_body {
+        return Err(GatewayError::BodyTooLarge { limit: t.max_body });
+    }
+    let body = t.introspect(cx.upstreams, &cx.up.body).await?;
+    cx.up.body = Bytes::from(body);
+    if cx.up.headers.contains_key(header::CONTENT_LENGTH) {
+        cx.up
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(cx.up.body.len()));
+    }
+    Ok(())
+}
+
+/// ai-response-transformer (768): Kong runs it in the access phase around its own call to
+/// the service; here the proxy runs it on the service's answer (`proxy::plain`).
+pub(super) fn arm_response_transformer(
+    t: &Arc<Transformer>,
+    cx: &mut Access<'_>,
+) -> Result<(), GatewayError> {
+    if cx.ai.is_some() {
+        // A consumer's own chain can pair it with ai-proxy, which load refuses for routes.
+        return Err(GatewayError::Internal(
+            "ai-response-transformer on an ai-proxy route is not supported".into(),
+        ));
+    }
+    cx.respond = Some(Arc::clone(t));
+    Ok(())
 }

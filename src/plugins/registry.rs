@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::ai_proxy::AiProxy;
+use super::ai_transformer::{AiRequestTransformerConfig, AiResponseTransformerConfig, Transformer};
 use super::request_transformer::RequestTransformerConfig;
 use super::Plugin;
 use crate::config::plugins::{AiProxyAdvancedConfig, AiProxyConfig};
@@ -17,8 +18,12 @@ use crate::observe::file_log::FileLogConfig;
 
 /// Every plugin this gateway serves, by Kong name, with Kong's static PRIORITY (a route's
 /// plugins run highest first; ties in config order): the one place either is written.
-pub const KONG_PLUGINS: [(&str, i32); 15] = [
+pub const KONG_PLUGINS: [(&str, i32); 17] = [
     ("ai-proxy", 770),
+    // Before the prompt plugins and ai-proxy, so they see the rewritten body.
+    ("ai-request-transformer", 777),
+    // After ai-proxy, as Kong runs it.
+    ("ai-response-transformer", 768),
     ("ai-proxy-advanced", 770),
     ("file-log", 9),
     ("ai-prompt-decorator", 772),
@@ -62,6 +67,8 @@ pub enum PluginConfig {
     Prometheus(super::prometheus::PrometheusConfig),
     HttpLog(Box<crate::observe::http_log::HttpLogConfig>),
     OpenTelemetry(Box<crate::observe::otel::OtelConfig>),
+    AiRequestTransformer(Box<AiRequestTransformerConfig>),
+    AiResponseTransformer(Box<AiResponseTransformerConfig>),
 }
 
 /// Kong plugins Tollgate knows by name but does not implement yet (a clearer error than "unknown").
@@ -69,8 +76,6 @@ const KNOWN_UNIMPLEMENTED: &[&str] = &[
     "acl",
     "cors",
     "request-size-limiting",
-    "ai-request-transformer",
-    "ai-response-transformer",
     "ai-semantic-cache",
     "ai-semantic-prompt-guard",
     "response-transformer",
@@ -165,6 +170,14 @@ fn parse_unhinted(name: &str, config: Option<&Value>) -> Result<PluginConfig, Ve
         }),
         "prometheus" => {
             typed::<super::prometheus::PrometheusConfig>(config).map(PluginConfig::Prometheus)
+        }
+        "ai-request-transformer" => validated(config, AiRequestTransformerConfig::validate, |c| {
+            PluginConfig::AiRequestTransformer(Box::new(c))
+        }),
+        "ai-response-transformer" => {
+            validated(config, AiResponseTransformerConfig::validate, |c| {
+                PluginConfig::AiResponseTransformer(Box::new(c))
+            })
         }
         n if KNOWN_UNIMPLEMENTED.contains(&n) => Err(vec![(
             "name".into(),
@@ -267,6 +280,8 @@ pub fn config_schema(name: &str) -> Option<schemars::Schema> {
         "prometheus" => schema_for!(super::prometheus::PrometheusConfig),
         "ai-sanitizer" => schema_for!(super::ai_sanitizer::AiSanitizerConfig),
         "ai-prompt-guard" => schema_for!(super::ai_prompt_guard::AiPromptGuardConfig),
+        "ai-request-transformer" => schema_for!(AiRequestTransformerConfig),
+        "ai-response-transformer" => schema_for!(AiResponseTransformerConfig),
         _ => return None,
     })
 }
@@ -289,6 +304,8 @@ pub fn to_json(c: &PluginConfig) -> Value {
         PluginConfig::Prometheus(c) => serde_json::to_value(c),
         PluginConfig::HttpLog(c) => serde_json::to_value(c),
         PluginConfig::OpenTelemetry(c) => serde_json::to_value(c),
+        PluginConfig::AiRequestTransformer(c) => serde_json::to_value(c),
+        PluginConfig::AiResponseTransformer(c) => serde_json::to_value(c),
     };
     v.unwrap_or(Value::Null)
 }
@@ -369,6 +386,14 @@ pub fn compile(
         PluginConfig::FileLog(c) => {
             let sink = crate::observe::file_log::compile(&c).map_err(issues)?;
             Ok((Plugin::FileLog(sink), Vec::new()))
+        }
+        PluginConfig::AiRequestTransformer(c) => {
+            let t = Transformer::request(&c, vaults, env).map_err(|e| issues(config_paths(e)))?;
+            Ok((Plugin::AiRequestTransformer(Arc::new(t)), Vec::new()))
+        }
+        PluginConfig::AiResponseTransformer(c) => {
+            let t = Transformer::response(&c, vaults, env).map_err(|e| issues(config_paths(e)))?;
+            Ok((Plugin::AiResponseTransformer(Arc::new(t)), Vec::new()))
         }
     }
 }

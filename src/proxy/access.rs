@@ -15,6 +15,7 @@ use crate::gateway::{Gateway, Snapshot};
 use crate::observe::log::RequestLog;
 use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::ai_sanitizer_filter::Filter;
+use crate::plugins::ai_transformer::Transformer;
 use crate::plugins::phases::Access;
 pub use crate::plugins::phases::Headers;
 use crate::plugins::request_transformer::UpstreamRequest;
@@ -41,6 +42,8 @@ pub struct Admitted {
     pub headers: Headers,
     /// `ai-sanitizer`'s work on the answer.
     pub filter: Option<Filter>,
+    /// `ai-response-transformer`, to run on the service's answer.
+    pub respond: Option<Arc<Transformer>>,
 }
 
 /// Why the access phase ended the request: the error, and the headers plugins had set.
@@ -70,6 +73,7 @@ pub async fn run(
         captures,
         &gw.quota,
         (&gw.stats.quota_rejections, &gw.stats.quota_store_errors),
+        &gw.upstreams,
     );
     cx.original_headers = original_headers;
     cx.ai = ai;
@@ -82,6 +86,7 @@ pub async fn run(
         original_headers: cx.original_headers.take(),
         headers: std::mem::take(&mut cx.headers),
         filter: cx.filter.take(),
+        respond: cx.respond.take(),
     })
 }
 

@@ -228,6 +228,7 @@ pub async fn handle_request(
                     f,
                     log,
                     snap.clone(),
+                    admitted.respond,
                 ))
                 .await
             }

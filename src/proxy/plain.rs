@@ -12,11 +12,12 @@ use crate::gateway::Gateway;
 use crate::gateway::Snapshot;
 use crate::net::upstream::{self, FailureKind};
 use crate::observe::log::{HeaderCopy, Try};
+use crate::plugins::ai_transformer::Transformer;
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::proxy::exchange::Exchange;
 use crate::proxy::response::{Finish, ProxyBody};
 
-use super::answer::kong_error;
+use super::answer::{buffered_response, kong_error};
 use super::headers::{
     add_proxy_headers, forward_headers, query_string, strip_hop_by_hop, Forwarded,
 };
@@ -62,6 +63,7 @@ pub(super) async fn proxy_plain(
     forwarded: &Forwarded<'_>,
     mut log: Exchange,
     snap: Arc<Snapshot>,
+    respond: Option<Arc<Transformer>>,
 ) -> Response<ProxyBody> {
     let default_port = if service.protocol == "https" { 443 } else { 80 };
     let authority = if service.port == default_port {
@@ -89,6 +91,11 @@ pub(super) async fn proxy_plain(
         return kong_error(e, ErrorShape::Kong, log, snap);
     };
     let mut headers = forward_headers(&up.headers, host_value, forwarded);
+    if respond.is_some() {
+        // The LLM reads the answer as text, so it must not come compressed.
+        let identity = HeaderValue::from_static("identity");
+        headers.insert(header::ACCEPT_ENCODING, identity);
+    }
     if !up.body.is_empty() {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(up.body.len()));
     }
@@ -141,6 +148,10 @@ pub(super) async fn proxy_plain(
                     log.response_headers = HeaderCopy::of(&parts.headers);
                 }
                 log.source = "upstream";
+                if let Some(t) = &respond {
+                    let answer = (parts, body, conn);
+                    return transform_response(gw, t, answer, read, log, snap).await;
+                }
                 let finish = Finish::boxed(log, snap, None);
                 let mut r = Response::new(ProxyBody::upstream(
                     body, conn, None, None, None, read, finish,
@@ -166,6 +177,32 @@ pub(super) async fn proxy_plain(
         None => GatewayError::UpstreamInvalid("no attempt was made".into()),
     };
     kong_error(e, ErrorShape::Kong, log, snap)
+}
+
+/// ai-response-transformer's phase: the service's answer, read whole, goes to the LLM,
+/// whose answer (or JSON instructions) the client gets instead.
+async fn transform_response(
+    gw: &Gateway,
+    t: &Transformer,
+    (parts, body, conn): (http::response::Parts, hyper::body::Incoming, upstream::Conn),
+    read: Duration,
+    log: Exchange,
+    snap: Arc<Snapshot>,
+) -> Response<ProxyBody> {
+    let answer = match crate::net::body::read_buffered(body, conn, read).await {
+        Ok(b) => b,
+        Err(e) => return kong_error(e, ErrorShape::Kong, log, snap),
+    };
+    match t
+        .respond(&gw.upstreams, parts.status, parts.headers, &answer)
+        .await
+    {
+        Ok((status, mut headers, out)) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+            buffered_response(status, headers, out, log, snap, None, None)
+        }
+        Err(e) => kong_error(e, ErrorShape::Kong, log, snap),
+    }
 }
 
 #[cfg(test)]
