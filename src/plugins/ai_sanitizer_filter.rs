@@ -295,7 +295,7 @@ impl SseFilter {
             let d = v.get("delta");
             if d.and_then(|d| d.get("type")).and_then(Value::as_str) == Some("text_delta") {
                 if let Some(s) = d.and_then(|d| d.get("text")).and_then(Value::as_str) {
-                    let t = self.delta(&key, &s.to_string());
+                    let t = self.delta(&key, s);
                     v["delta"]["text"] = Value::String(t);
                 }
             }
