@@ -1342,3 +1342,102 @@ async fn quotas_lists_redis_backed_counters() {
     assert_eq!(rows[0]["store"], "redis");
     assert_eq!(rows[0]["limit"], 1000.0);
 }
+
+const CLAUDE_CODE: &str = r#"
+_format_version: "3.0"
+consumers:
+  - username: cc-app
+    keyauth_credentials: [{key: cc-app-key}]
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: cc
+        paths: ["/cc"]
+        plugins:
+          - name: key-auth
+            config: {key_names: [x-api-key]}
+          - name: ai-rate-limiting-advanced
+            config:
+              policies:
+                - limits: [{limit: 400, window_size: 3600}]
+          - name: ai-prompt-decorator
+            config:
+              prompts:
+                prepend: [{role: system, content: "Follow the ACME engineering policy."}]
+          - name: ai-sanitizer
+            config:
+              anonymize: [email]
+          - name: file-log
+            config: {path: "{DIR}/cc.log"}
+          - name: ai-proxy
+            config:
+              llm_format: anthropic
+              route_type: llm/v1/chat
+              logging: {log_statistics: true}
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}"}}
+"#;
+
+/// Claude Code's requests (Anthropic Messages, its key in `x-api-key`) on a translated
+/// route get the same governance as OpenAI clients: key-auth, a prompt decorator, PII
+/// masking, a token quota, all errors in Anthropic's shape.
+#[tokio::test]
+async fn messages_clients_are_governed_like_openai_clients() {
+    let h = Harness::start(CLAUDE_CODE).await;
+    let url = h.url("/cc/v1/messages?beta=true");
+    let ask = |text: &str| {
+        json!({"model": "gpt-4o", "max_tokens": 64, "stream": true,
+            "system": [{"type": "text", "text": "You are Claude Code."}],
+            "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]})
+    };
+    let r = post(&url, &[], &ask("hi")).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "authentication_error");
+
+    let key = [("x-api-key", "cc-app-key")];
+    let r = post(&url, &key, &ask("mail bob@example.com the plan")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("event: message_stop"), "{}", r.text());
+    let up = h.mock.requests()[0].json().unwrap();
+    let msgs = up["messages"].as_array().unwrap();
+    assert_eq!(msgs[0]["role"], "system");
+    assert_eq!(msgs[0]["content"], "You are Claude Code.");
+    assert!(
+        msgs.iter()
+            .any(|m| m["content"] == "Follow the ACME engineering policy."),
+        "{msgs:?}"
+    );
+    let user = msgs.iter().find(|m| m["role"] == "user").unwrap();
+    let text = user["content"].as_str().unwrap();
+    assert!(!text.contains("bob@example.com"), "{text}");
+    assert!(text.contains("mail "), "{text}");
+    let seen = &h.mock.requests()[0];
+    assert!(
+        !seen.headers.iter().any(|(k, _)| k == "x-api-key"),
+        "the client's key stays at the gateway"
+    );
+    let log = h.wait_log("cc.log", 2).await;
+    let rec = &log[1];
+    assert_eq!(rec["consumer"]["username"], "cc-app", "{rec}");
+    assert!(
+        rec["ai"]["proxy"]["usage"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+
+    // The quota (400 tokens an hour) runs out; the refusal is Anthropic-shaped.
+    let mut refused = None;
+    for _ in 0..20 {
+        let r = post(&url, &key, &ask(&"many words here ".repeat(20))).await;
+        if r.status != 200 {
+            refused = Some(r);
+            break;
+        }
+    }
+    let r = refused.expect("the token quota refuses at some point");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["type"], "error");
+    assert_eq!(r.json()["error"]["type"], "rate_limit_error");
+}

@@ -66,7 +66,18 @@ fn content_tokens(bpe: &CoreBPE, content: &Value) -> u64 {
                     {
                         IMAGE_PART
                     }
-                    None => 0,
+                    // Anthropic blocks: a tool's result and a call's input are prompt too.
+                    None => match o.get("type").and_then(Value::as_str) {
+                        Some("tool_result") => o
+                            .get("content")
+                            .map(|c| content_tokens(bpe, c))
+                            .unwrap_or(0),
+                        Some("tool_use") => o
+                            .get("input")
+                            .map(|i| bpe.encode_ordinary(&i.to_string()).len() as u64)
+                            .unwrap_or(0),
+                        _ => 0,
+                    },
                 },
                 _ => 0,
             })
@@ -117,6 +128,10 @@ pub fn estimate_prompt(body: &Value, model: Option<&str>) -> u64 {
     }
     if let Some(i) = body.get("instructions").and_then(Value::as_str) {
         n += PER_MESSAGE + bpe.encode_ordinary(i).len() as u64;
+    }
+    // Anthropic Messages bodies (Claude Code) carry the system prompt beside the messages.
+    if let Some(s) = body.get("system").filter(|s| !s.is_null()) {
+        n += PER_MESSAGE + content_tokens(bpe, s);
     }
     match body.get("input") {
         Some(Value::String(s)) => n += bpe.encode_ordinary(s).len() as u64,
@@ -231,5 +246,19 @@ mod tests {
             {"type": "text", "text": "hello world"}, {"type": "image_url", "image_url": {"url": "x"}}
         ]}]});
         assert_eq!(estimate_prompt(&parts, None), 3 + 1 + 2 + IMAGE_PART + 3);
+    }
+
+    #[test]
+    fn anthropic_messages_count_system_tools_and_results() {
+        let m = json!({"model": "claude", "system": [{"type": "text", "text": "be brief"}],
+        "messages": [
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "Bash", "input": {"a": 1}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "hello world"}]}
+        ]});
+        let expect = (3 + count("be brief", None))
+            + (3 + count("assistant", None) + count("{\"a\":1}", None))
+            + (3 + 1 + 2)
+            + 3;
+        assert_eq!(estimate_prompt(&m, None), expect);
     }
 }
