@@ -557,6 +557,41 @@ services:
                 provider: gemini
                 name: gemini-2.5-flash
                 options: {upstream_url: "{MOCK}"}
+      - name: hf-complete
+        paths: ["/hf-complete"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/completions
+              auth: {header_name: Authorization, header_value: Bearer hf-test}
+              logging: {log_statistics: true}
+              model:
+                provider: huggingface
+                name: meta-llama/Llama-3.1-8B-Instruct
+                options: {upstream_url: "{MOCK}"}
+          - name: file-log
+            config: {path: "{DIR}/hf-complete.log"}
+      - name: mistral-complete
+        paths: ["/mistral-complete"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/completions
+              auth: {header_name: Authorization, header_value: Bearer mistral-test}
+              model:
+                provider: mistral
+                name: mistral-small-latest
+                options: {upstream_url: "{MOCK}"}
+      - name: raw-complete
+        paths: ["/raw-complete"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/completions
+              model:
+                provider: llama2
+                name: llama-2-7b-chat
+                options: {llama2_format: raw, upstream_url: "{MOCK}"}
 "#;
 
 #[tokio::test]
@@ -586,8 +621,53 @@ async fn completions_on_chat_only_dialects() {
     let log = h.wait_log("complete.log", 1).await;
     assert_eq!(log[0]["ai"]["proxy"]["usage"]["completion_tokens"], 3);
 
+    // Kong serves completions on Hugging Face, Mistral and raw Llama 2 too: their chat gets
+    // the prompt (the raw format wrapped in [INST], as Kong wraps it).
+    for (path, upstream_path) in [
+        ("/hf-complete", "/v1/chat/completions"),
+        ("/mistral-complete", "/v1/chat/completions"),
+        ("/raw-complete", "/generate"),
+    ] {
+        let before = h.mock.requests().len();
+        let r = post_json(
+            &h.url(path),
+            &json!({"prompt": "Say hello", "max_tokens": 20}),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text());
+        let b = r.json();
+        assert_eq!(b["object"], "text_completion", "{path}: {b}");
+        assert_eq!(
+            b["choices"][0]["text"], "Hello from mock-llm.",
+            "{path}: {b}"
+        );
+        let seen = &h.mock.requests()[before];
+        assert_eq!(seen.path, upstream_path, "{path}");
+        let up = seen.json().unwrap();
+        if path == "/raw-complete" {
+            let inputs = up["inputs"].as_str().unwrap();
+            assert!(
+                inputs.contains("[INST]") && inputs.contains("Say hello"),
+                "{inputs}"
+            );
+        } else {
+            assert_eq!(
+                up["messages"],
+                json!([{"role": "user", "content": "Say hello"}]),
+                "{path}"
+            );
+        }
+    }
+    let log = h.wait_log("hf-complete.log", 1).await;
+    assert_eq!(log[0]["ai"]["proxy"]["usage"]["completion_tokens"], 3);
+
     // Streamed, with and without the usage chunk.
-    for (path, include_usage) in [("/claude-complete", false), ("/gem-complete", true)] {
+    for (path, include_usage) in [
+        ("/claude-complete", false),
+        ("/gem-complete", true),
+        ("/hf-complete", true),
+        ("/raw-complete", false),
+    ] {
         let r = post_json(
             &h.url(path),
             &json!({"prompt": "Say hello [mock:chunks=3]", "stream": true,

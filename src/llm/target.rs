@@ -224,15 +224,18 @@ pub fn compile_target(
         );
     // Legacy completions on a provider whose dialect the gateway translates only for chat:
     // the prompt travels as one user message.
-    let format = |f: &Option<String>| f.as_deref() == Some("ollama");
+    // Hugging Face's router, Mistral's API and a raw Llama-2 server have no completions
+    // endpoint either: Kong serves the prompt to their chat (the raw format wraps it in
+    // `[INST]`, as Kong does).
     let translated_chat = match t.model.provider {
         ProviderName::Anthropic
         | ProviderName::Gemini
         | ProviderName::Bedrock
         | ProviderName::Cohere
-        | ProviderName::Ollama => true,
-        ProviderName::Mistral => format(&options.mistral_format),
-        ProviderName::Llama2 => format(&options.llama2_format),
+        | ProviderName::Ollama
+        | ProviderName::Mistral
+        | ProviderName::Huggingface => true,
+        ProviderName::Llama2 => matches!(options.llama2_format.as_deref(), Some("ollama" | "raw")),
         _ => false,
     };
     let bridge_completions = t.route_type == RouteType::Completions && translated_chat;

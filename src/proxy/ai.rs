@@ -556,11 +556,11 @@ pub(super) fn bridged_answer(
 }
 
 /// A chat answer's bytes (None: the upstream's own are), usage and model.
-type ChatAnswer = (Option<Vec<u8>>, Option<llm::usage::Usage>, Option<String>);
+pub(super) type ChatAnswer = (Option<Vec<u8>>, Option<llm::usage::Usage>, Option<String>);
 
 /// A chat target's buffered 200 answer in OpenAI's chat shape (None: `bytes` already are),
 /// with its usage and model.
-fn chat_answer(
+pub(super) fn chat_answer(
     target: &Target,
     bytes: &[u8],
     asked: &llm::Asked<'_>,

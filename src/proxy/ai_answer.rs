@@ -23,7 +23,7 @@ use crate::plugins::ai_sanitizer_filter::{self, Filter};
 use crate::proxy::exchange::Exchange;
 use crate::proxy::response::{Feedback, Finish, ProxyBody};
 
-use super::ai::{bridged_answer, messages_answer, Bridge};
+use super::ai::{bridged_answer, chat_answer, messages_answer, Bridge};
 use super::answer::{
     answer_filtered, buffered_response, json_answer, kong_error, not_a_stream, note_answer,
     sse_dialect, transformation_error,
@@ -212,8 +212,10 @@ impl UpstreamAnswer<'_> {
             };
             let decoded = match mode {
                 AnswerMode::Completions => {
-                    llm::decode(target.wire, RouteType::Chat, &bytes, unix_seconds(), &asked)
-                        .and_then(|d| Ok((llm::completions::from_chat(&d.body)?, d.usage, d.model)))
+                    chat_answer(target, &bytes, &asked).and_then(|(chat, usage, model)| {
+                        let chat = chat.as_deref().unwrap_or(&bytes);
+                        Ok((llm::completions::from_chat(chat)?, usage, model))
+                    })
                 }
                 AnswerMode::Responses => match self.bridge {
                     Some(b) => bridged_answer(self.gw, target, &bytes, b, &asked),
