@@ -147,6 +147,20 @@ impl Target {
         )
     }
 
+    /// The path of `upstream_url` exactly as configured, without the chat path Kong adds
+    /// for Hugging Face (native clients call the endpoint they name, e.g. TGI's `generate`).
+    pub fn use_configured_path(&mut self) {
+        let configured = self
+            .options
+            .upstream_url
+            .as_deref()
+            .and_then(|u| parse_upstream_url(u).ok())
+            .and_then(|b| b.path);
+        if let Some(p) = configured {
+            self.upstream.path = Some(p);
+        }
+    }
+
     /// Requests go upstream as chat translated from another API (Responses, completions,
     /// Messages).
     pub fn bridges_chat(&self) -> bool {
@@ -353,6 +367,10 @@ pub fn compile_target(
     };
     if t.model.provider == ProviderName::Azure && path_configured {
         azure_api_version(&mut upstream, t.route_type, &options);
+    }
+    let chat_rt = matches!(t.route_type, RouteType::Chat | RouteType::Completions);
+    if t.model.provider == ProviderName::Huggingface && chat_rt && options.upstream_path.is_none() {
+        huggingface_chat_path(&mut upstream);
     }
     let mut auth = compile_auth(
         &format!("{path}.auth"),
@@ -1077,6 +1095,27 @@ fn azure_api_version(upstream: &mut UpstreamBase, rt: RouteType, options: &Model
     upstream.path = Some(format!("{path}{sep}api-version={version}").into());
 }
 
+/// Kong appends Hugging Face's chat path to an `upstream_url` that names an endpoint (a
+/// dedicated Inference Endpoint, a router provider prefix) unless it already ends with it.
+fn huggingface_chat_path(upstream: &mut UpstreamBase) {
+    let Some(path) = upstream.path.as_deref() else {
+        return;
+    };
+    let (p, q) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    if p.ends_with("/chat/completions") {
+        return;
+    }
+    let mut out = format!("{}/v1/chat/completions", p.trim_end_matches('/'));
+    if let Some(q) = q {
+        out.push('?');
+        out.push_str(q);
+    }
+    upstream.path = Some(out.into());
+}
+
 /// `upstream_url`: scheme/host/port always; the path only when it is more than `/`.
 fn parse_upstream_url(u: &str) -> Result<UpstreamBase, String> {
     let uri: http::Uri = u.parse().map_err(|e| format!("invalid URL: {e}"))?;
@@ -1336,5 +1375,23 @@ mod tests {
         );
         assert!(parse_upstream_url("ftp://x").is_err());
         assert!(parse_upstream_url("not a url").is_err());
+    }
+
+    #[test]
+    fn huggingface_endpoints_get_the_chat_path() {
+        let path = |u: &str| {
+            let mut b = parse_upstream_url(u).unwrap();
+            huggingface_chat_path(&mut b);
+            b.path.map(|p| p.to_string())
+        };
+        assert_eq!(path("https://x.endpoints.huggingface.cloud"), None);
+        assert_eq!(
+            path("https://router.huggingface.co/hf-inference/models/m?x=1"),
+            Some("/hf-inference/models/m/v1/chat/completions?x=1".into())
+        );
+        assert_eq!(
+            path("https://e.cloud/v1/chat/completions"),
+            Some("/v1/chat/completions".into())
+        );
     }
 }

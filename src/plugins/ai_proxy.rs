@@ -371,6 +371,7 @@ fn apply_llm_format(f: LlmFormat, targets: &mut [Target]) {
             .filter(|t| t.route_type == RouteType::Chat)
         {
             t.wire = Wire::HuggingFace;
+            t.use_configured_path();
         }
     }
 }

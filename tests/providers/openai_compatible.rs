@@ -237,6 +237,10 @@ async fn huggingface_uses_the_router_chat_api() {
             "hf-embed",
             "llm/v1/embeddings",
             "{provider: huggingface, name: BAAI/bge-small-en-v1.5, options: {upstream_url: \"{MOCK}\", huggingface: {wait_for_model: true}}}",
+        ), (
+            "hf-endpoint",
+            "llm/v1/chat",
+            "{provider: huggingface, name: tgi, options: {upstream_url: \"{MOCK}/novita/v3/openai\"}}",
         )],
     );
     let h = Harness::start(&yaml).await;
@@ -252,6 +256,18 @@ async fn huggingface_uses_the_router_chat_api() {
     assert_eq!(seen.header("authorization"), Some("Bearer hf_test"));
     assert_eq!(seen.header("x-use-cache"), Some("false"));
     assert_eq!(seen.header("x-wait-for-model"), Some("true"));
+
+    // An upstream_url naming an endpoint gets the chat path appended, as Kong appends it.
+    let r = post_json(
+        &h.url("/hf-endpoint"),
+        &json!({"messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        h.mock.last_request().unwrap().path,
+        "/novita/v3/openai/v1/chat/completions"
+    );
 
     // Embeddings go to the feature-extraction pipeline, the model (with its slash) in the path.
     let r = post_json(&h.url("/hf-embed"), &json!({"input": ["a b", "c"]})).await;
@@ -275,8 +291,12 @@ async fn huggingface_uses_the_router_chat_api() {
     assert_eq!(r.status, 503);
     assert_eq!(r.json()["error"]["message"], "mock-llm injected status 503");
 
-    let snap =
-        tollgate::gateway::load_str(&yaml.replace("upstream_url: \"{MOCK}\", ", "")).unwrap();
+    let snap = tollgate::gateway::load_str(
+        &yaml
+            .replace("upstream_url: \"{MOCK}\", ", "")
+            .replace("{MOCK}", "http://127.0.0.1:9"),
+    )
+    .unwrap();
     let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
         panic!("ai-proxy")
     };
