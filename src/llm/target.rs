@@ -1288,7 +1288,9 @@ fn compile_auth(
 }
 
 /// `gcp_use_service_account`: the key file from `gcp_service_account_json` (referenceable)
-/// or the `GCP_SERVICE_ACCOUNT` environment variable, parsed now so a bad key fails the load.
+/// or the `GCP_SERVICE_ACCOUNT` environment variable. As in Kong, a key that is missing or
+/// unusable does not fail the load: it is a warning, and the target's requests get a 500
+/// saying why until the configuration gives a usable key.
 fn compile_gcp(
     path: &str,
     a: &AuthConfig,
@@ -1334,11 +1336,12 @@ fn compile_gcp(
         None => match env("GCP_SERVICE_ACCOUNT") {
             Some(v) => Secret::new(v),
             None => {
-                errors.push((
+                let why = "no service-account key: set gcp_service_account_json or the GCP_SERVICE_ACCOUNT environment variable";
+                warnings.push((
                     field,
-                    "required when gcp_use_service_account is true (or set the GCP_SERVICE_ACCOUNT environment variable)".into(),
+                    format!("{why}; requests on this target fail until then"),
                 ));
-                return None;
+                return Some(Err(why.into()));
             }
         },
     };
@@ -1350,8 +1353,12 @@ fn compile_gcp(
             } else {
                 "GCP_SERVICE_ACCOUNT (environment) is not a usable service-account key"
             };
-            errors.push((field, format!("{from}: {e}")));
-            None
+            let why = format!("{from}: {e}");
+            warnings.push((
+                field,
+                format!("{why}; requests on this target fail until it is"),
+            ));
+            Some(Err(why))
         }
     }
 }
