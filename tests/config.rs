@@ -372,6 +372,12 @@ fn unsupported_features_fail_clearly() {
         e[0].starts_with("plugins[0].config.identity_realms[1].scope: Konnect identity realms"),
         "{e:?}"
     );
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: key-auth, config: {principals: {enabled: true, directory: d}}}]\n");
+    assert!(
+        e[0].starts_with("plugins[0].config.principals.enabled: Konnect principals"),
+        "{e:?}"
+    );
+    assert!(load("_format_version: \"3.0\"\nplugins: [{name: key-auth, config: {principals: {enabled: false}}}]\n").is_ok());
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: key-auth, config: {key_names: [\"a b\"], anonymous: nobody}}]\n");
     assert!(
         e[0].starts_with("plugins[0].config.key_names[0]: bad header name"),

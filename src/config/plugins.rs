@@ -69,14 +69,55 @@ impl RouteType {
     }
     /// Whether Tollgate implements this route type yet.
     pub fn supported(self) -> bool {
+        self != RouteType::Realtime
+    }
+
+    /// One of the provider's APIs beside chat (files, batches, assistants, audio, images,
+    /// videos): the client's request goes to the API's path with its own method and body
+    /// (JSON or multipart), and the answer (JSON, audio, video) comes back as it is.
+    pub fn is_api(self) -> bool {
         matches!(
             self,
-            RouteType::Chat
-                | RouteType::Completions
-                | RouteType::Embeddings
-                | RouteType::Responses
-                | RouteType::Preserve
+            RouteType::Files
+                | RouteType::Batches
+                | RouteType::Assistants
+                | RouteType::AudioSpeech
+                | RouteType::AudioTranscriptions
+                | RouteType::AudioTranslations
+                | RouteType::ImageGenerations
+                | RouteType::ImageEdits
+                | RouteType::VideoGenerations
         )
+    }
+
+    /// The client's body and the upstream's answer pass as they are (`preserve` and the API
+    /// route types): nothing is parsed as a chat request or rebuilt.
+    pub fn passes_through(self) -> bool {
+        self == RouteType::Preserve || self.is_api()
+    }
+
+    /// Answers that report token usage in their JSON (image generation, transcription).
+    pub fn reports_usage(self) -> bool {
+        matches!(
+            self,
+            RouteType::ImageGenerations
+                | RouteType::ImageEdits
+                | RouteType::AudioTranscriptions
+                | RouteType::AudioTranslations
+        )
+    }
+
+    /// The methods an API route type takes (its API's operations: create, list, retrieve,
+    /// cancel, delete); other route types take POST (preserve: any).
+    pub fn methods(self) -> &'static str {
+        match self {
+            RouteType::Files | RouteType::Assistants | RouteType::VideoGenerations => {
+                "GET, POST, DELETE"
+            }
+            RouteType::Batches => "GET, POST",
+            RouteType::Preserve => "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+            _ => "POST",
+        }
     }
 }
 

@@ -14,6 +14,7 @@ pub mod gemini;
 pub mod huggingface;
 pub mod llama2;
 pub mod messages;
+pub mod multipart;
 pub mod ollama;
 pub mod openai;
 pub mod responses;

@@ -14,6 +14,57 @@ use crate::llm::usage::{Usage, UsageWire};
 /// OpenAI's public endpoint.
 pub const DEFAULT_BASE: (&str, &str, u16) = ("https", "api.openai.com", 443);
 
+/// The prefix OpenAI's APIs live under (an API route type's resource follows it).
+pub const API_PREFIX: &str = "/v1";
+
+/// The resources an API route type reaches, as paths under the API prefix: a client path
+/// that starts with one of them names it (an SDK whose base URL is the route); any other
+/// path is taken below the first (a route that is the endpoint itself, as in Kong's how-tos).
+pub fn api_roots(rt: RouteType) -> &'static [&'static str] {
+    match rt {
+        RouteType::Files => &["/files"],
+        RouteType::Batches => &["/batches"],
+        RouteType::Assistants => &["/assistants", "/threads"],
+        RouteType::AudioSpeech => &["/audio/speech"],
+        RouteType::AudioTranscriptions => &["/audio/transcriptions"],
+        RouteType::AudioTranslations => &["/audio/translations"],
+        RouteType::ImageGenerations => &["/images/generations"],
+        RouteType::ImageEdits => &["/images/edits"],
+        RouteType::VideoGenerations => &["/videos"],
+        _ => &[],
+    }
+}
+
+/// The upstream path of an API request: `prefix` (the provider's, or the path configured in
+/// `upstream_url`), the resource, and what the client's path adds after the route's own
+/// prefix (`suffix`: an id, `/content`, `/cancel`…). Dot segments and empty segments are
+/// refused, so a client cannot climb out of the API it was given.
+pub fn api_path(rt: RouteType, prefix: &str, suffix: &str) -> Result<String, String> {
+    if !(suffix.is_empty() || suffix.starts_with('/'))
+        || suffix
+            .split('/')
+            .skip(1)
+            .any(|s| s.is_empty() || s == "." || s == ".." || s.contains('%'))
+    {
+        return Err(format!("'{suffix}' is not a path of this API"));
+    }
+    let roots = api_roots(rt);
+    let names = |p: &str, r: &str| p == r || p.starts_with(&format!("{r}/"));
+    let prefix = prefix.trim_end_matches('/');
+    // A configured path may already name the resource (`upstream_url: …/v1/files`).
+    if let Some(r) = roots.iter().find(|r| prefix.ends_with(*r)) {
+        let rest = suffix
+            .strip_prefix(r)
+            .filter(|_| names(suffix, r))
+            .unwrap_or(suffix);
+        return Ok(format!("{prefix}{rest}"));
+    }
+    Ok(match roots.iter().find(|r| names(suffix, r)) {
+        Some(_) => format!("{prefix}{suffix}"),
+        None => format!("{prefix}{}{suffix}", roots.first().copied().unwrap_or("")),
+    })
+}
+
 /// The upstream path for a route type (None for `preserve`, which keeps the client's path).
 pub fn default_path(route_type: RouteType) -> Option<&'static str> {
     match route_type {
@@ -169,6 +220,51 @@ pub fn decode_response(route_type: RouteType, body: &[u8]) -> Result<Decoded<'_>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_paths_take_the_resource_once() {
+        let p = |rt, prefix, suffix| api_path(rt, prefix, suffix);
+        assert_eq!(p(RouteType::Files, "/v1", ""), Ok("/v1/files".into()));
+        assert_eq!(
+            p(RouteType::Files, "/v1", "/file-1/content"),
+            Ok("/v1/files/file-1/content".into())
+        );
+        assert_eq!(
+            p(RouteType::Files, "/v1", "/files/file-1"),
+            Ok("/v1/files/file-1".into())
+        );
+        assert_eq!(
+            p(RouteType::Files, "/v1/", "/filesx"),
+            Ok("/v1/files/filesx".into())
+        );
+        assert_eq!(
+            p(RouteType::Assistants, "/v1", "/threads/t1/runs"),
+            Ok("/v1/threads/t1/runs".into())
+        );
+        assert_eq!(
+            p(RouteType::Assistants, "/v1", ""),
+            Ok("/v1/assistants".into())
+        );
+        assert_eq!(
+            p(
+                RouteType::AudioSpeech,
+                "/openai/deployments/tts",
+                "/audio/speech"
+            ),
+            Ok("/openai/deployments/tts/audio/speech".into())
+        );
+        assert_eq!(
+            p(RouteType::Batches, "/v1/batches", "/b1/cancel"),
+            Ok("/v1/batches/b1/cancel".into())
+        );
+        assert_eq!(
+            p(RouteType::Batches, "/v1/batches", "/batches/b1"),
+            Ok("/v1/batches/b1".into())
+        );
+        for bad in ["/../admin", "/a//b", "x", "/%2e%2e", "/./a"] {
+            assert!(p(RouteType::Files, "/v1", bad).is_err(), "{bad}");
+        }
+    }
 
     fn patched(rt: RouteType, body: &str, patch: &Patch<'_>) -> Option<Value> {
         let v = BodyView::parse(body.as_bytes()).unwrap();

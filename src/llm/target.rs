@@ -105,6 +105,9 @@ pub struct Target {
     /// The user configured the upstream path (`upstream_url` with a path, or
     /// `upstream_path`); otherwise a native client's own path may go upstream.
     pub path_configured: bool,
+    /// The upstream path holds a template (a templated Azure deployment), rendered per
+    /// request.
+    pub templated_path: bool,
     /// A `llm/v1/responses` target whose provider only has chat: requests and answers are
     /// translated (`llm::responses`).
     pub bridge_responses: bool,
@@ -181,6 +184,16 @@ impl Target {
             && !self.bridge_responses
             && self.sigv4.is_none()
             && self.auth.gcp.is_none()
+    }
+}
+
+/// Which providers serve an API route type (where the provider has that API).
+fn api_served(provider: ProviderName, rt: RouteType) -> bool {
+    match provider {
+        ProviderName::Openai => true,
+        ProviderName::Azure => rt != RouteType::VideoGenerations,
+        ProviderName::Xai => rt == RouteType::ImageGenerations,
+        _ => false,
     }
 }
 
@@ -403,6 +416,7 @@ pub fn compile_target(
         return None;
     }
     let provider = provider?;
+    let templated_path = upstream.path.as_deref().is_some_and(|p| p.contains("$("));
     Some(Target {
         route_type: t.route_type,
         provider: t.model.provider,
@@ -417,6 +431,7 @@ pub fn compile_target(
         upstream,
         model_path,
         path_configured,
+        templated_path,
         bridge_responses,
         bridge_completions,
         bridge_messages: false,
@@ -538,12 +553,20 @@ fn provider_profile(
             ),
         ));
     };
+    if rt.is_api() && !api_served(provider, rt) {
+        unsupported_rt(
+            errors,
+            "its files, batches and assistants are served on openai and azure, audio on openai and azure, image generation on openai, azure and xai, videos on openai",
+        );
+        return None;
+    }
     let openai_compatible = |base: (&'static str, &'static str, u16), chat_only: bool| {
         // Responses only gets here for providers that serve it themselves (others are
         // profiled as chat and bridged).
         let ok = rt == RouteType::Preserve
             || rt == RouteType::Chat
             || rt == RouteType::Responses
+            || rt.is_api()
             || (!chat_only && rt == RouteType::Embeddings);
         ok.then_some(Profile {
             wire: Wire::OpenAi,
@@ -753,12 +776,18 @@ fn provider_profile(
         }
         ProviderName::Azure => {
             let need = |errors: &mut FieldErrors, v: &Option<String>, name: &str| {
-                let ok = v.as_deref().is_some_and(|s| {
+                let safe = |s: &str| {
                     !s.is_empty()
                         && s.bytes().all(|b| {
                             b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'
                         })
-                });
+                };
+                // A deployment may be a template (`$(uri_captures.x)`), rendered and checked
+                // per request, as Kong renders model options.
+                let template = name == "azure_deployment_id"
+                    && v.as_deref()
+                        .is_some_and(|s| s.contains("$(") && s.contains(')'));
+                let ok = template || v.as_deref().is_some_and(safe);
                 if !ok {
                     errors.push((
                         format!("{opath}.{name}"),
@@ -797,6 +826,20 @@ fn provider_profile(
                     wire: Wire::OpenAi,
                     base: ("https", format!("{instance}.openai.azure.com"), 443),
                     path: None,
+                    model_path: false,
+                    headers: Vec::new(),
+                }),
+                // Files, batches and assistants belong to the resource; audio and images
+                // to a deployment. The resource's path follows per request.
+                (rt, _) if rt.is_api() => Some(Profile {
+                    wire: Wire::OpenAi,
+                    base: ("https", format!("{instance}.openai.azure.com"), 443),
+                    path: Some(match rt {
+                        RouteType::Files | RouteType::Batches | RouteType::Assistants => {
+                            format!("/openai?api-version={version}")
+                        }
+                        _ => format!("/openai/deployments/{deployment}?api-version={version}"),
+                    }),
                     model_path: false,
                     headers: Vec::new(),
                 }),

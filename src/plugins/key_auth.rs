@@ -32,6 +32,17 @@ pub struct KeyAuthConfig {
     /// the default; Konnect's identity realms (`realm`) are refused at validation.
     #[serde(default = "default_realms")]
     pub identity_realms: Vec<IdentityRealm>,
+    /// Kong 3.15's Konnect principals directory: only `enabled: false` can be honoured.
+    pub principals: Option<Principals>,
+}
+
+/// `principals`: consumers looked up in a Konnect principals directory.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Principals {
+    #[serde(default)]
+    pub enabled: bool,
+    pub directory: Option<String>,
 }
 
 /// One `identity_realms` entry.
@@ -74,6 +85,12 @@ impl KeyAuthConfig {
         let mut errs = Vec::new();
         if self.key_names.is_empty() {
             errs.push(("key_names".into(), "length must be at least 1".into()));
+        }
+        if self.principals.as_ref().is_some_and(|p| p.enabled) {
+            errs.push((
+                "principals.enabled".into(),
+                "Konnect principals directories cannot be reached by tollgate (it has no Konnect connection); consumers come from this configuration".into(),
+            ));
         }
         for (i, r) in self.identity_realms.iter().enumerate() {
             if r.scope == RealmScope::Realm {

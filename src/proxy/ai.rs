@@ -44,6 +44,8 @@ pub(super) struct AiCtx<'a> {
     /// `ai-sanitizer`'s work on the answer (restoring, masking).
     pub(super) filter: Option<ai_sanitizer_filter::Filter>,
     pub(super) timeouts: crate::plugins::ai_proxy::Timeouts,
+    /// What the client's path adds after the route's own prefix.
+    pub(super) suffix: &'a str,
 }
 
 pub(super) async fn proxy_ai(
@@ -54,10 +56,7 @@ pub(super) async fn proxy_ai(
     let ai: &AiProxy = &c.ai;
     let shape = ai.error_shape();
     let first = ai.targets.first();
-    let preserve_only = ai
-        .targets
-        .iter()
-        .all(|t| t.route_type == RouteType::Preserve);
+    let preserve_only = ai.targets.iter().all(|t| t.route_type.passes_through());
     let log_statistics = first.map(|t| t.logging.log_statistics).unwrap_or(false);
     let log_payloads = log.enabled && first.map(|t| t.logging.log_payloads).unwrap_or(false);
     let charging = !log.charges.is_empty();
@@ -70,6 +69,7 @@ pub(super) async fn proxy_ai(
     let Read {
         parsed,
         native_call,
+        api_model,
         asked,
         stream,
     } = read;
@@ -126,7 +126,11 @@ pub(super) async fn proxy_ai(
         force_stream,
         stream,
         native: ai.llm_format != LlmFormat::Openai,
-        path_model: native_call.as_ref().map(|(m, _)| m.as_str()),
+        path_model: native_call
+            .as_ref()
+            .map(|(m, _)| m.as_str())
+            .or(api_model.as_deref()),
+        suffix: c.suffix,
         add_include_usage: add_include_usage && ai.llm_format == LlmFormat::Openai,
         forwarded: c.forwarded,
         record: log.enabled || log.metrics || log.trace.is_some(),
@@ -361,6 +365,8 @@ struct Read<'a> {
     parsed: Option<BodyView<'a>>,
     /// The model and streaming a Converse client names in its path.
     native_call: Option<(String, bool)>,
+    /// The model an API request (files, audio, images…) names in its body.
+    api_model: Option<String>,
     /// The client asked for a stream.
     asked: bool,
     /// The answer streams (`response_streaming` applied).
@@ -374,10 +380,20 @@ fn read_request<'a>(
     ai: &AiProxy,
     preserve_only: bool,
 ) -> Result<Read<'a>, GatewayError> {
-    // Kong's LLM route types are POST APIs (the WebSocket GET was answered before this).
-    if !preserve_only && c.up.method != http::Method::POST {
-        return Err(GatewayError::method_not_allowed(&c.up.method, "POST"));
+    // Kong's LLM route types are POST APIs (the WebSocket GET was answered before this);
+    // the other APIs take their operations' methods.
+    let rt = ai.targets.first().map(|t| t.route_type);
+    if let Some(allow) = rt
+        .filter(|rt| *rt != RouteType::Preserve)
+        .map(RouteType::methods)
+    {
+        if !allow.split(", ").any(|m| m == c.up.method.as_str()) {
+            return Err(GatewayError::method_not_allowed(&c.up.method, allow));
+        }
     }
+    let api_model = rt
+        .filter(|rt| rt.is_api())
+        .and_then(|_| body_model(&c.up.headers, &c.up.body));
     // Parse once; a non-preserve route needs a JSON object.
     let parsed: Option<BodyView<'a>> = if preserve_only {
         None
@@ -417,9 +433,24 @@ fn read_request<'a>(
     Ok(Read {
         parsed,
         native_call,
+        api_model,
         asked,
         stream,
     })
+}
+
+/// The `model` of an API request's JSON or multipart body (for the log, and the check
+/// against the configured model).
+fn body_model(headers: &HeaderMap, body: &[u8]) -> Option<String> {
+    let ct = headers.get(header::CONTENT_TYPE)?;
+    if crate::llm::body::is_json(Some(ct)) {
+        return BodyView::parse(body)
+            .ok()?
+            .str("model")
+            .map(|m| m.into_owned());
+    }
+    let boundary = llm::multipart::boundary(ct.to_str().ok()?)?;
+    llm::multipart::field(body, boundary, "model")
 }
 
 /// The targets a request may go to: an alias's (`model.model_alias`) when the client's

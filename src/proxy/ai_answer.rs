@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::config::plugins::RouteType;
 use crate::error::{ErrorShape, GatewayError};
 use crate::gateway::{Gateway, Snapshot};
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
@@ -86,7 +85,7 @@ pub(super) struct UpstreamAnswer<'a> {
 impl UpstreamAnswer<'_> {
     fn mode(&self) -> AnswerMode {
         let ok = self.status == StatusCode::OK;
-        let preserve = self.target.route_type == RouteType::Preserve;
+        let preserve = self.target.route_type.passes_through();
         let ok_stream = ok && self.is_sse;
         if self.native && ok && !self.is_sse && !preserve {
             AnswerMode::Native
@@ -98,6 +97,9 @@ impl UpstreamAnswer<'_> {
             AnswerMode::Messages
         } else if self.translated() && !ok_stream {
             AnswerMode::Translated
+        } else if ok && self.target.route_type.reports_usage() && self.json_answer() {
+            // Image and transcription answers carry usage: read, then passed as they are.
+            AnswerMode::Checked
         } else if ok && !preserve && !self.is_sse && !self.stream {
             AnswerMode::Checked
         } else if self.stream && ok && !self.is_sse && !preserve {
@@ -107,13 +109,17 @@ impl UpstreamAnswer<'_> {
         }
     }
 
+    fn json_answer(&self) -> bool {
+        crate::llm::body::is_json(self.headers.get(header::CONTENT_TYPE))
+    }
+
     fn bridged(&self) -> bool {
         self.target.bridge_responses && self.bridge.is_some()
     }
 
     fn translated(&self) -> bool {
         self.target.wire != llm::Wire::OpenAi
-            && self.target.route_type != RouteType::Preserve
+            && !self.target.route_type.passes_through()
             && !self.native
     }
 
@@ -312,7 +318,7 @@ impl UpstreamAnswer<'_> {
         );
         let observing = status == StatusCode::OK
             && self.is_sse
-            && target.route_type != RouteType::Preserve
+            && !target.route_type.passes_through()
             && coding.is_ok();
         let decode = coding.ok().flatten().filter(|_| observing);
         let asked = llm::Asked {

@@ -37,8 +37,12 @@ pub struct AiRequest<'a> {
     pub stream: bool,
     /// The client speaks the provider's own API (`llm_format` other than openai).
     pub native: bool,
-    /// The model a native client named in its path (Bedrock's `/model/{id}/converse`).
+    /// The model a native client named in its path (Bedrock's `/model/{id}/converse`), or
+    /// an API request in its JSON or multipart body.
     pub path_model: Option<&'a str>,
+    /// What the client's path adds after the route's own prefix (an API route type's
+    /// resource id and operation).
+    pub suffix: &'a str,
     pub add_include_usage: bool,
     pub forwarded: &'a Forwarded<'a>,
     /// Fill `tries` with log entries (only when a log plugin will read them).
@@ -356,6 +360,56 @@ fn status_counts_as_failure(status: u16, criteria: &[FailoverCriterion]) -> bool
     criteria.contains(&c)
 }
 
+/// The model an API request names (its JSON or multipart `model`), checked against the
+/// configured one as on chat; the configured one when the request names none.
+fn api_model(target: &Target, req: &AiRequest<'_>) -> Result<Option<String>, GatewayError> {
+    let client = req
+        .path_model
+        .filter(|m| target.model_alias.as_deref() != Some(*m));
+    match (&target.model_name, client) {
+        (None, c) => Ok(c.map(str::to_string)),
+        (Some(_), _) => ai_proxy::resolve_model(target, client, req.sources),
+    }
+}
+
+/// An API request's upstream path: the provider's API prefix (or the configured path), the
+/// resource, the client's suffix, then the prefix's query (Azure's `api-version`).
+fn api_upstream_path(target: &Target, req: &AiRequest<'_>) -> Result<String, GatewayError> {
+    let rendered;
+    let configured = match target.upstream.path.as_deref() {
+        Some(p) if target.templated_path => {
+            rendered = rendered_path(p, req)?;
+            rendered.as_str()
+        }
+        Some(p) => p,
+        None => openai::API_PREFIX,
+    };
+    let (prefix, query) = match configured.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (configured, None),
+    };
+    let path = openai::api_path(target.route_type, prefix, req.suffix)
+        .map_err(|e| GatewayError::BadRequest(format!("{e} ({})", target.route_type.as_str())))?;
+    Ok(match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    })
+}
+
+/// A templated upstream path (an Azure deployment from `$(uri_captures.x)`) rendered with
+/// this request's values, which may not add path segments, queries or escapes.
+fn rendered_path(p: &str, req: &AiRequest<'_>) -> Result<String, GatewayError> {
+    let out = crate::plugins::template::render_ai(p, req.sources)
+        .map_err(|e| GatewayError::BadRequest(e.to_string()))?;
+    let added = |c: char| out.matches(c).count() > p.matches(c).count();
+    if out.contains("..") || added('/') || added('?') || added('&') || added('%') || added('#') {
+        return Err(GatewayError::BadRequest(
+            "a templated upstream path may not take '/', '?', '&', '%', '#' or '..' from the request".into(),
+        ));
+    }
+    Ok(out.into_owned())
+}
+
 /// The client speaks `target`'s own API (not a bridged one).
 fn native(target: &Target, req: &AiRequest<'_>) -> bool {
     req.native && !target.bridge_messages
@@ -380,23 +434,28 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         rt
     };
     let (body_bytes, model) = match (rt, req.body) {
+        _ if rt.is_api() => (req.up.body.clone(), api_model(target, req)?),
         (RouteType::Preserve, _) | (_, None) => (req.up.body.clone(), None),
         (_, Some(client_body)) => encode_body(target, req, client_body, wire_rt)?,
     };
     let up = &target.upstream;
     let default_path = openai::default_path(wire_rt);
     let client_path = uses_client_path(target, req);
-    let path = upstream_path(
-        target,
-        req,
-        wire_rt,
-        default_path,
-        client_path,
-        model.as_deref(),
-    )?;
+    let path = if rt.is_api() {
+        Cow::Owned(api_upstream_path(target, req)?)
+    } else {
+        upstream_path(
+            target,
+            req,
+            wire_rt,
+            default_path,
+            client_path,
+            model.as_deref(),
+        )?
+    };
     let (target_uri, parts) = upstream_uri(target, req, &path, default_path, client_path)?;
     let mut headers = upstream_headers(target, req, body_bytes.len())?;
-    let method = if rt == RouteType::Preserve {
+    let method = if rt.passes_through() {
         req.up.method.clone()
     } else {
         Method::POST
@@ -619,6 +678,7 @@ fn upstream_path<'a>(
             ))
         }
         (Some(p), _) if target.wire == Wire::Gemini && req.stream => llm::gemini::sse_path(p),
+        (Some(p), _) if target.templated_path => Cow::Owned(rendered_path(p, req)?),
         (Some(p), _) => Cow::Borrowed(p),
         (None, Some(p)) => Cow::Borrowed(p),
         (None, None) => Cow::Borrowed(&req.up.path),
@@ -798,10 +858,10 @@ fn upstream_headers(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    if rt != RouteType::Preserve || !req.up.body.is_empty() {
+    if !rt.passes_through() || !req.up.body.is_empty() {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     }
-    if rt != RouteType::Preserve {
+    if !rt.passes_through() {
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

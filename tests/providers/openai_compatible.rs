@@ -364,3 +364,50 @@ async fn dashscope_and_databricks_are_openai_compatible() {
         "dbc-1-2.cloud.databricks.com"
     );
 }
+
+/// Kong's "one route for many Azure deployments": the deployment (and model) come from the
+/// route's regex capture, rendered per request.
+#[tokio::test]
+async fn azure_deployments_from_uri_captures() {
+    let yaml = r#"
+_format_version: "3.0"
+services:
+  - name: az
+    host: unused.invalid
+    routes:
+      - name: az
+        paths: ["~/openai/deployments/(?<dep>[^#?/]+)/chat/completions$"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              auth: {header_name: api-key, header_value: az-key-1}
+              model:
+                provider: azure
+                name: $(uri_captures.dep)
+                options: {azure_instance: my-inst, azure_deployment_id: $(uri_captures.dep), upstream_url: "{MOCK}"}
+"#;
+    let h = Harness::start(yaml).await;
+    let hi = json!({"messages": [{"role": "user", "content": "hi"}]});
+    for dep in ["gpt-4o", "gpt-4o-mini"] {
+        let r = post_json(
+            &h.url(&format!("/openai/deployments/{dep}/chat/completions")),
+            &hi,
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let seen = h.mock.last_request().unwrap();
+        assert_eq!(
+            seen.path,
+            format!("/openai/deployments/{dep}/chat/completions?api-version=2023-05-15")
+        );
+        assert_eq!(seen.json().unwrap()["model"], dep);
+    }
+    // A capture cannot add path segments or escapes.
+    let r = post_json(
+        &h.url("/openai/deployments/a%2F..%2Fb/chat/completions"),
+        &hi,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+}
