@@ -25,6 +25,14 @@ impl MockBody {
     pub(crate) fn full(bytes: impl Into<Bytes>) -> MockBody {
         MockBody::Full(Some(bytes.into()))
     }
+
+    /// The bytes of a complete body (`None` for a stream).
+    pub(crate) fn into_full(self) -> Option<Bytes> {
+        match self {
+            MockBody::Full(bytes) => bytes,
+            MockBody::Events(_) => None,
+        }
+    }
 }
 
 /// `response` gzip-encoded: a full body whole, an event stream event by event (each
@@ -59,6 +67,21 @@ pub(crate) fn gzipped(response: http::Response<MockBody>) -> http::Response<Mock
         http::HeaderValue::from_static("gzip"),
     );
     http::Response::from_parts(parts, body)
+}
+
+/// A binary body sent in frames of `frame` bytes (chunked), with the gap and the
+/// cut of a stream.
+pub(crate) fn framed(
+    data: &[u8],
+    frame: usize,
+    gap: Duration,
+    disconnect_after: Option<usize>,
+) -> MockBody {
+    let events = data
+        .chunks(frame.max(1))
+        .map(Bytes::copy_from_slice)
+        .collect();
+    MockBody::Events(EventStream::new(events, gap, disconnect_after))
 }
 
 /// Events yielded as separate frames so a client can observe the gaps.

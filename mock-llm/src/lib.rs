@@ -9,6 +9,14 @@
 //! `.../pipeline/feature-extraction`, Bedrock's `.../model/{id}/converse[-stream]`, Gemini's `.../models/{model}:generateContent`,
 //! `:streamGenerateContent`, `:batchEmbedContents`) plus `GET /health` and an OAuth2 token
 //! endpoint `POST /token` (jwt-bearer grant, as Google's for service accounts).
+//!
+//! OpenAI's non-chat APIs are served too (see the `api` module): files
+//! (`…/files`, multipart uploads kept in memory), batches (`…/batches`, run at
+//! once against the mock's own endpoints), assistants, threads and messages
+//! (beta), audio speech (fake MP3/WAV bytes sent in frames), transcriptions and
+//! translations, image generations and edits (a 1×1 PNG), and Sora videos
+//! (`…/videos`, fake MP4). Their paths match on the tail as well, Azure's
+//! `/openai/…?api-version=` and `/openai/deployments/{dep}/…` forms included.
 //! Faults come from the `x-mock` request header (`key=value` pairs separated
 //! by `;` or `,`) or from `[mock:key=value]` markers in the prompt text; the
 //! header wins. Keys: `status`, `delay_ms`, `chunk_delay_ms`, `chunks`,
@@ -29,13 +37,18 @@
 //! AWS event-stream frames; [`eventstream`] encodes them.
 
 mod anthropic;
+mod api;
+mod assistants;
 mod bedrock;
 mod body;
 mod cohere;
 mod embeddings;
 pub mod eventstream;
 mod faults;
+mod files;
 mod gemini;
+mod media;
+mod multipart;
 mod ollama;
 mod openai;
 mod prompt;
@@ -146,6 +159,8 @@ pub struct MockState {
     /// Tokens issued by `POST /token`.
     pub(crate) token_fetches: AtomicU64,
     issued: Mutex<Vec<String>>,
+    /// Files, batches, assistants, threads and videos created so far.
+    pub(crate) api: Mutex<api::Store>,
 }
 
 impl Default for MockState {
@@ -163,6 +178,7 @@ impl MockState {
             next_id: AtomicU64::new(1),
             token_fetches: AtomicU64::new(0),
             issued: Mutex::new(Vec::new()),
+            api: Mutex::new(api::Store::default()),
         }
     }
 

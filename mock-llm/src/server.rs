@@ -21,7 +21,7 @@ use crate::faults::Directives;
 use crate::gemini;
 use crate::prompt::{PromptScan, Reply, DEFAULT_REPLY};
 use crate::{anthropic, bedrock, cohere, ollama, sigv4, tgi};
-use crate::{embeddings, openai, responses, MockState};
+use crate::{api, embeddings, openai, responses, MockState};
 
 /// How long `hang` waits: far beyond any client timeout, yet bounded so a
 /// long-running binary does not collect abandoned requests forever.
@@ -95,12 +95,17 @@ enum Route {
     Converse(bool),
     /// Bedrock `.../model/{id}/invoke` (embedding models).
     Invoke,
+    /// OpenAI's files, batches, assistants, audio, images and videos.
+    Api(api::Endpoint),
     NotFound,
 }
 
 impl Route {
     fn of(method: &Method, path: &str) -> Route {
         let path = path.trim_end_matches('/');
+        if let Some(endpoint) = api::Endpoint::of(method, path) {
+            return Route::Api(endpoint);
+        }
         if *method == Method::GET {
             return if path == "/health" {
                 Route::Health
@@ -262,43 +267,7 @@ pub(crate) async fn respond(
         _ => serde_json::from_slice::<Value>(&body),
     };
     if let Ok(json) = &parsed {
-        match route {
-            Route::Chat | Route::CohereChat | Route::OllamaChat => scan.chat(json, &mut directives),
-            Route::CohereEmbed => scan.prompt(json.get("texts"), &mut directives),
-            Route::CohereChatV1 => {
-                scan.prompt(json.get("message"), &mut directives);
-                for m in json
-                    .get("chat_history")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    scan.prompt(m.get("message"), &mut directives);
-                }
-            }
-            Route::CohereRerank(_) => scan.prompt(json.get("query"), &mut directives),
-            Route::OllamaEmbed => scan.prompt(json.get("input"), &mut directives),
-            Route::Generate | Route::GenerateStream | Route::FeatureExtraction => {
-                scan.prompt(json.get("inputs"), &mut directives)
-            }
-            Route::Completions => scan.prompt(json.get("prompt"), &mut directives),
-            Route::Embeddings => scan.prompt(json.get("input"), &mut directives),
-            Route::Responses => scan.responses(json, &mut directives),
-            Route::Messages => {
-                scan.chat(json, &mut directives);
-                scan.prompt(json.get("system"), &mut directives);
-            }
-            Route::Converse(_) => {
-                scan.chat(json, &mut directives);
-                scan.text_blocks(json.get("system"), &mut directives);
-            }
-            Route::Invoke => {
-                scan.prompt(json.get("inputText"), &mut directives);
-                scan.prompt(json.get("texts"), &mut directives);
-            }
-            Route::Gemini(_) => scan.gemini(json, &mut directives),
-            Route::NotFound | Route::Health | Route::Token => {}
-        }
+        scan_prompt(route, json, &mut scan, &mut directives);
     }
     // Applied after the markers so the header wins.
     for value in parts.headers.get_all("x-mock") {
@@ -381,6 +350,20 @@ pub(crate) async fn respond(
         return Ok(response);
     }
 
+    if let Route::Api(endpoint) = route {
+        let req = api::Req {
+            state: &state,
+            parts: &parts,
+            body: &body,
+            directives: &directives,
+            now: unix_now(),
+        };
+        let response = api::handle(endpoint, &req);
+        return Ok(match directives.gzip {
+            true => crate::body::gzipped(response),
+            false => response,
+        });
+    }
     if route == Route::NotFound {
         let message = format!(
             "mock-llm: unknown path {} {}",
@@ -413,9 +396,7 @@ pub(crate) async fn respond(
     let path_model = bedrock_model(parts.uri.path());
     let ctx = Ctx {
         n: state.next_id(),
-        created: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        created: unix_now(),
         // Gemini and Bedrock name the model in the path.
         model: gemini::Method::of(parts.uri.path())
             .map(|(_, m)| m)
@@ -454,7 +435,7 @@ pub(crate) async fn respond(
             gemini::generate(&ctx, ctx.model, true, sse)
         }
         Route::Gemini(gemini::Method::Embed) => gemini::embed_batch(&ctx, ctx.model),
-        Route::NotFound | Route::Health | Route::Token => error_response(
+        Route::Api(_) | Route::NotFound | Route::Health | Route::Token => error_response(
             StatusCode::NOT_FOUND,
             "mock-llm: unknown path",
             "invalid_request_error",
@@ -465,6 +446,122 @@ pub(crate) async fn respond(
         true => crate::body::gzipped(response),
         false => response,
     })
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Answers one request of a batch input file: `url` (`/v1/chat/completions`,
+/// `/v1/completions`, `/v1/embeddings` or `/v1/responses`) with JSON `body`,
+/// never streamed. `[mock:...]` markers in the prompt apply (`status=500` makes
+/// the request fail). Returns the status code and the response body.
+pub(crate) fn batch_answer(state: &MockState, url: &str, body: &Value) -> (u16, Value) {
+    let path = url.split('?').next().unwrap_or_default();
+    let route = Route::of(&Method::POST, path);
+    if !matches!(
+        route,
+        Route::Chat | Route::Completions | Route::Embeddings | Route::Responses
+    ) {
+        return (
+            400,
+            serde_json::json!({"error": {"message": format!("mock-llm: unsupported batch url {url}"),
+                "type": "invalid_request_error", "param": "url", "code": null}}),
+        );
+    }
+    let mut body = body.clone();
+    if let Some(obj) = body.as_object_mut() {
+        obj.remove("stream");
+    }
+    let mut directives = Directives::default();
+    let mut scan = PromptScan::default();
+    scan_prompt(route, &body, &mut scan, &mut directives);
+    if let Some(status) = directives.status.filter(|s| *s >= 300) {
+        let kind = match status {
+            429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
+            _ => "server_error",
+        };
+        return (
+            status,
+            serde_json::json!({"error": {"message": format!("mock-llm injected status {status}"),
+                "type": kind, "param": null, "code": null}}),
+        );
+    }
+    let ctx = Ctx {
+        n: state.next_id(),
+        created: unix_now(),
+        model: body
+            .get("model")
+            .and_then(Value::as_str)
+            .unwrap_or(DEFAULT_MODEL),
+        body: &body,
+        prompt_tokens: scan.tokens(),
+        directives: &directives,
+    };
+    let response = match route {
+        Route::Completions => openai::completions(&ctx),
+        Route::Embeddings => embeddings::embeddings(&ctx),
+        Route::Responses => responses::responses(&ctx),
+        _ => openai::chat(&ctx),
+    };
+    let status = response.status().as_u16();
+    let json = response
+        .into_body()
+        .into_full()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+/// Walks the prompt of a `route` request: counts its tokens, applies its markers.
+fn scan_prompt(route: Route, json: &Value, scan: &mut PromptScan, directives: &mut Directives) {
+    match route {
+        Route::Chat | Route::CohereChat | Route::OllamaChat => scan.chat(json, directives),
+        Route::CohereEmbed => scan.prompt(json.get("texts"), directives),
+        Route::CohereChatV1 => {
+            scan.prompt(json.get("message"), directives);
+            for m in json
+                .get("chat_history")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                scan.prompt(m.get("message"), directives);
+            }
+        }
+        Route::CohereRerank(_) => scan.prompt(json.get("query"), directives),
+        Route::OllamaEmbed => scan.prompt(json.get("input"), directives),
+        Route::Generate | Route::GenerateStream | Route::FeatureExtraction => {
+            scan.prompt(json.get("inputs"), directives)
+        }
+        Route::Completions => scan.prompt(json.get("prompt"), directives),
+        Route::Embeddings => scan.prompt(json.get("input"), directives),
+        Route::Responses => scan.responses(json, directives),
+        Route::Messages => {
+            scan.chat(json, directives);
+            scan.prompt(json.get("system"), directives);
+        }
+        Route::Converse(_) => {
+            scan.chat(json, directives);
+            scan.text_blocks(json.get("system"), directives);
+        }
+        Route::Invoke => {
+            scan.prompt(json.get("inputText"), directives);
+            scan.prompt(json.get("texts"), directives);
+        }
+        Route::Gemini(_) => scan.gemini(json, directives),
+        Route::Api(endpoint) => {
+            if endpoint.has_json_prompt() {
+                scan.prompt(json.get("prompt"), directives);
+                scan.prompt(json.get("input"), directives);
+            }
+        }
+        Route::NotFound | Route::Health | Route::Token => {}
+    }
 }
 
 #[derive(Serialize)]
