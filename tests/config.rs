@@ -431,6 +431,41 @@ fn unsupported_features_fail_clearly() {
 }
 
 #[test]
+fn yaml_anchors_and_merge_keys_share_plugin_configs() {
+    let s = load(
+        r#"
+_format_version: "3.0"
+services:
+  - name: s
+    url: http://127.0.0.1:9
+    routes:
+      - name: a
+        paths: ["/a"]
+        plugins:
+          - name: ai-proxy
+            config: &base
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o}
+      - name: b
+        paths: ["/b"]
+        plugins:
+          - name: ai-proxy
+            config: {<<: *base, route_type: llm/v1/embeddings, model: {provider: openai, name: e}}
+"#,
+    )
+    .unwrap();
+    let types: Vec<&str> = s
+        .plugins
+        .iter()
+        .filter_map(|p| match &p.plugin {
+            Plugin::AiProxy(ai) => Some(ai.targets[0].route_type.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(types, ["llm/v1/chat", "llm/v1/embeddings"]);
+}
+
+#[test]
 fn the_embedded_default_loads() {
     let s = tollgate::gateway::load_str(config::EMBEDDED_DEFAULT).unwrap();
     assert!(s

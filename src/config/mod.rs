@@ -71,7 +71,13 @@ pub fn parse_value(
         serde_json::from_str(&text)
             .map_err(|e| ConfigErrors::single("", format!("invalid JSON: {e}")))?
     } else {
-        serde_norway::from_str(&text)
+        // Anchors and `<<` merge keys (YAML 1.1, which decK files use to share plugin
+        // configs) are resolved before the document is typed.
+        let mut yaml: serde_norway::Value = serde_norway::from_str(&text)
+            .map_err(|e| ConfigErrors::single("", format!("invalid YAML: {e}")))?;
+        yaml.apply_merge()
+            .map_err(|e| ConfigErrors::single("", format!("invalid YAML merge key: {e}")))?;
+        serde_json::to_value(yaml)
             .map_err(|e| ConfigErrors::single("", format!("invalid YAML: {e}")))?
     };
     if !value.is_object() {

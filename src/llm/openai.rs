@@ -37,9 +37,16 @@ pub fn api_roots(rt: RouteType) -> &'static [&'static str] {
 
 /// The upstream path of an API request: `prefix` (the provider's, or the path configured in
 /// `upstream_url`), the resource, and what the client's path adds after the route's own
-/// prefix (`suffix`: an id, `/content`, `/cancel`…). Dot segments and empty segments are
+/// prefix (`suffix`: an id, `/content`, `/cancel`…). The resource is the one the suffix
+/// names, else the one the route's matched path ends with (`matched`, e.g. a route on
+/// `/v1/threads`), else the route type's first. Dot segments and empty segments are
 /// refused, so a client cannot climb out of the API it was given.
-pub fn api_path(rt: RouteType, prefix: &str, suffix: &str) -> Result<String, String> {
+pub fn api_path(
+    rt: RouteType,
+    prefix: &str,
+    matched: &str,
+    suffix: &str,
+) -> Result<String, String> {
     if !(suffix.is_empty() || suffix.starts_with('/'))
         || suffix
             .split('/')
@@ -59,10 +66,17 @@ pub fn api_path(rt: RouteType, prefix: &str, suffix: &str) -> Result<String, Str
             .unwrap_or(suffix);
         return Ok(format!("{prefix}{rest}"));
     }
-    Ok(match roots.iter().find(|r| names(suffix, r)) {
-        Some(_) => format!("{prefix}{suffix}"),
-        None => format!("{prefix}{}{suffix}", roots.first().copied().unwrap_or("")),
-    })
+    if roots.iter().any(|r| names(suffix, r)) {
+        return Ok(format!("{prefix}{suffix}"));
+    }
+    let matched = matched.trim_end_matches('/');
+    let root = roots
+        .iter()
+        .find(|r| matched.ends_with(*r))
+        .or(roots.first())
+        .copied()
+        .unwrap_or("");
+    Ok(format!("{prefix}{root}{suffix}"))
 }
 
 /// The upstream path for a route type (None for `preserve`, which keeps the client's path).
@@ -223,7 +237,7 @@ mod tests {
 
     #[test]
     fn api_paths_take_the_resource_once() {
-        let p = |rt, prefix, suffix| api_path(rt, prefix, suffix);
+        let p = |rt, prefix, suffix| api_path(rt, prefix, "/route", suffix);
         assert_eq!(p(RouteType::Files, "/v1", ""), Ok("/v1/files".into()));
         assert_eq!(
             p(RouteType::Files, "/v1", "/file-1/content"),
@@ -260,6 +274,10 @@ mod tests {
         assert_eq!(
             p(RouteType::Batches, "/v1/batches", "/batches/b1"),
             Ok("/v1/batches/b1".into())
+        );
+        assert_eq!(
+            api_path(RouteType::Assistants, "/v1", "/v1/threads", "/t1/messages"),
+            Ok("/v1/threads/t1/messages".into())
         );
         for bad in ["/../admin", "/a//b", "x", "/%2e%2e", "/./a"] {
             assert!(p(RouteType::Files, "/v1", bad).is_err(), "{bad}");

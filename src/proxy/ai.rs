@@ -44,7 +44,8 @@ pub(super) struct AiCtx<'a> {
     /// `ai-sanitizer`'s work on the answer (restoring, masking).
     pub(super) filter: Option<ai_sanitizer_filter::Filter>,
     pub(super) timeouts: crate::plugins::ai_proxy::Timeouts,
-    /// What the client's path adds after the route's own prefix.
+    /// The client's path split where the route matched it: the matched prefix and the rest.
+    pub(super) matched: &'a str,
     pub(super) suffix: &'a str,
 }
 
@@ -130,6 +131,7 @@ pub(super) async fn proxy_ai(
             .as_ref()
             .map(|(m, _)| m.as_str())
             .or(api_model.as_deref()),
+        matched: c.matched,
         suffix: c.suffix,
         add_include_usage: add_include_usage && ai.llm_format == LlmFormat::Openai,
         forwarded: c.forwarded,

@@ -212,6 +212,7 @@ pub async fn handle_request(
                 sources: &sources,
                 forwarded: &forwarded,
                 is_debug: sources.headers.contains_key("kong-debug"),
+                matched: m.path.get(..m.matched_len).unwrap_or(""),
                 suffix: m.path.get(m.matched_len..).unwrap_or(""),
                 filter: admitted.filter,
             };

@@ -40,8 +40,9 @@ pub struct AiRequest<'a> {
     /// The model a native client named in its path (Bedrock's `/model/{id}/converse`), or
     /// an API request in its JSON or multipart body.
     pub path_model: Option<&'a str>,
-    /// What the client's path adds after the route's own prefix (an API route type's
-    /// resource id and operation).
+    /// The client's path split where the route matched it: the matched prefix, and what
+    /// follows (an API route type's resource id and operation).
+    pub matched: &'a str,
     pub suffix: &'a str,
     pub add_include_usage: bool,
     pub forwarded: &'a Forwarded<'a>,
@@ -388,7 +389,7 @@ fn api_upstream_path(target: &Target, req: &AiRequest<'_>) -> Result<String, Gat
         Some((p, q)) => (p, Some(q)),
         None => (configured, None),
     };
-    let path = openai::api_path(target.route_type, prefix, req.suffix)
+    let path = openai::api_path(target.route_type, prefix, req.matched, req.suffix)
         .map_err(|e| GatewayError::BadRequest(format!("{e} ({})", target.route_type.as_str())))?;
     Ok(match query {
         Some(q) => format!("{path}?{q}"),
