@@ -7,7 +7,9 @@ Not part of CI; a check that the mock is faithful enough for the real client.
     python3 mock-llm/tests/sdk_smoke.py http://127.0.0.1:9000/v1
 
 Needs `pip install openai`. Prints one line per SDK call and exits non-zero if
-any failed.
+any failed. The gateway's end-to-end run (tests/e2e/run.sh) drives the same calls
+through Tollgate: `--e2e` prints `PASS: …` / `FAIL: …` lines, and `--azure URL` names
+the Azure endpoint (default: the base URL without `/v1`).
 """
 
 import base64
@@ -40,7 +42,7 @@ def check(name):
     return wrap
 
 
-def main(base_url):
+def main(base_url, azure_endpoint=None, e2e=False):
     # The Assistants and Sora APIs are deprecated; the SDK says so on every call.
     warnings.simplefilter("ignore", DeprecationWarning)
     client = OpenAI(base_url=base_url, api_key="sk-mock", max_retries=0)
@@ -224,7 +226,7 @@ def main(base_url):
 
     @check("AzureOpenAI files.create + audio.speech (deployment path)")
     def _():
-        azure = AzureOpenAI(azure_endpoint=base_url.removesuffix("/v1"), api_key="k",
+        azure = AzureOpenAI(azure_endpoint=azure_endpoint or base_url.removesuffix("/v1"), api_key="k",
                             api_version="2024-10-21", max_retries=0)
         raw = azure.files.with_raw_response.create(file=("a.jsonl", b"{}"), purpose="batch")
         assert raw.http_request.url.path == "/openai/files", raw.http_request.url
@@ -236,9 +238,19 @@ def main(base_url):
 
     width = max(len(name) for name, _, _ in RESULTS)
     for name, good, detail in RESULTS:
-        print(f"{'ok  ' if good else 'FAIL'} {name:<{width}}  {detail}")
+        if e2e:
+            print(f"PASS: sdk api {name}" if good else f"FAIL: sdk api {name}: {detail}")
+        else:
+            print(f"{'ok  ' if good else 'FAIL'} {name:<{width}}  {detail}")
     return 0 if all(good for _, good, _ in RESULTS) else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1] if len(sys.argv) > 1 else "http://127.0.0.1:9000/v1"))
+    args = sys.argv[1:]
+    e2e = "--e2e" in args
+    azure = None
+    if "--azure" in args:
+        azure = args[args.index("--azure") + 1]
+        del args[args.index("--azure"):args.index("--azure") + 2]
+    args = [a for a in args if a != "--e2e"]
+    sys.exit(main(args[0] if args else "http://127.0.0.1:9000/v1", azure, e2e))

@@ -647,6 +647,21 @@ cat "$TMP/sdk.out"
 count_results "$TMP/sdk.out" "$rc" "SDK"
 
 # ---------------------------------------------------------------------------
+# 6b. OpenAI's other APIs (Kong's files, batches, assistants, audio, image and video route
+#     types) with the OpenAI Python SDK through the gateway: the checks mock-llm's own SDK
+#     smoke script makes, against the gateway's routes (and Azure's paths with AzureOpenAI).
+# ---------------------------------------------------------------------------
+no_proxy timeout -k 5 "$SDK_TIMEOUT" "$PY" "$ROOT/mock-llm/tests/sdk_smoke.py" "$GW_URL/v1" --e2e \
+    >"$TMP/sdk-apis.out" 2>"$TMP/sdk-apis.err" && rc=0 || rc=$?
+cat "$TMP/sdk-apis.out"
+[ "$rc" -ne 124 ] || fail "SDK APIs: sdk_smoke.py timed out after ${SDK_TIMEOUT}s"
+count_results "$TMP/sdk-apis.out" "$rc" "SDK APIs"
+sleep 0.5
+"$PY" "$HERE/check_api_log.py" "$TMP/logs/apis.log" "$PROVIDER_KEY" >"$TMP/api-log.out" 2>&1 && rc=0 || rc=$?
+cat "$TMP/api-log.out"
+count_results "$TMP/api-log.out" "$rc" "API file-log"
+
+# ---------------------------------------------------------------------------
 # 7. Observability: Prometheus text at /metrics, usage analytics from this run, and the
 #    dashboard rendered by headless Chromium (Debian's package, installed when missing).
 # ---------------------------------------------------------------------------
