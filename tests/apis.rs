@@ -1,0 +1,182 @@
+//! OpenAI's other APIs behind Kong's route types (files, batches, assistants, audio,
+//! images, videos): the client's method, body and path suffix reach the API's path on
+//! OpenAI and Azure; answers pass as they are, with usage read where the API reports it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use serde_json::json;
+use support::{send, Harness};
+
+const CONFIG: &str = r#"
+_format_version: "3.0"
+services:
+  - name: apis
+    host: unused.invalid
+    routes:
+      - name: files
+        paths: ["/files"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/files
+              auth: {header_name: Authorization, header_value: Bearer sk-up}
+              model: {provider: openai, options: {upstream_url: "{MOCK}"}}
+          - name: file-log
+            config: {path: "{DIR}/apis.log"}
+      - name: images
+        paths: ["/img"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: image/v1/images/generations
+              auth: {header_name: Authorization, header_value: Bearer sk-up}
+              logging: {log_statistics: true}
+              model: {provider: openai, name: gpt-image-1, options: {upstream_url: "{MOCK}"}}
+          - name: file-log
+            config: {path: "{DIR}/images.log"}
+      - name: az-batches
+        paths: ["/az-batches"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/batches
+              auth: {header_name: api-key, header_value: az-key}
+              model:
+                provider: azure
+                options: {azure_instance: inst, azure_deployment_id: gpt-4o, azure_api_version: 2025-01-01-preview, upstream_url: "{MOCK}"}
+      - name: az-transcribe
+        paths: ["/az-transcribe"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: audio/v1/audio/transcriptions
+              auth: {header_name: api-key, header_value: az-key}
+              model:
+                provider: azure
+                options: {azure_instance: inst, azure_deployment_id: whisper, upstream_url: "{MOCK}"}
+"#;
+
+fn multipart(model: &str) -> (String, Vec<u8>) {
+    let b = "tgboundary7";
+    let body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\nRIFF....WAVEfmt \r\n--{b}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n--{b}--\r\n"
+    );
+    (
+        format!("multipart/form-data; boundary={b}"),
+        body.into_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn api_route_types_reach_the_provider_apis() {
+    let h = Harness::start(CONFIG).await;
+    // A file upload (multipart, as sent), then its content by id below the route.
+    let b = "up9";
+    let upload = format!("--{b}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n\r\n{{\"x\":1}}\n\r\n--{b}--\r\n");
+    let ct = format!("multipart/form-data; boundary={b}");
+    let r = send(
+        "POST",
+        &h.url("/files"),
+        &[("content-type", &ct)],
+        upload.clone(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(seen.path, "/v1/files");
+    assert_eq!(seen.body, upload.as_bytes(), "the body goes as sent");
+    assert_eq!(seen.header("authorization"), Some("Bearer sk-up"));
+    assert!(seen
+        .header("content-type")
+        .unwrap()
+        .starts_with("multipart/form-data; boundary=up9"));
+    let r = send("GET", &h.url(&format!("/files/{id}/content")), &[], "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.as_ref(), b"{\"x\":1}\n");
+    assert_eq!(
+        h.mock.last_request().unwrap().path,
+        format!("/v1/files/{id}/content")
+    );
+    let r = send("DELETE", &h.url(&format!("/files/{id}")), &[], "").await;
+    assert_eq!(r.json()["deleted"], true);
+
+    // Methods the API has not, and paths that leave it, are refused before the upstream.
+    let before = h.mock.requests().len();
+    let r = send("PUT", &h.url("/files"), &[], "").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, POST, DELETE"));
+    let r = send("GET", &h.url("/files/a/../../admin"), &[], "").await;
+    assert!(r.status == 400 || r.status == 404, "{}", r.status);
+    assert_eq!(h.mock.requests().len(), before);
+
+    // Image generation: the configured model is checked like chat's; usage is logged.
+    let r = send(
+        "POST",
+        &h.url("/img"),
+        &[("content-type", "application/json")],
+        json!({"model": "dall-e-2", "prompt": "a cat"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r
+        .text()
+        .contains("cannot use own model - must be: gpt-image-1"));
+    let r = send(
+        "POST",
+        &h.url("/img"),
+        &[("content-type", "application/json")],
+        json!({"prompt": "a cat", "n": 2}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["data"].as_array().unwrap().len(), 2);
+    let log = h.wait_log("images.log", 2).await;
+    let p = &log[1]["ai"]["proxy"];
+    assert!(p["usage"]["total_tokens"].as_u64().unwrap() > 0, "{p}");
+    assert_eq!(p["meta"]["request_model"], "gpt-image-1");
+
+    // Azure: batches on the resource, transcriptions on the deployment, api-version added.
+    let r = send(
+        "POST",
+        &h.url("/az-batches/b1/cancel"),
+        &[("content-type", "application/json")],
+        "{}",
+    )
+    .await;
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(
+        seen.path,
+        "/openai/batches/b1/cancel?api-version=2025-01-01-preview"
+    );
+    assert_eq!(seen.header("api-key"), Some("az-key"));
+    assert_eq!(r.status, 404, "the mock has no batch b1: {}", r.text());
+    let (ct, body) = multipart("whisper-1");
+    let r = send(
+        "POST",
+        &h.url("/az-transcribe"),
+        &[("content-type", &ct)],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json()["text"].as_str().unwrap().contains("a.wav"));
+    assert_eq!(
+        h.mock.last_request().unwrap().path,
+        "/openai/deployments/whisper/audio/transcriptions?api-version=2023-05-15"
+    );
+}
+
+#[test]
+fn api_route_types_are_refused_where_the_provider_has_no_such_api() {
+    let yaml = "_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/files, model: {provider: anthropic, name: c}}}]\n";
+    let e = tollgate::gateway::load_str(yaml).err().unwrap().to_string();
+    assert!(
+        e.contains("route_type 'llm/v1/files' is not supported for provider 'anthropic'"),
+        "{e}"
+    );
+    let yaml = "_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: image/v1/images/generations, model: {provider: xai, name: grok-2-image}}}]\n";
+    assert!(tollgate::gateway::load_str(yaml).is_ok());
+}
