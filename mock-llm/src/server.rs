@@ -91,6 +91,10 @@ enum Route {
     FeatureExtraction,
     Gemini(gemini::Method),
     Token,
+    /// Azure's instance metadata service: a managed identity's token.
+    ImdsToken,
+    /// Entra's `/{tenant}/oauth2/v2.0/token`: the client credentials grant.
+    EntraToken,
     /// Bedrock `.../model/{id}/converse` (false) or `.../converse-stream` (true).
     Converse(bool),
     /// Bedrock `.../model/{id}/invoke` (embedding models).
@@ -104,12 +108,16 @@ impl Route {
         if *method == Method::GET {
             return if path == "/health" {
                 Route::Health
+            } else if path == "/metadata/identity/oauth2/token" {
+                Route::ImdsToken
             } else {
                 Route::NotFound
             };
         }
         if *method != Method::POST {
             Route::NotFound
+        } else if crate::entra::tenant_of(path).is_some() {
+            Route::EntraToken
         } else if path.ends_with("/chat/completions") {
             Route::Chat
         } else if path.ends_with("/completions") {
@@ -254,11 +262,20 @@ pub(crate) async fn respond(
             .unwrap_or("");
         return Ok(gemini::token(&body, host, parts.uri.path(), &state));
     }
+    if route == Route::ImdsToken {
+        let query = parts.uri.query().unwrap_or("");
+        return Ok(crate::entra::imds_token(&parts.headers, query, &state));
+    }
+    if route == Route::EntraToken {
+        return Ok(crate::entra::client_credentials(&body, &state));
+    }
 
     let mut directives = Directives::default();
     let mut scan = PromptScan::default();
     let parsed = match route {
-        Route::NotFound | Route::Health | Route::Token => Ok(Value::Null),
+        Route::NotFound | Route::Health | Route::Token | Route::ImdsToken | Route::EntraToken => {
+            Ok(Value::Null)
+        }
         _ => serde_json::from_slice::<Value>(&body),
     };
     if let Ok(json) = &parsed {
@@ -297,7 +314,11 @@ pub(crate) async fn respond(
                 scan.prompt(json.get("texts"), &mut directives);
             }
             Route::Gemini(_) => scan.gemini(json, &mut directives),
-            Route::NotFound | Route::Health | Route::Token => {}
+            Route::NotFound
+            | Route::Health
+            | Route::Token
+            | Route::ImdsToken
+            | Route::EntraToken => {}
         }
     }
     // Applied after the markers so the header wins.
@@ -454,12 +475,14 @@ pub(crate) async fn respond(
             gemini::generate(&ctx, ctx.model, true, sse)
         }
         Route::Gemini(gemini::Method::Embed) => gemini::embed_batch(&ctx, ctx.model),
-        Route::NotFound | Route::Health | Route::Token => error_response(
-            StatusCode::NOT_FOUND,
-            "mock-llm: unknown path",
-            "invalid_request_error",
-            Some("not_found"),
-        ),
+        Route::NotFound | Route::Health | Route::Token | Route::ImdsToken | Route::EntraToken => {
+            error_response(
+                StatusCode::NOT_FOUND,
+                "mock-llm: unknown path",
+                "invalid_request_error",
+                Some("not_found"),
+            )
+        }
     };
     Ok(match directives.gzip {
         true => crate::body::gzipped(response),
