@@ -1440,8 +1440,23 @@ fn compile_azure(
     };
     let secret_slot = read("azure_client_secret", &a.azure_client_secret);
     let tenant = read("azure_tenant_id", &a.azure_tenant_id);
-    let var = |n: &str| env(n).filter(|v| !v.trim().is_empty());
-    let (credential, host_var) = match (client_id, secret_slot, tenant) {
+    // A host from the environment, else Azure's own; a bad one fails the load (it would
+    // fail every request).
+    let mut host = |var: &str, default: &str| {
+        let value = env(var).filter(|v| !v.trim().is_empty());
+        match value.as_deref().map(azure::base_url) {
+            None => Some(default.to_string()),
+            Some(Ok(url)) => Some(url),
+            Some(Err(e)) => {
+                errors.push((
+                    format!("{path}.azure_use_managed_identity"),
+                    format!("{var} (environment): {e}"),
+                ));
+                None
+            }
+        }
+    };
+    let credential = match (client_id, secret_slot, tenant) {
         (Some(client_id), Some(client_secret), Some(tenant)) => {
             let (client_secret, tenant_id) = match (client_secret, tenant) {
                 (Ok(s), Ok(t)) => (s, t.expose().clone()),
@@ -1454,34 +1469,23 @@ fn compile_azure(
                 ));
                 return None;
             }
-            (
-                Credential::AzureClientCredentials {
-                    tenant_id,
-                    client_id,
-                    client_secret,
-                    authority_host: var(azure::AUTHORITY_HOST_ENV)
-                        .unwrap_or_else(|| azure::DEFAULT_AUTHORITY_HOST.to_string()),
-                },
-                azure::AUTHORITY_HOST_ENV,
-            )
-        }
-        (client_id, _, _) => (
-            Credential::AzureManagedIdentity {
+            Credential::AzureClientCredentials {
+                tenant_id,
                 client_id,
-                imds_host: var(azure::IMDS_HOST_ENV)
-                    .unwrap_or_else(|| azure::DEFAULT_IMDS_HOST.to_string()),
-            },
-            azure::IMDS_HOST_ENV,
-        ),
+                client_secret,
+                authority_host: host(azure::AUTHORITY_HOST_ENV, azure::DEFAULT_AUTHORITY_HOST)?,
+            }
+        }
+        (client_id, _, _) => Credential::AzureManagedIdentity {
+            client_id,
+            imds_host: host(azure::IMDS_HOST_ENV, azure::DEFAULT_IMDS_HOST)?,
+        },
     };
     match TokenSource::shared(credential) {
         Ok(s) => Some(Ok(s)),
         Err(e) => {
-            // Only an environment override can make the URL unusable.
-            errors.push((
-                format!("{path}.azure_use_managed_identity"),
-                format!("{host_var} (environment): {e}"),
-            ));
+            // The hosts are checked above; this would be a bug, reported where it shows.
+            errors.push((format!("{path}.azure_use_managed_identity"), e));
             None
         }
     }

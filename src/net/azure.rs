@@ -20,15 +20,28 @@ pub const AUTHORITY_HOST_ENV: &str = "AZURE_AUTHORITY_HOST";
 /// The environment variable azure-identity reads for another metadata endpoint.
 pub const IMDS_HOST_ENV: &str = "AZURE_POD_IDENTITY_AUTHORITY_HOST";
 
-/// A host setting as a base URL without a trailing slash; Azure's SDKs take a bare host
-/// name as https.
-pub fn base_url(host: &str) -> String {
-    let host = host.trim().trim_end_matches('/');
-    if host.starts_with("https://") || host.starts_with("http://") {
-        host.to_string()
-    } else {
-        format!("https://{host}")
+/// A host setting (`AZURE_AUTHORITY_HOST`, `AZURE_POD_IDENTITY_AUTHORITY_HOST`) as a base
+/// URL without a trailing slash; Azure's SDKs take a bare host name as https.
+pub fn base_url(host: &str) -> Result<String, String> {
+    let raw = host.trim();
+    let (scheme, rest) = match raw.split_once("://") {
+        Some((s @ ("http" | "https"), rest)) => (s, rest),
+        Some(_) => return Err(format!("'{raw}' is not an http(s) URL")),
+        None => ("https", raw),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.is_empty() || rest.contains('/') {
+        return Err(format!("'{raw}' must be a scheme and host, without a path"));
     }
+    let url = format!("{scheme}://{rest}");
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a valid URL"))?;
+    let port_ok = uri.port().is_none_or(|p| p.as_str().parse::<u16>().is_ok());
+    if uri.host().is_none_or(str::is_empty) || !port_ok || rest.ends_with(':') {
+        return Err(format!("'{raw}' is not a valid host"));
+    }
+    Ok(url)
 }
 
 /// The metadata service's token URL for Azure OpenAI, naming a user-assigned identity when
@@ -42,14 +55,17 @@ pub fn imds_token_url(imds_base: &str, client_id: Option<&str>) -> String {
     }
     format!(
         "{}/metadata/identity/oauth2/token?{}",
-        base_url(imds_base),
+        imds_base.trim_end_matches('/'),
         q.finish()
     )
 }
 
 /// Entra's v2 token endpoint for a tenant.
 pub fn entra_token_url(authority: &str, tenant_id: &str) -> String {
-    format!("{}/{tenant_id}/oauth2/v2.0/token", base_url(authority))
+    format!(
+        "{}/{tenant_id}/oauth2/v2.0/token",
+        authority.trim_end_matches('/')
+    )
 }
 
 /// The form body of a client credentials grant for Azure OpenAI.
@@ -91,9 +107,22 @@ mod tests {
             "https://login.microsoftonline.com/t1/oauth2/v2.0/token"
         );
         assert_eq!(
-            entra_token_url("login.microsoftonline.us/", "t1"),
+            entra_token_url(&base_url("login.microsoftonline.us/").unwrap(), "t1"),
             "https://login.microsoftonline.us/t1/oauth2/v2.0/token"
         );
+        assert_eq!(
+            base_url("http://127.0.0.1:9/").unwrap(),
+            "http://127.0.0.1:9"
+        );
+        for bad in [
+            "ftp://x",
+            "https://x/some/path",
+            "https://",
+            "https:",
+            "a b",
+        ] {
+            assert!(base_url(bad).is_err(), "{bad}");
+        }
         assert_eq!(
             client_credentials_body("app", "s&cret"),
             "grant_type=client_credentials&client_id=app&client_secret=s%26cret&scope=https%3A%2F%2Fcognitiveservices.azure.com%2F.default"

@@ -29,7 +29,8 @@ const DEFAULT_TTL_SECS: u64 = 3600;
 pub enum Credential {
     /// A Google service account: a signed assertion posted to its token URL.
     Gcp {
-        account: ServiceAccount,
+        /// Boxed: the RSA key is large, and the other kinds are small.
+        account: Box<ServiceAccount>,
         token_url: String,
         /// Part of the cache key: a rotated key gets a source of its own.
         key_digest: String,
@@ -90,7 +91,7 @@ impl Credential {
         let account = ServiceAccount::parse(json)?;
         let token_url = token_url.unwrap_or(&account.token_uri).to_string();
         Ok(Credential::Gcp {
-            account,
+            account: Box::new(account),
             token_url,
             key_digest: digest(json),
         })
@@ -307,6 +308,11 @@ impl TokenSource {
     /// The cloud the tokens come from.
     pub fn cloud(&self) -> Cloud {
         self.credential.cloud()
+    }
+
+    /// Where the tokens are fetched (it names no secret).
+    pub fn token_url(&self) -> String {
+        self.credential.token_url()
     }
 
     fn fresh(&self) -> Option<HeaderValue> {
