@@ -1425,14 +1425,13 @@ fn compile_azure(
     // warning (reported by `secret`) and a 500 on this target's requests.
     let mut read = |f: &str, v: &Option<String>| -> Option<SecretSlot> {
         let v = v.as_deref()?;
-        let slot = secret(format!("{path}.{f}"), v, vaults, env, errors, warnings);
-        Some(slot.and_then(|s| {
-            if s.expose().is_empty() {
-                Err(format!("{path}.{f} is empty"))
-            } else {
-                Ok(s)
-            }
-        }))
+        let field = format!("{path}.{f}");
+        let slot = secret(field.clone(), v, vaults, env, errors, warnings);
+        if slot.as_ref().is_ok_and(|s| s.expose().is_empty()) {
+            errors.push((field.clone(), "must not be empty".into()));
+            return Some(Err(format!("{field} is empty")));
+        }
+        Some(slot)
     };
     let client_id = match read("azure_client_id", &a.azure_client_id).transpose() {
         Ok(id) => id.map(|s| s.expose().clone()),

@@ -297,6 +297,13 @@ fn azure_identity_config_errors_name_the_field() {
         &CLIENT_CREDENTIALS.replace("tenant-1", "'a/../b'"),
     ));
     assert!(e.contains("config.auth.azure_tenant_id"), "{e}");
+    let e = load_error(&azure_with(
+        "{azure_use_managed_identity: true, azure_client_id: ''}",
+    ));
+    assert!(
+        e.contains("config.auth.azure_client_id") && e.contains("must not be empty"),
+        "{e}"
+    );
 
     // Without azure_use_managed_identity the other fields are ignored, with a warning.
     let off = azure_with(
