@@ -58,9 +58,9 @@ pub enum GatewayError {
         route_type: String,
         reason: String,
     },
-    /// No OAuth2 access token for the upstream (GCP service account): 502.
-    #[error("failed to get a GCP access token: {0}")]
-    CloudAuth(String),
+    /// No OAuth2 access token for the upstream (GCP service account, Azure identity): 502.
+    #[error("failed to get {} access token: {reason}", .cloud.with_article())]
+    CloudAuth { cloud: Cloud, reason: String },
     /// A secret (vault reference) or other precondition failed before the request left.
     #[error("LLM request failed before proxying")]
     BeforeProxying(String),
@@ -81,6 +81,23 @@ pub enum GatewayError {
     AiTransformer { status: StatusCode, message: String },
     #[error("An unexpected error occurred")]
     Internal(String),
+}
+
+/// The cloud an upstream access token comes from: clients are told which one failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cloud {
+    Gcp,
+    Azure,
+}
+
+impl Cloud {
+    /// The cloud's name as the error text reads it ("a GCP", "an Azure").
+    pub fn with_article(self) -> &'static str {
+        match self {
+            Cloud::Gcp => "a GCP",
+            Cloud::Azure => "an Azure",
+        }
+    }
 }
 
 /// Which body shape the route's clients expect.
@@ -145,7 +162,7 @@ impl GatewayError {
             GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::UpgradeRefused => StatusCode::UPGRADE_REQUIRED,
             GatewayError::AclDenied => StatusCode::FORBIDDEN,
-            GatewayError::UpstreamInvalid(_) | GatewayError::CloudAuth(_) => {
+            GatewayError::UpstreamInvalid(_) | GatewayError::CloudAuth { .. } => {
                 StatusCode::BAD_GATEWAY
             }
             GatewayError::UpstreamUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -183,7 +200,7 @@ impl GatewayError {
             GatewayError::UpgradeRefused => "websocket_not_supported",
             GatewayError::AclDenied => "acl_denied",
             GatewayError::UpstreamInvalid(_) => "upstream_error",
-            GatewayError::CloudAuth(_) => "upstream_auth_failed",
+            GatewayError::CloudAuth { .. } => "upstream_auth_failed",
             GatewayError::UpstreamUnavailable(_) => "upstream_unavailable",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::AllTargetsUnhealthy => "all_targets_unhealthy",

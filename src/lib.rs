@@ -44,7 +44,28 @@ pub async fn run_with(
     admin_token: Option<String>,
     opts: server::ServeOptions,
 ) -> Result<server::Running, String> {
-    let (snap, state) = load(config_text).map_err(|e| e.to_string())?;
+    let loaded = load(config_text).map_err(|e| e.to_string())?;
+    start(loaded, file, admin_token, opts).await
+}
+
+/// Like [`run`], reading environment variables (vault `env` references, settings such as
+/// `AZURE_AUTHORITY_HOST`) through `env` rather than the process's, so tests can set them
+/// without touching the process; Admin API writes recompile with the process environment.
+pub async fn run_env(
+    config_text: &str,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+    opts: server::ServeOptions,
+) -> Result<server::Running, String> {
+    let loaded = admin::load_env(config_text, env).map_err(|e| e.to_string())?;
+    start(loaded, None, None, opts).await
+}
+
+async fn start(
+    (snap, state): (gateway::Snapshot, admin::state::State),
+    file: Option<std::path::PathBuf>,
+    admin_token: Option<String>,
+    opts: server::ServeOptions,
+) -> Result<server::Running, String> {
     for w in &snap.warnings {
         tracing::warn!("config: {w}");
     }

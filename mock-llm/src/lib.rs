@@ -7,8 +7,11 @@
 //! `.../v1|v2/rerank`, Ollama's `.../api/chat` and `.../api/embed`,
 //! text-generation-inference's `.../generate` and `.../generate_stream`, Hugging Face's
 //! `.../pipeline/feature-extraction`, Bedrock's `.../model/{id}/converse[-stream]`, Gemini's `.../models/{model}:generateContent`,
-//! `:streamGenerateContent`, `:batchEmbedContents`) plus `GET /health` and an OAuth2 token
-//! endpoint `POST /token` (jwt-bearer grant, as Google's for service accounts).
+//! `:streamGenerateContent`, `:batchEmbedContents`) plus `GET /health` and OAuth2 token
+//! endpoints: `POST /token` (jwt-bearer grant, as Google's for service accounts), Azure's
+//! instance metadata service `GET /metadata/identity/oauth2/token` (managed identities,
+//! `Metadata: true` required) and Entra's `POST /{tenant}/oauth2/v2.0/token` (client
+//! credentials with the secret [`AZURE_CLIENT_SECRET`]).
 //!
 //! OpenAI's non-chat APIs are served too (see the `api` module): files
 //! (`…/files`, multipart uploads kept in memory), batches (`…/batches`, run at
@@ -43,6 +46,7 @@ mod bedrock;
 mod body;
 mod cohere;
 mod embeddings;
+mod entra;
 pub mod eventstream;
 mod faults;
 mod files;
@@ -69,6 +73,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use server::serve;
+
+/// The client secret the mock's Entra token endpoint accepts (any other gets a 401).
+pub const AZURE_CLIENT_SECRET: &str = "mock-azure-client-secret";
 
 /// The AWS secret access key the mock checks Bedrock signatures with.
 pub const BEDROCK_SECRET_ACCESS_KEY: &str = "mock-llm-bedrock-secret-access-key/EXAMPLE";
@@ -137,7 +144,8 @@ impl MockLlm {
         self.state.set_recording(on);
     }
 
-    /// Access tokens issued by `POST /token` so far.
+    /// Access tokens issued so far by the token endpoints (Google's `/token`, Azure's
+    /// metadata service and Entra's client credentials grant).
     pub fn token_fetches(&self) -> u64 {
         self.state.token_fetches.load(Ordering::Relaxed)
     }
@@ -156,7 +164,7 @@ pub struct MockState {
     recording: AtomicBool,
     requests: Mutex<Vec<RecordedRequest>>,
     next_id: AtomicU64,
-    /// Tokens issued by `POST /token`.
+    /// Tokens issued by the token endpoints.
     pub(crate) token_fetches: AtomicU64,
     issued: Mutex<Vec<String>>,
     /// Files, batches, assistants, threads and videos created so far.
@@ -207,7 +215,7 @@ impl MockState {
         self.recording.load(Ordering::Relaxed)
     }
 
-    /// Whether `/token` issued `token`.
+    /// Whether a token endpoint issued `token`.
     pub(crate) fn issued_token(&self, token: &str) -> bool {
         self.issued
             .lock()

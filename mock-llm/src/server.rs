@@ -91,6 +91,10 @@ enum Route {
     FeatureExtraction,
     Gemini(gemini::Method),
     Token,
+    /// Azure's instance metadata service: a managed identity's token.
+    ImdsToken,
+    /// Entra's `/{tenant}/oauth2/v2.0/token`: the client credentials grant.
+    EntraToken,
     /// Bedrock `.../model/{id}/converse` (false) or `.../converse-stream` (true).
     Converse(bool),
     /// Bedrock `.../model/{id}/invoke` (embedding models).
@@ -109,12 +113,16 @@ impl Route {
         if *method == Method::GET {
             return if path == "/health" {
                 Route::Health
+            } else if path == "/metadata/identity/oauth2/token" {
+                Route::ImdsToken
             } else {
                 Route::NotFound
             };
         }
         if *method != Method::POST {
             Route::NotFound
+        } else if crate::entra::tenant_of(path).is_some() {
+            Route::EntraToken
         } else if path.ends_with("/chat/completions") {
             Route::Chat
         } else if path.ends_with("/completions") {
@@ -259,11 +267,20 @@ pub(crate) async fn respond(
             .unwrap_or("");
         return Ok(gemini::token(&body, host, parts.uri.path(), &state));
     }
+    if route == Route::ImdsToken {
+        let query = parts.uri.query().unwrap_or("");
+        return Ok(crate::entra::imds_token(&parts.headers, query, &state));
+    }
+    if route == Route::EntraToken {
+        return Ok(crate::entra::client_credentials(&body, &state));
+    }
 
     let mut directives = Directives::default();
     let mut scan = PromptScan::default();
     let parsed = match route {
-        Route::NotFound | Route::Health | Route::Token => Ok(Value::Null),
+        Route::NotFound | Route::Health | Route::Token | Route::ImdsToken | Route::EntraToken => {
+            Ok(Value::Null)
+        }
         _ => serde_json::from_slice::<Value>(&body),
     };
     if let Ok(json) = &parsed {
@@ -435,7 +452,12 @@ pub(crate) async fn respond(
             gemini::generate(&ctx, ctx.model, true, sse)
         }
         Route::Gemini(gemini::Method::Embed) => gemini::embed_batch(&ctx, ctx.model),
-        Route::Api(_) | Route::NotFound | Route::Health | Route::Token => error_response(
+        Route::Api(_)
+        | Route::NotFound
+        | Route::Health
+        | Route::Token
+        | Route::ImdsToken
+        | Route::EntraToken => error_response(
             StatusCode::NOT_FOUND,
             "mock-llm: unknown path",
             "invalid_request_error",
@@ -560,7 +582,7 @@ fn scan_prompt(route: Route, json: &Value, scan: &mut PromptScan, directives: &m
                 scan.prompt(json.get("input"), directives);
             }
         }
-        Route::NotFound | Route::Health | Route::Token => {}
+        Route::NotFound | Route::Health | Route::Token | Route::ImdsToken | Route::EntraToken => {}
     }
 }
 

@@ -797,3 +797,53 @@ async fn tgi_generate_and_stream() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(r.json()["error_type"], "validation");
 }
+
+/// Sends any request and reads the whole answer.
+async fn exchange(req: Request<Full<Bytes>>) -> Reply {
+    let (parts, body) = client().request(req).await.unwrap().into_parts();
+    Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+#[tokio::test]
+async fn azure_token_endpoints() {
+    let mock = MockLlm::start().await.unwrap();
+    let imds = "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fcognitiveservices.azure.com";
+    let get = |with_header: bool| {
+        let mut b = Request::get(format!("{}{imds}", mock.url()));
+        if with_header {
+            b = b.header("metadata", "true");
+        }
+        b.body(Full::new(Bytes::new())).unwrap()
+    };
+    // IMDS refuses requests without `Metadata: true`.
+    let r = exchange(get(false)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"], "invalid_request");
+    let r = exchange(get(true)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let j = r.json();
+    assert_eq!(j["access_token"], "azure-mock-1");
+    assert_eq!(j["expires_in"], "86399", "IMDS sends numbers as strings");
+    assert_eq!(mock.token_fetches(), 1);
+
+    let grant = |secret: &str| {
+        let body = format!("grant_type=client_credentials&client_id=app&client_secret={secret}&scope=https%3A%2F%2Fcognitiveservices.azure.com%2F.default");
+        Request::post(format!("{}/tenant-1/oauth2/v2.0/token", mock.url()))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let r = exchange(grant("wrong")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json()["error"], "invalid_client");
+    assert!(!r.text().contains("wrong"));
+    let r = exchange(grant(mock_llm::AZURE_CLIENT_SECRET)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.json()["access_token"], "azure-mock-2");
+    assert_eq!(r.json()["expires_in"], 3599);
+    assert_eq!(mock.token_fetches(), 2);
+}

@@ -103,10 +103,17 @@ pub struct Admin {
 /// Compiles config text (errors name the fields as written), puts it in service
 /// ([`Snapshot::activate`]) and builds the declarative state Admin API writes edit.
 pub fn load(config_text: &str) -> Result<(Snapshot, state::State), crate::config::ConfigErrors> {
-    let mut snap = crate::gateway::load_str(config_text)?;
+    load_env(config_text, &|name: &str| std::env::var(name).ok())
+}
+
+/// [`load`], reading environment variables through `env` instead of the process's.
+pub fn load_env(
+    config_text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Snapshot, state::State), crate::config::ConfigErrors> {
+    let mut snap = crate::gateway::load_str_env(config_text, env)?;
     snap.activate()?;
-    let env = |name: &str| std::env::var(name).ok();
-    let state = state::State::from_text(config_text, &env)?;
+    let state = state::State::from_text(config_text, env)?;
     snap.hash = state.hash();
     Ok((snap, state))
 }

@@ -80,8 +80,10 @@ pub async fn send(upstreams: &Upstreams, c: &Call<'_>) -> Result<Vec<u8>, CallEr
     for (name, value) in &t.extra_headers {
         headers.insert(name.clone(), value.clone());
     }
-    if let Some(gcp) = &t.auth.gcp {
-        let source = gcp.as_ref().map_err(|e| CallError::Credential(e.clone()))?;
+    if let Some(cloud) = &t.auth.cloud_token {
+        let source = cloud
+            .as_ref()
+            .map_err(|e| CallError::Credential(e.clone()))?;
         let v = source
             .authorization(upstreams, c.connect_timeout, c.read_timeout)
             .await

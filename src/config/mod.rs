@@ -71,14 +71,7 @@ pub fn parse_value(
         serde_json::from_str(&text)
             .map_err(|e| ConfigErrors::single("", format!("invalid JSON: {e}")))?
     } else {
-        // Anchors and `<<` merge keys (YAML 1.1, which decK files use to share plugin
-        // configs) are resolved before the document is typed.
-        let mut yaml: serde_norway::Value = serde_norway::from_str(&text)
-            .map_err(|e| ConfigErrors::single("", format!("invalid YAML: {e}")))?;
-        yaml.apply_merge()
-            .map_err(|e| ConfigErrors::single("", format!("invalid YAML merge key: {e}")))?;
-        serde_json::to_value(yaml)
-            .map_err(|e| ConfigErrors::single("", format!("invalid YAML: {e}")))?
+        yaml_value(&text)?
     };
     if !value.is_object() {
         return Err(ConfigErrors::single(
@@ -87,6 +80,21 @@ pub fn parse_value(
         ));
     }
     Ok(value)
+}
+
+/// A YAML document as JSON. `<<` merge keys (YAML 1.1, which decK files use to share plugin
+/// configs) are resolved first; that goes through YAML's own value, which refuses duplicate
+/// keys, so documents without merge keys keep the direct path (a repeated key: the last one
+/// wins, as in Kong).
+fn yaml_value(text: &str) -> Result<serde_json::Value, ConfigErrors> {
+    let invalid =
+        |e: &dyn std::fmt::Display| ConfigErrors::single("", format!("invalid YAML: {e}"));
+    if !text.contains("<<") {
+        return serde_norway::from_str(text).map_err(|e| invalid(&e));
+    }
+    let mut yaml: serde_norway::Value = serde_norway::from_str(text).map_err(|e| invalid(&e))?;
+    yaml.apply_merge().map_err(|e| invalid(&e))?;
+    serde_json::to_value(yaml).map_err(|e| invalid(&e))
 }
 
 /// Types a parsed document; every error names its field (a misspelt one with a hint).

@@ -49,9 +49,16 @@ pub fn validate_str(text: &str) -> Result<Snapshot, ConfigErrors> {
 
 /// Loads and compiles config text using the process environment.
 pub fn load_str(text: &str) -> Result<Snapshot, ConfigErrors> {
-    let env = |name: &str| std::env::var(name).ok();
-    let raw = config::parse_document(text, &env)?;
-    Snapshot::compile(raw, &env)
+    load_str_env(text, &|name: &str| std::env::var(name).ok())
+}
+
+/// Loads and compiles config text, reading environment variables through `env`.
+pub fn load_str_env(
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Snapshot, ConfigErrors> {
+    let raw = config::parse_document(text, env)?;
+    Snapshot::compile(raw, env)
 }
 
 /// Loads and compiles a config file.

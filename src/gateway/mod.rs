@@ -17,7 +17,7 @@ use crate::net::upstream::Upstreams;
 use self::conversations::Conversations;
 use crate::rt::clock::millis_since_epoch;
 
-pub use load::{load_file, load_str, validate_str};
+pub use load::{load_file, load_str, load_str_env, validate_str};
 pub use snapshot::Snapshot;
 
 /// Body limit for routes without ai-proxy that still need the body (request-transformer,

@@ -1,6 +1,7 @@
 //! The provider catalog: one `ai-proxy` target compiled from its config record — where
 //! its requests go (`upstream_url` or the provider's endpoint for the route type), how
-//! they authenticate (header, query/body parameter, GCP service account, AWS SigV4) and
+//! they authenticate (header, query/body parameter, GCP service account, Azure managed
+//! identity or client credentials, AWS SigV4) and
 //! which dialect they speak. Pure data built at load; `balancer`, `observe` and the
 //! request path read it.
 
@@ -14,7 +15,8 @@ use crate::config::plugins::{
 use crate::config::vault::{self, LiveHeader, LiveSecret, Resolved, VaultTable};
 use crate::llm::sigv4::{Credentials, Signer};
 use crate::llm::{anthropic, bedrock, cohere, gemini, huggingface, ollama, openai};
-use crate::net::gcp_token::TokenSource;
+use crate::net::azure;
+use crate::net::cloud_token::{Credential, TokenSource};
 use crate::secret::Secret;
 
 type FieldErrors = Vec<(String, String)>;
@@ -30,9 +32,10 @@ pub struct Auth {
     pub header: Option<(HeaderName, LiveHeader)>,
     pub param: Option<(String, LiveSecret, ParamLocation)>,
     pub allow_override: bool,
-    /// A GCP service account whose OAuth2 token goes in `Authorization` (Vertex AI), or why
-    /// its key could not be read at load (a vault reference that did not resolve).
-    pub gcp: Option<Result<Arc<TokenSource>, String>>,
+    /// A cloud identity whose OAuth2 token goes in `Authorization` (a GCP service account
+    /// for Vertex AI, an Azure identity for Azure OpenAI), or why its credentials could not
+    /// be read at load (a vault reference that did not resolve).
+    pub cloud_token: Option<Result<Arc<TokenSource>, String>>,
 }
 
 /// Where a target's requests go.
@@ -183,7 +186,7 @@ impl Target {
             && self.wire == Wire::OpenAi
             && !self.bridge_responses
             && self.sigv4.is_none()
-            && self.auth.gcp.is_none()
+            && self.auth.cloud_token.is_none()
     }
 }
 
@@ -403,7 +406,7 @@ pub fn compile_target(
             "bedrock and gemini only support auth.allow_override = false".into(),
         ));
     }
-    auth.gcp = compile_gcp(
+    let gcp = compile_gcp(
         &format!("{path}.auth"),
         &t.auth,
         t.model.provider,
@@ -412,6 +415,17 @@ pub fn compile_target(
         errors,
         warnings,
     );
+    let azure = compile_azure(
+        &format!("{path}.auth"),
+        &t.auth,
+        t.model.provider,
+        vaults,
+        env,
+        errors,
+        warnings,
+    );
+    // Each is for one provider (the other is an error above), so at most one is set.
+    auth.cloud_token = gcp.or(azure);
     if errors.len() > before {
         return None;
     }
@@ -1308,25 +1322,11 @@ fn compile_auth(
             None
         }
     };
-    let unsupported = [
-        ("azure_use_managed_identity", a.azure_use_managed_identity),
-        ("azure_client_id", a.azure_client_id.is_some()),
-        ("azure_client_secret", a.azure_client_secret.is_some()),
-        ("azure_tenant_id", a.azure_tenant_id.is_some()),
-    ];
-    for (f, set) in unsupported {
-        if set {
-            errors.push((
-                format!("{path}.{f}"),
-                "cloud identity auth is not supported by tollgate yet".into(),
-            ));
-        }
-    }
     Auth {
         header,
         param,
         allow_override: a.allow_override,
-        gcp: None,
+        cloud_token: None,
     }
 }
 
@@ -1388,7 +1388,9 @@ fn compile_gcp(
             }
         },
     };
-    match TokenSource::shared(json.expose(), a.gcp_oauth_token_url.as_deref()) {
+    let source = Credential::gcp(json.expose(), a.gcp_oauth_token_url.as_deref())
+        .and_then(TokenSource::shared);
+    match source {
         Ok(s) => Some(Ok(s)),
         Err(e) => {
             let from = if a.gcp_service_account_json.is_some() {
@@ -1402,6 +1404,131 @@ fn compile_gcp(
                 format!("{why}; requests on this target fail until it is"),
             ));
             Some(Err(why))
+        }
+    }
+}
+
+/// `azure_use_managed_identity`, as Kong (lua-resty-azure) reads it: with all of
+/// `azure_client_id`, `azure_client_secret` and `azure_tenant_id`, Entra's client
+/// credentials grant; otherwise the instance's managed identity through the metadata
+/// service (a user-assigned one when `azure_client_id` is set). `AZURE_AUTHORITY_HOST` and
+/// `AZURE_POD_IDENTITY_AUTHORITY_HOST` move those endpoints, as they do for Azure's SDKs.
+fn compile_azure(
+    path: &str,
+    a: &AuthConfig,
+    provider: ProviderName,
+    vaults: &VaultTable,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut FieldErrors,
+    warnings: &mut FieldErrors,
+) -> Option<Result<Arc<TokenSource>, String>> {
+    let fields = [
+        ("azure_client_id", &a.azure_client_id),
+        ("azure_client_secret", &a.azure_client_secret),
+        ("azure_tenant_id", &a.azure_tenant_id),
+    ];
+    if !a.azure_use_managed_identity {
+        for (f, v) in fields {
+            if v.is_some() {
+                warnings.push((
+                    format!("{path}.{f}"),
+                    "ignored: azure_use_managed_identity is false".into(),
+                ));
+            }
+        }
+        return None;
+    }
+    if provider != ProviderName::Azure {
+        errors.push((
+            format!("{path}.azure_use_managed_identity"),
+            format!(
+                "Azure identity auth is for provider 'azure', not '{}'",
+                provider.as_str()
+            ),
+        ));
+        return None;
+    }
+    // A secret or a tenant only mean something to the client credentials grant, which
+    // needs all three; a client id alone names a user-assigned managed identity.
+    if a.azure_client_secret.is_some() || a.azure_tenant_id.is_some() {
+        let before = errors.len();
+        for (f, v) in fields {
+            if v.is_none() {
+                errors.push((
+                    format!("{path}.{f}"),
+                    "required for Entra client credentials (all or none of azure_client_secret, azure_tenant_id, with azure_client_id)".into(),
+                ));
+            }
+        }
+        if errors.len() > before {
+            return None;
+        }
+    }
+    // All three are referenceable, as in Kong; a reference that does not resolve is a
+    // warning (reported by `secret`) and a 500 on this target's requests.
+    let mut read = |f: &str, v: &Option<String>| -> Option<SecretSlot> {
+        let v = v.as_deref()?;
+        let field = format!("{path}.{f}");
+        let slot = secret(field.clone(), v, vaults, env, errors, warnings);
+        if slot.as_ref().is_ok_and(|s| s.expose().is_empty()) {
+            errors.push((field.clone(), "must not be empty".into()));
+            return Some(Err(format!("{field} is empty")));
+        }
+        Some(slot)
+    };
+    let client_id = match read("azure_client_id", &a.azure_client_id).transpose() {
+        Ok(id) => id.map(|s| s.expose().clone()),
+        Err(e) => return Some(Err(e)),
+    };
+    let secret_slot = read("azure_client_secret", &a.azure_client_secret);
+    let tenant = read("azure_tenant_id", &a.azure_tenant_id);
+    // A host from the environment, else Azure's own; a bad one fails the load (it would
+    // fail every request).
+    let mut host = |var: &str, default: &str| {
+        let value = env(var).filter(|v| !v.trim().is_empty());
+        match value.as_deref().map(azure::base_url) {
+            None => Some(default.to_string()),
+            Some(Ok(url)) => Some(url),
+            Some(Err(e)) => {
+                errors.push((
+                    format!("{path}.azure_use_managed_identity"),
+                    format!("{var} (environment): {e}"),
+                ));
+                None
+            }
+        }
+    };
+    let credential = match (client_id, secret_slot, tenant) {
+        (Some(client_id), Some(client_secret), Some(tenant)) => {
+            let (client_secret, tenant_id) = match (client_secret, tenant) {
+                (Ok(s), Ok(t)) => (s, t.expose().clone()),
+                (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+            };
+            if !azure::tenant_id_ok(&tenant_id) {
+                errors.push((
+                    format!("{path}.azure_tenant_id"),
+                    "a directory (tenant) id or domain: letters, digits, '-', '_', '.'".into(),
+                ));
+                return None;
+            }
+            Credential::AzureClientCredentials {
+                tenant_id,
+                client_id,
+                client_secret,
+                authority_host: host(azure::AUTHORITY_HOST_ENV, azure::DEFAULT_AUTHORITY_HOST)?,
+            }
+        }
+        (client_id, _, _) => Credential::AzureManagedIdentity {
+            client_id,
+            imds_host: host(azure::IMDS_HOST_ENV, azure::DEFAULT_IMDS_HOST)?,
+        },
+    };
+    match TokenSource::shared(credential) {
+        Ok(s) => Some(Ok(s)),
+        Err(e) => {
+            // The hosts are checked above; this would be a bug, reported where it shows.
+            errors.push((format!("{path}.azure_use_managed_identity"), e));
+            None
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Google Cloud service-account credentials, without I/O: the key parsed at load, the
-//! RS256-signed JWT assertion that buys an OAuth2 access token (RFC 7523 jwt-bearer grant),
-//! and the token endpoint's answer. The fetching and caching live in `net::gcp_token`.
+//! RS256-signed JWT assertion that buys an OAuth2 access token (RFC 7523 jwt-bearer grant)
+//! and the form that posts it. The fetching, the answer and the caching live in
+//! `net::cloud_token`.
 
 use std::fmt;
 
@@ -12,8 +13,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use serde::Deserialize;
 use serde_json::json;
-
-use crate::secret::Secret;
 
 /// The OAuth2 scope Vertex AI (and AI Studio) accept for service-account tokens.
 pub const SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -136,63 +135,6 @@ pub fn token_request_body(assertion: &str) -> String {
         .finish()
 }
 
-/// An access token and how long it lives.
-#[derive(Debug)]
-pub struct AccessToken {
-    pub token: Secret<String>,
-    pub expires_in: u64,
-}
-
-/// Reads a token endpoint answer: `{access_token, expires_in, token_type}` on 200, or
-/// OAuth's `{error, error_description}` otherwise (which is what the error message says).
-pub fn parse_token_response(status: u16, body: &[u8]) -> Result<AccessToken, String> {
-    #[derive(Deserialize)]
-    struct Answer {
-        access_token: Option<String>,
-        expires_in: Option<u64>,
-        token_type: Option<String>,
-        error: Option<serde_json::Value>,
-        error_description: Option<String>,
-    }
-    let a: Option<Answer> = serde_json::from_slice(body).ok();
-    if !(200..300).contains(&status) {
-        let why = a
-            .map(|a| {
-                let code = match a.error {
-                    Some(serde_json::Value::String(s)) => s,
-                    Some(serde_json::Value::Object(o)) => o
-                        .get("message")
-                        .and_then(|m| m.as_str())
-                        .unwrap_or("error")
-                        .to_string(),
-                    _ => "error".into(),
-                };
-                match a.error_description {
-                    Some(d) => format!("{code}: {d}"),
-                    None => code,
-                }
-            })
-            .unwrap_or_else(|| "unreadable answer".into());
-        return Err(format!("token endpoint answered {status} ({why})"));
-    }
-    let a = a.ok_or("token endpoint answer is not JSON")?;
-    if let Some(t) = a.token_type.as_deref() {
-        if !t.eq_ignore_ascii_case("bearer") {
-            return Err(format!(
-                "token endpoint gave a '{t}' token, not a Bearer one"
-            ));
-        }
-    }
-    let token = a
-        .access_token
-        .filter(|t| !t.is_empty())
-        .ok_or("token endpoint answer has no access_token")?;
-    Ok(AccessToken {
-        token: Secret::new(token),
-        expires_in: a.expires_in.unwrap_or(ASSERTION_TTL_SECS),
-    })
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -269,29 +211,5 @@ mod tests {
                 .unwrap();
         assert_eq!(sa.token_uri, DEFAULT_TOKEN_URI);
         assert!(!format!("{sa:?}").contains("MII"));
-    }
-
-    #[test]
-    fn token_answers() {
-        let t = parse_token_response(
-            200,
-            br#"{"access_token":"ya29.x","expires_in":3599,"token_type":"Bearer"}"#,
-        )
-        .unwrap();
-        assert_eq!((t.token.expose().as_str(), t.expires_in), ("ya29.x", 3599));
-        let e = parse_token_response(
-            400,
-            br#"{"error":"invalid_grant","error_description":"Invalid JWT Signature."}"#,
-        )
-        .unwrap_err();
-        assert_eq!(
-            e,
-            "token endpoint answered 400 (invalid_grant: Invalid JWT Signature.)"
-        );
-        assert!(parse_token_response(200, b"{}").is_err());
-        assert!(parse_token_response(200, br#"{"access_token":"a","token_type":"mac"}"#).is_err());
-        assert!(parse_token_response(500, b"<html>")
-            .unwrap_err()
-            .contains("500"));
     }
 }

@@ -104,8 +104,8 @@ pub async fn run(
         };
         let (mut out, mut t, model) = encode(target, req)?;
         start_attempt(req, started, &turn, &mut out, &mut t);
-        if let Some(gcp) = &target.auth.gcp {
-            let source = gcp
+        if let Some(cloud) = &target.auth.cloud_token {
+            let source = cloud
                 .as_ref()
                 .map_err(|e| GatewayError::BeforeProxying(e.clone()))?;
             let token = source

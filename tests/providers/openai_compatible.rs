@@ -105,6 +105,250 @@ async fn azure_uses_the_deployment_path_and_api_version() {
     );
 }
 
+/// The Azure route with `auth` in place of the api-key header.
+fn azure_with(auth: &str) -> String {
+    let y = AZURE.replace(
+        "auth: {header_name: api-key, header_value: az-key-1}",
+        &format!("auth: {auth}"),
+    );
+    assert_ne!(y, AZURE);
+    y
+}
+
+/// The compiled Azure target's token source, loaded with `env` as the environment.
+fn azure_token_url(auth: &str, env: &dyn Fn(&str) -> Option<String>) -> String {
+    let text = azure_with(auth).replace("{MOCK}", "http://127.0.0.1:9");
+    let raw = tollgate::config::parse_document(&text, env).unwrap();
+    let snap = tollgate::gateway::Snapshot::compile(raw, env).unwrap();
+    let tollgate::plugins::Plugin::AiProxy(ai) = &snap.plugins[0].plugin else {
+        panic!("ai-proxy")
+    };
+    let source = ai.targets[0].auth.cloud_token.as_ref().unwrap();
+    source.as_ref().unwrap().token_url()
+}
+
+#[tokio::test]
+async fn azure_managed_identity_tokens_go_upstream_as_bearer() {
+    let h = Harness::start_env(
+        &azure_with("{azure_use_managed_identity: true}"),
+        &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "{MOCK}")],
+    )
+    .await;
+    let hi = json!({"messages": [{"role": "user", "content": "hi"}]});
+    // Requests arriving together while no token exists wait for one fetch.
+    let concurrent: Vec<_> = (0..4)
+        .map(|_| {
+            let url = h.url("/az");
+            let hi = hi.clone();
+            tokio::spawn(async move { post_json(&url, &hi).await.status })
+        })
+        .collect();
+    for c in concurrent {
+        assert_eq!(c.await.unwrap(), 200);
+    }
+    for _ in 0..3 {
+        let r = post_json(&h.url("/az"), &hi).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(h.mock.token_fetches(), 1, "one token serves every request");
+    let (tokens, calls): (Vec<_>, Vec<_>) = h
+        .mock
+        .requests()
+        .into_iter()
+        .partition(|r| r.path.starts_with("/metadata/"));
+    assert_eq!(calls.len(), 7);
+    for c in &calls {
+        assert_eq!(
+            c.path,
+            "/openai/deployments/gpt4o-prod/chat/completions?api-version=2023-05-15"
+        );
+        assert_eq!(c.header("authorization"), Some("Bearer azure-mock-1"));
+        assert_eq!(c.header("api-key"), None);
+    }
+    assert_eq!(tokens.len(), 1);
+    let t = &tokens[0];
+    assert_eq!(t.method, "GET");
+    assert_eq!(t.header("metadata"), Some("true"));
+    assert_eq!(
+        t.path,
+        "/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fcognitiveservices.azure.com"
+    );
+
+    // A user-assigned identity is named by its client id.
+    let h = Harness::start_env(
+        &azure_with("{azure_use_managed_identity: true, azure_client_id: uai-client-1}"),
+        &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", "{MOCK}")],
+    )
+    .await;
+    let r = post_json(&h.url("/az"), &hi).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = h.mock.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].query_param("client_id").as_deref(),
+        Some("uai-client-1")
+    );
+    assert_eq!(seen[1].header("authorization"), Some("Bearer azure-mock-1"));
+
+    // A metadata service that cannot be reached: 502 naming Azure, and nothing upstream.
+    let (_dead, port) = crate::support::dead_port();
+    let dead = format!("http://127.0.0.1:{port}");
+    let h = Harness::start_env(
+        &azure_with("{azure_use_managed_identity: true}"),
+        &[("AZURE_POD_IDENTITY_AUTHORITY_HOST", &dead)],
+    )
+    .await;
+    let r = post_json(&h.url("/az"), &hi).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let m = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        m.starts_with("failed to get an Azure access token: "),
+        "{m}"
+    );
+    assert!(h.mock.requests().is_empty());
+}
+
+const CLIENT_CREDENTIALS: &str = "{azure_use_managed_identity: true, azure_client_id: app-1, azure_tenant_id: tenant-1, azure_client_secret: SECRET}";
+
+#[tokio::test]
+async fn azure_client_credentials_tokens_go_upstream_as_bearer() {
+    // The secret from a vault reference, as Kong allows.
+    let auth = CLIENT_CREDENTIALS.replace("SECRET", "'{vault://env/az-client-secret}'");
+    let vars = [
+        ("AZURE_AUTHORITY_HOST", "{MOCK}"),
+        ("AZ_CLIENT_SECRET", mock_llm::AZURE_CLIENT_SECRET),
+    ];
+    let h = Harness::start_env(&azure_with(&auth), &vars).await;
+    let hi = json!({"messages": [{"role": "user", "content": "hi"}]});
+    for _ in 0..3 {
+        let r = post_json(&h.url("/az"), &hi).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert_eq!(h.mock.token_fetches(), 1, "one token serves every request");
+    let seen = h.mock.requests();
+    assert_eq!(seen.len(), 4);
+    let t = &seen[0];
+    assert_eq!(
+        (t.method.as_str(), t.path.as_str()),
+        ("POST", "/tenant-1/oauth2/v2.0/token")
+    );
+    assert_eq!(
+        t.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&t.body),
+        format!(
+            "grant_type=client_credentials&client_id=app-1&client_secret={}&scope=https%3A%2F%2Fcognitiveservices.azure.com%2F.default",
+            mock_llm::AZURE_CLIENT_SECRET
+        )
+    );
+    for c in &seen[1..] {
+        assert_eq!(c.header("authorization"), Some("Bearer azure-mock-1"));
+    }
+
+    // A wrong secret: Entra's refusal is the 502's reason; the secret is in neither.
+    let wrong = "not-the-secret-4711";
+    let h = Harness::start_env(
+        &azure_with(&CLIENT_CREDENTIALS.replace("SECRET", wrong)),
+        &[("AZURE_AUTHORITY_HOST", "{MOCK}")],
+    )
+    .await;
+    let r = post_json(&h.url("/az"), &hi).await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    let m = r.json()["error"]["message"].as_str().unwrap().to_string();
+    assert!(
+        m.starts_with(
+            "failed to get an Azure access token: token endpoint answered 401 (invalid_client: AADSTS7000215"
+        ),
+        "{m}"
+    );
+    assert!(!r.text().contains(wrong), "{m}");
+    let seen = h.mock.requests();
+    assert_eq!(seen.len(), 1, "only the token request: {seen:?}");
+    assert_eq!(h.mock.token_fetches(), 0);
+}
+
+#[test]
+fn azure_identity_config_errors_name_the_field() {
+    let e = load_error(
+        &azure_with("{azure_use_managed_identity: true}")
+            .replace("provider: azure", "provider: openai"),
+    );
+    assert!(
+        e.contains("config.auth.azure_use_managed_identity")
+            && e.contains("for provider 'azure', not 'openai'"),
+        "{e}"
+    );
+    // Client credentials need the client id, the secret and the tenant.
+    let e = load_error(&azure_with(
+        "{azure_use_managed_identity: true, azure_client_id: app-1, azure_client_secret: s3cret}",
+    ));
+    assert!(e.contains("config.auth.azure_tenant_id"), "{e}");
+    assert!(!e.contains("s3cret"), "{e}");
+    let e = load_error(&azure_with(
+        "{azure_use_managed_identity: true, azure_tenant_id: tenant-1}",
+    ));
+    assert!(
+        e.contains("config.auth.azure_client_id") && e.contains("config.auth.azure_client_secret"),
+        "{e}"
+    );
+    let e = load_error(&azure_with(
+        &CLIENT_CREDENTIALS.replace("tenant-1", "'a/../b'"),
+    ));
+    assert!(e.contains("config.auth.azure_tenant_id"), "{e}");
+    let e = load_error(&azure_with(
+        "{azure_use_managed_identity: true, azure_client_id: ''}",
+    ));
+    assert!(
+        e.contains("config.auth.azure_client_id") && e.contains("must not be empty"),
+        "{e}"
+    );
+
+    // Without azure_use_managed_identity the other fields are ignored, with a warning.
+    let off = azure_with(
+        "{header_name: api-key, header_value: k, azure_client_id: app-1, azure_client_secret: s3cret}",
+    );
+    let snap = tollgate::gateway::load_str(&off.replace("{MOCK}", "http://127.0.0.1:9")).unwrap();
+    for f in ["azure_client_id", "azure_client_secret"] {
+        let w = snap
+            .warnings
+            .iter()
+            .find(|w| w.path.ends_with(&format!("config.auth.{f}")))
+            .unwrap_or_else(|| panic!("no warning for {f}: {:?}", snap.warnings));
+        assert_eq!(w.message, "ignored: azure_use_managed_identity is false");
+    }
+
+    // Azure's own endpoints unless the environment names others, as in Azure's SDKs.
+    let none = |_: &str| None;
+    assert_eq!(
+        azure_token_url("{azure_use_managed_identity: true}", &none),
+        "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource=https%3A%2F%2Fcognitiveservices.azure.com"
+    );
+    let cc = CLIENT_CREDENTIALS.replace("SECRET", "s3cret");
+    assert_eq!(
+        azure_token_url(&cc, &none),
+        "https://login.microsoftonline.com/tenant-1/oauth2/v2.0/token"
+    );
+    let gov =
+        |k: &str| (k == "AZURE_AUTHORITY_HOST").then(|| "https://login.microsoftonline.us/".into());
+    assert_eq!(
+        azure_token_url(&cc, &gov),
+        "https://login.microsoftonline.us/tenant-1/oauth2/v2.0/token"
+    );
+    let bad = |k: &str| (k == "AZURE_AUTHORITY_HOST").then(|| "ftp://x".into());
+    let text = azure_with(&cc).replace("{MOCK}", "http://127.0.0.1:9");
+    let raw = tollgate::config::parse_document(&text, &bad).unwrap();
+    let e = tollgate::gateway::Snapshot::compile(raw, &bad)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        e.contains("config.auth.azure_use_managed_identity") && e.contains("AZURE_AUTHORITY_HOST"),
+        "{e}"
+    );
+}
+
 #[tokio::test]
 async fn openai_compatible_providers_use_the_chat_api() {
     let yaml = r#"

@@ -65,13 +65,30 @@ impl Harness {
     /// Starts mock-llm, then the gateway with `yaml` where `{MOCK}` is the mock's URL and
     /// `{DIR}` a scratch directory.
     pub async fn start(yaml: &str) -> Harness {
+        Harness::start_env(yaml, &[]).await
+    }
+
+    /// [`Harness::start`] with environment variables `vars` (`{MOCK}` in their values is the
+    /// mock's URL) seen by the gateway's config loader, over the process's.
+    pub async fn start_env(yaml: &str, vars: &[(&str, &str)]) -> Harness {
         let mock = MockLlm::start().await.expect("mock");
         let dir = tempdir::TempDir::new();
         let text = yaml
             .replace("{MOCK}", &mock.url())
             .replace("{DIR}", &dir.path().display().to_string());
-        let gw = tollgate::run(
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.replace("{MOCK}", &mock.url())))
+            .collect();
+        let env = |name: &str| {
+            vars.iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| std::env::var(name).ok())
+        };
+        let gw = tollgate::run_env(
             &text,
+            &env,
             ServeOptions {
                 proxy_listen: "127.0.0.1:0".parse().expect("addr"),
                 admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
