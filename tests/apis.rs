@@ -180,3 +180,74 @@ fn api_route_types_are_refused_where_the_provider_has_no_such_api() {
     let yaml = "_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: image/v1/images/generations, model: {provider: xai, name: grok-2-image}}}]\n";
     assert!(tollgate::gateway::load_str(yaml).is_ok());
 }
+
+/// Image generation on Gemini's image models is translated, as Kong translates it:
+/// generateContent with image output, inline images back as b64_json.
+#[tokio::test]
+async fn gemini_image_generation_is_translated() {
+    let yaml = r#"
+_format_version: "3.0"
+services:
+  - name: s
+    host: unused.invalid
+    routes:
+      - name: gem-img
+        paths: ["/gem-img"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: image/v1/images/generations
+              genai_category: image/generation
+              auth: {header_name: x-goog-api-key, header_value: AIza-test}
+              logging: {log_statistics: true}
+              model: {provider: gemini, name: gemini-2.5-flash-image, options: {upstream_url: "{MOCK}"}}
+          - name: file-log
+            config: {path: "{DIR}/gem.log"}
+"#;
+    let h = Harness::start(yaml).await;
+    let r = send(
+        "POST",
+        &h.url("/gem-img"),
+        &[("content-type", "application/json")],
+        json!({"prompt": "a red circle", "n": 2,
+            "generationConfig": {"imageConfig": {"aspectRatio": "4:3"}}})
+        .to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = r.json();
+    let data = b["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert!(
+        data[0]["b64_json"].as_str().unwrap().starts_with("iVBOR"),
+        "a PNG"
+    );
+    assert!(b["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(
+        seen.path,
+        "/v1beta/models/gemini-2.5-flash-image:generateContent"
+    );
+    let up = seen.json().unwrap();
+    assert_eq!(up["contents"][0]["parts"][0]["text"], "a red circle");
+    assert_eq!(
+        up["generationConfig"]["responseModalities"],
+        json!(["IMAGE"])
+    );
+    assert_eq!(up["generationConfig"]["imageConfig"]["aspectRatio"], "4:3");
+    let log = h.wait_log("gem.log", 1).await;
+    assert!(
+        log[0]["ai"]["proxy"]["usage"]["completion_tokens"]
+            .as_u64()
+            .unwrap()
+            >= 1290
+    );
+    let r = send(
+        "POST",
+        &h.url("/gem-img"),
+        &[("content-type", "application/json")],
+        json!({"prompt": "x", "response_format": "url"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+}

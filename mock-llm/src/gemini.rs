@@ -132,6 +132,7 @@ const GENERATION_FIELDS: &[&str] = &[
     "logprobs",
     "thinkingConfig",
     "responseModalities",
+    "imageConfig",
     "mediaResolution",
 ];
 
@@ -237,6 +238,26 @@ pub(crate) fn generate(ctx: &Ctx<'_>, model: &str, stream: bool, sse: bool) -> R
         .unwrap_or(1)
         .clamp(1, 8);
     let call_part = |c: &ToolCall| json!({"functionCall": {"name": c.name, "args": c.arguments}});
+    // Image models asked for image output (`responseModalities: ["IMAGE"]`) answer with an
+    // inline PNG, as gemini-2.5-flash-image does.
+    let wants_image = ctx
+        .body
+        .pointer("/generationConfig/responseModalities")
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.iter().any(|x| x == "IMAGE"));
+    if wants_image && !stream {
+        let png = crate::media::png_base64();
+        let candidates: Vec<Value> = (0..n)
+            .map(|i| json!({"content": {"role": "model", "parts": [
+                {"inlineData": {"mimeType": "image/png", "data": png}}]}, "finishReason": "STOP", "index": i}))
+            .collect();
+        return json_response(
+            ctx.status(),
+            &json!({"candidates": candidates,
+                    "usageMetadata": usage(ctx.prompt_tokens, 1290 * n),
+                    "modelVersion": model, "responseId": id}),
+        );
+    }
     if !stream {
         let candidates: Vec<Value> = (0..n)
             .map(|i| {

@@ -263,6 +263,11 @@ pub(crate) fn transcription(req: &Req<'_>, translate: bool) -> Answer {
 // ---------------------------------------------------------------------------
 // Images
 
+/// The PNG in base64 (image answers carry it inline).
+pub(crate) fn png_base64() -> String {
+    crate::embeddings::base64_encode(&PNG)
+}
+
 /// The PNG, for `GET …/images/{name}.png` (the `url` of `response_format: url`).
 pub(crate) fn png_response() -> Response<MockBody> {
     api::bytes_response(Bytes::from_static(&PNG), "image/png")

@@ -11,6 +11,7 @@ pub mod completions;
 pub mod eventstream;
 pub mod framing;
 pub mod gemini;
+pub mod gemini_image;
 pub mod huggingface;
 pub mod llama2;
 pub mod messages;
@@ -143,6 +144,7 @@ pub fn encode(
         (Wire::HuggingFace, RouteType::Embeddings) => huggingface::encode_embeddings(body, e),
         (Wire::Gemini, RouteType::Chat) => gemini::encode_chat(body, e),
         (Wire::Gemini, RouteType::Embeddings) => gemini::encode_embeddings(body, e),
+        (Wire::Gemini, RouteType::ImageGenerations) => gemini_image::encode(body, e),
         (Wire::Bedrock, RouteType::Chat) => bedrock::encode_chat(body, e),
         (Wire::Bedrock, RouteType::Embeddings) => bedrock::encode_embeddings(body, e),
         _ => Err(EncodeError(not_translated(wire, rt))),
@@ -169,6 +171,7 @@ pub fn decode(
         (Wire::HuggingFace, RouteType::Embeddings) => huggingface::decode_embeddings(body, model),
         (Wire::Gemini, RouteType::Chat) => gemini::decode_chat(body, created),
         (Wire::Gemini, RouteType::Embeddings) => gemini::decode_embeddings(body, asked),
+        (Wire::Gemini, RouteType::ImageGenerations) => gemini_image::decode(body, created),
         (Wire::Bedrock, RouteType::Chat) => bedrock::decode_chat(body, created, asked),
         (Wire::Bedrock, RouteType::Embeddings) => bedrock::decode_embeddings(body, asked),
         _ => Err(not_translated(wire, rt)),

@@ -167,6 +167,14 @@ impl Target {
         }
     }
 
+    /// The client's body and the upstream's answer pass as they are: `preserve`, and
+    /// OpenAI's other APIs on a provider that speaks them (Gemini's image generation is
+    /// translated instead).
+    pub fn passes_through(&self) -> bool {
+        self.route_type.passes_through() && self.wire == Wire::OpenAi
+            || self.route_type == RouteType::Preserve
+    }
+
     /// Requests go upstream as chat translated from another API (Responses, completions,
     /// Messages).
     pub fn bridges_chat(&self) -> bool {
@@ -195,7 +203,8 @@ fn api_served(provider: ProviderName, rt: RouteType) -> bool {
     match provider {
         ProviderName::Openai => true,
         ProviderName::Azure => rt != RouteType::VideoGenerations,
-        ProviderName::Xai => rt == RouteType::ImageGenerations,
+        // Gemini's image models are translated (`llm::gemini_image`).
+        ProviderName::Xai | ProviderName::Gemini => rt == RouteType::ImageGenerations,
         _ => false,
     }
 }
@@ -570,7 +579,7 @@ fn provider_profile(
     if rt.is_api() && !api_served(provider, rt) {
         unsupported_rt(
             errors,
-            "its files, batches and assistants are served on openai and azure, audio on openai and azure, image generation on openai, azure and xai, videos on openai",
+            "its files, batches and assistants are served on openai and azure, audio on openai and azure, image generation on openai, azure, xai and gemini, videos on openai",
         );
         return None;
     }
@@ -1102,7 +1111,7 @@ fn gemini_profile(
         headers: Vec::new(),
     };
     match rt {
-        RouteType::Chat => Some(translated(prefix)),
+        RouteType::Chat | RouteType::ImageGenerations => Some(translated(prefix)),
         RouteType::Embeddings if !vertex => Some(translated(prefix)),
         RouteType::Embeddings => {
             unsupported_rt(

@@ -57,7 +57,7 @@ pub(super) async fn proxy_ai(
     let ai: &AiProxy = &c.ai;
     let shape = ai.error_shape();
     let first = ai.targets.first();
-    let preserve_only = ai.targets.iter().all(|t| t.route_type.passes_through());
+    let preserve_only = ai.targets.iter().all(|t| t.passes_through());
     let log_statistics = first.map(|t| t.logging.log_statistics).unwrap_or(false);
     let log_payloads = log.enabled && first.map(|t| t.logging.log_payloads).unwrap_or(false);
     let charging = !log.charges.is_empty();

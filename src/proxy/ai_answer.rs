@@ -85,7 +85,7 @@ pub(super) struct UpstreamAnswer<'a> {
 impl UpstreamAnswer<'_> {
     fn mode(&self) -> AnswerMode {
         let ok = self.status == StatusCode::OK;
-        let preserve = self.target.route_type.passes_through();
+        let preserve = self.target.passes_through();
         let ok_stream = ok && self.is_sse;
         if self.native && ok && !self.is_sse && !preserve {
             AnswerMode::Native
@@ -118,9 +118,7 @@ impl UpstreamAnswer<'_> {
     }
 
     fn translated(&self) -> bool {
-        self.target.wire != llm::Wire::OpenAi
-            && !self.target.route_type.passes_through()
-            && !self.native
+        self.target.wire != llm::Wire::OpenAi && !self.target.passes_through() && !self.native
     }
 
     /// Whether this answer's form needs its whole body read first (all but a stream).
@@ -316,10 +314,8 @@ impl UpstreamAnswer<'_> {
                 .get(header::CONTENT_ENCODING)
                 .and_then(|v| v.to_str().ok()),
         );
-        let observing = status == StatusCode::OK
-            && self.is_sse
-            && !target.route_type.passes_through()
-            && coding.is_ok();
+        let observing =
+            status == StatusCode::OK && self.is_sse && !target.passes_through() && coding.is_ok();
         let decode = coding.ok().flatten().filter(|_| observing);
         let asked = llm::Asked {
             model: self.model.as_deref(),

@@ -435,14 +435,16 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         rt
     };
     let (body_bytes, model) = match (rt, req.body) {
-        _ if rt.is_api() => (req.up.body.clone(), api_model(target, req)?),
+        _ if rt.is_api() && target.passes_through() => {
+            (req.up.body.clone(), api_model(target, req)?)
+        }
         (RouteType::Preserve, _) | (_, None) => (req.up.body.clone(), None),
         (_, Some(client_body)) => encode_body(target, req, client_body, wire_rt)?,
     };
     let up = &target.upstream;
     let default_path = openai::default_path(wire_rt);
     let client_path = uses_client_path(target, req);
-    let path = if rt.is_api() {
+    let path = if rt.is_api() && target.passes_through() {
         Cow::Owned(api_upstream_path(target, req)?)
     } else {
         upstream_path(
@@ -456,7 +458,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     };
     let (target_uri, parts) = upstream_uri(target, req, &path, default_path, client_path)?;
     let mut headers = upstream_headers(target, req, body_bytes.len())?;
-    let method = if rt.passes_through() {
+    let method = if target.passes_through() {
         req.up.method.clone()
     } else {
         Method::POST
@@ -845,7 +847,6 @@ fn upstream_headers(
     req: &AiRequest<'_>,
     body_len: usize,
 ) -> Result<HeaderMap, GatewayError> {
-    let rt = target.route_type;
     let up = &target.upstream;
     let mut headers = forward_headers(&req.up.headers, up.host_header.clone(), req.forwarded);
     if target.wire == Wire::Gemini {
@@ -859,10 +860,10 @@ fn upstream_headers(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    if !rt.passes_through() || !req.up.body.is_empty() {
+    if !target.passes_through() || !req.up.body.is_empty() {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     }
-    if !rt.passes_through() {
+    if !target.passes_through() {
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
