@@ -251,3 +251,162 @@ services:
     .await;
     assert_eq!(r.status, 400, "{}", r.text());
 }
+
+/// A body fed from a channel: the test decides when each part is sent.
+struct ChannelBody(tokio::sync::mpsc::Receiver<bytes::Bytes>);
+
+impl hyper::body::Body for ChannelBody {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|b| b.map(|b| Ok(hyper::body::Frame::data(b))))
+    }
+}
+
+/// Multipart uploads are streamed: the upstream reads the first half while the client still
+/// holds the second (a buffering gateway would wait for the whole body, and this would
+/// time out); past the limit the upload is cut and the client gets a 413.
+#[tokio::test]
+async fn multipart_uploads_stream_through_and_are_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = upstream.local_addr().unwrap().port();
+    let (first_seen, first_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 65536];
+        let mut first_seen = Some(first_seen);
+        loop {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the upstream connection closed early");
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got);
+            if text.contains("FIRST-HALF-END") {
+                if let Some(tx) = first_seen.take() {
+                    let _ = tx.send(());
+                }
+            }
+            if text.contains("--bnd--") {
+                break;
+            }
+        }
+        let body = br#"{"id":"file-1","object":"file"}"#;
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(body).await.unwrap();
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: s
+    host: unused.invalid
+    routes:
+      - name: files
+        paths: ["/v1/files"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/files
+              max_request_body_size: 1000000
+              auth: {{header_name: Authorization, header_value: Bearer sk-up}}
+              model: {{provider: openai, options: {{upstream_url: "http://127.0.0.1:{port}"}}}}
+      - name: mock-files
+        paths: ["/mock-files"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/files
+              max_request_body_size: 1000000
+              model: {{provider: openai, options: {{upstream_url: "{{MOCK}}"}}}}
+"#
+    );
+    let h = Harness::start(&yaml).await;
+    let first = b"--bnd\r\nContent-Disposition: form-data; name=\"file\"; filename=\"big.jsonl\"\r\n\r\nFIRST-HALF-END".to_vec();
+    let second = b"\r\n--bnd\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--bnd--\r\n".to_vec();
+    let total = first.len() + second.len();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let addr = h
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::post("/v1/files")
+        .header("host", "gw")
+        .header("content-type", "multipart/form-data; boundary=bnd")
+        .header("content-length", total)
+        .body(ChannelBody(rx))
+        .unwrap();
+    let resp = tokio::spawn(async move { sender.send_request(req).await });
+    tx.send(bytes::Bytes::from(first)).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), first_rx)
+        .await
+        .expect("the upstream saw the first half before the client sent the rest")
+        .unwrap();
+    tx.send(bytes::Bytes::from(second)).await.unwrap();
+    let resp = resp.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let seen = server.await.unwrap();
+    assert!(seen.starts_with("POST /v1/files HTTP/1.1\r\n"), "{seen}");
+    assert!(
+        seen.to_ascii_lowercase()
+            .contains(&format!("content-length: {total}")),
+        "{seen}"
+    );
+    assert!(seen.contains("authorization: Bearer sk-up"), "{seen}");
+
+    // Over the limit: a declared length is refused at once, a chunked upload when it passes.
+    let big = vec![b'x'; 1_100_000];
+    let mut body =
+        b"--bnd\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x\"\r\n\r\n".to_vec();
+    body.extend_from_slice(&big);
+    body.extend_from_slice(b"\r\n--bnd--\r\n");
+    let r = send(
+        "POST",
+        &h.url("/v1/files"),
+        &[("content-type", "multipart/form-data; boundary=bnd")],
+        body,
+    )
+    .await;
+    assert_eq!(r.status, 413, "{}", r.text());
+    assert!(r.text().contains("request_too_large"), "{}", r.text());
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let req = http::Request::post("/mock-files")
+        .header("host", "gw")
+        .header("content-type", "multipart/form-data; boundary=bnd")
+        .body(ChannelBody(rx))
+        .unwrap();
+    let resp = tokio::spawn(async move { sender.send_request(req).await });
+    let chunk = bytes::Bytes::from(vec![b'y'; 100_000]);
+    for _ in 0..12 {
+        if tx.send(chunk.clone()).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    let resp = resp.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 413, "a chunked upload past the limit");
+}

@@ -107,6 +107,7 @@ pub async fn send(upstreams: &Upstreams, c: &Call<'_>) -> Result<Vec<u8>, CallEr
         target,
         headers,
         body,
+        upload: None,
     };
     let up = &t.upstream;
     let ep = Endpoint {

@@ -322,6 +322,7 @@ pub async fn fetch(
         target,
         headers,
         body: Bytes::new(),
+        upload: None,
     };
     let ep = Endpoint {
         https: cfg.https,

@@ -405,6 +405,7 @@ impl TokenSource {
             target: self.target.clone(),
             headers,
             body,
+            upload: None,
         };
         let ep = Endpoint {
             https: self.https,

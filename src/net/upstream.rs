@@ -87,17 +87,78 @@ pub struct Endpoint<'a> {
 }
 
 /// A request to send: origin-form target (`/path?query`), headers including `host`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Default)]
 pub struct OutRequest {
     pub method: Method,
     pub target: Uri,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// A body streamed from the client instead of `body` (a large upload).
+    pub upload: Option<Upload>,
+}
+
+/// An error of a streamed request body.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A request body streamed from the client to the upstream as it arrives.
+pub type Upload = http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>;
+
+/// An upstream request's body: whole (almost every request), or streamed.
+pub enum UpBody {
+    Full(Full<Bytes>),
+    Upload(Upload),
+}
+
+impl hyper::body::Body for UpBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            UpBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
+            UpBody::Upload(u) => Pin::new(u).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Full(b) => b.is_end_stream(),
+            UpBody::Upload(u) => u.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            UpBody::Full(b) => b.size_hint(),
+            UpBody::Upload(u) => u.size_hint(),
+        }
+    }
 }
 
 impl OutRequest {
-    fn into_request(self) -> Request<Full<Bytes>> {
-        let mut r = Request::new(Full::new(self.body));
+    /// A copy to send again (a retry); None for a streamed upload, which is sent once.
+    pub fn try_clone(&self) -> Option<OutRequest> {
+        if self.upload.is_some() {
+            return None;
+        }
+        Some(OutRequest {
+            method: self.method.clone(),
+            target: self.target.clone(),
+            headers: self.headers.clone(),
+            body: self.body.clone(),
+            upload: None,
+        })
+    }
+
+    fn into_request(self) -> Request<UpBody> {
+        let body = match self.upload {
+            Some(u) => UpBody::Upload(u),
+            None => UpBody::Full(Full::new(self.body)),
+        };
+        let mut r = Request::new(body);
         *r.method_mut() = self.method;
         *r.uri_mut() = self.target;
         *r.headers_mut() = self.headers;
@@ -143,8 +204,8 @@ impl Default for Upstreams {
 /// One upstream connection, leased to a single request at a time.
 pub struct Conn {
     key: PoolKey,
-    sender: SendRequest<Full<Bytes>>,
-    driver: Connection<TokioIo<Stream>, Full<Bytes>>,
+    sender: SendRequest<UpBody>,
+    driver: Connection<TokioIo<Stream>, UpBody>,
     peer: Option<SocketAddr>,
     pool: Arc<PoolInner>,
 }

@@ -46,6 +46,8 @@ pub(super) struct AiCtx<'a> {
     pub(super) timeouts: crate::plugins::ai_proxy::Timeouts,
     /// The client's path split where the route matched it: the matched prefix and the rest.
     pub(super) matched: &'a str,
+    /// A multipart upload streamed to the upstream (its body is not in `up.body`).
+    pub(super) upload: Option<&'a super::body::UploadSlot>,
     pub(super) suffix: &'a str,
 }
 
@@ -132,6 +134,7 @@ pub(super) async fn proxy_ai(
             .map(|(m, _)| m.as_str())
             .or(api_model.as_deref()),
         matched: c.matched,
+        upload: c.upload,
         suffix: c.suffix,
         add_include_usage: add_include_usage && ai.llm_format == LlmFormat::Openai,
         forwarded: c.forwarded,
@@ -147,6 +150,10 @@ pub(super) async fn proxy_ai(
     let mut tries: Vec<Try> = Vec::new();
     let result = retry::run(&c.gw.upstreams, ai, &req, &mut tries, log.started).await;
     log.tries = tries;
+    if c.upload.is_some_and(|u| u.over_limit()) {
+        let e = GatewayError::BodyTooLarge { limit: ai.max_body };
+        return kong_error(e, shape, log, snap);
+    }
     let answered = match result {
         Ok(a) => a,
         Err(e) => return kong_error(e, shape, log, snap),

@@ -110,3 +110,87 @@ fn linger(mut body: Incoming, limit: u64) {
         }
     });
 }
+
+/// A client's upload (a multipart file for one of OpenAI's APIs) streamed to the upstream
+/// as it arrives instead of buffered whole, counted against the route's limit on the way.
+pub struct UploadSlot {
+    body: std::sync::Mutex<Option<crate::net::upstream::Upload>>,
+    over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The client's Content-Length, forwarded (None: the upload goes chunked).
+    pub length: Option<u64>,
+}
+
+impl UploadSlot {
+    /// The upload of `body`; a declared length over `limit` is a 413 before anything is sent.
+    pub fn new(body: Incoming, length: Option<u64>, limit: u64) -> Result<Self, GatewayError> {
+        if limit > 0 && length.is_some_and(|l| l > limit) {
+            return Err(GatewayError::BodyTooLarge { limit });
+        }
+        let over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let counted = Counted {
+            inner: body,
+            seen: 0,
+            limit,
+            over: over.clone(),
+        };
+        Ok(UploadSlot {
+            body: std::sync::Mutex::new(Some(BodyExt::boxed_unsync(counted))),
+            over,
+            length,
+        })
+    }
+
+    /// The body, for the one attempt that sends it.
+    pub fn take(&self) -> Option<crate::net::upstream::Upload> {
+        match self.body.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        }
+    }
+
+    /// The upload went over the limit (and was cut).
+    pub fn over_limit(&self) -> bool {
+        self.over.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// The client's body, failing once it passes the limit.
+struct Counted {
+    inner: Incoming,
+    seen: u64,
+    limit: u64,
+    over: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = crate::net::upstream::BodyError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        let std::task::Poll::Ready(Some(Ok(frame))) = polled else {
+            return polled.map_err(Into::into);
+        };
+        if let Some(d) = frame.data_ref() {
+            self.seen += d.len() as u64;
+            if self.limit > 0 && self.seen > self.limit {
+                self.over.store(true, std::sync::atomic::Ordering::Relaxed);
+                return std::task::Poll::Ready(Some(Err(
+                    "the upload is larger than the limit".into()
+                )));
+            }
+        }
+        std::task::Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -142,9 +142,13 @@ pub async fn handle_request(
     if let Some(upgrade) = upgrade {
         return websocket::upgrade(&gw, &snap, (route, m.route), &parts, upgrade, ai, log, &c);
     }
-    let body = match read_body(&gw, &parts, body, ai.as_deref(), peer).await {
-        Ok(b) => b,
-        Err(e) => return kong_error(e, shape, log, snap),
+    let (body, upload) = match streamed_upload(ai.as_deref(), &parts, body) {
+        Ok(Ok(u)) => (Bytes::new(), Some(u)),
+        Ok(Err(e)) => return kong_error(e, shape, log, snap),
+        Err(body) => match read_body(&gw, &parts, body, ai.as_deref(), peer).await {
+            Ok(b) => (b, None),
+            Err(e) => return kong_error(e, shape, log, snap),
+        },
     };
     log.request_size = body.len() as u64;
     let query = query_pairs(parts.uri.query());
@@ -213,6 +217,7 @@ pub async fn handle_request(
                 forwarded: &forwarded,
                 is_debug: sources.headers.contains_key("kong-debug"),
                 matched: m.path.get(..m.matched_len).unwrap_or(""),
+                upload: upload.as_ref(),
                 suffix: m.path.get(m.matched_len..).unwrap_or(""),
                 filter: admitted.filter,
             };
@@ -340,6 +345,40 @@ fn wants_websocket(headers: &http::HeaderMap) -> bool {
 
 /// Access phase, part 1: the body, read once and bounded (ai-proxy's
 /// `max_request_body_size`, else [`DEFAULT_BODY_LIMIT`]).
+/// A multipart upload to one of OpenAI's APIs goes upstream as it arrives (Err: any other
+/// body, read whole as before).
+fn streamed_upload(
+    ai: Option<&AiProxy>,
+    parts: &http::request::Parts,
+    body: body::ClientBody,
+) -> Result<Result<body::UploadSlot, GatewayError>, body::ClientBody> {
+    let multipart = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.get(..19)
+                .is_some_and(|p| p.eq_ignore_ascii_case("multipart/form-data"))
+        });
+    let Some(ai) = ai.filter(|a| {
+        multipart
+            && a.targets
+                .iter()
+                .all(|t| t.route_type.is_api() && t.passes_through())
+    }) else {
+        return Err(body);
+    };
+    let body::ClientBody::Incoming(incoming) = body else {
+        return Err(body);
+    };
+    let length = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    Ok(body::UploadSlot::new(incoming, length, ai.max_body))
+}
+
 async fn read_body(
     gw: &Gateway,
     parts: &http::request::Parts,

@@ -111,6 +111,7 @@ pub(super) async fn proxy_plain(
         target,
         headers,
         body: up.body.clone(),
+        upload: None,
     };
     let ep = upstream::Endpoint {
         https: service.protocol == "https",
@@ -133,7 +134,10 @@ pub(super) async fn proxy_plain(
             balancer_start: ms(start.duration_since(log.started)),
             ..Default::default()
         };
-        match gw.upstreams.send(&ep, out.clone(), connect, read).await {
+        let Some(attempt) = out.try_clone() else {
+            break;
+        };
+        match gw.upstreams.send(&ep, attempt, connect, read).await {
             Ok((resp, conn)) => {
                 t.ip = conn.peer().map(|a| a.ip());
                 t.outcome = "success".into();

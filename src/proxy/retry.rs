@@ -44,6 +44,8 @@ pub struct AiRequest<'a> {
     /// follows (an API route type's resource id and operation).
     pub matched: &'a str,
     pub suffix: &'a str,
+    /// A multipart upload streamed to the upstream: sent by one attempt only.
+    pub upload: Option<&'a crate::proxy::body::UploadSlot>,
     pub add_include_usage: bool,
     pub forwarded: &'a Forwarded<'a>,
     /// Fill `tries` with log entries (only when a log plugin will read them).
@@ -458,6 +460,22 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     };
     let (target_uri, parts) = upstream_uri(target, req, &path, default_path, client_path)?;
     let mut headers = upstream_headers(target, req, body_bytes.len())?;
+    let upload = match req.upload {
+        Some(slot) if target.passes_through() => {
+            // Only the first attempt has the client's bytes to send.
+            let u = slot.take().ok_or_else(|| {
+                GatewayError::UpstreamUnavailable(
+                    "a streamed upload is sent once and cannot be retried".into(),
+                )
+            })?;
+            headers.remove(header::CONTENT_LENGTH);
+            if let Some(n) = slot.length {
+                headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
+            }
+            Some(u)
+        }
+        _ => None,
+    };
     let method = if target.passes_through() {
         req.up.method.clone()
     } else {
@@ -480,6 +498,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         target: target_uri,
         headers,
         body: body_bytes,
+        upload,
     };
     let t = if req.record {
         Try {
