@@ -37,6 +37,10 @@ pub enum GatewayError {
     /// HTTP + SSE at once (any other refusal costs it several retries).
     #[error("WebSocket is not supported on this route; use HTTP")]
     UpgradeRefused,
+    /// A plain HTTP request on a route that only speaks WebSocket (the Realtime API): 426
+    /// with `Upgrade: websocket`.
+    #[error("this route serves the Realtime API over WebSocket: connect with Upgrade: websocket")]
+    WebSocketRequired,
     /// Upstream could not be reached (after retries): 502.
     #[error("An invalid response was received from the upstream server")]
     UpstreamInvalid(String),
@@ -160,7 +164,9 @@ impl GatewayError {
             GatewayError::ClientAborted => StatusCode::BAD_REQUEST,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
-            GatewayError::UpgradeRefused => StatusCode::UPGRADE_REQUIRED,
+            GatewayError::UpgradeRefused | GatewayError::WebSocketRequired => {
+                StatusCode::UPGRADE_REQUIRED
+            }
             GatewayError::AclDenied => StatusCode::FORBIDDEN,
             GatewayError::UpstreamInvalid(_) | GatewayError::CloudAuth { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -198,6 +204,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::BodyTimeout => "request_timeout",
             GatewayError::UpgradeRefused => "websocket_not_supported",
+            GatewayError::WebSocketRequired => "websocket_required",
             GatewayError::AclDenied => "acl_denied",
             GatewayError::UpstreamInvalid(_) => "upstream_error",
             GatewayError::CloudAuth { .. } => "upstream_auth_failed",
@@ -274,6 +281,9 @@ pub fn respond<B: From<Bytes>>(
     }
     if let GatewayError::Unauthorized { challenge, .. } = err {
         h.insert(header::WWW_AUTHENTICATE, challenge.clone());
+    }
+    if let GatewayError::WebSocketRequired = err {
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     }
     if let GatewayError::MethodNotAllowed { allow, .. } = err {
         h.insert(header::ALLOW, HeaderValue::from_static(allow));

@@ -742,3 +742,37 @@ plugins:
         "{e:?}"
     );
 }
+
+/// `realtime/v1/realtime` loads on openai and azure (Kong's example included), with a
+/// ws:// or wss:// upstream_url; other providers, and ws:// URLs on other route types, are
+/// refused naming the field.
+#[test]
+fn realtime_route_type_loads_on_openai_and_azure_only() {
+    let kong = include_str!("fixtures/kong-examples/ai-proxy-advanced--realtime-route-openai.yaml");
+    assert!(load(kong).is_ok(), "{:?}", load(kong).err());
+    let one = |model: &str, rt: &str| {
+        format!("_format_version: \"3.0\"\nplugins:\n  - name: ai-proxy\n    config: {{route_type: {rt}, auth: {{header_name: Authorization, header_value: Bearer k}}, model: {model}}}\n")
+    };
+    let rt = "realtime/v1/realtime";
+    assert!(load(&one(
+        "{provider: openai, options: {upstream_url: \"wss://rt.example\"}}",
+        rt
+    ))
+    .is_ok());
+    assert!(load(&one(
+        "{provider: azure, name: gpt-4o-realtime, options: {azure_instance: res}}",
+        rt
+    ))
+    .is_ok());
+    assert_eq!(
+        errors(&one("{provider: anthropic, name: claude}", rt)),
+        vec!["plugins[0].config.route_type: route_type 'realtime/v1/realtime' is not supported for provider 'anthropic' by tollgate (the Realtime API is served on openai and azure)"]
+    );
+    assert_eq!(
+        errors(&one(
+            "{provider: openai, name: m, options: {upstream_url: \"ws://x.example\"}}",
+            "llm/v1/chat"
+        )),
+        vec!["plugins[0].config.model.options.upstream_url: ws:// and wss:// are for route_type 'realtime/v1/realtime'; use http:// or https://"]
+    );
+}

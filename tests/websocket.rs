@@ -453,3 +453,374 @@ async fn websocket_routes_with_key_auth_authenticate_the_upgrade() {
         "the key stays at the gateway"
     );
 }
+
+// The Realtime API (`realtime/v1/realtime`): relayed to the upstream's own WebSocket.
+
+const REALTIME: &str = r#"
+_format_version: "3.0"
+consumers:
+  - username: voice-app
+    keyauth_credentials: [{key: rt-app-key}]
+services:
+  - name: s
+    url: http://unused.invalid
+    routes:
+      - name: realtime
+        paths: ["/v1/realtime"]
+        plugins:
+          - name: ai-proxy-advanced
+            config:
+              genai_category: realtime/generation
+              targets:
+                - route_type: realtime/v1/realtime
+                  auth: {header_name: Authorization, header_value: Bearer sk-rt-secret}
+                  logging: {log_statistics: true}
+                  model: {provider: openai, options: {upstream_url: "{MOCK}"}}
+          - name: file-log
+            config: {path: "{DIR}/realtime.log"}
+      - name: pinned
+        paths: ["/pinned"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: realtime/v1/realtime
+              auth: {header_name: Authorization, header_value: Bearer sk-rt-secret}
+              model: {provider: openai, name: gpt-realtime, options: {upstream_url: "{MOCK_WS}"}}
+      - name: azure
+        paths: ["/azure/realtime"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: realtime/v1/realtime
+              auth: {header_name: api-key, header_value: azure-rt-secret}
+              logging: {log_statistics: true}
+              model:
+                provider: azure
+                name: gpt-4o-realtime
+                options: {azure_instance: res, azure_deployment_id: rt-deploy, upstream_url: "{MOCK}"}
+          - name: file-log
+            config: {path: "{DIR}/azure.log"}
+      - name: metered
+        paths: ["/metered/realtime"]
+        plugins:
+          - name: key-auth
+            config: {key_names: [ApiKey]}
+          - name: ai-rate-limiting-advanced
+            config:
+              reserve_in_flight: false
+              llm_providers: [{name: openai, limit: [5], window_size: [3600]}]
+          - name: ai-proxy
+            config:
+              route_type: realtime/v1/realtime
+              auth: {header_name: Authorization, header_value: Bearer sk-rt-secret}
+              logging: {log_statistics: true}
+              model: {provider: openai, options: {upstream_url: "{MOCK}"}}
+          - name: file-log
+            config: {path: "{DIR}/metered.log"}
+"#;
+
+async fn realtime_harness() -> Harness {
+    Harness::start(REALTIME).await
+}
+
+/// Opens a Realtime connection; the handshake's HTTP refusal comes back as Err.
+async fn realtime(h: &Harness, path: &str, headers: &[(&str, &str)]) -> Result<Ws, (u16, Value)> {
+    let url = format!("ws://{}{path}", h.gw.proxy_addr);
+    let mut req = url.into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse::<http::HeaderValue>().unwrap(),
+        );
+    }
+    let tcp = TcpStream::connect(h.gw.proxy_addr).await.unwrap();
+    match tokio_tungstenite::client_async(req, tcp).await {
+        Ok((ws, resp)) => {
+            assert_eq!(resp.status(), 101);
+            Ok(ws)
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().clone().unwrap_or_default();
+            Err((
+                resp.status().as_u16(),
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+            ))
+        }
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+/// Sends a client event and reads server events until one of type `until`.
+async fn exchange(ws: &mut Ws, event: Value, until: &str) -> Vec<Value> {
+    ws.send(Message::Text(event.to_string().into()))
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    loop {
+        let e = next_json(ws).await;
+        let done = e["type"] == until;
+        events.push(e);
+        if done {
+            return events;
+        }
+    }
+}
+
+fn item(text: &str) -> Value {
+    json!({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+        "content": [{"type": "input_text", "text": text}]}})
+}
+
+/// The mock's recorded Realtime handshakes.
+fn handshakes(h: &Harness) -> Vec<mock_llm::RecordedRequest> {
+    h.mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "GET")
+        .collect()
+}
+
+#[tokio::test]
+async fn realtime_session_is_relayed_with_the_routes_key_and_each_response_logged() {
+    let h = realtime_harness().await;
+    // The OpenAI SDK's shape: base_url <gateway>/v1 → /v1/realtime?model=…
+    let mut ws = realtime(
+        &h,
+        "/v1/realtime?model=gpt-realtime",
+        &[
+            ("authorization", "Bearer client-key"),
+            ("openai-beta", "realtime=v1"),
+        ],
+    )
+    .await
+    .unwrap();
+    let created = next_json(&mut ws).await;
+    assert_eq!(created["type"], "session.created", "{created}");
+    assert_eq!(created["session"]["model"], "gpt-realtime");
+    let updated = exchange(
+        &mut ws,
+        json!({"type": "session.update", "session": {"instructions": "Be brief."}}),
+        "session.updated",
+    )
+    .await;
+    assert_eq!(
+        updated.last().unwrap()["session"]["instructions"],
+        "Be brief."
+    );
+    let added = exchange(&mut ws, item("Say hello"), "conversation.item.created").await;
+    assert_eq!(added.len(), 1);
+    let events = exchange(&mut ws, json!({"type": "response.create"}), "response.done").await;
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds[0], "response.created");
+    assert!(kinds.contains(&"response.output_item.added"), "{kinds:?}");
+    // The beta protocol's names, since the client asked for realtime=v1.
+    let text: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(text, "Hello from the realtime mock.");
+    let done = events.last().unwrap();
+    assert_eq!(done["response"]["status"], "completed");
+    let usage = &done["response"]["usage"];
+    assert!(usage["total_tokens"].as_u64().unwrap() > 0);
+    // Binary frames and pings pass too; the session goes on.
+    ws.send(Message::Binary(vec![1u8, 2, 3].into()))
+        .await
+        .unwrap();
+    ws.send(Message::Ping(vec![7u8].into())).await.unwrap();
+    let again = exchange(&mut ws, json!({"type": "response.create"}), "response.done").await;
+    assert_eq!(again.last().unwrap()["response"]["status"], "completed");
+    ws.close(None).await.unwrap();
+
+    let hs = handshakes(&h);
+    assert_eq!(hs.len(), 1, "one upstream connection");
+    assert_eq!(hs[0].path, "/v1/realtime?model=gpt-realtime");
+    assert_eq!(hs[0].header("authorization"), Some("Bearer sk-rt-secret"));
+    assert_eq!(hs[0].header("openai-beta"), Some("realtime=v1"));
+
+    let log = h.wait_log("realtime.log", 2).await;
+    assert_eq!(log.len(), 2, "one record per response.done");
+    let ai = &log[0]["ai"]["proxy"];
+    assert_eq!(
+        ai["usage"]["total_tokens"].as_u64(),
+        usage["total_tokens"].as_u64(),
+        "{}",
+        log[0]
+    );
+    assert_eq!(
+        ai["usage"]["completion_tokens"].as_u64(),
+        usage["output_tokens"].as_u64()
+    );
+    assert_eq!(ai["meta"]["request_model"], "gpt-realtime", "{}", log[0]);
+    let tried = &ai["tried_targets"][0];
+    assert_eq!(tried["route_type"], "realtime/v1/realtime");
+    assert_eq!(tried["upstream_scheme"], "ws");
+    assert_eq!(tried["upstream_uri"], "/v1/realtime?model=gpt-realtime");
+    assert_eq!(log[0]["response"]["status"], 200);
+    let text = std::fs::read_to_string(h.dir.path().join("realtime.log")).unwrap();
+    assert!(!text.contains("sk-rt-secret"));
+}
+
+#[tokio::test]
+async fn realtime_refusals_come_before_the_upgrade() {
+    let h = realtime_harness().await;
+    // A model other than the configured one: Kong's 400.
+    let (status, body) = realtime(&h, "/pinned?model=gpt-other", &[])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["error"]["message"],
+        "cannot use own model - must be: gpt-realtime"
+    );
+    // Without upgrade: 426 with a JSON body.
+    let r = support::get(&h.url("/v1/realtime?model=gpt-realtime")).await;
+    assert_eq!(r.status, 426);
+    assert_eq!(r.json()["error"]["code"], "websocket_required");
+    assert_eq!(r.header("upgrade"), Some("websocket"));
+    // The configured model fills in; ws:// upstream_url works.
+    let mut ws = realtime(&h, "/pinned", &[]).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "session.created");
+    assert_eq!(handshakes(&h)[0].path, "/v1/realtime?model=gpt-realtime");
+    // The upstream's close reaches the client with its code and reason.
+    ws.send(Message::Text(
+        json!({"type": "mock.close"}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(f))) => break f,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 4000);
+    assert_eq!(close.reason.as_str(), "mock close");
+    // An upstream that refuses the handshake: 502 before the upgrade.
+    let (status, _) = realtime(&h, "/v1/realtime?model=m", &[("x-mock", "status=401")])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status, 502);
+}
+
+#[tokio::test]
+async fn realtime_on_azure_uses_the_deployment_path_and_api_key() {
+    let h = realtime_harness().await;
+    let mut ws = realtime(&h, "/azure/realtime", &[("api-key", "client-azure-key")])
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "session.created");
+    exchange(&mut ws, item("Hi"), "conversation.item.created").await;
+    let events = exchange(&mut ws, json!({"type": "response.create"}), "response.done").await;
+    // The GA protocol's names without the beta header.
+    assert!(events
+        .iter()
+        .any(|e| e["type"] == "response.output_text.delta"));
+    ws.close(None).await.unwrap();
+    let hs = handshakes(&h);
+    assert_eq!(
+        hs[0].path,
+        "/openai/realtime?api-version=2024-10-01-preview&deployment=rt-deploy"
+    );
+    assert_eq!(hs[0].header("api-key"), Some("azure-rt-secret"));
+    assert!(hs[0].header("authorization").is_none());
+    let log = h.wait_log("azure.log", 1).await;
+    assert_eq!(
+        log[0]["ai"]["proxy"]["tried_targets"][0]["provider"],
+        "azure"
+    );
+    assert!(
+        log[0]["ai"]["proxy"]["usage"]["total_tokens"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+}
+
+/// key-auth and the token quota run at the upgrade; each response's usage is charged to
+/// the consumer's quota, so a spent quota refuses the next connection.
+#[tokio::test]
+async fn realtime_upgrade_is_authenticated_and_charged_to_the_token_quota() {
+    let h = realtime_harness().await;
+    let (status, _) = realtime(&h, "/metered/realtime?model=gpt-realtime", &[])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(status, 401);
+    let mut ws = realtime(
+        &h,
+        "/metered/realtime?model=gpt-realtime",
+        &[("apikey", "rt-app-key")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "session.created");
+    exchange(
+        &mut ws,
+        item("Tell me a story please"),
+        "conversation.item.created",
+    )
+    .await;
+    let events = exchange(&mut ws, json!({"type": "response.create"}), "response.done").await;
+    let used = events.last().unwrap()["response"]["usage"]["total_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(used > 5, "the mock's answer spends the quota of 5");
+    ws.close(None).await.unwrap();
+    let hs = handshakes(&h);
+    assert_eq!(hs[0].header("x-consumer-username"), Some("voice-app"));
+    assert!(hs[0].header("apikey").is_none(), "the key stays here");
+    // The 401 above, then the response.
+    let log = h.wait_log("metered.log", 2).await;
+    assert_eq!(log[1]["consumer"]["username"], "voice-app", "{}", log[1]);
+    assert_eq!(
+        log[1]["ai"]["proxy"]["usage"]["total_tokens"].as_u64(),
+        Some(used)
+    );
+    // The quota is spent: the next upgrade is refused.
+    let (status, body) = realtime(
+        &h,
+        "/metered/realtime?model=gpt-realtime",
+        &[("apikey", "rt-app-key")],
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(status, 429, "{body}");
+}
+
+/// A response the upstream reports failed is logged with its error.
+#[tokio::test]
+async fn a_failed_realtime_response_is_logged_as_failed() {
+    let h = realtime_harness().await;
+    let mut ws = realtime(&h, "/v1/realtime?model=gpt-realtime", &[])
+        .await
+        .unwrap();
+    next_json(&mut ws).await;
+    exchange(
+        &mut ws,
+        item("[mock:status=500] boom"),
+        "conversation.item.created",
+    )
+    .await;
+    let events = exchange(&mut ws, json!({"type": "response.create"}), "response.done").await;
+    assert_eq!(events.last().unwrap()["response"]["status"], "failed");
+    ws.close(None).await.unwrap();
+    let log = h.wait_log("realtime.log", 1).await;
+    assert_eq!(
+        log[0]["ai"]["proxy"]["tried_targets"][0]["outcome"], "http_200",
+        "{}",
+        log[0]
+    );
+    assert!(log[0]
+        .to_string()
+        .contains("upstream reported a failed response"));
+}

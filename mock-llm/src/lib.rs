@@ -20,6 +20,8 @@
 //! translations, image generations and edits (a 1×1 PNG), and Sora videos
 //! (`…/videos`, fake MP4). Their paths match on the tail as well, Azure's
 //! `/openai/…?api-version=` and `/openai/deployments/{dep}/…` forms included.
+//! The Realtime API's WebSocket (`…/realtime`, Azure's `/openai/realtime`) is served by the
+//! `realtime` module: a session with text responses and Realtime usage.
 //! Faults come from the `x-mock` request header (`key=value` pairs separated
 //! by `;` or `,`) or from `[mock:key=value]` markers in the prompt text; the
 //! header wins. Keys: `status`, `delay_ms`, `chunk_delay_ms`, `chunks`,
@@ -56,6 +58,7 @@ mod multipart;
 mod ollama;
 mod openai;
 mod prompt;
+mod realtime;
 mod responses;
 mod server;
 mod sigv4;

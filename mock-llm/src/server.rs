@@ -235,6 +235,9 @@ impl Ctx<'_> {
 }
 
 async fn handle(state: Arc<MockState>, req: Request<Incoming>) -> io::Result<Response<MockBody>> {
+    if crate::realtime::wanted(&req) {
+        return Ok(crate::realtime::accept(state, req));
+    }
     if crate::websocket::wanted(&req) {
         return Ok(crate::websocket::accept(state, req));
     }

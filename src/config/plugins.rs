@@ -67,9 +67,9 @@ impl RouteType {
             RouteType::VideoGenerations => "video/v1/videos/generations",
         }
     }
-    /// Whether Tollgate implements this route type yet.
+    /// Whether Tollgate implements this route type yet (every one Kong has, now).
     pub fn supported(self) -> bool {
-        self != RouteType::Realtime
+        true
     }
 
     /// One of the provider's APIs beside chat (files, batches, assistants, audio, images,

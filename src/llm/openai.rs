@@ -79,6 +79,9 @@ pub fn api_path(
     Ok(format!("{prefix}{root}{suffix}"))
 }
 
+/// The Realtime API's WebSocket endpoint (`?model=` follows per connection).
+pub const REALTIME_PATH: &str = "/v1/realtime";
+
 /// The upstream path for a route type (None for `preserve`, which keeps the client's path).
 pub fn default_path(route_type: RouteType) -> Option<&'static str> {
     match route_type {
@@ -86,6 +89,7 @@ pub fn default_path(route_type: RouteType) -> Option<&'static str> {
         RouteType::Completions => Some("/v1/completions"),
         RouteType::Embeddings => Some("/v1/embeddings"),
         RouteType::Responses => Some("/v1/responses"),
+        RouteType::Realtime => Some(REALTIME_PATH),
         _ => None,
     }
 }

@@ -209,6 +209,10 @@ fn api_served(provider: ProviderName, rt: RouteType) -> bool {
     }
 }
 
+/// The api-version of Azure OpenAI's Realtime API when `azure_api_version` is not set (the
+/// chat default, 2023-05-15, predates it).
+pub const AZURE_REALTIME_API_VERSION: &str = "2024-10-01-preview";
+
 /// Anthropic's API version Kong sends when `anthropic_version` is not set.
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
@@ -357,6 +361,17 @@ pub fn compile_target(
     // a path the user gives is used as it is.
     let mut model_path = provider.as_ref().is_some_and(|p| p.model_path);
     let mut path_configured = false;
+    let websocket_url = options
+        .upstream_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("ws://") || u.starts_with("wss://"));
+    if websocket_url && t.route_type != RouteType::Realtime {
+        errors.push((
+            format!("{opath}.upstream_url"),
+            "ws:// and wss:// are for route_type 'realtime/v1/realtime'; use http:// or https://"
+                .into(),
+        ));
+    }
     let mut upstream = match &options.upstream_url {
         Some(u) => match parse_upstream_url(u) {
             // A bare base URL gets the provider's own path for the route type.
@@ -583,6 +598,12 @@ fn provider_profile(
         );
         return None;
     }
+    // The Realtime API is OpenAI's and Azure OpenAI's only.
+    if rt == RouteType::Realtime && !matches!(provider, ProviderName::Openai | ProviderName::Azure)
+    {
+        unsupported_rt(errors, "the Realtime API is served on openai and azure");
+        return None;
+    }
     let openai_compatible = |base: (&'static str, &'static str, u16), chat_only: bool| {
         // Responses only gets here for providers that serve it themselves (others are
         // profiled as chat and bridged).
@@ -637,7 +658,7 @@ fn provider_profile(
                 openai::DEFAULT_BASE.1.to_string(),
                 openai::DEFAULT_BASE.2,
             ),
-            path: None,
+            path: (rt == RouteType::Realtime).then(|| openai::REALTIME_PATH.to_string()),
             model_path: false,
             headers: Vec::new(),
         }),
@@ -842,6 +863,21 @@ fn provider_profile(
                         Some(_) => format!("/openai/v1/responses?api-version={version}"),
                         None => "/openai/v1/responses".to_string(),
                     }),
+                    model_path: false,
+                    headers: Vec::new(),
+                }),
+                // Realtime sessions open on the resource with the deployment in the query;
+                // Azure's realtime API needs a preview api-version, so that is the default.
+                (RouteType::Realtime, _) => Some(Profile {
+                    wire: Wire::OpenAi,
+                    base: ("https", format!("{instance}.openai.azure.com"), 443),
+                    path: Some(format!(
+                        "/openai/realtime?api-version={}&deployment={deployment}",
+                        match &options.azure_api_version {
+                            Some(_) => version.as_str(),
+                            None => AZURE_REALTIME_API_VERSION,
+                        }
+                    )),
                     model_path: false,
                     headers: Vec::new(),
                 }),
@@ -1185,9 +1221,10 @@ fn huggingface_chat_path(upstream: &mut UpstreamBase) {
 /// `upstream_url`: scheme/host/port always; the path only when it is more than `/`.
 fn parse_upstream_url(u: &str) -> Result<UpstreamBase, String> {
     let uri: http::Uri = u.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    // ws:// and wss:// name the same endpoints (the Realtime API's); the upgrade follows.
     let scheme = match uri.scheme_str() {
-        Some("http") => "http",
-        Some("https") => "https",
+        Some("http" | "ws") => "http",
+        Some("https" | "wss") => "https",
         _ => return Err("must be an http:// or https:// URL".into()),
     };
     let host = uri.host().filter(|h| !h.is_empty()).ok_or("missing host")?;

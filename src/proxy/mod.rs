@@ -9,6 +9,7 @@ pub mod body;
 pub mod exchange;
 pub mod headers;
 mod plain;
+pub mod realtime;
 pub mod response;
 pub mod retry;
 pub mod websocket;
@@ -139,6 +140,15 @@ pub async fn handle_request(
         Some(a) => a.error_shape(),
         None => ErrorShape::Kong,
     };
+    if let Some(a) = ai.clone().filter(|a| realtime::serves(a)) {
+        if upgrade.is_none() {
+            body::drain_unread(body, parts.version);
+        }
+        let upgrade = upgrade.flatten();
+        let at = (route, &m);
+        // Boxed: hyper keeps room for this handler's future for the life of a connection.
+        return Box::pin(realtime::open(&gw, &snap, at, &parts, upgrade, a, log, &c)).await;
+    }
     if let Some(upgrade) = upgrade {
         return websocket::upgrade(&gw, &snap, (route, m.route), &parts, upgrade, ai, log, &c);
     }

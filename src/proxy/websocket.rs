@@ -143,6 +143,10 @@ pub(super) fn upgrade(
                         snapshot: snap.clone(),
                         trust: service.and_then(|s| s.tls.clone()),
                         analytics: gw.analytics.get().cloned(),
+                        mode: ws_relay::Mode::Responses,
+                        path: None,
+                        model: None,
+                        admission: None,
                     },
                     Client {
                         ip: c.ip.clone(),
@@ -177,28 +181,9 @@ pub fn accept(
     origin: Origin,
     relay: Option<(RelayRoute, Client)>,
 ) -> Result<Response<ProxyBody>, GatewayError> {
-    let refused = |why: &str| GatewayError::BadRequest(format!("WebSocket upgrade: {why}"));
-    if parts.method != Method::GET {
-        return Err(refused("the method must be GET"));
-    }
-    let version = parts
-        .headers
-        .get(header::SEC_WEBSOCKET_VERSION)
-        .and_then(|v| v.to_str().ok());
-    if version != Some("13") {
-        return Err(GatewayError::UpgradeRefused);
-    }
-    let key = parts
-        .headers
-        .get(header::SEC_WEBSOCKET_KEY)
-        .ok_or_else(|| refused("Sec-WebSocket-Key is missing"))?;
-    let accept_key = derive_accept_key(key.as_bytes());
+    let accept_key = accept_key(parts)?;
     let upgrade = upgrade.ok_or(GatewayError::UpgradeRefused)?;
-    let limit = if max_body == 0 {
-        DEFAULT_FRAME_LIMIT
-    } else {
-        usize::try_from(max_body).unwrap_or(DEFAULT_FRAME_LIMIT)
-    };
+    let limit = frame_limit(max_body);
     let template = Template {
         uri: parts.uri.clone(),
         headers: forwardable(&parts.headers),
@@ -207,12 +192,7 @@ pub fn accept(
     tokio::spawn(async move {
         match upgrade.await {
             Ok(io) => {
-                let config = WebSocketConfig::default()
-                    .max_message_size(Some(limit))
-                    .max_frame_size(Some(limit));
-                let ws =
-                    WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(config))
-                        .await;
+                let ws = server_socket(io, limit).await;
                 if let Some((route, client)) = relay {
                     match ws_relay::connect(&route, &template.headers).await {
                         Ok(upstream) => {
@@ -232,15 +212,57 @@ pub fn accept(
             Err(e) => tracing::debug!("websocket upgrade failed: {e}"),
         }
     });
+    Ok(switching(&accept_key))
+}
+
+/// The handshake's `Sec-WebSocket-Accept`, or why the upgrade request is refused.
+pub(super) fn accept_key(parts: &Parts) -> Result<String, GatewayError> {
+    let refused = |why: &str| GatewayError::BadRequest(format!("WebSocket upgrade: {why}"));
+    if parts.method != Method::GET {
+        return Err(refused("the method must be GET"));
+    }
+    let version = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .and_then(|v| v.to_str().ok());
+    if version != Some("13") {
+        return Err(GatewayError::UpgradeRefused);
+    }
+    let key = parts
+        .headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .ok_or_else(|| refused("Sec-WebSocket-Key is missing"))?;
+    Ok(derive_accept_key(key.as_bytes()))
+}
+
+/// The largest client frame: the route's `max_request_body_size`, else 16 MiB.
+pub(super) fn frame_limit(max_body: u64) -> usize {
+    if max_body == 0 {
+        DEFAULT_FRAME_LIMIT
+    } else {
+        usize::try_from(max_body).unwrap_or(DEFAULT_FRAME_LIMIT)
+    }
+}
+
+/// The client's side of an accepted upgrade, its frames bounded by `limit`.
+pub(super) async fn server_socket(io: hyper::upgrade::Upgraded, limit: usize) -> Ws {
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(limit))
+        .max_frame_size(Some(limit));
+    WebSocketStream::from_raw_socket(TokioIo::new(io), Role::Server, Some(config)).await
+}
+
+/// The 101 answer to an upgrade.
+pub(super) fn switching(accept_key: &str) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::from(Bytes::new()));
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    if let Ok(v) = HeaderValue::from_str(&accept_key) {
+    if let Ok(v) = HeaderValue::from_str(accept_key) {
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
-    Ok(resp)
+    resp
 }
 
 /// The client's headers that the bridged requests carry (not the handshake's).
@@ -282,7 +304,7 @@ struct Session {
     history_bytes: usize,
 }
 
-type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+pub(super) type Ws = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
 /// What a bridged response ended with.
 enum Ended {

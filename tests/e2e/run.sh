@@ -13,7 +13,13 @@ cd "$ROOT"
 CACHE=${E2E_CACHE:-${HOME:-/tmp}/.cache/tollgate-e2e}
 CODEX_VERSION=0.169.0
 CLAUDE_CODE_VERSION=2.1.197
+# The realtime extra brings `websockets`, which the SDK's Realtime client needs; a spec
+# naming openai without extras gets it added (openai==1.2.3 -> openai[realtime]==1.2.3).
 OPENAI_PIP_SPEC=${E2E_OPENAI_PIP_SPEC:-openai}
+case "$OPENAI_PIP_SPEC" in
+    openai\[*) ;;
+    openai|openai[=\<\>\!~\ ]*) OPENAI_PIP_SPEC="openai[realtime]${OPENAI_PIP_SPEC#openai}" ;;
+esac
 CODEX_TIMEOUT=${E2E_CODEX_TIMEOUT:-120}          # seconds for one `codex exec`
 CLAUDE_TIMEOUT=${E2E_CLAUDE_TIMEOUT:-120}        # seconds for one `claude -p`
 SDK_TIMEOUT=${E2E_SDK_TIMEOUT:-180}              # seconds for the whole SDK script
@@ -229,7 +235,7 @@ fi
 
 VENV=$CACHE/venv
 PY=$VENV/bin/python
-if [ -x "$PY" ] && "$PY" -c 'import openai' 2>/dev/null; then
+if [ -x "$PY" ] && "$PY" -c 'import openai, websockets' 2>/dev/null; then
     log "openai $("$PY" -c 'import openai; print(openai.__version__)') already in $VENV"
 else
     log "python3 -m venv $VENV && pip install $OPENAI_PIP_SPEC"
@@ -239,6 +245,8 @@ else
         "$OPENAI_PIP_SPEC" >>"$TMP/pip.log" 2>&1 \
         || { tail -n 40 "$TMP/pip.log"; die "setup: pip install $OPENAI_PIP_SPEC failed"; }
     "$PY" -c 'import openai' || die "setup: openai is not importable after pip install"
+    "$PY" -c 'import websockets' 2>/dev/null \
+        || die "setup: websockets (the SDK's Realtime client) is missing; give E2E_OPENAI_PIP_SPEC the [realtime] extra"
 fi
 log "clients: $(timeout 30 "$CODEX" --version 2>/dev/null), claude $(timeout 30 "$CLAUDE" --version 2>/dev/null), openai-python $("$PY" -c 'import openai; print(openai.__version__)')"
 

@@ -11,6 +11,8 @@ import math
 import struct
 import time
 import traceback
+import urllib.error
+import urllib.request
 
 import openai
 from openai import OpenAI
@@ -235,9 +237,76 @@ def _():
         f"usage={u!r}")
 
 
+# The Realtime API over WebSocket: `client.realtime.connect` (openai >= 1.107, the GA
+# protocol) or `client.beta.realtime.connect` (older releases, the beta protocol) opens
+# <base_url>/realtime?model=… with the SDK's Authorization header.
+rt = OpenAI(base_url=f"{args.gateway}/v1", api_key=args.api_key, timeout=TIMEOUT, max_retries=0)
+rt_usage = {}
+
+
+@check("SDK realtime.connect: session, conversation item, response deltas and response.done usage")
+def _():
+    ga = getattr(rt, "realtime", None)
+    realtime = ga or rt.beta.realtime
+    # The GA protocol names the session's type; the beta one has no such member.
+    session = {"type": "realtime", "instructions": "Be brief."} if ga else {"instructions": "Be brief."}
+    with realtime.connect(model="gpt-realtime") as conn:
+        first = conn.recv()
+        assert first.type == "session.created", f"first event={first.type!r}"
+        conn.send({"type": "session.update", "session": session})
+        ev = conn.recv()
+        assert ev.type == "session.updated", f"after session.update: {ev.type!r}"
+        conn.send({"type": "conversation.item.create", "item": {
+            "type": "message", "role": "user",
+            "content": [{"type": "input_text", "text": "Hi [mock:reply=realtime ok]"}]}})
+        ev = conn.recv()
+        assert ev.type == "conversation.item.created", f"after the item: {ev.type!r}"
+        conn.send({"type": "response.create"})
+        types, deltas, done = [], [], None
+        deadline = time.monotonic() + TIMEOUT
+        while done is None and time.monotonic() < deadline:
+            ev = conn.recv()
+            types.append(ev.type)
+            if ev.type in ("response.output_text.delta", "response.text.delta"):
+                deltas.append(ev.delta)
+            elif ev.type == "response.done":
+                done = ev.response
+    assert types and types[0] == "response.created", f"types={types!r}"
+    assert "".join(deltas) == "realtime ok", f"deltas={deltas!r}"
+    assert done is not None and done.status == "completed", f"types={types!r}"
+    u = done.usage
+    assert u and u.total_tokens == u.input_tokens + u.output_tokens > 0, f"usage={u!r}"
+    rt_usage["total"] = u.total_tokens
+
+
+@check("SDK realtime file-log: one record for the response, with its usage and model")
+def _():
+    rec = wait_log(lambda r: route_name(r) == "sdk-realtime")
+    assert rec is not None, f"no log line for route 'sdk-realtime' in {args.log}"
+    ai = (rec.get("ai") or {}).get("proxy") or {}
+    usage = ai.get("usage") or {}
+    assert usage.get("total_tokens") == rt_usage.get("total"), f"usage={short(usage)} want {rt_usage}"
+    assert meta(rec).get("request_model") == "gpt-realtime", f"meta={short(meta(rec))}"
+    tried = (ai.get("tried_targets") or [{}])[0]
+    assert tried.get("upstream_uri") == "/v1/realtime?model=gpt-realtime", f"tried={short(tried)}"
+    assert tried.get("route_type") == "realtime/v1/realtime", f"tried={short(tried)}"
+
+
+@check("SDK realtime: a plain HTTP request on the realtime route is 426 with a JSON body")
+def _():
+    req = urllib.request.Request(f"{args.gateway}/v1/realtime?model=gpt-realtime")
+    try:
+        urllib.request.urlopen(req, timeout=TIMEOUT)
+        raise AssertionError("expected HTTP 426")
+    except urllib.error.HTTPError as e:
+        assert e.code == 426, f"status={e.code}"
+        body = json.loads(e.read() or b"{}")
+        assert (body.get("error") or {}).get("code") == "websocket_required", f"body={short(body)}"
+
+
 @check("SDK file-log: every SDK request logged with status 200 and no key in the log")
 def _():
-    want = {"dynamic": 3, "sdk-embeddings": 3, "sdk-responses": 2}
+    want = {"dynamic": 3, "sdk-embeddings": 3, "sdk-responses": 2, "sdk-realtime": 1}
     deadline = time.monotonic() + 10
     while True:
         recs = log_records()
@@ -246,8 +315,11 @@ def _():
             break
         time.sleep(0.2)
     assert all(counts[k] >= n for k, n in want.items()), f"lines per route {counts}, want {want}"
+    # The realtime route's 426 (a plain GET, on purpose) is the one expected refusal.
+    expected = {("sdk-realtime", 426)}
     bad = [(route_name(r), (r.get("response") or {}).get("status")) for r in recs
-           if (r.get("response") or {}).get("status") != 200]
+           if (r.get("response") or {}).get("status") != 200
+           and (route_name(r), (r.get("response") or {}).get("status")) not in expected]
     assert not bad, f"non-200 lines: {bad}"
     with open(args.log, encoding="utf-8", errors="replace") as f:
         raw = f.read()

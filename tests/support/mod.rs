@@ -62,8 +62,8 @@ pub mod tempdir {
 }
 
 impl Harness {
-    /// Starts mock-llm, then the gateway with `yaml` where `{MOCK}` is the mock's URL and
-    /// `{DIR}` a scratch directory.
+    /// Starts mock-llm, then the gateway with `yaml` where `{MOCK}` is the mock's URL
+    /// (`{MOCK_WS}` the same as ws://) and `{DIR}` a scratch directory.
     pub async fn start(yaml: &str) -> Harness {
         Harness::start_env(yaml, &[]).await
     }
@@ -74,6 +74,7 @@ impl Harness {
         let mock = MockLlm::start().await.expect("mock");
         let dir = tempdir::TempDir::new();
         let text = yaml
+            .replace("{MOCK_WS}", &mock.url().replacen("http://", "ws://", 1))
             .replace("{MOCK}", &mock.url())
             .replace("{DIR}", &dir.path().display().to_string());
         let vars: Vec<(String, String)> = vars
