@@ -409,4 +409,67 @@ services:
     drop(tx);
     let resp = resp.await.unwrap().unwrap();
     assert_eq!(resp.status(), 413, "a chunked upload past the limit");
+
+    // A multipart body without its boundary cannot be split into parts: 400 at once.
+    let r = send(
+        "POST",
+        &h.url("/mock-files"),
+        &[("content-type", "multipart/form-data")],
+        "--x\r\n",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text().contains("without a valid boundary"),
+        "{}",
+        r.text()
+    );
+}
+
+/// Image generation on Bedrock's image models, translated through InvokeModel (signed).
+#[tokio::test]
+async fn bedrock_image_generation_is_translated() {
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: s
+    host: unused.invalid
+    routes:
+      - name: br-img
+        paths: ["/br-img"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: image/v1/images/generations
+              auth: {{aws_access_key_id: AKIDMOCKLLM, aws_secret_access_key: "{}"}}
+              model:
+                provider: bedrock
+                name: amazon.nova-canvas-v1:0
+                options: {{bedrock: {{aws_region: us-east-1}}, upstream_url: "{{MOCK}}"}}
+"#,
+        mock_llm::BEDROCK_SECRET_ACCESS_KEY
+    );
+    let h = Harness::start(&yaml).await;
+    let r = send(
+        "POST",
+        &h.url("/br-img"),
+        &[("content-type", "application/json")],
+        json!({"prompt": "a lighthouse", "n": 2, "size": "1024x1024"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let data = r.json()["data"].as_array().unwrap().clone();
+    assert_eq!(data.len(), 2);
+    assert!(data[0]["b64_json"].as_str().unwrap().starts_with("iVBOR"));
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(seen.path, "/model/amazon.nova-canvas-v1%3A0/invoke");
+    assert!(seen
+        .header("authorization")
+        .unwrap()
+        .starts_with("AWS4-HMAC-SHA256"));
+    let up = seen.json().unwrap();
+    assert_eq!(up["taskType"], "TEXT_IMAGE");
+    assert_eq!(up["imageGenerationConfig"]["numberOfImages"], 2);
+    assert_eq!(up["imageGenerationConfig"]["width"], 1024);
 }

@@ -228,6 +228,18 @@ fn tool_call(ctx: &Ctx<'_>) -> Option<(String, ToolCall)> {
 /// `dimensions`, `normalize`) and Cohere Embed (`texts`, `input_type`).
 pub(crate) fn invoke(ctx: &Ctx<'_>) -> Response<MockBody> {
     let body = ctx.body;
+    // Image models: Amazon's TEXT_IMAGE tasks and Stability's prompts, answered with PNGs.
+    if body.get("taskType").and_then(Value::as_str) == Some("TEXT_IMAGE")
+        || ctx.model.starts_with("stability.")
+    {
+        let n = body
+            .pointer("/imageGenerationConfig/numberOfImages")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            .clamp(1, 5);
+        let images: Vec<String> = (0..n).map(|_| crate::media::png_base64()).collect();
+        return json_response(ctx.status(), &json!({"images": images, "error": null}));
+    }
     if ctx.model.contains("titan-embed") {
         let Some(text) = body.get("inputText").and_then(Value::as_str) else {
             return invalid("Malformed input request: #: required key [inputText] not found");

@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod bedrock;
+pub mod bedrock_image;
 pub mod body;
 pub mod cohere;
 pub mod cohere_v1;
@@ -110,7 +111,9 @@ pub fn request_path(wire: Wire, rt: RouteType, prefix: &str, model: &str, stream
         Wire::Llama2Raw if stream => format!("{prefix}{}", llama2::GENERATE_STREAM_PATH),
         Wire::Llama2Raw => format!("{prefix}{}", llama2::GENERATE_PATH),
         Wire::Gemini => gemini::request_path(rt, prefix, model, stream),
-        Wire::Bedrock if rt == RouteType::Embeddings => bedrock::invoke_path(prefix, model),
+        Wire::Bedrock if matches!(rt, RouteType::Embeddings | RouteType::ImageGenerations) => {
+            bedrock::invoke_path(prefix, model)
+        }
         Wire::Bedrock => bedrock::request_path(prefix, model, stream),
         Wire::OpenAi | Wire::Anthropic | Wire::Cohere | Wire::Ollama | Wire::HuggingFace => {
             format!("{prefix}{}", encoded())
@@ -147,6 +150,7 @@ pub fn encode(
         (Wire::Gemini, RouteType::ImageGenerations) => gemini_image::encode(body, e),
         (Wire::Bedrock, RouteType::Chat) => bedrock::encode_chat(body, e),
         (Wire::Bedrock, RouteType::Embeddings) => bedrock::encode_embeddings(body, e),
+        (Wire::Bedrock, RouteType::ImageGenerations) => bedrock_image::encode(body, e),
         _ => Err(EncodeError(not_translated(wire, rt))),
     }
 }
@@ -174,6 +178,7 @@ pub fn decode(
         (Wire::Gemini, RouteType::ImageGenerations) => gemini_image::decode(body, created),
         (Wire::Bedrock, RouteType::Chat) => bedrock::decode_chat(body, created, asked),
         (Wire::Bedrock, RouteType::Embeddings) => bedrock::decode_embeddings(body, asked),
+        (Wire::Bedrock, RouteType::ImageGenerations) => bedrock_image::decode(body, created),
         _ => Err(not_translated(wire, rt)),
     }
 }

@@ -203,8 +203,11 @@ fn api_served(provider: ProviderName, rt: RouteType) -> bool {
     match provider {
         ProviderName::Openai => true,
         ProviderName::Azure => rt != RouteType::VideoGenerations,
-        // Gemini's image models are translated (`llm::gemini_image`).
-        ProviderName::Xai | ProviderName::Gemini => rt == RouteType::ImageGenerations,
+        // Gemini's and Bedrock's image models are translated (`llm::gemini_image`,
+        // `llm::bedrock_image`).
+        ProviderName::Xai | ProviderName::Gemini | ProviderName::Bedrock => {
+            rt == RouteType::ImageGenerations
+        }
         _ => false,
     }
 }
@@ -594,7 +597,7 @@ fn provider_profile(
     if rt.is_api() && !api_served(provider, rt) {
         unsupported_rt(
             errors,
-            "its files, batches and assistants are served on openai and azure, audio on openai and azure, image generation on openai, azure, xai and gemini, videos on openai",
+            "its files, batches and assistants are served on openai and azure, audio on openai and azure, image generation on openai, azure, xai, gemini and bedrock, videos on openai",
         );
         return None;
     }
@@ -960,7 +963,10 @@ fn provider_profile(
                 }
             };
             match rt {
-                RouteType::Chat | RouteType::Embeddings | RouteType::Preserve => Some(Profile {
+                RouteType::Chat
+                | RouteType::Embeddings
+                | RouteType::ImageGenerations
+                | RouteType::Preserve => Some(Profile {
                     wire: Wire::Bedrock,
                     base: ("https", bedrock::host(&region), 443),
                     path: (rt != RouteType::Preserve).then(|| bedrock::MODEL_PREFIX.to_string()),

@@ -362,14 +362,14 @@ fn streamed_upload(
     parts: &http::request::Parts,
     body: body::ClientBody,
 ) -> Result<Result<body::UploadSlot, GatewayError>, body::ClientBody> {
-    let multipart = parts
+    let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| {
-            ct.get(..19)
-                .is_some_and(|p| p.eq_ignore_ascii_case("multipart/form-data"))
-        });
+        .and_then(|v| v.to_str().ok());
+    let multipart = content_type.is_some_and(|ct| {
+        ct.get(..19)
+            .is_some_and(|p| p.eq_ignore_ascii_case("multipart/form-data"))
+    });
     let Some(ai) = ai.filter(|a| {
         multipart
             && a.targets
@@ -378,6 +378,15 @@ fn streamed_upload(
     }) else {
         return Err(body);
     };
+    if content_type
+        .and_then(crate::llm::multipart::boundary)
+        .is_none()
+    {
+        // The provider could not find the parts either; say why before sending anything.
+        return Ok(Err(GatewayError::BadRequest(
+            "multipart/form-data body without a valid boundary parameter".into(),
+        )));
+    }
     let body::ClientBody::Incoming(incoming) = body else {
         return Err(body);
     };
