@@ -104,7 +104,9 @@ impl Plugin {
             Plugin::PromptGuard(g) => phases::guard(g, cx),
             Plugin::PromptLength(c) => phases::check_length(c, cx),
             Plugin::Sanitizer(s) => phases::sanitize(s, cx),
-            Plugin::AiRequestTransformer(t) => phases::transform_with_llm(t, cx).await,
+            // Boxed: the LLM call (a whole upstream exchange) would otherwise sit inline in
+            // every request's future, transformer or not, and make each one larger to move.
+            Plugin::AiRequestTransformer(t) => Box::pin(phases::transform_with_llm(t, cx)).await,
             Plugin::AiResponseTransformer(t) => phases::arm_response_transformer(t, cx),
             // ai-proxy answers once the access phase is over (`proxy::ai`); the rest act in
             // the rewrite and log phases.
