@@ -478,6 +478,16 @@ services:
                   model: {provider: openai, options: {upstream_url: "{MOCK}"}}
           - name: file-log
             config: {path: "{DIR}/realtime.log"}
+      - name: idle
+        paths: ["/idle/realtime"]
+        plugins:
+          - name: ai-proxy-advanced
+            config:
+              balancer: {read_timeout: 400}
+              targets:
+                - route_type: realtime/v1/realtime
+                  auth: {header_name: Authorization, header_value: Bearer sk-rt-secret}
+                  model: {provider: openai, options: {upstream_url: "{MOCK}"}}
       - name: pinned
         paths: ["/pinned"]
         plugins:
@@ -823,4 +833,38 @@ async fn a_failed_realtime_response_is_logged_as_failed() {
     assert!(log[0]
         .to_string()
         .contains("upstream reported a failed response"));
+}
+
+/// A session with no frame either way for the read timeout is closed (1001), as nginx's
+/// proxy_read_timeout closes an idle WebSocket under Kong; frames keep it open.
+#[tokio::test]
+async fn an_idle_realtime_session_is_closed_after_the_read_timeout() {
+    let h = realtime_harness().await;
+    let mut ws = realtime(&h, "/idle/realtime?model=gpt-realtime", &[])
+        .await
+        .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "session.created");
+    // Busy for longer than the timeout: each frame resets it.
+    for _ in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let r = exchange(
+            &mut ws,
+            json!({"type": "session.update", "session": {}}),
+            "session.updated",
+        )
+        .await;
+        assert_eq!(r.last().unwrap()["type"], "session.updated");
+    }
+    let started = std::time::Instant::now();
+    let close = loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Close(f)))) => break f,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no close frame: {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1001);
+    assert!(close.reason.contains("idle"), "{}", close.reason);
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }

@@ -310,10 +310,14 @@ pub async fn run<S>(
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut f = Flight::default();
+    // As nginx's proxy_read_timeout closes an idle WebSocket under Kong: no frame either
+    // way for the read timeout (the balancer's, else 60 s) ends the session.
+    let idle = r.ai.timeouts(None).read;
     let end = loop {
         let step = tokio::select! {
             msg = client.next() => from_client(msg, &mut client, &mut upstream, &mut f, r.mode).await,
             msg = upstream.next() => from_upstream(msg, &mut client, &mut upstream, &mut f, (&r, &who)).await,
+            _ = tokio::time::sleep(idle) => idle_close(&mut client, idle).await,
         };
         if let Step::End(why) = step {
             break why;
@@ -331,6 +335,24 @@ pub async fn run<S>(
         let status = if p.first_event.is_some() { 200 } else { 502 };
         finish(p, &r, &who, (status, None, None), Some(end.clone()));
     }
+}
+
+/// The session was idle for the read timeout: the client gets a close frame saying so.
+async fn idle_close<S>(client: &mut WebSocketStream<S>, idle: std::time::Duration) -> Step
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame};
+    let why = format!(
+        "no frame either way within the read timeout ({} ms)",
+        idle.as_millis()
+    );
+    let frame = CloseFrame {
+        code: CloseCode::Away,
+        reason: "idle: no frame within the read timeout".into(),
+    };
+    let _ = client.send(Message::Close(Some(frame))).await;
+    Step::End(why)
 }
 
 /// One frame (or the end) from the client.
