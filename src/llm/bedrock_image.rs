@@ -12,18 +12,7 @@ use crate::llm::{Decoded, Encode, EncodeError};
 /// An OpenAI images request as the model's InvokeModel body.
 pub fn encode(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, EncodeError> {
     let model = t::model(body, e)?;
-    let prompt = match field(body, "prompt")? {
-        Some(Value::String(p)) if !p.is_empty() => p,
-        Some(_) => return Err(bad("'prompt' must be a non-empty string")),
-        None => return Err(bad("'prompt' is required")),
-    };
-    if let Some(f) = body.str("response_format") {
-        if f != "b64_json" {
-            return Err(bad(format!(
-                "'response_format' '{f}' is not supported by provider bedrock (b64_json only)"
-            )));
-        }
-    }
+    let prompt = t::image_prompt(body, "bedrock")?;
     let n = match field(body, "n")? {
         Some(n) => n
             .as_u64()

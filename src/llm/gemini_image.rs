@@ -7,23 +7,12 @@
 use serde_json::{json, Map, Value};
 
 use crate::llm::body::BodyView;
-use crate::llm::translate::{bad, field};
+use crate::llm::translate::{self as t, bad, field};
 use crate::llm::{Decoded, Encode, EncodeError};
 
 /// An OpenAI images request as a `generateContent` body.
 pub fn encode(body: &BodyView<'_>, e: &Encode<'_>) -> Result<Vec<u8>, EncodeError> {
-    let prompt = match field(body, "prompt")? {
-        Some(Value::String(p)) if !p.is_empty() => p,
-        Some(_) => return Err(bad("'prompt' must be a non-empty string")),
-        None => return Err(bad("'prompt' is required")),
-    };
-    if let Some(f) = body.str("response_format") {
-        if f != "b64_json" {
-            return Err(bad(format!(
-                "'response_format' '{f}' is not supported by provider gemini (b64_json only: Gemini returns the image itself)"
-            )));
-        }
-    }
+    let prompt = t::image_prompt(body, "gemini")?;
     let mut config = match field(body, "generationConfig")? {
         Some(Value::Object(c)) => c,
         Some(_) => return Err(bad("'generationConfig' must be an object")),

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 use crate::llm::body::{kind_name, BodyView};
 use crate::llm::framing::{Framed, MapEvents};
 use crate::llm::sse;
-use crate::llm::translate::{bad, field};
+use crate::llm::translate::{bad, chat_chunk, field, ChatChunk};
 use crate::llm::usage::Usage;
 use crate::llm::EncodeError;
 
@@ -731,46 +731,34 @@ impl EventMapper {
         let Ok(v) = serde_json::from_slice::<Value>(data) else {
             return;
         };
-        if let Some(e) = v.get("error") {
-            let message = e
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("upstream error")
-                .to_string();
-            self.fail(out, "api_error", &message);
-            return;
-        }
+        let (model, usage, choice) = match chat_chunk(&v) {
+            ChatChunk::Error { message, .. } => {
+                self.fail(out, "api_error", message);
+                return;
+            }
+            ChatChunk::Data {
+                model,
+                usage,
+                choice,
+            } => (model, usage, choice),
+        };
         if self.model.is_none() {
-            self.model = v.get("model").and_then(Value::as_str).map(str::to_string);
+            self.model = model.map(str::to_string);
         }
-        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+        if let Some(u) = usage {
             self.usage = Usage::from_json(u);
         }
-        let Some(choice) = v
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|c| c.first())
-        else {
+        let Some(choice) = choice else {
             return;
         };
         self.start(out);
-        let delta = choice.get("delta");
-        if let Some(t) = delta
-            .and_then(|d| d.get("content"))
-            .and_then(Value::as_str)
-            .filter(|t| !t.is_empty())
-        {
+        if let Some(t) = choice.text {
             self.text_delta(t, out);
         }
-        for c in delta
-            .and_then(|d| d.get("tool_calls"))
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for c in choice.calls {
             self.call_delta(c, out);
         }
-        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+        if let Some(f) = choice.finish {
             self.finish = Some(f.to_string());
         }
     }

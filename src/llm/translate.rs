@@ -520,6 +520,84 @@ pub fn embedding_list(
     serde_json::to_vec(&Value::Object(out)).map_err(|e| e.to_string())
 }
 
+/// One OpenAI chat chunk, as the stages that rebuild a chat stream into another API's events
+/// (Responses, Messages) read it.
+pub enum ChatChunk<'a> {
+    /// An in-band `error` object: its message, and its `code` (else `type`) when it names one.
+    Error {
+        message: &'a str,
+        code: Option<&'a str>,
+    },
+    Data {
+        model: Option<&'a str>,
+        /// A non-null `usage` member, as sent.
+        usage: Option<&'a Value>,
+        /// The first choice's delta text (non-empty), tool-call deltas and finish reason;
+        /// None when the chunk has no choice (the usage chunk).
+        choice: Option<ChunkChoice<'a>>,
+    },
+}
+
+/// What a chunk's first choice carries.
+pub struct ChunkChoice<'a> {
+    pub text: Option<&'a str>,
+    pub calls: &'a [Value],
+    pub finish: Option<&'a str>,
+}
+
+/// Reads a parsed chat chunk.
+pub fn chat_chunk(v: &Value) -> ChatChunk<'_> {
+    if let Some(e) = v.get("error") {
+        let s = |k: &str| e.get(k).and_then(Value::as_str);
+        return ChatChunk::Error {
+            message: s("message").unwrap_or("upstream error"),
+            code: s("code").or_else(|| s("type")),
+        };
+    }
+    let choice = v
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+        .map(|c| {
+            let delta = c.get("delta");
+            ChunkChoice {
+                text: delta
+                    .and_then(|d| d.get("content"))
+                    .and_then(Value::as_str)
+                    .filter(|t| !t.is_empty()),
+                calls: delta
+                    .and_then(|d| d.get("tool_calls"))
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or(&[]),
+                finish: c.get("finish_reason").and_then(Value::as_str),
+            }
+        });
+    ChatChunk::Data {
+        model: v.get("model").and_then(Value::as_str),
+        usage: v.get("usage").filter(|u| !u.is_null()),
+        choice,
+    }
+}
+
+/// The `prompt` of an OpenAI images request for a provider that returns the image itself
+/// (translated image generation: `response_format` other than `b64_json` is refused).
+pub fn image_prompt(body: &BodyView<'_>, provider: &str) -> Result<String, EncodeError> {
+    let prompt = match field(body, "prompt")? {
+        Some(Value::String(p)) if !p.is_empty() => p,
+        Some(_) => return Err(bad("'prompt' must be a non-empty string")),
+        None => return Err(bad("'prompt' is required")),
+    };
+    if let Some(f) = body.str("response_format") {
+        if f != "b64_json" {
+            return Err(bad(format!(
+                "'response_format' '{f}' is not supported by provider {provider} (b64_json only: the image comes back in the answer)"
+            )));
+        }
+    }
+    Ok(prompt)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

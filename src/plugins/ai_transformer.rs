@@ -117,53 +117,38 @@ struct Common<'a> {
     llm: &'a LlmConfig,
 }
 
-impl AiRequestTransformerConfig {
-    fn common(&self) -> Common<'_> {
-        Common {
-            prompt: &self.prompt,
-            pattern: self.transformation_extract_pattern.as_deref(),
-            http_timeout: self.http_timeout,
-            https_verify: self.https_verify,
-            max_request_body_size: self.max_request_body_size,
-            proxies: [
-                ("http_proxy_host", self.http_proxy_host.is_some()),
-                ("http_proxy_port", self.http_proxy_port.is_some()),
-                ("https_proxy_host", self.https_proxy_host.is_some()),
-                ("https_proxy_port", self.https_proxy_port.is_some()),
-            ],
-            llm: &self.llm,
-        }
-    }
+/// Both configs lend their shared fields the same way (serde's `flatten` cannot share the
+/// fields themselves: it does not work with `deny_unknown_fields`).
+macro_rules! common_fields {
+    ($config:ty) => {
+        impl $config {
+            fn common(&self) -> Common<'_> {
+                Common {
+                    prompt: &self.prompt,
+                    pattern: self.transformation_extract_pattern.as_deref(),
+                    http_timeout: self.http_timeout,
+                    https_verify: self.https_verify,
+                    max_request_body_size: self.max_request_body_size,
+                    proxies: [
+                        ("http_proxy_host", self.http_proxy_host.is_some()),
+                        ("http_proxy_port", self.http_proxy_port.is_some()),
+                        ("https_proxy_host", self.https_proxy_host.is_some()),
+                        ("https_proxy_port", self.https_proxy_port.is_some()),
+                    ],
+                    llm: &self.llm,
+                }
+            }
 
-    /// Field errors serde cannot see (paths relative to `config`).
-    pub fn validate(&self) -> FieldErrors {
-        self.common().validate()
-    }
+            /// Field errors serde cannot see (paths relative to `config`).
+            pub fn validate(&self) -> FieldErrors {
+                self.common().validate()
+            }
+        }
+    };
 }
 
-impl AiResponseTransformerConfig {
-    fn common(&self) -> Common<'_> {
-        Common {
-            prompt: &self.prompt,
-            pattern: self.transformation_extract_pattern.as_deref(),
-            http_timeout: self.http_timeout,
-            https_verify: self.https_verify,
-            max_request_body_size: self.max_request_body_size,
-            proxies: [
-                ("http_proxy_host", self.http_proxy_host.is_some()),
-                ("http_proxy_port", self.http_proxy_port.is_some()),
-                ("https_proxy_host", self.https_proxy_host.is_some()),
-                ("https_proxy_port", self.https_proxy_port.is_some()),
-            ],
-            llm: &self.llm,
-        }
-    }
-
-    /// Field errors serde cannot see (paths relative to `config`).
-    pub fn validate(&self) -> FieldErrors {
-        self.common().validate()
-    }
-}
+common_fields!(AiRequestTransformerConfig);
+common_fields!(AiResponseTransformerConfig);
 
 impl Common<'_> {
     fn validate(&self) -> FieldErrors {
