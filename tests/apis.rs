@@ -473,3 +473,90 @@ services:
     assert_eq!(up["imageGenerationConfig"]["numberOfImages"], 2);
     assert_eq!(up["imageGenerationConfig"]["width"], 1024);
 }
+
+/// A streamed audio upload: its form's `model` is read before sending (checked against the
+/// configured model and logged), and when a target cannot be connected to, the untouched
+/// upload fails over to the next one.
+#[tokio::test]
+async fn streamed_uploads_are_checked_and_fail_over_before_sending() {
+    let (_dead, dead) = support::dead_port();
+    let target = |url: &str| {
+        format!(
+            r#"
+                - route_type: audio/v1/audio/transcriptions
+                  auth: {{header_name: Authorization, header_value: Bearer sk-up}}
+                  logging: {{log_statistics: true}}
+                  model: {{provider: openai, name: whisper-1, options: {{upstream_url: "{url}"}}}}"#
+        )
+    };
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: s
+    host: unused.invalid
+    routes:
+      - name: transcribe
+        paths: ["/v1/audio/transcriptions"]
+        plugins:
+          - name: ai-proxy-advanced
+            config:
+              balancer: {{algorithm: round-robin, retries: 2, failover_criteria: [error]}}
+              targets:{}{}
+          - name: file-log
+            config: {{path: "{{DIR}}/up.log"}}
+"#,
+        target(&format!("http://127.0.0.1:{dead}")),
+        target("{MOCK}"),
+    );
+    let h = Harness::start(&yaml).await;
+    let url = h.url("/v1/audio/transcriptions");
+    // The model comes after 40 KB of audio: still within what is read before sending.
+    let b = "tgb";
+    let form = |model: &str| {
+        let mut body = format!(
+            "--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\n"
+        )
+        .into_bytes();
+        body.extend_from_slice(&vec![b'w'; 40_000]);
+        body.extend_from_slice(
+            format!("\r\n--{b}\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n{model}\r\n--{b}--\r\n")
+                .as_bytes(),
+        );
+        body
+    };
+    let ct = format!("multipart/form-data; boundary={b}");
+    let mut answered = 0;
+    for _ in 0..2 {
+        let r = send("POST", &url, &[("content-type", &ct)], form("whisper-1")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.json()["text"].as_str().unwrap().contains("a.wav"));
+        answered += 1;
+    }
+    let log = h.wait_log("up.log", answered).await;
+    // Round robin sends one of the two to the dead target first: it fails over.
+    let failed_over = log
+        .iter()
+        .find(|l| l["ai"]["proxy"]["tried_targets"].as_array().map(Vec::len) == Some(2))
+        .expect("one request tried the dead target first");
+    assert_eq!(
+        failed_over["ai"]["proxy"]["meta"]["request_model"], "whisper-1",
+        "{failed_over}"
+    );
+    assert_eq!(failed_over["response"]["status"], 200);
+
+    let r = send(
+        "POST",
+        &url,
+        &[("content-type", &ct)],
+        form("gpt-4o-transcribe"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(
+        r.text()
+            .contains("cannot use own model - must be: whisper-1"),
+        "{}",
+        r.text()
+    );
+}

@@ -53,10 +53,12 @@ impl FailureKind {
 }
 
 /// A failed attempt: the kind and a description for the operator log.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Failure {
     pub kind: FailureKind,
     pub detail: String,
+    /// A streamed upload of which nothing was sent (no connection), for another attempt.
+    pub unsent: Option<Upload>,
 }
 
 impl Failure {
@@ -72,6 +74,7 @@ impl Failure {
         Failure {
             kind,
             detail: detail.into(),
+            unsent: None,
         }
     }
 }
@@ -349,7 +352,15 @@ impl Upstreams {
         loop {
             let (mut conn, reused) = match allow_reuse.then(|| self.take_idle(&key)).flatten() {
                 Some(c) => (c, true),
-                None => (self.connect(ep, connect_timeout).await?, false),
+                None => match self.connect(ep, connect_timeout).await {
+                    Ok(c) => (c, false),
+                    Err(mut f) => {
+                        if let UpBody::Upload(u) = req.into_body() {
+                            f.unsent = Some(u);
+                        }
+                        return Err(f);
+                    }
+                },
             };
             let mut fut = std::pin::pin!(conn.sender.try_send_request(req));
             let waited = tokio::time::timeout(
@@ -380,7 +391,14 @@ impl Upstreams {
                         req = back;
                         allow_reuse = false;
                     }
-                    _ => return Err(classify(e.error())),
+                    Some(back) => {
+                        let mut f = classify(e.error());
+                        if let UpBody::Upload(u) = back.into_body() {
+                            f.unsent = Some(u);
+                        }
+                        return Err(f);
+                    }
+                    None => return Err(classify(e.error())),
                 },
                 Ok(Err(Err(e))) => return Err(classify(&e)),
             }
@@ -404,7 +422,11 @@ fn classify(e: &hyper::Error) -> Failure {
     } else {
         FailureKind::Reset
     };
-    Failure { kind, detail }
+    Failure {
+        kind,
+        detail,
+        unsent: None,
+    }
 }
 
 /// A plain or TLS connection to an upstream.

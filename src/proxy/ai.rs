@@ -400,9 +400,10 @@ fn read_request<'a>(
             return Err(GatewayError::method_not_allowed(&c.up.method, allow));
         }
     }
-    let api_model = rt
-        .filter(|rt| rt.is_api())
-        .and_then(|_| body_model(&c.up.headers, &c.up.body));
+    let api_model = rt.filter(|rt| rt.is_api()).and_then(|_| match c.upload {
+        Some(u) => u.model().map(str::to_string),
+        None => body_model(&c.up.headers, &c.up.body),
+    });
     // Parse once; a non-preserve route needs a JSON object.
     let parsed: Option<BodyView<'a>> = if preserve_only {
         None

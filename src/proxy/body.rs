@@ -118,18 +118,60 @@ pub struct UploadSlot {
     over: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// The client's Content-Length, forwarded (None: the upload goes chunked).
     pub length: Option<u64>,
+    model: Option<String>,
 }
 
+/// How much of a streamed upload is held before sending, to find its `model` field.
+const UPLOAD_PEEK: usize = 64 << 10;
+
 impl UploadSlot {
-    /// The upload of `body`; a declared length over `limit` is a 413 before anything is sent.
-    pub fn new(body: Incoming, length: Option<u64>, limit: u64) -> Result<Self, GatewayError> {
-        if limit > 0 && length.is_some_and(|l| l > limit) {
+    /// The upload of `body`. A declared length over `limit` is a 413 before anything is
+    /// sent. With the form's boundary in `model_in`, the start of the body is read first,
+    /// up to its `model` field (at most 64 KiB: SDKs send the form's fields before its
+    /// file), so the model is known, checked and logged before the upload goes out.
+    pub async fn new(
+        mut body: Incoming,
+        length: Option<u64>,
+        (limit, opts): (u64, ReadOptions),
+        model_in: Option<&str>,
+    ) -> Result<Self, GatewayError> {
+        let over_limit = |n: u64| limit > 0 && n > limit;
+        if length.is_some_and(over_limit) {
+            if opts.linger {
+                linger(body, limit);
+            }
             return Err(GatewayError::BodyTooLarge { limit });
         }
+        let mut head = BytesMut::new();
+        let mut model = None;
+        while let Some(boundary) = model_in.filter(|_| head.len() < UPLOAD_PEEK) {
+            let next = match tokio::time::timeout(opts.timeout, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => return Err(GatewayError::BodyTimeout),
+            };
+            let Some(frame) = next else { break };
+            let frame = frame.map_err(|_| GatewayError::ClientAborted)?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            if over_limit((head.len() + data.len()) as u64) {
+                if opts.linger {
+                    linger(body, limit);
+                }
+                return Err(GatewayError::BodyTooLarge { limit });
+            }
+            head.extend_from_slice(&data);
+            model = crate::llm::multipart::field(&head, boundary, "model");
+            if model.is_some() {
+                break;
+            }
+        }
         let over = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let head = head.freeze();
         let counted = Counted {
+            seen: head.len() as u64,
+            head: (!head.is_empty()).then_some(head),
             inner: body,
-            seen: 0,
             limit,
             over: over.clone(),
         };
@@ -137,15 +179,30 @@ impl UploadSlot {
             body: std::sync::Mutex::new(Some(BodyExt::boxed_unsync(counted))),
             over,
             length,
+            model,
         })
     }
 
-    /// The body, for the one attempt that sends it.
+    /// The body, for the attempt that sends it.
     pub fn take(&self) -> Option<crate::net::upstream::Upload> {
         match self.body.lock() {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
         }
+    }
+
+    /// Gives back a body no byte of which was sent (the connection failed), for the next
+    /// attempt.
+    pub fn put_back(&self, upload: crate::net::upstream::Upload) {
+        match self.body.lock() {
+            Ok(mut g) => *g = Some(upload),
+            Err(p) => *p.into_inner() = Some(upload),
+        }
+    }
+
+    /// The form's `model` field, when it came within the first 64 KiB.
+    pub fn model(&self) -> Option<&str> {
+        self.model.as_deref()
     }
 
     /// The upload went over the limit (and was cut).
@@ -156,6 +213,8 @@ impl UploadSlot {
 
 /// The client's body, failing once it passes the limit.
 struct Counted {
+    /// What was read before sending (to find the model), sent first.
+    head: Option<Bytes>,
     inner: Incoming,
     seen: u64,
     limit: u64,
@@ -170,6 +229,9 @@ impl hyper::body::Body for Counted {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        if let Some(head) = self.head.take() {
+            return std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(head))));
+        }
         let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
         let std::task::Poll::Ready(Some(Ok(frame))) = polled else {
             return polled.map_err(Into::into);
@@ -187,10 +249,17 @@ impl hyper::body::Body for Counted {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.head.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.inner.size_hint()
+        let head = self.head.as_ref().map_or(0, |h| h.len() as u64);
+        let inner = self.inner.size_hint();
+        let mut hint = hyper::body::SizeHint::new();
+        hint.set_lower(inner.lower() + head);
+        if let Some(u) = inner.upper() {
+            hint.set_upper(u + head);
+        }
+        hint
     }
 }

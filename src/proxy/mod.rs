@@ -152,13 +152,9 @@ pub async fn handle_request(
     if let Some(upgrade) = upgrade {
         return websocket::upgrade(&gw, &snap, (route, m.route), &parts, upgrade, ai, log, &c);
     }
-    let (body, upload) = match streamed_upload(ai.as_deref(), &parts, body) {
-        Ok(Ok(u)) => (Bytes::new(), Some(u)),
-        Ok(Err(e)) => return kong_error(e, shape, log, snap),
-        Err(body) => match read_body(&gw, &parts, body, ai.as_deref(), peer).await {
-            Ok(b) => (b, None),
-            Err(e) => return kong_error(e, shape, log, snap),
-        },
+    let (body, upload) = match client_body(&gw, &parts, body, ai.as_deref(), peer).await {
+        Ok(b) => b,
+        Err(e) => return kong_error(e, shape, log, snap),
     };
     log.request_size = body.len() as u64;
     let query = query_pairs(parts.uri.query());
@@ -357,11 +353,15 @@ fn wants_websocket(headers: &http::HeaderMap) -> bool {
 /// `max_request_body_size`, else [`DEFAULT_BODY_LIMIT`]).
 /// A multipart upload to one of OpenAI's APIs goes upstream as it arrives (Err: any other
 /// body, read whole as before).
-fn streamed_upload(
-    ai: Option<&AiProxy>,
+/// The client's body: read whole (within the route's limit), or, for a multipart upload
+/// to one of OpenAI's APIs, its start read and the rest left to stream to the provider.
+async fn client_body(
+    gw: &Gateway,
     parts: &http::request::Parts,
     body: body::ClientBody,
-) -> Result<Result<body::UploadSlot, GatewayError>, body::ClientBody> {
+    ai: Option<&AiProxy>,
+    peer: SocketAddr,
+) -> Result<(Bytes, Option<body::UploadSlot>), GatewayError> {
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -370,32 +370,44 @@ fn streamed_upload(
         ct.get(..19)
             .is_some_and(|p| p.eq_ignore_ascii_case("multipart/form-data"))
     });
-    let Some(ai) = ai.filter(|a| {
+    let streams = ai.filter(|a| {
         multipart
             && a.targets
                 .iter()
                 .all(|t| t.route_type.is_api() && t.passes_through())
-    }) else {
-        return Err(body);
+    });
+    let (ai, incoming) = match (streams, body) {
+        (Some(ai), body::ClientBody::Incoming(incoming)) => (ai, incoming),
+        (_, body) => return Ok((read_body(gw, parts, body, ai, peer).await?, None)),
     };
-    if content_type
-        .and_then(crate::llm::multipart::boundary)
-        .is_none()
-    {
+    let Some(boundary) = content_type.and_then(crate::llm::multipart::boundary) else {
         // The provider could not find the parts either; say why before sending anything.
-        return Ok(Err(GatewayError::BadRequest(
+        return Err(GatewayError::BadRequest(
             "multipart/form-data body without a valid boundary parameter".into(),
-        )));
-    }
-    let body::ClientBody::Incoming(incoming) = body else {
-        return Err(body);
+        ));
     };
     let length = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    Ok(body::UploadSlot::new(incoming, length, ai.max_body))
+    // A file upload's form has no model; audio and image forms name one.
+    let peek = ai
+        .targets
+        .iter()
+        .any(|t| t.route_type != crate::config::plugins::RouteType::Files);
+    let read = read_options(gw, parts);
+    let limits = (ai.max_body, read);
+    let slot = body::UploadSlot::new(incoming, length, limits, peek.then_some(boundary)).await?;
+    Ok((Bytes::new(), Some(slot)))
+}
+
+/// How the client's body is read: the body timeout, and lingering after a 413 on HTTP/2.
+fn read_options(gw: &Gateway, parts: &http::request::Parts) -> body::ReadOptions {
+    body::ReadOptions {
+        timeout: Duration::from_millis(gw.body_timeout_ms.load(Ordering::Relaxed)),
+        linger: parts.version == http::Version::HTTP_2,
+    }
 }
 
 async fn read_body(
@@ -411,11 +423,7 @@ async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let read = body::ReadOptions {
-        timeout: Duration::from_millis(gw.body_timeout_ms.load(Ordering::Relaxed)),
-        linger: parts.version == http::Version::HTTP_2,
-    };
-    body::read_limited(body, content_length, limit, read)
+    body::read_limited(body, content_length, limit, read_options(gw, parts))
         .await
         .inspect_err(|e| {
             if let GatewayError::BodyTimeout = e {

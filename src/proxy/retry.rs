@@ -148,7 +148,10 @@ pub async fn run(
                     });
                 }
             }
-            Err(f) => {
+            Err(mut f) => {
+                if let (Some(slot), Some(u)) = (req.upload, f.unsent.take()) {
+                    slot.put_back(u);
+                }
                 let retry = failed(ai, req, tries, &f, t, &turn);
                 last_failure = Some(f);
                 if !retry {
@@ -462,7 +465,8 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     let mut headers = upstream_headers(target, req, body_bytes.len())?;
     let upload = match req.upload {
         Some(slot) if target.passes_through() => {
-            // Only the first attempt has the client's bytes to send.
+            // An upload goes out once: a later attempt has it only when no connection
+            // took any of it.
             let u = slot.take().ok_or_else(|| {
                 GatewayError::UpstreamUnavailable(
                     "a streamed upload is sent once and cannot be retried".into(),
