@@ -36,6 +36,17 @@ services:
               model: {provider: openai, name: gpt-image-1, options: {upstream_url: "{MOCK}"}}
           - name: file-log
             config: {path: "{DIR}/images.log"}
+      - name: batches
+        paths: ["/batches"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/batches
+              auth: {header_name: Authorization, header_value: Bearer sk-up}
+              logging: {log_statistics: true}
+              model: {provider: openai, options: {upstream_url: "{MOCK}", input_cost: 1.25, output_cost: 5}}
+          - name: file-log
+            config: {path: "{DIR}/batches.log"}
       - name: az-batches
         paths: ["/az-batches"]
         plugins:
@@ -559,4 +570,64 @@ services:
         "{}",
         r.text()
     );
+}
+
+/// A batch's usage (and cost) is recorded once, when the provider first reports it
+/// completed; the retrieves that repeat it add nothing.
+#[tokio::test]
+async fn a_completed_batch_is_counted_once() {
+    let h = Harness::start(CONFIG).await;
+    let b = "bt1";
+    let line = json!({"custom_id": "r1", "method": "POST", "url": "/v1/chat/completions",
+        "body": {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello there"}]}});
+    let upload = format!("--{b}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"in.jsonl\"\r\n\r\n{line}\n\r\n--{b}--\r\n");
+    let ct = format!("multipart/form-data; boundary={b}");
+    let r = send("POST", &h.url("/files"), &[("content-type", &ct)], upload).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let file = r.json()["id"].as_str().unwrap().to_string();
+    let create = json!({"input_file_id": file, "endpoint": "/v1/chat/completions", "completion_window": "24h"});
+    let r = send(
+        "POST",
+        &h.url("/batches"),
+        &[("content-type", "application/json")],
+        create.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let batch = r.json();
+    assert_eq!(batch["status"], "completed", "{batch}");
+    let reported = batch["usage"]["input_tokens"].as_u64().unwrap();
+    assert!(reported > 0, "{batch}");
+    let id = batch["id"].as_str().unwrap().to_string();
+    for _ in 0..2 {
+        let r = send("GET", &h.url(&format!("/batches/{id}")), &[], "").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.json()["usage"],
+            batch["usage"],
+            "the answer passes as it is"
+        );
+    }
+    let log = h.wait_log("batches.log", 3).await;
+    let usage = |i: usize| &log[i]["ai"]["proxy"]["usage"];
+    assert_eq!(
+        usage(0)["prompt_tokens"].as_u64(),
+        Some(reported),
+        "{}",
+        log[0]
+    );
+    assert_eq!(
+        usage(0)["completion_tokens"],
+        batch["usage"]["output_tokens"],
+        "{}",
+        log[0]
+    );
+    assert!(usage(0)["cost"].as_f64().unwrap() > 0.0, "{}", log[0]);
+    for i in 1..3 {
+        assert!(
+            usage(i)["total_tokens"].as_u64().unwrap_or(0) == 0,
+            "a retrieve repeats the usage already counted: {}",
+            log[i]
+        );
+    }
 }

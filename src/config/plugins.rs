@@ -96,7 +96,8 @@ impl RouteType {
         self == RouteType::Preserve || self.is_api()
     }
 
-    /// Answers that report token usage in their JSON (image generation, transcription).
+    /// Answers that report token usage in their JSON (image generation, transcription, a
+    /// completed batch).
     pub fn reports_usage(self) -> bool {
         matches!(
             self,
@@ -104,6 +105,7 @@ impl RouteType {
                 | RouteType::ImageEdits
                 | RouteType::AudioTranscriptions
                 | RouteType::AudioTranslations
+                | RouteType::Batches
         )
     }
 

@@ -113,6 +113,8 @@ pub struct Gateway {
     pub body_timeout_ms: AtomicU64,
     /// How the last config reload went.
     pub reload: ReloadStatus,
+    /// Batches whose usage was recorded (a finished batch reports it on every retrieve).
+    pub batches_recorded: crate::observe::first_seen::FirstSeen,
 }
 
 impl Gateway {
@@ -128,6 +130,7 @@ impl Gateway {
             analytics: std::sync::OnceLock::new(),
             body_timeout_ms: AtomicU64::new(DEFAULT_BODY_TIMEOUT.as_millis() as u64),
             reload: ReloadStatus::default(),
+            batches_recorded: Default::default(),
         }
     }
 }

@@ -195,6 +195,8 @@ pub fn client_wants_usage(body: &BodyView<'_>) -> bool {
 pub struct Decoded<'a> {
     pub usage: Option<Usage>,
     pub model: Option<Cow<'a, str>>,
+    /// The id of a batch object whose status is `completed` (its usage is final).
+    pub completed_batch: Option<Cow<'a, str>>,
 }
 
 /// The members of a response the gateway looks at; everything else is skipped unparsed.
@@ -208,6 +210,10 @@ struct ResponseHead<'a> {
     #[serde(borrow)]
     model: Option<JsonStr<'a>>,
     usage: Option<UsageWire>,
+    #[serde(borrow)]
+    id: Option<JsonStr<'a>>,
+    #[serde(borrow)]
+    status: Option<JsonStr<'a>>,
 }
 
 /// Checks a buffered 200 body has the route type's shape and reads usage and model.
@@ -229,9 +235,15 @@ pub fn decode_response(route_type: RouteType, body: &[u8]) -> Result<Decoded<'_>
             _ => "response has no 'choices'".into(),
         });
     }
+    let is = |f: &Option<JsonStr<'_>>, value: &str| f.as_ref().is_some_and(|s| s.0 == value);
+    let completed_batch = (is(&v.object, "batch") && is(&v.status, "completed"))
+        .then_some(v.id)
+        .flatten()
+        .map(|id| id.0);
     Ok(Decoded {
         usage: v.usage.as_ref().and_then(UsageWire::usage),
         model: v.model.map(|m| m.0),
+        completed_batch,
     })
 }
 

@@ -3,6 +3,7 @@
 pub mod analytics;
 pub mod captured;
 pub mod file_log;
+pub mod first_seen;
 pub mod http_log;
 mod json_out;
 pub mod log;

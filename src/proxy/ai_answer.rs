@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::config::plugins::RouteType;
 use crate::error::{ErrorShape, GatewayError};
 use crate::gateway::{Gateway, Snapshot};
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
@@ -276,7 +277,14 @@ impl UpstreamAnswer<'_> {
         let (target, status, mut headers) = (self.target, self.status, self.headers);
         match openai::decode_response(target.route_type, &bytes) {
             Ok(d) => {
-                note_answer(&mut log, d.usage, d.model.map(Cow::into_owned));
+                // A batch's usage is final once it completed, and every later retrieve
+                // repeats it: counted on the first.
+                let usage = match (target.route_type, &d.completed_batch) {
+                    (RouteType::Batches, Some(id)) if self.gw.batches_recorded.first(id) => d.usage,
+                    (RouteType::Batches, _) => None,
+                    _ => d.usage,
+                };
+                note_answer(&mut log, usage, d.model.map(Cow::into_owned));
             }
             Err(reason) => {
                 let e = transformation_error(target, reason);
