@@ -713,12 +713,25 @@ async fn realtime_refusals_come_before_the_upgrade() {
     let close = close.expect("a close frame with a code");
     assert_eq!(u16::from(close.code), 4000);
     assert_eq!(close.reason.as_str(), "mock close");
-    // An upstream that refuses the handshake: 502 before the upgrade.
-    let (status, _) = realtime(&h, "/v1/realtime?model=m", &[("x-mock", "status=401")])
+    // An upstream that refuses the handshake: its status and error reach the client, as
+    // they would without the gateway (the SDK reports the provider's own message).
+    let (status, body) = realtime(&h, "/v1/realtime?model=m", &[("x-mock", "status=401")])
         .await
         .err()
         .unwrap();
-    assert_eq!(status, 502);
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["message"], "mock refusal", "{body}");
+    // One whose refusal is no error a client parses (a proxy's page): the gateway's 502.
+    let (status, body) = realtime(
+        &h,
+        "/v1/realtime?model=m",
+        &[("x-mock", "status=503;non_json")],
+    )
+    .await
+    .err()
+    .unwrap();
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body["error"]["code"], "upstream_error", "{body}");
 }
 
 #[tokio::test]

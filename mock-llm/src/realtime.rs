@@ -8,7 +8,8 @@
 //! follow the GA protocol (`response.output_text.delta`), or the beta one
 //! (`response.text.delta`) when the client sent `OpenAI-Beta: realtime=v1`.
 //!
-//! Faults: `x-mock: status=NNN` on the handshake refuses it with that status; a
+//! Faults: `x-mock: status=NNN` on the handshake refuses it with that status (and an
+//! OpenAI error, or an HTML page with `non_json`); a
 //! `[mock:status=NNN]` marker in the conversation or the response's instructions makes the
 //! response fail (`response.done` with status `failed`); `[mock:reply=…]` and
 //! `[mock:chunks=N]` shape the answer; a client event `{"type": "mock.close"}` makes the
@@ -63,10 +64,19 @@ pub(crate) fn accept(state: Arc<MockState>, mut req: Request<Incoming>) -> Respo
         .and_then(|s| StatusCode::from_u16(s).ok())
         .filter(|s| !s.is_success())
     {
-        let body = json!({"error": {"message": "mock refusal", "type": "invalid_request_error",
-            "code": status.as_u16()}});
-        let mut r = Response::new(MockBody::full(Bytes::from(body.to_string())));
+        let (body, content_type) = if directives.non_json {
+            ("<html>refused</html>".to_owned(), "text/html")
+        } else {
+            let body = json!({"error": {"message": "mock refusal",
+                "type": "invalid_request_error", "code": status.as_u16()}});
+            (body.to_string(), "application/json")
+        };
+        let mut r = Response::new(MockBody::full(Bytes::from(body)));
         *r.status_mut() = status;
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static(content_type),
+        );
         return r;
     }
     let Some(key) = req.headers().get(header::SEC_WEBSOCKET_KEY).cloned() else {

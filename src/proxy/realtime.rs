@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Request, Response};
+use http::{header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 
 use super::access;
-use super::answer::{kong_error, kong_error_with};
+use super::answer::{buffered_response, kong_error, kong_error_with};
 use super::exchange::Exchange;
 use super::headers::{add_headers, query_pairs};
 use super::response::ProxyBody;
@@ -131,10 +131,7 @@ pub(super) async fn open(
     };
     let upstream = match ws_relay::connect(&relay, &up.headers).await {
         Ok(u) => u,
-        Err(e) => {
-            let e = unreachable(e);
-            return kong_error_with(e, shape, log, snap.clone(), admitted.headers);
-        }
+        Err(e) => return refused(e, log, snap, admitted.headers),
     };
     let mut record = Request::new(());
     *record.method_mut() = parts.method.clone();
@@ -215,13 +212,44 @@ fn has_param(path: &str, name: &str) -> bool {
         .is_some_and(|(_, q)| form_urlencoded::parse(q.as_bytes()).any(|(k, _)| k == name))
 }
 
-/// The client's answer when the upstream WebSocket could not be opened.
-fn unreachable(e: Unreachable) -> GatewayError {
-    match e {
+/// The client's answer when the upstream WebSocket could not be opened. A provider that
+/// refused the handshake with a JSON error (a bad key, an unknown model, a rate limit) has
+/// its status and answer passed on, as the client would have seen them without the
+/// gateway; the rest is the gateway's own error.
+fn refused(
+    e: Unreachable,
+    mut log: Exchange,
+    snap: &Arc<Snapshot>,
+    headers: access::Headers,
+) -> Response<ProxyBody> {
+    let shape = ErrorShape::OpenAi;
+    let e = match e {
         Unreachable::Connect(m) => GatewayError::UpstreamUnavailable(m),
         Unreachable::Timeout(m) => GatewayError::UpstreamTimeout(m),
-        Unreachable::Refused { message, .. } => GatewayError::UpstreamInvalid(message),
-    }
+        Unreachable::Refused {
+            status,
+            answer: Some((body, content_type)),
+            ..
+        } if status >= 400 && crate::llm::body::is_json(content_type.as_ref()) => {
+            log.upstream_status = Some(status);
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+            let mut h = HeaderMap::new();
+            if let Some(ct) = content_type {
+                h.insert(header::CONTENT_TYPE, ct);
+            }
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+            let mut resp = buffered_response(status, h, body.into(), log, snap.clone(), None, None);
+            add_headers(&mut resp, headers);
+            return resp;
+        }
+        Unreachable::Refused {
+            status, message, ..
+        } => {
+            log.upstream_status = Some(status);
+            GatewayError::UpstreamInvalid(message)
+        }
+    };
+    kong_error_with(e, shape, log, snap.clone(), headers)
 }
 
 #[cfg(test)]

@@ -117,7 +117,12 @@ pub enum Unreachable {
     /// Nothing within the connect timeout.
     Timeout(String),
     /// The upstream answered the handshake with another status than 101.
-    Refused { status: u16, message: String },
+    Refused {
+        status: u16,
+        message: String,
+        /// Its answer (an error in the provider's shape), with its content type.
+        answer: Option<(Vec<u8>, Option<http::HeaderValue>)>,
+    },
 }
 
 impl std::fmt::Display for Unreachable {
@@ -178,14 +183,15 @@ pub async fn connect(r: &RelayRoute, client_headers: &HeaderMap) -> Result<Upstr
         };
         match tokio_tungstenite::client_async(req, io).await {
             Ok((ws, _)) => Ok(ws),
-            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(Unreachable::Refused {
-                status: resp.status().as_u16(),
-                message: format!(
-                    "{} refused the WebSocket handshake with {}",
-                    up.host,
-                    resp.status()
-                ),
-            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                let status = resp.status();
+                let content_type = resp.headers().get(http::header::CONTENT_TYPE).cloned();
+                Err(Unreachable::Refused {
+                    status: status.as_u16(),
+                    message: format!("{} refused the WebSocket handshake with {status}", up.host),
+                    answer: resp.into_body().map(|b| (b, content_type)),
+                })
+            }
             Err(e) => Err(Unreachable::Connect(format!(
                 "WebSocket handshake with {}: {e}",
                 up.host
