@@ -47,6 +47,24 @@ services:
               model: {provider: openai, options: {upstream_url: "{MOCK}", input_cost: 1.25, output_cost: 5}}
           - name: file-log
             config: {path: "{DIR}/batches.log"}
+      - name: az-videos
+        paths: ["/az-videos"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: video/v1/videos/generations
+              auth: {header_name: api-key, header_value: az-key}
+              model:
+                provider: azure
+                options: {azure_instance: inst, azure_deployment_id: sora-2, upstream_url: "{MOCK}"}
+      - name: hf-videos
+        paths: ["/hf-videos"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: video/v1/videos/generations
+              auth: {header_name: Authorization, header_value: Bearer hf-key}
+              model: {provider: huggingface, name: Wan-AI/Wan2.2-T2V-A14B, options: {upstream_url: "{MOCK}"}}
       - name: az-batches
         paths: ["/az-batches"]
         plugins:
@@ -630,4 +648,44 @@ async fn a_completed_batch_is_counted_once() {
             "a retrieve repeats the usage already counted: {retrieved}"
         );
     }
+}
+
+/// Videos on Azure (Sora 2 on Azure's v1 API) and on Hugging Face's router: OpenAI's Videos
+/// API, the route's credentials, the provider's path.
+#[tokio::test]
+async fn videos_reach_azure_and_hugging_face() {
+    let h = Harness::start(CONFIG).await;
+    let create = json!({"model": "sora-2", "prompt": "a lighthouse at dawn", "seconds": "4"});
+    let r = send(
+        "POST",
+        &h.url("/az-videos"),
+        &[("content-type", "application/json")],
+        create.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["object"], "video");
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(seen.path, "/openai/v1/videos");
+    assert_eq!(seen.header("api-key"), Some("az-key"));
+    let r = send("GET", &h.url(&format!("/az-videos/{id}/content")), &[], "").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        h.mock.last_request().unwrap().path,
+        format!("/openai/v1/videos/{id}/content")
+    );
+
+    let create = json!({"model": "Wan-AI/Wan2.2-T2V-A14B", "prompt": "waves"});
+    let r = send(
+        "POST",
+        &h.url("/hf-videos"),
+        &[("content-type", "application/json")],
+        create.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(seen.path, "/v1/videos");
+    assert_eq!(seen.header("authorization"), Some("Bearer hf-key"));
 }

@@ -202,7 +202,9 @@ impl Target {
 fn api_served(provider: ProviderName, rt: RouteType) -> bool {
     match provider {
         ProviderName::Openai => true,
-        ProviderName::Azure => rt != RouteType::VideoGenerations,
+        ProviderName::Azure => true,
+        // Hugging Face's router serves OpenAI's Videos API for its video models.
+        ProviderName::Huggingface => rt == RouteType::VideoGenerations,
         // Gemini's and Bedrock's image models are translated (`llm::gemini_image`,
         // `llm::bedrock_image`).
         ProviderName::Xai | ProviderName::Gemini | ProviderName::Bedrock => {
@@ -597,7 +599,7 @@ fn provider_profile(
     if rt.is_api() && !api_served(provider, rt) {
         unsupported_rt(
             errors,
-            "its files, batches and assistants are served on openai and azure, audio on openai and azure, image generation on openai, azure, xai, gemini and bedrock, videos on openai",
+            "its files, batches and assistants are served on openai and azure, audio on openai and azure, image generation on openai, azure, xai, gemini and bedrock, videos on openai, azure and huggingface",
         );
         return None;
     }
@@ -766,7 +768,7 @@ fn provider_profile(
                 _ => {
                     unsupported_rt(
                         errors,
-                        "it serves llm/v1/chat, llm/v1/embeddings and preserve",
+                        "it serves llm/v1/chat, llm/v1/embeddings, video/v1/videos/generations and preserve",
                     );
                     return None;
                 }
@@ -798,13 +800,15 @@ fn provider_profile(
                 }
             }
             match rt {
-                RouteType::Chat | RouteType::Preserve => Some(Profile {
-                    wire: Wire::OpenAi,
-                    base: ("https", "router.huggingface.co".into(), 443),
-                    path: None,
-                    model_path: false,
-                    headers,
-                }),
+                RouteType::Chat | RouteType::Preserve | RouteType::VideoGenerations => {
+                    Some(Profile {
+                        wire: Wire::OpenAi,
+                        base: ("https", "router.huggingface.co".into(), 443),
+                        path: None,
+                        model_path: false,
+                        headers,
+                    })
+                }
                 RouteType::Embeddings => Some(Profile {
                     wire: Wire::HuggingFace,
                     base: ("https", "router.huggingface.co".into(), 443),
@@ -815,7 +819,7 @@ fn provider_profile(
                 _ => {
                     unsupported_rt(
                         errors,
-                        "it serves llm/v1/chat, llm/v1/embeddings and preserve",
+                        "it serves llm/v1/chat, llm/v1/embeddings, video/v1/videos/generations and preserve",
                     );
                     return None;
                 }
@@ -888,6 +892,18 @@ fn provider_profile(
                     wire: Wire::OpenAi,
                     base: ("https", format!("{instance}.openai.azure.com"), 443),
                     path: None,
+                    model_path: false,
+                    headers: Vec::new(),
+                }),
+                // Sora 2's videos are served by Azure's v1 API with OpenAI's own Videos API
+                // (the body's `model` names the deployment); `api-version` only when set.
+                (RouteType::VideoGenerations, _) => Some(Profile {
+                    wire: Wire::OpenAi,
+                    base: ("https", format!("{instance}.openai.azure.com"), 443),
+                    path: Some(match &options.azure_api_version {
+                        Some(_) => format!("/openai/v1?api-version={version}"),
+                        None => "/openai/v1".to_string(),
+                    }),
                     model_path: false,
                     headers: Vec::new(),
                 }),
@@ -976,7 +992,7 @@ fn provider_profile(
                 _ => {
                     unsupported_rt(
                         errors,
-                        "it serves llm/v1/chat, llm/v1/embeddings and preserve",
+                        "it serves llm/v1/chat, llm/v1/embeddings, video/v1/videos/generations and preserve",
                     );
                     return None;
                 }
