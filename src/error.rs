@@ -18,6 +18,9 @@ pub enum GatewayError {
     /// A client mistake: 400 with Kong's text.
     #[error("{0}")]
     BadRequest(String),
+    /// The client names an object the provider's API does not know (404, e.g. a video id).
+    #[error("{0}")]
+    UnknownObject(String),
     /// `previous_response_id` names no conversation the gateway holds (400, OpenAI's text).
     #[error("Previous response with id '{0}' not found.")]
     UnknownPreviousResponse(String),
@@ -150,7 +153,7 @@ impl GatewayError {
     /// The HTTP status this error maps to.
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::NoRoute | GatewayError::UnknownObject(_) => StatusCode::NOT_FOUND,
             GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::BadRequest(_)
             | GatewayError::UnknownPreviousResponse(_)
@@ -198,6 +201,7 @@ impl GatewayError {
             GatewayError::Unauthorized { .. } => "unauthorized",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::UnknownPreviousResponse(_) => "previous_response_not_found",
+            GatewayError::UnknownObject(_) => "not_found",
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
             GatewayError::ClientAborted => "client_aborted",

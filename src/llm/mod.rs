@@ -27,6 +27,7 @@ pub mod target;
 pub mod tokens;
 pub mod translate;
 pub mod usage;
+pub mod video;
 
 use crate::config::plugins::{ModelOptions, RouteType};
 use body::BodyView;

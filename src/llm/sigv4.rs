@@ -65,6 +65,21 @@ impl Signer {
         body: &[u8],
         now: SystemTime,
     ) -> Result<(), String> {
+        self.sign_as(self.service, method, uri, headers, body, now)
+    }
+
+    /// [`Signer::sign`] for another service of the same account and region: S3 (a video
+    /// Bedrock wrote to the user's bucket), which also wants the payload hash as the
+    /// signed `x-amz-content-sha256` header.
+    pub fn sign_as(
+        &self,
+        service: &str,
+        method: &Method,
+        uri: &Uri,
+        headers: &mut HeaderMap,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<(), String> {
         let creds = self.credentials.as_ref().map_err(Clone::clone)?;
         for h in [
             "x-amz-date",
@@ -86,6 +101,10 @@ impl Signer {
             signed.push(("x-amz-security-token", t));
         }
         let payload_hash = hex(digest::digest(&digest::SHA256, body).as_ref());
+        let s3 = service == "s3";
+        if s3 {
+            signed.push(("x-amz-content-sha256", &payload_hash));
+        }
         let c = Canonical {
             method: method.as_str(),
             path: uri.path(),
@@ -98,9 +117,15 @@ impl Signer {
             &creds.access_key_id,
             creds.secret_access_key.expose(),
             &self.region,
-            self.service,
+            service,
             &amz_date,
         );
+        if s3 {
+            headers.insert(
+                HeaderName::from_static("x-amz-content-sha256"),
+                HeaderValue::from_str(&payload_hash).map_err(|e| e.to_string())?,
+            );
+        }
         let mut auth = HeaderValue::from_str(&auth)
             .map_err(|_| "the AWS access key id is not a valid header value".to_string())?;
         auth.set_sensitive(true);

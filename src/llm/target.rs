@@ -121,6 +121,8 @@ pub struct Target {
     /// (`llm_format: anthropic`) but whose provider is not Anthropic: requests and answers
     /// are translated (`llm::messages`).
     pub bridge_messages: bool,
+    /// Videos run as the provider's jobs, translated (`llm::video`): Veo, Nova Reel.
+    pub video: Option<crate::llm::video::Family>,
     /// AWS SigV4 signing of every upstream request (Bedrock).
     pub sigv4: Option<Signer>,
 }
@@ -207,8 +209,13 @@ fn api_served(provider: ProviderName, rt: RouteType) -> bool {
         ProviderName::Huggingface => rt == RouteType::VideoGenerations,
         // Gemini's and Bedrock's image models are translated (`llm::gemini_image`,
         // `llm::bedrock_image`).
-        ProviderName::Xai | ProviderName::Gemini | ProviderName::Bedrock => {
-            rt == RouteType::ImageGenerations
+        ProviderName::Xai => rt == RouteType::ImageGenerations,
+        // Veo and Nova Reel videos run as the providers' own jobs (`llm::video`).
+        ProviderName::Gemini | ProviderName::Bedrock => {
+            matches!(
+                rt,
+                RouteType::ImageGenerations | RouteType::VideoGenerations
+            )
         }
         _ => false,
     }
@@ -460,6 +467,13 @@ pub fn compile_target(
     }
     let provider = provider?;
     let templated_path = upstream.path.as_deref().is_some_and(|p| p.contains("$("));
+    let vertex = options
+        .gemini
+        .as_ref()
+        .is_some_and(|g| g.project_id.is_some());
+    let video = (t.route_type == RouteType::VideoGenerations)
+        .then(|| crate::llm::video::family(provider.wire, vertex))
+        .flatten();
     Some(Target {
         route_type: t.route_type,
         provider: t.model.provider,
@@ -478,6 +492,7 @@ pub fn compile_target(
         bridge_responses,
         bridge_completions,
         bridge_messages: false,
+        video,
         sigv4,
     })
 }
@@ -599,7 +614,7 @@ fn provider_profile(
     if rt.is_api() && !api_served(provider, rt) {
         unsupported_rt(
             errors,
-            "its files, batches and assistants are served on openai and azure, audio on openai and azure, image generation on openai, azure, xai, gemini and bedrock, videos on openai, azure and huggingface",
+            "its files, batches and assistants are served on openai and azure, audio on openai and azure, image generation on openai, azure, xai, gemini and bedrock, videos on openai, azure, huggingface, gemini and bedrock",
         );
         return None;
     }
@@ -819,7 +834,7 @@ fn provider_profile(
                 _ => {
                     unsupported_rt(
                         errors,
-                        "it serves llm/v1/chat, llm/v1/embeddings, video/v1/videos/generations and preserve",
+                        "it serves llm/v1/chat, llm/v1/embeddings, image and video generations, and preserve",
                     );
                     return None;
                 }
@@ -978,10 +993,24 @@ fn provider_profile(
                     String::new()
                 }
             };
+            if rt == RouteType::VideoGenerations {
+                let ok = b
+                    .video_output_s3_uri
+                    .as_deref()
+                    .and_then(|u| u.strip_prefix("s3://"))
+                    .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+                if !ok {
+                    errors.push((
+                        format!("{opath}.bedrock.video_output_s3_uri"),
+                        "required for video generation on bedrock: the s3://bucket/prefix Bedrock writes the videos to".into(),
+                    ));
+                }
+            }
             match rt {
                 RouteType::Chat
                 | RouteType::Embeddings
                 | RouteType::ImageGenerations
+                | RouteType::VideoGenerations
                 | RouteType::Preserve => Some(Profile {
                     wire: Wire::Bedrock,
                     base: ("https", bedrock::host(&region), 443),
@@ -992,7 +1021,7 @@ fn provider_profile(
                 _ => {
                     unsupported_rt(
                         errors,
-                        "it serves llm/v1/chat, llm/v1/embeddings, video/v1/videos/generations and preserve",
+                        "it serves llm/v1/chat, llm/v1/embeddings, image and video generations, and preserve",
                     );
                     return None;
                 }
@@ -1169,7 +1198,9 @@ fn gemini_profile(
         headers: Vec::new(),
     };
     match rt {
-        RouteType::Chat | RouteType::ImageGenerations => Some(translated(prefix)),
+        RouteType::Chat | RouteType::ImageGenerations | RouteType::VideoGenerations => {
+            Some(translated(prefix))
+        }
         RouteType::Embeddings if !vertex => Some(translated(prefix)),
         RouteType::Embeddings => {
             unsupported_rt(
@@ -1188,7 +1219,7 @@ fn gemini_profile(
         _ => {
             unsupported_rt(
                 errors,
-                "it serves llm/v1/chat, llm/v1/embeddings and preserve",
+                "it serves llm/v1/chat, llm/v1/embeddings, image and video generations, and preserve",
             );
             None
         }

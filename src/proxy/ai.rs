@@ -219,7 +219,24 @@ pub(super) async fn proxy_ai(
         }
         None => None,
     };
-    answer.respond(read, log, snap)
+    // A translated video job's answer (Veo, Nova Reel) may fetch the video itself.
+    let video = target
+        .video
+        .filter(|_| status == StatusCode::OK)
+        .and_then(|f| {
+            retry::video_op_of(&c.up.method, c.matched, c.suffix, target.route_type, f).ok()
+        });
+    match video {
+        Some(op) => {
+            let fetching = super::video::Fetching {
+                connect_timeout: c.timeouts.connect,
+                trust: c.trust,
+            };
+            let answering = super::video::answer(c.gw, answer, op, read, log, snap, fetching);
+            Box::pin(answering).await
+        }
+        None => answer.respond(read, log, snap),
+    }
 }
 
 /// The value consistent hashing hashes (`hash_on_header`), if the request has it.
@@ -404,8 +421,12 @@ fn read_request<'a>(
         Some(u) => u.model().map(str::to_string),
         None => body_model(&c.up.headers, &c.up.body),
     });
-    // Parse once; a non-preserve route needs a JSON object.
-    let parsed: Option<BodyView<'a>> = if preserve_only {
+    // Parse once; a non-preserve route needs a JSON object (an API's GET and DELETE have
+    // no body).
+    let bodyless = matches!(c.up.method, http::Method::GET | http::Method::DELETE);
+    let parsed: Option<BodyView<'a>> = if preserve_only
+        || (bodyless && rt.is_some_and(RouteType::is_api))
+    {
         None
     } else {
         if !crate::llm::body::is_json(c.up.headers.get(header::CONTENT_TYPE)) {

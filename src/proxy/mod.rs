@@ -12,6 +12,7 @@ mod plain;
 pub mod realtime;
 pub mod response;
 pub mod retry;
+mod video;
 pub mod websocket;
 pub mod ws_relay;
 

@@ -439,7 +439,15 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     } else {
         rt
     };
+    let video = match target.video {
+        Some(family) => Some(video_call(target, req, family)?),
+        None => None,
+    };
     let (body_bytes, model) = match (rt, req.body) {
+        _ if video.is_some() => match &video {
+            Some((call, model)) => (Bytes::from(call.body.clone()), model.clone()),
+            None => (Bytes::new(), None),
+        },
         _ if rt.is_api() && target.passes_through() => {
             (req.up.body.clone(), api_model(target, req)?)
         }
@@ -449,7 +457,9 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     let up = &target.upstream;
     let default_path = openai::default_path(wire_rt);
     let client_path = uses_client_path(target, req);
-    let path = if rt.is_api() && target.passes_through() {
+    let path = if let Some((call, _)) = &video {
+        Cow::Borrowed(call.path.as_str())
+    } else if rt.is_api() && target.passes_through() {
         Cow::Owned(api_upstream_path(target, req)?)
     } else {
         upstream_path(
@@ -480,10 +490,10 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         }
         _ => None,
     };
-    let method = if target.passes_through() {
-        req.up.method.clone()
-    } else {
-        Method::POST
+    let method = match &video {
+        Some((call, _)) => call.method.clone(),
+        None if target.passes_through() => req.up.method.clone(),
+        None => Method::POST,
     };
     if let Some(signer) = &target.sigv4 {
         // Last: the signature covers the final path, Host and body.
@@ -519,6 +529,61 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
         Try::default()
     };
     Ok((out, t, model))
+}
+
+/// The provider call for a request on a translated Videos route (Veo, Nova Reel jobs), and
+/// the model it asks for.
+fn video_call(
+    target: &Target,
+    req: &AiRequest<'_>,
+    family: llm::video::Family,
+) -> Result<(llm::video::Call, Option<String>), GatewayError> {
+    let op = video_op(target, req, family)?;
+    let model = match (&op, req.body) {
+        (llm::video::Op::Create, Some(body)) => {
+            let client = body.str("model");
+            let client = client.filter(|m| target.model_alias.as_deref() != Some(m.as_ref()));
+            ai_proxy::resolve_model(target, client.as_deref(), req.sources)?
+        }
+        _ => target.model_name.clone(),
+    };
+    let prefix = target.upstream.path.as_deref().unwrap_or_default();
+    let s3 = target.options.bedrock.as_ref();
+    let s3 = s3.and_then(|b| b.video_output_s3_uri.as_deref());
+    let call = llm::video::call(family, &op, prefix, req.body, model.as_deref(), s3)
+        .map_err(|e| GatewayError::BadRequest(e.0))?;
+    Ok((call, model))
+}
+
+/// The Videos API operation a request asks of a translated target.
+pub(crate) fn video_op(
+    target: &Target,
+    req: &AiRequest<'_>,
+    family: llm::video::Family,
+) -> Result<llm::video::Op, GatewayError> {
+    video_op_of(
+        &req.up.method,
+        req.matched,
+        req.suffix,
+        target.route_type,
+        family,
+    )
+}
+
+/// [`video_op`] from the request's method and paths.
+pub(crate) fn video_op_of(
+    method: &Method,
+    matched: &str,
+    suffix: &str,
+    rt: RouteType,
+    family: llm::video::Family,
+) -> Result<llm::video::Op, GatewayError> {
+    let api = openai::api_path(rt, "", matched, suffix)
+        .map_err(|e| GatewayError::BadRequest(format!("{e} ({})", rt.as_str())))?;
+    llm::video::op(method, &api, family).map_err(|e| match e {
+        llm::video::OpError::NoSuchVideo(m) => GatewayError::UnknownObject(m),
+        llm::video::OpError::Refused(m) => GatewayError::BadRequest(m),
+    })
 }
 
 /// The upstream body for a client's JSON body, and the model it asks for.
@@ -799,9 +864,12 @@ fn query_with_auth(
     target: &Target,
     req: &AiRequest<'_>,
 ) -> Result<(Option<String>, Option<String>), GatewayError> {
-    let mut query = match target.bridge_messages {
-        // `?beta=true` and the like are Anthropic's; the chat provider gets none of them.
-        true => encode_pairs(req.up.query.iter().filter(|(k, _)| !is_anthropic_param(k))),
+    // `?beta=true` and the like are Anthropic's: the chat provider gets none of them. A
+    // video job's provider gets none of OpenAI's parameters (`variant`…) either.
+    let dropped =
+        |k: &str| target.video.is_some() || (target.bridge_messages && is_anthropic_param(k));
+    let mut query = match target.bridge_messages || target.video.is_some() {
+        true => encode_pairs(req.up.query.iter().filter(|(k, _)| !dropped(k))),
         false => query_string(req.up, req.raw_query),
     };
     let mut log_query = None;
@@ -814,7 +882,7 @@ fn query_with_auth(
                 .query
                 .iter()
                 .filter(|(k, _)| k != name)
-                .filter(|(k, _)| !(target.bridge_messages && is_anthropic_param(k)))
+                .filter(|(k, _)| !dropped(k))
                 .cloned()
                 .collect();
             let mut log_pairs = pairs.clone();
