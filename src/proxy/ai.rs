@@ -20,6 +20,7 @@ use crate::net::body::read_buffered;
 use crate::net::upstream_tls;
 use crate::observe::log::{AiLog, RequestLog, Try};
 use crate::plugins::ai_proxy::AiProxy;
+use crate::plugins::ai_sanitizer_filter::Filter;
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::plugins::template::TemplateSources;
 use crate::proxy::exchange::Exchange;
@@ -52,7 +53,7 @@ pub(super) struct AiCtx<'a> {
 }
 
 pub(super) async fn proxy_ai(
-    c: AiCtx<'_>,
+    mut c: AiCtx<'_>,
     mut log: Exchange,
     snap: Arc<Snapshot>,
 ) -> Response<ProxyBody> {
@@ -158,56 +159,20 @@ pub(super) async fn proxy_ai(
         Ok(a) => a,
         Err(e) => return kong_error(e, shape, log, snap),
     };
-    // From here every return carries (or drops) this, ending the target's in-flight count.
-    let feedback = feedback(&c.ai, &answered);
-    let Some(target) = ai.targets.get(answered.target) else {
-        let e = GatewayError::Internal("target".into());
-        return kong_error(e, shape, log, snap);
-    };
-    note_attempt(&mut log, &answered);
-    let conn = answered.conn;
-    let (parts, body) = answered.resp.into_parts();
-    let status = parts.status;
-    log.upstream_status = Some(status.as_u16());
-    let model = answered
-        .model
-        .as_deref()
-        .filter(|_| ai.model_name_header || c.is_debug);
-    let headers = header_filter(parts.headers, status, &log, target, model);
-    log.source = "upstream";
-    let read_timeout = c.timeouts.read;
-    // A native client's own streamed call is read as a stream, never buffered.
-    let own_stream = status == StatusCode::OK
-        && stream
-        && !force_stream
-        && ai.llm_format != LlmFormat::Openai
-        && target.native_clients_own_api();
-    let is_sse = own_stream
-        || readable_stream(&headers, target)
-        || (stream && status == StatusCode::OK && gemini_array(&headers, target));
-
-    let mut answer = UpstreamAnswer {
-        gw: c.gw,
-        target,
-        status,
-        headers,
-        body: Some(body),
-        conn: Some(conn),
-        read_timeout,
-        model: answered.model,
-        request: &c.up.body,
-        bridge,
-        messages,
-        shape,
-        capture: log_payloads.then(Vec::new),
-        feedback,
-        filter: c.filter,
-        is_sse,
+    let flags = Flags {
         stream,
+        force_stream,
         client_wants_usage,
         add_include_usage,
-        native: ai.llm_format != LlmFormat::Openai && !target.bridge_messages,
+        log_payloads,
     };
+    let filter = c.filter.take();
+    let bridged = (bridge, messages);
+    let mut answer = match upstream_answer(&c, answered, &mut log, bridged, (flags, filter)) {
+        Ok(a) => a,
+        Err(e) => return kong_error(e, shape, log, snap),
+    };
+    let (read_timeout, status, target) = (answer.read_timeout, answer.status, answer.target);
     let read = match answer
         .needs_whole_body()
         .then(|| answer.take_body())
@@ -220,12 +185,9 @@ pub(super) async fn proxy_ai(
         None => None,
     };
     // A translated video job's answer (Veo, Nova Reel) may fetch the video itself.
-    let video = target
-        .video
-        .filter(|_| status == StatusCode::OK)
-        .and_then(|f| {
-            retry::video_op_of(&c.up.method, c.matched, c.suffix, target.route_type, f).ok()
-        });
+    let video = target.video.filter(|_| status == StatusCode::OK).and_then(|f| {
+        retry::video_op_of(&c.up.method, c.matched, c.suffix, target.route_type, f).ok()
+    });
     match video {
         Some(op) => {
             let fetching = super::video::Fetching {
@@ -237,6 +199,76 @@ pub(super) async fn proxy_ai(
         }
         None => answer.respond(read, log, snap),
     }
+}
+
+/// What the client asked of the answer (and what the gateway added to the request).
+#[derive(Clone, Copy)]
+struct Flags {
+    stream: bool,
+    force_stream: bool,
+    client_wants_usage: bool,
+    add_include_usage: bool,
+    log_payloads: bool,
+}
+
+/// The upstream's answer as the answer phase reads it: the target that answered, its
+/// filtered headers, and how the body is to be read. From here every return carries (or
+/// drops) the balancer's feedback, ending the target's in-flight count.
+fn upstream_answer<'a>(
+    c: &'a AiCtx<'_>,
+    answered: retry::Answered,
+    log: &mut Exchange,
+    (bridge, messages): (Option<Bridge>, Option<Arc<llm::messages::Meta>>),
+    (f, filter): (Flags, Option<Filter>),
+) -> Result<UpstreamAnswer<'a>, GatewayError> {
+    let ai: &'a AiProxy = &c.ai;
+    let feedback = feedback(&c.ai, &answered);
+    let target = ai
+        .targets
+        .get(answered.target)
+        .ok_or_else(|| GatewayError::Internal("target".into()))?;
+    note_attempt(log, &answered);
+    let conn = answered.conn;
+    let (parts, body) = answered.resp.into_parts();
+    let status = parts.status;
+    log.upstream_status = Some(status.as_u16());
+    let model = answered
+        .model
+        .as_deref()
+        .filter(|_| ai.model_name_header || c.is_debug);
+    let headers = header_filter(parts.headers, status, log, target, model);
+    log.source = "upstream";
+    // A native client's own streamed call is read as a stream, never buffered.
+    let own_stream = status == StatusCode::OK
+        && f.stream
+        && !f.force_stream
+        && ai.llm_format != LlmFormat::Openai
+        && target.native_clients_own_api();
+    let is_sse = own_stream
+        || readable_stream(&headers, target)
+        || (f.stream && status == StatusCode::OK && gemini_array(&headers, target));
+    Ok(UpstreamAnswer {
+        gw: c.gw,
+        target,
+        status,
+        headers,
+        body: Some(body),
+        conn: Some(conn),
+        read_timeout: c.timeouts.read,
+        model: answered.model,
+        request: &c.up.body,
+        bridge,
+        messages,
+        shape: ai.error_shape(),
+        capture: f.log_payloads.then(Vec::new),
+        feedback,
+        filter,
+        is_sse,
+        stream: f.stream,
+        client_wants_usage: f.client_wants_usage,
+        add_include_usage: f.add_include_usage,
+        native: ai.llm_format != LlmFormat::Openai && !target.bridge_messages,
+    })
 }
 
 /// The value consistent hashing hashes (`hash_on_header`), if the request has it.
