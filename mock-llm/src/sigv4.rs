@@ -151,6 +151,18 @@ pub(crate) fn verify(
     Ok(())
 }
 
+/// The region of the request's credential scope (`Credential=key/date/REGION/…`).
+pub(crate) fn credential_region(parts: &Parts) -> Option<String> {
+    let auth = parts.headers.get("authorization")?.to_str().ok()?;
+    let credential = auth
+        .strip_prefix("AWS4-HMAC-SHA256 ")?
+        .split(',')
+        .map(str::trim)
+        .find_map(|f| f.strip_prefix("Credential="))?;
+    let region = credential.split('/').nth(2)?;
+    (!region.is_empty()).then(|| region.to_owned())
+}
+
 /// Lower-case hex SHA-256 of `data` (SigV4's payload hash).
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
     hex(digest::digest(&digest::SHA256, data).as_ref())
@@ -244,6 +256,17 @@ fn amz_date_of(t: SystemTime) -> String {
     )
 }
 
+/// RFC 3339 (`YYYY-MM-DDTHH:MM:SSZ`, UTC) of Unix seconds, as AWS's JSON APIs write times.
+pub(crate) fn rfc3339(secs: u64) -> String {
+    let (y, m, d, rem) = civil(secs);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Year, month, day and seconds into the day of Unix seconds.
 fn civil(secs: u64) -> (i64, i64, i64, u64) {
     let days = (secs / 86_400) as i64;
@@ -330,6 +353,7 @@ mod tests {
         );
         let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
         assert_eq!(verify(&p, b"", "s3", secret, now), Ok(()));
+        assert_eq!(credential_region(&p).as_deref(), Some("us-east-1"));
         assert_eq!(sha256_hex(b""), empty);
         // The signature covers the declared payload hash.
         let mut tampered = p;
@@ -351,5 +375,6 @@ mod tests {
             amz_date_of(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "20000229T000000Z"
         );
+        assert_eq!(rfc3339(951_782_400 + 3661), "2000-02-29T01:01:01Z");
     }
 }
