@@ -289,7 +289,7 @@ pub(crate) struct Bounded<T> {
 }
 
 impl<T> Bounded<T> {
-    fn new(cap: usize) -> Bounded<T> {
+    pub(crate) fn new(cap: usize) -> Bounded<T> {
         Bounded {
             items: VecDeque::new(),
             cap,

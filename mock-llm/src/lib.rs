@@ -22,6 +22,30 @@
 //! `/openai/…?api-version=` and `/openai/deployments/{dep}/…` forms included.
 //! The Realtime API's WebSocket (`…/realtime`, Azure's `/openai/realtime`) is served by the
 //! `realtime` module: a session with text responses and Realtime usage.
+//!
+//! Long-running video jobs (the `video_jobs` module; see [`MockLlm::video_jobs`]):
+//! - Veo on the Gemini API: `POST …/models/{model}:predictLongRunning` →
+//!   `{"name": "models/{model}/operations/{id}"}`, polled with
+//!   `GET …/models/{model}/operations/{id}`; a finished operation's
+//!   `response.generateVideoResponse.generatedSamples[0].video.uri` is
+//!   `http://{Host}/v1beta/files/{file}:download?alt=media`, served by
+//!   `GET …/files/{file}:download?alt=media` (`video/mp4`). Key or token as for
+//!   `generateContent`.
+//! - Veo on Vertex AI: `POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:predictLongRunning`
+//!   → `{"name": "projects/{p}/locations/{l}/publishers/google/models/{model}/operations/{id}"}`,
+//!   polled with `POST …/models/{model}:fetchPredictOperation` (`{"operationName"}`); the video
+//!   comes inline (`response.videos[0].bytesBase64Encoded`).
+//! - Nova Reel on Bedrock: `POST /async-invoke` (SigV4 `bedrock`) →
+//!   `{"invocationArn": "arn:aws:bedrock:{region}:000000000000:async-invoke/{id}"}`, polled with
+//!   `GET /async-invoke/{arn}` (`status` `Completed`, `InProgress` or `Failed`;
+//!   `outputDataConfig.s3OutputDataConfig.s3Uri` is the submitted one plus `/{id}`); the video
+//!   is the S3 object `{that s3Uri}/output.mp4`, served path-style by
+//!   `GET /{bucket}/{key}/output.mp4` (SigV4 `s3` with `x-amz-content-sha256`; S3's XML errors).
+//!
+//! A job's prompt decides its fate when it is created: `[mock:failed]` ends it with an error,
+//! `[mock:hang]` keeps it running forever, otherwise it has finished with one video: fake MP4
+//! bytes (`\0\0\0\x18ftypmp42…`) that carry the prompt. Other markers (`status=`, `delay_ms=`,
+//! …) act on the creating request as usual.
 //! Faults come from the `x-mock` request header (`key=value` pairs separated
 //! by `;` or `,`) or from `[mock:key=value]` markers in the prompt text; the
 //! header wins. Keys: `status`, `delay_ms`, `chunk_delay_ms`, `chunks`,
@@ -34,8 +58,8 @@
 //! finance) set its direction, hash noise adds a little, so texts on one topic are close and
 //! others far (for semantic routing tests).
 //!
-//! Bedrock requests must carry a valid AWS SigV4 signature (service `bedrock`, any
-//! region and access key id) made with the secret access key
+//! Bedrock requests must carry a valid AWS SigV4 signature (service `bedrock`, or `s3` for
+//! the S3 object reads; any region and access key id) made with the secret access key
 //! [`BEDROCK_SECRET_ACCESS_KEY`]; otherwise the answer is Bedrock's 403
 //! (`x-amzn-errortype: InvalidSignatureException`, or
 //! `MissingAuthenticationTokenException` without a signature). Streams come as
@@ -64,6 +88,7 @@ mod server;
 mod sigv4;
 mod tgi;
 mod tools;
+mod video_jobs;
 mod websocket;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -76,6 +101,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 pub use server::serve;
+pub use video_jobs::{VideoJob, VideoOutcome};
 
 /// The client secret the mock's Entra token endpoint accepts (any other gets a 401).
 pub const AZURE_CLIENT_SECRET: &str = "mock-azure-client-secret";
@@ -152,6 +178,12 @@ impl MockLlm {
     pub fn token_fetches(&self) -> u64 {
         self.state.token_fetches.load(Ordering::Relaxed)
     }
+
+    /// The video jobs started so far (Veo operations, Bedrock async invocations), oldest
+    /// first, each with the request that started it.
+    pub fn video_jobs(&self) -> Vec<VideoJob> {
+        self.state.video_jobs()
+    }
 }
 
 impl Drop for MockLlm {
@@ -172,6 +204,8 @@ pub struct MockState {
     issued: Mutex<Vec<String>>,
     /// Files, batches, assistants, threads and videos created so far.
     pub(crate) api: Mutex<api::Store>,
+    /// Veo operations and Bedrock async invocations.
+    pub(crate) video: Mutex<video_jobs::Store>,
 }
 
 impl Default for MockState {
@@ -190,7 +224,13 @@ impl MockState {
             token_fetches: AtomicU64::new(0),
             issued: Mutex::new(Vec::new()),
             api: Mutex::new(api::Store::default()),
+            video: Mutex::new(video_jobs::Store::default()),
         }
+    }
+
+    /// The video jobs started so far, oldest first.
+    pub fn video_jobs(&self) -> Vec<VideoJob> {
+        self.video_store().jobs()
     }
 
     /// Every request recorded so far, in arrival order.

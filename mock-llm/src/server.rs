@@ -21,7 +21,7 @@ use crate::faults::Directives;
 use crate::gemini;
 use crate::prompt::{PromptScan, Reply, DEFAULT_REPLY};
 use crate::{anthropic, bedrock, cohere, ollama, sigv4, tgi};
-use crate::{api, embeddings, openai, responses, MockState};
+use crate::{api, embeddings, openai, responses, video_jobs, MockState};
 
 /// How long `hang` waits: far beyond any client timeout, yet bounded so a
 /// long-running binary does not collect abandoned requests forever.
@@ -101,14 +101,23 @@ enum Route {
     Invoke,
     /// OpenAI's files, batches, assistants, audio, images and videos.
     Api(api::Endpoint),
+    /// Veo (AI Studio, Vertex AI) and Nova Reel (Bedrock, S3) video jobs.
+    Video(video_jobs::Endpoint),
     NotFound,
 }
 
 impl Route {
     fn of(method: &Method, path: &str) -> Route {
         let path = path.trim_end_matches('/');
+        // Before OpenAI's: `GET …/files/{id}:download` would be a file otherwise.
+        if let Some(endpoint) = video_jobs::Endpoint::of(method, path) {
+            return Route::Video(endpoint);
+        }
         if let Some(endpoint) = api::Endpoint::of(method, path) {
             return Route::Api(endpoint);
+        }
+        if video_jobs::Endpoint::s3_object(method, path) {
+            return Route::Video(video_jobs::Endpoint::S3Object);
         }
         if *method == Method::GET {
             return if path == "/health" {
@@ -297,6 +306,12 @@ pub(crate) async fn respond(
         }
     }
 
+    if let Route::Video(endpoint) = route {
+        // AWS authenticates before anything else.
+        if let Some(denied) = video_jobs::aws_auth(endpoint, &parts, &body) {
+            return Ok(denied);
+        }
+    }
     if let Route::Converse(_) | Route::Invoke = route {
         // AWS authenticates before anything else.
         if let Err(r) = sigv4::verify(
@@ -324,7 +339,12 @@ pub(crate) async fn respond(
     if directives.hang {
         tokio::time::sleep(HANG).await;
     }
-    if let Route::Gemini(_) = route {
+    let google = match route {
+        Route::Gemini(_) => true,
+        Route::Video(endpoint) => endpoint.is_google(),
+        _ => false,
+    };
+    if google {
         if let Some(denied) = gemini::check_auth(&parts.headers, parts.uri.query(), &state) {
             return Ok(denied);
         }
@@ -358,6 +378,9 @@ pub(crate) async fn respond(
                 if let Route::Converse(_) | Route::Invoke = route {
                     return Ok(bedrock::injected(status, &message));
                 }
+                if let Route::Video(endpoint) = route {
+                    return Ok(video_jobs::injected(endpoint, status, &message));
+                }
                 return Ok(error_response(status, &message, kind, None));
             }
         }
@@ -379,6 +402,20 @@ pub(crate) async fn respond(
             now: unix_now(),
         };
         let response = api::handle(endpoint, &req);
+        return Ok(match directives.gzip {
+            true => crate::body::gzipped(response),
+            false => response,
+        });
+    }
+    if let Route::Video(endpoint) = route {
+        let req = api::Req {
+            state: &state,
+            parts: &parts,
+            body: &body,
+            directives: &directives,
+            now: unix_now(),
+        };
+        let response = video_jobs::handle(endpoint, &req);
         return Ok(match directives.gzip {
             true => crate::body::gzipped(response),
             false => response,
@@ -456,6 +493,7 @@ pub(crate) async fn respond(
         }
         Route::Gemini(gemini::Method::Embed) => gemini::embed_batch(&ctx, ctx.model),
         Route::Api(_)
+        | Route::Video(_)
         | Route::NotFound
         | Route::Health
         | Route::Token
@@ -579,6 +617,7 @@ fn scan_prompt(route: Route, json: &Value, scan: &mut PromptScan, directives: &m
             scan.prompt(json.get("texts"), directives);
         }
         Route::Gemini(_) => scan.gemini(json, directives),
+        Route::Video(endpoint) => endpoint.scan(json, directives),
         Route::Api(endpoint) => {
             if endpoint.has_json_prompt() {
                 scan.prompt(json.get("prompt"), directives);
@@ -733,6 +772,35 @@ mod tests {
             Route::Converse(true)
         );
         assert_eq!(Route::of(&post, "/model//converse"), Route::NotFound);
+        let get = Method::GET;
+        assert_eq!(
+            Route::of(&get, "/v1beta/files/abc:download"),
+            Route::Video(video_jobs::Endpoint::VeoDownload)
+        );
+        assert_eq!(
+            Route::of(&get, "/v1/files/file-1"),
+            Route::Api(api::Endpoint::FileGet)
+        );
+        assert_eq!(
+            Route::of(&get, "/bucket/prefix/mock1/output.mp4"),
+            Route::Video(video_jobs::Endpoint::S3Object)
+        );
+        // OpenAI's paths win over an S3 key that looks like them.
+        assert_eq!(
+            Route::of(&get, "/v1/files/output.mp4"),
+            Route::Api(api::Endpoint::FileGet)
+        );
+        assert_eq!(
+            Route::of(&post, "/async-invoke"),
+            Route::Video(video_jobs::Endpoint::ReelCreate)
+        );
+        assert_eq!(
+            Route::of(
+                &post,
+                "/v1beta/models/veo-3.0-generate-001:predictLongRunning"
+            ),
+            Route::Video(video_jobs::Endpoint::VeoCreate)
+        );
         assert_eq!(
             bedrock_model("/model/a.b-v1%3A0/converse").as_deref(),
             Some("a.b-v1:0")

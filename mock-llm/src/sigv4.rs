@@ -1,7 +1,8 @@
-//! Checking AWS SigV4 signatures the way AWS does for Bedrock: rebuild the canonical
-//! request from what arrived, sign it with the secret the mock knows
-//! ([`crate::BEDROCK_SECRET_ACCESS_KEY`]) and compare. Written apart from the gateway's
-//! signer, so a test through real HTTP proves the signature, not just self-consistency.
+//! Checking AWS SigV4 signatures the way AWS does for Bedrock (and S3, whose rules differ
+//! a little): rebuild the canonical request from what arrived, sign it with the secret the
+//! mock knows ([`crate::BEDROCK_SECRET_ACCESS_KEY`]) and compare. Written apart from the
+//! gateway's signer, so a test through real HTTP proves the signature, not just
+//! self-consistency.
 
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,6 +31,9 @@ fn refuse(kind: &'static str, message: impl Into<String>) -> Refusal {
 const MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
 
 /// Checks the request's `Authorization` against `secret` for `service` at `now`.
+///
+/// For service `s3` the path is encoded once, not twice, and the payload hash is the
+/// `x-amz-content-sha256` header's value (which the caller checks against the body).
 pub(crate) fn verify(
     parts: &Parts,
     body: &[u8],
@@ -104,10 +108,17 @@ pub(crate) fn verify(
         ));
     }
 
+    let s3 = service == "s3";
     let mut creq = String::new();
     let _ = writeln!(creq, "{}", parts.method);
     let path = parts.uri.path();
-    let encoded: Vec<String> = path.split('/').map(aws_encode).collect();
+    let encoded: Vec<String> = path
+        .split('/')
+        .map(|segment| match s3 {
+            true => aws_encode_bytes(&percent_decode(segment)),
+            false => aws_encode(segment),
+        })
+        .collect();
     let _ = writeln!(creq, "{}", encoded.join("/"));
     let _ = writeln!(creq, "{}", canonical_query(parts.uri.query().unwrap_or("")));
     for n in &names {
@@ -120,7 +131,11 @@ pub(crate) fn verify(
     creq.push('\n');
     creq.push_str(signed_headers);
     creq.push('\n');
-    creq.push_str(&hex(digest::digest(&digest::SHA256, body).as_ref()));
+    let declared = header("x-amz-content-sha256").into_iter().next();
+    match declared {
+        Some(hash) if s3 => creq.push_str(&hash),
+        _ => creq.push_str(&sha256_hex(body)),
+    }
 
     let sts = format!(
         "AWS4-HMAC-SHA256\n{amz_date}\n{date}/{region}/{service}/aws4_request\n{}",
@@ -134,6 +149,23 @@ pub(crate) fn verify(
         return Err(refuse("InvalidSignatureException", MISMATCH));
     }
     Ok(())
+}
+
+/// The region of the request's credential scope (`Credential=key/date/REGION/…`).
+pub(crate) fn credential_region(parts: &Parts) -> Option<String> {
+    let auth = parts.headers.get("authorization")?.to_str().ok()?;
+    let credential = auth
+        .strip_prefix("AWS4-HMAC-SHA256 ")?
+        .split(',')
+        .map(str::trim)
+        .find_map(|f| f.strip_prefix("Credential="))?;
+    let region = credential.split('/').nth(2)?;
+    (!region.is_empty()).then(|| region.to_owned())
+}
+
+/// Lower-case hex SHA-256 of `data` (SigV4's payload hash).
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    hex(digest::digest(&digest::SHA256, data).as_ref())
 }
 
 fn hmac_sha256(key: &[u8], data: &[u8]) -> Vec<u8> {
@@ -215,6 +247,28 @@ fn canonical_query(q: &str) -> String {
 /// `YYYYMMDDTHHMMSSZ` of a point in time (UTC).
 fn amz_date_of(t: SystemTime) -> String {
     let secs = t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (y, m, d, rem) = civil(secs);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// RFC 3339 (`YYYY-MM-DDTHH:MM:SSZ`, UTC) of Unix seconds, as AWS's JSON APIs write times.
+pub(crate) fn rfc3339(secs: u64) -> String {
+    let (y, m, d, rem) = civil(secs);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Year, month, day and seconds into the day of Unix seconds.
+fn civil(secs: u64) -> (i64, i64, i64, u64) {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Civil date from days since 1970-01-01 (H. Hinnant).
@@ -227,12 +281,7 @@ fn amz_date_of(t: SystemTime) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (y, m, d, rem)
 }
 
 #[cfg(test)]
@@ -284,6 +333,40 @@ mod tests {
         );
     }
 
+    /// AWS's S3 SigV4 example "GET Object" (examplebucket, 2013-05-24T00:00:00Z): the path
+    /// is encoded once and the payload hash is `x-amz-content-sha256`.
+    #[test]
+    fn accepts_the_published_s3_get_object_signature() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_369_353_600);
+        let empty = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let auth = "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41";
+        let p = parts(
+            "GET",
+            "/test.txt",
+            &[
+                ("host", "examplebucket.s3.amazonaws.com"),
+                ("range", "bytes=0-9"),
+                ("x-amz-content-sha256", empty),
+                ("x-amz-date", "20130524T000000Z"),
+                ("authorization", auth),
+            ],
+        );
+        let secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+        assert_eq!(verify(&p, b"", "s3", secret, now), Ok(()));
+        assert_eq!(credential_region(&p).as_deref(), Some("us-east-1"));
+        assert_eq!(sha256_hex(b""), empty);
+        // The signature covers the declared payload hash.
+        let mut tampered = p;
+        tampered.headers.insert(
+            "x-amz-content-sha256",
+            http::HeaderValue::from_static("UNSIGNED-PAYLOAD"),
+        );
+        assert_eq!(
+            verify(&tampered, b"", "s3", secret, now).unwrap_err().kind,
+            "InvalidSignatureException"
+        );
+    }
+
     #[test]
     fn query_and_date_helpers() {
         assert_eq!(canonical_query("b=2&a=%41+&a=1"), "a=1&a=A%2B&b=2");
@@ -292,5 +375,6 @@ mod tests {
             amz_date_of(UNIX_EPOCH + Duration::from_secs(951_782_400)),
             "20000229T000000Z"
         );
+        assert_eq!(rfc3339(951_782_400 + 3661), "2000-02-29T01:01:01Z");
     }
 }
