@@ -208,6 +208,13 @@ fn api_route_types_are_refused_where_the_provider_has_no_such_api() {
     );
     let yaml = "_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: image/v1/images/generations, model: {provider: xai, name: grok-2-image}}}]\n";
     assert!(tollgate::gateway::load_str(yaml).is_ok());
+    // Nova Reel writes its videos to the user's bucket: without one the route cannot work.
+    let yaml = "_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: video/v1/videos/generations, auth: {aws_access_key_id: A, aws_secret_access_key: B}, model: {provider: bedrock, name: amazon.nova-reel-v1:0, options: {bedrock: {aws_region: us-east-1}}}}}]\n";
+    let e = tollgate::gateway::load_str(yaml).err().unwrap().to_string();
+    assert!(
+        e.contains("config.model.options.bedrock.video_output_s3_uri") && e.contains("required"),
+        "{e}"
+    );
 }
 
 /// Image generation on Gemini's image models is translated, as Kong translates it:
@@ -688,4 +695,215 @@ async fn videos_reach_azure_and_hugging_face() {
     let seen = h.mock.last_request().unwrap();
     assert_eq!(seen.path, "/v1/videos");
     assert_eq!(seen.header("authorization"), Some("Bearer hf-key"));
+}
+
+/// Veo (Gemini API and Vertex AI) and Nova Reel (Bedrock) run videos as jobs: the OpenAI
+/// client creates a video, polls it and downloads it; the gateway translates each call
+/// and fetches the finished video from where the provider put it.
+#[tokio::test]
+async fn videos_on_gemini_vertex_and_bedrock_are_translated_jobs() {
+    let pem = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/gcp/test-only-rsa-key.pem"),
+    )
+    .unwrap();
+    let sa = json!({"type": "service_account", "project_id": "tg", "private_key_id": "test-only",
+        "private_key": pem, "client_email": "gw@tg.iam.gserviceaccount.com", "client_id": "1",
+        "token_uri": "{MOCK}/token"})
+    .to_string();
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: s
+    host: unused.invalid
+    routes:
+      - name: gem
+        paths: ["/gem/videos"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: video/v1/videos/generations
+              auth: {{header_name: x-goog-api-key, header_value: AIza-test}}
+              logging: {{log_statistics: true}}
+              model: {{provider: gemini, name: veo-3.1-generate-preview, options: {{upstream_url: "{{MOCK}}"}}}}
+          - name: file-log
+            config: {{path: "{{DIR}}/gem.log"}}
+      - name: vx
+        paths: ["/vx/videos"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: video/v1/videos/generations
+              auth: {{gcp_use_service_account: true, gcp_service_account_json: '{sa}'}}
+              model:
+                provider: gemini
+                name: veo-3.1-generate-001
+                options:
+                  upstream_url: "{{MOCK}}"
+                  gemini: {{api_endpoint: us-central1-aiplatform.googleapis.com, project_id: tg, location_id: us-central1}}
+      - name: br
+        paths: ["/br/videos"]
+        plugins:
+          - name: ai-proxy
+            config:
+              route_type: video/v1/videos/generations
+              auth: {{aws_access_key_id: AKIDMOCKLLM, aws_secret_access_key: "{secret}"}}
+              model:
+                provider: bedrock
+                name: amazon.nova-reel-v1:0
+                options: {{upstream_url: "{{MOCK}}", bedrock: {{aws_region: us-east-1, video_output_s3_uri: "s3://videos-bkt/out"}}}}
+"#,
+        secret = mock_llm::BEDROCK_SECRET_ACCESS_KEY
+    );
+    let h = Harness::start(&yaml).await;
+    let post = |path: &str, body: serde_json::Value| {
+        let url = h.url(path);
+        async move {
+            send(
+                "POST",
+                &url,
+                &[("content-type", "application/json")],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    let get = |path: String| {
+        let url = h.url(&path);
+        async move { send("GET", &url, &[], "").await }
+    };
+    let mp4 = |b: &[u8]| b.len() > 24 && &b[4..12] == b"ftypmp42";
+
+    // Gemini API: predictLongRunning, the operation, then the file download.
+    let r = post(
+        "/gem/videos",
+        json!({"prompt": "a fox in the snow", "seconds": "8", "size": "1280x720"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (v["object"].as_str(), v["status"].as_str()),
+        (Some("video"), Some("queued")),
+        "{v}"
+    );
+    assert_eq!(
+        (v["seconds"].as_str(), v["size"].as_str()),
+        (Some("8"), Some("1280x720"))
+    );
+    assert_eq!(v["model"], "veo-3.1-generate-preview");
+    let id = v["id"].as_str().unwrap().to_string();
+    let seen = h.mock.last_request().unwrap();
+    assert_eq!(
+        seen.path,
+        "/v1beta/models/veo-3.1-generate-preview:predictLongRunning"
+    );
+    let sent = seen.json().unwrap();
+    assert_eq!(sent["parameters"]["durationSeconds"], 8);
+    assert_eq!(sent["parameters"]["aspectRatio"], "16:9");
+    let r = get(format!("/gem/videos/{id}")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (r.json()["status"].as_str(), r.json()["progress"].as_u64()),
+        (Some("completed"), Some(100))
+    );
+    assert_eq!(r.json()["id"], id.as_str());
+    let r = get(format!("/gem/videos/{id}/content?variant=video")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("video/mp4"));
+    assert!(mp4(&r.body), "an MP4");
+    let seen = h.mock.last_request().unwrap();
+    assert!(seen.path.contains(":download"), "{}", seen.path);
+    assert_eq!(seen.header("x-goog-api-key"), Some("AIza-test"));
+    // A job that fails, one still running, an id the gateway never gave, an operation the
+    // job APIs do not have.
+    let failed = post("/gem/videos", json!({"prompt": "[mock:failed] boom"}))
+        .await
+        .json();
+    let r = get(format!("/gem/videos/{}", failed["id"].as_str().unwrap())).await;
+    assert_eq!(r.json()["status"], "failed", "{}", r.text());
+    assert_eq!(r.json()["error"]["message"], "mock video generation failed");
+    let running = post("/gem/videos", json!({"prompt": "[mock:hang] slow"}))
+        .await
+        .json();
+    let running = running["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        get(format!("/gem/videos/{running}")).await.json()["status"],
+        "in_progress"
+    );
+    let r = get(format!("/gem/videos/{running}/content")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("is not ready"), "{}", r.text());
+    let r = get("/gem/videos/video_nope".into()).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let r = send("DELETE", &h.url(&format!("/gem/videos/{id}")), &[], "").await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("can be created"), "{}", r.text());
+    let log = h.wait_log("gem.log", 8).await;
+    assert_eq!(
+        log[0]["ai"]["proxy"]["meta"]["request_model"], "veo-3.1-generate-preview",
+        "{}",
+        log[0]
+    );
+
+    // Vertex AI: the operation is read with fetchPredictOperation, the video comes inline.
+    let r = post(
+        "/vx/videos",
+        json!({"prompt": "waves at night", "size": "720x1280"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let r = get(format!("/vx/videos/{id}/content")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(mp4(&r.body), "an MP4");
+    let seen = h.mock.last_request().unwrap();
+    assert!(
+        seen.path
+            .ends_with("/models/veo-3.1-generate-001:fetchPredictOperation"),
+        "{}",
+        seen.path
+    );
+    assert_eq!(seen.header("authorization"), Some("Bearer ya29.mock-1"));
+
+    // Bedrock: StartAsyncInvoke, GetAsyncInvoke, then the S3 object, signed for S3.
+    let r = post(
+        "/br/videos",
+        json!({"prompt": "a red square", "extra_body": {"fps": 24, "seed": 7}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let id = r.json()["id"].as_str().unwrap().to_string();
+    let job = h.mock.video_jobs().pop().unwrap();
+    assert_eq!(job.model, "amazon.nova-reel-v1:0");
+    assert_eq!(
+        job.request["modelInput"]["videoGenerationConfig"]["seed"],
+        7
+    );
+    assert_eq!(
+        job.request["outputDataConfig"]["s3OutputDataConfig"]["s3Uri"],
+        "s3://videos-bkt/out"
+    );
+    let r = get(format!("/br/videos/{id}")).await;
+    assert_eq!(r.json()["status"], "completed", "{}", r.text());
+    assert_eq!(r.json()["model"], "amazon.nova-reel-v1:0");
+    let r = get(format!("/br/videos/{id}/content")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(mp4(&r.body), "an MP4");
+    let seen = h.mock.last_request().unwrap();
+    assert!(
+        seen.path.starts_with("/videos-bkt/out/") && seen.path.ends_with("/output.mp4"),
+        "{}",
+        seen.path
+    );
+    assert!(seen
+        .header("authorization")
+        .unwrap()
+        .contains("/s3/aws4_request"));
+    // A video of one provider is not looked for at another.
+    let gem_id = failed["id"].as_str().unwrap();
+    let r = get(format!("/br/videos/{gem_id}")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("created on gemini"), "{}", r.text());
 }

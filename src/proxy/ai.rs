@@ -185,9 +185,12 @@ pub(super) async fn proxy_ai(
         None => None,
     };
     // A translated video job's answer (Veo, Nova Reel) may fetch the video itself.
-    let video = target.video.filter(|_| status == StatusCode::OK).and_then(|f| {
-        retry::video_op_of(&c.up.method, c.matched, c.suffix, target.route_type, f).ok()
-    });
+    let video = target
+        .video
+        .filter(|_| status == StatusCode::OK)
+        .and_then(|f| {
+            retry::video_op_of(&c.up.method, c.matched, c.suffix, target.route_type, f).ok()
+        });
     match video {
         Some(op) => {
             let fetching = super::video::Fetching {
