@@ -847,6 +847,33 @@ services:
         log[0]
     );
 
+    // OpenAI's SDK sends the create as a form: its fields are read as the JSON body.
+    let b = "vform";
+    let form = format!("--{b}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na form fox\r\n--{b}\r\nContent-Disposition: form-data; name=\"seconds\"\r\n\r\n4\r\n--{b}--\r\n");
+    let ct = format!("multipart/form-data; boundary={b}");
+    let r = send(
+        "POST",
+        &h.url("/gem/videos"),
+        &[("content-type", &ct)],
+        form,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["seconds"], "4");
+    let sent = h.mock.last_request().unwrap().json().unwrap();
+    assert_eq!(sent["instances"][0]["prompt"], "a form fox");
+    assert_eq!(sent["parameters"]["durationSeconds"], 4);
+    let form = format!("--{b}\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nx\r\n--{b}\r\nContent-Disposition: form-data; name=\"input_reference\"; filename=\"a.png\"\r\n\r\nPNG\r\n--{b}--\r\n");
+    let r = send(
+        "POST",
+        &h.url("/gem/videos"),
+        &[("content-type", &ct)],
+        form,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.text().contains("input_reference"), "{}", r.text());
+
     // Vertex AI: the operation is read with fetchPredictOperation, the video comes inline.
     let r = post(
         "/vx/videos",

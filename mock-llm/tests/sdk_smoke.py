@@ -8,8 +8,9 @@ Not part of CI; a check that the mock is faithful enough for the real client.
 
 Needs `pip install openai`. Prints one line per SDK call and exits non-zero if
 any failed. The gateway's end-to-end run (tests/e2e/run.sh) drives the same calls
-through Tollgate: `--e2e` prints `PASS: …` / `FAIL: …` lines, and `--azure URL` names
-the Azure endpoint (default: the base URL without `/v1`).
+through Tollgate: `--e2e` prints `PASS: …` / `FAIL: …` lines, `--azure URL` names
+the Azure endpoint (default: the base URL without `/v1`), and `--veo URL` the base URL of a
+Veo route (the Videos API translated to Gemini's jobs).
 """
 
 import base64
@@ -42,7 +43,7 @@ def check(name):
     return wrap
 
 
-def main(base_url, azure_endpoint=None, e2e=False):
+def main(base_url, azure_endpoint=None, e2e=False, veo_url=None):
     # The Assistants and Sora APIs are deprecated; the SDK says so on every call.
     warnings.simplefilter("ignore", DeprecationWarning)
     client = OpenAI(base_url=base_url, api_key="sk-mock", max_retries=0)
@@ -236,6 +237,19 @@ def main(base_url, azure_endpoint=None, e2e=False):
         assert raw.content[:2] == b"\xff\xfb"
         return str(raw.http_request.url)
 
+    if veo_url:
+        @check("videos on Veo (gemini, translated): create/retrieve/download_content")
+        def _():
+            veo = OpenAI(base_url=veo_url, api_key="unused", max_retries=0)
+            v = veo.videos.create(model="veo-3.1-generate-preview", prompt="a sunrise",
+                                  seconds="8", size="1280x720")
+            assert v.status == "queued" and v.id.startswith("video_") and v.seconds == "8", v
+            done = veo.videos.retrieve(v.id)
+            assert done.status == "completed" and done.progress == 100, done
+            mp4 = veo.videos.download_content(v.id).read()
+            assert mp4[4:12] == b"ftypmp42", mp4[:16]
+            return v.id
+
     width = max(len(name) for name, _, _ in RESULTS)
     for name, good, detail in RESULTS:
         if e2e:
@@ -252,5 +266,9 @@ if __name__ == "__main__":
     if "--azure" in args:
         azure = args[args.index("--azure") + 1]
         del args[args.index("--azure"):args.index("--azure") + 2]
+    veo = None
+    if "--veo" in args:
+        veo = args[args.index("--veo") + 1]
+        del args[args.index("--veo"):args.index("--veo") + 2]
     args = [a for a in args if a != "--e2e"]
-    sys.exit(main(args[0] if args else "http://127.0.0.1:9000/v1", azure, e2e))
+    sys.exit(main(args[0] if args else "http://127.0.0.1:9000/v1", azure, e2e, veo))

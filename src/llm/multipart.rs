@@ -18,12 +18,19 @@ pub fn boundary(content_type: &str) -> Option<&str> {
     })
 }
 
-/// The value of the first text part named `name` (a part with a filename is a file, not a
-/// field); None when absent, not UTF-8, or longer than 1 KiB.
-pub fn field(body: &[u8], boundary: &str, name: &str) -> Option<String> {
+/// One part of a form: its name, whether it is a file, and its bytes.
+struct Part<'a> {
+    name: &'a str,
+    file: bool,
+    value: &'a [u8],
+}
+
+/// The form's parts, in order; parts without a readable head are skipped.
+fn parts<'a>(body: &'a [u8], boundary: &str) -> Vec<Part<'a>> {
     let delimiter = format!("--{boundary}");
     let finder = memchr::memmem::Finder::new(delimiter.as_bytes());
     let starts: Vec<usize> = finder.find_iter(body).collect();
+    let mut out = Vec::new();
     for pair in starts.windows(2) {
         let part = &body[pair[0] + delimiter.len()..pair[1]];
         let part = part.strip_prefix(b"\r\n").unwrap_or(part);
@@ -45,17 +52,47 @@ pub fn field(body: &[u8], boundary: &str, name: &str) -> Option<String> {
                 (k.trim() == key).then(|| v.trim().trim_matches('"'))
             })
         };
-        if param("name") != Some(name) || param("filename").is_some() {
+        let Some(name) = param("name") else {
             continue;
-        }
+        };
         let value = &part[head_end + 4..];
-        let value = value.strip_suffix(b"\r\n").unwrap_or(value);
-        if value.len() > 1024 {
-            return None;
-        }
-        return std::str::from_utf8(value).ok().map(str::to_string);
+        out.push(Part {
+            name,
+            file: param("filename").is_some(),
+            value: value.strip_suffix(b"\r\n").unwrap_or(value),
+        });
     }
-    None
+    out
+}
+
+/// The value of the first text part named `name` (a part with a filename is a file, not a
+/// field); None when absent, not UTF-8, or longer than 1 KiB.
+pub fn field(body: &[u8], boundary: &str, name: &str) -> Option<String> {
+    let part = parts(body, boundary)
+        .into_iter()
+        .find(|p| p.name == name && !p.file)?;
+    if part.value.len() > 1024 {
+        return None;
+    }
+    std::str::from_utf8(part.value).ok().map(str::to_string)
+}
+
+/// A form's text fields as a JSON object of strings, for an API the gateway translates from
+/// a form (OpenAI's SDK sends `videos.create` as one). A file part becomes `true` under its
+/// name, so the translation can refuse it by name; a field that is not UTF-8 is an error.
+pub fn to_json(body: &[u8], boundary: &str) -> Result<Vec<u8>, String> {
+    let mut object = serde_json::Map::new();
+    for p in parts(body, boundary) {
+        let value = if p.file {
+            serde_json::Value::Bool(true)
+        } else {
+            let text = std::str::from_utf8(p.value)
+                .map_err(|_| format!("form field '{}' is not UTF-8 text", p.name))?;
+            serde_json::Value::String(text.to_string())
+        };
+        object.entry(p.name.to_string()).or_insert(value);
+    }
+    serde_json::to_vec(&object).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]
@@ -73,5 +110,10 @@ mod tests {
         assert_eq!(boundary("application/json"), None);
         assert_eq!(boundary("multipart/form-data"), None);
         assert_eq!(field(b"garbage", b, "model"), None);
+        let json: serde_json::Value = serde_json::from_slice(&to_json(body, b).unwrap()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"file": true, "model": "whisper-1"})
+        );
     }
 }

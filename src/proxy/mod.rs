@@ -153,7 +153,8 @@ pub async fn handle_request(
     if let Some(upgrade) = upgrade {
         return websocket::upgrade(&gw, &snap, (route, m.route), &parts, upgrade, ai, log, &c);
     }
-    let (body, upload) = match client_body(&gw, &parts, body, ai.as_deref(), peer).await {
+    let at = (&mut parts.headers, parts.version);
+    let (body, upload) = match client_body(&gw, at, body, ai.as_deref(), peer).await {
         Ok(b) => b,
         Err(e) => return kong_error(e, shape, log, snap),
     };
@@ -358,13 +359,12 @@ fn wants_websocket(headers: &http::HeaderMap) -> bool {
 /// to one of OpenAI's APIs, its start read and the rest left to stream to the provider.
 async fn client_body(
     gw: &Gateway,
-    parts: &http::request::Parts,
+    (headers, version): (&mut http::HeaderMap, http::Version),
     body: body::ClientBody,
     ai: Option<&AiProxy>,
     peer: SocketAddr,
 ) -> Result<(Bytes, Option<body::UploadSlot>), GatewayError> {
-    let content_type = parts
-        .headers
+    let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     let multipart = content_type.is_some_and(|ct| {
@@ -379,7 +379,10 @@ async fn client_body(
     });
     let (ai, incoming) = match (streams, body) {
         (Some(ai), body::ClientBody::Incoming(incoming)) => (ai, incoming),
-        (_, body) => return Ok((read_body(gw, parts, body, ai, peer).await?, None)),
+        (_, body) => {
+            let read = read_body(gw, (headers, version), body, ai, peer).await?;
+            return Ok((form_as_json(headers, read, ai)?, None));
+        }
     };
     let Some(boundary) = content_type.and_then(crate::llm::multipart::boundary) else {
         // The provider could not find the parts either; say why before sending anything.
@@ -387,8 +390,7 @@ async fn client_body(
             "multipart/form-data body without a valid boundary parameter".into(),
         ));
     };
-    let length = parts
-        .headers
+    let length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
@@ -397,34 +399,58 @@ async fn client_body(
         .targets
         .iter()
         .any(|t| t.route_type != crate::config::plugins::RouteType::Files);
-    let read = read_options(gw, parts);
+    let read = read_options(gw, version);
     let limits = (ai.max_body, read);
     let slot = body::UploadSlot::new(incoming, length, limits, peek.then_some(boundary)).await?;
     Ok((Bytes::new(), Some(slot)))
 }
 
+/// A form sent to an API the gateway translates (OpenAI's SDK sends `videos.create` as
+/// `multipart/form-data`, which Veo and Nova Reel get as JSON): its fields as a JSON body,
+/// from here on read like any JSON request.
+fn form_as_json(
+    headers: &mut http::HeaderMap,
+    body: Bytes,
+    ai: Option<&AiProxy>,
+) -> Result<Bytes, GatewayError> {
+    let translated = ai.is_some_and(|a| a.targets.iter().any(|t| t.video.is_some()));
+    let boundary = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::llm::multipart::boundary);
+    let Some(boundary) = boundary.filter(|_| translated) else {
+        return Ok(body);
+    };
+    let json = crate::llm::multipart::to_json(&body, boundary).map_err(GatewayError::BadRequest)?;
+    headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    headers.remove(header::CONTENT_LENGTH);
+    Ok(Bytes::from(json))
+}
+
 /// How the client's body is read: the body timeout, and lingering after a 413 on HTTP/2.
-fn read_options(gw: &Gateway, parts: &http::request::Parts) -> body::ReadOptions {
+fn read_options(gw: &Gateway, version: http::Version) -> body::ReadOptions {
     body::ReadOptions {
         timeout: Duration::from_millis(gw.body_timeout_ms.load(Ordering::Relaxed)),
-        linger: parts.version == http::Version::HTTP_2,
+        linger: version == http::Version::HTTP_2,
     }
 }
 
 async fn read_body(
     gw: &Gateway,
-    parts: &http::request::Parts,
+    (headers, version): (&http::HeaderMap, http::Version),
     body: body::ClientBody,
     ai: Option<&AiProxy>,
     peer: SocketAddr,
 ) -> Result<Bytes, GatewayError> {
     let limit = ai.map(|a| a.max_body).unwrap_or(DEFAULT_BODY_LIMIT);
-    let content_length = parts
-        .headers
+    let content_length = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    body::read_limited(body, content_length, limit, read_options(gw, parts))
+    body::read_limited(body, content_length, limit, read_options(gw, version))
         .await
         .inspect_err(|e| {
             if let GatewayError::BodyTimeout = e {

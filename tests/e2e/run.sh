@@ -660,6 +660,7 @@ count_results "$TMP/sdk.out" "$rc" "SDK"
 #     smoke script makes, against the gateway's routes (and Azure's paths with AzureOpenAI).
 # ---------------------------------------------------------------------------
 no_proxy timeout -k 5 "$SDK_TIMEOUT" "$PY" "$ROOT/mock-llm/tests/sdk_smoke.py" "$GW_URL/v1" --e2e \
+    --veo "$GW_URL/veo/v1" \
     >"$TMP/sdk-apis.out" 2>"$TMP/sdk-apis.err" && rc=0 || rc=$?
 cat "$TMP/sdk-apis.out"
 [ "$rc" -ne 124 ] || fail "SDK APIs: sdk_smoke.py timed out after ${SDK_TIMEOUT}s"
