@@ -24,7 +24,7 @@ CODEX_TIMEOUT=${E2E_CODEX_TIMEOUT:-120}          # seconds for one `codex exec`
 CLAUDE_TIMEOUT=${E2E_CLAUDE_TIMEOUT:-120}        # seconds for one `claude -p`
 SDK_TIMEOUT=${E2E_SDK_TIMEOUT:-180}              # seconds for the whole SDK script
 START_TIMEOUT=${E2E_START_TIMEOUT:-30}           # seconds for each server to be ready
-BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-3600}         # seconds for `cargo build --bins`
+BUILD_TIMEOUT=${E2E_BUILD_TIMEOUT:-3600}         # seconds for `cargo build --workspace --bins`
 INSTALL_TIMEOUT=${E2E_INSTALL_TIMEOUT:-900}      # seconds for each npm / pip step
 LOG_LEVEL=${E2E_LOG_LEVEL:-info}
 
@@ -165,8 +165,9 @@ count_results() { # file rc name
 if [ -n "${TOLLGATE_BIN:-}" ] && [ -n "${MOCK_LLM_BIN:-}" ]; then
     log "using TOLLGATE_BIN=$TOLLGATE_BIN MOCK_LLM_BIN=$MOCK_LLM_BIN"
 else
-    log "cargo build --bins"
-    timeout -k 10 "$BUILD_TIMEOUT" cargo build --bins >"$TMP/build.log" 2>&1 \
+    # The workspace's: a plain `cargo build --bins` here leaves mock-llm's binary stale.
+    log "cargo build --workspace --bins"
+    timeout -k 10 "$BUILD_TIMEOUT" cargo build --workspace --bins >"$TMP/build.log" 2>&1 \
         || { tail -n 40 "$TMP/build.log"; die "setup: cargo build --bins failed"; }
     TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
     TOLLGATE_BIN=${TOLLGATE_BIN:-$TARGET_DIR/debug/tollgate}
