@@ -159,23 +159,10 @@ pub async fn handle_request(
         Err(e) => return kong_error(e, shape, log, snap),
     };
     log.request_size = body.len() as u64;
-    let query = query_pairs(parts.uri.query());
-    // Templates read the client's original headers; keep a copy only when a plugin may
-    // change them before ai-proxy renders its templates.
-    let original_headers = route.transforms.then(|| parts.headers.clone());
     let service = route.service.and_then(|s| snap.services.get(s));
-    let mut up = UpstreamRequest {
-        method: parts.method.clone(),
-        path: upstream_path(
-            route.strip_path,
-            service.and_then(|s| s.path.as_deref()),
-            &m.path,
-            m.matched_len,
-        ),
-        query: query.clone(),
-        headers: std::mem::take(&mut parts.headers),
-        body,
-    };
+    let client_parts = (&mut parts.headers, &parts.uri, &parts.method);
+    let (mut up, query, original_headers) =
+        upstream_request(client_parts, body, route, service, &m);
     let client = access::Client {
         ip: &c.ip,
         scheme,
@@ -255,6 +242,37 @@ pub async fn handle_request(
     };
     add_headers(&mut resp, extra_headers);
     resp
+}
+
+/// The request as the access phase and the upstream see it (path after the route's
+/// prefix, the service's path, the query as pairs), and a copy of the client's headers when
+/// a plugin may change them before ai-proxy renders its templates.
+fn upstream_request(
+    (headers, uri, method): (&mut http::HeaderMap, &http::Uri, &http::Method),
+    body: Bytes,
+    route: &crate::config::entities::Route,
+    service: Option<&crate::config::entities::Service>,
+    m: &crate::gateway::router::RouteMatch,
+) -> (
+    UpstreamRequest,
+    Vec<(String, String)>,
+    Option<http::HeaderMap>,
+) {
+    let query = query_pairs(uri.query());
+    let original_headers = route.transforms.then(|| headers.clone());
+    let up = UpstreamRequest {
+        method: method.clone(),
+        path: upstream_path(
+            route.strip_path,
+            service.and_then(|s| s.path.as_deref()),
+            &m.path,
+            m.matched_len,
+        ),
+        query: query.clone(),
+        headers: std::mem::take(headers),
+        body,
+    };
+    (up, query, original_headers)
 }
 
 /// The client's connection, as the later phases need it.
