@@ -185,15 +185,17 @@ pub fn decode(
 }
 
 /// A native error body (with its status and headers, where some providers put the error
-/// name) in OpenAI's error shape; None when the body is not the provider's error shape
-/// (it then goes to the client as it came).
+/// name) in OpenAI's error shape, the provider's own error object kept whole beside it as
+/// `error.provider_error` (Kong passes it unchanged; a client that reads its fields still
+/// finds them); None when the body is not the provider's error shape (it then goes to the
+/// client as it came).
 pub fn decode_error(
     wire: Wire,
     status: u16,
     headers: &http::HeaderMap,
     body: &[u8],
 ) -> Option<Vec<u8>> {
-    match wire {
+    let mapped = match wire {
         Wire::Anthropic => anthropic::decode_error(body),
         Wire::Cohere => cohere::decode_error(body),
         Wire::Ollama => ollama::decode_error(body),
@@ -202,6 +204,29 @@ pub fn decode_error(
         Wire::Gemini => gemini::decode_error(body),
         Wire::Bedrock => bedrock::decode_error(status, headers, body),
         Wire::OpenAi => None,
+    }?;
+    Some(with_provider_error(mapped, body))
+}
+
+/// `mapped` (OpenAI's error shape) with the provider's `original` error as
+/// `error.provider_error`.
+fn with_provider_error(mapped: Vec<u8>, original: &[u8]) -> Vec<u8> {
+    let parsed = (
+        serde_json::from_slice::<serde_json::Value>(&mapped),
+        serde_json::from_slice::<serde_json::Value>(original),
+    );
+    let (Ok(mut out), Ok(original)) = parsed else {
+        return mapped;
+    };
+    match out
+        .get_mut("error")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        Some(e) => {
+            e.insert("provider_error".into(), original);
+            serde_json::to_vec(&out).unwrap_or(mapped)
+        }
+        None => mapped,
     }
 }
 

@@ -379,10 +379,12 @@ async fn gemini_errors_keep_their_status_in_openai_shape() {
     )
     .await;
     assert_eq!(r.status, 429);
+    // OpenAI's fields for the SDK, and Google's own error, whole, beside them.
     assert_eq!(
         r.json(),
         json!({"error": {"message": "mock-llm injected status 429", "type": "rate_limit_error",
-            "param": null, "code": "RESOURCE_EXHAUSTED"}})
+            "param": null, "code": "RESOURCE_EXHAUSTED", "provider_error": {"error": {"code": 429,
+            "message": "mock-llm injected status 429", "status": "RESOURCE_EXHAUSTED"}}}})
     );
     // Google's own refusals keep their status too: a key in the body is no key to Gemini.
     let yaml = GEMINI.replace(
