@@ -431,12 +431,14 @@ fn form_as_json(
     body: Bytes,
     ai: Option<&AiProxy>,
 ) -> Result<Bytes, GatewayError> {
-    let translated = ai.is_some_and(|a| a.targets.iter().any(|t| t.video.is_some()));
+    if !ai.is_some_and(|a| a.targets.iter().any(|t| t.video.is_some())) {
+        return Ok(body);
+    }
     let boundary = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(crate::llm::multipart::boundary);
-    let Some(boundary) = boundary.filter(|_| translated) else {
+    let Some(boundary) = boundary else {
         return Ok(body);
     };
     let json = crate::llm::multipart::to_json(&body, boundary).map_err(GatewayError::BadRequest)?;
