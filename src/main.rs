@@ -127,6 +127,15 @@ enum Command {
         /// previous version kept as FILE.bak) instead of the data directory's state file.
         #[arg(long, env = "TOLLGATE_ADMIN_WRITES_TO_CONFIG", requires = "config")]
         admin_writes_to_config: bool,
+        /// Where the configuration lives: `file` (the --config file or the embedded
+        /// default; Admin API writes in the data directory) or `postgres` (shared by every
+        /// node of a cluster, with --store-postgres; --config seeds an empty store).
+        #[arg(long, env = "TOLLGATE_STORE", default_value = "file", value_parser = ["file", "postgres"])]
+        store: String,
+        /// PostgreSQL connection string for `--store postgres`, e.g.
+        /// `host=127.0.0.1 user=postgres dbname=tollgate` or a postgres:// URL.
+        #[arg(long, env = "TOLLGATE_STORE_POSTGRES", hide_env_values = true)]
+        store_postgres: Option<String>,
     },
     /// Check a declarative config file; prints every error with its field path.
     Validate {
@@ -283,6 +292,8 @@ fn main() -> ExitCode {
             analytics_postgres,
             demo,
             admin_writes_to_config,
+            store,
+            store_postgres,
         } => {
             init_logs(&log_level, &log_format);
             if let Some(bundle) = &upstream_ca_bundle {
@@ -367,10 +378,17 @@ fn main() -> ExitCode {
             } else {
                 None
             };
+            let cluster = match cluster_store(&store, store_postgres, demo.is_some(), &watch) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
             let chosen = choose_config(
                 config.as_deref(),
                 demo.as_ref().map(|(_, a)| *a),
-                admin_writes_to_config,
+                (admin_writes_to_config, cluster.is_some()),
                 &dir,
             );
             let (name, text, persist) = match chosen {
@@ -396,10 +414,19 @@ fn main() -> ExitCode {
                 }
             };
             let token = admin_token.map(tollgate::secret::Secret::new);
-            let control = match persist {
-                Persist::Memory => Control::new(state, None, token),
-                Persist::Config(path) => Control::new(state, Some(path), token),
-                Persist::State(file, base) => Control::with_state_file(state, file, base, token),
+            let (snap, control) = match (cluster, persist) {
+                (Some(url), _) => match join_cluster(&url, &dir, &text) {
+                    Ok((snap, state, cluster)) => (snap, Control::clustered(state, cluster, token)),
+                    Err(e) => {
+                        eprintln!("--store postgres: {e}");
+                        return ExitCode::from(1);
+                    }
+                },
+                (None, Persist::Memory) => (snap, Control::new(state, None, token)),
+                (None, Persist::Config(path)) => (snap, Control::new(state, Some(path), token)),
+                (None, Persist::State(file, base)) => {
+                    (snap, Control::with_state_file(state, file, base, token))
+                }
             };
             for w in &snap.warnings {
                 tracing::warn!("config: {w}");
@@ -515,6 +542,55 @@ fn main() -> ExitCode {
     }
 }
 
+/// The cluster store's connection string with `--store postgres` (None: file mode), or
+/// why the flags do not go together.
+fn cluster_store(
+    store: &str,
+    url: Option<String>,
+    demo: bool,
+    watch: &Option<PathBuf>,
+) -> Result<Option<String>, String> {
+    if store != "postgres" {
+        return Ok(None);
+    }
+    let url = url.filter(|u| !u.is_empty()).ok_or(
+        "--store postgres needs --store-postgres (or TOLLGATE_STORE_POSTGRES): the cluster's PostgreSQL",
+    )?;
+    if demo {
+        return Err(
+            "--store postgres and --demo do not go together (the demo keeps its routes in memory)"
+                .into(),
+        );
+    }
+    if watch.is_some() {
+        return Err("--store postgres and --watch do not go together: the store is the configuration (change it through the Admin API or `tollgate config import`)".into());
+    }
+    Ok(Some(url))
+}
+
+/// Joins the cluster whose store is at `url` (`--store postgres`), seeding an empty store
+/// with `seed` (already checked to load).
+fn join_cluster(
+    url: &str,
+    dir: &std::path::Path,
+    seed: &str,
+) -> Result<
+    (
+        tollgate::gateway::Snapshot,
+        tollgate::admin::state::State,
+        Arc<tollgate::admin::cluster::Cluster>,
+    ),
+    String,
+> {
+    // Its own short-lived runtime: the store's connection is opened again on the
+    // gateway's once this one is gone.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(tollgate::admin::cluster::boot(url, dir, seed))
+}
+
 /// Where Admin API writes are saved.
 enum Persist {
     /// Nowhere (`--demo`).
@@ -557,7 +633,7 @@ fn private_data_dir(dir: &std::path::Path, default: bool) {
 fn choose_config(
     file: Option<&std::path::Path>,
     demo: Option<SocketAddr>,
-    writes_to_config: bool,
+    (writes_to_config, clustered): (bool, bool),
     dir: &std::path::Path,
 ) -> Result<(String, String, Persist), String> {
     if let Some(mock) = demo {
@@ -575,6 +651,10 @@ fn choose_config(
             config::EMBEDDED_DEFAULT.to_string(),
         ),
     };
+    if clustered {
+        // The store holds the writes; the file only seeds an empty store.
+        return Ok((source, text, Persist::Memory));
+    }
     if let (true, Some(path)) = (writes_to_config, file) {
         return Ok((source, text, Persist::Config(path.to_path_buf())));
     }
@@ -677,6 +757,7 @@ async fn serve(
     if let Some(path) = watch {
         server::reload::spawn(node.clone(), path, Duration::from_secs(1));
     }
+    tollgate::admin::cluster::spawn_follower(node.clone());
     let running = match server::start(node, opts).await {
         Ok(r) => r,
         Err(e) => {

@@ -34,6 +34,8 @@ pub struct Control {
     pub token: Option<Secret<String>>,
     /// SHA-256 of the text last written to `file`, so the watcher skips its own writes.
     written: Mutex<Option<Vec<u8>>>,
+    /// Set on a node of a cluster: writes are saved in the shared store instead of a file.
+    pub cluster: Option<Arc<crate::admin::cluster::Cluster>>,
 }
 
 /// The config a state file was made from.
@@ -134,6 +136,7 @@ impl Control {
             base: None,
             token,
             written: Mutex::new(None),
+            cluster: None,
         }
     }
 
@@ -151,6 +154,20 @@ impl Control {
             base: Some(Mutex::new(base)),
             token,
             written: Mutex::new(None),
+            cluster: None,
+        }
+    }
+
+    /// Writes edit `state` (the stored configuration this node runs) and are saved in the
+    /// cluster's store.
+    pub fn clustered(
+        state: State,
+        cluster: Arc<crate::admin::cluster::Cluster>,
+        token: Option<Secret<String>>,
+    ) -> Control {
+        Control {
+            cluster: Some(cluster),
+            ..Control::new(state, None, token)
         }
     }
 
@@ -198,7 +215,13 @@ impl Control {
             Some((kind, i)) => entity_errors(kind, i, e),
             None => AdminError::Declarative(e.0),
         })?;
-        self.save(&candidate)?;
+        match &self.cluster {
+            Some(c) => {
+                c.save(&render(&candidate).map_err(AdminError::Persist)?)
+                    .await?
+            }
+            None => self.save(&candidate)?,
+        }
         for w in &snap.warnings {
             tracing::warn!("config: {w}");
         }

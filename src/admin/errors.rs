@@ -46,6 +46,14 @@ pub enum AdminError {
     /// The change could not be saved (nothing was applied).
     #[error("{0}")]
     Persist(String),
+    /// The cluster's configuration store is down: nothing can be written (503).
+    #[error("the change was not applied: the configuration store is unavailable ({0}); this node keeps serving its last configuration, retry when the store is back")]
+    StoreDown(String),
+    /// Another node changed the configuration while this change was made; it is made
+    /// again over the newer configuration (never reaches a client unless that keeps
+    /// happening).
+    #[error("the configuration kept changing on other nodes while this change was made; retry it")]
+    Conflict,
 }
 
 impl AdminError {
@@ -117,6 +125,14 @@ impl AdminError {
             ),
             AdminError::Persist(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
+                json!({"code": 8, "name": "database error", "message": msg}),
+            ),
+            AdminError::StoreDown(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"code": 8, "name": "database error", "message": msg}),
+            ),
+            AdminError::Conflict => (
+                StatusCode::CONFLICT,
                 json!({"code": 8, "name": "database error", "message": msg}),
             ),
         }

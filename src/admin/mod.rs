@@ -1,6 +1,7 @@
 //! Kong-shaped Admin API: node info, status, entities (reads here, writes in `write.rs`),
 //! config.
 
+pub mod cluster;
 pub mod control;
 pub mod errors;
 pub mod form;

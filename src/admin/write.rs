@@ -53,6 +53,33 @@ pub async fn handle(
                 .into(),
         ));
     };
+    let Some(cluster) = &control.cluster else {
+        return dispatch(a, state, method, segs, query, body).await;
+    };
+    // On a cluster the change is made over the stored configuration; when another node
+    // saved first, it is made again over that one.
+    for _ in 0..CLUSTER_ATTEMPTS {
+        cluster.sync(&a.gw, state).await?;
+        match dispatch(a, state, method, segs, query, body).await {
+            Err(AdminError::Conflict) => continue,
+            answer => return answer,
+        }
+    }
+    Err(AdminError::Conflict)
+}
+
+/// How often a write is made again over a configuration another node changed meanwhile.
+const CLUSTER_ATTEMPTS: usize = 5;
+
+/// A write made on `state`.
+async fn dispatch(
+    a: &Admin,
+    state: &mut State,
+    method: &Method,
+    segs: &[&str],
+    query: &[(String, String)],
+    body: Body<'_>,
+) -> Answer {
     let m = method.clone();
     match segs {
         ["config"] if m == Method::POST => post_config(a, state, query, body.bytes).await,

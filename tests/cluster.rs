@@ -1,0 +1,281 @@
+//! Cluster mode through the real binary: three `tollgate serve --store postgres` nodes on
+//! one PostgreSQL database (reached through a proxy the test can cut). An Admin API write
+//! on one node is served by the others within a second, concurrent writes on two nodes
+//! both land, and with the store gone the nodes keep serving, refuse writes with a 503,
+//! and start from their cached copy.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mock_llm::MockLlm;
+use serde_json::{json, Value};
+use support::{get, post_json};
+
+/// A TCP proxy to the local PostgreSQL that the test can cut (every connection dropped,
+/// new ones refused) and restore.
+struct StoreLink {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    live: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl StoreLink {
+    async fn start() -> StoreLink {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let live: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let (c, l) = (cut.clone(), live.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if c.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut pg) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut pg).await;
+                    }
+                });
+                l.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        StoreLink { port, cut, live }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for t in self.live.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A fresh database for one test.
+async fn database(name: &str) -> String {
+    let (client, conn) = tokio_postgres::connect(
+        "host=127.0.0.1 user=postgres dbname=postgres",
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("PostgreSQL on 127.0.0.1:5432 (scripts/services.sh starts it)");
+    tokio::spawn(conn);
+    let db = format!("{name}_{}", std::process::id());
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+        .await
+        .unwrap();
+    client
+        .batch_execute(&format!("CREATE DATABASE {db}"))
+        .await
+        .unwrap();
+    db
+}
+
+struct Node {
+    child: Child,
+    proxy: String,
+    admin: String,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `tollgate serve --store postgres` through `link` to database `db`, seeded by `config`.
+fn node(config: &std::path::Path, data: &std::path::Path, link: &StoreLink, db: &str) -> Node {
+    let url = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={db}",
+        link.port
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--store", "postgres", "--store-postgres", &url])
+        .args([
+            "--proxy-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--proxy-tls-listen", "off", "--analytics", "off"])
+        .arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tollgate");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut proxy, mut admin) = (String::new(), String::new());
+    while proxy.is_empty() || admin.is_empty() {
+        let line = lines
+            .next()
+            .expect("tollgate printed its addresses")
+            .unwrap();
+        if let Some(a) = line.strip_prefix("tollgate proxy on ") {
+            proxy = a.to_string();
+        } else if let Some(a) = line.strip_prefix("tollgate admin on ") {
+            admin = a.to_string();
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Node {
+        child,
+        proxy,
+        admin,
+    }
+}
+
+/// A route `name` on `/name` to the mock's chat API, as Admin API writes.
+async fn add_route(n: &Node, name: impl AsRef<str>) -> support::Reply {
+    let name = name.as_ref();
+    let body = json!({"name": name, "paths": [format!("/{name}")], "service": {"name": "mock"}});
+    post_json(&format!("{}/routes", n.admin), &body).await
+}
+
+fn chat() -> Value {
+    json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// Waits until `node` answers `path` with 200; how long that took.
+async fn served_within(n: &Node, path: &str, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if post_json(&format!("{}{path}", n.proxy), &chat())
+            .await
+            .status
+            == 200
+        {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_one_configuration() {
+    let mock = MockLlm::start().await.unwrap();
+    let db = database("tg_cluster").await;
+    let link = StoreLink::start().await;
+    let dir = support::tempdir::TempDir::new();
+    let config = dir.path().join("kong.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+_format_version: "3.0"
+services:
+  - name: mock
+    url: {}/v1/chat/completions
+    routes:
+      - name: first
+        paths: ["/first"]
+"#,
+            mock.url()
+        ),
+    )
+    .unwrap();
+    let data: Vec<_> = (0..3)
+        .map(|i| dir.path().join(format!("node{i}")))
+        .collect();
+    let nodes: Vec<Node> = data.iter().map(|d| node(&config, d, &link, &db)).collect();
+    for n in &nodes {
+        assert!(served_within(n, "/first", Duration::from_secs(5))
+            .await
+            .is_some());
+    }
+
+    // A write on node 1 is served by nodes 2 and 3 within a second.
+    let r = add_route(&nodes[0], "second").await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    for n in &nodes[1..] {
+        let took = served_within(n, "/second", Duration::from_secs(1)).await;
+        assert!(
+            took.is_some(),
+            "node {} did not serve /second within 1 s",
+            n.proxy
+        );
+    }
+
+    // Concurrent writes on two nodes all land, on every node.
+    let writes: Vec<_> = (0..10)
+        .map(|i| {
+            let n = &nodes[1 + i % 2];
+            add_route(n, format!("c{i}"))
+        })
+        .collect();
+    for r in futures_util::future::join_all(writes).await {
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for n in &nodes {
+        let routes = get(&format!("{}/routes", n.admin)).await.json();
+        let names: Vec<&str> = routes["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert_eq!(names.len(), 12, "{names:?}");
+    }
+
+    // The store goes away: requests are still served, writes get a clear 503.
+    link.cut();
+    for n in &nodes {
+        for path in ["/first", "/second", "/c9"] {
+            let r = post_json(&format!("{}{path}", n.proxy), &chat()).await;
+            assert_eq!(r.status, 200, "{path} on {}: {}", n.proxy, r.text());
+        }
+    }
+    let r = add_route(&nodes[0], "while-down").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.text().contains("configuration store is unavailable"),
+        "{}",
+        r.text()
+    );
+    // A node restarted meanwhile serves the copy it kept.
+    let mut nodes = nodes;
+    nodes.pop();
+    let restarted = node(&config, &data[2], &link, &db);
+    let r = post_json(&format!("{}/c9", restarted.proxy), &chat()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // Back: a write propagates again.
+    link.restore();
+    let mut landed = None;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while landed.is_none() && Instant::now() < deadline {
+        let r = add_route(&nodes[1], "after").await;
+        if r.status == 201 {
+            landed = Some(r);
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(
+        landed.is_some(),
+        "no write landed after the store came back"
+    );
+    for n in [&nodes[0], &restarted] {
+        let took = served_within(n, "/after", Duration::from_secs(3)).await;
+        assert!(took.is_some(), "node {} did not catch up", n.proxy);
+    }
+}
