@@ -149,6 +149,44 @@ enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// The schema of a cluster's configuration store (`serve --store postgres`).
+    Migrations {
+        #[command(subcommand)]
+        action: MigrationsAction,
+    },
+    /// A cluster's stored configuration, in and out of a declarative file.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MigrationsAction {
+    /// Create the store's tables if they are not there (nodes also do this on start).
+    Up {
+        /// The cluster's PostgreSQL (as for `serve --store-postgres`).
+        #[arg(long, env = "TOLLGATE_STORE_POSTGRES", hide_env_values = true)]
+        store_postgres: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigAction {
+    /// Check FILE and make it the cluster's configuration (every node swaps it in).
+    Import {
+        /// The declarative file (kong.yaml, YAML or JSON).
+        file: PathBuf,
+        /// The cluster's PostgreSQL (as for `serve --store-postgres`).
+        #[arg(long, env = "TOLLGATE_STORE_POSTGRES", hide_env_values = true)]
+        store_postgres: String,
+    },
+    /// Print the cluster's configuration (Kong's flat form, as the Admin API keeps it).
+    Export {
+        /// The cluster's PostgreSQL (as for `serve --store-postgres`).
+        #[arg(long, env = "TOLLGATE_STORE_POSTGRES", hide_env_values = true)]
+        store_postgres: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -222,6 +260,63 @@ fn main() -> ExitCode {
                     eprintln!("{}: {e}", file.display());
                 }
                 eprintln!("{} error(s)", errors.0.len());
+                ExitCode::from(1)
+            }
+        },
+        Command::Migrations {
+            action: MigrationsAction::Up { store_postgres },
+        } => match block_on(tollgate::cli::store::migrations_up(&store_postgres)) {
+            Ok(Ok(said)) => {
+                println!("{said}");
+                ExitCode::SUCCESS
+            }
+            Ok(Err(e)) | Err(e) => {
+                eprintln!("migrations up: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Config {
+            action:
+                ConfigAction::Import {
+                    file,
+                    store_postgres,
+                },
+        } => {
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{}: cannot read it: {e}", file.display());
+                    return ExitCode::from(1);
+                }
+            };
+            // Checked as a node will load it: a file that does not load is not stored.
+            if let Err(errors) = tollgate::load(&text) {
+                for e in &errors.0 {
+                    eprintln!("{}: {e}", file.display());
+                }
+                return ExitCode::from(1);
+            }
+            match block_on(tollgate::cli::store::import(&store_postgres, &text)) {
+                Ok(Ok(v)) => {
+                    println!("imported {} as configuration version {v}", file.display());
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) | Err(e) => {
+                    eprintln!("config import: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Config {
+            action: ConfigAction::Export { store_postgres },
+        } => match block_on(tollgate::cli::store::export(&store_postgres)) {
+            Ok(Ok((v, text))) => {
+                eprintln!("configuration version {v}");
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Ok(Err(e)) | Err(e) => {
+                eprintln!("config export: {e}");
                 ExitCode::from(1)
             }
         },
@@ -584,11 +679,16 @@ fn join_cluster(
 > {
     // Its own short-lived runtime: the store's connection is opened again on the
     // gateway's once this one is gone.
-    let rt = tokio::runtime::Builder::new_current_thread()
+    block_on(tollgate::admin::cluster::boot(url, dir, seed))?
+}
+
+/// Runs `work` on a runtime of its own (the commands that do one thing and exit).
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> Result<T, String> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(tollgate::admin::cluster::boot(url, dir, seed))
+        .map(|rt| rt.block_on(work))
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 /// Where Admin API writes are saved.

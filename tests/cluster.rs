@@ -279,3 +279,62 @@ services:
         assert!(took.is_some(), "node {} did not catch up", n.proxy);
     }
 }
+
+/// `tollgate migrations up`, `config import` and `config export` on a store no node runs.
+#[tokio::test]
+async fn the_store_is_filled_and_read_from_the_command_line() {
+    let db = database("tg_cli").await;
+    let url = format!("host=127.0.0.1 user=postgres dbname={db}");
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(args)
+            .env("TOLLGATE_STORE_POSTGRES", &url)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, out, _) = run(&["migrations", "up"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("no configuration stored yet"), "{out}");
+    let (code, _, err) = run(&["config", "export"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("holds no configuration yet"), "{err}");
+    let dir = support::tempdir::TempDir::new();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(
+        &good,
+        "_format_version: \"3.0\"\nservices: [{name: s, url: http://127.0.0.1:9}]\n",
+    )
+    .unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "_format_version: \"3.0\"\nservices: [{name: s}]\n").unwrap();
+    let (code, _, err) = run(&["config", "import", bad.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("services[0].host: required field missing"),
+        "{err}"
+    );
+    let (code, out, _) = run(&["config", "import", good.to_str().unwrap()]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("as configuration version 1"), "{out}");
+    let (code, out, err) = run(&["config", "export"]);
+    assert_eq!(code, Some(0));
+    assert!(err.contains("version 1"), "{err}");
+    assert!(out.contains("name: s"), "{out}");
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "migrations",
+            "up",
+            "--store-postgres",
+            "host=127.0.0.1 port=1 user=postgres",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unreachable") && err.contains("refused"),
+        "{err}"
+    );
+}

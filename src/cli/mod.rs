@@ -1,3 +1,5 @@
-//! Command-line helpers that talk to a running gateway's Admin API.
+//! Command-line helpers: API keys through a running gateway's Admin API, and a cluster's
+//! configuration store.
 
 pub mod keys;
+pub mod store;

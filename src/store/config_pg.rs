@@ -76,17 +76,27 @@ async fn connect(
         .map_err(|_| {
             StoreError::Unreachable(format!("no connection within {} s", TIMEOUT.as_secs()))
         })?
-        .map_err(|e| StoreError::Unreachable(e.to_string()))
+        .map_err(|e| StoreError::Unreachable(describe(&e)))
+}
+
+/// An error with its causes (tokio-postgres says "error connecting to server" and keeps
+/// the reason, e.g. "Connection refused", in its source).
+fn describe(e: &tokio_postgres::Error) -> String {
+    use std::error::Error as _;
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn query_error(e: tokio_postgres::Error) -> StoreError {
-    if e.is_closed() {
-        StoreError::Unreachable(e.to_string())
-    } else {
-        match e.as_db_error() {
-            Some(db) => StoreError::Query(db.message().to_string()),
-            None => StoreError::Unreachable(e.to_string()),
-        }
+    match e.as_db_error() {
+        Some(db) if !e.is_closed() => StoreError::Query(db.message().to_string()),
+        _ => StoreError::Unreachable(describe(&e)),
     }
 }
 
