@@ -251,6 +251,11 @@ services:
         "{}",
         r.text()
     );
+    let status = get(&format!("{}/status", nodes[0].admin)).await.json();
+    assert_eq!(status["database"]["reachable"], false, "{status}");
+    assert_eq!(status["configuration_store"]["kind"], "postgres");
+    let metrics = get(&format!("{}/metrics", nodes[0].admin)).await.text();
+    assert!(metrics.contains("tollgate_config_store_up 0"), "{metrics}");
     // A node restarted meanwhile serves the copy it kept.
     let mut nodes = nodes;
     nodes.pop();
@@ -278,6 +283,17 @@ services:
         let took = served_within(n, "/after", Duration::from_secs(3)).await;
         assert!(took.is_some(), "node {} did not catch up", n.proxy);
     }
+    let mut stores = Vec::new();
+    for n in [&nodes[0], &nodes[1], &restarted] {
+        stores
+            .push(get(&format!("{}/status", n.admin)).await.json()["configuration_store"].clone());
+    }
+    assert!(
+        stores
+            .iter()
+            .all(|v| v == &stores[0] && v["reachable"] == true),
+        "{stores:?}"
+    );
 }
 
 /// `tollgate migrations up`, `config import` and `config export` on a store no node runs.

@@ -188,8 +188,8 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Resp {
     }
     match segs.as_slice() {
         [] => root(gw, &snap),
-        ["status"] => status(gw, &snap),
-        ["metrics"] => metrics(gw),
+        ["status"] => status(gw, &snap, admin.control.cluster.as_deref()),
+        ["metrics"] => metrics(gw, admin.control.cluster.as_deref()),
         ["quotas"] => quotas(gw).await,
         ["analytics", what] => analytics(gw, what, &query).await,
         ["config"] => {
@@ -565,12 +565,21 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
-fn status(gw: &Gateway, snap: &Snapshot) -> Resp {
+fn status(gw: &Gateway, snap: &Snapshot, cluster: Option<&cluster::Cluster>) -> Resp {
     let s = &gw.stats;
     let active = s.active.load(Ordering::Relaxed);
+    // Kong's `database.reachable`: true without a database (DB-less), as Kong says.
+    let reachable = cluster.is_none_or(cluster::Cluster::store_up);
+    let store = match cluster {
+        None => json!({"kind": "file"}),
+        Some(c) => json!({"kind": "postgres", "reachable": c.store_up(), "version": c.version()}),
+    };
     reply(
         StatusCode::OK,
         json!({
+            "database": {"reachable": reachable},
+            // Where the configuration lives, and the stored version this node runs.
+            "configuration_store": store,
             "server": {
                 "connections_accepted": s.accepted.load(Ordering::Relaxed),
                 "connections_active": active,
@@ -847,7 +856,7 @@ async fn analytics(gw: &Gateway, what: &str, query: &[(String, String)]) -> Resp
 
 /// `GET /metrics`: Prometheus text format — the `prometheus` plugin's families plus the
 /// gateway's own gauges and counters.
-fn metrics(gw: &Gateway) -> Resp {
+fn metrics(gw: &Gateway, cluster: Option<&cluster::Cluster>) -> Resp {
     use crate::observe::metrics::sample;
     let s = &gw.stats;
     let mut out = String::with_capacity(4096);
@@ -924,6 +933,24 @@ fn metrics(gw: &Gateway) -> Resp {
             "When the last config reload was attempted (Unix time)",
             "",
             (last.at_ms / 1000) as f64,
+        );
+    }
+    if let Some(c) = cluster {
+        sample(
+            &mut out,
+            "tollgate_config_store_up",
+            "gauge",
+            "1 if the cluster's configuration store answered the last time it was asked",
+            "",
+            if c.store_up() { 1.0 } else { 0.0 },
+        );
+        sample(
+            &mut out,
+            "tollgate_config_store_version",
+            "gauge",
+            "The stored configuration version this node runs",
+            "",
+            c.version() as f64,
         );
     }
     out.push_str(
