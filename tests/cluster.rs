@@ -100,6 +100,17 @@ impl Drop for Node {
 
 /// `tollgate serve --store postgres` through `link` to database `db`, seeded by `config`.
 fn node(config: &std::path::Path, data: &std::path::Path, link: &StoreLink, db: &str) -> Node {
+    node_with(config, data, link, db, &["--analytics", "off"])
+}
+
+/// [`node`] with other arguments (analytics).
+fn node_with(
+    config: &std::path::Path,
+    data: &std::path::Path,
+    link: &StoreLink,
+    db: &str,
+    extra: &[&str],
+) -> Node {
     let url = format!(
         "host=127.0.0.1 port={} user=postgres dbname={db}",
         link.port
@@ -112,7 +123,8 @@ fn node(config: &std::path::Path, data: &std::path::Path, link: &StoreLink, db: 
             "--admin-listen",
             "127.0.0.1:0",
         ])
-        .args(["--proxy-tls-listen", "off", "--analytics", "off"])
+        .args(["--proxy-tls-listen", "off"])
+        .args(extra)
         .arg("--config")
         .arg(config)
         .arg("--data-dir")
@@ -353,4 +365,119 @@ async fn the_store_is_filled_and_read_from_the_command_line() {
         err.contains("unreachable") && err.contains("refused"),
         "{err}"
     );
+}
+
+/// A `rate-limiting` quota kept in Redis admits exactly its limit across three nodes, and
+/// every node's usage records land in the one PostgreSQL analytics table, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_quotas_and_usage() {
+    // A minute's quota: not across a minute's end.
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if second > 45 {
+        tokio::time::sleep(Duration::from_secs(61 - second)).await;
+    }
+    let mock = MockLlm::start().await.unwrap();
+    let db = database("tg_quota").await;
+    let link = StoreLink::start().await;
+    let dir = support::tempdir::TempDir::new();
+    let config = dir.path().join("kong.yaml");
+    // A fresh plugin id: its Redis counters are this run's.
+    let id = uuid_like();
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+_format_version: "3.0"
+services:
+  - name: mock
+    url: http://unused.invalid
+    routes:
+      - name: limited
+        paths: ["/limited"]
+        plugins:
+          - name: rate-limiting
+            id: {id}
+            config: {{minute: 50, policy: redis, redis: {{host: 127.0.0.1, port: 6379}}}}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {{provider: openai, name: m, options: {{upstream_url: "{}/v1/chat/completions"}}}}
+"#,
+            mock.url()
+        ),
+    )
+    .unwrap();
+    let analytics = format!("host=127.0.0.1 user=postgres dbname={db}");
+    let args = [
+        "--analytics",
+        "postgres",
+        "--analytics-postgres",
+        analytics.as_str(),
+    ];
+    let nodes: Vec<Node> = (0..3)
+        .map(|i| {
+            node_with(
+                &config,
+                &dir.path().join(format!("n{i}")),
+                &link,
+                &db,
+                &args,
+            )
+        })
+        .collect();
+    const SENT: usize = 90;
+    let asks: Vec<_> = (0..SENT)
+        .map(|i| status_of(format!("{}/limited", nodes[i % 3].proxy)))
+        .collect();
+    let statuses: Vec<u16> = futures_util::future::join_all(asks).await;
+    let admitted = statuses.iter().filter(|s| **s == 200).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!((admitted, refused), (50, SENT - 50), "{statuses:?}");
+
+    // Every request's record, from every node, in the one table.
+    let (client, conn) = tokio_postgres::connect(&analytics, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (mut rows, mut ok) = (0i64, 0i64);
+    while Instant::now() < deadline {
+        let q = "SELECT count(DISTINCT request_id), count(*) FILTER (WHERE status = 200) \
+                 FROM tollgate_usage WHERE route = 'limited'";
+        if let Ok(r) = client.query_one(q, &[]).await {
+            (rows, ok) = (r.get(0), r.get(1));
+            if rows == SENT as i64 {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!((rows, ok), (SENT as i64, 50), "usage records in PostgreSQL");
+}
+
+/// POSTs a chat request to `url`; its status.
+async fn status_of(url: String) -> u16 {
+    post_json(&url, &chat()).await.status
+}
+
+/// A UUID-shaped id unique to this run.
+fn uuid_like() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+        ^ (u128::from(std::process::id()) << 64);
+    let h = format!("{t:032x}");
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
 }
