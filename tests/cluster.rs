@@ -100,7 +100,7 @@ impl Drop for Node {
 
 /// `tollgate serve --store postgres` through `link` to database `db`, seeded by `config`.
 fn node(config: &std::path::Path, data: &std::path::Path, link: &StoreLink, db: &str) -> Node {
-    node_with(config, data, link, db, &["--analytics", "off"])
+    node_with(config, data, link, db, &["--analytics", "off"], &[])
 }
 
 /// [`node`] with other arguments (analytics).
@@ -110,6 +110,7 @@ fn node_with(
     link: &StoreLink,
     db: &str,
     extra: &[&str],
+    env: &[(&str, &str)],
 ) -> Node {
     let url = format!(
         "host=127.0.0.1 port={} user=postgres dbname={db}",
@@ -125,6 +126,8 @@ fn node_with(
         ])
         .args(["--proxy-tls-listen", "off"])
         .args(extra)
+        .env_remove("TOLLGATE_STORE_KEY")
+        .envs(env.iter().copied())
         .arg("--config")
         .arg(config)
         .arg("--data-dir")
@@ -426,6 +429,7 @@ services:
                 &link,
                 &db,
                 &args,
+                &[],
             )
         })
         .collect();
@@ -480,4 +484,129 @@ fn uuid_like() -> String {
         &h[17..20],
         &h[20..32]
     )
+}
+
+/// Plain secrets written through the Admin API are sealed in the store with
+/// `TOLLGATE_STORE_KEY`; the nodes open them to use them. Without a key they are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_secrets_are_sealed_in_the_store() {
+    let mock = MockLlm::start().await.unwrap();
+    let db = database("tg_seal").await;
+    let link = StoreLink::start().await;
+    let dir = support::tempdir::TempDir::new();
+    let config = dir.path().join("kong.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "_format_version: \"3.0\"\nservices: [{{name: mock, url: \"{}\"}}]\n",
+            mock.url()
+        ),
+    )
+    .unwrap();
+    let key = [(
+        "TOLLGATE_STORE_KEY",
+        "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+    )];
+    let off = ["--analytics", "off"];
+    let a = node_with(&config, &dir.path().join("a"), &link, &db, &off, &key);
+    let b = node_with(&config, &dir.path().join("b"), &link, &db, &off, &key);
+    let route = json!({"name": "chat", "paths": ["/chat"], "service": {"name": "mock"}});
+    assert_eq!(
+        post_json(&format!("{}/routes", a.admin), &route)
+            .await
+            .status,
+        201
+    );
+    let plugin = json!({"name": "ai-proxy", "route": {"name": "chat"}, "config": {
+        "route_type": "llm/v1/chat",
+        "auth": {"header_name": "Authorization", "header_value": "Bearer sk-plain-7c1e"},
+        "model": {"provider": "openai", "name": "m",
+                  "options": {"upstream_url": format!("{}/v1/chat/completions", mock.url())}}}});
+    let r = post_json(&format!("{}/plugins", a.admin), &plugin).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Node b uses the key it opened from the store.
+    assert!(served_within(&b, "/chat", Duration::from_secs(2))
+        .await
+        .is_some());
+    let seen = mock.last_request().unwrap();
+    assert_eq!(seen.header("authorization"), Some("Bearer sk-plain-7c1e"));
+    // The database holds it sealed.
+    let (client, conn) = tokio_postgres::connect(
+        &format!("host=127.0.0.1 user=postgres dbname={db}"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let doc: String = client
+        .query_one("SELECT document FROM tollgate_config", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        !doc.contains("sk-plain-7c1e") && doc.contains("tgenc:v1:"),
+        "{doc}"
+    );
+    for f in ["a", "b"] {
+        let cached = std::fs::read_to_string(dir.path().join(f).join("cluster-config.yaml"));
+        assert!(!cached.unwrap_or_default().contains("sk-plain-7c1e"));
+    }
+    drop((a, b));
+    // A node without the key cannot run that configuration, and says why.
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--store", "postgres", "--store-postgres"])
+        .arg(format!(
+            "host=127.0.0.1 port={} user=postgres dbname={db}",
+            link.port
+        ))
+        .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .args([
+            "--proxy-tls-listen",
+            "off",
+            "--analytics",
+            "off",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("c"))
+        .env_remove("TOLLGATE_STORE_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("holds encrypted secrets: set TOLLGATE_STORE_KEY"),
+        "{err}"
+    );
+    // An empty store is not seeded with a plain secret when there is no key to seal it.
+    let empty = database("tg_seal_empty").await;
+    let seed = dir.path().join("secret.yaml");
+    std::fs::write(
+        &seed,
+        "_format_version: \"3.0\"\nplugins: [{name: ai-proxy, config: {route_type: llm/v1/chat, auth: {header_name: Authorization, header_value: Bearer sk-x}, model: {provider: openai, name: m}}}]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--store", "postgres", "--store-postgres"])
+        .arg(format!("host=127.0.0.1 user=postgres dbname={empty}"))
+        .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .args([
+            "--proxy-tls-listen",
+            "off",
+            "--analytics",
+            "off",
+            "--config",
+        ])
+        .arg(&seed)
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .env_remove("TOLLGATE_STORE_KEY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the store is empty and 1 plain secret value(s)")
+            && err.contains("TOLLGATE_STORE_KEY"),
+        "{err}"
+    );
 }

@@ -15,6 +15,7 @@ use crate::admin::state::State;
 use crate::admin::Admin;
 use crate::gateway::Gateway;
 use crate::store::config_pg::{self, ConfigStore, Saved, Stored};
+use crate::store::seal::{self, Sealer};
 
 /// How often a node compares its version with the store's, besides the notifications.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
@@ -33,18 +34,37 @@ pub struct Cluster {
     up: AtomicBool,
     /// The copy of the last stored configuration, for a start while the store is down.
     cache: PathBuf,
+    /// Seals the plain secrets of what is stored, and opens them again.
+    sealer: Option<Sealer>,
 }
 
 impl Cluster {
-    /// A node of the cluster whose store is at `url`, caching in `data_dir`.
-    pub fn new(url: &str, data_dir: &Path) -> Cluster {
-        Cluster {
+    /// A node of the cluster whose store is at `url`, caching in `data_dir`, sealing
+    /// secrets with the keys `env` names.
+    pub fn new(
+        url: &str,
+        data_dir: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Cluster, String> {
+        Ok(Cluster {
             store: ConfigStore::new(url),
             url: url.to_string(),
             version: AtomicI64::new(0),
             up: AtomicBool::new(true),
             cache: data_dir.join("cluster-config.yaml"),
-        }
+            sealer: Sealer::from_env(env)?,
+        })
+    }
+
+    /// `document` as it is stored: its plain secrets sealed.
+    pub fn sealed(&self, document: &str) -> Result<String, String> {
+        seal_document(document, self.sealer.as_ref())
+    }
+
+    /// A stored document as it runs: its sealed secrets opened.
+    fn opened(&self, stored: &Stored) -> Result<String, String> {
+        open_document(&stored.document, self.sealer.as_ref())
+            .map_err(|e| format!("stored configuration version {}: {e}", stored.version))
     }
 
     /// The stored version the running configuration came from.
@@ -93,6 +113,7 @@ impl Cluster {
 
     /// Saves a write's document over the running version: the write's commit.
     pub async fn save(&self, document: &str) -> Result<(), AdminError> {
+        let document = &self.sealed(document).map_err(AdminError::Persist)?;
         match self.store.save(self.version(), document).await {
             Ok(Saved::Committed(version)) => {
                 self.mark(true, None);
@@ -132,7 +153,7 @@ impl Cluster {
 
     /// Compiles a stored configuration and swaps it in; its state for writes to edit.
     async fn apply(&self, gw: &Gateway, stored: Stored) -> Result<State, String> {
-        let text = stored.document.clone();
+        let text = self.opened(&stored)?;
         let loaded = tokio::task::spawn_blocking(move || crate::admin::load(&text))
             .await
             .map_err(|e| format!("the compile task failed: {e}"))?;
@@ -225,12 +246,17 @@ pub async fn boot(
     data_dir: &Path,
     seed: &str,
 ) -> Result<(crate::gateway::Snapshot, State, Arc<Cluster>), String> {
-    let cluster = Arc::new(Cluster::new(url, data_dir));
+    let env = |name: &str| std::env::var(name).ok();
+    let cluster = Arc::new(Cluster::new(url, data_dir, &env)?);
+    // The seed is stored as every write is, its plain secrets sealed; needed only when the
+    // store is empty (refused then without a key).
+    let seed = cluster.sealed(seed);
     let mut said = false;
     let stored = loop {
-        match first_stored(&cluster, seed).await {
+        match first_stored(&cluster, &seed).await {
             Ok(s) => break s,
-            Err(e) => {
+            Err(Boot::Seed(e)) => return Err(format!("the store is empty and {e}")),
+            Err(Boot::Store(e)) => {
                 if let Some(copy) = cluster.cached() {
                     tracing::warn!(
                         "configuration store unavailable ({e}): serving the copy of version {} kept in {} until it is back",
@@ -251,7 +277,7 @@ pub async fn boot(
             }
         }
     };
-    let text = stored.document.clone();
+    let text = cluster.opened(&stored)?;
     let (snap, state) = tokio::task::spawn_blocking(move || crate::admin::load(&text))
         .await
         .map_err(|e| format!("the compile task failed: {e}"))?
@@ -268,11 +294,12 @@ pub async fn boot(
 
 /// The stored configuration; on the cluster's first start, `seed` saved as its first
 /// version (one node wins when several start at once; the others read its version).
-async fn first_stored(cluster: &Cluster, seed: &str) -> Result<Stored, config_pg::StoreError> {
+async fn first_stored(cluster: &Cluster, seed: &Result<String, String>) -> Result<Stored, Boot> {
     cluster.store.migrate().await?;
     if let Some(s) = cluster.store.current().await? {
         return Ok(s);
     }
+    let seed = seed.as_deref().map_err(|e| Boot::Seed(e.clone()))?;
     match cluster.store.save(0, seed).await? {
         Saved::Committed(version) => {
             tracing::info!("configuration store was empty: it now holds this node's configuration as version {version}");
@@ -282,7 +309,90 @@ async fn first_stored(cluster: &Cluster, seed: &str) -> Result<Stored, config_pg
             })
         }
         Saved::Conflict => cluster.store.current().await?.ok_or_else(|| {
-            config_pg::StoreError::Query("the stored configuration vanished".into())
+            Boot::Store(config_pg::StoreError::Query(
+                "the stored configuration vanished".into(),
+            ))
         }),
+    }
+}
+
+/// Why a node could not take its first configuration from the store.
+enum Boot {
+    /// The store could not be used (down): the node waits, or serves its copy.
+    Store(config_pg::StoreError),
+    /// The store is empty and this node's configuration cannot seed it.
+    Seed(String),
+}
+
+impl From<config_pg::StoreError> for Boot {
+    fn from(e: config_pg::StoreError) -> Boot {
+        Boot::Store(e)
+    }
+}
+
+/// `text` (a declarative document) with the plain values of its secret fields sealed by
+/// `sealer`; vault references and decK `${{ env … }}` templates stay as written, since they
+/// hold no secret. Without a sealer, a plain secret is refused: it would sit in the
+/// database in clear.
+pub fn seal_document(text: &str, sealer: Option<&Sealer>) -> Result<String, String> {
+    let mut doc: serde_json::Value =
+        serde_norway::from_str(text).map_err(|e| format!("the configuration: {e}"))?;
+    let mut plain = 0usize;
+    let mut failed = None;
+    crate::gateway::snapshot::visit_secrets(&mut doc, &mut |v| {
+        let serde_json::Value::String(s) = v else {
+            return;
+        };
+        let inert = s.is_empty()
+            || s.starts_with(seal::PREFIX)
+            || s.contains("${{")
+            || crate::config::vault::is_reference_form(s);
+        match (inert, sealer) {
+            (true, _) => {}
+            (false, Some(k)) => match k.seal(s) {
+                Ok(sealed) => *s = sealed,
+                Err(e) => failed = Some(e),
+            },
+            (false, None) => plain += 1,
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if plain > 0 {
+        return Err(format!(
+            "{plain} plain secret value(s) (a provider key, a password…) would be stored in PostgreSQL in clear: set {} on every node (32 random bytes in base64, e.g. `openssl rand -base64 32`) to store them encrypted, or write them as {{vault://…}} references",
+            seal::KEY_VAR
+        ));
+    }
+    serde_norway::to_string(&doc).map_err(|e| format!("cannot render the configuration: {e}"))
+}
+
+/// A stored document with its sealed values opened.
+pub fn open_document(text: &str, sealer: Option<&Sealer>) -> Result<String, String> {
+    if !text.contains(seal::PREFIX) {
+        return Ok(text.to_string());
+    }
+    let Some(sealer) = sealer else {
+        return Err(format!(
+            "it holds encrypted secrets: set {} to the cluster's key",
+            seal::KEY_VAR
+        ));
+    };
+    let mut doc: serde_json::Value =
+        serde_norway::from_str(text).map_err(|e| format!("the configuration: {e}"))?;
+    open_values(&mut doc, sealer)?;
+    serde_norway::to_string(&doc).map_err(|e| format!("cannot render the configuration: {e}"))
+}
+
+fn open_values(v: &mut serde_json::Value, sealer: &Sealer) -> Result<(), String> {
+    match v {
+        serde_json::Value::String(s) if s.starts_with(seal::PREFIX) => {
+            *s = sealer.open(s)?;
+            Ok(())
+        }
+        serde_json::Value::Object(m) => m.values_mut().try_for_each(|x| open_values(x, sealer)),
+        serde_json::Value::Array(a) => a.iter_mut().try_for_each(|x| open_values(x, sealer)),
+        _ => Ok(()),
     }
 }

@@ -20,6 +20,9 @@ pub async fn migrations_up(url: &str) -> Result<String, String> {
 /// Replaces the stored configuration with `text` (already checked to load); the version it
 /// became. Every node swaps it in, as after an Admin API `POST /config`.
 pub async fn import(url: &str, text: &str) -> Result<i64, String> {
+    // Stored as a node stores a write: plain secrets sealed with TOLLGATE_STORE_KEY.
+    let sealer = crate::store::seal::Sealer::from_env(&|n| std::env::var(n).ok())?;
+    let text = &crate::admin::cluster::seal_document(text, sealer.as_ref())?;
     let store = ConfigStore::new(url);
     store.migrate().await.map_err(|e| e.to_string())?;
     for _ in 0..IMPORT_ATTEMPTS {
@@ -32,7 +35,7 @@ pub async fn import(url: &str, text: &str) -> Result<i64, String> {
     Err("the configuration kept changing on the nodes while it was imported; retry".into())
 }
 
-/// The stored configuration's text and version.
+/// The stored configuration's text and version (secrets stay sealed, as stored).
 pub async fn export(url: &str) -> Result<(i64, String), String> {
     let store = ConfigStore::new(url);
     match store.current().await {

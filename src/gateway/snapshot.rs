@@ -1245,24 +1245,29 @@ const SECRET_URLS: &[&str] = &["http_endpoint", "traces_endpoint"];
 
 /// Replaces secret values by `"[REDACTED]"` unless they are `{vault://…}` references.
 pub fn redact_secrets(v: &mut Value) {
+    visit_secrets(v, &mut |val| {
+        if let Value::String(s) = val {
+            if !vault::is_reference_form(s) {
+                *val = Value::String("[REDACTED]".into());
+            }
+        }
+    });
+}
+
+/// Calls `f` on every value of `v` that holds a secret (the fields above, the values of the
+/// secret maps, URLs with credentials in them).
+pub fn visit_secrets(v: &mut Value, f: &mut dyn FnMut(&mut Value)) {
     match v {
         Value::Object(m) => {
-            let redact = |val: &mut Value| {
-                if let Value::String(s) = val {
-                    if !vault::is_reference_form(s) {
-                        *val = Value::String("[REDACTED]".into());
-                    }
-                }
-            };
             for (k, val) in m.iter_mut() {
                 let k = k.as_str();
                 if SECRET_FIELDS.contains(&k) {
-                    redact(val);
+                    f(val);
                 } else if SECRET_MAPS.contains(&k) && val.is_object() {
                     val.as_object_mut()
                         .into_iter()
                         .flat_map(|m| m.values_mut())
-                        .for_each(redact);
+                        .for_each(&mut *f);
                 } else if SECRET_URLS.contains(&k)
                     && val.as_str().is_some_and(|u| {
                         u.split_once("://").is_some_and(|(_, rest)| {
@@ -1270,13 +1275,13 @@ pub fn redact_secrets(v: &mut Value) {
                         })
                     })
                 {
-                    redact(val);
+                    f(val);
                 } else {
-                    redact_secrets(val);
+                    visit_secrets(val, f);
                 }
             }
         }
-        Value::Array(a) => a.iter_mut().for_each(redact_secrets),
+        Value::Array(a) => a.iter_mut().for_each(|x| visit_secrets(x, f)),
         _ => {}
     }
 }

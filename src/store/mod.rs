@@ -4,3 +4,4 @@
 
 pub mod config_pg;
 pub mod redis;
+pub mod seal;
