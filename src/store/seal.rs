@@ -106,7 +106,7 @@ impl Sealer {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> + '_ {
+    fn env<'a>(pairs: &'a [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |n| {
             pairs
                 .iter()
