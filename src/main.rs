@@ -132,6 +132,10 @@ enum Command {
         /// node of a cluster, with --store-postgres; --config seeds an empty store).
         #[arg(long, env = "TOLLGATE_STORE", default_value = "file", value_parser = ["file", "postgres"])]
         store: String,
+        /// Kong's status listener: `GET /status` and `GET /status/ready` (503 until a
+        /// configuration is loaded) on their own address, for probes; `off` by default.
+        #[arg(long, env = "TOLLGATE_STATUS_LISTEN", default_value = "off")]
+        status_listen: String,
         /// PostgreSQL connection string for `--store postgres`, e.g.
         /// `host=127.0.0.1 user=postgres dbname=tollgate` or a postgres:// URL.
         #[arg(long, env = "TOLLGATE_STORE_POSTGRES", hide_env_values = true)]
@@ -389,6 +393,7 @@ fn main() -> ExitCode {
             admin_writes_to_config,
             store,
             store_postgres,
+            status_listen,
         } => {
             init_logs(&log_level, &log_format);
             if let Some(bundle) = &upstream_ca_bundle {
@@ -473,6 +478,37 @@ fn main() -> ExitCode {
             } else {
                 None
             };
+            // One worker per core the process may run on; with a single core the
+            // current-thread scheduler avoids the work-stealing machinery altogether.
+            let cores = std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1);
+            let mut builder = if cores == 1 && std::env::var("TG_MT").is_err() {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+            };
+            let rt = match builder.enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let status = match tls_addr("--status-listen", &status_listen) {
+                Ok(None) => None,
+                Ok(Some(a)) => match rt.block_on(server::status::start(a)) {
+                    Ok(l) => {
+                        println!("tollgate status on http://{}", l.addr);
+                        Some(l)
+                    }
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return ExitCode::from(1);
+                    }
+                },
+                Err(code) => return code,
+            };
             let cluster = match cluster_store(&store, store_postgres, demo.is_some(), &watch) {
                 Ok(c) => c,
                 Err(e) => {
@@ -510,7 +546,9 @@ fn main() -> ExitCode {
             };
             let token = admin_token.map(tollgate::secret::Secret::new);
             let (snap, control) = match (cluster, persist) {
-                (Some(url), _) => match join_cluster(&url, &dir, &text) {
+                (Some(url), _) => match rt
+                    .block_on(tollgate::admin::cluster::boot(&url, &dir, &text))
+                {
                     Ok((snap, state, cluster)) => (snap, Control::clustered(state, cluster, token)),
                     Err(e) => {
                         eprintln!("--store postgres: {e}");
@@ -531,6 +569,9 @@ fn main() -> ExitCode {
                 gw: gw.clone(),
                 control,
             });
+            if let Some(l) = &status {
+                l.serve_node(node.clone());
+            }
             let dir = data_dir
                 .clone()
                 .unwrap_or_else(tollgate::rt::data_dir::default_data_dir);
@@ -592,23 +633,6 @@ fn main() -> ExitCode {
                     }
                 }
             };
-            // One worker per core the process may run on; with a single core the
-            // current-thread scheduler avoids the work-stealing machinery altogether.
-            let cores = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
-            let mut builder = if cores == 1 && std::env::var("TG_MT").is_err() {
-                tokio::runtime::Builder::new_current_thread()
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
-            };
-            let rt = match builder.enable_all().build() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::from(1);
-                }
-            };
             rt.block_on(serve(
                 node,
                 watch,
@@ -661,25 +685,6 @@ fn cluster_store(
         return Err("--store postgres and --watch do not go together: the store is the configuration (change it through the Admin API or `tollgate config import`)".into());
     }
     Ok(Some(url))
-}
-
-/// Joins the cluster whose store is at `url` (`--store postgres`), seeding an empty store
-/// with `seed` (already checked to load).
-fn join_cluster(
-    url: &str,
-    dir: &std::path::Path,
-    seed: &str,
-) -> Result<
-    (
-        tollgate::gateway::Snapshot,
-        tollgate::admin::state::State,
-        Arc<tollgate::admin::cluster::Cluster>,
-    ),
-    String,
-> {
-    // Its own short-lived runtime: the store's connection is opened again on the
-    // gateway's once this one is gone.
-    block_on(tollgate::admin::cluster::boot(url, dir, seed))?
 }
 
 /// Runs `work` on a runtime of its own (the commands that do one thing and exit).

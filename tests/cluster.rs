@@ -279,7 +279,57 @@ services:
     assert_eq!(r.status, 200, "{}", r.text());
 
     // Back: a write propagates again.
+    // A new node with no copy waits for the store; its status listener says it is not
+    // ready until it has a configuration.
+    let url = format!(
+        "host=127.0.0.1 port={} user=postgres dbname={db}",
+        link.port
+    );
+    let mut waiting = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--store", "postgres", "--store-postgres", &url])
+        .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .args(["--proxy-tls-listen", "off", "--analytics", "off"])
+        .args(["--status-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("fresh"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(waiting.stdout.take().unwrap()).lines();
+    let status = loop {
+        let line = lines.next().expect("the status line").unwrap();
+        if let Some(a) = line.strip_prefix("tollgate status on ") {
+            break a.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let r = get(&format!("{status}/status/ready")).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        r.text().contains("no configuration loaded yet"),
+        "{}",
+        r.text()
+    );
     link.restore();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(&format!("{status}/status/ready")).await;
+        if r.status == 200 {
+            assert_eq!(r.json()["stores_down"], json!([]), "{}", r.text());
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ready: {}", r.text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = get(&format!("{status}/status")).await;
+    assert_eq!(
+        r.json()["configuration_store"]["kind"],
+        "postgres",
+        "{}",
+        r.text()
+    );
+    let _ = waiting.kill();
+    let _ = waiting.wait();
     let mut landed = None;
     let deadline = Instant::now() + Duration::from_secs(10);
     while landed.is_none() && Instant::now() < deadline {

@@ -566,6 +566,16 @@ fn hostname() -> String {
 }
 
 fn status(gw: &Gateway, snap: &Snapshot, cluster: Option<&cluster::Cluster>) -> Resp {
+    reply(StatusCode::OK, status_body(gw, snap, cluster))
+}
+
+/// The node's `/status` document (the Admin API's, and the status listener's).
+pub fn status_of(admin: &Admin) -> Value {
+    let snap = admin.gw.snapshot.load_full();
+    status_body(&admin.gw, &snap, admin.control.cluster.as_deref())
+}
+
+fn status_body(gw: &Gateway, snap: &Snapshot, cluster: Option<&cluster::Cluster>) -> Value {
     let s = &gw.stats;
     let active = s.active.load(Ordering::Relaxed);
     // Kong's `database.reachable`: true without a database (DB-less), as Kong says.
@@ -574,40 +584,37 @@ fn status(gw: &Gateway, snap: &Snapshot, cluster: Option<&cluster::Cluster>) -> 
         None => json!({"kind": "file"}),
         Some(c) => json!({"kind": "postgres", "reachable": c.store_up(), "version": c.version()}),
     };
-    reply(
-        StatusCode::OK,
-        json!({
-            "database": {"reachable": reachable},
-            // Where the configuration lives, and the stored version this node runs.
-            "configuration_store": store,
-            "server": {
-                "connections_accepted": s.accepted.load(Ordering::Relaxed),
-                "connections_active": active,
-                "connections_handled": s.accepted.load(Ordering::Relaxed),
-                "connections_reading": 0,
-                "connections_writing": active,
-                "connections_waiting": 0,
-                "total_requests": s.total_requests.load(Ordering::Relaxed),
-            },
-            "memory": {"workers_lua_vms": [], "lua_shared_dicts": {}},
-            "configuration_hash": snap.hash,
-            // Tollgate's own counters (Kong's /status has no quota section).
-            "quotas": {
-                "rejections": s.quota_rejections.load(Ordering::Relaxed),
-                "store_errors": s.quota_store_errors.load(Ordering::Relaxed),
-            },
-            // The last config reload (`--watch`, SIGHUP): null before the first.
-            "config_reload": reload_status(gw),
-            // Connections closed by the client limits (--client-header-timeout, …).
-            "connection_limits": {
-                "header_timeouts": s.header_timeouts.load(Ordering::Relaxed),
-                "body_timeouts": s.body_timeouts.load(Ordering::Relaxed),
-                "idle_timeouts": s.idle_timeouts.load(Ordering::Relaxed),
-                "evicted": s.evicted.load(Ordering::Relaxed),
-                "refused": s.refused.load(Ordering::Relaxed),
-            },
-        }),
-    )
+    json!({
+        "database": {"reachable": reachable},
+        // Where the configuration lives, and the stored version this node runs.
+        "configuration_store": store,
+        "server": {
+            "connections_accepted": s.accepted.load(Ordering::Relaxed),
+            "connections_active": active,
+            "connections_handled": s.accepted.load(Ordering::Relaxed),
+            "connections_reading": 0,
+            "connections_writing": active,
+            "connections_waiting": 0,
+            "total_requests": s.total_requests.load(Ordering::Relaxed),
+        },
+        "memory": {"workers_lua_vms": [], "lua_shared_dicts": {}},
+        "configuration_hash": snap.hash,
+        // Tollgate's own counters (Kong's /status has no quota section).
+        "quotas": {
+            "rejections": s.quota_rejections.load(Ordering::Relaxed),
+            "store_errors": s.quota_store_errors.load(Ordering::Relaxed),
+        },
+        // The last config reload (`--watch`, SIGHUP): null before the first.
+        "config_reload": reload_status(gw),
+        // Connections closed by the client limits (--client-header-timeout, …).
+        "connection_limits": {
+            "header_timeouts": s.header_timeouts.load(Ordering::Relaxed),
+            "body_timeouts": s.body_timeouts.load(Ordering::Relaxed),
+            "idle_timeouts": s.idle_timeouts.load(Ordering::Relaxed),
+            "evicted": s.evicted.load(Ordering::Relaxed),
+            "refused": s.refused.load(Ordering::Relaxed),
+        },
+    })
 }
 
 /// The last reload as `/status` shows it.

@@ -3,6 +3,7 @@
 pub mod conns;
 pub mod parse_errors;
 pub mod reload;
+pub mod status;
 pub mod tls;
 
 use std::convert::Infallible;
