@@ -465,6 +465,27 @@ services:
     assert_eq!(types, ["llm/v1/chat", "llm/v1/embeddings"]);
 }
 
+/// The configurations `deploy/` ships (compose, Kubernetes) load, and the compose file runs
+/// its three nodes on the shared store.
+#[test]
+fn the_deploy_configs_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    for f in ["kong.yaml", "k8s/base/kong.yaml"] {
+        let text = std::fs::read_to_string(root.join(f)).unwrap();
+        let snap = tollgate::gateway::validate_str(&text).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert_eq!(snap.plugins.len(), 2, "{f}");
+    }
+    let compose: serde_json::Value =
+        serde_norway::from_str(&std::fs::read_to_string(root.join("compose.yaml")).unwrap())
+            .unwrap();
+    for n in ["node1", "node2", "node3"] {
+        // Each node merges the shared `x-node` block (`<<: *node`).
+        let node = &compose["services"][n]["<<"];
+        assert_eq!(node["environment"]["TOLLGATE_STORE"], "postgres", "{n}: {node}");
+        assert_eq!(node["build"]["dockerfile"], "deploy/Containerfile", "{n}");
+    }
+}
+
 #[test]
 fn the_embedded_default_loads() {
     let s = tollgate::gateway::load_str(config::EMBEDDED_DEFAULT).unwrap();
