@@ -11,6 +11,12 @@
 #   OBSERVE=1 bash bench/callgrind.sh       # prometheus (every switch) + file-log on the route,
 #                                           # log_statistics on; add ARGS="--analytics off" to
 #                                           # leave out the (default) SQLite analytics
+#   BEFORE_RUN='cmd' bash bench/callgrind.sh # runs cmd before each gateway start, e.g. to give
+#                                           # `--store postgres` an empty database (each run's
+#                                           # config names its own mock port):
+#   ARGS="--store postgres --store-postgres postgres://postgres@127.0.0.1/tg_bench" \
+#   BEFORE_RUN='psql -qh 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS tg_bench" -c "CREATE DATABASE tg_bench"' \
+#     bash bench/callgrind.sh                # a cluster node's cost per request
 #   KEEP=dir bash bench/callgrind.sh         # keeps callgrind's files in dir/200 and dir/1200
 #                                           # (one per thread) for callgrind_annotate
 #
@@ -55,6 +61,7 @@ $observe
       config: {route_type: llm/v1/chat, ${stats}model: {provider: openai, name: gpt-4o, options: {upstream_url: "http://127.0.0.1:$mp/v1/chat/completions"}}}
 Y
     echo '{"model":"gpt-4o","messages":[{"role":"user","content":"hello there, how are you today?"}]}' >"$d/body.json"
+    if [[ -n ${BEFORE_RUN:-} ]]; then eval "$BEFORE_RUN" >/dev/null; fi
     TOLLGATE_PROXY_TLS_LISTEN=off valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$d/cg.out" \
         "$BIN" serve --config "$d/kong.yaml" --proxy-listen 127.0.0.1:$gp --admin-listen off \
         --data-dir "$d/data" ${ARGS:-} >/dev/null 2>"$d/vg.err" &
