@@ -481,7 +481,10 @@ fn the_deploy_configs_load() {
     for n in ["node1", "node2", "node3"] {
         // Each node merges the shared `x-node` block (`<<: *node`).
         let node = &compose["services"][n]["<<"];
-        assert_eq!(node["environment"]["TOLLGATE_STORE"], "postgres", "{n}: {node}");
+        assert_eq!(
+            node["environment"]["TOLLGATE_STORE"], "postgres",
+            "{n}: {node}"
+        );
         assert_eq!(node["build"]["dockerfile"], "deploy/Containerfile", "{n}");
     }
 }
