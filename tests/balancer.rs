@@ -1098,3 +1098,100 @@ services:
         assert!(e.contains("config.vectordb"), "{e}");
     }
 }
+
+/// Active health checks (`balancer.healthchecks.active`): a target that cannot be reached
+/// is taken out by its probes before any request meets it, shown in /status and the
+/// metrics, and comes back once its probes succeed.
+#[tokio::test]
+async fn active_health_checks_take_a_dead_target_out_before_traffic_finds_it() {
+    let mock = MockLlm::start().await.unwrap();
+    let (socket, dead) = support::dead_port();
+    let target = |url: &str| {
+        format!(
+            r#"
+                - route_type: llm/v1/chat
+                  model: {{provider: openai, name: m, options: {{upstream_url: "{url}/v1/chat/completions"}}}}"#
+        )
+    };
+    let yaml = format!(
+        r#"
+_format_version: "3.0"
+services:
+  - name: svc
+    host: unused.invalid
+    routes:
+      - name: lb
+        paths: ["/lb"]
+        plugins:
+          - name: ai-proxy-advanced
+            config:
+              balancer:
+                algorithm: round-robin
+                retries: 0
+                healthchecks:
+                  active:
+                    http_path: /health
+                    timeout: 0.5
+                    healthy: {{interval: 0.05, successes: 2}}
+                    unhealthy: {{interval: 0.05, tcp_failures: 2}}
+              targets:{}{}
+"#,
+        target(&format!("http://127.0.0.1:{dead}")),
+        target(&mock.url()),
+    );
+    let h = Harness::start(&yaml).await;
+    let targets = |s: &Value| s["ai_targets"].as_array().cloned().unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let s = support::get(&h.admin("/status")).await.json();
+        let t = targets(&s);
+        if t.len() == 2 && t[0]["healthy"] == false {
+            assert_eq!(t[0]["down_by"], "healthcheck", "{s}");
+            assert_eq!(t[1]["healthy"], true, "{s}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead target stayed in: {s}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let metrics = support::get(&h.admin("/metrics")).await.text();
+    assert!(
+        metrics.contains(&format!("target=\"0\",upstream=\"127.0.0.1:{dead}\"}} 0")),
+        "{metrics}"
+    );
+    // No retries: without the health check, every other request would fail.
+    for _ in 0..6 {
+        assert_eq!(ask(&h, "hi").await.status, 200);
+    }
+    // The target comes back: its probes succeed and it takes requests again.
+    let listener = socket.listen(16).unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+            });
+        }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let s = support::get(&h.admin("/status")).await.json();
+        if targets(&s)[0]["healthy"] == true {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the target never came back: {s}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

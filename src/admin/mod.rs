@@ -588,6 +588,8 @@ fn status_body(gw: &Gateway, snap: &Snapshot, cluster: Option<&cluster::Cluster>
         "database": {"reachable": reachable},
         // Where the configuration lives, and the stored version this node runs.
         "configuration_store": store,
+        // Each ai-proxy target: whether it takes requests, or what took it out.
+        "ai_targets": ai_targets(snap),
         "server": {
             "connections_accepted": s.accepted.load(Ordering::Relaxed),
             "connections_active": active,
@@ -615,6 +617,34 @@ fn status_body(gw: &Gateway, snap: &Snapshot, cluster: Option<&cluster::Cluster>
             "refused": s.refused.load(Ordering::Relaxed),
         },
     })
+}
+
+/// Every ai-proxy(-advanced) target of the running config and its availability.
+fn ai_targets(snap: &Snapshot) -> Value {
+    let mut out = Vec::new();
+    for_each_target(snap, |ai, i, upstream, (healthy, down_by)| {
+        out.push(
+            json!({"plugin": ai.plugin_id, "target": i, "upstream": upstream,
+                        "healthy": healthy, "down_by": down_by}),
+        );
+    });
+    Value::Array(out)
+}
+
+/// Calls `f` with every ai-proxy target: its plugin, index, `host:port` and availability.
+fn for_each_target(
+    snap: &Snapshot,
+    mut f: impl FnMut(&crate::plugins::ai_proxy::AiProxy, usize, String, (bool, Option<&str>)),
+) {
+    for p in &snap.plugins {
+        let crate::plugins::Plugin::AiProxy(ai) = &p.plugin else {
+            continue;
+        };
+        for (i, t) in ai.targets.targets.iter().enumerate() {
+            let upstream = format!("{}:{}", t.upstream.host, t.upstream.port);
+            f(ai, i, upstream, ai.balancer.availability(i));
+        }
+    }
 }
 
 /// The last reload as `/status` shows it.
@@ -942,6 +972,16 @@ fn metrics(gw: &Gateway, cluster: Option<&cluster::Cluster>) -> Resp {
             (last.at_ms / 1000) as f64,
         );
     }
+    out.push_str("# HELP tollgate_ai_target_healthy 1 if an ai-proxy target takes requests, 0 if its health check or circuit breaker took it out\n");
+    out.push_str("# TYPE tollgate_ai_target_healthy gauge\n");
+    let snap = gw.snapshot.load();
+    for_each_target(&snap, |ai, i, upstream, (healthy, _)| {
+        out.push_str(&format!(
+            "tollgate_ai_target_healthy{{plugin=\"{}\",target=\"{i}\",upstream=\"{upstream}\"}} {}\n",
+            ai.plugin_id,
+            u8::from(healthy)
+        ));
+    });
     if let Some(c) = cluster {
         sample(
             &mut out,

@@ -25,6 +25,8 @@ pub struct TargetState {
     ewma_at: AtomicU64,
     /// Accumulated usage (tokens, or cost in millionths of the cost unit).
     pub usage: AtomicU64,
+    /// The active health check took the target out (`balancer.healthchecks.active`).
+    probe_down: std::sync::atomic::AtomicBool,
 }
 
 /// The breaker's settings.
@@ -36,6 +38,16 @@ pub struct Breaker {
 }
 
 impl TargetState {
+    /// Whether the active health check lets requests through.
+    pub fn probe_healthy(&self) -> bool {
+        !self.probe_down.load(Ordering::Relaxed)
+    }
+
+    /// Records the active health check's verdict.
+    pub fn set_probe_healthy(&self, healthy: bool) {
+        self.probe_down.store(!healthy, Ordering::Relaxed);
+    }
+
     /// Whether the breaker lets requests through at `now` (after `fail_timeout` a downed
     /// target is tried again: one success restores it, one failure keeps it out).
     pub fn healthy(&self, now_us: u64) -> bool {

@@ -170,6 +170,21 @@ impl Balancer {
         self.state.get(i)
     }
 
+    /// Whether target `i` takes requests now (neither the breaker nor the active health
+    /// check has it out), and, if not, which one took it out.
+    pub fn availability(&self, i: usize) -> (bool, Option<&'static str>) {
+        let Some(s) = self.state.get(i) else {
+            return (false, None);
+        };
+        if !s.probe_healthy() {
+            return (false, Some("healthcheck"));
+        }
+        if self.breaker.max_fails > 0 && !s.healthy(self.now_us()) {
+            return (false, Some("circuit_breaker"));
+        }
+        (true, None)
+    }
+
     fn now_us(&self) -> u64 {
         micros_since(self.epoch, Instant::now())
     }
@@ -183,7 +198,10 @@ impl Balancer {
         };
         let n = self.weights.len();
         let candidate = |i: usize| ctx.candidates.is_none_or(|c| c.contains(&i));
-        let healthy = |i: usize| self.breaker.max_fails == 0 || self.state[i].healthy(now);
+        let healthy = |i: usize| {
+            self.state[i].probe_healthy()
+                && (self.breaker.max_fails == 0 || self.state[i].healthy(now))
+        };
         let allowed = |i: usize| candidate(i) && !ctx.exclude.contains(&i) && healthy(i);
         let picked = match &self.algo {
             Algo::RoundRobin | Algo::Semantic => self.pick_rr(&allowed),

@@ -537,6 +537,121 @@ pub struct BalancerConfig {
     pub max_fails: u32,
     #[serde(default = "default_fail_timeout")]
     pub fail_timeout: u64,
+    /// Active health checks of the targets (a Tollgate extension, with the field names of
+    /// Kong's upstream `healthchecks`; Kong's ai-proxy-advanced has only the passive breaker).
+    #[serde(default, deserialize_with = "nullable")]
+    pub healthchecks: Healthchecks,
+}
+
+/// `balancer.healthchecks`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Healthchecks {
+    #[serde(default, deserialize_with = "nullable")]
+    pub active: ActiveHealthcheck,
+}
+
+/// `balancer.healthchecks.active`: a probe of every target, as Kong probes upstream targets.
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActiveHealthcheck {
+    /// `http` or `https` (a request to `http_path`, on the target's own scheme) or `tcp` (a
+    /// connection only).
+    #[serde(default = "default_probe_type", rename = "type")]
+    pub kind: String,
+    #[serde(default = "default_probe_path")]
+    pub http_path: String,
+    /// Seconds a probe may take.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: f64,
+    #[serde(default, deserialize_with = "nullable")]
+    pub healthy: HealthyProbes,
+    #[serde(default, deserialize_with = "nullable")]
+    pub unhealthy: UnhealthyProbes,
+}
+
+impl Default for ActiveHealthcheck {
+    fn default() -> Self {
+        ActiveHealthcheck {
+            kind: default_probe_type(),
+            http_path: default_probe_path(),
+            timeout: default_probe_timeout(),
+            healthy: HealthyProbes::default(),
+            unhealthy: UnhealthyProbes::default(),
+        }
+    }
+}
+
+/// When a target counts as healthy again (Kong's `healthchecks.active.healthy`).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthyProbes {
+    /// Seconds between probes of a healthy target (0: not probed).
+    #[serde(default, deserialize_with = "nullable")]
+    pub interval: f64,
+    /// Successful probes in a row that make a downed target healthy (0: never by probes).
+    #[serde(default, deserialize_with = "nullable")]
+    pub successes: u32,
+    #[serde(default = "default_healthy_statuses")]
+    pub http_statuses: Vec<u16>,
+}
+
+impl Default for HealthyProbes {
+    fn default() -> Self {
+        HealthyProbes {
+            interval: 0.0,
+            successes: 0,
+            http_statuses: default_healthy_statuses(),
+        }
+    }
+}
+
+/// When a target counts as down (Kong's `healthchecks.active.unhealthy`).
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnhealthyProbes {
+    /// Seconds between probes of a downed target (0: not probed).
+    #[serde(default, deserialize_with = "nullable")]
+    pub interval: f64,
+    /// Probes in a row answered with one of `http_statuses` that take a target down (0: off).
+    #[serde(default, deserialize_with = "nullable")]
+    pub http_failures: u32,
+    /// Probes in a row that could not connect (0: off).
+    #[serde(default, deserialize_with = "nullable")]
+    pub tcp_failures: u32,
+    /// Probes in a row that timed out (0: off).
+    #[serde(default, deserialize_with = "nullable")]
+    pub timeouts: u32,
+    #[serde(default = "default_unhealthy_statuses")]
+    pub http_statuses: Vec<u16>,
+}
+
+impl Default for UnhealthyProbes {
+    fn default() -> Self {
+        UnhealthyProbes {
+            interval: 0.0,
+            http_failures: 0,
+            tcp_failures: 0,
+            timeouts: 0,
+            http_statuses: default_unhealthy_statuses(),
+        }
+    }
+}
+
+fn default_probe_type() -> String {
+    "http".into()
+}
+fn default_probe_path() -> String {
+    "/".into()
+}
+fn default_probe_timeout() -> f64 {
+    1.0
+}
+fn default_healthy_statuses() -> Vec<u16> {
+    vec![200, 302]
+}
+fn default_unhealthy_statuses() -> Vec<u16> {
+    vec![429, 404, 500, 501, 502, 503, 504, 505]
 }
 
 impl Default for BalancerConfig {
@@ -554,6 +669,7 @@ impl Default for BalancerConfig {
             failover_criteria: default_failover(),
             max_fails: 0,
             fail_timeout: default_fail_timeout(),
+            healthchecks: Healthchecks::default(),
         }
     }
 }

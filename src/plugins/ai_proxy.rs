@@ -48,9 +48,41 @@ pub struct AiProxy {
     pub failover: Vec<FailoverCriterion>,
     /// `balancer.algorithm: semantic`: picks the candidate targets per request.
     pub semantic: Option<Arc<crate::balancer::semantic_router::SemanticRouter>>,
+    /// `balancer.healthchecks.active` (ai-proxy-advanced): the targets' probes.
+    pub healthchecks: Option<crate::config::plugins::ActiveHealthcheck>,
 }
 
 type FieldErrors = Vec<(String, String)>;
+
+/// `balancer.healthchecks.active` within Kong's ranges for upstream health checks.
+fn check_healthchecks(hc: &crate::config::plugins::ActiveHealthcheck, errors: &mut FieldErrors) {
+    let at = |f: &str| format!("config.balancer.healthchecks.active.{f}");
+    if !matches!(hc.kind.as_str(), "http" | "https" | "tcp") {
+        errors.push((at("type"), "expected one of: http, https, tcp".into()));
+    }
+    if !hc.http_path.starts_with('/') || hc.http_path.parse::<http::Uri>().is_err() {
+        errors.push((at("http_path"), "should start with: /".into()));
+    }
+    if !(hc.timeout > 0.0 && hc.timeout <= 65_535.0) {
+        errors.push((at("timeout"), "value should be between 0 and 65535".into()));
+    }
+    for (f, v) in [
+        ("healthy.interval", hc.healthy.interval),
+        ("unhealthy.interval", hc.unhealthy.interval),
+    ] {
+        if !(0.0..=65_535.0).contains(&v) {
+            errors.push((at(f), "value should be between 0 and 65535".into()));
+        }
+    }
+    for (f, statuses) in [
+        ("healthy.http_statuses", &hc.healthy.http_statuses),
+        ("unhealthy.http_statuses", &hc.unhealthy.http_statuses),
+    ] {
+        if statuses.iter().any(|s| !(100..=999).contains(s)) {
+            errors.push((at(f), "value should be between 100 and 999".into()));
+        }
+    }
+}
 
 /// Kong's default for every upstream timeout (services and the balancer alike), in ms.
 const DEFAULT_TIMEOUT_MS: u64 = 60_000;
@@ -141,6 +173,7 @@ impl AiProxy {
                 write_timeout: None,
                 failover: vec![FailoverCriterion::Error, FailoverCriterion::Timeout],
                 semantic: None,
+                healthchecks: None,
             },
             warnings,
         ))
@@ -181,6 +214,7 @@ impl AiProxy {
                 ));
             }
         }
+        check_healthchecks(&c.balancer.healthchecks.active, &mut errors);
         if !(10..=65536).contains(&c.balancer.slots) {
             errors.push((
                 "config.balancer.slots".into(),
@@ -314,6 +348,7 @@ impl AiProxy {
                 write_timeout: own_timeout(b.write_timeout),
                 failover: b.failover_criteria.clone(),
                 semantic,
+                healthchecks: Some(b.healthchecks.active.clone()),
             },
             warnings,
         ))

@@ -1,5 +1,6 @@
 //! Plugins as a closed enum, run in Kong's PRIORITY order (highest first).
 
+pub mod ai_probe;
 pub mod ai_prompt_decorator;
 pub mod ai_prompt_guard;
 pub mod ai_prompt_length;
@@ -63,6 +64,9 @@ impl Plugin {
             Plugin::OpenTelemetry(o) => o.activate(),
             Plugin::HttpLog(s) => s.activate(),
             Plugin::AiProxy(a) => {
+                if let Some(hc) = a.healthchecks.as_ref().filter(|h| ai_probe::enabled(h)) {
+                    ai_probe::start(a, hc.clone());
+                }
                 return match a.semantic.as_ref().map(|s| s.activate()) {
                     None | Some(Ok(None)) => Ok(Vec::new()),
                     Some(Ok(Some(w))) => Ok(vec![w]),
