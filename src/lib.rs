@@ -21,6 +21,9 @@ pub use admin::load;
 
 /// Crate version, shown by the Admin API.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The Kong Gateway version whose configuration, Admin API and AI plugins Tollgate serves
+/// (the Admin API's `version`, which Kong's tools check).
+pub const KONG_VERSION: &str = "3.15.0";
 /// `Server` header on gateway-generated responses.
 pub const SERVER_TOKEN: &str = concat!("tollgate/", env!("CARGO_PKG_VERSION"));
 /// `Via` header on proxied responses.

@@ -889,3 +889,122 @@ plugins:
         .config_json;
     assert_eq!(cfg["headers"]["authorization"], "Bearer otel-s3cret");
 }
+
+/// The calls the Kong Ingress Controller (3.x) makes to each DB-less gateway it drives, as
+/// its source makes them (`internal/adminapi`, `internal/dataplane/sendconfig`,
+/// `internal/manager/kongconfig`), and the fields it reads from the answers.
+#[tokio::test]
+async fn kong_ingress_controller_can_drive_a_node() {
+    let gw = Gw::start_with(EMPTY, None, Some("kic-t0ken")).await;
+    let kic = [
+        ("kong-admin-token", "kic-t0ken"),
+        ("content-type", "application/json"),
+    ];
+    // Discovery: the version (3.4.1 or later), a DB-less node, a router flavor.
+    let root = send("GET", &gw.admin("/"), &kic, "").await;
+    assert_eq!(root.status, 200, "{}", root.text());
+    let info = root.json();
+    let version: Vec<u64> = info["version"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(version.len() == 3 && version >= vec![3, 4, 1], "{info}");
+    assert_eq!(info["configuration"]["database"], "off");
+    assert!(info["configuration"]["router_flavor"].is_string(), "{info}");
+    // No configuration yet: Kong's all-zero hash, which makes KIC push.
+    let status = send("GET", &gw.admin("/status"), &kic, "").await.json();
+    assert_eq!(status["configuration_hash"], "0".repeat(32), "{status}");
+    assert!(status["server"]["total_requests"].is_u64());
+
+    // The push: KIC's translated configuration, entities nested and tagged.
+    let tags = |name: &str, kind: &str| {
+        json!([
+            format!("k8s-name:{name}"),
+            "k8s-namespace:default",
+            format!("k8s-kind:{kind}"),
+            "k8s-uid:7f0c",
+            "k8s-group:configuration.konghq.com",
+            "k8s-version:v1"
+        ])
+    };
+    let config = |provider: &str| {
+        json!({
+            "_format_version": "3.0",
+            "services": [{
+                "name": "default.llm.80", "host": "llm.default.80.svc", "port": 80,
+                "protocol": "http", "path": "/", "retries": 5, "connect_timeout": 60000,
+                "read_timeout": 60000, "write_timeout": 60000, "tags": tags("llm", "Service"),
+                "routes": [{
+                    "name": "default.llm.llm.80", "paths": ["/chat"], "path_handling": "v0",
+                    "preserve_host": true, "protocols": ["http", "https"], "regex_priority": 0,
+                    "strip_path": true, "https_redirect_status_code": 426,
+                    "request_buffering": true, "response_buffering": true,
+                    "tags": tags("llm", "Ingress"),
+                    "plugins": [{
+                        "name": "ai-proxy", "tags": tags("openai-chat", "KongPlugin"),
+                        "config": {"route_type": "llm/v1/chat",
+                                   "model": {"provider": provider, "name": "gpt-4o"}}
+                    }]
+                }]
+            }],
+            "consumers": [{"username": "alice", "tags": tags("alice", "KongConsumer"),
+                           "keyauth_credentials": [{"key": "alice-key"}]}]
+        })
+    };
+    let push = |body: Value| {
+        let url = gw.admin("/config?check_hash=1&flatten_errors=1");
+        async move { send("POST", &url, &kic, body.to_string()).await }
+    };
+    let r = push(config("openai")).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let hash =
+        send("GET", &gw.admin("/status"), &kic, "").await.json()["configuration_hash"].clone();
+    assert_ne!(hash, json!("0".repeat(32)));
+    assert_eq!(
+        send("GET", &gw.admin("/routes/default.llm.llm.80"), &kic, "")
+            .await
+            .status,
+        200
+    );
+    // The same configuration again: unchanged (KIC counts any 2xx/3xx as success).
+    let r = push(config("openai")).await;
+    assert_eq!(r.status, 304, "{}", r.text());
+
+    // A configuration that does not load: 400 with Kong's flattened errors, naming the
+    // entity by its tags so KIC can report it on the Kubernetes object.
+    let r = push(config("opena1")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let body = r.json();
+    let flat = body["flattened_errors"].as_array().unwrap();
+    let plugin = flat
+        .iter()
+        .find(|e| e["entity_type"] == "plugin")
+        .unwrap_or_else(|| panic!("{body}"));
+    assert!(
+        plugin["entity_tags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("k8s-kind:KongPlugin")),
+        "{body}"
+    );
+    let error = &plugin["errors"][0];
+    assert_eq!(error["type"], "field", "{body}");
+    assert!(
+        error["field"].as_str().unwrap().starts_with("config"),
+        "{body}"
+    );
+    assert!(error["message"].as_str().is_some());
+    // The running configuration is the last good one.
+    let after = send("GET", &gw.admin("/status"), &kic, "").await.json();
+    assert_eq!(after["configuration_hash"], hash);
+
+    // Plugin defaults come from the plugin's schema.
+    let schema = send("GET", &gw.admin("/schemas/plugins/ai-proxy"), &kic, "").await;
+    assert_eq!(schema.status, 200);
+    assert!(schema.json()["fields"].is_array(), "{}", schema.text());
+    // Without the token, nothing.
+    let r = send("GET", &gw.admin("/"), &[("kong-admin-token", "nope")], "").await;
+    assert_eq!(r.status, 401);
+}

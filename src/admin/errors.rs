@@ -41,6 +41,11 @@ pub enum AdminError {
     /// `POST /config` with a document that does not load.
     #[error("declarative config is invalid")]
     Declarative(Vec<ConfigIssue>),
+    /// The same, with the submitted document, whose entities the flattened errors name
+    /// (their name, id and tags: the Kong Ingress Controller maps them back to Kubernetes
+    /// objects by their `k8s-*` tags).
+    #[error("declarative config is invalid")]
+    DeclarativeIn(Vec<ConfigIssue>, Box<Value>),
     #[error("{0}")]
     Unsupported(String),
     /// The change could not be saved (nothing was applied).
@@ -106,19 +111,8 @@ impl AdminError {
                 StatusCode::CONFLICT,
                 json!({"code": 5, "name": "unique constraint violation", "message": msg}),
             ),
-            AdminError::Declarative(issues) => {
-                let pairs: Vec<(String, String)> = issues
-                    .iter()
-                    .map(|i| (i.path.clone(), i.message.clone()))
-                    .collect();
-                let flat: Vec<String> = issues.iter().map(ToString::to_string).collect();
-                (
-                    StatusCode::BAD_REQUEST,
-                    json!({"code": 14, "name": "invalid declarative configuration",
-                           "message": format!("declarative config is invalid: {}", flat.join("; ")),
-                           "fields": fields(&pairs), "flattened_errors": flat}),
-                )
-            }
+            AdminError::Declarative(issues) => declarative(issues, None),
+            AdminError::DeclarativeIn(issues, doc) => declarative(issues, Some(doc)),
             AdminError::Unsupported(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 json!({"code": 12, "name": "operation unsupported", "message": msg}),
@@ -137,6 +131,115 @@ impl AdminError {
             ),
         }
     }
+}
+
+/// Kong's answer to a declarative document that does not load: `fields` nested by path,
+/// and `flattened_errors`, one per entity with its errors.
+fn declarative(issues: &[ConfigIssue], doc: Option<&Value>) -> (StatusCode, Value) {
+    let pairs: Vec<(String, String)> = issues
+        .iter()
+        .map(|i| (i.path.clone(), i.message.clone()))
+        .collect();
+    let flat: Vec<String> = issues.iter().map(ToString::to_string).collect();
+    (
+        StatusCode::BAD_REQUEST,
+        json!({"code": 14, "name": "invalid declarative configuration",
+               "message": format!("declarative config is invalid: {}", flat.join("; ")),
+               "fields": fields(&pairs), "flattened_errors": flattened(issues, doc)}),
+    )
+}
+
+/// The entity type of a collection of the declarative format.
+fn entity_type(collection: &str) -> Option<&'static str> {
+    Some(match collection {
+        "services" => "service",
+        "routes" => "route",
+        "plugins" => "plugin",
+        "consumers" => "consumer",
+        "consumer_groups" => "consumer_group",
+        "vaults" => "vault",
+        "keyauth_credentials" => "keyauth_credential",
+        "upstreams" => "upstream",
+        "targets" => "target",
+        "certificates" => "certificate",
+        "ca_certificates" => "ca_certificate",
+        "snis" => "sni",
+        "acls" => "acl",
+        "basicauth_credentials" => "basicauth_credential",
+        _ => return None,
+    })
+}
+
+/// Kong's `flattened_errors`: the issues grouped by the entity they are about (the deepest
+/// `collection[i]` of the path), each with the entity's name, id and tags from `doc`, and
+/// its errors by field (`type: field`) or about the entity itself (`type: entity`).
+fn flattened(issues: &[ConfigIssue], doc: Option<&Value>) -> Value {
+    let mut out: Vec<(String, Value)> = Vec::new();
+    for issue in issues {
+        let segments: Vec<&str> = issue.path.split('.').filter(|s| !s.is_empty()).collect();
+        // The deepest segment naming an entity: `routes[1]`.
+        let at = segments.iter().rposition(|s| {
+            s.split_once('[')
+                .is_some_and(|(c, _)| entity_type(c).is_some())
+        });
+        let (entity_path, field, kind) = match at {
+            Some(i) => (segments[..=i].join("."), segments[i + 1..].join("."), {
+                let c = segments[i].split_once('[').map_or("", |(c, _)| c);
+                entity_type(c).unwrap_or_default()
+            }),
+            None => (
+                segments.first().copied().unwrap_or_default().to_string(),
+                String::new(),
+                segments
+                    .first()
+                    .and_then(|c| entity_type(c))
+                    .unwrap_or_default(),
+            ),
+        };
+        let error = if field.is_empty() {
+            json!({"type": "entity", "message": issue.message})
+        } else {
+            json!({"type": "field", "field": field, "message": issue.message})
+        };
+        match out.iter_mut().find(|(p, _)| *p == entity_path) {
+            Some((_, e)) => {
+                if let Some(errors) = e["errors"].as_array_mut() {
+                    errors.push(error);
+                }
+            }
+            None => {
+                let entity = doc.and_then(|d| lookup(d, &entity_path));
+                let get = |k: &str| entity.and_then(|e| e.get(k)).cloned();
+                let name = get("name")
+                    .or_else(|| get("username"))
+                    .unwrap_or(Value::Null);
+                out.push((
+                    entity_path.clone(),
+                    json!({"entity_type": kind, "entity_name": name,
+                           "entity_id": get("id").unwrap_or(Value::Null),
+                           "entity_tags": get("tags").unwrap_or(Value::Null),
+                           "errors": [error]}),
+                ));
+            }
+        }
+    }
+    Value::Array(out.into_iter().map(|(_, e)| e).collect())
+}
+
+/// The value at a document path such as `services[0].routes[1]`.
+fn lookup<'a>(doc: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut node = doc;
+    for seg in path.split('.') {
+        let (key, index) = match seg.split_once('[') {
+            Some((k, rest)) => (k, rest.strip_suffix(']')?.parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        node = node.get(key)?;
+        if let Some(i) = index {
+            node = node.get(i)?;
+        }
+    }
+    Some(node)
 }
 
 /// Kong's nested `fields` object from dotted paths (`config.targets[0].model.name`); an

@@ -137,12 +137,18 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Resp {
         }
     }
     if let Some(token) = &admin.control.token {
-        let given = req
+        // `Authorization: Bearer …`, or Kong's `Kong-Admin-Token` (what the Kong Ingress
+        // Controller and decK send).
+        let bearer = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let kong = req
+            .headers()
+            .get("kong-admin-token")
+            .and_then(|v| v.to_str().ok());
+        let given = bearer.or(kong).map(str::trim);
         let ok = given.is_some_and(|g| same_secret(g, token.expose()));
         if !ok {
             let mut r = error(&AdminError::Unauthorized);
@@ -187,7 +193,7 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Resp {
         };
     }
     match segs.as_slice() {
-        [] => root(gw, &snap),
+        [] => root(gw, &snap, admin.control.cluster.is_some()),
         ["status"] => status(gw, &snap, admin.control.cluster.as_deref()),
         ["metrics"] => metrics(gw, admin.control.cluster.as_deref()),
         ["quotas"] => quotas(gw).await,
@@ -529,7 +535,7 @@ fn list(
     reply(StatusCode::OK, body)
 }
 
-fn root(gw: &Gateway, snap: &Snapshot) -> Resp {
+fn root(gw: &Gateway, snap: &Snapshot, clustered: bool) -> Resp {
     let available: serde_json::Map<String, Value> = crate::plugins::KONG_PLUGINS
         .into_iter()
         .map(|(n, p)| {
@@ -546,13 +552,23 @@ fn root(gw: &Gateway, snap: &Snapshot) -> Resp {
         StatusCode::OK,
         json!({
             "tagline": "Welcome to tollgate",
-            "version": crate::VERSION,
+            // The Kong version whose Admin API and plugins this serves: Kong's own tools
+            // (the Ingress Controller, decK) gate features on it and refuse what is older
+            // than they support. Tollgate's own version is `tollgate_version`.
+            "version": crate::KONG_VERSION,
+            "tollgate_version": crate::VERSION,
             "edition": "community",
             "hostname": hostname(),
             "node_id": gw.node_id,
             "lua_version": null,
             "plugins": {"available_on_server": available, "enabled_in_cluster": enabled},
-            "configuration": {"database": "off", "role": "traditional"},
+            // A cluster node keeps its entities in PostgreSQL (Kong's traditional mode);
+            // one node is DB-less, its configuration applied whole through `POST /config`.
+            "configuration": {
+                "database": if clustered { "postgres" } else { "off" },
+                "role": "traditional",
+                "router_flavor": "traditional_compatible",
+            },
             "pids": {"master": std::process::id(), "workers": [std::process::id()]},
             "timers": {"running": 0, "pending": 0},
         }),

@@ -868,14 +868,31 @@ async fn post_config(
         }]));
     }
     let env = |name: &str| std::env::var(name).ok();
-    let candidate = State::from_text(&text, &env).map_err(|e| AdminError::Declarative(e.0))?;
+    // Errors name the submitted entities (name, id, tags) where the document parses.
+    let with_doc = |e: AdminError| match (e, serde_norway::from_str::<Value>(&text)) {
+        (AdminError::Declarative(issues), Ok(doc)) => {
+            AdminError::DeclarativeIn(issues, Box::new(doc))
+        }
+        (e, _) => e,
+    };
+    let candidate =
+        State::from_text(&text, &env).map_err(|e| with_doc(AdminError::Declarative(e.0)))?;
     let check_hash = query
         .iter()
         .any(|(k, v)| k == "check_hash" && (v == "1" || v == "true"));
     if check_hash && candidate.hash() == a.gw.snapshot.load().hash {
         return Ok((StatusCode::NOT_MODIFIED, None));
     }
-    a.control.commit(&a.gw, state, candidate, None).await?;
+    // Compile errors name the document as flattened (nested entities moved to the top,
+    // with their ids): look their entities up there.
+    let flat = candidate.document();
+    a.control
+        .commit(&a.gw, state, candidate, None)
+        .await
+        .map_err(|e| match e {
+            AdminError::Declarative(issues) => AdminError::DeclarativeIn(issues, Box::new(flat)),
+            e => e,
+        })?;
     let mut doc = state.document();
     redact_secrets(&mut doc);
     redact_vaults(&mut doc);
