@@ -929,10 +929,28 @@ async fn kong_ingress_controller_can_drive_a_node() {
             "k8s-version:v1"
         ])
     };
+    // Plain Kubernetes Services reach their pods through an upstream and its targets (one
+    // of them down here: the retry goes to the next).
+    let mock = MockLlm::start().await.unwrap();
+    let (_dead, dead) = support::dead_port();
+    let pod = mock.url().trim_start_matches("http://").to_string();
+    let echo = json!({
+        "name": "default.echo.80", "host": "echo.default.80.svc", "port": 80,
+        "protocol": "http", "path": "/health", "tags": tags("echo", "Service"),
+        "routes": [{"name": "default.echo.echo.80", "paths": ["/echo"], "strip_path": true,
+                    "path_handling": "v0", "tags": tags("echo", "Ingress")}]
+    });
+    let upstreams = json!([{
+        "name": "echo.default.80.svc", "algorithm": "round-robin", "slots": 10000,
+        "tags": tags("echo", "Service"),
+        "targets": [{"target": format!("127.0.0.1:{dead}"), "weight": 100},
+                    {"target": pod, "weight": 100}]
+    }]);
     let config = |provider: &str| {
         json!({
             "_format_version": "3.0",
-            "services": [{
+            "upstreams": upstreams,
+            "services": [echo, {
                 "name": "default.llm.80", "host": "llm.default.80.svc", "port": 80,
                 "protocol": "http", "path": "/", "retries": 5, "connect_timeout": 60000,
                 "read_timeout": 60000, "write_timeout": 60000, "tags": tags("llm", "Service"),
@@ -957,8 +975,15 @@ async fn kong_ingress_controller_can_drive_a_node() {
         let url = gw.admin("/config?check_hash=1&flatten_errors=1");
         async move { send("POST", &url, &kic, body.to_string()).await }
     };
+    // An empty configuration, as KIC sends it: a placeholder upstream.
+    let r = push(json!({"_format_version": "3.0", "upstreams": [{"name": "kong"}]})).await;
+    assert_eq!(r.status, 201, "{}", r.text());
     let r = push(config("openai")).await;
     assert_eq!(r.status, 201, "{}", r.text());
+    for _ in 0..4 {
+        let r = get(&gw.url("/echo")).await;
+        assert_eq!(r.status, 200, "through the upstream: {}", r.text());
+    }
     let hash =
         send("GET", &gw.admin("/status"), &kic, "").await.json()["configuration_hash"].clone();
     assert_ne!(hash, json!("0".repeat(32)));

@@ -196,8 +196,12 @@ fn unknown_top_level_and_entity_fields_fail() {
     assert_eq!(e, vec!["_format_version: required field missing"]);
     let e = errors("_format_version: \"4.0\"\n");
     assert!(e[0].contains("unsupported declarative config version"));
-    let e = errors("_format_version: \"3.0\"\nupstreams: [{name: u}]\n");
-    assert!(e[0].starts_with("upstreams:"), "{e:?}");
+    // An upstream's unknown field is named too.
+    let e = errors("_format_version: \"3.0\"\nupstreams: [{name: u, nope: 1}]\n");
+    assert!(
+        e[0].starts_with("upstreams[0]") && e[0].contains("nope"),
+        "{e:?}"
+    );
     let e = errors("- just\n- a list\n");
     assert!(e[0].contains("expected a declarative configuration"));
     let e = errors("key: [unclosed\n");
@@ -317,6 +321,18 @@ fn legacy_format_auto_prefixes_regex_paths() {
 
 #[test]
 fn unsupported_features_fail_clearly() {
+    // Upstreams: weighted round robin is served; what else Kong balances with is named.
+    let e = errors("_format_version: \"3.0\"\nupstreams: [{name: u, algorithm: consistent-hashing, hash_on: header, targets: [{target: \"10.0.0.1:80\"}, {target: \"10.0.0.2:x\"}]}]\ntargets: [{target: \"10.0.0.3\", upstream: nope}]\n");
+    assert_eq!(
+        e,
+        vec![
+            "upstreams[0].algorithm: 'consistent-hashing' is not supported by tollgate yet (round-robin is)",
+            "upstreams[0].hash_on: 'header' is not supported by tollgate yet (none is)",
+            "upstreams[0].targets[1].target: invalid target: expected host[:port]",
+            "targets[0].upstream: does not name an upstream of this configuration",
+        ],
+        "{e:?}"
+    );
     let adv = |extra: &str| {
         format!("_format_version: \"3.0\"\nservices: [{{name: s, host: h, routes: [{{name: r, paths: [\"/x\"]}}]}}]\nplugins:\n  - name: ai-proxy-advanced\n    config:\n      targets: [{{route_type: llm/v1/chat, model: {{provider: openai}}}}]\n{extra}")
     };

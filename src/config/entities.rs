@@ -23,8 +23,62 @@ pub struct Service {
     pub updated_at: i64,
     /// `tls_verify` / `ca_certificates` (None: the default trust).
     pub tls: Option<crate::net::upstream_tls::Trust>,
+    /// The upstream its host names, if any.
+    pub upstream: Option<std::sync::Arc<Upstream>>,
     pub tls_verify: Option<bool>,
     pub ca_certificates: Option<Vec<String>>,
+}
+
+/// A Kong upstream: services whose host is its name go to its targets, by weighted round
+/// robin (Kong's default algorithm), a retry to the next one.
+#[derive(Debug)]
+pub struct Upstream {
+    pub id: String,
+    pub name: String,
+    /// (host, port, weight), weight above 0.
+    pub targets: Vec<(String, u16, u32)>,
+    /// The `Host` header its requests carry (Kong's `host_header`; None: the upstream's name).
+    pub host_header: Option<String>,
+    /// Where the next pick starts, in units of weight.
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl Upstream {
+    /// An upstream over `targets`.
+    pub fn new(
+        id: String,
+        name: String,
+        targets: Vec<(String, u16, u32)>,
+        host_header: Option<String>,
+    ) -> Upstream {
+        Upstream {
+            id,
+            name,
+            targets,
+            host_header,
+            next: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The target for the next attempt, weights taken into account, skipping `tried` while
+    /// another is left; None without targets.
+    pub fn pick(&self, tried: &[usize]) -> Option<usize> {
+        let total: u64 = self.targets.iter().map(|t| u64::from(t.2)).sum();
+        if total == 0 {
+            return None;
+        }
+        let slot = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % total;
+        let mut acc = 0u64;
+        let first = self.targets.iter().position(|t| {
+            acc += u64::from(t.2);
+            slot < acc
+        })?;
+        let n = self.targets.len();
+        (0..n)
+            .map(|k| (first + k) % n)
+            .find(|i| !tried.contains(i))
+            .or(Some(first))
+    }
 }
 
 /// A compiled route with its resolved plugin chain.
@@ -121,4 +175,34 @@ pub fn key_digest(key: &str) -> [u8; 32] {
 pub fn key_hash_text(d: &[u8; 32]) -> String {
     let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
     format!("sha256:{hex}")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod upstream_tests {
+    use super::Upstream;
+
+    #[test]
+    fn picks_by_weight_and_skips_what_was_tried() {
+        let t = |h: &str, w| (h.to_string(), 80, w);
+        let u = Upstream::new(
+            "id".into(),
+            "u".into(),
+            vec![t("a", 300), t("b", 100)],
+            None,
+        );
+        let mut seen = [0; 2];
+        for _ in 0..400 {
+            seen[u.pick(&[]).unwrap()] += 1;
+        }
+        assert_eq!(seen, [300, 100]);
+        assert_eq!(u.pick(&[0]), Some(1));
+        assert_eq!(
+            u.pick(&[0, 1]).map(|i| i < 2),
+            Some(true),
+            "all tried: any again"
+        );
+        let empty = Upstream::new("id".into(), "e".into(), Vec::new(), None);
+        assert_eq!(empty.pick(&[]), None);
+    }
 }

@@ -42,11 +42,10 @@ pub struct RawConfig {
     pub consumer_groups: Vec<RawConsumerGroup>,
     #[serde(default)]
     pub vaults: Vec<RawVault>,
-    /// Entities Tollgate does not implement; present only so the error can name them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub upstreams: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub targets: Option<Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<RawUpstream>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<RawTarget>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<RawCertificate>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -115,6 +114,53 @@ pub struct RawService {
     pub routes: Vec<RawRoute>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plugins: Vec<RawPlugin>,
+}
+
+/// A Kong upstream: a name services use as their host, balanced over its targets.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub algorithm: Option<String>,
+    pub slots: Option<u32>,
+    pub hash_on: Option<String>,
+    pub hash_fallback: Option<String>,
+    pub hash_on_header: Option<String>,
+    pub hash_fallback_header: Option<String>,
+    pub hash_on_cookie: Option<String>,
+    pub hash_on_cookie_path: Option<String>,
+    pub hash_on_query_arg: Option<String>,
+    pub hash_fallback_query_arg: Option<String>,
+    pub hash_on_uri_capture: Option<String>,
+    pub hash_fallback_uri_capture: Option<String>,
+    pub healthchecks: Option<Value>,
+    pub host_header: Option<String>,
+    pub client_certificate: Option<Value>,
+    pub use_srv_name: Option<bool>,
+    pub sticky_sessions_cookie: Option<String>,
+    pub sticky_sessions_cookie_path: Option<String>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    pub created_at: Option<i64>,
+    pub updated_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<RawTarget>,
+}
+
+/// A Kong target: an `address:port` of an upstream, with its weight.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub id: Option<String>,
+    pub target: Option<String>,
+    pub weight: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<EntityRef>,
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
+    pub created_at: Option<f64>,
+    pub updated_at: Option<f64>,
 }
 
 /// A Kong route.

@@ -226,6 +226,8 @@ struct Builder<'a> {
     legacy_paths: bool,
     /// `ca_certificates` by id.
     cas: HashMap<String, Vec<rustls::pki_types::CertificateDer<'static>>>,
+    /// `upstreams` by name.
+    upstreams: HashMap<String, Arc<crate::config::entities::Upstream>>,
 }
 
 impl Builder<'_> {
@@ -301,7 +303,6 @@ impl Builder<'_> {
             name: s.name.clone(),
             port: port.unwrap_or(if protocol == "https" { 443 } else { 80 }),
             protocol,
-            host,
             path: spath,
             retries: s.retries.unwrap_or(5),
             connect_timeout: s.connect_timeout.unwrap_or(60000),
@@ -314,8 +315,142 @@ impl Builder<'_> {
             tls,
             tls_verify: s.tls_verify,
             ca_certificates: s.ca_certificates.clone(),
+            upstream: self.upstreams.get(&host).cloned(),
+            host,
         });
         Some(self.services.len() - 1)
+    }
+
+    /// Kong `upstreams` (with their nested `targets`) and top-level `targets`, what
+    /// Tollgate balances as Kong does by default: weighted round robin; what it cannot
+    /// honour (other algorithms, hashing, health checks, client certificates, sticky
+    /// sessions) is refused naming the field.
+    fn upstreams(&mut self, raw: &crate::config::raw::RawConfig) {
+        // (id, name, targets, host_header)
+        type Built = (String, String, Vec<(String, u16, u32)>, Option<String>);
+        let mut built: Vec<Built> = Vec::new();
+        for (i, u) in raw.upstreams.iter().enumerate() {
+            let path = p("", "upstreams", i);
+            let Some(name) = u.name.clone() else {
+                self.err(format!("{path}.name"), "required field missing");
+                continue;
+            };
+            self.upstream_unsupported(&path, u);
+            let id =
+                u.id.clone()
+                    .unwrap_or_else(|| ids::entity_id("upstreams", &name));
+            let mut targets = Vec::new();
+            for (j, t) in u.targets.iter().enumerate() {
+                if let Some(t) = self.target(&p(&path, "targets", j), t) {
+                    targets.push(t);
+                }
+            }
+            built.push((id, name, targets, u.host_header.clone()));
+        }
+        for (j, t) in raw.targets.iter().enumerate() {
+            let path = p("", "targets", j);
+            let key = t
+                .upstream
+                .as_ref()
+                .and_then(|r| r.key())
+                .map(str::to_string);
+            let Some(at) =
+                key.and_then(|k| built.iter().position(|(id, n, ..)| *id == k || *n == k))
+            else {
+                self.err(
+                    format!("{path}.upstream"),
+                    "does not name an upstream of this configuration",
+                );
+                continue;
+            };
+            if let Some(t) = self.target(&path, t) {
+                built[at].2.push(t);
+            }
+        }
+        for (id, name, targets, host_header) in built {
+            let u = crate::config::entities::Upstream::new(id, name.clone(), targets, host_header);
+            self.upstreams.insert(name, Arc::new(u));
+        }
+    }
+
+    /// A target's `address:port` and weight (Kong's defaults: port 8000, weight 100); a
+    /// weight of 0 takes it out.
+    fn target(
+        &mut self,
+        path: &str,
+        t: &crate::config::raw::RawTarget,
+    ) -> Option<(String, u16, u32)> {
+        let Some(text) = t.target.as_deref() else {
+            self.err(format!("{path}.target"), "required field missing");
+            return None;
+        };
+        let weight = t.weight.unwrap_or(100);
+        if weight > 65_535 {
+            self.err(
+                format!("{path}.weight"),
+                "value should be between 0 and 65535",
+            );
+            return None;
+        }
+        let (host, port) = match text.rsplit_once(':') {
+            Some((h, port)) if !h.ends_with(']') || h.starts_with('[') => match port.parse::<u16>()
+            {
+                Ok(port) => (h.trim_matches(|c| c == '[' || c == ']').to_string(), port),
+                Err(_) => {
+                    self.err(
+                        format!("{path}.target"),
+                        "invalid target: expected host[:port]",
+                    );
+                    return None;
+                }
+            },
+            _ => (text.to_string(), 8000),
+        };
+        (weight > 0).then_some((host, port, weight))
+    }
+
+    /// The upstream fields whose behaviour Tollgate does not have: refused by name.
+    fn upstream_unsupported(&mut self, path: &str, u: &crate::config::raw::RawUpstream) {
+        if let Some(a) = u.algorithm.as_deref().filter(|a| *a != "round-robin") {
+            self.err(
+                format!("{path}.algorithm"),
+                format!("'{a}' is not supported by tollgate yet (round-robin is)"),
+            );
+        }
+        if let Some(h) = u.hash_on.as_deref().filter(|h| *h != "none") {
+            self.err(
+                format!("{path}.hash_on"),
+                format!("'{h}' is not supported by tollgate yet (none is)"),
+            );
+        }
+        if u.client_certificate.as_ref().is_some_and(|c| !c.is_null()) {
+            self.err(
+                format!("{path}.client_certificate"),
+                "client certificates to upstreams are not supported by tollgate yet",
+            );
+        }
+        if u.sticky_sessions_cookie.is_some() {
+            self.err(
+                format!("{path}.sticky_sessions_cookie"),
+                "sticky sessions are not supported by tollgate yet",
+            );
+        }
+        // Kong's defaults (all thresholds 0) check nothing; anything else would.
+        let checks = u.healthchecks.as_ref().map(|h| {
+            let n = |p: &str| h.pointer(p).and_then(Value::as_f64).unwrap_or(0.0);
+            [
+                "/active/healthy/interval",
+                "/active/unhealthy/interval",
+                "/passive/unhealthy/http_failures",
+                "/passive/unhealthy/tcp_failures",
+                "/passive/unhealthy/timeouts",
+            ]
+            .iter()
+            .any(|p| n(p) > 0.0)
+        });
+        if checks == Some(true) {
+            self.err(format!("{path}.healthchecks"), "upstream health checks are not supported by tollgate yet (ai-proxy-advanced's balancer.healthchecks are)");
+        }
     }
 
     /// The upstream TLS trust a service asks for: `tls_verify: false` turns verification
@@ -510,6 +645,7 @@ impl Snapshot {
             env,
             legacy_paths: false,
             cas: HashMap::new(),
+            upstreams: HashMap::new(),
         };
         let format_version = match raw.format_version.as_deref() {
             Some(v @ ("1.1" | "2.1" | "3.0")) => v.to_string(),
@@ -523,18 +659,7 @@ impl Snapshot {
             }
         };
         b.legacy_paths = format_version != "3.0";
-        for (field, value) in [("upstreams", &raw.upstreams), ("targets", &raw.targets)] {
-            if value
-                .as_ref()
-                .map(|v| !v.is_null() && v != &json!([]))
-                .unwrap_or(false)
-            {
-                b.err(
-                    field,
-                    format!("'{field}' entities are not supported by tollgate yet"),
-                );
-            }
-        }
+        b.upstreams(&raw);
 
         for (i, ca) in raw.ca_certificates.iter().enumerate() {
             let path = p("", "ca_certificates", i);

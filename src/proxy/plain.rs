@@ -66,10 +66,14 @@ pub(super) async fn proxy_plain(
     respond: Option<Arc<Transformer>>,
 ) -> Response<ProxyBody> {
     let default_port = if service.protocol == "https" { 443 } else { 80 };
-    let authority = if service.port == default_port {
-        service.host.clone()
-    } else {
-        format!("{}:{}", service.host, service.port)
+    let authority = match service
+        .upstream
+        .as_ref()
+        .and_then(|u| u.host_header.clone())
+    {
+        Some(h) => h,
+        None if service.port == default_port => service.host.clone(),
+        None => format!("{}:{}", service.host, service.port),
     };
     let mut upstream_uri = up.path.clone();
     if let Some(q) = query_string(up, raw_query) {
@@ -113,22 +117,40 @@ pub(super) async fn proxy_plain(
         body: up.body.clone(),
         upload: None,
     };
-    let ep = upstream::Endpoint {
-        https: service.protocol == "https",
-        host: &service.host,
-        port: service.port,
-        trust: service.tls.as_ref(),
-    };
     log.upstream_uri = Some(upstream_uri.clone().into());
     log.proxy_latency_ms = Some(ms(log.started.elapsed()));
     let connect = Duration::from_millis(service.connect_timeout.max(1));
     let read = Duration::from_millis(service.read_timeout.max(1));
     let mut last = None;
+    let mut tried: Vec<usize> = Vec::new();
     for _ in 0..=service.retries {
+        // A service on an upstream goes to its targets, the next one on a retry.
+        let (host, port) = match &service.upstream {
+            None => (service.host.as_str(), service.port),
+            Some(u) => match u.pick(&tried) {
+                Some(i) => {
+                    tried.push(i);
+                    (u.targets[i].0.as_str(), u.targets[i].1)
+                }
+                None => {
+                    let e = GatewayError::UpstreamUnavailable(format!(
+                        "upstream '{}' has no target to send to",
+                        u.name
+                    ));
+                    return kong_error(e, ErrorShape::Kong, log, snap);
+                }
+            },
+        };
+        let ep = upstream::Endpoint {
+            https: service.protocol == "https",
+            host,
+            port,
+            trust: service.tls.as_ref(),
+        };
         let start = Instant::now();
         let mut t = Try {
-            port: service.port,
-            host: service.host.as_str().into(),
+            port,
+            host: host.into(),
             scheme: service.protocol.clone().into(),
             upstream_uri: upstream_uri.clone().into(),
             balancer_start: ms(start.duration_since(log.started)),
