@@ -1029,6 +1029,29 @@ async fn kong_ingress_controller_can_drive_a_node() {
     let schema = send("GET", &gw.admin("/schemas/plugins/ai-proxy"), &kic, "").await;
     assert_eq!(schema.status, 200);
     assert!(schema.json()["fields"].is_array(), "{}", schema.text());
+    // The admission webhook's checks: a valid route, an invalid plugin, an unknown consumer.
+    let route = json!({"name": "r", "paths": ["/x"], "protocols": ["http", "https"]});
+    let r = send(
+        "POST",
+        &gw.admin("/schemas/routes/validate"),
+        &kic,
+        route.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let plugin = json!({"name": "ai-proxy", "config": {"route_type": "llm/v1/chat",
+                        "model": {"provider": "opena1"}}});
+    let r = send(
+        "POST",
+        &gw.admin("/schemas/plugins/validate"),
+        &kic,
+        plugin.to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["message"].is_string(), "{}", r.text());
+    let r = send("GET", &gw.admin("/consumers/nobody"), &kic, "").await;
+    assert_eq!(r.status, 404, "{}", r.text());
     // Without the token, nothing.
     let r = send("GET", &gw.admin("/"), &[("kong-admin-token", "nope")], "").await;
     assert_eq!(r.status, 401);
