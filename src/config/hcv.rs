@@ -581,31 +581,15 @@ impl Session {
         if tasks.is_empty() {
             return;
         }
-        let spawned = std::thread::Builder::new()
-            .name("tollgate-vault".into())
-            .spawn(move || {
-                let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        tracing::error!(error = %e, "vault: cannot start the refresh runtime; secrets will not be refreshed");
-                        return;
-                    }
-                };
-                rt.block_on(async move {
-                    let upstreams = Upstreams::new();
-                    let mut set = tokio::task::JoinSet::new();
-                    for l in tasks {
-                        set.spawn(refresh(l, upstreams.clone()));
-                    }
-                    while set.join_next().await.is_some() {}
-                });
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "vault: cannot start the refresh thread; secrets will not be refreshed");
-        }
+        let what = "vault refreshes (secrets will not be refreshed)";
+        crate::rt::background::spawn("tollgate-vault", what, move || async move {
+            let upstreams = Upstreams::new();
+            let mut set = tokio::task::JoinSet::new();
+            for l in tasks {
+                set.spawn(refresh(l, upstreams.clone()));
+            }
+            while set.join_next().await.is_some() {}
+        });
     }
 }
 

@@ -407,14 +407,7 @@ impl Upstreams {
 }
 
 fn classify(e: &hyper::Error) -> Failure {
-    use std::error::Error as _;
-    let mut detail = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        detail.push_str(": ");
-        detail.push_str(&s.to_string());
-        src = s.source();
-    }
+    let detail = crate::rt::background::error_chain(e);
     let kind = if e.is_parse() {
         FailureKind::InvalidHeader
     } else if e.is_timeout() {

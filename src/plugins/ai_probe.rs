@@ -37,33 +37,20 @@ pub fn enabled(hc: &ActiveHealthcheck) -> bool {
 pub fn start(ai: &Arc<AiProxy>, hc: ActiveHealthcheck) {
     let weak = Arc::downgrade(ai);
     let n = ai.targets.targets.len();
-    let spawned = std::thread::Builder::new()
-        .name("tollgate-healthcheck".into())
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("health checks not started: {e}");
-                    return;
-                }
-            };
+    crate::rt::background::spawn(
+        "tollgate-healthcheck",
+        "health checks",
+        move || async move {
             let hc = Arc::new(hc);
             let pool = Upstreams::new();
-            rt.block_on(async move {
-                let probes: Vec<_> = (0..n)
-                    .map(|i| tokio::spawn(follow(weak.clone(), i, hc.clone(), pool.clone())))
-                    .collect();
-                for p in probes {
-                    let _ = p.await;
-                }
-            });
-        });
-    if let Err(e) = spawned {
-        tracing::error!("health checks not started: {e}");
-    }
+            let probes: Vec<_> = (0..n)
+                .map(|i| tokio::spawn(follow(weak.clone(), i, hc.clone(), pool.clone())))
+                .collect();
+            for p in probes {
+                let _ = p.await;
+            }
+        },
+    );
 }
 
 /// Probes target `i` until its configuration is gone.

@@ -82,15 +82,7 @@ async fn connect(
 /// An error with its causes (tokio-postgres says "error connecting to server" and keeps
 /// the reason, e.g. "Connection refused", in its source).
 fn describe(e: &tokio_postgres::Error) -> String {
-    use std::error::Error as _;
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    crate::rt::background::error_chain(e)
 }
 
 fn query_error(e: tokio_postgres::Error) -> StoreError {
