@@ -875,78 +875,51 @@ fn provider_profile(
                 RouteType::Embeddings => Some("embeddings"),
                 _ => None,
             };
-            match (rt, tail) {
+            // Every Azure API is OpenAI's dialect on the resource's host; only the path differs.
+            let on_resource = |path: Option<String>| Profile {
+                wire: Wire::OpenAi,
+                base: ("https", format!("{instance}.openai.azure.com"), 443),
+                path,
+                model_path: false,
+                headers: Vec::new(),
+            };
+            // Azure's v1 API takes `api-version` only when it is configured.
+            let v1 = |p: &str| match &options.azure_api_version {
+                Some(_) => format!("{p}?api-version={version}"),
+                None => p.to_string(),
+            };
+            // None: the route type has no Azure API; Some(None): the client's own path.
+            let path: Option<Option<String>> = match (rt, tail) {
                 // The Responses API lives in Azure's v1 API, outside the deployment path (the
-                // body's `model` names the deployment); `api-version` only when configured.
-                (RouteType::Responses, _) => Some(Profile {
-                    wire: Wire::OpenAi,
-                    base: ("https", format!("{instance}.openai.azure.com"), 443),
-                    path: Some(match &options.azure_api_version {
-                        Some(_) => format!("/openai/v1/responses?api-version={version}"),
-                        None => "/openai/v1/responses".to_string(),
-                    }),
-                    model_path: false,
-                    headers: Vec::new(),
-                }),
+                // body's `model` names the deployment).
+                (RouteType::Responses, _) => Some(Some(v1("/openai/v1/responses"))),
                 // Realtime sessions open on the resource with the deployment in the query;
                 // Azure's realtime API needs a preview api-version, so that is the default.
-                (RouteType::Realtime, _) => Some(Profile {
-                    wire: Wire::OpenAi,
-                    base: ("https", format!("{instance}.openai.azure.com"), 443),
-                    path: Some(format!(
-                        "/openai/realtime?api-version={}&deployment={deployment}",
-                        match &options.azure_api_version {
-                            Some(_) => version.as_str(),
-                            None => AZURE_REALTIME_API_VERSION,
-                        }
-                    )),
-                    model_path: false,
-                    headers: Vec::new(),
-                }),
-                (RouteType::Preserve, _) => Some(Profile {
-                    wire: Wire::OpenAi,
-                    base: ("https", format!("{instance}.openai.azure.com"), 443),
-                    path: None,
-                    model_path: false,
-                    headers: Vec::new(),
-                }),
+                (RouteType::Realtime, _) => Some(Some(format!(
+                    "/openai/realtime?api-version={}&deployment={deployment}",
+                    match &options.azure_api_version {
+                        Some(_) => version.as_str(),
+                        None => AZURE_REALTIME_API_VERSION,
+                    }
+                ))),
+                (RouteType::Preserve, _) => Some(None),
                 // Sora 2's videos are served by Azure's v1 API with OpenAI's own Videos API
-                // (the body's `model` names the deployment); `api-version` only when set.
-                (RouteType::VideoGenerations, _) => Some(Profile {
-                    wire: Wire::OpenAi,
-                    base: ("https", format!("{instance}.openai.azure.com"), 443),
-                    path: Some(match &options.azure_api_version {
-                        Some(_) => format!("/openai/v1?api-version={version}"),
-                        None => "/openai/v1".to_string(),
-                    }),
-                    model_path: false,
-                    headers: Vec::new(),
-                }),
+                // (the body's `model` names the deployment).
+                (RouteType::VideoGenerations, _) => Some(Some(v1("/openai/v1"))),
                 // Files, batches and assistants belong to the resource; audio and images
                 // to a deployment. The resource's path follows per request.
-                (rt, _) if rt.is_api() => Some(Profile {
-                    wire: Wire::OpenAi,
-                    base: ("https", format!("{instance}.openai.azure.com"), 443),
-                    path: Some(match rt {
-                        RouteType::Files | RouteType::Batches | RouteType::Assistants => {
-                            format!("/openai?api-version={version}")
-                        }
-                        _ => format!("/openai/deployments/{deployment}?api-version={version}"),
-                    }),
-                    model_path: false,
-                    headers: Vec::new(),
-                }),
-                (_, Some(tail)) => Some(Profile {
-                    wire: Wire::OpenAi,
-                    base: ("https", format!("{instance}.openai.azure.com"), 443),
-                    path: Some(format!(
-                        "/openai/deployments/{deployment}/{tail}?api-version={version}"
-                    )),
-                    model_path: false,
-                    headers: Vec::new(),
-                }),
+                (rt, _) if rt.is_api() => Some(Some(match rt {
+                    RouteType::Files | RouteType::Batches | RouteType::Assistants => {
+                        format!("/openai?api-version={version}")
+                    }
+                    _ => format!("/openai/deployments/{deployment}?api-version={version}"),
+                })),
+                (_, Some(tail)) => Some(Some(format!(
+                    "/openai/deployments/{deployment}/{tail}?api-version={version}"
+                ))),
                 _ => None,
-            }
+            };
+            path.map(on_resource)
         }
         ProviderName::Gemini => return gemini_profile(rt, options, opath, errors, unsupported_rt),
         ProviderName::Bedrock => {
