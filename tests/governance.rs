@@ -1441,3 +1441,149 @@ async fn messages_clients_are_governed_like_openai_clients() {
     assert_eq!(r.json()["type"], "error");
     assert_eq!(r.json()["error"]["type"], "rate_limit_error");
 }
+
+const SYNCED: &str = r#"
+_format_version: "3.0"
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: batched
+        paths: ["/batched"]
+        plugins:
+          - name: ai-rate-limiting-advanced
+            id: {SLOW}
+            config: {identifier: ip, window_type: fixed, strategy: redis, sync_rate: 30, reserve_in_flight: false, redis: {host: 127.0.0.1, port: 6379}, llm_providers: [{name: openai, limit: [100], window_size: [3600]}]}
+          - name: ai-proxy
+            config: {route_type: llm/v1/chat, model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}}
+      - name: fast
+        paths: ["/fast"]
+        plugins:
+          - name: ai-rate-limiting-advanced
+            id: {FAST}
+            config: {identifier: ip, window_type: fixed, strategy: redis, sync_rate: 0.2, reserve_in_flight: false, redis: {host: 127.0.0.1, port: 6379}, llm_providers: [{name: openai, limit: [100], window_size: [3600]}]}
+          - name: ai-proxy
+            config: {route_type: llm/v1/chat, model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}}
+      - name: counted
+        paths: ["/counted"]
+        plugins:
+          - name: rate-limiting
+            id: {RL}
+            config: {hour: 3, limit_by: ip, policy: redis, sync_rate: 30, redis: {host: 127.0.0.1, port: 6379}}
+          - name: ai-proxy
+            config: {route_type: llm/v1/chat, model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}}
+      - name: alone
+        paths: ["/alone"]
+        plugins:
+          - name: ai-rate-limiting-advanced
+            id: {ALONE}
+            config: {identifier: ip, window_type: fixed, strategy: redis, sync_rate: -1, redis: {host: 127.0.0.1, port: 6379}, llm_providers: [{name: openai, limit: [100], window_size: [3600]}]}
+          - name: ai-proxy
+            config: {route_type: llm/v1/chat, model: {provider: openai, name: m, options: {upstream_url: "{MOCK}/v1/chat/completions"}}}
+"#;
+
+/// The tokens `url` admits before its first 429 (at most 40 requests).
+async fn until_refused(url: &str) -> f64 {
+    let body = json!({"messages": [{"role": "user", "content": "count to twenty for me please"}]});
+    let mut total = 0.0;
+    for _ in 0..40 {
+        let r = post(url, &[], &body).await;
+        match r.status {
+            200 => total += r.json()["usage"]["total_tokens"].as_f64().unwrap(),
+            429 => return total,
+            s => panic!("{s}: {}", r.text()),
+        }
+    }
+    panic!("{url} never refused: {total} tokens admitted");
+}
+
+/// The values of the Redis counters of quota plugin `id`.
+async fn redis_counts(id: &str) -> Vec<f64> {
+    let client = redis::Client::open("redis://127.0.0.1:6379/").unwrap();
+    let mut con = client.get_multiplexed_async_connection().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("tollgate:quota:ai:{id}:*"))
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    for k in keys {
+        let v: String = redis::cmd("GET")
+            .arg(&k)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        out.push(v.parse().unwrap());
+    }
+    out
+}
+
+/// Kong's `sync_rate` on two nodes sharing Redis: a batched instance decides on each node
+/// and syncs later (each node may admit the whole limit between syncs, the documented
+/// overshoot), a sync brings every node's usage to the others, and -1 keeps counters on
+/// the node.
+#[tokio::test]
+async fn sync_rate_batches_redis_updates_with_bounded_overshoot() {
+    not_at_hour_end().await;
+    let mock = mock_llm::MockLlm::start().await.unwrap();
+    let dir = std::env::temp_dir().join(format!("tollgate-sync-{}", fresh_id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("kong.yaml");
+    let (slow, fast, alone) = (fresh_id(), fresh_id(), fresh_id());
+    let text = SYNCED
+        .replace("{MOCK}", &mock.url())
+        .replace("{SLOW}", &slow)
+        .replace("{FAST}", &fast)
+        .replace("{ALONE}", &alone)
+        .replace("{RL}", &fresh_id());
+    std::fs::write(&path, text).unwrap();
+    let (a, b) = (node(&path), node(&path));
+    let at = |n: &Node, route: &str| format!("{}{route}", n.proxy);
+
+    // Syncing every 30 s: within this test nothing reaches Redis, so each node admits what
+    // fits in the whole 100-token limit on its own.
+    let on_a = until_refused(&at(&a, "/batched")).await;
+    let on_b = until_refused(&at(&b, "/batched")).await;
+    assert!(on_a > 50.0, "{on_a}");
+    assert_eq!(on_b, on_a, "b did not see a's usage");
+    assert_eq!(
+        redis_counts(&slow).await,
+        Vec::<f64>::new(),
+        "no Redis write per request"
+    );
+
+    // Syncing every 0.2 s: b has counted one request, then a spends the limit; within a
+    // few syncs Redis holds both nodes' usage and b refuses.
+    let body = json!({"messages": [{"role": "user", "content": "count to twenty for me please"}]});
+    let r = post(&at(&b, "/fast"), &[], &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let first = r.json()["usage"]["total_tokens"].as_f64().unwrap();
+    let on_a = until_refused(&at(&a, "/fast")).await;
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = redis_counts(&fast).await;
+        if seen == vec![first + on_a] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen, vec![first + on_a], "both nodes' usage synced");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let r = post(&at(&b, "/fast"), &[], &body).await;
+    assert_eq!(r.status, 429, "b learned a's usage: {}", r.text());
+
+    // rate-limiting's `sync_rate` batches the same way: 3 an hour on each node.
+    for n in [&a, &b] {
+        for i in 0..4 {
+            let r = post(&at(n, "/counted"), &[], &body).await;
+            assert_eq!(r.status, if i < 3 { 200 } else { 429 }, "{i}: {}", r.text());
+        }
+    }
+
+    // -1: this node's memory only, whatever the strategy.
+    until_refused(&at(&a, "/alone")).await;
+    let r = post(&at(&b, "/alone"), &[], &body).await;
+    assert_eq!(r.status, 200, "b counts alone: {}", r.text());
+    assert_eq!(redis_counts(&alone).await, Vec::<f64>::new());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -705,10 +705,7 @@ impl ConfiguredLimit {
 /// Every quota limit of `snap`'s plugins.
 fn configured_limits(snap: &Snapshot) -> Vec<ConfiguredLimit> {
     use crate::plugins::rate_limiting::{identity_kind, Store};
-    let redis = |s: &Store| match s {
-        Store::Local => None,
-        Store::Redis(r) => Some(r.clone()),
-    };
+    let redis = |s: &Store| s.redis().cloned();
     let mut out = Vec::new();
     for p in &snap.plugins {
         match &p.plugin {

@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::plugins::nullable;
 use crate::config::vault::VaultTable;
 use crate::llm::usage::Usage;
-use crate::plugins::rate_limiting::{push, summary_headers, LimitBy, Policy, Store};
+use crate::plugins::rate_limiting::{
+    check_sync_rate, push, summary_headers, LimitBy, Policy, Store, SyncMode,
+};
 use crate::quota::{Counters, Reading, Settlement, Slot};
 use crate::store::redis::RedisConfig;
 
@@ -126,7 +128,8 @@ pub struct AiRateLimitingConfig {
     pub window_type: WindowType,
     #[serde(default, deserialize_with = "nullable")]
     pub tokens_count_strategy: TokensCount,
-    /// Counters are always updated synchronously; any value is accepted.
+    /// Kong's: 0 (or unset) updates Redis on every request, -1 keeps counters in this
+    /// node's memory only, more is the seconds between batched syncs.
     pub sync_rate: Option<f64>,
     pub error_code: Option<f64>,
     pub error_message: Option<String>,
@@ -291,6 +294,7 @@ impl AiRateLimitingConfig {
                 "required when identifier is header".into(),
             ));
         }
+        errs.extend(check_sync_rate(self.sync_rate, true));
         errs
     }
 }
@@ -401,6 +405,7 @@ impl Charge {
         }
         match &self.counters {
             Counters::Local(l) => l.settle(&self.plan.slots, &items, now_ms),
+            Counters::Synced(s) => s.settle(&self.plan.slots, &items, now_ms),
             Counters::Redis(r) => {
                 let Ok(rt) = tokio::runtime::Handle::try_current() else {
                     return;
@@ -444,6 +449,7 @@ impl AiRateLimiting {
             config.strategy,
             "strategy",
             config.redis.as_ref(),
+            SyncMode::advanced(config.sync_rate),
             vaults,
             env,
         )?;
@@ -1062,6 +1068,29 @@ mod tests {
         let e = c.validate();
         assert_eq!(e[0].0, "llm_providers[0]");
         assert_eq!(e[1].0, "custom_cost_count_function");
+        for (rate, ok) in [
+            (-1.0, true),
+            (0.0, true),
+            (0.02, true),
+            (5.0, true),
+            (0.01, false),
+            (-2.0, false),
+        ] {
+            let c: AiRateLimitingConfig = serde_json::from_value(serde_json::json!({
+                "llm_providers": [{"name": "openai", "limit": [1], "window_size": [60]}],
+                "sync_rate": rate
+            }))
+            .unwrap();
+            let e = c.validate();
+            assert_eq!(e.is_empty(), ok, "{rate}: {e:?}");
+            if !ok {
+                assert_eq!(e[0].0, "sync_rate");
+                assert!(
+                    e[0].1.contains("-1 (counters in this node's memory only)"),
+                    "{e:?}"
+                );
+            }
+        }
         let bad: Result<AiRateLimitingConfig, _> =
             serde_json::from_value(serde_json::json!({"policies": [], "bogus": 1}));
         assert!(bad.is_err());

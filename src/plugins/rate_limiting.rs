@@ -1,7 +1,7 @@
 //! `rate-limiting`: request counts per second/minute/hour/day/month/year, per consumer,
 //! credential, consumer group, IP, header, path or service; Kong's config, headers and
 //! 429. Counters live in memory (`policy: local`) or Redis (`policy: redis`, shared by
-//! every node). Months are 30 days and years 365, windows aligned to the Unix epoch.
+//! every node, per request or in batches every `sync_rate` seconds). Months are 30 days and years 365, windows aligned to the Unix epoch.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::vault::{self, VaultTable};
 use crate::quota::redis::RedisCounters;
+use crate::quota::synced::Synced;
 use crate::quota::{Counters, Mode, Reading, Slot};
 use crate::store::redis::{RedisConfig, RedisStore};
 
@@ -75,7 +76,8 @@ pub struct RateLimitingConfig {
     pub hide_client_headers: bool,
     pub error_code: Option<f64>,
     pub error_message: Option<String>,
-    /// Counters are always updated synchronously; any value is accepted.
+    /// Seconds between batched syncs of `redis` counters; -1 (Kong's default) or 0:
+    /// every request updates Redis.
     pub sync_rate: Option<f64>,
 }
 
@@ -126,6 +128,66 @@ pub enum Store {
     /// The gateway's in-memory counters.
     Local,
     Redis(Arc<RedisCounters>),
+    /// Decided on this node, synced with Redis every `sync_rate` seconds.
+    Synced(Arc<Synced>),
+}
+
+/// How Redis-backed counters keep in step with Redis (`sync_rate`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SyncMode {
+    /// One atomic Redis script per request: exact across nodes.
+    Synchronous,
+    /// This node's memory only, whatever the strategy says.
+    LocalOnly,
+    /// Decided on this node, synced in batches.
+    Every(std::time::Duration),
+}
+
+/// The shortest batched sync interval Kong accepts (seconds).
+pub const MIN_SYNC_RATE: f64 = 0.02;
+
+impl SyncMode {
+    /// Kong's `sync_rate` of `ai-rate-limiting-advanced` (and the Enterprise rate
+    /// limiters): 0 or unset synchronous, -1 local only, otherwise seconds between syncs.
+    pub fn advanced(sync_rate: Option<f64>) -> SyncMode {
+        match sync_rate {
+            None => SyncMode::Synchronous,
+            Some(-1.0) => SyncMode::LocalOnly,
+            Some(v) if v >= MIN_SYNC_RATE && v.is_finite() => {
+                SyncMode::Every(std::time::Duration::from_secs_f64(v))
+            }
+            Some(_) => SyncMode::Synchronous,
+        }
+    }
+
+    /// Kong's `sync_rate` of `rate-limiting` (Kong's default -1, and 0): synchronous;
+    /// otherwise seconds between syncs.
+    pub fn basic(sync_rate: Option<f64>) -> SyncMode {
+        match sync_rate {
+            Some(v) if v >= MIN_SYNC_RATE && v.is_finite() => {
+                SyncMode::Every(std::time::Duration::from_secs_f64(v))
+            }
+            _ => SyncMode::Synchronous,
+        }
+    }
+}
+
+/// The field error for a `sync_rate` neither mode accepts (`local_only`: whether -1 means
+/// this node only; otherwise -1 is synchronous).
+pub fn check_sync_rate(sync_rate: Option<f64>, local_only: bool) -> Option<(String, String)> {
+    let v = sync_rate?;
+    let ok = v == -1.0 || v == 0.0 || (v.is_finite() && v >= MIN_SYNC_RATE);
+    let minus_one = if local_only {
+        "-1 (counters in this node's memory only)"
+    } else {
+        "-1 (synchronous)"
+    };
+    (!ok).then(|| {
+        (
+            "sync_rate".into(),
+            format!("must be {minus_one}, 0 (synchronous) or at least {MIN_SYNC_RATE} seconds between batched syncs"),
+        )
+    })
 }
 
 impl Store {
@@ -134,34 +196,48 @@ impl Store {
         match self {
             Store::Local => Counters::Local(local.clone()),
             Store::Redis(r) => Counters::Redis(r.clone()),
+            Store::Synced(s) => Counters::Synced(s.clone()),
         }
     }
 
-    /// The counters for `policy` with the Redis settings `redis` (at config `path`).
+    /// The Redis the counters are kept in or synced with, if any.
+    pub fn redis(&self) -> Option<&Arc<RedisCounters>> {
+        match self {
+            Store::Local => None,
+            Store::Redis(r) => Some(r),
+            Store::Synced(s) => Some(s.redis()),
+        }
+    }
+
+    /// The counters for `policy` with the Redis settings `redis` (at config `path`), kept
+    /// in step with Redis as `sync` says.
     pub fn compile(
         policy: Policy,
         field: &str,
         redis: Option<&RedisConfig>,
+        sync: SyncMode,
         vaults: &VaultTable,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Store, Vec<(String, String)>> {
-        match policy {
-            Policy::Local => Ok(Store::Local),
-            Policy::Cluster => Err(vec![(
+        match (policy, sync) {
+            (Policy::Local, _) | (Policy::Redis, SyncMode::LocalOnly) => Ok(Store::Local),
+            (Policy::Cluster, _) => Err(vec![(
                 field.into(),
                 "'cluster' keeps counters in Kong's database; tollgate shares counters across nodes with 'redis'".into(),
             )]),
-            Policy::Redis => {
+            (Policy::Redis, _) => {
                 let r = redis.cloned().unwrap_or_default();
                 let password =
                     vault::field_secret("redis.password", r.password.as_deref(), vaults, env);
                 let mut errors = Vec::new();
-                match RedisStore::compile("redis", &r, password, &mut errors) {
-                    Some(s) if errors.is_empty() => {
-                        Ok(Store::Redis(Arc::new(RedisCounters::new(s))))
-                    }
-                    _ => Err(errors),
-                }
+                let counters = match RedisStore::compile("redis", &r, password, &mut errors) {
+                    Some(s) if errors.is_empty() => Arc::new(RedisCounters::new(s)),
+                    _ => return Err(errors),
+                };
+                Ok(match sync {
+                    SyncMode::Every(every) => Store::Synced(Arc::new(Synced::new(counters, every))),
+                    _ => Store::Redis(counters),
+                })
             }
         }
     }
@@ -229,6 +305,7 @@ impl RateLimitingConfig {
                 ));
             }
         }
+        errs.extend(check_sync_rate(self.sync_rate, false));
         errs
     }
 
@@ -299,6 +376,7 @@ impl RateLimiting {
             config.policy,
             "policy",
             config.redis_record().as_ref(),
+            SyncMode::basic(config.sync_rate),
             vaults,
             env,
         )?;

@@ -151,6 +151,29 @@ impl Local {
     }
 }
 
+impl Local {
+    /// Sets the counts of `slot`'s window holding `now_ms` and of the one before it
+    /// (keeping the reservations in flight): a synced view learning the shared totals.
+    pub fn set(&self, slot: &Slot, now_ms: u64, cur: f64, prev: f64) {
+        let start = window_start(now_ms, slot.window);
+        let w_ms = slot.window.max(1) * 1000;
+        let mut inner = self.lock();
+        let held = inner.counts.get(slot.key.as_str()).map_or(0.0, |e| e.held);
+        inner.counts.insert(
+            slot.key.clone(),
+            Entry {
+                start,
+                cur: cur.max(0.0),
+                prev: prev.max(0.0),
+                expires: start + 2 * w_ms,
+                limit: slot.limit,
+                window: slot.window,
+                held,
+            },
+        );
+    }
+}
+
 impl Inner {
     /// Adds `amount` (`held` of it reserved) to the window of `s` holding `now_ms`, rolling
     /// the entry forward.

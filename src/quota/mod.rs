@@ -1,12 +1,13 @@
 //! Quota counters for `rate-limiting` and `ai-rate-limiting-advanced`: fixed or sliding
 //! windows, kept in memory (one node) or in Redis (shared by every node, updated by one
-//! atomic script per request).
+//! atomic script per request, or synced in batches every `sync_rate` seconds).
 //!
 //! A sliding window is estimated as Kong does: the current window's count plus the
 //! previous window's, weighted by how much of it still overlaps the last `window` seconds.
 
 pub mod local;
 pub mod redis;
+pub mod synced;
 
 use std::sync::Arc;
 
@@ -100,6 +101,8 @@ pub struct Settlement {
 pub enum Counters {
     Local(Arc<local::Local>),
     Redis(Arc<redis::RedisCounters>),
+    /// Decided on this node, synced with Redis in batches.
+    Synced(Arc<synced::Synced>),
 }
 
 /// The counter store could not be reached or answered nonsense.
@@ -137,6 +140,7 @@ impl Counters {
         match self {
             Counters::Local(l) => Ok(l.apply_each(slots, need, add, mode, now_ms)),
             Counters::Redis(r) => r.apply_each(slots, need, add, mode, now_ms).await,
+            Counters::Synced(s) => s.apply_each(slots, need, add, mode, now_ms).await,
         }
     }
 
@@ -153,6 +157,10 @@ impl Counters {
                 Ok(())
             }
             Counters::Redis(r) => r.settle(slots, items, now_ms).await,
+            Counters::Synced(s) => {
+                s.settle(slots, items, now_ms);
+                Ok(())
+            }
         }
     }
 }

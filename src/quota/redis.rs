@@ -93,11 +93,47 @@ end
 return 1
 "#;
 
+/// KEYS: per item, a window's key and the previous window's. ARGV: per item, what this
+/// node added to each since the last sync (negative: reservations given back), and
+/// window_ms. Returns both windows' totals per item (strings). A negative amount never
+/// recreates an expired key nor takes a count below zero.
+const SYNC: &str = r#"
+local function push(key, amount, w)
+  if amount > 0 then
+    redis.call("INCRBYFLOAT", key, amount)
+    redis.call("PEXPIRE", key, 2 * w)
+  elseif amount < 0 and redis.call("EXISTS", key) == 1 then
+    local left = tonumber(redis.call("INCRBYFLOAT", key, amount))
+    if left < 0 then redis.call("INCRBYFLOAT", key, -left) end
+  end
+end
+local out = {}
+for i = 1, #KEYS / 2 do
+  local w = tonumber(ARGV[3 * i])
+  push(KEYS[2 * i - 1], tonumber(ARGV[3 * i - 2]), w)
+  push(KEYS[2 * i], tonumber(ARGV[3 * i - 1]), w)
+  out[#out + 1] = redis.call("GET", KEYS[2 * i - 1]) or "0"
+  out[#out + 1] = redis.call("GET", KEYS[2 * i]) or "0"
+end
+return out
+"#;
+
+/// One counter's batched sync: what this node added to the window starting at `start`
+/// and to the one before it since the last sync.
+#[derive(Debug, Clone)]
+pub struct Push {
+    pub slot: Slot,
+    pub start: u64,
+    pub cur: f64,
+    pub prev: f64,
+}
+
 /// A Redis holding quota counters, with one multiplexed connection kept open.
 pub struct RedisCounters {
     store: RedisStore,
     script: redis::Script,
     settle_script: redis::Script,
+    sync_script: redis::Script,
     conn: Mutex<Conn>,
 }
 
@@ -122,6 +158,7 @@ impl RedisCounters {
             store,
             script: redis::Script::new(SCRIPT),
             settle_script: redis::Script::new(SETTLE),
+            sync_script: redis::Script::new(SYNC),
             conn: Mutex::new(Conn::default()),
         }
     }
@@ -344,6 +381,35 @@ impl RedisCounters {
             Ok(_) => Ok(()),
             Err(e) => Err(self.failed(&e)),
         }
+    }
+}
+
+impl RedisCounters {
+    /// Adds each push's amounts to its windows and reads both windows' totals back
+    /// (current, previous), in one script per call.
+    pub async fn sync(&self, pushes: &[Push]) -> Result<Vec<(f64, f64)>, StoreError> {
+        let mut con = self.connection().await?;
+        let mut inv = self.sync_script.prepare_invoke();
+        for p in pushes {
+            let w_ms = p.slot.window.max(1) * 1000;
+            inv.key(Self::key(&p.slot, p.start));
+            inv.key(Self::key(&p.slot, p.start.saturating_sub(w_ms)));
+            inv.arg(p.cur).arg(p.prev).arg(w_ms);
+        }
+        let out: Vec<String> = match inv.invoke_async(&mut con).await {
+            Ok(v) => v,
+            Err(e) => return Err(self.failed(&e)),
+        };
+        let num = |i: usize| out.get(i).and_then(|v| v.parse::<f64>().ok());
+        (0..pushes.len())
+            .map(|i| match (num(2 * i), num(2 * i + 1)) {
+                (Some(c), Some(p)) => Ok((c, p)),
+                _ => Err(StoreError(format!(
+                    "redis {}: unexpected sync reply",
+                    self.address()
+                ))),
+            })
+            .collect()
     }
 }
 
