@@ -1025,6 +1025,81 @@ async fn kong_ingress_controller_can_drive_a_node() {
     let after = send("GET", &gw.admin("/status"), &kic, "").await.json();
     assert_eq!(after["configuration_hash"], hash);
 
+    // Gateway API listener status: the proxy's listeners.
+    let root = send("GET", &gw.admin("/"), &kic, "").await.json();
+    let listeners = root["configuration"]["proxy_listeners"].as_array().unwrap();
+    assert_eq!(
+        listeners[0]["port"].as_u64(),
+        Some(u64::from(gw.run.proxy_addr.port())),
+        "{root}"
+    );
+    assert!(root["configuration"]["stream_listeners"].is_array());
+
+    // A restarted controller recovers the last configuration from a gateway: it lists
+    // every collection (`size=1000`, following `offset`), each of which must answer or, for
+    // the optional ones, answer 404.
+    let dump = |path: String| {
+        let url = gw.admin(&format!("{path}?size=1000"));
+        async move { send("GET", &url, &kic, "").await }
+    };
+    let mut upstream_ids = Vec::new();
+    for coll in [
+        "services",
+        "routes",
+        "plugins",
+        "certificates",
+        "snis",
+        "upstreams",
+        "consumers",
+    ] {
+        let r = dump(format!("/{coll}")).await;
+        assert_eq!(r.status, 200, "{coll}: {}", r.text());
+        let body = r.json();
+        assert!(body["offset"].is_null(), "{coll}: one page: {body}");
+        let data = body["data"].as_array().unwrap();
+        if coll == "upstreams" {
+            assert_eq!(data.len(), 1, "{body}");
+            assert_eq!(data[0]["name"], "echo.default.80.svc");
+            assert!(data[0].get("targets").is_none(), "{body}");
+            upstream_ids.extend(data.iter().map(|u| u["id"].as_str().unwrap().to_string()));
+        }
+        if coll == "services" || coll == "routes" || coll == "consumers" {
+            assert!(!data.is_empty(), "{coll}: {body}");
+        }
+    }
+    for id in &upstream_ids {
+        let r = dump(format!("/upstreams/{id}/targets")).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let targets = r.json()["data"].as_array().unwrap().clone();
+        assert_eq!(targets.len(), 2, "{targets:?}");
+        assert_eq!(targets[1]["target"], json!(pod));
+        assert_eq!(targets[1]["upstream"]["id"], json!(id));
+    }
+    for coll in [
+        "ca_certificates",
+        "vaults",
+        "consumer_groups",
+        "key-auths",
+        "hmac-auths",
+        "jwts",
+        "basic-auths",
+        "oauth2",
+        "acls",
+        "mtls-auths",
+        "keys",
+        "key-sets",
+        "partials",
+        "filter-chains",
+    ] {
+        let r = dump(format!("/{coll}")).await;
+        assert!(
+            r.status == 200 || (r.status == 404 && r.json()["message"].is_string()),
+            "{coll}: {} {}",
+            r.status,
+            r.text()
+        );
+    }
+
     // Plugin defaults come from the plugin's schema.
     let schema = send("GET", &gw.admin("/schemas/plugins/ai-proxy"), &kic, "").await;
     assert_eq!(schema.status, 200);

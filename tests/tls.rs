@@ -308,3 +308,75 @@ async fn the_tls_listener_presents_certificates_by_sni() {
     .to_string();
     assert!(e.contains("certificates[0].snis[0]"), "{e}");
 }
+
+/// The Ingress Controller reaches each gateway's Admin API at `https://<pod IP>:<port>`
+/// with the server name `pod.<admin service>.<namespace>.svc`, verifying the certificate
+/// against the CA it is given: a `--tls-cert` made for that name passes, and the Admin API
+/// answers behind it (with its token).
+#[tokio::test]
+async fn the_admin_api_answers_the_ingress_controller_over_tls_by_pod_name() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = TempDir::new();
+    let name = "pod.kong-admin.kong.svc";
+    let cert = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
+    let (cert_file, key_file) = (dir.path().join("admin.crt"), dir.path().join("admin.key"));
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let file = dir.path().join("kong.yaml");
+    std::fs::write(&file, "_format_version: \"3.0\"\n").unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
+        .env("TOLLGATE_ADMIN_TOKEN", "kic-t0ken")
+        .args(["serve", "--config", file.to_str().unwrap()])
+        .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .args(["--admin-tls-listen", "127.0.0.1:0"])
+        .args(["--tls-cert", cert_file.to_str().unwrap()])
+        .args(["--tls-key", key_file.to_str().unwrap()])
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let admin = loop {
+        let l = lines.next().unwrap().unwrap();
+        if let Some(a) = l.strip_prefix("tollgate admin tls on https://") {
+            break a.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let get = |path: &'static str| {
+        let connector = connector.clone();
+        let admin = admin.clone();
+        async move {
+            let tcp = TcpStream::connect(&admin).await.unwrap();
+            let sni = rustls::pki_types::ServerName::try_from(name).unwrap();
+            let mut tls = connector.connect(sni, tcp).await.unwrap();
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: {admin}\r\nKong-Admin-Token: kic-t0ken\r\nConnection: close\r\n\r\n"
+            );
+            tls.write_all(req.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            let _ = tls.read_to_end(&mut out).await;
+            String::from_utf8_lossy(&out).to_string()
+        }
+    };
+    let status = get("/status").await;
+    let root = get("/").await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(status.contains(&"0".repeat(32)), "{status}");
+    assert!(root.contains("\"database\":\"off\""), "{root}");
+}

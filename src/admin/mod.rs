@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod control;
 pub mod errors;
 pub mod form;
+pub mod others;
 pub mod schemas;
 pub mod state;
 pub mod write;
@@ -304,6 +305,12 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Resp {
             Some(p) => reply(StatusCode::OK, p.to_json(&snap)),
             None => not_found(),
         },
+        [coll @ ("upstreams" | "certificates" | "snis" | "ca_certificates"), rest @ ..] => {
+            let guard = admin.control.state.lock().await;
+            let empty = state::State::empty();
+            let st = guard.as_ref().unwrap_or(&empty);
+            others_read(st, &snap, coll, rest, &query)
+        }
         ["consumers" | "consumer_groups" | "vaults" | "key-auths", ..]
         | ["services" | "routes", _, _, _] => {
             let guard = admin.control.state.lock().await;
@@ -311,6 +318,37 @@ pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Resp {
             let st = guard.as_ref().unwrap_or(&empty);
             state_read(st, &snap, &segs, &query)
         }
+        _ => not_found(),
+    }
+}
+
+/// Reads of the collections the Admin API does not write (upstreams and their targets,
+/// certificates, SNIs, CA certificates).
+fn others_read(
+    st: &state::State,
+    snap: &Snapshot,
+    coll: &str,
+    rest: &[&str],
+    query: &[(String, String)],
+) -> Resp {
+    let page = |base: &str, items: Vec<Value>| {
+        let tags: Vec<Option<Vec<String>>> = items.iter().map(tags_of).collect();
+        list(snap, query, base, items.into_iter().zip(&tags).collect())
+    };
+    let key_of = |v: &Value, key: &str| v["id"] == key || v["name"] == key;
+    match rest {
+        [] => page(&format!("/{coll}"), others::collection(st, coll)),
+        [key] => match others::collection(st, coll)
+            .into_iter()
+            .find(|v| key_of(v, key))
+        {
+            Some(v) => reply(StatusCode::OK, v),
+            None => not_found(),
+        },
+        [key, "targets"] if coll == "upstreams" => match others::targets(st, key) {
+            Some(t) => page(&format!("/upstreams/{key}/targets"), t),
+            None => not_found(),
+        },
         _ => not_found(),
     }
 }
@@ -568,11 +606,37 @@ fn root(gw: &Gateway, snap: &Snapshot, clustered: bool) -> Resp {
                 "database": if clustered { "postgres" } else { "off" },
                 "role": "traditional",
                 "router_flavor": "traditional_compatible",
+                // The Ingress Controller reports these on Gateway API listeners.
+                "proxy_listeners": proxy_listeners(gw),
+                "stream_listeners": [],
             },
             "pids": {"master": std::process::id(), "workers": [std::process::id()]},
             "timers": {"running": 0, "pending": 0},
         }),
     )
+}
+
+/// The proxy's listeners as Kong's `GET /` lists them.
+fn proxy_listeners(gw: &Gateway) -> Vec<Value> {
+    gw.proxy_listeners
+        .get()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|(a, tls)| {
+            json!({
+                "ip": a.ip().to_string(),
+                "port": a.port(),
+                "listener": format!("{a}{}", if *tls { " ssl http2" } else { "" }),
+                "ssl": tls,
+                "http2": tls,
+                "proxy_protocol": false,
+                "deferred": false,
+                "reuseport": false,
+                "bind": false,
+            })
+        })
+        .collect()
 }
 
 fn hostname() -> String {

@@ -212,6 +212,15 @@ impl State {
         Ok(snap)
     }
 
+    /// A top-level collection the Admin API does not write (`upstreams`, `certificates`, …),
+    /// as written in the document.
+    pub fn other(&self, name: &str) -> &[Value] {
+        match self.meta.get(name) {
+            Some(Value::Array(a)) => a,
+            _ => &[],
+        }
+    }
+
     /// The entities of `kind`.
     pub fn list(&self, kind: Kind) -> &[Value] {
         &self.lists[kind as usize]

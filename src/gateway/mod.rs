@@ -115,6 +115,8 @@ pub struct Gateway {
     pub reload: ReloadStatus,
     /// Batches whose usage was recorded (a finished batch reports it on every retrieve).
     pub batches_recorded: crate::observe::first_seen::FirstSeen,
+    /// The proxy's listening addresses and whether each speaks TLS (set once bound).
+    pub proxy_listeners: std::sync::OnceLock<Vec<(std::net::SocketAddr, bool)>>,
 }
 
 impl Gateway {
@@ -131,6 +133,7 @@ impl Gateway {
             body_timeout_ms: AtomicU64::new(DEFAULT_BODY_TIMEOUT.as_millis() as u64),
             reload: ReloadStatus::default(),
             batches_recorded: Default::default(),
+            proxy_listeners: std::sync::OnceLock::new(),
         }
     }
 }

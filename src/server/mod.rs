@@ -123,6 +123,11 @@ pub async fn start(admin: Arc<Admin>, opts: ServeOptions) -> std::io::Result<Run
             Some(acceptor),
         )));
     }
+    let _ = gateway.proxy_listeners.set(
+        std::iter::once((proxy_addr, false))
+            .chain(proxy_tls_addr.map(|a| (a, true)))
+            .collect(),
+    );
     let admin_node = admin;
     let mut admin_addr = None;
     if let Some(a) = opts.admin_listen {
