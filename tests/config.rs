@@ -356,10 +356,18 @@ fn unsupported_features_fail_clearly() {
         e[0].contains("config.targets: length must be at least 1"),
         "{e:?}"
     );
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-semantic-prompt-guard}]\n");
+    assert_eq!(
+        e,
+        vec!["plugins[0].name: plugin 'ai-semantic-prompt-guard' is not supported by tollgate yet"]
+    );
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-semantic-cache}]\n");
     assert_eq!(
         e,
-        vec!["plugins[0].name: plugin 'ai-semantic-cache' is not supported by tollgate yet"]
+        vec![
+            "plugins[0].config.embeddings: required field missing",
+            "plugins[0].config.vectordb: required field missing"
+        ]
     );
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: rate-limiting}]\n");
     assert_eq!(

@@ -6,6 +6,7 @@ pub mod anthropic;
 pub mod bedrock;
 pub mod bedrock_image;
 pub mod body;
+pub mod cached;
 pub mod cohere;
 pub mod cohere_v1;
 pub mod completions;

@@ -104,6 +104,8 @@ pub struct AiLog {
     pub semantic: Option<Value>,
     /// When semantic routing ran (µs after the request started) and for how long.
     pub semantic_at: Option<(u64, u64)>,
+    /// `ai-semantic-cache`'s part (`ai.proxy.cache`).
+    pub cache: Option<Value>,
 }
 
 impl AiLog {
@@ -123,6 +125,7 @@ impl AiLog {
             stream_error: None,
             semantic: None,
             semantic_at: None,
+            cache: None,
         }
     }
 
@@ -509,6 +512,10 @@ impl AiLog {
         o.close_array();
         if let Some(v) = &self.semantic {
             o.key("semantic");
+            o.value(v);
+        }
+        if let Some(v) = &self.cache {
+            o.key("cache");
             o.value(v);
         }
         if stats {

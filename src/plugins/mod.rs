@@ -9,6 +9,7 @@ pub mod ai_proxy;
 pub mod ai_rate_limiting;
 pub mod ai_sanitizer;
 pub mod ai_sanitizer_filter;
+pub mod ai_semantic_cache;
 pub mod ai_transformer;
 pub mod key_auth;
 pub mod phases;
@@ -49,6 +50,8 @@ pub enum Plugin {
     AiRequestTransformer(Arc<ai_transformer::Transformer>),
     /// `ai-response-transformer`: the service's answer rewritten by an LLM.
     AiResponseTransformer(Arc<ai_transformer::Transformer>),
+    /// `ai-semantic-cache`: answers kept and replayed (looked up once the body is final).
+    SemanticCache(Arc<ai_semantic_cache::SemanticCache>),
 }
 
 /// What putting an instance in service said: warnings, or the errors that refuse it
@@ -112,6 +115,7 @@ impl Plugin {
             // every request's future, transformer or not, and make each one larger to move.
             Plugin::AiRequestTransformer(t) => Box::pin(phases::transform_with_llm(t, cx)).await,
             Plugin::AiResponseTransformer(t) => phases::arm_response_transformer(t, cx),
+            Plugin::SemanticCache(c) => phases::arm_cache(c, cx),
             // ai-proxy answers once the access phase is over (`proxy::ai`); the rest act in
             // the rewrite and log phases.
             Plugin::AiProxy(_)
@@ -160,7 +164,8 @@ impl Plugin {
             | Plugin::PromptLength(_)
             | Plugin::Sanitizer(_)
             | Plugin::AiRequestTransformer(_)
-            | Plugin::AiResponseTransformer(_) => {}
+            | Plugin::AiResponseTransformer(_)
+            | Plugin::SemanticCache(_) => {}
         }
     }
 

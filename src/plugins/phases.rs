@@ -75,6 +75,9 @@ pub struct Access<'a> {
     pub upstreams: &'a Upstreams,
     /// Out: `ai-response-transformer`, to run on the service's answer.
     pub respond: Option<Arc<Transformer>>,
+    /// Out: `ai-semantic-cache`, looked up once the body is final, with the request's
+    /// partition.
+    pub cache: Option<ArmedCache>,
     /// The JSON body the prompt plugins share, parsed once (see [`Access::open_prompt`]).
     prompt: Option<Prompt>,
     /// The body as quotas read it (parsed once, before the prompt plugins change it).
@@ -124,6 +127,7 @@ impl<'a> Access<'a> {
             masked: false,
             upstreams,
             respond: None,
+            cache: None,
             prompt: None,
             quota_doc: None,
         }
@@ -703,6 +707,43 @@ pub(super) async fn transform_with_llm(
 
 /// ai-response-transformer (768): Kong runs it in the access phase around its own call to
 /// the service; here the proxy runs it on the service's answer (`proxy::plain`).
+/// An `ai-semantic-cache` instance armed for one request, with the partition its entries
+/// are kept in.
+#[derive(Debug, Clone)]
+pub struct ArmedCache {
+    pub cache: Arc<crate::plugins::ai_semantic_cache::SemanticCache>,
+    pub partition: String,
+}
+
+/// ai-semantic-cache (765): arms the lookup, which runs once the body is final (after the
+/// prompt plugins, with the request's model and stream flag known).
+pub(super) fn arm_cache(
+    c: &Arc<crate::plugins::ai_semantic_cache::SemanticCache>,
+    cx: &mut Access<'_>,
+) -> Result<(), GatewayError> {
+    let consumer = cx.consumer().map(|c| c.id.as_str());
+    let group = cx
+        .instance_group
+        .or_else(|| cx.groups().first().map(|g| g.0));
+    let route = cx
+        .record
+        .route
+        .and_then(|r| cx.entities.routes.get(r))
+        .map(|r| r.id.as_str());
+    let partition = crate::plugins::ai_semantic_cache::partition(
+        c.config.partition_by,
+        consumer,
+        group,
+        cx.client_ip,
+        route,
+    );
+    cx.cache = Some(ArmedCache {
+        cache: Arc::clone(c),
+        partition,
+    });
+    Ok(())
+}
+
 pub(super) fn arm_response_transformer(
     t: &Arc<Transformer>,
     cx: &mut Access<'_>,

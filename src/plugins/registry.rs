@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::ai_proxy::AiProxy;
+use super::ai_semantic_cache::{AiSemanticCacheConfig, SemanticCache};
 use super::ai_transformer::{AiRequestTransformerConfig, AiResponseTransformerConfig, Transformer};
 use super::request_transformer::RequestTransformerConfig;
 use super::Plugin;
@@ -18,7 +19,7 @@ use crate::observe::file_log::FileLogConfig;
 
 /// Every plugin this gateway serves, by Kong name, with Kong's static PRIORITY (a route's
 /// plugins run highest first; ties in config order): the one place either is written.
-pub const KONG_PLUGINS: [(&str, i32); 17] = [
+pub const KONG_PLUGINS: [(&str, i32); 18] = [
     ("ai-proxy", 770),
     // Before the prompt plugins and ai-proxy, so they see the rewritten body.
     ("ai-request-transformer", 777),
@@ -39,6 +40,8 @@ pub const KONG_PLUGINS: [(&str, i32); 17] = [
     ("prometheus", 13),
     ("rate-limiting", 910),
     ("request-transformer", 801),
+    // After the prompt plugins (it caches what goes upstream), before ai-proxy answers.
+    ("ai-semantic-cache", 765),
 ];
 
 /// Kong's PRIORITY of the plugin named `name` (0 for one this gateway does not serve).
@@ -69,6 +72,7 @@ pub enum PluginConfig {
     OpenTelemetry(Box<crate::observe::otel::OtelConfig>),
     AiRequestTransformer(Box<AiRequestTransformerConfig>),
     AiResponseTransformer(Box<AiResponseTransformerConfig>),
+    SemanticCache(Box<AiSemanticCacheConfig>),
 }
 
 /// Kong plugins Tollgate knows by name but does not implement yet (a clearer error than "unknown").
@@ -76,7 +80,6 @@ const KNOWN_UNIMPLEMENTED: &[&str] = &[
     "acl",
     "cors",
     "request-size-limiting",
-    "ai-semantic-cache",
     "ai-semantic-prompt-guard",
     "response-transformer",
 ];
@@ -179,6 +182,9 @@ fn parse_unhinted(name: &str, config: Option<&Value>) -> Result<PluginConfig, Ve
                 PluginConfig::AiResponseTransformer(Box::new(c))
             })
         }
+        "ai-semantic-cache" => validated(config, AiSemanticCacheConfig::validate, |c| {
+            PluginConfig::SemanticCache(Box::new(c))
+        }),
         n if KNOWN_UNIMPLEMENTED.contains(&n) => Err(vec![(
             "name".into(),
             format!("plugin '{n}' is not supported by tollgate yet"),
@@ -282,6 +288,7 @@ pub fn config_schema(name: &str) -> Option<schemars::Schema> {
         "ai-prompt-guard" => schema_for!(super::ai_prompt_guard::AiPromptGuardConfig),
         "ai-request-transformer" => schema_for!(AiRequestTransformerConfig),
         "ai-response-transformer" => schema_for!(AiResponseTransformerConfig),
+        "ai-semantic-cache" => schema_for!(AiSemanticCacheConfig),
         _ => return None,
     })
 }
@@ -306,6 +313,7 @@ pub fn to_json(c: &PluginConfig) -> Value {
         PluginConfig::OpenTelemetry(c) => serde_json::to_value(c),
         PluginConfig::AiRequestTransformer(c) => serde_json::to_value(c),
         PluginConfig::AiResponseTransformer(c) => serde_json::to_value(c),
+        PluginConfig::SemanticCache(c) => serde_json::to_value(c),
     };
     v.unwrap_or(Value::Null)
 }
@@ -394,6 +402,10 @@ pub fn compile(
         PluginConfig::AiResponseTransformer(c) => {
             let t = Transformer::response(&c, vaults, env).map_err(|e| issues(config_paths(e)))?;
             Ok((Plugin::AiResponseTransformer(Arc::new(t)), Vec::new()))
+        }
+        PluginConfig::SemanticCache(c) => {
+            let (cache, warnings) = SemanticCache::compile(id, *c, vaults, env).map_err(issues)?;
+            Ok((Plugin::SemanticCache(Arc::new(cache)), issues(warnings)))
         }
     }
 }

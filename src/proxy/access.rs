@@ -44,6 +44,8 @@ pub struct Admitted {
     pub filter: Option<Filter>,
     /// `ai-response-transformer`, to run on the service's answer.
     pub respond: Option<Arc<Transformer>>,
+    /// `ai-semantic-cache`, armed for this request.
+    pub cache: Option<crate::plugins::phases::ArmedCache>,
 }
 
 /// Why the access phase ended the request: the error, and the headers plugins had set.
@@ -61,7 +63,9 @@ pub async fn run(
     (query, captures): (&[(String, String)], &UriCaptures),
     (ai, original_headers): (Option<Arc<AiProxy>>, Option<HeaderMap>),
 ) -> Result<Admitted, Refused> {
-    let Exchange { record, charges } = log;
+    let Exchange {
+        record, charges, ..
+    } = log;
     let mut cx = Access::new(
         &snap.entities,
         up,
@@ -87,6 +91,7 @@ pub async fn run(
         headers: std::mem::take(&mut cx.headers),
         filter: cx.filter.take(),
         respond: cx.respond.take(),
+        cache: cx.cache.take(),
     })
 }
 

@@ -64,7 +64,7 @@ pub(super) async fn proxy_ai(
     let log_statistics = first.map(|t| t.logging.log_statistics).unwrap_or(false);
     let log_payloads = log.enabled && first.map(|t| t.logging.log_payloads).unwrap_or(false);
     let charging = !log.charges.is_empty();
-    open_ai_log(&c, &mut log, log_payloads);
+    open_ai_log(&c.ai, &c.up.body, &mut log);
 
     let read = match read_request(&c, ai, preserve_only) {
         Ok(r) => r,
@@ -172,6 +172,9 @@ pub(super) async fn proxy_ai(
         Ok(a) => a,
         Err(e) => return kong_error(e, shape, log, snap),
     };
+    if let Some(p) = log.cache.as_mut() {
+        p.answer_headers(&answer.headers);
+    }
     let (read_timeout, status, target) = (answer.read_timeout, answer.status, answer.target);
     let read = match answer
         .needs_whole_body()
@@ -298,17 +301,23 @@ fn feedback(ai: &Arc<AiProxy>, answered: &retry::Answered) -> Option<Feedback> {
 
 /// The record's `ai` section, when anything reads it: a log plugin, the balancer (it
 /// learns from usage even when no log plugin runs), quotas, metrics, analytics, a trace.
-fn open_ai_log(c: &AiCtx<'_>, log: &mut Exchange, log_payloads: bool) {
+/// Opened once (the semantic cache may have opened it before the upstream phase).
+pub(super) fn open_ai_log(ai: &Arc<AiProxy>, body: &[u8], log: &mut Exchange) {
+    if log.ai.is_some() {
+        return;
+    }
     let wanted = log.enabled
-        || c.ai.balancer.learns()
+        || ai.balancer.learns()
         || !log.charges.is_empty()
         || log.metrics
         || log.analytics.is_some()
         || log.trace.is_some_and(|t| t.sampled);
     if wanted {
-        let mut a = AiLog::new(c.ai.targets.clone());
+        let mut a = AiLog::new(ai.targets.clone());
+        let log_payloads =
+            log.enabled && ai.targets.first().is_some_and(|t| t.logging.log_payloads);
         if log_payloads {
-            a.payload_request = Some(String::from_utf8_lossy(&c.up.body).into_owned());
+            a.payload_request = Some(String::from_utf8_lossy(body).into_owned());
         }
         log.ai = Some(a);
     }

@@ -123,6 +123,9 @@ pub(super) fn buffered_response(
     if log.enabled {
         log.response_headers = HeaderCopy::of(&headers);
     }
+    if let Some(p) = log.cache.as_mut() {
+        p.tap(&bytes);
+    }
     // Already holding the upstream's answer when the gateway rewrote it for the client.
     if let Some(cap) = capture.as_mut().filter(|c| c.is_empty()) {
         cap.extend_from_slice(&bytes[..bytes.len().min(1 << 20)]);

@@ -14,6 +14,8 @@ pub struct Exchange {
     pub record: RequestLog,
     /// Token quotas owed this request's usage once the answer is complete.
     pub charges: Vec<Charge>,
+    /// `ai-semantic-cache` missed: the answer the client gets, stored once complete.
+    pub cache: Option<Box<super::cached::Pending>>,
 }
 
 impl Exchange {
@@ -22,6 +24,7 @@ impl Exchange {
         Exchange {
             record: RequestLog::new(request_id, started),
             charges: Vec::new(),
+            cache: None,
         }
     }
 }

@@ -6,6 +6,7 @@ mod ai;
 mod ai_answer;
 mod answer;
 pub mod body;
+pub mod cached;
 pub mod exchange;
 pub mod headers;
 mod plain;
@@ -185,7 +186,7 @@ pub async fn handle_request(
         Ok(a) => a,
         Err((e, headers)) => return kong_error_with(e, shape, log, snap, headers),
     };
-    let extra_headers = admitted.headers;
+    let mut extra_headers = admitted.headers;
     let sources = TemplateSources {
         headers: admitted.original_headers.as_ref().unwrap_or(&up.headers),
         query: &query,
@@ -199,6 +200,38 @@ pub async fn handle_request(
     let raw_query = parts.uri.query();
     let mut resp = match admitted.ai {
         Some(ai) => {
+            // ai-semantic-cache: a hit answers here, without the upstream.
+            if let Some(armed) = admitted.cache {
+                let (stream, wants_usage) = cached::flags(&up.body);
+                let client = (&up.body[..], &up.headers, stream);
+                let cache = armed.cache.clone();
+                ai::open_ai_log(&ai, &up.body, &mut log);
+                let decided =
+                    cached::decide(&gw, &ai, armed, client, &mut log, &mut extra_headers).await;
+                match decided {
+                    cached::Decided::Go => {}
+                    cached::Decided::Fail(e) => {
+                        let mut resp = kong_error(e, ai.error_shape(), log, snap.clone());
+                        add_headers(&mut resp, extra_headers);
+                        return resp;
+                    }
+                    cached::Decided::Hit(hit, api) => {
+                        let asked = (&up.body[..], stream, wants_usage);
+                        let mut resp = cached::answer(
+                            &hit,
+                            api,
+                            asked,
+                            &ai,
+                            Some(&cache),
+                            Vec::new(),
+                            log,
+                            snap.clone(),
+                        );
+                        add_headers(&mut resp, extra_headers);
+                        return resp;
+                    }
+                }
+            }
             let ctx = AiCtx {
                 gw: &gw,
                 trust: service.and_then(|s| s.tls.as_ref()),

@@ -124,7 +124,8 @@ impl Finish {
             || feedback.is_some()
             || !log.charges.is_empty()
             || log.metrics
-            || log.analytics.is_some();
+            || log.analytics.is_some()
+            || log.cache.is_some();
         wanted.then(|| {
             Box::new(Finish {
                 log,
@@ -141,6 +142,9 @@ impl Finish {
         if let Some(fb) = self.feedback.take() {
             let usage = self.log.ai.as_ref().and_then(|a| a.usage.as_ref());
             fb.finish(usage, stream_error.is_none());
+        }
+        if let Some(p) = self.log.cache.take() {
+            p.finish(self.log.status, stream_error.is_some());
         }
         if !self.log.charges.is_empty() {
             let charges = std::mem::take(&mut self.log.charges);
@@ -357,6 +361,9 @@ impl ProxyBody {
     /// to send and the next frame is wanted.
     fn emit(&mut self, chunk: Chunk) -> Option<Frame<Bytes>> {
         let Chunk { out, upstream } = chunk;
+        if let Some(p) = self.finish.as_mut().and_then(|f| f.log.cache.as_mut()) {
+            p.tap(&out);
+        }
         match upstream {
             Some(upstream) => {
                 self.payload(&upstream);

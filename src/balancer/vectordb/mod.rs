@@ -11,13 +11,15 @@
 //! so a store that is down changes no routing: its vectors come from the process, or are
 //! computed again.
 
-mod pgvector;
+pub mod pgvector;
 
 use serde::Deserialize;
 use serde_json::Value;
 
 use crate::balancer::semantic::Metric;
 use crate::config::vault::{self, VaultTable};
+
+pub mod cache;
 
 pub use self::pgvector::{PgStore, PgvectorConfig};
 pub use crate::store::redis::{RedisConfig, RedisStore};

@@ -62,6 +62,11 @@ const TIMEOUT_MS: u64 = 5000;
 
 /// The table holding the vectors.
 const TABLE: &str = "tollgate_semantic_vectors";
+/// The semantic cache's entries (`ai-semantic-cache`).
+const CACHE_TABLE: &str = "tollgate_semantic_cache";
+
+/// One cache entry read back: key, answer, stored and expiry times (ms), distance.
+pub type CacheRow = (String, String, u64, u64, f64);
 
 /// Why a check failed.
 #[derive(Debug)]
@@ -84,6 +89,10 @@ impl Problem {
 pub struct PgStore {
     config: tokio_postgres::Config,
     timeout: Duration,
+    /// The connection the semantic cache keeps open (its lookups are on the request path).
+    shared: tokio::sync::Mutex<Option<std::sync::Arc<Client>>>,
+    /// Puts since the last sweep of expired cache entries.
+    puts: std::sync::atomic::AtomicU64,
     /// `user@host:port/database`: shown in errors and logs instead of the config (which holds
     /// the password).
     address: String,
@@ -181,6 +190,8 @@ impl PgStore {
         Some(PgStore {
             config,
             timeout,
+            shared: tokio::sync::Mutex::new(None),
+            puts: std::sync::atomic::AtomicU64::new(0),
             address: format!("{}@{}:{}/{}", p.user, p.host, p.port, p.database),
         })
     }
@@ -384,6 +395,112 @@ impl PgStore {
         self.timed(client.execute(&sql, &[&keys, &vectors]))
             .await
             .map_err(Problem::message)?;
+        Ok(())
+    }
+
+    /// The cache's open connection, its table created the first time.
+    async fn cache_client(&self) -> Result<std::sync::Arc<Client>, String> {
+        let mut shared = self.shared.lock().await;
+        if let Some(c) = shared.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let client = self.ready().await?;
+        let create = format!(
+            "CREATE TABLE IF NOT EXISTS {CACHE_TABLE} (ns text NOT NULL, key text NOT NULL, embedding vector NOT NULL, answer text NOT NULL, stored_ms bigint NOT NULL, expires_ms bigint NOT NULL, PRIMARY KEY (ns, key))"
+        );
+        match self.timed(client.batch_execute(&create)).await {
+            Ok(()) => {}
+            // Two gateways creating it at once.
+            Err(Problem::Refused(e)) if e.contains("already exists") => {}
+            Err(e) => return Err(e.message()),
+        }
+        let client = std::sync::Arc::new(client);
+        *shared = Some(client.clone());
+        Ok(client)
+    }
+
+    fn row(r: &tokio_postgres::Row) -> Option<CacheRow> {
+        Some((
+            r.try_get(0).ok()?,
+            r.try_get(1).ok()?,
+            r.try_get::<_, i64>(2).ok()? as u64,
+            r.try_get::<_, i64>(3).ok()? as u64,
+            r.try_get::<_, f64>(4).unwrap_or(0.0),
+        ))
+    }
+
+    /// The live cache entry `key` of `ns`.
+    pub async fn cache_exact(
+        &self,
+        ns: &str,
+        key: &str,
+        now_ms: u64,
+    ) -> Result<Option<CacheRow>, String> {
+        let c = self.cache_client().await?;
+        let sql = format!(
+            "SELECT key, answer, stored_ms, expires_ms, 0::float8 FROM {CACHE_TABLE} WHERE ns = $1 AND key = $2 AND expires_ms > $3"
+        );
+        let row = self
+            .timed(c.query_opt(&sql, &[&ns, &key, &(now_ms as i64)]))
+            .await
+            .map_err(Problem::message)?;
+        Ok(row.as_ref().and_then(Self::row))
+    }
+
+    /// The live cache entry of `ns` nearest `v` (pgvector's `<=>` cosine distance or `<->`
+    /// L2 distance), if within `threshold`.
+    pub async fn cache_nearest(
+        &self,
+        ns: &str,
+        v: &[f32],
+        cosine: bool,
+        threshold: f64,
+        now_ms: u64,
+    ) -> Result<Option<CacheRow>, String> {
+        let c = self.cache_client().await?;
+        let op = if cosine { "<=>" } else { "<->" };
+        let sql = format!(
+            "SELECT key, answer, stored_ms, expires_ms, (embedding {op} $2::text::vector)::float8 AS d FROM {CACHE_TABLE} WHERE ns = $1 AND expires_ms > $3 AND vector_dims(embedding) = $4 ORDER BY d LIMIT 1"
+        );
+        let vector = super::encode(v);
+        let dims = v.len() as i32;
+        let row = self
+            .timed(c.query_opt(&sql, &[&ns, &vector, &(now_ms as i64), &dims]))
+            .await
+            .map_err(Problem::message)?;
+        Ok(row
+            .as_ref()
+            .and_then(Self::row)
+            .filter(|r| r.4 <= threshold))
+    }
+
+    /// Stores a cache entry (replacing one with its key), sweeping expired entries now and
+    /// then.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn cache_put(
+        &self,
+        ns: &str,
+        key: &str,
+        v: &[f32],
+        answer: &str,
+        stored_ms: u64,
+        expires_ms: u64,
+    ) -> Result<(), String> {
+        let c = self.cache_client().await?;
+        let sql = format!(
+            "INSERT INTO {CACHE_TABLE} (ns, key, embedding, answer, stored_ms, expires_ms) VALUES ($1, $2, $3::text::vector, $4, $5, $6) ON CONFLICT (ns, key) DO UPDATE SET embedding = EXCLUDED.embedding, answer = EXCLUDED.answer, stored_ms = EXCLUDED.stored_ms, expires_ms = EXCLUDED.expires_ms"
+        );
+        let vector = super::encode(v);
+        let (s, e) = (stored_ms as i64, expires_ms as i64);
+        self.timed(c.execute(&sql, &[&ns, &key, &vector, &answer, &s, &e]))
+            .await
+            .map_err(Problem::message)?;
+        if self.puts.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 64 == 0 {
+            let sweep = format!("DELETE FROM {CACHE_TABLE} WHERE expires_ms < $1");
+            self.timed(c.execute(&sweep, &[&s]))
+                .await
+                .map_err(Problem::message)?;
+        }
         Ok(())
     }
 }

@@ -1,0 +1,427 @@
+//! The semantic plugins through the real gateway, with mock-llm's embeddings (whose vectors
+//! follow a small topic vocabulary: texts on one topic are close, on different topics far):
+//! `ai-semantic-cache`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use support::{send, sse_data, Harness, Reply};
+
+const CACHE: &str = r#"
+_format_version: "3.0"
+consumers:
+  - username: alice
+    keyauth_credentials: [{key: alice-key}]
+  - username: bob
+    keyauth_credentials: [{key: bob-key}]
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: chat
+        paths: ["/chat"]
+        plugins:
+          - name: key-auth
+            config: {key_names: [ApiKey]}
+          - name: file-log
+            config: {path: "{DIR}/chat.log"}
+          - name: ai-semantic-cache
+            id: {CHAT_CACHE}
+            config:
+              exact_caching: true
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "{MOCK}/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine, threshold: 0.1}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              logging: {log_statistics: true}
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions", input_cost: 5, output_cost: 15}}
+      - name: short
+        paths: ["/short"]
+        plugins:
+          - name: ai-semantic-cache
+            id: {SHORT_CACHE}
+            config:
+              cache_ttl: 1
+              partition_by: route
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "{MOCK}/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine, threshold: 0.1}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: responses
+        paths: ["/responses"]
+        plugins:
+          - name: ai-semantic-cache
+            id: {RESPONSES_CACHE}
+            config:
+              partition_by: route
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "{MOCK}/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine, threshold: 0.1}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/responses
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/responses"}}
+"#;
+
+/// A gateway on [`CACHE`] whose cache instances are its own (entries are kept by plugin id
+/// across reloads, so tests running at once would otherwise share them).
+async fn start() -> Harness {
+    let mut yaml = CACHE.to_string();
+    for k in ["{CHAT_CACHE}", "{SHORT_CACHE}", "{RESPONSES_CACHE}"] {
+        yaml = yaml.replace(k, &uuid::Uuid::new_v4().to_string());
+    }
+    Harness::start(&yaml).await
+}
+
+/// Chat completions the mock answered (the upstream calls).
+fn upstream_calls(h: &Harness) -> usize {
+    h.mock
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/chat/completions") || r.path.ends_with("/responses"))
+        .count()
+}
+
+fn embedding_calls(h: &Harness) -> usize {
+    h.mock
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/embeddings"))
+        .count()
+}
+
+async fn chat(h: &Harness, key: &str, body: Value, extra: &[(&str, &str)]) -> Reply {
+    let mut headers = vec![("ApiKey", key), ("content-type", "application/json")];
+    headers.extend_from_slice(extra);
+    send("POST", &h.url("/chat"), &headers, body.to_string()).await
+}
+
+fn ask(prompt: &str) -> Value {
+    json!({"messages": [{"role": "user", "content": prompt}]})
+}
+
+fn content(r: &Reply) -> String {
+    r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", r.text()))
+        .to_string()
+}
+
+fn streamed_text(r: &Reply) -> String {
+    sse_data(&r.text())
+        .iter()
+        .filter(|d| *d != "[DONE]")
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_string)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_cache_answers_repeats_and_paraphrases_per_consumer() {
+    let h = start().await;
+    let question = "How do I write a loop in Python?";
+
+    // A miss goes upstream and is stored.
+    let first = chat(&h, "alice-key", ask(question), &[]).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-cache-status"), Some("Miss"));
+    let answer = content(&first);
+    let (calls, embeds) = (upstream_calls(&h), embedding_calls(&h));
+    assert_eq!(calls, 1);
+
+    // The exact repeat: from the cache, without the upstream or the embeddings provider.
+    let again = chat(&h, "alice-key", ask(question), &[]).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.header("x-cache-status"), Some("Hit"));
+    assert_eq!(content(&again), answer);
+    let key = again.header("x-cache-key").unwrap();
+    assert!(key.starts_with("kong_semantic_cache:"), "{key}");
+    let ttl: u64 = again.header("x-cache-ttl").unwrap().parse().unwrap();
+    assert!((295..=300).contains(&ttl), "{ttl}");
+    assert_eq!(again.header("age"), Some("0"));
+    assert_eq!((upstream_calls(&h), embedding_calls(&h)), (calls, embeds));
+
+    // A paraphrase: embedded, found within the threshold, still no upstream call.
+    let para = chat(
+        &h,
+        "alice-key",
+        ask("In Python, how should I code a loop?"),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        para.header("x-cache-status"),
+        Some("Hit"),
+        "{}",
+        para.text()
+    );
+    assert_eq!(content(&para), answer);
+    assert_eq!(upstream_calls(&h), calls);
+    assert_eq!(embedding_calls(&h), embeds + 1);
+
+    // Streamed, the hit is a well-formed stream with the same text.
+    let mut streamed = ask(question);
+    streamed["stream"] = json!(true);
+    let s = chat(&h, "alice-key", streamed, &[]).await;
+    assert_eq!(s.header("x-cache-status"), Some("Hit"));
+    assert!(s
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
+    assert_eq!(streamed_text(&s), answer);
+    assert_eq!(
+        sse_data(&s.text()).last().map(String::as_str),
+        Some("[DONE]")
+    );
+    assert_eq!(upstream_calls(&h), calls);
+
+    // Another consumer never gets alice's answer.
+    let bob = chat(&h, "bob-key", ask(question), &[]).await;
+    assert_eq!(bob.header("x-cache-status"), Some("Miss"));
+    // Another topic is a miss.
+    let other = chat(&h, "alice-key", ask("What is the capital of France?"), &[]).await;
+    assert_eq!(other.header("x-cache-status"), Some("Miss"));
+    assert_eq!(upstream_calls(&h), calls + 2);
+
+    // The log: the hit's cache section, no usage, and what it saved.
+    let lines = h.wait_log("chat.log", 6).await;
+    let hit = lines
+        .iter()
+        .find(|l| l["ai"]["proxy"]["cache"]["cache_status"] == "Hit")
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    let cache = &hit["ai"]["proxy"]["cache"];
+    assert_eq!(cache["embeddings_provider"], "openai");
+    assert_eq!(cache["embeddings_model"], "text-embedding-3-small");
+    assert_eq!(cache["vector_db"], "memory");
+    assert!(cache["cost_savings"].as_f64().unwrap() > 0.0, "{cache}");
+    assert_eq!(hit["ai"]["proxy"]["usage"]["total_tokens"], 0, "{hit}");
+}
+
+#[tokio::test]
+async fn streamed_misses_are_stored_and_failures_never_are() {
+    let h = start().await;
+    // A streamed miss is kept, and answers a later buffered request.
+    let mut s = ask("Explain recursion in Rust code");
+    s["stream"] = json!(true);
+    let r = chat(&h, "bob-key", s, &[]).await;
+    assert_eq!(r.header("x-cache-status"), Some("Miss"));
+    let text = streamed_text(&r);
+    assert!(!text.is_empty(), "{}", r.text());
+    let again = chat(&h, "bob-key", ask("Explain recursion in Rust code"), &[]).await;
+    assert_eq!(
+        again.header("x-cache-status"),
+        Some("Hit"),
+        "{}",
+        again.text()
+    );
+    assert_eq!(content(&again), text);
+
+    // An upstream error is not stored: the same prompt misses again (the fault is asked of
+    // the upstream in a header, so the embeddings call is not affected).
+    let failing = ask("What is a derivative in calculus?");
+    for _ in 0..2 {
+        let r = chat(&h, "bob-key", failing.clone(), &[("x-mock", "status=500")]).await;
+        assert_eq!(r.status, 500, "{}", r.text());
+        assert_eq!(r.header("x-cache-status"), Some("Miss"));
+    }
+    // Nor is a stream cut before its end.
+    let mut cut = ask("Give me a soup recipe for the kitchen");
+    cut["stream"] = json!(true);
+    for _ in 0..2 {
+        let r = chat(
+            &h,
+            "bob-key",
+            cut.clone(),
+            &[("x-mock", "disconnect_after=2")],
+        )
+        .await;
+        assert_eq!(r.header("x-cache-status"), Some("Miss"), "{}", r.text());
+    }
+    // The same prompt answered in full is then kept.
+    let whole = chat(&h, "bob-key", cut.clone(), &[]).await;
+    assert_eq!(whole.header("x-cache-status"), Some("Miss"));
+    let r = chat(&h, "bob-key", cut, &[]).await;
+    assert_eq!(r.header("x-cache-status"), Some("Hit"), "{}", r.text());
+}
+
+#[tokio::test]
+async fn bypass_rules_and_ttl() {
+    let h = start().await;
+    let q = "Which SQL query finds duplicate rows?";
+    assert_eq!(
+        chat(&h, "alice-key", ask(q), &[])
+            .await
+            .header("x-cache-status"),
+        Some("Miss")
+    );
+    let cases = [
+        (json!({"temperature": 0.7}), "Bypass"),
+        (json!({"n": 2}), "Bypass"),
+        (
+            json!({"tools": [{"type": "function", "function": {"name": "f"}}]}),
+            "Bypass",
+        ),
+        (json!({"temperature": 0}), "Hit"),
+    ];
+    for (extra, status) in cases {
+        let mut body = ask(q);
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = chat(&h, "alice-key", body, &[]).await;
+        assert_eq!(
+            r.header("x-cache-status"),
+            Some(status),
+            "{extra}: {}",
+            r.text()
+        );
+    }
+    let r = chat(&h, "alice-key", ask(q), &[("cache-control", "no-store")]).await;
+    assert_eq!(r.header("x-cache-status"), Some("Bypass"));
+
+    // cache_ttl: 1 — gone after a second.
+    let short = |p: &str| {
+        let url = h.url("/short");
+        let body = ask(p).to_string();
+        async move { send("POST", &url, &[("content-type", "application/json")], body).await }
+    };
+    let p = "What is the population of Brazil?";
+    assert_eq!(short(p).await.header("x-cache-status"), Some("Miss"));
+    assert_eq!(short(p).await.header("x-cache-status"), Some("Hit"));
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(short(p).await.header("x-cache-status"), Some("Miss"));
+}
+
+#[tokio::test]
+async fn responses_clients_get_hits_as_responses_and_streams() {
+    let h = start().await;
+    let post = |body: Value| {
+        let url = h.url("/responses");
+        async move {
+            send(
+                "POST",
+                &url,
+                &[("content-type", "application/json")],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    let q = json!({"model": "gpt-4o", "input": "What is a matrix in algebra?"});
+    let first = post(q.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-cache-status"), Some("Miss"));
+    let text = first.json()["output"][0]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{}", first.text()))
+        .to_string();
+    let hit = post(q.clone()).await;
+    assert_eq!(hit.header("x-cache-status"), Some("Hit"), "{}", hit.text());
+    let body = hit.json();
+    assert_eq!(body["object"], "response");
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["output"][0]["content"][0]["text"], json!(text));
+    let mut s = q;
+    s["stream"] = json!(true);
+    let streamed = post(s).await;
+    assert_eq!(streamed.header("x-cache-status"), Some("Hit"));
+    let events: Vec<Value> = sse_data(&streamed.text())
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    let delta: String = events
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(delta, text);
+    assert_eq!(events.last().unwrap()["type"], "response.completed");
+}
+
+const SHARED: &str = r#"
+_format_version: "3.0"
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: chat
+        paths: ["/chat"]
+        plugins:
+          - name: ai-semantic-cache
+            id: {ID}
+            config:
+              partition_by: route
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "{MOCK}/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine, threshold: 0.1, {STORE}}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+"#;
+
+/// Two gateways on one shared store: what one stored, the other answers (exact and
+/// paraphrased), and the store's name is in the log's `vector_db`.
+async fn shared_between_nodes(store: &str) {
+    let yaml = SHARED
+        .replace("{ID}", &uuid::Uuid::new_v4().to_string())
+        .replace("{STORE}", store);
+    let (a, b) = (Harness::start(&yaml).await, Harness::start(&yaml).await);
+    let post = |h: &Harness, prompt: &str| {
+        let url = h.url("/chat");
+        let body = ask(prompt).to_string();
+        async move { send("POST", &url, &[("content-type", "application/json")], body).await }
+    };
+    let q = "How do I fix this bug in my JavaScript function?";
+    let first = post(&a, q).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-cache-status"), Some("Miss"));
+    // The store is written off the request path.
+    let mut hit = None;
+    for _ in 0..50 {
+        let r = post(&b, q).await;
+        if r.header("x-cache-status") == Some("Hit") {
+            hit = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let hit = hit.expect("node b answers from what node a stored");
+    assert_eq!(content(&hit), content(&first));
+    let para = post(&b, "My JavaScript function has a bug, how do I fix it?").await;
+    assert_eq!(
+        para.header("x-cache-status"),
+        Some("Hit"),
+        "{}",
+        para.text()
+    );
+    assert_eq!(upstream_calls(&b), 0, "node b never called the upstream");
+    let other = post(&b, "What is the capital of Argentina?").await;
+    assert_eq!(other.header("x-cache-status"), Some("Miss"));
+}
+
+#[tokio::test]
+async fn redis_shares_entries_between_nodes() {
+    shared_between_nodes("strategy: redis, redis: {host: 127.0.0.1, port: 6379}").await;
+}
+
+#[tokio::test]
+async fn pgvector_shares_entries_between_nodes() {
+    shared_between_nodes(
+        "strategy: pgvector, pgvector: {host: 127.0.0.1, port: 5432, user: postgres, database: test}",
+    )
+    .await;
+}
