@@ -86,6 +86,10 @@ pub enum GatewayError {
     /// Kong's transformers answer with on every route (`{"error":{"message"}}`).
     #[error("{message}")]
     AiTransformer { status: StatusCode, message: String },
+    /// `ai-semantic-cache` with `stop_on_failure` could not look the request up (500 with
+    /// Kong's text, which names the operation, not the store's address).
+    #[error("{0}")]
+    CacheFailed(String),
     #[error("An unexpected error occurred")]
     Internal(String),
 }
@@ -179,6 +183,7 @@ impl GatewayError {
             GatewayError::Transformation { .. }
             | GatewayError::AllTargetsUnhealthy
             | GatewayError::BeforeProxying(_)
+            | GatewayError::CacheFailed(_)
             | GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -221,6 +226,7 @@ impl GatewayError {
             GatewayError::PromptOverQuota(_) => "prompt_exceeds_quota",
             GatewayError::PromptBlocked(_) => "prompt_blocked",
             GatewayError::AiTransformer { .. } => "ai_transformer_failed",
+            GatewayError::CacheFailed(_) => "cache_failed",
             GatewayError::Internal(_) => "internal_error",
         }
     }

@@ -425,3 +425,139 @@ async fn pgvector_shares_entries_between_nodes() {
     )
     .await;
 }
+
+const FAULTS: &str = r#"
+_format_version: "3.0"
+plugins:
+  - name: prometheus
+    config: {ai_metrics: true}
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: down
+        paths: ["/down"]
+        plugins:
+          - name: ai-semantic-cache
+            id: {DOWN}
+            config:
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "{MOCK}/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine, threshold: 0.1, strategy: redis, redis: {host: 127.0.0.1, port: 1}}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: strict
+        paths: ["/strict"]
+        plugins:
+          - name: ai-semantic-cache
+            config:
+              stop_on_failure: true
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "{MOCK}/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine, threshold: 0.1, strategy: redis, redis: {host: 127.0.0.1, port: 1}}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: quota
+        paths: ["/quota"]
+        plugins:
+          - name: ai-rate-limiting-advanced
+            id: {QUOTA}
+            config: {identifier: ip, window_type: fixed, strategy: local, reserve_in_flight: false, llm_providers: [{name: openai, limit: [100000], window_size: [3600]}]}
+          - name: ai-semantic-cache
+            id: {QUOTA_CACHE}
+            config:
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "{MOCK}/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine, threshold: 0.1}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions", input_cost: 5, output_cost: 15}}
+"#;
+
+/// The quota counter of plugin `id` (from `/quotas`).
+async fn used(h: &Harness, id: &str) -> f64 {
+    let r = support::get(&h.admin("/quotas")).await;
+    r.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|row| row["plugin_id"] == id && row["used"].is_number())
+        .map(|row| row["used"].as_f64().unwrap())
+        .sum()
+}
+
+#[tokio::test]
+async fn a_failing_store_goes_upstream_unless_told_to_stop_and_hits_cost_no_quota() {
+    let quota = uuid::Uuid::new_v4().to_string();
+    let yaml = FAULTS
+        .replace("{DOWN}", &uuid::Uuid::new_v4().to_string())
+        .replace("{QUOTA}", &quota)
+        .replace("{QUOTA_CACHE}", &uuid::Uuid::new_v4().to_string());
+    let h = Harness::start(&yaml).await;
+    let post = |path: &str, prompt: &str| {
+        let url = h.url(path);
+        let body = ask(prompt).to_string();
+        async move { send("POST", &url, &[("content-type", "application/json")], body).await }
+    };
+    // Redis unreachable: the request is answered by the upstream, the failure counted.
+    let r = post("/down", "Write a python function").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-cache-status"), Some("Failed"));
+    // stop_on_failure: Kong's 500, which does not name the store's address.
+    let r = post("/strict", "Write a python function").await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert_eq!(
+        r.json()["error"]["message"],
+        "Failed to query 'redis' for cached response"
+    );
+
+    // A hit charges the token quota nothing.
+    let q = "What is an integral in calculus?";
+    assert_eq!(
+        post("/quota", q).await.header("x-cache-status"),
+        Some("Miss")
+    );
+    let mut spent = 0.0;
+    for _ in 0..50 {
+        spent = used(&h, &quota).await;
+        if spent > 0.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(spent > 0.0, "the miss was charged");
+    let hit = post("/quota", q).await;
+    assert_eq!(hit.header("x-cache-status"), Some("Hit"), "{}", hit.text());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(used(&h, &quota).await, spent, "the hit was not charged");
+
+    // Metrics: Kong's AI families with the cache labels, the saved tokens and cost, and the
+    // store failures.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let m = support::get(&h.admin("/metrics")).await.text();
+    let has = |needle: &str| m.lines().any(|l| l.contains(needle));
+    assert!(
+        has("kong_ai_llm_requests_total{") && has("cache_status=\"hit\""),
+        "{m}"
+    );
+    assert!(
+        has("cache_status=\"miss\"") && has("vector_db=\"memory\""),
+        "{m}"
+    );
+    assert!(has("kong_ai_cache_fetch_latency_ms_bucket{"), "{m}");
+    assert!(has("kong_ai_cache_embeddings_latency_ms_bucket{"), "{m}");
+    assert!(has("tollgate_ai_cache_saved_tokens_total{"), "{m}");
+    assert!(has("tollgate_ai_cache_saved_cost_total{"), "{m}");
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("tollgate_vectordb_errors_total{")
+                && l.contains("strategy=\"redis\"")
+                && l.contains("operation=\"search\"")),
+        "{m}"
+    );
+}

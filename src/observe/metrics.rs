@@ -223,8 +223,13 @@ pub const AI_LATENCY_BUCKETS: &[f64] = &[
     30000.0, 60000.0,
 ];
 
-/// Labels of Kong's AI metrics (tollgate leaves the cache and vector-db ones empty until
-/// it has a semantic cache).
+/// Kong's buckets (ms) for the AI cache's fetch and embeddings latencies.
+pub const CACHE_LATENCY_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0, 750.0, 1000.0, 2000.0,
+];
+
+/// Labels of Kong's AI metrics (the cache and vector-db ones are empty on routes without
+/// `ai-semantic-cache`).
 pub const AI_LABELS: &[&str] = &[
     "ai_provider",
     "ai_model",
@@ -266,6 +271,10 @@ pub struct Registry {
     pub failovers: Family,
     pub guardrail_hits: Family,
     pub vectordb_errors: Family,
+    pub cache_fetch_latency: Family,
+    pub cache_embeddings_latency: Family,
+    pub cache_saved_tokens: Family,
+    pub cache_saved_cost: Family,
 }
 
 impl Registry {
@@ -359,14 +368,38 @@ impl Registry {
             ),
             vectordb_errors: Family::new(
                 "tollgate_vectordb_errors_total",
-                "Semantic routing's vector store failures (routing then uses the description vectors kept in the process, or computes them again)",
+                "Vector store and embeddings failures of the semantic plugins (routing then uses the vectors kept in the process; the semantic cache lets the request go upstream)",
                 Counter,
                 &["plugin_id", "strategy", "operation"],
+            ),
+            cache_fetch_latency: Family::new(
+                "kong_ai_cache_fetch_latency_ms",
+                "AI cache fetch latency per ai_provider/cache in Kong",
+                Histogram(CACHE_LATENCY_BUCKETS),
+                AI_LABELS,
+            ),
+            cache_embeddings_latency: Family::new(
+                "kong_ai_cache_embeddings_latency_ms",
+                "AI cache embeddings latency per ai_provider/cache in Kong",
+                Histogram(CACHE_LATENCY_BUCKETS),
+                AI_LABELS,
+            ),
+            cache_saved_tokens: Family::new(
+                "tollgate_ai_cache_saved_tokens_total",
+                "Tokens the semantic cache answered without calling the provider",
+                Counter,
+                &["ai_provider", "ai_model", "vector_db", "consumer"],
+            ),
+            cache_saved_cost: Family::new(
+                "tollgate_ai_cache_saved_cost_total",
+                "Cost (the targets' input_cost/output_cost) the semantic cache saved",
+                Counter,
+                &["ai_provider", "ai_model", "vector_db", "consumer"],
             ),
         }
     }
 
-    fn families(&self) -> [&Family; 14] {
+    fn families(&self) -> [&Family; 18] {
         [
             &self.http_requests,
             &self.request_latency,
@@ -382,6 +415,10 @@ impl Registry {
             &self.failovers,
             &self.guardrail_hits,
             &self.vectordb_errors,
+            &self.cache_fetch_latency,
+            &self.cache_embeddings_latency,
+            &self.cache_saved_tokens,
+            &self.cache_saved_cost,
         ]
     }
 

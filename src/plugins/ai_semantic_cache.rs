@@ -268,21 +268,24 @@ impl SemanticCache {
                     return Lookup::Hit(Hit::new(f, &ns, now, timing));
                 }
                 Ok(_) => {}
-                Err(e) => return Lookup::Failed(self.query_failed(&e)),
+                Err(e) => return self.failed("search", self.query_failed(), e),
             }
         }
         let embed_started = Instant::now();
         let vector = match self.embedder.embed_one(upstreams, &text).await {
             Ok(v) => v,
-            Err(e) => return Lookup::Failed(format!("Failed to generate embeddings: {e}")),
+            Err(e) => {
+                return self.failed("embeddings", "Failed to generate embeddings".into(), e);
+            }
         };
         timing.embeddings_ms = ms(embed_started.elapsed());
         if vector.len() as u64 != self.dimensions {
-            return Lookup::Failed(format!(
+            let why = format!(
                 "Embedding dimensions do not match the configured vector database. Embeddings were {} dimensions, but the vector database is configured for {} dimensions.",
                 vector.len(),
                 self.dimensions
-            ));
+            );
+            return self.failed("embeddings", why, String::new());
         }
         let ticket = Ticket {
             ns: ns.clone(),
@@ -307,16 +310,26 @@ impl SemanticCache {
                 timing,
             ),
             Ok(None) => Lookup::Miss(ticket, timing),
-            Err(e) => Lookup::Failed(self.query_failed(&e)),
+            Err(e) => self.failed("search", self.query_failed(), e),
         }
     }
 
-    /// Kong's text for a failed search, with the store's reason.
-    fn query_failed(&self, e: &str) -> String {
-        format!(
-            "Failed to query '{}' for cached response: {e}",
-            self.vector_db()
-        )
+    /// A failure of `operation`, counted (`tollgate_vectordb_errors_total`): Kong's
+    /// `message` for the client and the `reason` for the log.
+    fn failed(&self, operation: &str, message: String, reason: String) -> Lookup {
+        self.count_failure(operation);
+        Lookup::Failed { message, reason }
+    }
+
+    fn count_failure(&self, operation: &str) {
+        crate::observe::metrics::global()
+            .vectordb_errors
+            .add(&[&self.id, self.vector_db(), operation], 1.0);
+    }
+
+    /// Kong's text for a failed search.
+    fn query_failed(&self) -> String {
+        format!("Failed to query '{}' for cached response", self.vector_db())
     }
 
     async fn exact(&self, ns: &str, key: &str, now: u64) -> Result<Option<Found>, String> {
@@ -380,6 +393,7 @@ impl SemanticCache {
             }
         };
         if let Err(e) = stored {
+            self.count_failure("store");
             tracing::warn!(plugin = "ai-semantic-cache", error = %e, "answer not stored in the semantic cache");
         }
     }
@@ -422,8 +436,12 @@ pub enum Lookup {
     Miss(Ticket, Timing),
     /// Not cached, and why.
     Bypass(&'static str),
-    /// The cache failed (the request goes upstream unless `stop_on_failure`).
-    Failed(String),
+    /// The cache failed (the request goes upstream unless `stop_on_failure`): Kong's message
+    /// and the reason.
+    Failed {
+        message: String,
+        reason: String,
+    },
 }
 
 /// A cached answer for the request.

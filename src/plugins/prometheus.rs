@@ -162,6 +162,64 @@ fn get<'a>(slot: &'a Slot, family: &Family, labels: &[&str]) -> &'a Series {
     slot.get_or_init(|| family.series(labels))
 }
 
+/// Kong's AI families for a request `ai-semantic-cache` looked up, with its labels
+/// (`cache_status` lower-case, as Kong's exporter writes it), its fetch and embeddings
+/// latencies, and what a hit saved.
+fn record_cached(
+    m: &crate::observe::metrics::Registry,
+    c: &serde_json::Value,
+    target: Option<&crate::llm::target::Target>,
+    ai: &crate::observe::log::AiLog,
+    [provider, model, ws, consumer, mode]: [&str; 5],
+) {
+    let text = |k: &str| c.get(k).and_then(serde_json::Value::as_str).unwrap_or("");
+    let status = text("cache_status").to_ascii_lowercase();
+    let (vdb, ep, em) = (
+        text("vector_db"),
+        text("embeddings_provider"),
+        text("embeddings_model"),
+    );
+    let labels = [provider, model, &status, vdb, ep, em, ws, consumer, mode];
+    m.ai_requests.add(&labels, 1.0);
+    let ms = |k: &str| c.get(k).and_then(serde_json::Value::as_f64);
+    if let Some(v) = ms("fetch_latency") {
+        m.cache_fetch_latency.observe(&labels, v);
+    }
+    if let Some(v) = ms("embeddings_latency").filter(|v| *v > 0.0) {
+        m.cache_embeddings_latency.observe(&labels, v);
+    }
+    if let Some(l) = ai.llm_latency_ms.filter(|_| status != "hit") {
+        m.ai_latency.observe(&labels, l as f64);
+    }
+    let saved = [provider, model, vdb, consumer];
+    if let Some(t) = c.get("saved_tokens").and_then(serde_json::Value::as_f64) {
+        m.cache_saved_tokens.add(&saved, t);
+    }
+    if let Some(v) = ms("cost_savings").filter(|v| *v > 0.0) {
+        m.cache_saved_cost.add(&saved, v);
+    }
+    let Some(u) = &ai.usage else {
+        return;
+    };
+    let cost = u.cost(
+        target.and_then(|t| t.options.input_cost),
+        target.and_then(|t| t.options.output_cost),
+    );
+    if cost > 0.0 {
+        m.ai_cost.add(&labels, cost);
+    }
+    for (kind, n) in [
+        ("prompt_tokens", u.prompt_tokens),
+        ("completion_tokens", u.completion_tokens),
+        ("total_tokens", u.total_tokens),
+    ] {
+        m.ai_tokens.add(
+            &[provider, model, &status, vdb, ep, em, ws, consumer, kind],
+            n as f64,
+        );
+    }
+}
+
 /// Records `log` (a finished request) as `cfg` asks.
 pub fn record(cfg: &PrometheusConfig, log: &RequestLog, snap: &Entities) {
     let m = global();
@@ -232,6 +290,10 @@ pub fn record(cfg: &PrometheusConfig, log: &RequestLog, snap: &Entities) {
     };
     let (provider, model) = (&*k.provider, &*k.model);
     let mode = if k.stream { "stream" } else { "oneshot" };
+    if let Some(c) = &ai.cache {
+        // Routes with ai-semantic-cache carry its labels (series looked up per request).
+        return record_cached(m, c, target, ai, [provider, model, ws, consumer, mode]);
+    }
     let labels = [provider, model, "", "", "", "", ws, consumer, mode];
     Family::add_to(get(&b.ai_requests, &m.ai_requests, &labels), 1.0);
     if let Some(l) = ai.llm_latency_ms {

@@ -170,11 +170,11 @@ pub(super) async fn decide(
             entry["bypass_reason"] = json!(why);
             ("Bypass", Decided::Go)
         }
-        (Lookup::Failed(why), _) => {
-            tracing::warn!(plugin = "ai-semantic-cache", error = %why, "semantic cache failed");
-            entry["error"] = json!(why);
+        (Lookup::Failed { message, reason }, _) => {
+            tracing::warn!(plugin = "ai-semantic-cache", error = %reason, "{message}");
+            entry["error"] = json!(message);
             if cache.config.stop_on_failure {
-                ("Failed", Decided::Fail(GatewayError::Internal(why)))
+                ("Failed", Decided::Fail(GatewayError::CacheFailed(message)))
             } else {
                 ("Failed", Decided::Go)
             }
