@@ -561,3 +561,69 @@ async fn a_failing_store_goes_upstream_unless_told_to_stop_and_hits_cost_no_quot
         "{m}"
     );
 }
+
+/// Usage analytics mark hits as cached, with what they saved (SQLite and PostgreSQL).
+async fn analytics_count_hits(backend: tollgate::observe::analytics::Backend) {
+    let start = tollgate::rt::clock::millis_since_epoch() / 1000;
+    let yaml = FAULTS
+        .replace("{DOWN}", &uuid::Uuid::new_v4().to_string())
+        .replace("{QUOTA}", &uuid::Uuid::new_v4().to_string())
+        .replace("{QUOTA_CACHE}", &uuid::Uuid::new_v4().to_string());
+    let h = Harness::start(&yaml).await;
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-cache-analytics-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4()
+    ));
+    let a = tollgate::observe::analytics::Analytics::start(backend, dir.clone()).unwrap();
+    h.gw.gateway.analytics.set(std::sync::Arc::new(a)).unwrap();
+    let body = ask("What is a polynomial in algebra?").to_string();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let r = send(
+            "POST",
+            &h.url("/quota"),
+            &[("content-type", "application/json")],
+            body.clone(),
+        )
+        .await;
+        statuses.push(r.header("x-cache-status").unwrap_or("").to_string());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(statuses, ["Miss", "Hit", "Hit"]);
+    let mut totals = Value::Null;
+    for _ in 0..100 {
+        let u = support::get(&h.admin(&format!("/analytics/usage?from={start}&bucket=hour"))).await;
+        totals = u.json()["totals"].clone();
+        if totals["requests"].as_i64() == Some(3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(totals["requests"], 3, "{totals}");
+    assert_eq!(totals["cached"], 2, "{totals}");
+    let saved = totals["saved_cost"].as_f64().unwrap();
+    assert!(saved > 0.0, "{totals}");
+    // The hits cost nothing: the cost is the miss's alone, half of what the hits saved.
+    let cost = totals["cost"].as_f64().unwrap();
+    assert!((saved - 2.0 * cost).abs() < 1e-9, "{totals}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn analytics_show_cached_answers_and_savings_in_sqlite() {
+    let dir = std::env::temp_dir().join(format!("tollgate-cache-db-{}", uuid::Uuid::new_v4()));
+    analytics_count_hits(tollgate::observe::analytics::Backend::Sqlite(
+        dir.join("a.db"),
+    ))
+    .await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn analytics_show_cached_answers_and_savings_in_postgresql() {
+    analytics_count_hits(tollgate::observe::analytics::Backend::Postgres(
+        "host=127.0.0.1 port=5432 user=postgres dbname=postgres".into(),
+    ))
+    .await;
+}

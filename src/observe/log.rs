@@ -663,6 +663,10 @@ impl RequestLog {
                     target.and_then(|t| t.options.output_cost),
                 );
             }
+            if let Some(c) = ai.cache.as_ref().filter(|c| c["cache_status"] == "Hit") {
+                r.cached = true;
+                r.saved_cost = c["cost_savings"].as_f64().unwrap_or(0.0);
+            }
         }
         r
     }

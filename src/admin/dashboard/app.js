@@ -624,11 +624,14 @@
       setTile('requests', fmtNum(req), ctx.label, null, req);
       setTile('tokens', fmtNum(tot.total_tokens || 0), `${fmtNum(tot.prompt_tokens || 0)} prompt · ${fmtNum(tot.completion_tokens || 0)} completion`, null, tot.total_tokens || 0);
       setTile('cost', fmtCost(+tot.cost || 0), req ? `${fmtCost((+tot.cost || 0) / req)} per request` : '', null, +tot.cost || 0);
+      // Answers ai-semantic-cache gave without calling the provider, and what they saved.
+      const cached = +tot.cached || 0;
+      setTile('cached', fmtNum(cached), `saved ${fmtCost(+tot.saved_cost || 0)}${req ? ` · ${fmtPct((cached / req) * 100)} of requests` : ''}`, null, cached);
       setTile('error-rate', fmtPct(rate), `${fmtNum(errs)} errors (4xx/5xx) · ${fmtNum(unauth)} unauthenticated (401 from key-auth)`,
         rate == null ? null : rate >= 20 ? 'bad' : rate >= 5 ? 'warn' : 'ok', rate);
       setTile('latency', fmtMs(lat.avg), lat.max != null ? `max ${fmtMs(lat.max)}` : '', null, lat.avg);
     } else {
-      for (const n of ['requests', 'tokens', 'cost', 'error-rate', 'latency']) setTile(n, '–', 'unavailable');
+      for (const n of ['requests', 'tokens', 'cost', 'cached', 'error-rate', 'latency']) setTile(n, '–', 'unavailable');
     }
     const q = status.value && status.value.quotas;
     if (q) {

@@ -79,6 +79,10 @@ pub struct Record {
     pub status: i64,
     /// What a guardrail did (`masked`, `blocked`, or empty).
     pub guardrail: String,
+    /// Answered by `ai-semantic-cache` (no provider call).
+    pub cached: bool,
+    /// What a cached answer would have cost from the provider.
+    pub saved_cost: f64,
 }
 
 /// Where records go.

@@ -15,24 +15,28 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
     total_tokens BIGINT NOT NULL, cost DOUBLE PRECISION NOT NULL, latency_ms BIGINT NOT NULL,
     status BIGINT NOT NULL, guardrail TEXT NOT NULL,
     consumer_id TEXT NOT NULL DEFAULT '', credential TEXT NOT NULL DEFAULT '',
-    credential_tags TEXT NOT NULL DEFAULT '', unauthenticated BIGINT NOT NULL DEFAULT 0);
+    credential_tags TEXT NOT NULL DEFAULT '', unauthenticated BIGINT NOT NULL DEFAULT 0,
+    cached BIGINT NOT NULL DEFAULT 0, saved_cost DOUBLE PRECISION NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS tollgate_usage_ts ON tollgate_usage (ts_ms);";
 
 /// Columns added since the table's first version, added to an older table when a gateway
 /// connects.
-const ADDED: [(&str, &str); 4] = [
+const ADDED: [(&str, &str); 6] = [
     ("consumer_id", "TEXT NOT NULL DEFAULT ''"),
     ("credential", "TEXT NOT NULL DEFAULT ''"),
     ("credential_tags", "TEXT NOT NULL DEFAULT ''"),
     ("unauthenticated", "BIGINT NOT NULL DEFAULT 0"),
+    ("cached", "BIGINT NOT NULL DEFAULT 0"),
+    ("saved_cost", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
 ];
 
 /// The insert's columns (an older table's added columns come last).
 const COLUMNS: &str = "ts_ms, request_id, consumer, application, consumer_group, route, \
     service, provider, model, prompt_tokens, completion_tokens, total_tokens, cost, latency_ms, \
-    status, guardrail, consumer_id, credential, credential_tags, unauthenticated";
+    status, guardrail, consumer_id, credential, credential_tags, unauthenticated, cached, \
+    saved_cost";
 /// Values per record.
-const PER_ROW: usize = 20;
+const PER_ROW: usize = 22;
 
 /// Any number: it only has to be the same for every gateway (one node at a time creates or
 /// changes the table).
@@ -84,6 +88,7 @@ impl Postgres {
             for chunk in batch.chunks(100) {
                 let mut sql = format!("INSERT INTO tollgate_usage ({COLUMNS}) VALUES ");
                 let flags: Vec<i64> = chunk.iter().map(|r| i64::from(r.unauthenticated)).collect();
+                let cached: Vec<i64> = chunk.iter().map(|r| i64::from(r.cached)).collect();
                 let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
                 for (i, r) in chunk.iter().enumerate() {
                     aside.tick();
@@ -120,6 +125,8 @@ impl Postgres {
                         &r.credential,
                         &r.credential_tags,
                         flags.get(i).unwrap_or(&0),
+                        cached.get(i).unwrap_or(&0),
+                        &r.saved_cost,
                     ]);
                 }
                 // A replayed record whose request id is stored already is kept once.
@@ -194,6 +201,8 @@ fn row(r: &tokio_postgres::Row, series: bool) -> Result<Row, tokio_postgres::Err
             latency_avg: r.try_get(8)?,
             latency_max: r.try_get(9)?,
             unauthenticated: r.try_get(10)?,
+            cached: r.try_get(11)?,
+            saved_cost: r.try_get(12)?,
         }
     } else {
         Row {
@@ -205,6 +214,8 @@ fn row(r: &tokio_postgres::Row, series: bool) -> Result<Row, tokio_postgres::Err
             cost: r.try_get(5)?,
             errors: r.try_get(6)?,
             unauthenticated: r.try_get(7)?,
+            cached: r.try_get(8)?,
+            saved_cost: r.try_get(9)?,
             ..Row::default()
         }
     })

@@ -207,7 +207,7 @@ impl Query {
             "SELECT (ts_ms / {b}) * {b} AS t, {k} AS k, COUNT(*), \
              {prompt}, {completion}, {total}, CAST(COALESCE(SUM(cost), 0) AS DOUBLE PRECISION), \
              {errors}, CAST(COALESCE(AVG(latency_ms), 0) AS DOUBLE PRECISION), \
-             CAST(COALESCE(MAX(latency_ms), 0) AS BIGINT), {unauthenticated} \
+             CAST(COALESCE(MAX(latency_ms), 0) AS BIGINT), {unauthenticated}, {cached}, {saved} \
              FROM tollgate_usage WHERE ts_ms >= {from} AND ts_ms < {to}{filter} \
              GROUP BY 1, 2 ORDER BY 1, 2",
             b = p(1),
@@ -217,6 +217,8 @@ impl Query {
             total = sum("total_tokens"),
             errors = ERRORS,
             unauthenticated = sum("unauthenticated"),
+            cached = sum("cached"),
+            saved = SAVED,
             from = p(2),
             to = p(3),
         )
@@ -241,7 +243,9 @@ impl TopQuery {
             "requests" => "requests",
             "errors" => "errors",
             "unauthenticated" => "unauthenticated",
-            other => return Err(format!("measure '{other}': expected total_tokens, prompt_tokens, completion_tokens, cost, requests, errors or unauthenticated")),
+            "cached" => "cached",
+            "saved_cost" => "saved_cost",
+            other => return Err(format!("measure '{other}': expected total_tokens, prompt_tokens, completion_tokens, cost, requests, errors, unauthenticated, cached or saved_cost")),
         };
         let limit = match param(q, "limit") {
             Some(v) => v
@@ -267,7 +271,7 @@ impl TopQuery {
             "SELECT {k} AS k, COUNT(*) AS requests, {prompt} AS prompt_tokens, \
              {completion} AS completion_tokens, {total} AS total_tokens, \
              CAST(COALESCE(SUM(cost), 0) AS DOUBLE PRECISION) AS cost, {errors} AS errors, \
-             {unauthenticated} AS unauthenticated \
+             {unauthenticated} AS unauthenticated, {cached} AS cached, {saved} AS saved_cost \
              FROM tollgate_usage WHERE ts_ms >= {from} AND ts_ms < {to} \
              GROUP BY 1 ORDER BY {m} DESC, 1 LIMIT {limit}",
             k = self.by.column(),
@@ -276,6 +280,8 @@ impl TopQuery {
             total = sum("total_tokens"),
             errors = ERRORS,
             unauthenticated = sum("unauthenticated"),
+            cached = sum("cached"),
+            saved = SAVED,
             from = p(1),
             to = p(2),
             m = self.measure,
@@ -289,6 +295,9 @@ impl TopQuery {
 fn sum(col: &str) -> String {
     format!("CAST(COALESCE(SUM({col}), 0) AS BIGINT)")
 }
+
+/// What the semantic cache saved, as a double in both backends.
+const SAVED: &str = "CAST(COALESCE(SUM(saved_cost), 0) AS DOUBLE PRECISION)";
 
 /// Requests of applications that failed (4xx and 5xx); key-auth's refusals are counted
 /// apart (`unauthenticated`), so a flood of bad keys does not read as applications failing.
@@ -309,6 +318,9 @@ pub struct Row {
     pub latency_max: i64,
     /// Requests key-auth refused.
     pub unauthenticated: i64,
+    /// Requests the semantic cache answered, and what they would have cost.
+    pub cached: i64,
+    pub saved_cost: f64,
 }
 
 /// The answer of a usage query: one series per key, points in time order, and totals.
@@ -323,10 +335,13 @@ pub fn usage_answer(q: &Query, rows: Vec<Row>) -> Value {
         totals.cost += r.cost;
         totals.errors += r.errors;
         totals.unauthenticated += r.unauthenticated;
+        totals.cached += r.cached;
+        totals.saved_cost += r.saved_cost;
         let point = json!({
             "t": r.t / 1000, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
             "completion_tokens": r.completion_tokens, "total_tokens": r.total_tokens,
             "cost": r.cost, "errors": r.errors, "unauthenticated": r.unauthenticated,
+            "cached": r.cached, "saved_cost": r.saved_cost,
             "latency_ms_avg": (r.latency_avg * 10.0).round() / 10.0, "latency_ms_max": r.latency_max,
         });
         match series.iter_mut().find(|(k, _)| *k == r.key) {
@@ -343,6 +358,7 @@ pub fn usage_answer(q: &Query, rows: Vec<Row>) -> Value {
             "completion_tokens": totals.completion_tokens, "total_tokens": totals.total_tokens,
             "cost": totals.cost, "errors": totals.errors,
             "unauthenticated": totals.unauthenticated,
+            "cached": totals.cached, "saved_cost": totals.saved_cost,
         },
     })
 }
@@ -355,6 +371,7 @@ pub fn top_answer(q: &TopQuery, rows: Vec<Row>) -> Value {
             "key": r.key, "requests": r.requests, "prompt_tokens": r.prompt_tokens,
             "completion_tokens": r.completion_tokens, "total_tokens": r.total_tokens,
             "cost": r.cost, "errors": r.errors, "unauthenticated": r.unauthenticated,
+            "cached": r.cached, "saved_cost": r.saved_cost,
         })).collect::<Vec<_>>(),
     })
 }

@@ -17,15 +17,18 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
     total_tokens INTEGER NOT NULL, cost REAL NOT NULL, latency_ms INTEGER NOT NULL,
     status INTEGER NOT NULL, guardrail TEXT NOT NULL,
     consumer_id TEXT NOT NULL DEFAULT '', credential TEXT NOT NULL DEFAULT '',
-    credential_tags TEXT NOT NULL DEFAULT '', unauthenticated INTEGER NOT NULL DEFAULT 0);
+    credential_tags TEXT NOT NULL DEFAULT '', unauthenticated INTEGER NOT NULL DEFAULT 0,
+    cached INTEGER NOT NULL DEFAULT 0, saved_cost REAL NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS tollgate_usage_ts ON tollgate_usage (ts_ms);";
 
 /// Columns added since the table's first version, added to an older file when it opens.
-const ADDED: [(&str, &str); 4] = [
+const ADDED: [(&str, &str); 6] = [
     ("consumer_id", "TEXT NOT NULL DEFAULT ''"),
     ("credential", "TEXT NOT NULL DEFAULT ''"),
     ("credential_tags", "TEXT NOT NULL DEFAULT ''"),
     ("unauthenticated", "INTEGER NOT NULL DEFAULT 0"),
+    ("cached", "INTEGER NOT NULL DEFAULT 0"),
+    ("saved_cost", "REAL NOT NULL DEFAULT 0"),
 ];
 
 /// The insert, with its columns named (an older file's added columns come last); a request
@@ -33,8 +36,8 @@ const ADDED: [(&str, &str); 4] = [
 const INSERT: &str = "INSERT OR IGNORE INTO tollgate_usage (ts_ms, request_id, consumer, application, \
     consumer_group, route, service, provider, model, prompt_tokens, completion_tokens, \
     total_tokens, cost, latency_ms, status, guardrail, consumer_id, credential, \
-    credential_tags, unauthenticated) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)";
+    credential_tags, unauthenticated, cached, saved_cost) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
 
 /// The writer's connection.
 pub struct Sqlite {
@@ -98,6 +101,8 @@ impl Sqlite {
                     r.credential,
                     r.credential_tags,
                     i64::from(r.unauthenticated),
+                    i64::from(r.cached),
+                    r.saved_cost,
                 ])
                 .map_err(|e| e.to_string())?;
                 aside.tick();
@@ -156,6 +161,8 @@ fn row(r: &rusqlite::Row<'_>, series: bool) -> rusqlite::Result<Row> {
             latency_avg: r.get(8)?,
             latency_max: r.get(9)?,
             unauthenticated: r.get(10)?,
+            cached: r.get(11)?,
+            saved_cost: r.get(12)?,
         }
     } else {
         Row {
@@ -167,6 +174,8 @@ fn row(r: &rusqlite::Row<'_>, series: bool) -> rusqlite::Result<Row> {
             cost: r.get(5)?,
             errors: r.get(6)?,
             unauthenticated: r.get(7)?,
+            cached: r.get(8)?,
+            saved_cost: r.get(9)?,
             ..Row::default()
         }
     })
