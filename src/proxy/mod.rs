@@ -206,8 +206,16 @@ pub async fn handle_request(
                 let client = (&up.body[..], &up.headers, stream);
                 let cache = armed.cache.clone();
                 ai::open_ai_log(&ai, &up.body, &mut log);
-                let decided =
-                    cached::decide(&gw, &ai, armed, client, &mut log, &mut extra_headers).await;
+                // Boxed: inline, the lookup's state would enlarge every request's future.
+                let decided = Box::pin(cached::decide(
+                    &gw,
+                    &ai,
+                    armed,
+                    client,
+                    &mut log,
+                    &mut extra_headers,
+                ))
+                .await;
                 match decided {
                     cached::Decided::Go => {}
                     cached::Decided::Fail(e) => {
