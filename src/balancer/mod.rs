@@ -91,6 +91,7 @@ pub mod embed;
 pub mod provider_call;
 pub mod semantic;
 pub mod semantic_router;
+pub mod vector_set;
 pub mod vectordb;
 
 /// A balancer over a fixed list of targets.

@@ -1,7 +1,7 @@
 //! Semantic routing at request time (`balancer.algorithm: semantic`): the compiled
 //! embeddings provider, vector store and description index of one plugin instance.
 //!
-//! The descriptions are embedded once per config snapshot, lazily on the first request
+//! The descriptions are embedded once per config snapshot (`vector_set`), lazily on the first request
 //! that needs them: concurrent first requests wait for one computation and share its
 //! result (or its failure); a failure is not kept, the next request tries again. Each
 //! request's prompt is embedded during the access phase (cached per text), then the nearest
@@ -22,17 +22,15 @@
 //! Without a CATCHALL target, `catchall` and `no_prompt` answer 400 and
 //! `embedding_failed` answers 502 (the log keeps the reason).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use tokio::sync::OnceCell;
 
 use crate::balancer::embed::{Embedder, EmbeddingsConfig};
 use crate::balancer::semantic::{self, Entry, Index, Metric};
-use crate::balancer::vectordb::{self, Store, VectordbConfig};
+use crate::balancer::vector_set::VectorSet;
+use crate::balancer::vectordb::{Store, VectordbConfig};
 use crate::config::plugins::TargetConfig;
 use crate::config::vault::VaultTable;
 use crate::error::GatewayError;
@@ -53,15 +51,9 @@ pub struct SemanticRouter {
     /// Distinct descriptions and the targets sharing each.
     groups: Vec<(String, Vec<usize>)>,
     catchall: Vec<usize>,
-    index: OnceCell<Arc<Index>>,
-    /// Held while the index is computed.
-    building: tokio::sync::Mutex<()>,
-    /// Failed computations so far, and the last one's reason: requests that waited for a
-    /// computation that failed take its failure instead of starting another.
-    failures: AtomicU64,
-    last_failure: Mutex<String>,
-    /// The vector store failed last time it was used (its outage is logged once).
-    store_down: AtomicBool,
+    /// The descriptions' vectors, computed once per snapshot.
+    set: VectorSet,
+    index: std::sync::OnceLock<Arc<Index>>,
 }
 
 /// What semantic routing decided for one request.
@@ -135,6 +127,7 @@ pub fn compile(
     if errors.len() > before {
         return None;
     }
+    let texts = groups.iter().map(|(d, _)| d.clone()).collect();
     Some(SemanticRouter {
         plugin_id: plugin_id.to_string(),
         embedder: embedder?,
@@ -144,36 +137,9 @@ pub fn compile(
         dimensions: vectordb.dimensions,
         groups,
         catchall,
-        index: OnceCell::new(),
-        building: tokio::sync::Mutex::new(()),
-        failures: AtomicU64::new(0),
-        last_failure: Mutex::new(String::new()),
-        store_down: AtomicBool::new(false),
+        set: VectorSet::new(plugin_id, "semantic routing", texts, vectordb.dimensions),
+        index: std::sync::OnceLock::new(),
     })
-}
-
-/// Description vectors this process has had, by store key (which names the plugin, the
-/// embeddings model, the dimensions and the description): a reload, or a vector store that
-/// is down, then needs neither the store nor the provider for them.
-static KNOWN: Mutex<Option<HashMap<String, Vec<f32>>>> = Mutex::new(None);
-/// Past this many vectors the memory starts afresh (descriptions of removed plugins are
-/// never looked up again; the current ones are found again at the next build).
-const KNOWN_MAX: usize = 4096;
-
-fn known(key: &str) -> Option<Vec<f32>> {
-    let guard = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
-    guard.as_ref().and_then(|m| m.get(key).cloned())
-}
-
-fn remember(pairs: impl Iterator<Item = (String, Vec<f32>)>) {
-    let mut guard = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
-    let map = guard.get_or_insert_with(HashMap::new);
-    for (k, v) in pairs {
-        if map.len() >= KNOWN_MAX && !map.contains_key(&k) {
-            map.clear();
-        }
-        map.insert(k, v);
-    }
 }
 
 /// `value` (present and not null) typed as `T`; a missing record is an error at `path`.
@@ -316,158 +282,35 @@ impl SemanticRouter {
     }
 
     fn wrong_dimensions(&self, got: usize) -> String {
-        format!(
-            "{} returned {got}-dimensional vectors; vectordb.dimensions is {}",
-            self.embedder.name(),
-            self.dimensions
-        )
+        crate::balancer::vector_set::wrong_dimensions(&self.embedder, got, self.dimensions)
     }
 
-    /// The description index: built once; concurrent callers wait for one build.
+    /// The description index: built once its vectors are (concurrent callers wait for one
+    /// computation).
     async fn index(&self, upstreams: &Upstreams) -> Result<Arc<Index>, String> {
         if let Some(i) = self.index.get() {
             return Ok(Arc::clone(i));
         }
-        let failures_seen = self.failures.load(Ordering::Acquire);
-        let _one_build = self.building.lock().await;
-        if let Some(i) = self.index.get() {
-            return Ok(Arc::clone(i));
-        }
-        if self.failures.load(Ordering::Acquire) != failures_seen {
-            // The build this request waited for failed: share its failure.
-            return Err(self.last_failure());
-        }
-        match Box::pin(self.build(upstreams)).await {
-            Ok(index) => {
-                let index = Arc::new(index);
-                // Only this task sets the cell (under `building`), so this cannot fail.
-                let _ = self.index.set(Arc::clone(&index));
-                Ok(index)
-            }
-            Err(e) => {
-                if let Ok(mut l) = self.last_failure.lock() {
-                    l.clone_from(&e);
-                }
-                self.failures.fetch_add(1, Ordering::Release);
-                Err(e)
-            }
-        }
-    }
-
-    fn last_failure(&self) -> String {
-        match self.last_failure.lock() {
-            Ok(l) => l.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
-    async fn build(&self, upstreams: &Upstreams) -> Result<Index, String> {
-        let texts: Vec<&str> = self.groups.iter().map(|(d, _)| d.as_str()).collect();
-        let model = self.embedder.name();
-        let keys: Vec<String> = texts
-            .iter()
-            .map(|d| vectordb::key(&self.plugin_id, &model, self.dimensions, d))
-            .collect();
-        let stored = match self.store.get(&keys).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                self.store_failed("get", &e);
-                None
-            }
-        };
-        let mut out: Vec<Option<Vec<f32>>> = stored
-            .iter()
-            .flatten()
-            .map(|s| {
-                s.as_deref()
-                    .and_then(|s| vectordb::decode(s, self.dimensions))
-            })
-            .collect();
-        out.resize(texts.len(), None);
-        let in_store: Vec<bool> = out.iter().map(Option::is_some).collect();
-        for (v, k) in out.iter_mut().zip(&keys) {
-            if v.is_none() {
-                *v = known(k);
-            }
-        }
-        let missing: Vec<usize> = (0..texts.len()).filter(|i| out[*i].is_none()).collect();
-        if !missing.is_empty() {
-            let ask: Vec<&str> = missing.iter().map(|i| texts[*i]).collect();
-            let computed = self.compute(upstreams, &ask).await?;
-            for (i, v) in missing.iter().zip(computed) {
-                out[*i] = Some(v);
-            }
-        }
-        // The shared copy gets what it lacked, unless it is down (no second wait for it).
-        let pairs: Vec<(String, String)> = (0..texts.len())
-            .filter(|i| !in_store[*i])
-            .filter_map(|i| Some((keys[i].clone(), vectordb::encode(out[i].as_ref()?))))
-            .collect();
-        if stored.is_some() && !pairs.is_empty() {
-            match self.store.set(&pairs).await {
-                Ok(()) => self.store_answered(),
-                Err(e) => self.store_failed("set", &e),
-            }
-        } else if stored.is_some() {
-            self.store_answered();
-        }
-        remember(
-            keys.iter()
-                .zip(&out)
-                .filter_map(|(k, v)| Some((k.clone(), v.clone()?))),
-        );
-        tracing::debug!(plugin_id = %self.plugin_id, store = %self.store.describe(), read = in_store.iter().filter(|s| **s).count(), computed = missing.len(), "semantic routing: description vectors");
-        let vectors: Vec<Vec<f32>> = out.into_iter().flatten().collect();
-        if vectors.len() != self.groups.len() {
-            return Err("the description vectors are incomplete".into());
-        }
+        let vectors = self
+            .set
+            .vectors(&self.embedder, &self.store, upstreams)
+            .await?;
         let entries = self
             .groups
             .iter()
-            .zip(vectors)
+            .zip(vectors.iter())
             .map(|((description, targets), vector)| Entry {
                 description: description.clone(),
-                vector,
+                vector: vector.clone(),
                 targets: targets.clone(),
             })
             .collect();
-        Ok(Index {
+        let index = Arc::new(Index {
             metric: self.metric,
             threshold: self.threshold,
             entries,
-        })
-    }
-
-    /// Counts a vector store failure, and logs it when the store was working until now.
-    fn store_failed(&self, operation: &str, e: &str) {
-        crate::observe::metrics::global()
-            .vectordb_errors
-            .add(&[&self.plugin_id, self.store.strategy(), operation], 1.0);
-        if !self.store_down.swap(true, Ordering::Relaxed) {
-            tracing::warn!(plugin_id = %self.plugin_id, store = %self.store.describe(), error = %e, "semantic routing: the vector store failed; routing goes on with the description vectors kept in this process (or computed again)");
-        }
-    }
-
-    fn store_answered(&self) {
-        if self.store_down.swap(false, Ordering::Relaxed) {
-            tracing::info!(plugin_id = %self.plugin_id, store = %self.store.describe(), "semantic routing: the vector store answers again");
-        }
-    }
-
-    /// Embeds descriptions through the provider (one call) and checks their dimensions.
-    async fn compute(
-        &self,
-        upstreams: &Upstreams,
-        texts: &[&str],
-    ) -> Result<Vec<Vec<f32>>, String> {
-        if texts.is_empty() {
-            return Ok(Vec::new());
-        }
-        let vs = self.embedder.embed_many(upstreams, texts).await?;
-        if let Some(bad) = vs.iter().find(|v| v.len() as u64 != self.dimensions) {
-            return Err(self.wrong_dimensions(bad.len()));
-        }
-        Ok(vs.iter().map(|v| v.to_vec()).collect())
+        });
+        Ok(Arc::clone(self.index.get_or_init(|| index)))
     }
 }
 
