@@ -356,10 +356,10 @@ fn unsupported_features_fail_clearly() {
         e[0].contains("config.targets: length must be at least 1"),
         "{e:?}"
     );
-    let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-semantic-prompt-guard}]\n");
+    let e = errors("_format_version: \"3.0\"\nplugins: [{name: response-transformer}]\n");
     assert_eq!(
         e,
-        vec!["plugins[0].name: plugin 'ai-semantic-prompt-guard' is not supported by tollgate yet"]
+        vec!["plugins[0].name: plugin 'response-transformer' is not supported by tollgate yet"]
     );
     let e = errors("_format_version: \"3.0\"\nplugins: [{name: ai-semantic-cache}]\n");
     assert_eq!(

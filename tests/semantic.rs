@@ -627,3 +627,115 @@ async fn analytics_show_cached_answers_and_savings_in_postgresql() {
     ))
     .await;
 }
+
+const GUARD: &str = r#"
+_format_version: "3.0"
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: deny
+        paths: ["/deny"]
+        plugins:
+          - name: ai-semantic-prompt-guard
+            config:
+              rules: {deny_prompts: ["Questions about cooking recipes and baking in the kitchen"]}
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "{MOCK}/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: allow
+        paths: ["/allow"]
+        plugins:
+          - name: ai-semantic-prompt-guard
+            config:
+              rules:
+                allow_prompts: ["Programming questions about code and software"]
+                deny_prompts: ["Investing money in the stock market and bank loans"]
+              search: {threshold: 0.8}
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "{MOCK}/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine, strategy: redis, redis: {host: 127.0.0.1, port: 6379}}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: blind
+        paths: ["/blind"]
+        plugins:
+          - name: ai-semantic-prompt-guard
+            config:
+              rules: {deny_prompts: ["anything about money"]}
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "http://127.0.0.1:9/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+"#;
+
+#[tokio::test]
+async fn the_semantic_prompt_guard_refuses_by_meaning() {
+    let h = Harness::start(GUARD).await;
+    let post = |path: &str, body: Value| {
+        let url = h.url(path);
+        async move {
+            send(
+                "POST",
+                &url,
+                &[("content-type", "application/json")],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    // A deny rule refuses prompts near it, in other words than the rule's.
+    let r = post(
+        "/deny",
+        ask("Give me a recipe for a soup I can cook tonight"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["message"], "bad request");
+    let r = post("/deny", ask("How do I write a loop in Python?")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Only the latest user message is checked by default; with history it would be.
+    let convo = json!({"messages": [
+        {"role": "user", "content": "Give me a soup recipe"},
+        {"role": "assistant", "content": "Sure."},
+        {"role": "user", "content": "Now explain recursion in Rust code"}]});
+    assert_eq!(post("/deny", convo).await.status, 200);
+
+    // Allow rules: a prompt must be near one; a deny rule still wins.
+    assert_eq!(
+        post(
+            "/allow",
+            ask("Why does my JavaScript function return undefined?")
+        )
+        .await
+        .status,
+        200
+    );
+    let r = post("/allow", ask("What is the capital of Argentina?")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // Near the deny rule (and no allow rule): refused.
+    let r = post(
+        "/allow",
+        ask("Should I put my money in a bank or invest in stock?"),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        upstream_calls(&h),
+        3,
+        "refused prompts never reach the upstream"
+    );
+
+    // The embeddings provider is down: refused (Kong fails closed).
+    let r = post("/blind", ask("hello there")).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+}

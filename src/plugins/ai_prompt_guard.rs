@@ -199,72 +199,79 @@ impl PromptGuard {
     }
 
     /// The text the patterns run on, newest message first; None: not a checkable body.
-    fn collect(&self, body: &Value) -> Option<String> {
-        let obj = body.as_object()?;
-        if let Some(Value::Array(messages)) = obj.get("messages") {
-            return self.collect_messages(messages.iter().rev(), None);
-        }
-        if let Some(prompt) = obj.get("prompt") {
-            // Completions: Kong checks a string prompt and refuses anything else.
-            return prompt.as_str().map(str::to_owned);
-        }
-        match obj.get("input")? {
-            Value::String(s) => {
-                // A string input is the user's (latest) message.
-                let mut texts = vec![s.clone()];
-                if self.config.match_all_roles {
-                    texts.extend(instructions(obj)?);
-                }
-                Some(texts.join(SEPARATOR))
-            }
-            Value::Array(items) => {
-                // Only message items carry prompts (tool calls, reasoning etc. are skipped).
-                let messages = items.iter().rev().filter(|item| {
-                    item.get("type")
-                        .is_none_or(|t| t.as_str() == Some("message"))
-                });
-                let extra = if self.config.match_all_roles {
-                    instructions(obj)?
-                } else {
-                    None
-                };
-                self.collect_messages(messages, extra)
-            }
-            _ => None,
-        }
-    }
-
-    /// Kong's loop over messages (newest first): every message must have a string role;
-    /// those of role `user` (any role with `match_all_roles`) contribute their text.
     ///
     /// `allow_all_conversation_history` is read as Kong's code reads it (guard-prompt.lua:
     /// `local just_pick_latest = conf.allow_all_conversation_history`), which matches its
     /// schema description ("if true, will ignore all previous chat prompts"): TRUE checks only
     /// the latest matching message and lets the history through; FALSE checks them all.
     /// The spec line we were given is ambiguous on this; Kong's code is what we follow.
-    /// `oldest` (Responses `instructions`) is appended after the history when all is checked.
-    fn collect_messages<'a>(
-        &self,
-        newest_first: impl Iterator<Item = &'a Value>,
-        oldest: Option<String>,
-    ) -> Option<String> {
-        let latest_only = self.config.allow_all_conversation_history;
-        let mut texts: Vec<String> = Vec::new();
-        for m in newest_first {
-            let role = m.get("role")?.as_str()?;
-            if role == "user" || self.config.match_all_roles {
-                texts.push(content_text(m.get("content"))?);
-                if latest_only {
-                    break;
-                }
+    fn collect(&self, body: &Value) -> Option<String> {
+        prompt_text(
+            body,
+            self.config.allow_all_conversation_history,
+            self.config.match_all_roles,
+        )
+    }
+}
+
+/// The text a guard checks, newest message first (`latest_only`: only the latest message
+/// of a checked role; `all_roles`: every role, not only `user`, and Responses
+/// `instructions`); None: not a checkable body.
+pub fn prompt_text(body: &Value, latest_only: bool, all_roles: bool) -> Option<String> {
+    let obj = body.as_object()?;
+    if let Some(Value::Array(messages)) = obj.get("messages") {
+        return collect_messages(messages.iter().rev(), None, latest_only, all_roles);
+    }
+    if let Some(prompt) = obj.get("prompt") {
+        // Completions: Kong checks a string prompt and refuses anything else.
+        return prompt.as_str().map(str::to_owned);
+    }
+    match obj.get("input")? {
+        Value::String(s) => {
+            // A string input is the user's (latest) message.
+            let mut texts = vec![s.clone()];
+            if all_roles {
+                texts.extend(instructions(obj)?);
+            }
+            Some(texts.join(SEPARATOR))
+        }
+        Value::Array(items) => {
+            // Only message items carry prompts (tool calls, reasoning etc. are skipped).
+            let messages = items.iter().rev().filter(|item| {
+                item.get("type")
+                    .is_none_or(|t| t.as_str() == Some("message"))
+            });
+            let extra = if all_roles { instructions(obj)? } else { None };
+            collect_messages(messages, extra, latest_only, all_roles)
+        }
+        _ => None,
+    }
+}
+
+/// Kong's loop over messages (newest first): every message must have a string role; those
+/// of role `user` (any role with `all_roles`) contribute their text. `oldest` (Responses
+/// `instructions`) is appended after the history when all of it is checked.
+fn collect_messages<'a>(
+    newest_first: impl Iterator<Item = &'a Value>,
+    oldest: Option<String>,
+    latest_only: bool,
+    all_roles: bool,
+) -> Option<String> {
+    let mut texts: Vec<String> = Vec::new();
+    for m in newest_first {
+        let role = m.get("role")?.as_str()?;
+        if role == "user" || all_roles {
+            texts.push(content_text(m.get("content"))?);
+            if latest_only {
+                break;
             }
         }
-        // match_all_roles requires the full history, so `oldest` never meets latest_only.
-        if !latest_only {
-            texts.extend(oldest);
-        }
-        Some(texts.join(SEPARATOR))
     }
+    // all_roles requires the full history, so `oldest` never meets latest_only.
+    if !latest_only {
+        texts.extend(oldest);
+    }
+    Some(texts.join(SEPARATOR))
 }
 
 /// Responses `instructions`: Some(None) when absent, None (refuse) when not a string.

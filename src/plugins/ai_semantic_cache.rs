@@ -685,8 +685,9 @@ pub fn partition(
     }
 }
 
-/// `value` typed as `T`; a missing record is an error at `path`.
-fn typed<T: serde::de::DeserializeOwned>(
+/// `value` typed as `T`; a missing record is an error at `path` (the semantic plugins'
+/// `embeddings` and `vectordb` records).
+pub(crate) fn typed<T: serde::de::DeserializeOwned>(
     path: &str,
     value: &Option<Value>,
     errors: &mut Vec<(String, String)>,

@@ -10,6 +10,7 @@ pub mod ai_rate_limiting;
 pub mod ai_sanitizer;
 pub mod ai_sanitizer_filter;
 pub mod ai_semantic_cache;
+pub mod ai_semantic_prompt_guard;
 pub mod ai_transformer;
 pub mod key_auth;
 pub mod phases;
@@ -52,6 +53,8 @@ pub enum Plugin {
     AiResponseTransformer(Arc<ai_transformer::Transformer>),
     /// `ai-semantic-cache`: answers kept and replayed (looked up once the body is final).
     SemanticCache(Arc<ai_semantic_cache::SemanticCache>),
+    /// `ai-semantic-prompt-guard`: prompts compared with allow/deny rules by meaning.
+    SemanticPromptGuard(Arc<ai_semantic_prompt_guard::SemanticPromptGuard>),
 }
 
 /// What putting an instance in service said: warnings, or the errors that refuse it
@@ -116,6 +119,7 @@ impl Plugin {
             Plugin::AiRequestTransformer(t) => Box::pin(phases::transform_with_llm(t, cx)).await,
             Plugin::AiResponseTransformer(t) => phases::arm_response_transformer(t, cx),
             Plugin::SemanticCache(c) => phases::arm_cache(c, cx),
+            Plugin::SemanticPromptGuard(g) => phases::semantic_guard(g, cx).await,
             // ai-proxy answers once the access phase is over (`proxy::ai`); the rest act in
             // the rewrite and log phases.
             Plugin::AiProxy(_)
@@ -165,7 +169,8 @@ impl Plugin {
             | Plugin::Sanitizer(_)
             | Plugin::AiRequestTransformer(_)
             | Plugin::AiResponseTransformer(_)
-            | Plugin::SemanticCache(_) => {}
+            | Plugin::SemanticCache(_)
+            | Plugin::SemanticPromptGuard(_) => {}
         }
     }
 
@@ -183,6 +188,7 @@ impl Plugin {
                 | Plugin::PromptGuard(_)
                 | Plugin::PromptLength(_)
                 | Plugin::Sanitizer(_)
+                | Plugin::SemanticPromptGuard(_)
         )
     }
 }

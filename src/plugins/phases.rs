@@ -156,6 +156,7 @@ impl<'a> Access<'a> {
                 Plugin::PromptTemplate(t) => t.config().max_request_body_size,
                 Plugin::PromptDecorator(c) => c.max_request_body_size,
                 Plugin::PromptGuard(g) => g.config().max_request_body_size,
+                Plugin::SemanticPromptGuard(g) => g.max_body(),
                 _ => 0,
             };
             if limit > 0 && self.up.body.len() as u64 > limit {
@@ -582,6 +583,35 @@ pub(super) fn guard(
         blocked("ai-prompt-guard");
         GatewayError::PromptBlocked(e)
     })
+}
+
+/// ai-semantic-prompt-guard (775): the prompt compared with the allow and deny rules by
+/// meaning; any refusal (or failure: Kong fails closed) is the vague `bad request`.
+pub(super) async fn semantic_guard(
+    g: &super::ai_semantic_prompt_guard::SemanticPromptGuard,
+    cx: &mut Access<'_>,
+) -> Result<(), GatewayError> {
+    use super::ai_semantic_prompt_guard::Refusal;
+    let text = g.text(&cx.prompt()?.doc);
+    let refusal = match text {
+        None => Refusal::NoText,
+        Some(t) => match g.check(cx.upstreams, &t).await {
+            Ok(_) => return Ok(()),
+            Err(r) => r,
+        },
+    };
+    if let Refusal::Failed(e) = &refusal {
+        tracing::warn!(plugin = "ai-semantic-prompt-guard", error = %e, "prompt refused: the guard could not check it");
+    }
+    tracing::debug!(
+        plugin = "ai-semantic-prompt-guard",
+        ?refusal,
+        "prompt refused"
+    );
+    blocked("ai-semantic-prompt-guard");
+    Err(GatewayError::PromptBlocked(
+        super::ai_prompt_guard::BAD_REQUEST.into(),
+    ))
 }
 
 /// ai-prompt-length-guard (771): the prompt's size in tokens or characters.

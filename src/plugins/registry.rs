@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::ai_proxy::AiProxy;
 use super::ai_semantic_cache::{AiSemanticCacheConfig, SemanticCache};
+use super::ai_semantic_prompt_guard::{AiSemanticPromptGuardConfig, SemanticPromptGuard};
 use super::ai_transformer::{AiRequestTransformerConfig, AiResponseTransformerConfig, Transformer};
 use super::request_transformer::RequestTransformerConfig;
 use super::Plugin;
@@ -19,7 +20,7 @@ use crate::observe::file_log::FileLogConfig;
 
 /// Every plugin this gateway serves, by Kong name, with Kong's static PRIORITY (a route's
 /// plugins run highest first; ties in config order): the one place either is written.
-pub const KONG_PLUGINS: [(&str, i32); 18] = [
+pub const KONG_PLUGINS: [(&str, i32); 19] = [
     ("ai-proxy", 770),
     // Before the prompt plugins and ai-proxy, so they see the rewritten body.
     ("ai-request-transformer", 777),
@@ -42,6 +43,8 @@ pub const KONG_PLUGINS: [(&str, i32); 18] = [
     ("request-transformer", 801),
     // After the prompt plugins (it caches what goes upstream), before ai-proxy answers.
     ("ai-semantic-cache", 765),
+    // Before the prompt template, decorator and guards, as in Kong.
+    ("ai-semantic-prompt-guard", 775),
 ];
 
 /// Kong's PRIORITY of the plugin named `name` (0 for one this gateway does not serve).
@@ -73,6 +76,7 @@ pub enum PluginConfig {
     AiRequestTransformer(Box<AiRequestTransformerConfig>),
     AiResponseTransformer(Box<AiResponseTransformerConfig>),
     SemanticCache(Box<AiSemanticCacheConfig>),
+    SemanticPromptGuard(Box<AiSemanticPromptGuardConfig>),
 }
 
 /// Kong plugins Tollgate knows by name but does not implement yet (a clearer error than "unknown").
@@ -80,7 +84,6 @@ const KNOWN_UNIMPLEMENTED: &[&str] = &[
     "acl",
     "cors",
     "request-size-limiting",
-    "ai-semantic-prompt-guard",
     "response-transformer",
 ];
 
@@ -185,6 +188,11 @@ fn parse_unhinted(name: &str, config: Option<&Value>) -> Result<PluginConfig, Ve
         "ai-semantic-cache" => validated(config, AiSemanticCacheConfig::validate, |c| {
             PluginConfig::SemanticCache(Box::new(c))
         }),
+        "ai-semantic-prompt-guard" => {
+            validated(config, AiSemanticPromptGuardConfig::validate, |c| {
+                PluginConfig::SemanticPromptGuard(Box::new(c))
+            })
+        }
         n if KNOWN_UNIMPLEMENTED.contains(&n) => Err(vec![(
             "name".into(),
             format!("plugin '{n}' is not supported by tollgate yet"),
@@ -289,6 +297,7 @@ pub fn config_schema(name: &str) -> Option<schemars::Schema> {
         "ai-request-transformer" => schema_for!(AiRequestTransformerConfig),
         "ai-response-transformer" => schema_for!(AiResponseTransformerConfig),
         "ai-semantic-cache" => schema_for!(AiSemanticCacheConfig),
+        "ai-semantic-prompt-guard" => schema_for!(AiSemanticPromptGuardConfig),
         _ => return None,
     })
 }
@@ -314,6 +323,7 @@ pub fn to_json(c: &PluginConfig) -> Value {
         PluginConfig::AiRequestTransformer(c) => serde_json::to_value(c),
         PluginConfig::AiResponseTransformer(c) => serde_json::to_value(c),
         PluginConfig::SemanticCache(c) => serde_json::to_value(c),
+        PluginConfig::SemanticPromptGuard(c) => serde_json::to_value(c),
     };
     v.unwrap_or(Value::Null)
 }
@@ -406,6 +416,14 @@ pub fn compile(
         PluginConfig::SemanticCache(c) => {
             let (cache, warnings) = SemanticCache::compile(id, *c, vaults, env).map_err(issues)?;
             Ok((Plugin::SemanticCache(Arc::new(cache)), issues(warnings)))
+        }
+        PluginConfig::SemanticPromptGuard(c) => {
+            let (guard, warnings) =
+                SemanticPromptGuard::compile(id, *c, vaults, env).map_err(issues)?;
+            Ok((
+                Plugin::SemanticPromptGuard(Arc::new(guard)),
+                issues(warnings),
+            ))
         }
     }
 }
