@@ -19,10 +19,10 @@ use http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::balancer::embed::{Embedder, EmbeddingsConfig};
+use crate::balancer::embed::Embedder;
 use crate::balancer::semantic::Metric;
 use crate::balancer::vectordb::cache::{Entry, Found, Memory, RedisCache};
-use crate::balancer::vectordb::{self, PgStore, VectordbConfig};
+use crate::balancer::vectordb::{self, PgStore};
 use crate::config::plugins::nullable;
 use crate::config::vault::VaultTable;
 use crate::llm::cached::Api;
@@ -35,8 +35,6 @@ type FieldErrors = Vec<(String, String)>;
 const DEFAULT_TTL: u64 = 300;
 /// `vectordb.threshold` when left out (Kong 3.13+ makes it optional): cosine distance 0.1.
 const DEFAULT_THRESHOLD: f64 = 0.1;
-/// Timeouts of the embeddings calls.
-const EMBED_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(30));
 
 /// Who shares cached answers (Tollgate).
 #[derive(
@@ -169,46 +167,12 @@ impl SemanticCache {
         vaults: &VaultTable,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(SemanticCache, FieldErrors), FieldErrors> {
-        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
-        let embeddings =
-            typed::<EmbeddingsConfig>("config.embeddings", &config.embeddings, &mut errors);
-        let vectordb = typed::<VectordbConfig>("config.vectordb", &config.vectordb, &mut errors);
-        let (Some(embeddings), Some(vectordb)) = (embeddings, vectordb) else {
-            return Err(errors);
-        };
-        if vectordb.dimensions == 0 {
-            errors.push((
-                "config.vectordb.dimensions".into(),
-                "must be at least 1".into(),
-            ));
-        }
-        if vectordb
-            .threshold
-            .is_some_and(|t| !t.is_finite() || t < 0.0)
-        {
-            errors.push((
-                "config.vectordb.threshold".into(),
-                "must be a number ≥ 0".into(),
-            ));
-        }
-        let store =
-            vectordb::Store::compile("config.vectordb", &vectordb, vaults, env, &mut errors);
-        let embedder = Embedder::compile(
-            "config.embeddings",
-            &embeddings,
-            vectordb.dimensions,
-            EMBED_TIMEOUTS,
-            vaults,
-            env,
-            &mut errors,
-            &mut warnings,
-        );
-        let (Some(embedder), Some(store)) = (embedder, store) else {
-            return Err(errors);
-        };
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let super::semantic_records::Compiled {
+            embedder,
+            store,
+            vectordb,
+            warnings,
+        } = super::semantic_records::compile(&config.embeddings, &config.vectordb, vaults, env)?;
         let store = match store {
             vectordb::Store::Memory => Store::Memory(Memory::of(id)),
             vectordb::Store::Redis(r) => Store::Redis(Arc::new(RedisCache::new(*r))),
@@ -682,32 +646,6 @@ pub fn partition(
             (None, None) => format!("ip:{client_ip}"),
         },
         PartitionBy::Route => format!("route:{}", route.unwrap_or("")),
-    }
-}
-
-/// `value` typed as `T`; a missing record is an error at `path` (the semantic plugins'
-/// `embeddings` and `vectordb` records).
-pub(crate) fn typed<T: serde::de::DeserializeOwned>(
-    path: &str,
-    value: &Option<Value>,
-    errors: &mut Vec<(String, String)>,
-) -> Option<T> {
-    let Some(v) = value.as_ref().filter(|v| !v.is_null()) else {
-        errors.push((path.to_string(), "required field missing".into()));
-        return None;
-    };
-    match serde_path_to_error::deserialize::<_, T>(v) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let field = if inner == "." || inner.is_empty() {
-                path.to_string()
-            } else {
-                format!("{path}.{inner}")
-            };
-            errors.push((field, e.inner().to_string()));
-            None
-        }
     }
 }
 

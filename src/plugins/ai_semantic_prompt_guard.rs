@@ -8,20 +8,17 @@
 //! otherwise a cosine similarity of at least `search.threshold` (Kong's documented score,
 //! default 0.5), i.e. the distance that similarity gives under the configured metric.
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::balancer::embed::{Embedder, EmbeddingsConfig};
+use crate::balancer::embed::Embedder;
 use crate::balancer::semantic::Metric;
 use crate::balancer::vector_set::VectorSet;
-use crate::balancer::vectordb::{self, VectordbConfig};
+use crate::balancer::vectordb;
 use crate::config::plugins::nullable;
 use crate::config::vault::VaultTable;
 use crate::net::upstream::Upstreams;
 use crate::plugins::ai_prompt_decorator::LlmFormat;
-use crate::plugins::ai_semantic_cache::typed;
 
 type FieldErrors = Vec<(String, String)>;
 
@@ -30,7 +27,6 @@ const MAX_RULES: usize = 100;
 const MAX_RULE_CHARS: usize = 500;
 /// Kong's `search.threshold` default (a similarity).
 const DEFAULT_SIMILARITY: f64 = 0.5;
-const EMBED_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(30));
 
 /// `config.rules`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
@@ -172,37 +168,12 @@ impl SemanticPromptGuard {
         vaults: &VaultTable,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(SemanticPromptGuard, FieldErrors), FieldErrors> {
-        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
-        let embeddings =
-            typed::<EmbeddingsConfig>("config.embeddings", &config.embeddings, &mut errors);
-        let vectordb = typed::<VectordbConfig>("config.vectordb", &config.vectordb, &mut errors);
-        let (Some(embeddings), Some(vectordb)) = (embeddings, vectordb) else {
-            return Err(errors);
-        };
-        if vectordb.dimensions == 0 {
-            errors.push((
-                "config.vectordb.dimensions".into(),
-                "must be at least 1".into(),
-            ));
-        }
-        let embedder = Embedder::compile(
-            "config.embeddings",
-            &embeddings,
-            vectordb.dimensions,
-            EMBED_TIMEOUTS,
-            vaults,
-            env,
-            &mut errors,
-            &mut warnings,
-        );
-        let store =
-            vectordb::Store::compile("config.vectordb", &vectordb, vaults, env, &mut errors);
-        let (Some(embedder), Some(store)) = (embedder, store) else {
-            return Err(errors);
-        };
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let super::semantic_records::Compiled {
+            embedder,
+            store,
+            vectordb,
+            warnings,
+        } = super::semantic_records::compile(&config.embeddings, &config.vectordb, vaults, env)?;
         let metric = vectordb.distance_metric;
         let similarity = config.search.threshold.unwrap_or(DEFAULT_SIMILARITY);
         let max_distance = vectordb.threshold.unwrap_or(match metric {

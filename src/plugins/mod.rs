@@ -18,6 +18,7 @@ pub mod prometheus;
 pub mod rate_limiting;
 pub mod registry;
 pub mod request_transformer;
+pub mod semantic_records;
 pub mod template;
 
 use std::sync::Arc;
