@@ -739,3 +739,60 @@ async fn the_semantic_prompt_guard_refuses_by_meaning() {
     let r = post("/blind", ask("hello there")).await;
     assert_eq!(r.status, 400, "{}", r.text());
 }
+
+const ROUTING: &str = r#"
+_format_version: "3.0"
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: described
+        paths: ["/described"]
+        plugins:
+          - name: ai-proxy-advanced
+            config:
+              balancer: {algorithm: semantic}
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "{MOCK}/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine, threshold: 0.3}
+              targets:
+                - {route_type: llm/v1/chat, description: "coding assistant", model: {provider: openai, name: gpt-code, options: {upstream_url: "{MOCK}/v1/chat/completions"}}}
+                - {route_type: llm/v1/chat, description: "numbers helper", {UTTERANCES} model: {provider: openai, name: gpt-math, options: {upstream_url: "{MOCK}/v1/chat/completions"}}}
+                - {route_type: llm/v1/chat, description: CATCHALL, model: {provider: openai, name: gpt-other, options: {upstream_url: "{MOCK}/v1/chat/completions"}}}
+"#;
+
+/// A target whose one-line description says little is found through its example
+/// utterances (a Tollgate extension next to Kong's `description`).
+#[tokio::test]
+async fn utterances_route_prompts_a_description_alone_misses() {
+    let route = |h: &Harness, prompt: &str| {
+        let url = h.url("/described");
+        let body = ask(prompt).to_string();
+        async move {
+            let r = send("POST", &url, &[("content-type", "application/json")], body).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.json()["model"].as_str().unwrap_or("").to_string()
+        }
+    };
+    let prompt = "Compute the integral of this polynomial";
+    let bare = Harness::start(&ROUTING.replace("{UTTERANCES}", "")).await;
+    assert_eq!(
+        route(&bare, prompt).await,
+        "gpt-other",
+        "the description alone misses"
+    );
+    let taught = Harness::start(&ROUTING.replace(
+        "{UTTERANCES}",
+        r#"utterances: ["solve this equation for x", "what is the derivative of this function", "compute the integral over an interval"],"#,
+    ))
+    .await;
+    assert_eq!(route(&taught, prompt).await, "gpt-math");
+    assert_eq!(
+        route(&taught, "Fix the bug in my Python code").await,
+        "gpt-code"
+    );
+    assert_eq!(
+        route(&taught, "What is the capital of France?").await,
+        "gpt-other"
+    );
+}

@@ -117,6 +117,7 @@ impl Embedder {
             logging: Default::default(),
             weight: 100,
             description: None,
+            utterances: Vec::new(),
             metadata: None,
         };
         let before = errors.len();

@@ -80,10 +80,14 @@ pub fn group(descriptions: &[Option<&str>]) -> (Vec<(String, Vec<usize>)>, Vec<u
     (groups, catchall)
 }
 
-/// One distinct description, its vector and the targets sharing it.
+/// One text a group of targets is known by (its description, or one of its utterances),
+/// its vector and the targets sharing it.
 #[derive(Debug, Clone)]
 pub struct Entry {
+    /// The group's description.
     pub description: String,
+    /// The text matched: the description, or an utterance.
+    pub text: String,
     pub vector: Vec<f32>,
     pub targets: Vec<usize>,
 }
@@ -237,11 +241,13 @@ mod tests {
             entries: vec![
                 Entry {
                     description: "x".into(),
+                    text: "x".into(),
                     vector: vec![1.0, 0.0],
                     targets: vec![0],
                 },
                 Entry {
                     description: "y".into(),
+                    text: "y".into(),
                     vector: vec![0.0, 1.0],
                     targets: vec![1, 2],
                 },

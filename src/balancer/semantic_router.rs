@@ -51,7 +51,10 @@ pub struct SemanticRouter {
     /// Distinct descriptions and the targets sharing each.
     groups: Vec<(String, Vec<usize>)>,
     catchall: Vec<usize>,
-    /// The descriptions' vectors, computed once per snapshot.
+    /// Each text a group is known by (its description, then its targets' utterances), by
+    /// group index.
+    texts: Vec<(usize, String)>,
+    /// The texts' vectors, computed once per snapshot.
     set: VectorSet,
     index: std::sync::OnceLock<Arc<Index>>,
 }
@@ -98,6 +101,7 @@ pub fn compile(
     let descriptions: Vec<Option<&str>> =
         targets.iter().map(|t| t.description.as_deref()).collect();
     let (groups, catchall) = semantic::group(&descriptions);
+    let texts = texts_of(&groups, targets, errors);
     let (embeddings, vectordb) = (embeddings?, vectordb?);
     if vectordb.dimensions == 0 {
         errors.push((
@@ -127,7 +131,7 @@ pub fn compile(
     if errors.len() > before {
         return None;
     }
-    let texts = groups.iter().map(|(d, _)| d.clone()).collect();
+    let set_texts = texts.iter().map(|(_, t)| t.clone()).collect();
     Some(SemanticRouter {
         plugin_id: plugin_id.to_string(),
         embedder: embedder?,
@@ -137,9 +141,52 @@ pub fn compile(
         dimensions: vectordb.dimensions,
         groups,
         catchall,
-        set: VectorSet::new(plugin_id, "semantic routing", texts, vectordb.dimensions),
+        texts,
+        set: VectorSet::new(
+            plugin_id,
+            "semantic routing",
+            set_texts,
+            vectordb.dimensions,
+        ),
         index: std::sync::OnceLock::new(),
     })
+}
+
+/// Each group's texts: its description, then its targets' utterances (trimmed, each once).
+/// Utterances of a CATCHALL target, or empty ones, are errors naming the field.
+fn texts_of(
+    groups: &[(String, Vec<usize>)],
+    targets: &[TargetConfig],
+    errors: &mut FieldErrors,
+) -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    for (g, (description, members)) in groups.iter().enumerate() {
+        out.push((g, description.clone()));
+        for &i in members {
+            let Some(t) = targets.get(i) else { continue };
+            for (j, u) in t.utterances.iter().enumerate() {
+                let u = u.trim();
+                if u.is_empty() {
+                    errors.push((
+                        format!("config.targets[{i}].utterances[{j}]"),
+                        "must not be empty".into(),
+                    ));
+                } else if !out.iter().any(|(h, x)| *h == g && x == u) {
+                    out.push((g, u.to_string()));
+                }
+            }
+        }
+    }
+    for (i, t) in targets.iter().enumerate() {
+        let catchall = t.description.as_deref().map(str::trim) == Some(semantic::CATCHALL);
+        if catchall && !t.utterances.is_empty() {
+            errors.push((
+                format!("config.targets[{i}].utterances"),
+                "a CATCHALL target takes what matches nothing else; it has no utterances".into(),
+            ));
+        }
+    }
+    out
 }
 
 /// `value` (present and not null) typed as `T`; a missing record is an error at `path`.
@@ -203,6 +250,9 @@ impl SemanticRouter {
             Some((entry, distance)) if found.matched => {
                 let mut log = self.log_base("matched", started);
                 log.insert("description".into(), json!(entry.description));
+                if entry.text != entry.description {
+                    log.insert("utterance".into(), json!(entry.text));
+                }
                 log.insert("distance".into(), json!(distance));
                 log.insert("targets".into(), json!(entry.targets));
                 Routed {
@@ -296,13 +346,17 @@ impl SemanticRouter {
             .vectors(&self.embedder, &self.store, upstreams)
             .await?;
         let entries = self
-            .groups
+            .texts
             .iter()
             .zip(vectors.iter())
-            .map(|((description, targets), vector)| Entry {
-                description: description.clone(),
-                vector: vector.clone(),
-                targets: targets.clone(),
+            .filter_map(|((g, text), vector)| {
+                let (description, targets) = self.groups.get(*g)?;
+                Some(Entry {
+                    description: description.clone(),
+                    text: text.clone(),
+                    vector: vector.clone(),
+                    targets: targets.clone(),
+                })
             })
             .collect();
         let index = Arc::new(Index {
@@ -405,6 +459,36 @@ mod tests {
         );
         assert!(none.is_none());
         assert_eq!(errs[0].0, "config.embeddings");
+    }
+
+    #[test]
+    fn utterances_join_their_group_and_catchall_has_none() {
+        let mut t = targets(&[Some("a"), Some("a"), Some("CATCHALL")]);
+        t[0].utterances = vec!["u1".into(), " u2 ".into()];
+        t[1].utterances = vec!["u1".into()];
+        let (groups, _) = semantic::group(&[Some("a"), Some("a"), Some("CATCHALL")]);
+        let mut errs = Vec::new();
+        let texts = texts_of(&groups, &t, &mut errs);
+        assert!(errs.is_empty(), "{errs:?}");
+        assert_eq!(
+            texts,
+            vec![
+                (0, "a".to_string()),
+                (0, "u1".to_string()),
+                (0, "u2".to_string())
+            ]
+        );
+        t[2].utterances = vec!["x".into()];
+        t[0].utterances.push(" ".into());
+        texts_of(&groups, &t, &mut errs);
+        let fields: Vec<&str> = errs.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "config.targets[0].utterances[2]",
+                "config.targets[2].utterances"
+            ]
+        );
     }
 
     #[test]

@@ -437,6 +437,13 @@ pub struct TargetConfig {
     #[serde(default = "default_weight")]
     pub weight: u32,
     pub description: Option<String>,
+    /// Tollgate: example prompts for semantic routing, matched like the description.
+    #[serde(
+        default,
+        deserialize_with = "nullable",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub utterances: Vec<String>,
     pub metadata: Option<Value>,
 }
 

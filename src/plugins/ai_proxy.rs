@@ -140,6 +140,7 @@ impl AiProxy {
             logging: c.logging.clone(),
             weight: 100,
             description: None,
+            utterances: Vec::new(),
             metadata: None,
         };
         let mut errors = Vec::new();
@@ -281,6 +282,14 @@ impl AiProxy {
             )
             .map(Arc::new)
         } else {
+            for (i, t) in c.targets.iter().enumerate() {
+                if !t.utterances.is_empty() {
+                    errors.push((
+                        format!("config.targets[{i}].utterances"),
+                        "only used by balancer.algorithm 'semantic'".into(),
+                    ));
+                }
+            }
             for (field, v) in [("embeddings", &c.embeddings), ("vectordb", &c.vectordb)] {
                 if v.as_ref().is_some_and(|v| !v.is_null()) {
                     warnings.push((

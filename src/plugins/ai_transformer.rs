@@ -334,6 +334,7 @@ impl Transformer {
             logging: c.llm.logging.clone(),
             weight: 100,
             description: None,
+            utterances: Vec::new(),
             metadata: None,
         };
         let mut warnings = Vec::new();
