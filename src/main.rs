@@ -146,6 +146,15 @@ enum Command {
         /// The file to check.
         file: PathBuf,
     },
+    /// Where semantic routing sends each prompt, and how near the nearest target
+    /// descriptions and utterances are (calls the configuration's embeddings provider).
+    RouteTest {
+        /// The config file.
+        file: PathBuf,
+        /// The prompts to route.
+        #[arg(required = true)]
+        prompts: Vec<String>,
+    },
     /// Print the embedded default config.
     DefaultConfig,
     /// API keys (key-auth credentials) through a running gateway's Admin API.
@@ -267,6 +276,28 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         },
+        Command::RouteTest { file, prompts } => {
+            let snap = match std::fs::read_to_string(&file)
+                .map_err(|e| format!("cannot read {}: {e}", file.display()))
+                .and_then(|t| tollgate::gateway::validate_str(&t).map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    return ExitCode::from(1);
+                }
+            };
+            match block_on(tollgate::cli::route_test::report(&snap, &prompts)) {
+                Ok(Ok(text)) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Ok(Err(e)) | Err(e) => {
+                    eprintln!("route-test: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Migrations {
             action: MigrationsAction::Up { store_postgres },
         } => match block_on(tollgate::cli::store::migrations_up(&store_postgres)) {

@@ -796,3 +796,41 @@ async fn utterances_route_prompts_a_description_alone_misses() {
         "gpt-other"
     );
 }
+
+/// `tollgate route-test` shows where each prompt goes and the nearest texts.
+#[tokio::test]
+async fn route_test_shows_targets_and_distances() {
+    let mock = mock_llm::MockLlm::start().await.unwrap();
+    let dir = support::tempdir::TempDir::new();
+    let file = dir.path().join("kong.yaml");
+    let yaml = ROUTING.replace("{MOCK}", &mock.url()).replace(
+        "{UTTERANCES}",
+        r#"utterances: ["compute the integral over an interval"],"#,
+    );
+    std::fs::write(&file, yaml).unwrap();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .arg("route-test")
+            .arg(&file)
+            .args([
+                "Compute the integral of this polynomial",
+                "What is the capital of France?",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("→ openai/gpt-math"), "{text}");
+    assert!(
+        text.contains("utterance \"compute the integral over an interval\" of \"numbers helper\""),
+        "{text}"
+    );
+    assert!(text.contains("→ CATCHALL openai/gpt-other"), "{text}");
+}

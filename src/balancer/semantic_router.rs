@@ -59,6 +59,15 @@ pub struct SemanticRouter {
     index: std::sync::OnceLock<Arc<Index>>,
 }
 
+/// One text near a prompt (see [`SemanticRouter::explain`]).
+#[derive(Debug, Clone)]
+pub struct Near {
+    pub description: String,
+    pub text: String,
+    pub targets: Vec<usize>,
+    pub distance: f64,
+}
+
 /// What semantic routing decided for one request.
 #[derive(Debug)]
 pub struct Routed {
@@ -269,6 +278,43 @@ impl SemanticRouter {
             ),
             None => self.fallback("catchall", None, None, None, started),
         }
+    }
+
+    /// For tuning (`tollgate route-test`): the texts nearest `prompt` (description or
+    /// utterance, with their group's description and targets, and the distance), nearest
+    /// first, and whether the nearest is within the threshold.
+    pub async fn explain(
+        &self,
+        upstreams: &Upstreams,
+        prompt: &str,
+    ) -> Result<(Vec<Near>, bool), String> {
+        let index = self.index(upstreams).await?;
+        let v = self.embedder.embed_one(upstreams, prompt).await?;
+        if v.len() as u64 != self.dimensions {
+            return Err(self.wrong_dimensions(v.len()));
+        }
+        let mut near: Vec<Near> = index
+            .entries
+            .iter()
+            .filter_map(|e| {
+                Some(Near {
+                    description: e.description.clone(),
+                    text: e.text.clone(),
+                    targets: e.targets.clone(),
+                    distance: self.metric.distance(&v, &e.vector)?,
+                })
+            })
+            .collect();
+        near.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+        let matched = near
+            .first()
+            .is_some_and(|n| self.threshold.is_none_or(|t| n.distance <= t));
+        Ok((near, matched))
+    }
+
+    /// The CATCHALL targets.
+    pub fn catchall(&self) -> &[usize] {
+        &self.catchall
     }
 
     fn log_base(&self, outcome: &str, started: Instant) -> Map<String, Value> {

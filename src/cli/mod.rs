@@ -2,4 +2,5 @@
 //! configuration store.
 
 pub mod keys;
+pub mod route_test;
 pub mod store;
