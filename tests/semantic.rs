@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use support::{send, sse_data, Harness, Reply};
+use support::{post_json, send, sse_data, Harness, Reply};
 
 const CACHE: &str = r#"
 _format_version: "3.0"
@@ -107,6 +107,11 @@ async fn chat(h: &Harness, key: &str, body: Value, extra: &[(&str, &str)]) -> Re
 
 fn ask(prompt: &str) -> Value {
     json!({"messages": [{"role": "user", "content": prompt}]})
+}
+
+/// `prompt` as a chat request to `path`.
+async fn asked(h: &Harness, path: &str, prompt: &str) -> Reply {
+    post_json(&h.url(path), &ask(prompt)).await
 }
 
 fn content(r: &Reply) -> String {
@@ -293,16 +298,20 @@ async fn bypass_rules_and_ttl() {
     assert_eq!(r.header("x-cache-status"), Some("Bypass"));
 
     // cache_ttl: 1 — gone after a second.
-    let short = |p: &str| {
-        let url = h.url("/short");
-        let body = ask(p).to_string();
-        async move { send("POST", &url, &[("content-type", "application/json")], body).await }
-    };
     let p = "What is the population of Brazil?";
-    assert_eq!(short(p).await.header("x-cache-status"), Some("Miss"));
-    assert_eq!(short(p).await.header("x-cache-status"), Some("Hit"));
+    assert_eq!(
+        asked(&h, "/short", p).await.header("x-cache-status"),
+        Some("Miss")
+    );
+    assert_eq!(
+        asked(&h, "/short", p).await.header("x-cache-status"),
+        Some("Hit")
+    );
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    assert_eq!(short(p).await.header("x-cache-status"), Some("Miss"));
+    assert_eq!(
+        asked(&h, "/short", p).await.header("x-cache-status"),
+        Some("Miss")
+    );
 }
 
 #[tokio::test]
@@ -310,15 +319,7 @@ async fn responses_clients_get_hits_as_responses_and_streams() {
     let h = start().await;
     let post = |body: Value| {
         let url = h.url("/responses");
-        async move {
-            send(
-                "POST",
-                &url,
-                &[("content-type", "application/json")],
-                body.to_string(),
-            )
-            .await
-        }
+        async move { post_json(&url, &body).await }
     };
     let q = json!({"model": "gpt-4o", "input": "What is a matrix in algebra?"});
     let first = post(q.clone()).await;
@@ -380,19 +381,14 @@ async fn shared_between_nodes(store: &str) {
         .replace("{ID}", &uuid::Uuid::new_v4().to_string())
         .replace("{STORE}", store);
     let (a, b) = (Harness::start(&yaml).await, Harness::start(&yaml).await);
-    let post = |h: &Harness, prompt: &str| {
-        let url = h.url("/chat");
-        let body = ask(prompt).to_string();
-        async move { send("POST", &url, &[("content-type", "application/json")], body).await }
-    };
     let q = "How do I fix this bug in my JavaScript function?";
-    let first = post(&a, q).await;
+    let first = asked(&a, "/chat", q).await;
     assert_eq!(first.status, 200, "{}", first.text());
     assert_eq!(first.header("x-cache-status"), Some("Miss"));
     // The store is written off the request path.
     let mut hit = None;
     for _ in 0..50 {
-        let r = post(&b, q).await;
+        let r = asked(&b, "/chat", q).await;
         if r.header("x-cache-status") == Some("Hit") {
             hit = Some(r);
             break;
@@ -401,7 +397,12 @@ async fn shared_between_nodes(store: &str) {
     }
     let hit = hit.expect("node b answers from what node a stored");
     assert_eq!(content(&hit), content(&first));
-    let para = post(&b, "My JavaScript function has a bug, how do I fix it?").await;
+    let para = asked(
+        &b,
+        "/chat",
+        "My JavaScript function has a bug, how do I fix it?",
+    )
+    .await;
     assert_eq!(
         para.header("x-cache-status"),
         Some("Hit"),
@@ -409,7 +410,7 @@ async fn shared_between_nodes(store: &str) {
         para.text()
     );
     assert_eq!(upstream_calls(&b), 0, "node b never called the upstream");
-    let other = post(&b, "What is the capital of Argentina?").await;
+    let other = asked(&b, "/chat", "What is the capital of Argentina?").await;
     assert_eq!(other.header("x-cache-status"), Some("Miss"));
 }
 
@@ -499,17 +500,12 @@ async fn a_failing_store_goes_upstream_unless_told_to_stop_and_hits_cost_no_quot
         .replace("{QUOTA}", &quota)
         .replace("{QUOTA_CACHE}", &uuid::Uuid::new_v4().to_string());
     let h = Harness::start(&yaml).await;
-    let post = |path: &str, prompt: &str| {
-        let url = h.url(path);
-        let body = ask(prompt).to_string();
-        async move { send("POST", &url, &[("content-type", "application/json")], body).await }
-    };
     // Redis unreachable: the request is answered by the upstream, the failure counted.
-    let r = post("/down", "Write a python function").await;
+    let r = asked(&h, "/down", "Write a python function").await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.header("x-cache-status"), Some("Failed"));
     // stop_on_failure: Kong's 500, which does not name the store's address.
-    let r = post("/strict", "Write a python function").await;
+    let r = asked(&h, "/strict", "Write a python function").await;
     assert_eq!(r.status, 500, "{}", r.text());
     assert_eq!(
         r.json()["error"]["message"],
@@ -519,7 +515,7 @@ async fn a_failing_store_goes_upstream_unless_told_to_stop_and_hits_cost_no_quot
     // A hit charges the token quota nothing.
     let q = "What is an integral in calculus?";
     assert_eq!(
-        post("/quota", q).await.header("x-cache-status"),
+        asked(&h, "/quota", q).await.header("x-cache-status"),
         Some("Miss")
     );
     let mut spent = 0.0;
@@ -531,7 +527,7 @@ async fn a_failing_store_goes_upstream_unless_told_to_stop_and_hits_cost_no_quot
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(spent > 0.0, "the miss was charged");
-    let hit = post("/quota", q).await;
+    let hit = asked(&h, "/quota", q).await;
     assert_eq!(hit.header("x-cache-status"), Some("Hit"), "{}", hit.text());
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(used(&h, &quota).await, spent, "the hit was not charged");
@@ -683,15 +679,7 @@ async fn the_semantic_prompt_guard_refuses_by_meaning() {
     let h = Harness::start(GUARD).await;
     let post = |path: &str, body: Value| {
         let url = h.url(path);
-        async move {
-            send(
-                "POST",
-                &url,
-                &[("content-type", "application/json")],
-                body.to_string(),
-            )
-            .await
-        }
+        async move { post_json(&url, &body).await }
     };
     // A deny rule refuses prompts near it, in other words than the rule's.
     let r = post(

@@ -214,8 +214,8 @@ async fn the_upstream_ca_bundle_flag_adds_trust() {
     assert_eq!(r.status, 200, "{}", r.text());
 }
 
-/// Completes a TLS handshake with `addr` for `server_name`, trusting only `root_pem`.
-async fn handshake(addr: &str, server_name: &str, root_pem: &str) -> Result<(), String> {
+/// A TLS client trusting only the certificates of `root_pem`.
+fn trusting(root_pem: &str) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_slice_iter(root_pem.as_bytes()) {
         roots.add(c.unwrap()).unwrap();
@@ -226,7 +226,33 @@ async fn handshake(addr: &str, server_name: &str, root_pem: &str) -> Result<(), 
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    tokio_rustls::TlsConnector::from(Arc::new(cfg))
+}
+
+/// Starts `tollgate serve` as `cmd` says (stdout piped) and reads the address it prints
+/// after `prefix`; the rest of its output is drained.
+fn started(cmd: &mut std::process::Command, prefix: &str) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let addr = loop {
+        let l = lines.next().unwrap().unwrap();
+        if let Some(a) = l.strip_prefix(prefix) {
+            break a.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+/// Completes a TLS handshake with `addr` for `server_name`, trusting only `root_pem`.
+async fn handshake(addr: &str, server_name: &str, root_pem: &str) -> Result<(), String> {
+    let connector = trusting(root_pem);
     let tcp = TcpStream::connect(addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap();
     connector
@@ -253,30 +279,20 @@ async fn the_tls_listener_presents_certificates_by_sni() {
     );
     let file = dir.path().join("kong.yaml");
     std::fs::write(&file, &yaml).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
-        .args([
-            "serve",
-            "--config",
-            file.to_str().unwrap(),
-            "--proxy-listen",
-            "127.0.0.1:0",
-        ])
-        .args(["--admin-listen", "off", "--proxy-tls-listen", "127.0.0.1:0"])
-        .args(["--data-dir", dir.path().to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let tls = loop {
-        let l = lines.next().unwrap().unwrap();
-        if let Some(a) = l.strip_prefix("tollgate proxy tls on https://") {
-            break a.to_string();
-        }
-    };
+    let (mut child, tls) = started(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
+            .args([
+                "serve",
+                "--config",
+                file.to_str().unwrap(),
+                "--proxy-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--admin-listen", "off", "--proxy-tls-listen", "127.0.0.1:0"])
+            .args(["--data-dir", dir.path().to_str().unwrap()]),
+        "tollgate proxy tls on https://",
+    );
     let own = std::fs::read_to_string(dir.path().join("tls/cert.pem")).unwrap();
     let results = (
         handshake(&tls, "api.example.test", &api.cert.pem()).await,
@@ -324,38 +340,19 @@ async fn the_admin_api_answers_the_ingress_controller_over_tls_by_pod_name() {
     std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
     let file = dir.path().join("kong.yaml");
     std::fs::write(&file, "_format_version: \"3.0\"\n").unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
-        .env("TOLLGATE_ADMIN_TOKEN", "kic-t0ken")
-        .args(["serve", "--config", file.to_str().unwrap()])
-        .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "off"])
-        .args(["--admin-tls-listen", "127.0.0.1:0"])
-        .args(["--tls-cert", cert_file.to_str().unwrap()])
-        .args(["--tls-key", key_file.to_str().unwrap()])
-        .args(["--data-dir", dir.path().to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::BufRead;
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = std::io::BufReader::new(stdout).lines();
-    let admin = loop {
-        let l = lines.next().unwrap().unwrap();
-        if let Some(a) = l.strip_prefix("tollgate admin tls on https://") {
-            break a.to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let (mut child, admin) = started(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .env("TOLLGATE_PROXY_TLS_LISTEN", "off")
+            .env("TOLLGATE_ADMIN_TOKEN", "kic-t0ken")
+            .args(["serve", "--config", file.to_str().unwrap()])
+            .args(["--proxy-listen", "127.0.0.1:0", "--admin-listen", "off"])
+            .args(["--admin-tls-listen", "127.0.0.1:0"])
+            .args(["--tls-cert", cert_file.to_str().unwrap()])
+            .args(["--tls-key", key_file.to_str().unwrap()])
+            .args(["--data-dir", dir.path().to_str().unwrap()]),
+        "tollgate admin tls on https://",
+    );
+    let connector = trusting(&cert.cert.pem());
     let get = |path: &'static str| {
         let connector = connector.clone();
         let admin = admin.clone();

@@ -30,6 +30,10 @@ use serde_json::{json, Map, Value};
 use crate::balancer::embed::{Embedder, EmbeddingsConfig};
 use crate::balancer::semantic::{self, Entry, Index, Metric};
 use crate::balancer::vector_set::VectorSet;
+use crate::config::collect::record_at;
+
+/// The error for a record semantic routing needs and the config leaves out.
+const SEMANTIC_ONLY: &str = "required for balancer.algorithm 'semantic'";
 use crate::balancer::vectordb::{Store, VectordbConfig};
 use crate::config::plugins::TargetConfig;
 use crate::config::vault::VaultTable;
@@ -92,8 +96,9 @@ pub fn compile(
     warnings: &mut FieldErrors,
 ) -> Option<SemanticRouter> {
     let before = errors.len();
-    let embeddings = typed::<EmbeddingsConfig>("config.embeddings", embeddings, errors);
-    let vectordb = typed::<VectordbConfig>("config.vectordb", vectordb, errors);
+    let embeddings =
+        record_at::<EmbeddingsConfig>("config.embeddings", embeddings, SEMANTIC_ONLY, errors);
+    let vectordb = record_at::<VectordbConfig>("config.vectordb", vectordb, SEMANTIC_ONLY, errors);
     for (i, t) in targets.iter().enumerate() {
         if t.description
             .as_deref()
@@ -196,34 +201,6 @@ fn texts_of(
         }
     }
     out
-}
-
-/// `value` (present and not null) typed as `T`; a missing record is an error at `path`.
-fn typed<T: serde::de::DeserializeOwned>(
-    path: &str,
-    value: Option<&Value>,
-    errors: &mut FieldErrors,
-) -> Option<T> {
-    let Some(v) = value.filter(|v| !v.is_null()) else {
-        errors.push((
-            path.to_string(),
-            "required for balancer.algorithm 'semantic'".into(),
-        ));
-        return None;
-    };
-    match serde_path_to_error::deserialize::<_, T>(v) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let field = if inner == "." || inner.is_empty() {
-                path.to_string()
-            } else {
-                format!("{path}.{inner}")
-            };
-            errors.push((field, e.into_inner().to_string()));
-            None
-        }
-    }
 }
 
 impl SemanticRouter {

@@ -373,6 +373,33 @@ fn walk_strings(v: &Value, path: &str, f: &mut dyn FnMut(&str, &str)) {
     }
 }
 
+/// A config record `value` typed as `T`, the first error named by its path under `path`;
+/// a missing (or null) record is the error `missing` at `path`.
+pub fn record_at<T: DeserializeOwned>(
+    path: &str,
+    value: Option<&Value>,
+    missing: &str,
+    errors: &mut Vec<(String, String)>,
+) -> Option<T> {
+    let Some(v) = value.filter(|v| !v.is_null()) else {
+        errors.push((path.to_string(), missing.to_string()));
+        return None;
+    };
+    match serde_path_to_error::deserialize::<_, T>(v) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let inner = e.path().to_string();
+            let field = if inner == "." || inner.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}.{inner}")
+            };
+            errors.push((field, e.into_inner().to_string()));
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {

@@ -8,7 +8,11 @@ use serde_json::Value;
 
 use crate::balancer::embed::{Embedder, EmbeddingsConfig};
 use crate::balancer::vectordb::{self, VectordbConfig};
+use crate::config::collect::record_at;
 use crate::config::vault::VaultTable;
+
+/// Kong's error for a required record left out.
+const MISSING: &str = "required field missing";
 
 type FieldErrors = Vec<(String, String)>;
 
@@ -31,8 +35,14 @@ pub fn compile(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Compiled, FieldErrors> {
     let (mut errors, mut warnings) = (Vec::new(), Vec::new());
-    let embeddings = typed::<EmbeddingsConfig>("config.embeddings", embeddings, &mut errors);
-    let vectordb = typed::<VectordbConfig>("config.vectordb", vectordb, &mut errors);
+    let embeddings = record_at::<EmbeddingsConfig>(
+        "config.embeddings",
+        embeddings.as_ref(),
+        MISSING,
+        &mut errors,
+    );
+    let vectordb =
+        record_at::<VectordbConfig>("config.vectordb", vectordb.as_ref(), MISSING, &mut errors);
     let (Some(embeddings), Some(vectordb)) = (embeddings, vectordb) else {
         return Err(errors);
     };
@@ -70,30 +80,5 @@ pub fn compile(
             warnings,
         }),
         _ => Err(errors),
-    }
-}
-
-/// `value` typed as `T`; a missing record is an error at `path`.
-fn typed<T: serde::de::DeserializeOwned>(
-    path: &str,
-    value: &Option<Value>,
-    errors: &mut FieldErrors,
-) -> Option<T> {
-    let Some(v) = value.as_ref().filter(|v| !v.is_null()) else {
-        errors.push((path.to_string(), "required field missing".into()));
-        return None;
-    };
-    match serde_path_to_error::deserialize::<_, T>(v) {
-        Ok(t) => Some(t),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let field = if inner == "." || inner.is_empty() {
-                path.to_string()
-            } else {
-                format!("{path}.{inner}")
-            };
-            errors.push((field, e.inner().to_string()));
-            None
-        }
     }
 }

@@ -74,8 +74,9 @@ impl Pending {
 
 /// What the cache decided for the request.
 pub(super) enum Decided {
-    /// Answer from the cache.
-    Hit(Box<Hit>, Api),
+    /// Answer from the cache, in the client's API, as a stream or not, with the usage in
+    /// the stream or not.
+    Hit(Box<Hit>, Api, bool, bool),
     /// Go upstream (a miss stores the answer; the log knows).
     Go,
     /// `stop_on_failure`: the cache failed and the request ends here.
@@ -83,10 +84,7 @@ pub(super) enum Decided {
 }
 
 /// Whether the client asked for a stream, and for its usage in it.
-pub(super) fn flags(body: &[u8]) -> (bool, bool) {
-    let Ok(doc) = serde_json::from_slice::<Value>(body) else {
-        return (false, false);
-    };
+fn flags(doc: &Value) -> (bool, bool) {
     let stream = doc.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let usage = doc
         .pointer("/stream_options/include_usage")
@@ -109,7 +107,7 @@ pub(super) async fn decide(
     gw: &crate::gateway::Gateway,
     ai: &AiProxy,
     armed: ArmedCache,
-    (body, client_headers, stream): (&[u8], &HeaderMap, bool),
+    (body, client_headers): (&[u8], &HeaderMap),
     log: &mut Exchange,
     headers: &mut Vec<(HeaderName, HeaderValue)>,
 ) -> Decided {
@@ -121,6 +119,7 @@ pub(super) async fn decide(
         "vector_db": cache.vector_db(),
     });
     let doc: Option<Value> = serde_json::from_slice(body).ok();
+    let (stream, wants_usage) = doc.as_ref().map(flags).unwrap_or((false, false));
     let lookup = match (api_of(ai), &doc) {
         (Some(api), Some(doc)) => {
             let model = doc
@@ -150,7 +149,8 @@ pub(super) async fn decide(
             ));
             headers.push(named("x-cache-ttl", &hit.ttl_left.to_string()));
             headers.push(named("age", &hit.age.to_string()));
-            ("Hit", Decided::Hit(Box::new(hit), api))
+            let hit = Decided::Hit(Box::new(hit), api, stream, wants_usage);
+            ("Hit", hit)
         }
         (Lookup::Miss(ticket, timing), _) => {
             entry["fetch_latency"] = json!(timing.fetch_ms);

@@ -202,8 +202,7 @@ pub async fn handle_request(
         Some(ai) => {
             // ai-semantic-cache: a hit answers here, without the upstream.
             if let Some(armed) = admitted.cache {
-                let (stream, wants_usage) = cached::flags(&up.body);
-                let client = (&up.body[..], &up.headers, stream);
+                let client = (&up.body[..], &up.headers);
                 let cache = armed.cache.clone();
                 ai::open_ai_log(&ai, &up.body, &mut log);
                 // Boxed: inline, the lookup's state would enlarge every request's future.
@@ -223,7 +222,7 @@ pub async fn handle_request(
                         add_headers(&mut resp, extra_headers);
                         return resp;
                     }
-                    cached::Decided::Hit(hit, api) => {
+                    cached::Decided::Hit(hit, api, stream, wants_usage) => {
                         let asked = (&up.body[..], stream, wants_usage);
                         let mut resp = cached::answer(
                             &hit,
