@@ -82,6 +82,9 @@ pub enum GatewayError {
     /// A guardrail refused the prompt (400); the message never quotes what was found.
     #[error("{0}")]
     PromptBlocked(String),
+    /// `ai-semantic-response-guard` refused the answer (403); as vague as Kong's text.
+    #[error("{0}")]
+    ResponseBlocked(String),
     /// An AI transformer plugin's refusal: Kong's status and text, in the body shape
     /// Kong's transformers answer with on every route (`{"error":{"message"}}`).
     #[error("{message}")]
@@ -174,7 +177,7 @@ impl GatewayError {
             GatewayError::UpgradeRefused | GatewayError::WebSocketRequired => {
                 StatusCode::UPGRADE_REQUIRED
             }
-            GatewayError::AclDenied => StatusCode::FORBIDDEN,
+            GatewayError::AclDenied | GatewayError::ResponseBlocked(_) => StatusCode::FORBIDDEN,
             GatewayError::UpstreamInvalid(_) | GatewayError::CloudAuth { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -225,6 +228,7 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
             GatewayError::PromptOverQuota(_) => "prompt_exceeds_quota",
             GatewayError::PromptBlocked(_) => "prompt_blocked",
+            GatewayError::ResponseBlocked(_) => "response_blocked",
             GatewayError::AiTransformer { .. } => "ai_transformer_failed",
             GatewayError::CacheFailed(_) => "cache_failed",
             GatewayError::Internal(_) => "internal_error",

@@ -822,3 +822,231 @@ async fn route_test_shows_targets_and_distances() {
     );
     assert!(text.contains("→ CATCHALL openai/gpt-other"), "{text}");
 }
+
+const RESPONSE_GUARD: &str = r#"
+_format_version: "3.0"
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: deny
+        paths: ["/deny"]
+        plugins:
+          - name: file-log
+            config: {path: "{DIR}/guard.log"}
+          - name: ai-semantic-response-guard
+            config:
+              rules: {deny_responses: ["Cooking recipes and baking food in the kitchen"]}
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "{MOCK}/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: allow
+        paths: ["/allow"]
+        plugins:
+          - name: ai-semantic-response-guard
+            config:
+              rules: {allow_responses: ["Programming questions about code and software"]}
+              search: {threshold: 0.8}
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "{MOCK}/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine, strategy: redis, redis: {host: 127.0.0.1, port: 6379}}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/responses
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/responses"}}
+      - name: small
+        paths: ["/small"]
+        plugins:
+          - name: ai-semantic-response-guard
+            config:
+              rules: {deny_responses: ["anything about money"], max_response_body_size: 64}
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "{MOCK}/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+      - name: blind
+        paths: ["/blind"]
+        plugins:
+          - name: ai-semantic-response-guard
+            config:
+              rules: {deny_responses: ["anything about money"]}
+              embeddings:
+                model: {provider: openai, name: text-embedding-3-small, options: {upstream_url: "http://127.0.0.1:9/v1/embeddings"}}
+              vectordb: {dimensions: 64, distance_metric: cosine}
+          - name: ai-proxy
+            config:
+              route_type: llm/v1/chat
+              model: {provider: openai, name: gpt-4o, options: {upstream_url: "{MOCK}/v1/chat/completions"}}
+"#;
+
+/// What the mock was asked to stream on its last chat or Responses call.
+fn last_upstream_stream(h: &Harness) -> Option<bool> {
+    let r = h.mock.requests();
+    let last = r
+        .iter()
+        .rev()
+        .find(|r| r.path.ends_with("/chat/completions") || r.path.ends_with("/responses"))?;
+    let body: Value = serde_json::from_slice(&last.body).ok()?;
+    Some(body["stream"].as_bool().unwrap_or(false))
+}
+
+#[tokio::test]
+async fn the_semantic_response_guard_holds_answers_until_checked() {
+    let h = Harness::start(RESPONSE_GUARD).await;
+    let reply = |text: &str| format!("Tell me something [mock:reply={text}]");
+    // Buffered: an answer near the deny rule is refused with Kong's vague text, as a 403.
+    let r = asked(
+        &h,
+        "/deny",
+        &reply("Bake the bread in the kitchen: this recipe needs flour"),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["message"], "bad response");
+    assert_eq!(r.json()["error"]["code"], "response_blocked");
+    assert!(
+        !r.text().contains("recipe"),
+        "the refusal never quotes the answer"
+    );
+    let r = asked(&h, "/deny", &reply("Use a for loop in your Python code")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(content(&r), "Use a for loop in your Python code");
+
+    // Streamed: the upstream is asked for the whole answer; the client still gets a stream
+    // (with the usage chunk it asked for), or the refusal before any byte of it.
+    let streamed = |text: &str| {
+        json!({"messages": [{"role": "user", "content": reply(text)}], "stream": true,
+               "stream_options": {"include_usage": true}})
+    };
+    let r = post_json(
+        &h.url("/deny"),
+        &streamed("Explain Rust code and its compiler"),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(last_upstream_stream(&h), Some(false));
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/event-stream"));
+    assert_eq!(streamed_text(&r), "Explain Rust code and its compiler");
+    let data = sse_data(&r.text());
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"));
+    let usage: Value = serde_json::from_str(&data[data.len() - 2]).unwrap();
+    assert!(
+        usage["usage"]["total_tokens"].as_u64().unwrap() > 0,
+        "{usage}"
+    );
+    let r = post_json(&h.url("/deny"), &streamed("Cook the soup with this recipe")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert!(r
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/json"));
+    let log = h.wait_log("guard.log", 4).await;
+    let status: Vec<&Value> = log.iter().map(|l| &l["response"]["status"]).collect();
+    assert_eq!(status, [403, 200, 200, 403]);
+
+    // Responses API with an allow rule (rules in Redis): on topic passes, as JSON and as
+    // the Responses event stream; off topic is refused.
+    let responses = |text: &str, stream: bool| json!({"model": "gpt-4o", "input": reply(text), "stream": stream});
+    let r = post_json(
+        &h.url("/allow"),
+        &responses("Your code needs a software update", false),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json()["output"][0]["content"][0]["text"],
+        "Your code needs a software update"
+    );
+    let r = post_json(
+        &h.url("/allow"),
+        &responses("Your code needs a software update", true),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events: Vec<Value> = sse_data(&r.text())
+        .iter()
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    assert_eq!(events[0]["type"], "response.created");
+    let done = events.last().unwrap();
+    assert_eq!(done["type"], "response.completed", "{done}");
+    assert_eq!(
+        done["response"]["output"][0]["content"][0]["text"],
+        "Your code needs a software update"
+    );
+    let r = post_json(
+        &h.url("/allow"),
+        &responses("Paris is the capital of France", false),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    // What the guard cannot check is refused (Kong fails closed): an answer over
+    // `max_response_body_size`, an embeddings provider that is down.
+    let r = asked(
+        &h,
+        "/small",
+        &reply("A short answer that still makes a body of more than 64 bytes"),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = asked(&h, "/blind", &reply("hello")).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    // Upstream errors pass as they are (there is no answer to check).
+    let r = asked(&h, "/deny", "[mock:status=429] slow down").await;
+    assert_eq!(r.status, 429, "{}", r.text());
+}
+
+/// A route whose ai-proxy would never give the guard a whole OpenAI answer is refused at
+/// load, naming the plugin.
+#[test]
+fn the_response_guard_refuses_routes_it_cannot_check() {
+    let doc = |ai_extra: &str| {
+        format!(
+            r#"
+_format_version: "3.0"
+services:
+  - name: llm
+    url: http://unused.invalid
+    routes:
+      - name: r
+        paths: ["/r"]
+        plugins:
+          - name: ai-semantic-response-guard
+            config:
+              rules: {{deny_responses: ["x"]}}
+              embeddings: {{model: {{provider: openai, name: e, options: {{upstream_url: "http://127.0.0.1:1/v1/embeddings"}}}}}}
+              vectordb: {{dimensions: 8, distance_metric: cosine}}
+          - name: ai-proxy
+            config: {{route_type: llm/v1/chat, {ai_extra} model: {{provider: openai, name: m}}}}
+"#
+        )
+    };
+    let load = |text: &str| {
+        let env = |_: &str| None;
+        let raw = tollgate::config::parse_document(text, &env).unwrap();
+        tollgate::gateway::Snapshot::compile(raw, &env)
+            .err()
+            .map(|e| e.0.iter().map(|i| i.to_string()).collect::<Vec<_>>())
+    };
+    assert_eq!(load(&doc("")), None);
+    for (extra, why) in [
+        ("response_streaming: always,", "response_streaming: always"),
+        ("llm_format: anthropic,", "llm_format anthropic"),
+    ] {
+        let e = load(&doc(extra)).expect("refused");
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("services[0].routes[0].plugins[0]: ai-semantic-response-guard checks whole OpenAI-format answers, but its ai-proxy has "), "{e:?}");
+        assert!(e[0].contains(why), "{e:?}");
+    }
+}

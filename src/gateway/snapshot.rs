@@ -1022,6 +1022,7 @@ impl Snapshot {
             route.chain = resolve_chain(&plugins, Some(ri), route.service, None, &[]);
             let name = route.name.as_deref().unwrap_or(&route.id);
             unsupported.extend(response_transformer_on_ai(&plugins, &route.chain, name));
+            unsupported.extend(response_guard_on_ai(&plugins, &route.chain, name));
             route.logs = has(&route.chain, Plugin::logs);
             route.transforms = has(&route.chain, |p| matches!(p, Plugin::RequestTransformer(_)));
             route.quotas = has(&route.chain, |p| {
@@ -1236,6 +1237,45 @@ fn response_transformer_on_ai(
                  ai-proxy (route '{route}'); use it on routes to a service"
             ),
         })
+}
+
+/// ai-semantic-response-guard reads the whole OpenAI-format answer: a route whose ai-proxy
+/// speaks another format to its clients, or always streams, would never give it one.
+fn response_guard_on_ai(
+    plugins: &[PluginInstance],
+    chain: &[usize],
+    route: &str,
+) -> Option<ConfigIssue> {
+    let plugin = |i: &usize| plugins.get(*i);
+    let guard = chain
+        .iter()
+        .filter_map(plugin)
+        .find(|p| matches!(p.plugin, Plugin::SemanticResponseGuard(_)))?;
+    let ai = chain
+        .iter()
+        .filter_map(plugin)
+        .find_map(|p| match &p.plugin {
+            Plugin::AiProxy(a) => Some(a),
+            _ => None,
+        })?;
+    let why = if ai.llm_format != crate::config::plugins::LlmFormat::Openai {
+        let name = serde_json::to_value(ai.llm_format).unwrap_or_default();
+        format!(
+            "its ai-proxy has llm_format {}",
+            name.as_str().unwrap_or("?")
+        )
+    } else if ai.streaming == crate::config::plugins::StreamingMode::Always {
+        "its ai-proxy has response_streaming: always".to_string()
+    } else {
+        return None;
+    };
+    Some(ConfigIssue {
+        path: guard.path.clone(),
+        message: format!(
+            "ai-semantic-response-guard checks whole OpenAI-format answers, but {why} \
+             (route '{route}')"
+        ),
+    })
 }
 
 /// Kong's precedence without consumers: route+service > route > service > global.

@@ -20,6 +20,7 @@ pub mod messages;
 pub mod multipart;
 pub mod ollama;
 pub mod openai;
+pub mod replay;
 pub mod responses;
 pub mod sigv4;
 pub mod sse;

@@ -2,31 +2,19 @@
 //! with the allow and deny rules (embedded once per configuration): a prompt near a deny rule
 //! is refused; when allow rules exist, a prompt near none of them is refused. Deny wins. The
 //! refusal is Kong's deliberately vague 400 `bad request`; an embeddings or store failure is
-//! refused the same way (Kong fails closed).
-//!
-//! Near means: within `vectordb.threshold` (a distance, as in Kong's code) when it is given;
-//! otherwise a cosine similarity of at least `search.threshold` (Kong's documented score,
-//! default 0.5), i.e. the distance that similarity gives under the configured metric.
+//! refused the same way (Kong fails closed). The matching itself is
+//! [`super::semantic_rules`], shared with `ai-semantic-response-guard`.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::balancer::embed::Embedder;
-use crate::balancer::semantic::Metric;
-use crate::balancer::vector_set::VectorSet;
-use crate::balancer::vectordb;
+use super::semantic_rules::{Refusal, RuleSet, RuleSource};
 use crate::config::plugins::nullable;
 use crate::config::vault::VaultTable;
 use crate::net::upstream::Upstreams;
 use crate::plugins::ai_prompt_decorator::LlmFormat;
 
 type FieldErrors = Vec<(String, String)>;
-
-/// Kong's limits on the rule lists.
-const MAX_RULES: usize = 100;
-const MAX_RULE_CHARS: usize = 500;
-/// Kong's `search.threshold` default (a similarity).
-const DEFAULT_SIMILARITY: f64 = 0.5;
 
 /// `config.rules`.
 #[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
@@ -86,42 +74,11 @@ impl AiSemanticPromptGuardConfig {
             }
         }
         let r = &self.rules;
-        if r.allow_prompts.is_empty() && r.deny_prompts.is_empty() {
-            errs.push((
-                "config".into(),
-                "at least one of these fields must be non-empty: 'config.rules.allow_prompts', 'config.rules.deny_prompts'".into(),
-            ));
-        }
-        for (field, list) in [
+        errs.extend(super::semantic_rules::check_lists(
             ("allow_prompts", &r.allow_prompts),
             ("deny_prompts", &r.deny_prompts),
-        ] {
-            if list.len() > MAX_RULES {
-                errs.push((
-                    format!("rules.{field}"),
-                    format!("length must be at most {MAX_RULES}"),
-                ));
-            }
-            for (i, p) in list.iter().enumerate() {
-                let n = p.chars().count();
-                if n == 0 || n > MAX_RULE_CHARS {
-                    errs.push((
-                        format!("rules.{field}[{i}]"),
-                        format!("length must be between 1 and {MAX_RULE_CHARS}"),
-                    ));
-                }
-            }
-        }
-        if self
-            .search
-            .threshold
-            .is_some_and(|t| !(0.0..=1.0).contains(&t))
-        {
-            errs.push((
-                "search.threshold".into(),
-                "value should be between 0 and 1".into(),
-            ));
-        }
+            self.search.threshold,
+        ));
         if self.llm_format != LlmFormat::Openai {
             errs.push((
                 "llm_format".into(),
@@ -136,28 +93,7 @@ impl AiSemanticPromptGuardConfig {
 #[derive(Debug)]
 pub struct SemanticPromptGuard {
     pub config: AiSemanticPromptGuardConfig,
-    embedder: Embedder,
-    store: vectordb::Store,
-    metric: Metric,
-    /// Largest distance at which a prompt matches a rule.
-    max_distance: f64,
-    dimensions: u64,
-    /// The allow rules, then the deny rules.
-    rules: VectorSet,
-    allow: usize,
-}
-
-/// Why a prompt was refused (for the log; the client only reads `bad request`).
-#[derive(Debug, PartialEq)]
-pub enum Refusal {
-    /// Near a deny rule (its index and the distance).
-    Denied(usize, f64),
-    /// Allow rules exist and none is near.
-    NotAllowed,
-    /// No text to check (not a chat, completions or Responses body, or non-text content).
-    NoText,
-    /// The embeddings provider or the store failed.
-    Failed(String),
+    rules: RuleSet,
 }
 
 impl SemanticPromptGuard {
@@ -168,38 +104,17 @@ impl SemanticPromptGuard {
         vaults: &VaultTable,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(SemanticPromptGuard, FieldErrors), FieldErrors> {
-        let super::semantic_records::Compiled {
-            embedder,
-            store,
-            vectordb,
-            warnings,
-        } = super::semantic_records::compile(&config.embeddings, &config.vectordb, vaults, env)?;
-        let metric = vectordb.distance_metric;
-        let similarity = config.search.threshold.unwrap_or(DEFAULT_SIMILARITY);
-        let max_distance = vectordb.threshold.unwrap_or(match metric {
-            Metric::Cosine => 1.0 - similarity,
-            // Unit vectors: |a − b|² = 2 (1 − cos).
-            Metric::Euclidean => (2.0 * (1.0 - similarity)).sqrt(),
-        });
-        let allow = config.rules.allow_prompts.len();
-        let texts = config
-            .rules
-            .allow_prompts
-            .iter()
-            .chain(&config.rules.deny_prompts)
-            .cloned()
-            .collect();
-        let guard = SemanticPromptGuard {
-            rules: VectorSet::new(id, "semantic prompt guard", texts, vectordb.dimensions),
-            embedder,
-            store,
-            metric,
-            max_distance,
-            dimensions: vectordb.dimensions,
-            allow,
-            config,
+        let src = RuleSource {
+            id,
+            kind: "semantic prompt guard",
+            allow: &config.rules.allow_prompts,
+            deny: &config.rules.deny_prompts,
+            similarity: config.search.threshold,
+            embeddings: &config.embeddings,
+            vectordb: &config.vectordb,
         };
-        Ok((guard, warnings))
+        let (rules, warnings) = RuleSet::compile(src, vaults, env)?;
+        Ok((SemanticPromptGuard { config, rules }, warnings))
     }
 
     /// The body size limit (Kong's top-level field, else its deprecated rules one).
@@ -222,41 +137,7 @@ impl SemanticPromptGuard {
 
     /// Checks a prompt's text: Ok with what it matched (for the log), or why it is refused.
     pub async fn check(&self, upstreams: &Upstreams, text: &str) -> Result<Value, Refusal> {
-        let rules = self
-            .rules
-            .vectors(&self.embedder, &self.store, upstreams)
-            .await
-            .map_err(Refusal::Failed)?;
-        let v = self
-            .embedder
-            .embed_one(upstreams, text)
-            .await
-            .map_err(Refusal::Failed)?;
-        if v.len() as u64 != self.dimensions {
-            let e = crate::balancer::vector_set::wrong_dimensions(
-                &self.embedder,
-                v.len(),
-                self.dimensions,
-            );
-            return Err(Refusal::Failed(e));
-        }
-        let nearest = |range: std::ops::Range<usize>| {
-            range
-                .filter_map(|i| Some((i, self.metric.distance(&rules[i], &v)?)))
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-        };
-        if let Some((i, d)) =
-            nearest(self.allow..rules.len()).filter(|(_, d)| *d <= self.max_distance)
-        {
-            return Err(Refusal::Denied(i - self.allow, d));
-        }
-        if self.allow == 0 {
-            return Ok(json!({"outcome": "allowed"}));
-        }
-        match nearest(0..self.allow).filter(|(_, d)| *d <= self.max_distance) {
-            Some((i, d)) => Ok(json!({"outcome": "allowed", "allow_rule": i, "distance": d})),
-            None => Err(Refusal::NotAllowed),
-        }
+        self.rules.check(upstreams, text).await
     }
 }
 
@@ -264,6 +145,7 @@ impl SemanticPromptGuard {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn config_errors_name_fields() {

@@ -11,6 +11,7 @@ pub mod ai_sanitizer;
 pub mod ai_sanitizer_filter;
 pub mod ai_semantic_cache;
 pub mod ai_semantic_prompt_guard;
+pub mod ai_semantic_response_guard;
 pub mod ai_transformer;
 pub mod key_auth;
 pub mod phases;
@@ -19,6 +20,7 @@ pub mod rate_limiting;
 pub mod registry;
 pub mod request_transformer;
 pub mod semantic_records;
+pub mod semantic_rules;
 pub mod template;
 
 use std::sync::Arc;
@@ -56,6 +58,8 @@ pub enum Plugin {
     SemanticCache(Arc<ai_semantic_cache::SemanticCache>),
     /// `ai-semantic-prompt-guard`: prompts compared with allow/deny rules by meaning.
     SemanticPromptGuard(Arc<ai_semantic_prompt_guard::SemanticPromptGuard>),
+    /// `ai-semantic-response-guard`: whole answers compared with allow/deny rules.
+    SemanticResponseGuard(Arc<ai_semantic_response_guard::SemanticResponseGuard>),
 }
 
 /// What putting an instance in service said: warnings, or the errors that refuse it
@@ -121,6 +125,7 @@ impl Plugin {
             Plugin::AiResponseTransformer(t) => phases::arm_response_transformer(t, cx),
             Plugin::SemanticCache(c) => phases::arm_cache(c, cx),
             Plugin::SemanticPromptGuard(g) => phases::semantic_guard(g, cx).await,
+            Plugin::SemanticResponseGuard(g) => phases::arm_response_guard(g, cx),
             // ai-proxy answers once the access phase is over (`proxy::ai`); the rest act in
             // the rewrite and log phases.
             Plugin::AiProxy(_)
@@ -171,7 +176,8 @@ impl Plugin {
             | Plugin::AiRequestTransformer(_)
             | Plugin::AiResponseTransformer(_)
             | Plugin::SemanticCache(_)
-            | Plugin::SemanticPromptGuard(_) => {}
+            | Plugin::SemanticPromptGuard(_)
+            | Plugin::SemanticResponseGuard(_) => {}
         }
     }
 

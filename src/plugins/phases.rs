@@ -78,6 +78,8 @@ pub struct Access<'a> {
     /// Out: `ai-semantic-cache`, looked up once the body is final, with the request's
     /// partition.
     pub cache: Option<ArmedCache>,
+    /// Out: `ai-semantic-response-guard`, to check the whole answer before it is released.
+    pub response_guard: Option<ArmedGuard>,
     /// The JSON body the prompt plugins share, parsed once (see [`Access::open_prompt`]).
     prompt: Option<Prompt>,
     /// The body as quotas read it (parsed once, before the prompt plugins change it).
@@ -128,6 +130,7 @@ impl<'a> Access<'a> {
             upstreams,
             respond: None,
             cache: None,
+            response_guard: None,
             prompt: None,
             quota_doc: None,
         }
@@ -183,6 +186,32 @@ impl<'a> Access<'a> {
         };
         let bytes = serde_json::to_vec(&p.doc)
             .map_err(|e| GatewayError::Internal(format!("prompt plugins: {e}")))?;
+        self.up.body = Bytes::from(bytes);
+        if self.up.headers.contains_key(header::CONTENT_LENGTH) {
+            self.up.headers.insert(
+                header::CONTENT_LENGTH,
+                HeaderValue::from(self.up.body.len()),
+            );
+        }
+        Ok(())
+    }
+
+    /// Edits the JSON body (`edit` says whether it changed it): the prompt plugins' shared
+    /// document when it is open, else the body itself. A body that is not a JSON object is
+    /// left for ai-proxy to refuse.
+    fn edit_body(&mut self, edit: impl FnOnce(&mut Value) -> bool) -> Result<(), GatewayError> {
+        if let Some(p) = self.prompt.as_mut() {
+            p.changed |= edit(&mut p.doc);
+            return Ok(());
+        }
+        let Ok(mut doc) = serde_json::from_slice::<Value>(&self.up.body) else {
+            return Ok(());
+        };
+        if !doc.is_object() || !edit(&mut doc) {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&doc)
+            .map_err(|e| GatewayError::Internal(format!("body rewrite: {e}")))?;
         self.up.body = Bytes::from(bytes);
         if self.up.headers.contains_key(header::CONTENT_LENGTH) {
             self.up.headers.insert(
@@ -591,7 +620,7 @@ pub(super) async fn semantic_guard(
     g: &super::ai_semantic_prompt_guard::SemanticPromptGuard,
     cx: &mut Access<'_>,
 ) -> Result<(), GatewayError> {
-    use super::ai_semantic_prompt_guard::Refusal;
+    use super::semantic_rules::Refusal;
     let text = g.text(&cx.prompt()?.doc);
     let refusal = match text {
         None => Refusal::NoText,
@@ -770,6 +799,57 @@ pub(super) fn arm_cache(
     cx.cache = Some(ArmedCache {
         cache: Arc::clone(c),
         partition,
+    });
+    Ok(())
+}
+
+/// An `ai-semantic-response-guard` instance armed for one request, with what the client
+/// asked of the answer before the guard turned streaming off.
+#[derive(Debug, Clone)]
+pub struct ArmedGuard {
+    pub guard: Arc<crate::plugins::ai_semantic_response_guard::SemanticResponseGuard>,
+    /// The client asked for a stream: the checked answer is replayed as one.
+    pub stream: bool,
+    /// …with the usage chunk (`stream_options.include_usage`).
+    pub include_usage: bool,
+}
+
+/// ai-semantic-response-guard (775): on a chat, completions or Responses route, streaming
+/// is turned off upstream (as Kong does) so the whole answer can be checked before the
+/// client sees any of it; the answer phase checks it (`proxy::guarded`). A stream ai-proxy
+/// denies is left for ai-proxy to refuse.
+pub(super) fn arm_response_guard(
+    g: &Arc<crate::plugins::ai_semantic_response_guard::SemanticResponseGuard>,
+    cx: &mut Access<'_>,
+) -> Result<(), GatewayError> {
+    let Some(ai) = cx.ai.as_deref() else {
+        return Ok(());
+    };
+    let route_type = ai.targets.first().map(|t| t.route_type);
+    if !route_type.is_some_and(crate::plugins::ai_semantic_response_guard::guards) {
+        return Ok(());
+    }
+    let denied = ai.streaming == crate::config::plugins::StreamingMode::Deny;
+    let (mut stream, mut include_usage) = (false, false);
+    cx.edit_body(|doc| {
+        stream = doc.get("stream").and_then(Value::as_bool) == Some(true);
+        include_usage = doc
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        if !stream || denied {
+            return false;
+        }
+        if let Some(o) = doc.as_object_mut() {
+            o.insert("stream".into(), Value::Bool(false));
+            o.remove("stream_options");
+        }
+        true
+    })?;
+    cx.response_guard = Some(ArmedGuard {
+        guard: Arc::clone(g),
+        stream: stream && !denied,
+        include_usage,
     });
     Ok(())
 }

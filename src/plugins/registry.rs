@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::ai_proxy::AiProxy;
 use super::ai_semantic_cache::{AiSemanticCacheConfig, SemanticCache};
 use super::ai_semantic_prompt_guard::{AiSemanticPromptGuardConfig, SemanticPromptGuard};
+use super::ai_semantic_response_guard::{AiSemanticResponseGuardConfig, SemanticResponseGuard};
 use super::ai_transformer::{AiRequestTransformerConfig, AiResponseTransformerConfig, Transformer};
 use super::request_transformer::RequestTransformerConfig;
 use super::Plugin;
@@ -20,7 +21,7 @@ use crate::observe::file_log::FileLogConfig;
 
 /// Every plugin this gateway serves, by Kong name, with Kong's static PRIORITY (a route's
 /// plugins run highest first; ties in config order): the one place either is written.
-pub const KONG_PLUGINS: [(&str, i32); 19] = [
+pub const KONG_PLUGINS: [(&str, i32); 20] = [
     ("ai-proxy", 770),
     // Before the prompt plugins and ai-proxy, so they see the rewritten body.
     ("ai-request-transformer", 777),
@@ -45,6 +46,9 @@ pub const KONG_PLUGINS: [(&str, i32); 19] = [
     ("ai-semantic-cache", 765),
     // Before the prompt template, decorator and guards, as in Kong.
     ("ai-semantic-prompt-guard", 775),
+    // Kong does not publish it: next to its prompt twin, so it turns streaming off before
+    // the cache and ai-proxy read the body.
+    ("ai-semantic-response-guard", 775),
 ];
 
 /// Kong's PRIORITY of the plugin named `name` (0 for one this gateway does not serve).
@@ -77,6 +81,7 @@ pub enum PluginConfig {
     AiResponseTransformer(Box<AiResponseTransformerConfig>),
     SemanticCache(Box<AiSemanticCacheConfig>),
     SemanticPromptGuard(Box<AiSemanticPromptGuardConfig>),
+    SemanticResponseGuard(Box<AiSemanticResponseGuardConfig>),
 }
 
 /// Kong plugins Tollgate knows by name but does not implement yet (a clearer error than "unknown").
@@ -193,6 +198,11 @@ fn parse_unhinted(name: &str, config: Option<&Value>) -> Result<PluginConfig, Ve
                 PluginConfig::SemanticPromptGuard(Box::new(c))
             })
         }
+        "ai-semantic-response-guard" => {
+            validated(config, AiSemanticResponseGuardConfig::validate, |c| {
+                PluginConfig::SemanticResponseGuard(Box::new(c))
+            })
+        }
         n if KNOWN_UNIMPLEMENTED.contains(&n) => Err(vec![(
             "name".into(),
             format!("plugin '{n}' is not supported by tollgate yet"),
@@ -298,6 +308,7 @@ pub fn config_schema(name: &str) -> Option<schemars::Schema> {
         "ai-response-transformer" => schema_for!(AiResponseTransformerConfig),
         "ai-semantic-cache" => schema_for!(AiSemanticCacheConfig),
         "ai-semantic-prompt-guard" => schema_for!(AiSemanticPromptGuardConfig),
+        "ai-semantic-response-guard" => schema_for!(AiSemanticResponseGuardConfig),
         _ => return None,
     })
 }
@@ -324,6 +335,7 @@ pub fn to_json(c: &PluginConfig) -> Value {
         PluginConfig::AiResponseTransformer(c) => serde_json::to_value(c),
         PluginConfig::SemanticCache(c) => serde_json::to_value(c),
         PluginConfig::SemanticPromptGuard(c) => serde_json::to_value(c),
+        PluginConfig::SemanticResponseGuard(c) => serde_json::to_value(c),
     };
     v.unwrap_or(Value::Null)
 }
@@ -422,6 +434,14 @@ pub fn compile(
                 SemanticPromptGuard::compile(id, *c, vaults, env).map_err(issues)?;
             Ok((
                 Plugin::SemanticPromptGuard(Arc::new(guard)),
+                issues(warnings),
+            ))
+        }
+        PluginConfig::SemanticResponseGuard(c) => {
+            let (guard, warnings) =
+                SemanticResponseGuard::compile(id, *c, vaults, env).map_err(issues)?;
+            Ok((
+                Plugin::SemanticResponseGuard(Arc::new(guard)),
                 issues(warnings),
             ))
         }

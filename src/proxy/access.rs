@@ -46,6 +46,8 @@ pub struct Admitted {
     pub respond: Option<Arc<Transformer>>,
     /// `ai-semantic-cache`, armed for this request.
     pub cache: Option<crate::plugins::phases::ArmedCache>,
+    /// `ai-semantic-response-guard`, armed for this request.
+    pub guard: Option<crate::plugins::phases::ArmedGuard>,
 }
 
 /// Why the access phase ended the request: the error, and the headers plugins had set.
@@ -92,6 +94,7 @@ pub async fn run(
         filter: cx.filter.take(),
         respond: cx.respond.take(),
         cache: cx.cache.take(),
+        guard: cx.response_guard.take(),
     })
 }
 

@@ -72,8 +72,46 @@ impl Pending {
     }
 }
 
+/// The cache's part of the upstream phase: a hit (or, with `stop_on_failure`, a failed
+/// lookup) is the answer; otherwise the request goes upstream with its log record.
+// Built once per cached request and moved once; boxing would add an allocation.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Served {
+    Answer(Response<ProxyBody>),
+    Upstream(Exchange),
+}
+
+/// Looks the request up and answers a hit; `headers` gets the cache's headers.
+pub(super) async fn serve(
+    gw: &crate::gateway::Gateway,
+    ai: &Arc<AiProxy>,
+    armed: ArmedCache,
+    (body, client_headers): (&[u8], &HeaderMap),
+    mut log: Exchange,
+    headers: &mut Vec<(HeaderName, HeaderValue)>,
+    snap: &Arc<Snapshot>,
+) -> Served {
+    let cache = armed.cache.clone();
+    super::ai::open_ai_log(ai, body, &mut log);
+    match decide(gw, ai, armed, (body, client_headers), &mut log, headers).await {
+        Decided::Go => Served::Upstream(log),
+        Decided::Fail(e) => Served::Answer(super::answer::kong_error(
+            e,
+            ai.error_shape(),
+            log,
+            snap.clone(),
+        )),
+        Decided::Hit(hit, api, stream, wants_usage) => {
+            let asked = (body, stream, wants_usage);
+            let cache = Some(&*cache);
+            let resp = answer(&hit, api, asked, ai, cache, log, snap.clone());
+            Served::Answer(resp)
+        }
+    }
+}
+
 /// What the cache decided for the request.
-pub(super) enum Decided {
+enum Decided {
     /// Answer from the cache, in the client's API, as a stream or not, with the usage in
     /// the stream or not.
     Hit(Box<Hit>, Api, bool, bool),
@@ -103,7 +141,7 @@ fn api_of(ai: &AiProxy) -> Option<Api> {
 }
 
 /// Looks the request up; `headers` gets `X-Cache-Status` (and the hit's key, TTL and age).
-pub(super) async fn decide(
+async fn decide(
     gw: &crate::gateway::Gateway,
     ai: &AiProxy,
     armed: ArmedCache,
@@ -197,14 +235,12 @@ fn named(name: &'static str, value: &str) -> (HeaderName, HeaderValue) {
 
 /// The answer of a hit, in the client's form; the log records no usage (or the cached one
 /// with `charge_cached_tokens`) and what the hit saved.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn answer(
+fn answer(
     hit: &Hit,
     api: Api,
     (body, stream, wants_usage): (&[u8], bool, bool),
     ai: &AiProxy,
     cache: Option<&SemanticCache>,
-    headers: Vec<(HeaderName, HeaderValue)>,
     mut log: Exchange,
     snap: Arc<Snapshot>,
 ) -> Response<ProxyBody> {
@@ -260,8 +296,5 @@ pub(super) fn answer(
     let mut h = HeaderMap::new();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-    for (k, v) in headers {
-        h.append(k, v);
-    }
     buffered_response(StatusCode::OK, h, Bytes::from(bytes), log, snap, None, None)
 }

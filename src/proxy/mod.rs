@@ -8,6 +8,7 @@ mod answer;
 pub mod body;
 pub mod cached;
 pub mod exchange;
+mod guarded;
 pub mod headers;
 mod plain;
 pub mod realtime;
@@ -198,65 +199,52 @@ pub async fn handle_request(
     // for the life of each connection, so the large upstream part is allocated only while
     // it runs; built right here so it is moved as little as possible.
     let raw_query = parts.uri.query();
+    let guard = admitted.guard;
+    let ids = (&request_id[..], log.started);
     let mut resp = match admitted.ai {
         Some(ai) => {
+            // ai-semantic-response-guard reads ai-proxy's route after the upstream phase.
+            let guarded = guard.map(|g| (g, ai.clone()));
             // ai-semantic-cache: a hit answers here, without the upstream.
-            if let Some(armed) = admitted.cache {
-                let client = (&up.body[..], &up.headers);
-                let cache = armed.cache.clone();
-                ai::open_ai_log(&ai, &up.body, &mut log);
-                // Boxed: inline, the lookup's state would enlarge every request's future.
-                let decided = Box::pin(cached::decide(
-                    &gw,
-                    &ai,
-                    armed,
-                    client,
-                    &mut log,
-                    &mut extra_headers,
-                ))
-                .await;
-                match decided {
-                    cached::Decided::Go => {}
-                    cached::Decided::Fail(e) => {
-                        let mut resp = kong_error(e, ai.error_shape(), log, snap.clone());
-                        add_headers(&mut resp, extra_headers);
-                        return resp;
-                    }
-                    cached::Decided::Hit(hit, api, stream, wants_usage) => {
-                        let asked = (&up.body[..], stream, wants_usage);
-                        let mut resp = cached::answer(
-                            &hit,
-                            api,
-                            asked,
-                            &ai,
-                            Some(&cache),
-                            Vec::new(),
-                            log,
-                            snap.clone(),
-                        );
-                        add_headers(&mut resp, extra_headers);
-                        return resp;
-                    }
+            let served = match admitted.cache {
+                Some(armed) => {
+                    let client = (&up.body[..], &up.headers);
+                    let eh = &mut extra_headers;
+                    // Boxed: inline, the lookup's state would enlarge every request's future.
+                    Box::pin(cached::serve(&gw, &ai, armed, client, log, eh, &snap)).await
                 }
-            }
-            let ctx = AiCtx {
-                gw: &gw,
-                trust: service.and_then(|s| s.tls.as_ref()),
-                timeouts: ai.timeouts(
-                    service.map(|s| [s.connect_timeout, s.write_timeout, s.read_timeout]),
-                ),
-                ai,
-                up: &up,
-                raw_query,
-                sources: &sources,
-                forwarded: &forwarded,
-                is_debug: sources.headers.contains_key("kong-debug"),
-                matched: m.path.get(..m.matched_len).unwrap_or(""),
-                upload: upload.as_ref(),
-                suffix: m.path.get(m.matched_len..).unwrap_or(""),
-                filter: admitted.filter,
+                None => cached::Served::Upstream(log),
             };
-            Box::pin(proxy_ai(ctx, log, snap.clone())).await
+            let resp = match served {
+                cached::Served::Answer(resp) => resp,
+                cached::Served::Upstream(log) => {
+                    let ctx = AiCtx {
+                        gw: &gw,
+                        trust: service.and_then(|s| s.tls.as_ref()),
+                        timeouts: ai.timeouts(
+                            service.map(|s| [s.connect_timeout, s.write_timeout, s.read_timeout]),
+                        ),
+                        ai,
+                        up: &up,
+                        raw_query,
+                        sources: &sources,
+                        forwarded: &forwarded,
+                        is_debug: sources.headers.contains_key("kong-debug"),
+                        matched: m.path.get(..m.matched_len).unwrap_or(""),
+                        upload: upload.as_ref(),
+                        suffix: m.path.get(m.matched_len..).unwrap_or(""),
+                        filter: admitted.filter,
+                    };
+                    Box::pin(proxy_ai(ctx, log, snap.clone())).await
+                }
+            };
+            match guarded {
+                // Boxed: the embeddings call's state would enlarge every request's future.
+                Some((g, ai)) => {
+                    Box::pin(guarded::screen(&gw, g, &ai, resp, ids, snap.clone())).await
+                }
+                None => resp,
+            }
         }
         None => match service {
             Some(s) if s.enabled => {

@@ -307,6 +307,23 @@ impl ProxyBody {
         }
     }
 
+    /// A complete body's bytes, taken out with its log phase to be checked before the
+    /// client gets them (None: the body is a stream, left as it is).
+    pub fn take_full(&mut self) -> Option<(Bytes, Option<Box<Finish>>)> {
+        match &mut self.kind {
+            Kind::Full(b) => {
+                let bytes = b.take()?;
+                Some((bytes, self.finish.take()))
+            }
+            Kind::Upstream(_) => None,
+        }
+    }
+
+    /// The log phase, taken out (the body then ends without it).
+    pub fn take_finish(&mut self) -> Option<Box<Finish>> {
+        self.finish.take()
+    }
+
     /// Rewrites the streamed body through `f` (`ai-sanitizer`).
     pub fn set_filter(&mut self, f: crate::plugins::ai_sanitizer_filter::SseFilter) {
         if let Kind::Upstream(s) = &mut self.kind {
