@@ -8,7 +8,9 @@
 #             every request goes upstream and stores its answer again: the lookup's work
 #             without the search, the upstream call, the store. The prompt's vector comes from
 #             the embedder's own cache after the first request, so this leaves out the
-#             embeddings provider's latency, which a real miss pays (a network call).
+#             embeddings provider's latency, which a real miss pays (a network call);
+#   - embeddings call: that call alone, loadgen straight to mock-llm's embeddings (a real
+#             miss ≈ miss + this, plus the provider's own time).
 #
 #   bash bench/semantic_cache.sh [SECONDS]     # default 5 s per case
 #
@@ -78,16 +80,21 @@ status() { curl -s -o /dev/null -D - -H 'content-type: application/json' "$@" --
 direct=$(measure /direct)
 hit=$(measure /cached)
 miss=$(measure /cached 'cache-control: no-cache')
-python3 - "$direct" "$hit" "$miss" <<'PY'
+echo '{"model":"text-embedding-3-small","input":"How do I write a loop in Python?","dimensions":64}' >"$TMP/embed.json"
+embed=$("$LOADGEN" --url "http://127.0.0.1:$MP/v1/embeddings" --body-file "$TMP/embed.json" \
+  --connections 1 --duration "$SECS" --warmup 1)
+python3 - "$direct" "$hit" "$miss" "$embed" <<'PY'
 import json, sys
 rows = [("direct (no cache plugin)", json.loads(sys.argv[1])),
         ("cache hit", json.loads(sys.argv[2])),
-        ("cache miss (no-cache refresh)", json.loads(sys.argv[3]))]
+        ("cache miss (no-cache refresh)", json.loads(sys.argv[3])),
+        ("embeddings call alone (mock-llm)", json.loads(sys.argv[4]))]
 print("| case | requests | errors | p50 µs | p99 µs | mean µs |")
 print("|---|---|---|---|---|---|")
 for name, r in rows:
     l = r["latency_us"]
     print(f"| {name} | {r['requests']} | {r['errors']} | {l['p50']} | {l['p99']} | {l['mean']} |")
-d, h, m = (r[1]["latency_us"]["p50"] for r in rows)
-print(f"\nhit vs direct: {h - d:+d} µs at p50; miss vs direct: {m - d:+d} µs at p50")
+d, h, m, e = (r[1]["latency_us"]["p50"] for r in rows)
+print(f"\nhit vs direct: {h - d:+d} µs at p50; miss vs direct: {m - d:+d} µs at p50 "
+      f"({m + e - d:+d} µs with the embeddings call a new prompt pays)")
 PY

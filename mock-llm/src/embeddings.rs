@@ -72,7 +72,11 @@ pub(crate) fn embeddings(ctx: &Ctx<'_>) -> Response<MockBody> {
         .iter()
         .enumerate()
         .map(|(index, input)| {
-            let vector = embed(input, dimensions);
+            let vector = if lexical(ctx.model) {
+                embed_words(input, dimensions)
+            } else {
+                embed(input, dimensions)
+            };
             Embedding {
                 object: "embedding",
                 index,
@@ -240,6 +244,64 @@ pub(crate) fn embed(input: &[u8], dimensions: usize) -> Vec<f32> {
     unit(vector).into_iter().map(|v| v as f32).collect()
 }
 
+/// Whether `model` names the lexical model: any model whose name contains `words`
+/// (`mock-words`, say).
+fn lexical(model: &str) -> bool {
+    model.contains("words")
+}
+
+/// Words a lexical model leaves out: they say nothing of a text's subject.
+const STOPWORDS: &[&str] = &[
+    "a", "an", "the", "and", "or", "of", "to", "in", "on", "for", "with", "by", "at", "from", "is",
+    "are", "was", "be", "it", "this", "that", "these", "my", "me", "i", "you", "your", "we", "our",
+    "do", "does", "how", "what", "why", "can", "could", "should", "would", "will", "please",
+    "help", "about", "into", "as", "if", "so", "some", "any", "give", "tell", "show", "make",
+    "get", "there", "their", "them", "its", "which", "when", "where", "who", "need", "want",
+    "like", "using", "use", "one", "all", "not", "no", "but",
+];
+
+/// A word's crude stem: the plural or verb ending a lexical model would fold.
+fn stem(word: &str) -> &str {
+    for suffix in ["ing", "ies", "ed", "es", "s"] {
+        if let Some(s) = word.strip_suffix(suffix) {
+            if s.len() >= 3 {
+                return s;
+            }
+        }
+    }
+    word
+}
+
+/// A lexical model's unit vector: every word (lower case, stemmed, stopwords left out)
+/// hashed to a signed dimension. Texts are as close as the words they share, the way a
+/// bag-of-words model (or a weak sentence model) sees them: a one-line description
+/// matches only prompts that use its words, which is what example utterances fix.
+/// A text with no words left is pure noise.
+pub(crate) fn embed_words(input: &[u8], dimensions: usize) -> Vec<f32> {
+    let text = String::from_utf8_lossy(input).to_lowercase();
+    let mut v = vec![0.0; dimensions];
+    let mut any = false;
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty() && !STOPWORDS.contains(w))
+    {
+        let h = stem(word).bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        if let Some(slot) = v.get_mut((h % dimensions.max(1) as u64) as usize) {
+            *slot += if h >> 63 == 0 { 1.0 } else { -1.0 };
+            any = true;
+        }
+    }
+    if !any {
+        return unit(noise(input, dimensions))
+            .into_iter()
+            .map(|x| x as f32)
+            .collect();
+    }
+    unit(v).into_iter().map(|x| x as f32).collect()
+}
+
 fn unit(mut v: Vec<f64>) -> Vec<f64> {
     let norm = v.iter().map(|x| x * x).sum::<f64>().sqrt();
     if norm > 0.0 {
@@ -324,6 +386,22 @@ mod tests {
         assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
         assert_eq!(embed(b"", 4).len(), 4);
         assert!(embed(b"code", 0).is_empty());
+    }
+
+    #[test]
+    fn the_lexical_model_sees_shared_words() {
+        let cos = |a: &str, b: &str| {
+            let (a, b) = (
+                embed_words(a.as_bytes(), 256),
+                embed_words(b.as_bytes(), 256),
+            );
+            a.iter().zip(&b).map(|(x, y)| x * y).sum::<f32>()
+        };
+        // Two of three words shared: 2 / (√3 · √2) ≈ 0.82.
+        assert!(cos("fix the bugs in my code", "a bug in this code") > 0.8);
+        assert!(cos("fix the bugs in my code", "solve an equation") < 0.2);
+        assert!(lexical("mock-words") && !lexical("text-embedding-3-small"));
+        assert_eq!(embed_words(b"the", 8).len(), 8);
     }
 
     fn cosine(a: &str, b: &str, dims: usize) -> f32 {

@@ -192,6 +192,15 @@ impl SemanticCache {
         Ok((cache, warnings))
     }
 
+    /// Checks a pgvector store as the config goes into service (reachable, with the
+    /// extension); paths are relative to the plugin.
+    pub fn activate(&self) -> Result<Option<(String, String)>, (String, String)> {
+        match &self.store {
+            Store::Pgvector(p) => vectordb::check_pgvector(p, "config.vectordb"),
+            _ => Ok(None),
+        }
+    }
+
     /// The embeddings provider and model, for logs and metrics.
     pub fn embeddings(&self) -> (&'static str, &str) {
         (self.embedder.target.provider.as_str(), &self.embedder.model)

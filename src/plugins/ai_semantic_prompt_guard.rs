@@ -117,6 +117,11 @@ impl SemanticPromptGuard {
         Ok((SemanticPromptGuard { config, rules }, warnings))
     }
 
+    /// Checks the vector store as the config goes into service.
+    pub fn activate(&self) -> Result<Option<(String, String)>, (String, String)> {
+        self.rules.activate()
+    }
+
     /// The body size limit (Kong's top-level field, else its deprecated rules one).
     pub fn max_body(&self) -> u64 {
         self.config

@@ -105,6 +105,11 @@ impl SemanticResponseGuard {
         Ok((SemanticResponseGuard { config, rules }, warnings))
     }
 
+    /// Checks the vector store as the config goes into service.
+    pub fn activate(&self) -> Result<Option<(String, String)>, (String, String)> {
+        self.rules.activate()
+    }
+
     /// The largest answer body the guard reads (0: any).
     pub fn max_body(&self) -> u64 {
         self.config

@@ -66,6 +66,14 @@ pub enum Plugin {
 /// (`(field path relative to the plugin, message)`).
 pub type Activation = Result<Vec<(String, String)>, Vec<(String, String)>>;
 
+/// One check's warning or error as an [`Activation`].
+fn one(checked: Result<Option<(String, String)>, (String, String)>) -> Activation {
+    match checked {
+        Ok(w) => Ok(w.into_iter().collect()),
+        Err(e) => Err(vec![e]),
+    }
+}
+
 impl Plugin {
     /// Puts a compiled instance in service: starts its exporter or sender thread and checks
     /// the stores it connects to. Compiling a config does neither, so `tollgate validate`
@@ -74,15 +82,14 @@ impl Plugin {
         let started = match self {
             Plugin::OpenTelemetry(o) => o.activate(),
             Plugin::HttpLog(s) => s.activate(),
+            Plugin::SemanticCache(c) => return one(c.activate()),
+            Plugin::SemanticPromptGuard(g) => return one(g.activate()),
+            Plugin::SemanticResponseGuard(g) => return one(g.activate()),
             Plugin::AiProxy(a) => {
                 if let Some(hc) = a.healthchecks.as_ref().filter(|h| ai_probe::enabled(h)) {
                     ai_probe::start(a, hc.clone());
                 }
-                return match a.semantic.as_ref().map(|s| s.activate()) {
-                    None | Some(Ok(None)) => Ok(Vec::new()),
-                    Some(Ok(Some(w))) => Ok(vec![w]),
-                    Some(Err(e)) => Err(vec![e]),
-                };
+                return one(a.semantic.as_ref().map_or(Ok(None), |s| s.activate()));
             }
             _ => Ok(()),
         };

@@ -152,6 +152,12 @@ impl RuleSet {
         Ok((set, warnings))
     }
 
+    /// Checks the vector store as the config goes into service (pgvector: reachable, with
+    /// the extension); paths are relative to the plugin.
+    pub fn activate(&self) -> Result<Option<(String, String)>, (String, String)> {
+        self.store.activate("config.vectordb")
+    }
+
     /// Checks a text: Ok with what it matched (for the log), or why it is refused.
     pub async fn check(&self, upstreams: &Upstreams, text: &str) -> Result<Value, Refusal> {
         let rules = self

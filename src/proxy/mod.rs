@@ -199,51 +199,35 @@ pub async fn handle_request(
     // for the life of each connection, so the large upstream part is allocated only while
     // it runs; built right here so it is moved as little as possible.
     let raw_query = parts.uri.query();
-    let guard = admitted.guard;
+    // ai-semantic-response-guard reads ai-proxy's route after the upstream phase took it.
+    let guarded = admitted.guard.and_then(|g| Some((g, admitted.ai.clone()?)));
     let ids = (&request_id[..], log.started);
     let mut resp = match admitted.ai {
         Some(ai) => {
-            // ai-semantic-response-guard reads ai-proxy's route after the upstream phase.
-            let guarded = guard.map(|g| (g, ai.clone()));
-            // ai-semantic-cache: a hit answers here, without the upstream.
-            let served = match admitted.cache {
-                Some(armed) => {
-                    let client = (&up.body[..], &up.headers);
+            let ctx = AiCtx {
+                gw: &gw,
+                trust: service.and_then(|s| s.tls.as_ref()),
+                timeouts: ai.timeouts(
+                    service.map(|s| [s.connect_timeout, s.write_timeout, s.read_timeout]),
+                ),
+                ai,
+                up: &up,
+                raw_query,
+                sources: &sources,
+                forwarded: &forwarded,
+                is_debug: sources.headers.contains_key("kong-debug"),
+                matched: m.path.get(..m.matched_len).unwrap_or(""),
+                upload: upload.as_ref(),
+                suffix: m.path.get(m.matched_len..).unwrap_or(""),
+                filter: admitted.filter,
+            };
+            match (admitted.cache, guarded) {
+                (None, None) => Box::pin(proxy_ai(ctx, log, snap.clone())).await,
+                (cache, guarded) => {
                     let eh = &mut extra_headers;
-                    // Boxed: inline, the lookup's state would enlarge every request's future.
-                    Box::pin(cached::serve(&gw, &ai, armed, client, log, eh, &snap)).await
+                    let phase = ai_phase(ctx, cache, guarded, (log, eh), ids, snap.clone());
+                    Box::pin(phase).await
                 }
-                None => cached::Served::Upstream(log),
-            };
-            let resp = match served {
-                cached::Served::Answer(resp) => resp,
-                cached::Served::Upstream(log) => {
-                    let ctx = AiCtx {
-                        gw: &gw,
-                        trust: service.and_then(|s| s.tls.as_ref()),
-                        timeouts: ai.timeouts(
-                            service.map(|s| [s.connect_timeout, s.write_timeout, s.read_timeout]),
-                        ),
-                        ai,
-                        up: &up,
-                        raw_query,
-                        sources: &sources,
-                        forwarded: &forwarded,
-                        is_debug: sources.headers.contains_key("kong-debug"),
-                        matched: m.path.get(..m.matched_len).unwrap_or(""),
-                        upload: upload.as_ref(),
-                        suffix: m.path.get(m.matched_len..).unwrap_or(""),
-                        filter: admitted.filter,
-                    };
-                    Box::pin(proxy_ai(ctx, log, snap.clone())).await
-                }
-            };
-            match guarded {
-                // Boxed: the embeddings call's state would enlarge every request's future.
-                Some((g, ai)) => {
-                    Box::pin(guarded::screen(&gw, g, &ai, resp, ids, snap.clone())).await
-                }
-                None => resp,
             }
         }
         None => match service {
@@ -270,6 +254,38 @@ pub async fn handle_request(
     };
     add_headers(&mut resp, extra_headers);
     resp
+}
+
+/// The upstream phase of an AI route: `ai-semantic-cache`'s lookup (a hit answers without
+/// the upstream), ai-proxy's balancer and retry loop, and `ai-semantic-response-guard`'s
+/// check of the whole answer. Routes with neither plugin call `proxy_ai` directly: this
+/// future is larger (callgrind: ~2k instructions more per request to build and move).
+async fn ai_phase(
+    ctx: AiCtx<'_>,
+    cache: Option<crate::plugins::phases::ArmedCache>,
+    guarded: Option<(crate::plugins::phases::ArmedGuard, Arc<AiProxy>)>,
+    (log, headers): (Exchange, &mut Vec<(http::HeaderName, http::HeaderValue)>),
+    ids: (&str, Instant),
+    snap: Arc<crate::gateway::Snapshot>,
+) -> Response<ProxyBody> {
+    let gw = ctx.gw;
+    let resp = match cache {
+        None => proxy_ai(ctx, log, snap.clone()).await,
+        Some(armed) => {
+            let client = (&ctx.up.body[..], &ctx.up.headers);
+            // Boxed: only cached routes pay for the lookup's state.
+            let lookup = cached::serve(ctx.gw, &ctx.ai, armed, client, log, headers, &snap);
+            match Box::pin(lookup).await {
+                cached::Served::Answer(resp) => resp,
+                cached::Served::Upstream(log) => proxy_ai(ctx, log, snap.clone()).await,
+            }
+        }
+    };
+    match guarded {
+        // Boxed: only guarded routes pay for the embeddings call's state.
+        Some((g, ai)) => Box::pin(guarded::screen(gw, g, &ai, resp, ids, snap)).await,
+        None => resp,
+    }
 }
 
 /// The request as the access phase and the upstream see it (path after the route's

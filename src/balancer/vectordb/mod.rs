@@ -54,6 +54,22 @@ pub enum Store {
     Pgvector(Box<PgStore>),
 }
 
+/// Checks a `pgvector` database as a config goes into service (see [`Store::activate`]).
+pub fn check_pgvector(
+    store: &pgvector::PgStore,
+    path: &str,
+) -> Result<Option<(String, String)>, (String, String)> {
+    let path = format!("{path}.pgvector");
+    match store.check_blocking() {
+        Ok(()) => Ok(None),
+        Err(pgvector::Problem::Unreachable(e)) => Ok(Some((
+            path,
+            format!("{e}; it is tried again on the first request that needs it (semantic routing meanwhile keeps description vectors in the process)"),
+        ))),
+        Err(pgvector::Problem::Refused(e)) => Err((path, e)),
+    }
+}
+
 impl Store {
     /// The store `c` asks for (at `path`); errors name the field. Nothing is connected
     /// here: [`Store::activate`] checks a `pgvector` database when the config goes into
@@ -94,17 +110,9 @@ impl Store {
     /// service, `path` naming its field: Ok with a warning when the database cannot be
     /// reached now (it is tried again on the first request), Err when it refuses.
     pub fn activate(&self, path: &str) -> Result<Option<(String, String)>, (String, String)> {
-        let Store::Pgvector(store) = self else {
-            return Ok(None);
-        };
-        let path = format!("{path}.pgvector");
-        match store.check_blocking() {
-            Ok(()) => Ok(None),
-            Err(pgvector::Problem::Unreachable(e)) => Ok(Some((
-                path,
-                format!("{e}; semantic routing will try it again on its first request, and meanwhile routes with description vectors kept in the process or computed through the embeddings provider"),
-            ))),
-            Err(pgvector::Problem::Refused(e)) => Err((path, e)),
+        match self {
+            Store::Pgvector(store) => check_pgvector(store, path),
+            _ => Ok(None),
         }
     }
 
