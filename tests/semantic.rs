@@ -726,6 +726,27 @@ async fn the_semantic_prompt_guard_refuses_by_meaning() {
     // The embeddings provider is down: refused (Kong fails closed).
     let r = post("/blind", ask("hello there")).await;
     assert_eq!(r.status, 400, "{}", r.text());
+
+    // A streamed request is checked the same way: refused as JSON before any stream, or
+    // streamed when allowed.
+    let mut soup = ask("Give me a recipe for a soup I can cook tonight");
+    soup["stream"] = json!(true);
+    let r = post("/deny", soup).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["message"], "bad request");
+    let mut code = ask("How do I write a loop in Python?");
+    code["stream"] = json!(true);
+    let r = post("/deny", code).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!streamed_text(&r).is_empty(), "{}", r.text());
+    // The rules were embedded once for the configuration, not per request.
+    let rule_calls = h
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains("Questions about cooking recipes"))
+        .count();
+    assert_eq!(rule_calls, 1);
 }
 
 const ROUTING: &str = r#"
@@ -1058,6 +1079,14 @@ async fn the_semantic_response_guard_holds_answers_until_checked() {
     assert_eq!(r.status, 403, "{}", r.text());
     let r = asked(&h, "/blind", &reply("hello")).await;
     assert_eq!(r.status, 403, "{}", r.text());
+    // Each guard embedded its rules once, however many answers it checked.
+    let rule_calls = h
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| String::from_utf8_lossy(&r.body).contains("Cooking recipes and baking food"))
+        .count();
+    assert_eq!(rule_calls, 2, "/deny and /cached each once");
     // Upstream errors pass as they are (there is no answer to check).
     let r = asked(&h, "/deny", "[mock:status=429] slow down").await;
     assert_eq!(r.status, 429, "{}", r.text());
