@@ -64,28 +64,17 @@ pub struct AiSemanticPromptGuardConfig {
 impl AiSemanticPromptGuardConfig {
     /// Field errors (path under `config`, message).
     pub fn validate(&self) -> FieldErrors {
-        let mut errs = Vec::new();
-        for (field, v) in [
-            ("embeddings", &self.embeddings),
-            ("vectordb", &self.vectordb),
-        ] {
-            if v.as_ref().is_none_or(Value::is_null) {
-                errs.push((field.into(), "required field missing".into()));
-            }
-        }
         let r = &self.rules;
-        errs.extend(super::semantic_rules::check_lists(
+        super::semantic_rules::check_guard(
+            (&self.embeddings, &self.vectordb),
             ("allow_prompts", &r.allow_prompts),
             ("deny_prompts", &r.deny_prompts),
             self.search.threshold,
-        ));
-        if self.llm_format != LlmFormat::Openai {
-            errs.push((
-                "llm_format".into(),
-                "tollgate's semantic prompt guard reads OpenAI-format bodies (chat, completions, Responses)".into(),
-            ));
-        }
-        errs
+            (
+                self.llm_format,
+                "semantic prompt guard reads OpenAI-format bodies",
+            ),
+        )
     }
 }
 

@@ -52,28 +52,17 @@ pub struct AiSemanticResponseGuardConfig {
 impl AiSemanticResponseGuardConfig {
     /// Field errors (path under `config`, message).
     pub fn validate(&self) -> FieldErrors {
-        let mut errs = Vec::new();
-        for (field, v) in [
-            ("embeddings", &self.embeddings),
-            ("vectordb", &self.vectordb),
-        ] {
-            if v.as_ref().is_none_or(Value::is_null) {
-                errs.push((field.into(), "required field missing".into()));
-            }
-        }
         let r = &self.rules;
-        errs.extend(super::semantic_rules::check_lists(
+        super::semantic_rules::check_guard(
+            (&self.embeddings, &self.vectordb),
             ("allow_responses", &r.allow_responses),
             ("deny_responses", &r.deny_responses),
             self.search.threshold,
-        ));
-        if self.llm_format != LlmFormat::Openai {
-            errs.push((
-                "llm_format".into(),
-                "tollgate's semantic response guard reads OpenAI-format answers (chat, completions, Responses)".into(),
-            ));
-        }
-        errs
+            (
+                self.llm_format,
+                "semantic response guard reads OpenAI-format answers",
+            ),
+        )
     }
 }
 

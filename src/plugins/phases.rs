@@ -184,8 +184,13 @@ impl<'a> Access<'a> {
         let Some(p) = self.prompt.take().filter(|p| p.changed) else {
             return Ok(());
         };
-        let bytes = serde_json::to_vec(&p.doc)
-            .map_err(|e| GatewayError::Internal(format!("prompt plugins: {e}")))?;
+        self.write_body(&p.doc, "prompt plugins")
+    }
+
+    /// `doc` as the body that goes upstream (its Content-Length too, when it has one).
+    fn write_body(&mut self, doc: &Value, who: &str) -> Result<(), GatewayError> {
+        let bytes =
+            serde_json::to_vec(doc).map_err(|e| GatewayError::Internal(format!("{who}: {e}")))?;
         self.up.body = Bytes::from(bytes);
         if self.up.headers.contains_key(header::CONTENT_LENGTH) {
             self.up.headers.insert(
@@ -210,16 +215,7 @@ impl<'a> Access<'a> {
         if !doc.is_object() || !edit(&mut doc) {
             return Ok(());
         }
-        let bytes = serde_json::to_vec(&doc)
-            .map_err(|e| GatewayError::Internal(format!("body rewrite: {e}")))?;
-        self.up.body = Bytes::from(bytes);
-        if self.up.headers.contains_key(header::CONTENT_LENGTH) {
-            self.up.headers.insert(
-                header::CONTENT_LENGTH,
-                HeaderValue::from(self.up.body.len()),
-            );
-        }
-        Ok(())
+        self.write_body(&doc, "body rewrite")
     }
 
     /// The prompt document ([`Access::open_prompt`] ran first).

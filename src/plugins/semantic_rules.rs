@@ -53,8 +53,34 @@ impl Refusal {
     }
 }
 
+/// Field errors of a guard's config: its records, its rule lists (`allow`/`deny`: their
+/// names under `config.rules`), its threshold and its format (`reads`: what it reads, for
+/// the message).
+pub fn check_guard(
+    (embeddings, vectordb): (&Option<Value>, &Option<Value>),
+    allow: (&str, &[String]),
+    deny: (&str, &[String]),
+    threshold: Option<f64>,
+    (llm_format, reads): (crate::plugins::ai_prompt_decorator::LlmFormat, &str),
+) -> FieldErrors {
+    let mut errs = Vec::new();
+    for (field, v) in [("embeddings", embeddings), ("vectordb", vectordb)] {
+        if v.as_ref().is_none_or(Value::is_null) {
+            errs.push((field.into(), "required field missing".into()));
+        }
+    }
+    errs.extend(check_lists(allow, deny, threshold));
+    if llm_format != crate::plugins::ai_prompt_decorator::LlmFormat::Openai {
+        errs.push((
+            "llm_format".into(),
+            format!("tollgate's {reads} (chat, completions, Responses)"),
+        ));
+    }
+    errs
+}
+
 /// Field errors of the rule lists (`allow`/`deny`: their names under `config.rules`).
-pub fn check_lists(
+fn check_lists(
     (allow_name, allow): (&str, &[String]),
     (deny_name, deny): (&str, &[String]),
     threshold: Option<f64>,
