@@ -7,6 +7,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod llm;
+pub mod mcp;
 pub mod net;
 pub mod observe;
 pub mod plugins;

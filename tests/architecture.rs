@@ -58,7 +58,7 @@ const LAYERS: &[&[&str]] = &[
     &["rt", "secret", "error"],
     &["net", "store"],
     &["config"],
-    &["llm"],
+    &["llm", "mcp"],
     &["quota", "balancer", "observe"],
     &["plugins"],
     &["gateway"],

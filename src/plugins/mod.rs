@@ -1,5 +1,6 @@
 //! Plugins as a closed enum, run in Kong's PRIORITY order (highest first).
 
+pub mod ai_mcp_proxy;
 pub mod ai_probe;
 pub mod ai_prompt_decorator;
 pub mod ai_prompt_guard;
