@@ -1746,7 +1746,9 @@ fn curl(args: &[&str]) -> String {
 #[tokio::test]
 async fn h2_bodies_over_the_limit_get_a_readable_413() {
     // curl over HTTP/2 lost the 413 when the stream was reset while it was still
-    // uploading (`curl: (92)`); the rest of the body is drained first now.
+    // uploading (`curl: (92)`), and when it saw the 413 before the end of its upload: it
+    // then stops sending, and h2 resets the short stream (PROTOCOL_ERROR). The rest of the
+    // body is drained before the answer now.
     let dir = tempdir::TempDir::new();
     let file = dir.path().join("kong.yaml");
     let route = watched_config("http://127.0.0.1:9/v1/chat/completions", &[("chat", "m")]).replace(

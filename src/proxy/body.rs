@@ -21,9 +21,10 @@ pub struct ReadOptions {
     /// Longest wait for the next part of the body (Kong's `client_body_timeout`); a client
     /// that stalls longer gets a 408.
     pub timeout: std::time::Duration,
-    /// Read and throw away the rest of an oversized body after answering 413 (HTTP/2):
-    /// dropping the body there resets the stream, and clients still uploading (curl)
-    /// then lose the 413.
+    /// Read and throw away the rest of an oversized body before answering 413 (HTTP/2):
+    /// dropping the body resets the stream, and a client that sees the error before it
+    /// finished sending (curl stops sending, which h2 then resets for its short
+    /// Content-Length) loses the answer.
     pub linger: bool,
 }
 
@@ -47,7 +48,8 @@ pub async fn read_limited(
     };
     if limit > 0 && content_length.map(|l| l > limit).unwrap_or(false) {
         if opts.linger {
-            linger(body, limit);
+            // Boxed: only oversized HTTP/2 bodies pay for the drain's state.
+            Box::pin(drain(body, limit)).await;
         }
         return Err(GatewayError::BodyTooLarge { limit });
     }
@@ -66,7 +68,7 @@ pub async fn read_limited(
         if let Ok(data) = frame.into_data() {
             if limit > 0 && (buf.len() + data.len()) as u64 > limit {
                 if opts.linger {
-                    linger(body, limit);
+                    Box::pin(drain(body, limit)).await;
                 }
                 return Err(GatewayError::BodyTooLarge { limit });
             }
@@ -76,39 +78,45 @@ pub async fn read_limited(
     Ok(buf.freeze())
 }
 
-/// An HTTP/2 request answered without reading its body (no route, refused): the body is
-/// drained as after a 413, so a client still uploading reads the answer.
-pub fn drain_unread(body: ClientBody, version: http::Version) {
-    if version != http::Version::HTTP_2 {
-        return;
-    }
-    if let ClientBody::Incoming(b) = body {
-        if !hyper::body::Body::is_end_stream(&b) {
-            linger(b, DEFAULT_DRAIN_LIMIT);
+/// An HTTP/2 request answered without reading its body (no route, refused): its body,
+/// when some of it is still to come, to be drained ([`drain_rest`]) before the answer, as
+/// after a 413, so a client still uploading reads the answer.
+pub fn unread(body: ClientBody, version: http::Version) -> Option<Incoming> {
+    match body {
+        ClientBody::Incoming(b)
+            if version == http::Version::HTTP_2 && !hyper::body::Body::is_end_stream(&b) =>
+        {
+            Some(b)
         }
+        _ => None,
     }
 }
 
-/// The limit [`drain_unread`] drains against (8x = 8 MiB).
+/// Drains what [`unread`] left, against the default limit.
+pub async fn drain_rest(body: Incoming) {
+    drain(body, DEFAULT_DRAIN_LIMIT).await
+}
+
+/// The limit [`drain_rest`] drains against (8x = 8 MiB).
 const DEFAULT_DRAIN_LIMIT: u64 = 1 << 20;
 
-/// Reads and discards what is left of an oversized body (bounded in bytes and time), as
-/// nginx's lingering close does, so the stream ends when the upload does instead of with
-/// a reset the client may read as a failure.
-fn linger(mut body: Incoming, limit: u64) {
+/// Reads and discards what is left of a body the gateway refuses (bounded in bytes and
+/// time), before the refusal is sent: a client that reads an error before it finished
+/// sending may stop short (curl does, "HTTP error before end of send"), and h2 then resets
+/// the stream for its Content-Length (PROTOCOL_ERROR), so the client reports the reset
+/// instead of the answer. Past the bounds the answer goes anyway.
+async fn drain(mut body: Incoming, limit: u64) {
     let budget = limit.saturating_mul(8).clamp(1 << 20, LINGER_MAX_BYTES);
-    tokio::spawn(async move {
-        let deadline = tokio::time::Instant::now() + LINGER_TIME;
-        let mut seen = 0u64;
-        while seen <= budget {
-            match tokio::time::timeout_at(deadline, body.frame()).await {
-                Ok(Some(Ok(f))) => {
-                    seen += f.data_ref().map(|d| d.len() as u64).unwrap_or(0);
-                }
-                _ => break,
+    let deadline = tokio::time::Instant::now() + LINGER_TIME;
+    let mut seen = 0u64;
+    while seen <= budget {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(Some(Ok(f))) => {
+                seen += f.data_ref().map(|d| d.len() as u64).unwrap_or(0);
             }
+            _ => break,
         }
-    });
+    }
 }
 
 /// A client's upload (a multipart file for one of OpenAI's APIs) streamed to the upstream
@@ -138,7 +146,7 @@ impl UploadSlot {
         let over_limit = |n: u64| limit > 0 && n > limit;
         if length.is_some_and(over_limit) {
             if opts.linger {
-                linger(body, limit);
+                Box::pin(drain(body, limit)).await;
             }
             return Err(GatewayError::BodyTooLarge { limit });
         }
@@ -156,7 +164,7 @@ impl UploadSlot {
             };
             if over_limit((head.len() + data.len()) as u64) {
                 if opts.linger {
-                    linger(body, limit);
+                    Box::pin(drain(body, limit)).await;
                 }
                 return Err(GatewayError::BodyTooLarge { limit });
             }

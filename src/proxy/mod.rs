@@ -118,7 +118,13 @@ pub async fn handle_request(
     let (mut parts, body) = req.into_parts();
     let host_value = match screen(&parts) {
         Ok(h) => h,
-        Err(e) => return refuse_early(e, log, body, &parts, snap),
+        Err(e) => {
+            if let Some(rest) = body::unread(body, parts.version) {
+                // Boxed: only refused HTTP/2 uploads pay for the drain's state.
+                Box::pin(body::drain_rest(rest)).await;
+            }
+            return refuse_early(e, log, snap);
+        }
     };
     let upgrade = wants_websocket(&parts.headers)
         .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
@@ -130,7 +136,10 @@ pub async fn handle_request(
         host: host_of(host_value.as_ref(), &parts.uri),
     };
     let Some(m) = route(&snap, &mut log, &parts, &c) else {
-        body::drain_unread(body, parts.version);
+        if let Some(rest) = body::unread(body, parts.version) {
+            // Boxed: only refused HTTP/2 uploads pay for the drain's state.
+            Box::pin(body::drain_rest(rest)).await;
+        }
         let e = GatewayError::NoRoute;
         return kong_error(e, ErrorShape::Kong, log, snap);
     };
@@ -144,8 +153,12 @@ pub async fn handle_request(
         None => ErrorShape::Kong,
     };
     if let Some(a) = ai.clone().filter(|a| realtime::serves(a)) {
-        if upgrade.is_none() {
-            body::drain_unread(body, parts.version);
+        if let Some(rest) = upgrade
+            .is_none()
+            .then(|| body::unread(body, parts.version))
+            .flatten()
+        {
+            Box::pin(body::drain_rest(rest)).await;
         }
         let upgrade = upgrade.flatten();
         let at = (route, &m);
@@ -362,16 +375,14 @@ fn host_of<'a>(host_value: Option<&'a http::HeaderValue>, uri: &'a http::Uri) ->
         .unwrap_or("")
 }
 
-/// A request refused by [`screen`]: Kong's shape, counted by global metrics.
+/// A request refused by [`screen`] (its body drained first): Kong's shape, counted by
+/// global metrics.
 fn refuse_early(
     e: GatewayError,
     mut log: Exchange,
-    body: body::ClientBody,
-    parts: &http::request::Parts,
     snap: Arc<crate::gateway::Snapshot>,
 ) -> Response<ProxyBody> {
     log.metrics = snap.global_metrics;
-    body::drain_unread(body, parts.version);
     kong_error(e, ErrorShape::Kong, log, snap)
 }
 
