@@ -77,6 +77,7 @@ pub mod eventstream;
 mod faults;
 mod files;
 mod gemini;
+mod mcp;
 mod media;
 mod multipart;
 mod ollama;
@@ -206,6 +207,8 @@ pub struct MockState {
     pub(crate) api: Mutex<api::Store>,
     /// Veo operations and Bedrock async invocations.
     pub(crate) video: Mutex<video_jobs::Store>,
+    /// Sessions of the MCP server.
+    pub(crate) mcp_sessions: mcp::Sessions,
 }
 
 impl Default for MockState {
@@ -225,6 +228,7 @@ impl MockState {
             issued: Mutex::new(Vec::new()),
             api: Mutex::new(api::Store::default()),
             video: Mutex::new(video_jobs::Store::default()),
+            mcp_sessions: mcp::Sessions::default(),
         }
     }
 

@@ -103,12 +103,17 @@ enum Route {
     Api(api::Endpoint),
     /// Veo (AI Studio, Vertex AI) and Nova Reel (Bedrock, S3) video jobs.
     Video(video_jobs::Endpoint),
+    /// The marketplace REST API and MCP server (`ai-mcp-proxy` tests).
+    Mcp(crate::mcp::Endpoint),
     NotFound,
 }
 
 impl Route {
     fn of(method: &Method, path: &str) -> Route {
         let path = path.trim_end_matches('/');
+        if let Some(endpoint) = crate::mcp::Endpoint::of(path) {
+            return Route::Mcp(endpoint);
+        }
         // Before OpenAI's: `GET …/files/{id}:download` would be a file otherwise.
         if let Some(endpoint) = video_jobs::Endpoint::of(method, path) {
             return Route::Video(endpoint);
@@ -285,6 +290,16 @@ pub(crate) async fn respond(
     }
     if route == Route::EntraToken {
         return Ok(crate::entra::client_credentials(&body, &state));
+    }
+    if let Route::Mcp(endpoint) = route {
+        let n = state.next_id();
+        return Ok(crate::mcp::respond(
+            endpoint,
+            &parts,
+            &body,
+            &state.mcp_sessions,
+            n,
+        ));
     }
 
     let mut directives = Directives::default();
@@ -494,6 +509,7 @@ pub(crate) async fn respond(
         Route::Gemini(gemini::Method::Embed) => gemini::embed_batch(&ctx, ctx.model),
         Route::Api(_)
         | Route::Video(_)
+        | Route::Mcp(_)
         | Route::NotFound
         | Route::Health
         | Route::Token
@@ -618,6 +634,8 @@ fn scan_prompt(route: Route, json: &Value, scan: &mut PromptScan, directives: &m
         }
         Route::Gemini(_) => scan.gemini(json, directives),
         Route::Video(endpoint) => endpoint.scan(json, directives),
+        // Answered before prompts are read.
+        Route::Mcp(_) => {}
         Route::Api(endpoint) => {
             if endpoint.has_json_prompt() {
                 scan.prompt(json.get("prompt"), directives);

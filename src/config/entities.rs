@@ -106,7 +106,9 @@ pub struct Route {
     pub chain: Vec<usize>,
     /// The chain has a log plugin (the request details are captured only then).
     pub logs: bool,
-    /// The chain has a plugin that rewrites the request before ai-proxy.
+    /// The chain has a plugin that reads the client's headers as they came after other
+    /// plugins changed them (request-transformer's templates; ai-mcp-proxy's tool calls,
+    /// which forward the key key-auth hides): they are kept.
     pub transforms: bool,
     /// The chain has a quota plugin (`rate-limiting`, `ai-rate-limiting-advanced`).
     pub quotas: bool,

@@ -966,7 +966,12 @@ impl Snapshot {
                 ids::plugin_id(&pl.name, &rid, &sid, consumer.as_deref().unwrap_or(""))
             });
             let config_json = registry::to_json(&typed);
-            let plugin = match registry::compile(&path, &id, typed, &vaults, b.env) {
+            let route_name = route.map(|r| {
+                let r = &b.routes[r];
+                r.name.clone().unwrap_or_else(|| r.id.clone())
+            });
+            let at = (path.as_str(), route_name.as_deref());
+            let plugin = match registry::compile(at, &id, typed, &vaults, b.env) {
                 Ok((plugin, warnings)) => {
                     b.warnings.extend(warnings);
                     plugin
@@ -1024,7 +1029,9 @@ impl Snapshot {
             unsupported.extend(response_transformer_on_ai(&plugins, &route.chain, name));
             unsupported.extend(response_guard_on_ai(&plugins, &route.chain, name));
             route.logs = has(&route.chain, Plugin::logs);
-            route.transforms = has(&route.chain, |p| matches!(p, Plugin::RequestTransformer(_)));
+            route.transforms = has(&route.chain, |p| {
+                matches!(p, Plugin::RequestTransformer(_) | Plugin::McpProxy(_))
+            });
             route.quotas = has(&route.chain, |p| {
                 matches!(p, Plugin::RateLimiting(_) | Plugin::AiRateLimiting(_))
             });

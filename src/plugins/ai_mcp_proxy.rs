@@ -245,6 +245,114 @@ impl AiMcpProxyConfig {
     }
 }
 
+/// MCP protocol versions Tollgate speaks (a client asking another gets the latest Kong
+/// speaks).
+pub const PROTOCOL_VERSIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
+/// The version Kong's plugin speaks, answered to clients asking for one Tollgate does not.
+pub const PROTOCOL_VERSION: &str = "2025-06-18";
+
+/// Sessions this node opened (`Mcp-Session-Id`), with when each was last used (seconds).
+#[derive(Debug, Default)]
+pub struct Sessions(std::sync::Mutex<std::collections::HashMap<String, u64>>);
+
+impl Sessions {
+    /// Opens a session.
+    pub fn open(&self, now: u64) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        if let Ok(mut m) = self.0.lock() {
+            // Expired sessions go when a new one comes, so the map stays bounded by use.
+            m.retain(|_, last| now.saturating_sub(*last) < SESSION_TTL);
+            m.insert(id.clone(), now);
+        }
+        id
+    }
+
+    /// Whether `id` is open (and now used again).
+    pub fn touch(&self, id: &str, now: u64) -> bool {
+        let Ok(mut m) = self.0.lock() else {
+            return false;
+        };
+        match m.get_mut(id) {
+            Some(last) if now.saturating_sub(*last) < SESSION_TTL => {
+                *last = now;
+                true
+            }
+            Some(_) => {
+                m.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Ends a session; whether it was open.
+    pub fn close(&self, id: &str) -> bool {
+        self.0.lock().is_ok_and(|mut m| m.remove(id).is_some())
+    }
+}
+
+/// Kong's `server.session.session_ttl` default (seconds).
+const SESSION_TTL: u64 = 86_400;
+
+/// A compiled instance.
+#[derive(Debug)]
+pub struct McpProxy {
+    pub config: AiMcpProxyConfig,
+    pub mode: Mode,
+    /// The tools a conversion mode exports.
+    pub tools: Vec<Tool>,
+    /// Sessions of a listening conversion mode (passthrough's belong to its upstream).
+    pub sessions: Sessions,
+}
+
+impl McpProxy {
+    /// Compiles the config of an instance on the route named `route` (None: not on a
+    /// route); errors name fields under the plugin.
+    pub fn compile(config: AiMcpProxyConfig, route: Option<&str>) -> Result<McpProxy, FieldErrors> {
+        let mode = config.mode.unwrap_or(Mode::PassthroughListener);
+        let converts = matches!(mode, Mode::ConversionListener | Mode::ConversionOnly);
+        let Some(route) = route.or((!converts).then_some("")) else {
+            return Err(vec![(
+                "route".into(),
+                format!(
+                    "mode {} must be scoped to a route (its tools are calls through that route)",
+                    mode.as_str()
+                ),
+            )]);
+        };
+        // Passthrough's tools only name upstream tools for their ACLs.
+        let tools = config.compile_tools(route).map_err(|e| {
+            e.into_iter()
+                .map(|(f, m)| (format!("config.{f}"), m))
+                .collect::<Vec<_>>()
+        })?;
+        Ok(McpProxy {
+            config,
+            mode,
+            tools,
+            sessions: Sessions::default(),
+        })
+    }
+
+    /// The tool a passthrough ACL or a conversion call names.
+    pub fn tool(&self, name: &str) -> Option<&Tool> {
+        self.tools.iter().find(|t| t.name == name)
+    }
+
+    /// Largest MCP request body (0: any).
+    pub fn max_body(&self) -> u64 {
+        self.config
+            .max_request_body_size
+            .unwrap_or(DEFAULT_MAX_BODY)
+    }
+
+    /// Milliseconds a tool call may take.
+    pub fn timeout(&self) -> std::time::Duration {
+        let ms = self.config.server.timeout.unwrap_or(DEFAULT_TIMEOUT_MS);
+        std::time::Duration::from_millis(ms as u64)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -61,6 +61,8 @@ pub enum Plugin {
     SemanticPromptGuard(Arc<ai_semantic_prompt_guard::SemanticPromptGuard>),
     /// `ai-semantic-response-guard`: whole answers compared with allow/deny rules.
     SemanticResponseGuard(Arc<ai_semantic_response_guard::SemanticResponseGuard>),
+    /// `ai-mcp-proxy`: MCP on the route (answered by `proxy::mcp`).
+    McpProxy(Arc<ai_mcp_proxy::McpProxy>),
 }
 
 /// What putting an instance in service said: warnings, or the errors that refuse it
@@ -134,6 +136,7 @@ impl Plugin {
             Plugin::SemanticCache(c) => phases::arm_cache(c, cx),
             Plugin::SemanticPromptGuard(g) => phases::semantic_guard(g, cx).await,
             Plugin::SemanticResponseGuard(g) => phases::arm_response_guard(g, cx),
+            Plugin::McpProxy(m) => phases::arm_mcp(m, cx),
             // ai-proxy answers once the access phase is over (`proxy::ai`); the rest act in
             // the rewrite and log phases.
             Plugin::AiProxy(_)
@@ -185,7 +188,8 @@ impl Plugin {
             | Plugin::AiResponseTransformer(_)
             | Plugin::SemanticCache(_)
             | Plugin::SemanticPromptGuard(_)
-            | Plugin::SemanticResponseGuard(_) => {}
+            | Plugin::SemanticResponseGuard(_)
+            | Plugin::McpProxy(_) => {}
         }
     }
 

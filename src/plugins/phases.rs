@@ -80,6 +80,8 @@ pub struct Access<'a> {
     pub cache: Option<ArmedCache>,
     /// Out: `ai-semantic-response-guard`, to check the whole answer before it is released.
     pub response_guard: Option<ArmedGuard>,
+    /// Out: `ai-mcp-proxy` answers this request as MCP.
+    pub mcp: Option<ArmedMcp>,
     /// The JSON body the prompt plugins share, parsed once (see [`Access::open_prompt`]).
     prompt: Option<Prompt>,
     /// The body as quotas read it (parsed once, before the prompt plugins change it).
@@ -131,6 +133,7 @@ impl<'a> Access<'a> {
             respond: None,
             cache: None,
             response_guard: None,
+            mcp: None,
             prompt: None,
             quota_doc: None,
         }
@@ -846,6 +849,51 @@ pub(super) fn arm_response_guard(
         guard: Arc::clone(g),
         stream: stream && !denied,
         include_usage,
+    });
+    Ok(())
+}
+
+/// An `ai-mcp-proxy` instance armed for one request, with who is asking.
+#[derive(Debug, Clone)]
+pub struct ArmedMcp {
+    pub mcp: Arc<crate::plugins::ai_mcp_proxy::McpProxy>,
+    /// What ACL entries are compared with: the consumer's identifier (by
+    /// `consumer_identifier`), then its groups' names (`include_consumer_groups`).
+    pub subjects: Vec<String>,
+    /// The consumer (id, username), for the audit log.
+    pub consumer: Option<(String, Option<String>)>,
+}
+
+/// ai-mcp-proxy (510): a listening mode answers the request as MCP; a tool call the
+/// gateway itself makes through the route (marked) goes on to the route's service.
+pub(super) fn arm_mcp(
+    m: &Arc<crate::plugins::ai_mcp_proxy::McpProxy>,
+    cx: &mut Access<'_>,
+) -> Result<(), GatewayError> {
+    let marker = cx.up.headers.remove(crate::mcp::CALL_HEADER);
+    if marker.is_some_and(|v| v.as_bytes() == crate::mcp::call_marker().as_bytes()) {
+        return Ok(());
+    }
+    if !m.mode.listens() {
+        return Ok(());
+    }
+    use crate::plugins::ai_mcp_proxy::ConsumerIdentifier;
+    let consumer = cx.consumer();
+    let mut subjects: Vec<String> = consumer
+        .and_then(|c| match m.config.consumer_identifier {
+            ConsumerIdentifier::Username => c.username.clone(),
+            ConsumerIdentifier::CustomId => c.custom_id.clone(),
+            ConsumerIdentifier::ConsumerId => Some(c.id.clone()),
+        })
+        .into_iter()
+        .collect();
+    if m.config.include_consumer_groups {
+        subjects.extend(cx.groups().into_iter().map(|(_, name)| name.to_string()));
+    }
+    cx.mcp = Some(ArmedMcp {
+        mcp: Arc::clone(m),
+        subjects,
+        consumer: consumer.map(|c| (c.id.clone(), c.username.clone())),
     });
     Ok(())
 }

@@ -21,7 +21,7 @@ use crate::observe::file_log::FileLogConfig;
 
 /// Every plugin this gateway serves, by Kong name, with Kong's static PRIORITY (a route's
 /// plugins run highest first; ties in config order): the one place either is written.
-pub const KONG_PLUGINS: [(&str, i32); 20] = [
+pub const KONG_PLUGINS: [(&str, i32); 21] = [
     ("ai-proxy", 770),
     // Before the prompt plugins and ai-proxy, so they see the rewritten body.
     ("ai-request-transformer", 777),
@@ -49,6 +49,9 @@ pub const KONG_PLUGINS: [(&str, i32); 20] = [
     // Kong does not publish it: next to its prompt twin, so it turns streaming off before
     // the cache and ai-proxy read the body.
     ("ai-semantic-response-guard", 775),
+    // After authentication and the quotas (Kong's figure is not in its docs), before the
+    // AI plugins, which MCP routes do not combine with.
+    ("ai-mcp-proxy", 510),
 ];
 
 /// Kong's PRIORITY of the plugin named `name` (0 for one this gateway does not serve).
@@ -82,6 +85,7 @@ pub enum PluginConfig {
     SemanticCache(Box<AiSemanticCacheConfig>),
     SemanticPromptGuard(Box<AiSemanticPromptGuardConfig>),
     SemanticResponseGuard(Box<AiSemanticResponseGuardConfig>),
+    McpProxy(Box<super::ai_mcp_proxy::AiMcpProxyConfig>),
 }
 
 /// Kong plugins Tollgate knows by name but does not implement yet (a clearer error than "unknown").
@@ -198,6 +202,11 @@ fn parse_unhinted(name: &str, config: Option<&Value>) -> Result<PluginConfig, Ve
                 PluginConfig::SemanticPromptGuard(Box::new(c))
             })
         }
+        "ai-mcp-proxy" => validated(
+            config,
+            super::ai_mcp_proxy::AiMcpProxyConfig::validate,
+            |c| PluginConfig::McpProxy(Box::new(c)),
+        ),
         "ai-semantic-response-guard" => {
             validated(config, AiSemanticResponseGuardConfig::validate, |c| {
                 PluginConfig::SemanticResponseGuard(Box::new(c))
@@ -309,6 +318,7 @@ pub fn config_schema(name: &str) -> Option<schemars::Schema> {
         "ai-semantic-cache" => schema_for!(AiSemanticCacheConfig),
         "ai-semantic-prompt-guard" => schema_for!(AiSemanticPromptGuardConfig),
         "ai-semantic-response-guard" => schema_for!(AiSemanticResponseGuardConfig),
+        "ai-mcp-proxy" => schema_for!(super::ai_mcp_proxy::AiMcpProxyConfig),
         _ => return None,
     })
 }
@@ -336,6 +346,7 @@ pub fn to_json(c: &PluginConfig) -> Value {
         PluginConfig::SemanticCache(c) => serde_json::to_value(c),
         PluginConfig::SemanticPromptGuard(c) => serde_json::to_value(c),
         PluginConfig::SemanticResponseGuard(c) => serde_json::to_value(c),
+        PluginConfig::McpProxy(c) => serde_json::to_value(c),
     };
     v.unwrap_or(Value::Null)
 }
@@ -346,7 +357,7 @@ pub type Compiled = (Plugin, Vec<ConfigIssue>);
 /// Compiles a typed config (of the instance `id`, at config `path`): errors and warnings
 /// name the field.
 pub fn compile(
-    path: &str,
+    (path, route): (&str, Option<&str>),
     id: &str,
     typed: PluginConfig,
     vaults: &VaultTable,
@@ -436,6 +447,10 @@ pub fn compile(
                 Plugin::SemanticPromptGuard(Arc::new(guard)),
                 issues(warnings),
             ))
+        }
+        PluginConfig::McpProxy(c) => {
+            let m = super::ai_mcp_proxy::McpProxy::compile(*c, route).map_err(issues)?;
+            Ok((Plugin::McpProxy(Arc::new(m)), Vec::new()))
         }
         PluginConfig::SemanticResponseGuard(c) => {
             let (guard, warnings) =

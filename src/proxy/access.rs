@@ -48,6 +48,8 @@ pub struct Admitted {
     pub cache: Option<crate::plugins::phases::ArmedCache>,
     /// `ai-semantic-response-guard`, armed for this request.
     pub guard: Option<crate::plugins::phases::ArmedGuard>,
+    /// `ai-mcp-proxy` answers the request as MCP.
+    pub mcp: Option<crate::plugins::phases::ArmedMcp>,
 }
 
 /// Why the access phase ended the request: the error, and the headers plugins had set.
@@ -95,6 +97,7 @@ pub async fn run(
         respond: cx.respond.take(),
         cache: cx.cache.take(),
         guard: cx.response_guard.take(),
+        mcp: cx.mcp.take(),
     })
 }
 

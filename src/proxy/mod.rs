@@ -10,6 +10,7 @@ pub mod cached;
 pub mod exchange;
 mod guarded;
 pub mod headers;
+mod mcp;
 mod plain;
 pub mod realtime;
 pub mod response;
@@ -212,6 +213,23 @@ pub async fn handle_request(
     // for the life of each connection, so the large upstream part is allocated only while
     // it runs; built right here so it is moved as little as possible.
     let raw_query = parts.uri.query();
+    if let Some(armed) = admitted.mcp {
+        let cx = mcp::McpCtx {
+            gw: &gw,
+            snap: snap.clone(),
+            route,
+            service,
+            up: &up,
+            client_headers: sources.headers,
+            raw_query,
+            forwarded: &forwarded,
+            conn: &c,
+        };
+        // Boxed: MCP routes only; a tool call comes back through this handler.
+        let mut resp = Box::pin(mcp::serve(cx, armed, log)).await;
+        add_headers(&mut resp, extra_headers);
+        return resp;
+    }
     // ai-semantic-response-guard reads ai-proxy's route after the upstream phase took it.
     let guarded = admitted.guard.and_then(|g| Some((g, admitted.ai.clone()?)));
     let ids = (&request_id[..], log.started);

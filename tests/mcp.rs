@@ -1,0 +1,444 @@
+//! `ai-mcp-proxy` through the real gateway, against mock-llm's marketplace (a REST API
+//! and an MCP server): conversion-listener, conversion-only + listener, passthrough, with
+//! key-auth consumers and Kong's ACLs.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use serde_json::{json, Value};
+use support::{send, Harness, Reply};
+
+const MCP: &str = r#"
+_format_version: "3.0"
+consumer_groups:
+  - name: admin
+    consumers: [{username: alice}]
+  - name: developer
+    consumers: [{username: bob}]
+  - name: suspended
+    consumers: [{username: carol}]
+consumers:
+  - username: alice
+    keyauth_credentials: [{key: alice-key}]
+  - username: bob
+    keyauth_credentials: [{key: bob-key}]
+  - username: carol
+    keyauth_credentials: [{key: carol-key}]
+services:
+  - name: mcp-service
+    url: "{MOCK}"
+    routes:
+      - name: mcp-route
+        paths: ["/marketplace"]
+        strip_path: false
+        plugins:
+          - name: key-auth
+            config: {key_names: [apikey]}
+          - name: ai-mcp-proxy
+            config:
+              mode: conversion-listener
+              include_consumer_groups: true
+              default_acl: [{scope: tools, allow: [developer, admin], deny: [suspended]}]
+              tools:
+                - description: Get users
+                  method: GET
+                  path: /marketplace/users
+                  annotations: {title: Get users}
+                  parameters: [{name: id, in: query, required: false, schema: {type: string}, description: Optional user ID}]
+                  acl: {allow: [admin]}
+                - description: Get orders for a user
+                  method: GET
+                  path: orders
+                  annotations: {title: Get users orders}
+                  parameters: [{name: userid, in: query, required: true, schema: {type: string}, description: User ID to filter orders}]
+                - description: Place an order
+                  name: place-order
+                  method: POST
+                  path: /marketplace/orders
+                  request_body: {required: true, content: {application/json: {schema: {type: object, required: [item], properties: {item: {type: string}}}}}}
+      - name: tools-route
+        paths: ["/tools/marketplace"]
+        strip_path: true
+        plugins:
+          - name: ai-mcp-proxy
+            tags: [marketplace-tools]
+            config:
+              mode: conversion-only
+              tools:
+                - {description: All users, method: GET, path: /tools/marketplace/marketplace/users}
+      - name: mcp-listener
+        paths: ["/mcp-listener"]
+        plugins:
+          - name: ai-mcp-proxy
+            config: {mode: listener, server: {tag: marketplace-tools}}
+  - name: upstream-mcp
+    url: "{MOCK}/mcp"
+    routes:
+      - name: mcp-acl-route
+        paths: ["/mcp"]
+        plugins:
+          - name: key-auth
+            config: {key_names: [apikey]}
+          - name: ai-mcp-proxy
+            config:
+              mode: passthrough-listener
+              include_consumer_groups: true
+              default_acl: [{scope: tools, allow: [developer, admin], deny: [suspended]}]
+              tools:
+                - {description: List users, name: list_users, acl: {allow: [admin], deny: [developer]}}
+                - {description: Search orders, name: search_orders, acl: {allow: [admin], deny: [developer]}}
+  - name: upstream-mcp-sse
+    url: "{MOCK}/mcp-sse"
+    routes:
+      - name: mcp-sse-route
+        paths: ["/mcp-sse"]
+        plugins:
+          - name: key-auth
+            config: {key_names: [apikey]}
+          - name: ai-mcp-proxy
+            config:
+              mode: passthrough-listener
+              tools:
+                - {description: List users, name: list_users, acl: {deny: [bob]}}
+"#;
+
+/// An MCP client session over streamable HTTP.
+struct Session<'a> {
+    h: &'a Harness,
+    path: &'a str,
+    key: &'a str,
+    id: Option<String>,
+    next: u64,
+}
+
+impl<'a> Session<'a> {
+    fn new(h: &'a Harness, path: &'a str, key: &'a str) -> Session<'a> {
+        Session {
+            h,
+            path,
+            key,
+            id: None,
+            next: 1,
+        }
+    }
+
+    async fn post(&mut self, msg: Value) -> Reply {
+        let mut headers = vec![
+            ("apikey", self.key),
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ];
+        let sid = self.id.clone().unwrap_or_default();
+        if self.id.is_some() {
+            headers.push(("mcp-session-id", &sid));
+            headers.push(("mcp-protocol-version", "2025-06-18"));
+        }
+        send("POST", &self.h.url(self.path), &headers, msg.to_string()).await
+    }
+
+    /// A request's JSON-RPC answer (an SSE answer's `data`).
+    async fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next;
+        self.next += 1;
+        let r = self
+            .post(json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
+            .await;
+        assert_eq!(r.status, 200, "{method}: {}", r.text());
+        let v = rpc_of(&r);
+        assert_eq!(v["id"], id, "{v}");
+        v
+    }
+
+    async fn initialize(&mut self) -> Value {
+        let r = self
+            .post(json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                           "clientInfo": {"name": "test", "version": "1"}}}))
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        self.id = r.header("mcp-session-id").map(str::to_string);
+        assert!(self.id.is_some(), "a session id");
+        let ok = self
+            .post(json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await;
+        assert_eq!(ok.status, 202, "{}", ok.text());
+        rpc_of(&r)
+    }
+
+    async fn tools(&mut self) -> Vec<String> {
+        let v = self.request("tools/list", json!({})).await;
+        v["result"]["tools"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{v}"))
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// A JSON-RPC answer, as JSON or as an SSE answer's first `data`.
+fn rpc_of(r: &Reply) -> Value {
+    let text = r.text();
+    let json = support::sse_data(&text)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| text.clone());
+    serde_json::from_str(&json).unwrap_or_else(|_| panic!("{text}"))
+}
+
+#[tokio::test]
+async fn conversion_listener_serves_rest_endpoints_as_tools() {
+    let h = Harness::start(MCP).await;
+    let mut alice = Session::new(&h, "/marketplace", "alice-key");
+    let init = alice.initialize().await;
+    assert_eq!(init["result"]["protocolVersion"], "2025-06-18");
+    assert_eq!(init["result"]["serverInfo"]["name"], "tollgate");
+    assert_eq!(
+        alice.tools().await,
+        ["Get users", "Get users orders", "place-order"]
+    );
+    let list = alice.request("tools/list", json!({})).await;
+    let orders = &list["result"]["tools"][1];
+    assert_eq!(
+        orders["inputSchema"]["properties"]["query_userid"]["type"],
+        "string"
+    );
+    assert_eq!(orders["inputSchema"]["required"], json!(["query_userid"]));
+    assert_eq!(orders["annotations"]["title"], "Get users orders");
+
+    // A call goes through the route to its service; the answer is the tool's text.
+    let v = alice
+        .request(
+            "tools/call",
+            json!({"name": "Get users", "arguments": {"query_id": "a1b2c3d4"}}),
+        )
+        .await;
+    assert_eq!(v["result"]["isError"], false, "{v}");
+    let user: Value =
+        serde_json::from_str(v["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(user["name"], "Alice Johnson");
+    // A relative tool path is under the route's path.
+    let v = alice
+        .request(
+            "tools/call",
+            json!({"name": "Get users orders", "arguments": {"query_userid": "e5f6g7h8"}}),
+        )
+        .await;
+    assert!(
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Desk"),
+        "{v}"
+    );
+    // A JSON body.
+    let v = alice
+        .request(
+            "tools/call",
+            json!({"name": "place-order", "arguments": {"body": {"item": "Chair"}}}),
+        )
+        .await;
+    assert!(
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Chair"),
+        "{v}"
+    );
+    // The service's error is the tool's error, not the protocol's.
+    let v = alice
+        .request(
+            "tools/call",
+            json!({"name": "Get users", "arguments": {"query_id": "nobody"}}),
+        )
+        .await;
+    assert_eq!(v["result"]["isError"], true, "{v}");
+
+    // Protocol errors: arguments the schema refuses, unknown tools and methods.
+    let v = alice
+        .request(
+            "tools/call",
+            json!({"name": "Get users orders", "arguments": {}}),
+        )
+        .await;
+    assert_eq!(v["error"]["code"], -32602);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("query_userid"),
+        "{v}"
+    );
+    let v = alice.request("tools/call", json!({"name": "nope"})).await;
+    assert_eq!(v["error"]["message"], "Unknown tool: nope");
+    let v = alice.request("resources/list", json!({})).await;
+    assert_eq!(v["error"]["code"], -32601);
+    let bad = alice.post(json!({"jsonrpc": "2.0", "id": 9})).await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.json()["error"]["code"], -32600);
+    let garbage = send(
+        "POST",
+        &h.url("/marketplace"),
+        &[
+            ("apikey", "alice-key"),
+            ("content-type", "application/json"),
+        ],
+        "{not json",
+    )
+    .await;
+    assert_eq!(
+        (garbage.status, garbage.json()["error"]["code"].clone()),
+        (400, json!(-32700))
+    );
+    // Sessions: required, and unknown ones are 404.
+    let mut stranger = Session::new(&h, "/marketplace", "alice-key");
+    let r = stranger
+        .post(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    stranger.id = Some("made-up".into());
+    let r = stranger
+        .post(json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    let get = send(
+        "GET",
+        &h.url("/marketplace"),
+        &[("apikey", "alice-key")],
+        "",
+    )
+    .await;
+    assert_eq!(get.status, 405);
+    // No key: key-auth answers before MCP.
+    let anon = send(
+        "POST",
+        &h.url("/marketplace"),
+        &[("content-type", "application/json")],
+        "{}",
+    )
+    .await;
+    assert_eq!(anon.status, 401);
+
+    // ACLs: bob (developer) sees and calls only what developers may; carol (suspended)
+    // nothing.
+    let mut bob = Session::new(&h, "/marketplace", "bob-key");
+    bob.initialize().await;
+    assert_eq!(bob.tools().await, ["Get users orders", "place-order"]);
+    let v = bob
+        .request("tools/call", json!({"name": "Get users", "arguments": {}}))
+        .await;
+    assert_eq!(v["error"]["code"], -32602);
+    assert_eq!(
+        v["error"]["message"],
+        "Tool 'Get users' is not available for consumer 'bob'"
+    );
+    let mut carol = Session::new(&h, "/marketplace", "carol-key");
+    carol.initialize().await;
+    assert!(carol.tools().await.is_empty());
+    let users_calls = h
+        .mock
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains("/marketplace/users"))
+        .count();
+    assert_eq!(users_calls, 2, "denied calls never reach the service");
+}
+
+#[tokio::test]
+async fn a_listener_serves_the_tools_of_tagged_conversion_plugins() {
+    let h = Harness::start(MCP).await;
+    let mut s = Session::new(&h, "/mcp-listener", "");
+    s.initialize().await;
+    assert_eq!(s.tools().await, ["tools-route-1"]);
+    let v = s
+        .request("tools/call", json!({"name": "tools-route-1"}))
+        .await;
+    assert!(
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Bob Smith"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn passthrough_proxies_mcp_with_acls() {
+    let h = Harness::start(MCP).await;
+    for path in ["/mcp", "/mcp-sse"] {
+        let mut alice = Session::new(&h, path, "alice-key");
+        let init = alice.initialize().await;
+        assert_eq!(
+            init["result"]["serverInfo"]["name"], "mock-marketplace",
+            "{path}"
+        );
+        let v = alice
+            .request(
+                "tools/call",
+                json!({"name": "search_orders", "arguments": {"name": "desk"}}),
+            )
+            .await;
+        assert!(
+            v["result"]["content"][0]["text"]
+                .as_str()
+                .unwrap()
+                .contains("Desk"),
+            "{path}: {v}"
+        );
+    }
+    let mut alice = Session::new(&h, "/mcp", "alice-key");
+    alice.initialize().await;
+    assert_eq!(
+        alice.tools().await,
+        [
+            "list_users",
+            "get_user",
+            "list_orders",
+            "list_orders_for_user",
+            "search_orders"
+        ]
+    );
+    let mut bob = Session::new(&h, "/mcp", "bob-key");
+    bob.initialize().await;
+    assert_eq!(
+        bob.tools().await,
+        ["get_user", "list_orders", "list_orders_for_user"]
+    );
+    let before = h.mock.requests().len();
+    let v = bob
+        .request("tools/call", json!({"name": "list_users"}))
+        .await;
+    assert_eq!(
+        v["error"]["message"],
+        "Tool 'list_users' is not available for consumer 'bob'"
+    );
+    assert_eq!(h.mock.requests().len(), before, "not forwarded");
+    // Filtering works on SSE answers too.
+    let mut bob = Session::new(&h, "/mcp-sse", "bob-key");
+    bob.initialize().await;
+    let tools = bob.tools().await;
+    assert!(
+        !tools.contains(&"list_users".to_string()) && tools.len() == 4,
+        "{tools:?}"
+    );
+}
+
+/// Kong's example configs load as they are.
+#[test]
+fn kong_examples_load() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kong-mcp");
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap() {
+        let path = e.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let env = |_: &str| None;
+        let raw = tollgate::config::parse_document(&text, &env)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if let Err(e) = tollgate::gateway::Snapshot::compile(raw, &env) {
+            panic!("{}: {e}", path.display());
+        }
+        n += 1;
+    }
+    assert_eq!(n, 11);
+}
