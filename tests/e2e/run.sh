@@ -20,6 +20,8 @@ case "$OPENAI_PIP_SPEC" in
     openai\[*) ;;
     openai|openai[=\<\>\!~\ ]*) OPENAI_PIP_SPEC="openai[realtime]${OPENAI_PIP_SPEC#openai}" ;;
 esac
+# The official MCP Python SDK, 1.x (2.x changed its client API).
+MCP_PIP_SPEC=${E2E_MCP_PIP_SPEC:-mcp>=1.10,<2}
 CODEX_TIMEOUT=${E2E_CODEX_TIMEOUT:-120}          # seconds for one `codex exec`
 CLAUDE_TIMEOUT=${E2E_CLAUDE_TIMEOUT:-120}        # seconds for one `claude -p`
 SDK_TIMEOUT=${E2E_SDK_TIMEOUT:-180}              # seconds for the whole SDK script
@@ -236,16 +238,17 @@ fi
 
 VENV=$CACHE/venv
 PY=$VENV/bin/python
-if [ -x "$PY" ] && "$PY" -c 'import openai, websockets' 2>/dev/null; then
+if [ -x "$PY" ] && "$PY" -c 'import openai, websockets, mcp' 2>/dev/null; then
     log "openai $("$PY" -c 'import openai; print(openai.__version__)') already in $VENV"
 else
-    log "python3 -m venv $VENV && pip install $OPENAI_PIP_SPEC"
+    log "python3 -m venv $VENV && pip install $OPENAI_PIP_SPEC $MCP_PIP_SPEC"
     [ -x "$PY" ] || python3 -m venv "$VENV" >"$TMP/pip.log" 2>&1 \
         || { tail -n 40 "$TMP/pip.log"; die "setup: python3 -m venv failed"; }
     timeout -k 10 "$INSTALL_TIMEOUT" "$PY" -m pip install --disable-pip-version-check --quiet \
-        "$OPENAI_PIP_SPEC" >>"$TMP/pip.log" 2>&1 \
-        || { tail -n 40 "$TMP/pip.log"; die "setup: pip install $OPENAI_PIP_SPEC failed"; }
+        "$OPENAI_PIP_SPEC" "$MCP_PIP_SPEC" >>"$TMP/pip.log" 2>&1 \
+        || { tail -n 40 "$TMP/pip.log"; die "setup: pip install $OPENAI_PIP_SPEC $MCP_PIP_SPEC failed"; }
     "$PY" -c 'import openai' || die "setup: openai is not importable after pip install"
+    "$PY" -c 'import mcp' || die "setup: mcp is not importable after pip install"
     "$PY" -c 'import websockets' 2>/dev/null \
         || die "setup: websockets (the SDK's Realtime client) is missing; give E2E_OPENAI_PIP_SPEC the [realtime] extra"
 fi
@@ -670,6 +673,17 @@ sleep 0.5
 "$PY" "$HERE/check_api_log.py" "$TMP/logs/apis.log" "$PROVIDER_KEY" >"$TMP/api-log.out" 2>&1 && rc=0 || rc=$?
 cat "$TMP/api-log.out"
 count_results "$TMP/api-log.out" "$rc" "API file-log"
+
+# ---------------------------------------------------------------------------
+# 6c. MCP (ai-mcp-proxy) with the official MCP Python SDK: a REST API as tools, an MCP
+#     server behind the gateway, and Kong's ACLs by consumer group.
+# ---------------------------------------------------------------------------
+no_proxy timeout -k 5 "$SDK_TIMEOUT" "$PY" "$HERE/mcp_checks.py" --gateway "$GW_URL" \
+    >"$TMP/mcp.out" 2>"$TMP/mcp.err" && rc=0 || rc=$?
+cat "$TMP/mcp.out"
+[ "$rc" -ne 124 ] || fail "MCP: mcp_checks.py timed out after ${SDK_TIMEOUT}s"
+[ "$rc" -eq 0 ] || tail -n 20 "$TMP/mcp.err"
+count_results "$TMP/mcp.out" "$rc" "MCP"
 
 # ---------------------------------------------------------------------------
 # 7. Observability: Prometheus text at /metrics, usage analytics from this run, and the
