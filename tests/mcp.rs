@@ -35,9 +35,12 @@ services:
         plugins:
           - name: key-auth
             config: {key_names: [apikey]}
+          - name: file-log
+            config: {path: "{DIR}/mcp.log"}
           - name: ai-mcp-proxy
             config:
               mode: conversion-listener
+              logging: {log_statistics: true, log_payloads: true, log_audits: true}
               include_consumer_groups: true
               default_acl: [{scope: tools, allow: [developer, admin], deny: [suspended]}]
               tools:
@@ -343,6 +346,50 @@ async fn conversion_listener_serves_rest_endpoints_as_tools() {
         .filter(|r| r.path.contains("/marketplace/users"))
         .count();
     assert_eq!(users_calls, 2, "denied calls never reach the service");
+
+    // The log: each JSON-RPC request under `ai.mcp` (Kong's shape), and the ACL decisions.
+    // file-log writes off the request path: wait for the last request's line.
+    let mut lines = Vec::new();
+    for _ in 0..100 {
+        lines = h.log_lines("mcp.log");
+        if lines
+            .iter()
+            .any(|l| l["ai"]["mcp"]["audit"][0]["action"] == "deny")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let calls: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["ai"]["mcp"]["rpc"][0]["method"] == "tools/call")
+        .collect();
+    let first = &calls[0]["ai"]["mcp"];
+    assert_eq!(first["rpc"][0]["tool_name"], "Get users", "{first}");
+    assert!(first["rpc"][0]["id"].is_string(), "{first}");
+    assert!(first["mcp_session_id"].is_string(), "{first}");
+    assert!(first["rpc"][0]["payload"]["request"]
+        .as_str()
+        .unwrap()
+        .contains("a1b2c3d4"));
+    assert_eq!(
+        first["audit"][0],
+        json!({"primitive_name": "Get users", "primitive": "tool", "action": "allow", "scope": "primitive",
+               "consumer": {"id": first["audit"][0]["consumer"]["id"], "name": "admin", "identifier": "consumer_group"}})
+    );
+    let denied = calls
+        .iter()
+        .find(|l| l["ai"]["mcp"]["audit"][0]["action"] == "deny")
+        .expect("bob's refusal is audited");
+    assert_eq!(denied["ai"]["mcp"]["audit"][0]["consumer"]["name"], "bob");
+    assert!(denied["ai"]["mcp"]["rpc"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("not available"));
+    // The tool calls' own requests through the route are logged too (no `ai.mcp`).
+    assert!(lines.iter().any(|l| l["request"]["uri"]
+        .as_str()
+        .is_some_and(|u| u.starts_with("/marketplace/users"))));
 }
 
 #[tokio::test]

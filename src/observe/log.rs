@@ -155,6 +155,8 @@ pub struct RequestLog {
     pub upstream_latency_ms: Option<u64>,
     pub tries: Vec<Try>,
     pub ai: Option<AiLog>,
+    /// `ai-mcp-proxy`'s part (`ai.mcp`), on MCP routes.
+    pub mcp: Option<Box<super::mcp_log::McpLog>>,
     /// `upstream` or `kong` (the gateway answered itself).
     pub source: &'static str,
     /// A log plugin will read this record (set by `capture_request`).
@@ -199,6 +201,7 @@ impl RequestLog {
             upstream_latency_ms: None,
             tries: Vec::new(),
             ai: None,
+            mcp: None,
             source: "kong",
             enabled: false,
             consumer: None,
@@ -456,6 +459,10 @@ impl RequestLog {
         if let Some(ai) = ai {
             o.key("ai");
             ai.write(&mut o, &self.tries);
+        } else if let Some(mcp) = self.mcp.as_deref() {
+            // MCP routes have no ai-proxy (Kong: the two are not combined).
+            o.key("ai");
+            o.raw(&mcp.to_json().to_string());
         }
         if let (Some(code), Some(message)) = (self.guardrail, self.refusal.as_deref()) {
             // Tollgate's own field: which quota refused the request, and why.

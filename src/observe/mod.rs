@@ -7,6 +7,7 @@ pub mod first_seen;
 pub mod http_log;
 mod json_out;
 pub mod log;
+pub mod mcp_log;
 pub mod metrics;
 pub mod otel;
 pub mod otlp_proto;

@@ -15,9 +15,10 @@ use serde_json::{json, Value};
 
 use crate::config::entities::{Route, Service};
 use crate::gateway::{Gateway, Snapshot};
-use crate::mcp::acl::Acl;
+use crate::mcp::acl::{Acl, Decision};
 use crate::mcp::jsonrpc::{self, Message};
 use crate::mcp::tools::Tool;
+use crate::observe::mcp_log::{McpAudit, McpRpc};
 use crate::plugins::ai_mcp_proxy::{McpProxy, Mode, PROTOCOL_VERSION, PROTOCOL_VERSIONS};
 use crate::plugins::phases::ArmedMcp;
 use crate::plugins::request_transformer::UpstreamRequest;
@@ -116,7 +117,7 @@ fn refused_head(m: &McpProxy, up: &UpstreamRequest) -> Option<(StatusCode, Optio
 }
 
 /// A conversion mode or a listener: the gateway is the MCP server.
-async fn listen(cx: McpCtx<'_>, armed: ArmedMcp, log: Exchange) -> Response<ProxyBody> {
+async fn listen(cx: McpCtx<'_>, armed: ArmedMcp, mut log: Exchange) -> Response<ProxyBody> {
     let m = &armed.mcp;
     let snap = cx.snap.clone();
     let session = header_text(cx.up, "mcp-session-id");
@@ -178,12 +179,15 @@ async fn listen(cx: McpCtx<'_>, armed: ArmedMcp, log: Exchange) -> Response<Prox
         return reply(StatusCode::ACCEPTED, None, Vec::new(), log, snap);
     };
     let mut extra = Vec::new();
+    let mut audit = Vec::new();
+    let mut opened = None;
     let answer = match method.as_str() {
         "initialize" => {
             let sid = m.sessions.open(now());
             if let Ok(v) = HeaderValue::from_str(&sid) {
                 extra.push((HeaderName::from_static("mcp-session-id"), v));
             }
+            opened = Some(sid);
             Ok(initialize_result(&params))
         }
         "ping" => Ok(json!({})),
@@ -195,17 +199,101 @@ async fn listen(cx: McpCtx<'_>, armed: ArmedMcp, log: Exchange) -> Response<Prox
                 .collect();
             Ok(json!({"tools": tools}))
         }
-        "tools/call" => Box::pin(call(&cx, &armed, &params)).await,
+        "tools/call" => Box::pin(call(&cx, &armed, &params, &mut audit)).await,
         other => Err((
             jsonrpc::METHOD_NOT_FOUND,
             format!("Method not found: {other}"),
         )),
     };
+    let error = answer.as_ref().err().cloned().or_else(|| {
+        let r = answer.as_ref().ok()?;
+        let failed = r.get("isError").and_then(Value::as_bool) == Some(true);
+        failed.then(|| (0, "the tool answered with an error".to_string()))
+    });
     let body = match answer {
         Ok(result) => jsonrpc::result(&id, result),
         Err((code, message)) => jsonrpc::error(&id, code, &message, None),
     };
+    let session = opened.as_deref().or(session);
+    let rpc = Rpc {
+        id: &id,
+        method: &method,
+        params: &params,
+        error,
+    };
+    note(&mut log, m, session, rpc, Some(&body), cx.up, audit);
     reply(StatusCode::OK, Some(body), extra, log, snap)
+}
+
+/// One JSON-RPC request's facts for the log.
+struct Rpc<'a> {
+    id: &'a Value,
+    method: &'a str,
+    params: &'a Value,
+    error: Option<(i64, String)>,
+}
+
+/// What a request logs under `ai.mcp`, by the instance's `logging` switches.
+fn note(
+    log: &mut Exchange,
+    m: &McpProxy,
+    session: Option<&str>,
+    rpc: Rpc<'_>,
+    answer: Option<&Value>,
+    up: &UpstreamRequest,
+    audit: Vec<McpAudit>,
+) {
+    let l = &m.config.logging;
+    if !(l.log_statistics || l.log_payloads || l.log_audits) {
+        return;
+    }
+    let latency_ms = log.started.elapsed().as_millis() as u64;
+    let entry = log.mcp.get_or_insert_with(Default::default);
+    entry.session_id = session.map(str::to_string);
+    entry.statistics = l.log_statistics;
+    if l.log_statistics || l.log_payloads {
+        let answer_text = answer.map(Value::to_string);
+        entry.rpc.push(McpRpc {
+            id: Some(jsonrpc::id_text(rpc.id)),
+            method: rpc.method.to_string(),
+            tool_name: (rpc.method == "tools/call")
+                .then(|| rpc.params.get("name").and_then(Value::as_str))
+                .flatten()
+                .map(str::to_string),
+            latency_ms,
+            response_body_size: answer_text.as_ref().map_or(0, |t| t.len() as u64),
+            error: rpc.error,
+            payload: l.log_payloads.then(|| {
+                let request = String::from_utf8_lossy(&up.body).into_owned();
+                (request, answer_text.unwrap_or_default())
+            }),
+        });
+    }
+    if l.log_audits {
+        entry.audit.extend(audit);
+    }
+}
+
+/// An ACL decision for the audit log: the subject that decided, and what it is.
+fn audited(armed: &ArmedMcp, tool: &str, d: &Decision) -> McpAudit {
+    let subject = match d {
+        Decision::Allow(s) | Decision::Deny(s) => s.clone(),
+    };
+    let by_consumer = subject.is_none() || subject.as_ref() == armed.subjects.first();
+    let identifier = if by_consumer && armed.consumer.is_some() {
+        "consumer"
+    } else {
+        "consumer_group"
+    };
+    let name = subject.or_else(|| armed.subjects.first().cloned());
+    McpAudit {
+        tool: tool.to_string(),
+        allowed: d.allowed(),
+        consumer: armed
+            .consumer
+            .as_ref()
+            .map(|(id, _)| (id.clone(), name, identifier)),
+    }
 }
 
 /// `initialize`'s result: the client's protocol version when Tollgate speaks it.
@@ -270,8 +358,12 @@ fn catalogue<'a>(snap: &'a Snapshot, m: &'a McpProxy, own_route: &'a Route) -> V
 }
 
 fn acl_allows(acl: Option<&Acl>, subjects: &[String]) -> bool {
+    decide(acl, subjects).allowed()
+}
+
+fn decide(acl: Option<&Acl>, subjects: &[String]) -> Decision {
     let subjects: Vec<&str> = subjects.iter().map(String::as_str).collect();
-    acl.is_none_or(|a| a.decide(&subjects).allowed())
+    acl.map_or(Decision::Allow(None), |a| a.decide(&subjects))
 }
 
 /// Who is asking, as a refusal names them.
@@ -284,7 +376,12 @@ fn who(armed: &ArmedMcp) -> String {
 }
 
 /// `tools/call`: checked, then sent through the tool's route.
-async fn call(cx: &McpCtx<'_>, armed: &ArmedMcp, params: &Value) -> Result<Value, (i64, String)> {
+async fn call(
+    cx: &McpCtx<'_>,
+    armed: &ArmedMcp,
+    params: &Value,
+    audit: &mut Vec<McpAudit>,
+) -> Result<Value, (i64, String)> {
     let invalid = |m: String| (jsonrpc::INVALID_PARAMS, m);
     let name = params
         .get("name")
@@ -295,7 +392,9 @@ async fn call(cx: &McpCtx<'_>, armed: &ArmedMcp, params: &Value) -> Result<Value
         .iter()
         .find(|e| e.tool.name == name)
         .ok_or_else(|| invalid(format!("Unknown tool: {name}")))?;
-    if !acl_allows(entry.acl, &armed.subjects) {
+    let decision = decide(entry.acl, &armed.subjects);
+    audit.push(audited(armed, name, &decision));
+    if !decision.allowed() {
         return Err(invalid(format!(
             "Tool '{name}' is not available for {}",
             who(armed)
@@ -405,10 +504,12 @@ fn subrequest(
 }
 
 /// `passthrough-listener`: MCP proxied to the route's service, with the ACLs applied.
-async fn passthrough(cx: McpCtx<'_>, armed: ArmedMcp, log: Exchange) -> Response<ProxyBody> {
+async fn passthrough(cx: McpCtx<'_>, armed: ArmedMcp, mut log: Exchange) -> Response<ProxyBody> {
     let m = &armed.mcp;
     let snap = cx.snap.clone();
     let mut lists = false;
+    let mut asked: Option<(Value, String, Value)> = None;
+    let mut audit = Vec::new();
     if cx.up.method == http::Method::POST {
         if let Some((status, body)) = refused_head(m, cx.up) {
             return reply(status, body, Vec::new(), log, snap);
@@ -430,12 +531,23 @@ async fn passthrough(cx: McpCtx<'_>, armed: ArmedMcp, log: Exchange) -> Response
                     let acl = m
                         .config
                         .acl_for(m.tool(name).and_then(|t| t.config.acl.as_ref()));
-                    if !acl_allows(acl, &armed.subjects) {
+                    let decision = decide(acl, &armed.subjects);
+                    audit.push(audited(&armed, name, &decision));
+                    if !decision.allowed() {
                         let message = format!("Tool '{name}' is not available for {}", who(&armed));
                         let e = jsonrpc::error(&id, jsonrpc::INVALID_PARAMS, &message, None);
+                        let rpc = Rpc {
+                            id: &id,
+                            method: &method,
+                            params: &params,
+                            error: Some((jsonrpc::INVALID_PARAMS, message)),
+                        };
+                        let session = header_text(cx.up, "mcp-session-id");
+                        note(&mut log, m, session, rpc, Some(&e), cx.up, audit);
                         return reply(StatusCode::OK, Some(e), Vec::new(), log, snap);
                     }
                 }
+                asked = Some((id, method, params));
             }
             Ok(_) => {}
         }
@@ -445,6 +557,17 @@ async fn passthrough(cx: McpCtx<'_>, armed: ArmedMcp, log: Exchange) -> Response
             crate::error::GatewayError::UpstreamUnavailable("route has no enabled service".into());
         return super::answer::kong_error(e, crate::error::ErrorShape::Kong, log, snap);
     };
+    if let Some((id, method, params)) = &asked {
+        // Logged as sent: the upstream's answer goes to the client as it comes.
+        let rpc = Rpc {
+            id,
+            method,
+            params,
+            error: None,
+        };
+        let session = header_text(cx.up, "mcp-session-id");
+        note(&mut log, m, session, rpc, None, cx.up, audit);
+    }
     let sent = super::plain::proxy_plain(
         cx.gw,
         service,
