@@ -11,6 +11,9 @@ use support::{send, Harness, Reply};
 
 const MCP: &str = r#"
 _format_version: "3.0"
+plugins:
+  - name: prometheus
+    config: {ai_metrics: true}
 consumer_groups:
   - name: admin
     consumers: [{username: alice}]
@@ -386,6 +389,27 @@ async fn conversion_listener_serves_rest_endpoints_as_tools() {
         .as_str()
         .unwrap()
         .contains("not available"));
+    // Kong's MCP metrics, by method and tool.
+    let metrics = support::get(&h.admin("/metrics")).await.text();
+    let has = |line: &str| metrics.lines().any(|l| l.starts_with(line));
+    assert!(
+        has(
+            r#"kong_ai_mcp_latency_ms_count{service="mcp-service",route="mcp-route",method="tools/call",workspace="default",tool_name="Get users"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        has(
+            r#"kong_ai_mcp_error_total{service="mcp-service",route="mcp-route",type="Invalid params",method="tools/call",workspace="default",tool_name="Get users"} "#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        has(
+            r#"kong_ai_mcp_response_body_size_bytes_bucket{service="mcp-service",route="mcp-route",method="tools/list""#
+        ),
+        "{metrics}"
+    );
     // The tool calls' own requests through the route are logged too (no `ai.mcp`).
     assert!(lines.iter().any(|l| l["request"]["uri"]
         .as_str()

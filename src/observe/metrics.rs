@@ -228,6 +228,19 @@ pub const CACHE_LATENCY_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0, 500.0, 750.0, 1000.0, 2000.0,
 ];
 
+/// Buckets (ms) for `kong_ai_mcp_latency_ms` (Kong does not publish its own).
+pub const MCP_LATENCY_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+];
+
+/// Buckets (bytes) for `kong_ai_mcp_response_body_size_bytes`.
+pub const MCP_SIZE_BUCKETS: &[f64] = &[
+    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0,
+];
+
+/// Labels of Kong's MCP metrics.
+pub const MCP_LABELS: &[&str] = &["service", "route", "method", "workspace", "tool_name"];
+
 /// Labels of Kong's AI metrics (the cache and vector-db ones are empty on routes without
 /// `ai-semantic-cache`).
 pub const AI_LABELS: &[&str] = &[
@@ -275,6 +288,9 @@ pub struct Registry {
     pub cache_embeddings_latency: Family,
     pub cache_saved_tokens: Family,
     pub cache_saved_cost: Family,
+    pub mcp_latency: Family,
+    pub mcp_response_size: Family,
+    pub mcp_errors: Family,
 }
 
 impl Registry {
@@ -396,10 +412,28 @@ impl Registry {
                 Counter,
                 &["ai_provider", "ai_model", "vector_db", "consumer"],
             ),
+            mcp_latency: Family::new(
+                "kong_ai_mcp_latency_ms",
+                "MCP server latencies in milliseconds",
+                Histogram(MCP_LATENCY_BUCKETS),
+                MCP_LABELS,
+            ),
+            mcp_response_size: Family::new(
+                "kong_ai_mcp_response_body_size_bytes",
+                "MCP server response body sizes in bytes",
+                Histogram(MCP_SIZE_BUCKETS),
+                MCP_LABELS,
+            ),
+            mcp_errors: Family::new(
+                "kong_ai_mcp_error_total",
+                "Total MCP server errors by type",
+                Counter,
+                &["service", "route", "type", "method", "workspace", "tool_name"],
+            ),
         }
     }
 
-    fn families(&self) -> [&Family; 18] {
+    fn families(&self) -> [&Family; 21] {
         [
             &self.http_requests,
             &self.request_latency,
@@ -419,6 +453,9 @@ impl Registry {
             &self.cache_embeddings_latency,
             &self.cache_saved_tokens,
             &self.cache_saved_cost,
+            &self.mcp_latency,
+            &self.mcp_response_size,
+            &self.mcp_errors,
         ]
     }
 

@@ -162,6 +162,32 @@ fn get<'a>(slot: &'a Slot, family: &Family, labels: &[&str]) -> &'a Series {
     slot.get_or_init(|| family.series(labels))
 }
 
+/// Kong's MCP families (`logging.log_statistics`): per JSON-RPC request, its latency, its
+/// answer's size and its errors, by method and tool.
+fn record_mcp(
+    m: &crate::observe::metrics::Registry,
+    mcp: &crate::observe::mcp_log::McpLog,
+    [service, route, ws]: [&str; 3],
+) {
+    for r in &mcp.rpc {
+        let tool = r.tool_name.as_deref().unwrap_or("");
+        let labels = [service, route, r.method.as_str(), ws, tool];
+        m.mcp_latency.observe(&labels, r.latency_ms as f64);
+        if r.response_body_size > 0 {
+            m.mcp_response_size
+                .observe(&labels, r.response_body_size as f64);
+        }
+        if let Some((code, _)) = &r.error {
+            let kind = match code {
+                0 => "Tool error",
+                c => crate::mcp::jsonrpc::code_name(*c),
+            };
+            m.mcp_errors
+                .add(&[service, route, kind, r.method.as_str(), ws, tool], 1.0);
+        }
+    }
+}
+
 /// Kong's AI families for a request `ai-semantic-cache` looked up, with its labels
 /// (`cache_status` lower-case, as Kong's exporter writes it), its fetch and embeddings
 /// latencies, and what a hit saved.
@@ -284,6 +310,9 @@ pub fn record(cfg: &PrometheusConfig, log: &RequestLog, snap: &Entities) {
     }
     if !cfg.ai_metrics {
         return;
+    }
+    if let Some(mcp) = log.mcp.as_deref().filter(|l| l.statistics) {
+        record_mcp(m, mcp, [service, route, ws]);
     }
     let Some(ai) = ai else {
         return;
