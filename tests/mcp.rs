@@ -94,6 +94,24 @@ services:
               tools:
                 - {description: List users, name: list_users, acl: {allow: [admin], deny: [developer]}}
                 - {description: Search orders, name: search_orders, acl: {allow: [admin], deny: [developer]}}
+  - name: down-mcp
+    url: "http://127.0.0.1:9/mcp"
+    routes:
+      - name: mcp-down
+        paths: ["/mcp-down"]
+        plugins:
+          - name: ai-mcp-proxy
+            config: {mode: passthrough-listener}
+  - name: garbage-mcp
+    url: "{MOCK}/marketplace/users"
+    routes:
+      - name: mcp-garbage
+        paths: ["/mcp-garbage"]
+        plugins:
+          - name: ai-mcp-proxy
+            config: {mode: passthrough-listener}
+          - name: rate-limiting
+            config: {minute: 2}
   - name: upstream-mcp-sse
     url: "{MOCK}/mcp-sse"
     routes:
@@ -512,4 +530,45 @@ fn kong_examples_load() {
         n += 1;
     }
     assert_eq!(n, 11);
+}
+
+/// An upstream MCP server that is down or answers garbage: a JSON-RPC error with the
+/// request's id and a status that says so, never a hang; rate-limiting counts MCP requests.
+#[tokio::test]
+async fn passthrough_failures_are_json_rpc_errors() {
+    let h = Harness::start(MCP).await;
+    let init = json!({"jsonrpc": "2.0", "id": 7, "method": "initialize",
+                      "params": {"protocolVersion": "2025-06-18", "capabilities": {}}});
+    let post = |path: &str| {
+        let url = h.url(path);
+        let body = init.to_string();
+        async move { send("POST", &url, &[("content-type", "application/json")], body).await }
+    };
+    let down = post("/mcp-down").await;
+    assert_eq!(down.status, 502, "{}", down.text());
+    let e = down.json();
+    assert_eq!(
+        (e["id"].clone(), e["error"]["code"].clone()),
+        (json!(7), json!(-32603)),
+        "{e}"
+    );
+    assert!(
+        e["error"]["message"].as_str().unwrap().contains("HTTP 502"),
+        "{e}"
+    );
+    let garbage = post("/mcp-garbage").await;
+    assert_eq!(garbage.status, 502, "{}", garbage.text());
+    let e = garbage.json();
+    assert_eq!(e["id"], 7);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not JSON-RPC"),
+        "{e}"
+    );
+    // rate-limiting (minute: 2) on an MCP route counts its requests.
+    assert_eq!(post("/mcp-garbage").await.status, 502);
+    let limited = post("/mcp-garbage").await;
+    assert_eq!(limited.status, 429, "{}", limited.text());
 }

@@ -580,14 +580,39 @@ async fn passthrough(cx: McpCtx<'_>, armed: ArmedMcp, mut log: Exchange) -> Resp
         None,
     );
     let mut resp = Box::pin(sent).await;
-    if lists && resp.status() == StatusCode::OK {
-        filter_list(&mut resp, m, &armed.subjects).await;
+    if let Some((id, _, _)) = &asked {
+        let filter = lists.then_some((&**m, &armed.subjects[..]));
+        checked_answer(&mut resp, id, filter).await;
     }
     resp
 }
 
-/// Removes the tools the ACLs deny from an upstream `tools/list` answer (JSON or SSE).
-async fn filter_list(resp: &mut Response<ProxyBody>, m: &McpProxy, subjects: &[String]) {
+/// The upstream's answer to the JSON-RPC request `id`, checked before it goes on: a JSON
+/// answer is read whole (bounded) and must be JSON-RPC, or the client gets a JSON-RPC error
+/// saying what came instead (502); a gateway or upstream failure becomes a JSON-RPC error
+/// with its status; a `tools/list` answer (JSON or SSE) loses the tools the ACLs deny.
+/// Other streams pass as they come.
+async fn checked_answer(
+    resp: &mut Response<ProxyBody>,
+    id: &Value,
+    filter: Option<(&McpProxy, &[String])>,
+) {
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let sse = ct.starts_with("text/event-stream");
+    let touch = if sse {
+        filter.is_some() && status == StatusCode::OK
+    } else {
+        status != StatusCode::ACCEPTED
+    };
+    if !touch {
+        return;
+    }
     let finish = resp.body_mut().take_finish();
     let body = std::mem::replace(resp.body_mut(), ProxyBody::full(Bytes::new(), None));
     let read = tokio::time::timeout(
@@ -595,10 +620,88 @@ async fn filter_list(resp: &mut Response<ProxyBody>, m: &McpProxy, subjects: &[S
         http_body_util::Limited::new(body, MAX_ANSWER).collect(),
     )
     .await;
-    let bytes = match read {
-        Ok(Ok(b)) => b.to_bytes(),
-        _ => Bytes::from_static(b""),
+    let (status, out) = match read {
+        Ok(Ok(b)) if sse => (status, filtered_sse(&b.to_bytes(), filter)),
+        Ok(Ok(b)) => json_answer_checked(status, &b.to_bytes(), id, filter),
+        _ => {
+            let e = jsonrpc::error(
+                id,
+                jsonrpc::INTERNAL_ERROR,
+                "the upstream MCP server's answer could not be read (too large, cut or too slow)",
+                None,
+            );
+            (StatusCode::BAD_GATEWAY, json_bytes(&e))
+        }
     };
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.remove(header::TRANSFER_ENCODING);
+    h.remove(header::CONTENT_ENCODING);
+    if !sse {
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+    *resp.body_mut() = ProxyBody::full(out, finish);
+}
+
+fn json_bytes(v: &Value) -> Bytes {
+    Bytes::from(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// A JSON answer: JSON-RPC (filtered when it is a list), or a JSON-RPC error in its place.
+fn json_answer_checked(
+    status: StatusCode,
+    bytes: &[u8],
+    id: &Value,
+    filter: Option<(&McpProxy, &[String])>,
+) -> (StatusCode, Bytes) {
+    let parsed = serde_json::from_slice::<Value>(bytes).ok();
+    let rpc = parsed.as_ref().filter(|v| {
+        v.get("jsonrpc").and_then(Value::as_str) == Some("2.0")
+            && (v.get("result").is_some() || v.get("error").is_some())
+    });
+    if let Some(v) = rpc {
+        let mut v = v.clone();
+        if let Some((m, subjects)) = filter {
+            filter_tools(&mut v, m, subjects);
+        }
+        return (status, json_bytes(&v));
+    }
+    let (status, message) = if status.is_success() {
+        let what = if parsed.is_some() { "JSON" } else { "not JSON" };
+        (
+            StatusCode::BAD_GATEWAY,
+            format!(
+                "the upstream MCP server's answer is not JSON-RPC (HTTP {}, {what}, {} bytes)",
+                status.as_u16(),
+                bytes.len()
+            ),
+        )
+    } else {
+        // The gateway's own error (Kong's `message`), or the upstream's status.
+        let said = parsed
+            .as_ref()
+            .and_then(|v| v.get("message"))
+            .and_then(Value::as_str)
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        (
+            status,
+            format!(
+                "the upstream MCP server failed (HTTP {}){said}",
+                status.as_u16()
+            ),
+        )
+    };
+    let e = jsonrpc::error(id, jsonrpc::INTERNAL_ERROR, &message, None);
+    (status, json_bytes(&e))
+}
+
+/// Removes the tools the ACLs deny from a `tools/list` answer.
+fn filter_tools(v: &mut Value, m: &McpProxy, subjects: &[String]) {
     let keep = |tool: &Value| {
         let name = tool.get("name").and_then(Value::as_str).unwrap_or("");
         acl_allows(
@@ -607,43 +710,29 @@ async fn filter_list(resp: &mut Response<ProxyBody>, m: &McpProxy, subjects: &[S
             subjects,
         )
     };
-    let filter_one = |v: &mut Value| {
-        if let Some(tools) = v.pointer_mut("/result/tools").and_then(Value::as_array_mut) {
-            tools.retain(keep);
-        }
+    if let Some(tools) = v.pointer_mut("/result/tools").and_then(Value::as_array_mut) {
+        tools.retain(keep);
+    }
+}
+
+/// An SSE answer with each `data:` message's tool list filtered.
+fn filtered_sse(bytes: &[u8], filter: Option<(&McpProxy, &[String])>) -> Bytes {
+    let Some((m, subjects)) = filter else {
+        return Bytes::copy_from_slice(bytes);
     };
-    let sse = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    let out = if sse {
-        let text = String::from_utf8_lossy(&bytes);
-        let mut out = String::with_capacity(text.len());
-        for line in text.split_inclusive('\n') {
-            let data = line.strip_prefix("data:").map(str::trim);
-            match data.and_then(|d| serde_json::from_str::<Value>(d).ok()) {
-                Some(mut v) => {
-                    filter_one(&mut v);
-                    out.push_str("data: ");
-                    out.push_str(&v.to_string());
-                    out.push('\n');
-                }
-                None => out.push_str(line),
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let data = line.strip_prefix("data:").map(str::trim);
+        match data.and_then(|d| serde_json::from_str::<Value>(d).ok()) {
+            Some(mut v) => {
+                filter_tools(&mut v, m, subjects);
+                out.push_str("data: ");
+                out.push_str(&v.to_string());
+                out.push('\n');
             }
+            None => out.push_str(line),
         }
-        Bytes::from(out)
-    } else {
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(mut v) => {
-                filter_one(&mut v);
-                Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
-            }
-            Err(_) => bytes,
-        }
-    };
-    let h = resp.headers_mut();
-    h.remove(header::TRANSFER_ENCODING);
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-    *resp.body_mut() = ProxyBody::full(out, finish);
+    }
+    Bytes::from(out)
 }

@@ -684,6 +684,19 @@ cat "$TMP/mcp.out"
 [ "$rc" -ne 124 ] || fail "MCP: mcp_checks.py timed out after ${SDK_TIMEOUT}s"
 [ "$rc" -eq 0 ] || tail -n 20 "$TMP/mcp.err"
 count_results "$TMP/mcp.out" "$rc" "MCP"
+sleep 0.5
+if "$PY" - "$TMP/logs/mcp.log" <<'EOF' >"$TMP/mcp-audit.out" 2>&1; then
+import json, sys
+audits = [a for line in open(sys.argv[1]) for a in json.loads(line).get("ai", {}).get("mcp", {}).get("audit", [])]
+want = [("Get users", "allow", "mcp-admin", "consumer_group"), ("Get users", "deny", "mcp-bob", "consumer")]
+seen = [(a["primitive_name"], a["action"], a["consumer"]["name"], a["consumer"]["identifier"]) for a in audits]
+missing = [w for w in want if w not in seen]
+assert not missing, f"missing {missing}; audit entries: {seen}"
+EOF
+    pass "MCP: the file-log's ai.mcp.audit names the consumer (or group) and the tool of each ACL decision"
+else
+    fail "MCP: audit log: $(tail -n 3 "$TMP/mcp-audit.out")"
+fi
 
 # ---------------------------------------------------------------------------
 # 7. Observability: Prometheus text at /metrics, usage analytics from this run, and the
