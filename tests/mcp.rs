@@ -572,3 +572,52 @@ async fn passthrough_failures_are_json_rpc_errors() {
     let limited = post("/mcp-garbage").await;
     assert_eq!(limited.status, 429, "{}", limited.text());
 }
+
+/// MCP calls show in usage analytics by consumer and tool (provider `mcp`, model the tool).
+#[tokio::test]
+async fn analytics_count_tool_calls_by_consumer_and_tool() {
+    let start = tollgate::rt::clock::millis_since_epoch() / 1000;
+    let h = Harness::start(MCP).await;
+    let dir = std::env::temp_dir().join(format!("tollgate-mcp-analytics-{}", uuid::Uuid::new_v4()));
+    let backend = tollgate::observe::analytics::Backend::Sqlite(dir.join("a.db"));
+    let a = tollgate::observe::analytics::Analytics::start(backend, dir.clone()).unwrap();
+    h.gw.gateway.analytics.set(std::sync::Arc::new(a)).unwrap();
+    let mut alice = Session::new(&h, "/marketplace", "alice-key");
+    alice.initialize().await;
+    for _ in 0..2 {
+        alice
+            .request("tools/call", json!({"name": "Get users", "arguments": {}}))
+            .await;
+    }
+    let url = h.admin(&format!(
+        "/analytics/usage?from={start}&bucket=hour&group_by=model&consumer=alice"
+    ));
+    let requests = |series: &Value, key: &str| -> i64 {
+        series
+            .as_array()
+            .and_then(|s| s.iter().find(|x| x["key"] == key))
+            .and_then(|x| x["points"].as_array())
+            .map(|p| p.iter().filter_map(|p| p["requests"].as_i64()).sum())
+            .unwrap_or(0)
+    };
+    let mut series = Value::Null;
+    for _ in 0..100 {
+        series = support::get(&url).await.json()["series"].clone();
+        if requests(&series, "Get users") == 2 && requests(&series, "initialize") == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(requests(&series, "Get users"), 2, "{series}");
+    let keys: Vec<&str> = series
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert!(
+        keys.contains(&"Get users") && keys.contains(&"initialize"),
+        "{series}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

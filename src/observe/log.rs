@@ -459,7 +459,7 @@ impl RequestLog {
         if let Some(ai) = ai {
             o.key("ai");
             ai.write(&mut o, &self.tries);
-        } else if let Some(mcp) = self.mcp.as_deref() {
+        } else if let Some(mcp) = self.mcp.as_deref().filter(|m| m.logged()) {
             // MCP routes have no ai-proxy (Kong: the two are not combined).
             o.key("ai");
             o.raw(&mcp.to_json().to_string());
@@ -674,6 +674,15 @@ impl RequestLog {
                 r.cached = true;
                 r.saved_cost = c["cost_savings"].as_f64().unwrap_or(0.0);
             }
+        } else if let Some(m) = self.mcp.as_deref() {
+            // MCP calls count by consumer and tool: the provider is `mcp`, the model the
+            // tool (or the method, for requests that call none).
+            r.provider = "mcp".to_string();
+            r.model = m
+                .tool
+                .clone()
+                .or_else(|| m.method.clone())
+                .unwrap_or_default();
         }
         r
     }

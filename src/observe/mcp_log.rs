@@ -32,6 +32,9 @@ pub struct McpAudit {
 /// What an MCP request logs.
 #[derive(Debug, Clone, Default)]
 pub struct McpLog {
+    /// The request's JSON-RPC method and tool, for usage analytics (always kept).
+    pub method: Option<String>,
+    pub tool: Option<String>,
     pub session_id: Option<String>,
     /// Per-request statistics (`log_statistics` or `log_payloads`).
     pub rpc: Vec<McpRpc>,
@@ -41,6 +44,11 @@ pub struct McpLog {
 }
 
 impl McpLog {
+    /// Whether the log's `ai.mcp` has anything (the `logging` switches were on).
+    pub fn logged(&self) -> bool {
+        self.session_id.is_some() || !self.rpc.is_empty() || !self.audit.is_empty()
+    }
+
     /// `{"mcp": {...}}`, the object written under the record's `ai`.
     pub fn to_json(&self) -> Value {
         let mut m = Map::new();
@@ -115,6 +123,7 @@ mod tests {
                 consumer: Some(("c-1".into(), Some("admin".into()), "consumer_group")),
             }],
             statistics: true,
+            ..Default::default()
         };
         assert_eq!(
             log.to_json(),

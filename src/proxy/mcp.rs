@@ -243,12 +243,17 @@ fn note(
     up: &UpstreamRequest,
     audit: Vec<McpAudit>,
 ) {
+    let latency_ms = log.started.elapsed().as_millis() as u64;
+    let entry = log.mcp.get_or_insert_with(Default::default);
+    let tool = (rpc.method == "tools/call")
+        .then(|| rpc.params.get("name").and_then(Value::as_str))
+        .flatten();
+    entry.method = Some(rpc.method.to_string());
+    entry.tool = tool.map(str::to_string);
     let l = &m.config.logging;
     if !(l.log_statistics || l.log_payloads || l.log_audits) {
         return;
     }
-    let latency_ms = log.started.elapsed().as_millis() as u64;
-    let entry = log.mcp.get_or_insert_with(Default::default);
     entry.session_id = session.map(str::to_string);
     entry.statistics = l.log_statistics;
     if l.log_statistics || l.log_payloads {
@@ -256,10 +261,7 @@ fn note(
         entry.rpc.push(McpRpc {
             id: Some(jsonrpc::id_text(rpc.id)),
             method: rpc.method.to_string(),
-            tool_name: (rpc.method == "tools/call")
-                .then(|| rpc.params.get("name").and_then(Value::as_str))
-                .flatten()
-                .map(str::to_string),
+            tool_name: tool.map(str::to_string),
             latency_ms,
             response_body_size: answer_text.as_ref().map_or(0, |t| t.len() as u64),
             error: rpc.error,
