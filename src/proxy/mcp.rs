@@ -87,6 +87,18 @@ fn now() -> u64 {
     crate::rt::clock::millis_since_epoch() / 1000
 }
 
+/// The request's JSON-RPC message, or the answer refusing it (its size, its protocol
+/// version, or not JSON-RPC).
+fn read_message(
+    m: &McpProxy,
+    up: &UpstreamRequest,
+) -> Result<Message, (StatusCode, Option<Value>)> {
+    if let Some(refused) = refused_head(m, up) {
+        return Err(refused);
+    }
+    Message::parse(&up.body).map_err(|e| (StatusCode::BAD_REQUEST, Some(e.response())))
+}
+
 /// A request the method or size rules refuse before it is read as JSON-RPC.
 fn refused_head(m: &McpProxy, up: &UpstreamRequest) -> Option<(StatusCode, Option<Value>)> {
     let limit = m.max_body();
@@ -136,20 +148,9 @@ async fn listen(cx: McpCtx<'_>, armed: ArmedMcp, mut log: Exchange) -> Response<
             return reply(StatusCode::METHOD_NOT_ALLOWED, None, vec![allow], log, snap);
         }
     }
-    if let Some((status, body)) = refused_head(m, cx.up) {
-        return reply(status, body, Vec::new(), log, snap);
-    }
-    let msg = match Message::parse(&cx.up.body) {
+    let msg = match read_message(m, cx.up) {
         Ok(msg) => msg,
-        Err(e) => {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                Some(e.response()),
-                Vec::new(),
-                log,
-                snap,
-            )
-        }
+        Err((status, body)) => return reply(status, body, Vec::new(), log, snap),
     };
     let initialize = msg.method() == Some("initialize");
     if !initialize {
@@ -513,19 +514,8 @@ async fn passthrough(cx: McpCtx<'_>, armed: ArmedMcp, mut log: Exchange) -> Resp
     let mut asked: Option<(Value, String, Value)> = None;
     let mut audit = Vec::new();
     if cx.up.method == http::Method::POST {
-        if let Some((status, body)) = refused_head(m, cx.up) {
-            return reply(status, body, Vec::new(), log, snap);
-        }
-        match Message::parse(&cx.up.body) {
-            Err(e) => {
-                return reply(
-                    StatusCode::BAD_REQUEST,
-                    Some(e.response()),
-                    Vec::new(),
-                    log,
-                    snap,
-                )
-            }
+        match read_message(m, cx.up) {
+            Err((status, body)) => return reply(status, body, Vec::new(), log, snap),
             Ok(Message::Request { id, method, params }) => {
                 lists = method == "tools/list";
                 if method == "tools/call" {
