@@ -6,6 +6,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use support::{send, Harness, Reply};
 
@@ -73,6 +75,16 @@ services:
               mode: conversion-only
               tools:
                 - {description: All users, method: GET, path: /tools/marketplace/marketplace/users}
+      - name: plain-users
+        paths: ["/plain"]
+      - name: mcp-elsewhere
+        paths: ["/elsewhere"]
+        plugins:
+          - name: ai-mcp-proxy
+            config:
+              mode: conversion-listener
+              tools:
+                - {description: Users of another route, name: users, method: GET, path: /plain/marketplace/users}
       - name: mcp-listener
         paths: ["/mcp-listener"]
         plugins:
@@ -117,6 +129,19 @@ services:
     routes:
       - name: mcp-sse-route
         paths: ["/mcp-sse"]
+        plugins:
+          - name: key-auth
+            config: {key_names: [apikey]}
+          - name: ai-mcp-proxy
+            config:
+              mode: passthrough-listener
+              tools:
+                - {description: List users, name: list_users, acl: {deny: [bob]}}
+  - name: legacy-mcp
+    url: "{MOCK}/mcp-legacy"
+    routes:
+      - name: mcp-legacy-route
+        paths: ["/legacy"]
         plugins:
           - name: key-auth
             config: {key_names: [apikey]}
@@ -511,6 +536,170 @@ async fn passthrough_proxies_mcp_with_acls() {
         !tools.contains(&"list_users".to_string()) && tools.len() == 4,
         "{tools:?}"
     );
+}
+
+/// An HTTP+SSE session: the stream the client opened, read event by event.
+struct SseStream {
+    body: hyper::body::Incoming,
+    buf: String,
+}
+
+impl SseStream {
+    async fn open(url: &str, key: &str) -> SseStream {
+        use hyper_util::client::legacy::Client;
+        let client: Client<_, http_body_util::Full<bytes::Bytes>> =
+            Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let req = http::Request::get(url)
+            .header("accept", "text/event-stream")
+            .header("apikey", key)
+            .body(Default::default())
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        SseStream {
+            body: resp.into_body(),
+            buf: String::new(),
+        }
+    }
+
+    /// The next event's type and data.
+    async fn next(&mut self) -> (String, String) {
+        use http_body_util::BodyExt;
+        loop {
+            if let Some(i) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..i + 2).collect();
+                let field = |f: &str| {
+                    event
+                        .lines()
+                        .find_map(|l| l.strip_prefix(f))
+                        .unwrap_or("")
+                        .to_string()
+                };
+                return (field("event: "), field("data: "));
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(10), self.body.frame())
+                .await
+                .expect("an event within 10 s")
+                .expect("the stream is open")
+                .unwrap();
+            if let Ok(d) = frame.into_data() {
+                self.buf.push_str(&String::from_utf8_lossy(&d));
+            }
+        }
+    }
+
+    /// The next message's JSON.
+    async fn message(&mut self) -> Value {
+        let (event, data) = self.next().await;
+        assert_eq!(event, "message", "{data}");
+        serde_json::from_str(&data).unwrap()
+    }
+}
+
+/// A tool whose path leads to another route is called through that route, and the call's
+/// marker (which only an MCP route's listener reads) does not reach its upstream.
+#[tokio::test]
+async fn a_tool_on_another_route_reaches_its_upstream_unmarked() {
+    let h = Harness::start(MCP).await;
+    let mut s = Session::new(&h, "/elsewhere", "none");
+    s.initialize().await;
+    let v = s.request("tools/call", json!({"name": "users"})).await;
+    let text = v["result"]["content"][0]["text"].as_str().unwrap_or("");
+    assert!(text.contains("Alice Johnson"), "{v}");
+    let last = h.mock.requests().pop().unwrap();
+    assert_eq!(last.path, "/marketplace/users");
+    assert!(
+        last.headers
+            .iter()
+            .all(|(k, _)| !k.starts_with("x-tollgate")),
+        "{:?}",
+        last.headers
+    );
+}
+
+/// MCP's older HTTP+SSE transport through passthrough: the endpoint the upstream names is
+/// rewritten to the gateway's path, answers come on the stream, lists are filtered and a
+/// denied call is refused on the stream, never forwarded.
+#[tokio::test]
+async fn passthrough_relays_the_http_sse_transport() {
+    let h = Harness::start(MCP).await;
+    let mut bob = SseStream::open(&h.url("/legacy/sse"), "bob-key").await;
+    let (event, endpoint) = bob.next().await;
+    assert_eq!(event, "endpoint");
+    assert!(
+        endpoint.starts_with("/legacy/messages/?session_id=legacy-"),
+        "{endpoint}"
+    );
+    let post = |msg: Value| {
+        let url = h.url(&endpoint);
+        async move {
+            send(
+                "POST",
+                &url,
+                &[("content-type", "application/json"), ("apikey", "bob-key")],
+                msg.to_string(),
+            )
+            .await
+        }
+    };
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+    assert_eq!(post(init).await.status, 202);
+    let v = bob.message().await;
+    assert_eq!(v["id"], 1);
+    assert_eq!(v["result"]["serverInfo"]["name"], "mock-marketplace");
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"});
+    assert_eq!(post(note).await.status, 202);
+
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+    assert_eq!(post(list).await.status, 202);
+    let v = bob.message().await;
+    let names: Vec<&str> = v["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(!names.contains(&"list_users"), "{names:?}");
+
+    let before = h.mock.requests().len();
+    let denied = json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "list_users"}});
+    let r = post(denied).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let v = bob.message().await;
+    assert_eq!(v["id"], 3);
+    assert_eq!(v["error"]["code"], -32602);
+    assert_eq!(
+        v["error"]["message"],
+        "Tool 'list_users' is not available for consumer 'bob'"
+    );
+    assert_eq!(h.mock.requests().len(), before, "not forwarded");
+
+    let call = json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+        "params": {"name": "get_user", "arguments": {"id": "e5f6g7h8"}}});
+    assert_eq!(post(call).await.status, 202);
+    let v = bob.message().await;
+    assert_eq!(v["id"], 4);
+    assert!(
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("Bob Smith"),
+        "{v}"
+    );
+    // Another client's stream is its own session.
+    let mut alice = SseStream::open(&h.url("/legacy/sse"), "alice-key").await;
+    let (_, other) = alice.next().await;
+    assert_ne!(other, endpoint);
+    // Once the stream is gone, the upstream no longer knows the session.
+    drop(bob);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let ping = json!({"jsonrpc": "2.0", "id": 5, "method": "ping"});
+    let r = post(ping).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(rpc_of(&r)["error"]["code"], -32603);
 }
 
 /// Kong's example configs load as they are.

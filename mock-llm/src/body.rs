@@ -19,6 +19,8 @@ pub(crate) enum MockBody {
     Full(Option<Bytes>),
     /// An event stream, sent chunked.
     Events(EventStream),
+    /// A stream fed as it goes (an MCP HTTP+SSE session); ends when every sender is gone.
+    Channel(tokio::sync::mpsc::UnboundedReceiver<Bytes>),
 }
 
 impl MockBody {
@@ -30,7 +32,7 @@ impl MockBody {
     pub(crate) fn into_full(self) -> Option<Bytes> {
         match self {
             MockBody::Full(bytes) => bytes,
-            MockBody::Events(_) => None,
+            MockBody::Events(_) | MockBody::Channel(_) => None,
         }
     }
 }
@@ -60,6 +62,7 @@ pub(crate) fn gzipped(response: http::Response<MockBody>) -> http::Response<Mock
             s.events = events;
             MockBody::Events(s)
         }
+        MockBody::Channel(rx) => MockBody::Channel(rx),
     };
     parts.headers.remove(http::header::CONTENT_LENGTH);
     parts.headers.insert(
@@ -127,13 +130,14 @@ impl Body for MockBody {
         match self.get_mut() {
             MockBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             MockBody::Events(stream) => stream.poll_event(cx),
+            MockBody::Channel(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             MockBody::Full(bytes) => bytes.is_none(),
-            MockBody::Events(_) => false,
+            MockBody::Events(_) | MockBody::Channel(_) => false,
         }
     }
 
@@ -142,7 +146,7 @@ impl Body for MockBody {
             MockBody::Full(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            MockBody::Events(_) => SizeHint::default(),
+            MockBody::Events(_) | MockBody::Channel(_) => SizeHint::default(),
         }
     }
 }

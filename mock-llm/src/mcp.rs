@@ -2,15 +2,19 @@
 //! `…/marketplace/orders`) for the conversion modes, and the same data as an MCP server
 //! over streamable HTTP (`…/mcp` answers JSON, `…/mcp-sse` answers SSE) for passthrough:
 //! `initialize` issues an `Mcp-Session-Id` that later requests must carry, notifications
-//! get 202, `GET` 405, `DELETE` ends the session.
+//! get 202, `GET` 405, `DELETE` ends the session. The older HTTP+SSE transport (MCP
+//! 2024-11-05) is served too: `GET …/mcp-legacy/sse` opens a stream whose first event,
+//! `endpoint`, names where to POST (`…/mcp-legacy/messages/?session_id=…`); each POST gets
+//! 202 and its answer comes on the stream.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Method, Response, StatusCode};
 use serde_json::{json, Value};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::body::MockBody;
 use crate::server::json_response;
@@ -22,6 +26,10 @@ pub(crate) enum Endpoint {
     Orders,
     /// The MCP server; answers as SSE (true) or JSON.
     Mcp(bool),
+    /// The HTTP+SSE transport's stream.
+    LegacyStream,
+    /// The HTTP+SSE transport's message endpoint.
+    LegacyPost,
 }
 
 impl Endpoint {
@@ -32,6 +40,10 @@ impl Endpoint {
             Some(Endpoint::Users)
         } else if path.ends_with("/marketplace/orders") {
             Some(Endpoint::Orders)
+        } else if path.ends_with("/mcp-legacy/sse") {
+            Some(Endpoint::LegacyStream)
+        } else if path.ends_with("/mcp-legacy/messages") {
+            Some(Endpoint::LegacyPost)
         } else if path.ends_with("/mcp-sse") {
             Some(Endpoint::Mcp(true))
         } else if path.ends_with("/mcp") {
@@ -44,7 +56,11 @@ impl Endpoint {
 
 /// Sessions the MCP server issued and has not ended.
 #[derive(Debug, Default)]
-pub(crate) struct Sessions(Mutex<HashSet<String>>);
+pub(crate) struct Sessions {
+    streamable: Mutex<HashSet<String>>,
+    /// HTTP+SSE sessions: where their answers go.
+    legacy: Mutex<HashMap<String, UnboundedSender<Bytes>>>,
+}
 
 fn users() -> Value {
     json!([
@@ -123,7 +139,70 @@ pub(crate) fn respond(
             json_response(StatusCode::OK, &mine)
         }
         Endpoint::Mcp(sse) => mcp(parts, body, sessions, sse, n),
+        Endpoint::LegacyStream => legacy_stream(parts, sessions, n),
+        Endpoint::LegacyPost => legacy_post(parts, body, sessions),
     }
+}
+
+/// Opens an HTTP+SSE session: the stream, with the `endpoint` event first.
+fn legacy_stream(parts: &http::request::Parts, sessions: &Sessions, n: u64) -> Response<MockBody> {
+    if parts.method != Method::GET {
+        return status_only(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let id = format!("legacy-{n}");
+    let base = parts.uri.path().trim_end_matches('/');
+    let base = base.strip_suffix("/sse").unwrap_or(base);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let first = format!("event: endpoint\ndata: {base}/messages/?session_id={id}\n\n");
+    let _ = tx.send(Bytes::from(first));
+    if let Ok(mut map) = sessions.legacy.lock() {
+        map.retain(|_, tx| !tx.is_closed());
+        map.insert(id, tx);
+    }
+    let mut r = Response::new(MockBody::Channel(rx));
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    r
+}
+
+/// A message for an HTTP+SSE session: 202, and the answer on the session's stream.
+fn legacy_post(
+    parts: &http::request::Parts,
+    body: &Bytes,
+    sessions: &Sessions,
+) -> Response<MockBody> {
+    if parts.method != Method::POST {
+        return status_only(StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let Some(id) = query_arg(parts.uri.query(), "session_id") else {
+        return text_only(StatusCode::BAD_REQUEST, "session_id is required");
+    };
+    let tx = sessions
+        .legacy
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&id).cloned());
+    let Some(tx) = tx else {
+        return text_only(StatusCode::NOT_FOUND, "Could not find session");
+    };
+    let Ok(msg) = serde_json::from_slice::<Value>(body) else {
+        return text_only(StatusCode::BAD_REQUEST, "Could not parse message");
+    };
+    if msg.get("id").is_some() && msg.get("method").is_some() {
+        let event = format!("event: message\ndata: {}\n\n", answer(&msg));
+        if tx.send(Bytes::from(event)).is_err() {
+            return text_only(StatusCode::NOT_FOUND, "Could not find session");
+        }
+    }
+    text_only(StatusCode::ACCEPTED, "Accepted")
+}
+
+fn text_only(status: StatusCode, text: &'static str) -> Response<MockBody> {
+    let mut r = Response::new(MockBody::full(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
 }
 
 fn status_only(status: StatusCode) -> Response<MockBody> {
@@ -147,12 +226,12 @@ fn mcp(
         .map(str::to_string);
     let known = |s: &Option<String>| {
         s.as_ref()
-            .is_some_and(|s| sessions.0.lock().is_ok_and(|set| set.contains(s)))
+            .is_some_and(|s| sessions.streamable.lock().is_ok_and(|set| set.contains(s)))
     };
     match parts.method {
         Method::GET => return status_only(StatusCode::METHOD_NOT_ALLOWED),
         Method::DELETE => {
-            if let (Some(s), Ok(mut set)) = (&session, sessions.0.lock()) {
+            if let (Some(s), Ok(mut set)) = (&session, sessions.streamable.lock()) {
                 set.remove(s);
             }
             return status_only(StatusCode::OK);
@@ -177,10 +256,36 @@ fn mcp(
             ),
         };
     }
-    let Some(id) = id else {
+    if id.is_none() {
         // A notification (or a response).
         return status_only(StatusCode::ACCEPTED);
+    }
+    let reply = answer(&msg);
+    let mut resp = if sse {
+        let text = format!("event: message\ndata: {reply}\n\n");
+        let mut r = Response::new(MockBody::full(text.into_bytes()));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        r
+    } else {
+        json_response(StatusCode::OK, &reply)
     };
+    if method == "initialize" {
+        let s = format!("mock-session-{n}");
+        if let Ok(mut set) = sessions.streamable.lock() {
+            set.insert(s.clone());
+        }
+        if let Ok(v) = HeaderValue::from_str(&s) {
+            resp.headers_mut().insert("mcp-session-id", v);
+        }
+    }
+    resp
+}
+
+/// The answer to a JSON-RPC request.
+fn answer(msg: &Value) -> Value {
+    let method = msg["method"].as_str().unwrap_or("");
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
     let (result, error) = match method {
         "initialize" => (
             Some(json!({
@@ -198,29 +303,10 @@ fn mcp(
             Some(json!({"code": -32601, "message": format!("Method not found: {method}")})),
         ),
     };
-    let reply = match (result, error) {
+    match (result, error) {
         (Some(r), _) => json!({"jsonrpc": "2.0", "id": id, "result": r}),
         (None, e) => json!({"jsonrpc": "2.0", "id": id, "error": e}),
-    };
-    let mut resp = if sse {
-        let text = format!("event: message\ndata: {reply}\n\n");
-        let mut r = Response::new(MockBody::full(text.into_bytes()));
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-        r
-    } else {
-        json_response(StatusCode::OK, &reply)
-    };
-    if method == "initialize" {
-        let s = format!("mock-session-{n}");
-        if let Ok(mut set) = sessions.0.lock() {
-            set.insert(s.clone());
-        }
-        if let Ok(v) = HeaderValue::from_str(&s) {
-            resp.headers_mut().insert("mcp-session-id", v);
-        }
     }
-    resp
 }
 
 fn tool_list() -> Value {
@@ -412,5 +498,47 @@ mod tests {
             404,
             "the session ended"
         );
+    }
+
+    #[tokio::test]
+    async fn the_http_sse_transport_answers_on_the_stream() {
+        let s = Sessions::default();
+        let open = respond(
+            Endpoint::LegacyStream,
+            &req(Method::GET, "/base/mcp-legacy/sse", None),
+            &Bytes::new(),
+            &s,
+            4,
+        );
+        assert_eq!(open.headers()[CONTENT_TYPE], "text/event-stream");
+        let mut stream = open.into_body();
+        let first = stream.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(
+            &first[..],
+            b"event: endpoint\ndata: /base/mcp-legacy/messages/?session_id=legacy-4\n\n"
+        );
+        let post = |uri: &str, msg: &str| {
+            respond(
+                Endpoint::LegacyPost,
+                &req(Method::POST, uri, None),
+                &Bytes::from(msg.to_string()),
+                &s,
+                5,
+            )
+        };
+        let list = r#"{"jsonrpc":"2.0","id":9,"method":"tools/list"}"#;
+        let uri = "/base/mcp-legacy/messages/?session_id=legacy-4";
+        assert_eq!(post(uri, list).status(), 202);
+        let event = stream.frame().await.unwrap().unwrap().into_data().unwrap();
+        let text = String::from_utf8_lossy(&event).to_string();
+        let data = text.strip_prefix("event: message\ndata: ").unwrap();
+        let v: Value = serde_json::from_str(data.trim()).unwrap();
+        assert_eq!(v["id"], 9);
+        assert_eq!(v["result"]["tools"][0]["name"], "list_users");
+        let other = "/base/mcp-legacy/messages/?session_id=nope";
+        assert_eq!(post(other, list).status(), 404);
+        assert_eq!(post(uri, "{").status(), 400);
+        drop(stream);
+        assert_eq!(post(uri, list).status(), 404, "the stream is gone");
     }
 }

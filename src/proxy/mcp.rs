@@ -28,6 +28,7 @@ use crate::proxy::response::ProxyBody;
 
 use super::answer::{buffered_response, json_answer};
 use super::headers::Forwarded;
+use super::mcp_sse;
 use super::Conn;
 
 /// The most of a tool's answer (or an upstream MCP list) the gateway reads.
@@ -493,7 +494,6 @@ fn subrequest(
     for (k, v) in &c.headers {
         b = b.header(k.as_str(), v.as_str());
     }
-    b = b.header(crate::mcp::CALL_HEADER, crate::mcp::call_marker());
     let body = match c.body {
         Some((ct, bytes)) => {
             b = b.header(header::CONTENT_TYPE, ct);
@@ -502,8 +502,38 @@ fn subrequest(
         }
         None => Bytes::new(),
     };
-    b.body(super::body::ClientBody::Ready(body))
-        .map_err(|e| format!("the tool's request is not valid HTTP: {e}"))
+    let mut req = b
+        .body(super::body::ClientBody::Ready(body))
+        .map_err(|e| format!("the tool's request is not valid HTTP: {e}"))?;
+    if reaches_mcp_route(&cx.snap, &req, cx.conn.host) {
+        req.headers_mut().insert(
+            crate::mcp::CALL_HEADER,
+            HeaderValue::from_static(crate::mcp::call_marker()),
+        );
+    }
+    Ok(req)
+}
+
+/// Whether `req` routes to a route with ai-mcp-proxy: only there is the call's marker
+/// needed (to pass that route's listener, which removes it); anywhere else the marker
+/// would reach the route's upstream, so it is not added.
+fn reaches_mcp_route<B>(snap: &Snapshot, req: &Request<B>, host: &str) -> bool {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(host);
+    let found = snap.router.find(&crate::gateway::router::RequestView {
+        method: req.method().as_str(),
+        host,
+        path: req.uri().path(),
+        headers: req.headers(),
+    });
+    found.is_some_and(|m| {
+        snap.plugins
+            .iter()
+            .any(|p| p.route == Some(m.route) && matches!(p.plugin, Plugin::McpProxy(_)))
+    })
 }
 
 /// `passthrough-listener`: MCP proxied to the route's service, with the ACLs applied.
@@ -536,6 +566,14 @@ async fn passthrough(cx: McpCtx<'_>, armed: ArmedMcp, mut log: Exchange) -> Resp
                         };
                         let session = header_text(cx.up, "mcp-session-id");
                         note(&mut log, m, session, rpc, Some(&e), cx.up, audit);
+                        // HTTP+SSE: the answer goes on the client's stream.
+                        let endpoint = match cx.raw_query {
+                            Some(q) => format!("{}?{q}", cx.forwarded.path),
+                            None => cx.forwarded.path.to_string(),
+                        };
+                        if mcp_sse::inject(&endpoint, mcp_sse::message_event(&e)) {
+                            return reply(StatusCode::ACCEPTED, None, Vec::new(), log, snap);
+                        }
                         return reply(StatusCode::OK, Some(e), Vec::new(), log, snap);
                     }
                 }
@@ -575,8 +613,31 @@ async fn passthrough(cx: McpCtx<'_>, armed: ArmedMcp, mut log: Exchange) -> Resp
     if let Some((id, _, _)) = &asked {
         let filter = lists.then_some((&**m, &armed.subjects[..]));
         checked_answer(&mut resp, id, filter).await;
+    } else if cx.up.method == http::Method::GET && is_event_stream(&resp) {
+        relay(&mut resp, &cx, &armed);
     }
     resp
+}
+
+fn is_event_stream(resp: &Response<ProxyBody>) -> bool {
+    resp.status() == StatusCode::OK
+        && resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.to_ascii_lowercase().starts_with("text/event-stream"))
+}
+
+/// A stream the server opened for the client (an HTTP+SSE session, or streamable HTTP's
+/// GET stream), relayed event by event: the HTTP+SSE endpoint rewritten to the gateway's
+/// path, lists filtered by the ACLs, and the gateway's refusals added.
+fn relay(resp: &mut Response<ProxyBody>, cx: &McpCtx<'_>, armed: &ArmedMcp) {
+    let (m, subjects) = (armed.mcp.clone(), armed.subjects.clone());
+    let filter: mcp_sse::ToolFilter = Box::new(move |v| filter_tools(v, &m, &subjects));
+    let map = mcp_sse::PathMap::new(cx.forwarded.path, &cx.up.path);
+    let inner = std::mem::replace(resp.body_mut(), ProxyBody::full(Bytes::new(), None));
+    let relay = mcp_sse::Relay::new(inner, map, cx.forwarded.path, Some(filter));
+    *resp.body_mut() = ProxyBody::wrapped(relay);
 }
 
 /// The upstream's answer to the JSON-RPC request `id`, checked before it goes on: a JSON

@@ -11,6 +11,7 @@ pub mod exchange;
 mod guarded;
 pub mod headers;
 mod mcp;
+mod mcp_sse;
 mod plain;
 pub mod realtime;
 pub mod response;

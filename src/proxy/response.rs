@@ -209,6 +209,8 @@ impl Finish {
 enum Kind {
     Full(Option<Bytes>),
     Upstream(Stream),
+    /// A body that rewrites another as it streams (MCP's HTTP+SSE relay).
+    Wrapped(Pin<Box<dyn Body<Data = Bytes, Error = std::io::Error> + Send>>),
 }
 
 /// The upstream's body, passed through frame by frame.
@@ -307,6 +309,16 @@ impl ProxyBody {
         }
     }
 
+    /// A body streamed through `body`, which holds the one it rewrites (and that body's
+    /// log phase).
+    pub fn wrapped(body: impl Body<Data = Bytes, Error = std::io::Error> + Send + 'static) -> Self {
+        ProxyBody {
+            kind: Kind::Wrapped(Box::pin(body)),
+            finish: None,
+            sent: 0,
+        }
+    }
+
     /// A complete body's bytes, taken out with its log phase to be checked before the
     /// client gets them (None: the body is a stream, left as it is).
     pub fn take_full(&mut self) -> Option<(Bytes, Option<Box<Finish>>)> {
@@ -315,7 +327,7 @@ impl ProxyBody {
                 let bytes = b.take()?;
                 Some((bytes, self.finish.take()))
             }
-            Kind::Upstream(_) => None,
+            Kind::Upstream(_) | Kind::Wrapped(_) => None,
         }
     }
 
@@ -488,6 +500,7 @@ impl Body for ProxyBody {
                     }
                 },
                 Kind::Upstream(s) => s.poll_step(cx),
+                Kind::Wrapped(b) => return b.as_mut().poll_frame(cx),
             };
             match step {
                 Step::Chunk(chunk) => {
@@ -514,7 +527,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
-            Kind::Upstream(_) => SizeHint::default(),
+            Kind::Upstream(_) | Kind::Wrapped(_) => SizeHint::default(),
         }
     }
 }
@@ -687,7 +700,7 @@ impl ProxyBody {
                 let mapped = s.mapper.as_mut().and_then(|m| m.fail(code, to_client));
                 (s.sse, mapped)
             }
-            Kind::Full(_) => (None, None),
+            Kind::Full(_) | Kind::Wrapped(_) => (None, None),
         };
         match dialect {
             Some(d) => {

@@ -1,11 +1,13 @@
-"""MCP through the gateway with the official MCP Python SDK (1.x, streamable HTTP):
-conversion-listener and passthrough-listener, and Kong's ACLs. Prints PASS:/FAIL: lines."""
+"""MCP through the gateway with the official MCP Python SDK (1.x): conversion-listener
+and passthrough-listener over streamable HTTP, passthrough over the older HTTP+SSE
+transport, and Kong's ACLs. Prints PASS:/FAIL: lines."""
 
 import argparse
 import asyncio
 import json
 
 from mcp import ClientSession
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamablehttp_client
 from mcp.shared.exceptions import McpError
 
@@ -16,6 +18,13 @@ def report(ok, name, detail=""):
 
 async def session(url, key, work):
     async with streamablehttp_client(url, headers={"apikey": key}, timeout=30) as (read, write, _):
+        async with ClientSession(read, write) as s:
+            init = await s.initialize()
+            return await work(s, init)
+
+
+async def legacy_session(url, key, work):
+    async with sse_client(url, headers={"apikey": key}, timeout=30) as (read, write):
         async with ClientSession(read, write) as s:
             init = await s.initialize()
             return await work(s, init)
@@ -54,6 +63,32 @@ async def main(gateway):
         names = [t.name for t in (await s.list_tools()).tools]
         report("list_users" not in names and "get_user" in names,
                "mcp sdk: passthrough tools/list filtered by the ACL", str(names))
+
+    async def alice_legacy(s, init):
+        names = [t.name for t in (await s.list_tools()).tools]
+        r = await s.call_tool("list_users", {})
+        text = r.content[0].text if r.content else ""
+        report(init.serverInfo.name == "mock-marketplace" and "list_users" in names and "Alice" in text,
+               "mcp sdk: passthrough over HTTP+SSE (sse_client)", f"{init.serverInfo.name} {names} {text[:100]}")
+
+    async def bob_legacy(s, init):
+        names = [t.name for t in (await s.list_tools()).tools]
+        report("list_users" not in names and "get_user" in names,
+               "mcp sdk: HTTP+SSE tools/list filtered by the ACL", str(names))
+        try:
+            r = await asyncio.wait_for(s.call_tool("list_users", {}), 10)
+            report(False, "mcp sdk: HTTP+SSE call refused by the ACL on the stream", f"answered {r}")
+        except McpError as e:
+            msg = str(e.error.message)
+            report("list_users" in msg and "mcp-bob" in msg,
+                   "mcp sdk: HTTP+SSE call refused by the ACL on the stream", msg)
+
+    for url, key, work in [(gateway + "/mcp-legacy/sse", "mcp-alice-key", alice_legacy),
+                           (gateway + "/mcp-legacy/sse", "mcp-bob-key", bob_legacy)]:
+        try:
+            await legacy_session(url, key, work)
+        except Exception as e:
+            report(False, f"mcp sdk: HTTP+SSE session {url} as {key}", repr(e)[:400])
 
     for url, key, work in [(conv, "mcp-alice-key", alice_conversion), (conv, "mcp-bob-key", bob_conversion),
                            (gateway + "/mcp", "mcp-alice-key", passthrough),
