@@ -730,7 +730,7 @@ impl RequestLog {
 /// A finished request's record on its way to the log writers: serialized once, by the
 /// first writer thread that needs it, so the request path does not pay for the JSON.
 pub struct LogJob {
-    log: RequestLog,
+    log: Box<RequestLog>,
     snap: Arc<Entities>,
     line: std::sync::OnceLock<Vec<u8>>,
 }
@@ -738,7 +738,7 @@ pub struct LogJob {
 impl LogJob {
     /// A job for `log`, read against the config it ran under; `line` is its JSON when
     /// already formatted.
-    pub fn new(log: RequestLog, snap: Arc<Entities>, line: Option<Vec<u8>>) -> Arc<LogJob> {
+    pub fn new(log: Box<RequestLog>, snap: Arc<Entities>, line: Option<Vec<u8>>) -> Arc<LogJob> {
         Arc::new(LogJob {
             log,
             snap,

@@ -11,7 +11,9 @@ use crate::plugins::ai_rate_limiting::Charge;
 /// every step of the request path fills in the record.
 #[derive(Debug)]
 pub struct Exchange {
-    pub record: RequestLog,
+    /// Boxed: the exchange moves with the request through every layer of the handler
+    /// (arguments, futures' states, the log phase), and the record is most of a kilobyte.
+    pub record: Box<RequestLog>,
     /// Token quotas owed this request's usage once the answer is complete.
     pub charges: Vec<Charge>,
     /// `ai-semantic-cache` missed: the answer the client gets, stored once complete.
@@ -22,7 +24,7 @@ impl Exchange {
     /// A new request's exchange.
     pub fn new(request_id: String, started: Instant) -> Exchange {
         Exchange {
-            record: RequestLog::new(request_id, started),
+            record: Box::new(RequestLog::new(request_id, started)),
             charges: Vec::new(),
             cache: None,
         }

@@ -597,3 +597,17 @@ mod tests {
         }
     }
 }
+#[cfg(test)]
+mod sizes {
+    /// What the handler moves by value on every request stays small: a response and the
+    /// exchange are moved through each layer's futures and return values (callgrind: with
+    /// the stream's state and the log record inline, 1.5 KB and 0.9 KB, memcpy was a
+    /// quarter of the request path's instructions).
+    #[test]
+    fn values_moved_per_request_stay_small() {
+        let response = std::mem::size_of::<http::Response<super::response::ProxyBody>>();
+        let exchange = std::mem::size_of::<super::exchange::Exchange>();
+        assert!(response <= 256, "Response<ProxyBody> is {response} bytes");
+        assert!(exchange <= 64, "Exchange is {exchange} bytes");
+    }
+}

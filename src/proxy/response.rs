@@ -181,7 +181,7 @@ impl Finish {
             let started = self.log.started;
             let log = std::mem::replace(
                 &mut self.log.record,
-                RequestLog::new(String::new(), started),
+                Box::new(RequestLog::new(String::new(), started)),
             );
             let job = crate::observe::log::LogJob::new(
                 log,
@@ -203,12 +203,11 @@ impl Finish {
     }
 }
 
-// Both variants live only as long as one response; boxing the large one would cost an
-// allocation per streamed response to save bytes on short-lived buffered ones.
-#[allow(clippy::large_enum_variant)]
 enum Kind {
     Full(Option<Bytes>),
-    Upstream(Stream),
+    /// Boxed: a response is moved several times on its way out (each layer's return
+    /// value, then hyper's state), and a stream's state is over a kilobyte.
+    Upstream(Box<Stream>),
     /// A body that rewrites another as it streams (MCP's HTTP+SSE relay).
     Wrapped(Pin<Box<dyn Body<Data = Bytes, Error = std::io::Error> + Send>>),
 }
@@ -290,7 +289,7 @@ impl ProxyBody {
         finish: Option<Box<Finish>>,
     ) -> Self {
         ProxyBody {
-            kind: Kind::Upstream(Stream {
+            kind: Kind::Upstream(Box::new(Stream {
                 inner,
                 conn: Some(conn),
                 mapper,
@@ -303,7 +302,7 @@ impl ProxyBody {
                 filter: None,
                 decoder: None,
                 _gauge: StreamGauge::new(),
-            }),
+            })),
             finish,
             sent: 0,
         }
@@ -355,13 +354,11 @@ impl ProxyBody {
         crate::rt::busy_poll::touch();
         if let Some(mut f) = self.finish.take() {
             f.log.response_size = self.sent;
-            if let (
-                Kind::Upstream(Stream {
-                    observer: Some(o), ..
-                }),
-                Some(ai),
-            ) = (&self.kind, f.log.record.ai.as_mut())
-            {
+            let observer = match &self.kind {
+                Kind::Upstream(s) => s.observer.as_ref(),
+                _ => None,
+            };
+            if let (Some(o), Some(ai)) = (observer, f.log.record.ai.as_mut()) {
                 if o.usage.is_some() {
                     ai.usage = o.usage.clone();
                 }
@@ -373,13 +370,11 @@ impl ProxyBody {
                     .map(|t| t.duration_since(f.log.record.started).as_millis() as u64);
                 ai.llm_latency_ms = Some(f.log.record.started.elapsed().as_millis() as u64);
             }
-            let error = error.or_else(|| match &self.kind {
-                Kind::Upstream(Stream {
-                    observer: Some(o), ..
-                }) if o.failed => Some("upstream reported a failure in the stream".into()),
-                Kind::Upstream(Stream {
-                    observer: Some(o), ..
-                }) if !o.completed => Some("upstream stream ended without a terminal event".into()),
+            let error = error.or_else(|| match observer {
+                Some(o) if o.failed => Some("upstream reported a failure in the stream".into()),
+                Some(o) if !o.completed => {
+                    Some("upstream stream ended without a terminal event".into())
+                }
                 _ => None,
             });
             defer(f, error);
@@ -721,10 +716,11 @@ impl ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         if self.finish.is_some() {
-            let ended = matches!(
-                self.kind,
-                Kind::Full(None) | Kind::Upstream(Stream { ended: true, .. })
-            );
+            let ended = match &self.kind {
+                Kind::Full(None) => true,
+                Kind::Upstream(s) => s.ended,
+                _ => false,
+            };
             let msg = (!ended).then(|| {
                 "client closed the connection before the response was complete".to_string()
             });
