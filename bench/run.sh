@@ -40,6 +40,7 @@ START_S=$(date +%s)
 STAMP=$(date -u +%Y-%m-%dT%H%MZ)
 [[ $QUICK == 1 ]] && STAMP="$STAMP-quick"
 [[ ${BENCH_OBSERVE:-0} == 1 ]] && STAMP="$STAMP-observe"
+[[ ${BENCH_ANALYTICS:-sqlite} == off ]] && STAMP="$STAMP-noanalytics"
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -198,11 +199,14 @@ PIDS+=("$MOCK_PID")
 wait_port "$MOCK_PORT" || die "mock-llm did not start: $(cat "$TMP/mock.log")"
 DIRECT_URL="http://127.0.0.1:$MOCK_PORT/v1/chat/completions"
 
-# BENCH_OBSERVE=1: metrics (every switch), file-log and usage analytics (SQLite) all on.
+# The gateway runs with its default flags (usage analytics to SQLite in its data directory),
+# as the README starts it; BENCH_ANALYTICS=off measures it without. BENCH_OBSERVE=1 adds
+# metrics (every switch) and file-log.
 OBSERVE=${BENCH_OBSERVE:-0}
-OBSERVE_ARGS=(--analytics off)
+ANALYTICS=${BENCH_ANALYTICS:-sqlite}
+[[ $ANALYTICS == sqlite || $ANALYTICS == off ]] || die "BENCH_ANALYTICS must be sqlite or off, got '$ANALYTICS'"
+OBSERVE_ARGS=(--analytics "$ANALYTICS" --data-dir "$TMP/data")
 if [[ $OBSERVE == 1 ]]; then
-  OBSERVE_ARGS=(--analytics sqlite --data-dir "$TMP/data")
   python3 bench/gen_config.py --mock-port "$MOCK_PORT" --observe "$TMP/file-log.jsonl" >"$TMP/tollgate-1.yaml"
   python3 bench/gen_config.py --mock-port "$MOCK_PORT" --routes "$ROUTES" --observe "$TMP/file-log.jsonl" >"$TMP/tollgate-$ROUTES.yaml"
 else
@@ -512,7 +516,8 @@ meta = {
     "settings": {"duration_s": float("$DURATION"), "warmup_s": float("$WARMUP"),
                  "hold_streams": $HOLD_STREAMS, "hold_chunk_delay_ms": $HOLD_DELAY_MS,
                  "routes": $ROUTES, "quiet_max_s": $QUIET_MAX,
-                 "foreign_max_pct": $FOREIGN_MAX},
+                 "foreign_max_pct": $FOREIGN_MAX, "analytics": "$ANALYTICS",
+                 "observe": $OBSERVE == 1},
     "machine": {"nproc": $NPROC, "kernel": platform.release(), "cpu": cpu,
                 "gateway_cpu": $GW_CPU, "load_cpu": $LOAD_CPU, "ulimit_n": $NOFILE,
                 "loadavg_end": open("/proc/loadavg").read().strip(),
