@@ -16,8 +16,8 @@ mod sqlite;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, Sender, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -144,6 +144,8 @@ pub struct Stats {
     pub replayed: AtomicU64,
     pub dropped: AtomicU64,
     pub store_errors: AtomicU64,
+    /// Jobs queued for the writer and not yet taken (at most `QUEUE`).
+    queued: AtomicUsize,
 }
 
 /// What the writer's queue carries.
@@ -156,7 +158,9 @@ enum Msg {
 /// A running analytics pipeline.
 #[derive(Debug)]
 pub struct Analytics {
-    tx: SyncSender<Msg>,
+    /// Unbounded, with `Stats::queued` as its bound: a bounded channel allocates (and
+    /// touches) all `QUEUE` slots up front, half a megabyte of idle memory.
+    tx: Sender<Msg>,
     pub backend: Backend,
     pub stats: Arc<Stats>,
     spill: PathBuf,
@@ -176,7 +180,7 @@ impl Analytics {
         std::fs::create_dir_all(&spill_dir)
             .map_err(|e| format!("analytics: {}: {e}", spill_dir.display()))?;
         let spill = spill_dir.join("analytics-spill.jsonl");
-        let (tx, rx) = sync_channel(QUEUE);
+        let (tx, rx) = channel();
         let stats = Arc::new(Stats::default());
         let writer = Writer {
             rx,
@@ -202,11 +206,10 @@ impl Analytics {
     /// Queues a finished request (its record is built on the writer thread); never blocks
     /// (a full queue drops it and counts the drop).
     pub fn submit(&self, r: Arc<crate::observe::log::LogJob>) {
-        match self.tx.try_send(Msg::Job(r)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-            }
+        let full = self.stats.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE;
+        if full || self.tx.send(Msg::Job(r)).is_err() {
+            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -214,7 +217,8 @@ impl Analytics {
     /// the writer did not finish in time. Called on shutdown, so that the last moments'
     /// records are not lost with the process.
     pub fn flush(&self, limit: Duration) -> bool {
-        super::flush_queue(&self.tx, Msg::Flush, limit)
+        let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+        self.tx.send(Msg::Flush(done_tx)).is_ok() && done_rx.recv_timeout(limit).is_ok()
     }
 
     /// Where undelivered records wait.
@@ -283,6 +287,8 @@ impl Writer {
             pace.sleep(took);
             let closed = super::take_queued(&self.rx, &mut queued);
             took = queued.len();
+            let jobs = queued.iter().filter(|m| matches!(m, Msg::Job(_))).count();
+            self.stats.queued.fetch_sub(jobs, Ordering::Relaxed);
             let mut aside = StepAside::new();
             // Usage records are built as soon as the jobs are taken, and the jobs go back
             // to be freed on the request threads (see `log::give_back`); the store gets
@@ -471,5 +477,37 @@ impl Writer {
                 false
             }
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The queue holds `QUEUE` jobs the writer has not taken; more are dropped and counted,
+    /// never blocking the request.
+    #[test]
+    fn a_full_queue_drops_and_counts() {
+        let (tx, rx) = channel();
+        let a = Analytics {
+            tx,
+            backend: Backend::Sqlite(PathBuf::from("unused.db")),
+            stats: Arc::new(Stats::default()),
+            spill: PathBuf::from("unused.jsonl"),
+        };
+        let started = std::time::Instant::now();
+        let job = || {
+            let log = crate::observe::log::RequestLog::new(String::new(), started);
+            crate::observe::log::LogJob::new(Box::new(log), Arc::default(), None)
+        };
+        for _ in 0..QUEUE + 3 {
+            a.submit(job());
+        }
+        assert_eq!(a.stats.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(a.stats.queued.load(Ordering::Relaxed), QUEUE);
+        let mut taken = Vec::new();
+        super::super::take_queued(&rx, &mut taken);
+        assert_eq!(taken.len(), QUEUE);
     }
 }
