@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::config::plugins::{LlmFormat, RouteType};
 use crate::error::GatewayError;
@@ -593,10 +593,17 @@ fn header_filter(
 ) -> HeaderMap {
     strip_hop_by_hop(&mut headers);
     headers.remove(header::SET_COOKIE);
+    // Room for the five headers added below, so the map grows (rehashing) at most once.
+    headers.reserve(5);
     add_proxy_headers(&mut headers, log);
     if let (StatusCode::OK, Some(m)) = (status, model) {
-        if let Ok(v) = HeaderValue::from_str(&format!("{}/{}", target.provider.as_str(), m)) {
-            headers.insert("x-kong-llm-model", v);
+        let provider = target.provider.as_str();
+        let mut text = String::with_capacity(provider.len() + 1 + m.len());
+        text.push_str(provider);
+        text.push('/');
+        text.push_str(m);
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            headers.insert(HeaderName::from_static("x-kong-llm-model"), v);
         }
     }
     headers
