@@ -50,10 +50,19 @@ pub(crate) fn next_request_id() -> String {
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    format!(
-        "{prefix:016x}{:016x}",
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
+    let mut id = String::with_capacity(32);
+    push_hex(&mut id, prefix);
+    push_hex(&mut id, COUNTER.fetch_add(1, Ordering::Relaxed));
+    id
+}
+
+/// `v` as 16 lower-case hex digits: `format!("{v:016x}")` without the formatting
+/// machinery (callgrind: ~500 instructions per request id).
+fn push_hex(out: &mut String, v: u64) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for shift in (0..16).rev() {
+        out.push(char::from(HEX[((v >> (shift * 4)) & 0xf) as usize]));
+    }
 }
 
 /// An address as text. IPv4 is written with integer formatting alone: `Display` goes
@@ -599,6 +608,22 @@ mod tests {
         }
     }
 }
+#[cfg(test)]
+mod ids {
+    #[test]
+    fn request_ids_are_32_hex_digits_counting_up() {
+        for v in [0, 1, 0xdead_beef, u64::MAX] {
+            let mut s = String::new();
+            super::push_hex(&mut s, v);
+            assert_eq!(s, format!("{v:016x}"));
+        }
+        let (a, b) = (super::next_request_id(), super::next_request_id());
+        assert_eq!((a.len(), &a[..16]), (32, &b[..16]));
+        let n = |id: &str| u64::from_str_radix(&id[16..], 16).unwrap_or(0);
+        assert!(n(&b) > n(&a), "{a} {b}");
+    }
+}
+
 #[cfg(test)]
 mod sizes {
     /// What the handler moves by value on every request stays small: a response and the
