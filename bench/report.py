@@ -210,7 +210,7 @@ class Report:
                 ok,
                 f"s1_added_{pct}",
             )
-        self.cpu_row("s1", "1. non-streaming, c=1: CPU used by the proxy", False)
+        self.cpu_row("s1", "1. non-streaming, c=1: CPU used by the proxy", True)
 
     def proxy_cpu(self, scenario, target):
         """CPU use of the proxy process (tollgate, or nginx's worker) in % of one core."""
