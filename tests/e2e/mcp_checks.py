@@ -16,16 +16,10 @@ def report(ok, name, detail=""):
     print(("PASS: " if ok else "FAIL: ") + name + ("" if ok else ": " + detail), flush=True)
 
 
-async def session(url, key, work):
-    async with streamablehttp_client(url, headers={"apikey": key}, timeout=30) as (read, write, _):
-        async with ClientSession(read, write) as s:
-            init = await s.initialize()
-            return await work(s, init)
-
-
-async def legacy_session(url, key, work):
-    async with sse_client(url, headers={"apikey": key}, timeout=30) as (read, write):
-        async with ClientSession(read, write) as s:
+async def session(url, key, work, transport=streamablehttp_client):
+    """One SDK session over `transport` (streamable HTTP, or `sse_client` for HTTP+SSE)."""
+    async with transport(url, headers={"apikey": key}, timeout=30) as streams:
+        async with ClientSession(streams[0], streams[1]) as s:
             init = await s.initialize()
             return await work(s, init)
 
@@ -86,7 +80,7 @@ async def main(gateway):
     for url, key, work in [(gateway + "/mcp-legacy/sse", "mcp-alice-key", alice_legacy),
                            (gateway + "/mcp-legacy/sse", "mcp-bob-key", bob_legacy)]:
         try:
-            await legacy_session(url, key, work)
+            await session(url, key, work, sse_client)
         except Exception as e:
             report(False, f"mcp sdk: HTTP+SSE session {url} as {key}", repr(e)[:400])
 
