@@ -17,6 +17,11 @@
 #   ARGS="--store postgres --store-postgres postgres://postgres@127.0.0.1/tg_bench" \
 #   BEFORE_RUN='psql -qh 127.0.0.1 -U postgres -c "DROP DATABASE IF EXISTS tg_bench" -c "CREATE DATABASE tg_bench"' \
 #     bash bench/callgrind.sh                # a cluster node's cost per request
+#   BODY=file bash bench/callgrind.sh        # another request body, e.g. the streaming one of
+#                                           # `python3 bench/gen_bodies.py DIR` (DIR/stream.json)
+#   STATS=1 bash bench/callgrind.sh          # log_statistics on, as bench/run.sh's route has it
+#                                           # (a streamed answer's usage chunk asked for and
+#                                           # stripped)
 #   KEEP=dir bash bench/callgrind.sh         # keeps callgrind's files in dir/200 and dir/1200
 #                                           # (one per thread) for callgrind_annotate
 #
@@ -39,6 +44,7 @@ run() { # requests -> total instructions
     "$MOCK" --listen 127.0.0.1:$mp --no-record >/dev/null 2>&1 &
     mpid=$!
     local observe="" stats=""
+    if [[ ${STATS:-0} == 1 ]]; then stats="logging: {log_statistics: true}, "; fi
     if [[ ${OBSERVE:-0} == 1 ]]; then
         stats="logging: {log_statistics: true}, "
         observe="    - name: prometheus
@@ -60,7 +66,9 @@ $observe
     - name: ai-proxy
       config: {route_type: llm/v1/chat, ${stats}model: {provider: openai, name: gpt-4o, options: {upstream_url: "http://127.0.0.1:$mp/v1/chat/completions"}}}
 Y
-    echo '{"model":"gpt-4o","messages":[{"role":"user","content":"hello there, how are you today?"}]}' >"$d/body.json"
+    if [[ -n ${BODY:-} ]]; then cp "$BODY" "$d/body.json"; else
+        echo '{"model":"gpt-4o","messages":[{"role":"user","content":"hello there, how are you today?"}]}' >"$d/body.json"
+    fi
     if [[ -n ${BEFORE_RUN:-} ]]; then eval "$BEFORE_RUN" >/dev/null; fi
     TOLLGATE_PROXY_TLS_LISTEN=off valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$d/cg.out" \
         "$BIN" serve --config "$d/kong.yaml" --proxy-listen 127.0.0.1:$gp --admin-listen off \

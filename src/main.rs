@@ -55,6 +55,11 @@ enum Command {
         /// core wake-up on every request; costs nothing when the gateway is idle.
         #[arg(long, env = "TOLLGATE_BUSY_POLL_US", default_value_t = 100)]
         busy_poll_us: u64,
+        /// Worker threads that serve connections (0: one per core the process may run
+        /// on). With one, the runtime is single-threaded: no work stealing, no cross-thread
+        /// wake-ups (see docs/performance.md, "Runtime model").
+        #[arg(long, env = "TOLLGATE_WORKERS", default_value_t = 0)]
+        workers: usize,
         /// Seconds to let in-flight requests and streams finish on SIGTERM/SIGINT.
         #[arg(long, env = "TOLLGATE_DRAIN_SECONDS", default_value_t = 30)]
         drain_seconds: u64,
@@ -406,6 +411,7 @@ fn main() -> ExitCode {
             log_format,
             drain_seconds,
             busy_poll_us,
+            workers,
             client_header_timeout,
             client_body_timeout,
             keepalive_timeout,
@@ -509,17 +515,17 @@ fn main() -> ExitCode {
             } else {
                 None
             };
-            // One worker per core the process may run on; with a single core the
-            // current-thread scheduler avoids the work-stealing machinery altogether.
-            let cores = std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1);
-            let mut builder = if cores == 1 && std::env::var("TG_MT").is_err() {
-                tokio::runtime::Builder::new_current_thread()
-            } else {
-                tokio::runtime::Builder::new_multi_thread()
+            // One proxy worker per core the process may run on unless told. Each is a
+            // thread with a single-threaded runtime (this one is the first; it also runs
+            // the Admin API and the background tasks): see `server::start_worker`.
+            let workers = match workers {
+                0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+                n => n,
             };
-            let rt = match builder.enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("cannot start the runtime: {e}");
@@ -672,6 +678,7 @@ fn main() -> ExitCode {
                     admin_listen,
                     drain_timeout: Duration::from_secs(drain_seconds),
                     busy_poll: Duration::from_micros(busy_poll_us),
+                    workers,
                     proxy_tls: proxy_tls
                         .as_ref()
                         .and_then(|(addr, live, ..)| addr.map(|a| (a, live.clone()))),

@@ -21,6 +21,7 @@ fn opts() -> ServeOptions {
         proxy_tls: None,
         admin_tls: None,
         limits: Default::default(),
+        workers: 1,
     }
 }
 

@@ -928,6 +928,7 @@ services:
                 proxy_tls: None,
                 admin_tls: None,
                 limits: Default::default(),
+                workers: 1,
             },
         )
         .await

@@ -234,6 +234,7 @@ impl Gateway {
                 proxy_tls: None,
                 admin_tls: None,
                 limits: Default::default(),
+                workers: 1,
             },
         )
         .await

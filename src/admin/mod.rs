@@ -696,6 +696,10 @@ fn status_body(gw: &Gateway, snap: &Snapshot, cluster: Option<&cluster::Cluster>
             "evicted": s.evicted.load(Ordering::Relaxed),
             "refused": s.refused.load(Ordering::Relaxed),
         },
+        // Connections each proxy worker accepted (--workers): how the load spreads.
+        "workers": s.worker_accepted.get().map_or(&[][..], |w| &w[..]).iter().enumerate()
+            .map(|(id, n)| json!({"id": id, "connections_accepted": n.load(Ordering::Relaxed)}))
+            .collect::<Vec<_>>(),
     })
 }
 

@@ -47,6 +47,20 @@ pub struct Stats {
     pub evicted: AtomicU64,
     /// New connections refused at the cap (every open one had a request in flight).
     pub refused: AtomicU64,
+    /// Connections each proxy worker accepted (index: `rt::worker::id`), sized at start.
+    pub worker_accepted: std::sync::OnceLock<Box<[AtomicU64]>>,
+}
+
+impl Stats {
+    /// Counts a connection accepted by the current thread's proxy worker.
+    pub fn count_accepted(&self) {
+        self.accepted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let worker = usize::from(crate::rt::worker::id());
+        if let Some(n) = self.worker_accepted.get().and_then(|w| w.get(worker)) {
+            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 /// The outcome of the last config reload (`--watch`, SIGHUP), for `/status` and metrics.

@@ -176,6 +176,8 @@ struct PoolKey {
     port: u16,
     /// The trust the connection was verified under.
     trust: u64,
+    /// The proxy worker whose runtime the connection's socket is registered with.
+    worker: u16,
 }
 
 /// How long an idle connection is kept.
@@ -282,6 +284,7 @@ impl Upstreams {
             host: ep.host.to_string(),
             port: ep.port,
             trust: ep.trust.map_or(0, |t| t.id),
+            worker: crate::rt::worker::id(),
         };
         let work = async {
             let tcp = TcpStream::connect((ep.host, ep.port)).await.map_err(|e| {
@@ -346,6 +349,7 @@ impl Upstreams {
             host: ep.host.to_string(),
             port: ep.port,
             trust: ep.trust.map_or(0, |t| t.id),
+            worker: crate::rt::worker::id(),
         };
         let mut req = out.into_request();
         let mut allow_reuse = true;

@@ -16,7 +16,7 @@
 //! went from about 0.25 ms to 2–3 ms with file-log or analytics on.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -28,15 +28,14 @@ pub struct Activity {
     notify: Notify,
 }
 
-fn global() -> &'static Arc<Activity> {
-    static A: OnceLock<Arc<Activity>> = OnceLock::new();
-    A.get_or_init(|| {
-        Arc::new(Activity {
-            epoch: Instant::now(),
-            last_ns: AtomicU64::new(0),
-            notify: Notify::new(),
-        })
-    })
+thread_local! {
+    /// This thread's clock: each proxy worker is a thread with its own runtime and
+    /// poller, woken by the requests it serves.
+    static ACTIVITY: Arc<Activity> = Arc::new(Activity {
+        epoch: Instant::now(),
+        last_ns: AtomicU64::new(0),
+        notify: Notify::new(),
+    });
 }
 
 /// Turns the poller has spun (each one non-blocking readiness check); for tests.
@@ -94,19 +93,22 @@ impl Drop for StepAside {
 
 /// Records request activity (cheap: a clock read and two atomics).
 pub fn touch() {
-    let a = global();
-    let now = a.epoch.elapsed().as_nanos() as u64;
-    a.last_ns.store(now, Ordering::Relaxed);
-    a.notify.notify_one();
+    ACTIVITY.with(|a| {
+        let now = a.epoch.elapsed().as_nanos() as u64;
+        a.last_ns.store(now, Ordering::Relaxed);
+        a.notify.notify_one();
+    });
 }
 
-/// Runs the poller on the current runtime until the runtime stops. `budget` is how long
-/// after the last activity it keeps polling; zero disables it.
+/// Runs the poller on the current runtime until the runtime stops, woken by the requests
+/// of the calling thread (the runtime's one thread: pollers are for single-threaded
+/// runtimes). `budget` is how long after the last activity it keeps polling; zero
+/// disables it.
 pub fn spawn(budget: Duration) {
     if budget.is_zero() {
         return;
     }
-    let a = global().clone();
+    let a = ACTIVITY.with(Arc::clone);
     let budget_ns = budget.as_nanos() as u64;
     tokio::spawn(async move {
         loop {

@@ -7,3 +7,4 @@ pub mod busy_poll;
 pub mod clock;
 pub mod data_dir;
 pub mod deferred;
+pub mod worker;

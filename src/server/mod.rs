@@ -39,6 +39,9 @@ pub struct ServeOptions {
     pub admin_tls: Option<(SocketAddr, tls::LiveAcceptor)>,
     /// Client connection timeouts and the connection cap.
     pub limits: conns::Limits,
+    /// Threads that serve the proxy listeners, each with its own single-threaded runtime:
+    /// the calling runtime plus `workers - 1` more (0 and 1 mean the calling one only).
+    pub workers: usize,
 }
 
 /// A running gateway; `shutdown` drains it.
@@ -87,42 +90,34 @@ pub async fn start(admin: Arc<Admin>, opts: ServeOptions) -> std::io::Result<Run
     let shared = (gateway.clone(), limits, registry);
     let proxy = bind("proxy (--proxy-listen)", opts.proxy_listen).await?;
     let proxy_addr = proxy.local_addr()?;
-    let mut tasks = Vec::new();
-    let gw = gateway.clone();
-    let port = proxy_addr.port();
-    tasks.push(tokio::spawn(serve(
-        proxy,
-        stop_rx.clone(),
-        opts.drain_timeout,
-        shared.clone(),
-        move |req, peer| {
-            let gw = gw.clone();
-            async move { Ok::<_, Infallible>(crate::proxy::handle(gw, req, peer, "http", port).await) }
-        },
-        None,
-    )));
-    let mut proxy_tls_addr = None;
+    let mut proxy_tls = None;
     if let Some((addr, acceptor)) = opts.proxy_tls.clone() {
         let l = bind("proxy TLS (--proxy-tls-listen)", addr).await?;
-        proxy_tls_addr = Some(l.local_addr()?);
-        let tls_port = l.local_addr()?.port();
-        let gw = gateway.clone();
-        tasks.push(tokio::spawn(serve(
-            l,
-            stop_rx.clone(),
-            opts.drain_timeout,
-            shared.clone(),
-            move |req, peer| {
-                let gw = gw.clone();
-                async move {
-                    Ok::<_, Infallible>(
-                        crate::proxy::handle(gw, req, peer, "https", tls_port).await,
-                    )
-                }
-            },
-            Some(acceptor),
-        )));
+        proxy_tls = Some((l, acceptor));
     }
+    let proxy_tls_addr = match &proxy_tls {
+        Some((l, _)) => Some(l.local_addr()?),
+        None => None,
+    };
+    let listeners = ProxyListeners {
+        plain: proxy.into_std()?,
+        tls: match proxy_tls {
+            Some((l, a)) => Some((l.into_std()?, a)),
+            None => None,
+        },
+    };
+    let mut tasks = Vec::new();
+    let drain = opts.drain_timeout;
+    let counters = (0..opts.workers.max(1))
+        .map(|_| Default::default())
+        .collect();
+    let _ = gateway.stats.worker_accepted.set(counters);
+    for n in 1..opts.workers.max(1) {
+        let copy = listeners.try_clone()?;
+        let (stop, shared) = (stop_rx.clone(), shared.clone());
+        tasks.push(start_worker(n, copy, stop, drain, shared, opts.busy_poll).await?);
+    }
+    tasks.extend(serve_proxy(listeners, &stop_rx, drain, &shared)?);
     let _ = gateway.proxy_listeners.set(
         std::iter::once((proxy_addr, false))
             .chain(proxy_tls_addr.map(|a| (a, true)))
@@ -180,6 +175,129 @@ pub async fn start(admin: Arc<Admin>, opts: ServeOptions) -> std::io::Result<Run
         stop,
         tasks,
     })
+}
+
+/// The proxy's listening sockets, shared by every worker (each accepts from them).
+struct ProxyListeners {
+    plain: std::net::TcpListener,
+    tls: Option<(std::net::TcpListener, tls::LiveAcceptor)>,
+}
+
+impl ProxyListeners {
+    /// Another handle on the same sockets, for another worker.
+    fn try_clone(&self) -> std::io::Result<ProxyListeners> {
+        Ok(ProxyListeners {
+            plain: self.plain.try_clone()?,
+            tls: match &self.tls {
+                Some((l, a)) => Some((l.try_clone()?, a.clone())),
+                None => None,
+            },
+        })
+    }
+}
+
+/// Starts accepting on the proxy listeners on the current runtime; the tasks end once
+/// `stop` is set and their connections drained.
+fn serve_proxy(
+    listeners: ProxyListeners,
+    stop: &watch::Receiver<bool>,
+    drain: Duration,
+    shared: &(Arc<Gateway>, conns::Limits, Arc<conns::Registry>),
+) -> std::io::Result<Vec<JoinHandle<()>>> {
+    let mut tasks = Vec::new();
+    let plain = TcpListener::from_std(listeners.plain)?;
+    let port = plain.local_addr()?.port();
+    let gw = shared.0.clone();
+    tasks.push(tokio::spawn(serve(
+        plain,
+        stop.clone(),
+        drain,
+        shared.clone(),
+        move |req, peer| {
+            let gw = gw.clone();
+            async move { Ok::<_, Infallible>(crate::proxy::handle(gw, req, peer, "http", port).await) }
+        },
+        None,
+    )));
+    if let Some((l, acceptor)) = listeners.tls {
+        let l = TcpListener::from_std(l)?;
+        let tls_port = l.local_addr()?.port();
+        let gw = shared.0.clone();
+        tasks.push(tokio::spawn(serve(
+            l,
+            stop.clone(),
+            drain,
+            shared.clone(),
+            move |req, peer| {
+                let gw = gw.clone();
+                async move {
+                    Ok::<_, Infallible>(
+                        crate::proxy::handle(gw, req, peer, "https", tls_port).await,
+                    )
+                }
+            },
+            Some(acceptor),
+        )));
+    }
+    Ok(tasks)
+}
+
+/// Starts proxy worker `n`: a thread with its own single-threaded runtime (and busy
+/// poller) accepting from the shared listeners, so requests are served without work
+/// stealing or cross-thread wake-ups (the multi-threaded scheduler cost about 15 % more
+/// CPU per request, bench/scaling.sh). The returned task ends when the worker has
+/// drained its connections and deferred log phases after `stop`; it is returned once the
+/// worker accepts, so the gateway announces its address only when every worker listens.
+async fn start_worker(
+    n: usize,
+    listeners: ProxyListeners,
+    stop: watch::Receiver<bool>,
+    drain: Duration,
+    shared: (Arc<Gateway>, conns::Limits, Arc<conns::Registry>),
+    busy_poll: Duration,
+) -> std::io::Result<JoinHandle<()>> {
+    let (ready, listening) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(format!("tg-worker-{n}"))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            crate::rt::worker::set(u16::try_from(n).unwrap_or(u16::MAX));
+            rt.block_on(async move {
+                crate::rt::busy_poll::spawn(busy_poll);
+                let tasks = match serve_proxy(listeners, &stop, drain, &shared) {
+                    Ok(tasks) => tasks,
+                    Err(e) => {
+                        let _ = ready.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                for t in tasks {
+                    let _ = t.await;
+                }
+                crate::proxy::response::settle_deferred(Duration::from_secs(2)).await;
+            });
+            let _ = done.send(());
+        })?;
+    let started = listening.await.unwrap_or_else(|_| {
+        Err(std::io::Error::other(
+            "the worker thread ended before listening",
+        ))
+    });
+    started.map_err(|e| std::io::Error::new(e.kind(), format!("proxy worker {n}: {e}")))?;
+    Ok(tokio::spawn(async move {
+        let _ = finished.await;
+    }))
 }
 
 /// Binds a listener; the error names it and its address (`Address already in use` alone
@@ -273,7 +391,7 @@ async fn serve<F, Fut, B>(
                     }
                 }
                 let _ = stream.set_nodelay(true);
-                shared.gw.stats.accepted.fetch_add(1, Ordering::Relaxed);
+                shared.gw.stats.count_accepted();
                 shared.gw.stats.active.fetch_add(1, Ordering::Relaxed);
                 let h = handler.clone();
                 let t = tracker.clone();

@@ -98,6 +98,7 @@ impl Harness {
                 proxy_tls: None,
                 admin_tls: None,
                 limits: Default::default(),
+                workers: 1,
             },
         )
         .await
