@@ -488,6 +488,17 @@ record_rss s4
 gateway_stderr s4
 stop_proxies
 
+# 6. Multi-core scaling: CPU per request with 1 worker on one core and 2 on two
+# (bench/scaling.sh explains why this and not requests/s on a 2-core machine)
+SCALING=""
+if [[ $QUICK != 1 && $(nproc) -ge 2 ]]; then
+  log "scenario 6: multi-core scaling (bench/scaling.sh, 3 rounds)"
+  scaling_args=""
+  [[ $ANALYTICS == off ]] && scaling_args="--analytics off"
+  SCALING=$(TOLLGATE=$TOLLGATE MOCK=$MOCK DURATION=$DURATION ARGS="$scaling_args" bash bench/scaling.sh) \
+    || die "bench/scaling.sh failed"
+fi
+
 # ---- report ---------------------------------------------------------------------------
 END_S=$(date +%s)
 python3 - >"$TMP/meta.json" <<EOF
@@ -537,6 +548,7 @@ EOF
 mkdir -p "$RAW"
 python3 bench/report.py --meta "$TMP/meta.json" --records "$RECORDS" \
   --json "$RAW/$STAMP.json" --md "$RAW/$STAMP.md"
+if [[ -n $SCALING ]]; then printf '\n%s\n' "$SCALING" >>"$RAW/$STAMP.md"; fi
 cp "$RAW/$STAMP.md" "$RESULTS/latest.md"
 log "wrote $RAW/$STAMP.json, $RAW/$STAMP.md and $RESULTS/latest.md ($((END_S - START_S)) s)"
 cat "$RAW/$STAMP.md"

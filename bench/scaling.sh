@@ -23,7 +23,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 TOLLGATE=${TOLLGATE:-target/release/tollgate}
-MOCK=target/release/mock-llm
+MOCK=${MOCK:-target/release/mock-llm}
 LOAD_CPUS=0,1
 TMP=$(mktemp -d)
 PIDS=()
@@ -110,9 +110,11 @@ def med(who, w, i):
     return statistics.median(float(r[i]) for r in rows if r[0] == who and r[1] == w)
 rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 print(f"### Multi-core scaling, commit `{rev}` ({rounds} rounds × {secs} s, c={conns}, median; tollgate {('flags: ' + args) if args else 'default flags'})\n")
-print("| proxy | 1 worker (CPU 0): CPU/request | 2 workers (CPU 0,1): CPU/request | implied scaling 2 × c1/c2 | req/s 1 → 2 workers (load shares the cores) |")
-print("|---|---|---|---|---|")
+print("| proxy | 1 worker (CPU 0): CPU/request | 2 workers (CPU 0,1): CPU/request | implied scaling 2 × c1/c2 | req/s 1 → 2 workers (load shares the cores) | target | pass/fail |")
+print("|---|---|---|---|---|---|---|")
 for who in ("tollgate", "nginx"):
     c1, c2 = med(who, "1", 3), med(who, "2", 3)
-    print(f"| {who} | {c1:.1f} µs | {c2:.1f} µs | {2 * c1 / c2:.2f}× | {med(who, '1', 2):,.0f} → {med(who, '2', 2):,.0f} |")
+    scaling = 2 * c1 / c2
+    target, verdict = ("≥ 1.8×", "PASS" if scaling >= 1.8 else "**FAIL**") if who == "tollgate" else ("reported", "n/a")
+    print(f"| {who} | {c1:.1f} µs | {c2:.1f} µs | {scaling:.2f}× | {med(who, '1', 2):,.0f} → {med(who, '2', 2):,.0f} | {target} | {verdict} |")
 EOF

@@ -32,6 +32,9 @@ use super::headers::{add_proxy_headers, strip_hop_by_hop, Forwarded};
 use super::{ms, retry, unix_seconds};
 use crate::plugins::ai_sanitizer_filter;
 
+/// Kong's answer header naming provider and model, made at compile time.
+const X_KONG_LLM_MODEL: HeaderName = HeaderName::from_static("x-kong-llm-model");
+
 pub(super) struct AiCtx<'a> {
     pub(super) gw: &'a Gateway,
     pub(super) ai: Arc<AiProxy>,
@@ -603,7 +606,7 @@ fn header_filter(
         text.push('/');
         text.push_str(m);
         if let Ok(v) = HeaderValue::from_str(&text) {
-            headers.insert(HeaderName::from_static("x-kong-llm-model"), v);
+            headers.insert(X_KONG_LLM_MODEL, v);
         }
     }
     headers

@@ -22,6 +22,20 @@ pub struct Forwarded<'a> {
     pub original_host: &'a str,
 }
 
+// Header names the request path sets, made at compile time (`from_static` at run time
+// checks the name on every call).
+pub(super) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_PATH: HeaderName = HeaderName::from_static("x-forwarded-path");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_KONG_REQUEST_ID: HeaderName = HeaderName::from_static("x-kong-request-id");
+const X_KONG_UPSTREAM_LATENCY: HeaderName = HeaderName::from_static("x-kong-upstream-latency");
+const X_KONG_PROXY_LATENCY: HeaderName = HeaderName::from_static("x-kong-proxy-latency");
+/// Kong's request header asking for debug response headers.
+pub(super) const KONG_DEBUG: HeaderName = HeaderName::from_static("kong-debug");
+
 /// Hop-by-hop headers, never forwarded in either direction (RFC 9110 §7.6.1).
 pub(super) const HOP_BY_HOP: &[&str] = &[
     "connection",
@@ -53,36 +67,33 @@ pub fn forward_headers(client: &HeaderMap, host: HeaderValue, f: &Forwarded<'_>)
         }
     }
     h.insert(header::HOST, host);
-    let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
+    let set = |h: &mut HeaderMap, name: HeaderName, v: &str| {
         if let Ok(v) = HeaderValue::from_str(v) {
-            h.insert(HeaderName::from_static(name), v);
+            h.insert(name, v);
         }
     };
     let ip = HeaderValue::from_str(f.client_ip).ok();
     match (f.prior_for, &ip) {
-        (Some(p), _) => set(&mut h, "x-forwarded-for", &format!("{p}, {}", f.client_ip)),
+        (Some(p), _) => set(&mut h, X_FORWARDED_FOR, &format!("{p}, {}", f.client_ip)),
         // One value for both headers: a clone shares its bytes.
         (None, Some(ip)) => {
-            h.insert(HeaderName::from_static("x-forwarded-for"), ip.clone());
+            h.insert(X_FORWARDED_FOR, ip.clone());
         }
         (None, None) => {}
     }
     if let Some(ip) = ip {
-        h.insert(HeaderName::from_static("x-real-ip"), ip);
+        h.insert(X_REAL_IP, ip);
     }
     let proto = match f.proto {
         "https" => HeaderValue::from_static("https"),
         "http" => HeaderValue::from_static("http"),
         other => HeaderValue::from_str(other).unwrap_or(HeaderValue::from_static("http")),
     };
-    h.insert(HeaderName::from_static("x-forwarded-proto"), proto);
-    set(&mut h, "x-forwarded-host", f.host);
-    h.insert(
-        HeaderName::from_static("x-forwarded-port"),
-        HeaderValue::from(f.port),
-    );
-    set(&mut h, "x-forwarded-path", f.path);
-    set(&mut h, "x-kong-request-id", f.request_id);
+    h.insert(X_FORWARDED_PROTO, proto);
+    set(&mut h, X_FORWARDED_HOST, f.host);
+    h.insert(X_FORWARDED_PORT, HeaderValue::from(f.port));
+    set(&mut h, X_FORWARDED_PATH, f.path);
+    set(&mut h, X_KONG_REQUEST_ID, f.request_id);
     h
 }
 
@@ -146,15 +157,15 @@ pub(super) fn ms_header(n: u64) -> HeaderValue {
 
 pub(super) fn add_proxy_headers(h: &mut HeaderMap, log: &RequestLog) {
     h.insert(
-        HeaderName::from_static("x-kong-upstream-latency"),
+        X_KONG_UPSTREAM_LATENCY,
         ms_header(log.upstream_latency_ms.unwrap_or(0)),
     );
     h.insert(
-        HeaderName::from_static("x-kong-proxy-latency"),
+        X_KONG_PROXY_LATENCY,
         ms_header(log.proxy_latency_ms.unwrap_or(0)),
     );
     if let Ok(v) = HeaderValue::from_str(&log.request_id) {
-        h.insert(HeaderName::from_static("x-kong-request-id"), v);
+        h.insert(X_KONG_REQUEST_ID, v);
     }
     h.append(header::VIA, HeaderValue::from_static(crate::VIA_TOKEN));
 }

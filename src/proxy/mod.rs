@@ -258,7 +258,7 @@ pub async fn handle_request(
                 raw_query,
                 sources: &sources,
                 forwarded: &forwarded,
-                is_debug: sources.headers.contains_key("kong-debug"),
+                is_debug: sources.headers.contains_key(headers::KONG_DEBUG),
                 matched: m.path.get(..m.matched_len).unwrap_or(""),
                 upload: upload.as_ref(),
                 suffix: m.path.get(m.matched_len..).unwrap_or(""),
@@ -584,7 +584,7 @@ fn forwarded<'a>(
         path: uri.path(),
         request_id,
         prior_for: client_headers
-            .get("x-forwarded-for")
+            .get(headers::X_FORWARDED_FOR)
             .and_then(|v| v.to_str().ok()),
         original_host: host,
     }
