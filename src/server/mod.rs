@@ -79,6 +79,7 @@ pub async fn start(admin: Arc<Admin>, opts: ServeOptions) -> std::io::Result<Run
     let gateway = admin.gw.clone();
     let (stop, stop_rx) = watch::channel(false);
     crate::rt::busy_poll::spawn(opts.busy_poll);
+    crate::proxy::response::start_log_runner();
     let limits = opts.limits;
     let body_ms = limits.body_timeout.map(|d| d.as_millis() as u64);
     gateway
@@ -274,6 +275,7 @@ async fn start_worker(
             crate::rt::worker::set(u16::try_from(n).unwrap_or(u16::MAX));
             rt.block_on(async move {
                 crate::rt::busy_poll::spawn(busy_poll);
+                crate::proxy::response::start_log_runner();
                 let tasks = match serve_proxy(listeners, &stop, drain, &shared) {
                     Ok(tasks) => tasks,
                     Err(e) => {
