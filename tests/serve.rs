@@ -193,11 +193,10 @@ async fn invalid_config_file_exits_with_every_error() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_drains_in_flight_streams() {
-    let mock = MockLlm::start().await.unwrap();
-    let dir = tempdir::TempDir::new();
-    let file = dir.path().join("kong.yaml");
+/// A config file in `dir`: `/chat` streams from the mock (usage logged) and file-log
+/// writes `dir/drain.log`.
+fn drain_config(mock: &MockLlm, dir: &std::path::Path) -> std::path::PathBuf {
+    let file = dir.join("kong.yaml");
     std::fs::write(
         &file,
         format!(
@@ -218,10 +217,33 @@ services:
             config: {{path: "{}/drain.log"}}
 "#,
             mock.url(),
-            dir.path().display()
+            dir.display()
         ),
     )
     .unwrap();
+    file
+}
+
+/// Waits up to 10 s for the gateway to exit after SIGTERM; its exit status.
+fn exit_status(gw: &mut Gateway) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(s) = gw.child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tollgate did not exit after draining"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_streams() {
+    let mock = MockLlm::start().await.unwrap();
+    let dir = tempdir::TempDir::new();
+    let file = drain_config(&mock, dir.path());
     let gw = spawn(
         &["--config", file.to_str().unwrap(), "--drain-seconds", "10"],
         &[],
@@ -243,24 +265,76 @@ services:
     assert!(started.elapsed() >= Duration::from_millis(700));
     // New connections are refused once draining started; the process then exits 0.
     let mut gw = gw;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = gw.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tollgate did not exit after draining"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success());
+    assert!(exit_status(&mut gw).success());
     let log = std::fs::read_to_string(dir.path().join("drain.log")).unwrap();
     assert_eq!(
         log.lines().count(),
         1,
         "the drained request was logged before exit"
     );
+}
+
+#[tokio::test]
+async fn proxy_workers_share_the_listener_and_drain_together() {
+    let mock = MockLlm::start().await.unwrap();
+    let dir = tempdir::TempDir::new();
+    let file = drain_config(&mock, dir.path());
+    let data = dir.path().join("data");
+    let gw = spawn(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--workers",
+            "3",
+        ],
+        &[],
+    );
+    // Two worker threads besides the main runtime, each accepting from the same sockets.
+    let threads = std::fs::read_dir(format!("/proc/{}/task", gw.child.id()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .filter(|name| name.starts_with("tg-worker-"))
+        .count();
+    assert_eq!(threads, 2);
+    // 24 streams at once, each on its own connection, still running at SIGTERM.
+    let body = json!({"stream": true, "messages":[{"role":"user","content":"[mock:chunks=6][mock:chunk_delay_ms=100] x"}]});
+    let streams: Vec<_> = (0..24)
+        .map(|_| {
+            let (url, body) = (format!("{}/chat", gw.proxy), body.clone());
+            tokio::spawn(async move { post_json(&url, &body).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // /status counts each worker's connections: the 24 spread over more than one.
+    let status = get(&format!("{}/status", gw.admin)).await.json();
+    let workers = status["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 3, "{status}");
+    let accepted: Vec<u64> = workers
+        .iter()
+        .map(|w| w["connections_accepted"].as_u64().unwrap())
+        .collect();
+    assert!(accepted.iter().sum::<u64>() >= 24, "{accepted:?}");
+    assert!(
+        accepted.iter().filter(|n| **n > 0).count() >= 2,
+        "one worker took every connection: {accepted:?}"
+    );
+    sigterm(&gw.child);
+    for s in streams {
+        let r = s.await.unwrap();
+        assert_eq!(r.status, 200);
+        assert!(
+            r.text().trim_end().ends_with("data: [DONE]"),
+            "a stream was cut at shutdown: {}",
+            r.text()
+        );
+    }
+    let mut gw = gw;
+    assert!(exit_status(&mut gw).success());
+    // Every worker's log phases ran before the process flushed its logs and exited.
+    let log = std::fs::read_to_string(dir.path().join("drain.log")).unwrap();
+    assert_eq!(log.lines().count(), 24);
 }
 
 /// A route `/name` proxying chat to the mock with a pinned model.
@@ -1425,103 +1499,6 @@ async fn spilled_analytics_are_replayed_once_after_a_restart() {
 }
 
 // ---- Issue 20 (hardening): the AI request path, through the real binary ----
-
-#[tokio::test]
-async fn proxy_workers_share_the_listener_and_drain_together() {
-    let mock = MockLlm::start().await.unwrap();
-    let dir = tempdir::TempDir::new();
-    let file = dir.path().join("kong.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            r#"_format_version: "3.0"
-services:
-  - name: s
-    host: unused.invalid
-    routes:
-      - name: chat
-        paths: ["/chat"]
-        plugins:
-          - name: ai-proxy
-            config:
-              route_type: llm/v1/chat
-              model: {{provider: openai, name: m, options: {{upstream_url: "{}"}}}}
-          - name: file-log
-            config: {{path: "{}/workers.log"}}
-"#,
-            mock.url(),
-            dir.path().display()
-        ),
-    )
-    .unwrap();
-    let data = dir.path().join("data");
-    let gw = spawn(
-        &[
-            "--config",
-            file.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--workers",
-            "3",
-        ],
-        &[],
-    );
-    // Two worker threads besides the main runtime, each accepting from the same sockets.
-    let threads = std::fs::read_dir(format!("/proc/{}/task", gw.child.id()))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
-        .filter(|name| name.starts_with("tg-worker-"))
-        .count();
-    assert_eq!(threads, 2);
-    // 24 streams at once, each on its own connection, still running at SIGTERM.
-    let body = json!({"stream": true, "messages":[{"role":"user","content":"[mock:chunks=6][mock:chunk_delay_ms=100] x"}]});
-    let streams: Vec<_> = (0..24)
-        .map(|_| {
-            let (url, body) = (format!("{}/chat", gw.proxy), body.clone());
-            tokio::spawn(async move { post_json(&url, &body).await })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // /status counts each worker's connections: the 24 spread over more than one.
-    let status = get(&format!("{}/status", gw.admin)).await.json();
-    let workers = status["workers"].as_array().unwrap();
-    assert_eq!(workers.len(), 3, "{status}");
-    let accepted: Vec<u64> = workers
-        .iter()
-        .map(|w| w["connections_accepted"].as_u64().unwrap())
-        .collect();
-    assert!(accepted.iter().sum::<u64>() >= 24, "{accepted:?}");
-    assert!(
-        accepted.iter().filter(|n| **n > 0).count() >= 2,
-        "one worker took every connection: {accepted:?}"
-    );
-    sigterm(&gw.child);
-    for s in streams {
-        let r = s.await.unwrap();
-        assert_eq!(r.status, 200);
-        assert!(
-            r.text().trim_end().ends_with("data: [DONE]"),
-            "a stream was cut at shutdown: {}",
-            r.text()
-        );
-    }
-    let mut gw = gw;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = gw.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tollgate did not exit after draining"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success());
-    // Every worker's log phases ran before the process flushed its logs and exited.
-    let log = std::fs::read_to_string(dir.path().join("workers.log")).unwrap();
-    assert_eq!(log.lines().count(), 24);
-}
 
 /// The binary in front of a fresh mock-llm, with `yaml` (`{MOCK}`: the mock's URL,
 /// `{DIR}`: a scratch directory, also the data dir).
