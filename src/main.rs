@@ -55,11 +55,11 @@ enum Command {
         /// core wake-up on every request; costs nothing when the gateway is idle.
         #[arg(long, env = "TOLLGATE_BUSY_POLL_US", default_value_t = 100)]
         busy_poll_us: u64,
-        /// Worker threads that serve connections (0: one per core the process may run
-        /// on). With one, the runtime is single-threaded: no work stealing, no cross-thread
-        /// wake-ups (see docs/performance.md, "Runtime model").
-        #[arg(long, env = "TOLLGATE_WORKERS", default_value_t = 0)]
-        workers: usize,
+        /// Proxy worker threads, each with its own single-threaded runtime (0: one per core
+        /// the process may run on; at most 1024). See docs/architecture.md, "Runtime model".
+        #[arg(long, env = "TOLLGATE_WORKERS", default_value_t = 0,
+              value_parser = clap::value_parser!(u16).range(0..=1024))]
+        workers: u16,
         /// Seconds to let in-flight requests and streams finish on SIGTERM/SIGINT.
         #[arg(long, env = "TOLLGATE_DRAIN_SECONDS", default_value_t = 30)]
         drain_seconds: u64,
@@ -520,7 +520,7 @@ fn main() -> ExitCode {
             // the Admin API and the background tasks): see `server::start_worker`.
             let workers = match workers {
                 0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-                n => n,
+                n => usize::from(n),
             };
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

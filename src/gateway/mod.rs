@@ -54,11 +54,10 @@ pub struct Stats {
 impl Stats {
     /// Counts a connection accepted by the current thread's proxy worker.
     pub fn count_accepted(&self) {
-        self.accepted
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.accepted.fetch_add(1, Ordering::Relaxed);
         let worker = usize::from(crate::rt::worker::id());
         if let Some(n) = self.worker_accepted.get().and_then(|w| w.get(worker)) {
-            n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            n.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -443,10 +443,17 @@ fn defer(f: Box<Finish>, error: Option<String>) {
     let Err((f, error)) = queue_for_runner(f, error) else {
         return;
     };
-    rt.spawn(async move {
-        f.run(error);
-        DEFERRED.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    });
+    rt.spawn(async move { run_deferred(f, error) });
+}
+
+/// Runs one deferred log phase and counts it done. A panic in it is caught: on a runner it
+/// would otherwise stop every later request's log phase.
+fn run_deferred(f: Box<Finish>, error: Option<String>) {
+    let run = std::panic::AssertUnwindSafe(|| f.run(error));
+    if std::panic::catch_unwind(run).is_err() {
+        tracing::error!("a log phase panicked; its record is lost");
+    }
+    DEFERRED.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Log phases waiting for this thread's runner (see [`start_log_runner`]).
@@ -516,13 +523,7 @@ pub fn start_log_runner() {
             })
             .await;
             for (f, error) in batch.drain(..) {
-                // A panic in one log phase must not stop the runner (and every later
-                // request's log phase with it); with a task each it ended only that task.
-                let run = std::panic::AssertUnwindSafe(|| f.run(error));
-                if std::panic::catch_unwind(run).is_err() {
-                    tracing::error!("a log phase panicked; its record is lost");
-                }
-                DEFERRED.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                run_deferred(f, error);
             }
         }
     });
