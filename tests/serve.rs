@@ -1284,31 +1284,47 @@ async fn analytics_name_applications_and_count_refusals_apart() {
         .unwrap_or_else(|| panic!("{top}"));
     assert_eq!(mobile_key["requests"], 2, "{top}");
 
-    // The credential's tags and the ids have their own columns; the old record is kept.
+    // The credential's tags and the ids have their own columns; the old record is kept,
+    // as one request whose latency is its maximum. Rows hold a second's requests each.
     let db = rusqlite::Connection::open(data.path().join("analytics.db")).unwrap();
-    let rows: Vec<(String, String, String, String, i64)> = db
+    type Columns = (String, String, String, String, i64, i64, i64);
+    let rows: Vec<Columns> = db
         .prepare(
-            "SELECT application, consumer_id, credential, credential_tags, unauthenticated \
-             FROM tollgate_usage ORDER BY ts_ms, request_id",
+            "SELECT application, consumer_id, credential, credential_tags, unauthenticated, \
+             requests, latency_max FROM tollgate_usage ORDER BY ts_ms, request_id",
         )
         .unwrap()
         .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
         })
         .unwrap()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(rows.len(), 7, "{rows:?}");
-    assert_eq!(rows[0].0, "some-credential-id");
-    let mobile = rows.iter().find(|r| r.0 == "mobile-app").unwrap();
-    assert_eq!(mobile.2, "6f1c2a10-0000-4000-8000-000000000001");
-    assert_eq!(mobile.3, "team-red,ios");
-    assert!(!mobile.1.is_empty());
-    let refused: Vec<_> = rows.iter().filter(|r| r.4 == 1).collect();
-    assert_eq!(refused.len(), 3, "{rows:?}");
+    assert_eq!(rows.iter().map(|r| r.5).sum::<i64>(), 7, "{rows:?}");
+    assert_eq!(
+        (&rows[0].0[..], rows[0].5, rows[0].6),
+        ("some-credential-id", 1, 5)
+    );
+    let mobile: Vec<_> = rows.iter().filter(|r| r.0 == "mobile-app").collect();
+    assert_eq!(mobile.iter().map(|r| r.5).sum::<i64>(), 2, "{rows:?}");
+    assert!(mobile
+        .iter()
+        .all(|r| r.2 == "6f1c2a10-0000-4000-8000-000000000001"
+            && r.3 == "team-red,ios"
+            && !r.1.is_empty()));
+    let refused: Vec<_> = rows.iter().filter(|r| r.4 > 0).collect();
+    assert_eq!(refused.iter().map(|r| r.4).sum::<i64>(), 3, "{rows:?}");
     assert!(refused
         .iter()
-        .all(|r| r.0 == "(unauthenticated)" && r.2.is_empty()));
+        .all(|r| r.0 == "(unauthenticated)" && r.2.is_empty() && r.4 == r.5));
 }
 
 /// A client of the local PostgreSQL (trust auth) as its superuser.
@@ -1369,8 +1385,8 @@ async fn spilled_analytics_are_replayed_once_after_a_restart() {
                 total_tokens BIGINT NOT NULL, cost DOUBLE PRECISION NOT NULL,
                 latency_ms BIGINT NOT NULL, status BIGINT NOT NULL, guardrail TEXT NOT NULL);
              INSERT INTO tollgate_usage ({old_columns}) VALUES
-                (1, 'old-twice', '', '', '', 'r', 's', '', '', 0, 0, 0, 0, 0, 200, ''),
-                (1, 'old-twice', '', '', '', 'r', 's', '', '', 0, 0, 0, 0, 0, 200, '');"
+                (1, 'old-twice', '', '', '', 'r', 's', '', '', 0, 0, 0, 0, 7, 200, ''),
+                (1, 'old-twice', '', '', '', 'r', 's', '', '', 0, 0, 0, 0, 7, 200, '');"
         ))
         .await
         .unwrap();
@@ -1481,15 +1497,20 @@ async fn spilled_analytics_are_replayed_once_after_a_restart() {
     let r = post_json(&format!("{}/one", gw.proxy), &body).await;
     assert_eq!(r.status, 200);
     analytics_status(&gw, |s| s["written"].as_u64() == Some(1)).await;
-    let n: i64 = fresh
+    let r = fresh
         .query_one(
-            "SELECT COUNT(*) FROM tollgate_usage WHERE unauthenticated = 0",
+            "SELECT SUM(requests)::BIGINT, SUM(latency_max)::BIGINT, SUM(latency_ms)::BIGINT \
+             FROM tollgate_usage WHERE unauthenticated = 0",
             &[],
         )
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
+    let (n, max, sum): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
     assert_eq!(n, N as i64 + 2);
+    assert_eq!(
+        max, sum,
+        "one request per row here (old ones too): its latency is its maximum"
+    );
     drop(gw);
     drop(fresh);
     admin

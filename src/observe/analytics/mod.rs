@@ -1,17 +1,19 @@
 //! Usage analytics: one record per request (who, which route, provider and model, tokens,
-//! cost, latency, status) written in batches off the request path to an embedded SQLite file
-//! (default) or PostgreSQL, and aggregate queries over them for the Admin API and the
-//! dashboard.
+//! cost, latency, status), summed off the request path into one row per second and set of
+//! dimensions (`rollup`) and written in batches to an embedded SQLite file (default) or
+//! PostgreSQL, and aggregate queries over them for the Admin API and the dashboard.
 //!
 //! The request path only `try_send`s into a bounded queue. The writer thread inserts
-//! batches; when the store fails, the batch is appended to a spill file (JSON lines) under
-//! the data directory and replayed once the store answers again — also at start-up and
-//! every 30 s, so records an earlier run spilled are not stranded. The store keeps one row
-//! per request id, so a record replayed twice (a crash mid-replay) is kept once. A full
-//! queue drops the record and counts it — nothing blocks a request.
+//! batches; when the store fails, the batch's records are appended to a spill file (JSON
+//! lines) under the data directory and replayed once the store answers again — also at
+//! start-up and every 30 s, so records an earlier run spilled are not stranded. A replayed
+//! record is a row of its own; the store keeps one row per id (a row's id is its first
+//! request's), so a record replayed twice (a crash mid-replay) is kept once. A full queue
+//! drops the record and counts it — nothing blocks a request.
 
 mod postgres;
 pub mod query;
+mod rollup;
 mod sqlite;
 
 use std::io::{BufRead, Write};
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::rt::busy_poll::StepAside;
 
 pub use query::{Query, TopQuery};
+use rollup::Rollup;
 
 /// Finished requests waiting for the writer at most (each holds its log record until
 /// the writer takes it).
@@ -128,7 +131,7 @@ impl Store {
         }
     }
 
-    fn insert(&mut self, batch: &[Record], aside: &mut StepAside) -> Result<(), String> {
+    fn insert(&mut self, batch: &[Rollup<'_>], aside: &mut StepAside) -> Result<(), String> {
         match self {
             Store::Sqlite(s) => s.insert(batch, aside),
             Store::Postgres(p) => p.insert(batch, aside),
@@ -360,9 +363,11 @@ impl Writer {
         }
     }
 
+    /// Writes a batch as rollups (spilled as records when the store fails: a replay
+    /// recognises each by its request id).
     fn write(&mut self, batch: &[Record], aside: &mut StepAside) {
         let result = match self.store.as_mut() {
-            Some(s) => s.insert(batch, aside),
+            Some(s) => s.insert(&rollup::rollup(batch), aside),
             None => Err("store unavailable".into()),
         };
         match result {
@@ -420,7 +425,7 @@ impl Writer {
     /// Moves the spilled records into the store. The spill file is renamed first, so records
     /// spilled meanwhile go to a new one; a renamed file a crash left behind goes first (and
     /// is never overwritten). Its records may be in the store already: the store keeps one
-    /// row per request id.
+    /// row per id.
     fn replay(&mut self, aside: &mut StepAside) {
         let taking = self.spill.with_extension("jsonl.replaying");
         let mut ok = !taking.exists() || self.replay_file(&taking, aside);
@@ -459,9 +464,12 @@ impl Writer {
         ok
     }
 
+    /// Inserts spilled records, each a row of its own: the spill file may hold some the
+    /// store has already (a crash mid-replay), and only their own ids tell them apart.
     fn replay_chunk(&mut self, chunk: &[Record], aside: &mut StepAside) -> bool {
+        let rows: Vec<Rollup<'_>> = chunk.iter().map(Rollup::single).collect();
         let result = match self.store.as_mut() {
-            Some(s) => s.insert(chunk, aside),
+            Some(s) => s.insert(&rows, aside),
             None => Err("store unavailable".into()),
         };
         match result {

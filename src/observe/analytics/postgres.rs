@@ -4,7 +4,7 @@
 use tokio_postgres::{Client, NoTls};
 
 use super::query::{top_answer, usage_answer, Query, Row, TopQuery};
-use super::Record;
+use super::rollup::Rollup;
 use crate::rt::busy_poll::StepAside;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
@@ -16,27 +16,31 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
     status BIGINT NOT NULL, guardrail TEXT NOT NULL,
     consumer_id TEXT NOT NULL DEFAULT '', credential TEXT NOT NULL DEFAULT '',
     credential_tags TEXT NOT NULL DEFAULT '', unauthenticated BIGINT NOT NULL DEFAULT 0,
-    cached BIGINT NOT NULL DEFAULT 0, saved_cost DOUBLE PRECISION NOT NULL DEFAULT 0);
+    cached BIGINT NOT NULL DEFAULT 0, saved_cost DOUBLE PRECISION NOT NULL DEFAULT 0,
+    requests BIGINT NOT NULL DEFAULT 1, latency_max BIGINT NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS tollgate_usage_ts ON tollgate_usage (ts_ms);";
 
 /// Columns added since the table's first version, added to an older table when a gateway
 /// connects.
-const ADDED: [(&str, &str); 6] = [
+const ADDED: [(&str, &str); 8] = [
     ("consumer_id", "TEXT NOT NULL DEFAULT ''"),
     ("credential", "TEXT NOT NULL DEFAULT ''"),
     ("credential_tags", "TEXT NOT NULL DEFAULT ''"),
     ("unauthenticated", "BIGINT NOT NULL DEFAULT 0"),
     ("cached", "BIGINT NOT NULL DEFAULT 0"),
     ("saved_cost", "DOUBLE PRECISION NOT NULL DEFAULT 0"),
+    // A row of an older table is one request: its latency is its own maximum.
+    ("requests", "BIGINT NOT NULL DEFAULT 1"),
+    ("latency_max", "BIGINT NOT NULL DEFAULT 0"),
 ];
 
 /// The insert's columns (an older table's added columns come last).
 const COLUMNS: &str = "ts_ms, request_id, consumer, application, consumer_group, route, \
     service, provider, model, prompt_tokens, completion_tokens, total_tokens, cost, latency_ms, \
     status, guardrail, consumer_id, credential, credential_tags, unauthenticated, cached, \
-    saved_cost";
-/// Values per record.
-const PER_ROW: usize = 22;
+    saved_cost, requests, latency_max";
+/// Values per row.
+const PER_ROW: usize = 24;
 
 /// Any number: it only has to be the same for every gateway (one node at a time creates or
 /// changes the table).
@@ -80,17 +84,18 @@ impl Postgres {
         Ok(Postgres { rt, client })
     }
 
-    /// Inserts a batch with one multi-row statement per 100 records (the statement is
-    /// encoded in one go, so smaller ones let the proxy's thread in more often).
-    pub fn insert(&mut self, batch: &[Record], aside: &mut StepAside) -> Result<(), String> {
-        let client = &self.client;
+    /// Inserts rows with one multi-row statement per 100 (the statement is encoded in one
+    /// go, so smaller ones let the proxy's thread in more often), all in one transaction: a
+    /// batch that fails is spilled whole, so none of it may stay.
+    pub fn insert(&mut self, batch: &[Rollup<'_>], aside: &mut StepAside) -> Result<(), String> {
+        let client = &mut self.client;
+        let pg = |e: tokio_postgres::Error| format!("analytics postgres: {e}");
         self.rt.block_on(async {
+            let tx = client.transaction().await.map_err(pg)?;
             for chunk in batch.chunks(100) {
                 let mut sql = format!("INSERT INTO tollgate_usage ({COLUMNS}) VALUES ");
-                let flags: Vec<i64> = chunk.iter().map(|r| i64::from(r.unauthenticated)).collect();
-                let cached: Vec<i64> = chunk.iter().map(|r| i64::from(r.cached)).collect();
                 let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
-                for (i, r) in chunk.iter().enumerate() {
+                for (i, row) in chunk.iter().enumerate() {
                     aside.tick();
                     if i > 0 {
                         sql.push(',');
@@ -104,8 +109,9 @@ impl Postgres {
                             .join(","),
                     );
                     sql.push(')');
+                    let r = row.first;
                     args.extend_from_slice(&[
-                        &r.ts_ms,
+                        &row.ts_ms,
                         &r.request_id,
                         &r.consumer,
                         &r.application,
@@ -114,29 +120,28 @@ impl Postgres {
                         &r.service,
                         &r.provider,
                         &r.model,
-                        &r.prompt_tokens,
-                        &r.completion_tokens,
-                        &r.total_tokens,
-                        &r.cost,
-                        &r.latency_ms,
+                        &row.prompt_tokens,
+                        &row.completion_tokens,
+                        &row.total_tokens,
+                        &row.cost,
+                        &row.latency_ms,
                         &r.status,
                         &r.guardrail,
                         &r.consumer_id,
                         &r.credential,
                         &r.credential_tags,
-                        flags.get(i).unwrap_or(&0),
-                        cached.get(i).unwrap_or(&0),
-                        &r.saved_cost,
+                        &row.unauthenticated,
+                        &row.cached,
+                        &row.saved_cost,
+                        &row.requests,
+                        &row.latency_max,
                     ]);
                 }
-                // A replayed record whose request id is stored already is kept once.
+                // A replayed row whose id is stored already is kept once.
                 sql.push_str(" ON CONFLICT (request_id) DO NOTHING");
-                client
-                    .execute(sql.as_str(), &args)
-                    .await
-                    .map_err(|e| format!("analytics postgres: {e}"))?;
+                tx.execute(sql.as_str(), &args).await.map_err(pg)?;
             }
-            Ok(())
+            tx.commit().await.map_err(pg)
         })
     }
 }
@@ -167,6 +172,10 @@ async fn prepare_table(c: &mut Client) -> Result<(), tokio_postgres::Error> {
                 "ALTER TABLE tollgate_usage ADD COLUMN IF NOT EXISTS {column} {kind}"
             ))
             .await?;
+            if column == "latency_max" {
+                tx.batch_execute("UPDATE tollgate_usage SET latency_max = latency_ms")
+                    .await?;
+            }
         }
     }
     let unique = tx

@@ -1,4 +1,4 @@
-//! Aggregate queries over usage records: parsed from the Admin API's query string, turned
+//! Aggregate queries over usage rows (`rollup`): parsed from the Admin API's query string, turned
 //! into one SQL statement (the grouping column comes from a fixed list, never from input).
 
 use serde_json::{json, Value};
@@ -204,14 +204,16 @@ impl Query {
             None => String::new(),
         };
         format!(
-            "SELECT (ts_ms / {b}) * {b} AS t, {k} AS k, COUNT(*), \
+            "SELECT (ts_ms / {b}) * {b} AS t, {k} AS k, {requests}, \
              {prompt}, {completion}, {total}, CAST(COALESCE(SUM(cost), 0) AS DOUBLE PRECISION), \
-             {errors}, CAST(COALESCE(AVG(latency_ms), 0) AS DOUBLE PRECISION), \
-             CAST(COALESCE(MAX(latency_ms), 0) AS BIGINT), {unauthenticated}, {cached}, {saved} \
+             {errors}, {latency_avg}, \
+             CAST(COALESCE(MAX(latency_max), 0) AS BIGINT), {unauthenticated}, {cached}, {saved} \
              FROM tollgate_usage WHERE ts_ms >= {from} AND ts_ms < {to}{filter} \
              GROUP BY 1, 2 ORDER BY 1, 2",
             b = p(1),
             k = self.group_by.column(),
+            requests = sum("requests"),
+            latency_avg = LATENCY_AVG,
             prompt = sum("prompt_tokens"),
             completion = sum("completion_tokens"),
             total = sum("total_tokens"),
@@ -268,13 +270,14 @@ impl TopQuery {
     pub fn sql(&self, pg: bool) -> String {
         let p = |n: u8| if pg { format!("${n}") } else { format!("?{n}") };
         format!(
-            "SELECT {k} AS k, COUNT(*) AS requests, {prompt} AS prompt_tokens, \
+            "SELECT {k} AS k, {requests} AS requests, {prompt} AS prompt_tokens, \
              {completion} AS completion_tokens, {total} AS total_tokens, \
              CAST(COALESCE(SUM(cost), 0) AS DOUBLE PRECISION) AS cost, {errors} AS errors, \
              {unauthenticated} AS unauthenticated, {cached} AS cached, {saved} AS saved_cost \
              FROM tollgate_usage WHERE ts_ms >= {from} AND ts_ms < {to} \
              GROUP BY 1 ORDER BY {m} DESC, 1 LIMIT {limit}",
             k = self.by.column(),
+            requests = sum("requests"),
             prompt = sum("prompt_tokens"),
             completion = sum("completion_tokens"),
             total = sum("total_tokens"),
@@ -301,7 +304,12 @@ const SAVED: &str = "CAST(COALESCE(SUM(saved_cost), 0) AS DOUBLE PRECISION)";
 
 /// Requests of applications that failed (4xx and 5xx); key-auth's refusals are counted
 /// apart (`unauthenticated`), so a flood of bad keys does not read as applications failing.
-const ERRORS: &str = "CAST(COALESCE(SUM(CASE WHEN status >= 400 AND unauthenticated = 0 THEN 1 ELSE 0 END), 0) AS BIGINT)";
+/// A row's requests are all refused or none (`rollup`: refusal is one of its dimensions).
+const ERRORS: &str = "CAST(COALESCE(SUM(CASE WHEN status >= 400 AND unauthenticated = 0 THEN requests ELSE 0 END), 0) AS BIGINT)";
+
+/// The average latency: a row holds its requests' latencies summed.
+const LATENCY_AVG: &str = "CAST(COALESCE(SUM(latency_ms), 0) AS DOUBLE PRECISION) / \
+    CAST(COALESCE(SUM(requests), 1) AS DOUBLE PRECISION)";
 
 /// One aggregated row, as both backends read it.
 #[derive(Debug, Clone, Default)]

@@ -1,12 +1,12 @@
 //! The embedded store: a SQLite file (WAL mode, so the Admin API reads while the writer
-//! inserts).
+//! inserts) of usage rows (`rollup`).
 
 use std::path::Path;
 
 use rusqlite::{params, params_from_iter, Connection, ToSql};
 
 use super::query::{top_answer, usage_answer, Query, Row, TopQuery};
-use super::Record;
+use super::rollup::Rollup;
 use crate::rt::busy_poll::StepAside;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
@@ -18,36 +18,41 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
     status INTEGER NOT NULL, guardrail TEXT NOT NULL,
     consumer_id TEXT NOT NULL DEFAULT '', credential TEXT NOT NULL DEFAULT '',
     credential_tags TEXT NOT NULL DEFAULT '', unauthenticated INTEGER NOT NULL DEFAULT 0,
-    cached INTEGER NOT NULL DEFAULT 0, saved_cost REAL NOT NULL DEFAULT 0);
+    cached INTEGER NOT NULL DEFAULT 0, saved_cost REAL NOT NULL DEFAULT 0,
+    requests INTEGER NOT NULL DEFAULT 1, latency_max INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS tollgate_usage_ts ON tollgate_usage (ts_ms);";
 
 /// Columns added since the table's first version, added to an older file when it opens.
-const ADDED: [(&str, &str); 6] = [
+const ADDED: [(&str, &str); 8] = [
     ("consumer_id", "TEXT NOT NULL DEFAULT ''"),
     ("credential", "TEXT NOT NULL DEFAULT ''"),
     ("credential_tags", "TEXT NOT NULL DEFAULT ''"),
     ("unauthenticated", "INTEGER NOT NULL DEFAULT 0"),
     ("cached", "INTEGER NOT NULL DEFAULT 0"),
     ("saved_cost", "REAL NOT NULL DEFAULT 0"),
+    // A row of an older file is one request: its latency is its own maximum.
+    ("requests", "INTEGER NOT NULL DEFAULT 1"),
+    ("latency_max", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
-/// The insert, with its columns named (an older file's added columns come last); a request
-/// id already stored (a replayed record) is skipped.
+/// The insert, with its columns named (an older file's added columns come last); a row id
+/// already stored (a replayed record) is skipped.
 const INSERT: &str = "INSERT OR IGNORE INTO tollgate_usage (ts_ms, request_id, consumer, application, \
     consumer_group, route, service, provider, model, prompt_tokens, completion_tokens, \
     total_tokens, cost, latency_ms, status, guardrail, consumer_id, credential, \
-    credential_tags, unauthenticated, cached, saved_cost) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)";
+    credential_tags, unauthenticated, cached, saved_cost, requests, latency_max) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24)";
 
-/// Records per multi-row insert.
+/// Rows per multi-row insert.
 const ROWS: usize = 32;
-/// Columns per record, in the insert's order.
-const COLUMNS: usize = 22;
+/// Columns per row, in the insert's order.
+const COLUMNS: usize = 24;
 
-/// A record's values in the insert's column order.
-fn columns(r: &Record) -> [&dyn ToSql; COLUMNS] {
+/// A row's values in the insert's column order.
+fn columns<'a>(row: &'a Rollup<'_>) -> [&'a dyn ToSql; COLUMNS] {
+    let r = row.first;
     [
-        &r.ts_ms,
+        &row.ts_ms,
         &r.request_id,
         &r.consumer,
         &r.application,
@@ -56,19 +61,21 @@ fn columns(r: &Record) -> [&dyn ToSql; COLUMNS] {
         &r.service,
         &r.provider,
         &r.model,
-        &r.prompt_tokens,
-        &r.completion_tokens,
-        &r.total_tokens,
-        &r.cost,
-        &r.latency_ms,
+        &row.prompt_tokens,
+        &row.completion_tokens,
+        &row.total_tokens,
+        &row.cost,
+        &row.latency_ms,
         &r.status,
         &r.guardrail,
         &r.consumer_id,
         &r.credential,
         &r.credential_tags,
-        &r.unauthenticated,
-        &r.cached,
-        &r.saved_cost,
+        &row.unauthenticated,
+        &row.cached,
+        &row.saved_cost,
+        &row.requests,
+        &row.latency_max,
     ]
 }
 
@@ -117,10 +124,9 @@ impl Sqlite {
         Ok(Sqlite { conn })
     }
 
-    /// Inserts a batch in one transaction, `ROWS` records per statement (each execution
-    /// of a statement has a fixed cost: callgrind put a one-row insert at ~15k
-    /// instructions per record on the writer thread).
-    pub fn insert(&mut self, batch: &[Record], aside: &mut StepAside) -> Result<(), String> {
+    /// Inserts rows in one transaction, `ROWS` per statement (each execution of a
+    /// statement has a fixed cost: callgrind put a one-row insert at ~15k instructions).
+    pub fn insert(&mut self, batch: &[Rollup<'_>], aside: &mut StepAside) -> Result<(), String> {
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;
         {
             let mut chunks = batch.chunks_exact(ROWS);
@@ -161,9 +167,15 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         .collect::<Result<_, _>>()?;
     for (column, kind) in ADDED {
         if !have.iter().any(|h| h == column) {
-            conn.execute_batch(&format!(
-                "ALTER TABLE tollgate_usage ADD COLUMN {column} {kind}"
-            ))?;
+            let add = format!("ALTER TABLE tollgate_usage ADD COLUMN {column} {kind}");
+            if column == "latency_max" {
+                // With its value, or a crash in between would leave old rows without it.
+                conn.execute_batch(&format!(
+                    "BEGIN; {add}; UPDATE tollgate_usage SET latency_max = latency_ms; COMMIT;"
+                ))?;
+            } else {
+                conn.execute_batch(&add)?;
+            }
         }
     }
     let unique: i64 = conn.query_row(
@@ -251,6 +263,8 @@ pub fn top(path: &Path, q: &TopQuery) -> Result<serde_json::Value, String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use super::super::rollup::rollup;
+    use super::super::Record;
     use super::*;
 
     /// Batches go in `ROWS` at a time with the rest one by one, every column in its place,
@@ -275,10 +289,10 @@ mod tests {
             ..Record::default()
         };
         let batch: Vec<Record> = (0..ROWS * 2 + 6).map(record).collect();
-        db.insert(&batch, &mut StepAside::new()).unwrap();
+        let rows: Vec<Rollup<'_>> = batch.iter().map(Rollup::single).collect();
+        db.insert(&rows, &mut StepAside::new()).unwrap();
         // A replay of a whole multi-row chunk and of single rows changes nothing.
-        db.insert(&batch[..ROWS + 1], &mut StepAside::new())
-            .unwrap();
+        db.insert(&rows[..ROWS + 1], &mut StepAside::new()).unwrap();
         let n: i64 = db
             .conn
             .query_row("SELECT COUNT(*) FROM tollgate_usage", [], |r| r.get(0))
@@ -303,6 +317,82 @@ mod tests {
             )
             .unwrap();
         assert_eq!((consumer.as_str(), saved), ("c1", 0.25));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Rolled-up rows and single ones answer the Admin API's questions as one row per
+    /// request would: counts, sums, errors apart from refusals, latency average and maximum.
+    #[test]
+    fn rollups_answer_queries_exactly() {
+        let dir = std::env::temp_dir().join(format!("tollgate-sqlite-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("a.db");
+        let mut db = Sqlite::open(&path).unwrap();
+        let record = |i: i64, consumer: &str, status: i64, latency_ms: i64| Record {
+            // Three seconds of one minute.
+            ts_ms: 60_000 + (i % 3) * 1000 + i,
+            request_id: format!("r{i}"),
+            consumer: consumer.into(),
+            model: "m".into(),
+            prompt_tokens: 2,
+            completion_tokens: 1,
+            total_tokens: 3,
+            cost: 0.5,
+            latency_ms,
+            status,
+            unauthenticated: status == 401,
+            ..Record::default()
+        };
+        let mut batch: Vec<Record> = (0..30).map(|i| record(i, "alice", 200, 10 + i)).collect();
+        batch.extend((30..40).map(|i| record(i, "", 401, 1)));
+        batch.extend((40..45).map(|i| record(i, "alice", 502, 100)));
+        let rows = rollup(&batch);
+        assert!(rows.len() <= 9, "{} rows", rows.len());
+        db.insert(&rows, &mut StepAside::new()).unwrap();
+        // A request replayed from a spill file, as its own row.
+        let late = record(45, "alice", 200, 500);
+        db.insert(&[Rollup::single(&late)], &mut StepAside::new())
+            .unwrap();
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let q = Query::parse(
+            &pairs(&[
+                ("from", "60"),
+                ("to", "120"),
+                ("bucket", "minute"),
+                ("group_by", "consumer"),
+            ]),
+            0,
+        )
+        .unwrap();
+        let v = usage(&path, &q).unwrap();
+        assert_eq!(v["totals"]["requests"], 46, "{v}");
+        assert_eq!(v["totals"]["total_tokens"], 138, "{v}");
+        assert_eq!(v["totals"]["errors"], 5, "refusals apart: {v}");
+        assert_eq!(v["totals"]["unauthenticated"], 10, "{v}");
+        let alice = &v["series"][1]["points"][0];
+        assert_eq!(v["series"][1]["key"], "alice", "{v}");
+        assert_eq!(alice["requests"], 36, "{v}");
+        assert_eq!(alice["latency_ms_max"], 500, "{v}");
+        // (10 + … + 39) + 5 × 100 + 500 over 36 requests.
+        let want = f64::from((10..40).sum::<i32>() + 500 + 500) / 36.0;
+        assert_eq!(alice["latency_ms_avg"], (want * 10.0).round() / 10.0, "{v}");
+        let top = TopQuery::parse(
+            &pairs(&[("from", "60"), ("to", "120"), ("measure", "requests")]),
+            0,
+        )
+        .unwrap();
+        let t = super::top(&path, &top).unwrap();
+        assert_eq!(
+            (
+                t["data"][0]["key"].as_str(),
+                t["data"][0]["requests"].as_i64()
+            ),
+            (Some("alice"), Some(36)),
+            "{t}"
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 }
