@@ -646,6 +646,8 @@ impl RequestLog {
             route: names.route.to_string(),
             service: names.service.to_string(),
             latency_ms: elapsed,
+            latency_max: elapsed,
+            requests: 1,
             status: i64::from(self.status),
             guardrail: self.guardrail.unwrap_or("").to_string(),
             ..Default::default()
@@ -671,7 +673,7 @@ impl RequestLog {
                 );
             }
             if let Some(c) = ai.cache.as_ref().filter(|c| c["cache_status"] == "Hit") {
-                r.cached = true;
+                r.cached = 1;
                 r.saved_cost = c["cost_savings"].as_f64().unwrap_or(0.0);
             }
         } else if let Some(m) = self.mcp.as_deref() {
@@ -749,11 +751,6 @@ impl LogJob {
     /// The record.
     pub fn log(&self) -> &RequestLog {
         &self.log
-    }
-
-    /// The request's usage record for analytics.
-    pub fn usage_record(&self) -> crate::observe::analytics::Record {
-        self.log.usage_record(&self.snap)
     }
 
     /// The record's JSON (without the newline).

@@ -177,7 +177,12 @@ impl Finish {
             }
         }
         let Log { line, http, .. } = cx;
-        if !http.is_empty() || analytics.is_some() {
+        if let Some(a) = analytics {
+            // Summed on this thread when its log-phase runner hands the rows over.
+            let batched = LOG_QUEUE.with(|q| q.borrow().runner);
+            a.record(self.log.record.usage_record(&snapshot.entities), batched);
+        }
+        if !http.is_empty() {
             let started = self.log.started;
             let log = std::mem::replace(
                 &mut self.log.record,
@@ -188,9 +193,6 @@ impl Finish {
                 snapshot.entities.clone(),
                 line.as_ref().filter(|_| !http.is_empty()).cloned(),
             );
-            if let Some(a) = analytics {
-                a.submit(job.clone());
-            }
             for sink in http {
                 sink.send(job.clone());
             }
@@ -509,7 +511,7 @@ pub fn start_log_runner() {
     rt.spawn(async {
         let mut batch = Vec::new();
         loop {
-            std::future::poll_fn(|cx| {
+            let work = std::future::poll_fn(|cx| {
                 LOG_QUEUE.with(|q| {
                     let mut q = q.borrow_mut();
                     if q.jobs.is_empty() {
@@ -520,8 +522,17 @@ pub fn start_log_runner() {
                         Poll::Ready(())
                     }
                 })
-            })
-            .await;
+            });
+            // Analytics rows this thread summed go to the writer when due, also when no
+            // request comes to hand them over.
+            match crate::observe::analytics::pending_due_in() {
+                Some(due) => {
+                    if tokio::time::timeout(due, work).await.is_err() {
+                        crate::observe::analytics::hand_over_pending();
+                    }
+                }
+                None => work.await,
+            }
             for (f, error) in batch.drain(..) {
                 run_deferred(f, error);
             }
@@ -529,7 +540,8 @@ pub fn start_log_runner() {
     });
 }
 
-/// Waits (up to `limit`) until every deferred log phase has run (shutdown).
+/// Waits (up to `limit`) until every deferred log phase has run, then hands this thread's
+/// analytics rows to the writer (shutdown: called on every worker's thread).
 pub async fn settle_deferred(limit: Duration) {
     let until = std::time::Instant::now() + limit;
     while DEFERRED.load(std::sync::atomic::Ordering::Relaxed) > 0
@@ -537,6 +549,8 @@ pub async fn settle_deferred(limit: Duration) {
     {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    // This thread's analytics rows go to the writer before it is flushed.
+    crate::observe::analytics::hand_over_pending();
 }
 
 /// The final SSE event sent when the upstream fails after the stream started.

@@ -1,21 +1,23 @@
 //! Usage analytics: one record per request (who, which route, provider and model, tokens,
-//! cost, latency, status), summed off the request path into one row per second and set of
-//! dimensions (`rollup`) and written in batches to an embedded SQLite file (default) or
-//! PostgreSQL, and aggregate queries over them for the Admin API and the dashboard.
+//! cost, latency, status), summed by the proxy worker that served it into one row per
+//! second and set of dimensions (`rollup`), written in batches by a writer thread to an
+//! embedded SQLite file (default) or PostgreSQL, and aggregate queries over them for the
+//! Admin API and the dashboard.
 //!
-//! The request path only `try_send`s into a bounded queue. The writer thread inserts
-//! batches; when the store fails, the batch's records are appended to a spill file (JSON
+//! A worker hands its rows to the writer's bounded queue every 100 ms. The writer inserts
+//! batches; when the store fails, the batch's rows are appended to a spill file (JSON
 //! lines) under the data directory and replayed once the store answers again — also at
-//! start-up and every 30 s, so records an earlier run spilled are not stranded. A replayed
-//! record is a row of its own; the store keeps one row per id (a row's id is its first
-//! request's), so a record replayed twice (a crash mid-replay) is kept once. A full queue
-//! drops the record and counts it — nothing blocks a request.
+//! start-up and every 30 s, so rows an earlier run spilled are not stranded. The store
+//! keeps one row per id (a row's id is its first request's), so a row replayed twice (a
+//! crash mid-replay) is kept once. A full queue drops the rows and counts their requests —
+//! nothing blocks a request.
 
 mod postgres;
 pub mod query;
 mod rollup;
 mod sqlite;
 
+use std::cell::RefCell;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -28,10 +30,9 @@ use serde::{Deserialize, Serialize};
 use crate::rt::busy_poll::StepAside;
 
 pub use query::{Query, TopQuery};
-use rollup::Rollup;
+use rollup::Pending;
 
-/// Finished requests waiting for the writer at most (each holds its log record until
-/// the writer takes it).
+/// Rows waiting for the writer at most.
 pub const QUEUE: usize = 16_384;
 /// Records inserted per batch at most.
 const BATCH: usize = 1000;
@@ -47,8 +48,9 @@ const SPILL_CHECK_EVERY: Duration = Duration::from_secs(30);
 /// What `application` says of a request that key-auth refused (it has no application).
 pub const UNAUTHENTICATED: &str = "(unauthenticated)";
 
-/// One request's usage. Fields added since the first release are `serde(default)`, so a
-/// spill file written by an older gateway still replays.
+/// One request's usage, or a row summing a second's requests with the same dimensions
+/// (`rollup`). Fields added since the first release are `serde(default)`, so a spill file
+/// written by an older gateway (one request per line) still replays.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Record {
@@ -82,10 +84,61 @@ pub struct Record {
     pub status: i64,
     /// What a guardrail did (`masked`, `blocked`, or empty).
     pub guardrail: String,
-    /// Answered by `ai-semantic-cache` (no provider call).
-    pub cached: bool,
-    /// What a cached answer would have cost from the provider.
+    /// Requests `ai-semantic-cache` answered (no provider call); an older spill file's
+    /// `true`/`false` reads as 1/0.
+    #[serde(deserialize_with = "count")]
+    pub cached: i64,
+    /// What the cached answers would have cost from the provider.
     pub saved_cost: f64,
+    /// The requests the row sums up (1: one request's record).
+    #[serde(default = "one")]
+    pub requests: i64,
+    /// The longest of their latencies (`latency_ms` is their sum).
+    pub latency_max: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// A count written as a number, or as a flag by an older release.
+fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Count {
+        Number(i64),
+        Flag(bool),
+    }
+    Ok(match Count::deserialize(d)? {
+        Count::Number(n) => n,
+        Count::Flag(f) => i64::from(f),
+    })
+}
+
+impl Record {
+    /// A spilled line as a row: an older release's line is one request, whose latency is
+    /// its longest.
+    fn normalized(mut self) -> Record {
+        if self.requests <= 1 {
+            self.requests = 1;
+            self.latency_max = self.latency_max.max(self.latency_ms);
+        }
+        self
+    }
+}
+
+/// A row's requests key-auth refused (all or none: refusal is one of its dimensions).
+fn refused(r: &Record) -> i64 {
+    if r.unauthenticated {
+        r.requests
+    } else {
+        0
+    }
+}
+
+/// The requests a batch of rows sums up.
+fn requests(rows: &[Record]) -> u64 {
+    rows.iter().map(|r| r.requests.max(0) as u64).sum()
 }
 
 /// Where records go.
@@ -131,7 +184,7 @@ impl Store {
         }
     }
 
-    fn insert(&mut self, batch: &[Rollup<'_>], aside: &mut StepAside) -> Result<(), String> {
+    fn insert(&mut self, batch: &[Record], aside: &mut StepAside) -> Result<(), String> {
         match self {
             Store::Sqlite(s) => s.insert(batch, aside),
             Store::Postgres(p) => p.insert(batch, aside),
@@ -139,7 +192,7 @@ impl Store {
     }
 }
 
-/// Counters of the pipeline, for `GET /analytics/status` and metrics.
+/// Counters of the pipeline (in requests), for `GET /analytics/status` and metrics.
 #[derive(Debug, Default)]
 pub struct Stats {
     pub written: AtomicU64,
@@ -147,13 +200,14 @@ pub struct Stats {
     pub replayed: AtomicU64,
     pub dropped: AtomicU64,
     pub store_errors: AtomicU64,
-    /// Jobs queued for the writer and not yet taken (at most `QUEUE`).
+    /// Rows queued for the writer and not yet taken (at most `QUEUE`).
     queued: AtomicUsize,
 }
 
 /// What the writer's queue carries.
 enum Msg {
-    Job(Arc<crate::observe::log::LogJob>),
+    /// A worker's rows.
+    Rows(Vec<Record>),
     /// Write everything queued before this now, then answer (shutdown).
     Flush(SyncSender<()>),
 }
@@ -206,13 +260,48 @@ impl Analytics {
         })
     }
 
-    /// Queues a finished request (its record is built on the writer thread); never blocks
-    /// (a full queue drops it and counts the drop).
-    pub fn submit(&self, r: Arc<crate::observe::log::LogJob>) {
-        let full = self.stats.queued.fetch_add(1, Ordering::Relaxed) >= QUEUE;
-        if full || self.tx.send(Msg::Job(r)).is_err() {
-            self.stats.queued.fetch_sub(1, Ordering::Relaxed);
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Counts a finished request: added to this thread's rows when `batched` (a proxy
+    /// worker, whose log-phase runner hands them over, see [`pending_due_in`]), else
+    /// queued for the writer now. Never blocks (a full queue drops and counts).
+    pub fn record(self: &Arc<Self>, r: Record, batched: bool) {
+        if !batched {
+            self.hand_over(vec![r]);
+            return;
+        }
+        let due = PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            p.0.add(r);
+            match &p.1 {
+                Some(a) if Arc::ptr_eq(a, self) => {}
+                // Another pipeline's rows (a test's gateways on one thread) go to theirs.
+                Some(_) => return Some(hand_over_taken(&mut p)),
+                None => p.1 = Some(self.clone()),
+            }
+            p.0.due().then(|| hand_over_taken(&mut p))
+        });
+        if let Some((a, rows)) = due.flatten() {
+            a.hand_over(rows);
+        }
+    }
+
+    /// Queues rows for the writer; a full queue drops them and counts their requests.
+    fn hand_over(&self, rows: Vec<Record>) {
+        let n = rows.len();
+        let full = self.stats.queued.fetch_add(n, Ordering::Relaxed) >= QUEUE;
+        if full {
+            self.stats.queued.fetch_sub(n, Ordering::Relaxed);
+            self.stats
+                .dropped
+                .fetch_add(requests(&rows), Ordering::Relaxed);
+            return;
+        }
+        if let Err(e) = self.tx.send(Msg::Rows(rows)) {
+            self.stats.queued.fetch_sub(n, Ordering::Relaxed);
+            if let Msg::Rows(rows) = e.0 {
+                self.stats
+                    .dropped
+                    .fetch_add(requests(&rows), Ordering::Relaxed);
+            }
         }
     }
 
@@ -267,6 +356,34 @@ impl Analytics {
     }
 }
 
+thread_local! {
+    /// This thread's rows not yet handed over, and the pipeline they go to.
+    static PENDING: RefCell<(Pending, Option<Arc<Analytics>>)> = RefCell::default();
+}
+
+/// Takes the thread's rows (with their pipeline) out of `p`.
+fn hand_over_taken(
+    p: &mut (Pending, Option<Arc<Analytics>>),
+) -> Option<(Arc<Analytics>, Vec<Record>)> {
+    let rows = p.0.take();
+    let a = p.1.clone()?;
+    (!rows.is_empty()).then_some((a, rows))
+}
+
+/// How long until this thread's rows are due for the writer (None when it holds none).
+pub fn pending_due_in() -> Option<Duration> {
+    PENDING.with(|p| p.borrow().0.due_in())
+}
+
+/// Hands this thread's rows to the writer now (when due, at idle, and when the worker
+/// stops).
+pub fn hand_over_pending() {
+    let taken = PENDING.with(|p| hand_over_taken(&mut p.borrow_mut()));
+    if let Some((a, rows)) = taken {
+        a.hand_over(rows);
+    }
+}
+
 struct Writer {
     rx: Receiver<Msg>,
     store: Option<Store>,
@@ -283,45 +400,32 @@ impl Writer {
         let mut queued = Vec::new();
         let mut flushes = Vec::new();
         let mut batch: Vec<Record> = Vec::with_capacity(BATCH);
-        let (mut done, mut seen) = (Vec::new(), 0);
         let (mut pace, mut took) = (super::Pace::new(), 0);
         let mut written_at = Instant::now();
         loop {
             pace.sleep(took);
             let closed = super::take_queued(&self.rx, &mut queued);
             took = queued.len();
-            let jobs = queued.iter().filter(|m| matches!(m, Msg::Job(_))).count();
-            self.stats.queued.fetch_sub(jobs, Ordering::Relaxed);
             let mut aside = StepAside::new();
-            // Usage records are built as soon as the jobs are taken, and the jobs go back
-            // to be freed on the request threads (see `log::give_back`); the store gets
-            // the records in batches.
             for msg in queued.drain(..) {
                 match msg {
-                    Msg::Job(job) => {
-                        batch.push(job.usage_record());
-                        done.push(job);
+                    Msg::Rows(rows) => {
+                        self.stats.queued.fetch_sub(rows.len(), Ordering::Relaxed);
+                        batch.extend(rows);
                     }
                     Msg::Flush(reply) => flushes.push(reply),
                 }
-                aside.tick();
             }
-            crate::observe::log::give_back(&mut done, &mut seen);
             let due = batch.len() >= BATCH
                 || written_at.elapsed() >= FLUSH_EVERY
                 || closed
                 || !flushes.is_empty();
             if due {
                 self.retry_store(&mut aside);
-                // Written and freed a few at a time between ticks: freeing a whole batch
-                // at once held the core for a millisecond.
                 for chunk in batch.chunks(BATCH) {
                     self.write(chunk, &mut aside);
                 }
-                for record in batch.drain(..) {
-                    drop(record);
-                    aside.tick();
-                }
+                batch.clear();
                 written_at = Instant::now();
             }
             drop(aside);
@@ -363,18 +467,18 @@ impl Writer {
         }
     }
 
-    /// Writes a batch as rollups (spilled as records when the store fails: a replay
-    /// recognises each by its request id).
+    /// Writes a batch of rows (spilled when the store fails: a replay recognises each by
+    /// its id).
     fn write(&mut self, batch: &[Record], aside: &mut StepAside) {
         let result = match self.store.as_mut() {
-            Some(s) => s.insert(&rollup::rollup(batch), aside),
+            Some(s) => s.insert(batch, aside),
             None => Err("store unavailable".into()),
         };
         match result {
             Ok(()) => {
                 self.stats
                     .written
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    .fetch_add(requests(batch), Ordering::Relaxed);
             }
             Err(e) => {
                 self.failed(&e);
@@ -404,10 +508,10 @@ impl Writer {
         let mut file = match file {
             Ok(f) => std::io::BufWriter::new(f),
             Err(e) => {
-                tracing::error!(error = %e, "analytics spill file {} unusable; {} records lost", self.spill.display(), batch.len());
+                tracing::error!(error = %e, "analytics spill file {} unusable; {} requests' rows lost", self.spill.display(), requests(batch));
                 self.stats
                     .dropped
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    .fetch_add(requests(batch), Ordering::Relaxed);
                 return;
             }
         };
@@ -419,7 +523,7 @@ impl Writer {
         let _ = file.flush();
         self.stats
             .spilled
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            .fetch_add(requests(batch), Ordering::Relaxed);
     }
 
     /// Moves the spilled records into the store. The spill file is renamed first, so records
@@ -447,7 +551,7 @@ impl Writer {
         let mut ok = true;
         for line in std::io::BufReader::new(f).lines().map_while(Result::ok) {
             if let Ok(r) = serde_json::from_str::<Record>(&line) {
-                chunk.push(r);
+                chunk.push(r.normalized());
             }
             if chunk.len() == BATCH {
                 ok &= self.replay_chunk(&chunk, aside);
@@ -464,19 +568,18 @@ impl Writer {
         ok
     }
 
-    /// Inserts spilled records, each a row of its own: the spill file may hold some the
-    /// store has already (a crash mid-replay), and only their own ids tell them apart.
+    /// Inserts spilled rows as they were: the spill file may hold some the store has
+    /// already (a crash mid-replay), and their ids tell them apart.
     fn replay_chunk(&mut self, chunk: &[Record], aside: &mut StepAside) -> bool {
-        let rows: Vec<Rollup<'_>> = chunk.iter().map(Rollup::single).collect();
         let result = match self.store.as_mut() {
-            Some(s) => s.insert(&rows, aside),
+            Some(s) => s.insert(chunk, aside),
             None => Err("store unavailable".into()),
         };
         match result {
             Ok(()) => {
                 self.stats
                     .replayed
-                    .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    .fetch_add(requests(chunk), Ordering::Relaxed);
                 true
             }
             Err(e) => {
@@ -498,24 +601,92 @@ mod tests {
     #[test]
     fn a_full_queue_drops_and_counts() {
         let (tx, rx) = channel();
-        let a = Analytics {
+        let a = Arc::new(Analytics {
             tx,
             backend: Backend::Sqlite(PathBuf::from("unused.db")),
             stats: Arc::new(Stats::default()),
             spill: PathBuf::from("unused.jsonl"),
-        };
-        let started = std::time::Instant::now();
-        let job = || {
-            let log = crate::observe::log::RequestLog::new(String::new(), started);
-            crate::observe::log::LogJob::new(Box::new(log), Arc::default(), None)
-        };
-        for _ in 0..QUEUE + 3 {
-            a.submit(job());
+        });
+        for i in 0..QUEUE + 3 {
+            let r = Record {
+                request_id: format!("r{i}"),
+                requests: 1,
+                ..Record::default()
+            };
+            a.record(r, false);
         }
         assert_eq!(a.stats.dropped.load(Ordering::Relaxed), 3);
         assert_eq!(a.stats.queued.load(Ordering::Relaxed), QUEUE);
         let mut taken = Vec::new();
         super::super::take_queued(&rx, &mut taken);
         assert_eq!(taken.len(), QUEUE);
+    }
+
+    /// A worker's requests are summed on its thread and reach the writer as rows: when
+    /// handed over (at idle or on shutdown), or once due.
+    #[test]
+    fn a_workers_requests_reach_the_writer_as_rows() {
+        let (tx, rx) = channel();
+        let a = Arc::new(Analytics {
+            tx,
+            backend: Backend::Sqlite(PathBuf::from("unused.db")),
+            stats: Arc::new(Stats::default()),
+            spill: PathBuf::from("unused.jsonl"),
+        });
+        let record = |i: i64| Record {
+            ts_ms: 7_000 + i,
+            request_id: format!("r{i}"),
+            route: "chat".into(),
+            latency_ms: i,
+            latency_max: i,
+            total_tokens: 3,
+            requests: 1,
+            ..Record::default()
+        };
+        for i in 0..5 {
+            a.record(record(i), true);
+        }
+        assert!(rx.try_recv().is_err(), "held by the worker");
+        assert!(pending_due_in().is_some());
+        hand_over_pending();
+        assert!(pending_due_in().is_none());
+        let Ok(Msg::Rows(rows)) = rx.try_recv() else {
+            panic!("no rows handed over");
+        };
+        assert_eq!(rows.len(), 1);
+        let r = &rows[0];
+        assert_eq!(
+            (r.request_id.as_str(), r.ts_ms, r.requests),
+            ("r0", 7_000, 5)
+        );
+        assert_eq!((r.total_tokens, r.latency_ms, r.latency_max), (15, 10, 4));
+        // Once the oldest row is due, the next request hands them over itself.
+        a.record(record(5), true);
+        std::thread::sleep(rollup::HAND_OVER_EVERY);
+        a.record(record(6), true);
+        let Ok(Msg::Rows(rows)) = rx.try_recv() else {
+            panic!("due rows not handed over");
+        };
+        assert_eq!(rows[0].requests, 2);
+    }
+
+    /// An older release's spill line (a flag for `cached`, no `requests`) reads as one
+    /// request; a row's line reads as the row.
+    #[test]
+    fn spill_lines_of_either_release_read_back() {
+        let old = r#"{"ts_ms": 1, "request_id": "x", "latency_ms": 9, "cached": true}"#;
+        let r = serde_json::from_str::<Record>(old).unwrap().normalized();
+        assert_eq!((r.requests, r.cached, r.latency_max), (1, 1, 9));
+        let row = Record {
+            requests: 4,
+            latency_ms: 20,
+            latency_max: 8,
+            cached: 2,
+            ..Record::default()
+        };
+        let back = serde_json::from_str::<Record>(&serde_json::to_string(&row).unwrap())
+            .unwrap()
+            .normalized();
+        assert_eq!(back, row);
     }
 }

@@ -4,7 +4,7 @@
 use tokio_postgres::{Client, NoTls};
 
 use super::query::{top_answer, usage_answer, Query, Row, TopQuery};
-use super::rollup::Rollup;
+use super::Record;
 use crate::rt::busy_poll::StepAside;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
@@ -87,15 +87,16 @@ impl Postgres {
     /// Inserts rows with one multi-row statement per 100 (the statement is encoded in one
     /// go, so smaller ones let the proxy's thread in more often), all in one transaction: a
     /// batch that fails is spilled whole, so none of it may stay.
-    pub fn insert(&mut self, batch: &[Rollup<'_>], aside: &mut StepAside) -> Result<(), String> {
+    pub fn insert(&mut self, batch: &[Record], aside: &mut StepAside) -> Result<(), String> {
         let client = &mut self.client;
         let pg = |e: tokio_postgres::Error| format!("analytics postgres: {e}");
         self.rt.block_on(async {
             let tx = client.transaction().await.map_err(pg)?;
             for chunk in batch.chunks(100) {
                 let mut sql = format!("INSERT INTO tollgate_usage ({COLUMNS}) VALUES ");
+                let refused: Vec<i64> = chunk.iter().map(super::refused).collect();
                 let mut args: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
-                for (i, row) in chunk.iter().enumerate() {
+                for (i, (r, refused)) in chunk.iter().zip(&refused).enumerate() {
                     aside.tick();
                     if i > 0 {
                         sql.push(',');
@@ -109,9 +110,8 @@ impl Postgres {
                             .join(","),
                     );
                     sql.push(')');
-                    let r = row.first;
                     args.extend_from_slice(&[
-                        &row.ts_ms,
+                        &r.ts_ms,
                         &r.request_id,
                         &r.consumer,
                         &r.application,
@@ -120,21 +120,21 @@ impl Postgres {
                         &r.service,
                         &r.provider,
                         &r.model,
-                        &row.prompt_tokens,
-                        &row.completion_tokens,
-                        &row.total_tokens,
-                        &row.cost,
-                        &row.latency_ms,
+                        &r.prompt_tokens,
+                        &r.completion_tokens,
+                        &r.total_tokens,
+                        &r.cost,
+                        &r.latency_ms,
                         &r.status,
                         &r.guardrail,
                         &r.consumer_id,
                         &r.credential,
                         &r.credential_tags,
-                        &row.unauthenticated,
-                        &row.cached,
-                        &row.saved_cost,
-                        &row.requests,
-                        &row.latency_max,
+                        refused,
+                        &r.cached,
+                        &r.saved_cost,
+                        &r.requests,
+                        &r.latency_max,
                     ]);
                 }
                 // A replayed row whose id is stored already is kept once.

@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::{params, params_from_iter, Connection, ToSql};
 
 use super::query::{top_answer, usage_answer, Query, Row, TopQuery};
-use super::rollup::Rollup;
+use super::Record;
 use crate::rt::busy_poll::StepAside;
 
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS tollgate_usage (
@@ -48,11 +48,11 @@ const ROWS: usize = 32;
 /// Columns per row, in the insert's order.
 const COLUMNS: usize = 24;
 
-/// A row's values in the insert's column order.
-fn columns<'a>(row: &'a Rollup<'_>) -> [&'a dyn ToSql; COLUMNS] {
-    let r = row.first;
+/// A row's values in the insert's column order; `refused` is its count of requests
+/// key-auth refused.
+fn columns<'a>(r: &'a Record, refused: &'a i64) -> [&'a dyn ToSql; COLUMNS] {
     [
-        &row.ts_ms,
+        &r.ts_ms,
         &r.request_id,
         &r.consumer,
         &r.application,
@@ -61,21 +61,21 @@ fn columns<'a>(row: &'a Rollup<'_>) -> [&'a dyn ToSql; COLUMNS] {
         &r.service,
         &r.provider,
         &r.model,
-        &row.prompt_tokens,
-        &row.completion_tokens,
-        &row.total_tokens,
-        &row.cost,
-        &row.latency_ms,
+        &r.prompt_tokens,
+        &r.completion_tokens,
+        &r.total_tokens,
+        &r.cost,
+        &r.latency_ms,
         &r.status,
         &r.guardrail,
         &r.consumer_id,
         &r.credential,
         &r.credential_tags,
-        &row.unauthenticated,
-        &row.cached,
-        &row.saved_cost,
-        &row.requests,
-        &row.latency_max,
+        refused,
+        &r.cached,
+        &r.saved_cost,
+        &r.requests,
+        &r.latency_max,
     ]
 }
 
@@ -126,19 +126,21 @@ impl Sqlite {
 
     /// Inserts rows in one transaction, `ROWS` per statement (each execution of a
     /// statement has a fixed cost: callgrind put a one-row insert at ~15k instructions).
-    pub fn insert(&mut self, batch: &[Rollup<'_>], aside: &mut StepAside) -> Result<(), String> {
+    pub fn insert(&mut self, batch: &[Record], aside: &mut StepAside) -> Result<(), String> {
+        let refused: Vec<i64> = batch.iter().map(super::refused).collect();
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;
         {
             let mut chunks = batch.chunks_exact(ROWS);
+            let mut counts = refused.chunks_exact(ROWS);
             if batch.len() >= ROWS {
                 let mut many = tx
                     .prepare_cached(insert_many())
                     .map_err(|e| e.to_string())?;
                 let mut values: Vec<&dyn ToSql> = Vec::with_capacity(ROWS * COLUMNS);
-                for chunk in &mut chunks {
+                for (chunk, refused) in (&mut chunks).zip(&mut counts) {
                     values.clear();
-                    for r in chunk {
-                        values.extend_from_slice(&columns(r));
+                    for (r, n) in chunk.iter().zip(refused) {
+                        values.extend_from_slice(&columns(r, n));
                     }
                     many.execute(params_from_iter(values.iter()))
                         .map_err(|e| e.to_string())?;
@@ -146,8 +148,8 @@ impl Sqlite {
                 }
             }
             let mut one = tx.prepare_cached(INSERT).map_err(|e| e.to_string())?;
-            for r in chunks.remainder() {
-                one.execute(params_from_iter(columns(r)))
+            for (r, n) in chunks.remainder().iter().zip(counts.remainder()) {
+                one.execute(params_from_iter(columns(r, n)))
                     .map_err(|e| e.to_string())?;
                 aside.tick();
             }
@@ -263,8 +265,7 @@ pub fn top(path: &Path, q: &TopQuery) -> Result<serde_json::Value, String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::super::rollup::rollup;
-    use super::super::Record;
+    use super::super::rollup::Pending;
     use super::*;
 
     /// Batches go in `ROWS` at a time with the rest one by one, every column in its place,
@@ -284,15 +285,16 @@ mod tests {
             cost: 0.5,
             status: 200,
             unauthenticated: i == 5,
-            cached: i == 6,
+            cached: i64::from(i == 6),
             saved_cost: 0.25,
+            requests: 1,
             ..Record::default()
         };
         let batch: Vec<Record> = (0..ROWS * 2 + 6).map(record).collect();
-        let rows: Vec<Rollup<'_>> = batch.iter().map(Rollup::single).collect();
-        db.insert(&rows, &mut StepAside::new()).unwrap();
+        db.insert(&batch, &mut StepAside::new()).unwrap();
         // A replay of a whole multi-row chunk and of single rows changes nothing.
-        db.insert(&rows[..ROWS + 1], &mut StepAside::new()).unwrap();
+        db.insert(&batch[..ROWS + 1], &mut StepAside::new())
+            .unwrap();
         let n: i64 = db
             .conn
             .query_row("SELECT COUNT(*) FROM tollgate_usage", [], |r| r.get(0))
@@ -338,20 +340,25 @@ mod tests {
             total_tokens: 3,
             cost: 0.5,
             latency_ms,
+            latency_max: latency_ms,
             status,
             unauthenticated: status == 401,
+            requests: 1,
             ..Record::default()
         };
         let mut batch: Vec<Record> = (0..30).map(|i| record(i, "alice", 200, 10 + i)).collect();
         batch.extend((30..40).map(|i| record(i, "", 401, 1)));
         batch.extend((40..45).map(|i| record(i, "alice", 502, 100)));
-        let rows = rollup(&batch);
+        let mut pending = Pending::default();
+        for r in batch {
+            pending.add(r);
+        }
+        let rows = pending.take();
         assert!(rows.len() <= 9, "{} rows", rows.len());
         db.insert(&rows, &mut StepAside::new()).unwrap();
-        // A request replayed from a spill file, as its own row.
+        // An older release's spilled record: one request, its own row.
         let late = record(45, "alice", 200, 500);
-        db.insert(&[Rollup::single(&late)], &mut StepAside::new())
-            .unwrap();
+        db.insert(&[late], &mut StepAside::new()).unwrap();
         let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
             v.iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
