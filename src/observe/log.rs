@@ -635,96 +635,93 @@ impl RequestLog {
 }
 
 impl RequestLog {
-    /// The request's usage record for analytics.
-    pub fn usage_record(&self, snap: &Entities) -> crate::observe::analytics::Record {
+    /// The request's usage for analytics, borrowed from the record and the config.
+    pub fn usage<'a>(&'a self, snap: &'a Entities) -> crate::observe::analytics::Usage<'a> {
         let elapsed = self.total_ms() as i64;
         let names = self.names(snap);
-        let mut r = crate::observe::analytics::Record {
+        let mut u = crate::observe::analytics::Usage {
             ts_ms: self.started_at_ms as i64,
-            request_id: self.request_id.clone(),
-            consumer: names.consumer.to_string(),
-            route: names.route.to_string(),
-            service: names.service.to_string(),
+            request_id: &self.request_id,
+            consumer: names.consumer,
+            route: names.route,
+            service: names.service,
             latency_ms: elapsed,
             latency_max: elapsed,
             requests: 1,
             status: i64::from(self.status),
-            guardrail: self.guardrail.unwrap_or("").to_string(),
+            guardrail: self.guardrail.unwrap_or(""),
             ..Default::default()
         };
-        self.who(snap, &mut r);
+        self.who(snap, &mut u);
         if let Some(ai) = &self.ai {
             let target = ai.target.and_then(|t| ai.targets.get(t));
-            r.provider = target
-                .map(|t| t.provider.as_str().to_string())
-                .unwrap_or_default();
-            r.model = ai
+            u.provider = target.map(|t| t.provider.as_str()).unwrap_or_default();
+            u.model = ai
                 .response_model
-                .clone()
-                .or_else(|| ai.request_model.clone())
+                .as_deref()
+                .or(ai.request_model.as_deref())
                 .unwrap_or_default();
-            if let Some(u) = &ai.usage {
-                r.prompt_tokens = u.prompt_tokens as i64;
-                r.completion_tokens = u.completion_tokens as i64;
-                r.total_tokens = u.total_tokens as i64;
-                r.cost = u.cost(
+            if let Some(usage) = &ai.usage {
+                u.prompt_tokens = usage.prompt_tokens as i64;
+                u.completion_tokens = usage.completion_tokens as i64;
+                u.total_tokens = usage.total_tokens as i64;
+                u.cost = usage.cost(
                     target.and_then(|t| t.options.input_cost),
                     target.and_then(|t| t.options.output_cost),
                 );
             }
             if let Some(c) = ai.cache.as_ref().filter(|c| c["cache_status"] == "Hit") {
-                r.cached = 1;
-                r.saved_cost = c["cost_savings"].as_f64().unwrap_or(0.0);
+                u.cached = 1;
+                u.saved_cost = c["cost_savings"].as_f64().unwrap_or(0.0);
             }
         } else if let Some(m) = self.mcp.as_deref() {
             // MCP calls count by consumer and tool: the provider is `mcp`, the model the
             // tool (or the method, for requests that call none).
-            r.provider = "mcp".to_string();
-            r.model = m
+            u.provider = "mcp";
+            u.model = m
                 .tool
-                .clone()
-                .or_else(|| m.method.clone())
+                .as_deref()
+                .or(m.method.as_deref())
                 .unwrap_or_default();
         }
-        r
+        u
     }
 }
 
 impl RequestLog {
-    /// The record's application, consumer and credential: the consumer's name (a
+    /// The usage's application, consumer and credential: the consumer's name (a
     /// credential's id means nothing to whoever reads the usage), its id, the credential's
     /// id and tags; or the mark of a request key-auth refused.
-    fn who(&self, snap: &Entities, r: &mut crate::observe::analytics::Record) {
+    fn who<'a>(&'a self, snap: &'a Entities, u: &mut crate::observe::analytics::Usage<'a>) {
         let Some((c, credential)) = &self.consumer else {
             // The gateway's only 401 of its own is key-auth's refusal (an upstream's 401
             // has source `upstream`; an authenticated one has a consumer).
             if self.status == 401 && self.source == "kong" {
-                r.application = crate::observe::analytics::UNAUTHENTICATED.to_string();
-                r.unauthenticated = true;
+                u.application = crate::observe::analytics::UNAUTHENTICATED;
+                u.unauthenticated = true;
             }
             return;
         };
         if let Some(consumer) = snap.consumers.get(*c) {
-            r.application = consumer
+            u.application = consumer
                 .username
                 .as_deref()
                 .or(consumer.custom_id.as_deref())
-                .unwrap_or(&consumer.id)
-                .to_string();
-            r.consumer_id.clone_from(&consumer.id);
+                .unwrap_or(&consumer.id);
+            u.consumer_id = &consumer.id;
         }
         if let Some(id) = credential {
-            r.credential.clone_from(id);
+            u.credential = id;
             if let Some(tags) = snap.credential_tags.get(id) {
-                r.credential_tags.clone_from(tags);
+                u.credential_tags = tags;
             }
         }
-        r.consumer_group = snap
+        u.consumer_group = snap
             .member_of
             .get(*c)
             .and_then(|g| g.first())
             .and_then(|g| snap.groups.get(*g))
-            .map(|(_, name)| name.clone())
+            .map(|(_, name)| name.as_str())
             .unwrap_or_default();
     }
 }

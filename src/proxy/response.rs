@@ -180,7 +180,7 @@ impl Finish {
         if let Some(a) = analytics {
             // Summed on this thread when its log-phase runner hands the rows over.
             let batched = LOG_QUEUE.with(|q| q.borrow().runner);
-            a.record(self.log.record.usage_record(&snapshot.entities), batched);
+            a.record(&self.log.record.usage(&snapshot.entities), batched);
         }
         if !http.is_empty() {
             let started = self.log.started;
@@ -510,8 +510,23 @@ pub fn start_log_runner() {
     }
     rt.spawn(async {
         let mut batch = Vec::new();
+        // Analytics rows this thread summed go to the writer when due, also when no request
+        // comes to hand them over: one timer, armed once per hand-over window (a timeout
+        // around each wait cost a timer entry per request).
+        let hand_over = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(hand_over);
+        let mut armed = false;
         loop {
-            let work = std::future::poll_fn(|cx| {
+            if !armed {
+                if let Some(due) = crate::observe::analytics::pending_due_in() {
+                    hand_over.as_mut().reset(tokio::time::Instant::now() + due);
+                    armed = true;
+                }
+            }
+            let due = std::future::poll_fn(|cx| {
+                if armed && hand_over.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(true);
+                }
                 LOG_QUEUE.with(|q| {
                     let mut q = q.borrow_mut();
                     if q.jobs.is_empty() {
@@ -519,19 +534,14 @@ pub fn start_log_runner() {
                         Poll::Pending
                     } else {
                         std::mem::swap(&mut q.jobs, &mut batch);
-                        Poll::Ready(())
+                        Poll::Ready(false)
                     }
                 })
-            });
-            // Analytics rows this thread summed go to the writer when due, also when no
-            // request comes to hand them over.
-            match crate::observe::analytics::pending_due_in() {
-                Some(due) => {
-                    if tokio::time::timeout(due, work).await.is_err() {
-                        crate::observe::analytics::hand_over_pending();
-                    }
-                }
-                None => work.await,
+            })
+            .await;
+            if due {
+                armed = false;
+                crate::observe::analytics::hand_over_pending();
             }
             for (f, error) in batch.drain(..) {
                 run_deferred(f, error);

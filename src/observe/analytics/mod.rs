@@ -115,7 +115,99 @@ fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     })
 }
 
+/// A [`Record`] borrowed: what the log phase reads off a finished request, without
+/// allocating (a row is allocated only for a new second and dimension set).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage<'a> {
+    pub ts_ms: i64,
+    pub request_id: &'a str,
+    pub consumer: &'a str,
+    pub application: &'a str,
+    pub consumer_id: &'a str,
+    pub credential: &'a str,
+    pub credential_tags: &'a str,
+    pub unauthenticated: bool,
+    pub consumer_group: &'a str,
+    pub route: &'a str,
+    pub service: &'a str,
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    pub total_tokens: i64,
+    pub cost: f64,
+    pub latency_ms: i64,
+    pub status: i64,
+    pub guardrail: &'a str,
+    pub cached: i64,
+    pub saved_cost: f64,
+    pub requests: i64,
+    pub latency_max: i64,
+}
+
+impl Usage<'_> {
+    /// The owned row.
+    pub fn to_record(&self) -> Record {
+        Record {
+            ts_ms: self.ts_ms,
+            request_id: self.request_id.to_string(),
+            consumer: self.consumer.to_string(),
+            application: self.application.to_string(),
+            consumer_id: self.consumer_id.to_string(),
+            credential: self.credential.to_string(),
+            credential_tags: self.credential_tags.to_string(),
+            unauthenticated: self.unauthenticated,
+            consumer_group: self.consumer_group.to_string(),
+            route: self.route.to_string(),
+            service: self.service.to_string(),
+            provider: self.provider.to_string(),
+            model: self.model.to_string(),
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total_tokens,
+            cost: self.cost,
+            latency_ms: self.latency_ms,
+            status: self.status,
+            guardrail: self.guardrail.to_string(),
+            cached: self.cached,
+            saved_cost: self.saved_cost,
+            requests: self.requests,
+            latency_max: self.latency_max,
+        }
+    }
+}
+
 impl Record {
+    /// The row borrowed.
+    pub fn view(&self) -> Usage<'_> {
+        Usage {
+            ts_ms: self.ts_ms,
+            request_id: &self.request_id,
+            consumer: &self.consumer,
+            application: &self.application,
+            consumer_id: &self.consumer_id,
+            credential: &self.credential,
+            credential_tags: &self.credential_tags,
+            unauthenticated: self.unauthenticated,
+            consumer_group: &self.consumer_group,
+            route: &self.route,
+            service: &self.service,
+            provider: &self.provider,
+            model: &self.model,
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.completion_tokens,
+            total_tokens: self.total_tokens,
+            cost: self.cost,
+            latency_ms: self.latency_ms,
+            status: self.status,
+            guardrail: &self.guardrail,
+            cached: self.cached,
+            saved_cost: self.saved_cost,
+            requests: self.requests,
+            latency_max: self.latency_max,
+        }
+    }
+
     /// A spilled line as a row: an older release's line is one request, whose latency is
     /// its longest.
     fn normalized(mut self) -> Record {
@@ -263,14 +355,14 @@ impl Analytics {
     /// Counts a finished request: added to this thread's rows when `batched` (a proxy
     /// worker, whose log-phase runner hands them over, see [`pending_due_in`]), else
     /// queued for the writer now. Never blocks (a full queue drops and counts).
-    pub fn record(self: &Arc<Self>, r: Record, batched: bool) {
+    pub fn record(self: &Arc<Self>, u: &Usage<'_>, batched: bool) {
         if !batched {
-            self.hand_over(vec![r]);
+            self.hand_over(vec![u.to_record()]);
             return;
         }
         let due = PENDING.with(|p| {
             let mut p = p.borrow_mut();
-            p.0.add(r);
+            p.0.add(u);
             match &p.1 {
                 Some(a) if Arc::ptr_eq(a, self) => {}
                 // Another pipeline's rows (a test's gateways on one thread) go to theirs.
@@ -613,7 +705,7 @@ mod tests {
                 requests: 1,
                 ..Record::default()
             };
-            a.record(r, false);
+            a.record(&r.view(), false);
         }
         assert_eq!(a.stats.dropped.load(Ordering::Relaxed), 3);
         assert_eq!(a.stats.queued.load(Ordering::Relaxed), QUEUE);
@@ -644,7 +736,7 @@ mod tests {
             ..Record::default()
         };
         for i in 0..5 {
-            a.record(record(i), true);
+            a.record(&record(i).view(), true);
         }
         assert!(rx.try_recv().is_err(), "held by the worker");
         assert!(pending_due_in().is_some());
@@ -661,9 +753,9 @@ mod tests {
         );
         assert_eq!((r.total_tokens, r.latency_ms, r.latency_max), (15, 10, 4));
         // Once the oldest row is due, the next request hands them over itself.
-        a.record(record(5), true);
+        a.record(&record(5).view(), true);
         std::thread::sleep(rollup::HAND_OVER_EVERY);
-        a.record(record(6), true);
+        a.record(&record(6).view(), true);
         let Ok(Msg::Rows(rows)) = rx.try_recv() else {
             panic!("due rows not handed over");
         };

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::Record;
+use super::{Record, Usage};
 
 /// The rows' time resolution.
 const SECOND_MS: i64 = 1000;
@@ -28,21 +28,21 @@ const ROWS_MAX: usize = 1000;
 /// Everything a row is grouped by: every column but the sums and the id.
 type Key<'a> = (i64, [&'a str; 11], i64, bool);
 
-fn key(r: &Record) -> Key<'_> {
+fn key<'a>(r: &Usage<'a>) -> Key<'a> {
     (
         r.ts_ms.div_euclid(SECOND_MS),
         [
-            &r.consumer,
-            &r.application,
-            &r.consumer_id,
-            &r.credential,
-            &r.credential_tags,
-            &r.consumer_group,
-            &r.route,
-            &r.service,
-            &r.provider,
-            &r.model,
-            &r.guardrail,
+            r.consumer,
+            r.application,
+            r.consumer_id,
+            r.credential,
+            r.credential_tags,
+            r.consumer_group,
+            r.route,
+            r.service,
+            r.provider,
+            r.model,
+            r.guardrail,
         ],
         r.status,
         r.unauthenticated,
@@ -50,7 +50,7 @@ fn key(r: &Record) -> Key<'_> {
 }
 
 /// Adds `r`'s requests to `row` (same dimensions).
-fn merge(row: &mut Record, r: &Record) {
+fn merge(row: &mut Record, r: &Usage<'_>) {
     row.requests += r.requests;
     row.prompt_tokens += r.prompt_tokens;
     row.completion_tokens += r.completion_tokens;
@@ -75,21 +75,23 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// Adds one request's record (or a row) to the row of its second and dimensions.
-    pub fn add(&mut self, mut r: Record) {
+    /// Adds one request's usage (or a row) to the row of its second and dimensions.
+    pub fn add(&mut self, r: &Usage<'_>) {
         use std::hash::BuildHasher;
-        let hash = rustc_hash::FxBuildHasher.hash_one(key(&r));
+        let k = key(r);
+        let hash = rustc_hash::FxBuildHasher.hash_one(k);
         let slot = self.index.entry(hash).or_default();
         let found = slot
             .iter()
             .copied()
-            .find(|&i| self.rows.get(i).is_some_and(|row| key(row) == key(&r)));
+            .find(|&i| self.rows.get(i).is_some_and(|row| key(&row.view()) == k));
         match found.and_then(|i| self.rows.get_mut(i)) {
-            Some(row) => merge(row, &r),
+            Some(row) => merge(row, r),
             None => {
-                r.ts_ms = r.ts_ms.div_euclid(SECOND_MS) * SECOND_MS;
+                let mut row = r.to_record();
+                row.ts_ms = r.ts_ms.div_euclid(SECOND_MS) * SECOND_MS;
                 slot.push(self.rows.len());
-                self.rows.push(r);
+                self.rows.push(row);
                 self.since.get_or_insert_with(Instant::now);
             }
         }
@@ -158,8 +160,8 @@ mod tests {
         batch[4].saved_cost = 0.5;
         let mut p = Pending::default();
         assert!(p.due_in().is_none() && !p.due());
-        for r in batch.iter().cloned() {
-            p.add(r);
+        for r in &batch {
+            p.add(&r.view());
         }
         assert!(p.due_in().is_some_and(|d| d <= HAND_OVER_EVERY));
         let rows = p.take();
@@ -180,8 +182,8 @@ mod tests {
         assert_eq!(total, batch.len() as i64);
         // Rows merge into rows (a worker's sums are rows too).
         let mut q = Pending::default();
-        q.add(rows[0].clone());
-        q.add(rows[0].clone());
+        q.add(&rows[0].view());
+        q.add(&rows[0].view());
         let merged = q.take();
         assert_eq!(
             (merged.len(), merged[0].requests, merged[0].latency_max),

@@ -350,8 +350,8 @@ mod tests {
         batch.extend((30..40).map(|i| record(i, "", 401, 1)));
         batch.extend((40..45).map(|i| record(i, "alice", 502, 100)));
         let mut pending = Pending::default();
-        for r in batch {
-            pending.add(r);
+        for r in &batch {
+            pending.add(&r.view());
         }
         let rows = pending.take();
         assert!(rows.len() <= 9, "{} rows", rows.len());
