@@ -121,6 +121,10 @@ pub fn spawn(budget: Duration) {
                     break;
                 }
                 TURNS.fetch_add(1, Ordering::Relaxed);
+                // The core may be shared (the load, the upstream, another worker): a
+                // thread waiting for it runs now rather than at the end of this one's
+                // time slice, so the spinning takes only time nobody else wants.
+                std::thread::yield_now();
                 // Deferred until the scheduler has polled the I/O driver without blocking,
                 // so each turn of this loop is one non-blocking readiness check.
                 tokio::task::yield_now().await;
