@@ -41,6 +41,10 @@ thread_local! {
 /// Turns the poller has spun (each one non-blocking readiness check); for tests.
 static TURNS: AtomicU64 = AtomicU64::new(0);
 
+/// How long a worker has been without activity before its poll offers the core to other
+/// threads on each turn.
+const YIELD_AFTER_NS: u64 = 10_000;
+
 /// Background threads at work right now (see [`StepAside`]).
 static STEPPED_ASIDE: AtomicUsize = AtomicUsize::new(0);
 
@@ -115,16 +119,19 @@ pub fn spawn(budget: Duration) {
             a.notify.notified().await;
             loop {
                 let now = a.epoch.elapsed().as_nanos() as u64;
-                if now.saturating_sub(a.last_ns.load(Ordering::Relaxed)) > budget_ns
-                    || STEPPED_ASIDE.load(Ordering::Relaxed) > 0
-                {
+                let idle = now.saturating_sub(a.last_ns.load(Ordering::Relaxed));
+                if idle > budget_ns || STEPPED_ASIDE.load(Ordering::Relaxed) > 0 {
                     break;
                 }
                 TURNS.fetch_add(1, Ordering::Relaxed);
-                // The core may be shared (the load, the upstream, another worker): a
-                // thread waiting for it runs now rather than at the end of this one's
-                // time slice, so the spinning takes only time nobody else wants.
-                std::thread::yield_now();
+                // The core may be shared (the load, the upstream, another worker): once
+                // the worker has had nothing to do for a moment, a thread waiting for the
+                // core runs now rather than at the end of this one's time slice, so the
+                // spinning takes only time nobody else wants. Not on every turn: a busy
+                // worker's turns between its requests need no syscall.
+                if idle > YIELD_AFTER_NS {
+                    std::thread::yield_now();
+                }
                 // Deferred until the scheduler has polled the I/O driver without blocking,
                 // so each turn of this loop is one non-blocking readiness check.
                 tokio::task::yield_now().await;
