@@ -636,10 +636,10 @@ impl RequestLog {
 
 impl RequestLog {
     /// The request's usage for analytics, borrowed from the record and the config.
-    pub fn usage<'a>(&'a self, snap: &'a Entities) -> crate::observe::analytics::Usage<'a> {
+    pub fn usage<'a>(&'a self, snap: &'a Entities) -> crate::observe::analytics::Usage<&'a str> {
         let elapsed = self.total_ms() as i64;
         let names = self.names(snap);
-        let mut u = crate::observe::analytics::Usage {
+        let mut u = crate::observe::analytics::Usage::<&str> {
             ts_ms: self.started_at_ms as i64,
             request_id: &self.request_id,
             consumer: names.consumer,
@@ -692,7 +692,7 @@ impl RequestLog {
     /// The usage's application, consumer and credential: the consumer's name (a
     /// credential's id means nothing to whoever reads the usage), its id, the credential's
     /// id and tags; or the mark of a request key-auth refused.
-    fn who<'a>(&'a self, snap: &'a Entities, u: &mut crate::observe::analytics::Usage<'a>) {
+    fn who<'a>(&'a self, snap: &'a Entities, u: &mut crate::observe::analytics::Usage<&'a str>) {
         let Some((c, credential)) = &self.consumer else {
             // The gateway's only 401 of its own is key-auth's refusal (an upstream's 401
             // has source `upstream`; an authenticated one has a consumer).

@@ -51,31 +51,31 @@ pub const UNAUTHENTICATED: &str = "(unauthenticated)";
 /// One request's usage, or a row summing a second's requests with the same dimensions
 /// (`rollup`). Fields added since the first release are `serde(default)`, so a spill file
 /// written by an older gateway (one request per line) still replays.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
-pub struct Record {
+pub struct Usage<S = String> {
     /// Start of the request (ms since the epoch).
     pub ts_ms: i64,
-    pub request_id: String,
+    pub request_id: S,
     /// Consumer username (or id); empty when anonymous.
-    pub consumer: String,
+    pub consumer: S,
     /// The application, as a WSO2-style user names it: the authenticated consumer's
     /// username, else its `custom_id`, else its id; `(unauthenticated)` when key-auth
     /// refused the request; empty on routes without authentication.
-    pub application: String,
+    pub application: S,
     /// The consumer's id (empty when none authenticated).
-    pub consumer_id: String,
+    pub consumer_id: S,
     /// The key-auth credential's id (empty for an anonymous consumer or none).
-    pub credential: String,
+    pub credential: S,
     /// The credential's `tags`, comma-separated.
-    pub credential_tags: String,
+    pub credential_tags: S,
     /// key-auth refused the request (401): counted apart from the errors of applications.
     pub unauthenticated: bool,
-    pub consumer_group: String,
-    pub route: String,
-    pub service: String,
-    pub provider: String,
-    pub model: String,
+    pub consumer_group: S,
+    pub route: S,
+    pub service: S,
+    pub provider: S,
+    pub model: S,
     pub prompt_tokens: i64,
     pub completion_tokens: i64,
     pub total_tokens: i64,
@@ -83,7 +83,7 @@ pub struct Record {
     pub latency_ms: i64,
     pub status: i64,
     /// What a guardrail did (`masked`, `blocked`, or empty).
-    pub guardrail: String,
+    pub guardrail: S,
     /// Requests `ai-semantic-cache` answered (no provider call); an older spill file's
     /// `true`/`false` reads as 1/0.
     #[serde(deserialize_with = "count")]
@@ -96,6 +96,9 @@ pub struct Record {
     /// The longest of their latencies (`latency_ms` is their sum).
     pub latency_max: i64,
 }
+
+/// A request's usage or a row, owned: what the writer stores and spills.
+pub type Record = Usage<String>;
 
 fn one() -> i64 {
     1
@@ -115,60 +118,30 @@ fn count<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     })
 }
 
-/// A [`Record`] borrowed: what the log phase reads off a finished request, without
-/// allocating (a row is allocated only for a new second and dimension set).
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
-pub struct Usage<'a> {
-    pub ts_ms: i64,
-    pub request_id: &'a str,
-    pub consumer: &'a str,
-    pub application: &'a str,
-    pub consumer_id: &'a str,
-    pub credential: &'a str,
-    pub credential_tags: &'a str,
-    pub unauthenticated: bool,
-    pub consumer_group: &'a str,
-    pub route: &'a str,
-    pub service: &'a str,
-    pub provider: &'a str,
-    pub model: &'a str,
-    pub prompt_tokens: i64,
-    pub completion_tokens: i64,
-    pub total_tokens: i64,
-    pub cost: f64,
-    pub latency_ms: i64,
-    pub status: i64,
-    pub guardrail: &'a str,
-    pub cached: i64,
-    pub saved_cost: f64,
-    pub requests: i64,
-    pub latency_max: i64,
-}
-
-impl Usage<'_> {
-    /// The owned row.
-    pub fn to_record(&self) -> Record {
-        Record {
+impl<S> Usage<S> {
+    /// The same usage with every string mapped by `f` (borrowed, or owned).
+    pub fn map<'a, T>(&'a self, f: impl Fn(&'a S) -> T) -> Usage<T> {
+        Usage {
             ts_ms: self.ts_ms,
-            request_id: self.request_id.to_string(),
-            consumer: self.consumer.to_string(),
-            application: self.application.to_string(),
-            consumer_id: self.consumer_id.to_string(),
-            credential: self.credential.to_string(),
-            credential_tags: self.credential_tags.to_string(),
+            request_id: f(&self.request_id),
+            consumer: f(&self.consumer),
+            application: f(&self.application),
+            consumer_id: f(&self.consumer_id),
+            credential: f(&self.credential),
+            credential_tags: f(&self.credential_tags),
             unauthenticated: self.unauthenticated,
-            consumer_group: self.consumer_group.to_string(),
-            route: self.route.to_string(),
-            service: self.service.to_string(),
-            provider: self.provider.to_string(),
-            model: self.model.to_string(),
+            consumer_group: f(&self.consumer_group),
+            route: f(&self.route),
+            service: f(&self.service),
+            provider: f(&self.provider),
+            model: f(&self.model),
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.completion_tokens,
             total_tokens: self.total_tokens,
             cost: self.cost,
             latency_ms: self.latency_ms,
             status: self.status,
-            guardrail: self.guardrail.to_string(),
+            guardrail: f(&self.guardrail),
             cached: self.cached,
             saved_cost: self.saved_cost,
             requests: self.requests,
@@ -177,35 +150,17 @@ impl Usage<'_> {
     }
 }
 
+impl Usage<&str> {
+    /// The owned row.
+    pub fn to_record(&self) -> Record {
+        self.map(|s| s.to_string())
+    }
+}
+
 impl Record {
     /// The row borrowed.
-    pub fn view(&self) -> Usage<'_> {
-        Usage {
-            ts_ms: self.ts_ms,
-            request_id: &self.request_id,
-            consumer: &self.consumer,
-            application: &self.application,
-            consumer_id: &self.consumer_id,
-            credential: &self.credential,
-            credential_tags: &self.credential_tags,
-            unauthenticated: self.unauthenticated,
-            consumer_group: &self.consumer_group,
-            route: &self.route,
-            service: &self.service,
-            provider: &self.provider,
-            model: &self.model,
-            prompt_tokens: self.prompt_tokens,
-            completion_tokens: self.completion_tokens,
-            total_tokens: self.total_tokens,
-            cost: self.cost,
-            latency_ms: self.latency_ms,
-            status: self.status,
-            guardrail: &self.guardrail,
-            cached: self.cached,
-            saved_cost: self.saved_cost,
-            requests: self.requests,
-            latency_max: self.latency_max,
-        }
+    pub fn view(&self) -> Usage<&str> {
+        self.map(String::as_str)
     }
 
     /// A spilled line as a row: an older release's line is one request, whose latency is
@@ -355,7 +310,7 @@ impl Analytics {
     /// Counts a finished request: added to this thread's rows when `batched` (a proxy
     /// worker, whose log-phase runner hands them over, see [`pending_due_in`]), else
     /// queued for the writer now. Never blocks (a full queue drops and counts).
-    pub fn record(self: &Arc<Self>, u: &Usage<'_>, batched: bool) {
+    pub fn record(self: &Arc<Self>, u: &Usage<&str>, batched: bool) {
         if !batched {
             self.hand_over(vec![u.to_record()]);
             return;

@@ -28,7 +28,7 @@ const ROWS_MAX: usize = 1000;
 /// Everything a row is grouped by: every column but the sums and the id.
 type Key<'a> = (i64, [&'a str; 11], i64, bool);
 
-fn key<'a>(r: &Usage<'a>) -> Key<'a> {
+fn key<'a>(r: &Usage<&'a str>) -> Key<'a> {
     (
         r.ts_ms.div_euclid(SECOND_MS),
         [
@@ -50,7 +50,7 @@ fn key<'a>(r: &Usage<'a>) -> Key<'a> {
 }
 
 /// Adds `r`'s requests to `row` (same dimensions).
-fn merge(row: &mut Record, r: &Usage<'_>) {
+fn merge(row: &mut Record, r: &Usage<&str>) {
     row.requests += r.requests;
     row.prompt_tokens += r.prompt_tokens;
     row.completion_tokens += r.completion_tokens;
@@ -76,7 +76,7 @@ pub struct Pending {
 
 impl Pending {
     /// Adds one request's usage (or a row) to the row of its second and dimensions.
-    pub fn add(&mut self, r: &Usage<'_>) {
+    pub fn add(&mut self, r: &Usage<&str>) {
         use std::hash::BuildHasher;
         let k = key(r);
         let hash = rustc_hash::FxBuildHasher.hash_one(k);
