@@ -124,6 +124,20 @@ impl Out {
         self.first = true;
     }
 
+    /// Writes a key that is an HTTP header name, copied as it is: `http` admits only token
+    /// characters in names (no quote, backslash, control or non-ASCII byte), so the escape
+    /// scan of [`Out::key_bytes`] would find nothing.
+    pub fn header_name(&mut self, name: &[u8]) {
+        debug_assert!(name
+            .iter()
+            .all(|b| b.is_ascii_graphic() && *b != b'"' && *b != b'\\'));
+        self.sep();
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(name);
+        self.buf.extend_from_slice(b"\":");
+        self.first = true;
+    }
+
     /// A string value, escaped as JSON requires.
     pub fn string(&mut self, s: &str) {
         self.quoted(s.as_bytes());

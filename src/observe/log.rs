@@ -264,7 +264,7 @@ fn write_headers(o: &mut Out, headers: Headers<'_>, ai: Option<&AiLog>) {
     while let Some((key, first, hidden)) = it.next() {
         let secret = secret_header(key, ai);
         // A repeated header's values follow its first one.
-        o.key_bytes(key);
+        o.header_name(key);
         if it.peek().is_some_and(|(n, ..)| *n == key) {
             o.open_array();
             o.elem();
