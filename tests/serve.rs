@@ -85,11 +85,16 @@ fn spawn_raw(args: &[&str], env: &[(&str, &str)]) -> Gateway {
     }
 }
 
+/// `serve --config file --data-dir data`, then `extra`.
+fn spawn_config(file: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> Gateway {
+    let (file, data) = (file.to_str().unwrap(), data.to_str().unwrap());
+    let args = ["--config", file, "--data-dir", data];
+    spawn(&[&args[..], extra].concat(), &[])
+}
+
 /// `serve --config file` with the TLS listener on a free port and `data` as the data dir.
 fn spawn_tls(file: &std::path::Path, data: &std::path::Path) -> Gateway {
-    let (file, data) = (file.to_str().unwrap(), data.to_str().unwrap());
-    let args = ["--config", file, "--proxy-tls-listen", "127.0.0.1:0"];
-    spawn(&[&args[..], &["--data-dir", data]].concat(), &[])
+    spawn_config(file, data, &["--proxy-tls-listen", "127.0.0.1:0"])
 }
 
 /// The TLS listener's URL, from the gateway's startup lines.
@@ -280,17 +285,7 @@ async fn proxy_workers_share_the_listener_and_drain_together() {
     let dir = tempdir::TempDir::new();
     let file = drain_config(&mock, dir.path());
     let data = dir.path().join("data");
-    let gw = spawn(
-        &[
-            "--config",
-            file.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--workers",
-            "3",
-        ],
-        &[],
-    );
+    let gw = spawn_config(&file, &data, &["--workers", "3"]);
     // Two worker threads besides the main runtime, each accepting from the same sockets.
     let threads = std::fs::read_dir(format!("/proc/{}/task", gw.child.id()))
         .unwrap()
@@ -1075,16 +1070,7 @@ async fn watched_edits_set_admin_writes_aside_and_legacy_saves_move() {
     let data = tmp.path().join("data");
     let text = watched_config(&mock.url(), &[("one", "m1")]);
     std::fs::write(&file, &text).unwrap();
-    let gw = spawn(
-        &[
-            "--watch",
-            "--config",
-            file.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let gw = spawn_config(&file, &data, &["--watch"]);
     let r = post_json(
         &format!("{}/consumers", gw.admin),
         &json!({"username": "u1"}),
@@ -1208,15 +1194,7 @@ async fn analytics_name_applications_and_count_refusals_apart() {
     let file = data.path().join("kong.yaml");
     std::fs::write(&file, applications_config(&mock.url())).unwrap();
     let start = tollgate::rt::clock::millis_since_epoch() / 1000;
-    let gw = spawn(
-        &[
-            "--config",
-            file.to_str().unwrap(),
-            "--data-dir",
-            data.path().to_str().unwrap(),
-        ],
-        &[],
-    );
+    let gw = spawn_config(&file, data.path(), &[]);
     let chat = |key: Option<&'static str>| {
         let url = format!("{}/chat", gw.proxy);
         async move {
@@ -1393,7 +1371,6 @@ async fn spilled_analytics_are_replayed_once_after_a_restart() {
 
     let mock = MockLlm::start().await.unwrap();
     let data = tempdir::TempDir::new();
-    let dir = data.path().to_str().unwrap();
     let file = data.path().join("kong.yaml");
     std::fs::write(
         &file,
@@ -1407,20 +1384,8 @@ async fn spilled_analytics_are_replayed_once_after_a_restart() {
     let down = format!("host=127.0.0.1 port={port} user=postgres dbname={db} connect_timeout=1");
     let up = format!("host=127.0.0.1 port=5432 user=postgres dbname={db}");
     let spawn_with = |conn: &str| {
-        let config = file.to_str().unwrap();
-        spawn(
-            &[
-                "--config",
-                config,
-                "--data-dir",
-                dir,
-                "--analytics",
-                "postgres",
-                "--analytics-postgres",
-                conn,
-            ],
-            &[],
-        )
+        let analytics = ["--analytics", "postgres", "--analytics-postgres", conn];
+        spawn_config(&file, data.path(), &analytics)
     };
 
     const N: usize = 30;
@@ -1534,17 +1499,7 @@ async fn binary_with(yaml: &str) -> (Gateway, MockLlm, tempdir::TempDir) {
         .replace("{DIR}", &dir.path().display().to_string());
     std::fs::write(&file, text).unwrap();
     let data = dir.path().join("data");
-    let gw = spawn(
-        &[
-            "--config",
-            file.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--analytics",
-            "off",
-        ],
-        &[],
-    );
+    let gw = spawn_config(&file, &data, &["--analytics", "off"]);
     (gw, mock, dir)
 }
 

@@ -188,11 +188,8 @@ impl Finish {
                 &mut self.log.record,
                 Box::new(RequestLog::new(String::new(), started)),
             );
-            let job = crate::observe::log::LogJob::new(
-                log,
-                snapshot.entities.clone(),
-                line.as_ref().filter(|_| !http.is_empty()).cloned(),
-            );
+            let job =
+                crate::observe::log::LogJob::new(log, snapshot.entities.clone(), line.clone());
             for sink in http {
                 sink.send(job.clone());
             }
