@@ -203,6 +203,25 @@ impl RequestCopy {
         self.text(self.uri_start..self.url_end)
     }
 
+    /// The client's address as UTF-8 bytes (no check: the log line escapes it anyway).
+    pub fn client_ip_bytes(&self) -> &[u8] {
+        self.bytes.get(..self.ip_end).unwrap_or_default()
+    }
+
+    /// `scheme://host/path?query` as UTF-8 bytes.
+    pub fn url_bytes(&self) -> &[u8] {
+        self.bytes
+            .get(self.ip_end..self.url_end)
+            .unwrap_or_default()
+    }
+
+    /// The path and query as UTF-8 bytes.
+    pub fn uri_bytes(&self) -> &[u8] {
+        self.bytes
+            .get(self.uri_start..self.url_end)
+            .unwrap_or_default()
+    }
+
     /// The copied headers.
     pub fn headers(&self) -> Headers<'_> {
         Headers(self.bytes.get(self.url_end..).unwrap_or_default())

@@ -4,6 +4,14 @@
 //! serializer escapes byte by byte through a table, which made the log line the costliest
 //! part of a logged request (see bench/results/2026-12-02-callgrind.md).
 
+/// `key!(o, "name")`: writes the key `"name":` as one copy (`Out::key_lit`).
+#[macro_export]
+macro_rules! key {
+    ($o:expr, $name:literal) => {
+        $o.key_lit(concat!(",\"", $name, "\":"))
+    };
+}
+
 /// Appends JSON to a buffer; the caller keeps the structure (commas via `sep`).
 pub struct Out {
     pub buf: Vec<u8>,
@@ -11,28 +19,38 @@ pub struct Out {
     first: bool,
 }
 
-/// True when one of the 8 bytes in `w` is a quote, a backslash or a control character.
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// True when one of the 8 bytes in `w` is a quote, a backslash or a control character,
+/// or (with `ASCII`) is not ASCII. Without `ASCII` a byte of 0x80 or above may be flagged
+/// too: the caller then looks at the bytes one by one.
 #[inline]
-fn needs_escape(w: u64) -> bool {
+fn needs_escape<const ASCII: bool>(w: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
     // Bytes below 0x20: subtracting 0x20 borrows into the high bit (for bytes < 0x80).
     let control = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
-    control | has_zero(w ^ (ONES * u64::from(b'"'))) | has_zero(w ^ (ONES * u64::from(b'\\'))) != 0
+    let high = if ASCII { w & HIGH } else { 0 };
+    control
+        | high
+        | has_zero(w ^ (ONES * u64::from(b'"')))
+        | has_zero(w ^ (ONES * u64::from(b'\\')))
+        != 0
 }
 
-/// How many bytes at the start of `bytes` need no escaping: a word at a time, then the
-/// last partial word at once. (A 32-byte loop the compiler vectorizes, in front, did not
-/// count fewer instructions per log line: its strings are short.)
+/// How many bytes at the start of `bytes` need no escaping (with `ASCII`: and are ASCII),
+/// a word at a time, then the last partial word at once; a short string is read as one
+/// zero-padded word (a zero byte counts as a control character only when it is real). (A
+/// 32-byte loop the compiler vectorizes, in front, did not count fewer instructions per
+/// log line: its strings are short.)
 #[inline]
-fn clean_prefix(bytes: &[u8]) -> usize {
+fn clean_prefix<const ASCII: bool>(bytes: &[u8]) -> usize {
     let n = bytes.len();
     let mut i = 0;
     while i + 8 <= n {
         let mut w = [0u8; 8];
         w.copy_from_slice(&bytes[i..i + 8]);
-        if needs_escape(u64::from_le_bytes(w)) {
+        if needs_escape::<ASCII>(u64::from_le_bytes(w)) {
             return i;
         }
         i += 8;
@@ -41,11 +59,12 @@ fn clean_prefix(bytes: &[u8]) -> usize {
         let clean = if n >= 8 {
             let mut w = [0u8; 8];
             w.copy_from_slice(&bytes[n - 8..]);
-            !needs_escape(u64::from_le_bytes(w))
+            !needs_escape::<ASCII>(u64::from_le_bytes(w))
         } else {
-            bytes[i..]
-                .iter()
-                .all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+            // Padding with spaces keeps the unused lanes clean.
+            let mut w = [b' '; 8];
+            w[..n].copy_from_slice(bytes);
+            !needs_escape::<ASCII>(u64::from_le_bytes(w))
         };
         if clean {
             i = n;
@@ -100,15 +119,39 @@ impl Out {
         self.sep();
     }
 
-    /// Writes `"name":` (names are the code's own, never needing escapes).
+    /// Writes a key given as `,"name":` (see [`key!`]): one copy, without the comma for
+    /// an object's first member.
     #[inline]
-    pub fn key(&mut self, name: &str) {
-        self.sep();
-        self.buf.push(b'"');
-        self.buf.extend_from_slice(name.as_bytes());
-        self.buf.extend_from_slice(b"\":");
+    pub fn key_lit(&mut self, comma_name: &'static str) {
+        let b = comma_name.as_bytes();
+        self.buf
+            .extend_from_slice(if self.first { &b[1..] } else { b });
         // The value follows directly; an object or array value resets `first` itself.
         self.first = true;
+    }
+
+    /// Writes JSON text that the code spells out, starting with a comma (`,{"ip":`), as
+    /// the next member or element: without the comma when it comes first.
+    #[inline]
+    pub fn lit(&mut self, comma_json: &'static str) {
+        let b = comma_json.as_bytes();
+        self.buf
+            .extend_from_slice(if self.first { &b[1..] } else { b });
+        self.after(b);
+    }
+
+    /// Writes JSON text that the code spells out (closing brackets, keys and constant
+    /// values in one run), exactly as given.
+    #[inline]
+    pub fn put(&mut self, json: &'static str) {
+        self.buf.extend_from_slice(json.as_bytes());
+        self.after(json.as_bytes());
+    }
+
+    /// After text that opened an object or array its first member needs no comma.
+    #[inline]
+    fn after(&mut self, text: &[u8]) {
+        self.first = matches!(text.last(), Some(b'{' | b'['));
     }
 
     /// Writes a key whose name comes from input (escaped).
@@ -147,11 +190,37 @@ impl Out {
     /// UTF-8 only when some byte is not ASCII, and invalid sequences written as
     /// `String::from_utf8_lossy` would (the check and its copy were a fifth of a log line).
     pub fn string_bytes(&mut self, b: &[u8]) {
-        if b.is_ascii() {
+        // One pass answers both questions for nearly every value: ASCII and nothing to escape.
+        if clean_prefix::<true>(b) == b.len() {
+            self.copied(b);
+        } else if b.is_ascii() {
             self.quoted(b);
         } else {
             self.quoted(String::from_utf8_lossy(b).as_bytes());
         }
+    }
+
+    /// A string value given as bytes that are UTF-8 (copied from a `&str`), escaped.
+    pub fn text_bytes(&mut self, b: &[u8]) {
+        self.quoted(b);
+    }
+
+    /// A string value that never needs escaping (an id, a number, a name from a fixed
+    /// set), copied without the scan.
+    pub fn clean(&mut self, s: impl AsRef<[u8]>) {
+        let s = s.as_ref();
+        debug_assert_eq!(clean_prefix::<true>(s), s.len(), "{s:?}");
+        self.copied(s);
+    }
+
+    /// `bytes` in quotes as they are.
+    #[inline]
+    fn copied(&mut self, bytes: &[u8]) {
+        self.buf.reserve(bytes.len() + 2);
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(bytes);
+        self.buf.push(b'"');
+        self.first = false;
     }
 
     /// `bytes` (UTF-8) in quotes, escaped.
@@ -159,7 +228,7 @@ impl Out {
         self.buf.reserve(bytes.len() + 2);
         self.buf.push(b'"');
         let mut start = 0;
-        let mut i = clean_prefix(bytes);
+        let mut i = clean_prefix::<false>(bytes);
         while i < bytes.len() {
             let b = bytes[i];
             let esc: &[u8] = match b {
@@ -292,6 +361,9 @@ mod tests {
             "a\u{1}",
             "123456789\n",
             "0123456789abcdef\t",
+            "\u{0}",
+            "x\u{0}y",
+            "ok",
         ] {
             let want = serde_json::to_string(s).unwrap_or_default();
             assert_eq!(enc(s), want, "{s:?}");
@@ -319,6 +391,9 @@ mod tests {
             "caf\u{e9} \u{2713}".as_bytes(),
             b"bad \xff\xfe utf-8 \xe2\x82",
             b"",
+            b"\x00",
+            b"ok\x7f",
+            b"\xc3\xa9",
         ] {
             let mut o = Out::appending(Vec::new());
             o.string_bytes(b);
@@ -337,12 +412,40 @@ mod tests {
     }
 
     #[test]
+    fn spelled_out_runs_keep_the_commas_right() {
+        let mut o = Out::appending(Vec::new());
+        o.put(r#"{"a":{"b":"#);
+        o.u64(1);
+        o.put(r#"},"c":["#);
+        for i in 0..3 {
+            o.lit(r#",{"i":"#);
+            o.u64(i);
+            o.close();
+        }
+        o.put(r#"],"d":"#);
+        o.clean("x");
+        key!(o, "e");
+        o.open();
+        key!(o, "f");
+        o.null();
+        o.close();
+        o.close();
+        let text = String::from_utf8(o.buf).unwrap_or_default();
+        assert_eq!(
+            text,
+            r#"{"a":{"b":1},"c":[{"i":0},{"i":1},{"i":2}],"d":"x","e":{"f":null}}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        assert!(v.is_object());
+    }
+
+    #[test]
     fn objects_arrays_and_numbers() {
         let mut o = Out::appending(Vec::with_capacity(64));
         o.open();
-        o.key("a");
+        key!(o, "a");
         o.u64(1);
-        o.key("b");
+        key!(o, "b");
         o.open_array();
         o.elem();
         o.i64(-2);
@@ -351,12 +454,12 @@ mod tests {
         o.elem();
         o.f64(f64::NAN);
         o.close_array();
-        o.key("c");
+        key!(o, "c");
         o.open();
         o.close();
         o.key_escaped("d\"e");
         o.opt_string(None);
-        o.key("f");
+        key!(o, "f");
         o.bool(true);
         o.close();
         let text = String::from_utf8(o.buf).unwrap_or_default();
