@@ -5,12 +5,12 @@
 //! part of a logged request (see bench/results/2026-12-02-callgrind.md).
 
 /// `key!(o, "name")`: writes the key `"name":` as one copy (`Out::key_lit`).
-#[macro_export]
 macro_rules! key {
     ($o:expr, $name:literal) => {
         $o.key_lit(concat!(",\"", $name, "\":"))
     };
 }
+pub(crate) use key;
 
 /// Appends JSON to a buffer; the caller keeps the structure (commas via `sep`).
 pub struct Out {

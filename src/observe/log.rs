@@ -8,8 +8,7 @@ use serde_json::Value;
 
 pub use super::captured::HeaderCopy;
 use super::captured::{Headers, RequestCopy};
-use super::json_out::Out;
-use crate::key;
+use super::json_out::{key, Out};
 
 use crate::config::entities::Entities;
 use crate::llm::target::{Target, TargetSet};
