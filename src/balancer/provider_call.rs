@@ -116,7 +116,7 @@ pub async fn send(upstreams: &Upstreams, c: &Call<'_>) -> Result<Vec<u8>, CallEr
         port: up.port,
         trust: c.trust,
     };
-    let (resp, conn) = upstreams
+    let resp = upstreams
         .send(&ep, out, c.connect_timeout, c.read_timeout)
         .await
         .map_err(|f| CallError::Send {
@@ -124,7 +124,7 @@ pub async fn send(upstreams: &Upstreams, c: &Call<'_>) -> Result<Vec<u8>, CallEr
             detail: f.detail,
         })?;
     let status = resp.status();
-    let bytes = crate::net::body::read_buffered(resp.into_body(), conn, c.read_timeout)
+    let bytes = crate::net::body::read_buffered(resp.into_body(), c.read_timeout)
         .await
         .map_err(|e| CallError::Read(e.to_string()))?;
     if !status.is_success() {

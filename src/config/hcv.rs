@@ -330,12 +330,12 @@ pub async fn fetch(
         port: cfg.port,
         trust: None,
     };
-    let (resp, conn) = upstreams
+    let resp = upstreams
         .send(&ep, out, CONNECT_TIMEOUT, READ_TIMEOUT)
         .await
         .map_err(|f| format!("Vault unreachable: {}", f.detail))?;
     let status = resp.status().as_u16();
-    let body = crate::net::body::read_buffered(resp.into_body(), conn, READ_TIMEOUT)
+    let body = crate::net::body::read_buffered(resp.into_body(), READ_TIMEOUT)
         .await
         .map_err(|e| format!("reading Vault's answer: {e}"))?;
     parse_answer(cfg.kv2, status, &body)

@@ -1,30 +1,23 @@
-//! Reading a whole upstream body (a buffered answer, a token or embeddings response) while
-//! driving its pooled connection, bounded in size and in the wait between frames.
+//! Reading a whole upstream body (a buffered answer, a token or embeddings response),
+//! bounded in size and in the wait between frames.
 
 use std::pin::Pin;
 use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body as _, Incoming};
+use hyper::body::Body as _;
 
-use super::upstream::{Conn, FailureKind};
+use super::upstream::{FailureKind, Incoming};
 use crate::error::GatewayError;
 
 /// Largest upstream response the gateway buffers to check and account for it.
 pub const MAX_BUFFERED_RESPONSE: usize = 64 << 20;
 
 /// A whole upstream body for a buffered answer; the connection goes back to the pool.
-pub async fn read_buffered(
-    body: Incoming,
-    mut conn: Conn,
-    read_timeout: Duration,
-) -> Result<Bytes, GatewayError> {
-    match collect_limited(body, &mut conn, MAX_BUFFERED_RESPONSE, read_timeout).await {
-        Ok(b) => {
-            conn.release();
-            Ok(b)
-        }
+pub async fn read_buffered(body: Incoming, read_timeout: Duration) -> Result<Bytes, GatewayError> {
+    match collect_limited(body, MAX_BUFFERED_RESPONSE, read_timeout).await {
+        Ok(b) => Ok(b),
         Err(FailureKind::Timeout) => Err(GatewayError::UpstreamTimeout(
             "reading response body".into(),
         )),
@@ -34,28 +27,22 @@ pub async fn read_buffered(
     }
 }
 
-/// Reads a buffered upstream body while driving its connection, which goes back to the
-/// pool at the end; `read_timeout` applies between frames, as in Kong. A body that
-/// arrives in one frame is kept as is (no copy).
+/// Reads a buffered upstream body (its connection goes back to the pool at the end);
+/// `read_timeout` applies between frames, as in Kong. A body that arrives in one frame is
+/// kept as is (no copy).
 async fn collect_limited(
     mut body: Incoming,
-    conn: &mut Conn,
     limit: usize,
     read_timeout: Duration,
 ) -> Result<Bytes, FailureKind> {
     let mut first: Option<Bytes> = None;
     let mut buf = bytes::BytesMut::new();
     loop {
-        let next = std::future::poll_fn(|cx| {
-            if let Poll::Ready(Err(_)) = conn.poll_drive(cx) {
-                return Poll::Ready(Some(Err(())));
-            }
-            match Pin::new(&mut body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
-                Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(()))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            }
+        let next = std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(f))) => Poll::Ready(Some(Ok(f))),
+            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         });
         match tokio::time::timeout(read_timeout, next).await {
             Err(_) => return Err(FailureKind::Timeout),

@@ -413,12 +413,12 @@ impl TokenSource {
             port: self.port,
             trust: None,
         };
-        let (resp, conn) = upstreams
+        let resp = upstreams
             .send(&ep, out, connect_timeout, read_timeout)
             .await
             .map_err(|f| f.detail)?;
         let status = resp.status().as_u16();
-        let bytes = crate::net::body::read_buffered(resp.into_body(), conn, read_timeout)
+        let bytes = crate::net::body::read_buffered(resp.into_body(), read_timeout)
             .await
             .map_err(|e| e.to_string())?;
         parse_token_response(status, &bytes)

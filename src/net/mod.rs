@@ -10,6 +10,7 @@ pub mod body;
 pub mod cloud_token;
 pub mod encoding;
 pub mod gcp;
+pub mod h1;
 pub mod sni;
 pub mod upstream;
 pub mod upstream_tls;

@@ -15,16 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, Uri};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, Connection, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, Method, Response, Uri};
+use hyper::body::Body as _;
+use hyper::body::Frame;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use super::h1;
 use super::upstream_tls::{self, Trust};
 
 /// Why an attempt failed, in the terms `failover_criteria` uses.
@@ -106,41 +105,6 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// A request body streamed from the client to the upstream as it arrives.
 pub type Upload = http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>;
 
-/// An upstream request's body: whole (almost every request), or streamed.
-pub enum UpBody {
-    Full(Full<Bytes>),
-    Upload(Upload),
-}
-
-impl hyper::body::Body for UpBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, BodyError>>> {
-        match self.get_mut() {
-            UpBody::Full(b) => Pin::new(b).poll_frame(cx).map_err(|e| match e {}),
-            UpBody::Upload(u) => Pin::new(u).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            UpBody::Full(b) => b.is_end_stream(),
-            UpBody::Upload(u) => u.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            UpBody::Full(b) => b.size_hint(),
-            UpBody::Upload(u) => u.size_hint(),
-        }
-    }
-}
-
 impl OutRequest {
     /// A copy to send again (a retry); None for a streamed upload, which is sent once.
     pub fn try_clone(&self) -> Option<OutRequest> {
@@ -154,18 +118,6 @@ impl OutRequest {
             body: self.body.clone(),
             upload: None,
         })
-    }
-
-    fn into_request(self) -> Request<UpBody> {
-        let body = match self.upload {
-            Some(u) => UpBody::Upload(u),
-            None => UpBody::Full(Full::new(self.body)),
-        };
-        let mut r = Request::new(body);
-        *r.method_mut() = self.method;
-        *r.uri_mut() = self.target;
-        *r.headers_mut() = self.headers;
-        r
     }
 }
 
@@ -186,7 +138,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const MAX_IDLE_PER_ENDPOINT: usize = 1024;
 
 struct Idle {
-    conn: Conn,
+    conn: Box<ConnState>,
     since: Instant,
 }
 
@@ -207,53 +159,157 @@ impl Default for Upstreams {
     }
 }
 
-/// One upstream connection, leased to a single request at a time. Boxed: a connection
-/// moves between the pool, the request and its response body on every request, and hyper's
-/// connection state is several hundred bytes (callgrind counted ~600 instructions of
-/// memcpy per request for those moves).
-pub struct Conn(Box<ConnState>);
+/// Bytes read from an upstream per read call (a typical answer or SSE burst fits).
+const READ_CHUNK: usize = 16 * 1024;
 
+/// A request body up to this size is copied behind the head and sent with it in one write.
+const COPY_BODY_MAX: usize = 64 * 1024;
+
+/// One upstream connection: the socket and what was read from it but not yet taken. It
+/// belongs to one request at a time: its response body reads from it and, at a clean end,
+/// puts it back in the pool. Boxed: it moves between the pool, the request and the body.
 struct ConnState {
     key: PoolKey,
-    sender: SendRequest<UpBody>,
-    driver: Connection<TokioIo<Stream>, UpBody>,
+    io: Stream,
+    buf: BytesMut,
     peer: Option<SocketAddr>,
     pool: Arc<PoolInner>,
 }
 
-impl Conn {
-    /// The upstream's address.
-    pub fn peer(&self) -> Option<SocketAddr> {
-        self.0.peer
-    }
-
-    /// Moves the connection's I/O forward: reads, decodes, writes. Ready(Ok) means the
-    /// connection has ended (closed by the upstream or `Connection: close`).
-    pub fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), hyper::Error>> {
-        self.0.driver.poll_without_shutdown(cx)
-    }
-
-    /// Hands the connection back for reuse once its response body has been read to the end.
-    pub fn release(mut self) {
-        let mut cx = Context::from_waker(Waker::noop());
-        if self.poll_drive(&mut cx).is_ready() || self.0.sender.is_closed() {
-            return;
-        }
-        let pool = self.0.pool.clone();
+impl ConnState {
+    /// Back to the pool for the next request to this endpoint.
+    fn release(self: Box<Self>) {
+        let pool = self.pool.clone();
         let mut idle = match pool.idle.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         // The key is cloned only for an endpoint's first idle connection.
-        let list = match idle.get_mut(&self.0.key) {
+        let list = match idle.get_mut(&self.key) {
             Some(list) => list,
-            None => idle.entry(self.0.key.clone()).or_default(),
+            None => idle.entry(self.key.clone()).or_default(),
         };
         if list.len() < MAX_IDLE_PER_ENDPOINT {
             list.push(Idle {
                 conn: self,
                 since: Instant::now(),
             });
+        }
+    }
+
+    /// Whether an idle connection still looks usable: not closed by the upstream, and
+    /// with nothing unasked-for to read.
+    fn still_open(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut probe = [0u8; 1];
+        let mut rb = ReadBuf::new(&mut probe);
+        // Pending: nothing to read, the connection is fine. Anything else (EOF, an error,
+        // stray bytes) makes it unusable.
+        Pin::new(&mut self.io)
+            .poll_read(&mut cx, &mut rb)
+            .is_pending()
+    }
+}
+
+/// An upstream response's body, read from the connection as it is polled; the connection
+/// goes back to the pool when the body ends cleanly (and is closed when the body is dropped
+/// before its end).
+pub struct Incoming {
+    conn: Option<Box<ConnState>>,
+    decoder: h1::Decoder,
+    /// The response allows another request on the connection.
+    reuse: bool,
+    peer: Option<SocketAddr>,
+}
+
+impl std::fmt::Debug for Incoming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Incoming")
+            .field("decoder", &self.decoder)
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl Incoming {
+    /// The upstream's address.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The body is over: the connection is kept when the response allows it and nothing
+    /// beyond the body was sent.
+    fn finish(&mut self) {
+        if let Some(c) = self.conn.take() {
+            if self.reuse && c.buf.is_empty() {
+                c.release();
+            }
+        }
+    }
+
+    fn fail(&mut self, e: impl Into<BodyError>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        self.conn = None;
+        self.decoder = h1::Decoder::Done;
+        Poll::Ready(Some(Err(e.into())))
+    }
+}
+
+impl hyper::body::Body for Incoming {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        loop {
+            let Some(c) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.decoder.decode(&mut c.buf) {
+                Err(e) => return this.fail(e),
+                Ok(Some(data)) => {
+                    if this.decoder.is_done() {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(None) if this.decoder.is_done() => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(None) => {}
+            }
+            c.buf.reserve(READ_CHUNK);
+            let read = std::pin::pin!(c.io.read_buf(&mut c.buf)).poll(cx);
+            match read {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return this.fail(e),
+                Poll::Ready(Ok(0)) => {
+                    if let Err(e) = this.decoder.at_eof() {
+                        return this.fail(e);
+                    }
+                    // Read until the close: nothing to reuse.
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Ok(_)) => {}
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.decoder.is_done()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self.decoder.remaining() {
+            Some(n) => hyper::body::SizeHint::with_exact(n),
+            None => hyper::body::SizeHint::default(),
         }
     }
 }
@@ -268,19 +324,14 @@ impl Upstreams {
         }
     }
 
-    fn take_idle(&self, key: &PoolKey) -> Option<Conn> {
+    fn take_idle(&self, key: &PoolKey) -> Option<Box<ConnState>> {
         let mut idle = match self.inner.idle.lock() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
         let list = idle.get_mut(key)?;
         while let Some(mut i) = list.pop() {
-            if i.since.elapsed() > IDLE_TIMEOUT || i.conn.0.sender.is_closed() {
-                continue;
-            }
-            // An upstream that closed the idle connection shows up as a finished driver.
-            let mut cx = Context::from_waker(Waker::noop());
-            if i.conn.poll_drive(&mut cx).is_ready() {
+            if i.since.elapsed() > IDLE_TIMEOUT || !i.conn.still_open() {
                 continue;
             }
             return Some(i.conn);
@@ -288,14 +339,12 @@ impl Upstreams {
         None
     }
 
-    async fn connect(&self, ep: &Endpoint<'_>, connect_timeout: Duration) -> Result<Conn, Failure> {
-        let key = PoolKey {
-            https: ep.https,
-            host: ep.host.to_string(),
-            port: ep.port,
-            trust: ep.trust.map_or(0, |t| t.id),
-            worker: crate::rt::worker::id(),
-        };
+    async fn connect(
+        &self,
+        ep: &Endpoint<'_>,
+        key: &PoolKey,
+        connect_timeout: Duration,
+    ) -> Result<Box<ConnState>, Failure> {
         let work = async {
             let tcp = TcpStream::connect((ep.host, ep.port)).await.map_err(|e| {
                 Failure::new(
@@ -305,7 +354,7 @@ impl Upstreams {
             })?;
             let _ = tcp.set_nodelay(true);
             let peer = tcp.peer_addr().ok();
-            let stream = if ep.https {
+            let io = if ep.https {
                 let tls = upstream_tls::connect(ep.trust, ep.host, tcp)
                     .await
                     .map_err(|e| Failure::new(FailureKind::Connect, e))?;
@@ -313,22 +362,13 @@ impl Upstreams {
             } else {
                 Stream::Tcp(tcp)
             };
-            let (sender, driver) = http1::Builder::new()
-                .handshake(TokioIo::new(stream))
-                .await
-                .map_err(|e| {
-                    Failure::new(
-                        FailureKind::Connect,
-                        format!("HTTP handshake with {}: {e}", ep.host),
-                    )
-                })?;
-            Ok(Conn(Box::new(ConnState {
-                key,
-                sender,
-                driver,
+            Ok(Box::new(ConnState {
+                key: key.clone(),
+                io,
+                buf: BytesMut::new(),
                 peer,
                 pool: self.inner.clone(),
-            })))
+            }))
         };
         match tokio::time::timeout(connect_timeout, work).await {
             Ok(r) => r,
@@ -353,7 +393,7 @@ impl Upstreams {
         out: OutRequest,
         connect_timeout: Duration,
         read_timeout: Duration,
-    ) -> Result<(Response<Incoming>, Conn), Failure> {
+    ) -> Result<Response<Incoming>, Failure> {
         let key = PoolKey {
             https: ep.https,
             host: ep.host.to_string(),
@@ -361,79 +401,201 @@ impl Upstreams {
             trust: ep.trust.map_or(0, |t| t.id),
             worker: crate::rt::worker::id(),
         };
-        let mut req = out.into_request();
+        let OutRequest {
+            method,
+            target,
+            headers,
+            body,
+            mut upload,
+        } = out;
+        let framing = match &upload {
+            Some(u) => match hyper::body::Body::size_hint(u).exact() {
+                Some(n) => h1::RequestFraming::Length(n),
+                None => h1::RequestFraming::Chunked,
+            },
+            None => h1::RequestFraming::Length(body.len() as u64),
+        };
+        let mut head = Vec::with_capacity(512 + body.len().min(COPY_BODY_MAX));
+        h1::encode_head(&mut head, &method, &target, &headers, framing);
+        let head_len = head.len();
         let mut allow_reuse = true;
         loop {
             let (mut conn, reused) = match allow_reuse.then(|| self.take_idle(&key)).flatten() {
                 Some(c) => (c, true),
-                None => match self.connect(ep, connect_timeout).await {
+                None => match self.connect(ep, &key, connect_timeout).await {
                     Ok(c) => (c, false),
                     Err(mut f) => {
-                        if let UpBody::Upload(u) = req.into_body() {
-                            f.unsent = Some(u);
-                        }
+                        f.unsent = upload;
                         return Err(f);
                     }
                 },
             };
-            let mut fut = std::pin::pin!(conn.0.sender.try_send_request(req));
-            let waited = tokio::time::timeout(
-                read_timeout,
-                poll_fn(|cx| {
-                    if let Poll::Ready(Err(e)) = conn.poll_drive(cx) {
-                        return Poll::Ready(Err(Err(e)));
-                    }
-                    fut.as_mut().poll(cx).map_err(Ok)
-                }),
-            )
-            .await;
-            match waited {
+            head.truncate(head_len);
+            let exchange = async {
+                write_request(&mut conn, &mut head, &body, &mut upload, framing).await?;
+                read_head(&mut conn, method == Method::HEAD, method.is_idempotent()).await
+            };
+            match tokio::time::timeout(read_timeout, exchange).await {
                 Err(_) => {
                     return Err(Failure::new(
                         FailureKind::Timeout,
                         format!("no response head within {} ms", read_timeout.as_millis()),
                     ))
                 }
-                Ok(Ok(resp)) => {
+                Ok(Ok(h)) => {
                     crate::rt::busy_poll::touch();
-                    return Ok((resp, conn));
+                    return Ok(respond(conn, h));
                 }
-                // The upstream closed an idle connection just as we used it: when the request
-                // was not written yet, hyper hands it back and a new connection gets it.
-                Ok(Err(Ok(mut e))) => match e.take_message() {
-                    Some(back) if reused => {
-                        req = back;
-                        allow_reuse = false;
-                    }
-                    Some(back) => {
-                        let mut f = classify(e.error());
-                        if let UpBody::Upload(u) = back.into_body() {
-                            f.unsent = Some(u);
-                        }
-                        return Err(f);
-                    }
-                    None => return Err(classify(e.error())),
-                },
-                Ok(Err(Err(e))) => return Err(classify(&e)),
+                // The upstream closed an idle connection just as it was reused: a request
+                // that did not reach it (or may safely be repeated) goes to a new one.
+                Ok(Err(HeadError::Closed { resend: true, .. })) if reused => {
+                    allow_reuse = false;
+                }
+                Ok(Err(e)) => {
+                    let mut f = e.failure();
+                    f.unsent = upload;
+                    return Err(f);
+                }
             }
         }
     }
 }
 
-fn classify(e: &hyper::Error) -> Failure {
-    let detail = crate::rt::background::error_chain(e);
-    let kind = if e.is_parse() {
-        FailureKind::InvalidHeader
-    } else if e.is_timeout() {
-        FailureKind::Timeout
-    } else {
-        FailureKind::Reset
-    };
-    Failure {
-        kind,
-        detail,
-        unsent: None,
+/// Why no response head came.
+enum HeadError {
+    /// The connection failed or closed before a complete head; `resend`: the request
+    /// may go to a new connection (it was not written, or it is idempotent and nothing
+    /// of an answer came).
+    Closed { detail: String, resend: bool },
+    /// What came was not a valid HTTP response head.
+    Invalid(h1::H1Error),
+}
+
+impl HeadError {
+    fn failure(self) -> Failure {
+        match self {
+            HeadError::Closed { detail, .. } => Failure::new(FailureKind::Reset, detail),
+            HeadError::Invalid(e) => Failure::new(FailureKind::InvalidHeader, e.to_string()),
+        }
     }
+}
+
+/// Writes the head and body: a whole body in the head's write when small, a streamed
+/// upload frame by frame (chunk-framed when its length is unknown). The upload leaves its
+/// slot once the head is out: from then on it cannot be sent anywhere else.
+async fn write_request(
+    conn: &mut ConnState,
+    head: &mut Vec<u8>,
+    body: &Bytes,
+    upload: &mut Option<Upload>,
+    framing: h1::RequestFraming,
+) -> Result<(), HeadError> {
+    let closed = |e: io::Error, resend: bool| HeadError::Closed {
+        detail: format!("sending the request: {e}"),
+        resend,
+    };
+    if upload.is_none() {
+        let r = if body.len() <= COPY_BODY_MAX {
+            head.extend_from_slice(body);
+            conn.io.write_all(head).await
+        } else {
+            match conn.io.write_all(head).await {
+                Ok(()) => conn.io.write_all(body).await,
+                Err(e) => Err(e),
+            }
+        };
+        return r.map_err(|e| closed(e, true));
+    }
+    conn.io.write_all(head).await.map_err(|e| closed(e, true))?;
+    let Some(mut up) = upload.take() else {
+        return Ok(());
+    };
+    let chunked = framing == h1::RequestFraming::Chunked;
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut up).poll_frame(cx)).await {
+        let data = match frame {
+            Err(e) => {
+                let e = io::Error::other(format!("reading the client's upload: {e}"));
+                return Err(closed(e, false));
+            }
+            Ok(f) => match f.into_data() {
+                Ok(d) if !d.is_empty() => d,
+                _ => continue,
+            },
+        };
+        let r = if chunked {
+            let mut framed = Vec::with_capacity(data.len() + 20);
+            framed.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            framed.extend_from_slice(&data);
+            framed.extend_from_slice(b"\r\n");
+            conn.io.write_all(&framed).await
+        } else {
+            conn.io.write_all(&data).await
+        };
+        r.map_err(|e| closed(e, false))?;
+    }
+    if chunked {
+        conn.io
+            .write_all(b"0\r\n\r\n")
+            .await
+            .map_err(|e| closed(e, false))?;
+    }
+    Ok(())
+}
+
+/// Reads until a whole response head is in, and parses it. `idempotent`: a close before
+/// any byte of an answer lets the request be sent again.
+async fn read_head(
+    conn: &mut ConnState,
+    head_request: bool,
+    idempotent: bool,
+) -> Result<h1::Head, HeadError> {
+    loop {
+        if !conn.buf.is_empty() {
+            match h1::parse_head(&mut conn.buf, head_request) {
+                Ok(Some(h)) => return Ok(h),
+                Ok(None) => {}
+                Err(e) => return Err(HeadError::Invalid(e)),
+            }
+        }
+        conn.buf.reserve(READ_CHUNK);
+        let got = conn.io.read_buf(&mut conn.buf).await;
+        let resend = idempotent && conn.buf.is_empty();
+        match got {
+            Ok(0) => {
+                return Err(HeadError::Closed {
+                    detail: "connection closed before a response head".into(),
+                    resend,
+                })
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(HeadError::Closed {
+                    detail: format!("reading the response: {e}"),
+                    resend,
+                })
+            }
+        }
+    }
+}
+
+/// The response: its head, and a body that reads the rest from the connection.
+fn respond(conn: Box<ConnState>, h: h1::Head) -> Response<Incoming> {
+    let peer = conn.peer;
+    let mut body = Incoming {
+        conn: Some(conn),
+        decoder: h.body,
+        reuse: h.keep_alive,
+        peer,
+    };
+    // No body (204, HEAD, length 0): the connection is free right away.
+    if body.decoder.is_done() {
+        body.finish();
+    }
+    let mut r = Response::new(body);
+    *r.status_mut() = h.status;
+    *r.version_mut() = h.version;
+    *r.headers_mut() = h.headers;
+    r
 }
 
 /// A plain or TLS connection to an upstream.

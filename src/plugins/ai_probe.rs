@@ -153,10 +153,9 @@ async fn probe(pool: &Upstreams, target: &Target, hc: &ActiveHealthcheck) -> Out
         trust: None,
     };
     match pool.send(&ep, out, limit, limit).await {
-        Ok((resp, conn)) => {
+        Ok(resp) => {
             let status = resp.status().as_u16();
             drop(resp);
-            drop(conn);
             if hc.healthy.http_statuses.contains(&status) {
                 Outcome::Success
             } else if hc.unhealthy.http_statuses.contains(&status) {

@@ -184,8 +184,8 @@ pub(super) async fn proxy_ai(
         .then(|| answer.take_body())
         .flatten()
     {
-        Some((body, conn)) => {
-            let read = read_buffered(body, conn, read_timeout).await;
+        Some(body) => {
+            let read = read_buffered(body, read_timeout).await;
             Some(read.and_then(|b| answer.decoded(b)))
         }
         None => None,
@@ -239,7 +239,6 @@ fn upstream_answer<'a>(
         .get(answered.target)
         .ok_or_else(|| GatewayError::Internal("target".into()))?;
     note_attempt(log, &answered);
-    let conn = answered.conn;
     let (parts, body) = answered.resp.into_parts();
     let status = parts.status;
     log.upstream_status = Some(status.as_u16());
@@ -264,7 +263,6 @@ fn upstream_answer<'a>(
         status,
         headers,
         body: Some(body),
-        conn: Some(conn),
         read_timeout: c.timeouts.read,
         model: answered.model,
         request: &c.up.body,

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::config::plugins::RouteType;
 use crate::error::{ErrorShape, GatewayError};
@@ -17,7 +16,7 @@ use crate::gateway::{Gateway, Snapshot};
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
 use crate::llm::target::Target;
 use crate::llm::{self, openai, responses};
-use crate::net::upstream::Conn;
+use crate::net::upstream::Incoming;
 use crate::observe::log::HeaderCopy;
 use crate::plugins::ai_sanitizer_filter::{self, Filter};
 use crate::proxy::exchange::Exchange;
@@ -57,9 +56,8 @@ pub(super) struct UpstreamAnswer<'a> {
     pub target: &'a Target,
     pub status: StatusCode,
     pub headers: HeaderMap,
-    /// The answer's body and the connection it is read from (taken once).
+    /// The answer's body, read from its connection (taken once).
     pub body: Option<Incoming>,
-    pub conn: Option<Conn>,
     pub read_timeout: Duration,
     /// The model the upstream was asked for.
     pub model: Option<String>,
@@ -144,9 +142,9 @@ impl UpstreamAnswer<'_> {
         Ok(Bytes::from(out))
     }
 
-    /// Takes the body and its connection, to read it whole.
-    pub(super) fn take_body(&mut self) -> Option<(Incoming, Conn)> {
-        Some((self.body.take()?, self.conn.take()?))
+    /// Takes the body, to read it whole.
+    pub(super) fn take_body(&mut self) -> Option<Incoming> {
+        self.body.take()
     }
 
     /// The response for the client (`read`: the whole body, when [`needs_whole_body`] said
@@ -306,7 +304,7 @@ impl UpstreamAnswer<'_> {
     }
 
     fn streamed(mut self, mut log: Exchange, snap: Arc<Snapshot>) -> Response<ProxyBody> {
-        let (Some(body), Some(conn)) = (self.body.take(), self.conn.take()) else {
+        let Some(body) = self.body.take() else {
             let e = GatewayError::Internal("answer body".into());
             return kong_error(e, self.shape, log, snap);
         };
@@ -395,7 +393,6 @@ impl UpstreamAnswer<'_> {
             .map(ai_sanitizer_filter::SseFilter::new);
         let mut resp = Response::new(ProxyBody::upstream(
             body,
-            conn,
             mapper,
             observer,
             sse,

@@ -160,8 +160,8 @@ pub(super) async fn proxy_plain(
             break;
         };
         match gw.upstreams.send(&ep, attempt, connect, read).await {
-            Ok((resp, conn)) => {
-                t.ip = conn.peer().map(|a| a.ip());
+            Ok(resp) => {
+                t.ip = resp.body().peer().map(|a| a.ip());
                 t.outcome = "success".into();
                 log.tries.push(t);
                 log.upstream_latency_ms = Some(ms(start.elapsed()));
@@ -175,13 +175,12 @@ pub(super) async fn proxy_plain(
                 }
                 log.source = "upstream";
                 if let Some(t) = &respond {
-                    let answer = (parts, body, conn);
+                    let answer = (parts, body);
                     return transform_response(gw, t, answer, read, log, snap).await;
                 }
                 let finish = Finish::boxed(log, snap, None);
-                let mut r = Response::new(ProxyBody::upstream(
-                    body, conn, None, None, None, read, finish,
-                ));
+                let mut r =
+                    Response::new(ProxyBody::upstream(body, None, None, None, read, finish));
                 *r.status_mut() = parts.status;
                 *r.headers_mut() = parts.headers;
                 return r;
@@ -210,12 +209,12 @@ pub(super) async fn proxy_plain(
 async fn transform_response(
     gw: &Gateway,
     t: &Transformer,
-    (parts, body, conn): (http::response::Parts, hyper::body::Incoming, upstream::Conn),
+    (parts, body): (http::response::Parts, upstream::Incoming),
     read: Duration,
     log: Exchange,
     snap: Arc<Snapshot>,
 ) -> Response<ProxyBody> {
-    let answer = match crate::net::body::read_buffered(body, conn, read).await {
+    let answer = match crate::net::body::read_buffered(body, read).await {
         Ok(b) => b,
         Err(e) => return kong_error(e, ErrorShape::Kong, log, snap),
     };

@@ -9,13 +9,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::time::Sleep;
 
 use crate::gateway::Snapshot;
 use crate::llm::stream::{Dialect, Mapper, SseObserver};
 use crate::llm::usage::Usage;
-use crate::net::upstream::Conn;
+use crate::net::upstream::Incoming;
 use crate::observe::log::RequestLog;
 use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::phases::Log;
@@ -213,9 +213,8 @@ enum Kind {
 
 /// The upstream's body, passed through frame by frame.
 struct Stream {
+    /// Read from its connection, which goes back to the pool when the body ends cleanly.
     inner: Incoming,
-    /// Driven before each read; back to the pool when the body ends cleanly.
-    conn: Option<Conn>,
     /// Translates a provider's native stream first.
     mapper: Option<Mapper>,
     observer: Option<SseObserver>,
@@ -280,7 +279,6 @@ impl ProxyBody {
     /// Streams the upstream body; `sse` makes upstream failures a clean error event.
     pub fn upstream(
         inner: Incoming,
-        conn: Conn,
         mapper: Option<Mapper>,
         observer: Option<SseObserver>,
         sse: Option<Dialect>,
@@ -290,7 +288,6 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(Box::new(Stream {
                 inner,
-                conn: Some(conn),
                 mapper,
                 observer,
                 idle: Box::pin(tokio::time::sleep(read_timeout)),
@@ -632,17 +629,10 @@ impl Body for ProxyBody {
 }
 
 impl Stream {
-    /// Polls the upstream once (driving its connection first).
+    /// Polls the upstream once.
     fn poll_step(&mut self, cx: &mut Context<'_>) -> Step {
         if self.ended {
             return Step::Ended;
-        }
-        if let Some(c) = self.conn.as_mut() {
-            if let Poll::Ready(Err(e)) = c.poll_drive(cx) {
-                self.conn = None;
-                let msg = format!("upstream connection failed mid-stream: {e}");
-                return Step::Failed(msg, "upstream_stream_cut");
-            }
         }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
@@ -693,9 +683,6 @@ impl Stream {
         // bytes went out, so the end is handled with the last frame, not after it.
         if end {
             self.ended = true;
-            if let Some(c) = self.conn.take() {
-                c.release();
-            }
             if let Some(tail) = self.observer.as_mut().and_then(SseObserver::finish) {
                 out = [out, tail].concat().into();
             }
@@ -724,9 +711,6 @@ impl Stream {
     /// The upstream body is over: what the mapper and the observer still hold.
     fn on_end(&mut self) -> Chunk {
         self.ended = true;
-        if let Some(c) = self.conn.take() {
-            c.release();
-        }
         let mut tail = Bytes::new();
         let native = self.mapper.as_ref().is_some_and(Mapper::observe_only);
         if let Some(m) = self.mapper.as_mut() {

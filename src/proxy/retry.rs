@@ -7,7 +7,6 @@ use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Response, Uri};
-use hyper::body::Incoming;
 
 use crate::balancer::{NoTarget, PickCtx};
 use crate::config::plugins::{FailoverCriterion, ParamLocation, RouteType};
@@ -16,7 +15,7 @@ use crate::llm::body::BodyView;
 use crate::llm::target::Target;
 use crate::llm::Wire;
 use crate::llm::{self, gemini, openai};
-use crate::net::upstream::{Conn, Endpoint, Failure, FailureKind, OutRequest, Upstreams};
+use crate::net::upstream::{Endpoint, Failure, FailureKind, Incoming, OutRequest, Upstreams};
 use crate::observe::log::{Try, UriText};
 use crate::plugins::ai_proxy::{self, AiProxy};
 use crate::plugins::request_transformer::UpstreamRequest;
@@ -66,9 +65,8 @@ pub struct AiRequest<'a> {
 
 /// The attempt that produced the response the client gets.
 pub struct Answered {
+    /// Its body reads from the connection (back to the pool at the body's end).
     pub resp: Response<Incoming>,
-    /// The connection the body is read from (returned to the pool at its end).
-    pub conn: Conn,
     pub target: usize,
     pub model: Option<String>,
     pub sent_at: Instant,
@@ -137,11 +135,10 @@ pub async fn run(
             .send(&ep, out, req.timeouts.connect, req.timeouts.read)
             .await;
         match sent {
-            Ok((resp, conn)) => {
-                if answered(ai, req, tries, &resp, &conn, t, &turn) {
+            Ok(resp) => {
+                if answered(ai, req, tries, &resp, t, &turn) {
                     return Ok(Answered {
                         resp,
-                        conn,
                         target: idx,
                         model,
                         sent_at,
@@ -215,13 +212,12 @@ fn answered(
     req: &AiRequest<'_>,
     tries: &mut Vec<Try>,
     resp: &Response<Incoming>,
-    conn: &Conn,
     mut t: Try,
     turn: &Turn,
 ) -> bool {
     let (idx, balancer_start) = (turn.idx, turn.balancer_start);
     let learns = ai.balancer.learns();
-    if let Some(a) = conn.peer() {
+    if let Some(a) = resp.body().peer() {
         t.ip = Some(a.ip());
     }
     let status = resp.status().as_u16();

@@ -162,7 +162,7 @@ async fn fetch(
         .upstreams
         .send(&ep, out, connect_timeout, read_timeout)
         .await;
-    let (resp, conn) = match sent {
+    let resp = match sent {
         Ok(r) => r,
         Err(f) => return kong_error(f.into_gateway_error(), shape, log, snap),
     };
@@ -189,7 +189,6 @@ async fn fetch(
     let finish = Finish::boxed(log, snap, None);
     let mut r = Response::new(ProxyBody::upstream(
         body,
-        conn,
         None,
         None,
         None,
