@@ -504,7 +504,12 @@ async fn write_request(
                 Err(e) => Err(e),
             }
         };
-        return r.map_err(|e| closed(e, true));
+        // TLS may hold records back until flushed (TCP's flush does nothing).
+        return match r {
+            Ok(()) => conn.io.flush().await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| closed(e, true));
     }
     conn.io.write_all(head).await.map_err(|e| closed(e, true))?;
     let Some(mut up) = upload.take() else {
@@ -539,7 +544,7 @@ async fn write_request(
             .await
             .map_err(|e| closed(e, false))?;
     }
-    Ok(())
+    conn.io.flush().await.map_err(|e| closed(e, false))
 }
 
 /// Reads until a whole response head is in, and parses it. `idempotent`: a close before
@@ -659,5 +664,165 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::*;
+    use http_body_util::BodyExt as _;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::AsyncBufReadExt as _;
+
+    /// A raw HTTP/1.1 server on 127.0.0.1: answers each request on a connection with the
+    /// next of `answers` (closing after the last), and counts the connections it accepted.
+    async fn server(answers: Vec<&'static str>) -> (u16, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((s, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let answers = answers.clone();
+                tokio::spawn(async move {
+                    let mut s = tokio::io::BufReader::new(s);
+                    for a in answers {
+                        // The request head, then its content-length body.
+                        let mut len = 0usize;
+                        loop {
+                            let mut line = String::new();
+                            if s.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if let Some(v) =
+                                line.to_ascii_lowercase().strip_prefix("content-length:")
+                            {
+                                len = v.trim().parse().unwrap();
+                            }
+                            if line == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut body = vec![0u8; len];
+                        s.read_exact(&mut body).await.unwrap();
+                        s.get_mut().write_all(a.as_bytes()).await.unwrap();
+                    }
+                });
+            }
+        });
+        (port, accepted)
+    }
+
+    fn request(body: &'static str) -> OutRequest {
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::HOST, "up".parse().unwrap());
+        OutRequest {
+            method: Method::POST,
+            target: "/v1/x".parse().unwrap(),
+            headers,
+            body: Bytes::from_static(body.as_bytes()),
+            upload: None,
+        }
+    }
+
+    async fn call(pool: &Upstreams, port: u16, body: &'static str) -> Result<(u16, Bytes), String> {
+        let ep = Endpoint {
+            https: false,
+            host: "127.0.0.1",
+            port,
+            trust: None,
+        };
+        let t = Duration::from_secs(5);
+        let resp = pool
+            .send(&ep, request(body), t, t)
+            .await
+            .map_err(|f| f.detail)?;
+        let status = resp.status().as_u16();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((status, bytes.to_bytes()))
+    }
+
+    #[tokio::test]
+    async fn keep_alive_connections_are_reused() {
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let chunked = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-t: 1\r\n\r\n";
+        let (port, accepted) = server(vec![ok, chunked, ok]).await;
+        let pool = Upstreams::new();
+        assert_eq!(
+            call(&pool, port, "{}").await.unwrap(),
+            (200, Bytes::from("ok"))
+        );
+        assert_eq!(
+            call(&pool, port, "").await.unwrap(),
+            (200, Bytes::from("abc"))
+        );
+        assert_eq!(
+            call(&pool, port, "x").await.unwrap(),
+            (200, Bytes::from("ok"))
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection for all three"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_until_close_is_read_whole_and_its_connection_not_kept() {
+        let close = "HTTP/1.1 200 OK\r\n\r\nall of it";
+        let (port, accepted) = server(vec![close]).await;
+        let pool = Upstreams::new();
+        assert_eq!(
+            call(&pool, port, "").await.unwrap(),
+            (200, Bytes::from("all of it"))
+        );
+        assert_eq!(
+            call(&pool, port, "").await.unwrap(),
+            (200, Bytes::from("all of it"))
+        );
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_the_upstream_closed_is_replaced() {
+        // One answer per connection, then the server closes it.
+        let ok = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        let (port, accepted) = server(vec![ok]).await;
+        let pool = Upstreams::new();
+        assert_eq!(call(&pool, port, "").await.unwrap().0, 200);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(call(&pool, port, "").await.unwrap().0, 200);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn cut_and_invalid_answers_are_failures() {
+        let (port, _) = server(vec!["HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort"]).await;
+        let pool = Upstreams::new();
+        let e = call(&pool, port, "").await.unwrap_err();
+        assert!(e.contains("closed before the message completed"), "{e}");
+        let (port, _) = server(vec!["HTTP/1.1 200 OK\r\nbad header line\r\n\r\n"]).await;
+        let ep = Endpoint {
+            https: false,
+            host: "127.0.0.1",
+            port,
+            trust: None,
+        };
+        let t = Duration::from_secs(5);
+        let f = pool.send(&ep, request(""), t, t).await.unwrap_err();
+        assert_eq!(f.kind, FailureKind::InvalidHeader);
+        let (port, _) = server(vec![""]).await;
+        let ep = Endpoint { port, ..ep };
+        let f = pool.send(&ep, request(""), t, t).await.unwrap_err();
+        assert_eq!(f.kind, FailureKind::Reset, "{}", f.detail);
     }
 }
