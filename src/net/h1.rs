@@ -13,7 +13,7 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGT
 use http::{Method, StatusCode, Uri, Version};
 
 /// The largest response head accepted (nginx's default is 4–8 KiB).
-pub const MAX_HEAD: usize = 64 * 1024;
+pub const MAX_HEAD: usize = 64 * 1024 - 1;
 /// Headers a response head may carry.
 const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line (with extensions) and all trailers together.
@@ -105,14 +105,18 @@ pub struct Head {
 /// so the response has no body whatever its headers say.
 pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, H1Error> {
     loop {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut resp = httparse::Response::new(&mut slots);
-        let len = match resp.parse(buf) {
-            Ok(httparse::Status::Complete(n)) => n,
+        // Uninitialised slots: zeroing 100 of them cost more than parsing a typical head.
+        let mut slots = [std::mem::MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, buf, &mut slots);
+        let len = match parsed {
+            Ok(httparse::Status::Complete(n)) if n <= MAX_HEAD => n,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                 return Err(H1Error::HeadTooLarge)
             }
             Ok(httparse::Status::Partial) => return Ok(None),
+            Ok(httparse::Status::Complete(_)) => return Err(H1Error::HeadTooLarge),
             Err(httparse::Error::TooManyHeaders) => return Err(H1Error::Head("too many headers")),
             Err(_) => return Err(H1Error::Head("not a valid status line and headers")),
         };
@@ -123,15 +127,20 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         } else {
             Version::HTTP_11
         };
-        // Where each header's name and value sit in the head (offsets, on the stack), so
-        // the values can share the head's bytes once they are frozen.
+        // Where each header's name and value sit in the head (16-bit offsets: a head is
+        // at most 64 KiB), so the values can share the head's bytes once they are frozen.
         let base = buf.as_ptr() as usize;
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        let at = |p: *const u8| (p as usize - base) as u16;
+        let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
         let count = resp.headers.len();
         for (slot, h) in spans.iter_mut().zip(resp.headers.iter()) {
-            let name = h.name.as_ptr() as usize - base;
-            let value = h.value.as_ptr() as usize - base;
-            *slot = (name, name + h.name.len(), value, value + h.value.len());
+            let (name, value) = (at(h.name.as_ptr()), at(h.value.as_ptr()));
+            *slot = (
+                name,
+                name + h.name.len() as u16,
+                value,
+                value + h.value.len() as u16,
+            );
         }
         let head = buf.split_to(len).freeze();
         if status.is_informational() {
@@ -143,6 +152,8 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         }
         let mut headers = HeaderMap::with_capacity(count);
         for &(name_at, name_end, value_at, value_end) in spans.iter().take(count) {
+            let (name_at, name_end) = (usize::from(name_at), usize::from(name_end));
+            let (value_at, value_end) = (usize::from(value_at), usize::from(value_end));
             let name = HeaderName::from_bytes(&head[name_at..name_end])
                 .map_err(|_| H1Error::Head("header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_end))
@@ -528,6 +539,7 @@ mod tests {
         ));
         let big = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD + 1));
         assert_eq!(head(&big).unwrap_err(), H1Error::HeadTooLarge);
+        assert_eq!(head(&format!("{big}\r\n\r\n")).unwrap_err(), H1Error::HeadTooLarge);
         assert!(matches!(
             head("HTTP/1.1 101 Switching Protocols\r\n\r\n"),
             Err(H1Error::Head(_))
