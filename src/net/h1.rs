@@ -539,7 +539,10 @@ mod tests {
         ));
         let big = format!("HTTP/1.1 200 OK\r\nX: {}", "a".repeat(MAX_HEAD + 1));
         assert_eq!(head(&big).unwrap_err(), H1Error::HeadTooLarge);
-        assert_eq!(head(&format!("{big}\r\n\r\n")).unwrap_err(), H1Error::HeadTooLarge);
+        assert_eq!(
+            head(&format!("{big}\r\n\r\n")).unwrap_err(),
+            H1Error::HeadTooLarge
+        );
         assert!(matches!(
             head("HTTP/1.1 101 Switching Protocols\r\n\r\n"),
             Err(H1Error::Head(_))

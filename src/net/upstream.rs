@@ -730,7 +730,11 @@ mod tests {
         }
     }
 
-    async fn call(pool: &Upstreams, port: u16, body: &'static str) -> Result<(u16, Bytes), String> {
+    async fn send(
+        pool: &Upstreams,
+        port: u16,
+        body: &'static str,
+    ) -> Result<Response<Incoming>, Failure> {
         let ep = Endpoint {
             https: false,
             host: "127.0.0.1",
@@ -738,10 +742,11 @@ mod tests {
             trust: None,
         };
         let t = Duration::from_secs(5);
-        let resp = pool
-            .send(&ep, request(body), t, t)
-            .await
-            .map_err(|f| f.detail)?;
+        pool.send(&ep, request(body), t, t).await
+    }
+
+    async fn call(pool: &Upstreams, port: u16, body: &'static str) -> Result<(u16, Bytes), String> {
+        let resp = send(pool, port, body).await.map_err(|f| f.detail)?;
         let status = resp.status().as_u16();
         let bytes = resp
             .into_body()
@@ -757,18 +762,10 @@ mod tests {
         let chunked = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-t: 1\r\n\r\n";
         let (port, accepted) = server(vec![ok, chunked, ok]).await;
         let pool = Upstreams::new();
-        assert_eq!(
-            call(&pool, port, "{}").await.unwrap(),
-            (200, Bytes::from("ok"))
-        );
-        assert_eq!(
-            call(&pool, port, "").await.unwrap(),
-            (200, Bytes::from("abc"))
-        );
-        assert_eq!(
-            call(&pool, port, "x").await.unwrap(),
-            (200, Bytes::from("ok"))
-        );
+        for (body, want) in [("{}", "ok"), ("", "abc"), ("x", "ok")] {
+            let got = call(&pool, port, body).await.unwrap();
+            assert_eq!(got, (200, Bytes::from(want)));
+        }
         assert_eq!(
             accepted.load(Ordering::SeqCst),
             1,
@@ -781,14 +778,10 @@ mod tests {
         let close = "HTTP/1.1 200 OK\r\n\r\nall of it";
         let (port, accepted) = server(vec![close]).await;
         let pool = Upstreams::new();
-        assert_eq!(
-            call(&pool, port, "").await.unwrap(),
-            (200, Bytes::from("all of it"))
-        );
-        assert_eq!(
-            call(&pool, port, "").await.unwrap(),
-            (200, Bytes::from("all of it"))
-        );
+        for _ in 0..2 {
+            let got = call(&pool, port, "").await.unwrap();
+            assert_eq!(got, (200, Bytes::from("all of it")));
+        }
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -811,18 +804,10 @@ mod tests {
         let e = call(&pool, port, "").await.unwrap_err();
         assert!(e.contains("closed before the message completed"), "{e}");
         let (port, _) = server(vec!["HTTP/1.1 200 OK\r\nbad header line\r\n\r\n"]).await;
-        let ep = Endpoint {
-            https: false,
-            host: "127.0.0.1",
-            port,
-            trust: None,
-        };
-        let t = Duration::from_secs(5);
-        let f = pool.send(&ep, request(""), t, t).await.unwrap_err();
+        let f = send(&pool, port, "").await.unwrap_err();
         assert_eq!(f.kind, FailureKind::InvalidHeader);
         let (port, _) = server(vec![""]).await;
-        let ep = Endpoint { port, ..ep };
-        let f = pool.send(&ep, request(""), t, t).await.unwrap_err();
+        let f = send(&pool, port, "").await.unwrap_err();
         assert_eq!(f.kind, FailureKind::Reset, "{}", f.detail);
     }
 }
