@@ -437,42 +437,28 @@ mod tests {
 
     #[test]
     fn request_head_is_framed_by_the_client() {
+        let uri: Uri = "/v1/chat?x=1".parse().unwrap();
+        let enc = |m: Method, h: &HeaderMap, f: RequestFraming| {
+            let mut buf = Vec::new();
+            encode_head(&mut buf, &m, &uri, h, f);
+            String::from_utf8(buf).unwrap()
+        };
         let mut h = HeaderMap::new();
         h.insert("host", HeaderValue::from_static("up:80"));
         h.insert("content-length", HeaderValue::from_static("999"));
         h.append("x-a", HeaderValue::from_static("1"));
         h.append("x-a", HeaderValue::from_static("2"));
-        let uri: Uri = "/v1/chat?x=1".parse().unwrap();
-        let mut buf = Vec::new();
-        encode_head(
-            &mut buf,
-            &Method::POST,
-            &uri,
-            &h,
-            RequestFraming::Length(12),
-        );
         assert_eq!(
-            String::from_utf8(buf).unwrap(),
+            enc(Method::POST, &h, RequestFraming::Length(12)),
             "POST /v1/chat?x=1 HTTP/1.1\r\nhost: up:80\r\nx-a: 1\r\nx-a: 2\r\ncontent-length: 12\r\n\r\n"
         );
-        let mut buf = Vec::new();
-        encode_head(
-            &mut buf,
-            &Method::GET,
-            &uri,
-            &HeaderMap::new(),
-            RequestFraming::Length(0),
+        let none = HeaderMap::new();
+        assert_eq!(
+            enc(Method::GET, &none, RequestFraming::Length(0)),
+            "GET /v1/chat?x=1 HTTP/1.1\r\n\r\n"
         );
-        assert_eq!(buf, b"GET /v1/chat?x=1 HTTP/1.1\r\n\r\n");
-        let mut buf = Vec::new();
-        encode_head(
-            &mut buf,
-            &Method::POST,
-            &uri,
-            &HeaderMap::new(),
-            RequestFraming::Chunked,
-        );
-        assert!(buf.ends_with(b"transfer-encoding: chunked\r\n\r\n"));
+        assert!(enc(Method::POST, &none, RequestFraming::Chunked)
+            .ends_with("transfer-encoding: chunked\r\n\r\n"));
     }
 
     #[test]

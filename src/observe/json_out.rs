@@ -4,10 +4,11 @@
 //! serializer escapes byte by byte through a table, which made the log line the costliest
 //! part of a logged request (see bench/results/2026-12-02-callgrind.md).
 
-/// `key!(o, "name")`: writes the key `"name":` as one copy (`Out::key_lit`).
+/// `key!(o, "name")`: writes the key `"name":` as one copy (`Out::lit`, comma included
+/// unless it is the first member).
 macro_rules! key {
     ($o:expr, $name:literal) => {
-        $o.key_lit(concat!(",\"", $name, "\":"))
+        $o.lit(concat!(",\"", $name, "\":"))
     };
 }
 pub(crate) use key;
@@ -39,8 +40,8 @@ fn needs_escape<const ASCII: bool>(w: u64) -> bool {
 }
 
 /// How many bytes at the start of `bytes` need no escaping (with `ASCII`: and are ASCII),
-/// a word at a time, then the last partial word at once; a short string is read as one
-/// zero-padded word (a zero byte counts as a control character only when it is real). (A
+/// a word at a time, then the last partial word at once; a string shorter than a word is
+/// read as one word padded with spaces (which need no escaping). (A
 /// 32-byte loop the compiler vectorizes, in front, did not count fewer instructions per
 /// log line: its strings are short.)
 #[inline]
@@ -119,19 +120,9 @@ impl Out {
         self.sep();
     }
 
-    /// Writes a key given as `,"name":` (see [`key!`]): one copy, without the comma for
-    /// an object's first member.
-    #[inline]
-    pub fn key_lit(&mut self, comma_name: &'static str) {
-        let b = comma_name.as_bytes();
-        self.buf
-            .extend_from_slice(if self.first { &b[1..] } else { b });
-        // The value follows directly; an object or array value resets `first` itself.
-        self.first = true;
-    }
-
-    /// Writes JSON text that the code spells out, starting with a comma (`,{"ip":`), as
-    /// the next member or element: without the comma when it comes first.
+    /// Writes JSON text that the code spells out, starting with a comma (`,{"ip":`, a
+    /// key from [`key!`]), as the next member or element: without the comma when it comes
+    /// first. A value written after a key sets `first` itself.
     #[inline]
     pub fn lit(&mut self, comma_json: &'static str) {
         let b = comma_json.as_bytes();
