@@ -1081,3 +1081,152 @@ async fn a_pooled_connection_closed_by_the_upstream_is_replaced() {
     }
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
 }
+
+/// One HTTP/1.1 response off a raw connection (bytes past it stay in `pending`): status,
+/// head, body (by content-length or chunked; none for HEAD).
+async fn raw_response(
+    s: &mut tokio::net::TcpStream,
+    pending: &mut Vec<u8>,
+    head_request: bool,
+) -> (u16, String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    async fn more(s: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) {
+        let mut chunk = [0u8; 8192];
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk))
+            .await
+            .expect("answered in time")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(pending));
+        pending.extend_from_slice(&chunk[..n]);
+    }
+    let end = loop {
+        if let Some(at) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        more(s, pending).await;
+    };
+    let head = String::from_utf8(pending.drain(..end).collect()).unwrap();
+    let status: u16 = head[9..12].parse().unwrap();
+    let lower = head.to_ascii_lowercase();
+    let mut body = Vec::new();
+    if head_request {
+        return (status, head, body);
+    }
+    if let Some(v) = lower.split("content-length: ").nth(1) {
+        let n: usize = v.split("\r\n").next().unwrap().parse().unwrap();
+        while pending.len() < n {
+            more(s, pending).await;
+        }
+        body = pending.drain(..n).collect();
+    } else if lower.contains("transfer-encoding: chunked") {
+        loop {
+            let Some(line) = pending.windows(2).position(|w| w == b"\r\n") else {
+                more(s, pending).await;
+                continue;
+            };
+            let size = std::str::from_utf8(&pending[..line]).unwrap();
+            let size = usize::from_str_radix(size, 16).unwrap();
+            while pending.len() < line + 2 + size + 2 {
+                more(s, pending).await;
+            }
+            body.extend_from_slice(&pending[line + 2..line + 2 + size]);
+            pending.drain(..line + 2 + size + 2);
+            if size == 0 {
+                break;
+            }
+        }
+    }
+    (status, head, body)
+}
+
+#[tokio::test]
+async fn http1_requests_pipelined_split_slow_or_chunked_are_all_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let h = chat_harness().await;
+    let body = msg("hello").to_string();
+    let post = |extra: &str| {
+        format!(
+            "POST /chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let ok = |(status, head, body): (u16, String, Vec<u8>)| {
+        let text = String::from_utf8_lossy(&body).to_string();
+        assert_eq!(status, 200, "{head}{text}");
+        assert!(head.contains("\r\ndate: "), "{head}");
+        assert!(text.contains("chat.completion"), "{text}");
+    };
+    let mut s = tokio::net::TcpStream::connect(h.gw.proxy_addr)
+        .await
+        .unwrap();
+    let mut pending = Vec::new();
+    // Two requests in one write: two answers, in order.
+    s.write_all((post("") + &post("")).as_bytes())
+        .await
+        .unwrap();
+    ok(raw_response(&mut s, &mut pending, false).await);
+    ok(raw_response(&mut s, &mut pending, false).await);
+    // The body a moment after its head (as clients that write them apart send it).
+    let req = post("");
+    let (head, rest) = req.split_at(head_of(&req).len());
+    s.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    s.write_all(rest.as_bytes()).await.unwrap();
+    ok(raw_response(&mut s, &mut pending, false).await);
+    // A HEAD answer has no body: the next answer on the connection is read cleanly.
+    s.write_all(b"HEAD /chat HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (status, head, _) = raw_response(&mut s, &mut pending, true).await;
+    assert!(status >= 200, "{head}");
+    s.write_all(post("").as_bytes()).await.unwrap();
+    ok(raw_response(&mut s, &mut pending, false).await);
+    // A body that takes longer to follow still arrives, and the connection goes on.
+    s.write_all(head_of(&post("")).as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    s.write_all(body.as_bytes()).await.unwrap();
+    ok(raw_response(&mut s, &mut pending, false).await);
+    s.write_all(post("").as_bytes()).await.unwrap();
+    ok(raw_response(&mut s, &mut pending, false).await);
+    assert!(pending.is_empty());
+    // A chunked upload, then `connection: close`: answered with it, and closed.
+    let mut s = tokio::net::TcpStream::connect(h.gw.proxy_addr)
+        .await
+        .unwrap();
+    let chunked = format!(
+        "POST /chat HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    s.write_all(chunked.as_bytes()).await.unwrap();
+    ok(raw_response(&mut s, &mut pending, false).await);
+    let mut s = tokio::net::TcpStream::connect(h.gw.proxy_addr)
+        .await
+        .unwrap();
+    s.write_all(post("connection: close\r\n").as_bytes())
+        .await
+        .unwrap();
+    let answer = raw_response(&mut s, &mut pending, false).await;
+    assert!(
+        answer.1.contains("\r\nconnection: close\r\n"),
+        "{}",
+        answer.1
+    );
+    ok(answer);
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "closed after the answer: {read:?}"
+    );
+    // Every upstream request carried the client's body whole.
+    let seen = h.mock.requests();
+    assert_eq!(seen.len(), 8);
+    for r in seen {
+        assert_eq!(r.json().unwrap()["messages"][0]["content"], "hello");
+    }
+}
+
+/// A request's head (through its blank line).
+fn head_of(req: &str) -> &str {
+    &req[..req.find("\r\n\r\n").unwrap() + 4]
+}

@@ -14,11 +14,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::net::inbound;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use self::errors::AdminError;
@@ -121,7 +121,7 @@ pub fn load_env(
 }
 
 /// Answers one Admin API request.
-pub async fn handle(admin: &Admin, req: Request<Incoming>) -> Resp {
+pub async fn handle(admin: &Admin, req: Request<inbound::Body>) -> Resp {
     let gw: &Gateway = &admin.gw;
     let snap = gw.snapshot.load_full();
     let path = req.uri().path().trim_end_matches('/').to_string();

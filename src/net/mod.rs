@@ -11,6 +11,7 @@ pub mod cloud_token;
 pub mod encoding;
 pub mod gcp;
 pub mod h1;
+pub mod inbound;
 pub mod sni;
 pub mod upstream;
 pub mod upstream_tls;

@@ -3,14 +3,14 @@
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 use crate::error::GatewayError;
+use crate::net::inbound;
 
 /// A request body: from the connection, or already in memory (requests the gateway makes
 /// for a WebSocket client).
 pub enum ClientBody {
-    Incoming(Incoming),
+    Incoming(inbound::Body),
     Ready(Bytes),
 }
 
@@ -39,6 +39,11 @@ pub async fn read_limited(
     limit: u64,
     opts: ReadOptions,
 ) -> Result<Bytes, GatewayError> {
+    let body = match body {
+        // Read with its head (HTTP/1.1): already whole, nothing to copy.
+        ClientBody::Incoming(inbound::Body::Whole(b)) => ClientBody::Ready(b.unwrap_or_default()),
+        b => b,
+    };
     let mut body = match body {
         ClientBody::Incoming(b) => b,
         ClientBody::Ready(b) if limit > 0 && b.len() as u64 > limit => {
@@ -81,7 +86,7 @@ pub async fn read_limited(
 /// An HTTP/2 request answered without reading its body (no route, refused): its body,
 /// when some of it is still to come, to be drained ([`drain_rest`]) before the answer, as
 /// after a 413, so a client still uploading reads the answer.
-pub fn unread(body: ClientBody, version: http::Version) -> Option<Incoming> {
+pub fn unread(body: ClientBody, version: http::Version) -> Option<inbound::Body> {
     match body {
         ClientBody::Incoming(b)
             if version == http::Version::HTTP_2 && !hyper::body::Body::is_end_stream(&b) =>
@@ -93,7 +98,7 @@ pub fn unread(body: ClientBody, version: http::Version) -> Option<Incoming> {
 }
 
 /// Drains what [`unread`] left, against the default limit.
-pub async fn drain_rest(body: Incoming) {
+pub async fn drain_rest(body: inbound::Body) {
     drain(body, DEFAULT_DRAIN_LIMIT).await
 }
 
@@ -105,7 +110,7 @@ const DEFAULT_DRAIN_LIMIT: u64 = 1 << 20;
 /// sending may stop short (curl does, "HTTP error before end of send"), and h2 then resets
 /// the stream for its Content-Length (PROTOCOL_ERROR), so the client reports the reset
 /// instead of the answer. Past the bounds the answer goes anyway.
-async fn drain(mut body: Incoming, limit: u64) {
+async fn drain(mut body: inbound::Body, limit: u64) {
     let budget = limit.saturating_mul(8).clamp(1 << 20, LINGER_MAX_BYTES);
     let deadline = tokio::time::Instant::now() + LINGER_TIME;
     let mut seen = 0u64;
@@ -138,7 +143,7 @@ impl UploadSlot {
     /// up to its `model` field (at most 64 KiB: SDKs send the form's fields before its
     /// file), so the model is known, checked and logged before the upload goes out.
     pub async fn new(
-        mut body: Incoming,
+        mut body: inbound::Body,
         length: Option<u64>,
         (limit, opts): (u64, ReadOptions),
         model_in: Option<&str>,
@@ -223,7 +228,7 @@ impl UploadSlot {
 struct Counted {
     /// What was read before sending (to find the model), sent first.
     head: Option<Bytes>,
-    inner: Incoming,
+    inner: inbound::Body,
     seen: u64,
     limit: u64,
     over: std::sync::Arc<std::sync::atomic::AtomicBool>,

@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{header, Request, Response};
-use hyper::body::Incoming;
 
 use crate::error::{ErrorShape, GatewayError};
 use crate::gateway::router::RequestView;
@@ -96,7 +95,7 @@ fn ms(d: Duration) -> u64 {
 /// Handles one proxied request end to end; never fails (errors become responses).
 pub async fn handle(
     gw: Arc<Gateway>,
-    req: Request<Incoming>,
+    req: Request<crate::net::inbound::Body>,
     peer: SocketAddr,
     scheme: &'static str,
     local_port: u16,

@@ -1,8 +1,11 @@
 //! Listeners (proxy and admin), connection handling and graceful shutdown.
 
 pub mod conns;
+mod h1_conn;
+mod h1_wire;
 pub mod parse_errors;
 pub mod reload;
+mod rewind;
 pub mod status;
 pub mod tls;
 
@@ -22,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::admin::Admin;
 use crate::gateway::Gateway;
+use crate::net::inbound;
 
 /// Where to listen.
 #[derive(Clone)]
@@ -347,10 +351,9 @@ async fn serve<F, Fut, B>(
     handler: F,
     tls: Option<tls::LiveAcceptor>,
 ) where
-    F: Fn(http::Request<hyper::body::Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
+    F: Handler<Fut, B>,
     Fut: Future<Output = Result<http::Response<B>, Infallible>> + Send + 'static,
-    B: hyper::body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: SendBody + Unpin,
 {
     let (gw, limits, registry) = shared;
     let (alive, mut all_gone) = mpsc::channel::<()>(1);
@@ -396,22 +399,10 @@ async fn serve<F, Fut, B>(
                 shared.gw.stats.count_accepted();
                 shared.gw.stats.active.fetch_add(1, Ordering::Relaxed);
                 let h = handler.clone();
-                let t = tracker.clone();
-                let svc = service_fn(move |req| {
-                    let guard = t.begin();
-                    let fut = h(req, peer);
-                    async move {
-                        let resp = match fut.await {
-                            Ok(r) => r,
-                            Err(never) => match never {},
-                        };
-                        Ok::<_, Infallible>(resp.map(|b| conns::Tracked::new(b, guard)))
-                    }
-                });
                 let shared = shared.clone();
                 let tls = tls.as_ref().map(|a| a.load_full());
                 tokio::spawn(async move {
-                    connection(stream, peer, tls, svc, &tracker, &shared).await;
+                    connection(stream, peer, tls, h, &tracker, &shared).await;
                     shared.registry.remove(id);
                     shared.gw.stats.active.fetch_sub(1, Ordering::Relaxed);
                 });
@@ -431,8 +422,10 @@ async fn serve<F, Fut, B>(
 
 /// A response body hyper can send on a connection (the proxy's and the Admin API's).
 trait SendBody:
-    hyper::body::Body<Data = bytes::Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
-    + Send
+    hyper::body::Body<
+        Data = bytes::Bytes,
+        Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    > + Send
     + 'static
 {
 }
@@ -440,7 +433,7 @@ trait SendBody:
 impl<B> SendBody for B where
     B: hyper::body::Body<
             Data = bytes::Bytes,
-            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
         > + Send
         + 'static
 {
@@ -469,28 +462,33 @@ impl<S, B: SendBody> ConnService<B> for S where
 {
 }
 
+/// A request handler of a listener (the proxy's or the Admin API's).
+trait Handler<Fut, B>:
+    Fn(http::Request<inbound::Body>, SocketAddr) -> Fut + Clone + Send + Sync + 'static
+{
+}
+
+impl<T, Fut, B> Handler<Fut, B> for T where
+    T: Fn(http::Request<inbound::Body>, SocketAddr) -> Fut + Clone + Send + Sync + 'static
+{
+}
+
 /// Serves one connection (after its TLS handshake, in the connection's own task, never in
 /// the accept loop) until it ends, the gateway stops, or a limit closes it.
-async fn connection<S, B>(
+async fn connection<F, Fut, B>(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<Arc<tokio_rustls::TlsAcceptor>>,
-    svc: S,
-    tracker: &conns::Tracker,
+    handler: F,
+    tracker: &Arc<conns::Tracker>,
     shared: &Shared,
 ) where
-    S: ConnService<B>,
-    B: SendBody,
+    F: Handler<Fut, B>,
+    Fut: Future<Output = Result<http::Response<B>, Infallible>> + Send + 'static,
+    B: SendBody + Unpin,
 {
     let Some(acceptor) = tls else {
-        let conn = shared
-            .builder
-            .serve_connection_with_upgrades(
-                parse_errors::JsonParseErrors::new(TokioIo::new(stream)),
-                svc,
-            )
-            .into_owned();
-        return drive(conn, peer, tracker, shared).await;
+        return serve_io(stream, true, peer, handler, tracker, shared).await;
     };
     // The handshake counts toward the header timeout, as in nginx.
     let limit = shared.limits.header_timeout.unwrap_or(FAR);
@@ -500,14 +498,8 @@ async fn connection<S, B>(
     };
     match shake {
         Ok(Ok(tls)) => {
-            let conn = shared
-                .builder
-                .serve_connection_with_upgrades(
-                    parse_errors::JsonParseErrors::new(TokioIo::new(tls)),
-                    svc,
-                )
-                .into_owned();
-            drive(conn, peer, tracker, shared).await
+            let h1 = tls.get_ref().1.alpn_protocol() != Some(b"h2");
+            serve_io(tls, h1, peer, handler, tracker, shared).await
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => {
@@ -519,6 +511,49 @@ async fn connection<S, B>(
             tracing::info!(%peer, "closed a connection: TLS handshake not done within the header timeout");
         }
     }
+}
+
+/// Serves a connection's requests: HTTP/1.1 ones here (`h1`) until one needs hyper, the
+/// rest (HTTP/2, upgrades, ...) by hyper, given the bytes already read.
+async fn serve_io<I, F, Fut, B>(
+    mut io: I,
+    h1: bool,
+    peer: SocketAddr,
+    handler: F,
+    tracker: &Arc<conns::Tracker>,
+    shared: &Shared,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    F: Handler<Fut, B>,
+    Fut: Future<Output = Result<http::Response<B>, Infallible>> + Send + 'static,
+    B: SendBody + Unpin,
+{
+    let read = if h1 {
+        match h1_conn::serve(&mut io, &handler, peer, tracker, shared).await {
+            h1_conn::End::Closed => return,
+            h1_conn::End::Handover(read) => read,
+        }
+    } else {
+        bytes::Bytes::new()
+    };
+    let t = tracker.clone();
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let guard = t.begin();
+        let fut = handler(req.map(inbound::Body::Hyper), peer);
+        async move {
+            let resp = match fut.await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            };
+            Ok::<_, Infallible>(resp.map(|b| conns::Tracked::new(b, guard)))
+        }
+    });
+    let io = parse_errors::JsonParseErrors::new(TokioIo::new(rewind::Rewind::new(read, io)));
+    let conn = shared
+        .builder
+        .serve_connection_with_upgrades(io, svc)
+        .into_owned();
+    drive(conn, peer, tracker, shared).await
 }
 
 /// A timeout that never fires (a limit turned off).

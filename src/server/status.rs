@@ -11,7 +11,6 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 
@@ -63,7 +62,7 @@ pub async fn start(addr: SocketAddr) -> std::io::Result<StatusListener> {
 }
 
 /// One probe's answer.
-fn answer(node: Option<&Arc<Admin>>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer<B>(node: Option<&Arc<Admin>>, req: &Request<B>) -> Response<Full<Bytes>> {
     let path = req.uri().path().trim_end_matches('/');
     if path != "/status" && path != "/status/ready" {
         return reply(StatusCode::NOT_FOUND, json!({"message": "Not found"}));
