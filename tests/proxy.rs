@@ -1224,6 +1224,26 @@ async fn http1_requests_pipelined_split_slow_or_chunked_are_all_answered() {
     for r in seen {
         assert_eq!(r.json().unwrap()["messages"][0]["content"], "hello");
     }
+    // 200 KB each way: the upload read whole with its head, the answer written as it is;
+    // the connection goes on after both.
+    let mut s = tokio::net::TcpStream::connect(h.gw.proxy_addr)
+        .await
+        .unwrap();
+    let big = "x".repeat(200_000);
+    let mut upload = msg(&format!("[mock:reply={big}]"));
+    upload["model"] = json!("gpt-4o-mini");
+    let upload = upload.to_string();
+    let req = format!(
+        "POST /nostream HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{upload}",
+        upload.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let (status, head, answer) = raw_response(&mut s, &mut pending, false).await;
+    assert_eq!(status, 200, "{head}{}", String::from_utf8_lossy(&answer));
+    let answer: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(answer["choices"][0]["message"]["content"], big);
+    s.write_all(post("").as_bytes()).await.unwrap();
+    ok(raw_response(&mut s, &mut pending, false).await);
 }
 
 /// A request's head (through its blank line).

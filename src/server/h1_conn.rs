@@ -62,8 +62,12 @@ where
     let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut out = Vec::new();
     let mut stop = shared.stop.clone();
+    // One timer for the connection's life, reset only when it fires early (a new one per
+    // request would be inserted into and taken out of the timer wheel every time).
+    let mut timer = std::pin::pin!(tokio::time::sleep(FAR));
     loop {
-        let head = match next_head((&mut *io, &mut buf), (peer, tracker), shared, &mut stop).await {
+        let waits = (&mut stop, timer.as_mut());
+        let head = match next_head((&mut *io, &mut buf), (peer, tracker), shared, waits).await {
             Ok(h) => h,
             Err(end) => return end,
         };
@@ -115,7 +119,10 @@ async fn next_head<I: AsyncRead + Unpin>(
     (io, buf): (&mut I, &mut BytesMut),
     (peer, tracker): (SocketAddr, &conns::Tracker),
     shared: &Shared,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
+    (stop, mut timer): (
+        &mut tokio::sync::watch::Receiver<bool>,
+        std::pin::Pin<&mut tokio::time::Sleep>,
+    ),
 ) -> Result<h1_wire::Head, End> {
     let (allowed, what) = if tracker.served_any() {
         (
@@ -128,8 +135,13 @@ async fn next_head<I: AsyncRead + Unpin>(
             "no complete request head within the header timeout",
         )
     };
-    let idle = tracker.idle_for().unwrap_or_default();
-    let deadline = tokio::time::Instant::now() + allowed.unwrap_or(FAR).saturating_sub(idle);
+    let allowed = allowed.unwrap_or(FAR);
+    // Nothing is in flight here: idle since the last answer (or the accept).
+    let left = |t: &conns::Tracker| allowed.saturating_sub(t.idle_for().unwrap_or_default());
+    let deadline = tokio::time::Instant::now() + left(tracker);
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
     let mut closing = *stop.borrow();
     loop {
         if !buf.is_empty() {
@@ -148,7 +160,12 @@ async fn next_head<I: AsyncRead + Unpin>(
                     return Err(End::Closed);
                 }
             }
-            () = tokio::time::sleep_until(deadline) => {
+            () = timer.as_mut() => {
+                let left = left(tracker);
+                if !left.is_zero() {
+                    timer.as_mut().reset(tokio::time::Instant::now() + left);
+                    continue;
+                }
                 let stats = &shared.gw.stats;
                 if tracker.served_any() {
                     stats.idle_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -272,20 +289,30 @@ where
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        match framing {
+        let payload: &[u8] = match framing {
             Framing::Chunked if !data.is_empty() => {
                 h1_wire::chunk_start(out, data.len());
-                out.extend_from_slice(&data);
-                out.extend_from_slice(b"\r\n");
+                &data
             }
             Framing::Length(n) => {
                 let room = n.saturating_sub(sent).min(data.len() as u64) as usize;
-                out.extend_from_slice(&data[..room]);
                 sent += room as u64;
                 keep_alive &= room == data.len();
+                &data[..room]
             }
-            Framing::Close => out.extend_from_slice(&data),
-            Framing::Chunked | Framing::None => {}
+            Framing::Close => &data,
+            Framing::Chunked | Framing::None => &[],
+        };
+        if payload.len() >= WRITE_BATCH {
+            // A large frame is written from where it is rather than copied.
+            if !send(io, out).await || io.write_all(payload).await.is_err() {
+                return false;
+            }
+        } else {
+            out.extend_from_slice(payload);
+        }
+        if framing == Framing::Chunked && !payload.is_empty() {
+            out.extend_from_slice(b"\r\n");
         }
         if out.len() >= WRITE_BATCH && !send(io, out).await {
             return false;
@@ -300,12 +327,10 @@ where
     send(io, out).await && keep_alive
 }
 
-/// Writes and flushes `out` (then empties it); false when the client is gone.
+/// Writes `out` (then empties it) and flushes what is written; false when the client is
+/// gone.
 async fn send<I: AsyncWrite + Unpin>(io: &mut I, out: &mut Vec<u8>) -> bool {
-    if out.is_empty() {
-        return true;
-    }
-    let ok = io.write_all(out).await.is_ok() && io.flush().await.is_ok();
+    let written = out.is_empty() || io.write_all(out).await.is_ok();
     out.clear();
-    ok
+    written && io.flush().await.is_ok()
 }
