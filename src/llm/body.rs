@@ -41,6 +41,26 @@ pub const MAX_DEPTH: usize = 128;
 
 struct MembersVisitor;
 
+/// Deserializes JSON bytes, read as text when they are UTF-8: serde_json then checks the
+/// body's UTF-8 once instead of once per key and string (a tenth of a chat answer's
+/// decoding, callgrind). Other bytes go through `from_slice`, whose errors name the
+/// position of the bad byte.
+pub fn from_bytes<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> serde_json::Result<T> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    }
+}
+
+/// A body's top-level members, the whole input consumed.
+fn members<'a, R: serde_json::de::Read<'a>>(
+    mut de: serde_json::Deserializer<R>,
+) -> serde_json::Result<Vec<(Cow<'a, str>, &'a RawValue)>> {
+    let members = (&mut de).deserialize_map(MembersVisitor)?;
+    de.end()?;
+    Ok(members)
+}
+
 /// A JSON string borrowed from the input when it has no escapes. serde's own `Cow<str>`
 /// always allocates (also with `#[serde(borrow)]` inside an `Option`), and keys and
 /// `model` are read on every request.
@@ -88,11 +108,12 @@ impl<'de> Visitor<'de> for MembersVisitor {
 impl<'a> BodyView<'a> {
     /// Parses (and fully validates, as I-JSON) a JSON object.
     pub fn parse(bytes: &'a [u8]) -> Result<BodyView<'a>, NotAnObject> {
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let members = (&mut de)
-            .deserialize_map(MembersVisitor)
-            .map_err(NotAnObject::from)?;
-        de.end().map_err(NotAnObject::from)?;
+        // As text when it is UTF-8 (see `from_bytes`); other bytes keep from_slice's errors.
+        let members = match std::str::from_utf8(bytes) {
+            Ok(text) => members(serde_json::Deserializer::from_str(text)),
+            Err(_) => members(serde_json::Deserializer::from_slice(bytes)),
+        }
+        .map_err(NotAnObject::from)?;
         // RawValue skips nested values without checking surrogates or depth (serde_json
         // only checks those when it builds a tree), so they would reach the upstream as sent.
         check_ijson(bytes).map_err(NotAnObject::Invalid)?;

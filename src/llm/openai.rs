@@ -219,7 +219,7 @@ struct ResponseHead<'a> {
 /// Checks a buffered 200 body has the route type's shape and reads usage and model.
 pub fn decode_response(route_type: RouteType, body: &[u8]) -> Result<Decoded<'_>, String> {
     let v: ResponseHead<'_> =
-        serde_json::from_slice(body).map_err(|e| format!("invalid JSON: {e}"))?;
+        super::body::from_bytes(body).map_err(|e| format!("invalid JSON: {e}"))?;
     let ok = match route_type {
         RouteType::Chat | RouteType::Completions => v.choices.is_some(),
         RouteType::Embeddings => v.data.is_some(),
