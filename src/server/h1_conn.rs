@@ -96,8 +96,13 @@ where
             let _ = io.shutdown().await;
             return End::Closed;
         }
-        if out.capacity() > WRITE_BATCH * 2 {
+        // An idle keep-alive connection holds a read buffer's worth, not the largest
+        // exchange it once had (a big upload's tail, a big answer's copy).
+        if out.capacity() > READ_BUF {
             out = Vec::new();
+        }
+        if buf.is_empty() && buf.capacity() > 2 * READ_BUF {
+            buf = BytesMut::with_capacity(READ_BUF);
         }
     }
 }

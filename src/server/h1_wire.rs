@@ -406,6 +406,48 @@ mod tests {
     }
 
     #[test]
+    fn mangled_heads_never_panic_and_lose_no_bytes() {
+        let good = b"POST /v1/chat/completions?a=1 HTTP/1.1\r\nHost: gw\r\nContent-Length: 2\r\nX-Key: v\r\n\r\n{}";
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for _ in 0..20_000 {
+            let mut bytes = good.to_vec();
+            for _ in 0..1 + next() % 4 {
+                let at = (next() % bytes.len() as u64) as usize;
+                match next() % 3 {
+                    0 => bytes[at] = next() as u8,
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(
+                        at,
+                        [b'\r', b'\n', b':', b' ', 0, 0xff][(next() % 6) as usize],
+                    ),
+                }
+            }
+            let mut buf = BytesMut::from(&bytes[..]);
+            match parse_request(&mut buf) {
+                Parsed::Partial => assert_eq!(&buf[..], &bytes[..]),
+                Parsed::Handover(taken) => {
+                    let mut whole = taken.to_vec();
+                    whole.extend_from_slice(&buf);
+                    assert_eq!(whole, bytes);
+                }
+                Parsed::Head(h) => {
+                    let mut whole = h.raw.to_vec();
+                    whole.extend_from_slice(&buf);
+                    assert_eq!(whole, bytes);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn chunk_sizes_are_hex() {
         for (n, hex) in [
             (0usize, "0\r\n"),
