@@ -14,8 +14,8 @@ use http::{Method, StatusCode, Uri, Version};
 
 /// The largest response head accepted (nginx's default is 4–8 KiB).
 pub const MAX_HEAD: usize = 64 * 1024 - 1;
-/// Headers a response head may carry.
-const MAX_HEADERS: usize = 100;
+/// Headers a head may carry (hyper's limit too).
+pub const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line (with extensions) and all trailers together.
 const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 64 * 1024;
@@ -127,21 +127,7 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
         } else {
             Version::HTTP_11
         };
-        // Where each header's name and value sit in the head (16-bit offsets: a head is
-        // at most 64 KiB), so the values can share the head's bytes once they are frozen.
-        let base = buf.as_ptr() as usize;
-        let at = |p: *const u8| (p as usize - base) as u16;
-        let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
-        let count = resp.headers.len();
-        for (slot, h) in spans.iter_mut().zip(resp.headers.iter()) {
-            let (name, value) = (at(h.name.as_ptr()), at(h.value.as_ptr()));
-            *slot = (
-                name,
-                name + h.name.len() as u16,
-                value,
-                value + h.value.len() as u16,
-            );
-        }
+        let (spans, count) = header_spans(buf, resp.headers);
         let head = buf.split_to(len).freeze();
         if status.is_informational() {
             // 100 Continue and 103 Early Hints precede the real answer.
@@ -150,16 +136,8 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             }
             continue;
         }
-        let mut headers = HeaderMap::with_capacity(count);
-        for &(name_at, name_end, value_at, value_end) in spans.iter().take(count) {
-            let (name_at, name_end) = (usize::from(name_at), usize::from(name_end));
-            let (value_at, value_end) = (usize::from(value_at), usize::from(value_end));
-            let name = HeaderName::from_bytes(&head[name_at..name_end])
-                .map_err(|_| H1Error::Head("header name"))?;
-            let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_end))
-                .map_err(|_| H1Error::Head("header value"))?;
-            headers.append(name, value);
-        }
+        let headers =
+            header_map(&head, &spans[..count]).ok_or(H1Error::Head("header name or value"))?;
         let keep_alive = keeps_alive(version, &headers);
         let body = framing(status, head_request, &headers)?;
         // A body that ends when the connection does leaves nothing to reuse.
@@ -172,6 +150,41 @@ pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>
             keep_alive,
         }));
     }
+}
+
+/// Where each header's name and value sit in a parsed head, as (name start, name end,
+/// value start, value end) offsets into `buf` (16 bits: a head is at most 64 KiB), so the
+/// values can share the head's bytes once it is frozen; and how many there are.
+pub fn header_spans(
+    buf: &[u8],
+    headers: &[httparse::Header<'_>],
+) -> ([(u16, u16, u16, u16); MAX_HEADERS], usize) {
+    let base = buf.as_ptr() as usize;
+    let at = |p: *const u8| (p as usize - base) as u16;
+    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
+    for (slot, h) in spans.iter_mut().zip(headers) {
+        let (name, value) = (at(h.name.as_ptr()), at(h.value.as_ptr()));
+        *slot = (
+            name,
+            name + h.name.len() as u16,
+            value,
+            value + h.value.len() as u16,
+        );
+    }
+    (spans, headers.len().min(MAX_HEADERS))
+}
+
+/// The header map of a frozen head from its [`header_spans`]; values share `head`. None
+/// when a name or value is not one `http` accepts.
+pub fn header_map(head: &Bytes, spans: &[(u16, u16, u16, u16)]) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for &(name_at, name_end, value_at, value_end) in spans {
+        let name = &head[usize::from(name_at)..usize::from(name_end)];
+        let value = head.slice(usize::from(value_at)..usize::from(value_end));
+        let name = HeaderName::from_bytes(name).ok()?;
+        headers.append(name, HeaderValue::from_maybe_shared(value).ok()?);
+    }
+    Some(headers)
 }
 
 /// HTTP/1.1 keeps the connection unless told `close`; 1.0 only with `keep-alive`.

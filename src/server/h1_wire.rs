@@ -12,13 +12,13 @@ use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, DATE};
+use http::header::{HeaderMap, CONNECTION, CONTENT_LENGTH, DATE};
 use http::{Method, Request, StatusCode, Uri, Version};
 
-/// The largest request head read here; a longer one goes to hyper, which answers 431.
-pub const MAX_HEAD: usize = 64 * 1024 - 1;
-/// Headers a request head may carry here (hyper's limit is 100 too).
-const MAX_HEADERS: usize = 100;
+/// The largest request head read here (as the upstream client's); a longer one goes to
+/// hyper, which answers 431.
+pub use crate::net::h1::MAX_HEAD;
+use crate::net::h1::{self, MAX_HEADERS};
 
 /// A request head taken off the read buffer.
 #[derive(Debug)]
@@ -72,38 +72,17 @@ pub fn parse_request(buf: &mut BytesMut) -> Parsed {
     if method == Method::CONNECT || !path.starts_with('/') {
         return Parsed::Handover(Bytes::new());
     }
-    // Where the target and each header sit in the head (16-bit offsets: a head is at most
-    // 64 KiB), so they can share the head's bytes once it is frozen.
-    let base = buf.as_ptr() as usize;
-    let at = |p: *const u8| (p as usize - base) as u16;
-    let target = (at(path.as_ptr()), at(path.as_ptr()) + path.len() as u16);
-    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
-    let count = req.headers.len();
-    for (slot, h) in spans.iter_mut().zip(req.headers.iter()) {
-        let (name, value) = (at(h.name.as_ptr()), at(h.value.as_ptr()));
-        *slot = (
-            name,
-            name + h.name.len() as u16,
-            value,
-            value + h.value.len() as u16,
-        );
-    }
+    // The target's place in the head, like the headers' (net::h1::header_spans).
+    let at = path.as_ptr() as usize - buf.as_ptr() as usize;
+    let target = at..at + path.len();
+    let (spans, count) = h1::header_spans(buf, req.headers);
     let raw = buf.split_to(len).freeze();
-    let span = |from: u16, to: u16| raw.slice(usize::from(from)..usize::from(to));
-    let Ok(uri) = Uri::from_maybe_shared(span(target.0, target.1)) else {
+    let Ok(uri) = Uri::from_maybe_shared(raw.slice(target)) else {
         return Parsed::Handover(raw);
     };
-    let mut headers = HeaderMap::with_capacity(count);
-    for &(name_at, name_end, value_at, value_end) in spans.iter().take(count) {
-        let name = &raw[usize::from(name_at)..usize::from(name_end)];
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name),
-            HeaderValue::from_maybe_shared(span(value_at, value_end)),
-        ) else {
-            return Parsed::Handover(raw);
-        };
-        headers.append(name, value);
-    }
+    let Some(headers) = h1::header_map(&raw, &spans[..count]) else {
+        return Parsed::Handover(raw);
+    };
     let Some((body_len, keep_alive)) = plain_exchange(&headers) else {
         return Parsed::Handover(raw);
     };
@@ -355,7 +334,7 @@ mod tests {
         let mut map = HeaderMap::new();
         for (n, v) in headers {
             map.append(
-                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                http::header::HeaderName::from_bytes(n.as_bytes()).unwrap(),
                 v.parse().unwrap(),
             );
         }
