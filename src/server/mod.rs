@@ -351,7 +351,7 @@ async fn serve<F, Fut, B>(
     handler: F,
     tls: Option<tls::LiveAcceptor>,
 ) where
-    F: Handler<Fut, B>,
+    F: Handler<Fut>,
     Fut: Future<Output = Result<http::Response<B>, Infallible>> + Send + 'static,
     B: SendBody + Unpin,
 {
@@ -463,12 +463,12 @@ impl<S, B: SendBody> ConnService<B> for S where
 }
 
 /// A request handler of a listener (the proxy's or the Admin API's).
-trait Handler<Fut, B>:
+trait Handler<Fut>:
     Fn(http::Request<inbound::Body>, SocketAddr) -> Fut + Clone + Send + Sync + 'static
 {
 }
 
-impl<T, Fut, B> Handler<Fut, B> for T where
+impl<T, Fut> Handler<Fut> for T where
     T: Fn(http::Request<inbound::Body>, SocketAddr) -> Fut + Clone + Send + Sync + 'static
 {
 }
@@ -483,7 +483,7 @@ async fn connection<F, Fut, B>(
     tracker: &Arc<conns::Tracker>,
     shared: &Shared,
 ) where
-    F: Handler<Fut, B>,
+    F: Handler<Fut>,
     Fut: Future<Output = Result<http::Response<B>, Infallible>> + Send + 'static,
     B: SendBody + Unpin,
 {
@@ -524,7 +524,7 @@ async fn serve_io<I, F, Fut, B>(
     shared: &Shared,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    F: Handler<Fut, B>,
+    F: Handler<Fut>,
     Fut: Future<Output = Result<http::Response<B>, Infallible>> + Send + 'static,
     B: SendBody + Unpin,
 {
