@@ -80,7 +80,7 @@ pub fn parse_request(buf: &mut BytesMut) -> Parsed {
     let Ok(uri) = Uri::from_maybe_shared(raw.slice(target)) else {
         return Parsed::Handover(raw);
     };
-    let Some(headers) = h1::header_map(&raw, &spans[..count]) else {
+    let Some(headers) = h1::header_map(&raw, &spans[..count], 0) else {
         return Parsed::Handover(raw);
     };
     let Some((body_len, keep_alive)) = plain_exchange(&headers) else {
