@@ -327,13 +327,11 @@ pub fn is_json(content_type: Option<&http::HeaderValue>) -> bool {
     let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    mime == "application/json" || mime.ends_with("+json")
+    let mime = ct.split(';').next().unwrap_or("").trim().as_bytes();
+    // Compared in place, case-insensitively: lower-casing a copy allocated per request.
+    let suffix = mime.len().checked_sub(5).and_then(|at| mime.get(at..));
+    mime.eq_ignore_ascii_case(b"application/json")
+        || suffix.is_some_and(|s| s.eq_ignore_ascii_case(b"+json"))
 }
 
 #[cfg(test)]
@@ -346,6 +344,10 @@ mod tests {
         assert!(is_json(None));
         assert!(is_json(Some(&h("application/json; charset=utf-8"))));
         assert!(is_json(Some(&h("application/vnd.api+json"))));
+        assert!(is_json(Some(&h("Application/JSON"))));
+        assert!(is_json(Some(&h(" APPLICATION/VND.API+JSON ; q=1"))));
+        assert!(!is_json(Some(&h("json"))));
+        assert!(!is_json(Some(&h("application/jsonx"))));
         assert!(!is_json(Some(&h("text/plain"))));
         assert!(!is_json(Some(&h("multipart/form-data; boundary=x"))));
     }

@@ -603,7 +603,8 @@ fn header_filter(
         text.push_str(provider);
         text.push('/');
         text.push_str(m);
-        if let Ok(v) = HeaderValue::from_str(&text) {
+        // The text's own buffer becomes the value: from_str would copy it.
+        if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(text)) {
             headers.insert(X_KONG_LLM_MODEL, v);
         }
     }

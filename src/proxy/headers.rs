@@ -72,7 +72,7 @@ pub fn forward_headers(client: &HeaderMap, host: HeaderValue, f: &Forwarded<'_>)
             h.insert(name, v);
         }
     };
-    let ip = HeaderValue::from_str(f.client_ip).ok();
+    let ip = LAST_IP.with(|c| c.borrow_mut().value(f.client_ip));
     match (f.prior_for, &ip) {
         (Some(p), _) => set(&mut h, X_FORWARDED_FOR, &format!("{p}, {}", f.client_ip)),
         // One value for both headers: a clone shares its bytes.
@@ -90,11 +90,43 @@ pub fn forward_headers(client: &HeaderMap, host: HeaderValue, f: &Forwarded<'_>)
         other => HeaderValue::from_str(other).unwrap_or(HeaderValue::from_static("http")),
     };
     h.insert(X_FORWARDED_PROTO, proto);
-    set(&mut h, X_FORWARDED_HOST, f.host);
-    h.insert(X_FORWARDED_PORT, HeaderValue::from(f.port));
+    if let Some(v) = LAST_HOST.with(|c| c.borrow_mut().value(f.host)) {
+        h.insert(X_FORWARDED_HOST, v);
+    }
+    let mut port = itoa::Buffer::new();
+    let port = port.format(f.port);
+    if let Some(v) = LAST_PORT.with(|c| c.borrow_mut().value(port)) {
+        h.insert(X_FORWARDED_PORT, v);
+    }
     set(&mut h, X_FORWARDED_PATH, f.path);
     set(&mut h, X_KONG_REQUEST_ID, f.request_id);
     h
+}
+
+/// The header value of the text a worker thread saw last in one place (the client's
+/// address, its host, its port): these repeat request after request, and a cached value's
+/// clone shares its bytes where making one allocates, copies and checks the text.
+#[derive(Default)]
+struct LastValue {
+    text: String,
+    value: Option<HeaderValue>,
+}
+
+impl LastValue {
+    /// `text` as a header value (None when it cannot be one).
+    fn value(&mut self, text: &str) -> Option<HeaderValue> {
+        if self.text != text || self.value.is_none() {
+            self.value = Some(HeaderValue::from_str(text).ok()?);
+            text.clone_into(&mut self.text);
+        }
+        self.value.clone()
+    }
+}
+
+thread_local! {
+    static LAST_IP: std::cell::RefCell<LastValue> = std::cell::RefCell::default();
+    static LAST_HOST: std::cell::RefCell<LastValue> = std::cell::RefCell::default();
+    static LAST_PORT: std::cell::RefCell<LastValue> = std::cell::RefCell::default();
 }
 
 /// The header names the client's `Connection` header lists (hop-by-hop for this request);
@@ -235,5 +267,30 @@ mod tests {
         let h = forward_headers(&client, HeaderValue::from_static("a"), &first_hop);
         assert_eq!(h["x-forwarded-for"], "10.1.2.3");
         assert_eq!(h["x-forwarded-proto"], "https");
+        // The per-thread values follow each request's own address, host and port.
+        let other = Forwarded {
+            client_ip: "10.9.9.9",
+            host: "other.example",
+            port: 8443,
+            ..first_hop
+        };
+        for (f, ip, host, port) in [
+            (&other, "10.9.9.9", "other.example", "8443"),
+            (&first_hop, "10.1.2.3", "gw.example", "8000"),
+        ] {
+            let h = forward_headers(&client, HeaderValue::from_static("a"), f);
+            assert_eq!(h["x-real-ip"], ip);
+            assert_eq!(h["x-forwarded-for"], ip);
+            assert_eq!(h["x-forwarded-host"], host);
+            assert_eq!(h["x-forwarded-port"], port);
+        }
+        let bad = Forwarded {
+            host: "bad\nhost",
+            ..first_hop
+        };
+        let h = forward_headers(&client, HeaderValue::from_static("a"), &bad);
+        assert!(!h.contains_key("x-forwarded-host"));
+        let h = forward_headers(&client, HeaderValue::from_static("a"), &first_hop);
+        assert_eq!(h["x-forwarded-host"], "gw.example");
     }
 }
