@@ -134,10 +134,65 @@ impl AiLog {
     }
 }
 
+/// A request's id, held as the header value it is sent as: the upstream's and the
+/// client's `X-Kong-Request-Id` share its bytes (as text it was copied into a new value
+/// for each, and cloned for the handler).
+#[derive(Debug, Clone)]
+pub struct RequestId(http::HeaderValue);
+
+impl RequestId {
+    /// An id from its text; empty when the text cannot be a header value.
+    pub fn new(text: &str) -> RequestId {
+        RequestId(
+            http::HeaderValue::from_str(text)
+                .unwrap_or_else(|_| http::HeaderValue::from_static("")),
+        )
+    }
+
+    /// The id as a header value (a clone shares its bytes).
+    pub fn header(&self) -> http::HeaderValue {
+        self.0.clone()
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // A value made from text (`new`, `From<HeaderValue>` of visible ASCII) is text.
+        self.0.to_str().unwrap_or_default()
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        RequestId(http::HeaderValue::from_static(""))
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl From<http::HeaderValue> for RequestId {
+    fn from(v: http::HeaderValue) -> Self {
+        match v.to_str() {
+            Ok(_) => RequestId(v),
+            Err(_) => RequestId::default(),
+        }
+    }
+}
+
 /// Everything the log phase knows about one request.
 #[derive(Debug)]
 pub struct RequestLog {
-    pub request_id: String,
+    pub request_id: RequestId,
     pub started_at_ms: u64,
     pub started: Instant,
     /// Client address, method, URL and headers (set by `capture_request`).
@@ -183,7 +238,7 @@ pub struct RequestLog {
 impl RequestLog {
     /// A record with only what every response needs; `capture_request` fills the rest when
     /// a log plugin will read it.
-    pub fn new(request_id: String, started: Instant) -> RequestLog {
+    pub fn new(request_id: RequestId, started: Instant) -> RequestLog {
         RequestLog {
             request_id,
             started_at_ms: crate::rt::clock::millis_since_epoch()

@@ -222,7 +222,7 @@ pub fn spans(log: &RequestLog, trace: &TraceCtx, snap: &Entities) -> Vec<Value> 
             "url.path",
             json!(log.request.uri().split('?').next().unwrap_or("")),
         ),
-        attr("kong.request.id", json!(log.request_id)),
+        attr("kong.request.id", json!(log.request_id.as_str())),
     ];
     let names = log.names(snap);
     if !names.route.is_empty() {

@@ -4,7 +4,7 @@
 use std::ops::{Deref, DerefMut};
 use std::time::Instant;
 
-use crate::observe::log::RequestLog;
+use crate::observe::log::{RequestId, RequestLog};
 use crate::plugins::ai_rate_limiting::Charge;
 
 /// A request's record and pending work. It reads as its record (`Deref`), since nearly
@@ -22,7 +22,7 @@ pub struct Exchange {
 
 impl Exchange {
     /// A new request's exchange.
-    pub fn new(request_id: String, started: Instant) -> Exchange {
+    pub fn new(request_id: RequestId, started: Instant) -> Exchange {
         Exchange {
             record: Box::new(RequestLog::new(request_id, started)),
             charges: Vec::new(),

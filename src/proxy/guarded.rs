@@ -120,7 +120,7 @@ fn refuse(
         .add(&[plugin, "blocked", ""], 1.0);
     let mut log = match finish {
         Some(f) => f.log,
-        None => Exchange::new(request_id.to_string(), started),
+        None => Exchange::new(crate::observe::log::RequestId::new(request_id), started),
     };
     log.guardrail = Some("blocked");
     let e = GatewayError::ResponseBlocked(BAD_RESPONSE.into());

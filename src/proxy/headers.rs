@@ -16,7 +16,7 @@ pub struct Forwarded<'a> {
     pub host: &'a str,
     pub port: u16,
     pub path: &'a str,
-    pub request_id: &'a str,
+    pub request_id: &'a crate::observe::log::RequestId,
     pub prior_for: Option<&'a str>,
     /// The client's Host header as sent (with port).
     pub original_host: &'a str,
@@ -99,7 +99,7 @@ pub fn forward_headers(client: &HeaderMap, host: HeaderValue, f: &Forwarded<'_>)
         h.insert(X_FORWARDED_PORT, v);
     }
     set(&mut h, X_FORWARDED_PATH, f.path);
-    set(&mut h, X_KONG_REQUEST_ID, f.request_id);
+    h.insert(X_KONG_REQUEST_ID, f.request_id.header());
     h
 }
 
@@ -196,9 +196,7 @@ pub(super) fn add_proxy_headers(h: &mut HeaderMap, log: &RequestLog) {
         X_KONG_PROXY_LATENCY,
         ms_header(log.proxy_latency_ms.unwrap_or(0)),
     );
-    if let Ok(v) = HeaderValue::from_str(&log.request_id) {
-        h.insert(X_KONG_REQUEST_ID, v);
-    }
+    h.insert(X_KONG_REQUEST_ID, log.request_id.header());
     h.append(header::VIA, HeaderValue::from_static(crate::VIA_TOKEN));
 }
 
@@ -237,7 +235,7 @@ mod tests {
             host: "gw.example",
             port: 8000,
             path: "/chat",
-            request_id: "rid",
+            request_id: &crate::observe::log::RequestId::new("rid"),
             prior_for: Some("1.1.1.1"),
             original_host: "gw.example:8000",
         };

@@ -31,6 +31,7 @@ use http::{header, Request, Response};
 use crate::error::{ErrorShape, GatewayError};
 use crate::gateway::router::RequestView;
 use crate::gateway::{Gateway, DEFAULT_BODY_LIMIT};
+use crate::observe::log::RequestId;
 use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::plugins::template::TemplateSources;
@@ -45,14 +46,17 @@ use self::plain::{proxy_plain, upstream_path};
 
 /// A 32-hex-digit request id: a random per-process prefix and a counter, so ids are unique
 /// without a system call per request.
-pub(crate) fn next_request_id() -> String {
+pub(crate) fn next_request_id() -> RequestId {
     static PREFIX: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(|| uuid::Uuid::new_v4().as_u64_pair().0);
     let mut id = String::with_capacity(32);
     push_hex(&mut id, prefix);
     push_hex(&mut id, COUNTER.fetch_add(1, Ordering::Relaxed));
-    id
+    // The text's buffer becomes the value (hex digits are always a valid one).
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
+        .map(RequestId::from)
+        .unwrap_or_default()
 }
 
 /// `v` as 16 lower-case hex digits: `format!("{v:016x}")` without the formatting
@@ -568,7 +572,7 @@ async fn read_body(
 fn forwarded<'a>(
     c: &'a Conn<'a>,
     uri: &'a http::Uri,
-    request_id: &'a str,
+    request_id: &'a RequestId,
     client_headers: &'a http::HeaderMap,
 ) -> Forwarded<'a> {
     let host = c.host;

@@ -186,7 +186,7 @@ impl Finish {
             let started = self.log.started;
             let log = std::mem::replace(
                 &mut self.log.record,
-                Box::new(RequestLog::new(String::new(), started)),
+                Box::new(RequestLog::new(Default::default(), started)),
             );
             let job =
                 crate::observe::log::LogJob::new(log, snapshot.entities.clone(), line.clone());
