@@ -88,6 +88,17 @@ async fn s1_ping_reaches_responses_and_is_logged() {
         Some("Bearer sk-provider-secret")
     );
     assert_eq!(seen.json().unwrap()["model"], "gpt-4o");
+    // The upstream gets the client's request id and where the client came from.
+    assert_eq!(
+        seen.header("x-kong-request-id"),
+        r.header("x-kong-request-id")
+    );
+    let gateway = h.url("/");
+    let port = gateway.rsplit(':').next().and_then(|p| p.strip_suffix('/'));
+    assert_eq!(seen.header("x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-host"), Some("127.0.0.1"));
+    assert_eq!(seen.header("x-forwarded-port"), port);
 
     let lines = h.wait_log("codex.log", 1).await;
     assert_eq!(lines.len(), 1);
