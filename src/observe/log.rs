@@ -141,12 +141,16 @@ impl AiLog {
 pub struct RequestId(http::HeaderValue);
 
 impl RequestId {
-    /// An id from its text; empty when the text cannot be a header value.
-    pub fn new(text: &str) -> RequestId {
-        RequestId(
-            http::HeaderValue::from_str(text)
-                .unwrap_or_else(|_| http::HeaderValue::from_static("")),
-        )
+    /// An id from its text, whose buffer becomes the value; empty when the text is not
+    /// visible ASCII (so [`as_str`](Self::as_str) always has it).
+    pub fn new(text: String) -> RequestId {
+        let value = text
+            .is_ascii()
+            .then(|| http::HeaderValue::from_maybe_shared(bytes::Bytes::from(text)));
+        match value {
+            Some(Ok(v)) => RequestId(v),
+            _ => RequestId::default(),
+        }
     }
 
     /// The id as a header value (a clone shares its bytes).
@@ -156,7 +160,7 @@ impl RequestId {
 
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        // A value made from text (`new`, `From<HeaderValue>` of visible ASCII) is text.
+        // `new` only keeps visible ASCII.
         self.0.to_str().unwrap_or_default()
     }
 }
@@ -177,15 +181,6 @@ impl std::ops::Deref for RequestId {
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl From<http::HeaderValue> for RequestId {
-    fn from(v: http::HeaderValue) -> Self {
-        match v.to_str() {
-            Ok(_) => RequestId(v),
-            Err(_) => RequestId::default(),
-        }
     }
 }
 

@@ -120,7 +120,10 @@ fn refuse(
         .add(&[plugin, "blocked", ""], 1.0);
     let mut log = match finish {
         Some(f) => f.log,
-        None => Exchange::new(crate::observe::log::RequestId::new(request_id), started),
+        None => Exchange::new(
+            crate::observe::log::RequestId::new(request_id.to_owned()),
+            started,
+        ),
     };
     log.guardrail = Some("blocked");
     let e = GatewayError::ResponseBlocked(BAD_RESPONSE.into());

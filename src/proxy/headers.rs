@@ -235,7 +235,7 @@ mod tests {
             host: "gw.example",
             port: 8000,
             path: "/chat",
-            request_id: &crate::observe::log::RequestId::new("rid"),
+            request_id: &crate::observe::log::RequestId::new("rid".into()),
             prior_for: Some("1.1.1.1"),
             original_host: "gw.example:8000",
         };

@@ -53,10 +53,7 @@ pub(crate) fn next_request_id() -> RequestId {
     let mut id = String::with_capacity(32);
     push_hex(&mut id, prefix);
     push_hex(&mut id, COUNTER.fetch_add(1, Ordering::Relaxed));
-    // The text's buffer becomes the value (hex digits are always a valid one).
-    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
-        .map(RequestId::from)
-        .unwrap_or_default()
+    RequestId::new(id)
 }
 
 /// `v` as 16 lower-case hex digits: `format!("{v:016x}")` without the formatting
