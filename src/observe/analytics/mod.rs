@@ -453,7 +453,6 @@ impl Writer {
             pace.sleep(took);
             let closed = super::take_queued(&self.rx, &mut queued);
             took = queued.len();
-            let mut aside = StepAside::new();
             for msg in queued.drain(..) {
                 match msg {
                     Msg::Rows(rows) => {
@@ -463,11 +462,14 @@ impl Writer {
                     Msg::Flush(reply) => flushes.push(reply),
                 }
             }
+            // A turn with nothing to write leaves the proxy's poller alone (see StepAside).
             let due = batch.len() >= BATCH
-                || written_at.elapsed() >= FLUSH_EVERY
                 || closed
-                || !flushes.is_empty();
+                || !flushes.is_empty()
+                || (written_at.elapsed() >= FLUSH_EVERY
+                    && (!batch.is_empty() || self.housekeeping_due()));
             if due {
+                let mut aside = StepAside::new();
                 self.retry_store(&mut aside);
                 for chunk in batch.chunks(BATCH) {
                     self.write(chunk, &mut aside);
@@ -475,7 +477,6 @@ impl Writer {
                 batch.clear();
                 written_at = Instant::now();
             }
-            drop(aside);
             for reply in flushes.drain(..) {
                 let _ = reply.send(());
             }
@@ -483,6 +484,16 @@ impl Writer {
                 return;
             }
         }
+    }
+
+    /// True when `retry_store` has something to do even without rows: a failed store to
+    /// retry, or a spill file to look for.
+    fn housekeeping_due(&self) -> bool {
+        self.failed_at.is_some()
+            || self.store.is_none()
+            || self
+                .spill_checked_at
+                .is_none_or(|t| t.elapsed() >= SPILL_CHECK_EVERY)
     }
 
     /// After a failure: reopen the store now and then, and replay what was spilled.
