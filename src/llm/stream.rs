@@ -317,8 +317,8 @@ impl SseObserver {
             let mut start = 0;
             let mut kept_from = 0;
             let mut out: Option<BytesMut> = None;
-            while let Some((end, sep)) = find_event_end(&chunk[start..]) {
-                let keep = self.inspect(&chunk[start..start + end]);
+            while let Some((end, sep, one_line)) = find_event_end(&chunk[start..]) {
+                let keep = self.inspect(&chunk[start..start + end], one_line);
                 if !keep && self.strip_usage_chunk {
                     let o = out.get_or_insert_with(|| BytesMut::with_capacity(chunk.len()));
                     o.extend_from_slice(&chunk[kept_from..start]);
@@ -347,9 +347,9 @@ impl SseObserver {
         } else {
             None
         };
-        while let Some((end, sep)) = find_event_end(&self.pending) {
+        while let Some((end, sep, one_line)) = find_event_end(&self.pending) {
             let event = self.pending.split_to(end + sep).freeze();
-            let keep = self.inspect(&event[..end]);
+            let keep = self.inspect(&event[..end], one_line);
             if let (Some(o), true) = (out.as_mut(), keep) {
                 o.extend_from_slice(&event);
             }
@@ -367,17 +367,18 @@ impl SseObserver {
             return None;
         }
         let tail = self.pending.split().freeze();
-        let keep = self.inspect(&tail);
+        let keep = self.inspect(&tail, false);
         (self.strip_usage_chunk && keep).then_some(tail)
     }
 
-    /// Looks at one event; returns false when it must not be forwarded.
-    fn inspect(&mut self, event: &[u8]) -> bool {
+    /// Looks at one event (`one_line`: it holds no line break); returns false when it
+    /// must not be forwarded.
+    fn inspect(&mut self, event: &[u8], one_line: bool) -> bool {
         // Almost every event is a single `data:` line: borrow it; join only real multi-line data.
         let mut single: Option<&[u8]> = None;
         let mut joined: Option<Vec<u8>> = None;
         let mut event_type: Option<&[u8]> = None;
-        for line in lines(event) {
+        for line in lines(event, one_line) {
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             if let Some(d) = line.strip_prefix(b"data:") {
                 let d = d.strip_prefix(b" ").unwrap_or(d);
@@ -525,13 +526,15 @@ impl SseObserver {
     }
 }
 
-/// Position and separator length of the first blank line (`\n\n` or `\r\n\r\n`).
-fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
+/// Position and separator length of the first blank line (`\n\n` or `\r\n\r\n`), and
+/// whether the event before it is one line (nearly always: one `data:` line), which spares
+/// [`lines`] a second search.
+fn find_event_end(buf: &[u8]) -> Option<(usize, usize, bool)> {
     let mut from = 0;
     while let Some(i) = memchr::memchr(b'\n', &buf[from..]).map(|i| i + from) {
         match buf.get(i + 1) {
-            Some(b'\n') => return Some((i, 2)),
-            Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some((i, 3)),
+            Some(b'\n') => return Some((i, 2, from == 0)),
+            Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some((i, 3, from == 0)),
             None => return None,
             _ => from = i + 1,
         }
@@ -541,11 +544,16 @@ fn find_event_end(buf: &[u8]) -> Option<(usize, usize)> {
 
 /// An event's lines, found with `memchr` (a byte-at-a-time `split` was most of the
 /// observer's time on a ~200-byte event).
-fn lines(event: &[u8]) -> impl Iterator<Item = &[u8]> {
+fn lines(event: &[u8], one_line: bool) -> impl Iterator<Item = &[u8]> {
     let mut rest = Some(event);
     std::iter::from_fn(move || {
         let r = rest?;
-        match memchr::memchr(b'\n', r) {
+        let next = if one_line {
+            None
+        } else {
+            memchr::memchr(b'\n', r)
+        };
+        match next {
             Some(i) => {
                 rest = Some(&r[i + 1..]);
                 Some(&r[..i])
@@ -563,6 +571,8 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Searchers built once: building a memmem searcher costs more than running it on one event.
+/// (One aho-corasick pass for both keys, its packed Teddy searcher, cost more than these two
+/// passes: 9.8k vs 8.0k instructions per 20-chunk stream.)
 static USAGE: LazyLock<memchr::memmem::Finder<'static>> =
     LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
 static ERROR: LazyLock<memchr::memmem::Finder<'static>> =
@@ -639,6 +649,26 @@ data: [DONE]\n\n";
             assert_eq!(feed(&mut o, s, step), s);
             assert_eq!(o.model.as_deref(), Some("gpt-4o"));
             assert_eq!(o.usage.as_ref().map(|u| u.total_tokens), Some(7));
+            assert!(o.completed);
+        }
+    }
+
+    /// One-line events (read without a second search for line breaks), with CRLF endings.
+    #[test]
+    fn one_line_events_with_crlf_endings() {
+        assert_eq!(find_event_end(b"data: x\r\n\r\nmore"), Some((8, 3, true)));
+        assert_eq!(
+            find_event_end(b"event: e\ndata: x\n\n"),
+            Some((16, 2, false))
+        );
+        assert_eq!(find_event_end(b"data: x\n"), None);
+        let s = "data: {\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":1,\
+\"completion_tokens\":2,\"total_tokens\":3}}\r\n\r\ndata: [DONE]\r\n\r\n";
+        for step in [1, 5, 4096] {
+            let mut o = SseObserver::new(Dialect::ChatLike, false);
+            assert_eq!(feed(&mut o, s, step), s);
+            assert_eq!(o.model.as_deref(), Some("gpt-4o"));
+            assert_eq!(o.usage.as_ref().map(|u| u.total_tokens), Some(3));
             assert!(o.completed);
         }
     }

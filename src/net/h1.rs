@@ -8,7 +8,7 @@
 //! client adds a dispatch channel, a response oneshot and a connection task to drive, which
 //! callgrind counted at several thousand instructions per proxied request.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
 use http::{Method, StatusCode, Uri, Version};
 
@@ -356,7 +356,9 @@ fn chunk_step(
                 return Ok(None);
             };
             let size = chunk_size(&buf[..end])?;
-            let _ = buf.split_to(end + 1);
+            // Framing is skipped, not split off: a split made and dropped a shared handle
+            // three times per chunk (callgrind: ~3k instructions per 20-chunk stream).
+            buf.advance(end + 1);
             Ok(Some(if size == 0 {
                 Decoder::Chunked(Chunk::Trailers(0))
             } else {
@@ -384,7 +386,7 @@ fn chunk_step(
                 Some(b'\r') if buf[1] == b'\n' => 2,
                 Some(_) => return Err(H1Error::Chunked("no CRLF after chunk data")),
             };
-            let _ = buf.split_to(skip);
+            buf.advance(skip);
             Ok(Some(Decoder::Chunked(Chunk::Size)))
         }
         Chunk::Trailers(seen) => {
@@ -395,7 +397,7 @@ fn chunk_step(
                 return Ok(None);
             };
             let blank = end == 0 || (end == 1 && buf[0] == b'\r');
-            let _ = buf.split_to(end + 1);
+            buf.advance(end + 1);
             // Trailers are read past, not passed on (nginx does not forward them either).
             Ok(Some(if blank {
                 Decoder::Done
