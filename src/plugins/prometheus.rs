@@ -104,6 +104,8 @@ struct Bundle {
     ai_cost: Slot,
     tokens: [Slot; 3],
     time_per_token: Slot,
+    /// `upstream_attempts` for a successful try of the key's provider (nearly every try).
+    attempt_ok: Slot,
 }
 
 /// Bundles kept at most; past that the cache starts over (the series themselves live on
@@ -152,6 +154,7 @@ fn bundle(key: &Key<&str>) -> Arc<Bundle> {
         ai_cost: Slot::new(),
         tokens: [Slot::new(), Slot::new(), Slot::new()],
         time_per_token: Slot::new(),
+        attempt_ok: Slot::new(),
     });
     slot.push(b.clone());
     b
@@ -302,8 +305,12 @@ pub fn record(cfg: &PrometheusConfig, log: &RequestLog, snap: &Entities) {
         }
     }
     for t in &log.tries {
-        m.upstream_attempts
-            .add(&[service, route, &t.provider, &t.outcome], 1.0);
+        let labels = [service, route, &*t.provider, &*t.outcome];
+        if t.outcome == "success" && *t.provider == *k.provider {
+            Family::add_to(get(&b.attempt_ok, &m.upstream_attempts, &labels), 1.0);
+        } else {
+            m.upstream_attempts.add(&labels, 1.0);
+        }
     }
     if log.tries.len() > 1 {
         m.failovers.add(&[service, route], 1.0);
@@ -355,5 +362,46 @@ pub fn record(cfg: &PrometheusConfig, log: &RequestLog, snap: &Entities) {
         let s = get(&b.time_per_token, &m.ai_time_per_token, &[provider, model]);
         m.ai_time_per_token
             .observe_in(s, l as f64 / u.completion_tokens as f64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::observe::log::{RequestId, RequestLog, Try};
+
+    fn attempts(text: &str, outcome: &str) -> f64 {
+        let line = text
+            .lines()
+            .find(|l| {
+                l.starts_with("tollgate_upstream_attempts_total{")
+                    && l.contains("provider=\"\"")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .unwrap_or("x 0");
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    /// A successful try counts through the request's cached series, any other outcome
+    /// through its own: each lands on its labels. (No route, service or provider: the only
+    /// test in this binary that records metrics, so the empty labels are its own.)
+    #[test]
+    fn attempts_count_per_outcome_whether_cached_or_not() {
+        let snap = Entities::default();
+        let cfg = PrometheusConfig::default();
+        let tried = |outcome: &'static str| Try {
+            outcome: outcome.into(),
+            ..Try::default()
+        };
+        let mut log = RequestLog::new(RequestId::new("1".repeat(32)), std::time::Instant::now());
+        log.tries = vec![tried("http_503"), tried("success")];
+        record(&cfg, &log, &snap);
+        log.tries = vec![tried("success")];
+        record(&cfg, &log, &snap);
+        let mut text = String::new();
+        global().render(&mut text);
+        assert_eq!(attempts(&text, "success"), 2.0, "{text}");
+        assert_eq!(attempts(&text, "http_503"), 1.0, "{text}");
     }
 }
