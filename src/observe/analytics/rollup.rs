@@ -70,6 +70,9 @@ pub struct Pending {
     /// Rows by their key's hash (FxHash: one lookup per request, keys the gateway wrote).
     index: HashMap<u64, Vec<usize>, rustc_hash::FxBuildHasher>,
     rows: Vec<Record>,
+    /// The row the last request went to: the next one nearly always shares it (same
+    /// second, same dimensions), found by comparing keys without hashing them.
+    last: Option<usize>,
     /// When the oldest row came.
     since: Option<Instant>,
 }
@@ -79,12 +82,18 @@ impl Pending {
     pub fn add(&mut self, r: &Usage<&str>) {
         use std::hash::BuildHasher;
         let k = key(r);
+        if let Some(row) = self.last.and_then(|i| self.rows.get_mut(i)) {
+            if key(&row.view()) == k {
+                return merge(row, r);
+            }
+        }
         let hash = rustc_hash::FxBuildHasher.hash_one(k);
         let slot = self.index.entry(hash).or_default();
         let found = slot
             .iter()
             .copied()
             .find(|&i| self.rows.get(i).is_some_and(|row| key(&row.view()) == k));
+        self.last = Some(found.unwrap_or(self.rows.len()));
         match found.and_then(|i| self.rows.get_mut(i)) {
             Some(row) => merge(row, r),
             None => {
@@ -111,6 +120,7 @@ impl Pending {
     /// The rows, in the order of their first requests; the worker starts afresh.
     pub fn take(&mut self) -> Vec<Record> {
         self.index.clear();
+        self.last = None;
         self.since = None;
         std::mem::take(&mut self.rows)
     }
