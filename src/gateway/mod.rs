@@ -52,6 +52,20 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// True when the current thread's worker has accepted `ACCEPTED_AHEAD` connections more
+    /// than the worker that accepted fewest (never with one worker).
+    pub fn accepted_ahead(&self) -> bool {
+        /// How far ahead a worker may run before it leaves new connections to the others.
+        const ACCEPTED_AHEAD: u64 = 2;
+        let Some(w) = self.worker_accepted.get().filter(|w| w.len() > 1) else {
+            return false;
+        };
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let mine = w.get(usize::from(crate::rt::worker::id())).map_or(0, n);
+        let least = w.iter().map(n).min().unwrap_or(0);
+        mine >= least + ACCEPTED_AHEAD
+    }
+
     /// Counts a connection accepted by the current thread's proxy worker.
     pub fn count_accepted(&self) {
         self.accepted.fetch_add(1, Ordering::Relaxed);

@@ -135,6 +135,7 @@ pub async fn start(admin: Arc<Admin>, opts: ServeOptions) -> std::io::Result<Run
         admin_addr = Some(listener.local_addr()?);
         let node = admin_node.clone();
         tasks.push(tokio::spawn(serve(
+            false,
             listener,
             stop_rx.clone(),
             opts.drain_timeout,
@@ -152,6 +153,7 @@ pub async fn start(admin: Arc<Admin>, opts: ServeOptions) -> std::io::Result<Run
         admin_tls_addr = Some(listener.local_addr()?);
         let node = admin_node.clone();
         tasks.push(tokio::spawn(serve(
+            false,
             listener,
             stop_rx.clone(),
             opts.drain_timeout,
@@ -214,6 +216,7 @@ fn serve_proxy(
     let port = plain.local_addr()?.port();
     let gw = shared.0.clone();
     tasks.push(tokio::spawn(serve(
+        true,
         plain,
         stop.clone(),
         drain,
@@ -229,6 +232,7 @@ fn serve_proxy(
         let tls_port = l.local_addr()?.port();
         let gw = shared.0.clone();
         tasks.push(tokio::spawn(serve(
+            true,
             l,
             stop.clone(),
             drain,
@@ -343,7 +347,10 @@ fn builder(limits: &conns::Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// Accepts and serves connections until `stop`; `proxy`: a proxy listener, which every
+/// worker accepts from.
 async fn serve<F, Fut, B>(
+    proxy: bool,
     listener: TcpListener,
     stop: watch::Receiver<bool>,
     drain: Duration,
@@ -367,6 +374,12 @@ async fn serve<F, Fut, B>(
     };
     let mut stop = stop;
     loop {
+        if proxy && shared.gw.stats.accepted_ahead() {
+            // Every worker is woken by a new connection, but a busy-polling one sees it
+            // first and took them all (tests/serve.rs: [25, 0, 0]); past its share it leaves
+            // the next one to the others for a moment, and takes it if none did.
+            tokio::time::sleep(ACCEPT_LEAVE).await;
+        }
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -558,6 +571,9 @@ async fn serve_io<I, F, Fut, B>(
 
 /// A timeout that never fires (a limit turned off).
 const FAR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// How long a worker past its share of connections leaves a new one to the others.
+const ACCEPT_LEAVE: Duration = Duration::from_millis(1);
 
 /// How long a connection asked to close gracefully may take before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
