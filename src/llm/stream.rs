@@ -644,11 +644,17 @@ data: [DONE]\n\n";
         let s = ": keep-alive\r\ndata: {\"model\":\"gpt-4o\",\r\ndata: \"choices\":[],\n\
 data: \"usage\":{\"prompt_tokens\":2,\"completion_tokens\":5,\"total_tokens\":7}}\n\n\
 data: [DONE]\n\n";
-        for step in [1, 9, 4096] {
+        reads_chat_whole(s, [1, 9, 4096], 7);
+    }
+
+    /// Fed in steps of each size, `s` passes through unchanged and its model (gpt-4o),
+    /// usage (`total` tokens) and end are read.
+    fn reads_chat_whole(s: &str, steps: [usize; 3], total: u64) {
+        for step in steps {
             let mut o = SseObserver::new(Dialect::ChatLike, false);
             assert_eq!(feed(&mut o, s, step), s);
             assert_eq!(o.model.as_deref(), Some("gpt-4o"));
-            assert_eq!(o.usage.as_ref().map(|u| u.total_tokens), Some(7));
+            assert_eq!(o.usage.as_ref().map(|u| u.total_tokens), Some(total));
             assert!(o.completed);
         }
     }
@@ -664,13 +670,7 @@ data: [DONE]\n\n";
         assert_eq!(find_event_end(b"data: x\n"), None);
         let s = "data: {\"model\":\"gpt-4o\",\"choices\":[],\"usage\":{\"prompt_tokens\":1,\
 \"completion_tokens\":2,\"total_tokens\":3}}\r\n\r\ndata: [DONE]\r\n\r\n";
-        for step in [1, 5, 4096] {
-            let mut o = SseObserver::new(Dialect::ChatLike, false);
-            assert_eq!(feed(&mut o, s, step), s);
-            assert_eq!(o.model.as_deref(), Some("gpt-4o"));
-            assert_eq!(o.usage.as_ref().map(|u| u.total_tokens), Some(3));
-            assert!(o.completed);
-        }
+        reads_chat_whole(s, [1, 5, 4096], 3);
     }
 
     #[test]
