@@ -106,6 +106,8 @@ pub struct AiLog {
     pub semantic_at: Option<(u64, u64)>,
     /// `ai-semantic-cache`'s part (`ai.proxy.cache`).
     pub cache: Option<Value>,
+    /// The cache's embeddings call (unrounded ms), when it made one: the histogram's source.
+    pub cache_embeddings_ms: Option<f64>,
 }
 
 impl AiLog {
@@ -126,6 +128,7 @@ impl AiLog {
             semantic: None,
             semantic_at: None,
             cache: None,
+            cache_embeddings_ms: None,
         }
     }
 

@@ -251,7 +251,7 @@ impl SemanticCache {
                 return self.failed("embeddings", "Failed to generate embeddings".into(), e);
             }
         };
-        timing.embeddings_ms = ms(embed_started.elapsed());
+        timing.embeddings_ms = Some(embed_started.elapsed().as_secs_f64() * 1000.0);
         if vector.len() as u64 != self.dimensions {
             let why = format!(
                 "Embedding dimensions do not match the configured vector database. Embeddings were {} dimensions, but the vector database is configured for {} dimensions.",
@@ -398,7 +398,16 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Timing {
     pub fetch_ms: u64,
-    pub embeddings_ms: u64,
+    /// Unrounded, and `None` when no embeddings call was made (an exact hit): a call to a
+    /// nearby provider takes under a millisecond, and its histogram must still count it.
+    pub embeddings_ms: Option<f64>,
+}
+
+impl Timing {
+    /// The log's `embeddings_latency`: whole ms, 0 when no embeddings call was made.
+    pub fn embeddings_log_ms(&self) -> u64 {
+        self.embeddings_ms.map_or(0, |v| v as u64)
+    }
 }
 
 /// A lookup's result.

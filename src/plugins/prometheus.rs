@@ -214,7 +214,7 @@ fn record_cached(
     if let Some(v) = ms("fetch_latency") {
         m.cache_fetch_latency.observe(&labels, v);
     }
-    if let Some(v) = ms("embeddings_latency").filter(|v| *v > 0.0) {
+    if let Some(v) = ai.cache_embeddings_ms {
         m.cache_embeddings_latency.observe(&labels, v);
     }
     if let Some(l) = ai.llm_latency_ms.filter(|_| status != "hit") {

@@ -176,10 +176,12 @@ async fn decide(
         }
         _ => (Lookup::Bypass("not a chat or Responses request"), Api::Chat),
     };
+    let mut embeddings_ms = None;
     let (status, decided) = match lookup {
         (Lookup::Hit(hit), api) => {
             entry["fetch_latency"] = json!(hit.timing.fetch_ms);
-            entry["embeddings_latency"] = json!(hit.timing.embeddings_ms);
+            entry["embeddings_latency"] = json!(hit.timing.embeddings_log_ms());
+            embeddings_ms = hit.timing.embeddings_ms;
             entry["distance"] = json!(hit.distance);
             headers.push(named(
                 "x-cache-key",
@@ -192,7 +194,8 @@ async fn decide(
         }
         (Lookup::Miss(ticket, timing), _) => {
             entry["fetch_latency"] = json!(timing.fetch_ms);
-            entry["embeddings_latency"] = json!(timing.embeddings_ms);
+            entry["embeddings_latency"] = json!(timing.embeddings_log_ms());
+            embeddings_ms = timing.embeddings_ms;
             let status = if ticket.refresh { "Refresh" } else { "Miss" };
             log.cache = Some(Box::new(Pending {
                 cache: cache.clone(),
@@ -222,6 +225,7 @@ async fn decide(
     headers.push(named("x-cache-status", status));
     if let Some(a) = log.ai.as_mut() {
         a.cache = Some(entry);
+        a.cache_embeddings_ms = embeddings_ms;
     }
     decided
 }
