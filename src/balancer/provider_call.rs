@@ -105,7 +105,7 @@ pub async fn send(upstreams: &Upstreams, c: &Call<'_>) -> Result<Vec<u8>, CallEr
     let out = OutRequest {
         method: Method::POST,
         target,
-        headers,
+        headers: headers.into(),
         body,
         upload: None,
     };

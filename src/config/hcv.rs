@@ -320,7 +320,7 @@ pub async fn fetch(
     let out = OutRequest {
         method: Method::GET,
         target,
-        headers,
+        headers: headers.into(),
         body: Bytes::new(),
         upload: None,
     };

@@ -403,7 +403,7 @@ impl TokenSource {
         let out = OutRequest {
             method,
             target: self.target.clone(),
-            headers,
+            headers: headers.into(),
             body,
             upload: None,
         };

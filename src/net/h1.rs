@@ -8,6 +8,7 @@
 //! client adds a dispatch channel, a response oneshot and a connection task to drive, which
 //! callgrind counted at several thousand instructions per proxied request.
 
+use super::out_headers::OutHeaders;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
 use http::{Method, StatusCode, Uri, Version};
@@ -49,14 +50,14 @@ fn framing_header(name: &HeaderName) -> bool {
     name == CONTENT_LENGTH || name == http::header::TRANSFER_ENCODING
 }
 
-/// Appends the request head: request line, the map's headers, the framing, blank line.
+/// Appends the request head: request line, the headers, the framing, blank line.
 /// Header values cannot hold CR or LF (`HeaderValue` refuses them), so nothing a client
 /// sent can split the head.
 pub fn encode_head(
     buf: &mut Vec<u8>,
     method: &Method,
     target: &Uri,
-    headers: &HeaderMap,
+    headers: &OutHeaders<'_>,
     framing: RequestFraming,
 ) {
     let path = target.path_and_query().map_or("/", |p| p.as_str());
@@ -64,15 +65,14 @@ pub fn encode_head(
     buf.push(b' ');
     buf.extend_from_slice(path.as_bytes());
     buf.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        if framing_header(name) {
-            continue;
+    headers.each(|name, value| {
+        if !framing_header(name) {
+            buf.extend_from_slice(name.as_str().as_bytes());
+            buf.extend_from_slice(b": ");
+            buf.extend_from_slice(value.as_bytes());
+            buf.extend_from_slice(b"\r\n");
         }
-        buf.extend_from_slice(name.as_str().as_bytes());
-        buf.extend_from_slice(b": ");
-        buf.extend_from_slice(value.as_bytes());
-        buf.extend_from_slice(b"\r\n");
-    }
+    });
     match framing {
         RequestFraming::Length(0) if !takes_body(method) => {}
         RequestFraming::Length(n) => {
@@ -462,7 +462,7 @@ mod tests {
         let uri: Uri = "/v1/chat?x=1".parse().unwrap();
         let enc = |m: Method, h: &HeaderMap, f: RequestFraming| {
             let mut buf = Vec::new();
-            encode_head(&mut buf, &m, &uri, h, f);
+            encode_head(&mut buf, &m, &uri, &OutHeaders::from(h.clone()), f);
             String::from_utf8(buf).unwrap()
         };
         let mut h = HeaderMap::new();

@@ -12,6 +12,7 @@ pub mod encoding;
 pub mod gcp;
 pub mod h1;
 pub mod inbound;
+pub mod out_headers;
 pub mod sni;
 pub mod upstream;
 pub mod upstream_tls;

@@ -16,7 +16,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, Method, Response, Uri};
+use http::{Method, Response, Uri};
 use hyper::body::Body as _;
 use hyper::body::Frame;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, ReadBuf};
@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::h1;
+pub use super::out_headers::OutHeaders;
 use super::upstream_tls::{self, Trust};
 
 /// Why an attempt failed, in the terms `failover_criteria` uses.
@@ -90,10 +91,10 @@ pub struct Endpoint<'a> {
 
 /// A request to send: origin-form target (`/path?query`), headers including `host`.
 #[derive(Debug, Default)]
-pub struct OutRequest {
+pub struct OutRequest<'a> {
     pub method: Method,
     pub target: Uri,
-    pub headers: HeaderMap,
+    pub headers: OutHeaders<'a>,
     pub body: Bytes,
     /// A body streamed from the client instead of `body` (a large upload).
     pub upload: Option<Upload>,
@@ -105,9 +106,9 @@ pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 /// A request body streamed from the client to the upstream as it arrives.
 pub type Upload = http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>;
 
-impl OutRequest {
+impl OutRequest<'_> {
     /// A copy to send again (a retry); None for a streamed upload, which is sent once.
-    pub fn try_clone(&self) -> Option<OutRequest> {
+    pub fn try_clone(&self) -> Option<Self> {
         if self.upload.is_some() {
             return None;
         }
@@ -390,7 +391,7 @@ impl Upstreams {
     pub async fn send(
         &self,
         ep: &Endpoint<'_>,
-        out: OutRequest,
+        out: OutRequest<'_>,
         connect_timeout: Duration,
         read_timeout: Duration,
     ) -> Result<Response<Incoming>, Failure> {
@@ -718,13 +719,13 @@ mod tests {
         (port, accepted)
     }
 
-    fn request(body: &'static str) -> OutRequest {
-        let mut headers = HeaderMap::new();
+    fn request(body: &'static str) -> OutRequest<'static> {
+        let mut headers = http::HeaderMap::new();
         headers.insert(http::header::HOST, "up".parse().unwrap());
         OutRequest {
             method: Method::POST,
             target: "/v1/x".parse().unwrap(),
-            headers,
+            headers: headers.into(),
             body: Bytes::from_static(body.as_bytes()),
             upload: None,
         }

@@ -142,7 +142,7 @@ async fn probe(pool: &Upstreams, target: &Target, hc: &ActiveHealthcheck) -> Out
     let out = OutRequest {
         method: Method::GET,
         target: uri,
-        headers,
+        headers: headers.into(),
         body: Bytes::new(),
         upload: None,
     };

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Response, Uri};
+use http::{header, HeaderValue, Method, Response, Uri};
 
 use crate::balancer::{NoTarget, PickCtx};
 use crate::config::plugins::{FailoverCriterion, ParamLocation, RouteType};
@@ -15,12 +15,17 @@ use crate::llm::body::BodyView;
 use crate::llm::target::Target;
 use crate::llm::Wire;
 use crate::llm::{self, gemini, openai};
-use crate::net::upstream::{Endpoint, Failure, FailureKind, Incoming, OutRequest, Upstreams};
+use crate::net::upstream::{
+    Endpoint, Failure, FailureKind, Incoming, OutHeaders, OutRequest, Upstreams,
+};
 use crate::observe::log::{Try, UriText};
 use crate::plugins::ai_proxy::{self, AiProxy};
 use crate::plugins::request_transformer::UpstreamRequest;
 use crate::plugins::template::TemplateSources;
 use crate::proxy::headers::{forward_headers, query_string, Forwarded};
+
+const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+const X_GOOG_API_KEY: http::HeaderName = http::HeaderName::from_static("x-goog-api-key");
 
 /// The client request as the AI retry loop needs it.
 pub struct AiRequest<'a> {
@@ -169,7 +174,7 @@ fn start_attempt(
     req: &AiRequest<'_>,
     started: Instant,
     turn: &Turn,
-    out: &mut OutRequest,
+    out: &mut OutRequest<'_>,
     t: &mut Try,
 ) {
     let balancer_start = turn.balancer_start;
@@ -179,7 +184,7 @@ fn start_attempt(
     if let Some(tc) = &req.trace {
         let span = crate::observe::otel::span_id();
         if let Some(v) = tc.traceparent(span) {
-            out.headers.insert("traceparent", v);
+            out.headers.insert(TRACEPARENT, v);
             t.span_id = Some(span);
         }
     }
@@ -424,10 +429,10 @@ fn native_own_api(target: &Target, req: &AiRequest<'_>) -> bool {
 }
 
 /// An encoded attempt: the request, its log entry and the model it asks for.
-type Encoded = (OutRequest, Try, Option<String>);
+type Encoded<'a> = (OutRequest<'a>, Try, Option<String>);
 
 /// Builds the upstream request for one target; client mistakes come back as errors.
-fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError> {
+fn encode<'a>(target: &Target, req: &AiRequest<'a>) -> Result<Encoded<'a>, GatewayError> {
     let rt = target.route_type;
     // What the upstream is asked for: chat, when the Responses API is bridged.
     let wire_rt = if target.bridges_chat() {
@@ -478,7 +483,7 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
                     "a streamed upload is sent once and cannot be retried".into(),
                 )
             })?;
-            headers.remove(header::CONTENT_LENGTH);
+            headers.remove(&header::CONTENT_LENGTH);
             if let Some(n) = slot.length {
                 headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
             }
@@ -493,15 +498,17 @@ fn encode(target: &Target, req: &AiRequest<'_>) -> Result<Encoded, GatewayError>
     };
     if let Some(signer) = &target.sigv4 {
         // Last: the signature covers the final path, Host and body.
+        let mut map = headers.to_map();
         signer
             .sign(
                 &method,
                 &target_uri,
-                &mut headers,
+                &mut map,
                 &body_bytes,
                 SystemTime::now(),
             )
             .map_err(GatewayError::BeforeProxying)?;
+        headers = map.into();
     }
     let out = OutRequest {
         method,
@@ -929,29 +936,30 @@ fn join(path_only: &str, path_query: Option<&str>, q: Option<&str>) -> String {
 
 /// The upstream request's headers: the client's forwarded ones, the body's framing, the
 /// target's credential and extra headers.
-fn upstream_headers(
+fn upstream_headers<'a>(
     target: &Target,
-    req: &AiRequest<'_>,
+    req: &AiRequest<'a>,
     body_len: usize,
-) -> Result<HeaderMap, GatewayError> {
+) -> Result<OutHeaders<'a>, GatewayError> {
     let up = &target.upstream;
     let mut headers = forward_headers(&req.up.headers, up.host_header.clone(), req.forwarded);
     if target.wire == Wire::Gemini {
         // Google reads a bearer token before an API key: an OpenAI SDK's placeholder
         // `Authorization` (or a Gemini SDK's own key) would override the gateway's credential,
         // which always wins for gemini (allow_override is false).
-        headers.remove(header::AUTHORIZATION);
-        headers.remove("x-goog-api-key");
+        headers.remove(&header::AUTHORIZATION);
+        headers.remove(&X_GOOG_API_KEY);
     }
-    headers.insert(
+    // `forward_headers` set none of these three: appended without a look for them.
+    headers.append(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
     if !target.passes_through() || !req.up.body.is_empty() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body_len));
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from(body_len));
     }
     if !target.passes_through() {
-        headers.insert(
+        headers.append(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );

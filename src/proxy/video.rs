@@ -207,7 +207,7 @@ async fn build_fetch(
     at: &Content,
     connect_timeout: Duration,
     read_timeout: Duration,
-) -> Result<(bool, String, u16, OutRequest), GatewayError> {
+) -> Result<(bool, String, u16, OutRequest<'static>), GatewayError> {
     let url = match at {
         Content::Url(u) => u.clone(),
         Content::S3 { bucket, key } => s3_url(target, bucket, key)?,
@@ -283,7 +283,7 @@ async fn build_fetch(
     let out = OutRequest {
         method: Method::GET,
         target: target_uri,
-        headers,
+        headers: headers.into(),
         body: Bytes::new(),
         upload: None,
     };
