@@ -360,17 +360,25 @@ pub fn normalize_path(path: &str) -> Cow<'_, str> {
 /// Already normalized: absolute, nothing percent-encoded, no empty, `.` or `..` segment
 /// (a trailing `/` is kept as is). Most request paths are.
 fn is_normal(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    if path.contains('%') {
+    // One pass over the bytes (a `contains` and a `split` scanned the path twice and cost
+    // ~400 instructions per request).
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') {
         return false;
     }
-    let mut segs = rest.split('/').peekable();
-    while let Some(seg) = segs.next() {
-        let last = segs.peek().is_none();
-        if seg == "." || seg == ".." || (seg.is_empty() && !last) {
+    // The segment after each '/': empty (unless last), "." and ".." are not normal.
+    let mut start = 1;
+    for i in 1..=b.len() {
+        let end = i == b.len();
+        if !end && b[i] == b'%' {
             return false;
+        }
+        if end || b[i] == b'/' {
+            let seg = &b[start..i];
+            if seg == b"." || seg == b".." || (seg.is_empty() && !end) {
+                return false;
+            }
+            start = i + 1;
         }
     }
     true
@@ -470,6 +478,44 @@ mod tests {
         assert_eq!(normalize_path("/../.."), "/");
         assert_eq!(normalize_path("/%"), "/%");
         assert_eq!(normalize_path("/%zz/é"), "/%zz/é");
+        // The one-pass check agrees with the rule it implements, and its answer is the
+        // slow path's fixed point.
+        let rule = |p: &str| {
+            let Some(rest) = p.strip_prefix('/') else {
+                return false;
+            };
+            let segs: Vec<&str> = rest.split('/').collect();
+            !p.contains('%')
+                && segs
+                    .iter()
+                    .enumerate()
+                    .all(|(i, s)| *s != "." && *s != ".." && (!s.is_empty() || i + 1 == segs.len()))
+        };
+        for p in [
+            "",
+            "/",
+            "//",
+            "/.",
+            "/..",
+            "/./",
+            "/a/.",
+            "/a/..",
+            "/a/../",
+            "/a//",
+            "/a/.b",
+            "/..a",
+            "/a%",
+            "a/b",
+            "/a/b/",
+            "/v1/chat/completions",
+            "/é/./x",
+            "/x/...",
+        ] {
+            assert_eq!(is_normal(p), rule(p), "{p:?}");
+            if is_normal(p) {
+                assert_eq!(normalize_slow(p), p, "{p:?}");
+            }
+        }
         for p in ["/", "/a", "/a/", "/v1/chat/completions", "/é/x"] {
             assert!(
                 matches!(normalize_path(p), Cow::Borrowed(b) if b == p),

@@ -129,8 +129,6 @@ async fn drain(mut body: inbound::Body, limit: u64) {
 pub struct UploadSlot {
     body: std::sync::Mutex<Option<crate::net::upstream::Upload>>,
     over: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    /// The client's Content-Length, forwarded (None: the upload goes chunked).
-    pub length: Option<u64>,
     model: Option<String>,
 }
 
@@ -191,7 +189,6 @@ impl UploadSlot {
         Ok(UploadSlot {
             body: std::sync::Mutex::new(Some(BodyExt::boxed_unsync(counted))),
             over,
-            length,
             model,
         })
     }

@@ -100,9 +100,7 @@ pub(super) async fn proxy_plain(
         let identity = HeaderValue::from_static("identity");
         headers.insert(header::ACCEPT_ENCODING, identity);
     }
-    if !up.body.is_empty() {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(up.body.len()));
-    }
+    // No Content-Length: the head writer frames the body itself (`net::h1::encode_head`).
     let target: http::Uri = match upstream_uri.parse() {
         Ok(u) => u,
         Err(_) => {

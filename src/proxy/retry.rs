@@ -473,7 +473,7 @@ fn encode<'a>(target: &Target, req: &AiRequest<'a>) -> Result<Encoded<'a>, Gatew
         )?
     };
     let (target_uri, parts) = upstream_uri(target, req, &path, default_path, client_path)?;
-    let mut headers = upstream_headers(target, req, body_bytes.len())?;
+    let mut headers = upstream_headers(target, req)?;
     let upload = match req.upload {
         Some(slot) if target.passes_through() => {
             // An upload goes out once: a later attempt has it only when no connection
@@ -483,10 +483,6 @@ fn encode<'a>(target: &Target, req: &AiRequest<'a>) -> Result<Encoded<'a>, Gatew
                     "a streamed upload is sent once and cannot be retried".into(),
                 )
             })?;
-            headers.remove(&header::CONTENT_LENGTH);
-            if let Some(n) = slot.length {
-                headers.insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
-            }
             Some(u)
         }
         _ => None,
@@ -934,12 +930,11 @@ fn join(path_only: &str, path_query: Option<&str>, q: Option<&str>) -> String {
     s
 }
 
-/// The upstream request's headers: the client's forwarded ones, the body's framing, the
-/// target's credential and extra headers.
+/// The upstream request's headers: the client's forwarded ones, the encoding and type the
+/// gateway reads and sends, the target's credential and extra headers.
 fn upstream_headers<'a>(
     target: &Target,
     req: &AiRequest<'a>,
-    body_len: usize,
 ) -> Result<OutHeaders<'a>, GatewayError> {
     let up = &target.upstream;
     let mut headers = forward_headers(&req.up.headers, up.host_header.clone(), req.forwarded);
@@ -950,14 +945,12 @@ fn upstream_headers<'a>(
         headers.remove(&header::AUTHORIZATION);
         headers.remove(&X_GOOG_API_KEY);
     }
-    // `forward_headers` set none of these three: appended without a look for them.
+    // `forward_headers` set neither: appended without a look for them. (No Content-Length:
+    // the head writer frames the body itself, `net::h1::encode_head`.)
     headers.append(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
-    if !target.passes_through() || !req.up.body.is_empty() {
-        headers.append(header::CONTENT_LENGTH, HeaderValue::from(body_len));
-    }
     if !target.passes_through() {
         headers.append(
             header::CONTENT_TYPE,
