@@ -65,6 +65,11 @@ async fn s1_ping_reaches_responses_and_is_logged() {
         &[
             ("content-type", "application/json"),
             ("authorization", "Bearer client-key-123"),
+            // Hop-by-hop for this request only (named in Connection), and one to forward.
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "secret"),
+            ("x-keep", "1"),
+            ("accept-encoding", "gzip"),
         ],
         PING,
     )
@@ -88,6 +93,13 @@ async fn s1_ping_reaches_responses_and_is_logged() {
         Some("Bearer sk-provider-secret")
     );
     assert_eq!(seen.json().unwrap()["model"], "gpt-4o");
+    // The head the gateway wrote: the client's own header forwarded, the hop-by-hop ones
+    // not, the gateway's values over the client's.
+    assert_eq!(seen.header("x-keep"), Some("1"));
+    assert_eq!(seen.header("x-hop"), None);
+    assert_ne!(seen.header("connection"), Some("keep-alive, x-hop"));
+    assert_eq!(seen.header("accept-encoding"), Some("identity"));
+    assert_eq!(seen.header("content-type"), Some("application/json"));
     // The upstream gets the client's request id and where the client came from.
     assert_eq!(
         seen.header("x-kong-request-id"),
