@@ -8,10 +8,11 @@
 //! client adds a dispatch channel, a response oneshot and a connection task to drive, which
 //! callgrind counted at several thousand instructions per proxied request.
 
-use super::out_headers::OutHeaders;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
 use http::{Method, StatusCode, Uri, Version};
+
+use super::out_headers::OutHeaders;
 
 /// The largest response head accepted (nginx's default is 4–8 KiB).
 pub const MAX_HEAD: usize = 64 * 1024 - 1;

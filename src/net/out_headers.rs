@@ -37,13 +37,13 @@ impl<'a> OutHeaders<'a> {
     /// Sets `name` to `value` alone, whatever the client or an earlier call set.
     pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
         match self.own.iter().position(|(n, _)| *n == name) {
-            Some(i) => {
-                self.own[i].1 = value;
-                let mut seen = false;
+            Some(first) => {
+                // The first entry takes the value in its place; later ones of the name go.
+                self.own[first].1 = value;
+                let mut at = 0;
                 self.own.retain(|(n, _)| {
-                    let keep = *n != name || !seen;
-                    seen |= *n == name;
-                    keep
+                    at += 1;
+                    at <= first + 1 || *n != name
                 });
             }
             None => self.own.push((name, value)),

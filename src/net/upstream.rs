@@ -24,7 +24,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
 use super::h1;
-pub use super::out_headers::OutHeaders;
+use super::out_headers::OutHeaders;
 use super::upstream_tls::{self, Trust};
 
 /// Why an attempt failed, in the terms `failover_criteria` uses.

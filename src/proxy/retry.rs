@@ -15,9 +15,8 @@ use crate::llm::body::BodyView;
 use crate::llm::target::Target;
 use crate::llm::Wire;
 use crate::llm::{self, gemini, openai};
-use crate::net::upstream::{
-    Endpoint, Failure, FailureKind, Incoming, OutHeaders, OutRequest, Upstreams,
-};
+use crate::net::out_headers::OutHeaders;
+use crate::net::upstream::{Endpoint, Failure, FailureKind, Incoming, OutRequest, Upstreams};
 use crate::observe::log::{Try, UriText};
 use crate::plugins::ai_proxy::{self, AiProxy};
 use crate::plugins::request_transformer::UpstreamRequest;
