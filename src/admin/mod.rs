@@ -677,7 +677,7 @@ fn status_body(gw: &Gateway, snap: &Snapshot, cluster: Option<&cluster::Cluster>
             "connections_reading": 0,
             "connections_writing": active,
             "connections_waiting": 0,
-            "total_requests": s.total_requests.load(Ordering::Relaxed),
+            "total_requests": s.total_requests.get(),
         },
         "memory": {"workers_lua_vms": [], "lua_shared_dicts": {}},
         "configuration_hash": snap.hash,
@@ -1001,7 +1001,7 @@ fn metrics(gw: &Gateway, cluster: Option<&cluster::Cluster>) -> Resp {
         "gauge",
         "Number of requests total",
         &format!("{{node_id=\"{}\",subsystem=\"http\"}}", gw.node_id),
-        s.total_requests.load(Ordering::Relaxed) as f64,
+        s.total_requests.get() as f64,
     );
     sample(
         &mut out,

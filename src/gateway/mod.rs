@@ -32,7 +32,8 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Stats {
     pub accepted: AtomicU64,
     pub active: AtomicU64,
-    pub total_requests: AtomicU64,
+    /// Requests received, counted per worker.
+    pub total_requests: crate::rt::worker::Counter,
     /// Requests a quota refused.
     pub quota_rejections: AtomicU64,
     /// Times the quota counter store (Redis) could not be used.

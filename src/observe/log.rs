@@ -802,6 +802,10 @@ impl LogJob {
 static RETURNED: std::sync::Mutex<Vec<Arc<LogJob>>> = std::sync::Mutex::new(Vec::new());
 /// How many times a request thread took jobs from `RETURNED`.
 static REAPED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Whether `RETURNED` may hold jobs (set by the writers under its lock). Read first by
+/// every request, so that without http-log (no jobs) no request writes to the lock's
+/// cache line, which would move between the workers' cores on each one.
+static PILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Jobs a request frees: more than a request adds (one per writer), so the pile shrinks.
 const REAP_PER_REQUEST: usize = 4;
 /// Past this many, a writer frees the surplus itself.
@@ -823,6 +827,7 @@ pub fn give_back(done: &mut Vec<Arc<LogJob>>, seen: &mut u64) {
             let surplus = pile.len() - RETURNED_MAX;
             free_here.extend(pile.drain(..surplus));
         }
+        PILED.store(!pile.is_empty(), std::sync::atomic::Ordering::Relaxed);
     }
     drop(free_here);
     done.clear();
@@ -831,12 +836,16 @@ pub fn give_back(done: &mut Vec<Arc<LogJob>>, seen: &mut u64) {
 /// Frees a few of the jobs the writers handed back (called on a request thread, after the
 /// response went out).
 pub fn reap() {
+    if !PILED.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     let mut taken: [Option<Arc<LogJob>>; REAP_PER_REQUEST] = Default::default();
     {
         let Ok(mut pile) = RETURNED.try_lock() else {
             return;
         };
         if pile.is_empty() {
+            PILED.store(false, std::sync::atomic::Ordering::Relaxed);
             return;
         }
         for slot in taken.iter_mut() {

@@ -414,8 +414,7 @@ async fn call(
         Err(e) => return Err((jsonrpc::INTERNAL_ERROR, e)),
     };
     let timeout = armed.mcp.timeout();
-    let gw = Arc::clone(cx.gw);
-    let sent = super::handle_request(gw, req, cx.conn.peer, cx.conn.scheme, cx.conn.local_port);
+    let sent = super::handle_request(cx.gw, req, cx.conn.peer, cx.conn.scheme, cx.conn.local_port);
     let read = async {
         let resp = Box::pin(sent).await;
         let status = resp.status();

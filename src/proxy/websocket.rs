@@ -469,14 +469,15 @@ impl Session {
         );
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(payload.len()));
         // Boxed: this future is inside the one `handle_request` spawns for the upgrade.
-        let fut: std::pin::Pin<Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send>> =
-            Box::pin(super::handle_request(
-                self.gw.clone(),
-                req,
-                self.origin.peer,
-                self.origin.scheme,
-                self.origin.local_port,
-            ));
+        let fut: std::pin::Pin<
+            Box<dyn std::future::Future<Output = Response<ProxyBody>> + Send + '_>,
+        > = Box::pin(super::handle_request(
+            &self.gw,
+            req,
+            self.origin.peer,
+            self.origin.scheme,
+            self.origin.local_port,
+        ));
         let resp = fut.await;
         let status = resp.status();
         let is_sse = resp

@@ -26,6 +26,10 @@ pub struct Activity {
     epoch: Instant,
     last_ns: AtomicU64,
     notify: Notify,
+    /// Turns this poller has spun (each one non-blocking readiness check); for tests.
+    /// Kept per worker: two spinning workers adding to one count would move its cache line
+    /// between their cores on every turn.
+    turns: AtomicU64,
 }
 
 thread_local! {
@@ -35,18 +39,21 @@ thread_local! {
         epoch: Instant::now(),
         last_ns: AtomicU64::new(0),
         notify: Notify::new(),
+        turns: AtomicU64::new(0),
     });
 }
-
-/// Turns the poller has spun (each one non-blocking readiness check); for tests.
-static TURNS: AtomicU64 = AtomicU64::new(0);
 
 /// How long a worker has been without activity before its poll offers the core to other
 /// threads on each turn.
 const YIELD_AFTER_NS: u64 = 10_000;
 
-/// Background threads at work right now (see [`StepAside`]).
-static STEPPED_ASIDE: AtomicUsize = AtomicUsize::new(0);
+/// Background threads at work right now (see [`StepAside`]). Read on every turn of every
+/// worker's poller, so on cache lines of its own: nothing written often shares them.
+static STEPPED_ASIDE: Aside = Aside(AtomicUsize::new(0));
+
+/// The count of [`STEPPED_ASIDE`], aligned to its own cache lines.
+#[repr(align(128))]
+struct Aside(AtomicUsize);
 
 /// Pollers that stopped spinning for a background thread while their worker was active,
 /// woken when the last one is done.
@@ -74,7 +81,7 @@ pub struct StepAside {
 impl StepAside {
     /// Asks the poller to stop spinning until the returned guard is dropped.
     pub fn new() -> Self {
-        STEPPED_ASIDE.fetch_add(1, Ordering::SeqCst);
+        STEPPED_ASIDE.0.fetch_add(1, Ordering::SeqCst);
         StepAside {
             turn_started: Instant::now(),
         }
@@ -98,7 +105,7 @@ impl Default for StepAside {
 
 impl Drop for StepAside {
     fn drop(&mut self) {
-        if STEPPED_ASIDE.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if STEPPED_ASIDE.0.fetch_sub(1, Ordering::SeqCst) == 1 {
             let stopped = std::mem::take(&mut *lock_interrupted());
             for a in stopped {
                 RESUMED.fetch_add(1, Ordering::Relaxed);
@@ -116,11 +123,11 @@ fn lock_interrupted() -> std::sync::MutexGuard<'static, Vec<Arc<Activity>>> {
 /// one to finish wakes (it registers before looking again, so a thread finishing between
 /// the two looks cannot miss it).
 fn stepped_aside(a: &Arc<Activity>) -> bool {
-    if STEPPED_ASIDE.load(Ordering::SeqCst) == 0 {
+    if STEPPED_ASIDE.0.load(Ordering::SeqCst) == 0 {
         return false;
     }
     lock_interrupted().push(a.clone());
-    STEPPED_ASIDE.load(Ordering::SeqCst) > 0
+    STEPPED_ASIDE.0.load(Ordering::SeqCst) > 0
 }
 
 /// Records request activity (cheap: a clock read and two atomics).
@@ -151,7 +158,7 @@ pub fn spawn(budget: Duration) {
                 if idle > budget_ns || stepped_aside(&a) {
                     break;
                 }
-                TURNS.fetch_add(1, Ordering::Relaxed);
+                a.turns.fetch_add(1, Ordering::Relaxed);
                 // The core may be shared (the load, the upstream, another worker): once
                 // the worker has had nothing to do for a moment, a thread waiting for the
                 // core runs now rather than at the end of this one's time slice, so the
@@ -173,14 +180,19 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
+    /// Turns this thread's poller has spun so far.
+    fn turns() -> u64 {
+        ACTIVITY.with(|a| a.turns.load(Ordering::Relaxed))
+    }
+
     /// Turns spun while `touch` is called every millisecond for 30 ms.
     async fn turns_while_active() -> u64 {
-        let before = TURNS.load(Ordering::Relaxed);
+        let before = turns();
         for _ in 0..30 {
             touch();
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        TURNS.load(Ordering::Relaxed) - before
+        turns() - before
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -191,11 +203,11 @@ mod tests {
             "the poller spins after activity"
         );
         let aside = StepAside::new();
-        let turns = turns_while_active().await;
+        let aside_turns = turns_while_active().await;
         // One turn per wake-up at most: it sees the writer and goes back to sleep.
         assert!(
-            turns <= 31,
-            "the poller spun {turns} turns while stepped aside"
+            aside_turns <= 31,
+            "the poller spun {aside_turns} turns while stepped aside"
         );
         drop(aside);
         assert!(
@@ -206,15 +218,12 @@ mod tests {
         // without waiting for the next request.
         let aside = StepAside::new();
         tokio::time::sleep(Duration::from_millis(2)).await;
-        let (resumed, turns) = (
-            RESUMED.load(Ordering::Relaxed),
-            TURNS.load(Ordering::Relaxed),
-        );
+        let (resumed, before) = (RESUMED.load(Ordering::Relaxed), turns());
         drop(aside);
         // Other tests' writers may hold the core a while longer: the poller resumes once
         // the last of them is done.
         for _ in 0..500 {
-            if TURNS.load(Ordering::Relaxed) - turns > 2 {
+            if turns() - before > 2 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -223,7 +232,7 @@ mod tests {
             RESUMED.load(Ordering::Relaxed) > resumed,
             "the writer woke the poller"
         );
-        let spun = TURNS.load(Ordering::Relaxed) - turns;
+        let spun = turns() - before;
         assert!(
             spun > 2,
             "the poller spun {spun} turns after the writer was done"

@@ -214,7 +214,9 @@ fn serve_proxy(
     let mut tasks = Vec::new();
     let plain = TcpListener::from_std(listeners.plain)?;
     let port = plain.local_addr()?.port();
-    let gw = shared.0.clone();
+    // A worker's own handle on the gateway: each request clones this one, whose count no
+    // other worker's core writes (the gateway's own count is shared by all of them).
+    let gw = Arc::new(shared.0.clone());
     tasks.push(tokio::spawn(serve(
         true,
         plain,
@@ -223,14 +225,14 @@ fn serve_proxy(
         shared.clone(),
         move |req, peer| {
             let gw = gw.clone();
-            async move { Ok::<_, Infallible>(crate::proxy::handle(gw, req, peer, "http", port).await) }
+            async move { Ok::<_, Infallible>(crate::proxy::handle(&gw, req, peer, "http", port).await) }
         },
         None,
     )));
     if let Some((l, acceptor)) = listeners.tls {
         let l = TcpListener::from_std(l)?;
         let tls_port = l.local_addr()?.port();
-        let gw = shared.0.clone();
+        let gw = Arc::new(shared.0.clone());
         tasks.push(tokio::spawn(serve(
             true,
             l,
@@ -241,7 +243,7 @@ fn serve_proxy(
                 let gw = gw.clone();
                 async move {
                     Ok::<_, Infallible>(
-                        crate::proxy::handle(gw, req, peer, "https", tls_port).await,
+                        crate::proxy::handle(&gw, req, peer, "https", tls_port).await,
                     )
                 }
             },
