@@ -18,6 +18,8 @@ import os
 import sys
 
 TARGETS = ("direct", "nginx", "tollgate")
+# Scenarios whose targets are measured in alternating rounds (merged by `merge_rounds`).
+ROUNDED = ("s1", "s2", "s3", "s3ttfb")
 KIB_PER_MIB = 1024
 
 
@@ -123,9 +125,60 @@ class Report:
                 self.stderr.append(r)
         for m in self.measures.values():
             m["cpu_pct"] = cpu_pct(m.get("proc_stat_before"), m.get("proc_stat_after"))
+        self.merge_rounds()
         self.rows = []
         self.notes = []
         self.flags = {}  # (scenario, target) -> footnote marker text
+
+    def merge_rounds(self):
+        """Scenarios 1 to 3 measure each target in alternating rounds ("nginx-r1", ...):
+        each target gets one measure whose figures are the medians of its rounds (CPU per
+        request too, round by round), so a host that slows down for a moment weighs on one
+        round of every target rather than on one target's whole figure."""
+        grouped = {}
+        for (scenario, target), m in self.measures.items():
+            base, sep, n = target.rpartition("-r")
+            if scenario in ROUNDED and sep and n.isdigit():
+                grouped.setdefault((scenario, base), []).append(m)
+        for (scenario, base), rounds in grouped.items():
+            rounds.sort(key=lambda m: m["target"])
+            raws = [m["raw"] for m in rounds if m.get("raw")]
+            raw = None
+            if raws:
+                raw = {
+                    "rps": median(r["rps"] for r in raws),
+                    "requests": sum(r.get("requests", 0) for r in raws),
+                    "errors": sum(errors_of(r) for r in raws),
+                }
+                # wrk's latency, loadgen's time to first byte: each percentile's median.
+                for key in ("latency_us", "ttfb_us"):
+                    if all(isinstance(r.get(key), dict) for r in raws):
+                        raw[key] = {
+                            p: median(r[key][p] for r in raws)
+                            for p in ("p50", "p90", "p99")
+                            if all(r[key].get(p) is not None for r in raws)
+                        }
+            steals = [m for m in rounds if m.get("cpu_pct")]
+            self.measures[(scenario, base)] = {
+                "scenario": scenario,
+                "target": base,
+                "rounds": rounds,
+                "raw": raw,
+                "quiet_before": all(m.get("quiet_before", True) for m in rounds),
+                "disturbed": any(m.get("disturbed") or m.get("compiler_after") for m in rounds),
+                "cpu_pct": max(steals, key=max_steal)["cpu_pct"] if steals else None,
+            }
+
+    def round_figures(self, scenario, target, *path):
+        """A merged target's figure round by round (empty for a single measurement)."""
+        m = self.measures.get((scenario, target)) or {}
+        out = []
+        for r in m.get("rounds", []):
+            v = r.get("raw")
+            for key in path:
+                v = v.get(key) if isinstance(v, dict) else None
+            out.append(v)
+        return out
 
     def raw(self, scenario, target):
         m = self.measures.get((scenario, target))
@@ -212,21 +265,31 @@ class Report:
             )
         self.cpu_row("s1", "1. non-streaming, c=1: CPU used by the proxy", True)
 
-    def proxy_cpu(self, scenario, target):
-        """CPU use of the proxy process (tollgate, or nginx's worker) in % of one core."""
-        m = self.measures.get((scenario, target)) or {}
+    @staticmethod
+    def measure_cpu(m, target):
+        """CPU use of the proxy process (tollgate, or nginx's worker) in % of one core, and
+        its rps, in one measurement."""
         watched = (m.get("foreign") or {}).get("watched_cpu_pct") or {}
-        return watched.get({"tollgate": "tollgate", "nginx": "nginx_worker"}.get(target, ""))
+        pct = watched.get({"tollgate": "tollgate", "nginx": "nginx_worker"}.get(target, ""))
+        return pct, (m.get("raw") or {}).get("rps")
+
+    def proxy_cpu(self, scenario, target):
+        """The proxy's CPU in % of one core and in µs per request (None when unknown); for
+        a target measured in rounds, the medians of the rounds'."""
+        m = self.measures.get((scenario, target)) or {}
+        pairs = [self.measure_cpu(r, target) for r in m.get("rounds", [m])]
+        pcts = [p for p, _ in pairs if p is not None]
+        per_request = [p / 100 * 1e6 / rps for p, rps in pairs if p is not None and rps]
+        return median(pcts), median(per_request)
 
     def cpu_row(self, scenario, name, per_request):
         cells = ["—"]
         for target in ("nginx", "tollgate"):
-            pct = self.proxy_cpu(scenario, target)
-            rps = self.get(scenario, target, "rps")
+            pct, us = self.proxy_cpu(scenario, target)
             if pct is None:
                 cells.append("n/a")
-            elif per_request and rps:
-                cells.append(f"{pct / 100 * 1e6 / rps:,.1f} µs/request ({pct:.0f} % of a core)")
+            elif per_request and us is not None:
+                cells.append(f"{us:,.1f} µs/request ({pct:.0f} % of a core)")
             else:
                 cells.append(f"{pct:.0f} % of a core")
         self.row(name, cells, "reported", None, f"{scenario}_proxy_cpu")
@@ -505,7 +568,12 @@ class Report:
             top = ", ".join(f"{t['comm']} {t['cpu_pct']} %" for t in f.get("top", [])[:3])
             return f"{f.get('foreign_cpu_pct', '?')} % of a CPU" + (f": {top}" if top else "")
 
-        noisy = [f"{k[0]}/{k[1]} ({who(v)})" for k, v in self.measures.items() if busy(v)]
+        # Merged targets stand for their rounds, which are listed themselves.
+        noisy = [
+            f"{k[0]}/{k[1]} ({who(v)})"
+            for k, v in self.measures.items()
+            if busy(v) and not v.get("rounds")
+        ]
         if noisy:
             notes.append(
                 "† Even on the second attempt, rustc/cargo or other processes (not started by "
@@ -530,7 +598,7 @@ class Report:
         stolen = [
             f"{k[0]}/{k[1]} ({max_steal(v)} %)"
             for k, v in self.measures.items()
-            if (max_steal(v) or 0) >= 2
+            if (max_steal(v) or 0) >= 2 and not v.get("rounds")
         ]
         if stolen:
             notes.append(
@@ -545,6 +613,9 @@ class Report:
                 "that run, which wrk's coordinated-omission correction spreads over many samples; "
                 "the c=1 p99 comparison of this run is not reliable."
             )
+        rounds = self.rounds_note()
+        if rounds:
+            notes.append(rounds)
         notes.append(
             "Added = the proxy's figure minus direct's. Time to first byte = request sent → first "
             "body byte (the first SSE event). Throughput rows from wrk, TTFB and the open-streams "
@@ -554,6 +625,36 @@ class Report:
         )
         lines += ["", *[f"- {n}" for n in notes], ""]
         return "\n".join(lines)
+
+    def rounds_note(self):
+        """The alternating scenarios round by round, for the table's medians."""
+        parts = []
+        for scenario, label, path, fmt in (
+            ("s1", "c=1 p50", ("latency_us", "p50"), "{:,.0f}"),
+            ("s1", "c=1 p99", ("latency_us", "p99"), "{:,.0f}"),
+            ("s2", "c=64 req/s", ("rps",), "{:,.0f}"),
+            ("s3", "streaming c=16 req/s", ("rps",), "{:,.0f}"),
+            ("s3ttfb", "streaming c=16 TTFB p50", ("ttfb_us", "p50"), "{:,.0f}"),
+        ):
+            cells = []
+            for target in TARGETS:
+                values = self.round_figures(scenario, target, *path)
+                if values:
+                    cells.append(
+                        f"{target} " + "/".join("n/a" if v is None else fmt.format(v) for v in values)
+                    )
+            if cells:
+                parts.append(f"{label}: " + ", ".join(cells))
+        if not parts:
+            return None
+        n = max(len(m.get("rounds", [])) for m in self.measures.values())
+        return (
+            f"Scenarios 1, 2 and 3 (but the c=1 TTFB and paced rows) measure each target in {n} "
+            "alternating rounds (the order rotates each round); the table gives the medians of "
+            "the rounds, CPU per request too. Rounds: "
+            + "; ".join(parts)
+            + "."
+        )
 
     def json(self):
         return {

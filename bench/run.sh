@@ -4,7 +4,7 @@
 # to bench/results/raw/<UTC>.json and .md (ignored by git: a run's output, not a record) and
 # copies the table to bench/results/latest.md. See bench/README.md.
 #
-#   bash bench/run.sh                  # ~10 s per measurement, ~5 minutes on a quiet machine
+#   bash bench/run.sh                  # ~10 s per measurement, ~9 minutes on a quiet 2-core machine
 #   BENCH_QUICK=1 bash bench/run.sh    # ~2 s per measurement, a smoke run
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -377,11 +377,41 @@ wrk_run() { # body url connections [seconds]
     --timeout 10s --latency -s bench/wrk.lua "$url"
 }
 
-loadgen_run() { # body url connections [flags]
+loadgen_run() { # body url connections [flags]; LOADGEN_SECS overrides the duration
   local body=$1 url=$2 conns=$3
   shift 3
   taskset -c "$LOAD_CPU" "$LOADGEN" --url "$url" --body-file "$TMP/bodies/$body" \
-    --connections "$conns" --duration "$DURATION" --warmup "$WARMUP" "$@"
+    --connections "$conns" --duration "${LOADGEN_SECS:-$DURATION}" --warmup "$WARMUP" "$@"
+}
+
+# Half a measurement: scenario 5's rounds, and those of `alternating`.
+SEGMENT=$(( DURATION / 2 > 0 ? DURATION / 2 : 1 ))
+
+# alternating "SCENARIO TOOL BODY CONNECTIONS [FLAGS]"...: each measurement given (wrk, or
+# loadgen with its flags) of direct, nginx and tollgate in three rounds of half a
+# measurement each, the order of the targets rotating every round (targets
+# "<name>-r<round>"; the report takes the medians). One 10 s measurement per target put a
+# moment of host noise on one proxy's whole figure: on the 2-core VM a c=64 run once
+# measured tollgate at 0.70x nginx where fresh start-measure rounds gave 0.85-0.96x.
+alternating() {
+  local round k t url spec scenario tool body conns
+  local all=(direct nginx tollgate) order flags
+  for round in 1 2 3; do
+    k=$(( (round - 1) % 3 ))
+    order=("${all[@]:k}" "${all[@]:0:k}")
+    for t in "${order[@]}"; do
+      case $t in direct) url=$DIRECT_URL ;; nginx) url=$NGX_URL ;; tollgate) url=$GW_URL ;; esac
+      for spec in "$@"; do
+        read -r scenario tool body conns flags <<<"$spec"
+        if [[ $tool == wrk ]]; then
+          measure "$scenario" "$t-r$round" wrk wrk_run "$body" "$url" "$conns" "$SEGMENT"
+        else
+          # shellcheck disable=SC2086 # flags are words
+          LOADGEN_SECS=$SEGMENT measure "$scenario" "$t-r$round" loadgen loadgen_run "$body" "$url" "$conns" $flags
+        fi
+      done
+    done
+  done
 }
 
 sanity() { # name url
@@ -432,15 +462,12 @@ start_gateway "$TMP/tollgate-1.yaml" s1
 sanity direct "$DIRECT_URL"
 sanity nginx "$NGX_URL"
 sanity tollgate "$GW_URL"
-measure s1 direct wrk wrk_run chat.json "$DIRECT_URL" 1
-measure s1 nginx wrk wrk_run chat.json "$NGX_URL" 1
-measure s1 tollgate wrk wrk_run chat.json "$GW_URL" 1
+alternating "s1 wrk chat.json 1"
 record_rss s1
 gateway_stderr s1
 stop_proxies
 # 5. 1 route vs $ROUTES routes, c=1: three alternating rounds of half a measurement each, a
 #    fresh gateway each time, so drift on the machine hits both configs alike.
-SEGMENT=$(( DURATION / 2 > 0 ? DURATION / 2 : 1 ))
 for round in 1 2 3; do
   for routes in 1 "$ROUTES"; do
     start_gateway "$TMP/tollgate-$routes.yaml" "s5-$routes-$round"
@@ -459,10 +486,7 @@ done
 log "scenario 2: non-streaming, c=64"
 start_nginx
 start_gateway "$TMP/tollgate-1.yaml" s2
-for t in direct nginx tollgate; do
-  case $t in direct) url=$DIRECT_URL ;; nginx) url=$NGX_URL ;; tollgate) url=$GW_URL ;; esac
-  measure s2 "$t" wrk wrk_run chat.json "$url" 64
-done
+alternating "s2 wrk chat.json 64"
 record_rss s2
 gateway_stderr s2
 stop_proxies
@@ -472,10 +496,9 @@ stop_proxies
 log "scenario 3: streaming, 20 chunks, c=16 (and TTFB at c=1); paced (5 ms) c=64"
 start_nginx
 start_gateway "$TMP/tollgate-1.yaml" s3
+alternating "s3 wrk stream.json 16" "s3ttfb loadgen stream.json 16 --expect-done"
 for t in direct nginx tollgate; do
   case $t in direct) url=$DIRECT_URL ;; nginx) url=$NGX_URL ;; tollgate) url=$GW_URL ;; esac
-  measure s3 "$t" wrk wrk_run stream.json "$url" 16
-  measure s3ttfb "$t" loadgen loadgen_run stream.json "$url" 16 --expect-done
   measure s3ttfb1 "$t" loadgen loadgen_run stream.json "$url" 1 --expect-done
   measure s3paced "$t" wrk wrk_run paced.json "$url" 64
 done
