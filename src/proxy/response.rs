@@ -21,12 +21,13 @@ use crate::plugins::ai_proxy::AiProxy;
 use crate::plugins::phases::Log;
 use crate::proxy::exchange::Exchange;
 
-/// Upstream bodies being passed through right now (`tollgate_open_streams`).
-static OPEN_STREAMS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Upstream bodies being passed through right now (`tollgate_open_streams`), counted per
+/// worker: every stream moves it twice.
+static OPEN_STREAMS: crate::rt::worker::Counter = crate::rt::worker::Counter::new();
 
 /// How many upstream bodies are being passed through right now.
 pub fn open_streams() -> u64 {
-    OPEN_STREAMS.load(std::sync::atomic::Ordering::Relaxed)
+    OPEN_STREAMS.get()
 }
 
 /// Counts one open stream for as long as it lives.
@@ -34,14 +35,14 @@ struct StreamGauge;
 
 impl StreamGauge {
     fn new() -> StreamGauge {
-        OPEN_STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OPEN_STREAMS.incr();
         StreamGauge
     }
 }
 
 impl Drop for StreamGauge {
     fn drop(&mut self) {
-        OPEN_STREAMS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        OPEN_STREAMS.decr();
     }
 }
 
@@ -423,8 +424,9 @@ fn chain_of<'a>(log: &'a RequestLog, snap: &'a Snapshot) -> &'a [usize] {
     }
 }
 
-/// Log phases queued to run after their responses went out.
-static DEFERRED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Log phases queued to run after their responses went out, counted per worker: every
+/// logged request moves it twice.
+static DEFERRED: crate::rt::worker::Counter = crate::rt::worker::Counter::new();
 
 /// Runs the log phase after the response, so the connection flushes the response's last
 /// bytes first: metrics, log records and quota charges are not part of the client's
@@ -435,7 +437,7 @@ fn defer(f: Box<Finish>, error: Option<String>) {
     let Ok(rt) = tokio::runtime::Handle::try_current() else {
         return f.run(error);
     };
-    DEFERRED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    DEFERRED.incr();
     let Err((f, error)) = queue_for_runner(f, error) else {
         return;
     };
@@ -449,7 +451,7 @@ fn run_deferred(f: Box<Finish>, error: Option<String>) {
     if std::panic::catch_unwind(run).is_err() {
         tracing::error!("a log phase panicked; its record is lost");
     }
-    DEFERRED.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    DEFERRED.decr();
 }
 
 /// Log phases waiting for this thread's runner (see [`start_log_runner`]).
@@ -548,9 +550,7 @@ pub fn start_log_runner() {
 /// analytics rows to the writer (shutdown: called on every worker's thread).
 pub async fn settle_deferred(limit: Duration) {
     let until = std::time::Instant::now() + limit;
-    while DEFERRED.load(std::sync::atomic::Ordering::Relaxed) > 0
-        && std::time::Instant::now() < until
-    {
+    while DEFERRED.get() > 0 && std::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     // This thread's analytics rows go to the writer before it is flushed.
