@@ -26,6 +26,7 @@ use tokio_rustls::client::TlsStream;
 use super::h1;
 use super::out_headers::OutHeaders;
 use super::upstream_tls::{self, Trust};
+use crate::rt::worker::{Padded, PerWorker};
 
 /// Why an attempt failed, in the terms `failover_criteria` uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,24 +144,21 @@ struct Idle {
     since: Instant,
 }
 
-/// The idle connections of the workers whose number falls on this shard. Aligned to its
-/// own cache lines: each worker locks its shard twice per request and moves its reference
-/// count, and a line that two cores write in turn costs ~160 ns per hand-over on the
-/// bench's VM (a ping-pong between its two cores), which one shared pool paid on every
-/// request once two workers ran.
-#[repr(align(128))]
+/// The idle connections of one worker (see `Upstreams`).
 struct PoolShard {
     /// FxHash rather than SipHash: two lookups per request, keys from the config.
     idle: Mutex<HashMap<PoolKey, Vec<Idle>, rustc_hash::FxBuildHasher>>,
 }
 
-/// Shards of the pool: workers are numbered from 0, so up to this many never share one.
-const POOL_SHARDS: usize = 16;
+/// A worker's shard of the pool, its lock and reference count on cache lines of their own.
+type Shard = Arc<Padded<PoolShard>>;
 
-/// Pooled upstream connections.
+/// Pooled upstream connections, a shard per worker: each request locks its worker's twice
+/// and moves its reference count, which one pool shared by every worker paid for in cache
+/// lines moving between their cores.
 #[derive(Clone)]
 pub struct Upstreams {
-    shards: Arc<[Arc<PoolShard>; POOL_SHARDS]>,
+    shards: Arc<PerWorker<Shard>>,
 }
 
 impl Default for Upstreams {
@@ -183,7 +181,7 @@ struct ConnState {
     io: Stream,
     buf: BytesMut,
     peer: Option<SocketAddr>,
-    pool: Arc<PoolShard>,
+    pool: Shard,
 }
 
 impl ConnState {
@@ -328,17 +326,17 @@ impl Upstreams {
     /// An empty pool (TLS trust: see `upstream_tls`).
     pub fn new() -> Self {
         Upstreams {
-            shards: Arc::new(std::array::from_fn(|_| {
-                Arc::new(PoolShard {
+            shards: Arc::new(PerWorker::new(|_| {
+                Arc::new(Padded(PoolShard {
                     idle: Mutex::new(HashMap::default()),
-                })
+                }))
             })),
         }
     }
 
     /// The shard of `key`'s worker.
-    fn shard(&self, key: &PoolKey) -> &Arc<PoolShard> {
-        &self.shards[usize::from(key.worker) % POOL_SHARDS]
+    fn shard(&self, key: &PoolKey) -> &Shard {
+        self.shards.of(key.worker)
     }
 
     fn take_idle(&self, key: &PoolKey) -> Option<Box<ConnState>> {

@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
+use super::worker::Padded;
+
 /// Shared activity clock: the last time anything happened, and a wake-up for the poller.
 pub struct Activity {
     epoch: Instant,
@@ -49,11 +51,7 @@ const YIELD_AFTER_NS: u64 = 10_000;
 
 /// Background threads at work right now (see [`StepAside`]). Read on every turn of every
 /// worker's poller, so on cache lines of its own: nothing written often shares them.
-static STEPPED_ASIDE: Aside = Aside(AtomicUsize::new(0));
-
-/// The count of [`STEPPED_ASIDE`], aligned to its own cache lines.
-#[repr(align(128))]
-struct Aside(AtomicUsize);
+static STEPPED_ASIDE: Padded<AtomicUsize> = Padded(AtomicUsize::new(0));
 
 /// Pollers that stopped spinning for a background thread while their worker was active,
 /// woken when the last one is done.
@@ -81,7 +79,7 @@ pub struct StepAside {
 impl StepAside {
     /// Asks the poller to stop spinning until the returned guard is dropped.
     pub fn new() -> Self {
-        STEPPED_ASIDE.0.fetch_add(1, Ordering::SeqCst);
+        STEPPED_ASIDE.fetch_add(1, Ordering::SeqCst);
         StepAside {
             turn_started: Instant::now(),
         }
@@ -105,7 +103,7 @@ impl Default for StepAside {
 
 impl Drop for StepAside {
     fn drop(&mut self) {
-        if STEPPED_ASIDE.0.fetch_sub(1, Ordering::SeqCst) == 1 {
+        if STEPPED_ASIDE.fetch_sub(1, Ordering::SeqCst) == 1 {
             let stopped = std::mem::take(&mut *lock_interrupted());
             for a in stopped {
                 RESUMED.fetch_add(1, Ordering::Relaxed);
@@ -123,11 +121,11 @@ fn lock_interrupted() -> std::sync::MutexGuard<'static, Vec<Arc<Activity>>> {
 /// one to finish wakes (it registers before looking again, so a thread finishing between
 /// the two looks cannot miss it).
 fn stepped_aside(a: &Arc<Activity>) -> bool {
-    if STEPPED_ASIDE.0.load(Ordering::SeqCst) == 0 {
+    if STEPPED_ASIDE.load(Ordering::SeqCst) == 0 {
         return false;
     }
     lock_interrupted().push(a.clone());
-    STEPPED_ASIDE.0.load(Ordering::SeqCst) > 0
+    STEPPED_ASIDE.load(Ordering::SeqCst) > 0
 }
 
 /// Records request activity (cheap: a clock read and two atomics).
